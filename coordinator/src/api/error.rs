@@ -1,0 +1,117 @@
+//! The one mapping from domain, write and read errors to HTTP statuses and JSON error bodies.
+//! Internal error text is logged, never sent.
+
+use crate::server::{ReadError, WriteError};
+use crate::state::DomainError;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+/// `{"error": code, "message": text}`; `leader` names the leader's API address when a request
+/// must be sent there.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub leader: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            leader: None,
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_input", message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn not_leader(leader_api: Option<String>) -> Self {
+        Self {
+            status: StatusCode::MISDIRECTED_REQUEST,
+            code: "not_leader",
+            message: "this coordinator is not the leader; send the request to the leader".into(),
+            leader: leader_api,
+        }
+    }
+
+    pub fn internal(context: &str, err: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %err, "{context}");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("{context} failed; see the coordinator log"),
+        )
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
+        let message = e.to_string();
+        match e {
+            DomainError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, "not_found", message),
+            DomainError::Conflict(_) => Self::new(StatusCode::CONFLICT, "conflict", message),
+            DomainError::Invalid(_) | DomainError::Rejected(_) => Self::invalid(message),
+            DomainError::Exhausted(_) => {
+                Self::new(StatusCode::TOO_MANY_REQUESTS, "quota_exhausted", message)
+            }
+            DomainError::Uninitialized => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "uninitialized", message)
+            }
+        }
+    }
+}
+
+impl From<WriteError> for ApiError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::NoLeader => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "no_leader", e.to_string())
+            }
+            WriteError::Raft(inner) => Self::internal("raft write", inner),
+        }
+    }
+}
+
+impl From<ReadError> for ApiError {
+    fn from(e: ReadError) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "no_leader", e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: self.code.to_string(),
+            message: self.message,
+            leader: self.leader,
+        };
+        (self.status, Json(body)).into_response()
+    }
+}

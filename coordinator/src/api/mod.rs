@@ -1,0 +1,1011 @@
+//! The REST API (axum): the seed's tenant endpoints, API keys, audit, cluster membership and the
+//! OpenAPI document. Only this module knows about HTTP. Bodies are parsed by hand so that every
+//! malformed, oversized or unknown-field body gets a JSON 4xx and an audit entry.
+
+pub mod auth;
+pub mod error;
+
+use crate::raft::CoordinatorNode;
+use crate::server::{new_api_key, Consistency, Coordinator};
+use crate::state::apikey::{ApiKey, Role};
+use crate::state::audit::{self, AuditEntry, Break};
+use crate::state::names::{validate_label_part, TenantName};
+use crate::state::node::Node;
+use crate::state::quota::ByteSize;
+use crate::state::tenant::{
+    validate_connection_limit, validate_events_per_min, AccessMode, DbType, Isolation, Tenant,
+    TenantPatch, TenantSpec, Tier,
+};
+use crate::state::{Command, Lifecycle, Op, Reply};
+use auth::{Ctx, Need};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query};
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use error::{ApiError, ErrorBody};
+use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
+use openraft::ChangeMembers;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+use utoipa::{OpenApi, ToSchema};
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+type Result<T> = std::result::Result<T, ApiError>;
+
+pub fn router(c: Arc<Coordinator>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/api/v1/openapi.json", get(openapi_json))
+        .route("/api/v1/tenant", post(create_tenant))
+        .route(
+            "/api/v1/tenant/{name}",
+            get(get_tenant).patch(update_tenant).delete(delete_tenant),
+        )
+        .route("/api/v1/tenant/{name}/{action}", post(tenant_lifecycle))
+        .route("/api/v1/tenant/{name}/audit", get(tenant_audit))
+        .route("/api/v1/tenants", get(list_tenants))
+        .route("/api/v1/nodes", get(list_nodes))
+        .route("/api/v1/apikeys", get(list_api_keys).post(create_api_key))
+        .route("/api/v1/apikeys/{id}", delete(revoke_api_key))
+        .route("/api/v1/audit", get(list_audit))
+        .route("/api/v1/audit/verify", get(verify_audit))
+        .route("/api/v1/cluster", get(cluster_status))
+        .route("/api/v1/cluster/learners", post(add_learner))
+        .route("/api/v1/cluster/voters", post(promote))
+        .route("/api/v1/cluster/members/{id}", delete(remove_member))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(c)
+}
+
+/// Parses a JSON body strictly; any failure is audited and answered with 400/413.
+async fn parse_body<T: DeserializeOwned>(
+    ctx: &Ctx,
+    actor: &str,
+    action: &str,
+    target: &str,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Result<T> {
+    let bytes = match body {
+        Ok(b) => b,
+        Err(rejection) => {
+            let err = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    format!("request body is larger than {MAX_BODY_BYTES} bytes"),
+                )
+            } else {
+                ApiError::invalid(format!(
+                    "unreadable request body: {}",
+                    rejection.body_text()
+                ))
+            };
+            return Err(ctx.reject(actor, action, target, err).await);
+        }
+    };
+    match serde_json::from_slice(&bytes) {
+        Ok(v) => Ok(v),
+        Err(e) => Err(ctx
+            .reject(
+                actor,
+                action,
+                target,
+                ApiError::invalid(format!("invalid JSON body: {e}")),
+            )
+            .await),
+    }
+}
+
+/// A path tenant name, validated; a bad one is audited under `action`.
+async fn tenant_name(ctx: &Ctx, actor: &str, action: &str, raw: &str) -> Result<TenantName> {
+    match TenantName::parse(raw) {
+        Ok(n) => Ok(n),
+        Err(e) => Err(ctx
+            .reject(
+                actor,
+                action,
+                &target_of(raw),
+                ApiError::invalid(e.to_string()),
+            )
+            .await),
+    }
+}
+
+/// An audit target for user-typed text: bounded and escaped.
+fn target_of(raw: &str) -> String {
+    let clipped: String = raw.chars().take(64).collect();
+    format!("tenant/{}", clipped.escape_debug())
+}
+
+/// Runs a command through Raft and maps the domain result.
+async fn run(ctx: &Ctx, actor: &str, op: Op) -> Result<Reply> {
+    let cmd = Command {
+        meta: ctx.meta(actor),
+        op,
+    };
+    Ok(ctx.coordinator.write(cmd).await??)
+}
+
+fn expect_tenant(reply: Reply) -> Result<Tenant> {
+    match reply {
+        Reply::Tenant(t) => Ok(*t),
+        other => Err(ApiError::internal(
+            "tenant command",
+            format!("unexpected reply {other:?}"),
+        )),
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ReadParams {
+    /// `stale` answers from this coordinator's own state without asking the leader.
+    #[serde(default)]
+    #[param(value_type = Option<String>)]
+    pub consistency: Option<Consistency>,
+}
+
+async fn barrier(ctx: &Ctx, params: &ReadParams) -> Result<()> {
+    Ok(ctx
+        .coordinator
+        .read_barrier(params.consistency.unwrap_or_default())
+        .await?)
+}
+
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "the process is up")))]
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+/// The seed's create body, plus the optional extras of DESIGN.md.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenantBody {
+    #[schema(example = "acme")]
+    pub name: String,
+    /// Disk quota such as `5GB`, `500MB`, `1TiB`; the tier's default when absent.
+    #[schema(example = "5GB")]
+    pub db_quota: Option<String>,
+    /// Default true.
+    pub vpn_enabled: Option<bool>,
+    /// Default false.
+    pub public_api: Option<bool>,
+    pub tier: Option<Tier>,
+    pub db_type: Option<DbType>,
+    pub isolation: Option<Isolation>,
+    pub access_mode: Option<AccessMode>,
+    pub connection_limit: Option<u32>,
+    pub events_per_min: Option<u32>,
+    pub dedicated: Option<bool>,
+    pub node_selector: Option<BTreeMap<String, String>>,
+}
+
+fn validate_selector(
+    sel: BTreeMap<String, String>,
+) -> std::result::Result<BTreeMap<String, String>, String> {
+    if sel.len() > 16 {
+        return Err("at most 16 node selector labels".into());
+    }
+    for (k, v) in &sel {
+        validate_label_part(k)?;
+        validate_label_part(v)?;
+    }
+    Ok(sel)
+}
+
+impl CreateTenantBody {
+    fn into_spec(self) -> std::result::Result<TenantSpec, String> {
+        let name = TenantName::parse(&self.name).map_err(|e| e.to_string())?;
+        let tier = self.tier.unwrap_or(Tier::Free);
+        let defaults = tier.defaults();
+        let db_quota = match &self.db_quota {
+            Some(q) => ByteSize::parse(q).map_err(|e| format!("db_quota: {e}"))?,
+            None => defaults.db_quota,
+        };
+        let vpn_enabled = self.vpn_enabled.unwrap_or(true);
+        let public_api = self.public_api.unwrap_or(false);
+        let access_mode = self
+            .access_mode
+            .unwrap_or_else(|| AccessMode::implied(vpn_enabled, public_api));
+        if access_mode != AccessMode::Public && !vpn_enabled {
+            return Err("access mode vpn-only or hybrid needs the VPN enabled".into());
+        }
+        Ok(TenantSpec {
+            name,
+            tier,
+            db_type: self.db_type.unwrap_or(DbType::Postgres),
+            isolation: self.isolation.unwrap_or(Isolation::Schema),
+            db_quota,
+            connection_limit: validate_connection_limit(
+                self.connection_limit.unwrap_or(defaults.connection_limit),
+            )?,
+            events_per_min: validate_events_per_min(
+                self.events_per_min.unwrap_or(defaults.events_per_min),
+            )?,
+            vpn_enabled,
+            public_api,
+            access_mode,
+            dedicated: self.dedicated.unwrap_or(false),
+            node_selector: validate_selector(self.node_selector.unwrap_or_default())?,
+        })
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/tenant", request_body = CreateTenantBody,
+    responses((status = 201, body = Tenant), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 429, body = ErrorBody)),
+    security(("api_key" = [])))]
+async fn create_tenant(
+    ctx: Ctx,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Tenant>)> {
+    const ACTION: &str = "tenant.create";
+    let caller = ctx.require(Need::Admin, ACTION, "tenant").await?;
+    let body: CreateTenantBody = parse_body(&ctx, &caller.key_id, ACTION, "tenant", body).await?;
+    let target = target_of(&body.name);
+    let spec = match body.into_spec() {
+        Ok(s) => s,
+        Err(msg) => {
+            return Err(ctx
+                .reject(&caller.key_id, ACTION, &target, ApiError::invalid(msg))
+                .await)
+        }
+    };
+    let tenant = expect_tenant(run(&ctx, &caller.key_id, Op::CreateTenant(spec)).await?)?;
+    Ok((StatusCode::CREATED, Json(tenant)))
+}
+
+#[utoipa::path(get, path = "/api/v1/tenant/{name}", params(("name" = String, Path), ReadParams),
+    responses((status = 200, body = Tenant), (status = 404, body = ErrorBody)), security(("api_key" = [])))]
+async fn get_tenant(
+    ctx: Ctx,
+    Path(raw): Path<String>,
+    Query(params): Query<ReadParams>,
+) -> Result<Json<Tenant>> {
+    const ACTION: &str = "tenant.get";
+    let caller = ctx.require(Need::AnyKey, ACTION, &target_of(&raw)).await?;
+    let name = tenant_name(&ctx, &caller.key_id, ACTION, &raw).await?;
+    ctx.authorize(&caller, Need::Tenant(&name), ACTION, &target_of(&raw))
+        .await?;
+    barrier(&ctx, &params).await?;
+    ctx.coordinator
+        .read(|d| d.state.tenants.get(&name).cloned())
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("tenant {name} not found")))
+}
+
+#[utoipa::path(get, path = "/api/v1/tenants", params(ReadParams),
+    responses((status = 200, body = Vec<Tenant>)), security(("api_key" = [])))]
+async fn list_tenants(ctx: Ctx, Query(params): Query<ReadParams>) -> Result<Json<Vec<Tenant>>> {
+    let caller = ctx.require(Need::AnyKey, "tenant.list", "tenants").await?;
+    if caller.role == Role::Auditor {
+        ctx.authorize(&caller, Need::Admin, "tenant.list", "tenants")
+            .await?;
+    }
+    barrier(&ctx, &params).await?;
+    Ok(Json(ctx.coordinator.read(|d| {
+        d.state
+            .tenants
+            .values()
+            .filter(|t| caller.role == Role::Admin || caller.tenant.as_ref() == Some(&t.name))
+            .cloned()
+            .collect()
+    })))
+}
+
+/// A PATCH body: only the fields to change.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTenantBody {
+    pub tier: Option<Tier>,
+    #[schema(example = "10GB")]
+    pub db_quota: Option<String>,
+    pub connection_limit: Option<u32>,
+    pub events_per_min: Option<u32>,
+    pub vpn_enabled: Option<bool>,
+    pub public_api: Option<bool>,
+    pub access_mode: Option<AccessMode>,
+}
+
+impl UpdateTenantBody {
+    fn into_patch(self) -> std::result::Result<TenantPatch, String> {
+        Ok(TenantPatch {
+            tier: self.tier,
+            db_quota: self
+                .db_quota
+                .map(|q| ByteSize::parse(&q).map_err(|e| format!("db_quota: {e}")))
+                .transpose()?,
+            connection_limit: self
+                .connection_limit
+                .map(validate_connection_limit)
+                .transpose()?,
+            events_per_min: self
+                .events_per_min
+                .map(validate_events_per_min)
+                .transpose()?,
+            vpn_enabled: self.vpn_enabled,
+            public_api: self.public_api,
+            access_mode: self.access_mode,
+        })
+    }
+}
+
+#[utoipa::path(patch, path = "/api/v1/tenant/{name}", params(("name" = String, Path)), request_body = UpdateTenantBody,
+    responses((status = 200, body = Tenant), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("api_key" = [])))]
+async fn update_tenant(
+    ctx: Ctx,
+    Path(raw): Path<String>,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Result<Json<Tenant>> {
+    const ACTION: &str = "tenant.update";
+    let target = target_of(&raw);
+    let caller = ctx.require(Need::Admin, ACTION, &target).await?;
+    let name = tenant_name(&ctx, &caller.key_id, ACTION, &raw).await?;
+    let body: UpdateTenantBody = parse_body(&ctx, &caller.key_id, ACTION, &target, body).await?;
+    let patch = match body.into_patch() {
+        Ok(p) => p,
+        Err(msg) => {
+            return Err(ctx
+                .reject(&caller.key_id, ACTION, &target, ApiError::invalid(msg))
+                .await)
+        }
+    };
+    Ok(Json(expect_tenant(
+        run(&ctx, &caller.key_id, Op::UpdateTenant { name, patch }).await?,
+    )?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/tenant/{name}", params(("name" = String, Path)),
+    responses((status = 200, description = "the tenant is deleted-pending-purge and can be restored", body = Tenant),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("api_key" = [])))]
+async fn delete_tenant(ctx: Ctx, Path(raw): Path<String>) -> Result<Json<Tenant>> {
+    lifecycle(ctx, raw, Lifecycle::Delete).await
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct PurgeParams {
+    /// Purge before the retention period has run out.
+    #[serde(default)]
+    pub force: bool,
+}
+
+#[utoipa::path(post, path = "/api/v1/tenant/{name}/{action}",
+    params(("name" = String, Path), ("action" = String, Path, description = "suspend, resume, restore or purge"), PurgeParams),
+    responses((status = 200, body = Tenant), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("api_key" = [])))]
+async fn tenant_lifecycle(
+    ctx: Ctx,
+    Path((raw, action)): Path<(String, String)>,
+    Query(p): Query<PurgeParams>,
+) -> Result<Json<Tenant>> {
+    let step = match action.as_str() {
+        "suspend" => Lifecycle::Suspend,
+        "resume" => Lifecycle::Resume,
+        "restore" => Lifecycle::Restore,
+        "purge" => Lifecycle::Purge { force: p.force },
+        _ => {
+            return Err(ApiError::not_found(format!(
+                "no tenant action {:?}",
+                action.chars().take(32).collect::<String>()
+            )))
+        }
+    };
+    lifecycle(ctx, raw, step).await
+}
+
+async fn lifecycle(ctx: Ctx, raw: String, step: Lifecycle) -> Result<Json<Tenant>> {
+    let action = match step {
+        Lifecycle::Suspend => "tenant.suspend",
+        Lifecycle::Resume => "tenant.resume",
+        Lifecycle::Delete => "tenant.delete",
+        Lifecycle::Restore => "tenant.restore",
+        Lifecycle::Purge { .. } => "tenant.purge",
+    };
+    let caller = ctx.require(Need::Admin, action, &target_of(&raw)).await?;
+    let name = tenant_name(&ctx, &caller.key_id, action, &raw).await?;
+    Ok(Json(expect_tenant(
+        run(&ctx, &caller.key_id, Op::Lifecycle { name, step }).await?,
+    )?))
+}
+
+#[utoipa::path(get, path = "/api/v1/nodes", params(ReadParams), responses((status = 200, body = Vec<Node>)),
+    security(("api_key" = [])))]
+async fn list_nodes(ctx: Ctx, Query(params): Query<ReadParams>) -> Result<Json<Vec<Node>>> {
+    ctx.require(Need::Admin, "node.list", "nodes").await?;
+    barrier(&ctx, &params).await?;
+    Ok(Json(
+        ctx.coordinator
+            .read(|d| d.state.nodes.values().cloned().collect()),
+    ))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiKeyBody {
+    pub role: Role,
+    /// Required for customer keys: the one tenant the key may touch.
+    pub tenant: Option<String>,
+    pub description: Option<String>,
+    /// Lifetime such as `30d` or `12h`; no expiry when absent.
+    pub expires_in: Option<String>,
+}
+
+/// A new key: `token` is shown this once and stored nowhere.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CreatedApiKey {
+    pub token: String,
+    pub key: ApiKey,
+}
+
+#[utoipa::path(post, path = "/api/v1/apikeys", request_body = CreateApiKeyBody,
+    responses((status = 201, body = CreatedApiKey), (status = 400, body = ErrorBody)), security(("api_key" = [])))]
+async fn create_api_key(
+    ctx: Ctx,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<CreatedApiKey>)> {
+    const ACTION: &str = "apikey.create";
+    let caller = ctx.require(Need::Admin, ACTION, "apikey").await?;
+    let body: CreateApiKeyBody = parse_body(&ctx, &caller.key_id, ACTION, "apikey", body).await?;
+    let parsed = (|| -> std::result::Result<_, String> {
+        let tenant = body
+            .tenant
+            .as_deref()
+            .map(TenantName::parse)
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        let description = body.description.unwrap_or_default();
+        if description.len() > 200 || description.chars().any(char::is_control) {
+            return Err("description must be at most 200 printable characters".into());
+        }
+        let expires = match &body.expires_in {
+            Some(d) => {
+                let d = humantime::parse_duration(d).map_err(|e| format!("expires_in: {e}"))?;
+                Some(
+                    crate::time::now_ms()
+                        .saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                )
+            }
+            None => None,
+        };
+        Ok((tenant, description, expires))
+    })();
+    let (tenant, description, expires) = match parsed {
+        Ok(p) => p,
+        Err(msg) => {
+            return Err(ctx
+                .reject(&caller.key_id, ACTION, "apikey", ApiError::invalid(msg))
+                .await)
+        }
+    };
+    let (token, key) = new_api_key(body.role, tenant, description, expires)
+        .map_err(|e| ApiError::internal("key generation", e))?;
+    match run(&ctx, &caller.key_id, Op::CreateApiKey(key)).await? {
+        Reply::ApiKey(key) => Ok((
+            StatusCode::CREATED,
+            Json(CreatedApiKey { token, key: *key }),
+        )),
+        other => Err(ApiError::internal(
+            "api key command",
+            format!("unexpected reply {other:?}"),
+        )),
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/apikeys", params(ReadParams), responses((status = 200, body = Vec<ApiKey>)),
+    security(("api_key" = [])))]
+async fn list_api_keys(ctx: Ctx, Query(params): Query<ReadParams>) -> Result<Json<Vec<ApiKey>>> {
+    ctx.require(Need::Admin, "apikey.list", "apikeys").await?;
+    barrier(&ctx, &params).await?;
+    Ok(Json(ctx.coordinator.read(|d| {
+        d.state.api_keys.values().map(ApiKey::redacted).collect()
+    })))
+}
+
+#[utoipa::path(delete, path = "/api/v1/apikeys/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = ApiKey), (status = 404, body = ErrorBody)), security(("api_key" = [])))]
+async fn revoke_api_key(ctx: Ctx, Path(id): Path<String>) -> Result<Json<ApiKey>> {
+    const ACTION: &str = "apikey.revoke";
+    let target = format!(
+        "apikey/{}",
+        id.chars().take(32).collect::<String>().escape_debug()
+    );
+    let caller = ctx.require(Need::Admin, ACTION, &target).await?;
+    if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ctx
+            .reject(
+                &caller.key_id,
+                ACTION,
+                &target,
+                ApiError::invalid("api key id must be 16 hex digits"),
+            )
+            .await);
+    }
+    match run(&ctx, &caller.key_id, Op::RevokeApiKey { id }).await? {
+        Reply::ApiKey(key) => Ok(Json(*key)),
+        other => Err(ApiError::internal(
+            "api key command",
+            format!("unexpected reply {other:?}"),
+        )),
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct AuditParams {
+    /// Only entries about this tenant.
+    pub tenant: Option<String>,
+    /// RFC 3339 time, or an age such as `1h`.
+    pub since: Option<String>,
+    /// At most this many entries, newest last (default 1000, at most 100000).
+    pub limit: Option<usize>,
+    #[serde(default)]
+    #[param(value_type = Option<String>)]
+    pub consistency: Option<Consistency>,
+}
+
+fn select_audit(
+    entries: &[AuditEntry],
+    tenant: Option<&TenantName>,
+    since_ms: Option<u64>,
+    limit: usize,
+) -> Vec<AuditEntry> {
+    let target = tenant.map(|t| format!("tenant/{t}"));
+    let mut out: Vec<AuditEntry> = entries
+        .iter()
+        .rev()
+        .filter(|e| since_ms.is_none_or(|s| e.time_ms >= s))
+        .filter(|e| target.as_ref().is_none_or(|t| &e.target == t))
+        .take(limit)
+        .cloned()
+        .collect();
+    out.reverse();
+    out
+}
+
+#[utoipa::path(get, path = "/api/v1/audit", params(AuditParams), responses((status = 200, body = Vec<AuditEntry>)),
+    security(("api_key" = [])))]
+async fn list_audit(ctx: Ctx, Query(p): Query<AuditParams>) -> Result<Json<Vec<AuditEntry>>> {
+    const ACTION: &str = "audit.list";
+    let caller = ctx.require(Need::AuditRead, ACTION, "audit").await?;
+    let tenant = match &p.tenant {
+        Some(raw) => Some(tenant_name(&ctx, &caller.key_id, ACTION, raw).await?),
+        None => None,
+    };
+    let since = match &p.since {
+        Some(raw) => match crate::time::parse_since(raw, crate::time::now_ms()) {
+            Ok(t) => Some(t),
+            Err(msg) => {
+                return Err(ctx
+                    .reject(&caller.key_id, ACTION, "audit", ApiError::invalid(msg))
+                    .await)
+            }
+        },
+        None => None,
+    };
+    let limit = p.limit.unwrap_or(1000).min(100_000);
+    barrier(
+        &ctx,
+        &ReadParams {
+            consistency: p.consistency,
+        },
+    )
+    .await?;
+    Ok(Json(ctx.coordinator.read(|d| {
+        select_audit(&d.state.audit, tenant.as_ref(), since, limit)
+    })))
+}
+
+#[utoipa::path(get, path = "/api/v1/tenant/{name}/audit", params(("name" = String, Path), ReadParams),
+    responses((status = 200, body = Vec<AuditEntry>)), security(("api_key" = [])))]
+async fn tenant_audit(
+    ctx: Ctx,
+    Path(raw): Path<String>,
+    Query(params): Query<ReadParams>,
+) -> Result<Json<Vec<AuditEntry>>> {
+    const ACTION: &str = "audit.list";
+    let caller = ctx.require(Need::AnyKey, ACTION, &target_of(&raw)).await?;
+    let name = tenant_name(&ctx, &caller.key_id, ACTION, &raw).await?;
+    if caller.role != Role::Auditor {
+        ctx.authorize(&caller, Need::Tenant(&name), ACTION, &target_of(&raw))
+            .await?;
+    }
+    barrier(&ctx, &params).await?;
+    Ok(Json(ctx.coordinator.read(|d| {
+        select_audit(&d.state.audit, Some(&name), None, 100_000)
+    })))
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditVerification {
+    pub ok: bool,
+    /// Entries verified before the first break (all of them when ok).
+    pub verified: u64,
+    pub total: u64,
+    pub broken: Option<Break>,
+}
+
+#[utoipa::path(get, path = "/api/v1/audit/verify", params(ReadParams), responses((status = 200, body = AuditVerification)),
+    security(("api_key" = [])))]
+async fn verify_audit(
+    ctx: Ctx,
+    Query(params): Query<ReadParams>,
+) -> Result<Json<AuditVerification>> {
+    ctx.require(Need::AuditRead, "audit.verify", "audit")
+        .await?;
+    barrier(&ctx, &params).await?;
+    Ok(Json(ctx.coordinator.read(|d| {
+        let total = d.state.audit.len() as u64;
+        match audit::verify(&d.state.audit) {
+            Ok(n) => AuditVerification {
+                ok: true,
+                verified: n,
+                total,
+                broken: None,
+            },
+            Err(b) => AuditVerification {
+                ok: false,
+                verified: b.seq.saturating_sub(1),
+                total,
+                broken: Some(b),
+            },
+        }
+    })))
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Member {
+    pub id: u64,
+    pub raft_addr: String,
+    pub api_addr: String,
+    pub voter: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ClusterStatus {
+    /// The coordinator that answered.
+    pub node_id: u64,
+    pub state: String,
+    pub leader_id: Option<u64>,
+    pub term: u64,
+    pub last_log_index: Option<u64>,
+    pub last_applied: Option<u64>,
+    pub members: Vec<Member>,
+    pub cluster_id: Option<String>,
+    pub vpn_pool: Option<String>,
+    pub ca_fingerprint: Option<String>,
+    pub tenants: usize,
+    pub audit_entries: usize,
+}
+
+#[utoipa::path(get, path = "/api/v1/cluster", responses((status = 200, body = ClusterStatus)), security(("api_key" = [])))]
+async fn cluster_status(ctx: Ctx) -> Result<Json<ClusterStatus>> {
+    ctx.require(Need::AuditRead, "cluster.status", "cluster")
+        .await?;
+    let c = &ctx.coordinator;
+    let m = c.raft.metrics().borrow().clone();
+    let membership = m.membership_config.membership();
+    let voters: BTreeSet<u64> = membership.voter_ids().collect();
+    let members = membership
+        .nodes()
+        .map(|(id, n)| Member {
+            id: *id,
+            raft_addr: n.raft_addr.clone(),
+            api_addr: n.api_addr.clone(),
+            voter: voters.contains(id),
+        })
+        .collect();
+    let (settings, tenants, audit_entries) = c.read(|d| {
+        (
+            d.state.settings.clone(),
+            d.state.tenants.len(),
+            d.state.audit.len(),
+        )
+    });
+    Ok(Json(ClusterStatus {
+        node_id: c.config.id,
+        state: format!("{:?}", m.state),
+        leader_id: m.current_leader,
+        term: m.current_term,
+        last_log_index: m.last_log_index,
+        last_applied: m.last_applied.map(|l| l.index),
+        members,
+        cluster_id: settings.as_ref().map(|s| s.cluster_id.clone()),
+        vpn_pool: settings.as_ref().map(|s| s.vpn_pool.to_string()),
+        ca_fingerprint: settings.map(|s| s.ca_fingerprint),
+        tenants,
+        audit_entries,
+    }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddLearnerBody {
+    pub id: u64,
+    /// host:port of the new coordinator's Raft listener.
+    pub raft_addr: String,
+    /// host:port of its REST API.
+    pub api_addr: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PromoteBody {
+    pub id: u64,
+}
+
+fn validate_host_port(what: &str, raw: &str) -> std::result::Result<(), String> {
+    let (host, port) = raw
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{what} {raw:?} must be host:port"))?;
+    port.parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("{what} {raw:?} has an invalid port"))?;
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'));
+    if !host_ok {
+        return Err(format!("{what} {raw:?} has an invalid host"));
+    }
+    Ok(())
+}
+
+/// Maps a membership-change failure; a follower answers with the leader's API address.
+fn membership_error(
+    c: &Coordinator,
+    e: RaftError<u64, ClientWriteError<u64, CoordinatorNode>>,
+) -> ApiError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
+            ApiError::not_leader(c.leader().map(|(_, n)| n.api_addr))
+        }
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(
+            ChangeMembershipError::InProgress(_),
+        )) => ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "another membership change is in progress; retry",
+        ),
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+            ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+        }
+        RaftError::Fatal(e) => ApiError::internal("membership change", e),
+    }
+}
+
+async fn record_membership(
+    ctx: &Ctx,
+    actor: &str,
+    action: &str,
+    node_id: u64,
+    details: BTreeMap<String, String>,
+) -> Result<()> {
+    run(
+        ctx,
+        actor,
+        Op::Membership {
+            action: action.into(),
+            node_id,
+            details,
+        },
+    )
+    .await
+    .map(|_| ())
+}
+
+#[utoipa::path(post, path = "/api/v1/cluster/learners", request_body = AddLearnerBody,
+    responses((status = 200, body = ClusterStatus), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 421, description = "send to the leader named in the body", body = ErrorBody)),
+    security(("api_key" = [])))]
+async fn add_learner(
+    ctx: Ctx,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Result<Json<ClusterStatus>> {
+    const ACTION: &str = "cluster.add-learner";
+    let caller = ctx.require(Need::Admin, ACTION, "cluster").await?;
+    let body: AddLearnerBody = parse_body(&ctx, &caller.key_id, ACTION, "cluster", body).await?;
+    let target = format!("coordinator/{}", body.id);
+    let c = ctx.coordinator.clone();
+    let invalid = (|| -> std::result::Result<(), String> {
+        if body.id == 0 {
+            return Err("node id must be 1 or greater".into());
+        }
+        validate_host_port("raft_addr", &body.raft_addr)?;
+        validate_host_port("api_addr", &body.api_addr)?;
+        c.read(|d| {
+            if d.state.retired_coordinators.contains(&body.id) {
+                return Err(format!(
+                    "node id {} was removed from this cluster and is never reused",
+                    body.id
+                ));
+            }
+            if d.membership.membership().get_node(&body.id).is_some() {
+                return Err(format!("node id {} is already a member", body.id));
+            }
+            if d.membership
+                .membership()
+                .nodes()
+                .any(|(_, n)| n.raft_addr == body.raft_addr)
+            {
+                return Err(format!(
+                    "raft address {} already belongs to a member",
+                    body.raft_addr
+                ));
+            }
+            Ok(())
+        })
+    })();
+    if let Err(msg) = invalid {
+        return Err(ctx
+            .reject(
+                &caller.key_id,
+                ACTION,
+                &target,
+                ApiError::new(StatusCode::CONFLICT, "conflict", msg),
+            )
+            .await);
+    }
+    if c.raft.current_leader().await != Some(c.config.id) {
+        return Err(ApiError::not_leader(c.leader().map(|(_, n)| n.api_addr)));
+    }
+    match c.peers.hello(&body.raft_addr, Duration::from_secs(3)).await {
+        Ok(id) if id == body.id => {}
+        Ok(other) => {
+            let msg = format!(
+                "{} answers as node {other}, not {}",
+                body.raft_addr, body.id
+            );
+            return Err(ctx
+                .reject(
+                    &caller.key_id,
+                    ACTION,
+                    &target,
+                    ApiError::new(StatusCode::CONFLICT, "conflict", msg),
+                )
+                .await);
+        }
+        Err(e) => {
+            let msg = format!("cannot reach {}: {e}", body.raft_addr);
+            return Err(ctx
+                .reject(
+                    &caller.key_id,
+                    ACTION,
+                    &target,
+                    ApiError::new(StatusCode::BAD_GATEWAY, "unreachable", msg),
+                )
+                .await);
+        }
+    }
+    let node = CoordinatorNode {
+        raft_addr: body.raft_addr.clone(),
+        api_addr: body.api_addr.clone(),
+    };
+    c.raft
+        .add_learner(body.id, node, true)
+        .await
+        .map_err(|e| membership_error(&c, e))?;
+    let details = [
+        ("raft_addr".to_string(), body.raft_addr),
+        ("api_addr".to_string(), body.api_addr),
+    ]
+    .into();
+    record_membership(&ctx, &caller.key_id, ACTION, body.id, details).await?;
+    cluster_status(ctx).await
+}
+
+#[utoipa::path(post, path = "/api/v1/cluster/voters", request_body = PromoteBody,
+    responses((status = 200, body = ClusterStatus), (status = 409, body = ErrorBody), (status = 421, body = ErrorBody)),
+    security(("api_key" = [])))]
+async fn promote(
+    ctx: Ctx,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Result<Json<ClusterStatus>> {
+    const ACTION: &str = "cluster.promote";
+    let caller = ctx.require(Need::Admin, ACTION, "cluster").await?;
+    let body: PromoteBody = parse_body(&ctx, &caller.key_id, ACTION, "cluster", body).await?;
+    let c = ctx.coordinator.clone();
+    let target = format!("coordinator/{}", body.id);
+    let known = c.read(|d| d.membership.membership().get_node(&body.id).is_some());
+    if !known {
+        let err = ApiError::not_found(format!(
+            "node {} is not a member; add it as a learner first",
+            body.id
+        ));
+        return Err(ctx.reject(&caller.key_id, ACTION, &target, err).await);
+    }
+    c.raft
+        .change_membership(ChangeMembers::AddVoterIds([body.id].into()), false)
+        .await
+        .map_err(|e| membership_error(&c, e))?;
+    record_membership(&ctx, &caller.key_id, ACTION, body.id, BTreeMap::new()).await?;
+    cluster_status(ctx).await
+}
+
+#[utoipa::path(delete, path = "/api/v1/cluster/members/{id}", params(("id" = u64, Path)),
+    responses((status = 200, body = ClusterStatus), (status = 404, body = ErrorBody), (status = 421, body = ErrorBody)),
+    security(("api_key" = [])))]
+async fn remove_member(ctx: Ctx, Path(id): Path<u64>) -> Result<Json<ClusterStatus>> {
+    const ACTION: &str = "cluster.remove";
+    let target = format!("coordinator/{id}");
+    let caller = ctx.require(Need::Admin, ACTION, &target).await?;
+    let c = ctx.coordinator.clone();
+    let (known, voter, voters) = c.read(|d| {
+        let m = d.membership.membership();
+        (
+            m.get_node(&id).is_some(),
+            m.voter_ids().any(|v| v == id),
+            m.voter_ids().count(),
+        )
+    });
+    if !known {
+        return Err(ctx
+            .reject(
+                &caller.key_id,
+                ACTION,
+                &target,
+                ApiError::not_found(format!("node {id} is not a member")),
+            )
+            .await);
+    }
+    if voter && voters == 1 {
+        let err = ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "cannot remove the last voter",
+        );
+        return Err(ctx.reject(&caller.key_id, ACTION, &target, err).await);
+    }
+    let change = if voter {
+        ChangeMembers::RemoveVoters([id].into())
+    } else {
+        ChangeMembers::RemoveNodes([id].into())
+    };
+    c.raft
+        .change_membership(change, false)
+        .await
+        .map_err(|e| membership_error(&c, e))?;
+    record_membership(&ctx, &caller.key_id, ACTION, id, BTreeMap::new()).await?;
+    cluster_status(ctx).await
+}
+
+struct SecurityAddon;
+
+impl utoipa::Modify for SecurityAddon {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("bqk_{id}_{secret}")
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Berqenas coordinator API", description = "Tenants, API keys, audit and cluster membership."),
+    paths(healthz, create_tenant, get_tenant, list_tenants, update_tenant, delete_tenant, tenant_lifecycle, tenant_audit,
+        list_nodes, create_api_key, list_api_keys, revoke_api_key, list_audit, verify_audit, cluster_status,
+        add_learner, promote, remove_member),
+    components(schemas(ErrorBody, Tenant, CreateTenantBody, UpdateTenantBody, ApiKey, CreatedApiKey, CreateApiKeyBody,
+        AuditEntry, AuditVerification, Break, ClusterStatus, Member, AddLearnerBody, PromoteBody, Node)),
+    modifiers(&SecurityAddon)
+)]
+pub struct ApiDoc;

@@ -1,0 +1,610 @@
+//! The admin CLI: clap definitions and the subcommands that call the REST API (`client`) and
+//! print tables or JSON. `init` and `serve` run the coordinator itself.
+
+pub mod client;
+pub mod output;
+
+use crate::state::allocation::VpnPool;
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use client::Client;
+use output::{say, Output};
+use serde_json::{json, Map, Value};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "berqenas-coordinator",
+    version,
+    about = "Berqenas coordinator and admin CLI"
+)]
+pub struct Cli {
+    /// REST endpoint of any coordinator.
+    #[arg(
+        long,
+        global = true,
+        env = "BERQENAS_ENDPOINT",
+        default_value = "http://127.0.0.1:7201"
+    )]
+    pub endpoint: String,
+    /// API key (bqk_…).
+    #[arg(long, global = true, env = "BERQENAS_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    /// Answer reads from the contacted coordinator's own state, even if it lags the leader.
+    #[arg(long, global = true)]
+    pub stale: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Bootstrap a new single-voter cluster in a data dir (cluster CA, first admin key).
+    Init(InitArgs),
+    /// Run a coordinator node.
+    Serve(ServeArgs),
+    #[command(subcommand)]
+    Tenant(TenantCmd),
+    #[command(subcommand)]
+    Apikey(ApiKeyCmd),
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+    #[command(subcommand)]
+    Node(NodeCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct NodeAddrs {
+    /// This coordinator's node id (never reused in a cluster).
+    #[arg(long)]
+    pub id: Option<u64>,
+    #[arg(long, default_value = "127.0.0.1:7101")]
+    pub raft_listen: SocketAddr,
+    /// Address peers use to reach the Raft listener (defaults to --raft-listen).
+    #[arg(long)]
+    pub raft_advertise: Option<String>,
+    #[arg(long, default_value = "127.0.0.1:7201")]
+    pub api_listen: SocketAddr,
+    /// Address clients use to reach the API (defaults to --api-listen).
+    #[arg(long)]
+    pub api_advertise: Option<String>,
+}
+
+impl NodeAddrs {
+    fn config(&self, id: u64) -> crate::server::NodeConfig {
+        crate::server::NodeConfig {
+            id,
+            raft_listen: self.raft_listen,
+            raft_advertise: self
+                .raft_advertise
+                .clone()
+                .unwrap_or_else(|| self.raft_listen.to_string()),
+            api_listen: self.api_listen,
+            api_advertise: self
+                .api_advertise
+                .clone()
+                .unwrap_or_else(|| self.api_listen.to_string()),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub addrs: NodeAddrs,
+    /// IPv4 pool tenant VPN subnets are cut from (one /24 per tenant).
+    #[arg(long, default_value = "10.50.0.0/16")]
+    pub vpn_pool: String,
+    /// How long a deleted tenant can be restored before purge.
+    #[arg(long, default_value = "30d")]
+    pub retention: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// For a node joining an existing cluster: its id and addresses (saved on first start).
+    #[command(flatten)]
+    pub addrs: NodeAddrs,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Switch {
+    Enabled,
+    Disabled,
+    True,
+    False,
+}
+
+impl Switch {
+    fn on(self) -> bool {
+        matches!(self, Switch::Enabled | Switch::True)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCmd {
+    /// Create a tenant (one command = one customer).
+    Create(CreateTenant),
+    Get {
+        name: String,
+    },
+    List,
+    Update(UpdateTenant),
+    /// Refuse logins and API access, keep data.
+    Suspend {
+        name: String,
+    },
+    Resume {
+        name: String,
+    },
+    /// Mark for purge after the retention period; reversible with `restore`.
+    Delete {
+        name: String,
+    },
+    Restore {
+        name: String,
+    },
+    /// Remove a deleted tenant for good (after retention, or with --force).
+    Purge {
+        name: String,
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CreateTenant {
+    #[arg(long)]
+    pub name: String,
+    /// Disk quota: 5GB, 500MB, 1TiB (tier default when absent).
+    #[arg(long)]
+    pub db_quota: Option<String>,
+    #[arg(long, value_enum)]
+    pub vpn: Option<Switch>,
+    #[arg(long, value_enum)]
+    pub public_api: Option<Switch>,
+    #[arg(long, value_parser = ["free", "premium", "enterprise"])]
+    pub tier: Option<String>,
+    #[arg(long, value_parser = ["postgres", "mssql"])]
+    pub db: Option<String>,
+    #[arg(long, value_parser = ["public", "vpn-only", "hybrid"])]
+    pub access: Option<String>,
+    #[arg(long, value_parser = ["schema", "database"])]
+    pub isolation: Option<String>,
+    #[arg(long)]
+    pub connection_limit: Option<u32>,
+    #[arg(long)]
+    pub events_per_min: Option<u32>,
+    /// Place alone on a node labelled dedicated=true.
+    #[arg(long)]
+    pub dedicated: bool,
+    /// Only nodes with this label (repeatable): --node-selector region=ist
+    #[arg(long = "node-selector", value_name = "KEY=VALUE")]
+    pub node_selector: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateTenant {
+    pub name: String,
+    #[arg(long)]
+    pub db_quota: Option<String>,
+    #[arg(long, value_enum)]
+    pub vpn: Option<Switch>,
+    #[arg(long, value_enum)]
+    pub public_api: Option<Switch>,
+    #[arg(long, value_parser = ["free", "premium", "enterprise"])]
+    pub tier: Option<String>,
+    #[arg(long, value_parser = ["public", "vpn-only", "hybrid"])]
+    pub access: Option<String>,
+    #[arg(long)]
+    pub connection_limit: Option<u32>,
+    #[arg(long)]
+    pub events_per_min: Option<u32>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCmd {
+    Create {
+        #[arg(long, value_parser = ["admin", "customer", "auditor"])]
+        role: String,
+        /// The tenant a customer key is scoped to.
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        /// Lifetime such as 30d; no expiry when absent.
+        #[arg(long)]
+        expires_in: Option<String>,
+    },
+    List,
+    Revoke {
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        /// RFC 3339 time or an age such as 1h.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Walk the hash chain; exits non-zero naming the first broken entry.
+    Verify,
+    Export {
+        #[arg(long, value_parser = ["jsonl"], default_value = "jsonl")]
+        format: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCmd {
+    Status,
+    /// Add a running, uninitialized coordinator as a non-voting learner.
+    AddLearner {
+        #[arg(long)]
+        id: u64,
+        #[arg(long)]
+        raft_addr: String,
+        #[arg(long)]
+        api_addr: String,
+    },
+    /// Make a learner a voter.
+    Promote {
+        #[arg(long)]
+        id: u64,
+    },
+    /// Remove a member; its id is retired for good.
+    Remove {
+        #[arg(long)]
+        id: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCmd {
+    List,
+}
+
+fn parse_selector(items: &[String]) -> anyhow::Result<Map<String, Value>> {
+    let mut out = Map::new();
+    for item in items {
+        let (k, v) = item
+            .split_once('=')
+            .with_context(|| format!("node selector {item:?} must be KEY=VALUE"))?;
+        out.insert(k.to_string(), Value::String(v.to_string()));
+    }
+    Ok(out)
+}
+
+fn insert_opt<T: Into<Value>>(body: &mut Map<String, Value>, key: &str, value: Option<T>) {
+    if let Some(v) = value {
+        body.insert(key.to_string(), v.into());
+    }
+}
+
+/// Runs a CLI command; `Ok` means exit code 0.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let out = cli.output;
+    match cli.command {
+        Command::Init(a) => init(a, out).await,
+        Command::Serve(a) => serve(a).await,
+        command => {
+            let client = Client::new(&cli.endpoint, cli.api_key.as_deref(), cli.stale)?;
+            api_command(&client, command, out).await
+        }
+    }
+}
+
+async fn init(a: InitArgs, out: Output) -> anyhow::Result<()> {
+    let id = a.addrs.id.unwrap_or(1);
+    let pool = VpnPool::parse(&a.vpn_pool).map_err(anyhow::Error::msg)?;
+    let retention = humantime::parse_duration(&a.retention).context("--retention")?;
+    let config = a.addrs.config(id);
+    let (token, fingerprint) =
+        crate::server::init(config.clone(), &a.data_dir, pool, retention).await?;
+    match out {
+        Output::Json => output::print_json(&json!({
+            "node_id": id,
+            "data_dir": a.data_dir,
+            "api": config.api_advertise,
+            "admin_api_key": token,
+            "ca_fingerprint": fingerprint,
+        })),
+        Output::Table => {
+            say(format_args!(
+                "initialized coordinator {id} in {}",
+                a.data_dir.display()
+            ));
+            say(format_args!("CA fingerprint: {fingerprint}"));
+            say(format_args!(
+                "admin API key (shown once, store it now): {token}"
+            ));
+            say(format_args!(
+                "start it with: berqenas-coordinator serve --data-dir {}",
+                a.data_dir.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    let config = match crate::server::NodeConfig::load(&a.data_dir)? {
+        Some(saved) => {
+            if let Some(id) = a.addrs.id {
+                if id != saved.id {
+                    bail!(
+                        "{} belongs to node {}, not {id}",
+                        a.data_dir.display(),
+                        saved.id
+                    );
+                }
+            }
+            saved
+        }
+        None => {
+            let id = a
+                .addrs
+                .id
+                .context("a new data dir needs --id (or run init for a new cluster)")?;
+            if id == 0 {
+                bail!("node id must be 1 or greater");
+            }
+            let config = a.addrs.config(id);
+            config.save(&a.data_dir)?;
+            config
+        }
+    };
+    let coordinator = crate::server::Coordinator::start(config, &a.data_dir).await?;
+    coordinator.serve(shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("shutting down");
+}
+
+async fn api_command(client: &Client, command: Command, out: Output) -> anyhow::Result<()> {
+    match command {
+        Command::Tenant(t) => tenant(client, t, out).await,
+        Command::Apikey(k) => apikey(client, k, out).await,
+        Command::Audit(a) => audit(client, a, out).await,
+        Command::Cluster(c) => cluster(client, c, out).await,
+        Command::Node(NodeCmd::List) => {
+            let v = client.get("/api/v1/nodes").await?;
+            output::nodes(out, &v);
+            Ok(())
+        }
+        Command::Init(_) | Command::Serve(_) => bail!("not an API command"),
+    }
+}
+
+async fn tenant(client: &Client, cmd: TenantCmd, out: Output) -> anyhow::Result<()> {
+    let path = |n: &str| format!("/api/v1/tenant/{}", client::path_segment(n));
+    let v = match cmd {
+        TenantCmd::Create(c) => {
+            let mut body = Map::new();
+            body.insert("name".into(), c.name.into());
+            insert_opt(&mut body, "db_quota", c.db_quota);
+            insert_opt(&mut body, "vpn_enabled", c.vpn.map(Switch::on));
+            insert_opt(&mut body, "public_api", c.public_api.map(Switch::on));
+            insert_opt(&mut body, "tier", c.tier);
+            insert_opt(&mut body, "db_type", c.db);
+            insert_opt(&mut body, "access_mode", c.access);
+            insert_opt(&mut body, "isolation", c.isolation);
+            insert_opt(&mut body, "connection_limit", c.connection_limit);
+            insert_opt(&mut body, "events_per_min", c.events_per_min);
+            if c.dedicated {
+                body.insert("dedicated".into(), true.into());
+            }
+            if !c.node_selector.is_empty() {
+                body.insert(
+                    "node_selector".into(),
+                    Value::Object(parse_selector(&c.node_selector)?),
+                );
+            }
+            client
+                .send("POST", "/api/v1/tenant", Some(Value::Object(body)))
+                .await?
+        }
+        TenantCmd::Get { name } => client.get(&path(&name)).await?,
+        TenantCmd::List => {
+            let v = client.get("/api/v1/tenants").await?;
+            output::tenants(out, &v);
+            return Ok(());
+        }
+        TenantCmd::Update(u) => {
+            let mut body = Map::new();
+            insert_opt(&mut body, "db_quota", u.db_quota);
+            insert_opt(&mut body, "vpn_enabled", u.vpn.map(Switch::on));
+            insert_opt(&mut body, "public_api", u.public_api.map(Switch::on));
+            insert_opt(&mut body, "tier", u.tier);
+            insert_opt(&mut body, "access_mode", u.access);
+            insert_opt(&mut body, "connection_limit", u.connection_limit);
+            insert_opt(&mut body, "events_per_min", u.events_per_min);
+            if body.is_empty() {
+                bail!("tenant update needs at least one field to change");
+            }
+            client
+                .send("PATCH", &path(&u.name), Some(Value::Object(body)))
+                .await?
+        }
+        TenantCmd::Suspend { name } => {
+            client
+                .send("POST", &format!("{}/suspend", path(&name)), None)
+                .await?
+        }
+        TenantCmd::Resume { name } => {
+            client
+                .send("POST", &format!("{}/resume", path(&name)), None)
+                .await?
+        }
+        TenantCmd::Delete { name } => client.send("DELETE", &path(&name), None).await?,
+        TenantCmd::Restore { name } => {
+            client
+                .send("POST", &format!("{}/restore", path(&name)), None)
+                .await?
+        }
+        TenantCmd::Purge { name, force } => {
+            let q = if force { "?force=true" } else { "" };
+            client
+                .send("POST", &format!("{}/purge{q}", path(&name)), None)
+                .await?
+        }
+    };
+    output::tenant(out, &v);
+    Ok(())
+}
+
+async fn apikey(client: &Client, cmd: ApiKeyCmd, out: Output) -> anyhow::Result<()> {
+    match cmd {
+        ApiKeyCmd::Create {
+            role,
+            tenant,
+            description,
+            expires_in,
+        } => {
+            let mut body = Map::new();
+            body.insert("role".into(), role.into());
+            insert_opt(&mut body, "tenant", tenant);
+            insert_opt(&mut body, "description", description);
+            insert_opt(&mut body, "expires_in", expires_in);
+            let v = client
+                .send("POST", "/api/v1/apikeys", Some(Value::Object(body)))
+                .await?;
+            match out {
+                Output::Json => output::print_json(&v),
+                Output::Table => {
+                    say(format_args!(
+                        "created API key {} ({})",
+                        v["key"]["id"].as_str().unwrap_or("?"),
+                        v["key"]["role"].as_str().unwrap_or("?")
+                    ));
+                    say(format_args!(
+                        "token (shown once, store it now): {}",
+                        v["token"].as_str().unwrap_or("?")
+                    ));
+                }
+            }
+        }
+        ApiKeyCmd::List => output::api_keys(out, &client.get("/api/v1/apikeys").await?),
+        ApiKeyCmd::Revoke { id } => {
+            let v = client
+                .send(
+                    "DELETE",
+                    &format!("/api/v1/apikeys/{}", client::path_segment(&id)),
+                    None,
+                )
+                .await?;
+            match out {
+                Output::Json => output::print_json(&v),
+                Output::Table => say(format_args!(
+                    "revoked API key {}",
+                    v["id"].as_str().unwrap_or("?")
+                )),
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn audit(client: &Client, cmd: AuditCmd, out: Output) -> anyhow::Result<()> {
+    match cmd {
+        AuditCmd::List {
+            tenant,
+            since,
+            limit,
+        } => {
+            let mut query = Vec::new();
+            if let Some(t) = tenant {
+                query.push(("tenant", t));
+            }
+            if let Some(s) = since {
+                query.push(("since", s));
+            }
+            if let Some(l) = limit {
+                query.push(("limit", l.to_string()));
+            }
+            let v = client.get_query("/api/v1/audit", &query).await?;
+            output::audit(out, &v);
+        }
+        AuditCmd::Verify => {
+            let v = client.get("/api/v1/audit/verify").await?;
+            let ok = v["ok"].as_bool().unwrap_or(false);
+            match out {
+                Output::Json => output::print_json(&v),
+                Output::Table if ok => say(format_args!(
+                    "audit chain intact: {} entries verified",
+                    v["verified"]
+                )),
+                Output::Table => {}
+            }
+            if !ok {
+                bail!(
+                    "audit chain broken at entry {}: {}",
+                    v["broken"]["seq"],
+                    v["broken"]["reason"].as_str().unwrap_or("unknown")
+                );
+            }
+        }
+        AuditCmd::Export { format: _ } => {
+            let v = client
+                .get_query("/api/v1/audit", &[("limit", "100000".to_string())])
+                .await?;
+            for entry in v.as_array().into_iter().flatten() {
+                say(format_args!("{}", serde_json::to_string(entry)?));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn cluster(client: &Client, cmd: ClusterCmd, out: Output) -> anyhow::Result<()> {
+    let v = match cmd {
+        ClusterCmd::Status => client.get("/api/v1/cluster").await?,
+        ClusterCmd::AddLearner {
+            id,
+            raft_addr,
+            api_addr,
+        } => {
+            let body = json!({"id": id, "raft_addr": raft_addr, "api_addr": api_addr});
+            client
+                .send("POST", "/api/v1/cluster/learners", Some(body))
+                .await?
+        }
+        ClusterCmd::Promote { id } => {
+            client
+                .send("POST", "/api/v1/cluster/voters", Some(json!({"id": id})))
+                .await?
+        }
+        ClusterCmd::Remove { id } => {
+            client
+                .send("DELETE", &format!("/api/v1/cluster/members/{id}"), None)
+                .await?
+        }
+    };
+    output::cluster(out, &v);
+    Ok(())
+}

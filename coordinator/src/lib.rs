@@ -1,0 +1,9 @@
+//! Berqenas coordinator: the Raft-replicated registry of tenants, nodes, keys and audit, its REST
+//! API and the admin CLI that talks to it.
+
+pub mod api;
+pub mod cli;
+pub mod raft;
+pub mod server;
+pub mod state;
+pub mod time;

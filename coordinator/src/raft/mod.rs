@@ -1,0 +1,60 @@
+//! Raft plumbing: the openraft type configuration, the redb-backed log and state machine
+//! (`store`), and the tonic transport between coordinators (`network` client, `service` server).
+
+pub mod network;
+pub mod service;
+pub mod store;
+
+use crate::state::{Command, Response};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::io::Cursor;
+
+/// How a coordinator is reached: Raft RPCs and the REST API.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoordinatorNode {
+    pub raft_addr: String,
+    pub api_addr: String,
+}
+
+impl fmt::Display for CoordinatorNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "raft={} api={}", self.raft_addr, self.api_addr)
+    }
+}
+
+openraft::declare_raft_types!(
+    /// The coordinator's Raft types: commands in, domain responses out.
+    pub TypeConfig:
+        D = Command,
+        R = Response,
+        NodeId = u64,
+        Node = CoordinatorNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type LogId = openraft::LogId<u64>;
+pub type StoredMembership = openraft::StoredMembership<u64, CoordinatorNode>;
+
+/// Timing and snapshot settings, defined once. Election timeouts are short enough for a
+/// sub-second failover on loopback and long enough not to flap on a loaded 2-core host.
+pub fn raft_config() -> Result<openraft::Config, openraft::ConfigError> {
+    openraft::Config {
+        cluster_name: "berqenas".into(),
+        heartbeat_interval: 100,
+        election_timeout_min: 400,
+        election_timeout_max: 800,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(5_000),
+        max_in_snapshot_log_to_keep: 1_000,
+        snapshot_max_chunk_size: 1 << 20,
+        max_payload_entries: 256,
+        ..openraft::Config::default()
+    }
+    .validate()
+}
+
+/// Largest gRPC message between coordinators (a snapshot chunk is JSON-encoded bytes).
+pub const MAX_RPC_BYTES: usize = 32 << 20;

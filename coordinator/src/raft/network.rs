@@ -1,0 +1,246 @@
+//! The Raft transport client: one long-lived tonic channel per peer (HTTP/2 multiplexed,
+//! reconnecting on its own), shared by replication, vote, forwarded writes and read-index calls.
+
+use super::{CoordinatorNode, TypeConfig, MAX_RPC_BYTES};
+use crate::state::Command;
+use berqenas_proto::raft::{raft_client::RaftClient, RaftRequest};
+use openraft::error::{
+    ClientWriteError, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError,
+    Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, ClientWriteResponse, InstallSnapshotRequest,
+    InstallSnapshotResponse, VoteRequest, VoteResponse,
+};
+use serde::{de::DeserializeOwned, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("refusing to connect coordinator {0} to itself")]
+    SelfConnection(u64),
+    #[error("invalid peer address {0:?}")]
+    Address(String),
+    #[error("peer call failed: {0}")]
+    Status(#[from] tonic::Status),
+    #[error("peer call timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("peer sent an undecodable reply: {0}")]
+    Decode(#[from] serde_json::Error),
+}
+
+/// Cached channels to peers, keyed by node id and address.
+#[derive(Clone)]
+pub struct Peers {
+    self_id: u64,
+    channels: Arc<Mutex<HashMap<(u64, String), Channel>>>,
+}
+
+impl Peers {
+    pub fn new(self_id: u64) -> Self {
+        Self {
+            self_id,
+            channels: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    pub fn self_id(&self) -> u64 {
+        self.self_id
+    }
+
+    /// A client for `target` at `addr`; never for this node itself.
+    pub fn client(&self, target: u64, addr: &str) -> Result<RaftClient<Channel>, TransportError> {
+        if target == self.self_id {
+            return Err(TransportError::SelfConnection(target));
+        }
+        self.client_unchecked(target, addr)
+    }
+
+    fn client_unchecked(
+        &self,
+        target: u64,
+        addr: &str,
+    ) -> Result<RaftClient<Channel>, TransportError> {
+        let mut cache = self
+            .channels
+            .lock()
+            .map_err(|_| TransportError::Address(addr.into()))?;
+        let channel = match cache.get(&(target, addr.to_string())) {
+            Some(c) => c.clone(),
+            None => {
+                let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+                    .map_err(|_| TransportError::Address(addr.to_string()))?
+                    .connect_timeout(Duration::from_secs(1))
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(Duration::from_secs(10))
+                    .keep_alive_while_idle(true);
+                let channel = endpoint.connect_lazy();
+                cache.insert((target, addr.to_string()), channel.clone());
+                channel
+            }
+        };
+        Ok(RaftClient::new(channel)
+            .max_decoding_message_size(MAX_RPC_BYTES)
+            .max_encoding_message_size(MAX_RPC_BYTES))
+    }
+
+    fn request<T: Serialize>(&self, target: u64, body: &T) -> RaftRequest {
+        RaftRequest {
+            from: self.self_id,
+            target,
+            payload: serde_json::to_vec(body).unwrap_or_default(),
+        }
+    }
+
+    /// Sends a client write to the leader.
+    pub async fn forward(
+        &self,
+        target: u64,
+        addr: &str,
+        cmd: &Command,
+        timeout: Duration,
+    ) -> Result<
+        Result<
+            ClientWriteResponse<TypeConfig>,
+            RaftError<u64, ClientWriteError<u64, CoordinatorNode>>,
+        >,
+        TransportError,
+    > {
+        let mut client = self.client(target, addr)?;
+        let req = self.request(target, cmd);
+        let reply = tokio::time::timeout(timeout, client.forward(req))
+            .await
+            .map_err(|_| TransportError::Timeout(timeout))??;
+        Ok(serde_json::from_slice(&reply.into_inner().payload)?)
+    }
+
+    /// Asks the leader for a linearizable read index.
+    pub async fn read_index(
+        &self,
+        target: u64,
+        addr: &str,
+        timeout: Duration,
+    ) -> Result<Result<Option<u64>, String>, TransportError> {
+        let mut client = self.client(target, addr)?;
+        let req = self.request(target, &());
+        let reply = tokio::time::timeout(timeout, client.read_index(req))
+            .await
+            .map_err(|_| TransportError::Timeout(timeout))??;
+        Ok(serde_json::from_slice(&reply.into_inner().payload)?)
+    }
+
+    /// Which node id answers at `addr` (used before adding a member).
+    pub async fn hello(&self, addr: &str, timeout: Duration) -> Result<u64, TransportError> {
+        // Id 0 is never a node id; this connection is only for the probe.
+        let mut client = self.client_unchecked(0, addr)?;
+        let req = self.request(0, &());
+        let reply = tokio::time::timeout(timeout, client.hello(req))
+            .await
+            .map_err(|_| TransportError::Timeout(timeout))??;
+        Ok(serde_json::from_slice(&reply.into_inner().payload)?)
+    }
+}
+
+/// Creates per-target Raft network clients over the shared channels.
+#[derive(Clone)]
+pub struct NetworkFactory {
+    pub peers: Peers,
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = PeerNetwork;
+
+    async fn new_client(&mut self, target: u64, node: &CoordinatorNode) -> PeerNetwork {
+        PeerNetwork {
+            peers: self.peers.clone(),
+            target,
+            addr: node.raft_addr.clone(),
+        }
+    }
+}
+
+pub struct PeerNetwork {
+    peers: Peers,
+    target: u64,
+    addr: String,
+}
+
+enum Rpc {
+    Append,
+    Vote,
+    Snapshot,
+}
+
+impl PeerNetwork {
+    async fn call<Req, Resp, E>(
+        &self,
+        rpc: Rpc,
+        body: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<u64, CoordinatorNode, RaftError<u64, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let unreachable = |e: TransportError| RPCError::Unreachable(Unreachable::new(&e));
+        let mut client = self
+            .peers
+            .client(self.target, &self.addr)
+            .map_err(unreachable)?;
+        let req = self.peers.request(self.target, body);
+        let ttl = option.hard_ttl();
+        let fut = async {
+            match rpc {
+                Rpc::Append => client.append_entries(req).await,
+                Rpc::Vote => client.vote(req).await,
+                Rpc::Snapshot => client.install_snapshot(req).await,
+            }
+        };
+        let reply = match tokio::time::timeout(ttl, fut).await {
+            Err(_) => {
+                return Err(RPCError::Unreachable(Unreachable::new(
+                    &TransportError::Timeout(ttl),
+                )))
+            }
+            Ok(Err(status)) => return Err(unreachable(TransportError::Status(status))),
+            Ok(Ok(r)) => r.into_inner(),
+        };
+        let decoded: Result<Resp, RaftError<u64, E>> = serde_json::from_slice(&reply.payload)
+            .map_err(|e| RPCError::Network(NetworkError::new(&TransportError::Decode(e))))?;
+        decoded.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerNetwork {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, CoordinatorNode, RaftError<u64>>> {
+        self.call(Rpc::Append, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<u64>,
+        RPCError<u64, CoordinatorNode, RaftError<u64, InstallSnapshotError>>,
+    > {
+        self.call(Rpc::Snapshot, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<u64>, RPCError<u64, CoordinatorNode, RaftError<u64>>> {
+        self.call(Rpc::Vote, &rpc, &option).await
+    }
+}

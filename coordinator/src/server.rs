@@ -1,0 +1,399 @@
+//! A running coordinator: its Raft node, the gRPC transport server and the REST API, plus the
+//! write path (propose locally or forward to the leader) and the read barrier (linearizable by
+//! default, stale on request). `init` bootstraps a single-voter cluster in a data dir.
+
+use crate::raft::network::{NetworkFactory, Peers};
+use crate::raft::service::RaftService;
+use crate::raft::store::{self, SmData};
+use crate::raft::{raft_config, CoordinatorNode, Raft, MAX_RPC_BYTES};
+use crate::state::allocation::VpnPool;
+use crate::state::apikey::{self, ApiKey, Role};
+use crate::state::{ClusterSettings, Command, Meta, Op, Response};
+use anyhow::{bail, Context};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+/// This node's identity and addresses, kept in `node.json` in its data dir.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub id: u64,
+    pub raft_listen: SocketAddr,
+    pub raft_advertise: String,
+    pub api_listen: SocketAddr,
+    pub api_advertise: String,
+}
+
+impl NodeConfig {
+    pub fn node(&self) -> CoordinatorNode {
+        CoordinatorNode {
+            raft_addr: self.raft_advertise.clone(),
+            api_addr: self.api_advertise.clone(),
+        }
+    }
+
+    pub fn path(data_dir: &Path) -> PathBuf {
+        data_dir.join("node.json")
+    }
+
+    pub fn load(data_dir: &Path) -> anyhow::Result<Option<Self>> {
+        let path = Self::path(data_dir);
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(Some(
+                serde_json::from_slice(&bytes)
+                    .with_context(|| format!("parse {}", path.display()))?,
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
+        }
+    }
+
+    pub fn save(&self, data_dir: &Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("create {}", data_dir.display()))?;
+        let path = Self::path(data_dir);
+        std::fs::write(&path, serde_json::to_vec_pretty(self)?)
+            .with_context(|| format!("write {}", path.display()))
+    }
+}
+
+/// Why a write did not go through Raft.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("no leader is available; try again")]
+    NoLeader,
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// Why a read barrier failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("no leader is available for a consistent read; retry or ask for a stale read")]
+    NoLeader,
+}
+
+/// How fresh a read must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Consistency {
+    /// Reflects every write acknowledged before the read started.
+    #[default]
+    Linearizable,
+    /// This node's own state machine, possibly behind the leader.
+    Stale,
+}
+
+/// How long a write waits for a leader (elections take well under this).
+const WRITE_DEADLINE: Duration = Duration::from_secs(10);
+const RPC_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct Coordinator {
+    pub config: NodeConfig,
+    pub data_dir: PathBuf,
+    pub raft: Raft,
+    pub data: Arc<RwLock<SmData>>,
+    pub peers: Peers,
+}
+
+impl Coordinator {
+    /// Opens the store and starts the Raft node (no listeners yet).
+    pub async fn start(config: NodeConfig, data_dir: &Path) -> anyhow::Result<Arc<Self>> {
+        let (log_store, sm_store) = store::open(&data_dir.join("raft.redb"))
+            .with_context(|| format!("open store in {}", data_dir.display()))?;
+        let data = sm_store.data();
+        let peers = Peers::new(config.id);
+        let raft = Raft::new(
+            config.id,
+            Arc::new(raft_config().context("raft config")?),
+            NetworkFactory {
+                peers: peers.clone(),
+            },
+            log_store,
+            sm_store,
+        )
+        .await
+        .context("start raft")?;
+        Ok(Arc::new(Self {
+            config,
+            data_dir: data_dir.to_path_buf(),
+            raft,
+            data,
+            peers,
+        }))
+    }
+
+    /// Reads the state machine under its lock.
+    pub fn read<T>(&self, f: impl FnOnce(&SmData) -> T) -> T {
+        let guard = match self.data.read() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(&guard)
+    }
+
+    pub fn leader(&self) -> Option<(u64, CoordinatorNode)> {
+        let m = self.raft.metrics().borrow().clone();
+        let id = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&id)?.clone();
+        Some((id, node))
+    }
+
+    /// Proposes `cmd` through Raft: locally when leader, else forwarded to the leader. Waits for
+    /// a leader during an election. A create retried after a lost reply is recognised by its
+    /// unique timestamp and actor, so the caller never sees its own write as a conflict.
+    pub async fn write(&self, cmd: Command) -> Result<Response, WriteError> {
+        let started = Instant::now();
+        let mut retried = false;
+        loop {
+            let outcome = match self.raft.client_write(cmd.clone()).await {
+                Ok(r) => return Ok(self.settle(&cmd, r.data, retried)),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                    match (f.leader_id, f.leader_node) {
+                        (Some(id), Some(node)) if id != self.config.id => {
+                            match self
+                                .peers
+                                .forward(id, &node.raft_addr, &cmd, RPC_TIMEOUT)
+                                .await
+                            {
+                                Ok(Ok(r)) => return Ok(self.settle(&cmd, r.data, retried)),
+                                Ok(Err(RaftError::APIError(
+                                    ClientWriteError::ForwardToLeader(_),
+                                ))) => "leader moved",
+                                Ok(Err(e)) => return Err(WriteError::Raft(e.to_string())),
+                                Err(e) => {
+                                    tracing::debug!(error = %e, leader = id, "forward to leader failed");
+                                    retried = true;
+                                    "leader unreachable"
+                                }
+                            }
+                        }
+                        _ => "no leader",
+                    }
+                }
+                Err(RaftError::APIError(e)) => return Err(WriteError::Raft(e.to_string())),
+                Err(RaftError::Fatal(e)) => return Err(WriteError::Raft(e.to_string())),
+            };
+            if started.elapsed() > WRITE_DEADLINE {
+                tracing::warn!(reason = outcome, "write gave up waiting for a leader");
+                return Err(WriteError::NoLeader);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn settle(&self, cmd: &Command, resp: Response, retried: bool) -> Response {
+        use crate::state::{DomainError, Reply};
+        if let (true, Op::CreateTenant(spec), Err(DomainError::Conflict(_))) =
+            (retried, &cmd.op, &resp)
+        {
+            if let Some(t) = self.read(|d| d.state.tenants.get(&spec.name).cloned()) {
+                if t.created_at_ms == cmd.meta.time_ms {
+                    return Ok(Reply::Tenant(Box::new(t)));
+                }
+            }
+        }
+        resp
+    }
+
+    /// Waits until this node's state machine reflects every write committed before now.
+    pub async fn read_barrier(&self, consistency: Consistency) -> Result<(), ReadError> {
+        if consistency == Consistency::Stale {
+            return Ok(());
+        }
+        let started = Instant::now();
+        loop {
+            match self.raft.ensure_linearizable().await {
+                Ok(_) => return Ok(()),
+                Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                    if let (Some(id), Some(node)) = (f.leader_id, f.leader_node) {
+                        if let Ok(Ok(index)) = self
+                            .peers
+                            .read_index(id, &node.raft_addr, RPC_TIMEOUT)
+                            .await
+                        {
+                            let wait = self.raft.wait(Some(RPC_TIMEOUT));
+                            if wait
+                                .applied_index_at_least(index, "read index")
+                                .await
+                                .is_ok()
+                            {
+                                return Ok(());
+                            }
+                        }
+                    }
+                }
+                Err(_) => {}
+            }
+            if started.elapsed() > WRITE_DEADLINE {
+                return Err(ReadError::NoLeader);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Serves Raft RPCs and the REST API until `shutdown` resolves.
+    pub async fn serve(
+        self: Arc<Self>,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let raft_listener = tokio::net::TcpListener::bind(self.config.raft_listen)
+            .await
+            .with_context(|| format!("bind raft address {}", self.config.raft_listen))?;
+        let api_listener = tokio::net::TcpListener::bind(self.config.api_listen)
+            .await
+            .with_context(|| format!("bind api address {}", self.config.api_listen))?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let svc = berqenas_proto::raft::raft_server::RaftServer::new(RaftService {
+            id: self.config.id,
+            raft: self.raft.clone(),
+        })
+        .max_decoding_message_size(MAX_RPC_BYTES)
+        .max_encoding_message_size(MAX_RPC_BYTES);
+        let mut grpc_stop = stop_rx.clone();
+        let grpc = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(svc)
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(raft_listener).with_nodelay(Some(true)),
+                async move {
+                    let _ = grpc_stop.wait_for(|v| *v).await;
+                },
+            );
+        let mut api_stop = stop_rx.clone();
+        let app = crate::api::router(self.clone());
+        let api = axum::serve(
+            api_listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = api_stop.wait_for(|v| *v).await;
+        });
+        tracing::info!(
+            id = self.config.id,
+            raft = %self.config.raft_listen,
+            api = %self.config.api_listen,
+            "coordinator serving"
+        );
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let (g, a) = tokio::join!(grpc, api);
+        g.context("raft transport server")?;
+        a.context("api server")?;
+        self.raft.shutdown().await.ok();
+        Ok(())
+    }
+}
+
+/// Creates `node.json`, the cluster CA and the first admin key, and commits a single-voter
+/// cluster to the store. Returns the admin token (shown once) and the CA fingerprint.
+pub async fn init(
+    config: NodeConfig,
+    data_dir: &Path,
+    vpn_pool: VpnPool,
+    retention: Duration,
+) -> anyhow::Result<(String, String)> {
+    if NodeConfig::path(data_dir).exists() || data_dir.join("raft.redb").exists() {
+        bail!(
+            "{} already holds a coordinator; refusing to initialize it again",
+            data_dir.display()
+        );
+    }
+    if config.id == 0 {
+        bail!("node id must be 1 or greater");
+    }
+    config.save(data_dir)?;
+    let cluster_id = random_hex(8)?;
+    let year = 1970 + i32::try_from(crate::time::now_ms() / 31_556_952_000).unwrap_or(2026);
+    let ca = berqenas_pki::ClusterCa::generate(&cluster_id, year).context("create cluster CA")?;
+    write_private(&data_dir.join("ca.key"), ca.key_pem.as_bytes())?;
+    std::fs::write(data_dir.join("ca.pem"), &ca.cert_pem).context("write ca.pem")?;
+
+    let coordinator = Coordinator::start(config.clone(), data_dir).await?;
+    let members: BTreeMap<u64, CoordinatorNode> = [(config.id, config.node())].into();
+    coordinator
+        .raft
+        .initialize(members)
+        .await
+        .context("initialize raft")?;
+    coordinator
+        .raft
+        .wait(Some(Duration::from_secs(10)))
+        .current_leader(config.id, "single voter elects itself")
+        .await
+        .context("wait for leadership")?;
+    let (token, key) = new_api_key(Role::Admin, None, "first admin key (init)".into(), None)?;
+    let now = crate::time::now_ms();
+    let settings = ClusterSettings {
+        cluster_id,
+        vpn_pool,
+        retention_ms: u64::try_from(retention.as_millis()).unwrap_or(u64::MAX),
+        ca_fingerprint: ca.fingerprint(),
+    };
+    let cmd = Command {
+        meta: Meta {
+            time_ms: now,
+            actor: "system".into(),
+            source: "init".into(),
+        },
+        op: Op::Bootstrap {
+            settings,
+            admin_key: key,
+        },
+    };
+    let resp = coordinator.write(cmd).await?;
+    if let Err(e) = resp {
+        bail!("bootstrap refused: {e}");
+    }
+    coordinator.raft.shutdown().await.ok();
+    Ok((token, ca.fingerprint()))
+}
+
+/// A new key record and the token that goes with it (the token is never stored).
+pub fn new_api_key(
+    role: Role,
+    tenant: Option<crate::state::names::TenantName>,
+    description: String,
+    expires_at_ms: Option<u64>,
+) -> anyhow::Result<(String, ApiKey)> {
+    let id = random_hex(8)?;
+    let secret = random_hex(32)?;
+    let key = ApiKey {
+        id: id.clone(),
+        role,
+        tenant,
+        description,
+        secret_hash: apikey::hash_secret(&secret),
+        created_at_ms: crate::time::now_ms(),
+        expires_at_ms,
+        revoked_at_ms: None,
+    };
+    Ok((apikey::format_token(&id, &secret), key))
+}
+
+pub fn random_hex(bytes: usize) -> anyhow::Result<String> {
+    let mut buf = vec![0u8; bytes];
+    getrandom::getrandom(&mut buf)
+        .map_err(|e| anyhow::anyhow!("system randomness unavailable: {e}"))?;
+    Ok(hex::encode(buf))
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("create {}", path.display()))?;
+    f.write_all(bytes)
+        .with_context(|| format!("write {}", path.display()))
+}

@@ -1,0 +1,112 @@
+//! API keys: `bqk_{id}_{secret}`. Only the SHA-256 of the secret is stored (the secret is 256
+//! random bits, so a slow hash adds nothing); lookup is by id, comparison in constant time.
+
+use super::names::TenantName;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Everything.
+    Admin,
+    /// Its own tenant only.
+    Customer,
+    /// Reads the audit trail and cluster status.
+    Auditor,
+}
+
+/// The stored record of a key. Holds no secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ApiKey {
+    pub id: String,
+    pub role: Role,
+    #[schema(value_type = Option<String>)]
+    pub tenant: Option<TenantName>,
+    pub description: String,
+    /// Hex SHA-256 of the secret part.
+    #[schema(ignore)]
+    #[serde(default)]
+    pub secret_hash: String,
+    pub created_at_ms: u64,
+    pub expires_at_ms: Option<u64>,
+    pub revoked_at_ms: Option<u64>,
+}
+
+impl ApiKey {
+    pub fn is_usable(&self, now_ms: u64) -> bool {
+        self.revoked_at_ms.is_none() && self.expires_at_ms.is_none_or(|t| now_ms < t)
+    }
+
+    /// Constant-time comparison of a presented secret with the stored hash.
+    pub fn matches(&self, secret: &str) -> bool {
+        let presented = hash_secret(secret);
+        presented
+            .as_bytes()
+            .ct_eq(self.secret_hash.as_bytes())
+            .into()
+    }
+
+    /// A copy for output: the hash stays inside the coordinator.
+    pub fn redacted(&self) -> Self {
+        Self {
+            secret_hash: String::new(),
+            ..self.clone()
+        }
+    }
+}
+
+pub fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// A presented token split into id and secret, if it has the right shape.
+pub fn split_token(token: &str) -> Option<(&str, &str)> {
+    let rest = token.strip_prefix("bqk_")?;
+    let (id, secret) = rest.split_once('_')?;
+    let valid = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
+    (valid(id, 16) && valid(secret, 64)).then_some((id, secret))
+}
+
+pub fn format_token(id: &str, secret: &str) -> String {
+    format!("bqk_{id}_{secret}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_round_trip_and_match() {
+        let id = "0123456789abcdef";
+        let secret = "ab".repeat(32);
+        let token = format_token(id, &secret);
+        assert_eq!(split_token(&token), Some((id, secret.as_str())));
+        let key = ApiKey {
+            id: id.into(),
+            role: Role::Admin,
+            tenant: None,
+            description: String::new(),
+            secret_hash: hash_secret(&secret),
+            created_at_ms: 0,
+            expires_at_ms: Some(10),
+            revoked_at_ms: None,
+        };
+        assert!(key.matches(&secret));
+        assert!(!key.matches(&"cd".repeat(32)));
+        assert!(key.is_usable(5));
+        assert!(!key.is_usable(10));
+        assert!(key.redacted().secret_hash.is_empty());
+    }
+
+    #[test]
+    fn malformed_tokens_are_refused() {
+        assert_eq!(split_token("nope"), None);
+        assert_eq!(split_token("bqk_short_abc"), None);
+        assert_eq!(
+            split_token(&format!("bqk_0123456789abcdef_{}", "z".repeat(64))),
+            None
+        );
+    }
+}

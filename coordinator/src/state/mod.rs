@@ -1,0 +1,699 @@
+//! The replicated domain state and the commands that change it. `State::apply` is a pure,
+//! deterministic function of the state and the command: no clock, no randomness, no IO. Every
+//! command, accepted or refused, appends exactly one audit entry in the same step.
+
+pub mod allocation;
+pub mod apikey;
+pub mod audit;
+pub mod names;
+pub mod node;
+pub mod placement;
+pub mod quota;
+pub mod tenant;
+
+use allocation::VpnPool;
+use apikey::{ApiKey, Role};
+use audit::{AuditEntry, Draft, Outcome};
+use names::TenantName;
+use node::{Node, NodeRole};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use tenant::{Placement, Tenant, TenantPatch, TenantSpec, TenantStatus};
+
+/// Cluster-wide settings fixed at `init`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ClusterSettings {
+    pub cluster_id: String,
+    #[schema(value_type = String, example = "10.50.0.0/16")]
+    pub vpn_pool: VpnPool,
+    /// How long a deleted tenant can be restored before it may be purged.
+    pub retention_ms: u64,
+    /// SHA-256 fingerprint of the cluster CA certificate, for agents to pin.
+    pub ca_fingerprint: String,
+}
+
+/// Who asked, when and from where; stamped by the coordinator that received the request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    pub time_ms: u64,
+    pub actor: String,
+    pub source: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Lifecycle {
+    Suspend,
+    Resume,
+    Delete,
+    Restore,
+    Purge { force: bool },
+}
+
+impl Lifecycle {
+    fn action(self) -> &'static str {
+        match self {
+            Lifecycle::Suspend => "tenant.suspend",
+            Lifecycle::Resume => "tenant.resume",
+            Lifecycle::Delete => "tenant.delete",
+            Lifecycle::Restore => "tenant.restore",
+            Lifecycle::Purge { .. } => "tenant.purge",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    Bootstrap {
+        settings: ClusterSettings,
+        admin_key: ApiKey,
+    },
+    CreateTenant(TenantSpec),
+    UpdateTenant {
+        name: TenantName,
+        patch: TenantPatch,
+    },
+    Lifecycle {
+        name: TenantName,
+        step: Lifecycle,
+    },
+    CreateApiKey(ApiKey),
+    RevokeApiKey {
+        id: String,
+    },
+    RegisterNode(Node),
+    /// A Raft membership change that openraft carried out; recorded for the audit trail, and
+    /// removed coordinator ids are retired forever.
+    Membership {
+        action: String,
+        node_id: u64,
+        details: BTreeMap<String, String>,
+    },
+    /// A request refused at the edge (bad input, no or wrong key): only the audit entry.
+    Rejected {
+        action: String,
+        target: String,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    pub meta: Meta,
+    pub op: Op,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    Tenant(Box<Tenant>),
+    ApiKey(Box<ApiKey>),
+    Node(Box<Node>),
+    Done,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum DomainError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Exhausted(String),
+    /// Echo of an edge rejection; the API already told the caller why.
+    #[error("{0}")]
+    Rejected(String),
+    #[error("the cluster is not initialized")]
+    Uninitialized,
+}
+
+pub type Response = Result<Reply, DomainError>;
+
+/// A key whose stored row changed; the store writes exactly these after a batch.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Touched {
+    Settings,
+    Tenant(TenantName),
+    Node(u64),
+    ApiKey(String),
+    Audit(u64),
+    Retired,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub settings: Option<ClusterSettings>,
+    pub tenants: BTreeMap<TenantName, Tenant>,
+    pub nodes: BTreeMap<u64, Node>,
+    pub api_keys: BTreeMap<String, ApiKey>,
+    pub audit: Vec<AuditEntry>,
+    /// Coordinator ids removed from the cluster; never accepted again.
+    pub retired_coordinators: BTreeSet<u64>,
+}
+
+fn detail(pairs: &[(&str, String)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}
+
+impl State {
+    /// Applies one command at Raft log `index`. Returns the reply and the rows it touched.
+    pub fn apply(&mut self, index: u64, cmd: &Command) -> (Response, Vec<Touched>) {
+        let mut touched = Vec::new();
+        let (action, target, result, mut details) = self.run(index, cmd, &mut touched);
+        let outcome = if result.is_ok() {
+            Outcome::Ok
+        } else {
+            Outcome::Rejected
+        };
+        if let Err(e) = &result {
+            details.insert("reason".into(), e.to_string());
+        }
+        let entry = audit::chain(
+            self.audit.last(),
+            Draft {
+                time_ms: cmd.meta.time_ms,
+                actor: cmd.meta.actor.clone(),
+                source: cmd.meta.source.clone(),
+                action,
+                target,
+                outcome,
+                details,
+            },
+        );
+        touched.push(Touched::Audit(entry.seq));
+        self.audit.push(entry);
+        (result, touched)
+    }
+
+    fn run(
+        &mut self,
+        index: u64,
+        cmd: &Command,
+        touched: &mut Vec<Touched>,
+    ) -> (String, String, Response, BTreeMap<String, String>) {
+        let now = cmd.meta.time_ms;
+        match &cmd.op {
+            Op::Bootstrap {
+                settings,
+                admin_key,
+            } => {
+                let details = detail(&[
+                    ("cluster_id", settings.cluster_id.clone()),
+                    ("vpn_pool", settings.vpn_pool.to_string()),
+                    ("admin_key", admin_key.id.clone()),
+                ]);
+                let result = if self.settings.is_some() {
+                    Err(DomainError::Conflict(
+                        "the cluster is already initialized".into(),
+                    ))
+                } else {
+                    self.settings = Some(settings.clone());
+                    self.api_keys
+                        .insert(admin_key.id.clone(), admin_key.clone());
+                    touched.push(Touched::Settings);
+                    touched.push(Touched::ApiKey(admin_key.id.clone()));
+                    Ok(Reply::Done)
+                };
+                (
+                    "cluster.init".into(),
+                    format!("cluster/{}", settings.cluster_id),
+                    result,
+                    details,
+                )
+            }
+            Op::CreateTenant(spec) => {
+                let details = detail(&[
+                    ("tier", format!("{:?}", spec.tier).to_lowercase()),
+                    ("db_type", format!("{:?}", spec.db_type).to_lowercase()),
+                    ("db_quota", spec.db_quota.to_string()),
+                    ("vpn_enabled", spec.vpn_enabled.to_string()),
+                    ("public_api", spec.public_api.to_string()),
+                ]);
+                let result = self.create_tenant(index, now, spec, touched);
+                (
+                    "tenant.create".into(),
+                    format!("tenant/{}", spec.name),
+                    result,
+                    details,
+                )
+            }
+            Op::UpdateTenant { name, patch } => {
+                let details = patch_details(patch);
+                let result = self.update_tenant(index, now, name, patch, touched);
+                (
+                    "tenant.update".into(),
+                    format!("tenant/{name}"),
+                    result,
+                    details,
+                )
+            }
+            Op::Lifecycle { name, step } => {
+                let mut details = BTreeMap::new();
+                if let Lifecycle::Purge { force: true } = step {
+                    details.insert("force".into(), "true".into());
+                }
+                let result = self.lifecycle(index, now, name, *step, touched);
+                (
+                    step.action().into(),
+                    format!("tenant/{name}"),
+                    result,
+                    details,
+                )
+            }
+            Op::CreateApiKey(key) => {
+                let mut details = detail(&[("role", format!("{:?}", key.role).to_lowercase())]);
+                if let Some(t) = &key.tenant {
+                    details.insert("tenant".into(), t.to_string());
+                }
+                let result = self.create_api_key(key, touched);
+                (
+                    "apikey.create".into(),
+                    format!("apikey/{}", key.id),
+                    result,
+                    details,
+                )
+            }
+            Op::RevokeApiKey { id } => {
+                let result = match self.api_keys.get_mut(id) {
+                    None => Err(DomainError::NotFound(format!("api key {id} not found"))),
+                    Some(k) if k.revoked_at_ms.is_some() => Err(DomainError::Conflict(format!(
+                        "api key {id} is already revoked"
+                    ))),
+                    Some(k) => {
+                        k.revoked_at_ms = Some(now);
+                        touched.push(Touched::ApiKey(id.clone()));
+                        Ok(Reply::ApiKey(Box::new(k.redacted())))
+                    }
+                };
+                (
+                    "apikey.revoke".into(),
+                    format!("apikey/{id}"),
+                    result,
+                    BTreeMap::new(),
+                )
+            }
+            Op::RegisterNode(node) => {
+                let details = detail(&[
+                    (
+                        "roles",
+                        node.roles
+                            .iter()
+                            .map(|r| format!("{r:?}").to_lowercase())
+                            .collect::<Vec<_>>()
+                            .join(","),
+                    ),
+                    ("address", node.address.clone()),
+                ]);
+                let result = self.register_node(index, now, node, touched);
+                (
+                    "node.register".into(),
+                    format!("node/{}", node.id),
+                    result,
+                    details,
+                )
+            }
+            Op::Membership {
+                action,
+                node_id,
+                details,
+            } => {
+                if action == "cluster.remove" {
+                    self.retired_coordinators.insert(*node_id);
+                    touched.push(Touched::Retired);
+                }
+                (
+                    action.clone(),
+                    format!("coordinator/{node_id}"),
+                    Ok(Reply::Done),
+                    details.clone(),
+                )
+            }
+            Op::Rejected {
+                action,
+                target,
+                reason,
+            } => (
+                action.clone(),
+                target.clone(),
+                Err(DomainError::Rejected(reason.clone())),
+                BTreeMap::new(),
+            ),
+        }
+    }
+
+    fn settings(&self) -> Result<&ClusterSettings, DomainError> {
+        self.settings.as_ref().ok_or(DomainError::Uninitialized)
+    }
+
+    /// Load per node from the tenants already placed.
+    pub fn loads(&self) -> BTreeMap<u64, placement::Load> {
+        let mut loads: BTreeMap<u64, placement::Load> = BTreeMap::new();
+        for t in self.tenants.values() {
+            if let Some(db) = t.placement.db_node {
+                let l = loads.entry(db).or_default();
+                l.db_tenants += 1;
+                l.db_quota_bytes += t.db_quota_bytes;
+                l.has_dedicated |= t.dedicated;
+            }
+            if let Some(gw) = t.placement.gateway_node {
+                let l = loads.entry(gw).or_default();
+                l.gateway_tenants += 1;
+                l.has_dedicated |= t.dedicated;
+            }
+        }
+        loads
+    }
+
+    /// Tries to place `tenant`; on failure the tenant stays unplaced with the reason.
+    fn place(&self, tenant: &mut Tenant) {
+        let nodes: Vec<Node> = self.nodes.values().cloned().collect();
+        let req = placement::Request {
+            db_type: tenant.db_type,
+            db_quota_bytes: tenant.db_quota_bytes,
+            needs_gateway: tenant.vpn_enabled,
+            dedicated: tenant.dedicated,
+            node_selector: &tenant.node_selector,
+        };
+        match placement::place(&nodes, &self.loads(), &req) {
+            Ok(d) => {
+                tenant.placement = Placement {
+                    db_node: Some(d.db_node),
+                    gateway_node: d.gateway_node,
+                };
+                tenant.status_reason =
+                    Some("placed; waiting for node agents to report ready".into());
+            }
+            Err(reason) => {
+                tenant.placement = Placement::default();
+                tenant.status_reason = Some(reason);
+            }
+        }
+    }
+
+    fn create_tenant(
+        &mut self,
+        index: u64,
+        now: u64,
+        spec: &TenantSpec,
+        touched: &mut Vec<Touched>,
+    ) -> Response {
+        let settings = self.settings()?.clone();
+        if self.tenants.contains_key(&spec.name) {
+            return Err(DomainError::Conflict(format!(
+                "tenant {} already exists",
+                spec.name
+            )));
+        }
+        let used: BTreeSet<u32> = self.tenants.values().map(|t| t.network.index).collect();
+        let slot = allocation::next_index(settings.vpn_pool, &used).ok_or_else(|| {
+            DomainError::Exhausted(format!(
+                "the vpn pool {} has no free tenant subnet",
+                settings.vpn_pool
+            ))
+        })?;
+        let network = allocation::network_for(settings.vpn_pool, slot)
+            .ok_or_else(|| DomainError::Exhausted("no tenant subnet left".into()))?;
+        let mut tenant = Tenant {
+            name: spec.name.clone(),
+            tier: spec.tier,
+            db_type: spec.db_type,
+            isolation: spec.isolation,
+            db_quota_bytes: spec.db_quota.bytes(),
+            db_quota: spec.db_quota.to_string(),
+            connection_limit: spec.connection_limit,
+            events_per_min: spec.events_per_min,
+            vpn_enabled: spec.vpn_enabled,
+            public_api: spec.public_api,
+            access_mode: spec.access_mode,
+            dedicated: spec.dedicated,
+            node_selector: spec.node_selector.clone(),
+            status: TenantStatus::Provisioning,
+            status_reason: None,
+            network,
+            placement: Placement::default(),
+            revision: index,
+            created_at_ms: now,
+            updated_at_ms: now,
+            deleted_at_ms: None,
+            purge_after_ms: None,
+            status_before_offboarding: None,
+        };
+        self.place(&mut tenant);
+        touched.push(Touched::Tenant(spec.name.clone()));
+        self.tenants.insert(spec.name.clone(), tenant.clone());
+        Ok(Reply::Tenant(Box::new(tenant)))
+    }
+
+    fn update_tenant(
+        &mut self,
+        index: u64,
+        now: u64,
+        name: &TenantName,
+        patch: &TenantPatch,
+        touched: &mut Vec<Touched>,
+    ) -> Response {
+        let tenant = self.tenants.get_mut(name).ok_or_else(|| not_found(name))?;
+        if tenant.status == TenantStatus::DeletedPendingPurge {
+            return Err(DomainError::Conflict(format!(
+                "tenant {name} is deleted; restore it first"
+            )));
+        }
+        if patch.is_empty() {
+            return Err(DomainError::Invalid(
+                "the update names no field to change".into(),
+            ));
+        }
+        if let Some(v) = patch.tier {
+            tenant.tier = v;
+        }
+        if let Some(v) = patch.db_quota {
+            tenant.db_quota_bytes = v.bytes();
+            tenant.db_quota = v.to_string();
+        }
+        if let Some(v) = patch.connection_limit {
+            tenant.connection_limit = v;
+        }
+        if let Some(v) = patch.events_per_min {
+            tenant.events_per_min = v;
+        }
+        if let Some(v) = patch.vpn_enabled {
+            tenant.vpn_enabled = v;
+        }
+        if let Some(v) = patch.public_api {
+            tenant.public_api = v;
+        }
+        if let Some(v) = patch.access_mode {
+            tenant.access_mode = v;
+        }
+        tenant.revision = index;
+        tenant.updated_at_ms = now;
+        let unplaced = tenant.placement.db_node.is_none();
+        let mut updated = tenant.clone();
+        if unplaced {
+            self.place(&mut updated);
+            self.tenants.insert(name.clone(), updated.clone());
+        }
+        touched.push(Touched::Tenant(name.clone()));
+        Ok(Reply::Tenant(Box::new(updated)))
+    }
+
+    fn lifecycle(
+        &mut self,
+        index: u64,
+        now: u64,
+        name: &TenantName,
+        step: Lifecycle,
+        touched: &mut Vec<Touched>,
+    ) -> Response {
+        let retention = self.settings()?.retention_ms;
+        let tenant = self.tenants.get_mut(name).ok_or_else(|| not_found(name))?;
+        let from = tenant.status;
+        let conflict = |what: &str| {
+            Err(DomainError::Conflict(format!(
+                "tenant {name} is {}; cannot {what}",
+                from.as_str()
+            )))
+        };
+        use TenantStatus::*;
+        match step {
+            Lifecycle::Suspend => match from {
+                Provisioning | Active => {
+                    tenant.status_before_offboarding = Some(from);
+                    tenant.status = Suspended;
+                }
+                _ => return conflict("suspend"),
+            },
+            Lifecycle::Resume => match from {
+                Suspended => {
+                    tenant.status = tenant
+                        .status_before_offboarding
+                        .take()
+                        .unwrap_or(Provisioning);
+                }
+                _ => return conflict("resume"),
+            },
+            Lifecycle::Delete => match from {
+                Provisioning | Active | Suspended => {
+                    if from != Suspended {
+                        tenant.status_before_offboarding = Some(from);
+                    }
+                    tenant.status = DeletedPendingPurge;
+                    tenant.deleted_at_ms = Some(now);
+                    tenant.purge_after_ms = Some(now.saturating_add(retention));
+                }
+                _ => return conflict("delete"),
+            },
+            Lifecycle::Restore => match from {
+                DeletedPendingPurge => {
+                    tenant.status = tenant
+                        .status_before_offboarding
+                        .take()
+                        .unwrap_or(Provisioning);
+                    tenant.deleted_at_ms = None;
+                    tenant.purge_after_ms = None;
+                }
+                _ => return conflict("restore"),
+            },
+            Lifecycle::Purge { force } => {
+                if from != DeletedPendingPurge {
+                    return Err(DomainError::Conflict(format!(
+                        "tenant {name} is {}; only a deleted tenant can be purged",
+                        from.as_str()
+                    )));
+                }
+                let due = tenant.purge_after_ms.unwrap_or(0);
+                if now < due && !force {
+                    return Err(DomainError::Conflict(format!(
+                        "tenant {name} can be restored until {}; purge then, or pass force",
+                        crate::time::rfc3339(due)
+                    )));
+                }
+                let removed = self.tenants.remove(name);
+                touched.push(Touched::Tenant(name.clone()));
+                for key in self.api_keys.values_mut() {
+                    if key.tenant.as_ref() == Some(name) && key.revoked_at_ms.is_none() {
+                        key.revoked_at_ms = Some(now);
+                        touched.push(Touched::ApiKey(key.id.clone()));
+                    }
+                }
+                return match removed {
+                    Some(t) => Ok(Reply::Tenant(Box::new(t))),
+                    None => Err(not_found(name)),
+                };
+            }
+        }
+        tenant.revision = index;
+        tenant.updated_at_ms = now;
+        touched.push(Touched::Tenant(name.clone()));
+        Ok(Reply::Tenant(Box::new(tenant.clone())))
+    }
+
+    fn create_api_key(&mut self, key: &ApiKey, touched: &mut Vec<Touched>) -> Response {
+        if self.api_keys.contains_key(&key.id) {
+            return Err(DomainError::Conflict(format!(
+                "api key id {} already exists",
+                key.id
+            )));
+        }
+        match (key.role, &key.tenant) {
+            (Role::Customer, None) => {
+                return Err(DomainError::Invalid(
+                    "a customer key must name its tenant".into(),
+                ));
+            }
+            (Role::Customer, Some(t)) if !self.tenants.contains_key(t) => return Err(not_found(t)),
+            (Role::Admin | Role::Auditor, Some(_)) => {
+                return Err(DomainError::Invalid(
+                    "only customer keys are scoped to a tenant".into(),
+                ));
+            }
+            _ => {}
+        }
+        self.api_keys.insert(key.id.clone(), key.clone());
+        touched.push(Touched::ApiKey(key.id.clone()));
+        Ok(Reply::ApiKey(Box::new(key.redacted())))
+    }
+
+    fn register_node(
+        &mut self,
+        index: u64,
+        now: u64,
+        node: &Node,
+        touched: &mut Vec<Touched>,
+    ) -> Response {
+        if node.roles.is_empty() {
+            return Err(DomainError::Invalid(
+                "a node needs at least one role".into(),
+            ));
+        }
+        let mut node = node.clone();
+        node.last_seen_ms = now;
+        self.nodes.insert(node.id, node.clone());
+        touched.push(Touched::Node(node.id));
+        // Tenants that waited for a node may fit now.
+        let waiting: Vec<TenantName> = self
+            .tenants
+            .values()
+            .filter(|t| t.placement.db_node.is_none() && t.status == TenantStatus::Provisioning)
+            .map(|t| t.name.clone())
+            .collect();
+        for name in waiting {
+            if let Some(mut t) = self.tenants.get(&name).cloned() {
+                self.place(&mut t);
+                if t.placement.db_node.is_some() {
+                    t.revision = index;
+                    t.updated_at_ms = now;
+                    self.tenants.insert(name.clone(), t);
+                    touched.push(Touched::Tenant(name));
+                }
+            }
+        }
+        Ok(Reply::Node(Box::new(node)))
+    }
+
+    /// Tenants a customer or admin may list, in name order.
+    pub fn tenant_list(&self) -> Vec<&Tenant> {
+        self.tenants.values().collect()
+    }
+
+    pub fn has_role(&self, role: NodeRole) -> bool {
+        self.nodes.values().any(|n| n.roles.contains(&role))
+    }
+}
+
+fn not_found(name: &TenantName) -> DomainError {
+    DomainError::NotFound(format!("tenant {name} not found"))
+}
+
+fn patch_details(patch: &TenantPatch) -> BTreeMap<String, String> {
+    let mut d = BTreeMap::new();
+    if let Some(v) = patch.tier {
+        d.insert("tier".into(), format!("{v:?}").to_lowercase());
+    }
+    if let Some(v) = patch.db_quota {
+        d.insert("db_quota".into(), v.to_string());
+    }
+    if let Some(v) = patch.connection_limit {
+        d.insert("connection_limit".into(), v.to_string());
+    }
+    if let Some(v) = patch.events_per_min {
+        d.insert("events_per_min".into(), v.to_string());
+    }
+    if let Some(v) = patch.vpn_enabled {
+        d.insert("vpn_enabled".into(), v.to_string());
+    }
+    if let Some(v) = patch.public_api {
+        d.insert("public_api".into(), v.to_string());
+    }
+    if let Some(v) = patch.access_mode {
+        d.insert("access_mode".into(), format!("{v:?}").to_lowercase());
+    }
+    d
+}
+
+#[cfg(test)]
+mod tests;

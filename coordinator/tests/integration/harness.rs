@@ -1,0 +1,253 @@
+//! A cluster of real coordinator processes in a temp dir, and CLI helpers.
+
+use berqenas_tests::{free_port, run, wait_for, Proc};
+use serde_json::Value;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_berqenas-coordinator");
+
+pub struct Coord {
+    pub id: u64,
+    pub dir: PathBuf,
+    pub raft: u16,
+    pub api: u16,
+    pub proc: Option<Proc>,
+}
+
+impl Coord {
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.api)
+    }
+}
+
+pub struct Cluster {
+    pub tmp: tempfile::TempDir,
+    pub key: String,
+    pub nodes: Vec<Coord>,
+}
+
+fn addr(port: u16) -> String {
+    format!("127.0.0.1:{port}")
+}
+
+impl Cluster {
+    /// `init` + `serve` of coordinator 1 with the test VPN pool.
+    pub fn single() -> Self {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let (raft, api) = (free_port(), free_port());
+        let dir = tmp.path().join("c1");
+        let out = run(
+            Path::new(BIN),
+            &[
+                "init",
+                "--data-dir",
+                path_str(&dir),
+                "--id",
+                "1",
+                "--raft-listen",
+                &addr(raft),
+                "--api-listen",
+                &addr(api),
+                "--vpn-pool",
+                "198.18.0.0/15",
+                "--output",
+                "json",
+            ],
+            &[],
+        );
+        assert!(
+            out.status.success(),
+            "init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).expect("init prints JSON");
+        let key = v["admin_api_key"]
+            .as_str()
+            .expect("admin key printed")
+            .to_string();
+        let mut cluster = Self {
+            tmp,
+            key,
+            nodes: vec![Coord {
+                id: 1,
+                dir,
+                raft,
+                api,
+                proc: None,
+            }],
+        };
+        cluster.start(0);
+        cluster
+    }
+
+    /// A three-voter cluster formed with the CLI alone.
+    pub fn three() -> Self {
+        let mut c = Self::single();
+        for id in [2, 3] {
+            c.join(id);
+        }
+        c
+    }
+
+    /// Starts coordinator `id` in a fresh dir and adds it as learner, then voter, through the CLI.
+    pub fn join(&mut self, id: u64) {
+        let idx = self.spawn_unjoined(id);
+        let (raft, api) = (self.nodes[idx].raft, self.nodes[idx].api);
+        let id_s = id.to_string();
+        self.ok(
+            0,
+            &[
+                "cluster",
+                "add-learner",
+                "--id",
+                &id_s,
+                "--raft-addr",
+                &addr(raft),
+                "--api-addr",
+                &addr(api),
+            ],
+        );
+        self.ok(0, &["cluster", "promote", "--id", &id_s]);
+    }
+
+    /// Starts coordinator `id` in a fresh dir without adding it to the cluster.
+    pub fn spawn_unjoined(&mut self, id: u64) -> usize {
+        let (raft, api) = (free_port(), free_port());
+        let dir = self.tmp.path().join(format!("c{id}"));
+        self.nodes.push(Coord {
+            id,
+            dir,
+            raft,
+            api,
+            proc: None,
+        });
+        let idx = self.nodes.len() - 1;
+        self.start(idx);
+        idx
+    }
+
+    pub fn start(&mut self, idx: usize) {
+        let node = &mut self.nodes[idx];
+        let (raft, api) = (addr(node.raft), addr(node.api));
+        let id = node.id.to_string();
+        let proc = Proc::spawn(
+            &format!("coordinator-{}", node.id),
+            Path::new(BIN),
+            &[
+                "serve",
+                "--data-dir",
+                path_str(&node.dir),
+                "--id",
+                &id,
+                "--raft-listen",
+                &raft,
+                "--api-listen",
+                &api,
+            ],
+            self.tmp.path(),
+        );
+        node.proc = Some(proc);
+        let port = node.api;
+        wait_for("coordinator API to listen", Duration::from_secs(20), || {
+            TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
+        });
+    }
+
+    pub fn kill(&mut self, idx: usize) {
+        if let Some(mut p) = self.nodes[idx].proc.take() {
+            p.kill();
+        }
+    }
+
+    pub fn stop(&mut self, idx: usize) {
+        if let Some(mut p) = self.nodes[idx].proc.take() {
+            p.stop(Duration::from_secs(10));
+        }
+    }
+
+    /// Runs the CLI against node `idx` with the admin key.
+    pub fn cli(&self, idx: usize, args: &[&str]) -> Output {
+        self.cli_as(idx, &self.key, args)
+    }
+
+    pub fn cli_as(&self, idx: usize, key: &str, args: &[&str]) -> Output {
+        let endpoint = self.nodes[idx].endpoint();
+        run(
+            Path::new(BIN),
+            args,
+            &[("BERQENAS_ENDPOINT", &endpoint), ("BERQENAS_API_KEY", key)],
+        )
+    }
+
+    /// Runs the CLI, asserts exit 0, returns stdout.
+    pub fn ok(&self, idx: usize, args: &[&str]) -> String {
+        let out = self.cli(idx, args);
+        assert!(
+            out.status.success(),
+            "`{}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs the CLI with `--output json`, asserts exit 0, parses stdout.
+    pub fn json(&self, idx: usize, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["--output", "json"]);
+        serde_json::from_str(&self.ok(idx, &all)).expect("JSON output")
+    }
+
+    /// Tenant names node `idx` holds in its own state machine (a stale read: what it has applied).
+    pub fn local_tenants(&self, idx: usize) -> Option<Vec<String>> {
+        let out = self.cli(idx, &["tenant", "list", "--stale", "--output", "json"]);
+        if !out.status.success() {
+            return None;
+        }
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        Some(
+            v.as_array()?
+                .iter()
+                .filter_map(|t| t["name"].as_str().map(str::to_string))
+                .collect(),
+        )
+    }
+
+    /// The leader as node `idx` sees it.
+    pub fn leader_seen_by(&self, idx: usize) -> Option<u64> {
+        let out = self.cli(idx, &["cluster", "status", "--output", "json"]);
+        if !out.status.success() {
+            return None;
+        }
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        v["leader_id"].as_u64()
+    }
+
+    pub fn index_of(&self, id: u64) -> usize {
+        self.nodes
+            .iter()
+            .position(|n| n.id == id)
+            .expect("known node id")
+    }
+}
+
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().expect("temp paths are UTF-8")
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+impl Cluster {
+    /// Like `json` but does not require exit 0 (for commands that fail by design and still print).
+    pub fn json_allow_fail(&self, idx: usize, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["--output", "json"]);
+        let out = self.cli(idx, &all);
+        serde_json::from_slice(&out.stdout).expect("JSON output")
+    }
+}

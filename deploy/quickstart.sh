@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Runs Berqenas locally: builds the coordinator, initializes a single-node cluster on embedded
+# storage in .berqenas/ (once), starts it in the background, and writes .berqenas/env with
+# BERQENAS_ENDPOINT and BERQENAS_API_KEY. Running it again is harmless.
+#   deploy/quickstart.sh          start (or confirm it is running)
+#   deploy/quickstart.sh stop     stop what it started
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+STATE="$ROOT/.berqenas"
+DATA="$STATE/coordinator"
+PIDFILE="$STATE/coordinator.pid"
+LOG="$STATE/coordinator.log"
+ENVFILE="$STATE/env"
+BIN="$ROOT/target/release/berqenas-coordinator"
+RAFT_ADDR=127.0.0.1:7101
+API_ADDR=127.0.0.1:7201
+
+running() { [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
+
+case "${1:-start}" in
+  stop)
+    if running; then
+      kill "$(cat "$PIDFILE")"
+      for _ in $(seq 1 100); do running || break; sleep 0.1; done
+      echo "stopped the local coordinator"
+    else
+      echo "the local coordinator is not running"
+    fi
+    rm -f "$PIDFILE"
+    exit 0
+    ;;
+  start) ;;
+  *) echo "usage: $0 [start|stop]" >&2; exit 2 ;;
+esac
+
+echo "==> building berqenas-coordinator (release)"
+cargo build --release --locked --manifest-path "$ROOT/Cargo.toml" -p berqenas-coordinator --bin berqenas-coordinator
+
+umask 077
+mkdir -p "$STATE"
+if [ ! -f "$DATA/node.json" ]; then
+  echo "==> initializing a single-node cluster in $DATA"
+  out=$("$BIN" init --data-dir "$DATA" --id 1 --raft-listen "$RAFT_ADDR" --api-listen "$API_ADDR" \
+        --vpn-pool 198.18.0.0/15 --output json)
+  key=$(printf '%s\n' "$out" | sed -n 's/.*"admin_api_key": *"\([^"]*\)".*/\1/p')
+  [ -n "$key" ] || { echo "init did not print an admin key" >&2; exit 1; }
+  printf 'export BERQENAS_ENDPOINT=http://%s\nexport BERQENAS_API_KEY=%s\n' "$API_ADDR" "$key" > "$ENVFILE"
+  chmod 600 "$ENVFILE"
+fi
+
+if running; then
+  echo "==> the local coordinator is already running (pid $(cat "$PIDFILE"))"
+else
+  echo "==> starting the coordinator (log: $LOG)"
+  nohup "$BIN" serve --data-dir "$DATA" >>"$LOG" 2>&1 &
+  echo $! > "$PIDFILE"
+  for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/${API_ADDR%:*}/${API_ADDR#*:}") 2>/dev/null && break
+    running || { echo "the coordinator exited; see $LOG" >&2; tail -n 20 "$LOG" >&2; exit 1; }
+    sleep 0.1
+  done
+fi
+
+cat <<TXT
+
+Berqenas is running at http://$API_ADDR (data in $DATA).
+Load the CLI settings and create your first tenant:
+
+  . .berqenas/env
+  export PATH="$ROOT/target/release:\$PATH"
+  berqenas-coordinator tenant create --name acme --db-quota 5GB --vpn enabled --public-api true
+  berqenas-coordinator tenant list
+  berqenas-coordinator audit verify
+
+Stop it with: deploy/quickstart.sh stop
+TXT

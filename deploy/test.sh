@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what the tests need, then runs every check: rustfmt, clippy with -D warnings, and the
+# whole test suite under cargo-nextest. Usage: deploy/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '==> %s\n' "$*"; }
+
+# System packages the tests use. (PostgreSQL, WireGuard and nftables join this list with the
+# node-agent work.) Installed only when missing, so a prepared machine runs no apt at all.
+missing=()
+command -v gcc >/dev/null 2>&1 || missing+=(build-essential)
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing ${missing[*]}"
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+fi
+
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  log "installing rustfmt and clippy"
+  rustup component add rustfmt clippy
+fi
+if ! cargo nextest --version >/dev/null 2>&1; then
+  log "installing cargo-nextest"
+  cargo install cargo-nextest --locked
+fi
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+log "cargo nextest run"
+cargo nextest run --workspace --locked --no-fail-fast

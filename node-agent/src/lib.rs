@@ -1,0 +1,1 @@
+//! Berqenas node agent library: reconcile planners and host drivers (not built yet).

@@ -1,0 +1,8 @@
+//! The Berqenas wire contract: protobuf messages and tonic services shared by coordinators,
+//! node agents and devices.
+
+/// Coordinator-to-coordinator Raft transport.
+pub mod raft {
+    #![allow(clippy::all, clippy::pedantic, missing_docs)]
+    tonic::include_proto!("berqenas.raft.v1");
+}
