@@ -1,0 +1,319 @@
+//! `deploy/bench.sh coordinator`: a 3-node loopback cluster of release coordinators. Measures the
+//! disk's fsync latency (the floor) next to single-client commit latency, 1,000 creates with 16
+//! concurrent clients, leader failover time, and each coordinator's RSS with 10,000 tenants.
+//! Prints one JSON line. Usage: bench-coordinator PATH/TO/berqenas-coordinator
+
+use berqenas_tests::{free_port, run, wait_for, Proc};
+use serde_json::{json, Value};
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const CLIENTS: usize = 16;
+const CREATES: usize = 1_000;
+const SINGLE: usize = 200;
+const TOTAL_TENANTS: usize = 10_000;
+
+struct Node {
+    id: u64,
+    api: u16,
+    raft: u16,
+    dir: PathBuf,
+    proc: Option<Proc>,
+}
+
+fn addr(p: u16) -> String {
+    format!("127.0.0.1:{p}")
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn stats_ms(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(|a, b| a.total_cmp(b));
+    (round2(percentile(&v, 0.5)), round2(percentile(&v, 0.99)))
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// fsync latency of the disk the coordinators write to: 4 KiB write + fdatasync.
+fn fsync_floor(dir: &Path) -> (f64, f64) {
+    let path = dir.join("fsync-probe");
+    let mut f = std::fs::File::create(&path).expect("probe file");
+    let block = vec![7u8; 4096];
+    let mut samples = Vec::new();
+    for _ in 0..200 {
+        let t = Instant::now();
+        f.write_all(&block).expect("write");
+        f.sync_data().expect("fsync");
+        samples.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let _ = std::fs::remove_file(path);
+    stats_ms(samples)
+}
+
+async fn create(http: &reqwest::Client, base: &str, key: &str, name: &str) -> Result<(), String> {
+    let resp = http
+        .post(format!("{base}/api/v1/tenant"))
+        .bearer_auth(key)
+        .json(&json!({"name": name, "db_quota": "1GB", "vpn_enabled": true, "public_api": false}))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if resp.status().as_u16() == 201 {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} {}",
+            resp.status(),
+            resp.text().await.unwrap_or_default()
+        ))
+    }
+}
+
+/// Creates `names` with `clients` concurrent workers; returns per-request latencies (ms) and wall time.
+async fn create_many(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    names: Vec<String>,
+    clients: usize,
+) -> (Vec<f64>, Duration) {
+    let names = Arc::new(names);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (http, base, key, names, next) = (
+            http.clone(),
+            base.to_string(),
+            key.to_string(),
+            names.clone(),
+            next.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(name) = names.get(i) else { break };
+                let t = Instant::now();
+                if let Err(e) = create(&http, &base, &key, name).await {
+                    panic!("create {name} failed: {e}");
+                }
+                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("worker"));
+    }
+    (all, started.elapsed())
+}
+
+fn leader(bin: &Path, endpoint: &str, key: &str) -> Option<u64> {
+    let out = run(
+        bin,
+        &[
+            "cluster",
+            "status",
+            "--output",
+            "json",
+            "--endpoint",
+            endpoint,
+        ],
+        &[("BERQENAS_API_KEY", key)],
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["leader_id"].as_u64()
+}
+
+#[tokio::main]
+async fn main() {
+    let bin = PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .expect("usage: bench-coordinator PATH/TO/berqenas-coordinator"),
+    );
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let mut nodes: Vec<Node> = (1..=3)
+        .map(|id| Node {
+            id,
+            api: free_port(),
+            raft: free_port(),
+            dir: tmp.path().join(format!("c{id}")),
+            proc: None,
+        })
+        .collect();
+    let init = run(
+        &bin,
+        &[
+            "init",
+            "--data-dir",
+            nodes[0].dir.to_str().expect("utf-8"),
+            "--id",
+            "1",
+            "--raft-listen",
+            &addr(nodes[0].raft),
+            "--api-listen",
+            &addr(nodes[0].api),
+            "--vpn-pool",
+            "100.64.0.0/10",
+            "--output",
+            "json",
+        ],
+        &[],
+    );
+    assert!(
+        init.status.success(),
+        "init: {}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let key = serde_json::from_slice::<Value>(&init.stdout).expect("json")["admin_api_key"]
+        .as_str()
+        .expect("key")
+        .to_string();
+    for n in nodes.iter_mut() {
+        let args = [
+            "serve",
+            "--data-dir",
+            n.dir.to_str().expect("utf-8"),
+            "--id",
+            &n.id.to_string(),
+            "--raft-listen",
+            &addr(n.raft),
+            "--api-listen",
+            &addr(n.api),
+        ];
+        n.proc = Some(Proc::spawn(&format!("c{}", n.id), &bin, &args, tmp.path()));
+        let port = n.api;
+        wait_for("api", Duration::from_secs(20), || {
+            TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
+        });
+    }
+    let first = format!("http://{}", addr(nodes[0].api));
+    for n in &nodes[1..] {
+        let id = n.id.to_string();
+        for args in [
+            vec![
+                "cluster",
+                "add-learner",
+                "--id",
+                &id,
+                "--raft-addr",
+                &addr(n.raft),
+                "--api-addr",
+                &addr(n.api),
+            ],
+            vec!["cluster", "promote", "--id", &id],
+        ] {
+            let mut a = args.clone();
+            a.extend(["--endpoint", &first]);
+            let out = run(&bin, &a, &[("BERQENAS_API_KEY", &key)]);
+            assert!(
+                out.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    let (fsync_p50, fsync_p99) = fsync_floor(&nodes[0].dir);
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(CLIENTS)
+        .build()
+        .expect("client");
+    let leader_id = wait_for("leader", Duration::from_secs(10), || {
+        leader(&bin, &first, &key)
+    });
+    let leader_base = format!("http://{}", addr(nodes[(leader_id - 1) as usize].api));
+
+    // Single client: commit latency, one request at a time.
+    let single: Vec<String> = (0..SINGLE).map(|i| format!("s{i:05}")).collect();
+    let (lat, _) = create_many(&http, &leader_base, &key, single, 1).await;
+    let (single_p50, single_p99) = stats_ms(lat);
+
+    // 1,000 creates with 16 clients.
+    let batch: Vec<String> = (0..CREATES).map(|i| format!("c{i:05}")).collect();
+    let (lat, wall) = create_many(&http, &leader_base, &key, batch, CLIENTS).await;
+    let throughput = round2(CREATES as f64 / wall.as_secs_f64());
+    let (p50, p99) = stats_ms(lat);
+
+    // Fill to 10,000 tenants for the memory figure.
+    let rest: Vec<String> = (0..TOTAL_TENANTS - CREATES - SINGLE)
+        .map(|i| format!("f{i:05}"))
+        .collect();
+    let (_, fill_wall) = create_many(&http, &leader_base, &key, rest, CLIENTS).await;
+    let rss: Vec<Value> = nodes
+        .iter()
+        .map(|n| {
+            let pid = n.proc.as_ref().map(Proc::pid).unwrap_or(0);
+            json!({"id": n.id, "rss_mb": round2(rss_kib(pid, "VmRSS:") as f64 / 1024.0), "peak_rss_mb": round2(rss_kib(pid, "VmHWM:") as f64 / 1024.0)})
+        })
+        .collect();
+
+    // Failover: SIGKILL the leader, time until a write through a survivor succeeds.
+    let leader_idx = (leader_id - 1) as usize;
+    let survivor = format!("http://{}", addr(nodes[(leader_idx + 1) % 3].api));
+    let killed_at = Instant::now();
+    if let Some(mut p) = nodes[leader_idx].proc.take() {
+        p.kill();
+    }
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        if create(&http, &survivor, &key, &format!("fo{attempt:05}"))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(30),
+            "no write succeeded within 30 s of the leader's death"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let failover_ms = round2(killed_at.elapsed().as_secs_f64() * 1000.0);
+
+    let line = json!({
+        "bench": "coordinator",
+        "nodes": 3,
+        "clients": CLIENTS,
+        "creates": CREATES,
+        "creates_per_s": throughput,
+        "create_p50_ms": p50,
+        "create_p99_ms": p99,
+        "single_client_commit_p50_ms": single_p50,
+        "single_client_commit_p99_ms": single_p99,
+        "disk_fsync_p50_ms": fsync_p50,
+        "disk_fsync_p99_ms": fsync_p99,
+        "commit_over_fsync_p50": if fsync_p50 > 0.0 { round2(single_p50 / fsync_p50) } else { 0.0 },
+        "failover_ms": failover_ms,
+        "tenants_for_rss": TOTAL_TENANTS,
+        "fill_creates_per_s": round2((TOTAL_TENANTS - CREATES - SINGLE) as f64 / fill_wall.as_secs_f64()),
+        "rss": rss,
+        "targets": {"creates_per_s": ">= 500", "create_p99_ms": "< 100", "failover_ms": "< 1000", "rss_mb_at_10k": "< 100"},
+    });
+    println!("{line}");
+}
