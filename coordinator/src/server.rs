@@ -103,14 +103,18 @@ pub struct Coordinator {
 
 impl Coordinator {
     /// Opens the store and starts the Raft node (no listeners yet).
-    pub async fn start(config: NodeConfig, data_dir: &Path) -> anyhow::Result<Arc<Self>> {
+    pub async fn start(
+        config: NodeConfig,
+        data_dir: &Path,
+        snapshot_logs: u64,
+    ) -> anyhow::Result<Arc<Self>> {
         let (log_store, sm_store) = store::open(&data_dir.join("raft.redb"))
             .with_context(|| format!("open store in {}", data_dir.display()))?;
         let data = sm_store.data();
         let peers = Peers::new(config.id);
         let raft = Raft::new(
             config.id,
-            Arc::new(raft_config().context("raft config")?),
+            Arc::new(raft_config(snapshot_logs).context("raft config")?),
             NetworkFactory {
                 peers: peers.clone(),
             },
@@ -316,7 +320,8 @@ pub async fn init(
     write_private(&data_dir.join("ca.key"), ca.key_pem.as_bytes())?;
     std::fs::write(data_dir.join("ca.pem"), &ca.cert_pem).context("write ca.pem")?;
 
-    let coordinator = Coordinator::start(config.clone(), data_dir).await?;
+    let coordinator =
+        Coordinator::start(config.clone(), data_dir, crate::raft::DEFAULT_SNAPSHOT_LOGS).await?;
     let members: BTreeMap<u64, CoordinatorNode> = [(config.id, config.node())].into();
     coordinator
         .raft

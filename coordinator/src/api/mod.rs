@@ -679,6 +679,10 @@ pub struct ClusterStatus {
     pub term: u64,
     pub last_log_index: Option<u64>,
     pub last_applied: Option<u64>,
+    /// Last log index covered by this node's current snapshot.
+    pub snapshot_index: Option<u64>,
+    /// Log entries up to here are purged from this node's log.
+    pub purged_index: Option<u64>,
     pub members: Vec<Member>,
     pub cluster_id: Option<String>,
     pub vpn_pool: Option<String>,
@@ -718,6 +722,8 @@ async fn cluster_status(ctx: Ctx) -> Result<Json<ClusterStatus>> {
         term: m.current_term,
         last_log_index: m.last_log_index,
         last_applied: m.last_applied.map(|l| l.index),
+        snapshot_index: m.snapshot.map(|l| l.index),
+        purged_index: m.purged.map(|l| l.index),
         members,
         cluster_id: settings.as_ref().map(|s| s.cluster_id.clone()),
         vpn_pool: settings.as_ref().map(|s| s.vpn_pool.to_string()),

@@ -114,6 +114,9 @@ pub struct ServeArgs {
     /// For a node joining an existing cluster: its id and addresses (saved on first start).
     #[command(flatten)]
     pub addrs: NodeAddrs,
+    /// Take a Raft snapshot every this many log entries (and keep a fifth of them behind it).
+    #[arg(long, default_value_t = crate::raft::DEFAULT_SNAPSHOT_LOGS, value_parser = clap::value_parser!(u64).range(10..))]
+    pub snapshot_logs: u64,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -190,6 +193,12 @@ pub struct CreateTenant {
     /// Only nodes with this label (repeatable): --node-selector region=ist
     #[arg(long = "node-selector", value_name = "KEY=VALUE")]
     pub node_selector: Vec<String>,
+    /// Return only when the tenant is active; show progress while waiting.
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits before failing with the tenant's reason.
+    #[arg(long, default_value = "60s")]
+    pub wait_timeout: String,
 }
 
 #[derive(Debug, Args)]
@@ -369,7 +378,8 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             config
         }
     };
-    let coordinator = crate::server::Coordinator::start(config, &a.data_dir).await?;
+    let coordinator =
+        crate::server::Coordinator::start(config, &a.data_dir, a.snapshot_logs).await?;
     coordinator.serve(shutdown_signal()).await
 }
 
@@ -425,9 +435,17 @@ async fn tenant(client: &Client, cmd: TenantCmd, out: Output) -> anyhow::Result<
                     Value::Object(parse_selector(&c.node_selector)?),
                 );
             }
-            client
+            let wait = match c.wait {
+                true => Some(humantime::parse_duration(&c.wait_timeout).context("--wait-timeout")?),
+                false => None,
+            };
+            let created = client
                 .send("POST", "/api/v1/tenant", Some(Value::Object(body)))
-                .await?
+                .await?;
+            match wait {
+                Some(timeout) => wait_active(client, &created, timeout).await?,
+                None => created,
+            }
         }
         TenantCmd::Get { name } => client.get(&path(&name)).await?,
         TenantCmd::List => {
@@ -476,6 +494,40 @@ async fn tenant(client: &Client, cmd: TenantCmd, out: Output) -> anyhow::Result<
     };
     output::tenant(out, &v);
     Ok(())
+}
+
+/// Polls the tenant until it is active; prints each new status line to stderr while waiting.
+async fn wait_active(
+    client: &Client,
+    created: &Value,
+    timeout: std::time::Duration,
+) -> anyhow::Result<Value> {
+    let name = created["name"]
+        .as_str()
+        .context("create returned no name")?
+        .to_string();
+    let path = format!("/api/v1/tenant/{}", client::path_segment(&name));
+    let started = std::time::Instant::now();
+    let mut last = String::new();
+    loop {
+        let t = client.get(&path).await?;
+        let status = t["status"].as_str().unwrap_or("unknown").to_string();
+        if status == "active" {
+            return Ok(t);
+        }
+        let line = format!("{status}: {}", t["status_reason"].as_str().unwrap_or("-"));
+        if started.elapsed() >= timeout {
+            bail!(
+                "tenant {name} is not active after {}: {line}",
+                humantime::format_duration(timeout)
+            );
+        }
+        if line != last {
+            eprintln!("waiting for {name}: {line}");
+            last = line;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
 }
 
 async fn apikey(client: &Client, cmd: ApiKeyCmd, out: Output) -> anyhow::Result<()> {

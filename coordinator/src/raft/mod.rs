@@ -39,16 +39,20 @@ pub type Raft = openraft::Raft<TypeConfig>;
 pub type LogId = openraft::LogId<u64>;
 pub type StoredMembership = openraft::StoredMembership<u64, CoordinatorNode>;
 
+/// Log entries between snapshots unless `serve --snapshot-logs` says otherwise.
+pub const DEFAULT_SNAPSHOT_LOGS: u64 = 5_000;
+
 /// Timing and snapshot settings, defined once. Election timeouts are short enough for a
 /// sub-second failover on loopback and long enough not to flap on a loaded 2-core host.
-pub fn raft_config() -> Result<openraft::Config, openraft::ConfigError> {
+/// A snapshot is taken every `snapshot_logs` entries and a fifth of that is kept behind it.
+pub fn raft_config(snapshot_logs: u64) -> Result<openraft::Config, openraft::ConfigError> {
     openraft::Config {
         cluster_name: "berqenas".into(),
-        heartbeat_interval: 100,
-        election_timeout_min: 400,
-        election_timeout_max: 800,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(5_000),
-        max_in_snapshot_log_to_keep: 1_000,
+        heartbeat_interval: 50,
+        election_timeout_min: 250,
+        election_timeout_max: 500,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshot_logs),
+        max_in_snapshot_log_to_keep: snapshot_logs / 5,
         snapshot_max_chunk_size: 1 << 20,
         max_payload_entries: 256,
         ..openraft::Config::default()

@@ -472,3 +472,35 @@ fn audit_list_filters_and_export_is_jsonl() {
         assert!(!text.contains(&c.key), "no secrets in the audit trail");
     }
 }
+
+#[test]
+fn create_wait_reports_why_the_tenant_is_not_ready() {
+    let c = Cluster::single();
+    let out = c.cli(
+        0,
+        &[
+            "tenant",
+            "create",
+            "--name",
+            "acme",
+            "--wait",
+            "--wait-timeout",
+            "1s",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("waiting for acme: provisioning: no db node fits"),
+        "progress shown: {err}"
+    );
+    assert!(
+        err.contains("error: tenant acme is not active after 1s: provisioning: no db node fits: no nodes are registered"),
+        "{err}"
+    );
+    // The tenant was created all the same.
+    assert_eq!(
+        c.json(0, &["tenant", "get", "acme"])["status"],
+        "provisioning"
+    );
+}

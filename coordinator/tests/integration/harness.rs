@@ -27,6 +27,8 @@ pub struct Cluster {
     pub tmp: tempfile::TempDir,
     pub key: String,
     pub nodes: Vec<Coord>,
+    /// Extra flags for every `serve`.
+    pub serve_args: Vec<String>,
 }
 
 fn addr(port: u16) -> String {
@@ -36,6 +38,11 @@ fn addr(port: u16) -> String {
 impl Cluster {
     /// `init` + `serve` of coordinator 1 with the test VPN pool.
     pub fn single() -> Self {
+        Self::single_with(&[])
+    }
+
+    /// Like `single`, with extra `serve` flags for every node.
+    pub fn single_with(serve_args: &[&str]) -> Self {
         let tmp = tempfile::tempdir().expect("temp dir");
         let (raft, api) = (free_port(), free_port());
         let dir = tmp.path().join("c1");
@@ -78,6 +85,7 @@ impl Cluster {
                 api,
                 proc: None,
             }],
+            serve_args: serve_args.iter().map(|s| s.to_string()).collect(),
         };
         cluster.start(0);
         cluster
@@ -85,7 +93,11 @@ impl Cluster {
 
     /// A three-voter cluster formed with the CLI alone.
     pub fn three() -> Self {
-        let mut c = Self::single();
+        Self::three_with(&[])
+    }
+
+    pub fn three_with(serve_args: &[&str]) -> Self {
+        let mut c = Self::single_with(serve_args);
         for id in [2, 3] {
             c.join(id);
         }
@@ -133,20 +145,22 @@ impl Cluster {
         let node = &mut self.nodes[idx];
         let (raft, api) = (addr(node.raft), addr(node.api));
         let id = node.id.to_string();
+        let mut args = vec![
+            "serve",
+            "--data-dir",
+            path_str(&node.dir),
+            "--id",
+            &id,
+            "--raft-listen",
+            &raft,
+            "--api-listen",
+            &api,
+        ];
+        args.extend(self.serve_args.iter().map(String::as_str));
         let proc = Proc::spawn(
             &format!("coordinator-{}", node.id),
             Path::new(BIN),
-            &[
-                "serve",
-                "--data-dir",
-                path_str(&node.dir),
-                "--id",
-                &id,
-                "--raft-listen",
-                &raft,
-                "--api-listen",
-                &api,
-            ],
+            &args,
             self.tmp.path(),
         );
         node.proc = Some(proc);
