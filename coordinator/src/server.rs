@@ -31,10 +31,7 @@ pub struct NodeConfig {
 
 impl NodeConfig {
     pub fn node(&self) -> CoordinatorNode {
-        CoordinatorNode {
-            raft_addr: self.raft_advertise.clone(),
-            api_addr: self.api_advertise.clone(),
-        }
+        CoordinatorNode { raft_addr: self.raft_advertise.clone(), api_addr: self.api_advertise.clone() }
     }
 
     pub fn path(data_dir: &Path) -> PathBuf {
@@ -44,21 +41,16 @@ impl NodeConfig {
     pub fn load(data_dir: &Path) -> anyhow::Result<Option<Self>> {
         let path = Self::path(data_dir);
         match std::fs::read(&path) {
-            Ok(bytes) => Ok(Some(
-                serde_json::from_slice(&bytes)
-                    .with_context(|| format!("parse {}", path.display()))?,
-            )),
+            Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| format!("parse {}", path.display()))?)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
         }
     }
 
     pub fn save(&self, data_dir: &Path) -> anyhow::Result<()> {
-        std::fs::create_dir_all(data_dir)
-            .with_context(|| format!("create {}", data_dir.display()))?;
+        std::fs::create_dir_all(data_dir).with_context(|| format!("create {}", data_dir.display()))?;
         let path = Self::path(data_dir);
-        std::fs::write(&path, serde_json::to_vec_pretty(self)?)
-            .with_context(|| format!("write {}", path.display()))
+        std::fs::write(&path, serde_json::to_vec_pretty(self)?).with_context(|| format!("write {}", path.display()))
     }
 }
 
@@ -103,11 +95,7 @@ pub struct Coordinator {
 
 impl Coordinator {
     /// Opens the store and starts the Raft node (no listeners yet).
-    pub async fn start(
-        config: NodeConfig,
-        data_dir: &Path,
-        snapshot_logs: u64,
-    ) -> anyhow::Result<Arc<Self>> {
+    pub async fn start(config: NodeConfig, data_dir: &Path, snapshot_logs: u64) -> anyhow::Result<Arc<Self>> {
         let (log_store, sm_store) = store::open(&data_dir.join("raft.redb"))
             .with_context(|| format!("open store in {}", data_dir.display()))?;
         let data = sm_store.data();
@@ -115,21 +103,13 @@ impl Coordinator {
         let raft = Raft::new(
             config.id,
             Arc::new(raft_config(snapshot_logs).context("raft config")?),
-            NetworkFactory {
-                peers: peers.clone(),
-            },
+            NetworkFactory { peers: peers.clone() },
             log_store,
             sm_store,
         )
         .await
         .context("start raft")?;
-        Ok(Arc::new(Self {
-            config,
-            data_dir: data_dir.to_path_buf(),
-            raft,
-            data,
-            peers,
-        }))
+        Ok(Arc::new(Self { config, data_dir: data_dir.to_path_buf(), raft, data, peers }))
     }
 
     /// Reads the state machine under its lock.
@@ -157,29 +137,21 @@ impl Coordinator {
         loop {
             let outcome = match self.raft.client_write(cmd.clone()).await {
                 Ok(r) => return Ok(self.settle(&cmd, r.data, retried)),
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                    match (f.leader_id, f.leader_node) {
-                        (Some(id), Some(node)) if id != self.config.id => {
-                            match self
-                                .peers
-                                .forward(id, &node.raft_addr, &cmd, RPC_TIMEOUT)
-                                .await
-                            {
-                                Ok(Ok(r)) => return Ok(self.settle(&cmd, r.data, retried)),
-                                Ok(Err(RaftError::APIError(
-                                    ClientWriteError::ForwardToLeader(_),
-                                ))) => "leader moved",
-                                Ok(Err(e)) => return Err(WriteError::Raft(e.to_string())),
-                                Err(e) => {
-                                    tracing::debug!(error = %e, leader = id, "forward to leader failed");
-                                    retried = true;
-                                    "leader unreachable"
-                                }
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => match (f.leader_id, f.leader_node) {
+                    (Some(id), Some(node)) if id != self.config.id => {
+                        match self.peers.forward(id, &node.raft_addr, &cmd, RPC_TIMEOUT).await {
+                            Ok(Ok(r)) => return Ok(self.settle(&cmd, r.data, retried)),
+                            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => "leader moved",
+                            Ok(Err(e)) => return Err(WriteError::Raft(e.to_string())),
+                            Err(e) => {
+                                tracing::debug!(error = %e, leader = id, "forward to leader failed");
+                                retried = true;
+                                "leader unreachable"
                             }
                         }
-                        _ => "no leader",
                     }
-                }
+                    _ => "no leader",
+                },
                 Err(RaftError::APIError(e)) => return Err(WriteError::Raft(e.to_string())),
                 Err(RaftError::Fatal(e)) => return Err(WriteError::Raft(e.to_string())),
             };
@@ -193,9 +165,7 @@ impl Coordinator {
 
     fn settle(&self, cmd: &Command, resp: Response, retried: bool) -> Response {
         use crate::state::{DomainError, Reply};
-        if let (true, Op::CreateTenant(spec), Err(DomainError::Conflict(_))) =
-            (retried, &cmd.op, &resp)
-        {
+        if let (true, Op::CreateTenant(spec), Err(DomainError::Conflict(_))) = (retried, &cmd.op, &resp) {
             if let Some(t) = self.read(|d| d.state.tenants.get(&spec.name).cloned()) {
                 if t.created_at_ms == cmd.meta.time_ms {
                     return Ok(Reply::Tenant(Box::new(t)));
@@ -216,17 +186,9 @@ impl Coordinator {
                 Ok(_) => return Ok(()),
                 Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
                     if let (Some(id), Some(node)) = (f.leader_id, f.leader_node) {
-                        if let Ok(Ok(index)) = self
-                            .peers
-                            .read_index(id, &node.raft_addr, RPC_TIMEOUT)
-                            .await
-                        {
+                        if let Ok(Ok(index)) = self.peers.read_index(id, &node.raft_addr, RPC_TIMEOUT).await {
                             let wait = self.raft.wait(Some(RPC_TIMEOUT));
-                            if wait
-                                .applied_index_at_least(index, "read index")
-                                .await
-                                .is_ok()
-                            {
+                            if wait.applied_index_at_least(index, "read index").await.is_ok() {
                                 return Ok(());
                             }
                         }
@@ -260,24 +222,18 @@ impl Coordinator {
         .max_decoding_message_size(MAX_RPC_BYTES)
         .max_encoding_message_size(MAX_RPC_BYTES);
         let mut grpc_stop = stop_rx.clone();
-        let grpc = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .add_service(svc)
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(raft_listener).with_nodelay(Some(true)),
-                async move {
-                    let _ = grpc_stop.wait_for(|v| *v).await;
-                },
-            );
+        let grpc = tonic::transport::Server::builder().tcp_nodelay(true).add_service(svc).serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(raft_listener).with_nodelay(Some(true)),
+            async move {
+                let _ = grpc_stop.wait_for(|v| *v).await;
+            },
+        );
         let mut api_stop = stop_rx.clone();
         let app = crate::api::router(self.clone());
-        let api = axum::serve(
-            api_listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = api_stop.wait_for(|v| *v).await;
-        });
+        let api = axum::serve(api_listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                let _ = api_stop.wait_for(|v| *v).await;
+            });
         tracing::info!(
             id = self.config.id,
             raft = %self.config.raft_listen,
@@ -305,10 +261,7 @@ pub async fn init(
     retention: Duration,
 ) -> anyhow::Result<(String, String)> {
     if NodeConfig::path(data_dir).exists() || data_dir.join("raft.redb").exists() {
-        bail!(
-            "{} already holds a coordinator; refusing to initialize it again",
-            data_dir.display()
-        );
+        bail!("{} already holds a coordinator; refusing to initialize it again", data_dir.display());
     }
     if config.id == 0 {
         bail!("node id must be 1 or greater");
@@ -317,17 +270,11 @@ pub async fn init(
     let cluster_id = random_hex(8)?;
     let year = 1970 + i32::try_from(crate::time::now_ms() / 31_556_952_000).unwrap_or(2026);
     let ca = berqenas_pki::ClusterCa::generate(&cluster_id, year).context("create cluster CA")?;
-    write_private(&data_dir.join("ca.key"), ca.key_pem.as_bytes())?;
     std::fs::write(data_dir.join("ca.pem"), &ca.cert_pem).context("write ca.pem")?;
 
-    let coordinator =
-        Coordinator::start(config.clone(), data_dir, crate::raft::DEFAULT_SNAPSHOT_LOGS).await?;
+    let coordinator = Coordinator::start(config.clone(), data_dir, crate::raft::DEFAULT_SNAPSHOT_LOGS).await?;
     let members: BTreeMap<u64, CoordinatorNode> = [(config.id, config.node())].into();
-    coordinator
-        .raft
-        .initialize(members)
-        .await
-        .context("initialize raft")?;
+    coordinator.raft.initialize(members).await.context("initialize raft")?;
     coordinator
         .raft
         .wait(Some(Duration::from_secs(10)))
@@ -341,17 +288,12 @@ pub async fn init(
         vpn_pool,
         retention_ms: u64::try_from(retention.as_millis()).unwrap_or(u64::MAX),
         ca_fingerprint: ca.fingerprint(),
+        ca_cert_pem: ca.cert_pem.clone(),
+        ca_key_pem: crate::state::SecretPem(ca.key_pem.clone()),
     };
     let cmd = Command {
-        meta: Meta {
-            time_ms: now,
-            actor: "system".into(),
-            source: "init".into(),
-        },
-        op: Op::Bootstrap {
-            settings,
-            admin_key: key,
-        },
+        meta: Meta { time_ms: now, actor: "system".into(), source: "init".into() },
+        op: Op::Bootstrap { settings, admin_key: key },
     };
     let resp = coordinator.write(cmd).await?;
     if let Err(e) = resp {
@@ -385,20 +327,6 @@ pub fn new_api_key(
 
 pub fn random_hex(bytes: usize) -> anyhow::Result<String> {
     let mut buf = vec![0u8; bytes];
-    getrandom::getrandom(&mut buf)
-        .map_err(|e| anyhow::anyhow!("system randomness unavailable: {e}"))?;
+    getrandom::getrandom(&mut buf).map_err(|e| anyhow::anyhow!("system randomness unavailable: {e}"))?;
     Ok(hex::encode(buf))
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("create {}", path.display()))?;
-    f.write_all(bytes)
-        .with_context(|| format!("write {}", path.display()))
 }

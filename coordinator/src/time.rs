@@ -4,10 +4,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0)
 }
 
 /// `2026-11-22T21:56:19Z` for a millisecond timestamp.
@@ -25,8 +22,6 @@ pub fn parse_since(raw: &str, now_ms: u64) -> Result<u64, String> {
     }
     match humantime::parse_duration(raw) {
         Ok(d) => Ok(now_ms.saturating_sub(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))),
-        Err(_) => Err(format!(
-            "since {raw:?} must be an RFC 3339 time or an age such as 1h"
-        )),
+        Err(_) => Err(format!("since {raw:?} must be an RFC 3339 time or an age such as 1h")),
     }
 }

@@ -14,9 +14,6 @@ struct Cli {}
 
 fn main() {
     let _ = Cli::parse();
-    eprintln!(
-        "berqenas-node-agent {}: no subcommands in this release; see --help",
-        env!("CARGO_PKG_VERSION")
-    );
+    eprintln!("berqenas-node-agent {}: no subcommands in this release; see --help", env!("CARGO_PKG_VERSION"));
     std::process::exit(2);
 }

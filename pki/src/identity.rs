@@ -16,10 +16,7 @@ pub struct InvalidIdentity(pub String);
 const PREFIX: &str = "berqenas://";
 
 fn valid_part(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 impl Identity {
@@ -45,10 +42,7 @@ impl Identity {
             ["coordinator", id] => Ok(Identity::Coordinator(number(id)?)),
             ["node", id] => Ok(Identity::Node(number(id)?)),
             ["device", tenant, id] if valid_part(tenant) && valid_part(id) => {
-                Ok(Identity::Device {
-                    tenant: tenant.to_string(),
-                    id: id.to_string(),
-                })
+                Ok(Identity::Device { tenant: tenant.to_string(), id: id.to_string() })
             }
             _ => Err(bad()),
         }

@@ -10,13 +10,12 @@ mod tls;
 
 pub use identity::{Identity, InvalidIdentity};
 pub use tls::{
-    client_config, peer_identity, pinned_client_config, server_config, ClientAuth, NoRevocations,
-    Revocation,
+    client_config, peer_identity, pinned_client_config, server_config, ClientAuth, NoRevocations, Revocation,
 };
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose, SanType,
 };
 use sha2::{Digest, Sha256};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -46,9 +45,7 @@ pub struct ClusterCa {
 
 impl std::fmt::Debug for ClusterCa {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClusterCa")
-            .field("fingerprint", &self.fingerprint())
-            .finish_non_exhaustive()
+        f.debug_struct("ClusterCa").field("fingerprint", &self.fingerprint()).finish_non_exhaustive()
     }
 }
 
@@ -56,12 +53,8 @@ impl std::fmt::Debug for ClusterCa {
 pub const CA_VALIDITY_YEARS: i32 = 10;
 
 fn unix_to_offset(t: SystemTime) -> time::OffsetDateTime {
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    time::OffsetDateTime::from_unix_timestamp(secs as i64)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    time::OffsetDateTime::from_unix_timestamp(secs as i64).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
 }
 
 impl ClusterCa {
@@ -70,28 +63,14 @@ impl ClusterCa {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(
-            DnType::CommonName,
-            format!("berqenas cluster CA {cluster_id}"),
-        );
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, "Berqenas");
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        params.distinguished_name.push(DnType::CommonName, format!("berqenas cluster CA {cluster_id}"));
+        params.distinguished_name.push(DnType::OrganizationName, "Berqenas");
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         params.not_before = rcgen::date_time_ymd(year, 1, 1);
         params.not_after = rcgen::date_time_ymd(year + CA_VALIDITY_YEARS, 1, 1);
         let issuer = params.self_signed(&key)?;
-        Ok(Self {
-            cert_pem: issuer.pem(),
-            key_pem: key.serialize_pem(),
-            cert_der: issuer.der().to_vec(),
-            issuer,
-            key,
-        })
+        Ok(Self { cert_pem: issuer.pem(), key_pem: key.serialize_pem(), cert_der: issuer.der().to_vec(), issuer, key })
     }
 
     /// Loads a CA from its PEM certificate and key, ready to sign.
@@ -102,13 +81,7 @@ impl ClusterCa {
         // certificate handed out stays the original one.
         let issuer = params.self_signed(&key)?;
         let cert_der = first_cert_der(cert_pem)?;
-        Ok(Self {
-            cert_pem: cert_pem.to_string(),
-            key_pem: key_pem.to_string(),
-            cert_der,
-            issuer,
-            key,
-        })
+        Ok(Self { cert_pem: cert_pem.to_string(), key_pem: key_pem.to_string(), cert_der, issuer, key })
     }
 
     /// `sha256:<hex>` of the DER certificate: what agents pin when they join.
@@ -129,9 +102,7 @@ impl ClusterCa {
         let mut csr = CertificateSigningRequestParams::from_pem(csr_pem)
             .map_err(|e| PkiError::Certificate(format!("unreadable CSR: {e}")))?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, identity.uri());
+        params.distinguished_name.push(DnType::CommonName, identity.uri());
         let mut sans = vec![SanType::URI(identity.uri().try_into()?)];
         for name in extra_names {
             match name.parse::<std::net::IpAddr>() {
@@ -142,10 +113,7 @@ impl ClusterCa {
         params.subject_alt_names = sans;
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         params.not_before = unix_to_offset(not_before - Duration::from_secs(60));
         params.not_after = unix_to_offset(not_before + lifetime);
         csr.params = params;
@@ -169,14 +137,9 @@ impl std::fmt::Debug for KeyAndCsr {
 pub fn new_key_and_csr(common_name: &str) -> Result<KeyAndCsr, PkiError> {
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::new(Vec::<String>::new())?;
-    params
-        .distinguished_name
-        .push(DnType::CommonName, common_name);
+    params.distinguished_name.push(DnType::CommonName, common_name);
     let csr = params.serialize_request(&key)?;
-    Ok(KeyAndCsr {
-        key_pem: key.serialize_pem(),
-        csr_pem: csr.pem()?,
-    })
+    Ok(KeyAndCsr { key_pem: key.serialize_pem(), csr_pem: csr.pem()? })
 }
 
 pub fn fingerprint_der(der: &[u8]) -> String {
@@ -195,8 +158,7 @@ pub fn first_cert_der(pem: &str) -> Result<Vec<u8>, PkiError> {
 
 /// Validity window of a certificate.
 pub fn validity(cert_der: &[u8]) -> Result<(SystemTime, SystemTime), PkiError> {
-    let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
-        .map_err(|e| PkiError::Certificate(e.to_string()))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).map_err(|e| PkiError::Certificate(e.to_string()))?;
     let v = cert.validity();
     let at = |t: i64| UNIX_EPOCH + Duration::from_secs(u64::try_from(t).unwrap_or(0));
     Ok((at(v.not_before.timestamp()), at(v.not_after.timestamp())))

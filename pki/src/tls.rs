@@ -10,10 +10,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{
-    CertificateError, DigitallySignedStruct, DistinguishedName, Error, RootCertStore,
-    SignatureScheme,
-};
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, RootCertStore, SignatureScheme};
 use std::sync::Arc;
 
 /// Answers whether an identity has been revoked (backed by the replicated state).
@@ -67,8 +64,7 @@ fn roots(ca_pem: &str) -> Result<Arc<RootCertStore>, PkiError> {
 
 /// The identity in a certificate's URI SAN.
 pub fn peer_identity(cert_der: &[u8]) -> Result<Identity, PkiError> {
-    let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
-        .map_err(|e| PkiError::Certificate(e.to_string()))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).map_err(|e| PkiError::Certificate(e.to_string()))?;
     let san = cert
         .subject_alternative_name()
         .map_err(|e| PkiError::Certificate(e.to_string()))?
@@ -78,9 +74,7 @@ pub fn peer_identity(cert_der: &[u8]) -> Result<Identity, PkiError> {
             return Ok(Identity::parse(uri)?);
         }
     }
-    Err(PkiError::Certificate(
-        "no berqenas identity in the certificate".into(),
-    ))
+    Err(PkiError::Certificate("no berqenas identity in the certificate".into()))
 }
 
 #[derive(Debug)]
@@ -109,8 +103,7 @@ impl ClientCertVerifier for RevocationAwareVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
-        self.inner
-            .verify_client_cert(end_entity, intermediates, now)?;
+        self.inner.verify_client_cert(end_entity, intermediates, now)?;
         let identity = peer_identity(end_entity).map_err(|e| Error::General(e.to_string()))?;
         if self.revocation.is_revoked(&identity) {
             return Err(Error::InvalidCertificate(CertificateError::Revoked));
@@ -153,11 +146,7 @@ pub fn server_config(
         .allow_unauthenticated()
         .build()
         .map_err(|e| PkiError::Certificate(e.to_string()))?;
-    let verifier = Arc::new(RevocationAwareVerifier {
-        inner,
-        revocation,
-        mandatory: auth == ClientAuth::Required,
-    });
+    let verifier = Arc::new(RevocationAwareVerifier { inner, revocation, mandatory: auth == ClientAuth::Required });
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
@@ -176,19 +165,14 @@ struct CoordinatorVerifier {
 }
 
 impl CoordinatorVerifier {
-    fn webpki(
-        &self,
-        intermediates: &[CertificateDer<'_>],
-    ) -> Result<Arc<WebPkiServerVerifier>, Error> {
+    fn webpki(&self, intermediates: &[CertificateDer<'_>]) -> Result<Arc<WebPkiServerVerifier>, Error> {
         let roots = match (&self.roots, &self.pin) {
             (Some(r), _) => r.clone(),
             (None, Some(pin)) => {
                 let ca = intermediates
                     .iter()
                     .find(|c| fingerprint_der(c) == *pin)
-                    .ok_or_else(|| {
-                        Error::General(format!("the coordinator's CA does not match the pin {pin}"))
-                    })?;
+                    .ok_or_else(|| Error::General(format!("the coordinator's CA does not match the pin {pin}")))?;
                 let mut store = RootCertStore::empty();
                 store.add(ca.clone().into_owned())?;
                 Arc::new(store)
@@ -211,13 +195,7 @@ impl ServerCertVerifier for CoordinatorVerifier {
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
         let verifier = self.webpki(intermediates)?;
-        match verifier.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        ) {
+        match verifier.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
             Ok(_)
             | Err(Error::InvalidCertificate(CertificateError::NotValidForName))
             | Err(Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. })) => {}
@@ -236,12 +214,7 @@ impl ServerCertVerifier for CoordinatorVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &provider().signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &provider().signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -250,25 +223,15 @@ impl ServerCertVerifier for CoordinatorVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &provider().signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &provider().signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        provider()
-            .signature_verification_algorithms
-            .supported_schemes()
+        provider().signature_verification_algorithms.supported_schemes()
     }
 }
 
-fn finish(
-    verifier: CoordinatorVerifier,
-    client_cert: Option<(&str, &str)>,
-) -> Result<rustls::ClientConfig, PkiError> {
+fn finish(verifier: CoordinatorVerifier, client_cert: Option<(&str, &str)>) -> Result<rustls::ClientConfig, PkiError> {
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
@@ -282,27 +245,12 @@ fn finish(
 }
 
 /// A client that trusts coordinators certified by `ca_pem` and presents `client_cert` if given.
-pub fn client_config(
-    ca_pem: &str,
-    client_cert: Option<(&str, &str)>,
-) -> Result<rustls::ClientConfig, PkiError> {
-    finish(
-        CoordinatorVerifier {
-            roots: Some(roots(ca_pem)?),
-            pin: None,
-        },
-        client_cert,
-    )
+pub fn client_config(ca_pem: &str, client_cert: Option<(&str, &str)>) -> Result<rustls::ClientConfig, PkiError> {
+    finish(CoordinatorVerifier { roots: Some(roots(ca_pem)?), pin: None }, client_cert)
 }
 
 /// A client for joining: no certificate of its own; trusts the coordinator only if the CA in
 /// the presented chain has the pinned `sha256:` fingerprint.
 pub fn pinned_client_config(pin: &str) -> Result<rustls::ClientConfig, PkiError> {
-    finish(
-        CoordinatorVerifier {
-            roots: None,
-            pin: Some(pin.to_string()),
-        },
-        None,
-    )
+    finish(CoordinatorVerifier { roots: None, pin: Some(pin.to_string()) }, None)
 }

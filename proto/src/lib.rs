@@ -6,3 +6,9 @@ pub mod raft {
     #![allow(clippy::all, clippy::pedantic, missing_docs)]
     tonic::include_proto!("berqenas.raft.v1");
 }
+
+/// Coordinator-to-node-agent service: join, certificate renewal, desired state, reports.
+pub mod node {
+    #![allow(clippy::all, clippy::pedantic, missing_docs)]
+    tonic::include_proto!("berqenas.node.v1");
+}

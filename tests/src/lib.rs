@@ -41,11 +41,7 @@ pub struct Proc {
 impl Proc {
     pub fn spawn(name: &str, program: &Path, args: &[&str], log_dir: &Path) -> Self {
         let log = log_dir.join(format!("{name}.log"));
-        let out = File::options()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("create process log");
+        let out = File::options().create(true).append(true).open(&log).expect("create process log");
         let err = out.try_clone().expect("clone log handle");
         let child = Command::new(program)
             .args(args)
@@ -54,11 +50,7 @@ impl Proc {
             .stderr(err)
             .spawn()
             .unwrap_or_else(|e| panic!("start {name} ({}): {e}", program.display()));
-        Self {
-            name: name.to_string(),
-            child: Some(child),
-            log,
-        }
+        Self { name: name.to_string(), child: Some(child), log }
     }
 
     pub fn pid(&self) -> u32 {
@@ -76,9 +68,7 @@ impl Proc {
     /// SIGTERM and wait for a clean exit (SIGKILL after `grace`).
     pub fn stop(&mut self, grace: Duration) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
             let started = Instant::now();
             while started.elapsed() < grace {
                 if let Ok(Some(_)) = c.try_wait() {
@@ -100,12 +90,7 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
         if std::thread::panicking() {
-            eprintln!(
-                "----- log of {} -----\n{}\n----- end of {} -----",
-                self.name,
-                self.log_text(),
-                self.name
-            );
+            eprintln!("----- log of {} -----\n{}\n----- end of {} -----", self.name, self.log_text(), self.name);
         }
     }
 }
@@ -117,6 +102,5 @@ pub fn run(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.output()
-        .unwrap_or_else(|e| panic!("run {}: {e}", program.display()))
+    cmd.output().unwrap_or_else(|e| panic!("run {}: {e}", program.display()))
 }

@@ -42,10 +42,7 @@ pub struct Ctx {
 impl FromRequestParts<Arc<Coordinator>> for Ctx {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &Arc<Coordinator>,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<Coordinator>) -> Result<Self, Self::Rejection> {
         let source = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
@@ -56,34 +53,19 @@ impl FromRequestParts<Arc<Coordinator>> for Ctx {
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim().to_string());
-        Ok(Ctx {
-            coordinator: state.clone(),
-            source,
-            token,
-        })
+        Ok(Ctx { coordinator: state.clone(), source, token })
     }
 }
 
 impl Ctx {
     pub fn meta(&self, actor: &str) -> Meta {
-        Meta {
-            time_ms: crate::time::now_ms(),
-            actor: actor.to_string(),
-            source: self.source.clone(),
-        }
+        Meta { time_ms: crate::time::now_ms(), actor: actor.to_string(), source: self.source.clone() }
     }
 
     /// Writes an audit entry for a refused request and returns the refusal.
     pub async fn reject(&self, actor: &str, action: &str, target: &str, err: ApiError) -> ApiError {
-        let op = Op::Rejected {
-            action: action.into(),
-            target: target.into(),
-            reason: err.message.clone(),
-        };
-        let cmd = Command {
-            meta: self.meta(actor),
-            op,
-        };
+        let op = Op::Rejected { action: action.into(), target: target.into(), reason: err.message.clone() };
+        let cmd = Command { meta: self.meta(actor), op };
         if let Err(e) = self.coordinator.write(cmd).await {
             tracing::warn!(error = %e, action, "could not audit a refused request");
         }
@@ -92,9 +74,7 @@ impl Ctx {
 
     fn authenticate(&self) -> Result<Caller, ApiError> {
         let Some(token) = &self.token else {
-            return Err(ApiError::unauthorized(
-                "missing API key; send Authorization: Bearer <key>",
-            ));
+            return Err(ApiError::unauthorized("missing API key; send Authorization: Bearer <key>"));
         };
         let Some((id, secret)) = split_token(token) else {
             return Err(ApiError::unauthorized("malformed API key"));
@@ -104,40 +84,22 @@ impl Ctx {
             let key = d.state.api_keys.get(id).filter(|k| k.matches(secret));
             match key {
                 None => Err(ApiError::unauthorized("invalid API key")),
-                Some(k) if k.revoked_at_ms.is_some() => {
-                    Err(ApiError::unauthorized("API key is revoked"))
-                }
+                Some(k) if k.revoked_at_ms.is_some() => Err(ApiError::unauthorized("API key is revoked")),
                 Some(k) if !k.is_usable(now) => Err(ApiError::unauthorized("API key has expired")),
                 Some(k) => {
                     if let Some(t) = k.tenant.as_ref().and_then(|t| d.state.tenants.get(t)) {
-                        if matches!(
-                            t.status,
-                            TenantStatus::Suspended | TenantStatus::DeletedPendingPurge
-                        ) {
-                            return Err(ApiError::forbidden(format!(
-                                "tenant {} is {}",
-                                t.name,
-                                t.status.as_str()
-                            )));
+                        if matches!(t.status, TenantStatus::Suspended | TenantStatus::DeletedPendingPurge) {
+                            return Err(ApiError::forbidden(format!("tenant {} is {}", t.name, t.status.as_str())));
                         }
                     }
-                    Ok(Caller {
-                        key_id: k.id.clone(),
-                        role: k.role,
-                        tenant: k.tenant.clone(),
-                    })
+                    Ok(Caller { key_id: k.id.clone(), role: k.role, tenant: k.tenant.clone() })
                 }
             }
         })
     }
 
     /// Authenticates and authorizes; refusals are audited under `action` on `target`.
-    pub async fn require(
-        &self,
-        need: Need<'_>,
-        action: &str,
-        target: &str,
-    ) -> Result<Caller, ApiError> {
+    pub async fn require(&self, need: Need<'_>, action: &str, target: &str) -> Result<Caller, ApiError> {
         let caller = match self.authenticate() {
             Ok(c) => c,
             Err(e) => return Err(self.reject("anonymous", action, target, e).await),
@@ -147,13 +109,7 @@ impl Ctx {
     }
 
     /// Checks an authenticated caller against `need`; a refusal is audited.
-    pub async fn authorize(
-        &self,
-        caller: &Caller,
-        need: Need<'_>,
-        action: &str,
-        target: &str,
-    ) -> Result<(), ApiError> {
+    pub async fn authorize(&self, caller: &Caller, need: Need<'_>, action: &str, target: &str) -> Result<(), ApiError> {
         let allowed = match (need, caller.role) {
             (_, Role::Admin) => true,
             (Need::AuditRead, Role::Auditor) => true,

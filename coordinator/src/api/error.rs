@@ -28,12 +28,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-            leader: None,
-        }
+        Self { status, code, message: message.into(), leader: None }
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {
@@ -63,11 +58,7 @@ impl ApiError {
 
     pub fn internal(context: &str, err: impl std::fmt::Display) -> Self {
         tracing::error!(error = %err, "{context}");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("{context} failed; see the coordinator log"),
-        )
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("{context} failed; see the coordinator log"))
     }
 }
 
@@ -78,12 +69,8 @@ impl From<DomainError> for ApiError {
             DomainError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, "not_found", message),
             DomainError::Conflict(_) => Self::new(StatusCode::CONFLICT, "conflict", message),
             DomainError::Invalid(_) | DomainError::Rejected(_) => Self::invalid(message),
-            DomainError::Exhausted(_) => {
-                Self::new(StatusCode::TOO_MANY_REQUESTS, "quota_exhausted", message)
-            }
-            DomainError::Uninitialized => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "uninitialized", message)
-            }
+            DomainError::Exhausted(_) => Self::new(StatusCode::TOO_MANY_REQUESTS, "quota_exhausted", message),
+            DomainError::Uninitialized => Self::new(StatusCode::SERVICE_UNAVAILABLE, "uninitialized", message),
         }
     }
 }
@@ -91,9 +78,7 @@ impl From<DomainError> for ApiError {
 impl From<WriteError> for ApiError {
     fn from(e: WriteError) -> Self {
         match e {
-            WriteError::NoLeader => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "no_leader", e.to_string())
-            }
+            WriteError::NoLeader => Self::new(StatusCode::SERVICE_UNAVAILABLE, "no_leader", e.to_string()),
             WriteError::Raft(inner) => Self::internal("raft write", inner),
         }
     }
@@ -107,11 +92,7 @@ impl From<ReadError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody {
-            error: self.code.to_string(),
-            message: self.message,
-            leader: self.leader,
-        };
+        let body = ErrorBody { error: self.code.to_string(), message: self.message, leader: self.leader };
         (self.status, Json(body)).into_response()
     }
 }

@@ -13,8 +13,8 @@ use crate::state::names::{validate_label_part, TenantName};
 use crate::state::node::Node;
 use crate::state::quota::ByteSize;
 use crate::state::tenant::{
-    validate_connection_limit, validate_events_per_min, AccessMode, DbType, Isolation, Tenant,
-    TenantPatch, TenantSpec, Tier,
+    validate_connection_limit, validate_events_per_min, AccessMode, DbType, Isolation, Tenant, TenantPatch, TenantSpec,
+    Tier,
 };
 use crate::state::{Command, Lifecycle, Op, Reply};
 use auth::{Ctx, Need};
@@ -43,10 +43,7 @@ pub fn router(c: Arc<Coordinator>) -> Router {
         .route("/healthz", get(healthz))
         .route("/api/v1/openapi.json", get(openapi_json))
         .route("/api/v1/tenant", post(create_tenant))
-        .route(
-            "/api/v1/tenant/{name}",
-            get(get_tenant).patch(update_tenant).delete(delete_tenant),
-        )
+        .route("/api/v1/tenant/{name}", get(get_tenant).patch(update_tenant).delete(delete_tenant))
         .route("/api/v1/tenant/{name}/{action}", post(tenant_lifecycle))
         .route("/api/v1/tenant/{name}/audit", get(tenant_audit))
         .route("/api/v1/tenants", get(list_tenants))
@@ -81,24 +78,14 @@ async fn parse_body<T: DeserializeOwned>(
                     format!("request body is larger than {MAX_BODY_BYTES} bytes"),
                 )
             } else {
-                ApiError::invalid(format!(
-                    "unreadable request body: {}",
-                    rejection.body_text()
-                ))
+                ApiError::invalid(format!("unreadable request body: {}", rejection.body_text()))
             };
             return Err(ctx.reject(actor, action, target, err).await);
         }
     };
     match serde_json::from_slice(&bytes) {
         Ok(v) => Ok(v),
-        Err(e) => Err(ctx
-            .reject(
-                actor,
-                action,
-                target,
-                ApiError::invalid(format!("invalid JSON body: {e}")),
-            )
-            .await),
+        Err(e) => Err(ctx.reject(actor, action, target, ApiError::invalid(format!("invalid JSON body: {e}"))).await),
     }
 }
 
@@ -106,14 +93,7 @@ async fn parse_body<T: DeserializeOwned>(
 async fn tenant_name(ctx: &Ctx, actor: &str, action: &str, raw: &str) -> Result<TenantName> {
     match TenantName::parse(raw) {
         Ok(n) => Ok(n),
-        Err(e) => Err(ctx
-            .reject(
-                actor,
-                action,
-                &target_of(raw),
-                ApiError::invalid(e.to_string()),
-            )
-            .await),
+        Err(e) => Err(ctx.reject(actor, action, &target_of(raw), ApiError::invalid(e.to_string())).await),
     }
 }
 
@@ -125,20 +105,14 @@ fn target_of(raw: &str) -> String {
 
 /// Runs a command through Raft and maps the domain result.
 async fn run(ctx: &Ctx, actor: &str, op: Op) -> Result<Reply> {
-    let cmd = Command {
-        meta: ctx.meta(actor),
-        op,
-    };
+    let cmd = Command { meta: ctx.meta(actor), op };
     Ok(ctx.coordinator.write(cmd).await??)
 }
 
 fn expect_tenant(reply: Reply) -> Result<Tenant> {
     match reply {
         Reply::Tenant(t) => Ok(*t),
-        other => Err(ApiError::internal(
-            "tenant command",
-            format!("unexpected reply {other:?}"),
-        )),
+        other => Err(ApiError::internal("tenant command", format!("unexpected reply {other:?}"))),
     }
 }
 
@@ -151,10 +125,7 @@ pub struct ReadParams {
 }
 
 async fn barrier(ctx: &Ctx, params: &ReadParams) -> Result<()> {
-    Ok(ctx
-        .coordinator
-        .read_barrier(params.consistency.unwrap_or_default())
-        .await?)
+    Ok(ctx.coordinator.read_barrier(params.consistency.unwrap_or_default()).await?)
 }
 
 #[utoipa::path(get, path = "/healthz", responses((status = 200, description = "the process is up")))]
@@ -189,9 +160,7 @@ pub struct CreateTenantBody {
     pub node_selector: Option<BTreeMap<String, String>>,
 }
 
-fn validate_selector(
-    sel: BTreeMap<String, String>,
-) -> std::result::Result<BTreeMap<String, String>, String> {
+fn validate_selector(sel: BTreeMap<String, String>) -> std::result::Result<BTreeMap<String, String>, String> {
     if sel.len() > 16 {
         return Err("at most 16 node selector labels".into());
     }
@@ -213,9 +182,7 @@ impl CreateTenantBody {
         };
         let vpn_enabled = self.vpn_enabled.unwrap_or(true);
         let public_api = self.public_api.unwrap_or(false);
-        let access_mode = self
-            .access_mode
-            .unwrap_or_else(|| AccessMode::implied(vpn_enabled, public_api));
+        let access_mode = self.access_mode.unwrap_or_else(|| AccessMode::implied(vpn_enabled, public_api));
         if access_mode != AccessMode::Public && !vpn_enabled {
             return Err("access mode vpn-only or hybrid needs the VPN enabled".into());
         }
@@ -225,12 +192,8 @@ impl CreateTenantBody {
             db_type: self.db_type.unwrap_or(DbType::Postgres),
             isolation: self.isolation.unwrap_or(Isolation::Schema),
             db_quota,
-            connection_limit: validate_connection_limit(
-                self.connection_limit.unwrap_or(defaults.connection_limit),
-            )?,
-            events_per_min: validate_events_per_min(
-                self.events_per_min.unwrap_or(defaults.events_per_min),
-            )?,
+            connection_limit: validate_connection_limit(self.connection_limit.unwrap_or(defaults.connection_limit))?,
+            events_per_min: validate_events_per_min(self.events_per_min.unwrap_or(defaults.events_per_min))?,
             vpn_enabled,
             public_api,
             access_mode,
@@ -254,11 +217,7 @@ async fn create_tenant(
     let target = target_of(&body.name);
     let spec = match body.into_spec() {
         Ok(s) => s,
-        Err(msg) => {
-            return Err(ctx
-                .reject(&caller.key_id, ACTION, &target, ApiError::invalid(msg))
-                .await)
-        }
+        Err(msg) => return Err(ctx.reject(&caller.key_id, ACTION, &target, ApiError::invalid(msg)).await),
     };
     let tenant = expect_tenant(run(&ctx, &caller.key_id, Op::CreateTenant(spec)).await?)?;
     Ok((StatusCode::CREATED, Json(tenant)))
@@ -266,16 +225,11 @@ async fn create_tenant(
 
 #[utoipa::path(get, path = "/api/v1/tenant/{name}", params(("name" = String, Path), ReadParams),
     responses((status = 200, body = Tenant), (status = 404, body = ErrorBody)), security(("api_key" = [])))]
-async fn get_tenant(
-    ctx: Ctx,
-    Path(raw): Path<String>,
-    Query(params): Query<ReadParams>,
-) -> Result<Json<Tenant>> {
+async fn get_tenant(ctx: Ctx, Path(raw): Path<String>, Query(params): Query<ReadParams>) -> Result<Json<Tenant>> {
     const ACTION: &str = "tenant.get";
     let caller = ctx.require(Need::AnyKey, ACTION, &target_of(&raw)).await?;
     let name = tenant_name(&ctx, &caller.key_id, ACTION, &raw).await?;
-    ctx.authorize(&caller, Need::Tenant(&name), ACTION, &target_of(&raw))
-        .await?;
+    ctx.authorize(&caller, Need::Tenant(&name), ACTION, &target_of(&raw)).await?;
     barrier(&ctx, &params).await?;
     ctx.coordinator
         .read(|d| d.state.tenants.get(&name).cloned())
@@ -288,8 +242,7 @@ async fn get_tenant(
 async fn list_tenants(ctx: Ctx, Query(params): Query<ReadParams>) -> Result<Json<Vec<Tenant>>> {
     let caller = ctx.require(Need::AnyKey, "tenant.list", "tenants").await?;
     if caller.role == Role::Auditor {
-        ctx.authorize(&caller, Need::Admin, "tenant.list", "tenants")
-            .await?;
+        ctx.authorize(&caller, Need::Admin, "tenant.list", "tenants").await?;
     }
     barrier(&ctx, &params).await?;
     Ok(Json(ctx.coordinator.read(|d| {
@@ -320,18 +273,9 @@ impl UpdateTenantBody {
     fn into_patch(self) -> std::result::Result<TenantPatch, String> {
         Ok(TenantPatch {
             tier: self.tier,
-            db_quota: self
-                .db_quota
-                .map(|q| ByteSize::parse(&q).map_err(|e| format!("db_quota: {e}")))
-                .transpose()?,
-            connection_limit: self
-                .connection_limit
-                .map(validate_connection_limit)
-                .transpose()?,
-            events_per_min: self
-                .events_per_min
-                .map(validate_events_per_min)
-                .transpose()?,
+            db_quota: self.db_quota.map(|q| ByteSize::parse(&q).map_err(|e| format!("db_quota: {e}"))).transpose()?,
+            connection_limit: self.connection_limit.map(validate_connection_limit).transpose()?,
+            events_per_min: self.events_per_min.map(validate_events_per_min).transpose()?,
             vpn_enabled: self.vpn_enabled,
             public_api: self.public_api,
             access_mode: self.access_mode,
@@ -354,15 +298,9 @@ async fn update_tenant(
     let body: UpdateTenantBody = parse_body(&ctx, &caller.key_id, ACTION, &target, body).await?;
     let patch = match body.into_patch() {
         Ok(p) => p,
-        Err(msg) => {
-            return Err(ctx
-                .reject(&caller.key_id, ACTION, &target, ApiError::invalid(msg))
-                .await)
-        }
+        Err(msg) => return Err(ctx.reject(&caller.key_id, ACTION, &target, ApiError::invalid(msg)).await),
     };
-    Ok(Json(expect_tenant(
-        run(&ctx, &caller.key_id, Op::UpdateTenant { name, patch }).await?,
-    )?))
+    Ok(Json(expect_tenant(run(&ctx, &caller.key_id, Op::UpdateTenant { name, patch }).await?)?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/tenant/{name}", params(("name" = String, Path)),
@@ -414,9 +352,7 @@ async fn lifecycle(ctx: Ctx, raw: String, step: Lifecycle) -> Result<Json<Tenant
     };
     let caller = ctx.require(Need::Admin, action, &target_of(&raw)).await?;
     let name = tenant_name(&ctx, &caller.key_id, action, &raw).await?;
-    Ok(Json(expect_tenant(
-        run(&ctx, &caller.key_id, Op::Lifecycle { name, step }).await?,
-    )?))
+    Ok(Json(expect_tenant(run(&ctx, &caller.key_id, Op::Lifecycle { name, step }).await?)?))
 }
 
 #[utoipa::path(get, path = "/api/v1/nodes", params(ReadParams), responses((status = 200, body = Vec<Node>)),
@@ -424,10 +360,7 @@ async fn lifecycle(ctx: Ctx, raw: String, step: Lifecycle) -> Result<Json<Tenant
 async fn list_nodes(ctx: Ctx, Query(params): Query<ReadParams>) -> Result<Json<Vec<Node>>> {
     ctx.require(Need::Admin, "node.list", "nodes").await?;
     barrier(&ctx, &params).await?;
-    Ok(Json(
-        ctx.coordinator
-            .read(|d| d.state.nodes.values().cloned().collect()),
-    ))
+    Ok(Json(ctx.coordinator.read(|d| d.state.nodes.values().cloned().collect())))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -458,12 +391,7 @@ async fn create_api_key(
     let caller = ctx.require(Need::Admin, ACTION, "apikey").await?;
     let body: CreateApiKeyBody = parse_body(&ctx, &caller.key_id, ACTION, "apikey", body).await?;
     let parsed = (|| -> std::result::Result<_, String> {
-        let tenant = body
-            .tenant
-            .as_deref()
-            .map(TenantName::parse)
-            .transpose()
-            .map_err(|e| e.to_string())?;
+        let tenant = body.tenant.as_deref().map(TenantName::parse).transpose().map_err(|e| e.to_string())?;
         let description = body.description.unwrap_or_default();
         if description.len() > 200 || description.chars().any(char::is_control) {
             return Err("description must be at most 200 printable characters".into());
@@ -471,10 +399,7 @@ async fn create_api_key(
         let expires = match &body.expires_in {
             Some(d) => {
                 let d = humantime::parse_duration(d).map_err(|e| format!("expires_in: {e}"))?;
-                Some(
-                    crate::time::now_ms()
-                        .saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-                )
+                Some(crate::time::now_ms().saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
             }
             None => None,
         };
@@ -482,23 +407,13 @@ async fn create_api_key(
     })();
     let (tenant, description, expires) = match parsed {
         Ok(p) => p,
-        Err(msg) => {
-            return Err(ctx
-                .reject(&caller.key_id, ACTION, "apikey", ApiError::invalid(msg))
-                .await)
-        }
+        Err(msg) => return Err(ctx.reject(&caller.key_id, ACTION, "apikey", ApiError::invalid(msg)).await),
     };
-    let (token, key) = new_api_key(body.role, tenant, description, expires)
-        .map_err(|e| ApiError::internal("key generation", e))?;
+    let (token, key) =
+        new_api_key(body.role, tenant, description, expires).map_err(|e| ApiError::internal("key generation", e))?;
     match run(&ctx, &caller.key_id, Op::CreateApiKey(key)).await? {
-        Reply::ApiKey(key) => Ok((
-            StatusCode::CREATED,
-            Json(CreatedApiKey { token, key: *key }),
-        )),
-        other => Err(ApiError::internal(
-            "api key command",
-            format!("unexpected reply {other:?}"),
-        )),
+        Reply::ApiKey(key) => Ok((StatusCode::CREATED, Json(CreatedApiKey { token, key: *key }))),
+        other => Err(ApiError::internal("api key command", format!("unexpected reply {other:?}"))),
     }
 }
 
@@ -507,36 +422,23 @@ async fn create_api_key(
 async fn list_api_keys(ctx: Ctx, Query(params): Query<ReadParams>) -> Result<Json<Vec<ApiKey>>> {
     ctx.require(Need::Admin, "apikey.list", "apikeys").await?;
     barrier(&ctx, &params).await?;
-    Ok(Json(ctx.coordinator.read(|d| {
-        d.state.api_keys.values().map(ApiKey::redacted).collect()
-    })))
+    Ok(Json(ctx.coordinator.read(|d| d.state.api_keys.values().map(ApiKey::redacted).collect())))
 }
 
 #[utoipa::path(delete, path = "/api/v1/apikeys/{id}", params(("id" = String, Path)),
     responses((status = 200, body = ApiKey), (status = 404, body = ErrorBody)), security(("api_key" = [])))]
 async fn revoke_api_key(ctx: Ctx, Path(id): Path<String>) -> Result<Json<ApiKey>> {
     const ACTION: &str = "apikey.revoke";
-    let target = format!(
-        "apikey/{}",
-        id.chars().take(32).collect::<String>().escape_debug()
-    );
+    let target = format!("apikey/{}", id.chars().take(32).collect::<String>().escape_debug());
     let caller = ctx.require(Need::Admin, ACTION, &target).await?;
     if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(ctx
-            .reject(
-                &caller.key_id,
-                ACTION,
-                &target,
-                ApiError::invalid("api key id must be 16 hex digits"),
-            )
+            .reject(&caller.key_id, ACTION, &target, ApiError::invalid("api key id must be 16 hex digits"))
             .await);
     }
     match run(&ctx, &caller.key_id, Op::RevokeApiKey { id }).await? {
         Reply::ApiKey(key) => Ok(Json(*key)),
-        other => Err(ApiError::internal(
-            "api key command",
-            format!("unexpected reply {other:?}"),
-        )),
+        other => Err(ApiError::internal("api key command", format!("unexpected reply {other:?}"))),
     }
 }
 
@@ -584,25 +486,13 @@ async fn list_audit(ctx: Ctx, Query(p): Query<AuditParams>) -> Result<Json<Vec<A
     let since = match &p.since {
         Some(raw) => match crate::time::parse_since(raw, crate::time::now_ms()) {
             Ok(t) => Some(t),
-            Err(msg) => {
-                return Err(ctx
-                    .reject(&caller.key_id, ACTION, "audit", ApiError::invalid(msg))
-                    .await)
-            }
+            Err(msg) => return Err(ctx.reject(&caller.key_id, ACTION, "audit", ApiError::invalid(msg)).await),
         },
         None => None,
     };
     let limit = p.limit.unwrap_or(1000).min(100_000);
-    barrier(
-        &ctx,
-        &ReadParams {
-            consistency: p.consistency,
-        },
-    )
-    .await?;
-    Ok(Json(ctx.coordinator.read(|d| {
-        select_audit(&d.state.audit, tenant.as_ref(), since, limit)
-    })))
+    barrier(&ctx, &ReadParams { consistency: p.consistency }).await?;
+    Ok(Json(ctx.coordinator.read(|d| select_audit(&d.state.audit, tenant.as_ref(), since, limit))))
 }
 
 #[utoipa::path(get, path = "/api/v1/tenant/{name}/audit", params(("name" = String, Path), ReadParams),
@@ -616,13 +506,10 @@ async fn tenant_audit(
     let caller = ctx.require(Need::AnyKey, ACTION, &target_of(&raw)).await?;
     let name = tenant_name(&ctx, &caller.key_id, ACTION, &raw).await?;
     if caller.role != Role::Auditor {
-        ctx.authorize(&caller, Need::Tenant(&name), ACTION, &target_of(&raw))
-            .await?;
+        ctx.authorize(&caller, Need::Tenant(&name), ACTION, &target_of(&raw)).await?;
     }
     barrier(&ctx, &params).await?;
-    Ok(Json(ctx.coordinator.read(|d| {
-        select_audit(&d.state.audit, Some(&name), None, 100_000)
-    })))
+    Ok(Json(ctx.coordinator.read(|d| select_audit(&d.state.audit, Some(&name), None, 100_000))))
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -636,28 +523,14 @@ pub struct AuditVerification {
 
 #[utoipa::path(get, path = "/api/v1/audit/verify", params(ReadParams), responses((status = 200, body = AuditVerification)),
     security(("api_key" = [])))]
-async fn verify_audit(
-    ctx: Ctx,
-    Query(params): Query<ReadParams>,
-) -> Result<Json<AuditVerification>> {
-    ctx.require(Need::AuditRead, "audit.verify", "audit")
-        .await?;
+async fn verify_audit(ctx: Ctx, Query(params): Query<ReadParams>) -> Result<Json<AuditVerification>> {
+    ctx.require(Need::AuditRead, "audit.verify", "audit").await?;
     barrier(&ctx, &params).await?;
     Ok(Json(ctx.coordinator.read(|d| {
         let total = d.state.audit.len() as u64;
         match audit::verify(&d.state.audit) {
-            Ok(n) => AuditVerification {
-                ok: true,
-                verified: n,
-                total,
-                broken: None,
-            },
-            Err(b) => AuditVerification {
-                ok: false,
-                verified: b.seq.saturating_sub(1),
-                total,
-                broken: Some(b),
-            },
+            Ok(n) => AuditVerification { ok: true, verified: n, total, broken: None },
+            Err(b) => AuditVerification { ok: false, verified: b.seq.saturating_sub(1), total, broken: Some(b) },
         }
     })))
 }
@@ -693,8 +566,7 @@ pub struct ClusterStatus {
 
 #[utoipa::path(get, path = "/api/v1/cluster", responses((status = 200, body = ClusterStatus)), security(("api_key" = [])))]
 async fn cluster_status(ctx: Ctx) -> Result<Json<ClusterStatus>> {
-    ctx.require(Need::AuditRead, "cluster.status", "cluster")
-        .await?;
+    ctx.require(Need::AuditRead, "cluster.status", "cluster").await?;
     let c = &ctx.coordinator;
     let m = c.raft.metrics().borrow().clone();
     let membership = m.membership_config.membership();
@@ -708,13 +580,8 @@ async fn cluster_status(ctx: Ctx) -> Result<Json<ClusterStatus>> {
             voter: voters.contains(id),
         })
         .collect();
-    let (settings, tenants, audit_entries) = c.read(|d| {
-        (
-            d.state.settings.clone(),
-            d.state.tenants.len(),
-            d.state.audit.len(),
-        )
-    });
+    let (settings, tenants, audit_entries) =
+        c.read(|d| (d.state.settings.clone(), d.state.tenants.len(), d.state.audit.len()));
     Ok(Json(ClusterStatus {
         node_id: c.config.id,
         state: format!("{:?}", m.state),
@@ -750,18 +617,11 @@ pub struct PromoteBody {
 }
 
 fn validate_host_port(what: &str, raw: &str) -> std::result::Result<(), String> {
-    let (host, port) = raw
-        .rsplit_once(':')
-        .ok_or_else(|| format!("{what} {raw:?} must be host:port"))?;
-    port.parse::<u16>()
-        .ok()
-        .filter(|p| *p != 0)
-        .ok_or_else(|| format!("{what} {raw:?} has an invalid port"))?;
+    let (host, port) = raw.rsplit_once(':').ok_or_else(|| format!("{what} {raw:?} must be host:port"))?;
+    port.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| format!("{what} {raw:?} has an invalid port"))?;
     let host_ok = !host.is_empty()
         && host.len() <= 253
-        && host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'));
+        && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'));
     if !host_ok {
         return Err(format!("{what} {raw:?} has an invalid host"));
     }
@@ -769,21 +629,14 @@ fn validate_host_port(what: &str, raw: &str) -> std::result::Result<(), String> 
 }
 
 /// Maps a membership-change failure; a follower answers with the leader's API address.
-fn membership_error(
-    c: &Coordinator,
-    e: RaftError<u64, ClientWriteError<u64, CoordinatorNode>>,
-) -> ApiError {
+fn membership_error(c: &Coordinator, e: RaftError<u64, ClientWriteError<u64, CoordinatorNode>>) -> ApiError {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
             ApiError::not_leader(c.leader().map(|(_, n)| n.api_addr))
         }
-        RaftError::APIError(ClientWriteError::ChangeMembershipError(
-            ChangeMembershipError::InProgress(_),
-        )) => ApiError::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            "another membership change is in progress; retry",
-        ),
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(ChangeMembershipError::InProgress(_))) => {
+            ApiError::new(StatusCode::CONFLICT, "conflict", "another membership change is in progress; retry")
+        }
         RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
             ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
         }
@@ -798,27 +651,14 @@ async fn record_membership(
     node_id: u64,
     details: BTreeMap<String, String>,
 ) -> Result<()> {
-    run(
-        ctx,
-        actor,
-        Op::Membership {
-            action: action.into(),
-            node_id,
-            details,
-        },
-    )
-    .await
-    .map(|_| ())
+    run(ctx, actor, Op::Membership { action: action.into(), node_id, details }).await.map(|_| ())
 }
 
 #[utoipa::path(post, path = "/api/v1/cluster/learners", request_body = AddLearnerBody,
     responses((status = 200, body = ClusterStatus), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody),
         (status = 421, description = "send to the leader named in the body", body = ErrorBody)),
     security(("api_key" = [])))]
-async fn add_learner(
-    ctx: Ctx,
-    body: std::result::Result<Bytes, BytesRejection>,
-) -> Result<Json<ClusterStatus>> {
+async fn add_learner(ctx: Ctx, body: std::result::Result<Bytes, BytesRejection>) -> Result<Json<ClusterStatus>> {
     const ACTION: &str = "cluster.add-learner";
     let caller = ctx.require(Need::Admin, ACTION, "cluster").await?;
     let body: AddLearnerBody = parse_body(&ctx, &caller.key_id, ACTION, "cluster", body).await?;
@@ -832,35 +672,20 @@ async fn add_learner(
         validate_host_port("api_addr", &body.api_addr)?;
         c.read(|d| {
             if d.state.retired_coordinators.contains(&body.id) {
-                return Err(format!(
-                    "node id {} was removed from this cluster and is never reused",
-                    body.id
-                ));
+                return Err(format!("node id {} was removed from this cluster and is never reused", body.id));
             }
             if d.membership.membership().get_node(&body.id).is_some() {
                 return Err(format!("node id {} is already a member", body.id));
             }
-            if d.membership
-                .membership()
-                .nodes()
-                .any(|(_, n)| n.raft_addr == body.raft_addr)
-            {
-                return Err(format!(
-                    "raft address {} already belongs to a member",
-                    body.raft_addr
-                ));
+            if d.membership.membership().nodes().any(|(_, n)| n.raft_addr == body.raft_addr) {
+                return Err(format!("raft address {} already belongs to a member", body.raft_addr));
             }
             Ok(())
         })
     })();
     if let Err(msg) = invalid {
         return Err(ctx
-            .reject(
-                &caller.key_id,
-                ACTION,
-                &target,
-                ApiError::new(StatusCode::CONFLICT, "conflict", msg),
-            )
+            .reject(&caller.key_id, ACTION, &target, ApiError::new(StatusCode::CONFLICT, "conflict", msg))
             .await);
     }
     if c.raft.current_leader().await != Some(c.config.id) {
@@ -869,44 +694,21 @@ async fn add_learner(
     match c.peers.hello(&body.raft_addr, Duration::from_secs(3)).await {
         Ok(id) if id == body.id => {}
         Ok(other) => {
-            let msg = format!(
-                "{} answers as node {other}, not {}",
-                body.raft_addr, body.id
-            );
+            let msg = format!("{} answers as node {other}, not {}", body.raft_addr, body.id);
             return Err(ctx
-                .reject(
-                    &caller.key_id,
-                    ACTION,
-                    &target,
-                    ApiError::new(StatusCode::CONFLICT, "conflict", msg),
-                )
+                .reject(&caller.key_id, ACTION, &target, ApiError::new(StatusCode::CONFLICT, "conflict", msg))
                 .await);
         }
         Err(e) => {
             let msg = format!("cannot reach {}: {e}", body.raft_addr);
             return Err(ctx
-                .reject(
-                    &caller.key_id,
-                    ACTION,
-                    &target,
-                    ApiError::new(StatusCode::BAD_GATEWAY, "unreachable", msg),
-                )
+                .reject(&caller.key_id, ACTION, &target, ApiError::new(StatusCode::BAD_GATEWAY, "unreachable", msg))
                 .await);
         }
     }
-    let node = CoordinatorNode {
-        raft_addr: body.raft_addr.clone(),
-        api_addr: body.api_addr.clone(),
-    };
-    c.raft
-        .add_learner(body.id, node, true)
-        .await
-        .map_err(|e| membership_error(&c, e))?;
-    let details = [
-        ("raft_addr".to_string(), body.raft_addr),
-        ("api_addr".to_string(), body.api_addr),
-    ]
-    .into();
+    let node = CoordinatorNode { raft_addr: body.raft_addr.clone(), api_addr: body.api_addr.clone() };
+    c.raft.add_learner(body.id, node, true).await.map_err(|e| membership_error(&c, e))?;
+    let details = [("raft_addr".to_string(), body.raft_addr), ("api_addr".to_string(), body.api_addr)].into();
     record_membership(&ctx, &caller.key_id, ACTION, body.id, details).await?;
     cluster_status(ctx).await
 }
@@ -914,10 +716,7 @@ async fn add_learner(
 #[utoipa::path(post, path = "/api/v1/cluster/voters", request_body = PromoteBody,
     responses((status = 200, body = ClusterStatus), (status = 409, body = ErrorBody), (status = 421, body = ErrorBody)),
     security(("api_key" = [])))]
-async fn promote(
-    ctx: Ctx,
-    body: std::result::Result<Bytes, BytesRejection>,
-) -> Result<Json<ClusterStatus>> {
+async fn promote(ctx: Ctx, body: std::result::Result<Bytes, BytesRejection>) -> Result<Json<ClusterStatus>> {
     const ACTION: &str = "cluster.promote";
     let caller = ctx.require(Need::Admin, ACTION, "cluster").await?;
     let body: PromoteBody = parse_body(&ctx, &caller.key_id, ACTION, "cluster", body).await?;
@@ -925,10 +724,7 @@ async fn promote(
     let target = format!("coordinator/{}", body.id);
     let known = c.read(|d| d.membership.membership().get_node(&body.id).is_some());
     if !known {
-        let err = ApiError::not_found(format!(
-            "node {} is not a member; add it as a learner first",
-            body.id
-        ));
+        let err = ApiError::not_found(format!("node {} is not a member; add it as a learner first", body.id));
         return Err(ctx.reject(&caller.key_id, ACTION, &target, err).await);
     }
     c.raft
@@ -949,39 +745,19 @@ async fn remove_member(ctx: Ctx, Path(id): Path<u64>) -> Result<Json<ClusterStat
     let c = ctx.coordinator.clone();
     let (known, voter, voters) = c.read(|d| {
         let m = d.membership.membership();
-        (
-            m.get_node(&id).is_some(),
-            m.voter_ids().any(|v| v == id),
-            m.voter_ids().count(),
-        )
+        (m.get_node(&id).is_some(), m.voter_ids().any(|v| v == id), m.voter_ids().count())
     });
     if !known {
         return Err(ctx
-            .reject(
-                &caller.key_id,
-                ACTION,
-                &target,
-                ApiError::not_found(format!("node {id} is not a member")),
-            )
+            .reject(&caller.key_id, ACTION, &target, ApiError::not_found(format!("node {id} is not a member")))
             .await);
     }
     if voter && voters == 1 {
-        let err = ApiError::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            "cannot remove the last voter",
-        );
+        let err = ApiError::new(StatusCode::CONFLICT, "conflict", "cannot remove the last voter");
         return Err(ctx.reject(&caller.key_id, ACTION, &target, err).await);
     }
-    let change = if voter {
-        ChangeMembers::RemoveVoters([id].into())
-    } else {
-        ChangeMembers::RemoveNodes([id].into())
-    };
-    c.raft
-        .change_membership(change, false)
-        .await
-        .map_err(|e| membership_error(&c, e))?;
+    let change = if voter { ChangeMembers::RemoveVoters([id].into()) } else { ChangeMembers::RemoveNodes([id].into()) };
+    c.raft.change_membership(change, false).await.map_err(|e| membership_error(&c, e))?;
     record_membership(&ctx, &caller.key_id, ACTION, id, BTreeMap::new()).await?;
     cluster_status(ctx).await
 }
@@ -995,10 +771,7 @@ impl utoipa::Modify for SecurityAddon {
         components.add_security_scheme(
             "api_key",
             SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("bqk_{id}_{secret}")
-                    .build(),
+                HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("bqk_{id}_{secret}").build(),
             ),
         );
     }

@@ -36,12 +36,7 @@ impl Client {
             .connect_timeout(Duration::from_secs(5))
             .build()
             .context("http client")?;
-        Ok(Self {
-            http,
-            endpoint,
-            api_key: api_key.map(str::to_string),
-            stale,
-        })
+        Ok(Self { http, endpoint, api_key: api_key.map(str::to_string), stale })
     }
 
     pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
@@ -56,12 +51,7 @@ impl Client {
         self.request("GET", path, &q, None).await
     }
 
-    pub async fn send(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<Value>,
-    ) -> anyhow::Result<Value> {
+    pub async fn send(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
         self.request(method, path, &[], body).await
     }
 
@@ -75,20 +65,14 @@ impl Client {
         let mut base = self.endpoint.clone();
         for _attempt in 0..3 {
             let method_v = reqwest::Method::from_bytes(method.as_bytes()).context("http method")?;
-            let mut req = self
-                .http
-                .request(method_v, format!("{base}{path}"))
-                .query(query);
+            let mut req = self.http.request(method_v, format!("{base}{path}")).query(query);
             if let Some(key) = &self.api_key {
                 req = req.bearer_auth(key);
             }
             if let Some(b) = &body {
                 req = req.json(b);
             }
-            let resp = req
-                .send()
-                .await
-                .with_context(|| format!("cannot reach coordinator at {base}"))?;
+            let resp = req.send().await.with_context(|| format!("cannot reach coordinator at {base}"))?;
             let status = resp.status();
             let text = resp.text().await.context("read response")?;
             let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
@@ -101,10 +85,7 @@ impl Client {
                     continue;
                 }
             }
-            let message = value["message"]
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| value.to_string());
+            let message = value["message"].as_str().map(str::to_string).unwrap_or_else(|| value.to_string());
             bail!("{message} ({})", status.as_u16());
         }
         bail!("the cluster kept redirecting; is there a stable leader?")

@@ -14,19 +14,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "berqenas-coordinator",
-    version,
-    about = "Berqenas coordinator and admin CLI"
-)]
+#[command(name = "berqenas-coordinator", version, about = "Berqenas coordinator and admin CLI")]
 pub struct Cli {
     /// REST endpoint of any coordinator.
-    #[arg(
-        long,
-        global = true,
-        env = "BERQENAS_ENDPOINT",
-        default_value = "http://127.0.0.1:7201"
-    )]
+    #[arg(long, global = true, env = "BERQENAS_ENDPOINT", default_value = "http://127.0.0.1:7201")]
     pub endpoint: String,
     /// API key (bqk_…).
     #[arg(long, global = true, env = "BERQENAS_API_KEY", hide_env_values = true)]
@@ -80,15 +71,9 @@ impl NodeAddrs {
         crate::server::NodeConfig {
             id,
             raft_listen: self.raft_listen,
-            raft_advertise: self
-                .raft_advertise
-                .clone()
-                .unwrap_or_else(|| self.raft_listen.to_string()),
+            raft_advertise: self.raft_advertise.clone().unwrap_or_else(|| self.raft_listen.to_string()),
             api_listen: self.api_listen,
-            api_advertise: self
-                .api_advertise
-                .clone()
-                .unwrap_or_else(|| self.api_listen.to_string()),
+            api_advertise: self.api_advertise.clone().unwrap_or_else(|| self.api_listen.to_string()),
         }
     }
 }
@@ -291,9 +276,7 @@ pub enum NodeCmd {
 fn parse_selector(items: &[String]) -> anyhow::Result<Map<String, Value>> {
     let mut out = Map::new();
     for item in items {
-        let (k, v) = item
-            .split_once('=')
-            .with_context(|| format!("node selector {item:?} must be KEY=VALUE"))?;
+        let (k, v) = item.split_once('=').with_context(|| format!("node selector {item:?} must be KEY=VALUE"))?;
         out.insert(k.to_string(), Value::String(v.to_string()));
     }
     Ok(out)
@@ -323,8 +306,7 @@ async fn init(a: InitArgs, out: Output) -> anyhow::Result<()> {
     let pool = VpnPool::parse(&a.vpn_pool).map_err(anyhow::Error::msg)?;
     let retention = humantime::parse_duration(&a.retention).context("--retention")?;
     let config = a.addrs.config(id);
-    let (token, fingerprint) =
-        crate::server::init(config.clone(), &a.data_dir, pool, retention).await?;
+    let (token, fingerprint) = crate::server::init(config.clone(), &a.data_dir, pool, retention).await?;
     match out {
         Output::Json => output::print_json(&json!({
             "node_id": id,
@@ -334,18 +316,10 @@ async fn init(a: InitArgs, out: Output) -> anyhow::Result<()> {
             "ca_fingerprint": fingerprint,
         })),
         Output::Table => {
-            say(format_args!(
-                "initialized coordinator {id} in {}",
-                a.data_dir.display()
-            ));
+            say(format_args!("initialized coordinator {id} in {}", a.data_dir.display()));
             say(format_args!("CA fingerprint: {fingerprint}"));
-            say(format_args!(
-                "admin API key (shown once, store it now): {token}"
-            ));
-            say(format_args!(
-                "start it with: berqenas-coordinator serve --data-dir {}",
-                a.data_dir.display()
-            ));
+            say(format_args!("admin API key (shown once, store it now): {token}"));
+            say(format_args!("start it with: berqenas-coordinator serve --data-dir {}", a.data_dir.display()));
         }
     }
     Ok(())
@@ -356,20 +330,13 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         Some(saved) => {
             if let Some(id) = a.addrs.id {
                 if id != saved.id {
-                    bail!(
-                        "{} belongs to node {}, not {id}",
-                        a.data_dir.display(),
-                        saved.id
-                    );
+                    bail!("{} belongs to node {}, not {id}", a.data_dir.display(), saved.id);
                 }
             }
             saved
         }
         None => {
-            let id = a
-                .addrs
-                .id
-                .context("a new data dir needs --id (or run init for a new cluster)")?;
+            let id = a.addrs.id.context("a new data dir needs --id (or run init for a new cluster)")?;
             if id == 0 {
                 bail!("node id must be 1 or greater");
             }
@@ -378,8 +345,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             config
         }
     };
-    let coordinator =
-        crate::server::Coordinator::start(config, &a.data_dir, a.snapshot_logs).await?;
+    let coordinator = crate::server::Coordinator::start(config, &a.data_dir, a.snapshot_logs).await?;
     coordinator.serve(shutdown_signal()).await
 }
 
@@ -430,18 +396,13 @@ async fn tenant(client: &Client, cmd: TenantCmd, out: Output) -> anyhow::Result<
                 body.insert("dedicated".into(), true.into());
             }
             if !c.node_selector.is_empty() {
-                body.insert(
-                    "node_selector".into(),
-                    Value::Object(parse_selector(&c.node_selector)?),
-                );
+                body.insert("node_selector".into(), Value::Object(parse_selector(&c.node_selector)?));
             }
             let wait = match c.wait {
                 true => Some(humantime::parse_duration(&c.wait_timeout).context("--wait-timeout")?),
                 false => None,
             };
-            let created = client
-                .send("POST", "/api/v1/tenant", Some(Value::Object(body)))
-                .await?;
+            let created = client.send("POST", "/api/v1/tenant", Some(Value::Object(body))).await?;
             match wait {
                 Some(timeout) => wait_active(client, &created, timeout).await?,
                 None => created,
@@ -465,31 +426,15 @@ async fn tenant(client: &Client, cmd: TenantCmd, out: Output) -> anyhow::Result<
             if body.is_empty() {
                 bail!("tenant update needs at least one field to change");
             }
-            client
-                .send("PATCH", &path(&u.name), Some(Value::Object(body)))
-                .await?
+            client.send("PATCH", &path(&u.name), Some(Value::Object(body))).await?
         }
-        TenantCmd::Suspend { name } => {
-            client
-                .send("POST", &format!("{}/suspend", path(&name)), None)
-                .await?
-        }
-        TenantCmd::Resume { name } => {
-            client
-                .send("POST", &format!("{}/resume", path(&name)), None)
-                .await?
-        }
+        TenantCmd::Suspend { name } => client.send("POST", &format!("{}/suspend", path(&name)), None).await?,
+        TenantCmd::Resume { name } => client.send("POST", &format!("{}/resume", path(&name)), None).await?,
         TenantCmd::Delete { name } => client.send("DELETE", &path(&name), None).await?,
-        TenantCmd::Restore { name } => {
-            client
-                .send("POST", &format!("{}/restore", path(&name)), None)
-                .await?
-        }
+        TenantCmd::Restore { name } => client.send("POST", &format!("{}/restore", path(&name)), None).await?,
         TenantCmd::Purge { name, force } => {
             let q = if force { "?force=true" } else { "" };
-            client
-                .send("POST", &format!("{}/purge{q}", path(&name)), None)
-                .await?
+            client.send("POST", &format!("{}/purge{q}", path(&name)), None).await?
         }
     };
     output::tenant(out, &v);
@@ -497,15 +442,8 @@ async fn tenant(client: &Client, cmd: TenantCmd, out: Output) -> anyhow::Result<
 }
 
 /// Polls the tenant until it is active; prints each new status line to stderr while waiting.
-async fn wait_active(
-    client: &Client,
-    created: &Value,
-    timeout: std::time::Duration,
-) -> anyhow::Result<Value> {
-    let name = created["name"]
-        .as_str()
-        .context("create returned no name")?
-        .to_string();
+async fn wait_active(client: &Client, created: &Value, timeout: std::time::Duration) -> anyhow::Result<Value> {
+    let name = created["name"].as_str().context("create returned no name")?.to_string();
     let path = format!("/api/v1/tenant/{}", client::path_segment(&name));
     let started = std::time::Instant::now();
     let mut last = String::new();
@@ -517,10 +455,7 @@ async fn wait_active(
         }
         let line = format!("{status}: {}", t["status_reason"].as_str().unwrap_or("-"));
         if started.elapsed() >= timeout {
-            bail!(
-                "tenant {name} is not active after {}: {line}",
-                humantime::format_duration(timeout)
-            );
+            bail!("tenant {name} is not active after {}: {line}", humantime::format_duration(timeout));
         }
         if line != last {
             eprintln!("waiting for {name}: {line}");
@@ -532,20 +467,13 @@ async fn wait_active(
 
 async fn apikey(client: &Client, cmd: ApiKeyCmd, out: Output) -> anyhow::Result<()> {
     match cmd {
-        ApiKeyCmd::Create {
-            role,
-            tenant,
-            description,
-            expires_in,
-        } => {
+        ApiKeyCmd::Create { role, tenant, description, expires_in } => {
             let mut body = Map::new();
             body.insert("role".into(), role.into());
             insert_opt(&mut body, "tenant", tenant);
             insert_opt(&mut body, "description", description);
             insert_opt(&mut body, "expires_in", expires_in);
-            let v = client
-                .send("POST", "/api/v1/apikeys", Some(Value::Object(body)))
-                .await?;
+            let v = client.send("POST", "/api/v1/apikeys", Some(Value::Object(body))).await?;
             match out {
                 Output::Json => output::print_json(&v),
                 Output::Table => {
@@ -554,28 +482,16 @@ async fn apikey(client: &Client, cmd: ApiKeyCmd, out: Output) -> anyhow::Result<
                         v["key"]["id"].as_str().unwrap_or("?"),
                         v["key"]["role"].as_str().unwrap_or("?")
                     ));
-                    say(format_args!(
-                        "token (shown once, store it now): {}",
-                        v["token"].as_str().unwrap_or("?")
-                    ));
+                    say(format_args!("token (shown once, store it now): {}", v["token"].as_str().unwrap_or("?")));
                 }
             }
         }
         ApiKeyCmd::List => output::api_keys(out, &client.get("/api/v1/apikeys").await?),
         ApiKeyCmd::Revoke { id } => {
-            let v = client
-                .send(
-                    "DELETE",
-                    &format!("/api/v1/apikeys/{}", client::path_segment(&id)),
-                    None,
-                )
-                .await?;
+            let v = client.send("DELETE", &format!("/api/v1/apikeys/{}", client::path_segment(&id)), None).await?;
             match out {
                 Output::Json => output::print_json(&v),
-                Output::Table => say(format_args!(
-                    "revoked API key {}",
-                    v["id"].as_str().unwrap_or("?")
-                )),
+                Output::Table => say(format_args!("revoked API key {}", v["id"].as_str().unwrap_or("?"))),
             }
         }
     }
@@ -584,11 +500,7 @@ async fn apikey(client: &Client, cmd: ApiKeyCmd, out: Output) -> anyhow::Result<
 
 async fn audit(client: &Client, cmd: AuditCmd, out: Output) -> anyhow::Result<()> {
     match cmd {
-        AuditCmd::List {
-            tenant,
-            since,
-            limit,
-        } => {
+        AuditCmd::List { tenant, since, limit } => {
             let mut query = Vec::new();
             if let Some(t) = tenant {
                 query.push(("tenant", t));
@@ -607,10 +519,7 @@ async fn audit(client: &Client, cmd: AuditCmd, out: Output) -> anyhow::Result<()
             let ok = v["ok"].as_bool().unwrap_or(false);
             match out {
                 Output::Json => output::print_json(&v),
-                Output::Table if ok => say(format_args!(
-                    "audit chain intact: {} entries verified",
-                    v["verified"]
-                )),
+                Output::Table if ok => say(format_args!("audit chain intact: {} entries verified", v["verified"])),
                 Output::Table => {}
             }
             if !ok {
@@ -622,9 +531,7 @@ async fn audit(client: &Client, cmd: AuditCmd, out: Output) -> anyhow::Result<()
             }
         }
         AuditCmd::Export { format: _ } => {
-            let v = client
-                .get_query("/api/v1/audit", &[("limit", "100000".to_string())])
-                .await?;
+            let v = client.get_query("/api/v1/audit", &[("limit", "100000".to_string())]).await?;
             for entry in v.as_array().into_iter().flatten() {
                 say(format_args!("{}", serde_json::to_string(entry)?));
             }
@@ -636,26 +543,12 @@ async fn audit(client: &Client, cmd: AuditCmd, out: Output) -> anyhow::Result<()
 async fn cluster(client: &Client, cmd: ClusterCmd, out: Output) -> anyhow::Result<()> {
     let v = match cmd {
         ClusterCmd::Status => client.get("/api/v1/cluster").await?,
-        ClusterCmd::AddLearner {
-            id,
-            raft_addr,
-            api_addr,
-        } => {
+        ClusterCmd::AddLearner { id, raft_addr, api_addr } => {
             let body = json!({"id": id, "raft_addr": raft_addr, "api_addr": api_addr});
-            client
-                .send("POST", "/api/v1/cluster/learners", Some(body))
-                .await?
+            client.send("POST", "/api/v1/cluster/learners", Some(body)).await?
         }
-        ClusterCmd::Promote { id } => {
-            client
-                .send("POST", "/api/v1/cluster/voters", Some(json!({"id": id})))
-                .await?
-        }
-        ClusterCmd::Remove { id } => {
-            client
-                .send("DELETE", &format!("/api/v1/cluster/members/{id}"), None)
-                .await?
-        }
+        ClusterCmd::Promote { id } => client.send("POST", "/api/v1/cluster/voters", Some(json!({"id": id}))).await?,
+        ClusterCmd::Remove { id } => client.send("DELETE", &format!("/api/v1/cluster/members/{id}"), None).await?,
     };
     output::cluster(out, &v);
     Ok(())

@@ -10,10 +10,7 @@ pub enum Output {
 }
 
 pub fn print_json(v: &Value) {
-    say(format_args!(
-        "{}",
-        serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
-    ));
+    say(format_args!("{}", serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())));
 }
 
 fn s(v: &Value) -> String {
@@ -32,11 +29,7 @@ fn table(headers: &[&str], rows: Vec<Vec<String>>) {
         }
     }
     let line = |cells: Vec<String>| {
-        let parts: Vec<String> = cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{:<w$}", c, w = widths[i]))
-            .collect();
+        let parts: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{:<w$}", c, w = widths[i])).collect();
         say(format_args!("{}", parts.join("  ").trim_end()));
     };
     line(headers.iter().map(|h| h.to_string()).collect());
@@ -46,11 +39,7 @@ fn table(headers: &[&str], rows: Vec<Vec<String>>) {
 }
 
 fn placement(t: &Value) -> String {
-    format!(
-        "db={} gw={}",
-        s(&t["placement"]["db_node"]),
-        s(&t["placement"]["gateway_node"])
-    )
+    format!("db={} gw={}", s(&t["placement"]["db_node"]), s(&t["placement"]["gateway_node"]))
 }
 
 pub fn tenant(out: Output, t: &Value) {
@@ -62,10 +51,7 @@ pub fn tenant(out: Output, t: &Value) {
         ("status", s(&t["status"])),
         ("reason", s(&t["status_reason"])),
         ("tier", s(&t["tier"])),
-        (
-            "db",
-            format!("{} ({} isolation)", s(&t["db_type"]), s(&t["isolation"])),
-        ),
+        ("db", format!("{} ({} isolation)", s(&t["db_type"]), s(&t["isolation"]))),
         ("db quota", s(&t["db_quota"])),
         ("connection limit", s(&t["connection_limit"])),
         ("events/min", s(&t["events_per_min"])),
@@ -73,14 +59,7 @@ pub fn tenant(out: Output, t: &Value) {
         ("public api", s(&t["public_api"])),
         ("access", s(&t["access_mode"])),
         ("vpn subnet", s(&t["network"]["vpn_subnet"])),
-        (
-            "interface",
-            format!(
-                "{} port {}",
-                s(&t["network"]["interface"]),
-                s(&t["network"]["listen_port"])
-            ),
-        ),
+        ("interface", format!("{} port {}", s(&t["network"]["interface"]), s(&t["network"]["listen_port"]))),
         ("placement", placement(t)),
         ("revision", s(&t["revision"])),
     ];
@@ -108,10 +87,7 @@ pub fn tenants(out: Output, v: &Value) {
             ]
         })
         .collect();
-    table(
-        &["NAME", "STATUS", "TIER", "QUOTA", "SUBNET", "PLACEMENT"],
-        rows,
-    );
+    table(&["NAME", "STATUS", "TIER", "QUOTA", "SUBNET", "PLACEMENT"], rows);
 }
 
 pub fn api_keys(out: Output, v: &Value) {
@@ -123,18 +99,8 @@ pub fn api_keys(out: Output, v: &Value) {
         .into_iter()
         .flatten()
         .map(|k| {
-            let state = if k["revoked_at_ms"].is_null() {
-                "active"
-            } else {
-                "revoked"
-            };
-            vec![
-                s(&k["id"]),
-                s(&k["role"]),
-                s(&k["tenant"]),
-                state.into(),
-                s(&k["description"]),
-            ]
+            let state = if k["revoked_at_ms"].is_null() { "active" } else { "revoked" };
+            vec![s(&k["id"]), s(&k["role"]), s(&k["tenant"]), state.into(), s(&k["description"])]
         })
         .collect();
     table(&["ID", "ROLE", "TENANT", "STATE", "DESCRIPTION"], rows);
@@ -149,10 +115,7 @@ pub fn audit(out: Output, v: &Value) {
         .into_iter()
         .flatten()
         .map(|e| {
-            let time = e["time_ms"]
-                .as_u64()
-                .map(crate::time::rfc3339)
-                .unwrap_or_default();
+            let time = e["time_ms"].as_u64().map(crate::time::rfc3339).unwrap_or_default();
             vec![
                 s(&e["seq"]),
                 time,
@@ -164,12 +127,7 @@ pub fn audit(out: Output, v: &Value) {
             ]
         })
         .collect();
-    table(
-        &[
-            "SEQ", "TIME", "ACTOR", "ACTION", "TARGET", "OUTCOME", "REASON",
-        ],
-        rows,
-    );
+    table(&["SEQ", "TIME", "ACTOR", "ACTION", "TARGET", "OUTCOME", "REASON"], rows);
 }
 
 pub fn nodes(out: Output, v: &Value) {
@@ -180,15 +138,7 @@ pub fn nodes(out: Output, v: &Value) {
         .as_array()
         .into_iter()
         .flatten()
-        .map(|n| {
-            vec![
-                s(&n["id"]),
-                s(&n["roles"]),
-                s(&n["address"]),
-                s(&n["labels"]),
-                s(&n["last_seen_ms"]),
-            ]
-        })
+        .map(|n| vec![s(&n["id"]), s(&n["roles"]), s(&n["address"]), s(&n["labels"]), s(&n["last_seen_ms"])])
         .collect();
     table(&["ID", "ROLES", "ADDRESS", "LABELS", "LAST SEEN"], rows);
 }
@@ -197,11 +147,7 @@ pub fn cluster(out: Output, v: &Value) {
     if out == Output::Json {
         return print_json(v);
     }
-    say(format_args!(
-        "answered by   {} ({})",
-        s(&v["node_id"]),
-        s(&v["state"])
-    ));
+    say(format_args!("answered by   {} ({})", s(&v["node_id"]), s(&v["state"])));
     say(format_args!("leader        {}", s(&v["leader_id"])));
     say(format_args!("term          {}", s(&v["term"])));
     say(format_args!("applied       {}", s(&v["last_applied"])));
@@ -213,17 +159,8 @@ pub fn cluster(out: Output, v: &Value) {
         .into_iter()
         .flatten()
         .map(|m| {
-            let role = if m["voter"].as_bool() == Some(true) {
-                "voter"
-            } else {
-                "learner"
-            };
-            vec![
-                s(&m["id"]),
-                role.into(),
-                s(&m["raft_addr"]),
-                s(&m["api_addr"]),
-            ]
+            let role = if m["voter"].as_bool() == Some(true) { "voter" } else { "learner" };
+            vec![s(&m["id"]), role.into(), s(&m["raft_addr"]), s(&m["api_addr"])]
         })
         .collect();
     table(&["ID", "ROLE", "RAFT", "API"], rows);

@@ -5,13 +5,12 @@ use super::{CoordinatorNode, TypeConfig, MAX_RPC_BYTES};
 use crate::state::Command;
 use berqenas_proto::raft::{raft_client::RaftClient, RaftRequest};
 use openraft::error::{
-    ClientWriteError, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError,
-    Unreachable,
+    ClientWriteError, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, ClientWriteResponse, InstallSnapshotRequest,
-    InstallSnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, ClientWriteResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::HashMap;
@@ -42,10 +41,7 @@ pub struct Peers {
 
 impl Peers {
     pub fn new(self_id: u64) -> Self {
-        Self {
-            self_id,
-            channels: Arc::new(Mutex::new(HashMap::new())),
-        }
+        Self { self_id, channels: Arc::new(Mutex::new(HashMap::new())) }
     }
 
     pub fn self_id(&self) -> u64 {
@@ -60,15 +56,8 @@ impl Peers {
         self.client_unchecked(target, addr)
     }
 
-    fn client_unchecked(
-        &self,
-        target: u64,
-        addr: &str,
-    ) -> Result<RaftClient<Channel>, TransportError> {
-        let mut cache = self
-            .channels
-            .lock()
-            .map_err(|_| TransportError::Address(addr.into()))?;
+    fn client_unchecked(&self, target: u64, addr: &str) -> Result<RaftClient<Channel>, TransportError> {
+        let mut cache = self.channels.lock().map_err(|_| TransportError::Address(addr.into()))?;
         let channel = match cache.get(&(target, addr.to_string())) {
             Some(c) => c.clone(),
             None => {
@@ -83,17 +72,11 @@ impl Peers {
                 channel
             }
         };
-        Ok(RaftClient::new(channel)
-            .max_decoding_message_size(MAX_RPC_BYTES)
-            .max_encoding_message_size(MAX_RPC_BYTES))
+        Ok(RaftClient::new(channel).max_decoding_message_size(MAX_RPC_BYTES).max_encoding_message_size(MAX_RPC_BYTES))
     }
 
     fn request<T: Serialize>(&self, target: u64, body: &T) -> RaftRequest {
-        RaftRequest {
-            from: self.self_id,
-            target,
-            payload: serde_json::to_vec(body).unwrap_or_default(),
-        }
+        RaftRequest { from: self.self_id, target, payload: serde_json::to_vec(body).unwrap_or_default() }
     }
 
     /// Sends a client write to the leader.
@@ -104,10 +87,7 @@ impl Peers {
         cmd: &Command,
         timeout: Duration,
     ) -> Result<
-        Result<
-            ClientWriteResponse<TypeConfig>,
-            RaftError<u64, ClientWriteError<u64, CoordinatorNode>>,
-        >,
+        Result<ClientWriteResponse<TypeConfig>, RaftError<u64, ClientWriteError<u64, CoordinatorNode>>>,
         TransportError,
     > {
         let mut client = self.client(target, addr)?;
@@ -138,9 +118,8 @@ impl Peers {
         // Id 0 is never a node id; this connection is only for the probe.
         let mut client = self.client_unchecked(0, addr)?;
         let req = self.request(0, &());
-        let reply = tokio::time::timeout(timeout, client.hello(req))
-            .await
-            .map_err(|_| TransportError::Timeout(timeout))??;
+        let reply =
+            tokio::time::timeout(timeout, client.hello(req)).await.map_err(|_| TransportError::Timeout(timeout))??;
         Ok(serde_json::from_slice(&reply.into_inner().payload)?)
     }
 }
@@ -155,11 +134,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerNetwork;
 
     async fn new_client(&mut self, target: u64, node: &CoordinatorNode) -> PeerNetwork {
-        PeerNetwork {
-            peers: self.peers.clone(),
-            target,
-            addr: node.raft_addr.clone(),
-        }
+        PeerNetwork { peers: self.peers.clone(), target, addr: node.raft_addr.clone() }
     }
 }
 
@@ -188,10 +163,7 @@ impl PeerNetwork {
         E: std::error::Error + DeserializeOwned,
     {
         let unreachable = |e: TransportError| RPCError::Unreachable(Unreachable::new(&e));
-        let mut client = self
-            .peers
-            .client(self.target, &self.addr)
-            .map_err(unreachable)?;
+        let mut client = self.peers.client(self.target, &self.addr).map_err(unreachable)?;
         let req = self.peers.request(self.target, body);
         let ttl = option.hard_ttl();
         let fut = async {
@@ -202,11 +174,7 @@ impl PeerNetwork {
             }
         };
         let reply = match tokio::time::timeout(ttl, fut).await {
-            Err(_) => {
-                return Err(RPCError::Unreachable(Unreachable::new(
-                    &TransportError::Timeout(ttl),
-                )))
-            }
+            Err(_) => return Err(RPCError::Unreachable(Unreachable::new(&TransportError::Timeout(ttl)))),
             Ok(Err(status)) => return Err(unreachable(TransportError::Status(status))),
             Ok(Ok(r)) => r.into_inner(),
         };
@@ -229,10 +197,8 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<
-        InstallSnapshotResponse<u64>,
-        RPCError<u64, CoordinatorNode, RaftError<u64, InstallSnapshotError>>,
-    > {
+    ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, CoordinatorNode, RaftError<u64, InstallSnapshotError>>>
+    {
         self.call(Rpc::Snapshot, &rpc, &option).await
     }
 

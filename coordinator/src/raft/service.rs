@@ -14,33 +14,22 @@ pub struct RaftService {
 }
 
 fn decode<T: DeserializeOwned>(req: &RaftRequest) -> Result<T, Status> {
-    serde_json::from_slice(&req.payload)
-        .map_err(|e| Status::invalid_argument(format!("undecodable payload: {e}")))
+    serde_json::from_slice(&req.payload).map_err(|e| Status::invalid_argument(format!("undecodable payload: {e}")))
 }
 
 fn reply<T: Serialize>(value: &T) -> Result<Response<RaftReply>, Status> {
-    let payload =
-        serde_json::to_vec(value).map_err(|e| Status::internal(format!("encode reply: {e}")))?;
+    let payload = serde_json::to_vec(value).map_err(|e| Status::internal(format!("encode reply: {e}")))?;
     Ok(Response::new(RaftReply { payload }))
 }
 
 impl RaftService {
     fn check(&self, req: &RaftRequest) -> Result<(), Status> {
         if req.target != self.id {
-            tracing::warn!(
-                from = req.from,
-                target = req.target,
-                "refused raft request meant for another node"
-            );
-            return Err(Status::failed_precondition(format!(
-                "this is coordinator {}, not {}",
-                self.id, req.target
-            )));
+            tracing::warn!(from = req.from, target = req.target, "refused raft request meant for another node");
+            return Err(Status::failed_precondition(format!("this is coordinator {}, not {}", self.id, req.target)));
         }
         if req.from == self.id {
-            return Err(Status::failed_precondition(
-                "a coordinator cannot send raft requests to itself",
-            ));
+            return Err(Status::failed_precondition("a coordinator cannot send raft requests to itself"));
         }
         Ok(())
     }
@@ -48,10 +37,7 @@ impl RaftService {
 
 #[tonic::async_trait]
 impl raft_server::Raft for RaftService {
-    async fn append_entries(
-        &self,
-        request: Request<RaftRequest>,
-    ) -> Result<Response<RaftReply>, Status> {
+    async fn append_entries(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let req = request.into_inner();
         self.check(&req)?;
         reply(&self.raft.append_entries(decode(&req)?).await)
@@ -63,10 +49,7 @@ impl raft_server::Raft for RaftService {
         reply(&self.raft.vote(decode(&req)?).await)
     }
 
-    async fn install_snapshot(
-        &self,
-        request: Request<RaftRequest>,
-    ) -> Result<Response<RaftReply>, Status> {
+    async fn install_snapshot(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let req = request.into_inner();
         self.check(&req)?;
         reply(&self.raft.install_snapshot(decode(&req)?).await)
@@ -79,10 +62,7 @@ impl raft_server::Raft for RaftService {
         reply(&self.raft.client_write(cmd).await)
     }
 
-    async fn read_index(
-        &self,
-        request: Request<RaftRequest>,
-    ) -> Result<Response<RaftReply>, Status> {
+    async fn read_index(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let req = request.into_inner();
         self.check(&req)?;
         let result: Result<Option<u64>, String> = match self.raft.ensure_linearizable().await {

@@ -6,8 +6,8 @@ use super::{CoordinatorNode, LogId, StoredMembership, TypeConfig};
 use crate::state::{Reply, State, Touched};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
 use openraft::{
-    Entry, EntryPayload, OptionalSend, RaftLogReader, RaftSnapshotBuilder, SnapshotMeta,
-    StorageError, StorageIOError, Vote,
+    Entry, EntryPayload, OptionalSend, RaftLogReader, RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError,
+    Vote,
 };
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -23,6 +23,7 @@ const SM_META: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_meta");
 const TENANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("tenants");
 const NODES: TableDefinition<u64, &[u8]> = TableDefinition::new("nodes");
 const API_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_keys");
+const JOIN_TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("join_tokens");
 /// Audit entries by sequence number. Public so the tamper test can edit one.
 pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 
@@ -98,26 +99,19 @@ pub fn open(path: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
         txn.open_table(TENANTS)?;
         txn.open_table(NODES)?;
         txn.open_table(API_KEYS)?;
+        txn.open_table(JOIN_TOKENS)?;
         txn.open_table(AUDIT)?;
         txn.commit()?;
     }
     let db = Arc::new(db);
     let data = load_state_machine(&db)?;
-    Ok((
-        LogStore { db: db.clone() },
-        StateMachineStore {
-            db,
-            data: Arc::new(RwLock::new(data)),
-        },
-    ))
+    Ok((LogStore { db: db.clone() }, StateMachineStore { db, data: Arc::new(RwLock::new(data)) }))
 }
 
 fn load_state_machine(db: &Database) -> Result<SmData, StoreError> {
     let txn = db.begin_read()?;
     let meta = txn.open_table(SM_META)?;
-    let get = |k: &str| -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(meta.get(k)?.map(|v| v.value().to_vec()))
-    };
+    let get = |k: &str| -> Result<Option<Vec<u8>>, StoreError> { Ok(meta.get(k)?.map(|v| v.value().to_vec())) };
     let mut data = SmData::default();
     if let Some(b) = get("last_applied")? {
         data.last_applied = decode("last_applied", &b)?;
@@ -146,6 +140,14 @@ fn load_state_machine(db: &Database) -> Result<SmData, StoreError> {
         let k: crate::state::apikey::ApiKey = decode("api key", v.value())?;
         data.state.api_keys.insert(k.id.clone(), k);
     }
+    if let Some(b) = get("next_node_id")? {
+        data.state.next_node_id = decode("next_node_id", &b)?;
+    }
+    for row in txn.open_table(JOIN_TOKENS)?.iter()? {
+        let (_, v) = row?;
+        let t: crate::state::node::JoinToken = decode("join token", v.value())?;
+        data.state.join_tokens.insert(t.id.clone(), t);
+    }
     for row in txn.open_table(AUDIT)?.iter()? {
         let (_, v) = row?;
         data.state.audit.push(decode("audit entry", v.value())?);
@@ -167,6 +169,7 @@ fn persist(
             txn.delete_table(TENANTS)?;
             txn.delete_table(NODES)?;
             txn.delete_table(API_KEYS)?;
+            txn.delete_table(JOIN_TOKENS)?;
             txn.delete_table(AUDIT)?;
         }
         let mut meta = txn.open_table(SM_META)?;
@@ -174,12 +177,17 @@ fn persist(
         let mut nodes = txn.open_table(NODES)?;
         let mut keys = txn.open_table(API_KEYS)?;
         let mut audit = txn.open_table(AUDIT)?;
+        let mut tokens = txn.open_table(JOIN_TOKENS)?;
         let state = &data.state;
         meta.insert("last_applied", encode(&data.last_applied).as_slice())?;
         meta.insert("membership", encode(&data.membership).as_slice())?;
         if rewrite_all {
             meta.insert("settings", encode(&state.settings).as_slice())?;
             meta.insert("retired", encode(&state.retired_coordinators).as_slice())?;
+            meta.insert("next_node_id", encode(&state.next_node_id).as_slice())?;
+            for t in state.join_tokens.values() {
+                tokens.insert(t.id.as_str(), encode(t).as_slice())?;
+            }
             for t in state.tenants.values() {
                 tenants.insert(t.name.as_str(), encode(t).as_slice())?;
             }
@@ -201,6 +209,17 @@ fn persist(
                 Touched::Retired => {
                     meta.insert("retired", encode(&state.retired_coordinators).as_slice())?;
                 }
+                Touched::Counters => {
+                    meta.insert("next_node_id", encode(&state.next_node_id).as_slice())?;
+                }
+                Touched::JoinToken(id) => match state.join_tokens.get(id) {
+                    Some(v) => {
+                        tokens.insert(id.as_str(), encode(v).as_slice())?;
+                    }
+                    None => {
+                        tokens.remove(id.as_str())?;
+                    }
+                },
                 Touched::Tenant(name) => match state.tenants.get(name) {
                     Some(v) => {
                         tenants.insert(name.as_str(), encode(v).as_slice())?;
@@ -257,8 +276,7 @@ impl LogStore {
 
     fn meta_put<T: Serialize>(&self, key: &'static str, value: &T) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
-        txn.open_table(RAFT_META)?
-            .insert(key, encode(value).as_slice())?;
+        txn.open_table(RAFT_META)?.insert(key, encode(value).as_slice())?;
         txn.commit()?;
         Ok(())
     }
@@ -295,10 +313,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 Some((_, v)) => Some(decode::<Entry<TypeConfig>>("log entry", v.value())?.log_id),
                 None => last_purged,
             };
-            Ok(LogState {
-                last_purged_log_id: last_purged,
-                last_log_id: last,
-            })
+            Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
         };
         read().map_err(io_read)
     }
@@ -320,10 +335,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> StorageResult<Option<LogId>> {
-        Ok(self
-            .meta_get::<Option<LogId>>("committed")
-            .map_err(io_read)?
-            .flatten())
+        Ok(self.meta_get::<Option<LogId>>("committed").map_err(io_read)?.flatten())
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StorageResult<()>
@@ -359,10 +371,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let txn = self.db.begin_write()?;
             {
                 let mut table = txn.open_table(LOG)?;
-                let keys: Vec<u64> = table
-                    .range(log_id.index..)?
-                    .map(|r| r.map(|(k, _)| k.value()))
-                    .collect::<Result<_, _>>()?;
+                let keys: Vec<u64> =
+                    table.range(log_id.index..)?.map(|r| r.map(|(k, _)| k.value())).collect::<Result<_, _>>()?;
                 for k in keys {
                     table.remove(k)?;
                 }
@@ -377,13 +387,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let write = || -> Result<(), StoreError> {
             let txn = self.db.begin_write()?;
             {
-                txn.open_table(RAFT_META)?
-                    .insert("last_purged", encode(&Some(log_id)).as_slice())?;
+                txn.open_table(RAFT_META)?.insert("last_purged", encode(&Some(log_id)).as_slice())?;
                 let mut table = txn.open_table(LOG)?;
-                let keys: Vec<u64> = table
-                    .range(..=log_id.index)?
-                    .map(|r| r.map(|(k, _)| k.value()))
-                    .collect::<Result<_, _>>()?;
+                let keys: Vec<u64> =
+                    table.range(..=log_id.index)?.map(|r| r.map(|(k, _)| k.value())).collect::<Result<_, _>>()?;
                 for k in keys {
                     table.remove(k)?;
                 }
@@ -417,9 +424,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
         let (meta, bytes) = {
             let data = self.data.read().map_err(|_| poisoned())?;
-            let body = SnapshotBody {
-                state: data.state.clone(),
-            };
+            let body = SnapshotBody { state: data.state.clone() };
             let bytes = encode(&body);
             let id = match data.last_applied {
                 Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, crate::time::now_ms()),
@@ -434,10 +439,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
                 .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
             (meta, bytes)
         };
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(bytes)),
-        })
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
     }
 }
 
@@ -472,8 +474,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 }
             }
         }
-        persist(&self.db, &data, &touched, false, None)
-            .map_err(|e| StorageIOError::write_state_machine(&e))?;
+        persist(&self.db, &data, &touched, false, None).map_err(|e| StorageIOError::write_state_machine(&e))?;
         Ok(replies)
     }
 
@@ -491,8 +492,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> StorageResult<()> {
         let bytes = snapshot.into_inner();
-        let body: SnapshotBody = decode("snapshot", &bytes)
-            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        let body: SnapshotBody =
+            decode("snapshot", &bytes).map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
         let mut data = self.data.write().map_err(|_| poisoned())?;
         data.state = body.state;
         data.last_applied = meta.last_log_id;
@@ -506,16 +507,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let read = || -> Result<Option<Snapshot<TypeConfig>>, StoreError> {
             let txn = self.db.begin_read()?;
             let table = txn.open_table(SM_META)?;
-            let (Some(meta), Some(data)) =
-                (table.get("snapshot_meta")?, table.get("snapshot_data")?)
-            else {
+            let (Some(meta), Some(data)) = (table.get("snapshot_meta")?, table.get("snapshot_data")?) else {
                 return Ok(None);
             };
             let meta: SnapshotMeta<u64, CoordinatorNode> = decode("snapshot meta", meta.value())?;
-            Ok(Some(Snapshot {
-                meta,
-                snapshot: Box::new(Cursor::new(data.value().to_vec())),
-            }))
+            Ok(Some(Snapshot { meta, snapshot: Box::new(Cursor::new(data.value().to_vec())) }))
         };
         read().map_err(io_read)
     }

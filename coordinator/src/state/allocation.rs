@@ -21,19 +21,12 @@ pub struct VpnPool {
 
 impl VpnPool {
     pub fn parse(raw: &str) -> Result<Self, String> {
-        let (addr, prefix) = raw
-            .split_once('/')
-            .ok_or_else(|| format!("vpn pool {raw:?} must be a CIDR such as 10.50.0.0/16"))?;
-        let base: Ipv4Addr = addr
-            .parse()
-            .map_err(|_| format!("vpn pool {raw:?} has an invalid address"))?;
-        let prefix: u8 = prefix
-            .parse()
-            .map_err(|_| format!("vpn pool {raw:?} has an invalid prefix"))?;
+        let (addr, prefix) =
+            raw.split_once('/').ok_or_else(|| format!("vpn pool {raw:?} must be a CIDR such as 10.50.0.0/16"))?;
+        let base: Ipv4Addr = addr.parse().map_err(|_| format!("vpn pool {raw:?} has an invalid address"))?;
+        let prefix: u8 = prefix.parse().map_err(|_| format!("vpn pool {raw:?} has an invalid prefix"))?;
         if !(8..=23).contains(&prefix) {
-            return Err(format!(
-                "vpn pool prefix must be between /8 and /23, got /{prefix}"
-            ));
+            return Err(format!("vpn pool prefix must be between /8 and /23, got /{prefix}"));
         }
         let mask = u32::MAX << (32 - prefix);
         if u32::from(base) & !mask != 0 {
@@ -127,10 +120,7 @@ mod tests {
     fn test_pool_spans_two_octets() {
         let p = pool("198.18.0.0/15");
         assert_eq!(p.capacity(), 511);
-        assert_eq!(
-            network_for(p, 256).map(|n| n.vpn_subnet),
-            Some("198.19.0.0/24".into())
-        );
+        assert_eq!(network_for(p, 256).map(|n| n.vpn_subnet), Some("198.19.0.0/24".into()));
         assert_eq!(network_for(p, 512), None);
     }
 

@@ -42,18 +42,12 @@ impl ApiKey {
     /// Constant-time comparison of a presented secret with the stored hash.
     pub fn matches(&self, secret: &str) -> bool {
         let presented = hash_secret(secret);
-        presented
-            .as_bytes()
-            .ct_eq(self.secret_hash.as_bytes())
-            .into()
+        presented.as_bytes().ct_eq(self.secret_hash.as_bytes()).into()
     }
 
     /// A copy for output: the hash stays inside the coordinator.
     pub fn redacted(&self) -> Self {
-        Self {
-            secret_hash: String::new(),
-            ..self.clone()
-        }
+        Self { secret_hash: String::new(), ..self.clone() }
     }
 }
 
@@ -104,9 +98,6 @@ mod tests {
     fn malformed_tokens_are_refused() {
         assert_eq!(split_token("nope"), None);
         assert_eq!(split_token("bqk_short_abc"), None);
-        assert_eq!(
-            split_token(&format!("bqk_0123456789abcdef_{}", "z".repeat(64))),
-            None
-        );
+        assert_eq!(split_token(&format!("bqk_0123456789abcdef_{}", "z".repeat(64))), None);
     }
 }

@@ -112,23 +112,14 @@ pub fn verify<'a>(entries: impl IntoIterator<Item = &'a AuditEntry>) -> Result<u
         if entry.seq != expected_seq {
             return Err(Break {
                 seq: expected_seq,
-                reason: format!(
-                    "entry {expected_seq} is missing (found {} in its place)",
-                    entry.seq
-                ),
+                reason: format!("entry {expected_seq} is missing (found {} in its place)", entry.seq),
             });
         }
         if entry.prev_hash != prev_hash {
-            return Err(Break {
-                seq: entry.seq,
-                reason: "prev_hash does not match the previous entry".into(),
-            });
+            return Err(Break { seq: entry.seq, reason: "prev_hash does not match the previous entry".into() });
         }
         if compute_hash(entry) != entry.hash {
-            return Err(Break {
-                seq: entry.seq,
-                reason: "content does not match its hash (entry was altered)".into(),
-            });
+            return Err(Break { seq: entry.seq, reason: "content does not match its hash (entry was altered)".into() });
         }
         prev_hash = entry.hash.clone();
         expected_seq += 1;
@@ -169,13 +160,7 @@ mod tests {
         assert_eq!(a.seq, 1);
         assert_eq!(a.prev_hash, GENESIS_HASH);
         assert_eq!(a.hash.len(), 64);
-        let other = chain(
-            None,
-            Draft {
-                outcome: Outcome::Rejected,
-                ..draft("tenant.create")
-            },
-        );
+        let other = chain(None, Draft { outcome: Outcome::Rejected, ..draft("tenant.create") });
         assert_ne!(a.hash, other.hash);
     }
 

@@ -5,6 +5,7 @@
 pub mod allocation;
 pub mod apikey;
 pub mod audit;
+pub mod desired;
 pub mod names;
 pub mod node;
 pub mod placement;
@@ -15,7 +16,7 @@ use allocation::VpnPool;
 use apikey::{ApiKey, Role};
 use audit::{AuditEntry, Draft, Outcome};
 use names::TenantName;
-use node::{Node, NodeRole};
+use node::{JoinToken, Node, NodeRole, NodeTenantStatus, Report};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use tenant::{Placement, Tenant, TenantPatch, TenantSpec, TenantStatus};
@@ -30,6 +31,24 @@ pub struct ClusterSettings {
     pub retention_ms: u64,
     /// SHA-256 fingerprint of the cluster CA certificate, for agents to pin.
     pub ca_fingerprint: String,
+    /// The cluster CA certificate (public).
+    #[serde(default)]
+    pub ca_cert_pem: String,
+    /// The CA private key: replicated to coordinators only, so any of them can sign node CSRs.
+    #[serde(default)]
+    #[schema(ignore)]
+    pub ca_key_pem: SecretPem,
+}
+
+/// A PEM private key that never shows in `Debug` output or logs.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretPem(pub String);
+
+impl std::fmt::Debug for SecretPem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretPem(..)")
+    }
 }
 
 /// Who asked, when and from where; stamped by the coordinator that received the request.
@@ -82,6 +101,22 @@ pub enum Op {
         id: String,
     },
     RegisterNode(Node),
+    CreateJoinToken(JoinToken),
+    /// A host presenting join token `token_id` whose secret hashes to `secret_hash` asks to
+    /// become a node with `node`'s roles, labels, address and capacity (its id is assigned here).
+    JoinNode {
+        token_id: String,
+        secret_hash: String,
+        node: Node,
+    },
+    RevokeNode {
+        id: u64,
+    },
+    CordonNode {
+        id: u64,
+        cordoned: bool,
+    },
+    NodeReport(Report),
     /// A Raft membership change that openraft carried out; recorded for the audit trail, and
     /// removed coordinator ids are retired forever.
     Membership {
@@ -139,6 +174,8 @@ pub enum Touched {
     ApiKey(String),
     Audit(u64),
     Retired,
+    JoinToken(String),
+    Counters,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -150,13 +187,13 @@ pub struct State {
     pub audit: Vec<AuditEntry>,
     /// Coordinator ids removed from the cluster; never accepted again.
     pub retired_coordinators: BTreeSet<u64>,
+    pub join_tokens: BTreeMap<String, JoinToken>,
+    /// Node ids are handed out once, in order, and never reused.
+    pub next_node_id: u64,
 }
 
 fn detail(pairs: &[(&str, String)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect()
+    pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
 }
 
 impl State {
@@ -164,11 +201,7 @@ impl State {
     pub fn apply(&mut self, index: u64, cmd: &Command) -> (Response, Vec<Touched>) {
         let mut touched = Vec::new();
         let (action, target, result, mut details) = self.run(index, cmd, &mut touched);
-        let outcome = if result.is_ok() {
-            Outcome::Ok
-        } else {
-            Outcome::Rejected
-        };
+        let outcome = if result.is_ok() { Outcome::Ok } else { Outcome::Rejected };
         if let Err(e) = &result {
             details.insert("reason".into(), e.to_string());
         }
@@ -197,33 +230,22 @@ impl State {
     ) -> (String, String, Response, BTreeMap<String, String>) {
         let now = cmd.meta.time_ms;
         match &cmd.op {
-            Op::Bootstrap {
-                settings,
-                admin_key,
-            } => {
+            Op::Bootstrap { settings, admin_key } => {
                 let details = detail(&[
                     ("cluster_id", settings.cluster_id.clone()),
                     ("vpn_pool", settings.vpn_pool.to_string()),
                     ("admin_key", admin_key.id.clone()),
                 ]);
                 let result = if self.settings.is_some() {
-                    Err(DomainError::Conflict(
-                        "the cluster is already initialized".into(),
-                    ))
+                    Err(DomainError::Conflict("the cluster is already initialized".into()))
                 } else {
                     self.settings = Some(settings.clone());
-                    self.api_keys
-                        .insert(admin_key.id.clone(), admin_key.clone());
+                    self.api_keys.insert(admin_key.id.clone(), admin_key.clone());
                     touched.push(Touched::Settings);
                     touched.push(Touched::ApiKey(admin_key.id.clone()));
                     Ok(Reply::Done)
                 };
-                (
-                    "cluster.init".into(),
-                    format!("cluster/{}", settings.cluster_id),
-                    result,
-                    details,
-                )
+                ("cluster.init".into(), format!("cluster/{}", settings.cluster_id), result, details)
             }
             Op::CreateTenant(spec) => {
                 let details = detail(&[
@@ -234,22 +256,12 @@ impl State {
                     ("public_api", spec.public_api.to_string()),
                 ]);
                 let result = self.create_tenant(index, now, spec, touched);
-                (
-                    "tenant.create".into(),
-                    format!("tenant/{}", spec.name),
-                    result,
-                    details,
-                )
+                ("tenant.create".into(), format!("tenant/{}", spec.name), result, details)
             }
             Op::UpdateTenant { name, patch } => {
                 let details = patch_details(patch);
                 let result = self.update_tenant(index, now, name, patch, touched);
-                (
-                    "tenant.update".into(),
-                    format!("tenant/{name}"),
-                    result,
-                    details,
-                )
+                ("tenant.update".into(), format!("tenant/{name}"), result, details)
             }
             Op::Lifecycle { name, step } => {
                 let mut details = BTreeMap::new();
@@ -257,12 +269,7 @@ impl State {
                     details.insert("force".into(), "true".into());
                 }
                 let result = self.lifecycle(index, now, name, *step, touched);
-                (
-                    step.action().into(),
-                    format!("tenant/{name}"),
-                    result,
-                    details,
-                )
+                (step.action().into(), format!("tenant/{name}"), result, details)
             }
             Op::CreateApiKey(key) => {
                 let mut details = detail(&[("role", format!("{:?}", key.role).to_lowercase())]);
@@ -270,78 +277,98 @@ impl State {
                     details.insert("tenant".into(), t.to_string());
                 }
                 let result = self.create_api_key(key, touched);
-                (
-                    "apikey.create".into(),
-                    format!("apikey/{}", key.id),
-                    result,
-                    details,
-                )
+                ("apikey.create".into(), format!("apikey/{}", key.id), result, details)
             }
             Op::RevokeApiKey { id } => {
                 let result = match self.api_keys.get_mut(id) {
                     None => Err(DomainError::NotFound(format!("api key {id} not found"))),
-                    Some(k) if k.revoked_at_ms.is_some() => Err(DomainError::Conflict(format!(
-                        "api key {id} is already revoked"
-                    ))),
+                    Some(k) if k.revoked_at_ms.is_some() => {
+                        Err(DomainError::Conflict(format!("api key {id} is already revoked")))
+                    }
                     Some(k) => {
                         k.revoked_at_ms = Some(now);
                         touched.push(Touched::ApiKey(id.clone()));
                         Ok(Reply::ApiKey(Box::new(k.redacted())))
                     }
                 };
-                (
-                    "apikey.revoke".into(),
-                    format!("apikey/{id}"),
-                    result,
-                    BTreeMap::new(),
-                )
+                ("apikey.revoke".into(), format!("apikey/{id}"), result, BTreeMap::new())
             }
             Op::RegisterNode(node) => {
                 let details = detail(&[
-                    (
-                        "roles",
-                        node.roles
-                            .iter()
-                            .map(|r| format!("{r:?}").to_lowercase())
-                            .collect::<Vec<_>>()
-                            .join(","),
-                    ),
+                    ("roles", node.roles.iter().map(|r| format!("{r:?}").to_lowercase()).collect::<Vec<_>>().join(",")),
                     ("address", node.address.clone()),
                 ]);
                 let result = self.register_node(index, now, node, touched);
-                (
-                    "node.register".into(),
-                    format!("node/{}", node.id),
-                    result,
-                    details,
-                )
+                ("node.register".into(), format!("node/{}", node.id), result, details)
             }
-            Op::Membership {
-                action,
-                node_id,
-                details,
-            } => {
+            Op::CreateJoinToken(token) => {
+                let details = detail(&[
+                    ("roles", roles_text(&token.roles)),
+                    ("expires_at", crate::time::rfc3339(token.expires_at_ms)),
+                ]);
+                let result = if self.join_tokens.contains_key(&token.id) {
+                    Err(DomainError::Conflict(format!("join token id {} already exists", token.id)))
+                } else if token.roles.is_empty() {
+                    Err(DomainError::Invalid("a join token needs at least one role".into()))
+                } else {
+                    self.join_tokens.insert(token.id.clone(), token.clone());
+                    touched.push(Touched::JoinToken(token.id.clone()));
+                    Ok(Reply::Done)
+                };
+                ("node.token.create".into(), format!("jointoken/{}", token.id), result, details)
+            }
+            Op::JoinNode { token_id, secret_hash, node } => {
+                let details = detail(&[
+                    ("roles", roles_text(&node.roles)),
+                    ("address", node.address.clone()),
+                    ("token", token_id.clone()),
+                ]);
+                let result = self.join_node(index, now, token_id, secret_hash, node, touched);
+                let target = match &result {
+                    Ok(Reply::Node(n)) => format!("node/{}", n.id),
+                    _ => "node".to_string(),
+                };
+                ("node.join".into(), target, result, details)
+            }
+            Op::RevokeNode { id } => {
+                let result = match self.nodes.get_mut(id) {
+                    None => Err(DomainError::NotFound(format!("node {id} not found"))),
+                    Some(n) if n.revoked => Err(DomainError::Conflict(format!("node {id} is already revoked"))),
+                    Some(n) => {
+                        n.revoked = true;
+                        n.cordoned = true;
+                        touched.push(Touched::Node(*id));
+                        Ok(Reply::Node(Box::new(n.clone())))
+                    }
+                };
+                ("node.revoke".into(), format!("node/{id}"), result, BTreeMap::new())
+            }
+            Op::CordonNode { id, cordoned } => {
+                let result = match self.nodes.get_mut(id) {
+                    None => Err(DomainError::NotFound(format!("node {id} not found"))),
+                    Some(n) => {
+                        n.cordoned = *cordoned;
+                        touched.push(Touched::Node(*id));
+                        Ok(Reply::Node(Box::new(n.clone())))
+                    }
+                };
+                let action = if *cordoned { "node.cordon" } else { "node.uncordon" };
+                (action.into(), format!("node/{id}"), result, BTreeMap::new())
+            }
+            Op::NodeReport(report) => {
+                let (result, details) = self.node_report(now, report, touched);
+                ("node.report".into(), format!("node/{}", report.node_id), result, details)
+            }
+            Op::Membership { action, node_id, details } => {
                 if action == "cluster.remove" {
                     self.retired_coordinators.insert(*node_id);
                     touched.push(Touched::Retired);
                 }
-                (
-                    action.clone(),
-                    format!("coordinator/{node_id}"),
-                    Ok(Reply::Done),
-                    details.clone(),
-                )
+                (action.clone(), format!("coordinator/{node_id}"), Ok(Reply::Done), details.clone())
             }
-            Op::Rejected {
-                action,
-                target,
-                reason,
-            } => (
-                action.clone(),
-                target.clone(),
-                Err(DomainError::Rejected(reason.clone())),
-                BTreeMap::new(),
-            ),
+            Op::Rejected { action, target, reason } => {
+                (action.clone(), target.clone(), Err(DomainError::Rejected(reason.clone())), BTreeMap::new())
+            }
         }
     }
 
@@ -380,12 +407,8 @@ impl State {
         };
         match placement::place(&nodes, &self.loads(), &req) {
             Ok(d) => {
-                tenant.placement = Placement {
-                    db_node: Some(d.db_node),
-                    gateway_node: d.gateway_node,
-                };
-                tenant.status_reason =
-                    Some("placed; waiting for node agents to report ready".into());
+                tenant.placement = Placement { db_node: Some(d.db_node), gateway_node: d.gateway_node };
+                tenant.status_reason = Some("placed; waiting for node agents to report ready".into());
             }
             Err(reason) => {
                 tenant.placement = Placement::default();
@@ -394,26 +417,14 @@ impl State {
         }
     }
 
-    fn create_tenant(
-        &mut self,
-        index: u64,
-        now: u64,
-        spec: &TenantSpec,
-        touched: &mut Vec<Touched>,
-    ) -> Response {
+    fn create_tenant(&mut self, index: u64, now: u64, spec: &TenantSpec, touched: &mut Vec<Touched>) -> Response {
         let settings = self.settings()?.clone();
         if self.tenants.contains_key(&spec.name) {
-            return Err(DomainError::Conflict(format!(
-                "tenant {} already exists",
-                spec.name
-            )));
+            return Err(DomainError::Conflict(format!("tenant {} already exists", spec.name)));
         }
         let used: BTreeSet<u32> = self.tenants.values().map(|t| t.network.index).collect();
         let slot = allocation::next_index(settings.vpn_pool, &used).ok_or_else(|| {
-            DomainError::Exhausted(format!(
-                "the vpn pool {} has no free tenant subnet",
-                settings.vpn_pool
-            ))
+            DomainError::Exhausted(format!("the vpn pool {} has no free tenant subnet", settings.vpn_pool))
         })?;
         let network = allocation::network_for(settings.vpn_pool, slot)
             .ok_or_else(|| DomainError::Exhausted("no tenant subnet left".into()))?;
@@ -441,6 +452,7 @@ impl State {
             deleted_at_ms: None,
             purge_after_ms: None,
             status_before_offboarding: None,
+            node_status: BTreeMap::new(),
         };
         self.place(&mut tenant);
         touched.push(Touched::Tenant(spec.name.clone()));
@@ -458,14 +470,10 @@ impl State {
     ) -> Response {
         let tenant = self.tenants.get_mut(name).ok_or_else(|| not_found(name))?;
         if tenant.status == TenantStatus::DeletedPendingPurge {
-            return Err(DomainError::Conflict(format!(
-                "tenant {name} is deleted; restore it first"
-            )));
+            return Err(DomainError::Conflict(format!("tenant {name} is deleted; restore it first")));
         }
         if patch.is_empty() {
-            return Err(DomainError::Invalid(
-                "the update names no field to change".into(),
-            ));
+            return Err(DomainError::Invalid("the update names no field to change".into()));
         }
         if let Some(v) = patch.tier {
             tenant.tier = v;
@@ -491,6 +499,7 @@ impl State {
         }
         tenant.revision = index;
         tenant.updated_at_ms = now;
+        refresh_readiness(tenant);
         let unplaced = tenant.placement.db_node.is_none();
         let mut updated = tenant.clone();
         if unplaced {
@@ -512,12 +521,8 @@ impl State {
         let retention = self.settings()?.retention_ms;
         let tenant = self.tenants.get_mut(name).ok_or_else(|| not_found(name))?;
         let from = tenant.status;
-        let conflict = |what: &str| {
-            Err(DomainError::Conflict(format!(
-                "tenant {name} is {}; cannot {what}",
-                from.as_str()
-            )))
-        };
+        let conflict =
+            |what: &str| Err(DomainError::Conflict(format!("tenant {name} is {}; cannot {what}", from.as_str())));
         use TenantStatus::*;
         match step {
             Lifecycle::Suspend => match from {
@@ -529,10 +534,7 @@ impl State {
             },
             Lifecycle::Resume => match from {
                 Suspended => {
-                    tenant.status = tenant
-                        .status_before_offboarding
-                        .take()
-                        .unwrap_or(Provisioning);
+                    tenant.status = tenant.status_before_offboarding.take().unwrap_or(Provisioning);
                 }
                 _ => return conflict("resume"),
             },
@@ -549,10 +551,7 @@ impl State {
             },
             Lifecycle::Restore => match from {
                 DeletedPendingPurge => {
-                    tenant.status = tenant
-                        .status_before_offboarding
-                        .take()
-                        .unwrap_or(Provisioning);
+                    tenant.status = tenant.status_before_offboarding.take().unwrap_or(Provisioning);
                     tenant.deleted_at_ms = None;
                     tenant.purge_after_ms = None;
                 }
@@ -588,28 +587,22 @@ impl State {
         }
         tenant.revision = index;
         tenant.updated_at_ms = now;
+        refresh_readiness(tenant);
         touched.push(Touched::Tenant(name.clone()));
         Ok(Reply::Tenant(Box::new(tenant.clone())))
     }
 
     fn create_api_key(&mut self, key: &ApiKey, touched: &mut Vec<Touched>) -> Response {
         if self.api_keys.contains_key(&key.id) {
-            return Err(DomainError::Conflict(format!(
-                "api key id {} already exists",
-                key.id
-            )));
+            return Err(DomainError::Conflict(format!("api key id {} already exists", key.id)));
         }
         match (key.role, &key.tenant) {
             (Role::Customer, None) => {
-                return Err(DomainError::Invalid(
-                    "a customer key must name its tenant".into(),
-                ));
+                return Err(DomainError::Invalid("a customer key must name its tenant".into()));
             }
             (Role::Customer, Some(t)) if !self.tenants.contains_key(t) => return Err(not_found(t)),
             (Role::Admin | Role::Auditor, Some(_)) => {
-                return Err(DomainError::Invalid(
-                    "only customer keys are scoped to a tenant".into(),
-                ));
+                return Err(DomainError::Invalid("only customer keys are scoped to a tenant".into()));
             }
             _ => {}
         }
@@ -618,17 +611,9 @@ impl State {
         Ok(Reply::ApiKey(Box::new(key.redacted())))
     }
 
-    fn register_node(
-        &mut self,
-        index: u64,
-        now: u64,
-        node: &Node,
-        touched: &mut Vec<Touched>,
-    ) -> Response {
+    fn register_node(&mut self, index: u64, now: u64, node: &Node, touched: &mut Vec<Touched>) -> Response {
         if node.roles.is_empty() {
-            return Err(DomainError::Invalid(
-                "a node needs at least one role".into(),
-            ));
+            return Err(DomainError::Invalid("a node needs at least one role".into()));
         }
         let mut node = node.clone();
         node.last_seen_ms = now;
@@ -655,6 +640,84 @@ impl State {
         Ok(Reply::Node(Box::new(node)))
     }
 
+    fn join_node(
+        &mut self,
+        index: u64,
+        now: u64,
+        token_id: &str,
+        secret_hash: &str,
+        request: &Node,
+        touched: &mut Vec<Touched>,
+    ) -> Response {
+        use subtle::ConstantTimeEq;
+        let refused = || DomainError::Rejected("join token is invalid, expired or already used".into());
+        let token = self.join_tokens.get(token_id).ok_or_else(refused)?;
+        let matches: bool = token.secret_hash.as_bytes().ct_eq(secret_hash.as_bytes()).into();
+        if !matches || token.used_at_ms.is_some() || now >= token.expires_at_ms {
+            return Err(refused());
+        }
+        if !request.roles.is_subset(&token.roles) || request.roles.is_empty() {
+            return Err(DomainError::Invalid(format!(
+                "requested roles {} are not within the token's roles {}",
+                roles_text(&request.roles),
+                roles_text(&token.roles)
+            )));
+        }
+        let id = self.next_node_id.max(1);
+        self.next_node_id = id + 1;
+        touched.push(Touched::Counters);
+        let mut labels = token.labels.clone();
+        for (k, v) in &request.labels {
+            labels.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        let node = Node { id, labels, revoked: false, applied_revision: 0, cordoned: false, ..request.clone() };
+        if let Some(t) = self.join_tokens.get_mut(token_id) {
+            t.used_at_ms = Some(now);
+            t.used_by_node = Some(id);
+        }
+        touched.push(Touched::JoinToken(token_id.to_string()));
+        self.register_node(index, now, &node, touched)
+    }
+
+    fn node_report(
+        &mut self,
+        now: u64,
+        report: &Report,
+        touched: &mut Vec<Touched>,
+    ) -> (Response, BTreeMap<String, String>) {
+        let mut details = BTreeMap::new();
+        let Some(node) = self.nodes.get_mut(&report.node_id) else {
+            return (Err(DomainError::NotFound(format!("node {} not found", report.node_id))), details);
+        };
+        if node.revoked {
+            return (Err(DomainError::Rejected(format!("node {} is revoked", report.node_id))), details);
+        }
+        node.last_seen_ms = now;
+        node.applied_revision = node.applied_revision.max(report.applied_revision);
+        if let Some(c) = &report.capacity {
+            node.capacity = c.clone();
+        }
+        touched.push(Touched::Node(report.node_id));
+        details.insert("applied_revision".into(), report.applied_revision.to_string());
+        for (name, status) in &report.tenants {
+            let Ok(name) = TenantName::parse(name) else { continue };
+            let Some(t) = self.tenants.get_mut(&name) else { continue };
+            let placed_here =
+                t.placement.db_node == Some(report.node_id) || t.placement.gateway_node == Some(report.node_id);
+            if !placed_here {
+                continue;
+            }
+            t.node_status.insert(report.node_id, status.clone());
+            let before = t.status;
+            refresh_readiness(t);
+            if t.status != before {
+                details.insert(format!("tenant/{name}"), t.status.as_str().to_string());
+            }
+            touched.push(Touched::Tenant(name));
+        }
+        (Ok(Reply::Done), details)
+    }
+
     /// Tenants a customer or admin may list, in name order.
     pub fn tenant_list(&self) -> Vec<&Tenant> {
         self.tenants.values().collect()
@@ -662,6 +725,38 @@ impl State {
 
     pub fn has_role(&self, role: NodeRole) -> bool {
         self.nodes.values().any(|n| n.roles.contains(&role))
+    }
+}
+
+fn roles_text(roles: &BTreeSet<NodeRole>) -> String {
+    roles.iter().map(|r| format!("{r:?}").to_lowercase()).collect::<Vec<_>>().join(",")
+}
+
+/// Active when every node the tenant is placed on reports it ready at (or after) its revision;
+/// otherwise provisioning, with the nodes' reasons. Suspended and deleted tenants keep their status.
+pub fn refresh_readiness(t: &mut Tenant) {
+    if !matches!(t.status, TenantStatus::Provisioning | TenantStatus::Active) {
+        return;
+    }
+    let nodes: BTreeSet<u64> = [t.placement.db_node, t.placement.gateway_node].into_iter().flatten().collect();
+    if nodes.is_empty() {
+        t.status = TenantStatus::Provisioning;
+        return;
+    }
+    let mut waiting = Vec::new();
+    for id in &nodes {
+        match t.node_status.get(id) {
+            Some(NodeTenantStatus { ready: true, revision, .. }) if *revision >= t.revision => {}
+            Some(NodeTenantStatus { ready: false, reason: Some(r), .. }) => waiting.push(format!("node {id}: {r}")),
+            _ => waiting.push(format!("waiting for node {id}")),
+        }
+    }
+    if waiting.is_empty() {
+        t.status = TenantStatus::Active;
+        t.status_reason = None;
+    } else {
+        t.status = TenantStatus::Provisioning;
+        t.status_reason = Some(waiting.join("; "));
     }
 }
 
@@ -697,3 +792,81 @@ fn patch_details(patch: &TenantPatch) -> BTreeMap<String, String> {
 
 #[cfg(test)]
 mod tests;
+
+/// Builders shared by the unit tests of several state modules.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use super::*;
+
+    pub fn booted() -> State {
+        let mut s = State::default();
+        let settings = ClusterSettings {
+            cluster_id: "test".into(),
+            vpn_pool: VpnPool::parse("198.18.0.0/15").expect("valid pool"),
+            retention_ms: 1000,
+            ca_fingerprint: "sha256:00".into(),
+            ca_cert_pem: String::new(),
+            ca_key_pem: SecretPem::default(),
+        };
+        let admin = ApiKey {
+            id: "00000000000000aa".into(),
+            role: Role::Admin,
+            tenant: None,
+            description: String::new(),
+            secret_hash: String::new(),
+            created_at_ms: 0,
+            expires_at_ms: None,
+            revoked_at_ms: None,
+        };
+        let meta = Meta { time_ms: 0, actor: "t".into(), source: "t".into() };
+        let (r, _) = s.apply(1, &Command { meta, op: Op::Bootstrap { settings, admin_key: admin } });
+        assert!(r.is_ok());
+        s
+    }
+
+    pub fn next_index(s: &State) -> u64 {
+        s.audit.len() as u64 + 1
+    }
+
+    pub fn register(s: &mut State, id: u64, roles: &[NodeRole]) {
+        let node = Node {
+            id,
+            roles: roles.iter().copied().collect(),
+            labels: BTreeMap::new(),
+            capacity: node::NodeCapacity { cpus: 2, memory_bytes: 1 << 33, disk_bytes: 1 << 40, max_tenants: 100 },
+            address: "192.0.2.1".into(),
+            last_seen_ms: 0,
+            cordoned: false,
+            revoked: false,
+            applied_revision: 0,
+        };
+        let i = next_index(s);
+        let meta = Meta { time_ms: i, actor: "t".into(), source: "t".into() };
+        let (r, _) = s.apply(i, &Command { meta, op: Op::RegisterNode(node) });
+        assert!(r.is_ok(), "{r:?}");
+    }
+
+    pub fn create(s: &mut State, name: &str) -> Tenant {
+        let d = tenant::Tier::Free.defaults();
+        let spec = TenantSpec {
+            name: TenantName::parse(name).expect("valid"),
+            tier: tenant::Tier::Free,
+            db_type: tenant::DbType::Postgres,
+            isolation: tenant::Isolation::Schema,
+            db_quota: d.db_quota,
+            connection_limit: d.connection_limit,
+            events_per_min: d.events_per_min,
+            vpn_enabled: true,
+            public_api: false,
+            access_mode: tenant::AccessMode::VpnOnly,
+            dedicated: false,
+            node_selector: BTreeMap::new(),
+        };
+        let i = next_index(s);
+        let meta = Meta { time_ms: i, actor: "t".into(), source: "t".into() };
+        match s.apply(i, &Command { meta, op: Op::CreateTenant(spec) }).0 {
+            Ok(Reply::Tenant(t)) => *t,
+            other => panic!("{other:?}"),
+        }
+    }
+}

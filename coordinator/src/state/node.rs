@@ -3,9 +3,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum NodeRole {
     Gateway,
@@ -32,6 +30,12 @@ pub struct Node {
     pub last_seen_ms: u64,
     /// Cordoned nodes keep their tenants but receive no new ones.
     pub cordoned: bool,
+    /// A revoked node's certificate is refused at the handshake; it gets no desired state.
+    #[serde(default)]
+    pub revoked: bool,
+    /// The newest desired-state revision the node reported as applied.
+    #[serde(default)]
+    pub applied_revision: u64,
 }
 
 impl Node {
@@ -39,4 +43,44 @@ impl Node {
     pub fn is_dedicated(&self) -> bool {
         self.labels.get("dedicated").map(String::as_str) == Some("true")
     }
+}
+
+/// A one-time token that lets a host join as a node with the given roles and labels.
+/// Only the SHA-256 of its secret is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct JoinToken {
+    pub id: String,
+    pub roles: BTreeSet<NodeRole>,
+    pub labels: BTreeMap<String, String>,
+    #[schema(ignore)]
+    #[serde(default)]
+    pub secret_hash: String,
+    pub created_at_ms: u64,
+    pub expires_at_ms: u64,
+    pub used_at_ms: Option<u64>,
+    pub used_by_node: Option<u64>,
+}
+
+impl JoinToken {
+    pub fn redacted(&self) -> Self {
+        Self { secret_hash: String::new(), ..self.clone() }
+    }
+}
+
+/// What one node last reported about one tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NodeTenantStatus {
+    pub ready: bool,
+    pub reason: Option<String>,
+    /// Revision of the desired state the node had applied.
+    pub revision: u64,
+}
+
+/// A node's report as proposed to the state machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    pub node_id: u64,
+    pub applied_revision: u64,
+    pub tenants: BTreeMap<String, NodeTenantStatus>,
+    pub capacity: Option<NodeCapacity>,
 }

@@ -51,11 +51,7 @@ fn refusal(node: &Node, role: NodeRole, req: &Request<'_>, load: &Load) -> Optio
     if node.cordoned {
         return Some("cordoned".into());
     }
-    if let Some((k, v)) = req
-        .node_selector
-        .iter()
-        .find(|(k, v)| node.labels.get(*k) != Some(*v))
-    {
+    if let Some((k, v)) = req.node_selector.iter().find(|(k, v)| node.labels.get(*k) != Some(*v)) {
         return Some(format!("label {k}={v} missing"));
     }
     if req.dedicated {
@@ -125,20 +121,14 @@ fn choose(
     };
     match best {
         Some((_, id)) => Ok(id),
-        None if nodes.is_empty() => {
-            Err(format!("no {role_name} node fits: no nodes are registered"))
-        }
+        None if nodes.is_empty() => Err(format!("no {role_name} node fits: no nodes are registered")),
         None => Err(format!("no {role_name} node fits ({})", reasons.join("; "))),
     }
 }
 
 /// Picks the nodes for a tenant. A dedicated tenant gets a db node and, when it needs one, the
 /// gateway on the same dedicated node when it has the role, so nothing else shares its host.
-pub fn place(
-    nodes: &[Node],
-    loads: &BTreeMap<u64, Load>,
-    req: &Request<'_>,
-) -> Result<Decision, String> {
+pub fn place(nodes: &[Node], loads: &BTreeMap<u64, Load>, req: &Request<'_>) -> Result<Decision, String> {
     let db_node = choose(nodes, loads, NodeRole::Db, req, None)?;
     let gateway_node = if req.needs_gateway {
         let same_host = req.dedicated.then_some(db_node);
@@ -147,20 +137,11 @@ pub fn place(
             // The db placement above is not in `loads` yet; the dedicated node is free by construction.
             loads_with_db.remove(&db_node);
         }
-        Some(choose(
-            nodes,
-            &loads_with_db,
-            NodeRole::Gateway,
-            req,
-            same_host,
-        )?)
+        Some(choose(nodes, &loads_with_db, NodeRole::Gateway, req, same_host)?)
     } else {
         None
     };
-    Ok(Decision {
-        db_node,
-        gateway_node,
-    })
+    Ok(Decision { db_node, gateway_node })
 }
 
 /// Roles a set of nodes offers, for error messages and status.
@@ -177,10 +158,7 @@ mod tests {
         Node {
             id,
             roles: roles.iter().copied().collect(),
-            labels: labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             capacity: NodeCapacity {
                 cpus: 2,
                 memory_bytes: 4 << 30,
@@ -190,6 +168,8 @@ mod tests {
             address: format!("192.0.2.{id}"),
             last_seen_ms: 0,
             cordoned: false,
+            revoked: false,
+            applied_revision: 0,
         }
     }
 
@@ -209,14 +189,7 @@ mod tests {
     fn picks_node_with_most_free_disk() {
         let nodes = vec![node(1, BOTH, 100, &[]), node(2, BOTH, 200, &[])];
         let mut loads = BTreeMap::new();
-        loads.insert(
-            2,
-            Load {
-                db_tenants: 1,
-                db_quota_bytes: 150_000_000_000,
-                ..Load::default()
-            },
-        );
+        loads.insert(2, Load { db_tenants: 1, db_quota_bytes: 150_000_000_000, ..Load::default() });
         let sel = BTreeMap::new();
         let d = place(&nodes, &loads, &request(5, &sel)).expect("fits");
         assert_eq!(d.db_node, 1);
@@ -224,19 +197,10 @@ mod tests {
 
     #[test]
     fn separate_gateway_and_db_roles() {
-        let nodes = vec![
-            node(1, &[NodeRole::Gateway], 0, &[]),
-            node(2, &[NodeRole::Db], 50, &[]),
-        ];
+        let nodes = vec![node(1, &[NodeRole::Gateway], 0, &[]), node(2, &[NodeRole::Db], 50, &[])];
         let sel = BTreeMap::new();
         let d = place(&nodes, &BTreeMap::new(), &request(5, &sel)).expect("fits");
-        assert_eq!(
-            d,
-            Decision {
-                db_node: 2,
-                gateway_node: Some(1)
-            }
-        );
+        assert_eq!(d, Decision { db_node: 2, gateway_node: Some(1) });
     }
 
     #[test]
@@ -248,77 +212,41 @@ mod tests {
 
     #[test]
     fn no_node_fits_names_each_refusal() {
-        let nodes = vec![
-            node(1, &[NodeRole::Gateway], 0, &[]),
-            node(2, &[NodeRole::Db], 1, &[]),
-        ];
+        let nodes = vec![node(1, &[NodeRole::Gateway], 0, &[]), node(2, &[NodeRole::Db], 1, &[])];
         let sel = BTreeMap::new();
         let err = place(&nodes, &BTreeMap::new(), &request(5, &sel)).expect_err("quota too big");
         assert!(err.contains("node 1: role missing"), "{err}");
-        assert!(
-            err.contains("node 2: 1000000000 bytes free, 5000000000 needed"),
-            "{err}"
-        );
+        assert!(err.contains("node 2: 1000000000 bytes free, 5000000000 needed"), "{err}");
     }
 
     #[test]
     fn labels_select_nodes() {
-        let nodes = vec![
-            node(1, BOTH, 100, &[("region", "ist")]),
-            node(2, BOTH, 500, &[("region", "fra")]),
-        ];
+        let nodes = vec![node(1, BOTH, 100, &[("region", "ist")]), node(2, BOTH, 500, &[("region", "fra")])];
         let sel: BTreeMap<String, String> = [("region".to_string(), "ist".to_string())].into();
         let d = place(&nodes, &BTreeMap::new(), &request(5, &sel)).expect("fits");
-        assert_eq!(
-            d,
-            Decision {
-                db_node: 1,
-                gateway_node: Some(1)
-            }
-        );
+        assert_eq!(d, Decision { db_node: 1, gateway_node: Some(1) });
     }
 
     #[test]
     fn dedicated_tenant_goes_alone_on_dedicated_node() {
-        let nodes = vec![
-            node(1, BOTH, 500, &[]),
-            node(2, BOTH, 100, &[("dedicated", "true")]),
-        ];
+        let nodes = vec![node(1, BOTH, 500, &[]), node(2, BOTH, 100, &[("dedicated", "true")])];
         let sel = BTreeMap::new();
         let mut req = request(5, &sel);
         req.dedicated = true;
         let d = place(&nodes, &BTreeMap::new(), &req).expect("dedicated node free");
-        assert_eq!(
-            d,
-            Decision {
-                db_node: 2,
-                gateway_node: Some(2)
-            }
-        );
+        assert_eq!(d, Decision { db_node: 2, gateway_node: Some(2) });
 
         // Once used, the dedicated node takes no second dedicated tenant...
         let mut loads = BTreeMap::new();
-        loads.insert(
-            2,
-            Load {
-                db_tenants: 1,
-                gateway_tenants: 1,
-                has_dedicated: true,
-                ..Load::default()
-            },
-        );
+        loads.insert(2, Load { db_tenants: 1, gateway_tenants: 1, has_dedicated: true, ..Load::default() });
         let err = place(&nodes, &loads, &req).expect_err("dedicated node taken");
-        assert!(
-            err.contains("node 2: dedicated node already in use"),
-            "{err}"
-        );
+        assert!(err.contains("node 2: dedicated node already in use"), "{err}");
 
         // ...and ordinary tenants never land on it.
         let ordinary = place(&nodes, &BTreeMap::new(), &request(5, &sel)).expect("fits on node 1");
         assert_eq!(ordinary.db_node, 1);
         let only_dedicated = vec![nodes[1].clone()];
-        let err =
-            place(&only_dedicated, &BTreeMap::new(), &request(5, &sel)).expect_err("reserved");
+        let err = place(&only_dedicated, &BTreeMap::new(), &request(5, &sel)).expect_err("reserved");
         assert!(err.contains("reserved for a dedicated tenant"), "{err}");
     }
 
@@ -329,35 +257,19 @@ mod tests {
         let mut b = node(2, BOTH, 500, &[]);
         b.capacity.max_tenants = 1;
         let mut loads = BTreeMap::new();
-        loads.insert(
-            2,
-            Load {
-                db_tenants: 1,
-                gateway_tenants: 1,
-                ..Load::default()
-            },
-        );
+        loads.insert(2, Load { db_tenants: 1, gateway_tenants: 1, ..Load::default() });
         let sel = BTreeMap::new();
         let err = place(&[a, b], &loads, &request(1, &sel)).expect_err("none free");
-        assert!(
-            err.contains("node 1: cordoned") && err.contains("node 2: tenant limit reached"),
-            "{err}"
-        );
+        assert!(err.contains("node 1: cordoned") && err.contains("node 2: tenant limit reached"), "{err}");
     }
 
     #[test]
     fn mssql_needs_an_engine_label() {
-        let nodes = vec![
-            node(1, BOTH, 500, &[]),
-            node(2, BOTH, 100, &[("engines", "postgres,mssql")]),
-        ];
+        let nodes = vec![node(1, BOTH, 500, &[]), node(2, BOTH, 100, &[("engines", "postgres,mssql")])];
         let sel = BTreeMap::new();
         let mut req = request(5, &sel);
         req.db_type = DbType::Mssql;
-        assert_eq!(
-            place(&nodes, &BTreeMap::new(), &req).map(|d| d.db_node),
-            Ok(2)
-        );
+        assert_eq!(place(&nodes, &BTreeMap::new(), &req).map(|d| d.db_node), Ok(2));
     }
 
     #[test]
@@ -366,12 +278,6 @@ mod tests {
         let sel = BTreeMap::new();
         let mut req = request(5, &sel);
         req.needs_gateway = false;
-        assert_eq!(
-            place(&nodes, &BTreeMap::new(), &req),
-            Ok(Decision {
-                db_node: 1,
-                gateway_node: None
-            })
-        );
+        assert_eq!(place(&nodes, &BTreeMap::new(), &req), Ok(Decision { db_node: 1, gateway_node: None }));
     }
 }

@@ -39,16 +39,12 @@ impl ByteSize {
         if text.is_empty() {
             return Err(InvalidByteSize::Empty(raw.to_string()));
         }
-        let split = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
+        let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
         let (digits, unit) = text.split_at(split);
         if digits.is_empty() || digits.len() > 19 {
             return Err(InvalidByteSize::Format(raw.to_string()));
         }
-        let number: u64 = digits
-            .parse()
-            .map_err(|_| InvalidByteSize::Format(raw.to_string()))?;
+        let number: u64 = digits.parse().map_err(|_| InvalidByteSize::Format(raw.to_string()))?;
         let multiplier: u64 = match unit.trim() {
             "" | "B" => 1,
             "kB" | "KB" | "k" | "K" => 1_000,
@@ -61,9 +57,7 @@ impl ByteSize {
             "TiB" => 1 << 40,
             other => return Err(InvalidByteSize::Unit(raw.to_string(), other.to_string())),
         };
-        let bytes = number
-            .checked_mul(multiplier)
-            .ok_or_else(|| InvalidByteSize::TooLarge(raw.to_string()))?;
+        let bytes = number.checked_mul(multiplier).ok_or_else(|| InvalidByteSize::TooLarge(raw.to_string()))?;
         if bytes == 0 {
             return Err(InvalidByteSize::Zero(raw.to_string()));
         }
@@ -102,73 +96,31 @@ mod tests {
 
     #[test]
     fn parses_decimal_and_binary_units() {
-        assert_eq!(
-            ByteSize::parse("5GB").map(ByteSize::bytes),
-            Ok(5_000_000_000)
-        );
-        assert_eq!(
-            ByteSize::parse("500MB").map(ByteSize::bytes),
-            Ok(500_000_000)
-        );
+        assert_eq!(ByteSize::parse("5GB").map(ByteSize::bytes), Ok(5_000_000_000));
+        assert_eq!(ByteSize::parse("500MB").map(ByteSize::bytes), Ok(500_000_000));
         assert_eq!(ByteSize::parse("1TiB").map(ByteSize::bytes), Ok(1 << 40));
         assert_eq!(ByteSize::parse("64KiB").map(ByteSize::bytes), Ok(65_536));
-        assert_eq!(
-            ByteSize::parse(" 10 GiB ").map(ByteSize::bytes),
-            Ok(10 << 30)
-        );
+        assert_eq!(ByteSize::parse(" 10 GiB ").map(ByteSize::bytes), Ok(10 << 30));
         assert_eq!(ByteSize::parse("1024").map(ByteSize::bytes), Ok(1024));
     }
 
     #[test]
     fn refuses_malformed_sizes() {
-        assert!(matches!(
-            ByteSize::parse(""),
-            Err(InvalidByteSize::Empty(_))
-        ));
-        assert!(matches!(
-            ByteSize::parse("GB"),
-            Err(InvalidByteSize::Format(_))
-        ));
-        assert!(matches!(
-            ByteSize::parse("-5GB"),
-            Err(InvalidByteSize::Format(_))
-        ));
-        assert!(matches!(
-            ByteSize::parse("1.5GB"),
-            Err(InvalidByteSize::Unit(_, _))
-        ));
-        assert!(matches!(
-            ByteSize::parse("5XB"),
-            Err(InvalidByteSize::Unit(_, _))
-        ));
-        assert!(matches!(
-            ByteSize::parse("0GB"),
-            Err(InvalidByteSize::Zero(_))
-        ));
-        assert!(matches!(
-            ByteSize::parse("2000TB"),
-            Err(InvalidByteSize::TooLarge(_))
-        ));
-        assert!(matches!(
-            ByteSize::parse("99999999999999999TiB"),
-            Err(InvalidByteSize::TooLarge(_))
-        ));
-        assert!(matches!(
-            ByteSize::parse("5GB; DROP"),
-            Err(InvalidByteSize::Unit(_, _))
-        ));
+        assert!(matches!(ByteSize::parse(""), Err(InvalidByteSize::Empty(_))));
+        assert!(matches!(ByteSize::parse("GB"), Err(InvalidByteSize::Format(_))));
+        assert!(matches!(ByteSize::parse("-5GB"), Err(InvalidByteSize::Format(_))));
+        assert!(matches!(ByteSize::parse("1.5GB"), Err(InvalidByteSize::Unit(_, _))));
+        assert!(matches!(ByteSize::parse("5XB"), Err(InvalidByteSize::Unit(_, _))));
+        assert!(matches!(ByteSize::parse("0GB"), Err(InvalidByteSize::Zero(_))));
+        assert!(matches!(ByteSize::parse("2000TB"), Err(InvalidByteSize::TooLarge(_))));
+        assert!(matches!(ByteSize::parse("99999999999999999TiB"), Err(InvalidByteSize::TooLarge(_))));
+        assert!(matches!(ByteSize::parse("5GB; DROP"), Err(InvalidByteSize::Unit(_, _))));
     }
 
     #[test]
     fn displays_canonical_unit() {
-        assert_eq!(
-            ByteSize::parse("5GB").map(|s| s.to_string()),
-            Ok("5GB".to_string())
-        );
-        assert_eq!(
-            ByteSize::parse("1TiB").map(|s| s.to_string()),
-            Ok("1TiB".to_string())
-        );
+        assert_eq!(ByteSize::parse("5GB").map(|s| s.to_string()), Ok("5GB".to_string()));
+        assert_eq!(ByteSize::parse("1TiB").map(|s| s.to_string()), Ok("1TiB".to_string()));
         assert_eq!(ByteSize::from_bytes(1500).to_string(), "1500B");
     }
 }

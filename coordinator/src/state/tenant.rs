@@ -24,11 +24,9 @@ pub struct TierDefaults {
 impl Tier {
     pub const fn defaults(self) -> TierDefaults {
         match self {
-            Tier::Free => TierDefaults {
-                db_quota: ByteSize::from_bytes(100_000_000),
-                connection_limit: 5,
-                events_per_min: 1_000,
-            },
+            Tier::Free => {
+                TierDefaults { db_quota: ByteSize::from_bytes(100_000_000), connection_limit: 5, events_per_min: 1_000 }
+            }
             Tier::Premium => TierDefaults {
                 db_quota: ByteSize::from_bytes(1_000_000_000),
                 connection_limit: 20,
@@ -149,6 +147,9 @@ pub struct Tenant {
     pub purge_after_ms: Option<u64>,
     /// Status to return to on `resume`/`restore`.
     pub status_before_offboarding: Option<TenantStatus>,
+    /// What each node the tenant is placed on last reported about it.
+    #[serde(default)]
+    pub node_status: BTreeMap<u64, super::node::NodeTenantStatus>,
 }
 
 /// A validated request to create a tenant (built at the API edge).
@@ -192,18 +193,14 @@ pub const MAX_EVENTS_PER_MIN: u32 = 10_000_000;
 
 pub fn validate_connection_limit(limit: u32) -> Result<u32, String> {
     if limit == 0 || limit > MAX_CONNECTION_LIMIT {
-        return Err(format!(
-            "connection limit must be between 1 and {MAX_CONNECTION_LIMIT}, got {limit}"
-        ));
+        return Err(format!("connection limit must be between 1 and {MAX_CONNECTION_LIMIT}, got {limit}"));
     }
     Ok(limit)
 }
 
 pub fn validate_events_per_min(rate: u32) -> Result<u32, String> {
     if rate == 0 || rate > MAX_EVENTS_PER_MIN {
-        return Err(format!(
-            "events per minute must be between 1 and {MAX_EVENTS_PER_MIN}, got {rate}"
-        ));
+        return Err(format!("events per minute must be between 1 and {MAX_EVENTS_PER_MIN}, got {rate}"));
     }
     Ok(rate)
 }

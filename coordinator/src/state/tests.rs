@@ -11,11 +11,7 @@ use super::*;
 const DAY_MS: u64 = 86_400_000;
 
 fn meta(t: u64) -> Meta {
-    Meta {
-        time_ms: t,
-        actor: "k_admin".into(),
-        source: "127.0.0.1".into(),
-    }
+    Meta { time_ms: t, actor: "k_admin".into(), source: "127.0.0.1".into() }
 }
 
 fn cmd(t: u64, op: Op) -> Command {
@@ -46,17 +42,10 @@ fn booted(pool: &str) -> State {
         vpn_pool: VpnPool::parse(pool).expect("valid pool"),
         retention_ms: 30 * DAY_MS,
         ca_fingerprint: "sha256:00".into(),
+        ca_cert_pem: String::new(),
+        ca_key_pem: SecretPem::default(),
     };
-    let (r, _) = s.apply(
-        1,
-        &cmd(
-            0,
-            Op::Bootstrap {
-                settings,
-                admin_key: admin_key(),
-            },
-        ),
-    );
+    let (r, _) = s.apply(1, &cmd(0, Op::Bootstrap { settings, admin_key: admin_key() }));
     assert_eq!(r, Ok(Reply::Done));
     s
 }
@@ -99,10 +88,7 @@ fn create_allocates_index_subnet_and_port() {
     assert_eq!(b.network.vpn_subnet, "198.18.2.0/24");
     assert_eq!(b.network.listen_port, 51822);
     assert_eq!(a.status, TenantStatus::Provisioning);
-    assert_eq!(
-        a.status_reason.as_deref(),
-        Some("no db node fits: no nodes are registered")
-    );
+    assert_eq!(a.status_reason.as_deref(), Some("no db node fits: no nodes are registered"));
     assert_eq!(a.revision, 2);
     assert_eq!(a.db_quota, "5GB");
 }
@@ -113,18 +99,12 @@ fn duplicate_name_is_refused_and_audited_without_change() {
     tenant(create(&mut s, 2, "acme"));
     let before = s.tenants.clone();
     let r = create(&mut s, 3, "acme");
-    assert_eq!(
-        r,
-        Err(DomainError::Conflict("tenant acme already exists".into()))
-    );
+    assert_eq!(r, Err(DomainError::Conflict("tenant acme already exists".into())));
     assert_eq!(s.tenants, before);
     let last = s.audit.last().expect("audited");
     assert_eq!(last.outcome, audit::Outcome::Rejected);
     assert_eq!(last.action, "tenant.create");
-    assert_eq!(
-        last.details.get("reason").map(String::as_str),
-        Some("tenant acme already exists")
-    );
+    assert_eq!(last.details.get("reason").map(String::as_str), Some("tenant acme already exists"));
 }
 
 #[test]
@@ -134,14 +114,7 @@ fn every_command_appends_one_chained_audit_entry() {
     let _ = create(&mut s, 3, "acme");
     let _ = s.apply(
         4,
-        &cmd(
-            4,
-            Op::Rejected {
-                action: "tenant.create".into(),
-                target: "tenant/Bad".into(),
-                reason: "bad".into(),
-            },
-        ),
+        &cmd(4, Op::Rejected { action: "tenant.create".into(), target: "tenant/Bad".into(), reason: "bad".into() }),
     );
     assert_eq!(s.audit.len(), 4);
     assert_eq!(audit::verify(&s.audit), Ok(4));
@@ -152,33 +125,10 @@ fn freed_index_is_reused_only_after_purge() {
     let mut s = booted("10.50.0.0/16");
     tenant(create(&mut s, 2, "acme"));
     tenant(create(&mut s, 3, "globex"));
-    let _ = s.apply(
-        4,
-        &cmd(
-            4,
-            Op::Lifecycle {
-                name: name("acme"),
-                step: Lifecycle::Delete,
-            },
-        ),
-    );
+    let _ = s.apply(4, &cmd(4, Op::Lifecycle { name: name("acme"), step: Lifecycle::Delete }));
     let c = tenant(create(&mut s, 5, "initech"));
-    assert_eq!(
-        c.network.index, 3,
-        "a deleted tenant keeps its index until purge"
-    );
-    let r = s
-        .apply(
-            6,
-            &cmd(
-                6,
-                Op::Lifecycle {
-                    name: name("acme"),
-                    step: Lifecycle::Purge { force: true },
-                },
-            ),
-        )
-        .0;
+    assert_eq!(c.network.index, 3, "a deleted tenant keeps its index until purge");
+    let r = s.apply(6, &cmd(6, Op::Lifecycle { name: name("acme"), step: Lifecycle::Purge { force: true } })).0;
     assert!(r.is_ok(), "{r:?}");
     let d = tenant(create(&mut s, 7, "umbrella"));
     assert_eq!(d.network.index, 1, "purged index is reused");
@@ -197,99 +147,40 @@ fn lifecycle_round_trip_and_retention() {
     let mut s = booted("10.50.0.0/16");
     tenant(create(&mut s, 2, "acme"));
     let step = |s: &mut State, i: u64, t: u64, st: Lifecycle| {
-        s.apply(
-            i,
-            &cmd(
-                t,
-                Op::Lifecycle {
-                    name: name("acme"),
-                    step: st,
-                },
-            ),
-        )
-        .0
+        s.apply(i, &cmd(t, Op::Lifecycle { name: name("acme"), step: st })).0
     };
 
-    assert_eq!(
-        tenant(step(&mut s, 3, 3, Lifecycle::Suspend)).status,
-        TenantStatus::Suspended
-    );
-    assert!(matches!(
-        step(&mut s, 4, 4, Lifecycle::Suspend),
-        Err(DomainError::Conflict(_))
-    ));
-    assert_eq!(
-        tenant(step(&mut s, 5, 5, Lifecycle::Resume)).status,
-        TenantStatus::Provisioning
-    );
+    assert_eq!(tenant(step(&mut s, 3, 3, Lifecycle::Suspend)).status, TenantStatus::Suspended);
+    assert!(matches!(step(&mut s, 4, 4, Lifecycle::Suspend), Err(DomainError::Conflict(_))));
+    assert_eq!(tenant(step(&mut s, 5, 5, Lifecycle::Resume)).status, TenantStatus::Provisioning);
 
     let deleted = tenant(step(&mut s, 6, 1000, Lifecycle::Delete));
     assert_eq!(deleted.status, TenantStatus::DeletedPendingPurge);
     assert_eq!(deleted.purge_after_ms, Some(1000 + 30 * DAY_MS));
-    assert_eq!(
-        tenant(step(&mut s, 7, 2000, Lifecycle::Restore)).status,
-        TenantStatus::Provisioning
-    );
+    assert_eq!(tenant(step(&mut s, 7, 2000, Lifecycle::Restore)).status, TenantStatus::Provisioning);
 
     tenant(step(&mut s, 8, 3000, Lifecycle::Delete));
     let early = step(&mut s, 9, 4000, Lifecycle::Purge { force: false });
-    assert!(
-        matches!(&early, Err(DomainError::Conflict(m)) if m.contains("can be restored until")),
-        "{early:?}"
-    );
+    assert!(matches!(&early, Err(DomainError::Conflict(m)) if m.contains("can be restored until")), "{early:?}");
     assert!(s.tenants.contains_key(&name("acme")));
-    let late = step(
-        &mut s,
-        10,
-        3000 + 30 * DAY_MS,
-        Lifecycle::Purge { force: false },
-    );
+    let late = step(&mut s, 10, 3000 + 30 * DAY_MS, Lifecycle::Purge { force: false });
     assert!(late.is_ok(), "{late:?}");
     assert!(!s.tenants.contains_key(&name("acme")));
-    assert!(matches!(
-        step(&mut s, 11, 11, Lifecycle::Restore),
-        Err(DomainError::NotFound(_))
-    ));
+    assert!(matches!(step(&mut s, 11, 11, Lifecycle::Restore), Err(DomainError::NotFound(_))));
 }
 
 #[test]
 fn update_changes_named_fields_only() {
     let mut s = booted("10.50.0.0/16");
     tenant(create(&mut s, 2, "acme"));
-    let patch = TenantPatch {
-        db_quota: ByteSize::parse("10GB").ok(),
-        public_api: Some(false),
-        ..TenantPatch::default()
-    };
-    let t = tenant(
-        s.apply(
-            3,
-            &cmd(
-                3,
-                Op::UpdateTenant {
-                    name: name("acme"),
-                    patch,
-                },
-            ),
-        )
-        .0,
-    );
+    let patch =
+        TenantPatch { db_quota: ByteSize::parse("10GB").ok(), public_api: Some(false), ..TenantPatch::default() };
+    let t = tenant(s.apply(3, &cmd(3, Op::UpdateTenant { name: name("acme"), patch })).0);
     assert_eq!(t.db_quota, "10GB");
     assert!(!t.public_api);
     assert!(t.vpn_enabled);
     assert_eq!(t.revision, 3);
-    let empty = s
-        .apply(
-            4,
-            &cmd(
-                4,
-                Op::UpdateTenant {
-                    name: name("acme"),
-                    patch: TenantPatch::default(),
-                },
-            ),
-        )
-        .0;
+    let empty = s.apply(4, &cmd(4, Op::UpdateTenant { name: name("acme"), patch: TenantPatch::default() })).0;
     assert!(matches!(empty, Err(DomainError::Invalid(_))));
 }
 
@@ -297,19 +188,13 @@ fn node(id: u64, labels: &[(&str, &str)]) -> Node {
     Node {
         id,
         roles: [NodeRole::Db, NodeRole::Gateway].into(),
-        labels: labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        capacity: NodeCapacity {
-            cpus: 2,
-            memory_bytes: 1 << 33,
-            disk_bytes: 100_000_000_000,
-            max_tenants: 10,
-        },
+        labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        capacity: NodeCapacity { cpus: 2, memory_bytes: 1 << 33, disk_bytes: 100_000_000_000, max_tenants: 10 },
         address: "192.0.2.10".into(),
         last_seen_ms: 0,
         cordoned: false,
+        revoked: false,
+        applied_revision: 0,
     }
 }
 
@@ -321,13 +206,7 @@ fn waiting_tenants_are_placed_when_a_node_registers() {
     assert!(r.is_ok());
     assert!(touched.contains(&Touched::Tenant(name("acme"))));
     let t = &s.tenants[&name("acme")];
-    assert_eq!(
-        t.placement,
-        Placement {
-            db_node: Some(7),
-            gateway_node: Some(7)
-        }
-    );
+    assert_eq!(t.placement, Placement { db_node: Some(7), gateway_node: Some(7) });
     assert_eq!(t.revision, 3);
 }
 
@@ -335,20 +214,11 @@ fn waiting_tenants_are_placed_when_a_node_registers() {
 fn dedicated_tenant_alone_on_dedicated_node() {
     let mut s = booted("10.50.0.0/16");
     let _ = s.apply(2, &cmd(2, Op::RegisterNode(node(1, &[]))));
-    let _ = s.apply(
-        3,
-        &cmd(3, Op::RegisterNode(node(2, &[("dedicated", "true")]))),
-    );
+    let _ = s.apply(3, &cmd(3, Op::RegisterNode(node(2, &[("dedicated", "true")]))));
     let mut d = spec("bigco");
     d.dedicated = true;
     let t = tenant(s.apply(4, &cmd(4, Op::CreateTenant(d))).0);
-    assert_eq!(
-        t.placement,
-        Placement {
-            db_node: Some(2),
-            gateway_node: Some(2)
-        }
-    );
+    assert_eq!(t.placement, Placement { db_node: Some(2), gateway_node: Some(2) });
     let other = tenant(create(&mut s, 5, "smallco"));
     assert_eq!(other.placement.db_node, Some(1));
 }
@@ -356,44 +226,20 @@ fn dedicated_tenant_alone_on_dedicated_node() {
 #[test]
 fn api_keys_scoping_and_revocation() {
     let mut s = booted("10.50.0.0/16");
-    let customer = ApiKey {
-        id: "00000000000000bb".into(),
-        role: Role::Customer,
-        tenant: Some(name("acme")),
-        ..admin_key()
-    };
+    let customer =
+        ApiKey { id: "00000000000000bb".into(), role: Role::Customer, tenant: Some(name("acme")), ..admin_key() };
     let r = s.apply(2, &cmd(2, Op::CreateApiKey(customer.clone()))).0;
-    assert!(
-        matches!(r, Err(DomainError::NotFound(_))),
-        "customer key needs an existing tenant"
-    );
+    assert!(matches!(r, Err(DomainError::NotFound(_))), "customer key needs an existing tenant");
     tenant(create(&mut s, 3, "acme"));
     let r = s.apply(4, &cmd(4, Op::CreateApiKey(customer.clone()))).0;
     match r {
         Ok(Reply::ApiKey(k)) => assert!(k.secret_hash.is_empty(), "replies never carry the hash"),
         other => panic!("{other:?}"),
     }
-    let _ = s.apply(
-        5,
-        &cmd(
-            5,
-            Op::RevokeApiKey {
-                id: customer.id.clone(),
-            },
-        ),
-    );
+    let _ = s.apply(5, &cmd(5, Op::RevokeApiKey { id: customer.id.clone() }));
     assert_eq!(s.api_keys[&customer.id].revoked_at_ms, Some(5));
     assert!(matches!(
-        s.apply(
-            6,
-            &cmd(
-                6,
-                Op::RevokeApiKey {
-                    id: customer.id.clone()
-                }
-            )
-        )
-        .0,
+        s.apply(6, &cmd(6, Op::RevokeApiKey { id: customer.id.clone() })).0,
         Err(DomainError::Conflict(_))
     ));
 }
@@ -402,73 +248,118 @@ fn api_keys_scoping_and_revocation() {
 fn purge_revokes_the_tenants_keys() {
     let mut s = booted("10.50.0.0/16");
     tenant(create(&mut s, 2, "acme"));
-    let customer = ApiKey {
-        id: "00000000000000bb".into(),
-        role: Role::Customer,
-        tenant: Some(name("acme")),
-        ..admin_key()
-    };
+    let customer =
+        ApiKey { id: "00000000000000bb".into(), role: Role::Customer, tenant: Some(name("acme")), ..admin_key() };
     let _ = s.apply(3, &cmd(3, Op::CreateApiKey(customer.clone())));
-    let _ = s.apply(
-        4,
-        &cmd(
-            4,
-            Op::Lifecycle {
-                name: name("acme"),
-                step: Lifecycle::Delete,
-            },
-        ),
-    );
-    let _ = s.apply(
-        5,
-        &cmd(
-            5,
-            Op::Lifecycle {
-                name: name("acme"),
-                step: Lifecycle::Purge { force: true },
-            },
-        ),
-    );
+    let _ = s.apply(4, &cmd(4, Op::Lifecycle { name: name("acme"), step: Lifecycle::Delete }));
+    let _ = s.apply(5, &cmd(5, Op::Lifecycle { name: name("acme"), step: Lifecycle::Purge { force: true } }));
     assert_eq!(s.api_keys[&customer.id].revoked_at_ms, Some(5));
 }
 
 #[test]
 fn bootstrap_only_once_and_commands_need_it() {
     let mut fresh = State::default();
-    assert_eq!(
-        create(&mut fresh, 1, "acme"),
-        Err(DomainError::Uninitialized)
-    );
+    assert_eq!(create(&mut fresh, 1, "acme"), Err(DomainError::Uninitialized));
     let mut s = booted("10.50.0.0/16");
     let settings = s.settings.clone().expect("booted");
-    let again = s
-        .apply(
-            2,
-            &cmd(
-                2,
-                Op::Bootstrap {
-                    settings,
-                    admin_key: admin_key(),
-                },
-            ),
-        )
-        .0;
+    let again = s.apply(2, &cmd(2, Op::Bootstrap { settings, admin_key: admin_key() })).0;
     assert!(matches!(again, Err(DomainError::Conflict(_))));
 }
 
 #[test]
 fn removed_coordinator_ids_are_retired() {
     let mut s = booted("10.50.0.0/16");
-    let _ = s.apply(
-        2,
-        &cmd(
-            2,
-            Op::Membership {
-                action: "cluster.remove".into(),
-                node_id: 3,
-                details: BTreeMap::new(),
-            },
-        ),
-    );
+    let _ =
+        s.apply(2, &cmd(2, Op::Membership { action: "cluster.remove".into(), node_id: 3, details: BTreeMap::new() }));
     assert!(s.retired_coordinators.contains(&3));
+}
+
+fn join_token(id: &str, roles: &[NodeRole], expires: u64) -> node::JoinToken {
+    node::JoinToken {
+        id: id.into(),
+        roles: roles.iter().copied().collect(),
+        labels: [("region".to_string(), "ist".to_string())].into(),
+        secret_hash: apikey::hash_secret("secret"),
+        created_at_ms: 0,
+        expires_at_ms: expires,
+        used_at_ms: None,
+        used_by_node: None,
+    }
+}
+
+fn join(s: &mut State, idx: u64, token: &str, secret: &str, roles: &[NodeRole]) -> Response {
+    let mut n = node(0, &[]);
+    n.roles = roles.iter().copied().collect();
+    s.apply(idx, &cmd(idx, Op::JoinNode { token_id: token.into(), secret_hash: apikey::hash_secret(secret), node: n }))
+        .0
+}
+
+#[test]
+fn join_tokens_are_single_use_expiring_and_bound_to_roles() {
+    let mut s = booted("198.18.0.0/15");
+    let _ = s.apply(2, &cmd(2, Op::CreateJoinToken(join_token("t1", &[NodeRole::Db], 100))));
+    let _ = s.apply(3, &cmd(3, Op::CreateJoinToken(join_token("t2", &[NodeRole::Db], 100))));
+    let _ = s.apply(4, &cmd(4, Op::CreateJoinToken(join_token("t3", &[NodeRole::Db], 5))));
+
+    assert!(matches!(join(&mut s, 5, "t1", "wrong", &[NodeRole::Db]), Err(DomainError::Rejected(_))));
+    assert!(matches!(join(&mut s, 6, "t1", "secret", &[NodeRole::Gateway]), Err(DomainError::Invalid(_))));
+    let first = join(&mut s, 7, "t1", "secret", &[NodeRole::Db]);
+    match first {
+        Ok(Reply::Node(n)) => {
+            assert_eq!(n.id, 1);
+            assert_eq!(n.labels.get("region").map(String::as_str), Some("ist"), "token labels apply");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(join(&mut s, 8, "t1", "secret", &[NodeRole::Db]), Err(DomainError::Rejected(_))), "reused");
+    assert!(matches!(join(&mut s, 9, "t3", "secret", &[NodeRole::Db]), Err(DomainError::Rejected(_))), "expired");
+    assert!(matches!(join(&mut s, 10, "nope", "secret", &[NodeRole::Db]), Err(DomainError::Rejected(_))));
+    match join(&mut s, 11, "t2", "secret", &[NodeRole::Db]) {
+        Ok(Reply::Node(n)) => assert_eq!(n.id, 2, "ids are never reused"),
+        other => panic!("{other:?}"),
+    }
+    let last = s.audit.last().expect("audited");
+    assert_eq!(last.action, "node.join");
+    assert!(!format!("{:?}", s.audit).contains(&apikey::hash_secret("secret")), "no token hash in audit");
+}
+
+#[test]
+fn reports_make_a_tenant_active_and_revision_changes_wait_again() {
+    let mut s = booted("198.18.0.0/15");
+    let _ = s.apply(2, &cmd(2, Op::RegisterNode(node(1, &[]))));
+    let t = tenant(create(&mut s, 3, "acme"));
+    assert_eq!(t.placement, Placement { db_node: Some(1), gateway_node: Some(1) });
+    let report = |applied: u64, ready: bool| {
+        Op::NodeReport(node::Report {
+            node_id: 1,
+            applied_revision: applied,
+            tenants: [(
+                "acme".to_string(),
+                node::NodeTenantStatus {
+                    ready,
+                    reason: (!ready).then(|| "interface bqt1 missing".to_string()),
+                    revision: applied,
+                },
+            )]
+            .into(),
+            capacity: None,
+        })
+    };
+    let _ = s.apply(4, &cmd(4, report(3, false)));
+    let t = &s.tenants[&name("acme")];
+    assert_eq!(t.status, TenantStatus::Provisioning);
+    assert_eq!(t.status_reason.as_deref(), Some("node 1: interface bqt1 missing"));
+    let _ = s.apply(5, &cmd(5, report(3, true)));
+    assert_eq!(s.tenants[&name("acme")].status, TenantStatus::Active);
+    assert_eq!(s.tenants[&name("acme")].revision, 3, "reports do not change the tenant's revision");
+
+    let patch = TenantPatch { connection_limit: Some(9), ..TenantPatch::default() };
+    let t = tenant(s.apply(6, &cmd(6, Op::UpdateTenant { name: name("acme"), patch })).0);
+    assert_eq!(t.status, TenantStatus::Provisioning, "a change waits for the node again");
+    let _ = s.apply(7, &cmd(7, report(6, true)));
+    assert_eq!(s.tenants[&name("acme")].status, TenantStatus::Active);
+
+    let _ = s.apply(8, &cmd(8, Op::RevokeNode { id: 1 }));
+    assert!(matches!(s.apply(9, &cmd(9, report(8, true))).0, Err(DomainError::Rejected(_))));
+    assert_eq!(desired::for_node(&s, 1), None, "a revoked node gets no desired state");
 }

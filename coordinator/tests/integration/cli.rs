@@ -5,10 +5,7 @@ use crate::harness::{stderr, Cluster};
 use serde_json::{json, Value};
 
 fn audit_len(c: &Cluster) -> usize {
-    c.json(0, &["audit", "list", "--limit", "100000"])
-        .as_array()
-        .map(Vec::len)
-        .unwrap_or(0)
+    c.json(0, &["audit", "list", "--limit", "100000"]).as_array().map(Vec::len).unwrap_or(0)
 }
 
 fn last_audit(c: &Cluster) -> Value {
@@ -21,18 +18,7 @@ fn seed_create_command_and_json_output() {
     let c = Cluster::single();
     let t = c.json(
         0,
-        &[
-            "tenant",
-            "create",
-            "--name",
-            "acme",
-            "--db-quota",
-            "5GB",
-            "--vpn",
-            "enabled",
-            "--public-api",
-            "true",
-        ],
+        &["tenant", "create", "--name", "acme", "--db-quota", "5GB", "--vpn", "enabled", "--public-api", "true"],
     );
     assert_eq!(t["name"], "acme");
     assert_eq!(t["db_quota"], "5GB");
@@ -42,43 +28,21 @@ fn seed_create_command_and_json_output() {
     assert_eq!(t["access_mode"], "hybrid");
     assert_eq!(t["tier"], "free");
     assert_eq!(t["status"], "provisioning");
-    assert_eq!(
-        t["status_reason"],
-        "no db node fits: no nodes are registered"
-    );
+    assert_eq!(t["status_reason"], "no db node fits: no nodes are registered");
     assert_eq!(t["network"]["vpn_subnet"], "198.18.1.0/24");
     assert_eq!(t["network"]["interface"], "bqt1");
     assert_eq!(t["network"]["listen_port"], 51821);
 
     let table = c.ok(0, &["tenant", "get", "acme"]);
-    assert!(
-        table.contains("198.18.1.0/24") && table.contains("provisioning"),
-        "{table}"
-    );
+    assert!(table.contains("198.18.1.0/24") && table.contains("provisioning"), "{table}");
     let list = c.json(0, &["tenant", "list"]);
     assert_eq!(list.as_array().map(Vec::len), Some(1));
 
-    let premium = c.json(
-        0,
-        &[
-            "tenant", "create", "--name", "globex", "--tier", "premium", "--access", "vpn-only",
-        ],
-    );
+    let premium = c.json(0, &["tenant", "create", "--name", "globex", "--tier", "premium", "--access", "vpn-only"]);
     assert_eq!(premium["db_quota"], "1GB");
     assert_eq!(premium["connection_limit"], 20);
 
-    let updated = c.json(
-        0,
-        &[
-            "tenant",
-            "update",
-            "acme",
-            "--db-quota",
-            "10GB",
-            "--public-api",
-            "false",
-        ],
-    );
+    let updated = c.json(0, &["tenant", "update", "acme", "--db-quota", "10GB", "--public-api", "false"]);
     assert_eq!(updated["db_quota"], "10GB");
     assert_eq!(updated["public_api"], false);
 
@@ -95,37 +59,17 @@ fn invalid_tenant_input_is_refused_audited_and_changes_nothing() {
     let before = c.json(0, &["tenant", "list"]);
     let cases: &[(&[&str], &str)] = &[
         (&["--name", "Acme"], "must start with a lowercase letter"),
-        (
-            &["--name", "acme;drop"],
-            "may contain only lowercase letters",
-        ),
-        (
-            &["--name", "acme$(id)"],
-            "may contain only lowercase letters",
-        ),
-        (
-            &["--name", "a234567890123456789012345678901x"],
-            "2 to 31 characters",
-        ),
+        (&["--name", "acme;drop"], "may contain only lowercase letters"),
+        (&["--name", "acme$(id)"], "may contain only lowercase letters"),
+        (&["--name", "a234567890123456789012345678901x"], "2 to 31 characters"),
         (&["--name", "public"], "reserved"),
         (&["--name", "pg_shadow"], "reserved"),
         (&["--name", "postgres"], "reserved"),
         (&["--name", "acme"], "already exists"),
         (&["--name", "newco", "--db-quota", "5XB"], "unknown unit"),
-        (
-            &["--name", "newco", "--db-quota", "0GB"],
-            "greater than zero",
-        ),
-        (
-            &["--name", "newco", "--connection-limit", "0"],
-            "connection limit must be between",
-        ),
-        (
-            &[
-                "--name", "newco", "--vpn", "disabled", "--access", "vpn-only",
-            ],
-            "needs the VPN enabled",
-        ),
+        (&["--name", "newco", "--db-quota", "0GB"], "greater than zero"),
+        (&["--name", "newco", "--connection-limit", "0"], "connection limit must be between"),
+        (&["--name", "newco", "--vpn", "disabled", "--access", "vpn-only"], "needs the VPN enabled"),
     ];
     for (args, expected) in cases {
         let n = audit_len(&c);
@@ -134,10 +78,7 @@ fn invalid_tenant_input_is_refused_audited_and_changes_nothing() {
         let out = c.cli(0, &all);
         assert_eq!(out.status.code(), Some(1), "{args:?} must exit 1");
         let err = stderr(&out);
-        assert!(
-            err.starts_with("error: ") && err.contains(expected),
-            "{args:?}: {err}"
-        );
+        assert!(err.starts_with("error: ") && err.contains(expected), "{args:?}: {err}");
         assert_eq!(err.trim_end().lines().count(), 1, "one-line reason: {err}");
         assert_eq!(audit_len(&c), n + 1, "{args:?} is audited");
         let entry = last_audit(&c);
@@ -151,36 +92,19 @@ fn invalid_tenant_input_is_refused_audited_and_changes_nothing() {
 fn lifecycle_delete_restore_purge() {
     let c = Cluster::single();
     c.ok(0, &["tenant", "create", "--name", "acme"]);
-    assert_eq!(
-        c.json(0, &["tenant", "suspend", "acme"])["status"],
-        "suspended"
-    );
-    assert_eq!(
-        c.json(0, &["tenant", "resume", "acme"])["status"],
-        "provisioning"
-    );
+    assert_eq!(c.json(0, &["tenant", "suspend", "acme"])["status"], "suspended");
+    assert_eq!(c.json(0, &["tenant", "resume", "acme"])["status"], "provisioning");
     let deleted = c.json(0, &["tenant", "delete", "acme"]);
     assert_eq!(deleted["status"], "deleted-pending-purge");
     assert!(deleted["purge_after_ms"].as_u64() > deleted["deleted_at_ms"].as_u64());
-    assert_eq!(
-        c.json(0, &["tenant", "restore", "acme"])["status"],
-        "provisioning"
-    );
+    assert_eq!(c.json(0, &["tenant", "restore", "acme"])["status"], "provisioning");
     c.ok(0, &["tenant", "delete", "acme"]);
     let early = c.cli(0, &["tenant", "purge", "acme"]);
     assert_eq!(early.status.code(), Some(1));
-    assert!(
-        stderr(&early).contains("can be restored until") && stderr(&early).contains("(409)"),
-        "{}",
-        stderr(&early)
-    );
+    assert!(stderr(&early).contains("can be restored until") && stderr(&early).contains("(409)"), "{}", stderr(&early));
     c.ok(0, &["tenant", "purge", "acme", "--force"]);
     let gone = c.cli(0, &["tenant", "get", "acme"]);
-    assert!(
-        stderr(&gone).contains("tenant acme not found (404)"),
-        "{}",
-        stderr(&gone)
-    );
+    assert!(stderr(&gone).contains("tenant acme not found (404)"), "{}", stderr(&gone));
     // The purged index is free again.
     let t = c.json(0, &["tenant", "create", "--name", "globex"]);
     assert_eq!(t["network"]["index"], 1);
@@ -194,10 +118,7 @@ async fn rest_api_refuses_bad_requests_with_json_errors() {
     let admin = c.key.clone();
     c.ok(0, &["tenant", "create", "--name", "acme"]);
     c.ok(0, &["tenant", "create", "--name", "globex"]);
-    let customer = c.json(
-        0,
-        &["apikey", "create", "--role", "customer", "--tenant", "acme"],
-    );
+    let customer = c.json(0, &["apikey", "create", "--role", "customer", "--tenant", "acme"]);
     let customer = customer["token"].as_str().expect("token").to_string();
     let auditor = c.json(0, &["apikey", "create", "--role", "auditor"]);
     let auditor = auditor["token"].as_str().expect("token").to_string();
@@ -207,8 +128,7 @@ async fn rest_api_refuses_bad_requests_with_json_errors() {
     c.ok(0, &["apikey", "revoke", &revoked_id]);
     let tenants_before = c.json(0, &["tenant", "list"]);
 
-    let seed_body =
-        json!({"name": "newco", "db_quota": "5GB", "vpn_enabled": true, "public_api": true});
+    let seed_body = json!({"name": "newco", "db_quota": "5GB", "vpn_enabled": true, "public_api": true});
     struct Case {
         method: reqwest::Method,
         path: &'static str,
@@ -351,34 +271,16 @@ async fn rest_api_refuses_bad_requests_with_json_errors() {
             case.method,
             case.path
         );
-        assert!(
-            body["message"].as_str().is_some_and(|m| !m.is_empty()),
-            "{body}"
-        );
+        assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
         if case.status != 404 {
-            assert_eq!(
-                audit_len(&c),
-                n + 1,
-                "{} {} is audited",
-                case.method,
-                case.path
-            );
+            assert_eq!(audit_len(&c), n + 1, "{} {} is audited", case.method, case.path);
             assert_eq!(last_audit(&c)["outcome"], "rejected");
         }
     }
-    assert_eq!(
-        c.json(0, &["tenant", "list"]),
-        tenants_before,
-        "nothing changed"
-    );
+    assert_eq!(c.json(0, &["tenant", "list"]), tenants_before, "nothing changed");
 
     // The customer sees its own tenant only; the auditor reads the audit trail but not tenants.
-    let own = http
-        .get(format!("{base}/api/v1/tenant/acme"))
-        .bearer_auth(&customer)
-        .send()
-        .await
-        .expect("get");
+    let own = http.get(format!("{base}/api/v1/tenant/acme")).bearer_auth(&customer).send().await.expect("get");
     assert_eq!(own.status().as_u16(), 200);
     let list: Value = http
         .get(format!("{base}/api/v1/tenants"))
@@ -390,30 +292,13 @@ async fn rest_api_refuses_bad_requests_with_json_errors() {
         .await
         .expect("json");
     assert_eq!(list.as_array().map(Vec::len), Some(1));
-    let audit = http
-        .get(format!("{base}/api/v1/audit"))
-        .bearer_auth(&auditor)
-        .send()
-        .await
-        .expect("audit");
+    let audit = http.get(format!("{base}/api/v1/audit")).bearer_auth(&auditor).send().await.expect("audit");
     assert_eq!(audit.status().as_u16(), 200);
 
     // The OpenAPI document is generated from the code and names the seed's endpoints.
-    let doc: Value = http
-        .get(format!("{base}/api/v1/openapi.json"))
-        .send()
-        .await
-        .expect("openapi")
-        .json()
-        .await
-        .expect("json");
-    for path in [
-        "/api/v1/tenant",
-        "/api/v1/tenant/{name}",
-        "/api/v1/tenants",
-        "/api/v1/cluster",
-        "/api/v1/audit",
-    ] {
+    let doc: Value =
+        http.get(format!("{base}/api/v1/openapi.json")).send().await.expect("openapi").json().await.expect("json");
+    for path in ["/api/v1/tenant", "/api/v1/tenant/{name}", "/api/v1/tenants", "/api/v1/cluster", "/api/v1/audit"] {
         assert!(doc["paths"][path].is_object(), "openapi lacks {path}");
     }
     assert!(doc["paths"]["/api/v1/tenant/{name}"]["patch"].is_object());
@@ -432,11 +317,7 @@ fn cli_without_key_or_coordinator_fails_with_one_line() {
         &[("BERQENAS_API_KEY", &c.key)],
     );
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("cannot reach coordinator"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("cannot reach coordinator"), "{}", stderr(&out));
 }
 
 #[test]
@@ -446,12 +327,7 @@ fn audit_list_filters_and_export_is_jsonl() {
     c.ok(0, &["tenant", "create", "--name", "globex"]);
     c.ok(0, &["tenant", "suspend", "acme"]);
     let acme = c.json(0, &["audit", "list", "--tenant", "acme"]);
-    let actions: Vec<&str> = acme
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e["action"].as_str())
-        .collect();
+    let actions: Vec<&str> = acme.as_array().into_iter().flatten().filter_map(|e| e["action"].as_str()).collect();
     assert_eq!(actions, vec!["tenant.create", "tenant.suspend"]);
     let future = c.json(0, &["audit", "list", "--since", "2999-01-01T00:00:00Z"]);
     assert_eq!(future.as_array().map(Vec::len), Some(0));
@@ -460,10 +336,7 @@ fn audit_list_filters_and_export_is_jsonl() {
     let bad = c.cli(0, &["audit", "list", "--since", "yesterday-ish"]);
     assert_eq!(bad.status.code(), Some(1));
     let export = c.ok(0, &["audit", "export", "--format", "jsonl"]);
-    let lines: Vec<Value> = export
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
-        .collect();
+    let lines: Vec<Value> = export.lines().map(|l| serde_json::from_str(l).expect("each line is JSON")).collect();
     assert!(lines.len() >= 5, "{export}");
     assert_eq!(lines[0]["action"], "cluster.init");
     assert_eq!(lines[1]["prev_hash"], lines[0]["hash"]);
@@ -476,31 +349,16 @@ fn audit_list_filters_and_export_is_jsonl() {
 #[test]
 fn create_wait_reports_why_the_tenant_is_not_ready() {
     let c = Cluster::single();
-    let out = c.cli(
-        0,
-        &[
-            "tenant",
-            "create",
-            "--name",
-            "acme",
-            "--wait",
-            "--wait-timeout",
-            "1s",
-        ],
-    );
+    let out = c.cli(0, &["tenant", "create", "--name", "acme", "--wait", "--wait-timeout", "1s"]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
+    assert!(err.contains("waiting for acme: provisioning: no db node fits"), "progress shown: {err}");
     assert!(
-        err.contains("waiting for acme: provisioning: no db node fits"),
-        "progress shown: {err}"
-    );
-    assert!(
-        err.contains("error: tenant acme is not active after 1s: provisioning: no db node fits: no nodes are registered"),
+        err.contains(
+            "error: tenant acme is not active after 1s: provisioning: no db node fits: no nodes are registered"
+        ),
         "{err}"
     );
     // The tenant was created all the same.
-    assert_eq!(
-        c.json(0, &["tenant", "get", "acme"])["status"],
-        "provisioning"
-    );
+    assert_eq!(c.json(0, &["tenant", "get", "acme"])["status"], "provisioning");
 }

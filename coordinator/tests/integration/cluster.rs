@@ -8,33 +8,15 @@ use std::time::Duration;
 fn three_node_cluster_survives_leader_sigkill_and_the_node_catches_up() {
     let mut c = Cluster::three();
     let status = c.json(1, &["cluster", "status"]);
-    assert_eq!(
-        status["members"].as_array().map(Vec::len),
-        Some(3),
-        "{status}"
-    );
-    assert!(
-        status["members"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .all(|m| m["voter"] == true),
-        "{status}"
-    );
+    assert_eq!(status["members"].as_array().map(Vec::len), Some(3), "{status}");
+    assert!(status["members"].as_array().into_iter().flatten().all(|m| m["voter"] == true), "{status}");
 
     let leader = wait_for("a leader", Duration::from_secs(10), || c.leader_seen_by(0));
-    let follower = c
-        .nodes
-        .iter()
-        .position(|n| n.id != leader)
-        .expect("a follower exists");
+    let follower = c.nodes.iter().position(|n| n.id != leader).expect("a follower exists");
     let mut acknowledged = Vec::new();
     for i in 0..5 {
         let name = format!("tenant_{i}");
-        let t = c.json(
-            follower,
-            &["tenant", "create", "--name", &name, "--db-quota", "1GB"],
-        );
+        let t = c.json(follower, &["tenant", "create", "--name", &name, "--db-quota", "1GB"]);
         assert_eq!(t["name"], name.as_str());
         acknowledged.push(name);
     }
@@ -42,38 +24,26 @@ fn three_node_cluster_survives_leader_sigkill_and_the_node_catches_up() {
     let leader_idx = c.index_of(leader);
     c.kill(leader_idx);
     let survivors: Vec<usize> = (0..3).filter(|i| *i != leader_idx).collect();
-    let new_leader = wait_for("a new leader", Duration::from_secs(15), || {
-        c.leader_seen_by(survivors[0]).filter(|l| *l != leader)
-    });
+    let new_leader =
+        wait_for("a new leader", Duration::from_secs(15), || c.leader_seen_by(survivors[0]).filter(|l| *l != leader));
     assert_ne!(new_leader, leader);
 
     for &i in &survivors {
         let names = c.local_tenants(i).expect("survivor answers");
         for name in &acknowledged {
-            assert!(
-                names.contains(name),
-                "node {} lost acknowledged tenant {name}: {names:?}",
-                c.nodes[i].id
-            );
+            assert!(names.contains(name), "node {} lost acknowledged tenant {name}: {names:?}", c.nodes[i].id);
         }
     }
 
-    let t = c.json(
-        survivors[1],
-        &["tenant", "create", "--name", "after_failover"],
-    );
+    let t = c.json(survivors[1], &["tenant", "create", "--name", "after_failover"]);
     assert_eq!(t["status"], "provisioning");
     acknowledged.push("after_failover".into());
 
     c.start(leader_idx);
-    wait_for(
-        "the restarted node to catch up",
-        Duration::from_secs(20),
-        || {
-            let names = c.local_tenants(leader_idx)?;
-            acknowledged.iter().all(|n| names.contains(n)).then_some(())
-        },
-    );
+    wait_for("the restarted node to catch up", Duration::from_secs(20), || {
+        let names = c.local_tenants(leader_idx)?;
+        acknowledged.iter().all(|n| names.contains(n)).then_some(())
+    });
     // Every node agrees on the audit chain, and it verifies.
     for i in 0..3 {
         let v = c.json(i, &["audit", "verify"]);
@@ -84,21 +54,7 @@ fn three_node_cluster_survives_leader_sigkill_and_the_node_catches_up() {
 #[test]
 fn single_node_restart_keeps_state() {
     let mut c = Cluster::single();
-    c.ok(
-        0,
-        &[
-            "tenant",
-            "create",
-            "--name",
-            "acme",
-            "--db-quota",
-            "5GB",
-            "--vpn",
-            "enabled",
-            "--public-api",
-            "true",
-        ],
-    );
+    c.ok(0, &["tenant", "create", "--name", "acme", "--db-quota", "5GB", "--vpn", "enabled", "--public-api", "true"]);
     c.ok(0, &["tenant", "create", "--name", "globex"]);
     c.ok(0, &["tenant", "delete", "globex"]);
     let key = c.json(0, &["apikey", "create", "--role", "auditor"]);
@@ -109,17 +65,11 @@ fn single_node_restart_keeps_state() {
     c.stop(0);
     c.start(0);
 
-    wait_for("restarted node to lead", Duration::from_secs(10), || {
-        c.leader_seen_by(0)
-    });
+    wait_for("restarted node to lead", Duration::from_secs(10), || c.leader_seen_by(0));
     assert_eq!(c.json(0, &["tenant", "list"]), before);
     assert_eq!(c.json(0, &["audit", "list"]), audit_before);
     let out = c.cli_as(0, &auditor, &["audit", "verify"]);
-    assert!(
-        out.status.success(),
-        "auditor key survives restart: {}",
-        crate::harness::stderr(&out)
-    );
+    assert!(out.status.success(), "auditor key survives restart: {}", crate::harness::stderr(&out));
     // Writes still work and continue the index allocation.
     let t = c.json(0, &["tenant", "create", "--name", "initech"]);
     assert_eq!(t["network"]["vpn_subnet"], "198.18.3.0/24");
@@ -130,54 +80,18 @@ fn removed_node_id_is_never_reused() {
     let mut c = Cluster::three();
     c.ok(0, &["cluster", "remove", "--id", "3"]);
     c.kill(2);
-    let out = c.cli(
-        0,
-        &[
-            "cluster",
-            "add-learner",
-            "--id",
-            "3",
-            "--raft-addr",
-            "127.0.0.1:1",
-            "--api-addr",
-            "127.0.0.1:2",
-        ],
-    );
+    let out =
+        c.cli(0, &["cluster", "add-learner", "--id", "3", "--raft-addr", "127.0.0.1:1", "--api-addr", "127.0.0.1:2"]);
     assert!(!out.status.success());
-    assert!(
-        crate::harness::stderr(&out).contains("never reused"),
-        "{}",
-        crate::harness::stderr(&out)
-    );
+    assert!(crate::harness::stderr(&out).contains("never reused"), "{}", crate::harness::stderr(&out));
     // A node answering under another id is refused, and nothing changes.
     let five = c.spawn_unjoined(5);
     let raft5 = format!("127.0.0.1:{}", c.nodes[five].raft);
-    let out = c.cli(
-        0,
-        &[
-            "cluster",
-            "add-learner",
-            "--id",
-            "9",
-            "--raft-addr",
-            &raft5,
-            "--api-addr",
-            "127.0.0.1:2",
-        ],
-    );
+    let out = c.cli(0, &["cluster", "add-learner", "--id", "9", "--raft-addr", &raft5, "--api-addr", "127.0.0.1:2"]);
     assert!(!out.status.success());
-    assert!(
-        crate::harness::stderr(&out).contains("answers as node 5, not 9"),
-        "{}",
-        crate::harness::stderr(&out)
-    );
+    assert!(crate::harness::stderr(&out).contains("answers as node 5, not 9"), "{}", crate::harness::stderr(&out));
     let status = c.json(0, &["cluster", "status"]);
-    let ids: Vec<u64> = status["members"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|m| m["id"].as_u64())
-        .collect();
+    let ids: Vec<u64> = status["members"].as_array().into_iter().flatten().filter_map(|m| m["id"].as_u64()).collect();
     assert_eq!(ids, vec![1, 2]);
 }
 
@@ -185,11 +99,7 @@ fn removed_node_id_is_never_reused() {
 fn lagging_node_catches_up_from_a_snapshot() {
     let mut c = Cluster::three_with(&["--snapshot-logs", "20"]);
     let leader = wait_for("a leader", Duration::from_secs(10), || c.leader_seen_by(0));
-    let lagging = c
-        .nodes
-        .iter()
-        .position(|n| n.id != leader)
-        .expect("a follower");
+    let lagging = c.nodes.iter().position(|n| n.id != leader).expect("a follower");
     let writer = (0..3).find(|i| *i != lagging).expect("another node");
     c.kill(lagging);
     let names: Vec<String> = (0..60).map(|i| format!("snap_{i}")).collect();
@@ -197,32 +107,20 @@ fn lagging_node_catches_up_from_a_snapshot() {
         c.ok(writer, &["tenant", "create", "--name", name]);
     }
     let status = c.json(writer, &["cluster", "status"]);
-    assert!(
-        status["purged_index"].as_u64().unwrap_or(0) > 0,
-        "the log was compacted: {status}"
-    );
+    assert!(status["purged_index"].as_u64().unwrap_or(0) > 0, "the log was compacted: {status}");
 
     c.start(lagging);
-    wait_for(
-        "the lagging node to install the snapshot",
-        Duration::from_secs(20),
-        || {
-            let have = c.local_tenants(lagging)?;
-            names.iter().all(|n| have.contains(n)).then_some(())
-        },
-    );
+    wait_for("the lagging node to install the snapshot", Duration::from_secs(20), || {
+        let have = c.local_tenants(lagging)?;
+        names.iter().all(|n| have.contains(n)).then_some(())
+    });
     let status = c.json(lagging, &["cluster", "status", "--stale"]);
-    assert!(
-        status["snapshot_index"].as_u64().unwrap_or(0) > 0,
-        "caught up through a snapshot: {status}"
-    );
+    assert!(status["snapshot_index"].as_u64().unwrap_or(0) > 0, "caught up through a snapshot: {status}");
 
     // What the snapshot installed is on disk: it survives another restart, and the chain verifies.
     c.stop(lagging);
     c.start(lagging);
-    let have = wait_for("restarted node answers", Duration::from_secs(10), || {
-        c.local_tenants(lagging)
-    });
+    let have = wait_for("restarted node answers", Duration::from_secs(10), || c.local_tenants(lagging));
     assert!(names.iter().all(|n| have.contains(n)), "{have:?}");
     let v = c.json(lagging, &["audit", "verify", "--stale"]);
     assert_eq!(v["ok"], true, "{v}");

@@ -65,26 +65,13 @@ impl Cluster {
             ],
             &[],
         );
-        assert!(
-            out.status.success(),
-            "init failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
         let v: Value = serde_json::from_slice(&out.stdout).expect("init prints JSON");
-        let key = v["admin_api_key"]
-            .as_str()
-            .expect("admin key printed")
-            .to_string();
+        let key = v["admin_api_key"].as_str().expect("admin key printed").to_string();
         let mut cluster = Self {
             tmp,
             key,
-            nodes: vec![Coord {
-                id: 1,
-                dir,
-                raft,
-                api,
-                proc: None,
-            }],
+            nodes: vec![Coord { id: 1, dir, raft, api, proc: None }],
             serve_args: serve_args.iter().map(|s| s.to_string()).collect(),
         };
         cluster.start(0);
@@ -109,19 +96,7 @@ impl Cluster {
         let idx = self.spawn_unjoined(id);
         let (raft, api) = (self.nodes[idx].raft, self.nodes[idx].api);
         let id_s = id.to_string();
-        self.ok(
-            0,
-            &[
-                "cluster",
-                "add-learner",
-                "--id",
-                &id_s,
-                "--raft-addr",
-                &addr(raft),
-                "--api-addr",
-                &addr(api),
-            ],
-        );
+        self.ok(0, &["cluster", "add-learner", "--id", &id_s, "--raft-addr", &addr(raft), "--api-addr", &addr(api)]);
         self.ok(0, &["cluster", "promote", "--id", &id_s]);
     }
 
@@ -129,13 +104,7 @@ impl Cluster {
     pub fn spawn_unjoined(&mut self, id: u64) -> usize {
         let (raft, api) = (free_port(), free_port());
         let dir = self.tmp.path().join(format!("c{id}"));
-        self.nodes.push(Coord {
-            id,
-            dir,
-            raft,
-            api,
-            proc: None,
-        });
+        self.nodes.push(Coord { id, dir, raft, api, proc: None });
         let idx = self.nodes.len() - 1;
         self.start(idx);
         idx
@@ -145,24 +114,10 @@ impl Cluster {
         let node = &mut self.nodes[idx];
         let (raft, api) = (addr(node.raft), addr(node.api));
         let id = node.id.to_string();
-        let mut args = vec![
-            "serve",
-            "--data-dir",
-            path_str(&node.dir),
-            "--id",
-            &id,
-            "--raft-listen",
-            &raft,
-            "--api-listen",
-            &api,
-        ];
+        let mut args =
+            vec!["serve", "--data-dir", path_str(&node.dir), "--id", &id, "--raft-listen", &raft, "--api-listen", &api];
         args.extend(self.serve_args.iter().map(String::as_str));
-        let proc = Proc::spawn(
-            &format!("coordinator-{}", node.id),
-            Path::new(BIN),
-            &args,
-            self.tmp.path(),
-        );
+        let proc = Proc::spawn(&format!("coordinator-{}", node.id), Path::new(BIN), &args, self.tmp.path());
         node.proc = Some(proc);
         let port = node.api;
         wait_for("coordinator API to listen", Duration::from_secs(20), || {
@@ -189,22 +144,13 @@ impl Cluster {
 
     pub fn cli_as(&self, idx: usize, key: &str, args: &[&str]) -> Output {
         let endpoint = self.nodes[idx].endpoint();
-        run(
-            Path::new(BIN),
-            args,
-            &[("BERQENAS_ENDPOINT", &endpoint), ("BERQENAS_API_KEY", key)],
-        )
+        run(Path::new(BIN), args, &[("BERQENAS_ENDPOINT", &endpoint), ("BERQENAS_API_KEY", key)])
     }
 
     /// Runs the CLI, asserts exit 0, returns stdout.
     pub fn ok(&self, idx: usize, args: &[&str]) -> String {
         let out = self.cli(idx, args);
-        assert!(
-            out.status.success(),
-            "`{}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "`{}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -222,12 +168,7 @@ impl Cluster {
             return None;
         }
         let v: Value = serde_json::from_slice(&out.stdout).ok()?;
-        Some(
-            v.as_array()?
-                .iter()
-                .filter_map(|t| t["name"].as_str().map(str::to_string))
-                .collect(),
-        )
+        Some(v.as_array()?.iter().filter_map(|t| t["name"].as_str().map(str::to_string)).collect())
     }
 
     /// The leader as node `idx` sees it.
@@ -241,10 +182,7 @@ impl Cluster {
     }
 
     pub fn index_of(&self, id: u64) -> usize {
-        self.nodes
-            .iter()
-            .position(|n| n.id == id)
-            .expect("known node id")
+        self.nodes.iter().position(|n| n.id == id).expect("known node id")
     }
 }
 

@@ -83,11 +83,7 @@ async fn create(http: &reqwest::Client, base: &str, key: &str, name: &str) -> Re
     if resp.status().as_u16() == 201 {
         Ok(())
     } else {
-        Err(format!(
-            "{} {}",
-            resp.status(),
-            resp.text().await.unwrap_or_default()
-        ))
+        Err(format!("{} {}", resp.status(), resp.text().await.unwrap_or_default()))
     }
 }
 
@@ -104,13 +100,8 @@ async fn create_many(
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..clients {
-        let (http, base, key, names, next) = (
-            http.clone(),
-            base.to_string(),
-            key.to_string(),
-            names.clone(),
-            next.clone(),
-        );
+        let (http, base, key, names, next) =
+            (http.clone(), base.to_string(), key.to_string(), names.clone(), next.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             loop {
@@ -133,38 +124,18 @@ async fn create_many(
 }
 
 fn leader(bin: &Path, endpoint: &str, key: &str) -> Option<u64> {
-    let out = run(
-        bin,
-        &[
-            "cluster",
-            "status",
-            "--output",
-            "json",
-            "--endpoint",
-            endpoint,
-        ],
-        &[("BERQENAS_API_KEY", key)],
-    );
+    let out =
+        run(bin, &["cluster", "status", "--output", "json", "--endpoint", endpoint], &[("BERQENAS_API_KEY", key)]);
     let v: Value = serde_json::from_slice(&out.stdout).ok()?;
     v["leader_id"].as_u64()
 }
 
 #[tokio::main]
 async fn main() {
-    let bin = PathBuf::from(
-        std::env::args()
-            .nth(1)
-            .expect("usage: bench-coordinator PATH/TO/berqenas-coordinator"),
-    );
+    let bin = PathBuf::from(std::env::args().nth(1).expect("usage: bench-coordinator PATH/TO/berqenas-coordinator"));
     let tmp = tempfile::tempdir().expect("temp dir");
     let mut nodes: Vec<Node> = (1..=3)
-        .map(|id| Node {
-            id,
-            api: free_port(),
-            raft: free_port(),
-            dir: tmp.path().join(format!("c{id}")),
-            proc: None,
-        })
+        .map(|id| Node { id, api: free_port(), raft: free_port(), dir: tmp.path().join(format!("c{id}")), proc: None })
         .collect();
     let init = run(
         &bin,
@@ -185,11 +156,7 @@ async fn main() {
         ],
         &[],
     );
-    assert!(
-        init.status.success(),
-        "init: {}",
-        String::from_utf8_lossy(&init.stderr)
-    );
+    assert!(init.status.success(), "init: {}", String::from_utf8_lossy(&init.stderr));
     let key = serde_json::from_slice::<Value>(&init.stdout).expect("json")["admin_api_key"]
         .as_str()
         .expect("key")
@@ -208,44 +175,24 @@ async fn main() {
         ];
         n.proc = Some(Proc::spawn(&format!("c{}", n.id), &bin, &args, tmp.path()));
         let port = n.api;
-        wait_for("api", Duration::from_secs(20), || {
-            TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
-        });
+        wait_for("api", Duration::from_secs(20), || TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ()));
     }
     let first = format!("http://{}", addr(nodes[0].api));
     for n in &nodes[1..] {
         let id = n.id.to_string();
         for args in [
-            vec![
-                "cluster",
-                "add-learner",
-                "--id",
-                &id,
-                "--raft-addr",
-                &addr(n.raft),
-                "--api-addr",
-                &addr(n.api),
-            ],
+            vec!["cluster", "add-learner", "--id", &id, "--raft-addr", &addr(n.raft), "--api-addr", &addr(n.api)],
             vec!["cluster", "promote", "--id", &id],
         ] {
             let mut a = args.clone();
             a.extend(["--endpoint", &first]);
             let out = run(&bin, &a, &[("BERQENAS_API_KEY", &key)]);
-            assert!(
-                out.status.success(),
-                "{args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
         }
     }
     let (fsync_p50, fsync_p99) = fsync_floor(&nodes[0].dir);
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(CLIENTS)
-        .build()
-        .expect("client");
-    let leader_id = wait_for("leader", Duration::from_secs(10), || {
-        leader(&bin, &first, &key)
-    });
+    let http = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS).build().expect("client");
+    let leader_id = wait_for("leader", Duration::from_secs(10), || leader(&bin, &first, &key));
     let leader_base = format!("http://{}", addr(nodes[(leader_id - 1) as usize].api));
 
     // Single client: commit latency, one request at a time.
@@ -260,9 +207,7 @@ async fn main() {
     let (p50, p99) = stats_ms(lat);
 
     // Fill to 10,000 tenants for the memory figure.
-    let rest: Vec<String> = (0..TOTAL_TENANTS - CREATES - SINGLE)
-        .map(|i| format!("f{i:05}"))
-        .collect();
+    let rest: Vec<String> = (0..TOTAL_TENANTS - CREATES - SINGLE).map(|i| format!("f{i:05}")).collect();
     let (_, fill_wall) = create_many(&http, &leader_base, &key, rest, CLIENTS).await;
     let rss: Vec<Value> = nodes
         .iter()
@@ -282,16 +227,10 @@ async fn main() {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        if create(&http, &survivor, &key, &format!("fo{attempt:05}"))
-            .await
-            .is_ok()
-        {
+        if create(&http, &survivor, &key, &format!("fo{attempt:05}")).await.is_ok() {
             break;
         }
-        assert!(
-            killed_at.elapsed() < Duration::from_secs(30),
-            "no write succeeded within 30 s of the leader's death"
-        );
+        assert!(killed_at.elapsed() < Duration::from_secs(30), "no write succeeded within 30 s of the leader's death");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let failover_ms = round2(killed_at.elapsed().as_secs_f64() * 1000.0);

@@ -1,0 +1,133 @@
+//! The desired state of one node: a pure function of the replicated state. Any coordinator
+//! computes the same answer for the same applied index, so any of them can serve a watch.
+
+use super::node::NodeRole;
+use super::tenant::{AccessMode, DbType, Isolation, Tenant, TenantStatus};
+use super::State;
+use std::collections::BTreeSet;
+
+/// What a node must do for a tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Lifecycle {
+    Run,
+    Suspended,
+    Deleted,
+}
+
+impl Lifecycle {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lifecycle::Run => "run",
+            Lifecycle::Suspended => "suspended",
+            Lifecycle::Deleted => "deleted",
+        }
+    }
+
+    pub fn of(status: TenantStatus) -> Self {
+        match status {
+            TenantStatus::Provisioning | TenantStatus::Active => Lifecycle::Run,
+            TenantStatus::Suspended => Lifecycle::Suspended,
+            TenantStatus::Deleting | TenantStatus::DeletedPendingPurge => Lifecycle::Deleted,
+        }
+    }
+}
+
+/// One tenant as one node must realise it. Readiness (provisioning vs active) is not part of
+/// it, so a node reporting ready does not change what it is asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    pub name: String,
+    pub revision: u64,
+    pub roles: BTreeSet<NodeRole>,
+    pub lifecycle: Lifecycle,
+    pub index: u32,
+    pub vpn_subnet: String,
+    pub gateway_address: String,
+    pub interface: String,
+    pub listen_port: u16,
+    pub db_type: DbType,
+    pub isolation: Isolation,
+    pub db_quota_bytes: u64,
+    pub connection_limit: u32,
+    pub events_per_min: u32,
+    pub access_mode: AccessMode,
+    pub vpn_enabled: bool,
+    pub public_api: bool,
+}
+
+fn assignment(t: &Tenant, roles: BTreeSet<NodeRole>) -> Assignment {
+    Assignment {
+        name: t.name.to_string(),
+        revision: t.revision,
+        roles,
+        lifecycle: Lifecycle::of(t.status),
+        index: t.network.index,
+        vpn_subnet: t.network.vpn_subnet.clone(),
+        gateway_address: t.network.gateway_address.clone(),
+        interface: t.network.interface.clone(),
+        listen_port: t.network.listen_port,
+        db_type: t.db_type,
+        isolation: t.isolation,
+        db_quota_bytes: t.db_quota_bytes,
+        connection_limit: t.connection_limit,
+        events_per_min: t.events_per_min,
+        access_mode: t.access_mode,
+        vpn_enabled: t.vpn_enabled,
+        public_api: t.public_api,
+    }
+}
+
+/// The tenants placed on `node_id`, in name order. A revoked or unknown node gets nothing.
+pub fn for_node(state: &State, node_id: u64) -> Option<Vec<Assignment>> {
+    let node = state.nodes.get(&node_id)?;
+    if node.revoked {
+        return None;
+    }
+    let mut out = Vec::new();
+    for t in state.tenants.values() {
+        let mut roles = BTreeSet::new();
+        if t.placement.db_node == Some(node_id) {
+            roles.insert(NodeRole::Db);
+        }
+        if t.placement.gateway_node == Some(node_id) {
+            roles.insert(NodeRole::Gateway);
+        }
+        if !roles.is_empty() {
+            out.push(assignment(t, roles));
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::tests_support::{booted, create, register};
+
+    #[test]
+    fn node_sees_only_its_tenants_with_its_roles() {
+        let mut s = booted();
+        register(&mut s, 1, &[NodeRole::Gateway]);
+        register(&mut s, 2, &[NodeRole::Db]);
+        create(&mut s, "acme");
+        create(&mut s, "globex");
+        let gw = for_node(&s, 1).expect("node 1 exists");
+        assert_eq!(gw.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), vec!["acme", "globex"]);
+        assert!(gw.iter().all(|a| a.roles == [NodeRole::Gateway].into()));
+        let db = for_node(&s, 2).expect("node 2 exists");
+        assert!(db.iter().all(|a| a.roles == [NodeRole::Db].into() && a.lifecycle == Lifecycle::Run));
+        assert_eq!(for_node(&s, 3), None);
+    }
+
+    #[test]
+    fn readiness_does_not_change_the_desired_state() {
+        let mut s = booted();
+        register(&mut s, 1, &[NodeRole::Gateway, NodeRole::Db]);
+        create(&mut s, "acme");
+        let before = for_node(&s, 1);
+        if let Some(t) = s.tenants.values_mut().next() {
+            t.status = TenantStatus::Active;
+        }
+        assert_eq!(for_node(&s, 1), before);
+    }
+}
