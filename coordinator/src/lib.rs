@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod grpc;
 pub mod raft;
 pub mod server;
 pub mod state;

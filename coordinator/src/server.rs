@@ -27,11 +27,24 @@ pub struct NodeConfig {
     pub raft_advertise: String,
     pub api_listen: SocketAddr,
     pub api_advertise: String,
+    /// The mTLS listener node agents connect to.
+    #[serde(default = "default_node_listen")]
+    pub node_listen: SocketAddr,
+    #[serde(default)]
+    pub node_advertise: String,
+}
+
+fn default_node_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7301))
 }
 
 impl NodeConfig {
     pub fn node(&self) -> CoordinatorNode {
-        CoordinatorNode { raft_addr: self.raft_advertise.clone(), api_addr: self.api_advertise.clone() }
+        CoordinatorNode {
+            raft_addr: self.raft_advertise.clone(),
+            api_addr: self.api_advertise.clone(),
+            node_addr: self.node_advertise.clone(),
+        }
     }
 
     pub fn path(data_dir: &Path) -> PathBuf {
@@ -244,9 +257,11 @@ impl Coordinator {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
-        let (g, a) = tokio::join!(grpc, api);
+        let nodes = crate::grpc::serve(self.clone(), stop_rx.clone());
+        let (g, a, n) = tokio::join!(grpc, api, nodes);
         g.context("raft transport server")?;
         a.context("api server")?;
+        n.context("node listener")?;
         self.raft.shutdown().await.ok();
         Ok(())
     }

@@ -10,7 +10,7 @@ use crate::server::{new_api_key, Consistency, Coordinator};
 use crate::state::apikey::{ApiKey, Role};
 use crate::state::audit::{self, AuditEntry, Break};
 use crate::state::names::{validate_label_part, TenantName};
-use crate::state::node::Node;
+use crate::state::node::{JoinToken, Node, NodeRole};
 use crate::state::quota::ByteSize;
 use crate::state::tenant::{
     validate_connection_limit, validate_events_per_min, AccessMode, DbType, Isolation, Tenant, TenantPatch, TenantSpec,
@@ -48,6 +48,8 @@ pub fn router(c: Arc<Coordinator>) -> Router {
         .route("/api/v1/tenant/{name}/audit", get(tenant_audit))
         .route("/api/v1/tenants", get(list_tenants))
         .route("/api/v1/nodes", get(list_nodes))
+        .route("/api/v1/nodes/tokens", post(create_join_token))
+        .route("/api/v1/nodes/{id}/{action}", post(node_action))
         .route("/api/v1/apikeys", get(list_api_keys).post(create_api_key))
         .route("/api/v1/apikeys/{id}", delete(revoke_api_key))
         .route("/api/v1/audit", get(list_audit))
@@ -365,6 +367,96 @@ async fn list_nodes(ctx: Ctx, Query(params): Query<ReadParams>) -> Result<Json<V
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+pub struct CreateJoinTokenBody {
+    /// `gateway`, `db` or both.
+    pub roles: Vec<NodeRole>,
+    /// How long the token can be used, e.g. `1h` (default), at most 7 days.
+    pub ttl: Option<String>,
+    /// Labels the node gets.
+    pub labels: Option<BTreeMap<String, String>>,
+}
+
+/// A new join token: `token` is shown this once; `ca_fingerprint` is what the agent pins.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CreatedJoinToken {
+    pub token: String,
+    pub ca_fingerprint: String,
+    pub join_token: JoinToken,
+}
+
+const MAX_JOIN_TOKEN_TTL: Duration = Duration::from_secs(7 * 86_400);
+
+#[utoipa::path(post, path = "/api/v1/nodes/tokens", request_body = CreateJoinTokenBody,
+    responses((status = 201, body = CreatedJoinToken), (status = 400, body = ErrorBody)), security(("api_key" = [])))]
+async fn create_join_token(
+    ctx: Ctx,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<CreatedJoinToken>)> {
+    const ACTION: &str = "node.token.create";
+    let caller = ctx.require(Need::Admin, ACTION, "jointoken").await?;
+    let body: CreateJoinTokenBody = parse_body(&ctx, &caller.key_id, ACTION, "jointoken", body).await?;
+    let parsed = (|| -> std::result::Result<_, String> {
+        if body.roles.is_empty() {
+            return Err("at least one role is required".into());
+        }
+        let ttl = match &body.ttl {
+            Some(t) => humantime::parse_duration(t).map_err(|e| format!("ttl: {e}"))?,
+            None => Duration::from_secs(3600),
+        };
+        if ttl.is_zero() || ttl > MAX_JOIN_TOKEN_TTL {
+            return Err("ttl must be between 1s and 7d".into());
+        }
+        let labels = validate_selector(body.labels.clone().unwrap_or_default())?;
+        Ok((ttl, labels))
+    })();
+    let (ttl, labels) = match parsed {
+        Ok(p) => p,
+        Err(msg) => return Err(ctx.reject(&caller.key_id, ACTION, "jointoken", ApiError::invalid(msg)).await),
+    };
+    let id = crate::server::random_hex(8).map_err(|e| ApiError::internal("token generation", e))?;
+    let secret = crate::server::random_hex(32).map_err(|e| ApiError::internal("token generation", e))?;
+    let now = crate::time::now_ms();
+    let token = JoinToken {
+        id: id.clone(),
+        roles: body.roles.iter().copied().collect(),
+        labels,
+        secret_hash: crate::state::apikey::hash_secret(&secret),
+        created_at_ms: now,
+        expires_at_ms: now.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
+        used_at_ms: None,
+        used_by_node: None,
+    };
+    run(&ctx, &caller.key_id, Op::CreateJoinToken(token.clone())).await?;
+    let ca_fingerprint = ctx.coordinator.read(|d| d.state.settings.as_ref().map(|s| s.ca_fingerprint.clone()));
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedJoinToken {
+            token: format!("bqj_{id}_{secret}"),
+            ca_fingerprint: ca_fingerprint.unwrap_or_default(),
+            join_token: token.redacted(),
+        }),
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v1/nodes/{id}/{action}",
+    params(("id" = u64, Path), ("action" = String, Path, description = "revoke, cordon or uncordon")),
+    responses((status = 200, body = Node), (status = 404, body = ErrorBody)), security(("api_key" = [])))]
+async fn node_action(ctx: Ctx, Path((id, action)): Path<(u64, String)>) -> Result<Json<Node>> {
+    let op = match action.as_str() {
+        "revoke" => Op::RevokeNode { id },
+        "cordon" => Op::CordonNode { id, cordoned: true },
+        "uncordon" => Op::CordonNode { id, cordoned: false },
+        _ => return Err(ApiError::not_found("no such node action")),
+    };
+    let caller = ctx.require(Need::Admin, &format!("node.{action}"), &format!("node/{id}")).await?;
+    match run(&ctx, &caller.key_id, op).await? {
+        Reply::Node(n) => Ok(Json(*n)),
+        other => Err(ApiError::internal("node command", format!("unexpected reply {other:?}"))),
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateApiKeyBody {
     pub role: Role,
     /// Required for customer keys: the one tenant the key may touch.
@@ -608,6 +700,9 @@ pub struct AddLearnerBody {
     pub raft_addr: String,
     /// host:port of its REST API.
     pub api_addr: String,
+    /// host:port of its node-agent listener.
+    #[serde(default)]
+    pub node_addr: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -670,6 +765,9 @@ async fn add_learner(ctx: Ctx, body: std::result::Result<Bytes, BytesRejection>)
         }
         validate_host_port("raft_addr", &body.raft_addr)?;
         validate_host_port("api_addr", &body.api_addr)?;
+        if let Some(n) = &body.node_addr {
+            validate_host_port("node_addr", n)?;
+        }
         c.read(|d| {
             if d.state.retired_coordinators.contains(&body.id) {
                 return Err(format!("node id {} was removed from this cluster and is never reused", body.id));
@@ -706,7 +804,11 @@ async fn add_learner(ctx: Ctx, body: std::result::Result<Bytes, BytesRejection>)
                 .await);
         }
     }
-    let node = CoordinatorNode { raft_addr: body.raft_addr.clone(), api_addr: body.api_addr.clone() };
+    let node = CoordinatorNode {
+        raft_addr: body.raft_addr.clone(),
+        api_addr: body.api_addr.clone(),
+        node_addr: body.node_addr.clone().unwrap_or_default(),
+    };
     c.raft.add_learner(body.id, node, true).await.map_err(|e| membership_error(&c, e))?;
     let details = [("raft_addr".to_string(), body.raft_addr), ("api_addr".to_string(), body.api_addr)].into();
     record_membership(&ctx, &caller.key_id, ACTION, body.id, details).await?;
@@ -781,10 +883,10 @@ impl utoipa::Modify for SecurityAddon {
 #[openapi(
     info(title = "Berqenas coordinator API", description = "Tenants, API keys, audit and cluster membership."),
     paths(healthz, create_tenant, get_tenant, list_tenants, update_tenant, delete_tenant, tenant_lifecycle, tenant_audit,
-        list_nodes, create_api_key, list_api_keys, revoke_api_key, list_audit, verify_audit, cluster_status,
+        list_nodes, create_join_token, node_action, create_api_key, list_api_keys, revoke_api_key, list_audit, verify_audit, cluster_status,
         add_learner, promote, remove_member),
     components(schemas(ErrorBody, Tenant, CreateTenantBody, UpdateTenantBody, ApiKey, CreatedApiKey, CreateApiKeyBody,
-        AuditEntry, AuditVerification, Break, ClusterStatus, Member, AddLearnerBody, PromoteBody, Node)),
+        AuditEntry, AuditVerification, Break, ClusterStatus, Member, AddLearnerBody, PromoteBody, Node, JoinToken, CreateJoinTokenBody, CreatedJoinToken)),
     modifiers(&SecurityAddon)
 )]
 pub struct ApiDoc;

@@ -64,6 +64,12 @@ pub struct NodeAddrs {
     /// Address clients use to reach the API (defaults to --api-listen).
     #[arg(long)]
     pub api_advertise: Option<String>,
+    /// mTLS listener for node agents.
+    #[arg(long, default_value = "127.0.0.1:7301")]
+    pub node_listen: SocketAddr,
+    /// Address node agents use to reach it (defaults to --node-listen).
+    #[arg(long)]
+    pub node_advertise: Option<String>,
 }
 
 impl NodeAddrs {
@@ -74,6 +80,8 @@ impl NodeAddrs {
             raft_advertise: self.raft_advertise.clone().unwrap_or_else(|| self.raft_listen.to_string()),
             api_listen: self.api_listen,
             api_advertise: self.api_advertise.clone().unwrap_or_else(|| self.api_listen.to_string()),
+            node_listen: self.node_listen,
+            node_advertise: self.node_advertise.clone().unwrap_or_else(|| self.node_listen.to_string()),
         }
     }
 }
@@ -255,6 +263,9 @@ pub enum ClusterCmd {
         raft_addr: String,
         #[arg(long)]
         api_addr: String,
+        /// host:port of its node-agent listener.
+        #[arg(long)]
+        node_addr: Option<String>,
     },
     /// Make a learner a voter.
     Promote {
@@ -271,6 +282,34 @@ pub enum ClusterCmd {
 #[derive(Debug, Subcommand)]
 pub enum NodeCmd {
     List,
+    #[command(subcommand)]
+    Token(NodeTokenCmd),
+    /// Refuse the node's certificate from now on; it gets no desired state.
+    Revoke {
+        id: u64,
+    },
+    /// Keep the node's tenants but place no new ones on it.
+    Cordon {
+        id: u64,
+    },
+    Uncordon {
+        id: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeTokenCmd {
+    /// A one-time token for `berqenas-node-agent join`.
+    Create {
+        /// gateway, db, or gateway,db
+        #[arg(long, value_delimiter = ',', required = true)]
+        roles: Vec<String>,
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// Labels for the node: --labels region=ist,dedicated=true
+        #[arg(long, value_delimiter = ',')]
+        labels: Vec<String>,
+    },
 }
 
 fn parse_selector(items: &[String]) -> anyhow::Result<Map<String, Value>> {
@@ -368,11 +407,7 @@ async fn api_command(client: &Client, command: Command, out: Output) -> anyhow::
         Command::Apikey(k) => apikey(client, k, out).await,
         Command::Audit(a) => audit(client, a, out).await,
         Command::Cluster(c) => cluster(client, c, out).await,
-        Command::Node(NodeCmd::List) => {
-            let v = client.get("/api/v1/nodes").await?;
-            output::nodes(out, &v);
-            Ok(())
-        }
+        Command::Node(n) => node(client, n, out).await,
         Command::Init(_) | Command::Serve(_) => bail!("not an API command"),
     }
 }
@@ -540,11 +575,46 @@ async fn audit(client: &Client, cmd: AuditCmd, out: Output) -> anyhow::Result<()
     Ok(())
 }
 
+async fn node(client: &Client, cmd: NodeCmd, out: Output) -> anyhow::Result<()> {
+    let (v, action) = match cmd {
+        NodeCmd::List => {
+            output::nodes(out, &client.get("/api/v1/nodes").await?);
+            return Ok(());
+        }
+        NodeCmd::Token(NodeTokenCmd::Create { roles, ttl, labels }) => {
+            let body = json!({"roles": roles, "ttl": ttl, "labels": parse_selector(&labels)?});
+            let v = client.send("POST", "/api/v1/nodes/tokens", Some(body)).await?;
+            match out {
+                Output::Json => output::print_json(&v),
+                Output::Table => {
+                    say(format_args!("join token (one use, shown once): {}", v["token"].as_str().unwrap_or("?")));
+                    say(format_args!("CA fingerprint to pin: {}", v["ca_fingerprint"].as_str().unwrap_or("?")));
+                    say(format_args!(
+                        "expires: {}",
+                        v["join_token"]["expires_at_ms"].as_u64().map(crate::time::rfc3339).unwrap_or_default()
+                    ));
+                }
+            }
+            return Ok(());
+        }
+        NodeCmd::Revoke { id } => (client.send("POST", &format!("/api/v1/nodes/{id}/revoke"), None).await?, "revoked"),
+        NodeCmd::Cordon { id } => (client.send("POST", &format!("/api/v1/nodes/{id}/cordon"), None).await?, "cordoned"),
+        NodeCmd::Uncordon { id } => {
+            (client.send("POST", &format!("/api/v1/nodes/{id}/uncordon"), None).await?, "uncordoned")
+        }
+    };
+    match out {
+        Output::Json => output::print_json(&v),
+        Output::Table => say(format_args!("{action} node {}", v["id"])),
+    }
+    Ok(())
+}
+
 async fn cluster(client: &Client, cmd: ClusterCmd, out: Output) -> anyhow::Result<()> {
     let v = match cmd {
         ClusterCmd::Status => client.get("/api/v1/cluster").await?,
-        ClusterCmd::AddLearner { id, raft_addr, api_addr } => {
-            let body = json!({"id": id, "raft_addr": raft_addr, "api_addr": api_addr});
+        ClusterCmd::AddLearner { id, raft_addr, api_addr, node_addr } => {
+            let body = json!({"id": id, "raft_addr": raft_addr, "api_addr": api_addr, "node_addr": node_addr});
             client.send("POST", "/api/v1/cluster/learners", Some(body)).await?
         }
         ClusterCmd::Promote { id } => client.send("POST", "/api/v1/cluster/voters", Some(json!({"id": id}))).await?,

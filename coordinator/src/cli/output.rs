@@ -138,9 +138,38 @@ pub fn nodes(out: Output, v: &Value) {
         .as_array()
         .into_iter()
         .flatten()
-        .map(|n| vec![s(&n["id"]), s(&n["roles"]), s(&n["address"]), s(&n["labels"]), s(&n["last_seen_ms"])])
+        .map(|n| {
+            let roles: Vec<String> = n["roles"].as_array().into_iter().flatten().map(s).collect();
+            let labels: Vec<String> =
+                n["labels"].as_object().into_iter().flatten().map(|(k, v)| format!("{k}={}", s(v))).collect();
+            let state = if n["revoked"] == true {
+                "revoked"
+            } else if n["cordoned"] == true {
+                "cordoned"
+            } else {
+                "ready"
+            };
+            let c = &n["capacity"];
+            let capacity = format!(
+                "{} cpu, {} MB mem, {} GB disk",
+                s(&c["cpus"]),
+                c["memory_bytes"].as_u64().unwrap_or(0) / 1_000_000,
+                c["disk_bytes"].as_u64().unwrap_or(0) / 1_000_000_000
+            );
+            let seen = n["last_seen_ms"].as_u64().filter(|t| *t > 0).map(crate::time::rfc3339).unwrap_or("-".into());
+            vec![
+                s(&n["id"]),
+                roles.join(","),
+                s(&n["address"]),
+                state.into(),
+                labels.join(","),
+                capacity,
+                seen,
+                s(&n["applied_revision"]),
+            ]
+        })
         .collect();
-    table(&["ID", "ROLES", "ADDRESS", "LABELS", "LAST SEEN"], rows);
+    table(&["ID", "ROLES", "ADDRESS", "STATE", "LABELS", "CAPACITY", "LAST SEEN", "REVISION"], rows);
 }
 
 pub fn cluster(out: Output, v: &Value) {

@@ -15,11 +15,14 @@ use std::io::Cursor;
 pub struct CoordinatorNode {
     pub raft_addr: String,
     pub api_addr: String,
+    /// host:port of the node-agent listener (mTLS).
+    #[serde(default)]
+    pub node_addr: String,
 }
 
 impl fmt::Display for CoordinatorNode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "raft={} api={}", self.raft_addr, self.api_addr)
+        write!(f, "raft={} api={} node={}", self.raft_addr, self.api_addr, self.node_addr)
     }
 }
 

@@ -84,3 +84,11 @@ pub struct Report {
     pub tenants: BTreeMap<String, NodeTenantStatus>,
     pub capacity: Option<NodeCapacity>,
 }
+
+/// Splits `bqj_{16 hex id}_{64 hex secret}`.
+pub fn split_join_token(token: &str) -> Option<(&str, &str)> {
+    let rest = token.strip_prefix("bqj_")?;
+    let (id, secret) = rest.split_once('_')?;
+    let valid = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
+    (valid(id, 16) && valid(secret, 64)).then_some((id, secret))
+}

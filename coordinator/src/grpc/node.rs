@@ -1,0 +1,348 @@
+//! The `Node` gRPC service: join with a token, renew a certificate, watch the desired state,
+//! stream status reports.
+
+use super::{cluster_ca, NODE_CERT_LIFETIME};
+use crate::server::Coordinator;
+use crate::state::apikey::hash_secret;
+use crate::state::desired::{self, Assignment};
+use crate::state::names::validate_label_part;
+use crate::state::node::{Node, NodeCapacity, NodeRole, NodeTenantStatus, Report};
+use crate::state::{Command, DomainError, Meta, Op, Reply};
+use berqenas_pki::Identity;
+use berqenas_proto::node as pb;
+use std::collections::{BTreeMap, HashMap};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+/// How long changes are gathered before a new state is sent, and the longest a burst can delay it.
+const DEBOUNCE: Duration = Duration::from_millis(20);
+const MAX_DEBOUNCE: Duration = Duration::from_millis(200);
+/// An idle watch gets a bookmark this often.
+pub const KEEPALIVE: Duration = Duration::from_secs(5);
+/// A report that changes nothing is still written this often (it refreshes last-seen).
+const REPORT_REFRESH: Duration = Duration::from_secs(60);
+
+pub struct NodeService {
+    c: Arc<Coordinator>,
+    last_reports: Mutex<HashMap<u64, (Report, Instant)>>,
+}
+
+impl NodeService {
+    pub fn new(c: Arc<Coordinator>) -> Self {
+        Self { c, last_reports: Mutex::new(HashMap::new()) }
+    }
+}
+
+fn source<T>(req: &Request<T>) -> String {
+    req.remote_addr().map(|a| a.ip().to_string()).unwrap_or_else(|| "unknown".into())
+}
+
+/// The node id in the verified client certificate.
+fn node_identity<T>(req: &Request<T>) -> Result<u64, Status> {
+    let certs = req.peer_certs().ok_or_else(|| Status::unauthenticated("a node certificate is required"))?;
+    let leaf = certs.first().ok_or_else(|| Status::unauthenticated("a node certificate is required"))?;
+    match berqenas_pki::peer_identity(leaf) {
+        Ok(Identity::Node(id)) => Ok(id),
+        Ok(other) => Err(Status::permission_denied(format!("{other} is not a node"))),
+        Err(e) => Err(Status::unauthenticated(e.to_string())),
+    }
+}
+
+fn parse_roles(raw: &[String]) -> Result<std::collections::BTreeSet<NodeRole>, String> {
+    raw.iter()
+        .map(|r| match r.as_str() {
+            "gateway" => Ok(NodeRole::Gateway),
+            "db" => Ok(NodeRole::Db),
+            other => Err(format!("unknown role {:?}; use gateway or db", other.chars().take(32).collect::<String>())),
+        })
+        .collect()
+}
+
+fn capacity(c: Option<pb::Capacity>) -> NodeCapacity {
+    let c = c.unwrap_or_default();
+    NodeCapacity {
+        cpus: c.cpus,
+        memory_bytes: c.memory_bytes,
+        disk_bytes: c.disk_bytes,
+        max_tenants: if c.max_tenants == 0 { 500 } else { c.max_tenants.min(100_000) },
+    }
+}
+
+fn validate_join(req: &pb::JoinRequest) -> Result<(String, String, Node), String> {
+    let (id, secret) = crate::state::node::split_join_token(&req.token).ok_or("malformed join token")?;
+    let roles = parse_roles(&req.roles)?;
+    if roles.is_empty() {
+        return Err("at least one role is required".into());
+    }
+    if req.labels.len() > 16 {
+        return Err("at most 16 labels".into());
+    }
+    for (k, v) in &req.labels {
+        validate_label_part(k)?;
+        validate_label_part(v)?;
+    }
+    let address_ok = !req.address.is_empty()
+        && req.address.len() <= 253
+        && req.address.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+    if !address_ok {
+        return Err(format!("invalid node address {:?}", req.address.chars().take(64).collect::<String>()));
+    }
+    if req.csr_pem.len() > 8192 {
+        return Err("CSR is too large".into());
+    }
+    let node = Node {
+        id: 0,
+        roles,
+        labels: req.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        capacity: capacity(req.capacity),
+        address: req.address.clone(),
+        last_seen_ms: 0,
+        cordoned: false,
+        revoked: false,
+        applied_revision: 0,
+    };
+    Ok((id.to_string(), hash_secret(secret), node))
+}
+
+fn coordinators(c: &Coordinator) -> Vec<pb::Coordinator> {
+    c.read(|d| {
+        d.membership
+            .membership()
+            .nodes()
+            .filter(|(_, n)| !n.node_addr.is_empty())
+            .map(|(id, n)| pb::Coordinator { id: *id, address: n.node_addr.clone() })
+            .collect()
+    })
+}
+
+fn to_pb(a: &Assignment) -> pb::TenantAssignment {
+    let lower = |s: String| s.to_lowercase();
+    pb::TenantAssignment {
+        name: a.name.clone(),
+        revision: a.revision,
+        roles: a.roles.iter().map(|r| lower(format!("{r:?}"))).collect(),
+        lifecycle: a.lifecycle.as_str().into(),
+        index: a.index,
+        vpn_subnet: a.vpn_subnet.clone(),
+        gateway_address: a.gateway_address.clone(),
+        interface: a.interface.clone(),
+        listen_port: u32::from(a.listen_port),
+        db_type: lower(format!("{:?}", a.db_type)),
+        isolation: lower(format!("{:?}", a.isolation)),
+        db_quota_bytes: a.db_quota_bytes,
+        connection_limit: a.connection_limit,
+        events_per_min: a.events_per_min,
+        access_mode: match a.access_mode {
+            crate::state::tenant::AccessMode::Public => "public".into(),
+            crate::state::tenant::AccessMode::VpnOnly => "vpn-only".into(),
+            crate::state::tenant::AccessMode::Hybrid => "hybrid".into(),
+        },
+        vpn_enabled: a.vpn_enabled,
+        public_api: a.public_api,
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::DesiredState, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::node_server::Node for NodeService {
+    async fn join(&self, request: Request<pb::JoinRequest>) -> Result<Response<pb::JoinResponse>, Status> {
+        let src = source(&request);
+        let req = request.into_inner();
+        let meta = |actor: String| Meta { time_ms: crate::time::now_ms(), actor, source: src.clone() };
+        let ca = cluster_ca(&self.c)
+            .ok_or_else(|| Status::unavailable("this coordinator has no cluster CA yet"))?
+            .map_err(|e| Status::internal(format!("cluster CA unusable: {e}")))?;
+        let checked = validate_join(&req).and_then(|v| {
+            // Refuse an unusable CSR before the token is spent.
+            ca.sign_csr(&req.csr_pem, &Identity::Node(1), &[], SystemTime::now(), Duration::from_secs(60))
+                .map_err(|e| e.to_string())?;
+            Ok(v)
+        });
+        let (token_id, secret_hash, node) = match checked {
+            Ok(v) => v,
+            Err(reason) => {
+                let op = Op::Rejected { action: "node.join".into(), target: "node".into(), reason: reason.clone() };
+                let _ = self.c.write(Command { meta: meta("anonymous".into()), op }).await;
+                tracing::warn!(source = %src, reason, "refused a join");
+                return Err(Status::invalid_argument(reason));
+            }
+        };
+        let actor = format!("jointoken/{token_id}");
+        let resp = self
+            .c
+            .write(Command { meta: meta(actor), op: Op::JoinNode { token_id, secret_hash, node } })
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let node = match resp {
+            Ok(Reply::Node(n)) => n,
+            Ok(_) => return Err(Status::internal("unexpected reply to join")),
+            Err(DomainError::Rejected(m)) => {
+                tracing::warn!(source = %src, reason = %m, "refused a join");
+                return Err(Status::permission_denied(m));
+            }
+            Err(e) => return Err(Status::invalid_argument(e.to_string())),
+        };
+        let cert = ca
+            .sign_csr(&req.csr_pem, &Identity::Node(node.id), &[], SystemTime::now(), NODE_CERT_LIFETIME)
+            .map_err(|e| Status::internal(format!("signing failed: {e}")))?;
+        tracing::info!(node = node.id, source = %src, "node joined");
+        Ok(Response::new(pb::JoinResponse {
+            node_id: node.id,
+            cert_chain_pem: format!("{cert}{}", ca.cert_pem),
+            ca_pem: ca.cert_pem.clone(),
+            coordinators: coordinators(&self.c),
+        }))
+    }
+
+    async fn renew(&self, request: Request<pb::RenewRequest>) -> Result<Response<pb::RenewResponse>, Status> {
+        let id = node_identity(&request)?;
+        let ca = cluster_ca(&self.c)
+            .ok_or_else(|| Status::unavailable("this coordinator has no cluster CA yet"))?
+            .map_err(|e| Status::internal(format!("cluster CA unusable: {e}")))?;
+        let req = request.into_inner();
+        if req.csr_pem.len() > 8192 {
+            return Err(Status::invalid_argument("CSR is too large"));
+        }
+        let cert = ca
+            .sign_csr(&req.csr_pem, &Identity::Node(id), &[], SystemTime::now(), NODE_CERT_LIFETIME)
+            .map_err(|e| Status::invalid_argument(format!("unusable CSR: {e}")))?;
+        tracing::info!(node = id, "renewed a node certificate");
+        Ok(Response::new(pb::RenewResponse { cert_chain_pem: format!("{cert}{}", ca.cert_pem) }))
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let id = node_identity(&request)?;
+        let last_applied = request.get_ref().last_applied_revision;
+        let c = self.c.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut metrics = c.raft.metrics();
+            // A lagging coordinator waits until it has applied what the agent already has.
+            while c.read(|d| d.last_applied.map_or(0, |l| l.index)) < last_applied {
+                if tokio::time::timeout(KEEPALIVE, metrics.changed()).await.is_ok_and(|r| r.is_err()) {
+                    return;
+                }
+                if tx.is_closed() {
+                    return;
+                }
+            }
+            let mut last_sent: Option<Vec<Assignment>> = None;
+            let mut last_send_at = Instant::now();
+            loop {
+                let (revision, desired) =
+                    c.read(|d| (d.last_applied.map_or(0, |l| l.index), desired::for_node(&d.state, id)));
+                let Some(desired) = desired else {
+                    let _ = tx.send(Err(Status::permission_denied(format!("node {id} is revoked or unknown")))).await;
+                    return;
+                };
+                let msg = if last_sent.as_ref() != Some(&desired) {
+                    let msg = pb::DesiredState {
+                        revision,
+                        bookmark: false,
+                        node_id: id,
+                        tenants: desired.iter().map(to_pb).collect(),
+                        coordinators: coordinators(&c),
+                    };
+                    last_sent = Some(desired);
+                    Some(msg)
+                } else if last_send_at.elapsed() >= KEEPALIVE {
+                    Some(pb::DesiredState {
+                        revision,
+                        bookmark: true,
+                        node_id: id,
+                        tenants: vec![],
+                        coordinators: vec![],
+                    })
+                } else {
+                    None
+                };
+                if let Some(msg) = msg {
+                    if tx.send(Ok(msg)).await.is_err() {
+                        return;
+                    }
+                    last_send_at = Instant::now();
+                }
+                // Wait for a change (or the keepalive), then gather a burst.
+                let wait = KEEPALIVE.saturating_sub(last_send_at.elapsed());
+                match tokio::time::timeout(wait, metrics.changed()).await {
+                    Ok(Err(_)) => return,
+                    Ok(Ok(())) => {
+                        let started = Instant::now();
+                        loop {
+                            tokio::time::sleep(DEBOUNCE).await;
+                            let more = tokio::time::timeout(Duration::ZERO, metrics.changed()).await.is_ok();
+                            if !more || started.elapsed() >= MAX_DEBOUNCE {
+                                break;
+                            }
+                        }
+                    }
+                    Err(_) => {}
+                }
+                if tx.is_closed() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn report(
+        &self,
+        request: Request<tonic::Streaming<pb::StatusReport>>,
+    ) -> Result<Response<pb::ReportAck>, Status> {
+        let id = node_identity(&request)?;
+        let src = source(&request);
+        let mut stream = request.into_inner();
+        let mut last_revision = 0;
+        while let Some(msg) = stream.message().await? {
+            if msg.tenants.len() > 100_000 {
+                return Err(Status::invalid_argument("too many tenants in one report"));
+            }
+            last_revision = msg.applied_revision;
+            let tenants: BTreeMap<String, NodeTenantStatus> = msg
+                .tenants
+                .iter()
+                .map(|t| {
+                    let reason = (!t.reason.is_empty()).then(|| t.reason.chars().take(300).collect());
+                    (t.name.clone(), NodeTenantStatus { ready: t.ready, reason, revision: t.revision })
+                })
+                .collect();
+            let report = Report {
+                node_id: id,
+                applied_revision: msg.applied_revision,
+                tenants,
+                capacity: msg.capacity.map(|c| capacity(Some(c))),
+            };
+            let due = {
+                let last = self.last_reports.lock().map_err(|_| Status::internal("report cache poisoned"))?;
+                match last.get(&id) {
+                    Some((prev, at)) => prev != &report || at.elapsed() >= REPORT_REFRESH,
+                    None => true,
+                }
+            };
+            if !due {
+                continue;
+            }
+            let cmd = Command {
+                meta: Meta { time_ms: crate::time::now_ms(), actor: format!("node/{id}"), source: src.clone() },
+                op: Op::NodeReport(report.clone()),
+            };
+            match self.c.write(cmd).await {
+                Ok(Ok(_)) => {
+                    if let Ok(mut last) = self.last_reports.lock() {
+                        last.insert(id, (report, Instant::now()));
+                    }
+                }
+                Ok(Err(e)) => return Err(Status::permission_denied(e.to_string())),
+                Err(e) => return Err(Status::unavailable(e.to_string())),
+            }
+        }
+        Ok(Response::new(pb::ReportAck { revision: last_revision }))
+    }
+}
