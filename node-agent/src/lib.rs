@@ -1,1 +1,10 @@
-//! Berqenas node agent library: reconcile planners and host drivers (not built yet).
+//! Berqenas node agent: joins the fleet, holds an mTLS stream to any coordinator, and makes its
+//! host match the desired state it receives (observe → plan → apply), reporting what it did.
+//! It keeps the last applied state when no coordinator is reachable (fail static).
+
+pub mod assignment;
+pub mod config;
+pub mod connect;
+pub mod driver;
+pub mod join;
+pub mod runtime;

@@ -1,19 +1,141 @@
-//! `berqenas-node-agent`: reconciles a gateway or database host to the desired state its
-//! coordinators send. This release only identifies itself; joining and reconciling arrive with
-//! the node-join work (see ARCHITECTURE.md, "What exists").
+//! `berqenas-node-agent`: `join` a fleet with a one-time token, then `run` to keep this host
+//! matching its desired state.
 
-use clap::Parser;
+use anyhow::Context;
+use berqenas_node_agent::config::{AgentConfig, DriverConfig};
+use berqenas_node_agent::driver::{DirDriver, Driver, NoneDriver};
+use clap::{Parser, Subcommand};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "berqenas-node-agent",
-    version,
-    about = "Berqenas node agent (joining and reconciling are not in this release yet)"
-)]
-struct Cli {}
+#[command(name = "berqenas-node-agent", version, about = "Berqenas node agent")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
 
-fn main() {
-    let _ = Cli::parse();
-    eprintln!("berqenas-node-agent {}: no subcommands in this release; see --help", env!("CARGO_PKG_VERSION"));
-    std::process::exit(2);
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Join the fleet: make the node key here, send a CSR with the token, store the certificate.
+    Join {
+        /// https://HOST:PORT of a coordinator's node listener.
+        #[arg(long)]
+        coordinator: String,
+        #[arg(long, env = "BERQENAS_JOIN_TOKEN", hide_env_values = true)]
+        token: String,
+        /// sha256:<hex> fingerprint of the cluster CA, as printed by `node token create`.
+        #[arg(long)]
+        ca_pin: String,
+        #[arg(long, value_delimiter = ',', required = true)]
+        roles: Vec<String>,
+        #[arg(long, value_delimiter = ',')]
+        labels: Vec<String>,
+        /// Address other hosts reach this node at (default: the local address facing the coordinator).
+        #[arg(long)]
+        address: Option<String>,
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Driver to run with: `dir` (needs --driver-path) or `none`.
+        #[arg(long, default_value = "none")]
+        driver: String,
+        #[arg(long)]
+        driver_path: Option<PathBuf>,
+    },
+    /// Keep this host matching its desired state.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+fn local_address_towards(addr: &str) -> Option<String> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect(addr).ok()?;
+    Some(socket.local_addr().ok()?.ip().to_string())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = term.recv() => {},
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Cmd::Join { coordinator, token, ca_pin, roles, labels, address, data_dir, driver, driver_path } => {
+            let mut label_map = HashMap::new();
+            for l in labels {
+                let (k, v) = l.split_once('=').with_context(|| format!("label {l:?} must be KEY=VALUE"))?;
+                label_map.insert(k.to_string(), v.to_string());
+            }
+            let driver = match driver.as_str() {
+                "none" => DriverConfig::None,
+                "dir" => DriverConfig::Dir { path: driver_path.context("--driver dir needs --driver-path")? },
+                other => anyhow::bail!("unknown driver {other:?}; use dir or none"),
+            };
+            let addr = berqenas_node_agent::join::coordinator_addr(&coordinator)?;
+            let address = address.or_else(|| local_address_towards(&addr)).unwrap_or_else(|| "127.0.0.1".into());
+            let cfg = berqenas_node_agent::join::join(berqenas_node_agent::join::JoinArgs {
+                coordinator,
+                token,
+                ca_pin,
+                roles,
+                labels: label_map,
+                address,
+                data_dir: data_dir.clone(),
+                driver,
+            })
+            .await?;
+            println!(
+                "joined as node {}; start it with: berqenas-node-agent run --config {}",
+                cfg.node_id,
+                data_dir.join("agent.toml").display()
+            );
+            Ok(())
+        }
+        Cmd::Run { config } => {
+            let cfg = AgentConfig::load(&config)?;
+            let driver: Box<dyn Driver> = match &cfg.driver {
+                DriverConfig::None => Box::new(NoneDriver),
+                DriverConfig::Dir { path } => Box::new(DirDriver { path: path.clone() }),
+            };
+            berqenas_node_agent::runtime::run(cfg, driver, shutdown_signal()).await
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

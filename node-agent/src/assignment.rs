@@ -1,0 +1,99 @@
+//! The agent's view of a tenant it must realise, converted from the wire type at the boundary.
+
+use berqenas_proto::node as pb;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub name: String,
+    pub revision: u64,
+    pub roles: Vec<String>,
+    pub lifecycle: String,
+    pub index: u32,
+    pub vpn_subnet: String,
+    pub gateway_address: String,
+    pub interface: String,
+    pub listen_port: u16,
+    pub db_type: String,
+    pub isolation: String,
+    pub db_quota_bytes: u64,
+    pub connection_limit: u32,
+    pub events_per_min: u32,
+    pub access_mode: String,
+    pub vpn_enabled: bool,
+    pub public_api: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid tenant assignment {name:?}: {reason}")]
+pub struct InvalidAssignment {
+    pub name: String,
+    pub reason: String,
+}
+
+fn name_ok(n: &str) -> bool {
+    let mut chars = n.chars();
+    (2..=31).contains(&n.len())
+        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+impl TryFrom<pb::TenantAssignment> for Assignment {
+    type Error = InvalidAssignment;
+
+    fn try_from(value: pb::TenantAssignment) -> Result<Self, Self::Error> {
+        // Destructured exhaustively: a new field is a compile error until handled here.
+        let pb::TenantAssignment {
+            name,
+            revision,
+            roles,
+            lifecycle,
+            index,
+            vpn_subnet,
+            gateway_address,
+            interface,
+            listen_port,
+            db_type,
+            isolation,
+            db_quota_bytes,
+            connection_limit,
+            events_per_min,
+            access_mode,
+            vpn_enabled,
+            public_api,
+        } = value;
+        let bad = |reason: &str| InvalidAssignment { name: name.chars().take(64).collect(), reason: reason.into() };
+        if !name_ok(&name) {
+            return Err(bad("tenant name"));
+        }
+        if !matches!(lifecycle.as_str(), "run" | "suspended" | "deleted") {
+            return Err(bad("lifecycle"));
+        }
+        if roles.is_empty() || roles.iter().any(|r| r != "gateway" && r != "db") {
+            return Err(bad("roles"));
+        }
+        let listen_port = u16::try_from(listen_port).map_err(|_| bad("listen port"))?;
+        if !interface.starts_with("bqt") || interface.len() > 15 {
+            return Err(bad("interface"));
+        }
+        Ok(Assignment {
+            name,
+            revision,
+            roles,
+            lifecycle,
+            index,
+            vpn_subnet,
+            gateway_address,
+            interface,
+            listen_port,
+            db_type,
+            isolation,
+            db_quota_bytes,
+            connection_limit,
+            events_per_min,
+            access_mode,
+            vpn_enabled,
+            public_api,
+        })
+    }
+}

@@ -1,0 +1,99 @@
+//! `agent.toml`: written by `join`, read by `run`. Paths of the node's key and certificates
+//! are derived from `data_dir`.
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    pub node_id: u64,
+    pub data_dir: PathBuf,
+    /// host:port of coordinators' node listeners; the agent also learns the current list from them.
+    pub coordinators: Vec<String>,
+    /// Reconcile at least this often even when nothing changed (drift repair).
+    #[serde(default = "default_resync", with = "humantime_serde_compat")]
+    pub resync_interval: Duration,
+    #[serde(default)]
+    pub driver: DriverConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum DriverConfig {
+    /// Materialises each assignment as a file under `path` (the test and dry-run driver).
+    Dir { path: PathBuf },
+    /// Applies nothing; reports every tenant ready. For control-plane tests only.
+    #[default]
+    None,
+}
+
+fn default_resync() -> Duration {
+    Duration::from_secs(30)
+}
+
+mod humantime_serde_compat {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let raw = String::deserialize(d)?;
+        humantime::parse_duration(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+impl AgentConfig {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+        let cfg: Self = toml::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
+        if cfg.coordinators.is_empty() {
+            anyhow::bail!("{}: at least one coordinator is required", path.display());
+        }
+        Ok(cfg)
+    }
+
+    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+        write_atomic(path, toml::to_string_pretty(self)?.as_bytes(), 0o600)
+    }
+
+    pub fn key_path(&self) -> PathBuf {
+        self.data_dir.join("node.key")
+    }
+
+    pub fn cert_path(&self) -> PathBuf {
+        self.data_dir.join("node.pem")
+    }
+
+    pub fn ca_path(&self) -> PathBuf {
+        self.data_dir.join("ca.pem")
+    }
+
+    pub fn applied_path(&self) -> PathBuf {
+        self.data_dir.join("applied.json")
+    }
+}
+
+/// Writes `bytes` to a temp file beside `path` with `mode`, then renames it into place.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)
+            .with_context(|| format!("create {}", tmp.display()))?;
+        f.write_all(bytes).with_context(|| format!("write {}", tmp.display()))?;
+        f.sync_all().with_context(|| format!("sync {}", tmp.display()))?;
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("rename into {}", path.display()))
+}

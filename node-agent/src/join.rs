@@ -1,0 +1,104 @@
+//! `berqenas-node-agent join`: makes the node key here, sends only a CSR with the one-time
+//! token, trusts the coordinator only if its CA matches the pinned fingerprint, and stores the
+//! certificate, the CA and `agent.toml`.
+
+use crate::config::{write_atomic, AgentConfig, DriverConfig};
+use crate::connect::node_client;
+use anyhow::{bail, Context};
+use berqenas_proto::node as pb;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub struct JoinArgs {
+    pub coordinator: String,
+    pub token: String,
+    pub ca_pin: String,
+    pub roles: Vec<String>,
+    pub labels: HashMap<String, String>,
+    pub address: String,
+    pub data_dir: PathBuf,
+    pub driver: DriverConfig,
+}
+
+/// host:port from `https://host:port` or `host:port`.
+pub fn coordinator_addr(raw: &str) -> anyhow::Result<String> {
+    let addr = raw.strip_prefix("https://").unwrap_or(raw).trim_end_matches('/');
+    if addr.starts_with("http://") {
+        bail!("the coordinator must be reached over TLS (https://)");
+    }
+    if !addr.contains(':') {
+        bail!("coordinator {raw:?} must be https://HOST:PORT");
+    }
+    Ok(addr.to_string())
+}
+
+/// Host capacity from sysinfo: CPUs, memory, and the disk holding `data_dir`.
+pub fn host_capacity(data_dir: &std::path::Path) -> pb::Capacity {
+    let mut sys = sysinfo::System::new();
+    sys.refresh_memory();
+    sys.refresh_cpu_all();
+    let disks = sysinfo::Disks::new_with_refreshed_list();
+    let dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    let disk = disks
+        .list()
+        .iter()
+        .filter(|d| dir.starts_with(d.mount_point()))
+        .max_by_key(|d| d.mount_point().as_os_str().len())
+        .map(|d| d.available_space())
+        .unwrap_or(0);
+    pb::Capacity {
+        cpus: u32::try_from(sys.cpus().len()).unwrap_or(u32::MAX),
+        memory_bytes: sys.total_memory(),
+        disk_bytes: disk,
+        max_tenants: 0,
+    }
+}
+
+pub async fn join(args: JoinArgs) -> anyhow::Result<AgentConfig> {
+    let addr = coordinator_addr(&args.coordinator)?;
+    if !args.ca_pin.starts_with("sha256:") || args.ca_pin.len() != 7 + 64 {
+        bail!("--ca-pin must be sha256:<64 hex digits> as printed by `node token create`");
+    }
+    let config_path = args.data_dir.join("agent.toml");
+    if config_path.exists() {
+        bail!("{} already holds a joined node; use a new --data-dir", args.data_dir.display());
+    }
+    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("create {}", args.data_dir.display()))?;
+    let data_dir =
+        std::fs::canonicalize(&args.data_dir).with_context(|| format!("resolve {}", args.data_dir.display()))?;
+    let driver = match args.driver {
+        DriverConfig::Dir { path } if path.is_relative() => {
+            DriverConfig::Dir { path: std::env::current_dir()?.join(path) }
+        }
+        other => other,
+    };
+    let kc = berqenas_pki::new_key_and_csr("berqenas node")?;
+    let tls = Arc::new(berqenas_pki::pinned_client_config(&args.ca_pin)?);
+    let mut client = node_client(&addr, tls).await?;
+    let request = pb::JoinRequest {
+        token: args.token.clone(),
+        csr_pem: kc.csr_pem.clone(),
+        roles: args.roles.clone(),
+        labels: args.labels.clone(),
+        address: args.address.clone(),
+        capacity: Some(host_capacity(&args.data_dir)),
+    };
+    let resp = client.join(request).await.map_err(|s| anyhow::anyhow!("join refused: {}", s.message()))?.into_inner();
+    let mut coordinators: Vec<String> = resp.coordinators.iter().map(|c| c.address.clone()).collect();
+    if !coordinators.contains(&addr) {
+        coordinators.insert(0, addr);
+    }
+    let config = AgentConfig {
+        node_id: resp.node_id,
+        data_dir,
+        coordinators,
+        resync_interval: std::time::Duration::from_secs(30),
+        driver,
+    };
+    write_atomic(&config.key_path(), kc.key_pem.as_bytes(), 0o600)?;
+    write_atomic(&config.cert_path(), resp.cert_chain_pem.as_bytes(), 0o644)?;
+    write_atomic(&config.ca_path(), resp.ca_pem.as_bytes(), 0o644)?;
+    config.save(&config.data_dir.join("agent.toml"))?;
+    Ok(config)
+}
