@@ -33,5 +33,8 @@ cargo fmt --all -- --check
 log "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+log "cargo build --bins (the end-to-end tests run the real binaries)"
+cargo build --workspace --bins --locked
+
 log "cargo nextest run"
 cargo nextest run --workspace --locked --no-fail-fast

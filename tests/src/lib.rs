@@ -104,3 +104,18 @@ pub fn run(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     }
     cmd.output().unwrap_or_else(|e| panic!("run {}: {e}", program.display()))
 }
+
+/// A binary of this workspace, built by `cargo build --workspace --bins` (deploy/test.sh does it
+/// before running the tests).
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let path = target.join("debug").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace binaries first (cargo build --workspace --bins; deploy/test.sh does)",
+        path.display()
+    );
+    path
+}

@@ -1,0 +1,272 @@
+//! A fleet of real processes: coordinators (init/serve/cluster CLI) and node agents (join/run).
+
+use berqenas_tests::{free_port, run, wait_for, workspace_bin, Proc};
+use serde_json::Value;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+pub fn coordinator_bin() -> PathBuf {
+    workspace_bin("berqenas-coordinator")
+}
+
+pub fn agent_bin() -> PathBuf {
+    workspace_bin("berqenas-node-agent")
+}
+
+pub struct Coord {
+    pub id: u64,
+    pub dir: PathBuf,
+    pub raft: u16,
+    pub api: u16,
+    pub node: u16,
+    pub proc: Option<Proc>,
+}
+
+pub struct Agent {
+    pub name: String,
+    pub dir: PathBuf,
+    pub node_id: u64,
+    pub proc: Option<Proc>,
+}
+
+impl Agent {
+    pub fn tenants_dir(&self) -> PathBuf {
+        self.dir.join("tenants")
+    }
+
+    /// Tenant files the dir driver has materialised.
+    pub fn tenant_files(&self) -> Vec<String> {
+        let mut out: Vec<String> = std::fs::read_dir(self.tenants_dir())
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .filter_map(|e| e.file_name().to_string_lossy().strip_suffix(".json").map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out
+    }
+
+    pub fn tenant_file(&self, name: &str) -> Option<Value> {
+        let text = std::fs::read_to_string(self.tenants_dir().join(format!("{name}.json"))).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    pub fn log(&self) -> String {
+        self.proc.as_ref().map(Proc::log_text).unwrap_or_default()
+    }
+}
+
+pub struct Fleet {
+    pub tmp: tempfile::TempDir,
+    pub key: String,
+    pub coords: Vec<Coord>,
+    pub agents: Vec<Agent>,
+}
+
+fn addr(p: u16) -> String {
+    format!("127.0.0.1:{p}")
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("temp paths are UTF-8")
+}
+
+impl Fleet {
+    /// `n` coordinators formed with the CLI.
+    pub fn new(n: u64) -> Self {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let mut fleet = Self { tmp, key: String::new(), coords: Vec::new(), agents: Vec::new() };
+        for id in 1..=n {
+            let dir = fleet.tmp.path().join(format!("c{id}"));
+            fleet.coords.push(Coord { id, dir, raft: free_port(), api: free_port(), node: free_port(), proc: None });
+        }
+        let c = &fleet.coords[0];
+        let out = run(
+            &coordinator_bin(),
+            &[
+                "init",
+                "--data-dir",
+                path_str(&c.dir),
+                "--id",
+                "1",
+                "--raft-listen",
+                &addr(c.raft),
+                "--api-listen",
+                &addr(c.api),
+                "--node-listen",
+                &addr(c.node),
+                "--vpn-pool",
+                "198.18.0.0/15",
+                "--output",
+                "json",
+            ],
+            &[],
+        );
+        assert!(out.status.success(), "init: {}", String::from_utf8_lossy(&out.stderr));
+        let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+        fleet.key = v["admin_api_key"].as_str().expect("key").to_string();
+        for i in 0..fleet.coords.len() {
+            fleet.start_coord(i);
+        }
+        for i in 1..fleet.coords.len() {
+            let c = &fleet.coords[i];
+            let (id, raft, api, node) = (c.id.to_string(), addr(c.raft), addr(c.api), addr(c.node));
+            fleet.ok(
+                0,
+                &[
+                    "cluster",
+                    "add-learner",
+                    "--id",
+                    &id,
+                    "--raft-addr",
+                    &raft,
+                    "--api-addr",
+                    &api,
+                    "--node-addr",
+                    &node,
+                ],
+            );
+            fleet.ok(0, &["cluster", "promote", "--id", &id]);
+        }
+        fleet
+    }
+
+    pub fn start_coord(&mut self, i: usize) {
+        let c = &mut self.coords[i];
+        let args = [
+            "serve",
+            "--data-dir",
+            path_str(&c.dir),
+            "--id",
+            &c.id.to_string(),
+            "--raft-listen",
+            &addr(c.raft),
+            "--api-listen",
+            &addr(c.api),
+            "--node-listen",
+            &addr(c.node),
+        ]
+        .map(str::to_string);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        c.proc = Some(Proc::spawn(&format!("coordinator-{}", c.id), &coordinator_bin(), &args, self.tmp.path()));
+        let port = c.api;
+        wait_for("coordinator API", Duration::from_secs(20), || {
+            TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
+        });
+    }
+
+    pub fn kill_coord(&mut self, i: usize) {
+        if let Some(mut p) = self.coords[i].proc.take() {
+            p.kill();
+        }
+    }
+
+    pub fn stop_coord(&mut self, i: usize) {
+        if let Some(mut p) = self.coords[i].proc.take() {
+            p.stop(Duration::from_secs(10));
+        }
+    }
+
+    /// Index of a coordinator that is running.
+    pub fn live(&self) -> usize {
+        self.coords.iter().position(|c| c.proc.is_some()).expect("a coordinator runs")
+    }
+
+    pub fn cli(&self, i: usize, args: &[&str]) -> Output {
+        let endpoint = format!("http://{}", addr(self.coords[i].api));
+        run(&coordinator_bin(), args, &[("BERQENAS_ENDPOINT", &endpoint), ("BERQENAS_API_KEY", &self.key)])
+    }
+
+    pub fn ok(&self, i: usize, args: &[&str]) -> String {
+        let out = self.cli(i, args);
+        assert!(out.status.success(), "`{}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn json(&self, i: usize, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["--output", "json"]);
+        serde_json::from_str(&self.ok(i, &all)).expect("JSON output")
+    }
+
+    /// A join token for `roles`, and the CA pin.
+    pub fn token(&self, roles: &str, extra: &[&str]) -> (String, String) {
+        let mut args = vec!["node", "token", "create", "--roles", roles];
+        args.extend_from_slice(extra);
+        let v = self.json(self.live(), &args);
+        (v["token"].as_str().expect("token").into(), v["ca_fingerprint"].as_str().expect("pin").into())
+    }
+
+    /// Runs `berqenas-node-agent join` for a new agent; returns the command output.
+    pub fn join_raw(&self, name: &str, coord: usize, token: &str, pin: &str, roles: &str, labels: &str) -> Output {
+        let dir = self.tmp.path().join(name);
+        let url = format!("https://{}", addr(self.coords[coord].node));
+        let tenants = dir.join("tenants");
+        let mut args = vec![
+            "join",
+            "--coordinator",
+            &url,
+            "--token",
+            token,
+            "--ca-pin",
+            pin,
+            "--roles",
+            roles,
+            "--data-dir",
+            path_str(&dir),
+            "--driver",
+            "dir",
+            "--driver-path",
+            path_str(&tenants),
+        ];
+        if !labels.is_empty() {
+            args.extend(["--labels", labels]);
+        }
+        run(&agent_bin(), &args, &[])
+    }
+
+    /// Joins and starts an agent with the dir driver.
+    pub fn add_agent(&mut self, name: &str, roles: &str, labels: &str) -> usize {
+        let (token, pin) = self.token(roles, &[]);
+        let coord = self.live();
+        let out = self.join_raw(name, coord, &token, &pin, roles, labels);
+        assert!(out.status.success(), "join {name}: {}", String::from_utf8_lossy(&out.stderr));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let node_id: u64 = stdout
+            .split_whitespace()
+            .nth(3)
+            .and_then(|s| s.trim_end_matches(';').parse().ok())
+            .unwrap_or_else(|| panic!("join prints the node id: {stdout}"));
+        let dir = self.tmp.path().join(name);
+        self.agents.push(Agent { name: name.into(), dir, node_id, proc: None });
+        let i = self.agents.len() - 1;
+        self.start_agent(i);
+        i
+    }
+
+    pub fn start_agent(&mut self, i: usize) {
+        let a = &mut self.agents[i];
+        let config = a.dir.join("agent.toml");
+        a.proc = Some(Proc::spawn(
+            &format!("agent-{}", a.name),
+            &agent_bin(),
+            &["run", "--config", path_str(&config)],
+            self.tmp.path(),
+        ));
+    }
+
+    /// The coordinator an agent is streaming from, per its log.
+    pub fn agent_coordinator(&self, agent: usize) -> Option<usize> {
+        let log = self.agents[agent].log();
+        let line = log.lines().rev().find(|l| l.contains("watching desired state"))?;
+        self.coords.iter().position(|c| line.contains(&format!("127.0.0.1:{}", c.node)))
+    }
+
+    pub fn audit(&self) -> Vec<Value> {
+        let v = self.json(self.live(), &["audit", "list", "--limit", "100000"]);
+        v.as_array().cloned().unwrap_or_default()
+    }
+}

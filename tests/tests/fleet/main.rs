@@ -1,0 +1,6 @@
+//! End-to-end: real coordinator and node-agent processes on loopback. Agents join with tokens,
+//! receive desired state over mTLS, report readiness; coordinators die and agents move on.
+
+mod harness;
+mod join;
+mod stream;
