@@ -104,6 +104,8 @@ pub struct Coordinator {
     pub raft: Raft,
     pub data: Arc<RwLock<SmData>>,
     pub peers: Peers,
+    /// This coordinator's client TLS (for dialing peers); swapped on renewal.
+    pub client_tls: crate::raft::tls::ClientTls,
 }
 
 impl Coordinator {
@@ -112,7 +114,17 @@ impl Coordinator {
         let (log_store, sm_store) = store::open(&data_dir.join("raft.redb"))
             .with_context(|| format!("open store in {}", data_dir.display()))?;
         let data = sm_store.data();
-        let peers = Peers::new(config.id);
+        let identity = crate::raft::tls::Identity { dir: data_dir.to_path_buf() };
+        if !identity.exists() {
+            bail!(
+                "{} has no coordinator certificate; create a token with `cluster token create --id {}` and start \
+                 with --join https://COORDINATOR:NODE_PORT --token TOKEN --ca-pin sha256:…",
+                data_dir.display(),
+                config.id
+            );
+        }
+        let (_, client_tls) = identity.configs(Arc::new(berqenas_pki::NoRevocations))?;
+        let peers = Peers::new(config.id, client_tls.clone());
         let raft = Raft::new(
             config.id,
             Arc::new(raft_config(snapshot_logs).context("raft config")?),
@@ -122,7 +134,7 @@ impl Coordinator {
         )
         .await
         .context("start raft")?;
-        Ok(Arc::new(Self { config, data_dir: data_dir.to_path_buf(), raft, data, peers }))
+        Ok(Arc::new(Self { config, data_dir: data_dir.to_path_buf(), raft, data, peers, client_tls }))
     }
 
     /// Reads the state machine under its lock.
@@ -216,6 +228,23 @@ impl Coordinator {
         }
     }
 
+    /// The Raft listener's TLS: coordinators only, retired ids refused at the handshake. Renews
+    /// this coordinator's certificate first when a third of its life is left and the CA is here.
+    fn raft_tls(self: &Arc<Self>) -> anyhow::Result<crate::raft::tls::ServerTls> {
+        let identity = crate::raft::tls::Identity { dir: self.data_dir.clone() };
+        if identity.needs_renewal() {
+            if let Some(ca) = crate::grpc::cluster_ca(self) {
+                identity.issue(&ca?, self.config.id)?;
+                tracing::info!("renewed this coordinator's certificate");
+            }
+        }
+        let (server, client) = identity.configs(Arc::new(crate::grpc::StateRevocation(self.clone())))?;
+        if let (Ok(mut slot), Ok(fresh)) = (self.client_tls.write(), client.read()) {
+            *slot = fresh.clone();
+        }
+        Ok(server)
+    }
+
     /// Serves Raft RPCs and the REST API until `shutdown` resolves.
     pub async fn serve(
         self: Arc<Self>,
@@ -228,6 +257,13 @@ impl Coordinator {
             .await
             .with_context(|| format!("bind api address {}", self.config.api_listen))?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let server_tls = self.raft_tls()?;
+        let refusing = self.clone();
+        let (raft_incoming, raft_accept) =
+            crate::raft::tls::incoming(raft_listener, server_tls, move |peer, reason| {
+                let c = refusing.clone();
+                async move { crate::raft::tls::audit_refusal(&c, "raft", peer, &reason).await }
+            });
         let svc = berqenas_proto::raft::raft_server::RaftServer::new(RaftService {
             id: self.config.id,
             raft: self.raft.clone(),
@@ -236,7 +272,7 @@ impl Coordinator {
         .max_encoding_message_size(MAX_RPC_BYTES);
         let mut grpc_stop = stop_rx.clone();
         let grpc = tonic::transport::Server::builder().tcp_nodelay(true).add_service(svc).serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(raft_listener).with_nodelay(Some(true)),
+            raft_incoming,
             async move {
                 let _ = grpc_stop.wait_for(|v| *v).await;
             },
@@ -262,6 +298,7 @@ impl Coordinator {
         g.context("raft transport server")?;
         a.context("api server")?;
         n.context("node listener")?;
+        raft_accept.abort();
         self.raft.shutdown().await.ok();
         Ok(())
     }
@@ -285,7 +322,7 @@ pub async fn init(
     let cluster_id = random_hex(8)?;
     let year = 1970 + i32::try_from(crate::time::now_ms() / 31_556_952_000).unwrap_or(2026);
     let ca = berqenas_pki::ClusterCa::generate(&cluster_id, year).context("create cluster CA")?;
-    std::fs::write(data_dir.join("ca.pem"), &ca.cert_pem).context("write ca.pem")?;
+    crate::raft::tls::Identity { dir: data_dir.to_path_buf() }.issue(&ca, config.id)?;
 
     let coordinator = Coordinator::start(config.clone(), data_dir, crate::raft::DEFAULT_SNAPSHOT_LOGS).await?;
     let members: BTreeMap<u64, CoordinatorNode> = [(config.id, config.node())].into();
@@ -316,6 +353,27 @@ pub async fn init(
     }
     coordinator.raft.shutdown().await.ok();
     Ok((token, ca.fingerprint()))
+}
+
+/// Obtains this coordinator's certificate from a running cluster with an id-bound token,
+/// trusting the cluster only if its CA matches `ca_pin`. The key is made here and never sent.
+pub async fn join_as_coordinator(data_dir: &Path, id: u64, url: &str, token: &str, ca_pin: &str) -> anyhow::Result<()> {
+    let addr = url.strip_prefix("https://").unwrap_or(url).trim_end_matches('/');
+    if addr.starts_with("http://") || !addr.contains(':') {
+        bail!("--join must be https://HOST:PORT of a coordinator's node listener");
+    }
+    std::fs::create_dir_all(data_dir).with_context(|| format!("create {}", data_dir.display()))?;
+    let tls = Arc::new(RwLock::new(Arc::new(berqenas_pki::pinned_client_config(ca_pin)?)));
+    let mut client = berqenas_proto::node::node_client::NodeClient::new(crate::raft::tls::channel(addr, tls)?);
+    let kc = berqenas_pki::new_key_and_csr("coordinator")?;
+    let request =
+        berqenas_proto::node::JoinCoordinatorRequest { token: token.to_string(), csr_pem: kc.csr_pem.clone(), id };
+    let resp = tokio::time::timeout(Duration::from_secs(15), client.join_coordinator(request))
+        .await
+        .context("joining timed out")?
+        .map_err(|s| anyhow::anyhow!("join refused: {}", s.message()))?
+        .into_inner();
+    crate::raft::tls::Identity { dir: data_dir.to_path_buf() }.save(&kc.key_pem, &resp.cert_chain_pem, &resp.ca_pem)
 }
 
 /// A new key record and the token that goes with it (the token is never stored).

@@ -56,6 +56,7 @@ pub fn router(c: Arc<Coordinator>) -> Router {
         .route("/api/v1/audit/verify", get(verify_audit))
         .route("/api/v1/cluster", get(cluster_status))
         .route("/api/v1/cluster/learners", post(add_learner))
+        .route("/api/v1/cluster/tokens", post(create_coordinator_token))
         .route("/api/v1/cluster/voters", post(promote))
         .route("/api/v1/cluster/members/{id}", delete(remove_member))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -425,6 +426,81 @@ async fn create_join_token(
         expires_at_ms: now.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
         used_at_ms: None,
         used_by_node: None,
+        coordinator_id: None,
+    };
+    run(&ctx, &caller.key_id, Op::CreateJoinToken(token.clone())).await?;
+    let ca_fingerprint = ctx.coordinator.read(|d| d.state.settings.as_ref().map(|s| s.ca_fingerprint.clone()));
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedJoinToken {
+            token: format!("bqj_{id}_{secret}"),
+            ca_fingerprint: ca_fingerprint.unwrap_or_default(),
+            join_token: token.redacted(),
+        }),
+    ))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCoordinatorTokenBody {
+    /// The id the new coordinator will have (never a current or removed member's).
+    pub id: u64,
+    /// Default `1h`, at most 7 days.
+    pub ttl: Option<String>,
+}
+
+#[utoipa::path(post, path = "/api/v1/cluster/tokens", request_body = CreateCoordinatorTokenBody,
+    responses((status = 201, body = CreatedJoinToken), (status = 409, body = ErrorBody)), security(("api_key" = [])))]
+async fn create_coordinator_token(
+    ctx: Ctx,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<CreatedJoinToken>)> {
+    const ACTION: &str = "cluster.token.create";
+    let caller = ctx.require(Need::Admin, ACTION, "cluster").await?;
+    let body: CreateCoordinatorTokenBody = parse_body(&ctx, &caller.key_id, ACTION, "cluster", body).await?;
+    let target = format!("coordinator/{}", body.id);
+    let checked = (|| -> std::result::Result<Duration, String> {
+        if body.id == 0 {
+            return Err("coordinator id must be 1 or greater".into());
+        }
+        let ttl = match &body.ttl {
+            Some(t) => humantime::parse_duration(t).map_err(|e| format!("ttl: {e}"))?,
+            None => Duration::from_secs(3600),
+        };
+        if ttl.is_zero() || ttl > MAX_JOIN_TOKEN_TTL {
+            return Err("ttl must be between 1s and 7d".into());
+        }
+        ctx.coordinator.read(|d| {
+            if d.state.retired_coordinators.contains(&body.id) {
+                return Err(format!("coordinator id {} was removed and is never reused", body.id));
+            }
+            if d.membership.membership().get_node(&body.id).is_some() {
+                return Err(format!("coordinator id {} is already a member", body.id));
+            }
+            Ok(ttl)
+        })
+    })();
+    let ttl = match checked {
+        Ok(t) => t,
+        Err(msg) => {
+            return Err(ctx
+                .reject(&caller.key_id, ACTION, &target, ApiError::new(StatusCode::CONFLICT, "conflict", msg))
+                .await)
+        }
+    };
+    let id = crate::server::random_hex(8).map_err(|e| ApiError::internal("token generation", e))?;
+    let secret = crate::server::random_hex(32).map_err(|e| ApiError::internal("token generation", e))?;
+    let now = crate::time::now_ms();
+    let token = JoinToken {
+        id: id.clone(),
+        roles: Default::default(),
+        labels: BTreeMap::new(),
+        secret_hash: crate::state::apikey::hash_secret(&secret),
+        created_at_ms: now,
+        expires_at_ms: now.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
+        used_at_ms: None,
+        used_by_node: None,
+        coordinator_id: Some(body.id),
     };
     run(&ctx, &caller.key_id, Op::CreateJoinToken(token.clone())).await?;
     let ca_fingerprint = ctx.coordinator.read(|d| d.state.settings.as_ref().map(|s| s.ca_fingerprint.clone()));
@@ -884,9 +960,9 @@ impl utoipa::Modify for SecurityAddon {
     info(title = "Berqenas coordinator API", description = "Tenants, API keys, audit and cluster membership."),
     paths(healthz, create_tenant, get_tenant, list_tenants, update_tenant, delete_tenant, tenant_lifecycle, tenant_audit,
         list_nodes, create_join_token, node_action, create_api_key, list_api_keys, revoke_api_key, list_audit, verify_audit, cluster_status,
-        add_learner, promote, remove_member),
+        add_learner, promote, remove_member, create_coordinator_token),
     components(schemas(ErrorBody, Tenant, CreateTenantBody, UpdateTenantBody, ApiKey, CreatedApiKey, CreateApiKeyBody,
-        AuditEntry, AuditVerification, Break, ClusterStatus, Member, AddLearnerBody, PromoteBody, Node, JoinToken, CreateJoinTokenBody, CreatedJoinToken)),
+        AuditEntry, AuditVerification, Break, ClusterStatus, Member, AddLearnerBody, PromoteBody, Node, JoinToken, CreateJoinTokenBody, CreatedJoinToken, CreateCoordinatorTokenBody)),
     modifiers(&SecurityAddon)
 )]
 pub struct ApiDoc;

@@ -107,6 +107,16 @@ pub struct ServeArgs {
     /// For a node joining an existing cluster: its id and addresses (saved on first start).
     #[command(flatten)]
     pub addrs: NodeAddrs,
+    /// For a new coordinator: https://HOST:PORT of a running coordinator's node listener to
+    /// obtain this coordinator's certificate from (with --token and --ca-pin).
+    #[arg(long, requires_all = ["token", "ca_pin"])]
+    pub join: Option<String>,
+    /// One-time token from `cluster token create --id N`.
+    #[arg(long, env = "BERQENAS_COORDINATOR_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// sha256:<hex> of the cluster CA, as printed with the token.
+    #[arg(long)]
+    pub ca_pin: Option<String>,
     /// Take a Raft snapshot every this many log entries (and keep a fifth of them behind it).
     #[arg(long, default_value_t = crate::raft::DEFAULT_SNAPSHOT_LOGS, value_parser = clap::value_parser!(u64).range(10..))]
     pub snapshot_logs: u64,
@@ -255,6 +265,8 @@ pub enum AuditCmd {
 #[derive(Debug, Subcommand)]
 pub enum ClusterCmd {
     Status,
+    #[command(subcommand)]
+    Token(ClusterTokenCmd),
     /// Add a running, uninitialized coordinator as a non-voting learner.
     AddLearner {
         #[arg(long)]
@@ -276,6 +288,17 @@ pub enum ClusterCmd {
     Remove {
         #[arg(long)]
         id: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterTokenCmd {
+    /// A one-time token that lets a new coordinator with this id obtain its certificate.
+    Create {
+        #[arg(long)]
+        id: u64,
+        #[arg(long, default_value = "1h")]
+        ttl: String,
     },
 }
 
@@ -384,6 +407,11 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             config
         }
     };
+    let identity = crate::raft::tls::Identity { dir: a.data_dir.clone() };
+    if let (false, Some(url), Some(token), Some(pin)) = (identity.exists(), &a.join, &a.token, &a.ca_pin) {
+        crate::server::join_as_coordinator(&a.data_dir, config.id, url, token, pin).await?;
+        tracing::info!(id = config.id, "obtained this coordinator's certificate");
+    }
     let coordinator = crate::server::Coordinator::start(config, &a.data_dir, a.snapshot_logs).await?;
     coordinator.serve(shutdown_signal()).await
 }
@@ -613,6 +641,24 @@ async fn node(client: &Client, cmd: NodeCmd, out: Output) -> anyhow::Result<()> 
 async fn cluster(client: &Client, cmd: ClusterCmd, out: Output) -> anyhow::Result<()> {
     let v = match cmd {
         ClusterCmd::Status => client.get("/api/v1/cluster").await?,
+        ClusterCmd::Token(ClusterTokenCmd::Create { id, ttl }) => {
+            let v = client.send("POST", "/api/v1/cluster/tokens", Some(json!({"id": id, "ttl": ttl}))).await?;
+            match out {
+                Output::Json => output::print_json(&v),
+                Output::Table => {
+                    say(format_args!(
+                        "coordinator token for id {id} (one use, shown once): {}",
+                        v["token"].as_str().unwrap_or("?")
+                    ));
+                    say(format_args!("CA fingerprint to pin: {}", v["ca_fingerprint"].as_str().unwrap_or("?")));
+                    say(format_args!(
+                        "start it with: berqenas-coordinator serve --data-dir DIR --id {id} --raft-listen … --api-listen … \\\n  --join https://COORDINATOR:7301 --token TOKEN --ca-pin {}",
+                        v["ca_fingerprint"].as_str().unwrap_or("?")
+                    ));
+                }
+            }
+            return Ok(());
+        }
         ClusterCmd::AddLearner { id, raft_addr, api_addr, node_addr } => {
             let body = json!({"id": id, "raft_addr": raft_addr, "api_addr": api_addr, "node_addr": node_addr});
             client.send("POST", "/api/v1/cluster/learners", Some(body)).await?

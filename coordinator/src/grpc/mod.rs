@@ -5,22 +5,19 @@
 mod node;
 
 use crate::server::Coordinator;
-use crate::state::{Command, Meta, Op};
 use berqenas_pki::{ClusterCa, Identity, Revocation};
-use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 use tokio::net::TcpListener;
 
 /// Lifetime of a coordinator's own certificate; renewed when a third is left.
-const COORDINATOR_CERT_LIFETIME: Duration = Duration::from_secs(30 * 86_400);
+pub const COORDINATOR_CERT_LIFETIME: Duration = Duration::from_secs(30 * 86_400);
 /// Lifetime of node certificates; agents renew when a third is left.
 pub const NODE_CERT_LIFETIME: Duration = Duration::from_secs(86_400);
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Revocation backed by the replicated state: revoked or unknown nodes and retired
 /// coordinators are refused.
-struct StateRevocation(Arc<Coordinator>);
+pub struct StateRevocation(pub Arc<Coordinator>);
 
 impl std::fmt::Debug for StateRevocation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -110,33 +107,11 @@ pub async fn serve(c: Arc<Coordinator>, mut stop: tokio::sync::watch::Receiver<b
         })
     };
 
-    let (tx, rx) = tokio::sync::mpsc::channel::<
-        Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>,
-    >(64);
-    let accept = {
-        let (c, tls) = (c.clone(), tls.clone());
-        tokio::spawn(async move {
-            loop {
-                let Ok((tcp, peer)) = listener.accept().await else { continue };
-                let _ = tcp.set_nodelay(true);
-                let config = match tls.read() {
-                    Ok(cfg) => cfg.clone(),
-                    Err(_) => continue,
-                };
-                let (tx, c) = (tx.clone(), c.clone());
-                tokio::spawn(async move {
-                    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => {
-                            let _ = tx.send(Ok(stream)).await;
-                        }
-                        Ok(Err(e)) => refuse_handshake(&c, peer, &e.to_string()).await,
-                        Err(_) => refuse_handshake(&c, peer, "handshake timed out").await,
-                    }
-                });
-            }
-        })
-    };
+    let refusing = c.clone();
+    let (incoming, accept) = crate::raft::tls::incoming(listener, tls.clone(), move |peer, reason| {
+        let c = refusing.clone();
+        async move { crate::raft::tls::audit_refusal(&c, "node", peer, &reason).await }
+    });
 
     let svc = berqenas_proto::node::node_server::NodeServer::new(node::NodeService::new(c.clone()))
         .max_decoding_message_size(4 << 20);
@@ -144,23 +119,11 @@ pub async fn serve(c: Arc<Coordinator>, mut stop: tokio::sync::watch::Receiver<b
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .add_service(svc)
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::ReceiverStream::new(rx), async move {
+        .serve_with_incoming_shutdown(incoming, async move {
             let _ = stop.wait_for(|v| *v).await;
         })
         .await;
     accept.abort();
     renew.abort();
     result.map_err(Into::into)
-}
-
-/// A refused handshake: one log line and one audit entry (which never holds certificate bytes).
-async fn refuse_handshake(c: &Coordinator, peer: SocketAddr, reason: &str) {
-    tracing::warn!(%peer, reason, "node listener refused a TLS handshake");
-    let cmd = Command {
-        meta: Meta { time_ms: crate::time::now_ms(), actor: "anonymous".into(), source: peer.ip().to_string() },
-        op: Op::Rejected { action: "node.handshake".into(), target: "node-listener".into(), reason: reason.into() },
-    };
-    if let Err(e) = c.write(cmd).await {
-        tracing::warn!(error = %e, "could not audit a refused handshake");
-    }
 }

@@ -198,6 +198,66 @@ impl pb::node_server::Node for NodeService {
         }))
     }
 
+    async fn join_coordinator(
+        &self,
+        request: Request<pb::JoinCoordinatorRequest>,
+    ) -> Result<Response<pb::JoinCoordinatorResponse>, Status> {
+        let src = source(&request);
+        let req = request.into_inner();
+        let ca = cluster_ca(&self.c)
+            .ok_or_else(|| Status::unavailable("this coordinator has no cluster CA yet"))?
+            .map_err(|e| Status::internal(format!("cluster CA unusable: {e}")))?;
+        let meta = |actor: String| Meta { time_ms: crate::time::now_ms(), actor, source: src.clone() };
+        let checked = (|| -> Result<(String, String), String> {
+            let (id, secret) = crate::state::node::split_join_token(&req.token).ok_or("malformed coordinator token")?;
+            if req.id == 0 {
+                return Err("coordinator id must be 1 or greater".into());
+            }
+            if req.csr_pem.len() > 8192 {
+                return Err("CSR is too large".into());
+            }
+            ca.sign_csr(&req.csr_pem, &Identity::Coordinator(req.id), &[], SystemTime::now(), Duration::from_secs(60))
+                .map_err(|e| e.to_string())?;
+            Ok((id.to_string(), hash_secret(secret)))
+        })();
+        let (token_id, secret_hash) = match checked {
+            Ok(v) => v,
+            Err(reason) => {
+                let op = Op::Rejected {
+                    action: "cluster.join".into(),
+                    target: "coordinator".into(),
+                    reason: reason.clone(),
+                };
+                let _ = self.c.write(Command { meta: meta("anonymous".into()), op }).await;
+                return Err(Status::invalid_argument(reason));
+            }
+        };
+        let op = Op::JoinCoordinator { token_id: token_id.clone(), secret_hash, id: req.id };
+        let resp = self
+            .c
+            .write(Command { meta: meta(format!("jointoken/{token_id}")), op })
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        if let Err(e) = resp {
+            tracing::warn!(source = %src, reason = %e, "refused a coordinator join");
+            return Err(Status::permission_denied(e.to_string()));
+        }
+        let cert = ca
+            .sign_csr(
+                &req.csr_pem,
+                &Identity::Coordinator(req.id),
+                &[],
+                SystemTime::now(),
+                super::COORDINATOR_CERT_LIFETIME,
+            )
+            .map_err(|e| Status::internal(format!("signing failed: {e}")))?;
+        tracing::info!(coordinator = req.id, source = %src, "issued a coordinator certificate");
+        Ok(Response::new(pb::JoinCoordinatorResponse {
+            cert_chain_pem: format!("{cert}{}", ca.cert_pem),
+            ca_pem: ca.cert_pem.clone(),
+        }))
+    }
+
     async fn renew(&self, request: Request<pb::RenewRequest>) -> Result<Response<pb::RenewResponse>, Status> {
         let id = node_identity(&request)?;
         let ca = cluster_ca(&self.c)

@@ -4,6 +4,7 @@
 pub mod network;
 pub mod service;
 pub mod store;
+pub mod tls;
 
 use crate::state::{Command, Response};
 use serde::{Deserialize, Serialize};

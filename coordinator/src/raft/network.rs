@@ -16,7 +16,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
@@ -37,11 +37,13 @@ pub enum TransportError {
 pub struct Peers {
     self_id: u64,
     channels: Arc<Mutex<HashMap<(u64, String), Channel>>>,
+    tls: super::tls::ClientTls,
 }
 
 impl Peers {
-    pub fn new(self_id: u64) -> Self {
-        Self { self_id, channels: Arc::new(Mutex::new(HashMap::new())) }
+    /// Peers dialed over mTLS with this coordinator's certificate.
+    pub fn new(self_id: u64, tls: super::tls::ClientTls) -> Self {
+        Self { self_id, channels: Arc::new(Mutex::new(HashMap::new())), tls }
     }
 
     pub fn self_id(&self) -> u64 {
@@ -61,13 +63,8 @@ impl Peers {
         let channel = match cache.get(&(target, addr.to_string())) {
             Some(c) => c.clone(),
             None => {
-                let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-                    .map_err(|_| TransportError::Address(addr.to_string()))?
-                    .connect_timeout(Duration::from_secs(1))
-                    .tcp_nodelay(true)
-                    .http2_keep_alive_interval(Duration::from_secs(10))
-                    .keep_alive_while_idle(true);
-                let channel = endpoint.connect_lazy();
+                let channel = super::tls::channel(addr, self.tls.clone())
+                    .map_err(|_| TransportError::Address(addr.to_string()))?;
                 cache.insert((target, addr.to_string()), channel.clone());
                 channel
             }

@@ -102,6 +102,12 @@ pub enum Op {
     },
     RegisterNode(Node),
     CreateJoinToken(JoinToken),
+    /// A new coordinator spends its id-bound token to obtain a certificate.
+    JoinCoordinator {
+        token_id: String,
+        secret_hash: String,
+        id: u64,
+    },
     /// A host presenting join token `token_id` whose secret hashes to `secret_hash` asks to
     /// become a node with `node`'s roles, labels, address and capacity (its id is assigned here).
     JoinNode {
@@ -308,7 +314,7 @@ impl State {
                 ]);
                 let result = if self.join_tokens.contains_key(&token.id) {
                     Err(DomainError::Conflict(format!("join token id {} already exists", token.id)))
-                } else if token.roles.is_empty() {
+                } else if token.roles.is_empty() && token.coordinator_id.is_none() {
                     Err(DomainError::Invalid("a join token needs at least one role".into()))
                 } else {
                     self.join_tokens.insert(token.id.clone(), token.clone());
@@ -329,6 +335,10 @@ impl State {
                     _ => "node".to_string(),
                 };
                 ("node.join".into(), target, result, details)
+            }
+            Op::JoinCoordinator { token_id, secret_hash, id } => {
+                let result = self.spend_coordinator_token(now, token_id, secret_hash, *id, touched);
+                ("cluster.join".into(), format!("coordinator/{id}"), result, detail(&[("token", token_id.clone())]))
             }
             Op::RevokeNode { id } => {
                 let result = match self.nodes.get_mut(id) {
@@ -653,7 +663,7 @@ impl State {
         let refused = || DomainError::Rejected("join token is invalid, expired or already used".into());
         let token = self.join_tokens.get(token_id).ok_or_else(refused)?;
         let matches: bool = token.secret_hash.as_bytes().ct_eq(secret_hash.as_bytes()).into();
-        if !matches || token.used_at_ms.is_some() || now >= token.expires_at_ms {
+        if !matches || token.used_at_ms.is_some() || now >= token.expires_at_ms || token.coordinator_id.is_some() {
             return Err(refused());
         }
         if !request.roles.is_subset(&token.roles) || request.roles.is_empty() {
@@ -677,6 +687,29 @@ impl State {
         }
         touched.push(Touched::JoinToken(token_id.to_string()));
         self.register_node(index, now, &node, touched)
+    }
+
+    fn spend_coordinator_token(
+        &mut self,
+        now: u64,
+        token_id: &str,
+        secret_hash: &str,
+        id: u64,
+        touched: &mut Vec<Touched>,
+    ) -> Response {
+        use subtle::ConstantTimeEq;
+        let refused = || DomainError::Rejected("coordinator token is invalid, expired, used or for another id".into());
+        let token = self.join_tokens.get_mut(token_id).ok_or_else(refused)?;
+        let matches: bool = token.secret_hash.as_bytes().ct_eq(secret_hash.as_bytes()).into();
+        if !matches || token.used_at_ms.is_some() || now >= token.expires_at_ms || token.coordinator_id != Some(id) {
+            return Err(refused());
+        }
+        if self.retired_coordinators.contains(&id) {
+            return Err(DomainError::Conflict(format!("coordinator id {id} was removed and is never reused")));
+        }
+        token.used_at_ms = Some(now);
+        touched.push(Touched::JoinToken(token_id.to_string()));
+        Ok(Reply::Done)
     }
 
     fn node_report(

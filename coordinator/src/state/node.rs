@@ -59,6 +59,9 @@ pub struct JoinToken {
     pub expires_at_ms: u64,
     pub used_at_ms: Option<u64>,
     pub used_by_node: Option<u64>,
+    /// Set for a token that lets a new coordinator with this id obtain its certificate.
+    #[serde(default)]
+    pub coordinator_id: Option<u64>,
 }
 
 impl JoinToken {

@@ -284,6 +284,7 @@ fn join_token(id: &str, roles: &[NodeRole], expires: u64) -> node::JoinToken {
         expires_at_ms: expires,
         used_at_ms: None,
         used_by_node: None,
+        coordinator_id: None,
     }
 }
 

@@ -84,6 +84,9 @@ fn removed_node_id_is_never_reused() {
         c.cli(0, &["cluster", "add-learner", "--id", "3", "--raft-addr", "127.0.0.1:1", "--api-addr", "127.0.0.1:2"]);
     assert!(!out.status.success());
     assert!(crate::harness::stderr(&out).contains("never reused"), "{}", crate::harness::stderr(&out));
+    let out = c.cli(0, &["cluster", "token", "create", "--id", "3"]);
+    assert!(!out.status.success(), "no certificate token for a retired id");
+    assert!(crate::harness::stderr(&out).contains("never reused"), "{}", crate::harness::stderr(&out));
     // A node answering under another id is refused, and nothing changes.
     let five = c.spawn_unjoined(5);
     let raft5 = format!("127.0.0.1:{}", c.nodes[five].raft);
@@ -124,4 +127,69 @@ fn lagging_node_catches_up_from_a_snapshot() {
     assert!(names.iter().all(|n| have.contains(n)), "{have:?}");
     let v = c.json(lagging, &["audit", "verify", "--stale"]);
     assert_eq!(v["ok"], true, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn raft_listener_accepts_coordinators_only_and_tokens_are_single_use() {
+    use berqenas_proto::node::{node_client::NodeClient, JoinRequest};
+    use berqenas_proto::raft::{raft_client::RaftClient, RaftRequest};
+    use std::sync::{Arc, RwLock};
+
+    let c = Cluster::single();
+    let coordinator_token = c.json(0, &["cluster", "token", "create", "--id", "2"]);
+    let (token, pin) = (
+        coordinator_token["token"].as_str().expect("token").to_string(),
+        coordinator_token["ca_fingerprint"].as_str().expect("pin").to_string(),
+    );
+    let node_url = format!("https://127.0.0.1:{}", c.nodes[0].node);
+    let dir = tempfile::tempdir().expect("tmp");
+    berqenas_coordinator::server::join_as_coordinator(&dir.path().join("a"), 2, &node_url, &token, &pin)
+        .await
+        .expect("first use works");
+    let again =
+        berqenas_coordinator::server::join_as_coordinator(&dir.path().join("b"), 2, &node_url, &token, &pin).await;
+    let err = format!("{:#}", again.expect_err("second use refused"));
+    assert!(err.contains("invalid, expired, used"), "{err}");
+
+    // A node certificate (obtained the proper way) is refused by the Raft listener.
+    let node_token = c.json(0, &["node", "token", "create", "--roles", "db"]);
+    let pinned = Arc::new(RwLock::new(Arc::new(berqenas_pki::pinned_client_config(&pin).expect("tls"))));
+    let node_addr = format!("127.0.0.1:{}", c.nodes[0].node);
+    let mut client = NodeClient::new(berqenas_coordinator::raft::tls::channel(&node_addr, pinned).expect("channel"));
+    let kc = berqenas_pki::new_key_and_csr("n").expect("csr");
+    let joined = client
+        .join(JoinRequest {
+            token: node_token["token"].as_str().expect("token").into(),
+            csr_pem: kc.csr_pem.clone(),
+            roles: vec!["db".into()],
+            labels: Default::default(),
+            address: "127.0.0.1".into(),
+            capacity: None,
+        })
+        .await
+        .expect("node joins")
+        .into_inner();
+    let ca = joined.ca_pem.clone();
+    let node_tls = berqenas_pki::client_config(&ca, Some((&joined.cert_chain_pem, &kc.key_pem))).expect("tls");
+    let raft_addr = format!("127.0.0.1:{}", c.nodes[0].raft);
+    let channel = berqenas_coordinator::raft::tls::channel(&raft_addr, Arc::new(RwLock::new(Arc::new(node_tls))))
+        .expect("channel");
+    let refused = RaftClient::new(channel).hello(RaftRequest { from: 1, target: 1, payload: vec![] }).await;
+    let status = refused.expect_err("a node may not speak raft");
+    assert!(status.message().contains("may not speak raft"), "{status:?}");
+
+    // Without any certificate the Raft listener refuses the handshake itself, and audits it.
+    let anonymous = berqenas_pki::client_config(&ca, None).expect("tls");
+    let channel = berqenas_coordinator::raft::tls::channel(&raft_addr, Arc::new(RwLock::new(Arc::new(anonymous))))
+        .expect("channel");
+    assert!(RaftClient::new(channel).hello(RaftRequest { from: 1, target: 1, payload: vec![] }).await.is_err());
+    let refusals = c.json(0, &["audit", "list"]);
+    assert!(
+        refusals
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["action"] == "raft.handshake" && e["outcome"] == "rejected"),
+        "{refusals}"
+    );
 }

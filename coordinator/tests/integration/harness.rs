@@ -14,7 +14,10 @@ pub struct Coord {
     pub dir: PathBuf,
     pub raft: u16,
     pub api: u16,
+    pub node: u16,
     pub proc: Option<Proc>,
+    /// `--join/--token/--ca-pin` for a coordinator's first start.
+    pub join_args: Vec<String>,
 }
 
 impl Coord {
@@ -44,7 +47,7 @@ impl Cluster {
     /// Like `single`, with extra `serve` flags for every node.
     pub fn single_with(serve_args: &[&str]) -> Self {
         let tmp = tempfile::tempdir().expect("temp dir");
-        let (raft, api) = (free_port(), free_port());
+        let (raft, api, node) = (free_port(), free_port(), free_port());
         let dir = tmp.path().join("c1");
         let out = run(
             Path::new(BIN),
@@ -58,6 +61,8 @@ impl Cluster {
                 &addr(raft),
                 "--api-listen",
                 &addr(api),
+                "--node-listen",
+                &addr(node),
                 "--vpn-pool",
                 "198.18.0.0/15",
                 "--output",
@@ -71,7 +76,7 @@ impl Cluster {
         let mut cluster = Self {
             tmp,
             key,
-            nodes: vec![Coord { id: 1, dir, raft, api, proc: None }],
+            nodes: vec![Coord { id: 1, dir, raft, api, node, proc: None, join_args: Vec::new() }],
             serve_args: serve_args.iter().map(|s| s.to_string()).collect(),
         };
         cluster.start(0);
@@ -94,17 +99,40 @@ impl Cluster {
     /// Starts coordinator `id` in a fresh dir and adds it as learner, then voter, through the CLI.
     pub fn join(&mut self, id: u64) {
         let idx = self.spawn_unjoined(id);
-        let (raft, api) = (self.nodes[idx].raft, self.nodes[idx].api);
+        let (raft, api, node) = (self.nodes[idx].raft, self.nodes[idx].api, self.nodes[idx].node);
         let id_s = id.to_string();
-        self.ok(0, &["cluster", "add-learner", "--id", &id_s, "--raft-addr", &addr(raft), "--api-addr", &addr(api)]);
+        self.ok(
+            0,
+            &[
+                "cluster",
+                "add-learner",
+                "--id",
+                &id_s,
+                "--raft-addr",
+                &addr(raft),
+                "--api-addr",
+                &addr(api),
+                "--node-addr",
+                &addr(node),
+            ],
+        );
         self.ok(0, &["cluster", "promote", "--id", &id_s]);
     }
 
     /// Starts coordinator `id` in a fresh dir without adding it to the cluster.
     pub fn spawn_unjoined(&mut self, id: u64) -> usize {
-        let (raft, api) = (free_port(), free_port());
+        let (raft, api, node) = (free_port(), free_port(), free_port());
         let dir = self.tmp.path().join(format!("c{id}"));
-        self.nodes.push(Coord { id, dir, raft, api, proc: None });
+        let token = self.json(0, &["cluster", "token", "create", "--id", &id.to_string()]);
+        let join_args = vec![
+            "--join".to_string(),
+            format!("https://127.0.0.1:{}", self.nodes[0].node),
+            "--token".to_string(),
+            token["token"].as_str().expect("token").to_string(),
+            "--ca-pin".to_string(),
+            token["ca_fingerprint"].as_str().expect("pin").to_string(),
+        ];
+        self.nodes.push(Coord { id, dir, raft, api, node, proc: None, join_args });
         let idx = self.nodes.len() - 1;
         self.start(idx);
         idx
@@ -112,11 +140,23 @@ impl Cluster {
 
     pub fn start(&mut self, idx: usize) {
         let node = &mut self.nodes[idx];
-        let (raft, api) = (addr(node.raft), addr(node.api));
+        let (raft, api, node_addr) = (addr(node.raft), addr(node.api), addr(node.node));
         let id = node.id.to_string();
-        let mut args =
-            vec!["serve", "--data-dir", path_str(&node.dir), "--id", &id, "--raft-listen", &raft, "--api-listen", &api];
+        let mut args = vec![
+            "serve",
+            "--data-dir",
+            path_str(&node.dir),
+            "--id",
+            &id,
+            "--raft-listen",
+            &raft,
+            "--api-listen",
+            &api,
+            "--node-listen",
+            &node_addr,
+        ];
         args.extend(self.serve_args.iter().map(String::as_str));
+        args.extend(node.join_args.iter().map(String::as_str));
         let proc = Proc::spawn(&format!("coordinator-{}", node.id), Path::new(BIN), &args, self.tmp.path());
         node.proc = Some(proc);
         let port = node.api;

@@ -21,6 +21,7 @@ struct Node {
     id: u64,
     api: u16,
     raft: u16,
+    node: u16,
     dir: PathBuf,
     proc: Option<Proc>,
 }
@@ -135,7 +136,14 @@ async fn main() {
     let bin = PathBuf::from(std::env::args().nth(1).expect("usage: bench-coordinator PATH/TO/berqenas-coordinator"));
     let tmp = tempfile::tempdir().expect("temp dir");
     let mut nodes: Vec<Node> = (1..=3)
-        .map(|id| Node { id, api: free_port(), raft: free_port(), dir: tmp.path().join(format!("c{id}")), proc: None })
+        .map(|id| Node {
+            id,
+            api: free_port(),
+            raft: free_port(),
+            node: free_port(),
+            dir: tmp.path().join(format!("c{id}")),
+            proc: None,
+        })
         .collect();
     let init = run(
         &bin,
@@ -149,6 +157,8 @@ async fn main() {
             &addr(nodes[0].raft),
             "--api-listen",
             &addr(nodes[0].api),
+            "--node-listen",
+            &addr(nodes[0].node),
             "--vpn-pool",
             "100.64.0.0/10",
             "--output",
@@ -161,34 +171,67 @@ async fn main() {
         .as_str()
         .expect("key")
         .to_string();
-    for n in nodes.iter_mut() {
-        let args = [
+    let first = format!("http://{}", addr(nodes[0].api));
+    let cli = |args: &[&str]| -> Value {
+        let mut a = args.to_vec();
+        a.extend(["--endpoint", &first, "--output", "json"]);
+        let out = run(&bin, &a, &[("BERQENAS_API_KEY", &key)]);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("json")
+    };
+    let first_node = format!("https://{}", addr(nodes[0].node));
+    for (i, n) in nodes.iter_mut().enumerate() {
+        let id = n.id.to_string();
+        let mut args: Vec<String> = [
             "serve",
             "--data-dir",
             n.dir.to_str().expect("utf-8"),
             "--id",
-            &n.id.to_string(),
+            &id,
             "--raft-listen",
             &addr(n.raft),
             "--api-listen",
             &addr(n.api),
-        ];
-        n.proc = Some(Proc::spawn(&format!("c{}", n.id), &bin, &args, tmp.path()));
+            "--node-listen",
+            &addr(n.node),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if i > 0 {
+            let token = cli(&["cluster", "token", "create", "--id", &id]);
+            for extra in [
+                "--join",
+                &first_node,
+                "--token",
+                token["token"].as_str().expect("token"),
+                "--ca-pin",
+                token["ca_fingerprint"].as_str().expect("pin"),
+            ] {
+                args.push(extra.to_string());
+            }
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let proc = Proc::spawn(&format!("c{}", n.id), &bin, &args, tmp.path());
         let port = n.api;
         wait_for("api", Duration::from_secs(20), || TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ()));
-    }
-    let first = format!("http://{}", addr(nodes[0].api));
-    for n in &nodes[1..] {
-        let id = n.id.to_string();
-        for args in [
-            vec!["cluster", "add-learner", "--id", &id, "--raft-addr", &addr(n.raft), "--api-addr", &addr(n.api)],
-            vec!["cluster", "promote", "--id", &id],
-        ] {
-            let mut a = args.clone();
-            a.extend(["--endpoint", &first]);
-            let out = run(&bin, &a, &[("BERQENAS_API_KEY", &key)]);
-            assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        if i > 0 {
+            let (raft, api, node) = (addr(n.raft), addr(n.api), addr(n.node));
+            cli(&[
+                "cluster",
+                "add-learner",
+                "--id",
+                &id,
+                "--raft-addr",
+                &raft,
+                "--api-addr",
+                &api,
+                "--node-addr",
+                &node,
+            ]);
+            cli(&["cluster", "promote", "--id", &id]);
         }
+        n.proc = Some(proc);
     }
     let (fsync_p50, fsync_p99) = fsync_floor(&nodes[0].dir);
     let http = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS).build().expect("client");

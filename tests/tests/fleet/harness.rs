@@ -22,6 +22,7 @@ pub struct Coord {
     pub api: u16,
     pub node: u16,
     pub proc: Option<Proc>,
+    pub join_args: Vec<String>,
 }
 
 pub struct Agent {
@@ -81,7 +82,8 @@ impl Fleet {
         let mut fleet = Self { tmp, key: String::new(), coords: Vec::new(), agents: Vec::new() };
         for id in 1..=n {
             let dir = fleet.tmp.path().join(format!("c{id}"));
-            fleet.coords.push(Coord { id, dir, raft: free_port(), api: free_port(), node: free_port(), proc: None });
+            let (raft, api, node) = (free_port(), free_port(), free_port());
+            fleet.coords.push(Coord { id, dir, raft, api, node, proc: None, join_args: Vec::new() });
         }
         let c = &fleet.coords[0];
         let out = run(
@@ -108,12 +110,21 @@ impl Fleet {
         assert!(out.status.success(), "init: {}", String::from_utf8_lossy(&out.stderr));
         let v: Value = serde_json::from_slice(&out.stdout).expect("json");
         fleet.key = v["admin_api_key"].as_str().expect("key").to_string();
-        for i in 0..fleet.coords.len() {
-            fleet.start_coord(i);
-        }
+        fleet.start_coord(0);
         for i in 1..fleet.coords.len() {
+            let id = fleet.coords[i].id.to_string();
+            let token = fleet.json(0, &["cluster", "token", "create", "--id", &id]);
+            fleet.coords[i].join_args = vec![
+                "--join".into(),
+                format!("https://{}", addr(fleet.coords[0].node)),
+                "--token".into(),
+                token["token"].as_str().expect("token").into(),
+                "--ca-pin".into(),
+                token["ca_fingerprint"].as_str().expect("pin").into(),
+            ];
+            fleet.start_coord(i);
             let c = &fleet.coords[i];
-            let (id, raft, api, node) = (c.id.to_string(), addr(c.raft), addr(c.api), addr(c.node));
+            let (raft, api, node) = (addr(c.raft), addr(c.api), addr(c.node));
             fleet.ok(
                 0,
                 &[
@@ -150,7 +161,8 @@ impl Fleet {
             &addr(c.node),
         ]
         .map(str::to_string);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+        args.extend(c.join_args.iter().map(String::as_str));
         c.proc = Some(Proc::spawn(&format!("coordinator-{}", c.id), &coordinator_bin(), &args, self.tmp.path()));
         let port = c.api;
         wait_for("coordinator API", Duration::from_secs(20), || {

@@ -1,0 +1,171 @@
+//! TLS plumbing shared by the coordinator's listeners and its outgoing channels: an accept loop
+//! that hands finished handshakes to tonic (refusals are logged and audited), a connector that
+//! dials peers with rustls, and this coordinator's own certificate files.
+
+use crate::state::{Command, Meta, Op};
+use anyhow::Context;
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::server::TlsStream;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub type ServerTls = Arc<RwLock<Arc<rustls::ServerConfig>>>;
+pub type ClientTls = Arc<RwLock<Arc<rustls::ClientConfig>>>;
+pub type Incoming = tokio_stream::wrappers::ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>>;
+
+/// Accepts TCP connections, runs the TLS handshake off the accept path, and yields the streams
+/// that completed it. `refused` is told about every failed handshake.
+pub fn incoming<F, Fut>(listener: TcpListener, tls: ServerTls, refused: F) -> (Incoming, tokio::task::JoinHandle<()>)
+where
+    F: Fn(SocketAddr, String) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let refused = Arc::new(refused);
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, peer)) = listener.accept().await else { continue };
+            let _ = tcp.set_nodelay(true);
+            let Ok(config) = tls.read().map(|c| c.clone()) else { continue };
+            let (tx, refused) = (tx.clone(), refused.clone());
+            tokio::spawn(async move {
+                let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = tx.send(Ok(stream)).await;
+                    }
+                    Ok(Err(e)) => refused(peer, e.to_string()).await,
+                    Err(_) => refused(peer, "handshake timed out".into()).await,
+                }
+            });
+        }
+    });
+    (tokio_stream::wrappers::ReceiverStream::new(rx), task)
+}
+
+/// A refused handshake: one log line and one audit entry (never certificate bytes).
+pub async fn audit_refusal(c: &crate::server::Coordinator, listener: &str, peer: SocketAddr, reason: &str) {
+    tracing::warn!(%peer, listener, reason, "refused a TLS handshake");
+    let cmd = Command {
+        meta: Meta { time_ms: crate::time::now_ms(), actor: "anonymous".into(), source: peer.ip().to_string() },
+        op: Op::Rejected {
+            action: format!("{listener}.handshake"),
+            target: format!("{listener}-listener"),
+            reason: reason.into(),
+        },
+    };
+    if let Err(e) = c.write(cmd).await {
+        tracing::warn!(error = %e, "could not audit a refused handshake");
+    }
+}
+
+/// A lazily connecting channel to `addr` over rustls with the current client config.
+pub fn channel(addr: &str, tls: ClientTls) -> anyhow::Result<Channel> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        .with_context(|| format!("invalid peer address {addr:?}"))?
+        .connect_timeout(Duration::from_secs(1))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_while_idle(true);
+    let connector = tower::service_fn(move |uri: Uri| {
+        let tls = tls.clone();
+        async move {
+            let config = tls.read().map(|c| c.clone()).map_err(|_| std::io::Error::other("tls config poisoned"))?;
+            let host = uri.host().unwrap_or("localhost").trim_start_matches('[').trim_end_matches(']').to_string();
+            let port = uri.port_u16().unwrap_or(443);
+            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            let name = rustls::pki_types::ServerName::try_from(host).map_err(std::io::Error::other)?;
+            let stream = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await?;
+            Ok::<_, std::io::Error>(TokioIo::new(stream))
+        }
+    });
+    Ok(endpoint.connect_with_connector_lazy(connector))
+}
+
+/// This coordinator's key, certificate chain and the cluster CA, in its data dir.
+pub struct Identity {
+    pub dir: PathBuf,
+}
+
+impl Identity {
+    pub fn key_path(&self) -> PathBuf {
+        self.dir.join("coordinator.key")
+    }
+    pub fn cert_path(&self) -> PathBuf {
+        self.dir.join("coordinator.pem")
+    }
+    pub fn ca_path(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    pub fn exists(&self) -> bool {
+        self.key_path().exists() && self.cert_path().exists() && self.ca_path().exists()
+    }
+
+    pub fn save(&self, key_pem: &str, chain_pem: &str, ca_pem: &str) -> anyhow::Result<()> {
+        write_file(&self.key_path(), key_pem.as_bytes(), 0o600)?;
+        write_file(&self.cert_path(), chain_pem.as_bytes(), 0o644)?;
+        write_file(&self.ca_path(), ca_pem.as_bytes(), 0o644)
+    }
+
+    fn read(&self) -> anyhow::Result<(String, String, String)> {
+        let r = |p: &Path| std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()));
+        Ok((r(&self.ca_path())?, r(&self.cert_path())?, r(&self.key_path())?))
+    }
+
+    /// TLS configs for the Raft listener (coordinators only) and for dialing peers.
+    pub fn configs(&self, revocation: Arc<dyn berqenas_pki::Revocation>) -> anyhow::Result<(ServerTls, ClientTls)> {
+        let (ca, chain, key) = self.read()?;
+        let server = berqenas_pki::server_config(&ca, &chain, &key, revocation, berqenas_pki::ClientAuth::Required)?;
+        let client = berqenas_pki::client_config(&ca, Some((&chain, &key)))?;
+        Ok((Arc::new(RwLock::new(Arc::new(server))), Arc::new(RwLock::new(Arc::new(client)))))
+    }
+
+    /// Whether the certificate is missing or has less than a third of its life left.
+    pub fn needs_renewal(&self) -> bool {
+        let Ok(pem) = std::fs::read_to_string(self.cert_path()) else { return true };
+        let Ok(der) = berqenas_pki::first_cert_der(&pem) else { return true };
+        match berqenas_pki::validity(&der) {
+            Ok((nb, na)) => berqenas_pki::should_renew(nb, na, std::time::SystemTime::now()),
+            Err(_) => true,
+        }
+    }
+
+    /// Issues a fresh certificate for coordinator `id` with the CA (held by coordinators).
+    pub fn issue(&self, ca: &berqenas_pki::ClusterCa, id: u64) -> anyhow::Result<()> {
+        let kc = berqenas_pki::new_key_and_csr("coordinator")?;
+        let cert = ca.sign_csr(
+            &kc.csr_pem,
+            &berqenas_pki::Identity::Coordinator(id),
+            &[],
+            std::time::SystemTime::now(),
+            crate::grpc::COORDINATOR_CERT_LIFETIME,
+        )?;
+        self.save(&kc.key_pem, &format!("{cert}{}", ca.cert_pem), &ca.cert_pem)
+    }
+}
+
+fn write_file(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)
+            .with_context(|| format!("create {}", tmp.display()))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("rename into {}", path.display()))
+}
