@@ -2,6 +2,8 @@
 # Benchmarks, each printing one JSON line of figures. Usage: deploy/bench.sh NAME
 #   coordinator   3-node loopback cluster: creates/s and latency with 16 clients, single-client
 #                 commit latency next to the disk's fsync latency, failover time, RSS at 10k tenants
+#   fanout        50 then 200 simulated agents (real mTLS watch streams) on a 3-node cluster:
+#                 write → all placed nodes p50/p99, coordinator CPU and RSS, handshakes/s
 set -euo pipefail
 cd "$(dirname "$0")/.."
 name=${1:-}
@@ -10,8 +12,12 @@ case "$name" in
     cargo build --release --locked -q -p berqenas-coordinator -p berqenas-tests --bins
     exec target/release/bench-coordinator target/release/berqenas-coordinator
     ;;
+  fanout)
+    cargo build --release --locked -q -p berqenas-coordinator -p berqenas-tests --bins
+    exec target/release/bench-fanout target/release/berqenas-coordinator
+    ;;
   *)
-    echo "usage: $0 coordinator" >&2
+    echo "usage: $0 coordinator|fanout" >&2
     exit 2
     ;;
 esac

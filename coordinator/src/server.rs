@@ -106,6 +106,8 @@ pub struct Coordinator {
     pub peers: Peers,
     /// This coordinator's client TLS (for dialing peers); swapped on renewal.
     pub client_tls: crate::raft::tls::ClientTls,
+    /// The applied index; changes when the state machine does.
+    pub applied: tokio::sync::watch::Receiver<u64>,
 }
 
 impl Coordinator {
@@ -114,6 +116,7 @@ impl Coordinator {
         let (log_store, sm_store) = store::open(&data_dir.join("raft.redb"))
             .with_context(|| format!("open store in {}", data_dir.display()))?;
         let data = sm_store.data();
+        let applied = sm_store.applied_watch();
         let identity = crate::raft::tls::Identity { dir: data_dir.to_path_buf() };
         if !identity.exists() {
             bail!(
@@ -134,7 +137,7 @@ impl Coordinator {
         )
         .await
         .context("start raft")?;
-        Ok(Arc::new(Self { config, data_dir: data_dir.to_path_buf(), raft, data, peers, client_tls }))
+        Ok(Arc::new(Self { config, data_dir: data_dir.to_path_buf(), raft, data, peers, client_tls, applied }))
     }
 
     /// Reads the state machine under its lock.

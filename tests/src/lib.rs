@@ -105,6 +105,8 @@ pub fn run(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.output().unwrap_or_else(|e| panic!("run {}: {e}", program.display()))
 }
 
+pub mod bench;
+
 /// A binary of this workspace, built by `cargo build --workspace --bins` (deploy/test.sh does it
 /// before running the tests).
 pub fn workspace_bin(name: &str) -> PathBuf {

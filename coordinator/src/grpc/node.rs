@@ -186,6 +186,11 @@ impl pb::node_server::Node for NodeService {
             }
             Err(e) => return Err(Status::invalid_argument(e.to_string())),
         };
+        // Reply only once this coordinator has applied the join, so the node's first mTLS
+        // connection here finds it (a follower may otherwise still call it unknown).
+        if let Err(e) = self.c.read_barrier(crate::server::Consistency::Linearizable).await {
+            tracing::warn!(error = %e, "join applied on the leader but not yet here");
+        }
         let cert = ca
             .sign_csr(&req.csr_pem, &Identity::Node(node.id), &[], SystemTime::now(), NODE_CERT_LIFETIME)
             .map_err(|e| Status::internal(format!("signing failed: {e}")))?;
@@ -282,10 +287,10 @@ impl pb::node_server::Node for NodeService {
         let c = self.c.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
-            let mut metrics = c.raft.metrics();
+            let mut applied = c.applied.clone();
             // A lagging coordinator waits until it has applied what the agent already has.
             while c.read(|d| d.last_applied.map_or(0, |l| l.index)) < last_applied {
-                if tokio::time::timeout(KEEPALIVE, metrics.changed()).await.is_ok_and(|r| r.is_err()) {
+                if tokio::time::timeout(KEEPALIVE, applied.changed()).await.is_ok_and(|r| r.is_err()) {
                     return;
                 }
                 if tx.is_closed() {
@@ -330,13 +335,13 @@ impl pb::node_server::Node for NodeService {
                 }
                 // Wait for a change (or the keepalive), then gather a burst.
                 let wait = KEEPALIVE.saturating_sub(last_send_at.elapsed());
-                match tokio::time::timeout(wait, metrics.changed()).await {
+                match tokio::time::timeout(wait, applied.changed()).await {
                     Ok(Err(_)) => return,
                     Ok(Ok(())) => {
                         let started = Instant::now();
                         loop {
                             tokio::time::sleep(DEBOUNCE).await;
-                            let more = tokio::time::timeout(Duration::ZERO, metrics.changed()).await.is_ok();
+                            let more = tokio::time::timeout(Duration::ZERO, applied.changed()).await.is_ok();
                             if !more || started.elapsed() >= MAX_DEBOUNCE {
                                 break;
                             }

@@ -105,7 +105,11 @@ pub fn open(path: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
     }
     let db = Arc::new(db);
     let data = load_state_machine(&db)?;
-    Ok((LogStore { db: db.clone() }, StateMachineStore { db, data: Arc::new(RwLock::new(data)) }))
+    let (applied, _) = tokio::sync::watch::channel(data.last_applied.map_or(0, |l| l.index));
+    Ok((
+        LogStore { db: db.clone() },
+        StateMachineStore { db, data: Arc::new(RwLock::new(data)), applied: Arc::new(applied) },
+    ))
 }
 
 fn load_state_machine(db: &Database) -> Result<SmData, StoreError> {
@@ -407,12 +411,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 pub struct StateMachineStore {
     db: Arc<Database>,
     data: Arc<RwLock<SmData>>,
+    /// The applied index, published after every applied batch or installed snapshot.
+    applied: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl StateMachineStore {
     /// Shared handle the API reads from.
     pub fn data(&self) -> Arc<RwLock<SmData>> {
         self.data.clone()
+    }
+
+    /// Changes exactly when the state machine's content changes (unlike Raft metrics, which
+    /// tick with every heartbeat).
+    pub fn applied_watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.applied.subscribe()
     }
 }
 
@@ -475,6 +487,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }
         }
         persist(&self.db, &data, &touched, false, None).map_err(|e| StorageIOError::write_state_machine(&e))?;
+        self.applied.send_replace(data.last_applied.map_or(0, |l| l.index));
         Ok(replies)
     }
 
@@ -500,6 +513,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         data.membership = meta.last_membership.clone();
         persist(&self.db, &data, &[], true, Some((meta, &bytes)))
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        self.applied.send_replace(data.last_applied.map_or(0, |l| l.index));
         Ok(())
     }
 

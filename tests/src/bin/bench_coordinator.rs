@@ -3,10 +3,10 @@
 //! concurrent clients, leader failover time, and each coordinator's RSS with 10,000 tenants.
 //! Prints one JSON line. Usage: bench-coordinator PATH/TO/berqenas-coordinator
 
-use berqenas_tests::{free_port, run, wait_for, Proc};
+use berqenas_tests::bench::{addr, percentile, proc_stats, round2, BenchCluster};
+use berqenas_tests::{wait_for, Proc};
 use serde_json::{json, Value};
 use std::io::Write;
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -17,44 +17,9 @@ const CREATES: usize = 1_000;
 const SINGLE: usize = 200;
 const TOTAL_TENANTS: usize = 10_000;
 
-struct Node {
-    id: u64,
-    api: u16,
-    raft: u16,
-    node: u16,
-    dir: PathBuf,
-    proc: Option<Proc>,
-}
-
-fn addr(p: u16) -> String {
-    format!("127.0.0.1:{p}")
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
-
 fn stats_ms(mut v: Vec<f64>) -> (f64, f64) {
     v.sort_by(|a, b| a.total_cmp(b));
     (round2(percentile(&v, 0.5)), round2(percentile(&v, 0.99)))
-}
-
-fn round2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
-}
-
-fn rss_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
 }
 
 /// fsync latency of the disk the coordinators write to: 4 KiB write + fdatasync.
@@ -124,119 +89,15 @@ async fn create_many(
     (all, started.elapsed())
 }
 
-fn leader(bin: &Path, endpoint: &str, key: &str) -> Option<u64> {
-    let out =
-        run(bin, &["cluster", "status", "--output", "json", "--endpoint", endpoint], &[("BERQENAS_API_KEY", key)]);
-    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
-    v["leader_id"].as_u64()
-}
-
 #[tokio::main]
 async fn main() {
     let bin = PathBuf::from(std::env::args().nth(1).expect("usage: bench-coordinator PATH/TO/berqenas-coordinator"));
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let mut nodes: Vec<Node> = (1..=3)
-        .map(|id| Node {
-            id,
-            api: free_port(),
-            raft: free_port(),
-            node: free_port(),
-            dir: tmp.path().join(format!("c{id}")),
-            proc: None,
-        })
-        .collect();
-    let init = run(
-        &bin,
-        &[
-            "init",
-            "--data-dir",
-            nodes[0].dir.to_str().expect("utf-8"),
-            "--id",
-            "1",
-            "--raft-listen",
-            &addr(nodes[0].raft),
-            "--api-listen",
-            &addr(nodes[0].api),
-            "--node-listen",
-            &addr(nodes[0].node),
-            "--vpn-pool",
-            "100.64.0.0/10",
-            "--output",
-            "json",
-        ],
-        &[],
-    );
-    assert!(init.status.success(), "init: {}", String::from_utf8_lossy(&init.stderr));
-    let key = serde_json::from_slice::<Value>(&init.stdout).expect("json")["admin_api_key"]
-        .as_str()
-        .expect("key")
-        .to_string();
-    let first = format!("http://{}", addr(nodes[0].api));
-    let cli = |args: &[&str]| -> Value {
-        let mut a = args.to_vec();
-        a.extend(["--endpoint", &first, "--output", "json"]);
-        let out = run(&bin, &a, &[("BERQENAS_API_KEY", &key)]);
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice(&out.stdout).expect("json")
-    };
-    let first_node = format!("https://{}", addr(nodes[0].node));
-    for (i, n) in nodes.iter_mut().enumerate() {
-        let id = n.id.to_string();
-        let mut args: Vec<String> = [
-            "serve",
-            "--data-dir",
-            n.dir.to_str().expect("utf-8"),
-            "--id",
-            &id,
-            "--raft-listen",
-            &addr(n.raft),
-            "--api-listen",
-            &addr(n.api),
-            "--node-listen",
-            &addr(n.node),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        if i > 0 {
-            let token = cli(&["cluster", "token", "create", "--id", &id]);
-            for extra in [
-                "--join",
-                &first_node,
-                "--token",
-                token["token"].as_str().expect("token"),
-                "--ca-pin",
-                token["ca_fingerprint"].as_str().expect("pin"),
-            ] {
-                args.push(extra.to_string());
-            }
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let proc = Proc::spawn(&format!("c{}", n.id), &bin, &args, tmp.path());
-        let port = n.api;
-        wait_for("api", Duration::from_secs(20), || TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ()));
-        if i > 0 {
-            let (raft, api, node) = (addr(n.raft), addr(n.api), addr(n.node));
-            cli(&[
-                "cluster",
-                "add-learner",
-                "--id",
-                &id,
-                "--raft-addr",
-                &raft,
-                "--api-addr",
-                &api,
-                "--node-addr",
-                &node,
-            ]);
-            cli(&["cluster", "promote", "--id", &id]);
-        }
-        n.proc = Some(proc);
-    }
-    let (fsync_p50, fsync_p99) = fsync_floor(&nodes[0].dir);
+    let mut cluster = BenchCluster::start(&bin, 3, "100.64.0.0/10");
+    let key = cluster.key.clone();
+    let (fsync_p50, fsync_p99) = fsync_floor(&cluster.nodes[0].dir);
     let http = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS).build().expect("client");
-    let leader_id = wait_for("leader", Duration::from_secs(10), || leader(&bin, &first, &key));
-    let leader_base = format!("http://{}", addr(nodes[(leader_id - 1) as usize].api));
+    let leader_id = wait_for("leader", Duration::from_secs(10), || cluster.leader());
+    let leader_base = format!("http://{}", addr(cluster.nodes[(leader_id - 1) as usize].api));
 
     // Single client: commit latency, one request at a time.
     let single: Vec<String> = (0..SINGLE).map(|i| format!("s{i:05}")).collect();
@@ -252,19 +113,21 @@ async fn main() {
     // Fill to 10,000 tenants for the memory figure.
     let rest: Vec<String> = (0..TOTAL_TENANTS - CREATES - SINGLE).map(|i| format!("f{i:05}")).collect();
     let (_, fill_wall) = create_many(&http, &leader_base, &key, rest, CLIENTS).await;
-    let rss: Vec<Value> = nodes
+    let rss: Vec<Value> = cluster
+        .nodes
         .iter()
         .map(|n| {
             let pid = n.proc.as_ref().map(Proc::pid).unwrap_or(0);
-            json!({"id": n.id, "rss_mb": round2(rss_kib(pid, "VmRSS:") as f64 / 1024.0), "peak_rss_mb": round2(rss_kib(pid, "VmHWM:") as f64 / 1024.0)})
+            let (rss, peak, _) = proc_stats(pid);
+            json!({"id": n.id, "rss_mb": round2(rss), "peak_rss_mb": round2(peak)})
         })
         .collect();
 
     // Failover: SIGKILL the leader, time until a write through a survivor succeeds.
     let leader_idx = (leader_id - 1) as usize;
-    let survivor = format!("http://{}", addr(nodes[(leader_idx + 1) % 3].api));
+    let survivor = format!("http://{}", addr(cluster.nodes[(leader_idx + 1) % 3].api));
     let killed_at = Instant::now();
-    if let Some(mut p) = nodes[leader_idx].proc.take() {
+    if let Some(mut p) = cluster.nodes[leader_idx].proc.take() {
         p.kill();
     }
     let mut attempt = 0;
