@@ -6,11 +6,13 @@ cd "$(dirname "$0")/.."
 
 log() { printf '==> %s\n' "$*"; }
 
-# System packages the tests use. (PostgreSQL, WireGuard and nftables join this list with the
-# node-agent work.) Installed only when missing, so a prepared machine runs no apt at all.
+# System packages the tests use: a C toolchain for ring, iproute2 for the network-namespace lab.
+# (PostgreSQL, WireGuard and nftables join this list with the db and gateway drivers.) Installed
+# only when missing, so a prepared machine runs no apt at all. The lab needs root.
 missing=()
 command -v gcc >/dev/null 2>&1 || missing+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
@@ -25,6 +27,11 @@ fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   log "installing cargo-nextest"
   cargo install cargo-nextest --locked
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "deploy/test.sh: the end-to-end lab creates network namespaces and must run as root" >&2
+  exit 1
 fi
 
 log "cargo fmt --check"

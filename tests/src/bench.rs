@@ -15,11 +15,12 @@ pub struct BenchNode {
     pub proc: Option<Proc>,
 }
 
+/// Fields drop in order: processes before the temp dir that holds their logs.
 pub struct BenchCluster {
-    pub tmp: tempfile::TempDir,
+    pub nodes: Vec<BenchNode>,
     pub bin: PathBuf,
     pub key: String,
-    pub nodes: Vec<BenchNode>,
+    pub tmp: tempfile::TempDir,
 }
 
 pub fn addr(p: u16) -> String {
@@ -122,7 +123,7 @@ impl BenchCluster {
         let n = &self.nodes[i];
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let proc = Proc::spawn(&format!("c{}", n.id), &self.bin, &args, self.tmp.path());
-        let port = n.api;
+        let (port, node_port) = (n.api, n.node);
         wait_for("api", Duration::from_secs(20), || TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ()));
         if i > 0 {
             let (raft, api, node) = (addr(n.raft), addr(n.api), addr(n.node));
@@ -140,6 +141,10 @@ impl BenchCluster {
             ]);
             self.cli(&["cluster", "promote", "--id", &id]);
         }
+        // The node listener opens once this coordinator holds the replicated CA.
+        wait_for("node listener", Duration::from_secs(20), || {
+            TcpStream::connect(("127.0.0.1", node_port)).ok().map(|_| ())
+        });
         self.nodes[i].proc = Some(proc);
     }
 

@@ -2,6 +2,9 @@
 //! captured (and printed when a test fails), free loopback ports, and deadline-based waiting.
 //! Everything it starts is killed when dropped.
 
+pub mod bench;
+pub mod lab;
+
 use std::fs::File;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -104,8 +107,6 @@ pub fn run(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     }
     cmd.output().unwrap_or_else(|e| panic!("run {}: {e}", program.display()))
 }
-
-pub mod bench;
 
 /// A binary of this workspace, built by `cargo build --workspace --bins` (deploy/test.sh does it
 /// before running the tests).

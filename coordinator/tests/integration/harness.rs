@@ -26,12 +26,13 @@ impl Coord {
     }
 }
 
+/// Fields drop in order: processes before the temp dir that holds their logs.
 pub struct Cluster {
-    pub tmp: tempfile::TempDir,
-    pub key: String,
     pub nodes: Vec<Coord>,
+    pub key: String,
     /// Extra flags for every `serve`.
     pub serve_args: Vec<String>,
+    pub tmp: tempfile::TempDir,
 }
 
 fn addr(port: u16) -> String {

@@ -60,11 +60,12 @@ impl Agent {
     }
 }
 
+/// Fields drop in order: processes before the temp dir that holds their logs.
 pub struct Fleet {
-    pub tmp: tempfile::TempDir,
-    pub key: String,
-    pub coords: Vec<Coord>,
     pub agents: Vec<Agent>,
+    pub coords: Vec<Coord>,
+    pub key: String,
+    pub tmp: tempfile::TempDir,
 }
 
 fn addr(p: u16) -> String {
@@ -164,10 +165,16 @@ impl Fleet {
         let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
         args.extend(c.join_args.iter().map(String::as_str));
         c.proc = Some(Proc::spawn(&format!("coordinator-{}", c.id), &coordinator_bin(), &args, self.tmp.path()));
-        let port = c.api;
+        let (port, node_port, member) = (c.api, c.node, c.join_args.is_empty());
         wait_for("coordinator API", Duration::from_secs(20), || {
             TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
         });
+        if member {
+            // A coordinator that already holds the replicated CA opens its node listener at once.
+            wait_for("node listener", Duration::from_secs(20), || {
+                TcpStream::connect(("127.0.0.1", node_port)).ok().map(|_| ())
+            });
+        }
     }
 
     pub fn kill_coord(&mut self, i: usize) {

@@ -3,4 +3,5 @@
 
 mod harness;
 mod join;
+mod lab;
 mod stream;

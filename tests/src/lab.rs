@@ -1,0 +1,121 @@
+//! The network lab: hosts are Linux network namespaces, each with one veth into a bridge that
+//! lives in its own namespace, addressed from 192.0.2.0/24 (the documentation range) only.
+//! Everything is named per lab (`bql-<pid>-<n>-…`), torn down on drop, and leftovers of crashed
+//! runs (whose pid is gone) are removed when the next lab starts. Requires root and iproute2.
+
+use crate::Proc;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+static LABS: AtomicU32 = AtomicU32::new(0);
+
+/// One host of the lab.
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub name: String,
+    pub netns: String,
+    pub addr: Ipv4Addr,
+}
+
+pub struct Lab {
+    prefix: String,
+    bridge_ns: String,
+    hosts: Vec<Host>,
+}
+
+/// Runs `ip` with `args`; panics with its stderr on failure (a lab that cannot be built is a
+/// test failure, never a skip).
+pub fn ip(args: &[&str]) {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run ip {}: {e} (install iproute2)", args.join(" ")));
+    assert!(out.status.success(), "ip {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+}
+
+fn netns_list() -> Vec<String> {
+    let out = Command::new("ip").args(["netns", "list"]).output().expect("ip netns list (install iproute2)");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Deletes lab namespaces left by processes that no longer exist.
+fn remove_leftovers() {
+    for ns in netns_list() {
+        let Some(rest) = ns.strip_prefix("bql-") else { continue };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = Command::new("ip").args(["netns", "delete", &ns]).status();
+        }
+    }
+}
+
+impl Lab {
+    pub fn new() -> Self {
+        remove_leftovers();
+        let n = LABS.fetch_add(1, Ordering::SeqCst);
+        let prefix = format!("bql-{}-{n}", std::process::id());
+        let bridge_ns = format!("{prefix}-br");
+        ip(&["netns", "add", &bridge_ns]);
+        ip(&["-n", &bridge_ns, "link", "add", "br0", "type", "bridge"]);
+        ip(&["-n", &bridge_ns, "link", "set", "br0", "up"]);
+        Self { prefix, bridge_ns, hosts: Vec::new() }
+    }
+
+    /// Adds a host with the next address in 192.0.2.0/24.
+    pub fn host(&mut self, name: &str) -> Host {
+        let index = self.hosts.len() + 1;
+        assert!(index < 250, "a lab holds at most 249 hosts");
+        let netns = format!("{}-{name}", self.prefix);
+        let addr = Ipv4Addr::new(192, 0, 2, u8::try_from(index).unwrap_or(250));
+        // Interface names are ≤ 15 characters and unique on the host while both ends exist.
+        let outer = format!("bq{}x{index}", std::process::id() % 100_000);
+        ip(&["netns", "add", &netns]);
+        ip(&["-n", &netns, "link", "set", "lo", "up"]);
+        ip(&["-n", &netns, "link", "add", "eth0", "type", "veth", "peer", "name", &outer, "netns", &self.bridge_ns]);
+        ip(&["-n", &self.bridge_ns, "link", "set", &outer, "master", "br0"]);
+        ip(&["-n", &self.bridge_ns, "link", "set", &outer, "up"]);
+        ip(&["-n", &netns, "addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
+        ip(&["-n", &netns, "link", "set", "eth0", "up"]);
+        let host = Host { name: name.to_string(), netns, addr };
+        self.hosts.push(host.clone());
+        host
+    }
+
+    /// Starts `program` inside `host`, logging into `log_dir`.
+    pub fn spawn(&self, host: &Host, name: &str, program: &Path, args: &[&str], log_dir: &Path) -> Proc {
+        let mut full = vec!["netns", "exec", host.netns.as_str(), program.to_str().expect("UTF-8 path")];
+        full.extend_from_slice(args);
+        Proc::spawn(name, Path::new("ip"), &full, log_dir)
+    }
+
+    /// Runs `program` inside `host` to completion.
+    pub fn run(&self, host: &Host, program: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &host.netns]).arg(program).args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap_or_else(|e| panic!("run {} in {}: {e}", program.display(), host.name))
+    }
+}
+
+impl Default for Lab {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for h in &self.hosts {
+            let _ = Command::new("ip").args(["netns", "delete", &h.netns]).status();
+        }
+        let _ = Command::new("ip").args(["netns", "delete", &self.bridge_ns]).status();
+    }
+}

@@ -1,0 +1,212 @@
+//! The fleet across network namespaces: three coordinators and two agents, each its own host
+//! on the lab bridge (192.0.2.0/24), talking over real veth links.
+
+use crate::harness::{agent_bin, coordinator_bin};
+use berqenas_tests::lab::{Host, Lab};
+use berqenas_tests::{wait_for, Proc};
+use serde_json::Value;
+use std::time::Duration;
+
+/// Fields drop in order: processes first, then the namespaces, then the files (so a failing
+/// test can still print the processes' logs).
+struct LabFleet {
+    coords: Vec<(Host, Option<Proc>, Vec<String>)>,
+    key: String,
+    lab: Lab,
+    tmp: tempfile::TempDir,
+}
+
+impl LabFleet {
+    fn cli(&self, via: usize, args: &[&str]) -> std::process::Output {
+        let endpoint = format!("http://{}:7201", self.coords[via].0.addr);
+        self.lab.run(
+            &self.coords[via].0,
+            &coordinator_bin(),
+            args,
+            &[("BERQENAS_ENDPOINT", &endpoint), ("BERQENAS_API_KEY", &self.key)],
+        )
+    }
+
+    fn json(&self, via: usize, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["--output", "json"]);
+        let out = self.cli(via, &all);
+        assert!(out.status.success(), "`{}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("json")
+    }
+
+    fn start(&mut self, i: usize) {
+        let (host, _, extra) = &self.coords[i];
+        let dir = self.tmp.path().join(&host.name);
+        let a = host.addr.to_string();
+        let (raft, api, node) = (format!("{a}:7101"), format!("{a}:7201"), format!("{a}:7301"));
+        let id = (i + 1).to_string();
+        let mut args = vec![
+            "serve",
+            "--data-dir",
+            dir.to_str().expect("utf-8"),
+            "--id",
+            &id,
+            "--raft-listen",
+            &raft,
+            "--api-listen",
+            &api,
+            "--node-listen",
+            &node,
+        ];
+        args.extend(extra.iter().map(String::as_str));
+        let proc =
+            self.lab.spawn(host, &format!("coordinator-{}", host.name), &coordinator_bin(), &args, self.tmp.path());
+        wait_for("the coordinator to serve in its namespace", Duration::from_secs(20), || {
+            proc.log_text().contains("coordinator serving").then_some(())
+        });
+        self.coords[i].1 = Some(proc);
+    }
+}
+
+#[test]
+fn lab_fleet_across_namespaces_joins_converges_and_survives_a_coordinator() {
+    let mut lab = Lab::new();
+    let hosts: Vec<Host> = ["c1", "c2", "c3"].iter().map(|n| lab.host(n)).collect();
+    let gw = lab.host("gw");
+    let db = lab.host("db");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let c1 = &hosts[0];
+    let a1 = c1.addr.to_string();
+    let init = lab.run(
+        c1,
+        &coordinator_bin(),
+        &[
+            "init",
+            "--data-dir",
+            tmp.path().join("c1").to_str().expect("utf-8"),
+            "--id",
+            "1",
+            "--raft-listen",
+            &format!("{a1}:7101"),
+            "--api-listen",
+            &format!("{a1}:7201"),
+            "--node-listen",
+            &format!("{a1}:7301"),
+            "--vpn-pool",
+            "198.18.0.0/15",
+            "--output",
+            "json",
+        ],
+        &[],
+    );
+    assert!(init.status.success(), "init: {}", String::from_utf8_lossy(&init.stderr));
+    let key = serde_json::from_slice::<Value>(&init.stdout).expect("json")["admin_api_key"]
+        .as_str()
+        .expect("key")
+        .to_string();
+    let mut f = LabFleet { lab, tmp, key, coords: hosts.into_iter().map(|h| (h, None, Vec::new())).collect() };
+    f.start(0);
+    for i in 1..3 {
+        let id = (i + 1).to_string();
+        let tok = f.json(0, &["cluster", "token", "create", "--id", &id]);
+        f.coords[i].2 = vec![
+            "--join".into(),
+            format!("https://{a1}:7301"),
+            "--token".into(),
+            tok["token"].as_str().expect("token").into(),
+            "--ca-pin".into(),
+            tok["ca_fingerprint"].as_str().expect("pin").into(),
+        ];
+        f.start(i);
+        let a = f.coords[i].0.addr.to_string();
+        let (raft, api, node) = (format!("{a}:7101"), format!("{a}:7201"), format!("{a}:7301"));
+        f.json(
+            0,
+            &["cluster", "add-learner", "--id", &id, "--raft-addr", &raft, "--api-addr", &api, "--node-addr", &node],
+        );
+        f.json(0, &["cluster", "promote", "--id", &id]);
+        // Once it holds the replicated CA it opens its node listener.
+        wait_for("the node listener", Duration::from_secs(20), || {
+            f.coords[i].1.as_ref()?.log_text().contains("node listener serving").then_some(())
+        });
+    }
+
+    // Two agents, each in its own namespace, joining through different coordinators.
+    let mut agents = Vec::new();
+    for (host, roles, via) in [(&gw, "gateway", 1usize), (&db, "db", 2usize)] {
+        let tok = f.json(0, &["node", "token", "create", "--roles", roles]);
+        let dir = f.tmp.path().join(&host.name);
+        let tenants = dir.join("tenants");
+        let url = format!("https://{}:7301", f.coords[via].0.addr);
+        let out = f.lab.run(
+            host,
+            &agent_bin(),
+            &[
+                "join",
+                "--coordinator",
+                &url,
+                "--token",
+                tok["token"].as_str().expect("token"),
+                "--ca-pin",
+                tok["ca_fingerprint"].as_str().expect("pin"),
+                "--roles",
+                roles,
+                "--data-dir",
+                dir.to_str().expect("utf-8"),
+                "--driver",
+                "dir",
+                "--driver-path",
+                tenants.to_str().expect("utf-8"),
+            ],
+            &[],
+        );
+        assert!(out.status.success(), "join in {}: {}", host.name, String::from_utf8_lossy(&out.stderr));
+        let config = dir.join("agent.toml");
+        let proc = f.lab.spawn(
+            host,
+            &format!("agent-{}", host.name),
+            &agent_bin(),
+            &["run", "--config", config.to_str().expect("utf-8")],
+            f.tmp.path(),
+        );
+        agents.push((host.clone(), proc, tenants));
+    }
+    let nodes = f.json(0, &["node", "list"]);
+    let mut addrs: Vec<String> =
+        nodes.as_array().into_iter().flatten().filter_map(|n| n["address"].as_str().map(str::to_string)).collect();
+    addrs.sort();
+    assert_eq!(addrs, vec![gw.addr.to_string(), db.addr.to_string()], "agents registered with their lab addresses");
+
+    let t = f.json(
+        2,
+        &[
+            "tenant",
+            "create",
+            "--name",
+            "acme",
+            "--db-quota",
+            "5GB",
+            "--vpn",
+            "enabled",
+            "--public-api",
+            "true",
+            "--wait",
+            "--wait-timeout",
+            "30s",
+        ],
+    );
+    assert_eq!(t["status"], "active", "{t}");
+    for (host, _, tenants) in &agents {
+        assert!(tenants.join("acme.json").exists(), "{} has acme", host.name);
+    }
+
+    // Kill the coordinator the gateway agent streams from; the next change still arrives.
+    let connected = wait_for("the gateway agent to stream", Duration::from_secs(10), || {
+        let log = agents[0].1.log_text();
+        let line = log.lines().rev().find(|l| l.contains("watching desired state"))?.to_string();
+        f.coords.iter().position(|(h, _, _)| line.contains(&format!("{}:7301", h.addr)))
+    });
+    if let Some(mut p) = f.coords[connected].1.take() {
+        p.kill();
+    }
+    let via = (0..3).find(|i| *i != connected).expect("a survivor");
+    let t = f.json(via, &["tenant", "create", "--name", "globex", "--wait", "--wait-timeout", "30s"]);
+    assert_eq!(t["status"], "active", "{t}");
+    assert!(agents[0].2.join("globex.json").exists());
+}
