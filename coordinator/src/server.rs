@@ -51,6 +51,21 @@ impl NodeConfig {
         data_dir.join("node.json")
     }
 
+    /// Host names and addresses this coordinator is reached at (for its certificate).
+    pub fn names(&self) -> Vec<String> {
+        let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        for addr in [&self.raft_advertise, &self.api_advertise, &self.node_advertise] {
+            let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr);
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            if crate::raft::tls::valid_name(host) && host != "0.0.0.0" && host != "::" {
+                names.push(host.to_string());
+            }
+        }
+        names.sort();
+        names.dedup();
+        names
+    }
+
     pub fn load(data_dir: &Path) -> anyhow::Result<Option<Self>> {
         let path = Self::path(data_dir);
         match std::fs::read(&path) {
@@ -237,7 +252,7 @@ impl Coordinator {
         let identity = crate::raft::tls::Identity { dir: self.data_dir.clone() };
         if identity.needs_renewal() {
             if let Some(ca) = crate::grpc::cluster_ca(self) {
-                identity.issue(&ca?, self.config.id)?;
+                identity.issue(&ca?, self.config.id, &self.config.names())?;
                 tracing::info!("renewed this coordinator's certificate");
             }
         }
@@ -251,6 +266,7 @@ impl Coordinator {
     /// Serves Raft RPCs and the REST API until `shutdown` resolves.
     pub async fn serve(
         self: Arc<Self>,
+        api_tls: Option<Arc<rustls::ServerConfig>>,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let raft_listener = tokio::net::TcpListener::bind(self.config.raft_listen)
@@ -280,16 +296,15 @@ impl Coordinator {
                 let _ = grpc_stop.wait_for(|v| *v).await;
             },
         );
-        let mut api_stop = stop_rx.clone();
+        let api_stop = stop_rx.clone();
         let app = crate::api::router(self.clone());
-        let api = axum::serve(api_listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                let _ = api_stop.wait_for(|v| *v).await;
-            });
+        let scheme = if api_tls.is_some() { "https" } else { "http" };
+        let api = serve_api(self.clone(), api_listener, app, api_tls, api_stop);
         tracing::info!(
             id = self.config.id,
             raft = %self.config.raft_listen,
             api = %self.config.api_listen,
+            scheme,
             "coordinator serving"
         );
         tokio::spawn(async move {
@@ -305,6 +320,56 @@ impl Coordinator {
         self.raft.shutdown().await.ok();
         Ok(())
     }
+}
+
+/// Serves the REST API: plain HTTP (loopback), or TLS with hyper-util's HTTP/1 + HTTP/2 server
+/// over the shared accept loop (refused handshakes are audited like the other listeners').
+async fn serve_api(
+    c: Arc<Coordinator>,
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let Some(tls) = tls else {
+        return axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|v| *v).await;
+            })
+            .await;
+    };
+    use tokio_stream::StreamExt;
+    let refusing = c.clone();
+    let (mut incoming, accept) =
+        crate::raft::tls::incoming(listener, Arc::new(RwLock::new(tls)), move |peer, reason| {
+            let c = refusing.clone();
+            async move { crate::raft::tls::audit_refusal(&c, "api", peer, &reason).await }
+        });
+    loop {
+        let stream = tokio::select! {
+            _ = stop.wait_for(|v| *v) => break,
+            next = incoming.next() => match next {
+                Some(Ok(s)) => s,
+                Some(Err(_)) => continue,
+                None => break,
+            },
+        };
+        let peer = stream.get_ref().0.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let svc = tower::ServiceExt::map_request(app.clone(), move |mut req: axum::http::Request<_>| {
+            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            req
+        });
+        tokio::spawn(async move {
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let service = hyper_util::service::TowerToHyperService::new(svc);
+            let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            if let Err(e) = builder.serve_connection(io, service).await {
+                tracing::debug!(error = %e, "api connection ended");
+            }
+        });
+    }
+    accept.abort();
+    Ok(())
 }
 
 /// Creates `node.json`, the cluster CA and the first admin key, and commits a single-voter
@@ -325,7 +390,7 @@ pub async fn init(
     let cluster_id = random_hex(8)?;
     let year = 1970 + i32::try_from(crate::time::now_ms() / 31_556_952_000).unwrap_or(2026);
     let ca = berqenas_pki::ClusterCa::generate(&cluster_id, year).context("create cluster CA")?;
-    crate::raft::tls::Identity { dir: data_dir.to_path_buf() }.issue(&ca, config.id)?;
+    crate::raft::tls::Identity { dir: data_dir.to_path_buf() }.issue(&ca, config.id, &config.names())?;
 
     let coordinator = Coordinator::start(config.clone(), data_dir, crate::raft::DEFAULT_SNAPSHOT_LOGS).await?;
     let members: BTreeMap<u64, CoordinatorNode> = [(config.id, config.node())].into();
@@ -360,7 +425,14 @@ pub async fn init(
 
 /// Obtains this coordinator's certificate from a running cluster with an id-bound token,
 /// trusting the cluster only if its CA matches `ca_pin`. The key is made here and never sent.
-pub async fn join_as_coordinator(data_dir: &Path, id: u64, url: &str, token: &str, ca_pin: &str) -> anyhow::Result<()> {
+pub async fn join_as_coordinator(
+    data_dir: &Path,
+    id: u64,
+    names: Vec<String>,
+    url: &str,
+    token: &str,
+    ca_pin: &str,
+) -> anyhow::Result<()> {
     let addr = url.strip_prefix("https://").unwrap_or(url).trim_end_matches('/');
     if addr.starts_with("http://") || !addr.contains(':') {
         bail!("--join must be https://HOST:PORT of a coordinator's node listener");
@@ -369,8 +441,12 @@ pub async fn join_as_coordinator(data_dir: &Path, id: u64, url: &str, token: &st
     let tls = Arc::new(RwLock::new(Arc::new(berqenas_pki::pinned_client_config(ca_pin)?)));
     let mut client = berqenas_proto::node::node_client::NodeClient::new(crate::raft::tls::channel(addr, tls)?);
     let kc = berqenas_pki::new_key_and_csr("coordinator")?;
-    let request =
-        berqenas_proto::node::JoinCoordinatorRequest { token: token.to_string(), csr_pem: kc.csr_pem.clone(), id };
+    let request = berqenas_proto::node::JoinCoordinatorRequest {
+        token: token.to_string(),
+        csr_pem: kc.csr_pem.clone(),
+        id,
+        names,
+    };
     let resp = tokio::time::timeout(Duration::from_secs(15), client.join_coordinator(request))
         .await
         .context("joining timed out")?

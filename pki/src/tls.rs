@@ -249,6 +249,27 @@ pub fn client_config(ca_pem: &str, client_cert: Option<(&str, &str)>) -> Result<
     finish(CoordinatorVerifier { roots: Some(roots(ca_pem)?), pin: None }, client_cert)
 }
 
+/// A standard client (host names checked) trusting `ca_pem`: for the REST API, whose
+/// certificate may come from the cluster CA or from the operator's own CA.
+pub fn webpki_client_config(ca_pem: &str) -> Result<rustls::ClientConfig, PkiError> {
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots(ca_pem)?)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// A server for the REST API: no client certificates (callers use API keys).
+pub fn api_server_config(chain_pem: &str, key_pem: &str) -> Result<rustls::ServerConfig, PkiError> {
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs(chain_pem)?, key(key_pem)?)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
 /// A client for joining: no certificate of its own; trusts the coordinator only if the CA in
 /// the presented chain has the pinned `sha256:` fingerprint.
 pub fn pinned_client_config(pin: &str) -> Result<rustls::ClientConfig, PkiError> {

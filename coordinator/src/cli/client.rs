@@ -26,16 +26,18 @@ pub fn path_segment(raw: &str) -> String {
 }
 
 impl Client {
-    pub fn new(endpoint: &str, api_key: Option<&str>, stale: bool) -> anyhow::Result<Self> {
+    pub fn new(endpoint: &str, api_key: Option<&str>, stale: bool, ca_pem: Option<&str>) -> anyhow::Result<Self> {
         let endpoint = endpoint.trim_end_matches('/').to_string();
         if !endpoint.starts_with("http://") && !endpoint.starts_with("https://") {
             bail!("endpoint {endpoint:?} must start with http:// or https://");
         }
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .context("http client")?;
+        let mut builder =
+            reqwest::Client::builder().timeout(Duration::from_secs(30)).connect_timeout(Duration::from_secs(5));
+        if endpoint.starts_with("https://") {
+            let ca = ca_pem.context("an https endpoint needs --ca-cert (the cluster CA is DATA_DIR/ca.pem)")?;
+            builder = builder.use_preconfigured_tls(berqenas_pki::webpki_client_config(ca)?);
+        }
+        let http = builder.build().context("http client")?;
         Ok(Self { http, endpoint, api_key: api_key.map(str::to_string), stale })
     }
 
@@ -81,7 +83,8 @@ impl Client {
             }
             if status.as_u16() == 421 {
                 if let Some(leader) = value["leader"].as_str() {
-                    base = format!("http://{leader}");
+                    let scheme = if self.endpoint.starts_with("https://") { "https" } else { "http" };
+                    base = format!("{scheme}://{leader}");
                     continue;
                 }
             }

@@ -12,6 +12,7 @@ use output::{say, Output};
 use serde_json::{json, Map, Value};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(Debug, Parser)]
 #[command(name = "berqenas-coordinator", version, about = "Berqenas coordinator and admin CLI")]
@@ -27,6 +28,10 @@ pub struct Cli {
     /// Answer reads from the contacted coordinator's own state, even if it lags the leader.
     #[arg(long, global = true)]
     pub stale: bool,
+    /// CA certificate (PEM) to trust for an https endpoint: the cluster CA (DATA_DIR/ca.pem) or
+    /// the operator's own.
+    #[arg(long, global = true, env = "BERQENAS_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -117,9 +122,25 @@ pub struct ServeArgs {
     /// sha256:<hex> of the cluster CA, as printed with the token.
     #[arg(long)]
     pub ca_pin: Option<String>,
+    /// Serve the REST API over TLS: `auto` (default) uses plain HTTP only on a loopback address.
+    #[arg(long, value_enum, default_value_t = ApiTls::Auto)]
+    pub api_tls: ApiTls,
+    /// The API's certificate chain (PEM); default: this coordinator's certificate from the cluster CA.
+    #[arg(long, requires = "api_key_file")]
+    pub api_cert: Option<PathBuf>,
+    /// The API certificate's private key (PEM).
+    #[arg(long, requires = "api_cert")]
+    pub api_key_file: Option<PathBuf>,
     /// Take a Raft snapshot every this many log entries (and keep a fifth of them behind it).
     #[arg(long, default_value_t = crate::raft::DEFAULT_SNAPSHOT_LOGS, value_parser = clap::value_parser!(u64).range(10..))]
     pub snapshot_logs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ApiTls {
+    Auto,
+    On,
+    Off,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -357,7 +378,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Init(a) => init(a, out).await,
         Command::Serve(a) => serve(a).await,
         command => {
-            let client = Client::new(&cli.endpoint, cli.api_key.as_deref(), cli.stale)?;
+            let ca = match &cli.ca_cert {
+                Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?),
+                None => None,
+            };
+            let client = Client::new(&cli.endpoint, cli.api_key.as_deref(), cli.stale, ca.as_deref())?;
             api_command(&client, command, out).await
         }
     }
@@ -409,11 +434,28 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     };
     let identity = crate::raft::tls::Identity { dir: a.data_dir.clone() };
     if let (false, Some(url), Some(token), Some(pin)) = (identity.exists(), &a.join, &a.token, &a.ca_pin) {
-        crate::server::join_as_coordinator(&a.data_dir, config.id, url, token, pin).await?;
+        crate::server::join_as_coordinator(&a.data_dir, config.id, config.names(), url, token, pin).await?;
         tracing::info!(id = config.id, "obtained this coordinator's certificate");
     }
     let coordinator = crate::server::Coordinator::start(config, &a.data_dir, a.snapshot_logs).await?;
-    coordinator.serve(shutdown_signal()).await
+    let identity = crate::raft::tls::Identity { dir: a.data_dir.clone() };
+    let loopback = coordinator.config.api_listen.ip().is_loopback();
+    let api_tls = match (a.api_tls, &a.api_cert, &a.api_key_file) {
+        (ApiTls::Off, _, _) => None,
+        (ApiTls::Auto, None, _) if loopback => None,
+        (_, Some(cert), Some(key)) => {
+            let read = |p: &PathBuf| std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()));
+            Some(berqenas_pki::api_server_config(&read(cert)?, &read(key)?)?)
+        }
+        _ => {
+            let (_, chain, key) = identity.read()?;
+            Some(berqenas_pki::api_server_config(&chain, &key)?)
+        }
+    };
+    if api_tls.is_none() && !loopback {
+        tracing::warn!(addr = %coordinator.config.api_listen, "the REST API is served over plain HTTP on a non-loopback address");
+    }
+    coordinator.serve(api_tls.map(Arc::new), shutdown_signal()).await
 }
 
 async fn shutdown_signal() {

@@ -221,8 +221,17 @@ impl pb::node_server::Node for NodeService {
             if req.csr_pem.len() > 8192 {
                 return Err("CSR is too large".into());
             }
-            ca.sign_csr(&req.csr_pem, &Identity::Coordinator(req.id), &[], SystemTime::now(), Duration::from_secs(60))
-                .map_err(|e| e.to_string())?;
+            if req.names.len() > 8 || !req.names.iter().all(|n| crate::raft::tls::valid_name(n)) {
+                return Err("at most 8 valid host names or addresses".into());
+            }
+            ca.sign_csr(
+                &req.csr_pem,
+                &Identity::Coordinator(req.id),
+                &req.names,
+                SystemTime::now(),
+                Duration::from_secs(60),
+            )
+            .map_err(|e| e.to_string())?;
             Ok((id.to_string(), hash_secret(secret)))
         })();
         let (token_id, secret_hash) = match checked {
@@ -251,7 +260,7 @@ impl pb::node_server::Node for NodeService {
             .sign_csr(
                 &req.csr_pem,
                 &Identity::Coordinator(req.id),
-                &[],
+                &req.names,
                 SystemTime::now(),
                 super::COORDINATOR_CERT_LIFETIME,
             )

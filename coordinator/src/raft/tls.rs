@@ -115,7 +115,7 @@ impl Identity {
         write_file(&self.ca_path(), ca_pem.as_bytes(), 0o644)
     }
 
-    fn read(&self) -> anyhow::Result<(String, String, String)> {
+    pub fn read(&self) -> anyhow::Result<(String, String, String)> {
         let r = |p: &Path| std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()));
         Ok((r(&self.ca_path())?, r(&self.cert_path())?, r(&self.key_path())?))
     }
@@ -138,13 +138,14 @@ impl Identity {
         }
     }
 
-    /// Issues a fresh certificate for coordinator `id` with the CA (held by coordinators).
-    pub fn issue(&self, ca: &berqenas_pki::ClusterCa, id: u64) -> anyhow::Result<()> {
+    /// Issues a fresh certificate for coordinator `id` with the CA (held by coordinators), valid
+    /// for `names` too (its advertised hosts), so the REST API can present it.
+    pub fn issue(&self, ca: &berqenas_pki::ClusterCa, id: u64, names: &[String]) -> anyhow::Result<()> {
         let kc = berqenas_pki::new_key_and_csr("coordinator")?;
         let cert = ca.sign_csr(
             &kc.csr_pem,
             &berqenas_pki::Identity::Coordinator(id),
-            &[],
+            names,
             std::time::SystemTime::now(),
             crate::grpc::COORDINATOR_CERT_LIFETIME,
         )?;
@@ -168,4 +169,12 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
         f.sync_all()?;
     }
     std::fs::rename(&tmp, path).with_context(|| format!("rename into {}", path.display()))
+}
+
+/// Whether `name` can go into a certificate as a DNS name or IP address.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'))
+        && !name.starts_with('-')
 }

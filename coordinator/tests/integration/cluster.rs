@@ -143,11 +143,12 @@ async fn raft_listener_accepts_coordinators_only_and_tokens_are_single_use() {
     );
     let node_url = format!("https://127.0.0.1:{}", c.nodes[0].node);
     let dir = tempfile::tempdir().expect("tmp");
-    berqenas_coordinator::server::join_as_coordinator(&dir.path().join("a"), 2, &node_url, &token, &pin)
+    berqenas_coordinator::server::join_as_coordinator(&dir.path().join("a"), 2, vec![], &node_url, &token, &pin)
         .await
         .expect("first use works");
     let again =
-        berqenas_coordinator::server::join_as_coordinator(&dir.path().join("b"), 2, &node_url, &token, &pin).await;
+        berqenas_coordinator::server::join_as_coordinator(&dir.path().join("b"), 2, vec![], &node_url, &token, &pin)
+            .await;
     let err = format!("{:#}", again.expect_err("second use refused"));
     assert!(err.contains("invalid, expired, used"), "{err}");
 

@@ -17,14 +17,17 @@ struct LabFleet {
 }
 
 impl LabFleet {
+    /// The CLI inside coordinator `via`'s namespace. Off loopback the API is served over TLS
+    /// with the coordinator's certificate, so the CLI trusts the cluster CA.
     fn cli(&self, via: usize, args: &[&str]) -> std::process::Output {
-        let endpoint = format!("http://{}:7201", self.coords[via].0.addr);
-        self.lab.run(
-            &self.coords[via].0,
-            &coordinator_bin(),
-            args,
-            &[("BERQENAS_ENDPOINT", &endpoint), ("BERQENAS_API_KEY", &self.key)],
-        )
+        let endpoint = format!("https://{}:7201", self.coords[via].0.addr);
+        let ca = self.tmp.path().join("c1").join("ca.pem");
+        let env = [
+            ("BERQENAS_ENDPOINT", endpoint.as_str()),
+            ("BERQENAS_API_KEY", self.key.as_str()),
+            ("BERQENAS_CA_CERT", ca.to_str().expect("utf-8")),
+        ];
+        self.lab.run(&self.coords[via].0, &coordinator_bin(), args, &env)
     }
 
     fn json(&self, via: usize, args: &[&str]) -> Value {
@@ -209,4 +212,22 @@ fn lab_fleet_across_namespaces_joins_converges_and_survives_a_coordinator() {
     let t = f.json(via, &["tenant", "create", "--name", "globex", "--wait", "--wait-timeout", "30s"]);
     assert_eq!(t["status"], "active", "{t}");
     assert!(agents[0].2.join("globex.json").exists());
+
+    // The API refuses plain HTTP off loopback, and an https client without the CA refuses it.
+    let host = f.coords[via].0.clone();
+    let plain = f.lab.run(
+        &host,
+        &coordinator_bin(),
+        &["tenant", "list", "--endpoint", &format!("http://{}:7201", host.addr)],
+        &[("BERQENAS_API_KEY", &f.key)],
+    );
+    assert!(!plain.status.success(), "plain HTTP to a TLS API must fail");
+    let untrusted = f.lab.run(
+        &host,
+        &coordinator_bin(),
+        &["tenant", "list", "--endpoint", &format!("https://{}:7201", host.addr)],
+        &[("BERQENAS_API_KEY", &f.key)],
+    );
+    let err = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(err.contains("needs --ca-cert"), "{err}");
 }
