@@ -199,6 +199,12 @@ async fn session(shared: &Shared, addr: &str) -> anyhow::Result<()> {
                 if let Some(r) = latest {
                     if report_tx.send(r).await.is_err() { break Err(anyhow::anyhow!("report stream closed")); }
                 }
+                // A long session renews the certificate in place, then reconnects with it.
+                match renew_if_due(&shared.cfg, &mut client).await {
+                    Ok(true) => break Ok(()),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "certificate renewal failed; will retry"),
+                }
             }
         }
         if reporter.is_finished() {

@@ -58,10 +58,15 @@ impl LabFleet {
             &node,
         ];
         args.extend(extra.iter().map(String::as_str));
+        // The log file is appended across restarts: wait for one more "serving" line than it
+        // held before this start.
+        let log = self.tmp.path().join(format!("coordinator-{}.log", host.name));
+        let before = std::fs::read_to_string(&log).unwrap_or_default().matches("coordinator serving").count();
         let proc =
             self.lab.spawn(host, &format!("coordinator-{}", host.name), &coordinator_bin(), &args, self.tmp.path());
+        let served = |p: &Proc| p.log_text().matches("coordinator serving").count();
         wait_for("the coordinator to serve in its namespace", Duration::from_secs(20), || {
-            proc.log_text().contains("coordinator serving").then_some(())
+            (served(&proc) > before).then_some(())
         });
         self.coords[i].1 = Some(proc);
     }
@@ -212,6 +217,32 @@ fn lab_fleet_across_namespaces_joins_converges_and_survives_a_coordinator() {
     let t = f.json(via, &["tenant", "create", "--name", "globex", "--wait", "--wait-timeout", "30s"]);
     assert_eq!(t["status"], "active", "{t}");
     assert!(agents[0].2.join("globex.json").exists());
+
+    // The whole control plane goes away: agents keep their hosts as they are (fail static)...
+    for c in f.coords.iter_mut() {
+        if let Some(mut p) = c.1.take() {
+            p.stop(Duration::from_secs(10));
+        }
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    for (host, proc, tenants) in &agents {
+        assert!(
+            tenants.join("acme.json").exists() && tenants.join("globex.json").exists(),
+            "{} kept its state",
+            host.name
+        );
+        assert!(!proc.log_text().contains("removes"), "{} tore nothing down", host.name);
+    }
+    // ...and converge again when it returns.
+    for i in 0..3 {
+        f.start(i);
+    }
+    let t = f.json(0, &["tenant", "create", "--name", "initech", "--wait", "--wait-timeout", "60s"]);
+    assert_eq!(t["status"], "active", "{t}");
+    for (host, _, tenants) in &agents {
+        assert!(tenants.join("initech.json").exists(), "{} got the change after the outage", host.name);
+    }
+    let via = 0;
 
     // The API refuses plain HTTP off loopback, and an https client without the CA refuses it.
     let host = f.coords[via].0.clone();

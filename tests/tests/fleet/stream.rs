@@ -98,3 +98,49 @@ fn revoked_node_and_foreign_certificates_are_refused_at_the_handshake() {
         "{refusals:?}"
     );
 }
+
+#[test]
+fn malformed_and_oversized_reports_are_refused_and_change_nothing() {
+    let mut f = Fleet::new(1);
+    let a = f.add_agent("both", "gateway,db", "");
+    f.ok(0, &["tenant", "create", "--name", "acme", "--wait", "--wait-timeout", "30s"]);
+    let before = f.json(0, &["tenant", "get", "acme"]);
+    let dir = f.agents[a].dir.clone();
+    let read = |p: &str| std::fs::read_to_string(dir.join(p)).expect("agent file");
+    let (ca, cert, key) = (read("ca.pem"), read("node.pem"), read("node.key"));
+    let tls = Arc::new(berqenas_pki::client_config(&ca, Some((&cert, &key))).expect("tls"));
+    let node_addr = format!("127.0.0.1:{}", f.coords[0].node);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+
+    // 5 MB in one message: over the listener's 4 MiB limit.
+    let huge = pb::StatusReport {
+        applied_revision: 1,
+        tenants: vec![pb::TenantStatus { name: "acme".into(), ready: false, reason: "x".repeat(5 << 20), revision: 1 }],
+        capacity: None,
+    };
+    let result = rt.block_on(async {
+        let mut client = berqenas_node_agent::connect::node_client(&node_addr, tls.clone()).await?;
+        client.report(tokio_stream::iter(vec![huge])).await.map_err(anyhow::Error::from)?;
+        anyhow::Ok(())
+    });
+    assert!(result.is_err(), "an oversized report is refused");
+
+    // Garbage bytes where a gRPC frame should be: the call fails, the coordinator carries on.
+    let garbage = rt.block_on(async {
+        use tokio::io::AsyncWriteExt;
+        let tcp = tokio::net::TcpStream::connect(&node_addr).await?;
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1")?;
+        let mut tls_stream = tokio_rustls::TlsConnector::from(tls.clone()).connect(name, tcp).await?;
+        tls_stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\xff\xff\xff\xff\xff\xff\xff\xff\xff").await?;
+        tls_stream.flush().await?;
+        anyhow::Ok(())
+    });
+    assert!(garbage.is_ok(), "the garbage was sent: {garbage:?}");
+
+    let after = f.json(0, &["tenant", "get", "acme"]);
+    assert_eq!(after["status"], "active");
+    assert_eq!(after["node_status"], before["node_status"], "nothing changed");
+    // The coordinator still serves the real agent.
+    let t = f.json(0, &["tenant", "create", "--name", "globex", "--wait", "--wait-timeout", "30s"]);
+    assert_eq!(t["status"], "active");
+}
