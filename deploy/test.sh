@@ -6,13 +6,15 @@ cd "$(dirname "$0")/.."
 
 log() { printf '==> %s\n' "$*"; }
 
-# System packages the tests use: a C toolchain for ring, iproute2 for the network-namespace lab.
-# (PostgreSQL, WireGuard and nftables join this list with the db and gateway drivers.) Installed
+# System packages the tests use: a C toolchain for ring, iproute2 for the network-namespace lab,
+# PostgreSQL for the lab's throwaway database (WireGuard and nftables join with the gateway driver). Installed
 # only when missing, so a prepared machine runs no apt at all. The lab needs root.
 missing=()
 command -v gcc >/dev/null 2>&1 || missing+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi

@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod lab;
+pub mod postgres;
 
 use std::fs::File;
 use std::net::TcpListener;

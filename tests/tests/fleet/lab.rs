@@ -262,3 +262,21 @@ fn lab_fleet_across_namespaces_joins_converges_and_survives_a_coordinator() {
     let err = String::from_utf8_lossy(&untrusted.stderr);
     assert!(err.contains("needs --ca-cert"), "{err}");
 }
+
+#[test]
+fn lab_postgres_is_reachable_from_other_lab_hosts_only_with_its_password() {
+    let mut lab = Lab::new();
+    let db = lab.host("pg");
+    let client = lab.host("client");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let pg = berqenas_tests::postgres::Postgres::start(&lab, &db, tmp.path());
+    assert_eq!(pg.psql(&lab, &client, "select 40 + 2"), Ok("42".to_string()));
+    let wrong = lab.run(
+        &client,
+        &pg.bin.join("psql"),
+        &["-h", &db.addr.to_string(), "-U", "postgres", "-tAc", "select 1"],
+        &[("PGPASSWORD", "nope"), ("PGCONNECT_TIMEOUT", "5")],
+    );
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("password authentication failed"));
+}
