@@ -5,6 +5,7 @@ pub mod api;
 pub mod cli;
 pub mod grpc;
 pub mod raft;
+pub mod scram;
 pub mod server;
 pub mod state;
 pub mod time;

@@ -22,6 +22,9 @@ pub struct Assignment {
     pub access_mode: String,
     pub vpn_enabled: bool,
     pub public_api: bool,
+    /// SCRAM-SHA-256 verifier of the tenant's database password (db role only).
+    #[serde(default)]
+    pub db_password_verifier: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -61,6 +64,7 @@ impl TryFrom<pb::TenantAssignment> for Assignment {
             access_mode,
             vpn_enabled,
             public_api,
+            db_password_verifier,
         } = value;
         let bad = |reason: &str| InvalidAssignment { name: name.chars().take(64).collect(), reason: reason.into() };
         if !name_ok(&name) {
@@ -75,6 +79,9 @@ impl TryFrom<pb::TenantAssignment> for Assignment {
         let listen_port = u16::try_from(listen_port).map_err(|_| bad("listen port"))?;
         if !interface.starts_with("bqt") || interface.len() > 15 {
             return Err(bad("interface"));
+        }
+        if !db_password_verifier.is_empty() && !is_verifier(&db_password_verifier) {
+            return Err(bad("password verifier"));
         }
         Ok(Assignment {
             name,
@@ -94,6 +101,22 @@ impl TryFrom<pb::TenantAssignment> for Assignment {
             access_mode,
             vpn_enabled,
             public_api,
+            db_password_verifier,
         })
+    }
+}
+
+/// True when `v` has exactly the SCRAM-SHA-256 verifier shape, so it can be written into DDL as
+/// a literal without any escaping question.
+pub fn is_verifier(v: &str) -> bool {
+    let Some(rest) = v.strip_prefix("SCRAM-SHA-256$4096:") else { return false };
+    let b64 = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 64
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
+    };
+    match rest.split_once('$').and_then(|(salt, keys)| keys.split_once(':').map(|(a, b)| (salt, a, b))) {
+        Some((salt, stored, server)) => b64(salt) && b64(stored) && b64(server),
+        None => false,
     }
 }

@@ -106,7 +106,7 @@ impl Driver for DirDriver {
             }
             let result = match &action {
                 Action::Write { name, content } => {
-                    crate::config::write_atomic(&self.path.join(format!("{name}.json")), content.as_bytes(), 0o644)
+                    crate::config::write_atomic(&self.path.join(format!("{name}.json")), content.as_bytes(), 0o600)
                         .map_err(|e| (name.clone(), e.to_string()))
                 }
                 Action::Remove { name } => std::fs::remove_file(self.path.join(format!("{name}.json")))
@@ -149,6 +149,7 @@ mod tests {
             access_mode: "vpn-only".into(),
             vpn_enabled: true,
             public_api: false,
+            db_password_verifier: String::new(),
         }
     }
 

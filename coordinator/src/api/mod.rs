@@ -114,7 +114,7 @@ async fn run(ctx: &Ctx, actor: &str, op: Op) -> Result<Reply> {
 
 fn expect_tenant(reply: Reply) -> Result<Tenant> {
     match reply {
-        Reply::Tenant(t) => Ok(*t),
+        Reply::Tenant(t) => Ok(t.redacted()),
         other => Err(ApiError::internal("tenant command", format!("unexpected reply {other:?}"))),
     }
 }
@@ -202,28 +202,43 @@ impl CreateTenantBody {
             access_mode,
             dedicated: self.dedicated.unwrap_or(false),
             node_selector: validate_selector(self.node_selector.unwrap_or_default())?,
+            db_password_verifier: String::new(),
         })
     }
 }
 
 #[utoipa::path(post, path = "/api/v1/tenant", request_body = CreateTenantBody,
-    responses((status = 201, body = Tenant), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+    responses((status = 201, body = CreatedTenant), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 429, body = ErrorBody)),
     security(("api_key" = [])))]
 async fn create_tenant(
     ctx: Ctx,
     body: std::result::Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<Tenant>)> {
+) -> Result<(StatusCode, Json<CreatedTenant>)> {
     const ACTION: &str = "tenant.create";
     let caller = ctx.require(Need::Admin, ACTION, "tenant").await?;
     let body: CreateTenantBody = parse_body(&ctx, &caller.key_id, ACTION, "tenant", body).await?;
     let target = target_of(&body.name);
-    let spec = match body.into_spec() {
+    let mut spec = match body.into_spec() {
         Ok(s) => s,
         Err(msg) => return Err(ctx.reject(&caller.key_id, ACTION, &target, ApiError::invalid(msg)).await),
     };
+    let (db_password, verifier) =
+        crate::scram::new_password().map_err(|e| ApiError::internal("password generation", e))?;
+    spec.db_password_verifier = verifier;
     let tenant = expect_tenant(run(&ctx, &caller.key_id, Op::CreateTenant(spec)).await?)?;
-    Ok((StatusCode::CREATED, Json(tenant)))
+    let db_user = format!("tenant_{}_user", tenant.name);
+    Ok((StatusCode::CREATED, Json(CreatedTenant { tenant, db_user, db_password })))
+}
+
+/// A created tenant, with its database login. `db_password` is shown this once; the coordinator
+/// keeps only its SCRAM verifier.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CreatedTenant {
+    #[serde(flatten)]
+    pub tenant: Tenant,
+    pub db_user: String,
+    pub db_password: String,
 }
 
 #[utoipa::path(get, path = "/api/v1/tenant/{name}", params(("name" = String, Path), ReadParams),
@@ -235,7 +250,7 @@ async fn get_tenant(ctx: Ctx, Path(raw): Path<String>, Query(params): Query<Read
     ctx.authorize(&caller, Need::Tenant(&name), ACTION, &target_of(&raw)).await?;
     barrier(&ctx, &params).await?;
     ctx.coordinator
-        .read(|d| d.state.tenants.get(&name).cloned())
+        .read(|d| d.state.tenants.get(&name).map(Tenant::redacted))
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("tenant {name} not found")))
 }
@@ -253,7 +268,7 @@ async fn list_tenants(ctx: Ctx, Query(params): Query<ReadParams>) -> Result<Json
             .tenants
             .values()
             .filter(|t| caller.role == Role::Admin || caller.tenant.as_ref() == Some(&t.name))
-            .cloned()
+            .map(Tenant::redacted)
             .collect()
     })))
 }
@@ -961,7 +976,7 @@ impl utoipa::Modify for SecurityAddon {
     paths(healthz, create_tenant, get_tenant, list_tenants, update_tenant, delete_tenant, tenant_lifecycle, tenant_audit,
         list_nodes, create_join_token, node_action, create_api_key, list_api_keys, revoke_api_key, list_audit, verify_audit, cluster_status,
         add_learner, promote, remove_member, create_coordinator_token),
-    components(schemas(ErrorBody, Tenant, CreateTenantBody, UpdateTenantBody, ApiKey, CreatedApiKey, CreateApiKeyBody,
+    components(schemas(ErrorBody, Tenant, CreatedTenant, CreateTenantBody, UpdateTenantBody, ApiKey, CreatedApiKey, CreateApiKeyBody,
         AuditEntry, AuditVerification, Break, ClusterStatus, Member, AddLearnerBody, PromoteBody, Node, JoinToken, CreateJoinTokenBody, CreatedJoinToken, CreateCoordinatorTokenBody)),
     modifiers(&SecurityAddon)
 )]

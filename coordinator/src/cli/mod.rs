@@ -508,10 +508,20 @@ async fn tenant(client: &Client, cmd: TenantCmd, out: Output) -> anyhow::Result<
                 false => None,
             };
             let created = client.send("POST", "/api/v1/tenant", Some(Value::Object(body))).await?;
-            match wait {
+            let login = (created["db_user"].clone(), created["db_password"].clone());
+            let mut shown = match wait {
                 Some(timeout) => wait_active(client, &created, timeout).await?,
                 None => created,
+            };
+            if out == Output::Table {
+                output::tenant(out, &shown);
+                say(format_args!("db user           {}", login.0.as_str().unwrap_or("-")));
+                say(format_args!("db password       {}   (shown once; store it now)", login.1.as_str().unwrap_or("-")));
+                return Ok(());
             }
+            shown["db_user"] = login.0;
+            shown["db_password"] = login.1;
+            shown
         }
         TenantCmd::Get { name } => client.get(&path(&name)).await?,
         TenantCmd::List => {

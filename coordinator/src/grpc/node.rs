@@ -142,6 +142,7 @@ fn to_pb(a: &Assignment) -> pb::TenantAssignment {
         },
         vpn_enabled: a.vpn_enabled,
         public_api: a.public_api,
+        db_password_verifier: a.db_password_verifier.clone(),
     }
 }
 

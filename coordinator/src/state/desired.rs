@@ -53,9 +53,13 @@ pub struct Assignment {
     pub access_mode: AccessMode,
     pub vpn_enabled: bool,
     pub public_api: bool,
+    pub db_password_verifier: String,
 }
 
+/// The verifier goes only to the node that hosts the tenant's database.
 fn assignment(t: &Tenant, roles: BTreeSet<NodeRole>) -> Assignment {
+    let db_password_verifier =
+        if roles.contains(&NodeRole::Db) { t.db_password_verifier.clone() } else { String::new() };
     Assignment {
         name: t.name.to_string(),
         revision: t.revision,
@@ -74,6 +78,7 @@ fn assignment(t: &Tenant, roles: BTreeSet<NodeRole>) -> Assignment {
         access_mode: t.access_mode,
         vpn_enabled: t.vpn_enabled,
         public_api: t.public_api,
+        db_password_verifier,
     }
 }
 

@@ -463,6 +463,7 @@ impl State {
             purge_after_ms: None,
             status_before_offboarding: None,
             node_status: BTreeMap::new(),
+            db_password_verifier: spec.db_password_verifier.clone(),
         };
         self.place(&mut tenant);
         touched.push(Touched::Tenant(spec.name.clone()));
@@ -894,6 +895,7 @@ pub(crate) mod tests_support {
             access_mode: tenant::AccessMode::VpnOnly,
             dedicated: false,
             node_selector: BTreeMap::new(),
+            db_password_verifier: String::new(),
         };
         let i = next_index(s);
         let meta = Meta { time_ms: i, actor: "t".into(), source: "t".into() };

@@ -150,6 +150,18 @@ pub struct Tenant {
     /// What each node the tenant is placed on last reported about it.
     #[serde(default)]
     pub node_status: BTreeMap<u64, super::node::NodeTenantStatus>,
+    /// SCRAM-SHA-256 verifier of the database password (never the password). Kept out of API
+    /// answers by `redacted`; sent only to the tenant's db node over mTLS.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schema(ignore)]
+    pub db_password_verifier: String,
+}
+
+impl Tenant {
+    /// A copy for API answers: no password verifier.
+    pub fn redacted(&self) -> Self {
+        Self { db_password_verifier: String::new(), ..self.clone() }
+    }
 }
 
 /// A validated request to create a tenant (built at the API edge).
@@ -167,6 +179,8 @@ pub struct TenantSpec {
     pub access_mode: AccessMode,
     pub dedicated: bool,
     pub node_selector: BTreeMap<String, String>,
+    #[serde(default)]
+    pub db_password_verifier: String,
 }
 
 /// A validated partial update (PATCH). `None` leaves a field as it is.

@@ -65,6 +65,7 @@ fn spec(n: &str) -> TenantSpec {
         access_mode: AccessMode::Hybrid,
         dedicated: false,
         node_selector: BTreeMap::new(),
+        db_password_verifier: String::new(),
     }
 }
 

@@ -33,6 +33,16 @@ fn seed_create_command_and_json_output() {
     assert_eq!(t["network"]["interface"], "bqt1");
     assert_eq!(t["network"]["listen_port"], 51821);
 
+    // The database login is shown once; the coordinator keeps only the SCRAM verifier.
+    assert_eq!(t["db_user"], "tenant_acme_user");
+    let password = t["db_password"].as_str().expect("password shown at create");
+    assert_eq!(password.len(), 24);
+    let got = c.json(0, &["tenant", "get", "acme"]);
+    assert!(got.get("db_password").is_none(), "{got}");
+    assert!(got.get("db_password_verifier").is_none(), "no verifier in API answers: {got}");
+    let everything = c.ok(0, &["audit", "export", "--format", "jsonl"]);
+    assert!(!everything.contains(password) && !everything.contains("SCRAM-SHA-256"), "no password material in audit");
+
     let table = c.ok(0, &["tenant", "get", "acme"]);
     assert!(table.contains("198.18.1.0/24") && table.contains("provisioning"), "{table}");
     let list = c.json(0, &["tenant", "list"]);
