@@ -25,6 +25,9 @@ pub struct AgentConfig {
 pub enum DriverConfig {
     /// Materialises each assignment as a file under `path` (the test and dry-run driver).
     Dir { path: PathBuf },
+    /// The `db` role on PostgreSQL: `url` is a superuser connection to the node's own server
+    /// (it stays in this 0600 file and never leaves the node).
+    Postgres { url: String },
     /// Applies nothing; reports every tenant ready. For control-plane tests only.
     #[default]
     None,

@@ -19,6 +19,7 @@ pub struct JoinArgs {
     pub address: String,
     pub data_dir: PathBuf,
     pub driver: DriverConfig,
+    pub resync_interval: std::time::Duration,
 }
 
 /// host:port from `https://host:port` or `host:port`.
@@ -89,13 +90,8 @@ pub async fn join(args: JoinArgs) -> anyhow::Result<AgentConfig> {
     if !coordinators.contains(&addr) {
         coordinators.insert(0, addr);
     }
-    let config = AgentConfig {
-        node_id: resp.node_id,
-        data_dir,
-        coordinators,
-        resync_interval: std::time::Duration::from_secs(30),
-        driver,
-    };
+    let config =
+        AgentConfig { node_id: resp.node_id, data_dir, coordinators, resync_interval: args.resync_interval, driver };
     write_atomic(&config.key_path(), kc.key_pem.as_bytes(), 0o600)?;
     write_atomic(&config.cert_path(), resp.cert_chain_pem.as_bytes(), 0o644)?;
     write_atomic(&config.ca_path(), resp.ca_pem.as_bytes(), 0o644)?;

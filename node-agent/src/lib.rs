@@ -7,4 +7,5 @@ pub mod config;
 pub mod connect;
 pub mod driver;
 pub mod join;
+pub mod postgres;
 pub mod runtime;

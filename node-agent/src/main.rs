@@ -17,6 +17,7 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant, reason = "parsed once at start; boxing clap args buys nothing")]
 enum Cmd {
     /// Join the fleet: make the node key here, send a CSR with the token, store the certificate.
     Join {
@@ -37,11 +38,17 @@ enum Cmd {
         address: Option<String>,
         #[arg(long)]
         data_dir: PathBuf,
-        /// Driver to run with: `dir` (needs --driver-path) or `none`.
+        /// Driver to run with: `postgres` (needs --driver-url), `dir` (needs --driver-path) or `none`.
         #[arg(long, default_value = "none")]
         driver: String,
         #[arg(long)]
         driver_path: Option<PathBuf>,
+        /// Superuser URL of this node's PostgreSQL for `--driver postgres`.
+        #[arg(long, env = "BERQENAS_DRIVER_URL", hide_env_values = true)]
+        driver_url: Option<String>,
+        /// Reconcile at least this often (drift repair), e.g. 30s.
+        #[arg(long, default_value = "30s")]
+        resync_interval: String,
     },
     /// Keep this host matching its desired state.
     Run {
@@ -73,7 +80,19 @@ async fn shutdown_signal() {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Cmd::Join { coordinator, token, ca_pin, roles, labels, address, data_dir, driver, driver_path } => {
+        Cmd::Join {
+            coordinator,
+            token,
+            ca_pin,
+            roles,
+            labels,
+            address,
+            data_dir,
+            driver,
+            driver_path,
+            driver_url,
+            resync_interval,
+        } => {
             let mut label_map = HashMap::new();
             for l in labels {
                 let (k, v) = l.split_once('=').with_context(|| format!("label {l:?} must be KEY=VALUE"))?;
@@ -82,7 +101,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let driver = match driver.as_str() {
                 "none" => DriverConfig::None,
                 "dir" => DriverConfig::Dir { path: driver_path.context("--driver dir needs --driver-path")? },
-                other => anyhow::bail!("unknown driver {other:?}; use dir or none"),
+                "postgres" => {
+                    DriverConfig::Postgres { url: driver_url.context("--driver postgres needs --driver-url")? }
+                }
+                other => anyhow::bail!("unknown driver {other:?}; use postgres, dir or none"),
             };
             let addr = berqenas_node_agent::join::coordinator_addr(&coordinator)?;
             let address = address.or_else(|| local_address_towards(&addr)).unwrap_or_else(|| "127.0.0.1".into());
@@ -95,6 +117,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 address,
                 data_dir: data_dir.clone(),
                 driver,
+                resync_interval: humantime::parse_duration(&resync_interval).context("--resync-interval")?,
             })
             .await?;
             println!(
@@ -109,6 +132,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let driver: Box<dyn Driver> = match &cfg.driver {
                 DriverConfig::None => Box::new(NoneDriver),
                 DriverConfig::Dir { path } => Box::new(DirDriver { path: path.clone() }),
+                DriverConfig::Postgres { url } => {
+                    Box::new(berqenas_node_agent::postgres::PostgresDriver { url: url.clone() })
+                }
             };
             berqenas_node_agent::runtime::run(cfg, driver, shutdown_signal()).await
         }

@@ -1,0 +1,501 @@
+//! The `db` role driver for PostgreSQL: one schema and two roles per tenant, in one database.
+//! `observe` reads the catalogs (short-lived superuser connection), `plan` (pure) lists the SQL
+//! that makes the host match the desired state — empty when it already does — and `apply` runs
+//! it. Identifiers come only from validated tenant names (`[a-z][a-z0-9_]{1,30}`) and are quoted;
+//! the password verifier is checked to be exactly a SCRAM verifier before it becomes a literal;
+//! everything else is an integer. Nothing user-typed is formatted into SQL.
+//!
+//! Per tenant `t`: schema `tenant_t` owned by NOLOGIN `tenant_t_owner`; LOGIN NOINHERIT
+//! `tenant_t_user` with the SCRAM verifier, CONNECTION LIMIT, search_path, temp_file_limit,
+//! statement and idle-in-transaction timeouts; CONNECT on the database, USAGE on its schema, DML
+//! on its tables (default privileges of the owner); the seed's `events` table with a trigger that
+//! NOTIFYs `tenant_t_events` with the new row's id only. Node bootstrap revokes PUBLIC's
+//! CONNECT/TEMP on the database, everything on schema `public`, and the large-object creators.
+
+use crate::assignment::Assignment;
+use crate::driver::{Driver, Status};
+use sqlx::{Connection, PgConnection, Row};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Marks roles this driver owns; nothing else is ever dropped.
+const MARKER: &str = "berqenas-managed";
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObservedRole {
+    pub can_login: bool,
+    pub inherit: bool,
+    pub conn_limit: i32,
+    pub password: Option<String>,
+    pub config: BTreeSet<String>,
+    pub managed: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObservedTenant {
+    pub owner: Option<ObservedRole>,
+    pub user: Option<ObservedRole>,
+    pub schema: bool,
+    pub events: bool,
+    pub trigger: bool,
+    pub connect: bool,
+    pub usage: bool,
+    pub dml: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observed {
+    pub database: String,
+    pub public_connect: bool,
+    pub public_temp: bool,
+    pub public_schema_create: bool,
+    pub public_lo_create: bool,
+    pub bookkeeping_schema: bool,
+    pub tenants: BTreeMap<String, ObservedTenant>,
+}
+
+/// One SQL statement and the tenant it is for (None: node bootstrap).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub tenant: Option<String>,
+    pub sql: String,
+}
+
+fn q(ident: &str) -> String {
+    format!("\"{ident}\"")
+}
+
+fn user_config(a: &Assignment) -> BTreeSet<String> {
+    let temp_kb = (a.db_quota_bytes / 1024).clamp(1024, i32::MAX as u64);
+    [
+        format!("search_path=tenant_{}", a.name),
+        format!("temp_file_limit={temp_kb}kB"),
+        "statement_timeout=30s".to_string(),
+        "idle_in_transaction_session_timeout=60s".to_string(),
+    ]
+    .into()
+}
+
+fn tenant_steps(a: &Assignment, o: &ObservedTenant, db: &str) -> Vec<String> {
+    let (schema, owner, user) =
+        (format!("tenant_{}", a.name), format!("tenant_{}_owner", a.name), format!("tenant_{}_user", a.name));
+    let (qs, qo, qu) = (q(&schema), q(&owner), q(&user));
+    let login = a.lifecycle == "run";
+    let limit = i64::from(a.connection_limit.min(i32::MAX as u32));
+    let mut sql = Vec::new();
+    if o.owner.is_none() {
+        sql.push(format!("CREATE ROLE {qo} NOLOGIN"));
+        sql.push(format!("COMMENT ON ROLE {qo} IS '{MARKER}'"));
+    }
+    if !o.schema {
+        sql.push(format!("CREATE SCHEMA {qs} AUTHORIZATION {qo}"));
+    }
+    let verifier_ok = crate::assignment::is_verifier(&a.db_password_verifier);
+    match &o.user {
+        None => {
+            let password = if verifier_ok { format!(" PASSWORD '{}'", a.db_password_verifier) } else { String::new() };
+            let login_kw = if login { "LOGIN" } else { "NOLOGIN" };
+            sql.push(format!("CREATE ROLE {qu} {login_kw} NOINHERIT CONNECTION LIMIT {limit}{password}"));
+            sql.push(format!("COMMENT ON ROLE {qu} IS '{MARKER}'"));
+        }
+        Some(u) => {
+            if u.can_login != login {
+                sql.push(format!("ALTER ROLE {qu} {}", if login { "LOGIN" } else { "NOLOGIN" }));
+            }
+            if u.inherit {
+                sql.push(format!("ALTER ROLE {qu} NOINHERIT"));
+            }
+            if i64::from(u.conn_limit) != limit {
+                sql.push(format!("ALTER ROLE {qu} CONNECTION LIMIT {limit}"));
+            }
+            if verifier_ok && u.password.as_deref() != Some(a.db_password_verifier.as_str()) {
+                sql.push(format!("ALTER ROLE {qu} PASSWORD '{}'", a.db_password_verifier));
+            }
+        }
+    }
+    let want = user_config(a);
+    let have = o.user.as_ref().map(|u| u.config.clone()).unwrap_or_default();
+    if want != have {
+        let temp_kb = (a.db_quota_bytes / 1024).clamp(1024, i32::MAX as u64);
+        sql.push(format!("ALTER ROLE {qu} SET search_path = {qs}"));
+        sql.push(format!("ALTER ROLE {qu} SET temp_file_limit = '{temp_kb}kB'"));
+        sql.push(format!("ALTER ROLE {qu} SET statement_timeout = '30s'"));
+        sql.push(format!("ALTER ROLE {qu} SET idle_in_transaction_session_timeout = '60s'"));
+    }
+    if !o.connect {
+        sql.push(format!("GRANT CONNECT ON DATABASE {} TO {qu}", q(db)));
+    }
+    if !o.usage {
+        sql.push(format!("GRANT USAGE ON SCHEMA {qs} TO {qu}"));
+    }
+    if !o.schema || !o.events {
+        sql.push(format!(
+            "ALTER DEFAULT PRIVILEGES FOR ROLE {qo} IN SCHEMA {qs} GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {qu}"
+        ));
+        sql.push(format!(
+            "ALTER DEFAULT PRIVILEGES FOR ROLE {qo} IN SCHEMA {qs} GRANT USAGE, SELECT ON SEQUENCES TO {qu}"
+        ));
+    }
+    if !o.events {
+        // Created as the owner, so the tenant's tables are never owned by the superuser.
+        sql.push(format!(
+            "SET ROLE {qo}; \
+             CREATE TABLE {qs}.events (id uuid DEFAULT gen_random_uuid() PRIMARY KEY, device_id text, \
+             event_type varchar(100), payload jsonb, created_at timestamptz DEFAULT now()); \
+             CREATE INDEX events_created_at ON {qs}.events (created_at); RESET ROLE"
+        ));
+    }
+    if !o.trigger {
+        let channel = format!("{schema}_events");
+        sql.push(format!(
+            "SET ROLE {qo}; \
+             CREATE OR REPLACE FUNCTION {qs}.notify_event() RETURNS trigger LANGUAGE plpgsql AS \
+             $fn$ BEGIN PERFORM pg_notify('{channel}', NEW.id::text); RETURN NEW; END $fn$; \
+             CREATE TRIGGER events_notify AFTER INSERT ON {qs}.events FOR EACH ROW EXECUTE FUNCTION {qs}.notify_event(); \
+             RESET ROLE"
+        ));
+    }
+    if !o.dml || !o.events {
+        sql.push(format!("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {qs} TO {qu}"));
+    }
+    sql
+}
+
+/// Pure: the SQL that makes `observed` match `desired`.
+pub fn plan(desired: &[Assignment], observed: &Observed) -> Vec<Step> {
+    let db = observed.database.as_str();
+    let mut steps = Vec::new();
+    let node = |sql: String| Step { tenant: None, sql };
+    if observed.public_connect || observed.public_temp {
+        steps.push(node(format!("REVOKE ALL ON DATABASE {} FROM PUBLIC", q(db))));
+    }
+    if observed.public_schema_create {
+        steps.push(node("REVOKE ALL ON SCHEMA public FROM PUBLIC".into()));
+    }
+    if observed.public_lo_create {
+        steps.push(node(
+            "REVOKE EXECUTE ON FUNCTION lo_create(oid), lo_creat(integer), lo_import(text), lo_import(text, oid), \
+             lo_from_bytea(oid, bytea) FROM PUBLIC"
+                .into(),
+        ));
+    }
+    if !observed.bookkeeping_schema {
+        steps.push(node("CREATE SCHEMA IF NOT EXISTS berqenas".into()));
+    }
+    let mine: Vec<&Assignment> =
+        desired.iter().filter(|a| a.roles.iter().any(|r| r == "db") && a.db_type == "postgres").collect();
+    let wanted: BTreeSet<&str> = mine.iter().map(|a| a.name.as_str()).collect();
+    let empty = ObservedTenant::default();
+    for a in &mine {
+        let o = observed.tenants.get(&a.name).unwrap_or(&empty);
+        for sql in tenant_steps(a, o, db) {
+            steps.push(Step { tenant: Some(a.name.clone()), sql });
+        }
+    }
+    // Purged: managed here, no longer desired.
+    for (name, o) in &observed.tenants {
+        let managed = o.owner.as_ref().is_some_and(|r| r.managed) || o.user.as_ref().is_some_and(|r| r.managed);
+        if wanted.contains(name.as_str()) || !managed {
+            continue;
+        }
+        let (qs, qo, qu) =
+            (q(&format!("tenant_{name}")), q(&format!("tenant_{name}_owner")), q(&format!("tenant_{name}_user")));
+        let t = Some(name.clone());
+        if o.user.is_some() {
+            steps.push(Step { tenant: t.clone(), sql: format!("ALTER ROLE {qu} NOLOGIN") });
+        }
+        steps.push(Step { tenant: t.clone(), sql: format!("DROP SCHEMA IF EXISTS {qs} CASCADE") });
+        let roles: Vec<String> =
+            [(o.user.is_some(), qu), (o.owner.is_some(), qo)].into_iter().filter(|(e, _)| *e).map(|(_, r)| r).collect();
+        if !roles.is_empty() {
+            steps.push(Step { tenant: t.clone(), sql: format!("DROP OWNED BY {}", roles.join(", ")) });
+            steps.push(Step { tenant: t.clone(), sql: format!("DROP ROLE {}", roles.join(", ")) });
+        }
+    }
+    steps
+}
+
+async fn observe(conn: &mut PgConnection) -> Result<Observed, sqlx::Error> {
+    let mut o = Observed::default();
+    let row = sqlx::query(
+        "SELECT current_database() AS db, \
+         has_database_privilege('public', current_database(), 'CONNECT') AS c, \
+         has_database_privilege('public', current_database(), 'TEMP') AS t, \
+         has_schema_privilege('public', 'public', 'CREATE') AS s, \
+         has_function_privilege('public', 'lo_create(oid)', 'EXECUTE') AS lo, \
+         EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'berqenas') AS b",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    o.database = row.try_get("db")?;
+    o.public_connect = row.try_get("c")?;
+    o.public_temp = row.try_get("t")?;
+    o.public_schema_create = row.try_get("s")?;
+    o.public_lo_create = row.try_get("lo")?;
+    o.bookkeeping_schema = row.try_get("b")?;
+    let roles = sqlx::query(
+        "SELECT a.rolname, a.rolcanlogin, a.rolinherit, a.rolconnlimit, a.rolpassword, \
+         COALESCE((SELECT array_to_string(s.setconfig, E'\\n') FROM pg_db_role_setting s \
+                   WHERE s.setrole = a.oid AND s.setdatabase = 0), '') AS config, \
+         COALESCE(shobj_description(a.oid, 'pg_authid'), '') AS comment \
+         FROM pg_authid a WHERE a.rolname ~ '^tenant_[a-z][a-z0-9_]{1,30}_(owner|user)$'",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for r in roles {
+        let name: String = r.try_get("rolname")?;
+        let config: String = r.try_get("config")?;
+        let role = ObservedRole {
+            can_login: r.try_get("rolcanlogin")?,
+            inherit: r.try_get("rolinherit")?,
+            conn_limit: r.try_get("rolconnlimit")?,
+            password: r.try_get("rolpassword")?,
+            config: config.lines().map(str::to_string).filter(|l| !l.is_empty()).collect(),
+            managed: r.try_get::<String, _>("comment")? == MARKER,
+        };
+        if let Some(t) = name.strip_prefix("tenant_").and_then(|n| n.strip_suffix("_owner")) {
+            o.tenants.entry(t.to_string()).or_default().owner = Some(role);
+        } else if let Some(t) = name.strip_prefix("tenant_").and_then(|n| n.strip_suffix("_user")) {
+            o.tenants.entry(t.to_string()).or_default().user = Some(role);
+        }
+    }
+    let names: Vec<String> = o.tenants.keys().cloned().collect();
+    for name in names {
+        let row = sqlx::query(
+            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1) AS schema, \
+             to_regclass(quote_ident($1) || '.events') IS NOT NULL AS events, \
+             EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'events_notify' \
+                     AND tgrelid = to_regclass(quote_ident($1) || '.events')) AS trig, \
+             EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $2) AS has_user",
+        )
+        .bind(format!("tenant_{name}"))
+        .bind(format!("tenant_{name}_user"))
+        .fetch_one(&mut *conn)
+        .await?;
+        let t = o.tenants.entry(name.clone()).or_default();
+        t.schema = row.try_get("schema")?;
+        t.events = row.try_get("events")?;
+        t.trigger = row.try_get("trig")?;
+        if row.try_get::<bool, _>("has_user")? {
+            let p = sqlx::query(
+                "SELECT has_database_privilege($1, current_database(), 'CONNECT') AS c, \
+                 ($3 AND has_schema_privilege($1, $2, 'USAGE')) AS u, \
+                 ($4 AND has_table_privilege($1, quote_ident($2) || '.events', 'SELECT,INSERT,UPDATE,DELETE')) AS d",
+            )
+            .bind(format!("tenant_{name}_user"))
+            .bind(format!("tenant_{name}"))
+            .bind(t.schema)
+            .bind(t.events)
+            .fetch_one(&mut *conn)
+            .await?;
+            t.connect = p.try_get("c")?;
+            t.usage = p.try_get("u")?;
+            t.dml = p.try_get("d")?;
+        }
+    }
+    Ok(o)
+}
+
+/// Makes a PostgreSQL database match the `db` assignments of this node.
+pub struct PostgresDriver {
+    /// Superuser connection URL of the node's PostgreSQL (stays on the node).
+    pub url: String,
+}
+
+impl PostgresDriver {
+    async fn pass(&self, desired: &[Assignment]) -> Result<BTreeMap<String, String>, String> {
+        let mut conn =
+            PgConnection::connect(&self.url).await.map_err(|e| format!("cannot connect to PostgreSQL: {e}"))?;
+        let observed = observe(&mut conn).await.map_err(|e| format!("observing PostgreSQL failed: {e}"))?;
+        let steps = plan(desired, &observed);
+        let mut errors = BTreeMap::new();
+        for step in steps {
+            if let Some(t) = &step.tenant {
+                if errors.contains_key(t) {
+                    continue;
+                }
+            }
+            // Offboarded tenants' sessions end before anything else happens.
+            if let Some(t) = &step.tenant {
+                if step.sql.ends_with("NOLOGIN") {
+                    let _ = sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1")
+                        .bind(format!("tenant_{t}_user"))
+                        .execute(&mut conn)
+                        .await;
+                }
+            }
+            tracing::info!(tenant = step.tenant.as_deref().unwrap_or("-"), sql = %redact(&step.sql), "postgres driver applies");
+            if let Err(e) = sqlx::raw_sql(&step.sql).execute(&mut conn).await {
+                let msg = format!("{e}");
+                tracing::warn!(tenant = step.tenant.as_deref().unwrap_or("-"), error = %msg, "statement failed");
+                match step.tenant {
+                    Some(t) => {
+                        errors.insert(t, msg);
+                    }
+                    None => return Err(format!("node bootstrap failed: {msg}")),
+                }
+            }
+        }
+        let _ = conn.close().await;
+        Ok(errors)
+    }
+}
+
+/// Statements are logged without the password verifier.
+fn redact(sql: &str) -> String {
+    match sql.find(" PASSWORD '") {
+        Some(i) => format!("{} PASSWORD '…'", &sql[..i]),
+        None => sql.to_string(),
+    }
+}
+
+impl Driver for PostgresDriver {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn reconcile(&mut self, desired: &[Assignment]) -> Vec<Status> {
+        let handle = tokio::runtime::Handle::current();
+        let result = handle.block_on(self.pass(desired));
+        desired
+            .iter()
+            .map(|a| {
+                let failure = match &result {
+                    Err(e) => Some(e.clone()),
+                    Ok(errors) => errors.get(&a.name).cloned(),
+                };
+                Status { name: a.name.clone(), ready: failure.is_none(), reason: failure }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(name: &str) -> Assignment {
+        Assignment {
+            name: name.into(),
+            revision: 3,
+            roles: vec!["db".into()],
+            lifecycle: "run".into(),
+            index: 1,
+            vpn_subnet: "198.18.1.0/24".into(),
+            gateway_address: "198.18.1.1".into(),
+            interface: "bqt1".into(),
+            listen_port: 51821,
+            db_type: "postgres".into(),
+            isolation: "schema".into(),
+            db_quota_bytes: 5_000_000_000,
+            connection_limit: 5,
+            events_per_min: 1000,
+            access_mode: "vpn-only".into(),
+            vpn_enabled: true,
+            public_api: false,
+            db_password_verifier: "SCRAM-SHA-256$4096:AQIDBAUGBwgJCgsMDQ4PEA==$8rrDg00OqaiWXJ7p+sCgHEIaBSHY89ZJl3mfIsf32oY=:05L1f+yZbiN8O0AnO40Og85NNRhvzTS57naKRWCcsIA=".into(),
+        }
+    }
+
+    fn converged(desired: &Assignment) -> ObservedTenant {
+        let role = |login| ObservedRole {
+            can_login: login,
+            inherit: false,
+            conn_limit: 5,
+            password: Some(desired.db_password_verifier.clone()),
+            config: user_config(desired),
+            managed: true,
+        };
+        ObservedTenant {
+            owner: Some(ObservedRole { conn_limit: -1, password: None, config: BTreeSet::new(), ..role(false) }),
+            user: Some(role(true)),
+            schema: true,
+            events: true,
+            trigger: true,
+            connect: true,
+            usage: true,
+            dml: true,
+        }
+    }
+
+    fn bootstrapped() -> Observed {
+        Observed { database: "postgres".into(), bookkeeping_schema: true, ..Observed::default() }
+    }
+
+    #[test]
+    fn fresh_node_and_tenant_get_everything_quoted() {
+        let mut o = bootstrapped();
+        o.public_connect = true;
+        o.public_lo_create = true;
+        let steps = plan(&[a("acme")], &o);
+        let sql: Vec<&str> = steps.iter().map(|s| s.sql.as_str()).collect();
+        assert_eq!(sql[0], "REVOKE ALL ON DATABASE \"postgres\" FROM PUBLIC");
+        assert!(sql.iter().any(|s| s.starts_with("REVOKE EXECUTE ON FUNCTION lo_create(oid)")));
+        assert!(sql.contains(&"CREATE ROLE \"tenant_acme_owner\" NOLOGIN"));
+        assert!(sql.contains(&"CREATE SCHEMA \"tenant_acme\" AUTHORIZATION \"tenant_acme_owner\""));
+        assert!(sql.iter().any(|s| s.starts_with(
+            "CREATE ROLE \"tenant_acme_user\" LOGIN NOINHERIT CONNECTION LIMIT 5 PASSWORD 'SCRAM-SHA-256$4096:"
+        )));
+        assert!(sql.iter().any(|s| s.contains("CREATE TABLE \"tenant_acme\".events")));
+        assert!(sql.iter().any(|s| s.contains("pg_notify('tenant_acme_events', NEW.id::text)")));
+        assert!(!sql.iter().any(|s| s.contains("CREATE ON SCHEMA")), "no DDL for the tenant by default");
+    }
+
+    #[test]
+    fn converged_host_yields_empty_plan() {
+        let desired = a("acme");
+        let mut o = bootstrapped();
+        o.tenants.insert("acme".into(), converged(&desired));
+        assert_eq!(plan(&[desired], &o), vec![]);
+    }
+
+    #[test]
+    fn drift_and_lifecycle_are_planned() {
+        let desired = a("acme");
+        let mut o = bootstrapped();
+        let mut t = converged(&desired);
+        t.usage = false;
+        o.tenants.insert("acme".into(), t);
+        assert_eq!(
+            plan(std::slice::from_ref(&desired), &o).iter().map(|s| s.sql.clone()).collect::<Vec<_>>(),
+            vec!["GRANT USAGE ON SCHEMA \"tenant_acme\" TO \"tenant_acme_user\"".to_string()]
+        );
+        let mut suspended = desired.clone();
+        suspended.lifecycle = "suspended".into();
+        o.tenants.insert("acme".into(), converged(&desired));
+        assert_eq!(plan(&[suspended], &o)[0].sql, "ALTER ROLE \"tenant_acme_user\" NOLOGIN");
+    }
+
+    #[test]
+    fn purge_drops_only_managed_tenants() {
+        let desired = a("acme");
+        let mut o = bootstrapped();
+        o.tenants.insert("acme".into(), converged(&desired));
+        let mut foreign = converged(&desired);
+        for role in [foreign.owner.as_mut(), foreign.user.as_mut()].into_iter().flatten() {
+            role.managed = false;
+        }
+        o.tenants.insert("legacy".into(), foreign);
+        let steps = plan(&[], &o);
+        let sql: Vec<&str> = steps.iter().map(|s| s.sql.as_str()).collect();
+        assert!(sql.contains(&"DROP SCHEMA IF EXISTS \"tenant_acme\" CASCADE"));
+        assert!(sql.contains(&"DROP ROLE \"tenant_acme_user\", \"tenant_acme_owner\""));
+        assert!(!sql.iter().any(|s| s.contains("legacy")), "never touches roles it did not create");
+    }
+
+    #[test]
+    fn invalid_verifier_never_reaches_sql() {
+        let mut bad = a("acme");
+        bad.db_password_verifier = "x'; DROP ROLE postgres; --".into();
+        let steps = plan(&[bad], &bootstrapped());
+        assert!(steps.iter().all(|s| !s.sql.contains("DROP ROLE postgres")));
+        assert!(steps.iter().all(|s| !s.sql.contains("PASSWORD")));
+    }
+
+    #[test]
+    fn redacts_passwords_in_logs() {
+        assert_eq!(
+            redact("CREATE ROLE \"x\" LOGIN PASSWORD 'SCRAM-SHA-256$...'"),
+            "CREATE ROLE \"x\" LOGIN PASSWORD '…'"
+        );
+    }
+}

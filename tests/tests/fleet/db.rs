@@ -1,0 +1,244 @@
+//! The db role end to end: a coordinator, a db node agent with the PostgreSQL driver and a real
+//! PostgreSQL, each in its own lab host. Tenants get isolated schemas and roles; drift is
+//! repaired; offboarding is enforced and purge leaves nothing behind.
+
+use crate::harness::{agent_bin, coordinator_bin};
+use berqenas_tests::lab::{Host, Lab};
+use berqenas_tests::postgres::Postgres;
+use berqenas_tests::{wait_for, Proc};
+use serde_json::Value;
+use std::time::Duration;
+
+struct Env {
+    procs: Vec<Proc>,
+    pg: Postgres,
+    c1: Host,
+    app: Host,
+    key: String,
+    lab: Lab,
+    tmp: tempfile::TempDir,
+}
+
+impl Env {
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        let endpoint = format!("https://{}:7201", self.c1.addr);
+        let ca = self.tmp.path().join("c1").join("ca.pem");
+        let env = [
+            ("BERQENAS_ENDPOINT", endpoint.as_str()),
+            ("BERQENAS_API_KEY", self.key.as_str()),
+            ("BERQENAS_CA_CERT", ca.to_str().expect("utf-8")),
+        ];
+        self.lab.run(&self.c1, &coordinator_bin(), args, &env)
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["--output", "json"]);
+        let out = self.cli(&all);
+        assert!(out.status.success(), "`{}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("json")
+    }
+
+    /// psql as a tenant's user from the app host; Ok(stdout) or Err(stderr).
+    fn as_tenant(&self, user: &str, password: &str, commands: &[&str]) -> Result<String, String> {
+        let host = self.pg.host.addr.to_string();
+        let mut args = vec!["-h", host.as_str(), "-U", user, "-d", "postgres", "-tA", "-v", "ON_ERROR_STOP=1"];
+        for c in commands {
+            args.extend(["-c", c]);
+        }
+        let out = self.lab.run(
+            &self.app,
+            &self.pg.bin.join("psql"),
+            &args,
+            &[("PGPASSWORD", password), ("PGCONNECT_TIMEOUT", "5")],
+        );
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        }
+    }
+
+    fn superuser(&self, sql: &str) -> String {
+        self.pg.psql(&self.lab, &self.app, sql).expect("superuser query")
+    }
+}
+
+fn setup() -> Env {
+    let mut lab = Lab::new();
+    let c1 = lab.host("c1");
+    let pg_host = lab.host("pg");
+    let db = lab.host("db");
+    let app = lab.host("app");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let pg = Postgres::start(&lab, &pg_host, tmp.path());
+    let a = c1.addr.to_string();
+    let data = tmp.path().join("c1");
+    let data = data.to_str().expect("utf-8");
+    let (raft, api, node) = (format!("{a}:7101"), format!("{a}:7201"), format!("{a}:7301"));
+    let init = lab.run(
+        &c1,
+        &coordinator_bin(),
+        &[
+            "init",
+            "--data-dir",
+            data,
+            "--id",
+            "1",
+            "--raft-listen",
+            &raft,
+            "--api-listen",
+            &api,
+            "--node-listen",
+            &node,
+            "--vpn-pool",
+            "198.18.0.0/15",
+            "--output",
+            "json",
+        ],
+        &[],
+    );
+    assert!(init.status.success(), "init: {}", String::from_utf8_lossy(&init.stderr));
+    let key = serde_json::from_slice::<Value>(&init.stdout).expect("json")["admin_api_key"]
+        .as_str()
+        .expect("key")
+        .to_string();
+    let coordinator = lab.spawn(&c1, "coordinator-c1", &coordinator_bin(), &["serve", "--data-dir", data], tmp.path());
+    wait_for("the coordinator", Duration::from_secs(20), || {
+        coordinator.log_text().contains("node listener serving").then_some(())
+    });
+    let mut env = Env { procs: vec![coordinator], pg, c1, app, key, lab, tmp };
+    let tok = env.json(&["node", "token", "create", "--roles", "db"]);
+    let agent_dir = env.tmp.path().join("db");
+    let url = env.pg.url();
+    let out = env.lab.run(
+        &db,
+        &agent_bin(),
+        &[
+            "join",
+            "--coordinator",
+            &format!("https://{node}"),
+            "--token",
+            tok["token"].as_str().expect("token"),
+            "--ca-pin",
+            tok["ca_fingerprint"].as_str().expect("pin"),
+            "--roles",
+            "db",
+            "--data-dir",
+            agent_dir.to_str().expect("utf-8"),
+            "--driver",
+            "postgres",
+            "--driver-url",
+            &url,
+            "--resync-interval",
+            "2s",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "join: {}", String::from_utf8_lossy(&out.stderr));
+    let config = agent_dir.join("agent.toml");
+    let agent = env.lab.spawn(
+        &db,
+        "agent-db",
+        &agent_bin(),
+        &["run", "--config", config.to_str().expect("utf-8")],
+        env.tmp.path(),
+    );
+    env.procs.push(agent);
+    env
+}
+
+#[test]
+fn lab_tenants_get_isolated_postgres_schemas_and_roles() {
+    let env = setup();
+    let acme = env.json(&[
+        "tenant",
+        "create",
+        "--name",
+        "acme",
+        "--db-quota",
+        "5GB",
+        "--vpn",
+        "disabled",
+        "--wait",
+        "--wait-timeout",
+        "30s",
+    ]);
+    assert_eq!(acme["status"], "active", "{acme}");
+    let globex =
+        env.json(&["tenant", "create", "--name", "globex", "--vpn", "disabled", "--wait", "--wait-timeout", "30s"]);
+    let (a_user, a_pw) = (acme["db_user"].as_str().expect("user"), acme["db_password"].as_str().expect("password"));
+    let (b_user, b_pw) = (globex["db_user"].as_str().expect("user"), globex["db_password"].as_str().expect("password"));
+
+    // DML in its own schema (search_path is pinned), and events NOTIFY on its own channel.
+    let out = env
+        .as_tenant(
+            a_user,
+            a_pw,
+            &[
+                "LISTEN tenant_acme_events",
+                "INSERT INTO events (device_id, event_type, payload) VALUES ('dev-1', 'boot', '{\"v\":1}')",
+                "SELECT count(*) FROM events",
+            ],
+        )
+        .expect("acme works in its schema");
+    assert!(out.contains("Asynchronous notification \"tenant_acme_events\""), "{out}");
+    assert!(out.ends_with('1'), "{out}");
+    let b_out = env
+        .as_tenant(b_user, b_pw, &["LISTEN tenant_globex_events", "INSERT INTO events (event_type) VALUES ('x')"])
+        .expect("globex works");
+    assert!(!b_out.contains("tenant_acme_events"), "{b_out}");
+
+    // Isolation: nothing of B, nothing in public, no temp tables, no large objects, no DDL, no
+    // changing its own limits.
+    let refused: &[(&str, &str)] = &[
+        ("SELECT * FROM tenant_globex.events", "permission denied for schema tenant_globex"),
+        ("INSERT INTO tenant_globex.events (event_type) VALUES ('x')", "permission denied for schema tenant_globex"),
+        ("CREATE TABLE public.x (i int)", "permission denied for schema public"),
+        ("CREATE TABLE tenant_acme.x (i int)", "permission denied for schema tenant_acme"),
+        ("CREATE TEMP TABLE t (i int)", "permission denied to create temporary tables"),
+        ("SELECT lo_create(0)", "permission denied for function lo_create"),
+        ("ALTER ROLE tenant_acme_user CONNECTION LIMIT 100", "permission denied"),
+        ("SET temp_file_limit = '100GB'", "permission denied to set parameter"),
+    ];
+    for (sql, expected) in refused {
+        let err = env.as_tenant(a_user, a_pw, &[sql]).expect_err(sql);
+        assert!(err.contains(expected), "{sql}: {err}");
+    }
+    assert!(env.as_tenant(a_user, "wrong-password", &["SELECT 1"]).is_err());
+
+    // Drift: a grant revoked by hand comes back on the next resync.
+    env.superuser("REVOKE USAGE ON SCHEMA tenant_acme FROM tenant_acme_user");
+    assert!(env.as_tenant(a_user, a_pw, &["SELECT count(*) FROM events"]).is_err());
+    wait_for("the agent to restore the grant", Duration::from_secs(20), || {
+        env.as_tenant(a_user, a_pw, &["SELECT count(*) FROM events"]).ok()
+    });
+
+    // Offboarding: suspended logins are refused, data stays; resume restores them.
+    env.json(&["tenant", "suspend", "acme"]);
+    wait_for("suspension to reach PostgreSQL", Duration::from_secs(20), || {
+        env.as_tenant(a_user, a_pw, &["SELECT 1"]).err().filter(|e| e.contains("not permitted to log in"))
+    });
+    assert!(env.as_tenant(b_user, b_pw, &["SELECT 1"]).is_ok(), "the other tenant is untouched");
+    env.json(&["tenant", "resume", "acme"]);
+    let count = wait_for("resume to reach PostgreSQL", Duration::from_secs(20), || {
+        env.as_tenant(a_user, a_pw, &["SELECT count(*) FROM events"]).ok()
+    });
+    assert_eq!(count, "1", "data intact");
+
+    // Purge: schema and roles are gone.
+    env.json(&["tenant", "delete", "acme"]);
+    env.json(&["tenant", "purge", "acme", "--force"]);
+    wait_for("purge to reach PostgreSQL", Duration::from_secs(20), || {
+        let left = env.superuser(
+            "SELECT count(*) FROM pg_namespace WHERE nspname = 'tenant_acme' \
+             UNION ALL SELECT count(*) FROM pg_roles WHERE rolname LIKE 'tenant_acme_%'",
+        );
+        (left == "0\n0").then_some(())
+    });
+    assert!(env.as_tenant(b_user, b_pw, &["SELECT count(*) FROM events"]).is_ok(), "globex survives acme's purge");
+    // Converged hosts get empty plans: globex's settings were written once, across many resyncs.
+    let agent_log = env.procs[1].log_text();
+    let writes = agent_log.matches("ALTER ROLE \"tenant_globex_user\" SET search_path").count();
+    assert_eq!(writes, 1, "settings re-applied on every pass:\n{agent_log}");
+}
