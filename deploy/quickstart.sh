@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs Berqenas locally: builds the coordinator and the node agent, initializes a single-node
-# cluster on embedded storage in .berqenas/ (once), starts it in the background, joins a local
-# node agent (roles gateway,db) with a one-time token, and writes .berqenas/env with
-# BERQENAS_ENDPOINT and BERQENAS_API_KEY. Running it again is harmless.
+# cluster on embedded storage in .berqenas/ (once), starts it in the background, starts a local
+# PostgreSQL for the db role (initdb into .berqenas/postgres, 127.0.0.1:5433), joins a local node
+# agent (roles gateway,db) with a one-time token, and writes .berqenas/env with BERQENAS_ENDPOINT
+# and BERQENAS_API_KEY. Running it again is harmless.
 #   deploy/quickstart.sh          start (or confirm it is running)
 #   deploy/quickstart.sh stop     stop what it started
 set -euo pipefail
@@ -17,12 +18,17 @@ AGENT_BIN="$ROOT/target/release/berqenas-node-agent"
 AGENT_DIR="$STATE/agent"
 AGENT_PIDFILE="$STATE/agent.pid"
 AGENT_LOG="$STATE/agent.log"
+PG_DIR="$STATE/postgres"
+PG_PORT=5433
 RAFT_ADDR=127.0.0.1:7101
 API_ADDR=127.0.0.1:7201
 NODE_ADDR=127.0.0.1:7301
 
 running() { [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
 agent_running() { [ -f "$AGENT_PIDFILE" ] && kill -0 "$(cat "$AGENT_PIDFILE")" 2>/dev/null; }
+# PostgreSQL refuses to run as root; as root the quickstart runs it as the postgres user.
+as_pg() { if [ "$(id -u)" -eq 0 ]; then setpriv --reuid=postgres --regid=postgres --clear-groups "$@"; else "$@"; fi; }
+pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
 json_field() { sed -n "s/.*\"$1\": *\"\([^\"]*\)\".*/\1/p"; }
 
 case "${1:-start}" in
@@ -32,6 +38,9 @@ case "${1:-start}" in
       echo "stopped the local node agent"
     fi
     rm -f "$AGENT_PIDFILE"
+    if [ -f "$PG_DIR/data/postmaster.pid" ] && [ -n "$(pg_bin)" ]; then
+      as_pg "$(pg_bin)/pg_ctl" -D "$PG_DIR/data" -m fast stop >/dev/null && echo "stopped the local PostgreSQL"
+    fi
     if running; then
       kill "$(cat "$PIDFILE")"
       for _ in $(seq 1 100); do running || break; sleep 0.1; done
@@ -74,7 +83,41 @@ else
   done
 fi
 
-# A local node agent for both roles, joined once with a one-time token and the pinned CA.
+# A local PostgreSQL for the db role.
+if [ -z "$(pg_bin)" ]; then
+  if [ "$(id -u)" -eq 0 ]; then
+    echo "==> installing PostgreSQL"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  else
+    echo "PostgreSQL is not installed: sudo apt-get install postgresql, then run this again" >&2
+    exit 1
+  fi
+fi
+PGBIN=$(pg_bin)
+chmod 711 "$STATE"
+if [ ! -f "$PG_DIR/data/PG_VERSION" ]; then
+  echo "==> initializing PostgreSQL in $PG_DIR (127.0.0.1:$PG_PORT)"
+  mkdir -p "$PG_DIR"
+  pg_password=$(head -c 64 /dev/urandom | od -An -tx1 | tr -d ' \n' | head -c 32)
+  printf '%s\n' "$pg_password" > "$STATE/postgres.password"
+  printf '%s\n' "$pg_password" > "$PG_DIR/pwfile"
+  if [ "$(id -u)" -eq 0 ]; then chown -R postgres:postgres "$PG_DIR"; fi
+  chmod 700 "$PG_DIR"
+  as_pg "$PGBIN/initdb" -D "$PG_DIR/data" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
+    --pwfile="$PG_DIR/pwfile" >/dev/null
+  rm -f "$PG_DIR/pwfile"
+  printf "listen_addresses = '127.0.0.1'\nport = %s\nunix_socket_directories = '%s'\n" "$PG_PORT" "$PG_DIR" \
+    | as_pg tee -a "$PG_DIR/data/postgresql.conf" >/dev/null
+fi
+if ! as_pg "$PGBIN/pg_ctl" -D "$PG_DIR/data" status >/dev/null 2>&1; then
+  echo "==> starting PostgreSQL"
+  as_pg "$PGBIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/postgres.log" -w start >/dev/null
+fi
+PG_URL="postgres://postgres:$(cat "$STATE/postgres.password")@127.0.0.1:$PG_PORT/postgres"
+
+# A local node agent for both roles, joined once with a one-time token and the pinned CA: the
+# PostgreSQL driver for the db role; gateway assignments are recorded in a directory until the
+# WireGuard/nftables driver exists.
 if [ ! -f "$AGENT_DIR/agent.toml" ]; then
   echo "==> joining a local node agent (roles gateway,db)"
   # shellcheck disable=SC1090
@@ -82,7 +125,7 @@ if [ ! -f "$AGENT_DIR/agent.toml" ]; then
   tok=$("$BIN" node token create --roles gateway,db --ttl 10m --output json)
   "$AGENT_BIN" join --coordinator "https://$NODE_ADDR" --token "$(printf '%s\n' "$tok" | json_field token)" \
     --ca-pin "$(printf '%s\n' "$tok" | json_field ca_fingerprint)" --roles gateway,db \
-    --data-dir "$AGENT_DIR" --driver dir --driver-path "$AGENT_DIR/tenants" >/dev/null
+    --data-dir "$AGENT_DIR" --driver postgres --driver-url "$PG_URL" --driver-path "$AGENT_DIR/gateway" >/dev/null
 fi
 if agent_running; then
   echo "==> the local node agent is already running (pid $(cat "$AGENT_PIDFILE"))"
@@ -104,7 +147,11 @@ Load the CLI settings and create your first tenant:
   berqenas-coordinator tenant list
   berqenas-coordinator audit verify
 
-The local node agent records each tenant it is given under .berqenas/agent/tenants/ (the
-WireGuard, nftables and PostgreSQL drivers are not in this release yet).
+The create prints the tenant's database user and password (once). Connect as the tenant:
+
+  psql "postgres://tenant_acme_user:<password>@127.0.0.1:$PG_PORT/postgres" -c 'select * from events'
+
+Gateway assignments are recorded under .berqenas/agent/gateway/ (the WireGuard and nftables
+driver is not in this release yet).
 Stop everything with: deploy/quickstart.sh stop
 TXT

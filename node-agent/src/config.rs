@@ -27,7 +27,12 @@ pub enum DriverConfig {
     Dir { path: PathBuf },
     /// The `db` role on PostgreSQL: `url` is a superuser connection to the node's own server
     /// (it stays in this 0600 file and never leaves the node).
-    Postgres { url: String },
+    Postgres {
+        url: String,
+        /// Where to record gateway assignments until the WireGuard/nftables driver exists.
+        #[serde(default)]
+        gateway_dir: Option<PathBuf>,
+    },
     /// Applies nothing; reports every tenant ready. For control-plane tests only.
     #[default]
     None,

@@ -32,6 +32,48 @@ impl Driver for NoneDriver {
     }
 }
 
+/// Splits assignments by role: `db` to one driver, `gateway` to another (or reported not ready
+/// when this node has no gateway driver). A tenant is ready when every part of it is.
+pub struct ByRole {
+    pub db: Box<dyn Driver>,
+    pub gateway: Option<Box<dyn Driver>>,
+}
+
+impl Driver for ByRole {
+    fn name(&self) -> &'static str {
+        "by-role"
+    }
+
+    fn reconcile(&mut self, desired: &[Assignment]) -> Vec<Status> {
+        let has = |a: &Assignment, role: &str| a.roles.iter().any(|r| r == role);
+        let db: Vec<Assignment> = desired.iter().filter(|a| has(a, "db")).cloned().collect();
+        let gw: Vec<Assignment> = desired.iter().filter(|a| has(a, "gateway")).cloned().collect();
+        let mut merged: BTreeMap<String, Status> = BTreeMap::new();
+        let mut fold = |s: Status| {
+            let entry =
+                merged.entry(s.name.clone()).or_insert(Status { name: s.name.clone(), ready: true, reason: None });
+            if !s.ready {
+                entry.ready = false;
+                entry.reason = s.reason;
+            }
+        };
+        for s in self.db.reconcile(&db) {
+            fold(s);
+        }
+        match &mut self.gateway {
+            Some(g) => g.reconcile(&gw).into_iter().for_each(&mut fold),
+            None => gw.iter().for_each(|a| {
+                fold(Status {
+                    name: a.name.clone(),
+                    ready: false,
+                    reason: Some("this node has no gateway driver".into()),
+                })
+            }),
+        }
+        desired.iter().filter_map(|a| merged.remove(&a.name)).collect()
+    }
+}
+
 /// One change the dir driver will make.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {

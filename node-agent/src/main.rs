@@ -101,9 +101,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let driver = match driver.as_str() {
                 "none" => DriverConfig::None,
                 "dir" => DriverConfig::Dir { path: driver_path.context("--driver dir needs --driver-path")? },
-                "postgres" => {
-                    DriverConfig::Postgres { url: driver_url.context("--driver postgres needs --driver-url")? }
-                }
+                "postgres" => DriverConfig::Postgres {
+                    url: driver_url.context("--driver postgres needs --driver-url")?,
+                    gateway_dir: driver_path,
+                },
                 other => anyhow::bail!("unknown driver {other:?}; use postgres, dir or none"),
             };
             let addr = berqenas_node_agent::join::coordinator_addr(&coordinator)?;
@@ -132,9 +133,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let driver: Box<dyn Driver> = match &cfg.driver {
                 DriverConfig::None => Box::new(NoneDriver),
                 DriverConfig::Dir { path } => Box::new(DirDriver { path: path.clone() }),
-                DriverConfig::Postgres { url } => {
-                    Box::new(berqenas_node_agent::postgres::PostgresDriver { url: url.clone() })
-                }
+                DriverConfig::Postgres { url, gateway_dir } => Box::new(berqenas_node_agent::driver::ByRole {
+                    db: Box::new(berqenas_node_agent::postgres::PostgresDriver { url: url.clone() }),
+                    gateway: gateway_dir.clone().map(|path| Box::new(DirDriver { path }) as Box<dyn Driver>),
+                }),
             };
             berqenas_node_agent::runtime::run(cfg, driver, shutdown_signal()).await
         }
