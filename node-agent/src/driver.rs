@@ -6,11 +6,19 @@ use crate::assignment::Assignment;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Status {
     pub name: String,
     pub ready: bool,
     pub reason: Option<String>,
+    /// Measured by the db driver: bytes used and whether that is over the quota.
+    pub usage: Option<Usage>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub db_bytes: u64,
+    pub quota_exceeded: bool,
 }
 
 pub trait Driver: Send {
@@ -28,7 +36,7 @@ impl Driver for NoneDriver {
     }
 
     fn reconcile(&mut self, desired: &[Assignment]) -> Vec<Status> {
-        desired.iter().map(|a| Status { name: a.name.clone(), ready: true, reason: None }).collect()
+        desired.iter().map(|a| Status { usage: None, name: a.name.clone(), ready: true, reason: None }).collect()
     }
 }
 
@@ -50,8 +58,15 @@ impl Driver for ByRole {
         let gw: Vec<Assignment> = desired.iter().filter(|a| has(a, "gateway")).cloned().collect();
         let mut merged: BTreeMap<String, Status> = BTreeMap::new();
         let mut fold = |s: Status| {
-            let entry =
-                merged.entry(s.name.clone()).or_insert(Status { name: s.name.clone(), ready: true, reason: None });
+            let entry = merged.entry(s.name.clone()).or_insert(Status {
+                usage: None,
+                name: s.name.clone(),
+                ready: true,
+                reason: None,
+            });
+            if s.usage.is_some() {
+                entry.usage = s.usage;
+            }
             if !s.ready {
                 entry.ready = false;
                 entry.reason = s.reason;
@@ -67,6 +82,7 @@ impl Driver for ByRole {
                     name: a.name.clone(),
                     ready: false,
                     reason: Some("this node has no gateway driver".into()),
+                    usage: None,
                 })
             }),
         }
@@ -130,7 +146,7 @@ impl Driver for DirDriver {
         let failed = |reason: String| -> Vec<Status> {
             desired
                 .iter()
-                .map(|a| Status { name: a.name.clone(), ready: false, reason: Some(reason.clone()) })
+                .map(|a| Status { usage: None, name: a.name.clone(), ready: false, reason: Some(reason.clone()) })
                 .collect()
         };
         if let Err(e) = std::fs::create_dir_all(&self.path) {
@@ -161,8 +177,8 @@ impl Driver for DirDriver {
         desired
             .iter()
             .map(|a| match errors.get(&a.name) {
-                Some(e) => Status { name: a.name.clone(), ready: false, reason: Some(e.clone()) },
-                None => Status { name: a.name.clone(), ready: true, reason: None },
+                Some(e) => Status { usage: None, name: a.name.clone(), ready: false, reason: Some(e.clone()) },
+                None => Status { usage: None, name: a.name.clone(), ready: true, reason: None },
             })
             .collect()
     }

@@ -13,7 +13,7 @@
 //! CONNECT/TEMP on the database, everything on schema `public`, and the large-object creators.
 
 use crate::assignment::Assignment;
-use crate::driver::{Driver, Status};
+use crate::driver::{Driver, Status, Usage};
 use sqlx::{Connection, PgConnection, Row};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -39,7 +39,14 @@ pub struct ObservedTenant {
     pub trigger: bool,
     pub connect: bool,
     pub usage: bool,
-    pub dml: bool,
+    /// SELECT, DELETE and TRUNCATE on every table of its schema.
+    pub read: bool,
+    /// INSERT and UPDATE on every table of its schema.
+    pub write_all: bool,
+    /// INSERT or UPDATE on some table of its schema.
+    pub write_any: bool,
+    /// Disk used by the schema's tables (with indexes and TOAST).
+    pub bytes: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -129,7 +136,7 @@ fn tenant_steps(a: &Assignment, o: &ObservedTenant, db: &str) -> Vec<String> {
     }
     if !o.schema || !o.events {
         sql.push(format!(
-            "ALTER DEFAULT PRIVILEGES FOR ROLE {qo} IN SCHEMA {qs} GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {qu}"
+            "ALTER DEFAULT PRIVILEGES FOR ROLE {qo} IN SCHEMA {qs} GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON TABLES TO {qu}"
         ));
         sql.push(format!(
             "ALTER DEFAULT PRIVILEGES FOR ROLE {qo} IN SCHEMA {qs} GRANT USAGE, SELECT ON SEQUENCES TO {qu}"
@@ -154,10 +161,24 @@ fn tenant_steps(a: &Assignment, o: &ObservedTenant, db: &str) -> Vec<String> {
              RESET ROLE"
         ));
     }
-    if !o.dml || !o.events {
-        sql.push(format!("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {qs} TO {qu}"));
+    if !o.read || !o.events {
+        sql.push(format!("GRANT SELECT, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA {qs} TO {qu}"));
+    }
+    // Over its quota the tenant keeps reading and deleting but cannot insert or update. It does
+    // not own its tables, so it cannot grant itself back what was revoked.
+    if over_quota(a, o) {
+        if o.write_any {
+            sql.push(format!("REVOKE INSERT, UPDATE ON ALL TABLES IN SCHEMA {qs} FROM {qu}"));
+        }
+    } else if !o.write_all || !o.events {
+        sql.push(format!("GRANT INSERT, UPDATE ON ALL TABLES IN SCHEMA {qs} TO {qu}"));
     }
     sql
+}
+
+/// The schema uses more than the tenant's quota.
+pub fn over_quota(a: &Assignment, o: &ObservedTenant) -> bool {
+    o.bytes > a.db_quota_bytes
 }
 
 /// Pure: the SQL that makes `observed` match `desired`.
@@ -278,18 +299,50 @@ async fn observe(conn: &mut PgConnection) -> Result<Observed, sqlx::Error> {
         if row.try_get::<bool, _>("has_user")? {
             let p = sqlx::query(
                 "SELECT has_database_privilege($1, current_database(), 'CONNECT') AS c, \
-                 ($3 AND has_schema_privilege($1, $2, 'USAGE')) AS u, \
-                 ($4 AND has_table_privilege($1, quote_ident($2) || '.events', 'SELECT,INSERT,UPDATE,DELETE')) AS d",
+                 ($3 AND has_schema_privilege($1, $2, 'USAGE')) AS u",
             )
             .bind(format!("tenant_{name}_user"))
             .bind(format!("tenant_{name}"))
             .bind(t.schema)
-            .bind(t.events)
             .fetch_one(&mut *conn)
             .await?;
             t.connect = p.try_get("c")?;
             t.usage = p.try_get("u")?;
-            t.dml = p.try_get("d")?;
+            // One privilege per call: has_table_privilege('A,B') is true when ANY is held.
+            let tables = sqlx::query(
+                "SELECT COALESCE(bool_and(has_table_privilege($1, c.oid, 'SELECT') \
+                        AND has_table_privilege($1, c.oid, 'DELETE') \
+                        AND has_table_privilege($1, c.oid, 'TRUNCATE')), true) AS r, \
+                 COALESCE(bool_and(has_table_privilege($1, c.oid, 'INSERT') \
+                        AND has_table_privilege($1, c.oid, 'UPDATE')), true) AS w_all, \
+                 COALESCE(bool_or(has_table_privilege($1, c.oid, 'INSERT') \
+                        OR has_table_privilege($1, c.oid, 'UPDATE')), false) AS w_any \
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = $2 AND c.relkind IN ('r', 'p')",
+            )
+            .bind(format!("tenant_{name}_user"))
+            .bind(format!("tenant_{name}"))
+            .fetch_one(&mut *conn)
+            .await?;
+            t.read = tables.try_get("r")?;
+            t.write_all = tables.try_get("w_all")?;
+            t.write_any = tables.try_get("w_any")?;
+        }
+    }
+    // Disk per schema. Size functions take locks and fill the relation cache, which is why this
+    // runs on the same short-lived connection that is closed after the pass.
+    let sizes = sqlx::query(
+        "SELECT n.nspname, COALESCE(sum(pg_total_relation_size(c.oid)), 0)::bigint AS bytes \
+         FROM pg_namespace n LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relkind IN ('r', 'p', 'm') \
+         WHERE n.nspname ~ '^tenant_[a-z][a-z0-9_]{1,30}$' GROUP BY n.nspname",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in sizes {
+        let schema: String = row.try_get("nspname")?;
+        let bytes: i64 = row.try_get("bytes")?;
+        if let Some(t) = schema.strip_prefix("tenant_").and_then(|n| o.tenants.get_mut(n)) {
+            t.bytes = u64::try_from(bytes).unwrap_or(0);
         }
     }
     Ok(o)
@@ -302,11 +355,21 @@ pub struct PostgresDriver {
 }
 
 impl PostgresDriver {
-    async fn pass(&self, desired: &[Assignment]) -> Result<BTreeMap<String, String>, String> {
+    async fn pass(
+        &self,
+        desired: &[Assignment],
+    ) -> Result<(BTreeMap<String, String>, BTreeMap<String, Usage>), String> {
         let mut conn =
             PgConnection::connect(&self.url).await.map_err(|e| format!("cannot connect to PostgreSQL: {e}"))?;
         let observed = observe(&mut conn).await.map_err(|e| format!("observing PostgreSQL failed: {e}"))?;
         let steps = plan(desired, &observed);
+        let usage: BTreeMap<String, Usage> = desired
+            .iter()
+            .filter_map(|a| {
+                let o = observed.tenants.get(&a.name)?;
+                Some((a.name.clone(), Usage { db_bytes: o.bytes, quota_exceeded: over_quota(a, o) }))
+            })
+            .collect();
         let mut errors = BTreeMap::new();
         for step in steps {
             if let Some(t) = &step.tenant {
@@ -336,7 +399,7 @@ impl PostgresDriver {
             }
         }
         let _ = conn.close().await;
-        Ok(errors)
+        Ok((errors, usage))
     }
 }
 
@@ -359,11 +422,11 @@ impl Driver for PostgresDriver {
         desired
             .iter()
             .map(|a| {
-                let failure = match &result {
-                    Err(e) => Some(e.clone()),
-                    Ok(errors) => errors.get(&a.name).cloned(),
+                let (failure, usage) = match &result {
+                    Err(e) => (Some(e.clone()), None),
+                    Ok((errors, usage)) => (errors.get(&a.name).cloned(), usage.get(&a.name).copied()),
                 };
-                Status { name: a.name.clone(), ready: failure.is_none(), reason: failure }
+                Status { name: a.name.clone(), ready: failure.is_none(), reason: failure, usage }
             })
             .collect()
     }
@@ -413,7 +476,10 @@ mod tests {
             trigger: true,
             connect: true,
             usage: true,
-            dml: true,
+            read: true,
+            write_all: true,
+            write_any: true,
+            bytes: 1000,
         }
     }
 
@@ -463,6 +529,31 @@ mod tests {
         suspended.lifecycle = "suspended".into();
         o.tenants.insert("acme".into(), converged(&desired));
         assert_eq!(plan(&[suspended], &o)[0].sql, "ALTER ROLE \"tenant_acme_user\" NOLOGIN");
+    }
+
+    #[test]
+    fn over_quota_revokes_writes_and_under_quota_restores_them() {
+        let desired = a("acme");
+        let mut o = bootstrapped();
+        let mut t = converged(&desired);
+        t.bytes = desired.db_quota_bytes + 1;
+        o.tenants.insert("acme".into(), t.clone());
+        let sql: Vec<String> = plan(std::slice::from_ref(&desired), &o).into_iter().map(|s| s.sql).collect();
+        assert_eq!(
+            sql,
+            vec!["REVOKE INSERT, UPDATE ON ALL TABLES IN SCHEMA \"tenant_acme\" FROM \"tenant_acme_user\"".to_string()]
+        );
+        t.write_any = false;
+        t.write_all = false;
+        o.tenants.insert("acme".into(), t.clone());
+        assert!(plan(std::slice::from_ref(&desired), &o).is_empty(), "blocked and over quota: converged");
+        t.bytes = 10;
+        o.tenants.insert("acme".into(), t);
+        let sql: Vec<String> = plan(std::slice::from_ref(&desired), &o).into_iter().map(|s| s.sql).collect();
+        assert_eq!(
+            sql,
+            vec!["GRANT INSERT, UPDATE ON ALL TABLES IN SCHEMA \"tenant_acme\" TO \"tenant_acme_user\"".to_string()]
+        );
     }
 
     #[test]

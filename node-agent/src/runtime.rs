@@ -82,6 +82,8 @@ fn to_pb(revision: u64, statuses: &[Status], capacity: pb::Capacity) -> pb::Stat
                 ready: s.ready,
                 reason: s.reason.clone().unwrap_or_default(),
                 revision,
+                db_bytes: s.usage.map_or(0, |u| u.db_bytes),
+                quota_exceeded: s.usage.is_some_and(|u| u.quota_exceeded),
             })
             .collect(),
         capacity: Some(capacity),

@@ -146,6 +146,16 @@ fn to_pb(a: &Assignment) -> pb::TenantAssignment {
     }
 }
 
+/// A report without its byte counts: sizes alone change on every pass and are written with the
+/// periodic refresh, not each time.
+fn significant(r: &Report) -> Report {
+    let mut r = r.clone();
+    for s in r.tenants.values_mut() {
+        s.db_bytes = 0;
+    }
+    r
+}
+
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::DesiredState, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -385,7 +395,16 @@ impl pb::node_server::Node for NodeService {
                 .iter()
                 .map(|t| {
                     let reason = (!t.reason.is_empty()).then(|| t.reason.chars().take(300).collect());
-                    (t.name.clone(), NodeTenantStatus { ready: t.ready, reason, revision: t.revision })
+                    (
+                        t.name.clone(),
+                        NodeTenantStatus {
+                            ready: t.ready,
+                            reason,
+                            revision: t.revision,
+                            db_bytes: t.db_bytes,
+                            quota_exceeded: t.quota_exceeded,
+                        },
+                    )
                 })
                 .collect();
             let report = Report {
@@ -397,7 +416,7 @@ impl pb::node_server::Node for NodeService {
             let due = {
                 let last = self.last_reports.lock().map_err(|_| Status::internal("report cache poisoned"))?;
                 match last.get(&id) {
-                    Some((prev, at)) => prev != &report || at.elapsed() >= REPORT_REFRESH,
+                    Some((prev, at)) => significant(prev) != significant(&report) || at.elapsed() >= REPORT_REFRESH,
                     None => true,
                 }
             };

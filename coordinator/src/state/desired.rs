@@ -25,7 +25,7 @@ impl Lifecycle {
 
     pub fn of(status: TenantStatus) -> Self {
         match status {
-            TenantStatus::Provisioning | TenantStatus::Active => Lifecycle::Run,
+            TenantStatus::Provisioning | TenantStatus::Active | TenantStatus::QuotaExceeded => Lifecycle::Run,
             TenantStatus::Suspended => Lifecycle::Suspended,
             TenantStatus::Deleting | TenantStatus::DeletedPendingPurge => Lifecycle::Deleted,
         }

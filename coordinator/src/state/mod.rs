@@ -537,7 +537,7 @@ impl State {
         use TenantStatus::*;
         match step {
             Lifecycle::Suspend => match from {
-                Provisioning | Active => {
+                Provisioning | Active | QuotaExceeded => {
                     tenant.status_before_offboarding = Some(from);
                     tenant.status = Suspended;
                 }
@@ -550,7 +550,7 @@ impl State {
                 _ => return conflict("resume"),
             },
             Lifecycle::Delete => match from {
-                Provisioning | Active | Suspended => {
+                Provisioning | Active | QuotaExceeded | Suspended => {
                     if from != Suspended {
                         tenant.status_before_offboarding = Some(from);
                     }
@@ -769,7 +769,7 @@ fn roles_text(roles: &BTreeSet<NodeRole>) -> String {
 /// Active when every node the tenant is placed on reports it ready at (or after) its revision;
 /// otherwise provisioning, with the nodes' reasons. Suspended and deleted tenants keep their status.
 pub fn refresh_readiness(t: &mut Tenant) {
-    if !matches!(t.status, TenantStatus::Provisioning | TenantStatus::Active) {
+    if !matches!(t.status, TenantStatus::Provisioning | TenantStatus::Active | TenantStatus::QuotaExceeded) {
         return;
     }
     let nodes: BTreeSet<u64> = [t.placement.db_node, t.placement.gateway_node].into_iter().flatten().collect();
@@ -785,7 +785,20 @@ pub fn refresh_readiness(t: &mut Tenant) {
             _ => waiting.push(format!("waiting for node {id}")),
         }
     }
-    if waiting.is_empty() {
+    let over: Vec<(u64, u64)> = nodes
+        .iter()
+        .filter_map(|id| t.node_status.get(id))
+        .filter(|s| s.quota_exceeded)
+        .map(|s| (s.db_bytes, t.db_quota_bytes))
+        .collect();
+    if waiting.is_empty() && !over.is_empty() {
+        let (used, quota) = over[0];
+        t.status = TenantStatus::QuotaExceeded;
+        t.status_reason = Some(format!(
+            "database uses {used} bytes of its {quota}-byte quota ({}): inserts and updates are blocked until it is back under",
+            t.db_quota
+        ));
+    } else if waiting.is_empty() {
         t.status = TenantStatus::Active;
         t.status_reason = None;
     } else {

@@ -77,6 +77,12 @@ pub struct NodeTenantStatus {
     pub reason: Option<String>,
     /// Revision of the desired state the node had applied.
     pub revision: u64,
+    /// Disk the tenant's database uses there (db role).
+    #[serde(default)]
+    pub db_bytes: u64,
+    /// Over its quota: writes are blocked on that node.
+    #[serde(default)]
+    pub quota_exceeded: bool,
 }
 
 /// A node's report as proposed to the state machine.

@@ -84,6 +84,8 @@ pub enum TenantStatus {
     Suspended,
     Deleting,
     DeletedPendingPurge,
+    /// Ready, but the database is over its disk quota: reads and deletes only.
+    QuotaExceeded,
 }
 
 impl TenantStatus {
@@ -94,6 +96,7 @@ impl TenantStatus {
             TenantStatus::Suspended => "suspended",
             TenantStatus::Deleting => "deleting",
             TenantStatus::DeletedPendingPurge => "deleted-pending-purge",
+            TenantStatus::QuotaExceeded => "quota-exceeded",
         }
     }
 }

@@ -341,6 +341,8 @@ fn reports_make_a_tenant_active_and_revision_changes_wait_again() {
                     ready,
                     reason: (!ready).then(|| "interface bqt1 missing".to_string()),
                     revision: applied,
+                    db_bytes: 0,
+                    quota_exceeded: false,
                 },
             )]
             .into(),
@@ -364,4 +366,43 @@ fn reports_make_a_tenant_active_and_revision_changes_wait_again() {
     let _ = s.apply(8, &cmd(8, Op::RevokeNode { id: 1 }));
     assert!(matches!(s.apply(9, &cmd(9, report(8, true))).0, Err(DomainError::Rejected(_))));
     assert_eq!(desired::for_node(&s, 1), None, "a revoked node gets no desired state");
+}
+
+#[test]
+fn quota_reports_turn_a_tenant_quota_exceeded_and_back() {
+    let mut s = booted("198.18.0.0/15");
+    let _ = s.apply(2, &cmd(2, Op::RegisterNode(node(1, &[]))));
+    let _ = tenant(create(&mut s, 3, "acme"));
+    let report = |exceeded: bool| {
+        Op::NodeReport(node::Report {
+            node_id: 1,
+            applied_revision: 3,
+            tenants: [(
+                "acme".to_string(),
+                node::NodeTenantStatus {
+                    ready: true,
+                    reason: None,
+                    revision: 3,
+                    db_bytes: if exceeded { 6_000_000_000 } else { 10 },
+                    quota_exceeded: exceeded,
+                },
+            )]
+            .into(),
+            capacity: None,
+        })
+    };
+    let _ = s.apply(4, &cmd(4, report(true)));
+    let t = &s.tenants[&name("acme")];
+    assert_eq!(t.status, TenantStatus::QuotaExceeded);
+    assert!(t.status_reason.as_deref().is_some_and(|r| r.contains("6000000000 bytes")), "{:?}", t.status_reason);
+    let entry = s.audit.last().expect("audited");
+    assert_eq!(
+        entry.details.get("tenant/acme").map(String::as_str),
+        Some("quota-exceeded"),
+        "the transition is audited"
+    );
+    assert_eq!(desired::for_node(&s, 1).map(|d| d[0].lifecycle), Some(desired::Lifecycle::Run));
+    let _ = s.apply(5, &cmd(5, report(false)));
+    assert_eq!(s.tenants[&name("acme")].status, TenantStatus::Active);
+    assert_eq!(s.audit.last().and_then(|e| e.details.get("tenant/acme").cloned()).as_deref(), Some("active"));
 }

@@ -226,6 +226,63 @@ fn lab_tenants_get_isolated_postgres_schemas_and_roles() {
     });
     assert_eq!(count, "1", "data intact");
 
+    // Quota: past 1 MB the tenant can read and delete but not write, whatever it SETs.
+    let tiny = env.json(&[
+        "tenant",
+        "create",
+        "--name",
+        "tiny",
+        "--db-quota",
+        "1MB",
+        "--vpn",
+        "disabled",
+        "--wait",
+        "--wait-timeout",
+        "30s",
+    ]);
+    let (t_user, t_pw) = (tiny["db_user"].as_str().expect("user"), tiny["db_password"].as_str().expect("password"));
+    env.as_tenant(
+        t_user,
+        t_pw,
+        &["INSERT INTO events (payload) SELECT jsonb_build_object('x', \
+         (SELECT string_agg(md5(random()::text || g || i), '') FROM generate_series(1, 40) i)) \
+         FROM generate_series(1, 3000) g"],
+    )
+    .expect("fill the schema");
+    let status = wait_for("the tenant to show quota-exceeded", Duration::from_secs(20), || {
+        let t = env.json(&["tenant", "get", "tiny"]);
+        (t["status"] == "quota-exceeded").then_some(t)
+    });
+    assert!(status["status_reason"].as_str().is_some_and(|r| r.contains("1MB")), "{status}");
+    let err = env
+        .as_tenant(
+            t_user,
+            t_pw,
+            &["SET default_transaction_read_only = off", "INSERT INTO events (event_type) VALUES ('more')"],
+        )
+        .expect_err("writes are blocked");
+    assert!(err.contains("permission denied for table events"), "{err}");
+    assert!(env.as_tenant(t_user, t_pw, &["SELECT count(*) FROM events"]).is_ok(), "reads still work");
+    env.as_tenant(t_user, t_pw, &["TRUNCATE events"]).expect("freeing space is allowed");
+    wait_for("writes to come back under the quota", Duration::from_secs(20), || {
+        env.as_tenant(t_user, t_pw, &["INSERT INTO events (event_type) VALUES ('ok')"]).ok()
+    });
+    wait_for("the tenant to be active again", Duration::from_secs(20), || {
+        (env.json(&["tenant", "get", "tiny"])["status"] == "active").then_some(())
+    });
+    let audit = env.json(&["audit", "list", "--limit", "100000"]);
+    let transitions: Vec<&str> = audit
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["action"] == "node.report")
+        .filter_map(|e| e["details"]["tenant/tiny"].as_str())
+        .collect();
+    assert!(
+        transitions.windows(2).any(|w| w == ["quota-exceeded", "active"]),
+        "both quota transitions are audited: {transitions:?}"
+    );
+
     // Purge: schema and roles are gone.
     env.json(&["tenant", "delete", "acme"]);
     env.json(&["tenant", "purge", "acme", "--force"]);

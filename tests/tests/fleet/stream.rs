@@ -115,7 +115,14 @@ fn malformed_and_oversized_reports_are_refused_and_change_nothing() {
     // 5 MB in one message: over the listener's 4 MiB limit.
     let huge = pb::StatusReport {
         applied_revision: 1,
-        tenants: vec![pb::TenantStatus { name: "acme".into(), ready: false, reason: "x".repeat(5 << 20), revision: 1 }],
+        tenants: vec![pb::TenantStatus {
+            name: "acme".into(),
+            ready: false,
+            reason: "x".repeat(5 << 20),
+            revision: 1,
+            db_bytes: 0,
+            quota_exceeded: false,
+        }],
         capacity: None,
     };
     let result = rt.block_on(async {
