@@ -7,5 +7,6 @@ pub mod config;
 pub mod connect;
 pub mod driver;
 pub mod join;
+pub mod pghba;
 pub mod postgres;
 pub mod runtime;

@@ -398,9 +398,50 @@ impl PostgresDriver {
                 }
             }
         }
+        if let Err(e) = sync_hba(&mut conn, desired).await {
+            tracing::warn!(error = %e, "pg_hba.conf not in sync");
+            for a in desired.iter().filter(|a| a.roles.iter().any(|r| r == "db")) {
+                errors.entry(a.name.clone()).or_insert_with(|| e.clone());
+            }
+        }
         let _ = conn.close().await;
         Ok((errors, usage))
     }
+}
+
+/// Observes `pg_hba.conf`, rewrites its managed block when it differs (atomically, keeping the
+/// file's owner and mode), and reloads PostgreSQL. The agent runs on the database host.
+async fn sync_hba(conn: &mut PgConnection, desired: &[Assignment]) -> Result<(), String> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let path: String = sqlx::query_scalar("SELECT setting FROM pg_settings WHERE name = 'hba_file'")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| format!("cannot find pg_hba.conf: {e}"))?;
+    let path = std::path::PathBuf::from(path);
+    let existing = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {} (the agent must run on the database host): {e}", path.display()))?;
+    let wanted = crate::pghba::splice(&existing, &crate::pghba::render(desired));
+    if wanted == existing {
+        return Ok(());
+    }
+    let meta = std::fs::metadata(&path).map_err(|e| format!("stat {}: {e}", path.display()))?;
+    let tmp = path.with_extension("berqenas-tmp");
+    std::fs::write(&tmp, wanted.as_bytes()).map_err(|e| format!("write {}: {e}", tmp.display()))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(meta.mode() & 0o7777))
+        .map_err(|e| format!("chmod {}: {e}", tmp.display()))?;
+    std::os::unix::fs::chown(&tmp, Some(meta.uid()), Some(meta.gid()))
+        .map_err(|e| format!("chown {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).map_err(|e| format!("replace {}: {e}", path.display()))?;
+    sqlx::query("SELECT pg_reload_conf()").execute(&mut *conn).await.map_err(|e| format!("reload: {e}"))?;
+    let broken: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_hba_file_rules WHERE error IS NOT NULL")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| format!("check pg_hba.conf: {e}"))?;
+    if broken > 0 {
+        return Err(format!("{} has {broken} invalid line(s)", path.display()));
+    }
+    tracing::info!(path = %path.display(), "rewrote the managed block of pg_hba.conf");
+    Ok(())
 }
 
 /// Statements are logged without the password verifier.

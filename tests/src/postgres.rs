@@ -62,8 +62,7 @@ impl Postgres {
             .expect("run initdb");
         assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
         let conf = format!(
-            "listen_addresses = '{}'\nport = 5432\nunix_socket_directories = '{}'\nfsync = off\nlog_min_messages = warning\n",
-            host.addr,
+            "listen_addresses = '*'\nport = 5432\nunix_socket_directories = '{}'\nfsync = off\nlog_min_messages = warning\n",
             dir.path().display()
         );
         append(&data.join("postgresql.conf"), &conf);

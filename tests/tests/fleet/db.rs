@@ -14,6 +14,7 @@ struct Env {
     pg: Postgres,
     c1: Host,
     app: Host,
+    outsider: Host,
     key: String,
     lab: Lab,
     tmp: tempfile::TempDir,
@@ -41,13 +42,25 @@ impl Env {
 
     /// psql as a tenant's user from the app host; Ok(stdout) or Err(stderr).
     fn as_tenant(&self, user: &str, password: &str, commands: &[&str]) -> Result<String, String> {
-        let host = self.pg.host.addr.to_string();
+        self.as_tenant_via(&self.app, &self.pg.host.addr.to_string(), user, password, commands)
+    }
+
+    /// psql as a tenant's user from lab host `from` to PostgreSQL at `addr`.
+    fn as_tenant_via(
+        &self,
+        from: &Host,
+        addr: &str,
+        user: &str,
+        password: &str,
+        commands: &[&str],
+    ) -> Result<String, String> {
+        let host = addr.to_string();
         let mut args = vec!["-h", host.as_str(), "-U", user, "-d", "postgres", "-tA", "-v", "ON_ERROR_STOP=1"];
         for c in commands {
             args.extend(["-c", c]);
         }
         let out = self.lab.run(
-            &self.app,
+            from,
             &self.pg.bin.join("psql"),
             &args,
             &[("PGPASSWORD", password), ("PGCONNECT_TIMEOUT", "5")],
@@ -70,6 +83,7 @@ fn setup() -> Env {
     let pg_host = lab.host("pg");
     let db = lab.host("db");
     let app = lab.host("app");
+    let outsider = lab.host("outsider");
     let tmp = tempfile::tempdir().expect("tmp");
     let pg = Postgres::start(&lab, &pg_host, tmp.path());
     let a = c1.addr.to_string();
@@ -107,8 +121,9 @@ fn setup() -> Env {
     wait_for("the coordinator", Duration::from_secs(20), || {
         coordinator.log_text().contains("node listener serving").then_some(())
     });
-    let mut env = Env { procs: vec![coordinator], pg, c1, app, key, lab, tmp };
-    let tok = env.json(&["node", "token", "create", "--roles", "db"]);
+    let mut env = Env { procs: vec![coordinator], pg, c1, app, outsider, key, lab, tmp };
+    let tok = env.json(&["node", "token", "create", "--roles", "gateway,db"]);
+    let gateway_dir = env.tmp.path().join("gateway-records");
     let agent_dir = env.tmp.path().join("db");
     let url = env.pg.url();
     let out = env.lab.run(
@@ -123,13 +138,15 @@ fn setup() -> Env {
             "--ca-pin",
             tok["ca_fingerprint"].as_str().expect("pin"),
             "--roles",
-            "db",
+            "gateway,db",
             "--data-dir",
             agent_dir.to_str().expect("utf-8"),
             "--driver",
             "postgres",
             "--driver-url",
             &url,
+            "--driver-path",
+            gateway_dir.to_str().expect("utf-8"),
             "--resync-interval",
             "2s",
         ],
@@ -282,6 +299,38 @@ fn lab_tenants_get_isolated_postgres_schemas_and_roles() {
         transitions.windows(2).any(|w| w == ["quota-exceeded", "active"]),
         "both quota transitions are audited: {transitions:?}"
     );
+
+    // Access mode: a vpn-only tenant logs in only from its VPN subnet.
+    let vpn = env.json(&[
+        "tenant",
+        "create",
+        "--name",
+        "vpnco",
+        "--vpn",
+        "enabled",
+        "--access",
+        "vpn-only",
+        "--wait",
+        "--wait-timeout",
+        "30s",
+    ]);
+    let (v_user, v_pw) = (vpn["db_user"].as_str().expect("user"), vpn["db_password"].as_str().expect("password"));
+    let subnet = vpn["network"]["vpn_subnet"].as_str().expect("subnet").to_string();
+    let base = subnet.trim_end_matches("0/24");
+    let (pg_vpn, app_vpn) = (format!("{base}1"), format!("{base}2"));
+    berqenas_tests::lab::ip(&["-n", &env.pg.host.netns, "addr", "add", &format!("{pg_vpn}/24"), "dev", "eth0"]);
+    berqenas_tests::lab::ip(&["-n", &env.app.netns, "addr", "add", &format!("{app_vpn}/24"), "dev", "eth0"]);
+    berqenas_tests::lab::ip(&["-n", &env.outsider.netns, "route", "add", &subnet, "dev", "eth0"]);
+    let inside = wait_for("the vpn-only tenant to log in from its subnet", Duration::from_secs(20), || {
+        env.as_tenant_via(&env.app, &pg_vpn, v_user, v_pw, &["SELECT current_user"]).ok()
+    });
+    assert_eq!(inside, "tenant_vpnco_user");
+    let outside =
+        env.as_tenant_via(&env.outsider, &pg_vpn, v_user, v_pw, &["SELECT 1"]).expect_err("outside its subnet");
+    assert!(outside.contains("rejects connection"), "{outside}");
+    let lan = env.as_tenant(v_user, v_pw, &["SELECT 1"]).expect_err("from the lab LAN address");
+    assert!(lan.contains("rejects connection"), "{lan}");
+    assert!(env.as_tenant(b_user, b_pw, &["SELECT 1"]).is_ok(), "a public tenant still logs in from anywhere");
 
     // Purge: schema and roles are gone.
     env.json(&["tenant", "delete", "acme"]);

@@ -1,0 +1,136 @@
+//! The managed block of `pg_hba.conf`: per-tenant login rules from each tenant's access mode.
+//! The agent owns only the lines between its markers, keeps the block first (pg_hba is
+//! first-match), rewrites the file atomically with the original owner and mode, and reloads.
+//!
+//! - `vpn-only`: the tenant's user may log in only from its VPN subnet; anywhere else is rejected.
+//! - `public` / `hybrid`: from anywhere, with its SCRAM password.
+
+use crate::assignment::Assignment;
+use std::net::Ipv4Addr;
+
+pub const BEGIN: &str = "# BEGIN berqenas managed block: do not edit, the node agent rewrites it";
+pub const END: &str = "# END berqenas managed block";
+
+/// `a.b.c.d/nn` with a valid address and prefix, else None (never written into the file).
+fn cidr(raw: &str) -> Option<String> {
+    let (addr, prefix) = raw.split_once('/')?;
+    let addr: Ipv4Addr = addr.parse().ok()?;
+    let prefix: u8 = prefix.parse().ok().filter(|p| *p <= 32)?;
+    Some(format!("{addr}/{prefix}"))
+}
+
+fn name_ok(n: &str) -> bool {
+    n.len() <= 31 && n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// The block for `desired` (db-role postgres tenants), markers included.
+pub fn render(desired: &[Assignment]) -> String {
+    let mut out = vec![BEGIN.to_string()];
+    for a in desired.iter().filter(|a| a.roles.iter().any(|r| r == "db") && a.db_type == "postgres") {
+        if !name_ok(&a.name) {
+            continue;
+        }
+        let user = format!("tenant_{}_user", a.name);
+        match (a.access_mode.as_str(), cidr(&a.vpn_subnet)) {
+            ("vpn-only", Some(subnet)) => {
+                out.push(format!("host all {user} {subnet} scram-sha-256"));
+                out.push(format!("host all {user} 0.0.0.0/0 reject"));
+                out.push(format!("host all {user} ::/0 reject"));
+            }
+            ("vpn-only", None) => {
+                out.push(format!("host all {user} 0.0.0.0/0 reject"));
+                out.push(format!("host all {user} ::/0 reject"));
+            }
+            _ => {
+                out.push(format!("host all {user} 0.0.0.0/0 scram-sha-256"));
+                out.push(format!("host all {user} ::/0 scram-sha-256"));
+            }
+        }
+    }
+    out.push(END.to_string());
+    out.join("\n") + "\n"
+}
+
+/// `existing` with its managed block replaced by `block` (placed first when there was none).
+pub fn splice(existing: &str, block: &str) -> String {
+    let lines: Vec<&str> = existing.lines().collect();
+    let start = lines.iter().position(|l| l.trim() == BEGIN);
+    let end = lines.iter().position(|l| l.trim() == END);
+    match (start, end) {
+        (Some(s), Some(e)) if e >= s => {
+            let mut out = lines[..s].join("\n");
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            out.push_str(block);
+            let rest = lines[e + 1..].join("\n");
+            if !rest.is_empty() {
+                out.push_str(&rest);
+                out.push('\n');
+            }
+            out
+        }
+        _ => {
+            let mut out = block.to_string();
+            out.push_str(existing);
+            if !existing.is_empty() && !existing.ends_with('\n') {
+                out.push('\n');
+            }
+            out
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant(name: &str, mode: &str, subnet: &str) -> Assignment {
+        Assignment {
+            name: name.into(),
+            revision: 1,
+            roles: vec!["db".into()],
+            lifecycle: "run".into(),
+            index: 1,
+            vpn_subnet: subnet.into(),
+            gateway_address: String::new(),
+            interface: "bqt1".into(),
+            listen_port: 51821,
+            db_type: "postgres".into(),
+            isolation: "schema".into(),
+            db_quota_bytes: 1,
+            connection_limit: 1,
+            events_per_min: 1,
+            access_mode: mode.into(),
+            vpn_enabled: true,
+            public_api: false,
+            db_password_verifier: String::new(),
+        }
+    }
+
+    #[test]
+    fn renders_rules_per_access_mode() {
+        let block = render(&[tenant("acme", "vpn-only", "198.18.1.0/24"), tenant("globex", "hybrid", "198.18.2.0/24")]);
+        assert_eq!(
+            block,
+            format!(
+                "{BEGIN}\nhost all tenant_acme_user 198.18.1.0/24 scram-sha-256\nhost all tenant_acme_user 0.0.0.0/0 reject\n\
+                 host all tenant_acme_user ::/0 reject\nhost all tenant_globex_user 0.0.0.0/0 scram-sha-256\n\
+                 host all tenant_globex_user ::/0 scram-sha-256\n{END}\n"
+            )
+        );
+        let bad = render(&[tenant("evil", "vpn-only", "1.2.3.4/24 trust\nhost all all 0.0.0.0/0 trust")]);
+        assert!(!bad.contains("trust"), "{bad}");
+    }
+
+    #[test]
+    fn splice_puts_the_block_first_once_and_replaces_it_later() {
+        let original = "local all all trust\nhost all all 0.0.0.0/0 scram-sha-256\n";
+        let first = splice(original, &render(&[tenant("acme", "vpn-only", "198.18.1.0/24")]));
+        assert!(first.starts_with(BEGIN));
+        assert!(first.ends_with(original));
+        let again = splice(&first, &render(&[]));
+        assert_eq!(again, format!("{BEGIN}\n{END}\n{original}"));
+        assert_eq!(splice(&again, &render(&[])), again, "idempotent");
+    }
+}
