@@ -15,6 +15,8 @@ struct Env {
     c1: Host,
     app: Host,
     outsider: Host,
+    db: Host,
+    agent_config: std::path::PathBuf,
     key: String,
     lab: Lab,
     tmp: tempfile::TempDir,
@@ -121,7 +123,8 @@ fn setup() -> Env {
     wait_for("the coordinator", Duration::from_secs(20), || {
         coordinator.log_text().contains("node listener serving").then_some(())
     });
-    let mut env = Env { procs: vec![coordinator], pg, c1, app, outsider, key, lab, tmp };
+    let agent_config = tmp.path().join("db").join("agent.toml");
+    let mut env = Env { procs: vec![coordinator], pg, c1, app, outsider, db: db.clone(), agent_config, key, lab, tmp };
     let tok = env.json(&["node", "token", "create", "--roles", "gateway,db"]);
     let gateway_dir = env.tmp.path().join("gateway-records");
     let agent_dir = env.tmp.path().join("db");
@@ -167,7 +170,7 @@ fn setup() -> Env {
 
 #[test]
 fn lab_tenants_get_isolated_postgres_schemas_and_roles() {
-    let env = setup();
+    let mut env = setup();
     let acme = env.json(&[
         "tenant",
         "create",
@@ -300,6 +303,71 @@ fn lab_tenants_get_isolated_postgres_schemas_and_roles() {
         "both quota transitions are audited: {transitions:?}"
     );
 
+    // Connection limit: a second session over the tenant's limit of one is refused.
+    let lim = env.json(&[
+        "tenant",
+        "create",
+        "--name",
+        "limco",
+        "--vpn",
+        "disabled",
+        "--connection-limit",
+        "1",
+        "--wait",
+        "--wait-timeout",
+        "30s",
+    ]);
+    let (l_user, l_pw) = (lim["db_user"].as_str().expect("user"), lim["db_password"].as_str().expect("password"));
+    let uri = format!("postgresql://{l_user}:{l_pw}@{}:5432/postgres", env.pg.host.addr);
+    let holder = env.lab.spawn(
+        &env.app,
+        "psql-holder",
+        &env.pg.bin.join("psql"),
+        &[&uri, "-c", "SELECT pg_sleep(30)"],
+        env.tmp.path(),
+    );
+    wait_for("the first session", Duration::from_secs(10), || {
+        (env.superuser("SELECT count(*) FROM pg_stat_activity WHERE usename = 'tenant_limco_user'") == "1")
+            .then_some(())
+    });
+    let err = env.as_tenant(l_user, l_pw, &["SELECT 1"]).expect_err("over the connection limit");
+    assert!(err.contains("too many connections for role"), "{err}");
+    drop(holder);
+
+    // A role dropped by hand is recreated, with its password, by the next pass.
+    env.superuser("DROP OWNED BY tenant_globex_user; DROP ROLE tenant_globex_user");
+    wait_for("the dropped role to come back", Duration::from_secs(20), || {
+        env.as_tenant(b_user, b_pw, &["SELECT count(*) FROM events"]).ok()
+    });
+
+    // Delete keeps the data; restore brings the logins back.
+    env.json(&["tenant", "delete", "globex"]);
+    wait_for("delete to refuse logins", Duration::from_secs(20), || {
+        env.as_tenant(b_user, b_pw, &["SELECT 1"]).err().filter(|e| e.contains("not permitted to log in"))
+    });
+    env.json(&["tenant", "restore", "globex"]);
+    let rows = wait_for("restore to allow logins", Duration::from_secs(20), || {
+        env.as_tenant(b_user, b_pw, &["SELECT count(*) FROM events"]).ok()
+    });
+    assert_eq!(rows, "1", "data intact after delete and restore");
+
+    // The agent killed while provisioning: the restarted agent converges.
+    let out = env.cli(&["tenant", "create", "--name", "lateco", "--vpn", "disabled", "--output", "json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let late: Value = serde_json::from_slice(&out.stdout).expect("json");
+    std::thread::sleep(Duration::from_millis(30));
+    env.procs[1].kill();
+    let config = env.agent_config.to_str().expect("utf-8").to_string();
+    let restarted =
+        env.lab.spawn(&env.db, "agent-db-restarted", &agent_bin(), &["run", "--config", &config], env.tmp.path());
+    env.procs.push(restarted);
+    wait_for("the restarted agent to converge", Duration::from_secs(30), || {
+        (env.json(&["tenant", "get", "lateco"])["status"] == "active").then_some(())
+    });
+    let (late_user, late_pw) =
+        (late["db_user"].as_str().expect("user"), late["db_password"].as_str().expect("password"));
+    assert!(env.as_tenant(late_user, late_pw, &["SELECT count(*) FROM events"]).is_ok());
+
     // Access mode: a vpn-only tenant logs in only from its VPN subnet.
     let vpn = env.json(&[
         "tenant",
@@ -343,8 +411,8 @@ fn lab_tenants_get_isolated_postgres_schemas_and_roles() {
         (left == "0\n0").then_some(())
     });
     assert!(env.as_tenant(b_user, b_pw, &["SELECT count(*) FROM events"]).is_ok(), "globex survives acme's purge");
-    // Converged hosts get empty plans: globex's settings were written once, across many resyncs.
+    // Converged hosts get empty plans: tiny's settings were written once, across many resyncs.
     let agent_log = env.procs[1].log_text();
-    let writes = agent_log.matches("ALTER ROLE \"tenant_globex_user\" SET search_path").count();
+    let writes = agent_log.matches("ALTER ROLE \"tenant_tiny_user\" SET search_path").count();
     assert_eq!(writes, 1, "settings re-applied on every pass:\n{agent_log}");
 }
