@@ -279,56 +279,53 @@ async fn observe(conn: &mut PgConnection) -> Result<Observed, sqlx::Error> {
             o.tenants.entry(t.to_string()).or_default().user = Some(role);
         }
     }
-    let names: Vec<String> = o.tenants.keys().cloned().collect();
-    for name in names {
-        let row = sqlx::query(
-            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1) AS schema, \
-             to_regclass(quote_ident($1) || '.events') IS NOT NULL AS events, \
-             EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'events_notify' \
-                     AND tgrelid = to_regclass(quote_ident($1) || '.events')) AS trig, \
-             EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $2) AS has_user",
-        )
-        .bind(format!("tenant_{name}"))
-        .bind(format!("tenant_{name}_user"))
-        .fetch_one(&mut *conn)
-        .await?;
-        let t = o.tenants.entry(name.clone()).or_default();
-        t.schema = row.try_get("schema")?;
+    // Schemas, the events table and its trigger, and every tenant user's privileges: one
+    // set-based query each, so a pass costs the same few round trips for 10 or 10,000 tenants.
+    let schemas = sqlx::query(
+        "SELECT n.nspname, \
+         to_regclass(quote_ident(n.nspname) || '.events') IS NOT NULL AS events, \
+         EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgname = 'events_notify' \
+                 AND t.tgrelid = to_regclass(quote_ident(n.nspname) || '.events')) AS trig \
+         FROM pg_namespace n WHERE n.nspname ~ '^tenant_[a-z][a-z0-9_]{1,30}$'",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in schemas {
+        let schema: String = row.try_get("nspname")?;
+        let Some(name) = schema.strip_prefix("tenant_") else { continue };
+        let t = o.tenants.entry(name.to_string()).or_default();
+        t.schema = true;
         t.events = row.try_get("events")?;
         t.trigger = row.try_get("trig")?;
-        if row.try_get::<bool, _>("has_user")? {
-            let p = sqlx::query(
-                "SELECT has_database_privilege($1, current_database(), 'CONNECT') AS c, \
-                 ($3 AND has_schema_privilege($1, $2, 'USAGE')) AS u",
-            )
-            .bind(format!("tenant_{name}_user"))
-            .bind(format!("tenant_{name}"))
-            .bind(t.schema)
-            .fetch_one(&mut *conn)
-            .await?;
-            t.connect = p.try_get("c")?;
-            t.usage = p.try_get("u")?;
-            // One privilege per call: has_table_privilege('A,B') is true when ANY is held.
-            let tables = sqlx::query(
-                "SELECT COALESCE(bool_and(has_table_privilege($1, c.oid, 'SELECT') \
-                        AND has_table_privilege($1, c.oid, 'DELETE') \
-                        AND has_table_privilege($1, c.oid, 'TRUNCATE')), true) AS r, \
-                 COALESCE(bool_and(has_table_privilege($1, c.oid, 'INSERT') \
-                        AND has_table_privilege($1, c.oid, 'UPDATE')), true) AS w_all, \
-                 COALESCE(bool_or(has_table_privilege($1, c.oid, 'INSERT') \
-                        OR has_table_privilege($1, c.oid, 'UPDATE')), false) AS w_any \
-                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-                 WHERE n.nspname = $2 AND c.relkind IN ('r', 'p')",
-            )
-            .bind(format!("tenant_{name}_user"))
-            .bind(format!("tenant_{name}"))
-            .fetch_one(&mut *conn)
-            .await?;
-            t.read = tables.try_get("r")?;
-            t.write_all = tables.try_get("w_all")?;
-            t.write_any = tables.try_get("w_any")?;
-        }
     }
+    // One privilege per call: has_table_privilege('A,B') is true when ANY is held.
+    let privileges = sqlx::query(
+        "SELECT r.rolname, \
+         has_database_privilege(r.oid, current_database(), 'CONNECT') AS c, \
+         (n.oid IS NOT NULL AND has_schema_privilege(r.oid, n.oid, 'USAGE')) AS u, \
+         COALESCE((SELECT bool_and(has_table_privilege(r.oid, c.oid, 'SELECT') \
+                     AND has_table_privilege(r.oid, c.oid, 'DELETE') AND has_table_privilege(r.oid, c.oid, 'TRUNCATE')) \
+                   FROM pg_class c WHERE c.relnamespace = n.oid AND c.relkind IN ('r', 'p')), true) AS r, \
+         COALESCE((SELECT bool_and(has_table_privilege(r.oid, c.oid, 'INSERT') AND has_table_privilege(r.oid, c.oid, 'UPDATE')) \
+                   FROM pg_class c WHERE c.relnamespace = n.oid AND c.relkind IN ('r', 'p')), true) AS w_all, \
+         COALESCE((SELECT bool_or(has_table_privilege(r.oid, c.oid, 'INSERT') OR has_table_privilege(r.oid, c.oid, 'UPDATE')) \
+                   FROM pg_class c WHERE c.relnamespace = n.oid AND c.relkind IN ('r', 'p')), false) AS w_any \
+         FROM pg_roles r LEFT JOIN pg_namespace n ON n.nspname = substring(r.rolname FROM '^(tenant_.*)_user$') \
+         WHERE r.rolname ~ '^tenant_[a-z][a-z0-9_]{1,30}_user$'",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in privileges {
+        let role: String = row.try_get("rolname")?;
+        let Some(name) = role.strip_prefix("tenant_").and_then(|n| n.strip_suffix("_user")) else { continue };
+        let t = o.tenants.entry(name.to_string()).or_default();
+        t.connect = row.try_get("c")?;
+        t.usage = row.try_get("u")?;
+        t.read = row.try_get("r")?;
+        t.write_all = row.try_get("w_all")?;
+        t.write_any = row.try_get("w_any")?;
+    }
+
     // Disk per schema. Size functions take locks and fill the relation cache, which is why this
     // runs on the same short-lived connection that is closed after the pass.
     let sizes = sqlx::query(

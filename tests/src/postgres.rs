@@ -39,8 +39,8 @@ fn as_postgres(program: &Path) -> Command {
 }
 
 impl Postgres {
-    /// initdb + start inside `host`; returns once it accepts connections.
-    pub fn start(lab: &Lab, host: &Host, log_dir: &Path) -> Self {
+    /// initdb into a temp dir, configured to listen on `listen`:`port`.
+    fn init(listen: &str, port: u16) -> (PathBuf, tempfile::TempDir, PathBuf, String) {
         let bin = bin_dir();
         let dir = tempfile::Builder::new().prefix("bq-pg-").tempdir().expect("temp dir");
         let data = dir.path().join("data");
@@ -62,27 +62,58 @@ impl Postgres {
             .expect("run initdb");
         assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
         let conf = format!(
-            "listen_addresses = '*'\nport = 5432\nunix_socket_directories = '{}'\nfsync = off\nlog_min_messages = warning\n",
+            "listen_addresses = '{listen}'\nport = {port}\nunix_socket_directories = '{}'\nfsync = off\n\
+             log_min_messages = warning\nmax_connections = 200\n",
             dir.path().display()
         );
         append(&data.join("postgresql.conf"), &conf);
         append(
             &data.join("pg_hba.conf"),
-            "host all all 192.0.2.0/24 scram-sha-256\nhost all all 198.18.0.0/15 scram-sha-256\n",
+            "host all all 127.0.0.1/32 scram-sha-256\nhost all all 192.0.2.0/24 scram-sha-256\n\
+             host all all 198.18.0.0/15 scram-sha-256\n",
         );
-        let postgres = bin.join("postgres");
-        let args = [
-            "--reuid=postgres",
-            "--regid=postgres",
-            "--clear-groups",
-            postgres.to_str().expect("UTF-8 path"),
-            "-D",
-            data.to_str().expect("UTF-8 path"),
-        ];
+        (bin, dir, data, password)
+    }
+
+    fn server_args(bin: &Path, data: &Path) -> Vec<String> {
+        vec![
+            "--reuid=postgres".into(),
+            "--regid=postgres".into(),
+            "--clear-groups".into(),
+            bin.join("postgres").to_string_lossy().into_owned(),
+            "-D".into(),
+            data.to_string_lossy().into_owned(),
+        ]
+    }
+
+    /// initdb + start inside `host`; returns once it accepts connections.
+    pub fn start(lab: &Lab, host: &Host, log_dir: &Path) -> Self {
+        let (bin, dir, data, password) = Self::init("*", 5432);
+        let args = Self::server_args(&bin, &data);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let proc = lab.spawn(host, &format!("postgres-{}", host.name), Path::new("/usr/bin/setpriv"), &args, log_dir);
         let pg = Self { proc, host: host.clone(), port: 5432, password, bin, dir };
         wait_for("PostgreSQL to accept connections", Duration::from_secs(30), || {
             let out = lab.run(host, &pg.bin.join("pg_isready"), &["-h", &pg.host.addr.to_string(), "-p", "5432"], &[]);
+            out.status.success().then_some(())
+        });
+        pg
+    }
+
+    /// initdb + start on 127.0.0.1 at a free port (no lab), for benchmarks.
+    pub fn start_loopback(log_dir: &Path) -> Self {
+        let port = crate::free_port();
+        let (bin, dir, data, password) = Self::init("127.0.0.1", port);
+        let args = Self::server_args(&bin, &data);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let proc = Proc::spawn("postgres", Path::new("/usr/bin/setpriv"), &args, log_dir);
+        let host = Host { name: "loopback".into(), netns: String::new(), addr: std::net::Ipv4Addr::LOCALHOST };
+        let pg = Self { proc, host, port, password, bin, dir };
+        wait_for("PostgreSQL to accept connections", Duration::from_secs(30), || {
+            let out = Command::new(pg.bin.join("pg_isready"))
+                .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+                .output()
+                .ok()?;
             out.status.success().then_some(())
         });
         pg
