@@ -18,6 +18,13 @@ pub struct AgentConfig {
     pub resync_interval: Duration,
     #[serde(default)]
     pub driver: DriverConfig,
+    /// Most tenants per role this node takes; reported with its capacity.
+    #[serde(default = "default_max_tenants")]
+    pub max_tenants: u32,
+}
+
+fn default_max_tenants() -> u32 {
+    500
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -20,6 +20,8 @@ pub struct JoinArgs {
     pub data_dir: PathBuf,
     pub driver: DriverConfig,
     pub resync_interval: std::time::Duration,
+    /// Most tenants per role this node takes (0: the coordinator's default, 500).
+    pub max_tenants: u32,
 }
 
 /// host:port from `https://host:port` or `host:port`.
@@ -83,15 +85,21 @@ pub async fn join(args: JoinArgs) -> anyhow::Result<AgentConfig> {
         roles: args.roles.clone(),
         labels: args.labels.clone(),
         address: args.address.clone(),
-        capacity: Some(host_capacity(&args.data_dir)),
+        capacity: Some(pb::Capacity { max_tenants: args.max_tenants, ..host_capacity(&args.data_dir) }),
     };
     let resp = client.join(request).await.map_err(|s| anyhow::anyhow!("join refused: {}", s.message()))?.into_inner();
     let mut coordinators: Vec<String> = resp.coordinators.iter().map(|c| c.address.clone()).collect();
     if !coordinators.contains(&addr) {
         coordinators.insert(0, addr);
     }
-    let config =
-        AgentConfig { node_id: resp.node_id, data_dir, coordinators, resync_interval: args.resync_interval, driver };
+    let config = AgentConfig {
+        node_id: resp.node_id,
+        data_dir,
+        coordinators,
+        resync_interval: args.resync_interval,
+        driver,
+        max_tenants: args.max_tenants,
+    };
     write_atomic(&config.key_path(), kc.key_pem.as_bytes(), 0o600)?;
     write_atomic(&config.cert_path(), resp.cert_chain_pem.as_bytes(), 0o644)?;
     write_atomic(&config.ca_path(), resp.ca_pem.as_bytes(), 0o644)?;

@@ -49,6 +49,9 @@ enum Cmd {
         /// Reconcile at least this often (drift repair), e.g. 30s.
         #[arg(long, default_value = "30s")]
         resync_interval: String,
+        /// Most tenants per role this node takes (default 500).
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        max_tenants: u32,
     },
     /// Keep this host matching its desired state.
     Run {
@@ -92,6 +95,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             driver_path,
             driver_url,
             resync_interval,
+            max_tenants,
         } => {
             let mut label_map = HashMap::new();
             for l in labels {
@@ -119,6 +123,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 data_dir: data_dir.clone(),
                 driver,
                 resync_interval: humantime::parse_duration(&resync_interval).context("--resync-interval")?,
+                max_tenants,
             })
             .await?;
             println!(

@@ -121,7 +121,8 @@ async fn reconcile_loop(shared: Arc<Shared>, mut driver: Box<dyn Driver>, mut ap
         }
         shared.applied_revision.store(applied.revision, Ordering::SeqCst);
         tracing::debug!(revision = applied.revision, took = ?started.elapsed(), "reconciled");
-        let capacity = crate::join::host_capacity(&shared.cfg.data_dir);
+        let capacity =
+            pb::Capacity { max_tenants: shared.cfg.max_tenants, ..crate::join::host_capacity(&shared.cfg.data_dir) };
         let _ = shared.report.send(Some(to_pb(applied.revision, &statuses, capacity)));
         tokio::select! {
             r = desired_rx.changed() => if r.is_err() { return },

@@ -402,6 +402,51 @@ pub struct CreatedJoinToken {
 
 const MAX_JOIN_TOKEN_TTL: Duration = Duration::from_secs(7 * 86_400);
 
+/// A token lifetime: default one hour, at most seven days.
+fn token_ttl(raw: Option<&str>) -> std::result::Result<Duration, String> {
+    let ttl = match raw {
+        Some(t) => humantime::parse_duration(t).map_err(|e| format!("ttl: {e}"))?,
+        None => Duration::from_secs(3600),
+    };
+    if ttl.is_zero() || ttl > MAX_JOIN_TOKEN_TTL {
+        return Err("ttl must be between 1s and 7d".into());
+    }
+    Ok(ttl)
+}
+
+/// Makes a one-time token (node roles, or a coordinator id), commits its hash through Raft and
+/// returns the token, shown this once, with the CA fingerprint to pin.
+async fn issue_join_token(
+    ctx: &Ctx,
+    actor: &str,
+    roles: std::collections::BTreeSet<NodeRole>,
+    labels: BTreeMap<String, String>,
+    coordinator_id: Option<u64>,
+    ttl: Duration,
+) -> Result<CreatedJoinToken> {
+    let id = crate::server::random_hex(8).map_err(|e| ApiError::internal("token generation", e))?;
+    let secret = crate::server::random_hex(32).map_err(|e| ApiError::internal("token generation", e))?;
+    let now = crate::time::now_ms();
+    let token = JoinToken {
+        id: id.clone(),
+        roles,
+        labels,
+        secret_hash: crate::state::apikey::hash_secret(&secret),
+        created_at_ms: now,
+        expires_at_ms: now.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
+        used_at_ms: None,
+        used_by_node: None,
+        coordinator_id,
+    };
+    run(ctx, actor, Op::CreateJoinToken(token.clone())).await?;
+    let ca_fingerprint = ctx.coordinator.read(|d| d.state.settings.as_ref().map(|s| s.ca_fingerprint.clone()));
+    Ok(CreatedJoinToken {
+        token: format!("bqj_{id}_{secret}"),
+        ca_fingerprint: ca_fingerprint.unwrap_or_default(),
+        join_token: token.redacted(),
+    })
+}
+
 #[utoipa::path(post, path = "/api/v1/nodes/tokens", request_body = CreateJoinTokenBody,
     responses((status = 201, body = CreatedJoinToken), (status = 400, body = ErrorBody)), security(("api_key" = [])))]
 async fn create_join_token(
@@ -415,13 +460,7 @@ async fn create_join_token(
         if body.roles.is_empty() {
             return Err("at least one role is required".into());
         }
-        let ttl = match &body.ttl {
-            Some(t) => humantime::parse_duration(t).map_err(|e| format!("ttl: {e}"))?,
-            None => Duration::from_secs(3600),
-        };
-        if ttl.is_zero() || ttl > MAX_JOIN_TOKEN_TTL {
-            return Err("ttl must be between 1s and 7d".into());
-        }
+        let ttl = token_ttl(body.ttl.as_deref())?;
         let labels = validate_selector(body.labels.clone().unwrap_or_default())?;
         Ok((ttl, labels))
     })();
@@ -429,30 +468,9 @@ async fn create_join_token(
         Ok(p) => p,
         Err(msg) => return Err(ctx.reject(&caller.key_id, ACTION, "jointoken", ApiError::invalid(msg)).await),
     };
-    let id = crate::server::random_hex(8).map_err(|e| ApiError::internal("token generation", e))?;
-    let secret = crate::server::random_hex(32).map_err(|e| ApiError::internal("token generation", e))?;
-    let now = crate::time::now_ms();
-    let token = JoinToken {
-        id: id.clone(),
-        roles: body.roles.iter().copied().collect(),
-        labels,
-        secret_hash: crate::state::apikey::hash_secret(&secret),
-        created_at_ms: now,
-        expires_at_ms: now.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
-        used_at_ms: None,
-        used_by_node: None,
-        coordinator_id: None,
-    };
-    run(&ctx, &caller.key_id, Op::CreateJoinToken(token.clone())).await?;
-    let ca_fingerprint = ctx.coordinator.read(|d| d.state.settings.as_ref().map(|s| s.ca_fingerprint.clone()));
-    Ok((
-        StatusCode::CREATED,
-        Json(CreatedJoinToken {
-            token: format!("bqj_{id}_{secret}"),
-            ca_fingerprint: ca_fingerprint.unwrap_or_default(),
-            join_token: token.redacted(),
-        }),
-    ))
+    let roles = body.roles.iter().copied().collect();
+    let created = issue_join_token(&ctx, &caller.key_id, roles, labels, None, ttl).await?;
+    Ok((StatusCode::CREATED, Json(created)))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -478,13 +496,7 @@ async fn create_coordinator_token(
         if body.id == 0 {
             return Err("coordinator id must be 1 or greater".into());
         }
-        let ttl = match &body.ttl {
-            Some(t) => humantime::parse_duration(t).map_err(|e| format!("ttl: {e}"))?,
-            None => Duration::from_secs(3600),
-        };
-        if ttl.is_zero() || ttl > MAX_JOIN_TOKEN_TTL {
-            return Err("ttl must be between 1s and 7d".into());
-        }
+        let ttl = token_ttl(body.ttl.as_deref())?;
         ctx.coordinator.read(|d| {
             if d.state.retired_coordinators.contains(&body.id) {
                 return Err(format!("coordinator id {} was removed and is never reused", body.id));
@@ -498,35 +510,13 @@ async fn create_coordinator_token(
     let ttl = match checked {
         Ok(t) => t,
         Err(msg) => {
-            return Err(ctx
-                .reject(&caller.key_id, ACTION, &target, ApiError::new(StatusCode::CONFLICT, "conflict", msg))
-                .await)
+            let err = ApiError::new(StatusCode::CONFLICT, "conflict", msg);
+            return Err(ctx.reject(&caller.key_id, ACTION, &target, err).await);
         }
     };
-    let id = crate::server::random_hex(8).map_err(|e| ApiError::internal("token generation", e))?;
-    let secret = crate::server::random_hex(32).map_err(|e| ApiError::internal("token generation", e))?;
-    let now = crate::time::now_ms();
-    let token = JoinToken {
-        id: id.clone(),
-        roles: Default::default(),
-        labels: BTreeMap::new(),
-        secret_hash: crate::state::apikey::hash_secret(&secret),
-        created_at_ms: now,
-        expires_at_ms: now.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
-        used_at_ms: None,
-        used_by_node: None,
-        coordinator_id: Some(body.id),
-    };
-    run(&ctx, &caller.key_id, Op::CreateJoinToken(token.clone())).await?;
-    let ca_fingerprint = ctx.coordinator.read(|d| d.state.settings.as_ref().map(|s| s.ca_fingerprint.clone()));
-    Ok((
-        StatusCode::CREATED,
-        Json(CreatedJoinToken {
-            token: format!("bqj_{id}_{secret}"),
-            ca_fingerprint: ca_fingerprint.unwrap_or_default(),
-            join_token: token.redacted(),
-        }),
-    ))
+    let created =
+        issue_join_token(&ctx, &caller.key_id, Default::default(), BTreeMap::new(), Some(body.id), ttl).await?;
+    Ok((StatusCode::CREATED, Json(created)))
 }
 
 #[utoipa::path(post, path = "/api/v1/nodes/{id}/{action}",

@@ -98,6 +98,8 @@ async fn main() {
             &pg.url(),
             "--resync-interval",
             "10m",
+            "--max-tenants",
+            "2000",
         ],
         &[],
     );
