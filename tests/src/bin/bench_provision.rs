@@ -157,7 +157,7 @@ async fn main() {
                 let resp = http
                     .post(format!("{base}/api/v1/tenant"))
                     .bearer_auth(&key)
-                    .json(&json!({"name": name, "db_quota": "100MB", "vpn_enabled": false}))
+                    .json(&json!({"name": name, "db_quota": "10MB", "vpn_enabled": false}))
                     .send()
                     .await
                     .expect("create");
