@@ -300,18 +300,19 @@ async fn observe(conn: &mut PgConnection) -> Result<Observed, sqlx::Error> {
     }
     // One privilege per call: has_table_privilege('A,B') is true when ANY is held.
     let privileges = sqlx::query(
-        "SELECT r.rolname, \
-         has_database_privilege(r.oid, current_database(), 'CONNECT') AS c, \
-         (n.oid IS NOT NULL AND has_schema_privilege(r.oid, n.oid, 'USAGE')) AS u, \
-         COALESCE((SELECT bool_and(has_table_privilege(r.oid, c.oid, 'SELECT') \
-                     AND has_table_privilege(r.oid, c.oid, 'DELETE') AND has_table_privilege(r.oid, c.oid, 'TRUNCATE')) \
-                   FROM pg_class c WHERE c.relnamespace = n.oid AND c.relkind IN ('r', 'p')), true) AS r, \
-         COALESCE((SELECT bool_and(has_table_privilege(r.oid, c.oid, 'INSERT') AND has_table_privilege(r.oid, c.oid, 'UPDATE')) \
-                   FROM pg_class c WHERE c.relnamespace = n.oid AND c.relkind IN ('r', 'p')), true) AS w_all, \
-         COALESCE((SELECT bool_or(has_table_privilege(r.oid, c.oid, 'INSERT') OR has_table_privilege(r.oid, c.oid, 'UPDATE')) \
-                   FROM pg_class c WHERE c.relnamespace = n.oid AND c.relkind IN ('r', 'p')), false) AS w_any \
-         FROM pg_roles r LEFT JOIN pg_namespace n ON n.nspname = substring(r.rolname FROM '^(tenant_.*)_user$') \
-         WHERE r.rolname ~ '^tenant_[a-z][a-z0-9_]{1,30}_user$'",
+        "WITH t AS (SELECT r.oid AS roid, r.rolname, n.oid AS noid FROM pg_roles r \
+                    LEFT JOIN pg_namespace n ON n.nspname = substring(r.rolname FROM '^(tenant_.*)_user$') \
+                    WHERE r.rolname ~ '^tenant_[a-z][a-z0-9_]{1,30}_user$'), \
+              p AS (SELECT t.roid, \
+                    bool_and(has_table_privilege(t.roid, c.oid, 'SELECT') AND has_table_privilege(t.roid, c.oid, 'DELETE') \
+                             AND has_table_privilege(t.roid, c.oid, 'TRUNCATE')) AS r, \
+                    bool_and(has_table_privilege(t.roid, c.oid, 'INSERT') AND has_table_privilege(t.roid, c.oid, 'UPDATE')) AS w_all, \
+                    bool_or(has_table_privilege(t.roid, c.oid, 'INSERT') OR has_table_privilege(t.roid, c.oid, 'UPDATE')) AS w_any \
+                    FROM t JOIN pg_class c ON c.relnamespace = t.noid AND c.relkind IN ('r', 'p') GROUP BY t.roid) \
+         SELECT t.rolname, has_database_privilege(t.roid, current_database(), 'CONNECT') AS c, \
+                (t.noid IS NOT NULL AND has_schema_privilege(t.roid, t.noid, 'USAGE')) AS u, \
+                COALESCE(p.r, true) AS r, COALESCE(p.w_all, true) AS w_all, COALESCE(p.w_any, false) AS w_any \
+         FROM t LEFT JOIN p ON p.roid = t.roid",
     )
     .fetch_all(&mut *conn)
     .await?;
@@ -368,31 +369,37 @@ impl PostgresDriver {
             })
             .collect();
         let mut errors = BTreeMap::new();
+        // A tenant's statements run as one multi-statement query: one round trip, and one
+        // implicit transaction, so a failure leaves the tenant as it was.
+        let mut groups: Vec<(Option<String>, Vec<String>)> = Vec::new();
         for step in steps {
-            if let Some(t) = &step.tenant {
-                if errors.contains_key(t) {
-                    continue;
-                }
+            match groups.last_mut() {
+                Some((t, sql)) if step.tenant.is_some() && *t == step.tenant => sql.push(step.sql),
+                _ => groups.push((step.tenant, vec![step.sql])),
             }
-            // Offboarded tenants' sessions end before anything else happens.
-            if let Some(t) = &step.tenant {
-                if step.sql.ends_with("NOLOGIN") {
-                    let _ = sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1")
-                        .bind(format!("tenant_{t}_user"))
-                        .execute(&mut conn)
-                        .await;
-                }
+        }
+        for (tenant, sql) in groups {
+            let label = tenant.as_deref().unwrap_or("-");
+            for statement in &sql {
+                tracing::info!(tenant = label, sql = %redact(statement), "postgres driver applies");
             }
-            tracing::info!(tenant = step.tenant.as_deref().unwrap_or("-"), sql = %redact(&step.sql), "postgres driver applies");
-            if let Err(e) = sqlx::raw_sql(&step.sql).execute(&mut conn).await {
+            if let Err(e) = sqlx::raw_sql(&sql.join(";\n")).execute(&mut conn).await {
                 let msg = format!("{e}");
-                tracing::warn!(tenant = step.tenant.as_deref().unwrap_or("-"), error = %msg, "statement failed");
-                match step.tenant {
+                tracing::warn!(tenant = label, error = %msg, "statements failed");
+                match tenant {
                     Some(t) => {
                         errors.insert(t, msg);
                     }
                     None => return Err(format!("node bootstrap failed: {msg}")),
                 }
+                continue;
+            }
+            // Offboarded tenants' open sessions end once their login is refused.
+            if let (Some(t), true) = (&tenant, sql.iter().any(|s| s.ends_with("NOLOGIN"))) {
+                let _ = sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1")
+                    .bind(format!("tenant_{t}_user"))
+                    .execute(&mut conn)
+                    .await;
             }
         }
         if let Err(e) = sync_hba(&mut conn, desired).await {
