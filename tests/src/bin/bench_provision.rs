@@ -175,6 +175,38 @@ async fn main() {
         s.iter().filter_map(|(n, t0)| a.get(n).map(|t1| t1.duration_since(*t0).as_secs_f64() * 1000.0)).collect()
     };
     let (ready_p50, ready_p99) = stats(latencies);
+    // Steady state: one create at a time with 1,000 tenants present.
+    let mut steady = Vec::new();
+    for i in 0..20 {
+        let name = format!("steady{i:02}");
+        let t0 = Instant::now();
+        let resp = http
+            .post(format!("{base}/api/v1/tenant"))
+            .bearer_auth(&key)
+            .json(&json!({"name": name, "db_quota": "10MB", "vpn_enabled": false}))
+            .send()
+            .await
+            .expect("create");
+        assert_eq!(resp.status().as_u16(), 201);
+        loop {
+            let t: Value = http
+                .get(format!("{base}/api/v1/tenant/{name}?consistency=stale"))
+                .bearer_auth(&key)
+                .send()
+                .await
+                .expect("get")
+                .json()
+                .await
+                .expect("json");
+            if t["status"] == "active" {
+                break;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(60), "{name} not active within 60 s");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        steady.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    let (steady_p50, steady_p99) = stats(steady);
     let (agent_rss, agent_peak, _) = proc_stats(agent_proc.pid());
 
     // A full resync with 1,000 tenants present: the driver's observe + plan over the real
@@ -182,7 +214,7 @@ async fn main() {
     let applied: Value =
         serde_json::from_slice(&std::fs::read(agent_dir.join("applied.json")).expect("applied.json")).expect("json");
     let desired: Vec<Assignment> = serde_json::from_value(applied["tenants"].clone()).expect("assignments");
-    assert_eq!(desired.len(), TENANTS);
+    assert_eq!(desired.len(), TENANTS + 20);
     let url = pg.url();
     let resync_ms = tokio::task::spawn_blocking(move || {
         let mut driver = berqenas_node_agent::postgres::PostgresDriver { url };
@@ -207,7 +239,7 @@ async fn main() {
             .output()
             .expect("psql");
         assert!(out.status.success());
-        assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), TENANTS);
+        assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), TENANTS + 20);
         t.elapsed().as_secs_f64() * 1000.0
     };
 
@@ -242,6 +274,8 @@ async fn main() {
         "create_to_ready_p50_ms": ready_p50,
         "create_to_ready_p99_ms": ready_p99,
         "all_ready_s": round2(all_ready.as_secs_f64()),
+        "steady_create_to_ready_p50_ms": steady_p50,
+        "steady_create_to_ready_p99_ms": steady_p99,
         "full_resync_ms": round2(resync_ms),
         "usage_pass_ms": round2(usage_ms),
         "agent_rss_mb": round2(agent_rss),
