@@ -462,9 +462,18 @@ impl Driver for PostgresDriver {
     }
 
     fn reconcile(&mut self, desired: &[Assignment]) -> Vec<Status> {
+        // What this driver cannot provide is reported, never silently provided differently.
+        let (supported, refused_here): (Vec<Assignment>, Vec<Assignment>) =
+            desired.iter().cloned().partition(|a| unsupported(a).is_none());
         let handle = tokio::runtime::Handle::current();
-        let result = handle.block_on(self.pass(desired));
-        desired
+        let result = handle.block_on(self.pass(&supported));
+        let refused = refused_here.iter().map(|a| Status {
+            name: a.name.clone(),
+            ready: false,
+            reason: unsupported(a).map(str::to_string),
+            usage: None,
+        });
+        supported
             .iter()
             .map(|a| {
                 let (failure, usage) = match &result {
@@ -473,7 +482,20 @@ impl Driver for PostgresDriver {
                 };
                 Status { name: a.name.clone(), ready: failure.is_none(), reason: failure, usage }
             })
+            .chain(refused)
             .collect()
+    }
+}
+
+/// Why this driver cannot provide an assignment, if it cannot.
+pub fn unsupported(a: &Assignment) -> Option<&'static str> {
+    if !a.roles.iter().any(|r| r == "db") {
+        return None;
+    }
+    match (a.db_type.as_str(), a.isolation.as_str()) {
+        ("postgres", "schema") => None,
+        ("postgres", _) => Some("database-per-tenant isolation is not supported by this node's driver yet"),
+        _ => Some("this node's driver serves PostgreSQL only"),
     }
 }
 
@@ -599,6 +621,17 @@ mod tests {
             sql,
             vec!["GRANT INSERT, UPDATE ON ALL TABLES IN SCHEMA \"tenant_acme\" TO \"tenant_acme_user\"".to_string()]
         );
+    }
+
+    #[test]
+    fn unsupported_assignments_are_named_not_served_differently() {
+        let mut mssql = a("acme");
+        mssql.db_type = "mssql".into();
+        assert_eq!(unsupported(&mssql), Some("this node's driver serves PostgreSQL only"));
+        let mut per_db = a("acme");
+        per_db.isolation = "database".into();
+        assert!(unsupported(&per_db).is_some_and(|r| r.contains("database-per-tenant")));
+        assert_eq!(unsupported(&a("acme")), None);
     }
 
     #[test]

@@ -400,6 +400,16 @@ fn lab_tenants_get_isolated_postgres_schemas_and_roles() {
     assert!(lan.contains("rejects connection"), "{lan}");
     assert!(env.as_tenant(b_user, b_pw, &["SELECT 1"]).is_ok(), "a public tenant still logs in from anywhere");
 
+    // What the driver cannot do yet is reported, not quietly done differently.
+    let out = env.cli(&["tenant", "create", "--name", "ownco", "--vpn", "disabled", "--isolation", "database"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let reason = wait_for("the node to refuse database isolation", Duration::from_secs(20), || {
+        let t = env.json(&["tenant", "get", "ownco"]);
+        t["status_reason"].as_str().filter(|r| r.contains("database-per-tenant")).map(str::to_string)
+    });
+    assert!(reason.contains("node 1:"), "{reason}");
+    assert_eq!(env.superuser("SELECT count(*) FROM pg_namespace WHERE nspname = 'tenant_ownco'"), "0");
+
     // Purge: schema and roles are gone.
     env.json(&["tenant", "delete", "acme"]);
     env.json(&["tenant", "purge", "acme", "--force"]);
