@@ -23,29 +23,35 @@ fn name_ok(n: &str) -> bool {
     n.len() <= 31 && n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
-/// The block for `desired` (db-role postgres tenants), markers included.
-pub fn render(desired: &[Assignment]) -> String {
+/// The database a tenant's user may log in to: its own (database isolation) or the main one
+/// (`all` if the main database's name is not a plain identifier).
+fn database_field(a: &Assignment, main_db: &str) -> String {
+    if crate::postgres::own_database(a) {
+        format!("tenant_{}", a.name)
+    } else if !main_db.is_empty() && main_db.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        main_db.to_string()
+    } else {
+        "all".to_string()
+    }
+}
+
+/// The block for `desired` (db-role postgres tenants), markers included. Each tenant's user
+/// may log in only to its database, with its SCRAM password, from where its access mode allows;
+/// every other login of that user is rejected.
+pub fn render(desired: &[Assignment], main_db: &str) -> String {
     let mut out = vec![BEGIN.to_string()];
     for a in desired.iter().filter(|a| a.roles.iter().any(|r| r == "db") && a.db_type == "postgres") {
         if !name_ok(&a.name) {
             continue;
         }
         let user = format!("tenant_{}_user", a.name);
+        let db = database_field(a, main_db);
         match (a.access_mode.as_str(), cidr(&a.vpn_subnet)) {
-            ("vpn-only", Some(subnet)) => {
-                out.push(format!("host all {user} {subnet} scram-sha-256"));
-                out.push(format!("host all {user} 0.0.0.0/0 reject"));
-                out.push(format!("host all {user} ::/0 reject"));
-            }
-            ("vpn-only", None) => {
-                out.push(format!("host all {user} 0.0.0.0/0 reject"));
-                out.push(format!("host all {user} ::/0 reject"));
-            }
-            _ => {
-                out.push(format!("host all {user} 0.0.0.0/0 scram-sha-256"));
-                out.push(format!("host all {user} ::/0 scram-sha-256"));
-            }
+            ("vpn-only", Some(subnet)) => out.push(format!("host {db} {user} {subnet} scram-sha-256")),
+            ("vpn-only", None) => {}
+            _ => out.push(format!("host {db} {user} all scram-sha-256")),
         }
+        out.push(format!("host all {user} all reject"));
     }
     out.push(END.to_string());
     out.join("\n") + "\n"
@@ -110,27 +116,33 @@ mod tests {
 
     #[test]
     fn renders_rules_per_access_mode() {
-        let block = render(&[tenant("acme", "vpn-only", "198.18.1.0/24"), tenant("globex", "hybrid", "198.18.2.0/24")]);
+        let mut own = tenant("solo", "public", "198.18.3.0/24");
+        own.isolation = "database".into();
+        let block = render(
+            &[tenant("acme", "vpn-only", "198.18.1.0/24"), tenant("globex", "hybrid", "198.18.2.0/24"), own],
+            "postgres",
+        );
         assert_eq!(
             block,
             format!(
-                "{BEGIN}\nhost all tenant_acme_user 198.18.1.0/24 scram-sha-256\nhost all tenant_acme_user 0.0.0.0/0 reject\n\
-                 host all tenant_acme_user ::/0 reject\nhost all tenant_globex_user 0.0.0.0/0 scram-sha-256\n\
-                 host all tenant_globex_user ::/0 scram-sha-256\n{END}\n"
+                "{BEGIN}\nhost postgres tenant_acme_user 198.18.1.0/24 scram-sha-256\nhost all tenant_acme_user all reject\n\
+                 host postgres tenant_globex_user all scram-sha-256\nhost all tenant_globex_user all reject\n\
+                 host tenant_solo tenant_solo_user all scram-sha-256\nhost all tenant_solo_user all reject\n{END}\n"
             )
         );
-        let bad = render(&[tenant("evil", "vpn-only", "1.2.3.4/24 trust\nhost all all 0.0.0.0/0 trust")]);
+        assert!(render(&[tenant("acme", "public", "")], "odd db\"name").contains("host all tenant_acme_user all scram"));
+        let bad = render(&[tenant("evil", "vpn-only", "1.2.3.4/24 trust\nhost all all 0.0.0.0/0 trust")], "postgres");
         assert!(!bad.contains("trust"), "{bad}");
     }
 
     #[test]
     fn splice_puts_the_block_first_once_and_replaces_it_later() {
         let original = "local all all trust\nhost all all 0.0.0.0/0 scram-sha-256\n";
-        let first = splice(original, &render(&[tenant("acme", "vpn-only", "198.18.1.0/24")]));
+        let first = splice(original, &render(&[tenant("acme", "vpn-only", "198.18.1.0/24")], "postgres"));
         assert!(first.starts_with(BEGIN));
         assert!(first.ends_with(original));
-        let again = splice(&first, &render(&[]));
+        let again = splice(&first, &render(&[], "postgres"));
         assert_eq!(again, format!("{BEGIN}\n{END}\n{original}"));
-        assert_eq!(splice(&again, &render(&[])), again, "idempotent");
+        assert_eq!(splice(&again, &render(&[], "postgres")), again, "idempotent");
     }
 }

@@ -14,8 +14,10 @@
 
 use crate::assignment::Assignment;
 use crate::driver::{Driver, Status, Usage};
-use sqlx::{Connection, PgConnection, Row};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection, PgConnection, Row};
 use std::collections::{BTreeMap, BTreeSet};
+use std::str::FromStr;
 
 /// Marks roles this driver owns; nothing else is ever dropped.
 const MARKER: &str = "berqenas-managed";
@@ -47,6 +49,8 @@ pub struct ObservedTenant {
     pub write_any: bool,
     /// Disk used by the schema's tables (with indexes and TOAST).
     pub bytes: u64,
+    /// Its own database `tenant_{name}` exists, owned by its owner role (database isolation).
+    pub database: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -82,19 +86,21 @@ fn user_config(a: &Assignment) -> BTreeSet<String> {
     .into()
 }
 
-fn tenant_steps(a: &Assignment, o: &ObservedTenant, db: &str) -> Vec<String> {
-    let (schema, owner, user) =
-        (format!("tenant_{}", a.name), format!("tenant_{}_owner", a.name), format!("tenant_{}_user", a.name));
-    let (qs, qo, qu) = (q(&schema), q(&owner), q(&user));
+/// Quoted schema, owner role and user role of a tenant.
+fn idents(name: &str) -> (String, String, String) {
+    (q(&format!("tenant_{name}")), q(&format!("tenant_{name}_owner")), q(&format!("tenant_{name}_user")))
+}
+
+/// The tenant's two roles (cluster-wide objects): created, and the user's login, limits,
+/// password and settings kept as desired.
+fn role_steps(a: &Assignment, o: &ObservedTenant) -> Vec<String> {
+    let (qs, qo, qu) = idents(&a.name);
     let login = a.lifecycle == "run";
     let limit = i64::from(a.connection_limit.min(i32::MAX as u32));
     let mut sql = Vec::new();
     if o.owner.is_none() {
         sql.push(format!("CREATE ROLE {qo} NOLOGIN"));
         sql.push(format!("COMMENT ON ROLE {qo} IS '{MARKER}'"));
-    }
-    if !o.schema {
-        sql.push(format!("CREATE SCHEMA {qs} AUTHORIZATION {qo}"));
     }
     let verifier_ok = crate::assignment::is_verifier(&a.db_password_verifier);
     match &o.user {
@@ -127,6 +133,28 @@ fn tenant_steps(a: &Assignment, o: &ObservedTenant, db: &str) -> Vec<String> {
         sql.push(format!("ALTER ROLE {qu} SET temp_file_limit = '{temp_kb}kB'"));
         sql.push(format!("ALTER ROLE {qu} SET statement_timeout = '30s'"));
         sql.push(format!("ALTER ROLE {qu} SET idle_in_transaction_session_timeout = '60s'"));
+    }
+    sql
+}
+
+/// The tenant's database (database isolation), made from the main database's connection.
+/// `CREATE DATABASE` runs outside a transaction, so PUBLIC's default CONNECT and TEMP on it are
+/// revoked by the very next statement (and re-checked by every pass inside it).
+fn database_steps(a: &Assignment, o: &ObservedTenant) -> Vec<String> {
+    let (qd, qo, _) = idents(&a.name);
+    if o.database {
+        return Vec::new();
+    }
+    vec![format!("CREATE DATABASE {qd} OWNER {qo}"), format!("REVOKE ALL ON DATABASE {qd} FROM PUBLIC")]
+}
+
+/// The tenant's schema and what is in it, in database `db` (the main database, or its own).
+fn schema_steps(a: &Assignment, o: &ObservedTenant, db: &str) -> Vec<String> {
+    let schema = format!("tenant_{}", a.name);
+    let (qs, qo, qu) = idents(&a.name);
+    let mut sql = Vec::new();
+    if !o.schema {
+        sql.push(format!("CREATE SCHEMA {qs} AUTHORIZATION {qo}"));
     }
     if !o.connect {
         sql.push(format!("GRANT CONNECT ON DATABASE {} TO {qu}", q(db)));
@@ -181,13 +209,12 @@ pub fn over_quota(a: &Assignment, o: &ObservedTenant) -> bool {
     o.bytes > a.db_quota_bytes
 }
 
-/// Pure: the SQL that makes `observed` match `desired`.
-pub fn plan(desired: &[Assignment], observed: &Observed) -> Vec<Step> {
-    let db = observed.database.as_str();
-    let mut steps = Vec::new();
+/// Removes PUBLIC's default privileges that break isolation in database `observed.database`.
+fn bootstrap_steps(observed: &Observed, main: bool) -> Vec<Step> {
     let node = |sql: String| Step { tenant: None, sql };
+    let mut steps = Vec::new();
     if observed.public_connect || observed.public_temp {
-        steps.push(node(format!("REVOKE ALL ON DATABASE {} FROM PUBLIC", q(db))));
+        steps.push(node(format!("REVOKE ALL ON DATABASE {} FROM PUBLIC", q(&observed.database))));
     }
     if observed.public_schema_create {
         steps.push(node("REVOKE ALL ON SCHEMA public FROM PUBLIC".into()));
@@ -199,18 +226,45 @@ pub fn plan(desired: &[Assignment], observed: &Observed) -> Vec<Step> {
                 .into(),
         ));
     }
-    if !observed.bookkeeping_schema {
+    if main && !observed.bookkeeping_schema {
         steps.push(node("CREATE SCHEMA IF NOT EXISTS berqenas".into()));
     }
-    let mine: Vec<&Assignment> =
-        desired.iter().filter(|a| a.roles.iter().any(|r| r == "db") && a.db_type == "postgres").collect();
+    steps
+}
+
+/// This driver's assignments: db role, PostgreSQL.
+fn postgres_tenants(desired: &[Assignment]) -> impl Iterator<Item = &Assignment> {
+    desired.iter().filter(|a| a.roles.iter().any(|r| r == "db") && a.db_type == "postgres")
+}
+
+/// The tenant has its own database rather than a schema in the main one.
+pub fn own_database(a: &Assignment) -> bool {
+    a.isolation == "database"
+}
+
+/// Statements PostgreSQL refuses inside a transaction block; each runs on its own.
+fn outside_transaction(sql: &str) -> bool {
+    sql.starts_with("CREATE DATABASE") || sql.starts_with("DROP DATABASE")
+}
+
+/// Pure: the SQL, run in the main database, that makes `observed` match `desired`: roles of
+/// every tenant, schemas of schema-isolated tenants, databases of database-isolated ones (whose
+/// insides [`plan_own_database`] plans), and purges.
+pub fn plan(desired: &[Assignment], observed: &Observed) -> Vec<Step> {
+    let db = observed.database.as_str();
+    let mut steps = bootstrap_steps(observed, true);
+    let mine: Vec<&Assignment> = postgres_tenants(desired).collect();
     let wanted: BTreeSet<&str> = mine.iter().map(|a| a.name.as_str()).collect();
     let empty = ObservedTenant::default();
     for a in &mine {
         let o = observed.tenants.get(&a.name).unwrap_or(&empty);
-        for sql in tenant_steps(a, o, db) {
-            steps.push(Step { tenant: Some(a.name.clone()), sql });
+        let mut sql = role_steps(a, o);
+        if own_database(a) {
+            sql.extend(database_steps(a, o));
+        } else {
+            sql.extend(schema_steps(a, o, db));
         }
+        steps.extend(sql.into_iter().map(|sql| Step { tenant: Some(a.name.clone()), sql }));
     }
     // Purged: managed here, no longer desired.
     for (name, o) in &observed.tenants {
@@ -218,11 +272,13 @@ pub fn plan(desired: &[Assignment], observed: &Observed) -> Vec<Step> {
         if wanted.contains(name.as_str()) || !managed {
             continue;
         }
-        let (qs, qo, qu) =
-            (q(&format!("tenant_{name}")), q(&format!("tenant_{name}_owner")), q(&format!("tenant_{name}_user")));
+        let (qs, qo, qu) = idents(name);
         let t = Some(name.clone());
         if o.user.is_some() {
             steps.push(Step { tenant: t.clone(), sql: format!("ALTER ROLE {qu} NOLOGIN") });
+        }
+        if o.database {
+            steps.push(Step { tenant: t.clone(), sql: format!("DROP DATABASE IF EXISTS {qs} WITH (FORCE)") });
         }
         steps.push(Step { tenant: t.clone(), sql: format!("DROP SCHEMA IF EXISTS {qs} CASCADE") });
         let roles: Vec<String> =
@@ -232,6 +288,18 @@ pub fn plan(desired: &[Assignment], observed: &Observed) -> Vec<Step> {
             steps.push(Step { tenant: t.clone(), sql: format!("DROP ROLE {}", roles.join(", ")) });
         }
     }
+    steps
+}
+
+/// Pure: the SQL, run inside tenant `a`'s own database (observed as `observed`), that makes it
+/// match: the same bootstrap as the main database and the same schema as schema isolation.
+pub fn plan_own_database(a: &Assignment, observed: &Observed) -> Vec<Step> {
+    let empty = ObservedTenant::default();
+    let o = observed.tenants.get(&a.name).unwrap_or(&empty);
+    let mut steps = bootstrap_steps(observed, false);
+    steps.extend(
+        schema_steps(a, o, &observed.database).into_iter().map(|sql| Step { tenant: Some(a.name.clone()), sql }),
+    );
     steps
 }
 
@@ -277,6 +345,18 @@ async fn observe(conn: &mut PgConnection) -> Result<Observed, sqlx::Error> {
             o.tenants.entry(t.to_string()).or_default().owner = Some(role);
         } else if let Some(t) = name.strip_prefix("tenant_").and_then(|n| n.strip_suffix("_user")) {
             o.tenants.entry(t.to_string()).or_default().user = Some(role);
+        }
+    }
+    // Databases of database-isolated tenants: named after the tenant, owned by its owner role.
+    let databases: Vec<String> = sqlx::query_scalar(
+        "SELECT d.datname::text FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba \
+         WHERE d.datname ~ '^tenant_[a-z][a-z0-9_]{1,30}$' AND r.rolname = d.datname || '_owner'",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for datname in databases {
+        if let Some(name) = datname.strip_prefix("tenant_") {
+            o.tenants.entry(name.to_string()).or_default().database = true;
         }
     }
     // Schemas, the events table and its trigger, and every tenant user's privileges: one
@@ -353,56 +433,49 @@ pub struct PostgresDriver {
 }
 
 impl PostgresDriver {
+    /// Connection options for the main database, or `database` on the same server. Statement
+    /// logging is off: statements carry password verifiers.
+    fn options(&self, database: Option<&str>) -> Result<PgConnectOptions, String> {
+        let options = PgConnectOptions::from_str(&self.url)
+            .map_err(|e| format!("invalid PostgreSQL URL: {e}"))?
+            .disable_statement_logging();
+        Ok(match database {
+            Some(d) => options.database(d),
+            None => options,
+        })
+    }
+
     async fn pass(
         &self,
         desired: &[Assignment],
     ) -> Result<(BTreeMap<String, String>, BTreeMap<String, Usage>), String> {
-        let mut conn =
-            PgConnection::connect(&self.url).await.map_err(|e| format!("cannot connect to PostgreSQL: {e}"))?;
+        let mut conn = self.options(None)?.connect().await.map_err(|e| format!("cannot connect to PostgreSQL: {e}"))?;
         let observed = observe(&mut conn).await.map_err(|e| format!("observing PostgreSQL failed: {e}"))?;
-        let steps = plan(desired, &observed);
-        let usage: BTreeMap<String, Usage> = desired
+        let mut usage: BTreeMap<String, Usage> = desired
             .iter()
+            .filter(|a| !own_database(a))
             .filter_map(|a| {
                 let o = observed.tenants.get(&a.name)?;
                 Some((a.name.clone(), Usage { db_bytes: o.bytes, quota_exceeded: over_quota(a, o) }))
             })
             .collect();
         let mut errors = BTreeMap::new();
-        // A tenant's statements run as one multi-statement query: one round trip, and one
-        // implicit transaction, so a failure leaves the tenant as it was.
-        let mut groups: Vec<(Option<String>, Vec<String>)> = Vec::new();
-        for step in steps {
-            match groups.last_mut() {
-                Some((t, sql)) if step.tenant.is_some() && *t == step.tenant => sql.push(step.sql),
-                _ => groups.push((step.tenant, vec![step.sql])),
-            }
-        }
-        for (tenant, sql) in groups {
-            let label = tenant.as_deref().unwrap_or("-");
-            for statement in &sql {
-                tracing::info!(tenant = label, sql = %redact(statement), "postgres driver applies");
-            }
-            if let Err(e) = sqlx::raw_sql(&sql.join(";\n")).execute(&mut conn).await {
-                let msg = format!("{e}");
-                tracing::warn!(tenant = label, error = %msg, "statements failed");
-                match tenant {
-                    Some(t) => {
-                        errors.insert(t, msg);
-                    }
-                    None => return Err(format!("node bootstrap failed: {msg}")),
-                }
+        apply(&mut conn, plan(desired, &observed), &mut errors).await?;
+        for a in postgres_tenants(desired).filter(|a| own_database(a)) {
+            if errors.contains_key(&a.name) {
                 continue;
             }
-            // Offboarded tenants' open sessions end once their login is refused.
-            if let (Some(t), true) = (&tenant, sql.iter().any(|s| s.ends_with("NOLOGIN"))) {
-                let _ = sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1")
-                    .bind(format!("tenant_{t}_user"))
-                    .execute(&mut conn)
-                    .await;
+            match self.own_database_pass(a).await {
+                Ok(Some(u)) => {
+                    usage.insert(a.name.clone(), u);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    errors.insert(a.name.clone(), e);
+                }
             }
         }
-        if let Err(e) = sync_hba(&mut conn, desired).await {
+        if let Err(e) = sync_hba(&mut conn, desired, &observed.database).await {
             tracing::warn!(error = %e, "pg_hba.conf not in sync");
             for a in desired.iter().filter(|a| a.roles.iter().any(|r| r == "db")) {
                 errors.entry(a.name.clone()).or_insert_with(|| e.clone());
@@ -411,11 +484,79 @@ impl PostgresDriver {
         let _ = conn.close().await;
         Ok((errors, usage))
     }
+
+    /// Observes and converges the inside of a database-isolated tenant's own database.
+    async fn own_database_pass(&self, a: &Assignment) -> Result<Option<Usage>, String> {
+        let database = format!("tenant_{}", a.name);
+        let mut conn = self
+            .options(Some(&database))?
+            .connect()
+            .await
+            .map_err(|e| format!("cannot connect to database {database}: {e}"))?;
+        let observed = observe(&mut conn).await.map_err(|e| format!("observing database {database} failed: {e}"))?;
+        let usage =
+            observed.tenants.get(&a.name).map(|o| Usage { db_bytes: o.bytes, quota_exceeded: over_quota(a, o) });
+        let mut errors = BTreeMap::new();
+        apply(&mut conn, plan_own_database(a, &observed), &mut errors).await?;
+        let _ = conn.close().await;
+        match errors.remove(&a.name) {
+            Some(e) => Err(e),
+            None => Ok(usage),
+        }
+    }
+}
+
+/// Runs `steps` on `conn`. A tenant's consecutive statements run as one multi-statement query:
+/// one round trip and one implicit transaction, so a failure leaves the tenant as it was and is
+/// recorded in `errors`. A failed node bootstrap fails the whole pass.
+async fn apply(conn: &mut PgConnection, steps: Vec<Step>, errors: &mut BTreeMap<String, String>) -> Result<(), String> {
+    let mut groups: Vec<(Option<String>, Vec<String>)> = Vec::new();
+    for step in steps {
+        match groups.last_mut() {
+            Some((t, sql))
+                if step.tenant.is_some()
+                    && *t == step.tenant
+                    && !outside_transaction(&step.sql)
+                    && !sql.iter().any(|s| outside_transaction(s)) =>
+            {
+                sql.push(step.sql)
+            }
+            _ => groups.push((step.tenant, vec![step.sql])),
+        }
+    }
+    for (tenant, sql) in groups {
+        if tenant.as_ref().is_some_and(|t| errors.contains_key(t)) {
+            continue;
+        }
+        let label = tenant.as_deref().unwrap_or("-");
+        for statement in &sql {
+            tracing::info!(tenant = label, sql = %redact(statement), "postgres driver applies");
+        }
+        if let Err(e) = sqlx::raw_sql(&sql.join(";\n")).execute(&mut *conn).await {
+            let msg = format!("{e}");
+            tracing::warn!(tenant = label, error = %msg, "statements failed");
+            match tenant {
+                Some(t) => {
+                    errors.insert(t, msg);
+                }
+                None => return Err(format!("node bootstrap failed: {msg}")),
+            }
+            continue;
+        }
+        // Offboarded tenants' open sessions end once their login is refused.
+        if let (Some(t), true) = (&tenant, sql.iter().any(|s| s.ends_with("NOLOGIN"))) {
+            let _ = sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1")
+                .bind(format!("tenant_{t}_user"))
+                .execute(&mut *conn)
+                .await;
+        }
+    }
+    Ok(())
 }
 
 /// Observes `pg_hba.conf`, rewrites its managed block when it differs (atomically, keeping the
 /// file's owner and mode), and reloads PostgreSQL. The agent runs on the database host.
-async fn sync_hba(conn: &mut PgConnection, desired: &[Assignment]) -> Result<(), String> {
+async fn sync_hba(conn: &mut PgConnection, desired: &[Assignment], main_db: &str) -> Result<(), String> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let path: String = sqlx::query_scalar("SELECT setting FROM pg_settings WHERE name = 'hba_file'")
         .fetch_one(&mut *conn)
@@ -424,7 +565,7 @@ async fn sync_hba(conn: &mut PgConnection, desired: &[Assignment]) -> Result<(),
     let path = std::path::PathBuf::from(path);
     let existing = std::fs::read_to_string(&path)
         .map_err(|e| format!("cannot read {} (the agent must run on the database host): {e}", path.display()))?;
-    let wanted = crate::pghba::splice(&existing, &crate::pghba::render(desired));
+    let wanted = crate::pghba::splice(&existing, &crate::pghba::render(desired, main_db));
     if wanted == existing {
         return Ok(());
     }
@@ -493,8 +634,8 @@ pub fn unsupported(a: &Assignment) -> Option<&'static str> {
         return None;
     }
     match (a.db_type.as_str(), a.isolation.as_str()) {
-        ("postgres", "schema") => None,
-        ("postgres", _) => Some("database-per-tenant isolation is not supported by this node's driver yet"),
+        ("postgres", "schema" | "database") => None,
+        ("postgres", _) => Some("unknown isolation for PostgreSQL"),
         _ => Some("this node's driver serves PostgreSQL only"),
     }
 }
@@ -547,6 +688,7 @@ mod tests {
             write_all: true,
             write_any: true,
             bytes: 1000,
+            database: false,
         }
     }
 
@@ -630,8 +772,47 @@ mod tests {
         assert_eq!(unsupported(&mssql), Some("this node's driver serves PostgreSQL only"));
         let mut per_db = a("acme");
         per_db.isolation = "database".into();
-        assert!(unsupported(&per_db).is_some_and(|r| r.contains("database-per-tenant")));
+        assert_eq!(unsupported(&per_db), None);
+        per_db.isolation = "cluster".into();
+        assert!(unsupported(&per_db).is_some());
         assert_eq!(unsupported(&a("acme")), None);
+    }
+
+    #[test]
+    fn database_isolation_gets_its_own_database_and_the_same_schema_inside() {
+        let mut desired = a("solo");
+        desired.isolation = "database".into();
+        let main: Vec<String> =
+            plan(std::slice::from_ref(&desired), &bootstrapped()).into_iter().map(|s| s.sql).collect();
+        assert!(main.contains(&"CREATE DATABASE \"tenant_solo\" OWNER \"tenant_solo_owner\"".to_string()));
+        assert!(main.contains(&"REVOKE ALL ON DATABASE \"tenant_solo\" FROM PUBLIC".to_string()));
+        assert!(!main.iter().any(|s| s.contains("CREATE SCHEMA \"tenant_solo\"")), "no schema in the main database");
+        assert!(!main.iter().any(|s| s.contains("GRANT CONNECT ON DATABASE \"postgres\"")), "{main:?}");
+        assert!(outside_transaction(&main[main.iter().position(|s| s.starts_with("CREATE DATABASE")).unwrap()]));
+
+        // Inside its database: bootstrap, then the same schema as schema isolation.
+        let inside = Observed {
+            database: "tenant_solo".into(),
+            public_connect: true,
+            public_schema_create: true,
+            public_lo_create: true,
+            ..Observed::default()
+        };
+        let sql: Vec<String> = plan_own_database(&desired, &inside).into_iter().map(|s| s.sql).collect();
+        assert_eq!(sql[0], "REVOKE ALL ON DATABASE \"tenant_solo\" FROM PUBLIC");
+        assert!(sql.contains(&"CREATE SCHEMA \"tenant_solo\" AUTHORIZATION \"tenant_solo_owner\"".to_string()));
+        assert!(sql.contains(&"GRANT CONNECT ON DATABASE \"tenant_solo\" TO \"tenant_solo_user\"".to_string()));
+        assert!(!sql.iter().any(|s| s.contains("CREATE ROLE") || s.contains("berqenas")), "{sql:?}");
+
+        // Purge drops the database first (outside a transaction), then the roles.
+        let mut o = bootstrapped();
+        let mut t = converged(&desired);
+        t.database = true;
+        t.schema = false;
+        o.tenants.insert("solo".into(), t);
+        let sql: Vec<String> = plan(&[], &o).into_iter().map(|s| s.sql).collect();
+        assert_eq!(sql[1], "DROP DATABASE IF EXISTS \"tenant_solo\" WITH (FORCE)");
+        assert!(sql.last().unwrap().starts_with("DROP ROLE"));
     }
 
     #[test]

@@ -56,8 +56,21 @@ impl Env {
         password: &str,
         commands: &[&str],
     ) -> Result<String, String> {
+        self.as_tenant_in(from, addr, "postgres", user, password, commands)
+    }
+
+    /// psql as a tenant's user from lab host `from` to database `db` of PostgreSQL at `addr`.
+    fn as_tenant_in(
+        &self,
+        from: &Host,
+        addr: &str,
+        db: &str,
+        user: &str,
+        password: &str,
+        commands: &[&str],
+    ) -> Result<String, String> {
         let host = addr.to_string();
-        let mut args = vec!["-h", host.as_str(), "-U", user, "-d", "postgres", "-tA", "-v", "ON_ERROR_STOP=1"];
+        let mut args = vec!["-h", host.as_str(), "-U", user, "-d", db, "-tA", "-v", "ON_ERROR_STOP=1"];
         for c in commands {
             args.extend(["-c", c]);
         }
@@ -400,15 +413,73 @@ fn lab_tenants_get_isolated_postgres_schemas_and_roles() {
     assert!(lan.contains("rejects connection"), "{lan}");
     assert!(env.as_tenant(b_user, b_pw, &["SELECT 1"]).is_ok(), "a public tenant still logs in from anywhere");
 
-    // What the driver cannot do yet is reported, not quietly done differently.
-    let out = env.cli(&["tenant", "create", "--name", "ownco", "--vpn", "disabled", "--isolation", "database"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let reason = wait_for("the node to refuse database isolation", Duration::from_secs(20), || {
-        let t = env.json(&["tenant", "get", "ownco"]);
-        t["status_reason"].as_str().filter(|r| r.contains("database-per-tenant")).map(str::to_string)
-    });
-    assert!(reason.contains("node 1:"), "{reason}");
+    // Database isolation: its own database with the same role model inside; nobody else gets
+    // in, and it gets into nothing else.
+    let own = env.json(&[
+        "tenant",
+        "create",
+        "--name",
+        "ownco",
+        "--vpn",
+        "disabled",
+        "--isolation",
+        "database",
+        "--wait",
+        "--wait-timeout",
+        "30s",
+    ]);
+    assert_eq!(own["status"], "active", "{own}");
+    let (o_user, o_pw) = (own["db_user"].as_str().expect("user"), own["db_password"].as_str().expect("password"));
+    let pg = env.pg.host.addr.to_string();
+    let out = env
+        .as_tenant_in(
+            &env.app,
+            &pg,
+            "tenant_ownco",
+            o_user,
+            o_pw,
+            &[
+                "LISTEN tenant_ownco_events",
+                "INSERT INTO events (event_type) VALUES ('boot')",
+                "SELECT count(*) FROM events",
+            ],
+        )
+        .expect("ownco works in its own database");
+    assert!(out.contains("Asynchronous notification \"tenant_ownco_events\""), "{out}");
+    let refused: &[(&str, &str)] = &[
+        ("CREATE TABLE public.x (i int)", "permission denied for schema public"),
+        ("CREATE TABLE tenant_ownco.x (i int)", "permission denied for schema tenant_ownco"),
+        ("CREATE TEMP TABLE t (i int)", "permission denied to create temporary tables"),
+        ("SELECT lo_create(0)", "permission denied for function lo_create"),
+    ];
+    for (sql, expected) in refused {
+        let err = env.as_tenant_in(&env.app, &pg, "tenant_ownco", o_user, o_pw, &[sql]).expect_err(sql);
+        assert!(err.contains(expected), "{sql}: {err}");
+    }
+    let err = env.as_tenant_in(&env.app, &pg, "tenant_ownco", b_user, b_pw, &["SELECT 1"]).expect_err("globex");
+    assert!(err.contains("rejects connection"), "{err}");
+    let err = env.as_tenant_in(&env.app, &pg, "postgres", o_user, o_pw, &["SELECT 1"]).expect_err("main database");
+    assert!(err.contains("rejects connection"), "{err}");
+    assert_eq!(
+        env.superuser(
+            "SELECT has_database_privilege('tenant_globex_user', 'tenant_ownco', 'CONNECT'), \
+             has_database_privilege('tenant_ownco_user', 'postgres', 'CONNECT'), \
+             has_database_privilege('public', 'tenant_ownco', 'CONNECT'), \
+             has_database_privilege('public', 'tenant_ownco', 'TEMP')"
+        ),
+        "f|f|f|f",
+        "privileges deny it too, not only pg_hba.conf"
+    );
     assert_eq!(env.superuser("SELECT count(*) FROM pg_namespace WHERE nspname = 'tenant_ownco'"), "0");
+    env.json(&["tenant", "delete", "ownco"]);
+    env.json(&["tenant", "purge", "ownco", "--force"]);
+    wait_for("purge to drop the tenant's database", Duration::from_secs(20), || {
+        let left = env.superuser(
+            "SELECT count(*) FROM pg_database WHERE datname = 'tenant_ownco' \
+             UNION ALL SELECT count(*) FROM pg_roles WHERE rolname LIKE 'tenant_ownco_%'",
+        );
+        (left == "0\n0").then_some(())
+    });
 
     // Purge: schema and roles are gone.
     env.json(&["tenant", "delete", "acme"]);
