@@ -788,7 +788,9 @@ mod tests {
         assert!(main.contains(&"REVOKE ALL ON DATABASE \"tenant_solo\" FROM PUBLIC".to_string()));
         assert!(!main.iter().any(|s| s.contains("CREATE SCHEMA \"tenant_solo\"")), "no schema in the main database");
         assert!(!main.iter().any(|s| s.contains("GRANT CONNECT ON DATABASE \"postgres\"")), "{main:?}");
-        assert!(outside_transaction(&main[main.iter().position(|s| s.starts_with("CREATE DATABASE")).unwrap()]));
+        assert!(outside_transaction(
+            &main[main.iter().position(|s| s.starts_with("CREATE DATABASE")).expect("created")]
+        ));
 
         // Inside its database: bootstrap, then the same schema as schema isolation.
         let inside = Observed {
@@ -812,7 +814,7 @@ mod tests {
         o.tenants.insert("solo".into(), t);
         let sql: Vec<String> = plan(&[], &o).into_iter().map(|s| s.sql).collect();
         assert_eq!(sql[1], "DROP DATABASE IF EXISTS \"tenant_solo\" WITH (FORCE)");
-        assert!(sql.last().unwrap().starts_with("DROP ROLE"));
+        assert!(sql.last().is_some_and(|s| s.starts_with("DROP ROLE")), "{sql:?}");
     }
 
     #[test]
