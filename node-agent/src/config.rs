@@ -39,10 +39,24 @@ pub enum DriverConfig {
         /// Where to record gateway assignments until the WireGuard/nftables driver exists.
         #[serde(default)]
         gateway_dir: Option<PathBuf>,
+        /// pgBouncer on this host, when tenants connect through it.
+        #[serde(default)]
+        pgbouncer: Option<PgBouncerConfig>,
     },
     /// Applies nothing; reports every tenant ready. For control-plane tests only.
     #[default]
     None,
+}
+
+/// pgBouncer on the database host. The agent owns `berqenas-pools.ini`, `berqenas-users.txt`
+/// and `berqenas-hba.conf` in `dir` (owned by pgBouncer's user) and reloads pgBouncer through
+/// `pidfile`. `pgbouncer.ini` sets `auth_type = hba`, `auth_hba_file` and `auth_file` to those
+/// files and ends with `%include …/berqenas-pools.ini` (see `deploy/pgbouncer.ini`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PgBouncerConfig {
+    pub dir: PathBuf,
+    pub pidfile: PathBuf,
 }
 
 fn default_resync() -> Duration {

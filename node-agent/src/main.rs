@@ -46,6 +46,13 @@ enum Cmd {
         /// Superuser URL of this node's PostgreSQL for `--driver postgres`.
         #[arg(long, env = "BERQENAS_DRIVER_URL", hide_env_values = true)]
         driver_url: Option<String>,
+        /// pgBouncer on this host: the directory where the agent writes its pools, auth file and
+        /// hba file (owned by pgBouncer's user). Needs --pgbouncer-pidfile.
+        #[arg(long, requires = "pgbouncer_pidfile")]
+        pgbouncer_dir: Option<PathBuf>,
+        /// pgBouncer's pidfile, to reload it after a change.
+        #[arg(long, requires = "pgbouncer_dir")]
+        pgbouncer_pidfile: Option<PathBuf>,
         /// Reconcile at least this often (drift repair), e.g. 30s.
         #[arg(long, default_value = "30s")]
         resync_interval: String,
@@ -94,6 +101,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             driver,
             driver_path,
             driver_url,
+            pgbouncer_dir,
+            pgbouncer_pidfile,
             resync_interval,
             max_tenants,
         } => {
@@ -108,6 +117,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "postgres" => DriverConfig::Postgres {
                     url: driver_url.context("--driver postgres needs --driver-url")?,
                     gateway_dir: driver_path,
+                    pgbouncer: pgbouncer_dir
+                        .zip(pgbouncer_pidfile)
+                        .map(|(dir, pidfile)| berqenas_node_agent::config::PgBouncerConfig { dir, pidfile }),
                 },
                 other => anyhow::bail!("unknown driver {other:?}; use postgres, dir or none"),
             };
@@ -138,10 +150,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let driver: Box<dyn Driver> = match &cfg.driver {
                 DriverConfig::None => Box::new(NoneDriver),
                 DriverConfig::Dir { path } => Box::new(DirDriver { path: path.clone() }),
-                DriverConfig::Postgres { url, gateway_dir } => Box::new(berqenas_node_agent::driver::ByRole {
-                    db: Box::new(berqenas_node_agent::postgres::PostgresDriver { url: url.clone() }),
-                    gateway: gateway_dir.clone().map(|path| Box::new(DirDriver { path }) as Box<dyn Driver>),
-                }),
+                DriverConfig::Postgres { url, gateway_dir, pgbouncer } => {
+                    Box::new(berqenas_node_agent::driver::ByRole {
+                        db: Box::new(berqenas_node_agent::postgres::PostgresDriver {
+                            url: url.clone(),
+                            pgbouncer: pgbouncer.clone(),
+                        }),
+                        gateway: gateway_dir.clone().map(|path| Box::new(DirDriver { path }) as Box<dyn Driver>),
+                    })
+                }
             };
             berqenas_node_agent::runtime::run(cfg, driver, shutdown_signal()).await
         }

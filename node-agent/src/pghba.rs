@@ -6,13 +6,21 @@
 //! - `public` / `hybrid`: from anywhere, with its SCRAM password.
 
 use crate::assignment::Assignment;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
+
+/// Where a pooler in front of PostgreSQL (pgBouncer) logs in from; its tenants' logins from
+/// there are allowed, because the pooler enforces their access modes itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooler {
+    Tcp(IpAddr),
+    UnixSocket,
+}
 
 pub const BEGIN: &str = "# BEGIN berqenas managed block: do not edit, the node agent rewrites it";
 pub const END: &str = "# END berqenas managed block";
 
 /// `a.b.c.d/nn` with a valid address and prefix, else None (never written into the file).
-fn cidr(raw: &str) -> Option<String> {
+pub(crate) fn cidr(raw: &str) -> Option<String> {
     let (addr, prefix) = raw.split_once('/')?;
     let addr: Ipv4Addr = addr.parse().ok()?;
     let prefix: u8 = prefix.parse().ok().filter(|p| *p <= 32)?;
@@ -38,7 +46,7 @@ fn database_field(a: &Assignment, main_db: &str) -> String {
 /// The block for `desired` (db-role postgres tenants), markers included. Each tenant's user
 /// may log in only to its database, with its SCRAM password, from where its access mode allows;
 /// every other login of that user is rejected.
-pub fn render(desired: &[Assignment], main_db: &str) -> String {
+pub fn render(desired: &[Assignment], main_db: &str, pooler: Option<Pooler>) -> String {
     let mut out = vec![BEGIN.to_string()];
     for a in desired.iter().filter(|a| a.roles.iter().any(|r| r == "db") && a.db_type == "postgres") {
         if !name_ok(&a.name) {
@@ -46,6 +54,12 @@ pub fn render(desired: &[Assignment], main_db: &str) -> String {
         }
         let user = format!("tenant_{}_user", a.name);
         let db = database_field(a, main_db);
+        match pooler {
+            Some(Pooler::Tcp(IpAddr::V4(ip))) => out.push(format!("host {db} {user} {ip}/32 scram-sha-256")),
+            Some(Pooler::Tcp(IpAddr::V6(ip))) => out.push(format!("host {db} {user} {ip}/128 scram-sha-256")),
+            Some(Pooler::UnixSocket) => out.push(format!("local {db} {user} scram-sha-256")),
+            None => {}
+        }
         match (a.access_mode.as_str(), cidr(&a.vpn_subnet)) {
             ("vpn-only", Some(subnet)) => out.push(format!("host {db} {user} {subnet} scram-sha-256")),
             ("vpn-only", None) => {}
@@ -121,6 +135,7 @@ mod tests {
         let block = render(
             &[tenant("acme", "vpn-only", "198.18.1.0/24"), tenant("globex", "hybrid", "198.18.2.0/24"), own],
             "postgres",
+            None,
         );
         assert_eq!(
             block,
@@ -130,19 +145,29 @@ mod tests {
                  host tenant_solo tenant_solo_user all scram-sha-256\nhost all tenant_solo_user all reject\n{END}\n"
             )
         );
-        assert!(render(&[tenant("acme", "public", "")], "odd db\"name").contains("host all tenant_acme_user all scram"));
-        let bad = render(&[tenant("evil", "vpn-only", "1.2.3.4/24 trust\nhost all all 0.0.0.0/0 trust")], "postgres");
+        let pooled = render(
+            &[tenant("acme", "vpn-only", "198.18.1.0/24")],
+            "postgres",
+            Some(Pooler::Tcp([192, 0, 2, 9].into())),
+        );
+        assert!(pooled.contains(
+            "host postgres tenant_acme_user 192.0.2.9/32 scram-sha-256\nhost postgres tenant_acme_user 198.18.1.0/24"
+        ));
+        assert!(render(&[tenant("acme", "public", "")], "odd db\"name", None)
+            .contains("host all tenant_acme_user all scram"));
+        let bad =
+            render(&[tenant("evil", "vpn-only", "1.2.3.4/24 trust\nhost all all 0.0.0.0/0 trust")], "postgres", None);
         assert!(!bad.contains("trust"), "{bad}");
     }
 
     #[test]
     fn splice_puts_the_block_first_once_and_replaces_it_later() {
         let original = "local all all trust\nhost all all 0.0.0.0/0 scram-sha-256\n";
-        let first = splice(original, &render(&[tenant("acme", "vpn-only", "198.18.1.0/24")], "postgres"));
+        let first = splice(original, &render(&[tenant("acme", "vpn-only", "198.18.1.0/24")], "postgres", None));
         assert!(first.starts_with(BEGIN));
         assert!(first.ends_with(original));
-        let again = splice(&first, &render(&[], "postgres"));
+        let again = splice(&first, &render(&[], "postgres", None));
         assert_eq!(again, format!("{BEGIN}\n{END}\n{original}"));
-        assert_eq!(splice(&again, &render(&[], "postgres")), again, "idempotent");
+        assert_eq!(splice(&again, &render(&[], "postgres", None)), again, "idempotent");
     }
 }

@@ -430,6 +430,8 @@ async fn observe(conn: &mut PgConnection) -> Result<Observed, sqlx::Error> {
 pub struct PostgresDriver {
     /// Superuser connection URL of the node's PostgreSQL (stays on the node).
     pub url: String,
+    /// pgBouncer in front of it, when tenants connect through one.
+    pub pgbouncer: Option<crate::config::PgBouncerConfig>,
 }
 
 impl PostgresDriver {
@@ -475,10 +477,28 @@ impl PostgresDriver {
                 }
             }
         }
-        if let Err(e) = sync_hba(&mut conn, desired, &observed.database).await {
-            tracing::warn!(error = %e, "pg_hba.conf not in sync");
-            for a in desired.iter().filter(|a| a.roles.iter().any(|r| r == "db")) {
+        let pooler = match &self.pgbouncer {
+            Some(_) => Some(pooler_source(&mut conn).await?),
+            None => None,
+        };
+        let mut failed = |what: &str, e: String| {
+            tracing::warn!(error = %e, "{what} not in sync");
+            for a in postgres_tenants(desired) {
                 errors.entry(a.name.clone()).or_insert_with(|| e.clone());
+            }
+        };
+        if let Err(e) = sync_hba(&mut conn, desired, &observed.database, pooler).await {
+            failed("pg_hba.conf", e);
+        }
+        if let Some(config) = &self.pgbouncer {
+            let options = self.options(None)?;
+            let server = crate::pgbouncer::Server {
+                host: options.get_host().to_string(),
+                port: options.get_port(),
+                database: observed.database.clone(),
+            };
+            if let Err(e) = crate::pgbouncer::sync(config, desired, &server) {
+                failed("pgBouncer", e);
             }
         }
         let _ = conn.close().await;
@@ -556,7 +576,25 @@ async fn apply(conn: &mut PgConnection, steps: Vec<Step>, errors: &mut BTreeMap<
 
 /// Observes `pg_hba.conf`, rewrites its managed block when it differs (atomically, keeping the
 /// file's owner and mode), and reloads PostgreSQL. The agent runs on the database host.
-async fn sync_hba(conn: &mut PgConnection, desired: &[Assignment], main_db: &str) -> Result<(), String> {
+/// The address pgBouncer (on this host, reaching PostgreSQL the way the agent does) logs in
+/// from, as PostgreSQL sees it.
+async fn pooler_source(conn: &mut PgConnection) -> Result<crate::pghba::Pooler, String> {
+    let addr: Option<String> = sqlx::query_scalar("SELECT host(inet_client_addr())")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| format!("cannot read the agent's client address: {e}"))?;
+    match addr {
+        None => Ok(crate::pghba::Pooler::UnixSocket),
+        Some(a) => a.parse().map(crate::pghba::Pooler::Tcp).map_err(|e| format!("client address {a:?}: {e}")),
+    }
+}
+
+async fn sync_hba(
+    conn: &mut PgConnection,
+    desired: &[Assignment],
+    main_db: &str,
+    pooler: Option<crate::pghba::Pooler>,
+) -> Result<(), String> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let path: String = sqlx::query_scalar("SELECT setting FROM pg_settings WHERE name = 'hba_file'")
         .fetch_one(&mut *conn)
@@ -565,7 +603,7 @@ async fn sync_hba(conn: &mut PgConnection, desired: &[Assignment], main_db: &str
     let path = std::path::PathBuf::from(path);
     let existing = std::fs::read_to_string(&path)
         .map_err(|e| format!("cannot read {} (the agent must run on the database host): {e}", path.display()))?;
-    let wanted = crate::pghba::splice(&existing, &crate::pghba::render(desired, main_db));
+    let wanted = crate::pghba::splice(&existing, &crate::pghba::render(desired, main_db, pooler));
     if wanted == existing {
         return Ok(());
     }

@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod lab;
+pub mod pgbouncer;
 pub mod postgres;
 
 use std::fs::File;
@@ -122,4 +123,9 @@ pub fn workspace_bin(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// The workspace's root directory (for files under `deploy/`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }

@@ -4,6 +4,7 @@
 
 use crate::harness::{agent_bin, coordinator_bin};
 use berqenas_tests::lab::{Host, Lab};
+use berqenas_tests::pgbouncer::PgBouncer;
 use berqenas_tests::postgres::Postgres;
 use berqenas_tests::{wait_for, Proc};
 use serde_json::Value;
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 struct Env {
     procs: Vec<Proc>,
+    pgb: PgBouncer,
     pg: Postgres,
     c1: Host,
     app: Host,
@@ -56,21 +58,30 @@ impl Env {
         password: &str,
         commands: &[&str],
     ) -> Result<String, String> {
-        self.as_tenant_in(from, addr, "postgres", user, password, commands)
+        self.as_tenant_in(from, addr, 5432, "postgres", user, password, commands)
+    }
+
+    /// psql as a tenant's user from the app host through pgBouncer, to pool `pool`.
+    fn pooled(&self, pool: &str, user: &str, password: &str, commands: &[&str]) -> Result<String, String> {
+        let addr = self.pgb.host.addr.to_string();
+        self.as_tenant_in(&self.app, &addr, self.pgb.port, pool, user, password, commands)
     }
 
     /// psql as a tenant's user from lab host `from` to database `db` of PostgreSQL at `addr`.
+    #[allow(clippy::too_many_arguments, reason = "a psql command line, spelled out at each call")]
     fn as_tenant_in(
         &self,
         from: &Host,
         addr: &str,
+        port: u16,
         db: &str,
         user: &str,
         password: &str,
         commands: &[&str],
     ) -> Result<String, String> {
-        let host = addr.to_string();
-        let mut args = vec!["-h", host.as_str(), "-U", user, "-d", db, "-tA", "-v", "ON_ERROR_STOP=1"];
+        let (host, port) = (addr.to_string(), port.to_string());
+        let mut args =
+            vec!["-h", host.as_str(), "-p", port.as_str(), "-U", user, "-d", db, "-tA", "-v", "ON_ERROR_STOP=1"];
         for c in commands {
             args.extend(["-c", c]);
         }
@@ -101,6 +112,7 @@ fn setup() -> Env {
     let outsider = lab.host("outsider");
     let tmp = tempfile::tempdir().expect("tmp");
     let pg = Postgres::start(&lab, &pg_host, tmp.path());
+    let pgb = PgBouncer::start(&lab, &db, tmp.path());
     let a = c1.addr.to_string();
     let data = tmp.path().join("c1");
     let data = data.to_str().expect("utf-8");
@@ -137,7 +149,8 @@ fn setup() -> Env {
         coordinator.log_text().contains("node listener serving").then_some(())
     });
     let agent_config = tmp.path().join("db").join("agent.toml");
-    let mut env = Env { procs: vec![coordinator], pg, c1, app, outsider, db: db.clone(), agent_config, key, lab, tmp };
+    let mut env =
+        Env { procs: vec![coordinator], pgb, pg, c1, app, outsider, db: db.clone(), agent_config, key, lab, tmp };
     let tok = env.json(&["node", "token", "create", "--roles", "gateway,db"]);
     let gateway_dir = env.tmp.path().join("gateway-records");
     let agent_dir = env.tmp.path().join("db");
@@ -163,6 +176,10 @@ fn setup() -> Env {
             &url,
             "--driver-path",
             gateway_dir.to_str().expect("utf-8"),
+            "--pgbouncer-dir",
+            env.pgb.dir.to_str().expect("utf-8"),
+            "--pgbouncer-pidfile",
+            env.pgb.pidfile.to_str().expect("utf-8"),
             "--resync-interval",
             "2s",
         ],
@@ -240,6 +257,18 @@ fn lab_tenants_get_isolated_postgres_schemas_and_roles() {
     }
     assert!(env.as_tenant(a_user, "wrong-password", &["SELECT 1"]).is_err());
 
+    // pgBouncer: each tenant has its own pool, authenticated with the same SCRAM verifier (no
+    // plaintext anywhere); nobody uses another tenant's pool.
+    let pooled = wait_for("acme's pool", Duration::from_secs(20), || {
+        env.pooled("tenant_acme", a_user, a_pw, &["SELECT current_user || ' ' || count(*) FROM events"]).ok()
+    });
+    assert_eq!(pooled, "tenant_acme_user 1");
+    assert!(env.pooled("tenant_acme", a_user, "wrong-password", &["SELECT 1"]).is_err());
+    assert!(env.pooled("tenant_globex", a_user, a_pw, &["SELECT 1"]).is_err(), "not globex's pool");
+    assert!(env.pooled("tenant_acme", b_user, b_pw, &["SELECT 1"]).is_err(), "not acme's pool");
+    let users = std::fs::read_to_string(env.pgb.dir.join("berqenas-users.txt")).expect("auth file");
+    assert!(users.contains("\"tenant_acme_user\" \"SCRAM-SHA-256$4096:") && !users.contains(a_pw), "{users}");
+
     // Drift: a grant revoked by hand comes back on the next resync.
     env.superuser("REVOKE USAGE ON SCHEMA tenant_acme FROM tenant_acme_user");
     assert!(env.as_tenant(a_user, a_pw, &["SELECT count(*) FROM events"]).is_err());
@@ -253,6 +282,9 @@ fn lab_tenants_get_isolated_postgres_schemas_and_roles() {
         env.as_tenant(a_user, a_pw, &["SELECT 1"]).err().filter(|e| e.contains("not permitted to log in"))
     });
     assert!(env.as_tenant(b_user, b_pw, &["SELECT 1"]).is_ok(), "the other tenant is untouched");
+    wait_for("suspension to reach pgBouncer", Duration::from_secs(20), || {
+        env.pooled("tenant_acme", a_user, a_pw, &["SELECT 1"]).err()
+    });
     env.json(&["tenant", "resume", "acme"]);
     let count = wait_for("resume to reach PostgreSQL", Duration::from_secs(20), || {
         env.as_tenant(a_user, a_pw, &["SELECT count(*) FROM events"]).ok()
@@ -412,6 +444,14 @@ fn lab_tenants_get_isolated_postgres_schemas_and_roles() {
     let lan = env.as_tenant(v_user, v_pw, &["SELECT 1"]).expect_err("from the lab LAN address");
     assert!(lan.contains("rejects connection"), "{lan}");
     assert!(env.as_tenant(b_user, b_pw, &["SELECT 1"]).is_ok(), "a public tenant still logs in from anywhere");
+    // Through pgBouncer the same: PostgreSQL sees pgBouncer's address, so pgBouncer checks it.
+    let pgb_vpn = format!("{base}3");
+    berqenas_tests::lab::ip(&["-n", &env.pgb.host.netns, "addr", "add", &format!("{pgb_vpn}/24"), "dev", "eth0"]);
+    let inside = env
+        .as_tenant_in(&env.app, &pgb_vpn, env.pgb.port, "tenant_vpnco", v_user, v_pw, &["SELECT current_user"])
+        .expect("pooled from inside its subnet");
+    assert_eq!(inside, "tenant_vpnco_user");
+    assert!(env.pooled("tenant_vpnco", v_user, v_pw, &["SELECT 1"]).is_err(), "pooled from the LAN");
 
     // Database isolation: its own database with the same role model inside; nobody else gets
     // in, and it gets into nothing else.
@@ -435,6 +475,7 @@ fn lab_tenants_get_isolated_postgres_schemas_and_roles() {
         .as_tenant_in(
             &env.app,
             &pg,
+            5432,
             "tenant_ownco",
             o_user,
             o_pw,
@@ -446,6 +487,8 @@ fn lab_tenants_get_isolated_postgres_schemas_and_roles() {
         )
         .expect("ownco works in its own database");
     assert!(out.contains("Asynchronous notification \"tenant_ownco_events\""), "{out}");
+    let pooled = env.pooled("tenant_ownco", o_user, o_pw, &["SELECT current_database()"]).expect("ownco's pool");
+    assert_eq!(pooled, "tenant_ownco");
     let refused: &[(&str, &str)] = &[
         ("CREATE TABLE public.x (i int)", "permission denied for schema public"),
         ("CREATE TABLE tenant_ownco.x (i int)", "permission denied for schema tenant_ownco"),
@@ -453,12 +496,13 @@ fn lab_tenants_get_isolated_postgres_schemas_and_roles() {
         ("SELECT lo_create(0)", "permission denied for function lo_create"),
     ];
     for (sql, expected) in refused {
-        let err = env.as_tenant_in(&env.app, &pg, "tenant_ownco", o_user, o_pw, &[sql]).expect_err(sql);
+        let err = env.as_tenant_in(&env.app, &pg, 5432, "tenant_ownco", o_user, o_pw, &[sql]).expect_err(sql);
         assert!(err.contains(expected), "{sql}: {err}");
     }
-    let err = env.as_tenant_in(&env.app, &pg, "tenant_ownco", b_user, b_pw, &["SELECT 1"]).expect_err("globex");
+    let err = env.as_tenant_in(&env.app, &pg, 5432, "tenant_ownco", b_user, b_pw, &["SELECT 1"]).expect_err("globex");
     assert!(err.contains("rejects connection"), "{err}");
-    let err = env.as_tenant_in(&env.app, &pg, "postgres", o_user, o_pw, &["SELECT 1"]).expect_err("main database");
+    let err =
+        env.as_tenant_in(&env.app, &pg, 5432, "postgres", o_user, o_pw, &["SELECT 1"]).expect_err("main database");
     assert!(err.contains("rejects connection"), "{err}");
     assert_eq!(
         env.superuser(

@@ -1,0 +1,246 @@
+//! pgBouncer in front of the node's PostgreSQL: one pool per tenant. The agent owns three files
+//! in the configured directory and reloads pgBouncer (SIGHUP to the pid in its pidfile) when
+//! any of them changes:
+//!
+//! - `berqenas-pools.ini`: `[databases]` (alias `tenant_{name}` → the tenant's real database,
+//!   `pool_size`, `max_db_connections`) and `[users]` (`max_user_connections`); the operator's
+//!   `pgbouncer.ini` pulls it in with `%include`.
+//! - `berqenas-users.txt`, the `auth_file`: each running tenant's user with the same SCRAM
+//!   verifier PostgreSQL holds (no plaintext, no `auth_query`). pgBouncer authenticates the
+//!   client with it and logs in to PostgreSQL with the client's SCRAM keys.
+//! - `berqenas-hba.conf`, the `auth_hba_file` (`auth_type = hba`): the tenant's access mode, as
+//!   in `pg_hba.conf`, enforced at the pooler, because PostgreSQL sees the pooler's address.
+//!
+//! Suspended and deleted tenants are left out of all three, so their logins are refused.
+//! Everything written comes from validated names, integers, checked CIDRs and checked verifiers.
+
+use crate::assignment::{is_verifier, Assignment};
+use crate::config::PgBouncerConfig;
+use std::fmt::Write as _;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+pub const POOLS: &str = "berqenas-pools.ini";
+pub const USERS: &str = "berqenas-users.txt";
+pub const HBA: &str = "berqenas-hba.conf";
+
+/// Largest server pool per tenant (the seed's `default_pool_size`); a tenant's connection
+/// limit caps it further.
+pub const MAX_POOL: u32 = 20;
+
+const HEADER: &str = "# Written by the berqenas node agent; edits are replaced on its next pass.\n";
+
+/// Where pgBouncer reaches PostgreSQL: a host name, an address or a unix socket directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    pub host: String,
+    pub port: u16,
+    /// The main database (schema isolation lives in it).
+    pub database: String,
+}
+
+fn plain(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '/'))
+}
+
+/// The tenants pgBouncer serves: db role, PostgreSQL, running, with a password verifier.
+fn served(desired: &[Assignment]) -> impl Iterator<Item = &Assignment> {
+    desired.iter().filter(|a| {
+        a.roles.iter().any(|r| r == "db")
+            && a.db_type == "postgres"
+            && a.lifecycle == "run"
+            && is_verifier(&a.db_password_verifier)
+    })
+}
+
+/// `berqenas-pools.ini`. Fails when the server's host or database name could not be written
+/// into the file safely.
+pub fn render_pools(desired: &[Assignment], server: &Server) -> Result<String, String> {
+    if !plain(&server.host) || !plain(&server.database) {
+        return Err(format!(
+            "PostgreSQL host {:?} or database {:?} cannot be used by pgBouncer",
+            server.host, server.database
+        ));
+    }
+    let mut out = String::from(HEADER);
+    out.push_str("[databases]\n");
+    let tenants: Vec<&Assignment> = served(desired).collect();
+    for a in &tenants {
+        let dbname =
+            if crate::postgres::own_database(a) { format!("tenant_{}", a.name) } else { server.database.clone() };
+        let limit = a.connection_limit.max(1);
+        let _ = writeln!(
+            out,
+            "tenant_{} = host={} port={} dbname={dbname} pool_size={} max_db_connections={limit}",
+            a.name,
+            server.host,
+            server.port,
+            limit.min(MAX_POOL),
+        );
+    }
+    out.push_str("[users]\n");
+    for a in &tenants {
+        let _ = writeln!(out, "tenant_{}_user = max_user_connections={}", a.name, a.connection_limit.max(1));
+    }
+    Ok(out)
+}
+
+/// `berqenas-users.txt`: `"user" "verifier"` per served tenant.
+pub fn render_users(desired: &[Assignment]) -> String {
+    served(desired).fold(String::new(), |mut out, a| {
+        let _ = writeln!(out, "\"tenant_{}_user\" \"{}\"", a.name, a.db_password_verifier);
+        out
+    })
+}
+
+/// `berqenas-hba.conf`: each served tenant's user, to its own pool, from where its access mode
+/// allows; anything not listed is refused by pgBouncer.
+pub fn render_hba(desired: &[Assignment]) -> String {
+    let mut out = String::from(HEADER);
+    for a in served(desired) {
+        let (db, user) = (format!("tenant_{}", a.name), format!("tenant_{}_user", a.name));
+        match (a.access_mode.as_str(), crate::pghba::cidr(&a.vpn_subnet)) {
+            ("vpn-only", Some(subnet)) => {
+                let _ = writeln!(out, "host {db} {user} {subnet} scram-sha-256");
+            }
+            ("vpn-only", None) => {}
+            _ => {
+                let _ = writeln!(out, "host {db} {user} 0.0.0.0/0 scram-sha-256");
+                let _ = writeln!(out, "host {db} {user} ::/0 scram-sha-256");
+            }
+        }
+    }
+    out
+}
+
+/// Writes `text` to `path` when it differs, atomically, readable by the owner of the directory
+/// (pgBouncer's user) and nobody else. Returns whether it changed.
+fn sync_file(dir: &Path, name: &str, text: &str) -> Result<bool, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    if std::fs::read_to_string(&path).ok().as_deref() == Some(text) {
+        return Ok(false);
+    }
+    let meta = std::fs::metadata(dir).map_err(|e| format!("pgBouncer directory {}: {e}", dir.display()))?;
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).map_err(|e| format!("write {}: {e}", tmp.display()))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o640))
+        .map_err(|e| format!("chmod {}: {e}", tmp.display()))?;
+    std::os::unix::fs::chown(&tmp, Some(meta.uid()), Some(meta.gid()))
+        .map_err(|e| format!("chown {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).map_err(|e| format!("replace {}: {e}", path.display()))?;
+    Ok(true)
+}
+
+/// Makes the three files match `desired` and reloads pgBouncer when one changed.
+pub fn sync(config: &PgBouncerConfig, desired: &[Assignment], server: &Server) -> Result<(), String> {
+    let pools = render_pools(desired, server)?;
+    let mut changed = false;
+    // The auth file first: a pool never appears before its user can authenticate.
+    changed |= sync_file(&config.dir, USERS, &render_users(desired))?;
+    changed |= sync_file(&config.dir, HBA, &render_hba(desired))?;
+    changed |= sync_file(&config.dir, POOLS, &pools)?;
+    if changed {
+        if let Err(e) = reload(&config.pidfile) {
+            // Forget what was written so the next pass writes and reloads again.
+            let _ = std::fs::remove_file(config.dir.join(POOLS));
+            return Err(e);
+        }
+        tracing::info!(dir = %config.dir.display(), "pgBouncer pools rewritten and reloaded");
+    }
+    Ok(())
+}
+
+/// SIGHUP to the pgBouncer whose pid is in `pidfile`.
+fn reload(pidfile: &Path) -> Result<(), String> {
+    let raw = std::fs::read_to_string(pidfile)
+        .map_err(|e| format!("pgBouncer is not running (pidfile {}: {e})", pidfile.display()))?;
+    let pid = raw
+        .trim()
+        .parse::<i32>()
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .ok_or_else(|| format!("pgBouncer pidfile {} holds no pid", pidfile.display()))?;
+    rustix::process::kill_process(pid, rustix::process::Signal::HUP)
+        .map_err(|e| format!("cannot reload pgBouncer (pid {}): {e}", pid.as_raw_nonzero()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VERIFIER: &str = "SCRAM-SHA-256$4096:AQIDBAUGBwgJCgsMDQ4PEA==$8rrDg00OqaiWXJ7p+sCgHEIaBSHY89ZJl3mfIsf32oY=:05L1f+yZbiN8O0AnO40Og85NNRhvzTS57naKRWCcsIA=";
+
+    fn tenant(name: &str, mode: &str, limit: u32) -> Assignment {
+        Assignment {
+            name: name.into(),
+            revision: 1,
+            roles: vec!["db".into()],
+            lifecycle: "run".into(),
+            index: 1,
+            vpn_subnet: "198.18.1.0/24".into(),
+            gateway_address: String::new(),
+            interface: "bqt1".into(),
+            listen_port: 51821,
+            db_type: "postgres".into(),
+            isolation: "schema".into(),
+            db_quota_bytes: 1,
+            connection_limit: limit,
+            events_per_min: 1,
+            access_mode: mode.into(),
+            vpn_enabled: true,
+            public_api: false,
+            db_password_verifier: VERIFIER.into(),
+        }
+    }
+
+    fn server() -> Server {
+        Server { host: "192.0.2.10".into(), port: 5432, database: "postgres".into() }
+    }
+
+    #[test]
+    fn pools_users_and_rules_per_running_tenant() {
+        let mut own = tenant("solo", "public", 50);
+        own.isolation = "database".into();
+        let mut suspended = tenant("gone", "public", 5);
+        suspended.lifecycle = "suspended".into();
+        let desired = [tenant("acme", "vpn-only", 5), own, suspended];
+        let pools = render_pools(&desired, &server()).expect("pools");
+        assert!(pools
+            .contains("tenant_acme = host=192.0.2.10 port=5432 dbname=postgres pool_size=5 max_db_connections=5\n"));
+        assert!(pools.contains(
+            "tenant_solo = host=192.0.2.10 port=5432 dbname=tenant_solo pool_size=20 max_db_connections=50\n"
+        ));
+        assert!(pools.contains("[users]\ntenant_acme_user = max_user_connections=5\n"));
+        assert!(!pools.contains("gone"), "suspended tenants have no pool");
+        let users = render_users(&desired);
+        assert_eq!(users, format!("\"tenant_acme_user\" \"{VERIFIER}\"\n\"tenant_solo_user\" \"{VERIFIER}\"\n"));
+        let hba = render_hba(&desired);
+        assert!(hba.contains("host tenant_acme tenant_acme_user 198.18.1.0/24 scram-sha-256\n"));
+        assert!(hba.contains("host tenant_solo tenant_solo_user 0.0.0.0/0 scram-sha-256\n"));
+        assert!(!hba.contains("gone"));
+    }
+
+    #[test]
+    fn nothing_unchecked_reaches_the_files() {
+        let mut bad = tenant("evil", "vpn-only", 5);
+        bad.db_password_verifier = "x\" \"y\"\n\"postgres\" \"trust".into();
+        assert_eq!(render_users(&[bad.clone()]), "");
+        let mut odd = tenant("odd", "vpn-only", 5);
+        odd.vpn_subnet = "0.0.0.0/0 trust".into();
+        assert!(!render_hba(&[odd]).contains("trust"));
+        let evil_server = Server { host: "h dbname=other".into(), port: 1, database: "postgres".into() };
+        assert!(render_pools(&[tenant("acme", "public", 1)], &evil_server).is_err());
+    }
+
+    #[test]
+    fn files_are_rewritten_only_when_they_differ() {
+        let dir = tempfile::tempdir().expect("tmp");
+        assert!(sync_file(dir.path(), USERS, "a").expect("write"));
+        assert!(!sync_file(dir.path(), USERS, "a").expect("same"));
+        assert!(sync_file(dir.path(), USERS, "b").expect("changed"));
+        let missing = PgBouncerConfig { dir: dir.path().into(), pidfile: dir.path().join("none.pid") };
+        let err = sync(&missing, &[tenant("acme", "public", 1)], &server()).expect_err("no pgBouncer");
+        assert!(err.contains("not running"), "{err}");
+    }
+}
