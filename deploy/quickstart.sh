@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Berqenas locally: builds the coordinator and the node agent, initializes a single-node
 # cluster on embedded storage in .berqenas/ (once), starts it in the background, starts a local
-# PostgreSQL for the db role (initdb into .berqenas/postgres, 127.0.0.1:5433), joins a local node
+# PostgreSQL for the db role (initdb into .berqenas/postgres, 127.0.0.1:5433) with pgBouncer in
+# front of it (127.0.0.1:6433), joins a local node
 # agent (roles gateway,db) with a one-time token, and writes .berqenas/env with BERQENAS_ENDPOINT
 # and BERQENAS_API_KEY. Running it again is harmless.
 #   deploy/quickstart.sh          start (or confirm it is running)
@@ -20,6 +21,8 @@ AGENT_PIDFILE="$STATE/agent.pid"
 AGENT_LOG="$STATE/agent.log"
 PG_DIR="$STATE/postgres"
 PG_PORT=5433
+PGB_DIR="$STATE/pgbouncer"
+PGB_PORT=6433
 RAFT_ADDR=127.0.0.1:7101
 API_ADDR=127.0.0.1:7201
 NODE_ADDR=127.0.0.1:7301
@@ -29,6 +32,8 @@ agent_running() { [ -f "$AGENT_PIDFILE" ] && kill -0 "$(cat "$AGENT_PIDFILE")" 2
 # PostgreSQL refuses to run as root; as root the quickstart runs it as the postgres user.
 as_pg() { if [ "$(id -u)" -eq 0 ]; then setpriv --reuid=postgres --regid=postgres --clear-groups "$@"; else "$@"; fi; }
 pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+pgb_bin() { command -v pgbouncer 2>/dev/null || ls /usr/sbin/pgbouncer 2>/dev/null || true; }
+pgb_running() { [ -f "$PGB_DIR/pgbouncer.pid" ] && kill -0 "$(cat "$PGB_DIR/pgbouncer.pid")" 2>/dev/null; }
 json_field() { sed -n "s/.*\"$1\": *\"\([^\"]*\)\".*/\1/p"; }
 
 case "${1:-start}" in
@@ -38,6 +43,9 @@ case "${1:-start}" in
       echo "stopped the local node agent"
     fi
     rm -f "$AGENT_PIDFILE"
+    if pgb_running; then
+      kill "$(cat "$PGB_DIR/pgbouncer.pid")" && echo "stopped the local pgBouncer"
+    fi
     if [ -f "$PG_DIR/data/postmaster.pid" ] && [ -n "$(pg_bin)" ]; then
       as_pg "$(pg_bin)/pg_ctl" -D "$PG_DIR/data" -m fast stop >/dev/null && echo "stopped the local PostgreSQL"
     fi
@@ -115,6 +123,35 @@ if ! as_pg "$PGBIN/pg_ctl" -D "$PG_DIR/data" status >/dev/null 2>&1; then
 fi
 PG_URL="postgres://postgres:$(cat "$STATE/postgres.password")@127.0.0.1:$PG_PORT/postgres"
 
+# pgBouncer in front of it (deploy/pgbouncer.ini with its paths in .berqenas/pgbouncer, on
+# 127.0.0.1:6433): the agent writes each tenant's pool, auth_file entry and access rules.
+if [ -z "$(pgb_bin)" ] && [ "$(id -u)" -eq 0 ]; then
+  echo "==> installing pgBouncer"
+  apt-get install -y -qq pgbouncer >/dev/null 2>&1 || \
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null; }
+fi
+PGB_ARGS=()
+if [ -n "$(pgb_bin)" ]; then
+  if [ ! -f "$PGB_DIR/pgbouncer.ini" ]; then
+    mkdir -p "$PGB_DIR/berqenas"
+    touch "$PGB_DIR/berqenas/berqenas-pools.ini" "$PGB_DIR/berqenas/berqenas-users.txt" \
+      "$PGB_DIR/berqenas/berqenas-hba.conf"
+    sed -e "s#/etc/pgbouncer/berqenas#$PGB_DIR/berqenas#g" -e "s#/run/postgresql#$PGB_DIR#g" \
+      -e "s#^listen_addr = .*#listen_addr = 127.0.0.1#" -e "s#^listen_port = .*#listen_port = $PGB_PORT#" \
+      "$ROOT/deploy/pgbouncer.ini" > "$PGB_DIR/pgbouncer.ini"
+    printf 'logfile = %s\n' "$PGB_DIR/pgbouncer.log" | sed -i '/^\[pgbouncer\]/r /dev/stdin' "$PGB_DIR/pgbouncer.ini"
+    chmod 750 "$PGB_DIR" "$PGB_DIR/berqenas"
+    if [ "$(id -u)" -eq 0 ]; then chown -R postgres:postgres "$PGB_DIR"; fi
+  fi
+  if ! pgb_running; then
+    echo "==> starting pgBouncer (127.0.0.1:$PGB_PORT)"
+    as_pg "$(pgb_bin)" -d "$PGB_DIR/pgbouncer.ini"
+  fi
+  PGB_ARGS=(--pgbouncer-dir "$PGB_DIR/berqenas" --pgbouncer-pidfile "$PGB_DIR/pgbouncer.pid")
+else
+  echo "==> pgBouncer is not installed (apt-get install pgbouncer); tenants connect to PostgreSQL directly"
+fi
+
 # A local node agent for both roles, joined once with a one-time token and the pinned CA: the
 # PostgreSQL driver for the db role; gateway assignments are recorded in a directory until the
 # WireGuard/nftables driver exists.
@@ -125,7 +162,8 @@ if [ ! -f "$AGENT_DIR/agent.toml" ]; then
   tok=$("$BIN" node token create --roles gateway,db --ttl 10m --output json)
   "$AGENT_BIN" join --coordinator "https://$NODE_ADDR" --token "$(printf '%s\n' "$tok" | json_field token)" \
     --ca-pin "$(printf '%s\n' "$tok" | json_field ca_fingerprint)" --roles gateway,db \
-    --data-dir "$AGENT_DIR" --driver postgres --driver-url "$PG_URL" --driver-path "$AGENT_DIR/gateway" >/dev/null
+    --data-dir "$AGENT_DIR" --driver postgres --driver-url "$PG_URL" --driver-path "$AGENT_DIR/gateway" \
+    "${PGB_ARGS[@]}" >/dev/null
 fi
 if agent_running; then
   echo "==> the local node agent is already running (pid $(cat "$AGENT_PIDFILE"))"
@@ -150,6 +188,10 @@ Load the CLI settings and create your first tenant:
 The create prints the tenant's database user and password (once). Connect as the tenant:
 
   psql "postgres://tenant_acme_user:<password>@127.0.0.1:$PG_PORT/postgres" -c 'select * from events'
+
+or through its pgBouncer pool (when pgBouncer is installed):
+
+  psql "postgres://tenant_acme_user:<password>@127.0.0.1:$PGB_PORT/tenant_acme" -c 'select * from events'
 
 Gateway assignments are recorded under .berqenas/agent/gateway/ (the WireGuard and nftables
 driver is not in this release yet).
