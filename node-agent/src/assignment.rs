@@ -80,7 +80,10 @@ impl TryFrom<pb::TenantAssignment> for Assignment {
         if !interface.starts_with("bqt") || interface.len() > 15 {
             return Err(bad("interface"));
         }
-        if !db_password_verifier.is_empty() && !is_verifier(&db_password_verifier) {
+        if !db_password_verifier.is_empty()
+            && !is_verifier(&db_password_verifier)
+            && !is_mssql_hash(&db_password_verifier)
+        {
             return Err(bad("password verifier"));
         }
         Ok(Assignment {
@@ -104,6 +107,12 @@ impl TryFrom<pb::TenantAssignment> for Assignment {
             db_password_verifier,
         })
     }
+}
+
+/// True when `v` is exactly a SQL Server 2012+ login hash (`0x0200`, 4-byte salt, SHA-512, in
+/// hex), so it can be written into `CREATE LOGIN … HASHED` as a binary literal.
+pub fn is_mssql_hash(v: &str) -> bool {
+    v.len() == 6 + 8 + 128 && v.starts_with("0x0200") && v[2..].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// True when `v` has exactly the SCRAM-SHA-256 verifier shape, so it can be written into DDL as

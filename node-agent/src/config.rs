@@ -43,6 +43,14 @@ pub enum DriverConfig {
         #[serde(default)]
         pgbouncer: Option<PgBouncerConfig>,
     },
+    /// The `db` role on SQL Server: `url` is an ADO connection string of a login that may create
+    /// databases and logins (it stays in this 0600 file and never leaves the node). Join such a
+    /// node with the label `engines=mssql` so placement sends it SQL Server tenants.
+    Mssql {
+        url: String,
+        #[serde(default)]
+        gateway_dir: Option<PathBuf>,
+    },
     /// Applies nothing; reports every tenant ready. For control-plane tests only.
     #[default]
     None,

@@ -7,6 +7,7 @@ pub mod config;
 pub mod connect;
 pub mod driver;
 pub mod join;
+pub mod mssql;
 pub mod pgbouncer;
 pub mod pghba;
 pub mod postgres;

@@ -38,12 +38,13 @@ enum Cmd {
         address: Option<String>,
         #[arg(long)]
         data_dir: PathBuf,
-        /// Driver to run with: `postgres` (needs --driver-url), `dir` (needs --driver-path) or `none`.
+        /// Driver to run with: `postgres` or `mssql` (need --driver-url), `dir` (needs --driver-path) or `none`.
         #[arg(long, default_value = "none")]
         driver: String,
         #[arg(long)]
         driver_path: Option<PathBuf>,
-        /// Superuser URL of this node's PostgreSQL for `--driver postgres`.
+        /// Superuser URL of this node's PostgreSQL for `--driver postgres`; ADO connection string of
+        /// this node's SQL Server for `--driver mssql`.
         #[arg(long, env = "BERQENAS_DRIVER_URL", hide_env_values = true)]
         driver_url: Option<String>,
         /// pgBouncer on this host: the directory where the agent writes its pools, auth file and
@@ -121,7 +122,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         .zip(pgbouncer_pidfile)
                         .map(|(dir, pidfile)| berqenas_node_agent::config::PgBouncerConfig { dir, pidfile }),
                 },
-                other => anyhow::bail!("unknown driver {other:?}; use postgres, dir or none"),
+                "mssql" => DriverConfig::Mssql {
+                    url: driver_url.context("--driver mssql needs --driver-url")?,
+                    gateway_dir: driver_path,
+                },
+                other => anyhow::bail!("unknown driver {other:?}; use postgres, mssql, dir or none"),
             };
             let addr = berqenas_node_agent::join::coordinator_addr(&coordinator)?;
             let address = address.or_else(|| local_address_towards(&addr)).unwrap_or_else(|| "127.0.0.1".into());
@@ -159,6 +164,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         gateway: gateway_dir.clone().map(|path| Box::new(DirDriver { path }) as Box<dyn Driver>),
                     })
                 }
+                DriverConfig::Mssql { url, gateway_dir } => Box::new(berqenas_node_agent::driver::ByRole {
+                    db: Box::new(berqenas_node_agent::mssql::MssqlDriver { url: url.clone() }),
+                    gateway: gateway_dir.clone().map(|path| Box::new(DirDriver { path }) as Box<dyn Driver>),
+                }),
             };
             berqenas_node_agent::runtime::run(cfg, driver, shutdown_signal()).await
         }

@@ -224,7 +224,7 @@ async fn create_tenant(
         Err(msg) => return Err(ctx.reject(&caller.key_id, ACTION, &target, ApiError::invalid(msg)).await),
     };
     let (db_password, verifier) =
-        crate::scram::new_password().map_err(|e| ApiError::internal("password generation", e))?;
+        crate::scram::new_password_for(spec.db_type).map_err(|e| ApiError::internal("password generation", e))?;
     spec.db_password_verifier = verifier;
     let tenant = expect_tenant(run(&ctx, &caller.key_id, Op::CreateTenant(spec)).await?)?;
     let db_user = format!("tenant_{}_user", tenant.name);

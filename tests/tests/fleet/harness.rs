@@ -221,6 +221,21 @@ impl Fleet {
 
     /// Runs `berqenas-node-agent join` for a new agent; returns the command output.
     pub fn join_raw(&self, name: &str, coord: usize, token: &str, pin: &str, roles: &str, labels: &str) -> Output {
+        self.join_with_driver(name, coord, token, pin, roles, labels, &[])
+    }
+
+    /// `join_raw` with driver arguments (`--driver …`) instead of the dir driver.
+    #[allow(clippy::too_many_arguments, reason = "the join command line, spelled out")]
+    pub fn join_with_driver(
+        &self,
+        name: &str,
+        coord: usize,
+        token: &str,
+        pin: &str,
+        roles: &str,
+        labels: &str,
+        driver: &[&str],
+    ) -> Output {
         let dir = self.tmp.path().join(name);
         let url = format!("https://{}", addr(self.coords[coord].node));
         let tenants = dir.join("tenants");
@@ -236,11 +251,12 @@ impl Fleet {
             roles,
             "--data-dir",
             path_str(&dir),
-            "--driver",
-            "dir",
-            "--driver-path",
-            path_str(&tenants),
         ];
+        if driver.is_empty() {
+            args.extend(["--driver", "dir", "--driver-path", path_str(&tenants)]);
+        } else {
+            args.extend_from_slice(driver);
+        }
         if !labels.is_empty() {
             args.extend(["--labels", labels]);
         }
@@ -249,9 +265,14 @@ impl Fleet {
 
     /// Joins and starts an agent with the dir driver.
     pub fn add_agent(&mut self, name: &str, roles: &str, labels: &str) -> usize {
+        self.add_agent_with_driver(name, roles, labels, &[])
+    }
+
+    /// Joins and starts an agent with the given driver arguments (dir driver when empty).
+    pub fn add_agent_with_driver(&mut self, name: &str, roles: &str, labels: &str, driver: &[&str]) -> usize {
         let (token, pin) = self.token(roles, &[]);
         let coord = self.live();
-        let out = self.join_raw(name, coord, &token, &pin, roles, labels);
+        let out = self.join_with_driver(name, coord, &token, &pin, roles, labels, driver);
         assert!(out.status.success(), "join {name}: {}", String::from_utf8_lossy(&out.stderr));
         let stdout = String::from_utf8_lossy(&out.stdout);
         let node_id: u64 = stdout

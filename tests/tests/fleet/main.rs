@@ -5,4 +5,5 @@ mod db;
 mod harness;
 mod join;
 mod lab;
+mod mssql;
 mod stream;
