@@ -22,6 +22,8 @@ pub struct Assignment {
     pub access_mode: String,
     pub vpn_enabled: bool,
     pub public_api: bool,
+    #[serde(default)]
+    pub ddl_enabled: bool,
     /// SCRAM-SHA-256 verifier of the tenant's database password (db role only).
     #[serde(default)]
     pub db_password_verifier: String,
@@ -65,6 +67,7 @@ impl TryFrom<pb::TenantAssignment> for Assignment {
             vpn_enabled,
             public_api,
             db_password_verifier,
+            ddl_enabled,
         } = value;
         let bad = |reason: &str| InvalidAssignment { name: name.chars().take(64).collect(), reason: reason.into() };
         if !name_ok(&name) {
@@ -105,6 +108,7 @@ impl TryFrom<pb::TenantAssignment> for Assignment {
             vpn_enabled,
             public_api,
             db_password_verifier,
+            ddl_enabled,
         })
     }
 }

@@ -207,6 +207,7 @@ mod tests {
             access_mode: "vpn-only".into(),
             vpn_enabled: true,
             public_api: false,
+            ddl_enabled: false,
             db_password_verifier: String::new(),
         }
     }

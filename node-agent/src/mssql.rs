@@ -374,6 +374,7 @@ mod tests {
             access_mode: "public".into(),
             vpn_enabled: false,
             public_api: false,
+            ddl_enabled: false,
             db_password_verifier: HASH.into(),
         }
     }

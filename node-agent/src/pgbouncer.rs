@@ -190,6 +190,7 @@ mod tests {
             access_mode: mode.into(),
             vpn_enabled: true,
             public_api: false,
+            ddl_enabled: false,
             db_password_verifier: VERIFIER.into(),
         }
     }

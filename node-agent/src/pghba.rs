@@ -124,6 +124,7 @@ mod tests {
             access_mode: mode.into(),
             vpn_enabled: true,
             public_api: false,
+            ddl_enabled: false,
             db_password_verifier: String::new(),
         }
     }

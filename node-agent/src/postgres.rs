@@ -47,6 +47,10 @@ pub struct ObservedTenant {
     pub write_all: bool,
     /// INSERT or UPDATE on some table of its schema.
     pub write_any: bool,
+    /// CREATE on its schema (DDL).
+    pub create: bool,
+    /// The user owns some relation or function (made while DDL was allowed).
+    pub owns_objects: bool,
     /// Disk used by the schema's tables (with indexes and TOAST).
     pub bytes: u64,
     /// Its own database `tenant_{name}` exists, owned by its owner role (database isolation).
@@ -189,16 +193,31 @@ fn schema_steps(a: &Assignment, o: &ObservedTenant, db: &str) -> Vec<String> {
              RESET ROLE"
         ));
     }
-    if !o.read || !o.events {
+    // DDL: CREATE on its schema while the tenant has DDL enabled and is under its quota. While
+    // it may not, it owns nothing: what it created is handed to its owner role (so it cannot
+    // grant itself back what the quota revokes), keeping its DML.
+    let over = over_quota(a, o);
+    let ddl = a.ddl_enabled && !over;
+    if ddl && !o.create {
+        sql.push(format!("GRANT CREATE ON SCHEMA {qs} TO {qu}"));
+    } else if !ddl && o.create {
+        sql.push(format!("REVOKE CREATE ON SCHEMA {qs} FROM {qu}"));
+    }
+    let reassign = !ddl && o.owns_objects;
+    if reassign {
+        sql.push(format!("REASSIGN OWNED BY {qu} TO {qo}"));
+        sql.push(format!("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {qs} TO {qu}"));
+    }
+    if !o.read || !o.events || reassign {
         sql.push(format!("GRANT SELECT, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA {qs} TO {qu}"));
     }
     // Over its quota the tenant keeps reading and deleting but cannot insert or update. It does
     // not own its tables, so it cannot grant itself back what was revoked.
-    if over_quota(a, o) {
+    if over {
         if o.write_any {
             sql.push(format!("REVOKE INSERT, UPDATE ON ALL TABLES IN SCHEMA {qs} FROM {qu}"));
         }
-    } else if !o.write_all || !o.events {
+    } else if !o.write_all || !o.events || reassign {
         sql.push(format!("GRANT INSERT, UPDATE ON ALL TABLES IN SCHEMA {qs} TO {qu}"));
     }
     sql
@@ -391,6 +410,9 @@ async fn observe(conn: &mut PgConnection) -> Result<Observed, sqlx::Error> {
                     FROM t JOIN pg_class c ON c.relnamespace = t.noid AND c.relkind IN ('r', 'p') GROUP BY t.roid) \
          SELECT t.rolname, has_database_privilege(t.roid, current_database(), 'CONNECT') AS c, \
                 (t.noid IS NOT NULL AND has_schema_privilege(t.roid, t.noid, 'USAGE')) AS u, \
+                (t.noid IS NOT NULL AND has_schema_privilege(t.roid, t.noid, 'CREATE')) AS cr, \
+                (EXISTS (SELECT 1 FROM pg_class c WHERE c.relowner = t.roid) \
+                 OR EXISTS (SELECT 1 FROM pg_proc f WHERE f.proowner = t.roid)) AS owns, \
                 COALESCE(p.r, true) AS r, COALESCE(p.w_all, true) AS w_all, COALESCE(p.w_any, false) AS w_any \
          FROM t LEFT JOIN p ON p.roid = t.roid",
     )
@@ -402,6 +424,8 @@ async fn observe(conn: &mut PgConnection) -> Result<Observed, sqlx::Error> {
         let t = o.tenants.entry(name.to_string()).or_default();
         t.connect = row.try_get("c")?;
         t.usage = row.try_get("u")?;
+        t.create = row.try_get("cr")?;
+        t.owns_objects = row.try_get("owns")?;
         t.read = row.try_get("r")?;
         t.write_all = row.try_get("w_all")?;
         t.write_any = row.try_get("w_any")?;
@@ -701,6 +725,7 @@ mod tests {
             access_mode: "vpn-only".into(),
             vpn_enabled: true,
             public_api: false,
+            ddl_enabled: false,
             db_password_verifier: "SCRAM-SHA-256$4096:AQIDBAUGBwgJCgsMDQ4PEA==$8rrDg00OqaiWXJ7p+sCgHEIaBSHY89ZJl3mfIsf32oY=:05L1f+yZbiN8O0AnO40Og85NNRhvzTS57naKRWCcsIA=".into(),
         }
     }
@@ -725,6 +750,8 @@ mod tests {
             read: true,
             write_all: true,
             write_any: true,
+            create: false,
+            owns_objects: false,
             bytes: 1000,
             database: false,
         }
@@ -801,6 +828,38 @@ mod tests {
             sql,
             vec!["GRANT INSERT, UPDATE ON ALL TABLES IN SCHEMA \"tenant_acme\" TO \"tenant_acme_user\"".to_string()]
         );
+    }
+
+    #[test]
+    fn ddl_is_granted_only_while_enabled_and_under_quota() {
+        let mut desired = a("acme");
+        desired.ddl_enabled = true;
+        let mut o = bootstrapped();
+        o.tenants.insert("acme".into(), converged(&desired));
+        let sql = |d: &Assignment, o: &Observed| -> Vec<String> {
+            plan(std::slice::from_ref(d), o).into_iter().map(|s| s.sql).collect()
+        };
+        assert_eq!(
+            sql(&desired, &o),
+            vec!["GRANT CREATE ON SCHEMA \"tenant_acme\" TO \"tenant_acme_user\"".to_string()]
+        );
+        let mut t = converged(&desired);
+        t.create = true;
+        t.owns_objects = true;
+        o.tenants.insert("acme".into(), t.clone());
+        assert!(sql(&desired, &o).is_empty(), "enabled, granted, owning its tables: converged");
+        // Disabled (or over quota): no CREATE, and what it made goes to the owner role.
+        desired.ddl_enabled = false;
+        let steps = sql(&desired, &o);
+        assert_eq!(steps[0], "REVOKE CREATE ON SCHEMA \"tenant_acme\" FROM \"tenant_acme_user\"");
+        assert_eq!(steps[1], "REASSIGN OWNED BY \"tenant_acme_user\" TO \"tenant_acme_owner\"");
+        assert!(steps.iter().any(|s| s.starts_with("GRANT INSERT, UPDATE ON ALL TABLES")), "{steps:?}");
+        desired.ddl_enabled = true;
+        t.bytes = desired.db_quota_bytes + 1;
+        o.tenants.insert("acme".into(), t);
+        let steps = sql(&desired, &o);
+        assert_eq!(steps[1], "REASSIGN OWNED BY \"tenant_acme_user\" TO \"tenant_acme_owner\"");
+        assert!(steps.last().is_some_and(|s| s.starts_with("REVOKE INSERT, UPDATE")), "{steps:?}");
     }
 
     #[test]

@@ -153,6 +153,8 @@ pub struct CreateTenantBody {
     pub vpn_enabled: Option<bool>,
     /// Default false.
     pub public_api: Option<bool>,
+    /// Let the tenant's database user create tables and other objects in its schema. Default false.
+    pub ddl_enabled: Option<bool>,
     pub tier: Option<Tier>,
     pub db_type: Option<DbType>,
     pub isolation: Option<Isolation>,
@@ -199,6 +201,7 @@ impl CreateTenantBody {
             events_per_min: validate_events_per_min(self.events_per_min.unwrap_or(defaults.events_per_min))?,
             vpn_enabled,
             public_api,
+            ddl_enabled: self.ddl_enabled.unwrap_or(false),
             access_mode,
             dedicated: self.dedicated.unwrap_or(false),
             node_selector: validate_selector(self.node_selector.unwrap_or_default())?,
@@ -284,6 +287,7 @@ pub struct UpdateTenantBody {
     pub events_per_min: Option<u32>,
     pub vpn_enabled: Option<bool>,
     pub public_api: Option<bool>,
+    pub ddl_enabled: Option<bool>,
     pub access_mode: Option<AccessMode>,
 }
 
@@ -296,6 +300,7 @@ impl UpdateTenantBody {
             events_per_min: self.events_per_min.map(validate_events_per_min).transpose()?,
             vpn_enabled: self.vpn_enabled,
             public_api: self.public_api,
+            ddl_enabled: self.ddl_enabled,
             access_mode: self.access_mode,
         })
     }

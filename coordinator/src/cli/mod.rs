@@ -199,6 +199,9 @@ pub struct CreateTenant {
     pub vpn: Option<Switch>,
     #[arg(long, value_enum)]
     pub public_api: Option<Switch>,
+    /// Let the tenant's database user create tables (DDL) in its schema (default disabled).
+    #[arg(long, value_enum)]
+    pub ddl: Option<Switch>,
     #[arg(long, value_parser = ["free", "premium", "enterprise"])]
     pub tier: Option<String>,
     #[arg(long, value_parser = ["postgres", "mssql"])]
@@ -234,6 +237,9 @@ pub struct UpdateTenant {
     pub vpn: Option<Switch>,
     #[arg(long, value_enum)]
     pub public_api: Option<Switch>,
+    /// Let the tenant's database user create tables (DDL) in its schema (default disabled).
+    #[arg(long, value_enum)]
+    pub ddl: Option<Switch>,
     #[arg(long, value_parser = ["free", "premium", "enterprise"])]
     pub tier: Option<String>,
     #[arg(long, value_parser = ["public", "vpn-only", "hybrid"])]
@@ -491,6 +497,7 @@ async fn tenant(client: &Client, cmd: TenantCmd, out: Output) -> anyhow::Result<
             insert_opt(&mut body, "db_quota", c.db_quota);
             insert_opt(&mut body, "vpn_enabled", c.vpn.map(Switch::on));
             insert_opt(&mut body, "public_api", c.public_api.map(Switch::on));
+            insert_opt(&mut body, "ddl_enabled", c.ddl.map(Switch::on));
             insert_opt(&mut body, "tier", c.tier);
             insert_opt(&mut body, "db_type", c.db);
             insert_opt(&mut body, "access_mode", c.access);
@@ -534,6 +541,7 @@ async fn tenant(client: &Client, cmd: TenantCmd, out: Output) -> anyhow::Result<
             insert_opt(&mut body, "db_quota", u.db_quota);
             insert_opt(&mut body, "vpn_enabled", u.vpn.map(Switch::on));
             insert_opt(&mut body, "public_api", u.public_api.map(Switch::on));
+            insert_opt(&mut body, "ddl_enabled", u.ddl.map(Switch::on));
             insert_opt(&mut body, "tier", u.tier);
             insert_opt(&mut body, "access_mode", u.access);
             insert_opt(&mut body, "connection_limit", u.connection_limit);

@@ -142,6 +142,7 @@ fn to_pb(a: &Assignment) -> pb::TenantAssignment {
         },
         vpn_enabled: a.vpn_enabled,
         public_api: a.public_api,
+        ddl_enabled: a.ddl_enabled,
         db_password_verifier: a.db_password_verifier.clone(),
     }
 }

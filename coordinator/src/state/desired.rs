@@ -53,6 +53,7 @@ pub struct Assignment {
     pub access_mode: AccessMode,
     pub vpn_enabled: bool,
     pub public_api: bool,
+    pub ddl_enabled: bool,
     pub db_password_verifier: String,
 }
 
@@ -78,6 +79,7 @@ fn assignment(t: &Tenant, roles: BTreeSet<NodeRole>) -> Assignment {
         access_mode: t.access_mode,
         vpn_enabled: t.vpn_enabled,
         public_api: t.public_api,
+        ddl_enabled: t.ddl_enabled,
         db_password_verifier,
     }
 }

@@ -260,6 +260,7 @@ impl State {
                     ("db_quota", spec.db_quota.to_string()),
                     ("vpn_enabled", spec.vpn_enabled.to_string()),
                     ("public_api", spec.public_api.to_string()),
+                    ("ddl_enabled", spec.ddl_enabled.to_string()),
                 ]);
                 let result = self.create_tenant(index, now, spec, touched);
                 ("tenant.create".into(), format!("tenant/{}", spec.name), result, details)
@@ -449,6 +450,7 @@ impl State {
             events_per_min: spec.events_per_min,
             vpn_enabled: spec.vpn_enabled,
             public_api: spec.public_api,
+            ddl_enabled: spec.ddl_enabled,
             access_mode: spec.access_mode,
             dedicated: spec.dedicated,
             node_selector: spec.node_selector.clone(),
@@ -504,6 +506,9 @@ impl State {
         }
         if let Some(v) = patch.public_api {
             tenant.public_api = v;
+        }
+        if let Some(v) = patch.ddl_enabled {
+            tenant.ddl_enabled = v;
         }
         if let Some(v) = patch.access_mode {
             tenant.access_mode = v;
@@ -831,6 +836,9 @@ fn patch_details(patch: &TenantPatch) -> BTreeMap<String, String> {
     if let Some(v) = patch.public_api {
         d.insert("public_api".into(), v.to_string());
     }
+    if let Some(v) = patch.ddl_enabled {
+        d.insert("ddl_enabled".into(), v.to_string());
+    }
     if let Some(v) = patch.access_mode {
         d.insert("access_mode".into(), format!("{v:?}").to_lowercase());
     }
@@ -905,6 +913,7 @@ pub(crate) mod tests_support {
             events_per_min: d.events_per_min,
             vpn_enabled: true,
             public_api: false,
+            ddl_enabled: false,
             access_mode: tenant::AccessMode::VpnOnly,
             dedicated: false,
             node_selector: BTreeMap::new(),

@@ -133,6 +133,9 @@ pub struct Tenant {
     pub events_per_min: u32,
     pub vpn_enabled: bool,
     pub public_api: bool,
+    /// The tenant's database user may create objects (DDL) in its schema; off by default.
+    #[serde(default)]
+    pub ddl_enabled: bool,
     pub access_mode: AccessMode,
     pub dedicated: bool,
     /// Labels a node must carry to host this tenant.
@@ -179,6 +182,8 @@ pub struct TenantSpec {
     pub events_per_min: u32,
     pub vpn_enabled: bool,
     pub public_api: bool,
+    #[serde(default)]
+    pub ddl_enabled: bool,
     pub access_mode: AccessMode,
     pub dedicated: bool,
     pub node_selector: BTreeMap<String, String>,
@@ -195,6 +200,8 @@ pub struct TenantPatch {
     pub events_per_min: Option<u32>,
     pub vpn_enabled: Option<bool>,
     pub public_api: Option<bool>,
+    #[serde(default)]
+    pub ddl_enabled: Option<bool>,
     pub access_mode: Option<AccessMode>,
 }
 

@@ -62,6 +62,7 @@ fn spec(n: &str) -> TenantSpec {
         events_per_min: d.events_per_min,
         vpn_enabled: true,
         public_api: true,
+        ddl_enabled: false,
         access_mode: AccessMode::Hybrid,
         dedicated: false,
         node_selector: BTreeMap::new(),

@@ -379,6 +379,42 @@ fn lab_tenants_get_isolated_postgres_schemas_and_roles() {
     assert!(err.contains("too many connections for role"), "{err}");
     drop(holder);
 
+    // DDL: only when enabled; when disabled again the tenant keeps DML on what it made but no
+    // longer owns it.
+    let ddl = env.json(&[
+        "tenant",
+        "create",
+        "--name",
+        "ddlco",
+        "--vpn",
+        "disabled",
+        "--ddl",
+        "enabled",
+        "--wait",
+        "--wait-timeout",
+        "30s",
+    ]);
+    let (d_user, d_pw) = (ddl["db_user"].as_str().expect("user"), ddl["db_password"].as_str().expect("password"));
+    env.as_tenant(
+        d_user,
+        d_pw,
+        &["CREATE TABLE notes (id serial PRIMARY KEY, body text)", "INSERT INTO notes (body) VALUES ('a')"],
+    )
+    .expect("DDL enabled");
+    env.json(&["tenant", "update", "ddlco", "--ddl", "disabled"]);
+    let err = wait_for("DDL to be revoked", Duration::from_secs(20), || {
+        env.as_tenant(d_user, d_pw, &["CREATE TABLE more (i int)"]).err()
+    });
+    assert!(err.contains("permission denied for schema tenant_ddlco"), "{err}");
+    let err = wait_for("its tables to be handed to the owner role", Duration::from_secs(20), || {
+        env.as_tenant(d_user, d_pw, &["ALTER TABLE notes ADD COLUMN x int"]).err()
+    });
+    assert!(err.contains("must be owner of table notes"), "{err}");
+    let rows = env
+        .as_tenant(d_user, d_pw, &["INSERT INTO notes (body) VALUES ('b')", "SELECT count(*) FROM notes"])
+        .expect("DML on its tables stays");
+    assert_eq!(rows.lines().last(), Some("2"), "{rows}");
+
     // A role dropped by hand is recreated, with its password, by the next pass.
     env.superuser("DROP OWNED BY tenant_globex_user; DROP ROLE tenant_globex_user");
     wait_for("the dropped role to come back", Duration::from_secs(20), || {
