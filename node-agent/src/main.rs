@@ -68,6 +68,10 @@ enum Cmd {
     },
 }
 
+/// A pass measures disk use when the last measurement is older than this (or than the resync
+/// interval, if shorter); passes in between, e.g. during a burst of creates, reuse it.
+const USAGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
 fn local_address_towards(addr: &str) -> Option<String> {
     let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
     socket.connect(addr).ok()?;
@@ -157,10 +161,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 DriverConfig::Dir { path } => Box::new(DirDriver { path: path.clone() }),
                 DriverConfig::Postgres { url, gateway_dir, pgbouncer } => {
                     Box::new(berqenas_node_agent::driver::ByRole {
-                        db: Box::new(berqenas_node_agent::postgres::PostgresDriver {
-                            url: url.clone(),
-                            pgbouncer: pgbouncer.clone(),
-                        }),
+                        db: Box::new(berqenas_node_agent::postgres::PostgresDriver::new(
+                            url.clone(),
+                            pgbouncer.clone(),
+                            cfg.resync_interval.min(USAGE_INTERVAL),
+                        )),
                         gateway: gateway_dir.clone().map(|path| Box::new(DirDriver { path }) as Box<dyn Driver>),
                     })
                 }

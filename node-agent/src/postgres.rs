@@ -18,6 +18,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection, Row};
 use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
+use std::time::{Duration, Instant};
 
 /// Marks roles this driver owns; nothing else is ever dropped.
 const MARKER: &str = "berqenas-managed";
@@ -322,7 +323,9 @@ pub fn plan_own_database(a: &Assignment, observed: &Observed) -> Vec<Step> {
     steps
 }
 
-async fn observe(conn: &mut PgConnection) -> Result<Observed, sqlx::Error> {
+/// Reads the catalogs; with `sizes`, also every tenant schema's disk use (the costly part: a
+/// `stat` per relation file), which is otherwise left at 0 for the caller to fill in.
+async fn observe(conn: &mut PgConnection, sizes: bool) -> Result<Observed, sqlx::Error> {
     let mut o = Observed::default();
     let row = sqlx::query(
         "SELECT current_database() AS db, \
@@ -399,6 +402,8 @@ async fn observe(conn: &mut PgConnection) -> Result<Observed, sqlx::Error> {
     }
     // One privilege per call: has_table_privilege('A,B') is true when ANY is held.
     let privileges = sqlx::query(
+        // `owners` is computed once (pg_class has no index on relowner): a hashed semi-join,
+        // not a catalog scan per tenant.
         "WITH t AS (SELECT r.oid AS roid, r.rolname, n.oid AS noid FROM pg_roles r \
                     LEFT JOIN pg_namespace n ON n.nspname = substring(r.rolname FROM '^(tenant_.*)_user$') \
                     WHERE r.rolname ~ '^tenant_[a-z][a-z0-9_]{1,30}_user$'), \
@@ -407,12 +412,12 @@ async fn observe(conn: &mut PgConnection) -> Result<Observed, sqlx::Error> {
                              AND has_table_privilege(t.roid, c.oid, 'TRUNCATE')) AS r, \
                     bool_and(has_table_privilege(t.roid, c.oid, 'INSERT') AND has_table_privilege(t.roid, c.oid, 'UPDATE')) AS w_all, \
                     bool_or(has_table_privilege(t.roid, c.oid, 'INSERT') OR has_table_privilege(t.roid, c.oid, 'UPDATE')) AS w_any \
-                    FROM t JOIN pg_class c ON c.relnamespace = t.noid AND c.relkind IN ('r', 'p') GROUP BY t.roid) \
+                    FROM t JOIN pg_class c ON c.relnamespace = t.noid AND c.relkind IN ('r', 'p') GROUP BY t.roid), \
+              owners AS (SELECT relowner AS o FROM pg_class UNION SELECT proowner FROM pg_proc) \
          SELECT t.rolname, has_database_privilege(t.roid, current_database(), 'CONNECT') AS c, \
                 (t.noid IS NOT NULL AND has_schema_privilege(t.roid, t.noid, 'USAGE')) AS u, \
                 (t.noid IS NOT NULL AND has_schema_privilege(t.roid, t.noid, 'CREATE')) AS cr, \
-                (EXISTS (SELECT 1 FROM pg_class c WHERE c.relowner = t.roid) \
-                 OR EXISTS (SELECT 1 FROM pg_proc f WHERE f.proowner = t.roid)) AS owns, \
+                (t.roid IN (SELECT o FROM owners)) AS owns, \
                 COALESCE(p.r, true) AS r, COALESCE(p.w_all, true) AS w_all, COALESCE(p.w_any, false) AS w_any \
          FROM t LEFT JOIN p ON p.roid = t.roid",
     )
@@ -431,6 +436,9 @@ async fn observe(conn: &mut PgConnection) -> Result<Observed, sqlx::Error> {
         t.write_any = row.try_get("w_any")?;
     }
 
+    if !sizes {
+        return Ok(o);
+    }
     // Disk per schema. Size functions take locks and fill the relation cache, which is why this
     // runs on the same short-lived connection that is closed after the pass.
     let sizes = sqlx::query(
@@ -453,12 +461,34 @@ async fn observe(conn: &mut PgConnection) -> Result<Observed, sqlx::Error> {
 /// Makes a PostgreSQL database match the `db` assignments of this node.
 pub struct PostgresDriver {
     /// Superuser connection URL of the node's PostgreSQL (stays on the node).
-    pub url: String,
+    url: String,
     /// pgBouncer in front of it, when tenants connect through one.
-    pub pgbouncer: Option<crate::config::PgBouncerConfig>,
+    pgbouncer: Option<crate::config::PgBouncerConfig>,
+    /// Disk use is measured at most this often; passes in between (a burst of new tenants)
+    /// reuse the last figures.
+    usage_interval: Duration,
+    measured_at: Option<Instant>,
+    /// Bytes per tenant from the last measurement.
+    sizes: BTreeMap<String, u64>,
 }
 
 impl PostgresDriver {
+    pub fn new(url: String, pgbouncer: Option<crate::config::PgBouncerConfig>, usage_interval: Duration) -> Self {
+        Self { url, pgbouncer, usage_interval, measured_at: None, sizes: BTreeMap::new() }
+    }
+
+    /// Takes this pass's sizes from `observed` when `measured`, else fills them in from the last
+    /// measurement.
+    fn sizes(&mut self, observed: &mut Observed, measured: bool) {
+        for (name, t) in &mut observed.tenants {
+            if measured {
+                self.sizes.insert(name.clone(), t.bytes);
+            } else {
+                t.bytes = self.sizes.get(name).copied().unwrap_or(0);
+            }
+        }
+    }
+
     /// Connection options for the main database, or `database` on the same server. Statement
     /// logging is off: statements carry password verifiers.
     fn options(&self, database: Option<&str>) -> Result<PgConnectOptions, String> {
@@ -472,11 +502,17 @@ impl PostgresDriver {
     }
 
     async fn pass(
-        &self,
+        &mut self,
         desired: &[Assignment],
     ) -> Result<(BTreeMap<String, String>, BTreeMap<String, Usage>), String> {
+        let measure = self.measured_at.is_none_or(|t| t.elapsed() >= self.usage_interval);
         let mut conn = self.options(None)?.connect().await.map_err(|e| format!("cannot connect to PostgreSQL: {e}"))?;
-        let observed = observe(&mut conn).await.map_err(|e| format!("observing PostgreSQL failed: {e}"))?;
+        let mut observed =
+            observe(&mut conn, measure).await.map_err(|e| format!("observing PostgreSQL failed: {e}"))?;
+        if measure {
+            self.sizes.clear();
+        }
+        self.sizes(&mut observed, measure);
         let mut usage: BTreeMap<String, Usage> = desired
             .iter()
             .filter(|a| !own_database(a))
@@ -491,7 +527,7 @@ impl PostgresDriver {
             if errors.contains_key(&a.name) {
                 continue;
             }
-            match self.own_database_pass(a).await {
+            match self.own_database_pass(a, measure).await {
                 Ok(Some(u)) => {
                     usage.insert(a.name.clone(), u);
                 }
@@ -526,18 +562,25 @@ impl PostgresDriver {
             }
         }
         let _ = conn.close().await;
+        if measure {
+            self.measured_at = Some(Instant::now());
+        }
         Ok((errors, usage))
     }
 
     /// Observes and converges the inside of a database-isolated tenant's own database.
-    async fn own_database_pass(&self, a: &Assignment) -> Result<Option<Usage>, String> {
+    async fn own_database_pass(&mut self, a: &Assignment, measure: bool) -> Result<Option<Usage>, String> {
         let database = format!("tenant_{}", a.name);
         let mut conn = self
             .options(Some(&database))?
             .connect()
             .await
             .map_err(|e| format!("cannot connect to database {database}: {e}"))?;
-        let observed = observe(&mut conn).await.map_err(|e| format!("observing database {database} failed: {e}"))?;
+        let mut observed =
+            observe(&mut conn, measure).await.map_err(|e| format!("observing database {database} failed: {e}"))?;
+        // Only this tenant's schema counts in its database (the roles of all tenants are visible).
+        observed.tenants.retain(|name, _| *name == a.name);
+        self.sizes(&mut observed, measure);
         let usage =
             observed.tenants.get(&a.name).map(|o| Usage { db_bytes: o.bytes, quota_exceeded: over_quota(a, o) });
         let mut errors = BTreeMap::new();
