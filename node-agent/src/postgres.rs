@@ -522,7 +522,8 @@ impl PostgresDriver {
             })
             .collect();
         let mut errors = BTreeMap::new();
-        apply(&mut conn, plan(desired, &observed), &mut errors).await?;
+        let options = self.options(None)?;
+        apply(&mut conn, Some(&options), plan(desired, &observed), &mut errors).await?;
         for a in postgres_tenants(desired).filter(|a| own_database(a)) {
             if errors.contains_key(&a.name) {
                 continue;
@@ -584,7 +585,7 @@ impl PostgresDriver {
         let usage =
             observed.tenants.get(&a.name).map(|o| Usage { db_bytes: o.bytes, quota_exceeded: over_quota(a, o) });
         let mut errors = BTreeMap::new();
-        apply(&mut conn, plan_own_database(a, &observed), &mut errors).await?;
+        apply(&mut conn, None, plan_own_database(a, &observed), &mut errors).await?;
         let _ = conn.close().await;
         match errors.remove(&a.name) {
             Some(e) => Err(e),
@@ -593,10 +594,60 @@ impl PostgresDriver {
     }
 }
 
+/// A pass with many tenants to change (a burst of creates) applies them on three extra
+/// connections.
+/// Fewer tenant groups than this run on the pass's own connection.
+const PARALLEL_MIN: usize = 8;
+
+/// A statement that updates a row shared by all tenants (the database's ACL or the database
+/// itself): concurrent transactions doing so fail with "tuple concurrently updated", so these
+/// run only on the pass's own connection, one at a time.
+fn shared_row(sql: &str) -> bool {
+    outside_transaction(sql) || sql.contains(" ON DATABASE ") || sql.starts_with("DROP OWNED")
+}
+
+/// Runs one group as one multi-statement query (one round trip, one implicit transaction).
+async fn run_group(conn: &mut PgConnection, tenant: Option<&str>, sql: &[String]) -> Result<(), String> {
+    let label = tenant.unwrap_or("-");
+    for statement in sql {
+        tracing::info!(tenant = label, sql = %redact(statement), "postgres driver applies");
+    }
+    sqlx::raw_sql(&sql.join(";\n")).execute(&mut *conn).await.map(|_| ()).map_err(|e| {
+        let msg = format!("{e}");
+        tracing::warn!(tenant = label, error = %msg, "statements failed");
+        msg
+    })
+}
+
+type Queue = std::sync::Mutex<std::collections::VecDeque<(String, Vec<String>)>>;
+
+/// Takes groups from `queue` until it is empty, on its own connection; returns the failures.
+/// A worker that cannot connect leaves its share to the others and to the pass's connection.
+async fn worker(queue: &Queue, options: &PgConnectOptions) -> Vec<(String, String)> {
+    let mut failed = Vec::new();
+    let Ok(mut conn) = options.connect().await else { return failed };
+    while let Some((tenant, sql)) = queue.lock().ok().and_then(|mut q| q.pop_front()) {
+        if let Err(e) = run_group(&mut conn, Some(&tenant), &sql).await {
+            failed.push((tenant, e));
+        }
+    }
+    let _ = conn.close().await;
+    failed
+}
+
 /// Runs `steps` on `conn`. A tenant's consecutive statements run as one multi-statement query:
 /// one round trip and one implicit transaction, so a failure leaves the tenant as it was and is
 /// recorded in `errors`. A failed node bootstrap fails the whole pass.
-async fn apply(conn: &mut PgConnection, steps: Vec<Step>, errors: &mut BTreeMap<String, String>) -> Result<(), String> {
+///
+/// With `parallel` (the options of the same database) and many tenants to change, the groups
+/// that touch only the tenant's own objects run on three extra connections; what
+/// touches shared rows (`GRANT CONNECT ON DATABASE`, databases, `DROP OWNED`) follows on `conn`.
+async fn apply(
+    conn: &mut PgConnection,
+    parallel: Option<&PgConnectOptions>,
+    steps: Vec<Step>,
+    errors: &mut BTreeMap<String, String>,
+) -> Result<(), String> {
     let mut groups: Vec<(Option<String>, Vec<String>)> = Vec::new();
     for step in steps {
         match groups.last_mut() {
@@ -611,38 +662,62 @@ async fn apply(conn: &mut PgConnection, steps: Vec<Step>, errors: &mut BTreeMap<
             _ => groups.push((step.tenant, vec![step.sql])),
         }
     }
-    for (tenant, sql) in groups {
-        if tenant.as_ref().is_some_and(|t| errors.contains_key(t)) {
+    let (bootstrap, tenants): (Vec<_>, Vec<_>) = groups.into_iter().partition(|(t, _)| t.is_none());
+    for (_, sql) in bootstrap {
+        run_group(conn, None, &sql).await.map_err(|e| format!("node bootstrap failed: {e}"))?;
+    }
+    // Split: own-objects part (parallel when worth it), shared-row statements after it.
+    let mut own: Vec<(String, Vec<String>)> = Vec::new();
+    let mut shared: Vec<(String, Vec<String>)> = Vec::new();
+    for (tenant, sql) in tenants {
+        let Some(tenant) = tenant else { continue };
+        if sql.iter().any(|s| outside_transaction(s) || s.starts_with("DROP OWNED")) {
+            shared.push((tenant, sql));
             continue;
         }
-        let label = tenant.as_deref().unwrap_or("-");
-        for statement in &sql {
-            tracing::info!(tenant = label, sql = %redact(statement), "postgres driver applies");
+        let (late, early): (Vec<String>, Vec<String>) = sql.into_iter().partition(|s| shared_row(s));
+        if !early.is_empty() {
+            own.push((tenant.clone(), early));
         }
-        if let Err(e) = sqlx::raw_sql(&sql.join(";\n")).execute(&mut *conn).await {
-            let msg = format!("{e}");
-            tracing::warn!(tenant = label, error = %msg, "statements failed");
-            match tenant {
-                Some(t) => {
-                    errors.insert(t, msg);
-                }
-                None => return Err(format!("node bootstrap failed: {msg}")),
-            }
+        if !late.is_empty() {
+            shared.push((tenant, late));
+        }
+    }
+    let offboarded: Vec<String> = own
+        .iter()
+        .chain(shared.iter())
+        .filter(|(_, sql)| sql.iter().any(|s| s.ends_with("NOLOGIN")))
+        .map(|(t, _)| t.clone())
+        .collect();
+    let queue = std::sync::Mutex::new(std::collections::VecDeque::from(own));
+    if let Some(options) = parallel.filter(|_| queue.lock().map(|q| q.len() >= PARALLEL_MIN).unwrap_or(false)) {
+        let n = queue.lock().map(|q| q.len()).unwrap_or(0);
+        tracing::info!(tenants = n, "applying on parallel connections");
+        // Concurrent in this task (the work happens in PostgreSQL's backends), not spawned.
+        let (a, b, c) = tokio::join!(worker(&queue, options), worker(&queue, options), worker(&queue, options));
+        for (tenant, e) in a.into_iter().chain(b).chain(c) {
+            errors.insert(tenant, e);
+        }
+    }
+    let rest: Vec<(String, Vec<String>)> = queue.lock().map(|mut q| q.drain(..).collect()).unwrap_or_default();
+    for (tenant, sql) in rest.into_iter().chain(shared) {
+        if errors.contains_key(&tenant) {
             continue;
         }
-        // Offboarded tenants' open sessions end once their login is refused.
-        if let (Some(t), true) = (&tenant, sql.iter().any(|s| s.ends_with("NOLOGIN"))) {
-            let _ = sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1")
-                .bind(format!("tenant_{t}_user"))
-                .execute(&mut *conn)
-                .await;
+        if let Err(e) = run_group(conn, Some(&tenant), &sql).await {
+            errors.insert(tenant, e);
         }
+    }
+    // Offboarded tenants' open sessions end once their login is refused.
+    for t in offboarded.iter().filter(|t| !errors.contains_key(*t)) {
+        let _ = sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1")
+            .bind(format!("tenant_{t}_user"))
+            .execute(&mut *conn)
+            .await;
     }
     Ok(())
 }
 
-/// Observes `pg_hba.conf`, rewrites its managed block when it differs (atomically, keeping the
-/// file's owner and mode), and reloads PostgreSQL. The agent runs on the database host.
 /// The address pgBouncer (on this host, reaching PostgreSQL the way the agent does) logs in
 /// from, as PostgreSQL sees it.
 async fn pooler_source(conn: &mut PgConnection) -> Result<crate::pghba::Pooler, String> {
@@ -656,6 +731,8 @@ async fn pooler_source(conn: &mut PgConnection) -> Result<crate::pghba::Pooler, 
     }
 }
 
+/// Observes `pg_hba.conf`, rewrites its managed block when it differs (atomically, keeping the
+/// file's owner and mode), and reloads PostgreSQL. The agent runs on the database host.
 async fn sync_hba(
     conn: &mut PgConnection,
     desired: &[Assignment],

@@ -438,13 +438,31 @@ fn lab_tenants_get_isolated_postgres_schemas_and_roles() {
     let late: Value = serde_json::from_slice(&out.stdout).expect("json");
     std::thread::sleep(Duration::from_millis(30));
     env.procs[1].kill();
+    // More arrive while it is down: the restarted agent's first pass has a burst to apply (on
+    // parallel connections).
+    let burst: Vec<String> = (0..9).map(|i| format!("burst{i}")).collect();
+    for name in &burst {
+        let out = env.cli(&["tenant", "create", "--name", name, "--vpn", "disabled", "--connection-limit", "2"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
     let config = env.agent_config.to_str().expect("utf-8").to_string();
     let restarted =
         env.lab.spawn(&env.db, "agent-db-restarted", &agent_bin(), &["run", "--config", &config], env.tmp.path());
     env.procs.push(restarted);
     wait_for("the restarted agent to converge", Duration::from_secs(30), || {
-        (env.json(&["tenant", "get", "lateco"])["status"] == "active").then_some(())
+        let list = env.json(&["tenant", "list"]);
+        let active = |n: &str| list.as_array().into_iter().flatten().any(|t| t["name"] == n && t["status"] == "active");
+        (active("lateco") && burst.iter().all(|n| active(n))).then_some(())
     });
+    assert_eq!(
+        env.superuser(
+            "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'tenant_burst%_user' \
+             AND has_database_privilege(rolname, 'postgres', 'CONNECT') AND rolconnlimit = 2"
+        ),
+        "9"
+    );
+    let restarted_log = env.procs.last().map(|p| p.log_text()).unwrap_or_default();
+    assert!(restarted_log.contains("applying on parallel connections"), "the burst took the parallel path");
     let (late_user, late_pw) =
         (late["db_user"].as_str().expect("user"), late["db_password"].as_str().expect("password"));
     assert!(env.as_tenant(late_user, late_pw, &["SELECT count(*) FROM events"]).is_ok());
