@@ -19,6 +19,8 @@ pub struct Status {
 pub struct Usage {
     pub db_bytes: u64,
     pub quota_exceeded: bool,
+    /// Sessions of the tenant's database user.
+    pub connections: u32,
 }
 
 pub trait Driver: Send {

@@ -52,6 +52,8 @@ pub struct ObservedTenant {
     pub writes_denied: bool,
     /// Reserved space in the database (`sp_spaceused`).
     pub bytes: u64,
+    /// Open sessions of the tenant's login.
+    pub connections: u32,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -243,6 +245,16 @@ async fn observe(client: &mut Client) -> Result<Observed, tiberius::error::Error
         };
         o.tenants.entry(t.to_string()).or_default().login = Some(login);
     }
+    let sessions = "SELECT login_name, COUNT(*) FROM sys.dm_exec_sessions WHERE login_name LIKE N'tenant[_]%[_]user' \
+                    GROUP BY login_name";
+    for row in rows(client, sessions).await? {
+        let name = row.get::<&str, _>(0).unwrap_or_default();
+        let Some(t) = name.strip_prefix("tenant_").and_then(|n| n.strip_suffix("_user")).filter(|n| name_ok(n)) else {
+            continue;
+        };
+        let n = row.get::<i32, _>(1).unwrap_or(0);
+        o.tenants.entry(t.to_string()).or_default().connections = u32::try_from(n).unwrap_or(0);
+    }
     let names: Vec<String> = o.tenants.iter().filter(|(_, t)| t.database).map(|(n, _)| n.clone()).collect();
     for name in names {
         let (db, login) = (b(&format!("tenant_{name}")), format!("tenant_{name}_user"));
@@ -297,7 +309,10 @@ impl MssqlDriver {
         let usage = served(desired)
             .filter_map(|a| {
                 let o = observed.tenants.get(&a.name)?;
-                Some((a.name.clone(), Usage { db_bytes: o.bytes, quota_exceeded: over_quota(a, o) }))
+                Some((
+                    a.name.clone(),
+                    Usage { db_bytes: o.bytes, quota_exceeded: over_quota(a, o), connections: o.connections },
+                ))
             })
             .collect();
         let mut errors = BTreeMap::new();
@@ -390,6 +405,7 @@ mod tests {
             max_size_mb: Some(max_size_mb(desired)),
             writes_denied: false,
             bytes: 10 * 1024 * 1024,
+            connections: 0,
         }
     }
 

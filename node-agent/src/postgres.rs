@@ -54,6 +54,8 @@ pub struct ObservedTenant {
     pub owns_objects: bool,
     /// Disk used by the schema's tables (with indexes and TOAST).
     pub bytes: u64,
+    /// Open sessions of the tenant's user (server-wide).
+    pub connections: u32,
     /// Its own database `tenant_{name}` exists, owned by its owner role (database isolation).
     pub database: bool,
 }
@@ -369,6 +371,20 @@ async fn observe(conn: &mut PgConnection, sizes: bool) -> Result<Observed, sqlx:
             o.tenants.entry(t.to_string()).or_default().user = Some(role);
         }
     }
+    // Sessions per tenant user, server-wide (cheap: the activity view, no catalog scan).
+    let sessions = sqlx::query(
+        "SELECT usename::text AS u, count(*) AS n FROM pg_stat_activity \
+         WHERE usename ~ '^tenant_[a-z][a-z0-9_]{1,30}_user$' GROUP BY usename",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in sessions {
+        let user: String = row.try_get("u")?;
+        let n: i64 = row.try_get("n")?;
+        if let Some(t) = user.strip_prefix("tenant_").and_then(|n| n.strip_suffix("_user")) {
+            o.tenants.entry(t.to_string()).or_default().connections = u32::try_from(n).unwrap_or(u32::MAX);
+        }
+    }
     // Databases of database-isolated tenants: named after the tenant, owned by its owner role.
     let databases: Vec<String> = sqlx::query_scalar(
         "SELECT d.datname::text FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba \
@@ -518,7 +534,10 @@ impl PostgresDriver {
             .filter(|a| !own_database(a))
             .filter_map(|a| {
                 let o = observed.tenants.get(&a.name)?;
-                Some((a.name.clone(), Usage { db_bytes: o.bytes, quota_exceeded: over_quota(a, o) }))
+                Some((
+                    a.name.clone(),
+                    Usage { db_bytes: o.bytes, quota_exceeded: over_quota(a, o), connections: o.connections },
+                ))
             })
             .collect();
         let mut errors = BTreeMap::new();
@@ -582,8 +601,11 @@ impl PostgresDriver {
         // Only this tenant's schema counts in its database (the roles of all tenants are visible).
         observed.tenants.retain(|name, _| *name == a.name);
         self.sizes(&mut observed, measure);
-        let usage =
-            observed.tenants.get(&a.name).map(|o| Usage { db_bytes: o.bytes, quota_exceeded: over_quota(a, o) });
+        let usage = observed.tenants.get(&a.name).map(|o| Usage {
+            db_bytes: o.bytes,
+            quota_exceeded: over_quota(a, o),
+            connections: o.connections,
+        });
         let mut errors = BTreeMap::new();
         apply(&mut conn, None, plan_own_database(a, &observed), &mut errors).await?;
         let _ = conn.close().await;
@@ -872,6 +894,7 @@ mod tests {
             write_any: true,
             create: false,
             owns_objects: false,
+            connections: 0,
             bytes: 1000,
             database: false,
         }

@@ -84,6 +84,7 @@ fn to_pb(revision: u64, statuses: &[Status], capacity: pb::Capacity) -> pb::Stat
                 revision,
                 db_bytes: s.usage.map_or(0, |u| u.db_bytes),
                 quota_exceeded: s.usage.is_some_and(|u| u.quota_exceeded),
+                connections: s.usage.map_or(0, |u| u.connections),
             })
             .collect(),
         capacity: Some(capacity),

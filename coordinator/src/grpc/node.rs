@@ -147,12 +147,13 @@ fn to_pb(a: &Assignment) -> pb::TenantAssignment {
     }
 }
 
-/// A report without its byte counts: sizes alone change on every pass and are written with the
-/// periodic refresh, not each time.
+/// A report without its usage samples: sizes and session counts alone change on every pass and
+/// are written with the periodic refresh, not each time.
 fn significant(r: &Report) -> Report {
     let mut r = r.clone();
     for s in r.tenants.values_mut() {
         s.db_bytes = 0;
+        s.connections = 0;
     }
     r
 }
@@ -404,6 +405,7 @@ impl pb::node_server::Node for NodeService {
                             revision: t.revision,
                             db_bytes: t.db_bytes,
                             quota_exceeded: t.quota_exceeded,
+                            connections: t.connections,
                         },
                     )
                 })

@@ -83,6 +83,9 @@ pub struct NodeTenantStatus {
     /// Over its quota: writes are blocked on that node.
     #[serde(default)]
     pub quota_exceeded: bool,
+    /// Sessions of the tenant's database user there (db role), at the last report.
+    #[serde(default)]
+    pub connections: u32,
 }
 
 /// A node's report as proposed to the state machine.

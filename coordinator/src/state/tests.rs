@@ -344,6 +344,7 @@ fn reports_make_a_tenant_active_and_revision_changes_wait_again() {
                     revision: applied,
                     db_bytes: 0,
                     quota_exceeded: false,
+                    connections: 0,
                 },
             )]
             .into(),
@@ -386,6 +387,7 @@ fn quota_reports_turn_a_tenant_quota_exceeded_and_back() {
                     revision: 3,
                     db_bytes: if exceeded { 6_000_000_000 } else { 10 },
                     quota_exceeded: exceeded,
+                    connections: 1,
                 },
             )]
             .into(),
@@ -395,6 +397,11 @@ fn quota_reports_turn_a_tenant_quota_exceeded_and_back() {
     let _ = s.apply(4, &cmd(4, report(true)));
     let t = &s.tenants[&name("acme")];
     assert_eq!(t.status, TenantStatus::QuotaExceeded);
+    assert_eq!(
+        t.node_status.get(&1).map(|n| (n.db_bytes, n.connections)),
+        Some((6_000_000_000, 1)),
+        "usage samples kept"
+    );
     assert!(t.status_reason.as_deref().is_some_and(|r| r.contains("6000000000 bytes")), "{:?}", t.status_reason);
     let entry = s.audit.last().expect("audited");
     assert_eq!(

@@ -122,6 +122,7 @@ fn malformed_and_oversized_reports_are_refused_and_change_nothing() {
             revision: 1,
             db_bytes: 0,
             quota_exceeded: false,
+            connections: 0,
         }],
         capacity: None,
     };
