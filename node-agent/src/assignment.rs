@@ -133,3 +133,29 @@ pub fn is_verifier(v: &str) -> bool {
         None => false,
     }
 }
+
+/// A valid db-role PostgreSQL assignment for unit tests; tests override what they exercise.
+#[cfg(test)]
+pub(crate) fn fixture(name: &str) -> Assignment {
+    Assignment {
+        name: name.into(),
+        revision: 1,
+        roles: vec!["db".into()],
+        lifecycle: "run".into(),
+        index: 1,
+        vpn_subnet: "198.18.1.0/24".into(),
+        gateway_address: "198.18.1.1".into(),
+        interface: "bqt1".into(),
+        listen_port: 51821,
+        db_type: "postgres".into(),
+        isolation: "schema".into(),
+        db_quota_bytes: 1,
+        connection_limit: 5,
+        events_per_min: 1,
+        access_mode: "vpn-only".into(),
+        vpn_enabled: true,
+        public_api: false,
+        ddl_enabled: false,
+        db_password_verifier: String::new(),
+    }
+}

@@ -23,6 +23,31 @@ pub struct Usage {
     pub connections: u32,
 }
 
+/// What a database driver's pass found: per-tenant failures and usage, or why the whole pass
+/// failed (every tenant then reports that reason).
+pub type PassResult = Result<(BTreeMap<String, String>, BTreeMap<String, Usage>), String>;
+
+/// Statuses for `served` after a pass, followed by `refused` (tenant, why this driver cannot
+/// provide it) reported not ready: never silently provided some other way.
+pub fn statuses(served: &[Assignment], result: &PassResult, refused: Vec<(String, String)>) -> Vec<Status> {
+    served
+        .iter()
+        .map(|a| {
+            let (failure, usage) = match result {
+                Err(e) => (Some(e.clone()), None),
+                Ok((errors, usage)) => (errors.get(&a.name).cloned(), usage.get(&a.name).copied()),
+            };
+            Status { name: a.name.clone(), ready: failure.is_none(), reason: failure, usage }
+        })
+        .chain(refused.into_iter().map(|(name, reason)| Status {
+            name,
+            ready: false,
+            reason: Some(reason),
+            usage: None,
+        }))
+        .collect()
+}
+
 pub trait Driver: Send {
     fn name(&self) -> &'static str;
     /// Makes the host match `desired` and says how each tenant stands.
@@ -191,27 +216,7 @@ mod tests {
     use super::*;
 
     fn a(name: &str, revision: u64) -> Assignment {
-        Assignment {
-            name: name.into(),
-            revision,
-            roles: vec!["db".into()],
-            lifecycle: "run".into(),
-            index: 1,
-            vpn_subnet: "198.18.1.0/24".into(),
-            gateway_address: "198.18.1.1".into(),
-            interface: "bqt1".into(),
-            listen_port: 51821,
-            db_type: "postgres".into(),
-            isolation: "schema".into(),
-            db_quota_bytes: 1,
-            connection_limit: 5,
-            events_per_min: 1,
-            access_mode: "vpn-only".into(),
-            vpn_enabled: true,
-            public_api: false,
-            ddl_enabled: false,
-            db_password_verifier: String::new(),
-        }
+        Assignment { revision, ..crate::assignment::fixture(name) }
     }
 
     #[test]

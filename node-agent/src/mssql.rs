@@ -300,10 +300,7 @@ pub struct MssqlDriver {
 }
 
 impl MssqlDriver {
-    async fn pass(
-        &self,
-        desired: &[Assignment],
-    ) -> Result<(BTreeMap<String, String>, BTreeMap<String, Usage>), String> {
+    async fn pass(&self, desired: &[Assignment]) -> crate::driver::PassResult {
         let mut client = connect(&self.url).await?;
         let observed = observe(&mut client).await.map_err(|e| format!("observing SQL Server failed: {e}"))?;
         let usage = served(desired)
@@ -345,22 +342,13 @@ impl Driver for MssqlDriver {
     }
 
     fn reconcile(&mut self, desired: &[Assignment]) -> Vec<Status> {
+        let (served, other): (Vec<Assignment>, Vec<Assignment>) =
+            desired.iter().cloned().partition(|a| a.db_type == "mssql");
         let handle = tokio::runtime::Handle::current();
-        let result = handle.block_on(self.pass(desired));
-        desired
-            .iter()
-            .map(|a| {
-                if a.db_type != "mssql" {
-                    let reason = Some("this node's driver serves SQL Server only".to_string());
-                    return Status { name: a.name.clone(), ready: false, reason, usage: None };
-                }
-                let (failure, usage) = match &result {
-                    Err(e) => (Some(e.clone()), None),
-                    Ok((errors, usage)) => (errors.get(&a.name).cloned(), usage.get(&a.name).copied()),
-                };
-                Status { name: a.name.clone(), ready: failure.is_none(), reason: failure, usage }
-            })
-            .collect()
+        let result = handle.block_on(self.pass(&served));
+        let refused =
+            other.into_iter().map(|a| (a.name, "this node's driver serves SQL Server only".to_string())).collect();
+        crate::driver::statuses(&served, &result, refused)
     }
 }
 
@@ -372,15 +360,7 @@ mod tests {
 
     fn a(name: &str) -> Assignment {
         Assignment {
-            name: name.into(),
-            revision: 1,
-            roles: vec!["db".into()],
-            lifecycle: "run".into(),
-            index: 1,
-            vpn_subnet: "198.18.1.0/24".into(),
             gateway_address: String::new(),
-            interface: "bqt1".into(),
-            listen_port: 51821,
             db_type: "mssql".into(),
             isolation: "database".into(),
             db_quota_bytes: 1024 * 1024 * 1024,
@@ -388,9 +368,8 @@ mod tests {
             events_per_min: 1000,
             access_mode: "public".into(),
             vpn_enabled: false,
-            public_api: false,
-            ddl_enabled: false,
             db_password_verifier: HASH.into(),
+            ..crate::assignment::fixture(name)
         }
     }
 

@@ -107,25 +107,11 @@ mod tests {
 
     fn tenant(name: &str, mode: &str, subnet: &str) -> Assignment {
         Assignment {
-            name: name.into(),
-            revision: 1,
-            roles: vec!["db".into()],
-            lifecycle: "run".into(),
-            index: 1,
             vpn_subnet: subnet.into(),
             gateway_address: String::new(),
-            interface: "bqt1".into(),
-            listen_port: 51821,
-            db_type: "postgres".into(),
-            isolation: "schema".into(),
-            db_quota_bytes: 1,
             connection_limit: 1,
-            events_per_min: 1,
             access_mode: mode.into(),
-            vpn_enabled: true,
-            public_api: false,
-            ddl_enabled: false,
-            db_password_verifier: String::new(),
+            ..crate::assignment::fixture(name)
         }
     }
 

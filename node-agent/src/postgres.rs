@@ -14,6 +14,7 @@
 
 use crate::assignment::Assignment;
 use crate::driver::{Driver, Status, Usage};
+
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection, Row};
 use std::collections::{BTreeMap, BTreeSet};
@@ -517,10 +518,7 @@ impl PostgresDriver {
         })
     }
 
-    async fn pass(
-        &mut self,
-        desired: &[Assignment],
-    ) -> Result<(BTreeMap<String, String>, BTreeMap<String, Usage>), String> {
+    async fn pass(&mut self, desired: &[Assignment]) -> crate::driver::PassResult {
         let measure = self.measured_at.is_none_or(|t| t.elapsed() >= self.usage_interval);
         let mut conn = self.options(None)?.connect().await.map_err(|e| format!("cannot connect to PostgreSQL: {e}"))?;
         let mut observed =
@@ -812,23 +810,8 @@ impl Driver for PostgresDriver {
             desired.iter().cloned().partition(|a| unsupported(a).is_none());
         let handle = tokio::runtime::Handle::current();
         let result = handle.block_on(self.pass(&supported));
-        let refused = refused_here.iter().map(|a| Status {
-            name: a.name.clone(),
-            ready: false,
-            reason: unsupported(a).map(str::to_string),
-            usage: None,
-        });
-        supported
-            .iter()
-            .map(|a| {
-                let (failure, usage) = match &result {
-                    Err(e) => (Some(e.clone()), None),
-                    Ok((errors, usage)) => (errors.get(&a.name).cloned(), usage.get(&a.name).copied()),
-                };
-                Status { name: a.name.clone(), ready: failure.is_none(), reason: failure, usage }
-            })
-            .chain(refused)
-            .collect()
+        let refused = refused_here.iter().filter_map(|a| Some((a.name.clone(), unsupported(a)?.to_string()))).collect();
+        crate::driver::statuses(&supported, &result, refused)
     }
 }
 
@@ -849,26 +832,13 @@ mod tests {
     use super::*;
 
     fn a(name: &str) -> Assignment {
+        const VERIFIER: &str = "SCRAM-SHA-256$4096:AQIDBAUGBwgJCgsMDQ4PEA==$8rrDg00OqaiWXJ7p+sCgHEIaBSHY89ZJl3mfIsf32oY=:05L1f+yZbiN8O0AnO40Og85NNRhvzTS57naKRWCcsIA=";
         Assignment {
-            name: name.into(),
             revision: 3,
-            roles: vec!["db".into()],
-            lifecycle: "run".into(),
-            index: 1,
-            vpn_subnet: "198.18.1.0/24".into(),
-            gateway_address: "198.18.1.1".into(),
-            interface: "bqt1".into(),
-            listen_port: 51821,
-            db_type: "postgres".into(),
-            isolation: "schema".into(),
             db_quota_bytes: 5_000_000_000,
-            connection_limit: 5,
             events_per_min: 1000,
-            access_mode: "vpn-only".into(),
-            vpn_enabled: true,
-            public_api: false,
-            ddl_enabled: false,
-            db_password_verifier: "SCRAM-SHA-256$4096:AQIDBAUGBwgJCgsMDQ4PEA==$8rrDg00OqaiWXJ7p+sCgHEIaBSHY89ZJl3mfIsf32oY=:05L1f+yZbiN8O0AnO40Og85NNRhvzTS57naKRWCcsIA=".into(),
+            db_password_verifier: VERIFIER.into(),
+            ..crate::assignment::fixture(name)
         }
     }
 
