@@ -15,6 +15,12 @@ pub struct BenchNode {
     pub proc: Option<Proc>,
 }
 
+impl BenchNode {
+    pub fn listen(&self) -> crate::coordinator::Listen {
+        crate::coordinator::Listen { raft: addr(self.raft), api: addr(self.api), node: addr(self.node) }
+    }
+}
+
 /// Fields drop in order: processes before the temp dir that holds their logs.
 pub struct BenchCluster {
     pub nodes: Vec<BenchNode>,
@@ -41,31 +47,7 @@ impl BenchCluster {
                 proc: None,
             })
             .collect();
-        let c1 = &nodes[0];
-        let init = run(
-            bin,
-            &[
-                "init",
-                "--data-dir",
-                c1.dir.to_str().expect("utf-8"),
-                "--id",
-                "1",
-                "--raft-listen",
-                &addr(c1.raft),
-                "--api-listen",
-                &addr(c1.api),
-                "--node-listen",
-                &addr(c1.node),
-                "--vpn-pool",
-                pool,
-                "--output",
-                "json",
-            ],
-            &[],
-        );
-        assert!(init.status.success(), "init: {}", String::from_utf8_lossy(&init.stderr));
-        let v: Value = serde_json::from_slice(&init.stdout).expect("json");
-        let key = v["admin_api_key"].as_str().expect("key").to_string();
+        let key = crate::coordinator::init(bin, &nodes[0].dir, &nodes[0].listen(), pool);
         let mut cluster = Self { tmp, bin: bin.to_path_buf(), key, nodes };
         for i in 0..cluster.nodes.len() {
             cluster.spawn(i);
@@ -89,36 +71,10 @@ impl BenchCluster {
 
     fn spawn(&mut self, i: usize) {
         let n = &self.nodes[i];
-        let id = n.id.to_string();
-        let mut args: Vec<String> = [
-            "serve",
-            "--data-dir",
-            n.dir.to_str().expect("utf-8"),
-            "--id",
-            &id,
-            "--raft-listen",
-            &addr(n.raft),
-            "--api-listen",
-            &addr(n.api),
-            "--node-listen",
-            &addr(n.node),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mut args = crate::coordinator::serve_args(&n.dir, n.id, &n.listen());
         if i > 0 {
-            let token = self.cli(&["cluster", "token", "create", "--id", &id]);
-            let first_node = format!("https://{}", addr(self.nodes[0].node));
-            for extra in [
-                "--join",
-                &first_node,
-                "--token",
-                token["token"].as_str().expect("token"),
-                "--ca-pin",
-                token["ca_fingerprint"].as_str().expect("pin"),
-            ] {
-                args.push(extra.to_string());
-            }
+            let token = self.cli(&["cluster", "token", "create", "--id", &n.id.to_string()]);
+            args.extend(crate::coordinator::join_args(&addr(self.nodes[0].node), &token));
         }
         let n = &self.nodes[i];
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -126,20 +82,9 @@ impl BenchCluster {
         let (port, node_port) = (n.api, n.node);
         wait_for("api", Duration::from_secs(20), || TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ()));
         if i > 0 {
-            let (raft, api, node) = (addr(n.raft), addr(n.api), addr(n.node));
-            self.cli(&[
-                "cluster",
-                "add-learner",
-                "--id",
-                &id,
-                "--raft-addr",
-                &raft,
-                "--api-addr",
-                &api,
-                "--node-addr",
-                &node,
-            ]);
-            self.cli(&["cluster", "promote", "--id", &id]);
+            let learner = crate::coordinator::add_learner_args(n.id, &n.listen());
+            self.cli(&learner.iter().map(String::as_str).collect::<Vec<_>>());
+            self.cli(&["cluster", "promote", "--id", &n.id.to_string()]);
         }
         // The node listener opens once this coordinator holds the replicated CA.
         wait_for("node listener", Duration::from_secs(20), || {

@@ -3,6 +3,7 @@
 //! Everything it starts is killed when dropped.
 
 pub mod bench;
+pub mod coordinator;
 pub mod lab;
 pub mod pgbouncer;
 pub mod postgres;

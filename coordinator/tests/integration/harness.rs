@@ -1,30 +1,15 @@
 //! A cluster of real coordinator processes in a temp dir, and CLI helpers.
 
-use berqenas_tests::{free_port, run, wait_for, Proc};
+use berqenas_tests::{coordinator, run, wait_for, Proc};
 use serde_json::Value;
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_berqenas-coordinator");
 
-pub struct Coord {
-    pub id: u64,
-    pub dir: PathBuf,
-    pub raft: u16,
-    pub api: u16,
-    pub node: u16,
-    pub proc: Option<Proc>,
-    /// `--join/--token/--ca-pin` for a coordinator's first start.
-    pub join_args: Vec<String>,
-}
-
-impl Coord {
-    pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.api)
-    }
-}
+pub use berqenas_tests::coordinator::Coord;
 
 /// Fields drop in order: processes before the temp dir that holds their logs.
 pub struct Cluster {
@@ -33,10 +18,6 @@ pub struct Cluster {
     /// Extra flags for every `serve`.
     pub serve_args: Vec<String>,
     pub tmp: tempfile::TempDir,
-}
-
-fn addr(port: u16) -> String {
-    format!("127.0.0.1:{port}")
 }
 
 impl Cluster {
@@ -48,38 +29,10 @@ impl Cluster {
     /// Like `single`, with extra `serve` flags for every node.
     pub fn single_with(serve_args: &[&str]) -> Self {
         let tmp = tempfile::tempdir().expect("temp dir");
-        let (raft, api, node) = (free_port(), free_port(), free_port());
-        let dir = tmp.path().join("c1");
-        let out = run(
-            Path::new(BIN),
-            &[
-                "init",
-                "--data-dir",
-                path_str(&dir),
-                "--id",
-                "1",
-                "--raft-listen",
-                &addr(raft),
-                "--api-listen",
-                &addr(api),
-                "--node-listen",
-                &addr(node),
-                "--vpn-pool",
-                "198.18.0.0/15",
-                "--output",
-                "json",
-            ],
-            &[],
-        );
-        assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
-        let v: Value = serde_json::from_slice(&out.stdout).expect("init prints JSON");
-        let key = v["admin_api_key"].as_str().expect("admin key printed").to_string();
-        let mut cluster = Self {
-            tmp,
-            key,
-            nodes: vec![Coord { id: 1, dir, raft, api, node, proc: None, join_args: Vec::new() }],
-            serve_args: serve_args.iter().map(|s| s.to_string()).collect(),
-        };
+        let first = Coord::new(1, tmp.path().join("c1"));
+        let key = coordinator::init(Path::new(BIN), &first.dir, &first.listen(), "198.18.0.0/15");
+        let mut cluster =
+            Self { tmp, key, nodes: vec![first], serve_args: serve_args.iter().map(|s| s.to_string()).collect() };
         cluster.start(0);
         cluster
     }
@@ -100,40 +53,17 @@ impl Cluster {
     /// Starts coordinator `id` in a fresh dir and adds it as learner, then voter, through the CLI.
     pub fn join(&mut self, id: u64) {
         let idx = self.spawn_unjoined(id);
-        let (raft, api, node) = (self.nodes[idx].raft, self.nodes[idx].api, self.nodes[idx].node);
-        let id_s = id.to_string();
-        self.ok(
-            0,
-            &[
-                "cluster",
-                "add-learner",
-                "--id",
-                &id_s,
-                "--raft-addr",
-                &addr(raft),
-                "--api-addr",
-                &addr(api),
-                "--node-addr",
-                &addr(node),
-            ],
-        );
-        self.ok(0, &["cluster", "promote", "--id", &id_s]);
+        let learner = coordinator::add_learner_args(id, &self.nodes[idx].listen());
+        self.ok(0, &learner.iter().map(String::as_str).collect::<Vec<_>>());
+        self.ok(0, &["cluster", "promote", "--id", &id.to_string()]);
     }
 
     /// Starts coordinator `id` in a fresh dir without adding it to the cluster.
     pub fn spawn_unjoined(&mut self, id: u64) -> usize {
-        let (raft, api, node) = (free_port(), free_port(), free_port());
-        let dir = self.tmp.path().join(format!("c{id}"));
         let token = self.json(0, &["cluster", "token", "create", "--id", &id.to_string()]);
-        let join_args = vec![
-            "--join".to_string(),
-            format!("https://127.0.0.1:{}", self.nodes[0].node),
-            "--token".to_string(),
-            token["token"].as_str().expect("token").to_string(),
-            "--ca-pin".to_string(),
-            token["ca_fingerprint"].as_str().expect("pin").to_string(),
-        ];
-        self.nodes.push(Coord { id, dir, raft, api, node, proc: None, join_args });
+        let mut coord = Coord::new(id, self.tmp.path().join(format!("c{id}")));
+        coord.join_args = coordinator::join_args(&self.nodes[0].listen().node, &token);
+        self.nodes.push(coord);
         let idx = self.nodes.len() - 1;
         self.start(idx);
         idx
@@ -141,23 +71,10 @@ impl Cluster {
 
     pub fn start(&mut self, idx: usize) {
         let node = &mut self.nodes[idx];
-        let (raft, api, node_addr) = (addr(node.raft), addr(node.api), addr(node.node));
-        let id = node.id.to_string();
-        let mut args = vec![
-            "serve",
-            "--data-dir",
-            path_str(&node.dir),
-            "--id",
-            &id,
-            "--raft-listen",
-            &raft,
-            "--api-listen",
-            &api,
-            "--node-listen",
-            &node_addr,
-        ];
-        args.extend(self.serve_args.iter().map(String::as_str));
-        args.extend(node.join_args.iter().map(String::as_str));
+        let mut args = coordinator::serve_args(&node.dir, node.id, &node.listen());
+        args.extend(self.serve_args.iter().cloned());
+        args.extend(node.join_args.iter().cloned());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let proc = Proc::spawn(&format!("coordinator-{}", node.id), Path::new(BIN), &args, self.tmp.path());
         node.proc = Some(proc);
         let port = node.api;
@@ -225,10 +142,6 @@ impl Cluster {
     pub fn index_of(&self, id: u64) -> usize {
         self.nodes.iter().position(|n| n.id == id).expect("known node id")
     }
-}
-
-pub fn path_str(p: &Path) -> &str {
-    p.to_str().expect("temp paths are UTF-8")
 }
 
 pub fn stderr(out: &Output) -> String {

@@ -34,32 +34,8 @@ async fn main() {
     let (raft, api, node) = (free_port(), free_port(), free_port());
     let addr = |p: u16| format!("127.0.0.1:{p}");
     let data = tmp.path().join("c1");
-    let init = run(
-        &coordinator,
-        &[
-            "init",
-            "--data-dir",
-            data.to_str().expect("utf-8"),
-            "--id",
-            "1",
-            "--raft-listen",
-            &addr(raft),
-            "--api-listen",
-            &addr(api),
-            "--node-listen",
-            &addr(node),
-            "--vpn-pool",
-            "100.64.0.0/10",
-            "--output",
-            "json",
-        ],
-        &[],
-    );
-    assert!(init.status.success(), "init: {}", String::from_utf8_lossy(&init.stderr));
-    let key = serde_json::from_slice::<Value>(&init.stdout).expect("json")["admin_api_key"]
-        .as_str()
-        .expect("key")
-        .to_string();
+    let listen = berqenas_tests::coordinator::Listen { raft: addr(raft), api: addr(api), node: addr(node) };
+    let key = berqenas_tests::coordinator::init(&coordinator, &data, &listen, "100.64.0.0/10");
     let coord =
         Proc::spawn("coordinator", &coordinator, &["serve", "--data-dir", data.to_str().expect("utf-8")], tmp.path());
     wait_for("node listener", Duration::from_secs(20), || {

@@ -3,6 +3,7 @@
 //! repaired; offboarding is enforced and purge leaves nothing behind.
 
 use crate::harness::{agent_bin, coordinator_bin};
+use berqenas_tests::coordinator;
 use berqenas_tests::lab::{Host, Lab};
 use berqenas_tests::pgbouncer::PgBouncer;
 use berqenas_tests::postgres::Postgres;
@@ -113,37 +114,12 @@ fn setup() -> Env {
     let tmp = tempfile::tempdir().expect("tmp");
     let pg = Postgres::start(&lab, &pg_host, tmp.path());
     let pgb = PgBouncer::start(&lab, &db, tmp.path());
-    let a = c1.addr.to_string();
+    let listen = coordinator::Listen::standard(&c1.addr.to_string());
     let data = tmp.path().join("c1");
-    let data = data.to_str().expect("utf-8");
-    let (raft, api, node) = (format!("{a}:7101"), format!("{a}:7201"), format!("{a}:7301"));
-    let init = lab.run(
-        &c1,
-        &coordinator_bin(),
-        &[
-            "init",
-            "--data-dir",
-            data,
-            "--id",
-            "1",
-            "--raft-listen",
-            &raft,
-            "--api-listen",
-            &api,
-            "--node-listen",
-            &node,
-            "--vpn-pool",
-            "198.18.0.0/15",
-            "--output",
-            "json",
-        ],
-        &[],
-    );
-    assert!(init.status.success(), "init: {}", String::from_utf8_lossy(&init.stderr));
-    let key = serde_json::from_slice::<Value>(&init.stdout).expect("json")["admin_api_key"]
-        .as_str()
-        .expect("key")
-        .to_string();
+    let init_args = coordinator::init_args(&data, &listen, "198.18.0.0/15");
+    let init_args: Vec<&str> = init_args.iter().map(String::as_str).collect();
+    let key = coordinator::admin_key(&lab.run(&c1, &coordinator_bin(), &init_args, &[]));
+    let (data, node) = (data.to_str().expect("utf-8"), listen.node.clone());
     let coordinator = lab.spawn(&c1, "coordinator-c1", &coordinator_bin(), &["serve", "--data-dir", data], tmp.path());
     wait_for("the coordinator", Duration::from_secs(20), || {
         coordinator.log_text().contains("node listener serving").then_some(())

@@ -1,6 +1,6 @@
 //! A fleet of real processes: coordinators (init/serve/cluster CLI) and node agents (join/run).
 
-use berqenas_tests::{free_port, run, wait_for, workspace_bin, Proc};
+use berqenas_tests::{coordinator, run, wait_for, workspace_bin, Proc};
 use serde_json::Value;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -15,15 +15,7 @@ pub fn agent_bin() -> PathBuf {
     workspace_bin("berqenas-node-agent")
 }
 
-pub struct Coord {
-    pub id: u64,
-    pub dir: PathBuf,
-    pub raft: u16,
-    pub api: u16,
-    pub node: u16,
-    pub proc: Option<Proc>,
-    pub join_args: Vec<String>,
-}
+pub use berqenas_tests::coordinator::Coord;
 
 pub struct Agent {
     pub name: String,
@@ -83,87 +75,28 @@ impl Fleet {
         let mut fleet = Self { tmp, key: String::new(), coords: Vec::new(), agents: Vec::new() };
         for id in 1..=n {
             let dir = fleet.tmp.path().join(format!("c{id}"));
-            let (raft, api, node) = (free_port(), free_port(), free_port());
-            fleet.coords.push(Coord { id, dir, raft, api, node, proc: None, join_args: Vec::new() });
+            fleet.coords.push(Coord::new(id, dir));
         }
         let c = &fleet.coords[0];
-        let out = run(
-            &coordinator_bin(),
-            &[
-                "init",
-                "--data-dir",
-                path_str(&c.dir),
-                "--id",
-                "1",
-                "--raft-listen",
-                &addr(c.raft),
-                "--api-listen",
-                &addr(c.api),
-                "--node-listen",
-                &addr(c.node),
-                "--vpn-pool",
-                "198.18.0.0/15",
-                "--output",
-                "json",
-            ],
-            &[],
-        );
-        assert!(out.status.success(), "init: {}", String::from_utf8_lossy(&out.stderr));
-        let v: Value = serde_json::from_slice(&out.stdout).expect("json");
-        fleet.key = v["admin_api_key"].as_str().expect("key").to_string();
+        fleet.key = coordinator::init(&coordinator_bin(), &c.dir, &c.listen(), "198.18.0.0/15");
         fleet.start_coord(0);
         for i in 1..fleet.coords.len() {
-            let id = fleet.coords[i].id.to_string();
-            let token = fleet.json(0, &["cluster", "token", "create", "--id", &id]);
-            fleet.coords[i].join_args = vec![
-                "--join".into(),
-                format!("https://{}", addr(fleet.coords[0].node)),
-                "--token".into(),
-                token["token"].as_str().expect("token").into(),
-                "--ca-pin".into(),
-                token["ca_fingerprint"].as_str().expect("pin").into(),
-            ];
+            let id = fleet.coords[i].id;
+            let token = fleet.json(0, &["cluster", "token", "create", "--id", &id.to_string()]);
+            fleet.coords[i].join_args = coordinator::join_args(&addr(fleet.coords[0].node), &token);
             fleet.start_coord(i);
-            let c = &fleet.coords[i];
-            let (raft, api, node) = (addr(c.raft), addr(c.api), addr(c.node));
-            fleet.ok(
-                0,
-                &[
-                    "cluster",
-                    "add-learner",
-                    "--id",
-                    &id,
-                    "--raft-addr",
-                    &raft,
-                    "--api-addr",
-                    &api,
-                    "--node-addr",
-                    &node,
-                ],
-            );
-            fleet.ok(0, &["cluster", "promote", "--id", &id]);
+            let learner = coordinator::add_learner_args(id, &fleet.coords[i].listen());
+            fleet.ok(0, &learner.iter().map(String::as_str).collect::<Vec<_>>());
+            fleet.ok(0, &["cluster", "promote", "--id", &id.to_string()]);
         }
         fleet
     }
 
     pub fn start_coord(&mut self, i: usize) {
         let c = &mut self.coords[i];
-        let args = [
-            "serve",
-            "--data-dir",
-            path_str(&c.dir),
-            "--id",
-            &c.id.to_string(),
-            "--raft-listen",
-            &addr(c.raft),
-            "--api-listen",
-            &addr(c.api),
-            "--node-listen",
-            &addr(c.node),
-        ]
-        .map(str::to_string);
-        let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
-        args.extend(c.join_args.iter().map(String::as_str));
+        let mut args = coordinator::serve_args(&c.dir, c.id, &c.listen());
+        args.extend(c.join_args.iter().cloned());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         c.proc = Some(Proc::spawn(&format!("coordinator-{}", c.id), &coordinator_bin(), &args, self.tmp.path()));
         let (port, node_port, member) = (c.api, c.node, c.join_args.is_empty());
         wait_for("coordinator API", Duration::from_secs(20), || {
@@ -195,7 +128,7 @@ impl Fleet {
     }
 
     pub fn cli(&self, i: usize, args: &[&str]) -> Output {
-        let endpoint = format!("http://{}", addr(self.coords[i].api));
+        let endpoint = self.coords[i].endpoint();
         run(&coordinator_bin(), args, &[("BERQENAS_ENDPOINT", &endpoint), ("BERQENAS_API_KEY", &self.key)])
     }
 

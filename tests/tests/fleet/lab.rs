@@ -2,6 +2,7 @@
 //! on the lab bridge (192.0.2.0/24), talking over real veth links.
 
 use crate::harness::{agent_bin, coordinator_bin};
+use berqenas_tests::coordinator;
 use berqenas_tests::lab::{Host, Lab};
 use berqenas_tests::{wait_for, Proc};
 use serde_json::Value;
@@ -80,54 +81,20 @@ fn lab_fleet_across_namespaces_joins_converges_and_survives_a_coordinator() {
     let db = lab.host("db");
     let tmp = tempfile::tempdir().expect("tmp");
     let c1 = &hosts[0];
-    let a1 = c1.addr.to_string();
-    let init = lab.run(
-        c1,
-        &coordinator_bin(),
-        &[
-            "init",
-            "--data-dir",
-            tmp.path().join("c1").to_str().expect("utf-8"),
-            "--id",
-            "1",
-            "--raft-listen",
-            &format!("{a1}:7101"),
-            "--api-listen",
-            &format!("{a1}:7201"),
-            "--node-listen",
-            &format!("{a1}:7301"),
-            "--vpn-pool",
-            "198.18.0.0/15",
-            "--output",
-            "json",
-        ],
-        &[],
-    );
-    assert!(init.status.success(), "init: {}", String::from_utf8_lossy(&init.stderr));
-    let key = serde_json::from_slice::<Value>(&init.stdout).expect("json")["admin_api_key"]
-        .as_str()
-        .expect("key")
-        .to_string();
+    let listen = coordinator::Listen::standard(&c1.addr.to_string());
+    let init_args = coordinator::init_args(&tmp.path().join("c1"), &listen, "198.18.0.0/15");
+    let init_args: Vec<&str> = init_args.iter().map(String::as_str).collect();
+    let key = coordinator::admin_key(&lab.run(c1, &coordinator_bin(), &init_args, &[]));
     let mut f = LabFleet { lab, tmp, key, coords: hosts.into_iter().map(|h| (h, None, Vec::new())).collect() };
     f.start(0);
     for i in 1..3 {
         let id = (i + 1).to_string();
         let tok = f.json(0, &["cluster", "token", "create", "--id", &id]);
-        f.coords[i].2 = vec![
-            "--join".into(),
-            format!("https://{a1}:7301"),
-            "--token".into(),
-            tok["token"].as_str().expect("token").into(),
-            "--ca-pin".into(),
-            tok["ca_fingerprint"].as_str().expect("pin").into(),
-        ];
+        f.coords[i].2 = coordinator::join_args(&listen.node, &tok);
         f.start(i);
-        let a = f.coords[i].0.addr.to_string();
-        let (raft, api, node) = (format!("{a}:7101"), format!("{a}:7201"), format!("{a}:7301"));
-        f.json(
-            0,
-            &["cluster", "add-learner", "--id", &id, "--raft-addr", &raft, "--api-addr", &api, "--node-addr", &node],
-        );
+        let learner = coordinator::Listen::standard(&f.coords[i].0.addr.to_string());
+        let learner = coordinator::add_learner_args(i as u64 + 1, &learner);
+        f.json(0, &learner.iter().map(String::as_str).collect::<Vec<_>>());
         f.json(0, &["cluster", "promote", "--id", &id]);
         // Once it holds the replicated CA it opens its node listener.
         wait_for("the node listener", Duration::from_secs(20), || {
