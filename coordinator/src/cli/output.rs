@@ -58,6 +58,7 @@ pub fn tenant(out: Output, t: &Value) {
         ("vpn", s(&t["vpn_enabled"])),
         ("public api", s(&t["public_api"])),
         ("access", s(&t["access_mode"])),
+        ("ddl", s(&t["ddl_enabled"])),
         ("vpn subnet", s(&t["network"]["vpn_subnet"])),
         ("interface", format!("{} port {}", s(&t["network"]["interface"]), s(&t["network"]["listen_port"]))),
         ("placement", placement(t)),
@@ -65,6 +66,32 @@ pub fn tenant(out: Output, t: &Value) {
     ];
     for (k, v) in rows {
         say(format_args!("{k:<17} {v}"));
+    }
+    // What each node last reported: readiness and the usage samples of the db role.
+    for (id, n) in t["node_status"].as_object().into_iter().flatten() {
+        let state = if n["ready"].as_bool() == Some(true) { "ready" } else { "not ready" };
+        let mut line =
+            format!("{state}, db {}, {} sessions", bytes(n["db_bytes"].as_u64().unwrap_or(0)), s(&n["connections"]));
+        if n["quota_exceeded"].as_bool() == Some(true) {
+            line.push_str(", over quota");
+        }
+        say(format_args!("{:<17} {line}", format!("node {id}")));
+    }
+}
+
+/// `1234567` → `1.2 MB` (powers of 1000, as quotas are written).
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1000.0 && unit + 1 < UNITS.len() {
+        v /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
     }
 }
 
@@ -199,4 +226,14 @@ pub fn cluster(out: Output, v: &Value) {
 pub fn say(args: std::fmt::Arguments<'_>) {
     use std::io::Write;
     let _ = writeln!(std::io::stdout().lock(), "{args}");
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn bytes_are_shown_in_quota_units() {
+        assert_eq!(super::bytes(999), "999 B");
+        assert_eq!(super::bytes(1_234_567), "1.2 MB");
+        assert_eq!(super::bytes(5_000_000_000), "5.0 GB");
+    }
 }
