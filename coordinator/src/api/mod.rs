@@ -258,19 +258,44 @@ async fn get_tenant(ctx: Ctx, Path(raw): Path<String>, Query(params): Query<Read
         .ok_or_else(|| ApiError::not_found(format!("tenant {name} not found")))
 }
 
-#[utoipa::path(get, path = "/api/v1/tenants", params(ReadParams),
-    responses((status = 200, body = Vec<Tenant>)), security(("api_key" = [])))]
-async fn list_tenants(ctx: Ctx, Query(params): Query<ReadParams>) -> Result<Json<Vec<Tenant>>> {
-    let caller = ctx.require(Need::AnyKey, "tenant.list", "tenants").await?;
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ListParams {
+    /// `stale` answers from this coordinator's own state without asking the leader.
+    #[serde(default)]
+    #[param(value_type = Option<String>)]
+    pub consistency: Option<Consistency>,
+    /// Only tenants in this status, e.g. `provisioning`.
+    #[serde(default)]
+    pub status: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/tenants", params(ListParams),
+    responses((status = 200, body = Vec<Tenant>), (status = 400, body = ErrorBody)), security(("api_key" = [])))]
+async fn list_tenants(ctx: Ctx, Query(params): Query<ListParams>) -> Result<Json<Vec<Tenant>>> {
+    const ACTION: &str = "tenant.list";
+    let caller = ctx.require(Need::AnyKey, ACTION, "tenants").await?;
     if caller.role == Role::Auditor {
-        ctx.authorize(&caller, Need::Admin, "tenant.list", "tenants").await?;
+        ctx.authorize(&caller, Need::Admin, ACTION, "tenants").await?;
     }
-    barrier(&ctx, &params).await?;
+    let status = match params
+        .status
+        .as_deref()
+        .map(|s| serde_json::from_value::<crate::state::tenant::TenantStatus>(s.into()))
+        .transpose()
+    {
+        Ok(s) => s,
+        Err(_) => {
+            let msg = "status must be one of provisioning, active, suspended, deleting, deleted-pending-purge, quota-exceeded";
+            return Err(ctx.reject(&caller.key_id, ACTION, "tenants", ApiError::invalid(msg.to_string())).await);
+        }
+    };
+    barrier(&ctx, &ReadParams { consistency: params.consistency }).await?;
     Ok(Json(ctx.coordinator.read(|d| {
         d.state
             .tenants
             .values()
             .filter(|t| caller.role == Role::Admin || caller.tenant.as_ref() == Some(&t.name))
+            .filter(|t| status.is_none_or(|s| t.status == s))
             .map(Tenant::redacted)
             .collect()
     })))

@@ -164,7 +164,11 @@ pub enum TenantCmd {
     Get {
         name: String,
     },
-    List,
+    List {
+        /// Only tenants in this status.
+        #[arg(long, value_parser = ["provisioning", "active", "suspended", "deleting", "deleted-pending-purge", "quota-exceeded"])]
+        status: Option<String>,
+    },
     Update(UpdateTenant),
     /// Refuse logins and API access, keep data.
     Suspend {
@@ -531,8 +535,9 @@ async fn tenant(client: &Client, cmd: TenantCmd, out: Output) -> anyhow::Result<
             shown
         }
         TenantCmd::Get { name } => client.get(&path(&name)).await?,
-        TenantCmd::List => {
-            let v = client.get("/api/v1/tenants").await?;
+        TenantCmd::List { status } => {
+            let query: Vec<(&str, String)> = status.into_iter().map(|s| ("status", s)).collect();
+            let v = client.get_query("/api/v1/tenants", &query).await?;
             output::tenants(out, &v);
             return Ok(());
         }

@@ -51,6 +51,15 @@ fn seed_create_command_and_json_output() {
     let premium = c.json(0, &["tenant", "create", "--name", "globex", "--tier", "premium", "--access", "vpn-only"]);
     assert_eq!(premium["db_quota"], "1GB");
     assert_eq!(premium["connection_limit"], 20);
+    c.json(0, &["tenant", "suspend", "globex"]);
+    let names = |status: &str| -> Vec<String> {
+        let v = c.json(0, &["tenant", "list", "--status", status]);
+        v.as_array().into_iter().flatten().filter_map(|t| t["name"].as_str().map(str::to_string)).collect()
+    };
+    assert_eq!(names("suspended"), ["globex"]);
+    assert_eq!(names("provisioning"), ["acme"], "no node agent here: acme waits for one");
+    assert!(names("active").is_empty());
+    c.json(0, &["tenant", "resume", "globex"]);
 
     let updated = c.json(0, &["tenant", "update", "acme", "--db-quota", "10GB", "--public-api", "false"]);
     assert_eq!(updated["db_quota"], "10GB");
@@ -256,6 +265,14 @@ async fn rest_api_refuses_bad_requests_with_json_errors() {
         Case {
             method: reqwest::Method::GET,
             path: "/api/v1/tenant/Bad%27Name",
+            key: Some(admin.clone()),
+            body: None,
+            status: 400,
+            code: "invalid_input",
+        },
+        Case {
+            method: reqwest::Method::GET,
+            path: "/api/v1/tenants?status=bogus",
             key: Some(admin.clone()),
             body: None,
             status: 400,
