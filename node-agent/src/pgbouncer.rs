@@ -161,6 +161,16 @@ fn reload(pidfile: &Path) -> Result<(), String> {
         .ok()
         .and_then(rustix::process::Pid::from_raw)
         .ok_or_else(|| format!("pgBouncer pidfile {} holds no pid", pidfile.display()))?;
+    // A stale pidfile may name some other process now; SIGHUP would end most of them.
+    let comm = std::fs::read_to_string(format!("/proc/{}/comm", pid.as_raw_nonzero())).unwrap_or_default();
+    if comm.trim() != "pgbouncer" {
+        return Err(format!(
+            "pgBouncer is not running (pid {} from {} is {:?})",
+            pid.as_raw_nonzero(),
+            pidfile.display(),
+            comm.trim()
+        ));
+    }
     rustix::process::kill_process(pid, rustix::process::Signal::HUP)
         .map_err(|e| format!("cannot reload pgBouncer (pid {}): {e}", pid.as_raw_nonzero()))
 }
@@ -229,5 +239,10 @@ mod tests {
         let missing = PgBouncerConfig { dir: dir.path().into(), pidfile: dir.path().join("none.pid") };
         let err = sync(&missing, &[tenant("acme", "public", 1)], &server()).expect_err("no pgBouncer");
         assert!(err.contains("not running"), "{err}");
+        // A pidfile naming another process (here: this test) is not signalled.
+        std::fs::write(dir.path().join("stale.pid"), std::process::id().to_string()).expect("pidfile");
+        let stale = PgBouncerConfig { dir: dir.path().into(), pidfile: dir.path().join("stale.pid") };
+        let err = sync(&stale, &[tenant("acme", "public", 2)], &server()).expect_err("not pgBouncer");
+        assert!(err.contains("is not running") && err.contains("stale.pid"), "{err}");
     }
 }
