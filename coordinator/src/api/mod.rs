@@ -191,11 +191,20 @@ impl CreateTenantBody {
         if access_mode != AccessMode::Public && !vpn_enabled {
             return Err("access mode vpn-only or hybrid needs the VPN enabled".into());
         }
+        // SQL Server tenants always get a database of their own.
+        let db_type = self.db_type.unwrap_or(DbType::Postgres);
+        let isolation = match (db_type, self.isolation) {
+            (DbType::Mssql, Some(Isolation::Schema)) => {
+                return Err("SQL Server tenants get a database each: use isolation database".into())
+            }
+            (DbType::Mssql, _) => Isolation::Database,
+            (DbType::Postgres, i) => i.unwrap_or(Isolation::Schema),
+        };
         Ok(TenantSpec {
             name,
             tier,
-            db_type: self.db_type.unwrap_or(DbType::Postgres),
-            isolation: self.isolation.unwrap_or(Isolation::Schema),
+            db_type,
+            isolation,
             db_quota,
             connection_limit: validate_connection_limit(self.connection_limit.unwrap_or(defaults.connection_limit))?,
             events_per_min: validate_events_per_min(self.events_per_min.unwrap_or(defaults.events_per_min))?,

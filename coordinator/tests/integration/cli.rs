@@ -51,6 +51,13 @@ fn seed_create_command_and_json_output() {
     let premium = c.json(0, &["tenant", "create", "--name", "globex", "--tier", "premium", "--access", "vpn-only"]);
     assert_eq!(premium["db_quota"], "1GB");
     assert_eq!(premium["connection_limit"], 20);
+    let ms = c.json(0, &["tenant", "create", "--name", "msco", "--db", "mssql"]);
+    assert_eq!((&ms["db_type"], &ms["isolation"]), (&Value::from("mssql"), &Value::from("database")), "{ms}");
+    assert!(ms["db_password"].as_str().is_some_and(|p| p.len() == 24), "{ms}");
+    let out = c.cli(0, &["tenant", "create", "--name", "msco2", "--db", "mssql", "--isolation", "schema"]);
+    assert!(!out.status.success() && stderr(&out).contains("database each"), "{}", stderr(&out));
+    c.json(0, &["tenant", "delete", "msco"]);
+    c.json(0, &["tenant", "purge", "msco", "--force"]);
     c.json(0, &["tenant", "suspend", "globex"]);
     let names = |status: &str| -> Vec<String> {
         let v = c.json(0, &["tenant", "list", "--status", status]);
