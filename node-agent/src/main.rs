@@ -68,9 +68,10 @@ enum Cmd {
     },
 }
 
-/// A pass measures disk use when the last measurement is older than this (or than the resync
-/// interval, if shorter); passes in between, e.g. during a burst of creates, reuse it.
-const USAGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+/// The database driver observes every tenant and measures disk use when its last full pass is
+/// older than this (or than the resync interval, if shorter); passes in between, e.g. during a
+/// burst of creates, converge only the tenants that changed.
+const FULL_PASS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn local_address_towards(addr: &str) -> Option<String> {
     let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
@@ -164,7 +165,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         db: Box::new(berqenas_node_agent::postgres::PostgresDriver::new(
                             url.clone(),
                             pgbouncer.clone(),
-                            cfg.resync_interval.min(USAGE_INTERVAL),
+                            cfg.resync_interval.min(FULL_PASS_INTERVAL),
                         )),
                         gateway: gateway_dir.clone().map(|path| Box::new(DirDriver { path }) as Box<dyn Driver>),
                     })

@@ -326,9 +326,11 @@ pub fn plan_own_database(a: &Assignment, observed: &Observed) -> Vec<Step> {
     steps
 }
 
-/// Reads the catalogs; with `sizes`, also every tenant schema's disk use (the costly part: a
-/// `stat` per relation file), which is otherwise left at 0 for the caller to fill in.
-async fn observe(conn: &mut PgConnection, sizes: bool) -> Result<Observed, sqlx::Error> {
+/// Reads the catalogs — about every tenant, or with `only` about those tenants alone; with
+/// `sizes`, also every tenant schema's disk use (the costly part: a `stat` per relation file),
+/// which is otherwise left at 0 for the caller to fill in.
+async fn observe(conn: &mut PgConnection, sizes: bool, only: Option<&[String]>) -> Result<Observed, sqlx::Error> {
+    let only: Option<Vec<String>> = only.map(<[String]>::to_vec);
     let mut o = Observed::default();
     let row = sqlx::query(
         "SELECT current_database() AS db, \
@@ -351,8 +353,10 @@ async fn observe(conn: &mut PgConnection, sizes: bool) -> Result<Observed, sqlx:
          COALESCE((SELECT array_to_string(s.setconfig, E'\\n') FROM pg_db_role_setting s \
                    WHERE s.setrole = a.oid AND s.setdatabase = 0), '') AS config, \
          COALESCE(shobj_description(a.oid, 'pg_authid'), '') AS comment \
-         FROM pg_authid a WHERE a.rolname ~ '^tenant_[a-z][a-z0-9_]{1,30}_(owner|user)$'",
+         FROM pg_authid a WHERE a.rolname ~ '^tenant_[a-z][a-z0-9_]{1,30}_(owner|user)$' \
+         AND ($1::text[] IS NULL OR substring(a.rolname FROM '^tenant_(.*)_(owner|user)$') = ANY($1))",
     )
+    .bind(&only)
     .fetch_all(&mut *conn)
     .await?;
     for r in roles {
@@ -375,8 +379,10 @@ async fn observe(conn: &mut PgConnection, sizes: bool) -> Result<Observed, sqlx:
     // Sessions per tenant user, server-wide (cheap: the activity view, no catalog scan).
     let sessions = sqlx::query(
         "SELECT usename::text AS u, count(*) AS n FROM pg_stat_activity \
-         WHERE usename ~ '^tenant_[a-z][a-z0-9_]{1,30}_user$' GROUP BY usename",
+         WHERE usename ~ '^tenant_[a-z][a-z0-9_]{1,30}_user$' \
+         AND ($1::text[] IS NULL OR substring(usename FROM '^tenant_(.*)_user$') = ANY($1)) GROUP BY usename",
     )
+    .bind(&only)
     .fetch_all(&mut *conn)
     .await?;
     for row in sessions {
@@ -389,8 +395,10 @@ async fn observe(conn: &mut PgConnection, sizes: bool) -> Result<Observed, sqlx:
     // Databases of database-isolated tenants: named after the tenant, owned by its owner role.
     let databases: Vec<String> = sqlx::query_scalar(
         "SELECT d.datname::text FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba \
-         WHERE d.datname ~ '^tenant_[a-z][a-z0-9_]{1,30}$' AND r.rolname = d.datname || '_owner'",
+         WHERE d.datname ~ '^tenant_[a-z][a-z0-9_]{1,30}$' AND r.rolname = d.datname || '_owner' \
+         AND ($1::text[] IS NULL OR substring(d.datname FROM '^tenant_(.*)$') = ANY($1))",
     )
+    .bind(&only)
     .fetch_all(&mut *conn)
     .await?;
     for datname in databases {
@@ -405,8 +413,10 @@ async fn observe(conn: &mut PgConnection, sizes: bool) -> Result<Observed, sqlx:
          to_regclass(quote_ident(n.nspname) || '.events') IS NOT NULL AS events, \
          EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgname = 'events_notify' \
                  AND t.tgrelid = to_regclass(quote_ident(n.nspname) || '.events')) AS trig \
-         FROM pg_namespace n WHERE n.nspname ~ '^tenant_[a-z][a-z0-9_]{1,30}$'",
+         FROM pg_namespace n WHERE n.nspname ~ '^tenant_[a-z][a-z0-9_]{1,30}$' \
+         AND ($1::text[] IS NULL OR substring(n.nspname FROM '^tenant_(.*)$') = ANY($1))",
     )
+    .bind(&only)
     .fetch_all(&mut *conn)
     .await?;
     for row in schemas {
@@ -423,7 +433,8 @@ async fn observe(conn: &mut PgConnection, sizes: bool) -> Result<Observed, sqlx:
         // not a catalog scan per tenant.
         "WITH t AS (SELECT r.oid AS roid, r.rolname, n.oid AS noid FROM pg_roles r \
                     LEFT JOIN pg_namespace n ON n.nspname = substring(r.rolname FROM '^(tenant_.*)_user$') \
-                    WHERE r.rolname ~ '^tenant_[a-z][a-z0-9_]{1,30}_user$'), \
+                    WHERE r.rolname ~ '^tenant_[a-z][a-z0-9_]{1,30}_user$' \
+                    AND ($1::text[] IS NULL OR substring(r.rolname FROM '^tenant_(.*)_user$') = ANY($1))), \
               p AS (SELECT t.roid, \
                     bool_and(has_table_privilege(t.roid, c.oid, 'SELECT') AND has_table_privilege(t.roid, c.oid, 'DELETE') \
                              AND has_table_privilege(t.roid, c.oid, 'TRUNCATE')) AS r, \
@@ -438,6 +449,7 @@ async fn observe(conn: &mut PgConnection, sizes: bool) -> Result<Observed, sqlx:
                 COALESCE(p.r, true) AS r, COALESCE(p.w_all, true) AS w_all, COALESCE(p.w_any, false) AS w_any \
          FROM t LEFT JOIN p ON p.roid = t.roid",
     )
+    .bind(&only)
     .fetch_all(&mut *conn)
     .await?;
     for row in privileges {
@@ -475,23 +487,46 @@ async fn observe(conn: &mut PgConnection, sizes: bool) -> Result<Observed, sqlx:
     Ok(o)
 }
 
+/// Pure: the tenants a pass between full passes must look at — desired ones whose assignment
+/// differs from the one they were converged to (new, changed, or not converged), and converged
+/// ones no longer desired (to purge).
+pub fn changed(desired: &[Assignment], converged: &BTreeMap<String, Assignment>) -> Vec<String> {
+    let mut names: BTreeSet<String> =
+        postgres_tenants(desired).filter(|a| converged.get(&a.name) != Some(*a)).map(|a| a.name.clone()).collect();
+    names.extend(converged.keys().filter(|n| !desired.iter().any(|a| &a.name == *n)).cloned());
+    names.into_iter().collect()
+}
+
 /// Makes a PostgreSQL database match the `db` assignments of this node.
 pub struct PostgresDriver {
     /// Superuser connection URL of the node's PostgreSQL (stays on the node).
     url: String,
     /// pgBouncer in front of it, when tenants connect through one.
     pgbouncer: Option<crate::config::PgBouncerConfig>,
-    /// Disk use is measured at most this often; passes in between (a burst of new tenants)
-    /// reuse the last figures.
-    usage_interval: Duration,
-    measured_at: Option<Instant>,
+    /// A full pass (every tenant observed, disk use measured) runs at least this often; the
+    /// passes in between — a burst of creates, one changed tenant — observe and converge only
+    /// the tenants whose assignment changed or that were not converged yet.
+    full_interval: Duration,
+    full_at: Option<Instant>,
     /// Bytes per tenant from the last measurement.
     sizes: BTreeMap<String, u64>,
+    /// Usage per tenant as last observed.
+    usage: BTreeMap<String, Usage>,
+    /// Tenants the last passes left converged, with the assignment they were converged to.
+    converged: BTreeMap<String, Assignment>,
 }
 
 impl PostgresDriver {
-    pub fn new(url: String, pgbouncer: Option<crate::config::PgBouncerConfig>, usage_interval: Duration) -> Self {
-        Self { url, pgbouncer, usage_interval, measured_at: None, sizes: BTreeMap::new() }
+    pub fn new(url: String, pgbouncer: Option<crate::config::PgBouncerConfig>, full_interval: Duration) -> Self {
+        Self {
+            url,
+            pgbouncer,
+            full_interval,
+            full_at: None,
+            sizes: BTreeMap::new(),
+            usage: BTreeMap::new(),
+            converged: BTreeMap::new(),
+        }
     }
 
     /// Takes this pass's sizes from `observed` when `measured`, else fills them in from the last
@@ -519,35 +554,53 @@ impl PostgresDriver {
     }
 
     async fn pass(&mut self, desired: &[Assignment]) -> crate::driver::PassResult {
-        let measure = self.measured_at.is_none_or(|t| t.elapsed() >= self.usage_interval);
+        let (started, full) = (Instant::now(), self.full_at.is_none_or(|t| t.elapsed() >= self.full_interval));
+        let result = self.converge(desired, full).await;
+        if result.is_err() {
+            // Whatever happened, the next pass looks at everything again.
+            self.full_at = None;
+            self.converged.clear();
+        } else if full {
+            self.full_at = Some(started);
+        }
+        result
+    }
+
+    async fn converge(&mut self, desired: &[Assignment], full: bool) -> crate::driver::PassResult {
+        // Between full passes: only what changed, what is not converged yet, and what went away.
+        let only: Option<Vec<String>> = (!full).then(|| changed(desired, &self.converged));
+        if only.as_ref().is_some_and(Vec::is_empty) {
+            return Ok((BTreeMap::new(), self.cached_usage(desired)));
+        }
+        let work: Vec<Assignment> = match &only {
+            None => desired.to_vec(),
+            Some(names) => desired.iter().filter(|a| names.contains(&a.name)).cloned().collect(),
+        };
         let mut conn = self.options(None)?.connect().await.map_err(|e| format!("cannot connect to PostgreSQL: {e}"))?;
         let mut observed =
-            observe(&mut conn, measure).await.map_err(|e| format!("observing PostgreSQL failed: {e}"))?;
-        if measure {
+            observe(&mut conn, full, only.as_deref()).await.map_err(|e| format!("observing PostgreSQL failed: {e}"))?;
+        if full {
             self.sizes.clear();
+            self.usage.clear();
+            self.converged.clear();
         }
-        self.sizes(&mut observed, measure);
-        let mut usage: BTreeMap<String, Usage> = desired
-            .iter()
-            .filter(|a| !own_database(a))
-            .filter_map(|a| {
-                let o = observed.tenants.get(&a.name)?;
-                Some((
-                    a.name.clone(),
-                    Usage { db_bytes: o.bytes, quota_exceeded: over_quota(a, o), connections: o.connections },
-                ))
-            })
-            .collect();
+        self.sizes(&mut observed, full);
+        for a in work.iter().filter(|a| !own_database(a)) {
+            if let Some(o) = observed.tenants.get(&a.name) {
+                let u = Usage { db_bytes: o.bytes, quota_exceeded: over_quota(a, o), connections: o.connections };
+                self.usage.insert(a.name.clone(), u);
+            }
+        }
         let mut errors = BTreeMap::new();
         let options = self.options(None)?;
-        apply(&mut conn, Some(&options), plan(desired, &observed), &mut errors).await?;
-        for a in postgres_tenants(desired).filter(|a| own_database(a)) {
+        apply(&mut conn, Some(&options), plan(&work, &observed), &mut errors).await?;
+        for a in postgres_tenants(&work).filter(|a| own_database(a)) {
             if errors.contains_key(&a.name) {
                 continue;
             }
-            match self.own_database_pass(a, measure).await {
+            match self.own_database_pass(a, full).await {
                 Ok(Some(u)) => {
-                    usage.insert(a.name.clone(), u);
+                    self.usage.insert(a.name.clone(), u);
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -555,12 +608,15 @@ impl PostgresDriver {
                 }
             }
         }
+        // The files follow the whole desired state (cheap: compared, written only on change).
         let pooler = match &self.pgbouncer {
             Some(_) => Some(pooler_source(&mut conn).await?),
             None => None,
         };
+        let mut node_failure = false;
         let mut failed = |what: &str, e: String| {
             tracing::warn!(error = %e, "{what} not in sync");
+            node_failure = true;
             for a in postgres_tenants(desired) {
                 errors.entry(a.name.clone()).or_insert_with(|| e.clone());
             }
@@ -580,10 +636,26 @@ impl PostgresDriver {
             }
         }
         let _ = conn.close().await;
-        if measure {
-            self.measured_at = Some(Instant::now());
+        if node_failure {
+            // Files or pgBouncer out of sync: no tenant is converged until a pass fixes them.
+            self.converged.clear();
+            return Ok((errors, self.cached_usage(desired)));
         }
-        Ok((errors, usage))
+        for a in postgres_tenants(&work) {
+            if errors.contains_key(&a.name) {
+                self.converged.remove(&a.name);
+            } else {
+                self.converged.insert(a.name.clone(), a.clone());
+            }
+        }
+        self.converged.retain(|n, _| desired.iter().any(|a| &a.name == n));
+        Ok((errors, self.cached_usage(desired)))
+    }
+
+    /// The last usage figures of the desired tenants.
+    fn cached_usage(&mut self, desired: &[Assignment]) -> BTreeMap<String, Usage> {
+        self.usage.retain(|n, _| desired.iter().any(|a| &a.name == n));
+        desired.iter().filter_map(|a| Some((a.name.clone(), *self.usage.get(&a.name)?))).collect()
     }
 
     /// Observes and converges the inside of a database-isolated tenant's own database.
@@ -594,8 +666,9 @@ impl PostgresDriver {
             .connect()
             .await
             .map_err(|e| format!("cannot connect to database {database}: {e}"))?;
-        let mut observed =
-            observe(&mut conn, measure).await.map_err(|e| format!("observing database {database} failed: {e}"))?;
+        let mut observed = observe(&mut conn, measure, Some(std::slice::from_ref(&a.name)))
+            .await
+            .map_err(|e| format!("observing database {database} failed: {e}"))?;
         // Only this tenant's schema counts in its database (the roles of all tenants are visible).
         observed.tenants.retain(|name, _| *name == a.name);
         self.sizes(&mut observed, measure);
@@ -973,6 +1046,18 @@ mod tests {
         let steps = sql(&desired, &o);
         assert_eq!(steps[1], "REASSIGN OWNED BY \"tenant_acme_user\" TO \"tenant_acme_owner\"");
         assert!(steps.last().is_some_and(|s| s.starts_with("REVOKE INSERT, UPDATE")), "{steps:?}");
+    }
+
+    #[test]
+    fn between_full_passes_only_changed_tenants_are_looked_at() {
+        let (acme, globex, gone) = (a("acme"), a("globex"), a("gone"));
+        let converged: BTreeMap<String, Assignment> =
+            [&acme, &globex, &gone].into_iter().map(|t| (t.name.clone(), t.clone())).collect();
+        let mut suspended = globex.clone();
+        suspended.lifecycle = "suspended".into();
+        let desired = [acme.clone(), suspended, a("newco")];
+        assert_eq!(changed(&desired, &converged), ["globex", "gone", "newco"], "changed, purged, new");
+        assert!(changed(&[acme, globex, gone], &converged).is_empty(), "nothing changed: nothing to look at");
     }
 
     #[test]
