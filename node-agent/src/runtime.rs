@@ -55,6 +55,10 @@ const SILENCE_LIMIT: Duration = Duration::from_secs(15);
 /// Reports are re-sent this often even when unchanged.
 const REPORT_EVERY: Duration = Duration::from_secs(20);
 const BACKOFF_BASE: Duration = Duration::from_millis(200);
+/// Passes start at least this far apart: while changes keep arriving (a burst of creates) they
+/// are taken in batches, each pass costing one observe, one saved state and one report, instead
+/// of one pass per change. A change after a quiet spell starts its pass at once.
+const MIN_PASS_GAP: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(5);
 
 /// Full jitter: a uniformly random wait up to `min(cap, base * 2^failures)`.
@@ -93,7 +97,12 @@ fn to_pb(revision: u64, statuses: &[Status], capacity: pb::Capacity) -> pb::Stat
 
 async fn reconcile_loop(shared: Arc<Shared>, mut driver: Box<dyn Driver>, mut applied: Applied) {
     let mut desired_rx = shared.desired.subscribe();
+    let mut last_start: Option<Instant> = None;
     loop {
+        if let Some(wait) = last_start.and_then(|t| MIN_PASS_GAP.checked_sub(t.elapsed())) {
+            tokio::time::sleep(wait).await;
+        }
+        last_start = Some(Instant::now());
         let pending = desired_rx.borrow_and_update().clone();
         if let Some(d) = pending {
             if d.revision >= applied.revision {
