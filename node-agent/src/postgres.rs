@@ -9,8 +9,9 @@
 //! `tenant_t_user` with the SCRAM verifier, CONNECTION LIMIT, search_path, temp_file_limit,
 //! statement and idle-in-transaction timeouts; CONNECT on the database, USAGE on its schema, DML
 //! on its tables (default privileges of the owner); the seed's `events` table with a trigger that
-//! NOTIFYs `tenant_t_events` with the new row's id only. Node bootstrap revokes PUBLIC's
-//! CONNECT/TEMP on the database, everything on schema `public`, and the large-object creators.
+//! NOTIFYs `tenant_t_events` with the new row's id only (one platform-owned trigger function,
+//! `berqenas.notify_event()`, serves every tenant). Node bootstrap revokes PUBLIC's CONNECT/TEMP
+//! on the database, everything on schema `public`, and the large-object creators.
 
 use crate::assignment::Assignment;
 use crate::driver::{Driver, Status, Usage};
@@ -69,6 +70,8 @@ pub struct Observed {
     pub public_schema_create: bool,
     pub public_lo_create: bool,
     pub bookkeeping_schema: bool,
+    /// `berqenas.notify_event()` exists.
+    pub notify_function: bool,
     pub tenants: BTreeMap<String, ObservedTenant>,
 }
 
@@ -158,7 +161,6 @@ fn database_steps(a: &Assignment, o: &ObservedTenant) -> Vec<String> {
 
 /// The tenant's schema and what is in it, in database `db` (the main database, or its own).
 fn schema_steps(a: &Assignment, o: &ObservedTenant, db: &str) -> Vec<String> {
-    let schema = format!("tenant_{}", a.name);
     let (qs, qo, qu) = idents(&a.name);
     let mut sql = Vec::new();
     if !o.schema {
@@ -188,13 +190,12 @@ fn schema_steps(a: &Assignment, o: &ObservedTenant, db: &str) -> Vec<String> {
         ));
     }
     if !o.trigger {
-        let channel = format!("{schema}_events");
+        // The node's one trigger function (bootstrap) NOTIFYs `<schema>_events`. Replaces a
+        // per-tenant function from earlier versions, if any.
         sql.push(format!(
-            "SET ROLE {qo}; \
-             CREATE OR REPLACE FUNCTION {qs}.notify_event() RETURNS trigger LANGUAGE plpgsql AS \
-             $fn$ BEGIN PERFORM pg_notify('{channel}', NEW.id::text); RETURN NEW; END $fn$; \
-             CREATE TRIGGER events_notify AFTER INSERT ON {qs}.events FOR EACH ROW EXECUTE FUNCTION {qs}.notify_event(); \
-             RESET ROLE"
+            "DROP TRIGGER IF EXISTS events_notify ON {qs}.events; \
+             CREATE TRIGGER events_notify AFTER INSERT ON {qs}.events FOR EACH ROW EXECUTE FUNCTION {NOTIFY_FN}(); \
+             DROP FUNCTION IF EXISTS {qs}.notify_event()"
         ));
     }
     // DDL: CREATE on its schema while the tenant has DDL enabled and is under its quota. While
@@ -233,7 +234,7 @@ pub fn over_quota(a: &Assignment, o: &ObservedTenant) -> bool {
 }
 
 /// Removes PUBLIC's default privileges that break isolation in database `observed.database`.
-fn bootstrap_steps(observed: &Observed, main: bool) -> Vec<Step> {
+fn bootstrap_steps(observed: &Observed) -> Vec<Step> {
     let node = |sql: String| Step { tenant: None, sql };
     let mut steps = Vec::new();
     if observed.public_connect || observed.public_temp {
@@ -249,11 +250,23 @@ fn bootstrap_steps(observed: &Observed, main: bool) -> Vec<Step> {
                 .into(),
         ));
     }
-    if main && !observed.bookkeeping_schema {
+    if !observed.bookkeeping_schema {
         steps.push(node("CREATE SCHEMA IF NOT EXISTS berqenas".into()));
+    }
+    if !observed.notify_function {
+        // One function for every tenant's events trigger, owned by the platform in a schema no
+        // tenant can use; a trigger fires it as the inserting tenant, who may NOTIFY.
+        steps.push(node(format!(
+            "CREATE OR REPLACE FUNCTION {NOTIFY_FN}() RETURNS trigger LANGUAGE plpgsql AS \
+             $fn$ BEGIN PERFORM pg_notify(TG_TABLE_SCHEMA || '_events', NEW.id::text); RETURN NEW; END $fn$; \
+             REVOKE ALL ON FUNCTION {NOTIFY_FN}() FROM PUBLIC"
+        )));
     }
     steps
 }
+
+/// The node's events trigger function.
+const NOTIFY_FN: &str = "berqenas.notify_event";
 
 /// This driver's assignments: db role, PostgreSQL.
 fn postgres_tenants(desired: &[Assignment]) -> impl Iterator<Item = &Assignment> {
@@ -275,7 +288,7 @@ fn outside_transaction(sql: &str) -> bool {
 /// insides [`plan_own_database`] plans), and purges.
 pub fn plan(desired: &[Assignment], observed: &Observed) -> Vec<Step> {
     let db = observed.database.as_str();
-    let mut steps = bootstrap_steps(observed, true);
+    let mut steps = bootstrap_steps(observed);
     let mine: Vec<&Assignment> = postgres_tenants(desired).collect();
     let wanted: BTreeSet<&str> = mine.iter().map(|a| a.name.as_str()).collect();
     let empty = ObservedTenant::default();
@@ -319,7 +332,7 @@ pub fn plan(desired: &[Assignment], observed: &Observed) -> Vec<Step> {
 pub fn plan_own_database(a: &Assignment, observed: &Observed) -> Vec<Step> {
     let empty = ObservedTenant::default();
     let o = observed.tenants.get(&a.name).unwrap_or(&empty);
-    let mut steps = bootstrap_steps(observed, false);
+    let mut steps = bootstrap_steps(observed);
     steps.extend(
         schema_steps(a, o, &observed.database).into_iter().map(|sql| Step { tenant: Some(a.name.clone()), sql }),
     );
@@ -338,7 +351,8 @@ async fn observe(conn: &mut PgConnection, sizes: bool, only: Option<&[String]>) 
          has_database_privilege('public', current_database(), 'TEMP') AS t, \
          has_schema_privilege('public', 'public', 'CREATE') AS s, \
          has_function_privilege('public', 'lo_create(oid)', 'EXECUTE') AS lo, \
-         EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'berqenas') AS b",
+         EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'berqenas') AS b, \
+         to_regprocedure('berqenas.notify_event()') IS NOT NULL AS f",
     )
     .fetch_one(&mut *conn)
     .await?;
@@ -348,6 +362,7 @@ async fn observe(conn: &mut PgConnection, sizes: bool, only: Option<&[String]>) 
     o.public_schema_create = row.try_get("s")?;
     o.public_lo_create = row.try_get("lo")?;
     o.bookkeeping_schema = row.try_get("b")?;
+    o.notify_function = row.try_get("f")?;
     let roles = sqlx::query(
         "SELECT a.rolname, a.rolcanlogin, a.rolinherit, a.rolconnlimit, a.rolpassword, \
          COALESCE((SELECT array_to_string(s.setconfig, E'\\n') FROM pg_db_role_setting s \
@@ -412,6 +427,7 @@ async fn observe(conn: &mut PgConnection, sizes: bool, only: Option<&[String]>) 
         "SELECT n.nspname, \
          to_regclass(quote_ident(n.nspname) || '.events') IS NOT NULL AS events, \
          EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgname = 'events_notify' \
+                 AND t.tgfoid = to_regprocedure('berqenas.notify_event()') \
                  AND t.tgrelid = to_regclass(quote_ident(n.nspname) || '.events')) AS trig \
          FROM pg_namespace n WHERE n.nspname ~ '^tenant_[a-z][a-z0-9_]{1,30}$' \
          AND ($1::text[] IS NULL OR substring(n.nspname FROM '^tenant_(.*)$') = ANY($1))",
@@ -944,7 +960,7 @@ mod tests {
     }
 
     fn bootstrapped() -> Observed {
-        Observed { database: "postgres".into(), bookkeeping_schema: true, ..Observed::default() }
+        Observed { database: "postgres".into(), bookkeeping_schema: true, notify_function: true, ..Observed::default() }
     }
 
     #[test]
@@ -952,6 +968,7 @@ mod tests {
         let mut o = bootstrapped();
         o.public_connect = true;
         o.public_lo_create = true;
+        o.notify_function = false;
         let steps = plan(&[a("acme")], &o);
         let sql: Vec<&str> = steps.iter().map(|s| s.sql.as_str()).collect();
         assert_eq!(sql[0], "REVOKE ALL ON DATABASE \"postgres\" FROM PUBLIC");
@@ -962,7 +979,10 @@ mod tests {
             "CREATE ROLE \"tenant_acme_user\" LOGIN NOINHERIT CONNECTION LIMIT 5 PASSWORD 'SCRAM-SHA-256$4096:"
         )));
         assert!(sql.iter().any(|s| s.contains("CREATE TABLE \"tenant_acme\".events")));
-        assert!(sql.iter().any(|s| s.contains("pg_notify('tenant_acme_events', NEW.id::text)")));
+        assert!(sql.iter().any(|s| s.contains("pg_notify(TG_TABLE_SCHEMA || '_events', NEW.id::text)")));
+        assert!(sql.iter().any(|s| s.contains(
+            "CREATE TRIGGER events_notify AFTER INSERT ON \"tenant_acme\".events FOR EACH ROW EXECUTE FUNCTION berqenas.notify_event()"
+        )));
         assert!(!sql.iter().any(|s| s.contains("CREATE ON SCHEMA")), "no DDL for the tenant by default");
     }
 
@@ -1099,7 +1119,8 @@ mod tests {
         assert_eq!(sql[0], "REVOKE ALL ON DATABASE \"tenant_solo\" FROM PUBLIC");
         assert!(sql.contains(&"CREATE SCHEMA \"tenant_solo\" AUTHORIZATION \"tenant_solo_owner\"".to_string()));
         assert!(sql.contains(&"GRANT CONNECT ON DATABASE \"tenant_solo\" TO \"tenant_solo_user\"".to_string()));
-        assert!(!sql.iter().any(|s| s.contains("CREATE ROLE") || s.contains("berqenas")), "{sql:?}");
+        assert!(!sql.iter().any(|s| s.contains("CREATE ROLE")), "roles are made from the main database: {sql:?}");
+        assert!(sql.contains(&"CREATE SCHEMA IF NOT EXISTS berqenas".to_string()), "its own trigger function: {sql:?}");
 
         // Purge drops the database first (outside a transaction), then the roles.
         let mut o = bootstrapped();
