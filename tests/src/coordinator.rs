@@ -36,6 +36,23 @@ impl Coord {
     }
 }
 
+/// The seed's one command for one customer, waiting until every placed node reports it ready.
+pub const SEED_CREATE: [&str; 13] = [
+    "tenant",
+    "create",
+    "--name",
+    "acme",
+    "--db-quota",
+    "5GB",
+    "--vpn",
+    "enabled",
+    "--public-api",
+    "true",
+    "--wait",
+    "--wait-timeout",
+    "30s",
+];
+
 /// The three listeners of one coordinator, as `host:port`.
 #[derive(Debug, Clone)]
 pub struct Listen {

@@ -19,6 +19,18 @@ use std::time::{Duration, Instant};
 const TENANTS: usize = 1000;
 const CLIENTS: usize = 8;
 
+/// One benchmark tenant through the REST API (10 MB quota, no VPN); panics unless created.
+async fn create(http: &reqwest::Client, base: &str, key: &str, name: &str) {
+    let resp = http
+        .post(format!("{base}/api/v1/tenant"))
+        .bearer_auth(key)
+        .json(&json!({"name": name, "db_quota": "10MB", "vpn_enabled": false}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(resp.status().as_u16(), 201, "create {name}");
+}
+
 fn stats(mut v: Vec<f64>) -> (f64, f64) {
     v.sort_by(|a, b| a.total_cmp(b));
     (round2(percentile(&v, 0.5)), round2(percentile(&v, 0.99)))
@@ -138,14 +150,7 @@ async fn main() {
                 if let Ok(mut s) = sent.lock() {
                     s.insert(name.clone(), Instant::now());
                 }
-                let resp = http
-                    .post(format!("{base}/api/v1/tenant"))
-                    .bearer_auth(&key)
-                    .json(&json!({"name": name, "db_quota": "10MB", "vpn_enabled": false}))
-                    .send()
-                    .await
-                    .expect("create");
-                assert_eq!(resp.status().as_u16(), 201, "create {name}");
+                create(&http, &base, &key, &name).await;
                 if let Ok(mut c) = created.lock() {
                     c.push(name);
                 }
@@ -168,14 +173,7 @@ async fn main() {
     for i in 0..20 {
         let name = format!("steady{i:02}");
         let t0 = Instant::now();
-        let resp = http
-            .post(format!("{base}/api/v1/tenant"))
-            .bearer_auth(&key)
-            .json(&json!({"name": name, "db_quota": "10MB", "vpn_enabled": false}))
-            .send()
-            .await
-            .expect("create");
-        assert_eq!(resp.status().as_u16(), 201);
+        create(&http, &base, &key, &name).await;
         loop {
             let t: Value = http
                 .get(format!("{base}/api/v1/tenant/{name}?consistency=stale"))

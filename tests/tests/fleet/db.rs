@@ -99,6 +99,16 @@ impl Env {
         }
     }
 
+    /// `tenant create --name NAME ARGS… --wait`: the created tenant, asserted active.
+    fn create(&self, name: &str, args: &[&str]) -> Value {
+        let mut all = vec!["tenant", "create", "--name", name];
+        all.extend_from_slice(args);
+        all.extend(["--wait", "--wait-timeout", "30s"]);
+        let t = self.json(&all);
+        assert_eq!(t["status"], "active", "{t}");
+        t
+    }
+
     fn superuser(&self, sql: &str) -> String {
         self.pg.psql(&self.lab, &self.app, sql).expect("superuser query")
     }
@@ -177,22 +187,8 @@ fn setup() -> Env {
 #[test]
 fn lab_tenants_get_isolated_postgres_schemas_and_roles() {
     let mut env = setup();
-    let acme = env.json(&[
-        "tenant",
-        "create",
-        "--name",
-        "acme",
-        "--db-quota",
-        "5GB",
-        "--vpn",
-        "disabled",
-        "--wait",
-        "--wait-timeout",
-        "30s",
-    ]);
-    assert_eq!(acme["status"], "active", "{acme}");
-    let globex =
-        env.json(&["tenant", "create", "--name", "globex", "--vpn", "disabled", "--wait", "--wait-timeout", "30s"]);
+    let acme = env.create("acme", &["--db-quota", "5GB", "--vpn", "disabled"]);
+    let globex = env.create("globex", &["--vpn", "disabled"]);
     let (a_user, a_pw) = (acme["db_user"].as_str().expect("user"), acme["db_password"].as_str().expect("password"));
     let (b_user, b_pw) = (globex["db_user"].as_str().expect("user"), globex["db_password"].as_str().expect("password"));
 
@@ -268,19 +264,7 @@ fn lab_tenants_get_isolated_postgres_schemas_and_roles() {
     assert_eq!(count, "1", "data intact");
 
     // Quota: past 1 MB the tenant can read and delete but not write, whatever it SETs.
-    let tiny = env.json(&[
-        "tenant",
-        "create",
-        "--name",
-        "tiny",
-        "--db-quota",
-        "1MB",
-        "--vpn",
-        "disabled",
-        "--wait",
-        "--wait-timeout",
-        "30s",
-    ]);
+    let tiny = env.create("tiny", &["--db-quota", "1MB", "--vpn", "disabled"]);
     let (t_user, t_pw) = (tiny["db_user"].as_str().expect("user"), tiny["db_password"].as_str().expect("password"));
     env.as_tenant(
         t_user,
@@ -325,19 +309,7 @@ fn lab_tenants_get_isolated_postgres_schemas_and_roles() {
     );
 
     // Connection limit: a second session over the tenant's limit of one is refused.
-    let lim = env.json(&[
-        "tenant",
-        "create",
-        "--name",
-        "limco",
-        "--vpn",
-        "disabled",
-        "--connection-limit",
-        "1",
-        "--wait",
-        "--wait-timeout",
-        "30s",
-    ]);
+    let lim = env.create("limco", &["--vpn", "disabled", "--connection-limit", "1"]);
     let (l_user, l_pw) = (lim["db_user"].as_str().expect("user"), lim["db_password"].as_str().expect("password"));
     let uri = format!("postgresql://{l_user}:{l_pw}@{}:5432/postgres", env.pg.host.addr);
     let holder = env.lab.spawn(
@@ -357,19 +329,7 @@ fn lab_tenants_get_isolated_postgres_schemas_and_roles() {
 
     // DDL: only when enabled; when disabled again the tenant keeps DML on what it made but no
     // longer owns it.
-    let ddl = env.json(&[
-        "tenant",
-        "create",
-        "--name",
-        "ddlco",
-        "--vpn",
-        "disabled",
-        "--ddl",
-        "enabled",
-        "--wait",
-        "--wait-timeout",
-        "30s",
-    ]);
+    let ddl = env.create("ddlco", &["--vpn", "disabled", "--ddl", "enabled"]);
     let (d_user, d_pw) = (ddl["db_user"].as_str().expect("user"), ddl["db_password"].as_str().expect("password"));
     env.as_tenant(
         d_user,
@@ -444,19 +404,7 @@ fn lab_tenants_get_isolated_postgres_schemas_and_roles() {
     assert!(env.as_tenant(late_user, late_pw, &["SELECT count(*) FROM events"]).is_ok());
 
     // Access mode: a vpn-only tenant logs in only from its VPN subnet.
-    let vpn = env.json(&[
-        "tenant",
-        "create",
-        "--name",
-        "vpnco",
-        "--vpn",
-        "enabled",
-        "--access",
-        "vpn-only",
-        "--wait",
-        "--wait-timeout",
-        "30s",
-    ]);
+    let vpn = env.create("vpnco", &["--vpn", "enabled", "--access", "vpn-only"]);
     let (v_user, v_pw) = (vpn["db_user"].as_str().expect("user"), vpn["db_password"].as_str().expect("password"));
     let subnet = vpn["network"]["vpn_subnet"].as_str().expect("subnet").to_string();
     let base = subnet.trim_end_matches("0/24");
@@ -485,20 +433,7 @@ fn lab_tenants_get_isolated_postgres_schemas_and_roles() {
 
     // Database isolation: its own database with the same role model inside; nobody else gets
     // in, and it gets into nothing else.
-    let own = env.json(&[
-        "tenant",
-        "create",
-        "--name",
-        "ownco",
-        "--vpn",
-        "disabled",
-        "--isolation",
-        "database",
-        "--wait",
-        "--wait-timeout",
-        "30s",
-    ]);
-    assert_eq!(own["status"], "active", "{own}");
+    let own = env.create("ownco", &["--vpn", "disabled", "--isolation", "database"]);
     let (o_user, o_pw) = (own["db_user"].as_str().expect("user"), own["db_password"].as_str().expect("password"));
     let pg = env.pg.host.addr.to_string();
     let out = env

@@ -25,24 +25,7 @@ fn agents_join_and_a_tenant_becomes_active_on_both() {
     assert_eq!(gw_node["address"], "127.0.0.1");
 
     // The seed's command, waiting until both nodes report the tenant ready.
-    let t = f.json(
-        1,
-        &[
-            "tenant",
-            "create",
-            "--name",
-            "acme",
-            "--db-quota",
-            "5GB",
-            "--vpn",
-            "enabled",
-            "--public-api",
-            "true",
-            "--wait",
-            "--wait-timeout",
-            "30s",
-        ],
-    );
+    let t = f.json(1, &berqenas_tests::coordinator::SEED_CREATE);
     assert_eq!(t["status"], "active", "{t}");
     assert_eq!(t["placement"]["gateway_node"], f.agents[gw].node_id);
     assert_eq!(t["placement"]["db_node"], f.agents[db].node_id);

@@ -148,24 +148,7 @@ fn lab_fleet_across_namespaces_joins_converges_and_survives_a_coordinator() {
     addrs.sort();
     assert_eq!(addrs, vec![gw.addr.to_string(), db.addr.to_string()], "agents registered with their lab addresses");
 
-    let t = f.json(
-        2,
-        &[
-            "tenant",
-            "create",
-            "--name",
-            "acme",
-            "--db-quota",
-            "5GB",
-            "--vpn",
-            "enabled",
-            "--public-api",
-            "true",
-            "--wait",
-            "--wait-timeout",
-            "30s",
-        ],
-    );
+    let t = f.json(2, &berqenas_tests::coordinator::SEED_CREATE);
     assert_eq!(t["status"], "active", "{t}");
     for (host, _, tenants) in &agents {
         assert!(tenants.join("acme.json").exists(), "{} has acme", host.name);
