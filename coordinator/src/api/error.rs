@@ -68,7 +68,9 @@ impl From<DomainError> for ApiError {
         match e {
             DomainError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, "not_found", message),
             DomainError::Conflict(_) => Self::new(StatusCode::CONFLICT, "conflict", message),
-            DomainError::Invalid(_) | DomainError::Rejected(_) => Self::invalid(message),
+            DomainError::Invalid(_) | DomainError::InvalidTenant(_) | DomainError::Rejected(_) => {
+                Self::invalid(message)
+            }
             DomainError::Exhausted(_) => Self::new(StatusCode::TOO_MANY_REQUESTS, "quota_exhausted", message),
             DomainError::Uninitialized => Self::new(StatusCode::SERVICE_UNAVAILABLE, "uninitialized", message),
         }

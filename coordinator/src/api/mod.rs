@@ -12,10 +12,7 @@ use crate::state::audit::{self, AuditEntry, Break};
 use crate::state::names::{validate_label_part, TenantName};
 use crate::state::node::{JoinToken, Node, NodeRole};
 use crate::state::quota::ByteSize;
-use crate::state::tenant::{
-    validate_connection_limit, validate_events_per_min, AccessMode, DbType, Isolation, Tenant, TenantPatch, TenantSpec,
-    Tier,
-};
+use crate::state::tenant::{AccessMode, DbType, Isolation, NewTenant, Tenant, TenantPatch, TenantSpec, Tier};
 use crate::state::{Command, Lifecycle, Op, Reply};
 use auth::{Ctx, Need};
 use axum::body::Bytes;
@@ -151,7 +148,8 @@ pub struct CreateTenantBody {
     pub db_quota: Option<String>,
     /// Default true.
     pub vpn_enabled: Option<bool>,
-    /// Default false.
+    /// Whether clients outside the VPN may connect; default: what `access_mode` implies, else
+    /// true without a VPN and false with one. Must agree with `access_mode`.
     pub public_api: Option<bool>,
     /// Let the tenant's database user create tables and other objects in its schema. Default false.
     pub ddl_enabled: Option<bool>,
@@ -177,45 +175,28 @@ fn validate_selector(sel: BTreeMap<String, String>) -> std::result::Result<BTree
 }
 
 impl CreateTenantBody {
+    /// Parses the names and sizes here; defaults and invariants are the domain's (`TenantSpec::new`).
     fn into_spec(self) -> std::result::Result<TenantSpec, String> {
         let name = TenantName::parse(&self.name).map_err(|e| e.to_string())?;
-        let tier = self.tier.unwrap_or(Tier::Free);
-        let defaults = tier.defaults();
         let db_quota = match &self.db_quota {
-            Some(q) => ByteSize::parse(q).map_err(|e| format!("db_quota: {e}"))?,
-            None => defaults.db_quota,
+            Some(q) => Some(ByteSize::parse(q).map_err(|e| format!("db_quota: {e}"))?),
+            None => None,
         };
-        let vpn_enabled = self.vpn_enabled.unwrap_or(true);
-        let public_api = self.public_api.unwrap_or(false);
-        let access_mode = self.access_mode.unwrap_or_else(|| AccessMode::implied(vpn_enabled, public_api));
-        if access_mode != AccessMode::Public && !vpn_enabled {
-            return Err("access mode vpn-only or hybrid needs the VPN enabled".into());
-        }
-        // SQL Server tenants always get a database of their own.
-        let db_type = self.db_type.unwrap_or(DbType::Postgres);
-        let isolation = match (db_type, self.isolation) {
-            (DbType::Mssql, Some(Isolation::Schema)) => {
-                return Err("SQL Server tenants get a database each: use isolation database".into())
-            }
-            (DbType::Mssql, _) => Isolation::Database,
-            (DbType::Postgres, i) => i.unwrap_or(Isolation::Schema),
-        };
-        Ok(TenantSpec {
-            name,
-            tier,
-            db_type,
-            isolation,
+        let request = NewTenant {
+            tier: self.tier,
+            db_type: self.db_type,
+            isolation: self.isolation,
             db_quota,
-            connection_limit: validate_connection_limit(self.connection_limit.unwrap_or(defaults.connection_limit))?,
-            events_per_min: validate_events_per_min(self.events_per_min.unwrap_or(defaults.events_per_min))?,
-            vpn_enabled,
-            public_api,
-            ddl_enabled: self.ddl_enabled.unwrap_or(false),
-            access_mode,
-            dedicated: self.dedicated.unwrap_or(false),
-            node_selector: validate_selector(self.node_selector.unwrap_or_default())?,
-            db_password_verifier: String::new(),
-        })
+            connection_limit: self.connection_limit,
+            events_per_min: self.events_per_min,
+            vpn_enabled: self.vpn_enabled,
+            public_api: self.public_api,
+            ddl_enabled: self.ddl_enabled,
+            access_mode: self.access_mode,
+            dedicated: self.dedicated,
+            node_selector: self.node_selector.unwrap_or_default(),
+        };
+        TenantSpec::new(name, request).map_err(|e| e.to_string())
     }
 }
 
@@ -330,8 +311,8 @@ impl UpdateTenantBody {
         Ok(TenantPatch {
             tier: self.tier,
             db_quota: self.db_quota.map(|q| ByteSize::parse(&q).map_err(|e| format!("db_quota: {e}"))).transpose()?,
-            connection_limit: self.connection_limit.map(validate_connection_limit).transpose()?,
-            events_per_min: self.events_per_min.map(validate_events_per_min).transpose()?,
+            connection_limit: self.connection_limit,
+            events_per_min: self.events_per_min,
             vpn_enabled: self.vpn_enabled,
             public_api: self.public_api,
             ddl_enabled: self.ddl_enabled,

@@ -160,6 +160,9 @@ pub enum DomainError {
     Conflict(String),
     #[error("{0}")]
     Invalid(String),
+    /// A tenant spec or update that breaks a tenant invariant.
+    #[error(transparent)]
+    InvalidTenant(#[from] tenant::InvalidTenant),
     #[error("{0}")]
     Exhausted(String),
     /// Echo of an edge rejection; the API already told the caller why.
@@ -430,6 +433,7 @@ impl State {
 
     fn create_tenant(&mut self, index: u64, now: u64, spec: &TenantSpec, touched: &mut Vec<Touched>) -> Response {
         let settings = self.settings()?.clone();
+        spec.check()?;
         if self.tenants.contains_key(&spec.name) {
             return Err(DomainError::Conflict(format!("tenant {} already exists", spec.name)));
         }
@@ -481,47 +485,22 @@ impl State {
         patch: &TenantPatch,
         touched: &mut Vec<Touched>,
     ) -> Response {
-        let tenant = self.tenants.get_mut(name).ok_or_else(|| not_found(name))?;
-        if tenant.status == TenantStatus::DeletedPendingPurge {
+        let current = self.tenants.get(name).ok_or_else(|| not_found(name))?;
+        if current.status == TenantStatus::DeletedPendingPurge {
             return Err(DomainError::Conflict(format!("tenant {name} is deleted; restore it first")));
         }
         if patch.is_empty() {
             return Err(DomainError::Invalid("the update names no field to change".into()));
         }
-        if let Some(v) = patch.tier {
-            tenant.tier = v;
-        }
-        if let Some(v) = patch.db_quota {
-            tenant.db_quota_bytes = v.bytes();
-            tenant.db_quota = v.to_string();
-        }
-        if let Some(v) = patch.connection_limit {
-            tenant.connection_limit = v;
-        }
-        if let Some(v) = patch.events_per_min {
-            tenant.events_per_min = v;
-        }
-        if let Some(v) = patch.vpn_enabled {
-            tenant.vpn_enabled = v;
-        }
-        if let Some(v) = patch.public_api {
-            tenant.public_api = v;
-        }
-        if let Some(v) = patch.ddl_enabled {
-            tenant.ddl_enabled = v;
-        }
-        if let Some(v) = patch.access_mode {
-            tenant.access_mode = v;
-        }
-        tenant.revision = index;
-        tenant.updated_at_ms = now;
-        refresh_readiness(tenant);
-        let unplaced = tenant.placement.db_node.is_none();
-        let mut updated = tenant.clone();
-        if unplaced {
+        // Validated as a whole before anything changes: a refused update leaves the tenant as it was.
+        let mut updated = current.apply_patch(patch)?;
+        updated.revision = index;
+        updated.updated_at_ms = now;
+        refresh_readiness(&mut updated);
+        if updated.placement.db_node.is_none() {
             self.place(&mut updated);
-            self.tenants.insert(name.clone(), updated.clone());
         }
+        self.tenants.insert(name.clone(), updated.clone());
         touched.push(Touched::Tenant(name.clone()));
         Ok(Reply::Tenant(Box::new(updated)))
     }

@@ -1,4 +1,6 @@
-//! The tenant record, its tiers with default quotas, and the lifecycle state machine of its status.
+//! The tenant record, its tiers with default quotas, the lifecycle state machine of its status, and
+//! the invariants every tenant keeps: `TenantSpec::new` (create) and `Tenant::apply_patch` (update)
+//! both end in `TenantSpec::check`, so create and update cannot disagree.
 
 use super::names::TenantName;
 use super::quota::ByteSize;
@@ -66,6 +68,19 @@ pub enum AccessMode {
 }
 
 impl AccessMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessMode::Public => "public",
+            AccessMode::VpnOnly => "vpn-only",
+            AccessMode::Hybrid => "hybrid",
+        }
+    }
+
+    /// Whether clients outside the tenant's VPN subnet may connect.
+    pub fn admits_public(self) -> bool {
+        self != AccessMode::VpnOnly
+    }
+
     /// The mode implied by the seed's two switches when the caller names none.
     pub fn implied(vpn_enabled: bool, public_api: bool) -> Self {
         match (vpn_enabled, public_api) {
@@ -170,7 +185,35 @@ impl Tenant {
     }
 }
 
-/// A validated request to create a tenant (built at the API edge).
+/// Why a tenant spec, or an update of one, was refused. Every tenant keeps these invariants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum InvalidTenant {
+    #[error(
+        "access mode {} needs the VPN enabled; to drop the VPN, set access_mode public (clients from any address) on purpose",
+        .0.as_str()
+    )]
+    AccessNeedsVpn(AccessMode),
+    #[error("access mode vpn-only admits no public clients: public_api must be false (or use access_mode hybrid)")]
+    VpnOnlyWithPublicApi,
+    #[error(
+        "access mode {} admits clients from any address: public_api must be true (or use access_mode vpn-only)",
+        .0.as_str()
+    )]
+    PublicAccessWithoutPublicApi(AccessMode),
+    #[error("SQL Server tenants get a database each: use isolation database")]
+    MssqlNeedsDatabase,
+    #[error("connection limit must be between 1 and {MAX_CONNECTION_LIMIT}, got {0}")]
+    ConnectionLimit(u32),
+    #[error("events per minute must be between 1 and {MAX_EVENTS_PER_MIN}, got {0}")]
+    EventsPerMin(u32),
+    #[error("at most {MAX_SELECTOR_LABELS} node selector labels, got {0}")]
+    TooManyLabels(usize),
+    #[error("node selector: {0}")]
+    Label(String),
+}
+
+/// A validated request to create a tenant: built only by `TenantSpec::new`, re-checked by the
+/// state machine with `check` before it is applied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TenantSpec {
     pub name: TenantName,
@@ -189,6 +232,96 @@ pub struct TenantSpec {
     pub node_selector: BTreeMap<String, String>,
     #[serde(default)]
     pub db_password_verifier: String,
+}
+
+/// What a caller asked for when creating a tenant; `None` takes the default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewTenant {
+    pub tier: Option<Tier>,
+    pub db_type: Option<DbType>,
+    pub isolation: Option<Isolation>,
+    pub db_quota: Option<ByteSize>,
+    pub connection_limit: Option<u32>,
+    pub events_per_min: Option<u32>,
+    pub vpn_enabled: Option<bool>,
+    pub public_api: Option<bool>,
+    pub ddl_enabled: Option<bool>,
+    pub access_mode: Option<AccessMode>,
+    pub dedicated: Option<bool>,
+    pub node_selector: BTreeMap<String, String>,
+}
+
+/// Most node selector labels a tenant may name.
+pub const MAX_SELECTOR_LABELS: usize = 16;
+
+impl TenantSpec {
+    /// A new tenant's spec: the tier's defaults and the access defaults (VPN on, public API off,
+    /// so vpn-only; without a VPN the tenant is public; a named mode sets `public_api` to match),
+    /// then the invariants.
+    pub fn new(name: TenantName, req: NewTenant) -> Result<Self, InvalidTenant> {
+        let tier = req.tier.unwrap_or(Tier::Free);
+        let defaults = tier.defaults();
+        let vpn_enabled = req.vpn_enabled.unwrap_or(true);
+        let public_api = match (req.public_api, req.access_mode) {
+            (Some(p), _) => p,
+            (None, Some(mode)) => mode.admits_public(),
+            (None, None) => !vpn_enabled,
+        };
+        let access_mode = req.access_mode.unwrap_or_else(|| AccessMode::implied(vpn_enabled, public_api));
+        let db_type = req.db_type.unwrap_or(DbType::Postgres);
+        // SQL Server tenants always get a database of their own.
+        let isolation = req.isolation.unwrap_or(match db_type {
+            DbType::Mssql => Isolation::Database,
+            DbType::Postgres => Isolation::Schema,
+        });
+        let spec = TenantSpec {
+            name,
+            tier,
+            db_type,
+            isolation,
+            db_quota: req.db_quota.unwrap_or(defaults.db_quota),
+            connection_limit: req.connection_limit.unwrap_or(defaults.connection_limit),
+            events_per_min: req.events_per_min.unwrap_or(defaults.events_per_min),
+            vpn_enabled,
+            public_api,
+            ddl_enabled: req.ddl_enabled.unwrap_or(false),
+            access_mode,
+            dedicated: req.dedicated.unwrap_or(false),
+            node_selector: req.node_selector,
+            db_password_verifier: String::new(),
+        };
+        spec.check()?;
+        Ok(spec)
+    }
+
+    /// The invariants of every tenant, checked on create and on every update.
+    pub fn check(&self) -> Result<(), InvalidTenant> {
+        if self.access_mode != AccessMode::Public && !self.vpn_enabled {
+            return Err(InvalidTenant::AccessNeedsVpn(self.access_mode));
+        }
+        match (self.access_mode.admits_public(), self.public_api) {
+            (false, true) => return Err(InvalidTenant::VpnOnlyWithPublicApi),
+            (true, false) => return Err(InvalidTenant::PublicAccessWithoutPublicApi(self.access_mode)),
+            _ => {}
+        }
+        if self.db_type == DbType::Mssql && self.isolation != Isolation::Database {
+            return Err(InvalidTenant::MssqlNeedsDatabase);
+        }
+        if self.connection_limit == 0 || self.connection_limit > MAX_CONNECTION_LIMIT {
+            return Err(InvalidTenant::ConnectionLimit(self.connection_limit));
+        }
+        if self.events_per_min == 0 || self.events_per_min > MAX_EVENTS_PER_MIN {
+            return Err(InvalidTenant::EventsPerMin(self.events_per_min));
+        }
+        if self.node_selector.len() > MAX_SELECTOR_LABELS {
+            return Err(InvalidTenant::TooManyLabels(self.node_selector.len()));
+        }
+        for (k, v) in &self.node_selector {
+            super::names::validate_label_part(k).map_err(InvalidTenant::Label)?;
+            super::names::validate_label_part(v).map_err(InvalidTenant::Label)?;
+        }
+        Ok(())
+    }
 }
 
 /// A validated partial update (PATCH). `None` leaves a field as it is.
@@ -211,20 +344,213 @@ impl TenantPatch {
     }
 }
 
+impl Tenant {
+    /// The spec this tenant now has (what `check` validates).
+    pub fn spec(&self) -> TenantSpec {
+        TenantSpec {
+            name: self.name.clone(),
+            tier: self.tier,
+            db_type: self.db_type,
+            isolation: self.isolation,
+            db_quota: ByteSize::from_bytes(self.db_quota_bytes),
+            connection_limit: self.connection_limit,
+            events_per_min: self.events_per_min,
+            vpn_enabled: self.vpn_enabled,
+            public_api: self.public_api,
+            ddl_enabled: self.ddl_enabled,
+            access_mode: self.access_mode,
+            dedicated: self.dedicated,
+            node_selector: self.node_selector.clone(),
+            db_password_verifier: String::new(),
+        }
+    }
+
+    /// This tenant with `patch` applied, or why the result would break an invariant (then nothing
+    /// changes). Access: a named mode sets `public_api` to match unless it is named too; switches
+    /// named without a mode re-derive the mode from them, except that a tenant never becomes
+    /// reachable from any address unless `public_api` is true, so a vpn-only tenant cannot drop
+    /// its VPN by accident.
+    pub fn apply_patch(&self, patch: &TenantPatch) -> Result<Tenant, InvalidTenant> {
+        let mut t = self.clone();
+        let vpn_enabled = patch.vpn_enabled.unwrap_or(self.vpn_enabled);
+        let public_api = match (patch.public_api, patch.access_mode) {
+            (Some(p), _) => p,
+            (None, Some(mode)) => mode.admits_public(),
+            (None, None) => self.public_api,
+        };
+        let switched = (vpn_enabled, public_api) != (self.vpn_enabled, self.public_api);
+        t.access_mode = match patch.access_mode {
+            Some(mode) => mode,
+            None if switched && (vpn_enabled || public_api) => AccessMode::implied(vpn_enabled, public_api),
+            None => self.access_mode,
+        };
+        t.vpn_enabled = vpn_enabled;
+        t.public_api = public_api;
+        if let Some(v) = patch.tier {
+            t.tier = v;
+        }
+        if let Some(v) = patch.db_quota {
+            t.db_quota_bytes = v.bytes();
+            t.db_quota = v.to_string();
+        }
+        if let Some(v) = patch.connection_limit {
+            t.connection_limit = v;
+        }
+        if let Some(v) = patch.events_per_min {
+            t.events_per_min = v;
+        }
+        if let Some(v) = patch.ddl_enabled {
+            t.ddl_enabled = v;
+        }
+        t.spec().check()?;
+        Ok(t)
+    }
+}
+
 /// Largest connection limit and event rate accepted; beyond this is a typo.
 pub const MAX_CONNECTION_LIMIT: u32 = 10_000;
 pub const MAX_EVENTS_PER_MIN: u32 = 10_000_000;
 
-pub fn validate_connection_limit(limit: u32) -> Result<u32, String> {
-    if limit == 0 || limit > MAX_CONNECTION_LIMIT {
-        return Err(format!("connection limit must be between 1 and {MAX_CONNECTION_LIMIT}, got {limit}"));
-    }
-    Ok(limit)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-pub fn validate_events_per_min(rate: u32) -> Result<u32, String> {
-    if rate == 0 || rate > MAX_EVENTS_PER_MIN {
-        return Err(format!("events per minute must be between 1 and {MAX_EVENTS_PER_MIN}, got {rate}"));
+    fn name(n: &str) -> TenantName {
+        TenantName::parse(n).expect("valid test name")
     }
-    Ok(rate)
+
+    /// A stored tenant built from a spec the way the state machine builds one.
+    fn stored(spec: &TenantSpec) -> Tenant {
+        Tenant {
+            name: spec.name.clone(),
+            tier: spec.tier,
+            db_type: spec.db_type,
+            isolation: spec.isolation,
+            db_quota_bytes: spec.db_quota.bytes(),
+            db_quota: spec.db_quota.to_string(),
+            connection_limit: spec.connection_limit,
+            events_per_min: spec.events_per_min,
+            vpn_enabled: spec.vpn_enabled,
+            public_api: spec.public_api,
+            ddl_enabled: spec.ddl_enabled,
+            access_mode: spec.access_mode,
+            dedicated: spec.dedicated,
+            node_selector: spec.node_selector.clone(),
+            status: TenantStatus::Provisioning,
+            status_reason: None,
+            network: NetworkAllocation {
+                index: 1,
+                vpn_subnet: "198.18.1.0/24".into(),
+                gateway_address: "198.18.1.1".into(),
+                interface: "bqt1".into(),
+                listen_port: 51821,
+            },
+            placement: Placement::default(),
+            revision: 2,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            deleted_at_ms: None,
+            purge_after_ms: None,
+            status_before_offboarding: None,
+            node_status: BTreeMap::new(),
+            db_password_verifier: String::new(),
+        }
+    }
+
+    fn new(req: NewTenant) -> Result<TenantSpec, InvalidTenant> {
+        TenantSpec::new(name("acme"), req)
+    }
+
+    #[test]
+    fn defaults_are_vpn_only_and_without_vpn_public() {
+        let s = new(NewTenant::default()).expect("defaults are valid");
+        assert_eq!((s.access_mode, s.vpn_enabled, s.public_api), (AccessMode::VpnOnly, true, false));
+        let s = new(NewTenant { vpn_enabled: Some(false), ..Default::default() }).expect("valid");
+        assert_eq!((s.access_mode, s.vpn_enabled, s.public_api), (AccessMode::Public, false, true));
+        let s = new(NewTenant { public_api: Some(true), ..Default::default() }).expect("seed flags");
+        assert_eq!(s.access_mode, AccessMode::Hybrid);
+        let s = new(NewTenant { access_mode: Some(AccessMode::Hybrid), ..Default::default() }).expect("valid");
+        assert!(s.public_api, "a named mode sets public_api to match");
+    }
+
+    #[test]
+    fn mssql_implies_database_isolation() {
+        let s = new(NewTenant { db_type: Some(DbType::Mssql), ..Default::default() }).expect("valid");
+        assert_eq!(s.isolation, Isolation::Database);
+        let bad = NewTenant { db_type: Some(DbType::Mssql), isolation: Some(Isolation::Schema), ..Default::default() };
+        assert_eq!(new(bad), Err(InvalidTenant::MssqlNeedsDatabase));
+    }
+
+    #[test]
+    fn vpn_only_tenant_cannot_drop_its_vpn() {
+        let t = stored(&new(NewTenant::default()).expect("valid"));
+        let patch = TenantPatch { vpn_enabled: Some(false), ..Default::default() };
+        assert_eq!(t.apply_patch(&patch), Err(InvalidTenant::AccessNeedsVpn(AccessMode::VpnOnly)));
+        let with_mode = TenantPatch { access_mode: Some(AccessMode::VpnOnly), ..patch.clone() };
+        assert_eq!(t.apply_patch(&with_mode), Err(InvalidTenant::AccessNeedsVpn(AccessMode::VpnOnly)));
+        // Opening it to every address is possible, but only on purpose.
+        let open = TenantPatch { access_mode: Some(AccessMode::Public), ..patch };
+        let opened = t.apply_patch(&open).expect("explicit public is allowed");
+        assert_eq!((opened.access_mode, opened.vpn_enabled, opened.public_api), (AccessMode::Public, false, true));
+    }
+
+    #[test]
+    fn switching_off_the_public_api_narrows_access() {
+        let hybrid = stored(&new(NewTenant { public_api: Some(true), ..Default::default() }).expect("valid"));
+        let t = hybrid.apply_patch(&TenantPatch { public_api: Some(false), ..Default::default() }).expect("valid");
+        assert_eq!((t.access_mode, t.vpn_enabled, t.public_api), (AccessMode::VpnOnly, true, false));
+        let t = hybrid.apply_patch(&TenantPatch { vpn_enabled: Some(false), ..Default::default() }).expect("valid");
+        assert_eq!((t.access_mode, t.vpn_enabled, t.public_api), (AccessMode::Public, false, true));
+        let neither = TenantPatch { vpn_enabled: Some(false), public_api: Some(false), ..Default::default() };
+        assert_eq!(hybrid.apply_patch(&neither), Err(InvalidTenant::AccessNeedsVpn(AccessMode::Hybrid)));
+    }
+
+    #[test]
+    fn create_and_update_refuse_the_same_specs() {
+        let base = stored(&new(NewTenant { public_api: Some(true), ..Default::default() }).expect("valid"));
+        let cases: Vec<(NewTenant, TenantPatch, InvalidTenant)> = vec![
+            (
+                NewTenant { access_mode: Some(AccessMode::VpnOnly), public_api: Some(true), ..Default::default() },
+                TenantPatch { access_mode: Some(AccessMode::VpnOnly), public_api: Some(true), ..Default::default() },
+                InvalidTenant::VpnOnlyWithPublicApi,
+            ),
+            (
+                NewTenant { access_mode: Some(AccessMode::Public), public_api: Some(false), ..Default::default() },
+                TenantPatch { access_mode: Some(AccessMode::Public), public_api: Some(false), ..Default::default() },
+                InvalidTenant::PublicAccessWithoutPublicApi(AccessMode::Public),
+            ),
+            (
+                NewTenant { access_mode: Some(AccessMode::Hybrid), vpn_enabled: Some(false), ..Default::default() },
+                TenantPatch { access_mode: Some(AccessMode::Hybrid), vpn_enabled: Some(false), ..Default::default() },
+                InvalidTenant::AccessNeedsVpn(AccessMode::Hybrid),
+            ),
+            (
+                NewTenant { connection_limit: Some(0), ..Default::default() },
+                TenantPatch { connection_limit: Some(0), ..Default::default() },
+                InvalidTenant::ConnectionLimit(0),
+            ),
+            (
+                NewTenant { connection_limit: Some(MAX_CONNECTION_LIMIT + 1), ..Default::default() },
+                TenantPatch { connection_limit: Some(MAX_CONNECTION_LIMIT + 1), ..Default::default() },
+                InvalidTenant::ConnectionLimit(MAX_CONNECTION_LIMIT + 1),
+            ),
+            (
+                NewTenant { events_per_min: Some(0), ..Default::default() },
+                TenantPatch { events_per_min: Some(0), ..Default::default() },
+                InvalidTenant::EventsPerMin(0),
+            ),
+        ];
+        for (create, patch, expected) in cases {
+            assert_eq!(new(create.clone()), Err(expected.clone()), "create {create:?}");
+            assert_eq!(base.apply_patch(&patch), Err(expected), "update {patch:?}");
+        }
+    }
+
+    #[test]
+    fn node_selector_is_bounded_and_validated() {
+        let many = (0..17).map(|i| (format!("k{i}"), "v".to_string())).collect();
+        assert_eq!(new(NewTenant { node_selector: many, ..Default::default() }), Err(InvalidTenant::TooManyLabels(17)));
+        let bad = [("region".to_string(), "ist;drop".to_string())].into();
+        assert!(matches!(new(NewTenant { node_selector: bad, ..Default::default() }), Err(InvalidTenant::Label(_))));
+    }
 }

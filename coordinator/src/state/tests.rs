@@ -414,3 +414,32 @@ fn quota_reports_turn_a_tenant_quota_exceeded_and_back() {
     assert_eq!(s.tenants[&name("acme")].status, TenantStatus::Active);
     assert_eq!(s.audit.last().and_then(|e| e.details.get("tenant/acme").cloned()).as_deref(), Some("active"));
 }
+
+#[test]
+fn refused_update_changes_nothing_and_is_audited() {
+    let mut s = booted("10.50.0.0/16");
+    let mut vpn_only = spec("acme");
+    vpn_only.public_api = false;
+    vpn_only.access_mode = AccessMode::VpnOnly;
+    tenant(s.apply(2, &cmd(2, Op::CreateTenant(vpn_only))).0);
+    let before = s.tenants.clone();
+    let patch = TenantPatch { vpn_enabled: Some(false), ..TenantPatch::default() };
+    let (r, touched) = s.apply(3, &cmd(3, Op::UpdateTenant { name: name("acme"), patch }));
+    assert_eq!(r, Err(DomainError::InvalidTenant(InvalidTenant::AccessNeedsVpn(AccessMode::VpnOnly))));
+    assert_eq!(s.tenants, before, "nothing changed");
+    assert!(!touched.iter().any(|t| matches!(t, Touched::Tenant(_))), "{touched:?}");
+    let last = s.audit.last().expect("audited");
+    assert_eq!((last.action.as_str(), last.outcome), ("tenant.update", audit::Outcome::Rejected));
+    assert!(last.details.get("reason").is_some_and(|r| r.contains("needs the VPN enabled")), "{last:?}");
+}
+
+#[test]
+fn state_machine_refuses_a_spec_that_breaks_an_invariant() {
+    // A command that bypassed the API edge (e.g. forwarded by a peer) is checked again at apply.
+    let mut s = booted("10.50.0.0/16");
+    let mut bad = spec("acme");
+    bad.db_type = DbType::Mssql;
+    let r = s.apply(2, &cmd(2, Op::CreateTenant(bad))).0;
+    assert_eq!(r, Err(DomainError::InvalidTenant(InvalidTenant::MssqlNeedsDatabase)));
+    assert!(s.tenants.is_empty());
+}

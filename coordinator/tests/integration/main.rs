@@ -5,3 +5,4 @@ mod audit;
 mod cli;
 mod cluster;
 mod harness;
+mod invariants;
