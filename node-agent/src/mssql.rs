@@ -11,6 +11,18 @@
 //! the database owner, so it cannot lift it) until it is back under. Suspend/delete disable the
 //! login and end its sessions; purge drops the login, then the database.
 //!
+//! The agent is sysadmin and a DDL trigger runs as whoever fires it, so a database-scoped DDL
+//! trigger a tenant (a `db_ddladmin`) created would run the agent's statements' events with
+//! sysadmin rights. Two rules close that: the tenant's user is denied `ALTER ANY DATABASE DDL
+//! TRIGGER` (a DENY beats its `db_ddladmin` membership; observed and kept, and denied before the
+//! user joins any role), and every statement the agent runs inside a tenant database is
+//! [`guarded`]: the same batch first runs `DISABLE TRIGGER ALL ON DATABASE` (which raises no DDL
+//! event), then drops every database-level DDL trigger (this driver creates none, so each is a
+//! tenant's; `DROP_TRIGGER` is an event, but nothing is enabled by then), and only then the
+//! statement, aborting the batch if any of that fails. Server-level (`ON ALL SERVER`) triggers
+//! need `CONTROL SERVER`, which no tenant login has, and the agent runs no DML in tenant
+//! databases, so no tenant DML trigger ever runs as the agent.
+//!
 //! Identifiers come only from validated tenant names (`[a-z][a-z0-9_]{1,30}`) and are bracketed;
 //! the hash is checked to be exactly a SQL Server hash before it becomes a binary literal;
 //! everything else is an integer.
@@ -50,6 +62,11 @@ pub struct ObservedTenant {
     pub max_size_mb: Option<u64>,
     /// INSERT and UPDATE are denied to the user at database scope.
     pub writes_denied: bool,
+    /// `ALTER ANY DATABASE DDL TRIGGER` is denied to the user.
+    pub triggers_denied: bool,
+    /// Database-level DDL triggers in the database (`sys.triggers`, `parent_class = 0`): this
+    /// driver creates none, so every one was planted by someone else.
+    pub ddl_triggers: u32,
     /// Reserved space in the database (`sp_spaceused`).
     pub bytes: u64,
     /// Open sessions of the tenant's login.
@@ -75,6 +92,25 @@ fn b(ident: &str) -> String {
 /// `sql` run inside database `db` (no `USE`, so the connection's context never changes).
 fn in_db(db: &str, sql: &str) -> String {
     format!("EXEC {}.sys.sp_executesql N'{}'", b(db), sql.replace('\'', "''"))
+}
+
+/// Disables, then drops, every database-level DDL trigger of the current database. `DISABLE
+/// TRIGGER` is no DDL event, so nothing fires for it; the drops are `DROP_TRIGGER` events, but by
+/// then every trigger is disabled. The list is read when the batch runs, not when it was planned.
+/// `XACT_ABORT` ends the batch at the first error, so nothing after a failed guard runs.
+const TRIGGER_GUARD: &str = "SET XACT_ABORT ON; DISABLE TRIGGER ALL ON DATABASE; DECLARE @drop nvarchar(max) = N''; \
+     SELECT @drop = @drop + N'DROP TRIGGER ' + QUOTENAME(name) + N' ON DATABASE; ' FROM sys.triggers \
+     WHERE parent_class = 0; EXEC (@drop);";
+
+/// `sql` run inside tenant database `db` after the [`TRIGGER_GUARD`], in one batch: no trigger
+/// another principal created can fire, as the agent, on what `sql` does.
+fn guarded(db: &str, sql: &str) -> String {
+    in_db(db, &format!("{TRIGGER_GUARD} {sql}"))
+}
+
+/// The guard alone: removes the database-level DDL triggers of `db`.
+fn drop_ddl_triggers(db: &str) -> String {
+    in_db(db, TRIGGER_GUARD)
 }
 
 fn kill_sessions(login: &str) -> String {
@@ -106,9 +142,12 @@ pub fn tenant_steps(a: &Assignment, o: &ObservedTenant) -> Result<Vec<String>, S
     let mut sql = Vec::new();
     if !o.database {
         sql.push(format!("CREATE DATABASE {qd}"));
-        sql.push(format!("EXEC {qd}.sys.sp_addextendedproperty @name = N'{MARKER}', @value = N'managed'"));
+        sql.push(guarded(&db, &format!("EXEC sys.sp_addextendedproperty @name = N'{MARKER}', @value = N'managed'")));
     } else if !o.managed {
         return Err(format!("database {db} exists but was not created by Berqenas; refusing to take it over"));
+    } else if o.ddl_triggers > 0 {
+        // Every later step is guarded too; this one removes them even when nothing else is due.
+        sql.push(drop_ddl_triggers(&db));
     }
     match (&o.login, hash) {
         (None, Some(hash)) => {
@@ -134,29 +173,35 @@ pub fn tenant_steps(a: &Assignment, o: &ObservedTenant) -> Result<Vec<String>, S
         }
     }
     if !o.user {
-        sql.push(in_db(&db, &format!("CREATE USER {ql} FOR LOGIN {ql} WITH DEFAULT_SCHEMA = dbo")));
+        sql.push(guarded(&db, &format!("CREATE USER {ql} FOR LOGIN {ql} WITH DEFAULT_SCHEMA = dbo")));
+    }
+    // Before any role: the user never holds db_ddladmin's right to create DDL triggers.
+    if !o.triggers_denied {
+        sql.push(guarded(&db, &format!("DENY ALTER ANY DATABASE DDL TRIGGER TO {ql}")));
     }
     for role in ROLES.iter().filter(|r| !o.roles.contains(**r)) {
-        sql.push(in_db(&db, &format!("ALTER ROLE {} ADD MEMBER {ql}", b(role))));
+        sql.push(guarded(&db, &format!("ALTER ROLE {} ADD MEMBER {ql}", b(role))));
     }
     if !o.events {
-        sql.push(in_db(
+        sql.push(guarded(
             &db,
             "CREATE TABLE dbo.events (id uniqueidentifier NOT NULL DEFAULT NEWID() PRIMARY KEY, \
              device_id nvarchar(4000), event_type nvarchar(100), payload nvarchar(max), \
              created_at datetimeoffset NOT NULL DEFAULT SYSDATETIMEOFFSET())",
         ));
-        sql.push(in_db(&db, "CREATE INDEX events_created_at ON dbo.events (created_at)"));
+        sql.push(guarded(&db, "CREATE INDEX events_created_at ON dbo.events (created_at)"));
     }
     let cap = max_size_mb(a);
     if o.max_size_mb != Some(cap) {
-        sql.push(format!("ALTER DATABASE {qd} MODIFY FILE (NAME = N'{db}', MAXSIZE = {cap}MB)"));
+        // ALTER_DATABASE is a server-scoped event, but the guard costs nothing and covers an
+        // engine that would raise it in the database too.
+        sql.push(guarded(&db, &format!("ALTER DATABASE {qd} MODIFY FILE (NAME = N'{db}', MAXSIZE = {cap}MB)")));
     }
     let over = over_quota(a, o);
     if over && !o.writes_denied {
-        sql.push(in_db(&db, &format!("DENY INSERT, UPDATE TO {ql}")));
+        sql.push(guarded(&db, &format!("DENY INSERT, UPDATE TO {ql}")));
     } else if !over && o.writes_denied {
-        sql.push(in_db(&db, &format!("REVOKE INSERT, UPDATE FROM {ql}")));
+        sql.push(guarded(&db, &format!("REVOKE INSERT, UPDATE FROM {ql}")));
     }
     Ok(sql)
 }
@@ -182,6 +227,8 @@ pub fn plan(desired: &[Assignment], observed: &Observed) -> BTreeMap<String, Res
             sql.push(kill_sessions(&login));
             sql.push(format!("DROP LOGIN {}", b(&login)));
         }
+        // The login is gone, so nobody can plant a trigger between this and the ALTER.
+        sql.push(drop_ddl_triggers(&db));
         sql.push(format!("ALTER DATABASE {} SET SINGLE_USER WITH ROLLBACK IMMEDIATE", b(&db)));
         sql.push(format!("DROP DATABASE {}", b(&db)));
         out.insert(name.clone(), Ok(sql));
@@ -270,7 +317,12 @@ async fn observe(client: &mut Client) -> Result<Observed, tiberius::error::Error
              (SELECT max_size FROM {db}.sys.database_files WHERE file_id = 1), \
              (SELECT COUNT(*) FROM {db}.sys.database_permissions p \
                 JOIN {db}.sys.database_principals u ON u.principal_id = p.grantee_principal_id \
-                WHERE u.name = N'{login}' AND p.class = 0 AND p.state = 'D' AND p.permission_name IN ('INSERT', 'UPDATE'))"
+                WHERE u.name = N'{login}' AND p.class = 0 AND p.state = 'D' AND p.permission_name IN ('INSERT', 'UPDATE')), \
+             (SELECT COUNT(*) FROM {db}.sys.database_permissions p \
+                JOIN {db}.sys.database_principals u ON u.principal_id = p.grantee_principal_id \
+                WHERE u.name = N'{login}' AND p.class = 0 AND p.state = 'D' \
+                AND p.permission_name = 'ALTER ANY DATABASE DDL TRIGGER'), \
+             (SELECT COUNT(*) FROM {db}.sys.triggers WHERE parent_class = 0)"
         );
         let Some(row) = rows(client, &sql).await?.into_iter().next() else { continue };
         let t = o.tenants.entry(name.clone()).or_default();
@@ -286,6 +338,8 @@ async fn observe(client: &mut Client) -> Result<Observed, tiberius::error::Error
         t.events = row.get::<i32, _>(3).unwrap_or(0) > 0;
         t.max_size_mb = row.get::<i32, _>(4).and_then(|pages| u64::try_from(pages).ok()).map(|pages| pages / 128);
         t.writes_denied = row.get::<i32, _>(5).unwrap_or(0) >= 2;
+        t.triggers_denied = row.get::<i32, _>(6).unwrap_or(0) > 0;
+        t.ddl_triggers = row.get::<i32, _>(7).and_then(|n| u32::try_from(n).ok()).unwrap_or(0);
         let space = rows(client, &format!("EXEC {db}.sys.sp_spaceused @oneresultset = 1")).await?;
         t.bytes = space.first().and_then(|r| r.get::<&str, _>("reserved")).and_then(parse_kb).unwrap_or(0);
     }
@@ -383,6 +437,8 @@ mod tests {
             events: true,
             max_size_mb: Some(max_size_mb(desired)),
             writes_denied: false,
+            triggers_denied: true,
+            ddl_triggers: 0,
             bytes: 10 * 1024 * 1024,
             connections: 0,
         }
@@ -395,22 +451,24 @@ mod tests {
     #[test]
     fn fresh_tenant_gets_database_hashed_login_roles_events_and_cap() {
         let sql = steps(&[a("acme")], &Observed::default(), "acme");
+        let g = |stmt: &str| guarded("tenant_acme", stmt);
         assert_eq!(
             sql,
             vec![
                 "CREATE DATABASE [tenant_acme]".to_string(),
-                "EXEC [tenant_acme].sys.sp_addextendedproperty @name = N'berqenas', @value = N'managed'".into(),
+                g("EXEC sys.sp_addextendedproperty @name = N'berqenas', @value = N'managed'"),
                 format!(
                     "CREATE LOGIN [tenant_acme_user] WITH PASSWORD = {HASH} HASHED, CHECK_POLICY = OFF, \
                      CHECK_EXPIRATION = OFF, DEFAULT_DATABASE = [tenant_acme]"
                 ),
-                "EXEC [tenant_acme].sys.sp_executesql N'CREATE USER [tenant_acme_user] FOR LOGIN [tenant_acme_user] WITH DEFAULT_SCHEMA = dbo'".into(),
-                "EXEC [tenant_acme].sys.sp_executesql N'ALTER ROLE [db_datareader] ADD MEMBER [tenant_acme_user]'".into(),
-                "EXEC [tenant_acme].sys.sp_executesql N'ALTER ROLE [db_datawriter] ADD MEMBER [tenant_acme_user]'".into(),
-                "EXEC [tenant_acme].sys.sp_executesql N'ALTER ROLE [db_ddladmin] ADD MEMBER [tenant_acme_user]'".into(),
-                "EXEC [tenant_acme].sys.sp_executesql N'CREATE TABLE dbo.events (id uniqueidentifier NOT NULL DEFAULT NEWID() PRIMARY KEY, device_id nvarchar(4000), event_type nvarchar(100), payload nvarchar(max), created_at datetimeoffset NOT NULL DEFAULT SYSDATETIMEOFFSET())'".into(),
-                "EXEC [tenant_acme].sys.sp_executesql N'CREATE INDEX events_created_at ON dbo.events (created_at)'".into(),
-                "ALTER DATABASE [tenant_acme] MODIFY FILE (NAME = N'tenant_acme', MAXSIZE = 1024MB)".into(),
+                g("CREATE USER [tenant_acme_user] FOR LOGIN [tenant_acme_user] WITH DEFAULT_SCHEMA = dbo"),
+                g("DENY ALTER ANY DATABASE DDL TRIGGER TO [tenant_acme_user]"),
+                g("ALTER ROLE [db_datareader] ADD MEMBER [tenant_acme_user]"),
+                g("ALTER ROLE [db_datawriter] ADD MEMBER [tenant_acme_user]"),
+                g("ALTER ROLE [db_ddladmin] ADD MEMBER [tenant_acme_user]"),
+                g("CREATE TABLE dbo.events (id uniqueidentifier NOT NULL DEFAULT NEWID() PRIMARY KEY, device_id nvarchar(4000), event_type nvarchar(100), payload nvarchar(max), created_at datetimeoffset NOT NULL DEFAULT SYSDATETIMEOFFSET())"),
+                g("CREATE INDEX events_created_at ON dbo.events (created_at)"),
+                g("ALTER DATABASE [tenant_acme] MODIFY FILE (NAME = N'tenant_acme', MAXSIZE = 1024MB)"),
             ]
         );
         assert!(!sql.iter().any(|s| s.contains("PASSWORD = '")), "no plaintext password, ever");
@@ -439,15 +497,15 @@ mod tests {
         assert_eq!(sql[0], format!("ALTER LOGIN [tenant_acme_user] WITH PASSWORD = {HASH} HASHED"));
         assert_eq!(sql[1], "ALTER LOGIN [tenant_acme_user] DISABLE");
         assert!(sql[2].starts_with("DECLARE @k") && sql[2].contains("login_name = N'tenant_acme_user'"));
-        assert!(sql[3].contains("ALTER ROLE [db_datawriter] ADD MEMBER [tenant_acme_user]"));
-        assert_eq!(sql[4], "EXEC [tenant_acme].sys.sp_executesql N'DENY INSERT, UPDATE TO [tenant_acme_user]'");
+        assert_eq!(sql[3], guarded("tenant_acme", "ALTER ROLE [db_datawriter] ADD MEMBER [tenant_acme_user]"));
+        assert_eq!(sql[4], guarded("tenant_acme", "DENY INSERT, UPDATE TO [tenant_acme_user]"));
         // Back under the quota, the deny is lifted.
         let mut t = converged(&desired);
         t.writes_denied = true;
         o.tenants.insert("acme".into(), t);
         assert_eq!(
             steps(std::slice::from_ref(&desired), &o, "acme"),
-            vec!["EXEC [tenant_acme].sys.sp_executesql N'REVOKE INSERT, UPDATE FROM [tenant_acme_user]'".to_string()]
+            vec![guarded("tenant_acme", "REVOKE INSERT, UPDATE FROM [tenant_acme_user]")]
         );
     }
 
@@ -464,7 +522,9 @@ mod tests {
         let sql = all.get("acme").cloned().expect("planned").expect("possible");
         assert_eq!(sql[0], "ALTER LOGIN [tenant_acme_user] DISABLE");
         assert_eq!(sql[2], "DROP LOGIN [tenant_acme_user]");
-        assert_eq!(sql[4], "DROP DATABASE [tenant_acme]");
+        assert_eq!(sql[3], drop_ddl_triggers("tenant_acme"), "no trigger fires on the ALTER DATABASE");
+        assert_eq!(sql[4], "ALTER DATABASE [tenant_acme] SET SINGLE_USER WITH ROLLBACK IMMEDIATE");
+        assert_eq!(sql[5], "DROP DATABASE [tenant_acme]");
         // And refuses to take over a database of the same name it did not create.
         let mut o = Observed::default();
         o.tenants.insert("acme".into(), ObservedTenant { database: true, ..ObservedTenant::default() });
@@ -484,5 +544,109 @@ mod tests {
         );
         assert_eq!(parse_kb("2624 KB"), Some(2624 * 1024));
         assert_eq!(parse_kb("12 MB"), None);
+    }
+
+    /// The prefix every statement run inside `tenant_acme` must start with.
+    const GUARD_PREFIX: &str =
+        "EXEC [tenant_acme].sys.sp_executesql N'SET XACT_ABORT ON; DISABLE TRIGGER ALL ON DATABASE; ";
+
+    #[test]
+    fn tenant_ddl_triggers_are_disabled_before_agent_ddl() {
+        // The batch, exactly: disable all, drop all (listed when it runs), then the statement,
+        // with the quotes doubled once for sp_executesql.
+        assert_eq!(
+            guarded("tenant_acme", "DENY INSERT, UPDATE TO [tenant_acme_user]"),
+            "EXEC [tenant_acme].sys.sp_executesql N'SET XACT_ABORT ON; DISABLE TRIGGER ALL ON DATABASE; \
+             DECLARE @drop nvarchar(max) = N''''; SELECT @drop = @drop + N''DROP TRIGGER '' + QUOTENAME(name) \
+             + N'' ON DATABASE; '' FROM sys.triggers WHERE parent_class = 0; EXEC (@drop); \
+             DENY INSERT, UPDATE TO [tenant_acme_user]'"
+        );
+        // A tenant's trigger on an otherwise converged database is removed on the next pass.
+        let desired = a("acme");
+        let mut o = Observed::default();
+        let mut t = converged(&desired);
+        t.ddl_triggers = 1;
+        o.tenants.insert("acme".into(), t.clone());
+        assert_eq!(steps(std::slice::from_ref(&desired), &o, "acme"), vec![drop_ddl_triggers("tenant_acme")]);
+        // Over quota with a trigger in place: the triggers go first, and the DENY (a DDL event)
+        // runs only behind the guard, in the same batch.
+        t.bytes = desired.db_quota_bytes + 1;
+        o.tenants.insert("acme".into(), t);
+        let sql = steps(std::slice::from_ref(&desired), &o, "acme");
+        assert_eq!(
+            sql,
+            vec![drop_ddl_triggers("tenant_acme"), guarded("tenant_acme", "DENY INSERT, UPDATE TO [tenant_acme_user]")]
+        );
+        let deny = &sql[1];
+        let (disable, drop, stmt) =
+            (deny.find("DISABLE TRIGGER ALL"), deny.find("DROP TRIGGER"), deny.find("DENY INSERT"));
+        assert!(disable.is_some() && disable < drop && drop < stmt, "{deny}");
+    }
+
+    #[test]
+    fn tenant_cannot_create_database_ddl_triggers() {
+        // A new user is denied the right before it joins db_ddladmin.
+        let fresh = steps(&[a("acme")], &Observed::default(), "acme");
+        let deny = fresh
+            .iter()
+            .position(|s| s.ends_with("DENY ALTER ANY DATABASE DDL TRIGGER TO [tenant_acme_user]'"))
+            .expect("denied");
+        let user = fresh.iter().position(|s| s.contains("CREATE USER")).expect("user");
+        let first_role = fresh.iter().position(|s| s.contains("ALTER ROLE")).expect("roles");
+        assert!(user < deny && deny < first_role, "{fresh:#?}");
+        // A user from before this rule gets the DENY; once observed, it is kept and not repeated.
+        let desired = a("acme");
+        let mut o = Observed::default();
+        let mut t = converged(&desired);
+        t.triggers_denied = false;
+        o.tenants.insert("acme".into(), t);
+        assert_eq!(
+            steps(std::slice::from_ref(&desired), &o, "acme"),
+            vec![guarded("tenant_acme", "DENY ALTER ANY DATABASE DDL TRIGGER TO [tenant_acme_user]")]
+        );
+        o.tenants.insert("acme".into(), converged(&desired));
+        assert!(steps(&[desired], &o, "acme").is_empty());
+    }
+
+    #[test]
+    fn every_statement_inside_a_tenant_database_is_guarded() {
+        let desired = a("acme");
+        let mut drifted = converged(&desired);
+        drifted.roles.clear();
+        drifted.user = false;
+        drifted.events = false;
+        drifted.triggers_denied = false;
+        drifted.ddl_triggers = 3;
+        drifted.max_size_mb = None;
+        drifted.bytes = desired.db_quota_bytes + 1;
+        let mut denied = converged(&desired);
+        denied.writes_denied = true;
+        let mut suspended = desired.clone();
+        suspended.lifecycle = "suspended".into();
+        let mut plans = vec![steps(std::slice::from_ref(&desired), &Observed::default(), "acme")];
+        for (d, t) in [(&desired, drifted), (&suspended, denied)] {
+            let mut o = Observed::default();
+            o.tenants.insert("acme".into(), t);
+            plans.push(steps(std::slice::from_ref(d), &o, "acme"));
+        }
+        let mut o = Observed::default();
+        o.tenants.insert("acme".into(), converged(&desired));
+        plans.push(plan(&[], &o).remove("acme").expect("purge").expect("possible"));
+        // What is not guarded is server-scoped and runs in master, where no tenant trigger is.
+        let server = [
+            "CREATE DATABASE ",
+            "CREATE LOGIN ",
+            "ALTER LOGIN ",
+            "DROP LOGIN ",
+            "DECLARE @k",
+            "ALTER DATABASE [tenant_acme] SET SINGLE_USER",
+            "DROP DATABASE ",
+        ];
+        for sql in plans.iter().flatten() {
+            assert!(
+                sql.starts_with(GUARD_PREFIX) || server.iter().any(|p| sql.starts_with(p)),
+                "runs in the tenant database without the trigger guard: {sql}"
+            );
+        }
     }
 }
