@@ -3,8 +3,10 @@
 
 pub mod api;
 pub mod cli;
+pub mod datadir;
 pub mod grpc;
 pub mod raft;
+pub mod recovery;
 pub mod scram;
 pub mod server;
 pub mod state;

@@ -311,6 +311,7 @@ impl Coordinator {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
+        tokio::spawn(crate::recovery::watch(self.clone(), stop_rx.clone()));
         let nodes = crate::grpc::serve(self.clone(), stop_rx.clone());
         let (g, a, n) = tokio::join!(grpc, api, nodes);
         g.context("raft transport server")?;

@@ -42,6 +42,9 @@ pub enum Command {
     Init(InitArgs),
     /// Run a coordinator node.
     Serve(ServeArgs),
+    /// Break-glass: mint a new admin key from this host's coordinator data directory (needs write
+    /// access to it: root or the service user). Works whether or not the coordinator is running.
+    RecoverAdmin(RecoverAdminArgs),
     #[command(subcommand)]
     Tenant(TenantCmd),
     #[command(subcommand)]
@@ -103,6 +106,16 @@ pub struct InitArgs {
     /// How long a deleted tenant can be restored before purge.
     #[arg(long, default_value = "30d")]
     pub retention: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RecoverAdminArgs {
+    /// The data directory of the coordinator on this host.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// How long to wait for a running coordinator to add the key before saying it is pending.
+    #[arg(long, default_value = "15s")]
+    pub wait: String,
 }
 
 #[derive(Debug, Args)]
@@ -387,6 +400,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Init(a) => init(a, out).await,
         Command::Serve(a) => serve(a).await,
+        Command::RecoverAdmin(a) => recover_admin(a, out).await,
         command => {
             let ca = match &cli.ca_cert {
                 Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?),
@@ -418,6 +432,35 @@ async fn init(a: InitArgs, out: Output) -> anyhow::Result<()> {
             say(format_args!("admin API key (shown once, store it now): {token}"));
             say(format_args!("start it with: berqenas-coordinator serve --data-dir {}", a.data_dir.display()));
         }
+    }
+    Ok(())
+}
+
+/// Writes the break-glass request, prints the key once (stdout only), then waits a little for
+/// the running coordinator to take it.
+async fn recover_admin(a: RecoverAdminArgs, out: Output) -> anyhow::Result<()> {
+    let wait = humantime::parse_duration(&a.wait).context("--wait")?;
+    let (token, id) = crate::recovery::request(&a.data_dir)?;
+    if out == Output::Table {
+        say(format_args!("break-glass admin key {id} (shown once, store it now): {token}"));
+    }
+    let file = crate::recovery::path(&a.data_dir);
+    let started = std::time::Instant::now();
+    while file.exists() && started.elapsed() < wait {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let rejected = a.data_dir.join(crate::recovery::REJECTED);
+    let added = !file.exists() && !rejected.exists();
+    match out {
+        Output::Json => output::print_json(&json!({"admin_api_key": token, "key_id": id, "added": added})),
+        Output::Table if added => say(format_args!("the coordinator added it (audited as apikey.recovered)")),
+        Output::Table => say(format_args!(
+            "no running coordinator took it within {}; it is added when the coordinator on this host starts",
+            humantime::format_duration(wait)
+        )),
+    }
+    if !file.exists() && rejected.exists() {
+        bail!("the coordinator refused the request; see {} and its log", rejected.display());
     }
     Ok(())
 }
@@ -488,7 +531,7 @@ async fn api_command(client: &Client, command: Command, out: Output) -> anyhow::
         Command::Audit(a) => audit(client, a, out).await,
         Command::Cluster(c) => cluster(client, c, out).await,
         Command::Node(n) => node(client, n, out).await,
-        Command::Init(_) | Command::Serve(_) => bail!("not an API command"),
+        Command::Init(_) | Command::Serve(_) | Command::RecoverAdmin(_) => bail!("not an API command"),
     }
 }
 

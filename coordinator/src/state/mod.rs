@@ -100,6 +100,12 @@ pub enum Op {
     RevokeApiKey {
         id: String,
     },
+    /// Break-glass: root on coordinator host `host` minted an admin key from the data directory
+    /// (`berqenas-coordinator recover-admin`); only the key's hash travels.
+    RecoverAdmin {
+        key: ApiKey,
+        host: String,
+    },
     RegisterNode(Node),
     CreateJoinToken(JoinToken),
     /// A new coordinator spends its id-bound token to obtain a certificate.
@@ -290,18 +296,20 @@ impl State {
                 ("apikey.create".into(), format!("apikey/{}", key.id), result, details)
             }
             Op::RevokeApiKey { id } => {
-                let result = match self.api_keys.get_mut(id) {
-                    None => Err(DomainError::NotFound(format!("api key {id} not found"))),
-                    Some(k) if k.revoked_at_ms.is_some() => {
-                        Err(DomainError::Conflict(format!("api key {id} is already revoked")))
-                    }
-                    Some(k) => {
-                        k.revoked_at_ms = Some(now);
-                        touched.push(Touched::ApiKey(id.clone()));
-                        Ok(Reply::ApiKey(Box::new(k.redacted())))
-                    }
-                };
+                let result = self.revoke_api_key(now, id, touched);
                 ("apikey.revoke".into(), format!("apikey/{id}"), result, BTreeMap::new())
+            }
+            Op::RecoverAdmin { key, host } => {
+                let details = detail(&[
+                    ("role", "admin".to_string()),
+                    ("host", host.clone()),
+                    ("method", "break-glass recovery file in the coordinator's data directory".to_string()),
+                ]);
+                let result = match (key.role, &key.tenant) {
+                    (Role::Admin, None) => self.create_api_key(key, touched),
+                    _ => Err(DomainError::Invalid("a recovered key must be an admin key without a tenant".into())),
+                };
+                ("apikey.recovered".into(), format!("apikey/{}", key.id), result, details)
             }
             Op::RegisterNode(node) => {
                 let details = detail(&[
@@ -603,6 +611,29 @@ impl State {
         }
         self.api_keys.insert(key.id.clone(), key.clone());
         touched.push(Touched::ApiKey(key.id.clone()));
+        Ok(Reply::ApiKey(Box::new(key.redacted())))
+    }
+
+    /// Revokes a key, but never the last admin key that is usable and does not expire: without
+    /// one, every operator is locked out (or will be when the others expire).
+    fn revoke_api_key(&mut self, now: u64, id: &str, touched: &mut Vec<Touched>) -> Response {
+        let key = self.api_keys.get(id).ok_or_else(|| DomainError::NotFound(format!("api key {id} not found")))?;
+        if key.revoked_at_ms.is_some() {
+            return Err(DomainError::Conflict(format!("api key {id} is already revoked")));
+        }
+        if key.role == Role::Admin && key.is_usable(now) {
+            let lasting = |k: &&ApiKey| k.role == Role::Admin && k.is_usable(now) && k.expires_at_ms.is_none();
+            if !self.api_keys.values().filter(|k| k.id != id).any(|k| lasting(&k)) {
+                return Err(DomainError::Conflict(format!(
+                    "api key {id} is the last active admin key that does not expire; revoking it would lock every \
+                     operator out: create another admin key without an expiry first (root on a coordinator host can \
+                     always mint one with `berqenas-coordinator recover-admin`)"
+                )));
+            }
+        }
+        let key = self.api_keys.get_mut(id).ok_or_else(|| DomainError::NotFound(format!("api key {id} not found")))?;
+        key.revoked_at_ms = Some(now);
+        touched.push(Touched::ApiKey(id.to_string()));
         Ok(Reply::ApiKey(Box::new(key.redacted())))
     }
 

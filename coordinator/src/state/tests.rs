@@ -443,3 +443,57 @@ fn state_machine_refuses_a_spec_that_breaks_an_invariant() {
     assert_eq!(r, Err(DomainError::InvalidTenant(InvalidTenant::MssqlNeedsDatabase)));
     assert!(s.tenants.is_empty());
 }
+
+fn key(id: &str, role: Role, expires_at_ms: Option<u64>) -> ApiKey {
+    ApiKey { id: id.into(), role, expires_at_ms, secret_hash: apikey::hash_secret(id), ..admin_key() }
+}
+
+#[test]
+fn last_lasting_admin_key_cannot_be_revoked() {
+    let mut s = booted("10.50.0.0/16");
+    let first = admin_key().id;
+    let revoke = |s: &mut State, i: u64, id: &str| s.apply(i, &cmd(i, Op::RevokeApiKey { id: id.into() })).0;
+    let r = revoke(&mut s, 2, &first);
+    assert!(matches!(&r, Err(DomainError::Conflict(m)) if m.contains("last active admin key")), "{r:?}");
+    assert_eq!(s.api_keys[&first].revoked_at_ms, None, "still usable");
+    assert_eq!(s.audit.last().map(|e| e.outcome), Some(audit::Outcome::Rejected));
+
+    // An auditor or an admin key that expires is no replacement.
+    for (i, k) in [key("00000000000000bb", Role::Auditor, None), key("00000000000000cc", Role::Admin, Some(1_000))]
+        .into_iter()
+        .enumerate()
+    {
+        let i = 3 + i as u64;
+        assert!(s.apply(i, &cmd(i, Op::CreateApiKey(k))).0.is_ok());
+    }
+    assert!(matches!(revoke(&mut s, 5, &first), Err(DomainError::Conflict(_))));
+    // The expiring admin key may go: a lasting one remains.
+    assert!(revoke(&mut s, 6, "00000000000000cc").is_ok());
+
+    assert!(s.apply(7, &cmd(7, Op::CreateApiKey(key("00000000000000dd", Role::Admin, None)))).0.is_ok());
+    assert!(revoke(&mut s, 8, &first).is_ok(), "another lasting admin key exists");
+    assert!(matches!(revoke(&mut s, 9, "00000000000000dd"), Err(DomainError::Conflict(_))));
+}
+
+#[test]
+fn recovered_admin_key_is_added_and_audited_as_break_glass() {
+    let mut s = booted("10.50.0.0/16");
+    let recovered = key("00000000000000ee", Role::Admin, None);
+    let op = Op::RecoverAdmin { key: recovered.clone(), host: "coord-1".into() };
+    let r = s.apply(
+        2,
+        &Command { meta: Meta { time_ms: 2, actor: "break-glass".into(), source: "host/coord-1".into() }, op },
+    );
+    assert!(r.0.is_ok(), "{r:?}");
+    assert_eq!(s.api_keys.get(&recovered.id), Some(&recovered));
+    let e = s.audit.last().expect("audited");
+    assert_eq!(
+        (e.action.as_str(), e.target.as_str(), e.outcome),
+        ("apikey.recovered", "apikey/00000000000000ee", audit::Outcome::Ok)
+    );
+    assert_eq!(e.details.get("host").map(String::as_str), Some("coord-1"));
+    // Only admin keys can be recovered this way.
+    let customer = ApiKey { id: "00000000000000ff".into(), role: Role::Customer, ..recovered };
+    let r = s.apply(3, &cmd(3, Op::RecoverAdmin { key: customer, host: "coord-1".into() })).0;
+    assert!(matches!(r, Err(DomainError::Invalid(_))), "{r:?}");
+}
