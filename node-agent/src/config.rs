@@ -42,6 +42,10 @@ pub enum DriverConfig {
         /// pgBouncer on this host, when tenants connect through it.
         #[serde(default)]
         pgbouncer: Option<PgBouncerConfig>,
+        /// Hard limits on tenant sessions (the session guard enforces them; tenants cannot
+        /// lift them with `SET`).
+        #[serde(default)]
+        limits: SessionLimits,
     },
     /// The `db` role on SQL Server: `url` is an ADO connection string of a login that may create
     /// databases and logins (it stays in this 0600 file and never leaves the node). Join such a
@@ -65,6 +69,35 @@ pub enum DriverConfig {
 pub struct PgBouncerConfig {
     pub dir: PathBuf,
     pub pidfile: PathBuf,
+}
+
+/// `[driver.limits]`: the platform's limits on tenant sessions of a PostgreSQL node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionLimits {
+    /// A statement running longer is cancelled.
+    #[serde(with = "humantime_serde_compat")]
+    pub statement: Duration,
+    /// A session idle in a transaction longer (or stuck writing to a client that does not read)
+    /// is ended.
+    #[serde(with = "humantime_serde_compat")]
+    pub idle_in_transaction: Duration,
+    /// A transaction open longer is ended.
+    #[serde(with = "humantime_serde_compat")]
+    pub transaction: Duration,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        let d = crate::pgguard::Limits::default();
+        Self { statement: d.statement, idle_in_transaction: d.idle_in_transaction, transaction: d.transaction }
+    }
+}
+
+impl From<SessionLimits> for crate::pgguard::Limits {
+    fn from(l: SessionLimits) -> Self {
+        Self { statement: l.statement, idle_in_transaction: l.idle_in_transaction, transaction: l.transaction }
+    }
 }
 
 fn default_resync() -> Duration {

@@ -52,6 +52,11 @@ pub trait Driver: Send {
     fn name(&self) -> &'static str;
     /// Makes the host match `desired` and says how each tenant stands.
     fn reconcile(&mut self, desired: &[Assignment]) -> Vec<Status>;
+    /// Notified when the driver needs a pass before the next resync (the PostgreSQL session
+    /// guard found a tenant over its quota).
+    fn wake(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        None
+    }
 }
 
 /// Reports every tenant ready without touching the host.
@@ -77,6 +82,10 @@ pub struct ByRole {
 impl Driver for ByRole {
     fn name(&self) -> &'static str {
         "by-role"
+    }
+
+    fn wake(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        self.db.wake()
     }
 
     fn reconcile(&mut self, desired: &[Assignment]) -> Vec<Status> {

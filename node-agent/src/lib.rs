@@ -9,6 +9,8 @@ pub mod driver;
 pub mod join;
 pub mod mssql;
 pub mod pgbouncer;
+pub mod pgguard;
 pub mod pghba;
+pub mod pgsize;
 pub mod postgres;
 pub mod runtime;

@@ -126,6 +126,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     pgbouncer: pgbouncer_dir
                         .zip(pgbouncer_pidfile)
                         .map(|(dir, pidfile)| berqenas_node_agent::config::PgBouncerConfig { dir, pidfile }),
+                    limits: Default::default(),
                 },
                 "mssql" => DriverConfig::Mssql {
                     url: driver_url.context("--driver mssql needs --driver-url")?,
@@ -160,12 +161,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let driver: Box<dyn Driver> = match &cfg.driver {
                 DriverConfig::None => Box::new(NoneDriver),
                 DriverConfig::Dir { path } => Box::new(DirDriver { path: path.clone() }),
-                DriverConfig::Postgres { url, gateway_dir, pgbouncer } => {
+                DriverConfig::Postgres { url, gateway_dir, pgbouncer, limits } => {
                     Box::new(berqenas_node_agent::driver::ByRole {
                         db: Box::new(berqenas_node_agent::postgres::PostgresDriver::new(
                             url.clone(),
                             pgbouncer.clone(),
                             cfg.resync_interval.min(FULL_PASS_INTERVAL),
+                            (*limits).into(),
                         )),
                         gateway: gateway_dir.clone().map(|path| Box::new(DirDriver { path }) as Box<dyn Driver>),
                     })

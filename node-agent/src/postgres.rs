@@ -20,6 +20,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection, Row};
 use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Marks roles this driver owns; nothing else is ever dropped.
@@ -41,7 +42,9 @@ pub struct ObservedTenant {
     pub user: Option<ObservedRole>,
     pub schema: bool,
     pub events: bool,
-    pub trigger: bool,
+    /// The NOTIFY trigger of earlier versions is on its events table (it is removed: see
+    /// `schema_steps`).
+    pub notify_trigger: bool,
     pub connect: bool,
     pub usage: bool,
     /// SELECT, DELETE and TRUNCATE on every table of its schema.
@@ -70,8 +73,10 @@ pub struct Observed {
     pub public_schema_create: bool,
     pub public_lo_create: bool,
     pub bookkeeping_schema: bool,
-    /// `berqenas.notify_event()` exists.
+    /// `berqenas.notify_event()` (earlier versions' events trigger function) exists.
     pub notify_function: bool,
+    /// Sessions, function sources and view definitions are hidden from PUBLIC.
+    pub metadata_hidden: bool,
     pub tenants: BTreeMap<String, ObservedTenant>,
 }
 
@@ -189,13 +194,13 @@ fn schema_steps(a: &Assignment, o: &ObservedTenant, db: &str) -> Vec<String> {
              CREATE INDEX events_created_at ON {qs}.events (created_at); RESET ROLE"
         ));
     }
-    if !o.trigger {
-        // The node's one trigger function (bootstrap) NOTIFYs `<schema>_events`. Replaces a
-        // per-tenant function from earlier versions, if any.
+    if o.notify_trigger {
+        // Earlier versions NOTIFYed `tenant_x_events` on every insert. LISTEN and NOTIFY take no
+        // privileges, so any tenant could read or forge that channel, and a tenant pinning the
+        // cluster-wide notification queue made every tenant's inserts fail at commit. Events
+        // no longer depend on it.
         sql.push(format!(
-            "DROP TRIGGER IF EXISTS events_notify ON {qs}.events; \
-             CREATE TRIGGER events_notify AFTER INSERT ON {qs}.events FOR EACH ROW EXECUTE FUNCTION {NOTIFY_FN}(); \
-             DROP FUNCTION IF EXISTS {qs}.notify_event()"
+            "DROP TRIGGER IF EXISTS events_notify ON {qs}.events; DROP FUNCTION IF EXISTS {qs}.notify_event()"
         ));
     }
     // DDL: CREATE on its schema while the tenant has DDL enabled and is under its quota. While
@@ -210,6 +215,9 @@ fn schema_steps(a: &Assignment, o: &ObservedTenant, db: &str) -> Vec<String> {
     }
     let reassign = !ddl && o.owns_objects;
     if reassign {
+        // Nothing the tenant wrote may ever run as its owner role, which owns the schema and
+        // its tables: its code goes before its tables change hands.
+        sql.push(neutralise(&format!("tenant_{}_user", a.name)));
         sql.push(format!("REASSIGN OWNED BY {qu} TO {qo}"));
         sql.push(format!("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {qs} TO {qu}"));
     }
@@ -226,6 +234,33 @@ fn schema_steps(a: &Assignment, o: &ObservedTenant, db: &str) -> Vec<String> {
         sql.push(format!("GRANT INSERT, UPDATE ON ALL TABLES IN SCHEMA {qs} TO {qu}"));
     }
     sql
+}
+
+/// Removes everything a tenant role `role` (a validated name) wrote that could run code with
+/// its tables' owner's rights once they are reassigned: routines (functions, procedures,
+/// aggregates; `CASCADE` takes the triggers, column defaults, constraints, indexes and views
+/// built on them — index and default expressions run as the table owner during VACUUM and
+/// ANALYZE), operators, rules and triggers on its tables; its views are made
+/// `security_invoker`. Tables and their data stay. The names come from the catalogs, quoted by
+/// `regprocedure`/`regoperator`/`regclass` output and `%I`; the loop reads them before it drops
+/// anything.
+fn neutralise(role: &str) -> String {
+    format!(
+        "DO $neutralise$ DECLARE s text; r record; u regrole := '{role}'; BEGIN \
+         FOREACH s IN ARRAY ARRAY(SELECT p.oid::regprocedure::text FROM pg_proc p WHERE p.proowner = u) LOOP \
+           EXECUTE format('DROP ROUTINE IF EXISTS %s CASCADE', s); END LOOP; \
+         FOREACH s IN ARRAY ARRAY(SELECT o.oid::regoperator::text FROM pg_operator o WHERE o.oprowner = u) LOOP \
+           EXECUTE format('DROP OPERATOR IF EXISTS %s CASCADE', s); END LOOP; \
+         FOR r IN SELECT w.rulename, c.oid::regclass::text AS rel FROM pg_rewrite w JOIN pg_class c ON c.oid = w.ev_class \
+                  WHERE c.relowner = u AND w.rulename <> '_RETURN' LOOP \
+           EXECUTE format('DROP RULE IF EXISTS %I ON %s', r.rulename, r.rel); END LOOP; \
+         FOR r IN SELECT t.tgname, c.oid::regclass::text AS rel FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid \
+                  WHERE c.relowner = u AND NOT t.tgisinternal LOOP \
+           EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', r.tgname, r.rel); END LOOP; \
+         FOR r IN SELECT c.oid::regclass::text AS rel FROM pg_class c WHERE c.relowner = u AND c.relkind = 'v' LOOP \
+           EXECUTE format('ALTER VIEW %s SET (security_invoker = true)', r.rel); END LOOP; \
+         END $neutralise$"
+    )
 }
 
 /// The schema uses more than the tenant's quota.
@@ -253,20 +288,38 @@ fn bootstrap_steps(observed: &Observed) -> Vec<Step> {
     if !observed.bookkeeping_schema {
         steps.push(node("CREATE SCHEMA IF NOT EXISTS berqenas".into()));
     }
-    if !observed.notify_function {
-        // One function for every tenant's events trigger, owned by the platform in a schema no
-        // tenant can use; a trigger fires it as the inserting tenant, who may NOTIFY.
-        steps.push(node(format!(
-            "CREATE OR REPLACE FUNCTION {NOTIFY_FN}() RETURNS trigger LANGUAGE plpgsql AS \
-             $fn$ BEGIN PERFORM pg_notify(TG_TABLE_SCHEMA || '_events', NEW.id::text); RETURN NEW; END $fn$; \
-             REVOKE ALL ON FUNCTION {NOTIFY_FN}() FROM PUBLIC"
-        )));
+    if observed.notify_function {
+        // Earlier versions' events trigger function, with every trigger on it (see
+        // `schema_steps`).
+        steps.push(node("DROP FUNCTION IF EXISTS berqenas.notify_event() CASCADE".into()));
+    }
+    if !observed.metadata_hidden {
+        steps.push(node(HIDE_METADATA.into()));
     }
     steps
 }
 
-/// The node's events trigger function.
-const NOTIFY_FN: &str = "berqenas.notify_event";
+/// What one tenant could otherwise read about the others in a shared database: their
+/// sessions (user, database, client address, query — `pg_stat_activity`, the backend
+/// functions under it, `pg_locks`), their function sources (`pg_proc.prosrc`, `prosqlbody`,
+/// `probin`, `proconfig`, `pg_get_functiondef`) and view definitions (`pg_get_viewdef`,
+/// `pg_rewrite`'s action and qualification). PUBLIC keeps every other column of `pg_proc`
+/// and `pg_rewrite` (the column list is read from the catalog, so it fits any version). What
+/// PostgreSQL cannot hide this way — names of schemas, roles, databases, tables and columns —
+/// is listed in ARCHITECTURE.md; database isolation hides all but role and database names.
+const HIDE_METADATA: &str = "REVOKE SELECT ON pg_catalog.pg_stat_activity, pg_catalog.pg_locks FROM PUBLIC; \
+     REVOKE EXECUTE ON FUNCTION pg_catalog.pg_stat_get_activity(integer), pg_catalog.pg_stat_get_backend_idset(), \
+       pg_catalog.pg_lock_status(), pg_catalog.pg_get_functiondef(oid), pg_catalog.pg_get_function_sqlbody(oid), \
+       pg_catalog.pg_get_viewdef(oid), pg_catalog.pg_get_viewdef(oid, boolean), pg_catalog.pg_get_viewdef(oid, integer), \
+       pg_catalog.pg_get_viewdef(text), pg_catalog.pg_get_viewdef(text, boolean) FROM PUBLIC; \
+     DO $hide$ DECLARE r record; BEGIN \
+       FOR r IN SELECT * FROM (VALUES ('pg_catalog.pg_proc'::regclass, ARRAY['prosrc', 'prosqlbody', 'probin', 'proconfig']), \
+                                      ('pg_catalog.pg_rewrite'::regclass, ARRAY['ev_action', 'ev_qual'])) AS v(rel, hidden) LOOP \
+         EXECUTE format('REVOKE SELECT ON %s FROM PUBLIC', r.rel); \
+         EXECUTE format('GRANT SELECT (%s) ON %s TO PUBLIC', \
+           (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) FROM pg_attribute a \
+            WHERE a.attrelid = r.rel AND a.attnum > 0 AND NOT a.attisdropped AND a.attname <> ALL (r.hidden)), r.rel); \
+       END LOOP; END $hide$";
 
 /// This driver's assignments: db role, PostgreSQL.
 fn postgres_tenants(desired: &[Assignment]) -> impl Iterator<Item = &Assignment> {
@@ -339,10 +392,10 @@ pub fn plan_own_database(a: &Assignment, observed: &Observed) -> Vec<Step> {
     steps
 }
 
-/// Reads the catalogs — about every tenant, or with `only` about those tenants alone; with
-/// `sizes`, also every tenant schema's disk use (the costly part: a `stat` per relation file),
-/// which is otherwise left at 0 for the caller to fill in.
-async fn observe(conn: &mut PgConnection, sizes: bool, only: Option<&[String]>) -> Result<Observed, sqlx::Error> {
+/// Reads the catalogs — about every tenant, or with `only` about those tenants alone. Sizes are
+/// measured apart ([`crate::pgsize`]) and left at 0 here. Nothing here waits for a lock a
+/// tenant can hold.
+async fn observe(conn: &mut PgConnection, only: Option<&[String]>) -> Result<Observed, sqlx::Error> {
     let only: Option<Vec<String>> = only.map(<[String]>::to_vec);
     let mut o = Observed::default();
     let row = sqlx::query(
@@ -352,7 +405,14 @@ async fn observe(conn: &mut PgConnection, sizes: bool, only: Option<&[String]>) 
          has_schema_privilege('public', 'public', 'CREATE') AS s, \
          has_function_privilege('public', 'lo_create(oid)', 'EXECUTE') AS lo, \
          EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'berqenas') AS b, \
-         to_regprocedure('berqenas.notify_event()') IS NOT NULL AS f",
+         to_regprocedure('berqenas.notify_event()') IS NOT NULL AS f, \
+         NOT (has_table_privilege('public', 'pg_stat_activity', 'SELECT') \
+              OR has_table_privilege('public', 'pg_locks', 'SELECT') \
+              OR has_column_privilege('public', 'pg_proc', 'prosrc', 'SELECT') \
+              OR has_column_privilege('public', 'pg_rewrite', 'ev_action', 'SELECT') \
+              OR has_function_privilege('public', 'pg_stat_get_activity(integer)', 'EXECUTE') \
+              OR has_function_privilege('public', 'pg_get_functiondef(oid)', 'EXECUTE') \
+              OR has_function_privilege('public', 'pg_get_viewdef(oid)', 'EXECUTE')) AS m",
     )
     .fetch_one(&mut *conn)
     .await?;
@@ -363,6 +423,7 @@ async fn observe(conn: &mut PgConnection, sizes: bool, only: Option<&[String]>) 
     o.public_lo_create = row.try_get("lo")?;
     o.bookkeeping_schema = row.try_get("b")?;
     o.notify_function = row.try_get("f")?;
+    o.metadata_hidden = row.try_get("m")?;
     let roles = sqlx::query(
         "SELECT a.rolname, a.rolcanlogin, a.rolinherit, a.rolconnlimit, a.rolpassword, \
          COALESCE((SELECT array_to_string(s.setconfig, E'\\n') FROM pg_db_role_setting s \
@@ -427,7 +488,6 @@ async fn observe(conn: &mut PgConnection, sizes: bool, only: Option<&[String]>) 
         "SELECT n.nspname, \
          to_regclass(quote_ident(n.nspname) || '.events') IS NOT NULL AS events, \
          EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgname = 'events_notify' \
-                 AND t.tgfoid = to_regprocedure('berqenas.notify_event()') \
                  AND t.tgrelid = to_regclass(quote_ident(n.nspname) || '.events')) AS trig \
          FROM pg_namespace n WHERE n.nspname ~ '^tenant_[a-z][a-z0-9_]{1,30}$' \
          AND ($1::text[] IS NULL OR substring(n.nspname FROM '^tenant_(.*)$') = ANY($1))",
@@ -441,7 +501,7 @@ async fn observe(conn: &mut PgConnection, sizes: bool, only: Option<&[String]>) 
         let t = o.tenants.entry(name.to_string()).or_default();
         t.schema = true;
         t.events = row.try_get("events")?;
-        t.trigger = row.try_get("trig")?;
+        t.notify_trigger = row.try_get("trig")?;
     }
     // One privilege per call: has_table_privilege('A,B') is true when ANY is held.
     let privileges = sqlx::query(
@@ -481,25 +541,6 @@ async fn observe(conn: &mut PgConnection, sizes: bool, only: Option<&[String]>) 
         t.write_any = row.try_get("w_any")?;
     }
 
-    if !sizes {
-        return Ok(o);
-    }
-    // Disk per schema. Size functions take locks and fill the relation cache, which is why this
-    // runs on the same short-lived connection that is closed after the pass.
-    let sizes = sqlx::query(
-        "SELECT n.nspname, COALESCE(sum(pg_total_relation_size(c.oid)), 0)::bigint AS bytes \
-         FROM pg_namespace n LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relkind IN ('r', 'p', 'm') \
-         WHERE n.nspname ~ '^tenant_[a-z][a-z0-9_]{1,30}$' GROUP BY n.nspname",
-    )
-    .fetch_all(&mut *conn)
-    .await?;
-    for row in sizes {
-        let schema: String = row.try_get("nspname")?;
-        let bytes: i64 = row.try_get("bytes")?;
-        if let Some(t) = schema.strip_prefix("tenant_").and_then(|n| o.tenants.get_mut(n)) {
-            t.bytes = u64::try_from(bytes).unwrap_or(0);
-        }
-    }
     Ok(o)
 }
 
@@ -524,8 +565,11 @@ pub struct PostgresDriver {
     /// the tenants whose assignment changed or that were not converged yet.
     full_interval: Duration,
     full_at: Option<Instant>,
-    /// Bytes per tenant from the last measurement.
-    sizes: BTreeMap<String, u64>,
+    /// Shared with the session guard ([`crate::pgguard`]): the tenants it watches, the latest
+    /// sizes (measured by it or by a full pass), tenants it found over quota, and the wake-up.
+    guard: Arc<crate::pgguard::Shared>,
+    limits: crate::pgguard::Limits,
+    guard_running: bool,
     /// Usage per tenant as last observed.
     usage: BTreeMap<String, Usage>,
     /// Tenants the last passes left converged, with the assignment they were converged to.
@@ -533,36 +577,45 @@ pub struct PostgresDriver {
 }
 
 impl PostgresDriver {
-    pub fn new(url: String, pgbouncer: Option<crate::config::PgBouncerConfig>, full_interval: Duration) -> Self {
+    pub fn new(
+        url: String,
+        pgbouncer: Option<crate::config::PgBouncerConfig>,
+        full_interval: Duration,
+        limits: crate::pgguard::Limits,
+    ) -> Self {
         Self {
             url,
             pgbouncer,
             full_interval,
             full_at: None,
-            sizes: BTreeMap::new(),
+            guard: Arc::default(),
+            limits,
+            guard_running: false,
             usage: BTreeMap::new(),
             converged: BTreeMap::new(),
         }
     }
 
-    /// Takes this pass's sizes from `observed` when `measured`, else fills them in from the last
-    /// measurement.
-    fn sizes(&mut self, observed: &mut Observed, measured: bool) {
+    /// Fills in each observed tenant's bytes from the latest measurement.
+    fn sizes(&self, observed: &mut Observed) {
+        let sizes = self.guard.sizes.lock().map(|s| s.clone()).unwrap_or_default();
         for (name, t) in &mut observed.tenants {
-            if measured {
-                self.sizes.insert(name.clone(), t.bytes);
-            } else {
-                t.bytes = self.sizes.get(name).copied().unwrap_or(0);
-            }
+            t.bytes = sizes.get(name).copied().unwrap_or(0);
         }
     }
 
-    /// Connection options for the main database, or `database` on the same server. Statement
-    /// logging is off: statements carry password verifiers.
-    fn options(&self, database: Option<&str>) -> Result<PgConnectOptions, String> {
+    /// Connection options for the main database, or `database` on the same server, as
+    /// `application`. Statement logging is off: statements carry password verifiers. Every
+    /// session of the agent pins `search_path` to `pg_catalog` alone — an unqualified function,
+    /// operator or type can then only be the system's, never one a tenant planted in a schema
+    /// it owns (`public` of its own database, say) — and waits at most 5 s for a lock a tenant
+    /// holds, so that tenant alone fails.
+    fn options(&self, database: Option<&str>, application: &str) -> Result<PgConnectOptions, String> {
         let options = PgConnectOptions::from_str(&self.url)
             .map_err(|e| format!("invalid PostgreSQL URL: {e}"))?
-            .disable_statement_logging();
+            .disable_statement_logging()
+            .application_name(application)
+            .options([("search_path", "pg_catalog"), ("lock_timeout", "5s"), ("statement_timeout", "120s")]);
         Ok(match database {
             Some(d) => options.database(d),
             None => options,
@@ -570,8 +623,33 @@ impl PostgresDriver {
     }
 
     async fn pass(&mut self, desired: &[Assignment]) -> crate::driver::PassResult {
+        if !self.guard_running {
+            let options = self.options(None, "berqenas-guard")?;
+            tokio::spawn(crate::pgguard::run(options, self.guard.clone(), self.limits));
+            self.guard_running = true;
+        }
+        let watched = postgres_tenants(desired)
+            .map(|a| {
+                let w = crate::pgguard::Watched { quota: a.db_quota_bytes, own_database: own_database(a) };
+                (a.name.clone(), w)
+            })
+            .collect();
+        if let Ok(mut t) = self.guard.tenants.lock() {
+            *t = watched;
+        }
+        // Tenants the guard caught over quota are converged again now, with its measurement.
+        let pending: Vec<String> = self.guard.pending.lock().map(|p| p.iter().cloned().collect()).unwrap_or_default();
+        for name in &pending {
+            self.converged.remove(name);
+        }
         let (started, full) = (Instant::now(), self.full_at.is_none_or(|t| t.elapsed() >= self.full_interval));
-        let result = self.converge(desired, full).await;
+        let result = match tokio::time::timeout(PASS_DEADLINE, self.converge(desired, full)).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("the pass did not finish within {}", humantime::format_duration(PASS_DEADLINE))),
+        };
+        if let Ok(mut p) = self.guard.pending.lock() {
+            p.retain(|name| !self.converged.contains_key(name) && desired.iter().any(|a| &a.name == name));
+        }
         if result.is_err() {
             // Whatever happened, the next pass looks at everything again.
             self.full_at = None;
@@ -592,15 +670,29 @@ impl PostgresDriver {
             None => desired.to_vec(),
             Some(names) => desired.iter().filter(|a| names.contains(&a.name)).cloned().collect(),
         };
-        let mut conn = self.options(None)?.connect().await.map_err(|e| format!("cannot connect to PostgreSQL: {e}"))?;
+        let mut conn = self
+            .options(None, "berqenas-agent")?
+            .connect()
+            .await
+            .map_err(|e| format!("cannot connect to PostgreSQL: {e}"))?;
         let mut observed =
-            observe(&mut conn, full, only.as_deref()).await.map_err(|e| format!("observing PostgreSQL failed: {e}"))?;
+            observe(&mut conn, only.as_deref()).await.map_err(|e| format!("observing PostgreSQL failed: {e}"))?;
         if full {
-            self.sizes.clear();
             self.usage.clear();
             self.converged.clear();
+            let (mut databases, mut schemas) = (BTreeSet::new(), BTreeSet::new());
+            for a in postgres_tenants(desired) {
+                match own_database(a) {
+                    true => databases.insert(a.name.clone()),
+                    false => schemas.insert(a.name.clone()),
+                };
+            }
+            let sizes = crate::pgsize::measure(&mut conn, &schemas, &databases).await?;
+            if let Ok(mut known) = self.guard.sizes.lock() {
+                *known = sizes;
+            }
         }
-        self.sizes(&mut observed, full);
+        self.sizes(&mut observed);
         for a in work.iter().filter(|a| !own_database(a)) {
             if let Some(o) = observed.tenants.get(&a.name) {
                 let u = Usage { db_bytes: o.bytes, quota_exceeded: over_quota(a, o), connections: o.connections };
@@ -608,13 +700,13 @@ impl PostgresDriver {
             }
         }
         let mut errors = BTreeMap::new();
-        let options = self.options(None)?;
+        let options = self.options(None, "berqenas-agent")?;
         apply(&mut conn, Some(&options), plan(&work, &observed), &mut errors).await?;
         for a in postgres_tenants(&work).filter(|a| own_database(a)) {
             if errors.contains_key(&a.name) {
                 continue;
             }
-            match self.own_database_pass(a, full).await {
+            match self.own_database_pass(a).await {
                 Ok(Some(u)) => {
                     self.usage.insert(a.name.clone(), u);
                 }
@@ -641,7 +733,7 @@ impl PostgresDriver {
             failed("pg_hba.conf", e);
         }
         if let Some(config) = &self.pgbouncer {
-            let options = self.options(None)?;
+            let options = self.options(None, "berqenas-agent")?;
             let server = crate::pgbouncer::Server {
                 host: options.get_host().to_string(),
                 port: options.get_port(),
@@ -675,19 +767,19 @@ impl PostgresDriver {
     }
 
     /// Observes and converges the inside of a database-isolated tenant's own database.
-    async fn own_database_pass(&mut self, a: &Assignment, measure: bool) -> Result<Option<Usage>, String> {
+    async fn own_database_pass(&mut self, a: &Assignment) -> Result<Option<Usage>, String> {
         let database = format!("tenant_{}", a.name);
         let mut conn = self
-            .options(Some(&database))?
+            .options(Some(&database), "berqenas-agent")?
             .connect()
             .await
             .map_err(|e| format!("cannot connect to database {database}: {e}"))?;
-        let mut observed = observe(&mut conn, measure, Some(std::slice::from_ref(&a.name)))
+        let mut observed = observe(&mut conn, Some(std::slice::from_ref(&a.name)))
             .await
             .map_err(|e| format!("observing database {database} failed: {e}"))?;
         // Only this tenant's schema counts in its database (the roles of all tenants are visible).
         observed.tenants.retain(|name, _| *name == a.name);
-        self.sizes(&mut observed, measure);
+        self.sizes(&mut observed);
         let usage = observed.tenants.get(&a.name).map(|o| Usage {
             db_bytes: o.bytes,
             quota_exceeded: over_quota(a, o),
@@ -702,6 +794,10 @@ impl PostgresDriver {
         }
     }
 }
+
+/// A pass that takes longer than this fails (every statement also has a 120 s timeout and a 5 s
+/// lock timeout).
+const PASS_DEADLINE: Duration = Duration::from_secs(600);
 
 /// A pass with many tenants to change (a burst of creates) applies them on three extra
 /// connections.
@@ -893,6 +989,10 @@ impl Driver for PostgresDriver {
         "postgres"
     }
 
+    fn wake(&self) -> Option<Arc<tokio::sync::Notify>> {
+        Some(self.guard.wake.clone())
+    }
+
     fn reconcile(&mut self, desired: &[Assignment]) -> Vec<Status> {
         // What this driver cannot provide is reported, never silently provided differently.
         let (supported, refused_here): (Vec<Assignment>, Vec<Assignment>) =
@@ -945,7 +1045,7 @@ mod tests {
             user: Some(role(true)),
             schema: true,
             events: true,
-            trigger: true,
+            notify_trigger: false,
             connect: true,
             usage: true,
             read: true,
@@ -960,7 +1060,7 @@ mod tests {
     }
 
     fn bootstrapped() -> Observed {
-        Observed { database: "postgres".into(), bookkeeping_schema: true, notify_function: true, ..Observed::default() }
+        Observed { database: "postgres".into(), bookkeeping_schema: true, metadata_hidden: true, ..Observed::default() }
     }
 
     #[test]
@@ -968,7 +1068,7 @@ mod tests {
         let mut o = bootstrapped();
         o.public_connect = true;
         o.public_lo_create = true;
-        o.notify_function = false;
+        o.metadata_hidden = false;
         let steps = plan(&[a("acme")], &o);
         let sql: Vec<&str> = steps.iter().map(|s| s.sql.as_str()).collect();
         assert_eq!(sql[0], "REVOKE ALL ON DATABASE \"postgres\" FROM PUBLIC");
@@ -979,11 +1079,55 @@ mod tests {
             "CREATE ROLE \"tenant_acme_user\" LOGIN NOINHERIT CONNECTION LIMIT 5 PASSWORD 'SCRAM-SHA-256$4096:"
         )));
         assert!(sql.iter().any(|s| s.contains("CREATE TABLE \"tenant_acme\".events")));
-        assert!(sql.iter().any(|s| s.contains("pg_notify(TG_TABLE_SCHEMA || '_events', NEW.id::text)")));
-        assert!(sql.iter().any(|s| s.contains(
-            "CREATE TRIGGER events_notify AFTER INSERT ON \"tenant_acme\".events FOR EACH ROW EXECUTE FUNCTION berqenas.notify_event()"
-        )));
+        assert!(!sql.iter().any(|s| s.contains("NOTIFY") || s.contains("TRIGGER")), "no notification channel: {sql:?}");
         assert!(!sql.iter().any(|s| s.contains("CREATE ON SCHEMA")), "no DDL for the tenant by default");
+        let hide = sql.iter().position(|s| s.starts_with("REVOKE SELECT ON pg_catalog.pg_stat_activity"));
+        let first_tenant = steps.iter().position(|s| s.tenant.is_some());
+        assert!(hide.is_some() && hide < first_tenant, "other tenants' sessions and sources are hidden first: {sql:?}");
+    }
+
+    #[test]
+    fn earlier_versions_notify_channel_is_removed() {
+        let desired = a("acme");
+        let mut o = bootstrapped();
+        o.notify_function = true;
+        let mut t = converged(&desired);
+        t.notify_trigger = true;
+        o.tenants.insert("acme".into(), t);
+        let sql: Vec<String> = plan(&[desired], &o).into_iter().map(|s| s.sql).collect();
+        assert_eq!(
+            sql,
+            [
+                "DROP FUNCTION IF EXISTS berqenas.notify_event() CASCADE",
+                "DROP TRIGGER IF EXISTS events_notify ON \"tenant_acme\".events; DROP FUNCTION IF EXISTS \"tenant_acme\".notify_event()"
+            ]
+        );
+    }
+
+    #[test]
+    fn tenant_code_is_removed_before_its_tables_change_hands() {
+        // DDL switched off (or over quota) while the tenant owns objects: its routines,
+        // operators, rules and triggers go first, then ownership moves to the owner role.
+        let mut desired = a("acme");
+        desired.ddl_enabled = false;
+        let mut o = bootstrapped();
+        let mut t = converged(&desired);
+        t.owns_objects = true;
+        o.tenants.insert("acme".into(), t);
+        let sql: Vec<String> = plan(&[desired.clone()], &o).into_iter().map(|s| s.sql).collect();
+        let neutralise = sql.iter().position(|s| s.starts_with("DO $neutralise$"));
+        let reassign = sql.iter().position(|s| s.starts_with("REASSIGN OWNED BY \"tenant_acme_user\""));
+        assert!(neutralise.is_some() && neutralise < reassign, "{sql:?}");
+        let code = &sql[neutralise.unwrap_or_default()];
+        assert!(code.contains("u regrole := 'tenant_acme_user'"), "{code}");
+        for kind in ["DROP ROUTINE", "DROP OPERATOR", "DROP RULE", "DROP TRIGGER", "security_invoker = true"] {
+            assert!(code.contains(kind), "{kind}: {code}");
+        }
+        // Owning nothing, nothing to neutralise.
+        let mut t = converged(&desired);
+        t.owns_objects = false;
+        o.tenants.insert("acme".into(), t);
+        assert!(plan(&[desired], &o).is_empty());
     }
 
     #[test]
@@ -1058,13 +1202,14 @@ mod tests {
         desired.ddl_enabled = false;
         let steps = sql(&desired, &o);
         assert_eq!(steps[0], "REVOKE CREATE ON SCHEMA \"tenant_acme\" FROM \"tenant_acme_user\"");
-        assert_eq!(steps[1], "REASSIGN OWNED BY \"tenant_acme_user\" TO \"tenant_acme_owner\"");
+        assert!(steps[1].starts_with("DO $neutralise$"), "its code goes first: {steps:?}");
+        assert_eq!(steps[2], "REASSIGN OWNED BY \"tenant_acme_user\" TO \"tenant_acme_owner\"");
         assert!(steps.iter().any(|s| s.starts_with("GRANT INSERT, UPDATE ON ALL TABLES")), "{steps:?}");
         desired.ddl_enabled = true;
         t.bytes = desired.db_quota_bytes + 1;
         o.tenants.insert("acme".into(), t);
         let steps = sql(&desired, &o);
-        assert_eq!(steps[1], "REASSIGN OWNED BY \"tenant_acme_user\" TO \"tenant_acme_owner\"");
+        assert_eq!(steps[2], "REASSIGN OWNED BY \"tenant_acme_user\" TO \"tenant_acme_owner\"");
         assert!(steps.last().is_some_and(|s| s.starts_with("REVOKE INSERT, UPDATE")), "{steps:?}");
     }
 
@@ -1120,7 +1265,7 @@ mod tests {
         assert!(sql.contains(&"CREATE SCHEMA \"tenant_solo\" AUTHORIZATION \"tenant_solo_owner\"".to_string()));
         assert!(sql.contains(&"GRANT CONNECT ON DATABASE \"tenant_solo\" TO \"tenant_solo_user\"".to_string()));
         assert!(!sql.iter().any(|s| s.contains("CREATE ROLE")), "roles are made from the main database: {sql:?}");
-        assert!(sql.contains(&"CREATE SCHEMA IF NOT EXISTS berqenas".to_string()), "its own trigger function: {sql:?}");
+        assert!(sql.iter().any(|s| s.starts_with("REVOKE SELECT ON pg_catalog.pg_stat_activity")), "{sql:?}");
 
         // Purge drops the database first (outside a transaction), then the roles.
         let mut o = bootstrapped();

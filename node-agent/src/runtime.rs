@@ -97,6 +97,7 @@ fn to_pb(revision: u64, statuses: &[Status], capacity: pb::Capacity) -> pb::Stat
 
 async fn reconcile_loop(shared: Arc<Shared>, mut driver: Box<dyn Driver>, mut applied: Applied) {
     let mut desired_rx = shared.desired.subscribe();
+    let wake = driver.wake();
     let mut last_start: Option<Instant> = None;
     loop {
         if let Some(wait) = last_start.and_then(|t| MIN_PASS_GAP.checked_sub(t.elapsed())) {
@@ -134,9 +135,16 @@ async fn reconcile_loop(shared: Arc<Shared>, mut driver: Box<dyn Driver>, mut ap
         let capacity =
             pb::Capacity { max_tenants: shared.cfg.max_tenants, ..crate::join::host_capacity(&shared.cfg.data_dir) };
         let _ = shared.report.send(Some(to_pb(applied.revision, &statuses, capacity)));
+        let woken = async {
+            match &wake {
+                Some(w) => w.notified().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             r = desired_rx.changed() => if r.is_err() { return },
             _ = tokio::time::sleep(shared.cfg.resync_interval) => {}
+            _ = woken => {}
         }
     }
 }

@@ -1,0 +1,313 @@
+//! The platform's limits on tenant sessions of a PostgreSQL node, enforced from outside the
+//! sessions, once a second. A tenant can `SET statement_timeout = 0` and
+//! `SET idle_in_transaction_session_timeout = 0` (role defaults are defaults, not limits), hold
+//! a lock for ever, stop reading its socket while LISTENing, or write gigabytes in one statement
+//! between two quota measurements. The guard, on its own superuser connection:
+//!
+//! - cancels statements running longer than the statement limit, ends sessions idle in a
+//!   transaction longer than the idle limit, transactions older than the transaction limit, and
+//!   idle sessions stuck sending to a client that does not read (they pin the notification
+//!   queue);
+//! - measures, without locks ([`crate::pgsize`]), every tenant that ran something since the last
+//!   tick; one found over its quota has its running statements cancelled and the reconcile loop
+//!   woken to revoke its writes at once, and its statements keep being cancelled until that is
+//!   done. The overrun is bounded by about one tick of the tenant's write rate.
+//!
+//! `judge` and `hot` are pure; `run` is the loop.
+
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, PgConnection, Row};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How often the guard looks.
+pub const TICK: Duration = Duration::from_secs(1);
+
+/// Hard limits on tenant sessions, above the role defaults the tenant may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub statement: Duration,
+    pub idle_in_transaction: Duration,
+    pub transaction: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        // A little above the role defaults (30 s, 60 s), so those fire first for tenants that
+        // leave them alone.
+        Self {
+            statement: Duration::from_secs(35),
+            idle_in_transaction: Duration::from_secs(65),
+            transaction: Duration::from_secs(600),
+        }
+    }
+}
+
+/// A tenant the driver wants watched: its quota and where its data lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watched {
+    pub quota: u64,
+    pub own_database: bool,
+}
+
+/// What the driver and the guard share.
+#[derive(Default)]
+pub struct Shared {
+    /// The node's PostgreSQL tenants, as of the driver's last pass.
+    pub tenants: Mutex<BTreeMap<String, Watched>>,
+    /// The latest measured bytes per tenant, by the guard or by a full pass.
+    pub sizes: Mutex<BTreeMap<String, u64>>,
+    /// Tenants the guard found over quota that no pass has enforced yet.
+    pub pending: Mutex<BTreeSet<String>>,
+    /// Wakes the reconcile loop.
+    pub wake: Arc<tokio::sync::Notify>,
+}
+
+/// A tenant's session as `pg_stat_activity` shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    pub pid: i32,
+    pub tenant: String,
+    pub state: String,
+    pub wait_event: Option<String>,
+    /// Seconds since the current (or last) statement started.
+    pub query_secs: f64,
+    /// Seconds since the transaction started, if one is open.
+    pub xact_secs: Option<f64>,
+    /// Seconds since `state` last changed.
+    pub state_secs: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Cancel { pid: i32, tenant: String, why: String },
+    Terminate { pid: i32, tenant: String, why: String },
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// Pure: what to do with each session. `stuck` remembers since when an idle session has been
+/// blocked writing to its client (kept across ticks; entries of gone sessions are dropped).
+pub fn judge(sessions: &[Session], limits: &Limits, now: Instant, stuck: &mut BTreeMap<i32, Instant>) -> Vec<Verdict> {
+    let mut verdicts = Vec::new();
+    stuck.retain(|pid, _| sessions.iter().any(|s| s.pid == *pid && s.state == "idle"));
+    for s in sessions {
+        let (pid, tenant) = (s.pid, s.tenant.clone());
+        if s.xact_secs.is_some_and(|x| x > secs(limits.transaction)) {
+            let why = format!("transaction open longer than {}", humantime::format_duration(limits.transaction));
+            verdicts.push(Verdict::Terminate { pid, tenant, why });
+        } else if s.state.starts_with("idle in transaction") && s.state_secs > secs(limits.idle_in_transaction) {
+            let why =
+                format!("idle in a transaction longer than {}", humantime::format_duration(limits.idle_in_transaction));
+            verdicts.push(Verdict::Terminate { pid, tenant, why });
+        } else if s.state == "active" && s.query_secs > secs(limits.statement) {
+            let why = format!("statement ran longer than {}", humantime::format_duration(limits.statement));
+            verdicts.push(Verdict::Cancel { pid, tenant, why });
+        } else if s.state == "idle" && s.wait_event.as_deref() == Some("ClientWrite") {
+            let since = *stuck.entry(pid).or_insert(now);
+            if now.duration_since(since) > limits.idle_in_transaction {
+                let why = "not reading from its connection (holds the notification queue)".to_string();
+                verdicts.push(Verdict::Terminate { pid, tenant, why });
+            }
+        } else {
+            stuck.remove(&pid);
+        }
+    }
+    verdicts
+}
+
+/// Pure: tenants that ran something since the last tick (or are running now): the ones whose
+/// size may have changed.
+pub fn hot(sessions: &[Session]) -> BTreeSet<String> {
+    sessions
+        .iter()
+        .filter(|s| s.state != "idle" || s.state_secs <= 2.0 * secs(TICK))
+        .map(|s| s.tenant.clone())
+        .collect()
+}
+
+/// Runs the guard for ever on connections made from `options` (reconnecting after failures).
+pub async fn run(options: PgConnectOptions, shared: Arc<Shared>, limits: Limits) {
+    let mut conn: Option<PgConnection> = None;
+    let mut stuck = BTreeMap::new();
+    let mut last_error: Option<Instant> = None;
+    loop {
+        tokio::time::sleep(TICK).await;
+        if conn.is_none() {
+            conn = options.connect().await.ok();
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        if let Err(e) = tick(c, &shared, &limits, &mut stuck).await {
+            if last_error.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                tracing::warn!(error = %e, "session guard: tick failed; reconnecting");
+                last_error = Some(Instant::now());
+            }
+            conn = None;
+        }
+    }
+}
+
+async fn tick(
+    conn: &mut PgConnection,
+    shared: &Shared,
+    limits: &Limits,
+    stuck: &mut BTreeMap<i32, Instant>,
+) -> Result<(), String> {
+    let rows = sqlx::query(
+        "SELECT pid, usename::text AS u, COALESCE(state, '') AS state, wait_event, \
+         COALESCE(EXTRACT(epoch FROM now() OPERATOR(pg_catalog.-) query_start), 0)::float8 AS q, \
+         EXTRACT(epoch FROM now() OPERATOR(pg_catalog.-) xact_start)::float8 AS x, \
+         COALESCE(EXTRACT(epoch FROM now() OPERATOR(pg_catalog.-) state_change), 0)::float8 AS s \
+         FROM pg_catalog.pg_stat_activity WHERE backend_type OPERATOR(pg_catalog.=) 'client backend' \
+         AND usename OPERATOR(pg_catalog.~) '^tenant_[a-z][a-z0-9_]{1,30}_user$'",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| format!("reading sessions: {e}"))?;
+    let mut sessions = Vec::with_capacity(rows.len());
+    for r in rows {
+        let user: String = r.try_get("u").map_err(|e| e.to_string())?;
+        let Some(tenant) = user.strip_prefix("tenant_").and_then(|n| n.strip_suffix("_user")) else { continue };
+        sessions.push(Session {
+            pid: r.try_get("pid").map_err(|e| e.to_string())?,
+            tenant: tenant.to_string(),
+            state: r.try_get("state").map_err(|e| e.to_string())?,
+            wait_event: r.try_get("wait_event").map_err(|e| e.to_string())?,
+            query_secs: r.try_get("q").map_err(|e| e.to_string())?,
+            xact_secs: r.try_get("x").map_err(|e| e.to_string())?,
+            state_secs: r.try_get("s").map_err(|e| e.to_string())?,
+        });
+    }
+    for verdict in judge(&sessions, limits, Instant::now(), stuck) {
+        match verdict {
+            Verdict::Cancel { pid, tenant, why } => {
+                tracing::info!(tenant, pid, why, "session guard cancels a statement");
+                signal(conn, "pg_cancel_backend", pid).await?;
+            }
+            Verdict::Terminate { pid, tenant, why } => {
+                tracing::info!(tenant, pid, why, "session guard ends a session");
+                signal(conn, "pg_terminate_backend", pid).await?;
+            }
+        }
+    }
+
+    // Quota: measure whoever ran something; stop the ones over their quota at once.
+    let watched = shared.tenants.lock().map(|t| t.clone()).unwrap_or_default();
+    let hot = hot(&sessions);
+    let (mut schemas, mut databases) = (BTreeSet::new(), BTreeSet::new());
+    for name in hot.iter().filter(|n| watched.contains_key(*n)) {
+        match watched[name].own_database {
+            true => databases.insert(name.clone()),
+            false => schemas.insert(name.clone()),
+        };
+    }
+    let sizes = crate::pgsize::measure(conn, &schemas, &databases).await?;
+    let mut over = Vec::new();
+    if let Ok(mut known) = shared.sizes.lock() {
+        for (name, bytes) in sizes {
+            if watched.get(&name).is_some_and(|w| bytes > w.quota) {
+                over.push(name.clone());
+            }
+            known.insert(name, bytes);
+        }
+    }
+    let mut wake = false;
+    if let Ok(mut pending) = shared.pending.lock() {
+        for name in &over {
+            if pending.insert(name.clone()) {
+                tracing::warn!(tenant = %name, "session guard: tenant over its quota; stopping its writes");
+                wake = true;
+            }
+        }
+        over = pending.iter().cloned().collect();
+    }
+    if wake {
+        shared.wake.notify_one();
+    }
+    // Until a pass has revoked its writes, nothing it runs gets to finish.
+    for s in sessions.iter().filter(|s| s.state == "active" && over.contains(&s.tenant)) {
+        signal(conn, "pg_cancel_backend", s.pid).await?;
+    }
+    Ok(())
+}
+
+async fn signal(conn: &mut PgConnection, function: &'static str, pid: i32) -> Result<(), String> {
+    let sql = match function {
+        "pg_cancel_backend" => "SELECT pg_catalog.pg_cancel_backend($1)",
+        _ => "SELECT pg_catalog.pg_terminate_backend($1)",
+    };
+    sqlx::query(sql).bind(pid).execute(&mut *conn).await.map(|_| ()).map_err(|e| format!("{function}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(pid: i32, state: &str) -> Session {
+        Session {
+            pid,
+            tenant: "acme".into(),
+            state: state.into(),
+            wait_event: None,
+            query_secs: 1.0,
+            xact_secs: None,
+            state_secs: 1.0,
+        }
+    }
+
+    #[test]
+    fn statements_past_the_limit_are_cancelled_whatever_the_tenant_set() {
+        let limits = Limits::default();
+        let long = Session { query_secs: 36.0, xact_secs: Some(36.0), ..session(7, "active") };
+        let short = Session { query_secs: 34.0, xact_secs: Some(34.0), ..session(8, "active") };
+        let v = judge(&[long, short], &limits, Instant::now(), &mut BTreeMap::new());
+        assert!(matches!(v.as_slice(), [Verdict::Cancel { pid: 7, .. }]), "{v:?}");
+    }
+
+    #[test]
+    fn lock_holders_idle_in_a_transaction_are_ended() {
+        let limits = Limits::default();
+        let holder = Session { state_secs: 66.0, xact_secs: Some(70.0), ..session(9, "idle in transaction") };
+        let v = judge(&[holder], &limits, Instant::now(), &mut BTreeMap::new());
+        assert!(matches!(v.as_slice(), [Verdict::Terminate { pid: 9, .. }]), "{v:?}");
+    }
+
+    #[test]
+    fn busy_transactions_end_at_the_transaction_limit() {
+        let limits = Limits::default();
+        // Never idle long, never one long statement: only the transaction's age catches it.
+        let busy = Session { state_secs: 0.5, query_secs: 0.5, xact_secs: Some(601.0), ..session(3, "active") };
+        let v = judge(&[busy], &limits, Instant::now(), &mut BTreeMap::new());
+        assert!(matches!(v.as_slice(), [Verdict::Terminate { pid: 3, .. }]), "{v:?}");
+    }
+
+    #[test]
+    fn a_listener_that_stops_reading_is_ended_after_the_idle_limit() {
+        let limits = Limits::default();
+        let mut stuck = BTreeMap::new();
+        let blocked = Session { wait_event: Some("ClientWrite".into()), state_secs: 5000.0, ..session(4, "idle") };
+        let t0 = Instant::now();
+        assert!(judge(std::slice::from_ref(&blocked), &limits, t0, &mut stuck).is_empty(), "not at first sight");
+        let later = t0 + Duration::from_secs(66);
+        let v = judge(std::slice::from_ref(&blocked), &limits, later, &mut stuck);
+        assert!(matches!(v.as_slice(), [Verdict::Terminate { pid: 4, .. }]), "{v:?}");
+        // A session that got unstuck starts over.
+        let reading = session(4, "idle");
+        assert!(judge(&[reading], &limits, later, &mut stuck).is_empty());
+        assert!(stuck.is_empty());
+    }
+
+    #[test]
+    fn idle_sessions_are_left_alone_and_not_measured() {
+        let limits = Limits::default();
+        let idle = Session { state_secs: 10_000.0, ..session(5, "idle") };
+        assert!(judge(std::slice::from_ref(&idle), &limits, Instant::now(), &mut BTreeMap::new()).is_empty());
+        assert!(hot(&[idle]).is_empty());
+        let writer = Session { tenant: "globex".into(), ..session(6, "active") };
+        let just_done = Session { tenant: "initech".into(), state_secs: 0.4, ..session(7, "idle") };
+        assert_eq!(hot(&[writer, just_done]), BTreeSet::from(["globex".to_string(), "initech".to_string()]));
+    }
+}

@@ -1,0 +1,335 @@
+//! A tenant with SQL access attacks its database node (issue 8, items 1–5), for real: a lab
+//! PostgreSQL, the real coordinator and agent, psql sessions as the tenant. Each test performs
+//! the attack and asserts what the attacker sees; each would fail against the agent before the
+//! defence (the comment above each assertion says how).
+
+use crate::db::{setup, setup_with, Env};
+use berqenas_tests::{wait_for, Proc};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+fn creds(t: &Value) -> (String, String) {
+    (t["db_user"].as_str().expect("user").to_string(), t["db_password"].as_str().expect("password").to_string())
+}
+
+impl Env {
+    /// psql as tenant `t` (from `create`) into database `db`.
+    fn tenant_in(&self, t: &Value, db: &str, commands: &[&str]) -> Result<String, String> {
+        let (user, password) = creds(t);
+        let pg = self.pg.host.addr.to_string();
+        self.as_tenant_in(&self.app, &pg, 5432, db, &user, &password, commands)
+    }
+
+    /// psql as the superuser into database `db`.
+    fn superuser_in(&self, db: &str, sql: &str) -> String {
+        let out = self.lab.run(
+            &self.app,
+            &self.pg.bin.join("psql"),
+            &["-h", &self.pg.host.addr.to_string(), "-U", "postgres", "-d", db, "-v", "ON_ERROR_STOP=1", "-tAc", sql],
+            &[("PGPASSWORD", &self.pg.password), ("PGCONNECT_TIMEOUT", "5")],
+        );
+        assert!(out.status.success(), "superuser `{sql}` in {db}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// A background psql session of tenant `t` running `script` (a file, so it can hold a
+    /// transaction open with `\!`).
+    fn tenant_session(&self, t: &Value, name: &str, script: &str) -> Proc {
+        let (user, password) = creds(t);
+        let file = self.tmp.path().join(format!("{name}.sql"));
+        std::fs::write(&file, script).expect("script");
+        let uri = format!("postgresql://{user}:{password}@{}:5432/postgres", self.pg.host.addr);
+        let file = file.to_str().expect("utf-8").to_string();
+        self.lab.spawn(
+            &self.app,
+            name,
+            &self.pg.bin.join("psql"),
+            &[&uri, "-v", "ON_ERROR_STOP=1", "-f", &file],
+            self.tmp.path(),
+        )
+    }
+
+    fn sessions_of(&self, name: &str) -> u32 {
+        let n = self.superuser(&format!("SELECT count(*) FROM pg_stat_activity WHERE usename = 'tenant_{name}_user'"));
+        n.parse().expect("count")
+    }
+}
+
+/// Item 1: a DDL-enabled tenant plants code (a SECURITY DEFINER function, an index expression
+/// that ANALYZE evaluates as the table owner) and waits for its DDL to be switched off, when the
+/// agent hands its tables to the owner role. Its code must be gone by then, in schema and in
+/// database isolation; and the agent's own sessions never resolve a name the owner planted.
+#[test]
+fn tenant_code_never_runs_as_the_owner_role() {
+    let env = setup();
+    let mut made = Vec::new();
+    for (name, isolation) in [("trojan", "schema"), ("trojandb", "database")] {
+        let t = env.create(name, &["--vpn", "disabled", "--ddl", "enabled", "--isolation", isolation]);
+        let db = if isolation == "database" { format!("tenant_{name}") } else { "postgres".to_string() };
+        let (schema, user) = (format!("tenant_{name}"), format!("tenant_{name}_user"));
+        let regain = format!(
+            "CREATE FUNCTION regain() RETURNS void LANGUAGE plpgsql SECURITY DEFINER AS $f$ BEGIN \
+             EXECUTE 'GRANT CREATE ON SCHEMA {schema} TO {user}'; END $f$"
+        );
+        let grant_me = format!(
+            "CREATE FUNCTION grant_me() RETURNS void LANGUAGE plpgsql AS $f$ BEGIN \
+             EXECUTE 'GRANT CREATE ON SCHEMA {schema} TO {user}'; END $f$"
+        );
+        // Declared immutable so it may index; whoever evaluates it runs `grant_me` as themselves.
+        let marker = "CREATE FUNCTION marker(int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS $f$ BEGIN \
+                      PERFORM grant_me(); RETURN $1; END $f$";
+        env.tenant_in(
+            &t,
+            &db,
+            &[
+                "CREATE TABLE notes (id int, body text)",
+                "INSERT INTO notes VALUES (1, 'kept')",
+                &regain,
+                &grant_me,
+                marker,
+                "CREATE INDEX notes_marker ON notes (marker(id))",
+            ],
+        )
+        .expect("DDL while enabled");
+
+        env.json(&["tenant", "update", name, "--ddl", "disabled"]);
+        let err = wait_for("its tables to be handed to the owner role", Duration::from_secs(30), || {
+            env.tenant_in(&t, &db, &["COMMENT ON TABLE notes IS 'mine'"]).err()
+        });
+        assert!(err.contains("must be owner of table notes"), "{err}");
+
+        // Before the fix `regain()` ran as the owner role, which owns the schema: CREATE came back.
+        let err = env.tenant_in(&t, &db, &["SELECT regain()"]).expect_err("its definer function is gone");
+        assert!(err.contains("function regain() does not exist"), "{name}: {err}");
+        let err = env.tenant_in(&t, &db, &["CREATE TABLE more (i int)"]).expect_err("still no DDL");
+        assert!(err.contains(&format!("permission denied for schema {schema}")), "{name}: {err}");
+        // Before the fix ANALYZE (autovacuum does the same) evaluated `marker` as the table owner.
+        env.superuser_in(&db, &format!("ANALYZE {schema}.notes"));
+        assert_eq!(env.superuser_in(&db, &format!("SELECT has_schema_privilege('{user}', '{schema}', 'CREATE')")), "f");
+        let rows = env.tenant_in(&t, &db, &["SELECT body FROM notes"]).expect("its data stays");
+        assert_eq!(rows, "kept");
+        made.push(t);
+    }
+
+    // Whatever the owner role could plant in a schema it owns (`public` of its own database),
+    // the agent's superuser sessions resolve names in pg_catalog only. Before the fix its
+    // observation called this `quote_ident(name)`, an exact match beating pg_catalog's (text).
+    env.superuser_in(
+        "tenant_trojandb",
+        "SET ROLE tenant_trojandb_owner; CREATE TABLE public.trap (who text); \
+         GRANT INSERT ON public.trap TO PUBLIC; \
+         CREATE FUNCTION public.quote_ident(name) RETURNS text LANGUAGE plpgsql AS $f$ BEGIN \
+         INSERT INTO public.trap VALUES (session_user); RETURN pg_catalog.quote_ident($1::text); END $f$",
+    );
+    // Drift made by hand inside the database: repaired only by a pass that observed it.
+    env.superuser_in("tenant_trojandb", "REVOKE USAGE ON SCHEMA tenant_trojandb FROM tenant_trojandb_user");
+    let t = &made[1];
+    wait_for("a pass inside the tenant's database", Duration::from_secs(30), || {
+        env.tenant_in(t, "tenant_trojandb", &["SELECT count(*) FROM notes"]).ok()
+    });
+    assert_eq!(
+        env.superuser_in("tenant_trojandb", "SELECT count(*) FROM public.trap"),
+        "0",
+        "the agent ran planted code"
+    );
+}
+
+/// Item 2: one statement, with the tenant's own statement timeout switched off, writes far more
+/// than its quota between two periodic measurements. The session guard measures whoever is
+/// writing every second and cancels it once over; the overrun is printed for the notes.
+#[test]
+fn one_statement_cannot_write_far_past_the_quota() {
+    let env = setup();
+    let hog = env.create("hog", &["--vpn", "disabled", "--db-quota", "10MB"]);
+    let started = Instant::now();
+    // About 4.4 GB if nothing stops it (1 kB rows).
+    let err = env
+        .tenant_in(
+            &hog,
+            "postgres",
+            &[
+                "SET statement_timeout = 0",
+                // In the select list the series streams (in FROM it would spill to a temp file,
+                // which temp_file_limit, a setting the tenant cannot change, already bounds).
+                "INSERT INTO events (payload) SELECT jsonb_build_object('x', repeat(md5(g::text), 32)) \
+                 FROM (SELECT generate_series(1, 4000000) AS g) s",
+            ],
+        )
+        .expect_err("the guard stops the statement");
+    let took = started.elapsed();
+    assert!(err.contains("canceling statement due to user request"), "{err}");
+    let bytes: u64 = env.superuser("SELECT pg_total_relation_size('tenant_hog.events')").parse().expect("size");
+    eprintln!("quota overrun: {} MB written into a 10 MB quota before the cancel ({took:?})", bytes / 1_000_000);
+    // Before the fix the statement ran to its end: gigabytes.
+    assert!(bytes < 500_000_000, "{bytes} bytes written into a 10 MB quota");
+    let err = wait_for("writes to be revoked", Duration::from_secs(20), || {
+        env.tenant_in(&hog, "postgres", &["INSERT INTO events (event_type) VALUES ('more')"]).err()
+    });
+    assert!(err.contains("permission denied for table events"), "{err}");
+    wait_for("the tenant to show quota-exceeded", Duration::from_secs(20), || {
+        (env.json(&["tenant", "get", "hog"])["status"] == "quota-exceeded").then_some(())
+    });
+}
+
+/// Item 3: a tenant switches its timeouts off and sits on an exclusive lock of its tables. Other
+/// tenants are still created, suspended and held to their quotas; the lock holder's own change
+/// fails with the reason; the guard ends the holder at the idle-in-transaction limit.
+#[test]
+fn a_tenant_holding_locks_stalls_nobody_else() {
+    let env = setup_with(|l| l.idle_in_transaction = Duration::from_secs(50));
+    let locker = env.create("locker", &["--vpn", "disabled", "--ddl", "enabled"]);
+    let victim = env.create("victim", &["--vpn", "disabled"]);
+    let fat = env.create("fat", &["--vpn", "disabled", "--db-quota", "1MB"]);
+    env.tenant_in(&locker, "postgres", &["CREATE TABLE mine (i int)"]).expect("its own table");
+    let _holder = env.tenant_session(
+        &locker,
+        "lock-holder",
+        "SET statement_timeout = 0;\nSET idle_in_transaction_session_timeout = 0;\nBEGIN;\n\
+         LOCK TABLE events, mine IN ACCESS EXCLUSIVE MODE;\n\\! sleep 600\n",
+    );
+    let held = "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+                WHERE c.relnamespace = 'tenant_locker'::regnamespace AND l.mode = 'AccessExclusiveLock' AND l.granted";
+    wait_for("the locks to be held", Duration::from_secs(20), || (env.superuser(held) == "2").then_some(()));
+
+    // Before the fix the agent's pass waited on these locks: nothing below happened.
+    env.create("newco", &["--vpn", "disabled"]);
+    env.json(&["tenant", "suspend", "victim"]);
+    let (v_user, v_pw) = creds(&victim);
+    wait_for("the suspension to reach PostgreSQL", Duration::from_secs(30), || {
+        env.as_tenant(&v_user, &v_pw, &["SELECT 1"]).err().filter(|e| e.contains("not permitted to log in"))
+    });
+    env.tenant_in(
+        &fat,
+        "postgres",
+        &["INSERT INTO events (payload) SELECT jsonb_build_object('x', repeat(md5(g::text), 32)) \
+           FROM generate_series(1, 3000) g"],
+    )
+    .ok();
+    let err = wait_for("fat's writes to be revoked", Duration::from_secs(30), || {
+        env.tenant_in(&fat, "postgres", &["INSERT INTO events (event_type) VALUES ('more')"]).err()
+    });
+    assert!(err.contains("permission denied for table events"), "{err}");
+    // The holder's own change needs its lock: it alone is not ready, and says why.
+    env.json(&["tenant", "update", "locker", "--ddl", "disabled"]);
+    let t = wait_for("the lock holder to report why it is not converged", Duration::from_secs(30), || {
+        let t = env.json(&["tenant", "get", "locker"]);
+        t["status_reason"].as_str().is_some_and(|r| r.contains("lock timeout")).then_some(t)
+    });
+    assert_ne!(t["status"], "active", "{t}");
+    assert_eq!(env.superuser(held), "2", "all of the above happened while the locks were held");
+
+    // The platform's idle-in-transaction limit, which the tenant cannot SET away, ends it.
+    wait_for("the guard to end the lock holder", Duration::from_secs(90), || {
+        (env.sessions_of("locker") == 0).then_some(())
+    });
+    wait_for("the lock holder's change to converge", Duration::from_secs(30), || {
+        (env.json(&["tenant", "get", "locker"])["status"] == "active").then_some(())
+    });
+}
+
+/// Item 4: tenant A LISTENs on the channel B's events used to be announced on, and fills the
+/// cluster-wide notification queue while a listener of its own pins it. B's events are neither
+/// readable nor forgeable through notifications, B's inserts do not depend on the queue, and the
+/// pinning listener is ended by the guard. The queue's fill is printed for the notes.
+#[test]
+fn tenants_cannot_read_or_jam_each_others_events() {
+    let env = setup_with(|l| l.idle_in_transaction = Duration::from_secs(10));
+    let alpha = env.create("alpha", &["--vpn", "disabled"]);
+    let beta = env.create("beta", &["--vpn", "disabled"]);
+    let spy = env.tenant_session(
+        &alpha,
+        "spy",
+        "LISTEN tenant_beta_events;\nLISTEN tenant_alpha_events;\nSELECT pg_sleep(4);\nSELECT 'spy done';\n",
+    );
+    wait_for("the spy to listen", Duration::from_secs(10), || {
+        (env.superuser(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = 'tenant_alpha_user' \
+                        AND query LIKE '%pg_sleep%' AND state = 'active'",
+        ) == "1")
+            .then_some(())
+    });
+    env.tenant_in(&beta, "postgres", &["INSERT INTO events (event_type, payload) VALUES ('door', '{\"open\":true}')"])
+        .expect("beta's event");
+    wait_for("the spy to finish", Duration::from_secs(20), || spy.log_text().contains("spy done").then_some(()));
+    // Before the fix: `Asynchronous notification "tenant_beta_events" with payload "<id>"`.
+    assert!(!spy.log_text().contains("Asynchronous notification"), "{}", spy.log_text());
+
+    // Jam: a listener idle in a transaction pins the queue while alpha floods it.
+    let _pin = env.tenant_session(
+        &alpha,
+        "pin",
+        "SET idle_in_transaction_session_timeout = 0;\nLISTEN jam;\nBEGIN;\nSELECT 1;\n\\! sleep 600\n",
+    );
+    wait_for("the pinning listener", Duration::from_secs(10), || {
+        (env.superuser(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = 'tenant_alpha_user' \
+                        AND state = 'idle in transaction'",
+        ) == "1")
+            .then_some(())
+    });
+    let started = Instant::now();
+    let mut sent = 0u64;
+    while started.elapsed() < Duration::from_secs(6) {
+        env.tenant_in(
+            &alpha,
+            "postgres",
+            &["SELECT count(pg_notify('jam', repeat('x', 7900) || g)) FROM generate_series(1, 10000) g"],
+        )
+        .expect("notify");
+        sent += 10_000;
+    }
+    let usage = env.superuser("SELECT pg_notification_queue_usage()");
+    eprintln!("notification queue: {sent} notifications of 8 kB in {:?} filled {usage} of it", started.elapsed());
+    env.tenant_in(&beta, "postgres", &["INSERT INTO events (event_type) VALUES ('during the jam')"])
+        .expect("beta's inserts do not go through the queue");
+    // Before the fix nothing ended a listener that switched its own idle timeout off.
+    wait_for("the guard to end the pinning listener", Duration::from_secs(30), || {
+        (env.superuser("SELECT count(*) FROM pg_stat_activity WHERE usename = 'tenant_alpha_user'") == "0")
+            .then_some(())
+    });
+}
+
+/// Item 5: tenant A reads B's function source, view definition and sessions from the shared
+/// catalogs. All refused; A's own catalog reads that tools need still work.
+#[test]
+fn tenants_cannot_read_each_others_code_or_sessions() {
+    let env = setup();
+    let alpha = env.create("alpha", &["--vpn", "disabled"]);
+    let beta = env.create("beta", &["--vpn", "disabled", "--ddl", "enabled"]);
+    env.tenant_in(
+        &beta,
+        "postgres",
+        &[
+            "CREATE FUNCTION secret_fn() RETURNS text LANGUAGE sql AS $f$ SELECT 'hunter2-beta' $f$",
+            "CREATE VIEW secret_v AS SELECT 'view-secret-beta'::text AS s",
+        ],
+    )
+    .expect("beta's code");
+    let _beta_session = env.tenant_session(&beta, "beta-session", "SELECT pg_sleep(60);\n");
+    wait_for("beta's session", Duration::from_secs(10), || (env.sessions_of("beta") == 1).then_some(()));
+    // Before the fix each of these answered with B's secret, B's session or B's address.
+    let refused: &[(&str, &str)] = &[
+        ("SELECT prosrc FROM pg_proc WHERE proname = 'secret_fn'", "permission denied for table pg_proc"),
+        (
+            "SELECT pg_get_functiondef(oid) FROM pg_proc WHERE proname = 'secret_fn'",
+            "permission denied for function pg_get_functiondef",
+        ),
+        (
+            "SELECT pg_get_viewdef(oid) FROM pg_class WHERE relname = 'secret_v'",
+            "permission denied for function pg_get_viewdef",
+        ),
+        ("SELECT ev_action FROM pg_rewrite", "permission denied for table pg_rewrite"),
+        ("SELECT usename, client_addr FROM pg_stat_activity", "permission denied for view pg_stat_activity"),
+        ("SELECT * FROM pg_locks", "permission denied for view pg_locks"),
+        ("SELECT pg_stat_get_backend_idset()", "permission denied for function pg_stat_get_backend_idset"),
+    ];
+    for (sql, expected) in refused {
+        let err = env.tenant_in(&alpha, "postgres", &[sql]).expect_err(sql);
+        assert!(err.contains(expected), "{sql}: {err}");
+    }
+    // What clients and ORMs read of the catalogs still works.
+    let listed = env
+        .tenant_in(&alpha, "postgres", &["SELECT count(*) > 0 FROM pg_proc WHERE proname = 'now'", "\\d events"])
+        .expect("catalog reads");
+    assert!(listed.starts_with('t') && listed.contains("event_type"), "{listed}");
+}
