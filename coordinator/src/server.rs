@@ -76,9 +76,10 @@ impl NodeConfig {
     }
 
     pub fn save(&self, data_dir: &Path) -> anyhow::Result<()> {
-        std::fs::create_dir_all(data_dir).with_context(|| format!("create {}", data_dir.display()))?;
+        crate::datadir::create(data_dir).with_context(|| format!("create {}", data_dir.display()))?;
         let path = Self::path(data_dir);
-        std::fs::write(&path, serde_json::to_vec_pretty(self)?).with_context(|| format!("write {}", path.display()))
+        crate::datadir::write_private(&path, &serde_json::to_vec_pretty(self)?)
+            .with_context(|| format!("write {}", path.display()))
     }
 }
 
@@ -128,8 +129,13 @@ pub struct Coordinator {
 impl Coordinator {
     /// Opens the store and starts the Raft node (no listeners yet).
     pub async fn start(config: NodeConfig, data_dir: &Path, snapshot_logs: u64) -> anyhow::Result<Arc<Self>> {
+        crate::datadir::create(data_dir).with_context(|| format!("create {}", data_dir.display()))?;
         let (log_store, sm_store) = store::open(&data_dir.join("raft.redb"))
             .with_context(|| format!("open store in {}", data_dir.display()))?;
+        // redb creates its file with the process umask; the CA key is in it. Older data dirs are
+        // fixed here too.
+        crate::datadir::tighten(data_dir)
+            .with_context(|| format!("restrict {} to its owner (0700/0600)", data_dir.display()))?;
         let data = sm_store.data();
         let applied = sm_store.applied_watch();
         let identity = crate::raft::tls::Identity { dir: data_dir.to_path_buf() };
@@ -438,7 +444,7 @@ pub async fn join_as_coordinator(
     if addr.starts_with("http://") || !addr.contains(':') {
         bail!("--join must be https://HOST:PORT of a coordinator's node listener");
     }
-    std::fs::create_dir_all(data_dir).with_context(|| format!("create {}", data_dir.display()))?;
+    crate::datadir::create(data_dir).with_context(|| format!("create {}", data_dir.display()))?;
     let tls = Arc::new(RwLock::new(Arc::new(berqenas_pki::pinned_client_config(ca_pin)?)));
     let mut client = berqenas_proto::node::node_client::NodeClient::new(crate::raft::tls::channel(addr, tls)?);
     let kc = berqenas_pki::new_key_and_csr("coordinator")?;

@@ -641,35 +641,43 @@ pub struct AuditParams {
     pub tenant: Option<String>,
     /// RFC 3339 time, or an age such as `1h`.
     pub since: Option<String>,
-    /// At most this many entries, newest last (default 1000, at most 100000).
+    /// At most this many entries per page, oldest first (default 1000, at most 100000).
     pub limit: Option<usize>,
+    /// Only entries older than this sequence number (the `x-audit-next-before` of a page).
+    pub before: Option<u64>,
+    /// Only entries newer than this sequence number, oldest first (`x-audit-next-after`).
+    pub after: Option<u64>,
     #[serde(default)]
     #[param(value_type = Option<String>)]
     pub consistency: Option<Consistency>,
 }
 
-fn select_audit(
-    entries: &[AuditEntry],
-    tenant: Option<&TenantName>,
-    since_ms: Option<u64>,
-    limit: usize,
-) -> Vec<AuditEntry> {
-    let target = tenant.map(|t| format!("tenant/{t}"));
-    let mut out: Vec<AuditEntry> = entries
-        .iter()
-        .rev()
-        .filter(|e| since_ms.is_none_or(|s| e.time_ms >= s))
-        .filter(|e| target.as_ref().is_none_or(|t| &e.target == t))
-        .take(limit)
-        .cloned()
-        .collect();
-    out.reverse();
-    out
+/// Paging of the audit trail: a page is newest entries first read back from `before` (or the
+/// end), or oldest first from `after`; these headers say where the next page starts.
+pub const NEXT_BEFORE: &str = "x-audit-next-before";
+pub const NEXT_AFTER: &str = "x-audit-next-after";
+const DEFAULT_AUDIT_PAGE: usize = 1000;
+const MAX_AUDIT_PAGE: usize = 100_000;
+
+/// The page's entries as JSON, with the cursor headers when more entries remain.
+fn audit_page(page: audit::Page) -> (axum::http::HeaderMap, Json<Vec<AuditEntry>>) {
+    let mut headers = axum::http::HeaderMap::new();
+    for (name, seq) in [(NEXT_BEFORE, page.older), (NEXT_AFTER, page.newer)] {
+        if let Some(seq) = seq {
+            headers.insert(name, axum::http::HeaderValue::from(seq));
+        }
+    }
+    (headers, Json(page.entries))
 }
 
-#[utoipa::path(get, path = "/api/v1/audit", params(AuditParams), responses((status = 200, body = Vec<AuditEntry>)),
+type AuditAnswer = (axum::http::HeaderMap, Json<Vec<AuditEntry>>);
+
+#[utoipa::path(get, path = "/api/v1/audit", params(AuditParams),
+    responses((status = 200, body = Vec<AuditEntry>, headers(
+        ("x-audit-next-before" = u64, description = "older entries remain: pass it as `before`"),
+        ("x-audit-next-after" = u64, description = "newer entries remain: pass it as `after`")))),
     security(("api_key" = [])))]
-async fn list_audit(ctx: Ctx, Query(p): Query<AuditParams>) -> Result<Json<Vec<AuditEntry>>> {
+async fn list_audit(ctx: Ctx, Query(p): Query<AuditParams>) -> Result<AuditAnswer> {
     const ACTION: &str = "audit.list";
     let caller = ctx.require(Need::AuditRead, ACTION, "audit").await?;
     let tenant = match &p.tenant {
@@ -683,26 +691,56 @@ async fn list_audit(ctx: Ctx, Query(p): Query<AuditParams>) -> Result<Json<Vec<A
         },
         None => None,
     };
-    let limit = p.limit.unwrap_or(1000).min(100_000);
+    let limit = p.limit.unwrap_or(DEFAULT_AUDIT_PAGE).min(MAX_AUDIT_PAGE);
     barrier(&ctx, &ReadParams { consistency: p.consistency }).await?;
-    Ok(Json(ctx.coordinator.read(|d| select_audit(&d.state.audit, tenant.as_ref(), since, limit))))
+    let target = tenant.map(|t| format!("tenant/{t}"));
+    let keep = |e: &AuditEntry| since.is_none_or(|s| e.time_ms >= s) && target.as_ref().is_none_or(|t| &e.target == t);
+    Ok(audit_page(ctx.coordinator.read(|d| audit::page(&d.state.audit, keep, p.after, p.before, limit))))
 }
 
-#[utoipa::path(get, path = "/api/v1/tenant/{name}/audit", params(("name" = String, Path), ReadParams),
-    responses((status = 200, body = Vec<AuditEntry>)), security(("api_key" = [])))]
-async fn tenant_audit(
-    ctx: Ctx,
-    Path(raw): Path<String>,
-    Query(params): Query<ReadParams>,
-) -> Result<Json<Vec<AuditEntry>>> {
+/// A customer's view of its tenant's trail: what was done to it, and refusals of its own or an
+/// admin's keys. Refusals of anonymous callers and of other tenants' keys are not theirs to see
+/// (and must not let anyone write into a customer's trail).
+fn visible_to_tenant(e: &AuditEntry, target: &str, name: &TenantName, keys: &BTreeMap<String, ApiKey>) -> bool {
+    if e.target != target {
+        return false;
+    }
+    e.outcome == audit::Outcome::Ok
+        || keys.get(&e.actor).is_some_and(|k| k.role == Role::Admin || k.tenant.as_ref() == Some(name))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct TenantAuditParams {
+    /// At most this many entries per page, oldest first (default 1000, at most 100000).
+    pub limit: Option<usize>,
+    /// Only entries older than this sequence number (the `x-audit-next-before` of a page).
+    pub before: Option<u64>,
+    /// Only entries newer than this sequence number, oldest first (`x-audit-next-after`).
+    pub after: Option<u64>,
+    #[serde(default)]
+    #[param(value_type = Option<String>)]
+    pub consistency: Option<Consistency>,
+}
+
+#[utoipa::path(get, path = "/api/v1/tenant/{name}/audit", params(("name" = String, Path), TenantAuditParams),
+    responses((status = 200, body = Vec<AuditEntry>, headers(
+        ("x-audit-next-before" = u64, description = "older entries remain: pass it as `before`"),
+        ("x-audit-next-after" = u64, description = "newer entries remain: pass it as `after`")))),
+    security(("api_key" = [])))]
+async fn tenant_audit(ctx: Ctx, Path(raw): Path<String>, Query(p): Query<TenantAuditParams>) -> Result<AuditAnswer> {
     const ACTION: &str = "audit.list";
     let caller = ctx.require(Need::AnyKey, ACTION, &target_of(&raw)).await?;
     let name = tenant_name(&ctx, &caller.key_id, ACTION, &raw).await?;
     if caller.role != Role::Auditor {
         ctx.authorize(&caller, Need::Tenant(&name), ACTION, &target_of(&raw)).await?;
     }
-    barrier(&ctx, &params).await?;
-    Ok(Json(ctx.coordinator.read(|d| select_audit(&d.state.audit, Some(&name), None, 100_000))))
+    barrier(&ctx, &ReadParams { consistency: p.consistency }).await?;
+    let limit = p.limit.unwrap_or(DEFAULT_AUDIT_PAGE).min(MAX_AUDIT_PAGE);
+    let target = format!("tenant/{name}");
+    Ok(audit_page(ctx.coordinator.read(|d| {
+        let keep = |e: &AuditEntry| visible_to_tenant(e, &target, &name, &d.state.api_keys);
+        audit::page(&d.state.audit, keep, p.after, p.before, limit)
+    })))
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

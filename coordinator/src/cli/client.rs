@@ -53,6 +53,19 @@ impl Client {
         self.request("GET", path, &q, None).await
     }
 
+    /// A GET that also returns the answer's headers (e.g. the audit trail's page cursors).
+    pub async fn get_with_headers(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> anyhow::Result<(Value, reqwest::header::HeaderMap)> {
+        let mut q: Vec<(&str, String)> = query.to_vec();
+        if self.stale {
+            q.push(("consistency", "stale".into()));
+        }
+        self.exchange("GET", path, &q, None).await
+    }
+
     pub async fn send(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
         self.request(method, path, &[], body).await
     }
@@ -64,6 +77,16 @@ impl Client {
         query: &[(&str, String)],
         body: Option<Value>,
     ) -> anyhow::Result<Value> {
+        Ok(self.exchange(method, path, query, body).await?.0)
+    }
+
+    async fn exchange(
+        &self,
+        method: &str,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<Value>,
+    ) -> anyhow::Result<(Value, reqwest::header::HeaderMap)> {
         let mut base = self.endpoint.clone();
         for _attempt in 0..3 {
             let method_v = reqwest::Method::from_bytes(method.as_bytes()).context("http method")?;
@@ -76,10 +99,11 @@ impl Client {
             }
             let resp = req.send().await.with_context(|| format!("cannot reach coordinator at {base}"))?;
             let status = resp.status();
+            let headers = resp.headers().clone();
             let text = resp.text().await.context("read response")?;
             let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
             if status.is_success() {
-                return Ok(value);
+                return Ok((value, headers));
             }
             if status.as_u16() == 421 {
                 if let Some(leader) = value["leader"].as_str() {

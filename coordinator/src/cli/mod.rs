@@ -289,14 +289,23 @@ pub enum ApiKeyCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCmd {
+    /// One page of the trail (the newest entries unless --before/--after); when more remain,
+    /// stderr says which flag fetches the next page.
     List {
         #[arg(long)]
         tenant: Option<String>,
         /// RFC 3339 time or an age such as 1h.
         #[arg(long)]
         since: Option<String>,
+        /// Entries per page (default 1000, at most 100000).
         #[arg(long)]
         limit: Option<usize>,
+        /// Only entries older than this sequence number (read backwards).
+        #[arg(long)]
+        before: Option<u64>,
+        /// Only entries newer than this sequence number (read forwards, oldest first).
+        #[arg(long)]
+        after: Option<u64>,
     },
     /// Walk the hash chain; exits non-zero naming the first broken entry.
     Verify,
@@ -671,7 +680,7 @@ async fn apikey(client: &Client, cmd: ApiKeyCmd, out: Output) -> anyhow::Result<
 
 async fn audit(client: &Client, cmd: AuditCmd, out: Output) -> anyhow::Result<()> {
     match cmd {
-        AuditCmd::List { tenant, since, limit } => {
+        AuditCmd::List { tenant, since, limit, before, after } => {
             let mut query = Vec::new();
             if let Some(t) = tenant {
                 query.push(("tenant", t));
@@ -682,8 +691,19 @@ async fn audit(client: &Client, cmd: AuditCmd, out: Output) -> anyhow::Result<()
             if let Some(l) = limit {
                 query.push(("limit", l.to_string()));
             }
-            let v = client.get_query("/api/v1/audit", &query).await?;
+            if let Some(b) = before {
+                query.push(("before", b.to_string()));
+            }
+            if let Some(a) = after {
+                query.push(("after", a.to_string()));
+            }
+            let (v, headers) = client.get_with_headers("/api/v1/audit", &query).await?;
             output::audit(out, &v);
+            for (header, flag) in [(crate::api::NEXT_BEFORE, "--before"), (crate::api::NEXT_AFTER, "--after")] {
+                if let Some(seq) = headers.get(header).and_then(|h| h.to_str().ok()) {
+                    eprintln!("more entries: repeat with {flag} {seq}");
+                }
+            }
         }
         AuditCmd::Verify => {
             let v = client.get("/api/v1/audit/verify").await?;
@@ -702,9 +722,19 @@ async fn audit(client: &Client, cmd: AuditCmd, out: Output) -> anyhow::Result<()
             }
         }
         AuditCmd::Export { format: _ } => {
-            let v = client.get_query("/api/v1/audit", &[("limit", "100000".to_string())]).await?;
-            for entry in v.as_array().into_iter().flatten() {
-                say(format_args!("{}", serde_json::to_string(entry)?));
+            // The whole trail, oldest first, a page at a time.
+            let mut after = 0u64;
+            loop {
+                let query = [("after", after.to_string()), ("limit", "10000".to_string())];
+                let (v, headers) = client.get_with_headers("/api/v1/audit", &query).await?;
+                for entry in v.as_array().into_iter().flatten() {
+                    say(format_args!("{}", serde_json::to_string(entry)?));
+                }
+                let next = headers.get(crate::api::NEXT_AFTER).and_then(|h| h.to_str().ok()?.parse::<u64>().ok());
+                match next {
+                    Some(seq) if seq > after => after = seq,
+                    _ => break,
+                }
             }
         }
     }

@@ -110,9 +110,10 @@ impl Identity {
     }
 
     pub fn save(&self, key_pem: &str, chain_pem: &str, ca_pem: &str) -> anyhow::Result<()> {
-        write_file(&self.key_path(), key_pem.as_bytes(), 0o600)?;
-        write_file(&self.cert_path(), chain_pem.as_bytes(), 0o644)?;
-        write_file(&self.ca_path(), ca_pem.as_bytes(), 0o644)
+        // Every file of the data dir is 0600, certificates included (see `datadir`).
+        write_file(&self.key_path(), key_pem.as_bytes())?;
+        write_file(&self.cert_path(), chain_pem.as_bytes())?;
+        write_file(&self.ca_path(), ca_pem.as_bytes())
     }
 
     pub fn read(&self) -> anyhow::Result<(String, String, String)> {
@@ -153,22 +154,8 @@ impl Identity {
     }
 }
 
-fn write_file(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)
-            .with_context(|| format!("create {}", tmp.display()))?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path).with_context(|| format!("rename into {}", path.display()))
+fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    crate::datadir::write_private(path, bytes).with_context(|| format!("write {}", path.display()))
 }
 
 /// Whether `name` can go into a certificate as a DNS name or IP address.

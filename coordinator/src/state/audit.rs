@@ -75,6 +75,47 @@ pub fn compute_hash(entry: &AuditEntry) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// One page of the trail, oldest first, with the cursors to continue.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Page {
+    pub entries: Vec<AuditEntry>,
+    /// Older matching entries remain: ask again with `before = older`.
+    pub older: Option<u64>,
+    /// Newer matching entries remain: ask again with `after = newer`.
+    pub newer: Option<u64>,
+}
+
+/// The entries with `after < seq < before` that `keep` accepts, at most `limit` of them: the
+/// newest ones (reading back from `before` or the end), or with `after` the oldest ones after
+/// it. The page says whether more remain in the direction it was read.
+pub fn page(
+    entries: &[AuditEntry],
+    keep: impl Fn(&AuditEntry) -> bool,
+    after: Option<u64>,
+    before: Option<u64>,
+    limit: usize,
+) -> Page {
+    let lo = after.map_or(0, |a| entries.partition_point(|e| e.seq <= a));
+    let hi = before.map_or(entries.len(), |b| entries.partition_point(|e| e.seq < b)).max(lo);
+    let range = &entries[lo..hi];
+    let mut page = Page::default();
+    if after.is_some() {
+        let mut matching = range.iter().filter(|e| keep(e));
+        page.entries = matching.by_ref().take(limit).cloned().collect();
+        if matching.next().is_some() {
+            page.newer = page.entries.last().map(|e| e.seq);
+        }
+    } else {
+        let mut matching = range.iter().rev().filter(|e| keep(e));
+        page.entries = matching.by_ref().take(limit).cloned().collect();
+        page.entries.reverse();
+        if matching.next().is_some() {
+            page.older = page.entries.first().map(|e| e.seq);
+        }
+    }
+    page
+}
+
 /// Appends `draft` after `last` (or as the first entry).
 pub fn chain(last: Option<&AuditEntry>, draft: Draft) -> AuditEntry {
     let (seq, prev_hash) = match last {
@@ -193,5 +234,37 @@ mod tests {
         let err = verify(&entries).expect_err("gap");
         assert_eq!(err.seq, 2);
         assert!(err.reason.contains("missing"));
+    }
+
+    #[test]
+    fn pages_walk_the_whole_trail_both_ways_without_gaps() {
+        let all = sample_chain(25);
+        let seqs = |p: &Page| p.entries.iter().map(|e| e.seq).collect::<Vec<_>>();
+        // Backwards from the newest.
+        let mut seen = Vec::new();
+        let mut before = None;
+        loop {
+            let p = page(&all, |_| true, None, before, 10);
+            seen.splice(0..0, seqs(&p));
+            match p.older {
+                Some(b) => before = Some(b),
+                None => break,
+            }
+        }
+        assert_eq!(seen, (1..=25).collect::<Vec<_>>());
+        // Forwards from the start.
+        let mut seen = Vec::new();
+        let mut after = Some(0);
+        while let Some(a) = after {
+            let p = page(&all, |_| true, Some(a), None, 10);
+            seen.extend(seqs(&p));
+            after = p.newer;
+        }
+        assert_eq!(seen, (1..=25).collect::<Vec<_>>());
+        // A filter and a window.
+        let odd = page(&all, |e| e.seq % 2 == 1, Some(4), Some(12), 100);
+        assert_eq!((seqs(&odd), odd.older, odd.newer), (vec![5, 7, 9, 11], None, None));
+        let last = page(&all, |_| true, None, None, 3);
+        assert_eq!((seqs(&last), last.older), (vec![23, 24, 25], Some(23)));
     }
 }
