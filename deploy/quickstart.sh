@@ -121,7 +121,16 @@ if ! as_pg "$PGBIN/pg_ctl" -D "$PG_DIR/data" status >/dev/null 2>&1; then
   echo "==> starting PostgreSQL"
   as_pg "$PGBIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/postgres.log" -w start >/dev/null
 fi
-PG_URL="postgres://postgres:$(cat "$STATE/postgres.password")@127.0.0.1:$PG_PORT/postgres"
+# The superuser password never goes on a command line (`ps` shows those): the agent's URL has no
+# password, and libpq-style clients (sqlx in the agent, psql) take it from a 0600 pgpass file
+# named by PGPASSFILE. `read` and `printf` are shell builtins, so no process carries it either.
+PGPASS="$STATE/pgpass"
+IFS= read -r pg_password < "$STATE/postgres.password"
+printf '127.0.0.1:%s:*:postgres:%s\n' "$PG_PORT" "$pg_password" > "$PGPASS"
+unset pg_password
+chmod 600 "$PGPASS" "$STATE/postgres.password"
+export PGPASSFILE="$PGPASS"
+PG_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
 
 # pgBouncer in front of it (deploy/pgbouncer.ini with its paths in .berqenas/pgbouncer, on
 # 127.0.0.1:6433): the agent writes each tenant's pool, auth_file entry and access rules.
