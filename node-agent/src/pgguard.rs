@@ -7,7 +7,9 @@
 //! - cancels statements running longer than the statement limit, ends sessions idle in a
 //!   transaction longer than the idle limit, transactions older than the transaction limit, and
 //!   idle sessions stuck sending to a client that does not read (they pin the notification
-//!   queue);
+//!   queue); while that cluster-wide queue is more than a quarter full, any session holding a
+//!   transaction open for more than 10 s is ended, since only such a session (or a stuck one)
+//!   can keep the queue from draining — one tenant cannot fill it for everyone;
 //! - measures, without locks ([`crate::pgsize`]), every tenant that ran something since the last
 //!   tick; one found over its quota has its running statements cancelled and the reconcile loop
 //!   woken to revoke its writes at once, and its statements keep being cancelled until that is
@@ -23,6 +25,12 @@ use std::time::{Duration, Instant};
 
 /// How often the guard looks.
 pub const TICK: Duration = Duration::from_secs(1);
+
+/// Above this fill of the notification queue, sessions that can pin it are ended.
+pub const QUEUE_PRESSURE: f64 = 0.25;
+
+/// Under queue pressure, transactions older than this are ended.
+const QUEUE_PRESSURE_TRANSACTION: Duration = Duration::from_secs(10);
 
 /// Hard limits on tenant sessions, above the role defaults the tenant may change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,14 +97,26 @@ fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
-/// Pure: what to do with each session. `stuck` remembers since when an idle session has been
-/// blocked writing to its client (kept across ticks; entries of gone sessions are dropped).
-pub fn judge(sessions: &[Session], limits: &Limits, now: Instant, stuck: &mut BTreeMap<i32, Instant>) -> Vec<Verdict> {
+/// Pure: what to do with each session, given the notification queue's fill (0–1). `stuck`
+/// remembers since when an idle session has been blocked writing to its client (kept across
+/// ticks; entries of gone sessions are dropped).
+pub fn judge(
+    sessions: &[Session],
+    limits: &Limits,
+    queue_usage: f64,
+    now: Instant,
+    stuck: &mut BTreeMap<i32, Instant>,
+) -> Vec<Verdict> {
     let mut verdicts = Vec::new();
+    let pressure = queue_usage > QUEUE_PRESSURE;
     stuck.retain(|pid, _| sessions.iter().any(|s| s.pid == *pid && s.state == "idle"));
     for s in sessions {
         let (pid, tenant) = (s.pid, s.tenant.clone());
-        if s.xact_secs.is_some_and(|x| x > secs(limits.transaction)) {
+        let client_write = s.state == "idle" && s.wait_event.as_deref() == Some("ClientWrite");
+        if pressure && (client_write || s.xact_secs.is_some_and(|x| x > secs(QUEUE_PRESSURE_TRANSACTION))) {
+            let why = format!("may pin the notification queue, {:.0}% full", queue_usage * 100.0);
+            verdicts.push(Verdict::Terminate { pid, tenant, why });
+        } else if s.xact_secs.is_some_and(|x| x > secs(limits.transaction)) {
             let why = format!("transaction open longer than {}", humantime::format_duration(limits.transaction));
             verdicts.push(Verdict::Terminate { pid, tenant, why });
         } else if s.state.starts_with("idle in transaction") && s.state_secs > secs(limits.idle_in_transaction) {
@@ -106,7 +126,7 @@ pub fn judge(sessions: &[Session], limits: &Limits, now: Instant, stuck: &mut BT
         } else if s.state == "active" && s.query_secs > secs(limits.statement) {
             let why = format!("statement ran longer than {}", humantime::format_duration(limits.statement));
             verdicts.push(Verdict::Cancel { pid, tenant, why });
-        } else if s.state == "idle" && s.wait_event.as_deref() == Some("ClientWrite") {
+        } else if client_write {
             let since = *stuck.entry(pid).or_insert(now);
             if now.duration_since(since) > limits.idle_in_transaction {
                 let why = "not reading from its connection (holds the notification queue)".to_string();
@@ -181,7 +201,11 @@ async fn tick(
             state_secs: r.try_get("s").map_err(|e| e.to_string())?,
         });
     }
-    for verdict in judge(&sessions, limits, Instant::now(), stuck) {
+    let queue_usage: f64 = sqlx::query_scalar("SELECT pg_catalog.pg_notification_queue_usage()")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| format!("reading the notification queue: {e}"))?;
+    for verdict in judge(&sessions, limits, queue_usage, Instant::now(), stuck) {
         match verdict {
             Verdict::Cancel { pid, tenant, why } => {
                 tracing::info!(tenant, pid, why, "session guard cancels a statement");
@@ -263,7 +287,7 @@ mod tests {
         let limits = Limits::default();
         let long = Session { query_secs: 36.0, xact_secs: Some(36.0), ..session(7, "active") };
         let short = Session { query_secs: 34.0, xact_secs: Some(34.0), ..session(8, "active") };
-        let v = judge(&[long, short], &limits, Instant::now(), &mut BTreeMap::new());
+        let v = judge(&[long, short], &limits, 0.0, Instant::now(), &mut BTreeMap::new());
         assert!(matches!(v.as_slice(), [Verdict::Cancel { pid: 7, .. }]), "{v:?}");
     }
 
@@ -271,7 +295,7 @@ mod tests {
     fn lock_holders_idle_in_a_transaction_are_ended() {
         let limits = Limits::default();
         let holder = Session { state_secs: 66.0, xact_secs: Some(70.0), ..session(9, "idle in transaction") };
-        let v = judge(&[holder], &limits, Instant::now(), &mut BTreeMap::new());
+        let v = judge(&[holder], &limits, 0.0, Instant::now(), &mut BTreeMap::new());
         assert!(matches!(v.as_slice(), [Verdict::Terminate { pid: 9, .. }]), "{v:?}");
     }
 
@@ -280,7 +304,7 @@ mod tests {
         let limits = Limits::default();
         // Never idle long, never one long statement: only the transaction's age catches it.
         let busy = Session { state_secs: 0.5, query_secs: 0.5, xact_secs: Some(601.0), ..session(3, "active") };
-        let v = judge(&[busy], &limits, Instant::now(), &mut BTreeMap::new());
+        let v = judge(&[busy], &limits, 0.0, Instant::now(), &mut BTreeMap::new());
         assert!(matches!(v.as_slice(), [Verdict::Terminate { pid: 3, .. }]), "{v:?}");
     }
 
@@ -290,21 +314,32 @@ mod tests {
         let mut stuck = BTreeMap::new();
         let blocked = Session { wait_event: Some("ClientWrite".into()), state_secs: 5000.0, ..session(4, "idle") };
         let t0 = Instant::now();
-        assert!(judge(std::slice::from_ref(&blocked), &limits, t0, &mut stuck).is_empty(), "not at first sight");
+        assert!(judge(std::slice::from_ref(&blocked), &limits, 0.0, t0, &mut stuck).is_empty(), "not at first sight");
         let later = t0 + Duration::from_secs(66);
-        let v = judge(std::slice::from_ref(&blocked), &limits, later, &mut stuck);
+        let v = judge(std::slice::from_ref(&blocked), &limits, 0.0, later, &mut stuck);
         assert!(matches!(v.as_slice(), [Verdict::Terminate { pid: 4, .. }]), "{v:?}");
         // A session that got unstuck starts over.
         let reading = session(4, "idle");
-        assert!(judge(&[reading], &limits, later, &mut stuck).is_empty());
+        assert!(judge(&[reading], &limits, 0.0, later, &mut stuck).is_empty());
         assert!(stuck.is_empty());
+    }
+
+    #[test]
+    fn under_queue_pressure_open_transactions_are_ended() {
+        let limits = Limits::default();
+        let pin = Session { state_secs: 12.0, xact_secs: Some(12.0), ..session(11, "idle in transaction") };
+        let fresh = Session { state_secs: 2.0, xact_secs: Some(2.0), ..session(12, "idle in transaction") };
+        let calm = judge(&[pin.clone(), fresh.clone()], &limits, 0.2, Instant::now(), &mut BTreeMap::new());
+        assert!(calm.is_empty(), "{calm:?}");
+        let v = judge(&[pin, fresh], &limits, 0.3, Instant::now(), &mut BTreeMap::new());
+        assert!(matches!(v.as_slice(), [Verdict::Terminate { pid: 11, .. }]), "{v:?}");
     }
 
     #[test]
     fn idle_sessions_are_left_alone_and_not_measured() {
         let limits = Limits::default();
         let idle = Session { state_secs: 10_000.0, ..session(5, "idle") };
-        assert!(judge(std::slice::from_ref(&idle), &limits, Instant::now(), &mut BTreeMap::new()).is_empty());
+        assert!(judge(std::slice::from_ref(&idle), &limits, 0.0, Instant::now(), &mut BTreeMap::new()).is_empty());
         assert!(hot(&[idle]).is_empty());
         let writer = Session { tenant: "globex".into(), ..session(6, "active") };
         let just_done = Session { tenant: "initech".into(), state_secs: 0.4, ..session(7, "idle") };
