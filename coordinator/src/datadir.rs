@@ -31,19 +31,24 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// Sets `dir` and every directory under it to 0700 and every regular file to 0600. Symbolic
 /// links are left alone (their target is not ours to change).
+/// Only modes that differ are changed, so a directory already right needs no ownership of it.
 pub fn tighten(dir: &Path) -> std::io::Result<()> {
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(DIR_MODE))?;
+    set_mode(dir, DIR_MODE)?;
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let kind = entry.file_type()?;
         if kind.is_dir() {
             tighten(&entry.path())?;
         } else if kind.is_file() {
-            let mode = entry.metadata()?.permissions().mode() & 0o7777;
-            if mode != FILE_MODE {
-                std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(FILE_MODE))?;
-            }
+            set_mode(&entry.path(), FILE_MODE)?;
         }
+    }
+    Ok(())
+}
+
+fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    if std::fs::metadata(path)?.permissions().mode() & 0o7777 != mode {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     }
     Ok(())
 }
