@@ -179,10 +179,13 @@ pub(crate) fn setup_with(limits: impl FnOnce(&mut berqenas_node_agent::config::S
     assert!(out.status.success(), "join: {}", String::from_utf8_lossy(&out.stderr));
     let config = agent_dir.join("agent.toml");
     let mut cfg = berqenas_node_agent::config::AgentConfig::load(&config).expect("agent.toml");
+    let joined = cfg.clone();
     if let berqenas_node_agent::config::DriverConfig::Postgres { limits: l, .. } = &mut cfg.driver {
         limits(l);
     }
-    cfg.save(&config).expect("agent.toml");
+    if cfg != joined {
+        cfg.save(&config).expect("agent.toml");
+    }
     let agent = env.lab.spawn(
         &db,
         "agent-db",
