@@ -156,7 +156,15 @@ if [ -n "$(pgb_bin)" ]; then
     echo "==> starting pgBouncer (127.0.0.1:$PGB_PORT)"
     as_pg "$(pgb_bin)" -d "$PGB_DIR/pgbouncer.ini"
   fi
-  PGB_ARGS=(--pgbouncer-dir "$PGB_DIR/berqenas" --pgbouncer-pidfile "$PGB_DIR/pgbouncer.pid")
+  PGB_ARGS=(--pgbouncer-dir "$PGB_DIR/berqenas" --pgbouncer-pidfile "$PGB_DIR/pgbouncer.pid" --pgbouncer-port "$PGB_PORT")
+  # The agent limits connections per source address to pgBouncer with an nftables rule (root).
+  if [ "$(id -u)" -eq 0 ]; then
+    command -v nft >/dev/null 2>&1 || apt-get install -y -qq nftables >/dev/null 2>&1 || \
+      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables >/dev/null; }
+  else
+    echo "==> not root: pgBouncer runs without the per-source connection limit (nftables needs root)"
+    PGB_ARGS+=(--pgbouncer-max-per-source 0)
+  fi
 else
   echo "==> pgBouncer is not installed (apt-get install pgbouncer); tenants connect to PostgreSQL directly"
 fi

@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 log() { printf '==> %s\n' "$*"; }
 
 # System packages the tests use: a C toolchain for ring, iproute2 for the network-namespace lab,
-# PostgreSQL for the lab's throwaway database (WireGuard and nftables join with the gateway driver). Installed
+# PostgreSQL and pgBouncer for the lab's database node, nftables for the agent's per-source limit on
+# pgBouncer, python3 for raw-socket attack clients (WireGuard joins with the gateway driver). Installed
 # only when missing, so a prepared machine runs no apt at all. The lab needs root.
 missing=()
 command -v gcc >/dev/null 2>&1 || missing+=(build-essential)
@@ -16,6 +17,8 @@ command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
 command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
+command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || missing+=(nftables)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi

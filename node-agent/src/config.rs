@@ -69,6 +69,22 @@ pub enum DriverConfig {
 pub struct PgBouncerConfig {
     pub dir: PathBuf,
     pub pidfile: PathBuf,
+    /// The port pgBouncer listens on (its `listen_port`).
+    #[serde(default = "default_pgbouncer_port")]
+    pub port: u16,
+    /// Most connections one source address may hold open to it at once (an nftables rule the
+    /// agent keeps), so half-open sockets from one place cannot use up `max_client_conn`.
+    /// 0: no limit (and no nftables table).
+    #[serde(default = "default_per_source")]
+    pub max_per_source: u32,
+}
+
+fn default_pgbouncer_port() -> u16 {
+    6432
+}
+
+fn default_per_source() -> u32 {
+    32
 }
 
 /// `[driver.limits]`: the platform's limits on tenant sessions of a PostgreSQL node.

@@ -6,6 +6,7 @@ pub mod assignment;
 pub mod config;
 pub mod connect;
 pub mod driver;
+pub mod exec;
 pub mod join;
 pub mod mssql;
 pub mod pgbouncer;

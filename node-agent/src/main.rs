@@ -54,6 +54,14 @@ enum Cmd {
         /// pgBouncer's pidfile, to reload it after a change.
         #[arg(long, requires = "pgbouncer_dir")]
         pgbouncer_pidfile: Option<PathBuf>,
+        /// The port pgBouncer listens on; the agent limits connections per source address to it.
+        #[arg(long, default_value_t = 6432, requires = "pgbouncer_dir")]
+        pgbouncer_port: u16,
+        /// Most connections one source address may hold open to pgBouncer (an nftables rule the
+        /// agent keeps; needs root and nft). 0 turns the limit off, leaving pgBouncer's node-wide
+        /// `max_client_conn` to anyone who opens enough idle sockets.
+        #[arg(long, default_value_t = 32, requires = "pgbouncer_dir")]
+        pgbouncer_max_per_source: u32,
         /// Reconcile at least this often (drift repair), e.g. 30s.
         #[arg(long, default_value = "30s")]
         resync_interval: String,
@@ -109,6 +117,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             driver_url,
             pgbouncer_dir,
             pgbouncer_pidfile,
+            pgbouncer_port,
+            pgbouncer_max_per_source,
             resync_interval,
             max_tenants,
         } => {
@@ -123,9 +133,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "postgres" => DriverConfig::Postgres {
                     url: driver_url.context("--driver postgres needs --driver-url")?,
                     gateway_dir: driver_path,
-                    pgbouncer: pgbouncer_dir
-                        .zip(pgbouncer_pidfile)
-                        .map(|(dir, pidfile)| berqenas_node_agent::config::PgBouncerConfig { dir, pidfile }),
+                    pgbouncer: pgbouncer_dir.zip(pgbouncer_pidfile).map(|(dir, pidfile)| {
+                        berqenas_node_agent::config::PgBouncerConfig {
+                            dir,
+                            pidfile,
+                            port: pgbouncer_port,
+                            max_per_source: pgbouncer_max_per_source,
+                        }
+                    }),
                     limits: Default::default(),
                 },
                 "mssql" => DriverConfig::Mssql {

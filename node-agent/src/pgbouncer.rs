@@ -151,6 +151,54 @@ pub fn sync(config: &PgBouncerConfig, desired: &[Assignment], server: &Server) -
     Ok(())
 }
 
+/// The nftables table the agent owns on a pooler host.
+pub const FIREWALL_TABLE: &str = "berqenas_pooler";
+
+/// Pure: the nftables script that (re)creates the agent's table: new connections to `port`
+/// are refused (TCP reset) from a source address that already holds `per_source` of them,
+/// IPv4 and IPv6. One `nft -f` transaction: the table is created if missing, deleted and
+/// written again, so the ruleset never is half there.
+pub fn render_firewall(port: u16, per_source: u32) -> String {
+    let t = FIREWALL_TABLE;
+    format!(
+        "table inet {t}\ndelete table inet {t}\ntable inet {t} {{\n\
+         \tcomment \"{}\"\n\
+         \tset sources4 {{ type ipv4_addr; size 65536; flags dynamic; }}\n\
+         \tset sources6 {{ type ipv6_addr; size 65536; flags dynamic; }}\n\
+         \tchain input {{\n\
+         \t\ttype filter hook input priority filter; policy accept;\n\
+         \t\ttcp dport {port} ct state new add @sources4 {{ ip saddr ct count over {per_source} }} counter reject with tcp reset\n\
+         \t\ttcp dport {port} ct state new add @sources6 {{ ip6 saddr ct count over {per_source} }} counter reject with tcp reset\n\
+         \t}}\n}}\n",
+        firewall_marker(port, per_source)
+    )
+}
+
+fn firewall_marker(port: u16, per_source: u32) -> String {
+    format!("berqenas pooler: port {port}, at most {per_source} connections per source")
+}
+
+/// Observes the agent's nftables table and writes it again unless it is there as rendered
+/// (nothing when the limit is off).
+pub fn sync_firewall(config: &PgBouncerConfig) -> Result<(), String> {
+    let timeout = std::time::Duration::from_secs(10);
+    if config.max_per_source == 0 {
+        return Ok(());
+    }
+    let listed = crate::exec::run("nft", &["list", "table", "inet", FIREWALL_TABLE], None, timeout).unwrap_or_default();
+    let over = format!("ct count over {}", config.max_per_source);
+    let converged =
+        listed.contains(&firewall_marker(config.port, config.max_per_source)) && listed.matches(&over).count() == 2;
+    if converged {
+        return Ok(());
+    }
+    let script = render_firewall(config.port, config.max_per_source);
+    crate::exec::run("nft", &["-f", "-"], Some(script.as_bytes()), timeout)
+        .map_err(|e| format!("cannot limit connections per source to pgBouncer (is nftables installed?): {e}"))?;
+    tracing::info!(port = config.port, per_source = config.max_per_source, "pgBouncer connection limit per source set");
+    Ok(())
+}
+
 /// SIGHUP to the pgBouncer whose pid is in `pidfile`.
 fn reload(pidfile: &Path) -> Result<(), String> {
     let raw = std::fs::read_to_string(pidfile)
@@ -189,6 +237,22 @@ mod tests {
             db_password_verifier: VERIFIER.into(),
             ..crate::assignment::fixture(name)
         }
+    }
+
+    #[test]
+    fn firewall_limits_each_source_on_the_pooler_port_only() {
+        let script = render_firewall(6433, 32);
+        assert!(script.starts_with(
+            "table inet berqenas_pooler\ndelete table inet berqenas_pooler\ntable inet berqenas_pooler {\n"
+        ));
+        for family in ["ip saddr", "ip6 saddr"] {
+            let rule = format!(
+                "tcp dport 6433 ct state new add @sources{} {{ {family} ct count over 32 }} counter reject with tcp reset",
+                if family == "ip saddr" { 4 } else { 6 }
+            );
+            assert!(script.contains(&rule), "{script}");
+        }
+        assert!(script.contains("policy accept"), "nothing else on the host is filtered: {script}");
     }
 
     fn server() -> Server {
@@ -236,12 +300,22 @@ mod tests {
         assert!(sync_file(dir.path(), USERS, "a").expect("write"));
         assert!(!sync_file(dir.path(), USERS, "a").expect("same"));
         assert!(sync_file(dir.path(), USERS, "b").expect("changed"));
-        let missing = PgBouncerConfig { dir: dir.path().into(), pidfile: dir.path().join("none.pid") };
+        let missing = PgBouncerConfig {
+            dir: dir.path().into(),
+            pidfile: dir.path().join("none.pid"),
+            port: 6432,
+            max_per_source: 32,
+        };
         let err = sync(&missing, &[tenant("acme", "public", 1)], &server()).expect_err("no pgBouncer");
         assert!(err.contains("not running"), "{err}");
         // A pidfile naming another process (here: this test) is not signalled.
         std::fs::write(dir.path().join("stale.pid"), std::process::id().to_string()).expect("pidfile");
-        let stale = PgBouncerConfig { dir: dir.path().into(), pidfile: dir.path().join("stale.pid") };
+        let stale = PgBouncerConfig {
+            dir: dir.path().into(),
+            pidfile: dir.path().join("stale.pid"),
+            port: 6432,
+            max_per_source: 32,
+        };
         let err = sync(&stale, &[tenant("acme", "public", 2)], &server()).expect_err("not pgBouncer");
         assert!(err.contains("is not running") && err.contains("stale.pid"), "{err}");
     }

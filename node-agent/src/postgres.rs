@@ -570,6 +570,9 @@ pub struct PostgresDriver {
     guard: Arc<crate::pgguard::Shared>,
     limits: crate::pgguard::Limits,
     guard_running: bool,
+    /// The pooler's per-source connection limit was in place at the last look (checked on
+    /// full passes).
+    pooler_firewall: bool,
     /// Usage per tenant as last observed.
     usage: BTreeMap<String, Usage>,
     /// Tenants the last passes left converged, with the assignment they were converged to.
@@ -591,6 +594,7 @@ impl PostgresDriver {
             guard: Arc::default(),
             limits,
             guard_running: false,
+            pooler_firewall: false,
             usage: BTreeMap::new(),
             converged: BTreeMap::new(),
         }
@@ -741,6 +745,13 @@ impl PostgresDriver {
             };
             if let Err(e) = crate::pgbouncer::sync(config, desired, &server) {
                 failed("pgBouncer", e);
+            }
+            if full || !self.pooler_firewall {
+                self.pooler_firewall = false;
+                match crate::pgbouncer::sync_firewall(config) {
+                    Ok(()) => self.pooler_firewall = true,
+                    Err(e) => failed("pgBouncer's connection limit per source", e),
+                }
             }
         }
         let _ = conn.close().await;

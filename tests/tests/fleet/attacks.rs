@@ -333,3 +333,64 @@ fn tenants_cannot_read_each_others_code_or_sessions() {
         .expect("catalog reads");
     assert!(listed.starts_with('t') && listed.contains("event_type"), "{listed}");
 }
+
+/// Item 6: an anonymous client opens sockets to pgBouncer and never logs in (half-open), to use
+/// up its node-wide client cap. One source holds at most 32 (nftables, kept by the agent), and
+/// pgBouncer drops each after its 5 s login timeout; tenants still log in meanwhile.
+#[test]
+fn half_open_sockets_cannot_lock_tenants_out_of_pgbouncer() {
+    let env = setup();
+    let acme = env.create("acme", &["--vpn", "disabled"]);
+    let (user, password) = creds(&acme);
+    wait_for("acme's pool", Duration::from_secs(20), || {
+        env.pooled("tenant_acme", &user, &password, &["SELECT 1"]).ok()
+    });
+    // 150 connections from one address, held without a word; then how many pgBouncer ended
+    // (an error message or the end of the stream; silence means still open).
+    let script = format!(
+        "import socket, time\n\
+         held, refused = [], 0\n\
+         for _ in range(150):\n\
+         \x20   try:\n\
+         \x20       held.append(socket.create_connection(('{}', {}), timeout=2))\n\
+         \x20   except OSError:\n\
+         \x20       refused += 1\n\
+         print(f'opened {{len(held)}} refused {{refused}}', flush=True)\n\
+         time.sleep(8)\n\
+         closed = 0\n\
+         for s in held:\n\
+         \x20   s.settimeout(0.5)\n\
+         \x20   try:\n\
+         \x20       s.recv(4096)\n\
+         \x20       closed += 1\n\
+         \x20   except socket.timeout:\n\
+         \x20       pass\n\
+         \x20   except OSError:\n\
+         \x20       closed += 1\n\
+         print(f'closed {{closed}}', flush=True)\n",
+        env.pgb.host.addr, env.pgb.port
+    );
+    let file = env.tmp.path().join("half-open.py");
+    std::fs::write(&file, script).expect("script");
+    let attacker = env.lab.spawn(
+        &env.outsider,
+        "half-open",
+        std::path::Path::new("/usr/bin/python3"),
+        &[file.to_str().expect("utf-8")],
+        env.tmp.path(),
+    );
+    let opened = wait_for("the attacker's sockets", Duration::from_secs(30), || {
+        let log = attacker.log_text();
+        let line = log.lines().find(|l| l.starts_with("opened "))?.to_string();
+        Some(line)
+    });
+    // Before the fix: all 150 were accepted (pgBouncer's cap was 100, none per source).
+    assert_eq!(opened, "opened 32 refused 118", "one source holds at most 32");
+    // While they are held, a tenant logs in through the pooler.
+    let out = env.pooled("tenant_acme", &user, &password, &["SELECT current_user"]).expect("tenants still get in");
+    assert_eq!(out, "tenant_acme_user");
+    let closed = wait_for("pgBouncer to drop the silent sockets", Duration::from_secs(30), || {
+        attacker.log_text().lines().find(|l| l.starts_with("closed ")).map(str::to_string)
+    });
+    assert_eq!(closed, "closed 32", "dropped at the 5 s login timeout");
+}

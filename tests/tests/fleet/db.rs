@@ -17,7 +17,7 @@ pub(crate) struct Env {
     pub(crate) pg: Postgres,
     c1: Host,
     pub(crate) app: Host,
-    outsider: Host,
+    pub(crate) outsider: Host,
     db: Host,
     agent_config: std::path::PathBuf,
     key: String,
