@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod refusals;
 
 use crate::raft::CoordinatorNode;
 use crate::server::{new_api_key, Consistency, Coordinator};
@@ -52,6 +53,7 @@ pub fn router(c: Arc<Coordinator>) -> Router {
         .route("/api/v1/audit", get(list_audit))
         .route("/api/v1/audit/verify", get(verify_audit))
         .route("/api/v1/cluster", get(cluster_status))
+        .route("/api/v1/refusals", get(refusals::refusal_stats))
         .route("/api/v1/cluster/learners", post(add_learner))
         .route("/api/v1/cluster/tokens", post(create_coordinator_token))
         .route("/api/v1/cluster/voters", post(promote))
@@ -1023,9 +1025,9 @@ impl utoipa::Modify for SecurityAddon {
     info(title = "Berqenas coordinator API", description = "Tenants, API keys, audit and cluster membership."),
     paths(healthz, create_tenant, get_tenant, list_tenants, update_tenant, delete_tenant, tenant_lifecycle, tenant_audit,
         list_nodes, create_join_token, node_action, create_api_key, list_api_keys, revoke_api_key, list_audit, verify_audit, cluster_status,
-        add_learner, promote, remove_member, create_coordinator_token),
+        add_learner, promote, remove_member, create_coordinator_token, refusals::refusal_stats),
     components(schemas(ErrorBody, Tenant, CreatedTenant, CreateTenantBody, UpdateTenantBody, ApiKey, CreatedApiKey, CreateApiKeyBody,
-        AuditEntry, AuditVerification, Break, ClusterStatus, Member, AddLearnerBody, PromoteBody, Node, JoinToken, CreateJoinTokenBody, CreatedJoinToken, CreateCoordinatorTokenBody)),
+        AuditEntry, AuditVerification, Break, ClusterStatus, Member, AddLearnerBody, PromoteBody, Node, JoinToken, CreateJoinTokenBody, CreatedJoinToken, CreateCoordinatorTokenBody, crate::refusals::RefusalStats, crate::refusals::PendingSource)),
     modifiers(&SecurityAddon)
 )]
 pub struct ApiDoc;

@@ -5,6 +5,8 @@ mod admin;
 mod audit;
 mod cli;
 mod cluster;
+mod flood;
 mod harness;
 mod invariants;
+mod peers;
 mod secrets;
