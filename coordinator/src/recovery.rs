@@ -169,8 +169,12 @@ async fn pick_up(c: &Coordinator) -> anyhow::Result<()> {
         expires_at_ms: None,
         revoked_at_ms: None,
     };
-    let meta =
-        Meta { time_ms: crate::time::now_ms(), actor: "break-glass".into(), source: format!("host/{}", req.host) };
+    let meta = Meta {
+        time_ms: crate::time::now_ms(),
+        actor: "break-glass".into(),
+        source: format!("host/{}", req.host),
+        key_role: None,
+    };
     let cmd = Command { meta, op: Op::RecoverAdmin { key, host: req.host.clone() } };
     match c.write(cmd).await.context("propose the recovered key")? {
         Ok(_) => {

@@ -204,3 +204,31 @@ fn generates_a_ca_with_a_stable_fingerprint() {
     assert_ne!(fp, ClusterCa::generate("test", 2026).expect("ca").fingerprint());
     assert!(!format!("{ca:?}").contains("PRIVATE"), "Debug never shows the key");
 }
+
+#[test]
+fn a_server_must_carry_the_identity_the_client_dialed() {
+    let ca = ca();
+    let (chain, key) =
+        leaf(&ca, &Identity::Coordinator(2), &["127.0.0.1".into()], SystemTime::now(), Duration::from_secs(3600));
+    let server =
+        server_config(&ca.cert_pem, &chain, &key, Arc::new(NoRevocations), ClientAuth::Optional).expect("config");
+    let mut s = rustls::ServerConnection::new(Arc::new(server)).expect("server");
+    let client = client_config(&ca.cert_pem, None).expect("client");
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    let mut c = rustls::ClientConnection::new(Arc::new(client), name).expect("client");
+    while c.is_handshaking() {
+        let mut buf = Vec::new();
+        c.write_tls(&mut buf).expect("write");
+        s.read_tls(&mut buf.as_slice()).expect("read");
+        s.process_new_packets().expect("server");
+        let mut buf = Vec::new();
+        s.write_tls(&mut buf).expect("write");
+        c.read_tls(&mut buf.as_slice()).expect("read");
+        c.process_new_packets().expect("client");
+    }
+    let leaf = c.peer_certificates().and_then(|certs| certs.first()).map(|c| c.as_ref());
+    assert!(expect_identity(leaf, &Identity::Coordinator(2)).is_ok());
+    let err = expect_identity(leaf, &Identity::Coordinator(3)).expect_err("another coordinator answers");
+    assert!(err.to_string().contains("is berqenas://coordinator/2, not berqenas://coordinator/3"), "{err}");
+    assert!(expect_identity(None, &Identity::Coordinator(2)).is_err());
+}

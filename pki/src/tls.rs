@@ -77,6 +77,17 @@ pub fn peer_identity(cert_der: &[u8]) -> Result<Identity, PkiError> {
     Err(PkiError::Certificate("no berqenas identity in the certificate".into()))
 }
 
+/// Checks that a verified peer's leaf certificate names `expected`: a caller that dialed
+/// coordinator N must reach N, not whichever coordinator of the cluster now answers there.
+pub fn expect_identity(leaf: Option<&[u8]>, expected: &Identity) -> Result<(), PkiError> {
+    let leaf = leaf.ok_or_else(|| PkiError::Certificate("the peer presented no certificate".into()))?;
+    let found = peer_identity(leaf)?;
+    if found != *expected {
+        return Err(PkiError::Certificate(format!("the peer is {found}, not {expected}")));
+    }
+    Ok(())
+}
+
 #[derive(Debug)]
 struct RevocationAwareVerifier {
     inner: Arc<dyn ClientCertVerifier>,

@@ -4,7 +4,7 @@
 
 pub mod auth;
 pub mod error;
-pub mod refusals;
+pub mod tokens;
 
 use crate::raft::CoordinatorNode;
 use crate::server::{new_api_key, Consistency, Coordinator};
@@ -53,9 +53,9 @@ pub fn router(c: Arc<Coordinator>) -> Router {
         .route("/api/v1/audit", get(list_audit))
         .route("/api/v1/audit/verify", get(verify_audit))
         .route("/api/v1/cluster", get(cluster_status))
-        .route("/api/v1/refusals", get(refusals::refusal_stats))
         .route("/api/v1/cluster/learners", post(add_learner))
-        .route("/api/v1/cluster/tokens", post(create_coordinator_token))
+        .route("/api/v1/cluster/tokens", get(tokens::list_coordinator_tokens).post(create_coordinator_token))
+        .route("/api/v1/cluster/tokens/{id}", delete(tokens::revoke_coordinator_token))
         .route("/api/v1/cluster/voters", post(promote))
         .route("/api/v1/cluster/members/{id}", delete(remove_member))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -107,7 +107,11 @@ fn target_of(raw: &str) -> String {
 
 /// Runs a command through Raft and maps the domain result.
 async fn run(ctx: &Ctx, actor: &str, op: Op) -> Result<Reply> {
-    let cmd = Command { meta: ctx.meta(actor), op };
+    let mut meta = ctx.meta(actor);
+    // The role the caller's key was authenticated with (roles never change); the state machine
+    // re-checks the key when the command is applied, on the leader's log position.
+    meta.key_role = ctx.coordinator.read(|d| d.state.api_keys.get(actor).map(|k| k.role));
+    let cmd = Command { meta, op };
     Ok(ctx.coordinator.write(cmd).await??)
 }
 
@@ -459,6 +463,7 @@ async fn issue_join_token(
         used_at_ms: None,
         used_by_node: None,
         coordinator_id,
+        revoked_at_ms: None,
     };
     run(ctx, actor, Op::CreateJoinToken(token.clone())).await?;
     let ca_fingerprint = ctx.coordinator.read(|d| d.state.settings.as_ref().map(|s| s.ca_fingerprint.clone()));
@@ -1025,9 +1030,11 @@ impl utoipa::Modify for SecurityAddon {
     info(title = "Berqenas coordinator API", description = "Tenants, API keys, audit and cluster membership."),
     paths(healthz, create_tenant, get_tenant, list_tenants, update_tenant, delete_tenant, tenant_lifecycle, tenant_audit,
         list_nodes, create_join_token, node_action, create_api_key, list_api_keys, revoke_api_key, list_audit, verify_audit, cluster_status,
-        add_learner, promote, remove_member, create_coordinator_token, refusals::refusal_stats),
+        add_learner, promote, remove_member, create_coordinator_token, tokens::list_coordinator_tokens,
+        tokens::revoke_coordinator_token),
     components(schemas(ErrorBody, Tenant, CreatedTenant, CreateTenantBody, UpdateTenantBody, ApiKey, CreatedApiKey, CreateApiKeyBody,
-        AuditEntry, AuditVerification, Break, ClusterStatus, Member, AddLearnerBody, PromoteBody, Node, JoinToken, CreateJoinTokenBody, CreatedJoinToken, CreateCoordinatorTokenBody, crate::refusals::RefusalStats, crate::refusals::PendingSource)),
+        AuditEntry, AuditVerification, Break, ClusterStatus, Member, AddLearnerBody, PromoteBody, Node, JoinToken, CreateJoinTokenBody, CreatedJoinToken, CreateCoordinatorTokenBody,
+        tokens::CoordinatorToken)),
     modifiers(&SecurityAddon)
 )]
 pub struct ApiDoc;

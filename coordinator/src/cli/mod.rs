@@ -147,9 +147,6 @@ pub struct ServeArgs {
     /// Take a Raft snapshot every this many log entries (and keep a fifth of them behind it).
     #[arg(long, default_value_t = crate::raft::DEFAULT_SNAPSHOT_LOGS, value_parser = clap::value_parser!(u64).range(10..))]
     pub snapshot_logs: u64,
-    /// Rate limits, refusal audit window and listener timeouts.
-    #[command(flatten)]
-    pub limits: crate::admission::LimitArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -356,6 +353,10 @@ pub enum ClusterTokenCmd {
         #[arg(long, default_value = "1h")]
         ttl: String,
     },
+    /// Coordinator join tokens: id, target coordinator id, created, expires, used or revoked.
+    List,
+    /// Revoke an unused coordinator join token by its id (as `cluster token list` shows it).
+    Revoke { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -502,8 +503,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         crate::server::join_as_coordinator(&a.data_dir, config.id, config.names(), url, token, pin).await?;
         tracing::info!(id = config.id, "obtained this coordinator's certificate");
     }
-    let limits = a.limits.limits().map_err(|e| anyhow::anyhow!(e))?;
-    let coordinator = crate::server::Coordinator::start(config, &a.data_dir, a.snapshot_logs, limits).await?;
+    let coordinator = crate::server::Coordinator::start(config, &a.data_dir, a.snapshot_logs).await?;
     let identity = crate::raft::tls::Identity { dir: a.data_dir.clone() };
     let loopback = coordinator.config.api_listen.ip().is_loopback();
     let api_tls = match (a.api_tls, &a.api_cert, &a.api_key_file) {
@@ -798,6 +798,20 @@ async fn cluster(client: &Client, cmd: ClusterCmd, out: Output) -> anyhow::Resul
                         v["ca_fingerprint"].as_str().unwrap_or("?")
                     ));
                 }
+            }
+            return Ok(());
+        }
+        ClusterCmd::Token(ClusterTokenCmd::List) => {
+            let v = client.get("/api/v1/cluster/tokens").await?;
+            output::coordinator_tokens(out, &v);
+            return Ok(());
+        }
+        ClusterCmd::Token(ClusterTokenCmd::Revoke { id }) => {
+            let v =
+                client.send("DELETE", &format!("/api/v1/cluster/tokens/{}", client::path_segment(&id)), None).await?;
+            match out {
+                Output::Json => output::print_json(&v),
+                Output::Table => output::coordinator_tokens(out, &Value::Array(vec![v])),
             }
             return Ok(());
         }

@@ -133,6 +133,31 @@ pub fn api_keys(out: Output, v: &Value) {
     table(&["ID", "ROLE", "TENANT", "STATE", "DESCRIPTION"], rows);
 }
 
+/// Coordinator join tokens: ids and times, never a secret.
+pub fn coordinator_tokens(out: Output, v: &Value) {
+    if out == Output::Json {
+        return print_json(v);
+    }
+    let time = |t: &Value| t.as_u64().map(crate::time::rfc3339).unwrap_or_else(|| "-".into());
+    let rows = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            vec![
+                s(&t["id"]),
+                s(&t["coordinator_id"]),
+                s(&t["status"]),
+                time(&t["created_at_ms"]),
+                time(&t["expires_at_ms"]),
+                time(&t["used_at_ms"]),
+                time(&t["revoked_at_ms"]),
+            ]
+        })
+        .collect();
+    table(&["ID", "COORDINATOR", "STATUS", "CREATED", "EXPIRES", "USED", "REVOKED"], rows);
+}
+
 pub fn audit(out: Output, v: &Value) {
     if out == Output::Json {
         return print_json(v);

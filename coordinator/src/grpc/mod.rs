@@ -107,7 +107,11 @@ pub async fn serve(c: Arc<Coordinator>, mut stop: tokio::sync::watch::Receiver<b
         })
     };
 
-    let (incoming, accept) = crate::raft::tls::incoming(listener, tls.clone(), c.clone(), "node");
+    let refusing = c.clone();
+    let (incoming, accept) = crate::raft::tls::incoming(listener, tls.clone(), move |peer, reason| {
+        let c = refusing.clone();
+        async move { crate::raft::tls::audit_refusal(&c, "node", peer, &reason).await }
+    });
 
     let svc = berqenas_proto::node::node_server::NodeServer::new(node::NodeService::new(c.clone()))
         .max_decoding_message_size(4 << 20);

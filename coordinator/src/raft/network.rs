@@ -1,5 +1,6 @@
 //! The Raft transport client: one long-lived tonic channel per peer (HTTP/2 multiplexed,
 //! reconnecting on its own), shared by replication, vote, forwarded writes and read-index calls.
+//! Each channel to peer N accepts only a server whose certificate is `berqenas://coordinator/N`.
 
 use super::{CoordinatorNode, TypeConfig, MAX_RPC_BYTES};
 use crate::state::Command;
@@ -63,7 +64,9 @@ impl Peers {
         let channel = match cache.get(&(target, addr.to_string())) {
             Some(c) => c.clone(),
             None => {
-                let channel = super::tls::channel(addr, self.tls.clone())
+                // Id 0 is the `Hello` probe, which asks the address who it is.
+                let expected = (target != 0).then_some(target);
+                let channel = super::tls::peer_channel(addr, self.tls.clone(), expected)
                     .map_err(|_| TransportError::Address(addr.to_string()))?;
                 cache.insert((target, addr.to_string()), channel.clone());
                 channel

@@ -1,11 +1,16 @@
 //! The Raft transport server: receives peers' RPCs and hands them to the local Raft node.
-//! A request addressed to another node id is refused, so a misaddressed peer (or a node
-//! pointed at itself) never joins the wrong cluster.
+//! Every RPC but `Hello` must come from a current voter or learner (checked per call, so a
+//! removed coordinator on a still-open channel is refused at once), from the coordinator its
+//! certificate names, to this node's id. Forwarded writes that act with an API key must say so:
+//! the state machine re-checks that key when it applies them.
 
-use super::Raft;
-use crate::state::Command;
+use super::{CoordinatorNode, Raft};
+use crate::state::{Command, Op};
 use berqenas_proto::raft::{raft_server, RaftReply, RaftRequest};
 use serde::{de::DeserializeOwned, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 use tonic::{Request, Response, Status};
 
 pub struct RaftService {
@@ -33,9 +38,37 @@ fn peer_coordinator<T>(request: &Request<T>) -> Result<u64, Status> {
     }
 }
 
+/// Whether coordinator `peer` may send Raft RPCs to a node holding `membership` (openraft's
+/// effective configuration: the newest one in the log, committed or not, so a removal counts
+/// here as soon as it is appended). Voters and learners of every joint half may. A node that
+/// holds no membership at all is a new coordinator waiting to be added: it has no state to
+/// protect, and its first entries come from the leader that adds it, whatever its id.
+pub fn admits(membership: &openraft::Membership<u64, CoordinatorNode>, peer: u64) -> bool {
+    let mut nodes = membership.nodes().peekable();
+    nodes.peek().is_none() || membership.get_node(&peer).is_some()
+}
+
+/// How often one refused peer is logged (a removed coordinator retries elections every second).
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
+static LAST_LOGGED: Mutex<BTreeMap<u64, Instant>> = Mutex::new(BTreeMap::new());
+
+fn log_refusal(peer: u64, rpc: &str) {
+    let Ok(mut last) = LAST_LOGGED.lock() else { return };
+    let now = Instant::now();
+    if last.get(&peer).is_some_and(|t| now.duration_since(*t) < REFUSAL_LOG_EVERY) {
+        return;
+    }
+    if last.len() > 1024 {
+        last.clear();
+    }
+    last.insert(peer, now);
+    tracing::warn!(peer, rpc, "refused raft calls from a coordinator that is not a member (logged once a minute)");
+}
+
 impl RaftService {
-    /// The request must come from the coordinator its certificate names, to this node.
-    fn checked(&self, request: Request<RaftRequest>) -> Result<RaftRequest, Status> {
+    /// The request must come from a current member, from the coordinator its certificate
+    /// names, to this node.
+    fn checked(&self, request: Request<RaftRequest>, rpc: &str) -> Result<RaftRequest, Status> {
         let peer = peer_coordinator(&request)?;
         let req = request.into_inner();
         if req.from != peer {
@@ -46,6 +79,13 @@ impl RaftService {
             )));
         }
         self.check(&req)?;
+        let member = admits(self.raft.metrics().borrow().membership_config.membership(), peer);
+        if !member {
+            log_refusal(peer, rpc);
+            return Err(Status::permission_denied(format!(
+                "coordinator {peer} is not a voter or learner of this cluster"
+            )));
+        }
         Ok(req)
     }
 
@@ -61,31 +101,48 @@ impl RaftService {
     }
 }
 
+/// What a member may forward: never a bootstrap (`init` commits it on a lone voter), and a write
+/// only an admin key may ask for must name the key and role it acts with, so the state machine
+/// can re-check them at apply.
+pub fn forwardable(cmd: &Command) -> Result<(), Status> {
+    if let Op::Bootstrap { .. } = cmd.op {
+        return Err(Status::permission_denied("a bootstrap is never forwarded"));
+    }
+    if cmd.op.needs_admin_key() && cmd.meta.key_role.is_none() {
+        return Err(Status::permission_denied(format!(
+            "a forwarded {} must name the API key it acts with",
+            cmd.op.describe().0
+        )));
+    }
+    Ok(())
+}
+
 #[tonic::async_trait]
 impl raft_server::Raft for RaftService {
     async fn append_entries(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        let req = self.checked(request)?;
+        let req = self.checked(request, "append_entries")?;
         reply(&self.raft.append_entries(decode(&req)?).await)
     }
 
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        let req = self.checked(request)?;
+        let req = self.checked(request, "vote")?;
         reply(&self.raft.vote(decode(&req)?).await)
     }
 
     async fn install_snapshot(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        let req = self.checked(request)?;
+        let req = self.checked(request, "install_snapshot")?;
         reply(&self.raft.install_snapshot(decode(&req)?).await)
     }
 
     async fn forward(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        let req = self.checked(request)?;
+        let req = self.checked(request, "forward")?;
         let cmd: Command = decode(&req)?;
+        forwardable(&cmd)?;
         reply(&self.raft.client_write(cmd).await)
     }
 
     async fn read_index(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        self.checked(request)?;
+        self.checked(request, "read_index")?;
         let result: Result<Option<u64>, String> = match self.raft.ensure_linearizable().await {
             Ok(log_id) => Ok(log_id.map(|l| l.index)),
             Err(e) => Err(e.to_string()),
@@ -93,8 +150,62 @@ impl raft_server::Raft for RaftService {
         reply(&result)
     }
 
+    /// Answers which id this node is, to any coordinator of the cluster CA: `add-learner` asks it
+    /// before the address is a member. It runs nothing and tells what the server certificate
+    /// already says.
     async fn hello(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         peer_coordinator(&request)?;
         reply(&self.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::apikey::{ApiKey, Role};
+    use crate::state::Meta;
+    use std::collections::BTreeSet;
+
+    fn node() -> CoordinatorNode {
+        CoordinatorNode::default()
+    }
+
+    #[test]
+    fn only_voters_and_learners_are_admitted() {
+        let voters: BTreeSet<u64> = [1, 2].into();
+        let nodes: BTreeMap<u64, CoordinatorNode> = [(1, node()), (2, node()), (4, node())].into();
+        let m = openraft::Membership::new(vec![voters], nodes);
+        assert!(admits(&m, 1));
+        assert!(admits(&m, 4), "a learner is admitted");
+        assert!(!admits(&m, 3), "a coordinator outside the membership is refused");
+    }
+
+    #[test]
+    fn a_node_without_membership_admits_the_leader_that_adds_it() {
+        let empty: openraft::Membership<u64, CoordinatorNode> = openraft::Membership::default();
+        assert!(admits(&empty, 7));
+    }
+
+    fn command(op: Op, key_role: Option<Role>) -> Command {
+        Command { meta: Meta { time_ms: 1, actor: "00000000000000aa".into(), source: "t".into(), key_role }, op }
+    }
+
+    #[test]
+    fn forwarded_admin_writes_must_name_their_key() {
+        let key = ApiKey {
+            id: "00000000000000bb".into(),
+            role: Role::Admin,
+            tenant: None,
+            description: String::new(),
+            secret_hash: String::new(),
+            created_at_ms: 0,
+            expires_at_ms: None,
+            revoked_at_ms: None,
+        };
+        let forged = command(Op::CreateApiKey(key.clone()), None);
+        assert!(forwardable(&forged).is_err_and(|s| s.code() == tonic::Code::PermissionDenied));
+        assert!(forwardable(&command(Op::CreateApiKey(key), Some(Role::Admin))).is_ok());
+        let audit = Op::Rejected { action: "x".into(), target: "y".into(), reason: "z".into() };
+        assert!(forwardable(&command(audit, None)).is_ok());
     }
 }

@@ -1,12 +1,11 @@
 //! TLS plumbing shared by the coordinator's listeners and its outgoing channels: an accept loop
-//! that hands finished handshakes to tonic (refusals are counted per source and summarised in
-//! the audit trail, see `refusals`), a connector that dials peers with rustls, and this
-//! coordinator's own certificate files.
+//! that hands finished handshakes to tonic (refusals are logged and audited), a connector that
+//! dials peers with rustls, and this coordinator's own certificate files.
 
-use crate::refusals::Refusal;
-use crate::server::Coordinator;
+use crate::state::{Command, Meta, Op};
 use anyhow::Context;
 use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -14,86 +13,73 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub type ServerTls = Arc<RwLock<Arc<rustls::ServerConfig>>>;
 pub type ClientTls = Arc<RwLock<Arc<rustls::ClientConfig>>>;
 pub type Incoming = tokio_stream::wrappers::ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>>;
 
-/// Accepts TCP connections for `listener` (`raft`, `node`, `api`), runs the TLS handshake off the
-/// accept path, and yields the streams that completed it. A source whose unauthenticated
-/// refusals used up its bucket has new connections closed unread; handshakes in progress are
-/// capped per listener and per source, and time out. Every failed handshake is counted for its
-/// source (`refusals`), never written one by one.
-pub fn incoming(
-    listener: TcpListener,
-    tls: ServerTls,
-    c: Arc<Coordinator>,
-    name: &'static str,
-) -> (Incoming, tokio::task::JoinHandle<()>) {
+/// Accepts TCP connections, runs the TLS handshake off the accept path, and yields the streams
+/// that completed it. `refused` is told about every failed handshake.
+pub fn incoming<F, Fut>(listener: TcpListener, tls: ServerTls, refused: F) -> (Incoming, tokio::task::JoinHandle<()>)
+where
+    F: Fn(SocketAddr, String) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let (tx, rx) = tokio::sync::mpsc::channel(64);
-    let slots = c.admission.handshake_slots();
-    let timeout = c.admission.limits.handshake_timeout;
+    let refused = Arc::new(refused);
     let task = tokio::spawn(async move {
-        let action = format!("{name}.handshake");
-        let target = format!("{name}-listener");
         loop {
-            let (tcp, peer) = match listener.accept().await {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors or similar: do not spin.
-                    tracing::debug!(error = %e, listener = name, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            };
-            let count = |reason: &str| {
-                let refusal =
-                    Refusal { source: Some(peer.ip()), action: &action, target: &target, reason, sample: false };
-                let _ = c.admission.refusals.record(&refusal, std::time::Instant::now());
-            };
-            if c.admission.connection_allowed(peer.ip()).is_err() {
-                count("source is over its limit of unauthenticated refusals; closed unread");
-                continue;
-            }
-            let Some(slot) = slots.acquire(crate::admission::source_key(peer.ip())) else {
-                count("too many handshakes in progress; closed unread");
-                continue;
-            };
+            let Ok((tcp, peer)) = listener.accept().await else { continue };
             let _ = tcp.set_nodelay(true);
             let Ok(config) = tls.read().map(|c| c.clone()) else { continue };
-            let (tx, c, action, target) = (tx.clone(), c.clone(), action.clone(), target.clone());
+            let (tx, refused) = (tx.clone(), refused.clone());
             tokio::spawn(async move {
                 let acceptor = tokio_rustls::TlsAcceptor::from(config);
-                let outcome = tokio::time::timeout(timeout, acceptor.accept(tcp)).await;
-                drop(slot);
-                let (reason, sample) = match outcome {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
                         let _ = tx.send(Ok(stream)).await;
-                        return;
                     }
-                    // A bare connect and close, or a reset: a probe, counted only.
-                    Ok(Err(e)) => (e.to_string(), !is_probe(&e)),
-                    Err(_) => ("handshake timed out".to_string(), false),
-                };
-                tracing::debug!(%peer, listener = name, reason, "refused a TLS handshake");
-                let _ = c.admission.charge_anonymous(Some(peer.ip()));
-                let refusal =
-                    Refusal { source: Some(peer.ip()), action: &action, target: &target, reason: &reason, sample };
-                crate::refusals::refuse(&c, refusal).await;
+                    Ok(Err(e)) => refused(peer, e.to_string()).await,
+                    Err(_) => refused(peer, "handshake timed out".into()).await,
+                }
             });
         }
     });
     (tokio_stream::wrappers::ReceiverStream::new(rx), task)
 }
 
-/// Whether a handshake error means the peer never really tried (closed, reset, aborted).
-fn is_probe(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind::*;
-    matches!(e.kind(), UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe | NotConnected)
+/// A refused handshake: one log line and one audit entry (never certificate bytes).
+pub async fn audit_refusal(c: &crate::server::Coordinator, listener: &str, peer: SocketAddr, reason: &str) {
+    tracing::warn!(%peer, listener, reason, "refused a TLS handshake");
+    let cmd = Command {
+        meta: Meta {
+            time_ms: crate::time::now_ms(),
+            actor: "anonymous".into(),
+            source: peer.ip().to_string(),
+            key_role: None,
+        },
+        op: Op::Rejected {
+            action: format!("{listener}.handshake"),
+            target: format!("{listener}-listener"),
+            reason: reason.into(),
+        },
+    };
+    if let Err(e) = c.write(cmd).await {
+        tracing::warn!(error = %e, "could not audit a refused handshake");
+    }
 }
 
 /// A lazily connecting channel to `addr` over rustls with the current client config, to
 /// whichever coordinator of the cluster answers there (joining, `Hello`).
 pub fn channel(addr: &str, tls: ClientTls) -> anyhow::Result<Channel> {
+    peer_channel(addr, tls, None)
+}
+
+/// A lazily connecting channel to `addr`; with `expected`, every connection must reach
+/// `berqenas://coordinator/{expected}` (the peer the caller meant, not whoever took over the
+/// address), or it is closed after the handshake, before any request is sent.
+pub fn peer_channel(addr: &str, tls: ClientTls, expected: Option<u64>) -> anyhow::Result<Channel> {
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .with_context(|| format!("invalid peer address {addr:?}"))?
         .connect_timeout(Duration::from_secs(1))
@@ -106,14 +92,32 @@ pub fn channel(addr: &str, tls: ClientTls) -> anyhow::Result<Channel> {
             let config = tls.read().map(|c| c.clone()).map_err(|_| std::io::Error::other("tls config poisoned"))?;
             let host = uri.host().unwrap_or("localhost").trim_start_matches('[').trim_end_matches(']').to_string();
             let port = uri.port_u16().unwrap_or(443);
-            let tcp = TcpStream::connect((host.as_str(), port)).await?;
-            tcp.set_nodelay(true)?;
-            let name = rustls::pki_types::ServerName::try_from(host).map_err(std::io::Error::other)?;
-            let stream = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await?;
+            let stream = connect(&host, port, config, expected).await?;
             Ok::<_, std::io::Error>(TokioIo::new(stream))
         }
     });
     Ok(endpoint.connect_with_connector_lazy(connector))
+}
+
+/// TCP + TLS to `host:port`; with `expected`, the server's certificate must name that coordinator.
+async fn connect(
+    host: &str,
+    port: u16,
+    config: Arc<rustls::ClientConfig>,
+    expected: Option<u64>,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect((host, port)).await?;
+    tcp.set_nodelay(true)?;
+    let name = rustls::pki_types::ServerName::try_from(host.to_string()).map_err(std::io::Error::other)?;
+    let stream = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await?;
+    if let Some(id) = expected {
+        let leaf = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.as_ref());
+        if let Err(e) = berqenas_pki::expect_identity(leaf, &berqenas_pki::Identity::Coordinator(id)) {
+            tracing::warn!(peer = id, addr = %format!("{host}:{port}"), error = %e, "refused a peer with the wrong identity");
+            return Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, e));
+        }
+    }
+    Ok(stream)
 }
 
 /// This coordinator's key, certificate chain and the cluster CA, in its data dir.
@@ -191,4 +195,60 @@ pub fn valid_name(name: &str) -> bool {
         && name.len() <= 253
         && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'))
         && !name.starts_with('-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berqenas_pki::{ClusterCa, Identity as Peer};
+    use std::time::SystemTime;
+
+    fn leaf(ca: &ClusterCa, id: &Peer) -> (String, String) {
+        let kc = berqenas_pki::new_key_and_csr("t").expect("csr");
+        let cert = ca
+            .sign_csr(&kc.csr_pem, id, &["127.0.0.1".into()], SystemTime::now(), Duration::from_secs(600))
+            .expect("sign");
+        (format!("{cert}{}", ca.cert_pem), kc.key_pem)
+    }
+
+    /// A TLS server on loopback presenting coordinator 2's certificate; accepts forever.
+    async fn coordinator_two(ca: &ClusterCa) -> u16 {
+        let (chain, key) = leaf(ca, &Peer::Coordinator(2));
+        let config = berqenas_pki::server_config(
+            &ca.cert_pem,
+            &chain,
+            &key,
+            Arc::new(berqenas_pki::NoRevocations),
+            berqenas_pki::ClientAuth::Required,
+        )
+        .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut stream) = acceptor.accept(tcp).await {
+                        let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut [0u8; 16]).await;
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn a_peer_answering_with_another_coordinators_identity_is_refused() {
+        let ca = ClusterCa::generate("t", 2026).expect("ca");
+        let port = coordinator_two(&ca).await;
+        let (chain, key) = leaf(&ca, &Peer::Coordinator(1));
+        let client = Arc::new(berqenas_pki::client_config(&ca.cert_pem, Some((&chain, &key))).expect("client"));
+
+        let err = connect("127.0.0.1", port, client.clone(), Some(3)).await.expect_err("coordinator 3 was meant");
+        assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied);
+        assert!(err.to_string().contains("berqenas://coordinator/2, not berqenas://coordinator/3"), "{err}");
+        assert!(connect("127.0.0.1", port, client.clone(), Some(2)).await.is_ok(), "the right peer is reached");
+        assert!(connect("127.0.0.1", port, client, None).await.is_ok(), "the Hello probe takes whoever answers");
+    }
 }

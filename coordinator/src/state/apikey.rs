@@ -51,6 +51,38 @@ impl ApiKey {
     }
 }
 
+/// The check at apply of a command acting with key `actor` and claiming `claimed`: the key must
+/// exist, have that role, be unrevoked and unexpired at `now_ms` (the command's own time), and be
+/// an admin key (every key-authorised write is admin-only). The reason is the audit text.
+pub fn recheck(key: Option<&ApiKey>, actor: &str, claimed: Role, now_ms: u64) -> Result<(), String> {
+    let key = key.ok_or_else(|| format!("api key {actor} does not exist"))?;
+    if key.role != claimed {
+        return Err(format!(
+            "api key {actor} is a {} key, not the {} key the command claims",
+            role_name(key.role),
+            role_name(claimed)
+        ));
+    }
+    if key.revoked_at_ms.is_some() {
+        return Err(format!("api key {actor} was revoked before this command was committed"));
+    }
+    if !key.is_usable(now_ms) {
+        return Err(format!("api key {actor} had expired when this command was made"));
+    }
+    if key.role != Role::Admin {
+        return Err(format!("a {} key may not change the cluster", role_name(key.role)));
+    }
+    Ok(())
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Admin => "admin",
+        Role::Customer => "customer",
+        Role::Auditor => "auditor",
+    }
+}
+
 pub fn hash_secret(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
@@ -92,6 +124,29 @@ mod tests {
         assert!(key.is_usable(5));
         assert!(!key.is_usable(10));
         assert!(key.redacted().secret_hash.is_empty());
+    }
+
+    #[test]
+    fn recheck_refuses_missing_revoked_expired_and_non_admin_keys() {
+        let admin = ApiKey {
+            id: "00000000000000aa".into(),
+            role: Role::Admin,
+            tenant: None,
+            description: String::new(),
+            secret_hash: String::new(),
+            created_at_ms: 0,
+            expires_at_ms: Some(100),
+            revoked_at_ms: None,
+        };
+        assert_eq!(recheck(Some(&admin), &admin.id, Role::Admin, 50), Ok(()));
+        assert!(recheck(None, "00000000000000bb", Role::Admin, 50).is_err_and(|r| r.contains("does not exist")));
+        assert!(recheck(Some(&admin), &admin.id, Role::Admin, 100).is_err_and(|r| r.contains("expired")));
+        assert!(recheck(Some(&admin), &admin.id, Role::Auditor, 50).is_err_and(|r| r.contains("not the auditor key")));
+        let revoked = ApiKey { revoked_at_ms: Some(60), ..admin.clone() };
+        // Revoked is positional (earlier in the log), whatever the command's own timestamp says.
+        assert!(recheck(Some(&revoked), &admin.id, Role::Admin, 10).is_err_and(|r| r.contains("revoked")));
+        let auditor = ApiKey { role: Role::Auditor, ..admin };
+        assert!(recheck(Some(&auditor), &auditor.id, Role::Auditor, 50).is_err_and(|r| r.contains("may not")));
     }
 
     #[test]

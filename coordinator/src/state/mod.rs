@@ -57,6 +57,11 @@ pub struct Meta {
     pub time_ms: u64,
     pub actor: String,
     pub source: String,
+    /// Set when `actor` is an API key id: the role the edge authenticated the key with. The state
+    /// machine re-checks the key at apply (`State::authorise`), so a key revoked a moment ago
+    /// cannot act through a lagging follower. Absent on older log entries and non-key actors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_role: Option<Role>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,6 +113,10 @@ pub enum Op {
     },
     RegisterNode(Node),
     CreateJoinToken(JoinToken),
+    /// An unused join token (node or coordinator) can no longer be spent.
+    RevokeJoinToken {
+        id: String,
+    },
     /// A new coordinator spends its id-bound token to obtain a certificate.
     JoinCoordinator {
         token_id: String,
@@ -150,6 +159,58 @@ pub struct Command {
     pub op: Op,
 }
 
+impl Op {
+    /// Whether only an admin API key may ask for this (every REST write is admin-only; nodes,
+    /// join tokens, break-glass recovery and edge refusals act without a key).
+    pub fn needs_admin_key(&self) -> bool {
+        match self {
+            Op::CreateTenant(_)
+            | Op::UpdateTenant { .. }
+            | Op::Lifecycle { .. }
+            | Op::CreateApiKey(_)
+            | Op::RevokeApiKey { .. }
+            | Op::RegisterNode(_)
+            | Op::CreateJoinToken(_)
+            | Op::RevokeJoinToken { .. }
+            | Op::RevokeNode { .. }
+            | Op::CordonNode { .. }
+            | Op::Membership { .. } => true,
+            Op::Bootstrap { .. }
+            | Op::RecoverAdmin { .. }
+            | Op::JoinCoordinator { .. }
+            | Op::JoinNode { .. }
+            | Op::NodeReport(_)
+            | Op::Rejected { .. } => false,
+        }
+    }
+
+    /// The audit action and target of this command, for an entry written without running it
+    /// (a refusal at apply). Agrees with `State::run` (unit tested).
+    pub fn describe(&self) -> (String, String) {
+        let (action, target): (&str, String) = match self {
+            Op::Bootstrap { settings, .. } => ("cluster.init", format!("cluster/{}", settings.cluster_id)),
+            Op::CreateTenant(spec) => ("tenant.create", format!("tenant/{}", spec.name)),
+            Op::UpdateTenant { name, .. } => ("tenant.update", format!("tenant/{name}")),
+            Op::Lifecycle { name, step } => (step.action(), format!("tenant/{name}")),
+            Op::CreateApiKey(key) => ("apikey.create", format!("apikey/{}", key.id)),
+            Op::RevokeApiKey { id } => ("apikey.revoke", format!("apikey/{id}")),
+            Op::RecoverAdmin { key, .. } => ("apikey.recovered", format!("apikey/{}", key.id)),
+            Op::RegisterNode(node) => ("node.register", format!("node/{}", node.id)),
+            Op::CreateJoinToken(token) => ("node.token.create", format!("jointoken/{}", token.id)),
+            Op::RevokeJoinToken { id } => ("jointoken.revoke", format!("jointoken/{id}")),
+            Op::JoinCoordinator { id, .. } => ("cluster.join", format!("coordinator/{id}")),
+            Op::JoinNode { .. } => ("node.join", "node".to_string()),
+            Op::RevokeNode { id } => ("node.revoke", format!("node/{id}")),
+            Op::CordonNode { id, cordoned: true } => ("node.cordon", format!("node/{id}")),
+            Op::CordonNode { id, cordoned: false } => ("node.uncordon", format!("node/{id}")),
+            Op::NodeReport(report) => ("node.report", format!("node/{}", report.node_id)),
+            Op::Membership { action, node_id, .. } => (action.as_str(), format!("coordinator/{node_id}")),
+            Op::Rejected { action, target, .. } => (action.as_str(), target.clone()),
+        };
+        (action.to_string(), target)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reply {
     Tenant(Box<Tenant>),
@@ -166,6 +227,10 @@ pub enum DomainError {
     Conflict(String),
     #[error("{0}")]
     Invalid(String),
+    /// The API key a command acts with was refused at apply (gone, revoked, expired, or its role
+    /// may not do this), although the edge had accepted it.
+    #[error("{0}")]
+    Forbidden(String),
     /// A tenant spec or update that breaks a tenant invariant.
     #[error(transparent)]
     InvalidTenant(#[from] tenant::InvalidTenant),
@@ -215,7 +280,13 @@ impl State {
     /// Applies one command at Raft log `index`. Returns the reply and the rows it touched.
     pub fn apply(&mut self, index: u64, cmd: &Command) -> (Response, Vec<Touched>) {
         let mut touched = Vec::new();
-        let (action, target, result, mut details) = self.run(index, cmd, &mut touched);
+        let (action, target, result, mut details) = match self.authorise(cmd) {
+            Ok(()) => self.run(index, cmd, &mut touched),
+            Err(e) => {
+                let (action, target) = cmd.op.describe();
+                (action, target, Err(e), BTreeMap::new())
+            }
+        };
         let outcome = if result.is_ok() { Outcome::Ok } else { Outcome::Rejected };
         if let Err(e) = &result {
             details.insert("reason".into(), e.to_string());
@@ -235,6 +306,19 @@ impl State {
         touched.push(Touched::Audit(entry.seq));
         self.audit.push(entry);
         (result, touched)
+    }
+
+    /// Re-authorises a command that acts with an API key (`Meta::key_role`), against this state
+    /// at this log position and the command's own time: deterministic, and a replayed entry gets
+    /// the answer it got the first time. Entries without a claim (older logs, nodes, join
+    /// tokens, the system) are not key-authorised; edge refusals (`Rejected`) are only audited.
+    fn authorise(&self, cmd: &Command) -> Result<(), DomainError> {
+        let Some(claimed) = cmd.meta.key_role else { return Ok(()) };
+        if let Op::Rejected { .. } = cmd.op {
+            return Ok(());
+        }
+        let key = self.api_keys.get(&cmd.meta.actor);
+        apikey::recheck(key, &cmd.meta.actor, claimed, cmd.meta.time_ms).map_err(DomainError::Forbidden)
     }
 
     fn run(
@@ -334,6 +418,10 @@ impl State {
                     Ok(Reply::Done)
                 };
                 ("node.token.create".into(), format!("jointoken/{}", token.id), result, details)
+            }
+            Op::RevokeJoinToken { id } => {
+                let result = self.revoke_join_token(now, id, touched);
+                (cmd.op.describe().0, format!("jointoken/{id}"), result, BTreeMap::new())
             }
             Op::JoinNode { token_id, secret_hash, node } => {
                 let details = detail(&[
@@ -679,7 +767,12 @@ impl State {
         let refused = || DomainError::Rejected("join token is invalid, expired or already used".into());
         let token = self.join_tokens.get(token_id).ok_or_else(refused)?;
         let matches: bool = token.secret_hash.as_bytes().ct_eq(secret_hash.as_bytes()).into();
-        if !matches || token.used_at_ms.is_some() || now >= token.expires_at_ms || token.coordinator_id.is_some() {
+        if !matches
+            || token.used_at_ms.is_some()
+            || token.revoked_at_ms.is_some()
+            || now >= token.expires_at_ms
+            || token.coordinator_id.is_some()
+        {
             return Err(refused());
         }
         if !request.roles.is_subset(&token.roles) || request.roles.is_empty() {
@@ -714,10 +807,16 @@ impl State {
         touched: &mut Vec<Touched>,
     ) -> Response {
         use subtle::ConstantTimeEq;
-        let refused = || DomainError::Rejected("coordinator token is invalid, expired, used or for another id".into());
+        let refused =
+            || DomainError::Rejected("coordinator token is invalid, expired, used, revoked or for another id".into());
         let token = self.join_tokens.get_mut(token_id).ok_or_else(refused)?;
         let matches: bool = token.secret_hash.as_bytes().ct_eq(secret_hash.as_bytes()).into();
-        if !matches || token.used_at_ms.is_some() || now >= token.expires_at_ms || token.coordinator_id != Some(id) {
+        if !matches
+            || token.used_at_ms.is_some()
+            || token.revoked_at_ms.is_some()
+            || now >= token.expires_at_ms
+            || token.coordinator_id != Some(id)
+        {
             return Err(refused());
         }
         if self.retired_coordinators.contains(&id) {
@@ -725,6 +824,24 @@ impl State {
         }
         token.used_at_ms = Some(now);
         touched.push(Touched::JoinToken(token_id.to_string()));
+        Ok(Reply::Done)
+    }
+
+    /// Revokes a join token that has not been spent; a used or revoked one is a conflict.
+    fn revoke_join_token(&mut self, now: u64, id: &str, touched: &mut Vec<Touched>) -> Response {
+        let token =
+            self.join_tokens.get_mut(id).ok_or_else(|| DomainError::NotFound(format!("join token {id} not found")))?;
+        if token.revoked_at_ms.is_some() {
+            return Err(DomainError::Conflict(format!("join token {id} is already revoked")));
+        }
+        if let Some(used) = token.used_at_ms {
+            return Err(DomainError::Conflict(format!(
+                "join token {id} was used at {}; remove the member it admitted instead",
+                crate::time::rfc3339(used)
+            )));
+        }
+        token.revoked_at_ms = Some(now);
+        touched.push(Touched::JoinToken(id.to_string()));
         Ok(Reply::Done)
     }
 
@@ -883,7 +1000,7 @@ pub(crate) mod tests_support {
             expires_at_ms: None,
             revoked_at_ms: None,
         };
-        let meta = Meta { time_ms: 0, actor: "t".into(), source: "t".into() };
+        let meta = Meta { time_ms: 0, actor: "t".into(), source: "t".into(), key_role: None };
         let (r, _) = s.apply(1, &Command { meta, op: Op::Bootstrap { settings, admin_key: admin } });
         assert!(r.is_ok());
         s
@@ -906,7 +1023,7 @@ pub(crate) mod tests_support {
             applied_revision: 0,
         };
         let i = next_index(s);
-        let meta = Meta { time_ms: i, actor: "t".into(), source: "t".into() };
+        let meta = Meta { time_ms: i, actor: "t".into(), source: "t".into(), key_role: None };
         let (r, _) = s.apply(i, &Command { meta, op: Op::RegisterNode(node) });
         assert!(r.is_ok(), "{r:?}");
     }
@@ -930,7 +1047,7 @@ pub(crate) mod tests_support {
             db_password_verifier: String::new(),
         };
         let i = next_index(s);
-        let meta = Meta { time_ms: i, actor: "t".into(), source: "t".into() };
+        let meta = Meta { time_ms: i, actor: "t".into(), source: "t".into(), key_role: None };
         match s.apply(i, &Command { meta, op: Op::CreateTenant(spec) }).0 {
             Ok(Reply::Tenant(t)) => *t,
             other => panic!("{other:?}"),

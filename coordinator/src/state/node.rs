@@ -62,6 +62,9 @@ pub struct JoinToken {
     /// Set for a token that lets a new coordinator with this id obtain its certificate.
     #[serde(default)]
     pub coordinator_id: Option<u64>,
+    /// Set when an admin revoked the token before it was used; it can no longer be spent.
+    #[serde(default)]
+    pub revoked_at_ms: Option<u64>,
 }
 
 impl JoinToken {

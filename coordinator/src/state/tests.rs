@@ -11,7 +11,7 @@ use super::*;
 const DAY_MS: u64 = 86_400_000;
 
 fn meta(t: u64) -> Meta {
-    Meta { time_ms: t, actor: "k_admin".into(), source: "127.0.0.1".into() }
+    Meta { time_ms: t, actor: "k_admin".into(), source: "127.0.0.1".into(), key_role: None }
 }
 
 fn cmd(t: u64, op: Op) -> Command {
@@ -287,6 +287,7 @@ fn join_token(id: &str, roles: &[NodeRole], expires: u64) -> node::JoinToken {
         used_at_ms: None,
         used_by_node: None,
         coordinator_id: None,
+        revoked_at_ms: None,
     }
 }
 
@@ -482,7 +483,10 @@ fn recovered_admin_key_is_added_and_audited_as_break_glass() {
     let op = Op::RecoverAdmin { key: recovered.clone(), host: "coord-1".into() };
     let r = s.apply(
         2,
-        &Command { meta: Meta { time_ms: 2, actor: "break-glass".into(), source: "host/coord-1".into() }, op },
+        &Command {
+            meta: Meta { time_ms: 2, actor: "break-glass".into(), source: "host/coord-1".into(), key_role: None },
+            op,
+        },
     );
     assert!(r.0.is_ok(), "{r:?}");
     assert_eq!(s.api_keys.get(&recovered.id), Some(&recovered));
@@ -496,4 +500,147 @@ fn recovered_admin_key_is_added_and_audited_as_break_glass() {
     let customer = ApiKey { id: "00000000000000ff".into(), role: Role::Customer, ..recovered };
     let r = s.apply(3, &cmd(3, Op::RecoverAdmin { key: customer, host: "coord-1".into() })).0;
     assert!(matches!(r, Err(DomainError::Invalid(_))), "{r:?}");
+}
+
+/// A command acting with API key `id`, as the REST API makes it (the key's role claimed).
+fn as_key(t: u64, id: &str, role: Role, op: Op) -> Command {
+    Command { meta: Meta { time_ms: t, actor: id.into(), source: "127.0.0.1".into(), key_role: Some(role) }, op }
+}
+
+#[test]
+fn a_key_revoked_earlier_in_the_log_cannot_act_through_a_lagging_follower() {
+    let mut s = booted("10.50.0.0/16");
+    let second = key("00000000000000bb", Role::Admin, None);
+    let (r, _) = s.apply(2, &as_key(2, &admin_key().id, Role::Admin, Op::CreateApiKey(second.clone())));
+    assert!(r.is_ok(), "{r:?}");
+    // The first admin revokes the second at time 10 ...
+    let (r, _) = s.apply(3, &as_key(10, &admin_key().id, Role::Admin, Op::RevokeApiKey { id: second.id.clone() }));
+    assert!(r.is_ok(), "{r:?}");
+    // ... while a follower that had not seen it yet accepted the second key at time 9 and
+    // forwarded its command, which the leader's log puts after the revocation.
+    let forged = key("00000000000000cc", Role::Admin, None);
+    let keys_before = s.api_keys.len();
+    let (r, touched) = s.apply(4, &as_key(9, &second.id, Role::Admin, Op::CreateApiKey(forged.clone())));
+    assert!(matches!(&r, Err(DomainError::Forbidden(m)) if m.contains("revoked")), "{r:?}");
+    assert_eq!(s.api_keys.len(), keys_before, "no key was made");
+    assert!(!s.api_keys.contains_key(&forged.id));
+    let seq = s.audit.last().map(|e| e.seq).unwrap_or_default();
+    assert_eq!(touched, vec![Touched::Audit(seq)], "only the audit entry is written");
+    let entry = s.audit.last().expect("audited");
+    assert_eq!((entry.action.as_str(), entry.target.as_str()), ("apikey.create", "apikey/00000000000000cc"));
+    assert_eq!(entry.outcome, audit::Outcome::Rejected);
+    assert_eq!(entry.actor, second.id);
+    assert!(entry.details.get("reason").is_some_and(|m| m.contains("revoked")), "{entry:?}");
+}
+
+#[test]
+fn keys_are_rechecked_at_apply_for_existence_role_and_expiry() {
+    let mut s = booted("10.50.0.0/16");
+    let admin = admin_key().id;
+    let expiring = key("00000000000000dd", Role::Admin, Some(50));
+    let auditor = key("00000000000000ee", Role::Auditor, None);
+    for (i, k) in [(2, &expiring), (3, &auditor)] {
+        let (r, _) = s.apply(i, &as_key(i, &admin, Role::Admin, Op::CreateApiKey(k.clone())));
+        assert!(r.is_ok(), "{r:?}");
+    }
+    let create = |s: &mut State, i: u64, t: u64, actor: &str, role: Role| {
+        s.apply(i, &as_key(t, actor, role, Op::CreateTenant(spec("acme")))).0
+    };
+    let refused = |r: &Response, why: &str| matches!(r, Err(DomainError::Forbidden(m)) if m.contains(why));
+    assert!(refused(&create(&mut s, 4, 10, "00000000000000ff", Role::Admin), "does not exist"));
+    assert!(refused(&create(&mut s, 5, 60, &expiring.id, Role::Admin), "expired"));
+    assert!(refused(&create(&mut s, 6, 10, &auditor.id, Role::Admin), "not the admin key"));
+    assert!(refused(&create(&mut s, 7, 10, &auditor.id, Role::Auditor), "may not change"));
+    assert!(s.tenants.is_empty(), "nothing refused was created");
+    assert!(create(&mut s, 8, 40, &expiring.id, Role::Admin).is_ok(), "usable until it expires");
+    // An edge refusal of any key is only audited, never re-checked.
+    let op = Op::Rejected { action: "tenant.get".into(), target: "tenant/x".into(), reason: "forbidden".into() };
+    let (r, _) = s.apply(9, &as_key(10, "00000000000000ff", Role::Customer, op));
+    assert!(matches!(r, Err(DomainError::Rejected(_))), "{r:?}");
+}
+
+#[test]
+fn replaying_a_log_with_a_later_revocation_gives_the_same_state_and_chain() {
+    let admin = admin_key().id;
+    let second = key("00000000000000bb", Role::Admin, None);
+    let log = [
+        as_key(2, &admin, Role::Admin, Op::CreateApiKey(second.clone())),
+        as_key(3, &second.id, Role::Admin, Op::CreateTenant(spec("before"))),
+        as_key(4, &admin, Role::Admin, Op::RevokeApiKey { id: second.id.clone() }),
+        as_key(5, &second.id, Role::Admin, Op::CreateTenant(spec("after"))),
+        // Entries from before keys were claimed (older logs) apply as they always did.
+        cmd(6, Op::CreateTenant(spec("legacy"))),
+    ];
+    let run = || {
+        let mut s = booted("10.50.0.0/16");
+        let replies: Vec<Response> = log.iter().enumerate().map(|(i, c)| s.apply(i as u64 + 2, c).0).collect();
+        (s, replies)
+    };
+    let (first, replies) = run();
+    assert!(replies[1].is_ok(), "applied at its position, before the revocation");
+    assert!(matches!(replies[3], Err(DomainError::Forbidden(_))), "{:?}", replies[3]);
+    assert!(replies[4].is_ok(), "{:?}", replies[4]);
+    let names: Vec<&str> = first.tenants.keys().map(|n| n.as_str()).collect();
+    assert_eq!(names, ["before", "legacy"]);
+    let (again, replies_again) = run();
+    assert_eq!(again, first);
+    assert_eq!(replies_again, replies);
+    assert_eq!(audit::verify(&again.audit), audit::verify(&first.audit));
+}
+
+#[test]
+fn describe_names_the_same_action_and_target_as_apply() {
+    let mut s = booted("10.50.0.0/16");
+    let admin = admin_key().id;
+    let mut coordinator_token = join_token("ct", &[], 100);
+    coordinator_token.coordinator_id = Some(4);
+    let ops = vec![
+        Op::CreateTenant(spec("acme")),
+        Op::UpdateTenant {
+            name: name("acme"),
+            patch: TenantPatch { db_quota: ByteSize::parse("6GB").ok(), ..Default::default() },
+        },
+        Op::Lifecycle { name: name("acme"), step: Lifecycle::Suspend },
+        Op::CreateApiKey(key("00000000000000bb", Role::Auditor, None)),
+        Op::RevokeApiKey { id: "00000000000000bb".into() },
+        Op::RegisterNode(node(7, &[])),
+        Op::CreateJoinToken(coordinator_token),
+        Op::RevokeJoinToken { id: "ct".into() },
+        Op::CordonNode { id: 7, cordoned: true },
+        Op::RevokeNode { id: 7 },
+        Op::Membership { action: "cluster.promote".into(), node_id: 4, details: BTreeMap::new() },
+    ];
+    for (i, op) in ops.into_iter().enumerate() {
+        let i = i as u64 + 2;
+        let expected = op.describe();
+        let _ = s.apply(i, &as_key(i, &admin, Role::Admin, op));
+        let entry = s.audit.last().expect("audited");
+        assert_eq!((entry.action.clone(), entry.target.clone()), expected);
+    }
+}
+
+#[test]
+fn revoked_join_tokens_cannot_be_spent_and_used_ones_cannot_be_revoked() {
+    let mut s = booted("198.18.0.0/15");
+    let mut ct = join_token("ct", &[], 100);
+    ct.coordinator_id = Some(4);
+    let _ = s.apply(2, &cmd(2, Op::CreateJoinToken(ct)));
+    let _ = s.apply(3, &cmd(3, Op::CreateJoinToken(join_token("nt", &[NodeRole::Db], 100))));
+    let _ = s.apply(4, &cmd(4, Op::CreateJoinToken(join_token("used", &[NodeRole::Db], 100))));
+    assert!(join(&mut s, 5, "used", "secret", &[NodeRole::Db]).is_ok());
+    for (i, id) in [(6, "ct"), (7, "nt")] {
+        let (r, touched) = s.apply(i, &cmd(i, Op::RevokeJoinToken { id: id.into() }));
+        assert_eq!(r, Ok(Reply::Done));
+        assert!(touched.contains(&Touched::JoinToken(id.into())));
+        assert_eq!(s.join_tokens[id].revoked_at_ms, Some(i));
+    }
+    let spend = Op::JoinCoordinator { token_id: "ct".into(), secret_hash: apikey::hash_secret("secret"), id: 4 };
+    assert!(matches!(s.apply(8, &cmd(8, spend)).0, Err(DomainError::Rejected(m)) if m.contains("revoked")));
+    assert!(matches!(join(&mut s, 9, "nt", "secret", &[NodeRole::Db]), Err(DomainError::Rejected(_))));
+    let again = s.apply(10, &cmd(10, Op::RevokeJoinToken { id: "ct".into() })).0;
+    assert!(matches!(again, Err(DomainError::Conflict(m)) if m.contains("already revoked")));
+    let used = s.apply(11, &cmd(11, Op::RevokeJoinToken { id: "used".into() })).0;
+    assert!(matches!(used, Err(DomainError::Conflict(m)) if m.contains("was used")));
+    let missing = s.apply(12, &cmd(12, Op::RevokeJoinToken { id: "nope".into() })).0;
+    assert!(matches!(missing, Err(DomainError::NotFound(_))));
 }

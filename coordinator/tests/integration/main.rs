@@ -5,7 +5,6 @@ mod admin;
 mod audit;
 mod cli;
 mod cluster;
-mod flood;
 mod harness;
 mod invariants;
 mod peers;
