@@ -4,6 +4,9 @@
 #                 commit latency next to the disk's fsync latency, failover time, RSS at 10k tenants
 #   fanout        50 then 200 simulated agents (real mTLS watch streams) on a 3-node cluster:
 #                 write → all placed nodes p50/p99, coordinator CPU and RSS, handshakes/s
+#   flood         1 release coordinator under a 60 s anonymous flood (keyless GETs, bare TCP
+#                 connects on the node and Raft ports, garbage TLS): Raft and audit entries
+#                 added, RSS before/after, create p99 idle vs during the flood
 #   provision     1,000 tenants on one db node (real PostgreSQL): create → active p50/p99, full
 #                 resync, one usage pass, agent RSS; side by side psql running the seed's SQL
 set -euo pipefail
@@ -18,12 +21,16 @@ case "$name" in
     cargo build --release --locked -q -p berqenas-coordinator -p berqenas-tests --bins
     exec target/release/bench-fanout target/release/berqenas-coordinator
     ;;
+  flood)
+    cargo build --release --locked -q -p berqenas-coordinator -p berqenas-tests --bins
+    exec target/release/bench-flood target/release/berqenas-coordinator
+    ;;
   provision)
     cargo build --release --locked -q -p berqenas-coordinator -p berqenas-node-agent -p berqenas-tests --bins
     exec target/release/bench-provision target/release/berqenas-coordinator target/release/berqenas-node-agent
     ;;
   *)
-    echo "usage: $0 coordinator|fanout|provision" >&2
+    echo "usage: $0 coordinator|fanout|flood|provision" >&2
     exit 2
     ;;
 esac

@@ -1,12 +1,14 @@
 //! Berqenas coordinator: the Raft-replicated registry of tenants, nodes, keys and audit, its REST
 //! API and the admin CLI that talks to it.
 
+pub mod admission;
 pub mod api;
 pub mod cli;
 pub mod datadir;
 pub mod grpc;
 pub mod raft;
 pub mod recovery;
+pub mod refusals;
 pub mod scram;
 pub mod server;
 pub mod state;

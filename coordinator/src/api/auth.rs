@@ -1,7 +1,10 @@
-//! Bearer API key authentication and role checks. Every refusal is written to the audit chain
-//! before the caller hears about it.
+//! Bearer API key authentication, per-key rate limits and role checks. A refusal of a valid key
+//! is written to the audit chain before the caller hears about it; a request without a valid key
+//! is counted per source address (`refusals`) and costs no Raft write beyond its source's one
+//! entry per window, and past the source's limit it is answered 429.
 
 use super::error::ApiError;
+use crate::refusals::Refusal;
 use crate::server::Coordinator;
 use crate::state::apikey::{split_token, Role};
 use crate::state::names::TenantName;
@@ -36,6 +39,7 @@ pub enum Need<'a> {
 pub struct Ctx {
     pub coordinator: Arc<Coordinator>,
     pub source: String,
+    source_ip: Option<std::net::IpAddr>,
     token: Option<String>,
 }
 
@@ -43,17 +47,14 @@ impl FromRequestParts<Arc<Coordinator>> for Ctx {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<Coordinator>) -> Result<Self, Self::Rejection> {
-        let source = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ci| ci.0.ip().to_string())
-            .unwrap_or_else(|| "unknown".into());
+        let source_ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ci| ci.0.ip());
+        let source = source_ip.map(|ip| ip.to_string()).unwrap_or_else(|| "unknown".into());
         let token = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim().to_string());
-        Ok(Ctx { coordinator: state.clone(), source, token })
+        Ok(Ctx { coordinator: state.clone(), source, source_ip, token })
     }
 }
 
@@ -98,14 +99,40 @@ impl Ctx {
         })
     }
 
-    /// Authenticates and authorizes; refusals are audited under `action` on `target`.
+    /// Authenticates, charges the key's rate limit, and authorizes. A request without a valid
+    /// key is counted, not written (see `refuse_anonymous`); a key over its rate gets 429 with
+    /// `Retry-After` (counted too: a flood from one key must not become a flood of audit
+    /// entries); a valid key's other refusals are audited under `action` on `target`.
     pub async fn require(&self, need: Need<'_>, action: &str, target: &str) -> Result<Caller, ApiError> {
         let caller = match self.authenticate() {
             Ok(c) => c,
-            Err(e) => return Err(self.reject("anonymous", action, target, e).await),
+            Err(e) => return Err(self.refuse_anonymous(action, target, e).await),
         };
+        let admission = &self.coordinator.admission;
+        let buckets = if caller.role == Role::Admin { &admission.admin_keys } else { &admission.keys };
+        if let Err(wait) = buckets.take(&caller.key_id, std::time::Instant::now()) {
+            let reason = format!("API key {} is over its rate limit", caller.key_id);
+            let refusal =
+                Refusal { source: self.source_ip, action: "apikey.throttled", target, reason: &reason, sample: false };
+            crate::refusals::refuse(&self.coordinator, refusal).await;
+            return Err(ApiError::rate_limited(format!("too many requests with this API key; {reason}"), wait));
+        }
         self.authorize(&caller, need, action, target).await?;
         Ok(caller)
+    }
+
+    /// A request without a usable key: counted for its source (one audit entry per source per
+    /// window at most), answered 401/403, or 429 once the source is over its limit.
+    async fn refuse_anonymous(&self, action: &str, target: &str, err: ApiError) -> ApiError {
+        let refusal = Refusal { source: self.source_ip, action, target, reason: &err.message, sample: true };
+        crate::refusals::refuse(&self.coordinator, refusal).await;
+        match self.coordinator.admission.charge_anonymous(self.source_ip) {
+            Ok(()) => err,
+            Err(wait) => ApiError::rate_limited(
+                format!("too many unauthenticated requests from {}; {}", self.source, err.message),
+                wait,
+            ),
+        }
     }
 
     /// Checks an authenticated caller against `need`; a refusal is audited.

@@ -24,11 +24,19 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub leader: Option<String>,
+    /// Seconds to wait before retrying (429 answers carry it as `Retry-After`).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), leader: None }
+        Self { status, code, message: message.into(), leader: None, retry_after: None }
+    }
+
+    /// 429 with `Retry-After` (whole seconds, at least 1).
+    pub fn rate_limited(message: impl Into<String>, wait: std::time::Duration) -> Self {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        Self { retry_after: Some(secs.max(1)), ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message) }
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {
@@ -53,6 +61,7 @@ impl ApiError {
             code: "not_leader",
             message: "this coordinator is not the leader; send the request to the leader".into(),
             leader: leader_api,
+            retry_after: None,
         }
     }
 
@@ -96,6 +105,10 @@ impl From<ReadError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody { error: self.code.to_string(), message: self.message, leader: self.leader };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
+        }
+        response
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod refusals;
 pub mod tokens;
 
 use crate::raft::CoordinatorNode;
@@ -53,6 +54,7 @@ pub fn router(c: Arc<Coordinator>) -> Router {
         .route("/api/v1/audit", get(list_audit))
         .route("/api/v1/audit/verify", get(verify_audit))
         .route("/api/v1/cluster", get(cluster_status))
+        .route("/api/v1/refusals", get(refusals::refusal_stats))
         .route("/api/v1/cluster/learners", post(add_learner))
         .route("/api/v1/cluster/tokens", get(tokens::list_coordinator_tokens).post(create_coordinator_token))
         .route("/api/v1/cluster/tokens/{id}", delete(tokens::revoke_coordinator_token))
@@ -1031,10 +1033,10 @@ impl utoipa::Modify for SecurityAddon {
     paths(healthz, create_tenant, get_tenant, list_tenants, update_tenant, delete_tenant, tenant_lifecycle, tenant_audit,
         list_nodes, create_join_token, node_action, create_api_key, list_api_keys, revoke_api_key, list_audit, verify_audit, cluster_status,
         add_learner, promote, remove_member, create_coordinator_token, tokens::list_coordinator_tokens,
-        tokens::revoke_coordinator_token),
+        tokens::revoke_coordinator_token, refusals::refusal_stats),
     components(schemas(ErrorBody, Tenant, CreatedTenant, CreateTenantBody, UpdateTenantBody, ApiKey, CreatedApiKey, CreateApiKeyBody,
         AuditEntry, AuditVerification, Break, ClusterStatus, Member, AddLearnerBody, PromoteBody, Node, JoinToken, CreateJoinTokenBody, CreatedJoinToken, CreateCoordinatorTokenBody,
-        tokens::CoordinatorToken)),
+        tokens::CoordinatorToken, crate::refusals::RefusalStats, crate::refusals::PendingSource)),
     modifiers(&SecurityAddon)
 )]
 pub struct ApiDoc;

@@ -147,6 +147,9 @@ pub struct ServeArgs {
     /// Take a Raft snapshot every this many log entries (and keep a fifth of them behind it).
     #[arg(long, default_value_t = crate::raft::DEFAULT_SNAPSHOT_LOGS, value_parser = clap::value_parser!(u64).range(10..))]
     pub snapshot_logs: u64,
+    /// Rate limits, refusal audit window and listener timeouts.
+    #[command(flatten)]
+    pub limits: crate::admission::LimitArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -503,7 +506,8 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         crate::server::join_as_coordinator(&a.data_dir, config.id, config.names(), url, token, pin).await?;
         tracing::info!(id = config.id, "obtained this coordinator's certificate");
     }
-    let coordinator = crate::server::Coordinator::start(config, &a.data_dir, a.snapshot_logs).await?;
+    let limits = a.limits.limits().map_err(|e| anyhow::anyhow!(e))?;
+    let coordinator = crate::server::Coordinator::start(config, &a.data_dir, a.snapshot_logs, limits).await?;
     let identity = crate::raft::tls::Identity { dir: a.data_dir.clone() };
     let loopback = coordinator.config.api_listen.ip().is_loopback();
     let api_tls = match (a.api_tls, &a.api_cert, &a.api_key_file) {

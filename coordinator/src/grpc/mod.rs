@@ -107,11 +107,7 @@ pub async fn serve(c: Arc<Coordinator>, mut stop: tokio::sync::watch::Receiver<b
         })
     };
 
-    let refusing = c.clone();
-    let (incoming, accept) = crate::raft::tls::incoming(listener, tls.clone(), move |peer, reason| {
-        let c = refusing.clone();
-        async move { crate::raft::tls::audit_refusal(&c, "node", peer, &reason).await }
-    });
+    let (incoming, accept) = crate::raft::tls::incoming(listener, tls.clone(), c.clone(), "node");
 
     let svc = berqenas_proto::node::node_server::NodeServer::new(node::NodeService::new(c.clone()))
         .max_decoding_message_size(4 << 20);

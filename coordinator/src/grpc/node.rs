@@ -160,10 +160,35 @@ fn significant(r: &Report) -> Report {
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::DesiredState, Status>> + Send>>;
 
+/// Whether `token_id` names an issued token with this secret (used or not: a holder of the real
+/// secret is attributable, and the state machine gives it the precise refusal).
+fn known_token(state: &crate::state::State, token_id: &str, secret_hash: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    state.join_tokens.get(token_id).is_some_and(|t| bool::from(t.secret_hash.as_bytes().ct_eq(secret_hash.as_bytes())))
+}
+
+impl NodeService {
+    /// A join refused before it reached Raft: counted for its source (one audit entry per source
+    /// per window at most), `InvalidArgument`, or `ResourceExhausted` past the source's limit.
+    async fn refuse_join(&self, ip: &Option<std::net::IpAddr>, action: &str, target: &str, reason: String) -> Status {
+        tracing::debug!(source = ?ip, reason, "refused a join");
+        let refusal = crate::refusals::Refusal { source: *ip, action, target, reason: &reason, sample: true };
+        crate::refusals::refuse(&self.c, refusal).await;
+        match self.c.admission.charge_anonymous(*ip) {
+            Ok(()) => Status::invalid_argument(reason),
+            Err(wait) => Status::resource_exhausted(format!(
+                "too many refused attempts from this address; retry in {} s ({reason})",
+                wait.as_secs().max(1)
+            )),
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl pb::node_server::Node for NodeService {
     async fn join(&self, request: Request<pb::JoinRequest>) -> Result<Response<pb::JoinResponse>, Status> {
         let src = source(&request);
+        let request_ip = request.remote_addr().map(|a| a.ip());
         let req = request.into_inner();
         let meta = |actor: String| Meta { time_ms: crate::time::now_ms(), actor, source: src.clone(), key_role: None };
         let ca = cluster_ca(&self.c)
@@ -177,13 +202,14 @@ impl pb::node_server::Node for NodeService {
         });
         let (token_id, secret_hash, node) = match checked {
             Ok(v) => v,
-            Err(reason) => {
-                let op = Op::Rejected { action: "node.join".into(), target: "node".into(), reason: reason.clone() };
-                let _ = self.c.write(Command { meta: meta("anonymous".into()), op }).await;
-                tracing::warn!(source = %src, reason, "refused a join");
-                return Err(Status::invalid_argument(reason));
-            }
+            Err(reason) => return Err(self.refuse_join(&request_ip, "node.join", "node", reason).await),
         };
+        // A token nobody issued (or a wrong secret) is refused here, counted, and costs no Raft
+        // write; the state machine re-checks every token at apply.
+        if !self.c.read(|d| known_token(&d.state, &token_id, &secret_hash)) {
+            let reason = "join token is invalid, expired or already used".to_string();
+            return Err(self.refuse_join(&request_ip, "node.join", "node", reason).await);
+        }
         let actor = format!("jointoken/{token_id}");
         let resp = self
             .c
@@ -221,6 +247,7 @@ impl pb::node_server::Node for NodeService {
         request: Request<pb::JoinCoordinatorRequest>,
     ) -> Result<Response<pb::JoinCoordinatorResponse>, Status> {
         let src = source(&request);
+        let request_ip = request.remote_addr().map(|a| a.ip());
         let req = request.into_inner();
         let ca = cluster_ca(&self.c)
             .ok_or_else(|| Status::unavailable("this coordinator has no cluster CA yet"))?
@@ -249,16 +276,12 @@ impl pb::node_server::Node for NodeService {
         })();
         let (token_id, secret_hash) = match checked {
             Ok(v) => v,
-            Err(reason) => {
-                let op = Op::Rejected {
-                    action: "cluster.join".into(),
-                    target: "coordinator".into(),
-                    reason: reason.clone(),
-                };
-                let _ = self.c.write(Command { meta: meta("anonymous".into()), op }).await;
-                return Err(Status::invalid_argument(reason));
-            }
+            Err(reason) => return Err(self.refuse_join(&request_ip, "cluster.join", "coordinator", reason).await),
         };
+        if !self.c.read(|d| known_token(&d.state, &token_id, &secret_hash)) {
+            let reason = "coordinator token is invalid, expired, used or for another id".to_string();
+            return Err(self.refuse_join(&request_ip, "cluster.join", "coordinator", reason).await);
+        }
         let op = Op::JoinCoordinator { token_id: token_id.clone(), secret_hash, id: req.id };
         let resp = self
             .c

@@ -1,11 +1,12 @@
 //! TLS plumbing shared by the coordinator's listeners and its outgoing channels: an accept loop
-//! that hands finished handshakes to tonic (refusals are logged and audited), a connector that
-//! dials peers with rustls, and this coordinator's own certificate files.
+//! that hands finished handshakes to tonic (refusals are counted per source and summarised in
+//! the audit trail, see `refusals`), a connector that dials peers with rustls, and this
+//! coordinator's own certificate files.
 
-use crate::state::{Command, Meta, Op};
+use crate::refusals::Refusal;
+use crate::server::Coordinator;
 use anyhow::Context;
 use hyper_util::rt::TokioIo;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -13,61 +14,81 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 pub type ServerTls = Arc<RwLock<Arc<rustls::ServerConfig>>>;
 pub type ClientTls = Arc<RwLock<Arc<rustls::ClientConfig>>>;
 pub type Incoming = tokio_stream::wrappers::ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>>;
 
-/// Accepts TCP connections, runs the TLS handshake off the accept path, and yields the streams
-/// that completed it. `refused` is told about every failed handshake.
-pub fn incoming<F, Fut>(listener: TcpListener, tls: ServerTls, refused: F) -> (Incoming, tokio::task::JoinHandle<()>)
-where
-    F: Fn(SocketAddr, String) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
+/// Accepts TCP connections for `listener` (`raft`, `node`, `api`), runs the TLS handshake off the
+/// accept path, and yields the streams that completed it. A source whose unauthenticated
+/// refusals used up its bucket has new connections closed unread; handshakes in progress are
+/// capped per listener and per source, and time out. Every failed handshake is counted for its
+/// source (`refusals`), never written one by one.
+pub fn incoming(
+    listener: TcpListener,
+    tls: ServerTls,
+    c: Arc<Coordinator>,
+    name: &'static str,
+) -> (Incoming, tokio::task::JoinHandle<()>) {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
-    let refused = Arc::new(refused);
+    let slots = c.admission.handshake_slots();
+    let timeout = c.admission.limits.handshake_timeout;
     let task = tokio::spawn(async move {
+        let action = format!("{name}.handshake");
+        let target = format!("{name}-listener");
         loop {
-            let Ok((tcp, peer)) = listener.accept().await else { continue };
+            let (tcp, peer) = match listener.accept().await {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors or similar: do not spin.
+                    tracing::debug!(error = %e, listener = name, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            let count = |reason: &str| {
+                let refusal =
+                    Refusal { source: Some(peer.ip()), action: &action, target: &target, reason, sample: false };
+                let _ = c.admission.refusals.record(&refusal, std::time::Instant::now());
+            };
+            if c.admission.connection_allowed(peer.ip()).is_err() {
+                count("source is over its limit of unauthenticated refusals; closed unread");
+                continue;
+            }
+            let Some(slot) = slots.acquire(crate::admission::source_key(peer.ip())) else {
+                count("too many handshakes in progress; closed unread");
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             let Ok(config) = tls.read().map(|c| c.clone()) else { continue };
-            let (tx, refused) = (tx.clone(), refused.clone());
+            let (tx, c, action, target) = (tx.clone(), c.clone(), action.clone(), target.clone());
             tokio::spawn(async move {
                 let acceptor = tokio_rustls::TlsAcceptor::from(config);
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                let outcome = tokio::time::timeout(timeout, acceptor.accept(tcp)).await;
+                drop(slot);
+                let (reason, sample) = match outcome {
                     Ok(Ok(stream)) => {
                         let _ = tx.send(Ok(stream)).await;
+                        return;
                     }
-                    Ok(Err(e)) => refused(peer, e.to_string()).await,
-                    Err(_) => refused(peer, "handshake timed out".into()).await,
-                }
+                    // A bare connect and close, or a reset: a probe, counted only.
+                    Ok(Err(e)) => (e.to_string(), !is_probe(&e)),
+                    Err(_) => ("handshake timed out".to_string(), false),
+                };
+                tracing::debug!(%peer, listener = name, reason, "refused a TLS handshake");
+                let _ = c.admission.charge_anonymous(Some(peer.ip()));
+                let refusal =
+                    Refusal { source: Some(peer.ip()), action: &action, target: &target, reason: &reason, sample };
+                crate::refusals::refuse(&c, refusal).await;
             });
         }
     });
     (tokio_stream::wrappers::ReceiverStream::new(rx), task)
 }
 
-/// A refused handshake: one log line and one audit entry (never certificate bytes).
-pub async fn audit_refusal(c: &crate::server::Coordinator, listener: &str, peer: SocketAddr, reason: &str) {
-    tracing::warn!(%peer, listener, reason, "refused a TLS handshake");
-    let cmd = Command {
-        meta: Meta {
-            time_ms: crate::time::now_ms(),
-            actor: "anonymous".into(),
-            source: peer.ip().to_string(),
-            key_role: None,
-        },
-        op: Op::Rejected {
-            action: format!("{listener}.handshake"),
-            target: format!("{listener}-listener"),
-            reason: reason.into(),
-        },
-    };
-    if let Err(e) = c.write(cmd).await {
-        tracing::warn!(error = %e, "could not audit a refused handshake");
-    }
+/// Whether a handshake error means the peer never really tried (closed, reset, aborted).
+fn is_probe(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(e.kind(), UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe | NotConnected)
 }
 
 /// A lazily connecting channel to `addr` over rustls with the current client config, to

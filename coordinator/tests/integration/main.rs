@@ -5,6 +5,7 @@ mod admin;
 mod audit;
 mod cli;
 mod cluster;
+mod flood;
 mod harness;
 mod invariants;
 mod peers;

@@ -1,0 +1,180 @@
+//! `deploy/bench.sh flood`: a 1-node release coordinator under a 60 s anonymous flood at full
+//! speed (keyless GETs, bare TCP connect/close on the node and Raft ports, garbage instead of a
+//! TLS ClientHello) while an admin creates tenants. Prints one JSON line: requests sent, Raft and
+//! audit entries the flood added, coordinator RSS before/after, create p99 idle vs flooded.
+//! Usage: bench-flood PATH/TO/berqenas-coordinator
+
+use berqenas_tests::bench::{percentile, proc_stats, round2, BenchCluster};
+use berqenas_tests::Proc;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+
+const CREATES: usize = 200;
+const FLOOD: Duration = Duration::from_secs(60);
+const GET_TASKS: usize = 4;
+const CONNECT_TASKS: usize = 2;
+const GARBAGE_TASKS: usize = 1;
+
+async fn get(http: &reqwest::Client, url: &str, key: &str) -> Value {
+    http.get(url).bearer_auth(key).send().await.expect("request").json().await.expect("JSON")
+}
+
+/// Creates `n` tenants one after another; returns the p99 latency in ms.
+async fn creates_p99(http: &reqwest::Client, base: &str, key: &str, prefix: &str, n: usize) -> f64 {
+    let mut lat = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = Instant::now();
+        let resp = http
+            .post(format!("{base}/api/v1/tenant"))
+            .bearer_auth(key)
+            .json(&json!({"name": format!("{prefix}{i:04}"), "db_quota": "1GB"}))
+            .send()
+            .await
+            .expect("create");
+        assert_eq!(resp.status().as_u16(), 201, "{}", resp.text().await.unwrap_or_default());
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    lat.sort_by(|a, b| a.total_cmp(b));
+    round2(percentile(&lat, 0.99))
+}
+
+#[derive(Default)]
+struct Sent {
+    gets: AtomicU64,
+    unauthorized: AtomicU64,
+    throttled: AtomicU64,
+    connects: AtomicU64,
+    garbage: AtomicU64,
+}
+
+#[tokio::main]
+async fn main() {
+    let bin = PathBuf::from(std::env::args().nth(1).expect("usage: bench-flood PATH/TO/berqenas-coordinator"));
+    let cluster = BenchCluster::start(&bin, 1, "100.64.0.0/10");
+    let node = &cluster.nodes[0];
+    let (base, key) = (cluster.first_api(), cluster.key.clone());
+    let pid = node.proc.as_ref().map(Proc::pid).unwrap_or(0);
+    let http = reqwest::Client::new();
+
+    // Idle figure first, then the baseline of the log and the trail.
+    let idle_p99 = creates_p99(&http, &base, &key, "idle", CREATES).await;
+    let index = |v: Value| v["last_log_index"].as_u64().expect("log index");
+    let index_before = index(get(&http, &format!("{base}/api/v1/cluster"), &key).await);
+    let seq_before = get(&http, &format!("{base}/api/v1/audit/verify"), &key).await["total"].as_u64().expect("total");
+    let (rss_before, _, cpu_before) = proc_stats(pid);
+
+    let sent = Arc::new(Sent::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..GET_TASKS {
+        let (sent, stop, base) = (sent.clone(), stop.clone(), base.clone());
+        tasks.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(resp) = http.get(format!("{base}/api/v1/tenants")).send().await {
+                    let counter = if resp.status().as_u16() == 429 { &sent.throttled } else { &sent.unauthorized };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+                sent.gets.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for i in 0..CONNECT_TASKS {
+        let port = if i % 2 == 0 { node.node } else { node.raft };
+        let (sent, stop) = (sent.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                drop(tokio::net::TcpStream::connect(("127.0.0.1", port)).await);
+                sent.connects.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for _ in 0..GARBAGE_TASKS {
+        let (sent, stop, port) = (sent.clone(), stop.clone(), node.node);
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                    // A TLS record header announcing a handshake, then junk.
+                    let _ = s.write_all(b"\x16\x03\x01\x00\x20not a client hello at all, sorry").await;
+                    let _ = s.shutdown().await;
+                }
+                sent.garbage.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+
+    // Creates during the flood, as many as fit in it.
+    let started = Instant::now();
+    let flood_p99 = creates_p99(&http, &base, &key, "flood", CREATES).await;
+    let creating = started.elapsed();
+    tokio::time::sleep(FLOOD.saturating_sub(started.elapsed())).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let flood_secs = started.elapsed().as_secs_f64();
+    let (rss_after, peak, cpu_after) = proc_stats(pid);
+
+    // Wait for this window's summaries to be written, then count what the flood added.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let stats = get(&http, &format!("{base}/api/v1/refusals"), &key).await;
+        if stats["pending"].as_array().is_some_and(Vec::is_empty) || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let stats = get(&http, &format!("{base}/api/v1/refusals"), &key).await;
+    let index_after = index(get(&http, &format!("{base}/api/v1/cluster"), &key).await);
+    let mut anonymous_entries = 0u64;
+    let mut seq = seq_before;
+    loop {
+        let page = get(&http, &format!("{base}/api/v1/audit?after={seq}"), &key).await;
+        let page = page.as_array().cloned().unwrap_or_default();
+        if page.is_empty() {
+            break;
+        }
+        seq = page.iter().filter_map(|e| e["seq"].as_u64()).max().unwrap_or(seq);
+        anonymous_entries += page.iter().filter(|e| e["actor"] == "anonymous").count() as u64;
+    }
+    let raft_added = index_after - index_before;
+    let raft_by_anonymous = raft_added.saturating_sub(CREATES as u64);
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let total = load(&sent.gets) + load(&sent.connects) + load(&sent.garbage);
+    let minutes = (flood_secs / 60.0).max(1.0);
+    let line = json!({
+        "bench": "flood",
+        "nodes": 1,
+        "sources": 1,
+        "flood_s": round2(flood_secs),
+        "requests_sent": {
+            "keyless_gets": load(&sent.gets),
+            "answered_401_403": load(&sent.unauthorized),
+            "answered_429": load(&sent.throttled),
+            "tcp_connect_close": load(&sent.connects),
+            "garbage_tls": load(&sent.garbage),
+            "total": total,
+            "per_s": round2(total as f64 / flood_secs),
+        },
+        "refusals_counted": stats["refused_total"],
+        "raft_entries_added": raft_added,
+        "raft_entries_by_anonymous": raft_by_anonymous,
+        "audit_entries_by_anonymous": anonymous_entries,
+        "anonymous_entries_per_source_per_minute": round2(anonymous_entries as f64 / minutes),
+        "rss_mb_before": round2(rss_before),
+        "rss_mb_after": round2(rss_after),
+        "rss_growth_mb": round2(rss_after - rss_before),
+        "peak_rss_mb": round2(peak),
+        "coordinator_cpu_s_during_flood": round2(cpu_after - cpu_before),
+        "create_p99_idle_ms": idle_p99,
+        "create_p99_flood_ms": flood_p99,
+        "create_p99_ratio": if idle_p99 > 0.0 { round2(flood_p99 / idle_p99) } else { 0.0 },
+        "creates_during_flood_s": round2(creating.as_secs_f64()),
+        "targets": {"anonymous_entries_per_source_per_minute": "<= 1", "create_p99_ratio": "<= 2", "rss_growth_mb": "< 20"},
+    });
+    println!("{line}");
+}
