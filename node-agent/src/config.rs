@@ -101,18 +101,31 @@ pub struct SessionLimits {
     /// A transaction open longer is ended.
     #[serde(with = "humantime_serde_compat")]
     pub transaction: Duration,
+    /// A session holding an exclusive lock on a relation longer is ended.
+    #[serde(with = "humantime_serde_compat")]
+    pub exclusive_lock: Duration,
 }
 
 impl Default for SessionLimits {
     fn default() -> Self {
         let d = crate::pgguard::Limits::default();
-        Self { statement: d.statement, idle_in_transaction: d.idle_in_transaction, transaction: d.transaction }
+        Self {
+            statement: d.statement,
+            idle_in_transaction: d.idle_in_transaction,
+            transaction: d.transaction,
+            exclusive_lock: d.exclusive_lock,
+        }
     }
 }
 
 impl From<SessionLimits> for crate::pgguard::Limits {
     fn from(l: SessionLimits) -> Self {
-        Self { statement: l.statement, idle_in_transaction: l.idle_in_transaction, transaction: l.transaction }
+        Self {
+            statement: l.statement,
+            idle_in_transaction: l.idle_in_transaction,
+            transaction: l.transaction,
+            exclusive_lock: l.exclusive_lock,
+        }
     }
 }
 

@@ -10,10 +10,12 @@
 //!   queue); while that cluster-wide queue is more than a quarter full, any session holding a
 //!   transaction open for more than 10 s is ended, since only such a session (or a stuck one)
 //!   can keep the queue from draining — one tenant cannot fill it for everyone;
+//! - ends sessions holding an exclusive lock on a relation longer than the exclusive-lock limit
+//!   (a table rewritten in an open transaction grows unmeasured until it commits);
 //! - measures, without locks ([`crate::pgsize`]), every tenant that ran something since the last
-//!   tick; one found over its quota has its running statements cancelled and the reconcile loop
-//!   woken to revoke its writes at once, and its statements keep being cancelled until that is
-//!   done. The overrun is bounded by about one tick of the tenant's write rate.
+//!   tick; one found over its quota (and not yet held to it) has its sessions ended and the
+//!   reconcile loop woken to revoke its writes at once, and its sessions keep being ended until
+//!   that is done. The overrun is bounded by about one tick of the tenant's write rate.
 //!
 //! `judge` and `hot` are pure; `run` is the loop.
 
@@ -38,6 +40,10 @@ pub struct Limits {
     pub statement: Duration,
     pub idle_in_transaction: Duration,
     pub transaction: Duration,
+    /// An exclusive lock on a relation held longer ends the session: a table rewritten inside an
+    /// open transaction (TRUNCATE, ALTER TABLE, CLUSTER) lives in a new file the catalogs show
+    /// only at commit, so its growth is not measured until then.
+    pub exclusive_lock: Duration,
 }
 
 impl Default for Limits {
@@ -48,6 +54,7 @@ impl Default for Limits {
             statement: Duration::from_secs(35),
             idle_in_transaction: Duration::from_secs(65),
             transaction: Duration::from_secs(600),
+            exclusive_lock: Duration::from_secs(30),
         }
     }
 }
@@ -68,8 +75,32 @@ pub struct Shared {
     pub sizes: Mutex<BTreeMap<String, u64>>,
     /// Tenants the guard found over quota that no pass has enforced yet.
     pub pending: Mutex<BTreeSet<String>>,
+    /// Tenants whose writes the last pass revoked for their quota.
+    pub enforced: Mutex<BTreeSet<String>>,
     /// Wakes the reconcile loop.
     pub wake: Arc<tokio::sync::Notify>,
+    /// When the guard last completed a tick, or why it could not.
+    pub health: Mutex<Health>,
+}
+
+/// The guard's last tick.
+#[derive(Debug, Default)]
+pub struct Health {
+    pub last_ok: Option<Instant>,
+    pub last_error: Option<String>,
+}
+
+impl Shared {
+    /// Why tenants cannot be held to their limits now: the guard has not completed a tick for
+    /// `grace` (None while it is working).
+    pub fn failure(&self, grace: Duration) -> Option<String> {
+        let health = self.health.lock().ok()?;
+        if health.last_ok.is_some_and(|t| t.elapsed() <= grace) {
+            return None;
+        }
+        let why = health.last_error.clone().unwrap_or_else(|| "it has not run yet".to_string());
+        Some(format!("the session guard is not enforcing limits: {why}"))
+    }
 }
 
 /// A tenant's session as `pg_stat_activity` shows it.
@@ -85,6 +116,21 @@ pub struct Session {
     pub xact_secs: Option<f64>,
     /// Seconds since `state` last changed.
     pub state_secs: f64,
+    /// Holds an `AccessExclusiveLock` on a relation.
+    pub exclusive: bool,
+}
+
+/// What the guard remembers between ticks: since when a session has been stuck writing to its
+/// client, and since when it has held an exclusive lock.
+#[derive(Debug, Default)]
+pub struct Memory {
+    stuck: BTreeMap<i32, Instant>,
+    exclusive: BTreeMap<i32, Instant>,
+}
+
+/// Running something (a statement, a fastpath function call, …), not idle.
+fn running(s: &Session) -> bool {
+    !(s.state.is_empty() || s.state == "idle" || s.state == "disabled" || s.state.starts_with("idle in transaction"))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,43 +143,56 @@ fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
-/// Pure: what to do with each session, given the notification queue's fill (0–1). `stuck`
-/// remembers since when an idle session has been blocked writing to its client (kept across
-/// ticks; entries of gone sessions are dropped).
+/// Pure: what to do with each session, given the notification queue's fill (0–1). `memory`
+/// is kept across ticks (entries of gone sessions are dropped).
 pub fn judge(
     sessions: &[Session],
     limits: &Limits,
     queue_usage: f64,
     now: Instant,
-    stuck: &mut BTreeMap<i32, Instant>,
+    memory: &mut Memory,
 ) -> Vec<Verdict> {
     let mut verdicts = Vec::new();
     let pressure = queue_usage > QUEUE_PRESSURE;
-    stuck.retain(|pid, _| sessions.iter().any(|s| s.pid == *pid && s.state == "idle"));
+    let alive = |pid: &i32| sessions.iter().any(|s| s.pid == *pid);
+    memory.stuck.retain(|pid, _| alive(pid));
+    memory.exclusive.retain(|pid, _| alive(pid));
+    let limit = humantime::format_duration;
     for s in sessions {
         let (pid, tenant) = (s.pid, s.tenant.clone());
         let client_write = s.state == "idle" && s.wait_event.as_deref() == Some("ClientWrite");
-        if pressure && (client_write || s.xact_secs.is_some_and(|x| x > secs(QUEUE_PRESSURE_TRANSACTION))) {
-            let why = format!("may pin the notification queue, {:.0}% full", queue_usage * 100.0);
-            verdicts.push(Verdict::Terminate { pid, tenant, why });
-        } else if s.xact_secs.is_some_and(|x| x > secs(limits.transaction)) {
-            let why = format!("transaction open longer than {}", humantime::format_duration(limits.transaction));
-            verdicts.push(Verdict::Terminate { pid, tenant, why });
-        } else if s.state.starts_with("idle in transaction") && s.state_secs > secs(limits.idle_in_transaction) {
-            let why =
-                format!("idle in a transaction longer than {}", humantime::format_duration(limits.idle_in_transaction));
-            verdicts.push(Verdict::Terminate { pid, tenant, why });
-        } else if s.state == "active" && s.query_secs > secs(limits.statement) {
-            let why = format!("statement ran longer than {}", humantime::format_duration(limits.statement));
-            verdicts.push(Verdict::Cancel { pid, tenant, why });
-        } else if client_write {
-            let since = *stuck.entry(pid).or_insert(now);
-            if now.duration_since(since) > limits.idle_in_transaction {
-                let why = "not reading from its connection (holds the notification queue)".to_string();
-                verdicts.push(Verdict::Terminate { pid, tenant, why });
+        let stuck_for = match client_write {
+            true => now.duration_since(*memory.stuck.entry(pid).or_insert(now)),
+            false => {
+                memory.stuck.remove(&pid);
+                Duration::ZERO
             }
+        };
+        let exclusive_for = match s.exclusive {
+            true => now.duration_since(*memory.exclusive.entry(pid).or_insert(now)),
+            false => {
+                memory.exclusive.remove(&pid);
+                Duration::ZERO
+            }
+        };
+        let why = if pressure && (client_write || s.xact_secs.is_some_and(|x| x > secs(QUEUE_PRESSURE_TRANSACTION))) {
+            Some(format!("may pin the notification queue, {:.0}% full", queue_usage * 100.0))
+        } else if s.xact_secs.is_some_and(|x| x > secs(limits.transaction)) {
+            Some(format!("transaction open longer than {}", limit(limits.transaction)))
+        } else if exclusive_for > limits.exclusive_lock {
+            Some(format!("held an exclusive lock longer than {}", limit(limits.exclusive_lock)))
+        } else if s.state.starts_with("idle in transaction") && s.state_secs > secs(limits.idle_in_transaction) {
+            Some(format!("idle in a transaction longer than {}", limit(limits.idle_in_transaction)))
+        } else if stuck_for > limits.idle_in_transaction {
+            Some("not reading from its connection (holds the notification queue)".to_string())
         } else {
-            stuck.remove(&pid);
+            None
+        };
+        if let Some(why) = why {
+            verdicts.push(Verdict::Terminate { pid, tenant, why });
+        } else if running(s) && s.query_secs > secs(limits.statement) {
+            let why = format!("{} ran longer than {}", s.state, limit(limits.statement));
+            verdicts.push(Verdict::Cancel { pid, tenant, why });
         }
     }
     verdicts
@@ -142,25 +201,33 @@ pub fn judge(
 /// Pure: tenants that ran something since the last tick (or are running now): the ones whose
 /// size may have changed.
 pub fn hot(sessions: &[Session]) -> BTreeSet<String> {
-    sessions
-        .iter()
-        .filter(|s| s.state != "idle" || s.state_secs <= 2.0 * secs(TICK))
-        .map(|s| s.tenant.clone())
-        .collect()
+    sessions.iter().filter(|s| running(s) || s.state_secs <= 2.0 * secs(TICK)).map(|s| s.tenant.clone()).collect()
 }
 
 /// Runs the guard for ever on connections made from `options` (reconnecting after failures).
 pub async fn run(options: PgConnectOptions, shared: Arc<Shared>, limits: Limits) {
     let mut conn: Option<PgConnection> = None;
-    let mut stuck = BTreeMap::new();
+    let mut memory = Memory::default();
     let mut last_error: Option<Instant> = None;
     loop {
         tokio::time::sleep(TICK).await;
         if conn.is_none() {
             conn = options.connect().await.ok();
         }
-        let Some(c) = conn.as_mut() else { continue };
-        if let Err(e) = tick(c, &shared, &limits, &mut stuck).await {
+        let Some(c) = conn.as_mut() else {
+            if let Ok(mut h) = shared.health.lock() {
+                h.last_error = Some("cannot connect to PostgreSQL".to_string());
+            }
+            continue;
+        };
+        let result = tick(c, &shared, &limits, &mut memory).await;
+        if let Ok(mut h) = shared.health.lock() {
+            match &result {
+                Ok(()) => h.last_ok = Some(Instant::now()),
+                Err(e) => h.last_error = Some(e.clone()),
+            }
+        }
+        if let Err(e) = result {
             if last_error.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
                 tracing::warn!(error = %e, "session guard: tick failed; reconnecting");
                 last_error = Some(Instant::now());
@@ -170,18 +237,16 @@ pub async fn run(options: PgConnectOptions, shared: Arc<Shared>, limits: Limits)
     }
 }
 
-async fn tick(
-    conn: &mut PgConnection,
-    shared: &Shared,
-    limits: &Limits,
-    stuck: &mut BTreeMap<i32, Instant>,
-) -> Result<(), String> {
+async fn tick(conn: &mut PgConnection, shared: &Shared, limits: &Limits, memory: &mut Memory) -> Result<(), String> {
     let rows = sqlx::query(
         "SELECT pid, usename::text AS u, COALESCE(state, '') AS state, wait_event, \
          COALESCE(EXTRACT(epoch FROM now() OPERATOR(pg_catalog.-) query_start), 0)::float8 AS q, \
          EXTRACT(epoch FROM now() OPERATOR(pg_catalog.-) xact_start)::float8 AS x, \
-         COALESCE(EXTRACT(epoch FROM now() OPERATOR(pg_catalog.-) state_change), 0)::float8 AS s \
-         FROM pg_catalog.pg_stat_activity WHERE backend_type OPERATOR(pg_catalog.=) 'client backend' \
+         COALESCE(EXTRACT(epoch FROM now() OPERATOR(pg_catalog.-) state_change), 0)::float8 AS s, \
+         EXISTS (SELECT 1 FROM pg_catalog.pg_locks l WHERE l.pid OPERATOR(pg_catalog.=) a.pid \
+                 AND l.locktype OPERATOR(pg_catalog.=) 'relation' \
+                 AND l.mode OPERATOR(pg_catalog.=) 'AccessExclusiveLock' AND l.granted) AS xl \
+         FROM pg_catalog.pg_stat_activity a WHERE backend_type OPERATOR(pg_catalog.=) 'client backend' \
          AND usename OPERATOR(pg_catalog.~) '^tenant_[a-z][a-z0-9_]{1,30}_user$'",
     )
     .fetch_all(&mut *conn)
@@ -199,13 +264,14 @@ async fn tick(
             query_secs: r.try_get("q").map_err(|e| e.to_string())?,
             xact_secs: r.try_get("x").map_err(|e| e.to_string())?,
             state_secs: r.try_get("s").map_err(|e| e.to_string())?,
+            exclusive: r.try_get("xl").map_err(|e| e.to_string())?,
         });
     }
     let queue_usage: f64 = sqlx::query_scalar("SELECT pg_catalog.pg_notification_queue_usage()")
         .fetch_one(&mut *conn)
         .await
         .map_err(|e| format!("reading the notification queue: {e}"))?;
-    for verdict in judge(&sessions, limits, queue_usage, Instant::now(), stuck) {
+    for verdict in judge(&sessions, limits, queue_usage, Instant::now(), memory) {
         match verdict {
             Verdict::Cancel { pid, tenant, why } => {
                 tracing::info!(tenant, pid, why, "session guard cancels a statement");
@@ -230,9 +296,10 @@ async fn tick(
     }
     let sizes = crate::pgsize::measure(conn, &schemas, &databases).await?;
     let mut over = Vec::new();
+    let enforced = shared.enforced.lock().map(|e| e.clone()).unwrap_or_default();
     if let Ok(mut known) = shared.sizes.lock() {
         for (name, bytes) in sizes {
-            if watched.get(&name).is_some_and(|w| bytes > w.quota) {
+            if watched.get(&name).is_some_and(|w| bytes > w.quota) && !enforced.contains(&name) {
                 over.push(name.clone());
             }
             known.insert(name, bytes);
@@ -251,9 +318,9 @@ async fn tick(
     if wake {
         shared.wake.notify_one();
     }
-    // Until a pass has revoked its writes, nothing it runs gets to finish.
-    for s in sessions.iter().filter(|s| s.state == "active" && over.contains(&s.tenant)) {
-        signal(conn, "pg_cancel_backend", s.pid).await?;
+    // Until a pass has revoked its writes, it holds no session (and no lock the pass needs).
+    for s in sessions.iter().filter(|s| over.contains(&s.tenant)) {
+        signal(conn, "pg_terminate_backend", s.pid).await?;
     }
     Ok(())
 }
@@ -279,6 +346,7 @@ mod tests {
             query_secs: 1.0,
             xact_secs: None,
             state_secs: 1.0,
+            exclusive: false,
         }
     }
 
@@ -287,7 +355,7 @@ mod tests {
         let limits = Limits::default();
         let long = Session { query_secs: 36.0, xact_secs: Some(36.0), ..session(7, "active") };
         let short = Session { query_secs: 34.0, xact_secs: Some(34.0), ..session(8, "active") };
-        let v = judge(&[long, short], &limits, 0.0, Instant::now(), &mut BTreeMap::new());
+        let v = judge(&[long, short], &limits, 0.0, Instant::now(), &mut Memory::default());
         assert!(matches!(v.as_slice(), [Verdict::Cancel { pid: 7, .. }]), "{v:?}");
     }
 
@@ -295,7 +363,7 @@ mod tests {
     fn lock_holders_idle_in_a_transaction_are_ended() {
         let limits = Limits::default();
         let holder = Session { state_secs: 66.0, xact_secs: Some(70.0), ..session(9, "idle in transaction") };
-        let v = judge(&[holder], &limits, 0.0, Instant::now(), &mut BTreeMap::new());
+        let v = judge(&[holder], &limits, 0.0, Instant::now(), &mut Memory::default());
         assert!(matches!(v.as_slice(), [Verdict::Terminate { pid: 9, .. }]), "{v:?}");
     }
 
@@ -304,14 +372,14 @@ mod tests {
         let limits = Limits::default();
         // Never idle long, never one long statement: only the transaction's age catches it.
         let busy = Session { state_secs: 0.5, query_secs: 0.5, xact_secs: Some(601.0), ..session(3, "active") };
-        let v = judge(&[busy], &limits, 0.0, Instant::now(), &mut BTreeMap::new());
+        let v = judge(&[busy], &limits, 0.0, Instant::now(), &mut Memory::default());
         assert!(matches!(v.as_slice(), [Verdict::Terminate { pid: 3, .. }]), "{v:?}");
     }
 
     #[test]
     fn a_listener_that_stops_reading_is_ended_after_the_idle_limit() {
         let limits = Limits::default();
-        let mut stuck = BTreeMap::new();
+        let mut stuck = Memory::default();
         let blocked = Session { wait_event: Some("ClientWrite".into()), state_secs: 5000.0, ..session(4, "idle") };
         let t0 = Instant::now();
         assert!(judge(std::slice::from_ref(&blocked), &limits, 0.0, t0, &mut stuck).is_empty(), "not at first sight");
@@ -321,7 +389,31 @@ mod tests {
         // A session that got unstuck starts over.
         let reading = session(4, "idle");
         assert!(judge(&[reading], &limits, 0.0, later, &mut stuck).is_empty());
-        assert!(stuck.is_empty());
+        assert!(stuck.stuck.is_empty());
+    }
+
+    #[test]
+    fn fastpath_calls_are_held_to_the_statement_limit() {
+        let limits = Limits::default();
+        let call = Session { query_secs: 40.0, ..session(13, "fastpath function call") };
+        let v = judge(&[call], &limits, 0.0, Instant::now(), &mut Memory::default());
+        assert!(matches!(v.as_slice(), [Verdict::Cancel { pid: 13, .. }]), "{v:?}");
+    }
+
+    #[test]
+    fn exclusive_locks_end_at_their_limit() {
+        let limits = Limits::default();
+        let mut memory = Memory::default();
+        let rewriting = Session { exclusive: true, xact_secs: Some(5.0), ..session(14, "active") };
+        let t0 = Instant::now();
+        assert!(judge(std::slice::from_ref(&rewriting), &limits, 0.0, t0, &mut memory).is_empty());
+        let later = t0 + Duration::from_secs(31);
+        let v = judge(std::slice::from_ref(&rewriting), &limits, 0.0, later, &mut memory);
+        assert!(matches!(v.as_slice(), [Verdict::Terminate { pid: 14, .. }]), "{v:?}");
+        // Released meanwhile: the clock starts again.
+        let released = Session { exclusive: false, ..rewriting.clone() };
+        assert!(judge(&[released], &limits, 0.0, later, &mut memory).is_empty());
+        assert!(judge(&[rewriting], &limits, 0.0, later + Duration::from_secs(1), &mut memory).is_empty());
     }
 
     #[test]
@@ -329,9 +421,9 @@ mod tests {
         let limits = Limits::default();
         let pin = Session { state_secs: 12.0, xact_secs: Some(12.0), ..session(11, "idle in transaction") };
         let fresh = Session { state_secs: 2.0, xact_secs: Some(2.0), ..session(12, "idle in transaction") };
-        let calm = judge(&[pin.clone(), fresh.clone()], &limits, 0.2, Instant::now(), &mut BTreeMap::new());
+        let calm = judge(&[pin.clone(), fresh.clone()], &limits, 0.2, Instant::now(), &mut Memory::default());
         assert!(calm.is_empty(), "{calm:?}");
-        let v = judge(&[pin, fresh], &limits, 0.3, Instant::now(), &mut BTreeMap::new());
+        let v = judge(&[pin, fresh], &limits, 0.3, Instant::now(), &mut Memory::default());
         assert!(matches!(v.as_slice(), [Verdict::Terminate { pid: 11, .. }]), "{v:?}");
     }
 
@@ -339,7 +431,7 @@ mod tests {
     fn idle_sessions_are_left_alone_and_not_measured() {
         let limits = Limits::default();
         let idle = Session { state_secs: 10_000.0, ..session(5, "idle") };
-        assert!(judge(std::slice::from_ref(&idle), &limits, 0.0, Instant::now(), &mut BTreeMap::new()).is_empty());
+        assert!(judge(std::slice::from_ref(&idle), &limits, 0.0, Instant::now(), &mut Memory::default()).is_empty());
         assert!(hot(&[idle]).is_empty());
         let writer = Session { tenant: "globex".into(), ..session(6, "active") };
         let just_done = Session { tenant: "initech".into(), state_secs: 0.4, ..session(7, "idle") };

@@ -55,7 +55,8 @@ pub struct ObservedTenant {
     pub write_any: bool,
     /// CREATE on its schema (DDL).
     pub create: bool,
-    /// The user owns some relation or function (made while DDL was allowed).
+    /// The user owns some object in the database (made while DDL was allowed): any kind, from
+    /// `pg_shdepend` — types, domains and text search objects too, not only tables and code.
     pub owns_objects: bool,
     /// Disk used by the schema's tables (with indexes and TOAST).
     pub bytes: u64,
@@ -77,14 +78,37 @@ pub struct Observed {
     pub notify_function: bool,
     /// Sessions, function sources and view definitions are hidden from PUBLIC.
     pub metadata_hidden: bool,
+    /// PUBLIC cannot export snapshots, write WAL messages or connect to `template1`.
+    pub powers_revoked: bool,
     pub tenants: BTreeMap<String, ObservedTenant>,
 }
 
-/// One SQL statement and the tenant it is for (None: node bootstrap).
+/// One SQL statement and the tenant it is for (None: node bootstrap). A tenant's consecutive
+/// steps run as one transaction; `commit_before` ends the one before it, so what came first holds
+/// even when this part fails.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Step {
     pub tenant: Option<String>,
     pub sql: String,
+    pub commit_before: bool,
+}
+
+impl Step {
+    fn node(sql: String) -> Self {
+        Self { tenant: None, sql, commit_before: false }
+    }
+
+    fn tenant(name: &str, sql: String) -> Self {
+        Self { tenant: Some(name.to_string()), sql, commit_before: false }
+    }
+}
+
+/// A tenant's steps: `first` in one transaction, then `then` in a second one.
+fn tenant_steps(name: &str, first: Vec<String>, then: Vec<String>) -> impl Iterator<Item = Step> + '_ {
+    let first = first.into_iter().map(move |sql| Step::tenant(name, sql));
+    let then =
+        then.into_iter().enumerate().map(move |(i, sql)| Step { commit_before: i == 0, ..Step::tenant(name, sql) });
+    first.chain(then)
 }
 
 fn q(ident: &str) -> String {
@@ -98,6 +122,10 @@ fn user_config(a: &Assignment) -> BTreeSet<String> {
         format!("temp_file_limit={temp_kb}kB"),
         "statement_timeout=30s".to_string(),
         "idle_in_transaction_session_timeout=60s".to_string(),
+        // What the tenant's statements make the server log: nothing below PANIC, or one
+        // `RAISE WARNING` of a 20 MB string fills the node's disk outside any quota.
+        "log_min_messages=panic".to_string(),
+        "log_min_error_statement=panic".to_string(),
     ]
     .into()
 }
@@ -144,11 +172,23 @@ fn role_steps(a: &Assignment, o: &ObservedTenant) -> Vec<String> {
     let want = user_config(a);
     let have = o.user.as_ref().map(|u| u.config.clone()).unwrap_or_default();
     if want != have {
+        // Exactly these: the tenant may have added its own (per database, too; `observe` lists
+        // those as `database …` lines, so they always differ).
         let temp_kb = (a.db_quota_bytes / 1024).clamp(1024, i32::MAX as u64);
+        let user = format!("tenant_{}_user", a.name);
+        sql.push(format!("ALTER ROLE {qu} RESET ALL"));
+        sql.push(format!(
+            "DO $reset$ DECLARE d text; BEGIN \
+             FOR d IN SELECT db.datname FROM pg_db_role_setting s JOIN pg_database db ON db.oid = s.setdatabase \
+                      WHERE s.setrole = '{user}'::regrole LOOP \
+               EXECUTE format('ALTER ROLE %I IN DATABASE %I RESET ALL', '{user}', d); END LOOP; END $reset$"
+        ));
         sql.push(format!("ALTER ROLE {qu} SET search_path = {qs}"));
         sql.push(format!("ALTER ROLE {qu} SET temp_file_limit = '{temp_kb}kB'"));
         sql.push(format!("ALTER ROLE {qu} SET statement_timeout = '30s'"));
         sql.push(format!("ALTER ROLE {qu} SET idle_in_transaction_session_timeout = '60s'"));
+        sql.push(format!("ALTER ROLE {qu} SET log_min_messages = 'panic'"));
+        sql.push(format!("ALTER ROLE {qu} SET log_min_error_statement = 'panic'"));
     }
     sql
 }
@@ -204,8 +244,9 @@ fn schema_steps(a: &Assignment, o: &ObservedTenant, db: &str) -> Vec<String> {
         ));
     }
     // DDL: CREATE on its schema while the tenant has DDL enabled and is under its quota. While
-    // it may not, it owns nothing: what it created is handed to its owner role (so it cannot
-    // grant itself back what the quota revokes), keeping its DML.
+    // it may not, it owns nothing (see `reassign_steps`), so it cannot grant itself back what
+    // the quota revokes. These revokes take no lock a tenant can hold and commit on their own,
+    // before anything its objects could make fail.
     let over = over_quota(a, o);
     let ddl = a.ddl_enabled && !over;
     if ddl && !o.create {
@@ -213,35 +254,64 @@ fn schema_steps(a: &Assignment, o: &ObservedTenant, db: &str) -> Vec<String> {
     } else if !ddl && o.create {
         sql.push(format!("REVOKE CREATE ON SCHEMA {qs} FROM {qu}"));
     }
-    let reassign = !ddl && o.owns_objects;
-    if reassign {
-        // Nothing the tenant wrote may ever run as its owner role, which owns the schema and
-        // its tables: its code goes before its tables change hands.
-        sql.push(neutralise(&format!("tenant_{}_user", a.name)));
-        sql.push(format!("REASSIGN OWNED BY {qu} TO {qo}"));
-        sql.push(format!("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {qs} TO {qu}"));
+    // Over its quota the tenant keeps reading and deleting but cannot insert or update — also
+    // not through PUBLIC, to which it may have granted its own tables while it owned them.
+    if over && o.write_any {
+        sql.push(format!("REVOKE INSERT, UPDATE ON ALL TABLES IN SCHEMA {qs} FROM {qu}, PUBLIC"));
     }
-    if !o.read || !o.events || reassign {
+    if reassigns(a, o) {
+        // Its sessions end, with the locks they hold, before its objects change hands.
+        sql.push(format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'tenant_{}_user'",
+            a.name
+        ));
+        return sql;
+    }
+    if !o.read || !o.events {
         sql.push(format!("GRANT SELECT, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA {qs} TO {qu}"));
     }
-    // Over its quota the tenant keeps reading and deleting but cannot insert or update. It does
-    // not own its tables, so it cannot grant itself back what was revoked.
-    if over {
-        if o.write_any {
-            sql.push(format!("REVOKE INSERT, UPDATE ON ALL TABLES IN SCHEMA {qs} FROM {qu}"));
-        }
-    } else if !o.write_all || !o.events || reassign {
+    if !over && (!o.write_all || !o.events) {
         sql.push(format!("GRANT INSERT, UPDATE ON ALL TABLES IN SCHEMA {qs} TO {qu}"));
     }
     sql
 }
 
-/// Removes everything a tenant role `role` (a validated name) wrote that could run code with
-/// its tables' owner's rights once they are reassigned: routines (functions, procedures,
-/// aggregates; `CASCADE` takes the triggers, column defaults, constraints, indexes and views
-/// built on them — index and default expressions run as the table owner during VACUUM and
-/// ANALYZE), operators, rules and triggers on its tables; its views are made
-/// `security_invoker`. Tables and their data stay. The names come from the catalogs, quoted by
+/// The tenant owns objects while it may not (DDL disabled, or over its quota).
+fn reassigns(a: &Assignment, o: &ObservedTenant) -> bool {
+    (!a.ddl_enabled || over_quota(a, o)) && o.owns_objects
+}
+
+/// The second transaction of a tenant that owns objects while it may not: they go to its owner
+/// role, then everything that role now owns that could run code goes (nothing of the
+/// platform's is code, so all of it was the tenant's), PUBLIC loses what the tenant granted it,
+/// and the tenant gets back exactly its DML. Neutralising after `REASSIGN OWNED`, in the same
+/// transaction, leaves no window: what the tenant could create meanwhile stays its own (and it
+/// can create nothing once the first transaction revoked CREATE).
+fn reassign_steps(a: &Assignment, o: &ObservedTenant) -> Vec<String> {
+    if !reassigns(a, o) {
+        return Vec::new();
+    }
+    let (qs, qo, qu) = idents(&a.name);
+    let mut sql = vec![
+        format!("REASSIGN OWNED BY {qu} TO {qo}"),
+        neutralise(&format!("tenant_{}_owner", a.name)),
+        format!("REVOKE ALL ON ALL TABLES IN SCHEMA {qs} FROM PUBLIC"),
+        format!("REVOKE ALL ON ALL SEQUENCES IN SCHEMA {qs} FROM PUBLIC"),
+        format!("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {qs} TO {qu}"),
+        format!("GRANT SELECT, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA {qs} TO {qu}"),
+    ];
+    if !over_quota(a, o) {
+        sql.push(format!("GRANT INSERT, UPDATE ON ALL TABLES IN SCHEMA {qs} TO {qu}"));
+    }
+    sql
+}
+
+/// Removes everything role `role` (a validated name) owns that could run code with its rights:
+/// routines (functions, procedures, aggregates; `CASCADE` takes the triggers, column defaults,
+/// constraints, indexes and views built on them — index and default expressions run as the
+/// table owner during VACUUM and ANALYZE), operators, rules and triggers on its tables (those a
+/// partition inherited go with their parent's); its views are made `security_invoker`. Tables
+/// and their data stay. The names come from the catalogs, quoted by
 /// `regprocedure`/`regoperator`/`regclass` output and `%I`; the loop reads them before it drops
 /// anything.
 fn neutralise(role: &str) -> String {
@@ -255,7 +325,7 @@ fn neutralise(role: &str) -> String {
                   WHERE c.relowner = u AND w.rulename <> '_RETURN' LOOP \
            EXECUTE format('DROP RULE IF EXISTS %I ON %s', r.rulename, r.rel); END LOOP; \
          FOR r IN SELECT t.tgname, c.oid::regclass::text AS rel FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid \
-                  WHERE c.relowner = u AND NOT t.tgisinternal LOOP \
+                  WHERE c.relowner = u AND NOT t.tgisinternal AND t.tgparentid = 0 LOOP \
            EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', r.tgname, r.rel); END LOOP; \
          FOR r IN SELECT c.oid::regclass::text AS rel FROM pg_class c WHERE c.relowner = u AND c.relkind = 'v' LOOP \
            EXECUTE format('ALTER VIEW %s SET (security_invoker = true)', r.rel); END LOOP; \
@@ -270,7 +340,7 @@ pub fn over_quota(a: &Assignment, o: &ObservedTenant) -> bool {
 
 /// Removes PUBLIC's default privileges that break isolation in database `observed.database`.
 fn bootstrap_steps(observed: &Observed) -> Vec<Step> {
-    let node = |sql: String| Step { tenant: None, sql };
+    let node = Step::node;
     let mut steps = Vec::new();
     if observed.public_connect || observed.public_temp {
         steps.push(node(format!("REVOKE ALL ON DATABASE {} FROM PUBLIC", q(&observed.database))));
@@ -296,22 +366,42 @@ fn bootstrap_steps(observed: &Observed) -> Vec<Step> {
     if !observed.metadata_hidden {
         steps.push(node(HIDE_METADATA.into()));
     }
+    if !observed.powers_revoked {
+        steps.push(node(REVOKE_POWERS.into()));
+    }
     steps
 }
 
+/// What PUBLIC may otherwise do to every tenant at once: chain exported snapshots across
+/// transactions (`pg_export_snapshot`), holding back every tenant's vacuum while each
+/// transaction stays young; write unbounded WAL without any write privilege
+/// (`pg_logical_emit_message`); connect to `template1`, the template of database-isolated
+/// tenants' databases.
+const REVOKE_POWERS: &str = "REVOKE EXECUTE ON FUNCTION pg_catalog.pg_export_snapshot(), \
+       pg_catalog.pg_logical_emit_message(boolean, text, text), \
+       pg_catalog.pg_logical_emit_message(boolean, text, bytea) FROM PUBLIC; \
+     REVOKE CONNECT, TEMP ON DATABASE template1 FROM PUBLIC";
+
 /// What one tenant could otherwise read about the others in a shared database: their
-/// sessions (user, database, client address, query — `pg_stat_activity`, the backend
-/// functions under it, `pg_locks`), their function sources (`pg_proc.prosrc`, `prosqlbody`,
+/// sessions (user, database, client address, query — `pg_stat_activity`, every
+/// `pg_stat_get_*` function under it and the statistics views, `pg_locks`, `pg_blocking_pids`),
+/// their settings and quotas (`pg_db_role_setting`), their function sources (`pg_proc.prosrc`, `prosqlbody`,
 /// `probin`, `proconfig`, `pg_get_functiondef`) and view definitions (`pg_get_viewdef`,
 /// `pg_rewrite`'s action and qualification). PUBLIC keeps every other column of `pg_proc`
 /// and `pg_rewrite` (the column list is read from the catalog, so it fits any version). What
 /// PostgreSQL cannot hide this way — names of schemas, roles, databases, tables and columns —
 /// is listed in ARCHITECTURE.md; database isolation hides all but role and database names.
-const HIDE_METADATA: &str = "REVOKE SELECT ON pg_catalog.pg_stat_activity, pg_catalog.pg_locks FROM PUBLIC; \
+const HIDE_METADATA: &str = "REVOKE SELECT ON pg_catalog.pg_stat_activity, pg_catalog.pg_locks, \
+       pg_catalog.pg_db_role_setting FROM PUBLIC; \
      REVOKE EXECUTE ON FUNCTION pg_catalog.pg_stat_get_activity(integer), pg_catalog.pg_stat_get_backend_idset(), \
-       pg_catalog.pg_lock_status(), pg_catalog.pg_get_functiondef(oid), pg_catalog.pg_get_function_sqlbody(oid), \
+       pg_catalog.pg_lock_status(), pg_catalog.pg_blocking_pids(integer), \
+       pg_catalog.pg_safe_snapshot_blocking_pids(integer), pg_catalog.pg_get_functiondef(oid), pg_catalog.pg_get_function_sqlbody(oid), \
        pg_catalog.pg_get_viewdef(oid), pg_catalog.pg_get_viewdef(oid, boolean), pg_catalog.pg_get_viewdef(oid, integer), \
        pg_catalog.pg_get_viewdef(text), pg_catalog.pg_get_viewdef(text, boolean) FROM PUBLIC; \
+     DO $stats$ DECLARE f text; BEGIN \
+       FOREACH f IN ARRAY ARRAY(SELECT p.oid::regprocedure::text FROM pg_proc p \
+                                WHERE p.pronamespace = 'pg_catalog'::regnamespace AND p.proname LIKE 'pg\\_stat\\_get\\_%') LOOP \
+         EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f); END LOOP; END $stats$; \
      DO $hide$ DECLARE r record; BEGIN \
        FOR r IN SELECT * FROM (VALUES ('pg_catalog.pg_proc'::regclass, ARRAY['prosrc', 'prosqlbody', 'probin', 'proconfig']), \
                                       ('pg_catalog.pg_rewrite'::regclass, ARRAY['ev_action', 'ev_qual'])) AS v(rel, hidden) LOOP \
@@ -348,12 +438,14 @@ pub fn plan(desired: &[Assignment], observed: &Observed) -> Vec<Step> {
     for a in &mine {
         let o = observed.tenants.get(&a.name).unwrap_or(&empty);
         let mut sql = role_steps(a, o);
+        let mut then = Vec::new();
         if own_database(a) {
             sql.extend(database_steps(a, o));
         } else {
             sql.extend(schema_steps(a, o, db));
+            then = reassign_steps(a, o);
         }
-        steps.extend(sql.into_iter().map(|sql| Step { tenant: Some(a.name.clone()), sql }));
+        steps.extend(tenant_steps(&a.name, sql, then));
     }
     // Purged: managed here, no longer desired.
     for (name, o) in &observed.tenants {
@@ -364,17 +456,33 @@ pub fn plan(desired: &[Assignment], observed: &Observed) -> Vec<Step> {
         let (qs, qo, qu) = idents(name);
         let t = Some(name.clone());
         if o.user.is_some() {
-            steps.push(Step { tenant: t.clone(), sql: format!("ALTER ROLE {qu} NOLOGIN") });
+            steps.push(Step { tenant: t.clone(), sql: format!("ALTER ROLE {qu} NOLOGIN"), commit_before: false });
         }
         if o.database {
-            steps.push(Step { tenant: t.clone(), sql: format!("DROP DATABASE IF EXISTS {qs} WITH (FORCE)") });
+            steps.push(Step {
+                tenant: t.clone(),
+                sql: format!("DROP DATABASE IF EXISTS {qs} WITH (FORCE)"),
+                commit_before: false,
+            });
         }
-        steps.push(Step { tenant: t.clone(), sql: format!("DROP SCHEMA IF EXISTS {qs} CASCADE") });
+        steps.push(Step {
+            tenant: t.clone(),
+            sql: format!("DROP SCHEMA IF EXISTS {qs} CASCADE"),
+            commit_before: false,
+        });
         let roles: Vec<String> =
             [(o.user.is_some(), qu), (o.owner.is_some(), qo)].into_iter().filter(|(e, _)| *e).map(|(_, r)| r).collect();
         if !roles.is_empty() {
-            steps.push(Step { tenant: t.clone(), sql: format!("DROP OWNED BY {}", roles.join(", ")) });
-            steps.push(Step { tenant: t.clone(), sql: format!("DROP ROLE {}", roles.join(", ")) });
+            steps.push(Step {
+                tenant: t.clone(),
+                sql: format!("DROP OWNED BY {}", roles.join(", ")),
+                commit_before: false,
+            });
+            steps.push(Step {
+                tenant: t.clone(),
+                sql: format!("DROP ROLE {}", roles.join(", ")),
+                commit_before: false,
+            });
         }
     }
     steps
@@ -386,9 +494,7 @@ pub fn plan_own_database(a: &Assignment, observed: &Observed) -> Vec<Step> {
     let empty = ObservedTenant::default();
     let o = observed.tenants.get(&a.name).unwrap_or(&empty);
     let mut steps = bootstrap_steps(observed);
-    steps.extend(
-        schema_steps(a, o, &observed.database).into_iter().map(|sql| Step { tenant: Some(a.name.clone()), sql }),
-    );
+    steps.extend(tenant_steps(&a.name, schema_steps(a, o, &observed.database), reassign_steps(a, o)));
     steps
 }
 
@@ -412,7 +518,14 @@ async fn observe(conn: &mut PgConnection, only: Option<&[String]>) -> Result<Obs
               OR has_column_privilege('public', 'pg_rewrite', 'ev_action', 'SELECT') \
               OR has_function_privilege('public', 'pg_stat_get_activity(integer)', 'EXECUTE') \
               OR has_function_privilege('public', 'pg_get_functiondef(oid)', 'EXECUTE') \
-              OR has_function_privilege('public', 'pg_get_viewdef(oid)', 'EXECUTE')) AS m",
+              OR has_function_privilege('public', 'pg_get_viewdef(oid)', 'EXECUTE') \
+              OR has_function_privilege('public', 'pg_stat_get_backend_pid(integer)', 'EXECUTE') \
+              OR has_function_privilege('public', 'pg_blocking_pids(integer)', 'EXECUTE') \
+              OR has_table_privilege('public', 'pg_db_role_setting', 'SELECT')) AS m, \
+         NOT (has_function_privilege('public', 'pg_export_snapshot()', 'EXECUTE') \
+              OR has_function_privilege('public', 'pg_logical_emit_message(boolean, text, text)', 'EXECUTE') \
+              OR has_database_privilege('public', 'template1', 'CONNECT') \
+              OR has_database_privilege('public', 'template1', 'TEMP')) AS p",
     )
     .fetch_one(&mut *conn)
     .await?;
@@ -424,10 +537,12 @@ async fn observe(conn: &mut PgConnection, only: Option<&[String]>) -> Result<Obs
     o.bookkeeping_schema = row.try_get("b")?;
     o.notify_function = row.try_get("f")?;
     o.metadata_hidden = row.try_get("m")?;
+    o.powers_revoked = row.try_get("p")?;
     let roles = sqlx::query(
         "SELECT a.rolname, a.rolcanlogin, a.rolinherit, a.rolconnlimit, a.rolpassword, \
-         COALESCE((SELECT array_to_string(s.setconfig, E'\\n') FROM pg_db_role_setting s \
-                   WHERE s.setrole = a.oid AND s.setdatabase = 0), '') AS config, \
+         COALESCE((SELECT string_agg(CASE WHEN s.setdatabase = 0 THEN array_to_string(s.setconfig, E'\\n') \
+                                     ELSE 'database ' || s.setdatabase || ': ' || array_to_string(s.setconfig, ' ') END, E'\\n') \
+                   FROM pg_db_role_setting s WHERE s.setrole = a.oid), '') AS config, \
          COALESCE(shobj_description(a.oid, 'pg_authid'), '') AS comment \
          FROM pg_authid a WHERE a.rolname ~ '^tenant_[a-z][a-z0-9_]{1,30}_(owner|user)$' \
          AND ($1::text[] IS NULL OR substring(a.rolname FROM '^tenant_(.*)_(owner|user)$') = ANY($1))",
@@ -505,8 +620,7 @@ async fn observe(conn: &mut PgConnection, only: Option<&[String]>) -> Result<Obs
     }
     // One privilege per call: has_table_privilege('A,B') is true when ANY is held.
     let privileges = sqlx::query(
-        // `owners` is computed once (pg_class has no index on relowner): a hashed semi-join,
-        // not a catalog scan per tenant.
+        // Ownership of any kind comes from pg_shdepend, indexed by the role: no catalog scan.
         "WITH t AS (SELECT r.oid AS roid, r.rolname, n.oid AS noid FROM pg_roles r \
                     LEFT JOIN pg_namespace n ON n.nspname = substring(r.rolname FROM '^(tenant_.*)_user$') \
                     WHERE r.rolname ~ '^tenant_[a-z][a-z0-9_]{1,30}_user$' \
@@ -516,12 +630,13 @@ async fn observe(conn: &mut PgConnection, only: Option<&[String]>) -> Result<Obs
                              AND has_table_privilege(t.roid, c.oid, 'TRUNCATE')) AS r, \
                     bool_and(has_table_privilege(t.roid, c.oid, 'INSERT') AND has_table_privilege(t.roid, c.oid, 'UPDATE')) AS w_all, \
                     bool_or(has_table_privilege(t.roid, c.oid, 'INSERT') OR has_table_privilege(t.roid, c.oid, 'UPDATE')) AS w_any \
-                    FROM t JOIN pg_class c ON c.relnamespace = t.noid AND c.relkind IN ('r', 'p') GROUP BY t.roid), \
-              owners AS (SELECT relowner AS o FROM pg_class UNION SELECT proowner FROM pg_proc) \
+                    FROM t JOIN pg_class c ON c.relnamespace = t.noid AND c.relkind IN ('r', 'p') GROUP BY t.roid) \
          SELECT t.rolname, has_database_privilege(t.roid, current_database(), 'CONNECT') AS c, \
                 (t.noid IS NOT NULL AND has_schema_privilege(t.roid, t.noid, 'USAGE')) AS u, \
                 (t.noid IS NOT NULL AND has_schema_privilege(t.roid, t.noid, 'CREATE')) AS cr, \
-                (t.roid IN (SELECT o FROM owners)) AS owns, \
+                EXISTS (SELECT 1 FROM pg_shdepend d WHERE d.refclassid = 'pg_authid'::regclass \
+                        AND d.refobjid = t.roid AND d.deptype = 'o' \
+                        AND d.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())) AS owns, \
                 COALESCE(p.r, true) AS r, COALESCE(p.w_all, true) AS w_all, COALESCE(p.w_any, false) AS w_any \
          FROM t LEFT JOIN p ON p.roid = t.roid",
     )
@@ -569,12 +684,14 @@ pub struct PostgresDriver {
     /// sizes (measured by it or by a full pass), tenants it found over quota, and the wake-up.
     guard: Arc<crate::pgguard::Shared>,
     limits: crate::pgguard::Limits,
-    guard_running: bool,
+    guard_started: Option<Instant>,
     /// The pooler's per-source connection limit was in place at the last look (checked on
     /// full passes).
     pooler_firewall: bool,
     /// Usage per tenant as last observed.
     usage: BTreeMap<String, Usage>,
+    /// Whether each tenant's last plan held it over its quota (its writes revoked).
+    planned_over: BTreeMap<String, bool>,
     /// Tenants the last passes left converged, with the assignment they were converged to.
     converged: BTreeMap<String, Assignment>,
 }
@@ -593,9 +710,10 @@ impl PostgresDriver {
             full_at: None,
             guard: Arc::default(),
             limits,
-            guard_running: false,
+            guard_started: None,
             pooler_firewall: false,
             usage: BTreeMap::new(),
+            planned_over: BTreeMap::new(),
             converged: BTreeMap::new(),
         }
     }
@@ -627,10 +745,10 @@ impl PostgresDriver {
     }
 
     async fn pass(&mut self, desired: &[Assignment]) -> crate::driver::PassResult {
-        if !self.guard_running {
+        if self.guard_started.is_none() {
             let options = self.options(None, "berqenas-guard")?;
             tokio::spawn(crate::pgguard::run(options, self.guard.clone(), self.limits));
-            self.guard_running = true;
+            self.guard_started = Some(Instant::now());
         }
         let watched = postgres_tenants(desired)
             .map(|a| {
@@ -653,6 +771,16 @@ impl PostgresDriver {
         };
         if let Ok(mut p) = self.guard.pending.lock() {
             p.retain(|name| !self.converged.contains_key(name) && desired.iter().any(|a| &a.name == name));
+        }
+        self.planned_over.retain(|name, _| desired.iter().any(|a| &a.name == name));
+        let enforced = self
+            .planned_over
+            .iter()
+            .filter(|(name, over)| **over && self.converged.contains_key(*name))
+            .map(|(name, _)| name.clone())
+            .collect();
+        if let Ok(mut e) = self.guard.enforced.lock() {
+            *e = enforced;
         }
         if result.is_err() {
             // Whatever happened, the next pass looks at everything again.
@@ -701,6 +829,7 @@ impl PostgresDriver {
             if let Some(o) = observed.tenants.get(&a.name) {
                 let u = Usage { db_bytes: o.bytes, quota_exceeded: over_quota(a, o), connections: o.connections };
                 self.usage.insert(a.name.clone(), u);
+                self.planned_over.insert(a.name.clone(), over_quota(a, o));
             }
         }
         let mut errors = BTreeMap::new();
@@ -735,6 +864,12 @@ impl PostgresDriver {
         };
         if let Err(e) = sync_hba(&mut conn, desired, &observed.database, pooler).await {
             failed("pg_hba.conf", e);
+        }
+        // Limits nobody enforces are not limits: a guard that stopped working is a node failure.
+        if let Some(e) =
+            self.guard_started.filter(|t| t.elapsed() > GUARD_GRACE).and_then(|_| self.guard.failure(GUARD_GRACE))
+        {
+            failed("the session guard", e);
         }
         if let Some(config) = &self.pgbouncer {
             let options = self.options(None, "berqenas-agent")?;
@@ -796,6 +931,7 @@ impl PostgresDriver {
             quota_exceeded: over_quota(a, o),
             connections: o.connections,
         });
+        self.planned_over.insert(a.name.clone(), usage.is_some_and(|u| u.quota_exceeded));
         let mut errors = BTreeMap::new();
         apply(&mut conn, None, plan_own_database(a, &observed), &mut errors).await?;
         let _ = conn.close().await;
@@ -805,6 +941,9 @@ impl PostgresDriver {
         }
     }
 }
+
+/// The session guard not completing a tick for this long fails every tenant of the node.
+const GUARD_GRACE: Duration = Duration::from_secs(10);
 
 /// A pass that takes longer than this fails (every statement also has a 120 s timeout and a 5 s
 /// lock timeout).
@@ -822,28 +961,38 @@ fn shared_row(sql: &str) -> bool {
     outside_transaction(sql) || sql.contains(" ON DATABASE ") || sql.starts_with("DROP OWNED")
 }
 
-/// Runs one group as one multi-statement query (one round trip, one implicit transaction).
-async fn run_group(conn: &mut PgConnection, tenant: Option<&str>, sql: &[String]) -> Result<(), String> {
+/// Runs one group: each transaction in it (split where a step has `commit_before`) as one
+/// multi-statement query — one round trip, one implicit transaction; a failed one stops the
+/// group, and those before it stay committed.
+async fn run_group(conn: &mut PgConnection, tenant: Option<&str>, steps: &[Step]) -> Result<(), String> {
     let label = tenant.unwrap_or("-");
-    for statement in sql {
-        tracing::info!(tenant = label, sql = %redact(statement), "postgres driver applies");
+    let mut start = 0;
+    while start < steps.len() {
+        let end = steps[start + 1..].iter().position(|s| s.commit_before).map_or(steps.len(), |i| start + 1 + i);
+        let transaction = &steps[start..end];
+        for step in transaction {
+            tracing::info!(tenant = label, sql = %redact(&step.sql), "postgres driver applies");
+        }
+        let sql: Vec<&str> = transaction.iter().map(|s| s.sql.as_str()).collect();
+        sqlx::raw_sql(&sql.join(";\n")).execute(&mut *conn).await.map_err(|e| {
+            let msg = format!("{e}");
+            tracing::warn!(tenant = label, error = %msg, "statements failed");
+            msg
+        })?;
+        start = end;
     }
-    sqlx::raw_sql(&sql.join(";\n")).execute(&mut *conn).await.map(|_| ()).map_err(|e| {
-        let msg = format!("{e}");
-        tracing::warn!(tenant = label, error = %msg, "statements failed");
-        msg
-    })
+    Ok(())
 }
 
-type Queue = std::sync::Mutex<std::collections::VecDeque<(String, Vec<String>)>>;
+type Queue = std::sync::Mutex<std::collections::VecDeque<(String, Vec<Step>)>>;
 
 /// Takes groups from `queue` until it is empty, on its own connection; returns the failures.
 /// A worker that cannot connect leaves its share to the others and to the pass's connection.
 async fn worker(queue: &Queue, options: &PgConnectOptions) -> Vec<(String, String)> {
     let mut failed = Vec::new();
     let Ok(mut conn) = options.connect().await else { return failed };
-    while let Some((tenant, sql)) = queue.lock().ok().and_then(|mut q| q.pop_front()) {
-        if let Err(e) = run_group(&mut conn, Some(&tenant), &sql).await {
+    while let Some((tenant, group)) = queue.lock().ok().and_then(|mut q| q.pop_front()) {
+        if let Err(e) = run_group(&mut conn, Some(&tenant), &group).await {
             failed.push((tenant, e));
         }
     }
@@ -864,34 +1013,34 @@ async fn apply(
     steps: Vec<Step>,
     errors: &mut BTreeMap<String, String>,
 ) -> Result<(), String> {
-    let mut groups: Vec<(Option<String>, Vec<String>)> = Vec::new();
+    let mut groups: Vec<(Option<String>, Vec<Step>)> = Vec::new();
     for step in steps {
         match groups.last_mut() {
-            Some((t, sql))
+            Some((t, group))
                 if step.tenant.is_some()
                     && *t == step.tenant
                     && !outside_transaction(&step.sql)
-                    && !sql.iter().any(|s| outside_transaction(s)) =>
+                    && !group.iter().any(|s| outside_transaction(&s.sql)) =>
             {
-                sql.push(step.sql)
+                group.push(step)
             }
-            _ => groups.push((step.tenant, vec![step.sql])),
+            _ => groups.push((step.tenant.clone(), vec![step])),
         }
     }
     let (bootstrap, tenants): (Vec<_>, Vec<_>) = groups.into_iter().partition(|(t, _)| t.is_none());
-    for (_, sql) in bootstrap {
-        run_group(conn, None, &sql).await.map_err(|e| format!("node bootstrap failed: {e}"))?;
+    for (_, group) in bootstrap {
+        run_group(conn, None, &group).await.map_err(|e| format!("node bootstrap failed: {e}"))?;
     }
     // Split: own-objects part (parallel when worth it), shared-row statements after it.
-    let mut own: Vec<(String, Vec<String>)> = Vec::new();
-    let mut shared: Vec<(String, Vec<String>)> = Vec::new();
-    for (tenant, sql) in tenants {
+    let mut own: Vec<(String, Vec<Step>)> = Vec::new();
+    let mut shared: Vec<(String, Vec<Step>)> = Vec::new();
+    for (tenant, group) in tenants {
         let Some(tenant) = tenant else { continue };
-        if sql.iter().any(|s| outside_transaction(s) || s.starts_with("DROP OWNED")) {
-            shared.push((tenant, sql));
+        if group.iter().any(|s| outside_transaction(&s.sql) || s.sql.starts_with("DROP OWNED")) {
+            shared.push((tenant, group));
             continue;
         }
-        let (late, early): (Vec<String>, Vec<String>) = sql.into_iter().partition(|s| shared_row(s));
+        let (late, early): (Vec<Step>, Vec<Step>) = group.into_iter().partition(|s| shared_row(&s.sql));
         if !early.is_empty() {
             own.push((tenant.clone(), early));
         }
@@ -902,7 +1051,7 @@ async fn apply(
     let offboarded: Vec<String> = own
         .iter()
         .chain(shared.iter())
-        .filter(|(_, sql)| sql.iter().any(|s| s.ends_with("NOLOGIN")))
+        .filter(|(_, group)| group.iter().any(|s| s.sql.ends_with("NOLOGIN")))
         .map(|(t, _)| t.clone())
         .collect();
     let queue = std::sync::Mutex::new(std::collections::VecDeque::from(own));
@@ -915,12 +1064,12 @@ async fn apply(
             errors.insert(tenant, e);
         }
     }
-    let rest: Vec<(String, Vec<String>)> = queue.lock().map(|mut q| q.drain(..).collect()).unwrap_or_default();
-    for (tenant, sql) in rest.into_iter().chain(shared) {
+    let rest: Vec<(String, Vec<Step>)> = queue.lock().map(|mut q| q.drain(..).collect()).unwrap_or_default();
+    for (tenant, group) in rest.into_iter().chain(shared) {
         if errors.contains_key(&tenant) {
             continue;
         }
-        if let Err(e) = run_group(conn, Some(&tenant), &sql).await {
+        if let Err(e) = run_group(conn, Some(&tenant), &group).await {
             errors.insert(tenant, e);
         }
     }
@@ -1071,7 +1220,13 @@ mod tests {
     }
 
     fn bootstrapped() -> Observed {
-        Observed { database: "postgres".into(), bookkeeping_schema: true, metadata_hidden: true, ..Observed::default() }
+        Observed {
+            database: "postgres".into(),
+            bookkeeping_schema: true,
+            metadata_hidden: true,
+            powers_revoked: true,
+            ..Observed::default()
+        }
     }
 
     #[test]
@@ -1117,23 +1272,31 @@ mod tests {
 
     #[test]
     fn tenant_code_is_removed_before_its_tables_change_hands() {
-        // DDL switched off (or over quota) while the tenant owns objects: its routines,
-        // operators, rules and triggers go first, then ownership moves to the owner role.
+        // DDL switched off (or over quota) while the tenant owns objects. First, alone: no more
+        // CREATE, its sessions (and their locks) end. Then, in a second transaction: ownership
+        // moves to the owner role and everything code-like the owner role now owns goes, so no
+        // object committed in between escapes; PUBLIC loses what the tenant granted it.
         let mut desired = a("acme");
         desired.ddl_enabled = false;
         let mut o = bootstrapped();
         let mut t = converged(&desired);
         t.owns_objects = true;
+        t.create = true;
         o.tenants.insert("acme".into(), t);
-        let sql: Vec<String> = plan(&[desired.clone()], &o).into_iter().map(|s| s.sql).collect();
-        let neutralise = sql.iter().position(|s| s.starts_with("DO $neutralise$"));
-        let reassign = sql.iter().position(|s| s.starts_with("REASSIGN OWNED BY \"tenant_acme_user\""));
-        assert!(neutralise.is_some() && neutralise < reassign, "{sql:?}");
-        let code = &sql[neutralise.unwrap_or_default()];
-        assert!(code.contains("u regrole := 'tenant_acme_user'"), "{code}");
-        for kind in ["DROP ROUTINE", "DROP OPERATOR", "DROP RULE", "DROP TRIGGER", "security_invoker = true"] {
-            assert!(code.contains(kind), "{kind}: {code}");
+        let steps = plan(&[desired.clone()], &o);
+        let sql: Vec<&str> = steps.iter().map(|s| s.sql.as_str()).collect();
+        assert_eq!(sql[0], "REVOKE CREATE ON SCHEMA \"tenant_acme\" FROM \"tenant_acme_user\"");
+        assert!(sql[1].starts_with("SELECT pg_terminate_backend(pid)"), "{sql:?}");
+        assert_eq!(sql[2], "REASSIGN OWNED BY \"tenant_acme_user\" TO \"tenant_acme_owner\"");
+        let commits: Vec<usize> = steps.iter().enumerate().filter(|(_, s)| s.commit_before).map(|(i, _)| i).collect();
+        assert_eq!(commits, [2], "the revokes commit before the reassignment starts");
+        assert!(sql[3].starts_with("DO $neutralise$"), "{sql:?}");
+        assert!(sql[3].contains("u regrole := 'tenant_acme_owner'"), "{}", sql[3]);
+        for kind in ["DROP ROUTINE", "DROP OPERATOR", "DROP RULE", "DROP TRIGGER", "tgparentid = 0", "security_invoker"]
+        {
+            assert!(sql[3].contains(kind), "{kind}: {}", sql[3]);
         }
+        assert!(sql.contains(&"REVOKE ALL ON ALL TABLES IN SCHEMA \"tenant_acme\" FROM PUBLIC"), "{sql:?}");
         // Owning nothing, nothing to neutralise.
         let mut t = converged(&desired);
         t.owns_objects = false;
@@ -1176,7 +1339,9 @@ mod tests {
         let sql: Vec<String> = plan(std::slice::from_ref(&desired), &o).into_iter().map(|s| s.sql).collect();
         assert_eq!(
             sql,
-            vec!["REVOKE INSERT, UPDATE ON ALL TABLES IN SCHEMA \"tenant_acme\" FROM \"tenant_acme_user\"".to_string()]
+            vec!["REVOKE INSERT, UPDATE ON ALL TABLES IN SCHEMA \"tenant_acme\" FROM \"tenant_acme_user\", PUBLIC"
+                .to_string()],
+            "also what it granted PUBLIC while it owned its tables"
         );
         t.write_any = false;
         t.write_all = false;
@@ -1213,15 +1378,19 @@ mod tests {
         desired.ddl_enabled = false;
         let steps = sql(&desired, &o);
         assert_eq!(steps[0], "REVOKE CREATE ON SCHEMA \"tenant_acme\" FROM \"tenant_acme_user\"");
-        assert!(steps[1].starts_with("DO $neutralise$"), "its code goes first: {steps:?}");
         assert_eq!(steps[2], "REASSIGN OWNED BY \"tenant_acme_user\" TO \"tenant_acme_owner\"");
+        assert!(steps[3].starts_with("DO $neutralise$"), "the owner role's new code goes: {steps:?}");
         assert!(steps.iter().any(|s| s.starts_with("GRANT INSERT, UPDATE ON ALL TABLES")), "{steps:?}");
         desired.ddl_enabled = true;
         t.bytes = desired.db_quota_bytes + 1;
         o.tenants.insert("acme".into(), t);
         let steps = sql(&desired, &o);
-        assert_eq!(steps[2], "REASSIGN OWNED BY \"tenant_acme_user\" TO \"tenant_acme_owner\"");
-        assert!(steps.last().is_some_and(|s| s.starts_with("REVOKE INSERT, UPDATE")), "{steps:?}");
+        assert_eq!(
+            steps[1], "REVOKE INSERT, UPDATE ON ALL TABLES IN SCHEMA \"tenant_acme\" FROM \"tenant_acme_user\", PUBLIC",
+            "writes go first, in the transaction no tenant object can make fail: {steps:?}"
+        );
+        assert_eq!(steps[3], "REASSIGN OWNED BY \"tenant_acme_user\" TO \"tenant_acme_owner\"");
+        assert!(!steps.iter().any(|s| s.starts_with("GRANT INSERT")), "{steps:?}");
     }
 
     #[test]
