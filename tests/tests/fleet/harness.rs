@@ -95,6 +95,8 @@ impl Fleet {
     pub fn start_coord(&mut self, i: usize) {
         let c = &mut self.coords[i];
         let mut args = coordinator::serve_args(&c.dir, c.id, &c.listen());
+        // Refusals past a source's first are summarised each second, not each minute.
+        args.extend(["--refusal-audit-every".to_string(), "1s".to_string()]);
         args.extend(c.join_args.iter().cloned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         c.proc = Some(Proc::spawn(&format!("coordinator-{}", c.id), &coordinator_bin(), &args, self.tmp.path()));

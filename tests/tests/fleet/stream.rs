@@ -86,17 +86,21 @@ fn revoked_node_and_foreign_certificates_are_refused_at_the_handshake() {
     });
     assert!(err.is_err(), "a foreign certificate must not watch");
 
-    let refusals: Vec<String> = f
-        .audit()
-        .into_iter()
-        .filter(|e| e["action"] == "node.handshake" && e["outcome"] == "rejected")
-        .map(|e| e["details"]["reason"].as_str().unwrap_or("").to_string())
-        .collect();
-    assert!(refusals.iter().any(|r| r.to_lowercase().contains("revoked")), "{refusals:?}");
-    assert!(
-        refusals.iter().any(|r| r.contains("UnknownIssuer") || r.to_lowercase().contains("unknown issuer")),
-        "{refusals:?}"
-    );
+    // Refused handshakes are anonymous: the source's first real attempt is audited as itself, the
+    // rest are counted in its summary (each second in this harness, one sample reason per action).
+    wait_for("the refused handshakes in the audit trail", Duration::from_secs(15), || {
+        let refusals: Vec<String> = f
+            .audit()
+            .into_iter()
+            .filter(|e| {
+                (e["action"] == "node.handshake" || e["action"] == "anonymous.refused") && e["outcome"] == "rejected"
+            })
+            .map(|e| e.to_string().to_lowercase())
+            .collect();
+        let summarised =
+            refusals.iter().any(|r| r.contains("refused anonymous requests") && r.contains("node.handshake"));
+        (refusals.iter().any(|r| r.contains("revoked")) && summarised).then_some(())
+    });
 }
 
 #[test]
