@@ -6,7 +6,8 @@
 #                 write → all placed nodes p50/p99, coordinator CPU and RSS, handshakes/s
 #   flood         1 release coordinator under a 60 s anonymous flood (keyless GETs, bare TCP
 #                 connects on the node and Raft ports, garbage TLS): Raft and audit entries
-#                 added, RSS before/after, create p99 idle vs during the flood
+#                 added, RSS before/after, create p99 idle vs during the flood (creates spread
+#                 over the flood); BERQENAS_BENCH_BASELINE=BIN measures a baseline binary beside it
 #   provision     1,000 tenants on one db node (real PostgreSQL): create → active p50/p99, full
 #                 resync, one usage pass, agent RSS; side by side psql running the seed's SQL
 set -euo pipefail
@@ -23,7 +24,11 @@ case "$name" in
     ;;
   flood)
     cargo build --release --locked -q -p berqenas-coordinator -p berqenas-tests --bins
-    exec target/release/bench-flood target/release/berqenas-coordinator
+    # BERQENAS_BENCH_BASELINE=PATH measures another coordinator binary (say, a build from before
+    # the refusal accounting) side by side in the same run.
+    args=(target/release/berqenas-coordinator)
+    if [ -n "${BERQENAS_BENCH_BASELINE:-}" ]; then args+=("$BERQENAS_BENCH_BASELINE"); fi
+    exec target/release/bench-flood "${args[@]}"
     ;;
   provision)
     cargo build --release --locked -q -p berqenas-coordinator -p berqenas-node-agent -p berqenas-tests --bins

@@ -539,34 +539,7 @@ impl State {
         })?;
         let network = allocation::network_for(settings.vpn_pool, slot)
             .ok_or_else(|| DomainError::Exhausted("no tenant subnet left".into()))?;
-        let mut tenant = Tenant {
-            name: spec.name.clone(),
-            tier: spec.tier,
-            db_type: spec.db_type,
-            isolation: spec.isolation,
-            db_quota_bytes: spec.db_quota.bytes(),
-            db_quota: spec.db_quota.to_string(),
-            connection_limit: spec.connection_limit,
-            events_per_min: spec.events_per_min,
-            vpn_enabled: spec.vpn_enabled,
-            public_api: spec.public_api,
-            ddl_enabled: spec.ddl_enabled,
-            access_mode: spec.access_mode,
-            dedicated: spec.dedicated,
-            node_selector: spec.node_selector.clone(),
-            status: TenantStatus::Provisioning,
-            status_reason: None,
-            network,
-            placement: Placement::default(),
-            revision: index,
-            created_at_ms: now,
-            updated_at_ms: now,
-            deleted_at_ms: None,
-            purge_after_ms: None,
-            status_before_offboarding: None,
-            node_status: BTreeMap::new(),
-            db_password_verifier: spec.db_password_verifier.clone(),
-        };
+        let mut tenant = Tenant::new(spec, network, index, now);
         self.place(&mut tenant);
         touched.push(Touched::Tenant(spec.name.clone()));
         self.tenants.insert(spec.name.clone(), tenant.clone());

@@ -179,6 +179,39 @@ pub struct Tenant {
 }
 
 impl Tenant {
+    /// A new tenant as `spec` describes it, with its network, created at Raft index `revision`
+    /// and time `now`: provisioning, not placed yet.
+    pub fn new(spec: &TenantSpec, network: NetworkAllocation, revision: u64, now: u64) -> Self {
+        Tenant {
+            name: spec.name.clone(),
+            tier: spec.tier,
+            db_type: spec.db_type,
+            isolation: spec.isolation,
+            db_quota_bytes: spec.db_quota.bytes(),
+            db_quota: spec.db_quota.to_string(),
+            connection_limit: spec.connection_limit,
+            events_per_min: spec.events_per_min,
+            vpn_enabled: spec.vpn_enabled,
+            public_api: spec.public_api,
+            ddl_enabled: spec.ddl_enabled,
+            access_mode: spec.access_mode,
+            dedicated: spec.dedicated,
+            node_selector: spec.node_selector.clone(),
+            status: TenantStatus::Provisioning,
+            status_reason: None,
+            network,
+            placement: Placement::default(),
+            revision,
+            created_at_ms: now,
+            updated_at_ms: now,
+            deleted_at_ms: None,
+            purge_after_ms: None,
+            status_before_offboarding: None,
+            node_status: BTreeMap::new(),
+            db_password_verifier: spec.db_password_verifier.clone(),
+        }
+    }
+
     /// A copy for API answers: no password verifier.
     pub fn redacted(&self) -> Self {
         Self { db_password_verifier: String::new(), ..self.clone() }
@@ -421,40 +454,14 @@ mod tests {
 
     /// A stored tenant built from a spec the way the state machine builds one.
     fn stored(spec: &TenantSpec) -> Tenant {
-        Tenant {
-            name: spec.name.clone(),
-            tier: spec.tier,
-            db_type: spec.db_type,
-            isolation: spec.isolation,
-            db_quota_bytes: spec.db_quota.bytes(),
-            db_quota: spec.db_quota.to_string(),
-            connection_limit: spec.connection_limit,
-            events_per_min: spec.events_per_min,
-            vpn_enabled: spec.vpn_enabled,
-            public_api: spec.public_api,
-            ddl_enabled: spec.ddl_enabled,
-            access_mode: spec.access_mode,
-            dedicated: spec.dedicated,
-            node_selector: spec.node_selector.clone(),
-            status: TenantStatus::Provisioning,
-            status_reason: None,
-            network: NetworkAllocation {
-                index: 1,
-                vpn_subnet: "198.18.1.0/24".into(),
-                gateway_address: "198.18.1.1".into(),
-                interface: "bqt1".into(),
-                listen_port: 51821,
-            },
-            placement: Placement::default(),
-            revision: 2,
-            created_at_ms: 0,
-            updated_at_ms: 0,
-            deleted_at_ms: None,
-            purge_after_ms: None,
-            status_before_offboarding: None,
-            node_status: BTreeMap::new(),
-            db_password_verifier: String::new(),
-        }
+        let network = NetworkAllocation {
+            index: 1,
+            vpn_subnet: "198.18.1.0/24".into(),
+            gateway_address: "198.18.1.1".into(),
+            interface: "bqt1".into(),
+            listen_port: 51821,
+        };
+        Tenant::new(spec, network, 2, 0)
     }
 
     fn new(req: NewTenant) -> Result<TenantSpec, InvalidTenant> {
