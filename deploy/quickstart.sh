@@ -46,6 +46,10 @@ case "${1:-start}" in
     if pgb_running; then
       kill "$(cat "$PGB_DIR/pgbouncer.pid")" && echo "stopped the local pgBouncer"
     fi
+    # The agent's per-source limit on pgBouncer's port (an nftables table it kept).
+    if [ "$(id -u)" -eq 0 ] && command -v nft >/dev/null 2>&1; then
+      nft delete table inet berqenas_pooler 2>/dev/null && echo "removed the agent's nftables table" || true
+    fi
     if [ -f "$PG_DIR/data/postmaster.pid" ] && [ -n "$(pg_bin)" ]; then
       as_pg "$(pg_bin)/pg_ctl" -D "$PG_DIR/data" -m fast stop >/dev/null && echo "stopped the local PostgreSQL"
     fi
