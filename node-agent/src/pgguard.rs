@@ -118,7 +118,13 @@ pub struct Session {
     pub state_secs: f64,
     /// Holds an `AccessExclusiveLock` on a relation.
     pub exclusive: bool,
+    /// Locks it holds (the lock table is one per server, shared by every tenant).
+    pub locks: i64,
 }
+
+/// A session holding more locks than this is ended at once: the server's lock table is shared,
+/// and a tenant filling it fails every connection, the agent's and superusers' included.
+pub const MAX_LOCKS: i64 = 1_000;
 
 /// What the guard remembers between ticks: since when a session has been stuck writing to its
 /// client, and since when it has held an exclusive lock.
@@ -175,7 +181,9 @@ pub fn judge(
                 Duration::ZERO
             }
         };
-        let why = if pressure && (client_write || s.xact_secs.is_some_and(|x| x > secs(QUEUE_PRESSURE_TRANSACTION))) {
+        let why = if s.locks > MAX_LOCKS {
+            Some(format!("holds {} locks, more than the {MAX_LOCKS} a session may", s.locks))
+        } else if pressure && (client_write || s.xact_secs.is_some_and(|x| x > secs(QUEUE_PRESSURE_TRANSACTION))) {
             Some(format!("may pin the notification queue, {:.0}% full", queue_usage * 100.0))
         } else if s.xact_secs.is_some_and(|x| x > secs(limits.transaction)) {
             Some(format!("transaction open longer than {}", limit(limits.transaction)))
@@ -245,7 +253,8 @@ async fn tick(conn: &mut PgConnection, shared: &Shared, limits: &Limits, memory:
          COALESCE(EXTRACT(epoch FROM now() OPERATOR(pg_catalog.-) state_change), 0)::float8 AS s, \
          EXISTS (SELECT 1 FROM pg_catalog.pg_locks l WHERE l.pid OPERATOR(pg_catalog.=) a.pid \
                  AND l.locktype OPERATOR(pg_catalog.=) 'relation' \
-                 AND l.mode OPERATOR(pg_catalog.=) 'AccessExclusiveLock' AND l.granted) AS xl \
+                 AND l.mode OPERATOR(pg_catalog.=) 'AccessExclusiveLock' AND l.granted) AS xl, \
+         (SELECT pg_catalog.count(*) FROM pg_catalog.pg_locks l WHERE l.pid OPERATOR(pg_catalog.=) a.pid) AS nl \
          FROM pg_catalog.pg_stat_activity a WHERE backend_type OPERATOR(pg_catalog.=) 'client backend' \
          AND usename OPERATOR(pg_catalog.~) '^tenant_[a-z][a-z0-9_]{1,30}_user$'",
     )
@@ -265,6 +274,7 @@ async fn tick(conn: &mut PgConnection, shared: &Shared, limits: &Limits, memory:
             xact_secs: r.try_get("x").map_err(|e| e.to_string())?,
             state_secs: r.try_get("s").map_err(|e| e.to_string())?,
             exclusive: r.try_get("xl").map_err(|e| e.to_string())?,
+            locks: r.try_get("nl").map_err(|e| e.to_string())?,
         });
     }
     let queue_usage: f64 = sqlx::query_scalar("SELECT pg_catalog.pg_notification_queue_usage()")
@@ -347,6 +357,7 @@ mod tests {
             xact_secs: None,
             state_secs: 1.0,
             exclusive: false,
+            locks: 1,
         }
     }
 
@@ -390,6 +401,14 @@ mod tests {
         let reading = session(4, "idle");
         assert!(judge(&[reading], &limits, 0.0, later, &mut stuck).is_empty());
         assert!(stuck.stuck.is_empty());
+    }
+
+    #[test]
+    fn a_session_filling_the_shared_lock_table_is_ended_at_once() {
+        let limits = Limits::default();
+        let hoarder = Session { locks: MAX_LOCKS + 1, ..session(15, "idle") };
+        let v = judge(&[hoarder], &limits, 0.0, Instant::now(), &mut Memory::default());
+        assert!(matches!(v.as_slice(), [Verdict::Terminate { pid: 15, .. }]), "{v:?}");
     }
 
     #[test]

@@ -260,7 +260,12 @@ fn schema_steps(a: &Assignment, o: &ObservedTenant, db: &str) -> Vec<String> {
         sql.push(format!("REVOKE INSERT, UPDATE ON ALL TABLES IN SCHEMA {qs} FROM {qu}, PUBLIC"));
     }
     if reassigns(a, o) {
-        // Its sessions end, with the locks they hold, before its objects change hands.
+        // Fail closed: no login until its objects have changed hands (the second transaction
+        // gives it back), and its sessions end, with the locks they hold. A backend busy in a
+        // computation that checks no interrupt outlives the signal and may make the second
+        // transaction time out; the tenant then stays unable to log in (and so to grant itself
+        // anything on the tables it still owns) until a pass completes it.
+        sql.push(format!("ALTER ROLE {qu} NOLOGIN"));
         sql.push(format!(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'tenant_{}_user'",
             a.name
@@ -302,6 +307,9 @@ fn reassign_steps(a: &Assignment, o: &ObservedTenant) -> Vec<String> {
     ];
     if !over_quota(a, o) {
         sql.push(format!("GRANT INSERT, UPDATE ON ALL TABLES IN SCHEMA {qs} TO {qu}"));
+    }
+    if a.lifecycle == "run" {
+        sql.push(format!("ALTER ROLE {qu} LOGIN"));
     }
     sql
 }
@@ -376,11 +384,17 @@ fn bootstrap_steps(observed: &Observed) -> Vec<Step> {
 /// transactions (`pg_export_snapshot`), holding back every tenant's vacuum while each
 /// transaction stays young; write unbounded WAL without any write privilege
 /// (`pg_logical_emit_message`); connect to `template1`, the template of database-isolated
-/// tenants' databases.
+/// tenants' databases; take advisory locks, whose entries share the one lock table of the
+/// server: a tenant holding ten thousand of them fails every connection, superusers' too
+/// (migration tools that lock this way must be told not to: see README).
 const REVOKE_POWERS: &str = "REVOKE EXECUTE ON FUNCTION pg_catalog.pg_export_snapshot(), \
        pg_catalog.pg_logical_emit_message(boolean, text, text), \
        pg_catalog.pg_logical_emit_message(boolean, text, bytea) FROM PUBLIC; \
-     REVOKE CONNECT, TEMP ON DATABASE template1 FROM PUBLIC";
+     REVOKE CONNECT, TEMP ON DATABASE template1 FROM PUBLIC; \
+     DO $advisory$ DECLARE f text; BEGIN \
+       FOREACH f IN ARRAY ARRAY(SELECT p.oid::regprocedure::text FROM pg_proc p \
+                                WHERE p.pronamespace = 'pg_catalog'::regnamespace AND p.proname LIKE 'pg\\_%advisory\\_%') LOOP \
+         EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f); END LOOP; END $advisory$";
 
 /// What one tenant could otherwise read about the others in a shared database: their
 /// sessions (user, database, client address, query — `pg_stat_activity`, every
@@ -524,6 +538,8 @@ async fn observe(conn: &mut PgConnection, only: Option<&[String]>) -> Result<Obs
               OR has_table_privilege('public', 'pg_db_role_setting', 'SELECT')) AS m, \
          NOT (has_function_privilege('public', 'pg_export_snapshot()', 'EXECUTE') \
               OR has_function_privilege('public', 'pg_logical_emit_message(boolean, text, text)', 'EXECUTE') \
+              OR has_function_privilege('public', 'pg_advisory_lock(bigint)', 'EXECUTE') \
+              OR has_function_privilege('public', 'pg_try_advisory_xact_lock(integer, integer)', 'EXECUTE') \
               OR has_database_privilege('public', 'template1', 'CONNECT') \
               OR has_database_privilege('public', 'template1', 'TEMP')) AS p",
     )
@@ -635,7 +651,7 @@ async fn observe(conn: &mut PgConnection, only: Option<&[String]>) -> Result<Obs
                 (t.noid IS NOT NULL AND has_schema_privilege(t.roid, t.noid, 'USAGE')) AS u, \
                 (t.noid IS NOT NULL AND has_schema_privilege(t.roid, t.noid, 'CREATE')) AS cr, \
                 EXISTS (SELECT 1 FROM pg_shdepend d WHERE d.refclassid = 'pg_authid'::regclass \
-                        AND d.refobjid = t.roid AND d.deptype = 'o' \
+                        AND d.refobjid = t.roid AND d.deptype = 'o' AND d.classid <> 'pg_default_acl'::regclass \
                         AND d.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())) AS owns, \
                 COALESCE(p.r, true) AS r, COALESCE(p.w_all, true) AS w_all, COALESCE(p.w_any, false) AS w_any \
          FROM t LEFT JOIN p ON p.roid = t.roid",
@@ -1286,15 +1302,17 @@ mod tests {
         let steps = plan(&[desired.clone()], &o);
         let sql: Vec<&str> = steps.iter().map(|s| s.sql.as_str()).collect();
         assert_eq!(sql[0], "REVOKE CREATE ON SCHEMA \"tenant_acme\" FROM \"tenant_acme_user\"");
-        assert!(sql[1].starts_with("SELECT pg_terminate_backend(pid)"), "{sql:?}");
-        assert_eq!(sql[2], "REASSIGN OWNED BY \"tenant_acme_user\" TO \"tenant_acme_owner\"");
+        assert_eq!(sql[1], "ALTER ROLE \"tenant_acme_user\" NOLOGIN", "fail closed until it owns nothing");
+        assert!(sql[2].starts_with("SELECT pg_terminate_backend(pid)"), "{sql:?}");
+        assert_eq!(sql[3], "REASSIGN OWNED BY \"tenant_acme_user\" TO \"tenant_acme_owner\"");
+        assert_eq!(sql.last(), Some(&"ALTER ROLE \"tenant_acme_user\" LOGIN"), "login back only when done");
         let commits: Vec<usize> = steps.iter().enumerate().filter(|(_, s)| s.commit_before).map(|(i, _)| i).collect();
-        assert_eq!(commits, [2], "the revokes commit before the reassignment starts");
-        assert!(sql[3].starts_with("DO $neutralise$"), "{sql:?}");
-        assert!(sql[3].contains("u regrole := 'tenant_acme_owner'"), "{}", sql[3]);
+        assert_eq!(commits, [3], "the revokes commit before the reassignment starts");
+        assert!(sql[4].starts_with("DO $neutralise$"), "{sql:?}");
+        assert!(sql[4].contains("u regrole := 'tenant_acme_owner'"), "{}", sql[4]);
         for kind in ["DROP ROUTINE", "DROP OPERATOR", "DROP RULE", "DROP TRIGGER", "tgparentid = 0", "security_invoker"]
         {
-            assert!(sql[3].contains(kind), "{kind}: {}", sql[3]);
+            assert!(sql[4].contains(kind), "{kind}: {}", sql[4]);
         }
         assert!(sql.contains(&"REVOKE ALL ON ALL TABLES IN SCHEMA \"tenant_acme\" FROM PUBLIC"), "{sql:?}");
         // Owning nothing, nothing to neutralise.
@@ -1378,8 +1396,8 @@ mod tests {
         desired.ddl_enabled = false;
         let steps = sql(&desired, &o);
         assert_eq!(steps[0], "REVOKE CREATE ON SCHEMA \"tenant_acme\" FROM \"tenant_acme_user\"");
-        assert_eq!(steps[2], "REASSIGN OWNED BY \"tenant_acme_user\" TO \"tenant_acme_owner\"");
-        assert!(steps[3].starts_with("DO $neutralise$"), "the owner role's new code goes: {steps:?}");
+        assert_eq!(steps[3], "REASSIGN OWNED BY \"tenant_acme_user\" TO \"tenant_acme_owner\"");
+        assert!(steps[4].starts_with("DO $neutralise$"), "the owner role's new code goes: {steps:?}");
         assert!(steps.iter().any(|s| s.starts_with("GRANT INSERT, UPDATE ON ALL TABLES")), "{steps:?}");
         desired.ddl_enabled = true;
         t.bytes = desired.db_quota_bytes + 1;
@@ -1389,7 +1407,7 @@ mod tests {
             steps[1], "REVOKE INSERT, UPDATE ON ALL TABLES IN SCHEMA \"tenant_acme\" FROM \"tenant_acme_user\", PUBLIC",
             "writes go first, in the transaction no tenant object can make fail: {steps:?}"
         );
-        assert_eq!(steps[3], "REASSIGN OWNED BY \"tenant_acme_user\" TO \"tenant_acme_owner\"");
+        assert_eq!(steps[4], "REASSIGN OWNED BY \"tenant_acme_user\" TO \"tenant_acme_owner\"");
         assert!(!steps.iter().any(|s| s.starts_with("GRANT INSERT")), "{steps:?}");
     }
 

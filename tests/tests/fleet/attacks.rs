@@ -351,6 +351,10 @@ fn tenants_cannot_read_each_others_code_or_sessions() {
         // Chained exported snapshots would hold every tenant's vacuum back; WAL messages need
         // no write privilege at all.
         ("SELECT pg_export_snapshot()", "permission denied for function pg_export_snapshot"),
+        // Advisory locks live in the server's one lock table: ten thousand of them fail every
+        // connection, superusers' too.
+        ("SELECT pg_advisory_lock(1)", "permission denied for function pg_advisory_lock"),
+        ("SELECT pg_try_advisory_xact_lock(1, 2)", "permission denied for function pg_try_advisory_xact_lock"),
         (
             "SELECT pg_logical_emit_message(false, 'x', repeat('z', 1000))",
             "permission denied for function pg_logical_emit_message",
@@ -449,6 +453,9 @@ fn ddl_switch_off_and_quota_hold_against_partitions_locks_and_public_grants() {
             "CREATE TABLE notes (id int, body text)",
             "CREATE TYPE mood AS ENUM ('ok')",
             "ALTER ROLE tenant_sly_user IN DATABASE postgres SET work_mem = '1GB'",
+            // Default privileges are not objects that change hands; they must not keep the
+            // switch-off going for ever.
+            "ALTER DEFAULT PRIVILEGES GRANT ALL ON TABLES TO PUBLIC",
         ],
     )
     .expect("DDL while enabled");
@@ -478,6 +485,11 @@ fn ddl_switch_off_and_quota_hold_against_partitions_locks_and_public_grants() {
         "0",
         "its own per-database settings are reset"
     );
+    // Converged: later full passes (every 2 s here) hand nothing over again.
+    std::thread::sleep(Duration::from_secs(5));
+    let agent_log = env.procs[1].log_text();
+    assert_eq!(agent_log.matches("REASSIGN OWNED BY \"tenant_sly_user\"").count(), 1, "{agent_log}");
+    assert!(env.tenant_in(&sly, "postgres", &["SELECT count(*) FROM notes"]).is_ok(), "it logs in again");
 
     // Over its quota, a DDL tenant that granted PUBLIC its table writes through PUBLIC.
     let pub_t = env.create("pubco", &["--vpn", "disabled", "--ddl", "enabled", "--db-quota", "1MB"]);
@@ -549,4 +561,29 @@ fn a_tenant_cannot_flood_the_server_log() {
     let grown = std::fs::metadata(&log).map(|m| m.len()).expect("PostgreSQL's log") - before;
     // Before the fix: 60 MB.
     assert!(grown < 1_000_000, "the server log grew by {grown} bytes");
+}
+
+/// The server's lock table is shared by every tenant: a session holding more than a thousand
+/// locks (here a DDL tenant locking its 1,100 tables in one transaction) is ended within a tick.
+#[test]
+fn a_session_hoarding_locks_is_ended_at_once() {
+    let env = setup();
+    let hoard = env.create("hoard", &["--vpn", "disabled", "--ddl", "enabled"]);
+    env.tenant_in(
+        &hoard,
+        "postgres",
+        &["DO $$BEGIN FOR i IN 1..1100 LOOP EXECUTE format('CREATE TABLE t%s (i int)', i); END LOOP; END$$"],
+    )
+    .expect("its tables");
+    let _hoarder = env.tenant_session(
+        &hoard,
+        "hoarder",
+        "SET idle_in_transaction_session_timeout = 0;\nBEGIN;\n\
+         DO $$BEGIN FOR i IN 1..1100 LOOP EXECUTE format('LOCK TABLE t%s IN ACCESS SHARE MODE', i); END LOOP; END$$;\n\
+         \\! sleep 600\n",
+    );
+    // Before the fix only the 65 s idle-in-transaction limit ended it.
+    wait_for("the guard to end the hoarding session", Duration::from_secs(20), || {
+        (env.sessions_of("hoard") == 0).then_some(())
+    });
 }
