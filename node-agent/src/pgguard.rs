@@ -64,6 +64,8 @@ impl Default for Limits {
 pub struct Watched {
     pub quota: u64,
     pub own_database: bool,
+    /// May create objects (its object count is watched too).
+    pub ddl: bool,
 }
 
 /// What the driver and the guard share.
@@ -294,9 +296,48 @@ async fn tick(conn: &mut PgConnection, shared: &Shared, limits: &Limits, memory:
         }
     }
 
-    // Quota: measure whoever ran something; stop the ones over their quota at once.
     let watched = shared.tenants.lock().map(|t| t.clone()).unwrap_or_default();
     let hot = hot(&sessions);
+
+    // Objects: a DDL tenant that ran something and owns more than it may loses CREATE now (no
+    // lock needed; the pass keeps it revoked while it owns too many) and its sessions.
+    let creators: Vec<String> = hot
+        .iter()
+        .filter(|n| watched.get(*n).is_some_and(|w| w.ddl && !w.own_database))
+        .map(|n| format!("tenant_{n}_user"))
+        .collect();
+    if !creators.is_empty() {
+        let counts = sqlx::query(
+            "SELECT r.rolname::text AS u, pg_catalog.count(*) AS n FROM pg_catalog.pg_roles r \
+             JOIN pg_catalog.pg_shdepend d ON d.refobjid OPERATOR(pg_catalog.=) r.oid \
+             AND d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_authid'::pg_catalog.regclass \
+             AND d.deptype OPERATOR(pg_catalog.=) 'o' \
+             AND d.classid OPERATOR(pg_catalog.<>) 'pg_catalog.pg_default_acl'::pg_catalog.regclass \
+             WHERE r.rolname::text OPERATOR(pg_catalog.=) ANY($1) GROUP BY r.rolname",
+        )
+        .bind(&creators)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| format!("counting tenant objects: {e}"))?;
+        for row in counts {
+            let user: String = row.try_get("u").map_err(|e| e.to_string())?;
+            let n: i64 = row.try_get("n").map_err(|e| e.to_string())?;
+            let Some(name) = user.strip_prefix("tenant_").and_then(|u| u.strip_suffix("_user")) else { continue };
+            if n <= crate::postgres::MAX_OBJECTS {
+                continue;
+            }
+            tracing::warn!(tenant = name, objects = n, "session guard: tenant owns too many objects; CREATE revoked");
+            // A validated name (it came from an assignment), quoted.
+            let revoke = format!("REVOKE CREATE ON SCHEMA \"tenant_{name}\" FROM \"{user}\"");
+            sqlx::query(&revoke).persistent(false).execute(&mut *conn).await.map_err(|e| format!("revoking CREATE: {e}"))?;
+            for s in sessions.iter().filter(|s| s.tenant == name) {
+                signal(conn, "pg_terminate_backend", s.pid).await?;
+            }
+            shared.wake.notify_one();
+        }
+    }
+
+    // Quota: measure whoever ran something; stop the ones over their quota at once.
     let (mut schemas, mut databases) = (BTreeSet::new(), BTreeSet::new());
     for name in hot.iter().filter(|n| watched.contains_key(*n)) {
         match watched[name].own_database {

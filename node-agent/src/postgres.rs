@@ -58,6 +58,8 @@ pub struct ObservedTenant {
     /// The user owns some object in the database (made while DDL was allowed): any kind, from
     /// `pg_shdepend` — types, domains and text search objects too, not only tables and code.
     pub owns_objects: bool,
+    /// How many objects it owns.
+    pub owned: i64,
     /// Disk used by the schema's tables (with indexes and TOAST).
     pub bytes: u64,
     /// Open sessions of the tenant's user (server-wide).
@@ -248,7 +250,7 @@ fn schema_steps(a: &Assignment, o: &ObservedTenant, db: &str) -> Vec<String> {
     // the quota revokes. These revokes take no lock a tenant can hold and commit on their own,
     // before anything its objects could make fail.
     let over = over_quota(a, o);
-    let ddl = a.ddl_enabled && !over;
+    let ddl = a.ddl_enabled && !over && o.owned <= MAX_OBJECTS;
     if ddl && !o.create {
         sql.push(format!("GRANT CREATE ON SCHEMA {qs} TO {qu}"));
     } else if !ddl && o.create {
@@ -280,6 +282,11 @@ fn schema_steps(a: &Assignment, o: &ObservedTenant, db: &str) -> Vec<String> {
     }
     sql
 }
+
+/// Most objects a tenant may own. Each is a lock slot when its objects change hands (DDL switched
+/// off, quota exceeded), and the server's lock table — shared by every tenant, 64 slots per
+/// connection by default — must hold them all; past this, CREATE is revoked until it drops some.
+pub const MAX_OBJECTS: i64 = 2_000;
 
 /// The tenant owns objects while it may not (DDL disabled, or over its quota).
 fn reassigns(a: &Assignment, o: &ObservedTenant) -> bool {
@@ -650,9 +657,9 @@ async fn observe(conn: &mut PgConnection, only: Option<&[String]>) -> Result<Obs
          SELECT t.rolname, has_database_privilege(t.roid, current_database(), 'CONNECT') AS c, \
                 (t.noid IS NOT NULL AND has_schema_privilege(t.roid, t.noid, 'USAGE')) AS u, \
                 (t.noid IS NOT NULL AND has_schema_privilege(t.roid, t.noid, 'CREATE')) AS cr, \
-                EXISTS (SELECT 1 FROM pg_shdepend d WHERE d.refclassid = 'pg_authid'::regclass \
+                (SELECT count(*) FROM pg_shdepend d WHERE d.refclassid = 'pg_authid'::regclass \
                         AND d.refobjid = t.roid AND d.deptype = 'o' AND d.classid <> 'pg_default_acl'::regclass \
-                        AND d.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())) AS owns, \
+                        AND d.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())) AS owned, \
                 COALESCE(p.r, true) AS r, COALESCE(p.w_all, true) AS w_all, COALESCE(p.w_any, false) AS w_any \
          FROM t LEFT JOIN p ON p.roid = t.roid",
     )
@@ -666,7 +673,8 @@ async fn observe(conn: &mut PgConnection, only: Option<&[String]>) -> Result<Obs
         t.connect = row.try_get("c")?;
         t.usage = row.try_get("u")?;
         t.create = row.try_get("cr")?;
-        t.owns_objects = row.try_get("owns")?;
+        t.owned = row.try_get("owned")?;
+        t.owns_objects = t.owned > 0;
         t.read = row.try_get("r")?;
         t.write_all = row.try_get("w_all")?;
         t.write_any = row.try_get("w_any")?;
@@ -768,7 +776,11 @@ impl PostgresDriver {
         }
         let watched = postgres_tenants(desired)
             .map(|a| {
-                let w = crate::pgguard::Watched { quota: a.db_quota_bytes, own_database: own_database(a) };
+                let w = crate::pgguard::Watched {
+                    quota: a.db_quota_bytes,
+                    own_database: own_database(a),
+                    ddl: a.ddl_enabled,
+                };
                 (a.name.clone(), w)
             })
             .collect();
@@ -1229,6 +1241,7 @@ mod tests {
             write_any: true,
             create: false,
             owns_objects: false,
+            owned: 0,
             connections: 0,
             bytes: 1000,
             database: false,
@@ -1320,6 +1333,26 @@ mod tests {
         t.owns_objects = false;
         o.tenants.insert("acme".into(), t);
         assert!(plan(&[desired], &o).is_empty());
+    }
+
+    #[test]
+    fn a_ddl_tenant_owning_too_many_objects_loses_create_and_keeps_them() {
+        let mut desired = a("acme");
+        desired.ddl_enabled = true;
+        let mut o = bootstrapped();
+        let mut t = converged(&desired);
+        t.create = true;
+        t.owns_objects = true;
+        t.owned = MAX_OBJECTS + 1;
+        o.tenants.insert("acme".into(), t.clone());
+        let sql: Vec<String> = plan(std::slice::from_ref(&desired), &o).into_iter().map(|s| s.sql).collect();
+        assert_eq!(sql, ["REVOKE CREATE ON SCHEMA \"tenant_acme\" FROM \"tenant_acme_user\""], "no reassignment");
+        // Back under the cap (it dropped some): CREATE returns.
+        t.create = false;
+        t.owned = MAX_OBJECTS;
+        o.tenants.insert("acme".into(), t);
+        let sql: Vec<String> = plan(&[desired], &o).into_iter().map(|s| s.sql).collect();
+        assert_eq!(sql, ["GRANT CREATE ON SCHEMA \"tenant_acme\" TO \"tenant_acme_user\""]);
     }
 
     #[test]

@@ -587,3 +587,35 @@ fn a_session_hoarding_locks_is_ended_at_once() {
         (env.sessions_of("hoard") == 0).then_some(())
     });
 }
+
+/// Every object a tenant owns is a lock slot when its objects change hands, and the server's lock
+/// table is shared: a DDL tenant past 2,000 objects loses CREATE within a second (the guard) and
+/// keeps it revoked (each pass) until it drops some.
+#[test]
+fn a_ddl_tenant_cannot_own_unbounded_objects() {
+    let env = setup();
+    let many = env.create("many", &["--vpn", "disabled", "--ddl", "enabled"]);
+    let made = env.tenant_in(
+        &many,
+        "postgres",
+        &["DO $$BEGIN FOR i IN 1..2100 LOOP EXECUTE format('CREATE VIEW v%s AS SELECT 1 AS a', i); END LOOP; END$$"],
+    );
+    // The guard may end this very session once it is past the cap.
+    assert!(made.is_ok() || made.as_ref().is_err_and(|e| e.contains("terminat")), "{made:?}");
+    // Before the fix it could go on creating for ever (and its switch-off would run out of locks).
+    let err = wait_for("CREATE to be revoked", Duration::from_secs(20), || {
+        env.tenant_in(&many, "postgres", &["CREATE VIEW more AS SELECT 1 AS a"])
+            .err()
+            .filter(|e| e.contains("permission denied"))
+    });
+    assert!(err.contains("permission denied for schema tenant_many"), "{err}");
+    env.tenant_in(
+        &many,
+        "postgres",
+        &["DO $$BEGIN FOR i IN 1..2100 LOOP EXECUTE format('DROP VIEW IF EXISTS v%s', i); END LOOP; END$$"],
+    )
+    .expect("it may drop what it owns");
+    wait_for("CREATE to come back", Duration::from_secs(20), || {
+        env.tenant_in(&many, "postgres", &["CREATE VIEW again AS SELECT 1 AS a"]).ok()
+    });
+}
