@@ -329,7 +329,11 @@ async fn tick(conn: &mut PgConnection, shared: &Shared, limits: &Limits, memory:
             tracing::warn!(tenant = name, objects = n, "session guard: tenant owns too many objects; CREATE revoked");
             // A validated name (it came from an assignment), quoted.
             let revoke = format!("REVOKE CREATE ON SCHEMA \"tenant_{name}\" FROM \"{user}\"");
-            sqlx::query(&revoke).persistent(false).execute(&mut *conn).await.map_err(|e| format!("revoking CREATE: {e}"))?;
+            sqlx::query(&revoke)
+                .persistent(false)
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| format!("revoking CREATE: {e}"))?;
             for s in sessions.iter().filter(|s| s.tenant == name) {
                 signal(conn, "pg_terminate_backend", s.pid).await?;
             }
