@@ -572,7 +572,12 @@ fn a_session_hoarding_locks_is_ended_at_once() {
     env.tenant_in(
         &hoard,
         "postgres",
-        &["DO $$BEGIN FOR i IN 1..1100 LOOP EXECUTE format('CREATE TABLE t%s (i int)', i); END LOOP; END$$"],
+        // In three transactions: one holding over 1,000 locks would itself be ended.
+        &[
+            "DO $$BEGIN FOR i IN 1..400 LOOP EXECUTE format('CREATE TABLE t%s (i int)', i); END LOOP; END$$",
+            "DO $$BEGIN FOR i IN 401..800 LOOP EXECUTE format('CREATE TABLE t%s (i int)', i); END LOOP; END$$",
+            "DO $$BEGIN FOR i IN 801..1100 LOOP EXECUTE format('CREATE TABLE t%s (i int)', i); END LOOP; END$$",
+        ],
     )
     .expect("its tables");
     let _hoarder = env.tenant_session(
@@ -595,11 +600,18 @@ fn a_session_hoarding_locks_is_ended_at_once() {
 fn a_ddl_tenant_cannot_own_unbounded_objects() {
     let env = setup();
     let many = env.create("many", &["--vpn", "disabled", "--ddl", "enabled"]);
-    let made = env.tenant_in(
-        &many,
-        "postgres",
-        &["DO $$BEGIN FOR i IN 1..2100 LOOP EXECUTE format('CREATE VIEW v%s AS SELECT 1 AS a', i); END LOOP; END$$"],
-    );
+    // In batches: one transaction creating thousands would hold over 1,000 locks and be ended.
+    let batches: Vec<String> = (0..5)
+        .map(|b| {
+            format!(
+                "DO $$BEGIN FOR i IN {}..{} LOOP EXECUTE format('CREATE VIEW v%s AS SELECT 1 AS a', i); END LOOP; END$$",
+                b * 450 + 1,
+                b * 450 + 450
+            )
+        })
+        .collect();
+    let batches: Vec<&str> = batches.iter().map(String::as_str).collect();
+    let made = env.tenant_in(&many, "postgres", &batches);
     // The guard may end this very session once it is past the cap.
     assert!(made.is_ok() || made.as_ref().is_err_and(|e| e.contains("terminat")), "{made:?}");
     // Before the fix it could go on creating for ever (and its switch-off would run out of locks).
@@ -609,12 +621,17 @@ fn a_ddl_tenant_cannot_own_unbounded_objects() {
             .filter(|e| e.contains("permission denied"))
     });
     assert!(err.contains("permission denied for schema tenant_many"), "{err}");
-    env.tenant_in(
-        &many,
-        "postgres",
-        &["DO $$BEGIN FOR i IN 1..2100 LOOP EXECUTE format('DROP VIEW IF EXISTS v%s', i); END LOOP; END$$"],
-    )
-    .expect("it may drop what it owns");
+    let drops: Vec<String> = (0..5)
+        .map(|b| {
+            format!(
+                "DO $$BEGIN FOR i IN {}..{} LOOP EXECUTE format('DROP VIEW IF EXISTS v%s', i); END LOOP; END$$",
+                b * 450 + 1,
+                b * 450 + 450
+            )
+        })
+        .collect();
+    let drops: Vec<&str> = drops.iter().map(String::as_str).collect();
+    env.tenant_in(&many, "postgres", &drops).expect("it may drop what it owns");
     wait_for("CREATE to come back", Duration::from_secs(20), || {
         env.tenant_in(&many, "postgres", &["CREATE VIEW again AS SELECT 1 AS a"]).ok()
     });
