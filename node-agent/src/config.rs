@@ -106,6 +106,24 @@ pub struct SessionLimits {
     pub exclusive_lock: Duration,
 }
 
+impl SessionLimits {
+    /// Each limit between 1 s and a day: a zero would end every session at once, and the guard
+    /// is pointless past a day.
+    pub fn check(&self) -> anyhow::Result<()> {
+        for (name, d) in [
+            ("statement", self.statement),
+            ("idle_in_transaction", self.idle_in_transaction),
+            ("transaction", self.transaction),
+            ("exclusive_lock", self.exclusive_lock),
+        ] {
+            if d < Duration::from_secs(1) || d > Duration::from_secs(86_400) {
+                anyhow::bail!("{name} = {} is outside 1s..24h", humantime::format_duration(d));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Default for SessionLimits {
     fn default() -> Self {
         let d = crate::pgguard::Limits::default();
@@ -154,6 +172,9 @@ impl AgentConfig {
         if cfg.coordinators.is_empty() {
             anyhow::bail!("{}: at least one coordinator is required", path.display());
         }
+        if let DriverConfig::Postgres { limits, .. } = &cfg.driver {
+            limits.check().with_context(|| format!("{}: [driver.limits]", path.display()))?;
+        }
         Ok(cfg)
     }
 
@@ -195,4 +216,19 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> 
         f.sync_all().with_context(|| format!("sync {}", tmp.display()))?;
     }
     std::fs::rename(&tmp, path).with_context(|| format!("rename into {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_limits_out_of_range_are_refused_with_their_name() {
+        assert!(SessionLimits::default().check().is_ok());
+        let zero = SessionLimits { statement: Duration::ZERO, ..SessionLimits::default() };
+        let err = zero.check().expect_err("zero").to_string();
+        assert!(err.contains("statement") && err.contains("1s..24h"), "{err}");
+        let huge = SessionLimits { exclusive_lock: Duration::from_secs(90_000), ..SessionLimits::default() };
+        assert!(huge.check().is_err());
+    }
 }
