@@ -200,7 +200,7 @@ impl Driver for DirDriver {
             }
             let result = match &action {
                 Action::Write { name, content } => {
-                    crate::config::write_atomic(&self.path.join(format!("{name}.json")), content.as_bytes(), 0o600)
+                    crate::host::files::write_atomic(&self.path.join(format!("{name}.json")), content.as_bytes(), 0o600)
                         .map_err(|e| (name.clone(), e.to_string()))
                 }
                 Action::Remove { name } => std::fs::remove_file(self.path.join(format!("{name}.json")))

@@ -210,8 +210,12 @@ async fn main() {
     assert_eq!(desired.len(), TENANTS + 20);
     let url = pg.url();
     let resync_ms = tokio::task::spawn_blocking(move || {
-        let mut driver =
-            berqenas_node_agent::postgres::PostgresDriver::new(url, None, Duration::from_secs(10), Default::default());
+        let mut driver = berqenas_node_agent::db::postgres::PostgresDriver::new(
+            url,
+            None,
+            Duration::from_secs(10),
+            Default::default(),
+        );
         let t = Instant::now();
         let statuses = driver.reconcile(&desired);
         assert!(statuses.iter().all(|s| s.ready), "converged");

@@ -34,7 +34,7 @@ fn name_ok(n: &str) -> bool {
 /// The database a tenant's user may log in to: its own (database isolation) or the main one
 /// (`all` if the main database's name is not a plain identifier).
 fn database_field(a: &Assignment, main_db: &str) -> String {
-    if crate::postgres::own_database(a) {
+    if super::own_database(a) {
         format!("tenant_{}", a.name)
     } else if !main_db.is_empty() && main_db.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         main_db.to_string()
@@ -48,7 +48,7 @@ fn database_field(a: &Assignment, main_db: &str) -> String {
 /// every other login of that user is rejected.
 pub fn render(desired: &[Assignment], main_db: &str, pooler: Option<Pooler>) -> String {
     let mut out = vec![BEGIN.to_string()];
-    for a in desired.iter().filter(|a| a.roles.iter().any(|r| r == "db") && a.db_type == "postgres") {
+    for a in super::postgres_tenants(desired) {
         if !name_ok(&a.name) {
             continue;
         }

@@ -3,6 +3,7 @@
 //! No IO here; the tests assert on the plans.
 
 use crate::assignment::Assignment;
+use crate::db::{own_database, postgres_tenants};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Marks roles this driver owns; nothing else is ever dropped.
@@ -413,16 +414,6 @@ const HIDE_METADATA: &str = "REVOKE SELECT ON pg_catalog.pg_stat_activity, pg_ca
            (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) FROM pg_attribute a \
             WHERE a.attrelid = r.rel AND a.attnum > 0 AND NOT a.attisdropped AND a.attname <> ALL (r.hidden)), r.rel); \
        END LOOP; END $hide$";
-
-/// This driver's assignments: db role, PostgreSQL.
-pub(super) fn postgres_tenants(desired: &[Assignment]) -> impl Iterator<Item = &Assignment> {
-    desired.iter().filter(|a| a.roles.iter().any(|r| r == "db") && a.db_type == "postgres")
-}
-
-/// The tenant has its own database rather than a schema in the main one.
-pub fn own_database(a: &Assignment) -> bool {
-    a.isolation == "database"
-}
 
 /// Statements PostgreSQL refuses inside a transaction block; each runs on its own.
 pub(super) fn outside_transaction(sql: &str) -> bool {

@@ -66,8 +66,7 @@ pub fn render_pools(desired: &[Assignment], server: &Server) -> Result<String, S
     out.push_str("[databases]\n");
     let tenants: Vec<&Assignment> = served(desired).collect();
     for a in &tenants {
-        let dbname =
-            if crate::postgres::own_database(a) { format!("tenant_{}", a.name) } else { server.database.clone() };
+        let dbname = if super::own_database(a) { format!("tenant_{}", a.name) } else { server.database.clone() };
         let limit = a.connection_limit.max(1);
         let _ = writeln!(
             out,
@@ -99,7 +98,7 @@ pub fn render_hba(desired: &[Assignment]) -> String {
     let mut out = String::from(HEADER);
     for a in served(desired) {
         let (db, user) = (format!("tenant_{}", a.name), format!("tenant_{}_user", a.name));
-        match (a.access_mode.as_str(), crate::pghba::cidr(&a.vpn_subnet)) {
+        match (a.access_mode.as_str(), crate::db::pghba::cidr(&a.vpn_subnet)) {
             ("vpn-only", Some(subnet)) => {
                 let _ = writeln!(out, "host {db} {user} {subnet} scram-sha-256");
             }
@@ -185,7 +184,8 @@ pub fn sync_firewall(config: &PgBouncerConfig) -> Result<(), String> {
     if config.max_per_source == 0 {
         return Ok(());
     }
-    let listed = crate::exec::run("nft", &["list", "table", "inet", FIREWALL_TABLE], None, timeout).unwrap_or_default();
+    let listed =
+        crate::host::exec::run("nft", &["list", "table", "inet", FIREWALL_TABLE], None, timeout).unwrap_or_default();
     let over = format!("ct count over {}", config.max_per_source);
     let converged =
         listed.contains(&firewall_marker(config.port, config.max_per_source)) && listed.matches(&over).count() == 2;
@@ -193,7 +193,7 @@ pub fn sync_firewall(config: &PgBouncerConfig) -> Result<(), String> {
         return Ok(());
     }
     let script = render_firewall(config.port, config.max_per_source);
-    crate::exec::run("nft", &["-f", "-"], Some(script.as_bytes()), timeout)
+    crate::host::exec::run("nft", &["-f", "-"], Some(script.as_bytes()), timeout)
         .map_err(|e| format!("cannot limit connections per source to pgBouncer (is nftables installed?): {e}"))?;
     tracing::info!(port = config.port, per_source = config.max_per_source, "pgBouncer connection limit per source set");
     Ok(())

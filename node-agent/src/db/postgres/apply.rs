@@ -145,14 +145,14 @@ pub(super) async fn apply(
 
 /// The address pgBouncer (on this host, reaching PostgreSQL the way the agent does) logs in
 /// from, as PostgreSQL sees it.
-pub(super) async fn pooler_source(conn: &mut PgConnection) -> Result<crate::pghba::Pooler, String> {
+pub(super) async fn pooler_source(conn: &mut PgConnection) -> Result<crate::db::pghba::Pooler, String> {
     let addr: Option<String> = sqlx::query_scalar("SELECT host(inet_client_addr())")
         .fetch_one(&mut *conn)
         .await
         .map_err(|e| format!("cannot read the agent's client address: {e}"))?;
     match addr {
-        None => Ok(crate::pghba::Pooler::UnixSocket),
-        Some(a) => a.parse().map(crate::pghba::Pooler::Tcp).map_err(|e| format!("client address {a:?}: {e}")),
+        None => Ok(crate::db::pghba::Pooler::UnixSocket),
+        Some(a) => a.parse().map(crate::db::pghba::Pooler::Tcp).map_err(|e| format!("client address {a:?}: {e}")),
     }
 }
 
@@ -162,7 +162,7 @@ pub(super) async fn sync_hba(
     conn: &mut PgConnection,
     desired: &[Assignment],
     main_db: &str,
-    pooler: Option<crate::pghba::Pooler>,
+    pooler: Option<crate::db::pghba::Pooler>,
 ) -> Result<(), String> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let path: String = sqlx::query_scalar("SELECT setting FROM pg_settings WHERE name = 'hba_file'")
@@ -172,7 +172,7 @@ pub(super) async fn sync_hba(
     let path = std::path::PathBuf::from(path);
     let existing = std::fs::read_to_string(&path)
         .map_err(|e| format!("cannot read {} (the agent must run on the database host): {e}", path.display()))?;
-    let wanted = crate::pghba::splice(&existing, &crate::pghba::render(desired, main_db, pooler));
+    let wanted = crate::db::pghba::splice(&existing, &crate::db::pghba::render(desired, main_db, pooler));
     if wanted == existing {
         return Ok(());
     }
