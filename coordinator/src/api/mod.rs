@@ -181,8 +181,8 @@ fn validate_selector(sel: BTreeMap<String, String>) -> std::result::Result<BTree
         return Err("at most 16 node selector labels".into());
     }
     for (k, v) in &sel {
-        validate_label_part(k)?;
-        validate_label_part(v)?;
+        validate_label_part(k).map_err(|e| e.to_string())?;
+        validate_label_part(v).map_err(|e| e.to_string())?;
     }
     Ok(sel)
 }

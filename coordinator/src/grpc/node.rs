@@ -82,8 +82,8 @@ fn validate_join(req: &pb::JoinRequest) -> Result<(String, String, Node), String
         return Err("at most 16 labels".into());
     }
     for (k, v) in &req.labels {
-        validate_label_part(k)?;
-        validate_label_part(v)?;
+        validate_label_part(k).map_err(|e| e.to_string())?;
+        validate_label_part(v).map_err(|e| e.to_string())?;
     }
     let address_ok = !req.address.is_empty()
         && req.address.len() <= 253

@@ -271,7 +271,7 @@ pub enum InvalidTenant {
     #[error("at most {MAX_SELECTOR_LABELS} node selector labels, got {0}")]
     TooManyLabels(usize),
     #[error("node selector: {0}")]
-    Label(String),
+    Label(#[from] super::names::InvalidLabel),
 }
 
 /// A validated request to create a tenant: built only by `TenantSpec::new`, re-checked by the
@@ -379,8 +379,8 @@ impl TenantSpec {
             return Err(InvalidTenant::TooManyLabels(self.node_selector.len()));
         }
         for (k, v) in &self.node_selector {
-            super::names::validate_label_part(k).map_err(InvalidTenant::Label)?;
-            super::names::validate_label_part(v).map_err(InvalidTenant::Label)?;
+            super::names::validate_label_part(k)?;
+            super::names::validate_label_part(v)?;
         }
         Ok(())
     }
