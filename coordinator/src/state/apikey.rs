@@ -3,9 +3,9 @@
 //! Their commands — create, revoke (never the last lasting admin key), break-glass recovery —
 //! and the re-check at apply of the key a command acts with.
 
-use super::action::{details, Facts};
+use super::action::details;
 use super::names::TenantName;
-use super::{DomainError, Handled, Reply, Response, State, Touched};
+use super::{Cx, DomainError, Handled, Reply, Response, State, Touched};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -115,29 +115,23 @@ pub fn format_token(id: &str, secret: &str) -> String {
 }
 
 impl State {
-    pub(super) fn create_api_key(&mut self, key: &ApiKey, touched: &mut Vec<Touched>, facts: Facts) -> Handled {
+    pub(super) fn create_api_key(&mut self, cx: Cx<'_>, key: &ApiKey) -> Handled {
         let mut d = details(&[("role", role_name(key.role).to_string())]);
         if let Some(t) = &key.tenant {
             d.insert("tenant".into(), t.to_string());
         }
-        (self.add_api_key(key, touched), facts.with(d))
+        (self.add_api_key(key, cx.touched), cx.facts.with(d))
     }
 
     /// Break-glass: root on coordinator host `host` minted an admin key from the data directory.
-    pub(super) fn recover_admin(
-        &mut self,
-        key: &ApiKey,
-        host: &str,
-        touched: &mut Vec<Touched>,
-        facts: Facts,
-    ) -> Handled {
-        let facts = facts.with(details(&[
+    pub(super) fn recover_admin(&mut self, cx: Cx<'_>, key: &ApiKey, host: &str) -> Handled {
+        let facts = cx.facts.with(details(&[
             ("role", "admin".to_string()),
             ("host", host.to_string()),
             ("method", "break-glass recovery file in the coordinator's data directory".to_string()),
         ]));
         let result = match (key.role, &key.tenant) {
-            (Role::Admin, None) => self.add_api_key(key, touched),
+            (Role::Admin, None) => self.add_api_key(key, cx.touched),
             _ => Err(DomainError::Invalid("a recovered key must be an admin key without a tenant".into())),
         };
         (result, facts)
@@ -164,8 +158,8 @@ impl State {
 
     /// Revokes a key, but never the last admin key that is usable and does not expire: without
     /// one, every operator is locked out (or will be when the others expire).
-    pub(super) fn revoke_api_key(&mut self, now: u64, id: &str, touched: &mut Vec<Touched>, facts: Facts) -> Handled {
-        (self.revoke_key(now, id, touched), facts)
+    pub(super) fn revoke_api_key(&mut self, cx: Cx<'_>, id: &str) -> Handled {
+        (self.revoke_key(cx.at.now, id, cx.touched), cx.facts)
     }
 
     fn revoke_key(&mut self, now: u64, id: &str, touched: &mut Vec<Touched>) -> Response {

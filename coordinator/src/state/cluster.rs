@@ -2,10 +2,10 @@
 //! membership changes (removed coordinator ids are retired forever), and a new coordinator
 //! spending its id-bound join token. Pure, like the rest of `state`.
 
-use super::action::{details, Action, Details, Facts};
+use super::action::{details, Action, Details};
 use super::allocation::VpnPool;
 use super::apikey::ApiKey;
-use super::{At, DomainError, Handled, Reply, State, Touched};
+use super::{Cx, DomainError, Handled, Reply, State, Touched};
 use serde::{Deserialize, Serialize};
 
 /// Cluster-wide settings fixed at `init`.
@@ -40,14 +40,8 @@ impl std::fmt::Debug for SecretPem {
 
 impl State {
     /// `init`: the settings and the first admin key, once.
-    pub(super) fn bootstrap(
-        &mut self,
-        settings: &ClusterSettings,
-        admin_key: &ApiKey,
-        touched: &mut Vec<Touched>,
-        facts: Facts,
-    ) -> Handled {
-        let facts = facts.with(details(&[
+    pub(super) fn bootstrap(&mut self, cx: Cx<'_>, settings: &ClusterSettings, admin_key: &ApiKey) -> Handled {
+        let facts = cx.facts.with(details(&[
             ("cluster_id", settings.cluster_id.clone()),
             ("vpn_pool", settings.vpn_pool.to_string()),
             ("admin_key", admin_key.id.clone()),
@@ -57,40 +51,25 @@ impl State {
         }
         self.settings = Some(settings.clone());
         self.api_keys.insert(admin_key.id.clone(), admin_key.clone());
-        touched.push(Touched::Settings);
-        touched.push(Touched::ApiKey(admin_key.id.clone()));
+        cx.touched.push(Touched::Settings);
+        cx.touched.push(Touched::ApiKey(admin_key.id.clone()));
         (Ok(Reply::Done), facts)
     }
 
     /// A Raft membership change openraft carried out, for the record; a removed coordinator's
     /// id is never accepted again.
-    pub(super) fn membership(
-        &mut self,
-        action: Action,
-        node_id: u64,
-        details: &Details,
-        touched: &mut Vec<Touched>,
-        facts: Facts,
-    ) -> Handled {
+    pub(super) fn membership(&mut self, cx: Cx<'_>, action: Action, node_id: u64, details: &Details) -> Handled {
         if action == Action::ClusterRemove {
             self.retired_coordinators.insert(node_id);
-            touched.push(Touched::Retired);
+            cx.touched.push(Touched::Retired);
         }
-        (Ok(Reply::Done), facts.with(details.clone()))
+        (Ok(Reply::Done), cx.facts.with(details.clone()))
     }
 
     /// A new coordinator spends its id-bound token to obtain a certificate.
-    pub(super) fn join_coordinator(
-        &mut self,
-        at: At,
-        token_id: &str,
-        secret_hash: &str,
-        id: u64,
-        touched: &mut Vec<Touched>,
-        facts: Facts,
-    ) -> Handled {
-        let facts = facts.with(details(&[("token", token_id.to_string())]));
-        (self.spend_coordinator_token(at.now, token_id, secret_hash, id, touched), facts)
+    pub(super) fn join_coordinator(&mut self, cx: Cx<'_>, token_id: &str, secret_hash: &str, id: u64) -> Handled {
+        let facts = cx.facts.with(details(&[("token", token_id.to_string())]));
+        (self.spend_coordinator_token(cx.at.now, token_id, secret_hash, id, cx.touched), facts)
     }
 
     fn spend_coordinator_token(

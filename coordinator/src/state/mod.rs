@@ -214,6 +214,14 @@ pub(crate) struct At {
     pub now: u64,
 }
 
+/// A command being applied, as its handler gets it: where and when, the rows touched so far,
+/// and the audit facts `Op::describe` gave it (the handler adds details and returns them).
+pub(crate) struct Cx<'a> {
+    pub at: At,
+    pub touched: &'a mut Vec<Touched>,
+    pub facts: Facts,
+}
+
 /// A key whose stored row changed; the store writes exactly these after a batch.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Touched {
@@ -287,29 +295,25 @@ impl State {
 
     /// Dispatches a command to its entity's handler.
     fn run(&mut self, at: At, op: &Op, touched: &mut Vec<Touched>) -> Handled {
-        let facts = op.facts();
+        let cx = Cx { at, touched, facts: op.facts() };
         match op {
-            Op::Bootstrap { settings, admin_key } => self.bootstrap(settings, admin_key, touched, facts),
-            Op::CreateTenant(spec) => self.create_tenant(at, spec, touched, facts),
-            Op::UpdateTenant { name, patch } => self.update_tenant(at, name, patch, touched, facts),
-            Op::Lifecycle { name, step } => self.lifecycle(at, name, *step, touched, facts),
-            Op::CreateApiKey(key) => self.create_api_key(key, touched, facts),
-            Op::RevokeApiKey { id } => self.revoke_api_key(at.now, id, touched, facts),
-            Op::RecoverAdmin { key, host } => self.recover_admin(key, host, touched, facts),
-            Op::RegisterNode(node) => self.register_node(at, node, touched, facts),
-            Op::CreateJoinToken(token) => self.create_join_token(token, touched, facts),
-            Op::RevokeJoinToken { id } => self.revoke_join_token(at, id, touched, facts),
-            Op::JoinNode { token_id, secret_hash, node } => {
-                self.join_node(at, token_id, secret_hash, node, touched, facts)
-            }
-            Op::JoinCoordinator { token_id, secret_hash, id } => {
-                self.join_coordinator(at, token_id, secret_hash, *id, touched, facts)
-            }
-            Op::RevokeNode { id } => self.revoke_node(*id, touched, facts),
-            Op::CordonNode { id, cordoned } => self.cordon_node(*id, *cordoned, touched, facts),
-            Op::NodeReport(report) => self.node_report(at, report, touched, facts),
-            Op::Membership { action, node_id, details } => self.membership(*action, *node_id, details, touched, facts),
-            Op::Rejected { reason, .. } => (Err(DomainError::Rejected(reason.clone())), facts),
+            Op::Bootstrap { settings, admin_key } => self.bootstrap(cx, settings, admin_key),
+            Op::CreateTenant(spec) => self.create_tenant(cx, spec),
+            Op::UpdateTenant { name, patch } => self.update_tenant(cx, name, patch),
+            Op::Lifecycle { name, step } => self.lifecycle(cx, name, *step),
+            Op::CreateApiKey(key) => self.create_api_key(cx, key),
+            Op::RevokeApiKey { id } => self.revoke_api_key(cx, id),
+            Op::RecoverAdmin { key, host } => self.recover_admin(cx, key, host),
+            Op::RegisterNode(node) => self.register_node(cx, node),
+            Op::CreateJoinToken(token) => self.create_join_token(cx, token),
+            Op::RevokeJoinToken { id } => self.revoke_join_token(cx, id),
+            Op::JoinNode { token_id, secret_hash, node } => self.join_node(cx, token_id, secret_hash, node),
+            Op::JoinCoordinator { token_id, secret_hash, id } => self.join_coordinator(cx, token_id, secret_hash, *id),
+            Op::RevokeNode { id } => self.revoke_node(cx, *id),
+            Op::CordonNode { id, cordoned } => self.cordon_node(cx, *id, *cordoned),
+            Op::NodeReport(report) => self.node_report(cx, report),
+            Op::Membership { action, node_id, details } => self.membership(cx, *action, *node_id, details),
+            Op::Rejected { reason, .. } => (Err(DomainError::Rejected(reason.clone())), cx.facts),
         }
     }
 

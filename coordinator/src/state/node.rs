@@ -2,10 +2,10 @@
 //! commands — registration, joins with one-time tokens, token minting and revocation, revoke,
 //! cordon, and node reports (which make tenants ready). Pure, like the rest of `state`.
 
-use super::action::{details, Details, Facts, Target};
+use super::action::{details, Details, Target};
 use super::names::TenantName;
 use super::tenant::{refresh_readiness, TenantStatus};
-use super::{At, DomainError, Handled, Reply, Response, State, Touched};
+use super::{At, Cx, DomainError, Handled, Reply, Response, State, Touched};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -115,9 +115,9 @@ pub fn split_join_token(token: &str) -> Option<(&str, &str)> {
 }
 
 impl State {
-    pub(super) fn register_node(&mut self, at: At, node: &Node, touched: &mut Vec<Touched>, facts: Facts) -> Handled {
-        let facts = facts.with(details(&[("roles", roles_text(&node.roles)), ("address", node.address.clone())]));
-        (self.add_node(at, node, touched), facts)
+    pub(super) fn register_node(&mut self, cx: Cx<'_>, node: &Node) -> Handled {
+        let facts = cx.facts.with(details(&[("roles", roles_text(&node.roles)), ("address", node.address.clone())]));
+        (self.add_node(cx.at, node, cx.touched), facts)
     }
 
     fn add_node(&mut self, at: At, node: &Node, touched: &mut Vec<Touched>) -> Response {
@@ -151,21 +151,13 @@ impl State {
 
     /// A host spends a join token to become a node with (a subset of) the token's roles; its id
     /// is assigned here, once, in order.
-    pub(super) fn join_node(
-        &mut self,
-        at: At,
-        token_id: &str,
-        secret_hash: &str,
-        request: &Node,
-        touched: &mut Vec<Touched>,
-        facts: Facts,
-    ) -> Handled {
-        let facts = facts.with(details(&[
+    pub(super) fn join_node(&mut self, cx: Cx<'_>, token_id: &str, secret_hash: &str, request: &Node) -> Handled {
+        let facts = cx.facts.with(details(&[
             ("roles", roles_text(&request.roles)),
             ("address", request.address.clone()),
             ("token", token_id.to_string()),
         ]));
-        let result = self.spend_node_token(at, token_id, secret_hash, request, touched);
+        let result = self.spend_node_token(cx.at, token_id, secret_hash, request, cx.touched);
         match &result {
             Ok(Reply::Node(n)) => {
                 let id = n.id;
@@ -219,8 +211,8 @@ impl State {
     }
 
     /// Mints a join token (for a node, or for the coordinator named in it).
-    pub(super) fn create_join_token(&mut self, token: &JoinToken, touched: &mut Vec<Touched>, facts: Facts) -> Handled {
-        let facts = facts.with(details(&[
+    pub(super) fn create_join_token(&mut self, cx: Cx<'_>, token: &JoinToken) -> Handled {
+        let facts = cx.facts.with(details(&[
             ("roles", roles_text(&token.roles)),
             ("expires_at", crate::time::rfc3339(token.expires_at_ms)),
         ]));
@@ -230,15 +222,15 @@ impl State {
             Err(DomainError::Invalid("a join token needs at least one role".into()))
         } else {
             self.join_tokens.insert(token.id.clone(), token.clone());
-            touched.push(Touched::JoinToken(token.id.clone()));
+            cx.touched.push(Touched::JoinToken(token.id.clone()));
             Ok(Reply::Done)
         };
         (result, facts)
     }
 
     /// Revokes a join token that has not been spent; a used or revoked one is a conflict.
-    pub(super) fn revoke_join_token(&mut self, at: At, id: &str, touched: &mut Vec<Touched>, facts: Facts) -> Handled {
-        (self.revoke_unspent_token(at.now, id, touched), facts)
+    pub(super) fn revoke_join_token(&mut self, cx: Cx<'_>, id: &str) -> Handled {
+        (self.revoke_unspent_token(cx.at.now, id, cx.touched), cx.facts)
     }
 
     fn revoke_unspent_token(&mut self, now: u64, id: &str, touched: &mut Vec<Touched>) -> Response {
@@ -259,34 +251,35 @@ impl State {
     }
 
     /// A revoked node is cordoned too, and its certificate is refused from now on.
-    pub(super) fn revoke_node(&mut self, id: u64, touched: &mut Vec<Touched>, facts: Facts) -> Handled {
+    pub(super) fn revoke_node(&mut self, cx: Cx<'_>, id: u64) -> Handled {
         let result = match self.nodes.get_mut(&id) {
             None => Err(node_not_found(id)),
             Some(n) if n.revoked => Err(DomainError::Conflict(format!("node {id} is already revoked"))),
             Some(n) => {
                 n.revoked = true;
                 n.cordoned = true;
-                touched.push(Touched::Node(id));
+                cx.touched.push(Touched::Node(id));
                 Ok(Reply::Node(Box::new(n.clone())))
             }
         };
-        (result, facts)
+        (result, cx.facts)
     }
 
-    pub(super) fn cordon_node(&mut self, id: u64, cordoned: bool, touched: &mut Vec<Touched>, facts: Facts) -> Handled {
+    pub(super) fn cordon_node(&mut self, cx: Cx<'_>, id: u64, cordoned: bool) -> Handled {
         let result = match self.nodes.get_mut(&id) {
             None => Err(node_not_found(id)),
             Some(n) => {
                 n.cordoned = cordoned;
-                touched.push(Touched::Node(id));
+                cx.touched.push(Touched::Node(id));
                 Ok(Reply::Node(Box::new(n.clone())))
             }
         };
-        (result, facts)
+        (result, cx.facts)
     }
 
     /// What a node reports: it is alive, what it applied, and each of its tenants' readiness.
-    pub(super) fn node_report(&mut self, at: At, report: &Report, touched: &mut Vec<Touched>, facts: Facts) -> Handled {
+    pub(super) fn node_report(&mut self, cx: Cx<'_>, report: &Report) -> Handled {
+        let Cx { at, touched, facts } = cx;
         let mut details = Details::new();
         let Some(node) = self.nodes.get_mut(&report.node_id) else {
             return (Err(node_not_found(report.node_id)), facts);

@@ -187,6 +187,26 @@ fn update_changes_named_fields_only() {
     assert!(matches!(empty, Err(DomainError::Invalid(_))));
 }
 
+#[test]
+fn update_is_audited_with_the_named_fields_as_before() {
+    let mut s = booted("10.50.0.0/16");
+    tenant(create(&mut s, 2, "acme"));
+    let patch = TenantPatch {
+        tier: Some(Tier::Premium),
+        db_quota: ByteSize::parse("10GB").ok(),
+        access_mode: Some(AccessMode::Hybrid),
+        connection_limit: Some(7),
+        ..TenantPatch::default()
+    };
+    tenant(s.apply(3, &cmd(3, Op::UpdateTenant { name: name("acme"), patch })).0);
+    let entry = s.audit.last().expect("audited");
+    let details: Vec<(&str, &str)> = entry.details.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(
+        details,
+        [("access_mode", "hybrid"), ("connection_limit", "7"), ("db_quota", "10GB"), ("tier", "premium")]
+    );
+}
+
 fn node(id: u64, labels: &[(&str, &str)]) -> Node {
     Node {
         id,

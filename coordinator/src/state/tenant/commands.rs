@@ -2,12 +2,12 @@
 //! placement, and readiness from node reports. Pure, like the rest of `state`.
 
 use super::{Lifecycle, Placement, Tenant, TenantPatch, TenantSpec, TenantStatus};
-use crate::state::action::{details, Details, Facts};
+use crate::state::action::{details, Details};
 use crate::state::allocation;
 use crate::state::names::TenantName;
 use crate::state::node::{Node, NodeTenantStatus};
 use crate::state::placement;
-use crate::state::{At, DomainError, Handled, Reply, Response, State, Touched};
+use crate::state::{At, Cx, DomainError, Handled, Reply, Response, State, Touched};
 use std::collections::BTreeSet;
 
 impl State {
@@ -33,14 +33,8 @@ impl State {
         }
     }
 
-    pub(in crate::state) fn create_tenant(
-        &mut self,
-        at: At,
-        spec: &TenantSpec,
-        touched: &mut Vec<Touched>,
-        facts: Facts,
-    ) -> Handled {
-        let facts = facts.with(details(&[
+    pub(in crate::state) fn create_tenant(&mut self, cx: Cx<'_>, spec: &TenantSpec) -> Handled {
+        let facts = cx.facts.with(details(&[
             ("tier", format!("{:?}", spec.tier).to_lowercase()),
             ("db_type", format!("{:?}", spec.db_type).to_lowercase()),
             ("db_quota", spec.db_quota.to_string()),
@@ -48,7 +42,7 @@ impl State {
             ("public_api", spec.public_api.to_string()),
             ("ddl_enabled", spec.ddl_enabled.to_string()),
         ]));
-        (self.add_tenant(at, spec, touched), facts)
+        (self.add_tenant(cx.at, spec, cx.touched), facts)
     }
 
     fn add_tenant(&mut self, at: At, spec: &TenantSpec, touched: &mut Vec<Touched>) -> Response {
@@ -70,15 +64,8 @@ impl State {
         Ok(Reply::Tenant(Box::new(tenant)))
     }
 
-    pub(in crate::state) fn update_tenant(
-        &mut self,
-        at: At,
-        name: &TenantName,
-        patch: &TenantPatch,
-        touched: &mut Vec<Touched>,
-        facts: Facts,
-    ) -> Handled {
-        (self.patch_tenant(at, name, patch, touched), facts.with(patch_details(patch)))
+    pub(in crate::state) fn update_tenant(&mut self, cx: Cx<'_>, name: &TenantName, patch: &TenantPatch) -> Handled {
+        (self.patch_tenant(cx.at, name, patch, cx.touched), cx.facts.with(patch_details(patch)))
     }
 
     fn patch_tenant(&mut self, at: At, name: &TenantName, patch: &TenantPatch, touched: &mut Vec<Touched>) -> Response {
@@ -102,19 +89,12 @@ impl State {
         Ok(Reply::Tenant(Box::new(updated)))
     }
 
-    pub(in crate::state) fn lifecycle(
-        &mut self,
-        at: At,
-        name: &TenantName,
-        step: Lifecycle,
-        touched: &mut Vec<Touched>,
-        facts: Facts,
-    ) -> Handled {
+    pub(in crate::state) fn lifecycle(&mut self, cx: Cx<'_>, name: &TenantName, step: Lifecycle) -> Handled {
         let mut d = Details::new();
         if let Lifecycle::Purge { force: true } = step {
             d.insert("force".into(), "true".into());
         }
-        (self.step_tenant(at, name, step, touched), facts.with(d))
+        (self.step_tenant(cx.at, name, step, cx.touched), cx.facts.with(d))
     }
 
     fn step_tenant(&mut self, at: At, name: &TenantName, step: Lifecycle, touched: &mut Vec<Touched>) -> Response {
@@ -240,30 +220,16 @@ pub(in crate::state) fn not_found(name: &TenantName) -> DomainError {
 }
 
 fn patch_details(patch: &TenantPatch) -> Details {
-    let mut d = Details::new();
-    if let Some(v) = patch.tier {
-        d.insert("tier".into(), format!("{v:?}").to_lowercase());
-    }
-    if let Some(v) = patch.db_quota {
-        d.insert("db_quota".into(), v.to_string());
-    }
-    if let Some(v) = patch.connection_limit {
-        d.insert("connection_limit".into(), v.to_string());
-    }
-    if let Some(v) = patch.events_per_min {
-        d.insert("events_per_min".into(), v.to_string());
-    }
-    if let Some(v) = patch.vpn_enabled {
-        d.insert("vpn_enabled".into(), v.to_string());
-    }
-    if let Some(v) = patch.public_api {
-        d.insert("public_api".into(), v.to_string());
-    }
-    if let Some(v) = patch.ddl_enabled {
-        d.insert("ddl_enabled".into(), v.to_string());
-    }
-    if let Some(v) = patch.access_mode {
-        d.insert("access_mode".into(), format!("{v:?}").to_lowercase());
-    }
-    d
+    let lower = |v: &dyn std::fmt::Debug| format!("{v:?}").to_lowercase();
+    let named = [
+        ("tier", patch.tier.map(|v| lower(&v))),
+        ("db_quota", patch.db_quota.map(|v| v.to_string())),
+        ("connection_limit", patch.connection_limit.map(|v| v.to_string())),
+        ("events_per_min", patch.events_per_min.map(|v| v.to_string())),
+        ("vpn_enabled", patch.vpn_enabled.map(|v| v.to_string())),
+        ("public_api", patch.public_api.map(|v| v.to_string())),
+        ("ddl_enabled", patch.ddl_enabled.map(|v| v.to_string())),
+        ("access_mode", patch.access_mode.map(|v| lower(&v))),
+    ];
+    named.into_iter().filter_map(|(name, value)| Some((name.to_string(), value?))).collect()
 }
