@@ -2,6 +2,7 @@
 //! (no refusals of anonymous callers or other tenants' keys), and chain verification.
 
 use super::*;
+use crate::state::action::Action;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct AuditParams {
@@ -46,7 +47,7 @@ type AuditAnswer = (axum::http::HeaderMap, Json<Vec<AuditEntry>>);
         ("x-audit-next-after" = u64, description = "newer entries remain: pass it as `after`")))),
     security(("api_key" = [])))]
 pub(super) async fn list_audit(ctx: Ctx, Query(p): Query<AuditParams>) -> Result<AuditAnswer> {
-    const ACTION: &str = "audit.list";
+    const ACTION: Action = Action::AuditList;
     let caller = ctx.require(Need::AuditRead, ACTION, "audit").await?;
     let tenant = match &p.tenant {
         Some(raw) => Some(tenant_name(&ctx, &caller.key_id, ACTION, raw).await?),
@@ -105,7 +106,7 @@ pub(super) async fn tenant_audit(
     Path(raw): Path<String>,
     Query(p): Query<TenantAuditParams>,
 ) -> Result<AuditAnswer> {
-    const ACTION: &str = "audit.list";
+    const ACTION: Action = Action::AuditList;
     let caller = ctx.require(Need::AnyKey, ACTION, &target_of(&raw)).await?;
     let name = tenant_name(&ctx, &caller.key_id, ACTION, &raw).await?;
     if caller.role != Role::Auditor {
@@ -132,7 +133,7 @@ pub struct AuditVerification {
 #[utoipa::path(get, path = "/api/v1/audit/verify", params(ReadParams), responses((status = 200, body = AuditVerification)),
     security(("api_key" = [])))]
 pub(super) async fn verify_audit(ctx: Ctx, Query(params): Query<ReadParams>) -> Result<Json<AuditVerification>> {
-    ctx.require(Need::AuditRead, "audit.verify", "audit").await?;
+    ctx.require(Need::AuditRead, Action::AuditVerify, "audit").await?;
     barrier(&ctx, &params).await?;
     Ok(Json(ctx.coordinator.read(|d| {
         let total = d.state.audit.len() as u64;

@@ -2,6 +2,7 @@
 //! answers), promote, remove; each recorded in the audit trail.
 
 use super::*;
+use crate::state::action::Action;
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Member {
@@ -34,7 +35,7 @@ pub struct ClusterStatus {
 
 #[utoipa::path(get, path = "/api/v1/cluster", responses((status = 200, body = ClusterStatus)), security(("api_key" = [])))]
 pub(super) async fn cluster_status(ctx: Ctx) -> Result<Json<ClusterStatus>> {
-    ctx.require(Need::AuditRead, "cluster.status", "cluster").await?;
+    ctx.require(Need::AuditRead, Action::ClusterStatus, "cluster").await?;
     let c = &ctx.coordinator;
     let m = c.raft.metrics().borrow().clone();
     let membership = m.membership_config.membership();
@@ -118,11 +119,11 @@ pub(super) fn membership_error(c: &Coordinator, e: RaftError<u64, ClientWriteErr
 pub(super) async fn record_membership(
     ctx: &Ctx,
     actor: &str,
-    action: &str,
+    action: Action,
     node_id: u64,
     details: BTreeMap<String, String>,
 ) -> Result<()> {
-    run(ctx, actor, Op::Membership { action: action.into(), node_id, details }).await.map(|_| ())
+    run(ctx, actor, Op::Membership { action, node_id, details }).await.map(|_| ())
 }
 
 #[utoipa::path(post, path = "/api/v1/cluster/learners", request_body = AddLearnerBody,
@@ -133,7 +134,7 @@ pub(super) async fn add_learner(
     ctx: Ctx,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Result<Json<ClusterStatus>> {
-    const ACTION: &str = "cluster.add-learner";
+    const ACTION: Action = Action::ClusterAddLearner;
     let caller = ctx.require(Need::Admin, ACTION, "cluster").await?;
     let body: AddLearnerBody = parse_body(&ctx, &caller.key_id, ACTION, "cluster", body).await?;
     let target = format!("coordinator/{}", body.id);
@@ -198,7 +199,7 @@ pub(super) async fn add_learner(
     responses((status = 200, body = ClusterStatus), (status = 409, body = ErrorBody), (status = 421, body = ErrorBody)),
     security(("api_key" = [])))]
 pub(super) async fn promote(ctx: Ctx, body: std::result::Result<Bytes, BytesRejection>) -> Result<Json<ClusterStatus>> {
-    const ACTION: &str = "cluster.promote";
+    const ACTION: Action = Action::ClusterPromote;
     let caller = ctx.require(Need::Admin, ACTION, "cluster").await?;
     let body: PromoteBody = parse_body(&ctx, &caller.key_id, ACTION, "cluster", body).await?;
     let c = ctx.coordinator.clone();
@@ -220,7 +221,7 @@ pub(super) async fn promote(ctx: Ctx, body: std::result::Result<Bytes, BytesReje
     responses((status = 200, body = ClusterStatus), (status = 404, body = ErrorBody), (status = 421, body = ErrorBody)),
     security(("api_key" = [])))]
 pub(super) async fn remove_member(ctx: Ctx, Path(id): Path<u64>) -> Result<Json<ClusterStatus>> {
-    const ACTION: &str = "cluster.remove";
+    const ACTION: Action = Action::ClusterRemove;
     let target = format!("coordinator/{id}");
     let caller = ctx.require(Need::Admin, ACTION, &target).await?;
     let c = ctx.coordinator.clone();

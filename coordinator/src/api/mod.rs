@@ -11,6 +11,7 @@ pub mod tokens;
 
 use crate::raft::CoordinatorNode;
 use crate::server::{new_api_key, Consistency, Coordinator};
+use crate::state::action::Action;
 use crate::state::apikey::{ApiKey, Role};
 use crate::state::audit::{self, AuditEntry, Break};
 use crate::state::names::{validate_label_part, TenantName};
@@ -72,7 +73,7 @@ pub fn router(c: Arc<Coordinator>) -> Router {
 async fn parse_body<T: DeserializeOwned>(
     ctx: &Ctx,
     actor: &str,
-    action: &str,
+    action: Action,
     target: &str,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Result<T> {
@@ -98,7 +99,7 @@ async fn parse_body<T: DeserializeOwned>(
 }
 
 /// A path tenant name, validated; a bad one is audited under `action`.
-async fn tenant_name(ctx: &Ctx, actor: &str, action: &str, raw: &str) -> Result<TenantName> {
+async fn tenant_name(ctx: &Ctx, actor: &str, action: Action, raw: &str) -> Result<TenantName> {
     match TenantName::parse(raw) {
         Ok(n) => Ok(n),
         Err(e) => Err(ctx.reject(actor, action, &target_of(raw), ApiError::invalid(e.to_string())).await),
@@ -180,8 +181,8 @@ fn validate_selector(sel: BTreeMap<String, String>) -> std::result::Result<BTree
         return Err("at most 16 node selector labels".into());
     }
     for (k, v) in &sel {
-        validate_label_part(k)?;
-        validate_label_part(v)?;
+        validate_label_part(k).map_err(|e| e.to_string())?;
+        validate_label_part(v).map_err(|e| e.to_string())?;
     }
     Ok(sel)
 }
@@ -220,7 +221,7 @@ async fn create_tenant(
     ctx: Ctx,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<CreatedTenant>)> {
-    const ACTION: &str = "tenant.create";
+    const ACTION: Action = Action::TenantCreate;
     let caller = ctx.require(Need::Admin, ACTION, "tenant").await?;
     let body: CreateTenantBody = parse_body(&ctx, &caller.key_id, ACTION, "tenant", body).await?;
     let target = target_of(&body.name);
@@ -249,7 +250,7 @@ pub struct CreatedTenant {
 #[utoipa::path(get, path = "/api/v1/tenant/{name}", params(("name" = String, Path), ReadParams),
     responses((status = 200, body = Tenant), (status = 404, body = ErrorBody)), security(("api_key" = [])))]
 async fn get_tenant(ctx: Ctx, Path(raw): Path<String>, Query(params): Query<ReadParams>) -> Result<Json<Tenant>> {
-    const ACTION: &str = "tenant.get";
+    const ACTION: Action = Action::TenantGet;
     let caller = ctx.require(Need::AnyKey, ACTION, &target_of(&raw)).await?;
     let name = tenant_name(&ctx, &caller.key_id, ACTION, &raw).await?;
     ctx.authorize(&caller, Need::Tenant(&name), ACTION, &target_of(&raw)).await?;
@@ -274,7 +275,7 @@ pub struct ListParams {
 #[utoipa::path(get, path = "/api/v1/tenants", params(ListParams),
     responses((status = 200, body = Vec<Tenant>), (status = 400, body = ErrorBody)), security(("api_key" = [])))]
 async fn list_tenants(ctx: Ctx, Query(params): Query<ListParams>) -> Result<Json<Vec<Tenant>>> {
-    const ACTION: &str = "tenant.list";
+    const ACTION: Action = Action::TenantList;
     let caller = ctx.require(Need::AnyKey, ACTION, "tenants").await?;
     if caller.role == Role::Auditor {
         ctx.authorize(&caller, Need::Admin, ACTION, "tenants").await?;
@@ -341,7 +342,7 @@ async fn update_tenant(
     Path(raw): Path<String>,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Result<Json<Tenant>> {
-    const ACTION: &str = "tenant.update";
+    const ACTION: Action = Action::TenantUpdate;
     let target = target_of(&raw);
     let caller = ctx.require(Need::Admin, ACTION, &target).await?;
     let name = tenant_name(&ctx, &caller.key_id, ACTION, &raw).await?;
@@ -393,13 +394,7 @@ async fn tenant_lifecycle(
 }
 
 async fn lifecycle(ctx: Ctx, raw: String, step: Lifecycle) -> Result<Json<Tenant>> {
-    let action = match step {
-        Lifecycle::Suspend => "tenant.suspend",
-        Lifecycle::Resume => "tenant.resume",
-        Lifecycle::Delete => "tenant.delete",
-        Lifecycle::Restore => "tenant.restore",
-        Lifecycle::Purge { .. } => "tenant.purge",
-    };
+    let action = Action::from(step);
     let caller = ctx.require(Need::Admin, action, &target_of(&raw)).await?;
     let name = tenant_name(&ctx, &caller.key_id, action, &raw).await?;
     Ok(Json(expect_tenant(run(&ctx, &caller.key_id, Op::Lifecycle { name, step }).await?)?))
@@ -408,7 +403,7 @@ async fn lifecycle(ctx: Ctx, raw: String, step: Lifecycle) -> Result<Json<Tenant
 #[utoipa::path(get, path = "/api/v1/nodes", params(ReadParams), responses((status = 200, body = Vec<Node>)),
     security(("api_key" = [])))]
 async fn list_nodes(ctx: Ctx, Query(params): Query<ReadParams>) -> Result<Json<Vec<Node>>> {
-    ctx.require(Need::Admin, "node.list", "nodes").await?;
+    ctx.require(Need::Admin, Action::NodeList, "nodes").await?;
     barrier(&ctx, &params).await?;
     Ok(Json(ctx.coordinator.read(|d| d.state.nodes.values().cloned().collect())))
 }
@@ -486,7 +481,7 @@ async fn create_join_token(
     ctx: Ctx,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<CreatedJoinToken>)> {
-    const ACTION: &str = "node.token.create";
+    const ACTION: Action = Action::NodeTokenCreate;
     let caller = ctx.require(Need::Admin, ACTION, "jointoken").await?;
     let body: CreateJoinTokenBody = parse_body(&ctx, &caller.key_id, ACTION, "jointoken", body).await?;
     let parsed = (|| -> std::result::Result<_, String> {
@@ -521,7 +516,7 @@ async fn create_coordinator_token(
     ctx: Ctx,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<CreatedJoinToken>)> {
-    const ACTION: &str = "cluster.token.create";
+    const ACTION: Action = Action::ClusterTokenCreate;
     let caller = ctx.require(Need::Admin, ACTION, "cluster").await?;
     let body: CreateCoordinatorTokenBody = parse_body(&ctx, &caller.key_id, ACTION, "cluster", body).await?;
     let target = format!("coordinator/{}", body.id);
@@ -562,7 +557,7 @@ async fn node_action(ctx: Ctx, Path((id, action)): Path<(u64, String)>) -> Resul
         "uncordon" => Op::CordonNode { id, cordoned: false },
         _ => return Err(ApiError::not_found("no such node action")),
     };
-    let caller = ctx.require(Need::Admin, &format!("node.{action}"), &format!("node/{id}")).await?;
+    let caller = ctx.require(Need::Admin, op.describe().0, &format!("node/{id}")).await?;
     match run(&ctx, &caller.key_id, op).await? {
         Reply::Node(n) => Ok(Json(*n)),
         other => Err(ApiError::internal("node command", format!("unexpected reply {other:?}"))),
@@ -593,7 +588,7 @@ async fn create_api_key(
     ctx: Ctx,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<CreatedApiKey>)> {
-    const ACTION: &str = "apikey.create";
+    const ACTION: Action = Action::ApiKeyCreate;
     let caller = ctx.require(Need::Admin, ACTION, "apikey").await?;
     let body: CreateApiKeyBody = parse_body(&ctx, &caller.key_id, ACTION, "apikey", body).await?;
     let parsed = (|| -> std::result::Result<_, String> {
@@ -626,7 +621,7 @@ async fn create_api_key(
 #[utoipa::path(get, path = "/api/v1/apikeys", params(ReadParams), responses((status = 200, body = Vec<ApiKey>)),
     security(("api_key" = [])))]
 async fn list_api_keys(ctx: Ctx, Query(params): Query<ReadParams>) -> Result<Json<Vec<ApiKey>>> {
-    ctx.require(Need::Admin, "apikey.list", "apikeys").await?;
+    ctx.require(Need::Admin, Action::ApiKeyList, "apikeys").await?;
     barrier(&ctx, &params).await?;
     Ok(Json(ctx.coordinator.read(|d| d.state.api_keys.values().map(ApiKey::redacted).collect())))
 }
@@ -634,7 +629,7 @@ async fn list_api_keys(ctx: Ctx, Query(params): Query<ReadParams>) -> Result<Jso
 #[utoipa::path(delete, path = "/api/v1/apikeys/{id}", params(("id" = String, Path)),
     responses((status = 200, body = ApiKey), (status = 404, body = ErrorBody)), security(("api_key" = [])))]
 async fn revoke_api_key(ctx: Ctx, Path(id): Path<String>) -> Result<Json<ApiKey>> {
-    const ACTION: &str = "apikey.revoke";
+    const ACTION: Action = Action::ApiKeyRevoke;
     let target = format!("apikey/{}", id.chars().take(32).collect::<String>().escape_debug());
     let caller = ctx.require(Need::Admin, ACTION, &target).await?;
     if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {

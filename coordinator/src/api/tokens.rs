@@ -4,6 +4,7 @@
 use super::auth::{Ctx, Need};
 use super::error::{ApiError, ErrorBody};
 use super::{barrier, run, ReadParams, Result};
+use crate::state::action::Action;
 use crate::state::node::JoinToken;
 use crate::state::{Op, Reply};
 use axum::extract::{Path, Query};
@@ -53,7 +54,7 @@ pub(super) async fn list_coordinator_tokens(
     ctx: Ctx,
     Query(params): Query<ReadParams>,
 ) -> Result<Json<Vec<CoordinatorToken>>> {
-    ctx.require(Need::Admin, "cluster.token.list", "cluster").await?;
+    ctx.require(Need::Admin, Action::ClusterTokenList, "cluster").await?;
     barrier(&ctx, &params).await?;
     let now = crate::time::now_ms();
     let mut tokens: Vec<CoordinatorToken> =
@@ -66,7 +67,7 @@ pub(super) async fn list_coordinator_tokens(
     responses((status = 200, body = CoordinatorToken), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("api_key" = [])))]
 pub(super) async fn revoke_coordinator_token(ctx: Ctx, Path(id): Path<String>) -> Result<Json<CoordinatorToken>> {
-    const ACTION: &str = "cluster.token.revoke";
+    const ACTION: Action = Action::ClusterTokenRevoke;
     let target = format!("jointoken/{}", id.chars().take(32).collect::<String>().escape_debug());
     let caller = ctx.require(Need::Admin, ACTION, &target).await?;
     if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
