@@ -15,6 +15,7 @@
 //!
 //! - `plan.rs`: observed and desired as plain data, and the pure planners.
 //! - `observe.rs`: the catalog queries (none waits for a lock a tenant can hold).
+//! - `step.rs`: a plan step — its statement, tenant, kind and whether it carries a secret.
 //! - `apply.rs`: running a plan (per-tenant transactions, parallel connections), `pg_hba.conf`.
 //! - this file: the driver — full and incremental passes, sizes, the guard, pgBouncer.
 
@@ -23,9 +24,11 @@ pub mod guard;
 mod observe;
 mod plan;
 pub mod size;
+mod step;
 
 pub use plan::{changed, over_quota, plan, plan_own_database, MAX_OBJECTS};
-pub use plan::{Observed, ObservedRole, ObservedTenant, Step};
+pub use plan::{Observed, ObservedRole, ObservedTenant};
+pub use step::{Step, StepKind};
 
 use crate::assignment::Assignment;
 use crate::db::{own_database, postgres_tenants};
