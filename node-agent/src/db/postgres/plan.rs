@@ -97,7 +97,7 @@ fn idents(name: &str) -> (String, String, String) {
 /// password and settings kept as desired.
 fn role_steps(a: &Assignment, o: &ObservedTenant) -> Stmts {
     let (qs, qo, qu) = idents(&a.name);
-    let login = a.lifecycle == "run";
+    let login = a.runs();
     let limit = i64::from(a.connection_limit.min(i32::MAX as u32));
     let mut sql = Stmts::default();
     if o.owner.is_none() {
@@ -289,7 +289,7 @@ fn reassign_steps(a: &Assignment, o: &ObservedTenant) -> Stmts {
     if !over_quota(a, o) {
         sql.push(format!("GRANT INSERT, UPDATE ON ALL TABLES IN SCHEMA {qs} TO {qu}"));
     }
-    if a.lifecycle == "run" {
+    if a.runs() {
         sql.push(format!("ALTER ROLE {qu} LOGIN"));
     }
     sql

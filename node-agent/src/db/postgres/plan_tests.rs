@@ -179,7 +179,7 @@ fn drift_and_lifecycle_are_planned() {
         vec!["GRANT USAGE ON SCHEMA \"tenant_acme\" TO \"tenant_acme_user\"".to_string()]
     );
     let mut suspended = desired.clone();
-    suspended.lifecycle = "suspended".into();
+    suspended.lifecycle = crate::assignment::Lifecycle::Suspended;
     o.tenants.insert("acme".into(), converged(&desired));
     let steps = plan(&[suspended], &o);
     assert_eq!(steps[0].sql, "ALTER ROLE \"tenant_acme_user\" NOLOGIN");
@@ -253,7 +253,7 @@ fn between_full_passes_only_changed_tenants_are_looked_at() {
     let converged: BTreeMap<String, Assignment> =
         [&acme, &globex, &gone].into_iter().map(|t| (t.name.clone(), t.clone())).collect();
     let mut suspended = globex.clone();
-    suspended.lifecycle = "suspended".into();
+    suspended.lifecycle = crate::assignment::Lifecycle::Suspended;
     let desired = [acme.clone(), suspended, a("newco")];
     assert_eq!(changed(&desired, &converged), ["globex", "gone", "newco"], "changed, purged, new");
     assert!(changed(&[acme, globex, gone], &converged).is_empty(), "nothing changed: nothing to look at");
@@ -262,7 +262,7 @@ fn between_full_passes_only_changed_tenants_are_looked_at() {
 #[test]
 fn database_isolation_gets_its_own_database_and_the_same_schema_inside() {
     let mut desired = a("solo");
-    desired.isolation = "database".into();
+    desired.isolation = crate::assignment::Isolation::Database;
     let main: Vec<String> = plan(std::slice::from_ref(&desired), &bootstrapped()).into_iter().map(|s| s.sql).collect();
     assert!(main.contains(&"CREATE DATABASE \"tenant_solo\" OWNER \"tenant_solo_owner\"".to_string()));
     assert!(main.contains(&"REVOKE ALL ON DATABASE \"tenant_solo\" FROM PUBLIC".to_string()));
