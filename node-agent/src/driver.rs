@@ -2,7 +2,7 @@
 //! the host, plans the difference (a pure function, printable), applies it, and returns a status
 //! per tenant. Gateway (WireGuard, nftables) and db (PostgreSQL) drivers plug in here.
 
-use crate::assignment::Assignment;
+use crate::assignment::{Assignment, Role};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -89,9 +89,8 @@ impl Driver for ByRole {
     }
 
     fn reconcile(&mut self, desired: &[Assignment]) -> Vec<Status> {
-        let has = |a: &Assignment, role: &str| a.roles.iter().any(|r| r == role);
-        let db: Vec<Assignment> = desired.iter().filter(|a| has(a, "db")).cloned().collect();
-        let gw: Vec<Assignment> = desired.iter().filter(|a| has(a, "gateway")).cloned().collect();
+        let db: Vec<Assignment> = desired.iter().filter(|a| a.has_role(Role::Db)).cloned().collect();
+        let gw: Vec<Assignment> = desired.iter().filter(|a| a.has_role(Role::Gateway)).cloned().collect();
         let mut merged: BTreeMap<String, Status> = BTreeMap::new();
         let mut fold = |s: Status| {
             let entry = merged.entry(s.name.clone()).or_insert(Status {

@@ -15,6 +15,7 @@
 //!
 //! - `plan.rs`: observed and desired as plain data, and the pure planners.
 //! - `observe.rs`: the catalog queries (none waits for a lock a tenant can hold).
+//! - `step.rs`: a plan step — its statement, tenant, kind and whether it carries a secret.
 //! - `apply.rs`: running a plan (per-tenant transactions, parallel connections), `pg_hba.conf`.
 //! - this file: the driver — full and incremental passes, sizes, the guard, pgBouncer.
 
@@ -23,11 +24,13 @@ pub mod guard;
 mod observe;
 mod plan;
 pub mod size;
+mod step;
 
 pub use plan::{changed, over_quota, plan, plan_own_database, MAX_OBJECTS};
-pub use plan::{Observed, ObservedRole, ObservedTenant, Step};
+pub use plan::{Observed, ObservedRole, ObservedTenant};
+pub use step::{Step, StepKind};
 
-use crate::assignment::Assignment;
+use crate::assignment::{Assignment, DbType, Role};
 use crate::db::{own_database, postgres_tenants};
 use crate::driver::{Driver, Status, Usage};
 use apply::{apply, pooler_source, sync_hba};
@@ -342,13 +345,9 @@ impl Driver for PostgresDriver {
 
 /// Why this driver cannot provide an assignment, if it cannot.
 pub fn unsupported(a: &Assignment) -> Option<&'static str> {
-    if !a.roles.iter().any(|r| r == "db") {
-        return None;
-    }
-    match (a.db_type.as_str(), a.isolation.as_str()) {
-        ("postgres", "schema" | "database") => None,
-        ("postgres", _) => Some("unknown isolation for PostgreSQL"),
-        _ => Some("this node's driver serves PostgreSQL only"),
+    match (a.has_role(Role::Db), a.db_type) {
+        (false, _) | (true, DbType::Postgres) => None,
+        (true, DbType::Mssql) => Some("this node's driver serves PostgreSQL only"),
     }
 }
 
@@ -360,13 +359,13 @@ mod tests {
     fn unsupported_assignments_are_named_not_served_differently() {
         let a = |name: &str| crate::assignment::fixture(name);
         let mut mssql = a("acme");
-        mssql.db_type = "mssql".into();
+        mssql.db_type = DbType::Mssql;
         assert_eq!(unsupported(&mssql), Some("this node's driver serves PostgreSQL only"));
         let mut per_db = a("acme");
-        per_db.isolation = "database".into();
+        per_db.isolation = crate::assignment::Isolation::Database;
         assert_eq!(unsupported(&per_db), None);
-        per_db.isolation = "cluster".into();
-        assert!(unsupported(&per_db).is_some());
+        // An isolation this agent does not know never gets this far: the assignment is refused
+        // at the wire (`assignment::tests::unknown_wire_values_are_refused_naming_the_field`).
         assert_eq!(unsupported(&a("acme")), None);
     }
 }
