@@ -179,7 +179,7 @@ impl AgentConfig {
     }
 
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
-        crate::host::files::write_atomic(path, toml::to_string_pretty(self)?.as_bytes(), 0o600)
+        Ok(crate::host::files::write_atomic(path, toml::to_string_pretty(self)?.as_bytes(), 0o600)?)
     }
 
     pub fn key_path(&self) -> PathBuf {

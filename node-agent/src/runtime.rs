@@ -41,7 +41,7 @@ impl Applied {
     }
 
     fn save(&self, cfg: &AgentConfig) -> anyhow::Result<()> {
-        write_atomic(&cfg.applied_path(), &serde_json::to_vec_pretty(self)?, 0o600)
+        Ok(write_atomic(&cfg.applied_path(), &serde_json::to_vec_pretty(self)?, 0o600)?)
     }
 }
 
@@ -115,8 +115,10 @@ async fn reconcile_loop(shared: Arc<Shared>, mut driver: Box<dyn Driver>, mut ap
         applied.coordinators = shared.coordinators.lock().map(|c| c.clone()).unwrap_or_default();
         let tenants = applied.tenants.clone();
         let started = Instant::now();
-        let result = tokio::task::spawn_blocking(move || {
-            let statuses = driver.reconcile(&tenants);
+        // On a task of its own, so a panicking driver is reported rather than taking the loop down
+        // unseen.
+        let result = tokio::spawn(async move {
+            let statuses = driver.reconcile(&tenants).await;
             (driver, statuses)
         })
         .await;

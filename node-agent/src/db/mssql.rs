@@ -390,16 +390,16 @@ impl MssqlDriver {
     }
 }
 
+#[async_trait::async_trait]
 impl Driver for MssqlDriver {
     fn name(&self) -> &'static str {
         "mssql"
     }
 
-    fn reconcile(&mut self, desired: &[Assignment]) -> Vec<Status> {
+    async fn reconcile(&mut self, desired: &[Assignment]) -> Vec<Status> {
         let (served, other): (Vec<Assignment>, Vec<Assignment>) =
             desired.iter().cloned().partition(|a| a.db_type == DbType::Mssql);
-        let handle = tokio::runtime::Handle::current();
-        let result = handle.block_on(self.pass(&served));
+        let result = self.pass(&served).await;
         let refused =
             other.into_iter().map(|a| (a.name, "this node's driver serves SQL Server only".to_string())).collect();
         crate::driver::statuses(&served, &result, refused)

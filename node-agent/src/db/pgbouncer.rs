@@ -16,6 +16,7 @@
 
 use crate::assignment::{is_verifier, AccessMode, Assignment};
 use crate::config::PgBouncerConfig;
+use berqenas_common::files::Owner;
 use std::fmt::Write as _;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -107,23 +108,12 @@ pub fn render_hba(desired: &[Assignment]) -> String {
     out
 }
 
-/// Writes `text` to `path` when it differs, atomically, readable by the owner of the directory
-/// (pgBouncer's user) and nobody else. Returns whether it changed.
+/// Writes `text` to `dir/name` when it differs, atomically, readable by the owner of the
+/// directory (pgBouncer's user) and nobody else. Returns whether it changed.
 fn sync_file(dir: &Path, name: &str, text: &str) -> Result<bool, String> {
-    use std::os::unix::fs::PermissionsExt;
-    let path = dir.join(name);
-    if std::fs::read_to_string(&path).ok().as_deref() == Some(text) {
-        return Ok(false);
-    }
     let meta = std::fs::metadata(dir).map_err(|e| format!("pgBouncer directory {}: {e}", dir.display()))?;
-    let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, text).map_err(|e| format!("write {}: {e}", tmp.display()))?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o640))
-        .map_err(|e| format!("chmod {}: {e}", tmp.display()))?;
-    std::os::unix::fs::chown(&tmp, Some(meta.uid()), Some(meta.gid()))
-        .map_err(|e| format!("chown {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).map_err(|e| format!("replace {}: {e}", path.display()))?;
-    Ok(true)
+    let owner = Owner { uid: meta.uid(), gid: meta.gid() };
+    crate::host::files::write_if_changed(&dir.join(name), text, 0o640, Some(owner)).map_err(|e| e.to_string())
 }
 
 /// Makes the three files match `desired` and reloads pgBouncer when one changed.
@@ -174,13 +164,15 @@ fn firewall_marker(port: u16, per_source: u32) -> String {
 
 /// Observes the agent's nftables table and writes it again unless it is there as rendered
 /// (nothing when the limit is off).
-pub fn sync_firewall(config: &PgBouncerConfig) -> Result<(), String> {
+pub async fn sync_firewall(config: &PgBouncerConfig) -> Result<(), String> {
     let timeout = std::time::Duration::from_secs(10);
     if config.max_per_source == 0 {
         return Ok(());
     }
     let listed =
-        crate::host::exec::run("nft", &["list", "table", "inet", FIREWALL_TABLE], None, timeout).unwrap_or_default();
+        crate::host::exec::run("nft", &["list", "table", "inet", FIREWALL_TABLE], None, timeout)
+        .await
+        .unwrap_or_default();
     let over = format!("ct count over {}", config.max_per_source);
     let converged =
         listed.contains(&firewall_marker(config.port, config.max_per_source)) && listed.matches(&over).count() == 2;
@@ -189,6 +181,7 @@ pub fn sync_firewall(config: &PgBouncerConfig) -> Result<(), String> {
     }
     let script = render_firewall(config.port, config.max_per_source);
     crate::host::exec::run("nft", &["-f", "-"], Some(script.as_bytes()), timeout)
+        .await
         .map_err(|e| format!("cannot limit connections per source to pgBouncer (is nftables installed?): {e}"))?;
     tracing::info!(port = config.port, per_source = config.max_per_source, "pgBouncer connection limit per source set");
     Ok(())

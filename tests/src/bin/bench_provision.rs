@@ -209,7 +209,7 @@ async fn main() {
     let desired: Vec<Assignment> = serde_json::from_value(applied["tenants"].clone()).expect("assignments");
     assert_eq!(desired.len(), TENANTS + 20);
     let url = pg.url();
-    let resync_ms = tokio::task::spawn_blocking(move || {
+    let resync_ms = tokio::spawn(async move {
         let mut driver = berqenas_node_agent::db::postgres::PostgresDriver::new(
             url,
             None,
@@ -217,7 +217,7 @@ async fn main() {
             Default::default(),
         );
         let t = Instant::now();
-        let statuses = driver.reconcile(&desired);
+        let statuses = driver.reconcile(&desired).await;
         assert!(statuses.iter().all(|s| s.ready), "converged");
         t.elapsed().as_secs_f64() * 1000.0
     })

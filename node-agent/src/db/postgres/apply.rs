@@ -27,7 +27,10 @@ async fn run_group(conn: &mut PgConnection, tenant: Option<&str>, steps: &[Step]
             tracing::info!(tenant = label, sql = %step.shown(), "postgres driver applies");
         }
         let sql: Vec<&str> = transaction.iter().map(|s| s.sql.as_str()).collect();
-        sqlx::raw_sql(&sql.join(";\n")).execute(&mut *conn).await.map_err(|e| {
+        // Through `Executor::execute` (a boxed `Send` future) rather than `RawSql::execute`,
+        // whose generic future the compiler cannot prove `Send` inside the driver's.
+        let joined = sql.join(";\n");
+        sqlx::Executor::execute(&mut *conn, sqlx::raw_sql(&joined)).await.map_err(|e| {
             let msg = format!("{e}");
             tracing::warn!(tenant = label, error = %msg, "statements failed");
             msg
@@ -157,7 +160,7 @@ pub(super) async fn sync_hba(
     main_db: &str,
     pooler: Option<crate::db::pghba::Pooler>,
 ) -> Result<(), String> {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::fs::MetadataExt;
     let path: String = sqlx::query_scalar("SELECT setting FROM pg_settings WHERE name = 'hba_file'")
         .fetch_one(&mut *conn)
         .await
@@ -170,13 +173,9 @@ pub(super) async fn sync_hba(
         return Ok(());
     }
     let meta = std::fs::metadata(&path).map_err(|e| format!("stat {}: {e}", path.display()))?;
-    let tmp = path.with_extension("berqenas-tmp");
-    std::fs::write(&tmp, wanted.as_bytes()).map_err(|e| format!("write {}: {e}", tmp.display()))?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(meta.mode() & 0o7777))
-        .map_err(|e| format!("chmod {}: {e}", tmp.display()))?;
-    std::os::unix::fs::chown(&tmp, Some(meta.uid()), Some(meta.gid()))
-        .map_err(|e| format!("chown {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).map_err(|e| format!("replace {}: {e}", path.display()))?;
+    let owner = berqenas_common::files::Owner { uid: meta.uid(), gid: meta.gid() };
+    crate::host::files::write_owned(&path, wanted.as_bytes(), meta.mode() & 0o7777, Some(owner))
+        .map_err(|e| e.to_string())?;
     sqlx::query("SELECT pg_reload_conf()").execute(&mut *conn).await.map_err(|e| format!("reload: {e}"))?;
     let broken: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_hba_file_rules WHERE error IS NOT NULL")
         .fetch_one(&mut *conn)

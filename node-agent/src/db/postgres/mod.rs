@@ -257,7 +257,7 @@ impl PostgresDriver {
             }
             if full || !self.pooler_firewall {
                 self.pooler_firewall = false;
-                match crate::db::pgbouncer::sync_firewall(config) {
+                match crate::db::pgbouncer::sync_firewall(config).await {
                     Ok(()) => self.pooler_firewall = true,
                     Err(e) => failed("pgBouncer's connection limit per source", e),
                 }
@@ -323,6 +323,7 @@ const GUARD_GRACE: Duration = Duration::from_secs(10);
 /// lock timeout).
 const PASS_DEADLINE: Duration = Duration::from_secs(600);
 
+#[async_trait::async_trait]
 impl Driver for PostgresDriver {
     fn name(&self) -> &'static str {
         "postgres"
@@ -332,12 +333,11 @@ impl Driver for PostgresDriver {
         Some(self.guard.wake.clone())
     }
 
-    fn reconcile(&mut self, desired: &[Assignment]) -> Vec<Status> {
+    async fn reconcile(&mut self, desired: &[Assignment]) -> Vec<Status> {
         // What this driver cannot provide is reported, never silently provided differently.
         let (supported, refused_here): (Vec<Assignment>, Vec<Assignment>) =
             desired.iter().cloned().partition(|a| unsupported(a).is_none());
-        let handle = tokio::runtime::Handle::current();
-        let result = handle.block_on(self.pass(&supported));
+        let result = self.pass(&supported).await;
         let refused = refused_here.iter().filter_map(|a| Some((a.name.clone(), unsupported(a)?.to_string()))).collect();
         crate::driver::statuses(&supported, &result, refused)
     }
