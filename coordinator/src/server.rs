@@ -128,6 +128,8 @@ pub struct Coordinator {
     pub applied: tokio::sync::watch::Receiver<u64>,
     /// Rate limits, connection caps and the refusal counts of this coordinator's listeners.
     pub admission: Admission,
+    /// Makes the store's pending (non-durable) writes durable at a clean shutdown.
+    store_sync: store::StoreSync,
 }
 
 impl Coordinator {
@@ -147,6 +149,7 @@ impl Coordinator {
             .with_context(|| format!("restrict {} to its owner (0700/0600)", data_dir.display()))?;
         let data = sm_store.data();
         let applied = sm_store.applied_watch();
+        let store_sync = sm_store.syncer();
         let identity = crate::raft::tls::Identity { dir: data_dir.to_path_buf() };
         if !identity.exists() {
             bail!(
@@ -177,6 +180,7 @@ impl Coordinator {
             client_tls,
             applied,
             admission,
+            store_sync,
         }))
     }
 
@@ -241,6 +245,17 @@ impl Coordinator {
             }
         }
         resp
+    }
+
+    /// Stops Raft and makes what the store holds durable, so a clean restart starts from it.
+    pub async fn shutdown(&self) {
+        self.raft.shutdown().await.ok();
+        let sync = self.store_sync.clone();
+        match tokio::task::spawn_blocking(move || sync.sync()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "store not synced at shutdown"),
+            Err(e) => tracing::warn!(error = %e, "store sync task failed at shutdown"),
+        }
     }
 
     /// Waits until this node's state machine reflects every write committed before now.
@@ -341,7 +356,7 @@ impl Coordinator {
         a.context("api server")?;
         n.context("node listener")?;
         raft_accept.abort();
-        self.raft.shutdown().await.ok();
+        self.shutdown().await;
         Ok(())
     }
 }
@@ -626,7 +641,7 @@ pub async fn init(
     if let Err(e) = resp {
         bail!("bootstrap refused: {e}");
     }
-    coordinator.raft.shutdown().await.ok();
+    coordinator.shutdown().await;
     Ok((token, ca.fingerprint()))
 }
 

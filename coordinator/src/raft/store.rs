@@ -9,7 +9,7 @@ use openraft::{
     Entry, EntryPayload, OptionalSend, RaftLogReader, RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError,
     Vote,
 };
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableTable, TableDefinition};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::fmt::Debug;
 use std::io::Cursor;
@@ -33,6 +33,10 @@ type StorageResult<T> = Result<T, StorageError<u64>>;
 pub enum StoreError {
     #[error("redb: {0}")]
     Db(Box<redb::Error>),
+    #[error("start the store flusher thread: {0}")]
+    Thread(#[source] std::io::Error),
+    #[error("the store could not be made durable (see the log)")]
+    Flush,
     #[error("decode {what}: {source}")]
     Decode {
         what: &'static str,
@@ -106,9 +110,10 @@ pub fn open(path: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
     let db = Arc::new(db);
     let data = load_state_machine(&db)?;
     let (applied, _) = tokio::sync::watch::channel(data.last_applied.map_or(0, |l| l.index));
+    let flusher = spawn_flusher(db.clone())?;
     Ok((
-        LogStore { db: db.clone() },
-        StateMachineStore { db, data: Arc::new(RwLock::new(data)), applied: Arc::new(applied) },
+        LogStore { db: db.clone(), flusher: flusher.clone() },
+        StateMachineStore { db, data: Arc::new(RwLock::new(data)), applied: Arc::new(applied), flusher },
     ))
 }
 
@@ -167,7 +172,14 @@ fn persist(
     rewrite_all: bool,
     snapshot: Option<(&SnapshotMeta<u64, CoordinatorNode>, &[u8])>,
 ) -> Result<(), StoreError> {
-    let txn = db.begin_write()?;
+    let mut txn = db.begin_write()?;
+    // Applied rows can be rebuilt from the log (a restart re-applies from the durable
+    // `last_applied`), so an applied batch costs no fsync: the next durable commit (a log
+    // append, a vote, a snapshot) makes it durable. A snapshot or an installed state is durable
+    // at once, since the log behind it may be purged.
+    if !rewrite_all && snapshot.is_none() {
+        txn.set_durability(Durability::None);
+    }
     {
         if rewrite_all {
             txn.delete_table(TENANTS)?;
@@ -268,6 +280,89 @@ fn persist(
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
+    /// Appended batches waiting for their fsync (see `spawn_flusher`).
+    flusher: Flusher,
+}
+
+/// What the flusher thread is asked to make durable.
+enum Flush {
+    /// An appended batch: reported flushed after the fsync that covers it.
+    Log(LogFlushed<TypeConfig>),
+    /// Applied rows: made durable soon; nobody waits.
+    Rows,
+    /// Everything written so far: answered once durable.
+    Sync(std::sync::mpsc::Sender<bool>),
+}
+
+type Flusher = std::sync::mpsc::Sender<Flush>;
+
+/// How long applied rows may stay non-durable when no append comes to carry them.
+const ROWS_LINGER: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Group commit: `append` writes its entries and `apply` its rows in non-durable redb commits
+/// (visible at once, so the leader replicates entries while its own disk syncs, and a reply never
+/// waits for the state machine's fsync) and tell this thread, which makes everything written so
+/// far durable with one empty durable commit (one fsync) and then reports every batch that was
+/// waiting as flushed. Openraft counts an entry toward its quorum only once its callback says so.
+/// Applied rows lost to a crash before their fsync are rebuilt: a restart re-applies the log
+/// from the durable `last_applied`.
+fn spawn_flusher(db: Arc<Database>) -> Result<Flusher, StoreError> {
+    let (tx, rx) = std::sync::mpsc::channel::<Flush>();
+    let spawned = std::thread::Builder::new().name("raft-store-flush".into()).spawn(move || {
+        while let Ok(first) = rx.recv() {
+            let mut waiting = vec![first];
+            waiting.extend(rx.try_iter());
+            // Applied rows alone wait a little: the next append's fsync usually covers them.
+            let deadline = std::time::Instant::now() + ROWS_LINGER;
+            while waiting.iter().all(|f| matches!(f, Flush::Rows)) {
+                match rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+                    Ok(more) => waiting.push(more),
+                    Err(_) => break,
+                }
+            }
+            waiting.extend(rx.try_iter());
+            let flushed = (|| -> Result<(), StoreError> {
+                let mut txn = db.begin_write()?;
+                txn.set_durability(Durability::Immediate);
+                txn.commit()?;
+                Ok(())
+            })();
+            if let Err(e) = &flushed {
+                tracing::error!(error = %e, "store fsync failed");
+            }
+            for flush in waiting {
+                match flush {
+                    Flush::Log(callback) => {
+                        let result = flushed.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.to_string()));
+                        callback.log_io_completed(result);
+                    }
+                    Flush::Rows => {}
+                    Flush::Sync(reply) => {
+                        let _ = reply.send(flushed.is_ok());
+                    }
+                }
+            }
+        }
+    });
+    spawned.map_err(StoreError::Thread)?;
+    Ok(tx)
+}
+
+/// Waits until everything written to the store so far is durable (at a clean shutdown).
+#[derive(Clone)]
+pub struct StoreSync {
+    flusher: Flusher,
+}
+
+impl StoreSync {
+    pub fn sync(&self) -> Result<(), StoreError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.flusher.send(Flush::Sync(tx)).map_err(|_| StoreError::Flush)?;
+        match rx.recv() {
+            Ok(true) => Ok(()),
+            _ => Err(StoreError::Flush),
+        }
+    }
 }
 
 impl LogStore {
@@ -278,8 +373,9 @@ impl LogStore {
         value.map(|v| decode(key, v.value())).transpose()
     }
 
-    fn meta_put<T: Serialize>(&self, key: &'static str, value: &T) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
+    fn meta_put<T: Serialize>(&self, key: &'static str, value: &T, durability: Durability) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(durability);
         txn.open_table(RAFT_META)?.insert(key, encode(value).as_slice())?;
         txn.commit()?;
         Ok(())
@@ -327,7 +423,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> StorageResult<()> {
-        self.meta_put("vote", vote).map_err(io_write)
+        self.meta_put("vote", vote, Durability::Immediate).map_err(io_write)
     }
 
     async fn read_vote(&mut self) -> StorageResult<Option<Vote<u64>>> {
@@ -335,7 +431,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> StorageResult<()> {
-        self.meta_put("committed", &committed).map_err(io_write)
+        // A lower bound is all a restart needs (it re-applies up to it without waiting for a
+        // leader): losing the newest value to a crash is harmless, so this costs no fsync.
+        self.meta_put("committed", &committed, Durability::None).map_err(io_write)
     }
 
     async fn read_committed(&mut self) -> StorageResult<Option<LogId>> {
@@ -348,7 +446,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let write = || -> Result<(), StoreError> {
-            let txn = self.db.begin_write()?;
+            let mut txn = self.db.begin_write()?;
+            txn.set_durability(Durability::None);
             {
                 let mut table = txn.open_table(LOG)?;
                 for entry in entries {
@@ -360,7 +459,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         };
         match write() {
             Ok(()) => {
-                callback.log_io_completed(Ok(()));
+                if let Err(std::sync::mpsc::SendError(Flush::Log(callback))) = self.flusher.send(Flush::Log(callback)) {
+                    let gone = std::io::Error::other("the store flusher has stopped");
+                    callback.log_io_completed(Err(gone));
+                }
                 Ok(())
             }
             Err(e) => {
@@ -413,6 +515,7 @@ pub struct StateMachineStore {
     data: Arc<RwLock<SmData>>,
     /// The applied index, published after every applied batch or installed snapshot.
     applied: Arc<tokio::sync::watch::Sender<u64>>,
+    flusher: Flusher,
 }
 
 impl StateMachineStore {
@@ -425,6 +528,11 @@ impl StateMachineStore {
     /// tick with every heartbeat).
     pub fn applied_watch(&self) -> tokio::sync::watch::Receiver<u64> {
         self.applied.subscribe()
+    }
+
+    /// A handle that waits for the store's pending writes to be durable.
+    pub fn syncer(&self) -> StoreSync {
+        StoreSync { flusher: self.flusher.clone() }
     }
 }
 
@@ -487,6 +595,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }
         }
         persist(&self.db, &data, &touched, false, None).map_err(|e| StorageIOError::write_state_machine(&e))?;
+        // Durable soon, off the reply's path (see `spawn_flusher`); if the flusher is gone the
+        // rows still become durable with the next durable commit.
+        let _ = self.flusher.send(Flush::Rows);
         self.applied.send_replace(data.last_applied.map_or(0, |l| l.index));
         Ok(replies)
     }

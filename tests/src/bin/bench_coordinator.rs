@@ -146,6 +146,10 @@ async fn main() {
 
     let vs_etcd = compare_with_etcd(&etcd, &leader_base, &key).await;
     drop(etcd);
+    if std::env::var_os("BERQENAS_BENCH_VS_ETCD_ONLY").is_some() {
+        println!("{}", json!({"bench": "coordinator", "nodes": 3, "vs_etcd": vs_etcd}));
+        return;
+    }
 
     // Single client: commit latency, one request at a time.
     let single: Vec<String> = (0..SINGLE).map(|i| format!("s{i:05}")).collect();
