@@ -3,9 +3,11 @@
 //! default, stale on request). `init` bootstraps a single-voter cluster in a data dir.
 
 use crate::admission::{Admission, Limits, Slot, Slots};
+use crate::raft::audit_log::AuditLog;
 use crate::raft::network::{NetworkFactory, Peers};
 use crate::raft::service::RaftService;
-use crate::raft::store::{self, SmData};
+use crate::raft::state_machine::SmData;
+use crate::raft::store;
 use crate::raft::{raft_config, CoordinatorNode, Raft, MAX_RPC_BYTES};
 use crate::state::allocation::VpnPool;
 use crate::state::apikey::{self, ApiKey, Role};
@@ -130,6 +132,8 @@ pub struct Coordinator {
     pub admission: Admission,
     /// Makes the store's pending (non-durable) writes durable at a clean shutdown.
     store_sync: store::StoreSync,
+    /// The audit trail, read from the store (the state holds only its head).
+    pub audit: AuditLog,
 }
 
 impl Coordinator {
@@ -150,6 +154,7 @@ impl Coordinator {
         let data = sm_store.data();
         let applied = sm_store.applied_watch();
         let store_sync = sm_store.syncer();
+        let audit = sm_store.audit_log();
         let identity = crate::raft::tls::Identity { dir: data_dir.to_path_buf() };
         if !identity.exists() {
             bail!(
@@ -181,6 +186,7 @@ impl Coordinator {
             applied,
             admission,
             store_sync,
+            audit,
         }))
     }
 
