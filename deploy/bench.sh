@@ -4,7 +4,9 @@
 #                 installed when missing): one replicated write per request on each at 1, 16 and 64
 #                 clients (throughput, p50/p99, ratio), creates/s and latency with 16 clients,
 #                 single-client commit latency next to the disk's fsync latency, failover time,
-#                 RSS at 10k tenants (BERQENAS_BENCH_VS_ETCD_ONLY=1: only the etcd comparison)
+#                 RSS at 10k tenants, then at 10k tenants and 1M audit entries
+#                 (BERQENAS_BENCH_VS_ETCD_ONLY=1: only the etcd comparison;
+#                 BERQENAS_BENCH_AUDIT_ENTRIES=N: another history size)
 #   fanout        50 then 200 simulated agents (real mTLS watch streams) on a 3-node cluster:
 #                 write → all placed nodes p50/p99, coordinator CPU and RSS, handshakes/s
 #   flood         1 release coordinator under a 60 s anonymous flood (keyless GETs, bare TCP

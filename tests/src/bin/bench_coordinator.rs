@@ -3,7 +3,7 @@
 //! the same client code (etcd `PUT` of a 600-byte value vs `PATCH /api/v1/tenant/acme`) at 1, 16
 //! and 64 clients, the disk's fsync latency (the floor) next to single-client commit latency,
 //! 1,000 creates with 16 concurrent clients, leader failover time, and each coordinator's RSS with
-//! 10,000 tenants. Prints one JSON line.
+//! 10,000 tenants, then with 10,000 tenants and 1,000,000 audit entries. Prints one JSON line.
 //! Usage: bench-coordinator PATH/TO/berqenas-coordinator PATH/TO/etcd
 
 use berqenas_tests::bench::{addr, closed_loop, percentile, proc_stats, round2, BenchCluster, LoadFigures};
@@ -20,6 +20,10 @@ const CLIENTS: usize = 16;
 const CREATES: usize = 1_000;
 const SINGLE: usize = 200;
 const TOTAL_TENANTS: usize = 10_000;
+/// Audit entries for the history memory figure (`BERQENAS_BENCH_AUDIT_ENTRIES` overrides), and
+/// the longest the bench spends writing them.
+const AUDIT_ENTRIES: u64 = 1_000_000;
+const AUDIT_FILL_LIMIT: Duration = Duration::from_secs(20 * 60);
 /// Concurrent clients of the side-by-side write comparison, and how long each level runs.
 const LEVELS: [usize; 3] = [1, 16, 64];
 const LEVEL_RUN: Duration = Duration::from_secs(5);
@@ -50,6 +54,15 @@ async fn compare_with_etcd(etcd: &EtcdCluster, berqenas: &str, key: &str) -> Vec
         out.push(ratio_line(&b, &e));
     }
     out
+}
+
+/// How many audit entries the cluster holds, as the leader reports it.
+async fn audit_count(http: &reqwest::Client, base: &str, key: &str) -> u64 {
+    let status: Value = match http.get(format!("{base}/api/v1/cluster")).bearer_auth(key).send().await {
+        Ok(r) => r.json().await.unwrap_or_default(),
+        Err(_) => Value::Null,
+    };
+    status["audit_entries"].as_u64().unwrap_or(0)
 }
 
 fn ratio_line(berqenas: &LoadFigures, etcd: &LoadFigures) -> Value {
@@ -175,6 +188,31 @@ async fn main() {
         })
         .collect();
 
+    // Grow the audit trail to AUDIT_ENTRIES with cheap real writes (a PATCH each, 64 clients),
+    // then measure each coordinator's memory again: history lives in the store, not in RSS.
+    let audit_target =
+        std::env::var("BERQENAS_BENCH_AUDIT_ENTRIES").ok().and_then(|v| v.parse().ok()).unwrap_or(AUDIT_ENTRIES);
+    let fill_started = Instant::now();
+    let mut audit_entries = audit_count(&http, &leader_base, &key).await;
+    while audit_entries < audit_target && fill_started.elapsed() < AUDIT_FILL_LIMIT {
+        let (url, patch_key) = (format!("{leader_base}/api/v1/tenant/acme"), key.clone());
+        closed_loop(64, Duration::from_secs(20), move |http, n| {
+            http.patch(&url).bearer_auth(&patch_key).json(&json!({"events_per_min": 3_000_000 + (n % 1_000_000)}))
+        })
+        .await;
+        audit_entries = audit_count(&http, &leader_base, &key).await;
+    }
+    let audit_fill_s = fill_started.elapsed().as_secs_f64();
+    let rss_history: Vec<Value> = cluster
+        .nodes
+        .iter()
+        .map(|n| {
+            let pid = n.proc.as_ref().map(Proc::pid).unwrap_or(0);
+            let (rss, peak, _) = proc_stats(pid);
+            json!({"id": n.id, "rss_mb": round2(rss), "peak_rss_mb": round2(peak)})
+        })
+        .collect();
+
     // Failover: SIGKILL the leader, time until a write through a survivor succeeds.
     let leader_idx = (leader_id - 1) as usize;
     let survivor = format!("http://{}", addr(cluster.nodes[(leader_idx + 1) % 3].api));
@@ -211,7 +249,10 @@ async fn main() {
         "tenants_for_rss": TOTAL_TENANTS,
         "fill_creates_per_s": round2((TOTAL_TENANTS - CREATES - SINGLE) as f64 / fill_wall.as_secs_f64()),
         "rss": rss,
-        "targets": {"creates_per_s": ">= 500", "create_p99_ms": "< 100", "failover_ms": "< 1000", "rss_mb_at_10k": "< 100", "throughput_ratio": ">= 1.0"},
+        "audit_entries_for_rss": audit_entries,
+        "audit_fill_s": round2(audit_fill_s),
+        "rss_with_audit_history": rss_history,
+        "targets": {"creates_per_s": ">= 500", "create_p99_ms": "< 100", "failover_ms": "< 1000", "rss_mb_at_10k": "< 100", "rss_mb_at_10k_and_1m_audit": "< 150", "throughput_ratio": ">= 1.0"},
     });
     println!("{line}");
 }
