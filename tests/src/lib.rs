@@ -11,6 +11,7 @@
 
 pub mod bench;
 pub mod coordinator;
+pub mod etcd;
 pub mod lab;
 pub mod pgbouncer;
 pub mod postgres;
