@@ -7,4 +7,5 @@ mod harness;
 mod join;
 mod lab;
 mod mssql;
+mod plan;
 mod stream;
