@@ -48,6 +48,27 @@ pub fn statuses(served: &[Assignment], result: &PassResult, refused: Vec<(String
         .collect()
 }
 
+/// One change the next pass would make, as `berqenas-node-agent plan` prints it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A statement, its secrets left out, for a tenant (None: the node).
+    Sql { tenant: Option<String>, sql: String },
+    /// A file the pass would write (or remove).
+    File { path: PathBuf, what: &'static str },
+    /// A tenant this node cannot provide (it will be reported not ready, not served differently).
+    Refused { tenant: String, reason: String },
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Change::Sql { tenant, sql } => write!(f, "sql   [{}] {sql}", tenant.as_deref().unwrap_or("node")),
+            Change::File { path, what } => write!(f, "file  {} ({what})", path.display()),
+            Change::Refused { tenant, reason } => write!(f, "refused [{tenant}] {reason}"),
+        }
+    }
+}
+
 /// A role driver. Asynchronous: a pass waits on its database or programs without holding a
 /// runtime thread, and nothing in a driver blocks on a future.
 #[async_trait::async_trait]
@@ -55,6 +76,9 @@ pub trait Driver: Send {
     fn name(&self) -> &'static str;
     /// Makes the host match `desired` and says how each tenant stands.
     async fn reconcile(&mut self, desired: &[Assignment]) -> Vec<Status>;
+    /// Observes the host and plans, changing nothing: what `reconcile` would do now (a full
+    /// pass), or why the host could not be observed.
+    async fn preview(&mut self, desired: &[Assignment]) -> Result<Vec<Change>, String>;
     /// Notified when the driver needs a pass before the next resync (the PostgreSQL session
     /// guard found a tenant over its quota).
     fn wake(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
@@ -74,6 +98,10 @@ impl Driver for NoneDriver {
     async fn reconcile(&mut self, desired: &[Assignment]) -> Vec<Status> {
         desired.iter().map(|a| Status { usage: None, name: a.name.clone(), ready: true, reason: None }).collect()
     }
+
+    async fn preview(&mut self, _desired: &[Assignment]) -> Result<Vec<Change>, String> {
+        Ok(Vec::new())
+    }
 }
 
 /// Splits assignments by role: `db` to one driver, `gateway` to another (or reported not ready
@@ -91,6 +119,22 @@ impl Driver for ByRole {
 
     fn wake(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
         self.db.wake()
+    }
+
+    async fn preview(&mut self, desired: &[Assignment]) -> Result<Vec<Change>, String> {
+        let db: Vec<Assignment> = desired.iter().filter(|a| a.has_role(Role::Db)).cloned().collect();
+        let gw: Vec<Assignment> = desired.iter().filter(|a| a.has_role(Role::Gateway)).cloned().collect();
+        let mut changes = self.db.preview(&db).await?;
+        match &mut self.gateway {
+            Some(g) => changes.extend(g.preview(&gw).await?),
+            None => {
+                changes.extend(gw.iter().map(|a| Change::Refused {
+                    tenant: a.name.clone(),
+                    reason: "this node has no gateway driver".into(),
+                }))
+            }
+        }
+        Ok(changes)
     }
 
     async fn reconcile(&mut self, desired: &[Assignment]) -> Vec<Status> {
@@ -181,6 +225,25 @@ impl DirDriver {
 impl Driver for DirDriver {
     fn name(&self) -> &'static str {
         "dir"
+    }
+
+    async fn preview(&mut self, desired: &[Assignment]) -> Result<Vec<Change>, String> {
+        let observed = match self.observe() {
+            Ok(o) => o,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(format!("cannot read {}: {e}", self.path.display())),
+        };
+        Ok(plan(desired, &observed)
+            .into_iter()
+            .map(|action| match action {
+                Action::Write { name, .. } => {
+                    Change::File { path: self.path.join(format!("{name}.json")), what: "write" }
+                }
+                Action::Remove { name } => {
+                    Change::File { path: self.path.join(format!("{name}.json")), what: "remove" }
+                }
+            })
+            .collect())
     }
 
     async fn reconcile(&mut self, desired: &[Assignment]) -> Vec<Status> {

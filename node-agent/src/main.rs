@@ -74,6 +74,55 @@ enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Print what the next pass would change on this host (SQL with secrets left out, files),
+    /// changing nothing: asks a coordinator for the desired state now, observes, plans. Exits 0
+    /// when the host is converged, 2 when it is not, 1 on error.
+    Plan {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+/// The driver `agent.toml` names.
+fn driver_for(cfg: &AgentConfig) -> Box<dyn Driver> {
+    match &cfg.driver {
+        DriverConfig::None => Box::new(NoneDriver),
+        DriverConfig::Dir { path } => Box::new(DirDriver { path: path.clone() }),
+        DriverConfig::Postgres { url, gateway_dir, pgbouncer, limits } => {
+            Box::new(berqenas_node_agent::driver::ByRole {
+                db: Box::new(berqenas_node_agent::db::postgres::PostgresDriver::new(
+                    url.clone(),
+                    pgbouncer.clone(),
+                    cfg.resync_interval.min(FULL_PASS_INTERVAL),
+                    (*limits).into(),
+                )),
+                gateway: gateway_dir.clone().map(|path| Box::new(DirDriver { path }) as Box<dyn Driver>),
+            })
+        }
+        DriverConfig::Mssql { url, gateway_dir } => Box::new(berqenas_node_agent::driver::ByRole {
+            db: Box::new(berqenas_node_agent::db::mssql::MssqlDriver { url: url.clone() }),
+            gateway: gateway_dir.clone().map(|path| Box::new(DirDriver { path }) as Box<dyn Driver>),
+        }),
+    }
+}
+
+/// `plan`: exit code 0 when converged, 2 when the next pass would change something.
+async fn plan(config: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let cfg = AgentConfig::load(config)?;
+    let mut driver = driver_for(&cfg);
+    let (revision, desired) = berqenas_node_agent::runtime::fetch_desired(&cfg).await?;
+    let changes = driver.preview(&desired).await.map_err(|e| anyhow::anyhow!(e)).context("observing this host")?;
+    println!("desired state: revision {revision}, {} tenant(s), driver {}", desired.len(), driver.name());
+    if changes.is_empty() {
+        println!("converged: the next pass changes nothing");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("the next pass would change:");
+    for change in &changes {
+        println!("  {change}");
+    }
+    println!("{} change(s) planned; nothing was changed", changes.len());
+    Ok(ExitCode::from(2))
 }
 
 /// The database driver observes every tenant and measures disk use when its last full pass is
@@ -102,7 +151,7 @@ async fn shutdown_signal() {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Cmd::Join {
             coordinator,
@@ -169,31 +218,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 cfg.node_id,
                 data_dir.join("agent.toml").display()
             );
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Run { config } => {
             let cfg = AgentConfig::load(&config)?;
-            let driver: Box<dyn Driver> = match &cfg.driver {
-                DriverConfig::None => Box::new(NoneDriver),
-                DriverConfig::Dir { path } => Box::new(DirDriver { path: path.clone() }),
-                DriverConfig::Postgres { url, gateway_dir, pgbouncer, limits } => {
-                    Box::new(berqenas_node_agent::driver::ByRole {
-                        db: Box::new(berqenas_node_agent::db::postgres::PostgresDriver::new(
-                            url.clone(),
-                            pgbouncer.clone(),
-                            cfg.resync_interval.min(FULL_PASS_INTERVAL),
-                            (*limits).into(),
-                        )),
-                        gateway: gateway_dir.clone().map(|path| Box::new(DirDriver { path }) as Box<dyn Driver>),
-                    })
-                }
-                DriverConfig::Mssql { url, gateway_dir } => Box::new(berqenas_node_agent::driver::ByRole {
-                    db: Box::new(berqenas_node_agent::db::mssql::MssqlDriver { url: url.clone() }),
-                    gateway: gateway_dir.clone().map(|path| Box::new(DirDriver { path }) as Box<dyn Driver>),
-                }),
-            };
-            berqenas_node_agent::runtime::run(cfg, driver, shutdown_signal()).await
+            let driver = driver_for(&cfg);
+            berqenas_node_agent::runtime::run(cfg, driver, shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
         }
+        Cmd::Plan { config } => plan(&config).await,
     }
 }
 
@@ -214,7 +247,7 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

@@ -267,6 +267,60 @@ fn accept(shared: &Shared, msg: pb::DesiredState) {
     let _ = shared.desired.send(Some(Desired { revision: msg.revision, tenants }));
 }
 
+/// What the coordinators want this node to do now, for `plan`: the first full state a watch
+/// sends, from the first coordinator (as `run` knows them) that answers. Invalid assignments are
+/// left out with a warning, as `run` does. Renews nothing, reports nothing.
+pub async fn fetch_desired(cfg: &AgentConfig) -> anyhow::Result<(u64, Vec<Assignment>)> {
+    let mut coordinators = cfg.coordinators.clone();
+    for c in Applied::load(cfg)?.coordinators {
+        if !coordinators.contains(&c) {
+            coordinators.push(c);
+        }
+    }
+    let mut last = anyhow::anyhow!("no coordinator is known");
+    for addr in &coordinators {
+        let attempt = async {
+            let mut client = node_client(addr, tls(cfg)?).await?;
+            let mut watch = client
+                .watch(pb::WatchRequest { last_applied_revision: 0 })
+                .await
+                .map_err(|s| anyhow::anyhow!("watch refused: {}", s.message()))?
+                .into_inner();
+            loop {
+                let msg = tokio::time::timeout(SILENCE_LIMIT, watch.message())
+                    .await
+                    .map_err(|_| anyhow::anyhow!("no desired state from {addr} within {SILENCE_LIMIT:?}"))?
+                    .map_err(|s| anyhow::anyhow!("watch ended: {}", s.message()))?
+                    .ok_or_else(|| anyhow::anyhow!("watch ended"))?;
+                if !msg.bookmark {
+                    break Ok::<_, anyhow::Error>(msg);
+                }
+            }
+        };
+        match attempt.await {
+            Ok(msg) => {
+                let tenants = msg
+                    .tenants
+                    .into_iter()
+                    .filter_map(|t| match Assignment::try_from(t) {
+                        Ok(a) => Some(a),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "skipping an invalid assignment");
+                            None
+                        }
+                    })
+                    .collect();
+                return Ok((msg.revision, tenants));
+            }
+            Err(e) => {
+                tracing::warn!(coordinator = %addr, error = %format!("{e:#}"), "cannot read the desired state");
+                last = e.context(format!("coordinator {addr}"));
+            }
+        }
+    }
+    Err(last.context("no coordinator gave the desired state"))
+}
+
 /// Runs the agent until `shutdown` resolves.
 pub async fn run(
     cfg: AgentConfig,

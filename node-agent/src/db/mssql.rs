@@ -28,7 +28,7 @@
 //! everything else is an integer.
 
 use crate::assignment::{is_mssql_hash, Assignment, DbType, Role};
-use crate::driver::{Driver, Status, Usage};
+use crate::driver::{Change, Driver, Status, Usage};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Extended property marking databases this driver created.
@@ -394,6 +394,28 @@ impl MssqlDriver {
 impl Driver for MssqlDriver {
     fn name(&self) -> &'static str {
         "mssql"
+    }
+
+    async fn preview(&mut self, desired: &[Assignment]) -> Result<Vec<Change>, String> {
+        let mut client = connect(&self.url).await?;
+        let observed = observe(&mut client).await.map_err(|e| format!("observing SQL Server failed: {e}"));
+        let _ = client.close().await;
+        let mut changes: Vec<Change> = desired
+            .iter()
+            .filter(|a| a.db_type != DbType::Mssql)
+            .map(|a| Change::Refused {
+                tenant: a.name.clone(),
+                reason: "this node's driver serves SQL Server only".into(),
+            })
+            .collect();
+        for (tenant, steps) in plan(desired, &observed?) {
+            match steps {
+                Ok(steps) => changes
+                    .extend(steps.iter().map(|sql| Change::Sql { tenant: Some(tenant.clone()), sql: redact(sql) })),
+                Err(reason) => changes.push(Change::Refused { tenant, reason }),
+            }
+        }
+        Ok(changes)
     }
 
     async fn reconcile(&mut self, desired: &[Assignment]) -> Vec<Status> {

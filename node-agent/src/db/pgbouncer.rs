@@ -19,7 +19,7 @@ use crate::config::PgBouncerConfig;
 use berqenas_common::files::Owner;
 use std::fmt::Write as _;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub const POOLS: &str = "berqenas-pools.ini";
 pub const USERS: &str = "berqenas-users.txt";
@@ -116,6 +116,17 @@ fn sync_file(dir: &Path, name: &str, text: &str) -> Result<bool, String> {
     crate::host::files::write_if_changed(&dir.join(name), text, 0o640, Some(owner)).map_err(|e| e.to_string())
 }
 
+/// The files `sync` would rewrite (changing nothing).
+pub fn pending(config: &PgBouncerConfig, desired: &[Assignment], server: &Server) -> Result<Vec<PathBuf>, String> {
+    let files = [(USERS, render_users(desired)), (HBA, render_hba(desired)), (POOLS, render_pools(desired, server)?)];
+    Ok(files
+        .into_iter()
+        .map(|(name, text)| (config.dir.join(name), text))
+        .filter(|(path, text)| std::fs::read_to_string(path).ok().as_deref() != Some(text.as_str()))
+        .map(|(path, _)| path)
+        .collect())
+}
+
 /// Makes the three files match `desired` and reloads pgBouncer when one changed.
 pub fn sync(config: &PgBouncerConfig, desired: &[Assignment], server: &Server) -> Result<(), String> {
     let pools = render_pools(desired, server)?;
@@ -169,8 +180,7 @@ pub async fn sync_firewall(config: &PgBouncerConfig) -> Result<(), String> {
     if config.max_per_source == 0 {
         return Ok(());
     }
-    let listed =
-        crate::host::exec::run("nft", &["list", "table", "inet", FIREWALL_TABLE], None, timeout)
+    let listed = crate::host::exec::run("nft", &["list", "table", "inet", FIREWALL_TABLE], None, timeout)
         .await
         .unwrap_or_default();
     let over = format!("ct count over {}", config.max_per_source);

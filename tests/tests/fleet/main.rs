@@ -14,4 +14,5 @@ mod harness;
 mod join;
 mod lab;
 mod mssql;
+mod plan;
 mod stream;

@@ -152,15 +152,14 @@ pub(super) async fn pooler_source(conn: &mut PgConnection) -> Result<crate::db::
     }
 }
 
-/// Observes `pg_hba.conf`, rewrites its managed block when it differs (atomically, keeping the
-/// file's owner and mode), and reloads PostgreSQL. The agent runs on the database host.
-pub(super) async fn sync_hba(
+/// `pg_hba.conf` as it is and as it should be (its managed block for `desired`). The agent runs
+/// on the database host.
+pub(super) async fn hba_file(
     conn: &mut PgConnection,
     desired: &[Assignment],
     main_db: &str,
     pooler: Option<crate::db::pghba::Pooler>,
-) -> Result<(), String> {
-    use std::os::unix::fs::MetadataExt;
+) -> Result<(std::path::PathBuf, String, String), String> {
     let path: String = sqlx::query_scalar("SELECT setting FROM pg_settings WHERE name = 'hba_file'")
         .fetch_one(&mut *conn)
         .await
@@ -169,6 +168,19 @@ pub(super) async fn sync_hba(
     let existing = std::fs::read_to_string(&path)
         .map_err(|e| format!("cannot read {} (the agent must run on the database host): {e}", path.display()))?;
     let wanted = crate::db::pghba::splice(&existing, &crate::db::pghba::render(desired, main_db, pooler));
+    Ok((path, existing, wanted))
+}
+
+/// Observes `pg_hba.conf`, rewrites its managed block when it differs (atomically, keeping the
+/// file's owner and mode), and reloads PostgreSQL.
+pub(super) async fn sync_hba(
+    conn: &mut PgConnection,
+    desired: &[Assignment],
+    main_db: &str,
+    pooler: Option<crate::db::pghba::Pooler>,
+) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let (path, existing, wanted) = hba_file(conn, desired, main_db, pooler).await?;
     if wanted == existing {
         return Ok(());
     }

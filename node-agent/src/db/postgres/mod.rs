@@ -16,6 +16,7 @@
 //! - `plan.rs`: observed and desired as plain data, and the pure planners.
 //! - `observe.rs`: the catalog queries (none waits for a lock a tenant can hold).
 //! - `step.rs`: a plan step — its statement, tenant, kind and whether it carries a secret.
+//! - `preview.rs`: what the next full pass would change, applying nothing (`plan` command).
 //! - `apply.rs`: running a plan (per-tenant transactions, parallel connections), `pg_hba.conf`.
 //! - this file: the driver — full and incremental passes, sizes, the guard, pgBouncer.
 
@@ -23,6 +24,7 @@ mod apply;
 pub mod guard;
 mod observe;
 mod plan;
+mod preview;
 pub mod size;
 mod step;
 
@@ -32,7 +34,7 @@ pub use step::{Step, StepKind};
 
 use crate::assignment::{Assignment, DbType, Role};
 use crate::db::{own_database, postgres_tenants};
-use crate::driver::{Driver, Status, Usage};
+use crate::driver::{Change, Driver, Status, Usage};
 use apply::{apply, pooler_source, sync_hba};
 use observe::observe;
 
@@ -331,6 +333,10 @@ impl Driver for PostgresDriver {
 
     fn wake(&self) -> Option<Arc<tokio::sync::Notify>> {
         Some(self.guard.wake.clone())
+    }
+
+    async fn preview(&mut self, desired: &[Assignment]) -> Result<Vec<Change>, String> {
+        self.changes(desired).await
     }
 
     async fn reconcile(&mut self, desired: &[Assignment]) -> Vec<Status> {
