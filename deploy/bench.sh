@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # Benchmarks, each printing one JSON line of figures. Usage: deploy/bench.sh NAME
-#   coordinator   3-node loopback cluster: creates/s and latency with 16 clients, single-client
-#                 commit latency next to the disk's fsync latency, failover time, RSS at 10k tenants
+#   coordinator   3-node loopback cluster beside a 3-member etcd cluster (Debian's etcd-server,
+#                 installed when missing): one replicated write per request on each at 1, 16 and 64
+#                 clients (throughput, p50/p99, ratio), creates/s and latency with 16 clients,
+#                 single-client commit latency next to the disk's fsync latency, failover time,
+#                 RSS at 10k tenants, then at 10k tenants and 1M audit entries
+#                 (BERQENAS_BENCH_VS_ETCD_ONLY=1: only the etcd comparison;
+#                 BERQENAS_BENCH_AUDIT_ENTRIES=N: another history size)
 #   fanout        50 then 200 simulated agents (real mTLS watch streams) on a 3-node cluster:
 #                 write → all placed nodes p50/p99, coordinator CPU and RSS, handshakes/s
 #   flood         1 release coordinator under a 60 s anonymous flood (keyless GETs, bare TCP
@@ -15,8 +20,11 @@ cd "$(dirname "$0")/.."
 name=${1:-}
 case "$name" in
   coordinator)
+    if ! command -v etcd >/dev/null; then
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q etcd-server >/dev/null
+    fi
     cargo build --release --locked -q -p berqenas-coordinator -p berqenas-tests --bins
-    exec target/release/bench-coordinator target/release/berqenas-coordinator
+    exec target/release/bench-coordinator target/release/berqenas-coordinator "$(command -v etcd)"
     ;;
   fanout)
     cargo build --release --locked -q -p berqenas-coordinator -p berqenas-tests --bins

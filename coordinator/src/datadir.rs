@@ -1,8 +1,7 @@
 //! The coordinator's data directory on disk: created 0700, every file in it 0600 whatever the
 //! umask, because `raft.redb` holds the cluster CA key, key hashes and password verifiers.
 
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 
 /// Mode of the data directory and of every directory under it.
@@ -16,17 +15,10 @@ pub fn create(dir: &Path) -> std::io::Result<()> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(DIR_MODE))
 }
 
-/// Writes `bytes` to `path` atomically (temp file, fsync, rename) with mode 0600.
+/// Writes `bytes` to `path` atomically (temp file, fsync, rename, fsync of the directory) with
+/// mode 0600.
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(FILE_MODE).open(&tmp)?;
-        // `mode` applies only to a file it creates; a stale temp file keeps its own.
-        f.set_permissions(std::fs::Permissions::from_mode(FILE_MODE))?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
+    berqenas_common::files::write_atomic(path, bytes, FILE_MODE)
 }
 
 /// Sets `dir` and every directory under it to 0700 and every regular file to 0600. Symbolic

@@ -3,9 +3,11 @@
 //! default, stale on request). `init` bootstraps a single-voter cluster in a data dir.
 
 use crate::admission::{Admission, Limits, Slot, Slots};
+use crate::raft::audit_log::AuditLog;
 use crate::raft::network::{NetworkFactory, Peers};
 use crate::raft::service::RaftService;
-use crate::raft::store::{self, SmData};
+use crate::raft::state_machine::SmData;
+use crate::raft::store;
 use crate::raft::{raft_config, CoordinatorNode, Raft, MAX_RPC_BYTES};
 use crate::state::action::Action;
 use crate::state::allocation::VpnPool;
@@ -129,6 +131,10 @@ pub struct Coordinator {
     pub applied: tokio::sync::watch::Receiver<u64>,
     /// Rate limits, connection caps and the refusal counts of this coordinator's listeners.
     pub admission: Admission,
+    /// Makes the store's pending (non-durable) writes durable at a clean shutdown.
+    store_sync: store::StoreSync,
+    /// The audit trail, read from the store (the state holds only its head).
+    pub audit: AuditLog,
 }
 
 impl Coordinator {
@@ -148,6 +154,8 @@ impl Coordinator {
             .with_context(|| format!("restrict {} to its owner (0700/0600)", data_dir.display()))?;
         let data = sm_store.data();
         let applied = sm_store.applied_watch();
+        let store_sync = sm_store.syncer();
+        let audit = sm_store.audit_log();
         let identity = crate::raft::tls::Identity { dir: data_dir.to_path_buf() };
         if !identity.exists() {
             bail!(
@@ -178,6 +186,8 @@ impl Coordinator {
             client_tls,
             applied,
             admission,
+            store_sync,
+            audit,
         }))
     }
 
@@ -242,6 +252,17 @@ impl Coordinator {
             }
         }
         resp
+    }
+
+    /// Stops Raft and makes what the store holds durable, so a clean restart starts from it.
+    pub async fn shutdown(&self) {
+        self.raft.shutdown().await.ok();
+        let sync = self.store_sync.clone();
+        match tokio::task::spawn_blocking(move || sync.sync()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "store not synced at shutdown"),
+            Err(e) => tracing::warn!(error = %e, "store sync task failed at shutdown"),
+        }
     }
 
     /// Waits until this node's state machine reflects every write committed before now.
@@ -343,7 +364,7 @@ impl Coordinator {
         a.context("api server")?;
         n.context("node listener")?;
         raft_accept.abort();
-        self.raft.shutdown().await.ok();
+        self.shutdown().await;
         Ok(())
     }
 }
@@ -629,7 +650,7 @@ pub async fn init(
     if let Err(e) = resp {
         bail!("bootstrap refused: {e}");
     }
-    coordinator.raft.shutdown().await.ok();
+    coordinator.shutdown().await;
     Ok((token, ca.fingerprint()))
 }
 

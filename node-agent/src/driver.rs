@@ -2,7 +2,7 @@
 //! the host, plans the difference (a pure function, printable), applies it, and returns a status
 //! per tenant. Gateway (WireGuard, nftables) and db (PostgreSQL) drivers plug in here.
 
-use crate::assignment::Assignment;
+use crate::assignment::{Assignment, Role};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -48,10 +48,13 @@ pub fn statuses(served: &[Assignment], result: &PassResult, refused: Vec<(String
         .collect()
 }
 
+/// A role driver. Asynchronous: a pass waits on its database or programs without holding a
+/// runtime thread, and nothing in a driver blocks on a future.
+#[async_trait::async_trait]
 pub trait Driver: Send {
     fn name(&self) -> &'static str;
     /// Makes the host match `desired` and says how each tenant stands.
-    fn reconcile(&mut self, desired: &[Assignment]) -> Vec<Status>;
+    async fn reconcile(&mut self, desired: &[Assignment]) -> Vec<Status>;
     /// Notified when the driver needs a pass before the next resync (the PostgreSQL session
     /// guard found a tenant over its quota).
     fn wake(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
@@ -62,12 +65,13 @@ pub trait Driver: Send {
 /// Reports every tenant ready without touching the host.
 pub struct NoneDriver;
 
+#[async_trait::async_trait]
 impl Driver for NoneDriver {
     fn name(&self) -> &'static str {
         "none"
     }
 
-    fn reconcile(&mut self, desired: &[Assignment]) -> Vec<Status> {
+    async fn reconcile(&mut self, desired: &[Assignment]) -> Vec<Status> {
         desired.iter().map(|a| Status { usage: None, name: a.name.clone(), ready: true, reason: None }).collect()
     }
 }
@@ -79,6 +83,7 @@ pub struct ByRole {
     pub gateway: Option<Box<dyn Driver>>,
 }
 
+#[async_trait::async_trait]
 impl Driver for ByRole {
     fn name(&self) -> &'static str {
         "by-role"
@@ -88,10 +93,9 @@ impl Driver for ByRole {
         self.db.wake()
     }
 
-    fn reconcile(&mut self, desired: &[Assignment]) -> Vec<Status> {
-        let has = |a: &Assignment, role: &str| a.roles.iter().any(|r| r == role);
-        let db: Vec<Assignment> = desired.iter().filter(|a| has(a, "db")).cloned().collect();
-        let gw: Vec<Assignment> = desired.iter().filter(|a| has(a, "gateway")).cloned().collect();
+    async fn reconcile(&mut self, desired: &[Assignment]) -> Vec<Status> {
+        let db: Vec<Assignment> = desired.iter().filter(|a| a.has_role(Role::Db)).cloned().collect();
+        let gw: Vec<Assignment> = desired.iter().filter(|a| a.has_role(Role::Gateway)).cloned().collect();
         let mut merged: BTreeMap<String, Status> = BTreeMap::new();
         let mut fold = |s: Status| {
             let entry = merged.entry(s.name.clone()).or_insert(Status {
@@ -108,11 +112,11 @@ impl Driver for ByRole {
                 entry.reason = s.reason;
             }
         };
-        for s in self.db.reconcile(&db) {
+        for s in self.db.reconcile(&db).await {
             fold(s);
         }
         match &mut self.gateway {
-            Some(g) => g.reconcile(&gw).into_iter().for_each(&mut fold),
+            Some(g) => g.reconcile(&gw).await.into_iter().for_each(&mut fold),
             None => gw.iter().for_each(|a| {
                 fold(Status {
                     name: a.name.clone(),
@@ -173,12 +177,13 @@ impl DirDriver {
     }
 }
 
+#[async_trait::async_trait]
 impl Driver for DirDriver {
     fn name(&self) -> &'static str {
         "dir"
     }
 
-    fn reconcile(&mut self, desired: &[Assignment]) -> Vec<Status> {
+    async fn reconcile(&mut self, desired: &[Assignment]) -> Vec<Status> {
         let failed = |reason: String| -> Vec<Status> {
             desired
                 .iter()
@@ -200,7 +205,7 @@ impl Driver for DirDriver {
             }
             let result = match &action {
                 Action::Write { name, content } => {
-                    crate::config::write_atomic(&self.path.join(format!("{name}.json")), content.as_bytes(), 0o600)
+                    crate::host::files::write_atomic(&self.path.join(format!("{name}.json")), content.as_bytes(), 0o600)
                         .map_err(|e| (name.clone(), e.to_string()))
                 }
                 Action::Remove { name } => std::fs::remove_file(self.path.join(format!("{name}.json")))
@@ -241,19 +246,19 @@ mod tests {
         assert_eq!(p[2], Action::Remove { name: "initech".into() });
     }
 
-    #[test]
-    fn converged_host_yields_empty_plan() {
+    #[tokio::test]
+    async fn converged_host_yields_empty_plan() {
         let dir = tempfile::tempdir().expect("tmp");
         let mut d = DirDriver { path: dir.path().join("tenants") };
         let desired = vec![a("acme", 2)];
-        let status = d.reconcile(&desired);
+        let status = d.reconcile(&desired).await;
         assert!(status.iter().all(|s| s.ready));
         let observed = d.observe().expect("observe");
         assert!(plan(&desired, &observed).is_empty());
         // Drift is repaired by the next pass.
         std::fs::remove_file(dir.path().join("tenants/acme.json")).expect("drift");
         assert_eq!(plan(&desired, &d.observe().expect("observe")).len(), 1);
-        d.reconcile(&desired);
+        d.reconcile(&desired).await;
         assert!(plan(&desired, &d.observe().expect("observe")).is_empty());
     }
 }

@@ -9,9 +9,10 @@
 //!   the last applied state stays and keeps being enforced (fail static).
 
 use crate::assignment::Assignment;
-use crate::config::{write_atomic, AgentConfig};
+use crate::config::AgentConfig;
 use crate::connect::node_client;
 use crate::driver::{Driver, Status};
+use crate::host::files::write_atomic;
 use anyhow::Context;
 use berqenas_proto::node as pb;
 use rand::Rng;
@@ -40,7 +41,7 @@ impl Applied {
     }
 
     fn save(&self, cfg: &AgentConfig) -> anyhow::Result<()> {
-        write_atomic(&cfg.applied_path(), &serde_json::to_vec_pretty(self)?, 0o600)
+        Ok(write_atomic(&cfg.applied_path(), &serde_json::to_vec_pretty(self)?, 0o600)?)
     }
 }
 
@@ -114,8 +115,10 @@ async fn reconcile_loop(shared: Arc<Shared>, mut driver: Box<dyn Driver>, mut ap
         applied.coordinators = shared.coordinators.lock().map(|c| c.clone()).unwrap_or_default();
         let tenants = applied.tenants.clone();
         let started = Instant::now();
-        let result = tokio::task::spawn_blocking(move || {
-            let statuses = driver.reconcile(&tenants);
+        // On a task of its own, so a panicking driver is reported rather than taking the loop down
+        // unseen.
+        let result = tokio::spawn(async move {
+            let statuses = driver.reconcile(&tenants).await;
             (driver, statuses)
         })
         .await;

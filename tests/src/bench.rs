@@ -26,6 +26,8 @@ pub struct BenchCluster {
     pub nodes: Vec<BenchNode>,
     pub bin: PathBuf,
     pub key: String,
+    /// Passed to every `serve` after the common arguments.
+    pub serve_extra: Vec<String>,
     pub tmp: tempfile::TempDir,
 }
 
@@ -36,6 +38,11 @@ pub fn addr(p: u16) -> String {
 impl BenchCluster {
     /// `n` coordinators with VPN pool `pool`, formed through the CLI with coordinator tokens.
     pub fn start(bin: &Path, n: u64, pool: &str) -> Self {
+        Self::start_with(bin, n, pool, &[])
+    }
+
+    /// As `start`, with `serve_extra` added to every coordinator's `serve` arguments.
+    pub fn start_with(bin: &Path, n: u64, pool: &str, serve_extra: &[&str]) -> Self {
         let tmp = tempfile::tempdir().expect("temp dir");
         let nodes: Vec<BenchNode> = (1..=n)
             .map(|id| BenchNode {
@@ -48,7 +55,8 @@ impl BenchCluster {
             })
             .collect();
         let key = crate::coordinator::init(bin, &nodes[0].dir, &nodes[0].listen(), pool);
-        let mut cluster = Self { tmp, bin: bin.to_path_buf(), key, nodes };
+        let serve_extra = serve_extra.iter().map(|a| a.to_string()).collect();
+        let mut cluster = Self { tmp, bin: bin.to_path_buf(), key, nodes, serve_extra };
         for i in 0..cluster.nodes.len() {
             cluster.spawn(i);
         }
@@ -72,6 +80,7 @@ impl BenchCluster {
     fn spawn(&mut self, i: usize) {
         let n = &self.nodes[i];
         let mut args = crate::coordinator::serve_args(&n.dir, n.id, &n.listen());
+        args.extend(self.serve_extra.iter().cloned());
         if i > 0 {
             let token = self.cli(&["cluster", "token", "create", "--id", &n.id.to_string()]);
             args.extend(crate::coordinator::join_args(&addr(self.nodes[0].node), &token));
@@ -137,4 +146,70 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 pub fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
+}
+
+/// What one closed-loop run measured.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadFigures {
+    pub clients: usize,
+    pub requests: usize,
+    pub per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+impl LoadFigures {
+    pub fn json(&self) -> Value {
+        serde_json::json!({
+            "clients": self.clients, "requests": self.requests, "per_s": round2(self.per_s),
+            "p50_ms": round2(self.p50_ms), "p99_ms": round2(self.p99_ms),
+        })
+    }
+}
+
+/// `clients` tasks, each with its own HTTP/1.1 keep-alive connection, send requests back to back
+/// for `duration`; `request(client, n)` builds the `n`th request (`n` unique across tasks). Every
+/// answer must be a success, else the run panics naming it.
+pub async fn closed_loop<F>(clients: usize, duration: Duration, request: F) -> LoadFigures
+where
+    F: Fn(&reqwest::Client, u64) -> reqwest::RequestBuilder + Send + Sync + 'static,
+{
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::time::Instant;
+    let request = Arc::new(request);
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (request, next) = (request.clone(), next.clone());
+        let http = reqwest::Client::builder().http1_only().pool_max_idle_per_host(1).build().expect("client");
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            while Instant::now() < deadline {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                let t = Instant::now();
+                let resp = request(&http, n).send().await.unwrap_or_else(|e| panic!("request {n}: {e}"));
+                let status = resp.status();
+                let body = resp.bytes().await.unwrap_or_default();
+                assert!(status.is_success(), "request {n}: {status} {}", String::from_utf8_lossy(&body));
+                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("load task"));
+    }
+    let wall = started.elapsed().as_secs_f64();
+    all.sort_by(|a, b| a.total_cmp(b));
+    LoadFigures {
+        clients,
+        requests: all.len(),
+        per_s: all.len() as f64 / wall,
+        p50_ms: percentile(&all, 0.5),
+        p99_ms: percentile(&all, 0.99),
+    }
 }

@@ -51,6 +51,7 @@ pub(super) async fn cluster_status(ctx: Ctx) -> Result<Json<ClusterStatus>> {
         .collect();
     let (settings, tenants, audit_entries) =
         c.read(|d| (d.state.settings.clone(), d.state.tenants.len(), d.state.audit.len()));
+    let audit_entries = usize::try_from(audit_entries).unwrap_or(usize::MAX);
     Ok(Json(ClusterStatus {
         node_id: c.config.id,
         state: format!("{:?}", m.state),

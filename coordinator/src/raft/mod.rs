@@ -1,15 +1,19 @@
-//! Raft plumbing: the openraft type configuration, the redb-backed log and state machine
-//! (`store`), and the tonic transport between coordinators (`network` client, `service` server).
+//! Raft plumbing: the openraft type configuration, the redb-backed log (`store`), state machine
+//! (`state_machine`, its tables in `tables`, its streamed snapshots in `snapshot`, the stored audit
+//! trail in `audit_log`), and the tonic transport between coordinators (`network` client, `service` server).
 
+pub mod audit_log;
 pub mod network;
 pub mod service;
+mod snapshot;
+pub mod state_machine;
 pub mod store;
+mod tables;
 pub mod tls;
 
 use crate::state::{Command, Response};
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::io::Cursor;
 
 /// How a coordinator is reached: Raft RPCs and the REST API.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,7 +39,7 @@ openraft::declare_raft_types!(
         NodeId = u64,
         Node = CoordinatorNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
         AsyncRuntime = openraft::TokioRuntime,
 );
 

@@ -97,31 +97,133 @@ pub fn page(
 ) -> Page {
     let lo = after.map_or(0, |a| entries.partition_point(|e| e.seq <= a));
     let hi = before.map_or(entries.len(), |b| entries.partition_point(|e| e.seq < b)).max(lo);
-    let range = &entries[lo..hi];
+    let range = entries[lo..hi].iter().cloned().map(Ok::<_, std::convert::Infallible>);
+    match page_of(range, keep, after.is_some(), limit) {
+        Ok(page) => page,
+        Err(never) => match never {},
+    }
+}
+
+/// `page` over a stored range (`after < seq < before`, oldest first, read lazily from either
+/// end): `oldest_first` for a page read forward from `after`.
+pub fn page_of<E>(
+    range: impl DoubleEndedIterator<Item = Result<AuditEntry, E>>,
+    keep: impl Fn(&AuditEntry) -> bool,
+    oldest_first: bool,
+    limit: usize,
+) -> Result<Page, E> {
+    let take = |entries: &mut dyn Iterator<Item = Result<AuditEntry, E>>| -> Result<(Vec<AuditEntry>, bool), E> {
+        let mut taken = Vec::new();
+        for entry in entries {
+            let entry = entry?;
+            if !keep(&entry) {
+                continue;
+            }
+            if taken.len() == limit {
+                return Ok((taken, true));
+            }
+            taken.push(entry);
+        }
+        Ok((taken, false))
+    };
     let mut page = Page::default();
-    if after.is_some() {
-        let mut matching = range.iter().filter(|e| keep(e));
-        page.entries = matching.by_ref().take(limit).cloned().collect();
-        if matching.next().is_some() {
+    if oldest_first {
+        let (entries, more) = take(&mut range.into_iter())?;
+        page.entries = entries;
+        if more {
             page.newer = page.entries.last().map(|e| e.seq);
         }
     } else {
-        let mut matching = range.iter().rev().filter(|e| keep(e));
-        page.entries = matching.by_ref().take(limit).cloned().collect();
-        page.entries.reverse();
-        if matching.next().is_some() {
+        let (mut entries, more) = take(&mut range.rev())?;
+        entries.reverse();
+        page.entries = entries;
+        if more {
             page.older = page.entries.first().map(|e| e.seq);
         }
     }
-    page
+    Ok(page)
 }
 
-/// Appends `draft` after `last` (or as the first entry).
-pub fn chain(last: Option<&AuditEntry>, draft: Draft) -> AuditEntry {
-    let (seq, prev_hash) = match last {
-        Some(prev) => (prev.seq + 1, prev.hash.clone()),
-        None => (1, GENESIS_HASH.to_string()),
-    };
+/// The end of the chain: the last entry's sequence number and hash (0 and `GENESIS_HASH` before
+/// the first entry).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Head {
+    pub seq: u64,
+    pub hash: String,
+}
+
+impl Default for Head {
+    fn default() -> Self {
+        Self { seq: 0, hash: GENESIS_HASH.to_string() }
+    }
+}
+
+impl AuditEntry {
+    pub fn head(&self) -> Head {
+        Head { seq: self.seq, hash: self.hash.clone() }
+    }
+}
+
+/// The audit trail as the state machine holds it: only the chain's head, plus the entries
+/// chained since the store last took them (`take_fresh`, after every applied batch). The trail
+/// itself lives in the store; its memory does not grow with history.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trail {
+    head: Head,
+    #[serde(skip)]
+    fresh: Vec<AuditEntry>,
+}
+
+impl Trail {
+    /// A trail whose last stored entry is `head`.
+    pub fn from_head(head: Head) -> Self {
+        Self { head, fresh: Vec::new() }
+    }
+
+    pub fn head(&self) -> &Head {
+        &self.head
+    }
+
+    /// Chains `draft` after the head and keeps it until the store takes it.
+    pub fn append(&mut self, draft: Draft) -> &AuditEntry {
+        let entry = chain(&self.head, draft);
+        self.head = entry.head();
+        self.fresh.push(entry);
+        &self.fresh[self.fresh.len() - 1]
+    }
+
+    /// The entries chained since the last call, oldest first.
+    pub fn take_fresh(&mut self) -> Vec<AuditEntry> {
+        std::mem::take(&mut self.fresh)
+    }
+
+    /// How many entries the trail has (stored and fresh).
+    pub fn len(&self) -> u64 {
+        self.head.seq
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.head.seq == 0
+    }
+
+    /// The newest entry not yet taken by the store.
+    pub fn last(&self) -> Option<&AuditEntry> {
+        self.fresh.last()
+    }
+}
+
+/// The entries not yet taken by the store (in a unit test, the whole trail).
+impl<'a> IntoIterator for &'a Trail {
+    type Item = &'a AuditEntry;
+    type IntoIter = std::slice::Iter<'a, AuditEntry>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.fresh.iter()
+    }
+}
+
+/// Appends `draft` after `head`.
+pub fn chain(head: &Head, draft: Draft) -> AuditEntry {
+    let (seq, prev_hash) = (head.seq + 1, head.hash.clone());
     let mut entry = AuditEntry {
         seq,
         time_ms: draft.time_ms,
@@ -147,25 +249,40 @@ pub struct Break {
 
 /// Walks the chain from the first entry. `Ok(n)` is the number of entries verified.
 pub fn verify<'a>(entries: impl IntoIterator<Item = &'a AuditEntry>) -> Result<u64, Break> {
+    match verify_stream(entries.into_iter().map(Ok::<_, std::convert::Infallible>)) {
+        Ok(verdict) => verdict,
+        Err(never) => match never {},
+    }
+}
+
+/// `verify` over entries read one at a time (from the store), holding one entry at a time.
+pub fn verify_stream<E, T: std::borrow::Borrow<AuditEntry>>(
+    entries: impl IntoIterator<Item = Result<T, E>>,
+) -> Result<Result<u64, Break>, E> {
     let mut expected_seq = 1;
     let mut prev_hash = GENESIS_HASH.to_string();
     for entry in entries {
+        let entry = entry?;
+        let entry = entry.borrow();
         if entry.seq != expected_seq {
-            return Err(Break {
+            return Ok(Err(Break {
                 seq: expected_seq,
                 reason: format!("entry {expected_seq} is missing (found {} in its place)", entry.seq),
-            });
+            }));
         }
         if entry.prev_hash != prev_hash {
-            return Err(Break { seq: entry.seq, reason: "prev_hash does not match the previous entry".into() });
+            return Ok(Err(Break { seq: entry.seq, reason: "prev_hash does not match the previous entry".into() }));
         }
         if compute_hash(entry) != entry.hash {
-            return Err(Break { seq: entry.seq, reason: "content does not match its hash (entry was altered)".into() });
+            return Ok(Err(Break {
+                seq: entry.seq,
+                reason: "content does not match its hash (entry was altered)".into(),
+            }));
         }
-        prev_hash = entry.hash.clone();
+        prev_hash.clone_from(&entry.hash);
         expected_seq += 1;
     }
-    Ok(expected_seq - 1)
+    Ok(Ok(expected_seq - 1))
 }
 
 #[cfg(test)]
@@ -187,7 +304,8 @@ mod tests {
     fn sample_chain(n: usize) -> Vec<AuditEntry> {
         let mut out: Vec<AuditEntry> = Vec::new();
         for i in 0..n {
-            let e = chain(out.last(), draft(&format!("action{i}")));
+            let head = out.last().map(AuditEntry::head).unwrap_or_default();
+            let e = chain(&head, draft(&format!("action{i}")));
             out.push(e);
         }
         out
@@ -195,13 +313,13 @@ mod tests {
 
     #[test]
     fn hash_is_deterministic_and_known() {
-        let a = chain(None, draft("tenant.create"));
-        let b = chain(None, draft("tenant.create"));
+        let a = chain(&Head::default(), draft("tenant.create"));
+        let b = chain(&Head::default(), draft("tenant.create"));
         assert_eq!(a.hash, b.hash);
         assert_eq!(a.seq, 1);
         assert_eq!(a.prev_hash, GENESIS_HASH);
         assert_eq!(a.hash.len(), 64);
-        let other = chain(None, Draft { outcome: Outcome::Rejected, ..draft("tenant.create") });
+        let other = chain(&Head::default(), Draft { outcome: Outcome::Rejected, ..draft("tenant.create") });
         assert_ne!(a.hash, other.hash);
     }
 

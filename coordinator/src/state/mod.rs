@@ -18,7 +18,7 @@ pub use tenant::{refresh_readiness, Lifecycle};
 
 use action::{Action, Details, Facts, Target};
 use apikey::{ApiKey, Role};
-use audit::{AuditEntry, Draft, Outcome};
+use audit::{Draft, Outcome};
 use names::TenantName;
 use node::{JoinToken, Node, NodeRole, Report};
 use serde::{Deserialize, Serialize};
@@ -229,7 +229,6 @@ pub enum Touched {
     Tenant(TenantName),
     Node(u64),
     ApiKey(String),
-    Audit(u64),
     Retired,
     JoinToken(String),
     Counters,
@@ -241,7 +240,8 @@ pub struct State {
     pub tenants: BTreeMap<TenantName, Tenant>,
     pub nodes: BTreeMap<u64, Node>,
     pub api_keys: BTreeMap<String, ApiKey>,
-    pub audit: Vec<AuditEntry>,
+    /// The chain's head and the entries the store has not yet taken; the trail is in the store.
+    pub audit: audit::Trail,
     /// Coordinator ids removed from the cluster; never accepted again.
     pub retired_coordinators: BTreeSet<u64>,
     pub join_tokens: BTreeMap<String, JoinToken>,
@@ -250,7 +250,8 @@ pub struct State {
 }
 
 impl State {
-    /// Applies one command at Raft log `index`. Returns the reply and the rows it touched.
+    /// Applies one command at Raft log `index`. Returns the reply and the rows it touched; its
+    /// audit entry waits in `audit` for the store to take it.
     pub fn apply(&mut self, index: u64, cmd: &Command) -> (Response, Vec<Touched>) {
         let mut touched = Vec::new();
         let (result, facts) = match self.authorise(cmd) {
@@ -263,20 +264,15 @@ impl State {
         if let Err(e) = &result {
             details.insert("reason".into(), e.to_string());
         }
-        let entry = audit::chain(
-            self.audit.last(),
-            Draft {
-                time_ms: cmd.meta.time_ms,
-                actor: cmd.meta.actor.clone(),
-                source: cmd.meta.source.clone(),
-                action,
-                target,
-                outcome,
-                details,
-            },
-        );
-        touched.push(Touched::Audit(entry.seq));
-        self.audit.push(entry);
+        self.audit.append(Draft {
+            time_ms: cmd.meta.time_ms,
+            actor: cmd.meta.actor.clone(),
+            source: cmd.meta.source.clone(),
+            action,
+            target,
+            outcome,
+            details,
+        });
         (result, touched)
     }
 
@@ -386,7 +382,7 @@ pub(crate) mod tests_support {
     }
 
     pub fn next_index(s: &State) -> u64 {
-        s.audit.len() as u64 + 1
+        s.audit.len() + 1
     }
 
     pub fn register(s: &mut State, id: u64, roles: &[NodeRole]) {

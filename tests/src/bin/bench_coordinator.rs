@@ -1,9 +1,20 @@
-//! `deploy/bench.sh coordinator`: a 3-node loopback cluster of release coordinators. Measures the
-//! disk's fsync latency (the floor) next to single-client commit latency, 1,000 creates with 16
-//! concurrent clients, leader failover time, and each coordinator's RSS with 10,000 tenants.
-//! Prints one JSON line. Usage: bench-coordinator PATH/TO/berqenas-coordinator
+//! `deploy/bench.sh coordinator`: a 3-node loopback cluster of release coordinators next to a
+//! 3-member etcd cluster on the same host. Measures one replicated write per request on both with
+//! the same client code (etcd `PUT` of a 600-byte value vs `PATCH /api/v1/tenant/acme`) at 1, 16
+//! and 64 clients, the disk's fsync latency (the floor) next to single-client commit latency,
+//! 1,000 creates with 16 concurrent clients, leader failover time, and each coordinator's RSS with
+//! 10,000 tenants, then with 10,000 tenants and 1,000,000 audit entries. Prints one JSON line.
+//! Usage: bench-coordinator PATH/TO/berqenas-coordinator PATH/TO/etcd
 
-use berqenas_tests::bench::{addr, percentile, proc_stats, round2, BenchCluster};
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: it starts the project's binaries and lab tools, and a failed setup step is a failed test"
+)]
+
+use berqenas_tests::bench::{addr, closed_loop, percentile, proc_stats, round2, BenchCluster, LoadFigures};
+use berqenas_tests::etcd::EtcdCluster;
 use berqenas_tests::{wait_for, Proc};
 use serde_json::{json, Value};
 use std::io::Write;
@@ -16,6 +27,55 @@ const CLIENTS: usize = 16;
 const CREATES: usize = 1_000;
 const SINGLE: usize = 200;
 const TOTAL_TENANTS: usize = 10_000;
+/// Audit entries for the history memory figure (`BERQENAS_BENCH_AUDIT_ENTRIES` overrides), and
+/// the longest the bench spends writing them.
+const AUDIT_ENTRIES: u64 = 1_000_000;
+const AUDIT_FILL_LIMIT: Duration = Duration::from_secs(20 * 60);
+/// Concurrent clients of the side-by-side write comparison, and how long each level runs.
+const LEVELS: [usize; 3] = [1, 16, 64];
+const LEVEL_RUN: Duration = Duration::from_secs(5);
+/// 600 bytes ("AAA" × 200), base64-encoded as the etcd v3 JSON gateway wants it.
+const ETCD_VALUE_B64: &str = "QUFB";
+const ETCD_KEY_B64: &str = "YmVuY2g="; // "bench"
+
+/// One replicated write per request on each system, level by level: etcd `PUT` of a 600-byte
+/// value against `PATCH /api/v1/tenant/acme` changing `events_per_min` each time.
+async fn compare_with_etcd(etcd: &EtcdCluster, berqenas: &str, key: &str) -> Vec<Value> {
+    let probe = reqwest::Client::new();
+    let etcd_leader = etcd.wait_leader(&probe).await;
+    create(&probe, berqenas, key, "acme").await.expect("create acme");
+    let value = ETCD_VALUE_B64.repeat(200);
+    let mut out = Vec::new();
+    for clients in LEVELS {
+        let (url, value) = (format!("{etcd_leader}/v3/kv/put"), value.clone());
+        let e = closed_loop(clients, LEVEL_RUN, move |http, _| {
+            http.post(&url).json(&json!({"key": ETCD_KEY_B64, "value": value}))
+        })
+        .await;
+        let (url, key) = (format!("{berqenas}/api/v1/tenant/acme"), key.to_string());
+        let b = closed_loop(clients, LEVEL_RUN, move |http, n| {
+            let events = 2_000 + (n % 1_000_000);
+            http.patch(&url).bearer_auth(&key).json(&json!({"events_per_min": events}))
+        })
+        .await;
+        out.push(ratio_line(&b, &e));
+    }
+    out
+}
+
+/// How many audit entries the cluster holds, as the leader reports it.
+async fn audit_count(http: &reqwest::Client, base: &str, key: &str) -> u64 {
+    let status: Value = match http.get(format!("{base}/api/v1/cluster")).bearer_auth(key).send().await {
+        Ok(r) => r.json().await.unwrap_or_default(),
+        Err(_) => Value::Null,
+    };
+    status["audit_entries"].as_u64().unwrap_or(0)
+}
+
+fn ratio_line(berqenas: &LoadFigures, etcd: &LoadFigures) -> Value {
+    let ratio = if etcd.per_s > 0.0 { round2(berqenas.per_s / etcd.per_s) } else { 0.0 };
+    json!({"clients": berqenas.clients, "berqenas": berqenas.json(), "etcd": etcd.json(), "throughput_ratio": ratio})
+}
 
 fn stats_ms(mut v: Vec<f64>) -> (f64, f64) {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -91,13 +151,25 @@ async fn create_many(
 
 #[tokio::main]
 async fn main() {
-    let bin = PathBuf::from(std::env::args().nth(1).expect("usage: bench-coordinator PATH/TO/berqenas-coordinator"));
-    let mut cluster = BenchCluster::start(&bin, 3, "100.64.0.0/10");
+    const USAGE: &str = "usage: bench-coordinator PATH/TO/berqenas-coordinator PATH/TO/etcd";
+    let bin = PathBuf::from(std::env::args().nth(1).expect(USAGE));
+    let etcd_bin = PathBuf::from(std::env::args().nth(2).expect(USAGE));
+    let etcd = EtcdCluster::start(&etcd_bin, 3);
+    // One admin key drives every client here: its rate limit (an admission policy, not the write
+    // path) is lifted so the comparison measures the write path.
+    let mut cluster = BenchCluster::start_with(&bin, 3, "100.64.0.0/10", &["--admin-key-rate", "0"]);
     let key = cluster.key.clone();
     let (fsync_p50, fsync_p99) = fsync_floor(&cluster.nodes[0].dir);
     let http = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS).build().expect("client");
     let leader_id = wait_for("leader", Duration::from_secs(10), || cluster.leader());
     let leader_base = format!("http://{}", addr(cluster.nodes[(leader_id - 1) as usize].api));
+
+    let vs_etcd = compare_with_etcd(&etcd, &leader_base, &key).await;
+    drop(etcd);
+    if std::env::var_os("BERQENAS_BENCH_VS_ETCD_ONLY").is_some() {
+        println!("{}", json!({"bench": "coordinator", "nodes": 3, "vs_etcd": vs_etcd}));
+        return;
+    }
 
     // Single client: commit latency, one request at a time.
     let single: Vec<String> = (0..SINGLE).map(|i| format!("s{i:05}")).collect();
@@ -114,6 +186,31 @@ async fn main() {
     let rest: Vec<String> = (0..TOTAL_TENANTS - CREATES - SINGLE).map(|i| format!("f{i:05}")).collect();
     let (_, fill_wall) = create_many(&http, &leader_base, &key, rest, CLIENTS).await;
     let rss: Vec<Value> = cluster
+        .nodes
+        .iter()
+        .map(|n| {
+            let pid = n.proc.as_ref().map(Proc::pid).unwrap_or(0);
+            let (rss, peak, _) = proc_stats(pid);
+            json!({"id": n.id, "rss_mb": round2(rss), "peak_rss_mb": round2(peak)})
+        })
+        .collect();
+
+    // Grow the audit trail to AUDIT_ENTRIES with cheap real writes (a PATCH each, 64 clients),
+    // then measure each coordinator's memory again: history lives in the store, not in RSS.
+    let audit_target =
+        std::env::var("BERQENAS_BENCH_AUDIT_ENTRIES").ok().and_then(|v| v.parse().ok()).unwrap_or(AUDIT_ENTRIES);
+    let fill_started = Instant::now();
+    let mut audit_entries = audit_count(&http, &leader_base, &key).await;
+    while audit_entries < audit_target && fill_started.elapsed() < AUDIT_FILL_LIMIT {
+        let (url, patch_key) = (format!("{leader_base}/api/v1/tenant/acme"), key.clone());
+        closed_loop(64, Duration::from_secs(20), move |http, n| {
+            http.patch(&url).bearer_auth(&patch_key).json(&json!({"events_per_min": 3_000_000 + (n % 1_000_000)}))
+        })
+        .await;
+        audit_entries = audit_count(&http, &leader_base, &key).await;
+    }
+    let audit_fill_s = fill_started.elapsed().as_secs_f64();
+    let rss_history: Vec<Value> = cluster
         .nodes
         .iter()
         .map(|n| {
@@ -144,6 +241,7 @@ async fn main() {
     let line = json!({
         "bench": "coordinator",
         "nodes": 3,
+        "vs_etcd": vs_etcd,
         "clients": CLIENTS,
         "creates": CREATES,
         "creates_per_s": throughput,
@@ -158,7 +256,10 @@ async fn main() {
         "tenants_for_rss": TOTAL_TENANTS,
         "fill_creates_per_s": round2((TOTAL_TENANTS - CREATES - SINGLE) as f64 / fill_wall.as_secs_f64()),
         "rss": rss,
-        "targets": {"creates_per_s": ">= 500", "create_p99_ms": "< 100", "failover_ms": "< 1000", "rss_mb_at_10k": "< 100"},
+        "audit_entries_for_rss": audit_entries,
+        "audit_fill_s": round2(audit_fill_s),
+        "rss_with_audit_history": rss_history,
+        "targets": {"creates_per_s": ">= 500", "create_p99_ms": "< 100", "failover_ms": "< 1000", "rss_mb_at_10k": "< 100", "rss_mb_at_10k_and_1m_audit": "< 150", "throughput_ratio": ">= 1.0"},
     });
     println!("{line}");
 }

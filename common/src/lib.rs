@@ -1,0 +1,3 @@
+//! Small pieces both the coordinator and the node agent need, written once.
+
+pub mod files;

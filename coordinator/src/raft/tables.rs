@@ -1,0 +1,202 @@
+//! The state machine's entity tables, each declared once: a `Row` impl says its table name, its
+//! key and where its rows live in `State`; the store opens, loads, rewrites and writes the touched
+//! rows of every table in `TABLES` without naming any of them. Adding an entity's table is one
+//! `impl Row` and one line in `TABLES`.
+
+use super::store::{decode, encode, StoreError};
+use crate::state::apikey::ApiKey;
+use crate::state::names::TenantName;
+use crate::state::node::{JoinToken, Node};
+use crate::state::tenant::Tenant;
+use crate::state::{State, Touched};
+use redb::{ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
+use serde::{de::DeserializeOwned, Serialize};
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+
+/// An entity stored one row per value, keyed like its map in `State`.
+pub trait Row: Serialize + DeserializeOwned + 'static {
+    /// The table's name in the redb file (existing files use it: never rename).
+    const TABLE: &'static str;
+    /// The key of the state's map.
+    type Id: Ord + Clone + 'static;
+    /// The key column's redb type (`&str` or `u64`).
+    type Key: redb::Key + 'static;
+    fn rows(state: &State) -> &BTreeMap<Self::Id, Self>;
+    fn rows_mut(state: &mut State) -> &mut BTreeMap<Self::Id, Self>;
+    fn id(&self) -> Self::Id;
+    fn key(id: &Self::Id) -> <Self::Key as redb::Value>::SelfType<'_>;
+    /// The row `touched` names, when it is one of this table's.
+    fn touched(touched: &Touched) -> Option<&Self::Id>;
+}
+
+impl Row for Tenant {
+    const TABLE: &'static str = "tenants";
+    type Id = TenantName;
+    type Key = &'static str;
+    fn rows(state: &State) -> &BTreeMap<TenantName, Self> {
+        &state.tenants
+    }
+    fn rows_mut(state: &mut State) -> &mut BTreeMap<TenantName, Self> {
+        &mut state.tenants
+    }
+    fn id(&self) -> TenantName {
+        self.name.clone()
+    }
+    fn key(id: &TenantName) -> &str {
+        id.as_str()
+    }
+    fn touched(touched: &Touched) -> Option<&TenantName> {
+        if let Touched::Tenant(id) = touched {
+            Some(id)
+        } else {
+            None
+        }
+    }
+}
+
+impl Row for Node {
+    const TABLE: &'static str = "nodes";
+    type Id = u64;
+    type Key = u64;
+    fn rows(state: &State) -> &BTreeMap<u64, Self> {
+        &state.nodes
+    }
+    fn rows_mut(state: &mut State) -> &mut BTreeMap<u64, Self> {
+        &mut state.nodes
+    }
+    fn id(&self) -> u64 {
+        self.id
+    }
+    fn key(id: &u64) -> u64 {
+        *id
+    }
+    fn touched(touched: &Touched) -> Option<&u64> {
+        if let Touched::Node(id) = touched {
+            Some(id)
+        } else {
+            None
+        }
+    }
+}
+
+impl Row for ApiKey {
+    const TABLE: &'static str = "api_keys";
+    type Id = String;
+    type Key = &'static str;
+    fn rows(state: &State) -> &BTreeMap<String, Self> {
+        &state.api_keys
+    }
+    fn rows_mut(state: &mut State) -> &mut BTreeMap<String, Self> {
+        &mut state.api_keys
+    }
+    fn id(&self) -> String {
+        self.id.clone()
+    }
+    fn key(id: &String) -> &str {
+        id.as_str()
+    }
+    fn touched(touched: &Touched) -> Option<&String> {
+        if let Touched::ApiKey(id) = touched {
+            Some(id)
+        } else {
+            None
+        }
+    }
+}
+
+impl Row for JoinToken {
+    const TABLE: &'static str = "join_tokens";
+    type Id = String;
+    type Key = &'static str;
+    fn rows(state: &State) -> &BTreeMap<String, Self> {
+        &state.join_tokens
+    }
+    fn rows_mut(state: &mut State) -> &mut BTreeMap<String, Self> {
+        &mut state.join_tokens
+    }
+    fn id(&self) -> String {
+        self.id.clone()
+    }
+    fn key(id: &String) -> &str {
+        id.as_str()
+    }
+    fn touched(touched: &Touched) -> Option<&String> {
+        if let Touched::JoinToken(id) = touched {
+            Some(id)
+        } else {
+            None
+        }
+    }
+}
+
+/// Every entity table.
+pub const TABLES: &[&dyn Table] = &[
+    &Rows::<Tenant>(PhantomData),
+    &Rows::<Node>(PhantomData),
+    &Rows::<ApiKey>(PhantomData),
+    &Rows::<JoinToken>(PhantomData),
+];
+
+/// What the store does with a table, whatever its row type.
+pub trait Table: Sync {
+    fn create(&self, txn: &WriteTransaction) -> Result<(), StoreError>;
+    fn load(&self, txn: &ReadTransaction, state: &mut State) -> Result<(), StoreError>;
+    /// Replaces the table's rows with the state's.
+    fn rewrite(&self, txn: &WriteTransaction, state: &State) -> Result<(), StoreError>;
+    /// Writes (or removes) the rows `touched` names, as they are now in `state`.
+    fn write_touched(&self, txn: &WriteTransaction, state: &State, touched: &[Touched]) -> Result<(), StoreError>;
+}
+
+pub struct Rows<R>(PhantomData<fn() -> R>);
+
+impl<R: Row> Rows<R> {
+    fn definition() -> TableDefinition<'static, R::Key, &'static [u8]> {
+        TableDefinition::new(R::TABLE)
+    }
+}
+
+impl<R: Row> Table for Rows<R> {
+    fn create(&self, txn: &WriteTransaction) -> Result<(), StoreError> {
+        txn.open_table(Self::definition())?;
+        Ok(())
+    }
+
+    fn load(&self, txn: &ReadTransaction, state: &mut State) -> Result<(), StoreError> {
+        let rows = R::rows_mut(state);
+        for row in txn.open_table(Self::definition())?.iter()? {
+            let (_, v) = row?;
+            let value: R = decode(R::TABLE, v.value())?;
+            rows.insert(value.id(), value);
+        }
+        Ok(())
+    }
+
+    fn rewrite(&self, txn: &WriteTransaction, state: &State) -> Result<(), StoreError> {
+        txn.delete_table(Self::definition())?;
+        let mut table = txn.open_table(Self::definition())?;
+        for (id, value) in R::rows(state) {
+            table.insert(R::key(id), encode(value).as_slice())?;
+        }
+        Ok(())
+    }
+
+    fn write_touched(&self, txn: &WriteTransaction, state: &State, touched: &[Touched]) -> Result<(), StoreError> {
+        let mut ids = touched.iter().filter_map(R::touched).peekable();
+        if ids.peek().is_none() {
+            return Ok(());
+        }
+        let mut table = txn.open_table(Self::definition())?;
+        for id in ids {
+            match R::rows(state).get(id) {
+                Some(value) => {
+                    table.insert(R::key(id), encode(value).as_slice())?;
+                }
+                None => {
+                    table.remove(R::key(id))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,74 @@
+//! The agent's one way to run an external program: an explicit program and arguments (never a
+//! shell), optional bytes on stdin, a timeout after which the program is killed, and stderr
+//! captured into the error. Asynchronous: a slow program holds no runtime thread.
+
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("cannot run {program}: {error}")]
+    Spawn { program: String, error: std::io::Error },
+    #[error("{program}: {error}")]
+    Io { program: String, error: std::io::Error },
+    #[error("{program} did not finish within {}", humantime::format_duration(*after))]
+    Timeout { program: String, after: Duration },
+    #[error("{program} failed ({status}): {stderr}")]
+    Failed { program: String, status: std::process::ExitStatus, stderr: String },
+}
+
+/// Runs `program args…` with `stdin`, waiting at most `timeout` (then it is killed); returns its
+/// stdout, or an error naming the program with its exit status and stderr.
+pub async fn run(program: &str, args: &[&str], stdin: Option<&[u8]>, timeout: Duration) -> Result<String, ExecError> {
+    let io = |error| ExecError::Io { program: program.to_string(), error };
+    #[allow(clippy::disallowed_methods, reason = "this is the one module that starts processes")]
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|error| ExecError::Spawn { program: program.to_string(), error })?;
+    let work = async {
+        if let (Some(bytes), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(bytes).await.map_err(io)?;
+        }
+        // stdout and stderr are drained while it runs, so a chatty program never blocks.
+        child.wait_with_output().await.map_err(io)
+    };
+    let output = tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| ExecError::Timeout { program: program.to_string(), after: timeout })??;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(ExecError::Failed {
+            program: program.to_string(),
+            status: output.status,
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn output_failure_and_timeout_are_reported() {
+        let five = Duration::from_secs(5);
+        assert_eq!(run("cat", &[], Some(b"hello"), five).await.expect("cat"), "hello");
+        let err = run("sh", &["-c", "echo nope >&2; exit 3"], None, five).await.expect_err("fails").to_string();
+        assert!(err.contains("nope") && err.contains('3'), "{err}");
+        let started = std::time::Instant::now();
+        let err = run("sleep", &["5"], None, Duration::from_millis(100)).await.expect_err("times out");
+        assert!(matches!(err, ExecError::Timeout { .. }), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(2), "killed at the timeout");
+        assert!(matches!(
+            run("/nonexistent/program", &[], None, Duration::from_secs(1)).await,
+            Err(ExecError::Spawn { .. })
+        ));
+    }
+}
