@@ -217,6 +217,62 @@ fn describe_names_the_same_action_and_target_as_apply() {
 }
 
 #[test]
+fn audit_names_are_the_ones_stored_before() {
+    // The (action, target) every command was audited under before actions were typed; stored
+    // entries hash these bytes, so they never change.
+    let acme = || name("acme");
+    let settings = booted("10.50.0.0/16").settings.expect("booted");
+    let cases = [
+        (Op::Bootstrap { settings, admin_key: admin_key() }, "cluster.init", "cluster/test"),
+        (Op::CreateTenant(spec("acme")), "tenant.create", "tenant/acme"),
+        (Op::UpdateTenant { name: acme(), patch: TenantPatch::default() }, "tenant.update", "tenant/acme"),
+        (Op::Lifecycle { name: acme(), step: Lifecycle::Suspend }, "tenant.suspend", "tenant/acme"),
+        (Op::Lifecycle { name: acme(), step: Lifecycle::Resume }, "tenant.resume", "tenant/acme"),
+        (Op::Lifecycle { name: acme(), step: Lifecycle::Delete }, "tenant.delete", "tenant/acme"),
+        (Op::Lifecycle { name: acme(), step: Lifecycle::Restore }, "tenant.restore", "tenant/acme"),
+        (Op::Lifecycle { name: acme(), step: Lifecycle::Purge { force: true } }, "tenant.purge", "tenant/acme"),
+        (Op::CreateApiKey(key("00000000000000bb", Role::Auditor, None)), "apikey.create", "apikey/00000000000000bb"),
+        (Op::RevokeApiKey { id: "00000000000000bb".into() }, "apikey.revoke", "apikey/00000000000000bb"),
+        (
+            Op::RecoverAdmin { key: key("00000000000000cc", Role::Admin, None), host: "h".into() },
+            "apikey.recovered",
+            "apikey/00000000000000cc",
+        ),
+        (Op::RegisterNode(node(7, &[])), "node.register", "node/7"),
+        (Op::CreateJoinToken(join_token("jt", &[NodeRole::Db], 100)), "node.token.create", "jointoken/jt"),
+        (Op::RevokeJoinToken { id: "jt".into() }, "jointoken.revoke", "jointoken/jt"),
+        (
+            Op::JoinCoordinator { token_id: "ct".into(), secret_hash: String::new(), id: 4 },
+            "cluster.join",
+            "coordinator/4",
+        ),
+        (Op::JoinNode { token_id: "jt".into(), secret_hash: String::new(), node: node(0, &[]) }, "node.join", "node"),
+        (Op::RevokeNode { id: 7 }, "node.revoke", "node/7"),
+        (Op::CordonNode { id: 7, cordoned: true }, "node.cordon", "node/7"),
+        (Op::CordonNode { id: 7, cordoned: false }, "node.uncordon", "node/7"),
+        (
+            Op::NodeReport(node::Report { node_id: 7, applied_revision: 1, tenants: BTreeMap::new(), capacity: None }),
+            "node.report",
+            "node/7",
+        ),
+        (
+            Op::Membership { action: Action::ClusterRemove, node_id: 3, details: BTreeMap::new() },
+            "cluster.remove",
+            "coordinator/3",
+        ),
+        (
+            Op::Rejected { action: Action::TenantGet, target: "tenant/Bad".into(), reason: "r".into() },
+            "tenant.get",
+            "tenant/Bad",
+        ),
+    ];
+    for (op, action, target) in cases {
+        let (a, t) = op.describe();
+        assert_eq!((a.to_string().as_str(), t.to_string().as_str()), (action, target), "{op:?}");
+    }
+}
+
+#[test]
 fn commands_written_with_string_actions_still_decode_and_encode_the_same() {
     // As an older coordinator wrote them to its Raft log, when the action was a plain string.
     let rejected = r#"{"meta":{"time_ms":5,"actor":"anonymous","source":"192.0.2.9"},"op":{"Rejected":{"action":"anonymous.refused","target":"source/192.0.2.9","reason":"3 refused"}}}"#;
