@@ -37,20 +37,20 @@ impl SnapshotDir {
         self.dir.join(format!("{id}.snap"))
     }
 
-    /// Writes snapshot `id`: the header, then `entries`; fsynced and renamed into place.
+    /// Writes snapshot `id`: the header, then `entries` (each one entry's JSON, one line each);
+    /// fsynced and renamed into place.
     pub fn write(
         &self,
         id: &str,
         header: &Header,
-        entries: impl Iterator<Item = Result<AuditEntry, StoreError>>,
+        entries: impl Iterator<Item = Result<Vec<u8>, StoreError>>,
     ) -> Result<(), StoreError> {
         self.write_with(id, |out| {
             serde_json::to_writer(&mut *out, header)
                 .map_err(|e| StoreError::Encode { what: "snapshot header", source: e })?;
             out.write_all(b"\n").map_err(io("write a snapshot"))?;
             for entry in entries {
-                serde_json::to_writer(&mut *out, &entry?)
-                    .map_err(|e| StoreError::Encode { what: "snapshot entry", source: e })?;
+                out.write_all(&entry?).map_err(io("write a snapshot"))?;
                 out.write_all(b"\n").map_err(io("write a snapshot"))?;
             }
             Ok(())

@@ -91,17 +91,6 @@ fn write_position(txn: &WriteTransaction, data: &SmData) -> Result<(), StoreErro
     Ok(())
 }
 
-/// The stored audit entries of `txn`, oldest first, one at a time.
-fn stored_entries(
-    txn: &ReadTransaction,
-) -> Result<impl Iterator<Item = Result<AuditEntry, StoreError>> + '_, StoreError> {
-    let table = txn.open_table(AUDIT)?;
-    Ok(table.range(0..)?.map(|row| -> Result<AuditEntry, StoreError> {
-        let (_, v) = row?;
-        decode("audit entry", v.value())
-    }))
-}
-
 impl StateMachineStore {
     pub(super) fn open(db: Arc<Database>, flusher: Flusher, snapshots: &Path) -> Result<Self, StoreError> {
         let data = load(&db.begin_read()?)?;
@@ -195,6 +184,28 @@ impl StateMachineStore {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
+        // Minutes of disk work with a long trail: kept off the runtime's worker threads.
+        let store = self.clone();
+        let built = tokio::task::spawn_blocking(move || store.write_snapshot()).await;
+        let meta = match built {
+            Ok(result) => result?,
+            Err(e) => return Err(StorageIOError::write_snapshot(None, &std::io::Error::other(e)).into()),
+        };
+        let signature = meta.signature();
+        match self.open_snapshot(meta).await {
+            Ok(Some(snapshot)) => Ok(snapshot),
+            Ok(None) => {
+                Err(StorageIOError::read_snapshot(Some(signature), &std::io::Error::other("snapshot file vanished"))
+                    .into())
+            }
+            Err(e) => Err(StorageIOError::read_snapshot(Some(signature), &e).into()),
+        }
+    }
+}
+
+impl StateMachineStore {
+    /// Writes a snapshot of the applied state and makes it the current one.
+    fn write_snapshot(&self) -> StorageResult<SnapshotMeta<u64, CoordinatorNode>> {
         // One read transaction taken under the state's lock sees exactly the applied state.
         let (header, meta, txn) = {
             let data = self.data.read().map_err(|_| poisoned())?;
@@ -211,7 +222,10 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             (Header { state: data.state.clone() }, meta, txn)
         };
         let write = || -> Result<(), StoreError> {
-            self.snapshots.write(&meta.snapshot_id, &header, stored_entries(&txn)?)?;
+            let table = txn.open_table(AUDIT)?;
+            // The stored rows are already the entries' JSON: copied as they are.
+            let rows = table.range(0..)?.map(|row| -> Result<Vec<u8>, StoreError> { Ok(row?.1.value().to_vec()) });
+            self.snapshots.write(&meta.snapshot_id, &header, rows)?;
             let txn = self.db.begin_write()?;
             txn.open_table(SM_META)?.insert("snapshot_meta", encode(&meta).as_slice())?;
             txn.commit()?;
@@ -219,16 +233,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             Ok(())
         };
         write().map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
-        drop(txn);
-        let signature = meta.signature();
-        match self.open_snapshot(meta).await {
-            Ok(Some(snapshot)) => Ok(snapshot),
-            Ok(None) => {
-                Err(StorageIOError::read_snapshot(Some(signature), &std::io::Error::other("snapshot file vanished"))
-                    .into())
-            }
-            Err(e) => Err(StorageIOError::read_snapshot(Some(signature), &e).into()),
-        }
+        Ok(meta)
     }
 }
 

@@ -18,6 +18,10 @@ pub(super) const SM_META: TableDefinition<&str, &[u8]> = TableDefinition::new("s
 /// Audit entries by sequence number. Public so the tamper test can edit one.
 pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 
+/// redb's page cache (its default is 1 GiB, which a long audit trail would fill): the log's tail,
+/// the tables' upper levels and the pages an applied batch touches fit in far less.
+const PAGE_CACHE_BYTES: usize = 32 << 20;
+
 pub(super) type StorageResult<T> = Result<T, StorageError<u64>>;
 
 #[derive(Debug, thiserror::Error)]
@@ -84,7 +88,7 @@ pub(super) fn io_write(e: impl Into<StoreError>) -> StorageError<u64> {
 /// Opens (or creates) the store at `path` (snapshot files beside it in `snapshots/`) and loads
 /// the state machine.
 pub fn open(path: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
-    let db = Database::create(path)?;
+    let db = redb::Builder::new().set_cache_size(PAGE_CACHE_BYTES).create(path)?;
     {
         let txn = db.begin_write()?;
         txn.open_table(LOG)?;
