@@ -32,6 +32,10 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
   log "installing rustfmt and clippy"
   rustup component add rustfmt clippy
 fi
+if ! cargo deny --version >/dev/null 2>&1; then
+  log "installing cargo-deny"
+  cargo install cargo-deny --locked
+fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   log "installing cargo-nextest"
   cargo install cargo-nextest --locked
@@ -47,6 +51,10 @@ cargo fmt --all -- --check
 
 log "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+log "cargo deny check bans licenses sources (no advisory fetch)"
+cargo fetch --locked -q
+cargo deny --offline check --hide-inclusion-graph bans licenses sources
 
 log "cargo build --bins (the end-to-end tests run the real binaries)"
 cargo build --workspace --bins --locked

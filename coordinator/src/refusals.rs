@@ -6,6 +6,7 @@
 
 use crate::admission::source_key;
 use crate::server::Coordinator;
+use crate::state::action::Action;
 use crate::state::{Command, Meta, Op};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -26,7 +27,7 @@ pub struct Refusal<'a> {
     /// The caller's address, if known.
     pub source: Option<IpAddr>,
     /// What was attempted, e.g. `tenant.get`, `node.handshake`, `node.join`.
-    pub action: &'a str,
+    pub action: Action,
     pub target: &'a str,
     pub reason: &'a str,
     /// Whether this refusal may be written as itself when its source's window is free (false
@@ -165,7 +166,7 @@ impl Refusals {
                 refused = t.since_log,
                 sources = t.sources.len(),
                 last_source = %r.source.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into()),
-                last_action = r.action,
+                last_action = %r.action,
                 last_reason = %clip(r.reason),
                 "refusing unauthenticated traffic (counted, summarised in the audit trail)"
             );
@@ -188,10 +189,10 @@ impl Refusals {
             let source = r.source.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into());
             return Some(Command {
                 meta: Meta { time_ms: crate::time::now_ms(), actor: "anonymous".into(), source, key_role: None },
-                op: Op::Rejected { action: r.action.into(), target: r.target.into(), reason: clip(r.reason) },
+                op: Op::Rejected { action: r.action, target: r.target.into(), reason: clip(r.reason) },
             });
         }
-        row.pending.add(r.action, r.reason, now);
+        row.pending.add(r.action.as_str(), r.reason, now);
         None
     }
 
@@ -225,7 +226,7 @@ impl Refusals {
                     source: label.clone(),
                     key_role: None,
                 },
-                op: Op::Rejected { action: "anonymous.refused".into(), target: format!("source/{label}"), reason },
+                op: Op::Rejected { action: Action::AnonymousRefused, target: format!("source/{label}"), reason },
             });
         };
         for (ip, row) in t.sources.iter_mut() {
@@ -275,7 +276,7 @@ impl Refusals {
 pub async fn refuse(c: &Coordinator, r: Refusal<'_>) {
     if let Some(cmd) = c.admission.refusals.record(&r, Instant::now()) {
         if let Err(e) = c.write(cmd).await {
-            tracing::warn!(error = %e, action = r.action, "could not audit a refusal");
+            tracing::warn!(error = %e, action = %r.action, "could not audit a refusal");
         }
     }
 }
@@ -300,11 +301,11 @@ pub async fn run(c: Arc<Coordinator>, mut stop: tokio::sync::watch::Receiver<boo
 mod tests {
     use super::*;
 
-    fn refusal(ip: &str, action: &'static str, sample: bool) -> (IpAddr, &'static str, bool) {
+    fn refusal(ip: &str, action: Action, sample: bool) -> (IpAddr, Action, bool) {
         (ip.parse().expect("ip"), action, sample)
     }
 
-    fn record(r: &Refusals, (ip, action, sample): (IpAddr, &str, bool), now: Instant) -> Option<Command> {
+    fn record(r: &Refusals, (ip, action, sample): (IpAddr, Action, bool), now: Instant) -> Option<Command> {
         r.record(&Refusal { source: Some(ip), action, target: "t", reason: "missing API key", sample }, now)
     }
 
@@ -317,7 +318,7 @@ mod tests {
     fn a_flood_from_one_source_is_one_sample_then_one_summary_per_window() {
         let r = Refusals::new(Duration::from_secs(60), 16);
         let t0 = Instant::now();
-        let src = refusal("198.51.100.7", "tenant.get", true);
+        let src = refusal("198.51.100.7", Action::TenantGet, true);
         assert!(record(&r, src, t0).is_some(), "the first refusal is written as itself");
         for i in 1..1204u64 {
             assert!(record(&r, src, t0 + Duration::from_millis(i)).is_none(), "the rest are counted");
@@ -337,9 +338,9 @@ mod tests {
     fn bare_connects_only_appear_in_summaries_and_leave_the_sample_free() {
         let r = Refusals::new(Duration::from_secs(60), 16);
         let t0 = Instant::now();
-        assert!(record(&r, refusal("192.0.2.1", "node.handshake", false), t0).is_none());
-        assert!(record(&r, refusal("192.0.2.1", "node.join", true), t0).is_some(), "a real attempt is sampled");
-        assert!(record(&r, refusal("192.0.2.1", "node.join", true), t0).is_none(), "one sample per window");
+        assert!(record(&r, refusal("192.0.2.1", Action::NodeHandshake, false), t0).is_none());
+        assert!(record(&r, refusal("192.0.2.1", Action::NodeJoin, true), t0).is_some(), "a real attempt is sampled");
+        assert!(record(&r, refusal("192.0.2.1", Action::NodeJoin, true), t0).is_none(), "one sample per window");
         let due = r.due(t0 + Duration::from_secs(60), 1);
         assert_eq!(due.iter().map(summary_count).sum::<u64>(), 2);
     }
@@ -351,7 +352,7 @@ mod tests {
         let mut written = 0;
         for i in 0..100_000u32 {
             let ip = IpAddr::from(i.to_be_bytes());
-            written += usize::from(record(&r, (ip, "tenant.get", true), t0).is_some());
+            written += usize::from(record(&r, (ip, Action::TenantGet, true), t0).is_some());
         }
         assert_eq!(r.tracked(), 100);
         assert_eq!(written, 101, "one sample per tracked source and one for the shared row");
@@ -365,12 +366,8 @@ mod tests {
         let r = Refusals::new(Duration::from_secs(1), 4);
         let t0 = Instant::now();
         let ip: IpAddr = "203.0.113.9".parse().expect("ip");
-        for i in 0..20 {
-            let action = format!("node.x{i}");
-            r.record(
-                &Refusal { source: Some(ip), action: &action, target: "t", reason: &"r".repeat(500), sample: false },
-                t0,
-            );
+        for &action in &Action::ALL[..20] {
+            r.record(&Refusal { source: Some(ip), action, target: "t", reason: &"r".repeat(500), sample: false }, t0);
         }
         let due = r.due(t0 + Duration::from_secs(1), 3);
         let Op::Rejected { reason, .. } = &due[0].op else { panic!() };

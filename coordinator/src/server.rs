@@ -7,6 +7,7 @@ use crate::raft::network::{NetworkFactory, Peers};
 use crate::raft::service::RaftService;
 use crate::raft::store::{self, SmData};
 use crate::raft::{raft_config, CoordinatorNode, Raft, MAX_RPC_BYTES};
+use crate::state::action::Action;
 use crate::state::allocation::VpnPool;
 use crate::state::apikey::{self, ApiKey, Role};
 use crate::state::{ClusterSettings, Command, Meta, Op, Response};
@@ -302,7 +303,8 @@ impl Coordinator {
             .with_context(|| format!("bind api address {}", self.config.api_listen))?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let server_tls = self.raft_tls()?;
-        let (raft_incoming, raft_accept) = crate::raft::tls::incoming(raft_listener, server_tls, self.clone(), "raft");
+        let (raft_incoming, raft_accept) =
+            crate::raft::tls::incoming(raft_listener, server_tls, self.clone(), crate::raft::tls::Listener::Raft);
         let svc = berqenas_proto::raft::raft_server::RaftServer::new(RaftService {
             id: self.config.id,
             raft: self.raft.clone(),
@@ -383,7 +385,8 @@ async fn serve_api(
         return Ok(());
     };
     use tokio_stream::StreamExt;
-    let (mut incoming, accept) = crate::raft::tls::incoming(listener, Arc::new(RwLock::new(tls)), c.clone(), "api");
+    let (mut incoming, accept) =
+        crate::raft::tls::incoming(listener, Arc::new(RwLock::new(tls)), c.clone(), crate::raft::tls::Listener::Api);
     loop {
         let stream = tokio::select! {
             _ = stop.wait_for(|v| *v) => break,
@@ -408,7 +411,7 @@ async fn serve_api(
 fn count_unserved(c: &Coordinator, peer: SocketAddr, reason: &str) {
     let refusal = crate::refusals::Refusal {
         source: Some(peer.ip()),
-        action: "api.connect",
+        action: Action::ApiConnect,
         target: "api-listener",
         reason,
         sample: false,

@@ -7,19 +7,19 @@ use serde::{Deserialize, Serialize};
 pub struct Assignment {
     pub name: String,
     pub revision: u64,
-    pub roles: Vec<String>,
-    pub lifecycle: String,
+    pub roles: Vec<Role>,
+    pub lifecycle: Lifecycle,
     pub index: u32,
     pub vpn_subnet: String,
     pub gateway_address: String,
     pub interface: String,
     pub listen_port: u16,
-    pub db_type: String,
-    pub isolation: String,
+    pub db_type: DbType,
+    pub isolation: Isolation,
     pub db_quota_bytes: u64,
     pub connection_limit: u32,
     pub events_per_min: u32,
-    pub access_mode: String,
+    pub access_mode: AccessMode,
     pub vpn_enabled: bool,
     pub public_api: bool,
     #[serde(default)]
@@ -29,11 +29,93 @@ pub struct Assignment {
     pub db_password_verifier: String,
 }
 
+impl Assignment {
+    pub fn has_role(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+
+    /// The tenant runs: its users may log in.
+    pub fn runs(&self) -> bool {
+        self.lifecycle == Lifecycle::Run
+    }
+}
+
+/// A part of a tenant a node provides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    Gateway,
+    Db,
+}
+
+/// What the node must do for the tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Lifecycle {
+    Run,
+    Suspended,
+    Deleted,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DbType {
+    Postgres,
+    Mssql,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Isolation {
+    /// A schema per tenant in a shared database.
+    Schema,
+    /// A database per tenant.
+    Database,
+}
+
+/// Where the tenant's users may connect from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AccessMode {
+    Public,
+    VpnOnly,
+    Hybrid,
+}
+
+/// Why a wire assignment was refused: which field, never its raw value (it may be anything).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    #[error("tenant name")]
+    Name,
+    #[error("lifecycle")]
+    Lifecycle,
+    #[error("roles")]
+    Roles,
+    #[error("listen port")]
+    ListenPort,
+    #[error("interface")]
+    Interface,
+    #[error("database type")]
+    DbType,
+    #[error("isolation")]
+    Isolation,
+    #[error("access mode")]
+    AccessMode,
+    #[error("password verifier")]
+    PasswordVerifier,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid tenant assignment {name:?}: {reason}")]
 pub struct InvalidAssignment {
+    /// The name as received, cut to 64 characters.
     pub name: String,
-    pub reason: String,
+    pub reason: Invalid,
+}
+
+/// Parses one wire string into its enum, or `invalid`.
+fn parse<T: serde::de::DeserializeOwned>(raw: &str, invalid: Invalid) -> Result<T, Invalid> {
+    serde_json::from_value(serde_json::Value::String(raw.to_string())).map_err(|_| invalid)
 }
 
 fn name_ok(n: &str) -> bool {
@@ -69,25 +151,27 @@ impl TryFrom<pb::TenantAssignment> for Assignment {
             db_password_verifier,
             ddl_enabled,
         } = value;
-        let bad = |reason: &str| InvalidAssignment { name: name.chars().take(64).collect(), reason: reason.into() };
+        let bad = |reason: Invalid| InvalidAssignment { name: name.chars().take(64).collect(), reason };
         if !name_ok(&name) {
-            return Err(bad("tenant name"));
+            return Err(bad(Invalid::Name));
         }
-        if !matches!(lifecycle.as_str(), "run" | "suspended" | "deleted") {
-            return Err(bad("lifecycle"));
+        let lifecycle = parse(&lifecycle, Invalid::Lifecycle).map_err(bad)?;
+        let roles: Vec<Role> = roles.iter().map(|r| parse(r, Invalid::Roles)).collect::<Result<_, _>>().map_err(bad)?;
+        if roles.is_empty() {
+            return Err(bad(Invalid::Roles));
         }
-        if roles.is_empty() || roles.iter().any(|r| r != "gateway" && r != "db") {
-            return Err(bad("roles"));
-        }
-        let listen_port = u16::try_from(listen_port).map_err(|_| bad("listen port"))?;
+        let listen_port = u16::try_from(listen_port).map_err(|_| bad(Invalid::ListenPort))?;
         if !interface.starts_with("bqt") || interface.len() > 15 {
-            return Err(bad("interface"));
+            return Err(bad(Invalid::Interface));
         }
+        let db_type = parse(&db_type, Invalid::DbType).map_err(bad)?;
+        let isolation = parse(&isolation, Invalid::Isolation).map_err(bad)?;
+        let access_mode = parse(&access_mode, Invalid::AccessMode).map_err(bad)?;
         if !db_password_verifier.is_empty()
             && !is_verifier(&db_password_verifier)
             && !is_mssql_hash(&db_password_verifier)
         {
-            return Err(bad("password verifier"));
+            return Err(bad(Invalid::PasswordVerifier));
         }
         Ok(Assignment {
             name,
@@ -140,22 +224,85 @@ pub(crate) fn fixture(name: &str) -> Assignment {
     Assignment {
         name: name.into(),
         revision: 1,
-        roles: vec!["db".into()],
-        lifecycle: "run".into(),
+        roles: vec![Role::Db],
+        lifecycle: Lifecycle::Run,
         index: 1,
         vpn_subnet: "198.18.1.0/24".into(),
         gateway_address: "198.18.1.1".into(),
         interface: "bqt1".into(),
         listen_port: 51821,
-        db_type: "postgres".into(),
-        isolation: "schema".into(),
+        db_type: DbType::Postgres,
+        isolation: Isolation::Schema,
         db_quota_bytes: 1,
         connection_limit: 5,
         events_per_min: 1,
-        access_mode: "vpn-only".into(),
+        access_mode: AccessMode::VpnOnly,
         vpn_enabled: true,
         public_api: false,
         ddl_enabled: false,
         db_password_verifier: String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire() -> pb::TenantAssignment {
+        pb::TenantAssignment {
+            name: "acme".into(),
+            revision: 2,
+            roles: vec!["db".into(), "gateway".into()],
+            lifecycle: "suspended".into(),
+            index: 1,
+            vpn_subnet: "198.18.1.0/24".into(),
+            gateway_address: "198.18.1.1".into(),
+            interface: "bqt1".into(),
+            listen_port: 51821,
+            db_type: "postgres".into(),
+            isolation: "database".into(),
+            db_quota_bytes: 1,
+            connection_limit: 5,
+            events_per_min: 1,
+            access_mode: "vpn-only".into(),
+            vpn_enabled: true,
+            public_api: false,
+            db_password_verifier: String::new(),
+            ddl_enabled: false,
+        }
+    }
+
+    #[test]
+    fn wire_strings_become_enums_once() {
+        let a = Assignment::try_from(wire()).expect("valid");
+        assert_eq!(a.roles, [Role::Db, Role::Gateway]);
+        assert_eq!(a.lifecycle, Lifecycle::Suspended);
+        assert!(!a.runs() && a.has_role(Role::Gateway));
+        assert_eq!(
+            (a.db_type, a.isolation, a.access_mode),
+            (DbType::Postgres, Isolation::Database, AccessMode::VpnOnly)
+        );
+        // Persisted (applied.json) with the wire's spelling.
+        let json = serde_json::to_value(&a).expect("json");
+        assert_eq!(json["access_mode"], "vpn-only");
+        assert_eq!(json["roles"], serde_json::json!(["db", "gateway"]));
+        assert_eq!(serde_json::from_value::<Assignment>(json).expect("back"), a);
+    }
+
+    #[test]
+    fn unknown_wire_values_are_refused_naming_the_field() {
+        let refused = |change: fn(&mut pb::TenantAssignment)| {
+            let mut w = wire();
+            change(&mut w);
+            Assignment::try_from(w).expect_err("invalid").reason
+        };
+        assert_eq!(refused(|w| w.isolation = "cluster".into()), Invalid::Isolation);
+        assert_eq!(refused(|w| w.db_type = "oracle".into()), Invalid::DbType);
+        assert_eq!(refused(|w| w.access_mode = "VPN-ONLY".into()), Invalid::AccessMode);
+        assert_eq!(refused(|w| w.lifecycle = String::new()), Invalid::Lifecycle);
+        assert_eq!(refused(|w| w.roles.clear()), Invalid::Roles);
+        assert_eq!(refused(|w| w.roles.push("router".into())), Invalid::Roles);
+        assert_eq!(refused(|w| w.name = "Acme".into()), Invalid::Name);
+        assert_eq!(refused(|w| w.db_password_verifier = "x'--".into()), Invalid::PasswordVerifier);
     }
 }

@@ -126,7 +126,7 @@ impl SessionLimits {
 
 impl Default for SessionLimits {
     fn default() -> Self {
-        let d = crate::pgguard::Limits::default();
+        let d = crate::db::postgres::guard::Limits::default();
         Self {
             statement: d.statement,
             idle_in_transaction: d.idle_in_transaction,
@@ -136,7 +136,7 @@ impl Default for SessionLimits {
     }
 }
 
-impl From<SessionLimits> for crate::pgguard::Limits {
+impl From<SessionLimits> for crate::db::postgres::guard::Limits {
     fn from(l: SessionLimits) -> Self {
         Self {
             statement: l.statement,
@@ -179,7 +179,7 @@ impl AgentConfig {
     }
 
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
-        write_atomic(path, toml::to_string_pretty(self)?.as_bytes(), 0o600)
+        crate::host::files::write_atomic(path, toml::to_string_pretty(self)?.as_bytes(), 0o600)
     }
 
     pub fn key_path(&self) -> PathBuf {
@@ -197,25 +197,6 @@ impl AgentConfig {
     pub fn applied_path(&self) -> PathBuf {
         self.data_dir.join("applied.json")
     }
-}
-
-/// Writes `bytes` to a temp file beside `path` with `mode`, then renames it into place.
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)
-            .with_context(|| format!("create {}", tmp.display()))?;
-        f.write_all(bytes).with_context(|| format!("write {}", tmp.display()))?;
-        f.sync_all().with_context(|| format!("sync {}", tmp.display()))?;
-    }
-    std::fs::rename(&tmp, path).with_context(|| format!("rename into {}", path.display()))
 }
 
 #[cfg(test)]

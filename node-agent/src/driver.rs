@@ -2,7 +2,7 @@
 //! the host, plans the difference (a pure function, printable), applies it, and returns a status
 //! per tenant. Gateway (WireGuard, nftables) and db (PostgreSQL) drivers plug in here.
 
-use crate::assignment::Assignment;
+use crate::assignment::{Assignment, Role};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -89,9 +89,8 @@ impl Driver for ByRole {
     }
 
     fn reconcile(&mut self, desired: &[Assignment]) -> Vec<Status> {
-        let has = |a: &Assignment, role: &str| a.roles.iter().any(|r| r == role);
-        let db: Vec<Assignment> = desired.iter().filter(|a| has(a, "db")).cloned().collect();
-        let gw: Vec<Assignment> = desired.iter().filter(|a| has(a, "gateway")).cloned().collect();
+        let db: Vec<Assignment> = desired.iter().filter(|a| a.has_role(Role::Db)).cloned().collect();
+        let gw: Vec<Assignment> = desired.iter().filter(|a| a.has_role(Role::Gateway)).cloned().collect();
         let mut merged: BTreeMap<String, Status> = BTreeMap::new();
         let mut fold = |s: Status| {
             let entry = merged.entry(s.name.clone()).or_insert(Status {
@@ -200,7 +199,7 @@ impl Driver for DirDriver {
             }
             let result = match &action {
                 Action::Write { name, content } => {
-                    crate::config::write_atomic(&self.path.join(format!("{name}.json")), content.as_bytes(), 0o600)
+                    crate::host::files::write_atomic(&self.path.join(format!("{name}.json")), content.as_bytes(), 0o600)
                         .map_err(|e| (name.clone(), e.to_string()))
                 }
                 Action::Remove { name } => std::fs::remove_file(self.path.join(format!("{name}.json")))

@@ -2,8 +2,9 @@
 //! token, trusts the coordinator only if its CA matches the pinned fingerprint, and stores the
 //! certificate, the CA and `agent.toml`.
 
-use crate::config::{write_atomic, AgentConfig, DriverConfig};
+use crate::config::{AgentConfig, DriverConfig};
 use crate::connect::node_client;
+use crate::host::files::write_atomic;
 use anyhow::{bail, Context};
 use berqenas_proto::node as pb;
 use std::collections::HashMap;

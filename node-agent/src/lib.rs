@@ -1,17 +1,20 @@
 //! Berqenas node agent: joins the fleet, holds an mTLS stream to any coordinator, and makes its
 //! host match the desired state it receives (observe → plan → apply), reporting what it did.
 //! It keeps the last applied state when no coordinator is reachable (fail static).
+//!
+//! - `runtime`, `connect`, `join`, `config`: the agent itself (loop, coordinator link, config).
+//! - `assignment`: the desired state of one tenant, converted once from the wire.
+//! - `driver`: the trait every role driver implements, and the role split.
+//! - `db/`: the database role (PostgreSQL with pg_hba and pgBouncer, SQL Server).
+//! - `gateway/`: the gateway role (next: WireGuard and nftables).
+//! - `host/`: the host's plumbing — running programs, writing files.
 
 pub mod assignment;
 pub mod config;
 pub mod connect;
+pub mod db;
 pub mod driver;
-pub mod exec;
+pub mod gateway;
+pub mod host;
 pub mod join;
-pub mod mssql;
-pub mod pgbouncer;
-pub mod pgguard;
-pub mod pghba;
-pub mod pgsize;
-pub mod postgres;
 pub mod runtime;

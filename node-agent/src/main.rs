@@ -178,7 +178,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 DriverConfig::Dir { path } => Box::new(DirDriver { path: path.clone() }),
                 DriverConfig::Postgres { url, gateway_dir, pgbouncer, limits } => {
                     Box::new(berqenas_node_agent::driver::ByRole {
-                        db: Box::new(berqenas_node_agent::postgres::PostgresDriver::new(
+                        db: Box::new(berqenas_node_agent::db::postgres::PostgresDriver::new(
                             url.clone(),
                             pgbouncer.clone(),
                             cfg.resync_interval.min(FULL_PASS_INTERVAL),
@@ -188,7 +188,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     })
                 }
                 DriverConfig::Mssql { url, gateway_dir } => Box::new(berqenas_node_agent::driver::ByRole {
-                    db: Box::new(berqenas_node_agent::mssql::MssqlDriver { url: url.clone() }),
+                    db: Box::new(berqenas_node_agent::db::mssql::MssqlDriver { url: url.clone() }),
                     gateway: gateway_dir.clone().map(|path| Box::new(DirDriver { path }) as Box<dyn Driver>),
                 }),
             };

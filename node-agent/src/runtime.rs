@@ -9,9 +9,10 @@
 //!   the last applied state stays and keeps being enforced (fail static).
 
 use crate::assignment::Assignment;
-use crate::config::{write_atomic, AgentConfig};
+use crate::config::AgentConfig;
 use crate::connect::node_client;
 use crate::driver::{Driver, Status};
+use crate::host::files::write_atomic;
 use anyhow::Context;
 use berqenas_proto::node as pb;
 use rand::Rng;

@@ -2,11 +2,20 @@
 //! captured (and printed when a test fails), free loopback ports, and deadline-based waiting.
 //! Everything it starts is killed when dropped.
 
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: it starts the project's binaries and lab tools, and a failed setup step is a failed test"
+)]
+
 pub mod bench;
 pub mod coordinator;
 pub mod lab;
 pub mod pgbouncer;
 pub mod postgres;
+#[cfg(test)]
+mod tidy;
 
 use std::fs::File;
 use std::net::TcpListener;

@@ -6,6 +6,7 @@ use super::error::ApiError;
 use super::extract::{clipped, path, Body, PathOf, QueryOf, Validate};
 use super::{barrier, Result};
 use crate::server::new_api_key;
+use crate::state::action::Action;
 use crate::state::apikey::Role;
 use crate::state::names::TenantName;
 use crate::state::{Op, Reply};
@@ -52,7 +53,7 @@ impl Validate for CreateApiKeyBody {
         (status = 404, description = "the customer key's tenant does not exist", body = ErrorBody)),
     security(("api_key" = [])))]
 pub(super) async fn create_api_key(ctx: Ctx, body: Body) -> Result<(StatusCode, Json<CreatedApiKey>)> {
-    let scope = ctx.scope(Need::Admin, "apikey.create", "apikey").await?;
+    let scope = ctx.scope(Need::Admin, Action::ApiKeyCreate, "apikey").await?;
     let r = scope.body::<CreateApiKeyBody>(body).await?;
     let (token, key) = new_api_key(r.role, r.tenant, r.description, r.expires_at_ms)
         .map_err(|e| ApiError::internal("key generation", e))?;
@@ -65,7 +66,7 @@ pub(super) async fn create_api_key(ctx: Ctx, body: Body) -> Result<(StatusCode, 
 #[utoipa::path(get, path = "/api/v1/apikeys", params(ReadQuery),
     responses((status = 200, body = Vec<ApiKeyView>), (status = 400, body = ErrorBody)), security(("api_key" = [])))]
 pub(super) async fn list_api_keys(ctx: Ctx, query: QueryOf<ReadQuery>) -> Result<Json<Vec<ApiKeyView>>> {
-    let scope = ctx.scope(Need::Admin, "apikey.list", "apikeys").await?;
+    let scope = ctx.scope(Need::Admin, Action::ApiKeyList, "apikeys").await?;
     barrier(&ctx, scope.query(query).await?.consistency).await?;
     Ok(Json(ctx.coordinator.read(|d| d.state.api_keys.values().map(ApiKeyView::from).collect())))
 }
@@ -81,7 +82,7 @@ pub(super) fn is_hex_id(id: &str) -> bool {
     security(("api_key" = [])))]
 pub(super) async fn revoke_api_key(ctx: Ctx, raw: PathOf<String>) -> Result<Json<ApiKeyView>> {
     let id = path(raw)?;
-    let scope = ctx.scope(Need::Admin, "apikey.revoke", clipped("apikey", &id)).await?;
+    let scope = ctx.scope(Need::Admin, Action::ApiKeyRevoke, clipped("apikey", &id)).await?;
     if !is_hex_id(&id) {
         return Err(scope.refuse(ApiError::invalid("api key id must be 16 hex digits")).await);
     }

@@ -11,6 +11,7 @@ use super::error::ApiError;
 use super::extract::{clipped, path, PathOf, QueryOf, Scope};
 use super::{barrier, Result};
 use crate::refusals::RefusalStats;
+use crate::state::action::Action;
 use crate::state::apikey::{ApiKey, Role};
 use crate::state::audit::{self, AuditEntry};
 use crate::state::names::TenantName;
@@ -52,7 +53,7 @@ pub(super) async fn list_audit(
     filter: QueryOf<AuditFilterQuery>,
     page: QueryOf<PageQuery>,
 ) -> Result<AuditAnswer> {
-    let scope = ctx.scope(Need::AuditRead, "audit.list", "audit").await?;
+    let scope = ctx.scope(Need::AuditRead, Action::AuditList, "audit").await?;
     let filter = scope.query(filter).await?;
     let page = scope.query(page).await?;
     let tenant = match &filter.tenant {
@@ -89,7 +90,7 @@ fn visible_to_tenant(e: &AuditEntry, target: &str, name: &TenantName, keys: &BTr
     security(("api_key" = [])))]
 pub(super) async fn tenant_audit(ctx: Ctx, raw: PathOf<String>, page: QueryOf<PageQuery>) -> Result<AuditAnswer> {
     let raw = path(raw)?;
-    let scope = ctx.scope(Need::AnyKey, "audit.list", clipped("tenant", &raw)).await?;
+    let scope = ctx.scope(Need::AnyKey, Action::AuditList, clipped("tenant", &raw)).await?;
     let name = scope.tenant(&raw).await?;
     if scope.caller.role != Role::Auditor {
         scope.authorize(Need::Tenant(&name)).await?;
@@ -107,7 +108,7 @@ pub(super) async fn tenant_audit(ctx: Ctx, raw: PathOf<String>, page: QueryOf<Pa
 #[utoipa::path(get, path = "/api/v1/audit/verify", params(ReadQuery),
     responses((status = 200, body = AuditVerification), (status = 400, body = ErrorBody)), security(("api_key" = [])))]
 pub(super) async fn verify_audit(ctx: Ctx, query: QueryOf<ReadQuery>) -> Result<Json<AuditVerification>> {
-    let scope = ctx.scope(Need::AuditRead, "audit.verify", "audit").await?;
+    let scope = ctx.scope(Need::AuditRead, Action::AuditVerify, "audit").await?;
     barrier(&ctx, scope.query(query).await?.consistency).await?;
     Ok(Json(ctx.coordinator.read(|d| {
         let total = d.state.audit.len() as u64;
@@ -120,6 +121,6 @@ pub(super) async fn verify_audit(ctx: Ctx, query: QueryOf<ReadQuery>) -> Result<
 
 #[utoipa::path(get, path = "/api/v1/refusals", responses((status = 200, body = RefusalStats)), security(("api_key" = [])))]
 pub(super) async fn refusal_stats(ctx: Ctx) -> Result<Json<RefusalStats>> {
-    ctx.scope(Need::AuditRead, "refusals.list", "refusals").await?;
+    ctx.scope(Need::AuditRead, Action::RefusalsList, "refusals").await?;
     Ok(Json(ctx.coordinator.admission.refusals.stats()))
 }

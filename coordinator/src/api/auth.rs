@@ -6,6 +6,7 @@
 use super::error::ApiError;
 use crate::refusals::Refusal;
 use crate::server::Coordinator;
+use crate::state::action::Action;
 use crate::state::apikey::{split_token, Role};
 use crate::state::names::TenantName;
 use crate::state::tenant::TenantStatus;
@@ -64,11 +65,11 @@ impl Ctx {
     }
 
     /// Writes an audit entry for a refused request and returns the refusal.
-    pub async fn reject(&self, actor: &str, action: &str, target: &str, err: ApiError) -> ApiError {
-        let op = Op::Rejected { action: action.into(), target: target.into(), reason: err.message.clone() };
+    pub async fn reject(&self, actor: &str, action: Action, target: &str, err: ApiError) -> ApiError {
+        let op = Op::Rejected { action, target: target.into(), reason: err.message.clone() };
         let cmd = Command { meta: self.meta(actor), op };
         if let Err(e) = self.coordinator.write(cmd).await {
-            tracing::warn!(error = %e, action, "could not audit a refused request");
+            tracing::warn!(error = %e, %action, "could not audit a refused request");
         }
         err
     }
@@ -103,7 +104,7 @@ impl Ctx {
     /// key is counted, not written (see `refuse_anonymous`); a key over its rate gets 429 with
     /// `Retry-After` (counted too: a flood from one key must not become a flood of audit
     /// entries); a valid key's other refusals are audited under `action` on `target`.
-    pub async fn require(&self, need: Need<'_>, action: &str, target: &str) -> Result<Caller, ApiError> {
+    pub async fn require(&self, need: Need<'_>, action: Action, target: &str) -> Result<Caller, ApiError> {
         let caller = match self.authenticate() {
             Ok(c) => c,
             Err(e) => return Err(self.refuse_anonymous(action, target, e).await),
@@ -112,8 +113,13 @@ impl Ctx {
         let buckets = if caller.role == Role::Admin { &admission.admin_keys } else { &admission.keys };
         if let Err(wait) = buckets.take(&caller.key_id, std::time::Instant::now()) {
             let reason = format!("API key {} is over its rate limit", caller.key_id);
-            let refusal =
-                Refusal { source: self.source_ip, action: "apikey.throttled", target, reason: &reason, sample: false };
+            let refusal = Refusal {
+                source: self.source_ip,
+                action: Action::ApiKeyThrottled,
+                target,
+                reason: &reason,
+                sample: false,
+            };
             crate::refusals::refuse(&self.coordinator, refusal).await;
             return Err(ApiError::rate_limited(format!("too many requests with this API key; {reason}"), wait));
         }
@@ -123,7 +129,7 @@ impl Ctx {
 
     /// A request without a usable key: counted for its source (one audit entry per source per
     /// window at most), answered 401/403, or 429 once the source is over its limit.
-    async fn refuse_anonymous(&self, action: &str, target: &str, err: ApiError) -> ApiError {
+    async fn refuse_anonymous(&self, action: Action, target: &str, err: ApiError) -> ApiError {
         let refusal = Refusal { source: self.source_ip, action, target, reason: &err.message, sample: true };
         crate::refusals::refuse(&self.coordinator, refusal).await;
         match self.coordinator.admission.charge_anonymous(self.source_ip) {
@@ -136,7 +142,13 @@ impl Ctx {
     }
 
     /// Checks an authenticated caller against `need`; a refusal is audited.
-    pub async fn authorize(&self, caller: &Caller, need: Need<'_>, action: &str, target: &str) -> Result<(), ApiError> {
+    pub async fn authorize(
+        &self,
+        caller: &Caller,
+        need: Need<'_>,
+        action: Action,
+        target: &str,
+    ) -> Result<(), ApiError> {
         let allowed = match (need, caller.role) {
             (_, Role::Admin) => true,
             (Need::AuditRead, Role::Auditor) => true,

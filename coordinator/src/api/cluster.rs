@@ -14,6 +14,7 @@ use super::nodes::{coordinator_token_request, issue_join_token};
 use super::{barrier, Result};
 use crate::raft::CoordinatorNode;
 use crate::server::Coordinator;
+use crate::state::action::Action;
 use crate::state::{Op, Reply};
 use axum::http::StatusCode;
 use axum::Json;
@@ -28,7 +29,7 @@ fn conflict(message: impl Into<String>) -> ApiError {
 
 #[utoipa::path(get, path = "/api/v1/cluster", responses((status = 200, body = ClusterStatus)), security(("api_key" = [])))]
 pub(super) async fn cluster_status(ctx: Ctx) -> Result<Json<ClusterStatus>> {
-    ctx.scope(Need::AuditRead, "cluster.status", "cluster").await?;
+    ctx.scope(Need::AuditRead, Action::ClusterStatus, "cluster").await?;
     Ok(Json(status_of(&ctx.coordinator)))
 }
 
@@ -95,7 +96,7 @@ fn membership_error(c: &Coordinator, e: RaftError<u64, ClientWriteError<u64, Coo
 }
 
 async fn record_membership(scope: &Scope<'_>, node_id: u64, details: BTreeMap<String, String>) -> Result<()> {
-    scope.run(Op::Membership { action: scope.action.clone(), node_id, details }).await.map(|_| ())
+    scope.run(Op::Membership { action: scope.action, node_id, details }).await.map(|_| ())
 }
 
 #[utoipa::path(post, path = "/api/v1/cluster/learners", request_body = AddLearnerBody,
@@ -104,7 +105,7 @@ async fn record_membership(scope: &Scope<'_>, node_id: u64, details: BTreeMap<St
         (status = 502, description = "the new coordinator cannot be reached", body = ErrorBody)),
     security(("api_key" = [])))]
 pub(super) async fn add_learner(ctx: Ctx, body: Body) -> Result<Json<ClusterStatus>> {
-    let mut scope = ctx.scope(Need::Admin, "cluster.add-learner", "cluster").await?;
+    let mut scope = ctx.scope(Need::Admin, Action::ClusterAddLearner, "cluster").await?;
     let body: AddLearnerBody = scope.raw_body(body).await?;
     scope.target = format!("coordinator/{}", body.id);
     let c = ctx.coordinator.clone();
@@ -158,7 +159,7 @@ pub(super) async fn add_learner(ctx: Ctx, body: Body) -> Result<Json<ClusterStat
         (status = 409, body = ErrorBody), (status = 421, body = ErrorBody)),
     security(("api_key" = [])))]
 pub(super) async fn promote(ctx: Ctx, body: Body) -> Result<Json<ClusterStatus>> {
-    let mut scope = ctx.scope(Need::Admin, "cluster.promote", "cluster").await?;
+    let mut scope = ctx.scope(Need::Admin, Action::ClusterPromote, "cluster").await?;
     let body: PromoteBody = scope.raw_body(body).await?;
     scope.target = format!("coordinator/{}", body.id);
     let c = ctx.coordinator.clone();
@@ -180,7 +181,7 @@ pub(super) async fn promote(ctx: Ctx, body: Body) -> Result<Json<ClusterStatus>>
     security(("api_key" = [])))]
 pub(super) async fn remove_member(ctx: Ctx, raw: PathOf<String>) -> Result<Json<ClusterStatus>> {
     let raw = path(raw)?;
-    let scope = ctx.scope(Need::Admin, "cluster.remove", clipped("coordinator", &raw)).await?;
+    let scope = ctx.scope(Need::Admin, Action::ClusterRemove, clipped("coordinator", &raw)).await?;
     let id = scope.check(raw.parse::<u64>().map_err(|_| ApiError::invalid("a node id is a whole number"))).await?;
     let c = ctx.coordinator.clone();
     let (known, voter, voters) = c.read(|d| {
@@ -204,7 +205,7 @@ pub(super) async fn remove_member(ctx: Ctx, raw: PathOf<String>) -> Result<Json<
         (status = 409, description = "the id is a current or removed member's", body = ErrorBody)),
     security(("api_key" = [])))]
 pub(super) async fn create_coordinator_token(ctx: Ctx, body: Body) -> Result<(StatusCode, Json<CreatedJoinToken>)> {
-    let mut scope = ctx.scope(Need::Admin, "cluster.token.create", "cluster").await?;
+    let mut scope = ctx.scope(Need::Admin, Action::ClusterTokenCreate, "cluster").await?;
     let body: CreateCoordinatorTokenBody = scope.raw_body(body).await?;
     scope.target = format!("coordinator/{}", body.id);
     let id = body.id;
@@ -233,7 +234,7 @@ pub(super) async fn list_coordinator_tokens(
     ctx: Ctx,
     query: QueryOf<ReadQuery>,
 ) -> Result<Json<Vec<CoordinatorToken>>> {
-    let scope = ctx.scope(Need::Admin, "cluster.token.list", "cluster").await?;
+    let scope = ctx.scope(Need::Admin, Action::ClusterTokenList, "cluster").await?;
     barrier(&ctx, scope.query(query).await?.consistency).await?;
     let now = crate::time::now_ms();
     let mut tokens: Vec<CoordinatorToken> =
@@ -248,7 +249,7 @@ pub(super) async fn list_coordinator_tokens(
     security(("api_key" = [])))]
 pub(super) async fn revoke_coordinator_token(ctx: Ctx, raw: PathOf<String>) -> Result<Json<CoordinatorToken>> {
     let id = path(raw)?;
-    let scope = ctx.scope(Need::Admin, "cluster.token.revoke", clipped("jointoken", &id)).await?;
+    let scope = ctx.scope(Need::Admin, Action::ClusterTokenRevoke, clipped("jointoken", &id)).await?;
     if !is_hex_id(&id) {
         return Err(scope.refuse(ApiError::invalid("a join token id is 16 hex digits (the part after bqj_)")).await);
     }

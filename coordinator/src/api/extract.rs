@@ -7,6 +7,7 @@
 use super::auth::{Caller, Ctx, Need};
 use super::error::ApiError;
 use super::{Result, MAX_BODY_BYTES};
+use crate::state::action::Action;
 use crate::state::names::TenantName;
 use crate::state::{Command, Op, Reply};
 use axum::body::Bytes;
@@ -32,7 +33,7 @@ pub trait Validate: Sized {
 pub struct Scope<'a> {
     pub ctx: &'a Ctx,
     pub caller: Caller,
-    pub action: String,
+    pub action: Action,
     pub target: String,
 }
 
@@ -44,14 +45,9 @@ pub fn clipped(kind: &str, raw: &str) -> String {
 
 impl Ctx {
     /// Authenticates, rate-limits and authorizes (`Ctx::require`), and opens the request's scope.
-    pub async fn scope(
-        &self,
-        need: Need<'_>,
-        action: impl Into<String>,
-        target: impl Into<String>,
-    ) -> Result<Scope<'_>> {
-        let (action, target) = (action.into(), target.into());
-        let caller = self.require(need, &action, &target).await?;
+    pub async fn scope(&self, need: Need<'_>, action: Action, target: impl Into<String>) -> Result<Scope<'_>> {
+        let target = target.into();
+        let caller = self.require(need, action, &target).await?;
         Ok(Scope { ctx: self, caller, action, target })
     }
 }
@@ -63,7 +59,7 @@ impl Scope<'_> {
 
     /// Audits `err` as a refusal of this request and returns it.
     pub async fn refuse(&self, err: ApiError) -> ApiError {
-        self.ctx.reject(&self.caller.key_id, &self.action, &self.target, err).await
+        self.ctx.reject(&self.caller.key_id, self.action, &self.target, err).await
     }
 
     /// `Ok` passes; an error is audited as a refusal.
@@ -76,7 +72,7 @@ impl Scope<'_> {
 
     /// Checks the caller against a further need (e.g. its own tenant); a refusal is audited.
     pub async fn authorize(&self, need: Need<'_>) -> Result<()> {
-        self.ctx.authorize(&self.caller, need, &self.action, &self.target).await
+        self.ctx.authorize(&self.caller, need, self.action, &self.target).await
     }
 
     /// A JSON body, parsed strictly and validated.

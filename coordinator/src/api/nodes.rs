@@ -6,6 +6,7 @@ use super::dto::{parse_ttl, CreateJoinTokenBody, CreatedJoinToken, ErrorBody, No
 use super::error::ApiError;
 use super::extract::{clipped, path, Body, PathOf, QueryOf, Scope, Validate};
 use super::{barrier, Result};
+use crate::state::action::Action;
 use crate::state::names::validate_label_part;
 use crate::state::node::{JoinToken, NodeRole};
 use crate::state::tenant::MAX_SELECTOR_LABELS;
@@ -28,7 +29,7 @@ fn checked_labels(labels: BTreeMap<String, String>) -> std::result::Result<BTree
         return Err(ApiError::invalid(format!("at most {MAX_SELECTOR_LABELS} node labels")));
     }
     for (k, v) in &labels {
-        validate_label_part(k).and_then(|()| validate_label_part(v)).map_err(ApiError::invalid)?;
+        validate_label_part(k).and_then(|()| validate_label_part(v)).map_err(|e| ApiError::invalid(e.to_string()))?;
     }
     Ok(labels)
 }
@@ -49,7 +50,7 @@ impl Validate for CreateJoinTokenBody {
 #[utoipa::path(get, path = "/api/v1/nodes", params(ReadQuery),
     responses((status = 200, body = Vec<NodeView>), (status = 400, body = ErrorBody)), security(("api_key" = [])))]
 pub(super) async fn list_nodes(ctx: Ctx, query: QueryOf<ReadQuery>) -> Result<Json<Vec<NodeView>>> {
-    let scope = ctx.scope(Need::Admin, "node.list", "nodes").await?;
+    let scope = ctx.scope(Need::Admin, Action::NodeList, "nodes").await?;
     barrier(&ctx, scope.query(query).await?.consistency).await?;
     Ok(Json(ctx.coordinator.read(|d| d.state.nodes.values().map(NodeView::from).collect())))
 }
@@ -93,7 +94,7 @@ pub(super) fn coordinator_token_request(ttl: Duration) -> JoinTokenRequest {
 #[utoipa::path(post, path = "/api/v1/nodes/tokens", request_body = CreateJoinTokenBody,
     responses((status = 201, body = CreatedJoinToken), (status = 400, body = ErrorBody)), security(("api_key" = [])))]
 pub(super) async fn create_join_token(ctx: Ctx, body: Body) -> Result<(StatusCode, Json<CreatedJoinToken>)> {
-    let scope = ctx.scope(Need::Admin, "node.token.create", "jointoken").await?;
+    let scope = ctx.scope(Need::Admin, Action::NodeTokenCreate, "jointoken").await?;
     let request = scope.body::<CreateJoinTokenBody>(body).await?;
     Ok((StatusCode::CREATED, Json(issue_join_token(&scope, request, None).await?)))
 }
@@ -109,7 +110,12 @@ pub(super) async fn node_action(ctx: Ctx, raw: PathOf<(String, String)>) -> Resu
     let Ok(action) = serde_json::from_value::<NodeAction>(raw_action.into()) else {
         return Err(ApiError::not_found("no such node action"));
     };
-    let scope = ctx.scope(Need::Admin, format!("node.{}", action.as_str()), clipped("node", &raw_id)).await?;
+    let audited = match action {
+        NodeAction::Revoke => Action::NodeRevoke,
+        NodeAction::Cordon => Action::NodeCordon,
+        NodeAction::Uncordon => Action::NodeUncordon,
+    };
+    let scope = ctx.scope(Need::Admin, audited, clipped("node", &raw_id)).await?;
     let id = scope.check(raw_id.parse::<u64>().map_err(|_| ApiError::invalid("a node id is a whole number"))).await?;
     let op = match action {
         NodeAction::Revoke => Op::RevokeNode { id },

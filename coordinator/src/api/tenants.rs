@@ -10,6 +10,7 @@ use super::dto::{
 use super::error::ApiError;
 use super::extract::{clipped, path, Body, PathOf, QueryOf, Scope, Validate};
 use super::{barrier, Result};
+use crate::state::action::Action;
 use crate::state::apikey::Role;
 use crate::state::names::TenantName;
 use crate::state::tenant::{InvalidTenant, NewTenant, TenantPatch, TenantSpec};
@@ -93,7 +94,12 @@ fn tenant_reply(reply: Reply) -> Result<TenantView> {
 }
 
 /// A path tenant name, validated; a bad one is audited under the scope's action.
-async fn scoped_tenant<'c>(ctx: &'c Ctx, need_admin: bool, action: &str, raw: &str) -> Result<(Scope<'c>, TenantName)> {
+async fn scoped_tenant<'c>(
+    ctx: &'c Ctx,
+    need_admin: bool,
+    action: Action,
+    raw: &str,
+) -> Result<(Scope<'c>, TenantName)> {
     let need = if need_admin { Need::Admin } else { Need::AnyKey };
     let scope = ctx.scope(need, action, clipped("tenant", raw)).await?;
     let name = scope.tenant(raw).await?;
@@ -107,7 +113,7 @@ async fn scoped_tenant<'c>(ctx: &'c Ctx, need_admin: bool, action: &str, raw: &s
         (status = 429, description = "the VPN pool is exhausted, or too many requests", body = ErrorBody)),
     security(("api_key" = [])))]
 pub(super) async fn create_tenant(ctx: Ctx, body: Body) -> Result<(StatusCode, Json<CreatedTenant>)> {
-    let mut scope = ctx.scope(Need::Admin, "tenant.create", "tenant").await?;
+    let mut scope = ctx.scope(Need::Admin, Action::TenantCreate, "tenant").await?;
     let raw: CreateTenantBody = scope.raw_body(body).await?;
     scope.target = clipped("tenant", &raw.name);
     let mut spec = scope.check(raw.validate()).await?;
@@ -124,7 +130,7 @@ pub(super) async fn create_tenant(ctx: Ctx, body: Body) -> Result<(StatusCode, J
     security(("api_key" = [])))]
 pub(super) async fn get_tenant(ctx: Ctx, raw: PathOf<String>, query: QueryOf<ReadQuery>) -> Result<Json<TenantView>> {
     let raw = path(raw)?;
-    let (scope, name) = scoped_tenant(&ctx, false, "tenant.get", &raw).await?;
+    let (scope, name) = scoped_tenant(&ctx, false, Action::TenantGet, &raw).await?;
     scope.authorize(Need::Tenant(&name)).await?;
     barrier(&ctx, scope.query(query).await?.consistency).await?;
     ctx.coordinator
@@ -136,7 +142,7 @@ pub(super) async fn get_tenant(ctx: Ctx, raw: PathOf<String>, query: QueryOf<Rea
 #[utoipa::path(get, path = "/api/v1/tenants", params(TenantListQuery),
     responses((status = 200, body = Vec<TenantView>), (status = 400, body = ErrorBody)), security(("api_key" = [])))]
 pub(super) async fn list_tenants(ctx: Ctx, query: QueryOf<TenantListQuery>) -> Result<Json<Vec<TenantView>>> {
-    let scope = ctx.scope(Need::AnyKey, "tenant.list", "tenants").await?;
+    let scope = ctx.scope(Need::AnyKey, Action::TenantList, "tenants").await?;
     let caller = &scope.caller;
     if caller.role == Role::Auditor {
         scope.authorize(Need::Admin).await?;
@@ -160,7 +166,7 @@ pub(super) async fn list_tenants(ctx: Ctx, query: QueryOf<TenantListQuery>) -> R
     security(("api_key" = [])))]
 pub(super) async fn update_tenant(ctx: Ctx, raw: PathOf<String>, body: Body) -> Result<Json<TenantView>> {
     let raw = path(raw)?;
-    let (scope, name) = scoped_tenant(&ctx, true, "tenant.update", &raw).await?;
+    let (scope, name) = scoped_tenant(&ctx, true, Action::TenantUpdate, &raw).await?;
     let patch = scope.body::<UpdateTenantBody>(body).await?;
     let reply = scope.command(Op::UpdateTenant { name, patch }).await?.map_err(update_refusal)?;
     Ok(Json(tenant_reply(reply)?))
@@ -205,14 +211,7 @@ pub(super) async fn tenant_lifecycle(
 }
 
 async fn lifecycle(ctx: Ctx, raw: String, step: Lifecycle) -> Result<Json<TenantView>> {
-    let action = match step {
-        Lifecycle::Suspend => "tenant.suspend",
-        Lifecycle::Resume => "tenant.resume",
-        Lifecycle::Delete => "tenant.delete",
-        Lifecycle::Restore => "tenant.restore",
-        Lifecycle::Purge { .. } => "tenant.purge",
-    };
-    let (scope, name) = scoped_tenant(&ctx, true, action, &raw).await?;
+    let (scope, name) = scoped_tenant(&ctx, true, Action::from(step), &raw).await?;
     Ok(Json(tenant_reply(scope.run(Op::Lifecycle { name, step }).await?)?))
 }
 

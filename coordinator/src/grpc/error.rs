@@ -46,6 +46,7 @@ impl From<ReadError> for Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::apikey::KeyRefused;
     use tonic::Code;
 
     #[test]
@@ -54,7 +55,7 @@ mod tests {
             (DomainError::NotFound("x".into()), Code::NotFound),
             (DomainError::Conflict("x".into()), Code::FailedPrecondition),
             (DomainError::Invalid("x".into()), Code::InvalidArgument),
-            (DomainError::Forbidden("x".into()), Code::PermissionDenied),
+            (DomainError::Forbidden(KeyRefused::Missing("x".into())), Code::PermissionDenied),
             (DomainError::Rejected("x".into()), Code::PermissionDenied),
             (DomainError::Exhausted("x".into()), Code::ResourceExhausted),
             (DomainError::Uninitialized, Code::Unavailable),

@@ -108,7 +108,8 @@ pub async fn serve(c: Arc<Coordinator>, mut stop: tokio::sync::watch::Receiver<b
         })
     };
 
-    let (incoming, accept) = crate::raft::tls::incoming(listener, tls.clone(), c.clone(), "node");
+    let (incoming, accept) =
+        crate::raft::tls::incoming(listener, tls.clone(), c.clone(), crate::raft::tls::Listener::Node);
 
     let svc = berqenas_proto::node::node_server::NodeServer::new(node::NodeService::new(c.clone()))
         .max_decoding_message_size(4 << 20);

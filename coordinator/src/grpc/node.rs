@@ -4,6 +4,7 @@
 use super::error::internal;
 use super::{cluster_ca, NODE_CERT_LIFETIME};
 use crate::server::Coordinator;
+use crate::state::action::Action;
 use crate::state::apikey::hash_secret;
 use crate::state::desired::{self, Assignment};
 use crate::state::names::validate_label_part;
@@ -82,8 +83,8 @@ fn validate_join(req: &pb::JoinRequest) -> Result<(String, String, Node), String
         return Err("at most 16 labels".into());
     }
     for (k, v) in &req.labels {
-        validate_label_part(k)?;
-        validate_label_part(v)?;
+        validate_label_part(k).map_err(|e| e.to_string())?;
+        validate_label_part(v).map_err(|e| e.to_string())?;
     }
     let address_ok = !req.address.is_empty()
         && req.address.len() <= 253
@@ -171,7 +172,7 @@ fn known_token(state: &crate::state::State, token_id: &str, secret_hash: &str) -
 impl NodeService {
     /// A join refused before it reached Raft: counted for its source (one audit entry per source
     /// per window at most), `InvalidArgument`, or `ResourceExhausted` past the source's limit.
-    async fn refuse_join(&self, ip: &Option<std::net::IpAddr>, action: &str, target: &str, reason: String) -> Status {
+    async fn refuse_join(&self, ip: &Option<std::net::IpAddr>, action: Action, target: &str, reason: String) -> Status {
         tracing::debug!(source = ?ip, reason, "refused a join");
         let refusal = crate::refusals::Refusal { source: *ip, action, target, reason: &reason, sample: true };
         crate::refusals::refuse(&self.c, refusal).await;
@@ -203,13 +204,13 @@ impl pb::node_server::Node for NodeService {
         });
         let (token_id, secret_hash, node) = match checked {
             Ok(v) => v,
-            Err(reason) => return Err(self.refuse_join(&request_ip, "node.join", "node", reason).await),
+            Err(reason) => return Err(self.refuse_join(&request_ip, Action::NodeJoin, "node", reason).await),
         };
         // A token nobody issued (or a wrong secret) is refused here, counted, and costs no Raft
         // write; the state machine re-checks every token at apply.
         if !self.c.read(|d| known_token(&d.state, &token_id, &secret_hash)) {
             let reason = "join token is invalid, expired or already used".to_string();
-            return Err(self.refuse_join(&request_ip, "node.join", "node", reason).await);
+            return Err(self.refuse_join(&request_ip, Action::NodeJoin, "node", reason).await);
         }
         let actor = format!("jointoken/{token_id}");
         let resp =
@@ -273,11 +274,11 @@ impl pb::node_server::Node for NodeService {
         })();
         let (token_id, secret_hash) = match checked {
             Ok(v) => v,
-            Err(reason) => return Err(self.refuse_join(&request_ip, "cluster.join", "coordinator", reason).await),
+            Err(reason) => return Err(self.refuse_join(&request_ip, Action::ClusterJoin, "coordinator", reason).await),
         };
         if !self.c.read(|d| known_token(&d.state, &token_id, &secret_hash)) {
             let reason = "coordinator token is invalid, expired, used or for another id".to_string();
-            return Err(self.refuse_join(&request_ip, "cluster.join", "coordinator", reason).await);
+            return Err(self.refuse_join(&request_ip, Action::ClusterJoin, "coordinator", reason).await);
         }
         let op = Op::JoinCoordinator { token_id: token_id.clone(), secret_hash, id: req.id };
         let resp = self.c.write(Command { meta: meta(format!("jointoken/{token_id}")), op }).await?;

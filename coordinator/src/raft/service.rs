@@ -162,6 +162,7 @@ impl raft_server::Raft for RaftService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::action::Action;
     use crate::state::apikey::{ApiKey, Role};
     use crate::state::Meta;
     use std::collections::BTreeSet;
@@ -205,7 +206,7 @@ mod tests {
         let forged = command(Op::CreateApiKey(key.clone()), None);
         assert!(forwardable(&forged).is_err_and(|s| s.code() == tonic::Code::PermissionDenied));
         assert!(forwardable(&command(Op::CreateApiKey(key), Some(Role::Admin))).is_ok());
-        let audit = Op::Rejected { action: "x".into(), target: "y".into(), reason: "z".into() };
+        let audit = Op::Rejected { action: Action::TenantGet, target: "y".into(), reason: "z".into() };
         assert!(forwardable(&command(audit, None)).is_ok());
     }
 }

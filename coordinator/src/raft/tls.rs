@@ -5,6 +5,7 @@
 
 use crate::refusals::Refusal;
 use crate::server::Coordinator;
+use crate::state::action::Action;
 use anyhow::Context;
 use hyper_util::rt::TokioIo;
 use std::path::{Path, PathBuf};
@@ -18,7 +19,34 @@ pub type ServerTls = Arc<RwLock<Arc<rustls::ServerConfig>>>;
 pub type ClientTls = Arc<RwLock<Arc<rustls::ClientConfig>>>;
 pub type Incoming = tokio_stream::wrappers::ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>>;
 
-/// Accepts TCP connections for `listener` (`raft`, `node`, `api`), runs the TLS handshake off the
+/// The coordinator's TLS listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    Api,
+    Node,
+    Raft,
+}
+
+impl Listener {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Listener::Api => "api",
+            Listener::Node => "node",
+            Listener::Raft => "raft",
+        }
+    }
+
+    /// What the audit trail calls a failed handshake on this listener.
+    pub const fn handshake(self) -> Action {
+        match self {
+            Listener::Api => Action::ApiHandshake,
+            Listener::Node => Action::NodeHandshake,
+            Listener::Raft => Action::RaftHandshake,
+        }
+    }
+}
+
+/// Accepts TCP connections for `listener`, runs the TLS handshake off the
 /// accept path, and yields the streams that completed it. A source whose unauthenticated
 /// refusals used up its bucket has new connections closed unread; handshakes in progress are
 /// capped per listener and per source, and time out. Every failed handshake is counted for its
@@ -27,13 +55,13 @@ pub fn incoming(
     listener: TcpListener,
     tls: ServerTls,
     c: Arc<Coordinator>,
-    name: &'static str,
+    listener_kind: Listener,
 ) -> (Incoming, tokio::task::JoinHandle<()>) {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let slots = c.admission.handshake_slots();
     let timeout = c.admission.limits.handshake_timeout;
     let task = tokio::spawn(async move {
-        let action = format!("{name}.handshake");
+        let (name, action) = (listener_kind.as_str(), listener_kind.handshake());
         let target = format!("{name}-listener");
         loop {
             let (tcp, peer) = match listener.accept().await {
@@ -46,8 +74,7 @@ pub fn incoming(
                 }
             };
             let count = |reason: &str| {
-                let refusal =
-                    Refusal { source: Some(peer.ip()), action: &action, target: &target, reason, sample: false };
+                let refusal = Refusal { source: Some(peer.ip()), action, target: &target, reason, sample: false };
                 let _ = c.admission.refusals.record(&refusal, std::time::Instant::now());
             };
             if c.admission.connection_allowed(peer.ip()).is_err() {
@@ -60,7 +87,7 @@ pub fn incoming(
             };
             let _ = tcp.set_nodelay(true);
             let Ok(config) = tls.read().map(|c| c.clone()) else { continue };
-            let (tx, c, action, target) = (tx.clone(), c.clone(), action.clone(), target.clone());
+            let (tx, c, target) = (tx.clone(), c.clone(), target.clone());
             tokio::spawn(async move {
                 let acceptor = tokio_rustls::TlsAcceptor::from(config);
                 let outcome = tokio::time::timeout(timeout, acceptor.accept(tcp)).await;
@@ -76,8 +103,7 @@ pub fn incoming(
                 };
                 tracing::debug!(%peer, listener = name, reason, "refused a TLS handshake");
                 let _ = c.admission.charge_anonymous(Some(peer.ip()));
-                let refusal =
-                    Refusal { source: Some(peer.ip()), action: &action, target: &target, reason: &reason, sample };
+                let refusal = Refusal { source: Some(peer.ip()), action, target: &target, reason: &reason, sample };
                 crate::refusals::refuse(&c, refusal).await;
             });
         }

@@ -19,18 +19,32 @@ pub struct VpnPool {
     prefix: u8,
 }
 
+/// Why a VPN pool was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidPool {
+    #[error("vpn pool {0:?} must be a CIDR such as 10.50.0.0/16")]
+    NotCidr(String),
+    #[error("vpn pool {0:?} has an invalid address")]
+    Address(String),
+    #[error("vpn pool {0:?} has an invalid prefix")]
+    Prefix(String),
+    #[error("vpn pool prefix must be between /8 and /23, got /{0}")]
+    PrefixLength(u8),
+    #[error("vpn pool {0:?} has host bits set")]
+    HostBits(String),
+}
+
 impl VpnPool {
-    pub fn parse(raw: &str) -> Result<Self, String> {
-        let (addr, prefix) =
-            raw.split_once('/').ok_or_else(|| format!("vpn pool {raw:?} must be a CIDR such as 10.50.0.0/16"))?;
-        let base: Ipv4Addr = addr.parse().map_err(|_| format!("vpn pool {raw:?} has an invalid address"))?;
-        let prefix: u8 = prefix.parse().map_err(|_| format!("vpn pool {raw:?} has an invalid prefix"))?;
+    pub fn parse(raw: &str) -> Result<Self, InvalidPool> {
+        let (addr, prefix) = raw.split_once('/').ok_or_else(|| InvalidPool::NotCidr(raw.to_string()))?;
+        let base: Ipv4Addr = addr.parse().map_err(|_| InvalidPool::Address(raw.to_string()))?;
+        let prefix: u8 = prefix.parse().map_err(|_| InvalidPool::Prefix(raw.to_string()))?;
         if !(8..=23).contains(&prefix) {
-            return Err(format!("vpn pool prefix must be between /8 and /23, got /{prefix}"));
+            return Err(InvalidPool::PrefixLength(prefix));
         }
         let mask = u32::MAX << (32 - prefix);
         if u32::from(base) & !mask != 0 {
-            return Err(format!("vpn pool {raw:?} has host bits set"));
+            return Err(InvalidPool::HostBits(raw.to_string()));
         }
         Ok(Self { base, prefix })
     }
@@ -56,7 +70,7 @@ impl fmt::Display for VpnPool {
 }
 
 impl TryFrom<String> for VpnPool {
-    type Error = String;
+    type Error = InvalidPool;
     fn try_from(value: String) -> Result<Self, Self::Error> {
         Self::parse(&value)
     }

@@ -1,7 +1,11 @@
 //! API keys: `bqk_{id}_{secret}`. Only the SHA-256 of the secret is stored (the secret is 256
 //! random bits, so a slow hash adds nothing); lookup is by id, comparison in constant time.
+//! Their commands — create, revoke (never the last lasting admin key), break-glass recovery —
+//! and the re-check at apply of the key a command acts with.
 
+use super::action::details;
 use super::names::TenantName;
+use super::{Cx, DomainError, Handled, Reply, Response, State, Touched};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -49,26 +53,37 @@ impl ApiKey {
     }
 }
 
+/// Why the key a command acts with was refused at apply; the message is the audit reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum KeyRefused {
+    #[error("api key {0} does not exist")]
+    Missing(String),
+    #[error("api key {id} is a {} key, not the {} key the command claims", role_name(*.actual), role_name(*.claimed))]
+    WrongRole { id: String, actual: Role, claimed: Role },
+    #[error("api key {0} was revoked before this command was committed")]
+    Revoked(String),
+    #[error("api key {0} had expired when this command was made")]
+    Expired(String),
+    #[error("a {} key may not change the cluster", role_name(*.0))]
+    NotAdmin(Role),
+}
+
 /// The check at apply of a command acting with key `actor` and claiming `claimed`: the key must
 /// exist, have that role, be unrevoked and unexpired at `now_ms` (the command's own time), and be
-/// an admin key (every key-authorised write is admin-only). The reason is the audit text.
-pub fn recheck(key: Option<&ApiKey>, actor: &str, claimed: Role, now_ms: u64) -> Result<(), String> {
-    let key = key.ok_or_else(|| format!("api key {actor} does not exist"))?;
+/// an admin key (every key-authorised write is admin-only).
+pub fn recheck(key: Option<&ApiKey>, actor: &str, claimed: Role, now_ms: u64) -> Result<(), KeyRefused> {
+    let key = key.ok_or_else(|| KeyRefused::Missing(actor.to_string()))?;
     if key.role != claimed {
-        return Err(format!(
-            "api key {actor} is a {} key, not the {} key the command claims",
-            role_name(key.role),
-            role_name(claimed)
-        ));
+        return Err(KeyRefused::WrongRole { id: actor.to_string(), actual: key.role, claimed });
     }
     if key.revoked_at_ms.is_some() {
-        return Err(format!("api key {actor} was revoked before this command was committed"));
+        return Err(KeyRefused::Revoked(actor.to_string()));
     }
     if !key.is_usable(now_ms) {
-        return Err(format!("api key {actor} had expired when this command was made"));
+        return Err(KeyRefused::Expired(actor.to_string()));
     }
     if key.role != Role::Admin {
-        return Err(format!("a {} key may not change the cluster", role_name(key.role)));
+        return Err(KeyRefused::NotAdmin(key.role));
     }
     Ok(())
 }
@@ -95,6 +110,76 @@ pub fn split_token(token: &str) -> Option<(&str, &str)> {
 
 pub fn format_token(id: &str, secret: &str) -> String {
     format!("bqk_{id}_{secret}")
+}
+
+impl State {
+    pub(super) fn create_api_key(&mut self, cx: Cx<'_>, key: &ApiKey) -> Handled {
+        let mut d = details(&[("role", role_name(key.role).to_string())]);
+        if let Some(t) = &key.tenant {
+            d.insert("tenant".into(), t.to_string());
+        }
+        (self.add_api_key(key, cx.touched), cx.facts.with(d))
+    }
+
+    /// Break-glass: root on coordinator host `host` minted an admin key from the data directory.
+    pub(super) fn recover_admin(&mut self, cx: Cx<'_>, key: &ApiKey, host: &str) -> Handled {
+        let facts = cx.facts.with(details(&[
+            ("role", "admin".to_string()),
+            ("host", host.to_string()),
+            ("method", "break-glass recovery file in the coordinator's data directory".to_string()),
+        ]));
+        let result = match (key.role, &key.tenant) {
+            (Role::Admin, None) => self.add_api_key(key, cx.touched),
+            _ => Err(DomainError::Invalid("a recovered key must be an admin key without a tenant".into())),
+        };
+        (result, facts)
+    }
+
+    fn add_api_key(&mut self, key: &ApiKey, touched: &mut Vec<Touched>) -> Response {
+        if self.api_keys.contains_key(&key.id) {
+            return Err(DomainError::Conflict(format!("api key id {} already exists", key.id)));
+        }
+        match (key.role, &key.tenant) {
+            (Role::Customer, None) => {
+                return Err(DomainError::Invalid("a customer key must name its tenant".into()));
+            }
+            (Role::Customer, Some(t)) if !self.tenants.contains_key(t) => return Err(super::tenant::not_found(t)),
+            (Role::Admin | Role::Auditor, Some(_)) => {
+                return Err(DomainError::Invalid("only customer keys are scoped to a tenant".into()));
+            }
+            _ => {}
+        }
+        self.api_keys.insert(key.id.clone(), key.clone());
+        touched.push(Touched::ApiKey(key.id.clone()));
+        Ok(Reply::ApiKey(Box::new(key.redacted())))
+    }
+
+    /// Revokes a key, but never the last admin key that is usable and does not expire: without
+    /// one, every operator is locked out (or will be when the others expire).
+    pub(super) fn revoke_api_key(&mut self, cx: Cx<'_>, id: &str) -> Handled {
+        (self.revoke_key(cx.at.now, id, cx.touched), cx.facts)
+    }
+
+    fn revoke_key(&mut self, now: u64, id: &str, touched: &mut Vec<Touched>) -> Response {
+        let key = self.api_keys.get(id).ok_or_else(|| DomainError::NotFound(format!("api key {id} not found")))?;
+        if key.revoked_at_ms.is_some() {
+            return Err(DomainError::Conflict(format!("api key {id} is already revoked")));
+        }
+        if key.role == Role::Admin && key.is_usable(now) {
+            let lasting = |k: &&ApiKey| k.role == Role::Admin && k.is_usable(now) && k.expires_at_ms.is_none();
+            if !self.api_keys.values().filter(|k| k.id != id).any(|k| lasting(&k)) {
+                return Err(DomainError::Conflict(format!(
+                    "api key {id} is the last active admin key that does not expire; revoking it would lock every \
+                     operator out: create another admin key without an expiry first (root on a coordinator host can \
+                     always mint one with `berqenas-coordinator recover-admin`)"
+                )));
+            }
+        }
+        let key = self.api_keys.get_mut(id).ok_or_else(|| DomainError::NotFound(format!("api key {id} not found")))?;
+        key.revoked_at_ms = Some(now);
+        touched.push(Touched::ApiKey(id.to_string()));
+        Ok(Reply::ApiKey(Box::new(key.redacted())))
+    }
 }
 
 #[cfg(test)]
@@ -137,14 +222,27 @@ mod tests {
             revoked_at_ms: None,
         };
         assert_eq!(recheck(Some(&admin), &admin.id, Role::Admin, 50), Ok(()));
-        assert!(recheck(None, "00000000000000bb", Role::Admin, 50).is_err_and(|r| r.contains("does not exist")));
-        assert!(recheck(Some(&admin), &admin.id, Role::Admin, 100).is_err_and(|r| r.contains("expired")));
-        assert!(recheck(Some(&admin), &admin.id, Role::Auditor, 50).is_err_and(|r| r.contains("not the auditor key")));
+        let reason = |r: Result<(), KeyRefused>| r.map_err(|e| e.to_string());
+        assert_eq!(
+            reason(recheck(None, "00000000000000bb", Role::Admin, 50)),
+            Err("api key 00000000000000bb does not exist".into())
+        );
+        assert_eq!(
+            reason(recheck(Some(&admin), &admin.id, Role::Admin, 100)),
+            Err("api key 00000000000000aa had expired when this command was made".into())
+        );
+        assert_eq!(
+            reason(recheck(Some(&admin), &admin.id, Role::Auditor, 50)),
+            Err("api key 00000000000000aa is a admin key, not the auditor key the command claims".into())
+        );
         let revoked = ApiKey { revoked_at_ms: Some(60), ..admin.clone() };
         // Revoked is positional (earlier in the log), whatever the command's own timestamp says.
-        assert!(recheck(Some(&revoked), &admin.id, Role::Admin, 10).is_err_and(|r| r.contains("revoked")));
+        assert_eq!(recheck(Some(&revoked), &admin.id, Role::Admin, 10), Err(KeyRefused::Revoked(admin.id.clone())));
         let auditor = ApiKey { role: Role::Auditor, ..admin };
-        assert!(recheck(Some(&auditor), &auditor.id, Role::Auditor, 50).is_err_and(|r| r.contains("may not")));
+        assert_eq!(
+            reason(recheck(Some(&auditor), &auditor.id, Role::Auditor, 50)),
+            Err("a auditor key may not change the cluster".into())
+        );
     }
 
     #[test]

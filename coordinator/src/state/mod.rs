@@ -2,57 +2,28 @@
 //! deterministic function of the state and the command: no clock, no randomness, no IO. Every
 //! command, accepted or refused, appends exactly one audit entry in the same step.
 
+pub mod action;
 pub mod allocation;
 pub mod apikey;
 pub mod audit;
+pub mod cluster;
 pub mod desired;
 pub mod names;
 pub mod node;
-mod node_commands;
 pub mod placement;
 pub mod quota;
 pub mod tenant;
-mod tenant_commands;
-use node_commands::roles_text;
-pub use tenant_commands::refresh_readiness;
-use tenant_commands::{not_found, patch_details};
+pub use cluster::{ClusterSettings, SecretPem};
+pub use tenant::{refresh_readiness, Lifecycle};
 
-use allocation::VpnPool;
+use action::{Action, Details, Facts, Target};
 use apikey::{ApiKey, Role};
 use audit::{AuditEntry, Draft, Outcome};
 use names::TenantName;
-use node::{JoinToken, Node, NodeRole, NodeTenantStatus, Report};
+use node::{JoinToken, Node, NodeRole, Report};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-use tenant::{Placement, Tenant, TenantPatch, TenantSpec, TenantStatus};
-
-/// Cluster-wide settings fixed at `init`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClusterSettings {
-    pub cluster_id: String,
-    pub vpn_pool: VpnPool,
-    /// How long a deleted tenant can be restored before it may be purged.
-    pub retention_ms: u64,
-    /// SHA-256 fingerprint of the cluster CA certificate, for agents to pin.
-    pub ca_fingerprint: String,
-    /// The cluster CA certificate (public).
-    #[serde(default)]
-    pub ca_cert_pem: String,
-    /// The CA private key: replicated to coordinators only, so any of them can sign node CSRs.
-    #[serde(default)]
-    pub ca_key_pem: SecretPem,
-}
-
-/// A PEM private key that never shows in `Debug` output or logs.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct SecretPem(pub String);
-
-impl std::fmt::Debug for SecretPem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SecretPem(..)")
-    }
-}
+use tenant::{Tenant, TenantPatch, TenantSpec};
 
 /// Who asked, when and from where; stamped by the coordinator that received the request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,28 +36,6 @@ pub struct Meta {
     /// cannot act through a lagging follower. Absent on older log entries and non-key actors.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_role: Option<Role>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Lifecycle {
-    Suspend,
-    Resume,
-    Delete,
-    Restore,
-    Purge { force: bool },
-}
-
-impl Lifecycle {
-    fn action(self) -> &'static str {
-        match self {
-            Lifecycle::Suspend => "tenant.suspend",
-            Lifecycle::Resume => "tenant.resume",
-            Lifecycle::Delete => "tenant.delete",
-            Lifecycle::Restore => "tenant.restore",
-            Lifecycle::Purge { .. } => "tenant.purge",
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,14 +92,16 @@ pub enum Op {
     NodeReport(Report),
     /// A Raft membership change that openraft carried out; recorded for the audit trail, and
     /// removed coordinator ids are retired forever.
+    /// `action` is `cluster.add-learner`, `cluster.promote` or `cluster.remove`.
     Membership {
-        action: String,
+        action: Action,
         node_id: u64,
-        details: BTreeMap<String, String>,
+        details: Details,
     },
-    /// A request refused at the edge (bad input, no or wrong key): only the audit entry.
+    /// A request refused at the edge (bad input, no or wrong key): only the audit entry. The
+    /// target is as the edge wrote it (bounded and escaped there).
     Rejected {
-        action: String,
+        action: Action,
         target: String,
         reason: String,
     },
@@ -187,30 +138,35 @@ impl Op {
         }
     }
 
-    /// The audit action and target of this command, for an entry written without running it
-    /// (a refusal at apply). Agrees with `State::run` (unit tested).
-    pub fn describe(&self) -> (String, String) {
-        let (action, target): (&str, String) = match self {
-            Op::Bootstrap { settings, .. } => ("cluster.init", format!("cluster/{}", settings.cluster_id)),
-            Op::CreateTenant(spec) => ("tenant.create", format!("tenant/{}", spec.name)),
-            Op::UpdateTenant { name, .. } => ("tenant.update", format!("tenant/{name}")),
-            Op::Lifecycle { name, step } => (step.action(), format!("tenant/{name}")),
-            Op::CreateApiKey(key) => ("apikey.create", format!("apikey/{}", key.id)),
-            Op::RevokeApiKey { id } => ("apikey.revoke", format!("apikey/{id}")),
-            Op::RecoverAdmin { key, .. } => ("apikey.recovered", format!("apikey/{}", key.id)),
-            Op::RegisterNode(node) => ("node.register", format!("node/{}", node.id)),
-            Op::CreateJoinToken(token) => ("node.token.create", format!("jointoken/{}", token.id)),
-            Op::RevokeJoinToken { id } => ("jointoken.revoke", format!("jointoken/{id}")),
-            Op::JoinCoordinator { id, .. } => ("cluster.join", format!("coordinator/{id}")),
-            Op::JoinNode { .. } => ("node.join", "node".to_string()),
-            Op::RevokeNode { id } => ("node.revoke", format!("node/{id}")),
-            Op::CordonNode { id, cordoned: true } => ("node.cordon", format!("node/{id}")),
-            Op::CordonNode { id, cordoned: false } => ("node.uncordon", format!("node/{id}")),
-            Op::NodeReport(report) => ("node.report", format!("node/{}", report.node_id)),
-            Op::Membership { action, node_id, .. } => (action.as_str(), format!("coordinator/{node_id}")),
-            Op::Rejected { action, target, .. } => (action.as_str(), target.clone()),
-        };
-        (action.to_string(), target)
+    /// The audit action and target of this command: the one mapping from a command to what the
+    /// audit trail calls it. A handler may only name its target more exactly (a joined node's id).
+    pub fn describe(&self) -> (Action, Target) {
+        match self {
+            Op::Bootstrap { settings, .. } => (Action::ClusterInit, Target::Cluster(settings.cluster_id.clone())),
+            Op::CreateTenant(spec) => (Action::TenantCreate, Target::Tenant(spec.name.clone())),
+            Op::UpdateTenant { name, .. } => (Action::TenantUpdate, Target::Tenant(name.clone())),
+            Op::Lifecycle { name, step } => (Action::from(*step), Target::Tenant(name.clone())),
+            Op::CreateApiKey(key) => (Action::ApiKeyCreate, Target::ApiKey(key.id.clone())),
+            Op::RevokeApiKey { id } => (Action::ApiKeyRevoke, Target::ApiKey(id.clone())),
+            Op::RecoverAdmin { key, .. } => (Action::ApiKeyRecovered, Target::ApiKey(key.id.clone())),
+            Op::RegisterNode(node) => (Action::NodeRegister, Target::Node(node.id)),
+            Op::CreateJoinToken(token) => (Action::NodeTokenCreate, Target::JoinToken(token.id.clone())),
+            Op::RevokeJoinToken { id } => (Action::JoinTokenRevoke, Target::JoinToken(id.clone())),
+            Op::JoinCoordinator { id, .. } => (Action::ClusterJoin, Target::Coordinator(*id)),
+            Op::JoinNode { .. } => (Action::NodeJoin, Target::NewNode),
+            Op::RevokeNode { id } => (Action::NodeRevoke, Target::Node(*id)),
+            Op::CordonNode { id, cordoned: true } => (Action::NodeCordon, Target::Node(*id)),
+            Op::CordonNode { id, cordoned: false } => (Action::NodeUncordon, Target::Node(*id)),
+            Op::NodeReport(report) => (Action::NodeReport, Target::Node(report.node_id)),
+            Op::Membership { action, node_id, .. } => (*action, Target::Coordinator(*node_id)),
+            Op::Rejected { action, target, .. } => (*action, Target::Edge(target.clone())),
+        }
+    }
+
+    /// The facts of this command's audit entry before it runs: action and target, no details.
+    fn facts(&self) -> Facts {
+        let (action, target) = self.describe();
+        Facts::new(action, target)
     }
 }
 
@@ -232,8 +188,8 @@ pub enum DomainError {
     Invalid(String),
     /// The API key a command acts with was refused at apply (gone, revoked, expired, or its role
     /// may not do this), although the edge had accepted it.
-    #[error("{0}")]
-    Forbidden(String),
+    #[error(transparent)]
+    Forbidden(#[from] apikey::KeyRefused),
     /// A tenant spec or update that breaks a tenant invariant.
     #[error(transparent)]
     InvalidTenant(#[from] tenant::InvalidTenant),
@@ -247,6 +203,24 @@ pub enum DomainError {
 }
 
 pub type Response = Result<Reply, DomainError>;
+
+/// What a command handler gives back: the reply, and the facts its audit entry records.
+pub(crate) type Handled = (Response, Facts);
+
+/// Where a command is applied: its Raft log index and its own time (`Meta::time_ms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct At {
+    pub index: u64,
+    pub now: u64,
+}
+
+/// A command being applied, as its handler gets it: where and when, the rows touched so far,
+/// and the audit facts `Op::describe` gave it (the handler adds details and returns them).
+pub(crate) struct Cx<'a> {
+    pub at: At,
+    pub touched: &'a mut Vec<Touched>,
+    pub facts: Facts,
+}
 
 /// A key whose stored row changed; the store writes exactly these after a batch.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -275,21 +249,16 @@ pub struct State {
     pub next_node_id: u64,
 }
 
-fn detail(pairs: &[(&str, String)]) -> BTreeMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
-}
-
 impl State {
     /// Applies one command at Raft log `index`. Returns the reply and the rows it touched.
     pub fn apply(&mut self, index: u64, cmd: &Command) -> (Response, Vec<Touched>) {
         let mut touched = Vec::new();
-        let (action, target, result, mut details) = match self.authorise(cmd) {
-            Ok(()) => self.run(index, cmd, &mut touched),
-            Err(e) => {
-                let (action, target) = cmd.op.describe();
-                (action, target, Err(e), BTreeMap::new())
-            }
+        let (result, facts) = match self.authorise(cmd) {
+            Ok(()) => self.run(At { index, now: cmd.meta.time_ms }, &cmd.op, &mut touched),
+            Err(e) => (Err(e), cmd.op.facts()),
         };
+        let Facts { action, target, mut details } = facts;
+        let (action, target) = (action.to_string(), target.to_string());
         let outcome = if result.is_ok() { Outcome::Ok } else { Outcome::Rejected };
         if let Err(e) = &result {
             details.insert("reason".into(), e.to_string());
@@ -321,167 +290,30 @@ impl State {
             return Ok(());
         }
         let key = self.api_keys.get(&cmd.meta.actor);
-        apikey::recheck(key, &cmd.meta.actor, claimed, cmd.meta.time_ms).map_err(DomainError::Forbidden)
+        Ok(apikey::recheck(key, &cmd.meta.actor, claimed, cmd.meta.time_ms)?)
     }
 
-    fn run(
-        &mut self,
-        index: u64,
-        cmd: &Command,
-        touched: &mut Vec<Touched>,
-    ) -> (String, String, Response, BTreeMap<String, String>) {
-        let now = cmd.meta.time_ms;
-        match &cmd.op {
-            Op::Bootstrap { settings, admin_key } => {
-                let details = detail(&[
-                    ("cluster_id", settings.cluster_id.clone()),
-                    ("vpn_pool", settings.vpn_pool.to_string()),
-                    ("admin_key", admin_key.id.clone()),
-                ]);
-                let result = if self.settings.is_some() {
-                    Err(DomainError::Conflict("the cluster is already initialized".into()))
-                } else {
-                    self.settings = Some(settings.clone());
-                    self.api_keys.insert(admin_key.id.clone(), admin_key.clone());
-                    touched.push(Touched::Settings);
-                    touched.push(Touched::ApiKey(admin_key.id.clone()));
-                    Ok(Reply::Done)
-                };
-                ("cluster.init".into(), format!("cluster/{}", settings.cluster_id), result, details)
-            }
-            Op::CreateTenant(spec) => {
-                let details = detail(&[
-                    ("tier", format!("{:?}", spec.tier).to_lowercase()),
-                    ("db_type", format!("{:?}", spec.db_type).to_lowercase()),
-                    ("db_quota", spec.db_quota.to_string()),
-                    ("vpn_enabled", spec.vpn_enabled.to_string()),
-                    ("public_api", spec.public_api.to_string()),
-                    ("ddl_enabled", spec.ddl_enabled.to_string()),
-                ]);
-                let result = self.create_tenant(index, now, spec, touched);
-                ("tenant.create".into(), format!("tenant/{}", spec.name), result, details)
-            }
-            Op::UpdateTenant { name, patch } => {
-                let details = patch_details(patch);
-                let result = self.update_tenant(index, now, name, patch, touched);
-                ("tenant.update".into(), format!("tenant/{name}"), result, details)
-            }
-            Op::Lifecycle { name, step } => {
-                let mut details = BTreeMap::new();
-                if let Lifecycle::Purge { force: true } = step {
-                    details.insert("force".into(), "true".into());
-                }
-                let result = self.lifecycle(index, now, name, *step, touched);
-                (step.action().into(), format!("tenant/{name}"), result, details)
-            }
-            Op::CreateApiKey(key) => {
-                let mut details = detail(&[("role", format!("{:?}", key.role).to_lowercase())]);
-                if let Some(t) = &key.tenant {
-                    details.insert("tenant".into(), t.to_string());
-                }
-                let result = self.create_api_key(key, touched);
-                ("apikey.create".into(), format!("apikey/{}", key.id), result, details)
-            }
-            Op::RevokeApiKey { id } => {
-                let result = self.revoke_api_key(now, id, touched);
-                ("apikey.revoke".into(), format!("apikey/{id}"), result, BTreeMap::new())
-            }
-            Op::RecoverAdmin { key, host } => {
-                let details = detail(&[
-                    ("role", "admin".to_string()),
-                    ("host", host.clone()),
-                    ("method", "break-glass recovery file in the coordinator's data directory".to_string()),
-                ]);
-                let result = match (key.role, &key.tenant) {
-                    (Role::Admin, None) => self.create_api_key(key, touched),
-                    _ => Err(DomainError::Invalid("a recovered key must be an admin key without a tenant".into())),
-                };
-                ("apikey.recovered".into(), format!("apikey/{}", key.id), result, details)
-            }
-            Op::RegisterNode(node) => {
-                let details = detail(&[
-                    ("roles", node.roles.iter().map(|r| format!("{r:?}").to_lowercase()).collect::<Vec<_>>().join(",")),
-                    ("address", node.address.clone()),
-                ]);
-                let result = self.register_node(index, now, node, touched);
-                ("node.register".into(), format!("node/{}", node.id), result, details)
-            }
-            Op::CreateJoinToken(token) => {
-                let details = detail(&[
-                    ("roles", roles_text(&token.roles)),
-                    ("expires_at", crate::time::rfc3339(token.expires_at_ms)),
-                ]);
-                let result = if self.join_tokens.contains_key(&token.id) {
-                    Err(DomainError::Conflict(format!("join token id {} already exists", token.id)))
-                } else if token.roles.is_empty() && token.coordinator_id.is_none() {
-                    Err(DomainError::Invalid("a join token needs at least one role".into()))
-                } else {
-                    self.join_tokens.insert(token.id.clone(), token.clone());
-                    touched.push(Touched::JoinToken(token.id.clone()));
-                    Ok(Reply::Done)
-                };
-                ("node.token.create".into(), format!("jointoken/{}", token.id), result, details)
-            }
-            Op::RevokeJoinToken { id } => {
-                let result = self.revoke_join_token(now, id, touched);
-                (cmd.op.describe().0, format!("jointoken/{id}"), result, BTreeMap::new())
-            }
-            Op::JoinNode { token_id, secret_hash, node } => {
-                let details = detail(&[
-                    ("roles", roles_text(&node.roles)),
-                    ("address", node.address.clone()),
-                    ("token", token_id.clone()),
-                ]);
-                let result = self.join_node(index, now, token_id, secret_hash, node, touched);
-                let target = match &result {
-                    Ok(Reply::Node(n)) => format!("node/{}", n.id),
-                    _ => "node".to_string(),
-                };
-                ("node.join".into(), target, result, details)
-            }
-            Op::JoinCoordinator { token_id, secret_hash, id } => {
-                let result = self.spend_coordinator_token(now, token_id, secret_hash, *id, touched);
-                ("cluster.join".into(), format!("coordinator/{id}"), result, detail(&[("token", token_id.clone())]))
-            }
-            Op::RevokeNode { id } => {
-                let result = match self.nodes.get_mut(id) {
-                    None => Err(DomainError::NotFound(format!("node {id} not found"))),
-                    Some(n) if n.revoked => Err(DomainError::Conflict(format!("node {id} is already revoked"))),
-                    Some(n) => {
-                        n.revoked = true;
-                        n.cordoned = true;
-                        touched.push(Touched::Node(*id));
-                        Ok(Reply::Node(Box::new(n.clone())))
-                    }
-                };
-                ("node.revoke".into(), format!("node/{id}"), result, BTreeMap::new())
-            }
-            Op::CordonNode { id, cordoned } => {
-                let result = match self.nodes.get_mut(id) {
-                    None => Err(DomainError::NotFound(format!("node {id} not found"))),
-                    Some(n) => {
-                        n.cordoned = *cordoned;
-                        touched.push(Touched::Node(*id));
-                        Ok(Reply::Node(Box::new(n.clone())))
-                    }
-                };
-                let action = if *cordoned { "node.cordon" } else { "node.uncordon" };
-                (action.into(), format!("node/{id}"), result, BTreeMap::new())
-            }
-            Op::NodeReport(report) => {
-                let (result, details) = self.node_report(now, report, touched);
-                ("node.report".into(), format!("node/{}", report.node_id), result, details)
-            }
-            Op::Membership { action, node_id, details } => {
-                if action == "cluster.remove" {
-                    self.retired_coordinators.insert(*node_id);
-                    touched.push(Touched::Retired);
-                }
-                (action.clone(), format!("coordinator/{node_id}"), Ok(Reply::Done), details.clone())
-            }
-            Op::Rejected { action, target, reason } => {
-                (action.clone(), target.clone(), Err(DomainError::Rejected(reason.clone())), BTreeMap::new())
-            }
+    /// Dispatches a command to its entity's handler.
+    fn run(&mut self, at: At, op: &Op, touched: &mut Vec<Touched>) -> Handled {
+        let cx = Cx { at, touched, facts: op.facts() };
+        match op {
+            Op::Bootstrap { settings, admin_key } => self.bootstrap(cx, settings, admin_key),
+            Op::CreateTenant(spec) => self.create_tenant(cx, spec),
+            Op::UpdateTenant { name, patch } => self.update_tenant(cx, name, patch),
+            Op::Lifecycle { name, step } => self.lifecycle(cx, name, *step),
+            Op::CreateApiKey(key) => self.create_api_key(cx, key),
+            Op::RevokeApiKey { id } => self.revoke_api_key(cx, id),
+            Op::RecoverAdmin { key, host } => self.recover_admin(cx, key, host),
+            Op::RegisterNode(node) => self.register_node(cx, node),
+            Op::CreateJoinToken(token) => self.create_join_token(cx, token),
+            Op::RevokeJoinToken { id } => self.revoke_join_token(cx, id),
+            Op::JoinNode { token_id, secret_hash, node } => self.join_node(cx, token_id, secret_hash, node),
+            Op::JoinCoordinator { token_id, secret_hash, id } => self.join_coordinator(cx, token_id, secret_hash, *id),
+            Op::RevokeNode { id } => self.revoke_node(cx, *id),
+            Op::CordonNode { id, cordoned } => self.cordon_node(cx, *id, *cordoned),
+            Op::NodeReport(report) => self.node_report(cx, report),
+            Op::Membership { action, node_id, details } => self.membership(cx, *action, *node_id, details),
+            Op::Rejected { reason, .. } => (Err(DomainError::Rejected(reason.clone())), cx.facts),
         }
     }
 
@@ -508,48 +340,6 @@ impl State {
         loads
     }
 
-    fn create_api_key(&mut self, key: &ApiKey, touched: &mut Vec<Touched>) -> Response {
-        if self.api_keys.contains_key(&key.id) {
-            return Err(DomainError::Conflict(format!("api key id {} already exists", key.id)));
-        }
-        match (key.role, &key.tenant) {
-            (Role::Customer, None) => {
-                return Err(DomainError::Invalid("a customer key must name its tenant".into()));
-            }
-            (Role::Customer, Some(t)) if !self.tenants.contains_key(t) => return Err(not_found(t)),
-            (Role::Admin | Role::Auditor, Some(_)) => {
-                return Err(DomainError::Invalid("only customer keys are scoped to a tenant".into()));
-            }
-            _ => {}
-        }
-        self.api_keys.insert(key.id.clone(), key.clone());
-        touched.push(Touched::ApiKey(key.id.clone()));
-        Ok(Reply::ApiKey(Box::new(key.redacted())))
-    }
-
-    /// Revokes a key, but never the last admin key that is usable and does not expire: without
-    /// one, every operator is locked out (or will be when the others expire).
-    fn revoke_api_key(&mut self, now: u64, id: &str, touched: &mut Vec<Touched>) -> Response {
-        let key = self.api_keys.get(id).ok_or_else(|| DomainError::NotFound(format!("api key {id} not found")))?;
-        if key.revoked_at_ms.is_some() {
-            return Err(DomainError::Conflict(format!("api key {id} is already revoked")));
-        }
-        if key.role == Role::Admin && key.is_usable(now) {
-            let lasting = |k: &&ApiKey| k.role == Role::Admin && k.is_usable(now) && k.expires_at_ms.is_none();
-            if !self.api_keys.values().filter(|k| k.id != id).any(|k| lasting(&k)) {
-                return Err(DomainError::Conflict(format!(
-                    "api key {id} is the last active admin key that does not expire; revoking it would lock every \
-                     operator out: create another admin key without an expiry first (root on a coordinator host can \
-                     always mint one with `berqenas-coordinator recover-admin`)"
-                )));
-            }
-        }
-        let key = self.api_keys.get_mut(id).ok_or_else(|| DomainError::NotFound(format!("api key {id} not found")))?;
-        key.revoked_at_ms = Some(now);
-        touched.push(Touched::ApiKey(id.to_string()));
-        Ok(Reply::ApiKey(Box::new(key.redacted())))
-    }
-
     /// Tenants a customer or admin may list, in name order.
     pub fn tenant_list(&self) -> Vec<&Tenant> {
         self.tenants.values().collect()
@@ -567,6 +357,7 @@ mod tests;
 #[cfg(test)]
 pub(crate) mod tests_support {
     use super::*;
+    use allocation::VpnPool;
 
     pub fn booted() -> State {
         let mut s = State::default();

@@ -85,13 +85,22 @@ impl fmt::Display for TenantName {
     }
 }
 
+/// Why a node label key or value was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum InvalidLabel {
+    #[error("label part {0:?} must be 1 to 63 characters")]
+    Length(String),
+    #[error("label part {0:?} contains {1:?}")]
+    Character(String, char),
+}
+
 /// A node label key or value: `[A-Za-z0-9._-]{1,63}`.
-pub fn validate_label_part(part: &str) -> Result<(), String> {
+pub fn validate_label_part(part: &str) -> Result<(), InvalidLabel> {
     if part.is_empty() || part.len() > 63 {
-        return Err(format!("label part {part:?} must be 1 to 63 characters"));
+        return Err(InvalidLabel::Length(part.to_string()));
     }
     if let Some(bad) = part.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
-        return Err(format!("label part {part:?} contains {bad:?}"));
+        return Err(InvalidLabel::Character(part.to_string(), bad));
     }
     Ok(())
 }

@@ -1,5 +1,11 @@
-//! The node registry: hosts that run node agents, their roles, labels and capacity.
+//! The node registry: hosts that run node agents, their roles, labels and capacity; and its
+//! commands — registration, joins with one-time tokens, token minting and revocation, revoke,
+//! cordon, and node reports (which make tenants ready). Pure, like the rest of `state`.
 
+use super::action::{details, Details, Target};
+use super::names::TenantName;
+use super::tenant::{refresh_readiness, TenantStatus};
+use super::{At, Cx, DomainError, Handled, Reply, Response, State, Touched};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -105,4 +111,213 @@ pub fn split_join_token(token: &str) -> Option<(&str, &str)> {
     let (id, secret) = rest.split_once('_')?;
     let valid = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
     (valid(id, 16) && valid(secret, 64)).then_some((id, secret))
+}
+
+impl State {
+    pub(super) fn register_node(&mut self, cx: Cx<'_>, node: &Node) -> Handled {
+        let facts = cx.facts.with(details(&[("roles", roles_text(&node.roles)), ("address", node.address.clone())]));
+        (self.add_node(cx.at, node, cx.touched), facts)
+    }
+
+    fn add_node(&mut self, at: At, node: &Node, touched: &mut Vec<Touched>) -> Response {
+        if node.roles.is_empty() {
+            return Err(DomainError::Invalid("a node needs at least one role".into()));
+        }
+        let mut node = node.clone();
+        node.last_seen_ms = at.now;
+        self.nodes.insert(node.id, node.clone());
+        touched.push(Touched::Node(node.id));
+        // Tenants that waited for a node may fit now.
+        let waiting: Vec<TenantName> = self
+            .tenants
+            .values()
+            .filter(|t| t.placement.db_node.is_none() && t.status == TenantStatus::Provisioning)
+            .map(|t| t.name.clone())
+            .collect();
+        for name in waiting {
+            if let Some(mut t) = self.tenants.get(&name).cloned() {
+                self.place(&mut t);
+                if t.placement.db_node.is_some() {
+                    t.revision = at.index;
+                    t.updated_at_ms = at.now;
+                    self.tenants.insert(name.clone(), t);
+                    touched.push(Touched::Tenant(name));
+                }
+            }
+        }
+        Ok(Reply::Node(Box::new(node)))
+    }
+
+    /// A host spends a join token to become a node with (a subset of) the token's roles; its id
+    /// is assigned here, once, in order.
+    pub(super) fn join_node(&mut self, cx: Cx<'_>, token_id: &str, secret_hash: &str, request: &Node) -> Handled {
+        let facts = cx.facts.with(details(&[
+            ("roles", roles_text(&request.roles)),
+            ("address", request.address.clone()),
+            ("token", token_id.to_string()),
+        ]));
+        let result = self.spend_node_token(cx.at, token_id, secret_hash, request, cx.touched);
+        match &result {
+            Ok(Reply::Node(n)) => {
+                let id = n.id;
+                (result, facts.on(Target::Node(id)))
+            }
+            _ => (result, facts),
+        }
+    }
+
+    fn spend_node_token(
+        &mut self,
+        at: At,
+        token_id: &str,
+        secret_hash: &str,
+        request: &Node,
+        touched: &mut Vec<Touched>,
+    ) -> Response {
+        use subtle::ConstantTimeEq;
+        let refused = || DomainError::Rejected("join token is invalid, expired or already used".into());
+        let token = self.join_tokens.get(token_id).ok_or_else(refused)?;
+        let matches: bool = token.secret_hash.as_bytes().ct_eq(secret_hash.as_bytes()).into();
+        if !matches
+            || token.used_at_ms.is_some()
+            || token.revoked_at_ms.is_some()
+            || at.now >= token.expires_at_ms
+            || token.coordinator_id.is_some()
+        {
+            return Err(refused());
+        }
+        if !request.roles.is_subset(&token.roles) || request.roles.is_empty() {
+            return Err(DomainError::Invalid(format!(
+                "requested roles {} are not within the token's roles {}",
+                roles_text(&request.roles),
+                roles_text(&token.roles)
+            )));
+        }
+        let id = self.next_node_id.max(1);
+        self.next_node_id = id + 1;
+        touched.push(Touched::Counters);
+        let mut labels = token.labels.clone();
+        for (k, v) in &request.labels {
+            labels.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        let node = Node { id, labels, revoked: false, applied_revision: 0, cordoned: false, ..request.clone() };
+        if let Some(t) = self.join_tokens.get_mut(token_id) {
+            t.used_at_ms = Some(at.now);
+            t.used_by_node = Some(id);
+        }
+        touched.push(Touched::JoinToken(token_id.to_string()));
+        self.add_node(at, &node, touched)
+    }
+
+    /// Mints a join token (for a node, or for the coordinator named in it).
+    pub(super) fn create_join_token(&mut self, cx: Cx<'_>, token: &JoinToken) -> Handled {
+        let facts = cx.facts.with(details(&[
+            ("roles", roles_text(&token.roles)),
+            ("expires_at", crate::time::rfc3339(token.expires_at_ms)),
+        ]));
+        let result = if self.join_tokens.contains_key(&token.id) {
+            Err(DomainError::Conflict(format!("join token id {} already exists", token.id)))
+        } else if token.roles.is_empty() && token.coordinator_id.is_none() {
+            Err(DomainError::Invalid("a join token needs at least one role".into()))
+        } else {
+            self.join_tokens.insert(token.id.clone(), token.clone());
+            cx.touched.push(Touched::JoinToken(token.id.clone()));
+            Ok(Reply::Done)
+        };
+        (result, facts)
+    }
+
+    /// Revokes a join token that has not been spent; a used or revoked one is a conflict.
+    pub(super) fn revoke_join_token(&mut self, cx: Cx<'_>, id: &str) -> Handled {
+        (self.revoke_unspent_token(cx.at.now, id, cx.touched), cx.facts)
+    }
+
+    fn revoke_unspent_token(&mut self, now: u64, id: &str, touched: &mut Vec<Touched>) -> Response {
+        let token =
+            self.join_tokens.get_mut(id).ok_or_else(|| DomainError::NotFound(format!("join token {id} not found")))?;
+        if token.revoked_at_ms.is_some() {
+            return Err(DomainError::Conflict(format!("join token {id} is already revoked")));
+        }
+        if let Some(used) = token.used_at_ms {
+            return Err(DomainError::Conflict(format!(
+                "join token {id} was used at {}; remove the member it admitted instead",
+                crate::time::rfc3339(used)
+            )));
+        }
+        token.revoked_at_ms = Some(now);
+        touched.push(Touched::JoinToken(id.to_string()));
+        Ok(Reply::Done)
+    }
+
+    /// A revoked node is cordoned too, and its certificate is refused from now on.
+    pub(super) fn revoke_node(&mut self, cx: Cx<'_>, id: u64) -> Handled {
+        let result = match self.nodes.get_mut(&id) {
+            None => Err(node_not_found(id)),
+            Some(n) if n.revoked => Err(DomainError::Conflict(format!("node {id} is already revoked"))),
+            Some(n) => {
+                n.revoked = true;
+                n.cordoned = true;
+                cx.touched.push(Touched::Node(id));
+                Ok(Reply::Node(Box::new(n.clone())))
+            }
+        };
+        (result, cx.facts)
+    }
+
+    pub(super) fn cordon_node(&mut self, cx: Cx<'_>, id: u64, cordoned: bool) -> Handled {
+        let result = match self.nodes.get_mut(&id) {
+            None => Err(node_not_found(id)),
+            Some(n) => {
+                n.cordoned = cordoned;
+                cx.touched.push(Touched::Node(id));
+                Ok(Reply::Node(Box::new(n.clone())))
+            }
+        };
+        (result, cx.facts)
+    }
+
+    /// What a node reports: it is alive, what it applied, and each of its tenants' readiness.
+    pub(super) fn node_report(&mut self, cx: Cx<'_>, report: &Report) -> Handled {
+        let Cx { at, touched, facts } = cx;
+        let mut details = Details::new();
+        let Some(node) = self.nodes.get_mut(&report.node_id) else {
+            return (Err(node_not_found(report.node_id)), facts);
+        };
+        if node.revoked {
+            return (Err(DomainError::Rejected(format!("node {} is revoked", report.node_id))), facts);
+        }
+        node.last_seen_ms = at.now;
+        node.applied_revision = node.applied_revision.max(report.applied_revision);
+        if let Some(c) = &report.capacity {
+            node.capacity = c.clone();
+        }
+        touched.push(Touched::Node(report.node_id));
+        details.insert("applied_revision".into(), report.applied_revision.to_string());
+        for (name, status) in &report.tenants {
+            let Ok(name) = TenantName::parse(name) else { continue };
+            let Some(t) = self.tenants.get_mut(&name) else { continue };
+            let placed_here =
+                t.placement.db_node == Some(report.node_id) || t.placement.gateway_node == Some(report.node_id);
+            if !placed_here {
+                continue;
+            }
+            t.node_status.insert(report.node_id, status.clone());
+            let before = t.status;
+            refresh_readiness(t);
+            if t.status != before {
+                details.insert(format!("tenant/{name}"), t.status.as_str().to_string());
+            }
+            touched.push(Touched::Tenant(name));
+        }
+        (Ok(Reply::Done), facts.with(details))
+    }
+}
+
+fn node_not_found(id: u64) -> DomainError {
+    DomainError::NotFound(format!("node {id} not found"))
+}
+
+/// Roles as the audit trail and messages name them: `db,gateway`.
+pub(super) fn roles_text(roles: &BTreeSet<NodeRole>) -> String {
+    roles.iter().map(|r| format!("{r:?}").to_lowercase()).collect::<Vec<_>>().join(",")
 }

@@ -1,7 +1,13 @@
 //! The tenant record, its tiers with default quotas, the lifecycle state machine of its status, and
 //! the invariants every tenant keeps: `TenantSpec::new` (create) and `Tenant::apply_patch` (update)
-//! both end in `TenantSpec::check`, so create and update cannot disagree.
+//! both end in `TenantSpec::check`, so create and update cannot disagree. Its commands are in
+//! `tenant/commands.rs`.
 
+mod commands;
+pub(super) use commands::not_found;
+pub use commands::refresh_readiness;
+
+use super::action::Action;
 use super::names::TenantName;
 use super::quota::ByteSize;
 use serde::{Deserialize, Serialize};
@@ -112,6 +118,29 @@ impl TenantStatus {
             TenantStatus::Deleting => "deleting",
             TenantStatus::DeletedPendingPurge => "deleted-pending-purge",
             TenantStatus::QuotaExceeded => "quota-exceeded",
+        }
+    }
+}
+
+/// A step of a tenant's lifecycle, as a command asks for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Lifecycle {
+    Suspend,
+    Resume,
+    Delete,
+    Restore,
+    Purge { force: bool },
+}
+
+impl From<Lifecycle> for Action {
+    fn from(step: Lifecycle) -> Action {
+        match step {
+            Lifecycle::Suspend => Action::TenantSuspend,
+            Lifecycle::Resume => Action::TenantResume,
+            Lifecycle::Delete => Action::TenantDelete,
+            Lifecycle::Restore => Action::TenantRestore,
+            Lifecycle::Purge { .. } => Action::TenantPurge,
         }
     }
 }
@@ -240,7 +269,7 @@ pub enum InvalidTenant {
     #[error("at most {MAX_SELECTOR_LABELS} node selector labels, got {0}")]
     TooManyLabels(usize),
     #[error("node selector: {0}")]
-    Label(String),
+    Label(#[from] super::names::InvalidLabel),
 }
 
 /// A validated request to create a tenant: built only by `TenantSpec::new`, re-checked by the
@@ -348,8 +377,8 @@ impl TenantSpec {
             return Err(InvalidTenant::TooManyLabels(self.node_selector.len()));
         }
         for (k, v) in &self.node_selector {
-            super::names::validate_label_part(k).map_err(InvalidTenant::Label)?;
-            super::names::validate_label_part(v).map_err(InvalidTenant::Label)?;
+            super::names::validate_label_part(k)?;
+            super::names::validate_label_part(v)?;
         }
         Ok(())
     }

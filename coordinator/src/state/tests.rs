@@ -1,5 +1,6 @@
 //! Unit tests of the state machine commands.
 
+use super::action::Action;
 use super::allocation::VpnPool;
 use super::apikey::{ApiKey, Role};
 use super::audit;
@@ -116,7 +117,7 @@ fn every_command_appends_one_chained_audit_entry() {
     let _ = create(&mut s, 3, "acme");
     let _ = s.apply(
         4,
-        &cmd(4, Op::Rejected { action: "tenant.create".into(), target: "tenant/Bad".into(), reason: "bad".into() }),
+        &cmd(4, Op::Rejected { action: Action::TenantCreate, target: "tenant/Bad".into(), reason: "bad".into() }),
     );
     assert_eq!(s.audit.len(), 4);
     assert_eq!(audit::verify(&s.audit), Ok(4));
@@ -184,6 +185,26 @@ fn update_changes_named_fields_only() {
     assert_eq!(t.revision, 3);
     let empty = s.apply(4, &cmd(4, Op::UpdateTenant { name: name("acme"), patch: TenantPatch::default() })).0;
     assert!(matches!(empty, Err(DomainError::Invalid(_))));
+}
+
+#[test]
+fn update_is_audited_with_the_named_fields_as_before() {
+    let mut s = booted("10.50.0.0/16");
+    tenant(create(&mut s, 2, "acme"));
+    let patch = TenantPatch {
+        tier: Some(Tier::Premium),
+        db_quota: ByteSize::parse("10GB").ok(),
+        access_mode: Some(AccessMode::Hybrid),
+        connection_limit: Some(7),
+        ..TenantPatch::default()
+    };
+    tenant(s.apply(3, &cmd(3, Op::UpdateTenant { name: name("acme"), patch })).0);
+    let entry = s.audit.last().expect("audited");
+    let details: Vec<(&str, &str)> = entry.details.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(
+        details,
+        [("access_mode", "hybrid"), ("connection_limit", "7"), ("db_quota", "10GB"), ("tier", "premium")]
+    );
 }
 
 fn node(id: u64, labels: &[(&str, &str)]) -> Node {
@@ -271,8 +292,7 @@ fn bootstrap_only_once_and_commands_need_it() {
 #[test]
 fn removed_coordinator_ids_are_retired() {
     let mut s = booted("10.50.0.0/16");
-    let _ =
-        s.apply(2, &cmd(2, Op::Membership { action: "cluster.remove".into(), node_id: 3, details: BTreeMap::new() }));
+    let _ = s.apply(2, &cmd(2, Op::Membership { action: Action::ClusterRemove, node_id: 3, details: BTreeMap::new() }));
     assert!(s.retired_coordinators.contains(&3));
 }
 
@@ -521,7 +541,7 @@ fn a_key_revoked_earlier_in_the_log_cannot_act_through_a_lagging_follower() {
     let forged = key("00000000000000cc", Role::Admin, None);
     let keys_before = s.api_keys.len();
     let (r, touched) = s.apply(4, &as_key(9, &second.id, Role::Admin, Op::CreateApiKey(forged.clone())));
-    assert!(matches!(&r, Err(DomainError::Forbidden(m)) if m.contains("revoked")), "{r:?}");
+    assert!(matches!(&r, Err(DomainError::Forbidden(m)) if m.to_string().contains("revoked")), "{r:?}");
     assert_eq!(s.api_keys.len(), keys_before, "no key was made");
     assert!(!s.api_keys.contains_key(&forged.id));
     let seq = s.audit.last().map(|e| e.seq).unwrap_or_default();
@@ -546,7 +566,7 @@ fn keys_are_rechecked_at_apply_for_existence_role_and_expiry() {
     let create = |s: &mut State, i: u64, t: u64, actor: &str, role: Role| {
         s.apply(i, &as_key(t, actor, role, Op::CreateTenant(spec("acme")))).0
     };
-    let refused = |r: &Response, why: &str| matches!(r, Err(DomainError::Forbidden(m)) if m.contains(why));
+    let refused = |r: &Response, why: &str| matches!(r, Err(DomainError::Forbidden(m)) if m.to_string().contains(why));
     assert!(refused(&create(&mut s, 4, 10, "00000000000000ff", Role::Admin), "does not exist"));
     assert!(refused(&create(&mut s, 5, 60, &expiring.id, Role::Admin), "expired"));
     assert!(refused(&create(&mut s, 6, 10, &auditor.id, Role::Admin), "not the admin key"));
@@ -554,7 +574,7 @@ fn keys_are_rechecked_at_apply_for_existence_role_and_expiry() {
     assert!(s.tenants.is_empty(), "nothing refused was created");
     assert!(create(&mut s, 8, 40, &expiring.id, Role::Admin).is_ok(), "usable until it expires");
     // An edge refusal of any key is only audited, never re-checked.
-    let op = Op::Rejected { action: "tenant.get".into(), target: "tenant/x".into(), reason: "forbidden".into() };
+    let op = Op::Rejected { action: Action::TenantGet, target: "tenant/x".into(), reason: "forbidden".into() };
     let (r, _) = s.apply(9, &as_key(10, "00000000000000ff", Role::Customer, op));
     assert!(matches!(r, Err(DomainError::Rejected(_))), "{r:?}");
 }
@@ -608,14 +628,14 @@ fn describe_names_the_same_action_and_target_as_apply() {
         Op::RevokeJoinToken { id: "ct".into() },
         Op::CordonNode { id: 7, cordoned: true },
         Op::RevokeNode { id: 7 },
-        Op::Membership { action: "cluster.promote".into(), node_id: 4, details: BTreeMap::new() },
+        Op::Membership { action: Action::ClusterPromote, node_id: 4, details: BTreeMap::new() },
     ];
     for (i, op) in ops.into_iter().enumerate() {
         let i = i as u64 + 2;
-        let expected = op.describe();
+        let (action, target) = op.describe();
         let _ = s.apply(i, &as_key(i, &admin, Role::Admin, op));
         let entry = s.audit.last().expect("audited");
-        assert_eq!((entry.action.clone(), entry.target.clone()), expected);
+        assert_eq!((entry.action.clone(), entry.target.clone()), (action.to_string(), target.to_string()));
     }
 }
 
@@ -643,4 +663,31 @@ fn revoked_join_tokens_cannot_be_spent_and_used_ones_cannot_be_revoked() {
     assert!(matches!(used, Err(DomainError::Conflict(m)) if m.contains("was used")));
     let missing = s.apply(12, &cmd(12, Op::RevokeJoinToken { id: "nope".into() })).0;
     assert!(matches!(missing, Err(DomainError::NotFound(_))));
+}
+
+#[test]
+fn commands_written_with_string_actions_still_decode_and_encode_the_same() {
+    // As an older coordinator wrote them to its Raft log, when the action was a plain string.
+    let rejected = r#"{"meta":{"time_ms":5,"actor":"anonymous","source":"192.0.2.9"},"op":{"Rejected":{"action":"anonymous.refused","target":"source/192.0.2.9","reason":"3 refused"}}}"#;
+    let membership = r#"{"meta":{"time_ms":6,"actor":"00000000000000aa","source":"127.0.0.1"},"op":{"Membership":{"action":"cluster.add-learner","node_id":3,"details":{"address":"10.0.0.3:7000"}}}}"#;
+    let decoded: Command = serde_json::from_str(rejected).expect("an old refusal decodes");
+    assert_eq!(
+        decoded.op,
+        Op::Rejected {
+            action: Action::AnonymousRefused,
+            target: "source/192.0.2.9".into(),
+            reason: "3 refused".into()
+        }
+    );
+    assert_eq!(serde_json::to_string(&decoded).expect("encodes"), rejected, "byte-identical");
+    let decoded: Command = serde_json::from_str(membership).expect("an old membership change decodes");
+    let Op::Membership { action, node_id, .. } = &decoded.op else { panic!("{decoded:?}") };
+    assert_eq!((*action, *node_id), (Action::ClusterAddLearner, 3));
+    assert_eq!(serde_json::to_string(&decoded).expect("encodes"), membership, "byte-identical");
+    // Every action name any version wrote to a log decodes (the edge's names included).
+    for name in ["tenant.get", "node.handshake", "raft.handshake", "api.connect", "apikey.throttled", "cluster.remove"]
+    {
+        let json = format!(r#"{{"Rejected":{{"action":"{name}","target":"t","reason":"r"}}}}"#);
+        assert!(serde_json::from_str::<Op>(&json).is_ok(), "{name}");
+    }
 }

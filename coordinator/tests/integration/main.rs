@@ -1,6 +1,13 @@
 //! Integration tests of the coordinator: real `berqenas-coordinator` processes on loopback,
 //! driven through the CLI and the REST API as a user would.
 
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: it starts the project's binaries and lab tools, and a failed setup step is a failed test"
+)]
+
 mod admin;
 mod audit;
 mod cli;

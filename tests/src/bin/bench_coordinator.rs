@@ -3,6 +3,13 @@
 //! concurrent clients, leader failover time, and each coordinator's RSS with 10,000 tenants.
 //! Prints one JSON line. Usage: bench-coordinator PATH/TO/berqenas-coordinator
 
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: it starts the project's binaries and lab tools, and a failed setup step is a failed test"
+)]
+
 use berqenas_tests::bench::{addr, percentile, proc_stats, round2, BenchCluster};
 use berqenas_tests::{wait_for, Proc};
 use serde_json::{json, Value};

@@ -4,6 +4,13 @@
 //! CPU and RSS, and mTLS handshakes (join + watch connections) per second. One JSON line.
 //! Usage: bench-fanout PATH/TO/berqenas-coordinator
 
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: it starts the project's binaries and lab tools, and a failed setup step is a failed test"
+)]
+
 use berqenas_proto::node as pb;
 use berqenas_tests::bench::{addr, percentile, proc_stats, round2, BenchCluster};
 use berqenas_tests::{wait_for, Proc};

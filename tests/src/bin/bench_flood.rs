@@ -6,6 +6,13 @@
 //! refusal accounting), the same run measures it too, side by side.
 //! Usage: bench-flood PATH/TO/berqenas-coordinator [PATH/TO/baseline-berqenas-coordinator]
 
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: it starts the project's binaries and lab tools, and a failed setup step is a failed test"
+)]
+
 use berqenas_tests::bench::{percentile, proc_stats, round2, BenchCluster};
 use berqenas_tests::Proc;
 use serde_json::{json, Value};

@@ -4,6 +4,13 @@
 //! schemas, the agent's RSS; side by side, the seed's way: `psql` running the seed's SQL per tenant.
 //! One JSON line. Usage: bench-provision PATH/TO/berqenas-coordinator PATH/TO/berqenas-node-agent
 
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: it starts the project's binaries and lab tools, and a failed setup step is a failed test"
+)]
+
 use berqenas_node_agent::assignment::Assignment;
 use berqenas_node_agent::driver::Driver;
 use berqenas_tests::bench::{percentile, proc_stats, round2};
@@ -203,8 +210,12 @@ async fn main() {
     assert_eq!(desired.len(), TENANTS + 20);
     let url = pg.url();
     let resync_ms = tokio::task::spawn_blocking(move || {
-        let mut driver =
-            berqenas_node_agent::postgres::PostgresDriver::new(url, None, Duration::from_secs(10), Default::default());
+        let mut driver = berqenas_node_agent::db::postgres::PostgresDriver::new(
+            url,
+            None,
+            Duration::from_secs(10),
+            Default::default(),
+        );
         let t = Instant::now();
         let statuses = driver.reconcile(&desired);
         assert!(statuses.iter().all(|s| s.ready), "converged");

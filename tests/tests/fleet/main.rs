@@ -1,6 +1,13 @@
 //! End-to-end: real coordinator and node-agent processes on loopback. Agents join with tokens,
 //! receive desired state over mTLS, report readiness; coordinators die and agents move on.
 
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: it starts the project's binaries and lab tools, and a failed setup step is a failed test"
+)]
+
 mod attacks;
 mod db;
 mod harness;

@@ -5,7 +5,7 @@
 //! - `vpn-only`: the tenant's user may log in only from its VPN subnet; anywhere else is rejected.
 //! - `public` / `hybrid`: from anywhere, with its SCRAM password.
 
-use crate::assignment::Assignment;
+use crate::assignment::{AccessMode, Assignment};
 use std::net::{IpAddr, Ipv4Addr};
 
 /// Where a pooler in front of PostgreSQL (pgBouncer) logs in from; its tenants' logins from
@@ -34,7 +34,7 @@ fn name_ok(n: &str) -> bool {
 /// The database a tenant's user may log in to: its own (database isolation) or the main one
 /// (`all` if the main database's name is not a plain identifier).
 fn database_field(a: &Assignment, main_db: &str) -> String {
-    if crate::postgres::own_database(a) {
+    if super::own_database(a) {
         format!("tenant_{}", a.name)
     } else if !main_db.is_empty() && main_db.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         main_db.to_string()
@@ -48,7 +48,7 @@ fn database_field(a: &Assignment, main_db: &str) -> String {
 /// every other login of that user is rejected.
 pub fn render(desired: &[Assignment], main_db: &str, pooler: Option<Pooler>) -> String {
     let mut out = vec![BEGIN.to_string()];
-    for a in desired.iter().filter(|a| a.roles.iter().any(|r| r == "db") && a.db_type == "postgres") {
+    for a in super::postgres_tenants(desired) {
         if !name_ok(&a.name) {
             continue;
         }
@@ -60,9 +60,9 @@ pub fn render(desired: &[Assignment], main_db: &str, pooler: Option<Pooler>) -> 
             Some(Pooler::UnixSocket) => out.push(format!("local {db} {user} scram-sha-256")),
             None => {}
         }
-        match (a.access_mode.as_str(), cidr(&a.vpn_subnet)) {
-            ("vpn-only", Some(subnet)) => out.push(format!("host {db} {user} {subnet} scram-sha-256")),
-            ("vpn-only", None) => {}
+        match (a.access_mode, cidr(&a.vpn_subnet)) {
+            (AccessMode::VpnOnly, Some(subnet)) => out.push(format!("host {db} {user} {subnet} scram-sha-256")),
+            (AccessMode::VpnOnly, None) => {}
             _ => out.push(format!("host {db} {user} all scram-sha-256")),
         }
         out.push(format!("host all {user} all reject"));
@@ -105,22 +105,26 @@ pub fn splice(existing: &str, block: &str) -> String {
 mod tests {
     use super::*;
 
-    fn tenant(name: &str, mode: &str, subnet: &str) -> Assignment {
+    fn tenant(name: &str, mode: AccessMode, subnet: &str) -> Assignment {
         Assignment {
             vpn_subnet: subnet.into(),
             gateway_address: String::new(),
             connection_limit: 1,
-            access_mode: mode.into(),
+            access_mode: mode,
             ..crate::assignment::fixture(name)
         }
     }
 
     #[test]
     fn renders_rules_per_access_mode() {
-        let mut own = tenant("solo", "public", "198.18.3.0/24");
-        own.isolation = "database".into();
+        let mut own = tenant("solo", AccessMode::Public, "198.18.3.0/24");
+        own.isolation = crate::assignment::Isolation::Database;
         let block = render(
-            &[tenant("acme", "vpn-only", "198.18.1.0/24"), tenant("globex", "hybrid", "198.18.2.0/24"), own],
+            &[
+                tenant("acme", AccessMode::VpnOnly, "198.18.1.0/24"),
+                tenant("globex", AccessMode::Hybrid, "198.18.2.0/24"),
+                own,
+            ],
             "postgres",
             None,
         );
@@ -133,24 +137,28 @@ mod tests {
             )
         );
         let pooled = render(
-            &[tenant("acme", "vpn-only", "198.18.1.0/24")],
+            &[tenant("acme", AccessMode::VpnOnly, "198.18.1.0/24")],
             "postgres",
             Some(Pooler::Tcp([192, 0, 2, 9].into())),
         );
         assert!(pooled.contains(
             "host postgres tenant_acme_user 192.0.2.9/32 scram-sha-256\nhost postgres tenant_acme_user 198.18.1.0/24"
         ));
-        assert!(render(&[tenant("acme", "public", "")], "odd db\"name", None)
+        assert!(render(&[tenant("acme", AccessMode::Public, "")], "odd db\"name", None)
             .contains("host all tenant_acme_user all scram"));
-        let bad =
-            render(&[tenant("evil", "vpn-only", "1.2.3.4/24 trust\nhost all all 0.0.0.0/0 trust")], "postgres", None);
+        let bad = render(
+            &[tenant("evil", AccessMode::VpnOnly, "1.2.3.4/24 trust\nhost all all 0.0.0.0/0 trust")],
+            "postgres",
+            None,
+        );
         assert!(!bad.contains("trust"), "{bad}");
     }
 
     #[test]
     fn splice_puts_the_block_first_once_and_replaces_it_later() {
         let original = "local all all trust\nhost all all 0.0.0.0/0 scram-sha-256\n";
-        let first = splice(original, &render(&[tenant("acme", "vpn-only", "198.18.1.0/24")], "postgres", None));
+        let first =
+            splice(original, &render(&[tenant("acme", AccessMode::VpnOnly, "198.18.1.0/24")], "postgres", None));
         assert!(first.starts_with(BEGIN));
         assert!(first.ends_with(original));
         let again = splice(&first, &render(&[], "postgres", None));

@@ -14,7 +14,7 @@
 //! Suspended and deleted tenants are left out of all three, so their logins are refused.
 //! Everything written comes from validated names, integers, checked CIDRs and checked verifiers.
 
-use crate::assignment::{is_verifier, Assignment};
+use crate::assignment::{is_verifier, AccessMode, Assignment};
 use crate::config::PgBouncerConfig;
 use std::fmt::Write as _;
 use std::os::unix::fs::MetadataExt;
@@ -45,12 +45,7 @@ fn plain(s: &str) -> bool {
 
 /// The tenants pgBouncer serves: db role, PostgreSQL, running, with a password verifier.
 fn served(desired: &[Assignment]) -> impl Iterator<Item = &Assignment> {
-    desired.iter().filter(|a| {
-        a.roles.iter().any(|r| r == "db")
-            && a.db_type == "postgres"
-            && a.lifecycle == "run"
-            && is_verifier(&a.db_password_verifier)
-    })
+    super::postgres_tenants(desired).filter(|a| a.runs() && is_verifier(&a.db_password_verifier))
 }
 
 /// `berqenas-pools.ini`. Fails when the server's host or database name could not be written
@@ -66,8 +61,7 @@ pub fn render_pools(desired: &[Assignment], server: &Server) -> Result<String, S
     out.push_str("[databases]\n");
     let tenants: Vec<&Assignment> = served(desired).collect();
     for a in &tenants {
-        let dbname =
-            if crate::postgres::own_database(a) { format!("tenant_{}", a.name) } else { server.database.clone() };
+        let dbname = if super::own_database(a) { format!("tenant_{}", a.name) } else { server.database.clone() };
         let limit = a.connection_limit.max(1);
         let _ = writeln!(
             out,
@@ -99,11 +93,11 @@ pub fn render_hba(desired: &[Assignment]) -> String {
     let mut out = String::from(HEADER);
     for a in served(desired) {
         let (db, user) = (format!("tenant_{}", a.name), format!("tenant_{}_user", a.name));
-        match (a.access_mode.as_str(), crate::pghba::cidr(&a.vpn_subnet)) {
-            ("vpn-only", Some(subnet)) => {
+        match (a.access_mode, super::pghba::cidr(&a.vpn_subnet)) {
+            (AccessMode::VpnOnly, Some(subnet)) => {
                 let _ = writeln!(out, "host {db} {user} {subnet} scram-sha-256");
             }
-            ("vpn-only", None) => {}
+            (AccessMode::VpnOnly, None) => {}
             _ => {
                 let _ = writeln!(out, "host {db} {user} 0.0.0.0/0 scram-sha-256");
                 let _ = writeln!(out, "host {db} {user} ::/0 scram-sha-256");
@@ -185,7 +179,8 @@ pub fn sync_firewall(config: &PgBouncerConfig) -> Result<(), String> {
     if config.max_per_source == 0 {
         return Ok(());
     }
-    let listed = crate::exec::run("nft", &["list", "table", "inet", FIREWALL_TABLE], None, timeout).unwrap_or_default();
+    let listed =
+        crate::host::exec::run("nft", &["list", "table", "inet", FIREWALL_TABLE], None, timeout).unwrap_or_default();
     let over = format!("ct count over {}", config.max_per_source);
     let converged =
         listed.contains(&firewall_marker(config.port, config.max_per_source)) && listed.matches(&over).count() == 2;
@@ -193,7 +188,7 @@ pub fn sync_firewall(config: &PgBouncerConfig) -> Result<(), String> {
         return Ok(());
     }
     let script = render_firewall(config.port, config.max_per_source);
-    crate::exec::run("nft", &["-f", "-"], Some(script.as_bytes()), timeout)
+    crate::host::exec::run("nft", &["-f", "-"], Some(script.as_bytes()), timeout)
         .map_err(|e| format!("cannot limit connections per source to pgBouncer (is nftables installed?): {e}"))?;
     tracing::info!(port = config.port, per_source = config.max_per_source, "pgBouncer connection limit per source set");
     Ok(())
@@ -229,11 +224,11 @@ mod tests {
 
     const VERIFIER: &str = "SCRAM-SHA-256$4096:AQIDBAUGBwgJCgsMDQ4PEA==$8rrDg00OqaiWXJ7p+sCgHEIaBSHY89ZJl3mfIsf32oY=:05L1f+yZbiN8O0AnO40Og85NNRhvzTS57naKRWCcsIA=";
 
-    fn tenant(name: &str, mode: &str, limit: u32) -> Assignment {
+    fn tenant(name: &str, mode: AccessMode, limit: u32) -> Assignment {
         Assignment {
             gateway_address: String::new(),
             connection_limit: limit,
-            access_mode: mode.into(),
+            access_mode: mode,
             db_password_verifier: VERIFIER.into(),
             ..crate::assignment::fixture(name)
         }
@@ -261,11 +256,11 @@ mod tests {
 
     #[test]
     fn pools_users_and_rules_per_running_tenant() {
-        let mut own = tenant("solo", "public", 50);
-        own.isolation = "database".into();
-        let mut suspended = tenant("gone", "public", 5);
-        suspended.lifecycle = "suspended".into();
-        let desired = [tenant("acme", "vpn-only", 5), own, suspended];
+        let mut own = tenant("solo", AccessMode::Public, 50);
+        own.isolation = crate::assignment::Isolation::Database;
+        let mut suspended = tenant("gone", AccessMode::Public, 5);
+        suspended.lifecycle = crate::assignment::Lifecycle::Suspended;
+        let desired = [tenant("acme", AccessMode::VpnOnly, 5), own, suspended];
         let pools = render_pools(&desired, &server()).expect("pools");
         assert!(pools
             .contains("tenant_acme = host=192.0.2.10 port=5432 dbname=postgres pool_size=5 max_db_connections=5\n"));
@@ -284,14 +279,14 @@ mod tests {
 
     #[test]
     fn nothing_unchecked_reaches_the_files() {
-        let mut bad = tenant("evil", "vpn-only", 5);
+        let mut bad = tenant("evil", AccessMode::VpnOnly, 5);
         bad.db_password_verifier = "x\" \"y\"\n\"postgres\" \"trust".into();
         assert_eq!(render_users(&[bad.clone()]), "");
-        let mut odd = tenant("odd", "vpn-only", 5);
+        let mut odd = tenant("odd", AccessMode::VpnOnly, 5);
         odd.vpn_subnet = "0.0.0.0/0 trust".into();
         assert!(!render_hba(&[odd]).contains("trust"));
         let evil_server = Server { host: "h dbname=other".into(), port: 1, database: "postgres".into() };
-        assert!(render_pools(&[tenant("acme", "public", 1)], &evil_server).is_err());
+        assert!(render_pools(&[tenant("acme", AccessMode::Public, 1)], &evil_server).is_err());
     }
 
     #[test]
@@ -306,7 +301,7 @@ mod tests {
             port: 6432,
             max_per_source: 32,
         };
-        let err = sync(&missing, &[tenant("acme", "public", 1)], &server()).expect_err("no pgBouncer");
+        let err = sync(&missing, &[tenant("acme", AccessMode::Public, 1)], &server()).expect_err("no pgBouncer");
         assert!(err.contains("not running"), "{err}");
         // A pidfile naming another process (here: this test) is not signalled.
         std::fs::write(dir.path().join("stale.pid"), std::process::id().to_string()).expect("pidfile");
@@ -316,7 +311,7 @@ mod tests {
             port: 6432,
             max_per_source: 32,
         };
-        let err = sync(&stale, &[tenant("acme", "public", 2)], &server()).expect_err("not pgBouncer");
+        let err = sync(&stale, &[tenant("acme", AccessMode::Public, 2)], &server()).expect_err("not pgBouncer");
         assert!(err.contains("is not running") && err.contains("stale.pid"), "{err}");
     }
 }

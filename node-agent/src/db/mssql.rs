@@ -27,7 +27,7 @@
 //! the hash is checked to be exactly a SQL Server hash before it becomes a binary literal;
 //! everything else is an integer.
 
-use crate::assignment::{is_mssql_hash, Assignment};
+use crate::assignment::{is_mssql_hash, Assignment, DbType, Role};
 use crate::driver::{Driver, Status, Usage};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -137,7 +137,7 @@ pub fn tenant_steps(a: &Assignment, o: &ObservedTenant) -> Result<Vec<String>, S
     }
     let (db, login) = (format!("tenant_{}", a.name), format!("tenant_{}_user", a.name));
     let (qd, ql) = (b(&db), b(&login));
-    let run = a.lifecycle == "run";
+    let run = a.runs();
     let hash = is_mssql_hash(&a.db_password_verifier).then_some(a.db_password_verifier.as_str());
     let mut sql = Vec::new();
     if !o.database {
@@ -238,7 +238,7 @@ pub fn plan(desired: &[Assignment], observed: &Observed) -> BTreeMap<String, Res
 
 /// This driver's assignments: db role, SQL Server.
 fn served(desired: &[Assignment]) -> impl Iterator<Item = &Assignment> {
-    desired.iter().filter(|a| a.roles.iter().any(|r| r == "db") && a.db_type == "mssql")
+    desired.iter().filter(|a| a.has_role(Role::Db) && a.db_type == DbType::Mssql)
 }
 
 /// Statements are logged without password hashes.
@@ -397,7 +397,7 @@ impl Driver for MssqlDriver {
 
     fn reconcile(&mut self, desired: &[Assignment]) -> Vec<Status> {
         let (served, other): (Vec<Assignment>, Vec<Assignment>) =
-            desired.iter().cloned().partition(|a| a.db_type == "mssql");
+            desired.iter().cloned().partition(|a| a.db_type == DbType::Mssql);
         let handle = tokio::runtime::Handle::current();
         let result = handle.block_on(self.pass(&served));
         let refused =
@@ -415,12 +415,12 @@ mod tests {
     fn a(name: &str) -> Assignment {
         Assignment {
             gateway_address: String::new(),
-            db_type: "mssql".into(),
-            isolation: "database".into(),
+            db_type: DbType::Mssql,
+            isolation: crate::assignment::Isolation::Database,
             db_quota_bytes: 1024 * 1024 * 1024,
             connection_limit: 10,
             events_per_min: 1000,
-            access_mode: "public".into(),
+            access_mode: crate::assignment::AccessMode::Public,
             vpn_enabled: false,
             db_password_verifier: HASH.into(),
             ..crate::assignment::fixture(name)
@@ -492,7 +492,7 @@ mod tests {
         t.bytes = desired.db_quota_bytes + 1;
         o.tenants.insert("acme".into(), t);
         let mut suspended = desired.clone();
-        suspended.lifecycle = "suspended".into();
+        suspended.lifecycle = crate::assignment::Lifecycle::Suspended;
         let sql = steps(&[suspended], &o, "acme");
         assert_eq!(sql[0], format!("ALTER LOGIN [tenant_acme_user] WITH PASSWORD = {HASH} HASHED"));
         assert_eq!(sql[1], "ALTER LOGIN [tenant_acme_user] DISABLE");
@@ -622,7 +622,7 @@ mod tests {
         let mut denied = converged(&desired);
         denied.writes_denied = true;
         let mut suspended = desired.clone();
-        suspended.lifecycle = "suspended".into();
+        suspended.lifecycle = crate::assignment::Lifecycle::Suspended;
         let mut plans = vec![steps(std::slice::from_ref(&desired), &Observed::default(), "acme")];
         for (d, t) in [(&desired, drifted), (&suspended, denied)] {
             let mut o = Observed::default();

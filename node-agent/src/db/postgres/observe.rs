@@ -1,12 +1,12 @@
 //! Observation for the PostgreSQL driver: a handful of set-based catalog queries, whatever the
 //! number of tenants, on the pass's own short-lived superuser connection. None of them waits for
-//! a lock a tenant can hold (sizes are measured apart, by `pgsize`).
+//! a lock a tenant can hold (sizes are measured apart, by `size`).
 
 use super::plan::{Observed, ObservedRole, MARKER};
 use sqlx::{PgConnection, Row};
 
 /// Reads the catalogs — about every tenant, or with `only` about those tenants alone. Sizes are
-/// measured apart ([`crate::pgsize`]) and left at 0 here. Nothing here waits for a lock a
+/// measured apart ([`super::size`]) and left at 0 here. Nothing here waits for a lock a
 /// tenant can hold.
 pub(super) async fn observe(conn: &mut PgConnection, only: Option<&[String]>) -> Result<Observed, sqlx::Error> {
     let only: Option<Vec<String>> = only.map(<[String]>::to_vec);

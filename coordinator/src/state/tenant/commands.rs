@@ -1,11 +1,18 @@
-//! The state machine's tenant commands: create, update, the lifecycle (suspend, resume, delete,
-//! restore, purge), placement, and readiness from node reports. Pure, like the rest of `state`.
+//! The tenant commands: create, update, the lifecycle (suspend, resume, delete, restore, purge),
+//! placement, and readiness from node reports. Pure, like the rest of `state`.
 
-use super::*;
+use super::{Lifecycle, Placement, Tenant, TenantPatch, TenantSpec, TenantStatus};
+use crate::state::action::{details, Details};
+use crate::state::allocation;
+use crate::state::names::TenantName;
+use crate::state::node::{Node, NodeTenantStatus};
+use crate::state::placement;
+use crate::state::{At, Cx, DomainError, Handled, Reply, Response, State, Touched};
+use std::collections::BTreeSet;
 
 impl State {
     /// Tries to place `tenant`; on failure the tenant stays unplaced with the reason.
-    pub(super) fn place(&self, tenant: &mut Tenant) {
+    pub(in crate::state) fn place(&self, tenant: &mut Tenant) {
         let nodes: Vec<Node> = self.nodes.values().cloned().collect();
         let req = placement::Request {
             db_type: tenant.db_type,
@@ -26,13 +33,19 @@ impl State {
         }
     }
 
-    pub(super) fn create_tenant(
-        &mut self,
-        index: u64,
-        now: u64,
-        spec: &TenantSpec,
-        touched: &mut Vec<Touched>,
-    ) -> Response {
+    pub(in crate::state) fn create_tenant(&mut self, cx: Cx<'_>, spec: &TenantSpec) -> Handled {
+        let facts = cx.facts.with(details(&[
+            ("tier", format!("{:?}", spec.tier).to_lowercase()),
+            ("db_type", format!("{:?}", spec.db_type).to_lowercase()),
+            ("db_quota", spec.db_quota.to_string()),
+            ("vpn_enabled", spec.vpn_enabled.to_string()),
+            ("public_api", spec.public_api.to_string()),
+            ("ddl_enabled", spec.ddl_enabled.to_string()),
+        ]));
+        (self.add_tenant(cx.at, spec, cx.touched), facts)
+    }
+
+    fn add_tenant(&mut self, at: At, spec: &TenantSpec, touched: &mut Vec<Touched>) -> Response {
         let settings = self.settings()?.clone();
         spec.check()?;
         if self.tenants.contains_key(&spec.name) {
@@ -44,21 +57,18 @@ impl State {
         })?;
         let network = allocation::network_for(settings.vpn_pool, slot)
             .ok_or_else(|| DomainError::Exhausted("no tenant subnet left".into()))?;
-        let mut tenant = Tenant::new(spec, network, index, now);
+        let mut tenant = Tenant::new(spec, network, at.index, at.now);
         self.place(&mut tenant);
         touched.push(Touched::Tenant(spec.name.clone()));
         self.tenants.insert(spec.name.clone(), tenant.clone());
         Ok(Reply::Tenant(Box::new(tenant)))
     }
 
-    pub(super) fn update_tenant(
-        &mut self,
-        index: u64,
-        now: u64,
-        name: &TenantName,
-        patch: &TenantPatch,
-        touched: &mut Vec<Touched>,
-    ) -> Response {
+    pub(in crate::state) fn update_tenant(&mut self, cx: Cx<'_>, name: &TenantName, patch: &TenantPatch) -> Handled {
+        (self.patch_tenant(cx.at, name, patch, cx.touched), cx.facts.with(patch_details(patch)))
+    }
+
+    fn patch_tenant(&mut self, at: At, name: &TenantName, patch: &TenantPatch, touched: &mut Vec<Touched>) -> Response {
         let current = self.tenants.get(name).ok_or_else(|| not_found(name))?;
         if current.status == TenantStatus::DeletedPendingPurge {
             return Err(DomainError::Conflict(format!("tenant {name} is deleted; restore it first")));
@@ -68,8 +78,8 @@ impl State {
         }
         // Validated as a whole before anything changes: a refused update leaves the tenant as it was.
         let mut updated = current.apply_patch(patch)?;
-        updated.revision = index;
-        updated.updated_at_ms = now;
+        updated.revision = at.index;
+        updated.updated_at_ms = at.now;
         refresh_readiness(&mut updated);
         if updated.placement.db_node.is_none() {
             self.place(&mut updated);
@@ -79,14 +89,16 @@ impl State {
         Ok(Reply::Tenant(Box::new(updated)))
     }
 
-    pub(super) fn lifecycle(
-        &mut self,
-        index: u64,
-        now: u64,
-        name: &TenantName,
-        step: Lifecycle,
-        touched: &mut Vec<Touched>,
-    ) -> Response {
+    pub(in crate::state) fn lifecycle(&mut self, cx: Cx<'_>, name: &TenantName, step: Lifecycle) -> Handled {
+        let mut d = Details::new();
+        if let Lifecycle::Purge { force: true } = step {
+            d.insert("force".into(), "true".into());
+        }
+        (self.step_tenant(cx.at, name, step, cx.touched), cx.facts.with(d))
+    }
+
+    fn step_tenant(&mut self, at: At, name: &TenantName, step: Lifecycle, touched: &mut Vec<Touched>) -> Response {
+        let (index, now) = (at.index, at.now);
         let retention = self.settings()?.retention_ms;
         let tenant = self.tenants.get_mut(name).ok_or_else(|| not_found(name))?;
         let from = tenant.status;
@@ -203,35 +215,21 @@ pub fn refresh_readiness(t: &mut Tenant) {
     }
 }
 
-pub(super) fn not_found(name: &TenantName) -> DomainError {
+pub(in crate::state) fn not_found(name: &TenantName) -> DomainError {
     DomainError::NotFound(format!("tenant {name} not found"))
 }
 
-pub(super) fn patch_details(patch: &TenantPatch) -> BTreeMap<String, String> {
-    let mut d = BTreeMap::new();
-    if let Some(v) = patch.tier {
-        d.insert("tier".into(), format!("{v:?}").to_lowercase());
-    }
-    if let Some(v) = patch.db_quota {
-        d.insert("db_quota".into(), v.to_string());
-    }
-    if let Some(v) = patch.connection_limit {
-        d.insert("connection_limit".into(), v.to_string());
-    }
-    if let Some(v) = patch.events_per_min {
-        d.insert("events_per_min".into(), v.to_string());
-    }
-    if let Some(v) = patch.vpn_enabled {
-        d.insert("vpn_enabled".into(), v.to_string());
-    }
-    if let Some(v) = patch.public_api {
-        d.insert("public_api".into(), v.to_string());
-    }
-    if let Some(v) = patch.ddl_enabled {
-        d.insert("ddl_enabled".into(), v.to_string());
-    }
-    if let Some(v) = patch.access_mode {
-        d.insert("access_mode".into(), format!("{v:?}").to_lowercase());
-    }
-    d
+fn patch_details(patch: &TenantPatch) -> Details {
+    let lower = |v: &dyn std::fmt::Debug| format!("{v:?}").to_lowercase();
+    let named = [
+        ("tier", patch.tier.map(|v| lower(&v))),
+        ("db_quota", patch.db_quota.map(|v| v.to_string())),
+        ("connection_limit", patch.connection_limit.map(|v| v.to_string())),
+        ("events_per_min", patch.events_per_min.map(|v| v.to_string())),
+        ("vpn_enabled", patch.vpn_enabled.map(|v| v.to_string())),
+        ("public_api", patch.public_api.map(|v| v.to_string())),
+        ("ddl_enabled", patch.ddl_enabled.map(|v| v.to_string())),
+        ("access_mode", patch.access_mode.map(|v| lower(&v))),
+    ];
+    named.into_iter().filter_map(|(name, value)| Some((name.to_string(), value?))).collect()
 }

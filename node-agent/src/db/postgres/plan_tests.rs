@@ -70,6 +70,15 @@ fn fresh_node_and_tenant_get_everything_quoted() {
     assert!(sql.iter().any(|s| s.contains("CREATE TABLE \"tenant_acme\".events")));
     assert!(!sql.iter().any(|s| s.contains("NOTIFY") || s.contains("TRIGGER")), "no notification channel: {sql:?}");
     assert!(!sql.iter().any(|s| s.contains("CREATE ON SCHEMA")), "no DDL for the tenant by default");
+    let create_user = steps.iter().find(|s| s.sql.starts_with("CREATE ROLE \"tenant_acme_user\"")).expect("user");
+    assert!(create_user.carries_secret(), "the verifier is a secret");
+    assert_eq!(create_user.shown(), "CREATE ROLE \"tenant_acme_user\" LOGIN NOINHERIT CONNECTION LIMIT 5 PASSWORD '…'");
+    assert!(!format!("{steps:?}").contains("SCRAM-SHA-256$"), "not even in Debug");
+    assert_eq!(steps.iter().filter(|s| s.carries_secret()).count(), 1, "{steps:?}");
+    let connect = steps.iter().find(|s| s.sql.starts_with("GRANT CONNECT ON DATABASE")).expect("connect");
+    assert_eq!(connect.kind, StepKind::SharedRow, "the database's ACL row is shared by every tenant");
+    assert!(steps.iter().filter(|s| s.tenant.is_none()).all(|s| s.kind == StepKind::Bootstrap));
+    assert!(steps.iter().filter(|s| s.sql.starts_with("CREATE SCHEMA \"tenant")).all(|s| s.kind == StepKind::Tenant));
     let hide = sql.iter().position(|s| s.starts_with("REVOKE SELECT ON pg_catalog.pg_stat_activity"));
     let first_tenant = steps.iter().position(|s| s.tenant.is_some());
     assert!(hide.is_some() && hide < first_tenant, "other tenants' sessions and sources are hidden first: {sql:?}");
@@ -110,6 +119,8 @@ fn tenant_code_is_removed_before_its_tables_change_hands() {
     let sql: Vec<&str> = steps.iter().map(|s| s.sql.as_str()).collect();
     assert_eq!(sql[0], "REVOKE CREATE ON SCHEMA \"tenant_acme\" FROM \"tenant_acme_user\"");
     assert_eq!(sql[1], "ALTER ROLE \"tenant_acme_user\" NOLOGIN", "fail closed until it owns nothing");
+    assert_eq!(steps[1].kind, StepKind::Offboard, "its sessions end once the pass ran it");
+    assert!(steps.iter().all(|s| !s.carries_secret()));
     assert!(sql[2].starts_with("SELECT pg_terminate_backend(pid)"), "{sql:?}");
     assert_eq!(sql[3], "REASSIGN OWNED BY \"tenant_acme_user\" TO \"tenant_acme_owner\"");
     assert_eq!(sql.last(), Some(&"ALTER ROLE \"tenant_acme_user\" LOGIN"), "login back only when done");
@@ -168,9 +179,11 @@ fn drift_and_lifecycle_are_planned() {
         vec!["GRANT USAGE ON SCHEMA \"tenant_acme\" TO \"tenant_acme_user\"".to_string()]
     );
     let mut suspended = desired.clone();
-    suspended.lifecycle = "suspended".into();
+    suspended.lifecycle = crate::assignment::Lifecycle::Suspended;
     o.tenants.insert("acme".into(), converged(&desired));
-    assert_eq!(plan(&[suspended], &o)[0].sql, "ALTER ROLE \"tenant_acme_user\" NOLOGIN");
+    let steps = plan(&[suspended], &o);
+    assert_eq!(steps[0].sql, "ALTER ROLE \"tenant_acme_user\" NOLOGIN");
+    assert_eq!(steps[0].kind, StepKind::Offboard);
 }
 
 #[test]
@@ -240,7 +253,7 @@ fn between_full_passes_only_changed_tenants_are_looked_at() {
     let converged: BTreeMap<String, Assignment> =
         [&acme, &globex, &gone].into_iter().map(|t| (t.name.clone(), t.clone())).collect();
     let mut suspended = globex.clone();
-    suspended.lifecycle = "suspended".into();
+    suspended.lifecycle = crate::assignment::Lifecycle::Suspended;
     let desired = [acme.clone(), suspended, a("newco")];
     assert_eq!(changed(&desired, &converged), ["globex", "gone", "newco"], "changed, purged, new");
     assert!(changed(&[acme, globex, gone], &converged).is_empty(), "nothing changed: nothing to look at");
@@ -249,13 +262,16 @@ fn between_full_passes_only_changed_tenants_are_looked_at() {
 #[test]
 fn database_isolation_gets_its_own_database_and_the_same_schema_inside() {
     let mut desired = a("solo");
-    desired.isolation = "database".into();
+    desired.isolation = crate::assignment::Isolation::Database;
     let main: Vec<String> = plan(std::slice::from_ref(&desired), &bootstrapped()).into_iter().map(|s| s.sql).collect();
     assert!(main.contains(&"CREATE DATABASE \"tenant_solo\" OWNER \"tenant_solo_owner\"".to_string()));
     assert!(main.contains(&"REVOKE ALL ON DATABASE \"tenant_solo\" FROM PUBLIC".to_string()));
     assert!(!main.iter().any(|s| s.contains("CREATE SCHEMA \"tenant_solo\"")), "no schema in the main database");
     assert!(!main.iter().any(|s| s.contains("GRANT CONNECT ON DATABASE \"postgres\"")), "{main:?}");
-    assert!(outside_transaction(&main[main.iter().position(|s| s.starts_with("CREATE DATABASE")).expect("created")]));
+    let steps = plan(std::slice::from_ref(&desired), &bootstrapped());
+    let kind = |prefix: &str| steps.iter().find(|s| s.sql.starts_with(prefix)).map(|s| s.kind);
+    assert_eq!(kind("CREATE DATABASE"), Some(StepKind::OutsideTransaction), "runs alone, outside a transaction");
+    assert_eq!(kind("REVOKE ALL ON DATABASE \"tenant_solo\""), Some(StepKind::SharedRow));
 
     // Inside its database: bootstrap, then the same schema as schema isolation.
     let inside = Observed {
@@ -280,6 +296,12 @@ fn database_isolation_gets_its_own_database_and_the_same_schema_inside() {
     o.tenants.insert("solo".into(), t);
     let sql: Vec<String> = plan(&[], &o).into_iter().map(|s| s.sql).collect();
     assert_eq!(sql[1], "DROP DATABASE IF EXISTS \"tenant_solo\" WITH (FORCE)");
+    let kinds: Vec<StepKind> = plan(&[], &o).into_iter().map(|s| s.kind).collect();
+    assert_eq!(
+        kinds,
+        [StepKind::Offboard, StepKind::OutsideTransaction, StepKind::Purge, StepKind::Purge, StepKind::Purge],
+        "login taken first, the database alone, then the rest together"
+    );
     assert!(sql.last().is_some_and(|s| s.starts_with("DROP ROLE")), "{sql:?}");
 }
 
@@ -307,4 +329,21 @@ fn invalid_verifier_never_reaches_sql() {
     let steps = plan(&[bad], &bootstrapped());
     assert!(steps.iter().all(|s| !s.sql.contains("DROP ROLE postgres")));
     assert!(steps.iter().all(|s| !s.sql.contains("PASSWORD")));
+}
+
+#[test]
+fn a_changed_password_is_a_secret_step_shown_redacted() {
+    let desired = a("acme");
+    let mut o = bootstrapped();
+    let mut t = converged(&desired);
+    if let Some(u) = t.user.as_mut() {
+        u.password = Some("SCRAM-SHA-256$4096:b2xk$b2xk:b2xk".into());
+    }
+    o.tenants.insert("acme".into(), t);
+    let steps = plan(std::slice::from_ref(&desired), &o);
+    assert_eq!(steps.len(), 1, "{steps:?}");
+    assert!(steps[0].carries_secret());
+    assert_eq!(steps[0].kind, StepKind::Tenant);
+    assert_eq!(steps[0].sql, format!("ALTER ROLE \"tenant_acme_user\" PASSWORD '{}'", desired.db_password_verifier));
+    assert_eq!(steps[0].shown(), "ALTER ROLE \"tenant_acme_user\" PASSWORD '…'");
 }

@@ -12,7 +12,7 @@
 //!   can keep the queue from draining — one tenant cannot fill it for everyone;
 //! - ends sessions holding an exclusive lock on a relation longer than the exclusive-lock limit
 //!   (a table rewritten in an open transaction grows unmeasured until it commits);
-//! - measures, without locks ([`crate::pgsize`]), every tenant that ran something since the last
+//! - measures, without locks ([`super::size`]), every tenant that ran something since the last
 //!   tick; one found over its quota (and not yet held to it) has its sessions ended and the
 //!   reconcile loop woken to revoke its writes at once, and its sessions keep being ended until
 //!   that is done. The overrun is bounded by about one tick of the tenant's write rate.
@@ -323,7 +323,7 @@ async fn tick(conn: &mut PgConnection, shared: &Shared, limits: &Limits, memory:
             let user: String = row.try_get("u").map_err(|e| e.to_string())?;
             let n: i64 = row.try_get("n").map_err(|e| e.to_string())?;
             let Some(name) = user.strip_prefix("tenant_").and_then(|u| u.strip_suffix("_user")) else { continue };
-            if n <= crate::postgres::MAX_OBJECTS {
+            if n <= super::MAX_OBJECTS {
                 continue;
             }
             tracing::warn!(tenant = name, objects = n, "session guard: tenant owns too many objects; CREATE revoked");
@@ -349,7 +349,7 @@ async fn tick(conn: &mut PgConnection, shared: &Shared, limits: &Limits, memory:
             false => schemas.insert(name.clone()),
         };
     }
-    let sizes = crate::pgsize::measure(conn, &schemas, &databases).await?;
+    let sizes = super::size::measure(conn, &schemas, &databases).await?;
     let mut over = Vec::new();
     let enforced = shared.enforced.lock().map(|e| e.clone()).unwrap_or_default();
     if let Ok(mut known) = shared.sizes.lock() {

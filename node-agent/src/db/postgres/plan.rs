@@ -2,7 +2,9 @@
 //! and the planners that turn the difference into SQL steps — empty when the host is converged.
 //! No IO here; the tests assert on the plans.
 
+use super::step::{tenant_steps, Sql, Step, StepKind, Stmts};
 use crate::assignment::Assignment;
+use crate::db::{own_database, postgres_tenants};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Marks roles this driver owns; nothing else is ever dropped.
@@ -67,34 +69,6 @@ pub struct Observed {
     pub tenants: BTreeMap<String, ObservedTenant>,
 }
 
-/// One SQL statement and the tenant it is for (None: node bootstrap). A tenant's consecutive
-/// steps run as one transaction; `commit_before` ends the one before it, so what came first holds
-/// even when this part fails.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Step {
-    pub tenant: Option<String>,
-    pub sql: String,
-    pub commit_before: bool,
-}
-
-impl Step {
-    fn node(sql: String) -> Self {
-        Self { tenant: None, sql, commit_before: false }
-    }
-
-    fn tenant(name: &str, sql: String) -> Self {
-        Self { tenant: Some(name.to_string()), sql, commit_before: false }
-    }
-}
-
-/// A tenant's steps: `first` in one transaction, then `then` in a second one.
-fn tenant_steps(name: &str, first: Vec<String>, then: Vec<String>) -> impl Iterator<Item = Step> + '_ {
-    let first = first.into_iter().map(move |sql| Step::tenant(name, sql));
-    let then =
-        then.into_iter().enumerate().map(move |(i, sql)| Step { commit_before: i == 0, ..Step::tenant(name, sql) });
-    first.chain(then)
-}
-
 fn q(ident: &str) -> String {
     format!("\"{ident}\"")
 }
@@ -121,11 +95,11 @@ fn idents(name: &str) -> (String, String, String) {
 
 /// The tenant's two roles (cluster-wide objects): created, and the user's login, limits,
 /// password and settings kept as desired.
-fn role_steps(a: &Assignment, o: &ObservedTenant) -> Vec<String> {
+fn role_steps(a: &Assignment, o: &ObservedTenant) -> Stmts {
     let (qs, qo, qu) = idents(&a.name);
-    let login = a.lifecycle == "run";
+    let login = a.runs();
     let limit = i64::from(a.connection_limit.min(i32::MAX as u32));
-    let mut sql = Vec::new();
+    let mut sql = Stmts::default();
     if o.owner.is_none() {
         sql.push(format!("CREATE ROLE {qo} NOLOGIN"));
         sql.push(format!("COMMENT ON ROLE {qo} IS '{MARKER}'"));
@@ -133,14 +107,23 @@ fn role_steps(a: &Assignment, o: &ObservedTenant) -> Vec<String> {
     let verifier_ok = crate::assignment::is_verifier(&a.db_password_verifier);
     match &o.user {
         None => {
-            let password = if verifier_ok { format!(" PASSWORD '{}'", a.db_password_verifier) } else { String::new() };
             let login_kw = if login { "LOGIN" } else { "NOLOGIN" };
-            sql.push(format!("CREATE ROLE {qu} {login_kw} NOINHERIT CONNECTION LIMIT {limit}{password}"));
+            let create = format!("CREATE ROLE {qu} {login_kw} NOINHERIT CONNECTION LIMIT {limit}");
+            sql.push(match verifier_ok {
+                true => Sql::secret(
+                    format!("{create} PASSWORD '{}'", a.db_password_verifier),
+                    format!("{create} PASSWORD '…'"),
+                ),
+                false => Sql::from(create),
+            });
             sql.push(format!("COMMENT ON ROLE {qu} IS '{MARKER}'"));
         }
         Some(u) => {
             if u.can_login != login {
-                sql.push(format!("ALTER ROLE {qu} {}", if login { "LOGIN" } else { "NOLOGIN" }));
+                sql.push(match login {
+                    true => Sql::from(format!("ALTER ROLE {qu} LOGIN")),
+                    false => Sql::kind(format!("ALTER ROLE {qu} NOLOGIN"), StepKind::Offboard),
+                });
             }
             if u.inherit {
                 sql.push(format!("ALTER ROLE {qu} NOINHERIT"));
@@ -149,7 +132,10 @@ fn role_steps(a: &Assignment, o: &ObservedTenant) -> Vec<String> {
                 sql.push(format!("ALTER ROLE {qu} CONNECTION LIMIT {limit}"));
             }
             if verifier_ok && u.password.as_deref() != Some(a.db_password_verifier.as_str()) {
-                sql.push(format!("ALTER ROLE {qu} PASSWORD '{}'", a.db_password_verifier));
+                sql.push(Sql::secret(
+                    format!("ALTER ROLE {qu} PASSWORD '{}'", a.db_password_verifier),
+                    format!("ALTER ROLE {qu} PASSWORD '…'"),
+                ));
             }
         }
     }
@@ -180,23 +166,26 @@ fn role_steps(a: &Assignment, o: &ObservedTenant) -> Vec<String> {
 /// The tenant's database (database isolation), made from the main database's connection.
 /// `CREATE DATABASE` runs outside a transaction, so PUBLIC's default CONNECT and TEMP on it are
 /// revoked by the very next statement (and re-checked by every pass inside it).
-fn database_steps(a: &Assignment, o: &ObservedTenant) -> Vec<String> {
+fn database_steps(a: &Assignment, o: &ObservedTenant) -> Stmts {
     let (qd, qo, _) = idents(&a.name);
     if o.database {
-        return Vec::new();
+        return Stmts::default();
     }
-    vec![format!("CREATE DATABASE {qd} OWNER {qo}"), format!("REVOKE ALL ON DATABASE {qd} FROM PUBLIC")]
+    Stmts(vec![
+        Sql::kind(format!("CREATE DATABASE {qd} OWNER {qo}"), StepKind::OutsideTransaction),
+        Sql::kind(format!("REVOKE ALL ON DATABASE {qd} FROM PUBLIC"), StepKind::SharedRow),
+    ])
 }
 
 /// The tenant's schema and what is in it, in database `db` (the main database, or its own).
-fn schema_steps(a: &Assignment, o: &ObservedTenant, db: &str) -> Vec<String> {
+fn schema_steps(a: &Assignment, o: &ObservedTenant, db: &str) -> Stmts {
     let (qs, qo, qu) = idents(&a.name);
-    let mut sql = Vec::new();
+    let mut sql = Stmts::default();
     if !o.schema {
         sql.push(format!("CREATE SCHEMA {qs} AUTHORIZATION {qo}"));
     }
     if !o.connect {
-        sql.push(format!("GRANT CONNECT ON DATABASE {} TO {qu}", q(db)));
+        sql.push(Sql::kind(format!("GRANT CONNECT ON DATABASE {} TO {qu}", q(db)), StepKind::SharedRow));
     }
     if !o.usage {
         sql.push(format!("GRANT USAGE ON SCHEMA {qs} TO {qu}"));
@@ -249,7 +238,7 @@ fn schema_steps(a: &Assignment, o: &ObservedTenant, db: &str) -> Vec<String> {
         // computation that checks no interrupt outlives the signal and may make the second
         // transaction time out; the tenant then stays unable to log in (and so to grant itself
         // anything on the tables it still owns) until a pass completes it.
-        sql.push(format!("ALTER ROLE {qu} NOLOGIN"));
+        sql.push(Sql::kind(format!("ALTER ROLE {qu} NOLOGIN"), StepKind::Offboard));
         sql.push(format!(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'tenant_{}_user'",
             a.name
@@ -281,23 +270,26 @@ fn reassigns(a: &Assignment, o: &ObservedTenant) -> bool {
 /// and the tenant gets back exactly its DML. Neutralising after `REASSIGN OWNED`, in the same
 /// transaction, leaves no window: what the tenant could create meanwhile stays its own (and it
 /// can create nothing once the first transaction revoked CREATE).
-fn reassign_steps(a: &Assignment, o: &ObservedTenant) -> Vec<String> {
+fn reassign_steps(a: &Assignment, o: &ObservedTenant) -> Stmts {
     if !reassigns(a, o) {
-        return Vec::new();
+        return Stmts::default();
     }
     let (qs, qo, qu) = idents(&a.name);
-    let mut sql = vec![
+    let mut sql = Stmts::default();
+    for s in [
         format!("REASSIGN OWNED BY {qu} TO {qo}"),
         neutralise(&format!("tenant_{}_owner", a.name)),
         format!("REVOKE ALL ON ALL TABLES IN SCHEMA {qs} FROM PUBLIC"),
         format!("REVOKE ALL ON ALL SEQUENCES IN SCHEMA {qs} FROM PUBLIC"),
         format!("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {qs} TO {qu}"),
         format!("GRANT SELECT, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA {qs} TO {qu}"),
-    ];
+    ] {
+        sql.push(s);
+    }
     if !over_quota(a, o) {
         sql.push(format!("GRANT INSERT, UPDATE ON ALL TABLES IN SCHEMA {qs} TO {qu}"));
     }
-    if a.lifecycle == "run" {
+    if a.runs() {
         sql.push(format!("ALTER ROLE {qu} LOGIN"));
     }
     sql
@@ -414,21 +406,6 @@ const HIDE_METADATA: &str = "REVOKE SELECT ON pg_catalog.pg_stat_activity, pg_ca
             WHERE a.attrelid = r.rel AND a.attnum > 0 AND NOT a.attisdropped AND a.attname <> ALL (r.hidden)), r.rel); \
        END LOOP; END $hide$";
 
-/// This driver's assignments: db role, PostgreSQL.
-pub(super) fn postgres_tenants(desired: &[Assignment]) -> impl Iterator<Item = &Assignment> {
-    desired.iter().filter(|a| a.roles.iter().any(|r| r == "db") && a.db_type == "postgres")
-}
-
-/// The tenant has its own database rather than a schema in the main one.
-pub fn own_database(a: &Assignment) -> bool {
-    a.isolation == "database"
-}
-
-/// Statements PostgreSQL refuses inside a transaction block; each runs on its own.
-pub(super) fn outside_transaction(sql: &str) -> bool {
-    sql.starts_with("CREATE DATABASE") || sql.starts_with("DROP DATABASE")
-}
-
 /// Pure: the SQL, run in the main database, that makes `observed` match `desired`: roles of
 /// every tenant, schemas of schema-isolated tenants, databases of database-isolated ones (whose
 /// insides [`plan_own_database`] plans), and purges.
@@ -441,7 +418,7 @@ pub fn plan(desired: &[Assignment], observed: &Observed) -> Vec<Step> {
     for a in &mine {
         let o = observed.tenants.get(&a.name).unwrap_or(&empty);
         let mut sql = role_steps(a, o);
-        let mut then = Vec::new();
+        let mut then = Stmts::default();
         if own_database(a) {
             sql.extend(database_steps(a, o));
         } else {
@@ -457,36 +434,21 @@ pub fn plan(desired: &[Assignment], observed: &Observed) -> Vec<Step> {
             continue;
         }
         let (qs, qo, qu) = idents(name);
-        let t = Some(name.clone());
+        let mut sql = Stmts::default();
         if o.user.is_some() {
-            steps.push(Step { tenant: t.clone(), sql: format!("ALTER ROLE {qu} NOLOGIN"), commit_before: false });
+            sql.push(Sql::kind(format!("ALTER ROLE {qu} NOLOGIN"), StepKind::Offboard));
         }
         if o.database {
-            steps.push(Step {
-                tenant: t.clone(),
-                sql: format!("DROP DATABASE IF EXISTS {qs} WITH (FORCE)"),
-                commit_before: false,
-            });
+            sql.push(Sql::kind(format!("DROP DATABASE IF EXISTS {qs} WITH (FORCE)"), StepKind::OutsideTransaction));
         }
-        steps.push(Step {
-            tenant: t.clone(),
-            sql: format!("DROP SCHEMA IF EXISTS {qs} CASCADE"),
-            commit_before: false,
-        });
+        sql.push(Sql::kind(format!("DROP SCHEMA IF EXISTS {qs} CASCADE"), StepKind::Purge));
         let roles: Vec<String> =
             [(o.user.is_some(), qu), (o.owner.is_some(), qo)].into_iter().filter(|(e, _)| *e).map(|(_, r)| r).collect();
         if !roles.is_empty() {
-            steps.push(Step {
-                tenant: t.clone(),
-                sql: format!("DROP OWNED BY {}", roles.join(", ")),
-                commit_before: false,
-            });
-            steps.push(Step {
-                tenant: t.clone(),
-                sql: format!("DROP ROLE {}", roles.join(", ")),
-                commit_before: false,
-            });
+            sql.push(Sql::kind(format!("DROP OWNED BY {}", roles.join(", ")), StepKind::Purge));
+            sql.push(Sql::kind(format!("DROP ROLE {}", roles.join(", ")), StepKind::Purge));
         }
+        steps.extend(tenant_steps(name, sql, Stmts::default()));
     }
     steps
 }

@@ -3,7 +3,7 @@
 //! extra connections, shared-row statements after them on the pass's own connection; and the
 //! managed block of `pg_hba.conf`.
 
-use super::plan::{outside_transaction, Step};
+use super::step::{Step, StepKind};
 use crate::assignment::Assignment;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection};
@@ -13,13 +13,6 @@ use std::collections::BTreeMap;
 /// connections.
 /// Fewer tenant groups than this run on the pass's own connection.
 const PARALLEL_MIN: usize = 8;
-
-/// A statement that updates a row shared by all tenants (the database's ACL or the database
-/// itself): concurrent transactions doing so fail with "tuple concurrently updated", so these
-/// run only on the pass's own connection, one at a time.
-fn shared_row(sql: &str) -> bool {
-    outside_transaction(sql) || sql.contains(" ON DATABASE ") || sql.starts_with("DROP OWNED")
-}
 
 /// Runs one group: each transaction in it (split where a step has `commit_before`) as one
 /// multi-statement query — one round trip, one implicit transaction; a failed one stops the
@@ -31,7 +24,7 @@ async fn run_group(conn: &mut PgConnection, tenant: Option<&str>, steps: &[Step]
         let end = steps[start + 1..].iter().position(|s| s.commit_before).map_or(steps.len(), |i| start + 1 + i);
         let transaction = &steps[start..end];
         for step in transaction {
-            tracing::info!(tenant = label, sql = %redact(&step.sql), "postgres driver applies");
+            tracing::info!(tenant = label, sql = %step.shown(), "postgres driver applies");
         }
         let sql: Vec<&str> = transaction.iter().map(|s| s.sql.as_str()).collect();
         sqlx::raw_sql(&sql.join(";\n")).execute(&mut *conn).await.map_err(|e| {
@@ -79,8 +72,8 @@ pub(super) async fn apply(
             Some((t, group))
                 if step.tenant.is_some()
                     && *t == step.tenant
-                    && !outside_transaction(&step.sql)
-                    && !group.iter().any(|s| outside_transaction(&s.sql)) =>
+                    && step.kind != StepKind::OutsideTransaction
+                    && !group.iter().any(|s| s.kind == StepKind::OutsideTransaction) =>
             {
                 group.push(step)
             }
@@ -96,11 +89,11 @@ pub(super) async fn apply(
     let mut shared: Vec<(String, Vec<Step>)> = Vec::new();
     for (tenant, group) in tenants {
         let Some(tenant) = tenant else { continue };
-        if group.iter().any(|s| outside_transaction(&s.sql) || s.sql.starts_with("DROP OWNED")) {
+        if group.iter().any(|s| matches!(s.kind, StepKind::OutsideTransaction | StepKind::Purge)) {
             shared.push((tenant, group));
             continue;
         }
-        let (late, early): (Vec<Step>, Vec<Step>) = group.into_iter().partition(|s| shared_row(&s.sql));
+        let (late, early): (Vec<Step>, Vec<Step>) = group.into_iter().partition(|s| s.kind == StepKind::SharedRow);
         if !early.is_empty() {
             own.push((tenant.clone(), early));
         }
@@ -111,7 +104,7 @@ pub(super) async fn apply(
     let offboarded: Vec<String> = own
         .iter()
         .chain(shared.iter())
-        .filter(|(_, group)| group.iter().any(|s| s.sql.ends_with("NOLOGIN")))
+        .filter(|(_, group)| group.iter().any(|s| s.kind == StepKind::Offboard))
         .map(|(t, _)| t.clone())
         .collect();
     let queue = std::sync::Mutex::new(std::collections::VecDeque::from(own));
@@ -145,14 +138,14 @@ pub(super) async fn apply(
 
 /// The address pgBouncer (on this host, reaching PostgreSQL the way the agent does) logs in
 /// from, as PostgreSQL sees it.
-pub(super) async fn pooler_source(conn: &mut PgConnection) -> Result<crate::pghba::Pooler, String> {
+pub(super) async fn pooler_source(conn: &mut PgConnection) -> Result<crate::db::pghba::Pooler, String> {
     let addr: Option<String> = sqlx::query_scalar("SELECT host(inet_client_addr())")
         .fetch_one(&mut *conn)
         .await
         .map_err(|e| format!("cannot read the agent's client address: {e}"))?;
     match addr {
-        None => Ok(crate::pghba::Pooler::UnixSocket),
-        Some(a) => a.parse().map(crate::pghba::Pooler::Tcp).map_err(|e| format!("client address {a:?}: {e}")),
+        None => Ok(crate::db::pghba::Pooler::UnixSocket),
+        Some(a) => a.parse().map(crate::db::pghba::Pooler::Tcp).map_err(|e| format!("client address {a:?}: {e}")),
     }
 }
 
@@ -162,7 +155,7 @@ pub(super) async fn sync_hba(
     conn: &mut PgConnection,
     desired: &[Assignment],
     main_db: &str,
-    pooler: Option<crate::pghba::Pooler>,
+    pooler: Option<crate::db::pghba::Pooler>,
 ) -> Result<(), String> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let path: String = sqlx::query_scalar("SELECT setting FROM pg_settings WHERE name = 'hba_file'")
@@ -172,7 +165,7 @@ pub(super) async fn sync_hba(
     let path = std::path::PathBuf::from(path);
     let existing = std::fs::read_to_string(&path)
         .map_err(|e| format!("cannot read {} (the agent must run on the database host): {e}", path.display()))?;
-    let wanted = crate::pghba::splice(&existing, &crate::pghba::render(desired, main_db, pooler));
+    let wanted = crate::db::pghba::splice(&existing, &crate::db::pghba::render(desired, main_db, pooler));
     if wanted == existing {
         return Ok(());
     }
@@ -194,25 +187,4 @@ pub(super) async fn sync_hba(
     }
     tracing::info!(path = %path.display(), "rewrote the managed block of pg_hba.conf");
     Ok(())
-}
-
-/// Statements are logged without the password verifier.
-fn redact(sql: &str) -> String {
-    match sql.find(" PASSWORD '") {
-        Some(i) => format!("{} PASSWORD '…'", &sql[..i]),
-        None => sql.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redacts_passwords_in_logs() {
-        assert_eq!(
-            redact("CREATE ROLE \"x\" LOGIN PASSWORD 'SCRAM-SHA-256$...'"),
-            "CREATE ROLE \"x\" LOGIN PASSWORD '…'"
-        );
-    }
 }

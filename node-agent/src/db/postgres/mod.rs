@@ -1,7 +1,7 @@
 //! The `db` role driver for PostgreSQL: one schema and two roles per tenant, in one database
 //! (or in its own, with database isolation). `observe` reads the catalogs (short-lived superuser
 //! connection), `plan` (pure) lists the SQL that makes the host match the desired state — empty
-//! when it already does — and `apply` runs it; the session guard (`pgguard`) enforces the limits
+//! when it already does — and `apply` runs it; the session guard (`guard`) enforces the limits
 //! between passes. Identifiers come only from validated tenant names (`[a-z][a-z0-9_]{1,30}`) and
 //! are quoted; the password verifier is checked to be exactly a SCRAM verifier before it becomes
 //! a literal; everything else is an integer. Nothing user-typed is formatted into SQL.
@@ -15,21 +15,26 @@
 //!
 //! - `plan.rs`: observed and desired as plain data, and the pure planners.
 //! - `observe.rs`: the catalog queries (none waits for a lock a tenant can hold).
+//! - `step.rs`: a plan step — its statement, tenant, kind and whether it carries a secret.
 //! - `apply.rs`: running a plan (per-tenant transactions, parallel connections), `pg_hba.conf`.
 //! - this file: the driver — full and incremental passes, sizes, the guard, pgBouncer.
 
 mod apply;
+pub mod guard;
 mod observe;
 mod plan;
+pub mod size;
+mod step;
 
-pub use plan::{changed, over_quota, own_database, plan, plan_own_database, MAX_OBJECTS};
-pub use plan::{Observed, ObservedRole, ObservedTenant, Step};
+pub use plan::{changed, over_quota, plan, plan_own_database, MAX_OBJECTS};
+pub use plan::{Observed, ObservedRole, ObservedTenant};
+pub use step::{Step, StepKind};
 
-use crate::assignment::Assignment;
+use crate::assignment::{Assignment, DbType, Role};
+use crate::db::{own_database, postgres_tenants};
 use crate::driver::{Driver, Status, Usage};
 use apply::{apply, pooler_source, sync_hba};
 use observe::observe;
-use plan::postgres_tenants;
 
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection};
@@ -49,10 +54,10 @@ pub struct PostgresDriver {
     /// the tenants whose assignment changed or that were not converged yet.
     full_interval: Duration,
     full_at: Option<Instant>,
-    /// Shared with the session guard ([`crate::pgguard`]): the tenants it watches, the latest
+    /// Shared with the session guard ([`guard`]): the tenants it watches, the latest
     /// sizes (measured by it or by a full pass), tenants it found over quota, and the wake-up.
-    guard: Arc<crate::pgguard::Shared>,
-    limits: crate::pgguard::Limits,
+    guard: Arc<guard::Shared>,
+    limits: guard::Limits,
     guard_started: Option<Instant>,
     /// The pooler's per-source connection limit was in place at the last look (checked on
     /// full passes).
@@ -70,7 +75,7 @@ impl PostgresDriver {
         url: String,
         pgbouncer: Option<crate::config::PgBouncerConfig>,
         full_interval: Duration,
-        limits: crate::pgguard::Limits,
+        limits: guard::Limits,
     ) -> Self {
         Self {
             url,
@@ -116,16 +121,12 @@ impl PostgresDriver {
     async fn pass(&mut self, desired: &[Assignment]) -> crate::driver::PassResult {
         if self.guard_started.is_none() {
             let options = self.options(None, "berqenas-guard")?;
-            tokio::spawn(crate::pgguard::run(options, self.guard.clone(), self.limits));
+            tokio::spawn(guard::run(options, self.guard.clone(), self.limits));
             self.guard_started = Some(Instant::now());
         }
         let watched = postgres_tenants(desired)
             .map(|a| {
-                let w = crate::pgguard::Watched {
-                    quota: a.db_quota_bytes,
-                    own_database: own_database(a),
-                    ddl: a.ddl_enabled,
-                };
+                let w = guard::Watched { quota: a.db_quota_bytes, own_database: own_database(a), ddl: a.ddl_enabled };
                 (a.name.clone(), w)
             })
             .collect();
@@ -192,7 +193,7 @@ impl PostgresDriver {
                     false => schemas.insert(a.name.clone()),
                 };
             }
-            let sizes = crate::pgsize::measure(&mut conn, &schemas, &databases).await?;
+            let sizes = size::measure(&mut conn, &schemas, &databases).await?;
             if let Ok(mut known) = self.guard.sizes.lock() {
                 *known = sizes;
             }
@@ -246,17 +247,17 @@ impl PostgresDriver {
         }
         if let Some(config) = &self.pgbouncer {
             let options = self.options(None, "berqenas-agent")?;
-            let server = crate::pgbouncer::Server {
+            let server = crate::db::pgbouncer::Server {
                 host: options.get_host().to_string(),
                 port: options.get_port(),
                 database: observed.database.clone(),
             };
-            if let Err(e) = crate::pgbouncer::sync(config, desired, &server) {
+            if let Err(e) = crate::db::pgbouncer::sync(config, desired, &server) {
                 failed("pgBouncer", e);
             }
             if full || !self.pooler_firewall {
                 self.pooler_firewall = false;
-                match crate::pgbouncer::sync_firewall(config) {
+                match crate::db::pgbouncer::sync_firewall(config) {
                     Ok(()) => self.pooler_firewall = true,
                     Err(e) => failed("pgBouncer's connection limit per source", e),
                 }
@@ -344,13 +345,9 @@ impl Driver for PostgresDriver {
 
 /// Why this driver cannot provide an assignment, if it cannot.
 pub fn unsupported(a: &Assignment) -> Option<&'static str> {
-    if !a.roles.iter().any(|r| r == "db") {
-        return None;
-    }
-    match (a.db_type.as_str(), a.isolation.as_str()) {
-        ("postgres", "schema" | "database") => None,
-        ("postgres", _) => Some("unknown isolation for PostgreSQL"),
-        _ => Some("this node's driver serves PostgreSQL only"),
+    match (a.has_role(Role::Db), a.db_type) {
+        (false, _) | (true, DbType::Postgres) => None,
+        (true, DbType::Mssql) => Some("this node's driver serves PostgreSQL only"),
     }
 }
 
@@ -362,13 +359,13 @@ mod tests {
     fn unsupported_assignments_are_named_not_served_differently() {
         let a = |name: &str| crate::assignment::fixture(name);
         let mut mssql = a("acme");
-        mssql.db_type = "mssql".into();
+        mssql.db_type = DbType::Mssql;
         assert_eq!(unsupported(&mssql), Some("this node's driver serves PostgreSQL only"));
         let mut per_db = a("acme");
-        per_db.isolation = "database".into();
+        per_db.isolation = crate::assignment::Isolation::Database;
         assert_eq!(unsupported(&per_db), None);
-        per_db.isolation = "cluster".into();
-        assert!(unsupported(&per_db).is_some());
+        // An isolation this agent does not know never gets this far: the assignment is refused
+        // at the wire (`assignment::tests::unknown_wire_values_are_refused_naming_the_field`).
         assert_eq!(unsupported(&a("acme")), None);
     }
 }

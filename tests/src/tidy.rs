@@ -1,0 +1,94 @@
+//! Workspace tidiness, checked inside `cargo test` (rust-analyzer's tidy): every source file says
+//! what it is for in a `//!` line, no file grows past `MAX_LINES` without writing down why at its
+//! top, no test is `#[ignore]`d without saying which prerequisite it waits for, and only the
+//! host-exec module starts processes. `unwrap`/`expect` outside tests and `Command::new` are
+//! refused by clippy (`clippy.toml`, `[workspace.lints]`); this covers what clippy cannot.
+
+use std::path::{Path, PathBuf};
+
+/// A file longer than this starts with a `//!` line containing `tidy: long because`.
+const MAX_LINES: usize = 600;
+
+/// The only files of the shipped crates that may start processes. The test harness (`tests/`)
+/// runs the project's binaries and lab tools by design.
+const EXEC_MODULES: &[&str] = &["node-agent/src/host/exec.rs", "node-agent/src/exec.rs"];
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn rust_sources() -> Vec<(String, String)> {
+    let root = workspace_root();
+    let mut out = Vec::new();
+    let mut stack = vec![root.clone()];
+    while let Some(dir) = stack.pop() {
+        let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("read {}: {e}", dir.display()));
+        for entry in entries {
+            let path = entry.expect("directory entry").path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+            if path.is_dir() {
+                if !name.starts_with('.') && name != "target" && name != "node_modules" {
+                    stack.push(path);
+                }
+            } else if name.ends_with(".rs") {
+                let rel = path.strip_prefix(&root).expect("under the root").to_string_lossy().replace('\\', "/");
+                let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {rel}: {e}"));
+                out.push((rel, text));
+            }
+        }
+    }
+    out.sort();
+    assert!(out.len() > 50, "tidy found only {} Rust files under {}", out.len(), root.display());
+    out
+}
+
+fn header(text: &str) -> impl Iterator<Item = &str> {
+    text.lines().take_while(|l| l.starts_with("//!") || l.starts_with("#!") || l.trim().is_empty())
+}
+
+#[test]
+fn every_source_file_starts_with_a_doc_line() {
+    let missing: Vec<String> =
+        rust_sources().into_iter().filter(|(_, text)| !text.starts_with("//!")).map(|(rel, _)| rel).collect();
+    assert!(missing.is_empty(), "files without a leading `//!` line saying what they are for: {missing:#?}");
+}
+
+#[test]
+fn long_files_say_why_at_the_top() {
+    let long: Vec<String> = rust_sources()
+        .into_iter()
+        .filter(|(_, text)| text.lines().count() > MAX_LINES)
+        .filter(|(_, text)| !header(text).any(|l| l.contains("tidy: long because")))
+        .map(|(rel, text)| format!("{rel}: {} lines", text.lines().count()))
+        .collect();
+    assert!(
+        long.is_empty(),
+        "files over {MAX_LINES} lines: split them by concern, or write `//! tidy: long because …` at the top: {long:#?}"
+    );
+}
+
+#[test]
+fn ignored_tests_name_their_prerequisite() {
+    let bare: Vec<String> = rust_sources()
+        .into_iter()
+        .flat_map(|(rel, text)| {
+            text.lines()
+                .enumerate()
+                .filter(|(_, l)| l.trim_start().starts_with("#[ignore") && !l.contains("#[ignore = \""))
+                .map(|(i, _)| format!("{rel}:{}", i + 1))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(bare.is_empty(), "`#[ignore]` without a reason: {bare:#?}");
+}
+
+#[test]
+fn only_the_exec_module_starts_processes() {
+    let offenders: Vec<String> = rust_sources()
+        .into_iter()
+        .filter(|(rel, _)| !rel.starts_with("tests/") && !EXEC_MODULES.contains(&rel.as_str()))
+        .filter(|(_, text)| text.contains("Command::new") || text.contains("process::Command"))
+        .map(|(rel, _)| rel)
+        .collect();
+    assert!(offenders.is_empty(), "processes started outside the exec module: {offenders:#?}");
+}
