@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests need, then runs every check: rustfmt, clippy with -D warnings, and the
-# whole test suite under cargo-nextest. Usage: deploy/test.sh
+# whole test suite under cargo-nextest, then schemathesis against the REST API. Usage: deploy/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +19,8 @@ ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
 command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
 command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || missing+=(nftables)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv) # schemathesis's venv
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
@@ -59,6 +61,11 @@ cargo build --workspace --bins --locked
 
 log "cargo nextest run"
 cargo nextest run --workspace --locked --no-fail-fast
+
+# The OpenAPI document is the contract: schemathesis (every check, every phase including the
+# stateful one, a few minutes) against a single coordinator on loopback must find nothing.
+log "schemathesis against /api/v1/openapi.json"
+deploy/schemathesis.sh target/debug/berqenas-coordinator
 
 # SQL Server cannot run on our build machines; its end-to-end test needs one named by
 # BERQENAS_TEST_MSSQL_URL (the driver's statement generation is unit tested above either way).

@@ -105,7 +105,7 @@ pub enum ReadError {
 }
 
 /// How fresh a read must be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Consistency {
     /// Reflects every write acknowledged before the read started.

@@ -1,22 +1,12 @@
 //! The one mapping from domain, write and read errors to HTTP statuses and JSON error bodies.
 //! Internal error text is logged, never sent.
 
+use super::dto::ErrorBody;
 use crate::server::{ReadError, WriteError};
 use crate::state::DomainError;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::{Deserialize, Serialize};
-
-/// `{"error": code, "message": text}`; `leader` names the leader's API address when a request
-/// must be sent there.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct ErrorBody {
-    pub error: String,
-    pub message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub leader: Option<String>,
-}
 
 #[derive(Debug, Clone)]
 pub struct ApiError {

@@ -1,8 +1,13 @@
-//! The CLI's HTTP client: bearer key, JSON in and out, one-line errors, and one retry against
-//! the leader when a follower answers `421 not_leader`.
+//! The CLI's HTTP client: bearer key, typed JSON in and out (the API's `dto` types), one-line
+//! errors from the API's `ErrorBody`, and one retry against the leader when a follower answers
+//! `421 not_leader`.
 
+use crate::api::dto::ErrorBody;
 use anyhow::{bail, Context};
-use serde_json::Value;
+use reqwest::header::HeaderMap;
+use reqwest::Method;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use std::time::Duration;
 
 pub struct Client {
@@ -25,6 +30,11 @@ pub fn path_segment(raw: &str) -> String {
     out
 }
 
+/// A request without a body.
+pub const NO_BODY: Option<&()> = None;
+/// A request without a query.
+pub const NO_QUERY: &[(&str, &str)] = &[];
+
 impl Client {
     pub fn new(endpoint: &str, api_key: Option<&str>, stale: bool, ca_pem: Option<&str>) -> anyhow::Result<Self> {
         let endpoint = endpoint.trim_end_matches('/').to_string();
@@ -41,80 +51,74 @@ impl Client {
         Ok(Self { http, endpoint, api_key: api_key.map(str::to_string), stale })
     }
 
-    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        self.get_query(path, &[]).await
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        Ok(self.get_with_headers(path, NO_QUERY).await?.0)
     }
 
-    pub async fn get_query(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<Value> {
-        let mut q: Vec<(&str, String)> = query.to_vec();
-        if self.stale {
-            q.push(("consistency", "stale".into()));
-        }
-        self.request("GET", path, &q, None).await
-    }
-
-    /// A GET that also returns the answer's headers (e.g. the audit trail's page cursors).
-    pub async fn get_with_headers(
+    /// A GET with a query (plus `consistency=stale` when asked for) that also returns the
+    /// answer's headers (e.g. the audit trail's page cursors).
+    pub async fn get_with_headers<Q: Serialize + ?Sized, T: DeserializeOwned>(
         &self,
         path: &str,
-        query: &[(&str, String)],
-    ) -> anyhow::Result<(Value, reqwest::header::HeaderMap)> {
-        let mut q: Vec<(&str, String)> = query.to_vec();
-        if self.stale {
-            q.push(("consistency", "stale".into()));
-        }
-        self.exchange("GET", path, &q, None).await
+        query: &Q,
+    ) -> anyhow::Result<(T, HeaderMap)> {
+        self.exchange(Method::GET, path, query, self.stale, NO_BODY).await
     }
 
-    pub async fn send(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-        self.request(method, path, &[], body).await
-    }
-
-    async fn request(
+    pub async fn send<B: Serialize, T: DeserializeOwned>(
         &self,
-        method: &str,
+        method: Method,
         path: &str,
-        query: &[(&str, String)],
-        body: Option<Value>,
-    ) -> anyhow::Result<Value> {
-        Ok(self.exchange(method, path, query, body).await?.0)
+        body: Option<&B>,
+    ) -> anyhow::Result<T> {
+        Ok(self.exchange(method, path, NO_QUERY, false, body).await?.0)
     }
 
-    async fn exchange(
+    async fn exchange<Q: Serialize + ?Sized, B: Serialize, T: DeserializeOwned>(
         &self,
-        method: &str,
+        method: Method,
         path: &str,
-        query: &[(&str, String)],
-        body: Option<Value>,
-    ) -> anyhow::Result<(Value, reqwest::header::HeaderMap)> {
+        query: &Q,
+        stale: bool,
+        body: Option<&B>,
+    ) -> anyhow::Result<(T, HeaderMap)> {
         let mut base = self.endpoint.clone();
         for _attempt in 0..3 {
-            let method_v = reqwest::Method::from_bytes(method.as_bytes()).context("http method")?;
-            let mut req = self.http.request(method_v, format!("{base}{path}")).query(query);
+            let mut req = self.http.request(method.clone(), format!("{base}{path}")).query(query);
+            if stale {
+                req = req.query(&[("consistency", "stale")]);
+            }
             if let Some(key) = &self.api_key {
                 req = req.bearer_auth(key);
             }
-            if let Some(b) = &body {
+            if let Some(b) = body {
                 req = req.json(b);
             }
             let resp = req.send().await.with_context(|| format!("cannot reach coordinator at {base}"))?;
             let status = resp.status();
             let headers = resp.headers().clone();
             let text = resp.text().await.context("read response")?;
-            let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
             if status.is_success() {
+                let value = serde_json::from_str(&text)
+                    .with_context(|| format!("unexpected answer from {method} {path}: {}", clip(&text)))?;
                 return Ok((value, headers));
             }
+            let error: Option<ErrorBody> = serde_json::from_str(&text).ok();
             if status.as_u16() == 421 {
-                if let Some(leader) = value["leader"].as_str() {
+                if let Some(leader) = error.as_ref().and_then(|e| e.leader.as_deref()) {
                     let scheme = if self.endpoint.starts_with("https://") { "https" } else { "http" };
                     base = format!("{scheme}://{leader}");
                     continue;
                 }
             }
-            let message = value["message"].as_str().map(str::to_string).unwrap_or_else(|| value.to_string());
+            let message = error.map(|e| e.message).unwrap_or_else(|| clip(&text));
             bail!("{message} ({})", status.as_u16());
         }
         bail!("the cluster kept redirecting; is there a stable leader?")
     }
+}
+
+/// An unexpected answer, bounded for an error line.
+fn clip(text: &str) -> String {
+    text.chars().take(200).collect()
 }

@@ -1,102 +1,100 @@
-//! The CLI's API commands: each subcommand as REST calls through `client`, answers printed by
-//! `output`.
+//! The CLI's API commands: each subcommand as REST calls through `client` with the API's own
+//! request and response types (`api::dto`), answers printed by `output`.
 
+use super::client::{path_segment, NO_BODY};
 use super::*;
+use crate::api::dto::{
+    AddLearnerBody, ApiKeyView, AuditEntryView, AuditFilterQuery, AuditVerification, ClusterStatus, CoordinatorToken,
+    CreateApiKeyBody, CreateCoordinatorTokenBody, CreateJoinTokenBody, CreateTenantBody, CreatedApiKey,
+    CreatedJoinToken, CreatedTenant, NodeView, PageQuery, PromoteBody, TenantView, NEXT_AFTER, NEXT_BEFORE,
+};
+use reqwest::Method;
+
+fn tenant_path(name: &str) -> String {
+    format!("/api/v1/tenant/{}", path_segment(name))
+}
 
 pub(super) async fn tenant(client: &Client, cmd: TenantCmd, out: Output) -> anyhow::Result<()> {
-    let path = |n: &str| format!("/api/v1/tenant/{}", client::path_segment(n));
-    let v = match cmd {
-        TenantCmd::Create(c) => {
-            let mut body = Map::new();
-            body.insert("name".into(), c.name.into());
-            insert_opt(&mut body, "db_quota", c.db_quota);
-            insert_opt(&mut body, "vpn_enabled", c.vpn.map(Switch::on));
-            insert_opt(&mut body, "public_api", c.public_api.map(Switch::on));
-            insert_opt(&mut body, "ddl_enabled", c.ddl.map(Switch::on));
-            insert_opt(&mut body, "tier", c.tier);
-            insert_opt(&mut body, "db_type", c.db);
-            insert_opt(&mut body, "access_mode", c.access);
-            insert_opt(&mut body, "isolation", c.isolation);
-            insert_opt(&mut body, "connection_limit", c.connection_limit);
-            insert_opt(&mut body, "events_per_min", c.events_per_min);
-            if c.dedicated {
-                body.insert("dedicated".into(), true.into());
-            }
-            if !c.node_selector.is_empty() {
-                body.insert("node_selector".into(), Value::Object(parse_selector(&c.node_selector)?));
-            }
-            let wait = match c.wait {
-                true => Some(humantime::parse_duration(&c.wait_timeout).context("--wait-timeout")?),
-                false => None,
-            };
-            let created = client.send("POST", "/api/v1/tenant", Some(Value::Object(body))).await?;
-            let login = (created["db_user"].clone(), created["db_password"].clone());
-            let mut shown = match wait {
-                Some(timeout) => wait_active(client, &created, timeout).await?,
-                None => created,
-            };
-            if out == Output::Table {
-                output::tenant(out, &shown);
-                say(format_args!("db user           {}", login.0.as_str().unwrap_or("-")));
-                say(format_args!("db password       {}   (shown once; store it now)", login.1.as_str().unwrap_or("-")));
-                return Ok(());
-            }
-            shown["db_user"] = login.0;
-            shown["db_password"] = login.1;
-            shown
-        }
-        TenantCmd::Get { name } => client.get(&path(&name)).await?,
+    let shown: TenantView = match cmd {
+        TenantCmd::Create(c) => return create_tenant(client, c, out).await,
+        TenantCmd::Get { name } => client.get(&tenant_path(&name)).await?,
         TenantCmd::List { status } => {
             let query: Vec<(&str, String)> = status.into_iter().map(|s| ("status", s)).collect();
-            let v = client.get_query("/api/v1/tenants", &query).await?;
-            output::tenants(out, &v);
+            let (tenants, _): (Vec<TenantView>, _) = client.get_with_headers("/api/v1/tenants", &query).await?;
+            output::tenants(out, &tenants);
             return Ok(());
         }
         TenantCmd::Update(u) => {
-            let mut body = Map::new();
-            insert_opt(&mut body, "db_quota", u.db_quota);
-            insert_opt(&mut body, "vpn_enabled", u.vpn.map(Switch::on));
-            insert_opt(&mut body, "public_api", u.public_api.map(Switch::on));
-            insert_opt(&mut body, "ddl_enabled", u.ddl.map(Switch::on));
-            insert_opt(&mut body, "tier", u.tier);
-            insert_opt(&mut body, "access_mode", u.access);
-            insert_opt(&mut body, "connection_limit", u.connection_limit);
-            insert_opt(&mut body, "events_per_min", u.events_per_min);
-            if body.is_empty() {
+            let body = u.settings.body()?;
+            if body == Default::default() {
                 bail!("tenant update needs at least one field to change");
             }
-            client.send("PATCH", &path(&u.name), Some(Value::Object(body))).await?
+            client.send(Method::PATCH, &tenant_path(&u.name), Some(&body)).await?
         }
-        TenantCmd::Suspend { name } => client.send("POST", &format!("{}/suspend", path(&name)), None).await?,
-        TenantCmd::Resume { name } => client.send("POST", &format!("{}/resume", path(&name)), None).await?,
-        TenantCmd::Delete { name } => client.send("DELETE", &path(&name), None).await?,
-        TenantCmd::Restore { name } => client.send("POST", &format!("{}/restore", path(&name)), None).await?,
+        TenantCmd::Suspend { name } => lifecycle(client, &name, "suspend").await?,
+        TenantCmd::Resume { name } => lifecycle(client, &name, "resume").await?,
+        TenantCmd::Delete { name } => client.send(Method::DELETE, &tenant_path(&name), NO_BODY).await?,
+        TenantCmd::Restore { name } => lifecycle(client, &name, "restore").await?,
         TenantCmd::Purge { name, force } => {
-            let q = if force { "?force=true" } else { "" };
-            client.send("POST", &format!("{}/purge{q}", path(&name)), None).await?
+            let action = if force { "purge?force=true" } else { "purge" };
+            lifecycle(client, &name, action).await?
         }
     };
-    output::tenant(out, &v);
+    output::tenant(out, &shown);
+    Ok(())
+}
+
+async fn lifecycle(client: &Client, name: &str, action: &str) -> anyhow::Result<TenantView> {
+    client.send(Method::POST, &format!("{}/{action}", tenant_path(name)), NO_BODY).await
+}
+
+async fn create_tenant(client: &Client, c: CreateTenant, out: Output) -> anyhow::Result<()> {
+    let s = c.settings.body()?;
+    let body = CreateTenantBody {
+        name: c.name,
+        db_quota: s.db_quota,
+        vpn_enabled: s.vpn_enabled,
+        public_api: s.public_api,
+        ddl_enabled: s.ddl_enabled,
+        tier: s.tier,
+        db_type: wire(c.db)?,
+        isolation: wire(c.isolation)?,
+        access_mode: s.access_mode,
+        connection_limit: s.connection_limit,
+        events_per_min: s.events_per_min,
+        dedicated: c.dedicated.then_some(true),
+        node_selector: Some(parse_selector(&c.node_selector)?).filter(|sel| !sel.is_empty()),
+    };
+    let wait = match c.wait {
+        true => Some(humantime::parse_duration(&c.wait_timeout).context("--wait-timeout")?),
+        false => None,
+    };
+    let mut created: CreatedTenant = client.send(Method::POST, "/api/v1/tenant", Some(&body)).await?;
+    if let Some(timeout) = wait {
+        created.tenant = wait_active(client, &created.tenant.name.to_string(), timeout).await?;
+    }
+    match out {
+        Output::Json => output::print_json(&created),
+        Output::Table => {
+            output::tenant(out, &created.tenant);
+            say(format_args!("db user           {}", created.db_user));
+            say(format_args!("db password       {}   (shown once; store it now)", created.db_password));
+        }
+    }
     Ok(())
 }
 
 /// Polls the tenant until it is active; prints each new status line to stderr while waiting.
-pub(super) async fn wait_active(
-    client: &Client,
-    created: &Value,
-    timeout: std::time::Duration,
-) -> anyhow::Result<Value> {
-    let name = created["name"].as_str().context("create returned no name")?.to_string();
-    let path = format!("/api/v1/tenant/{}", client::path_segment(&name));
+async fn wait_active(client: &Client, name: &str, timeout: std::time::Duration) -> anyhow::Result<TenantView> {
+    let path = tenant_path(name);
     let started = std::time::Instant::now();
     let mut last = String::new();
     loop {
-        let t = client.get(&path).await?;
-        let status = t["status"].as_str().unwrap_or("unknown").to_string();
-        if status == "active" {
+        let t: TenantView = client.get(&path).await?;
+        if t.status == crate::state::tenant::TenantStatus::Active {
             return Ok(t);
         }
-        let line = format!("{status}: {}", t["status_reason"].as_str().unwrap_or("-"));
+        let line = format!("{}: {}", t.status.as_str(), t.status_reason.as_deref().unwrap_or("-"));
         if started.elapsed() >= timeout {
             bail!("tenant {name} is not active after {}: {line}", humantime::format_duration(timeout));
         }
@@ -111,92 +109,79 @@ pub(super) async fn wait_active(
 pub(super) async fn apikey(client: &Client, cmd: ApiKeyCmd, out: Output) -> anyhow::Result<()> {
     match cmd {
         ApiKeyCmd::Create { role, tenant, description, expires_in } => {
-            let mut body = Map::new();
-            body.insert("role".into(), role.into());
-            insert_opt(&mut body, "tenant", tenant);
-            insert_opt(&mut body, "description", description);
-            insert_opt(&mut body, "expires_in", expires_in);
-            let v = client.send("POST", "/api/v1/apikeys", Some(Value::Object(body))).await?;
+            let role = wire(Some(role))?.context("--role is required")?;
+            let body = CreateApiKeyBody { role, tenant, description, expires_in };
+            let created: CreatedApiKey = client.send(Method::POST, "/api/v1/apikeys", Some(&body)).await?;
             match out {
-                Output::Json => output::print_json(&v),
+                Output::Json => output::print_json(&created),
                 Output::Table => {
-                    say(format_args!(
-                        "created API key {} ({})",
-                        v["key"]["id"].as_str().unwrap_or("?"),
-                        v["key"]["role"].as_str().unwrap_or("?")
-                    ));
-                    say(format_args!("token (shown once, store it now): {}", v["token"].as_str().unwrap_or("?")));
+                    say(format_args!("created API key {} ({})", created.key.id, output::wire_name(&created.key.role)));
+                    say(format_args!("token (shown once, store it now): {}", created.token));
                 }
             }
         }
-        ApiKeyCmd::List => output::api_keys(out, &client.get("/api/v1/apikeys").await?),
+        ApiKeyCmd::List => output::api_keys(out, &client.get::<Vec<ApiKeyView>>("/api/v1/apikeys").await?),
         ApiKeyCmd::Revoke { id } => {
-            let v = client.send("DELETE", &format!("/api/v1/apikeys/{}", client::path_segment(&id)), None).await?;
+            let key: ApiKeyView =
+                client.send(Method::DELETE, &format!("/api/v1/apikeys/{}", path_segment(&id)), NO_BODY).await?;
             match out {
-                Output::Json => output::print_json(&v),
-                Output::Table => say(format_args!("revoked API key {}", v["id"].as_str().unwrap_or("?"))),
+                Output::Json => output::print_json(&key),
+                Output::Table => say(format_args!("revoked API key {}", key.id)),
             }
         }
     }
     Ok(())
 }
 
+/// `GET /api/v1/audit`'s two query parts in one query string.
+#[derive(serde::Serialize)]
+struct AuditListQuery {
+    #[serde(flatten)]
+    filter: AuditFilterQuery,
+    #[serde(flatten)]
+    page: PageQuery,
+}
+
 pub(super) async fn audit(client: &Client, cmd: AuditCmd, out: Output) -> anyhow::Result<()> {
     match cmd {
         AuditCmd::List { tenant, since, limit, before, after } => {
-            let mut query = Vec::new();
-            if let Some(t) = tenant {
-                query.push(("tenant", t));
-            }
-            if let Some(s) = since {
-                query.push(("since", s));
-            }
-            if let Some(l) = limit {
-                query.push(("limit", l.to_string()));
-            }
-            if let Some(b) = before {
-                query.push(("before", b.to_string()));
-            }
-            if let Some(a) = after {
-                query.push(("after", a.to_string()));
-            }
-            let (v, headers) = client.get_with_headers("/api/v1/audit", &query).await?;
-            output::audit(out, &v);
-            for (header, flag) in
-                [(crate::api::audit_trail::NEXT_BEFORE, "--before"), (crate::api::audit_trail::NEXT_AFTER, "--after")]
-            {
+            let query = AuditListQuery {
+                filter: AuditFilterQuery { tenant, since },
+                page: PageQuery { limit, before, after, consistency: None },
+            };
+            let (entries, headers): (Vec<AuditEntryView>, _) = client.get_with_headers("/api/v1/audit", &query).await?;
+            output::audit(out, &entries);
+            for (header, flag) in [(NEXT_BEFORE, "--before"), (NEXT_AFTER, "--after")] {
                 if let Some(seq) = headers.get(header).and_then(|h| h.to_str().ok()) {
                     eprintln!("more entries: repeat with {flag} {seq}");
                 }
             }
         }
         AuditCmd::Verify => {
-            let v = client.get("/api/v1/audit/verify").await?;
-            let ok = v["ok"].as_bool().unwrap_or(false);
+            let v: AuditVerification = client.get("/api/v1/audit/verify").await?;
             match out {
                 Output::Json => output::print_json(&v),
-                Output::Table if ok => say(format_args!("audit chain intact: {} entries verified", v["verified"])),
+                Output::Table if v.ok => say(format_args!("audit chain intact: {} entries verified", v.verified)),
                 Output::Table => {}
             }
-            if !ok {
-                bail!(
-                    "audit chain broken at entry {}: {}",
-                    v["broken"]["seq"],
-                    v["broken"]["reason"].as_str().unwrap_or("unknown")
-                );
+            if let Some(broken) = v.broken.filter(|_| !v.ok) {
+                bail!("audit chain broken at entry {}: {}", broken.seq, broken.reason);
+            }
+            if !v.ok {
+                bail!("audit chain broken");
             }
         }
         AuditCmd::Export { format: _ } => {
             // The whole trail, oldest first, a page at a time.
             let mut after = 0u64;
             loop {
-                let query = [("after", after.to_string()), ("limit", "10000".to_string())];
-                let (v, headers) = client.get_with_headers("/api/v1/audit", &query).await?;
-                for entry in v.as_array().into_iter().flatten() {
+                let page = PageQuery { limit: Some(10_000), before: None, after: Some(after), consistency: None };
+                let (entries, headers): (Vec<AuditEntryView>, _) =
+                    client.get_with_headers("/api/v1/audit", &page).await?;
+                for entry in &entries {
                     say(format_args!("{}", serde_json::to_string(entry)?));
                 }
-                let next =
-                    headers.get(crate::api::audit_trail::NEXT_AFTER).and_then(|h| h.to_str().ok()?.parse::<u64>().ok());
+                let next = headers.get(NEXT_AFTER).and_then(|h| h.to_str().ok()?.parse::<u64>().ok());
                 match next {
                     Some(seq) if seq > after => after = seq,
                     _ => break,
@@ -208,82 +193,85 @@ pub(super) async fn audit(client: &Client, cmd: AuditCmd, out: Output) -> anyhow
 }
 
 pub(super) async fn node(client: &Client, cmd: NodeCmd, out: Output) -> anyhow::Result<()> {
-    let (v, action) = match cmd {
+    let (action, verb) = match cmd {
         NodeCmd::List => {
-            output::nodes(out, &client.get("/api/v1/nodes").await?);
+            output::nodes(out, &client.get::<Vec<NodeView>>("/api/v1/nodes").await?);
             return Ok(());
         }
         NodeCmd::Token(NodeTokenCmd::Create { roles, ttl, labels }) => {
-            let body = json!({"roles": roles, "ttl": ttl, "labels": parse_selector(&labels)?});
-            let v = client.send("POST", "/api/v1/nodes/tokens", Some(body)).await?;
+            let roles = roles.into_iter().map(|r| wire(Some(r))).collect::<anyhow::Result<Option<Vec<_>>>>()?;
+            let body = CreateJoinTokenBody {
+                roles: roles.unwrap_or_default(),
+                ttl: Some(ttl),
+                labels: Some(parse_selector(&labels)?),
+            };
+            let created: CreatedJoinToken = client.send(Method::POST, "/api/v1/nodes/tokens", Some(&body)).await?;
             match out {
-                Output::Json => output::print_json(&v),
+                Output::Json => output::print_json(&created),
                 Output::Table => {
-                    say(format_args!("join token (one use, shown once): {}", v["token"].as_str().unwrap_or("?")));
-                    say(format_args!("CA fingerprint to pin: {}", v["ca_fingerprint"].as_str().unwrap_or("?")));
-                    say(format_args!(
-                        "expires: {}",
-                        v["join_token"]["expires_at_ms"].as_u64().map(crate::time::rfc3339).unwrap_or_default()
-                    ));
+                    say(format_args!("join token (one use, shown once): {}", created.token));
+                    say(format_args!("CA fingerprint to pin: {}", created.ca_fingerprint));
+                    say(format_args!("expires: {}", crate::time::rfc3339(created.join_token.expires_at_ms)));
                 }
             }
             return Ok(());
         }
-        NodeCmd::Revoke { id } => (client.send("POST", &format!("/api/v1/nodes/{id}/revoke"), None).await?, "revoked"),
-        NodeCmd::Cordon { id } => (client.send("POST", &format!("/api/v1/nodes/{id}/cordon"), None).await?, "cordoned"),
-        NodeCmd::Uncordon { id } => {
-            (client.send("POST", &format!("/api/v1/nodes/{id}/uncordon"), None).await?, "uncordoned")
-        }
+        NodeCmd::Revoke { id } => ((id, "revoke"), "revoked"),
+        NodeCmd::Cordon { id } => ((id, "cordon"), "cordoned"),
+        NodeCmd::Uncordon { id } => ((id, "uncordon"), "uncordoned"),
     };
+    let (id, action) = action;
+    let node: NodeView = client.send(Method::POST, &format!("/api/v1/nodes/{id}/{action}"), NO_BODY).await?;
     match out {
-        Output::Json => output::print_json(&v),
-        Output::Table => say(format_args!("{action} node {}", v["id"])),
+        Output::Json => output::print_json(&node),
+        Output::Table => say(format_args!("{verb} node {}", node.id)),
     }
     Ok(())
 }
 
 pub(super) async fn cluster(client: &Client, cmd: ClusterCmd, out: Output) -> anyhow::Result<()> {
-    let v = match cmd {
+    let status: ClusterStatus = match cmd {
         ClusterCmd::Status => client.get("/api/v1/cluster").await?,
         ClusterCmd::Token(ClusterTokenCmd::Create { id, ttl }) => {
-            let v = client.send("POST", "/api/v1/cluster/tokens", Some(json!({"id": id, "ttl": ttl}))).await?;
+            let body = CreateCoordinatorTokenBody { id, ttl: Some(ttl) };
+            let created: CreatedJoinToken = client.send(Method::POST, "/api/v1/cluster/tokens", Some(&body)).await?;
             match out {
-                Output::Json => output::print_json(&v),
+                Output::Json => output::print_json(&created),
                 Output::Table => {
+                    let pin = &created.ca_fingerprint;
+                    say(format_args!("coordinator token for id {id} (one use, shown once): {}", created.token));
+                    say(format_args!("CA fingerprint to pin: {pin}"));
                     say(format_args!(
-                        "coordinator token for id {id} (one use, shown once): {}",
-                        v["token"].as_str().unwrap_or("?")
-                    ));
-                    say(format_args!("CA fingerprint to pin: {}", v["ca_fingerprint"].as_str().unwrap_or("?")));
-                    say(format_args!(
-                        "start it with: berqenas-coordinator serve --data-dir DIR --id {id} --raft-listen … --api-listen … \\\n  --join https://COORDINATOR:7301 --token TOKEN --ca-pin {}",
-                        v["ca_fingerprint"].as_str().unwrap_or("?")
+                        "start it with: berqenas-coordinator serve --data-dir DIR --id {id} --raft-listen … --api-listen … \\\n  --join https://COORDINATOR:7301 --token TOKEN --ca-pin {pin}"
                     ));
                 }
             }
             return Ok(());
         }
         ClusterCmd::Token(ClusterTokenCmd::List) => {
-            let v = client.get("/api/v1/cluster/tokens").await?;
-            output::coordinator_tokens(out, &v);
+            output::coordinator_tokens(out, &client.get::<Vec<CoordinatorToken>>("/api/v1/cluster/tokens").await?);
             return Ok(());
         }
         ClusterCmd::Token(ClusterTokenCmd::Revoke { id }) => {
-            let v =
-                client.send("DELETE", &format!("/api/v1/cluster/tokens/{}", client::path_segment(&id)), None).await?;
+            let token: CoordinatorToken =
+                client.send(Method::DELETE, &format!("/api/v1/cluster/tokens/{}", path_segment(&id)), NO_BODY).await?;
             match out {
-                Output::Json => output::print_json(&v),
-                Output::Table => output::coordinator_tokens(out, &Value::Array(vec![v])),
+                Output::Json => output::print_json(&token),
+                Output::Table => output::coordinator_tokens(out, &[token]),
             }
             return Ok(());
         }
         ClusterCmd::AddLearner { id, raft_addr, api_addr, node_addr } => {
-            let body = json!({"id": id, "raft_addr": raft_addr, "api_addr": api_addr, "node_addr": node_addr});
-            client.send("POST", "/api/v1/cluster/learners", Some(body)).await?
+            let body = AddLearnerBody { id, raft_addr, api_addr, node_addr };
+            client.send(Method::POST, "/api/v1/cluster/learners", Some(&body)).await?
         }
-        ClusterCmd::Promote { id } => client.send("POST", "/api/v1/cluster/voters", Some(json!({"id": id}))).await?,
-        ClusterCmd::Remove { id } => client.send("DELETE", &format!("/api/v1/cluster/members/{id}"), None).await?,
+        ClusterCmd::Promote { id } => {
+            client.send(Method::POST, "/api/v1/cluster/voters", Some(&PromoteBody { id })).await?
+        }
+        ClusterCmd::Remove { id } => {
+            client.send(Method::DELETE, &format!("/api/v1/cluster/members/{id}"), NO_BODY).await?
+        }
     };
-    output::cluster(out, &v);
+    output::cluster(out, &status);
     Ok(())
 }

@@ -5,13 +5,15 @@ pub mod client;
 mod commands;
 pub mod output;
 
+use crate::api::dto::UpdateTenantBody;
 use crate::state::allocation::VpnPool;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use client::Client;
 use commands::{apikey, audit, cluster, node, tenant};
 use output::{say, Output};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -214,28 +216,12 @@ pub enum TenantCmd {
 pub struct CreateTenant {
     #[arg(long)]
     pub name: String,
-    /// Disk quota: 5GB, 500MB, 1TiB (tier default when absent).
-    #[arg(long)]
-    pub db_quota: Option<String>,
-    #[arg(long, value_enum)]
-    pub vpn: Option<Switch>,
-    #[arg(long, value_enum)]
-    pub public_api: Option<Switch>,
-    /// Let the tenant's database user create tables (DDL) in its schema (default disabled).
-    #[arg(long, value_enum)]
-    pub ddl: Option<Switch>,
-    #[arg(long, value_parser = ["free", "premium", "enterprise"])]
-    pub tier: Option<String>,
+    #[command(flatten)]
+    pub settings: TenantSettings,
     #[arg(long, value_parser = ["postgres", "mssql"])]
     pub db: Option<String>,
-    #[arg(long, value_parser = ["public", "vpn-only", "hybrid"])]
-    pub access: Option<String>,
     #[arg(long, value_parser = ["schema", "database"])]
     pub isolation: Option<String>,
-    #[arg(long)]
-    pub connection_limit: Option<u32>,
-    #[arg(long)]
-    pub events_per_min: Option<u32>,
     /// Place alone on a node labelled dedicated=true.
     #[arg(long)]
     pub dedicated: bool,
@@ -253,6 +239,14 @@ pub struct CreateTenant {
 #[derive(Debug, Args)]
 pub struct UpdateTenant {
     pub name: String,
+    #[command(flatten)]
+    pub settings: TenantSettings,
+}
+
+/// What `tenant create` and `tenant update` both set.
+#[derive(Debug, Args)]
+pub struct TenantSettings {
+    /// Disk quota: 5GB, 500MB, 1TiB (tier default when absent).
     #[arg(long)]
     pub db_quota: Option<String>,
     #[arg(long, value_enum)]
@@ -270,6 +264,28 @@ pub struct UpdateTenant {
     pub connection_limit: Option<u32>,
     #[arg(long)]
     pub events_per_min: Option<u32>,
+}
+
+impl TenantSettings {
+    /// The settings as the API's update body (the create body takes the same fields).
+    fn body(self) -> anyhow::Result<UpdateTenantBody> {
+        Ok(UpdateTenantBody {
+            tier: wire(self.tier)?,
+            db_quota: self.db_quota,
+            connection_limit: self.connection_limit,
+            events_per_min: self.events_per_min,
+            vpn_enabled: self.vpn.map(Switch::on),
+            public_api: self.public_api.map(Switch::on),
+            ddl_enabled: self.ddl.map(Switch::on),
+            access_mode: wire(self.access)?,
+        })
+    }
+}
+
+/// A value clap has already restricted to the API's names, as the API's type.
+fn wire<T: serde::de::DeserializeOwned>(raw: Option<String>) -> anyhow::Result<Option<T>> {
+    raw.map(|r| serde_json::from_value(Value::String(r.clone())).with_context(|| format!("unknown value {r:?}")))
+        .transpose()
 }
 
 #[derive(Debug, Subcommand)]
@@ -304,7 +320,7 @@ pub enum AuditCmd {
         since: Option<String>,
         /// Entries per page (default 1000, at most 100000).
         #[arg(long)]
-        limit: Option<usize>,
+        limit: Option<u32>,
         /// Only entries older than this sequence number (read backwards).
         #[arg(long)]
         before: Option<u64>,
@@ -387,7 +403,7 @@ pub enum NodeTokenCmd {
     /// A one-time token for `berqenas-node-agent join`.
     Create {
         /// gateway, db, or gateway,db
-        #[arg(long, value_delimiter = ',', required = true)]
+        #[arg(long, value_delimiter = ',', required = true, value_parser = ["gateway", "db"])]
         roles: Vec<String>,
         #[arg(long, default_value = "1h")]
         ttl: String,
@@ -397,19 +413,13 @@ pub enum NodeTokenCmd {
     },
 }
 
-fn parse_selector(items: &[String]) -> anyhow::Result<Map<String, Value>> {
-    let mut out = Map::new();
+fn parse_selector(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
     for item in items {
         let (k, v) = item.split_once('=').with_context(|| format!("node selector {item:?} must be KEY=VALUE"))?;
-        out.insert(k.to_string(), Value::String(v.to_string()));
+        out.insert(k.to_string(), v.to_string());
     }
     Ok(out)
-}
-
-fn insert_opt<T: Into<Value>>(body: &mut Map<String, Value>, key: &str, value: Option<T>) {
-    if let Some(v) = value {
-        body.insert(key.to_string(), v.into());
-    }
 }
 
 /// Runs a CLI command; `Ok` means exit code 0.

@@ -1,7 +1,9 @@
-//! Printing API responses as aligned tables or JSON.
+//! Printing API answers (the `api::dto` views) as aligned tables or JSON.
 
+use crate::api::dto::{ApiKeyView, AuditEntryView, ClusterStatus, CoordinatorToken, NodeView, TenantView};
 use clap::ValueEnum;
-use serde_json::Value;
+use serde::Serialize;
+use std::fmt::Display;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
@@ -9,16 +11,29 @@ pub enum Output {
     Json,
 }
 
-pub fn print_json(v: &Value) {
-    say(format_args!("{}", serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())));
+pub fn print_json<T: Serialize + ?Sized>(v: &T) {
+    match serde_json::to_string_pretty(v) {
+        Ok(text) => say(format_args!("{text}")),
+        Err(e) => eprintln!("cannot print the answer as JSON: {e}"),
+    }
 }
 
-fn s(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
+/// An enum as the API names it (`vpn-only`, `customer`, …).
+pub fn wire_name<T: Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(_) => "?".into(),
     }
+}
+
+/// An optional cell: `-` when absent.
+fn opt<T: Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".into(), |v| v.to_string())
+}
+
+fn time(ms: Option<u64>) -> String {
+    ms.map_or_else(|| "-".into(), crate::time::rfc3339)
 }
 
 fn table(headers: &[&str], rows: Vec<Vec<String>>) {
@@ -38,41 +53,40 @@ fn table(headers: &[&str], rows: Vec<Vec<String>>) {
     }
 }
 
-fn placement(t: &Value) -> String {
-    format!("db={} gw={}", s(&t["placement"]["db_node"]), s(&t["placement"]["gateway_node"]))
+fn placement(t: &TenantView) -> String {
+    format!("db={} gw={}", opt(t.placement.db_node), opt(t.placement.gateway_node))
 }
 
-pub fn tenant(out: Output, t: &Value) {
+pub fn tenant(out: Output, t: &TenantView) {
     if out == Output::Json {
         return print_json(t);
     }
     let rows = [
-        ("name", s(&t["name"])),
-        ("status", s(&t["status"])),
-        ("reason", s(&t["status_reason"])),
-        ("tier", s(&t["tier"])),
-        ("db", format!("{} ({} isolation)", s(&t["db_type"]), s(&t["isolation"]))),
-        ("db quota", s(&t["db_quota"])),
-        ("connection limit", s(&t["connection_limit"])),
-        ("events/min", s(&t["events_per_min"])),
-        ("vpn", s(&t["vpn_enabled"])),
-        ("public api", s(&t["public_api"])),
-        ("access", s(&t["access_mode"])),
-        ("ddl", s(&t["ddl_enabled"])),
-        ("vpn subnet", s(&t["network"]["vpn_subnet"])),
-        ("interface", format!("{} port {}", s(&t["network"]["interface"]), s(&t["network"]["listen_port"]))),
+        ("name", t.name.to_string()),
+        ("status", t.status.as_str().to_string()),
+        ("reason", opt(t.status_reason.as_deref())),
+        ("tier", wire_name(&t.tier)),
+        ("db", format!("{} ({} isolation)", wire_name(&t.db_type), wire_name(&t.isolation))),
+        ("db quota", t.db_quota.clone()),
+        ("connection limit", t.connection_limit.to_string()),
+        ("events/min", t.events_per_min.to_string()),
+        ("vpn", t.vpn_enabled.to_string()),
+        ("public api", t.public_api.to_string()),
+        ("access", t.access_mode.as_str().to_string()),
+        ("ddl", t.ddl_enabled.to_string()),
+        ("vpn subnet", t.network.vpn_subnet.clone()),
+        ("interface", format!("{} port {}", t.network.interface, t.network.listen_port)),
         ("placement", placement(t)),
-        ("revision", s(&t["revision"])),
+        ("revision", t.revision.to_string()),
     ];
     for (k, v) in rows {
         say(format_args!("{k:<17} {v}"));
     }
     // What each node last reported: readiness and the usage samples of the db role.
-    for (id, n) in t["node_status"].as_object().into_iter().flatten() {
-        let state = if n["ready"].as_bool() == Some(true) { "ready" } else { "not ready" };
-        let mut line =
-            format!("{state}, db {}, {} sessions", bytes(n["db_bytes"].as_u64().unwrap_or(0)), s(&n["connections"]));
-        if n["quota_exceeded"].as_bool() == Some(true) {
+    for (id, n) in &t.node_status {
+        let state = if n.ready { "ready" } else { "not ready" };
+        let mut line = format!("{state}, db {}, {} sessions", bytes(n.db_bytes), n.connections);
+        if n.quota_exceeded {
             line.push_str(", over quota");
         }
         say(format_args!("{:<17} {line}", format!("node {id}")));
@@ -95,21 +109,20 @@ fn bytes(n: u64) -> String {
     }
 }
 
-pub fn tenants(out: Output, v: &Value) {
+pub fn tenants(out: Output, v: &[TenantView]) {
     if out == Output::Json {
         return print_json(v);
     }
     let rows = v
-        .as_array()
-        .into_iter()
-        .flatten()
+        .iter()
         .map(|t| {
+            let status = t.status.as_str().to_string();
             vec![
-                s(&t["name"]),
-                s(&t["status"]),
-                s(&t["tier"]),
-                s(&t["db_quota"]),
-                s(&t["network"]["vpn_subnet"]),
+                t.name.to_string(),
+                status,
+                wire_name(&t.tier),
+                t.db_quota.clone(),
+                t.network.vpn_subnet.clone(),
                 placement(t),
             ]
         })
@@ -117,131 +130,116 @@ pub fn tenants(out: Output, v: &Value) {
     table(&["NAME", "STATUS", "TIER", "QUOTA", "SUBNET", "PLACEMENT"], rows);
 }
 
-pub fn api_keys(out: Output, v: &Value) {
+pub fn api_keys(out: Output, v: &[ApiKeyView]) {
     if out == Output::Json {
         return print_json(v);
     }
     let rows = v
-        .as_array()
-        .into_iter()
-        .flatten()
+        .iter()
         .map(|k| {
-            let state = if k["revoked_at_ms"].is_null() { "active" } else { "revoked" };
-            vec![s(&k["id"]), s(&k["role"]), s(&k["tenant"]), state.into(), s(&k["description"])]
+            let state = if k.revoked_at_ms.is_none() { "active" } else { "revoked" };
+            vec![k.id.clone(), wire_name(&k.role), opt(k.tenant.as_ref()), state.into(), k.description.clone()]
         })
         .collect();
     table(&["ID", "ROLE", "TENANT", "STATE", "DESCRIPTION"], rows);
 }
 
 /// Coordinator join tokens: ids and times, never a secret.
-pub fn coordinator_tokens(out: Output, v: &Value) {
+pub fn coordinator_tokens(out: Output, v: &[CoordinatorToken]) {
     if out == Output::Json {
         return print_json(v);
     }
-    let time = |t: &Value| t.as_u64().map(crate::time::rfc3339).unwrap_or_else(|| "-".into());
     let rows = v
-        .as_array()
-        .into_iter()
-        .flatten()
+        .iter()
         .map(|t| {
             vec![
-                s(&t["id"]),
-                s(&t["coordinator_id"]),
-                s(&t["status"]),
-                time(&t["created_at_ms"]),
-                time(&t["expires_at_ms"]),
-                time(&t["used_at_ms"]),
-                time(&t["revoked_at_ms"]),
+                t.id.clone(),
+                t.coordinator_id.to_string(),
+                wire_name(&t.status),
+                time(Some(t.created_at_ms)),
+                time(Some(t.expires_at_ms)),
+                time(t.used_at_ms),
+                time(t.revoked_at_ms),
             ]
         })
         .collect();
     table(&["ID", "COORDINATOR", "STATUS", "CREATED", "EXPIRES", "USED", "REVOKED"], rows);
 }
 
-pub fn audit(out: Output, v: &Value) {
+pub fn audit(out: Output, v: &[AuditEntryView]) {
     if out == Output::Json {
         return print_json(v);
     }
     let rows = v
-        .as_array()
-        .into_iter()
-        .flatten()
+        .iter()
         .map(|e| {
-            let time = e["time_ms"].as_u64().map(crate::time::rfc3339).unwrap_or_default();
             vec![
-                s(&e["seq"]),
-                time,
-                s(&e["actor"]),
-                s(&e["action"]),
-                s(&e["target"]),
-                s(&e["outcome"]),
-                s(&e["details"]["reason"]),
+                e.seq.to_string(),
+                crate::time::rfc3339(e.time_ms),
+                e.actor.clone(),
+                e.action.clone(),
+                e.target.clone(),
+                wire_name(&e.outcome),
+                opt(e.details.get("reason")),
             ]
         })
         .collect();
     table(&["SEQ", "TIME", "ACTOR", "ACTION", "TARGET", "OUTCOME", "REASON"], rows);
 }
 
-pub fn nodes(out: Output, v: &Value) {
+pub fn nodes(out: Output, v: &[NodeView]) {
     if out == Output::Json {
         return print_json(v);
     }
     let rows = v
-        .as_array()
-        .into_iter()
-        .flatten()
+        .iter()
         .map(|n| {
-            let roles: Vec<String> = n["roles"].as_array().into_iter().flatten().map(s).collect();
-            let labels: Vec<String> =
-                n["labels"].as_object().into_iter().flatten().map(|(k, v)| format!("{k}={}", s(v))).collect();
-            let state = if n["revoked"] == true {
-                "revoked"
-            } else if n["cordoned"] == true {
-                "cordoned"
-            } else {
-                "ready"
+            let roles: Vec<String> = n.roles.iter().map(wire_name).collect();
+            let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let state = match (n.revoked, n.cordoned) {
+                (true, _) => "revoked",
+                (false, true) => "cordoned",
+                (false, false) => "ready",
             };
-            let c = &n["capacity"];
+            let c = &n.capacity;
             let capacity = format!(
                 "{} cpu, {} MB mem, {} GB disk",
-                s(&c["cpus"]),
-                c["memory_bytes"].as_u64().unwrap_or(0) / 1_000_000,
-                c["disk_bytes"].as_u64().unwrap_or(0) / 1_000_000_000
+                c.cpus,
+                c.memory_bytes / 1_000_000,
+                c.disk_bytes / 1_000_000_000
             );
-            let seen = n["last_seen_ms"].as_u64().filter(|t| *t > 0).map(crate::time::rfc3339).unwrap_or("-".into());
             vec![
-                s(&n["id"]),
+                n.id.to_string(),
                 roles.join(","),
-                s(&n["address"]),
+                n.address.clone(),
                 state.into(),
                 labels.join(","),
                 capacity,
-                seen,
-                s(&n["applied_revision"]),
+                time(Some(n.last_seen_ms).filter(|t| *t > 0)),
+                n.applied_revision.to_string(),
             ]
         })
         .collect();
     table(&["ID", "ROLES", "ADDRESS", "STATE", "LABELS", "CAPACITY", "LAST SEEN", "REVISION"], rows);
 }
 
-pub fn cluster(out: Output, v: &Value) {
+pub fn cluster(out: Output, v: &ClusterStatus) {
     if out == Output::Json {
         return print_json(v);
     }
-    say(format_args!("answered by   {} ({})", s(&v["node_id"]), s(&v["state"])));
-    say(format_args!("leader        {}", s(&v["leader_id"])));
-    say(format_args!("term          {}", s(&v["term"])));
-    say(format_args!("applied       {}", s(&v["last_applied"])));
-    say(format_args!("cluster id    {}", s(&v["cluster_id"])));
-    say(format_args!("vpn pool      {}", s(&v["vpn_pool"])));
-    say(format_args!("tenants       {}", s(&v["tenants"])));
-    let rows = v["members"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    say(format_args!("answered by   {} ({})", v.node_id, v.state));
+    say(format_args!("leader        {}", opt(v.leader_id)));
+    say(format_args!("term          {}", v.term));
+    say(format_args!("applied       {}", opt(v.last_applied)));
+    say(format_args!("cluster id    {}", opt(v.cluster_id.as_deref())));
+    say(format_args!("vpn pool      {}", opt(v.vpn_pool.as_deref())));
+    say(format_args!("tenants       {}", v.tenants));
+    let rows = v
+        .members
+        .iter()
         .map(|m| {
-            let role = if m["voter"].as_bool() == Some(true) { "voter" } else { "learner" };
-            vec![s(&m["id"]), role.into(), s(&m["raft_addr"]), s(&m["api_addr"])]
+            let role = if m.voter { "voter" } else { "learner" };
+            vec![m.id.to_string(), role.into(), m.raft_addr.clone(), m.api_addr.clone()]
         })
         .collect();
     table(&["ID", "ROLE", "RAFT", "API"], rows);

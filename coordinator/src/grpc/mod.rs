@@ -2,6 +2,7 @@
 //! (the one-time token is the credential); every other call needs a node certificate from the
 //! cluster CA, and revoked or unknown identities are refused during the handshake.
 
+pub mod error;
 mod node;
 
 use crate::server::Coordinator;

@@ -1,6 +1,7 @@
 //! The `Node` gRPC service: join with a token, renew a certificate, watch the desired state,
 //! stream status reports.
 
+use super::error::internal;
 use super::{cluster_ca, NODE_CERT_LIFETIME};
 use crate::server::Coordinator;
 use crate::state::action::Action;
@@ -8,7 +9,7 @@ use crate::state::apikey::hash_secret;
 use crate::state::desired::{self, Assignment};
 use crate::state::names::validate_label_part;
 use crate::state::node::{Node, NodeCapacity, NodeRole, NodeTenantStatus, Report};
-use crate::state::{Command, DomainError, Meta, Op, Reply};
+use crate::state::{Command, Meta, Op, Reply};
 use berqenas_pki::Identity;
 use berqenas_proto::node as pb;
 use std::collections::{BTreeMap, HashMap};
@@ -194,7 +195,7 @@ impl pb::node_server::Node for NodeService {
         let meta = |actor: String| Meta { time_ms: crate::time::now_ms(), actor, source: src.clone(), key_role: None };
         let ca = cluster_ca(&self.c)
             .ok_or_else(|| Status::unavailable("this coordinator has no cluster CA yet"))?
-            .map_err(|e| Status::internal(format!("cluster CA unusable: {e}")))?;
+            .map_err(|e| internal("loading the cluster CA", e))?;
         let checked = validate_join(&req).and_then(|v| {
             // Refuse an unusable CSR before the token is spent.
             ca.sign_csr(&req.csr_pem, &Identity::Node(1), &[], SystemTime::now(), Duration::from_secs(60))
@@ -212,19 +213,15 @@ impl pb::node_server::Node for NodeService {
             return Err(self.refuse_join(&request_ip, Action::NodeJoin, "node", reason).await);
         }
         let actor = format!("jointoken/{token_id}");
-        let resp = self
-            .c
-            .write(Command { meta: meta(actor), op: Op::JoinNode { token_id, secret_hash, node } })
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let resp =
+            self.c.write(Command { meta: meta(actor), op: Op::JoinNode { token_id, secret_hash, node } }).await?;
         let node = match resp {
             Ok(Reply::Node(n)) => n,
-            Ok(_) => return Err(Status::internal("unexpected reply to join")),
-            Err(DomainError::Rejected(m)) => {
-                tracing::warn!(source = %src, reason = %m, "refused a join");
-                return Err(Status::permission_denied(m));
+            Ok(other) => return Err(internal("join", format!("unexpected reply {other:?}"))),
+            Err(e) => {
+                tracing::warn!(source = %src, reason = %e, "refused a join");
+                return Err(e.into());
             }
-            Err(e) => return Err(Status::invalid_argument(e.to_string())),
         };
         // Reply only once this coordinator has applied the join, so the node's first mTLS
         // connection here finds it (a follower may otherwise still call it unknown).
@@ -233,7 +230,7 @@ impl pb::node_server::Node for NodeService {
         }
         let cert = ca
             .sign_csr(&req.csr_pem, &Identity::Node(node.id), &[], SystemTime::now(), NODE_CERT_LIFETIME)
-            .map_err(|e| Status::internal(format!("signing failed: {e}")))?;
+            .map_err(|e| internal("signing a certificate", e))?;
         tracing::info!(node = node.id, source = %src, "node joined");
         Ok(Response::new(pb::JoinResponse {
             node_id: node.id,
@@ -252,7 +249,7 @@ impl pb::node_server::Node for NodeService {
         let req = request.into_inner();
         let ca = cluster_ca(&self.c)
             .ok_or_else(|| Status::unavailable("this coordinator has no cluster CA yet"))?
-            .map_err(|e| Status::internal(format!("cluster CA unusable: {e}")))?;
+            .map_err(|e| internal("loading the cluster CA", e))?;
         let meta = |actor: String| Meta { time_ms: crate::time::now_ms(), actor, source: src.clone(), key_role: None };
         let checked = (|| -> Result<(String, String), String> {
             let (id, secret) = crate::state::node::split_join_token(&req.token).ok_or("malformed coordinator token")?;
@@ -284,14 +281,10 @@ impl pb::node_server::Node for NodeService {
             return Err(self.refuse_join(&request_ip, Action::ClusterJoin, "coordinator", reason).await);
         }
         let op = Op::JoinCoordinator { token_id: token_id.clone(), secret_hash, id: req.id };
-        let resp = self
-            .c
-            .write(Command { meta: meta(format!("jointoken/{token_id}")), op })
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let resp = self.c.write(Command { meta: meta(format!("jointoken/{token_id}")), op }).await?;
         if let Err(e) = resp {
             tracing::warn!(source = %src, reason = %e, "refused a coordinator join");
-            return Err(Status::permission_denied(e.to_string()));
+            return Err(e.into());
         }
         let cert = ca
             .sign_csr(
@@ -301,7 +294,7 @@ impl pb::node_server::Node for NodeService {
                 SystemTime::now(),
                 super::COORDINATOR_CERT_LIFETIME,
             )
-            .map_err(|e| Status::internal(format!("signing failed: {e}")))?;
+            .map_err(|e| internal("signing a certificate", e))?;
         tracing::info!(coordinator = req.id, source = %src, "issued a coordinator certificate");
         Ok(Response::new(pb::JoinCoordinatorResponse {
             cert_chain_pem: format!("{cert}{}", ca.cert_pem),
@@ -313,7 +306,7 @@ impl pb::node_server::Node for NodeService {
         let id = node_identity(&request)?;
         let ca = cluster_ca(&self.c)
             .ok_or_else(|| Status::unavailable("this coordinator has no cluster CA yet"))?
-            .map_err(|e| Status::internal(format!("cluster CA unusable: {e}")))?;
+            .map_err(|e| internal("loading the cluster CA", e))?;
         let req = request.into_inner();
         if req.csr_pem.len() > 8192 {
             return Err(Status::invalid_argument("CSR is too large"));
@@ -441,7 +434,7 @@ impl pb::node_server::Node for NodeService {
                 capacity: msg.capacity.map(|c| capacity(Some(c))),
             };
             let due = {
-                let last = self.last_reports.lock().map_err(|_| Status::internal("report cache poisoned"))?;
+                let last = self.last_reports.lock().map_err(|e| internal("report cache", e))?;
                 match last.get(&id) {
                     Some((prev, at)) => significant(prev) != significant(&report) || at.elapsed() >= REPORT_REFRESH,
                     None => true,
@@ -465,8 +458,8 @@ impl pb::node_server::Node for NodeService {
                         last.insert(id, (report, Instant::now()));
                     }
                 }
-                Ok(Err(e)) => return Err(Status::permission_denied(e.to_string())),
-                Err(e) => return Err(Status::unavailable(e.to_string())),
+                Ok(Err(e)) => return Err(e.into()),
+                Err(e) => return Err(e.into()),
             }
         }
         Ok(Response::new(pb::ReportAck { revision: last_revision }))

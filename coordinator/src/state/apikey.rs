@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
     /// Everything.
@@ -22,15 +22,13 @@ pub enum Role {
 }
 
 /// The stored record of a key. Holds no secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiKey {
     pub id: String,
     pub role: Role,
-    #[schema(value_type = Option<String>)]
     pub tenant: Option<TenantName>,
     pub description: String,
     /// Hex SHA-256 of the secret part.
-    #[schema(ignore)]
     #[serde(default)]
     pub secret_hash: String,
     pub created_at_ms: u64,

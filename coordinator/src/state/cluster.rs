@@ -9,10 +9,9 @@ use super::{Cx, DomainError, Handled, Reply, State, Touched};
 use serde::{Deserialize, Serialize};
 
 /// Cluster-wide settings fixed at `init`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterSettings {
     pub cluster_id: String,
-    #[schema(value_type = String, example = "10.50.0.0/16")]
     pub vpn_pool: VpnPool,
     /// How long a deleted tenant can be restored before it may be purged.
     pub retention_ms: u64,
@@ -23,7 +22,6 @@ pub struct ClusterSettings {
     pub ca_cert_pem: String,
     /// The CA private key: replicated to coordinators only, so any of them can sign node CSRs.
     #[serde(default)]
-    #[schema(ignore)]
     pub ca_key_pem: SecretPem,
 }
 

@@ -9,14 +9,14 @@ use super::{At, Cx, DomainError, Handled, Reply, Response, State, Touched};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum NodeRole {
     Gateway,
     Db,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeCapacity {
     pub cpus: u32,
     pub memory_bytes: u64,
@@ -26,7 +26,7 @@ pub struct NodeCapacity {
     pub max_tenants: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Node {
     pub id: u64,
     pub roles: BTreeSet<NodeRole>,
@@ -53,12 +53,11 @@ impl Node {
 
 /// A one-time token that lets a host join as a node with the given roles and labels.
 /// Only the SHA-256 of its secret is kept.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinToken {
     pub id: String,
     pub roles: BTreeSet<NodeRole>,
     pub labels: BTreeMap<String, String>,
-    #[schema(ignore)]
     #[serde(default)]
     pub secret_hash: String,
     pub created_at_ms: u64,
@@ -80,7 +79,7 @@ impl JoinToken {
 }
 
 /// What one node last reported about one tenant.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeTenantStatus {
     pub ready: bool,
     pub reason: Option<String>,

@@ -13,7 +13,7 @@ use super::quota::ByteSize;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Tier {
     Free,
@@ -49,14 +49,14 @@ impl Tier {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DbType {
     Postgres,
     Mssql,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Isolation {
     /// A schema per tenant in a shared database (the default).
@@ -65,7 +65,7 @@ pub enum Isolation {
     Database,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AccessMode {
     Public,
@@ -97,7 +97,7 @@ impl AccessMode {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TenantStatus {
     Provisioning,
@@ -146,14 +146,14 @@ impl From<Lifecycle> for Action {
 }
 
 /// Where a tenant runs. `None` means not placed yet (see `Tenant::status_reason`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Placement {
     pub db_node: Option<u64>,
     pub gateway_node: Option<u64>,
 }
 
 /// The network resources allocated to a tenant from its index.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkAllocation {
     pub index: u32,
     pub vpn_subnet: String,
@@ -162,9 +162,8 @@ pub struct NetworkAllocation {
     pub listen_port: u16,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tenant {
-    #[schema(value_type = String, example = "acme")]
     pub name: TenantName,
     pub tier: Tier,
     pub db_type: DbType,
@@ -203,7 +202,6 @@ pub struct Tenant {
     /// SCRAM-SHA-256 verifier of the database password (never the password). Kept out of API
     /// answers by `redacted`; sent only to the tenant's db node over mTLS.
     #[serde(default, skip_serializing_if = "String::is_empty")]
-    #[schema(ignore)]
     pub db_password_verifier: String,
 }
 

@@ -1,5 +1,6 @@
 //! Tenant invariants hold on update as on create: a PATCH that would break one is refused with a
-//! JSON 4xx, audited, and leaves the tenant exactly as it was.
+//! JSON 4xx (409 when it contradicts the tenant as it is, 400 when a value is out of range),
+//! audited, and leaves the tenant exactly as it was.
 
 use crate::harness::{stderr, Cluster};
 use serde_json::{json, Value};
@@ -30,7 +31,7 @@ async fn vpn_only_tenant_cannot_drop_its_vpn_by_patch() {
 
     // The attack of the issue: the exact PATCH that used to be accepted.
     let (status, body) = patch(&base, &c.key, "vpnco", json!({"vpn_enabled": false})).await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_input")), "{body}");
+    assert_eq!((status, body["error"].as_str()), (409, Some("conflict")), "{body}");
     assert!(body["message"].as_str().is_some_and(|m| m.contains("vpn-only needs the VPN enabled")), "{body}");
     assert_eq!(c.json(0, &["tenant", "get", "vpnco"]), before, "the refused PATCH changed nothing");
     let entry = last_audit(&c);
@@ -44,19 +45,19 @@ async fn vpn_only_tenant_cannot_drop_its_vpn_by_patch() {
     let out = c.cli(0, &["tenant", "update", "vpnco", "--vpn", "disabled"]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
-    assert!(err.contains("needs the VPN enabled") && err.contains("(400)"), "{err}");
+    assert!(err.contains("needs the VPN enabled") && err.contains("(409)"), "{err}");
     assert_eq!(c.json(0, &["tenant", "get", "vpnco"]), before);
 
     // Other invariants shared with create are refused the same way.
-    for body in [
-        json!({"public_api": true, "access_mode": "vpn-only"}),
-        json!({"access_mode": "public", "public_api": false}),
-        json!({"vpn_enabled": false, "public_api": false}),
-        json!({"connection_limit": 0}),
-        json!({"events_per_min": 0}),
+    for (body, refusal) in [
+        (json!({"public_api": true, "access_mode": "vpn-only"}), (409, "conflict")),
+        (json!({"access_mode": "public", "public_api": false}), (409, "conflict")),
+        (json!({"vpn_enabled": false, "public_api": false}), (409, "conflict")),
+        (json!({"connection_limit": 0}), (400, "invalid_input")),
+        (json!({"events_per_min": 0}), (400, "invalid_input")),
     ] {
         let (status, resp) = patch(&base, &c.key, "vpnco", body.clone()).await;
-        assert_eq!((status, resp["error"].as_str()), (400, Some("invalid_input")), "{body}: {resp}");
+        assert_eq!((status, resp["error"].as_str()), (refusal.0, Some(refusal.1)), "{body}: {resp}");
         assert_eq!(last_audit(&c)["outcome"], "rejected", "{body} is audited");
     }
     assert_eq!(c.json(0, &["tenant", "get", "vpnco"]), before, "nothing changed");

@@ -1,0 +1,336 @@
+//! Tenants on the wire: the create and update bodies, the list query, the lifecycle actions and the
+//! tenant as answered (`TenantView`: the stored tenant without its password verifier).
+
+use super::wire_enum;
+use crate::state::node::NodeTenantStatus;
+use crate::state::tenant::{AccessMode, DbType, Isolation, NetworkAllocation, Placement, Tenant, TenantStatus, Tier};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use utoipa::ToSchema;
+
+wire_enum!(Tier, "A tier and its default quotas.", [Tier::Free, Tier::Premium, Tier::Enterprise]);
+wire_enum!(DbType, "The tenant's database engine.", [DbType::Postgres, DbType::Mssql]);
+wire_enum!(
+    Isolation,
+    "`schema`: a schema in a shared database; `database`: a database of its own.",
+    [Isolation::Schema, Isolation::Database]
+);
+wire_enum!(
+    AccessMode,
+    "Who may connect: anyone, VPN clients only, or both.",
+    [AccessMode::Public, AccessMode::VpnOnly, AccessMode::Hybrid]
+);
+wire_enum!(
+    TenantStatus,
+    "Where the tenant is in its lifecycle.",
+    [
+        TenantStatus::Provisioning,
+        TenantStatus::Active,
+        TenantStatus::Suspended,
+        TenantStatus::Deleting,
+        TenantStatus::DeletedPendingPurge,
+        TenantStatus::QuotaExceeded,
+    ]
+);
+
+/// `^…$` of a tenant name; the reserved names below and the `pg_`/`bq_` prefixes are refused too.
+pub const TENANT_NAME_PATTERN: &str = "^[a-z][a-z0-9_]{1,30}$";
+/// The names `TenantName::parse` reserves (a test checks each), for the document to state.
+pub const RESERVED_NAMES: &str = "public postgres template0 template1 information_schema berqenas admin root system default all none user current_user session_user";
+/// Prefixes no tenant name may start with.
+pub const RESERVED_PREFIX_PATTERN: &str = "^(pg_|bq_)";
+
+/// The create body: a name, and whatever differs from the tier's and access defaults.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenantBody {
+    #[schema(example = "acme")]
+    pub name: String,
+    /// Disk quota such as `5GB`, `500MB`, `1TiB` (at most 1 PB); the tier's default when absent.
+    #[serde(default)]
+    #[schema(example = "5GB")]
+    pub db_quota: Option<String>,
+    /// Default true.
+    #[serde(default)]
+    pub vpn_enabled: Option<bool>,
+    /// Whether clients outside the VPN may connect; default: what `access_mode` implies, else
+    /// true without a VPN and false with one. Must agree with `access_mode`.
+    #[serde(default)]
+    pub public_api: Option<bool>,
+    /// Let the tenant's database user create tables and other objects in its schema. Default false.
+    #[serde(default)]
+    pub ddl_enabled: Option<bool>,
+    #[serde(default)]
+    pub tier: Option<Tier>,
+    #[serde(default)]
+    pub db_type: Option<DbType>,
+    /// Default `schema` for PostgreSQL; SQL Server tenants always get `database`.
+    #[serde(default)]
+    pub isolation: Option<Isolation>,
+    #[serde(default)]
+    pub access_mode: Option<AccessMode>,
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 10_000)]
+    pub connection_limit: Option<u32>,
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 10_000_000)]
+    pub events_per_min: Option<u32>,
+    /// Place alone on a node labelled `dedicated=true`.
+    #[serde(default)]
+    pub dedicated: Option<bool>,
+    /// Labels a node must carry to host this tenant (at most 16).
+    #[serde(default)]
+    #[schema(schema_with = super::optional_labels)]
+    pub node_selector: Option<BTreeMap<String, String>>,
+}
+
+/// A PATCH body: only the fields to change, at least one, none of them null. Whether the result
+/// keeps the tenant's invariants depends on the tenant as it is; a change that would break one is
+/// refused with 409.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTenantBody {
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    pub tier: Option<Tier>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[schema(example = "10GB")]
+    pub db_quota: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[schema(minimum = 1, maximum = 10_000)]
+    pub connection_limit: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[schema(minimum = 1, maximum = 10_000_000)]
+    pub events_per_min: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    pub vpn_enabled: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    pub public_api: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    pub ddl_enabled: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    pub access_mode: Option<AccessMode>,
+}
+
+/// A field that may be absent but not null (`Option::None` only when absent).
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// `GET /api/v1/tenants` query.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TenantListQuery {
+    #[serde(default)]
+    pub consistency: Option<crate::server::Consistency>,
+    /// Only tenants in this status.
+    #[serde(default)]
+    pub status: Option<TenantStatus>,
+}
+
+/// What `POST /api/v1/tenant/{name}/{action}` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum TenantAction {
+    Suspend,
+    Resume,
+    Restore,
+    Purge,
+}
+
+/// `?force=` of a purge.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PurgeQuery {
+    /// Purge before the retention period has run out (purge only).
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// A tenant as the API shows it: everything but the password verifier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TenantView {
+    #[schema(value_type = String, example = "acme")]
+    pub name: crate::state::names::TenantName,
+    pub tier: Tier,
+    pub db_type: DbType,
+    pub isolation: Isolation,
+    /// Disk quota in bytes.
+    pub db_quota_bytes: u64,
+    /// The quota as a human size, e.g. `5GB`.
+    pub db_quota: String,
+    pub connection_limit: u32,
+    pub events_per_min: u32,
+    #[schema(example = true)]
+    pub vpn_enabled: bool,
+    pub public_api: bool,
+    /// The tenant's database user may create objects (DDL) in its schema.
+    pub ddl_enabled: bool,
+    pub access_mode: AccessMode,
+    pub dedicated: bool,
+    /// Labels a node must carry to host this tenant.
+    pub node_selector: BTreeMap<String, String>,
+    pub status: TenantStatus,
+    /// Why the tenant is not (yet) where it should be, e.g. "no node fits".
+    pub status_reason: Option<String>,
+    pub network: NetworkView,
+    pub placement: PlacementView,
+    /// Raft log index of the last change to this tenant.
+    pub revision: u64,
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+    pub deleted_at_ms: Option<u64>,
+    pub purge_after_ms: Option<u64>,
+    /// Status to return to on `resume`/`restore`.
+    pub status_before_offboarding: Option<TenantStatus>,
+    /// What each node the tenant is placed on last reported about it, by node id.
+    #[schema(value_type = BTreeMap<String, NodeTenantStatusView>)]
+    pub node_status: BTreeMap<u64, NodeTenantStatusView>,
+}
+
+impl From<&Tenant> for TenantView {
+    fn from(t: &Tenant) -> Self {
+        let Tenant {
+            name,
+            tier,
+            db_type,
+            isolation,
+            db_quota_bytes,
+            db_quota,
+            connection_limit,
+            events_per_min,
+            vpn_enabled,
+            public_api,
+            ddl_enabled,
+            access_mode,
+            dedicated,
+            node_selector,
+            status,
+            status_reason,
+            network,
+            placement,
+            revision,
+            created_at_ms,
+            updated_at_ms,
+            deleted_at_ms,
+            purge_after_ms,
+            status_before_offboarding,
+            node_status,
+            db_password_verifier: _,
+        } = t.clone();
+        let node_status = node_status.iter().map(|(id, s)| (*id, s.into())).collect();
+        Self {
+            network: (&network).into(),
+            placement: (&placement).into(),
+            node_status,
+            name,
+            tier,
+            db_type,
+            isolation,
+            db_quota_bytes,
+            db_quota,
+            connection_limit,
+            events_per_min,
+            vpn_enabled,
+            public_api,
+            ddl_enabled,
+            access_mode,
+            dedicated,
+            node_selector,
+            status,
+            status_reason,
+            revision,
+            created_at_ms,
+            updated_at_ms,
+            deleted_at_ms,
+            purge_after_ms,
+            status_before_offboarding,
+        }
+    }
+}
+
+/// The network resources allocated to a tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NetworkView {
+    pub index: u32,
+    #[schema(example = "10.50.1.0/24")]
+    pub vpn_subnet: String,
+    pub gateway_address: String,
+    /// The WireGuard interface on the gateway node.
+    pub interface: String,
+    pub listen_port: u16,
+}
+
+impl From<&NetworkAllocation> for NetworkView {
+    fn from(n: &NetworkAllocation) -> Self {
+        let NetworkAllocation { index, vpn_subnet, gateway_address, interface, listen_port } = n.clone();
+        Self { index, vpn_subnet, gateway_address, interface, listen_port }
+    }
+}
+
+/// Where a tenant runs; `null` means not placed yet (see `status_reason`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PlacementView {
+    pub db_node: Option<u64>,
+    pub gateway_node: Option<u64>,
+}
+
+impl From<&Placement> for PlacementView {
+    fn from(p: &Placement) -> Self {
+        Self { db_node: p.db_node, gateway_node: p.gateway_node }
+    }
+}
+
+/// What one node last reported about one tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NodeTenantStatusView {
+    pub ready: bool,
+    pub reason: Option<String>,
+    /// Revision of the desired state the node had applied.
+    pub revision: u64,
+    /// Disk the tenant's database uses there (db role).
+    pub db_bytes: u64,
+    /// Over its quota: writes are blocked on that node.
+    pub quota_exceeded: bool,
+    /// Sessions of the tenant's database user there (db role), at the last report.
+    pub connections: u32,
+}
+
+impl From<&NodeTenantStatus> for NodeTenantStatusView {
+    fn from(s: &NodeTenantStatus) -> Self {
+        let NodeTenantStatus { ready, reason, revision, db_bytes, quota_exceeded, connections } = s.clone();
+        Self { ready, reason, revision, db_bytes, quota_exceeded, connections }
+    }
+}
+
+/// A created tenant, with its database login. `db_password` is shown this once; the coordinator
+/// keeps only its SCRAM verifier.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreatedTenant {
+    #[serde(flatten)]
+    pub tenant: TenantView,
+    pub db_user: String,
+    pub db_password: String,
+}
+
+/// The bounds the schema states, checked against the domain's own (see the test).
+pub const CONNECTION_LIMIT_MAX: u32 = 10_000;
+pub const EVENTS_PER_MIN_MAX: u32 = 10_000_000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::tenant::{MAX_CONNECTION_LIMIT, MAX_EVENTS_PER_MIN};
+
+    #[test]
+    fn reserved_names_are_the_domains() {
+        for name in RESERVED_NAMES.split_whitespace().chain(["pg_x", "bq_x"]) {
+            assert!(crate::state::names::TenantName::parse(name).is_err(), "{name} is reserved");
+        }
+    }
+
+    #[test]
+    fn schema_bounds_are_the_domains() {
+        assert_eq!(CONNECTION_LIMIT_MAX, MAX_CONNECTION_LIMIT);
+        assert_eq!(EVENTS_PER_MIN_MAX, MAX_EVENTS_PER_MIN);
+    }
+}
