@@ -2,6 +2,8 @@
 //! PostgreSQL, the real coordinator and agent, psql sessions as the tenant. Each test performs
 //! the attack and asserts what the attacker sees; each would fail against the agent before the
 //! defence (the comment above each assertion says how).
+//! tidy: long because it is the attack list, one test per attack in the order;
+//! split by boundary when the gateway attacks join it.
 
 use crate::db::{setup, setup_with, Env};
 use berqenas_tests::{wait_for, Proc};
