@@ -4,8 +4,8 @@
 
 use super::auth::{Ctx, Need};
 use super::dto::{
-    parse_quota, CreateTenantBody, CreatedTenant, ErrorBody, PurgeQuery, ReadQuery, TenantAction, TenantListQuery,
-    TenantView, UpdateTenantBody,
+    parse_quota, project, CreateTenantBody, CreatedTenant, ErrorBody, PurgeQuery, ReadQuery, TenantAction,
+    TenantListQuery, TenantView, UpdateTenantBody,
 };
 use super::error::ApiError;
 use super::extract::{clipped, path, Body, PathOf, QueryOf, Scope, Validate};
@@ -13,6 +13,7 @@ use super::{barrier, Result};
 use crate::state::action::Action;
 use crate::state::apikey::Role;
 use crate::state::names::TenantName;
+use crate::state::quota::ByteSize;
 use crate::state::tenant::{InvalidTenant, NewTenant, TenantPatch, TenantSpec};
 use crate::state::{DomainError, Lifecycle, Op, Reply};
 use axum::http::StatusCode;
@@ -23,66 +24,27 @@ impl Validate for CreateTenantBody {
 
     /// Parses the names and sizes here; defaults and invariants are the domain's (`TenantSpec::new`).
     fn validate(self) -> std::result::Result<TenantSpec, ApiError> {
-        let CreateTenantBody {
-            name,
-            db_quota,
-            vpn_enabled,
-            public_api,
-            ddl_enabled,
-            tier,
-            db_type,
-            isolation,
-            access_mode,
-            connection_limit,
-            events_per_min,
-            dedicated,
-            node_selector,
-        } = self;
-        let name = TenantName::parse(&name).map_err(|e| ApiError::invalid(e.to_string()))?;
-        let db_quota = db_quota.map(|q| parse_quota("db_quota", &q)).transpose().map_err(ApiError::invalid)?;
-        let request = NewTenant {
-            db_quota,
-            node_selector: node_selector.unwrap_or_default(),
-            tier,
-            db_type,
-            isolation,
-            connection_limit,
-            events_per_min,
-            vpn_enabled,
-            public_api,
-            ddl_enabled,
-            access_mode,
-            dedicated,
-        };
+        let name = TenantName::parse(&self.name).map_err(|e| ApiError::invalid(e.to_string()))?;
+        let request = project!(self => CreateTenantBody => NewTenant {
+            tier, db_type, isolation, connection_limit, events_per_min, vpn_enabled, public_api, ddl_enabled,
+            access_mode, dedicated
+        } with { db_quota: quota(db_quota)?, node_selector: node_selector.unwrap_or_default() } hidden { name });
         TenantSpec::new(name, request).map_err(|e| ApiError::invalid(e.to_string()))
     }
+}
+
+/// A quota as the API takes it, if one is given.
+fn quota(raw: Option<String>) -> std::result::Result<Option<ByteSize>, ApiError> {
+    raw.map(|q| parse_quota("db_quota", &q)).transpose().map_err(ApiError::invalid)
 }
 
 impl Validate for UpdateTenantBody {
     type Valid = TenantPatch;
 
     fn validate(self) -> std::result::Result<TenantPatch, ApiError> {
-        let UpdateTenantBody {
-            tier,
-            db_quota,
-            connection_limit,
-            events_per_min,
-            vpn_enabled,
-            public_api,
-            ddl_enabled,
-            access_mode,
-        } = self;
-        let db_quota = db_quota.map(|q| parse_quota("db_quota", &q)).transpose().map_err(ApiError::invalid)?;
-        Ok(TenantPatch {
-            db_quota,
-            tier,
-            connection_limit,
-            events_per_min,
-            vpn_enabled,
-            public_api,
-            ddl_enabled,
-            access_mode,
-        })
+        Ok(project!(self => UpdateTenantBody => TenantPatch {
+            tier, connection_limit, events_per_min, vpn_enabled, public_api, ddl_enabled, access_mode
+        } with { db_quota: quota(db_quota)? }))
     }
 }
 

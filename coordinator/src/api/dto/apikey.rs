@@ -1,7 +1,7 @@
 //! API keys on the wire: the create body, the key as shown (never its secret's hash) and the one
 //! answer that carries the token.
 
-use super::wire_enum;
+use super::{project, wire_enum};
 use crate::state::apikey::{ApiKey, Role};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -44,9 +44,9 @@ pub struct ApiKeyView {
 
 impl From<&ApiKey> for ApiKeyView {
     fn from(k: &ApiKey) -> Self {
-        let ApiKey { id, role, tenant, description, secret_hash: _, created_at_ms, expires_at_ms, revoked_at_ms } =
-            k.clone();
-        Self { id, role, tenant, description, created_at_ms, expires_at_ms, revoked_at_ms }
+        project!(k.clone() => ApiKey => ApiKeyView {
+            id, role, tenant, description, created_at_ms, expires_at_ms, revoked_at_ms
+        } hidden { secret_hash })
     }
 }
 

@@ -1,7 +1,7 @@
 //! The audit trail on the wire: page queries with their cursor headers, the entry as shown, the
 //! chain verification.
 
-use super::wire_enum;
+use super::{project, wire_enum};
 use crate::server::Consistency;
 use crate::state::audit::{AuditEntry, Break, Outcome};
 use serde::{Deserialize, Serialize};
@@ -51,24 +51,31 @@ pub struct PageQuery {
 /// An entry of the chain as shown.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct AuditEntryView {
+    #[schema(minimum = 1)]
     pub seq: u64,
     pub time_ms: u64,
     /// The API key id that acted, or `anonymous` / `system`.
+    #[schema(example = "0123456789abcdef")]
     pub actor: String,
     pub source: String,
+    #[schema(example = "tenant.create")]
     pub action: String,
+    #[schema(example = "tenant/acme")]
     pub target: String,
     pub outcome: Outcome,
     /// Facts about the change; never secrets.
     pub details: BTreeMap<String, String>,
+    #[schema(pattern = "^[0-9a-f]{64}$")]
     pub prev_hash: String,
+    #[schema(pattern = "^[0-9a-f]{64}$")]
     pub hash: String,
 }
 
 impl From<&AuditEntry> for AuditEntryView {
     fn from(e: &AuditEntry) -> Self {
-        let AuditEntry { seq, time_ms, actor, source, action, target, outcome, details, prev_hash, hash } = e.clone();
-        Self { seq, time_ms, actor, source, action, target, outcome, details, prev_hash, hash }
+        project!(e.clone() => AuditEntry => AuditEntryView {
+            seq, time_ms, actor, source, action, target, outcome, details, prev_hash, hash
+        })
     }
 }
 
@@ -91,6 +98,6 @@ pub struct BreakView {
 
 impl From<Break> for BreakView {
     fn from(b: Break) -> Self {
-        Self { seq: b.seq, reason: b.reason }
+        project!(b => Break => BreakView { seq, reason })
     }
 }

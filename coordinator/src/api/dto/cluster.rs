@@ -81,11 +81,13 @@ pub enum TokenStatus {
 /// A coordinator join token as listed: ids and times only, never the secret or its hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CoordinatorToken {
+    #[schema(pattern = "^[0-9a-f]{16}$")]
     pub id: String,
     /// The id the coordinator joining with it gets.
     pub coordinator_id: u64,
     pub created_at_ms: u64,
     pub expires_at_ms: u64,
+    #[schema(example = json!(null))]
     pub used_at_ms: Option<u64>,
     pub revoked_at_ms: Option<u64>,
     pub status: TokenStatus,

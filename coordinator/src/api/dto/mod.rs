@@ -61,6 +61,21 @@ macro_rules! wire_enum {
 }
 pub(crate) use wire_enum;
 
+/// Builds `$Dst` from `$src` naming each field once: `shown` fields move over through `Into`,
+/// `with` fields are computed from the source field of the same name, `hidden` fields are dropped.
+/// The destructuring is exhaustive, so a new source field is a compile error here until it is
+/// shown or hidden (a view never shows a new stored field, a secret say, by accident).
+macro_rules! project {
+    ($src:expr => $Src:ident => $Dst:ident { $($shown:ident),* $(,)? }
+        $(with { $($with:ident: $val:expr),* $(,)? })? $(hidden { $($hidden:ident),* $(,)? })?) => {{
+        let $Src { $($shown,)* $($($with,)*)? $($($hidden: _,)*)? } = $src;
+        #[allow(clippy::useless_conversion)]
+        let projected = $Dst { $($shown: $shown.into(),)* $($($with: $val,)*)? };
+        projected
+    }};
+}
+pub(crate) use project;
+
 wire_enum!(Consistency, "How fresh a read must be.", [Consistency::Linearizable, Consistency::Stale]);
 
 /// `^…$` of a name part of a node label or selector (`validate_label_part`).

@@ -1,7 +1,7 @@
 //! Nodes on the wire: the node as listed, its actions, and the one-time join tokens (for node
 //! agents and for new coordinators) as created and as shown afterwards.
 
-use super::wire_enum;
+use super::{project, wire_enum};
 use crate::state::node::{JoinToken, Node, NodeCapacity, NodeRole};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -13,13 +13,17 @@ wire_enum!(NodeRole, "What a node hosts: tenant gateways or tenant databases.", 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct NodeView {
     pub id: u64,
+    #[schema(min_items = 1)]
     pub roles: BTreeSet<NodeRole>,
+    #[schema(example = json!({"region": "ist"}))]
     pub labels: BTreeMap<String, String>,
     pub capacity: NodeCapacityView,
+    #[schema(example = "10.0.0.5")]
     pub address: String,
     /// When the node last reported (0: never).
     pub last_seen_ms: u64,
     /// Cordoned nodes keep their tenants but receive no new ones.
+    #[schema(example = false)]
     pub cordoned: bool,
     /// A revoked node's certificate is refused at the handshake; it gets no desired state.
     pub revoked: bool,
@@ -29,19 +33,9 @@ pub struct NodeView {
 
 impl From<&Node> for NodeView {
     fn from(n: &Node) -> Self {
-        let Node { id, roles, labels, capacity, address, last_seen_ms, cordoned, revoked, applied_revision } =
-            n.clone();
-        Self {
-            capacity: (&capacity).into(),
-            id,
-            roles,
-            labels,
-            address,
-            last_seen_ms,
-            cordoned,
-            revoked,
-            applied_revision,
-        }
+        project!(n.clone() => Node => NodeView {
+            id, roles, labels, capacity, address, last_seen_ms, cordoned, revoked, applied_revision
+        })
     }
 }
 
@@ -53,12 +47,13 @@ pub struct NodeCapacityView {
     /// Disk available for tenant databases.
     pub disk_bytes: u64,
     /// Most tenants this node may host per role.
+    #[schema(minimum = 1)]
     pub max_tenants: u32,
 }
 
-impl From<&NodeCapacity> for NodeCapacityView {
-    fn from(c: &NodeCapacity) -> Self {
-        Self { cpus: c.cpus, memory_bytes: c.memory_bytes, disk_bytes: c.disk_bytes, max_tenants: c.max_tenants }
+impl From<NodeCapacity> for NodeCapacityView {
+    fn from(c: NodeCapacity) -> Self {
+        project!(c => NodeCapacity => NodeCapacityView { cpus, memory_bytes, disk_bytes, max_tenants })
     }
 }
 
@@ -101,11 +96,14 @@ pub struct CreateJoinTokenBody {
 /// A join token as shown: ids, roles and times, never its secret or the secret's hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct JoinTokenView {
+    #[schema(pattern = "^[0-9a-f]{16}$")]
     pub id: String,
     pub roles: BTreeSet<NodeRole>,
+    #[schema(example = json!({"region": "ist"}))]
     pub labels: BTreeMap<String, String>,
     pub created_at_ms: u64,
     pub expires_at_ms: u64,
+    #[schema(example = json!(null))]
     pub used_at_ms: Option<u64>,
     pub used_by_node: Option<u64>,
     /// Set for a token that lets a new coordinator with this id obtain its certificate.
@@ -116,29 +114,9 @@ pub struct JoinTokenView {
 
 impl From<&JoinToken> for JoinTokenView {
     fn from(t: &JoinToken) -> Self {
-        let JoinToken {
-            id,
-            roles,
-            labels,
-            secret_hash: _,
-            created_at_ms,
-            expires_at_ms,
-            used_at_ms,
-            used_by_node,
-            coordinator_id,
-            revoked_at_ms,
-        } = t.clone();
-        Self {
-            id,
-            roles,
-            labels,
-            created_at_ms,
-            expires_at_ms,
-            used_at_ms,
-            used_by_node,
-            coordinator_id,
-            revoked_at_ms,
-        }
+        project!(t.clone() => JoinToken => JoinTokenView {
+            id, roles, labels, created_at_ms, expires_at_ms, used_at_ms, used_by_node, coordinator_id, revoked_at_ms
+        } hidden { secret_hash })
     }
 }
 

@@ -1,7 +1,7 @@
 //! Tenants on the wire: the create and update bodies, the list query, the lifecycle actions and the
 //! tenant as answered (`TenantView`: the stored tenant without its password verifier).
 
-use super::wire_enum;
+use super::{project, wire_enum};
 use crate::state::node::NodeTenantStatus;
 use crate::state::tenant::{AccessMode, DbType, Isolation, NetworkAllocation, Placement, Tenant, TenantStatus, Tier};
 use serde::{Deserialize, Serialize};
@@ -155,10 +155,14 @@ pub struct TenantView {
     pub db_type: DbType,
     pub isolation: Isolation,
     /// Disk quota in bytes.
+    #[schema(example = 100_000_000)]
     pub db_quota_bytes: u64,
     /// The quota as a human size, e.g. `5GB`.
+    #[schema(example = "100MB")]
     pub db_quota: String,
+    #[schema(minimum = 1, maximum = 10_000)]
     pub connection_limit: u32,
+    #[schema(minimum = 1, maximum = 10_000_000)]
     pub events_per_min: u32,
     #[schema(example = true)]
     pub vpn_enabled: bool,
@@ -166,8 +170,10 @@ pub struct TenantView {
     /// The tenant's database user may create objects (DDL) in its schema.
     pub ddl_enabled: bool,
     pub access_mode: AccessMode,
+    #[schema(example = false)]
     pub dedicated: bool,
     /// Labels a node must carry to host this tenant.
+    #[schema(example = json!({"region": "ist"}))]
     pub node_selector: BTreeMap<String, String>,
     pub status: TenantStatus,
     /// Why the tenant is not (yet) where it should be, e.g. "no node fits".
@@ -175,9 +181,11 @@ pub struct TenantView {
     pub network: NetworkView,
     pub placement: PlacementView,
     /// Raft log index of the last change to this tenant.
+    #[schema(example = 42)]
     pub revision: u64,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
+    #[schema(example = json!(null))]
     pub deleted_at_ms: Option<u64>,
     pub purge_after_ms: Option<u64>,
     /// Status to return to on `resume`/`restore`.
@@ -189,62 +197,12 @@ pub struct TenantView {
 
 impl From<&Tenant> for TenantView {
     fn from(t: &Tenant) -> Self {
-        let Tenant {
-            name,
-            tier,
-            db_type,
-            isolation,
-            db_quota_bytes,
-            db_quota,
-            connection_limit,
-            events_per_min,
-            vpn_enabled,
-            public_api,
-            ddl_enabled,
-            access_mode,
-            dedicated,
-            node_selector,
-            status,
-            status_reason,
-            network,
-            placement,
-            revision,
-            created_at_ms,
-            updated_at_ms,
-            deleted_at_ms,
-            purge_after_ms,
-            status_before_offboarding,
-            node_status,
-            db_password_verifier: _,
-        } = t.clone();
-        let node_status = node_status.iter().map(|(id, s)| (*id, s.into())).collect();
-        Self {
-            network: (&network).into(),
-            placement: (&placement).into(),
-            node_status,
-            name,
-            tier,
-            db_type,
-            isolation,
-            db_quota_bytes,
-            db_quota,
-            connection_limit,
-            events_per_min,
-            vpn_enabled,
-            public_api,
-            ddl_enabled,
-            access_mode,
-            dedicated,
-            node_selector,
-            status,
-            status_reason,
-            revision,
-            created_at_ms,
-            updated_at_ms,
-            deleted_at_ms,
-            purge_after_ms,
-            status_before_offboarding,
-        }
+        project!(t.clone() => Tenant => TenantView {
+            name, tier, db_type, isolation, db_quota_bytes, db_quota, connection_limit, events_per_min, vpn_enabled,
+            public_api, ddl_enabled, access_mode, dedicated, node_selector, status, status_reason, network, placement,
+            revision, created_at_ms, updated_at_ms, deleted_at_ms, purge_after_ms, status_before_offboarding
+        } with { node_status: node_status.into_iter().map(|(id, s)| (id, s.into())).collect() }
+          hidden { db_password_verifier })
     }
 }
 
@@ -260,10 +218,9 @@ pub struct NetworkView {
     pub listen_port: u16,
 }
 
-impl From<&NetworkAllocation> for NetworkView {
-    fn from(n: &NetworkAllocation) -> Self {
-        let NetworkAllocation { index, vpn_subnet, gateway_address, interface, listen_port } = n.clone();
-        Self { index, vpn_subnet, gateway_address, interface, listen_port }
+impl From<NetworkAllocation> for NetworkView {
+    fn from(n: NetworkAllocation) -> Self {
+        project!(n => NetworkAllocation => NetworkView { index, vpn_subnet, gateway_address, interface, listen_port })
     }
 }
 
@@ -274,9 +231,9 @@ pub struct PlacementView {
     pub gateway_node: Option<u64>,
 }
 
-impl From<&Placement> for PlacementView {
-    fn from(p: &Placement) -> Self {
-        Self { db_node: p.db_node, gateway_node: p.gateway_node }
+impl From<Placement> for PlacementView {
+    fn from(p: Placement) -> Self {
+        project!(p => Placement => PlacementView { db_node, gateway_node })
     }
 }
 
@@ -295,10 +252,11 @@ pub struct NodeTenantStatusView {
     pub connections: u32,
 }
 
-impl From<&NodeTenantStatus> for NodeTenantStatusView {
-    fn from(s: &NodeTenantStatus) -> Self {
-        let NodeTenantStatus { ready, reason, revision, db_bytes, quota_exceeded, connections } = s.clone();
-        Self { ready, reason, revision, db_bytes, quota_exceeded, connections }
+impl From<NodeTenantStatus> for NodeTenantStatusView {
+    fn from(s: NodeTenantStatus) -> Self {
+        project!(s => NodeTenantStatus => NodeTenantStatusView {
+            ready, reason, revision, db_bytes, quota_exceeded, connections
+        })
     }
 }
 
