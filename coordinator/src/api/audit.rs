@@ -120,7 +120,9 @@ pub(super) async fn verify_audit(ctx: Ctx, query: QueryOf<ReadQuery>) -> Result<
         .map_err(|e| ApiError::internal("verify the audit trail", e))?;
     Ok(Json(match verified {
         (Ok(n), total) => AuditVerification { ok: true, verified: n, total, broken: None },
-        (Err(b), total) => AuditVerification { ok: false, verified: b.seq.saturating_sub(1), total, broken: Some(b.into()) },
+        (Err(b), total) => {
+            AuditVerification { ok: false, verified: b.seq.saturating_sub(1), total, broken: Some(b.into()) }
+        }
     }))
 }
 
