@@ -72,7 +72,12 @@ impl SnapshotDir {
         fill: impl FnOnce(&mut BufWriter<File>) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let part = self.dir.join(format!("{id}.part"));
-        let mut out = BufWriter::new(File::create(&part).map_err(io("create a snapshot file"))?);
+        // Owner-only: the state carries the cluster CA's key.
+        let file =
+            std::os::unix::fs::OpenOptionsExt::mode(File::options().write(true).create(true).truncate(true), 0o600)
+                .open(&part)
+                .map_err(io("create a snapshot file"))?;
+        let mut out = BufWriter::new(file);
         fill(&mut out)?;
         let file = out.into_inner().map_err(|e| StoreError::Io { what: "write a snapshot", source: e.into_error() })?;
         file.sync_all().map_err(io("fsync a snapshot"))?;
@@ -97,12 +102,10 @@ impl SnapshotDir {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path = self.dir.join(format!("incoming-{}-{n}.part", crate::time::now_ms()));
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(io("create a file for a received snapshot"))?;
+        let file =
+            std::os::unix::fs::OpenOptionsExt::mode(File::options().read(true).write(true).create_new(true), 0o600)
+                .open(&path)
+                .map_err(io("create a file for a received snapshot"))?;
         std::fs::remove_file(&path).map_err(io("unlink a received snapshot's file"))?;
         Ok(file)
     }

@@ -30,7 +30,7 @@ const TOTAL_TENANTS: usize = 10_000;
 /// Audit entries for the history memory figure (`BERQENAS_BENCH_AUDIT_ENTRIES` overrides), and
 /// the longest the bench spends writing them.
 const AUDIT_ENTRIES: u64 = 1_000_000;
-const AUDIT_FILL_LIMIT: Duration = Duration::from_secs(12 * 60);
+const AUDIT_FILL_LIMIT: Duration = Duration::from_secs(8 * 60);
 /// Concurrent clients of the side-by-side write comparison, and how long each level runs.
 const LEVELS: [usize; 3] = [1, 16, 64];
 const LEVEL_RUN: Duration = Duration::from_secs(5);
