@@ -33,6 +33,20 @@ pub struct NodeService {
 }
 
 impl NodeService {
+    /// Whether a join token with this id and secret hash is usable, as this coordinator knows it;
+    /// when it does not, after catching up with the leader (a token created a moment ago through
+    /// another coordinator may not be applied here yet). Costs a read index, never a Raft write.
+    async fn token_known(&self, token_id: &str, secret_hash: &str) -> bool {
+        if self.c.read(|d| known_token(&d.state, token_id, secret_hash)) {
+            return true;
+        }
+        if let Err(e) = self.c.read_barrier(crate::server::Consistency::Linearizable).await {
+            tracing::debug!(error = %e, "could not catch up with the leader to check a join token");
+            return false;
+        }
+        self.c.read(|d| known_token(&d.state, token_id, secret_hash))
+    }
+
     pub fn new(c: Arc<Coordinator>) -> Self {
         Self { c, last_reports: Mutex::new(HashMap::new()) }
     }
@@ -208,7 +222,7 @@ impl pb::node_server::Node for NodeService {
         };
         // A token nobody issued (or a wrong secret) is refused here, counted, and costs no Raft
         // write; the state machine re-checks every token at apply.
-        if !self.c.read(|d| known_token(&d.state, &token_id, &secret_hash)) {
+        if !self.token_known(&token_id, &secret_hash).await {
             let reason = "join token is invalid, expired or already used".to_string();
             return Err(self.refuse_join(&request_ip, Action::NodeJoin, "node", reason).await);
         }
@@ -276,7 +290,7 @@ impl pb::node_server::Node for NodeService {
             Ok(v) => v,
             Err(reason) => return Err(self.refuse_join(&request_ip, Action::ClusterJoin, "coordinator", reason).await),
         };
-        if !self.c.read(|d| known_token(&d.state, &token_id, &secret_hash)) {
+        if !self.token_known(&token_id, &secret_hash).await {
             let reason = "coordinator token is invalid, expired, used or for another id".to_string();
             return Err(self.refuse_join(&request_ip, Action::ClusterJoin, "coordinator", reason).await);
         }
