@@ -113,11 +113,6 @@ pub struct InvalidAssignment {
     pub reason: Invalid,
 }
 
-/// Parses one wire string into its enum, or `invalid`.
-fn parse<T: serde::de::DeserializeOwned>(raw: &str, invalid: Invalid) -> Result<T, Invalid> {
-    serde_json::from_value(serde_json::Value::String(raw.to_string())).map_err(|_| invalid)
-}
-
 fn name_ok(n: &str) -> bool {
     let mut chars = n.chars();
     (2..=31).contains(&n.len())
@@ -155,8 +150,20 @@ impl TryFrom<pb::TenantAssignment> for Assignment {
         if !name_ok(&name) {
             return Err(bad(Invalid::Name));
         }
-        let lifecycle = parse(&lifecycle, Invalid::Lifecycle).map_err(bad)?;
-        let roles: Vec<Role> = roles.iter().map(|r| parse(r, Invalid::Roles)).collect::<Result<_, _>>().map_err(bad)?;
+        let lifecycle = match pb::Lifecycle::try_from(lifecycle) {
+            Ok(pb::Lifecycle::Run) => Lifecycle::Run,
+            Ok(pb::Lifecycle::Suspended) => Lifecycle::Suspended,
+            Ok(pb::Lifecycle::Deleted) => Lifecycle::Deleted,
+            Ok(pb::Lifecycle::Unspecified) | Err(_) => return Err(bad(Invalid::Lifecycle)),
+        };
+        let roles: Vec<Role> = roles
+            .into_iter()
+            .map(|r| match pb::Role::try_from(r) {
+                Ok(pb::Role::Gateway) => Ok(Role::Gateway),
+                Ok(pb::Role::Db) => Ok(Role::Db),
+                Ok(pb::Role::Unspecified) | Err(_) => Err(bad(Invalid::Roles)),
+            })
+            .collect::<Result<_, _>>()?;
         if roles.is_empty() {
             return Err(bad(Invalid::Roles));
         }
@@ -164,9 +171,22 @@ impl TryFrom<pb::TenantAssignment> for Assignment {
         if !interface.starts_with("bqt") || interface.len() > 15 {
             return Err(bad(Invalid::Interface));
         }
-        let db_type = parse(&db_type, Invalid::DbType).map_err(bad)?;
-        let isolation = parse(&isolation, Invalid::Isolation).map_err(bad)?;
-        let access_mode = parse(&access_mode, Invalid::AccessMode).map_err(bad)?;
+        let db_type = match pb::DbType::try_from(db_type) {
+            Ok(pb::DbType::Postgres) => DbType::Postgres,
+            Ok(pb::DbType::Mssql) => DbType::Mssql,
+            Ok(pb::DbType::Unspecified) | Err(_) => return Err(bad(Invalid::DbType)),
+        };
+        let isolation = match pb::Isolation::try_from(isolation) {
+            Ok(pb::Isolation::Schema) => Isolation::Schema,
+            Ok(pb::Isolation::Database) => Isolation::Database,
+            Ok(pb::Isolation::Unspecified) | Err(_) => return Err(bad(Invalid::Isolation)),
+        };
+        let access_mode = match pb::AccessMode::try_from(access_mode) {
+            Ok(pb::AccessMode::Public) => AccessMode::Public,
+            Ok(pb::AccessMode::VpnOnly) => AccessMode::VpnOnly,
+            Ok(pb::AccessMode::Hybrid) => AccessMode::Hybrid,
+            Ok(pb::AccessMode::Unspecified) | Err(_) => return Err(bad(Invalid::AccessMode)),
+        };
         if !db_password_verifier.is_empty()
             && !is_verifier(&db_password_verifier)
             && !is_mssql_hash(&db_password_verifier)
@@ -252,19 +272,19 @@ mod tests {
         pb::TenantAssignment {
             name: "acme".into(),
             revision: 2,
-            roles: vec!["db".into(), "gateway".into()],
-            lifecycle: "suspended".into(),
+            roles: vec![pb::Role::Db.into(), pb::Role::Gateway.into()],
+            lifecycle: pb::Lifecycle::Suspended.into(),
             index: 1,
             vpn_subnet: "198.18.1.0/24".into(),
             gateway_address: "198.18.1.1".into(),
             interface: "bqt1".into(),
             listen_port: 51821,
-            db_type: "postgres".into(),
-            isolation: "database".into(),
+            db_type: pb::DbType::Postgres.into(),
+            isolation: pb::Isolation::Database.into(),
             db_quota_bytes: 1,
             connection_limit: 5,
             events_per_min: 1,
-            access_mode: "vpn-only".into(),
+            access_mode: pb::AccessMode::VpnOnly.into(),
             vpn_enabled: true,
             public_api: false,
             db_password_verifier: String::new(),
@@ -273,7 +293,7 @@ mod tests {
     }
 
     #[test]
-    fn wire_strings_become_enums_once() {
+    fn wire_enums_become_domain_enums_once() {
         let a = Assignment::try_from(wire()).expect("valid");
         assert_eq!(a.roles, [Role::Db, Role::Gateway]);
         assert_eq!(a.lifecycle, Lifecycle::Suspended);
@@ -296,12 +316,12 @@ mod tests {
             change(&mut w);
             Assignment::try_from(w).expect_err("invalid").reason
         };
-        assert_eq!(refused(|w| w.isolation = "cluster".into()), Invalid::Isolation);
-        assert_eq!(refused(|w| w.db_type = "oracle".into()), Invalid::DbType);
-        assert_eq!(refused(|w| w.access_mode = "VPN-ONLY".into()), Invalid::AccessMode);
-        assert_eq!(refused(|w| w.lifecycle = String::new()), Invalid::Lifecycle);
+        assert_eq!(refused(|w| w.isolation = 99), Invalid::Isolation);
+        assert_eq!(refused(|w| w.db_type = pb::DbType::Unspecified.into()), Invalid::DbType);
+        assert_eq!(refused(|w| w.access_mode = 7), Invalid::AccessMode);
+        assert_eq!(refused(|w| w.lifecycle = 0), Invalid::Lifecycle);
         assert_eq!(refused(|w| w.roles.clear()), Invalid::Roles);
-        assert_eq!(refused(|w| w.roles.push("router".into())), Invalid::Roles);
+        assert_eq!(refused(|w| w.roles.push(42)), Invalid::Roles);
         assert_eq!(refused(|w| w.name = "Acme".into()), Invalid::Name);
         assert_eq!(refused(|w| w.db_password_verifier = "x'--".into()), Invalid::PasswordVerifier);
     }

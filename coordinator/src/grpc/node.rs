@@ -135,27 +135,47 @@ fn coordinators(c: &Coordinator) -> Vec<pb::Coordinator> {
 }
 
 fn to_pb(a: &Assignment) -> pb::TenantAssignment {
-    let lower = |s: String| s.to_lowercase();
+    use crate::state::desired::Lifecycle;
+    use crate::state::node::NodeRole;
+    use crate::state::tenant::{AccessMode, DbType, Isolation};
+    let role = |r: &NodeRole| match r {
+        NodeRole::Gateway => pb::Role::Gateway,
+        NodeRole::Db => pb::Role::Db,
+    };
     pb::TenantAssignment {
         name: a.name.clone(),
         revision: a.revision,
-        roles: a.roles.iter().map(|r| lower(format!("{r:?}"))).collect(),
-        lifecycle: a.lifecycle.as_str().into(),
+        roles: a.roles.iter().map(|r| role(r).into()).collect(),
+        lifecycle: match a.lifecycle {
+            Lifecycle::Run => pb::Lifecycle::Run,
+            Lifecycle::Suspended => pb::Lifecycle::Suspended,
+            Lifecycle::Deleted => pb::Lifecycle::Deleted,
+        }
+        .into(),
         index: a.index,
         vpn_subnet: a.vpn_subnet.clone(),
         gateway_address: a.gateway_address.clone(),
         interface: a.interface.clone(),
         listen_port: u32::from(a.listen_port),
-        db_type: lower(format!("{:?}", a.db_type)),
-        isolation: lower(format!("{:?}", a.isolation)),
+        db_type: match a.db_type {
+            DbType::Postgres => pb::DbType::Postgres,
+            DbType::Mssql => pb::DbType::Mssql,
+        }
+        .into(),
+        isolation: match a.isolation {
+            Isolation::Schema => pb::Isolation::Schema,
+            Isolation::Database => pb::Isolation::Database,
+        }
+        .into(),
         db_quota_bytes: a.db_quota_bytes,
         connection_limit: a.connection_limit,
         events_per_min: a.events_per_min,
         access_mode: match a.access_mode {
-            crate::state::tenant::AccessMode::Public => "public".into(),
-            crate::state::tenant::AccessMode::VpnOnly => "vpn-only".into(),
-            crate::state::tenant::AccessMode::Hybrid => "hybrid".into(),
-        },
+            AccessMode::Public => pb::AccessMode::Public,
+            AccessMode::VpnOnly => pb::AccessMode::VpnOnly,
+            AccessMode::Hybrid => pb::AccessMode::Hybrid,
+        }
+        .into(),
         vpn_enabled: a.vpn_enabled,
         public_api: a.public_api,
         ddl_enabled: a.ddl_enabled,
