@@ -1,3 +1,4 @@
 //! Small pieces both the coordinator and the node agent need, written once.
 
 pub mod files;
+pub mod tenancy;

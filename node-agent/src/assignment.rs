@@ -1,5 +1,6 @@
 //! The agent's view of a tenant it must realise, converted from the wire type at the boundary.
 
+pub use berqenas_common::tenancy::{AccessMode, DbType, Isolation};
 use berqenas_proto::node as pb;
 use serde::{Deserialize, Serialize};
 
@@ -55,31 +56,6 @@ pub enum Lifecycle {
     Run,
     Suspended,
     Deleted,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum DbType {
-    Postgres,
-    Mssql,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Isolation {
-    /// A schema per tenant in a shared database.
-    Schema,
-    /// A database per tenant.
-    Database,
-}
-
-/// Where the tenant's users may connect from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum AccessMode {
-    Public,
-    VpnOnly,
-    Hybrid,
 }
 
 /// Why a wire assignment was refused: which field, never its raw value (it may be anything).

@@ -10,6 +10,7 @@ pub use commands::refresh_readiness;
 use super::action::Action;
 use super::names::TenantName;
 use super::quota::ByteSize;
+pub use berqenas_common::tenancy::{AccessMode, DbType, Isolation};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -45,54 +46,6 @@ impl Tier {
                 connection_limit: 100,
                 events_per_min: 100_000,
             },
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum DbType {
-    Postgres,
-    Mssql,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Isolation {
-    /// A schema per tenant in a shared database (the default).
-    Schema,
-    /// A database per tenant (seed 002).
-    Database,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum AccessMode {
-    Public,
-    VpnOnly,
-    Hybrid,
-}
-
-impl AccessMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AccessMode::Public => "public",
-            AccessMode::VpnOnly => "vpn-only",
-            AccessMode::Hybrid => "hybrid",
-        }
-    }
-
-    /// Whether clients outside the tenant's VPN subnet may connect.
-    pub fn admits_public(self) -> bool {
-        self != AccessMode::VpnOnly
-    }
-
-    /// The mode implied by the seed's two switches when the caller names none.
-    pub fn implied(vpn_enabled: bool, public_api: bool) -> Self {
-        match (vpn_enabled, public_api) {
-            (true, true) => AccessMode::Hybrid,
-            (true, false) => AccessMode::VpnOnly,
-            (false, _) => AccessMode::Public,
         }
     }
 }

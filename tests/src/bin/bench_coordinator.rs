@@ -98,6 +98,19 @@ fn fsync_floor(dir: &Path) -> (f64, f64) {
     stats_ms(samples)
 }
 
+/// Each coordinator's resident and peak memory, in MB.
+fn memory(cluster: &BenchCluster) -> Vec<Value> {
+    cluster
+        .nodes
+        .iter()
+        .map(|n| {
+            let pid = n.proc.as_ref().map(Proc::pid).unwrap_or(0);
+            let (rss, peak, _) = proc_stats(pid);
+            json!({"id": n.id, "rss_mb": round2(rss), "peak_rss_mb": round2(peak)})
+        })
+        .collect()
+}
+
 async fn create(http: &reqwest::Client, base: &str, key: &str, name: &str) -> Result<(), String> {
     let resp = http
         .post(format!("{base}/api/v1/tenant"))
@@ -185,15 +198,7 @@ async fn main() {
     // Fill to 10,000 tenants for the memory figure.
     let rest: Vec<String> = (0..TOTAL_TENANTS - CREATES - SINGLE).map(|i| format!("f{i:05}")).collect();
     let (_, fill_wall) = create_many(&http, &leader_base, &key, rest, CLIENTS).await;
-    let rss: Vec<Value> = cluster
-        .nodes
-        .iter()
-        .map(|n| {
-            let pid = n.proc.as_ref().map(Proc::pid).unwrap_or(0);
-            let (rss, peak, _) = proc_stats(pid);
-            json!({"id": n.id, "rss_mb": round2(rss), "peak_rss_mb": round2(peak)})
-        })
-        .collect();
+    let rss = memory(&cluster);
 
     // Grow the audit trail to AUDIT_ENTRIES with cheap real writes (a PATCH each, 64 clients),
     // then measure each coordinator's memory again: history lives in the store, not in RSS.
@@ -210,15 +215,7 @@ async fn main() {
         audit_entries = audit_count(&http, &leader_base, &key).await;
     }
     let audit_fill_s = fill_started.elapsed().as_secs_f64();
-    let rss_history: Vec<Value> = cluster
-        .nodes
-        .iter()
-        .map(|n| {
-            let pid = n.proc.as_ref().map(Proc::pid).unwrap_or(0);
-            let (rss, peak, _) = proc_stats(pid);
-            json!({"id": n.id, "rss_mb": round2(rss), "peak_rss_mb": round2(peak)})
-        })
-        .collect();
+    let rss_history = memory(&cluster);
 
     // Failover: SIGKILL the leader, time until a write through a survivor succeeds.
     let leader_idx = (leader_id - 1) as usize;

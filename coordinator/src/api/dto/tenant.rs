@@ -9,17 +9,6 @@ use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
 wire_enum!(Tier, "A tier and its default quotas.", [Tier::Free, Tier::Premium, Tier::Enterprise]);
-wire_enum!(DbType, "The tenant's database engine.", [DbType::Postgres, DbType::Mssql]);
-wire_enum!(
-    Isolation,
-    "`schema`: a schema in a shared database; `database`: a database of its own.",
-    [Isolation::Schema, Isolation::Database]
-);
-wire_enum!(
-    AccessMode,
-    "Who may connect: anyone, VPN clients only, or both.",
-    [AccessMode::Public, AccessMode::VpnOnly, AccessMode::Hybrid]
-);
 wire_enum!(
     TenantStatus,
     "Where the tenant is in its lifecycle.",
