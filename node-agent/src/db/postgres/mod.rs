@@ -288,19 +288,29 @@ impl PostgresDriver {
         desired.iter().filter_map(|a| Some((a.name.clone(), *self.usage.get(&a.name)?))).collect()
     }
 
-    /// Observes and converges the inside of a database-isolated tenant's own database.
-    async fn own_database_pass(&mut self, a: &Assignment) -> Result<Option<Usage>, String> {
+    /// Connects to a database-isolated tenant's own database as `application` and observes the
+    /// inside: only this tenant's schema counts there (the roles of all tenants are visible).
+    async fn observe_own_database(
+        &self,
+        a: &Assignment,
+        application: &str,
+    ) -> Result<(sqlx::PgConnection, plan::Observed), String> {
         let database = format!("tenant_{}", a.name);
         let mut conn = self
-            .options(Some(&database), "berqenas-agent")?
+            .options(Some(&database), application)?
             .connect()
             .await
             .map_err(|e| format!("cannot connect to database {database}: {e}"))?;
         let mut observed = observe(&mut conn, Some(std::slice::from_ref(&a.name)))
             .await
             .map_err(|e| format!("observing database {database} failed: {e}"))?;
-        // Only this tenant's schema counts in its database (the roles of all tenants are visible).
         observed.tenants.retain(|name, _| *name == a.name);
+        Ok((conn, observed))
+    }
+
+    /// Observes and converges the inside of a database-isolated tenant's own database.
+    async fn own_database_pass(&mut self, a: &Assignment) -> Result<Option<Usage>, String> {
+        let (mut conn, mut observed) = self.observe_own_database(a, "berqenas-agent").await?;
         self.sizes(&mut observed);
         let usage = observed.tenants.get(&a.name).map(|o| Usage {
             db_bytes: o.bytes,

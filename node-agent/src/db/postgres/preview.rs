@@ -41,17 +41,8 @@ impl PostgresDriver {
             if !observed.tenants.get(&a.name).is_some_and(|t| t.database) {
                 continue; // made by this pass; its inside is planned once it exists
             }
-            let database = format!("tenant_{}", a.name);
-            let mut inner = self
-                .options(Some(&database), "berqenas-plan")?
-                .connect()
-                .await
-                .map_err(|e| format!("cannot connect to database {database}: {e}"))?;
-            let mut inside = observe(&mut inner, Some(std::slice::from_ref(&a.name)))
-                .await
-                .map_err(|e| format!("observing database {database} failed: {e}"))?;
+            let (inner, mut inside) = self.observe_own_database(a, "berqenas-plan").await?;
             let _ = inner.close().await;
-            inside.tenants.retain(|name, _| *name == a.name);
             if let Some(t) = inside.tenants.get_mut(&a.name) {
                 t.bytes = sizes.get(&a.name).copied().unwrap_or(0);
             }
