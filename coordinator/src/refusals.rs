@@ -5,13 +5,12 @@
 //! table is bounded; sources past the cap share one `others` row.
 
 use crate::admission::source_key;
-use crate::server::Coordinator;
 use crate::state::action::Action;
 use crate::state::{Command, Meta, Op};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Distinct actions kept per source in one window; the rest are counted as `other`.
@@ -269,31 +268,6 @@ impl Refusals {
     /// Rows held (for tests).
     pub fn tracked(&self) -> usize {
         self.lock().sources.len()
-    }
-}
-
-/// Counts a refusal and writes its audit entry when it is its source's sample. Never fails.
-pub async fn refuse(c: &Coordinator, r: Refusal<'_>) {
-    if let Some(cmd) = c.admission.refusals.record(&r, Instant::now()) {
-        if let Err(e) = c.write(cmd).await {
-            tracing::warn!(error = %e, action = %r.action, "could not audit a refusal");
-        }
-    }
-}
-
-/// Writes the summaries as their windows end, until `stop` flips.
-pub async fn run(c: Arc<Coordinator>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let tick = (c.admission.limits.refusal_audit_every / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
-    loop {
-        tokio::select! {
-            _ = stop.wait_for(|v| *v) => return,
-            _ = tokio::time::sleep(tick) => {}
-        }
-        for cmd in c.admission.refusals.due(Instant::now(), c.config.id) {
-            if let Err(e) = c.write(cmd).await {
-                tracing::warn!(error = %e, "could not write a refusal summary");
-            }
-        }
     }
 }
 

@@ -1,15 +1,15 @@
-//! A running coordinator: its Raft node, the gRPC transport server and the REST API, plus the
-//! write path (propose locally or forward to the leader) and the read barrier (linearizable by
-//! default, stale on request). `init` bootstraps a single-voter cluster in a data dir.
+//! A running coordinator: its Raft node and store, the write path (propose locally or forward to
+//! the leader), the read barrier (linearizable by default, stale on request) and the refusal
+//! audit. `init` bootstraps a single-voter cluster in a data dir. The listeners that serve it are
+//! in `listeners`; the handlers that call it in `api` and `grpc`.
 
-use crate::admission::{Admission, Limits, Slot, Slots};
+use crate::admission::{Admission, Limits};
 use crate::raft::audit_log::AuditLog;
 use crate::raft::network::{NetworkFactory, Peers};
-use crate::raft::service::RaftService;
 use crate::raft::state_machine::SmData;
 use crate::raft::store;
-use crate::raft::{raft_config, CoordinatorNode, Raft, MAX_RPC_BYTES};
-use crate::state::action::Action;
+use crate::raft::{raft_config, CoordinatorNode, Raft};
+use crate::refusals::Refusal;
 use crate::state::allocation::VpnPool;
 use crate::state::apikey::{self, ApiKey, Role};
 use crate::state::{ClusterSettings, Command, Meta, Op, Response};
@@ -19,7 +19,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -62,7 +61,7 @@ impl NodeConfig {
         for addr in [&self.raft_advertise, &self.api_advertise, &self.node_advertise] {
             let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr);
             let host = host.trim_start_matches('[').trim_end_matches(']');
-            if crate::raft::tls::valid_name(host) && host != "0.0.0.0" && host != "::" {
+            if crate::transport::valid_name(host) && host != "0.0.0.0" && host != "::" {
                 names.push(host.to_string());
             }
         }
@@ -126,7 +125,7 @@ pub struct Coordinator {
     pub data: Arc<RwLock<SmData>>,
     pub peers: Peers,
     /// This coordinator's client TLS (for dialing peers); swapped on renewal.
-    pub client_tls: crate::raft::tls::ClientTls,
+    pub client_tls: crate::transport::ClientTls,
     /// The applied index; changes when the state machine does.
     pub applied: tokio::sync::watch::Receiver<u64>,
     /// Rate limits, connection caps and the refusal counts of this coordinator's listeners.
@@ -156,7 +155,7 @@ impl Coordinator {
         let applied = sm_store.applied_watch();
         let store_sync = sm_store.syncer();
         let audit = sm_store.audit_log();
-        let identity = crate::raft::tls::Identity { dir: data_dir.to_path_buf() };
+        let identity = crate::transport::Identity { dir: data_dir.to_path_buf() };
         if !identity.exists() {
             bail!(
                 "{} has no coordinator certificate; create a token with `cluster token create --id {}` and start \
@@ -265,6 +264,15 @@ impl Coordinator {
         }
     }
 
+    /// Counts a refusal and writes its audit entry when it is its source's sample. Never fails.
+    pub async fn refuse(&self, r: Refusal<'_>) {
+        if let Some(cmd) = self.admission.refusals.record(&r, Instant::now()) {
+            if let Err(e) = self.write(cmd).await {
+                tracing::warn!(error = %e, action = %r.action, "could not audit a refusal");
+            }
+        }
+    }
+
     /// Waits until this node's state machine reflects every write committed before now.
     pub async fn read_barrier(&self, consistency: Consistency) -> Result<(), ReadError> {
         if consistency == Consistency::Stale {
@@ -292,314 +300,34 @@ impl Coordinator {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
 
-    /// The Raft listener's TLS: coordinators only, retired ids refused at the handshake. Renews
-    /// this coordinator's certificate first when a third of its life is left and the CA is here.
-    fn raft_tls(self: &Arc<Self>) -> anyhow::Result<crate::raft::tls::ServerTls> {
-        let identity = crate::raft::tls::Identity { dir: self.data_dir.clone() };
-        if identity.needs_renewal() {
-            if let Some(ca) = crate::grpc::cluster_ca(self) {
-                identity.issue(&ca?, self.config.id, &self.config.names())?;
-                tracing::info!("renewed this coordinator's certificate");
-            }
-        }
-        let (server, client) = identity.configs(Arc::new(crate::grpc::StateRevocation(self.clone())))?;
-        if let (Ok(mut slot), Ok(fresh)) = (self.client_tls.write(), client.read()) {
-            *slot = fresh.clone();
-        }
-        Ok(server)
-    }
+/// Revocation backed by the replicated state: revoked or unknown nodes and retired
+/// coordinators are refused.
+pub struct StateRevocation(pub Arc<Coordinator>);
 
-    /// Serves Raft RPCs and the REST API until `shutdown` resolves.
-    pub async fn serve(
-        self: Arc<Self>,
-        api_tls: Option<Arc<rustls::ServerConfig>>,
-        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        let raft_listener = tokio::net::TcpListener::bind(self.config.raft_listen)
-            .await
-            .with_context(|| format!("bind raft address {}", self.config.raft_listen))?;
-        let api_listener = tokio::net::TcpListener::bind(self.config.api_listen)
-            .await
-            .with_context(|| format!("bind api address {}", self.config.api_listen))?;
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let server_tls = self.raft_tls()?;
-        let (raft_incoming, raft_accept) =
-            crate::raft::tls::incoming(raft_listener, server_tls, self.clone(), crate::raft::tls::Listener::Raft);
-        let svc = berqenas_proto::raft::raft_server::RaftServer::new(RaftService {
-            id: self.config.id,
-            raft: self.raft.clone(),
-        })
-        .max_decoding_message_size(MAX_RPC_BYTES)
-        .max_encoding_message_size(MAX_RPC_BYTES);
-        let mut grpc_stop = stop_rx.clone();
-        let grpc = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .http2_keepalive_interval(Some(Duration::from_secs(10)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-            .add_service(svc)
-            .serve_with_incoming_shutdown(raft_incoming, async move {
-                let _ = grpc_stop.wait_for(|v| *v).await;
-            });
-        let api_stop = stop_rx.clone();
-        let app = crate::api::router(self.clone());
-        let scheme = if api_tls.is_some() { "https" } else { "http" };
-        let api = serve_api(self.clone(), api_listener, app, api_tls, api_stop);
-        tracing::info!(
-            id = self.config.id,
-            raft = %self.config.raft_listen,
-            api = %self.config.api_listen,
-            scheme,
-            "coordinator serving"
-        );
-        tokio::spawn(async move {
-            shutdown.await;
-            let _ = stop_tx.send(true);
-        });
-        tokio::spawn(crate::recovery::watch(self.clone(), stop_rx.clone()));
-        tokio::spawn(crate::refusals::run(self.clone(), stop_rx.clone()));
-        let nodes = crate::grpc::serve(self.clone(), stop_rx.clone());
-        let (g, a, n) = tokio::join!(grpc, api, nodes);
-        g.context("raft transport server")?;
-        a.context("api server")?;
-        n.context("node listener")?;
-        raft_accept.abort();
-        self.shutdown().await;
-        Ok(())
+impl std::fmt::Debug for StateRevocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StateRevocation")
     }
 }
 
-/// Serves the REST API: plain HTTP (loopback), or TLS over the shared accept loop (refused
-/// handshakes are counted like the other listeners'). Every connection takes a slot (capped
-/// overall and per source), HTTP/1 request heads must arrive within the header timeout, a
-/// connection with no request in flight that moves no byte for that long is closed, and one
-/// whose request stalls is closed after the idle timeout.
-async fn serve_api(
-    c: Arc<Coordinator>,
-    listener: tokio::net::TcpListener,
-    app: axum::Router,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) -> std::io::Result<()> {
-    let limits = c.admission.limits.clone();
-    let slots = Slots::new(limits.max_api_connections, limits.max_api_connections_per_source);
-    let Some(tls) = tls else {
-        loop {
-            let (tcp, peer) = tokio::select! {
-                _ = stop.wait_for(|v| *v) => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "api accept failed");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        continue;
-                    }
-                },
-            };
-            let Some(slot) = slots.acquire(crate::admission::source_key(peer.ip())) else {
-                count_unserved(&c, peer, "too many open API connections");
-                continue;
-            };
-            let _ = tcp.set_nodelay(true);
-            tokio::spawn(serve_connection(tcp, peer, app.clone(), limits.clone(), slot));
-        }
-        return Ok(());
-    };
-    use tokio_stream::StreamExt;
-    let (mut incoming, accept) =
-        crate::raft::tls::incoming(listener, Arc::new(RwLock::new(tls)), c.clone(), crate::raft::tls::Listener::Api);
-    loop {
-        let stream = tokio::select! {
-            _ = stop.wait_for(|v| *v) => break,
-            next = incoming.next() => match next {
-                Some(Ok(s)) => s,
-                Some(Err(_)) => continue,
-                None => break,
-            },
-        };
-        let peer = stream.get_ref().0.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let Some(slot) = slots.acquire(crate::admission::source_key(peer.ip())) else {
-            count_unserved(&c, peer, "too many open API connections");
-            continue;
-        };
-        tokio::spawn(serve_connection(stream, peer, app.clone(), limits.clone(), slot));
-    }
-    accept.abort();
-    Ok(())
-}
-
-/// A connection closed unserved: counted for its source, never written as itself.
-fn count_unserved(c: &Coordinator, peer: SocketAddr, reason: &str) {
-    let refusal = crate::refusals::Refusal {
-        source: Some(peer.ip()),
-        action: Action::ApiConnect,
-        target: "api-listener",
-        reason,
-        sample: false,
-    };
-    let _ = c.admission.refusals.record(&refusal, Instant::now());
-}
-
-/// One REST connection with hyper-util's HTTP/1 + HTTP/2 server, under the listener's timeouts.
-async fn serve_connection<I>(io: I, peer: SocketAddr, app: axum::Router, limits: Limits, slot: Slot)
-where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let _slot = slot;
-    let started = Instant::now();
-    let activity = Arc::new(AtomicU64::new(0));
-    let in_flight = Arc::new(AtomicU64::new(0));
-    let io = Watched { inner: io, started, activity: activity.clone() };
-    let svc = Counted { app, peer, in_flight: in_flight.clone() };
-    let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-    builder
-        .http1()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(API_MAX_HEAD_BYTES);
-    builder
-        .http2()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_timeout(Duration::from_secs(20))
-        .max_concurrent_streams(64)
-        .max_header_list_size(API_MAX_HEAD_BYTES as u32);
-    let conn =
-        builder.serve_connection(hyper_util::rt::TokioIo::new(io), hyper_util::service::TowerToHyperService::new(svc));
-    tokio::pin!(conn);
-    let tick = (limits.header_read_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            result = conn.as_mut() => {
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, %peer, "api connection ended");
-                }
-                return;
-            }
-            _ = tokio::time::sleep(tick) => {}
-        }
-        let quiet = started.elapsed().saturating_sub(Duration::from_millis(activity.load(Ordering::Relaxed)));
-        let busy = in_flight.load(Ordering::Relaxed) > 0;
-        if !busy && quiet >= limits.header_read_timeout {
-            // Nothing in flight and nothing said: an idle keep-alive connection or a client that
-            // stalled in its request head. Nothing is lost by closing it.
-            tracing::debug!(%peer, "closing a quiet api connection");
-            return;
-        }
-        if busy && quiet >= limits.idle_timeout {
-            tracing::debug!(%peer, "closing an api connection whose request stalled");
-            conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(limits.idle_timeout, conn.as_mut()).await;
-            return;
-        }
-    }
-}
-
-/// Largest HTTP request head (request line + headers) accepted.
-const API_MAX_HEAD_BYTES: usize = 64 * 1024;
-
-/// The router for one connection: stamps the peer address and counts requests in flight.
-#[derive(Clone)]
-struct Counted {
-    app: axum::Router,
-    peer: SocketAddr,
-    in_flight: Arc<AtomicU64>,
-}
-
-impl<B> tower::Service<axum::http::Request<B>> for Counted
-where
-    B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
-    B::Error: Into<axum::BoxError>,
-{
-    type Response = axum::response::Response;
-    type Error = std::convert::Infallible;
-    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, mut req: axum::http::Request<B>) -> Self::Future {
-        req.extensions_mut().insert(axum::extract::ConnectInfo(self.peer));
-        let (app, guard) = (self.app.clone(), InFlight::new(self.in_flight.clone()));
-        Box::pin(async move {
-            let _guard = guard;
-            tower::ServiceExt::oneshot(app, req.map(axum::body::Body::new)).await
+impl berqenas_pki::Revocation for StateRevocation {
+    fn is_revoked(&self, identity: &berqenas_pki::Identity) -> bool {
+        use berqenas_pki::Identity;
+        self.0.read(|d| match identity {
+            Identity::Node(id) => d.state.nodes.get(id).is_none_or(|n| n.revoked),
+            Identity::Coordinator(id) => d.state.retired_coordinators.contains(id),
+            Identity::Device { .. } => true,
         })
     }
 }
 
-/// Counts a request in flight on its connection until dropped.
-struct InFlight(Arc<AtomicU64>);
-
-impl InFlight {
-    fn new(counter: Arc<AtomicU64>) -> Self {
-        counter.fetch_add(1, Ordering::Relaxed);
-        Self(counter)
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// An IO stream that notes when it last moved a byte (milliseconds after `started`).
-struct Watched<I> {
-    inner: I,
-    started: Instant,
-    activity: Arc<AtomicU64>,
-}
-
-impl<I> Watched<I> {
-    fn touch(&self) {
-        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.activity.store(ms, Ordering::Relaxed);
-    }
-}
-
-impl<I: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<I> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let result = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.touch();
-        }
-        result
-    }
-}
-
-impl<I: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<I> {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        let result = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(result, std::task::Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
-        }
-        result
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
+/// The CA as loaded from the replicated settings, once they exist.
+pub fn cluster_ca(c: &Coordinator) -> Option<Result<berqenas_pki::ClusterCa, berqenas_pki::PkiError>> {
+    c.read(|d| d.state.settings.clone())
+        .filter(|s| !s.ca_key_pem.0.is_empty())
+        .map(|s| berqenas_pki::ClusterCa::from_pem(&s.ca_cert_pem, &s.ca_key_pem.0))
 }
 
 /// Creates `node.json`, the cluster CA and the first admin key, and commits a single-voter
@@ -620,7 +348,7 @@ pub async fn init(
     let cluster_id = random_hex(8)?;
     let year = 1970 + i32::try_from(crate::time::now_ms() / 31_556_952_000).unwrap_or(2026);
     let ca = berqenas_pki::ClusterCa::generate(&cluster_id, year).context("create cluster CA")?;
-    crate::raft::tls::Identity { dir: data_dir.to_path_buf() }.issue(&ca, config.id, &config.names())?;
+    crate::transport::Identity { dir: data_dir.to_path_buf() }.issue(&ca, config.id, &config.names())?;
 
     let coordinator =
         Coordinator::start(config.clone(), data_dir, crate::raft::DEFAULT_SNAPSHOT_LOGS, Limits::default()).await?;
@@ -670,7 +398,7 @@ pub async fn join_as_coordinator(
     }
     crate::datadir::create(data_dir).with_context(|| format!("create {}", data_dir.display()))?;
     let tls = Arc::new(RwLock::new(Arc::new(berqenas_pki::pinned_client_config(ca_pin)?)));
-    let mut client = berqenas_proto::node::node_client::NodeClient::new(crate::raft::tls::channel(addr, tls)?);
+    let mut client = berqenas_proto::node::node_client::NodeClient::new(crate::transport::channel(addr, tls)?);
     let kc = berqenas_pki::new_key_and_csr("coordinator")?;
     let request = berqenas_proto::node::JoinCoordinatorRequest {
         token: token.to_string(),
@@ -683,7 +411,7 @@ pub async fn join_as_coordinator(
         .context("joining timed out")?
         .map_err(|s| anyhow::anyhow!("join refused: {}", s.message()))?
         .into_inner();
-    crate::raft::tls::Identity { dir: data_dir.to_path_buf() }.save(&kc.key_pem, &resp.cert_chain_pem, &resp.ca_pem)
+    crate::transport::Identity { dir: data_dir.to_path_buf() }.save(&kc.key_pem, &resp.cert_chain_pem, &resp.ca_pem)
 }
 
 /// A new key record and the token that goes with it (the token is never stored).

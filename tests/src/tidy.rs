@@ -92,3 +92,31 @@ fn only_the_exec_module_starts_processes() {
         .collect();
     assert!(offenders.is_empty(), "processes started outside the exec module: {offenders:#?}");
 }
+
+/// The coordinator's layers, lowest first: a module may import only modules of its own layer or
+/// below (`state/` pure; `raft/` and `transport/` never reach the `Coordinator`; handlers never
+/// run listeners). A `use crate::X` edge upwards is an import cycle in the making.
+const COORDINATOR_LAYERS: &[(&str, &[&str])] = &[
+    ("state", &["state", "time"]),
+    ("transport", &["transport", "state", "time", "admission", "refusals", "datadir"]),
+    ("raft", &["raft", "state", "time", "transport", "datadir"]),
+    ("server", &["server", "raft", "state", "time", "transport", "admission", "refusals", "datadir"]),
+];
+
+#[test]
+fn coordinator_layers_import_only_downwards() {
+    let mut offenders = Vec::new();
+    for (rel, text) in rust_sources() {
+        let Some(path) = rel.strip_prefix("coordinator/src/") else { continue };
+        let module = path.split(['/', '.']).next().unwrap_or_default();
+        let Some((_, allowed)) = COORDINATOR_LAYERS.iter().find(|(m, _)| *m == module) else { continue };
+        for (at, _) in text.match_indices("crate::") {
+            let used: String =
+                text[at + "crate::".len()..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            if !allowed.contains(&used.as_str()) {
+                offenders.push(format!("{rel} imports crate::{used}"));
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "coordinator imports against the layering: {offenders:#?}");
+}

@@ -120,7 +120,7 @@ impl Ctx {
                 reason: &reason,
                 sample: false,
             };
-            crate::refusals::refuse(&self.coordinator, refusal).await;
+            self.coordinator.refuse(refusal).await;
             return Err(ApiError::rate_limited(format!("too many requests with this API key; {reason}"), wait));
         }
         self.authorize(&caller, need, action, target).await?;
@@ -131,7 +131,7 @@ impl Ctx {
     /// window at most), answered 401/403, or 429 once the source is over its limit.
     async fn refuse_anonymous(&self, action: Action, target: &str, err: ApiError) -> ApiError {
         let refusal = Refusal { source: self.source_ip, action, target, reason: &err.message, sample: true };
-        crate::refusals::refuse(&self.coordinator, refusal).await;
+        self.coordinator.refuse(refusal).await;
         match self.coordinator.admission.charge_anonymous(self.source_ip) {
             Ok(()) => err,
             Err(wait) => ApiError::rate_limited(

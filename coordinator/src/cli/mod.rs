@@ -513,14 +513,14 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             config
         }
     };
-    let identity = crate::raft::tls::Identity { dir: a.data_dir.clone() };
+    let identity = crate::transport::Identity { dir: a.data_dir.clone() };
     if let (false, Some(url), Some(token), Some(pin)) = (identity.exists(), &a.join, &a.token, &a.ca_pin) {
         crate::server::join_as_coordinator(&a.data_dir, config.id, config.names(), url, token, pin).await?;
         tracing::info!(id = config.id, "obtained this coordinator's certificate");
     }
     let limits = a.limits.limits().map_err(|e| anyhow::anyhow!(e))?;
     let coordinator = crate::server::Coordinator::start(config, &a.data_dir, a.snapshot_logs, limits).await?;
-    let identity = crate::raft::tls::Identity { dir: a.data_dir.clone() };
+    let identity = crate::transport::Identity { dir: a.data_dir.clone() };
     let loopback = coordinator.config.api_listen.ip().is_loopback();
     let api_tls = match (a.api_tls, &a.api_cert, &a.api_key_file) {
         (ApiTls::Off, _, _) => None,
@@ -537,7 +537,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     if api_tls.is_none() && !loopback {
         tracing::warn!(addr = %coordinator.config.api_listen, "the REST API is served over plain HTTP on a non-loopback address");
     }
-    coordinator.serve(api_tls.map(Arc::new), shutdown_signal()).await
+    crate::listeners::serve(coordinator, api_tls.map(Arc::new), shutdown_signal()).await
 }
 
 async fn shutdown_signal() {

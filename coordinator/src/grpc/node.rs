@@ -2,7 +2,8 @@
 //! stream status reports.
 
 use super::error::internal;
-use super::{cluster_ca, NODE_CERT_LIFETIME};
+use super::NODE_CERT_LIFETIME;
+use crate::server::cluster_ca;
 use crate::server::Coordinator;
 use crate::state::action::Action;
 use crate::state::apikey::hash_secret;
@@ -209,7 +210,7 @@ impl NodeService {
     async fn refuse_join(&self, ip: &Option<std::net::IpAddr>, action: Action, target: &str, reason: String) -> Status {
         tracing::debug!(source = ?ip, reason, "refused a join");
         let refusal = crate::refusals::Refusal { source: *ip, action, target, reason: &reason, sample: true };
-        crate::refusals::refuse(&self.c, refusal).await;
+        self.c.refuse(refusal).await;
         match self.c.admission.charge_anonymous(*ip) {
             Ok(()) => Status::invalid_argument(reason),
             Err(wait) => Status::resource_exhausted(format!(
@@ -293,7 +294,7 @@ impl pb::node_server::Node for NodeService {
             if req.csr_pem.len() > 8192 {
                 return Err("CSR is too large".into());
             }
-            if req.names.len() > 8 || !req.names.iter().all(|n| crate::raft::tls::valid_name(n)) {
+            if req.names.len() > 8 || !req.names.iter().all(|n| crate::transport::valid_name(n)) {
                 return Err("at most 8 valid host names or addresses".into());
             }
             ca.sign_csr(
@@ -326,7 +327,7 @@ impl pb::node_server::Node for NodeService {
                 &Identity::Coordinator(req.id),
                 &req.names,
                 SystemTime::now(),
-                super::COORDINATOR_CERT_LIFETIME,
+                crate::transport::COORDINATOR_CERT_LIFETIME,
             )
             .map_err(|e| internal("signing a certificate", e))?;
         tracing::info!(coordinator = req.id, source = %src, "issued a coordinator certificate");

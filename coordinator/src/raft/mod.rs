@@ -1,6 +1,6 @@
 //! Raft plumbing: the openraft type configuration, the redb-backed log (`store`), state machine
 //! (`state_machine`, its tables in `tables`, its streamed snapshots in `snapshot`, the stored audit
-//! trail in `audit_log`), and the tonic transport between coordinators (`network` client, `service` server).
+//! trail in `audit_log`), and the tonic RPCs between coordinators (`network` client over `transport`, `service` server).
 
 pub mod audit_log;
 pub mod network;
@@ -9,7 +9,6 @@ mod snapshot;
 pub mod state_machine;
 pub mod store;
 mod tables;
-pub mod tls;
 
 use crate::state::{Command, Response};
 use serde::{Deserialize, Serialize};

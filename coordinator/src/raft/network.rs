@@ -38,12 +38,12 @@ pub enum TransportError {
 pub struct Peers {
     self_id: u64,
     channels: Arc<Mutex<HashMap<(u64, String), Channel>>>,
-    tls: super::tls::ClientTls,
+    tls: crate::transport::ClientTls,
 }
 
 impl Peers {
     /// Peers dialed over mTLS with this coordinator's certificate.
-    pub fn new(self_id: u64, tls: super::tls::ClientTls) -> Self {
+    pub fn new(self_id: u64, tls: crate::transport::ClientTls) -> Self {
         Self { self_id, channels: Arc::new(Mutex::new(HashMap::new())), tls }
     }
 
@@ -66,7 +66,7 @@ impl Peers {
             None => {
                 // Id 0 is the `Hello` probe, which asks the address who it is.
                 let expected = (target != 0).then_some(target);
-                let channel = super::tls::peer_channel(addr, self.tls.clone(), expected)
+                let channel = crate::transport::peer_channel(addr, self.tls.clone(), expected)
                     .map_err(|_| TransportError::Address(addr.to_string()))?;
                 cache.insert((target, addr.to_string()), channel.clone());
                 channel

@@ -208,7 +208,7 @@ async fn raft_listener_accepts_coordinators_only_and_tokens_are_single_use() {
     let node_token = c.json(0, &["node", "token", "create", "--roles", "db"]);
     let pinned = Arc::new(RwLock::new(Arc::new(berqenas_pki::pinned_client_config(&pin).expect("tls"))));
     let node_addr = format!("127.0.0.1:{}", c.nodes[0].node);
-    let mut client = NodeClient::new(berqenas_coordinator::raft::tls::channel(&node_addr, pinned).expect("channel"));
+    let mut client = NodeClient::new(berqenas_coordinator::transport::channel(&node_addr, pinned).expect("channel"));
     let kc = berqenas_pki::new_key_and_csr("n").expect("csr");
     let joined = client
         .join(JoinRequest {
@@ -225,7 +225,7 @@ async fn raft_listener_accepts_coordinators_only_and_tokens_are_single_use() {
     let ca = joined.ca_pem.clone();
     let node_tls = berqenas_pki::client_config(&ca, Some((&joined.cert_chain_pem, &kc.key_pem))).expect("tls");
     let raft_addr = format!("127.0.0.1:{}", c.nodes[0].raft);
-    let channel = berqenas_coordinator::raft::tls::channel(&raft_addr, Arc::new(RwLock::new(Arc::new(node_tls))))
+    let channel = berqenas_coordinator::transport::channel(&raft_addr, Arc::new(RwLock::new(Arc::new(node_tls))))
         .expect("channel");
     let refused = RaftClient::new(channel).hello(RaftRequest { from: 1, target: 1, payload: vec![] }).await;
     let status = refused.expect_err("a node may not speak raft");
@@ -233,7 +233,7 @@ async fn raft_listener_accepts_coordinators_only_and_tokens_are_single_use() {
 
     // Without any certificate the Raft listener refuses the handshake itself, and audits it.
     let anonymous = berqenas_pki::client_config(&ca, None).expect("tls");
-    let channel = berqenas_coordinator::raft::tls::channel(&raft_addr, Arc::new(RwLock::new(Arc::new(anonymous))))
+    let channel = berqenas_coordinator::transport::channel(&raft_addr, Arc::new(RwLock::new(Arc::new(anonymous))))
         .expect("channel");
     assert!(RaftClient::new(channel).hello(RaftRequest { from: 1, target: 1, payload: vec![] }).await.is_err());
     let refusals = c.json(0, &["audit", "list"]);

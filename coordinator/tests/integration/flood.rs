@@ -93,7 +93,7 @@ async fn anonymous_flood_adds_no_raft_entries() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     let pinned = Arc::new(RwLock::new(Arc::new(berqenas_pki::pinned_client_config(&pin).expect("tls"))));
     let node_addr = format!("127.0.0.1:{node}");
-    let mut client = NodeClient::new(berqenas_coordinator::raft::tls::channel(&node_addr, pinned).expect("channel"));
+    let mut client = NodeClient::new(berqenas_coordinator::transport::channel(&node_addr, pinned).expect("channel"));
     let kc = berqenas_pki::new_key_and_csr("n").expect("csr");
     let mut join_codes = Vec::new();
     for i in 0..JOINS {

@@ -5,9 +5,9 @@
 
 use crate::harness::Cluster;
 use berqenas_coordinator::raft::network::{Peers, TransportError};
-use berqenas_coordinator::raft::tls::Identity;
 use berqenas_coordinator::state::apikey::{ApiKey, KeyRefused, Role};
 use berqenas_coordinator::state::{Command, DomainError, Meta, Op};
+use berqenas_coordinator::transport::Identity;
 use berqenas_proto::raft::RaftRequest;
 use berqenas_tests::wait_for;
 use serde_json::Value;
