@@ -134,6 +134,8 @@ printf '127.0.0.1:%s:*:postgres:%s\n' "$PG_PORT" "$pg_password" > "$PGPASS"
 unset pg_password
 chmod 600 "$PGPASS" "$STATE/postgres.password"
 export PGPASSFILE="$PGPASS"
+# The operator's shell on this host reaches the same PostgreSQL (psql, `berqenas-node-agent plan`).
+grep -q '^export PGPASSFILE=' "$ENVFILE" || printf 'export PGPASSFILE=%s\n' "$PGPASS" >> "$ENVFILE"
 PG_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
 
 # pgBouncer in front of it (deploy/pgbouncer.ini with its paths in .berqenas/pgbouncer, on
@@ -205,6 +207,7 @@ Load the CLI settings and create your first tenant:
   berqenas-coordinator node list
   berqenas-coordinator tenant list
   berqenas-coordinator audit verify
+  berqenas-node-agent plan --config .berqenas/agent/agent.toml   # what the agent would change; 0 = converged
 
 The create prints the tenant's database user and password (once). Connect as the tenant:
 
