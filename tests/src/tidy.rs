@@ -1,13 +1,16 @@
 //! Workspace tidiness, checked inside `cargo test` (rust-analyzer's tidy): every source file says
 //! what it is for in a `//!` line, no file grows past `MAX_LINES` without writing down why at its
-//! top, no test is `#[ignore]`d without saying which prerequisite it waits for, and only the
-//! host-exec module starts processes. `unwrap`/`expect` outside tests and `Command::new` are
+//! top, no test is skipped by the ignore attribute without saying which prerequisite it waits for,
+//! and only the host-exec module starts processes. `unwrap`/`expect` outside tests and `Command::new` are
 //! refused by clippy (`clippy.toml`, `[workspace.lints]`); this covers what clippy cannot.
 
 use std::path::{Path, PathBuf};
 
 /// A file longer than this starts with a `//!` line containing `tidy: long because`.
 const MAX_LINES: usize = 600;
+
+/// The ignore attribute's opening, spelled in two parts so this file does not match itself.
+const IGNORE: &str = concat!("#[", "ignore");
 
 /// The only files of the shipped crates that may start processes. The test harness (`tests/`)
 /// runs the project's binaries and lab tools by design.
@@ -74,12 +77,12 @@ fn ignored_tests_name_their_prerequisite() {
         .flat_map(|(rel, text)| {
             text.lines()
                 .enumerate()
-                .filter(|(_, l)| l.trim_start().starts_with("#[ignore") && !l.contains("#[ignore = \""))
+                .filter(|(_, l)| l.trim_start().starts_with(IGNORE) && !l.contains(&format!("{IGNORE} = \"")))
                 .map(|(i, _)| format!("{rel}:{}", i + 1))
                 .collect::<Vec<_>>()
         })
         .collect();
-    assert!(bare.is_empty(), "`#[ignore]` without a reason: {bare:#?}");
+    assert!(bare.is_empty(), "tests ignored without a reason (write `{IGNORE} = \"needs …\"]`): {bare:#?}");
 }
 
 #[test]

@@ -163,7 +163,7 @@ impl raft_server::Raft for RaftService {
 mod tests {
     use super::*;
     use crate::state::action::Action;
-    use crate::state::apikey::{ApiKey, Role};
+    use crate::state::apikey::Role;
     use crate::state::Meta;
     use std::collections::BTreeSet;
 
@@ -193,16 +193,7 @@ mod tests {
 
     #[test]
     fn forwarded_admin_writes_must_name_their_key() {
-        let key = ApiKey {
-            id: "00000000000000bb".into(),
-            role: Role::Admin,
-            tenant: None,
-            description: String::new(),
-            secret_hash: String::new(),
-            created_at_ms: 0,
-            expires_at_ms: None,
-            revoked_at_ms: None,
-        };
+        let key = crate::state::tests_support::admin_key("00000000000000bb");
         let forged = command(Op::CreateApiKey(key.clone()), None);
         assert!(forwardable(&forged).is_err_and(|s| s.code() == tonic::Code::PermissionDenied));
         assert!(forwardable(&command(Op::CreateApiKey(key), Some(Role::Admin))).is_ok());

@@ -211,16 +211,7 @@ mod tests {
 
     #[test]
     fn recheck_refuses_missing_revoked_expired_and_non_admin_keys() {
-        let admin = ApiKey {
-            id: "00000000000000aa".into(),
-            role: Role::Admin,
-            tenant: None,
-            description: String::new(),
-            secret_hash: String::new(),
-            created_at_ms: 0,
-            expires_at_ms: Some(100),
-            revoked_at_ms: None,
-        };
+        let admin = ApiKey { expires_at_ms: Some(100), ..crate::state::tests_support::admin_key("00000000000000aa") };
         assert_eq!(recheck(Some(&admin), &admin.id, Role::Admin, 50), Ok(()));
         let reason = |r: Result<(), KeyRefused>| r.map_err(|e| e.to_string());
         assert_eq!(

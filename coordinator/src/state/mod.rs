@@ -355,6 +355,20 @@ pub(crate) mod tests_support {
     use super::*;
     use allocation::VpnPool;
 
+    /// An admin key without a secret, expiry or revocation.
+    pub fn admin_key(id: &str) -> ApiKey {
+        ApiKey {
+            id: id.into(),
+            role: Role::Admin,
+            tenant: None,
+            description: String::new(),
+            secret_hash: String::new(),
+            created_at_ms: 0,
+            expires_at_ms: None,
+            revoked_at_ms: None,
+        }
+    }
+
     pub fn booted() -> State {
         let mut s = State::default();
         let settings = ClusterSettings {
@@ -365,16 +379,7 @@ pub(crate) mod tests_support {
             ca_cert_pem: String::new(),
             ca_key_pem: SecretPem::default(),
         };
-        let admin = ApiKey {
-            id: "00000000000000aa".into(),
-            role: Role::Admin,
-            tenant: None,
-            description: String::new(),
-            secret_hash: String::new(),
-            created_at_ms: 0,
-            expires_at_ms: None,
-            revoked_at_ms: None,
-        };
+        let admin = admin_key("00000000000000aa");
         let meta = Meta { time_ms: 0, actor: "t".into(), source: "t".into(), key_role: None };
         let (r, _) = s.apply(1, &Command { meta, op: Op::Bootstrap { settings, admin_key: admin } });
         assert!(r.is_ok());

@@ -31,14 +31,9 @@ fn name(n: &str) -> TenantName {
 
 fn admin_key() -> ApiKey {
     ApiKey {
-        id: "00000000000000aa".into(),
-        role: Role::Admin,
-        tenant: None,
         description: "first admin".into(),
         secret_hash: apikey::hash_secret("s"),
-        created_at_ms: 0,
-        expires_at_ms: None,
-        revoked_at_ms: None,
+        ..super::tests_support::admin_key("00000000000000aa")
     }
 }
 
