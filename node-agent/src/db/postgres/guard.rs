@@ -134,6 +134,8 @@ pub const MAX_LOCKS: i64 = 1_000;
 pub struct Memory {
     stuck: BTreeMap<i32, Instant>,
     exclusive: BTreeMap<i32, Instant>,
+    /// Tenants found over the object cap (reported once; forgotten when back under it).
+    capped: BTreeSet<String>,
 }
 
 /// Running something (a statement, a fastpath function call, …), not idle.
@@ -300,7 +302,7 @@ async fn tick(conn: &mut PgConnection, shared: &Shared, limits: &Limits, memory:
     let hot = hot(&sessions);
 
     // Objects: a DDL tenant that ran something and owns more than it may loses CREATE now (no
-    // lock needed; the pass keeps it revoked while it owns too many) and its sessions.
+    // lock needed; the pass keeps it revoked while it owns too many).
     let creators: Vec<String> = hot
         .iter()
         .filter(|n| watched.get(*n).is_some_and(|w| w.ddl && !w.own_database))
@@ -324,9 +326,10 @@ async fn tick(conn: &mut PgConnection, shared: &Shared, limits: &Limits, memory:
             let n: i64 = row.try_get("n").map_err(|e| e.to_string())?;
             let Some(name) = user.strip_prefix("tenant_").and_then(|u| u.strip_suffix("_user")) else { continue };
             if n <= super::MAX_OBJECTS {
+                memory.capped.remove(name);
                 continue;
             }
-            tracing::warn!(tenant = name, objects = n, "session guard: tenant owns too many objects; CREATE revoked");
+            let first = memory.capped.insert(name.to_string());
             // A validated name (it came from an assignment), quoted.
             let revoke = format!("REVOKE CREATE ON SCHEMA \"tenant_{name}\" FROM \"{user}\"");
             sqlx::query(&revoke)
@@ -334,10 +337,17 @@ async fn tick(conn: &mut PgConnection, shared: &Shared, limits: &Limits, memory:
                 .execute(&mut *conn)
                 .await
                 .map_err(|e| format!("revoking CREATE: {e}"))?;
-            for s in sessions.iter().filter(|s| s.tenant == name) {
-                signal(conn, "pg_terminate_backend", s.pid).await?;
+            // Its sessions go on: every CREATE checks the privilege afresh, so the revoke stops
+            // a running loop at its next object, and a session may be the one dropping objects
+            // to get back under the cap.
+            if first {
+                tracing::warn!(
+                    tenant = name,
+                    objects = n,
+                    "session guard: tenant owns too many objects; CREATE revoked"
+                );
+                shared.wake.notify_one();
             }
-            shared.wake.notify_one();
         }
     }
 
