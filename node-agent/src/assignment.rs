@@ -4,6 +4,7 @@ pub use berqenas_common::tenancy::{AccessMode, DbType, Isolation};
 use berqenas_proto::node as pb;
 use serde::{Deserialize, Serialize};
 
+/// One tenant as this node must realise it: the part for each role the node has for it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Assignment {
     pub name: String,
@@ -11,33 +12,110 @@ pub struct Assignment {
     pub roles: Vec<Role>,
     pub lifecycle: Lifecycle,
     pub index: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db: Option<DbSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewaySpec>,
+}
+
+/// What the db role realises for a tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DbSpec {
+    pub db_type: DbType,
+    pub isolation: Isolation,
+    pub quota_bytes: u64,
+    pub connection_limit: u32,
+    pub events_per_min: u32,
+    pub access_mode: AccessMode,
+    /// The tenant's VPN subnet, admitted by pg_hba for vpn-only and hybrid tenants.
+    pub vpn_subnet: String,
+    pub vpn_enabled: bool,
+    pub public_api: bool,
+    pub ddl_enabled: bool,
+    /// SCRAM-SHA-256 verifier (PostgreSQL) or login hash (SQL Server) of the tenant's password.
+    pub password_verifier: String,
+}
+
+/// What the gateway role realises for a tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewaySpec {
     pub vpn_subnet: String,
     pub gateway_address: String,
     pub interface: String,
     pub listen_port: u16,
-    pub db_type: DbType,
-    pub isolation: Isolation,
-    pub db_quota_bytes: u64,
-    pub connection_limit: u32,
-    pub events_per_min: u32,
-    pub access_mode: AccessMode,
-    pub vpn_enabled: bool,
-    pub public_api: bool,
-    #[serde(default)]
-    pub ddl_enabled: bool,
-    /// SCRAM-SHA-256 verifier of the tenant's database password (db role only).
-    #[serde(default)]
-    pub db_password_verifier: String,
 }
+
+/// A tenant as a db driver sees it: nothing of its gateway part.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DbTenant {
+    pub name: String,
+    pub revision: u64,
+    pub lifecycle: Lifecycle,
+    pub index: u32,
+    pub db: DbSpec,
+}
+
+/// A tenant as a gateway driver sees it: nothing of its database part.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayTenant {
+    pub name: String,
+    pub revision: u64,
+    pub lifecycle: Lifecycle,
+    pub index: u32,
+    pub gateway: GatewaySpec,
+}
+
+/// What every driver needs of the tenants it is handed.
+pub trait Tenant: Clone + Send + Sync + Serialize + 'static {
+    fn name(&self) -> &str;
+    fn lifecycle(&self) -> Lifecycle;
+    /// The tenant runs: its users may log in, its devices connect.
+    fn runs(&self) -> bool {
+        self.lifecycle() == Lifecycle::Run
+    }
+}
+
+macro_rules! tenant {
+    ($($t:ty),*) => {$(
+        impl Tenant for $t {
+            fn name(&self) -> &str {
+                &self.name
+            }
+            fn lifecycle(&self) -> Lifecycle {
+                self.lifecycle
+            }
+        }
+    )*};
+}
+tenant!(Assignment, DbTenant, GatewayTenant);
 
 impl Assignment {
     pub fn has_role(&self, role: Role) -> bool {
         self.roles.contains(&role)
     }
 
-    /// The tenant runs: its users may log in.
-    pub fn runs(&self) -> bool {
-        self.lifecycle == Lifecycle::Run
+    /// The db part, when this node has the db role for the tenant.
+    pub fn db_tenant(&self) -> Option<DbTenant> {
+        let db = self.db.clone().filter(|_| self.has_role(Role::Db))?;
+        Some(DbTenant {
+            name: self.name.clone(),
+            revision: self.revision,
+            lifecycle: self.lifecycle,
+            index: self.index,
+            db,
+        })
+    }
+
+    /// The gateway part, when this node has the gateway role for the tenant.
+    pub fn gateway_tenant(&self) -> Option<GatewayTenant> {
+        let gateway = self.gateway.clone().filter(|_| self.has_role(Role::Gateway))?;
+        Some(GatewayTenant {
+            name: self.name.clone(),
+            revision: self.revision,
+            lifecycle: self.lifecycle,
+            index: self.index,
+            gateway,
+        })
     }
 }
 
@@ -79,6 +157,10 @@ pub enum Invalid {
     AccessMode,
     #[error("password verifier")]
     PasswordVerifier,
+    #[error("role part missing")]
+    MissingPart,
+    #[error("vpn subnet")]
+    Subnet,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -101,27 +183,7 @@ impl TryFrom<pb::TenantAssignment> for Assignment {
 
     fn try_from(value: pb::TenantAssignment) -> Result<Self, Self::Error> {
         // Destructured exhaustively: a new field is a compile error until handled here.
-        let pb::TenantAssignment {
-            name,
-            revision,
-            roles,
-            lifecycle,
-            index,
-            vpn_subnet,
-            gateway_address,
-            interface,
-            listen_port,
-            db_type,
-            isolation,
-            db_quota_bytes,
-            connection_limit,
-            events_per_min,
-            access_mode,
-            vpn_enabled,
-            public_api,
-            db_password_verifier,
-            ddl_enabled,
-        } = value;
+        let pb::TenantAssignment { name, revision, roles, lifecycle, index, db, gateway } = value;
         let bad = |reason: Invalid| InvalidAssignment { name: name.chars().take(64).collect(), reason };
         if !name_ok(&name) {
             return Err(bad(Invalid::Name));
@@ -143,54 +205,87 @@ impl TryFrom<pb::TenantAssignment> for Assignment {
         if roles.is_empty() {
             return Err(bad(Invalid::Roles));
         }
-        let listen_port = u16::try_from(listen_port).map_err(|_| bad(Invalid::ListenPort))?;
-        if !interface.starts_with("bqt") || interface.len() > 15 {
-            return Err(bad(Invalid::Interface));
+        // Each role the node has for the tenant comes with its part, and only those.
+        if roles.contains(&Role::Db) != db.is_some() || roles.contains(&Role::Gateway) != gateway.is_some() {
+            return Err(bad(Invalid::MissingPart));
         }
-        let db_type = match pb::DbType::try_from(db_type) {
-            Ok(pb::DbType::Postgres) => DbType::Postgres,
-            Ok(pb::DbType::Mssql) => DbType::Mssql,
-            Ok(pb::DbType::Unspecified) | Err(_) => return Err(bad(Invalid::DbType)),
-        };
-        let isolation = match pb::Isolation::try_from(isolation) {
-            Ok(pb::Isolation::Schema) => Isolation::Schema,
-            Ok(pb::Isolation::Database) => Isolation::Database,
-            Ok(pb::Isolation::Unspecified) | Err(_) => return Err(bad(Invalid::Isolation)),
-        };
-        let access_mode = match pb::AccessMode::try_from(access_mode) {
-            Ok(pb::AccessMode::Public) => AccessMode::Public,
-            Ok(pb::AccessMode::VpnOnly) => AccessMode::VpnOnly,
-            Ok(pb::AccessMode::Hybrid) => AccessMode::Hybrid,
-            Ok(pb::AccessMode::Unspecified) | Err(_) => return Err(bad(Invalid::AccessMode)),
-        };
-        if !db_password_verifier.is_empty()
-            && !is_verifier(&db_password_verifier)
-            && !is_mssql_hash(&db_password_verifier)
-        {
-            return Err(bad(Invalid::PasswordVerifier));
-        }
-        Ok(Assignment {
-            name,
-            revision,
-            roles,
-            lifecycle,
-            index,
-            vpn_subnet,
-            gateway_address,
-            interface,
-            listen_port,
-            db_type,
-            isolation,
-            db_quota_bytes,
-            connection_limit,
-            events_per_min,
-            access_mode,
-            vpn_enabled,
-            public_api,
-            db_password_verifier,
-            ddl_enabled,
-        })
+        let db = db.map(|d| db_spec(d).map_err(bad)).transpose()?;
+        let gateway = gateway.map(|g| gateway_spec(g).map_err(bad)).transpose()?;
+        Ok(Assignment { name, revision, roles, lifecycle, index, db, gateway })
     }
+}
+
+/// An IPv4 network in canonical form (`198.18.1.0/24`: no host bits, nothing else).
+fn subnet_ok(s: &str) -> bool {
+    let Some((addr, len)) = s.split_once('/') else { return false };
+    let (Ok(addr), Ok(len)) = (addr.parse::<std::net::Ipv4Addr>(), len.parse::<u8>()) else { return false };
+    let mask = u32::MAX.checked_shl(32 - u32::from(len.min(32))).unwrap_or(0);
+    len <= 32 && u32::from(addr) & !mask == 0 && s == format!("{addr}/{len}")
+}
+
+fn db_spec(d: pb::DbAssignment) -> Result<DbSpec, Invalid> {
+    let pb::DbAssignment {
+        db_type,
+        isolation,
+        quota_bytes,
+        connection_limit,
+        events_per_min,
+        access_mode,
+        vpn_subnet,
+        vpn_enabled,
+        public_api,
+        password_verifier,
+        ddl_enabled,
+    } = d;
+    let db_type = match pb::DbType::try_from(db_type) {
+        Ok(pb::DbType::Postgres) => DbType::Postgres,
+        Ok(pb::DbType::Mssql) => DbType::Mssql,
+        Ok(pb::DbType::Unspecified) | Err(_) => return Err(Invalid::DbType),
+    };
+    let isolation = match pb::Isolation::try_from(isolation) {
+        Ok(pb::Isolation::Schema) => Isolation::Schema,
+        Ok(pb::Isolation::Database) => Isolation::Database,
+        Ok(pb::Isolation::Unspecified) | Err(_) => return Err(Invalid::Isolation),
+    };
+    let access_mode = match pb::AccessMode::try_from(access_mode) {
+        Ok(pb::AccessMode::Public) => AccessMode::Public,
+        Ok(pb::AccessMode::VpnOnly) => AccessMode::VpnOnly,
+        Ok(pb::AccessMode::Hybrid) => AccessMode::Hybrid,
+        Ok(pb::AccessMode::Unspecified) | Err(_) => return Err(Invalid::AccessMode),
+    };
+    if !password_verifier.is_empty() && !is_verifier(&password_verifier) && !is_mssql_hash(&password_verifier) {
+        return Err(Invalid::PasswordVerifier);
+    }
+    if !subnet_ok(&vpn_subnet) {
+        return Err(Invalid::Subnet);
+    }
+    Ok(DbSpec {
+        db_type,
+        isolation,
+        quota_bytes,
+        connection_limit,
+        events_per_min,
+        access_mode,
+        vpn_subnet,
+        vpn_enabled,
+        public_api,
+        ddl_enabled,
+        password_verifier,
+    })
+}
+
+fn gateway_spec(g: pb::GatewayAssignment) -> Result<GatewaySpec, Invalid> {
+    let pb::GatewayAssignment { vpn_subnet, gateway_address, interface, listen_port, .. } = g;
+    let listen_port = u16::try_from(listen_port).map_err(|_| Invalid::ListenPort)?;
+    let iface_ok =
+        interface.strip_prefix("bqt").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    if !iface_ok || interface.len() > 15 {
+        return Err(Invalid::Interface);
+    }
+    if !subnet_ok(&vpn_subnet) || gateway_address.parse::<std::net::Ipv4Addr>().is_err() {
+        return Err(Invalid::Subnet);
+    }
+    Ok(GatewaySpec { vpn_subnet, gateway_address, interface, listen_port })
 }
 
 /// True when `v` is exactly a SQL Server 2012+ login hash (`0x0200`, 4-byte salt, SHA-512, in
@@ -214,29 +309,27 @@ pub fn is_verifier(v: &str) -> bool {
     }
 }
 
-/// A valid db-role PostgreSQL assignment for unit tests; tests override what they exercise.
+/// A valid db-role PostgreSQL tenant for unit tests; tests override what they exercise.
 #[cfg(test)]
-pub(crate) fn fixture(name: &str) -> Assignment {
-    Assignment {
+pub(crate) fn fixture(name: &str) -> DbTenant {
+    DbTenant {
         name: name.into(),
         revision: 1,
-        roles: vec![Role::Db],
         lifecycle: Lifecycle::Run,
         index: 1,
-        vpn_subnet: "198.18.1.0/24".into(),
-        gateway_address: "198.18.1.1".into(),
-        interface: "bqt1".into(),
-        listen_port: 51821,
-        db_type: DbType::Postgres,
-        isolation: Isolation::Schema,
-        db_quota_bytes: 1,
-        connection_limit: 5,
-        events_per_min: 1,
-        access_mode: AccessMode::VpnOnly,
-        vpn_enabled: true,
-        public_api: false,
-        ddl_enabled: false,
-        db_password_verifier: String::new(),
+        db: DbSpec {
+            db_type: DbType::Postgres,
+            isolation: Isolation::Schema,
+            quota_bytes: 1,
+            connection_limit: 5,
+            events_per_min: 1,
+            access_mode: AccessMode::VpnOnly,
+            vpn_subnet: "198.18.1.0/24".into(),
+            vpn_enabled: true,
+            public_api: false,
+            ddl_enabled: false,
+            password_verifier: String::new(),
+        },
     }
 }
 
@@ -251,20 +344,26 @@ mod tests {
             roles: vec![pb::Role::Db.into(), pb::Role::Gateway.into()],
             lifecycle: pb::Lifecycle::Suspended.into(),
             index: 1,
-            vpn_subnet: "198.18.1.0/24".into(),
-            gateway_address: "198.18.1.1".into(),
-            interface: "bqt1".into(),
-            listen_port: 51821,
-            db_type: pb::DbType::Postgres.into(),
-            isolation: pb::Isolation::Database.into(),
-            db_quota_bytes: 1,
-            connection_limit: 5,
-            events_per_min: 1,
-            access_mode: pb::AccessMode::VpnOnly.into(),
-            vpn_enabled: true,
-            public_api: false,
-            db_password_verifier: String::new(),
-            ddl_enabled: false,
+            db: Some(pb::DbAssignment {
+                db_type: pb::DbType::Postgres.into(),
+                isolation: pb::Isolation::Database.into(),
+                quota_bytes: 1,
+                connection_limit: 5,
+                events_per_min: 1,
+                access_mode: pb::AccessMode::VpnOnly.into(),
+                vpn_subnet: "198.18.1.0/24".into(),
+                vpn_enabled: true,
+                public_api: false,
+                password_verifier: String::new(),
+                ddl_enabled: false,
+            }),
+            gateway: Some(pb::GatewayAssignment {
+                vpn_subnet: "198.18.1.0/24".into(),
+                gateway_address: "198.18.1.1".into(),
+                interface: "bqt1".into(),
+                listen_port: 51821,
+                ..Default::default()
+            }),
         }
     }
 
@@ -274,13 +373,15 @@ mod tests {
         assert_eq!(a.roles, [Role::Db, Role::Gateway]);
         assert_eq!(a.lifecycle, Lifecycle::Suspended);
         assert!(!a.runs() && a.has_role(Role::Gateway));
+        let db = a.db_tenant().expect("db part").db;
         assert_eq!(
-            (a.db_type, a.isolation, a.access_mode),
+            (db.db_type, db.isolation, db.access_mode),
             (DbType::Postgres, Isolation::Database, AccessMode::VpnOnly)
         );
+        assert_eq!(a.gateway_tenant().expect("gateway part").gateway.interface, "bqt1");
         // Persisted (applied.json) with the wire's spelling.
         let json = serde_json::to_value(&a).expect("json");
-        assert_eq!(json["access_mode"], "vpn-only");
+        assert_eq!(json["db"]["access_mode"], "vpn-only");
         assert_eq!(json["roles"], serde_json::json!(["db", "gateway"]));
         assert_eq!(serde_json::from_value::<Assignment>(json).expect("back"), a);
     }
@@ -292,13 +393,24 @@ mod tests {
             change(&mut w);
             Assignment::try_from(w).expect_err("invalid").reason
         };
-        assert_eq!(refused(|w| w.isolation = 99), Invalid::Isolation);
-        assert_eq!(refused(|w| w.db_type = pb::DbType::Unspecified.into()), Invalid::DbType);
-        assert_eq!(refused(|w| w.access_mode = 7), Invalid::AccessMode);
+        fn db(w: &mut pb::TenantAssignment) -> &mut pb::DbAssignment {
+            w.db.get_or_insert_with(Default::default)
+        }
+        fn gw(w: &mut pb::TenantAssignment) -> &mut pb::GatewayAssignment {
+            w.gateway.get_or_insert_with(Default::default)
+        }
+        assert_eq!(refused(|w| db(w).isolation = 99), Invalid::Isolation);
+        assert_eq!(refused(|w| db(w).db_type = pb::DbType::Unspecified.into()), Invalid::DbType);
+        assert_eq!(refused(|w| db(w).access_mode = 7), Invalid::AccessMode);
+        assert_eq!(refused(|w| db(w).vpn_subnet = "0.0.0.0/0 trust".into()), Invalid::Subnet);
+        assert_eq!(refused(|w| gw(w).interface = "eth0".into()), Invalid::Interface);
+        assert_eq!(refused(|w| gw(w).listen_port = 70_000), Invalid::ListenPort);
+        assert_eq!(refused(|w| w.gateway = None), Invalid::MissingPart);
+        assert_eq!(refused(|w| w.roles = vec![pb::Role::Db.into()]), Invalid::MissingPart);
         assert_eq!(refused(|w| w.lifecycle = 0), Invalid::Lifecycle);
         assert_eq!(refused(|w| w.roles.clear()), Invalid::Roles);
         assert_eq!(refused(|w| w.roles.push(42)), Invalid::Roles);
         assert_eq!(refused(|w| w.name = "Acme".into()), Invalid::Name);
-        assert_eq!(refused(|w| w.db_password_verifier = "x'--".into()), Invalid::PasswordVerifier);
+        assert_eq!(refused(|w| db(w).password_verifier = "x'--".into()), Invalid::PasswordVerifier);
     }
 }

@@ -2,7 +2,7 @@
 //! the host, plans the difference (a pure function, printable), applies it, and returns a status
 //! per tenant. Gateway (WireGuard, nftables) and db (PostgreSQL) drivers plug in here.
 
-use crate::assignment::{Assignment, Role};
+use crate::assignment::{Assignment, DbTenant, GatewayTenant, Tenant};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -29,15 +29,15 @@ pub type PassResult = Result<(BTreeMap<String, String>, BTreeMap<String, Usage>)
 
 /// Statuses for `served` after a pass, followed by `refused` (tenant, why this driver cannot
 /// provide it) reported not ready: never silently provided some other way.
-pub fn statuses(served: &[Assignment], result: &PassResult, refused: Vec<(String, String)>) -> Vec<Status> {
+pub fn statuses<T: Tenant>(served: &[T], result: &PassResult, refused: Vec<(String, String)>) -> Vec<Status> {
     served
         .iter()
         .map(|a| {
             let (failure, usage) = match result {
                 Err(e) => (Some(e.clone()), None),
-                Ok((errors, usage)) => (errors.get(&a.name).cloned(), usage.get(&a.name).copied()),
+                Ok((errors, usage)) => (errors.get(a.name()).cloned(), usage.get(a.name()).copied()),
             };
-            Status { name: a.name.clone(), ready: failure.is_none(), reason: failure, usage }
+            Status { name: a.name().to_string(), ready: failure.is_none(), reason: failure, usage }
         })
         .chain(refused.into_iter().map(|(name, reason)| Status {
             name,
@@ -69,16 +69,18 @@ impl std::fmt::Display for Change {
     }
 }
 
-/// A role driver. Asynchronous: a pass waits on its database or programs without holding a
-/// runtime thread, and nothing in a driver blocks on a future.
+/// A role driver over tenants of type `T`: whole assignments for the agent's driver, the part
+/// of its role for a role driver (`DbTenant`, `GatewayTenant`), so a driver is handed only what
+/// it needs. Asynchronous: a pass waits on its database or programs without holding a runtime
+/// thread, and nothing in a driver blocks on a future.
 #[async_trait::async_trait]
-pub trait Driver: Send {
+pub trait Driver<T: Tenant = Assignment>: Send {
     fn name(&self) -> &'static str;
     /// Makes the host match `desired` and says how each tenant stands.
-    async fn reconcile(&mut self, desired: &[Assignment]) -> Vec<Status>;
+    async fn reconcile(&mut self, desired: &[T]) -> Vec<Status>;
     /// Observes the host and plans, changing nothing: what `reconcile` would do now (a full
     /// pass), or why the host could not be observed.
-    async fn preview(&mut self, desired: &[Assignment]) -> Result<Vec<Change>, String>;
+    async fn preview(&mut self, desired: &[T]) -> Result<Vec<Change>, String>;
     /// Notified when the driver needs a pass before the next resync (the PostgreSQL session
     /// guard found a tenant over its quota).
     fn wake(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
@@ -90,16 +92,16 @@ pub trait Driver: Send {
 pub struct NoneDriver;
 
 #[async_trait::async_trait]
-impl Driver for NoneDriver {
+impl<T: Tenant> Driver<T> for NoneDriver {
     fn name(&self) -> &'static str {
         "none"
     }
 
-    async fn reconcile(&mut self, desired: &[Assignment]) -> Vec<Status> {
-        desired.iter().map(|a| Status { usage: None, name: a.name.clone(), ready: true, reason: None }).collect()
+    async fn reconcile(&mut self, desired: &[T]) -> Vec<Status> {
+        desired.iter().map(|a| Status { usage: None, name: a.name().to_string(), ready: true, reason: None }).collect()
     }
 
-    async fn preview(&mut self, _desired: &[Assignment]) -> Result<Vec<Change>, String> {
+    async fn preview(&mut self, _desired: &[T]) -> Result<Vec<Change>, String> {
         Ok(Vec::new())
     }
 }
@@ -107,8 +109,8 @@ impl Driver for NoneDriver {
 /// Splits assignments by role: `db` to one driver, `gateway` to another (or reported not ready
 /// when this node has no gateway driver). A tenant is ready when every part of it is.
 pub struct ByRole {
-    pub db: Box<dyn Driver>,
-    pub gateway: Option<Box<dyn Driver>>,
+    pub db: Box<dyn Driver<DbTenant>>,
+    pub gateway: Option<Box<dyn Driver<GatewayTenant>>>,
 }
 
 #[async_trait::async_trait]
@@ -122,8 +124,8 @@ impl Driver for ByRole {
     }
 
     async fn preview(&mut self, desired: &[Assignment]) -> Result<Vec<Change>, String> {
-        let db: Vec<Assignment> = desired.iter().filter(|a| a.has_role(Role::Db)).cloned().collect();
-        let gw: Vec<Assignment> = desired.iter().filter(|a| a.has_role(Role::Gateway)).cloned().collect();
+        let db: Vec<DbTenant> = desired.iter().filter_map(Assignment::db_tenant).collect();
+        let gw: Vec<GatewayTenant> = desired.iter().filter_map(Assignment::gateway_tenant).collect();
         let mut changes = self.db.preview(&db).await?;
         match &mut self.gateway {
             Some(g) => changes.extend(g.preview(&gw).await?),
@@ -138,8 +140,8 @@ impl Driver for ByRole {
     }
 
     async fn reconcile(&mut self, desired: &[Assignment]) -> Vec<Status> {
-        let db: Vec<Assignment> = desired.iter().filter(|a| a.has_role(Role::Db)).cloned().collect();
-        let gw: Vec<Assignment> = desired.iter().filter(|a| a.has_role(Role::Gateway)).cloned().collect();
+        let db: Vec<DbTenant> = desired.iter().filter_map(Assignment::db_tenant).collect();
+        let gw: Vec<GatewayTenant> = desired.iter().filter_map(Assignment::gateway_tenant).collect();
         let mut merged: BTreeMap<String, Status> = BTreeMap::new();
         let mut fold = |s: Status| {
             let entry = merged.entry(s.name.clone()).or_insert(Status {
@@ -183,15 +185,15 @@ pub enum Action {
 
 /// Pure: what to change so that `observed` (file name → content) becomes `desired`.
 /// A converged directory yields an empty plan.
-pub fn plan(desired: &[Assignment], observed: &BTreeMap<String, String>) -> Vec<Action> {
+pub fn plan<T: Tenant>(desired: &[T], observed: &BTreeMap<String, String>) -> Vec<Action> {
     let mut actions = Vec::new();
     let mut wanted = BTreeMap::new();
     for a in desired {
         let content = serde_json::to_string_pretty(a).unwrap_or_default();
-        if observed.get(&a.name) != Some(&content) {
-            actions.push(Action::Write { name: a.name.clone(), content: content.clone() });
+        if observed.get(a.name()) != Some(&content) {
+            actions.push(Action::Write { name: a.name().to_string(), content: content.clone() });
         }
-        wanted.insert(a.name.clone(), ());
+        wanted.insert(a.name().to_string(), ());
     }
     for name in observed.keys() {
         if !wanted.contains_key(name) {
@@ -222,12 +224,12 @@ impl DirDriver {
 }
 
 #[async_trait::async_trait]
-impl Driver for DirDriver {
+impl<T: Tenant> Driver<T> for DirDriver {
     fn name(&self) -> &'static str {
         "dir"
     }
 
-    async fn preview(&mut self, desired: &[Assignment]) -> Result<Vec<Change>, String> {
+    async fn preview(&mut self, desired: &[T]) -> Result<Vec<Change>, String> {
         let observed = match self.observe() {
             Ok(o) => o,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
@@ -246,11 +248,11 @@ impl Driver for DirDriver {
             .collect())
     }
 
-    async fn reconcile(&mut self, desired: &[Assignment]) -> Vec<Status> {
+    async fn reconcile(&mut self, desired: &[T]) -> Vec<Status> {
         let failed = |reason: String| -> Vec<Status> {
             desired
                 .iter()
-                .map(|a| Status { usage: None, name: a.name.clone(), ready: false, reason: Some(reason.clone()) })
+                .map(|a| Status { usage: None, name: a.name().to_string(), ready: false, reason: Some(reason.clone()) })
                 .collect()
         };
         if let Err(e) = std::fs::create_dir_all(&self.path) {
@@ -280,9 +282,9 @@ impl Driver for DirDriver {
         }
         desired
             .iter()
-            .map(|a| match errors.get(&a.name) {
-                Some(e) => Status { usage: None, name: a.name.clone(), ready: false, reason: Some(e.clone()) },
-                None => Status { usage: None, name: a.name.clone(), ready: true, reason: None },
+            .map(|a| match errors.get(a.name()) {
+                Some(e) => Status { usage: None, name: a.name().to_string(), ready: false, reason: Some(e.clone()) },
+                None => Status { usage: None, name: a.name().to_string(), ready: true, reason: None },
             })
             .collect()
     }
@@ -292,8 +294,8 @@ impl Driver for DirDriver {
 mod tests {
     use super::*;
 
-    fn a(name: &str, revision: u64) -> Assignment {
-        Assignment { revision, ..crate::assignment::fixture(name) }
+    fn a(name: &str, revision: u64) -> DbTenant {
+        DbTenant { revision, ..crate::assignment::fixture(name) }
     }
 
     #[test]

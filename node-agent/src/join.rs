@@ -87,6 +87,10 @@ pub async fn join(args: JoinArgs) -> anyhow::Result<AgentConfig> {
         labels: args.labels.clone(),
         address: args.address.clone(),
         capacity: Some(pb::Capacity { max_tenants: args.max_tenants, ..host_capacity(&args.data_dir) }),
+        // Gateway settings arrive with the gateway role's join options.
+        public_address: String::new(),
+        public_port_first: 0,
+        public_port_last: 0,
     };
     let resp = client.join(request).await.map_err(|s| anyhow::anyhow!("join refused: {}", s.message()))?.into_inner();
     let mut coordinators: Vec<String> = resp.coordinators.iter().map(|c| c.address.clone()).collect();

@@ -2,6 +2,7 @@
 //! matching its desired state.
 
 use anyhow::Context;
+use berqenas_node_agent::assignment::GatewayTenant;
 use berqenas_node_agent::config::{AgentConfig, DriverConfig};
 use berqenas_node_agent::driver::{DirDriver, Driver, NoneDriver};
 use clap::{Parser, Subcommand};
@@ -96,12 +97,12 @@ fn driver_for(cfg: &AgentConfig) -> Box<dyn Driver> {
                     cfg.resync_interval.min(FULL_PASS_INTERVAL),
                     (*limits).into(),
                 )),
-                gateway: gateway_dir.clone().map(|path| Box::new(DirDriver { path }) as Box<dyn Driver>),
+                gateway: gateway_dir.clone().map(|path| Box::new(DirDriver { path }) as Box<dyn Driver<GatewayTenant>>),
             })
         }
         DriverConfig::Mssql { url, gateway_dir } => Box::new(berqenas_node_agent::driver::ByRole {
             db: Box::new(berqenas_node_agent::db::mssql::MssqlDriver { url: url.clone() }),
-            gateway: gateway_dir.clone().map(|path| Box::new(DirDriver { path }) as Box<dyn Driver>),
+            gateway: gateway_dir.clone().map(|path| Box::new(DirDriver { path }) as Box<dyn Driver<GatewayTenant>>),
         }),
     }
 }

@@ -90,9 +90,13 @@ fn to_pb(revision: u64, statuses: &[Status], capacity: pb::Capacity) -> pb::Stat
                 db_bytes: s.usage.map_or(0, |u| u.db_bytes),
                 quota_exceeded: s.usage.is_some_and(|u| u.quota_exceeded),
                 connections: s.usage.map_or(0, |u| u.connections),
+                // The gateway driver's status arrives with the gateway role.
+                gateway: None,
             })
             .collect(),
         capacity: Some(capacity),
+        wireguard_backend: String::new(),
+        conditions: Vec::new(),
     }
 }
 

@@ -154,33 +154,39 @@ fn to_pb(a: &Assignment) -> pb::TenantAssignment {
         }
         .into(),
         index: a.index,
-        vpn_subnet: a.vpn_subnet.clone(),
-        gateway_address: a.gateway_address.clone(),
-        interface: a.interface.clone(),
-        listen_port: u32::from(a.listen_port),
-        db_type: match a.db_type {
-            DbType::Postgres => pb::DbType::Postgres,
-            DbType::Mssql => pb::DbType::Mssql,
-        }
-        .into(),
-        isolation: match a.isolation {
-            Isolation::Schema => pb::Isolation::Schema,
-            Isolation::Database => pb::Isolation::Database,
-        }
-        .into(),
-        db_quota_bytes: a.db_quota_bytes,
-        connection_limit: a.connection_limit,
-        events_per_min: a.events_per_min,
-        access_mode: match a.access_mode {
-            AccessMode::Public => pb::AccessMode::Public,
-            AccessMode::VpnOnly => pb::AccessMode::VpnOnly,
-            AccessMode::Hybrid => pb::AccessMode::Hybrid,
-        }
-        .into(),
-        vpn_enabled: a.vpn_enabled,
-        public_api: a.public_api,
-        ddl_enabled: a.ddl_enabled,
-        db_password_verifier: a.db_password_verifier.clone(),
+        db: a.db.as_ref().map(|d| pb::DbAssignment {
+            db_type: match d.db_type {
+                DbType::Postgres => pb::DbType::Postgres,
+                DbType::Mssql => pb::DbType::Mssql,
+            }
+            .into(),
+            isolation: match d.isolation {
+                Isolation::Schema => pb::Isolation::Schema,
+                Isolation::Database => pb::Isolation::Database,
+            }
+            .into(),
+            quota_bytes: d.quota_bytes,
+            connection_limit: d.connection_limit,
+            events_per_min: d.events_per_min,
+            access_mode: match d.access_mode {
+                AccessMode::Public => pb::AccessMode::Public,
+                AccessMode::VpnOnly => pb::AccessMode::VpnOnly,
+                AccessMode::Hybrid => pb::AccessMode::Hybrid,
+            }
+            .into(),
+            vpn_subnet: d.vpn_subnet.clone(),
+            vpn_enabled: d.vpn_enabled,
+            public_api: d.public_api,
+            password_verifier: d.password_verifier.clone(),
+            ddl_enabled: d.ddl_enabled,
+        }),
+        gateway: a.gateway.as_ref().map(|g| pb::GatewayAssignment {
+            vpn_subnet: g.vpn_subnet.clone(),
+            gateway_address: g.gateway_address.clone(),
+            interface: g.interface.clone(),
+            listen_port: u32::from(g.listen_port),
+            ..pb::GatewayAssignment::default()
+        }),
     }
 }
 

@@ -32,8 +32,10 @@ impl Lifecycle {
     }
 }
 
-/// One tenant as one node must realise it. Readiness (provisioning vs active) is not part of
-/// it, so a node reporting ready does not change what it is asked to do.
+/// One tenant as one node must realise it: the part for each role the node has for it, and
+/// nothing of the others (a gateway never receives the database password verifier). Readiness
+/// (provisioning vs active) is not part of it, so a node reporting ready does not change what
+/// it is asked to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Assignment {
     pub name: String,
@@ -41,46 +43,63 @@ pub struct Assignment {
     pub roles: BTreeSet<NodeRole>,
     pub lifecycle: Lifecycle,
     pub index: u32,
+    pub db: Option<DbAssignment>,
+    pub gateway: Option<GatewayAssignment>,
+}
+
+/// What the tenant's db node realises.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbAssignment {
+    pub db_type: DbType,
+    pub isolation: Isolation,
+    pub quota_bytes: u64,
+    pub connection_limit: u32,
+    pub events_per_min: u32,
+    pub access_mode: AccessMode,
+    pub vpn_subnet: String,
+    pub vpn_enabled: bool,
+    pub public_api: bool,
+    pub ddl_enabled: bool,
+    pub password_verifier: String,
+}
+
+/// What the tenant's gateway node realises.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayAssignment {
     pub vpn_subnet: String,
     pub gateway_address: String,
     pub interface: String,
     pub listen_port: u16,
-    pub db_type: DbType,
-    pub isolation: Isolation,
-    pub db_quota_bytes: u64,
-    pub connection_limit: u32,
-    pub events_per_min: u32,
-    pub access_mode: AccessMode,
-    pub vpn_enabled: bool,
-    pub public_api: bool,
-    pub ddl_enabled: bool,
-    pub db_password_verifier: String,
 }
 
-/// The verifier goes only to the node that hosts the tenant's database.
 fn assignment(t: &Tenant, roles: BTreeSet<NodeRole>) -> Assignment {
-    let db_password_verifier =
-        if roles.contains(&NodeRole::Db) { t.db_password_verifier.clone() } else { String::new() };
+    let db = roles.contains(&NodeRole::Db).then(|| DbAssignment {
+        db_type: t.db_type,
+        isolation: t.isolation,
+        quota_bytes: t.db_quota_bytes,
+        connection_limit: t.connection_limit,
+        events_per_min: t.events_per_min,
+        access_mode: t.access_mode,
+        vpn_subnet: t.network.vpn_subnet.clone(),
+        vpn_enabled: t.vpn_enabled,
+        public_api: t.public_api,
+        ddl_enabled: t.ddl_enabled,
+        password_verifier: t.db_password_verifier.clone(),
+    });
+    let gateway = roles.contains(&NodeRole::Gateway).then(|| GatewayAssignment {
+        vpn_subnet: t.network.vpn_subnet.clone(),
+        gateway_address: t.network.gateway_address.clone(),
+        interface: t.network.interface.clone(),
+        listen_port: t.network.listen_port,
+    });
     Assignment {
         name: t.name.to_string(),
         revision: t.revision,
         roles,
         lifecycle: Lifecycle::of(t.status),
         index: t.network.index,
-        vpn_subnet: t.network.vpn_subnet.clone(),
-        gateway_address: t.network.gateway_address.clone(),
-        interface: t.network.interface.clone(),
-        listen_port: t.network.listen_port,
-        db_type: t.db_type,
-        isolation: t.isolation,
-        db_quota_bytes: t.db_quota_bytes,
-        connection_limit: t.connection_limit,
-        events_per_min: t.events_per_min,
-        access_mode: t.access_mode,
-        vpn_enabled: t.vpn_enabled,
-        public_api: t.public_api,
-        ddl_enabled: t.ddl_enabled,
-        db_password_verifier,
+        db,
+        gateway,
     }
 }
 
@@ -121,8 +140,10 @@ mod tests {
         let gw = for_node(&s, 1).expect("node 1 exists");
         assert_eq!(gw.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), vec!["acme", "globex"]);
         assert!(gw.iter().all(|a| a.roles == [NodeRole::Gateway].into()));
+        assert!(gw.iter().all(|a| a.gateway.is_some() && a.db.is_none()), "a gateway gets no database part");
         let db = for_node(&s, 2).expect("node 2 exists");
         assert!(db.iter().all(|a| a.roles == [NodeRole::Db].into() && a.lifecycle == Lifecycle::Run));
+        assert!(db.iter().all(|a| a.db.is_some() && a.gateway.is_none()), "a db node gets no gateway part");
         assert_eq!(for_node(&s, 3), None);
     }
 

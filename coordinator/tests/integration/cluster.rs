@@ -218,6 +218,7 @@ async fn raft_listener_accepts_coordinators_only_and_tokens_are_single_use() {
             labels: Default::default(),
             address: "127.0.0.1".into(),
             capacity: None,
+            ..Default::default()
         })
         .await
         .expect("node joins")

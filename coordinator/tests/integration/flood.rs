@@ -105,6 +105,7 @@ async fn anonymous_flood_adds_no_raft_entries() {
             labels: Default::default(),
             address: "127.0.0.1".into(),
             capacity: None,
+            ..Default::default()
         };
         let status = client.join(req).await.expect_err("a bogus token is refused");
         join_codes.push(status.code());

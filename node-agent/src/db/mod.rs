@@ -14,14 +14,14 @@ pub mod pgbouncer;
 pub mod pghba;
 pub mod postgres;
 
-use crate::assignment::{Assignment, DbType, Isolation, Role};
+use crate::assignment::{DbTenant, DbType, Isolation};
 
 /// The tenants a PostgreSQL node serves: db role, PostgreSQL.
-pub fn postgres_tenants(desired: &[Assignment]) -> impl Iterator<Item = &Assignment> {
-    desired.iter().filter(|a| a.has_role(Role::Db) && a.db_type == DbType::Postgres)
+pub fn postgres_tenants(desired: &[DbTenant]) -> impl Iterator<Item = &DbTenant> {
+    desired.iter().filter(|a| a.db.db_type == DbType::Postgres)
 }
 
 /// The tenant has its own database rather than a schema in the main one.
-pub fn own_database(a: &Assignment) -> bool {
-    a.isolation == Isolation::Database
+pub fn own_database(a: &DbTenant) -> bool {
+    a.db.isolation == Isolation::Database
 }

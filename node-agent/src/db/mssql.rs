@@ -27,7 +27,7 @@
 //! the hash is checked to be exactly a SQL Server hash before it becomes a binary literal;
 //! everything else is an integer.
 
-use crate::assignment::{is_mssql_hash, Assignment, DbType, Role};
+use crate::assignment::{is_mssql_hash, DbTenant, DbType, Tenant};
 use crate::driver::{Change, Driver, Status, Usage};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -121,24 +121,24 @@ fn kill_sessions(login: &str) -> String {
 }
 
 /// The data-file cap for `a`, in MB.
-pub fn max_size_mb(a: &Assignment) -> u64 {
-    (a.db_quota_bytes / (1024 * 1024)).max(MIN_MAXSIZE_MB)
+pub fn max_size_mb(a: &DbTenant) -> u64 {
+    (a.db.quota_bytes / (1024 * 1024)).max(MIN_MAXSIZE_MB)
 }
 
 /// The database uses more than the tenant's quota.
-pub fn over_quota(a: &Assignment, o: &ObservedTenant) -> bool {
-    o.bytes > a.db_quota_bytes
+pub fn over_quota(a: &DbTenant, o: &ObservedTenant) -> bool {
+    o.bytes > a.db.quota_bytes
 }
 
 /// Pure: the T-SQL for one tenant, or why it cannot be provided.
-pub fn tenant_steps(a: &Assignment, o: &ObservedTenant) -> Result<Vec<String>, String> {
+pub fn tenant_steps(a: &DbTenant, o: &ObservedTenant) -> Result<Vec<String>, String> {
     if !name_ok(&a.name) {
         return Err("invalid tenant name".into());
     }
     let (db, login) = (format!("tenant_{}", a.name), format!("tenant_{}_user", a.name));
     let (qd, ql) = (b(&db), b(&login));
     let run = a.runs();
-    let hash = is_mssql_hash(&a.db_password_verifier).then_some(a.db_password_verifier.as_str());
+    let hash = is_mssql_hash(&a.db.password_verifier).then_some(a.db.password_verifier.as_str());
     let mut sql = Vec::new();
     if !o.database {
         sql.push(format!("CREATE DATABASE {qd}"));
@@ -208,10 +208,10 @@ pub fn tenant_steps(a: &Assignment, o: &ObservedTenant) -> Result<Vec<String>, S
 
 /// Pure: per tenant (desired or to purge), the T-SQL that makes `observed` match `desired`, or
 /// why that tenant cannot be provided.
-pub fn plan(desired: &[Assignment], observed: &Observed) -> BTreeMap<String, Result<Vec<String>, String>> {
+pub fn plan(desired: &[DbTenant], observed: &Observed) -> BTreeMap<String, Result<Vec<String>, String>> {
     let mut out = BTreeMap::new();
     let empty = ObservedTenant::default();
-    let mine: Vec<&Assignment> = served(desired).collect();
+    let mine: Vec<&DbTenant> = served(desired).collect();
     for a in &mine {
         let o = observed.tenants.get(&a.name).unwrap_or(&empty);
         out.insert(a.name.clone(), tenant_steps(a, o));
@@ -237,8 +237,8 @@ pub fn plan(desired: &[Assignment], observed: &Observed) -> BTreeMap<String, Res
 }
 
 /// This driver's assignments: db role, SQL Server.
-fn served(desired: &[Assignment]) -> impl Iterator<Item = &Assignment> {
-    desired.iter().filter(|a| a.has_role(Role::Db) && a.db_type == DbType::Mssql)
+fn served(desired: &[DbTenant]) -> impl Iterator<Item = &DbTenant> {
+    desired.iter().filter(|a| a.db.db_type == DbType::Mssql)
 }
 
 /// Statements are logged without password hashes.
@@ -354,7 +354,7 @@ pub struct MssqlDriver {
 }
 
 impl MssqlDriver {
-    async fn pass(&self, desired: &[Assignment]) -> crate::driver::PassResult {
+    async fn pass(&self, desired: &[DbTenant]) -> crate::driver::PassResult {
         let mut client = connect(&self.url).await?;
         let observed = observe(&mut client).await.map_err(|e| format!("observing SQL Server failed: {e}"))?;
         let usage = served(desired)
@@ -391,18 +391,18 @@ impl MssqlDriver {
 }
 
 #[async_trait::async_trait]
-impl Driver for MssqlDriver {
+impl Driver<DbTenant> for MssqlDriver {
     fn name(&self) -> &'static str {
         "mssql"
     }
 
-    async fn preview(&mut self, desired: &[Assignment]) -> Result<Vec<Change>, String> {
+    async fn preview(&mut self, desired: &[DbTenant]) -> Result<Vec<Change>, String> {
         let mut client = connect(&self.url).await?;
         let observed = observe(&mut client).await.map_err(|e| format!("observing SQL Server failed: {e}"));
         let _ = client.close().await;
         let mut changes: Vec<Change> = desired
             .iter()
-            .filter(|a| a.db_type != DbType::Mssql)
+            .filter(|a| a.db.db_type != DbType::Mssql)
             .map(|a| Change::Refused {
                 tenant: a.name.clone(),
                 reason: "this node's driver serves SQL Server only".into(),
@@ -418,9 +418,9 @@ impl Driver for MssqlDriver {
         Ok(changes)
     }
 
-    async fn reconcile(&mut self, desired: &[Assignment]) -> Vec<Status> {
-        let (served, other): (Vec<Assignment>, Vec<Assignment>) =
-            desired.iter().cloned().partition(|a| a.db_type == DbType::Mssql);
+    async fn reconcile(&mut self, desired: &[DbTenant]) -> Vec<Status> {
+        let (served, other): (Vec<DbTenant>, Vec<DbTenant>) =
+            desired.iter().cloned().partition(|a| a.db.db_type == DbType::Mssql);
         let result = self.pass(&served).await;
         let refused =
             other.into_iter().map(|a| (a.name, "this node's driver serves SQL Server only".to_string())).collect();

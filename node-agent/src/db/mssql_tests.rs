@@ -4,26 +4,27 @@ use super::*;
 
 const HASH: &str = "0x020001020304EFE8DF30D6F1BAC62F0DC1D5D118928FB3BD18FFEAA614F7EEC41FEC4D9058B06A8A44642527DA0A63DDB7F8E92567DCA8A3808C2EC1D258F12D5DBDE8DE30CA";
 
-fn a(name: &str) -> Assignment {
-    Assignment {
-        gateway_address: String::new(),
+fn a(name: &str) -> DbTenant {
+    let mut t = crate::assignment::fixture(name);
+    t.db = crate::assignment::DbSpec {
         db_type: DbType::Mssql,
         isolation: crate::assignment::Isolation::Database,
-        db_quota_bytes: 1024 * 1024 * 1024,
+        quota_bytes: 1024 * 1024 * 1024,
         connection_limit: 10,
         events_per_min: 1000,
         access_mode: crate::assignment::AccessMode::Public,
         vpn_enabled: false,
-        db_password_verifier: HASH.into(),
-        ..crate::assignment::fixture(name)
-    }
+        password_verifier: HASH.into(),
+        ..t.db
+    };
+    t
 }
 
-fn converged(desired: &Assignment) -> ObservedTenant {
+fn converged(desired: &DbTenant) -> ObservedTenant {
     ObservedTenant {
         database: true,
         managed: true,
-        login: Some(ObservedLogin { disabled: false, password_hash: desired.db_password_verifier.clone() }),
+        login: Some(ObservedLogin { disabled: false, password_hash: desired.db.password_verifier.clone() }),
         user: true,
         roles: ROLES.iter().map(|r| r.to_string()).collect(),
         events: true,
@@ -36,7 +37,7 @@ fn converged(desired: &Assignment) -> ObservedTenant {
     }
 }
 
-fn steps(desired: &[Assignment], observed: &Observed, name: &str) -> Vec<String> {
+fn steps(desired: &[DbTenant], observed: &Observed, name: &str) -> Vec<String> {
     plan(desired, observed).remove(name).expect("planned").expect("possible")
 }
 
@@ -81,7 +82,7 @@ fn lifecycle_password_and_quota_drift_are_planned() {
     let mut t = converged(&desired);
     t.roles.remove("db_datawriter");
     t.login = Some(ObservedLogin { disabled: false, password_hash: "0x0200FFFFFFFF".into() });
-    t.bytes = desired.db_quota_bytes + 1;
+    t.bytes = desired.db.quota_bytes + 1;
     o.tenants.insert("acme".into(), t);
     let mut suspended = desired.clone();
     suspended.lifecycle = crate::assignment::Lifecycle::Suspended;
@@ -126,9 +127,9 @@ fn purge_drops_only_managed_databases_login_first() {
 #[test]
 fn anything_but_a_hash_never_reaches_sql() {
     let mut bad = a("acme");
-    bad.db_password_verifier = "0x0200'; DROP LOGIN sa; --".into();
+    bad.db.password_verifier = "0x0200'; DROP LOGIN sa; --".into();
     assert!(plan(&[bad.clone()], &Observed::default())["acme"].is_err());
-    bad.db_password_verifier = "SCRAM-SHA-256$4096:AQ==$AQ==:AQ==".into();
+    bad.db.password_verifier = "SCRAM-SHA-256$4096:AQ==$AQ==:AQ==".into();
     assert!(plan(&[bad], &Observed::default())["acme"].is_err(), "a PostgreSQL verifier is not a login hash");
     assert_eq!(
         redact(&format!("CREATE LOGIN [x] WITH PASSWORD = {HASH} HASHED")),
@@ -162,7 +163,7 @@ fn tenant_ddl_triggers_are_disabled_before_agent_ddl() {
     assert_eq!(steps(std::slice::from_ref(&desired), &o, "acme"), vec![drop_ddl_triggers("tenant_acme")]);
     // Over quota with a trigger in place: the triggers go first, and the DENY (a DDL event)
     // runs only behind the guard, in the same batch.
-    t.bytes = desired.db_quota_bytes + 1;
+    t.bytes = desired.db.quota_bytes + 1;
     o.tenants.insert("acme".into(), t);
     let sql = steps(std::slice::from_ref(&desired), &o, "acme");
     assert_eq!(
@@ -209,7 +210,7 @@ fn every_statement_inside_a_tenant_database_is_guarded() {
     drifted.triggers_denied = false;
     drifted.ddl_triggers = 3;
     drifted.max_size_mb = None;
-    drifted.bytes = desired.db_quota_bytes + 1;
+    drifted.bytes = desired.db.quota_bytes + 1;
     let mut denied = converged(&desired);
     denied.writes_denied = true;
     let mut suspended = desired.clone();

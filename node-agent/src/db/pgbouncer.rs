@@ -14,7 +14,7 @@
 //! Suspended and deleted tenants are left out of all three, so their logins are refused.
 //! Everything written comes from validated names, integers, checked CIDRs and checked verifiers.
 
-use crate::assignment::{is_verifier, AccessMode, Assignment};
+use crate::assignment::{is_verifier, AccessMode, DbTenant, Tenant};
 use crate::config::PgBouncerConfig;
 use berqenas_common::files::Owner;
 use std::fmt::Write as _;
@@ -45,13 +45,13 @@ fn plain(s: &str) -> bool {
 }
 
 /// The tenants pgBouncer serves: db role, PostgreSQL, running, with a password verifier.
-fn served(desired: &[Assignment]) -> impl Iterator<Item = &Assignment> {
-    super::postgres_tenants(desired).filter(|a| a.runs() && is_verifier(&a.db_password_verifier))
+fn served(desired: &[DbTenant]) -> impl Iterator<Item = &DbTenant> {
+    super::postgres_tenants(desired).filter(|a| a.runs() && is_verifier(&a.db.password_verifier))
 }
 
 /// `berqenas-pools.ini`. Fails when the server's host or database name could not be written
 /// into the file safely.
-pub fn render_pools(desired: &[Assignment], server: &Server) -> Result<String, String> {
+pub fn render_pools(desired: &[DbTenant], server: &Server) -> Result<String, String> {
     if !plain(&server.host) || !plain(&server.database) {
         return Err(format!(
             "PostgreSQL host {:?} or database {:?} cannot be used by pgBouncer",
@@ -60,10 +60,10 @@ pub fn render_pools(desired: &[Assignment], server: &Server) -> Result<String, S
     }
     let mut out = String::from(HEADER);
     out.push_str("[databases]\n");
-    let tenants: Vec<&Assignment> = served(desired).collect();
+    let tenants: Vec<&DbTenant> = served(desired).collect();
     for a in &tenants {
         let dbname = if super::own_database(a) { format!("tenant_{}", a.name) } else { server.database.clone() };
-        let limit = a.connection_limit.max(1);
+        let limit = a.db.connection_limit.max(1);
         let _ = writeln!(
             out,
             "tenant_{} = host={} port={} dbname={dbname} pool_size={} max_db_connections={limit}",
@@ -75,26 +75,26 @@ pub fn render_pools(desired: &[Assignment], server: &Server) -> Result<String, S
     }
     out.push_str("[users]\n");
     for a in &tenants {
-        let _ = writeln!(out, "tenant_{}_user = max_user_connections={}", a.name, a.connection_limit.max(1));
+        let _ = writeln!(out, "tenant_{}_user = max_user_connections={}", a.name, a.db.connection_limit.max(1));
     }
     Ok(out)
 }
 
 /// `berqenas-users.txt`: `"user" "verifier"` per served tenant.
-pub fn render_users(desired: &[Assignment]) -> String {
+pub fn render_users(desired: &[DbTenant]) -> String {
     served(desired).fold(String::new(), |mut out, a| {
-        let _ = writeln!(out, "\"tenant_{}_user\" \"{}\"", a.name, a.db_password_verifier);
+        let _ = writeln!(out, "\"tenant_{}_user\" \"{}\"", a.name, a.db.password_verifier);
         out
     })
 }
 
 /// `berqenas-hba.conf`: each served tenant's user, to its own pool, from where its access mode
 /// allows; anything not listed is refused by pgBouncer.
-pub fn render_hba(desired: &[Assignment]) -> String {
+pub fn render_hba(desired: &[DbTenant]) -> String {
     let mut out = String::from(HEADER);
     for a in served(desired) {
         let (db, user) = (format!("tenant_{}", a.name), format!("tenant_{}_user", a.name));
-        match (a.access_mode, super::pghba::cidr(&a.vpn_subnet)) {
+        match (a.db.access_mode, super::pghba::cidr(&a.db.vpn_subnet)) {
             (AccessMode::VpnOnly, Some(subnet)) => {
                 let _ = writeln!(out, "host {db} {user} {subnet} scram-sha-256");
             }
@@ -117,7 +117,7 @@ fn sync_file(dir: &Path, name: &str, text: &str) -> Result<bool, String> {
 }
 
 /// The files `sync` would rewrite (changing nothing).
-pub fn pending(config: &PgBouncerConfig, desired: &[Assignment], server: &Server) -> Result<Vec<PathBuf>, String> {
+pub fn pending(config: &PgBouncerConfig, desired: &[DbTenant], server: &Server) -> Result<Vec<PathBuf>, String> {
     let files = [(USERS, render_users(desired)), (HBA, render_hba(desired)), (POOLS, render_pools(desired, server)?)];
     Ok(files
         .into_iter()
@@ -128,7 +128,7 @@ pub fn pending(config: &PgBouncerConfig, desired: &[Assignment], server: &Server
 }
 
 /// Makes the three files match `desired` and reloads pgBouncer when one changed.
-pub fn sync(config: &PgBouncerConfig, desired: &[Assignment], server: &Server) -> Result<(), String> {
+pub fn sync(config: &PgBouncerConfig, desired: &[DbTenant], server: &Server) -> Result<(), String> {
     let pools = render_pools(desired, server)?;
     let mut changed = false;
     // The auth file first: a pool never appears before its user can authenticate.
@@ -227,14 +227,15 @@ mod tests {
 
     const VERIFIER: &str = "SCRAM-SHA-256$4096:AQIDBAUGBwgJCgsMDQ4PEA==$8rrDg00OqaiWXJ7p+sCgHEIaBSHY89ZJl3mfIsf32oY=:05L1f+yZbiN8O0AnO40Og85NNRhvzTS57naKRWCcsIA=";
 
-    fn tenant(name: &str, mode: AccessMode, limit: u32) -> Assignment {
-        Assignment {
-            gateway_address: String::new(),
+    fn tenant(name: &str, mode: AccessMode, limit: u32) -> DbTenant {
+        let mut t = crate::assignment::fixture(name);
+        t.db = crate::assignment::DbSpec {
             connection_limit: limit,
             access_mode: mode,
-            db_password_verifier: VERIFIER.into(),
-            ..crate::assignment::fixture(name)
-        }
+            password_verifier: VERIFIER.into(),
+            ..t.db
+        };
+        t
     }
 
     #[test]
@@ -260,7 +261,7 @@ mod tests {
     #[test]
     fn pools_users_and_rules_per_running_tenant() {
         let mut own = tenant("solo", AccessMode::Public, 50);
-        own.isolation = crate::assignment::Isolation::Database;
+        own.db.isolation = crate::assignment::Isolation::Database;
         let mut suspended = tenant("gone", AccessMode::Public, 5);
         suspended.lifecycle = crate::assignment::Lifecycle::Suspended;
         let desired = [tenant("acme", AccessMode::VpnOnly, 5), own, suspended];
@@ -283,10 +284,10 @@ mod tests {
     #[test]
     fn nothing_unchecked_reaches_the_files() {
         let mut bad = tenant("evil", AccessMode::VpnOnly, 5);
-        bad.db_password_verifier = "x\" \"y\"\n\"postgres\" \"trust".into();
+        bad.db.password_verifier = "x\" \"y\"\n\"postgres\" \"trust".into();
         assert_eq!(render_users(&[bad.clone()]), "");
         let mut odd = tenant("odd", AccessMode::VpnOnly, 5);
-        odd.vpn_subnet = "0.0.0.0/0 trust".into();
+        odd.db.vpn_subnet = "0.0.0.0/0 trust".into();
         assert!(!render_hba(&[odd]).contains("trust"));
         let evil_server = Server { host: "h dbname=other".into(), port: 1, database: "postgres".into() };
         assert!(render_pools(&[tenant("acme", AccessMode::Public, 1)], &evil_server).is_err());

@@ -5,7 +5,7 @@
 //! - `vpn-only`: the tenant's user may log in only from its VPN subnet; anywhere else is rejected.
 //! - `public` / `hybrid`: from anywhere, with its SCRAM password.
 
-use crate::assignment::{AccessMode, Assignment};
+use crate::assignment::{AccessMode, DbTenant};
 use std::net::{IpAddr, Ipv4Addr};
 
 /// Where a pooler in front of PostgreSQL (pgBouncer) logs in from; its tenants' logins from
@@ -33,7 +33,7 @@ fn name_ok(n: &str) -> bool {
 
 /// The database a tenant's user may log in to: its own (database isolation) or the main one
 /// (`all` if the main database's name is not a plain identifier).
-fn database_field(a: &Assignment, main_db: &str) -> String {
+fn database_field(a: &DbTenant, main_db: &str) -> String {
     if super::own_database(a) {
         format!("tenant_{}", a.name)
     } else if !main_db.is_empty() && main_db.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
@@ -46,7 +46,7 @@ fn database_field(a: &Assignment, main_db: &str) -> String {
 /// The block for `desired` (db-role postgres tenants), markers included. Each tenant's user
 /// may log in only to its database, with its SCRAM password, from where its access mode allows;
 /// every other login of that user is rejected.
-pub fn render(desired: &[Assignment], main_db: &str, pooler: Option<Pooler>) -> String {
+pub fn render(desired: &[DbTenant], main_db: &str, pooler: Option<Pooler>) -> String {
     let mut out = vec![BEGIN.to_string()];
     for a in super::postgres_tenants(desired) {
         if !name_ok(&a.name) {
@@ -60,7 +60,7 @@ pub fn render(desired: &[Assignment], main_db: &str, pooler: Option<Pooler>) -> 
             Some(Pooler::UnixSocket) => out.push(format!("local {db} {user} scram-sha-256")),
             None => {}
         }
-        match (a.access_mode, cidr(&a.vpn_subnet)) {
+        match (a.db.access_mode, cidr(&a.db.vpn_subnet)) {
             (AccessMode::VpnOnly, Some(subnet)) => out.push(format!("host {db} {user} {subnet} scram-sha-256")),
             (AccessMode::VpnOnly, None) => {}
             _ => out.push(format!("host {db} {user} all scram-sha-256")),
@@ -105,20 +105,16 @@ pub fn splice(existing: &str, block: &str) -> String {
 mod tests {
     use super::*;
 
-    fn tenant(name: &str, mode: AccessMode, subnet: &str) -> Assignment {
-        Assignment {
-            vpn_subnet: subnet.into(),
-            gateway_address: String::new(),
-            connection_limit: 1,
-            access_mode: mode,
-            ..crate::assignment::fixture(name)
-        }
+    fn tenant(name: &str, mode: AccessMode, subnet: &str) -> DbTenant {
+        let mut t = crate::assignment::fixture(name);
+        t.db = crate::assignment::DbSpec { vpn_subnet: subnet.into(), connection_limit: 1, access_mode: mode, ..t.db };
+        t
     }
 
     #[test]
     fn renders_rules_per_access_mode() {
         let mut own = tenant("solo", AccessMode::Public, "198.18.3.0/24");
-        own.isolation = crate::assignment::Isolation::Database;
+        own.db.isolation = crate::assignment::Isolation::Database;
         let block = render(
             &[
                 tenant("acme", AccessMode::VpnOnly, "198.18.1.0/24"),

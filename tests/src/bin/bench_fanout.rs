@@ -37,6 +37,7 @@ async fn join_one(node_addr: &str, pin: &str, token: &str) -> (u64, Arc<rustls::
             labels: Default::default(),
             address: "127.0.0.1".into(),
             capacity: Some(pb::Capacity { cpus: 2, memory_bytes: 4 << 30, disk_bytes: 1 << 40, max_tenants: 1000 }),
+            ..Default::default()
         })
         .await
         .expect("join")

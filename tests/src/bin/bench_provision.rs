@@ -208,6 +208,7 @@ async fn main() {
         serde_json::from_slice(&std::fs::read(agent_dir.join("applied.json")).expect("applied.json")).expect("json");
     let desired: Vec<Assignment> = serde_json::from_value(applied["tenants"].clone()).expect("assignments");
     assert_eq!(desired.len(), TENANTS + 20);
+    let desired: Vec<_> = desired.iter().filter_map(Assignment::db_tenant).collect();
     let url = pg.url();
     let resync_ms = tokio::spawn(async move {
         let mut driver = berqenas_node_agent::db::postgres::PostgresDriver::new(

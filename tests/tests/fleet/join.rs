@@ -31,9 +31,15 @@ fn agents_join_and_a_tenant_becomes_active_on_both() {
     assert_eq!(t["placement"]["db_node"], f.agents[db].node_id);
     let on_gw = f.agents[gw].tenant_file("acme").expect("gateway has acme");
     assert_eq!(on_gw["roles"], serde_json::json!(["gateway"]));
-    assert_eq!(on_gw["vpn_subnet"], "198.18.1.0/24");
+    assert_eq!(on_gw["gateway"]["vpn_subnet"], "198.18.1.0/24");
+    assert!(
+        on_gw["db"].is_null(),
+        "a gateway receives nothing of the database, its password verifier included: {on_gw}"
+    );
     let on_db = f.agents[db].tenant_file("acme").expect("db node has acme");
     assert_eq!(on_db["roles"], serde_json::json!(["db"]));
+    assert!(on_db["gateway"].is_null(), "{on_db}");
+    assert!(on_db["db"]["password_verifier"].as_str().is_some_and(|v| v.starts_with("SCRAM-SHA-256$")), "{on_db}");
 
     // Suspend reaches the hosts; purge removes the tenant from them.
     f.ok(0, &["tenant", "suspend", "acme"]);

@@ -127,8 +127,10 @@ fn malformed_and_oversized_reports_are_refused_and_change_nothing() {
             db_bytes: 0,
             quota_exceeded: false,
             connections: 0,
+            gateway: None,
         }],
         capacity: None,
+        ..Default::default()
     };
     let result = rt.block_on(async {
         let mut client = berqenas_node_agent::connect::node_client(&node_addr, tls.clone()).await?;

@@ -4,7 +4,7 @@
 //! managed block of `pg_hba.conf`.
 
 use super::step::{Step, StepKind};
-use crate::assignment::Assignment;
+use crate::assignment::DbTenant;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection};
 use std::collections::BTreeMap;
@@ -156,7 +156,7 @@ pub(super) async fn pooler_source(conn: &mut PgConnection) -> Result<crate::db::
 /// on the database host.
 pub(super) async fn hba_file(
     conn: &mut PgConnection,
-    desired: &[Assignment],
+    desired: &[DbTenant],
     main_db: &str,
     pooler: Option<crate::db::pghba::Pooler>,
 ) -> Result<(std::path::PathBuf, String, String), String> {
@@ -175,7 +175,7 @@ pub(super) async fn hba_file(
 /// file's owner and mode), and reloads PostgreSQL.
 pub(super) async fn sync_hba(
     conn: &mut PgConnection,
-    desired: &[Assignment],
+    desired: &[DbTenant],
     main_db: &str,
     pooler: Option<crate::db::pghba::Pooler>,
 ) -> Result<(), String> {

@@ -32,7 +32,7 @@ pub use plan::{changed, over_quota, plan, plan_own_database, MAX_OBJECTS};
 pub use plan::{Observed, ObservedRole, ObservedTenant};
 pub use step::{Step, StepKind};
 
-use crate::assignment::{Assignment, DbType, Role};
+use crate::assignment::{DbTenant, DbType};
 use crate::db::{own_database, postgres_tenants};
 use crate::driver::{Change, Driver, Status, Usage};
 use apply::{apply, pooler_source, sync_hba};
@@ -69,7 +69,7 @@ pub struct PostgresDriver {
     /// Whether each tenant's last plan held it over its quota (its writes revoked).
     planned_over: BTreeMap<String, bool>,
     /// Tenants the last passes left converged, with the assignment they were converged to.
-    converged: BTreeMap<String, Assignment>,
+    converged: BTreeMap<String, DbTenant>,
 }
 
 impl PostgresDriver {
@@ -120,7 +120,7 @@ impl PostgresDriver {
         })
     }
 
-    async fn pass(&mut self, desired: &[Assignment]) -> crate::driver::PassResult {
+    async fn pass(&mut self, desired: &[DbTenant]) -> crate::driver::PassResult {
         if self.guard_started.is_none() {
             let options = self.options(None, "berqenas-guard")?;
             tokio::spawn(guard::run(options, self.guard.clone(), self.limits));
@@ -128,7 +128,8 @@ impl PostgresDriver {
         }
         let watched = postgres_tenants(desired)
             .map(|a| {
-                let w = guard::Watched { quota: a.db_quota_bytes, own_database: own_database(a), ddl: a.ddl_enabled };
+                let w =
+                    guard::Watched { quota: a.db.quota_bytes, own_database: own_database(a), ddl: a.db.ddl_enabled };
                 (a.name.clone(), w)
             })
             .collect();
@@ -168,13 +169,13 @@ impl PostgresDriver {
         result
     }
 
-    async fn converge(&mut self, desired: &[Assignment], full: bool) -> crate::driver::PassResult {
+    async fn converge(&mut self, desired: &[DbTenant], full: bool) -> crate::driver::PassResult {
         // Between full passes: only what changed, what is not converged yet, and what went away.
         let only: Option<Vec<String>> = (!full).then(|| changed(desired, &self.converged));
         if only.as_ref().is_some_and(Vec::is_empty) {
             return Ok((BTreeMap::new(), self.cached_usage(desired)));
         }
-        let work: Vec<Assignment> = match &only {
+        let work: Vec<DbTenant> = match &only {
             None => desired.to_vec(),
             Some(names) => desired.iter().filter(|a| names.contains(&a.name)).cloned().collect(),
         };
@@ -283,7 +284,7 @@ impl PostgresDriver {
     }
 
     /// The last usage figures of the desired tenants.
-    fn cached_usage(&mut self, desired: &[Assignment]) -> BTreeMap<String, Usage> {
+    fn cached_usage(&mut self, desired: &[DbTenant]) -> BTreeMap<String, Usage> {
         self.usage.retain(|n, _| desired.iter().any(|a| &a.name == n));
         desired.iter().filter_map(|a| Some((a.name.clone(), *self.usage.get(&a.name)?))).collect()
     }
@@ -292,7 +293,7 @@ impl PostgresDriver {
     /// inside: only this tenant's schema counts there (the roles of all tenants are visible).
     async fn observe_own_database(
         &self,
-        a: &Assignment,
+        a: &DbTenant,
         application: &str,
     ) -> Result<(sqlx::PgConnection, plan::Observed), String> {
         let database = format!("tenant_{}", a.name);
@@ -309,7 +310,7 @@ impl PostgresDriver {
     }
 
     /// Observes and converges the inside of a database-isolated tenant's own database.
-    async fn own_database_pass(&mut self, a: &Assignment) -> Result<Option<Usage>, String> {
+    async fn own_database_pass(&mut self, a: &DbTenant) -> Result<Option<Usage>, String> {
         let (mut conn, mut observed) = self.observe_own_database(a, "berqenas-agent").await?;
         self.sizes(&mut observed);
         let usage = observed.tenants.get(&a.name).map(|o| Usage {
@@ -336,7 +337,7 @@ const GUARD_GRACE: Duration = Duration::from_secs(10);
 const PASS_DEADLINE: Duration = Duration::from_secs(600);
 
 #[async_trait::async_trait]
-impl Driver for PostgresDriver {
+impl Driver<DbTenant> for PostgresDriver {
     fn name(&self) -> &'static str {
         "postgres"
     }
@@ -345,13 +346,13 @@ impl Driver for PostgresDriver {
         Some(self.guard.wake.clone())
     }
 
-    async fn preview(&mut self, desired: &[Assignment]) -> Result<Vec<Change>, String> {
+    async fn preview(&mut self, desired: &[DbTenant]) -> Result<Vec<Change>, String> {
         self.changes(desired).await
     }
 
-    async fn reconcile(&mut self, desired: &[Assignment]) -> Vec<Status> {
+    async fn reconcile(&mut self, desired: &[DbTenant]) -> Vec<Status> {
         // What this driver cannot provide is reported, never silently provided differently.
-        let (supported, refused_here): (Vec<Assignment>, Vec<Assignment>) =
+        let (supported, refused_here): (Vec<DbTenant>, Vec<DbTenant>) =
             desired.iter().cloned().partition(|a| unsupported(a).is_none());
         let result = self.pass(&supported).await;
         let refused = refused_here.iter().filter_map(|a| Some((a.name.clone(), unsupported(a)?.to_string()))).collect();
@@ -360,10 +361,10 @@ impl Driver for PostgresDriver {
 }
 
 /// Why this driver cannot provide an assignment, if it cannot.
-pub fn unsupported(a: &Assignment) -> Option<&'static str> {
-    match (a.has_role(Role::Db), a.db_type) {
-        (false, _) | (true, DbType::Postgres) => None,
-        (true, DbType::Mssql) => Some("this node's driver serves PostgreSQL only"),
+pub fn unsupported(a: &DbTenant) -> Option<&'static str> {
+    match a.db.db_type {
+        DbType::Postgres => None,
+        DbType::Mssql => Some("this node's driver serves PostgreSQL only"),
     }
 }
 
@@ -375,10 +376,10 @@ mod tests {
     fn unsupported_assignments_are_named_not_served_differently() {
         let a = |name: &str| crate::assignment::fixture(name);
         let mut mssql = a("acme");
-        mssql.db_type = DbType::Mssql;
+        mssql.db.db_type = DbType::Mssql;
         assert_eq!(unsupported(&mssql), Some("this node's driver serves PostgreSQL only"));
         let mut per_db = a("acme");
-        per_db.isolation = crate::assignment::Isolation::Database;
+        per_db.db.isolation = crate::assignment::Isolation::Database;
         assert_eq!(unsupported(&per_db), None);
         // An isolation this agent does not know never gets this far: the assignment is refused
         // at the wire (`assignment::tests::unknown_wire_values_are_refused_naming_the_field`).

@@ -3,7 +3,7 @@
 //! No IO here; the tests assert on the plans.
 
 use super::step::{tenant_steps, Sql, Step, StepKind, Stmts};
-use crate::assignment::Assignment;
+use crate::assignment::{DbTenant, Tenant};
 use crate::db::{own_database, postgres_tenants};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -73,8 +73,8 @@ fn q(ident: &str) -> String {
     format!("\"{ident}\"")
 }
 
-fn user_config(a: &Assignment) -> BTreeSet<String> {
-    let temp_kb = (a.db_quota_bytes / 1024).clamp(1024, i32::MAX as u64);
+fn user_config(a: &DbTenant) -> BTreeSet<String> {
+    let temp_kb = (a.db.quota_bytes / 1024).clamp(1024, i32::MAX as u64);
     [
         format!("search_path=tenant_{}", a.name),
         format!("temp_file_limit={temp_kb}kB"),
@@ -95,23 +95,23 @@ fn idents(name: &str) -> (String, String, String) {
 
 /// The tenant's two roles (cluster-wide objects): created, and the user's login, limits,
 /// password and settings kept as desired.
-fn role_steps(a: &Assignment, o: &ObservedTenant) -> Stmts {
+fn role_steps(a: &DbTenant, o: &ObservedTenant) -> Stmts {
     let (qs, qo, qu) = idents(&a.name);
     let login = a.runs();
-    let limit = i64::from(a.connection_limit.min(i32::MAX as u32));
+    let limit = i64::from(a.db.connection_limit.min(i32::MAX as u32));
     let mut sql = Stmts::default();
     if o.owner.is_none() {
         sql.push(format!("CREATE ROLE {qo} NOLOGIN"));
         sql.push(format!("COMMENT ON ROLE {qo} IS '{MARKER}'"));
     }
-    let verifier_ok = crate::assignment::is_verifier(&a.db_password_verifier);
+    let verifier_ok = crate::assignment::is_verifier(&a.db.password_verifier);
     match &o.user {
         None => {
             let login_kw = if login { "LOGIN" } else { "NOLOGIN" };
             let create = format!("CREATE ROLE {qu} {login_kw} NOINHERIT CONNECTION LIMIT {limit}");
             sql.push(match verifier_ok {
                 true => Sql::secret(
-                    format!("{create} PASSWORD '{}'", a.db_password_verifier),
+                    format!("{create} PASSWORD '{}'", a.db.password_verifier),
                     format!("{create} PASSWORD '…'"),
                 ),
                 false => Sql::from(create),
@@ -131,9 +131,9 @@ fn role_steps(a: &Assignment, o: &ObservedTenant) -> Stmts {
             if i64::from(u.conn_limit) != limit {
                 sql.push(format!("ALTER ROLE {qu} CONNECTION LIMIT {limit}"));
             }
-            if verifier_ok && u.password.as_deref() != Some(a.db_password_verifier.as_str()) {
+            if verifier_ok && u.password.as_deref() != Some(a.db.password_verifier.as_str()) {
                 sql.push(Sql::secret(
-                    format!("ALTER ROLE {qu} PASSWORD '{}'", a.db_password_verifier),
+                    format!("ALTER ROLE {qu} PASSWORD '{}'", a.db.password_verifier),
                     format!("ALTER ROLE {qu} PASSWORD '…'"),
                 ));
             }
@@ -144,7 +144,7 @@ fn role_steps(a: &Assignment, o: &ObservedTenant) -> Stmts {
     if want != have {
         // Exactly these: the tenant may have added its own (per database, too; `observe` lists
         // those as `database …` lines, so they always differ).
-        let temp_kb = (a.db_quota_bytes / 1024).clamp(1024, i32::MAX as u64);
+        let temp_kb = (a.db.quota_bytes / 1024).clamp(1024, i32::MAX as u64);
         let user = format!("tenant_{}_user", a.name);
         sql.push(format!("ALTER ROLE {qu} RESET ALL"));
         sql.push(format!(
@@ -166,7 +166,7 @@ fn role_steps(a: &Assignment, o: &ObservedTenant) -> Stmts {
 /// The tenant's database (database isolation), made from the main database's connection.
 /// `CREATE DATABASE` runs outside a transaction, so PUBLIC's default CONNECT and TEMP on it are
 /// revoked by the very next statement (and re-checked by every pass inside it).
-fn database_steps(a: &Assignment, o: &ObservedTenant) -> Stmts {
+fn database_steps(a: &DbTenant, o: &ObservedTenant) -> Stmts {
     let (qd, qo, _) = idents(&a.name);
     if o.database {
         return Stmts::default();
@@ -178,7 +178,7 @@ fn database_steps(a: &Assignment, o: &ObservedTenant) -> Stmts {
 }
 
 /// The tenant's schema and what is in it, in database `db` (the main database, or its own).
-fn schema_steps(a: &Assignment, o: &ObservedTenant, db: &str) -> Stmts {
+fn schema_steps(a: &DbTenant, o: &ObservedTenant, db: &str) -> Stmts {
     let (qs, qo, qu) = idents(&a.name);
     let mut sql = Stmts::default();
     if !o.schema {
@@ -221,7 +221,7 @@ fn schema_steps(a: &Assignment, o: &ObservedTenant, db: &str) -> Stmts {
     // the quota revokes. These revokes take no lock a tenant can hold and commit on their own,
     // before anything its objects could make fail.
     let over = over_quota(a, o);
-    let ddl = a.ddl_enabled && !over && o.owned <= MAX_OBJECTS;
+    let ddl = a.db.ddl_enabled && !over && o.owned <= MAX_OBJECTS;
     if ddl && !o.create {
         sql.push(format!("GRANT CREATE ON SCHEMA {qs} TO {qu}"));
     } else if !ddl && o.create {
@@ -260,8 +260,8 @@ fn schema_steps(a: &Assignment, o: &ObservedTenant, db: &str) -> Stmts {
 pub const MAX_OBJECTS: i64 = 2_000;
 
 /// The tenant owns objects while it may not (DDL disabled, or over its quota).
-fn reassigns(a: &Assignment, o: &ObservedTenant) -> bool {
-    (!a.ddl_enabled || over_quota(a, o)) && o.owns_objects
+fn reassigns(a: &DbTenant, o: &ObservedTenant) -> bool {
+    (!a.db.ddl_enabled || over_quota(a, o)) && o.owns_objects
 }
 
 /// The second transaction of a tenant that owns objects while it may not: they go to its owner
@@ -270,7 +270,7 @@ fn reassigns(a: &Assignment, o: &ObservedTenant) -> bool {
 /// and the tenant gets back exactly its DML. Neutralising after `REASSIGN OWNED`, in the same
 /// transaction, leaves no window: what the tenant could create meanwhile stays its own (and it
 /// can create nothing once the first transaction revoked CREATE).
-fn reassign_steps(a: &Assignment, o: &ObservedTenant) -> Stmts {
+fn reassign_steps(a: &DbTenant, o: &ObservedTenant) -> Stmts {
     if !reassigns(a, o) {
         return Stmts::default();
     }
@@ -323,8 +323,8 @@ fn neutralise(role: &str) -> String {
 }
 
 /// The schema uses more than the tenant's quota.
-pub fn over_quota(a: &Assignment, o: &ObservedTenant) -> bool {
-    o.bytes > a.db_quota_bytes
+pub fn over_quota(a: &DbTenant, o: &ObservedTenant) -> bool {
+    o.bytes > a.db.quota_bytes
 }
 
 /// Removes PUBLIC's default privileges that break isolation in database `observed.database`.
@@ -409,10 +409,10 @@ const HIDE_METADATA: &str = "REVOKE SELECT ON pg_catalog.pg_stat_activity, pg_ca
 /// Pure: the SQL, run in the main database, that makes `observed` match `desired`: roles of
 /// every tenant, schemas of schema-isolated tenants, databases of database-isolated ones (whose
 /// insides [`plan_own_database`] plans), and purges.
-pub fn plan(desired: &[Assignment], observed: &Observed) -> Vec<Step> {
+pub fn plan(desired: &[DbTenant], observed: &Observed) -> Vec<Step> {
     let db = observed.database.as_str();
     let mut steps = bootstrap_steps(observed);
-    let mine: Vec<&Assignment> = postgres_tenants(desired).collect();
+    let mine: Vec<&DbTenant> = postgres_tenants(desired).collect();
     let wanted: BTreeSet<&str> = mine.iter().map(|a| a.name.as_str()).collect();
     let empty = ObservedTenant::default();
     for a in &mine {
@@ -455,7 +455,7 @@ pub fn plan(desired: &[Assignment], observed: &Observed) -> Vec<Step> {
 
 /// Pure: the SQL, run inside tenant `a`'s own database (observed as `observed`), that makes it
 /// match: the same bootstrap as the main database and the same schema as schema isolation.
-pub fn plan_own_database(a: &Assignment, observed: &Observed) -> Vec<Step> {
+pub fn plan_own_database(a: &DbTenant, observed: &Observed) -> Vec<Step> {
     let empty = ObservedTenant::default();
     let o = observed.tenants.get(&a.name).unwrap_or(&empty);
     let mut steps = bootstrap_steps(observed);
@@ -466,7 +466,7 @@ pub fn plan_own_database(a: &Assignment, observed: &Observed) -> Vec<Step> {
 /// Pure: the tenants a pass between full passes must look at — desired ones whose assignment
 /// differs from the one they were converged to (new, changed, or not converged), and converged
 /// ones no longer desired (to purge).
-pub fn changed(desired: &[Assignment], converged: &BTreeMap<String, Assignment>) -> Vec<String> {
+pub fn changed(desired: &[DbTenant], converged: &BTreeMap<String, DbTenant>) -> Vec<String> {
     let mut names: BTreeSet<String> =
         postgres_tenants(desired).filter(|a| converged.get(&a.name) != Some(*a)).map(|a| a.name.clone()).collect();
     names.extend(converged.keys().filter(|n| !desired.iter().any(|a| &a.name == *n)).cloned());

@@ -2,23 +2,24 @@
 
 use super::*;
 
-fn a(name: &str) -> Assignment {
+fn a(name: &str) -> DbTenant {
     const VERIFIER: &str = "SCRAM-SHA-256$4096:AQIDBAUGBwgJCgsMDQ4PEA==$8rrDg00OqaiWXJ7p+sCgHEIaBSHY89ZJl3mfIsf32oY=:05L1f+yZbiN8O0AnO40Og85NNRhvzTS57naKRWCcsIA=";
-    Assignment {
-        revision: 3,
-        db_quota_bytes: 5_000_000_000,
+    let mut t = DbTenant { revision: 3, ..crate::assignment::fixture(name) };
+    t.db = crate::assignment::DbSpec {
+        quota_bytes: 5_000_000_000,
         events_per_min: 1000,
-        db_password_verifier: VERIFIER.into(),
-        ..crate::assignment::fixture(name)
-    }
+        password_verifier: VERIFIER.into(),
+        ..t.db
+    };
+    t
 }
 
-fn converged(desired: &Assignment) -> ObservedTenant {
+fn converged(desired: &DbTenant) -> ObservedTenant {
     let role = |login| ObservedRole {
         can_login: login,
         inherit: false,
         conn_limit: 5,
-        password: Some(desired.db_password_verifier.clone()),
+        password: Some(desired.db.password_verifier.clone()),
         config: user_config(desired),
         managed: true,
     };
@@ -109,7 +110,7 @@ fn tenant_code_is_removed_before_its_tables_change_hands() {
     // moves to the owner role and everything code-like the owner role now owns goes, so no
     // object committed in between escapes; PUBLIC loses what the tenant granted it.
     let mut desired = a("acme");
-    desired.ddl_enabled = false;
+    desired.db.ddl_enabled = false;
     let mut o = bootstrapped();
     let mut t = converged(&desired);
     t.owns_objects = true;
@@ -142,7 +143,7 @@ fn tenant_code_is_removed_before_its_tables_change_hands() {
 #[test]
 fn a_ddl_tenant_owning_too_many_objects_loses_create_and_keeps_them() {
     let mut desired = a("acme");
-    desired.ddl_enabled = true;
+    desired.db.ddl_enabled = true;
     let mut o = bootstrapped();
     let mut t = converged(&desired);
     t.create = true;
@@ -191,7 +192,7 @@ fn over_quota_revokes_writes_and_under_quota_restores_them() {
     let desired = a("acme");
     let mut o = bootstrapped();
     let mut t = converged(&desired);
-    t.bytes = desired.db_quota_bytes + 1;
+    t.bytes = desired.db.quota_bytes + 1;
     o.tenants.insert("acme".into(), t.clone());
     let sql: Vec<String> = plan(std::slice::from_ref(&desired), &o).into_iter().map(|s| s.sql).collect();
     assert_eq!(
@@ -216,10 +217,10 @@ fn over_quota_revokes_writes_and_under_quota_restores_them() {
 #[test]
 fn ddl_is_granted_only_while_enabled_and_under_quota() {
     let mut desired = a("acme");
-    desired.ddl_enabled = true;
+    desired.db.ddl_enabled = true;
     let mut o = bootstrapped();
     o.tenants.insert("acme".into(), converged(&desired));
-    let sql = |d: &Assignment, o: &Observed| -> Vec<String> {
+    let sql = |d: &DbTenant, o: &Observed| -> Vec<String> {
         plan(std::slice::from_ref(d), o).into_iter().map(|s| s.sql).collect()
     };
     assert_eq!(sql(&desired, &o), vec!["GRANT CREATE ON SCHEMA \"tenant_acme\" TO \"tenant_acme_user\"".to_string()]);
@@ -229,14 +230,14 @@ fn ddl_is_granted_only_while_enabled_and_under_quota() {
     o.tenants.insert("acme".into(), t.clone());
     assert!(sql(&desired, &o).is_empty(), "enabled, granted, owning its tables: converged");
     // Disabled (or over quota): no CREATE, and what it made goes to the owner role.
-    desired.ddl_enabled = false;
+    desired.db.ddl_enabled = false;
     let steps = sql(&desired, &o);
     assert_eq!(steps[0], "REVOKE CREATE ON SCHEMA \"tenant_acme\" FROM \"tenant_acme_user\"");
     assert_eq!(steps[3], "REASSIGN OWNED BY \"tenant_acme_user\" TO \"tenant_acme_owner\"");
     assert!(steps[4].starts_with("DO $neutralise$"), "the owner role's new code goes: {steps:?}");
     assert!(steps.iter().any(|s| s.starts_with("GRANT INSERT, UPDATE ON ALL TABLES")), "{steps:?}");
-    desired.ddl_enabled = true;
-    t.bytes = desired.db_quota_bytes + 1;
+    desired.db.ddl_enabled = true;
+    t.bytes = desired.db.quota_bytes + 1;
     o.tenants.insert("acme".into(), t);
     let steps = sql(&desired, &o);
     assert_eq!(
@@ -250,7 +251,7 @@ fn ddl_is_granted_only_while_enabled_and_under_quota() {
 #[test]
 fn between_full_passes_only_changed_tenants_are_looked_at() {
     let (acme, globex, gone) = (a("acme"), a("globex"), a("gone"));
-    let converged: BTreeMap<String, Assignment> =
+    let converged: BTreeMap<String, DbTenant> =
         [&acme, &globex, &gone].into_iter().map(|t| (t.name.clone(), t.clone())).collect();
     let mut suspended = globex.clone();
     suspended.lifecycle = crate::assignment::Lifecycle::Suspended;
@@ -262,7 +263,7 @@ fn between_full_passes_only_changed_tenants_are_looked_at() {
 #[test]
 fn database_isolation_gets_its_own_database_and_the_same_schema_inside() {
     let mut desired = a("solo");
-    desired.isolation = crate::assignment::Isolation::Database;
+    desired.db.isolation = crate::assignment::Isolation::Database;
     let main: Vec<String> = plan(std::slice::from_ref(&desired), &bootstrapped()).into_iter().map(|s| s.sql).collect();
     assert!(main.contains(&"CREATE DATABASE \"tenant_solo\" OWNER \"tenant_solo_owner\"".to_string()));
     assert!(main.contains(&"REVOKE ALL ON DATABASE \"tenant_solo\" FROM PUBLIC".to_string()));
@@ -325,7 +326,7 @@ fn purge_drops_only_managed_tenants() {
 #[test]
 fn invalid_verifier_never_reaches_sql() {
     let mut bad = a("acme");
-    bad.db_password_verifier = "x'; DROP ROLE postgres; --".into();
+    bad.db.password_verifier = "x'; DROP ROLE postgres; --".into();
     let steps = plan(&[bad], &bootstrapped());
     assert!(steps.iter().all(|s| !s.sql.contains("DROP ROLE postgres")));
     assert!(steps.iter().all(|s| !s.sql.contains("PASSWORD")));
@@ -344,6 +345,6 @@ fn a_changed_password_is_a_secret_step_shown_redacted() {
     assert_eq!(steps.len(), 1, "{steps:?}");
     assert!(steps[0].carries_secret());
     assert_eq!(steps[0].kind, StepKind::Tenant);
-    assert_eq!(steps[0].sql, format!("ALTER ROLE \"tenant_acme_user\" PASSWORD '{}'", desired.db_password_verifier));
+    assert_eq!(steps[0].sql, format!("ALTER ROLE \"tenant_acme_user\" PASSWORD '{}'", desired.db.password_verifier));
     assert_eq!(steps[0].shown(), "ALTER ROLE \"tenant_acme_user\" PASSWORD '…'");
 }

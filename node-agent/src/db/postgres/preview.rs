@@ -3,7 +3,7 @@
 //! The session guard is not started and nothing is written.
 
 use super::{observe, own_database, plan, plan_own_database, postgres_tenants, size, unsupported, PostgresDriver};
-use crate::assignment::Assignment;
+use crate::assignment::DbTenant;
 use crate::driver::Change;
 use sqlx::{ConnectOptions, Connection};
 use std::collections::BTreeSet;
@@ -13,12 +13,12 @@ fn sql_changes(steps: Vec<super::Step>) -> impl Iterator<Item = Change> {
 }
 
 impl PostgresDriver {
-    pub(super) async fn changes(&self, desired: &[Assignment]) -> Result<Vec<Change>, String> {
+    pub(super) async fn changes(&self, desired: &[DbTenant]) -> Result<Vec<Change>, String> {
         let mut changes: Vec<Change> = desired
             .iter()
             .filter_map(|a| Some(Change::Refused { tenant: a.name.clone(), reason: unsupported(a)?.to_string() }))
             .collect();
-        let desired: Vec<Assignment> = desired.iter().filter(|a| unsupported(a).is_none()).cloned().collect();
+        let desired: Vec<DbTenant> = desired.iter().filter(|a| unsupported(a).is_none()).cloned().collect();
         let mut conn = self
             .options(None, "berqenas-plan")?
             .connect()
