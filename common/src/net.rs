@@ -43,7 +43,7 @@ impl Ipv4Cidr {
         self.addr
     }
 
-    pub fn len(&self) -> u8 {
+    pub fn prefix_len(&self) -> u8 {
         self.len
     }
 

@@ -1,8 +1,10 @@
 //! The agent's view of a tenant it must realise, converted from the wire type at the boundary.
 
+use berqenas_common::net::{DomainName, Ipv4Cidr, PortRange, WgKey};
 pub use berqenas_common::tenancy::{AccessMode, DbType, Isolation};
 use berqenas_proto::node as pb;
 use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
 
 /// One tenant as this node must realise it: the part for each role the node has for it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,13 +38,96 @@ pub struct DbSpec {
     pub password_verifier: String,
 }
 
-/// What the gateway role realises for a tenant.
+/// What the gateway role realises for a tenant. Every value is parsed (addresses, networks,
+/// keys, names), so renderers write them into nft or netlink without further checks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GatewaySpec {
-    pub vpn_subnet: String,
-    pub gateway_address: String,
+    pub vpn_subnet: Ipv4Cidr,
+    pub gateway_address: Ipv4Addr,
+    /// `bqt{index}`.
     pub interface: String,
     pub listen_port: u16,
+    /// Bits per second each way; 0 = no limit.
+    #[serde(default)]
+    pub bandwidth_bps: u64,
+    #[serde(default)]
+    pub device_to_device: bool,
+    #[serde(default)]
+    pub peers: Vec<PeerSpec>,
+    #[serde(default)]
+    pub exposures: Vec<ExposureSpec>,
+    /// In evaluation order (ascending position).
+    #[serde(default)]
+    pub rules: Vec<RuleSpec>,
+    #[serde(default)]
+    pub blocked_domains: Vec<DomainName>,
+}
+
+/// A device of the tenant: a WireGuard peer whose AllowedIPs is `address/32`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerSpec {
+    pub id: String,
+    pub name: String,
+    pub public_key: WgKey,
+    pub address: Ipv4Addr,
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    /// Firewall rules only.
+    Any,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceMode {
+    Nat,
+    Keep,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    Allow,
+    Deny,
+}
+
+/// `public_address:public_port` forwarded to `device_address:port` through the tunnel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExposureSpec {
+    pub id: String,
+    pub device_id: String,
+    pub device_address: Ipv4Addr,
+    pub port: u16,
+    pub public_port: u16,
+    /// Tcp or Udp.
+    pub protocol: Protocol,
+    /// Empty: anyone.
+    pub allow: Vec<Ipv4Cidr>,
+    /// New connections per second; 0 = unlimited.
+    pub rate_per_second: u32,
+    pub source: SourceMode,
+    pub enabled: bool,
+}
+
+/// A tenant firewall rule; see the proto's `FirewallRule` for the semantics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleSpec {
+    pub id: String,
+    pub position: u32,
+    pub verdict: Verdict,
+    /// Empty: any.
+    pub sources: Vec<Ipv4Cidr>,
+    /// Empty: any.
+    pub destinations: Vec<Ipv4Cidr>,
+    /// None: any port.
+    pub ports: Option<PortRange>,
+    pub protocol: Protocol,
+    pub vpn_required: bool,
 }
 
 /// A tenant as a db driver sees it: nothing of its gateway part.
@@ -161,6 +246,14 @@ pub enum Invalid {
     MissingPart,
     #[error("vpn subnet")]
     Subnet,
+    #[error("peer")]
+    Peer,
+    #[error("exposure")]
+    Exposure,
+    #[error("firewall rule")]
+    Rule,
+    #[error("blocked domain")]
+    Domain,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -275,17 +368,134 @@ fn db_spec(d: pb::DbAssignment) -> Result<DbSpec, Invalid> {
 }
 
 fn gateway_spec(g: pb::GatewayAssignment) -> Result<GatewaySpec, Invalid> {
-    let pb::GatewayAssignment { vpn_subnet, gateway_address, interface, listen_port, .. } = g;
+    let pb::GatewayAssignment {
+        vpn_subnet,
+        gateway_address,
+        interface,
+        listen_port,
+        bandwidth_bps,
+        device_to_device,
+        peers,
+        exposures,
+        rules,
+        blocked_domains,
+    } = g;
     let listen_port = u16::try_from(listen_port).map_err(|_| Invalid::ListenPort)?;
     let iface_ok =
         interface.strip_prefix("bqt").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
     if !iface_ok || interface.len() > 15 {
         return Err(Invalid::Interface);
     }
-    if !subnet_ok(&vpn_subnet) || gateway_address.parse::<std::net::Ipv4Addr>().is_err() {
+    let vpn_subnet: Ipv4Cidr = vpn_subnet.parse().map_err(|_| Invalid::Subnet)?;
+    let gateway_address: Ipv4Addr = gateway_address.parse().map_err(|_| Invalid::Subnet)?;
+    if !vpn_subnet.contains(gateway_address) {
         return Err(Invalid::Subnet);
     }
-    Ok(GatewaySpec { vpn_subnet, gateway_address, interface, listen_port })
+    let in_subnet = |a: &str, e: Invalid| {
+        a.parse::<Ipv4Addr>().ok().filter(|ip| vpn_subnet.contains(*ip) && *ip != gateway_address).ok_or(e)
+    };
+    let cidrs = |v: Vec<String>, e: Invalid| {
+        v.iter().map(|c| c.parse::<Ipv4Cidr>().map_err(|_| e)).collect::<Result<Vec<_>, _>>()
+    };
+    let id_ok = |id: &str| {
+        !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    let protocol = |p: i32, any: bool, e: Invalid| match pb::Protocol::try_from(p) {
+        Ok(pb::Protocol::Tcp) => Ok(Protocol::Tcp),
+        Ok(pb::Protocol::Udp) => Ok(Protocol::Udp),
+        Ok(pb::Protocol::Any) if any => Ok(Protocol::Any),
+        _ => Err(e),
+    };
+    let peers = peers
+        .into_iter()
+        .map(|p| {
+            if !id_ok(&p.id) {
+                return Err(Invalid::Peer);
+            }
+            Ok(PeerSpec {
+                public_key: p.public_key.parse().map_err(|_| Invalid::Peer)?,
+                address: in_subnet(&p.address, Invalid::Peer)?,
+                id: p.id,
+                name: p.name.chars().filter(|c| !c.is_control()).take(64).collect(),
+                enabled: p.enabled,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let exposures = exposures
+        .into_iter()
+        .map(|x| {
+            if !id_ok(&x.id) || !id_ok(&x.device_id) {
+                return Err(Invalid::Exposure);
+            }
+            let port = |p: u32| u16::try_from(p).ok().filter(|p| *p != 0).ok_or(Invalid::Exposure);
+            Ok(ExposureSpec {
+                device_address: in_subnet(&x.device_address, Invalid::Exposure)?,
+                port: port(x.port)?,
+                public_port: port(x.public_port)?,
+                protocol: protocol(x.protocol, false, Invalid::Exposure)?,
+                allow: cidrs(x.allow, Invalid::Exposure)?,
+                rate_per_second: x.rate_per_second,
+                source: match pb::SourceMode::try_from(x.source) {
+                    Ok(pb::SourceMode::Nat) => SourceMode::Nat,
+                    Ok(pb::SourceMode::Keep) => SourceMode::Keep,
+                    _ => return Err(Invalid::Exposure),
+                },
+                enabled: x.enabled,
+                id: x.id,
+                device_id: x.device_id,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut rules = rules
+        .into_iter()
+        .map(|r| {
+            if !id_ok(&r.id) {
+                return Err(Invalid::Rule);
+            }
+            let protocol = protocol(r.protocol, true, Invalid::Rule)?;
+            let ports = match (r.port_first, r.port_last) {
+                (0, 0) => None,
+                (a, b) => {
+                    let p = |v: u32| u16::try_from(v).map_err(|_| Invalid::Rule);
+                    Some(PortRange::new(p(a)?, p(b)?).map_err(|_| Invalid::Rule)?)
+                }
+            };
+            if ports.is_some() && protocol == Protocol::Any {
+                return Err(Invalid::Rule);
+            }
+            Ok(RuleSpec {
+                position: r.position,
+                verdict: match pb::Verdict::try_from(r.verdict) {
+                    Ok(pb::Verdict::Allow) => Verdict::Allow,
+                    Ok(pb::Verdict::Deny) => Verdict::Deny,
+                    _ => return Err(Invalid::Rule),
+                },
+                sources: cidrs(r.sources, Invalid::Rule)?,
+                destinations: cidrs(r.destinations, Invalid::Rule)?,
+                ports,
+                protocol,
+                vpn_required: r.vpn_required,
+                id: r.id,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    rules.sort_by_key(|r| r.position);
+    let blocked_domains = blocked_domains
+        .iter()
+        .map(|d| d.parse::<DomainName>().map_err(|_| Invalid::Domain))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(GatewaySpec {
+        vpn_subnet,
+        gateway_address,
+        interface,
+        listen_port,
+        bandwidth_bps,
+        device_to_device,
+        peers,
+        exposures,
+        rules,
+        blocked_domains,
+    })
 }
 
 /// True when `v` is exactly a SQL Server 2012+ login hash (`0x0200`, 4-byte salt, SHA-512, in
@@ -378,7 +588,8 @@ mod tests {
             (db.db_type, db.isolation, db.access_mode),
             (DbType::Postgres, Isolation::Database, AccessMode::VpnOnly)
         );
-        assert_eq!(a.gateway_tenant().expect("gateway part").gateway.interface, "bqt1");
+        let gw = a.gateway_tenant().expect("gateway part").gateway;
+        assert_eq!((gw.interface.as_str(), gw.gateway_address.to_string()), ("bqt1", "198.18.1.1".to_string()));
         // Persisted (applied.json) with the wire's spelling.
         let json = serde_json::to_value(&a).expect("json");
         assert_eq!(json["db"]["access_mode"], "vpn-only");
@@ -388,7 +599,7 @@ mod tests {
 
     #[test]
     fn unknown_wire_values_are_refused_naming_the_field() {
-        let refused = |change: fn(&mut pb::TenantAssignment)| {
+        let refused = |change: &dyn Fn(&mut pb::TenantAssignment)| {
             let mut w = wire();
             change(&mut w);
             Assignment::try_from(w).expect_err("invalid").reason
@@ -399,18 +610,50 @@ mod tests {
         fn gw(w: &mut pb::TenantAssignment) -> &mut pb::GatewayAssignment {
             w.gateway.get_or_insert_with(Default::default)
         }
-        assert_eq!(refused(|w| db(w).isolation = 99), Invalid::Isolation);
-        assert_eq!(refused(|w| db(w).db_type = pb::DbType::Unspecified.into()), Invalid::DbType);
-        assert_eq!(refused(|w| db(w).access_mode = 7), Invalid::AccessMode);
-        assert_eq!(refused(|w| db(w).vpn_subnet = "0.0.0.0/0 trust".into()), Invalid::Subnet);
-        assert_eq!(refused(|w| gw(w).interface = "eth0".into()), Invalid::Interface);
-        assert_eq!(refused(|w| gw(w).listen_port = 70_000), Invalid::ListenPort);
-        assert_eq!(refused(|w| w.gateway = None), Invalid::MissingPart);
-        assert_eq!(refused(|w| w.roles = vec![pb::Role::Db.into()]), Invalid::MissingPart);
-        assert_eq!(refused(|w| w.lifecycle = 0), Invalid::Lifecycle);
-        assert_eq!(refused(|w| w.roles.clear()), Invalid::Roles);
-        assert_eq!(refused(|w| w.roles.push(42)), Invalid::Roles);
-        assert_eq!(refused(|w| w.name = "Acme".into()), Invalid::Name);
-        assert_eq!(refused(|w| db(w).password_verifier = "x'--".into()), Invalid::PasswordVerifier);
+        assert_eq!(refused(&|w| db(w).isolation = 99), Invalid::Isolation);
+        assert_eq!(refused(&|w| db(w).db_type = pb::DbType::Unspecified.into()), Invalid::DbType);
+        assert_eq!(refused(&|w| db(w).access_mode = 7), Invalid::AccessMode);
+        assert_eq!(refused(&|w| db(w).vpn_subnet = "0.0.0.0/0 trust".into()), Invalid::Subnet);
+        assert_eq!(refused(&|w| gw(w).interface = "eth0".into()), Invalid::Interface);
+        assert_eq!(refused(&|w| gw(w).listen_port = 70_000), Invalid::ListenPort);
+        assert_eq!(refused(&|w| w.gateway = None), Invalid::MissingPart);
+        assert_eq!(refused(&|w| w.roles = vec![pb::Role::Db.into()]), Invalid::MissingPart);
+        assert_eq!(refused(&|w| gw(w).gateway_address = "198.18.2.1".into()), Invalid::Subnet);
+        let peer = |address: &str, key: &str| pb::Peer {
+            id: "d1".into(),
+            name: "plc1".into(),
+            public_key: key.into(),
+            address: address.into(),
+            enabled: true,
+        };
+        let key = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+        assert!(Assignment::try_from({
+            let mut w = wire();
+            gw(&mut w).peers.push(peer("198.18.1.10", key));
+            w
+        })
+        .is_ok());
+        assert_eq!(
+            refused(&|w| gw(w).peers.push(peer("198.18.2.10", key))),
+            Invalid::Peer,
+            "outside the tenant subnet"
+        );
+        assert_eq!(refused(&|w| gw(w).peers.push(peer("198.18.1.1", key))), Invalid::Peer, "the gateway's own address");
+        assert_eq!(refused(&|w| gw(w).peers.push(peer("198.18.1.10", "k\n[Peer]"))), Invalid::Peer);
+        assert_eq!(refused(&|w| gw(w).blocked_domains.push("x; flush ruleset".into())), Invalid::Domain);
+        let rule = pb::FirewallRule {
+            id: "r1".into(),
+            verdict: pb::Verdict::Deny.into(),
+            protocol: pb::Protocol::Any.into(),
+            port_first: 22,
+            port_last: 22,
+            ..Default::default()
+        };
+        assert_eq!(refused(&move |w| gw(w).rules.push(rule.clone())), Invalid::Rule, "ports need tcp or udp");
+        assert_eq!(refused(&|w| w.lifecycle = 0), Invalid::Lifecycle);
+        assert_eq!(refused(&|w| w.roles.clear()), Invalid::Roles);
+        assert_eq!(refused(&|w| w.roles.push(42)), Invalid::Roles);
+        assert_eq!(refused(&|w| w.name = "Acme".into()), Invalid::Name);
+        assert_eq!(refused(&|w| db(w).password_verifier = "x'--".into()), Invalid::PasswordVerifier);
     }
 }

@@ -21,6 +21,19 @@ pub struct AgentConfig {
     /// Most tenants per role this node takes; reported with its capacity.
     #[serde(default = "default_max_tenants")]
     pub max_tenants: u32,
+    /// The gateway role's settings, given at join.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewayConfig>,
+}
+
+/// What a gateway states at join (`--public-address`, `--public-ports`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// The address the public reaches this gateway at: WireGuard endpoints and exposures.
+    pub public_address: std::net::Ipv4Addr,
+    /// The public ports exposures may be given.
+    pub public_ports: berqenas_common::net::PortRange,
 }
 
 fn default_max_tenants() -> u32 {

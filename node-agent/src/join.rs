@@ -104,6 +104,8 @@ pub async fn join(args: JoinArgs) -> anyhow::Result<AgentConfig> {
         resync_interval: args.resync_interval,
         driver,
         max_tenants: args.max_tenants,
+        // Set from `--public-address` / `--public-ports` with the gateway role's join options.
+        gateway: None,
     };
     write_atomic(&config.key_path(), kc.key_pem.as_bytes(), 0o600)?;
     write_atomic(&config.cert_path(), resp.cert_chain_pem.as_bytes(), 0o644)?;
