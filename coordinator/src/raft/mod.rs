@@ -1,6 +1,7 @@
 //! Raft plumbing: the openraft type configuration, the redb-backed log (`store`), state machine
-//! (`state_machine`, its tables in `tables`, its streamed snapshots in `snapshot`, the stored audit
-//! trail in `audit_log`), and the tonic RPCs between coordinators (`network` client over `transport`, `service` server).
+//! (`state_machine`, its tables in `tables`, the stored audit trail in `audit_log`, snapshots in
+//! `snapshot`: the state plus a range of the stored trail, streamed from the store when sent), and
+//! the tonic RPCs between coordinators (`network` client over `transport`, `service` server).
 
 pub mod audit_log;
 pub mod network;
@@ -38,7 +39,7 @@ openraft::declare_raft_types!(
         NodeId = u64,
         Node = CoordinatorNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = tokio::fs::File,
+        SnapshotData = snapshot::SnapshotData,
         AsyncRuntime = openraft::TokioRuntime,
 );
 
