@@ -62,6 +62,10 @@ pub fn raft_config(snapshot_logs: u64) -> Result<openraft::Config, openraft::Con
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshot_logs),
         max_in_snapshot_log_to_keep: snapshot_logs / 5,
         snapshot_max_chunk_size: 1 << 20,
+        // Per snapshot chunk, and the last chunk's reply waits for the follower to install the
+        // whole snapshot (every audit entry it lacks: tens of seconds at a million entries).
+        // The default 200 ms fails any chunk of a megabyte in a debug build.
+        install_snapshot_timeout: 120_000,
         max_payload_entries: 256,
         ..openraft::Config::default()
     }
