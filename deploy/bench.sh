@@ -4,7 +4,9 @@
 #                 installed when missing): one replicated write per request on each at 1, 16 and 64
 #                 clients (throughput, p50/p99, ratio), creates/s and latency with 16 clients,
 #                 single-client commit latency next to the disk's fsync latency, failover time,
-#                 RSS at 10k tenants, then at 10k tenants and 1M audit entries
+#                 RSS at 10k tenants, then at 10k tenants and 1M audit entries (one follower
+#                 stopped during the fill), the last snapshot's build time and size, a restarted
+#                 follower's RSS, the stopped follower's catch-up through a snapshot (time, RSS)
 #                 (BERQENAS_BENCH_VS_ETCD_ONLY=1: only the etcd comparison;
 #                 BERQENAS_BENCH_AUDIT_ENTRIES=N: another history size)
 #   fanout        50 then 200 simulated agents (real mTLS watch streams) on a 3-node cluster:

@@ -102,6 +102,25 @@ impl BenchCluster {
         self.nodes[i].proc = Some(proc);
     }
 
+    /// Stops coordinator `i` cleanly (SIGTERM).
+    pub fn stop(&mut self, i: usize) {
+        if let Some(mut p) = self.nodes[i].proc.take() {
+            p.stop(Duration::from_secs(20));
+        }
+    }
+
+    /// Starts coordinator `i` again on its data directory (it has joined before).
+    pub fn start_again(&mut self, i: usize) {
+        let n = &self.nodes[i];
+        let mut args = crate::coordinator::serve_args(&n.dir, n.id, &n.listen());
+        args.extend(self.serve_extra.iter().cloned());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let proc = Proc::spawn(&format!("c{}", n.id), &self.bin, &args, self.tmp.path());
+        let port = n.api;
+        wait_for("api", Duration::from_secs(60), || TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ()));
+        self.nodes[i].proc = Some(proc);
+    }
+
     /// The current leader as coordinator 1 sees it.
     pub fn leader(&self) -> Option<u64> {
         let first = self.first_api();

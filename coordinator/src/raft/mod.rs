@@ -1,6 +1,7 @@
 //! Raft plumbing: the openraft type configuration, the redb-backed log (`store`), state machine
-//! (`state_machine`, its tables in `tables`, its streamed snapshots in `snapshot`, the stored audit
-//! trail in `audit_log`), and the tonic RPCs between coordinators (`network` client over `transport`, `service` server).
+//! (`state_machine`, its tables in `tables`, the stored audit trail in `audit_log`, snapshots in
+//! `snapshot`: the state plus a range of the stored trail, streamed from the store when sent), and
+//! the tonic RPCs between coordinators (`network` client over `transport`, `service` server).
 
 pub mod audit_log;
 pub mod network;
@@ -38,7 +39,7 @@ openraft::declare_raft_types!(
         NodeId = u64,
         Node = CoordinatorNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = tokio::fs::File,
+        SnapshotData = snapshot::SnapshotData,
         AsyncRuntime = openraft::TokioRuntime,
 );
 
@@ -61,6 +62,10 @@ pub fn raft_config(snapshot_logs: u64) -> Result<openraft::Config, openraft::Con
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshot_logs),
         max_in_snapshot_log_to_keep: snapshot_logs / 5,
         snapshot_max_chunk_size: 1 << 20,
+        // Per snapshot chunk, and the last chunk's reply waits for the follower to install the
+        // whole snapshot (every audit entry it lacks: tens of seconds at a million entries).
+        // The default 200 ms fails any chunk of a megabyte in a debug build.
+        install_snapshot_timeout: 120_000,
         max_payload_entries: 256,
         ..openraft::Config::default()
     }

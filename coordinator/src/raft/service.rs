@@ -2,20 +2,86 @@
 //! Every RPC but `Hello` must come from a current voter or learner (checked per call, so a
 //! removed coordinator on a still-open channel is refused at once), from the coordinator its
 //! certificate names, to this node's id. Forwarded writes that act with an API key must say so:
-//! the state machine re-checks that key when it applies them.
+//! the state machine re-checks that key when it applies them. While snapshot chunks arrive,
+//! this node does not start elections (`SnapshotQuiet`).
 
 use super::{CoordinatorNode, Raft};
 use crate::state::{Command, Op};
 use berqenas_proto::raft::{raft_server, RaftReply, RaftRequest};
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tonic::{Request, Response, Status};
 
 pub struct RaftService {
     pub id: u64,
     pub raft: Raft,
+    quiet: SnapshotQuiet,
+}
+
+impl RaftService {
+    pub fn new(id: u64, raft: Raft) -> Self {
+        Self { id, raft, quiet: SnapshotQuiet::default() }
+    }
+}
+
+/// How long elections stay off after the last snapshot chunk arrived: longer than the leader
+/// takes between two chunks.
+const SNAPSHOT_QUIET: Duration = Duration::from_secs(3);
+
+/// Keeps a follower that is receiving a snapshot from starting elections. openraft 0.9 refreshes
+/// a follower's election timer only with a snapshot's last chunk, and sends it no heartbeats
+/// while the chunks go out, so a follower receiving a snapshot that takes longer than an election
+/// timeout (hundreds of MB of audit trail) would elect itself, depose the sending leader, and
+/// make it start over from the first chunk, forever. Elections stay off while a chunk is being
+/// handled (the last one's reply waits for the install) and until `SNAPSHOT_QUIET` after it.
+#[derive(Default, Clone)]
+struct SnapshotQuiet(Arc<Mutex<Quiet>>);
+
+#[derive(Default)]
+struct Quiet {
+    in_flight: u32,
+    last: Option<Instant>,
+    watching: bool,
+}
+
+/// Held while one chunk is handled.
+struct Chunk(SnapshotQuiet);
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        if let Ok(mut q) = self.0 .0.lock() {
+            q.in_flight = q.in_flight.saturating_sub(1);
+            q.last = Some(Instant::now());
+        }
+    }
+}
+
+impl SnapshotQuiet {
+    fn chunk(&self, raft: &Raft) -> Chunk {
+        let Ok(mut q) = self.0.lock() else { return Chunk(self.clone()) };
+        q.in_flight += 1;
+        q.last = Some(Instant::now());
+        if !q.watching {
+            q.watching = true;
+            raft.runtime_config().elect(false);
+            tracing::info!("receiving a snapshot: no elections until it is in");
+            let (quiet, raft) = (self.clone(), raft.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    let Ok(mut q) = quiet.0.lock() else { break };
+                    if q.in_flight == 0 && q.last.is_none_or(|t| t.elapsed() > SNAPSHOT_QUIET) {
+                        q.watching = false;
+                        break;
+                    }
+                }
+                raft.runtime_config().elect(true);
+            });
+        }
+        Chunk(self.clone())
+    }
 }
 
 fn decode<T: DeserializeOwned>(req: &RaftRequest) -> Result<T, Status> {
@@ -131,6 +197,7 @@ impl raft_server::Raft for RaftService {
 
     async fn install_snapshot(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let req = self.checked(request, "install_snapshot")?;
+        let _chunk = self.quiet.chunk(&self.raft);
         reply(&self.raft.install_snapshot(decode(&req)?).await)
     }
 

@@ -2,18 +2,23 @@
 //! through to redb. An applied batch writes exactly the rows `State::apply` reported as touched,
 //! the audit entries it chained, and the applied position, in one non-durable commit (see
 //! `store::spawn_flusher`); a restart reloads the rows and re-applies the log from there.
-//! Snapshots are streamed files (`snapshot`).
+//! Snapshots are the state plus a range of the stored trail (`snapshot`): building one writes
+//! only the state, sending one streams the trail from the store, installing one writes only the
+//! entries this replica lacks.
 
 use super::audit_log::AuditLog;
-use super::snapshot::{self, Header, SnapshotDir};
-use super::store::{decode, encode, io_read, Flush, Flusher, StorageResult, StoreError, StoreSync, AUDIT, SM_META};
+use super::snapshot::{self, AuditRange, ReadSeek, SnapshotData, SnapshotDir, StoredReader};
+use super::store::{
+    decode, encode, io_read, Flush, Flusher, StorageResult, StoreError, StoreSync, AUDIT, AUDIT_MARKS, SM_META,
+};
 use super::tables::TABLES;
 use super::{CoordinatorNode, LogId, StoredMembership, TypeConfig};
-use crate::state::audit::{AuditEntry, Trail};
+use crate::state::audit::{AuditEntry, Head, Trail};
 use crate::state::{Reply, State, Touched};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{Entry, EntryPayload, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError};
 use redb::{Database, Durability, ReadTransaction, ReadableTable, WriteTransaction};
+use std::io::Seek;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
@@ -23,6 +28,8 @@ pub struct SmData {
     pub last_applied: Option<LogId>,
     pub membership: StoredMembership,
     pub state: State,
+    /// Bytes of the stored audit trail as a snapshot ships it (see `snapshot::AuditRange`).
+    pub audit_bytes: u64,
 }
 
 /// The state machine: the domain `State` in memory, written through to redb.
@@ -77,11 +84,40 @@ fn load(txn: &ReadTransaction) -> Result<SmData, StoreError> {
     for table in TABLES {
         table.load(txn, &mut data.state)?;
     }
-    if let Some((_, last)) = txn.open_table(AUDIT)?.last()? {
-        let last: AuditEntry = decode("audit entry", last.value())?;
-        data.state.audit = Trail::from_head(last.head());
+    if let Some(head) = stored_head(&txn.open_table(AUDIT)?)? {
+        data.state.audit = Trail::from_head(head);
+    }
+    if let Some(b) = get("audit_bytes")? {
+        data.audit_bytes = decode("audit_bytes", &b)?;
     }
     Ok(data)
+}
+
+/// The last stored audit entry's head.
+fn stored_head(table: &impl ReadableTable<u64, &'static [u8]>) -> Result<Option<Head>, StoreError> {
+    match table.last()? {
+        Some((_, last)) => Ok(Some(decode::<AuditEntry>("audit entry", last.value())?.head())),
+        None => Ok(None),
+    }
+}
+
+/// Rebuilds the audit trail's offset index (`audit_marks`, `audit_bytes`) from the stored rows,
+/// one row at a time: once, for a store written before the index existed.
+fn reindex(db: &Database) -> Result<u64, StoreError> {
+    let txn = db.begin_write()?;
+    txn.delete_table(AUDIT_MARKS)?;
+    let mut bytes = 0;
+    {
+        let audit = txn.open_table(AUDIT)?;
+        let mut marks = txn.open_table(AUDIT_MARKS)?;
+        for row in audit.iter()? {
+            let (seq, row) = row?;
+            snapshot::index_entry(&mut marks, seq.value(), row.value().len(), &mut bytes)?;
+        }
+    }
+    txn.open_table(SM_META)?.insert("audit_bytes", encode(&bytes).as_slice())?;
+    txn.commit()?;
+    Ok(bytes)
 }
 
 fn write_position(txn: &WriteTransaction, data: &SmData) -> Result<(), StoreError> {
@@ -93,7 +129,12 @@ fn write_position(txn: &WriteTransaction, data: &SmData) -> Result<(), StoreErro
 
 impl StateMachineStore {
     pub(super) fn open(db: Arc<Database>, flusher: Flusher, snapshots: &Path) -> Result<Self, StoreError> {
-        let data = load(&db.begin_read()?)?;
+        let mut data = load(&db.begin_read()?)?;
+        let indexed = db.begin_read()?.open_table(SM_META)?.get("audit_bytes")?.is_some();
+        if !indexed && data.state.audit.head().seq > 0 {
+            data.audit_bytes = reindex(&db)?;
+            tracing::info!(entries = data.state.audit.head().seq, "indexed the stored audit trail");
+        }
         let (applied, _) = tokio::sync::watch::channel(data.last_applied.map_or(0, |l| l.index));
         let snapshots = SnapshotDir::open(snapshots)?;
         Ok(Self { db, data: Arc::new(RwLock::new(data)), applied: Arc::new(applied), flusher, snapshots })
@@ -120,8 +161,9 @@ impl StateMachineStore {
         StoreSync { flusher: self.flusher.clone() }
     }
 
-    /// Writes an applied batch: its touched rows, its audit entries and the applied position.
-    fn persist(&self, data: &SmData, touched: &[Touched], fresh: &[AuditEntry]) -> Result<(), StoreError> {
+    /// Writes an applied batch: its touched rows, its audit entries (and their offsets) and the
+    /// applied position. Answers the trail's new length in bytes.
+    fn persist(&self, data: &SmData, touched: &[Touched], fresh: &[AuditEntry]) -> Result<u64, StoreError> {
         let mut txn = self.db.begin_write()?;
         // Rebuilt from the log after a crash: no fsync here (see `store::spawn_flusher`).
         txn.set_durability(Durability::None);
@@ -130,69 +172,153 @@ impl StateMachineStore {
         for table in TABLES {
             table.write_touched(&txn, &data.state, touched)?;
         }
-        {
-            let mut audit = txn.open_table(AUDIT)?;
-            for entry in fresh {
-                audit.insert(entry.seq, encode(entry).as_slice())?;
+        let mut bytes = data.audit_bytes;
+        if !fresh.is_empty() {
+            {
+                let mut audit = txn.open_table(AUDIT)?;
+                let mut marks = txn.open_table(AUDIT_MARKS)?;
+                for entry in fresh {
+                    let row = encode(entry);
+                    snapshot::index_entry(&mut marks, entry.seq, row.len(), &mut bytes)?;
+                    audit.insert(entry.seq, row.as_slice())?;
+                }
             }
+            txn.open_table(SM_META)?.insert("audit_bytes", encode(&bytes).as_slice())?;
         }
         txn.commit()?;
-        Ok(())
+        Ok(bytes)
     }
 
-    /// Replaces the whole state machine with a snapshot's, durably: every table rewritten and
-    /// the audit trail streamed in from the file.
+    /// Replaces the whole state machine with a snapshot's, durably: every table rewritten, the
+    /// audit entries this replica lacks copied in from the stream (its own trail is a prefix of
+    /// any snapshot it is sent; if not, the whole trail is replaced), and a snapshot file of its
+    /// own written for the same id.
     fn install(
         &self,
         meta: &SnapshotMeta<u64, CoordinatorNode>,
-        file: &mut std::fs::File,
+        input: Box<dyn ReadSeek>,
     ) -> Result<SmData, StoreError> {
-        let (header, entries) = snapshot::read(file)?;
-        let data =
-            SmData { last_applied: meta.last_log_id, membership: meta.last_membership.clone(), state: header.state };
+        let mut input = std::io::BufReader::with_capacity(1 << 16, input);
+        let header = snapshot::read_header(&mut input)?;
+        let entries_at =
+            input.stream_position().map_err(|source| StoreError::Io { what: "read a snapshot", source })?;
         let txn = self.db.begin_write()?;
+        let ours = stored_head(&txn.open_table(AUDIT)?)?;
+        let our_bytes = match txn.open_table(SM_META)?.get("audit_bytes")? {
+            Some(b) => decode("audit_bytes", b.value())?,
+            None => 0,
+        };
+        let copied = match copy_trail(&txn, &mut input, ours, our_bytes)? {
+            Some(copied) => copied,
+            None => {
+                tracing::warn!("the snapshot's audit trail does not extend this replica's: replacing it");
+                txn.delete_table(AUDIT)?;
+                txn.delete_table(AUDIT_MARKS)?;
+                input
+                    .seek(std::io::SeekFrom::Start(entries_at))
+                    .map_err(|source| StoreError::Io { what: "rewind a snapshot", source })?;
+                copy_trail(&txn, &mut input, None, 0)?
+                    .ok_or(StoreError::Snapshot("the audit trail could not be copied"))?
+            }
+        };
+        let (head, bytes) = copied;
+        if &head != header.state.audit.head() || header.audit.is_some_and(|a| a.upto != head.seq) {
+            return Err(StoreError::Snapshot("the audit trail does not end at the state's audit head"));
+        }
+        let data = SmData {
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+            state: header.state,
+            audit_bytes: bytes,
+        };
         write_position(&txn, &data)?;
         write_values(&txn, &data.state, &[], true)?;
         for table in TABLES {
             table.rewrite(&txn, &data.state)?;
         }
-        txn.delete_table(AUDIT)?;
+        let range = AuditRange { upto: head.seq, bytes };
+        self.snapshots.write(&meta.snapshot_id, &data.state, range)?;
         {
-            let mut audit = txn.open_table(AUDIT)?;
-            for entry in entries {
-                let entry = entry?;
-                audit.insert(entry.seq, encode(&entry).as_slice())?;
-            }
+            let mut sm_meta = txn.open_table(SM_META)?;
+            sm_meta.insert("audit_bytes", encode(&bytes).as_slice())?;
+            sm_meta.insert("snapshot_meta", encode(meta).as_slice())?;
+            sm_meta.insert("snapshot_audit", encode(&range).as_slice())?;
         }
-        txn.open_table(SM_META)?.insert("snapshot_meta", encode(meta).as_slice())?;
         txn.commit()?;
         Ok(data)
     }
 
-    /// Snapshot `meta`'s file, opened for reading.
-    async fn open_snapshot(
+    /// Snapshot `meta`'s file, ready to be read as shipped: with the stored trail up to `audit`
+    /// behind it, or alone for a snapshot written before (its entries are in the file).
+    fn open_snapshot(
         &self,
         meta: SnapshotMeta<u64, CoordinatorNode>,
+        audit: Option<AuditRange>,
     ) -> Result<Option<Snapshot<TypeConfig>>, StoreError> {
-        match std::fs::File::open(self.snapshots.path(&meta.snapshot_id)) {
-            Ok(f) => Ok(Some(Snapshot { meta, snapshot: Box::new(tokio::fs::File::from_std(f)) })),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(StoreError::Io { what: "open a snapshot", source }),
-        }
+        let file = match std::fs::File::open(self.snapshots.path(&meta.snapshot_id)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(StoreError::Io { what: "open a snapshot", source }),
+        };
+        let data = match audit {
+            Some(audit) => SnapshotData::stored(StoredReader::new(self.db.clone(), file, audit)?),
+            None => SnapshotData::file(tokio::fs::File::from_std(file)),
+        };
+        Ok(Some(Snapshot { meta, snapshot: Box::new(data) }))
     }
+}
+
+/// Copies the audit entries of a snapshot's stream (positioned after its header) that come after
+/// `ours` (this replica's last stored entry) into the store, indexing them from `bytes` on.
+/// Answers the new head and length, or `None` (having written nothing) when the stream does not
+/// extend `ours`: it lacks that entry or has another in its place.
+fn copy_trail(
+    txn: &WriteTransaction,
+    input: &mut impl std::io::BufRead,
+    ours: Option<Head>,
+    mut bytes: u64,
+) -> Result<Option<(Head, u64)>, StoreError> {
+    let mut audit = txn.open_table(AUDIT)?;
+    let mut marks = txn.open_table(AUDIT_MARKS)?;
+    let mut head = ours.unwrap_or_default();
+    let keep = head.seq;
+    let mut reached = keep == 0;
+    let mut line = Vec::new();
+    while snapshot::read_line(input, &mut line)? {
+        let entry: AuditEntry = decode("snapshot entry", &line)?;
+        if entry.seq <= keep {
+            if entry.seq == keep {
+                if entry.hash != head.hash {
+                    return Ok(None);
+                }
+                reached = true;
+            }
+            continue;
+        }
+        if !reached {
+            return Ok(None);
+        }
+        if entry.seq != head.seq + 1 {
+            return Err(StoreError::Snapshot("the audit entries are not consecutive"));
+        }
+        snapshot::index_entry(&mut marks, entry.seq, line.len(), &mut bytes)?;
+        audit.insert(entry.seq, line.as_slice())?;
+        head = entry.head();
+    }
+    Ok(reached.then_some((head, bytes)))
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
-        // Minutes of disk work with a long trail: kept off the runtime's worker threads.
+        // Writes and fsyncs the state (megabytes at 10,000 tenants): off the runtime's workers.
         let store = self.clone();
         let built = tokio::task::spawn_blocking(move || store.write_snapshot()).await;
-        let meta = match built {
+        let (meta, audit) = match built {
             Ok(result) => result?,
             Err(e) => return Err(StorageIOError::write_snapshot(None, &std::io::Error::other(e)).into()),
         };
         let signature = meta.signature();
-        match self.open_snapshot(meta).await {
+        match self.open_snapshot(meta, Some(audit)) {
             Ok(Some(snapshot)) => Ok(snapshot),
             Ok(None) => {
                 Err(StorageIOError::read_snapshot(Some(signature), &std::io::Error::other("snapshot file vanished"))
@@ -204,12 +330,14 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
 }
 
 impl StateMachineStore {
-    /// Writes a snapshot of the applied state and makes it the current one.
-    fn write_snapshot(&self) -> StorageResult<SnapshotMeta<u64, CoordinatorNode>> {
-        // One read transaction taken under the state's lock sees exactly the applied state.
-        let (header, meta, txn) = {
+    /// Writes a snapshot of the applied state and makes it the current one: the state and the
+    /// range of the stored trail it covers, nothing of the trail itself.
+    fn write_snapshot(&self) -> StorageResult<(SnapshotMeta<u64, CoordinatorNode>, AuditRange)> {
+        let started = std::time::Instant::now();
+        // Taken under the state's lock: the state, the applied position and the stored trail's
+        // length all describe the same applied batch.
+        let (state, meta, audit) = {
             let data = self.data.read().map_err(|_| poisoned())?;
-            let txn = self.db.begin_read().map_err(io_read)?;
             let id = match data.last_applied {
                 Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, crate::time::now_ms()),
                 None => format!("0-0-{}", crate::time::now_ms()),
@@ -219,21 +347,34 @@ impl StateMachineStore {
                 last_membership: data.membership.clone(),
                 snapshot_id: id,
             };
-            (Header { state: data.state.clone() }, meta, txn)
+            let audit = AuditRange { upto: data.state.audit.head().seq, bytes: data.audit_bytes };
+            (data.state.clone(), meta, audit)
         };
         let write = || -> Result<(), StoreError> {
-            let table = txn.open_table(AUDIT)?;
-            // The stored rows are already the entries' JSON: copied as they are.
-            let rows = table.range(0..)?.map(|row| -> Result<Vec<u8>, StoreError> { Ok(row?.1.value().to_vec()) });
-            self.snapshots.write(&meta.snapshot_id, &header, rows)?;
+            self.snapshots.write(&meta.snapshot_id, &state, audit)?;
+            // Durable: the rows the snapshot points at (committed before, perhaps without an
+            // fsync) become durable with it.
             let txn = self.db.begin_write()?;
-            txn.open_table(SM_META)?.insert("snapshot_meta", encode(&meta).as_slice())?;
+            {
+                let mut sm_meta = txn.open_table(SM_META)?;
+                sm_meta.insert("snapshot_meta", encode(&meta).as_slice())?;
+                sm_meta.insert("snapshot_audit", encode(&audit).as_slice())?;
+            }
             txn.commit()?;
             self.snapshots.remove_others(&meta.snapshot_id);
             Ok(())
         };
         write().map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
-        Ok(meta)
+        let file_bytes = std::fs::metadata(self.snapshots.path(&meta.snapshot_id)).map_or(0, |m| m.len());
+        tracing::info!(
+            id = %meta.snapshot_id,
+            file_bytes,
+            audit_entries = audit.upto,
+            shipped_bytes = file_bytes + audit.bytes,
+            ms = started.elapsed().as_millis() as u64,
+            "snapshot built"
+        );
+        Ok((meta, audit))
     }
 }
 
@@ -269,7 +410,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }
         }
         let fresh = data.state.audit.take_fresh();
-        self.persist(&data, &touched, &fresh).map_err(|e| StorageIOError::write_state_machine(&e))?;
+        data.audit_bytes =
+            self.persist(&data, &touched, &fresh).map_err(|e| StorageIOError::write_state_machine(&e))?;
         // Durable soon, off the reply's path; if the flusher is gone the rows still become
         // durable with the next durable commit.
         let _ = self.flusher.send(Flush::Rows);
@@ -281,35 +423,53 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<tokio::fs::File>> {
+    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<SnapshotData>> {
         let file = self.snapshots.incoming().map_err(|e| StorageIOError::write_snapshot(None, &e))?;
-        Ok(Box::new(tokio::fs::File::from_std(file)))
+        Ok(Box::new(SnapshotData::file(tokio::fs::File::from_std(file))))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<u64, CoordinatorNode>,
-        snapshot: Box<tokio::fs::File>,
+        snapshot: Box<SnapshotData>,
     ) -> StorageResult<()> {
-        let mut file = snapshot.into_std().await;
         let fail = |e: StoreError| StorageIOError::write_snapshot(Some(meta.signature()), &e);
-        self.snapshots.keep(&meta.snapshot_id, &mut file).map_err(fail)?;
-        let mut data = self.data.write().map_err(|_| poisoned())?;
-        *data = self.install(meta, &mut file).map_err(fail)?;
+        let input = snapshot
+            .into_reader()
+            .await
+            .map_err(|source| fail(StoreError::Io { what: "read a received snapshot", source }))?;
+        // Seconds of disk work with a long trail: kept off the runtime's worker threads.
+        let (store, owned) = (self.clone(), meta.clone());
+        let installed = tokio::task::spawn_blocking(move || store.install(&owned, input)).await;
+        let installed = match installed {
+            Ok(Ok(installed)) => installed,
+            Ok(Err(e)) => return Err(fail(e).into()),
+            Err(e) => {
+                return Err(fail(StoreError::Io { what: "install a snapshot", source: std::io::Error::other(e) }).into())
+            }
+        };
+        let applied = installed.last_applied.map_or(0, |l| l.index);
+        *self.data.write().map_err(|_| poisoned())? = installed;
         self.snapshots.remove_others(&meta.snapshot_id);
-        self.applied.send_replace(data.last_applied.map_or(0, |l| l.index));
+        self.applied.send_replace(applied);
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
-        let meta = (|| -> Result<Option<SnapshotMeta<u64, CoordinatorNode>>, StoreError> {
+        type Current = Option<(SnapshotMeta<u64, CoordinatorNode>, Option<AuditRange>)>;
+        let current = (|| -> Result<Current, StoreError> {
             let txn = self.db.begin_read()?;
             let table = txn.open_table(SM_META)?;
-            let meta = table.get("snapshot_meta")?;
-            meta.map(|m| decode("snapshot meta", m.value())).transpose()
+            let Some(meta) = table.get("snapshot_meta")? else { return Ok(None) };
+            let meta = decode("snapshot meta", meta.value())?;
+            let audit = table.get("snapshot_audit")?.map(|a| decode("snapshot audit range", a.value())).transpose()?;
+            Ok(Some((meta, audit)))
         })()
         .map_err(io_read)?;
-        let Some(meta) = meta else { return Ok(None) };
-        self.open_snapshot(meta).await.map_err(io_read)
+        let Some((meta, audit)) = current else { return Ok(None) };
+        self.open_snapshot(meta, audit).map_err(io_read)
     }
 }
+
+#[cfg(test)]
+mod tests;

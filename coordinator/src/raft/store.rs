@@ -17,6 +17,9 @@ const RAFT_META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta"
 pub(super) const SM_META: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_meta");
 /// Audit entries by sequence number. Public so the tamper test can edit one.
 pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+/// The offset index of the audit trail as a snapshot ships it: byte offset → the sequence number
+/// of the entry starting there, one row every `snapshot::MARK_EVERY` entries.
+pub(super) const AUDIT_MARKS: TableDefinition<u64, u64> = TableDefinition::new("audit_marks");
 
 /// redb's page cache (its default is 1 GiB, which a long audit trail would fill): the log's tail,
 /// the tables' upper levels and the pages an applied batch touches fit in far less.
@@ -44,6 +47,8 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("snapshot: {0}")]
+    Snapshot(&'static str),
     #[error("decode {what}: {source}")]
     Decode {
         what: &'static str,
@@ -95,6 +100,7 @@ pub fn open(path: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
         txn.open_table(RAFT_META)?;
         txn.open_table(SM_META)?;
         txn.open_table(AUDIT)?;
+        txn.open_table(AUDIT_MARKS)?;
         for table in super::tables::TABLES {
             table.create(&txn)?;
         }

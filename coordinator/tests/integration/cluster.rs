@@ -181,6 +181,95 @@ fn lagging_node_catches_up_from_a_snapshot() {
     assert_eq!(v["ok"], true, "{v}");
 }
 
+/// `audit verify` on node `idx` as it stands, once it answers.
+fn verify(c: &Cluster, idx: usize) -> Option<serde_json::Value> {
+    serde_json::from_slice(&c.cli(idx, &["audit", "verify", "--stale", "--output", "json"]).stdout).ok()
+}
+
+/// A follower down while the trail grew by many snapshots' worth (and past several read chunks
+/// and offset marks) comes back with the leader's whole trail, entry for entry: the snapshot it
+/// installs ships the entries from the leader's store, and it keeps the ones it already had.
+#[tokio::test(flavor = "multi_thread")]
+async fn follower_that_missed_many_snapshots_gets_the_whole_audit_trail() {
+    let mut c = Cluster::three_with(&["--snapshot-logs", "200", "--admin-key-rate", "0"]);
+    let leader = wait_for("a leader", Duration::from_secs(10), || c.leader_seen_by(0));
+    let lagging = c.nodes.iter().position(|n| n.id != leader).expect("a follower");
+    let writer = c.index_of(leader);
+    c.ok(writer, &["tenant", "create", "--name", "acme"]);
+    // The follower has history of its own before it falls behind.
+    wait_for("the follower to apply the create", Duration::from_secs(10), || {
+        c.local_tenants(lagging)?.contains(&"acme".to_string()).then_some(())
+    });
+    c.kill(lagging);
+
+    // 3,000 entries (each over 400 bytes: more than a megabyte of trail) through the API.
+    let (http, base, key) =
+        (reqwest::Client::new(), format!("http://127.0.0.1:{}", c.nodes[writer].api), c.key.clone());
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let workers: Vec<_> = (0..16)
+        .map(|_| {
+            let (http, base, key, next) = (http.clone(), base.clone(), key.clone(), next.clone());
+            tokio::spawn(async move {
+                loop {
+                    let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if n >= 3_000 {
+                        break;
+                    }
+                    let resp = http
+                        .patch(format!("{base}/api/v1/tenant/acme"))
+                        .bearer_auth(&key)
+                        .json(&serde_json::json!({"events_per_min": 2_000 + n}))
+                        .send()
+                        .await
+                        .expect("PATCH");
+                    assert_eq!(resp.status().as_u16(), 200, "{}", resp.text().await.unwrap_or_default());
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.expect("writer");
+    }
+    let status = c.json(writer, &["cluster", "status"]);
+    assert!(status["purged_index"].as_u64().unwrap_or(0) > 2_000, "the log was compacted well past it: {status}");
+    let total = c.json(writer, &["audit", "verify"])["total"].as_u64().expect("total");
+    assert!(total > 3_000, "{total}");
+
+    c.start(lagging);
+    wait_for("the follower to catch up with the trail", Duration::from_secs(60), || {
+        let v = verify(&c, lagging)?;
+        (v["total"].as_u64() >= Some(total)).then_some(())
+    });
+    let status = c.json(lagging, &["cluster", "status", "--stale"]);
+    assert!(status["snapshot_index"].as_u64().unwrap_or(0) > 2_000, "caught up through a snapshot: {status}");
+    let v = c.json(lagging, &["audit", "verify", "--stale"]);
+    assert_eq!(v["ok"], true, "{v}");
+    // Entry for entry the leader's trail (up to the entries both have: reports may add more).
+    let export = |idx: usize| {
+        let out = c.cli(idx, &["audit", "export", "--stale"]);
+        assert!(out.status.success(), "{}", crate::harness::stderr(&out));
+        String::from_utf8(out.stdout)
+            .expect("UTF-8")
+            .lines()
+            .take(total as usize)
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let (theirs, ours) = (export(writer), export(lagging));
+    assert_eq!(ours.len(), total as usize);
+    assert!(ours == theirs, "the follower's trail differs from the leader's");
+
+    // Restarted, it still has it all.
+    c.stop(lagging);
+    c.start(lagging);
+    let v = wait_for("the restarted follower answers", Duration::from_secs(10), || {
+        let v = verify(&c, lagging)?;
+        v["ok"].as_bool().map(|_| v)
+    });
+    assert_eq!(v["ok"], true, "{v}");
+    assert!(v["total"].as_u64() >= Some(total), "{v}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn raft_listener_accepts_coordinators_only_and_tokens_are_single_use() {
     use berqenas_proto::node::{node_client::NodeClient, JoinRequest};

@@ -3,7 +3,10 @@
 //! the same client code (etcd `PUT` of a 600-byte value vs `PATCH /api/v1/tenant/acme`) at 1, 16
 //! and 64 clients, the disk's fsync latency (the floor) next to single-client commit latency,
 //! 1,000 creates with 16 concurrent clients, leader failover time, and each coordinator's RSS with
-//! 10,000 tenants, then with 10,000 tenants and 1,000,000 audit entries. Prints one JSON line.
+//! 10,000 tenants, then with 10,000 tenants and 1,000,000 audit entries (one follower stopped
+//! during the fill); then the last snapshot the leader built (time, file size, bytes it ships),
+//! a restarted follower's memory (the load path) and the stopped follower's catch-up through a
+//! snapshot of the whole trail (time, memory). Prints one JSON line.
 //! Usage: bench-coordinator PATH/TO/berqenas-coordinator PATH/TO/etcd
 
 #![allow(
@@ -30,7 +33,9 @@ const TOTAL_TENANTS: usize = 10_000;
 /// Audit entries for the history memory figure (`BERQENAS_BENCH_AUDIT_ENTRIES` overrides), and
 /// the longest the bench spends writing them.
 const AUDIT_ENTRIES: u64 = 1_000_000;
-const AUDIT_FILL_LIMIT: Duration = Duration::from_secs(8 * 60);
+const AUDIT_FILL_LIMIT: Duration = Duration::from_secs(20 * 60);
+/// Concurrent clients writing the audit fill.
+const FILL_CLIENTS: usize = 128;
 /// Concurrent clients of the side-by-side write comparison, and how long each level runs.
 const LEVELS: [usize; 3] = [1, 16, 64];
 const LEVEL_RUN: Duration = Duration::from_secs(5);
@@ -63,9 +68,10 @@ async fn compare_with_etcd(etcd: &EtcdCluster, berqenas: &str, key: &str) -> Vec
     out
 }
 
-/// How many audit entries the cluster holds, as the leader reports it.
+/// How many audit entries the coordinator at `base` holds (as it stands, without a read barrier).
 async fn audit_count(http: &reqwest::Client, base: &str, key: &str) -> u64 {
-    let status: Value = match http.get(format!("{base}/api/v1/cluster")).bearer_auth(key).send().await {
+    let url = format!("{base}/api/v1/cluster?consistency=stale");
+    let status: Value = match http.get(url).bearer_auth(key).send().await {
         Ok(r) => r.json().await.unwrap_or_default(),
         Err(_) => Value::Null,
     };
@@ -96,6 +102,40 @@ fn fsync_floor(dir: &Path) -> (f64, f64) {
     }
     let _ = std::fs::remove_file(path);
     stats_ms(samples)
+}
+
+/// The last "snapshot built" line of a coordinator's log, as numbers.
+fn last_snapshot(log: &str) -> Value {
+    let Some(line) = log.lines().rev().find(|l| l.contains("snapshot built")) else { return Value::Null };
+    // Strip the terminal colours, then read `key=value` pairs.
+    let mut plain = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    let field = |k: &str| {
+        plain.split_whitespace().find_map(|w| w.strip_prefix(&format!("{k}="))?.parse::<u64>().ok()).unwrap_or(0)
+    };
+    json!({
+        "build_ms": field("ms"),
+        "file_bytes": field("file_bytes"),
+        "audit_entries": field("audit_entries"),
+        "shipped_bytes": field("shipped_bytes"),
+    })
+}
+
+fn rss_of(cluster: &BenchCluster, i: usize) -> Value {
+    let pid = cluster.nodes[i].proc.as_ref().map(Proc::pid).unwrap_or(0);
+    let (rss, peak, _) = proc_stats(pid);
+    json!({"id": cluster.nodes[i].id, "rss_mb": round2(rss), "peak_rss_mb": round2(peak)})
 }
 
 /// Each coordinator's resident and peak memory, in MB.
@@ -200,25 +240,63 @@ async fn main() {
     let (_, fill_wall) = create_many(&http, &leader_base, &key, rest, CLIENTS).await;
     let rss = memory(&cluster);
 
-    // Grow the audit trail to AUDIT_ENTRIES with cheap real writes (a PATCH each, 64 clients),
-    // then measure each coordinator's memory again: history lives in the store, not in RSS.
+    // Grow the audit trail to AUDIT_ENTRIES with cheap real writes through the API (a PATCH
+    // each, FILL_CLIENTS at a time), one follower stopped all along; then measure each
+    // coordinator's memory again: history lives in the store, not in RSS.
+    let leader_idx = (leader_id - 1) as usize;
+    let (lagging, restarted) = ((leader_idx + 1) % 3, (leader_idx + 2) % 3);
+    cluster.stop(lagging);
     let audit_target =
         std::env::var("BERQENAS_BENCH_AUDIT_ENTRIES").ok().and_then(|v| v.parse().ok()).unwrap_or(AUDIT_ENTRIES);
     let fill_started = Instant::now();
     let mut audit_entries = audit_count(&http, &leader_base, &key).await;
+    let mut fill_rates = Vec::new();
     while audit_entries < audit_target && fill_started.elapsed() < AUDIT_FILL_LIMIT {
         let (url, patch_key) = (format!("{leader_base}/api/v1/tenant/acme"), key.clone());
-        closed_loop(64, Duration::from_secs(20), move |http, n| {
+        let round = closed_loop(FILL_CLIENTS, Duration::from_secs(20), move |http, n| {
             http.patch(&url).bearer_auth(&patch_key).json(&json!({"events_per_min": 3_000_000 + (n % 1_000_000)}))
         })
         .await;
+        fill_rates.push(json!({"entries": audit_entries, "writes_per_s": round2(round.per_s)}));
         audit_entries = audit_count(&http, &leader_base, &key).await;
     }
     let audit_fill_s = fill_started.elapsed().as_secs_f64();
     let rss_history = memory(&cluster);
+    let snapshot = last_snapshot(&cluster.nodes[leader_idx].proc.as_ref().map(Proc::log_text).unwrap_or_default());
+
+    // The load path: a follower restarted on a store of a million entries.
+    cluster.stop(restarted);
+    cluster.start_again(restarted);
+    let restarted_base = format!("http://{}", addr(cluster.nodes[restarted].api));
+    let restart_started = Instant::now();
+    while audit_count(&http, &restarted_base, &key).await < audit_entries {
+        assert!(restart_started.elapsed() < Duration::from_secs(300), "the restarted follower did not catch up");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let rss_restarted = rss_of(&cluster, restarted);
+
+    // The follower that missed the whole fill catches up through a snapshot: the leader streams
+    // every audit entry from its store, the follower installs them.
+    let catch_up_started = Instant::now();
+    cluster.start_again(lagging);
+    let lagging_base = format!("http://{}", addr(cluster.nodes[lagging].api));
+    while audit_count(&http, &lagging_base, &key).await < audit_entries {
+        assert!(catch_up_started.elapsed() < Duration::from_secs(900), "the lagging follower did not catch up");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let catch_up_s = catch_up_started.elapsed().as_secs_f64();
+    let rss_caught_up = rss_of(&cluster, lagging);
+    let verify: Value = http
+        .get(format!("{lagging_base}/api/v1/audit/verify?consistency=stale"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("verify")
+        .json()
+        .await
+        .unwrap_or_default();
 
     // Failover: SIGKILL the leader, time until a write through a survivor succeeds.
-    let leader_idx = (leader_id - 1) as usize;
     let survivor = format!("http://{}", addr(cluster.nodes[(leader_idx + 1) % 3].api));
     let killed_at = Instant::now();
     if let Some(mut p) = cluster.nodes[leader_idx].proc.take() {
@@ -256,6 +334,13 @@ async fn main() {
         "audit_entries_for_rss": audit_entries,
         "audit_fill_s": round2(audit_fill_s),
         "rss_with_audit_history": rss_history,
+        "fill_clients": FILL_CLIENTS,
+        "fill_rates": fill_rates,
+        "last_snapshot": snapshot,
+        "rss_restarted_follower": rss_restarted,
+        "catch_up_through_snapshot_s": round2(catch_up_s),
+        "rss_caught_up_follower": rss_caught_up,
+        "caught_up_follower_verify": verify,
         "targets": {"creates_per_s": ">= 500", "create_p99_ms": "< 100", "failover_ms": "< 1000", "rss_mb_at_10k": "< 100", "rss_mb_at_10k_and_1m_audit": "< 150", "throughput_ratio": ">= 1.0"},
     });
     println!("{line}");
