@@ -4,6 +4,7 @@
 //! certificate names, to this node's id. Forwarded writes that act with an API key must say so:
 //! the state machine re-checks that key when it applies them.
 
+use super::propose::Proposer;
 use super::{CoordinatorNode, Raft};
 use crate::state::{Command, Op};
 use berqenas_proto::raft::{raft_server, RaftReply, RaftRequest};
@@ -16,6 +17,8 @@ use tonic::{Request, Response, Status};
 pub struct RaftService {
     pub id: u64,
     pub raft: Raft,
+    /// Forwarded writes join this node's own batches.
+    pub proposer: Proposer,
 }
 
 fn decode<T: DeserializeOwned>(req: &RaftRequest) -> Result<T, Status> {
@@ -138,7 +141,7 @@ impl raft_server::Raft for RaftService {
         let req = self.checked(request, "forward")?;
         let cmd: Command = decode(&req)?;
         forwardable(&cmd)?;
-        reply(&self.raft.client_write(cmd).await)
+        reply(&self.proposer.write(cmd).await)
     }
 
     async fn read_index(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
