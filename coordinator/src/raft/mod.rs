@@ -33,8 +33,9 @@ impl fmt::Display for CoordinatorNode {
 
 /// What one log entry carries: the commands proposed together (`propose`), applied in order,
 /// each answered on its own. Entries written before batching hold one bare command and still
-/// read as one (untagged: a command is a JSON object, a batch an array).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// read as one (untagged: a command is a JSON object, a batch an array; read by hand, because
+/// serde's untagged reader buffers the whole entry before it tries a variant).
+#[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum Proposal {
     Batch(Vec<Command>),
@@ -47,6 +48,26 @@ impl Proposal {
             Proposal::Batch(cmds) => cmds,
             Proposal::One(cmd) => std::slice::from_ref(&**cmd),
         }
+    }
+}
+
+impl<'de> Deserialize<'de> for Proposal {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+        struct Shape;
+        impl<'de> serde::de::Visitor<'de> for Shape {
+            type Value = Proposal;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a command or a list of commands")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Proposal, A::Error> {
+                Vec::<Command>::deserialize(SeqAccessDeserializer::new(seq)).map(Proposal::Batch)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Proposal, A::Error> {
+                Command::deserialize(MapAccessDeserializer::new(map)).map(|c| Proposal::One(Box::new(c)))
+            }
+        }
+        d.deserialize_any(Shape)
     }
 }
 

@@ -3,8 +3,8 @@
 //! (a `Proposal`). openraft 0.9 appends and fsyncs the leader's log one entry at a time before it
 //! replicates that entry, so one command per entry meant one leader fsync (and one replication
 //! round) per write; a batch shares them. Nothing waits for a batch to fill: an idle proposer
-//! proposes a lone command at once, and a batch is only as large as what queued while
-//! `IN_FLIGHT` earlier batches were being committed.
+//! proposes a lone command at once, and a batch is only as large as what queued while the
+//! batch before it was being committed.
 
 use super::{CoordinatorNode, Proposal, Raft};
 use crate::state::{Command, Response};
@@ -15,9 +15,10 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 /// What proposing a command can fail with: openraft's own error (not leader, stopped, …).
 pub type ProposeError = RaftError<u64, ClientWriteError<u64, CoordinatorNode>>;
 
-/// Batches proposed at once: one being appended and fsynced while the one before it replicates.
-/// More would only shrink the batches (openraft appends entries one after the other).
-const IN_FLIGHT: usize = 2;
+/// Batches proposed at once. More than one only shrinks the batches: openraft appends (and
+/// fsyncs) entries one after the other and replicates what was appended meanwhile together, so
+/// every extra entry costs a leader fsync and, on the 2 shared cores, CPU on every member.
+const IN_FLIGHT: usize = 1;
 /// The most commands in one entry (a bounded entry keeps an append and an AppendEntries small).
 const MAX_BATCH: usize = 256;
 
