@@ -6,6 +6,7 @@
 use crate::admission::{Admission, Limits};
 use crate::raft::audit_log::AuditLog;
 use crate::raft::network::{NetworkFactory, Peers};
+use crate::raft::propose::Proposer;
 use crate::raft::state_machine::SmData;
 use crate::raft::store;
 use crate::raft::{raft_config, CoordinatorNode, Raft};
@@ -122,6 +123,8 @@ pub struct Coordinator {
     pub config: NodeConfig,
     pub data_dir: PathBuf,
     pub raft: Raft,
+    /// Batches this node's proposals (`raft::propose`).
+    pub proposer: Proposer,
     pub data: Arc<RwLock<SmData>>,
     pub peers: Peers,
     /// This coordinator's client TLS (for dialing peers); swapped on renewal.
@@ -176,10 +179,12 @@ impl Coordinator {
         .await
         .context("start raft")?;
         let admission = Admission::new(limits);
+        let proposer = Proposer::spawn(raft.clone());
         Ok(Arc::new(Self {
             config,
             data_dir: data_dir.to_path_buf(),
             raft,
+            proposer,
             data,
             peers,
             client_tls,
@@ -213,12 +218,12 @@ impl Coordinator {
         let started = Instant::now();
         let mut retried = false;
         loop {
-            let outcome = match self.raft.client_write(cmd.clone()).await {
-                Ok(r) => return Ok(self.settle(&cmd, r.data, retried)),
+            let outcome = match self.proposer.write(cmd.clone()).await {
+                Ok(r) => return Ok(self.settle(&cmd, r, retried)),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => match (f.leader_id, f.leader_node) {
                     (Some(id), Some(node)) if id != self.config.id => {
                         match self.peers.forward(id, &node.raft_addr, &cmd, RPC_TIMEOUT).await {
-                            Ok(Ok(r)) => return Ok(self.settle(&cmd, r.data, retried)),
+                            Ok(Ok(r)) => return Ok(self.settle(&cmd, r, retried)),
                             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => "leader moved",
                             Ok(Err(e)) => return Err(WriteError::Raft(e.to_string())),
                             Err(e) => {

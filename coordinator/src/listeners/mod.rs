@@ -62,9 +62,13 @@ pub async fn serve(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server_tls = raft_tls(&c)?;
     let (raft_incoming, raft_accept) = transport::incoming(raft_listener, server_tls, c.clone(), Listener::Raft);
-    let svc = berqenas_proto::raft::raft_server::RaftServer::new(RaftService::new(c.config.id, c.raft.clone()))
-        .max_decoding_message_size(MAX_RPC_BYTES)
-        .max_encoding_message_size(MAX_RPC_BYTES);
+    let svc = berqenas_proto::raft::raft_server::RaftServer::new(RaftService::new(
+        c.config.id,
+        c.raft.clone(),
+        c.proposer.clone(),
+    ))
+    .max_decoding_message_size(MAX_RPC_BYTES)
+    .max_encoding_message_size(MAX_RPC_BYTES);
     let mut grpc_stop = stop_rx.clone();
     let grpc = tonic::transport::Server::builder()
         .tcp_nodelay(true)

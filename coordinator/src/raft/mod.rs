@@ -5,6 +5,7 @@
 
 pub mod audit_log;
 pub mod network;
+pub mod propose;
 pub mod service;
 mod snapshot;
 pub mod state_machine;
@@ -31,11 +32,51 @@ impl fmt::Display for CoordinatorNode {
     }
 }
 
+/// What one log entry carries: the commands proposed together (`propose`), applied in order,
+/// each answered on its own. Entries written before batching hold one bare command and still
+/// read as one (untagged: a command is a JSON object, a batch an array; read by hand, because
+/// serde's untagged reader buffers the whole entry before it tries a variant).
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Proposal {
+    Batch(Vec<Command>),
+    One(Box<Command>),
+}
+
+impl Proposal {
+    pub fn commands(&self) -> &[Command] {
+        match self {
+            Proposal::Batch(cmds) => cmds,
+            Proposal::One(cmd) => std::slice::from_ref(&**cmd),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Proposal {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+        struct Shape;
+        impl<'de> serde::de::Visitor<'de> for Shape {
+            type Value = Proposal;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a command or a list of commands")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Proposal, A::Error> {
+                Vec::<Command>::deserialize(SeqAccessDeserializer::new(seq)).map(Proposal::Batch)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Proposal, A::Error> {
+                Command::deserialize(MapAccessDeserializer::new(map)).map(|c| Proposal::One(Box::new(c)))
+            }
+        }
+        d.deserialize_any(Shape)
+    }
+}
+
 openraft::declare_raft_types!(
-    /// The coordinator's Raft types: commands in, domain responses out.
+    /// The coordinator's Raft types: batches of commands in, one domain response per command out.
     pub TypeConfig:
-        D = Command,
-        R = Response,
+        D = Proposal,
+        R = Vec<Response>,
         NodeId = u64,
         Node = CoordinatorNode,
         Entry = openraft::Entry<TypeConfig>,
@@ -74,3 +115,29 @@ pub fn raft_config(snapshot_logs: u64) -> Result<openraft::Config, openraft::Con
 
 /// Largest gRPC message between coordinators (a snapshot chunk is JSON-encoded bytes).
 pub const MAX_RPC_BYTES: usize = 32 << 20;
+
+#[cfg(test)]
+mod tests {
+    use super::Proposal;
+    use crate::state::action::Action;
+    use crate::state::{Command, Meta, Op};
+
+    fn command(target: &str) -> Command {
+        let meta = Meta { time_ms: 1, actor: "k1".into(), source: "192.0.2.1".into(), key_role: None };
+        Command { meta, op: Op::Rejected { action: Action::TenantCreate, target: target.into(), reason: "r".into() } }
+    }
+
+    #[test]
+    fn an_entry_written_before_batching_reads_as_a_batch_of_one() {
+        let stored = serde_json::to_vec(&command("tenant/a")).expect("encode");
+        let read: Proposal = serde_json::from_slice(&stored).expect("decode");
+        assert_eq!(read.commands(), [command("tenant/a")]);
+    }
+
+    #[test]
+    fn a_batch_keeps_its_commands_in_order() {
+        let batch = Proposal::Batch(vec![command("tenant/a"), command("tenant/b")]);
+        let read: Proposal = serde_json::from_slice(&serde_json::to_vec(&batch).expect("encode")).expect("decode");
+        assert_eq!(read.commands(), [command("tenant/a"), command("tenant/b")]);
+    }
+}

@@ -2,16 +2,15 @@
 //! reconnecting on its own), shared by replication, vote, forwarded writes and read-index calls.
 //! Each channel to peer N accepts only a server whose certificate is `berqenas://coordinator/N`.
 
+use super::propose::ProposeError;
 use super::{CoordinatorNode, TypeConfig, MAX_RPC_BYTES};
-use crate::state::Command;
+use crate::state::{Command, Response};
 use berqenas_proto::raft::{raft_client::RaftClient, RaftRequest};
-use openraft::error::{
-    ClientWriteError, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
-};
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, ClientWriteResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
 };
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::HashMap;
@@ -86,10 +85,7 @@ impl Peers {
         addr: &str,
         cmd: &Command,
         timeout: Duration,
-    ) -> Result<
-        Result<ClientWriteResponse<TypeConfig>, RaftError<u64, ClientWriteError<u64, CoordinatorNode>>>,
-        TransportError,
-    > {
+    ) -> Result<Result<Response, ProposeError>, TransportError> {
         let mut client = self.client(target, addr)?;
         let req = self.request(target, cmd);
         let reply = tokio::time::timeout(timeout, client.forward(req))

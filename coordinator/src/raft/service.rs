@@ -5,6 +5,7 @@
 //! the state machine re-checks that key when it applies them. While snapshot chunks arrive,
 //! this node does not start elections (`SnapshotQuiet`).
 
+use super::propose::Proposer;
 use super::{CoordinatorNode, Raft};
 use crate::state::{Command, Op};
 use berqenas_proto::raft::{raft_server, RaftReply, RaftRequest};
@@ -17,12 +18,14 @@ use tonic::{Request, Response, Status};
 pub struct RaftService {
     pub id: u64,
     pub raft: Raft,
+    /// Forwarded writes join this node's own batches.
+    pub proposer: Proposer,
     quiet: SnapshotQuiet,
 }
 
 impl RaftService {
-    pub fn new(id: u64, raft: Raft) -> Self {
-        Self { id, raft, quiet: SnapshotQuiet::default() }
+    pub fn new(id: u64, raft: Raft, proposer: Proposer) -> Self {
+        Self { id, raft, proposer, quiet: SnapshotQuiet::default() }
     }
 }
 
@@ -205,7 +208,7 @@ impl raft_server::Raft for RaftService {
         let req = self.checked(request, "forward")?;
         let cmd: Command = decode(&req)?;
         forwardable(&cmd)?;
-        reply(&self.raft.client_write(cmd).await)
+        reply(&self.proposer.write(cmd).await)
     }
 
     async fn read_index(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {

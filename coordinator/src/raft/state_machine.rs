@@ -386,7 +386,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok((data.last_applied, data.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<crate::state::Response>>
+    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<Vec<crate::state::Response>>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -397,18 +397,25 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         for entry in entries {
             data.last_applied = Some(entry.log_id);
             match entry.payload {
-                EntryPayload::Blank => replies.push(Ok(Reply::Done)),
+                EntryPayload::Blank => replies.push(vec![Ok(Reply::Done)]),
                 EntryPayload::Membership(m) => {
                     data.membership = StoredMembership::new(Some(entry.log_id), m);
-                    replies.push(Ok(Reply::Done));
+                    replies.push(vec![Ok(Reply::Done)]);
                 }
-                EntryPayload::Normal(cmd) => {
-                    let (reply, t) = data.state.apply(entry.log_id.index, &cmd);
-                    touched.extend(t);
-                    replies.push(reply);
+                EntryPayload::Normal(proposal) => {
+                    let mut answers = Vec::with_capacity(proposal.commands().len());
+                    for cmd in proposal.commands() {
+                        let (reply, t) = data.state.apply(entry.log_id.index, cmd);
+                        touched.extend(t);
+                        answers.push(reply);
+                    }
+                    replies.push(answers);
                 }
             }
         }
+        // A row touched by several commands of a batch is written once.
+        touched.sort_unstable();
+        touched.dedup();
         let fresh = data.state.audit.take_fresh();
         data.audit_bytes =
             self.persist(&data, &touched, &fresh).map_err(|e| StorageIOError::write_state_machine(&e))?;

@@ -156,7 +156,7 @@ fn a_revoked_keys_write_forwarded_by_a_lagging_follower_is_refused_at_apply() {
         .block_on(follower.forward(leader, &c.nodes[leader_idx].listen().raft, &cmd, RPC))
         .expect("a member's forward reaches the leader")
         .expect("the leader commits the command");
-    match reply.data {
+    match reply {
         Err(DomainError::Forbidden(m)) => assert!(matches!(m, KeyRefused::Revoked(_)), "{m}"),
         other => panic!("expected a refusal at apply, got {other:?}"),
     }

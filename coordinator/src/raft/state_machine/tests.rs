@@ -70,9 +70,19 @@ async fn shipped(sm: &mut StateMachineStore) -> Vec<u8> {
 fn stored(sm: &StateMachineStore) -> (Vec<(u64, Vec<u8>)>, Vec<(u64, u64)>) {
     let txn = sm.db.begin_read().expect("read");
     let audit = txn.open_table(AUDIT).expect("audit");
-    let rows = audit.iter().expect("iter").map(|r| r.map(|(k, v)| (k.value(), v.value().to_vec()))).collect::<Result<_, _>>().expect("rows");
+    let rows = audit
+        .iter()
+        .expect("iter")
+        .map(|r| r.map(|(k, v)| (k.value(), v.value().to_vec())))
+        .collect::<Result<_, _>>()
+        .expect("rows");
     let marks = txn.open_table(AUDIT_MARKS).expect("marks");
-    let marks = marks.iter().expect("iter").map(|r| r.map(|(k, v)| (k.value(), v.value()))).collect::<Result<_, _>>().expect("marks");
+    let marks = marks
+        .iter()
+        .expect("iter")
+        .map(|r| r.map(|(k, v)| (k.value(), v.value())))
+        .collect::<Result<_, _>>()
+        .expect("marks");
     (rows, marks)
 }
 
