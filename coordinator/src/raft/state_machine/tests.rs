@@ -17,14 +17,14 @@ async fn fill(sm: &mut StateMachineStore, from: u64, n: u64, flavour: &str) {
     let entries: Vec<Entry<TypeConfig>> = (from..from + n)
         .map(|i| Entry {
             log_id: openraft::testing::log_id(1, 1, i),
-            payload: EntryPayload::Normal(Command {
+            payload: EntryPayload::Normal(crate::raft::Proposal::One(Box::new(Command {
                 meta: Meta { time_ms: i, actor: "k_admin".into(), source: "127.0.0.1".into(), key_role: None },
                 op: Op::Rejected {
                     action: Action::TenantGet,
                     target: format!("tenant/t{i}"),
                     reason: format!("{flavour} {}", "x".repeat(500)),
                 },
-            }),
+            }))),
         })
         .collect();
     for batch in entries.chunks(100) {
