@@ -15,6 +15,9 @@
 #                 over the flood); BERQENAS_BENCH_BASELINE=BIN measures a baseline binary beside it
 #   provision     1,000 tenants on one db node (real PostgreSQL): create → active p50/p99, full
 #                 resync, one usage pass, agent RSS; side by side psql running the seed's SQL
+#   wg-peers      the gateway driver's WireGuard side in its own namespace (wireguard-go): a cold
+#                 pass with 10,000 peers on one interface, a converged pass, one peer added and
+#                 removed by diff, suspend, resume, delete (BERQENAS_BENCH_PEERS=N for another N)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 name=${1:-}
@@ -42,8 +45,12 @@ case "$name" in
     cargo build --release --locked -q -p berqenas-coordinator -p berqenas-node-agent -p berqenas-tests --bins
     exec target/release/bench-provision target/release/berqenas-coordinator target/release/berqenas-node-agent
     ;;
+  wg-peers)
+    cargo build --release --locked -q -p berqenas-tests --bins
+    exec target/release/bench-wg-peers "${BERQENAS_BENCH_PEERS:-10000}"
+    ;;
   *)
-    echo "usage: $0 coordinator|fanout|flood|provision" >&2
+    echo "usage: $0 coordinator|fanout|flood|provision|wg-peers" >&2
     exit 2
     ;;
 esac
