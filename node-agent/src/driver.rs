@@ -57,6 +57,8 @@ pub enum Change {
     File { path: PathBuf, what: &'static str },
     /// A tenant this node cannot provide (it will be reported not ready, not served differently).
     Refused { tenant: String, reason: String },
+    /// A change to the agent's nftables table, for a tenant (None: the base part).
+    Nft { tenant: Option<String>, what: String },
 }
 
 impl std::fmt::Display for Change {
@@ -65,6 +67,7 @@ impl std::fmt::Display for Change {
             Change::Sql { tenant, sql } => write!(f, "sql   [{}] {sql}", tenant.as_deref().unwrap_or("node")),
             Change::File { path, what } => write!(f, "file  {} ({what})", path.display()),
             Change::Refused { tenant, reason } => write!(f, "refused [{tenant}] {reason}"),
+            Change::Nft { tenant, what } => write!(f, "nft   [{}] {what}", tenant.as_deref().unwrap_or("node")),
         }
     }
 }

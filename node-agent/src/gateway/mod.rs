@@ -3,3 +3,5 @@
 //! observe → plan (pure, printable) → apply, like `db/postgres`. Until then a node's gateway
 //! assignments go to the `dir` driver (`driver::DirDriver`) when configured, and are reported not
 //! ready otherwise.
+
+pub mod nft;
