@@ -181,7 +181,7 @@ pub fn base_part(node: &GatewayConfig) -> Part {
         owner: None,
         chains: vec![
             chain(
-                "forward",
+                "forward_hook",
                 "type filter hook forward priority filter; policy accept;",
                 vec![
                     format!("iifname vmap @{}", maps::FROM_TENANT),
@@ -191,22 +191,22 @@ pub fn base_part(node: &GatewayConfig) -> Part {
                 ],
             ),
             chain(
-                "input",
+                "input_hook",
                 "type filter hook input priority filter; policy accept;",
                 vec![format!("iifname vmap @{}", maps::INPUT), "iifname \"bqt*\" drop".into()],
             ),
             chain(
-                "expose",
+                "expose_hook",
                 "type filter hook prerouting priority mangle; policy accept;",
                 vec![format!("ip daddr {public} meta l4proto . th dport vmap @{}", maps::EXPOSE_FILTER)],
             ),
             chain(
-                "dnat",
+                "dnat_hook",
                 "type nat hook prerouting priority dstnat; policy accept;",
                 vec![format!("ip daddr {public} meta l4proto . th dport vmap @{}", maps::EXPOSE_NAT)],
             ),
             chain(
-                "snat",
+                "snat_hook",
                 "type nat hook postrouting priority srcnat; policy accept;",
                 vec![
                     format!("oifname vmap @{}", maps::POST),

@@ -177,27 +177,27 @@ add element inet berqenas post_to {{ "bqt1" : jump acme-snat }}
 fn base_part_renders_exactly() {
     let base = render(&node(), &[]).base;
     let expected = format!(
-        r#"add chain inet berqenas forward {{ type filter hook forward priority filter; policy accept; }}
-add chain inet berqenas input {{ type filter hook input priority filter; policy accept; }}
-add chain inet berqenas expose {{ type filter hook prerouting priority mangle; policy accept; }}
-add chain inet berqenas dnat {{ type nat hook prerouting priority dstnat; policy accept; }}
-add chain inet berqenas snat {{ type nat hook postrouting priority srcnat; policy accept; }}
+        r#"add chain inet berqenas forward_hook {{ type filter hook forward priority filter; policy accept; }}
+add chain inet berqenas input_hook {{ type filter hook input priority filter; policy accept; }}
+add chain inet berqenas expose_hook {{ type filter hook prerouting priority mangle; policy accept; }}
+add chain inet berqenas dnat_hook {{ type nat hook prerouting priority dstnat; policy accept; }}
+add chain inet berqenas snat_hook {{ type nat hook postrouting priority srcnat; policy accept; }}
 add map inet berqenas fwd_from {{ type ifname : verdict; }}
 add map inet berqenas fwd_to {{ type ifname : verdict; }}
 add map inet berqenas input_from {{ type ifname : verdict; }}
 add map inet berqenas post_to {{ type ifname : verdict; }}
 add map inet berqenas expose_filter {{ type inet_proto . inet_service : verdict; }}
 add map inet berqenas expose_nat {{ type inet_proto . inet_service : verdict; }}
-add rule inet berqenas forward iifname vmap @fwd_from comment "berqenas {digest}"
-add rule inet berqenas forward oifname vmap @fwd_to
-add rule inet berqenas forward iifname "bqt*" drop
-add rule inet berqenas forward oifname "bqt*" drop
-add rule inet berqenas input iifname vmap @input_from
-add rule inet berqenas input iifname "bqt*" drop
-add rule inet berqenas expose ip daddr 198.51.100.10 meta l4proto . th dport vmap @expose_filter
-add rule inet berqenas dnat ip daddr 198.51.100.10 meta l4proto . th dport vmap @expose_nat
-add rule inet berqenas snat oifname vmap @post_to
-add rule inet berqenas snat iifname "bqt*" oifname != "bqt*" masquerade
+add rule inet berqenas forward_hook iifname vmap @fwd_from comment "berqenas {digest}"
+add rule inet berqenas forward_hook oifname vmap @fwd_to
+add rule inet berqenas forward_hook iifname "bqt*" drop
+add rule inet berqenas forward_hook oifname "bqt*" drop
+add rule inet berqenas input_hook iifname vmap @input_from
+add rule inet berqenas input_hook iifname "bqt*" drop
+add rule inet berqenas expose_hook ip daddr 198.51.100.10 meta l4proto . th dport vmap @expose_filter
+add rule inet berqenas dnat_hook ip daddr 198.51.100.10 meta l4proto . th dport vmap @expose_nat
+add rule inet berqenas snat_hook oifname vmap @post_to
+add rule inet berqenas snat_hook iifname "bqt*" oifname != "bqt*" masquerade
 "#,
         digest = base.digest
     );
@@ -378,12 +378,12 @@ fn hand_changes_are_repaired() {
     o.dispatch.remove(&("fwd_to".to_string(), "bqt1".to_string()));
     o.chains.get_mut("beta-out").expect("chain").rules -= 1;
     o.chains.insert("beta-extra".into(), ObservedChain::default());
-    o.chains.get_mut("forward").expect("base").rules = 1;
+    o.chains.get_mut("forward_hook").expect("base").rules = 1;
     let steps = plan(&r, &o, &blocked);
     assert_eq!(
         steps,
         [
-            Step::RepairBase { why: "chain forward has 1 rules, not 4".into() },
+            Step::RepairBase { why: "chain forward_hook has 1 rules, not 4".into() },
             Step::Replace { tenant: "acme".into(), why: "chain acme-in missing".into() },
             Step::Replace { tenant: "beta".into(), why: "chain beta-out has 7 rules, not 8".into() },
         ]
