@@ -144,20 +144,27 @@ async fn main() {
             loop {
                 let Ok((mut s, _)) = listener.accept().await else { continue };
                 tokio::spawn(async move {
+                    // The whole stream, and its steady part: after WARMUP, when a policer's
+                    // initial bucket is spent.
+                    const WARMUP: f64 = 2.0;
                     let mut buf = vec![0u8; 256 * 1024];
-                    let mut total = 0u64;
+                    let (mut total, mut steady) = (0u64, 0u64);
                     let mut first: Option<Instant> = None;
                     loop {
                         match s.read(&mut buf).await {
                             Ok(0) | Err(_) => break,
                             Ok(n) => {
-                                first.get_or_insert_with(Instant::now);
+                                let f = *first.get_or_insert_with(Instant::now);
                                 total += n as u64;
+                                if f.elapsed().as_secs_f64() > WARMUP {
+                                    steady += n as u64;
+                                }
                             }
                         }
                     }
                     let secs = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
-                    let _ = s.write_all(format!("{total} {secs}\n").as_bytes()).await;
+                    let steady_secs = (secs - WARMUP).max(0.0);
+                    let _ = s.write_all(format!("{total} {secs} {steady} {steady_secs}\n").as_bytes()).await;
                 });
             }
         }
@@ -174,10 +181,13 @@ async fn main() {
             s.shutdown().await.expect("shutdown");
             let mut answer = String::new();
             s.read_to_string(&mut answer).await.expect("read");
-            let mut parts = answer.split_whitespace();
-            let bytes: f64 = parts.next().and_then(|b| b.parse().ok()).expect("bytes");
-            let took: f64 = parts.next().and_then(|b| b.parse().ok()).expect("seconds");
-            println!("{}", json!({"bytes": bytes, "seconds": took, "bits_per_second": bytes * 8.0 / took}));
+            let v: Vec<f64> = answer.split_whitespace().map(|x| x.parse().expect("number")).collect();
+            let [bytes, took, steady, steady_secs] = v[..] else { panic!("sink answered {answer:?}") };
+            println!(
+                "{}",
+                json!({"bytes": bytes, "seconds": took, "bits_per_second": bytes * 8.0 / took,
+                       "steady_bits_per_second": steady * 8.0 / steady_secs})
+            );
         }
         other => panic!("unknown command {other}"),
     }

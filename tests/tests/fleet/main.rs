@@ -10,6 +10,7 @@
 
 mod attacks;
 mod db;
+mod gateway_nft;
 mod harness;
 mod join;
 mod lab;
