@@ -78,6 +78,8 @@ pub enum Change {
     Refused { tenant: String, reason: String },
     /// A WireGuard or link step of the gateway.
     Gateway(crate::gateway::plan::Step),
+    /// A change to the agent's nftables table, for a tenant (None: the base part).
+    Nft { tenant: Option<String>, what: String },
 }
 
 impl std::fmt::Display for Change {
@@ -87,6 +89,7 @@ impl std::fmt::Display for Change {
             Change::File { path, what } => write!(f, "file  {} ({what})", path.display()),
             Change::Refused { tenant, reason } => write!(f, "refused [{tenant}] {reason}"),
             Change::Gateway(step) => write!(f, "wg    {step}"),
+            Change::Nft { tenant, what } => write!(f, "nft   [{}] {what}", tenant.as_deref().unwrap_or("node")),
         }
     }
 }

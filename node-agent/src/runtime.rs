@@ -94,8 +94,26 @@ fn gateway_pb(g: &crate::gateway::GatewayStatus) -> pb::GatewayStatus {
                 tx_bytes: p.tx_bytes,
             })
             .collect(),
-        // Per exposure counters come from the nftables part of the gateway.
-        exposures: Vec::new(),
+        exposures: g
+            .exposures
+            .iter()
+            .map(|x| pb::ExposureStatus {
+                id: x.id.clone(),
+                accepted_packets: x.accepted_packets,
+                dropped_packets: x.dropped_packets,
+                sources: x
+                    .sources
+                    .iter()
+                    .map(|s| pb::SourceSeen {
+                        address: s.address.clone(),
+                        first_seen: s.first_seen,
+                        last_seen: s.last_seen,
+                        packets: s.packets,
+                        bytes: s.bytes,
+                    })
+                    .collect(),
+            })
+            .collect(),
     }
 }
 

@@ -6,12 +6,14 @@
 //! - `wg`: devices through wireguard-control (kernel module, or wireguard-go).
 //! - `link`: links and addresses through rtnetlink.
 //! - `keys`: the tenants' private keys in the data directory.
+//! - `nft/`: the agent's nftables table (isolation, exposures, rules, blocked domains).
 //!
 //! Owned here: interfaces `bqt<digits>` in the agent's network namespace and the key files
 //! under `<data_dir>/wireguard/`. Nothing else is changed.
 
 pub mod keys;
 pub mod link;
+pub mod nft;
 pub mod plan;
 pub mod wg;
 
@@ -21,7 +23,7 @@ use crate::driver::{Change, Driver, NodeStatus, Status};
 use berqenas_common::net::WgKey;
 use plan::{Observed, Step};
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 use wg::Backend;
@@ -33,6 +35,8 @@ pub struct GatewayStatus {
     pub public_key: Option<WgKey>,
     /// Each enabled device of a running tenant.
     pub peers: Vec<PeerStatus>,
+    /// Each exposure's counters and the sources seen (from the nftables table).
+    pub exposures: Vec<nft::ExposureStatus>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +58,11 @@ pub struct GatewayDriver {
     backend: Backend,
     /// The last handshake seen per (tenant, device key): a newer one after a gap is a connect.
     handshakes: BTreeMap<(String, WgKey), SystemTime>,
+    /// Blocked domains → their addresses as last resolved (kept when a lookup fails, so a
+    /// resolver hiccup never unblocks them).
+    resolved: BTreeMap<String, Vec<Ipv4Addr>>,
+    /// Node conditions found by the last pass (foreign firewall chains that drop our flows).
+    conditions: Vec<crate::driver::Condition>,
 }
 
 impl GatewayDriver {
@@ -63,7 +72,14 @@ impl GatewayDriver {
     }
 
     pub fn with_backend(node: GatewayConfig, data_dir: &Path, backend: Backend) -> Self {
-        Self { node, keys: keys::KeyStore::new(data_dir), backend, handshakes: BTreeMap::new() }
+        Self {
+            node,
+            keys: keys::KeyStore::new(data_dir),
+            backend,
+            handshakes: BTreeMap::new(),
+            resolved: BTreeMap::new(),
+            conditions: Vec::new(),
+        }
     }
 
     pub fn backend(&self) -> Backend {
@@ -73,6 +89,20 @@ impl GatewayDriver {
     /// The node's gateway settings (public address and ports, for exposures).
     pub fn node(&self) -> &GatewayConfig {
         &self.node
+    }
+
+    /// Resolves the running tenants' blocked domains (before planning), keeping the previous
+    /// addresses of a name that does not resolve now and forgetting names no tenant blocks.
+    async fn resolve(&mut self, desired: &[GatewayTenant]) -> BTreeMap<String, Vec<Ipv4Addr>> {
+        let fresh = nft::resolve_blocked(desired).await;
+        let wanted: std::collections::BTreeSet<&str> = desired
+            .iter()
+            .filter(|t| t.lifecycle == Lifecycle::Run)
+            .flat_map(|t| t.gateway.blocked_domains.iter().map(|d| d.as_str()))
+            .collect();
+        self.resolved.retain(|name, _| wanted.contains(name.as_str()));
+        self.resolved.extend(fresh);
+        self.resolved.clone()
     }
 
     /// Owned links, their WireGuard devices and the stored keys.
@@ -208,7 +238,13 @@ impl GatewayDriver {
     }
 }
 
-fn status(t: &GatewayTenant, observed: &Observed, public_key: Option<WgKey>, failure: Option<String>) -> Status {
+fn status(
+    t: &GatewayTenant,
+    observed: &Observed,
+    public_key: Option<WgKey>,
+    exposures: Vec<nft::ExposureStatus>,
+    failure: Option<String>,
+) -> Status {
     let device = observed.devices.get(&t.gateway.interface);
     let peers = if t.lifecycle == Lifecycle::Run {
         t.gateway
@@ -233,7 +269,7 @@ fn status(t: &GatewayTenant, observed: &Observed, public_key: Option<WgKey>, fai
         ready: failure.is_none(),
         reason: failure,
         usage: None,
-        gateway: Some(GatewayStatus { public_key, peers }),
+        gateway: Some(GatewayStatus { public_key, peers, exposures }),
     }
 }
 
@@ -244,7 +280,7 @@ impl Driver<GatewayTenant> for GatewayDriver {
     }
 
     fn node_status(&self) -> NodeStatus {
-        NodeStatus { wireguard_backend: Some(self.backend.as_str()), conditions: Vec::new() }
+        NodeStatus { wireguard_backend: Some(self.backend.as_str()), conditions: self.conditions.clone() }
     }
 
     async fn preview(&mut self, desired: &[GatewayTenant]) -> Result<Vec<Change>, String> {
@@ -253,7 +289,8 @@ impl Driver<GatewayTenant> for GatewayDriver {
         let (_, refused) = plan::served(desired);
         let mut changes: Vec<Change> = plan::plan(desired, &observed).into_iter().map(Change::Gateway).collect();
         changes.extend(refused.into_iter().map(|(tenant, reason)| Change::Refused { tenant, reason }));
-        // CALL SITE (nft): `nft::preview(&self.node, desired, …)` joins here once gateway/nft/ lands.
+        let resolved = self.resolve(desired).await;
+        changes.extend(nft::preview(&self.node, desired, &resolved).await?);
         Ok(changes)
     }
 
@@ -278,18 +315,54 @@ impl Driver<GatewayTenant> for GatewayDriver {
             Ok(o) => o,
             Err(e) => return failed_all(format!("cannot observe the gateway: {e}")),
         };
+        let resolved = self.resolve(desired).await;
         let steps = plan::plan(desired, &observed);
-        let failed = self.apply(&links, steps).await;
-        // CALL SITE (nft): `nft::sync(&self.node, desired, &nft::resolve_blocked(desired))` runs
-        // here once gateway/nft/ lands; its per-tenant failures join `failed`.
+        let mut failed = self.apply(&links, steps).await;
         let (served, refused) = plan::served(desired);
+        let mut refused: BTreeMap<String, String> = refused.into_iter().collect();
+        // The tenants' nftables parts: each changed tenant replaced in one transaction.
+        let whole = |failed: &mut BTreeMap<String, String>, why: String| {
+            for t in &served {
+                failed.entry(t.name.clone()).or_insert_with(|| why.clone());
+            }
+        };
+        match nft::sync(&self.node, desired, &resolved).await {
+            Ok(report) => {
+                for (tenant, e) in report.failed {
+                    if tenant == "node" {
+                        whole(&mut failed, format!("nftables base table: {e}"));
+                    } else {
+                        failed.entry(tenant).or_insert(format!("nftables: {e}"));
+                    }
+                }
+                for (tenant, why) in report.refused {
+                    refused.entry(tenant).or_insert(why);
+                }
+            }
+            Err(e) => whole(&mut failed, format!("nftables: {e}")),
+        }
+        let mut exposures = match nft::exposure_status(desired).await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read exposure counters");
+                BTreeMap::new()
+            }
+        };
+        match nft::foreign_conditions().await {
+            Ok(c) => {
+                self.conditions =
+                    c.into_iter().map(|c| crate::driver::Condition { kind: c.kind, message: c.message }).collect()
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot list other firewall tables"),
+        }
         self.connects(&served, &observed);
         let keys = self.keys.list().unwrap_or_default();
         let mut out: BTreeMap<&str, Status> = BTreeMap::new();
         for t in &served {
-            out.insert(&t.name, status(t, &observed, keys.get(&t.name).cloned(), failed.get(&t.name).cloned()));
+            let failure = failed.get(&t.name).or(refused.get(&t.name)).cloned();
+            let x = exposures.remove(&t.name).unwrap_or_default();
+            out.insert(&t.name, status(t, &observed, keys.get(&t.name).cloned(), x, failure));
         }
-        let refused: BTreeMap<String, String> = refused.into_iter().collect();
         desired
             .iter()
             .map(|t| match out.remove(t.name.as_str()) {
