@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 log() { printf '==> %s\n' "$*"; }
 
 # System packages the tests use: a C toolchain for ring, iproute2 for the network-namespace lab,
-# PostgreSQL and pgBouncer for the lab's database node, nftables for the agent's per-source limit on
+# PostgreSQL and pgBouncer for the lab's database node, nftables for the gateway lab (gateway_nft) and the agent's per-source limit on
 # pgBouncer, python3 for raw-socket attack clients (WireGuard joins with the gateway driver). Installed
 # only when missing, so a prepared machine runs no apt at all. The lab needs root.
 missing=()
