@@ -18,6 +18,9 @@
 #   wg-peers      the gateway driver's WireGuard side in its own namespace (wireguard-go): a cold
 #                 pass with 10,000 peers on one interface, a converged pass, one peer added and
 #                 removed by diff, suspend, resume, delete (BERQENAS_BENCH_PEERS=N for another N)
+#   gateway-nft   the agent's nftables sync in a throwaway network namespace at 100 and 1,000
+#                 tenants × 3 exposures: cold sync, converged sync, one tenant changed, and nft -f
+#                 loading the same ruleset as one file (needs root and nftables); one line each
 set -euo pipefail
 cd "$(dirname "$0")/.."
 name=${1:-}
@@ -49,8 +52,18 @@ case "$name" in
     cargo build --release --locked -q -p berqenas-tests --bins
     exec target/release/bench-wg-peers "${BERQENAS_BENCH_PEERS:-10000}"
     ;;
+  gateway-nft)
+    cargo build --release --locked -q -p berqenas-tests --bin nft-lab
+    ns="bqbench-$$"
+    ip netns add "$ns"
+    trap 'ip netns delete "$ns"' EXIT
+    for n in 100 1000; do
+      ip netns exec "$ns" nft flush ruleset
+      ip netns exec "$ns" target/release/nft-lab bench "$n"
+    done
+    ;;
   *)
-    echo "usage: $0 coordinator|fanout|flood|provision|wg-peers" >&2
+    echo "usage: $0 coordinator|fanout|flood|provision|gateway-nft|wg-peers" >&2
     exit 2
     ;;
 esac

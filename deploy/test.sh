@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 log() { printf '==> %s\n' "$*"; }
 
 # System packages the tests use: a C toolchain for ring, iproute2 for the network-namespace lab,
-# PostgreSQL and pgBouncer for the lab's database node, nftables for the agent's per-source limit on
-# pgBouncer, python3 for raw-socket attack clients, wireguard-go and wireguard-tools for the gateway
-# lab (this machine has no WireGuard module; devices use plain `wg`), ping for its tunnels. Installed
+# PostgreSQL and pgBouncer for the lab's database node, nftables for the gateway lab and the agent's
+# per-source limit on pgBouncer, python3 for raw-socket attack clients, wireguard-go and
+# wireguard-tools for the gateway lab (this machine has no WireGuard module; devices use plain
+# `wg`), ping for its tunnels. Installed
 # only when missing, so a prepared machine runs no apt at all. The lab needs root.
 missing=()
 command -v gcc >/dev/null 2>&1 || missing+=(build-essential)

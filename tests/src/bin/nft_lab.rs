@@ -3,7 +3,8 @@
 //! the lab's TCP endpoints (`serve` answers each connection with the peer's address, `connect`
 //! prints that answer, `burst` counts answered connections, `sink`/`stream` measure throughput).
 //! Usage: nft-lab sync|status FILE | conditions | serve PORT… | connect ADDR:PORT [FROM] |
-//! burst ADDR:PORT N | sink PORT | stream ADDR:PORT SECONDS [FROM]
+//! burst ADDR:PORT N | sink PORT | stream ADDR:PORT SECONDS [FROM] | bench TENANTS (in an empty
+//! namespace: sync times for TENANTS tenants × 3 exposures, one JSON line)
 
 #![allow(
     clippy::expect_used,
@@ -189,6 +190,85 @@ async fn main() {
                        "steady_bits_per_second": steady * 8.0 / steady_secs})
             );
         }
+        "bench" => bench(arg(1).parse().expect("tenant count")).await,
         other => panic!("unknown command {other}"),
     }
+}
+
+/// `tenants` tenants with 3 exposures (allowlists, rate, both source modes) and 2 rules each.
+fn bench_state(tenants: u32) -> Vec<GatewayTenant> {
+    (1..=tenants)
+        .map(|i| {
+            let third = i % 256;
+            let second = 18 + (i / 256);
+            let base = format!("198.{second}.{third}");
+            let exposures: Vec<Value> = (0..3u32)
+                .map(|k| {
+                    json!({"id": format!("e{k}"), "device_id": "d1", "device_address": format!("{base}.10"),
+                           "port": 8080 + k, "public_port": 10_000 + (i * 3 + k) % 55_000, "protocol": "tcp",
+                           "allow": if k == 0 { json!(["203.0.113.0/24", "192.0.2.7/32"]) } else { json!([]) },
+                           "rate_per_second": if k == 1 { 100 } else { 0 }, "source": if k == 2 { "keep" } else { "nat" },
+                           "enabled": true})
+                })
+                .collect();
+            serde_json::from_value(json!({
+                "name": format!("t{i}"), "revision": 1, "lifecycle": "run", "index": i,
+                "gateway": {"vpn_subnet": format!("{base}.0/24"), "gateway_address": format!("{base}.1"),
+                    "interface": format!("bqt{i}"), "listen_port": 51820, "exposures": exposures,
+                    "rules": [{"id": "r1", "position": 1, "verdict": "deny", "sources": ["203.0.113.8/32"],
+                               "destinations": [], "ports": {"first": 22, "last": 22}, "protocol": "tcp", "vpn_required": false},
+                              {"id": "r2", "position": 2, "verdict": "allow", "sources": [], "destinations": ["192.0.2.0/24"],
+                               "ports": null, "protocol": "any", "vpn_required": false}],
+                    "blocked_domains": []}
+            }))
+            .expect("tenant")
+        })
+        .collect()
+}
+
+async fn bench(tenants: u32) {
+    let node = GatewayConfig {
+        public_address: "198.51.100.10".parse().expect("ip"),
+        public_ports: "10000-64999".parse().expect("range"),
+    };
+    let resolved = BTreeMap::new();
+    let mut desired = bench_state(tenants);
+    let ms = |d: Duration| (d.as_secs_f64() * 1000.0 * 10.0).round() / 10.0;
+    let timed = |r: &nft::SyncReport| {
+        assert!(r.failed.is_empty() && r.refused.is_empty(), "{:?} {:?}", r.failed, r.refused);
+        ms(r.elapsed)
+    };
+    let cold = timed(&nft::sync(&node, &desired, &resolved).await.expect("sync"));
+    let noop = timed(&nft::sync(&node, &desired, &resolved).await.expect("sync"));
+    desired[tenants as usize / 2].gateway.device_to_device = true;
+    let one = nft::sync(&node, &desired, &resolved).await.expect("sync");
+    assert_eq!(one.applied.len(), 1);
+    let one = timed(&one);
+    // The same ruleset loaded as one file by nft itself, into an empty table.
+    let script = nft::render(&node, &desired).script();
+    berqenas_node_agent::host::exec::run(
+        "nft",
+        &["delete", "table", "inet", nft::TABLE],
+        None,
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("delete");
+    let started = Instant::now();
+    berqenas_node_agent::host::exec::run("nft", &["-f", "-"], Some(script.as_bytes()), Duration::from_secs(120))
+        .await
+        .expect("nft -f");
+    let file = ms(started.elapsed());
+    let rss_kb = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    println!(
+        "{}",
+        json!({"tenants": tenants, "exposures_per_tenant": 3, "script_lines": script.lines().count(),
+               "cold_sync_ms": cold, "converged_sync_ms": noop, "one_tenant_change_ms": one,
+               "nft_f_whole_file_ms": file, "helper_peak_rss_kb": rss_kb})
+    );
 }

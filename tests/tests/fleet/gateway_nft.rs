@@ -184,11 +184,10 @@ fn gateway_nft_exposes_isolates_blocks_and_repairs_with_real_packets() {
     assert_eq!(env.connect(&env.client, &format!("{PUBLIC}:15090"), None), "198.18.2.1");
     assert_eq!(env.connect(&env.dev_b, "198.18.1.10:8080", None), "timeout");
     assert_eq!(env.connect(&env.dev_b, &format!("{PUBLIC}:15081"), None), "timeout");
-    assert_eq!(
-        env.connect(&env.dev_b, "198.18.1.1:8080", None).contains("198"),
-        false,
-        "A's gateway address is not B's"
-    );
+    // The gateway itself: A's devices reach A's gateway address (a closed port answers), B's are
+    // dropped there.
+    assert!(env.connect(&env.dev_a, "198.18.1.1:8080", None).contains("refused"));
+    assert_eq!(env.connect(&env.dev_b, "198.18.1.1:8080", None), "timeout");
     assert_eq!(env.connect(&env.dev_a, "198.18.2.10:8080", None), "timeout");
     // A's rule lets its devices reach 203.0.113.0/24; the blocked domain's address stays dropped.
     assert_eq!(env.connect(&env.dev_a, "203.0.113.7:9000", None), "203.0.113.1", "masqueraded as the gateway");
@@ -258,6 +257,24 @@ fn gateway_nft_exposes_isolates_blocks_and_repairs_with_real_packets() {
     let listing = env.nft(&["list", "table", "inet", "berqenas"]);
     assert!(!listing.contains("beta"), "{listing}");
     assert_eq!(env.chain_rules("acme-in"), acme_before);
+    // vpn-required: the service on 8082 is for the subnet only, whatever its exposure says.
+    let mut vpn_only = only_acme.clone();
+    vpn_only["tenants"][0]["gateway"]["rules"].as_array_mut().expect("rules").push(json!(
+        {"id": "r3", "position": 3, "verdict": "allow", "sources": [], "destinations": ["198.18.1.10/32"],
+         "ports": {"first": 8082, "last": 8082}, "protocol": "tcp", "vpn_required": true}));
+    env.sync(&vpn_only);
+    assert_eq!(env.connect(&env.client, &format!("{PUBLIC}:15082"), Some("203.0.113.7")), "timeout");
+    assert_eq!(env.connect(&env.client, &format!("{PUBLIC}:15081"), Some("203.0.113.7")), "198.18.1.1");
+    // Suspended: no exposure, no way out; resumed: the same ports serve again.
+    let mut suspended = vpn_only.clone();
+    suspended["tenants"][0]["lifecycle"] = json!("suspended");
+    env.sync(&suspended);
+    let answer = env.connect(&env.client, &format!("{PUBLIC}:15081"), Some("203.0.113.7"));
+    assert!(answer == "timeout" || answer.contains("refused"), "suspended exposure answered {answer}");
+    assert_eq!(env.connect(&env.dev_a, "203.0.113.7:9000", None), "timeout");
+    env.sync(&vpn_only);
+    assert_eq!(env.connect(&env.client, &format!("{PUBLIC}:15081"), Some("203.0.113.7")), "198.18.1.1");
+    assert_eq!(env.connect(&env.dev_a, "203.0.113.7:9000", None), "203.0.113.1");
     // Tables the agent does not own are never touched.
     env.nft(&["add", "table", "ip", "someone_else"]);
     env.sync(&want);

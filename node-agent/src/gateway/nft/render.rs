@@ -13,8 +13,8 @@ use std::net::Ipv4Addr;
 pub const TABLE: &str = "berqenas";
 /// How long a source stays in an exposure's "seen" sets after its last (first) packet.
 pub const SEEN_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
-/// Sources remembered per exposure (the oldest expire; new ones are not recorded when full).
-pub const SEEN_SIZE: u32 = 4096;
+/// Sources remembered per tenant over all its exposures (new ones are not recorded when full).
+pub const SEEN_SIZE: u32 = 16384;
 /// Lifetime of a blocked domain's address in the tenant's set; refreshed at half of it.
 pub const BLOCK_TIMEOUT_SECS: u64 = 24 * 3600;
 
@@ -399,29 +399,39 @@ fn tenant_part(t: &GatewayTenant, exposures: &[(&ExposureSpec, bool)]) -> Part {
     });
     sets.push(set(blocked.clone(), "type ipv4_addr; flags timeout;", Vec::new(), Fill::Kept));
 
+    // Sources seen and allowlists: one set each per tenant, keyed by the exposure's public
+    // port, so the number of named sets stays the same however many exposures a tenant has.
+    let seen_key = "type inet_proto . inet_service . ipv4_addr";
+    sets.push(set(
+        format!("{n}-seen"),
+        &format!("{seen_key}; size {SEEN_SIZE}; flags dynamic,timeout; timeout {SEEN_TIMEOUT_SECS}s; counter;"),
+        Vec::new(),
+        Fill::Kept,
+    ));
+    sets.push(set(
+        format!("{n}-first"),
+        &format!("{seen_key}; size {SEEN_SIZE}; flags dynamic,timeout; timeout {SEEN_TIMEOUT_SECS}s;"),
+        Vec::new(),
+        Fill::Kept,
+    ));
+    let allow: Vec<String> = live
+        .iter()
+        .flat_map(|x| {
+            networks(&x.allow).into_iter().map(move |a| format!("{} . {} . {a}", proto(x.protocol), x.public_port))
+        })
+        .collect();
+    sets.push(set(format!("{n}-allow"), &format!("{seen_key}; flags interval;"), allow, Fill::Static));
+    let source = "meta l4proto . th dport . ip saddr";
     for (x, on) in exposures {
         let p = format!("{n}-x-{}", x.id);
         counters.push(format!("{p}-acc"));
         counters.push(format!("{p}-drop"));
-        sets.push(set(
-            format!("{p}-seen"),
-            &format!("type ipv4_addr; size {SEEN_SIZE}; flags dynamic,timeout; timeout {SEEN_TIMEOUT_SECS}s; counter;"),
-            Vec::new(),
-            Fill::Kept,
-        ));
-        sets.push(set(
-            format!("{p}-first"),
-            &format!("type ipv4_addr; size {SEEN_SIZE}; flags dynamic,timeout; timeout {SEEN_TIMEOUT_SECS}s;"),
-            Vec::new(),
-            Fill::Kept,
-        ));
         if !*on {
             continue;
         }
         let mut rules = Vec::new();
         if !x.allow.is_empty() {
-            sets.push(set(format!("{p}-allow"), "type ipv4_addr; flags interval;", networks(&x.allow), Fill::Static));
-            rules.push(format!("ip saddr != @{p}-allow counter name \"{p}-drop\" drop"));
+            rules.push(format!("{source} != @{n}-allow counter name \"{p}-drop\" drop"));
         }
         if x.rate_per_second > 0 {
             let r = x.rate_per_second;
@@ -429,8 +439,8 @@ fn tenant_part(t: &GatewayTenant, exposures: &[(&ExposureSpec, bool)]) -> Part {
                 "ct state new limit rate over {r}/second burst {r} packets counter name \"{p}-drop\" drop"
             ));
         }
-        rules.push(format!("update @{p}-seen {{ ip saddr counter }}"));
-        rules.push(format!("add @{p}-first {{ ip saddr }}"));
+        rules.push(format!("update @{n}-seen {{ {source} counter }}"));
+        rules.push(format!("add @{n}-first {{ {source} }}"));
         rules.push(format!("counter name \"{p}-acc\""));
         chains.push(chain(p.clone(), rules));
         let key = format!("{} . {}", proto(x.protocol), x.public_port);

@@ -58,23 +58,25 @@ pub fn exposures_from(
                 .map(|x| {
                     let p = format!("{}-x-{}", t.name, x.id);
                     let count = |c: &str| observed.counters.get(&format!("{p}-{c}")).map_or(0, |(packets, _)| *packets);
-                    let first: BTreeMap<&str, i64> = observed
-                        .sets
-                        .get(&format!("{p}-first"))
+                    // Keys are `proto . public port . address`: this exposure's are its port's.
+                    let prefix = format!("{} . {} . ", protocol(x.protocol), x.public_port);
+                    let of = |set: &str| {
+                        observed
+                            .sets
+                            .get(&format!("{}-{set}", t.name))
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|e| Some((e.key.strip_prefix(prefix.as_str())?.to_string(), e)))
+                            .collect::<Vec<_>>()
+                    };
+                    let first: BTreeMap<String, i64> = of("first").into_iter().map(|(a, e)| (a, at(e))).collect();
+                    let mut sources: Vec<SourceSeen> = of("seen")
                         .into_iter()
-                        .flatten()
-                        .map(|e| (e.key.as_str(), at(e)))
-                        .collect();
-                    let mut sources: Vec<SourceSeen> = observed
-                        .sets
-                        .get(&format!("{p}-seen"))
-                        .into_iter()
-                        .flatten()
-                        .map(|e| {
+                        .map(|(address, e)| {
                             let last_seen = at(e);
                             SourceSeen {
-                                address: e.key.clone(),
-                                first_seen: first.get(e.key.as_str()).copied().unwrap_or(last_seen).min(last_seen),
+                                first_seen: first.get(&address).copied().unwrap_or(last_seen).min(last_seen),
+                                address,
                                 last_seen,
                                 packets: e.packets,
                                 bytes: e.bytes,
@@ -100,6 +102,14 @@ pub async fn exposure_status(desired: &[GatewayTenant]) -> Result<BTreeMap<Strin
     let observed = super::observe().await?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
     Ok(exposures_from(&observed, desired, now))
+}
+
+fn protocol(p: crate::assignment::Protocol) -> &'static str {
+    match p {
+        crate::assignment::Protocol::Tcp => "tcp",
+        crate::assignment::Protocol::Udp => "udp",
+        crate::assignment::Protocol::Any => "any",
+    }
 }
 
 /// A base chain of another table on a hook our flows pass.

@@ -112,11 +112,9 @@ add set inet berqenas acme-exposed {{ type inet_proto . ipv4_addr . inet_service
 add set inet berqenas acme-masq {{ type inet_proto . ipv4_addr . inet_service; }}
 add map inet berqenas acme-dnat {{ type inet_proto . inet_service : ipv4_addr . inet_service; }}
 add set inet berqenas acme-blocked {{ type ipv4_addr; flags timeout; }}
-add set inet berqenas acme-x-e1-seen {{ type ipv4_addr; size 4096; flags dynamic,timeout; timeout 604800s; counter; }}
-add set inet berqenas acme-x-e1-first {{ type ipv4_addr; size 4096; flags dynamic,timeout; timeout 604800s; }}
-add set inet berqenas acme-x-e1-allow {{ type ipv4_addr; flags interval; }}
-add set inet berqenas acme-x-e2-seen {{ type ipv4_addr; size 4096; flags dynamic,timeout; timeout 604800s; counter; }}
-add set inet berqenas acme-x-e2-first {{ type ipv4_addr; size 4096; flags dynamic,timeout; timeout 604800s; }}
+add set inet berqenas acme-seen {{ type inet_proto . inet_service . ipv4_addr; size 16384; flags dynamic,timeout; timeout 604800s; counter; }}
+add set inet berqenas acme-first {{ type inet_proto . inet_service . ipv4_addr; size 16384; flags dynamic,timeout; timeout 604800s; }}
+add set inet berqenas acme-allow {{ type inet_proto . inet_service . ipv4_addr; flags interval; }}
 add counter inet berqenas acme-x-e1-acc
 add counter inet berqenas acme-x-e1-drop
 add counter inet berqenas acme-x-e2-acc
@@ -124,7 +122,7 @@ add counter inet berqenas acme-x-e2-drop
 add element inet berqenas acme-exposed {{ tcp . 198.18.1.10 . 5432, tcp . 198.18.1.10 . 80 }}
 add element inet berqenas acme-masq {{ tcp . 198.18.1.10 . 80 }}
 add element inet berqenas acme-dnat {{ tcp . 15432 : 198.18.1.10 . 5432, tcp . 15080 : 198.18.1.10 . 80 }}
-add element inet berqenas acme-x-e1-allow {{ 192.0.2.0/25, 203.0.113.0/24 }}
+add element inet berqenas acme-allow {{ tcp . 15432 . 192.0.2.0/25, tcp . 15432 . 203.0.113.0/24 }}
 add rule inet berqenas acme-out meta nfproto ipv6 drop comment "berqenas {digest}"
 add rule inet berqenas acme-out limit rate over 6250000 bytes/second burst 1250000 bytes drop
 add rule inet berqenas acme-out ct state established,related accept
@@ -151,13 +149,13 @@ add rule inet berqenas acme-input ip daddr 198.18.1.1 accept
 add rule inet berqenas acme-input drop
 add rule inet berqenas acme-dnat dnat ip to meta l4proto . th dport map @acme-dnat
 add rule inet berqenas acme-snat ct status dnat meta l4proto . ip daddr . th dport @acme-masq snat ip to 198.18.1.1
-add rule inet berqenas acme-x-e1 ip saddr != @acme-x-e1-allow counter name "acme-x-e1-drop" drop
+add rule inet berqenas acme-x-e1 meta l4proto . th dport . ip saddr != @acme-allow counter name "acme-x-e1-drop" drop
 add rule inet berqenas acme-x-e1 ct state new limit rate over 100/second burst 100 packets counter name "acme-x-e1-drop" drop
-add rule inet berqenas acme-x-e1 update @acme-x-e1-seen {{ ip saddr counter }}
-add rule inet berqenas acme-x-e1 add @acme-x-e1-first {{ ip saddr }}
+add rule inet berqenas acme-x-e1 update @acme-seen {{ meta l4proto . th dport . ip saddr counter }}
+add rule inet berqenas acme-x-e1 add @acme-first {{ meta l4proto . th dport . ip saddr }}
 add rule inet berqenas acme-x-e1 counter name "acme-x-e1-acc"
-add rule inet berqenas acme-x-e2 update @acme-x-e2-seen {{ ip saddr counter }}
-add rule inet berqenas acme-x-e2 add @acme-x-e2-first {{ ip saddr }}
+add rule inet berqenas acme-x-e2 update @acme-seen {{ meta l4proto . th dport . ip saddr counter }}
+add rule inet berqenas acme-x-e2 add @acme-first {{ meta l4proto . th dport . ip saddr }}
 add rule inet berqenas acme-x-e2 counter name "acme-x-e2-acc"
 add element inet berqenas expose_filter {{ tcp . 15432 : jump acme-x-e1 }}
 add element inet berqenas expose_nat {{ tcp . 15432 : jump acme-dnat }}
@@ -213,7 +211,7 @@ fn suspended_tenant_forwards_and_exposes_nothing_but_keeps_its_counters() {
     assert_eq!((rules("acme-out"), rules("acme-in"), rules("acme-input")), (2, 2, 2), "ipv6 drop + drop");
     assert!(part.dispatch.iter().all(|d| !d.map.starts_with("expose")), "no exposure reachable");
     assert!(part.counters.contains(&"acme-x-e1-acc".to_string()), "counts survive a suspension");
-    assert!(part.sets.iter().any(|s| s.name == "acme-x-e1-seen"));
+    assert!(part.sets.iter().any(|s| s.name == "acme-seen"));
 }
 
 #[test]
@@ -364,8 +362,8 @@ fn removed_exposure_and_gone_tenant_are_cleaned_up() {
     assert!(acme_script.contains("delete element inet berqenas expose_filter { tcp . 15432 }\n"), "{acme_script}");
     assert!(acme_script.contains("delete chain inet berqenas acme-x-e1\n"), "{acme_script}");
     assert!(acme_script.contains("delete counter inet berqenas acme-x-e1-acc\n"));
-    assert!(acme_script.contains("delete set inet berqenas acme-x-e1-seen\n"));
-    assert!(!acme_script.contains("flush set inet berqenas acme-x-e2-seen"), "sources seen are kept");
+    assert!(acme_script.contains("flush set inet berqenas acme-allow\n"), "{acme_script}");
+    assert!(!acme_script.contains("flush set inet berqenas acme-seen"), "sources seen are kept");
     assert!(!acme_script.contains("delete counter inet berqenas acme-x-e2"), "counts of kept exposures are kept");
 }
 
@@ -414,9 +412,9 @@ fn exposure_status_reads_counters_and_sources() {
     o.counters.insert("acme-x-e1-acc".into(), (12, 900));
     o.counters.insert("acme-x-e1-drop".into(), (3, 180));
     o.sets.insert(
-        "acme-x-e1-seen".into(),
+        "acme-seen".into(),
         vec![Element {
-            key: "203.0.113.7".into(),
+            key: "tcp . 15432 . 203.0.113.7".into(),
             expires: Some(SEEN_TIMEOUT_SECS - 5),
             timeout: Some(SEEN_TIMEOUT_SECS),
             packets: 12,
@@ -424,9 +422,9 @@ fn exposure_status_reads_counters_and_sources() {
         }],
     );
     o.sets.insert(
-        "acme-x-e1-first".into(),
+        "acme-first".into(),
         vec![Element {
-            key: "203.0.113.7".into(),
+            key: "tcp . 15432 . 203.0.113.7".into(),
             expires: Some(SEEN_TIMEOUT_SECS - 100),
             timeout: Some(SEEN_TIMEOUT_SECS),
             ..Element::default()
