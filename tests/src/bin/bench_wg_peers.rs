@@ -2,7 +2,8 @@
 //! namespace of its own (the host's network is untouched) with the userspace backend
 //! (wireguard-go). One tenant interface: a cold pass with N peers (default 10,000), a converged
 //! pass (observe + empty plan), one peer added by diff, one removed, all removed (suspend).
-//! Prints one JSON line of milliseconds. Needs root, wireguard-go and /dev/net/tun.
+//! Each is a whole driver pass, so it includes the tenant's nftables sync and status reads.
+//! Prints one JSON line of milliseconds. Needs root, wireguard-go, nft and /dev/net/tun.
 //! Usage: bench-wg-peers [N]
 
 #![allow(
