@@ -17,6 +17,12 @@
 #                 over the flood); BERQENAS_BENCH_BASELINE=BIN measures a baseline binary beside it
 #   provision     1,000 tenants on one db node (real PostgreSQL): create → active p50/p99, full
 #                 resync, one usage pass, agent RSS; side by side psql running the seed's SQL
+#   wg-peers      the gateway driver's WireGuard side in its own namespace (wireguard-go): a cold
+#                 pass with 10,000 peers on one interface, a converged pass, one peer added and
+#                 removed by diff, suspend, resume, delete (BERQENAS_BENCH_PEERS=N for another N)
+#   gateway-nft   the agent's nftables sync in a throwaway network namespace at 100 and 1,000
+#                 tenants × 3 exposures: cold sync, converged sync, one tenant changed, and nft -f
+#                 loading the same ruleset as one file (needs root and nftables); one line each
 set -euo pipefail
 cd "$(dirname "$0")/.."
 name=${1:-}
@@ -44,8 +50,22 @@ case "$name" in
     cargo build --release --locked -q -p berqenas-coordinator -p berqenas-node-agent -p berqenas-tests --bins
     exec target/release/bench-provision target/release/berqenas-coordinator target/release/berqenas-node-agent
     ;;
+  wg-peers)
+    cargo build --release --locked -q -p berqenas-tests --bins
+    exec target/release/bench-wg-peers "${BERQENAS_BENCH_PEERS:-10000}"
+    ;;
+  gateway-nft)
+    cargo build --release --locked -q -p berqenas-tests --bin nft-lab
+    ns="bqbench-$$"
+    ip netns add "$ns"
+    trap 'ip netns delete "$ns"' EXIT
+    for n in 100 1000; do
+      ip netns exec "$ns" nft flush ruleset
+      ip netns exec "$ns" target/release/nft-lab bench "$n"
+    done
+    ;;
   *)
-    echo "usage: $0 coordinator|fanout|flood|provision" >&2
+    echo "usage: $0 coordinator|fanout|flood|provision|gateway-nft|wg-peers" >&2
     exit 2
     ;;
 esac

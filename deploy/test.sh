@@ -7,8 +7,10 @@ cd "$(dirname "$0")/.."
 log() { printf '==> %s\n' "$*"; }
 
 # System packages the tests use: a C toolchain for ring, iproute2 for the network-namespace lab,
-# PostgreSQL and pgBouncer for the lab's database node, nftables for the agent's per-source limit on
-# pgBouncer, python3 for raw-socket attack clients (WireGuard joins with the gateway driver). Installed
+# PostgreSQL and pgBouncer for the lab's database node, nftables for the gateway lab and the agent's
+# per-source limit on pgBouncer, python3 for raw-socket attack clients, wireguard-go and
+# wireguard-tools for the gateway lab (this machine has no WireGuard module; devices use plain
+# `wg`), ping for its tunnels. Installed
 # only when missing, so a prepared machine runs no apt at all. The lab needs root.
 missing=()
 command -v gcc >/dev/null 2>&1 || missing+=(build-essential)
@@ -19,6 +21,9 @@ ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
 command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
 command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || missing+=(nftables)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
+command -v wireguard-go >/dev/null 2>&1 || missing+=(wireguard-go)
+command -v wg >/dev/null 2>&1 || missing+=(wireguard-tools)
+command -v ping >/dev/null 2>&1 || missing+=(iputils-ping)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv) # schemathesis's venv
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 if [ ${#missing[@]} -gt 0 ]; then

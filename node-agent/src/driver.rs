@@ -13,6 +13,24 @@ pub struct Status {
     pub reason: Option<String>,
     /// Measured by the db driver: bytes used and whether that is over the quota.
     pub usage: Option<Usage>,
+    /// The gateway driver's part: the tenant's public key and its devices' sessions.
+    pub gateway: Option<crate::gateway::GatewayStatus>,
+}
+
+/// What a driver reports of the node itself (next to its tenants).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// Gateway role: "kernel" or "userspace".
+    pub wireguard_backend: Option<&'static str>,
+    pub conditions: Vec<Condition>,
+}
+
+/// Something on the node that keeps it from doing its job, with the remedy in its message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Condition {
+    /// e.g. `foreign-forward-drop`.
+    pub kind: String,
+    pub message: String,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -37,13 +55,14 @@ pub fn statuses<T: Tenant>(served: &[T], result: &PassResult, refused: Vec<(Stri
                 Err(e) => (Some(e.clone()), None),
                 Ok((errors, usage)) => (errors.get(a.name()).cloned(), usage.get(a.name()).copied()),
             };
-            Status { name: a.name().to_string(), ready: failure.is_none(), reason: failure, usage }
+            Status { name: a.name().to_string(), ready: failure.is_none(), reason: failure, usage, gateway: None }
         })
         .chain(refused.into_iter().map(|(name, reason)| Status {
             name,
             ready: false,
             reason: Some(reason),
             usage: None,
+            gateway: None,
         }))
         .collect()
 }
@@ -57,6 +76,10 @@ pub enum Change {
     File { path: PathBuf, what: &'static str },
     /// A tenant this node cannot provide (it will be reported not ready, not served differently).
     Refused { tenant: String, reason: String },
+    /// A WireGuard or link step of the gateway.
+    Gateway(crate::gateway::plan::Step),
+    /// A change to the agent's nftables table, for a tenant (None: the base part).
+    Nft { tenant: Option<String>, what: String },
 }
 
 impl std::fmt::Display for Change {
@@ -65,6 +88,8 @@ impl std::fmt::Display for Change {
             Change::Sql { tenant, sql } => write!(f, "sql   [{}] {sql}", tenant.as_deref().unwrap_or("node")),
             Change::File { path, what } => write!(f, "file  {} ({what})", path.display()),
             Change::Refused { tenant, reason } => write!(f, "refused [{tenant}] {reason}"),
+            Change::Gateway(step) => write!(f, "wg    {step}"),
+            Change::Nft { tenant, what } => write!(f, "nft   [{}] {what}", tenant.as_deref().unwrap_or("node")),
         }
     }
 }
@@ -86,6 +111,10 @@ pub trait Driver<T: Tenant = Assignment>: Send {
     fn wake(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
         None
     }
+    /// The node's own status after the last pass (WireGuard backend, conditions).
+    fn node_status(&self) -> NodeStatus {
+        NodeStatus::default()
+    }
 }
 
 /// Reports every tenant ready without touching the host.
@@ -98,7 +127,10 @@ impl<T: Tenant> Driver<T> for NoneDriver {
     }
 
     async fn reconcile(&mut self, desired: &[T]) -> Vec<Status> {
-        desired.iter().map(|a| Status { usage: None, name: a.name().to_string(), ready: true, reason: None }).collect()
+        desired
+            .iter()
+            .map(|a| Status { usage: None, name: a.name().to_string(), ready: true, reason: None, gateway: None })
+            .collect()
     }
 
     async fn preview(&mut self, _desired: &[T]) -> Result<Vec<Change>, String> {
@@ -121,6 +153,16 @@ impl Driver for ByRole {
 
     fn wake(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
         self.db.wake()
+    }
+
+    fn node_status(&self) -> NodeStatus {
+        let mut status = self.db.node_status();
+        if let Some(g) = &self.gateway {
+            let gw = g.node_status();
+            status.wireguard_backend = gw.wireguard_backend.or(status.wireguard_backend);
+            status.conditions.extend(gw.conditions);
+        }
+        status
     }
 
     async fn preview(&mut self, desired: &[Assignment]) -> Result<Vec<Change>, String> {
@@ -149,9 +191,13 @@ impl Driver for ByRole {
                 name: s.name.clone(),
                 ready: true,
                 reason: None,
+                gateway: None,
             });
             if s.usage.is_some() {
                 entry.usage = s.usage;
+            }
+            if s.gateway.is_some() {
+                entry.gateway = s.gateway;
             }
             if !s.ready {
                 entry.ready = false;
@@ -169,6 +215,7 @@ impl Driver for ByRole {
                     ready: false,
                     reason: Some("this node has no gateway driver".into()),
                     usage: None,
+                    gateway: None,
                 })
             }),
         }
@@ -252,7 +299,13 @@ impl<T: Tenant> Driver<T> for DirDriver {
         let failed = |reason: String| -> Vec<Status> {
             desired
                 .iter()
-                .map(|a| Status { usage: None, name: a.name().to_string(), ready: false, reason: Some(reason.clone()) })
+                .map(|a| Status {
+                    usage: None,
+                    name: a.name().to_string(),
+                    ready: false,
+                    reason: Some(reason.clone()),
+                    gateway: None,
+                })
                 .collect()
         };
         if let Err(e) = std::fs::create_dir_all(&self.path) {
@@ -283,8 +336,14 @@ impl<T: Tenant> Driver<T> for DirDriver {
         desired
             .iter()
             .map(|a| match errors.get(a.name()) {
-                Some(e) => Status { usage: None, name: a.name().to_string(), ready: false, reason: Some(e.clone()) },
-                None => Status { usage: None, name: a.name().to_string(), ready: true, reason: None },
+                Some(e) => Status {
+                    usage: None,
+                    name: a.name().to_string(),
+                    ready: false,
+                    reason: Some(e.clone()),
+                    gateway: None,
+                },
+                None => Status { usage: None, name: a.name().to_string(), ready: true, reason: None, gateway: None },
             })
             .collect()
     }

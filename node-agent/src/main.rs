@@ -84,9 +84,25 @@ enum Cmd {
     },
 }
 
+/// The gateway driver for a node with gateway settings (`--public-address`); a `gateway_dir`
+/// (tests) records gateway assignments as files instead.
+fn gateway_for(cfg: &AgentConfig, gateway_dir: &Option<PathBuf>) -> Option<Box<dyn Driver<GatewayTenant>>> {
+    if let Some(path) = gateway_dir {
+        return Some(Box::new(DirDriver { path: path.clone() }));
+    }
+    cfg.gateway.clone().map(|node| {
+        Box::new(berqenas_node_agent::gateway::GatewayDriver::new(node, &cfg.data_dir))
+            as Box<dyn Driver<GatewayTenant>>
+    })
+}
+
 /// The driver `agent.toml` names.
 fn driver_for(cfg: &AgentConfig) -> Box<dyn Driver> {
     match &cfg.driver {
+        // A gateway node without a database engine: the gateway driver, db parts reported ready.
+        DriverConfig::None if cfg.gateway.is_some() => {
+            Box::new(berqenas_node_agent::driver::ByRole { db: Box::new(NoneDriver), gateway: gateway_for(cfg, &None) })
+        }
         DriverConfig::None => Box::new(NoneDriver),
         DriverConfig::Dir { path } => Box::new(DirDriver { path: path.clone() }),
         DriverConfig::Postgres { url, gateway_dir, pgbouncer, limits } => {
@@ -97,12 +113,12 @@ fn driver_for(cfg: &AgentConfig) -> Box<dyn Driver> {
                     cfg.resync_interval.min(FULL_PASS_INTERVAL),
                     (*limits).into(),
                 )),
-                gateway: gateway_dir.clone().map(|path| Box::new(DirDriver { path }) as Box<dyn Driver<GatewayTenant>>),
+                gateway: gateway_for(cfg, gateway_dir),
             })
         }
         DriverConfig::Mssql { url, gateway_dir } => Box::new(berqenas_node_agent::driver::ByRole {
             db: Box::new(berqenas_node_agent::db::mssql::MssqlDriver { url: url.clone() }),
-            gateway: gateway_dir.clone().map(|path| Box::new(DirDriver { path }) as Box<dyn Driver<GatewayTenant>>),
+            gateway: gateway_for(cfg, gateway_dir),
         }),
     }
 }

@@ -11,7 +11,7 @@
 use crate::assignment::Assignment;
 use crate::config::AgentConfig;
 use crate::connect::node_client;
-use crate::driver::{Driver, Status};
+use crate::driver::{Driver, NodeStatus, Status};
 use crate::host::files::write_atomic;
 use anyhow::Context;
 use berqenas_proto::node as pb;
@@ -77,7 +77,47 @@ struct Shared {
     report: watch::Sender<Option<pb::StatusReport>>,
 }
 
-fn to_pb(revision: u64, statuses: &[Status], capacity: pb::Capacity) -> pb::StatusReport {
+fn unix_seconds(t: Option<SystemTime>) -> i64 {
+    t.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok()).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
+}
+
+fn gateway_pb(g: &crate::gateway::GatewayStatus) -> pb::GatewayStatus {
+    pb::GatewayStatus {
+        public_key: g.public_key.as_ref().map(|k| k.as_str().to_string()).unwrap_or_default(),
+        peers: g
+            .peers
+            .iter()
+            .map(|p| pb::PeerStatus {
+                public_key: p.public_key.as_str().to_string(),
+                last_handshake: unix_seconds(p.last_handshake),
+                rx_bytes: p.rx_bytes,
+                tx_bytes: p.tx_bytes,
+            })
+            .collect(),
+        exposures: g
+            .exposures
+            .iter()
+            .map(|x| pb::ExposureStatus {
+                id: x.id.clone(),
+                accepted_packets: x.accepted_packets,
+                dropped_packets: x.dropped_packets,
+                sources: x
+                    .sources
+                    .iter()
+                    .map(|s| pb::SourceSeen {
+                        address: s.address.clone(),
+                        first_seen: s.first_seen,
+                        last_seen: s.last_seen,
+                        packets: s.packets,
+                        bytes: s.bytes,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+fn to_pb(revision: u64, statuses: &[Status], capacity: pb::Capacity, node: &NodeStatus) -> pb::StatusReport {
     pb::StatusReport {
         applied_revision: revision,
         tenants: statuses
@@ -90,13 +130,16 @@ fn to_pb(revision: u64, statuses: &[Status], capacity: pb::Capacity) -> pb::Stat
                 db_bytes: s.usage.map_or(0, |u| u.db_bytes),
                 quota_exceeded: s.usage.is_some_and(|u| u.quota_exceeded),
                 connections: s.usage.map_or(0, |u| u.connections),
-                // The gateway driver's status arrives with the gateway role.
-                gateway: None,
+                gateway: s.gateway.as_ref().map(gateway_pb),
             })
             .collect(),
         capacity: Some(capacity),
-        wireguard_backend: String::new(),
-        conditions: Vec::new(),
+        wireguard_backend: node.wireguard_backend.unwrap_or_default().to_string(),
+        conditions: node
+            .conditions
+            .iter()
+            .map(|c| pb::NodeCondition { kind: c.kind.clone(), message: c.message.clone() })
+            .collect(),
     }
 }
 
@@ -141,7 +184,7 @@ async fn reconcile_loop(shared: Arc<Shared>, mut driver: Box<dyn Driver>, mut ap
         tracing::debug!(revision = applied.revision, took = ?started.elapsed(), "reconciled");
         let capacity =
             pb::Capacity { max_tenants: shared.cfg.max_tenants, ..crate::join::host_capacity(&shared.cfg.data_dir) };
-        let _ = shared.report.send(Some(to_pb(applied.revision, &statuses, capacity)));
+        let _ = shared.report.send(Some(to_pb(applied.revision, &statuses, capacity, &driver.node_status())));
         let woken = async {
             match &wake {
                 Some(w) => w.notified().await,

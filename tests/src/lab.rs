@@ -87,6 +87,24 @@ impl Lab {
         host
     }
 
+    /// Adds a host with loopback only (no link into the bridge): for labs that wire hosts to
+    /// each other with `link` and address them themselves.
+    pub fn bare_host(&mut self, name: &str) -> Host {
+        let netns = format!("{}-{name}", self.prefix);
+        ip(&["netns", "add", &netns]);
+        ip(&["-n", &netns, "link", "set", "lo", "up"]);
+        let host = Host { name: name.to_string(), netns, addr: Ipv4Addr::UNSPECIFIED };
+        self.hosts.push(host.clone());
+        host
+    }
+
+    /// Connects `a` and `b` with a veth pair, `a_if` in `a` and `b_if` in `b`, both up.
+    pub fn link(&self, a: &Host, a_if: &str, b: &Host, b_if: &str) {
+        ip(&["-n", &a.netns, "link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", &b.netns]);
+        ip(&["-n", &a.netns, "link", "set", a_if, "up"]);
+        ip(&["-n", &b.netns, "link", "set", b_if, "up"]);
+    }
+
     /// Starts `program` inside `host`, logging into `log_dir`.
     pub fn spawn(&self, host: &Host, name: &str, program: &Path, args: &[&str], log_dir: &Path) -> Proc {
         let mut full = vec!["netns", "exec", host.netns.as_str(), program.to_str().expect("UTF-8 path")];

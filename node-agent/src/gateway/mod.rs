@@ -1,5 +1,381 @@
-//! The `gateway` role's room. The next issue puts its driver here: WireGuard interfaces (one per
-//! tenant, `bqt<index>`) and the nftables ruleset that keeps tenants apart, each as
-//! observe → plan (pure, printable) → apply, like `db/postgres`. Until then a node's gateway
-//! assignments go to the `dir` driver (`driver::DirDriver`) when configured, and are reported not
-//! ready otherwise.
+//! The `gateway` role: per tenant a WireGuard interface `bqt<index>` (address `.1/24`, listen
+//! port, a private key made here, one peer per enabled device) and, from `nft/`, the tenant's
+//! nftables table. Each pass is observe → plan (pure, `plan.rs`) → apply, like `db/postgres`.
+//!
+//! - `plan`: the WireGuard and link plan (pure, unit tested).
+//! - `wg`: devices through wireguard-control (kernel module, or wireguard-go).
+//! - `link`: links and addresses through rtnetlink.
+//! - `keys`: the tenants' private keys in the data directory.
+//! - `nft/`: the agent's nftables table (isolation, exposures, rules, blocked domains).
+//!
+//! Owned here: interfaces `bqt<digits>` in the agent's network namespace and the key files
+//! under `<data_dir>/wireguard/`. Nothing else is changed.
+
+pub mod keys;
+pub mod link;
+pub mod nft;
+pub mod plan;
+pub mod wg;
+
+use crate::assignment::{GatewayTenant, Lifecycle, Tenant};
+use crate::config::GatewayConfig;
+use crate::driver::{Change, Driver, NodeStatus, Status};
+use berqenas_common::net::WgKey;
+use plan::{Observed, Step};
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+use wg::Backend;
+
+/// What a gateway reports of a tenant (next to ready/reason).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GatewayStatus {
+    /// The tenant interface's public key (its private key never leaves this host).
+    pub public_key: Option<WgKey>,
+    /// Each enabled device of a running tenant.
+    pub peers: Vec<PeerStatus>,
+    /// Each exposure's counters and the sources seen (from the nftables table).
+    pub exposures: Vec<nft::ExposureStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerStatus {
+    pub public_key: WgKey,
+    pub last_handshake: Option<SystemTime>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+}
+
+/// A handshake this much newer than the device's previous one starts a new connection (WireGuard
+/// renews keys every two minutes while a session lasts; sessions expire after three).
+const SESSION_GAP: Duration = Duration::from_secs(180);
+
+/// The gateway role's driver.
+pub struct GatewayDriver {
+    node: GatewayConfig,
+    keys: keys::KeyStore,
+    backend: Backend,
+    /// The last handshake seen per (tenant, device key): a newer one after a gap is a connect.
+    handshakes: BTreeMap<(String, WgKey), SystemTime>,
+    /// Blocked domains → their addresses as last resolved (kept when a lookup fails, so a
+    /// resolver hiccup never unblocks them).
+    resolved: BTreeMap<String, Vec<Ipv4Addr>>,
+    /// Node conditions found by the last pass (foreign firewall chains that drop our flows).
+    conditions: Vec<crate::driver::Condition>,
+}
+
+impl GatewayDriver {
+    /// Keys under `data_dir`; the WireGuard backend is detected on this host.
+    pub fn new(node: GatewayConfig, data_dir: &Path) -> Self {
+        Self::with_backend(node, data_dir, Backend::detect())
+    }
+
+    pub fn with_backend(node: GatewayConfig, data_dir: &Path, backend: Backend) -> Self {
+        Self {
+            node,
+            keys: keys::KeyStore::new(data_dir),
+            backend,
+            handshakes: BTreeMap::new(),
+            resolved: BTreeMap::new(),
+            conditions: Vec::new(),
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The node's gateway settings (public address and ports, for exposures).
+    pub fn node(&self) -> &GatewayConfig {
+        &self.node
+    }
+
+    /// Resolves the running tenants' blocked domains (before planning), keeping the previous
+    /// addresses of a name that does not resolve now and forgetting names no tenant blocks.
+    async fn resolve(&mut self, desired: &[GatewayTenant]) -> BTreeMap<String, Vec<Ipv4Addr>> {
+        let fresh = nft::resolve_blocked(desired).await;
+        let wanted: std::collections::BTreeSet<&str> = desired
+            .iter()
+            .filter(|t| t.lifecycle == Lifecycle::Run)
+            .flat_map(|t| t.gateway.blocked_domains.iter().map(|d| d.as_str()))
+            .collect();
+        self.resolved.retain(|name, _| wanted.contains(name.as_str()));
+        self.resolved.extend(fresh);
+        self.resolved.clone()
+    }
+
+    /// Owned links, their WireGuard devices and the stored keys.
+    async fn observe(&self, links: &link::Links) -> Result<Observed, String> {
+        let found = links.observe().await.map_err(|e| e.to_string())?;
+        let device_kind = match self.backend {
+            Backend::Kernel => "wireguard",
+            Backend::Userspace => "tun",
+        };
+        let mut observed = Observed::default();
+        for (name, l) in found {
+            if l.kind.as_deref() == Some(device_kind) {
+                if let Some(device) = wg::observe(self.backend, &name).await.map_err(|e| e.to_string())? {
+                    observed.devices.insert(name.clone(), device);
+                }
+            }
+            observed.links.insert(name, l.state);
+        }
+        observed.keys = self.keys.list().map_err(|e| e.to_string())?;
+        Ok(observed)
+    }
+
+    /// Runs `steps`; returns the failure of each tenant whose steps failed (its later steps are
+    /// skipped, other tenants go on). Device changes are gathered into one update per interface.
+    async fn apply(&self, links: &link::Links, steps: Vec<Step>) -> BTreeMap<String, String> {
+        let mut failed: BTreeMap<String, String> = BTreeMap::new();
+        let mut updates: BTreeMap<String, (String, wg::Update)> = BTreeMap::new();
+        for step in steps {
+            if step.tenant().is_some_and(|t| failed.contains_key(t)) {
+                continue;
+            }
+            tracing::info!(step = %step, "gateway applies");
+            let result: Result<(), String> = match &step {
+                Step::GenerateKey { tenant } => self.keys.generate(tenant).map(|_| ()).map_err(|e| e.to_string()),
+                Step::CreateInterface { interface, .. } => match self.backend {
+                    Backend::Kernel => links.create_wireguard(interface).await.map_err(|e| e.to_string()),
+                    Backend::Userspace => wg::start_userspace(interface).await.map_err(|e| e.to_string()),
+                },
+                Step::ConfigureDevice { tenant, interface, listen_port } => match self.keys.private(tenant) {
+                    Ok(key) => {
+                        let (_, u) =
+                            updates.entry(interface.clone()).or_insert_with(|| (tenant.clone(), Default::default()));
+                        u.configure(key, *listen_port);
+                        Ok(())
+                    }
+                    Err(e) => Err(e.to_string()),
+                },
+                Step::AddPeer { tenant, interface, public_key, address } => {
+                    let (_, u) =
+                        updates.entry(interface.clone()).or_insert_with(|| (tenant.clone(), Default::default()));
+                    u.add_peer(public_key.clone(), *address);
+                    Ok(())
+                }
+                Step::UpdatePeer { tenant, interface, public_key, address } => {
+                    let (_, u) =
+                        updates.entry(interface.clone()).or_insert_with(|| (tenant.clone(), Default::default()));
+                    u.update_peer(public_key.clone(), *address);
+                    Ok(())
+                }
+                Step::RemovePeer { tenant, interface, public_key } => {
+                    let (_, u) =
+                        updates.entry(interface.clone()).or_insert_with(|| (tenant.clone(), Default::default()));
+                    u.remove_peer(public_key.clone());
+                    Ok(())
+                }
+                Step::AddAddress { interface, address, prefix_len, .. } => {
+                    links.add_address(interface, *address, *prefix_len).await.map_err(|e| e.to_string())
+                }
+                Step::RemoveAddress { interface, address, prefix_len, .. } => {
+                    links.remove_address(interface, *address, *prefix_len).await.map_err(|e| e.to_string())
+                }
+                Step::LinkUp { interface, mtu, .. } => links.up(interface, *mtu).await.map_err(|e| e.to_string()),
+                Step::RemoveInterface { interface } => {
+                    let r = links.delete(interface).await.map_err(|e| e.to_string());
+                    if self.backend == Backend::Userspace {
+                        wg::stopped(interface).await;
+                    }
+                    r
+                }
+                Step::RemoveKey { tenant } => self.keys.remove(tenant).map_err(|e| e.to_string()),
+            };
+            if let Err(e) = result {
+                tracing::warn!(step = %step, error = %e, "gateway step failed");
+                if let Some(t) = step.tenant() {
+                    failed.insert(t.to_string(), format!("{step}: {e}"));
+                }
+            }
+        }
+        for (interface, (tenant, update)) in updates {
+            if failed.contains_key(&tenant) {
+                continue;
+            }
+            if let Err(e) = wg::apply(self.backend, &interface, update).await {
+                tracing::warn!(tenant = %tenant, error = %e, "wireguard update failed");
+                failed.insert(tenant, e.to_string());
+            }
+        }
+        failed
+    }
+
+    /// Logs a "VPN connect" for each device whose handshake starts a new session, and remembers
+    /// the handshakes seen.
+    fn connects(&mut self, served: &[&GatewayTenant], observed: &Observed) {
+        let now = SystemTime::now();
+        let mut seen = BTreeMap::new();
+        for t in served {
+            let Some(device) = observed.devices.get(&t.gateway.interface) else { continue };
+            for (key, peer) in &device.peers {
+                let Some(hs) = peer.last_handshake else { continue };
+                let id = (t.name.clone(), key.clone());
+                let previous = self.handshakes.get(&id).copied();
+                let new_session = match previous {
+                    // First sight (agent start): only a handshake of the last session window.
+                    None => now.duration_since(hs).is_ok_and(|age| age < SESSION_GAP),
+                    Some(p) => hs.duration_since(p).is_ok_and(|gap| gap > SESSION_GAP),
+                };
+                if new_session {
+                    let device_name = t.gateway.peers.iter().find(|p| &p.public_key == key).map(|p| p.name.as_str());
+                    let endpoint = peer.endpoint.map(|e: SocketAddr| e.to_string()).unwrap_or_default();
+                    tracing::info!(
+                        event = "vpn.connect",
+                        tenant = %t.name,
+                        device = device_name.unwrap_or("unknown"),
+                        public_key = key.as_str(),
+                        endpoint = %endpoint,
+                        "VPN connect"
+                    );
+                }
+                seen.insert(id, previous.map_or(hs, |p| p.max(hs)));
+            }
+        }
+        self.handshakes = seen;
+    }
+}
+
+fn status(
+    t: &GatewayTenant,
+    observed: &Observed,
+    public_key: Option<WgKey>,
+    exposures: Vec<nft::ExposureStatus>,
+    failure: Option<String>,
+) -> Status {
+    let device = observed.devices.get(&t.gateway.interface);
+    let peers = if t.lifecycle == Lifecycle::Run {
+        t.gateway
+            .peers
+            .iter()
+            .filter(|p| p.enabled)
+            .map(|p| {
+                let live = device.and_then(|d| d.peers.get(&p.public_key));
+                PeerStatus {
+                    public_key: p.public_key.clone(),
+                    last_handshake: live.and_then(|l| l.last_handshake),
+                    rx_bytes: live.map_or(0, |l| l.rx_bytes),
+                    tx_bytes: live.map_or(0, |l| l.tx_bytes),
+                }
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Status {
+        name: t.name.clone(),
+        ready: failure.is_none(),
+        reason: failure,
+        usage: None,
+        gateway: Some(GatewayStatus { public_key, peers, exposures }),
+    }
+}
+
+#[async_trait::async_trait]
+impl Driver<GatewayTenant> for GatewayDriver {
+    fn name(&self) -> &'static str {
+        "gateway"
+    }
+
+    fn node_status(&self) -> NodeStatus {
+        NodeStatus { wireguard_backend: Some(self.backend.as_str()), conditions: self.conditions.clone() }
+    }
+
+    async fn preview(&mut self, desired: &[GatewayTenant]) -> Result<Vec<Change>, String> {
+        let links = link::Links::connect().map_err(|e| e.to_string())?;
+        let observed = self.observe(&links).await?;
+        let (_, refused) = plan::served(desired);
+        let mut changes: Vec<Change> = plan::plan(desired, &observed).into_iter().map(Change::Gateway).collect();
+        changes.extend(refused.into_iter().map(|(tenant, reason)| Change::Refused { tenant, reason }));
+        let resolved = self.resolve(desired).await;
+        changes.extend(nft::preview(&self.node, desired, &resolved).await?);
+        Ok(changes)
+    }
+
+    async fn reconcile(&mut self, desired: &[GatewayTenant]) -> Vec<Status> {
+        let failed_all = |reason: String| -> Vec<Status> {
+            desired
+                .iter()
+                .map(|t| Status {
+                    name: t.name().to_string(),
+                    ready: false,
+                    reason: Some(reason.clone()),
+                    usage: None,
+                    gateway: None,
+                })
+                .collect()
+        };
+        let links = match link::Links::connect() {
+            Ok(l) => l,
+            Err(e) => return failed_all(e.to_string()),
+        };
+        let observed = match self.observe(&links).await {
+            Ok(o) => o,
+            Err(e) => return failed_all(format!("cannot observe the gateway: {e}")),
+        };
+        let resolved = self.resolve(desired).await;
+        let steps = plan::plan(desired, &observed);
+        let mut failed = self.apply(&links, steps).await;
+        let (served, refused) = plan::served(desired);
+        let mut refused: BTreeMap<String, String> = refused.into_iter().collect();
+        // The tenants' nftables parts: each changed tenant replaced in one transaction.
+        let whole = |failed: &mut BTreeMap<String, String>, why: String| {
+            for t in &served {
+                failed.entry(t.name.clone()).or_insert_with(|| why.clone());
+            }
+        };
+        match nft::sync(&self.node, desired, &resolved).await {
+            Ok(report) => {
+                for (tenant, e) in report.failed {
+                    if tenant == "node" {
+                        whole(&mut failed, format!("nftables base table: {e}"));
+                    } else {
+                        failed.entry(tenant).or_insert(format!("nftables: {e}"));
+                    }
+                }
+                for (tenant, why) in report.refused {
+                    refused.entry(tenant).or_insert(why);
+                }
+            }
+            Err(e) => whole(&mut failed, format!("nftables: {e}")),
+        }
+        let mut exposures = match nft::exposure_status(desired).await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read exposure counters");
+                BTreeMap::new()
+            }
+        };
+        match nft::foreign_conditions().await {
+            Ok(c) => {
+                self.conditions =
+                    c.into_iter().map(|c| crate::driver::Condition { kind: c.kind, message: c.message }).collect()
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot list other firewall tables"),
+        }
+        self.connects(&served, &observed);
+        let keys = self.keys.list().unwrap_or_default();
+        let mut out: BTreeMap<&str, Status> = BTreeMap::new();
+        for t in &served {
+            let failure = failed.get(&t.name).or(refused.get(&t.name)).cloned();
+            let x = exposures.remove(&t.name).unwrap_or_default();
+            out.insert(&t.name, status(t, &observed, keys.get(&t.name).cloned(), x, failure));
+        }
+        desired
+            .iter()
+            .map(|t| match out.remove(t.name.as_str()) {
+                Some(s) => s,
+                None => Status {
+                    name: t.name.clone(),
+                    // Deleted tenants are ready once their interface and key are gone.
+                    ready: !refused.contains_key(&t.name) && !failed.contains_key(&t.name),
+                    reason: refused.get(&t.name).or(failed.get(&t.name)).cloned(),
+                    usage: None,
+                    gateway: None,
+                },
+            })
+            .collect()
+    }
+}

@@ -10,6 +10,8 @@
 
 mod attacks;
 mod db;
+mod gateway;
+mod gateway_nft;
 mod harness;
 mod join;
 mod lab;

@@ -1,0 +1,174 @@
+//! The gateway's nftables part: one table the agent owns (`inet berqenas`), whose base chains
+//! dispatch by interface and public port (verdict maps: one lookup per packet however many
+//! tenants) to per-tenant chains and sets named `<tenant>-…`. Each tenant's part is replaced in
+//! one `nft -f` transaction when it differs; nothing outside the table is ever touched.
+//!
+//! - `render`: pure, the desired ruleset as data and script text (snapshot tested).
+//! - `observe`: pure, the table as `nft -j` lists it.
+//! - `plan`: pure, the steps from observed to desired and their scripts.
+//! - `status`: exposure counters and sources seen, foreign chains that would drop our flows.
+//!
+//! Every value that reaches a script is a parsed type (addresses, networks, ports) or a name
+//! validated at the wire boundary (tenant names, ids, interfaces); no text a user typed is
+//! written into a script unparsed.
+
+pub mod observe;
+pub mod plan;
+pub mod render;
+pub mod status;
+
+#[cfg(test)]
+mod tests;
+
+use crate::assignment::GatewayTenant;
+use crate::config::GatewayConfig;
+use crate::host::exec::{self, ExecError};
+pub use observe::Observed;
+pub use plan::Step;
+pub use render::{render, Ruleset, TABLE};
+pub use status::{exposure_status, foreign_conditions, Condition, ExposureStatus, SourceSeen};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+/// How long one `nft` run may take (a cold load of a thousand tenants is well under it).
+const NFT_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum NftError {
+    #[error("cannot run nft (is nftables installed?): {0}")]
+    Exec(#[from] ExecError),
+    #[error(transparent)]
+    Parse(#[from] observe::ParseError),
+}
+
+/// What a `sync` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// The steps carried out, in order.
+    pub applied: Vec<Step>,
+    /// Tenant (or "node" for the base part) → why its step failed.
+    pub failed: BTreeMap<String, String>,
+    /// Parts of tenants left out by `render` (port or interface conflicts), with the reason.
+    pub refused: Vec<(String, String)>,
+    /// nft runs made (1 when everything went in one transaction).
+    pub transactions: usize,
+    pub elapsed: Duration,
+}
+
+/// Lists the agent's table (an empty observation when it does not exist).
+pub async fn observe() -> Result<Observed, NftError> {
+    match exec::run("nft", &["-j", "list", "table", "inet", TABLE], None, NFT_TIMEOUT).await {
+        Ok(json) => Ok(observe::parse(&json, TABLE)?),
+        Err(ExecError::Failed { stderr, .. }) if stderr.contains("No such file or directory") => {
+            Ok(Observed::default())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Each running tenant's blocked addresses.
+fn blocked_of(
+    desired: &[GatewayTenant],
+    resolved: &BTreeMap<String, Vec<Ipv4Addr>>,
+) -> BTreeMap<String, BTreeSet<Ipv4Addr>> {
+    desired.iter().map(|t| (t.name.clone(), render::blocked(t, resolved))).collect()
+}
+
+/// Observes the table and plans, changing nothing.
+pub async fn plan_now(
+    node: &GatewayConfig,
+    desired: &[GatewayTenant],
+    resolved: &BTreeMap<String, Vec<Ipv4Addr>>,
+) -> Result<(Ruleset, Observed, Vec<Step>), NftError> {
+    let ruleset = render(node, desired);
+    let observed = observe().await?;
+    let steps = plan::plan(&ruleset, &observed, &blocked_of(desired, resolved));
+    Ok((ruleset, observed, steps))
+}
+
+/// Makes the agent's table match `desired`: the base part created or repaired, each tenant whose
+/// part differs replaced in one transaction (the others untouched), parts of gone tenants
+/// removed, blocked addresses (`resolved`: domain → addresses) refreshed. All steps go in one
+/// `nft` transaction; when it is refused, each step runs on its own so one tenant's failure
+/// stays its own.
+pub async fn sync(
+    node: &GatewayConfig,
+    desired: &[GatewayTenant],
+    resolved: &BTreeMap<String, Vec<Ipv4Addr>>,
+) -> Result<SyncReport, NftError> {
+    let started = Instant::now();
+    let (ruleset, observed, steps) = plan_now(node, desired, resolved).await?;
+    let mut report = SyncReport { refused: ruleset.refused.clone(), ..SyncReport::default() };
+    if steps.is_empty() {
+        report.elapsed = started.elapsed();
+        return Ok(report);
+    }
+    let scripts = plan::scripts(&steps, &ruleset, &observed);
+    let batch: String = scripts.iter().map(|(_, s)| s.as_str()).collect();
+    report.transactions = 1;
+    match exec::run("nft", &["-f", "-"], Some(batch.as_bytes()), NFT_TIMEOUT).await {
+        Ok(_) => report.applied = scripts.into_iter().map(|(step, _)| step).collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "nft refused the whole batch; applying step by step");
+            for (step, script) in scripts {
+                report.transactions += 1;
+                match exec::run("nft", &["-f", "-"], Some(script.as_bytes()), NFT_TIMEOUT).await {
+                    Ok(_) => report.applied.push(step),
+                    Err(e) => {
+                        report.failed.insert(step.tenant().unwrap_or("node").to_string(), e.to_string());
+                    }
+                }
+            }
+        }
+    }
+    for step in &report.applied {
+        tracing::info!(tenant = step.tenant().unwrap_or("node"), "nft: {}", step.describe());
+    }
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+/// What `sync` would change now, as `berqenas-node-agent plan` prints it.
+pub async fn preview(
+    node: &GatewayConfig,
+    desired: &[GatewayTenant],
+    resolved: &BTreeMap<String, Vec<Ipv4Addr>>,
+) -> Result<Vec<crate::driver::Change>, String> {
+    let (ruleset, _, steps) = plan_now(node, desired, resolved).await.map_err(|e| e.to_string())?;
+    let refused = ruleset.refused.into_iter().map(|(tenant, reason)| crate::driver::Change::Refused { tenant, reason });
+    Ok(steps
+        .iter()
+        .map(|s| crate::driver::Change::Nft { tenant: s.tenant().map(str::to_string), what: s.describe() })
+        .chain(refused)
+        .collect())
+}
+
+/// Resolves the blocked domains of running tenants to their IPv4 addresses (tokio's resolver,
+/// 5 s per name). A name that does not resolve is left out of the answer: the caller keeps its
+/// previous addresses rather than unblocking them on a resolver hiccup.
+pub async fn resolve_blocked(desired: &[GatewayTenant]) -> BTreeMap<String, Vec<Ipv4Addr>> {
+    let names: BTreeSet<&str> = desired
+        .iter()
+        .filter(|t| t.lifecycle == crate::assignment::Lifecycle::Run)
+        .flat_map(|t| t.gateway.blocked_domains.iter().map(|d| d.as_str()))
+        .collect();
+    let mut out = BTreeMap::new();
+    for name in names {
+        let lookup = tokio::net::lookup_host((name, 0));
+        match tokio::time::timeout(Duration::from_secs(5), lookup).await {
+            Ok(Ok(addrs)) => {
+                let v4: BTreeSet<Ipv4Addr> = addrs
+                    .filter_map(|a| match a.ip() {
+                        std::net::IpAddr::V4(v4) => Some(v4),
+                        std::net::IpAddr::V6(_) => None,
+                    })
+                    .collect();
+                out.insert(name.to_string(), v4.into_iter().collect());
+            }
+            Ok(Err(e)) => tracing::warn!(domain = name, error = %e, "blocked domain does not resolve"),
+            Err(_) => tracing::warn!(domain = name, "blocked domain: resolver timed out"),
+        }
+    }
+    out
+}

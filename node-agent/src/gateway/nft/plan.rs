@@ -1,0 +1,239 @@
+//! Pure: what to change so that the observed table becomes the rendered ruleset — the base part
+//! created or repaired, each tenant whose part differs replaced whole, parts of gone tenants
+//! removed, blocked-domain sets refreshed — and the `nft -f` script of each step. A converged
+//! host yields an empty plan.
+
+use super::observe::Observed;
+use super::render::{maps, owner_of, Fill, Part, Ruleset, BLOCK_TIMEOUT_SECS, TABLE};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write;
+use std::net::Ipv4Addr;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// The agent's table is missing: create it with the base part.
+    CreateTable,
+    /// The base part differs (a base chain or map missing or changed).
+    RepairBase { why: String },
+    /// The tenant's part differs: replace it whole, in one transaction.
+    Replace { tenant: String, why: String },
+    /// Objects of a tenant this node no longer serves.
+    Remove { tenant: String },
+    /// The tenant's blocked-domain addresses changed or are near their timeout.
+    RefreshBlocked { tenant: String, addresses: Vec<Ipv4Addr> },
+}
+
+impl Step {
+    pub fn tenant(&self) -> Option<&str> {
+        match self {
+            Step::CreateTable | Step::RepairBase { .. } => None,
+            Step::Replace { tenant, .. } | Step::Remove { tenant } | Step::RefreshBlocked { tenant, .. } => {
+                Some(tenant)
+            }
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Step::CreateTable => format!("create table inet {TABLE} with its base chains and maps"),
+            Step::RepairBase { why } => format!("repair the base chains ({why})"),
+            Step::Replace { why, .. } => format!("replace the tenant's chains, sets and dispatch ({why})"),
+            Step::Remove { .. } => "remove the chains, sets and counters of a tenant no longer served".into(),
+            Step::RefreshBlocked { addresses, .. } => {
+                format!("refresh blocked-domain addresses ({} addresses)", addresses.len())
+            }
+        }
+    }
+}
+
+/// Pure: the steps from `observed` to `desired`. `blocked` holds each tenant's wanted blocked
+/// addresses; `now_ok` elements expiring later than half the timeout are left alone.
+pub fn plan(desired: &Ruleset, observed: &Observed, blocked: &BTreeMap<String, BTreeSet<Ipv4Addr>>) -> Vec<Step> {
+    let mut steps = Vec::new();
+    if !observed.table {
+        steps.push(Step::CreateTable);
+    } else if let Some(why) = differs(&desired.base, observed, None) {
+        steps.push(Step::RepairBase { why });
+    }
+    let owners: BTreeSet<&str> = observed
+        .chains
+        .keys()
+        .chain(observed.sets.keys())
+        .chain(observed.counters.keys())
+        .chain(observed.dispatch.values())
+        .filter_map(|n| owner_of(n))
+        .collect();
+    for gone in owners.iter().filter(|o| !desired.tenants.contains_key(**o)) {
+        steps.push(Step::Remove { tenant: gone.to_string() });
+    }
+    for (name, part) in &desired.tenants {
+        if let Some(why) = differs(part, observed, Some(name)) {
+            steps.push(Step::Replace { tenant: name.clone(), why });
+        }
+        let want: Vec<Ipv4Addr> = blocked.get(name).map(|b| b.iter().copied().collect()).unwrap_or_default();
+        let set = part.blocked_set.as_deref().and_then(|s| observed.sets.get(s));
+        let have: Vec<Ipv4Addr> = {
+            let mut v: Vec<Ipv4Addr> = set.into_iter().flatten().filter_map(|e| e.key.parse().ok()).collect();
+            v.sort();
+            v
+        };
+        let stale = set.into_iter().flatten().any(|e| e.expires.is_some_and(|x| x < BLOCK_TIMEOUT_SECS / 2));
+        if want != have || (stale && !want.is_empty()) {
+            steps.push(Step::RefreshBlocked { tenant: name.clone(), addresses: want });
+        }
+    }
+    steps
+}
+
+/// Why `part` is not what the table holds, or None when it is (for a tenant, also: nothing of
+/// it is there that the part does not have).
+fn differs(part: &Part, o: &Observed, tenant: Option<&str>) -> Option<String> {
+    for (i, c) in part.chains.iter().enumerate() {
+        let Some(oc) = o.chains.get(&c.name) else { return Some(format!("chain {} missing", c.name)) };
+        if oc.rules != c.rules.len() {
+            return Some(format!("chain {} has {} rules, not {}", c.name, oc.rules, c.rules.len()));
+        }
+        if i == 0 && oc.comment.as_deref() != Some(format!("berqenas {}", part.digest).as_str()) {
+            return Some("changed".into());
+        }
+        if c.hook.is_some() && !oc.hook.as_deref().is_some_and(|h| h.ends_with(" accept")) {
+            return Some(format!("chain {} is not a base chain with policy accept", c.name));
+        }
+    }
+    for s in &part.sets {
+        let Some(elements) = o.sets.get(&s.name) else { return Some(format!("{} {} missing", s.keyword, s.name)) };
+        if s.fill == Fill::Static && elements.len() != s.elements.len() {
+            return Some(format!("{} {} has {} elements, not {}", s.keyword, s.name, elements.len(), s.elements.len()));
+        }
+    }
+    if let Some(c) = part.counters.iter().find(|c| !o.counters.contains_key(*c)) {
+        return Some(format!("counter {c} missing"));
+    }
+    for d in &part.dispatch {
+        if o.dispatch.get(&(d.map.to_string(), d.key.clone())) != Some(&d.chain) {
+            return Some(format!("{} element {} missing", d.map, d.key));
+        }
+    }
+    let tenant = tenant?;
+    let mine = |n: &&String| owner_of(n) == Some(tenant);
+    if let Some(c) = o.chains.keys().filter(mine).find(|c| !part.chains.iter().any(|p| &p.name == *c)) {
+        return Some(format!("stale chain {c}"));
+    }
+    if let Some(s) = o.sets.keys().filter(mine).find(|s| !part.sets.iter().any(|p| &p.name == *s)) {
+        return Some(format!("stale set {s}"));
+    }
+    if let Some(c) = o.counters.keys().filter(mine).find(|c| !part.counters.contains(c)) {
+        return Some(format!("stale counter {c}"));
+    }
+    let wanted: BTreeSet<(&str, &str)> = part.dispatch.iter().map(|d| (d.map, d.key.as_str())).collect();
+    if let Some(((m, k), _)) =
+        o.dispatch.iter().find(|((m, k), c)| owner_of(c) == Some(tenant) && !wanted.contains(&(m.as_str(), k.as_str())))
+    {
+        return Some(format!("stale {m} element {k}"));
+    }
+    None
+}
+
+/// The `nft -f` script of each step, in order. Each script is one transaction on its own; run
+/// together they are one transaction too. Dispatch elements deleted by an earlier step are not
+/// deleted again.
+pub fn scripts(steps: &[Step], desired: &Ruleset, observed: &Observed) -> Vec<(Step, String)> {
+    let t = format!("inet {TABLE}");
+    let mut deleted: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut out = Vec::new();
+    // Removals first: a public port or interface moving to another tenant is free when added.
+    let order = |s: &Step| match s {
+        Step::CreateTable | Step::RepairBase { .. } => 0,
+        Step::Remove { .. } => 1,
+        Step::Replace { .. } => 2,
+        Step::RefreshBlocked { .. } => 3,
+    };
+    let mut sorted: Vec<&Step> = steps.iter().collect();
+    sorted.sort_by_key(|s| order(s));
+    let key_text = |map: &str, key: &str| match maps::by_interface(map) {
+        true => format!("\"{key}\""),
+        false => key.to_string(),
+    };
+    let mut delete_elements = |s: &mut String, keep: &dyn Fn(&str, &str, &str) -> bool| {
+        for ((map, key), chain) in &observed.dispatch {
+            if !keep(map, key, chain) && deleted.insert((map.clone(), key.clone())) {
+                writeln!(s, "delete element {t} {map} {{ {} }}", key_text(map, key)).ok();
+            }
+        }
+    };
+    for step in sorted {
+        let mut s = String::new();
+        match step {
+            Step::CreateTable => {
+                writeln!(s, "add table {t}").ok();
+                s.push_str(&desired.base.script());
+            }
+            Step::RepairBase { .. } => {
+                writeln!(s, "add table {t}").ok();
+                for set in &desired.base.sets {
+                    writeln!(s, "add {} {t} {} {{ {} }}", set.keyword, set.name, set.spec).ok();
+                }
+                for c in desired.base.chains.iter().filter(|c| observed.chains.contains_key(&c.name)) {
+                    writeln!(s, "flush chain {t} {}\ndelete chain {t} {}", c.name, c.name).ok();
+                }
+                s.push_str(&desired.base.script());
+            }
+            Step::Remove { tenant } => {
+                let mine = |n: &str| owner_of(n) == Some(tenant.as_str());
+                delete_elements(&mut s, &|_, _, chain| !mine(chain));
+                clear(&mut s, observed, &mine, |_| false, |_| false);
+            }
+            Step::Replace { tenant, .. } => {
+                let Some(part) = desired.tenants.get(tenant) else { continue };
+                let mine = |n: &str| owner_of(n) == Some(tenant.as_str());
+                let wanted: BTreeSet<(&str, &str)> = part.dispatch.iter().map(|d| (d.map, d.key.as_str())).collect();
+                // Its own elements, and any other element on a key it is about to take.
+                delete_elements(&mut s, &|map, key, chain| !mine(chain) && !wanted.contains(&(map, key)));
+                let chain_kept = |n: &str| part.chains.iter().any(|c| c.name == n);
+                let set_kept = |n: &str| part.sets.iter().any(|c| c.name == n) || part.counters.iter().any(|c| c == n);
+                clear(&mut s, observed, &mine, chain_kept, set_kept);
+                for set in part.sets.iter().filter(|x| x.fill == Fill::Static && observed.sets.contains_key(&x.name)) {
+                    writeln!(s, "flush {} {t} {}", set.keyword, set.name).ok();
+                }
+                s.push_str(&part.script());
+            }
+            Step::RefreshBlocked { tenant, addresses } => {
+                let Some(set) = desired.tenants.get(tenant).and_then(|p| p.blocked_set.as_deref()) else { continue };
+                // The set exists once its part is there (a replacement in the same batch adds it).
+                writeln!(s, "add set {t} {set} {{ type ipv4_addr; flags timeout; }}\nflush set {t} {set}").ok();
+                if !addresses.is_empty() {
+                    let elements: Vec<String> =
+                        addresses.iter().map(|a| format!("{a} timeout {BLOCK_TIMEOUT_SECS}s")).collect();
+                    writeln!(s, "add element {t} {set} {{ {} }}", elements.join(", ")).ok();
+                }
+            }
+        }
+        out.push((step.clone(), s));
+    }
+    out
+}
+
+/// Empties the observed chains `mine` selects and deletes those not `chain_kept`; deletes its
+/// sets, maps and counters not `set_kept`.
+fn clear(
+    s: &mut String,
+    observed: &Observed,
+    mine: &dyn Fn(&str) -> bool,
+    chain_kept: impl Fn(&str) -> bool,
+    set_kept: impl Fn(&str) -> bool,
+) {
+    let t = format!("inet {TABLE}");
+    for c in observed.chains.keys().filter(|c| mine(c)) {
+        writeln!(s, "flush chain {t} {c}").ok();
+    }
+    for c in observed.chains.keys().filter(|c| mine(c) && !chain_kept(c)) {
+        writeln!(s, "delete chain {t} {c}").ok();
+    }
+    for name in observed.sets.keys().filter(|n| mine(n) && !set_kept(n)) {
+        let keyword = if observed.maps.contains(name) { "map" } else { "set" };
+        writeln!(s, "delete {keyword} {t} {name}").ok();
+    }
+    for c in observed.counters.keys().filter(|c| mine(c) && !set_kept(c)) {
+        writeln!(s, "delete counter {t} {c}").ok();
+    }
+}

@@ -1,0 +1,538 @@
+//! Pure: the agent's nftables ruleset for a gateway node as data (`Ruleset`: the base part and
+//! one part per tenant), and the `nft -f` script text that creates each part. No IO.
+
+use crate::assignment::{ExposureSpec, GatewayTenant, Protocol, RuleSpec, SourceMode, Verdict};
+use crate::config::GatewayConfig;
+use berqenas_common::net::Ipv4Cidr;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write;
+use std::net::Ipv4Addr;
+
+/// The agent's one table (`inet` family). Everything the agent owns lives in it: the base part's
+/// objects have names without `-`; a tenant's objects are named `<tenant>-…`.
+pub const TABLE: &str = "berqenas";
+/// How long a source stays in an exposure's "seen" sets after its last (first) packet.
+pub const SEEN_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
+/// Sources remembered per tenant over all its exposures (new ones are not recorded when full).
+pub const SEEN_SIZE: u32 = 16384;
+/// Lifetime of a blocked domain's address in the tenant's set; refreshed at half of it.
+pub const BLOCK_TIMEOUT_SECS: u64 = 24 * 3600;
+
+/// Base maps dispatching to tenant chains (key → `jump <tenant>-…`).
+pub mod maps {
+    /// Forwarded packets from a tenant interface (`iifname`).
+    pub const FROM_TENANT: &str = "fwd_from";
+    /// Forwarded packets to a tenant interface (`oifname`).
+    pub const TO_TENANT: &str = "fwd_to";
+    /// Packets from a tenant interface to the gateway itself (`iifname`).
+    pub const INPUT: &str = "input_from";
+    /// Source NAT of exposure flows leaving through a tenant interface (`oifname`).
+    pub const POST: &str = "post_to";
+    /// Filtering of packets to an exposure (`meta l4proto . th dport` on the public address).
+    pub const EXPOSE_FILTER: &str = "expose_filter";
+    /// DNAT of packets to an exposure.
+    pub const EXPOSE_NAT: &str = "expose_nat";
+    pub const ALL: [&str; 6] = [FROM_TENANT, TO_TENANT, INPUT, POST, EXPOSE_FILTER, EXPOSE_NAT];
+
+    /// The maps keyed by interface name (their keys are written quoted).
+    pub fn by_interface(map: &str) -> bool {
+        matches!(map, FROM_TENANT | TO_TENANT | INPUT | POST)
+    }
+}
+
+/// The whole ruleset the node should have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ruleset {
+    pub base: Part,
+    /// By tenant name.
+    pub tenants: BTreeMap<String, Part>,
+    /// Parts of a tenant left out, and why (a public port outside the node's range or taken by
+    /// another tenant, an interface another tenant has): reported, never served differently.
+    pub refused: Vec<(String, String)>,
+}
+
+/// One owner's objects: the base part (owner None) or a tenant's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    pub owner: Option<String>,
+    pub chains: Vec<Chain>,
+    pub sets: Vec<Set>,
+    /// Named counters: they outlive rule replacement (an exposure's counts survive a change).
+    pub counters: Vec<String>,
+    /// Elements this part adds to the base maps.
+    pub dispatch: Vec<Dispatch>,
+    /// Digest of everything above, carried as the comment of the first chain's first rule, so
+    /// a part changed by the agent or by hand is recognised on the next observation.
+    pub digest: String,
+    /// For a tenant: the blocked-domain set's name (its elements are kept apart, see `blocked`).
+    pub blocked_set: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chain {
+    pub name: String,
+    /// `type … hook … priority …; policy accept;` for a base chain.
+    pub hook: Option<&'static str>,
+    pub rules: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fill {
+    /// Elements rendered here; flushed and written again when the part is replaced.
+    Static,
+    /// Filled by the packet path (sources seen) or by the blocked-domain refresh: never flushed
+    /// by a replacement.
+    Kept,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Set {
+    pub name: String,
+    /// `set` or `map`.
+    pub keyword: &'static str,
+    /// The declaration body: `type …; flags …;`.
+    pub spec: String,
+    pub elements: Vec<String>,
+    pub fill: Fill,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Dispatch {
+    pub map: &'static str,
+    /// As `nft` lists it: `bqt1` (interface maps) or `tcp . 15080`.
+    pub key: String,
+    pub chain: String,
+}
+
+impl Dispatch {
+    /// The key as written in a script.
+    pub fn key_text(&self) -> String {
+        match maps::by_interface(self.map) {
+            true => format!("\"{}\"", self.key),
+            false => self.key.clone(),
+        }
+    }
+}
+
+/// Pure: the ruleset for `tenants` on this node. Deleted tenants have no part; suspended ones
+/// keep their counters and sets but forward and expose nothing.
+pub fn render(node: &GatewayConfig, tenants: &[GatewayTenant]) -> Ruleset {
+    let mut refused = Vec::new();
+    let mut parts = BTreeMap::new();
+    let mut ports: BTreeMap<(&str, u16), String> = BTreeMap::new();
+    let mut interfaces: BTreeMap<String, String> = BTreeMap::new();
+    let mut sorted: Vec<&GatewayTenant> =
+        tenants.iter().filter(|t| t.lifecycle != crate::assignment::Lifecycle::Deleted).collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    for t in sorted {
+        if let Some(other) = interfaces.insert(t.gateway.interface.clone(), t.name.clone()) {
+            refused.push((t.name.clone(), format!("interface {} belongs to tenant {other}", t.gateway.interface)));
+            interfaces.insert(t.gateway.interface.clone(), other);
+            continue;
+        }
+        let mut exposures = Vec::new();
+        for x in &t.gateway.exposures {
+            if !x.enabled || t.lifecycle != crate::assignment::Lifecycle::Run {
+                exposures.push((x, false));
+                continue;
+            }
+            if !node.public_ports.contains(x.public_port) {
+                refused.push((
+                    t.name.clone(),
+                    format!("exposure {}: public port {} outside {}", x.id, x.public_port, node.public_ports),
+                ));
+                exposures.push((x, false));
+                continue;
+            }
+            match ports.get(&(proto(x.protocol), x.public_port)) {
+                Some(owner) => {
+                    refused.push((
+                        t.name.clone(),
+                        format!("exposure {}: public port {} taken by tenant {owner}", x.id, x.public_port),
+                    ));
+                    exposures.push((x, false));
+                }
+                None => {
+                    ports.insert((proto(x.protocol), x.public_port), t.name.clone());
+                    exposures.push((x, true));
+                }
+            }
+        }
+        parts.insert(t.name.clone(), tenant_part(t, &exposures));
+    }
+    Ruleset { base: base_part(node), tenants: parts, refused }
+}
+
+/// The base part: hooks that dispatch by interface or public port to tenant chains (one map
+/// lookup per packet, however many tenants), and drop what reaches or leaves a tenant interface
+/// no tenant owns.
+pub fn base_part(node: &GatewayConfig) -> Part {
+    let public = node.public_address;
+    let map = |name: &str, key: &str| Set {
+        name: name.to_string(),
+        keyword: "map",
+        spec: format!("type {key} : verdict;"),
+        elements: Vec::new(),
+        fill: Fill::Kept,
+    };
+    let chain =
+        |name: &str, hook: &'static str, rules: Vec<String>| Chain { name: name.into(), hook: Some(hook), rules };
+    let mut part = Part {
+        owner: None,
+        chains: vec![
+            chain(
+                "forward_hook",
+                "type filter hook forward priority filter; policy accept;",
+                vec![
+                    format!("iifname vmap @{}", maps::FROM_TENANT),
+                    format!("oifname vmap @{}", maps::TO_TENANT),
+                    "iifname \"bqt*\" drop".into(),
+                    "oifname \"bqt*\" drop".into(),
+                ],
+            ),
+            chain(
+                "input_hook",
+                "type filter hook input priority filter; policy accept;",
+                vec![format!("iifname vmap @{}", maps::INPUT), "iifname \"bqt*\" drop".into()],
+            ),
+            chain(
+                "expose_hook",
+                "type filter hook prerouting priority mangle; policy accept;",
+                vec![format!("ip daddr {public} meta l4proto . th dport vmap @{}", maps::EXPOSE_FILTER)],
+            ),
+            chain(
+                "dnat_hook",
+                "type nat hook prerouting priority dstnat; policy accept;",
+                vec![format!("ip daddr {public} meta l4proto . th dport vmap @{}", maps::EXPOSE_NAT)],
+            ),
+            chain(
+                "snat_hook",
+                "type nat hook postrouting priority srcnat; policy accept;",
+                vec![
+                    format!("oifname vmap @{}", maps::POST),
+                    // Devices reaching out (where their rules allow) leave as the gateway.
+                    "iifname \"bqt*\" oifname != \"bqt*\" masquerade".into(),
+                ],
+            ),
+        ],
+        sets: vec![
+            map(maps::FROM_TENANT, "ifname"),
+            map(maps::TO_TENANT, "ifname"),
+            map(maps::INPUT, "ifname"),
+            map(maps::POST, "ifname"),
+            map(maps::EXPOSE_FILTER, "inet_proto . inet_service"),
+            map(maps::EXPOSE_NAT, "inet_proto . inet_service"),
+        ],
+        counters: Vec::new(),
+        dispatch: Vec::new(),
+        digest: String::new(),
+        blocked_set: None,
+    };
+    seal(&mut part);
+    part
+}
+
+fn proto(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+        Protocol::Any => "any",
+    }
+}
+
+/// The networks in canonical nft text, with networks inside another one left out (an interval
+/// set refuses overlapping elements); a /32 is written as its address, as nft lists it.
+pub fn networks(cidrs: &[Ipv4Cidr]) -> Vec<String> {
+    let mut sorted: Vec<Ipv4Cidr> = cidrs.to_vec();
+    sorted.sort_by_key(|c| (c.prefix_len(), u32::from(c.addr())));
+    let mut kept: Vec<Ipv4Cidr> = Vec::new();
+    for c in sorted {
+        if !kept.iter().any(|k| k.contains(c.addr())) {
+            kept.push(c);
+        }
+    }
+    kept.sort_by_key(|c| (u32::from(c.addr()), c.prefix_len()));
+    kept.iter()
+        .map(|c| match c.prefix_len() {
+            32 => c.addr().to_string(),
+            _ => c.to_string(),
+        })
+        .collect()
+}
+
+/// `ip saddr 1.2.3.4 ` or `ip saddr { a, b } ` (empty when `cidrs` is empty: any).
+fn match_networks(field: &str, cidrs: &[Ipv4Cidr]) -> String {
+    let n = networks(cidrs);
+    match n.len() {
+        0 => String::new(),
+        1 => format!("ip {field} {} ", n[0]),
+        _ => format!("ip {field} {{ {} }} ", n.join(", ")),
+    }
+}
+
+fn match_ports(protocol: Protocol, ports: Option<berqenas_common::net::PortRange>) -> String {
+    match (protocol, ports) {
+        (Protocol::Any, _) => String::new(),
+        (p, None) => format!("meta l4proto {} ", proto(p)),
+        (p, Some(r)) => format!("{} dport {r} ", proto(p)),
+    }
+}
+
+/// A firewall rule as seen from outside the tenant (`inbound`) or from its devices.
+fn rule_text(r: &RuleSpec, inbound: bool) -> String {
+    let ports = match_ports(r.protocol, r.ports);
+    let comment = format!("comment \"rule {}\"", r.id);
+    if r.vpn_required {
+        // Reachable from inside the subnet only, whatever exposures say.
+        let verdict = if inbound { "drop" } else { "accept" };
+        return format!("{}{ports}{verdict} {comment}", match_networks("daddr", &r.destinations));
+    }
+    let verdict = match r.verdict {
+        Verdict::Allow => "accept",
+        Verdict::Deny => "drop",
+    };
+    format!(
+        "{}{}{ports}{verdict} {comment}",
+        match_networks("saddr", &r.sources),
+        match_networks("daddr", &r.destinations)
+    )
+}
+
+fn tenant_part(t: &GatewayTenant, exposures: &[(&ExposureSpec, bool)]) -> Part {
+    let n = &t.name;
+    let g = &t.gateway;
+    let iface = &g.interface;
+    let runs = t.lifecycle == crate::assignment::Lifecycle::Run;
+    let subnet = g.vpn_subnet;
+    let mut chains = Vec::new();
+    let mut sets = Vec::new();
+    let mut counters = Vec::new();
+    let mut dispatch = Vec::new();
+    let chain = |name: String, rules: Vec<String>| Chain { name, hook: None, rules };
+    let set = |name: String, spec: &str, elements: Vec<String>, fill: Fill| Set {
+        name,
+        keyword: "set",
+        spec: spec.to_string(),
+        elements,
+        fill,
+    };
+    // Bytes per second each way; a burst of 1/5 s lets TCP reach the rate, not overshoot it.
+    let police = |rules: &mut Vec<String>| {
+        if g.bandwidth_bps > 0 && runs {
+            let bytes = (g.bandwidth_bps / 8).max(1);
+            let burst = (bytes / 5).max(16 * 1024);
+            rules.push(format!("limit rate over {bytes} bytes/second burst {burst} bytes drop"));
+        }
+    };
+    let blocked = format!("{n}-blocked");
+    let live: Vec<&ExposureSpec> = exposures.iter().filter(|(_, on)| *on).map(|(x, _)| *x).collect();
+
+    // From the tenant's devices (forwarded).
+    let mut out = vec!["meta nfproto ipv6 drop".to_string()];
+    if runs {
+        police(&mut out);
+        out.push("ct state established,related accept".into());
+        out.push("ct state invalid drop".into());
+        out.push(format!("ip saddr != {subnet} drop"));
+        out.push(format!("oifname \"bqt*\" oifname != \"{iface}\" drop"));
+        out.push(format!("ip daddr @{blocked} drop"));
+        out.extend(g.rules.iter().map(|r| rule_text(r, false)));
+        let d2d = if g.device_to_device { "accept" } else { "drop" };
+        out.push(format!("oifname \"{iface}\" {d2d}"));
+    }
+    out.push("drop".into());
+    chains.push(chain(format!("{n}-out"), out));
+
+    // To the tenant's devices from outside the tenant (forwarded).
+    let mut inbound = vec!["meta nfproto ipv6 drop".to_string()];
+    if runs {
+        police(&mut inbound);
+        inbound.push("ct state established,related accept".into());
+        inbound.push("ct state invalid drop".into());
+        inbound.extend(g.rules.iter().map(|r| rule_text(r, true)));
+        inbound.push(format!("ct status dnat meta l4proto . ip daddr . th dport @{n}-exposed accept"));
+    }
+    inbound.push("drop".into());
+    chains.push(chain(format!("{n}-in"), inbound));
+
+    // To the gateway itself: only the tenant's own gateway address.
+    let mut input = vec!["meta nfproto ipv6 drop".to_string()];
+    if runs {
+        input.push(format!("ip daddr {} accept", g.gateway_address));
+    }
+    input.push("drop".into());
+    chains.push(chain(format!("{n}-input"), input));
+
+    // Exposure flows: DNAT on the way in, masquerade (source nat) on the way to the device.
+    chains.push(chain(format!("{n}-dnat"), vec![format!("dnat ip to meta l4proto . th dport map @{n}-dnat")]));
+    chains.push(chain(
+        format!("{n}-snat"),
+        vec![format!("ct status dnat meta l4proto . ip daddr . th dport @{n}-masq snat ip to {}", g.gateway_address)],
+    ));
+    let flow = |x: &ExposureSpec| format!("{} . {} . {}", proto(x.protocol), x.device_address, x.port);
+    sets.push(set(
+        format!("{n}-exposed"),
+        "type inet_proto . ipv4_addr . inet_service;",
+        live.iter().map(|x| flow(x)).collect(),
+        Fill::Static,
+    ));
+    sets.push(set(
+        format!("{n}-masq"),
+        "type inet_proto . ipv4_addr . inet_service;",
+        live.iter()
+            .filter(|x| x.source == SourceMode::Nat)
+            .map(|x| flow(x))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect(),
+        Fill::Static,
+    ));
+    sets.push(Set {
+        name: format!("{n}-dnat"),
+        keyword: "map",
+        spec: "type inet_proto . inet_service : ipv4_addr . inet_service;".into(),
+        elements: live
+            .iter()
+            .map(|x| format!("{} . {} : {} . {}", proto(x.protocol), x.public_port, x.device_address, x.port))
+            .collect(),
+        fill: Fill::Static,
+    });
+    sets.push(set(blocked.clone(), "type ipv4_addr; flags timeout;", Vec::new(), Fill::Kept));
+
+    // Sources seen and allowlists: one set each per tenant, keyed by the exposure's public
+    // port, so the number of named sets stays the same however many exposures a tenant has.
+    let seen_key = "type inet_proto . inet_service . ipv4_addr";
+    sets.push(set(
+        format!("{n}-seen"),
+        &format!("{seen_key}; size {SEEN_SIZE}; flags dynamic,timeout; timeout {SEEN_TIMEOUT_SECS}s; counter;"),
+        Vec::new(),
+        Fill::Kept,
+    ));
+    sets.push(set(
+        format!("{n}-first"),
+        &format!("{seen_key}; size {SEEN_SIZE}; flags dynamic,timeout; timeout {SEEN_TIMEOUT_SECS}s;"),
+        Vec::new(),
+        Fill::Kept,
+    ));
+    let allow: Vec<String> = live
+        .iter()
+        .flat_map(|x| {
+            networks(&x.allow).into_iter().map(move |a| format!("{} . {} . {a}", proto(x.protocol), x.public_port))
+        })
+        .collect();
+    sets.push(set(format!("{n}-allow"), &format!("{seen_key}; flags interval;"), allow, Fill::Static));
+    let source = "meta l4proto . th dport . ip saddr";
+    for (x, on) in exposures {
+        let p = format!("{n}-x-{}", x.id);
+        counters.push(format!("{p}-acc"));
+        counters.push(format!("{p}-drop"));
+        if !*on {
+            continue;
+        }
+        let mut rules = Vec::new();
+        if !x.allow.is_empty() {
+            rules.push(format!("{source} != @{n}-allow counter name \"{p}-drop\" drop"));
+        }
+        if x.rate_per_second > 0 {
+            let r = x.rate_per_second;
+            rules.push(format!(
+                "ct state new limit rate over {r}/second burst {r} packets counter name \"{p}-drop\" drop"
+            ));
+        }
+        rules.push(format!("update @{n}-seen {{ {source} counter }}"));
+        rules.push(format!("add @{n}-first {{ {source} }}"));
+        rules.push(format!("counter name \"{p}-acc\""));
+        chains.push(chain(p.clone(), rules));
+        let key = format!("{} . {}", proto(x.protocol), x.public_port);
+        dispatch.push(Dispatch { map: maps::EXPOSE_FILTER, key: key.clone(), chain: p });
+        dispatch.push(Dispatch { map: maps::EXPOSE_NAT, key, chain: format!("{n}-dnat") });
+    }
+    dispatch.push(Dispatch { map: maps::FROM_TENANT, key: iface.clone(), chain: format!("{n}-out") });
+    dispatch.push(Dispatch { map: maps::TO_TENANT, key: iface.clone(), chain: format!("{n}-in") });
+    dispatch.push(Dispatch { map: maps::INPUT, key: iface.clone(), chain: format!("{n}-input") });
+    dispatch.push(Dispatch { map: maps::POST, key: iface.clone(), chain: format!("{n}-snat") });
+    let mut part = Part {
+        owner: Some(n.clone()),
+        chains,
+        sets,
+        counters,
+        dispatch,
+        digest: String::new(),
+        blocked_set: Some(blocked),
+    };
+    seal(&mut part);
+    part
+}
+
+/// Computes the part's digest and writes it as the comment of its first chain's first rule.
+fn seal(part: &mut Part) {
+    part.digest = String::new();
+    let digest = format!("{:016x}", fnv1a(part.script().as_bytes()));
+    if let Some(first) = part.chains.first_mut().and_then(|c| c.rules.first_mut()) {
+        let _ = write!(first, " comment \"berqenas {digest}\"");
+    }
+    part.digest = digest;
+}
+
+/// FNV-1a, 64 bits: change detection, not security (the agent compares its own output).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+impl Part {
+    /// The `nft -f` lines that create this part in a table that has none of it (each `add` of a
+    /// chain, set or counter that exists is harmless; see `plan` for clearing what is there).
+    pub fn script(&self) -> String {
+        let mut s = String::new();
+        let t = format!("inet {TABLE}");
+        for c in &self.chains {
+            match c.hook {
+                Some(h) => writeln!(s, "add chain {t} {} {{ {h} }}", c.name),
+                None => writeln!(s, "add chain {t} {}", c.name),
+            }
+            .ok();
+        }
+        for set in &self.sets {
+            writeln!(s, "add {} {t} {} {{ {} }}", set.keyword, set.name, set.spec).ok();
+        }
+        for c in &self.counters {
+            writeln!(s, "add counter {t} {c}").ok();
+        }
+        for set in self.sets.iter().filter(|s| s.fill == Fill::Static && !s.elements.is_empty()) {
+            writeln!(s, "add element {t} {} {{ {} }}", set.name, set.elements.join(", ")).ok();
+        }
+        for c in &self.chains {
+            for r in &c.rules {
+                writeln!(s, "add rule {t} {} {r}", c.name).ok();
+            }
+        }
+        for d in &self.dispatch {
+            writeln!(s, "add element {t} {} {{ {} : jump {} }}", d.map, d.key_text(), d.chain).ok();
+        }
+        s
+    }
+}
+
+impl Ruleset {
+    /// The whole ruleset as one script for an empty host (what a cold start loads).
+    pub fn script(&self) -> String {
+        let mut s = format!("add table inet {TABLE}\n");
+        s.push_str(&self.base.script());
+        for p in self.tenants.values() {
+            s.push_str(&p.script());
+        }
+        s
+    }
+}
+
+/// The owner of an object of the agent's table: `Some(tenant)` for `<tenant>-…`, None for the
+/// base part's (no `-`).
+pub fn owner_of(name: &str) -> Option<&str> {
+    name.split_once('-').map(|(t, _)| t)
+}
+
+/// The blocked addresses of a tenant: the resolved addresses of its listed domains (a
+/// suspended tenant forwards nothing anyway).
+pub fn blocked(t: &GatewayTenant, resolved: &BTreeMap<String, Vec<Ipv4Addr>>) -> BTreeSet<Ipv4Addr> {
+    t.gateway.blocked_domains.iter().filter_map(|d| resolved.get(d.as_str())).flatten().copied().collect()
+}

@@ -1,0 +1,471 @@
+//! Unit tests of the pure nft core: the rendered ruleset for a fixed desired state (exact text),
+//! the plan against observations (converged → empty, one tenant changed → only it, gone tenants
+//! removed, hand deletions repaired), and status parsing.
+
+use super::observe::{Element, ObservedChain};
+use super::plan::{plan, scripts, Step};
+use super::render::*;
+use super::*;
+use crate::assignment::{ExposureSpec, GatewaySpec, Lifecycle, Protocol, RuleSpec, SourceMode, Verdict};
+
+fn node() -> GatewayConfig {
+    GatewayConfig {
+        public_address: "198.51.100.10".parse().expect("ip"),
+        public_ports: "15000-15999".parse().expect("range"),
+    }
+}
+
+fn exposure(id: &str, port: u16, public_port: u16, allow: &[&str], rate: u32, source: SourceMode) -> ExposureSpec {
+    ExposureSpec {
+        id: id.into(),
+        device_id: "d1".into(),
+        device_address: "198.18.1.10".parse().expect("ip"),
+        port,
+        public_port,
+        protocol: Protocol::Tcp,
+        allow: allow.iter().map(|a| a.parse().expect("cidr")).collect(),
+        rate_per_second: rate,
+        source,
+        enabled: true,
+    }
+}
+
+pub(crate) fn tenant(name: &str, index: u8) -> GatewayTenant {
+    GatewayTenant {
+        name: name.into(),
+        revision: 1,
+        lifecycle: Lifecycle::Run,
+        index: u32::from(index),
+        gateway: GatewaySpec {
+            vpn_subnet: format!("198.18.{index}.0/24").parse().expect("cidr"),
+            gateway_address: format!("198.18.{index}.1").parse().expect("ip"),
+            interface: format!("bqt{index}"),
+            listen_port: 51820 + u16::from(index),
+            bandwidth_bps: 0,
+            device_to_device: false,
+            peers: Vec::new(),
+            exposures: Vec::new(),
+            rules: Vec::new(),
+            blocked_domains: Vec::new(),
+        },
+    }
+}
+
+fn acme() -> GatewayTenant {
+    let mut t = tenant("acme", 1);
+    t.gateway.bandwidth_bps = 50_000_000;
+    t.gateway.device_to_device = true;
+    t.gateway.exposures = vec![
+        exposure("e1", 5432, 15432, &["203.0.113.7/32", "203.0.113.0/24", "192.0.2.0/25"], 100, SourceMode::Keep),
+        exposure("e2", 80, 15080, &[], 0, SourceMode::Nat),
+    ];
+    t.gateway.rules = vec![
+        RuleSpec {
+            id: "r1".into(),
+            position: 1,
+            verdict: Verdict::Deny,
+            sources: vec!["203.0.113.8/32".parse().expect("cidr")],
+            destinations: Vec::new(),
+            ports: Some("5432".parse().expect("port")),
+            protocol: Protocol::Tcp,
+            vpn_required: false,
+        },
+        RuleSpec {
+            id: "r2".into(),
+            position: 2,
+            verdict: Verdict::Allow,
+            sources: Vec::new(),
+            destinations: vec!["203.0.113.0/24".parse().expect("cidr"), "192.0.2.1/32".parse().expect("cidr")],
+            ports: None,
+            protocol: Protocol::Any,
+            vpn_required: false,
+        },
+        RuleSpec {
+            id: "r3".into(),
+            position: 3,
+            verdict: Verdict::Allow,
+            sources: Vec::new(),
+            destinations: vec!["198.18.1.20/32".parse().expect("cidr")],
+            ports: Some("22-23".parse().expect("range")),
+            protocol: Protocol::Tcp,
+            vpn_required: true,
+        },
+    ];
+    t.gateway.blocked_domains = vec!["blocked.example.com".parse().expect("domain")];
+    t
+}
+
+#[test]
+fn tenant_part_renders_exactly() {
+    let r = render(&node(), &[acme()]);
+    assert!(r.refused.is_empty());
+    let part = &r.tenants["acme"];
+    let expected = format!(
+        r#"add chain inet berqenas acme-out
+add chain inet berqenas acme-in
+add chain inet berqenas acme-input
+add chain inet berqenas acme-dnat
+add chain inet berqenas acme-snat
+add chain inet berqenas acme-x-e1
+add chain inet berqenas acme-x-e2
+add set inet berqenas acme-exposed {{ type inet_proto . ipv4_addr . inet_service; }}
+add set inet berqenas acme-masq {{ type inet_proto . ipv4_addr . inet_service; }}
+add map inet berqenas acme-dnat {{ type inet_proto . inet_service : ipv4_addr . inet_service; }}
+add set inet berqenas acme-blocked {{ type ipv4_addr; flags timeout; }}
+add set inet berqenas acme-seen {{ type inet_proto . inet_service . ipv4_addr; size 16384; flags dynamic,timeout; timeout 604800s; counter; }}
+add set inet berqenas acme-first {{ type inet_proto . inet_service . ipv4_addr; size 16384; flags dynamic,timeout; timeout 604800s; }}
+add set inet berqenas acme-allow {{ type inet_proto . inet_service . ipv4_addr; flags interval; }}
+add counter inet berqenas acme-x-e1-acc
+add counter inet berqenas acme-x-e1-drop
+add counter inet berqenas acme-x-e2-acc
+add counter inet berqenas acme-x-e2-drop
+add element inet berqenas acme-exposed {{ tcp . 198.18.1.10 . 5432, tcp . 198.18.1.10 . 80 }}
+add element inet berqenas acme-masq {{ tcp . 198.18.1.10 . 80 }}
+add element inet berqenas acme-dnat {{ tcp . 15432 : 198.18.1.10 . 5432, tcp . 15080 : 198.18.1.10 . 80 }}
+add element inet berqenas acme-allow {{ tcp . 15432 . 192.0.2.0/25, tcp . 15432 . 203.0.113.0/24 }}
+add rule inet berqenas acme-out meta nfproto ipv6 drop comment "berqenas {digest}"
+add rule inet berqenas acme-out limit rate over 6250000 bytes/second burst 1250000 bytes drop
+add rule inet berqenas acme-out ct state established,related accept
+add rule inet berqenas acme-out ct state invalid drop
+add rule inet berqenas acme-out ip saddr != 198.18.1.0/24 drop
+add rule inet berqenas acme-out oifname "bqt*" oifname != "bqt1" drop
+add rule inet berqenas acme-out ip daddr @acme-blocked drop
+add rule inet berqenas acme-out ip saddr 203.0.113.8 tcp dport 5432 drop comment "rule r1"
+add rule inet berqenas acme-out ip daddr {{ 192.0.2.1, 203.0.113.0/24 }} accept comment "rule r2"
+add rule inet berqenas acme-out ip daddr 198.18.1.20 tcp dport 22-23 accept comment "rule r3"
+add rule inet berqenas acme-out oifname "bqt1" accept
+add rule inet berqenas acme-out drop
+add rule inet berqenas acme-in meta nfproto ipv6 drop
+add rule inet berqenas acme-in limit rate over 6250000 bytes/second burst 1250000 bytes drop
+add rule inet berqenas acme-in ct state established,related accept
+add rule inet berqenas acme-in ct state invalid drop
+add rule inet berqenas acme-in ip saddr 203.0.113.8 tcp dport 5432 drop comment "rule r1"
+add rule inet berqenas acme-in ip daddr {{ 192.0.2.1, 203.0.113.0/24 }} accept comment "rule r2"
+add rule inet berqenas acme-in ip daddr 198.18.1.20 tcp dport 22-23 drop comment "rule r3"
+add rule inet berqenas acme-in ct status dnat meta l4proto . ip daddr . th dport @acme-exposed accept
+add rule inet berqenas acme-in drop
+add rule inet berqenas acme-input meta nfproto ipv6 drop
+add rule inet berqenas acme-input ip daddr 198.18.1.1 accept
+add rule inet berqenas acme-input drop
+add rule inet berqenas acme-dnat dnat ip to meta l4proto . th dport map @acme-dnat
+add rule inet berqenas acme-snat ct status dnat meta l4proto . ip daddr . th dport @acme-masq snat ip to 198.18.1.1
+add rule inet berqenas acme-x-e1 meta l4proto . th dport . ip saddr != @acme-allow counter name "acme-x-e1-drop" drop
+add rule inet berqenas acme-x-e1 ct state new limit rate over 100/second burst 100 packets counter name "acme-x-e1-drop" drop
+add rule inet berqenas acme-x-e1 update @acme-seen {{ meta l4proto . th dport . ip saddr counter }}
+add rule inet berqenas acme-x-e1 add @acme-first {{ meta l4proto . th dport . ip saddr }}
+add rule inet berqenas acme-x-e1 counter name "acme-x-e1-acc"
+add rule inet berqenas acme-x-e2 update @acme-seen {{ meta l4proto . th dport . ip saddr counter }}
+add rule inet berqenas acme-x-e2 add @acme-first {{ meta l4proto . th dport . ip saddr }}
+add rule inet berqenas acme-x-e2 counter name "acme-x-e2-acc"
+add element inet berqenas expose_filter {{ tcp . 15432 : jump acme-x-e1 }}
+add element inet berqenas expose_nat {{ tcp . 15432 : jump acme-dnat }}
+add element inet berqenas expose_filter {{ tcp . 15080 : jump acme-x-e2 }}
+add element inet berqenas expose_nat {{ tcp . 15080 : jump acme-dnat }}
+add element inet berqenas fwd_from {{ "bqt1" : jump acme-out }}
+add element inet berqenas fwd_to {{ "bqt1" : jump acme-in }}
+add element inet berqenas input_from {{ "bqt1" : jump acme-input }}
+add element inet berqenas post_to {{ "bqt1" : jump acme-snat }}
+"#,
+        digest = part.digest
+    );
+    assert_eq!(part.script(), expected);
+}
+
+#[test]
+fn base_part_renders_exactly() {
+    let base = render(&node(), &[]).base;
+    let expected = format!(
+        r#"add chain inet berqenas forward_hook {{ type filter hook forward priority filter; policy accept; }}
+add chain inet berqenas input_hook {{ type filter hook input priority filter; policy accept; }}
+add chain inet berqenas expose_hook {{ type filter hook prerouting priority mangle; policy accept; }}
+add chain inet berqenas dnat_hook {{ type nat hook prerouting priority dstnat; policy accept; }}
+add chain inet berqenas snat_hook {{ type nat hook postrouting priority srcnat; policy accept; }}
+add map inet berqenas fwd_from {{ type ifname : verdict; }}
+add map inet berqenas fwd_to {{ type ifname : verdict; }}
+add map inet berqenas input_from {{ type ifname : verdict; }}
+add map inet berqenas post_to {{ type ifname : verdict; }}
+add map inet berqenas expose_filter {{ type inet_proto . inet_service : verdict; }}
+add map inet berqenas expose_nat {{ type inet_proto . inet_service : verdict; }}
+add rule inet berqenas forward_hook iifname vmap @fwd_from comment "berqenas {digest}"
+add rule inet berqenas forward_hook oifname vmap @fwd_to
+add rule inet berqenas forward_hook iifname "bqt*" drop
+add rule inet berqenas forward_hook oifname "bqt*" drop
+add rule inet berqenas input_hook iifname vmap @input_from
+add rule inet berqenas input_hook iifname "bqt*" drop
+add rule inet berqenas expose_hook ip daddr 198.51.100.10 meta l4proto . th dport vmap @expose_filter
+add rule inet berqenas dnat_hook ip daddr 198.51.100.10 meta l4proto . th dport vmap @expose_nat
+add rule inet berqenas snat_hook oifname vmap @post_to
+add rule inet berqenas snat_hook iifname "bqt*" oifname != "bqt*" masquerade
+"#,
+        digest = base.digest
+    );
+    assert_eq!(base.script(), expected);
+}
+
+#[test]
+fn suspended_tenant_forwards_and_exposes_nothing_but_keeps_its_counters() {
+    let mut t = acme();
+    t.lifecycle = Lifecycle::Suspended;
+    let part = &render(&node(), &[t]).tenants["acme"];
+    let rules = |name: &str| part.chains.iter().find(|c| c.name == name).map(|c| c.rules.len()).expect("chain");
+    assert_eq!((rules("acme-out"), rules("acme-in"), rules("acme-input")), (2, 2, 2), "ipv6 drop + drop");
+    assert!(part.dispatch.iter().all(|d| !d.map.starts_with("expose")), "no exposure reachable");
+    assert!(part.counters.contains(&"acme-x-e1-acc".to_string()), "counts survive a suspension");
+    assert!(part.sets.iter().any(|s| s.name == "acme-seen"));
+}
+
+#[test]
+fn conflicting_ports_and_interfaces_are_refused_not_shared() {
+    let mut b = tenant("beta", 2);
+    b.gateway.exposures = vec![exposure("b1", 22, 15432, &[], 0, SourceMode::Nat)];
+    let mut c = tenant("gamma", 3);
+    c.gateway.interface = "bqt1".into();
+    let mut outside = tenant("delta", 4);
+    outside.gateway.exposures = vec![exposure("o1", 22, 80, &[], 0, SourceMode::Nat)];
+    let r = render(&node(), &[acme(), b, c, outside]);
+    let reasons: Vec<String> = r.refused.iter().map(|(t, why)| format!("{t}: {why}")).collect();
+    assert_eq!(
+        reasons,
+        [
+            "beta: exposure b1: public port 15432 taken by tenant acme",
+            "delta: exposure o1: public port 80 outside 15000-15999",
+            "gamma: interface bqt1 belongs to tenant acme",
+        ]
+    );
+    assert!(!r.tenants.contains_key("gamma"));
+    assert!(r.tenants["beta"].dispatch.iter().all(|d| d.map != maps::EXPOSE_FILTER));
+}
+
+#[test]
+fn overlapping_networks_collapse_for_interval_sets() {
+    let cidrs: Vec<berqenas_common::net::Ipv4Cidr> =
+        ["10.1.0.0/16", "10.0.0.0/8", "10.2.3.4/32", "192.0.2.7/32", "192.0.2.7/32"]
+            .iter()
+            .map(|c| c.parse().expect("cidr"))
+            .collect();
+    assert_eq!(networks(&cidrs), ["10.0.0.0/8", "192.0.2.7"]);
+}
+
+/// What the table would list right after `ruleset` was applied.
+fn applied(ruleset: &Ruleset, blocked: &BTreeMap<String, BTreeSet<Ipv4Addr>>) -> Observed {
+    let mut o = Observed { table: true, ..Observed::default() };
+    for part in std::iter::once(&ruleset.base).chain(ruleset.tenants.values()) {
+        for c in &part.chains {
+            o.chains.insert(
+                c.name.clone(),
+                ObservedChain {
+                    rules: c.rules.len(),
+                    comment: c
+                        .rules
+                        .first()
+                        .and_then(|r| r.split("comment \"").nth(1))
+                        .map(|c| c.trim_end_matches('"').to_string()),
+                    hook: c.hook.map(|_| "filter forward 0 accept".to_string()),
+                },
+            );
+        }
+        for s in &part.sets {
+            let mut elements: Vec<Element> =
+                s.elements.iter().map(|e| Element { key: e.clone(), ..Element::default() }).collect();
+            if Some(&s.name) == part.blocked_set.as_ref() {
+                let owner = part.owner.clone().unwrap_or_default();
+                elements = blocked
+                    .get(&owner)
+                    .into_iter()
+                    .flatten()
+                    .map(|a| Element {
+                        key: a.to_string(),
+                        expires: Some(BLOCK_TIMEOUT_SECS - 10),
+                        ..Element::default()
+                    })
+                    .collect();
+            }
+            if s.keyword == "map" {
+                o.maps.insert(s.name.clone());
+            }
+            o.sets.insert(s.name.clone(), elements);
+        }
+        for c in &part.counters {
+            o.counters.insert(c.clone(), (0, 0));
+        }
+        for d in &part.dispatch {
+            o.dispatch.insert((d.map.to_string(), d.key.clone()), d.chain.clone());
+        }
+    }
+    o
+}
+
+fn blocked_acme() -> BTreeMap<String, BTreeSet<Ipv4Addr>> {
+    BTreeMap::from([("acme".to_string(), BTreeSet::from(["203.0.113.9".parse().expect("ip")]))])
+}
+
+#[test]
+fn converged_host_yields_empty_plan() {
+    let r = render(&node(), &[acme(), tenant("beta", 2)]);
+    let blocked = blocked_acme();
+    assert_eq!(plan(&r, &applied(&r, &blocked), &blocked), []);
+}
+
+#[test]
+fn empty_host_gets_the_table_and_every_tenant() {
+    let r = render(&node(), &[acme(), tenant("beta", 2)]);
+    let steps = plan(&r, &Observed::default(), &blocked_acme());
+    let kinds: Vec<String> = steps.iter().map(|s| format!("{:?}", std::mem::discriminant(s))).collect();
+    assert_eq!(steps[0], Step::CreateTable);
+    assert!(matches!(&steps[1], Step::Replace { tenant, why } if tenant == "acme" && why == "chain acme-out missing"));
+    assert!(
+        matches!(&steps[2], Step::RefreshBlocked { tenant, addresses } if tenant == "acme" && addresses.len() == 1)
+    );
+    assert!(matches!(&steps[3], Step::Replace { tenant, .. } if tenant == "beta"));
+    assert_eq!(kinds.len(), 4);
+    let s = scripts(&steps, &r, &Observed::default());
+    assert!(s[0].1.starts_with("add table inet berqenas\n"));
+    assert!(!s.iter().any(|(_, s)| s.contains("delete ")), "nothing to delete on an empty host");
+}
+
+#[test]
+fn one_tenant_changed_replaces_only_it() {
+    let before = render(&node(), &[acme(), tenant("beta", 2)]);
+    let blocked = blocked_acme();
+    let observed = applied(&before, &blocked);
+    let mut beta = tenant("beta", 2);
+    beta.gateway.device_to_device = true;
+    let after = render(&node(), &[acme(), beta]);
+    let steps = plan(&after, &observed, &blocked);
+    assert_eq!(steps, [Step::Replace { tenant: "beta".into(), why: "changed".into() }]);
+    let s = &scripts(&steps, &after, &observed)[0].1;
+    assert!(!s.contains("acme"), "acme untouched: {s}");
+    assert!(s.contains("delete element inet berqenas fwd_from { \"bqt2\" }\n"), "{s}");
+    assert!(s.contains("flush chain inet berqenas beta-out\n"), "{s}");
+    assert!(s.contains("add rule inet berqenas beta-out oifname \"bqt2\" accept\n"), "{s}");
+    assert!(!s.contains("delete chain"), "kept chains are flushed, not deleted: {s}");
+}
+
+#[test]
+fn removed_exposure_and_gone_tenant_are_cleaned_up() {
+    let before = render(&node(), &[acme(), tenant("beta", 2)]);
+    let blocked = blocked_acme();
+    let observed = applied(&before, &blocked);
+    let mut a = acme();
+    a.gateway.exposures.remove(0);
+    let after = render(&node(), &[a]);
+    let steps = plan(&after, &observed, &blocked);
+    assert_eq!(steps[0], Step::Remove { tenant: "beta".into() });
+    assert!(matches!(&steps[1], Step::Replace { tenant, .. } if tenant == "acme"));
+    let s = scripts(&steps, &after, &observed);
+    assert!(
+        s[0].1.contains("delete chain inet berqenas beta-out\n")
+            && s[0].1.contains("delete map inet berqenas beta-dnat\n")
+    );
+    assert!(s[0].1.contains("delete element inet berqenas post_to { \"bqt2\" }\n"));
+    let acme_script = &s[1].1;
+    assert!(acme_script.contains("delete element inet berqenas expose_filter { tcp . 15432 }\n"), "{acme_script}");
+    assert!(acme_script.contains("delete chain inet berqenas acme-x-e1\n"), "{acme_script}");
+    assert!(acme_script.contains("delete counter inet berqenas acme-x-e1-acc\n"));
+    assert!(acme_script.contains("flush set inet berqenas acme-allow\n"), "{acme_script}");
+    assert!(!acme_script.contains("flush set inet berqenas acme-seen"), "sources seen are kept");
+    assert!(!acme_script.contains("delete counter inet berqenas acme-x-e2"), "counts of kept exposures are kept");
+}
+
+#[test]
+fn hand_changes_are_repaired() {
+    let r = render(&node(), &[acme(), tenant("beta", 2)]);
+    let blocked = blocked_acme();
+    let mut o = applied(&r, &blocked);
+    o.chains.remove("acme-in");
+    o.dispatch.remove(&("fwd_to".to_string(), "bqt1".to_string()));
+    o.chains.get_mut("beta-out").expect("chain").rules -= 1;
+    o.chains.insert("beta-extra".into(), ObservedChain::default());
+    o.chains.get_mut("forward_hook").expect("base").rules = 1;
+    let steps = plan(&r, &o, &blocked);
+    assert_eq!(
+        steps,
+        [
+            Step::RepairBase { why: "chain forward_hook has 1 rules, not 4".into() },
+            Step::Replace { tenant: "acme".into(), why: "chain acme-in missing".into() },
+            Step::Replace { tenant: "beta".into(), why: "chain beta-out has 7 rules, not 8".into() },
+        ]
+    );
+    // Blocked addresses near their timeout, or changed, are refreshed alone.
+    let mut o = applied(&r, &blocked);
+    o.sets.get_mut("acme-blocked").expect("set")[0].expires = Some(60);
+    assert_eq!(
+        plan(&r, &o, &blocked),
+        [Step::RefreshBlocked { tenant: "acme".into(), addresses: vec!["203.0.113.9".parse().expect("ip")] }]
+    );
+    let s = &scripts(&plan(&r, &o, &blocked), &r, &o)[0].1;
+    assert!(s.ends_with("flush set inet berqenas acme-blocked\nadd element inet berqenas acme-blocked { 203.0.113.9 timeout 86400s }\n"), "{s}");
+}
+
+#[test]
+fn hostile_names_never_reach_a_script_unparsed() {
+    // Everything written into a script is a parsed value or a name checked at the wire edge;
+    // the wire conversion refuses the rest (see assignment tests). Domain names never appear.
+    let r = render(&node(), &[acme()]);
+    assert!(!r.script().contains("example.com"));
+}
+
+#[test]
+fn exposure_status_reads_counters_and_sources() {
+    let r = render(&node(), &[acme()]);
+    let mut o = applied(&r, &BTreeMap::new());
+    o.counters.insert("acme-x-e1-acc".into(), (12, 900));
+    o.counters.insert("acme-x-e1-drop".into(), (3, 180));
+    o.sets.insert(
+        "acme-seen".into(),
+        vec![Element {
+            key: "tcp . 15432 . 203.0.113.7".into(),
+            expires: Some(SEEN_TIMEOUT_SECS - 5),
+            timeout: Some(SEEN_TIMEOUT_SECS),
+            packets: 12,
+            bytes: 900,
+        }],
+    );
+    o.sets.insert(
+        "acme-first".into(),
+        vec![Element {
+            key: "tcp . 15432 . 203.0.113.7".into(),
+            expires: Some(SEEN_TIMEOUT_SECS - 100),
+            timeout: Some(SEEN_TIMEOUT_SECS),
+            ..Element::default()
+        }],
+    );
+    let s = status::exposures_from(&o, &[acme()], 1_000_000);
+    let e1 = &s["acme"][0];
+    assert_eq!((e1.id.as_str(), e1.accepted_packets, e1.dropped_packets), ("e1", 12, 3));
+    assert_eq!(
+        e1.sources,
+        [SourceSeen {
+            address: "203.0.113.7".into(),
+            first_seen: 1_000_000 - 100,
+            last_seen: 1_000_000 - 5,
+            packets: 12,
+            bytes: 900
+        }]
+    );
+    assert!(s["acme"][1].sources.is_empty());
+}
+
+#[test]
+fn foreign_drop_chains_become_conditions() {
+    let chains = r#"{"nftables": [
+      {"chain": {"family": "ip", "table": "filter", "name": "FORWARD", "handle": 1, "type": "filter", "hook": "forward", "prio": 0, "policy": "drop"}},
+      {"chain": {"family": "inet", "table": "berqenas", "name": "forward", "handle": 2, "type": "filter", "hook": "forward", "prio": 0, "policy": "accept"}},
+      {"chain": {"family": "ip6", "table": "filter", "name": "FORWARD", "handle": 3, "type": "filter", "hook": "forward", "prio": 0, "policy": "drop"}},
+      {"chain": {"family": "inet", "table": "fw", "name": "in", "handle": 4, "type": "filter", "hook": "input", "prio": 0, "policy": "drop"}},
+      {"chain": {"family": "inet", "table": "fw", "name": "pre", "handle": 5, "type": "nat", "hook": "prerouting", "prio": -100, "policy": "accept"}}
+    ]}"#;
+    let found = status::foreign_chains(chains).expect("parses");
+    let names: Vec<String> = found.iter().map(|c| format!("{} {} {}", c.family, c.table, c.name)).collect();
+    assert_eq!(names, ["ip filter FORWARD", "inet fw pre"], "not ours, not ip6, not input");
+    let rules = r#"{"nftables": [
+      {"rule": {"family": "inet", "table": "fw", "chain": "pre", "handle": 6, "expr": [{"match": {}}, {"drop": null}]}},
+      {"rule": {"family": "inet", "table": "fw", "chain": "pre", "handle": 7, "expr": [{"accept": null}]}}
+    ]}"#;
+    assert_eq!(status::dropping_rules(rules).expect("parses"), 1);
+    let c = status::condition(&found[0], 0).expect("policy drop");
+    assert_eq!(c.kind, "foreign-forward-drop");
+    assert!(c.message.contains("table ip filter chain FORWARD") && c.message.contains("Remedy"), "{}", c.message);
+    assert_eq!(status::condition(&found[1], 1).expect("a drop rule").kind, "foreign-nat-drop");
+    assert_eq!(status::condition(&found[1], 0), None);
+}

@@ -1,0 +1,117 @@
+//! `deploy/bench.sh wg-peers`: the gateway driver's WireGuard side at scale, in a network
+//! namespace of its own (the host's network is untouched) with the userspace backend
+//! (wireguard-go). One tenant interface: a cold pass with N peers (default 10,000), a converged
+//! pass (observe + empty plan), one peer added by diff, one removed, all removed (suspend).
+//! Each is a whole driver pass, so it includes the tenant's nftables sync and status reads.
+//! Prints one JSON line of milliseconds. Needs root, wireguard-go, nft and /dev/net/tun.
+//! Usage: bench-wg-peers [N]
+
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "benchmark driver: it makes a lab namespace, and a failed setup step is a failed run"
+)]
+
+use berqenas_node_agent::assignment::{GatewaySpec, GatewayTenant, Lifecycle, PeerSpec};
+use berqenas_node_agent::config::GatewayConfig;
+use berqenas_node_agent::driver::Driver;
+use berqenas_node_agent::gateway::{wg::Backend, GatewayDriver};
+use serde_json::json;
+use std::net::Ipv4Addr;
+use std::os::fd::AsFd;
+use std::process::Command;
+use std::time::Instant;
+
+fn key(i: u32) -> berqenas_common::net::WgKey {
+    let mut b = [0u8; 32];
+    b[..4].copy_from_slice(&i.to_be_bytes());
+    b[31] = 0x42;
+    berqenas_common::net::WgKey::from_bytes(&b)
+}
+
+fn tenant(n: u32, lifecycle: Lifecycle, interface: &str) -> GatewayTenant {
+    GatewayTenant {
+        name: "bench".into(),
+        revision: 1,
+        lifecycle,
+        index: 1,
+        gateway: GatewaySpec {
+            vpn_subnet: "198.18.0.0/15".parse().expect("cidr"),
+            gateway_address: Ipv4Addr::new(198, 18, 0, 1),
+            interface: interface.into(),
+            listen_port: 51821,
+            bandwidth_bps: 0,
+            device_to_device: false,
+            peers: (0..n)
+                .map(|i| PeerSpec {
+                    id: format!("d{i}"),
+                    name: format!("dev{i}"),
+                    public_key: key(i),
+                    address: Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 10)) + i),
+                    enabled: true,
+                })
+                .collect(),
+            exposures: vec![],
+            rules: vec![],
+            blocked_domains: vec![],
+        },
+    }
+}
+
+fn main() {
+    let n: u32 = std::env::args().nth(1).map_or(10_000, |a| a.parse().expect("N"));
+    let netns = format!("bqb-{}", std::process::id());
+    let ok = Command::new("ip").args(["netns", "add", &netns]).status().expect("ip netns add");
+    assert!(ok.success(), "ip netns add {netns} (root and iproute2 needed)");
+    let interface = format!("bqt{}", 1000 + std::process::id() % 9000);
+    let result = std::panic::catch_unwind(|| {
+        let file = std::fs::File::open(format!("/run/netns/{netns}")).expect("open the namespace");
+        rustix::thread::move_into_link_name_space(file.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network))
+            .expect("setns");
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let data = tempfile::tempdir().expect("tmp");
+        let node = GatewayConfig {
+            public_address: Ipv4Addr::new(198, 51, 100, 10),
+            public_ports: "15000-15999".parse().expect("ports"),
+        };
+        let mut d = GatewayDriver::with_backend(node, data.path(), Backend::Userspace);
+        let mut pass = |desired: &GatewayTenant| {
+            let started = Instant::now();
+            let s = rt.block_on(d.reconcile(std::slice::from_ref(desired)));
+            assert!(s.iter().all(|s| s.ready), "{s:?}");
+            (started.elapsed().as_secs_f64() * 1000.0 * 10.0).round() / 10.0
+        };
+        let full = tenant(n, Lifecycle::Run, &interface);
+        let cold = pass(&full);
+        let converged = pass(&full);
+        let plus_one = tenant(n + 1, Lifecycle::Run, &interface);
+        let add_one = pass(&plus_one);
+        let remove_one = pass(&full);
+        let suspend = pass(&tenant(n, Lifecycle::Suspended, &interface));
+        let resume = pass(&full);
+        let gone = {
+            let started = Instant::now();
+            rt.block_on(d.reconcile(&[]));
+            (started.elapsed().as_secs_f64() * 1000.0 * 10.0).round() / 10.0
+        };
+        json!({
+            "bench": "wg-peers",
+            "backend": "userspace",
+            "peers": n,
+            "cold_pass_ms": cold,
+            "converged_pass_ms": converged,
+            "add_one_peer_pass_ms": add_one,
+            "remove_one_peer_pass_ms": remove_one,
+            "suspend_pass_ms": suspend,
+            "resume_pass_ms": resume,
+            "delete_pass_ms": gone,
+        })
+    });
+    let _ = Command::new("ip").args(["-n", &netns, "link", "del", &interface]).output();
+    let _ = Command::new("ip").args(["netns", "delete", &netns]).status();
+    match result {
+        Ok(line) => println!("{line}"),
+        Err(_) => std::process::exit(1),
+    }
+}
