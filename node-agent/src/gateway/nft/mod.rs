@@ -56,6 +56,16 @@ pub struct SyncReport {
     pub elapsed: Duration,
 }
 
+/// The table as the last successful `sync` left it: what `sync_changes` plans against instead of
+/// listing the table (which takes seconds at a thousand tenants). Cleared when a sync fails.
+static LAST_APPLIED: std::sync::Mutex<Option<Observed>> = std::sync::Mutex::new(None);
+
+fn remember(applied: Option<Observed>) {
+    if let Ok(mut last) = LAST_APPLIED.lock() {
+        *last = applied;
+    }
+}
+
 /// Lists the agent's table (an empty observation when it does not exist).
 pub async fn observe() -> Result<Observed, NftError> {
     match exec::run("nft", &["-j", "list", "table", "inet", TABLE], None, NFT_TIMEOUT).await {
@@ -91,16 +101,49 @@ pub async fn plan_now(
 /// part differs replaced in one transaction (the others untouched), parts of gone tenants
 /// removed, blocked addresses (`resolved`: domain → addresses) refreshed. All steps go in one
 /// `nft` transaction; when it is refused, each step runs on its own so one tenant's failure
-/// stays its own.
+/// stays its own. Lists the whole table first, so it also repairs changes made by hand: the
+/// driver's periodic resync.
 pub async fn sync(
     node: &GatewayConfig,
     desired: &[GatewayTenant],
     resolved: &BTreeMap<String, Vec<Ipv4Addr>>,
 ) -> Result<SyncReport, NftError> {
     let started = Instant::now();
-    let (ruleset, observed, steps) = plan_now(node, desired, resolved).await?;
+    let observed = observe().await?;
+    apply(node, desired, resolved, observed, started).await
+}
+
+/// Like `sync`, but plans against the table as the last successful sync of this process left
+/// it instead of listing it (a full `sync` when there is none): for desired-state changes
+/// between resyncs, where listing a large table would cost more than the change. Changes made
+/// by hand since are repaired by the next full `sync`.
+pub async fn sync_changes(
+    node: &GatewayConfig,
+    desired: &[GatewayTenant],
+    resolved: &BTreeMap<String, Vec<Ipv4Addr>>,
+) -> Result<SyncReport, NftError> {
+    let started = Instant::now();
+    let cached = LAST_APPLIED.lock().ok().and_then(|l| l.clone());
+    let observed = match cached {
+        Some(o) => o,
+        None => observe().await?,
+    };
+    apply(node, desired, resolved, observed, started).await
+}
+
+async fn apply(
+    node: &GatewayConfig,
+    desired: &[GatewayTenant],
+    resolved: &BTreeMap<String, Vec<Ipv4Addr>>,
+    observed: Observed,
+    started: Instant,
+) -> Result<SyncReport, NftError> {
+    let ruleset = render(node, desired);
+    let blocked = blocked_of(desired, resolved);
+    let steps = plan::plan(&ruleset, &observed, &blocked);
     let mut report = SyncReport { refused: ruleset.refused.clone(), ..SyncReport::default() };
     if steps.is_empty() {
+        remember(Some(plan::as_applied(&ruleset, &blocked)));
         report.elapsed = started.elapsed();
         return Ok(report);
     }
@@ -108,8 +151,12 @@ pub async fn sync(
     let batch: String = scripts.iter().map(|(_, s)| s.as_str()).collect();
     report.transactions = 1;
     match exec::run("nft", &["-f", "-"], Some(batch.as_bytes()), NFT_TIMEOUT).await {
-        Ok(_) => report.applied = scripts.into_iter().map(|(step, _)| step).collect(),
+        Ok(_) => {
+            report.applied = scripts.into_iter().map(|(step, _)| step).collect();
+            remember(Some(plan::as_applied(&ruleset, &blocked)));
+        }
         Err(e) => {
+            remember(None);
             tracing::warn!(error = %e, "nft refused the whole batch; applying step by step");
             for (step, script) in scripts {
                 report.transactions += 1;

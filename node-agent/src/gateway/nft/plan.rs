@@ -3,7 +3,7 @@
 //! removed, blocked-domain sets refreshed — and the `nft -f` script of each step. A converged
 //! host yields an empty plan.
 
-use super::observe::Observed;
+use super::observe::{Element, Observed, ObservedChain};
 use super::render::{maps, owner_of, Fill, Part, Ruleset, BLOCK_TIMEOUT_SECS, TABLE};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
@@ -236,4 +236,43 @@ fn clear(
     for c in observed.counters.keys().filter(|c| mine(c) && !set_kept(c)) {
         writeln!(s, "delete counter {t} {c}").ok();
     }
+}
+
+/// Pure: what the table lists right after `ruleset` (with `blocked`) was applied in full, as far
+/// as planning looks (chains with their rule counts and digest, sets with their rendered
+/// elements, counters, dispatch). Kept sets other than the blocked ones are listed empty.
+pub fn as_applied(ruleset: &Ruleset, blocked: &BTreeMap<String, BTreeSet<Ipv4Addr>>) -> Observed {
+    let mut o = Observed { table: true, ..Observed::default() };
+    for part in std::iter::once(&ruleset.base).chain(ruleset.tenants.values()) {
+        for (i, c) in part.chains.iter().enumerate() {
+            let chain = ObservedChain {
+                rules: c.rules.len(),
+                comment: (i == 0).then(|| format!("berqenas {}", part.digest)),
+                hook: c.hook.map(|_| "accept".to_string()).map(|p| format!("hooked {p}")),
+            };
+            o.chains.insert(c.name.clone(), chain);
+        }
+        for set in &part.sets {
+            let elements: Vec<Element> = if Some(&set.name) == part.blocked_set.as_ref() {
+                let owner = part.owner.as_deref().unwrap_or_default();
+                let addresses = blocked.get(owner).into_iter().flatten();
+                addresses
+                    .map(|a| Element { key: a.to_string(), expires: Some(BLOCK_TIMEOUT_SECS), ..Element::default() })
+                    .collect()
+            } else {
+                set.elements.iter().map(|e| Element { key: e.clone(), ..Element::default() }).collect()
+            };
+            if set.keyword == "map" {
+                o.maps.insert(set.name.clone());
+            }
+            o.sets.insert(set.name.clone(), elements);
+        }
+        for c in &part.counters {
+            o.counters.insert(c.clone(), (0, 0));
+        }
+        for d in &part.dispatch {
+            o.dispatch.insert((d.map.to_string(), d.key.clone()), d.chain.clone());
+        }
+    }
+    o
 }

@@ -3,7 +3,7 @@
 //! removed, hand deletions repaired), and status parsing.
 
 use super::observe::{Element, ObservedChain};
-use super::plan::{plan, scripts, Step};
+use super::plan::{self, plan, scripts, Step};
 use super::render::*;
 use super::*;
 use crate::assignment::{ExposureSpec, GatewaySpec, Lifecycle, Protocol, RuleSpec, SourceMode, Verdict};
@@ -297,6 +297,21 @@ fn applied(ruleset: &Ruleset, blocked: &BTreeMap<String, BTreeSet<Ipv4Addr>>) ->
 
 fn blocked_acme() -> BTreeMap<String, BTreeSet<Ipv4Addr>> {
     BTreeMap::from([("acme".to_string(), BTreeSet::from(["203.0.113.9".parse().expect("ip")]))])
+}
+
+#[test]
+fn the_table_as_applied_plans_nothing() {
+    let r = render(&node(), &[acme(), tenant("beta", 2)]);
+    let blocked = blocked_acme();
+    assert_eq!(plan(&r, &plan::as_applied(&r, &blocked), &blocked), []);
+    // A change on top of it plans only that change.
+    let mut beta = tenant("beta", 2);
+    beta.gateway.device_to_device = true;
+    let after = render(&node(), &[acme(), beta]);
+    assert_eq!(
+        plan(&after, &plan::as_applied(&r, &blocked), &blocked),
+        [Step::Replace { tenant: "beta".into(), why: "changed".into() }]
+    );
 }
 
 #[test]
