@@ -164,7 +164,7 @@ impl StoredReader {
     }
 
     /// The length of the snapshot as shipped.
-    pub fn len(&self) -> u64 {
+    pub fn shipped_len(&self) -> u64 {
         self.header_len + self.audit.bytes
     }
 
@@ -232,7 +232,7 @@ impl StoredReader {
 
 impl Read for StoredReader {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        if self.pos >= self.len() || out.is_empty() {
+        if self.pos >= self.shipped_len() || out.is_empty() {
             return Ok(0);
         }
         if self.buffered(self.pos, out).is_none() {
@@ -246,7 +246,7 @@ impl Read for StoredReader {
 
 impl Seek for StoredReader {
     fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
-        self.pos = seek_target(self.pos, self.len(), to)?;
+        self.pos = seek_target(self.pos, self.shipped_len(), to)?;
         Ok(self.pos)
     }
 }
@@ -294,7 +294,7 @@ impl SnapshotData {
     }
 
     pub fn stored(reader: StoredReader) -> Self {
-        Self(Inner::Stored(Stored { len: reader.len(), pos: 0, reader: Some(reader), pending: None }))
+        Self(Inner::Stored(Stored { len: reader.shipped_len(), pos: 0, reader: Some(reader), pending: None }))
     }
 
     /// A blocking reader of the whole snapshot from its start.

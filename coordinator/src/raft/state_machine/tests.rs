@@ -38,8 +38,7 @@ fn open(dir: &Path) -> StateMachineStore {
         // The flusher thread of a dropped store lets go of the file a moment later.
         match store::open(&dir.join("raft.redb")) {
             Ok((_, sm)) => return sm,
-            Err(e) if std::time::Instant::now() < deadline => {
-                let _ = e;
+            Err(_) if std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             Err(e) => panic!("open the store: {e}"),
@@ -66,8 +65,11 @@ async fn shipped(sm: &mut StateMachineStore) -> Vec<u8> {
     out
 }
 
+/// Stored audit rows (seq, bytes) and offset marks (offset, seq).
+type Stored = (Vec<(u64, Vec<u8>)>, Vec<(u64, u64)>);
+
 /// Every stored audit row and offset mark.
-fn stored(sm: &StateMachineStore) -> (Vec<(u64, Vec<u8>)>, Vec<(u64, u64)>) {
+fn stored(sm: &StateMachineStore) -> Stored {
     let txn = sm.db.begin_read().expect("read");
     let audit = txn.open_table(AUDIT).expect("audit");
     let rows = audit
