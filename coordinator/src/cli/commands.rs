@@ -198,6 +198,12 @@ pub(super) async fn node(client: &Client, cmd: NodeCmd, out: Output) -> anyhow::
             output::nodes(out, &client.get::<Vec<NodeView>>("/api/v1/nodes").await?);
             return Ok(());
         }
+        NodeCmd::Show { id } => {
+            let nodes = client.get::<Vec<NodeView>>("/api/v1/nodes").await?;
+            let node = nodes.iter().find(|n| n.id == id).with_context(|| format!("node {id} not found"))?;
+            output::node(out, node);
+            return Ok(());
+        }
         NodeCmd::Token(NodeTokenCmd::Create { roles, ttl, labels }) => {
             let roles = roles.into_iter().map(|r| wire(Some(r))).collect::<anyhow::Result<Option<Vec<_>>>>()?;
             let body = CreateJoinTokenBody {

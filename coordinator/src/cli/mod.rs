@@ -383,6 +383,10 @@ pub enum ClusterTokenCmd {
 #[derive(Debug, Subcommand)]
 pub enum NodeCmd {
     List,
+    /// One node: roles, public address and ports, WireGuard backend, conditions.
+    Show {
+        id: u64,
+    },
     #[command(subcommand)]
     Token(NodeTokenCmd),
     /// Refuse the node's certificate from now on; it gets no desired state.

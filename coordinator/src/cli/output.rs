@@ -215,12 +215,73 @@ pub fn nodes(out: Output, v: &[NodeView]) {
                 state.into(),
                 labels.join(","),
                 capacity,
+                public(n),
+                opt(n.gateway.wireguard_backend.as_ref().map(wire_name)),
+                conditions(n),
                 time(Some(n.last_seen_ms).filter(|t| *t > 0)),
                 n.applied_revision.to_string(),
             ]
         })
         .collect();
-    table(&["ID", "ROLES", "ADDRESS", "STATE", "LABELS", "CAPACITY", "LAST SEEN", "REVISION"], rows);
+    let headers = [
+        "ID",
+        "ROLES",
+        "ADDRESS",
+        "STATE",
+        "LABELS",
+        "CAPACITY",
+        "PUBLIC",
+        "WIREGUARD",
+        "CONDITIONS",
+        "LAST SEEN",
+        "REVISION",
+    ];
+    table(&headers, rows);
+}
+
+/// A gateway's public address and port range, `-` when it has none.
+fn public(n: &NodeView) -> String {
+    opt(n
+        .gateway
+        .settings
+        .as_ref()
+        .map(|g| format!("{} ports {}-{}", g.public_address, g.public_port_first, g.public_port_last)))
+}
+
+fn conditions(n: &NodeView) -> String {
+    let kinds: Vec<&str> = n.gateway.conditions.iter().map(|c| c.kind.as_str()).collect();
+    if kinds.is_empty() {
+        "-".into()
+    } else {
+        kinds.join(",")
+    }
+}
+
+/// One node, every field on its own line (conditions with their remedies).
+pub fn node(out: Output, n: &NodeView) {
+    if out == Output::Json {
+        return print_json(n);
+    }
+    let roles: Vec<String> = n.roles.iter().map(wire_name).collect();
+    let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let rows = [
+        ("id", n.id.to_string()),
+        ("roles", roles.join(",")),
+        ("address", n.address.clone()),
+        ("labels", labels.join(",")),
+        ("cordoned", n.cordoned.to_string()),
+        ("revoked", n.revoked.to_string()),
+        ("public", public(n)),
+        ("wireguard", opt(n.gateway.wireguard_backend.as_ref().map(wire_name))),
+        ("last seen", time(Some(n.last_seen_ms).filter(|t| *t > 0))),
+        ("revision", n.applied_revision.to_string()),
+    ];
+    for (k, v) in rows {
+        say(format_args!("{k:<12} {v}"));
+    }
+    for c in &n.gateway.conditions {
+        say(format_args!("{:<12} {}: {}", "condition", c.kind, c.message));
+    }
 }
 
 pub fn cluster(out: Output, v: &ClusterStatus) {

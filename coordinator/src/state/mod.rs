@@ -8,6 +8,7 @@ pub mod apikey;
 pub mod audit;
 pub mod cluster;
 pub mod desired;
+pub mod gateway;
 pub mod names;
 pub mod node;
 pub mod placement;
@@ -401,6 +402,7 @@ pub(crate) mod tests_support {
             cordoned: false,
             revoked: false,
             applied_revision: 0,
+            gateway: Default::default(),
         };
         let i = next_index(s);
         let meta = Meta { time_ms: i, actor: "t".into(), source: "t".into(), key_role: None };

@@ -6,12 +6,14 @@
 pub mod apikey;
 pub mod audit;
 pub mod cluster;
+pub mod gateway;
 pub mod node;
 pub mod tenant;
 
 pub use apikey::*;
 pub use audit::*;
 pub use cluster::*;
+pub use gateway::*;
 pub use node::*;
 pub use tenant::*;
 

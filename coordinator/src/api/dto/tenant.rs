@@ -239,13 +239,15 @@ pub struct NodeTenantStatusView {
     pub quota_exceeded: bool,
     /// Sessions of the tenant's database user there (db role), at the last report.
     pub connections: u32,
+    /// The tenant's gateway interface there (gateway role).
+    pub gateway: Option<super::GatewayStatusView>,
 }
 
 impl From<NodeTenantStatus> for NodeTenantStatusView {
     fn from(s: NodeTenantStatus) -> Self {
         project!(s => NodeTenantStatus => NodeTenantStatusView {
             ready, reason, revision, db_bytes, quota_exceeded, connections
-        })
+        } with { gateway: gateway.map(Into::into) })
     }
 }
 
