@@ -50,6 +50,9 @@ async fn lifecycle(client: &Client, name: &str, action: &str) -> anyhow::Result<
 
 async fn create_tenant(client: &Client, c: CreateTenant, out: Output) -> anyhow::Result<()> {
     let s = c.settings.body()?;
+    if s.bandwidth.is_some() || s.device_to_device.is_some() {
+        bail!("--bandwidth and --device-to-device are set with `tenant update` once the tenant exists");
+    }
     let body = CreateTenantBody {
         name: c.name,
         db_quota: s.db_quota,

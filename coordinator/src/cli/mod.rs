@@ -264,6 +264,12 @@ pub struct TenantSettings {
     pub connection_limit: Option<u32>,
     #[arg(long)]
     pub events_per_min: Option<u32>,
+    /// Limit the tenant's VPN traffic on its gateway: 50mbit, 512kbit, 1gbit; 0 or none clears it.
+    #[arg(long)]
+    pub bandwidth: Option<String>,
+    /// Whether the tenant's devices may reach each other through the gateway.
+    #[arg(long, value_parser = ["allow", "deny"])]
+    pub device_to_device: Option<String>,
 }
 
 impl TenantSettings {
@@ -278,6 +284,8 @@ impl TenantSettings {
             public_api: self.public_api.map(Switch::on),
             ddl_enabled: self.ddl.map(Switch::on),
             access_mode: wire(self.access)?,
+            bandwidth: self.bandwidth,
+            device_to_device: self.device_to_device.map(|v| v == "allow"),
         })
     }
 }

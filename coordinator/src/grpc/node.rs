@@ -208,13 +208,81 @@ fn to_pb(a: &Assignment) -> pb::TenantAssignment {
             password_verifier: d.password_verifier.clone(),
             ddl_enabled: d.ddl_enabled,
         }),
-        gateway: a.gateway.as_ref().map(|g| pb::GatewayAssignment {
-            vpn_subnet: g.vpn_subnet.clone(),
-            gateway_address: g.gateway_address.clone(),
-            interface: g.interface.clone(),
-            listen_port: u32::from(g.listen_port),
-            ..pb::GatewayAssignment::default()
-        }),
+        gateway: a.gateway.as_ref().map(gateway_to_pb),
+    }
+}
+
+/// The gateway part on the wire: every field of `pb::GatewayAssignment` named.
+fn gateway_to_pb(g: &desired::GatewayAssignment) -> pb::GatewayAssignment {
+    use crate::state::exposure::{Protocol, SourceMode};
+    use crate::state::firewall::{RuleProtocol, Verdict};
+    let proto = |p: Protocol| match p {
+        Protocol::Tcp => pb::Protocol::Tcp,
+        Protocol::Udp => pb::Protocol::Udp,
+    };
+    pb::GatewayAssignment {
+        vpn_subnet: g.vpn_subnet.clone(),
+        gateway_address: g.gateway_address.clone(),
+        interface: g.interface.clone(),
+        listen_port: u32::from(g.listen_port),
+        bandwidth_bps: g.bandwidth_bps,
+        device_to_device: g.device_to_device,
+        peers: g
+            .peers
+            .iter()
+            .map(|d| pb::Peer {
+                id: d.id.clone(),
+                name: d.name.to_string(),
+                public_key: d.public_key.to_string(),
+                address: d.address.to_string(),
+                enabled: d.enabled,
+            })
+            .collect(),
+        exposures: g
+            .exposures
+            .iter()
+            .map(|(x, device_address)| pb::Exposure {
+                id: x.id.clone(),
+                device_id: x.device_id.clone(),
+                device_address: device_address.to_string(),
+                port: u32::from(x.port),
+                public_port: u32::from(x.public_port),
+                protocol: proto(x.protocol).into(),
+                allow: x.allow.iter().map(ToString::to_string).collect(),
+                rate_per_second: x.rate_per_second,
+                source: match x.source {
+                    SourceMode::Nat => pb::SourceMode::Nat,
+                    SourceMode::Keep => pb::SourceMode::Keep,
+                }
+                .into(),
+                enabled: x.enabled,
+            })
+            .collect(),
+        rules: g
+            .rules
+            .iter()
+            .map(|(r, destinations)| pb::FirewallRule {
+                id: r.id.clone(),
+                position: r.position,
+                verdict: match r.verdict {
+                    Verdict::Allow => pb::Verdict::Allow,
+                    Verdict::Deny => pb::Verdict::Deny,
+                }
+                .into(),
+                sources: r.sources.iter().map(ToString::to_string).collect(),
+                destinations: destinations.iter().map(ToString::to_string).collect(),
+                port_first: r.ports.map_or(0, |p| u32::from(p.first)),
+                port_last: r.ports.map_or(0, |p| u32::from(p.last)),
+                protocol: match r.protocol {
+                    RuleProtocol::Tcp => pb::Protocol::Tcp,
+                    RuleProtocol::Udp => pb::Protocol::Udp,
+                    RuleProtocol::Any => pb::Protocol::Any,
+                }
+                .into(),
+                vpn_required: r.vpn_required,
+            })
+            .collect(),
+        blocked_domains: g.blocked_domains.clone(),
     }
 }
 

@@ -12,6 +12,7 @@ use super::tenant::*;
 use super::*;
 
 mod apikeys;
+mod gateway;
 mod nodes;
 mod tenants;
 
