@@ -3,6 +3,7 @@
 
 pub mod client;
 mod commands;
+mod gateway;
 pub mod output;
 
 use crate::api::dto::UpdateTenantBody;
@@ -59,6 +60,15 @@ pub enum Command {
     Cluster(ClusterCmd),
     #[command(subcommand)]
     Node(NodeCmd),
+    /// Devices registered by their WireGuard key.
+    #[command(subcommand)]
+    Device(gateway::DeviceCmd),
+    /// Public ports on the tenant gateway that reach a device's port.
+    #[command(subcommand)]
+    Expose(gateway::ExposeCmd),
+    /// A tenant's firewall rules and blocked domains.
+    #[command(subcommand)]
+    Firewall(gateway::FirewallCmd),
 }
 
 #[derive(Debug, Args)]
@@ -572,6 +582,9 @@ async fn api_command(client: &Client, command: Command, out: Output) -> anyhow::
         Command::Audit(a) => audit(client, a, out).await,
         Command::Cluster(c) => cluster(client, c, out).await,
         Command::Node(n) => node(client, n, out).await,
+        Command::Device(d) => gateway::device(client, d, out).await,
+        Command::Expose(x) => gateway::expose(client, x, out).await,
+        Command::Firewall(f) => gateway::firewall(client, f, out).await,
         Command::Init(_) | Command::Serve(_) | Command::RecoverAdmin(_) => bail!("not an API command"),
     }
 }

@@ -17,6 +17,7 @@ pub mod node;
 pub mod placement;
 pub mod quota;
 pub mod tenant;
+pub mod wgquick;
 pub use cluster::{ClusterSettings, SecretPem};
 pub use tenant::{refresh_readiness, Lifecycle};
 
