@@ -10,6 +10,7 @@
 
 mod attacks;
 mod db;
+mod gateway;
 mod harness;
 mod join;
 mod lab;
