@@ -83,3 +83,71 @@ pub fn wg_quick(state: &State, device: &Device) -> DeviceConfig {
     let _ = writeln!(t, "PersistentKeepalive = 25");
     DeviceConfig { text: t, missing }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::device::{DeviceName, NewDevice};
+    use crate::state::exposure::{NewExposure, Protocol};
+    use crate::state::gateway::{GatewaySettings, PortRange};
+    use crate::state::node::NodeRole;
+    use crate::state::tests_support::{booted, create, next_index, register};
+    use crate::state::{Command, Meta, Op};
+
+    fn apply(s: &mut State, op: Op) {
+        let i = next_index(s);
+        let meta = Meta { time_ms: i, actor: "t".into(), source: "t".into(), key_role: None };
+        let (r, _) = s.apply(i, &Command { meta, op });
+        assert!(r.is_ok(), "{r:?}");
+    }
+
+    #[test]
+    fn config_names_the_gateway_and_keep_exposures_add_policy_routing() {
+        let mut s = booted();
+        register(&mut s, 1, &[NodeRole::Gateway, NodeRole::Db]);
+        if let Some(n) = s.nodes.get_mut(&1) {
+            n.gateway.settings = Some(GatewaySettings {
+                public_address: "198.51.100.10".parse().expect("ip"),
+                public_ports: PortRange::new(15000, 15010).expect("range"),
+            });
+        }
+        let t = create(&mut s, "acme");
+        let name = DeviceName::parse("plc1").expect("name");
+        let key = crate::state::gateway::WgKey::from_bytes(&[1; 32]);
+        apply(
+            &mut s,
+            Op::AddDevice(NewDevice { tenant: t.name.clone(), name: name.clone(), public_key: key, address: None }),
+        );
+        let device = s.device(&t.name, &name).cloned().expect("device");
+        let plain = wg_quick(&s, &device);
+        assert!(plain.text.contains("Address = 198.18.1.2/32"), "{}", plain.text);
+        assert!(plain.text.contains("Endpoint = 198.51.100.10:51821"), "{}", plain.text);
+        assert!(plain.text.contains("AllowedIPs = 198.18.1.0/24"), "{}", plain.text);
+        assert!(!plain.text.contains("Table = off"));
+        assert_eq!(plain.missing, vec!["the gateway has not reported its public key yet".to_string()]);
+        apply(
+            &mut s,
+            Op::AddExposure(NewExposure {
+                tenant: t.name.clone(),
+                device: name,
+                port: 5432,
+                public_port: None,
+                protocol: Protocol::Tcp,
+                allow: vec![],
+                rate_per_second: 0,
+                source: SourceMode::Keep,
+            }),
+        );
+        let keep = wg_quick(&s, &device);
+        for line in [
+            "Table = off",
+            "PostUp = ip route add 198.18.1.0/24 dev %i",
+            "PostUp = ip route add default dev %i table 51821",
+            "PostUp = ip rule add from 198.18.1.2 table 51821 priority 10000",
+            "PreDown = ip rule del from 198.18.1.2 table 51821 priority 10000",
+            "AllowedIPs = 0.0.0.0/0",
+        ] {
+            assert!(keep.text.contains(line), "{line}: {}", keep.text);
+        }
+    }
+}
