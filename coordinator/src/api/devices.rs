@@ -65,9 +65,9 @@ impl AddDeviceBody {
 
 #[utoipa::path(post, path = "/api/v1/tenant/{name}/devices", params(("name" = String, Path)), request_body = AddDeviceBody,
     responses((status = 201, body = DeviceView),
-        (status = 400, description = "a malformed name, key or address, or an address outside the subnet or .0/.1/.255", body = ErrorBody),
+        (status = 400, description = "a malformed name, key or address", body = ErrorBody),
         (status = 404, description = "no such tenant", body = ErrorBody),
-        (status = 409, description = "the name, key or address is taken, or the tenant is deleted", body = ErrorBody),
+        (status = 409, description = "the name, key or address is taken, the address is outside the tenant subnet or its .0/.1/.255, or the tenant is deleted", body = ErrorBody),
         (status = 429, description = "the tenant's subnet is full, or too many requests", body = ErrorBody)),
     security(("api_key" = [])))]
 pub(super) async fn add_device(ctx: Ctx, raw: PathOf<String>, body: Body) -> Result<(StatusCode, Json<DeviceView>)> {

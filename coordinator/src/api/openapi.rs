@@ -118,6 +118,9 @@ pub fn contract() -> Value {
         {"not": {"required": ["role", "tenant"],
             "properties": {"role": {"enum": ["admin", "auditor"]}, "tenant": {"type": "string"}}}},
     ]);
+    // Ports need protocol tcp or udp (`NewRule::check`).
+    schemas["AddRuleBody"]["not"] =
+        json!({"required": ["ports", "protocol"], "properties": {"protocol": {"const": "any"}}});
     unsigned_bounds(&mut doc);
     if let Some(paths) = doc["paths"].as_object_mut() {
         for item in paths.values_mut() {

@@ -158,7 +158,8 @@ impl State {
             self.devices.values().filter(|d| d.tenant == new.tenant).map(|d| d.address).collect();
         let address = match new.address {
             Some(a) => {
-                check_address(subnet, a).map_err(DomainError::Invalid)?;
+                // It does not fit this tenant's subnet: a conflict with the tenant as it is.
+                check_address(subnet, a).map_err(DomainError::Conflict)?;
                 if used.contains(&a) {
                     return Err(DomainError::Conflict(format!("address {a} is taken by another device of the tenant")));
                 }

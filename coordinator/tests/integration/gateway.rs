@@ -45,9 +45,9 @@ fn devices_get_addresses_configs_and_refuse_bad_input_without_changing_anything(
         (vec!["--name", "x", "--public-key", "nope"], "(400)"),
         (vec!["--name", "plc1", "--public-key", KEY_C], "already has a device plc1 (409)"),
         (vec!["--name", "x", "--public-key", KEY_A], "already registered to device plc1 (409)"),
-        (vec!["--name", "x", "--public-key", KEY_C, "--address", "198.18.1.1"], "tenant's gateway (400)"),
-        (vec!["--name", "x", "--public-key", KEY_C, "--address", "198.18.1.255"], "broadcast address (400)"),
-        (vec!["--name", "x", "--public-key", KEY_C, "--address", "198.18.2.5"], "outside the tenant subnet (400)"),
+        (vec!["--name", "x", "--public-key", KEY_C, "--address", "198.18.1.1"], "tenant's gateway (409)"),
+        (vec!["--name", "x", "--public-key", KEY_C, "--address", "198.18.1.255"], "broadcast address (409)"),
+        (vec!["--name", "x", "--public-key", KEY_C, "--address", "198.18.2.5"], "outside the tenant subnet (409)"),
         (vec!["--name", "x", "--public-key", KEY_C, "--address", "198.18.1.10"], "taken by another device (409)"),
         (vec!["--name", "Bad Name", "--public-key", KEY_C], "device name (400)"),
     ] {
