@@ -118,6 +118,17 @@ pub fn contract() -> Value {
         {"not": {"required": ["role", "tenant"],
             "properties": {"role": {"enum": ["admin", "auditor"]}, "tenant": {"type": "string"}}}},
     ]);
+    // Items of the network and device lists (host bits set is refused too; no pattern says it).
+    for (schema, field, pattern) in [
+        ("AddExposureBody", "allow", CIDR_PATTERN),
+        ("AddRuleBody", "sources", CIDR_PATTERN),
+        ("AddRuleBody", "destinations", CIDR_PATTERN),
+        ("AddRuleBody", "devices", crate::state::device::DEVICE_NAME_PATTERN),
+    ] {
+        if let Some(items) = schemas[schema]["properties"][field].get_mut("items") {
+            items["pattern"] = json!(pattern);
+        }
+    }
     // Ports need protocol tcp or udp (`NewRule::check`).
     schemas["AddRuleBody"]["not"] =
         json!({"required": ["ports", "protocol"], "properties": {"protocol": {"const": "any"}}});
