@@ -2,7 +2,7 @@
 //! token, trusts the coordinator only if its CA matches the pinned fingerprint, and stores the
 //! certificate, the CA and `agent.toml`.
 
-use crate::config::{AgentConfig, DriverConfig};
+use crate::config::{AgentConfig, DriverConfig, GatewayConfig};
 use crate::connect::node_client;
 use crate::host::files::write_atomic;
 use anyhow::{bail, Context};
@@ -23,6 +23,8 @@ pub struct JoinArgs {
     pub resync_interval: std::time::Duration,
     /// Most tenants per role this node takes (0: the coordinator's default, 500).
     pub max_tenants: u32,
+    /// Gateway role only: the public address and the public ports exposures may be given.
+    pub gateway: Option<GatewayConfig>,
 }
 
 /// host:port from `https://host:port` or `host:port`.
@@ -64,6 +66,9 @@ pub async fn join(args: JoinArgs) -> anyhow::Result<AgentConfig> {
     if !args.ca_pin.starts_with("sha256:") || args.ca_pin.len() != 7 + 64 {
         bail!("--ca-pin must be sha256:<64 hex digits> as printed by `node token create`");
     }
+    if args.gateway.is_some() && !args.roles.iter().any(|r| r == "gateway") {
+        bail!("--public-address and --public-ports are for the gateway role only");
+    }
     let config_path = args.data_dir.join("agent.toml");
     if config_path.exists() {
         bail!("{} already holds a joined node; use a new --data-dir", args.data_dir.display());
@@ -87,10 +92,9 @@ pub async fn join(args: JoinArgs) -> anyhow::Result<AgentConfig> {
         labels: args.labels.clone(),
         address: args.address.clone(),
         capacity: Some(pb::Capacity { max_tenants: args.max_tenants, ..host_capacity(&args.data_dir) }),
-        // Gateway settings arrive with the gateway role's join options.
-        public_address: String::new(),
-        public_port_first: 0,
-        public_port_last: 0,
+        public_address: args.gateway.as_ref().map(|g| g.public_address.to_string()).unwrap_or_default(),
+        public_port_first: args.gateway.as_ref().map_or(0, |g| u32::from(g.public_ports.first)),
+        public_port_last: args.gateway.as_ref().map_or(0, |g| u32::from(g.public_ports.last)),
     };
     let resp = client.join(request).await.map_err(|s| anyhow::anyhow!("join refused: {}", s.message()))?.into_inner();
     let mut coordinators: Vec<String> = resp.coordinators.iter().map(|c| c.address.clone()).collect();
@@ -104,8 +108,7 @@ pub async fn join(args: JoinArgs) -> anyhow::Result<AgentConfig> {
         resync_interval: args.resync_interval,
         driver,
         max_tenants: args.max_tenants,
-        // Set from `--public-address` / `--public-ports` with the gateway role's join options.
-        gateway: None,
+        gateway: args.gateway,
     };
     write_atomic(&config.key_path(), kc.key_pem.as_bytes(), 0o600)?;
     write_atomic(&config.cert_path(), resp.cert_chain_pem.as_bytes(), 0o644)?;

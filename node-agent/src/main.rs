@@ -69,6 +69,14 @@ enum Cmd {
         /// Most tenants per role this node takes (default 500).
         #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         max_tenants: u32,
+        /// Gateway role: the IPv4 address the public reaches this gateway at (WireGuard endpoints,
+        /// exposures). Needs --public-ports.
+        #[arg(long, requires = "public_ports")]
+        public_address: Option<std::net::Ipv4Addr>,
+        /// Gateway role: the public ports exposures may be given, e.g. 15000-15999. Needs
+        /// --public-address.
+        #[arg(long, requires = "public_address")]
+        public_ports: Option<berqenas_common::net::PortRange>,
     },
     /// Keep this host matching its desired state.
     Run {
@@ -187,6 +195,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             pgbouncer_max_per_source,
             resync_interval,
             max_tenants,
+            public_address,
+            public_ports,
         } => {
             let mut label_map = HashMap::new();
             for l in labels {
@@ -228,6 +238,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 driver,
                 resync_interval: humantime::parse_duration(&resync_interval).context("--resync-interval")?,
                 max_tenants,
+                gateway: public_address.zip(public_ports).map(|(public_address, public_ports)| {
+                    berqenas_node_agent::config::GatewayConfig { public_address, public_ports }
+                }),
             })
             .await?;
             println!(

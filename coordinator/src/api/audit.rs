@@ -67,16 +67,22 @@ pub(super) async fn list_audit(
     let limit = page_size(&scope, &page).await?;
     barrier(&ctx, page.consistency).await?;
     let target = tenant.map(|t| format!("tenant/{t}"));
-    let keep = |e: &AuditEntry| since.is_none_or(|s| e.time_ms >= s) && target.as_ref().is_none_or(|t| &e.target == t);
+    let keep =
+        |e: &AuditEntry| since.is_none_or(|s| e.time_ms >= s) && target.as_ref().is_none_or(|t| about(&e.target, t));
     let page = ctx.coordinator.audit.page(keep, page.after, page.before, limit);
     Ok(audit_page(page.map_err(|e| ApiError::internal("read the audit trail", e))?))
+}
+
+/// Whether an entry's target is the tenant `target` or something of it (`tenant/acme/device/plc1`).
+fn about(entry_target: &str, target: &str) -> bool {
+    entry_target.strip_prefix(target).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// A customer's view of its tenant's trail: what was done to it, and refusals of its own or an
 /// admin's keys. Refusals of anonymous callers and of other tenants' keys are not theirs to see
 /// (and must not let anyone write into a customer's trail).
 fn visible_to_tenant(e: &AuditEntry, target: &str, name: &TenantName, keys: &BTreeMap<String, ApiKey>) -> bool {
-    if e.target != target {
+    if !about(&e.target, target) {
         return false;
     }
     e.outcome == audit::Outcome::Ok

@@ -8,9 +8,12 @@ pub mod apikeys;
 pub mod audit;
 pub mod auth;
 pub mod cluster;
+pub mod devices;
 pub mod dto;
 pub mod error;
+pub mod exposures;
 pub mod extract;
+pub mod firewall;
 pub mod nodes;
 pub mod openapi;
 pub mod tenants;
@@ -39,6 +42,17 @@ pub fn router(c: Arc<Coordinator>) -> Router {
         )
         .route("/api/v1/tenant/{name}/{action}", post(tenants::tenant_lifecycle))
         .route("/api/v1/tenant/{name}/audit", get(audit::tenant_audit))
+        .route("/api/v1/tenant/{name}/devices", get(devices::list_devices).post(devices::add_device))
+        .route("/api/v1/tenant/{name}/devices/{device}", get(devices::get_device).delete(devices::remove_device))
+        .route("/api/v1/tenant/{name}/devices/{device}/config", get(devices::device_config))
+        .route("/api/v1/tenant/{name}/devices/{device}/{action}", post(devices::switch_device))
+        .route("/api/v1/tenant/{name}/exposures", get(exposures::list_exposures).post(exposures::add_exposure))
+        .route("/api/v1/tenant/{name}/exposures/{id}", get(exposures::get_exposure).delete(exposures::remove_exposure))
+        .route("/api/v1/tenant/{name}/exposures/{id}/{action}", post(exposures::switch_exposure))
+        .route("/api/v1/tenant/{name}/firewall/rule", get(firewall::list_rules).post(firewall::add_rule))
+        .route("/api/v1/tenant/{name}/firewall/rule/{id}", delete(firewall::remove_rule))
+        .route("/api/v1/tenant/{name}/firewall/domains", get(firewall::list_domains).post(firewall::block_domain))
+        .route("/api/v1/tenant/{name}/firewall/domains/{domain}", delete(firewall::unblock_domain))
         .route("/api/v1/tenants", get(tenants::list_tenants))
         .route("/api/v1/nodes", get(nodes::list_nodes))
         .route("/api/v1/nodes/tokens", post(nodes::create_join_token))

@@ -4,7 +4,7 @@
 //! cross-field rules as `not` cases, and the refusals every authenticated route can answer.
 
 use super::dto::*;
-use super::{apikeys, audit, cluster, nodes, tenants};
+use super::{apikeys, audit, cluster, devices, exposures, firewall, nodes, tenants};
 use crate::refusals::{PendingSource, RefusalStats};
 use axum::Json;
 use serde_json::{json, Value};
@@ -44,12 +44,17 @@ impl utoipa::Modify for SecurityAddon {
         nodes::create_join_token, nodes::node_action, apikeys::create_api_key, apikeys::list_api_keys,
         apikeys::revoke_api_key, audit::list_audit, audit::verify_audit, audit::refusal_stats,
         cluster::cluster_status, cluster::add_learner, cluster::promote, cluster::remove_member,
-        cluster::create_coordinator_token, cluster::list_coordinator_tokens, cluster::revoke_coordinator_token),
+        cluster::create_coordinator_token, cluster::list_coordinator_tokens, cluster::revoke_coordinator_token,
+        devices::add_device, devices::list_devices, devices::get_device, devices::remove_device, devices::switch_device,
+        devices::device_config, exposures::add_exposure, exposures::list_exposures, exposures::get_exposure,
+        exposures::remove_exposure, exposures::switch_exposure, firewall::add_rule, firewall::list_rules,
+        firewall::remove_rule, firewall::list_domains, firewall::block_domain, firewall::unblock_domain),
     components(schemas(ErrorBody, TenantView, CreatedTenant, CreateTenantBody, UpdateTenantBody, ApiKeyView,
         CreatedApiKey, CreateApiKeyBody, AuditEntryView, AuditVerification, BreakView, ClusterStatus, Member,
         AddLearnerBody, PromoteBody, NodeView, JoinTokenView, CreateJoinTokenBody, CreatedJoinToken,
         CreateCoordinatorTokenBody, CoordinatorToken, TokenStatus, TenantAction, NodeAction, RefusalStats,
-        PendingSource, crate::server::Consistency, crate::state::tenant::TenantStatus)),
+        PendingSource, crate::server::Consistency, crate::state::tenant::TenantStatus, AddDeviceBody, DeviceView,
+        DeviceConfigView, SwitchAction, AddExposureBody, ExposureView, AddRuleBody, RuleView, BlockDomainBody)),
     modifiers(&SecurityAddon)
 )]
 pub struct ApiDoc;
@@ -79,6 +84,13 @@ pub fn contract() -> Value {
         ("CreateCoordinatorTokenBody", "ttl", TTL_PATTERN),
         ("CreateApiKeyBody", "expires_in", LIFETIME_PATTERN),
         ("CreateApiKeyBody", "description", "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"),
+        ("UpdateTenantBody", "bandwidth", BANDWIDTH_PATTERN),
+        ("AddDeviceBody", "name", crate::state::device::DEVICE_NAME_PATTERN),
+        ("AddDeviceBody", "public_key", WG_KEY_PATTERN),
+        ("AddDeviceBody", "address", IPV4_PATTERN),
+        ("AddExposureBody", "device", crate::state::device::DEVICE_NAME_PATTERN),
+        ("AddRuleBody", "ports", PORTS_PATTERN),
+        ("BlockDomainBody", "domain", DOMAIN_PATTERN),
     ] {
         schemas[schema]["properties"][field]["pattern"] = json!(pattern);
     }
@@ -106,6 +118,20 @@ pub fn contract() -> Value {
         {"not": {"required": ["role", "tenant"],
             "properties": {"role": {"enum": ["admin", "auditor"]}, "tenant": {"type": "string"}}}},
     ]);
+    // Items of the network and device lists (host bits set is refused too; no pattern says it).
+    for (schema, field, pattern) in [
+        ("AddExposureBody", "allow", CIDR_PATTERN),
+        ("AddRuleBody", "sources", CIDR_PATTERN),
+        ("AddRuleBody", "destinations", CIDR_PATTERN),
+        ("AddRuleBody", "devices", crate::state::device::DEVICE_NAME_PATTERN),
+    ] {
+        if let Some(items) = schemas[schema]["properties"][field].get_mut("items") {
+            items["pattern"] = json!(pattern);
+        }
+    }
+    // Ports need protocol tcp or udp (`NewRule::check`).
+    schemas["AddRuleBody"]["not"] =
+        json!({"required": ["ports", "protocol"], "properties": {"protocol": {"const": "any"}}});
     unsigned_bounds(&mut doc);
     if let Some(paths) = doc["paths"].as_object_mut() {
         for item in paths.values_mut() {
@@ -164,6 +190,13 @@ fn describe_operation(op: &mut Value) {
             }
             (Some("path"), "id") if param["schema"]["type"] == "string" => {
                 param["schema"]["pattern"] = json!(HEX_ID_PATTERN);
+            }
+            (Some("path"), "device") => {
+                param["schema"]["pattern"] = json!(crate::state::device::DEVICE_NAME_PATTERN);
+            }
+            (Some("path"), "domain") => {
+                param["schema"]["pattern"] = json!(DOMAIN_PATTERN);
+                param["schema"]["maxLength"] = json!(MAX_DOMAIN_LEN);
             }
             (Some("query"), "since") => {
                 param["schema"]["pattern"] = json!(SINCE_PATTERN);

@@ -4,8 +4,8 @@
 
 use super::auth::{Ctx, Need};
 use super::dto::{
-    parse_quota, project, CreateTenantBody, CreatedTenant, ErrorBody, PurgeQuery, ReadQuery, TenantAction,
-    TenantListQuery, TenantView, UpdateTenantBody,
+    parse_bandwidth, parse_quota, project, CreateTenantBody, CreatedTenant, ErrorBody, PurgeQuery, ReadQuery,
+    TenantAction, TenantListQuery, TenantView, UpdateTenantBody,
 };
 use super::error::ApiError;
 use super::extract::{clipped, path, Body, PathOf, QueryOf, Scope, Validate};
@@ -42,9 +42,31 @@ impl Validate for UpdateTenantBody {
     type Valid = TenantPatch;
 
     fn validate(self) -> std::result::Result<TenantPatch, ApiError> {
-        Ok(project!(self => UpdateTenantBody => TenantPatch {
-            tier, connection_limit, events_per_min, vpn_enabled, public_api, ddl_enabled, access_mode
-        } with { db_quota: quota(db_quota)? }))
+        // Destructured exhaustively: a new body field is a compile error here until it is mapped.
+        let UpdateTenantBody {
+            tier,
+            db_quota,
+            connection_limit,
+            events_per_min,
+            vpn_enabled,
+            public_api,
+            ddl_enabled,
+            access_mode,
+            bandwidth,
+            device_to_device,
+        } = self;
+        Ok(TenantPatch {
+            tier,
+            db_quota: quota(db_quota)?,
+            connection_limit,
+            events_per_min,
+            vpn_enabled,
+            public_api,
+            ddl_enabled,
+            access_mode,
+            bandwidth_bps: bandwidth.as_deref().map(parse_bandwidth).transpose().map_err(ApiError::invalid)?,
+            device_to_device,
+        })
     }
 }
 

@@ -50,6 +50,9 @@ async fn lifecycle(client: &Client, name: &str, action: &str) -> anyhow::Result<
 
 async fn create_tenant(client: &Client, c: CreateTenant, out: Output) -> anyhow::Result<()> {
     let s = c.settings.body()?;
+    if s.bandwidth.is_some() || s.device_to_device.is_some() {
+        bail!("--bandwidth and --device-to-device are set with `tenant update` once the tenant exists");
+    }
     let body = CreateTenantBody {
         name: c.name,
         db_quota: s.db_quota,
@@ -196,6 +199,12 @@ pub(super) async fn node(client: &Client, cmd: NodeCmd, out: Output) -> anyhow::
     let (action, verb) = match cmd {
         NodeCmd::List => {
             output::nodes(out, &client.get::<Vec<NodeView>>("/api/v1/nodes").await?);
+            return Ok(());
+        }
+        NodeCmd::Show { id } => {
+            let nodes = client.get::<Vec<NodeView>>("/api/v1/nodes").await?;
+            let node = nodes.iter().find(|n| n.id == id).with_context(|| format!("node {id} not found"))?;
+            output::node(out, node);
             return Ok(());
         }
         NodeCmd::Token(NodeTokenCmd::Create { roles, ttl, labels }) => {

@@ -3,6 +3,7 @@
 
 pub mod client;
 mod commands;
+mod gateway;
 pub mod output;
 
 use crate::api::dto::UpdateTenantBody;
@@ -59,6 +60,15 @@ pub enum Command {
     Cluster(ClusterCmd),
     #[command(subcommand)]
     Node(NodeCmd),
+    /// Devices registered by their WireGuard key.
+    #[command(subcommand)]
+    Device(gateway::DeviceCmd),
+    /// Public ports on the tenant gateway that reach a device's port.
+    #[command(subcommand)]
+    Expose(gateway::ExposeCmd),
+    /// A tenant's firewall rules and blocked domains.
+    #[command(subcommand)]
+    Firewall(gateway::FirewallCmd),
 }
 
 #[derive(Debug, Args)]
@@ -264,6 +274,12 @@ pub struct TenantSettings {
     pub connection_limit: Option<u32>,
     #[arg(long)]
     pub events_per_min: Option<u32>,
+    /// Limit the tenant's VPN traffic on its gateway: 50mbit, 512kbit, 1gbit; 0 or none clears it.
+    #[arg(long)]
+    pub bandwidth: Option<String>,
+    /// Whether the tenant's devices may reach each other through the gateway.
+    #[arg(long, value_parser = ["allow", "deny"])]
+    pub device_to_device: Option<String>,
 }
 
 impl TenantSettings {
@@ -278,6 +294,8 @@ impl TenantSettings {
             public_api: self.public_api.map(Switch::on),
             ddl_enabled: self.ddl.map(Switch::on),
             access_mode: wire(self.access)?,
+            bandwidth: self.bandwidth,
+            device_to_device: self.device_to_device.map(|v| v == "allow"),
         })
     }
 }
@@ -383,6 +401,10 @@ pub enum ClusterTokenCmd {
 #[derive(Debug, Subcommand)]
 pub enum NodeCmd {
     List,
+    /// One node: roles, public address and ports, WireGuard backend, conditions.
+    Show {
+        id: u64,
+    },
     #[command(subcommand)]
     Token(NodeTokenCmd),
     /// Refuse the node's certificate from now on; it gets no desired state.
@@ -560,6 +582,9 @@ async fn api_command(client: &Client, command: Command, out: Output) -> anyhow::
         Command::Audit(a) => audit(client, a, out).await,
         Command::Cluster(c) => cluster(client, c, out).await,
         Command::Node(n) => node(client, n, out).await,
+        Command::Device(d) => gateway::device(client, d, out).await,
+        Command::Expose(x) => gateway::expose(client, x, out).await,
+        Command::Firewall(f) => gateway::firewall(client, f, out).await,
         Command::Init(_) | Command::Serve(_) | Command::RecoverAdmin(_) => bail!("not an API command"),
     }
 }

@@ -1,6 +1,9 @@
 //! Printing API answers (the `api::dto` views) as aligned tables or JSON.
 
-use crate::api::dto::{ApiKeyView, AuditEntryView, ClusterStatus, CoordinatorToken, NodeView, TenantView};
+use crate::api::dto::{
+    ApiKeyView, AuditEntryView, ClusterStatus, CoordinatorToken, DeviceView, ExposureView, NodeView, RuleView,
+    TenantView,
+};
 use clap::ValueEnum;
 use serde::Serialize;
 use std::fmt::Display;
@@ -215,12 +218,73 @@ pub fn nodes(out: Output, v: &[NodeView]) {
                 state.into(),
                 labels.join(","),
                 capacity,
+                public(n),
+                opt(n.gateway.wireguard_backend.as_ref().map(wire_name)),
+                conditions(n),
                 time(Some(n.last_seen_ms).filter(|t| *t > 0)),
                 n.applied_revision.to_string(),
             ]
         })
         .collect();
-    table(&["ID", "ROLES", "ADDRESS", "STATE", "LABELS", "CAPACITY", "LAST SEEN", "REVISION"], rows);
+    let headers = [
+        "ID",
+        "ROLES",
+        "ADDRESS",
+        "STATE",
+        "LABELS",
+        "CAPACITY",
+        "PUBLIC",
+        "WIREGUARD",
+        "CONDITIONS",
+        "LAST SEEN",
+        "REVISION",
+    ];
+    table(&headers, rows);
+}
+
+/// A gateway's public address and port range, `-` when it has none.
+fn public(n: &NodeView) -> String {
+    opt(n
+        .gateway
+        .settings
+        .as_ref()
+        .map(|g| format!("{} ports {}-{}", g.public_address, g.public_port_first, g.public_port_last)))
+}
+
+fn conditions(n: &NodeView) -> String {
+    let kinds: Vec<&str> = n.gateway.conditions.iter().map(|c| c.kind.as_str()).collect();
+    if kinds.is_empty() {
+        "-".into()
+    } else {
+        kinds.join(",")
+    }
+}
+
+/// One node, every field on its own line (conditions with their remedies).
+pub fn node(out: Output, n: &NodeView) {
+    if out == Output::Json {
+        return print_json(n);
+    }
+    let roles: Vec<String> = n.roles.iter().map(wire_name).collect();
+    let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let rows = [
+        ("id", n.id.to_string()),
+        ("roles", roles.join(",")),
+        ("address", n.address.clone()),
+        ("labels", labels.join(",")),
+        ("cordoned", n.cordoned.to_string()),
+        ("revoked", n.revoked.to_string()),
+        ("public", public(n)),
+        ("wireguard", opt(n.gateway.wireguard_backend.as_ref().map(wire_name))),
+        ("last seen", time(Some(n.last_seen_ms).filter(|t| *t > 0))),
+        ("revision", n.applied_revision.to_string()),
+    ];
+    for (k, v) in rows {
+        say(format_args!("{k:<12} {v}"));
+    }
+    for c in &n.gateway.conditions {
+        say(format_args!("{:<12} {}: {}", "condition", c.kind, c.message));
+    }
 }
 
 pub fn cluster(out: Output, v: &ClusterStatus) {
@@ -243,6 +307,125 @@ pub fn cluster(out: Output, v: &ClusterStatus) {
         })
         .collect();
     table(&["ID", "ROLE", "RAFT", "API"], rows);
+}
+
+fn handshake(d: &DeviceView) -> String {
+    match &d.peer {
+        Some(p) => format!("{} (rx {}, tx {})", time(p.last_handshake_ms), bytes(p.rx_bytes), bytes(p.tx_bytes)),
+        None => "-".into(),
+    }
+}
+
+pub fn device(out: Output, d: &DeviceView) {
+    if out == Output::Json {
+        return print_json(d);
+    }
+    for (k, v) in [
+        ("id", d.id.clone()),
+        ("tenant", d.tenant.clone()),
+        ("name", d.name.clone()),
+        ("address", d.address.clone()),
+        ("public key", d.public_key.clone()),
+        ("enabled", d.enabled.to_string()),
+        ("handshake", handshake(d)),
+    ] {
+        say(format_args!("{k:<11} {v}"));
+    }
+}
+
+pub fn devices(out: Output, v: &[DeviceView]) {
+    if out == Output::Json {
+        return print_json(v);
+    }
+    let rows = v
+        .iter()
+        .map(|d| {
+            let state = if d.enabled { "enabled" } else { "disabled" };
+            vec![d.name.clone(), d.address.clone(), state.into(), d.public_key.clone(), handshake(d)]
+        })
+        .collect();
+    table(&["NAME", "ADDRESS", "STATE", "PUBLIC KEY", "HANDSHAKE"], rows);
+}
+
+pub fn exposure(out: Output, x: &ExposureView) {
+    if out == Output::Json {
+        return print_json(x);
+    }
+    let allow = if x.allow.is_empty() { "anyone".to_string() } else { x.allow.join(",") };
+    let rate = if x.rate_per_second == 0 { "unlimited".to_string() } else { format!("{}/s", x.rate_per_second) };
+    for (k, v) in [
+        ("id", x.id.clone()),
+        ("device", format!("{}:{}", opt(x.device.as_deref()), x.port)),
+        (
+            "public",
+            x.endpoint.clone().unwrap_or_else(|| format!("port {} (the gateway has no public address)", x.public_port)),
+        ),
+        ("protocol", wire_name(&x.protocol)),
+        ("source", wire_name(&x.source)),
+        ("allow", allow),
+        ("rate", rate),
+        ("enabled", x.enabled.to_string()),
+    ] {
+        say(format_args!("{k:<9} {v}"));
+    }
+    if let Some(s) = &x.status {
+        say(format_args!("{:<9} {} accepted, {} dropped packets", "counters", s.accepted_packets, s.dropped_packets));
+        for src in &s.sources {
+            say(format_args!(
+                "{:<9} {} first {} last {} ({} packets, {})",
+                "source",
+                src.address,
+                time(Some(src.first_seen_ms)),
+                time(Some(src.last_seen_ms)),
+                src.packets,
+                bytes(src.bytes)
+            ));
+        }
+    }
+}
+
+pub fn exposures(out: Output, v: &[ExposureView]) {
+    if out == Output::Json {
+        return print_json(v);
+    }
+    let rows = v
+        .iter()
+        .map(|x| {
+            vec![
+                x.id.clone(),
+                format!("{}:{}", opt(x.device.as_deref()), x.port),
+                opt(x.endpoint.clone()),
+                x.public_port.to_string(),
+                wire_name(&x.protocol),
+                wire_name(&x.source),
+                if x.enabled { "enabled".into() } else { "disabled".into() },
+            ]
+        })
+        .collect();
+    table(&["ID", "DEVICE", "ENDPOINT", "PUBLIC PORT", "PROTO", "SOURCE", "STATE"], rows);
+}
+
+pub fn rules(out: Output, v: &[RuleView]) {
+    if out == Output::Json {
+        return print_json(v);
+    }
+    let any = |v: &[String]| if v.is_empty() { "any".to_string() } else { v.join(",") };
+    let rows = v
+        .iter()
+        .map(|r| {
+            let verdict = if r.vpn_required { "vpn-required".to_string() } else { wire_name(&r.verdict) };
+            vec![
+                r.id.clone(),
+                r.position.to_string(),
+                verdict,
+                any(&r.sources),
+                any(&r.destinations),
+                r.ports.clone().unwrap_or_else(|| "any".into()),
+                wire_name(&r.protocol),
+            ]
+        })
+        .collect();
+    table(&["ID", "POSITION", "VERDICT", "SOURCES", "DESTINATIONS", "PORTS", "PROTO"], rows);
 }
 
 /// Writes one line to stdout; a closed pipe (`| head`) ends output quietly instead of panicking.

@@ -5,6 +5,7 @@
 
 pub mod error;
 mod node;
+mod report;
 
 pub use node::NodeService;
 

@@ -2,18 +2,21 @@
 //! stream status reports.
 
 use super::error::internal;
+use super::report::{conditions, gateway_status, significant, wireguard_backend};
 use super::NODE_CERT_LIFETIME;
 use crate::server::cluster_ca;
 use crate::server::Coordinator;
 use crate::state::action::Action;
 use crate::state::apikey::hash_secret;
 use crate::state::desired::{self, Assignment};
+use crate::state::gateway::{GatewayNode, GatewaySettings, PortRange};
 use crate::state::names::validate_label_part;
 use crate::state::node::{Node, NodeCapacity, NodeRole, NodeTenantStatus, Report};
 use crate::state::{Command, Meta, Op, Reply};
 use berqenas_pki::Identity;
 use berqenas_proto::node as pb;
 use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -110,6 +113,7 @@ fn validate_join(req: &pb::JoinRequest) -> Result<(String, String, Node), String
     if req.csr_pem.len() > 8192 {
         return Err("CSR is too large".into());
     }
+    let settings = gateway_settings(req, &roles)?;
     let node = Node {
         id: 0,
         roles,
@@ -120,8 +124,32 @@ fn validate_join(req: &pb::JoinRequest) -> Result<(String, String, Node), String
         cordoned: false,
         revoked: false,
         applied_revision: 0,
+        gateway: GatewayNode { settings, ..Default::default() },
     };
     Ok((id.to_string(), hash_secret(secret), node))
+}
+
+/// The gateway's public address and port range from a join: both or neither, gateway role only.
+fn gateway_settings(
+    req: &pb::JoinRequest,
+    roles: &std::collections::BTreeSet<NodeRole>,
+) -> Result<Option<GatewaySettings>, String> {
+    if req.public_address.is_empty() && req.public_port_first == 0 && req.public_port_last == 0 {
+        return Ok(None);
+    }
+    if !roles.contains(&NodeRole::Gateway) {
+        return Err("a public address and public ports are for the gateway role only".into());
+    }
+    let public_address: Ipv4Addr = req.public_address.parse().map_err(|_| {
+        format!("public address {:?} is not an IPv4 address", req.public_address.chars().take(64).collect::<String>())
+    })?;
+    if public_address.is_unspecified() || public_address.is_broadcast() || public_address.is_multicast() {
+        return Err(format!("public address {public_address} cannot be reached as a unicast address"));
+    }
+    let port = |p: u32| u16::try_from(p).map_err(|_| "public ports must be within 1-65535".to_string());
+    let public_ports = PortRange::new(port(req.public_port_first)?, port(req.public_port_last)?)
+        .map_err(|_| "public ports must be a range first-last within 1-65535 (both given)".to_string())?;
+    Ok(Some(GatewaySettings { public_address, public_ports }))
 }
 
 fn coordinators(c: &Coordinator) -> Vec<pb::Coordinator> {
@@ -180,25 +208,82 @@ fn to_pb(a: &Assignment) -> pb::TenantAssignment {
             password_verifier: d.password_verifier.clone(),
             ddl_enabled: d.ddl_enabled,
         }),
-        gateway: a.gateway.as_ref().map(|g| pb::GatewayAssignment {
-            vpn_subnet: g.vpn_subnet.clone(),
-            gateway_address: g.gateway_address.clone(),
-            interface: g.interface.clone(),
-            listen_port: u32::from(g.listen_port),
-            ..pb::GatewayAssignment::default()
-        }),
+        gateway: a.gateway.as_ref().map(gateway_to_pb),
     }
 }
 
-/// A report without its usage samples: sizes and session counts alone change on every pass and
-/// are written with the periodic refresh, not each time.
-fn significant(r: &Report) -> Report {
-    let mut r = r.clone();
-    for s in r.tenants.values_mut() {
-        s.db_bytes = 0;
-        s.connections = 0;
+/// The gateway part on the wire: every field of `pb::GatewayAssignment` named.
+fn gateway_to_pb(g: &desired::GatewayAssignment) -> pb::GatewayAssignment {
+    use crate::state::exposure::{Protocol, SourceMode};
+    use crate::state::firewall::{RuleProtocol, Verdict};
+    let proto = |p: Protocol| match p {
+        Protocol::Tcp => pb::Protocol::Tcp,
+        Protocol::Udp => pb::Protocol::Udp,
+    };
+    pb::GatewayAssignment {
+        vpn_subnet: g.vpn_subnet.clone(),
+        gateway_address: g.gateway_address.clone(),
+        interface: g.interface.clone(),
+        listen_port: u32::from(g.listen_port),
+        bandwidth_bps: g.bandwidth_bps,
+        device_to_device: g.device_to_device,
+        peers: g
+            .peers
+            .iter()
+            .map(|d| pb::Peer {
+                id: d.id.clone(),
+                name: d.name.to_string(),
+                public_key: d.public_key.to_string(),
+                address: d.address.to_string(),
+                enabled: d.enabled,
+            })
+            .collect(),
+        exposures: g
+            .exposures
+            .iter()
+            .map(|(x, device_address)| pb::Exposure {
+                id: x.id.clone(),
+                device_id: x.device_id.clone(),
+                device_address: device_address.to_string(),
+                port: u32::from(x.port),
+                public_port: u32::from(x.public_port),
+                protocol: proto(x.protocol).into(),
+                allow: x.allow.iter().map(ToString::to_string).collect(),
+                rate_per_second: x.rate_per_second,
+                source: match x.source {
+                    SourceMode::Nat => pb::SourceMode::Nat,
+                    SourceMode::Keep => pb::SourceMode::Keep,
+                }
+                .into(),
+                enabled: x.enabled,
+            })
+            .collect(),
+        rules: g
+            .rules
+            .iter()
+            .map(|(r, destinations)| pb::FirewallRule {
+                id: r.id.clone(),
+                position: r.position,
+                verdict: match r.verdict {
+                    Verdict::Allow => pb::Verdict::Allow,
+                    Verdict::Deny => pb::Verdict::Deny,
+                }
+                .into(),
+                sources: r.sources.iter().map(ToString::to_string).collect(),
+                destinations: destinations.iter().map(ToString::to_string).collect(),
+                port_first: r.ports.map_or(0, |p| u32::from(p.first)),
+                port_last: r.ports.map_or(0, |p| u32::from(p.last)),
+                protocol: match r.protocol {
+                    RuleProtocol::Tcp => pb::Protocol::Tcp,
+                    RuleProtocol::Udp => pb::Protocol::Udp,
+                    RuleProtocol::Any => pb::Protocol::Any,
+                }
+                .into(),
+                vpn_required: r.vpn_required,
+            })
+            .collect(),
+        blocked_domains: g.blocked_domains.clone(),
     }
-    r
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::DesiredState, Status>> + Send>>;
@@ -464,6 +549,7 @@ impl pb::node_server::Node for NodeService {
                             db_bytes: t.db_bytes,
                             quota_exceeded: t.quota_exceeded,
                             connections: t.connections,
+                            gateway: t.gateway.as_ref().map(gateway_status),
                         },
                     )
                 })
@@ -473,6 +559,8 @@ impl pb::node_server::Node for NodeService {
                 applied_revision: msg.applied_revision,
                 tenants,
                 capacity: msg.capacity.map(|c| capacity(Some(c))),
+                wireguard_backend: wireguard_backend(&msg.wireguard_backend),
+                conditions: conditions(&msg.conditions),
             };
             let due = {
                 let last = self.last_reports.lock().map_err(|e| internal("report cache", e))?;

@@ -177,7 +177,7 @@ pub fn forwardable(cmd: &Command) -> Result<(), Status> {
     if let Op::Bootstrap { .. } = cmd.op {
         return Err(Status::permission_denied("a bootstrap is never forwarded"));
     }
-    if cmd.op.needs_admin_key() && cmd.meta.key_role.is_none() {
+    if cmd.op.needs_key() && cmd.meta.key_role.is_none() {
         return Err(Status::permission_denied(format!(
             "a forwarded {} must name the API key it acts with",
             cmd.op.describe().0

@@ -5,6 +5,9 @@
 
 use super::store::{decode, encode, StoreError};
 use crate::state::apikey::ApiKey;
+use crate::state::device::Device;
+use crate::state::exposure::Exposure;
+use crate::state::firewall::FirewallRule;
 use crate::state::names::TenantName;
 use crate::state::node::{JoinToken, Node};
 use crate::state::tenant::Tenant;
@@ -130,12 +133,49 @@ impl Row for JoinToken {
     }
 }
 
+/// A table of rows keyed by a string id whose map in `State` is `$field`.
+macro_rules! string_rows {
+    ($ty:ty, $table:literal, $field:ident, $touched:ident) => {
+        impl Row for $ty {
+            const TABLE: &'static str = $table;
+            type Id = String;
+            type Key = &'static str;
+            fn rows(state: &State) -> &BTreeMap<String, Self> {
+                &state.$field
+            }
+            fn rows_mut(state: &mut State) -> &mut BTreeMap<String, Self> {
+                &mut state.$field
+            }
+            fn id(&self) -> String {
+                self.id.clone()
+            }
+            fn key(id: &String) -> &str {
+                id.as_str()
+            }
+            fn touched(touched: &Touched) -> Option<&String> {
+                if let Touched::$touched(id) = touched {
+                    Some(id)
+                } else {
+                    None
+                }
+            }
+        }
+    };
+}
+
+string_rows!(Device, "devices", devices, Device);
+string_rows!(Exposure, "exposures", exposures, Exposure);
+string_rows!(FirewallRule, "firewall_rules", firewall_rules, FirewallRule);
+
 /// Every entity table.
 pub const TABLES: &[&dyn Table] = &[
     &Rows::<Tenant>(PhantomData),
     &Rows::<Node>(PhantomData),
     &Rows::<ApiKey>(PhantomData),
     &Rows::<JoinToken>(PhantomData),
+    &Rows::<Device>(PhantomData),
+    &Rows::<Exposure>(PhantomData),
+    &Rows::<FirewallRule>(PhantomData),
 ];
 
 /// What the store does with a table, whatever its row type.

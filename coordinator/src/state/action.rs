@@ -70,6 +70,24 @@ actions! {
     /// Break-glass: an admin key minted from a coordinator's data directory.
     ApiKeyRecovered = "apikey.recovered",
     ApiKeyThrottled = "apikey.throttled",
+    DeviceAdd = "device.add",
+    DeviceList = "device.list",
+    DeviceGet = "device.get",
+    DeviceRemove = "device.rm",
+    DeviceEnable = "device.enable",
+    DeviceDisable = "device.disable",
+    DeviceConfig = "device.config",
+    ExposeAdd = "expose.add",
+    ExposeList = "expose.list",
+    ExposeGet = "expose.get",
+    ExposeRemove = "expose.rm",
+    ExposeEnable = "expose.enable",
+    ExposeDisable = "expose.disable",
+    FirewallAdd = "firewall.add",
+    FirewallList = "firewall.list",
+    FirewallRemove = "firewall.rm",
+    FirewallBlockDomain = "firewall.block-domain",
+    FirewallUnblockDomain = "firewall.unblock-domain",
     AuditList = "audit.list",
     AuditVerify = "audit.verify",
     RefusalsList = "refusals.list",
@@ -130,6 +148,12 @@ pub enum Target {
     JoinToken(String),
     /// `coordinator/{id}`
     Coordinator(u64),
+    /// `tenant/{name}/device/{device}`
+    Device(TenantName, String),
+    /// `tenant/{name}/exposure/{id}`
+    Exposure(TenantName, String),
+    /// `tenant/{name}/firewall/rule/{id}`
+    FirewallRule(TenantName, String),
     /// As the edge wrote it (bounded and escaped there), for refusals of unparsed input.
     Edge(String),
 }
@@ -144,6 +168,9 @@ impl fmt::Display for Target {
             Target::ApiKey(id) => write!(f, "apikey/{id}"),
             Target::JoinToken(id) => write!(f, "jointoken/{id}"),
             Target::Coordinator(id) => write!(f, "coordinator/{id}"),
+            Target::Device(t, name) => write!(f, "tenant/{t}/device/{name}"),
+            Target::Exposure(t, id) => write!(f, "tenant/{t}/exposure/{id}"),
+            Target::FirewallRule(t, id) => write!(f, "tenant/{t}/firewall/rule/{id}"),
             Target::Edge(text) => f.write_str(text),
         }
     }

@@ -64,14 +64,21 @@ pub enum KeyRefused {
     Revoked(String),
     #[error("api key {0} had expired when this command was made")]
     Expired(String),
-    #[error("a {} key may not change the cluster", role_name(*.0))]
+    #[error("a {} key may not change the cluster or another tenant", role_name(*.0))]
     NotAdmin(Role),
 }
 
 /// The check at apply of a command acting with key `actor` and claiming `claimed`: the key must
 /// exist, have that role, be unrevoked and unexpired at `now_ms` (the command's own time), and be
-/// an admin key (every key-authorised write is admin-only).
-pub fn recheck(key: Option<&ApiKey>, actor: &str, claimed: Role, now_ms: u64) -> Result<(), KeyRefused> {
+/// an admin key, or a customer key of `tenant` when the command is one a customer may give for its
+/// own tenant (devices, exposures, firewall rules).
+pub fn recheck(
+    key: Option<&ApiKey>,
+    actor: &str,
+    claimed: Role,
+    now_ms: u64,
+    tenant: Option<&TenantName>,
+) -> Result<(), KeyRefused> {
     let key = key.ok_or_else(|| KeyRefused::Missing(actor.to_string()))?;
     if key.role != claimed {
         return Err(KeyRefused::WrongRole { id: actor.to_string(), actual: key.role, claimed });
@@ -82,10 +89,11 @@ pub fn recheck(key: Option<&ApiKey>, actor: &str, claimed: Role, now_ms: u64) ->
     if !key.is_usable(now_ms) {
         return Err(KeyRefused::Expired(actor.to_string()));
     }
-    if key.role != Role::Admin {
-        return Err(KeyRefused::NotAdmin(key.role));
+    match (key.role, tenant) {
+        (Role::Admin, _) => Ok(()),
+        (Role::Customer, Some(t)) if key.tenant.as_ref() == Some(t) => Ok(()),
+        (role, _) => Err(KeyRefused::NotAdmin(role)),
     }
-    Ok(())
 }
 
 fn role_name(role: Role) -> &'static str {
@@ -212,27 +220,30 @@ mod tests {
     #[test]
     fn recheck_refuses_missing_revoked_expired_and_non_admin_keys() {
         let admin = ApiKey { expires_at_ms: Some(100), ..crate::state::tests_support::admin_key("00000000000000aa") };
-        assert_eq!(recheck(Some(&admin), &admin.id, Role::Admin, 50), Ok(()));
+        assert_eq!(recheck(Some(&admin), &admin.id, Role::Admin, 50, None), Ok(()));
         let reason = |r: Result<(), KeyRefused>| r.map_err(|e| e.to_string());
         assert_eq!(
-            reason(recheck(None, "00000000000000bb", Role::Admin, 50)),
+            reason(recheck(None, "00000000000000bb", Role::Admin, 50, None)),
             Err("api key 00000000000000bb does not exist".into())
         );
         assert_eq!(
-            reason(recheck(Some(&admin), &admin.id, Role::Admin, 100)),
+            reason(recheck(Some(&admin), &admin.id, Role::Admin, 100, None)),
             Err("api key 00000000000000aa had expired when this command was made".into())
         );
         assert_eq!(
-            reason(recheck(Some(&admin), &admin.id, Role::Auditor, 50)),
+            reason(recheck(Some(&admin), &admin.id, Role::Auditor, 50, None)),
             Err("api key 00000000000000aa is a admin key, not the auditor key the command claims".into())
         );
         let revoked = ApiKey { revoked_at_ms: Some(60), ..admin.clone() };
         // Revoked is positional (earlier in the log), whatever the command's own timestamp says.
-        assert_eq!(recheck(Some(&revoked), &admin.id, Role::Admin, 10), Err(KeyRefused::Revoked(admin.id.clone())));
+        assert_eq!(
+            recheck(Some(&revoked), &admin.id, Role::Admin, 10, None),
+            Err(KeyRefused::Revoked(admin.id.clone()))
+        );
         let auditor = ApiKey { role: Role::Auditor, ..admin };
         assert_eq!(
-            reason(recheck(Some(&auditor), &auditor.id, Role::Auditor, 50)),
-            Err("a auditor key may not change the cluster".into())
+            reason(recheck(Some(&auditor), &auditor.id, Role::Auditor, 50, None)),
+            Err("a auditor key may not change the cluster or another tenant".into())
         );
     }
 

@@ -1,6 +1,10 @@
 //! The desired state of one node: a pure function of the replicated state. Any coordinator
 //! computes the same answer for the same applied index, so any of them can serve a watch.
 
+use super::device::Device;
+use super::exposure::Exposure;
+use super::firewall::{Destination, FirewallRule};
+use super::gateway::Ipv4Cidr;
 use super::node::NodeRole;
 use super::tenant::{AccessMode, DbType, Isolation, Tenant, TenantStatus};
 use super::State;
@@ -70,9 +74,52 @@ pub struct GatewayAssignment {
     pub gateway_address: String,
     pub interface: String,
     pub listen_port: u16,
+    pub bandwidth_bps: u64,
+    pub device_to_device: bool,
+    /// Every device of the tenant, disabled ones marked (they keep their address).
+    pub peers: Vec<Device>,
+    /// Every exposure with its device's address.
+    pub exposures: Vec<(Exposure, std::net::Ipv4Addr)>,
+    /// Rules in evaluation order, device destinations resolved to their /32.
+    pub rules: Vec<(FirewallRule, Vec<Ipv4Cidr>)>,
+    pub blocked_domains: Vec<String>,
 }
 
-fn assignment(t: &Tenant, roles: BTreeSet<NodeRole>) -> Assignment {
+fn gateway_part(state: &State, t: &Tenant) -> GatewayAssignment {
+    let devices = state.devices_of(&t.name);
+    let address_of = |id: &str| devices.iter().find(|d| d.id == id).map(|d| d.address);
+    let exposures =
+        state.exposures_of(&t.name).into_iter().filter_map(|x| Some((x.clone(), address_of(&x.device_id)?))).collect();
+    let rules = state
+        .rules_of(&t.name)
+        .into_iter()
+        .map(|r| {
+            let destinations = r
+                .destinations
+                .iter()
+                .filter_map(|d| match d {
+                    Destination::Cidr(c) => Some(*c),
+                    Destination::Device { id, .. } => address_of(id).map(Ipv4Cidr::host),
+                })
+                .collect();
+            (r.clone(), destinations)
+        })
+        .collect();
+    GatewayAssignment {
+        vpn_subnet: t.network.vpn_subnet.clone(),
+        gateway_address: t.network.gateway_address.clone(),
+        interface: t.network.interface.clone(),
+        listen_port: t.network.listen_port,
+        bandwidth_bps: t.bandwidth_bps,
+        device_to_device: t.device_to_device,
+        peers: devices.into_iter().cloned().collect(),
+        exposures,
+        rules,
+        blocked_domains: t.blocked_domains.iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn assignment(state: &State, t: &Tenant, roles: BTreeSet<NodeRole>) -> Assignment {
     let db = roles.contains(&NodeRole::Db).then(|| DbAssignment {
         db_type: t.db_type,
         isolation: t.isolation,
@@ -86,12 +133,7 @@ fn assignment(t: &Tenant, roles: BTreeSet<NodeRole>) -> Assignment {
         ddl_enabled: t.ddl_enabled,
         password_verifier: t.db_password_verifier.clone(),
     });
-    let gateway = roles.contains(&NodeRole::Gateway).then(|| GatewayAssignment {
-        vpn_subnet: t.network.vpn_subnet.clone(),
-        gateway_address: t.network.gateway_address.clone(),
-        interface: t.network.interface.clone(),
-        listen_port: t.network.listen_port,
-    });
+    let gateway = roles.contains(&NodeRole::Gateway).then(|| gateway_part(state, t));
     Assignment {
         name: t.name.to_string(),
         revision: t.revision,
@@ -119,7 +161,7 @@ pub fn for_node(state: &State, node_id: u64) -> Option<Vec<Assignment>> {
             roles.insert(NodeRole::Gateway);
         }
         if !roles.is_empty() {
-            out.push(assignment(t, roles));
+            out.push(assignment(state, t, roles));
         }
     }
     Some(out)

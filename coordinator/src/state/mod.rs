@@ -8,11 +8,16 @@ pub mod apikey;
 pub mod audit;
 pub mod cluster;
 pub mod desired;
+pub mod device;
+pub mod exposure;
+pub mod firewall;
+pub mod gateway;
 pub mod names;
 pub mod node;
 pub mod placement;
 pub mod quota;
 pub mod tenant;
+pub mod wgquick;
 pub use cluster::{ClusterSettings, SecretPem};
 pub use tenant::{refresh_readiness, Lifecycle};
 
@@ -90,6 +95,36 @@ pub enum Op {
         cordoned: bool,
     },
     NodeReport(Report),
+    AddDevice(device::NewDevice),
+    RemoveDevice {
+        tenant: TenantName,
+        name: device::DeviceName,
+    },
+    EnableDevice {
+        tenant: TenantName,
+        name: device::DeviceName,
+        enabled: bool,
+    },
+    AddExposure(exposure::NewExposure),
+    RemoveExposure {
+        tenant: TenantName,
+        id: String,
+    },
+    EnableExposure {
+        tenant: TenantName,
+        id: String,
+        enabled: bool,
+    },
+    AddFirewallRule(firewall::NewRule),
+    RemoveFirewallRule {
+        tenant: TenantName,
+        id: String,
+    },
+    BlockDomain {
+        tenant: TenantName,
+        domain: berqenas_common::net::DomainName,
+        blocked: bool,
+    },
     /// A Raft membership change that openraft carried out; recorded for the audit trail, and
     /// removed coordinator ids are retired forever.
     /// `action` is `cluster.add-learner`, `cluster.promote` or `cluster.remove`.
@@ -129,13 +164,44 @@ impl Op {
             | Op::RevokeNode { .. }
             | Op::CordonNode { .. }
             | Op::Membership { .. } => true,
-            Op::Bootstrap { .. }
+            Op::AddDevice(_)
+            | Op::RemoveDevice { .. }
+            | Op::EnableDevice { .. }
+            | Op::AddExposure(_)
+            | Op::RemoveExposure { .. }
+            | Op::EnableExposure { .. }
+            | Op::AddFirewallRule(_)
+            | Op::RemoveFirewallRule { .. }
+            | Op::BlockDomain { .. }
+            | Op::Bootstrap { .. }
             | Op::RecoverAdmin { .. }
             | Op::JoinCoordinator { .. }
             | Op::JoinNode { .. }
             | Op::NodeReport(_)
             | Op::Rejected { .. } => false,
         }
+    }
+
+    /// The tenant whose customer key may ask for this (its devices, exposures and firewall), for
+    /// commands an admin or that tenant's customer key may give.
+    pub fn customer_tenant(&self) -> Option<&TenantName> {
+        match self {
+            Op::AddDevice(d) => Some(&d.tenant),
+            Op::AddExposure(x) => Some(&x.tenant),
+            Op::AddFirewallRule(r) => Some(&r.tenant),
+            Op::RemoveDevice { tenant, .. }
+            | Op::EnableDevice { tenant, .. }
+            | Op::RemoveExposure { tenant, .. }
+            | Op::EnableExposure { tenant, .. }
+            | Op::RemoveFirewallRule { tenant, .. }
+            | Op::BlockDomain { tenant, .. } => Some(tenant),
+            _ => None,
+        }
+    }
+
+    /// Whether the command must name the API key it acts with (admin-only or tenant-scoped writes).
+    pub fn needs_key(&self) -> bool {
+        self.needs_admin_key() || self.customer_tenant().is_some()
     }
 
     /// The audit action and target of this command: the one mapping from a command to what the
@@ -158,6 +224,28 @@ impl Op {
             Op::CordonNode { id, cordoned: true } => (Action::NodeCordon, Target::Node(*id)),
             Op::CordonNode { id, cordoned: false } => (Action::NodeUncordon, Target::Node(*id)),
             Op::NodeReport(report) => (Action::NodeReport, Target::Node(report.node_id)),
+            Op::AddDevice(d) => (Action::DeviceAdd, Target::Device(d.tenant.clone(), d.name.to_string())),
+            Op::RemoveDevice { tenant, name } => {
+                (Action::DeviceRemove, Target::Device(tenant.clone(), name.to_string()))
+            }
+            Op::EnableDevice { tenant, name, enabled } => {
+                let action = if *enabled { Action::DeviceEnable } else { Action::DeviceDisable };
+                (action, Target::Device(tenant.clone(), name.to_string()))
+            }
+            Op::AddExposure(x) => (Action::ExposeAdd, Target::Tenant(x.tenant.clone())),
+            Op::RemoveExposure { tenant, id } => (Action::ExposeRemove, Target::Exposure(tenant.clone(), id.clone())),
+            Op::EnableExposure { tenant, id, enabled } => {
+                let action = if *enabled { Action::ExposeEnable } else { Action::ExposeDisable };
+                (action, Target::Exposure(tenant.clone(), id.clone()))
+            }
+            Op::AddFirewallRule(r) => (Action::FirewallAdd, Target::Tenant(r.tenant.clone())),
+            Op::RemoveFirewallRule { tenant, id } => {
+                (Action::FirewallRemove, Target::FirewallRule(tenant.clone(), id.clone()))
+            }
+            Op::BlockDomain { tenant, blocked, .. } => {
+                let action = if *blocked { Action::FirewallBlockDomain } else { Action::FirewallUnblockDomain };
+                (action, Target::Tenant(tenant.clone()))
+            }
             Op::Membership { action, node_id, .. } => (*action, Target::Coordinator(*node_id)),
             Op::Rejected { action, target, .. } => (*action, Target::Edge(target.clone())),
         }
@@ -175,6 +263,9 @@ pub enum Reply {
     Tenant(Box<Tenant>),
     ApiKey(Box<ApiKey>),
     Node(Box<Node>),
+    Device(Box<device::Device>),
+    Exposure(Box<exposure::Exposure>),
+    FirewallRule(Box<firewall::FirewallRule>),
     Done,
 }
 
@@ -232,6 +323,9 @@ pub enum Touched {
     Retired,
     JoinToken(String),
     Counters,
+    Device(String),
+    Exposure(String),
+    FirewallRule(String),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -247,6 +341,13 @@ pub struct State {
     pub join_tokens: BTreeMap<String, JoinToken>,
     /// Node ids are handed out once, in order, and never reused.
     pub next_node_id: u64,
+    /// Devices by id (`d…`), exposures (`x…`) and firewall rules (`r…`), each naming its tenant.
+    #[serde(default)]
+    pub devices: BTreeMap<String, device::Device>,
+    #[serde(default)]
+    pub exposures: BTreeMap<String, exposure::Exposure>,
+    #[serde(default)]
+    pub firewall_rules: BTreeMap<String, firewall::FirewallRule>,
 }
 
 impl State {
@@ -286,7 +387,7 @@ impl State {
             return Ok(());
         }
         let key = self.api_keys.get(&cmd.meta.actor);
-        Ok(apikey::recheck(key, &cmd.meta.actor, claimed, cmd.meta.time_ms)?)
+        Ok(apikey::recheck(key, &cmd.meta.actor, claimed, cmd.meta.time_ms, cmd.op.customer_tenant())?)
     }
 
     /// Dispatches a command to its entity's handler.
@@ -308,6 +409,15 @@ impl State {
             Op::RevokeNode { id } => self.revoke_node(cx, *id),
             Op::CordonNode { id, cordoned } => self.cordon_node(cx, *id, *cordoned),
             Op::NodeReport(report) => self.node_report(cx, report),
+            Op::AddDevice(new) => self.add_device(cx, new),
+            Op::RemoveDevice { tenant, name } => self.remove_device(cx, tenant, name),
+            Op::EnableDevice { tenant, name, enabled } => self.enable_device(cx, tenant, name, *enabled),
+            Op::AddExposure(new) => self.add_exposure(cx, new),
+            Op::RemoveExposure { tenant, id } => self.remove_exposure(cx, tenant, id),
+            Op::EnableExposure { tenant, id, enabled } => self.enable_exposure(cx, tenant, id, *enabled),
+            Op::AddFirewallRule(new) => self.add_firewall_rule(cx, new),
+            Op::RemoveFirewallRule { tenant, id } => self.remove_firewall_rule(cx, tenant, id),
+            Op::BlockDomain { tenant, domain, blocked } => self.block_domain(cx, tenant, domain, *blocked),
             Op::Membership { action, node_id, details } => self.membership(cx, *action, *node_id, details),
             Op::Rejected { reason, .. } => (Err(DomainError::Rejected(reason.clone())), cx.facts),
         }
@@ -401,6 +511,7 @@ pub(crate) mod tests_support {
             cordoned: false,
             revoked: false,
             applied_revision: 0,
+            gateway: Default::default(),
         };
         let i = next_index(s);
         let meta = Meta { time_ms: i, actor: "t".into(), source: "t".into(), key_role: None };

@@ -3,6 +3,7 @@
 //! cordon, and node reports (which make tenants ready). Pure, like the rest of `state`.
 
 use super::action::{details, Details, Target};
+use super::gateway::{GatewayNode, GatewayTenantStatus, NodeCondition, WgBackend};
 use super::names::TenantName;
 use super::tenant::{refresh_readiness, TenantStatus};
 use super::{At, Cx, DomainError, Handled, Reply, Response, State, Touched};
@@ -42,6 +43,9 @@ pub struct Node {
     /// The newest desired-state revision the node reported as applied.
     #[serde(default)]
     pub applied_revision: u64,
+    /// The gateway role's public settings (from the join) and what the node reports about it.
+    #[serde(default)]
+    pub gateway: GatewayNode,
 }
 
 impl Node {
@@ -94,6 +98,9 @@ pub struct NodeTenantStatus {
     /// Sessions of the tenant's database user there (db role), at the last report.
     #[serde(default)]
     pub connections: u32,
+    /// The tenant's gateway interface there (gateway role).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewayTenantStatus>,
 }
 
 /// A node's report as proposed to the state machine.
@@ -103,6 +110,12 @@ pub struct Report {
     pub applied_revision: u64,
     pub tenants: BTreeMap<String, NodeTenantStatus>,
     pub capacity: Option<NodeCapacity>,
+    /// Gateway role: the WireGuard implementation in use.
+    #[serde(default)]
+    pub wireguard_backend: Option<WgBackend>,
+    /// What keeps the node from doing its job (empty: nothing).
+    #[serde(default)]
+    pub conditions: Vec<NodeCondition>,
 }
 
 /// Splits `bqj_{16 hex id}_{64 hex secret}`.
@@ -123,6 +136,7 @@ impl State {
         if node.roles.is_empty() {
             return Err(DomainError::Invalid("a node needs at least one role".into()));
         }
+        check_gateway_settings(node)?;
         let mut node = node.clone();
         node.last_seen_ms = at.now;
         self.nodes.insert(node.id, node.clone());
@@ -193,6 +207,7 @@ impl State {
                 roles_text(&token.roles)
             )));
         }
+        check_gateway_settings(request)?;
         let id = self.next_node_id.max(1);
         self.next_node_id = id + 1;
         touched.push(Touched::Counters);
@@ -200,7 +215,9 @@ impl State {
         for (k, v) in &request.labels {
             labels.entry(k.clone()).or_insert_with(|| v.clone());
         }
-        let node = Node { id, labels, revoked: false, applied_revision: 0, cordoned: false, ..request.clone() };
+        let gateway = super::gateway::GatewayNode { settings: request.gateway.settings, ..Default::default() };
+        let node =
+            Node { id, labels, revoked: false, applied_revision: 0, cordoned: false, gateway, ..request.clone() };
         if let Some(t) = self.join_tokens.get_mut(token_id) {
             t.used_at_ms = Some(at.now);
             t.used_by_node = Some(id);
@@ -291,6 +308,12 @@ impl State {
         if let Some(c) = &report.capacity {
             node.capacity = c.clone();
         }
+        if node.gateway.conditions != report.conditions {
+            let kinds: Vec<&str> = report.conditions.iter().map(|c| c.kind.as_str()).collect();
+            details.insert("conditions".into(), if kinds.is_empty() { "none".into() } else { kinds.join(",") });
+        }
+        node.gateway.wireguard_backend = report.wireguard_backend;
+        node.gateway.conditions = report.conditions.clone();
         touched.push(Touched::Node(report.node_id));
         details.insert("applied_revision".into(), report.applied_revision.to_string());
         for (name, status) in &report.tenants {
@@ -311,6 +334,19 @@ impl State {
         }
         (Ok(Reply::Done), facts.with(details))
     }
+}
+
+/// A public address and port range only with the gateway role, and a valid range.
+fn check_gateway_settings(node: &Node) -> Result<(), DomainError> {
+    if let Some(g) = &node.gateway.settings {
+        if !node.roles.contains(&NodeRole::Gateway) {
+            return Err(DomainError::Invalid("a public address and ports are for the gateway role only".into()));
+        }
+        if g.public_ports.first == 0 || g.public_ports.first > g.public_ports.last {
+            return Err(DomainError::Invalid("public ports must be a range first-last within 1-65535".into()));
+        }
+    }
+    Ok(())
 }
 
 fn node_not_found(id: u64) -> DomainError {

@@ -170,6 +170,7 @@ mod tests {
             cordoned: false,
             revoked: false,
             applied_revision: 0,
+            gateway: Default::default(),
         }
     }
 

@@ -156,6 +156,19 @@ pub struct Tenant {
     /// answers by `redacted`; sent only to the tenant's db node over mTLS.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub db_password_verifier: String,
+    /// Limit of the tenant's VPN traffic on its gateway, bits per second each way; 0: none.
+    #[serde(default)]
+    pub bandwidth_bps: u64,
+    /// The tenant's devices may reach each other through the gateway.
+    #[serde(default = "allowed")]
+    pub device_to_device: bool,
+    /// Domains whose addresses the tenant's devices may not reach.
+    #[serde(default)]
+    pub blocked_domains: std::collections::BTreeSet<berqenas_common::net::DomainName>,
+}
+
+fn allowed() -> bool {
+    true
 }
 
 impl Tenant {
@@ -189,6 +202,9 @@ impl Tenant {
             status_before_offboarding: None,
             node_status: BTreeMap::new(),
             db_password_verifier: spec.db_password_verifier.clone(),
+            bandwidth_bps: 0,
+            device_to_device: true,
+            blocked_domains: Default::default(),
         }
     }
 
@@ -349,6 +365,11 @@ pub struct TenantPatch {
     #[serde(default)]
     pub ddl_enabled: Option<bool>,
     pub access_mode: Option<AccessMode>,
+    /// Bits per second; 0 clears the limit.
+    #[serde(default)]
+    pub bandwidth_bps: Option<u64>,
+    #[serde(default)]
+    pub device_to_device: Option<bool>,
 }
 
 impl TenantPatch {
@@ -414,6 +435,12 @@ impl Tenant {
         }
         if let Some(v) = patch.ddl_enabled {
             t.ddl_enabled = v;
+        }
+        if let Some(v) = patch.bandwidth_bps {
+            t.bandwidth_bps = v;
+        }
+        if let Some(v) = patch.device_to_device {
+            t.device_to_device = v;
         }
         t.spec().check()?;
         Ok(t)

@@ -13,6 +13,7 @@ mod audit;
 mod cli;
 mod cluster;
 mod flood;
+mod gateway;
 mod harness;
 mod invariants;
 mod peers;

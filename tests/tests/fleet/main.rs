@@ -11,6 +11,7 @@
 mod attacks;
 mod db;
 mod gateway;
+mod gateway_control;
 mod gateway_nft;
 mod harness;
 mod join;

@@ -6,12 +6,16 @@
 pub mod apikey;
 pub mod audit;
 pub mod cluster;
+pub mod device;
+pub mod gateway;
 pub mod node;
 pub mod tenant;
 
 pub use apikey::*;
 pub use audit::*;
 pub use cluster::*;
+pub use device::*;
+pub use gateway::*;
 pub use node::*;
 pub use tenant::*;
 

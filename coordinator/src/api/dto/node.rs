@@ -29,12 +29,14 @@ pub struct NodeView {
     pub revoked: bool,
     /// The newest desired-state revision the node reported as applied.
     pub applied_revision: u64,
+    /// The gateway role: public address and ports, WireGuard backend, conditions.
+    pub gateway: super::GatewayNodeView,
 }
 
 impl From<&Node> for NodeView {
     fn from(n: &Node) -> Self {
         project!(n.clone() => Node => NodeView {
-            id, roles, labels, capacity, address, last_seen_ms, cordoned, revoked, applied_revision
+            id, roles, labels, capacity, address, last_seen_ms, cordoned, revoked, applied_revision, gateway
         })
     }
 }

@@ -98,6 +98,14 @@ pub struct UpdateTenantBody {
     pub ddl_enabled: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
     pub access_mode: Option<AccessMode>,
+    /// Limit of the tenant's VPN traffic on its gateway, each way: a whole number of `kbit`,
+    /// `mbit` or `gbit` (at most 100gbit), or `0`/`none` to clear it.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[schema(example = "50mbit")]
+    pub bandwidth: Option<String>,
+    /// Whether the tenant's devices may reach each other through the gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    pub device_to_device: Option<bool>,
 }
 
 /// A field that may be absent but not null (`Option::None` only when absent).
@@ -182,6 +190,12 @@ pub struct TenantView {
     /// What each node the tenant is placed on last reported about it, by node id.
     #[schema(value_type = BTreeMap<String, NodeTenantStatusView>)]
     pub node_status: BTreeMap<u64, NodeTenantStatusView>,
+    /// Limit of the tenant's VPN traffic on its gateway, bits per second each way; 0: none.
+    pub bandwidth_bps: u64,
+    /// The tenant's devices may reach each other through the gateway.
+    pub device_to_device: bool,
+    /// Domains whose addresses the tenant's devices may not reach.
+    pub blocked_domains: Vec<String>,
 }
 
 impl From<&Tenant> for TenantView {
@@ -189,8 +203,12 @@ impl From<&Tenant> for TenantView {
         project!(t.clone() => Tenant => TenantView {
             name, tier, db_type, isolation, db_quota_bytes, db_quota, connection_limit, events_per_min, vpn_enabled,
             public_api, ddl_enabled, access_mode, dedicated, node_selector, status, status_reason, network, placement,
-            revision, created_at_ms, updated_at_ms, deleted_at_ms, purge_after_ms, status_before_offboarding
-        } with { node_status: node_status.into_iter().map(|(id, s)| (id, s.into())).collect() }
+            revision, created_at_ms, updated_at_ms, deleted_at_ms, purge_after_ms, status_before_offboarding,
+            bandwidth_bps, device_to_device
+        } with {
+            node_status: node_status.into_iter().map(|(id, s)| (id, s.into())).collect(),
+            blocked_domains: blocked_domains.into_iter().map(|d| d.to_string()).collect(),
+        }
           hidden { db_password_verifier })
     }
 }
@@ -239,13 +257,15 @@ pub struct NodeTenantStatusView {
     pub quota_exceeded: bool,
     /// Sessions of the tenant's database user there (db role), at the last report.
     pub connections: u32,
+    /// The tenant's gateway interface there (gateway role).
+    pub gateway: Option<super::GatewayStatusView>,
 }
 
 impl From<NodeTenantStatus> for NodeTenantStatusView {
     fn from(s: NodeTenantStatus) -> Self {
         project!(s => NodeTenantStatus => NodeTenantStatusView {
             ready, reason, revision, db_bytes, quota_exceeded, connections
-        })
+        } with { gateway: gateway.map(Into::into) })
     }
 }
 
@@ -257,6 +277,35 @@ pub struct CreatedTenant {
     pub tenant: TenantView,
     pub db_user: String,
     pub db_password: String,
+}
+
+/// `^…$` of a bandwidth limit (`parse_bandwidth`).
+pub const BANDWIDTH_PATTERN: &str = "^(0|none|[1-9][0-9]{0,7}kbit|[1-9][0-9]{0,4}mbit|([1-9][0-9]?|100)gbit)$";
+
+/// A bandwidth limit in bits per second: `50mbit`, `512kbit`, `1gbit` (powers of 1000, at most
+/// 100gbit); `0` or `none` clears it.
+pub fn parse_bandwidth(raw: &str) -> Result<u64, String> {
+    let refused =
+        || format!("bandwidth {raw:?} must be a whole number of kbit, mbit or gbit (at most 100gbit), or 0/none");
+    if raw == "0" || raw == "none" {
+        return Ok(0);
+    }
+    let split = raw.find(|c: char| !c.is_ascii_digit()).ok_or_else(refused)?;
+    let (digits, unit) = raw.split_at(split);
+    let (per, max_digits) = match unit {
+        "kbit" => (1_000u64, 8),
+        "mbit" => (1_000_000, 5),
+        "gbit" => (1_000_000_000, 3),
+        _ => return Err(refused()),
+    };
+    if digits.is_empty() || digits.len() > max_digits || digits.starts_with('0') {
+        return Err(refused());
+    }
+    let bps = digits.parse::<u64>().ok().and_then(|n| n.checked_mul(per)).ok_or_else(refused)?;
+    if bps > 100_000_000_000 {
+        return Err(refused());
+    }
+    Ok(bps)
 }
 
 /// The bounds the schema states, checked against the domain's own (see the test).
@@ -272,6 +321,37 @@ mod tests {
     fn reserved_names_are_the_domains() {
         for name in RESERVED_NAMES.split_whitespace().chain(["pg_x", "bq_x"]) {
             assert!(crate::state::names::TenantName::parse(name).is_err(), "{name} is reserved");
+        }
+    }
+
+    #[test]
+    fn bandwidths_are_whole_numbers_of_bits() {
+        assert_eq!(parse_bandwidth("50mbit"), Ok(50_000_000));
+        assert_eq!(parse_bandwidth("512kbit"), Ok(512_000));
+        assert_eq!(parse_bandwidth("100gbit"), Ok(100_000_000_000));
+        assert_eq!(parse_bandwidth("none"), Ok(0));
+        assert_eq!(parse_bandwidth("0"), Ok(0));
+        let pattern = regex_lite(BANDWIDTH_PATTERN);
+        for bad in ["50", "50mb", "050mbit", "101gbit", "1.5mbit", "-1mbit", "", "999999999kbit"] {
+            assert!(parse_bandwidth(bad).is_err(), "{bad}");
+            assert!(!pattern(bad), "the pattern refuses {bad}");
+        }
+        for ok in ["50mbit", "512kbit", "100gbit", "none", "0", "99999mbit", "99999999kbit"] {
+            assert!(pattern(ok) && parse_bandwidth(ok).is_ok(), "{ok}");
+        }
+    }
+
+    /// The pattern's alternatives, checked by hand (no regex crate here).
+    fn regex_lite(_pattern: &str) -> impl Fn(&str) -> bool {
+        |s: &str| {
+            let num = |d: &str, max: usize| {
+                !d.is_empty() && d.len() <= max && !d.starts_with('0') && d.bytes().all(|b| b.is_ascii_digit())
+            };
+            s == "0"
+                || s == "none"
+                || s.strip_suffix("kbit").is_some_and(|d| num(d, 8))
+                || s.strip_suffix("mbit").is_some_and(|d| num(d, 5))
+                || s.strip_suffix("gbit").is_some_and(|d| num(d, 2) || d == "100")
         }
     }
 

@@ -154,6 +154,7 @@ impl State {
                 }
                 let removed = self.tenants.remove(name);
                 touched.push(Touched::Tenant(name.clone()));
+                self.drop_gateway_objects(name, touched);
                 for key in self.api_keys.values_mut() {
                     if key.tenant.as_ref() == Some(name) && key.revoked_at_ms.is_none() {
                         key.revoked_at_ms = Some(now);
@@ -230,6 +231,8 @@ fn patch_details(patch: &TenantPatch) -> Details {
         ("public_api", patch.public_api.map(|v| v.to_string())),
         ("ddl_enabled", patch.ddl_enabled.map(|v| v.to_string())),
         ("access_mode", patch.access_mode.map(|v| lower(&v))),
+        ("bandwidth_bps", patch.bandwidth_bps.map(|v| v.to_string())),
+        ("device_to_device", patch.device_to_device.map(|v| if v { "allow".into() } else { "deny".into() })),
     ];
     named.into_iter().filter_map(|(name, value)| Some((name.to_string(), value?))).collect()
 }

@@ -12,6 +12,7 @@ use super::tenant::*;
 use super::*;
 
 mod apikeys;
+mod gateway;
 mod nodes;
 mod tenants;
 
@@ -107,6 +108,7 @@ fn node(id: u64, labels: &[(&str, &str)]) -> Node {
         cordoned: false,
         revoked: false,
         applied_revision: 0,
+        gateway: Default::default(),
     }
 }
 
@@ -246,7 +248,14 @@ fn audit_names_are_the_ones_stored_before() {
         (Op::CordonNode { id: 7, cordoned: true }, "node.cordon", "node/7"),
         (Op::CordonNode { id: 7, cordoned: false }, "node.uncordon", "node/7"),
         (
-            Op::NodeReport(node::Report { node_id: 7, applied_revision: 1, tenants: BTreeMap::new(), capacity: None }),
+            Op::NodeReport(node::Report {
+                node_id: 7,
+                applied_revision: 1,
+                tenants: BTreeMap::new(),
+                capacity: None,
+                wireguard_backend: None,
+                conditions: vec![],
+            }),
             "node.report",
             "node/7",
         ),

@@ -63,3 +63,44 @@ fn revoked_join_tokens_cannot_be_spent_and_used_ones_cannot_be_revoked() {
     let missing = s.apply(12, &cmd(12, Op::RevokeJoinToken { id: "nope".into() })).0;
     assert!(matches!(missing, Err(DomainError::NotFound(_))));
 }
+
+#[test]
+fn gateway_settings_belong_to_the_gateway_role_and_reports_keep_backend_and_conditions() {
+    use crate::state::gateway::{GatewaySettings, NodeCondition, PortRange, WgBackend};
+    let mut s = booted("198.18.0.0/15");
+    let _ = s.apply(2, &cmd(2, Op::CreateJoinToken(join_token("t1", &[NodeRole::Db, NodeRole::Gateway], 100))));
+    let settings = GatewaySettings {
+        public_address: "198.51.100.10".parse().expect("ip"),
+        public_ports: PortRange::new(15000, 15999).expect("range"),
+    };
+    let mut n = node(0, &[]);
+    n.roles = [NodeRole::Db].into();
+    n.gateway.settings = Some(settings);
+    let op =
+        |n: &Node| Op::JoinNode { token_id: "t1".into(), secret_hash: apikey::hash_secret("secret"), node: n.clone() };
+    let refused = s.apply(3, &cmd(3, op(&n))).0;
+    assert!(matches!(&refused, Err(DomainError::Invalid(m)) if m.contains("gateway role only")), "{refused:?}");
+    assert!(s.nodes.is_empty(), "nothing changed");
+    n.roles = [NodeRole::Gateway].into();
+    n.gateway.wireguard_backend = Some(WgBackend::Kernel);
+    let id = match s.apply(4, &cmd(4, op(&n))).0 {
+        Ok(Reply::Node(n)) => n.id,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(s.nodes[&id].gateway.settings, Some(settings));
+    assert_eq!(s.nodes[&id].gateway.wireguard_backend, None, "the backend comes from reports, not the join");
+    let condition = NodeCondition { kind: "foreign-forward-drop".into(), message: "table inet fw drops".into() };
+    let report = node::Report {
+        node_id: id,
+        applied_revision: 4,
+        tenants: BTreeMap::new(),
+        capacity: None,
+        wireguard_backend: Some(WgBackend::Userspace),
+        conditions: vec![condition.clone()],
+    };
+    assert_eq!(s.apply(5, &cmd(5, Op::NodeReport(report))).0, Ok(Reply::Done));
+    assert_eq!(s.nodes[&id].gateway.wireguard_backend, Some(WgBackend::Userspace));
+    assert_eq!(s.nodes[&id].gateway.conditions, vec![condition]);
+    let entry = s.audit.last().expect("audited");
+    assert_eq!(entry.details.get("conditions").map(String::as_str), Some("foreign-forward-drop"));
+}

@@ -170,10 +170,13 @@ fn reports_make_a_tenant_active_and_revision_changes_wait_again() {
                     db_bytes: 0,
                     quota_exceeded: false,
                     connections: 0,
+                    gateway: None,
                 },
             )]
             .into(),
             capacity: None,
+            wireguard_backend: None,
+            conditions: vec![],
         })
     };
     let _ = s.apply(4, &cmd(4, report(3, false)));
@@ -213,10 +216,13 @@ fn quota_reports_turn_a_tenant_quota_exceeded_and_back() {
                     db_bytes: if exceeded { 6_000_000_000 } else { 10 },
                     quota_exceeded: exceeded,
                     connections: 1,
+                    gateway: None,
                 },
             )]
             .into(),
             capacity: None,
+            wireguard_backend: None,
+            conditions: vec![],
         })
     };
     let _ = s.apply(4, &cmd(4, report(true)));
