@@ -115,7 +115,12 @@ fn devices_get_addresses_configs_and_refuse_bad_input_without_changing_anything(
     assert_eq!(c.json(0, &["tenant", "update", "acme", "--bandwidth", "none"])["bandwidth_bps"], 0);
 
     // An exposure needs a gateway node with a public port range; none has joined here.
-    refused(&c, None, &["expose", "add", "--tenant", "acme", "--device", "plc2", "--port", "5432"], "gateway node (409)");
+    refused(
+        &c,
+        None,
+        &["expose", "add", "--tenant", "acme", "--device", "plc2", "--port", "5432"],
+        "gateway node (409)",
+    );
     refused(&c, None, &["expose", "add", "--tenant", "acme", "--device", "ghost", "--port", "5432"], "(404)");
 
     let audit = c.json(0, &["audit", "list", "--tenant", "acme", "--limit", "1000"]);

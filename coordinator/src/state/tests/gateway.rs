@@ -181,8 +181,11 @@ fn firewall_rules_are_ordered_checked_and_name_devices_by_address() {
 #[test]
 fn a_customer_key_acts_only_for_its_own_tenant_and_purge_takes_the_gateway_objects() {
     let mut s = gateway_world();
-    let acme_key =
-        ApiKey { role: Role::Customer, tenant: Some(name("acme")), ..super::key("00000000000000c1", Role::Customer, None) };
+    let acme_key = ApiKey {
+        role: Role::Customer,
+        tenant: Some(name("acme")),
+        ..super::key("00000000000000c1", Role::Customer, None)
+    };
     s.api_keys.insert(acme_key.id.clone(), acme_key.clone());
     let i = s.audit.len() + 10;
     let own = s.apply(i, &as_key(i, &acme_key.id, Role::Customer, dev("acme", "plc1", 1, None))).0;
