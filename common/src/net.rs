@@ -62,21 +62,40 @@ fn mask(len: u8) -> u32 {
     u32::MAX.checked_shl(32 - u32::from(len.min(32))).unwrap_or(0)
 }
 
+impl Ipv4Cidr {
+    /// `a.b.c.d/len` with host bits cleared (`203.0.113.7/24` is `203.0.113.0/24`): what a
+    /// person writing an allowlist or a firewall rule means by it. The spelling is as strict as
+    /// `from_str`'s; only the host bits are forgiven, and the value is kept canonical.
+    pub fn parse_masking(s: &str) -> Result<Self, NetError> {
+        let (addr, len) = split(s)?;
+        Ipv4Cidr::new(Ipv4Addr::from(u32::from(addr) & mask(len)), len)
+    }
+}
+
+/// The address and prefix length of `a.b.c.d/len` in canonical spelling.
+fn split(s: &str) -> Result<(Ipv4Addr, u8), NetError> {
+    let (addr, len) = s.split_once('/').ok_or(NetError::Cidr)?;
+    let addr: Ipv4Addr = addr.parse().map_err(|_| NetError::Cidr)?;
+    // Only the canonical spelling: no leading zeros, no `+`, no spaces.
+    if len.is_empty()
+        || len.len() > 2
+        || !len.bytes().all(|b| b.is_ascii_digit())
+        || (len.len() == 2 && len.starts_with('0'))
+    {
+        return Err(NetError::Cidr);
+    }
+    let len: u8 = len.parse().map_err(|_| NetError::Cidr)?;
+    if len > 32 {
+        return Err(NetError::Cidr);
+    }
+    Ok((addr, len))
+}
+
 impl FromStr for Ipv4Cidr {
     type Err = NetError;
 
     fn from_str(s: &str) -> Result<Self, NetError> {
-        let (addr, len) = s.split_once('/').ok_or(NetError::Cidr)?;
-        let addr: Ipv4Addr = addr.parse().map_err(|_| NetError::Cidr)?;
-        // Only the canonical spelling: no leading zeros, no `+`, no spaces.
-        if len.is_empty()
-            || len.len() > 2
-            || !len.bytes().all(|b| b.is_ascii_digit())
-            || (len.len() == 2 && len.starts_with('0'))
-        {
-            return Err(NetError::Cidr);
-        }
-        let len: u8 = len.parse().map_err(|_| NetError::Cidr)?;
+        let (addr, len) = split(s)?;
         Ipv4Cidr::new(addr, len)
     }
 }
@@ -278,6 +297,14 @@ mod tests {
             assert!(bad.parse::<Ipv4Cidr>().is_err(), "{bad}");
         }
         assert!("0.0.0.0/0".parse::<Ipv4Cidr>().is_ok());
+        assert_eq!(Ipv4Cidr::parse_masking("203.0.113.7/24").map(|c| c.to_string()), Ok("203.0.113.0/24".into()));
+        assert_eq!(
+            Ipv4Cidr::parse_masking("250.250.250.250/30").map(|c| c.to_string()),
+            Ok("250.250.250.248/30".into())
+        );
+        for bad in ["198.18.1.0/33", "198.18.1.0/024", "x/8", "1.2.3.4"] {
+            assert!(Ipv4Cidr::parse_masking(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -22,7 +22,7 @@ fn cidrs(field: &str, raw: Option<Vec<String>>) -> std::result::Result<Vec<Ipv4C
     raw.unwrap_or_default()
         .iter()
         .map(|c| {
-            c.parse()
+            Ipv4Cidr::parse_masking(c)
                 .map_err(|e| ApiError::invalid(format!("{field} {:?}: {e}", c.chars().take(40).collect::<String>())))
         })
         .collect()
@@ -55,7 +55,7 @@ impl AddRuleBody {
 
 #[utoipa::path(post, path = "/api/v1/tenant/{name}/firewall/rule", params(("name" = String, Path)), request_body = AddRuleBody,
     responses((status = 201, body = RuleView),
-        (status = 400, description = "a malformed network (host bits set), port range or device name, ports with protocol any, or a vpn-required rule with sources or without destinations and ports", body = ErrorBody),
+        (status = 400, description = "a malformed network, port range or device name (host bits of a network are cleared), ports without protocol tcp or udp, or a vpn-required rule with sources or without destinations and ports", body = ErrorBody),
         (status = 404, description = "no such tenant or device", body = ErrorBody),
         (status = 409, description = "the position is taken, or the tenant is deleted", body = ErrorBody),
         (status = 429, description = "the tenant has 1000 rules, or too many requests", body = ErrorBody)),

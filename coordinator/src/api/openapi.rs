@@ -118,7 +118,7 @@ pub fn contract() -> Value {
         {"not": {"required": ["role", "tenant"],
             "properties": {"role": {"enum": ["admin", "auditor"]}, "tenant": {"type": "string"}}}},
     ]);
-    // Items of the network and device lists (host bits set is refused too; no pattern says it).
+    // Items of the network and device lists (host bits are cleared: 203.0.113.7/24 is 203.0.113.0/24).
     for (schema, field, pattern) in [
         ("AddExposureBody", "allow", CIDR_PATTERN),
         ("AddRuleBody", "sources", CIDR_PATTERN),
@@ -129,9 +129,13 @@ pub fn contract() -> Value {
             items["pattern"] = json!(pattern);
         }
     }
-    // Ports need protocol tcp or udp (`NewRule::check`).
-    schemas["AddRuleBody"]["not"] =
-        json!({"required": ["ports", "protocol"], "properties": {"protocol": {"const": "any"}}});
+    // Ports need protocol tcp or udp (`NewRule::check`): refused is a port range with the
+    // protocol left out, null or any.
+    schemas["AddRuleBody"]["not"] = json!({
+        "required": ["ports"],
+        "properties": {"ports": {"type": "string"}},
+        "not": {"required": ["protocol"], "properties": {"protocol": {"enum": ["tcp", "udp"]}}}
+    });
     unsigned_bounds(&mut doc);
     if let Some(paths) = doc["paths"].as_object_mut() {
         for item in paths.values_mut() {

@@ -93,10 +93,16 @@ fn devices_get_addresses_configs_and_refuse_bad_input_without_changing_anything(
     let id = rule[0]["id"].as_str().expect("rule id").to_string();
     assert_eq!(rule[0]["destinations"][0], "device/plc1");
     refused(&c, None, &["device", "rm", "plc1", "--tenant", "acme"], "firewall rules (409)");
-    refused(&c, None, &["firewall", "add", "--tenant", "acme", "--source", "10.0.0.1/8"], "(400)");
+    refused(&c, None, &["firewall", "add", "--tenant", "acme", "--source", "203.0.113.7/33"], "(400)");
     refused(&c, None, &["firewall", "add", "--tenant", "acme", "--ports", "0"], "(400)");
     refused(&c, None, &["firewall", "add", "--tenant", "acme", "--ports", "22", "--proto", "any"], "tcp or udp (400)");
+    refused(&c, None, &["firewall", "add", "--tenant", "acme", "--ports", "22"], "tcp or udp (400)");
     assert_eq!(c.json(0, &["firewall", "list", "--tenant", "acme"]).as_array().map(Vec::len), Some(1));
+    // Host bits are cleared, and the answer says what was stored.
+    let masked = c.json(0, &["firewall", "add", "--tenant", "acme", "--source", "203.0.113.7/24", "--verdict", "deny"]);
+    assert_eq!(masked[0]["sources"][0], "203.0.113.0/24", "{masked}");
+    let masked_id = masked[0]["id"].as_str().expect("rule id").to_string();
+    c.json(0, &["firewall", "rm", &masked_id, "--tenant", "acme"]);
     c.json(0, &["firewall", "rm", &id, "--tenant", "acme"]);
     c.json(0, &["device", "rm", "plc1", "--tenant", "acme"]);
     let again = c.json(0, &["device", "add", "--tenant", "acme", "--name", "plc2", "--public-key", KEY_A]);

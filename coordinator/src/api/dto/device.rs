@@ -26,7 +26,7 @@ pub const WG_KEY_PATTERN: &str = "^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$";
 /// `^…$` of an IPv4 address in dotted decimal without leading zeros.
 pub const IPV4_PATTERN: &str =
     "^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$";
-/// `^…$` of an IPv4 network `a.b.c.d/len` (host bits must be clear too, which a pattern cannot say).
+/// `^…$` of an IPv4 network `a.b.c.d/len` (host bits are cleared by the API: 203.0.113.7/24 is 203.0.113.0/24).
 pub const CIDR_PATTERN: &str = "^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])/(3[0-2]|[12]?[0-9])$";
 
 /// `^…$` of a domain name (at most 253 characters too, stated as `maxLength`).
