@@ -70,8 +70,8 @@ impl AddExposureBody {
 #[utoipa::path(post, path = "/api/v1/tenant/{name}/exposures", params(("name" = String, Path)), request_body = AddExposureBody,
     responses((status = 201, body = ExposureView),
         (status = 400, description = "a malformed body, port 0, or a public port outside the gateway's range (host bits of an allowed network are cleared)", body = ErrorBody),
-        (status = 404, description = "no such tenant or device", body = ErrorBody),
-        (status = 409, description = "the public port is taken, the port is exposed already, the gateway has no public range, or the tenant is deleted", body = ErrorBody),
+        (status = 404, description = "no such tenant", body = ErrorBody),
+        (status = 409, description = "the device does not exist, the public port is taken, the port is exposed already, the gateway has no public range, or the tenant is deleted", body = ErrorBody),
         (status = 429, description = "the gateway's public ports are all taken, or too many requests", body = ErrorBody)),
     security(("api_key" = [])))]
 pub(super) async fn add_exposure(

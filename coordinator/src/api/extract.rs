@@ -131,6 +131,10 @@ fn parse_body<T: DeserializeOwned>(body: Body) -> std::result::Result<T, ApiErro
     })?;
     let invalid = |e: serde_json::Error| ApiError::invalid(format!("invalid JSON body: {e}"));
     let mut value: serde_json::Value = serde_json::from_slice(&bytes).map_err(invalid)?;
+    // Every body is an object: serde would also read a struct from an array of its fields.
+    if !value.is_object() {
+        return Err(ApiError::invalid("invalid JSON body: expected an object"));
+    }
     integral_numbers(&mut value);
     serde_json::from_value(value).map_err(invalid)
 }

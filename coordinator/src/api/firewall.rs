@@ -56,8 +56,8 @@ impl AddRuleBody {
 #[utoipa::path(post, path = "/api/v1/tenant/{name}/firewall/rule", params(("name" = String, Path)), request_body = AddRuleBody,
     responses((status = 201, body = RuleView),
         (status = 400, description = "a malformed network, port range or device name (host bits of a network are cleared), ports without protocol tcp or udp, or a vpn-required rule with sources or without destinations and ports", body = ErrorBody),
-        (status = 404, description = "no such tenant or device", body = ErrorBody),
-        (status = 409, description = "the position is taken, or the tenant is deleted", body = ErrorBody),
+        (status = 404, description = "no such tenant", body = ErrorBody),
+        (status = 409, description = "a named device does not exist, the position is taken, or the tenant is deleted", body = ErrorBody),
         (status = 429, description = "the tenant has 1000 rules, or too many requests", body = ErrorBody)),
     security(("api_key" = [])))]
 pub(super) async fn add_rule(ctx: Ctx, raw: PathOf<String>, body: Body) -> Result<(StatusCode, Json<RuleView>)> {

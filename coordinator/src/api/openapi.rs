@@ -131,11 +131,27 @@ pub fn contract() -> Value {
     }
     // Ports need protocol tcp or udp (`NewRule::check`): refused is a port range with the
     // protocol left out, null or any.
-    schemas["AddRuleBody"]["not"] = json!({
-        "required": ["ports"],
-        "properties": {"ports": {"type": "string"}},
-        "not": {"required": ["protocol"], "properties": {"protocol": {"enum": ["tcp", "udp"]}}}
-    });
+    // A vpn-required rule takes no sources and names destinations, devices or ports.
+    schemas["AddRuleBody"]["allOf"] = json!([
+        {"not": {
+            "required": ["ports"],
+            "properties": {"ports": {"type": "string"}},
+            "not": {"required": ["protocol"], "properties": {"protocol": {"enum": ["tcp", "udp"]}}}
+        }},
+        {"not": {
+            "required": ["vpn_required", "sources"],
+            "properties": {"vpn_required": {"const": true}, "sources": {"type": "array", "minItems": 1}}
+        }},
+        {"not": {
+            "required": ["vpn_required"],
+            "properties": {"vpn_required": {"const": true}},
+            "not": {"anyOf": [
+                {"required": ["ports"], "properties": {"ports": {"type": "string"}}},
+                {"required": ["destinations"], "properties": {"destinations": {"type": "array", "minItems": 1}}},
+                {"required": ["devices"], "properties": {"devices": {"type": "array", "minItems": 1}}}
+            ]}
+        }}
+    ]);
     unsigned_bounds(&mut doc);
     if let Some(paths) = doc["paths"].as_object_mut() {
         for item in paths.values_mut() {

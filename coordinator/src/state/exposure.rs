@@ -113,9 +113,11 @@ impl State {
     fn open_exposure(&mut self, at: At, new: &NewExposure, touched: &mut Vec<Touched>) -> Response {
         new.check().map_err(DomainError::Invalid)?;
         let tenant = changeable(self, &new.tenant)?;
-        let device = self.device(&new.tenant, &new.device).ok_or_else(|| {
-            DomainError::NotFound(format!("device {} of tenant {} not found", new.device, new.tenant))
-        })?;
+        // A device the body names (not the resource addressed) that does not exist: the request
+        // conflicts with the tenant's state (404 is kept for the tenant in the path).
+        let device = self
+            .device(&new.tenant, &new.device)
+            .ok_or_else(|| DomainError::Conflict(format!("tenant {} has no device {}", new.tenant, new.device)))?;
         let gateway = tenant.placement.gateway_node.ok_or_else(|| {
             DomainError::Conflict(format!("tenant {} has no gateway node yet: exposures need one", new.tenant))
         })?;

@@ -160,9 +160,10 @@ impl State {
             destinations.push(match d {
                 NewDestination::Cidr(c) => Destination::Cidr(*c),
                 NewDestination::Device(name) => {
-                    let dev = self.device(&new.tenant, name).ok_or_else(|| {
-                        DomainError::NotFound(format!("device {name} of tenant {} not found", new.tenant))
-                    })?;
+                    // Named in the body, not addressed: a conflict with the tenant's state.
+                    let dev = self
+                        .device(&new.tenant, name)
+                        .ok_or_else(|| DomainError::Conflict(format!("tenant {} has no device {name}", new.tenant)))?;
                     Destination::Device { id: dev.id.clone(), name: name.clone() }
                 }
             });

@@ -127,7 +127,12 @@ fn devices_get_addresses_configs_and_refuse_bad_input_without_changing_anything(
         &["expose", "add", "--tenant", "acme", "--device", "plc2", "--port", "5432"],
         "gateway node (409)",
     );
-    refused(&c, None, &["expose", "add", "--tenant", "acme", "--device", "ghost", "--port", "5432"], "(404)");
+    refused(
+        &c,
+        None,
+        &["expose", "add", "--tenant", "acme", "--device", "ghost", "--port", "5432"],
+        "has no device ghost (409)",
+    );
 
     let audit = c.json(0, &["audit", "list", "--tenant", "acme", "--limit", "1000"]);
     let actions: Vec<&str> = audit.as_array().into_iter().flatten().filter_map(|e| e["action"].as_str()).collect();

@@ -157,7 +157,7 @@ fn firewall_rules_are_ordered_checked_and_name_devices_by_address() {
                 RuleProtocol::Any,
                 false,
             ),
-            "not found",
+            "has no device nope",
         ),
     ] {
         let r = run(&mut s, op);
