@@ -200,6 +200,21 @@ impl PortRange {
     pub fn contains(&self, port: u16) -> bool {
         (self.first..=self.last).contains(&port)
     }
+
+    /// `first-last` in either order (`443-80` is `80-443`): the ports between the two, as a
+    /// person writing a firewall rule means. Otherwise as strict as `from_str`.
+    pub fn parse_unordered(s: &str) -> Result<Self, NetError> {
+        match s.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (PortRange, PortRange) = (a.parse()?, b.parse()?);
+                if a.first != a.last || b.first != b.last {
+                    return Err(NetError::PortRange);
+                }
+                PortRange::new(a.first.min(b.first), a.first.max(b.first))
+            }
+            None => s.parse(),
+        }
+    }
 }
 
 impl FromStr for PortRange {
@@ -326,6 +341,10 @@ mod tests {
     fn port_ranges_and_domains() {
         assert_eq!("15000-15999".parse::<PortRange>(), Ok(PortRange { first: 15000, last: 15999 }));
         assert_eq!("80".parse::<PortRange>().map(|r| r.to_string()), Ok("80".into()));
+        assert_eq!(PortRange::parse_unordered("64393-60931").map(|r| r.to_string()), Ok("60931-64393".into()));
+        for bad in ["0-5", "1-2-3", "-5", "5-", "70000-1"] {
+            assert!(PortRange::parse_unordered(bad).is_err(), "{bad}");
+        }
         for bad in ["0", "2-1", "1-70000", "-5", "80 ", "1-2-3"] {
             assert!(bad.parse::<PortRange>().is_err(), "{bad}");
         }

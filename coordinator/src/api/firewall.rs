@@ -36,8 +36,9 @@ impl AddRuleBody {
         for d in devices.unwrap_or_default() {
             dests.push(NewDestination::Device(DeviceName::parse(&d).map_err(|e| ApiError::invalid(e.to_string()))?));
         }
-        let ports =
-            ports.map(|p| p.parse::<PortRange>().map_err(|e| ApiError::invalid(format!("ports: {e}")))).transpose()?;
+        let ports = ports
+            .map(|p| PortRange::parse_unordered(&p).map_err(|e| ApiError::invalid(format!("ports: {e}"))))
+            .transpose()?;
         let new = NewRule {
             tenant,
             position,
@@ -55,7 +56,7 @@ impl AddRuleBody {
 
 #[utoipa::path(post, path = "/api/v1/tenant/{name}/firewall/rule", params(("name" = String, Path)), request_body = AddRuleBody,
     responses((status = 201, body = RuleView),
-        (status = 400, description = "a malformed network, port range or device name (host bits of a network are cleared), ports without protocol tcp or udp, or a vpn-required rule with sources or without destinations and ports", body = ErrorBody),
+        (status = 400, description = "a malformed network, port range or device name (host bits of a network are cleared; a range's ends may come in either order), ports without protocol tcp or udp, or a vpn-required rule with sources or without destinations and ports", body = ErrorBody),
         (status = 404, description = "no such tenant", body = ErrorBody),
         (status = 409, description = "a named device does not exist, the position is taken, or the tenant is deleted", body = ErrorBody),
         (status = 429, description = "the tenant has 1000 rules, or too many requests", body = ErrorBody)),
