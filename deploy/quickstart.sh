@@ -2,11 +2,20 @@
 # Runs Berqenas locally: builds the coordinator and the node agent, initializes a single-node
 # cluster on embedded storage in .berqenas/ (once), starts it in the background, starts a local
 # PostgreSQL for the db role (initdb into .berqenas/postgres, 127.0.0.1:5433) with pgBouncer in
-# front of it (127.0.0.1:6433), joins a local node
-# agent (roles gateway,db) with a one-time token, and writes .berqenas/env with BERQENAS_ENDPOINT
-# and BERQENAS_API_KEY. Running it again is harmless.
+# front of it (127.0.0.1:6433), joins a local node agent for the db role with a one-time token,
+# and writes .berqenas/env with BERQENAS_ENDPOINT and BERQENAS_API_KEY.
+# As root it also runs a real gateway without touching the host's network beyond one veth
+# pair with documentation addresses: a second agent (role gateway, public address
+# 198.51.100.10, public ports 15000-15999) inside network namespace bq-gw, WireGuard through
+# wireguard-go, its nftables table in that namespace; and a namespace bq-dev, a host on the
+# gateway's public side (203.0.113.10) to run a demo device in. The gateway agent reaches the
+# coordinator's loopback listener through a unix socket (socat on both sides), and its
+# wireguard-go control sockets live in .berqenas/gateway/wireguard (a private mount), so other
+# WireGuard users of this host never collide with it. Without root the gateway role is only
+# recorded in .berqenas/agent/gateway/. Running it again is harmless.
 #   deploy/quickstart.sh          start (or confirm it is running)
-#   deploy/quickstart.sh stop     stop what it started
+#   deploy/quickstart.sh wg       `wg show` of the gateway's tenant interfaces
+#   deploy/quickstart.sh stop     stop what it started (the gateway namespaces too; state is kept)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 STATE="$ROOT/.berqenas"
@@ -26,6 +35,20 @@ PGB_PORT=6433
 RAFT_ADDR=127.0.0.1:7101
 API_ADDR=127.0.0.1:7201
 NODE_ADDR=127.0.0.1:7301
+# The gateway: namespace bq-gw, linked to the host by veth bq-gw0 (host, 198.51.100.1) ↔ bq-gw1
+# (bq-gw, the public address 198.51.100.10), and to the demo device namespace bq-dev by
+# bq-dev1 (bq-gw, 203.0.113.1) ↔ bq-dev0 (bq-dev, 203.0.113.10). All documentation ranges.
+GW_NS=bq-gw
+DEV_NS=bq-dev
+PUBLIC_ADDR=198.51.100.10
+PUBLIC_PORTS=15000-15999
+GW_DIR="$STATE/gateway"
+GW_PIDFILE="$STATE/gateway.pid"
+GW_LOG="$STATE/gateway.log"
+GW_WG_RUN="$GW_DIR/wireguard"
+GW_SOCK="$STATE/coordinator-node.sock"
+BRIDGE_HOST_PIDFILE="$STATE/bridge-host.pid"
+BRIDGE_NS_PIDFILE="$STATE/bridge-ns.pid"
 
 running() { [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
 agent_running() { [ -f "$AGENT_PIDFILE" ] && kill -0 "$(cat "$AGENT_PIDFILE")" 2>/dev/null; }
@@ -34,6 +57,9 @@ as_pg() { if [ "$(id -u)" -eq 0 ]; then setpriv --reuid=postgres --regid=postgre
 pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
 pgb_bin() { command -v pgbouncer 2>/dev/null || ls /usr/sbin/pgbouncer 2>/dev/null || true; }
 pgb_running() { [ -f "$PGB_DIR/pgbouncer.pid" ] && kill -0 "$(cat "$PGB_DIR/pgbouncer.pid")" 2>/dev/null; }
+pid_running() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+netns_exists() { [ -e "/run/netns/$1" ]; }
+in_gw() { ip netns exec "$GW_NS" "$@"; }
 json_field() { sed -n "s/.*\"$1\": *\"\([^\"]*\)\".*/\1/p"; }
 
 case "${1:-start}" in
@@ -43,6 +69,16 @@ case "${1:-start}" in
       echo "stopped the local node agent"
     fi
     rm -f "$AGENT_PIDFILE"
+    for f in "$GW_PIDFILE" "$BRIDGE_NS_PIDFILE" "$BRIDGE_HOST_PIDFILE"; do
+      if pid_running "$f"; then kill "$(cat "$f")"; fi
+      rm -f "$f"
+    done
+    # Deleting the namespaces deletes their links (the host's veth end too); wireguard-go exits
+    # when its tun device goes. Keys and addresses stay in .berqenas/gateway for the next start.
+    for ns in "$GW_NS" "$DEV_NS"; do
+      if netns_exists "$ns"; then ip netns delete "$ns" && echo "deleted network namespace $ns"; fi
+    done
+    rm -f "$GW_SOCK"
     if pgb_running; then
       kill "$(cat "$PGB_DIR/pgbouncer.pid")" && echo "stopped the local pgBouncer"
     fi
@@ -63,8 +99,13 @@ case "${1:-start}" in
     rm -f "$PIDFILE"
     exit 0
     ;;
+  wg)
+    pid_running "$GW_PIDFILE" || { echo "the gateway agent is not running (deploy/quickstart.sh as root)" >&2; exit 1; }
+    # The agent's namespaces: its network and the private mount holding wireguard-go's sockets.
+    exec nsenter --target "$(cat "$GW_PIDFILE")" --net --mount wg show
+    ;;
   start) ;;
-  *) echo "usage: $0 [start|stop]" >&2; exit 2 ;;
+  *) echo "usage: $0 [start|wg|stop]" >&2; exit 2 ;;
 esac
 
 echo "==> building berqenas-coordinator and berqenas-node-agent (release)"
@@ -175,16 +216,19 @@ else
   echo "==> pgBouncer is not installed (apt-get install pgbouncer); tenants connect to PostgreSQL directly"
 fi
 
-# A local node agent for both roles, joined once with a one-time token and the pinned CA: the
-# PostgreSQL driver for the db role; gateway assignments are recorded in a directory until the
-# WireGuard/nftables driver exists.
+# As root the gateway is real, in its own namespace (below); the local agent then takes only the
+# db role. Without root, gateway assignments are recorded in a directory by the local agent.
+if [ "$(id -u)" -eq 0 ]; then REAL_GATEWAY=1; LOCAL_ROLES=db; else REAL_GATEWAY=0; LOCAL_ROLES=gateway,db; fi
+
+# A local node agent, joined once with a one-time token and the pinned CA: the PostgreSQL driver
+# for the db role.
 if [ ! -f "$AGENT_DIR/agent.toml" ]; then
-  echo "==> joining a local node agent (roles gateway,db)"
+  echo "==> joining a local node agent (roles $LOCAL_ROLES)"
   # shellcheck disable=SC1090
   . "$ENVFILE"
-  tok=$("$BIN" node token create --roles gateway,db --ttl 10m --output json)
+  tok=$("$BIN" node token create --roles "$LOCAL_ROLES" --ttl 10m --output json)
   "$AGENT_BIN" join --coordinator "https://$NODE_ADDR" --token "$(printf '%s\n' "$tok" | json_field token)" \
-    --ca-pin "$(printf '%s\n' "$tok" | json_field ca_fingerprint)" --roles gateway,db \
+    --ca-pin "$(printf '%s\n' "$tok" | json_field ca_fingerprint)" --roles "$LOCAL_ROLES" \
     --data-dir "$AGENT_DIR" --driver postgres --driver-url "$PG_URL" --driver-path "$AGENT_DIR/gateway" \
     "${PGB_ARGS[@]}" >/dev/null
 fi
@@ -194,6 +238,88 @@ else
   echo "==> starting the node agent (log: $AGENT_LOG)"
   nohup "$AGENT_BIN" run --config "$AGENT_DIR/agent.toml" >>"$AGENT_LOG" 2>&1 &
   echo $! > "$AGENT_PIDFILE"
+fi
+
+if [ "$REAL_GATEWAY" = 1 ]; then
+  if grep -q '^gateway_dir' "$AGENT_DIR/agent.toml" 2>/dev/null; then
+    echo "==> note: the local agent joined with roles gateway,db before the gateway was real; VPN tenants may"
+    echo "    still be placed on it. For a clean start: deploy/quickstart.sh stop && rm -rf .berqenas"
+  fi
+  missing=()
+  command -v wireguard-go >/dev/null 2>&1 || missing+=(wireguard-go)
+  command -v wg >/dev/null 2>&1 || missing+=(wireguard-tools)
+  command -v nft >/dev/null 2>&1 || missing+=(nftables)
+  command -v socat >/dev/null 2>&1 || missing+=(socat)
+  command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+  command -v nsenter >/dev/null 2>&1 || missing+=(util-linux)
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "==> installing ${missing[*]}"
+    apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1 || \
+      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null; }
+  fi
+  [ -e /dev/net/tun ] || { echo "/dev/net/tun is missing: wireguard-go needs tun devices" >&2; exit 1; }
+
+  # The namespaces and their links (each step only when missing).
+  netns_exists "$GW_NS" || { echo "==> creating network namespace $GW_NS (the gateway)"; ip netns add "$GW_NS"; }
+  netns_exists "$DEV_NS" || { echo "==> creating network namespace $DEV_NS (a demo device host)"; ip netns add "$DEV_NS"; }
+  if ! ip link show bq-gw0 >/dev/null 2>&1; then
+    ip link add bq-gw0 type veth peer name bq-gw1 netns "$GW_NS"
+  fi
+  ip addr replace 198.51.100.1/24 dev bq-gw0
+  ip link set bq-gw0 up
+  if ! ip netns exec "$DEV_NS" ip link show bq-dev0 >/dev/null 2>&1; then
+    in_gw ip link add bq-dev1 type veth peer name bq-dev0 netns "$DEV_NS"
+  fi
+  in_gw ip link set lo up
+  in_gw ip addr replace "$PUBLIC_ADDR/24" dev bq-gw1
+  in_gw ip link set bq-gw1 up
+  in_gw ip addr replace 203.0.113.1/24 dev bq-dev1
+  in_gw ip link set bq-dev1 up
+  in_gw ip route replace default via 198.51.100.1 dev bq-gw1
+  in_gw sysctl -qw net.ipv4.ip_forward=1
+  ip netns exec "$DEV_NS" ip link set lo up
+  ip netns exec "$DEV_NS" ip addr replace 203.0.113.10/24 dev bq-dev0
+  ip netns exec "$DEV_NS" ip link set bq-dev0 up
+  ip netns exec "$DEV_NS" ip route replace default via 203.0.113.1 dev bq-dev0
+
+  # The coordinator's node listener is on the host's loopback; inside bq-gw, 127.0.0.1:7301 is
+  # bridged to it through a unix socket (the certificate names 127.0.0.1, so mTLS is unchanged).
+  if ! pid_running "$BRIDGE_HOST_PIDFILE"; then
+    rm -f "$GW_SOCK"
+    nohup socat "UNIX-LISTEN:$GW_SOCK,fork,mode=600" "TCP:$NODE_ADDR" >/dev/null 2>&1 &
+    echo $! > "$BRIDGE_HOST_PIDFILE"
+  fi
+  if ! pid_running "$BRIDGE_NS_PIDFILE"; then
+    nohup ip netns exec "$GW_NS" socat "TCP-LISTEN:${NODE_ADDR#*:},bind=127.0.0.1,fork,reuseaddr" \
+      "UNIX-CONNECT:$GW_SOCK" >/dev/null 2>&1 &
+    echo $! > "$BRIDGE_NS_PIDFILE"
+  fi
+  for _ in $(seq 1 50); do
+    [ -S "$GW_SOCK" ] && in_gw bash -c "exec 3<>/dev/tcp/127.0.0.1/${NODE_ADDR#*:}" 2>/dev/null && break
+    sleep 0.1
+  done
+
+  if [ ! -f "$GW_DIR/agent.toml" ]; then
+    echo "==> joining the gateway agent in $GW_NS (public address $PUBLIC_ADDR, ports $PUBLIC_PORTS)"
+    # shellcheck disable=SC1090
+    . "$ENVFILE"
+    tok=$("$BIN" node token create --roles gateway --ttl 10m --output json)
+    in_gw "$AGENT_BIN" join --coordinator "https://$NODE_ADDR" --token "$(printf '%s\n' "$tok" | json_field token)" \
+      --ca-pin "$(printf '%s\n' "$tok" | json_field ca_fingerprint)" --roles gateway --address "$PUBLIC_ADDR" \
+      --data-dir "$GW_DIR" --driver none --public-address "$PUBLIC_ADDR" --public-ports "$PUBLIC_PORTS" >/dev/null
+  fi
+  if pid_running "$GW_PIDFILE"; then
+    echo "==> the gateway agent is already running (pid $(cat "$GW_PIDFILE"))"
+  else
+    echo "==> starting the gateway agent in $GW_NS (log: $GW_LOG)"
+    # wireguard-go keeps its control sockets in /run/wireguard, shared by every namespace; the
+    # gateway's get a private mount of .berqenas/gateway/wireguard there instead.
+    mkdir -p "$GW_WG_RUN" /run/wireguard
+    nohup ip netns exec "$GW_NS" unshare --mount --propagation private \
+      sh -c 'mount --bind "$1" /run/wireguard && exec "$2" run --config "$3"' sh \
+      "$GW_WG_RUN" "$AGENT_BIN" "$GW_DIR/agent.toml" >>"$GW_LOG" 2>&1 &
+    echo $! > "$GW_PIDFILE"
+  fi
 fi
 
 cat <<TXT
@@ -217,7 +343,4 @@ or through its pgBouncer pool (when pgBouncer is installed):
 
   psql "postgres://tenant_acme_user:<password>@127.0.0.1:$PGB_PORT/tenant_acme" -c 'select * from events'
 
-Gateway assignments are recorded under .berqenas/agent/gateway/ (the WireGuard and nftables
-driver is not in this release yet).
-Stop everything with: deploy/quickstart.sh stop
 TXT
