@@ -92,6 +92,8 @@ fn gateway_pb(g: &crate::gateway::GatewayStatus) -> pb::GatewayStatus {
                 last_handshake: unix_seconds(p.last_handshake),
                 rx_bytes: p.rx_bytes,
                 tx_bytes: p.tx_bytes,
+                endpoint: p.endpoint.map(|e| e.to_string()).unwrap_or_default(),
+                session_start: unix_seconds(p.session_start),
             })
             .collect(),
         exposures: g

@@ -54,7 +54,7 @@ impl utoipa::Modify for SecurityAddon {
         AddLearnerBody, PromoteBody, NodeView, JoinTokenView, CreateJoinTokenBody, CreatedJoinToken,
         CreateCoordinatorTokenBody, CoordinatorToken, TokenStatus, TenantAction, NodeAction, RefusalStats,
         PendingSource, crate::server::Consistency, crate::state::tenant::TenantStatus, AddDeviceBody, DeviceView,
-        DeviceConfigView, SwitchAction, AddExposureBody, ExposureView, AddRuleBody, RuleView, BlockDomainBody)),
+        ConnectView, DeviceConfigView, SwitchAction, AddExposureBody, ExposureView, AddRuleBody, RuleView, BlockDomainBody)),
     modifiers(&SecurityAddon)
 )]
 pub struct ApiDoc;

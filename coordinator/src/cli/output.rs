@@ -328,6 +328,14 @@ pub fn device(out: Output, d: &DeviceView) {
         ("public key", d.public_key.clone()),
         ("enabled", d.enabled.to_string()),
         ("handshake", handshake(d)),
+        ("endpoint", opt(d.peer.as_ref().and_then(|p| p.endpoint.as_deref()))),
+        (
+            "connected",
+            d.last_connect.as_ref().map_or_else(
+                || "-".to_string(),
+                |c| format!("{} from {} (gateway node {})", time(Some(c.at_ms)), opt(c.endpoint.as_deref()), c.node_id),
+            ),
+        ),
     ] {
         say(format_args!("{k:<11} {v}"));
     }
@@ -341,10 +349,11 @@ pub fn devices(out: Output, v: &[DeviceView]) {
         .iter()
         .map(|d| {
             let state = if d.enabled { "enabled" } else { "disabled" };
-            vec![d.name.clone(), d.address.clone(), state.into(), d.public_key.clone(), handshake(d)]
+            let endpoint = opt(d.peer.as_ref().and_then(|p| p.endpoint.as_deref()));
+            vec![d.name.clone(), d.address.clone(), state.into(), d.public_key.clone(), handshake(d), endpoint]
         })
         .collect();
-    table(&["NAME", "ADDRESS", "STATE", "PUBLIC KEY", "HANDSHAKE"], rows);
+    table(&["NAME", "ADDRESS", "STATE", "PUBLIC KEY", "HANDSHAKE", "ENDPOINT"], rows);
 }
 
 pub fn exposure(out: Output, x: &ExposureView) {

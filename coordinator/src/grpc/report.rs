@@ -40,6 +40,8 @@ pub(super) fn gateway_status(g: &pb::GatewayStatus) -> GatewayTenantStatus {
                     last_handshake_ms: ms(p.last_handshake),
                     rx_bytes: p.rx_bytes,
                     tx_bytes: p.tx_bytes,
+                    endpoint: p.endpoint.parse().ok(),
+                    session_start_ms: ms(p.session_start),
                 })
             })
             .collect(),
@@ -103,8 +105,16 @@ mod tests {
         let raw = pb::GatewayStatus {
             public_key: key(1),
             peers: vec![
-                pb::PeerStatus { public_key: key(2), last_handshake: 1_700_000_000, rx_bytes: 5, tx_bytes: 6 },
-                pb::PeerStatus { public_key: "not a key".into(), last_handshake: 0, rx_bytes: 0, tx_bytes: 0 },
+                pb::PeerStatus {
+                    public_key: key(2),
+                    last_handshake: 1_700_000_000,
+                    rx_bytes: 5,
+                    tx_bytes: 6,
+                    endpoint: "203.0.113.10:43210".into(),
+                    session_start: 1_699_999_990,
+                },
+                pb::PeerStatus { public_key: "not a key".into(), ..Default::default() },
+                pb::PeerStatus { public_key: key(3), endpoint: "somewhere".into(), ..Default::default() },
             ],
             exposures: vec![
                 pb::ExposureStatus {
@@ -127,8 +137,11 @@ mod tests {
         };
         let g = gateway_status(&raw);
         assert_eq!(g.public_key.as_ref().map(ToString::to_string), Some(key(1)));
-        assert_eq!(g.peers.len(), 1, "an unparsable key is dropped");
+        assert_eq!(g.peers.len(), 2, "an unparsable key is dropped");
         assert_eq!(g.peers[0].last_handshake_ms, Some(1_700_000_000_000));
+        assert_eq!(g.peers[0].endpoint, "203.0.113.10:43210".parse().ok());
+        assert_eq!(g.peers[0].session_start_ms, Some(1_699_999_990_000));
+        assert_eq!((g.peers[1].endpoint, g.peers[1].session_start_ms), (None, None), "unparsable or absent");
         assert_eq!(g.exposures.len(), 1, "an id of the wrong shape is dropped");
         assert_eq!(g.exposures[0].sources.len(), 1);
         assert_eq!(g.exposures[0].sources[0].first_seen_ms, 1000);

@@ -77,6 +77,8 @@ actions! {
     DeviceEnable = "device.enable",
     DeviceDisable = "device.disable",
     DeviceConfig = "device.config",
+    /// A device started a VPN session (reported by its gateway: who, from where).
+    DeviceConnect = "device.connect",
     ExposeAdd = "expose.add",
     ExposeList = "expose.list",
     ExposeGet = "expose.get",

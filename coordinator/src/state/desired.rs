@@ -136,7 +136,8 @@ fn assignment(state: &State, t: &Tenant, roles: BTreeSet<NodeRole>) -> Assignmen
     let gateway = roles.contains(&NodeRole::Gateway).then(|| gateway_part(state, t));
     Assignment {
         name: t.name.to_string(),
-        revision: t.revision,
+        // The gateway also needs the tenant's gateway changes; the db node only its spec's.
+        revision: if roles.contains(&NodeRole::Gateway) { t.revision.max(t.gateway_revision) } else { t.revision },
         roles,
         lifecycle: Lifecycle::of(t.status),
         index: t.network.index,

@@ -73,6 +73,9 @@ pub struct Device {
     pub enabled: bool,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
+    /// The device's last VPN connect (session start) its gateway reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_connect: Option<super::connect::Connect>,
 }
 
 /// A request to register a device; `address` `None` takes the next free one.
@@ -178,6 +181,7 @@ impl State {
             enabled: true,
             created_at_ms: at.now,
             updated_at_ms: at.now,
+            last_connect: None,
         };
         self.devices.insert(device.id.clone(), device.clone());
         touched.push(Touched::Device(device.id.clone()));

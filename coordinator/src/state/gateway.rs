@@ -66,6 +66,12 @@ pub struct PeerStatus {
     pub last_handshake_ms: Option<u64>,
     pub rx_bytes: u64,
     pub tx_bytes: u64,
+    /// Where the device's packets last came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<std::net::SocketAddr>,
+    /// Unix milliseconds of the handshake that started the device's current session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_start_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

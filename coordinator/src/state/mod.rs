@@ -7,6 +7,7 @@ pub mod allocation;
 pub mod apikey;
 pub mod audit;
 pub mod cluster;
+pub mod connect;
 pub mod desired;
 pub mod device;
 pub mod exposure;
@@ -105,6 +106,8 @@ pub enum Op {
         name: device::DeviceName,
         enabled: bool,
     },
+    /// A gateway reported a device's new VPN session (a security event; changes no desired state).
+    DeviceConnect(connect::NewConnect),
     AddExposure(exposure::NewExposure),
     RemoveExposure {
         tenant: TenantName,
@@ -178,6 +181,7 @@ impl Op {
             | Op::JoinCoordinator { .. }
             | Op::JoinNode { .. }
             | Op::NodeReport(_)
+            | Op::DeviceConnect(_)
             | Op::Rejected { .. } => false,
         }
     }
@@ -196,6 +200,41 @@ impl Op {
             | Op::RemoveFirewallRule { tenant, .. }
             | Op::BlockDomain { tenant, .. } => Some(tenant),
             _ => None,
+        }
+    }
+
+    /// The tenant whose gateway desired state (devices, exposures, firewall rules, blocked
+    /// domains) this command changes when it succeeds.
+    pub fn gateway_change(&self) -> Option<&TenantName> {
+        match self {
+            Op::AddDevice(d) => Some(&d.tenant),
+            Op::AddExposure(x) => Some(&x.tenant),
+            Op::AddFirewallRule(r) => Some(&r.tenant),
+            Op::RemoveDevice { tenant, .. }
+            | Op::EnableDevice { tenant, .. }
+            | Op::RemoveExposure { tenant, .. }
+            | Op::EnableExposure { tenant, .. }
+            | Op::RemoveFirewallRule { tenant, .. }
+            | Op::BlockDomain { tenant, .. } => Some(tenant),
+            // Tenant commands set the revision themselves; the rest change no gateway's work.
+            Op::Bootstrap { .. }
+            | Op::CreateTenant(_)
+            | Op::UpdateTenant { .. }
+            | Op::Lifecycle { .. }
+            | Op::CreateApiKey(_)
+            | Op::RevokeApiKey { .. }
+            | Op::RecoverAdmin { .. }
+            | Op::RegisterNode(_)
+            | Op::CreateJoinToken(_)
+            | Op::RevokeJoinToken { .. }
+            | Op::JoinCoordinator { .. }
+            | Op::JoinNode { .. }
+            | Op::RevokeNode { .. }
+            | Op::CordonNode { .. }
+            | Op::NodeReport(_)
+            | Op::DeviceConnect(_)
+            | Op::Membership { .. }
+            | Op::Rejected { .. } => None,
         }
     }
 
@@ -232,6 +271,7 @@ impl Op {
                 let action = if *enabled { Action::DeviceEnable } else { Action::DeviceDisable };
                 (action, Target::Device(tenant.clone(), name.to_string()))
             }
+            Op::DeviceConnect(c) => (Action::DeviceConnect, Target::Device(c.tenant.clone(), c.device.to_string())),
             Op::AddExposure(x) => (Action::ExposeAdd, Target::Tenant(x.tenant.clone())),
             Op::RemoveExposure { tenant, id } => (Action::ExposeRemove, Target::Exposure(tenant.clone(), id.clone())),
             Op::EnableExposure { tenant, id, enabled } => {
@@ -390,8 +430,31 @@ impl State {
         Ok(apikey::recheck(key, &cmd.meta.actor, claimed, cmd.meta.time_ms, cmd.op.customer_tenant())?)
     }
 
-    /// Dispatches a command to its entity's handler.
+    /// Dispatches a command to its entity's handler. A change to what a tenant's gateway serves
+    /// makes the tenant's desired state newer, here and nowhere else (`bump_revision`).
     fn run(&mut self, at: At, op: &Op, touched: &mut Vec<Touched>) -> Handled {
+        let handled = self.dispatch(at, op, touched);
+        if handled.0.is_ok() {
+            if let Some(tenant) = op.gateway_change() {
+                self.bump_revision(at, tenant, touched);
+            }
+        }
+        handled
+    }
+
+    /// The tenant's gateway desired state changed at `at`: its gateway node gets this revision,
+    /// and the tenant is not ready again until that node reports having applied it (a device
+    /// added a moment ago is not served by a gateway that reports an older revision). The db
+    /// node's part is unchanged, so it is not asked to re-plan.
+    fn bump_revision(&mut self, at: At, name: &TenantName, touched: &mut Vec<Touched>) {
+        if let Some(t) = self.tenants.get_mut(name) {
+            t.gateway_revision = at.index;
+            refresh_readiness(t);
+            touched.push(Touched::Tenant(name.clone()));
+        }
+    }
+
+    fn dispatch(&mut self, at: At, op: &Op, touched: &mut Vec<Touched>) -> Handled {
         let cx = Cx { at, touched, facts: op.facts() };
         match op {
             Op::Bootstrap { settings, admin_key } => self.bootstrap(cx, settings, admin_key),
@@ -412,6 +475,7 @@ impl State {
             Op::AddDevice(new) => self.add_device(cx, new),
             Op::RemoveDevice { tenant, name } => self.remove_device(cx, tenant, name),
             Op::EnableDevice { tenant, name, enabled } => self.enable_device(cx, tenant, name, *enabled),
+            Op::DeviceConnect(c) => self.device_connect(cx, c),
             Op::AddExposure(new) => self.add_exposure(cx, new),
             Op::RemoveExposure { tenant, id } => self.remove_exposure(cx, tenant, id),
             Op::EnableExposure { tenant, id, enabled } => self.enable_exposure(cx, tenant, id, *enabled),

@@ -143,6 +143,12 @@ pub struct Tenant {
     pub placement: Placement,
     /// Raft log index of the last change to this tenant.
     pub revision: u64,
+    /// Raft log index of the last change to what its gateway serves (devices, exposures,
+    /// firewall rules, blocked domains); its gateway node gets the newer of the two, and the
+    /// tenant is ready once that node reports having applied it. Kept apart from `revision` so
+    /// a device change does not make the db node re-plan the tenant.
+    #[serde(default)]
+    pub gateway_revision: u64,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
     pub deleted_at_ms: Option<u64>,
@@ -195,6 +201,7 @@ impl Tenant {
             network,
             placement: Placement::default(),
             revision,
+            gateway_revision: revision,
             created_at_ms: now,
             updated_at_ms: now,
             deleted_at_ms: None,
@@ -205,6 +212,16 @@ impl Tenant {
             bandwidth_bps: 0,
             device_to_device: true,
             blocked_domains: Default::default(),
+        }
+    }
+
+    /// The revision node `node_id` must report the tenant at for it to be ready: with the
+    /// gateway role the newer of the tenant's and its gateway's.
+    pub fn revision_for(&self, node_id: u64) -> u64 {
+        if self.placement.gateway_node == Some(node_id) {
+            self.revision.max(self.gateway_revision)
+        } else {
+            self.revision
         }
     }
 

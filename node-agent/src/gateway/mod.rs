@@ -45,6 +45,23 @@ pub struct PeerStatus {
     pub last_handshake: Option<SystemTime>,
     pub rx_bytes: u64,
     pub tx_bytes: u64,
+    /// Where the device's packets last came from.
+    pub endpoint: Option<SocketAddr>,
+    /// The handshake that started the device's current session (a "VPN connect"), as seen by
+    /// this agent since it started; the coordinator records each new one once.
+    pub session_start: Option<SystemTime>,
+}
+
+/// Whether handshake `hs` starts a new session, given the previous handshake seen of the same
+/// device (`None`: first sight since the agent started) and the time now. At first sight only a
+/// handshake of the last session window counts; afterwards a handshake more than a session gap
+/// after the previous one (WireGuard renews keys every two minutes while a session lasts), so
+/// connects of one device are at least three minutes apart.
+pub fn starts_session(previous: Option<SystemTime>, hs: SystemTime, now: SystemTime) -> bool {
+    match previous {
+        None => now.duration_since(hs).is_ok_and(|age| age < SESSION_GAP),
+        Some(p) => hs.duration_since(p).is_ok_and(|gap| gap > SESSION_GAP),
+    }
 }
 
 /// A handshake this much newer than the device's previous one starts a new connection (WireGuard
@@ -58,6 +75,8 @@ pub struct GatewayDriver {
     backend: Backend,
     /// The last handshake seen per (tenant, device key): a newer one after a gap is a connect.
     handshakes: BTreeMap<(String, WgKey), SystemTime>,
+    /// The handshake that started each device's current session (reported with its status).
+    sessions: BTreeMap<(String, WgKey), SystemTime>,
     /// Blocked domains → their addresses as last resolved (kept when a lookup fails, so a
     /// resolver hiccup never unblocks them).
     resolved: BTreeMap<String, Vec<Ipv4Addr>>,
@@ -77,6 +96,7 @@ impl GatewayDriver {
             keys: keys::KeyStore::new(data_dir),
             backend,
             handshakes: BTreeMap::new(),
+            sessions: BTreeMap::new(),
             resolved: BTreeMap::new(),
             conditions: Vec::new(),
         }
@@ -204,22 +224,20 @@ impl GatewayDriver {
     }
 
     /// Logs a "VPN connect" for each device whose handshake starts a new session, and remembers
-    /// the handshakes seen.
+    /// the handshakes seen and each session's start (reported, so the coordinator records the
+    /// connect as a security event).
     fn connects(&mut self, served: &[&GatewayTenant], observed: &Observed) {
         let now = SystemTime::now();
         let mut seen = BTreeMap::new();
+        let mut sessions = BTreeMap::new();
         for t in served {
             let Some(device) = observed.devices.get(&t.gateway.interface) else { continue };
             for (key, peer) in &device.peers {
                 let Some(hs) = peer.last_handshake else { continue };
                 let id = (t.name.clone(), key.clone());
                 let previous = self.handshakes.get(&id).copied();
-                let new_session = match previous {
-                    // First sight (agent start): only a handshake of the last session window.
-                    None => now.duration_since(hs).is_ok_and(|age| age < SESSION_GAP),
-                    Some(p) => hs.duration_since(p).is_ok_and(|gap| gap > SESSION_GAP),
-                };
-                if new_session {
+                if starts_session(previous, hs, now) {
+                    sessions.insert(id.clone(), hs);
                     let device_name = t.gateway.peers.iter().find(|p| &p.public_key == key).map(|p| p.name.as_str());
                     let endpoint = peer.endpoint.map(|e: SocketAddr| e.to_string()).unwrap_or_default();
                     tracing::info!(
@@ -230,17 +248,21 @@ impl GatewayDriver {
                         endpoint = %endpoint,
                         "VPN connect"
                     );
+                } else if let Some(start) = self.sessions.get(&id) {
+                    sessions.insert(id.clone(), *start);
                 }
                 seen.insert(id, previous.map_or(hs, |p| p.max(hs)));
             }
         }
         self.handshakes = seen;
+        self.sessions = sessions;
     }
 }
 
 fn status(
     t: &GatewayTenant,
     observed: &Observed,
+    sessions: &BTreeMap<(String, WgKey), SystemTime>,
     public_key: Option<WgKey>,
     exposures: Vec<nft::ExposureStatus>,
     failure: Option<String>,
@@ -258,6 +280,8 @@ fn status(
                     last_handshake: live.and_then(|l| l.last_handshake),
                     rx_bytes: live.map_or(0, |l| l.rx_bytes),
                     tx_bytes: live.map_or(0, |l| l.tx_bytes),
+                    endpoint: live.and_then(|l| l.endpoint),
+                    session_start: sessions.get(&(t.name.clone(), p.public_key.clone())).copied(),
                 }
             })
             .collect()
@@ -361,7 +385,7 @@ impl Driver<GatewayTenant> for GatewayDriver {
         for t in &served {
             let failure = failed.get(&t.name).or(refused.get(&t.name)).cloned();
             let x = exposures.remove(&t.name).unwrap_or_default();
-            out.insert(&t.name, status(t, &observed, keys.get(&t.name).cloned(), x, failure));
+            out.insert(&t.name, status(t, &observed, &self.sessions, keys.get(&t.name).cloned(), x, failure));
         }
         desired
             .iter()
@@ -377,5 +401,28 @@ impl Driver<GatewayTenant> for GatewayDriver {
                 },
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
+    }
+
+    #[test]
+    fn a_handshake_starts_a_session_only_after_a_gap() {
+        // First sight: a handshake of the last three minutes is a session start, an older one is not.
+        assert!(starts_session(None, at(0), at(60)));
+        assert!(!starts_session(None, at(0), at(181)));
+        // Key renewals every two minutes while the session lasts are not connects.
+        assert!(!starts_session(Some(at(0)), at(120), at(121)));
+        assert!(!starts_session(Some(at(0)), at(180), at(200)));
+        // Quiet for more than three minutes, then a handshake: a new session.
+        assert!(starts_session(Some(at(0)), at(181), at(190)));
+        // A handshake older than the one seen (clock step) is never a connect.
+        assert!(!starts_session(Some(at(500)), at(100), at(600)));
     }
 }

@@ -66,11 +66,27 @@ pub struct DeviceView {
     pub updated_at_ms: u64,
     /// The gateway's last report of this peer (handshake, bytes), if any.
     pub peer: Option<PeerStatusView>,
+    /// The device's last VPN connect (session start) its gateway reported; also in the audit
+    /// trail as `device.connect`.
+    pub last_connect: Option<ConnectView>,
+}
+
+/// A device's VPN connect: when its session started and where from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ConnectView {
+    /// Unix milliseconds of the handshake that started the session.
+    pub at_ms: u64,
+    /// IP:port the device connected from; null: not known.
+    #[schema(example = "203.0.113.10:43210")]
+    pub endpoint: Option<String>,
+    /// The gateway node that saw it.
+    pub node_id: u64,
 }
 
 impl DeviceView {
     pub fn new(d: &Device, peer: Option<PeerStatusView>) -> Self {
-        let Device { id, tenant, name, public_key, address, enabled, created_at_ms, updated_at_ms } = d.clone();
+        let Device { id, tenant, name, public_key, address, enabled, created_at_ms, updated_at_ms, last_connect } =
+            d.clone();
         DeviceView {
             id,
             tenant: tenant.to_string(),
@@ -81,6 +97,11 @@ impl DeviceView {
             created_at_ms,
             updated_at_ms,
             peer,
+            last_connect: last_connect.map(|c| ConnectView {
+                at_ms: c.at_ms,
+                endpoint: c.endpoint.map(|e| e.to_string()),
+                node_id: c.node_id,
+            }),
         }
     }
 }

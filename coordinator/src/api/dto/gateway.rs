@@ -90,12 +90,17 @@ pub struct PeerStatusView {
     pub last_handshake_ms: Option<u64>,
     pub rx_bytes: u64,
     pub tx_bytes: u64,
+    /// Where the device's packets last came from (IP:port); null: not known.
+    #[schema(example = "203.0.113.10:43210")]
+    pub endpoint: Option<String>,
+    /// Unix milliseconds of the handshake that started the current session; null: none seen.
+    pub session_start_ms: Option<u64>,
 }
 
 impl From<PeerStatus> for PeerStatusView {
     fn from(p: PeerStatus) -> Self {
-        project!(p => PeerStatus => PeerStatusView { last_handshake_ms, rx_bytes, tx_bytes }
-            with { public_key: public_key.to_string() })
+        project!(p => PeerStatus => PeerStatusView { last_handshake_ms, rx_bytes, tx_bytes, session_start_ms }
+            with { public_key: public_key.to_string(), endpoint: endpoint.map(|e| e.to_string()) })
     }
 }
 

@@ -196,6 +196,10 @@ pub struct TenantView {
     pub device_to_device: bool,
     /// Domains whose addresses the tenant's devices may not reach.
     pub blocked_domains: Vec<String>,
+    /// Raft index of the last change to what its gateway serves (devices, exposures, firewall
+    /// rules, blocked domains); the gateway node must report at least this for the tenant to be
+    /// active.
+    pub gateway_revision: u64,
 }
 
 impl From<&Tenant> for TenantView {
@@ -203,7 +207,7 @@ impl From<&Tenant> for TenantView {
         project!(t.clone() => Tenant => TenantView {
             name, tier, db_type, isolation, db_quota_bytes, db_quota, connection_limit, events_per_min, vpn_enabled,
             public_api, ddl_enabled, access_mode, dedicated, node_selector, status, status_reason, network, placement,
-            revision, created_at_ms, updated_at_ms, deleted_at_ms, purge_after_ms, status_before_offboarding,
+            revision, gateway_revision, created_at_ms, updated_at_ms, deleted_at_ms, purge_after_ms, status_before_offboarding,
             bandwidth_bps, device_to_device
         } with {
             node_status: node_status.into_iter().map(|(id, s)| (id, s.into())).collect(),

@@ -189,7 +189,7 @@ pub fn refresh_readiness(t: &mut Tenant) {
     let mut waiting = Vec::new();
     for id in &nodes {
         match t.node_status.get(id) {
-            Some(NodeTenantStatus { ready: true, revision, .. }) if *revision >= t.revision => {}
+            Some(NodeTenantStatus { ready: true, revision, .. }) if *revision >= t.revision_for(*id) => {}
             Some(NodeTenantStatus { ready: false, reason: Some(r), .. }) => waiting.push(format!("node {id}: {r}")),
             _ => waiting.push(format!("waiting for node {id}")),
         }

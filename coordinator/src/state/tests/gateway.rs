@@ -205,3 +205,213 @@ fn a_customer_key_acts_only_for_its_own_tenant_and_purge_takes_the_gateway_objec
     let _ = run(&mut s, Op::Lifecycle { name: name("acme"), step: Lifecycle::Purge { force: true } });
     assert!(s.devices.is_empty() && s.exposures.is_empty(), "purge leaves nothing of the tenant");
 }
+
+/// acme's node reports it ready at its current revision; acme is active.
+fn acme_ready(s: &mut State) {
+    let revision = s.tenants[&name("acme")].revision_for(1);
+    let status = crate::state::node::NodeTenantStatus {
+        ready: true,
+        reason: None,
+        revision,
+        db_bytes: 0,
+        quota_exceeded: false,
+        connections: 0,
+        gateway: None,
+    };
+    let report = crate::state::node::Report {
+        node_id: 1,
+        applied_revision: revision,
+        tenants: [("acme".to_string(), status)].into(),
+        capacity: None,
+        wireguard_backend: None,
+        conditions: vec![],
+    };
+    assert_eq!(run(s, Op::NodeReport(report)), Ok(Reply::Done));
+    assert_eq!(s.tenants[&name("acme")].status, TenantStatus::Active);
+}
+
+/// Each of `ops` (a change of acme's gateway desired state) gives acme the command's revision,
+/// and acme waits for its node to report it; a refused command changes no revision.
+fn each_bumps_the_revision(s: &mut State, ops: Vec<Op>) {
+    for op in ops {
+        acme_ready(s);
+        let before = s.tenants[&name("acme")].revision_for(1);
+        let label = format!("{op:?}");
+        assert!(run(s, op.clone()).is_ok(), "{label}");
+        let t = &s.tenants[&name("acme")];
+        let revision = t.revision_for(1);
+        assert!(revision > before, "{label}: revision {before} → {revision}");
+        assert_eq!(t.status, TenantStatus::Provisioning, "{label}");
+        assert_eq!(t.status_reason.as_deref(), Some("waiting for node 1"), "{label}");
+        let desired = desired::for_node(s, 1).expect("node 1");
+        assert_eq!(desired.iter().find(|a| a.name == "acme").map(|a| a.revision), Some(revision), "{label}");
+        acme_ready(s);
+        assert!(run(s, op).is_err(), "{label} again is refused");
+        assert_eq!(s.tenants[&name("acme")].revision_for(1), revision, "{label}: a refusal changes no revision");
+    }
+}
+
+#[test]
+fn device_changes_bump_the_tenant_revision() {
+    let mut s = gateway_world();
+    let plc1 = || DeviceName::parse("plc1").expect("n");
+    each_bumps_the_revision(
+        &mut s,
+        vec![
+            dev("acme", "plc1", 1, None),
+            Op::EnableDevice { tenant: name("acme"), name: plc1(), enabled: false },
+            Op::EnableDevice { tenant: name("acme"), name: plc1(), enabled: true },
+            Op::RemoveDevice { tenant: name("acme"), name: plc1() },
+        ],
+    );
+    let globex = s.tenants[&name("globex")].revision_for(1);
+    assert!(run(&mut s, dev("acme", "cam", 2, None)).is_ok());
+    assert_eq!(s.tenants[&name("globex")].revision_for(1), globex, "another tenant's device changes nothing of globex");
+}
+
+#[test]
+fn exposure_changes_bump_the_tenant_revision() {
+    let mut s = gateway_world();
+    device_of(run(&mut s, dev("acme", "plc1", 1, None)));
+    acme_ready(&mut s);
+    let before = s.tenants[&name("acme")].revision_for(1);
+    let id = match run(&mut s, expose("acme", "plc1", 5432, Some(15000), Protocol::Tcp)) {
+        Ok(Reply::Exposure(x)) => x.id.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert!(s.tenants[&name("acme")].revision_for(1) > before, "expose add");
+    each_bumps_the_revision(
+        &mut s,
+        vec![
+            Op::EnableExposure { tenant: name("acme"), id: id.clone(), enabled: false },
+            Op::EnableExposure { tenant: name("acme"), id: id.clone(), enabled: true },
+            Op::RemoveExposure { tenant: name("acme"), id },
+            expose("acme", "plc1", 5432, Some(15000), Protocol::Tcp),
+        ],
+    );
+}
+
+#[test]
+fn firewall_rule_changes_bump_the_tenant_revision() {
+    let mut s = gateway_world();
+    let rule = || {
+        Op::AddFirewallRule(NewRule {
+            tenant: name("acme"),
+            position: None,
+            verdict: Verdict::Deny,
+            sources: vec![],
+            destinations: vec![],
+            ports: Some(PortRange { first: 22, last: 22 }),
+            protocol: RuleProtocol::Tcp,
+            vpn_required: false,
+        })
+    };
+    acme_ready(&mut s);
+    let before = s.tenants[&name("acme")].revision_for(1);
+    let id = match run(&mut s, rule()) {
+        Ok(Reply::FirewallRule(r)) => r.id.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert!(s.tenants[&name("acme")].revision_for(1) > before, "firewall add");
+    each_bumps_the_revision(&mut s, vec![Op::RemoveFirewallRule { tenant: name("acme"), id }]);
+}
+
+#[test]
+fn blocked_domain_changes_bump_the_tenant_revision() {
+    let mut s = gateway_world();
+    let domain: berqenas_common::net::DomainName = "example.com".parse().expect("domain");
+    let block = |blocked| Op::BlockDomain { tenant: name("acme"), domain: domain.clone(), blocked };
+    each_bumps_the_revision(&mut s, vec![block(true), block(false)]);
+}
+
+/// A report by node `node` of acme's device key 1 with a session that started at `start_ms`.
+fn session_report(node: u64, start_ms: u64) -> crate::state::node::Report {
+    let peer = crate::state::gateway::PeerStatus {
+        public_key: wg(1),
+        last_handshake_ms: Some(start_ms + 1000),
+        rx_bytes: 10,
+        tx_bytes: 20,
+        endpoint: "203.0.113.10:43210".parse().ok(),
+        session_start_ms: Some(start_ms),
+    };
+    let status = crate::state::node::NodeTenantStatus {
+        ready: true,
+        reason: None,
+        revision: 1,
+        db_bytes: 0,
+        quota_exceeded: false,
+        connections: 0,
+        gateway: Some(crate::state::gateway::GatewayTenantStatus {
+            public_key: None,
+            peers: vec![peer],
+            exposures: vec![],
+        }),
+    };
+    crate::state::node::Report {
+        node_id: node,
+        applied_revision: 1,
+        tenants: [("acme".to_string(), status)].into(),
+        capacity: None,
+        wireguard_backend: None,
+        conditions: vec![],
+    }
+}
+
+#[test]
+fn a_new_vpn_session_is_audited_once_by_the_gateway_and_shown_on_the_device() {
+    use crate::state::connect::{in_report, SESSION_GAP_MS};
+    let mut s = gateway_world();
+    device_of(run(&mut s, dev("acme", "plc1", 1, None)));
+    let revision = s.tenants[&name("acme")].revision_for(1);
+    let start = 1_700_000_000_000;
+
+    let connects = in_report(&s, &session_report(1, start));
+    assert_eq!(connects.len(), 1);
+    assert_eq!(connects[0].device.as_str(), "plc1");
+    assert_eq!(run(&mut s, Op::DeviceConnect(connects[0].clone())), Ok(Reply::Done));
+    let entry = s.audit.last().expect("audited").clone();
+    assert_eq!((entry.action.as_str(), entry.target.as_str()), ("device.connect", "tenant/acme/device/plc1"));
+    assert_eq!(entry.details.get("endpoint").map(String::as_str), Some("203.0.113.10:43210"));
+    assert_eq!(entry.details.get("node").map(String::as_str), Some("1"));
+    assert_eq!(entry.details.get("public_key"), Some(&wg(1).to_string()));
+    let device = s.devices.values().find(|d| d.name.as_str() == "plc1").expect("device");
+    let last = device.last_connect.clone().expect("recorded on the device");
+    assert_eq!((last.at_ms, last.node_id), (start, 1));
+    assert_eq!(s.tenants[&name("acme")].revision_for(1), revision, "a connect changes no desired state");
+
+    // The agent repeats the session start in every report: recorded once.
+    assert!(in_report(&s, &session_report(1, start)).is_empty());
+    let again = run(&mut s, Op::DeviceConnect(connects[0].clone()));
+    assert!(matches!(again, Err(DomainError::Conflict(_))), "{again:?}");
+    // Session starts closer than the gap are one session; a later one is a new connect.
+    assert!(in_report(&s, &session_report(1, start + SESSION_GAP_MS - 1)).is_empty());
+    assert_eq!(in_report(&s, &session_report(1, start + SESSION_GAP_MS)).len(), 1);
+
+    // Only the tenant's gateway may report its devices' connects.
+    assert!(in_report(&s, &session_report(2, start + SESSION_GAP_MS)).is_empty());
+    let mut forged = in_report(&s, &session_report(1, start + SESSION_GAP_MS))[0].clone();
+    forged.node_id = 2;
+    assert!(matches!(run(&mut s, Op::DeviceConnect(forged)), Err(DomainError::Rejected(_))));
+}
+
+#[test]
+fn a_device_change_waits_for_the_gateway_and_leaves_the_db_node_alone() {
+    let mut s = booted("198.18.0.0/15");
+    let mut db = node(1, &[]);
+    db.roles = [NodeRole::Db].into();
+    let mut gw = node(2, &[]);
+    gw.roles = [NodeRole::Gateway].into();
+    let _ = s.apply(2, &cmd(2, Op::RegisterNode(db)));
+    let _ = s.apply(3, &cmd(3, Op::RegisterNode(gw)));
+    let t = tenant(create(&mut s, 4, "acme"));
+    assert_eq!((t.placement.db_node, t.placement.gateway_node), (Some(1), Some(2)));
+    let assignment =
+        |s: &State, node: u64| desired::for_node(s, node).expect("node").into_iter().find(|a| a.name == "acme");
+    let db_before = assignment(&s, 1);
+    let gw_before = assignment(&s, 2).map(|a| a.revision);
+    assert!(run(&mut s, dev("acme", "plc1", 1, None)).is_ok());
+    assert_eq!(assignment(&s, 1), db_before, "the db node's desired state is unchanged: no re-plan there");
+    let t = &s.tenants[&name("acme")];
+    assert!(assignment(&s, 2).map(|a| a.revision) > gw_before, "the gateway gets a newer revision");
+    assert_eq!((t.revision_for(1), t.revision_for(2)), (t.revision, t.gateway_revision));
+}
