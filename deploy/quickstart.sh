@@ -227,9 +227,11 @@ if [ ! -f "$AGENT_DIR/agent.toml" ]; then
   # shellcheck disable=SC1090
   . "$ENVFILE"
   tok=$("$BIN" node token create --roles "$LOCAL_ROLES" --ttl 10m --output json)
+  GW_RECORD_ARGS=()
+  [ "$REAL_GATEWAY" = 1 ] || GW_RECORD_ARGS=(--driver-path "$AGENT_DIR/gateway")
   "$AGENT_BIN" join --coordinator "https://$NODE_ADDR" --token "$(printf '%s\n' "$tok" | json_field token)" \
     --ca-pin "$(printf '%s\n' "$tok" | json_field ca_fingerprint)" --roles "$LOCAL_ROLES" \
-    --data-dir "$AGENT_DIR" --driver postgres --driver-url "$PG_URL" --driver-path "$AGENT_DIR/gateway" \
+    --data-dir "$AGENT_DIR" --driver postgres --driver-url "$PG_URL" "${GW_RECORD_ARGS[@]}" \
     "${PGB_ARGS[@]}" >/dev/null
 fi
 if agent_running; then
@@ -344,3 +346,36 @@ or through its pgBouncer pool (when pgBouncer is installed):
   psql "postgres://tenant_acme_user:<password>@127.0.0.1:$PGB_PORT/tenant_acme" -c 'select * from events'
 
 TXT
+if [ "$REAL_GATEWAY" = 1 ]; then
+  cat <<TXT
+The gateway runs in network namespace $GW_NS at public address $PUBLIC_ADDR (ports $PUBLIC_PORTS);
+namespace $DEV_NS (203.0.113.10) is a host on its public side to run a device in. Add a device by
+its WireGuard key (the private key stays in a 0600 file, never on a command line), bring it up
+with plain wg-quick (wireguard-go: this host needs no WireGuard module), and ping its gateway:
+
+  (umask 077; wg genkey > .berqenas/plc1.key)
+  berqenas-coordinator device add --tenant acme --name plc1 --public-key "\$(wg pubkey < .berqenas/plc1.key)"
+  berqenas-coordinator device config plc1 --tenant acme --format wg-quick \\
+    | sed "s#^PrivateKey = .*#PostUp = wg set %i private-key \$PWD/.berqenas/plc1.key#" > .berqenas/plc1.conf
+  ip netns exec $DEV_NS env WG_QUICK_USERSPACE_IMPLEMENTATION=wireguard-go wg-quick up "\$PWD/.berqenas/plc1.conf"
+  ip netns exec $DEV_NS ping -c 3 <the tenant subnet's .1, e.g. 198.18.1.1 (device show: its address)>
+
+Expose a port of the device on the gateway's public address and reach it from this host:
+
+  ip netns exec $DEV_NS python3 -m http.server 8080 >/dev/null 2>&1 &
+  berqenas-coordinator expose add --tenant acme --device plc1 --port 8080     # prints the public port
+  curl http://$PUBLIC_ADDR:15000/
+  berqenas-coordinator expose list --tenant acme
+  berqenas-coordinator device show plc1 --tenant acme      # last handshake, endpoint, rx/tx, last connect
+  berqenas-coordinator audit list                          # device.connect, by the gateway node
+  deploy/quickstart.sh wg                                  # wg show inside the gateway
+
+Take the device down with: ip netns exec $DEV_NS wg-quick down "\$PWD/.berqenas/plc1.conf"
+TXT
+else
+  cat <<TXT
+Not root: the gateway role is only recorded under .berqenas/agent/gateway/ (a real gateway runs
+in its own network namespace, which needs root: run this script as root for it).
+TXT
+fi
+echo "Stop everything with: deploy/quickstart.sh stop"
