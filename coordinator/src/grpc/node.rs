@@ -562,25 +562,7 @@ impl pb::node_server::Node for NodeService {
                 wireguard_backend: wireguard_backend(&msg.wireguard_backend),
                 conditions: conditions(&msg.conditions),
             };
-            // New VPN sessions are security events: one audit entry each, by this node, whether
-            // or not the rest of the report is due (the agent repeats a session start in every
-            // report; the state records it once).
-            for connect in self.c.read(|d| crate::state::connect::in_report(&d.state, &report)) {
-                let cmd = Command {
-                    meta: Meta {
-                        time_ms: crate::time::now_ms(),
-                        actor: format!("node/{id}"),
-                        source: src.clone(),
-                        key_role: None,
-                    },
-                    op: Op::DeviceConnect(connect),
-                };
-                match self.c.write(cmd).await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => tracing::debug!(node = id, error = %e, "a reported connect was not recorded"),
-                    Err(e) => return Err(e.into()),
-                }
-            }
+            super::report::record_connects(&self.c, id, &src, &report).await?;
             let due = {
                 let last = self.last_reports.lock().map_err(|e| internal("report cache", e))?;
                 match last.get(&id) {

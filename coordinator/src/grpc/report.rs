@@ -1,11 +1,13 @@
 //! Node reports as the node listener takes them: the gateway's per-tenant status, conditions and
 //! backend validated and bounded at the edge, and what of a report is durable (`significant`).
 
+use crate::server::Coordinator;
 use crate::state::gateway::{
     ExposureStatus, GatewayTenantStatus, NodeCondition, PeerStatus, SourceSeen, WgBackend, MAX_CONDITIONS,
     MAX_REPORTED_EXPOSURES, MAX_REPORTED_PEERS, MAX_REPORTED_SOURCES,
 };
 use crate::state::node::Report;
+use crate::state::{Command, Meta, Op};
 use berqenas_proto::node as pb;
 
 /// A report without its usage samples: sizes, session counts and the gateway's peer and exposure
@@ -19,6 +21,26 @@ pub(super) fn significant(r: &Report) -> Report {
         s.gateway = s.gateway.as_ref().map(GatewayTenantStatus::durable);
     }
     r
+}
+
+/// New VPN sessions in `report` are security events: one `Op::DeviceConnect` (one audit entry by
+/// node `id`) each, whether or not the rest of the report is due (the agent repeats a session
+/// start in every report; the state records it once).
+pub(super) async fn record_connects(c: &Coordinator, id: u64, src: &str, report: &Report) -> Result<(), tonic::Status> {
+    for connect in c.read(|d| crate::state::connect::in_report(&d.state, report)) {
+        let meta = Meta {
+            time_ms: crate::time::now_ms(),
+            actor: format!("node/{id}"),
+            source: src.to_string(),
+            key_role: None,
+        };
+        match c.write(Command { meta, op: Op::DeviceConnect(connect) }).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::debug!(node = id, error = %e, "a reported connect was not recorded"),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// What a gateway reports about one tenant interface, validated and bounded: keys that parse,

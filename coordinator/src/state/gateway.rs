@@ -102,3 +102,40 @@ pub const MAX_CONDITIONS: usize = 16;
 pub fn subnet_of(vpn_subnet: &str) -> Option<Ipv4Cidr> {
     vpn_subnet.parse().ok()
 }
+
+impl super::Op {
+    /// The tenant whose gateway desired state (devices, exposures, firewall rules, blocked
+    /// domains) this command changes when it succeeds.
+    pub fn gateway_change(&self) -> Option<&super::names::TenantName> {
+        match self {
+            Self::AddDevice(d) => Some(&d.tenant),
+            Self::AddExposure(x) => Some(&x.tenant),
+            Self::AddFirewallRule(r) => Some(&r.tenant),
+            Self::RemoveDevice { tenant, .. }
+            | Self::EnableDevice { tenant, .. }
+            | Self::RemoveExposure { tenant, .. }
+            | Self::EnableExposure { tenant, .. }
+            | Self::RemoveFirewallRule { tenant, .. }
+            | Self::BlockDomain { tenant, .. } => Some(tenant),
+            // Tenant commands set the revision themselves; the rest change no gateway's work.
+            Self::Bootstrap { .. }
+            | Self::CreateTenant(_)
+            | Self::UpdateTenant { .. }
+            | Self::Lifecycle { .. }
+            | Self::CreateApiKey(_)
+            | Self::RevokeApiKey { .. }
+            | Self::RecoverAdmin { .. }
+            | Self::RegisterNode(_)
+            | Self::CreateJoinToken(_)
+            | Self::RevokeJoinToken { .. }
+            | Self::JoinCoordinator { .. }
+            | Self::JoinNode { .. }
+            | Self::RevokeNode { .. }
+            | Self::CordonNode { .. }
+            | Self::NodeReport(_)
+            | Self::DeviceConnect(_)
+            | Self::Membership { .. }
+            | Self::Rejected { .. } => None,
+        }
+    }
+}

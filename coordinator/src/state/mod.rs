@@ -203,41 +203,6 @@ impl Op {
         }
     }
 
-    /// The tenant whose gateway desired state (devices, exposures, firewall rules, blocked
-    /// domains) this command changes when it succeeds.
-    pub fn gateway_change(&self) -> Option<&TenantName> {
-        match self {
-            Op::AddDevice(d) => Some(&d.tenant),
-            Op::AddExposure(x) => Some(&x.tenant),
-            Op::AddFirewallRule(r) => Some(&r.tenant),
-            Op::RemoveDevice { tenant, .. }
-            | Op::EnableDevice { tenant, .. }
-            | Op::RemoveExposure { tenant, .. }
-            | Op::EnableExposure { tenant, .. }
-            | Op::RemoveFirewallRule { tenant, .. }
-            | Op::BlockDomain { tenant, .. } => Some(tenant),
-            // Tenant commands set the revision themselves; the rest change no gateway's work.
-            Op::Bootstrap { .. }
-            | Op::CreateTenant(_)
-            | Op::UpdateTenant { .. }
-            | Op::Lifecycle { .. }
-            | Op::CreateApiKey(_)
-            | Op::RevokeApiKey { .. }
-            | Op::RecoverAdmin { .. }
-            | Op::RegisterNode(_)
-            | Op::CreateJoinToken(_)
-            | Op::RevokeJoinToken { .. }
-            | Op::JoinCoordinator { .. }
-            | Op::JoinNode { .. }
-            | Op::RevokeNode { .. }
-            | Op::CordonNode { .. }
-            | Op::NodeReport(_)
-            | Op::DeviceConnect(_)
-            | Op::Membership { .. }
-            | Op::Rejected { .. } => None,
-        }
-    }
-
     /// Whether the command must name the API key it acts with (admin-only or tenant-scoped writes).
     pub fn needs_key(&self) -> bool {
         self.needs_admin_key() || self.customer_tenant().is_some()
