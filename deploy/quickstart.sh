@@ -78,6 +78,8 @@ case "${1:-start}" in
     for ns in "$GW_NS" "$DEV_NS"; do
       if netns_exists "$ns"; then ip netns delete "$ns" && echo "deleted network namespace $ns"; fi
     done
+    # The kernel removes a deleted namespace's links a moment later; wait for the host's end.
+    for _ in $(seq 1 50); do ip link show bq-gw0 >/dev/null 2>&1 || break; sleep 0.1; done
     rm -f "$GW_SOCK"
     if pgb_running; then
       kill "$(cat "$PGB_DIR/pgbouncer.pid")" && echo "stopped the local pgBouncer"
@@ -264,7 +266,10 @@ if [ "$REAL_GATEWAY" = 1 ]; then
   # The namespaces and their links (each step only when missing).
   netns_exists "$GW_NS" || { echo "==> creating network namespace $GW_NS (the gateway)"; ip netns add "$GW_NS"; }
   netns_exists "$DEV_NS" || { echo "==> creating network namespace $DEV_NS (a demo device host)"; ip netns add "$DEV_NS"; }
-  if ! ip link show bq-gw0 >/dev/null 2>&1; then
+  # Checked from the namespace's side: a host end left by a namespace the kernel is still
+  # tearing down (that is asynchronous) is deleted first.
+  if ! in_gw ip link show bq-gw1 >/dev/null 2>&1; then
+    ip link delete bq-gw0 2>/dev/null || true
     ip link add bq-gw0 type veth peer name bq-gw1 netns "$GW_NS"
   fi
   ip addr replace 198.51.100.1/24 dev bq-gw0
