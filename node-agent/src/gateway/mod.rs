@@ -47,6 +47,9 @@ pub struct PeerStatus {
     pub tx_bytes: u64,
 }
 
+/// IPv4 forwarding of the agent's network namespace.
+const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+
 /// A handshake this much newer than the device's previous one starts a new connection (WireGuard
 /// renews keys every two minutes while a session lasts; sessions expire after three).
 const SESSION_GAP: Duration = Duration::from_secs(180);
@@ -122,6 +125,8 @@ impl GatewayDriver {
             observed.links.insert(name, l.state);
         }
         observed.keys = self.keys.list().map_err(|e| e.to_string())?;
+        let forwarding = std::fs::read_to_string(IP_FORWARD).map_err(|e| format!("cannot read {IP_FORWARD}: {e}"))?;
+        observed.forwarding_off = forwarding.trim() == "0";
         Ok(observed)
     }
 
@@ -136,6 +141,8 @@ impl GatewayDriver {
             }
             tracing::info!(step = %step, "gateway applies");
             let result: Result<(), String> = match &step {
+                // A procfs file: written in place, never replaced.
+                Step::EnableForwarding => std::fs::write(IP_FORWARD, "1\n").map_err(|e| format!("{IP_FORWARD}: {e}")),
                 Step::GenerateKey { tenant } => self.keys.generate(tenant).map(|_| ()).map_err(|e| e.to_string()),
                 Step::CreateInterface { interface, .. } => match self.backend {
                     Backend::Kernel => links.create_wireguard(interface).await.map_err(|e| e.to_string()),
