@@ -124,6 +124,8 @@ impl WgQuick {
 /// process exits with its link and would otherwise keep a deleted namespace alive.
 struct Env {
     agent: Option<Proc>,
+    /// Holds the gateway's mount namespace (its private `/run/wireguard`).
+    holder: Option<Proc>,
     procs: Vec<Proc>,
     lab: Lab,
     tmp: tempfile::TempDir,
@@ -211,6 +213,7 @@ impl Env {
         });
         let mut env = Env {
             agent: None,
+            holder: None,
             procs: vec![cproc],
             lab,
             tmp,
@@ -234,7 +237,7 @@ impl Env {
             "gateway",
             &["--public-address", PUBLIC, "--public-ports", "15000-15999", "--resync-interval", "2s"],
         );
-        env.start_gateway();
+        env.start_gateway("agent-gw");
 
         env.json(&["tenant", "create", "--name", "acme", "--vpn", "enabled", "--wait", "--wait-timeout", "60s"]);
         env.json(&["tenant", "create", "--name", "beta", "--vpn", "enabled", "--wait", "--wait-timeout", "60s"]);
@@ -287,17 +290,38 @@ impl Env {
         dir
     }
 
-    /// Starts the gateway agent in its namespace with a private `/run/wireguard`.
-    fn start_gateway(&mut self) {
-        std::fs::create_dir_all("/run/wireguard").expect("/run/wireguard");
+    /// Starts the gateway agent (again) in its namespace with a private `/run/wireguard`, kept
+    /// by a holder process so a restarted agent finds the wireguard-go sockets of the last one.
+    /// `name` names its log.
+    fn start_gateway(&mut self, name: &str) {
+        if self.holder.is_none() {
+            std::fs::create_dir_all("/run/wireguard").expect("/run/wireguard");
+            // `ip netns exec` runs its command in a mount namespace of its own: the tmpfs stays
+            // there, and `exec` keeps the holder in it.
+            let script = "mount -t tmpfs tmpfs /run/wireguard && echo mounted && exec sleep 100000";
+            let args = ["netns", "exec", &self.gw.netns, "sh", "-c", script];
+            let holder = Proc::spawn("gw-mounts", Path::new("ip"), &args, self.tmp.path());
+            wait_for("the gateway's /run/wireguard", Duration::from_secs(5), || {
+                holder.log_text().contains("mounted").then_some(())
+            });
+            self.holder = Some(holder);
+        }
+        let holder = self.holder.as_ref().expect("holder").pid().to_string();
         let config = self.gw_dir.join("agent.toml");
-        // `ip netns exec` runs its command in a mount namespace of its own: the tmpfs stays there,
-        // and `exec` keeps the agent (and the wireguard-go it starts) in it.
-        let script = "mount -t tmpfs tmpfs /run/wireguard && exec \"$@\"";
         let agent = agent_bin();
-        let args =
-            ["netns", "exec", &self.gw.netns, "sh", "-c", script, "sh", path(&agent), "run", "--config", path(&config)];
-        self.agent = Some(Proc::spawn("agent-gw", Path::new("ip"), &args, self.tmp.path()));
+        let args = [
+            "-t",
+            &holder,
+            "-m",
+            "-n",
+            "env",
+            "RUST_LOG=info,berqenas_node_agent::runtime=debug",
+            path(&agent),
+            "run",
+            "--config",
+            path(&config),
+        ];
+        self.agent = Some(Proc::spawn(name, Path::new("nsenter"), &args, self.tmp.path()));
     }
 
     fn cli(&self, args: &[&str]) -> Output {
@@ -343,7 +367,7 @@ impl Env {
 
     /// `wg` on the gateway, in the agent's mount namespace (where its control sockets are).
     fn gw_wg(&self, args: &[&str]) -> String {
-        let pid = self.agent.as_ref().expect("the gateway agent runs").pid().to_string();
+        let pid = self.holder.as_ref().expect("the gateway's mount namespace").pid().to_string();
         let mut all = vec!["-t", pid.as_str(), "-m", "-n", "wg"];
         all.extend_from_slice(args);
         let out = berqenas_tests::run(Path::new("nsenter"), &all, &[]);
@@ -545,7 +569,7 @@ fn gateway_e2e_devices_from_their_config_reach_the_gateway_and_exposures_serve_t
     env.connects(&client, &kept, Some("203.0.113.7"), "203.0.113.7", "keep shows the client's address");
 
     // The agent's own view: nothing left to do on the gateway.
-    let pid = env.agent.as_ref().expect("agent").pid().to_string();
+    let pid = env.holder.as_ref().expect("the gateway's mount namespace").pid().to_string();
     let config = env.gw_dir.join("agent.toml");
     let plan = berqenas_tests::run(
         Path::new("nsenter"),
@@ -553,6 +577,25 @@ fn gateway_e2e_devices_from_their_config_reach_the_gateway_and_exposures_serve_t
         &[],
     );
     assert!(plan.status.success() && text(&plan).contains("converged"), "berqenas-node-agent plan: {}", text(&plan));
+
+    // A restarted agent finds its gateway as it left it: it changes nothing, sessions go on.
+    let handshakes = env.gw_wg(&["show", "all", "latest-handshakes"]);
+    if let Some(mut a) = env.agent.take() {
+        a.stop(Duration::from_secs(10));
+    }
+    env.start_gateway("agent-gw-restarted");
+    let agent = env.agent.as_ref().expect("agent");
+    wait_for("two passes of the restarted agent", CONVERGE, || {
+        let log = agent.log_text();
+        (log.contains("new desired state") && log.matches("reconciled").count() >= 2).then_some(())
+    });
+    let log = agent.log_text();
+    assert!(!log.contains("gateway applies") && !log.contains("nft:"), "a restart changed the gateway:\n{log}");
+    assert_eq!(env.gw_wg(&["show", "all", "latest-handshakes"]), handshakes, "sessions are kept");
+    for d in [&d1, &d2] {
+        assert!(env.pings(&d.host, &env.gateway_address("acme")), "{} after the agent's restart", d.name);
+    }
+    env.connects(&client, &kept, Some("203.0.113.7"), "203.0.113.7", "keep after the agent's restart");
 }
 
 /// A UDP listener printing each datagram as `PAYLOAD SOURCE` (python3, no code of ours).
@@ -672,6 +715,15 @@ fn gateway_e2e_tenants_are_isolated_and_firewall_rules_hold() {
     });
     assert!(!listener.log_text().contains("forged"), "a forged source passed the gateway: {}", listener.log_text());
     env.procs.push(listener);
+
+    // Device-to-device denied: A's devices no longer reach each other.
+    env.json(&["tenant", "update", "acme", "--device-to-device", "deny"]);
+    env.refused(&d2.host, &format!("{}:8080", d1.address), None, "device-to-device denied");
+    // A disabled device is no peer: cut off; enabled again, it is back.
+    env.json(&["device", "disable", "d2", "--tenant", "acme"]);
+    wait_for("a disabled device to be cut off", CONVERGE, || (!env.pings(&d2.host, &gwa)).then_some(()));
+    env.json(&["device", "enable", "d2", "--tenant", "acme"]);
+    env.reach(&d2, &gwa, REHANDSHAKE, "d2 enabled again");
 }
 
 #[test]
