@@ -9,7 +9,8 @@
 //! - `nft/`: the agent's nftables table (isolation, exposures, rules, blocked domains).
 //!
 //! Owned here: interfaces `bqt<digits>` in the agent's network namespace and the key files
-//! under `<data_dir>/wireguard/`. Nothing else is changed.
+//! under `<data_dir>/wireguard/`; IPv4 forwarding is turned on (never off) while a tenant is
+//! served. Nothing else is changed.
 
 pub mod keys;
 pub mod link;
