@@ -9,7 +9,8 @@
 //! - `nft/`: the agent's nftables table (isolation, exposures, rules, blocked domains).
 //!
 //! Owned here: interfaces `bqt<digits>` in the agent's network namespace and the key files
-//! under `<data_dir>/wireguard/`. Nothing else is changed.
+//! under `<data_dir>/wireguard/`; IPv4 forwarding is turned on (never off) while a tenant is
+//! served. Nothing else is changed.
 
 pub mod keys;
 pub mod link;
@@ -63,6 +64,9 @@ pub fn starts_session(previous: Option<SystemTime>, hs: SystemTime, now: SystemT
         Some(p) => hs.duration_since(p).is_ok_and(|gap| gap > SESSION_GAP),
     }
 }
+
+/// IPv4 forwarding of the agent's network namespace.
+const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
 
 /// A handshake this much newer than the device's previous one starts a new connection (WireGuard
 /// renews keys every two minutes while a session lasts; sessions expire after three).
@@ -142,6 +146,8 @@ impl GatewayDriver {
             observed.links.insert(name, l.state);
         }
         observed.keys = self.keys.list().map_err(|e| e.to_string())?;
+        let forwarding = std::fs::read_to_string(IP_FORWARD).map_err(|e| format!("cannot read {IP_FORWARD}: {e}"))?;
+        observed.forwarding_off = forwarding.trim() == "0";
         Ok(observed)
     }
 
@@ -156,6 +162,8 @@ impl GatewayDriver {
             }
             tracing::info!(step = %step, "gateway applies");
             let result: Result<(), String> = match &step {
+                // A procfs file: written in place, never replaced.
+                Step::EnableForwarding => std::fs::write(IP_FORWARD, "1\n").map_err(|e| format!("{IP_FORWARD}: {e}")),
                 Step::GenerateKey { tenant } => self.keys.generate(tenant).map(|_| ()).map_err(|e| e.to_string()),
                 Step::CreateInterface { interface, .. } => match self.backend {
                     Backend::Kernel => links.create_wireguard(interface).await.map_err(|e| e.to_string()),

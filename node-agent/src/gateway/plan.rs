@@ -60,12 +60,17 @@ pub struct Observed {
     pub devices: BTreeMap<String, DeviceState>,
     /// Tenants with a stored private key, and its public half.
     pub keys: BTreeMap<String, WgKey>,
+    /// IPv4 forwarding is off in the agent's network namespace: nothing would pass between the
+    /// tenant interfaces and the public side (a fresh host or namespace starts so).
+    pub forwarding_off: bool,
 }
 
 /// One change to the host. Steps of a tenant run in the order planned; a failed step stops that
 /// tenant's remaining steps, not other tenants'.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
+    /// Turn on IPv4 forwarding (`net.ipv4.ip_forward`), which every tenant's traffic needs.
+    EnableForwarding,
     /// Make the tenant's private key here and store it (0600); it never leaves the host.
     GenerateKey {
         tenant: String,
@@ -141,7 +146,7 @@ impl Step {
             | Step::AddPeer { tenant, .. }
             | Step::UpdatePeer { tenant, .. }
             | Step::RemovePeer { tenant, .. } => Some(tenant),
-            Step::RemoveKey { .. } | Step::RemoveInterface { .. } => None,
+            Step::EnableForwarding | Step::RemoveKey { .. } | Step::RemoveInterface { .. } => None,
         }
     }
 }
@@ -149,6 +154,7 @@ impl Step {
 impl std::fmt::Display for Step {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Step::EnableForwarding => write!(f, "[node] enable IPv4 forwarding (net.ipv4.ip_forward = 1)"),
             Step::GenerateKey { tenant } => write!(f, "[{tenant}] generate the WireGuard key"),
             Step::CreateInterface { tenant, interface } => write!(f, "[{tenant}] create interface {interface}"),
             Step::ConfigureDevice { tenant, interface, listen_port } => {
@@ -198,6 +204,9 @@ pub fn served(desired: &[GatewayTenant]) -> (Vec<&GatewayTenant>, Vec<(String, S
 pub fn plan(desired: &[GatewayTenant], observed: &Observed) -> Vec<Step> {
     let (served, _) = served(desired);
     let mut steps = Vec::new();
+    if observed.forwarding_off && !served.is_empty() {
+        steps.push(Step::EnableForwarding);
+    }
     let empty = DeviceState::default();
     for t in &served {
         let g = &t.gateway;
@@ -499,6 +508,15 @@ mod tests {
         assert_eq!(served.len(), 1);
         assert_eq!(refused, vec![("globex".to_string(), "interface bqt1 is acme's".to_string())]);
         assert!(!plan(&desired, &Observed::default()).iter().any(|s| s.to_string().contains(key(9).as_str())));
+    }
+
+    #[test]
+    fn forwarding_off_is_turned_on_once_a_tenant_is_served() {
+        let desired = vec![tenant("acme", 1, &[(1, 10, true)])];
+        let mut observed = converged(&desired);
+        observed.forwarding_off = true;
+        assert_eq!(plan(&desired, &observed), vec![Step::EnableForwarding]);
+        assert_eq!(plan(&[], &Observed { forwarding_off: true, ..Default::default() }), vec![], "no tenant, no change");
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod attacks;
 mod db;
 mod gateway;
 mod gateway_control;
+mod gateway_e2e;
 mod gateway_nft;
 mod harness;
 mod join;
