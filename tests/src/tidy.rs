@@ -30,7 +30,7 @@ fn rust_sources() -> Vec<(String, String)> {
             let path = entry.expect("directory entry").path();
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
             if path.is_dir() {
-                if !name.starts_with('.') && name != "target" && name != "node_modules" {
+                if !name.starts_with('.') && name != "target" && name != "node_modules" && name != "vendor" {
                     stack.push(path);
                 }
             } else if name.ends_with(".rs") {

@@ -107,10 +107,19 @@ pub fn open(path: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
         txn.commit()?;
     }
     let db = Arc::new(db);
-    let flusher = spawn_flusher(db.clone())?;
+    let committed = Arc::new(std::sync::Mutex::new(Committed::default()));
+    let flusher = spawn_flusher(db.clone(), committed.clone())?;
     let snapshots = path.parent().unwrap_or(Path::new(".")).join("snapshots");
     let sm = StateMachineStore::open(db.clone(), flusher.clone(), &snapshots)?;
-    Ok((LogStore { db, flusher }, sm))
+    Ok((LogStore { db, flusher, committed }, sm))
+}
+
+/// The newest committed log id openraft reported (`save_committed`), written by the flusher's
+/// next durable commit instead of a write transaction of its own on the commit path.
+#[derive(Default)]
+pub(super) struct Committed {
+    latest: Option<Option<LogId>>,
+    dirty: bool,
 }
 
 /// The Raft log and vote.
@@ -119,6 +128,7 @@ pub struct LogStore {
     db: Arc<Database>,
     /// Appended batches waiting for their fsync (see `spawn_flusher`).
     flusher: Flusher,
+    committed: Arc<std::sync::Mutex<Committed>>,
 }
 
 /// What the flusher thread is asked to make durable.
@@ -143,7 +153,8 @@ const ROWS_LINGER: std::time::Duration = std::time::Duration::from_millis(20);
 /// waiting as flushed. Openraft counts an entry toward its quorum only once its callback says so.
 /// Applied rows lost to a crash before their fsync are rebuilt: a restart re-applies the log
 /// from the durable `last_applied`.
-fn spawn_flusher(db: Arc<Database>) -> Result<Flusher, StoreError> {
+/// The committed log id openraft last saved rides along in that commit.
+fn spawn_flusher(db: Arc<Database>, committed: Arc<std::sync::Mutex<Committed>>) -> Result<Flusher, StoreError> {
     let (tx, rx) = std::sync::mpsc::channel::<Flush>();
     let spawned = std::thread::Builder::new().name("raft-store-flush".into()).spawn(move || {
         while let Ok(first) = rx.recv() {
@@ -161,6 +172,16 @@ fn spawn_flusher(db: Arc<Database>) -> Result<Flusher, StoreError> {
             let flushed = (|| -> Result<(), StoreError> {
                 let mut txn = db.begin_write()?;
                 txn.set_durability(Durability::Immediate);
+                let pending = match committed.lock() {
+                    Ok(mut c) if c.dirty => {
+                        c.dirty = false;
+                        c.latest
+                    }
+                    _ => None,
+                };
+                if let Some(value) = pending {
+                    txn.open_table(RAFT_META)?.insert("committed", encode(&value).as_slice())?;
+                }
                 txn.commit()?;
                 Ok(())
             })();
@@ -269,11 +290,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> StorageResult<()> {
         // A lower bound is all a restart needs (it re-applies up to it without waiting for a
-        // leader): losing the newest value to a crash is harmless, so this costs no fsync.
-        self.meta_put("committed", &committed, Durability::None).map_err(io_write)
+        // leader): losing the newest value to a crash is harmless, so it costs neither an fsync
+        // nor a write transaction here; the flusher's next commit (the apply that follows every
+        // commit asks for one) writes it.
+        let mut c = self.committed.lock().map_err(|_| io_write(StoreError::Flush))?;
+        c.latest = Some(committed);
+        c.dirty = true;
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> StorageResult<Option<LogId>> {
+        if let Some(latest) = self.committed.lock().ok().and_then(|c| c.latest) {
+            return Ok(latest);
+        }
         Ok(self.meta_get::<Option<LogId>>("committed").map_err(io_read)?.flatten())
     }
 
