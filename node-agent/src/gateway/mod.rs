@@ -63,6 +63,10 @@ pub struct GatewayDriver {
     resolved: BTreeMap<String, Vec<Ipv4Addr>>,
     /// Node conditions found by the last pass (foreign firewall chains that drop our flows).
     conditions: Vec<crate::driver::Condition>,
+    /// The desired state of the last pass: a pass with a new one plans the nftables table
+    /// against what the last sync left (cheap); a pass with the same one (the periodic resync)
+    /// lists the table and repairs hand changes.
+    last_desired: Option<Vec<GatewayTenant>>,
 }
 
 impl GatewayDriver {
@@ -79,6 +83,7 @@ impl GatewayDriver {
             handshakes: BTreeMap::new(),
             resolved: BTreeMap::new(),
             conditions: Vec::new(),
+            last_desired: None,
         }
     }
 
@@ -326,7 +331,16 @@ impl Driver<GatewayTenant> for GatewayDriver {
                 failed.entry(t.name.clone()).or_insert_with(|| why.clone());
             }
         };
-        match nft::sync(&self.node, desired, &resolved).await {
+        // Listing the table costs seconds at a thousand tenants: a changed desired state is
+        // planned against the table as the last sync left it, and the next pass with nothing new
+        // (the periodic resync) lists it and repairs what was changed by hand.
+        let changed = self.last_desired.as_deref() != Some(desired);
+        self.last_desired = Some(desired.to_vec());
+        let synced = match changed {
+            true => nft::sync_changes(&self.node, desired, &resolved).await,
+            false => nft::sync(&self.node, desired, &resolved).await,
+        };
+        match synced {
             Ok(report) => {
                 for (tenant, e) in report.failed {
                     if tenant == "node" {
