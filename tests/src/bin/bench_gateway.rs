@@ -200,7 +200,11 @@ async fn nft_cmd(args: &[&str], stdin: Option<&[u8]>) {
 struct NftFigures {
     cold_ms: Vec<f64>,
     change_ms: Vec<f64>,
+    /// Of each change, the time in the `nft -f` run.
+    change_nft_ms: Vec<f64>,
     change_listing_ms: f64,
+    /// Of the change with a listing, the time listing the table.
+    listing_ms: f64,
     transactions: usize,
     script_lines: usize,
     nft_f_ms: Vec<f64>,
@@ -225,6 +229,7 @@ async fn nft_at(node: &GatewayConfig, n: u32, cold_runs: usize, file_runs: usize
     }
     let _ = peak_rss_kb();
     let mut change_ms = Vec::new();
+    let mut change_nft_ms = Vec::new();
     let mut transactions = 0;
     for r in 0..RUNS {
         // One tenant's rule change (device-to-device traffic allowed), a different tenant each run.
@@ -233,6 +238,7 @@ async fn nft_at(node: &GatewayConfig, n: u32, cold_runs: usize, file_runs: usize
         let report = nft::sync_changes(node, &desired, &resolved).await.expect("sync");
         assert_eq!(report.applied.len(), 1, "{:?}", report.applied);
         transactions = report.transactions;
+        change_nft_ms.push(ms(report.nft));
         change_ms.push(check(&report));
     }
     let change_rss_kb = peak_rss_kb();
@@ -240,6 +246,7 @@ async fn nft_at(node: &GatewayConfig, n: u32, cold_runs: usize, file_runs: usize
     let listed = nft::sync(node, &desired, &resolved).await.expect("sync");
     assert_eq!(listed.applied.len(), 1, "{:?}", listed.applied);
     let change_listing_ms = check(&listed);
+    let listing_ms = ms(listed.listing);
     let listing_rss_kb = peak_rss_kb();
     let script = nft::render(node, &desired).script();
     let mut nft_f_ms = Vec::new();
@@ -253,7 +260,9 @@ async fn nft_at(node: &GatewayConfig, n: u32, cold_runs: usize, file_runs: usize
     NftFigures {
         cold_ms,
         change_ms,
+        change_nft_ms,
         change_listing_ms,
+        listing_ms,
         transactions,
         script_lines: script.lines().count(),
         nft_f_ms,
@@ -399,6 +408,8 @@ fn main() {
                 "one_tenant_change_ms_at_tenants": median(large.change_ms.clone()),
                 "one_tenant_change_ms_all": {"at_100": small.change_ms, "at_tenants": large.change_ms},
                 "one_tenant_change_transactions": large.transactions,
+                "one_tenant_change_of_which_nft_f_ms": {"at_100": median(small.change_nft_ms), "at_tenants": median(large.change_nft_ms)},
+                "table_listing_ms": {"at_100": small.listing_ms, "at_tenants": large.listing_ms},
                 "one_tenant_change_with_table_listing_ms": {"at_100": small.change_listing_ms, "at_tenants": large.change_listing_ms},
                 "cold_full_apply_ms_at_100": median(small.cold_ms),
                 "nft_f_one_file_ms_at_100": median(small.nft_f_ms),
