@@ -67,6 +67,10 @@ pub struct GatewayDriver {
     /// against what the last sync left (cheap); a pass with the same one (the periodic resync)
     /// lists the table and repairs hand changes.
     last_desired: Option<Vec<GatewayTenant>>,
+    /// The last listing of the nftables table, for the exposures' counters and sources: a pass
+    /// with a new desired state reports them as of this listing (new exposures at zero), the
+    /// periodic resync lists again.
+    status_listing: Option<nft::status::Listing>,
 }
 
 impl GatewayDriver {
@@ -84,6 +88,7 @@ impl GatewayDriver {
             resolved: BTreeMap::new(),
             conditions: Vec::new(),
             last_desired: None,
+            status_listing: None,
         }
     }
 
@@ -355,19 +360,30 @@ impl Driver<GatewayTenant> for GatewayDriver {
             }
             Err(e) => whole(&mut failed, format!("nftables: {e}")),
         }
-        let mut exposures = match nft::exposure_status(desired).await {
-            Ok(x) => x,
+        let (listing, listed_now) = match (changed, self.status_listing.take()) {
+            (true, Some(kept)) => (Ok(kept), false),
+            _ => (nft::status::listing().await, true),
+        };
+        let mut exposures = match listing {
+            Ok(l) => {
+                let x = l.exposures(desired);
+                self.status_listing = Some(l);
+                x
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read exposure counters");
                 BTreeMap::new()
             }
         };
-        match nft::foreign_conditions().await {
-            Ok(c) => {
-                self.conditions =
-                    c.into_iter().map(|c| crate::driver::Condition { kind: c.kind, message: c.message }).collect()
+        // Other tables' chains: looked at when the table is listed (the resync), not on every change.
+        if listed_now {
+            match nft::foreign_conditions().await {
+                Ok(c) => {
+                    self.conditions =
+                        c.into_iter().map(|c| crate::driver::Condition { kind: c.kind, message: c.message }).collect()
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot list other firewall tables"),
             }
-            Err(e) => tracing::warn!(error = %e, "cannot list other firewall tables"),
         }
         self.connects(&served, &observed);
         let keys = self.keys.list().unwrap_or_default();
