@@ -4,7 +4,7 @@
 //! host yields an empty plan.
 
 use super::observe::{Element, Observed, ObservedChain};
-use super::render::{maps, owner_of, Fill, Part, Ruleset, BLOCK_TIMEOUT_SECS, TABLE};
+use super::render::{maps, owner_of, Part, Ruleset, BLOCK_TIMEOUT_SECS, TABLE};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::net::Ipv4Addr;
@@ -126,9 +126,8 @@ fn differs(part: &Part, o: &Observed, tenant: Option<(&str, &ByOwner<'_>)>) -> O
         }
     }
     for s in &part.sets {
-        let Some(elements) = o.sets.get(&s.name) else { return Some(format!("{} {} missing", s.keyword, s.name)) };
-        if s.fill == Fill::Static && elements.len() != s.elements.len() {
-            return Some(format!("{} {} has {} elements, not {}", s.keyword, s.name, elements.len(), s.elements.len()));
+        if !o.sets.contains_key(&s.name) {
+            return Some(format!("{} {} missing", s.keyword, s.name));
         }
     }
     if let Some(c) = part.counters.iter().find(|c| !o.counters.contains_key(*c)) {
@@ -223,9 +222,6 @@ pub fn scripts(steps: &[Step], desired: &Ruleset, observed: &Observed) -> Vec<(S
                 let chain_kept = |n: &str| part.chains.iter().any(|c| c.name == n);
                 let set_kept = |n: &str| part.sets.iter().any(|c| c.name == n) || part.counters.iter().any(|c| c == n);
                 clear(&mut s, observed, tenant, chain_kept, set_kept);
-                for set in part.sets.iter().filter(|x| x.fill == Fill::Static && observed.sets.contains_key(&x.name)) {
-                    writeln!(s, "flush {} {t} {}", set.keyword, set.name).ok();
-                }
                 s.push_str(&part.script());
             }
             Step::RefreshBlocked { tenant, addresses } => {
@@ -270,8 +266,8 @@ fn clear(
 }
 
 /// Pure: what the table lists right after `ruleset` (with `blocked`) was applied in full, as far
-/// as planning looks (chains with their rule counts and digest, sets with their rendered
-/// elements, counters, dispatch). Kept sets other than the blocked ones are listed empty.
+/// as planning looks (chains with their rule counts and digest, sets, counters, dispatch). Sets
+/// other than the blocked ones are listed empty.
 pub fn as_applied(ruleset: &Ruleset, blocked: &BTreeMap<String, BTreeSet<Ipv4Addr>>) -> Observed {
     let mut o = Observed { table: true, ..Observed::default() };
     for part in std::iter::once(&ruleset.base).chain(ruleset.tenants.values()) {
@@ -291,7 +287,7 @@ pub fn as_applied(ruleset: &Ruleset, blocked: &BTreeMap<String, BTreeSet<Ipv4Add
                     .map(|a| Element { key: a.to_string(), expires: Some(BLOCK_TIMEOUT_SECS), ..Element::default() })
                     .collect()
             } else {
-                set.elements.iter().map(|e| Element { key: e.clone(), ..Element::default() }).collect()
+                Vec::new()
             };
             if set.keyword == "map" {
                 o.maps.insert(set.name.clone());
