@@ -155,7 +155,8 @@ fn desired(acme_exposures: Vec<Value>, acme_bandwidth: u64) -> Value {
 
 fn acme_exposures(e1_enabled: bool) -> Vec<Value> {
     vec![
-        exposure("e1", 8080, 15080, &["203.0.113.7/32"], 0, "keep", e1_enabled),
+        // Two networks: an interval set in the rule (.7 inside the /31, .8 just outside it).
+        exposure("e1", 8080, 15080, &["192.0.2.0/24", "203.0.113.6/31"], 0, "keep", e1_enabled),
         exposure("e2", 8081, 15081, &[], 5, "nat", true),
         exposure("e3", 8082, 15082, &[], 0, "nat", true),
     ]
