@@ -18,6 +18,11 @@ pub const SEEN_SIZE: u32 = 16384;
 /// Lifetime of a blocked domain's address in the tenant's set; refreshed at half of it.
 pub const BLOCK_TIMEOUT_SECS: u64 = 24 * 3600;
 
+/// An exposure's allowlist of up to this many networks is matched by one rule per network;
+/// a longer one by an anonymous set (a set is a load's costliest object, a few compares per
+/// packet are not).
+pub const ALLOW_RULES: usize = 8;
+
 /// Base maps dispatching to tenant chains (key → `jump <tenant>-…`).
 pub mod maps {
     /// Forwarded packets from a tenant interface (`iifname`).
@@ -392,10 +397,19 @@ fn tenant_part(t: &GatewayTenant, exposures: &[(&ExposureSpec, bool)]) -> Part {
         }
         let mut rules = Vec::new();
         // The chain is reached for this protocol and public port only: the source decides.
+        // A few networks are compares (in a chain of their own that returns on a match); a
+        // longer list an anonymous interval set, which costs a load as much as a named one.
         let allow = networks(&x.allow);
+        let allow_chain = format!("{n}-a-{}", x.id);
+        let mut allow_rules: Vec<String> = Vec::new();
         match allow.len() {
             0 => {}
             1 => rules.push(format!("ip saddr != {} counter name \"{p}-drop\" drop", allow[0])),
+            2..=ALLOW_RULES => {
+                rules.push(format!("jump {allow_chain}"));
+                allow_rules.extend(allow.iter().map(|a| format!("ip saddr {a} return")));
+                allow_rules.push(format!("counter name \"{p}-drop\" drop"));
+            }
             _ => rules.push(format!("ip saddr != {{ {} }} counter name \"{p}-drop\" drop", allow.join(", "))),
         }
         if x.rate_per_second > 0 {
@@ -408,6 +422,9 @@ fn tenant_part(t: &GatewayTenant, exposures: &[(&ExposureSpec, bool)]) -> Part {
         rules.push(format!("add @{n}-first {{ {source} }}"));
         rules.push(format!("counter name \"{p}-acc\""));
         chains.push(chain(p.clone(), rules));
+        if !allow_rules.is_empty() {
+            chains.push(chain(allow_chain, allow_rules));
+        }
         let key = format!("{} . {}", proto(x.protocol), x.public_port);
         dispatch.push(Dispatch { map: maps::EXPOSE_FILTER, key: key.clone(), chain: p });
         dispatch.push(Dispatch { map: maps::EXPOSE_NAT, key, chain: format!("{n}-dnat") });

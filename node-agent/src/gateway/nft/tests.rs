@@ -107,6 +107,7 @@ add chain inet berqenas acme-input
 add chain inet berqenas acme-dnat
 add chain inet berqenas acme-snat
 add chain inet berqenas acme-x-e1
+add chain inet berqenas acme-a-e1
 add chain inet berqenas acme-x-e2
 add set inet berqenas acme-blocked {{ type ipv4_addr; flags timeout; }}
 add set inet berqenas acme-seen {{ type inet_proto . inet_service . ipv4_addr; size 16384; flags dynamic,timeout; timeout 604800s; counter; }}
@@ -143,11 +144,14 @@ add rule inet berqenas acme-input drop
 add rule inet berqenas acme-dnat meta l4proto tcp th dport 15432 dnat ip to 198.18.1.10:5432
 add rule inet berqenas acme-dnat meta l4proto tcp th dport 15080 dnat ip to 198.18.1.10:80
 add rule inet berqenas acme-snat ct status dnat meta l4proto tcp ip daddr 198.18.1.10 th dport 80 snat ip to 198.18.1.1
-add rule inet berqenas acme-x-e1 ip saddr != {{ 192.0.2.0/25, 203.0.113.0/24 }} counter name "acme-x-e1-drop" drop
+add rule inet berqenas acme-x-e1 jump acme-a-e1
 add rule inet berqenas acme-x-e1 ct state new limit rate over 100/second burst 100 packets counter name "acme-x-e1-drop" drop
 add rule inet berqenas acme-x-e1 update @acme-seen {{ meta l4proto . th dport . ip saddr counter }}
 add rule inet berqenas acme-x-e1 add @acme-first {{ meta l4proto . th dport . ip saddr }}
 add rule inet berqenas acme-x-e1 counter name "acme-x-e1-acc"
+add rule inet berqenas acme-a-e1 ip saddr 192.0.2.0/25 return
+add rule inet berqenas acme-a-e1 ip saddr 203.0.113.0/24 return
+add rule inet berqenas acme-a-e1 counter name "acme-x-e1-drop" drop
 add rule inet berqenas acme-x-e2 update @acme-seen {{ meta l4proto . th dport . ip saddr counter }}
 add rule inet berqenas acme-x-e2 add @acme-first {{ meta l4proto . th dport . ip saddr }}
 add rule inet berqenas acme-x-e2 counter name "acme-x-e2-acc"
@@ -416,6 +420,19 @@ fn an_exposure_allowing_one_network_compares_without_a_set() {
     assert_eq!(e1.rules[0], "ip saddr != 192.0.2.0/25 counter name \"acme-x-e1-drop\" drop");
     let snat = part.chains.iter().find(|c| c.name == "acme-snat").expect("chain");
     assert!(snat.rules.is_empty(), "no exposure with source nat: no rule (nothing to source-nat)");
+    assert!(!part.chains.iter().any(|c| c.name == "acme-a-e1"), "no allowlist chain for one network");
+}
+
+#[test]
+fn a_long_allowlist_is_one_interval_set_in_the_rule() {
+    let mut t = acme();
+    let nets: Vec<String> = (0..=ALLOW_RULES).map(|i| format!("192.0.2.{}/32", i * 2)).collect();
+    let nets: Vec<&str> = nets.iter().map(String::as_str).collect();
+    t.gateway.exposures = vec![exposure("e1", 5432, 15432, &nets, 0, SourceMode::Keep)];
+    let part = &render(&node(), &[t]).tenants["acme"];
+    let e1 = part.chains.iter().find(|c| c.name == "acme-x-e1").expect("chain");
+    assert!(e1.rules[0].starts_with("ip saddr != { 192.0.2.0, 192.0.2.2, "), "{}", e1.rules[0]);
+    assert!(!part.chains.iter().any(|c| c.name == "acme-a-e1"));
 }
 
 #[test]
