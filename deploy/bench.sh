@@ -20,6 +20,13 @@
 #   wg-peers      the gateway driver's WireGuard side in its own namespace (wireguard-go): a cold
 #                 pass with 10,000 peers on one interface, a converged pass, one peer added and
 #                 removed by diff, suspend, resume, delete (BERQENAS_BENCH_PEERS=N for another N)
+#   gateway       one gateway at 1,000 tenants × 10 devices × 3 exposures, in throwaway network
+#                 namespaces: the agent's nftables sync (cold full apply, one tenant's change at 100
+#                 and 1,000 tenants, nft -f of the same ruleset as one file and the ratio), peak RSS,
+#                 the WireGuard driver with 10,000 peers (wg-peers below), and side by side the
+#                 seed's way: one iptables command per rule (iptables-nft; part timed, the whole
+#                 extrapolated and labelled so) and wg set per peer (needs root, nft, iptables,
+#                 wg, wireguard-go; BERQENAS_BENCH_TENANTS=N, BERQENAS_BENCH_PEERS=N for others)
 #   gateway-nft   the agent's nftables sync in a throwaway network namespace at 100 and 1,000
 #                 tenants × 3 exposures: cold sync, converged sync, one tenant changed, and nft -f
 #                 loading the same ruleset as one file (needs root and nftables); one line each
@@ -54,6 +61,16 @@ case "$name" in
     cargo build --release --locked -q -p berqenas-tests --bins
     exec target/release/bench-wg-peers "${BERQENAS_BENCH_PEERS:-10000}"
     ;;
+  gateway)
+    for tool in nft iptables iptables-restore wg wireguard-go; do
+      if ! command -v "$tool" >/dev/null; then
+        echo "bench.sh gateway: $tool is missing (deploy/test.sh installs iptables, nftables, wireguard-go, wireguard-tools)" >&2
+        exit 1
+      fi
+    done
+    cargo build --release --locked -q -p berqenas-tests --bin bench-gateway --bin bench-wg-peers
+    exec target/release/bench-gateway "${BERQENAS_BENCH_TENANTS:-1000}" "${BERQENAS_BENCH_PEERS:-10000}"
+    ;;
   gateway-nft)
     cargo build --release --locked -q -p berqenas-tests --bin nft-lab
     ns="bqbench-$$"
@@ -65,7 +82,7 @@ case "$name" in
     done
     ;;
   *)
-    echo "usage: $0 coordinator|fanout|flood|provision|gateway-nft|wg-peers" >&2
+    echo "usage: $0 coordinator|fanout|flood|provision|gateway|gateway-nft|wg-peers" >&2
     exit 2
     ;;
 esac

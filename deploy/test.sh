@@ -10,7 +10,7 @@ log() { printf '==> %s\n' "$*"; }
 # PostgreSQL and pgBouncer for the lab's database node, nftables for the gateway lab and the agent's
 # per-source limit on pgBouncer, python3 for raw-socket attack clients, wireguard-go and
 # wireguard-tools for the gateway lab (this machine has no WireGuard module; devices use plain
-# `wg`), ping for its tunnels. Installed
+# `wg`), ping for its tunnels, iptables for `deploy/bench.sh gateway` (the seed's way, side by side). Installed
 # only when missing, so a prepared machine runs no apt at all. The lab needs root.
 missing=()
 command -v gcc >/dev/null 2>&1 || missing+=(build-essential)
@@ -23,6 +23,7 @@ command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || missing+=(nftables)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 command -v wireguard-go >/dev/null 2>&1 || missing+=(wireguard-go)
 command -v wg >/dev/null 2>&1 || missing+=(wireguard-tools)
+command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || missing+=(iptables) # bench.sh gateway: the seed's way
 command -v ping >/dev/null 2>&1 || missing+=(iputils-ping)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv) # schemathesis's venv
 command -v curl >/dev/null 2>&1 || missing+=(curl)

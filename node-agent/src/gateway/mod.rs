@@ -86,6 +86,14 @@ pub struct GatewayDriver {
     resolved: BTreeMap<String, Vec<Ipv4Addr>>,
     /// Node conditions found by the last pass (foreign firewall chains that drop our flows).
     conditions: Vec<crate::driver::Condition>,
+    /// The desired state of the last pass: a pass with a new one plans the nftables table
+    /// against what the last sync left (cheap); a pass with the same one (the periodic resync)
+    /// lists the table and repairs hand changes.
+    last_desired: Option<Vec<GatewayTenant>>,
+    /// The last listing of the nftables table, for the exposures' counters and sources: a pass
+    /// with a new desired state reports them as of this listing (new exposures at zero), the
+    /// periodic resync lists again.
+    status_listing: Option<nft::status::Listing>,
 }
 
 impl GatewayDriver {
@@ -103,6 +111,8 @@ impl GatewayDriver {
             sessions: BTreeMap::new(),
             resolved: BTreeMap::new(),
             conditions: Vec::new(),
+            last_desired: None,
+            status_listing: None,
         }
     }
 
@@ -358,7 +368,16 @@ impl Driver<GatewayTenant> for GatewayDriver {
                 failed.entry(t.name.clone()).or_insert_with(|| why.clone());
             }
         };
-        match nft::sync(&self.node, desired, &resolved).await {
+        // Listing the table costs seconds at a thousand tenants: a changed desired state is
+        // planned against the table as the last sync left it, and the next pass with nothing new
+        // (the periodic resync) lists it and repairs what was changed by hand.
+        let changed = self.last_desired.as_deref() != Some(desired);
+        self.last_desired = Some(desired.to_vec());
+        let synced = match changed {
+            true => nft::sync_changes(&self.node, desired, &resolved).await,
+            false => nft::sync(&self.node, desired, &resolved).await,
+        };
+        match synced {
             Ok(report) => {
                 for (tenant, e) in report.failed {
                     if tenant == "node" {
@@ -373,19 +392,30 @@ impl Driver<GatewayTenant> for GatewayDriver {
             }
             Err(e) => whole(&mut failed, format!("nftables: {e}")),
         }
-        let mut exposures = match nft::exposure_status(desired).await {
-            Ok(x) => x,
+        let (listing, listed_now) = match (changed, self.status_listing.take()) {
+            (true, Some(kept)) => (Ok(kept), false),
+            _ => (nft::status::listing().await, true),
+        };
+        let mut exposures = match listing {
+            Ok(l) => {
+                let x = l.exposures(desired);
+                self.status_listing = Some(l);
+                x
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read exposure counters");
                 BTreeMap::new()
             }
         };
-        match nft::foreign_conditions().await {
-            Ok(c) => {
-                self.conditions =
-                    c.into_iter().map(|c| crate::driver::Condition { kind: c.kind, message: c.message }).collect()
+        // Other tables' chains: looked at when the table is listed (the resync), not on every change.
+        if listed_now {
+            match nft::foreign_conditions().await {
+                Ok(c) => {
+                    self.conditions =
+                        c.into_iter().map(|c| crate::driver::Condition { kind: c.kind, message: c.message }).collect()
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot list other firewall tables"),
             }
-            Err(e) => tracing::warn!(error = %e, "cannot list other firewall tables"),
         }
         self.connects(&served, &observed);
         let keys = self.keys.list().unwrap_or_default();

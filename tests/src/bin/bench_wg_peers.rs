@@ -3,7 +3,7 @@
 //! (wireguard-go). One tenant interface: a cold pass with N peers (default 10,000), a converged
 //! pass (observe + empty plan), one peer added by diff, one removed, all removed (suspend).
 //! Each is a whole driver pass, so it includes the tenant's nftables sync and status reads.
-//! Prints one JSON line of milliseconds. Needs root, wireguard-go, nft and /dev/net/tun.
+//! Prints one JSON line of milliseconds (and the process's peak RSS). Needs root, wireguard-go, nft and /dev/net/tun.
 //! Usage: bench-wg-peers [N]
 
 #![allow(
@@ -59,6 +59,16 @@ fn tenant(n: u32, lifecycle: Lifecycle, interface: &str) -> GatewayTenant {
     }
 }
 
+/// This process's peak RSS (kB): the driver's, holding every peer.
+fn peak_rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+}
+
 fn main() {
     let n: u32 = std::env::args().nth(1).map_or(10_000, |a| a.parse().expect("N"));
     let netns = format!("bqb-{}", std::process::id());
@@ -106,6 +116,7 @@ fn main() {
             "suspend_pass_ms": suspend,
             "resume_pass_ms": resume,
             "delete_pass_ms": gone,
+            "peak_rss_kb": peak_rss_kb(),
         })
     });
     let _ = Command::new("ip").args(["-n", &netns, "link", "del", &interface]).output();

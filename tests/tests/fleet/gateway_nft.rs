@@ -155,13 +155,26 @@ fn desired(acme_exposures: Vec<Value>, acme_bandwidth: u64) -> Value {
 
 fn acme_exposures(e1_enabled: bool) -> Vec<Value> {
     vec![
-        exposure("e1", 8080, 15080, &["203.0.113.7/32"], 0, "keep", e1_enabled),
-        exposure("e2", 8081, 15081, &[], 5, "nat", true),
+        // Two networks: an interval set in the rule (.7 inside the /31, .8 just outside it).
+        exposure("e1", 8080, 15080, &["192.0.2.0/24", "203.0.113.6/31"], 0, "keep", e1_enabled),
+        // More than 8 networks: an anonymous interval set in the rule (the client's /24 inside).
+        exposure("e2", 8081, 15081, &LONG_ALLOWLIST, 5, "nat", true),
         exposure("e3", 8082, 15082, &[], 0, "nat", true),
     ]
 }
 
 const PUBLIC: &str = "198.51.100.10";
+const LONG_ALLOWLIST: [&str; 9] = [
+    "192.0.2.0/28",
+    "192.0.2.16/28",
+    "192.0.2.32/28",
+    "192.0.2.48/28",
+    "192.0.2.64/28",
+    "192.0.2.80/28",
+    "192.0.2.96/28",
+    "192.0.2.112/28",
+    "203.0.113.0/24",
+];
 
 #[test]
 fn gateway_nft_exposes_isolates_blocks_and_repairs_with_real_packets() {

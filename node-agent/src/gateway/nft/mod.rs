@@ -54,6 +54,10 @@ pub struct SyncReport {
     /// nft runs made (1 when everything went in one transaction).
     pub transactions: usize,
     pub elapsed: Duration,
+    /// Of `elapsed`, the time spent listing the table (0 when planned against the last sync).
+    pub listing: Duration,
+    /// Of `elapsed`, the time spent in the `nft -f` runs.
+    pub nft: Duration,
 }
 
 /// The table as the last successful `sync` left it: what `sync_changes` plans against instead of
@@ -110,7 +114,7 @@ pub async fn sync(
 ) -> Result<SyncReport, NftError> {
     let started = Instant::now();
     let observed = observe().await?;
-    apply(node, desired, resolved, observed, started).await
+    apply(node, desired, resolved, observed, started, started.elapsed()).await
 }
 
 /// Like `sync`, but plans against the table as the last successful sync of this process left
@@ -123,12 +127,13 @@ pub async fn sync_changes(
     resolved: &BTreeMap<String, Vec<Ipv4Addr>>,
 ) -> Result<SyncReport, NftError> {
     let started = Instant::now();
-    let cached = LAST_APPLIED.lock().ok().and_then(|l| l.clone());
-    let observed = match cached {
-        Some(o) => o,
-        None => observe().await?,
+    // Taken, not copied: `apply` puts back what it leaves (or nothing when it fails).
+    let cached = LAST_APPLIED.lock().ok().and_then(|mut l| l.take());
+    let (observed, listing) = match cached {
+        Some(o) => (o, Duration::ZERO),
+        None => (observe().await?, started.elapsed()),
     };
-    apply(node, desired, resolved, observed, started).await
+    apply(node, desired, resolved, observed, started, listing).await
 }
 
 async fn apply(
@@ -137,11 +142,12 @@ async fn apply(
     resolved: &BTreeMap<String, Vec<Ipv4Addr>>,
     observed: Observed,
     started: Instant,
+    listing: Duration,
 ) -> Result<SyncReport, NftError> {
     let ruleset = render(node, desired);
     let blocked = blocked_of(desired, resolved);
     let steps = plan::plan(&ruleset, &observed, &blocked);
-    let mut report = SyncReport { refused: ruleset.refused.clone(), ..SyncReport::default() };
+    let mut report = SyncReport { refused: ruleset.refused.clone(), listing, ..SyncReport::default() };
     if steps.is_empty() {
         remember(Some(plan::as_applied(&ruleset, &blocked)));
         report.elapsed = started.elapsed();
@@ -150,7 +156,10 @@ async fn apply(
     let scripts = plan::scripts(&steps, &ruleset, &observed);
     let batch: String = scripts.iter().map(|(_, s)| s.as_str()).collect();
     report.transactions = 1;
-    match exec::run("nft", &["-f", "-"], Some(batch.as_bytes()), NFT_TIMEOUT).await {
+    let nft_started = Instant::now();
+    let batch_result = exec::run("nft", &["-f", "-"], Some(batch.as_bytes()), NFT_TIMEOUT).await;
+    report.nft = nft_started.elapsed();
+    match batch_result {
         Ok(_) => {
             report.applied = scripts.into_iter().map(|(step, _)| step).collect();
             remember(Some(plan::as_applied(&ruleset, &blocked)));
@@ -160,7 +169,10 @@ async fn apply(
             tracing::warn!(error = %e, "nft refused the whole batch; applying step by step");
             for (step, script) in scripts {
                 report.transactions += 1;
-                match exec::run("nft", &["-f", "-"], Some(script.as_bytes()), NFT_TIMEOUT).await {
+                let one_started = Instant::now();
+                let one = exec::run("nft", &["-f", "-"], Some(script.as_bytes()), NFT_TIMEOUT).await;
+                report.nft += one_started.elapsed();
+                match one {
                     Ok(_) => report.applied.push(step),
                     Err(e) => {
                         report.failed.insert(step.tenant().unwrap_or("node").to_string(), e.to_string());

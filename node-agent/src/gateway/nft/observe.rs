@@ -88,62 +88,123 @@ fn element(v: &Value) -> Element {
 }
 
 /// Parses the listing of the agent's table (`table` is the table's name; objects of other
-/// tables in the listing are ignored).
+/// tables in the listing are ignored). The listing's items are read one at a time, never as one
+/// tree: at a thousand tenants the tree took ten times the listing's size.
 pub fn parse(json: &str, table: &str) -> Result<Observed, ParseError> {
-    let doc: Value = serde_json::from_str(json).map_err(|e| ParseError(e.to_string()))?;
-    let items =
-        doc.get("nftables").and_then(Value::as_array).ok_or_else(|| ParseError("no \"nftables\" array".into()))?;
-    let mut o = Observed::default();
-    let ours = |v: &Value| v.get("table").and_then(Value::as_str) == Some(table) && v["family"] == "inet";
-    for item in items {
-        if let Some(t) = item.get("table") {
-            o.table |= t.get("name").and_then(Value::as_str) == Some(table) && t["family"] == "inet";
-        } else if let Some(c) = item.get("chain").filter(|c| ours(c)) {
-            let name = c["name"].as_str().unwrap_or_default().to_string();
-            let hook = c.get("hook").map(|h| {
-                format!(
-                    "{} {} {} {}",
-                    c["type"].as_str().unwrap_or(""),
-                    h.as_str().unwrap_or(""),
-                    c["prio"],
-                    c["policy"].as_str().unwrap_or("")
-                )
-            });
-            o.chains.entry(name).or_default().hook = hook;
-        } else if let Some(r) = item.get("rule").filter(|r| ours(r)) {
-            let chain = o.chains.entry(r["chain"].as_str().unwrap_or_default().to_string()).or_default();
-            if chain.rules == 0 {
-                chain.comment = r.get("comment").and_then(Value::as_str).map(str::to_string);
-            }
-            chain.rules += 1;
-        } else if let Some(s) = item.get("set").or_else(|| item.get("map")).filter(|s| ours(s)) {
-            let name = s["name"].as_str().unwrap_or_default().to_string();
-            let elements = s.get("elem").and_then(Value::as_array).cloned().unwrap_or_default();
-            let mut listed = Vec::with_capacity(elements.len());
-            for e in &elements {
-                match (item.get("map").is_some(), e.as_array()) {
-                    (true, Some(pair)) if pair.len() == 2 => {
-                        let key = value_text(&pair[0]);
-                        if maps::ALL.contains(&name.as_str()) {
-                            if let Some(chain) = verdict_chain(&pair[1]) {
-                                o.dispatch.insert((name.clone(), key.clone()), chain);
-                            }
-                        }
-                        listed.push(Element { key: format!("{key} : {}", value_text(&pair[1])), ..Element::default() });
-                    }
-                    _ => listed.push(element(e)),
-                }
-            }
-            if item.get("map").is_some() {
-                o.maps.insert(name.clone());
-            }
-            o.sets.insert(name, listed);
-        } else if let Some(c) = item.get("counter").filter(|c| ours(c)) {
-            let name = c["name"].as_str().unwrap_or_default().to_string();
-            o.counters.insert(name, (c["packets"].as_u64().unwrap_or(0), c["bytes"].as_u64().unwrap_or(0)));
-        }
+    let mut listing = Listing { table, observed: Observed::default(), found: false };
+    let mut de = serde_json::Deserializer::from_str(json);
+    serde::de::DeserializeSeed::deserialize(&mut listing, &mut de).map_err(|e| ParseError(e.to_string()))?;
+    de.end().map_err(|e| ParseError(e.to_string()))?;
+    if !listing.found {
+        return Err(ParseError("no \"nftables\" array".into()));
     }
-    Ok(o)
+    Ok(listing.observed)
+}
+
+/// The listing being read: the top object, whose `nftables` array is folded item by item.
+struct Listing<'t> {
+    table: &'t str,
+    observed: Observed,
+    found: bool,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for &mut Listing<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for &mut Listing<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("nft's JSON listing")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "nftables" {
+                self.found = true;
+                map.next_value_seed(Items(&mut *self))?;
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `nftables` array.
+struct Items<'a, 't>(&'a mut Listing<'t>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Items<'_, '_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Items<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of nft objects")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(item) = seq.next_element::<Value>()? {
+            fold(&mut self.0.observed, &item, self.0.table);
+        }
+        Ok(())
+    }
+}
+
+/// Adds one listed object to `o` when it belongs to `table`.
+fn fold(o: &mut Observed, item: &Value, table: &str) {
+    let ours = |v: &Value| v.get("table").and_then(Value::as_str) == Some(table) && v["family"] == "inet";
+    if let Some(t) = item.get("table") {
+        o.table |= t.get("name").and_then(Value::as_str) == Some(table) && t["family"] == "inet";
+    } else if let Some(c) = item.get("chain").filter(|c| ours(c)) {
+        let name = c["name"].as_str().unwrap_or_default().to_string();
+        let hook = c.get("hook").map(|h| {
+            format!(
+                "{} {} {} {}",
+                c["type"].as_str().unwrap_or(""),
+                h.as_str().unwrap_or(""),
+                c["prio"],
+                c["policy"].as_str().unwrap_or("")
+            )
+        });
+        o.chains.entry(name).or_default().hook = hook;
+    } else if let Some(r) = item.get("rule").filter(|r| ours(r)) {
+        let chain = o.chains.entry(r["chain"].as_str().unwrap_or_default().to_string()).or_default();
+        if chain.rules == 0 {
+            chain.comment = r.get("comment").and_then(Value::as_str).map(str::to_string);
+        }
+        chain.rules += 1;
+    } else if let Some(s) = item.get("set").or_else(|| item.get("map")).filter(|s| ours(s)) {
+        let name = s["name"].as_str().unwrap_or_default().to_string();
+        let elements = s.get("elem").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+        let mut listed = Vec::with_capacity(elements.len());
+        for e in elements {
+            match (item.get("map").is_some(), e.as_array()) {
+                (true, Some(pair)) if pair.len() == 2 => {
+                    let key = value_text(&pair[0]);
+                    if maps::ALL.contains(&name.as_str()) {
+                        if let Some(chain) = verdict_chain(&pair[1]) {
+                            o.dispatch.insert((name.clone(), key.clone()), chain);
+                        }
+                    }
+                    listed.push(Element { key: format!("{key} : {}", value_text(&pair[1])), ..Element::default() });
+                }
+                _ => listed.push(element(e)),
+            }
+        }
+        if item.get("map").is_some() {
+            o.maps.insert(name.clone());
+        }
+        o.sets.insert(name, listed);
+    } else if let Some(c) = item.get("counter").filter(|c| ours(c)) {
+        let name = c["name"].as_str().unwrap_or_default().to_string();
+        o.counters.insert(name, (c["packets"].as_u64().unwrap_or(0), c["bytes"].as_u64().unwrap_or(0)));
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! host yields an empty plan.
 
 use super::observe::{Element, Observed, ObservedChain};
-use super::render::{maps, owner_of, Fill, Part, Ruleset, BLOCK_TIMEOUT_SECS, TABLE};
+use super::render::{maps, owner_of, Part, Ruleset, BLOCK_TIMEOUT_SECS, TABLE};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::net::Ipv4Addr;
@@ -66,8 +66,9 @@ pub fn plan(desired: &Ruleset, observed: &Observed, blocked: &BTreeMap<String, B
     for gone in owners.iter().filter(|o| !desired.tenants.contains_key(**o)) {
         steps.push(Step::Remove { tenant: gone.to_string() });
     }
+    let by_owner = dispatch_by_owner(observed);
     for (name, part) in &desired.tenants {
-        if let Some(why) = differs(part, observed, Some(name)) {
+        if let Some(why) = differs(part, observed, Some((name, &by_owner))) {
             steps.push(Step::Replace { tenant: name.clone(), why });
         }
         let want: Vec<Ipv4Addr> = blocked.get(name).map(|b| b.iter().copied().collect()).unwrap_or_default();
@@ -85,9 +86,33 @@ pub fn plan(desired: &Ruleset, observed: &Observed, blocked: &BTreeMap<String, B
     steps
 }
 
+/// The names in `m` owned by `tenant` (`<tenant>-…`): a range of the sorted keys, so finding one
+/// tenant's objects costs the same however many other tenants there are.
+fn owned<'a, V>(m: &'a BTreeMap<String, V>, tenant: &'a str) -> impl Iterator<Item = &'a String> + 'a {
+    let prefix = format!("{tenant}-");
+    m.range(prefix.clone()..)
+        .map(|(k, _)| k)
+        .take_while(move |k| k.starts_with(&prefix))
+        .filter(move |k| owner_of(k) == Some(tenant))
+}
+
+/// Dispatch elements by the owner of the chain they jump to: built once per plan, so each
+/// tenant's check looks at its own elements only.
+type ByOwner<'a> = BTreeMap<&'a str, Vec<(&'a (String, String), &'a String)>>;
+
+fn dispatch_by_owner(o: &Observed) -> ByOwner<'_> {
+    let mut by: ByOwner<'_> = BTreeMap::new();
+    for (key, chain) in &o.dispatch {
+        if let Some(owner) = owner_of(chain) {
+            by.entry(owner).or_default().push((key, chain));
+        }
+    }
+    by
+}
+
 /// Why `part` is not what the table holds, or None when it is (for a tenant, also: nothing of
 /// it is there that the part does not have).
-fn differs(part: &Part, o: &Observed, tenant: Option<&str>) -> Option<String> {
+fn differs(part: &Part, o: &Observed, tenant: Option<(&str, &ByOwner<'_>)>) -> Option<String> {
     for (i, c) in part.chains.iter().enumerate() {
         let Some(oc) = o.chains.get(&c.name) else { return Some(format!("chain {} missing", c.name)) };
         if oc.rules != c.rules.len() {
@@ -101,9 +126,8 @@ fn differs(part: &Part, o: &Observed, tenant: Option<&str>) -> Option<String> {
         }
     }
     for s in &part.sets {
-        let Some(elements) = o.sets.get(&s.name) else { return Some(format!("{} {} missing", s.keyword, s.name)) };
-        if s.fill == Fill::Static && elements.len() != s.elements.len() {
-            return Some(format!("{} {} has {} elements, not {}", s.keyword, s.name, elements.len(), s.elements.len()));
+        if !o.sets.contains_key(&s.name) {
+            return Some(format!("{} {} missing", s.keyword, s.name));
         }
     }
     if let Some(c) = part.counters.iter().find(|c| !o.counters.contains_key(*c)) {
@@ -114,20 +138,20 @@ fn differs(part: &Part, o: &Observed, tenant: Option<&str>) -> Option<String> {
             return Some(format!("{} element {} missing", d.map, d.key));
         }
     }
-    let tenant = tenant?;
-    let mine = |n: &&String| owner_of(n) == Some(tenant);
-    if let Some(c) = o.chains.keys().filter(mine).find(|c| !part.chains.iter().any(|p| &p.name == *c)) {
+    let (tenant, by_owner) = tenant?;
+    if let Some(c) = owned(&o.chains, tenant).find(|c| !part.chains.iter().any(|p| &p.name == *c)) {
         return Some(format!("stale chain {c}"));
     }
-    if let Some(s) = o.sets.keys().filter(mine).find(|s| !part.sets.iter().any(|p| &p.name == *s)) {
+    if let Some(s) = owned(&o.sets, tenant).find(|s| !part.sets.iter().any(|p| &p.name == *s)) {
         return Some(format!("stale set {s}"));
     }
-    if let Some(c) = o.counters.keys().filter(mine).find(|c| !part.counters.contains(c)) {
+    if let Some(c) = owned(&o.counters, tenant).find(|c| !part.counters.contains(c)) {
         return Some(format!("stale counter {c}"));
     }
     let wanted: BTreeSet<(&str, &str)> = part.dispatch.iter().map(|d| (d.map, d.key.as_str())).collect();
+    let elements = by_owner.get(tenant).into_iter().flatten();
     if let Some(((m, k), _)) =
-        o.dispatch.iter().find(|((m, k), c)| owner_of(c) == Some(tenant) && !wanted.contains(&(m.as_str(), k.as_str())))
+        elements.map(|(key, c)| (*key, *c)).find(|((m, k), _)| !wanted.contains(&(m.as_str(), k.as_str())))
     {
         return Some(format!("stale {m} element {k}"));
     }
@@ -154,9 +178,17 @@ pub fn scripts(steps: &[Step], desired: &Ruleset, observed: &Observed) -> Vec<(S
         true => format!("\"{key}\""),
         false => key.to_string(),
     };
-    let mut delete_elements = |s: &mut String, keep: &dyn Fn(&str, &str, &str) -> bool| {
-        for ((map, key), chain) in &observed.dispatch {
-            if !keep(map, key, chain) && deleted.insert((map.clone(), key.clone())) {
+    let by_owner = dispatch_by_owner(observed);
+    // The elements jumping to `tenant`'s chains, and those on `keys` (whoever has them), each
+    // deleted once: looked up by owner and key, not by scanning every tenant's elements.
+    let mut delete_elements = |s: &mut String, tenant: &str, keys: &[(&str, &str)]| {
+        let own = by_owner.get(tenant).into_iter().flatten().map(|(key, _)| (key.0.as_str(), key.1.as_str()));
+        let taken =
+            keys.iter().copied().filter(|(m, k)| observed.dispatch.contains_key(&(m.to_string(), k.to_string())));
+        let mut all: Vec<(&str, &str)> = own.chain(taken).collect();
+        all.sort();
+        for (map, key) in all {
+            if deleted.insert((map.to_string(), key.to_string())) {
                 writeln!(s, "delete element {t} {map} {{ {} }}", key_text(map, key)).ok();
             }
         }
@@ -179,22 +211,17 @@ pub fn scripts(steps: &[Step], desired: &Ruleset, observed: &Observed) -> Vec<(S
                 s.push_str(&desired.base.script());
             }
             Step::Remove { tenant } => {
-                let mine = |n: &str| owner_of(n) == Some(tenant.as_str());
-                delete_elements(&mut s, &|_, _, chain| !mine(chain));
-                clear(&mut s, observed, &mine, |_| false, |_| false);
+                delete_elements(&mut s, tenant, &[]);
+                clear(&mut s, observed, tenant, |_| false, |_| false);
             }
             Step::Replace { tenant, .. } => {
                 let Some(part) = desired.tenants.get(tenant) else { continue };
-                let mine = |n: &str| owner_of(n) == Some(tenant.as_str());
-                let wanted: BTreeSet<(&str, &str)> = part.dispatch.iter().map(|d| (d.map, d.key.as_str())).collect();
+                let wanted: Vec<(&str, &str)> = part.dispatch.iter().map(|d| (d.map, d.key.as_str())).collect();
                 // Its own elements, and any other element on a key it is about to take.
-                delete_elements(&mut s, &|map, key, chain| !mine(chain) && !wanted.contains(&(map, key)));
+                delete_elements(&mut s, tenant, &wanted);
                 let chain_kept = |n: &str| part.chains.iter().any(|c| c.name == n);
                 let set_kept = |n: &str| part.sets.iter().any(|c| c.name == n) || part.counters.iter().any(|c| c == n);
-                clear(&mut s, observed, &mine, chain_kept, set_kept);
-                for set in part.sets.iter().filter(|x| x.fill == Fill::Static && observed.sets.contains_key(&x.name)) {
-                    writeln!(s, "flush {} {t} {}", set.keyword, set.name).ok();
-                }
+                clear(&mut s, observed, tenant, chain_kept, set_kept);
                 s.push_str(&part.script());
             }
             Step::RefreshBlocked { tenant, addresses } => {
@@ -213,34 +240,34 @@ pub fn scripts(steps: &[Step], desired: &Ruleset, observed: &Observed) -> Vec<(S
     out
 }
 
-/// Empties the observed chains `mine` selects and deletes those not `chain_kept`; deletes its
+/// Empties the observed chains of `tenant` and deletes those not `chain_kept`; deletes its
 /// sets, maps and counters not `set_kept`.
 fn clear(
     s: &mut String,
     observed: &Observed,
-    mine: &dyn Fn(&str) -> bool,
+    tenant: &str,
     chain_kept: impl Fn(&str) -> bool,
     set_kept: impl Fn(&str) -> bool,
 ) {
     let t = format!("inet {TABLE}");
-    for c in observed.chains.keys().filter(|c| mine(c)) {
+    for c in owned(&observed.chains, tenant) {
         writeln!(s, "flush chain {t} {c}").ok();
     }
-    for c in observed.chains.keys().filter(|c| mine(c) && !chain_kept(c)) {
+    for c in owned(&observed.chains, tenant).filter(|c| !chain_kept(c)) {
         writeln!(s, "delete chain {t} {c}").ok();
     }
-    for name in observed.sets.keys().filter(|n| mine(n) && !set_kept(n)) {
+    for name in owned(&observed.sets, tenant).filter(|n| !set_kept(n)) {
         let keyword = if observed.maps.contains(name) { "map" } else { "set" };
         writeln!(s, "delete {keyword} {t} {name}").ok();
     }
-    for c in observed.counters.keys().filter(|c| mine(c) && !set_kept(c)) {
+    for c in owned(&observed.counters, tenant).filter(|c| !set_kept(c)) {
         writeln!(s, "delete counter {t} {c}").ok();
     }
 }
 
 /// Pure: what the table lists right after `ruleset` (with `blocked`) was applied in full, as far
-/// as planning looks (chains with their rule counts and digest, sets with their rendered
-/// elements, counters, dispatch). Kept sets other than the blocked ones are listed empty.
+/// as planning looks (chains with their rule counts and digest, sets, counters, dispatch). Sets
+/// other than the blocked ones are listed empty.
 pub fn as_applied(ruleset: &Ruleset, blocked: &BTreeMap<String, BTreeSet<Ipv4Addr>>) -> Observed {
     let mut o = Observed { table: true, ..Observed::default() };
     for part in std::iter::once(&ruleset.base).chain(ruleset.tenants.values()) {
@@ -260,7 +287,7 @@ pub fn as_applied(ruleset: &Ruleset, blocked: &BTreeMap<String, BTreeSet<Ipv4Add
                     .map(|a| Element { key: a.to_string(), expires: Some(BLOCK_TIMEOUT_SECS), ..Element::default() })
                     .collect()
             } else {
-                set.elements.iter().map(|e| Element { key: e.clone(), ..Element::default() }).collect()
+                Vec::new()
             };
             if set.keyword == "map" {
                 o.maps.insert(set.name.clone());

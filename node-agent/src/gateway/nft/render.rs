@@ -18,6 +18,11 @@ pub const SEEN_SIZE: u32 = 16384;
 /// Lifetime of a blocked domain's address in the tenant's set; refreshed at half of it.
 pub const BLOCK_TIMEOUT_SECS: u64 = 24 * 3600;
 
+/// An exposure's allowlist of up to this many networks is matched by one rule per network;
+/// a longer one by an anonymous set (a set is a load's costliest object, a few compares per
+/// packet are not).
+pub const ALLOW_RULES: usize = 8;
+
 /// Base maps dispatching to tenant chains (key → `jump <tenant>-…`).
 pub mod maps {
     /// Forwarded packets from a tenant interface (`iifname`).
@@ -76,15 +81,12 @@ pub struct Chain {
     pub rules: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fill {
-    /// Elements rendered here; flushed and written again when the part is replaced.
-    Static,
-    /// Filled by the packet path (sources seen) or by the blocked-domain refresh: never flushed
-    /// by a replacement.
-    Kept,
-}
-
+/// A named set or map. Its elements are never rendered: they are filled by the packet path
+/// (sources seen), the blocked-domain refresh or the tenants' dispatch elements, and a
+/// replacement never flushes them. What a part knows statically is written in its rules
+/// (plain matches, or an anonymous set only for an allowlist of several networks): the kernel
+/// finds a named set by walking the table's list of sets, so every named set makes every later
+/// set and set reference of a load slower (O(sets²) for a cold load).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Set {
     pub name: String,
@@ -92,8 +94,6 @@ pub struct Set {
     pub keyword: &'static str,
     /// The declaration body: `type …; flags …;`.
     pub spec: String,
-    pub elements: Vec<String>,
-    pub fill: Fill,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -168,13 +168,8 @@ pub fn render(node: &GatewayConfig, tenants: &[GatewayTenant]) -> Ruleset {
 /// no tenant owns.
 pub fn base_part(node: &GatewayConfig) -> Part {
     let public = node.public_address;
-    let map = |name: &str, key: &str| Set {
-        name: name.to_string(),
-        keyword: "map",
-        spec: format!("type {key} : verdict;"),
-        elements: Vec::new(),
-        fill: Fill::Kept,
-    };
+    let map =
+        |name: &str, key: &str| Set { name: name.to_string(), keyword: "map", spec: format!("type {key} : verdict;") };
     let chain =
         |name: &str, hook: &'static str, rules: Vec<String>| Chain { name: name.into(), hook: Some(hook), rules };
     let mut part = Part {
@@ -309,13 +304,7 @@ fn tenant_part(t: &GatewayTenant, exposures: &[(&ExposureSpec, bool)]) -> Part {
     let mut counters = Vec::new();
     let mut dispatch = Vec::new();
     let chain = |name: String, rules: Vec<String>| Chain { name, hook: None, rules };
-    let set = |name: String, spec: &str, elements: Vec<String>, fill: Fill| Set {
-        name,
-        keyword: "set",
-        spec: spec.to_string(),
-        elements,
-        fill,
-    };
+    let set = |name: String, spec: &str| Set { name, keyword: "set", spec: spec.to_string() };
     // Bytes per second each way; a burst of 1/5 s lets TCP reach the rate, not overshoot it.
     let police = |rules: &mut Vec<String>| {
         if g.bandwidth_bps > 0 && runs {
@@ -324,7 +313,8 @@ fn tenant_part(t: &GatewayTenant, exposures: &[(&ExposureSpec, bool)]) -> Part {
             rules.push(format!("limit rate over {bytes} bytes/second burst {burst} bytes drop"));
         }
     };
-    let blocked = format!("{n}-blocked");
+    // The blocked-domain set exists only for a tenant that lists domains.
+    let blocked = (!g.blocked_domains.is_empty()).then(|| format!("{n}-blocked"));
     let live: Vec<&ExposureSpec> = exposures.iter().filter(|(_, on)| *on).map(|(x, _)| *x).collect();
 
     // From the tenant's devices (forwarded).
@@ -335,7 +325,9 @@ fn tenant_part(t: &GatewayTenant, exposures: &[(&ExposureSpec, bool)]) -> Part {
         out.push("ct state invalid drop".into());
         out.push(format!("ip saddr != {subnet} drop"));
         out.push(format!("oifname \"bqt*\" oifname != \"{iface}\" drop"));
-        out.push(format!("ip daddr @{blocked} drop"));
+        if let Some(b) = &blocked {
+            out.push(format!("ip daddr @{b} drop"));
+        }
         out.extend(g.rules.iter().map(|r| rule_text(r, false)));
         let d2d = if g.device_to_device { "accept" } else { "drop" };
         out.push(format!("oifname \"{iface}\" {d2d}"));
@@ -350,7 +342,9 @@ fn tenant_part(t: &GatewayTenant, exposures: &[(&ExposureSpec, bool)]) -> Part {
         inbound.push("ct state established,related accept".into());
         inbound.push("ct state invalid drop".into());
         inbound.extend(g.rules.iter().map(|r| rule_text(r, true)));
-        inbound.push(format!("ct status dnat meta l4proto . ip daddr . th dport @{n}-exposed accept"));
+        // DNATed flows of its exposures, one rule per device port (only a flow's first packet
+        // gets here: established ones were accepted above).
+        inbound.extend(unique(live.iter().map(|x| format!("ct status dnat {} accept", target(x)))));
     }
     inbound.push("drop".into());
     chains.push(chain(format!("{n}-in"), inbound));
@@ -364,63 +358,35 @@ fn tenant_part(t: &GatewayTenant, exposures: &[(&ExposureSpec, bool)]) -> Part {
     chains.push(chain(format!("{n}-input"), input));
 
     // Exposure flows: DNAT on the way in, masquerade (source nat) on the way to the device.
-    chains.push(chain(format!("{n}-dnat"), vec![format!("dnat ip to meta l4proto . th dport map @{n}-dnat")]));
-    chains.push(chain(
-        format!("{n}-snat"),
-        vec![format!("ct status dnat meta l4proto . ip daddr . th dport @{n}-masq snat ip to {}", g.gateway_address)],
-    ));
-    let flow = |x: &ExposureSpec| format!("{} . {} . {}", proto(x.protocol), x.device_address, x.port);
-    sets.push(set(
-        format!("{n}-exposed"),
-        "type inet_proto . ipv4_addr . inet_service;",
-        live.iter().map(|x| flow(x)).collect(),
-        Fill::Static,
-    ));
-    sets.push(set(
-        format!("{n}-masq"),
-        "type inet_proto . ipv4_addr . inet_service;",
-        live.iter()
-            .filter(|x| x.source == SourceMode::Nat)
-            .map(|x| flow(x))
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect(),
-        Fill::Static,
-    ));
-    sets.push(Set {
-        name: format!("{n}-dnat"),
-        keyword: "map",
-        spec: "type inet_proto . inet_service : ipv4_addr . inet_service;".into(),
-        elements: live
-            .iter()
-            .map(|x| format!("{} . {} : {} . {}", proto(x.protocol), x.public_port, x.device_address, x.port))
-            .collect(),
-        fill: Fill::Static,
+    // Both are nat chains: only a flow's first packet walks them.
+    let dnat = live.iter().map(|x| {
+        format!(
+            "meta l4proto {} th dport {} dnat ip to {}:{}",
+            proto(x.protocol),
+            x.public_port,
+            x.device_address,
+            x.port
+        )
     });
-    sets.push(set(blocked.clone(), "type ipv4_addr; flags timeout;", Vec::new(), Fill::Kept));
+    chains.push(chain(format!("{n}-dnat"), dnat.collect()));
+    let masq = live.iter().filter(|x| x.source == SourceMode::Nat);
+    let masq = masq.map(|x| format!("ct status dnat {} snat ip to {}", target(x), g.gateway_address));
+    chains.push(chain(format!("{n}-snat"), unique(masq)));
+    if let Some(b) = &blocked {
+        sets.push(set(b.clone(), "type ipv4_addr; flags timeout;"));
+    }
 
-    // Sources seen and allowlists: one set each per tenant, keyed by the exposure's public
-    // port, so the number of named sets stays the same however many exposures a tenant has.
+    // Sources seen: one set each per tenant, keyed by the exposure's public port, so the
+    // number of named sets stays the same however many exposures a tenant has.
     let seen_key = "type inet_proto . inet_service . ipv4_addr";
     sets.push(set(
         format!("{n}-seen"),
         &format!("{seen_key}; size {SEEN_SIZE}; flags dynamic,timeout; timeout {SEEN_TIMEOUT_SECS}s; counter;"),
-        Vec::new(),
-        Fill::Kept,
     ));
     sets.push(set(
         format!("{n}-first"),
         &format!("{seen_key}; size {SEEN_SIZE}; flags dynamic,timeout; timeout {SEEN_TIMEOUT_SECS}s;"),
-        Vec::new(),
-        Fill::Kept,
     ));
-    let allow: Vec<String> = live
-        .iter()
-        .flat_map(|x| {
-            networks(&x.allow).into_iter().map(move |a| format!("{} . {} . {a}", proto(x.protocol), x.public_port))
-        })
-        .collect();
-    sets.push(set(format!("{n}-allow"), &format!("{seen_key}; flags interval;"), allow, Fill::Static));
     let source = "meta l4proto . th dport . ip saddr";
     for (x, on) in exposures {
         let p = format!("{n}-x-{}", x.id);
@@ -430,8 +396,21 @@ fn tenant_part(t: &GatewayTenant, exposures: &[(&ExposureSpec, bool)]) -> Part {
             continue;
         }
         let mut rules = Vec::new();
-        if !x.allow.is_empty() {
-            rules.push(format!("{source} != @{n}-allow counter name \"{p}-drop\" drop"));
+        // The chain is reached for this protocol and public port only: the source decides.
+        // A few networks are compares (in a chain of their own that returns on a match); a
+        // longer list an anonymous interval set, which costs a load as much as a named one.
+        let allow = networks(&x.allow);
+        let allow_chain = format!("{n}-a-{}", x.id);
+        let mut allow_rules: Vec<String> = Vec::new();
+        match allow.len() {
+            0 => {}
+            1 => rules.push(format!("ip saddr != {} counter name \"{p}-drop\" drop", allow[0])),
+            2..=ALLOW_RULES => {
+                rules.push(format!("jump {allow_chain}"));
+                allow_rules.extend(allow.iter().map(|a| format!("ip saddr {a} return")));
+                allow_rules.push(format!("counter name \"{p}-drop\" drop"));
+            }
+            _ => rules.push(format!("ip saddr != {{ {} }} counter name \"{p}-drop\" drop", allow.join(", "))),
         }
         if x.rate_per_second > 0 {
             let r = x.rate_per_second;
@@ -443,6 +422,9 @@ fn tenant_part(t: &GatewayTenant, exposures: &[(&ExposureSpec, bool)]) -> Part {
         rules.push(format!("add @{n}-first {{ {source} }}"));
         rules.push(format!("counter name \"{p}-acc\""));
         chains.push(chain(p.clone(), rules));
+        if !allow_rules.is_empty() {
+            chains.push(chain(allow_chain, allow_rules));
+        }
         let key = format!("{} . {}", proto(x.protocol), x.public_port);
         dispatch.push(Dispatch { map: maps::EXPOSE_FILTER, key: key.clone(), chain: p });
         dispatch.push(Dispatch { map: maps::EXPOSE_NAT, key, chain: format!("{n}-dnat") });
@@ -451,17 +433,26 @@ fn tenant_part(t: &GatewayTenant, exposures: &[(&ExposureSpec, bool)]) -> Part {
     dispatch.push(Dispatch { map: maps::TO_TENANT, key: iface.clone(), chain: format!("{n}-in") });
     dispatch.push(Dispatch { map: maps::INPUT, key: iface.clone(), chain: format!("{n}-input") });
     dispatch.push(Dispatch { map: maps::POST, key: iface.clone(), chain: format!("{n}-snat") });
-    let mut part = Part {
-        owner: Some(n.clone()),
-        chains,
-        sets,
-        counters,
-        dispatch,
-        digest: String::new(),
-        blocked_set: Some(blocked),
-    };
+    let mut part =
+        Part { owner: Some(n.clone()), chains, sets, counters, dispatch, digest: String::new(), blocked_set: blocked };
     seal(&mut part);
     part
+}
+
+/// `meta l4proto tcp ip daddr 198.18.1.10 th dport 5432`: the device end of an exposure's flow.
+fn target(x: &ExposureSpec) -> String {
+    format!("meta l4proto {} ip daddr {} th dport {}", proto(x.protocol), x.device_address, x.port)
+}
+
+/// The texts in their first order, each once.
+fn unique(texts: impl Iterator<Item = String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for t in texts {
+        if !out.contains(&t) {
+            out.push(t);
+        }
+    }
+    out
 }
 
 /// Computes the part's digest and writes it as the comment of its first chain's first rule.
@@ -497,9 +488,6 @@ impl Part {
         }
         for c in &self.counters {
             writeln!(s, "add counter {t} {c}").ok();
-        }
-        for set in self.sets.iter().filter(|s| s.fill == Fill::Static && !s.elements.is_empty()) {
-            writeln!(s, "add element {t} {} {{ {} }}", set.name, set.elements.join(", ")).ok();
         }
         for c in &self.chains {
             for r in &c.rules {

@@ -99,9 +99,30 @@ pub fn exposures_from(
 
 /// Per tenant, each exposure's counters and the sources seen, read from the table.
 pub async fn exposure_status(desired: &[GatewayTenant]) -> Result<BTreeMap<String, Vec<ExposureStatus>>, NftError> {
+    Ok(listing().await?.exposures(desired))
+}
+
+/// A listing of the table and when it was taken: the exposures' status at that time, which a
+/// caller may keep and read again (listing a thousand tenants' table takes seconds).
+pub struct Listing {
+    pub observed: Observed,
+    /// Unix seconds.
+    pub at: i64,
+}
+
+impl Listing {
+    /// Pure: the exposures of `desired` as this listing saw them (one it did not see yet has
+    /// zero counts and no sources).
+    pub fn exposures(&self, desired: &[GatewayTenant]) -> BTreeMap<String, Vec<ExposureStatus>> {
+        exposures_from(&self.observed, desired, self.at)
+    }
+}
+
+/// Lists the table now.
+pub async fn listing() -> Result<Listing, NftError> {
     let observed = super::observe().await?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
-    Ok(exposures_from(&observed, desired, now))
+    let at = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
+    Ok(Listing { observed, at })
 }
 
 fn protocol(p: crate::assignment::Protocol) -> &'static str {

@@ -107,22 +107,15 @@ add chain inet berqenas acme-input
 add chain inet berqenas acme-dnat
 add chain inet berqenas acme-snat
 add chain inet berqenas acme-x-e1
+add chain inet berqenas acme-a-e1
 add chain inet berqenas acme-x-e2
-add set inet berqenas acme-exposed {{ type inet_proto . ipv4_addr . inet_service; }}
-add set inet berqenas acme-masq {{ type inet_proto . ipv4_addr . inet_service; }}
-add map inet berqenas acme-dnat {{ type inet_proto . inet_service : ipv4_addr . inet_service; }}
 add set inet berqenas acme-blocked {{ type ipv4_addr; flags timeout; }}
 add set inet berqenas acme-seen {{ type inet_proto . inet_service . ipv4_addr; size 16384; flags dynamic,timeout; timeout 604800s; counter; }}
 add set inet berqenas acme-first {{ type inet_proto . inet_service . ipv4_addr; size 16384; flags dynamic,timeout; timeout 604800s; }}
-add set inet berqenas acme-allow {{ type inet_proto . inet_service . ipv4_addr; flags interval; }}
 add counter inet berqenas acme-x-e1-acc
 add counter inet berqenas acme-x-e1-drop
 add counter inet berqenas acme-x-e2-acc
 add counter inet berqenas acme-x-e2-drop
-add element inet berqenas acme-exposed {{ tcp . 198.18.1.10 . 5432, tcp . 198.18.1.10 . 80 }}
-add element inet berqenas acme-masq {{ tcp . 198.18.1.10 . 80 }}
-add element inet berqenas acme-dnat {{ tcp . 15432 : 198.18.1.10 . 5432, tcp . 15080 : 198.18.1.10 . 80 }}
-add element inet berqenas acme-allow {{ tcp . 15432 . 192.0.2.0/25, tcp . 15432 . 203.0.113.0/24 }}
 add rule inet berqenas acme-out meta nfproto ipv6 drop comment "berqenas {digest}"
 add rule inet berqenas acme-out limit rate over 6250000 bytes/second burst 1250000 bytes drop
 add rule inet berqenas acme-out ct state established,related accept
@@ -142,18 +135,23 @@ add rule inet berqenas acme-in ct state invalid drop
 add rule inet berqenas acme-in ip saddr 203.0.113.8 tcp dport 5432 drop comment "rule r1"
 add rule inet berqenas acme-in ip daddr {{ 192.0.2.1, 203.0.113.0/24 }} accept comment "rule r2"
 add rule inet berqenas acme-in ip daddr 198.18.1.20 tcp dport 22-23 drop comment "rule r3"
-add rule inet berqenas acme-in ct status dnat meta l4proto . ip daddr . th dport @acme-exposed accept
+add rule inet berqenas acme-in ct status dnat meta l4proto tcp ip daddr 198.18.1.10 th dport 5432 accept
+add rule inet berqenas acme-in ct status dnat meta l4proto tcp ip daddr 198.18.1.10 th dport 80 accept
 add rule inet berqenas acme-in drop
 add rule inet berqenas acme-input meta nfproto ipv6 drop
 add rule inet berqenas acme-input ip daddr 198.18.1.1 accept
 add rule inet berqenas acme-input drop
-add rule inet berqenas acme-dnat dnat ip to meta l4proto . th dport map @acme-dnat
-add rule inet berqenas acme-snat ct status dnat meta l4proto . ip daddr . th dport @acme-masq snat ip to 198.18.1.1
-add rule inet berqenas acme-x-e1 meta l4proto . th dport . ip saddr != @acme-allow counter name "acme-x-e1-drop" drop
+add rule inet berqenas acme-dnat meta l4proto tcp th dport 15432 dnat ip to 198.18.1.10:5432
+add rule inet berqenas acme-dnat meta l4proto tcp th dport 15080 dnat ip to 198.18.1.10:80
+add rule inet berqenas acme-snat ct status dnat meta l4proto tcp ip daddr 198.18.1.10 th dport 80 snat ip to 198.18.1.1
+add rule inet berqenas acme-x-e1 jump acme-a-e1
 add rule inet berqenas acme-x-e1 ct state new limit rate over 100/second burst 100 packets counter name "acme-x-e1-drop" drop
 add rule inet berqenas acme-x-e1 update @acme-seen {{ meta l4proto . th dport . ip saddr counter }}
 add rule inet berqenas acme-x-e1 add @acme-first {{ meta l4proto . th dport . ip saddr }}
 add rule inet berqenas acme-x-e1 counter name "acme-x-e1-acc"
+add rule inet berqenas acme-a-e1 ip saddr 192.0.2.0/25 return
+add rule inet berqenas acme-a-e1 ip saddr 203.0.113.0/24 return
+add rule inet berqenas acme-a-e1 counter name "acme-x-e1-drop" drop
 add rule inet berqenas acme-x-e2 update @acme-seen {{ meta l4proto . th dport . ip saddr counter }}
 add rule inet berqenas acme-x-e2 add @acme-first {{ meta l4proto . th dport . ip saddr }}
 add rule inet berqenas acme-x-e2 counter name "acme-x-e2-acc"
@@ -265,8 +263,7 @@ fn applied(ruleset: &Ruleset, blocked: &BTreeMap<String, BTreeSet<Ipv4Addr>>) ->
             );
         }
         for s in &part.sets {
-            let mut elements: Vec<Element> =
-                s.elements.iter().map(|e| Element { key: e.clone(), ..Element::default() }).collect();
+            let mut elements: Vec<Element> = Vec::new();
             if Some(&s.name) == part.blocked_set.as_ref() {
                 let owner = part.owner.clone().unwrap_or_default();
                 elements = blocked
@@ -360,7 +357,10 @@ fn one_tenant_changed_replaces_only_it() {
 fn removed_exposure_and_gone_tenant_are_cleaned_up() {
     let before = render(&node(), &[acme(), tenant("beta", 2)]);
     let blocked = blocked_acme();
-    let observed = applied(&before, &blocked);
+    let mut observed = applied(&before, &blocked);
+    // A map of an earlier version of the agent is deleted with its tenant.
+    observed.sets.insert("beta-dnat".into(), Vec::new());
+    observed.maps.insert("beta-dnat".into());
     let mut a = acme();
     a.gateway.exposures.remove(0);
     let after = render(&node(), &[a]);
@@ -377,9 +377,62 @@ fn removed_exposure_and_gone_tenant_are_cleaned_up() {
     assert!(acme_script.contains("delete element inet berqenas expose_filter { tcp . 15432 }\n"), "{acme_script}");
     assert!(acme_script.contains("delete chain inet berqenas acme-x-e1\n"), "{acme_script}");
     assert!(acme_script.contains("delete counter inet berqenas acme-x-e1-acc\n"));
-    assert!(acme_script.contains("flush set inet berqenas acme-allow\n"), "{acme_script}");
+    assert!(acme_script.contains("flush chain inet berqenas acme-dnat\n"), "{acme_script}");
     assert!(!acme_script.contains("flush set inet berqenas acme-seen"), "sources seen are kept");
     assert!(!acme_script.contains("delete counter inet berqenas acme-x-e2"), "counts of kept exposures are kept");
+}
+
+#[test]
+fn named_sets_of_an_earlier_version_are_replaced_by_rules() {
+    // Before, a tenant's exposures, source NAT choices, DNAT targets and allowlists were named
+    // sets and a map; a table from then is replaced once, its old sets deleted.
+    let r = render(&node(), &[acme()]);
+    let blocked = blocked_acme();
+    let mut o = applied(&r, &blocked);
+    for old in ["acme-exposed", "acme-masq", "acme-allow", "acme-dnat"] {
+        o.sets.insert(old.into(), vec![Element { key: "tcp . 198.18.1.10 . 80".into(), ..Element::default() }]);
+    }
+    o.maps.insert("acme-dnat".into());
+    let steps = plan(&r, &o, &blocked);
+    assert_eq!(steps, [Step::Replace { tenant: "acme".into(), why: "stale set acme-allow".into() }]);
+    let s = &scripts(&steps, &r, &o)[0].1;
+    for gone in ["set inet berqenas acme-exposed", "set inet berqenas acme-masq", "map inet berqenas acme-dnat"] {
+        assert!(s.contains(&format!("delete {gone}\n")), "{s}");
+    }
+    assert!(!s.contains("flush set"), "no set of the part has rendered elements: {s}");
+}
+
+#[test]
+fn a_tenant_without_blocked_domains_has_no_blocked_set() {
+    let part = &render(&node(), &[tenant("beta", 2)]).tenants["beta"];
+    let names: Vec<&str> = part.sets.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["beta-seen", "beta-first"]);
+    assert_eq!(part.blocked_set, None);
+    assert!(!part.script().contains("@beta-blocked"));
+}
+
+#[test]
+fn an_exposure_allowing_one_network_compares_without_a_set() {
+    let mut t = acme();
+    t.gateway.exposures = vec![exposure("e1", 5432, 15432, &["192.0.2.0/25"], 0, SourceMode::Keep)];
+    let part = &render(&node(), &[t]).tenants["acme"];
+    let e1 = part.chains.iter().find(|c| c.name == "acme-x-e1").expect("chain");
+    assert_eq!(e1.rules[0], "ip saddr != 192.0.2.0/25 counter name \"acme-x-e1-drop\" drop");
+    let snat = part.chains.iter().find(|c| c.name == "acme-snat").expect("chain");
+    assert!(snat.rules.is_empty(), "no exposure with source nat: no rule (nothing to source-nat)");
+    assert!(!part.chains.iter().any(|c| c.name == "acme-a-e1"), "no allowlist chain for one network");
+}
+
+#[test]
+fn a_long_allowlist_is_one_interval_set_in_the_rule() {
+    let mut t = acme();
+    let nets: Vec<String> = (0..=ALLOW_RULES).map(|i| format!("192.0.2.{}/32", i * 2)).collect();
+    let nets: Vec<&str> = nets.iter().map(String::as_str).collect();
+    t.gateway.exposures = vec![exposure("e1", 5432, 15432, &nets, 0, SourceMode::Keep)];
+    let part = &render(&node(), &[t]).tenants["acme"];
+    let e1 = part.chains.iter().find(|c| c.name == "acme-x-e1").expect("chain");
+    assert!(e1.rules[0].starts_with("ip saddr != { 192.0.2.0, 192.0.2.2, "), "{}", e1.rules[0]);
+    assert!(!part.chains.iter().any(|c| c.name == "acme-a-e1"));
 }
 
 #[test]
@@ -398,7 +451,7 @@ fn hand_changes_are_repaired() {
         [
             Step::RepairBase { why: "chain forward_hook has 1 rules, not 4".into() },
             Step::Replace { tenant: "acme".into(), why: "chain acme-in missing".into() },
-            Step::Replace { tenant: "beta".into(), why: "chain beta-out has 7 rules, not 8".into() },
+            Step::Replace { tenant: "beta".into(), why: "chain beta-out has 6 rules, not 7".into() },
         ]
     );
     // Blocked addresses near their timeout, or changed, are refreshed alone.
