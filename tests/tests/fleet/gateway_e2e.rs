@@ -19,7 +19,7 @@ mod env;
 
 use crate::harness::agent_bin;
 use berqenas_tests::{wait_for, workspace_bin};
-use env::{path, text, Env, CONVERGE, PUBLIC, REHANDSHAKE};
+use env::{path, text, Env, CONVERGE, PUBLIC, REHANDSHAKE, SAMPLES};
 use std::path::Path;
 use std::time::Duration;
 
@@ -50,7 +50,7 @@ fn gateway_e2e_devices_from_their_config_reach_the_gateway_and_exposures_serve_t
     env.connects(&client, &allowed, Some("203.0.113.7"), &env.gateway_address("acme"), "an allowed client");
     assert_eq!(env.connect(&client, &allowed, Some("203.0.113.8")), "timeout", "a client outside --allow is dropped");
     // `expose show`: who connected from where, and the drops.
-    let shown = wait_for("the exposure's counters in `expose show`", CONVERGE, || {
+    let shown = wait_for("the exposure's counters in `expose show`", SAMPLES, || {
         let x = env.json(&["expose", "show", &allow_id, "--tenant", "acme"]);
         (x["status"]["dropped_packets"].as_u64() > Some(0)).then_some(x)
     });

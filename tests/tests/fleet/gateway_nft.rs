@@ -58,6 +58,8 @@ impl Env {
         env.serve(&env.dev_a.clone(), "serve-a", &["serve", "8080", "8081", "8082"]);
         env.serve(&env.dev_b.clone(), "serve-b", &["serve", "8080"]);
         env.serve(&env.client.clone(), "serve-outside", &["serve", "9000"]);
+        // A service of the gateway host itself, on every address (like sshd).
+        env.serve(&env.gw.clone(), "serve-gateway-host", &["serve", "7000"]);
         env
     }
 
@@ -65,6 +67,11 @@ impl Env {
         let p = self.lab.spawn(host, name, &nft_lab(), args, self.tmp.path());
         wait_for(name, Duration::from_secs(10), || p.log_text().contains("serving").then_some(()));
         self.procs.push(p);
+    }
+
+    fn pings(&self, host: &Host, target: &str) -> bool {
+        let out = self.lab.run(host, std::path::Path::new("ping"), &["-c", "1", "-W", "1", target], &[]);
+        out.status.success()
     }
 
     fn run(&self, host: &Host, args: &[&str]) -> String {
@@ -197,10 +204,13 @@ fn gateway_nft_exposes_isolates_blocks_and_repairs_with_real_packets() {
     assert_eq!(env.connect(&env.client, &format!("{PUBLIC}:15090"), None), "198.18.2.1");
     assert_eq!(env.connect(&env.dev_b, "198.18.1.10:8080", None), "timeout");
     assert_eq!(env.connect(&env.dev_b, &format!("{PUBLIC}:15081"), None), "timeout");
-    // The gateway itself: A's devices reach A's gateway address (a closed port answers), B's are
-    // dropped there.
-    assert!(env.connect(&env.dev_a, "198.18.1.1:8080", None).contains("refused"));
-    assert_eq!(env.connect(&env.dev_b, "198.18.1.1:8080", None), "timeout");
+    // The gateway itself: A's devices ping A's gateway address, but reach none of the host's
+    // own services on it (one listens on every address of the gateway); B's are dropped there.
+    assert!(env.pings(&env.dev_a, "198.18.1.1"), "a device pings its gateway address");
+    assert!(!env.pings(&env.dev_b, "198.18.1.1"), "B's device cannot ping A's gateway address");
+    assert_eq!(env.connect(&env.dev_a, "198.18.1.1:7000", None), "timeout", "host services are out of reach");
+    assert_eq!(env.connect(&env.dev_b, "198.18.1.1:7000", None), "timeout");
+    assert_eq!(env.connect(&env.client, "203.0.113.1:7000", Some("203.0.113.7")), "203.0.113.7", "it runs");
     assert_eq!(env.connect(&env.dev_a, "198.18.2.10:8080", None), "timeout");
     // A's rule lets its devices reach 203.0.113.0/24; the blocked domain's address stays dropped.
     assert_eq!(env.connect(&env.dev_a, "203.0.113.7:9000", None), "203.0.113.1", "masqueraded as the gateway");

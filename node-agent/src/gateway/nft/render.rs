@@ -15,6 +15,8 @@ pub const TABLE: &str = "berqenas";
 pub const SEEN_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
 /// Sources remembered per tenant over all its exposures (new ones are not recorded when full).
 pub const SEEN_SIZE: u32 = 16384;
+/// Destinations no tenant device may reach through the gateway, whatever its rules say.
+pub const LINK_LOCAL: &str = "169.254.0.0/16";
 /// Lifetime of a blocked domain's address in the tenant's set; refreshed at half of it.
 pub const BLOCK_TIMEOUT_SECS: u64 = 24 * 3600;
 
@@ -328,6 +330,9 @@ fn tenant_part(t: &GatewayTenant, exposures: &[(&ExposureSpec, bool)]) -> Part {
         if let Some(b) = &blocked {
             out.push(format!("ip daddr @{b} drop"));
         }
+        // Link-local destinations (cloud metadata services at 169.254.169.254 hand out the
+        // host's credentials) stay out of reach whatever the tenant's rules allow.
+        out.push(format!("ip daddr {LINK_LOCAL} drop"));
         out.extend(g.rules.iter().map(|r| rule_text(r, false)));
         let d2d = if g.device_to_device { "accept" } else { "drop" };
         out.push(format!("oifname \"{iface}\" {d2d}"));
@@ -349,10 +354,13 @@ fn tenant_part(t: &GatewayTenant, exposures: &[(&ExposureSpec, bool)]) -> Part {
     inbound.push("drop".into());
     chains.push(chain(format!("{n}-in"), inbound));
 
-    // To the gateway itself: only the tenant's own gateway address.
+    // To the gateway itself: pings of the tenant's own gateway address and answers to what the
+    // gateway opened, nothing else — the host's own services (ssh, the agent, a database on the
+    // same host) listen on every address, the tenant's `.1` included.
     let mut input = vec!["meta nfproto ipv6 drop".to_string()];
     if runs {
-        input.push(format!("ip daddr {} accept", g.gateway_address));
+        input.push("ct state established,related accept".into());
+        input.push(format!("ip daddr {} icmp type echo-request accept", g.gateway_address));
     }
     input.push("drop".into());
     chains.push(chain(format!("{n}-input"), input));

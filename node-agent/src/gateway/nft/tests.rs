@@ -123,6 +123,7 @@ add rule inet berqenas acme-out ct state invalid drop
 add rule inet berqenas acme-out ip saddr != 198.18.1.0/24 drop
 add rule inet berqenas acme-out oifname "bqt*" oifname != "bqt1" drop
 add rule inet berqenas acme-out ip daddr @acme-blocked drop
+add rule inet berqenas acme-out ip daddr 169.254.0.0/16 drop
 add rule inet berqenas acme-out ip saddr 203.0.113.8 tcp dport 5432 drop comment "rule r1"
 add rule inet berqenas acme-out ip daddr {{ 192.0.2.1, 203.0.113.0/24 }} accept comment "rule r2"
 add rule inet berqenas acme-out ip daddr 198.18.1.20 tcp dport 22-23 accept comment "rule r3"
@@ -139,7 +140,8 @@ add rule inet berqenas acme-in ct status dnat meta l4proto tcp ip daddr 198.18.1
 add rule inet berqenas acme-in ct status dnat meta l4proto tcp ip daddr 198.18.1.10 th dport 80 accept
 add rule inet berqenas acme-in drop
 add rule inet berqenas acme-input meta nfproto ipv6 drop
-add rule inet berqenas acme-input ip daddr 198.18.1.1 accept
+add rule inet berqenas acme-input ct state established,related accept
+add rule inet berqenas acme-input ip daddr 198.18.1.1 icmp type echo-request accept
 add rule inet berqenas acme-input drop
 add rule inet berqenas acme-dnat meta l4proto tcp th dport 15432 dnat ip to 198.18.1.10:5432
 add rule inet berqenas acme-dnat meta l4proto tcp th dport 15080 dnat ip to 198.18.1.10:80
@@ -451,7 +453,7 @@ fn hand_changes_are_repaired() {
         [
             Step::RepairBase { why: "chain forward_hook has 1 rules, not 4".into() },
             Step::Replace { tenant: "acme".into(), why: "chain acme-in missing".into() },
-            Step::Replace { tenant: "beta".into(), why: "chain beta-out has 6 rules, not 7".into() },
+            Step::Replace { tenant: "beta".into(), why: "chain beta-out has 7 rules, not 8".into() },
         ]
     );
     // Blocked addresses near their timeout, or changed, are refreshed alone.

@@ -16,6 +16,9 @@ pub const PUBLIC: &str = "198.51.100.10";
 pub const CONVERGE: Duration = Duration::from_secs(20);
 /// A device whose session the gateway lost (peer or interface repaired, tenant resumed) notices
 /// only when its data goes unanswered: WireGuard then handshakes again after about 15 s.
+/// Counters and sources are samples: the coordinator writes them when the rest of a report
+/// changes or with its 60 s refresh, and the agent reads them from the table on its resync pass.
+pub const SAMPLES: Duration = Duration::from_secs(90);
 pub const REHANDSHAKE: Duration = Duration::from_secs(45);
 
 static ENVS: AtomicU32 = AtomicU32::new(0);
