@@ -34,6 +34,10 @@ pub struct GatewayConfig {
     pub public_address: std::net::Ipv4Addr,
     /// The public ports exposures may be given.
     pub public_ports: berqenas_common::net::PortRange,
+    /// Networks no tenant device may reach through this gateway, whatever its tenant's rules
+    /// allow: the operator's management and internal networks (`--protected-network`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub protected_networks: Vec<berqenas_common::net::Ipv4Cidr>,
 }
 
 fn default_max_tenants() -> u32 {

@@ -77,6 +77,11 @@ enum Cmd {
         /// --public-address.
         #[arg(long, requires = "public_address")]
         public_ports: Option<berqenas_common::net::PortRange>,
+        /// Gateway role: a network no tenant device may reach through this gateway whatever its
+        /// tenant's rules allow (the operator's management or internal networks), e.g.
+        /// 192.0.2.0/24. Repeatable; kept in agent.toml (`protected_networks`).
+        #[arg(long = "protected-network", requires = "public_address")]
+        protected_networks: Vec<berqenas_common::net::Ipv4Cidr>,
     },
     /// Keep this host matching its desired state.
     Run {
@@ -197,6 +202,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             max_tenants,
             public_address,
             public_ports,
+            protected_networks,
         } => {
             let mut label_map = HashMap::new();
             for l in labels {
@@ -239,7 +245,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 resync_interval: humantime::parse_duration(&resync_interval).context("--resync-interval")?,
                 max_tenants,
                 gateway: public_address.zip(public_ports).map(|(public_address, public_ports)| {
-                    berqenas_node_agent::config::GatewayConfig { public_address, public_ports }
+                    berqenas_node_agent::config::GatewayConfig { public_address, public_ports, protected_networks }
                 }),
             })
             .await?;

@@ -384,6 +384,7 @@ fn main() {
         let node = GatewayConfig {
             public_address: PUBLIC.parse().expect("ip"),
             public_ports: "10000-64999".parse().expect("range"),
+            protected_networks: Vec::new(),
         };
         let small = rt.block_on(nft_at(&node, 100, RUNS, RUNS));
         let large = rt.block_on(nft_at(&node, n, 3, 3));

@@ -84,6 +84,7 @@ fn main() {
         let node = GatewayConfig {
             public_address: Ipv4Addr::new(198, 51, 100, 10),
             public_ports: "15000-15999".parse().expect("ports"),
+            protected_networks: Vec::new(),
         };
         let mut d = GatewayDriver::with_backend(node, data.path(), Backend::Userspace);
         let mut pass = |desired: &GatewayTenant| {

@@ -230,6 +230,7 @@ async fn bench(tenants: u32) {
     let node = GatewayConfig {
         public_address: "198.51.100.10".parse().expect("ip"),
         public_ports: "10000-64999".parse().expect("range"),
+        protected_networks: Vec::new(),
     };
     let resolved = BTreeMap::new();
     let mut desired = bench_state(tenants);

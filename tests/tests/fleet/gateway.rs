@@ -154,7 +154,11 @@ fn device_reaches_its_gateway_and_hand_changes_suspend_and_resume_keep_key_and_p
     let interface = format!("bqt{index}");
     let listen_port = 51820 + index as u16;
     let tmp = tempfile::tempdir().expect("tmp");
-    let node = GatewayConfig { public_address: public, public_ports: "15000-15999".parse().expect("ports") };
+    let node = GatewayConfig {
+        public_address: public,
+        public_ports: "15000-15999".parse().expect("ports"),
+        protected_networks: Vec::new(),
+    };
     let gateway = NsGateway::start(&gw, node, tmp.path().join("agent"));
     let dev_if = format!("bqd{}", std::process::id() % 100_000);
     let _links = Links(vec![(gw.netns.clone(), interface.clone()), (dev.netns.clone(), dev_if.clone())]);

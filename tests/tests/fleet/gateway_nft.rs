@@ -43,7 +43,7 @@ impl Env {
         addr(&gw, "203.0.113.1/24", "wan0");
         addr(&gw, "198.18.1.1/24", "bqt1");
         addr(&gw, "198.18.2.1/24", "bqt2");
-        for a in ["203.0.113.7/24", "203.0.113.8/24", "203.0.113.9/24"] {
+        for a in ["203.0.113.7/24", "203.0.113.8/24", "203.0.113.9/24", "203.0.113.10/24"] {
             addr(&client, a, "eth0");
         }
         addr(&dev_a, "198.18.1.10/24", "eth0");
@@ -140,7 +140,8 @@ fn exposure(id: &str, port: u16, public_port: u16, allow: &[&str], rate: u32, so
 
 fn desired(acme_exposures: Vec<Value>, acme_bandwidth: u64) -> Value {
     json!({
-    "node": {"public_address": "198.51.100.10", "public_ports": {"first": 15000, "last": 15999}},
+    "node": {"public_address": "198.51.100.10", "public_ports": {"first": 15000, "last": 15999},
+             "protected_networks": ["203.0.113.10/32"]},
     "resolved": {"blocked.example.com": ["203.0.113.9"]},
     "tenants": [
       {"name": "acme", "revision": 1, "lifecycle": "run", "index": 1, "gateway": {
@@ -215,6 +216,8 @@ fn gateway_nft_exposes_isolates_blocks_and_repairs_with_real_packets() {
     // A's rule lets its devices reach 203.0.113.0/24; the blocked domain's address stays dropped.
     assert_eq!(env.connect(&env.dev_a, "203.0.113.7:9000", None), "203.0.113.1", "masqueraded as the gateway");
     assert_eq!(env.connect(&env.dev_a, "203.0.113.9:9000", None), "timeout");
+    // The operator's protected network stays out of reach although A's rule allows it.
+    assert_eq!(env.connect(&env.dev_a, "203.0.113.10:9000", None), "timeout", "a protected network");
     // B has no such rule: its devices reach nothing outside.
     assert_eq!(env.connect(&env.dev_b, "203.0.113.7:9000", None), "timeout");
 

@@ -170,6 +170,9 @@ pub fn render(node: &GatewayConfig, tenants: &[GatewayTenant]) -> Ruleset {
 /// no tenant owns.
 pub fn base_part(node: &GatewayConfig) -> Part {
     let public = node.public_address;
+    // The operator's protected networks: before any tenant's rules get a say.
+    let protected = (!node.protected_networks.is_empty())
+        .then(|| format!("iifname \"bqt*\" {}drop", match_networks("daddr", &node.protected_networks)));
     let map =
         |name: &str, key: &str| Set { name: name.to_string(), keyword: "map", spec: format!("type {key} : verdict;") };
     let chain =
@@ -180,12 +183,15 @@ pub fn base_part(node: &GatewayConfig) -> Part {
             chain(
                 "forward_hook",
                 "type filter hook forward priority filter; policy accept;",
-                vec![
-                    format!("iifname vmap @{}", maps::FROM_TENANT),
-                    format!("oifname vmap @{}", maps::TO_TENANT),
-                    "iifname \"bqt*\" drop".into(),
-                    "oifname \"bqt*\" drop".into(),
-                ],
+                protected
+                    .into_iter()
+                    .chain([
+                        format!("iifname vmap @{}", maps::FROM_TENANT),
+                        format!("oifname vmap @{}", maps::TO_TENANT),
+                        "iifname \"bqt*\" drop".into(),
+                        "oifname \"bqt*\" drop".into(),
+                    ])
+                    .collect(),
             ),
             chain(
                 "input_hook",

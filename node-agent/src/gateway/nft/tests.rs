@@ -12,6 +12,7 @@ fn node() -> GatewayConfig {
     GatewayConfig {
         public_address: "198.51.100.10".parse().expect("ip"),
         public_ports: "15000-15999".parse().expect("range"),
+        protected_networks: Vec::new(),
     }
 }
 
@@ -538,4 +539,21 @@ fn foreign_drop_chains_become_conditions() {
     assert!(c.message.contains("table ip filter chain FORWARD") && c.message.contains("Remedy"), "{}", c.message);
     assert_eq!(status::condition(&found[1], 1).expect("a drop rule").kind, "foreign-nat-drop");
     assert_eq!(status::condition(&found[1], 0), None);
+}
+
+#[test]
+fn protected_networks_are_dropped_before_any_tenant_rule() {
+    let mut n = node();
+    n.protected_networks = vec!["192.0.2.0/24".parse().expect("net"), "203.0.113.10/32".parse().expect("net")];
+    let base = base_part(&n);
+    let forward = base.chains.iter().find(|c| c.name == "forward_hook").expect("forward hook");
+    assert!(
+        forward.rules[0].starts_with("iifname \"bqt*\" ip daddr { 192.0.2.0/24, 203.0.113.10 } drop"),
+        "before the tenant dispatch: {:?}",
+        forward.rules
+    );
+    assert_eq!(forward.rules[1], "iifname vmap @fwd_from");
+    let plain = base_part(&node());
+    let first = &plain.chains.iter().find(|c| c.name == "forward_hook").expect("hook").rules[0];
+    assert!(first.starts_with("iifname vmap @fwd_from"), "none protected: no rule: {first}");
 }
