@@ -30,6 +30,14 @@
 #   gateway-nft   the agent's nftables sync in a throwaway network namespace at 100 and 1,000
 #                 tenants × 3 exposures: cold sync, converged sync, one tenant changed, and nft -f
 #                 loading the same ruleset as one file (needs root and nftables); one line each
+#   gateway-throughput  TCP throughput (iperf3, 3 × 5 s runs, median Mbit/s) from an outside client
+#                 (203.0.113.7) to a device's iperf3 server, in throwaway network namespaces:
+#                 (a) through one exposure: public port DNAT by the agent's nftables sync (nft-lab)
+#                 → userspace WireGuard (wireguard-go on both ends) → device; (b) plain veth
+#                 forwarding through the same gateway, no WireGuard; (c) WireGuard without nft;
+#                 the ratios, and the gateway's wireguard-go CPU (% of one core) during (a) and (c)
+#                 (needs root, iperf3, nft, wg, wireguard-go, python3; BERQENAS_BENCH_SECONDS=S,
+#                 BERQENAS_BENCH_RUNS=N for others)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 name=${1:-}
@@ -81,8 +89,160 @@ case "$name" in
       ip netns exec "$ns" target/release/nft-lab bench "$n"
     done
     ;;
+  gateway-throughput)
+    for tool in iperf3 nft wg wireguard-go ip python3; do
+      if ! command -v "$tool" >/dev/null; then
+        echo "bench.sh gateway-throughput: $tool is missing (deploy/test.sh installs iperf3, nftables, wireguard-go, wireguard-tools, iproute2, python3)" >&2
+        exit 1
+      fi
+    done
+    [ -e /dev/net/tun ] || { echo "bench.sh gateway-throughput: /dev/net/tun is missing (wireguard-go needs it)" >&2; exit 1; }
+    cargo build --release --locked -q -p berqenas-tests --bin nft-lab
+    secs=${BERQENAS_BENCH_SECONDS:-5}
+    runs=${BERQENAS_BENCH_RUNS:-3}
+    # Client, gateway and device namespaces. The gateway's tunnel is `bqt{index}` as the agent
+    # names it; the index is unique on the machine because wireguard-go's control sockets share
+    # /var/run/wireguard across namespaces.
+    c="bqtp-c-$$" g="bqtp-g-$$" d="bqtp-d-$$"
+    index="9$$" gwif="bqt9$$" devif="bqtpd$$"
+    tmp=$(mktemp -d)
+    cleanup() {
+      for ns in "$c" "$g" "$d"; do
+        # Whatever this bench started in them (wireguard-go, iperf3), by pid.
+        for pid in $(ip netns pids "$ns" 2>/dev/null); do kill "$pid" 2>/dev/null || true; done
+        ip netns delete "$ns" 2>/dev/null || true
+      done
+      rm -rf "$tmp"
+    }
+    trap cleanup EXIT
+    for ns in "$c" "$g" "$d"; do
+      ip netns add "$ns"
+      ip -n "$ns" link set lo up
+    done
+    ip link add bqtpw$$ netns "$g" type veth peer name eth0 netns "$c"
+    ip link add bqtpl$$ netns "$g" type veth peer name eth0 netns "$d"
+    ip -n "$g" link set bqtpw$$ name wan0
+    ip -n "$g" link set bqtpl$$ name lan0
+    ip -n "$g" addr add 198.51.100.10/24 dev wan0
+    ip -n "$g" addr add 203.0.113.1/24 dev wan0
+    ip -n "$g" addr add 192.0.2.1/24 dev lan0
+    ip -n "$c" addr add 203.0.113.7/24 dev eth0
+    ip -n "$d" addr add 192.0.2.10/24 dev eth0
+    ip -n "$c" link set eth0 up
+    ip -n "$d" link set eth0 up
+    ip -n "$g" link set wan0 up
+    ip -n "$g" link set lan0 up
+    ip -n "$c" route add default via 203.0.113.1
+    # The device's uplink: the gateway's public address, and the outside for plain forwarding.
+    ip -n "$d" route add 198.51.100.10/32 via 192.0.2.1
+    ip -n "$d" route add 203.0.113.0/24 via 192.0.2.1
+    ip netns exec "$g" sysctl -qw net.ipv4.ip_forward=1
+
+    # The gateway's wireguard-go CPU ticks so far (user + system).
+    gw_wg_ticks() {
+      local total=0 pid
+      for pid in $(ip netns pids "$g"); do
+        if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = wireguard-go ]; then
+          total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+        fi
+      done
+      echo "$total"
+    }
+    # One measurement: `runs` iperf3 runs of `secs` seconds from the client to HOST:PORT, each
+    # to a one-off server (-1) on the device's 5201; the JSON reports and the gateway's
+    # wireguard-go ticks over all runs land in $tmp/LABEL.*.
+    measure() {
+      local host=$1 port=$2 label=$3 i before after server
+      before=$(gw_wg_ticks)
+      for ((i = 0; i < runs; i++)); do
+        ip netns exec "$d" timeout $((secs + 30)) iperf3 -s -1 -p 5201 >/dev/null 2>&1 &
+        server=$!
+        for _ in $(seq 50); do
+          ip netns exec "$d" ss -ltnH 'sport = :5201' | grep -q . && break
+          sleep 0.1
+        done
+        if ! ip netns exec "$c" timeout $((secs + 20)) iperf3 -c "$host" -p "$port" -t "$secs" \
+          --connect-timeout 3000 -J >"$tmp/$label.$i.json"; then
+          echo "bench.sh gateway-throughput: iperf3 ($label) to $host:$port failed:" >&2
+          cat "$tmp/$label.$i.json" >&2
+          exit 1
+        fi
+        wait "$server" || true
+      done
+      after=$(gw_wg_ticks)
+      echo $((after - before)) >"$tmp/$label.ticks"
+    }
+
+    # (b) Plain veth forwarding: client → gateway → device, no WireGuard, no nft.
+    measure 192.0.2.10 5201 veth
+
+    # The tunnel: wireguard-go on both ends, configured with plain `wg` and `ip`.
+    (umask 077 && wg genkey >"$tmp/gw.key" && wg genkey >"$tmp/dev.key")
+    gwpub=$(wg pubkey <"$tmp/gw.key")
+    devpub=$(wg pubkey <"$tmp/dev.key")
+    ip netns exec "$g" wireguard-go "$gwif" >/dev/null 2>&1
+    ip netns exec "$d" wireguard-go "$devif" >/dev/null 2>&1
+    ip netns exec "$g" wg set "$gwif" private-key "$tmp/gw.key" listen-port 51821 \
+      peer "$devpub" allowed-ips 198.18.1.10/32
+    ip netns exec "$d" wg set "$devif" private-key "$tmp/dev.key" peer "$gwpub" \
+      endpoint 198.51.100.10:51821 allowed-ips 198.18.1.0/24,203.0.113.0/24 persistent-keepalive 25
+    ip -n "$g" addr add 198.18.1.1/24 dev "$gwif"
+    ip -n "$d" addr add 198.18.1.10/24 dev "$devif"
+    ip -n "$g" link set mtu 1420 up dev "$gwif"
+    ip -n "$d" link set mtu 1420 up dev "$devif"
+    # From now on the device answers the outside through its tunnel.
+    ip -n "$d" route replace 203.0.113.0/24 dev "$devif"
+    if ! ip netns exec "$d" ping -c 3 -i 0.2 -W 2 198.18.1.1 >/dev/null; then
+      echo "bench.sh gateway-throughput: the device's tunnel to the gateway does not answer" >&2
+      exit 1
+    fi
+
+    # (c) WireGuard without nft: the client reaches the device's tunnel address, routed.
+    measure 198.18.1.10 5201 wg
+
+    # (a) One exposure: the agent's nftables sync in the gateway (public port 15201 → the
+    # device's 5201, source nat), then the client connects to the public address.
+    cat >"$tmp/desired.json" <<EOF
+{"node": {"public_address": "198.51.100.10", "public_ports": {"first": 15000, "last": 15999}},
+ "tenants": [{"name": "bench", "revision": 1, "lifecycle": "run", "index": $index, "gateway": {
+   "vpn_subnet": "198.18.1.0/24", "gateway_address": "198.18.1.1", "interface": "$gwif", "listen_port": 51821,
+   "exposures": [{"id": "x1", "device_id": "d1", "device_address": "198.18.1.10", "port": 5201,
+                  "public_port": 15201, "protocol": "tcp", "allow": [], "rate_per_second": 0,
+                  "source": "nat", "enabled": true}],
+   "rules": [], "blocked_domains": []}}]}
+EOF
+    report=$(ip netns exec "$g" target/release/nft-lab sync "$tmp/desired.json")
+    if [ "$(python3 -c 'import json, sys; print(json.loads(sys.argv[1]).get("failed") == {})' "$report")" != True ]; then
+      echo "bench.sh gateway-throughput: the agent's nft sync failed: $report" >&2
+      exit 1
+    fi
+    measure 198.51.100.10 15201 exposure
+
+    python3 - "$tmp" "$runs" "$secs" "$(getconf CLK_TCK)" <<'PY'
+import json, statistics, sys
+tmp, runs, secs, hz = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+out = {"bench": "gateway-throughput", "runs": runs, "seconds": secs, "tool": "iperf3 TCP, 1 stream",
+       "wireguard": "wireguard-go (userspace) on gateway and device, MTU 1420"}
+names = {"exposure": "exposure_nft_dnat_wg", "veth": "plain_veth_forwarding", "wg": "wg_without_nft"}
+med = {}
+for label, key in names.items():
+    mbit = [json.load(open(f"{tmp}/{label}.{i}.json"))["end"]["sum_received"]["bits_per_second"] / 1e6
+            for i in range(runs)]
+    med[label] = statistics.median(mbit)
+    out[key + "_mbit_s"] = round(med[label], 1)
+    out[key + "_runs_mbit_s"] = [round(m, 1) for m in mbit]
+    if label != "veth":
+        ticks = int(open(f"{tmp}/{label}.ticks").read())
+        # Percent of one core over the runs' seconds (iperf3's own setup adds a little time).
+        out[key + "_gateway_wireguard_go_cpu_pct"] = round(100 * ticks / hz / (runs * secs), 1)
+out["exposure_vs_veth_ratio"] = round(med["exposure"] / med["veth"], 4)
+out["wg_vs_veth_ratio"] = round(med["wg"] / med["veth"], 4)
+out["exposure_vs_wg_ratio"] = round(med["exposure"] / med["wg"], 4)
+print(json.dumps(out))
+PY
+    ;;
   *)
-    echo "usage: $0 coordinator|fanout|flood|provision|gateway|gateway-nft|wg-peers" >&2
+    echo "usage: $0 coordinator|fanout|flood|provision|gateway|gateway-nft|gateway-throughput|wg-peers" >&2
     exit 2
     ;;
 esac

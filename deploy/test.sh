@@ -10,8 +10,9 @@ log() { printf '==> %s\n' "$*"; }
 # PostgreSQL and pgBouncer for the lab's database node, nftables for the gateway lab and the agent's
 # per-source limit on pgBouncer, python3 for raw-socket attack clients, wireguard-go and
 # wireguard-tools for the gateway lab (this machine has no WireGuard module; devices use plain
-# `wg`), ping for its tunnels, iptables for `deploy/bench.sh gateway` (the seed's way, side by side). Installed
-# only when missing, so a prepared machine runs no apt at all. The lab needs root.
+# `wg`), ping for its tunnels, iptables for `deploy/bench.sh gateway` (the seed's way, side by side),
+# iperf3 for `deploy/bench.sh gateway-throughput`. Installed only when missing, so a prepared
+# machine runs no apt at all. The lab needs root.
 missing=()
 command -v gcc >/dev/null 2>&1 || missing+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
@@ -25,6 +26,7 @@ command -v wireguard-go >/dev/null 2>&1 || missing+=(wireguard-go)
 command -v wg >/dev/null 2>&1 || missing+=(wireguard-tools)
 command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || missing+=(iptables) # bench.sh gateway: the seed's way
 command -v ping >/dev/null 2>&1 || missing+=(iputils-ping)
+command -v iperf3 >/dev/null 2>&1 || missing+=(iperf3) # bench.sh gateway-throughput
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv) # schemathesis's venv
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 if [ ${#missing[@]} -gt 0 ]; then
