@@ -5,6 +5,13 @@
 //! Each is a whole driver pass, so it includes the tenant's nftables sync and status reads.
 //! Prints one JSON line of milliseconds (and the process's peak RSS). Needs root, wireguard-go, nft and /dev/net/tun.
 //! Usage: bench-wg-peers [N]
+//!
+//! Where the cold pass goes (profiled 2026-12-02, wireguard-go v0.0.20220316, 2 shared cores):
+//! ~95% is wireguard-go itself serving the one UAPI `set` of 10,000 peers (1.1-1.5 s; `wg setconf`
+//! of the same peers, no agent involved, takes 0.85-1.7 s; peers cost it ~10 kB RSS each, and
+//! neither the private key nor GOGC changes it). The driver's own part (observe, plan, interface,
+//! nftables, status) is ~50 ms. The converged and add-one passes are bounded by the UAPI `get` of
+//! 10,000 peers (`wg show dump`: 83-98 ms).
 
 #![allow(
     clippy::expect_used,
