@@ -170,7 +170,13 @@ impl GatewayDriver {
             if step.tenant().is_some_and(|t| failed.contains_key(t)) {
                 continue;
             }
-            tracing::info!(step = %step, "gateway applies");
+            // Peers are summed up per interface below (a cold pass may add ten thousand).
+            match step {
+                Step::AddPeer { .. } | Step::UpdatePeer { .. } | Step::RemovePeer { .. } => {
+                    tracing::debug!(step = %step, "gateway applies")
+                }
+                _ => tracing::info!(step = %step, "gateway applies"),
+            }
             let result: Result<(), String> = match &step {
                 // A procfs file: written in place, never replaced.
                 Step::EnableForwarding => std::fs::write(IP_FORWARD, "1\n").map_err(|e| format!("{IP_FORWARD}: {e}")),
@@ -232,6 +238,10 @@ impl GatewayDriver {
         for (interface, (tenant, update)) in updates {
             if failed.contains_key(&tenant) {
                 continue;
+            }
+            let (added, updated, removed) = update.peer_counts();
+            if added + updated + removed > 0 {
+                tracing::info!(tenant = %tenant, interface = %interface, added, updated, removed, "gateway applies peers");
             }
             if let Err(e) = wg::apply(self.backend, &interface, update).await {
                 tracing::warn!(tenant = %tenant, error = %e, "wireguard update failed");

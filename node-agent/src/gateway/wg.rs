@@ -166,6 +166,11 @@ pub struct Update {
 }
 
 impl Update {
+    /// Peers this update adds, changes and removes.
+    pub fn peer_counts(&self) -> (usize, usize, usize) {
+        (self.add.len(), self.update.len(), self.remove.len())
+    }
+
     pub fn configure(&mut self, private_key: Key, listen_port: u16) {
         self.private_key = Some(private_key);
         self.listen_port = Some(listen_port);
