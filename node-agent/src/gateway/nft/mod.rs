@@ -60,11 +60,20 @@ pub struct SyncReport {
     pub nft: Duration,
 }
 
-/// The table as the last successful `sync` left it: what `sync_changes` plans against instead of
-/// listing the table (which takes seconds at a thousand tenants). Cleared when a sync fails.
-static LAST_APPLIED: std::sync::Mutex<Option<Observed>> = std::sync::Mutex::new(None);
+/// What the last successful `sync` left: the ruleset, what its parts were rendered from, the
+/// blocked addresses, and the table as it lists now (`plan::as_applied` of them), which
+/// `sync_changes` plans against instead of listing the table (which takes seconds at a thousand
+/// tenants). Cleared when a sync fails.
+struct Synced {
+    ruleset: Ruleset,
+    inputs: render::Inputs,
+    blocked: BTreeMap<String, BTreeSet<Ipv4Addr>>,
+    observed: Observed,
+}
 
-fn remember(applied: Option<Observed>) {
+static LAST_APPLIED: std::sync::Mutex<Option<Synced>> = std::sync::Mutex::new(None);
+
+fn remember(applied: Option<Synced>) {
     if let Ok(mut last) = LAST_APPLIED.lock() {
         *last = applied;
     }
@@ -114,58 +123,99 @@ pub async fn sync(
 ) -> Result<SyncReport, NftError> {
     let started = Instant::now();
     let observed = observe().await?;
-    apply(node, desired, resolved, observed, started, started.elapsed()).await
+    let listing = started.elapsed();
+    let mut ruleset = Ruleset { base: render::base_part(node), tenants: BTreeMap::new(), refused: Vec::new() };
+    let mut inputs = render::Inputs::new();
+    render::update(node, desired, &mut ruleset, &mut inputs);
+    let blocked = blocked_of(desired, resolved);
+    let steps = plan::plan(&ruleset, &observed, &blocked);
+    let mut report = SyncReport { refused: ruleset.refused.clone(), listing, ..SyncReport::default() };
+    let ok = run_steps(&mut report, steps, &ruleset, &observed).await;
+    match ok {
+        true => {
+            let observed = plan::as_applied(&ruleset, &blocked);
+            remember(Some(Synced { ruleset, inputs, blocked, observed }));
+        }
+        false => remember(None),
+    }
+    report.elapsed = started.elapsed();
+    Ok(report)
 }
 
 /// Like `sync`, but plans against the table as the last successful sync of this process left
 /// it instead of listing it (a full `sync` when there is none): for desired-state changes
-/// between resyncs, where listing a large table would cost more than the change. Changes made
-/// by hand since are repaired by the next full `sync`.
+/// between resyncs, where listing a large table would cost more than the change. Only the
+/// tenants whose part or blocked addresses changed since are rendered and compared; the others
+/// are as that sync left them. Changes made by hand since are repaired by the next full `sync`.
 pub async fn sync_changes(
     node: &GatewayConfig,
     desired: &[GatewayTenant],
     resolved: &BTreeMap<String, Vec<Ipv4Addr>>,
 ) -> Result<SyncReport, NftError> {
     let started = Instant::now();
-    // Taken, not copied: `apply` puts back what it leaves (or nothing when it fails).
+    // Taken, not copied: put back updated when the sync succeeds (nothing when it fails).
     let cached = LAST_APPLIED.lock().ok().and_then(|mut l| l.take());
-    let (observed, listing) = match cached {
-        Some(o) => (o, Duration::ZERO),
-        None => (observe().await?, started.elapsed()),
+    let Some(Synced { mut ruleset, mut inputs, blocked: had, mut observed }) = cached else {
+        return sync(node, desired, resolved).await;
     };
-    apply(node, desired, resolved, observed, started, listing).await
+    let base = ruleset.base.clone();
+    let replaced = render::update(node, desired, &mut ruleset, &mut inputs);
+    let blocked = blocked_of(desired, resolved);
+    let mut scope: BTreeSet<String> = replaced.keys().cloned().collect();
+    for name in blocked.keys().chain(had.keys()) {
+        if blocked.get(name) != had.get(name) {
+            scope.insert(name.clone());
+        }
+    }
+    let base_changed = base != ruleset.base;
+    let steps = {
+        let scope: BTreeSet<&str> = scope.iter().map(String::as_str).collect();
+        match base_changed {
+            true => plan::plan(&ruleset, &observed, &blocked),
+            false => plan::plan_only(&ruleset, &observed, &blocked, &scope),
+        }
+    };
+    let mut report = SyncReport { refused: ruleset.refused.clone(), ..SyncReport::default() };
+    let ok = run_steps(&mut report, steps, &ruleset, &observed).await;
+    if ok {
+        if base_changed {
+            observed = plan::as_applied(&ruleset, &blocked);
+        } else {
+            // The table as listed now: each changed tenant's previous part out, its new one in.
+            for name in &scope {
+                match replaced.get(name) {
+                    Some(previous) => previous.iter().for_each(|p| plan::remove_applied(&mut observed, p)),
+                    None => ruleset.tenants.get(name).iter().for_each(|p| plan::remove_applied(&mut observed, p)),
+                }
+            }
+            for part in scope.iter().filter_map(|name| ruleset.tenants.get(name)) {
+                plan::add_applied(&mut observed, part, &blocked);
+            }
+        }
+        remember(Some(Synced { ruleset, inputs, blocked, observed }));
+    }
+    report.elapsed = started.elapsed();
+    Ok(report)
 }
 
-async fn apply(
-    node: &GatewayConfig,
-    desired: &[GatewayTenant],
-    resolved: &BTreeMap<String, Vec<Ipv4Addr>>,
-    observed: Observed,
-    started: Instant,
-    listing: Duration,
-) -> Result<SyncReport, NftError> {
-    let ruleset = render(node, desired);
-    let blocked = blocked_of(desired, resolved);
-    let steps = plan::plan(&ruleset, &observed, &blocked);
-    let mut report = SyncReport { refused: ruleset.refused.clone(), listing, ..SyncReport::default() };
+/// Runs `steps` (planned against `observed`) in one `nft` transaction, or each on its own when
+/// that one is refused, recording them in `report`. True when the table is now as planned.
+async fn run_steps(report: &mut SyncReport, steps: Vec<Step>, ruleset: &Ruleset, observed: &Observed) -> bool {
     if steps.is_empty() {
-        remember(Some(plan::as_applied(&ruleset, &blocked)));
-        report.elapsed = started.elapsed();
-        return Ok(report);
+        return true;
     }
-    let scripts = plan::scripts(&steps, &ruleset, &observed);
+    let scripts = plan::scripts(&steps, ruleset, observed);
     let batch: String = scripts.iter().map(|(_, s)| s.as_str()).collect();
     report.transactions = 1;
     let nft_started = Instant::now();
     let batch_result = exec::run("nft", &["-f", "-"], Some(batch.as_bytes()), NFT_TIMEOUT).await;
     report.nft = nft_started.elapsed();
-    match batch_result {
+    let ok = match batch_result {
         Ok(_) => {
             report.applied = scripts.into_iter().map(|(step, _)| step).collect();
-            remember(Some(plan::as_applied(&ruleset, &blocked)));
+            true
         }
         Err(e) => {
-            remember(None);
             tracing::warn!(error = %e, "nft refused the whole batch; applying step by step");
             for (step, script) in scripts {
                 report.transactions += 1;
@@ -179,13 +229,13 @@ async fn apply(
                     }
                 }
             }
+            false
         }
-    }
+    };
     for step in &report.applied {
         tracing::info!(tenant = step.tenant().unwrap_or("node"), "nft: {}", step.describe());
     }
-    report.elapsed = started.elapsed();
-    Ok(report)
+    ok
 }
 
 /// What `sync` would change now, as `berqenas-node-agent plan` prints it.

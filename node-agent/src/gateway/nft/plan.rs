@@ -49,25 +49,61 @@ impl Step {
 /// Pure: the steps from `observed` to `desired`. `blocked` holds each tenant's wanted blocked
 /// addresses; `now_ok` elements expiring later than half the timeout are left alone.
 pub fn plan(desired: &Ruleset, observed: &Observed, blocked: &BTreeMap<String, BTreeSet<Ipv4Addr>>) -> Vec<Step> {
+    plan_scoped(desired, observed, blocked, None)
+}
+
+/// Like `plan`, looking only at the tenants in `scope` (and the base part): the others are
+/// known to be as the table holds them (see `sync_changes`), so they need no comparison.
+pub fn plan_only(
+    desired: &Ruleset,
+    observed: &Observed,
+    blocked: &BTreeMap<String, BTreeSet<Ipv4Addr>>,
+    scope: &BTreeSet<&str>,
+) -> Vec<Step> {
+    plan_scoped(desired, observed, blocked, Some(scope))
+}
+
+fn plan_scoped(
+    desired: &Ruleset,
+    observed: &Observed,
+    blocked: &BTreeMap<String, BTreeSet<Ipv4Addr>>,
+    scope: Option<&BTreeSet<&str>>,
+) -> Vec<Step> {
     let mut steps = Vec::new();
     if !observed.table {
         steps.push(Step::CreateTable);
     } else if let Some(why) = differs(&desired.base, observed, None) {
         steps.push(Step::RepairBase { why });
     }
-    let owners: BTreeSet<&str> = observed
-        .chains
-        .keys()
-        .chain(observed.sets.keys())
-        .chain(observed.counters.keys())
-        .chain(observed.dispatch.values())
-        .filter_map(|n| owner_of(n))
-        .collect();
+    let by_owner = dispatch_by_owner(observed, scope);
+    let owners: BTreeSet<&str> = match scope {
+        None => observed
+            .chains
+            .keys()
+            .chain(observed.sets.keys())
+            .chain(observed.counters.keys())
+            .chain(observed.dispatch.values())
+            .filter_map(|n| owner_of(n))
+            .collect(),
+        Some(scope) => scope
+            .iter()
+            .copied()
+            .filter(|t| {
+                owned(&observed.chains, t).next().is_some()
+                    || owned(&observed.sets, t).next().is_some()
+                    || owned(&observed.counters, t).next().is_some()
+                    || by_owner.contains_key(t)
+            })
+            .collect(),
+    };
     for gone in owners.iter().filter(|o| !desired.tenants.contains_key(**o)) {
         steps.push(Step::Remove { tenant: gone.to_string() });
     }
-    let by_owner = dispatch_by_owner(observed);
-    for (name, part) in &desired.tenants {
+    let tenants: Box<dyn Iterator<Item = (&String, &Part)>> = match scope {
+        None => Box::new(desired.tenants.iter()),
+        Some(scope) => Box::new(scope.iter().filter_map(|t| desired.tenants.get_key_value(*t))),
+    };
+    for (name, part) in tenants {
         if let Some(why) = differs(part, observed, Some((name, &by_owner))) {
             steps.push(Step::Replace { tenant: name.clone(), why });
         }
@@ -100,10 +136,10 @@ fn owned<'a, V>(m: &'a BTreeMap<String, V>, tenant: &'a str) -> impl Iterator<It
 /// tenant's check looks at its own elements only.
 type ByOwner<'a> = BTreeMap<&'a str, Vec<(&'a (String, String), &'a String)>>;
 
-fn dispatch_by_owner(o: &Observed) -> ByOwner<'_> {
+fn dispatch_by_owner<'a>(o: &'a Observed, scope: Option<&BTreeSet<&str>>) -> ByOwner<'a> {
     let mut by: ByOwner<'_> = BTreeMap::new();
     for (key, chain) in &o.dispatch {
-        if let Some(owner) = owner_of(chain) {
+        if let Some(owner) = owner_of(chain).filter(|w| scope.is_none_or(|s| s.contains(w))) {
             by.entry(owner).or_default().push((key, chain));
         }
     }
@@ -178,7 +214,8 @@ pub fn scripts(steps: &[Step], desired: &Ruleset, observed: &Observed) -> Vec<(S
         true => format!("\"{key}\""),
         false => key.to_string(),
     };
-    let by_owner = dispatch_by_owner(observed);
+    let scope: BTreeSet<&str> = steps.iter().filter_map(Step::tenant).collect();
+    let by_owner = dispatch_by_owner(observed, Some(&scope));
     // The elements jumping to `tenant`'s chains, and those on `keys` (whoever has them), each
     // deleted once: looked up by owner and key, not by scanning every tenant's elements.
     let mut delete_elements = |s: &mut String, tenant: &str, keys: &[(&str, &str)]| {
@@ -271,35 +308,62 @@ fn clear(
 pub fn as_applied(ruleset: &Ruleset, blocked: &BTreeMap<String, BTreeSet<Ipv4Addr>>) -> Observed {
     let mut o = Observed { table: true, ..Observed::default() };
     for part in std::iter::once(&ruleset.base).chain(ruleset.tenants.values()) {
-        for (i, c) in part.chains.iter().enumerate() {
-            let chain = ObservedChain {
-                rules: c.rules.len(),
-                comment: (i == 0).then(|| format!("berqenas {}", part.digest)),
-                hook: c.hook.map(|_| "accept".to_string()).map(|p| format!("hooked {p}")),
-            };
-            o.chains.insert(c.name.clone(), chain);
-        }
-        for set in &part.sets {
-            let elements: Vec<Element> = if Some(&set.name) == part.blocked_set.as_ref() {
-                let owner = part.owner.as_deref().unwrap_or_default();
-                let addresses = blocked.get(owner).into_iter().flatten();
-                addresses
-                    .map(|a| Element { key: a.to_string(), expires: Some(BLOCK_TIMEOUT_SECS), ..Element::default() })
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            if set.keyword == "map" {
-                o.maps.insert(set.name.clone());
-            }
-            o.sets.insert(set.name.clone(), elements);
-        }
-        for c in &part.counters {
-            o.counters.insert(c.clone(), (0, 0));
-        }
-        for d in &part.dispatch {
-            o.dispatch.insert((d.map.to_string(), d.key.clone()), d.chain.clone());
-        }
+        add_applied(&mut o, part, blocked);
     }
     o
+}
+
+/// Adds what `part` (with `blocked`) lists once applied to `o` (see `as_applied`).
+pub fn add_applied(o: &mut Observed, part: &Part, blocked: &BTreeMap<String, BTreeSet<Ipv4Addr>>) {
+    for (i, c) in part.chains.iter().enumerate() {
+        let chain = ObservedChain {
+            rules: c.rules.len(),
+            comment: (i == 0).then(|| format!("berqenas {}", part.digest)),
+            hook: c.hook.map(|_| "accept".to_string()).map(|p| format!("hooked {p}")),
+        };
+        o.chains.insert(c.name.clone(), chain);
+    }
+    for set in &part.sets {
+        let elements: Vec<Element> = if Some(&set.name) == part.blocked_set.as_ref() {
+            let owner = part.owner.as_deref().unwrap_or_default();
+            let addresses = blocked.get(owner).into_iter().flatten();
+            addresses
+                .map(|a| Element { key: a.to_string(), expires: Some(BLOCK_TIMEOUT_SECS), ..Element::default() })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if set.keyword == "map" {
+            o.maps.insert(set.name.clone());
+        }
+        o.sets.insert(set.name.clone(), elements);
+    }
+    for c in &part.counters {
+        o.counters.insert(c.clone(), (0, 0));
+    }
+    for d in &part.dispatch {
+        o.dispatch.insert((d.map.to_string(), d.key.clone()), d.chain.clone());
+    }
+}
+
+/// Takes out of `o` what `add_applied` put in for `part`: `as_applied` of a ruleset without
+/// `part` is `as_applied` of the ruleset with `remove_applied` of the part (the names of
+/// different parts never meet: they are prefixed by their owner, dispatch keys are unique).
+pub fn remove_applied(o: &mut Observed, part: &Part) {
+    for c in &part.chains {
+        o.chains.remove(&c.name);
+    }
+    for set in &part.sets {
+        o.maps.remove(&set.name);
+        o.sets.remove(&set.name);
+    }
+    for c in &part.counters {
+        o.counters.remove(c);
+    }
+    for d in &part.dispatch {
+        let key = (d.map.to_string(), d.key.clone());
+        if o.dispatch.get(&key) == Some(&d.chain) {
+            o.dispatch.remove(&key);
+        }
+    }
 }

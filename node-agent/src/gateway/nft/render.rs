@@ -119,23 +119,41 @@ impl Dispatch {
 /// Pure: the ruleset for `tenants` on this node. Deleted tenants have no part; suspended ones
 /// keep their counters and sets but forward and expose nothing.
 pub fn render(node: &GatewayConfig, tenants: &[GatewayTenant]) -> Ruleset {
+    let mut ruleset = Ruleset { base: base_part(node), tenants: BTreeMap::new(), refused: Vec::new() };
+    update(node, tenants, &mut ruleset, &mut Inputs::default());
+    ruleset
+}
+
+/// What each tenant's part was rendered from (the tenant and which of its exposures are live):
+/// a part whose inputs are unchanged is the same part, so `update` keeps it without rendering.
+pub type Inputs = BTreeMap<String, (GatewayTenant, Vec<bool>)>;
+
+/// What `update` changed: the tenants whose part is new, different or gone, each with its
+/// previous part (None for a new tenant).
+pub type Replaced = BTreeMap<String, Option<Part>>;
+
+/// Pure: brings `ruleset` (rendered from `inputs`) to what `render` gives for `tenants`,
+/// rendering only the parts of tenants whose inputs changed: one tenant's change costs its own
+/// part, not a thousand. The conflicts (ports, interfaces) are decided over all tenants each
+/// time, as `render` does, so a freed port goes to the next tenant wanting it.
+pub fn update(node: &GatewayConfig, tenants: &[GatewayTenant], ruleset: &mut Ruleset, inputs: &mut Inputs) -> Replaced {
     let mut refused = Vec::new();
-    let mut parts = BTreeMap::new();
-    let mut ports: BTreeMap<(&str, u16), String> = BTreeMap::new();
-    let mut interfaces: BTreeMap<String, String> = BTreeMap::new();
+    let mut wanted: BTreeMap<&str, (&GatewayTenant, Vec<bool>)> = BTreeMap::new();
+    let mut ports: BTreeMap<(&str, u16), &str> = BTreeMap::new();
+    let mut interfaces: BTreeMap<&str, &str> = BTreeMap::new();
     let mut sorted: Vec<&GatewayTenant> =
         tenants.iter().filter(|t| t.lifecycle != crate::assignment::Lifecycle::Deleted).collect();
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
     for t in sorted {
-        if let Some(other) = interfaces.insert(t.gateway.interface.clone(), t.name.clone()) {
+        if let Some(other) = interfaces.get(t.gateway.interface.as_str()) {
             refused.push((t.name.clone(), format!("interface {} belongs to tenant {other}", t.gateway.interface)));
-            interfaces.insert(t.gateway.interface.clone(), other);
             continue;
         }
-        let mut exposures = Vec::new();
+        interfaces.insert(&t.gateway.interface, &t.name);
+        let mut live = Vec::with_capacity(t.gateway.exposures.len());
         for x in &t.gateway.exposures {
             if !x.enabled || t.lifecycle != crate::assignment::Lifecycle::Run {
-                exposures.push((x, false));
+                live.push(false);
                 continue;
             }
             if !node.public_ports.contains(x.public_port) {
@@ -143,7 +161,7 @@ pub fn render(node: &GatewayConfig, tenants: &[GatewayTenant]) -> Ruleset {
                     t.name.clone(),
                     format!("exposure {}: public port {} outside {}", x.id, x.public_port, node.public_ports),
                 ));
-                exposures.push((x, false));
+                live.push(false);
                 continue;
             }
             match ports.get(&(proto(x.protocol), x.public_port)) {
@@ -152,17 +170,38 @@ pub fn render(node: &GatewayConfig, tenants: &[GatewayTenant]) -> Ruleset {
                         t.name.clone(),
                         format!("exposure {}: public port {} taken by tenant {owner}", x.id, x.public_port),
                     ));
-                    exposures.push((x, false));
+                    live.push(false);
                 }
                 None => {
-                    ports.insert((proto(x.protocol), x.public_port), t.name.clone());
-                    exposures.push((x, true));
+                    ports.insert((proto(x.protocol), x.public_port), &t.name);
+                    live.push(true);
                 }
             }
         }
-        parts.insert(t.name.clone(), tenant_part(t, &exposures));
+        wanted.insert(&t.name, (t, live));
     }
-    Ruleset { base: base_part(node), tenants: parts, refused }
+    let mut replaced = Replaced::new();
+    let gone: Vec<String> = inputs.keys().filter(|n| !wanted.contains_key(n.as_str())).cloned().collect();
+    for name in gone {
+        inputs.remove(&name);
+        replaced.insert(name.clone(), ruleset.tenants.remove(&name));
+    }
+    for (name, (t, live)) in wanted {
+        if inputs.get(name).is_some_and(|(had, was)| had == t && *was == live) && ruleset.tenants.contains_key(name) {
+            continue;
+        }
+        let exposures: Vec<(&ExposureSpec, bool)> = t.gateway.exposures.iter().zip(live.iter().copied()).collect();
+        let part = tenant_part(t, &exposures);
+        inputs.insert(name.to_string(), (t.clone(), live));
+        let previous = ruleset.tenants.insert(name.to_string(), part);
+        replaced.insert(name.to_string(), previous);
+    }
+    let base = base_part(node);
+    if base != ruleset.base {
+        ruleset.base = base;
+    }
+    ruleset.refused = refused;
+    replaced
 }
 
 /// The base part: hooks that dispatch by interface or public port to tenant chains (one map

@@ -557,3 +557,42 @@ fn protected_networks_are_dropped_before_any_tenant_rule() {
     let first = &plain.chains.iter().find(|c| c.name == "forward_hook").expect("hook").rules[0];
     assert!(first.starts_with("iifname vmap @fwd_from"), "none protected: no rule: {first}");
 }
+
+#[test]
+fn updating_the_changed_parts_gives_what_a_full_render_and_plan_give() {
+    let mut other = tenant("other", 2);
+    other.gateway.exposures = vec![exposure("e9", 22, 15022, &[], 0, SourceMode::Keep)];
+    let before = vec![acme(), other.clone(), tenant("gone", 3), tenant("same", 4)];
+    let mut ruleset = render(&node(), &[]);
+    let mut inputs = render::Inputs::new();
+    update(&node(), &before, &mut ruleset, &mut inputs);
+    assert_eq!(ruleset, render(&node(), &before));
+    let had = blocked_acme();
+    let mut observed = plan::as_applied(&ruleset, &had);
+    // One tenant changed, one new, one gone, one taking a port another frees, blocked emptied.
+    let mut changed = acme();
+    changed.gateway.device_to_device = false;
+    changed.gateway.exposures.retain(|x| x.public_port != 15080);
+    other.gateway.exposures.push(exposure("e8", 80, 15080, &[], 0, SourceMode::Nat));
+    let after = vec![changed, other, tenant("same", 4), tenant("new", 5)];
+    let replaced = update(&node(), &after, &mut ruleset, &mut inputs);
+    let full = render(&node(), &after);
+    assert_eq!(ruleset, full);
+    let names: BTreeSet<&str> = replaced.keys().map(String::as_str).collect();
+    assert_eq!(names, ["acme", "gone", "new", "other"].into_iter().collect());
+    let blocked = BTreeMap::new();
+    let mut scope = names.clone();
+    scope.insert("acme");
+    assert_eq!(plan::plan_only(&full, &observed, &blocked, &scope), plan(&full, &observed, &blocked));
+    for name in &scope {
+        match replaced.get(*name) {
+            Some(previous) => previous.iter().for_each(|p| plan::remove_applied(&mut observed, p)),
+            None => full.tenants.get(*name).iter().for_each(|p| plan::remove_applied(&mut observed, p)),
+        }
+    }
+    for part in scope.iter().filter_map(|n| full.tenants.get(*n)) {
+        plan::add_applied(&mut observed, part, &blocked);
+    }
+    assert_eq!(observed, plan::as_applied(&full, &blocked));
+    assert!(update(&node(), &after, &mut ruleset, &mut inputs).is_empty(), "nothing new: nothing rendered");
+}
