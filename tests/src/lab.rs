@@ -137,3 +137,20 @@ impl Drop for Lab {
         let _ = Command::new("ip").args(["netns", "delete", &self.bridge_ns]).status();
     }
 }
+
+/// A WireGuard key pair made with `wg genkey` / `wg pubkey`, as a device's owner makes it:
+/// (private, public), base64.
+pub fn wg_keypair() -> (String, String) {
+    use std::io::Write;
+    let private = Command::new("wg").arg("genkey").output().expect("wg genkey");
+    let private = String::from_utf8_lossy(&private.stdout).trim().to_string();
+    let mut child = Command::new("wg")
+        .arg("pubkey")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("wg pubkey");
+    child.stdin.take().expect("stdin").write_all(private.as_bytes()).expect("write key");
+    let public = child.wait_with_output().expect("wg pubkey output");
+    (private, String::from_utf8_lossy(&public.stdout).trim().to_string())
+}

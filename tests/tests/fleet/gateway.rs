@@ -12,7 +12,7 @@ use berqenas_node_agent::assignment::{GatewaySpec, GatewayTenant, Lifecycle, Pee
 use berqenas_node_agent::config::GatewayConfig;
 use berqenas_node_agent::driver::{Change, Driver, Status};
 use berqenas_node_agent::gateway::{wg::Backend, GatewayDriver};
-use berqenas_tests::lab::{Host, Lab};
+use berqenas_tests::lab::{wg_keypair, Host, Lab};
 use berqenas_tests::wait_for;
 use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
@@ -116,21 +116,6 @@ fn sh(lab: &Lab, host: &Host, program: &str, args: &[&str]) -> String {
 
 fn pings(lab: &Lab, host: &Host, target: Ipv4Addr) -> bool {
     lab.run(host, Path::new("ping"), &["-c", "1", "-W", "1", &target.to_string()], &[]).status.success()
-}
-
-fn wg_keypair() -> (String, String) {
-    let private = std::process::Command::new("wg").arg("genkey").output().expect("wg genkey");
-    let private = String::from_utf8_lossy(&private.stdout).trim().to_string();
-    let mut child = std::process::Command::new("wg")
-        .arg("pubkey")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("wg pubkey");
-    use std::io::Write;
-    child.stdin.take().expect("stdin").write_all(private.as_bytes()).expect("write key");
-    let public = child.wait_with_output().expect("wg pubkey output");
-    (private, String::from_utf8_lossy(&public.stdout).trim().to_string())
 }
 
 fn ready(statuses: &[Status]) {

@@ -3,7 +3,7 @@
 
 use crate::harness::{agent_bin, coordinator_bin};
 use berqenas_tests::coordinator;
-use berqenas_tests::lab::{Host, Lab};
+use berqenas_tests::lab::{wg_keypair, Host, Lab};
 use berqenas_tests::{wait_for, workspace_bin, Proc};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -144,21 +144,6 @@ impl Drop for Env {
             let _ = self.lab.run(&d.host, Path::new("ip"), &["link", "del", &d.interface], &[]);
         }
     }
-}
-
-pub fn wg_keypair() -> (String, String) {
-    use std::io::Write;
-    let private = std::process::Command::new("wg").arg("genkey").output().expect("wg genkey");
-    let private = String::from_utf8_lossy(&private.stdout).trim().to_string();
-    let mut child = std::process::Command::new("wg")
-        .arg("pubkey")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("wg pubkey");
-    child.stdin.take().expect("stdin").write_all(private.as_bytes()).expect("write key");
-    let public = child.wait_with_output().expect("wg pubkey output");
-    (private, String::from_utf8_lossy(&public.stdout).trim().to_string())
 }
 
 impl Env {
