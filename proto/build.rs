@@ -1,7 +1,7 @@
 //! Compiles the .proto files with protox (pure Rust), so no `protoc` is needed.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/raft.proto", "proto/node.proto"];
+    let files = ["proto/raft.proto", "proto/node.proto", "proto/device.proto", "proto/realtime.proto"];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }

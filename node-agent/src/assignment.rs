@@ -329,6 +329,8 @@ fn db_spec(d: pb::DbAssignment) -> Result<DbSpec, Invalid> {
         public_api,
         password_verifier,
         ddl_enabled,
+        devices: _,
+        subscriber_keys: _,
     } = d;
     let db_type = match pb::DbType::try_from(db_type) {
         Ok(pb::DbType::Postgres) => DbType::Postgres,

@@ -95,6 +95,7 @@ pub async fn join(args: JoinArgs) -> anyhow::Result<AgentConfig> {
         public_address: args.gateway.as_ref().map(|g| g.public_address.to_string()).unwrap_or_default(),
         public_port_first: args.gateway.as_ref().map_or(0, |g| u32::from(g.public_ports.first)),
         public_port_last: args.gateway.as_ref().map_or(0, |g| u32::from(g.public_ports.last)),
+        realtime_address: String::new(),
     };
     let resp = client.join(request).await.map_err(|s| anyhow::anyhow!("join refused: {}", s.message()))?.into_inner();
     let mut coordinators: Vec<String> = resp.coordinators.iter().map(|c| c.address.clone()).collect();

@@ -12,3 +12,15 @@ pub mod node {
     #![allow(clippy::all, clippy::pedantic, missing_docs)]
     tonic::include_proto!("berqenas.node.v1");
 }
+
+/// Coordinator-to-device service: enrollment, certificate renewal, heartbeats.
+pub mod device {
+    #![allow(clippy::all, clippy::pedantic, missing_docs)]
+    tonic::include_proto!("berqenas.device.v1");
+}
+
+/// Device-to-ingest service: events published by devices.
+pub mod realtime {
+    #![allow(clippy::all, clippy::pedantic, missing_docs)]
+    tonic::include_proto!("berqenas.realtime.v1");
+}

@@ -207,6 +207,8 @@ fn to_pb(a: &Assignment) -> pb::TenantAssignment {
             public_api: d.public_api,
             password_verifier: d.password_verifier.clone(),
             ddl_enabled: d.ddl_enabled,
+            devices: Vec::new(),
+            subscriber_keys: Vec::new(),
         }),
         gateway: a.gateway.as_ref().map(gateway_to_pb),
     }
