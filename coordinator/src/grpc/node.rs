@@ -114,6 +114,7 @@ fn validate_join(req: &pb::JoinRequest) -> Result<(String, String, Node), String
         return Err("CSR is too large".into());
     }
     let settings = gateway_settings(req, &roles)?;
+    let realtime_address = realtime_address(&req.realtime_address, &roles)?;
     let node = Node {
         id: 0,
         roles,
@@ -125,8 +126,28 @@ fn validate_join(req: &pb::JoinRequest) -> Result<(String, String, Node), String
         revoked: false,
         applied_revision: 0,
         gateway: GatewayNode { settings, ..Default::default() },
+        realtime_address,
     };
     Ok((id.to_string(), hash_secret(secret), node))
+}
+
+/// A db node's realtime ingest address from a join: `host:port`, db role only; empty: none.
+fn realtime_address(raw: &str, roles: &std::collections::BTreeSet<NodeRole>) -> Result<Option<String>, String> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    if !roles.contains(&NodeRole::Db) {
+        return Err("a realtime address is for the db role only".into());
+    }
+    let shown = || raw.chars().take(64).collect::<String>();
+    let (host, port) =
+        raw.rsplit_once(':').ok_or_else(|| format!("realtime address {:?} is not host:port", shown()))?;
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let port_ok = port.parse::<u16>().is_ok_and(|p| p > 0) && !port.starts_with('0');
+    if raw.len() > 260 || !port_ok || !crate::transport::valid_name(host) {
+        return Err(format!("realtime address {:?} is not host:port with a port within 1-65535", shown()));
+    }
+    Ok(Some(raw.to_string()))
 }
 
 /// The gateway's public address and port range from a join: both or neither, gateway role only.
@@ -207,8 +228,20 @@ fn to_pb(a: &Assignment) -> pb::TenantAssignment {
             public_api: d.public_api,
             password_verifier: d.password_verifier.clone(),
             ddl_enabled: d.ddl_enabled,
-            devices: Vec::new(),
-            subscriber_keys: Vec::new(),
+            devices: d
+                .devices
+                .iter()
+                .map(|dev| pb::RealtimeDevice { id: dev.id.clone(), name: dev.name.clone() })
+                .collect(),
+            subscriber_keys: d
+                .subscriber_keys
+                .iter()
+                .map(|k| pb::SubscriberKey {
+                    id: k.id.clone(),
+                    secret_hash: k.secret_hash.clone(),
+                    expires_at_ms: k.expires_at_ms.unwrap_or(0),
+                })
+                .collect(),
         }),
         gateway: a.gateway.as_ref().map(gateway_to_pb),
     }
@@ -237,7 +270,8 @@ fn gateway_to_pb(g: &desired::GatewayAssignment) -> pb::GatewayAssignment {
                 name: d.name.to_string(),
                 public_key: d.public_key.to_string(),
                 address: d.address.to_string(),
-                enabled: d.enabled,
+                // Pending and revoked devices keep their address but are no peer.
+                enabled: d.is_active(),
             })
             .collect(),
         exposures: g

@@ -10,12 +10,14 @@ pub mod cluster;
 pub mod connect;
 pub mod desired;
 pub mod device;
+pub mod devicetoken;
 pub mod exposure;
 pub mod firewall;
 pub mod gateway;
 pub mod names;
 pub mod node;
 pub mod placement;
+pub mod presence;
 pub mod quota;
 pub mod tenant;
 pub mod wgquick;
@@ -108,6 +110,28 @@ pub enum Op {
     },
     /// A gateway reported a device's new VPN session (a security event; changes no desired state).
     DeviceConnect(connect::NewConnect),
+    CreateDeviceToken(devicetoken::DeviceToken),
+    RevokeDeviceToken {
+        tenant: TenantName,
+        id: String,
+    },
+    /// A device spends one use of a device token to enroll (its id and address assigned here).
+    EnrollDevice(devicetoken::Enrollment),
+    ApproveDevice {
+        tenant: TenantName,
+        name: device::DeviceName,
+    },
+    RevokeDevice {
+        tenant: TenantName,
+        name: device::DeviceName,
+    },
+    /// An enrolled device's heartbeat (written on a fingerprint change or every few minutes).
+    DeviceHeartbeat(presence::Heartbeat),
+    /// The leader removes an ephemeral device offline past its time (re-checked at apply).
+    ExpireDevice {
+        tenant: TenantName,
+        name: device::DeviceName,
+    },
     AddExposure(exposure::NewExposure),
     RemoveExposure {
         tenant: TenantName,
@@ -182,6 +206,13 @@ impl Op {
             | Op::JoinNode { .. }
             | Op::NodeReport(_)
             | Op::DeviceConnect(_)
+            | Op::CreateDeviceToken(_)
+            | Op::RevokeDeviceToken { .. }
+            | Op::EnrollDevice(_)
+            | Op::ApproveDevice { .. }
+            | Op::RevokeDevice { .. }
+            | Op::DeviceHeartbeat(_)
+            | Op::ExpireDevice { .. }
             | Op::Rejected { .. } => false,
         }
     }
@@ -193,6 +224,10 @@ impl Op {
             Op::AddDevice(d) => Some(&d.tenant),
             Op::AddExposure(x) => Some(&x.tenant),
             Op::AddFirewallRule(r) => Some(&r.tenant),
+            Op::CreateDeviceToken(t) => Some(&t.tenant),
+            Op::RevokeDeviceToken { tenant, .. }
+            | Op::ApproveDevice { tenant, .. }
+            | Op::RevokeDevice { tenant, .. } => Some(tenant),
             Op::RemoveDevice { tenant, .. }
             | Op::EnableDevice { tenant, .. }
             | Op::RemoveExposure { tenant, .. }
@@ -237,6 +272,23 @@ impl Op {
                 (action, Target::Device(tenant.clone(), name.to_string()))
             }
             Op::DeviceConnect(c) => (Action::DeviceConnect, Target::Device(c.tenant.clone(), c.device.to_string())),
+            Op::CreateDeviceToken(t) => {
+                (Action::DeviceTokenCreate, Target::DeviceToken(t.tenant.clone(), t.id.clone()))
+            }
+            Op::RevokeDeviceToken { tenant, id } => {
+                (Action::DeviceTokenRevoke, Target::DeviceToken(tenant.clone(), id.clone()))
+            }
+            Op::EnrollDevice(e) => (Action::DeviceEnroll, Target::DeviceToken(e.tenant.clone(), e.token_id.clone())),
+            Op::ApproveDevice { tenant, name } => {
+                (Action::DeviceApprove, Target::Device(tenant.clone(), name.to_string()))
+            }
+            Op::RevokeDevice { tenant, name } => {
+                (Action::DeviceRevoke, Target::Device(tenant.clone(), name.to_string()))
+            }
+            Op::DeviceHeartbeat(h) => (Action::DeviceHeartbeat, Target::Device(h.tenant.clone(), h.device_id.clone())),
+            Op::ExpireDevice { tenant, name } => {
+                (Action::DeviceExpire, Target::Device(tenant.clone(), name.to_string()))
+            }
             Op::AddExposure(x) => (Action::ExposeAdd, Target::Tenant(x.tenant.clone())),
             Op::RemoveExposure { tenant, id } => (Action::ExposeRemove, Target::Exposure(tenant.clone(), id.clone())),
             Op::EnableExposure { tenant, id, enabled } => {
@@ -269,6 +321,7 @@ pub enum Reply {
     ApiKey(Box<ApiKey>),
     Node(Box<Node>),
     Device(Box<device::Device>),
+    DeviceToken(Box<devicetoken::DeviceToken>),
     Exposure(Box<exposure::Exposure>),
     FirewallRule(Box<firewall::FirewallRule>),
     Done,
@@ -331,6 +384,7 @@ pub enum Touched {
     Device(String),
     Exposure(String),
     FirewallRule(String),
+    DeviceToken(String),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -353,6 +407,9 @@ pub struct State {
     pub exposures: BTreeMap<String, exposure::Exposure>,
     #[serde(default)]
     pub firewall_rules: BTreeMap<String, firewall::FirewallRule>,
+    /// Device enrollment tokens by id, each naming its tenant.
+    #[serde(default)]
+    pub device_tokens: BTreeMap<String, devicetoken::DeviceToken>,
 }
 
 impl State {
@@ -398,13 +455,30 @@ impl State {
     /// Dispatches a command to its entity's handler. A change to what a tenant's gateway serves
     /// makes the tenant's desired state newer, here and nowhere else (`bump_revision`).
     fn run(&mut self, at: At, op: &Op, touched: &mut Vec<Touched>) -> Handled {
+        // Which tenant's ingest (active devices, customer keys) this may change, known before
+        // it runs (a revoked key's tenant is gone from the op once it is applied).
+        let ingest = self.ingest_change(op);
         let handled = self.dispatch(at, op, touched);
         if handled.0.is_ok() {
             if let Some(tenant) = op.gateway_change() {
                 self.bump_revision(at, tenant, touched);
             }
+            if let Some(tenant) = ingest {
+                self.bump_ingest_revision(at, &tenant, touched);
+            }
         }
         handled
+    }
+
+    /// The tenant's db node part changed at `at` (the devices that may publish, the keys that may
+    /// subscribe): its db node gets this revision, and the tenant is ready again once that node
+    /// reports having applied it.
+    fn bump_ingest_revision(&mut self, at: At, name: &TenantName, touched: &mut Vec<Touched>) {
+        if let Some(t) = self.tenants.get_mut(name) {
+            t.ingest_revision = at.index;
+            refresh_readiness(t);
+            touched.push(Touched::Tenant(name.clone()));
+        }
     }
 
     /// The tenant's gateway desired state changed at `at`: its gateway node gets this revision,
@@ -441,6 +515,13 @@ impl State {
             Op::RemoveDevice { tenant, name } => self.remove_device(cx, tenant, name),
             Op::EnableDevice { tenant, name, enabled } => self.enable_device(cx, tenant, name, *enabled),
             Op::DeviceConnect(c) => self.device_connect(cx, c),
+            Op::CreateDeviceToken(t) => self.create_device_token(cx, t),
+            Op::RevokeDeviceToken { tenant, id } => self.revoke_device_token(cx, tenant, id),
+            Op::EnrollDevice(e) => self.enroll_device(cx, e),
+            Op::ApproveDevice { tenant, name } => self.approve_device(cx, tenant, name),
+            Op::RevokeDevice { tenant, name } => self.revoke_device(cx, tenant, name),
+            Op::DeviceHeartbeat(h) => self.device_heartbeat(cx, h),
+            Op::ExpireDevice { tenant, name } => self.expire_device(cx, tenant, name),
             Op::AddExposure(new) => self.add_exposure(cx, new),
             Op::RemoveExposure { tenant, id } => self.remove_exposure(cx, tenant, id),
             Op::EnableExposure { tenant, id, enabled } => self.enable_exposure(cx, tenant, id, *enabled),
@@ -541,6 +622,7 @@ pub(crate) mod tests_support {
             revoked: false,
             applied_revision: 0,
             gateway: Default::default(),
+            realtime_address: None,
         };
         let i = next_index(s);
         let meta = Meta { time_ms: i, actor: "t".into(), source: "t".into(), key_role: None };
