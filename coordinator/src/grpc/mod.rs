@@ -4,6 +4,7 @@
 //! refused during the handshake, see `server::StateRevocation`). The listener that serves them is
 //! in `listeners`; `error` maps domain, write and read errors to `Status` once.
 
+mod assignment;
 mod device;
 pub mod error;
 mod node;
