@@ -23,8 +23,8 @@ pub enum DeviceTokenCmd {
         /// How many devices it may enroll: 1, a count, or unlimited.
         #[arg(long, default_value = "1")]
         uses: String,
-        /// Labels the enrolled devices get (repeatable, or several after one flag): --labels site=ist line=2
-        #[arg(long, value_name = "KEY=VALUE", num_args = 1..)]
+        /// Labels the enrolled devices get: --labels site=ist line=2 (or site=ist,line=2)
+        #[arg(long, value_name = "KEY=VALUE", num_args = 1.., value_delimiter = ',')]
         labels: Vec<String>,
         /// Remove enrolled devices after this long offline (at least 10m), e.g. 30m.
         #[arg(long, value_name = "OFFLINE_TIME")]

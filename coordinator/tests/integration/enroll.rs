@@ -273,3 +273,110 @@ async fn manual_approval_leaves_a_device_pending_and_another_tenants_key_cannot_
     let listed = c.json(0, &["device", "token", "list", "--tenant", "acme"]);
     assert!(listed[0]["revoked_at_ms"].is_null(), "acme's token is untouched");
 }
+
+/// The next desired state that is not a bookmark, within `within`.
+async fn next_state(
+    stream: &mut tonic::Streaming<berqenas_proto::node::DesiredState>,
+    within: Duration,
+) -> berqenas_proto::node::DesiredState {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let msg = tokio::time::timeout_at(deadline, stream.message())
+            .await
+            .expect("a new desired state in time")
+            .expect("stream")
+            .expect("open stream");
+        if !msg.bookmark {
+            return msg;
+        }
+    }
+}
+
+fn db_part(state: &berqenas_proto::node::DesiredState, tenant: &str) -> berqenas_proto::node::DbAssignment {
+    let t = state.tenants.iter().find(|t| t.name == tenant).expect("the tenant is assigned");
+    t.db.clone().expect("a db part")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_db_node_advertises_its_realtime_address_and_hears_of_devices_and_keys_within_seconds() {
+    use berqenas_proto::node::node_client::NodeClient;
+    use berqenas_proto::node::{JoinRequest, WatchRequest};
+    let c = Cluster::single();
+    let created = c.json(0, &["node", "token", "create", "--roles", "gateway,db"]);
+    let (node_token, pin) =
+        (created["token"].as_str().expect("token"), created["ca_fingerprint"].as_str().expect("pin"));
+    let addr = c.nodes[0].listen().node;
+    let kc = berqenas_pki::new_key_and_csr("node").expect("key");
+    let join = |realtime: &str| JoinRequest {
+        token: node_token.into(),
+        csr_pem: kc.csr_pem.clone(),
+        roles: vec!["db".into(), "gateway".into()],
+        address: "127.0.0.1".into(),
+        realtime_address: realtime.into(),
+        capacity: Some(berqenas_proto::node::Capacity {
+            cpus: 2,
+            memory_bytes: 1 << 33,
+            disk_bytes: 1 << 40,
+            max_tenants: 100,
+        }),
+        ..Default::default()
+    };
+    // Wait for the node listener through a pinned client.
+    let _ = pinned(&c, pin);
+    let tls = Arc::new(RwLock::new(Arc::new(berqenas_pki::pinned_client_config(pin).expect("tls"))));
+    let mut joiner = NodeClient::new(berqenas_coordinator::transport::channel(&addr, tls).expect("channel"));
+    for bad in ["192.0.2.10", "192.0.2.10:0", "192.0.2.10:99999", "a b:7401"] {
+        let status = joiner.join(join(bad)).await.expect_err("a malformed realtime address");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{bad}: {status}");
+    }
+    let joined = joiner.join(join("192.0.2.10:7401")).await.expect("joined").into_inner();
+    let nodes = c.json(0, &["node", "list"]);
+    assert_eq!(nodes[0]["realtime_address"], "192.0.2.10:7401");
+    assert!(c.ok(0, &["node", "list"]).contains("192.0.2.10:7401"));
+
+    c.json(0, &["tenant", "create", "--name", "acme"]);
+    let config = berqenas_pki::client_config(&joined.ca_pem, Some((&joined.cert_chain_pem, &kc.key_pem))).expect("tls");
+    let mut agent = NodeClient::new(
+        berqenas_coordinator::transport::channel(&addr, Arc::new(RwLock::new(Arc::new(config)))).expect("channel"),
+    );
+    let mut watch = agent.watch(WatchRequest { last_applied_revision: 0 }).await.expect("watch").into_inner();
+    let first = next_state(&mut watch, Duration::from_secs(10)).await;
+    let part = db_part(&first, "acme");
+    assert!(part.devices.is_empty() && part.subscriber_keys.is_empty(), "{part:?}");
+    let revision = first.tenants.iter().find(|t| t.name == "acme").map(|t| t.revision).expect("acme");
+
+    // A device enrolls: the db node hears of it within seconds, and the device learns where to
+    // publish.
+    let (token, pin, _) = new_token(&c, "acme", &[]);
+    let dk = berqenas_pki::new_key_and_csr("device").expect("key");
+    let enrolled = pinned(&c, &pin).enroll(request(&token, 1, &dk.csr_pem)).await.expect("enrolled").into_inner();
+    assert_eq!(enrolled.realtime_endpoint, "192.0.2.10:7401");
+    let state = next_state(&mut watch, Duration::from_secs(5)).await;
+    let t = state.tenants.iter().find(|t| t.name == "acme").expect("acme");
+    assert!(t.revision > revision, "a newer revision for the db node");
+    let part = db_part(&state, "acme");
+    assert_eq!(
+        part.devices.iter().map(|d| (d.id.as_str(), d.name.as_str())).collect::<Vec<_>>(),
+        vec![(enrolled.device_id.as_str(), enrolled.device_name.as_str())]
+    );
+    let gateway = t.gateway.clone().expect("a gateway part");
+    assert!(gateway.peers.iter().any(|p| p.id == enrolled.device_id && p.enabled), "a peer of the gateway");
+
+    // A customer key may subscribe: its id and hash (never the secret) reach the db node.
+    let key = c.json(0, &["apikey", "create", "--role", "customer", "--tenant", "acme"]);
+    let secret = key["token"].as_str().expect("token");
+    let part = db_part(&next_state(&mut watch, Duration::from_secs(5)).await, "acme");
+    assert_eq!(part.subscriber_keys.len(), 1);
+    let (id, hashed) = berqenas_coordinator::state::apikey::split_token(secret).expect("key shape");
+    assert_eq!(part.subscriber_keys[0].id, id);
+    assert_eq!(part.subscriber_keys[0].secret_hash, berqenas_coordinator::state::apikey::hash_secret(hashed));
+
+    // Revoked: gone from the db node's list and from the gateway's peers within seconds.
+    let started = std::time::Instant::now();
+    c.json(0, &["device", "revoke", &enrolled.device_name, "--tenant", "acme"]);
+    let state = next_state(&mut watch, Duration::from_secs(5)).await;
+    assert!(db_part(&state, "acme").devices.is_empty(), "a revoked device may not publish");
+    let t = state.tenants.iter().find(|t| t.name == "acme").expect("acme");
+    assert!(t.gateway.as_ref().expect("gw").peers.iter().all(|p| !p.enabled), "no peer for a revoked device");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+}
