@@ -380,3 +380,22 @@ async fn a_db_node_advertises_its_realtime_address_and_hears_of_devices_and_keys
     assert!(t.gateway.as_ref().expect("gw").peers.iter().all(|p| !p.enabled), "no peer for a revoked device");
     assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn enrollment_attempts_are_rate_limited_per_source() {
+    let c = Cluster::single_with(&["--enroll-rate", "0.01", "--enroll-burst", "3"]);
+    c.json(0, &["tenant", "create", "--name", "acme"]);
+    let (token, pin, _) = new_token(&c, "acme", &["--uses", "unlimited"]);
+    let mut client = pinned(&c, &pin);
+    let kc = berqenas_pki::new_key_and_csr("device").expect("key");
+    let mut codes = Vec::new();
+    for key in 1..=5 {
+        codes.push(client.enroll(request(&token, key, &kc.csr_pem)).await.map(|_| ()).map_err(|s| s.code()));
+    }
+    assert_eq!(
+        codes,
+        vec![Ok(()), Ok(()), Ok(()), Err(tonic::Code::ResourceExhausted), Err(tonic::Code::ResourceExhausted)],
+        "a burst of 3, then refused"
+    );
+    assert_eq!(devices(&c, "acme").len(), 3);
+}
