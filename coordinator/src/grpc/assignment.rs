@@ -51,7 +51,12 @@ pub(super) fn to_pb(a: &Assignment) -> pb::TenantAssignment {
             devices: d
                 .devices
                 .iter()
-                .map(|dev| pb::RealtimeDevice { id: dev.id.clone(), name: dev.name.clone() })
+                .map(|dev| pb::RealtimeDevice {
+                    id: dev.id.clone(),
+                    name: dev.name.clone(),
+                    mac_hashes: dev.mac_hashes.clone(),
+                    machine_id_hash: dev.machine_id_hash.clone(),
+                })
                 .collect(),
             subscriber_keys: d
                 .subscriber_keys

@@ -78,6 +78,9 @@ pub struct DbAssignment {
 pub struct IngestDevice {
     pub id: String,
     pub name: String,
+    /// As it last reported them (empty for a device registered by key).
+    pub mac_hashes: Vec<String>,
+    pub machine_id_hash: String,
 }
 
 /// A customer key as its tenant's db node needs it to check subscribers: never the secret.
@@ -95,7 +98,12 @@ fn ingest_devices(state: &State, t: &Tenant) -> Vec<IngestDevice> {
         .devices_of(&t.name)
         .into_iter()
         .filter(|d| d.is_active())
-        .map(|d| IngestDevice { id: d.id.clone(), name: d.name.to_string() })
+        .map(|d| IngestDevice {
+            id: d.id.clone(),
+            name: d.name.to_string(),
+            mac_hashes: d.fingerprint.as_ref().map(|f| f.mac_hashes.clone()).unwrap_or_default(),
+            machine_id_hash: d.fingerprint.as_ref().map(|f| f.machine_id_hash.clone()).unwrap_or_default(),
+        })
         .collect()
 }
 
@@ -125,6 +133,12 @@ impl State {
             | Op::ApproveDevice { tenant, .. }
             | Op::RevokeDevice { tenant, .. }
             | Op::ExpireDevice { tenant, .. } => Some(tenant.clone()),
+            // The db node checks public-mode devices against their fingerprint.
+            Op::DeviceHeartbeat(h) => self
+                .devices
+                .get(&h.device_id)
+                .filter(|d| d.is_active() && d.fingerprint.as_ref() != Some(&h.fingerprint))
+                .map(|d| d.tenant.clone()),
             Op::CreateApiKey(key) => customer_of(key),
             Op::RevokeApiKey { id } => self.api_keys.get(id).and_then(customer_of),
             _ => None,
@@ -177,7 +191,12 @@ fn gateway_part(state: &State, t: &Tenant) -> GatewayAssignment {
         listen_port: t.network.listen_port,
         bandwidth_bps: t.bandwidth_bps,
         device_to_device: t.device_to_device,
-        peers: devices.into_iter().cloned().collect(),
+        // Without what devices report about themselves (heartbeats, connects): a heartbeat must
+        // not send the gateway a new desired state.
+        peers: devices
+            .into_iter()
+            .map(|d| Device { last_connect: None, last_seen_ms: None, fingerprint: None, ..d.clone() })
+            .collect(),
         exposures,
         rules,
         blocked_domains: t.blocked_domains.iter().map(ToString::to_string).collect(),

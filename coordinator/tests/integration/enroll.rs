@@ -359,6 +359,10 @@ async fn a_db_node_advertises_its_realtime_address_and_hears_of_devices_and_keys
         part.devices.iter().map(|d| (d.id.as_str(), d.name.as_str())).collect::<Vec<_>>(),
         vec![(enrolled.device_id.as_str(), enrolled.device_name.as_str())]
     );
+    assert_eq!(
+        (part.devices[0].mac_hashes.clone(), part.devices[0].machine_id_hash.clone()),
+        (vec!["a".repeat(64)], "b".repeat(64))
+    );
     let gateway = t.gateway.clone().expect("a gateway part");
     assert!(gateway.peers.iter().any(|p| p.id == enrolled.device_id && p.enabled), "a peer of the gateway");
 

@@ -190,9 +190,14 @@ fn a_revoked_device_keeps_its_address_and_loses_its_peer_and_heartbeats() {
     let hb = |os: &str| {
         Op::DeviceHeartbeat(Heartbeat { tenant: name("acme"), device_id: d.id.clone(), fingerprint: fp(os) })
     };
+    let ingest = s.tenants[&name("acme")].ingest_revision;
+    let desired_before = desired::for_node(&s, 1);
     assert!(at(&mut s, 3, hb("6.1")).is_ok());
+    assert_eq!(desired::for_node(&s, 1), desired_before, "a heartbeat sends no node a new desired state");
     assert_eq!(s.audit.last().and_then(|e| e.details.get("changed")), None, "same fingerprint: no change named");
+    assert_eq!(s.tenants[&name("acme")].ingest_revision, ingest, "a plain heartbeat changes no desired state");
     assert!(at(&mut s, 4, hb("6.2")).is_ok());
+    assert!(s.tenants[&name("acme")].ingest_revision > ingest, "a new fingerprint reaches the db node");
     assert_eq!(s.audit.last().and_then(|e| e.details.get("changed")).map(String::as_str), Some("os"));
     assert_eq!(s.devices[&d.id].last_seen_ms, Some(4));
 
