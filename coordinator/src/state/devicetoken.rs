@@ -188,6 +188,10 @@ impl State {
             return Err(refused("used up", d));
         }
         let token = token.clone();
+        if self.tenants.get(&token.tenant).is_some_and(|t| t.status == super::tenant::TenantStatus::Suspended) {
+            d.insert("cause".into(), "tenant suspended".into());
+            return Err(DomainError::Conflict(format!("tenant {} is suspended; no device enrolls", token.tenant)));
+        }
         let name = match (&token.name, &e.name) {
             (Some(n), _) if token.uses == 0 && self.device(&token.tenant, n).is_none() => n.clone(),
             (Some(n), _) => suffixed(n, token.uses + 1),

@@ -137,6 +137,16 @@ fn expired_revoked_wrong_secret_and_other_tenant_tokens_are_refused_and_audited(
     refused_enrollment(&s, "revoked");
     assert!(s.devices.contains_key(&kept.id) && s.devices.contains_key(&d.id), "devices enrolled with it stay");
 
+    // A suspended tenant enrolls nothing (the token is not spent).
+    let mut t4 = token("00000000000000b4", "acme");
+    t4.expires_at_ms = 10_000_000_000;
+    assert!(at(&mut s, 10, Op::CreateDeviceToken(t4)).is_ok());
+    assert!(at(&mut s, 10, Op::Lifecycle { name: name("acme"), step: Lifecycle::Suspend }).is_ok());
+    assert!(matches!(at(&mut s, 11, enroll("00000000000000b4", "acme", 5)), Err(DomainError::Conflict(_))));
+    assert_eq!(s.device_tokens["00000000000000b4"].uses, 0);
+    assert!(at(&mut s, 12, Op::Lifecycle { name: name("acme"), step: Lifecycle::Resume }).is_ok());
+    assert!(at(&mut s, 13, enroll("00000000000000b4", "acme", 5)).is_ok(), "resumed: it enrolls");
+
     // Another tenant cannot revoke acme's token through its own path.
     let other = Op::RevokeDeviceToken { tenant: name("globex"), id: "00000000000000b2".into() };
     assert!(matches!(at(&mut s, 10, other), Err(DomainError::NotFound(_))));
