@@ -18,6 +18,9 @@ pub struct Observed {
     pub counters: BTreeMap<String, (u64, u64)>,
     /// (base map, key) → chain jumped to.
     pub dispatch: BTreeMap<(String, String), String>,
+    /// Public port (`proto . port`) → the tenant whose counts and sources the table's `seen`
+    /// sets hold for it: as listed, the tenant whose exposure chain the port dispatches to.
+    pub ports: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -98,7 +101,14 @@ pub fn parse(json: &str, table: &str) -> Result<Observed, ParseError> {
     if !listing.found {
         return Err(ParseError("no \"nftables\" array".into()));
     }
-    Ok(listing.observed)
+    let mut o = listing.observed;
+    o.ports = o
+        .dispatch
+        .iter()
+        .filter(|((map, _), _)| map == maps::EXPOSE_FILTER)
+        .filter_map(|((_, key), chain)| Some((key.clone(), super::render::owner_of(chain)?.to_string())))
+        .collect();
+    Ok(o)
 }
 
 /// The listing being read: the top object, whose `nftables` array is folded item by item.

@@ -4,7 +4,7 @@
 //! host yields an empty plan.
 
 use super::observe::{Element, Observed, ObservedChain};
-use super::render::{maps, owner_of, Part, Ruleset, BLOCK_TIMEOUT_SECS, TABLE};
+use super::render::{maps, owner_of, seen, Part, Ruleset, BLOCK_TIMEOUT_SECS, TABLE};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::net::Ipv4Addr;
@@ -21,12 +21,16 @@ pub enum Step {
     Remove { tenant: String },
     /// The tenant's blocked-domain addresses changed or are near their timeout.
     RefreshBlocked { tenant: String, addresses: Vec<Ipv4Addr> },
+    /// Public ports (`proto . port`) whose counts and sources seen belong to no one now, or to
+    /// another tenant than the one that recorded them: their elements of the table's `seen`,
+    /// `first`, `accepted` and `dropped` sets are deleted (a tenant never sees another's sources).
+    Forget { ports: Vec<String> },
 }
 
 impl Step {
     pub fn tenant(&self) -> Option<&str> {
         match self {
-            Step::CreateTable | Step::RepairBase { .. } => None,
+            Step::CreateTable | Step::RepairBase { .. } | Step::Forget { .. } => None,
             Step::Replace { tenant, .. } | Step::Remove { tenant } | Step::RefreshBlocked { tenant, .. } => {
                 Some(tenant)
             }
@@ -41,6 +45,9 @@ impl Step {
             Step::Remove { .. } => "remove the chains, sets and counters of a tenant no longer served".into(),
             Step::RefreshBlocked { addresses, .. } => {
                 format!("refresh blocked-domain addresses ({} addresses)", addresses.len())
+            }
+            Step::Forget { ports } => {
+                format!("forget the counts and sources seen of public ports {}", ports.join(", "))
             }
         }
     }
@@ -119,7 +126,52 @@ fn plan_scoped(
             steps.push(Step::RefreshBlocked { tenant: name.clone(), addresses: want });
         }
     }
+    let ports = forgotten(desired, observed, scope);
+    if !ports.is_empty() {
+        steps.push(Step::Forget { ports });
+    }
     steps
+}
+
+/// The public ports whose recorded counts and sources no longer belong to who recorded them:
+/// a port the table knows as one tenant's (`observed.ports`) that no tenant (or another one)
+/// holds now; on a full plan also a port whose elements are in the sets but that no tenant
+/// holds. A scoped plan looks at the ports of the tenants in `scope` only.
+fn forgotten(desired: &Ruleset, observed: &Observed, scope: Option<&BTreeSet<&str>>) -> Vec<String> {
+    let in_scope = |t: &str| scope.is_none_or(|s| s.contains(t));
+    // The first tenant by name holding a port has it (as `render` gives it out).
+    let mut holder: BTreeMap<&str, &str> = BTreeMap::new();
+    for (name, part) in &desired.tenants {
+        for key in &part.ports {
+            holder.entry(key.as_str()).or_insert(name.as_str());
+        }
+    }
+    let mut out: BTreeSet<String> = BTreeSet::new();
+    for (key, had) in &observed.ports {
+        let now = holder.get(key.as_str()).copied();
+        if (in_scope(had) || now.is_some_and(in_scope)) && now != Some(had.as_str()) {
+            out.insert(key.clone());
+        }
+    }
+    if scope.is_none() {
+        for set in seen::ALL {
+            for e in observed.sets.get(set).into_iter().flatten() {
+                let port = port_of(&e.key);
+                if !holder.contains_key(port) && !observed.ports.contains_key(port) {
+                    out.insert(port.to_string());
+                }
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// `tcp . 15080` of a `seen`-set key (`tcp . 15080 . 203.0.113.7`, or itself).
+pub fn port_of(key: &str) -> &str {
+    match key.match_indices(" . ").nth(1) {
+        Some((at, _)) => &key[..at],
+        None => key,
+    }
 }
 
 /// The names in `m` owned by `tenant` (`<tenant>-…`): a range of the sorted keys, so finding one
@@ -166,9 +218,6 @@ fn differs(part: &Part, o: &Observed, tenant: Option<(&str, &ByOwner<'_>)>) -> O
             return Some(format!("{} {} missing", s.keyword, s.name));
         }
     }
-    if let Some(c) = part.counters.iter().find(|c| !o.counters.contains_key(*c)) {
-        return Some(format!("counter {c} missing"));
-    }
     for d in &part.dispatch {
         if o.dispatch.get(&(d.map.to_string(), d.key.clone())) != Some(&d.chain) {
             return Some(format!("{} element {} missing", d.map, d.key));
@@ -181,7 +230,7 @@ fn differs(part: &Part, o: &Observed, tenant: Option<(&str, &ByOwner<'_>)>) -> O
     if let Some(s) = owned(&o.sets, tenant).find(|s| !part.sets.iter().any(|p| &p.name == *s)) {
         return Some(format!("stale set {s}"));
     }
-    if let Some(c) = owned(&o.counters, tenant).find(|c| !part.counters.contains(c)) {
+    if let Some(c) = owned(&o.counters, tenant).next() {
         return Some(format!("stale counter {c}"));
     }
     let wanted: BTreeSet<(&str, &str)> = part.dispatch.iter().map(|d| (d.map, d.key.as_str())).collect();
@@ -206,7 +255,8 @@ pub fn scripts(steps: &[Step], desired: &Ruleset, observed: &Observed) -> Vec<(S
         Step::CreateTable | Step::RepairBase { .. } => 0,
         Step::Remove { .. } => 1,
         Step::Replace { .. } => 2,
-        Step::RefreshBlocked { .. } => 3,
+        Step::Forget { .. } => 3,
+        Step::RefreshBlocked { .. } => 4,
     };
     let mut sorted: Vec<&Step> = steps.iter().collect();
     sorted.sort_by_key(|s| order(s));
@@ -257,9 +307,26 @@ pub fn scripts(steps: &[Step], desired: &Ruleset, observed: &Observed) -> Vec<(S
                 // Its own elements, and any other element on a key it is about to take.
                 delete_elements(&mut s, tenant, &wanted);
                 let chain_kept = |n: &str| part.chains.iter().any(|c| c.name == n);
-                let set_kept = |n: &str| part.sets.iter().any(|c| c.name == n) || part.counters.iter().any(|c| c == n);
+                let set_kept = |n: &str| part.sets.iter().any(|c| c.name == n);
                 clear(&mut s, observed, tenant, chain_kept, set_kept);
                 s.push_str(&part.script());
+            }
+            Step::Forget { ports } => {
+                // Added first, so that deleting one that is not there (never counted, or timed
+                // out since it was listed) is no error.
+                let mut forget = |set: &str, key: &str| {
+                    writeln!(s, "add element {t} {set} {{ {key} }}\ndelete element {t} {set} {{ {key} }}").ok();
+                };
+                for port in ports {
+                    forget(seen::ACCEPTED, port);
+                    forget(seen::DROPPED, port);
+                }
+                let ports: BTreeSet<&str> = ports.iter().map(String::as_str).collect();
+                for set in [seen::SEEN, seen::FIRST] {
+                    for e in observed.sets.get(set).into_iter().flatten().filter(|e| ports.contains(port_of(&e.key))) {
+                        forget(set, &e.key);
+                    }
+                }
             }
             Step::RefreshBlocked { tenant, addresses } => {
                 let Some(set) = desired.tenants.get(tenant).and_then(|p| p.blocked_set.as_deref()) else { continue };
@@ -338,8 +405,10 @@ pub fn add_applied(o: &mut Observed, part: &Part, blocked: &BTreeMap<String, BTr
         }
         o.sets.insert(set.name.clone(), elements);
     }
-    for c in &part.counters {
-        o.counters.insert(c.clone(), (0, 0));
+    if let Some(owner) = &part.owner {
+        for key in &part.ports {
+            o.ports.entry(key.clone()).or_insert_with(|| owner.clone());
+        }
     }
     for d in &part.dispatch {
         o.dispatch.insert((d.map.to_string(), d.key.clone()), d.chain.clone());
@@ -357,8 +426,10 @@ pub fn remove_applied(o: &mut Observed, part: &Part) {
         o.maps.remove(&set.name);
         o.sets.remove(&set.name);
     }
-    for c in &part.counters {
-        o.counters.remove(c);
+    for key in &part.ports {
+        if o.ports.get(key) == part.owner.as_ref() {
+            o.ports.remove(key);
+        }
     }
     for d in &part.dispatch {
         let key = (d.map.to_string(), d.key.clone());

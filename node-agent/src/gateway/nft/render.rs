@@ -11,10 +11,30 @@ use std::net::Ipv4Addr;
 /// The agent's one table (`inet` family). Everything the agent owns lives in it: the base part's
 /// objects have names without `-`; a tenant's objects are named `<tenant>-…`.
 pub const TABLE: &str = "berqenas";
-/// How long a source stays in an exposure's "seen" sets after its last (first) packet.
+/// How long a source stays in the "seen" sets after its last (first) packet.
 pub const SEEN_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
-/// Sources remembered per tenant over all its exposures (new ones are not recorded when full).
-pub const SEEN_SIZE: u32 = 16384;
+/// Sources remembered over all exposures of the node (new ones are not recorded when full; the
+/// packet is not affected).
+pub const SEEN_SIZE: u32 = 262_144;
+/// Every key an exposure counter set can hold (two protocols × every port): those sets never
+/// fill, so the `update` that counts a dropped packet never fails and skips the drop.
+pub const COUNTED_SIZE: u32 = 131_072;
+
+/// The base part's sets that the exposures' rules fill from the packet path, one for the whole
+/// table (a named set per tenant costs every load and every change: nft caches all of them).
+/// Keys start with `protocol . public port`, which one exposure owns at a time: an exposure's
+/// elements are those of its port, deleted when the port leaves it (see `plan::Step::Forget`).
+pub mod seen {
+    /// `proto . port . source` → packets and bytes, refreshed at every packet (last seen).
+    pub const SEEN: &str = "seen";
+    /// `proto . port . source`, added once (first seen).
+    pub const FIRST: &str = "first";
+    /// `proto . port` → packets accepted by the exposure's filter.
+    pub const ACCEPTED: &str = "accepted";
+    /// `proto . port` → packets the exposure's filter dropped (allowlist, rate limit).
+    pub const DROPPED: &str = "dropped";
+    pub const ALL: [&str; 4] = [SEEN, FIRST, ACCEPTED, DROPPED];
+}
 /// Destinations no tenant device may reach through the gateway, whatever its rules say.
 pub const LINK_LOCAL: &str = "169.254.0.0/16";
 /// Lifetime of a blocked domain's address in the tenant's set; refreshed at half of it.
@@ -64,8 +84,11 @@ pub struct Part {
     pub owner: Option<String>,
     pub chains: Vec<Chain>,
     pub sets: Vec<Set>,
-    /// Named counters: they outlive rule replacement (an exposure's counts survive a change).
-    pub counters: Vec<String>,
+    /// The `proto . public port` keys whose counts and sources seen (in the table's `seen`
+    /// sets) are this part's: every exposure's, live or not (a suspension or a disabled
+    /// exposure keeps them; an exposure removed, or its port given to another tenant, loses
+    /// them, see `plan::Step::Forget`).
+    pub ports: Vec<String>,
     /// Elements this part adds to the base maps.
     pub dispatch: Vec<Dispatch>,
     /// Digest of everything above, carried as the comment of the first chain's first rule, so
@@ -117,7 +140,7 @@ impl Dispatch {
 }
 
 /// Pure: the ruleset for `tenants` on this node. Deleted tenants have no part; suspended ones
-/// keep their counters and sets but forward and expose nothing.
+/// keep their exposures' counts and sources seen but forward and expose nothing.
 pub fn render(node: &GatewayConfig, tenants: &[GatewayTenant]) -> Ruleset {
     let mut ruleset = Ruleset { base: base_part(node), tenants: BTreeMap::new(), refused: Vec::new() };
     update(node, tenants, &mut ruleset, &mut Inputs::default());
@@ -214,6 +237,7 @@ pub fn base_part(node: &GatewayConfig) -> Part {
         .then(|| format!("iifname \"bqt*\" {}drop", match_networks("daddr", &node.protected_networks)));
     let map =
         |name: &str, key: &str| Set { name: name.to_string(), keyword: "map", spec: format!("type {key} : verdict;") };
+    let set = |name: &str, spec: &str| Set { name: name.to_string(), keyword: "set", spec: spec.to_string() };
     let chain =
         |name: &str, hook: &'static str, rules: Vec<String>| Chain { name: name.into(), hook: Some(hook), rules };
     let mut part = Part {
@@ -258,6 +282,18 @@ pub fn base_part(node: &GatewayConfig) -> Part {
             ),
         ],
         sets: vec![
+            set(
+                seen::SEEN,
+                &format!(
+                    "{SOURCE_KEY}; size {SEEN_SIZE}; flags dynamic,timeout; timeout {SEEN_TIMEOUT_SECS}s; counter;"
+                ),
+            ),
+            set(
+                seen::FIRST,
+                &format!("{SOURCE_KEY}; size {SEEN_SIZE}; flags dynamic,timeout; timeout {SEEN_TIMEOUT_SECS}s;"),
+            ),
+            set(seen::ACCEPTED, &format!("{PORT_KEY}; size {COUNTED_SIZE}; flags dynamic; counter;")),
+            set(seen::DROPPED, &format!("{PORT_KEY}; size {COUNTED_SIZE}; flags dynamic; counter;")),
             map(maps::FROM_TENANT, "ifname"),
             map(maps::TO_TENANT, "ifname"),
             map(maps::INPUT, "ifname"),
@@ -265,7 +301,7 @@ pub fn base_part(node: &GatewayConfig) -> Part {
             map(maps::EXPOSE_FILTER, "inet_proto . inet_service"),
             map(maps::EXPOSE_NAT, "inet_proto . inet_service"),
         ],
-        counters: Vec::new(),
+        ports: Vec::new(),
         dispatch: Vec::new(),
         digest: String::new(),
         blocked_set: None,
@@ -340,6 +376,13 @@ fn rule_text(r: &RuleSpec, inbound: bool) -> String {
     )
 }
 
+/// The key of the source-tracking sets (`seen`, `first`).
+const SOURCE_KEY: &str = "type inet_proto . inet_service . ipv4_addr";
+/// The key of the exposure counter sets (`accepted`, `dropped`).
+const PORT_KEY: &str = "type inet_proto . inet_service";
+/// An exposure's packet as `PORT_KEY`.
+const PORT: &str = "meta l4proto . th dport";
+
 fn tenant_part(t: &GatewayTenant, exposures: &[(&ExposureSpec, bool)]) -> Part {
     let n = &t.name;
     let g = &t.gateway;
@@ -348,7 +391,6 @@ fn tenant_part(t: &GatewayTenant, exposures: &[(&ExposureSpec, bool)]) -> Part {
     let subnet = g.vpn_subnet;
     let mut chains = Vec::new();
     let mut sets = Vec::new();
-    let mut counters = Vec::new();
     let mut dispatch = Vec::new();
     let chain = |name: String, rules: Vec<String>| Chain { name, hook: None, rules };
     let set = |name: String, spec: &str| Set { name, keyword: "set", spec: spec.to_string() };
@@ -429,25 +471,17 @@ fn tenant_part(t: &GatewayTenant, exposures: &[(&ExposureSpec, bool)]) -> Part {
         sets.push(set(b.clone(), "type ipv4_addr; flags timeout;"));
     }
 
-    // Sources seen: one set each per tenant, keyed by the exposure's public port, so the
-    // number of named sets stays the same however many exposures a tenant has.
-    let seen_key = "type inet_proto . inet_service . ipv4_addr";
-    sets.push(set(
-        format!("{n}-seen"),
-        &format!("{seen_key}; size {SEEN_SIZE}; flags dynamic,timeout; timeout {SEEN_TIMEOUT_SECS}s; counter;"),
-    ));
-    sets.push(set(
-        format!("{n}-first"),
-        &format!("{seen_key}; size {SEEN_SIZE}; flags dynamic,timeout; timeout {SEEN_TIMEOUT_SECS}s;"),
-    ));
+    // Sources seen and the exposure's counts go to the table's sets (see `seen`), keyed by
+    // the exposure's protocol and public port: a tenant has no named set or counter of its own
+    // (but a blocked-domain set), so its part costs nft's cache chains only.
     let source = "meta l4proto . th dport . ip saddr";
+    let dropped = format!("update @{} {{ {PORT} counter }} drop", seen::DROPPED);
+    let ports = unique(exposures.iter().map(|(x, _)| format!("{} . {}", proto(x.protocol), x.public_port)));
     for (x, on) in exposures {
-        let p = format!("{n}-x-{}", x.id);
-        counters.push(format!("{p}-acc"));
-        counters.push(format!("{p}-drop"));
         if !*on {
             continue;
         }
+        let p = format!("{n}-x-{}", x.id);
         let mut rules = Vec::new();
         // The chain is reached for this protocol and public port only: the source decides.
         // A few networks are compares (in a chain of their own that returns on a match); a
@@ -457,23 +491,21 @@ fn tenant_part(t: &GatewayTenant, exposures: &[(&ExposureSpec, bool)]) -> Part {
         let mut allow_rules: Vec<String> = Vec::new();
         match allow.len() {
             0 => {}
-            1 => rules.push(format!("ip saddr != {} counter name \"{p}-drop\" drop", allow[0])),
+            1 => rules.push(format!("ip saddr != {} {dropped}", allow[0])),
             2..=ALLOW_RULES => {
                 rules.push(format!("jump {allow_chain}"));
                 allow_rules.extend(allow.iter().map(|a| format!("ip saddr {a} return")));
-                allow_rules.push(format!("counter name \"{p}-drop\" drop"));
+                allow_rules.push(dropped.clone());
             }
-            _ => rules.push(format!("ip saddr != {{ {} }} counter name \"{p}-drop\" drop", allow.join(", "))),
+            _ => rules.push(format!("ip saddr != {{ {} }} {dropped}", allow.join(", "))),
         }
         if x.rate_per_second > 0 {
             let r = x.rate_per_second;
-            rules.push(format!(
-                "ct state new limit rate over {r}/second burst {r} packets counter name \"{p}-drop\" drop"
-            ));
+            rules.push(format!("ct state new limit rate over {r}/second burst {r} packets {dropped}"));
         }
-        rules.push(format!("update @{n}-seen {{ {source} counter }}"));
-        rules.push(format!("add @{n}-first {{ {source} }}"));
-        rules.push(format!("counter name \"{p}-acc\""));
+        rules.push(format!("update @{} {{ {source} counter }}", seen::SEEN));
+        rules.push(format!("add @{} {{ {source} }}", seen::FIRST));
+        rules.push(format!("update @{} {{ {PORT} counter }}", seen::ACCEPTED));
         chains.push(chain(p.clone(), rules));
         if !allow_rules.is_empty() {
             chains.push(chain(allow_chain, allow_rules));
@@ -487,7 +519,7 @@ fn tenant_part(t: &GatewayTenant, exposures: &[(&ExposureSpec, bool)]) -> Part {
     dispatch.push(Dispatch { map: maps::INPUT, key: iface.clone(), chain: format!("{n}-input") });
     dispatch.push(Dispatch { map: maps::POST, key: iface.clone(), chain: format!("{n}-snat") });
     let mut part =
-        Part { owner: Some(n.clone()), chains, sets, counters, dispatch, digest: String::new(), blocked_set: blocked };
+        Part { owner: Some(n.clone()), chains, sets, ports, dispatch, digest: String::new(), blocked_set: blocked };
     seal(&mut part);
     part
 }
@@ -538,9 +570,6 @@ impl Part {
         }
         for set in &self.sets {
             writeln!(s, "add {} {t} {} {{ {} }}", set.keyword, set.name, set.spec).ok();
-        }
-        for c in &self.counters {
-            writeln!(s, "add counter {t} {c}").ok();
         }
         for c in &self.chains {
             for r in &c.rules {

@@ -111,12 +111,6 @@ add chain inet berqenas acme-x-e1
 add chain inet berqenas acme-a-e1
 add chain inet berqenas acme-x-e2
 add set inet berqenas acme-blocked {{ type ipv4_addr; flags timeout; }}
-add set inet berqenas acme-seen {{ type inet_proto . inet_service . ipv4_addr; size 16384; flags dynamic,timeout; timeout 604800s; counter; }}
-add set inet berqenas acme-first {{ type inet_proto . inet_service . ipv4_addr; size 16384; flags dynamic,timeout; timeout 604800s; }}
-add counter inet berqenas acme-x-e1-acc
-add counter inet berqenas acme-x-e1-drop
-add counter inet berqenas acme-x-e2-acc
-add counter inet berqenas acme-x-e2-drop
 add rule inet berqenas acme-out meta nfproto ipv6 drop comment "berqenas {digest}"
 add rule inet berqenas acme-out limit rate over 6250000 bytes/second burst 1250000 bytes drop
 add rule inet berqenas acme-out ct state established,related accept
@@ -148,16 +142,16 @@ add rule inet berqenas acme-dnat meta l4proto tcp th dport 15432 dnat ip to 198.
 add rule inet berqenas acme-dnat meta l4proto tcp th dport 15080 dnat ip to 198.18.1.10:80
 add rule inet berqenas acme-snat ct status dnat meta l4proto tcp ip daddr 198.18.1.10 th dport 80 snat ip to 198.18.1.1
 add rule inet berqenas acme-x-e1 jump acme-a-e1
-add rule inet berqenas acme-x-e1 ct state new limit rate over 100/second burst 100 packets counter name "acme-x-e1-drop" drop
-add rule inet berqenas acme-x-e1 update @acme-seen {{ meta l4proto . th dport . ip saddr counter }}
-add rule inet berqenas acme-x-e1 add @acme-first {{ meta l4proto . th dport . ip saddr }}
-add rule inet berqenas acme-x-e1 counter name "acme-x-e1-acc"
+add rule inet berqenas acme-x-e1 ct state new limit rate over 100/second burst 100 packets update @dropped {{ meta l4proto . th dport counter }} drop
+add rule inet berqenas acme-x-e1 update @seen {{ meta l4proto . th dport . ip saddr counter }}
+add rule inet berqenas acme-x-e1 add @first {{ meta l4proto . th dport . ip saddr }}
+add rule inet berqenas acme-x-e1 update @accepted {{ meta l4proto . th dport counter }}
 add rule inet berqenas acme-a-e1 ip saddr 192.0.2.0/25 return
 add rule inet berqenas acme-a-e1 ip saddr 203.0.113.0/24 return
-add rule inet berqenas acme-a-e1 counter name "acme-x-e1-drop" drop
-add rule inet berqenas acme-x-e2 update @acme-seen {{ meta l4proto . th dport . ip saddr counter }}
-add rule inet berqenas acme-x-e2 add @acme-first {{ meta l4proto . th dport . ip saddr }}
-add rule inet berqenas acme-x-e2 counter name "acme-x-e2-acc"
+add rule inet berqenas acme-a-e1 update @dropped {{ meta l4proto . th dport counter }} drop
+add rule inet berqenas acme-x-e2 update @seen {{ meta l4proto . th dport . ip saddr counter }}
+add rule inet berqenas acme-x-e2 add @first {{ meta l4proto . th dport . ip saddr }}
+add rule inet berqenas acme-x-e2 update @accepted {{ meta l4proto . th dport counter }}
 add element inet berqenas expose_filter {{ tcp . 15432 : jump acme-x-e1 }}
 add element inet berqenas expose_nat {{ tcp . 15432 : jump acme-dnat }}
 add element inet berqenas expose_filter {{ tcp . 15080 : jump acme-x-e2 }}
@@ -181,6 +175,10 @@ add chain inet berqenas input_hook {{ type filter hook input priority filter; po
 add chain inet berqenas expose_hook {{ type filter hook prerouting priority mangle; policy accept; }}
 add chain inet berqenas dnat_hook {{ type nat hook prerouting priority dstnat; policy accept; }}
 add chain inet berqenas snat_hook {{ type nat hook postrouting priority srcnat; policy accept; }}
+add set inet berqenas seen {{ type inet_proto . inet_service . ipv4_addr; size 262144; flags dynamic,timeout; timeout 604800s; counter; }}
+add set inet berqenas first {{ type inet_proto . inet_service . ipv4_addr; size 262144; flags dynamic,timeout; timeout 604800s; }}
+add set inet berqenas accepted {{ type inet_proto . inet_service; size 131072; flags dynamic; counter; }}
+add set inet berqenas dropped {{ type inet_proto . inet_service; size 131072; flags dynamic; counter; }}
 add map inet berqenas fwd_from {{ type ifname : verdict; }}
 add map inet berqenas fwd_to {{ type ifname : verdict; }}
 add map inet berqenas input_from {{ type ifname : verdict; }}
@@ -211,8 +209,7 @@ fn suspended_tenant_forwards_and_exposes_nothing_but_keeps_its_counters() {
     let rules = |name: &str| part.chains.iter().find(|c| c.name == name).map(|c| c.rules.len()).expect("chain");
     assert_eq!((rules("acme-out"), rules("acme-in"), rules("acme-input")), (2, 2, 2), "ipv6 drop + drop");
     assert!(part.dispatch.iter().all(|d| !d.map.starts_with("expose")), "no exposure reachable");
-    assert!(part.counters.contains(&"acme-x-e1-acc".to_string()), "counts survive a suspension");
-    assert!(part.sets.iter().any(|s| s.name == "acme-seen"));
+    assert_eq!(part.ports, ["tcp . 15432", "tcp . 15080"], "counts and sources survive a suspension");
 }
 
 #[test]
@@ -285,11 +282,12 @@ fn applied(ruleset: &Ruleset, blocked: &BTreeMap<String, BTreeSet<Ipv4Addr>>) ->
             }
             o.sets.insert(s.name.clone(), elements);
         }
-        for c in &part.counters {
-            o.counters.insert(c.clone(), (0, 0));
-        }
         for d in &part.dispatch {
             o.dispatch.insert((d.map.to_string(), d.key.clone()), d.chain.clone());
+            // As a listing tells it: a port is the tenant's whose exposure chain it reaches.
+            if d.map == maps::EXPOSE_FILTER {
+                o.ports.insert(d.key.clone(), part.owner.clone().unwrap_or_default());
+            }
         }
     }
     o
@@ -364,6 +362,8 @@ fn removed_exposure_and_gone_tenant_are_cleaned_up() {
     // A map of an earlier version of the agent is deleted with its tenant.
     observed.sets.insert("beta-dnat".into(), Vec::new());
     observed.maps.insert("beta-dnat".into());
+    let source = |port: u16| Element { key: format!("tcp . {port} . 203.0.113.7"), ..Element::default() };
+    observed.sets.insert("seen".into(), vec![source(15080), source(15432)]);
     let mut a = acme();
     a.gateway.exposures.remove(0);
     let after = render(&node(), &[a]);
@@ -379,10 +379,13 @@ fn removed_exposure_and_gone_tenant_are_cleaned_up() {
     let acme_script = &s[1].1;
     assert!(acme_script.contains("delete element inet berqenas expose_filter { tcp . 15432 }\n"), "{acme_script}");
     assert!(acme_script.contains("delete chain inet berqenas acme-x-e1\n"), "{acme_script}");
-    assert!(acme_script.contains("delete counter inet berqenas acme-x-e1-acc\n"));
     assert!(acme_script.contains("flush chain inet berqenas acme-dnat\n"), "{acme_script}");
-    assert!(!acme_script.contains("flush set inet berqenas acme-seen"), "sources seen are kept");
-    assert!(!acme_script.contains("delete counter inet berqenas acme-x-e2"), "counts of kept exposures are kept");
+    // The removed exposure's counts and sources are forgotten, the kept one's are not.
+    assert_eq!(steps[2], Step::Forget { ports: vec!["tcp . 15432".into()] });
+    let forget = &s[2].1;
+    assert!(forget.contains("delete element inet berqenas accepted { tcp . 15432 }\n"), "{forget}");
+    assert!(forget.contains("delete element inet berqenas seen { tcp . 15432 . 203.0.113.7 }\n"), "{forget}");
+    assert!(!forget.contains("15080"), "{forget}");
 }
 
 #[test]
@@ -409,7 +412,7 @@ fn named_sets_of_an_earlier_version_are_replaced_by_rules() {
 fn a_tenant_without_blocked_domains_has_no_blocked_set() {
     let part = &render(&node(), &[tenant("beta", 2)]).tenants["beta"];
     let names: Vec<&str> = part.sets.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, ["beta-seen", "beta-first"]);
+    assert!(names.is_empty(), "sources seen go to the table's sets: {names:?}");
     assert_eq!(part.blocked_set, None);
     assert!(!part.script().contains("@beta-blocked"));
 }
@@ -420,7 +423,7 @@ fn an_exposure_allowing_one_network_compares_without_a_set() {
     t.gateway.exposures = vec![exposure("e1", 5432, 15432, &["192.0.2.0/25"], 0, SourceMode::Keep)];
     let part = &render(&node(), &[t]).tenants["acme"];
     let e1 = part.chains.iter().find(|c| c.name == "acme-x-e1").expect("chain");
-    assert_eq!(e1.rules[0], "ip saddr != 192.0.2.0/25 counter name \"acme-x-e1-drop\" drop");
+    assert_eq!(e1.rules[0], "ip saddr != 192.0.2.0/25 update @dropped { meta l4proto . th dport counter } drop");
     let snat = part.chains.iter().find(|c| c.name == "acme-snat").expect("chain");
     assert!(snat.rules.is_empty(), "no exposure with source nat: no rule (nothing to source-nat)");
     assert!(!part.chains.iter().any(|c| c.name == "acme-a-e1"), "no allowlist chain for one network");
@@ -480,10 +483,11 @@ fn hostile_names_never_reach_a_script_unparsed() {
 fn exposure_status_reads_counters_and_sources() {
     let r = render(&node(), &[acme()]);
     let mut o = applied(&r, &BTreeMap::new());
-    o.counters.insert("acme-x-e1-acc".into(), (12, 900));
-    o.counters.insert("acme-x-e1-drop".into(), (3, 180));
+    let counted = |packets| Element { key: "tcp . 15432".into(), packets, ..Element::default() };
+    o.sets.insert("accepted".into(), vec![counted(12)]);
+    o.sets.insert("dropped".into(), vec![counted(3)]);
     o.sets.insert(
-        "acme-seen".into(),
+        "seen".into(),
         vec![Element {
             key: "tcp . 15432 . 203.0.113.7".into(),
             expires: Some(SEEN_TIMEOUT_SECS - 5),
@@ -493,7 +497,7 @@ fn exposure_status_reads_counters_and_sources() {
         }],
     );
     o.sets.insert(
-        "acme-first".into(),
+        "first".into(),
         vec![Element {
             key: "tcp . 15432 . 203.0.113.7".into(),
             expires: Some(SEEN_TIMEOUT_SECS - 100),
@@ -595,4 +599,39 @@ fn updating_the_changed_parts_gives_what_a_full_render_and_plan_give() {
     }
     assert_eq!(observed, plan::as_applied(&full, &blocked));
     assert!(update(&node(), &after, &mut ruleset, &mut inputs).is_empty(), "nothing new: nothing rendered");
+}
+
+#[test]
+fn a_port_given_to_another_tenant_loses_the_first_ones_counts_and_sources() {
+    let blocked = blocked_acme();
+    let before = render(&node(), &[acme(), tenant("beta", 2)]);
+    let mut observed = plan::as_applied(&before, &blocked);
+    observed
+        .sets
+        .insert("seen".into(), vec![Element { key: "tcp . 15080 . 203.0.113.7".into(), ..Element::default() }]);
+    // Suspended or with the exposure disabled, acme keeps them.
+    let mut suspended = acme();
+    suspended.lifecycle = Lifecycle::Suspended;
+    suspended.gateway.exposures[1].enabled = false;
+    let kept = render(&node(), &[suspended, tenant("beta", 2)]);
+    assert!(!plan(&kept, &observed, &blocked).iter().any(|s| matches!(s, Step::Forget { .. })));
+    // Port 15080 moves from acme to beta: forgotten, whether planned in full or for the two.
+    let mut a = acme();
+    a.gateway.exposures.remove(1);
+    let mut b = tenant("beta", 2);
+    b.gateway.exposures = vec![exposure("b1", 22, 15080, &[], 0, SourceMode::Nat)];
+    let after = render(&node(), &[a, b]);
+    let forget = Step::Forget { ports: vec!["tcp . 15080".into()] };
+    assert!(plan(&after, &observed, &blocked).contains(&forget));
+    let scope = BTreeSet::from(["acme", "beta"]);
+    let steps = plan::plan_only(&after, &observed, &blocked, &scope);
+    assert!(steps.contains(&forget), "{steps:?}");
+    let s: String = scripts(&steps, &after, &observed).into_iter().map(|(_, s)| s).collect();
+    assert!(s.contains("delete element inet berqenas seen { tcp . 15080 . 203.0.113.7 }\n"), "{s}");
+    assert!(s.contains("delete element inet berqenas dropped { tcp . 15080 }\n"), "{s}");
+    // A full plan also forgets elements of a port no tenant holds (an earlier agent's).
+    let mut stray = plan::as_applied(&render(&node(), &[acme()]), &blocked);
+    stray.sets.insert("accepted".into(), vec![Element { key: "udp . 15999".into(), ..Element::default() }]);
+    let steps = plan(&render(&node(), &[acme()]), &stray, &blocked);
+    assert_eq!(steps, [Step::Forget { ports: vec!["udp . 15999".into()] }]);
 }
