@@ -16,7 +16,7 @@ pub struct Observed {
     pub maps: std::collections::BTreeSet<String>,
     /// Name → (packets, bytes).
     pub counters: BTreeMap<String, (u64, u64)>,
-    /// (base map, key) → chain jumped to.
+    /// (base map, key) → chain jumped to (verdict maps) or the data (`expose_dnat`).
     pub dispatch: BTreeMap<(String, String), String>,
     /// Public port (`proto . port`) → the tenant whose counts and sources the table's `seen`
     /// sets hold for it: as listed, the tenant whose exposure chain the port dispatches to.
@@ -198,8 +198,12 @@ fn fold(o: &mut Observed, item: &Value, table: &str) {
                 (true, Some(pair)) if pair.len() == 2 => {
                     let key = value_text(&pair[0]);
                     if maps::ALL.contains(&name.as_str()) {
-                        if let Some(chain) = verdict_chain(&pair[1]) {
-                            o.dispatch.insert((name.clone(), key.clone()), chain);
+                        let value = match maps::is_verdict(&name) {
+                            true => verdict_chain(&pair[1]),
+                            false => Some(value_text(&pair[1])),
+                        };
+                        if let Some(value) = value {
+                            o.dispatch.insert((name.clone(), key.clone()), value);
                         }
                     }
                     listed.push(Element { key: format!("{key} : {}", value_text(&pair[1])), ..Element::default() });
@@ -230,8 +234,10 @@ mod tests {
           {"counter": {"family": "inet", "name": "acme-x-e1-acc", "table": "berqenas", "handle": 3, "packets": 7, "bytes": 420}},
           {"map": {"family": "inet", "name": "fwd_from", "table": "berqenas", "type": "ifname", "handle": 4, "map": "verdict",
                    "elem": [["bqt1", {"jump": {"target": "acme-out"}}]]}},
-          {"map": {"family": "inet", "name": "expose_nat", "table": "berqenas", "type": ["inet_proto", "inet_service"], "handle": 7,
-                   "map": "verdict", "elem": [[{"concat": ["tcp", 15080]}, {"jump": {"target": "acme-dnat"}}]]}},
+          {"map": {"family": "inet", "name": "expose_filter", "table": "berqenas", "type": ["inet_proto", "inet_service"], "handle": 7,
+                   "map": "verdict", "elem": [[{"concat": ["tcp", 15080]}, {"jump": {"target": "acme-x"}}]]}},
+          {"map": {"family": "inet", "name": "expose_dnat", "table": "berqenas", "type": ["inet_proto", "inet_service"], "handle": 8,
+                   "map": ["ipv4_addr", "inet_service"], "elem": [[{"concat": ["tcp", 15080]}, {"concat": ["198.18.1.10", 80]}]]}},
           {"set": {"family": "inet", "name": "acme-x-e1-allow", "table": "berqenas", "type": "ipv4_addr", "handle": 9,
                    "flags": ["interval"], "elem": [{"prefix": {"addr": "10.0.0.0", "len": 8}}, "203.0.113.7"]}},
           {"set": {"family": "inet", "name": "acme-x-e1-seen", "table": "berqenas", "type": "ipv4_addr", "handle": 10,
@@ -248,7 +254,9 @@ mod tests {
         assert!(o.table);
         assert_eq!(o.counters["acme-x-e1-acc"], (7, 420));
         assert_eq!(o.dispatch[&("fwd_from".to_string(), "bqt1".to_string())], "acme-out");
-        assert_eq!(o.dispatch[&("expose_nat".to_string(), "tcp . 15080".to_string())], "acme-dnat");
+        assert_eq!(o.dispatch[&("expose_filter".to_string(), "tcp . 15080".to_string())], "acme-x");
+        assert_eq!(o.dispatch[&("expose_dnat".to_string(), "tcp . 15080".to_string())], "198.18.1.10 . 80");
+        assert_eq!(o.ports["tcp . 15080"], "acme", "the port is the tenant's its filter chain is");
         let allow: Vec<&str> = o.sets["acme-x-e1-allow"].iter().map(|e| e.key.as_str()).collect();
         assert_eq!(allow, ["10.0.0.0/8", "203.0.113.7"]);
         let seen = &o.sets["acme-x-e1-seen"][0];

@@ -89,8 +89,8 @@ fn plan_scoped(
             .keys()
             .chain(observed.sets.keys())
             .chain(observed.counters.keys())
-            .chain(observed.dispatch.values())
             .filter_map(|n| owner_of(n))
+            .chain(by_owner.keys().copied())
             .collect(),
         Some(scope) => scope
             .iter()
@@ -184,18 +184,27 @@ fn owned<'a, V>(m: &'a BTreeMap<String, V>, tenant: &'a str) -> impl Iterator<It
         .filter(move |k| owner_of(k) == Some(tenant))
 }
 
-/// Dispatch elements by the owner of the chain they jump to: built once per plan, so each
+/// Dispatch elements by their owner (see `element_owner`): built once per plan, so each
 /// tenant's check looks at its own elements only.
 type ByOwner<'a> = BTreeMap<&'a str, Vec<(&'a (String, String), &'a String)>>;
 
 fn dispatch_by_owner<'a>(o: &'a Observed, scope: Option<&BTreeSet<&str>>) -> ByOwner<'a> {
     let mut by: ByOwner<'_> = BTreeMap::new();
-    for (key, chain) in &o.dispatch {
-        if let Some(owner) = owner_of(chain).filter(|w| scope.is_none_or(|s| s.contains(w))) {
-            by.entry(owner).or_default().push((key, chain));
+    for (key, value) in &o.dispatch {
+        if let Some(owner) = element_owner(o, key, value).filter(|w| scope.is_none_or(|s| s.contains(w))) {
+            by.entry(owner).or_default().push((key, value));
         }
     }
     by
+}
+
+/// The tenant a listed dispatch element belongs to: the owner of the chain it jumps to, or for
+/// a data map (DNAT) the tenant its public port is known to be (`Observed::ports`).
+fn element_owner<'a>(o: &'a Observed, (map, key): &(String, String), value: &'a str) -> Option<&'a str> {
+    match maps::is_verdict(map) {
+        true => owner_of(value),
+        false => o.ports.get(key).map(String::as_str),
+    }
 }
 
 /// Why `part` is not what the table holds, or None when it is (for a tenant, also: nothing of
@@ -219,11 +228,14 @@ fn differs(part: &Part, o: &Observed, tenant: Option<(&str, &ByOwner<'_>)>) -> O
         }
     }
     for d in &part.dispatch {
-        if o.dispatch.get(&(d.map.to_string(), d.key.clone())) != Some(&d.chain) {
+        if o.dispatch.get(&(d.map.to_string(), d.key.clone())) != Some(&d.value) {
             return Some(format!("{} element {} missing", d.map, d.key));
         }
     }
-    let (tenant, by_owner) = tenant?;
+    let Some((tenant, by_owner)) = tenant else {
+        // The base part: a set or map of an earlier version of it (no owner) is stale.
+        return stale_base_sets(part, o).next().map(|s| format!("stale set or map {s}"));
+    };
     if let Some(c) = owned(&o.chains, tenant).find(|c| !part.chains.iter().any(|p| &p.name == *c)) {
         return Some(format!("stale chain {c}"));
     }
@@ -241,6 +253,11 @@ fn differs(part: &Part, o: &Observed, tenant: Option<(&str, &ByOwner<'_>)>) -> O
         return Some(format!("stale {m} element {k}"));
     }
     None
+}
+
+/// The base part's sets and maps the table has and `base` does not (an earlier version's).
+fn stale_base_sets<'a>(base: &'a Part, o: &'a Observed) -> impl Iterator<Item = &'a String> + 'a {
+    o.sets.keys().filter(|n| owner_of(n).is_none() && !base.sets.iter().any(|s| &s.name == *n))
 }
 
 /// The `nft -f` script of each step, in order. Each script is one transaction on its own; run
@@ -294,6 +311,11 @@ pub fn scripts(steps: &[Step], desired: &Ruleset, observed: &Observed) -> Vec<(S
                 }
                 for c in desired.base.chains.iter().filter(|c| observed.chains.contains_key(&c.name)) {
                     writeln!(s, "flush chain {t} {}\ndelete chain {t} {}", c.name, c.name).ok();
+                }
+                // Unused once the base chains are gone; their elements go with them.
+                for name in stale_base_sets(&desired.base, observed) {
+                    let keyword = if observed.maps.contains(name) { "map" } else { "set" };
+                    writeln!(s, "delete {keyword} {t} {name}").ok();
                 }
                 s.push_str(&desired.base.script());
             }
@@ -411,7 +433,7 @@ pub fn add_applied(o: &mut Observed, part: &Part, blocked: &BTreeMap<String, BTr
         }
     }
     for d in &part.dispatch {
-        o.dispatch.insert((d.map.to_string(), d.key.clone()), d.chain.clone());
+        o.dispatch.insert((d.map.to_string(), d.key.clone()), d.value.clone());
     }
 }
 
@@ -433,7 +455,7 @@ pub fn remove_applied(o: &mut Observed, part: &Part) {
     }
     for d in &part.dispatch {
         let key = (d.map.to_string(), d.key.clone());
-        if o.dispatch.get(&key) == Some(&d.chain) {
+        if o.dispatch.get(&key) == Some(&d.value) {
             o.dispatch.remove(&key);
         }
     }

@@ -57,9 +57,15 @@ pub mod maps {
     pub const POST: &str = "post_to";
     /// Filtering of packets to an exposure (`meta l4proto . th dport` on the public address).
     pub const EXPOSE_FILTER: &str = "expose_filter";
-    /// DNAT of packets to an exposure.
-    pub const EXPOSE_NAT: &str = "expose_nat";
-    pub const ALL: [&str; 6] = [FROM_TENANT, TO_TENANT, INPUT, POST, EXPOSE_FILTER, EXPOSE_NAT];
+    /// DNAT of packets to an exposure: a data map (`proto . port` → device address . port), not
+    /// a verdict map, so an exposure's DNAT is an element, no chain.
+    pub const EXPOSE_DNAT: &str = "expose_dnat";
+    pub const ALL: [&str; 6] = [FROM_TENANT, TO_TENANT, INPUT, POST, EXPOSE_FILTER, EXPOSE_DNAT];
+
+    /// The maps whose values are verdicts (`jump <chain>`); the others hold data.
+    pub fn is_verdict(map: &str) -> bool {
+        map != EXPOSE_DNAT
+    }
 
     /// The maps keyed by interface name (their keys are written quoted).
     pub fn by_interface(map: &str) -> bool {
@@ -126,7 +132,8 @@ pub struct Dispatch {
     pub map: &'static str,
     /// As `nft` lists it: `bqt1` (interface maps) or `tcp . 15080`.
     pub key: String,
-    pub chain: String,
+    /// As `nft` lists it: the chain jumped to (verdict maps) or the data (`198.18.1.10 . 80`).
+    pub value: String,
 }
 
 impl Dispatch {
@@ -135,6 +142,14 @@ impl Dispatch {
         match maps::by_interface(self.map) {
             true => format!("\"{}\"", self.key),
             false => self.key.clone(),
+        }
+    }
+
+    /// The value as written in a script.
+    pub fn value_text(&self) -> String {
+        match maps::is_verdict(self.map) {
+            true => format!("jump {}", self.value),
+            false => self.value.clone(),
         }
     }
 }
@@ -269,7 +284,7 @@ pub fn base_part(node: &GatewayConfig) -> Part {
             chain(
                 "dnat_hook",
                 "type nat hook prerouting priority dstnat; policy accept;",
-                vec![format!("ip daddr {public} meta l4proto . th dport vmap @{}", maps::EXPOSE_NAT)],
+                vec![format!("ip daddr {public} dnat ip to meta l4proto . th dport map @{}", maps::EXPOSE_DNAT)],
             ),
             chain(
                 "snat_hook",
@@ -299,7 +314,11 @@ pub fn base_part(node: &GatewayConfig) -> Part {
             map(maps::INPUT, "ifname"),
             map(maps::POST, "ifname"),
             map(maps::EXPOSE_FILTER, "inet_proto . inet_service"),
-            map(maps::EXPOSE_NAT, "inet_proto . inet_service"),
+            Set {
+                name: maps::EXPOSE_DNAT.into(),
+                keyword: "map",
+                spec: "type inet_proto . inet_service : ipv4_addr . inet_service;".into(),
+            },
         ],
         ports: Vec::new(),
         dispatch: Vec::new(),
@@ -452,18 +471,9 @@ fn tenant_part(t: &GatewayTenant, exposures: &[(&ExposureSpec, bool)]) -> Part {
     input.push("drop".into());
     chains.push(chain(format!("{n}-input"), input));
 
-    // Exposure flows: DNAT on the way in, masquerade (source nat) on the way to the device.
-    // Both are nat chains: only a flow's first packet walks them.
-    let dnat = live.iter().map(|x| {
-        format!(
-            "meta l4proto {} th dport {} dnat ip to {}:{}",
-            proto(x.protocol),
-            x.public_port,
-            x.device_address,
-            x.port
-        )
-    });
-    chains.push(chain(format!("{n}-dnat"), dnat.collect()));
+    // Exposure flows: DNAT on the way in (an element of the base map `expose_dnat`, no chain),
+    // masquerade (source nat) on the way to the device. Nat chains: only a flow's first packet
+    // walks them.
     let masq = live.iter().filter(|x| x.source == SourceMode::Nat);
     let masq = masq.map(|x| format!("ct status dnat {} snat ip to {}", target(x), g.gateway_address));
     chains.push(chain(format!("{n}-snat"), unique(masq)));
@@ -471,53 +481,54 @@ fn tenant_part(t: &GatewayTenant, exposures: &[(&ExposureSpec, bool)]) -> Part {
         sets.push(set(b.clone(), "type ipv4_addr; flags timeout;"));
     }
 
-    // Sources seen and the exposure's counts go to the table's sets (see `seen`), keyed by
-    // the exposure's protocol and public port: a tenant has no named set or counter of its own
-    // (but a blocked-domain set), so its part costs nft's cache chains only.
+    // Filtering of the exposures: one chain for all of them (a chain per exposure costs nft's
+    // cache and the kernel's validation of every change). Each exposure's checks match its
+    // protocol and public port; sources seen and counts go to the table's sets (see `seen`),
+    // keyed by protocol and public port, so a tenant has no named set or counter of its own
+    // (but a blocked-domain set).
     let source = "meta l4proto . th dport . ip saddr";
     let dropped = format!("update @{} {{ {PORT} counter }} drop", seen::DROPPED);
     let ports = unique(exposures.iter().map(|(x, _)| format!("{} . {}", proto(x.protocol), x.public_port)));
-    for (x, on) in exposures {
-        if !*on {
-            continue;
-        }
-        let p = format!("{n}-x-{}", x.id);
-        let mut rules = Vec::new();
-        // The chain is reached for this protocol and public port only: the source decides.
+    let filter = format!("{n}-x");
+    let mut rules = Vec::new();
+    let mut allow_chains = Vec::new();
+    for x in &live {
+        let port = format!("meta l4proto {} th dport {}", proto(x.protocol), x.public_port);
         // A few networks are compares (in a chain of their own that returns on a match); a
         // longer list an anonymous interval set, which costs a load as much as a named one.
         let allow = networks(&x.allow);
-        let allow_chain = format!("{n}-a-{}", x.id);
-        let mut allow_rules: Vec<String> = Vec::new();
         match allow.len() {
             0 => {}
-            1 => rules.push(format!("ip saddr != {} {dropped}", allow[0])),
+            1 => rules.push(format!("{port} ip saddr != {} {dropped}", allow[0])),
             2..=ALLOW_RULES => {
-                rules.push(format!("jump {allow_chain}"));
-                allow_rules.extend(allow.iter().map(|a| format!("ip saddr {a} return")));
+                let allow_chain = format!("{n}-a-{}", x.id);
+                rules.push(format!("{port} jump {allow_chain}"));
+                let mut allow_rules: Vec<String> = allow.iter().map(|a| format!("ip saddr {a} return")).collect();
                 allow_rules.push(dropped.clone());
+                allow_chains.push(chain(allow_chain, allow_rules));
             }
-            _ => rules.push(format!("ip saddr != {{ {} }} {dropped}", allow.join(", "))),
+            _ => rules.push(format!("{port} ip saddr != {{ {} }} {dropped}", allow.join(", "))),
         }
         if x.rate_per_second > 0 {
             let r = x.rate_per_second;
-            rules.push(format!("ct state new limit rate over {r}/second burst {r} packets {dropped}"));
+            rules.push(format!("{port} ct state new limit rate over {r}/second burst {r} packets {dropped}"));
         }
+        let key = format!("{} . {}", proto(x.protocol), x.public_port);
+        dispatch.push(Dispatch { map: maps::EXPOSE_FILTER, key: key.clone(), value: filter.clone() });
+        dispatch.push(Dispatch { map: maps::EXPOSE_DNAT, key, value: format!("{} . {}", x.device_address, x.port) });
+    }
+    if !live.is_empty() {
+        // What passed its exposure's checks.
         rules.push(format!("update @{} {{ {source} counter }}", seen::SEEN));
         rules.push(format!("add @{} {{ {source} }}", seen::FIRST));
         rules.push(format!("update @{} {{ {PORT} counter }}", seen::ACCEPTED));
-        chains.push(chain(p.clone(), rules));
-        if !allow_rules.is_empty() {
-            chains.push(chain(allow_chain, allow_rules));
-        }
-        let key = format!("{} . {}", proto(x.protocol), x.public_port);
-        dispatch.push(Dispatch { map: maps::EXPOSE_FILTER, key: key.clone(), chain: p });
-        dispatch.push(Dispatch { map: maps::EXPOSE_NAT, key, chain: format!("{n}-dnat") });
+        chains.push(chain(filter, rules));
+        chains.extend(allow_chains);
     }
-    dispatch.push(Dispatch { map: maps::FROM_TENANT, key: iface.clone(), chain: format!("{n}-out") });
-    dispatch.push(Dispatch { map: maps::TO_TENANT, key: iface.clone(), chain: format!("{n}-in") });
-    dispatch.push(Dispatch { map: maps::INPUT, key: iface.clone(), chain: format!("{n}-input") });
-    dispatch.push(Dispatch { map: maps::POST, key: iface.clone(), chain: format!("{n}-snat") });
+    dispatch.push(Dispatch { map: maps::FROM_TENANT, key: iface.clone(), value: format!("{n}-out") });
+    dispatch.push(Dispatch { map: maps::TO_TENANT, key: iface.clone(), value: format!("{n}-in") });
+    dispatch.push(Dispatch { map: maps::INPUT, key: iface.clone(), value: format!("{n}-input") });
+    dispatch.push(Dispatch { map: maps::POST, key: iface.clone(), value: format!("{n}-snat") });
     let mut part =
         Part { owner: Some(n.clone()), chains, sets, ports, dispatch, digest: String::new(), blocked_set: blocked };
     seal(&mut part);
@@ -577,7 +588,7 @@ impl Part {
             }
         }
         for d in &self.dispatch {
-            writeln!(s, "add element {t} {} {{ {} : jump {} }}", d.map, d.key_text(), d.chain).ok();
+            writeln!(s, "add element {t} {} {{ {} : {} }}", d.map, d.key_text(), d.value_text()).ok();
         }
         s
     }

@@ -105,11 +105,9 @@ fn tenant_part_renders_exactly() {
         r#"add chain inet berqenas acme-out
 add chain inet berqenas acme-in
 add chain inet berqenas acme-input
-add chain inet berqenas acme-dnat
 add chain inet berqenas acme-snat
-add chain inet berqenas acme-x-e1
+add chain inet berqenas acme-x
 add chain inet berqenas acme-a-e1
-add chain inet berqenas acme-x-e2
 add set inet berqenas acme-blocked {{ type ipv4_addr; flags timeout; }}
 add rule inet berqenas acme-out meta nfproto ipv6 drop comment "berqenas {digest}"
 add rule inet berqenas acme-out limit rate over 6250000 bytes/second burst 1250000 bytes drop
@@ -138,24 +136,19 @@ add rule inet berqenas acme-input meta nfproto ipv6 drop
 add rule inet berqenas acme-input ct state established,related accept
 add rule inet berqenas acme-input ip daddr 198.18.1.1 icmp type echo-request accept
 add rule inet berqenas acme-input drop
-add rule inet berqenas acme-dnat meta l4proto tcp th dport 15432 dnat ip to 198.18.1.10:5432
-add rule inet berqenas acme-dnat meta l4proto tcp th dport 15080 dnat ip to 198.18.1.10:80
 add rule inet berqenas acme-snat ct status dnat meta l4proto tcp ip daddr 198.18.1.10 th dport 80 snat ip to 198.18.1.1
-add rule inet berqenas acme-x-e1 jump acme-a-e1
-add rule inet berqenas acme-x-e1 ct state new limit rate over 100/second burst 100 packets update @dropped {{ meta l4proto . th dport counter }} drop
-add rule inet berqenas acme-x-e1 update @seen {{ meta l4proto . th dport . ip saddr counter }}
-add rule inet berqenas acme-x-e1 add @first {{ meta l4proto . th dport . ip saddr }}
-add rule inet berqenas acme-x-e1 update @accepted {{ meta l4proto . th dport counter }}
+add rule inet berqenas acme-x meta l4proto tcp th dport 15432 jump acme-a-e1
+add rule inet berqenas acme-x meta l4proto tcp th dport 15432 ct state new limit rate over 100/second burst 100 packets update @dropped {{ meta l4proto . th dport counter }} drop
+add rule inet berqenas acme-x update @seen {{ meta l4proto . th dport . ip saddr counter }}
+add rule inet berqenas acme-x add @first {{ meta l4proto . th dport . ip saddr }}
+add rule inet berqenas acme-x update @accepted {{ meta l4proto . th dport counter }}
 add rule inet berqenas acme-a-e1 ip saddr 192.0.2.0/25 return
 add rule inet berqenas acme-a-e1 ip saddr 203.0.113.0/24 return
 add rule inet berqenas acme-a-e1 update @dropped {{ meta l4proto . th dport counter }} drop
-add rule inet berqenas acme-x-e2 update @seen {{ meta l4proto . th dport . ip saddr counter }}
-add rule inet berqenas acme-x-e2 add @first {{ meta l4proto . th dport . ip saddr }}
-add rule inet berqenas acme-x-e2 update @accepted {{ meta l4proto . th dport counter }}
-add element inet berqenas expose_filter {{ tcp . 15432 : jump acme-x-e1 }}
-add element inet berqenas expose_nat {{ tcp . 15432 : jump acme-dnat }}
-add element inet berqenas expose_filter {{ tcp . 15080 : jump acme-x-e2 }}
-add element inet berqenas expose_nat {{ tcp . 15080 : jump acme-dnat }}
+add element inet berqenas expose_filter {{ tcp . 15432 : jump acme-x }}
+add element inet berqenas expose_dnat {{ tcp . 15432 : 198.18.1.10 . 5432 }}
+add element inet berqenas expose_filter {{ tcp . 15080 : jump acme-x }}
+add element inet berqenas expose_dnat {{ tcp . 15080 : 198.18.1.10 . 80 }}
 add element inet berqenas fwd_from {{ "bqt1" : jump acme-out }}
 add element inet berqenas fwd_to {{ "bqt1" : jump acme-in }}
 add element inet berqenas input_from {{ "bqt1" : jump acme-input }}
@@ -184,7 +177,7 @@ add map inet berqenas fwd_to {{ type ifname : verdict; }}
 add map inet berqenas input_from {{ type ifname : verdict; }}
 add map inet berqenas post_to {{ type ifname : verdict; }}
 add map inet berqenas expose_filter {{ type inet_proto . inet_service : verdict; }}
-add map inet berqenas expose_nat {{ type inet_proto . inet_service : verdict; }}
+add map inet berqenas expose_dnat {{ type inet_proto . inet_service : ipv4_addr . inet_service; }}
 add rule inet berqenas forward_hook iifname vmap @fwd_from comment "berqenas {digest}"
 add rule inet berqenas forward_hook oifname vmap @fwd_to
 add rule inet berqenas forward_hook iifname "bqt*" drop
@@ -192,7 +185,7 @@ add rule inet berqenas forward_hook oifname "bqt*" drop
 add rule inet berqenas input_hook iifname vmap @input_from
 add rule inet berqenas input_hook iifname "bqt*" drop
 add rule inet berqenas expose_hook ip daddr 198.51.100.10 meta l4proto . th dport vmap @expose_filter
-add rule inet berqenas dnat_hook ip daddr 198.51.100.10 meta l4proto . th dport vmap @expose_nat
+add rule inet berqenas dnat_hook ip daddr 198.51.100.10 dnat ip to meta l4proto . th dport map @expose_dnat
 add rule inet berqenas snat_hook oifname vmap @post_to
 add rule inet berqenas snat_hook iifname "bqt*" oifname != "bqt*" masquerade
 "#,
@@ -283,7 +276,7 @@ fn applied(ruleset: &Ruleset, blocked: &BTreeMap<String, BTreeSet<Ipv4Addr>>) ->
             o.sets.insert(s.name.clone(), elements);
         }
         for d in &part.dispatch {
-            o.dispatch.insert((d.map.to_string(), d.key.clone()), d.chain.clone());
+            o.dispatch.insert((d.map.to_string(), d.key.clone()), d.value.clone());
             // As a listing tells it: a port is the tenant's whose exposure chain it reaches.
             if d.map == maps::EXPOSE_FILTER {
                 o.ports.insert(d.key.clone(), part.owner.clone().unwrap_or_default());
@@ -378,8 +371,9 @@ fn removed_exposure_and_gone_tenant_are_cleaned_up() {
     assert!(s[0].1.contains("delete element inet berqenas post_to { \"bqt2\" }\n"));
     let acme_script = &s[1].1;
     assert!(acme_script.contains("delete element inet berqenas expose_filter { tcp . 15432 }\n"), "{acme_script}");
-    assert!(acme_script.contains("delete chain inet berqenas acme-x-e1\n"), "{acme_script}");
-    assert!(acme_script.contains("flush chain inet berqenas acme-dnat\n"), "{acme_script}");
+    assert!(acme_script.contains("delete element inet berqenas expose_dnat { tcp . 15432 }\n"), "{acme_script}");
+    assert!(acme_script.contains("delete chain inet berqenas acme-a-e1\n"), "{acme_script}");
+    assert!(acme_script.contains("flush chain inet berqenas acme-x\n"), "{acme_script}");
     // The removed exposure's counts and sources are forgotten, the kept one's are not.
     assert_eq!(steps[2], Step::Forget { ports: vec!["tcp . 15432".into()] });
     let forget = &s[2].1;
@@ -422,8 +416,11 @@ fn an_exposure_allowing_one_network_compares_without_a_set() {
     let mut t = acme();
     t.gateway.exposures = vec![exposure("e1", 5432, 15432, &["192.0.2.0/25"], 0, SourceMode::Keep)];
     let part = &render(&node(), &[t]).tenants["acme"];
-    let e1 = part.chains.iter().find(|c| c.name == "acme-x-e1").expect("chain");
-    assert_eq!(e1.rules[0], "ip saddr != 192.0.2.0/25 update @dropped { meta l4proto . th dport counter } drop");
+    let x = part.chains.iter().find(|c| c.name == "acme-x").expect("chain");
+    assert_eq!(
+        x.rules[0],
+        "meta l4proto tcp th dport 15432 ip saddr != 192.0.2.0/25 update @dropped { meta l4proto . th dport counter } drop"
+    );
     let snat = part.chains.iter().find(|c| c.name == "acme-snat").expect("chain");
     assert!(snat.rules.is_empty(), "no exposure with source nat: no rule (nothing to source-nat)");
     assert!(!part.chains.iter().any(|c| c.name == "acme-a-e1"), "no allowlist chain for one network");
@@ -436,8 +433,12 @@ fn a_long_allowlist_is_one_interval_set_in_the_rule() {
     let nets: Vec<&str> = nets.iter().map(String::as_str).collect();
     t.gateway.exposures = vec![exposure("e1", 5432, 15432, &nets, 0, SourceMode::Keep)];
     let part = &render(&node(), &[t]).tenants["acme"];
-    let e1 = part.chains.iter().find(|c| c.name == "acme-x-e1").expect("chain");
-    assert!(e1.rules[0].starts_with("ip saddr != { 192.0.2.0, 192.0.2.2, "), "{}", e1.rules[0]);
+    let x = part.chains.iter().find(|c| c.name == "acme-x").expect("chain");
+    assert!(
+        x.rules[0].starts_with("meta l4proto tcp th dport 15432 ip saddr != { 192.0.2.0, 192.0.2.2, "),
+        "{}",
+        x.rules[0]
+    );
     assert!(!part.chains.iter().any(|c| c.name == "acme-a-e1"));
 }
 
@@ -634,4 +635,40 @@ fn a_port_given_to_another_tenant_loses_the_first_ones_counts_and_sources() {
     stray.sets.insert("accepted".into(), vec![Element { key: "udp . 15999".into(), ..Element::default() }]);
     let steps = plan(&render(&node(), &[acme()]), &stray, &blocked);
     assert_eq!(steps, [Step::Forget { ports: vec!["udp . 15999".into()] }]);
+}
+
+#[test]
+fn a_table_of_the_previous_layout_is_upgraded_in_place() {
+    // Before: DNAT by a verdict map to a chain per tenant, a chain, two counters per exposure
+    // and two source sets per tenant.
+    let r = render(&node(), &[acme()]);
+    let blocked = blocked_acme();
+    let mut o = applied(&r, &blocked);
+    o.sets.insert("expose_nat".into(), Vec::new());
+    o.maps.insert("expose_nat".into());
+    o.chains.insert("acme-dnat".into(), ObservedChain::default());
+    o.chains.insert("acme-x-e1".into(), ObservedChain::default());
+    o.counters.insert("acme-x-e1-acc".into(), (1, 60));
+    o.sets.insert("acme-seen".into(), Vec::new());
+    let steps = plan(&r, &o, &blocked);
+    assert_eq!(
+        steps,
+        [
+            Step::RepairBase { why: "stale set or map expose_nat".into() },
+            Step::Replace { tenant: "acme".into(), why: "stale chain acme-dnat".into() },
+        ]
+    );
+    let s = scripts(&steps, &r, &o);
+    let base = &s[0].1;
+    let (hook, map) =
+        (base.find("delete chain inet berqenas dnat_hook\n"), base.find("delete map inet berqenas expose_nat\n"));
+    assert!(hook.is_some() && map.is_some() && hook < map, "the map is deleted once no rule uses it: {base}");
+    for gone in [
+        "chain inet berqenas acme-dnat",
+        "chain inet berqenas acme-x-e1",
+        "counter inet berqenas acme-x-e1-acc",
+        "set inet berqenas acme-seen",
+    ] {
+        assert!(s[1].1.contains(&format!("delete {gone}\n")), "{}", s[1].1);
+    }
 }
