@@ -133,6 +133,9 @@ pub async fn sync(
     resolved: &BTreeMap<String, Vec<Ipv4Addr>>,
 ) -> Result<SyncReport, NftError> {
     let started = Instant::now();
+    // The last sync's ruleset and table are not needed once the table is listed anew: let go
+    // of them first, so a thousand tenants' table is not held twice at the peak.
+    remember(None);
     let observed = observe().await?;
     let listing = started.elapsed();
     let mut ruleset = Ruleset { base: render::base_part(node), tenants: BTreeMap::new(), refused: Vec::new() };
@@ -142,6 +145,7 @@ pub async fn sync(
     let steps = plan::plan(&ruleset, &observed, &blocked);
     let mut report = SyncReport { refused: ruleset.refused.clone(), listing, ..SyncReport::default() };
     let ok = run_steps(&mut report, steps, &ruleset, &observed).await;
+    drop(observed);
     match ok {
         true => {
             let observed = plan::as_applied(&ruleset, &blocked);

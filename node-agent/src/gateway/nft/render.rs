@@ -1,5 +1,8 @@
 //! Pure: the agent's nftables ruleset for a gateway node as data (`Ruleset`: the base part and
 //! one part per tenant), and the `nft -f` script text that creates each part. No IO.
+//!
+//! tidy: long because the base part and the tenant part are one design (the base maps and sets
+//! a tenant's rules use, and the cost notes that decide what is a set, a chain or a rule).
 
 use crate::assignment::{ExposureSpec, GatewayTenant, Protocol, RuleSpec, SourceMode, Verdict};
 use crate::config::GatewayConfig;

@@ -1,6 +1,8 @@
 //! Unit tests of the pure nft core: the rendered ruleset for a fixed desired state (exact text),
 //! the plan against observations (converged → empty, one tenant changed → only it, gone tenants
 //! removed, hand deletions repaired), and status parsing.
+//!
+//! tidy: long because the exact-text snapshots of the base and a tenant part are long by nature.
 
 use super::observe::{Element, ObservedChain};
 use super::plan::{self, plan, scripts, Step};
