@@ -43,9 +43,9 @@ pub const LINK_LOCAL: &str = "169.254.0.0/16";
 /// Lifetime of a blocked domain's address in the tenant's set; refreshed at half of it.
 pub const BLOCK_TIMEOUT_SECS: u64 = 24 * 3600;
 
-/// An exposure's allowlist of up to this many networks is matched by one rule per network;
-/// a longer one by an anonymous set (a set is a load's costliest object, a few compares per
-/// packet are not).
+/// An exposure's allowlist of up to this many networks is matched by compares in one rule
+/// (`ip saddr != a ip saddr != b … drop`: dropped when none matches); a longer one by an
+/// anonymous set (a set is a load's costliest object, a few compares per packet are not).
 pub const ALLOW_RULES: usize = 8;
 
 /// Base maps dispatching to tenant chains (key → `jump <tenant>-…`).
@@ -494,21 +494,16 @@ fn tenant_part(t: &GatewayTenant, exposures: &[(&ExposureSpec, bool)]) -> Part {
     let ports = unique(exposures.iter().map(|(x, _)| format!("{} . {}", proto(x.protocol), x.public_port)));
     let filter = format!("{n}-x");
     let mut rules = Vec::new();
-    let mut allow_chains = Vec::new();
     for x in &live {
         let port = format!("meta l4proto {} th dport {}", proto(x.protocol), x.public_port);
-        // A few networks are compares (in a chain of their own that returns on a match); a
-        // longer list an anonymous interval set, which costs a load as much as a named one.
+        // A few networks are compares in one rule (none matching: dropped); a longer list an
+        // anonymous interval set, which costs a load as much as a named one.
         let allow = networks(&x.allow);
         match allow.len() {
             0 => {}
-            1 => rules.push(format!("{port} ip saddr != {} {dropped}", allow[0])),
-            2..=ALLOW_RULES => {
-                let allow_chain = format!("{n}-a-{}", x.id);
-                rules.push(format!("{port} jump {allow_chain}"));
-                let mut allow_rules: Vec<String> = allow.iter().map(|a| format!("ip saddr {a} return")).collect();
-                allow_rules.push(dropped.clone());
-                allow_chains.push(chain(allow_chain, allow_rules));
+            1..=ALLOW_RULES => {
+                let none_of: String = allow.iter().map(|a| format!("ip saddr != {a} ")).collect();
+                rules.push(format!("{port} {none_of}{dropped}"));
             }
             _ => rules.push(format!("{port} ip saddr != {{ {} }} {dropped}", allow.join(", "))),
         }
@@ -526,7 +521,6 @@ fn tenant_part(t: &GatewayTenant, exposures: &[(&ExposureSpec, bool)]) -> Part {
         rules.push(format!("add @{} {{ {source} }}", seen::FIRST));
         rules.push(format!("update @{} {{ {PORT} counter }}", seen::ACCEPTED));
         chains.push(chain(filter, rules));
-        chains.extend(allow_chains);
     }
     dispatch.push(Dispatch { map: maps::FROM_TENANT, key: iface.clone(), value: format!("{n}-out") });
     dispatch.push(Dispatch { map: maps::TO_TENANT, key: iface.clone(), value: format!("{n}-in") });
