@@ -16,7 +16,8 @@ pub struct Observed {
     pub maps: std::collections::BTreeSet<String>,
     /// Name → (packets, bytes).
     pub counters: BTreeMap<String, (u64, u64)>,
-    /// (base map, key) → chain jumped to (verdict maps) or the data (`expose_dnat`).
+    /// (base map or set, key) → chain jumped to (verdict maps), the data (`expose_dnat`), or
+    /// nothing (the base sets `input_ok`, `pings`).
     pub dispatch: BTreeMap<(String, String), String>,
     /// Public port (`proto . port`) → the tenant whose counts and sources the table's `seen`
     /// sets hold for it: as listed, the tenant whose exposure chain the port dispatches to.
@@ -208,7 +209,13 @@ fn fold(o: &mut Observed, item: &Value, table: &str) {
                     }
                     listed.push(Element { key: format!("{key} : {}", value_text(&pair[1])), ..Element::default() });
                 }
-                _ => listed.push(element(e)),
+                _ => {
+                    let element = element(e);
+                    if maps::is_set(&name) {
+                        o.dispatch.insert((name.clone(), element.key.clone()), String::new());
+                    }
+                    listed.push(element)
+                }
             }
         }
         if item.get("map").is_some() {

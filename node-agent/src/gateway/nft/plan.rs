@@ -198,13 +198,29 @@ fn dispatch_by_owner<'a>(o: &'a Observed, scope: Option<&BTreeSet<&str>>) -> ByO
     by
 }
 
-/// The tenant a listed dispatch element belongs to: the owner of the chain it jumps to, or for
-/// a data map (DNAT) the tenant its public port is known to be (`Observed::ports`).
+/// The tenant a listed dispatch element belongs to: the owner of the chain it jumps to; for
+/// the DNAT map the tenant its public port is known to be (`Observed::ports`); for the input
+/// sets the tenant whose chain its interface's `fwd_from` element jumps to.
 fn element_owner<'a>(o: &'a Observed, (map, key): &(String, String), value: &'a str) -> Option<&'a str> {
-    match maps::is_verdict(map) {
-        true => owner_of(value),
-        false => o.ports.get(key).map(String::as_str),
+    if maps::is_verdict(map) {
+        return owner_of(value);
     }
+    match maps::interface_of(map, key) {
+        Some(iface) => o.dispatch.get(&(maps::FROM_TENANT.to_string(), iface.to_string())).and_then(|c| owner_of(c)),
+        None => o.ports.get(key).map(String::as_str),
+    }
+}
+
+/// The input sets' elements (`input_ok`, `pings`) of interface `iface`, whoever they are known
+/// to belong to: a tenant's replacement deletes them, so a suspended tenant never keeps one.
+fn input_elements<'a>(o: &'a Observed, iface: &str) -> Vec<(&'a str, &'a str)> {
+    let pings = format!("{iface} . ");
+    let ok = o.dispatch.get_key_value(&(maps::INPUT_OK.to_string(), iface.to_string()));
+    let ping = o
+        .dispatch
+        .range((maps::PINGS.to_string(), pings.clone())..)
+        .take_while(|((m, k), _)| m == maps::PINGS && k.starts_with(&pings));
+    ok.into_iter().chain(ping).map(|((m, k), _)| (m.as_str(), k.as_str())).collect()
 }
 
 /// Why `part` is not what the table holds, or None when it is (for a tenant, also: nothing of
@@ -277,10 +293,6 @@ pub fn scripts(steps: &[Step], desired: &Ruleset, observed: &Observed) -> Vec<(S
     };
     let mut sorted: Vec<&Step> = steps.iter().collect();
     sorted.sort_by_key(|s| order(s));
-    let key_text = |map: &str, key: &str| match maps::by_interface(map) {
-        true => format!("\"{key}\""),
-        false => key.to_string(),
-    };
     let scope: BTreeSet<&str> = steps.iter().filter_map(Step::tenant).collect();
     let by_owner = dispatch_by_owner(observed, Some(&scope));
     // The elements jumping to `tenant`'s chains, and those on `keys` (whoever has them), each
@@ -293,7 +305,7 @@ pub fn scripts(steps: &[Step], desired: &Ruleset, observed: &Observed) -> Vec<(S
         all.sort();
         for (map, key) in all {
             if deleted.insert((map.to_string(), key.to_string())) {
-                writeln!(s, "delete element {t} {map} {{ {} }}", key_text(map, key)).ok();
+                writeln!(s, "delete element {t} {map} {{ {} }}", maps::key_text(map, key)).ok();
             }
         }
     };
@@ -325,7 +337,9 @@ pub fn scripts(steps: &[Step], desired: &Ruleset, observed: &Observed) -> Vec<(S
             }
             Step::Replace { tenant, .. } => {
                 let Some(part) = desired.tenants.get(tenant) else { continue };
-                let wanted: Vec<(&str, &str)> = part.dispatch.iter().map(|d| (d.map, d.key.as_str())).collect();
+                let mut wanted: Vec<(&str, &str)> = part.dispatch.iter().map(|d| (d.map, d.key.as_str())).collect();
+                let iface = part.dispatch.iter().find(|d| d.map == maps::FROM_TENANT).map(|d| d.key.as_str());
+                wanted.extend(iface.map(|i| input_elements(observed, i)).unwrap_or_default());
                 // Its own elements, and any other element on a key it is about to take.
                 delete_elements(&mut s, tenant, &wanted);
                 let chain_kept = |n: &str| part.chains.iter().any(|c| c.name == n);

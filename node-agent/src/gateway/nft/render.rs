@@ -48,14 +48,18 @@ pub const BLOCK_TIMEOUT_SECS: u64 = 24 * 3600;
 /// anonymous set (a set is a load's costliest object, a few compares per packet are not).
 pub const ALLOW_RULES: usize = 8;
 
-/// Base maps dispatching to tenant chains (key → `jump <tenant>-…`).
+/// Base maps dispatching to tenant chains (key → `jump <tenant>-…`), the DNAT data map, and
+/// the base sets of running tenants' interfaces for the input hook.
 pub mod maps {
     /// Forwarded packets from a tenant interface (`iifname`).
     pub const FROM_TENANT: &str = "fwd_from";
     /// Forwarded packets to a tenant interface (`oifname`).
     pub const TO_TENANT: &str = "fwd_to";
-    /// Packets from a tenant interface to the gateway itself (`iifname`).
-    pub const INPUT: &str = "input_from";
+    /// Interfaces of running tenants: answers to what the gateway opened are accepted from
+    /// them (a set: no chain per tenant on the input hook).
+    pub const INPUT_OK: &str = "input_ok";
+    /// `interface . gateway address` of running tenants: pings of its own gateway address.
+    pub const PINGS: &str = "pings";
     /// Source NAT of exposure flows leaving through a tenant interface (`oifname`).
     pub const POST: &str = "post_to";
     /// Filtering of packets to an exposure (`meta l4proto . th dport` on the public address).
@@ -63,16 +67,34 @@ pub mod maps {
     /// DNAT of packets to an exposure: a data map (`proto . port` → device address . port), not
     /// a verdict map, so an exposure's DNAT is an element, no chain.
     pub const EXPOSE_DNAT: &str = "expose_dnat";
-    pub const ALL: [&str; 6] = [FROM_TENANT, TO_TENANT, INPUT, POST, EXPOSE_FILTER, EXPOSE_DNAT];
+    pub const ALL: [&str; 7] = [FROM_TENANT, TO_TENANT, INPUT_OK, PINGS, POST, EXPOSE_FILTER, EXPOSE_DNAT];
 
-    /// The maps whose values are verdicts (`jump <chain>`); the others hold data.
+    /// The maps whose values are verdicts (`jump <chain>`); the others hold data or are sets.
     pub fn is_verdict(map: &str) -> bool {
-        map != EXPOSE_DNAT
+        matches!(map, FROM_TENANT | TO_TENANT | POST | EXPOSE_FILTER)
     }
 
-    /// The maps keyed by interface name (their keys are written quoted).
-    pub fn by_interface(map: &str) -> bool {
-        matches!(map, FROM_TENANT | TO_TENANT | INPUT | POST)
+    /// The sets (elements without a value).
+    pub fn is_set(map: &str) -> bool {
+        matches!(map, INPUT_OK | PINGS)
+    }
+
+    /// The interface an element of an interface-keyed map or set is for.
+    pub fn interface_of<'a>(map: &str, key: &'a str) -> Option<&'a str> {
+        match map {
+            FROM_TENANT | TO_TENANT | INPUT_OK | POST => Some(key),
+            PINGS => key.split(" . ").next(),
+            _ => None,
+        }
+    }
+
+    /// An element's key as written in a script (interface names quoted).
+    pub fn key_text(map: &str, key: &str) -> String {
+        match (map, interface_of(map, key)) {
+            (PINGS, Some(i)) => format!("\"{i}\"{}", &key[i.len()..]),
+            (_, Some(i)) => format!("\"{i}\""),
+            (_, None) => key.to_string(),
+        }
     }
 }
 
@@ -142,17 +164,15 @@ pub struct Dispatch {
 impl Dispatch {
     /// The key as written in a script.
     pub fn key_text(&self) -> String {
-        match maps::by_interface(self.map) {
-            true => format!("\"{}\"", self.key),
-            false => self.key.clone(),
-        }
+        maps::key_text(self.map, &self.key)
     }
 
-    /// The value as written in a script.
-    pub fn value_text(&self) -> String {
-        match maps::is_verdict(self.map) {
-            true => format!("jump {}", self.value),
-            false => self.value.clone(),
+    /// The element as written in a script: the key, and the value for a map.
+    pub fn element_text(&self) -> String {
+        match (maps::is_set(self.map), maps::is_verdict(self.map)) {
+            (true, _) => self.key_text(),
+            (false, true) => format!("{} : jump {}", self.key_text(), self.value),
+            (false, false) => format!("{} : {}", self.key_text(), self.value),
         }
     }
 }
@@ -277,7 +297,13 @@ pub fn base_part(node: &GatewayConfig) -> Part {
             chain(
                 "input_hook",
                 "type filter hook input priority filter; policy accept;",
-                vec![format!("iifname vmap @{}", maps::INPUT), "iifname \"bqt*\" drop".into()],
+                vec![
+                    "iifname \"bqt*\" meta nfproto ipv6 drop".into(),
+                    format!("iifname @{} ct state established,related accept", maps::INPUT_OK),
+                    format!("icmp type echo-request iifname . ip daddr @{} accept", maps::PINGS),
+                    // No host service is reachable from a tenant (nor from a suspended one).
+                    "iifname \"bqt*\" drop".into(),
+                ],
             ),
             chain(
                 "expose_hook",
@@ -314,7 +340,8 @@ pub fn base_part(node: &GatewayConfig) -> Part {
             set(seen::DROPPED, &format!("{PORT_KEY}; size {COUNTED_SIZE}; flags dynamic; counter;")),
             map(maps::FROM_TENANT, "ifname"),
             map(maps::TO_TENANT, "ifname"),
-            map(maps::INPUT, "ifname"),
+            set(maps::INPUT_OK, "type ifname;"),
+            set(maps::PINGS, "type ifname . ipv4_addr;"),
             map(maps::POST, "ifname"),
             map(maps::EXPOSE_FILTER, "inet_proto . inet_service"),
             Set {
@@ -465,14 +492,13 @@ fn tenant_part(t: &GatewayTenant, exposures: &[(&ExposureSpec, bool)]) -> Part {
 
     // To the gateway itself: pings of the tenant's own gateway address and answers to what the
     // gateway opened, nothing else — the host's own services (ssh, the agent, a database on the
-    // same host) listen on every address, the tenant's `.1` included.
-    let mut input = vec!["meta nfproto ipv6 drop".to_string()];
+    // same host) listen on every address, the tenant's `.1` included. Elements of the base
+    // sets the input hook looks up (a running tenant's only), no chain of its own.
     if runs {
-        input.push("ct state established,related accept".into());
-        input.push(format!("ip daddr {} icmp type echo-request accept", g.gateway_address));
+        dispatch.push(Dispatch { map: maps::INPUT_OK, key: iface.clone(), value: String::new() });
+        let pings = format!("{iface} . {}", g.gateway_address);
+        dispatch.push(Dispatch { map: maps::PINGS, key: pings, value: String::new() });
     }
-    input.push("drop".into());
-    chains.push(chain(format!("{n}-input"), input));
 
     // Exposure flows: DNAT on the way in (an element of the base map `expose_dnat`, no chain),
     // masquerade (source nat) on the way to the device. Nat chains: only a flow's first packet
@@ -524,7 +550,6 @@ fn tenant_part(t: &GatewayTenant, exposures: &[(&ExposureSpec, bool)]) -> Part {
     }
     dispatch.push(Dispatch { map: maps::FROM_TENANT, key: iface.clone(), value: format!("{n}-out") });
     dispatch.push(Dispatch { map: maps::TO_TENANT, key: iface.clone(), value: format!("{n}-in") });
-    dispatch.push(Dispatch { map: maps::INPUT, key: iface.clone(), value: format!("{n}-input") });
     dispatch.push(Dispatch { map: maps::POST, key: iface.clone(), value: format!("{n}-snat") });
     let mut part =
         Part { owner: Some(n.clone()), chains, sets, ports, dispatch, digest: String::new(), blocked_set: blocked };
@@ -585,7 +610,7 @@ impl Part {
             }
         }
         for d in &self.dispatch {
-            writeln!(s, "add element {t} {} {{ {} : {} }}", d.map, d.key_text(), d.value_text()).ok();
+            writeln!(s, "add element {t} {} {{ {} }}", d.map, d.element_text()).ok();
         }
         s
     }

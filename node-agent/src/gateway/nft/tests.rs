@@ -106,7 +106,6 @@ fn tenant_part_renders_exactly() {
     let expected = format!(
         r#"add chain inet berqenas acme-out
 add chain inet berqenas acme-in
-add chain inet berqenas acme-input
 add chain inet berqenas acme-snat
 add chain inet berqenas acme-x
 add set inet berqenas acme-blocked {{ type ipv4_addr; flags timeout; }}
@@ -133,23 +132,20 @@ add rule inet berqenas acme-in ip daddr 198.18.1.20 tcp dport 22-23 drop comment
 add rule inet berqenas acme-in ct status dnat meta l4proto tcp ip daddr 198.18.1.10 th dport 5432 accept
 add rule inet berqenas acme-in ct status dnat meta l4proto tcp ip daddr 198.18.1.10 th dport 80 accept
 add rule inet berqenas acme-in drop
-add rule inet berqenas acme-input meta nfproto ipv6 drop
-add rule inet berqenas acme-input ct state established,related accept
-add rule inet berqenas acme-input ip daddr 198.18.1.1 icmp type echo-request accept
-add rule inet berqenas acme-input drop
 add rule inet berqenas acme-snat ct status dnat meta l4proto tcp ip daddr 198.18.1.10 th dport 80 snat ip to 198.18.1.1
 add rule inet berqenas acme-x meta l4proto tcp th dport 15432 ip saddr != 192.0.2.0/25 ip saddr != 203.0.113.0/24 update @dropped {{ meta l4proto . th dport counter }} drop
 add rule inet berqenas acme-x meta l4proto tcp th dport 15432 ct state new limit rate over 100/second burst 100 packets update @dropped {{ meta l4proto . th dport counter }} drop
 add rule inet berqenas acme-x update @seen {{ meta l4proto . th dport . ip saddr counter }}
 add rule inet berqenas acme-x add @first {{ meta l4proto . th dport . ip saddr }}
 add rule inet berqenas acme-x update @accepted {{ meta l4proto . th dport counter }}
+add element inet berqenas input_ok {{ "bqt1" }}
+add element inet berqenas pings {{ "bqt1" . 198.18.1.1 }}
 add element inet berqenas expose_filter {{ tcp . 15432 : jump acme-x }}
 add element inet berqenas expose_dnat {{ tcp . 15432 : 198.18.1.10 . 5432 }}
 add element inet berqenas expose_filter {{ tcp . 15080 : jump acme-x }}
 add element inet berqenas expose_dnat {{ tcp . 15080 : 198.18.1.10 . 80 }}
 add element inet berqenas fwd_from {{ "bqt1" : jump acme-out }}
 add element inet berqenas fwd_to {{ "bqt1" : jump acme-in }}
-add element inet berqenas input_from {{ "bqt1" : jump acme-input }}
 add element inet berqenas post_to {{ "bqt1" : jump acme-snat }}
 "#,
         digest = part.digest
@@ -172,7 +168,8 @@ add set inet berqenas accepted {{ type inet_proto . inet_service; size 131072; f
 add set inet berqenas dropped {{ type inet_proto . inet_service; size 131072; flags dynamic; counter; }}
 add map inet berqenas fwd_from {{ type ifname : verdict; }}
 add map inet berqenas fwd_to {{ type ifname : verdict; }}
-add map inet berqenas input_from {{ type ifname : verdict; }}
+add set inet berqenas input_ok {{ type ifname; }}
+add set inet berqenas pings {{ type ifname . ipv4_addr; }}
 add map inet berqenas post_to {{ type ifname : verdict; }}
 add map inet berqenas expose_filter {{ type inet_proto . inet_service : verdict; }}
 add map inet berqenas expose_dnat {{ type inet_proto . inet_service : ipv4_addr . inet_service; }}
@@ -180,7 +177,9 @@ add rule inet berqenas forward_hook iifname vmap @fwd_from comment "berqenas {di
 add rule inet berqenas forward_hook oifname vmap @fwd_to
 add rule inet berqenas forward_hook iifname "bqt*" drop
 add rule inet berqenas forward_hook oifname "bqt*" drop
-add rule inet berqenas input_hook iifname vmap @input_from
+add rule inet berqenas input_hook iifname "bqt*" meta nfproto ipv6 drop
+add rule inet berqenas input_hook iifname @input_ok ct state established,related accept
+add rule inet berqenas input_hook icmp type echo-request iifname . ip daddr @pings accept
 add rule inet berqenas input_hook iifname "bqt*" drop
 add rule inet berqenas expose_hook ip daddr 198.51.100.10 meta l4proto . th dport vmap @expose_filter
 add rule inet berqenas dnat_hook ip daddr 198.51.100.10 dnat ip to meta l4proto . th dport map @expose_dnat
@@ -198,8 +197,9 @@ fn suspended_tenant_forwards_and_exposes_nothing_but_keeps_its_counters() {
     t.lifecycle = Lifecycle::Suspended;
     let part = &render(&node(), &[t]).tenants["acme"];
     let rules = |name: &str| part.chains.iter().find(|c| c.name == name).map(|c| c.rules.len()).expect("chain");
-    assert_eq!((rules("acme-out"), rules("acme-in"), rules("acme-input")), (2, 2, 2), "ipv6 drop + drop");
+    assert_eq!((rules("acme-out"), rules("acme-in")), (2, 2), "ipv6 drop + drop");
     assert!(part.dispatch.iter().all(|d| !d.map.starts_with("expose")), "no exposure reachable");
+    assert!(part.dispatch.iter().all(|d| !maps::is_set(d.map)), "no ping or answer to the gateway");
     assert_eq!(part.ports, ["tcp . 15432", "tcp . 15080"], "counts and sources survive a suspension");
 }
 
@@ -668,5 +668,27 @@ fn a_table_of_the_previous_layout_is_upgraded_in_place() {
         "set inet berqenas acme-seen",
     ] {
         assert!(s[1].1.contains(&format!("delete {gone}\n")), "{}", s[1].1);
+    }
+}
+
+#[test]
+fn a_suspended_tenant_loses_its_input_elements_even_with_its_dispatch_gone() {
+    let blocked = blocked_acme();
+    let running = render(&node(), &[acme()]);
+    let mut suspended = acme();
+    suspended.lifecycle = Lifecycle::Suspended;
+    let after = render(&node(), &[suspended]);
+    for hand_deleted in [false, true] {
+        let mut o = applied(&running, &blocked);
+        if hand_deleted {
+            // Its `fwd_from` element is what tells whose the input elements are.
+            o.dispatch.remove(&("fwd_from".to_string(), "bqt1".to_string()));
+        }
+        let steps = plan(&after, &o, &blocked);
+        assert!(matches!(&steps[0], Step::Replace { tenant, .. } if tenant == "acme"), "{steps:?}");
+        let s = &scripts(&steps, &after, &o)[0].1;
+        assert!(s.contains("delete element inet berqenas input_ok { \"bqt1\" }\n"), "{s}");
+        assert!(s.contains("delete element inet berqenas pings { \"bqt1\" . 198.18.1.1 }\n"), "{s}");
+        assert!(!s.contains("add element inet berqenas input_ok"), "{s}");
     }
 }
