@@ -20,6 +20,7 @@ fn wire() -> pb::TenantAssignment {
             public_api: false,
             password_verifier: String::new(),
             ddl_enabled: false,
+            ..Default::default()
         }),
         gateway: Some(pb::GatewayAssignment {
             vpn_subnet: "198.18.1.0/24".into(),

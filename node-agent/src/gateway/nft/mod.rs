@@ -90,6 +90,17 @@ pub async fn observe() -> Result<Observed, NftError> {
     }
 }
 
+/// Lists the elements of the table's source-tracking sets (`seen`, `first`) into `observed`:
+/// what forgetting a port's sources needs when planning without a listing of the table.
+async fn observe_sources(observed: &mut Observed) -> Result<(), NftError> {
+    for set in [render::seen::SEEN, render::seen::FIRST] {
+        let json = exec::run("nft", &["-j", "list", "set", "inet", TABLE, set], None, NFT_TIMEOUT).await?;
+        let listed = observe::parse(&json, TABLE)?;
+        observed.sets.insert(set.to_string(), listed.sets.get(set).cloned().unwrap_or_default());
+    }
+    Ok(())
+}
+
 /// Each running tenant's blocked addresses.
 fn blocked_of(
     desired: &[GatewayTenant],
@@ -122,6 +133,9 @@ pub async fn sync(
     resolved: &BTreeMap<String, Vec<Ipv4Addr>>,
 ) -> Result<SyncReport, NftError> {
     let started = Instant::now();
+    // The last sync's ruleset and table are not needed once the table is listed anew: let go
+    // of them first, so a thousand tenants' table is not held twice at the peak.
+    remember(None);
     let observed = observe().await?;
     let listing = started.elapsed();
     let mut ruleset = Ruleset { base: render::base_part(node), tenants: BTreeMap::new(), refused: Vec::new() };
@@ -131,6 +145,7 @@ pub async fn sync(
     let steps = plan::plan(&ruleset, &observed, &blocked);
     let mut report = SyncReport { refused: ruleset.refused.clone(), listing, ..SyncReport::default() };
     let ok = run_steps(&mut report, steps, &ruleset, &observed).await;
+    drop(observed);
     match ok {
         true => {
             let observed = plan::as_applied(&ruleset, &blocked);
@@ -176,7 +191,22 @@ pub async fn sync_changes(
         }
     };
     let mut report = SyncReport { refused: ruleset.refused.clone(), ..SyncReport::default() };
+    // A port given up: its sources seen are deleted one by one, so they are listed first (the
+    // only listing a change needs, and only then).
+    let forgets = steps.iter().any(|s| matches!(s, Step::Forget { .. }));
+    if forgets {
+        if let Err(e) = observe_sources(&mut observed).await {
+            remember(None);
+            return Err(e);
+        }
+    }
     let ok = run_steps(&mut report, steps, &ruleset, &observed).await;
+    if forgets {
+        // Not kept: the next listing of them is made when they are needed again.
+        for set in [render::seen::SEEN, render::seen::FIRST] {
+            observed.sets.insert(set.to_string(), Vec::new());
+        }
+    }
     if ok {
         if base_changed {
             observed = plan::as_applied(&ruleset, &blocked);

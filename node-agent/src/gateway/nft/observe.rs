@@ -16,8 +16,12 @@ pub struct Observed {
     pub maps: std::collections::BTreeSet<String>,
     /// Name → (packets, bytes).
     pub counters: BTreeMap<String, (u64, u64)>,
-    /// (base map, key) → chain jumped to.
+    /// (base map or set, key) → chain jumped to (verdict maps), the data (`expose_dnat`), or
+    /// nothing (the base sets `input_ok`, `pings`).
     pub dispatch: BTreeMap<(String, String), String>,
+    /// Public port (`proto . port`) → the tenant whose counts and sources the table's `seen`
+    /// sets hold for it: as listed, the tenant whose exposure chain the port dispatches to.
+    pub ports: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -98,7 +102,14 @@ pub fn parse(json: &str, table: &str) -> Result<Observed, ParseError> {
     if !listing.found {
         return Err(ParseError("no \"nftables\" array".into()));
     }
-    Ok(listing.observed)
+    let mut o = listing.observed;
+    o.ports = o
+        .dispatch
+        .iter()
+        .filter(|((map, _), _)| map == maps::EXPOSE_FILTER)
+        .filter_map(|((_, key), chain)| Some((key.clone(), super::render::owner_of(chain)?.to_string())))
+        .collect();
+    Ok(o)
 }
 
 /// The listing being read: the top object, whose `nftables` array is folded item by item.
@@ -188,13 +199,23 @@ fn fold(o: &mut Observed, item: &Value, table: &str) {
                 (true, Some(pair)) if pair.len() == 2 => {
                     let key = value_text(&pair[0]);
                     if maps::ALL.contains(&name.as_str()) {
-                        if let Some(chain) = verdict_chain(&pair[1]) {
-                            o.dispatch.insert((name.clone(), key.clone()), chain);
+                        let value = match maps::is_verdict(&name) {
+                            true => verdict_chain(&pair[1]),
+                            false => Some(value_text(&pair[1])),
+                        };
+                        if let Some(value) = value {
+                            o.dispatch.insert((name.clone(), key.clone()), value);
                         }
                     }
                     listed.push(Element { key: format!("{key} : {}", value_text(&pair[1])), ..Element::default() });
                 }
-                _ => listed.push(element(e)),
+                _ => {
+                    let element = element(e);
+                    if maps::is_set(&name) {
+                        o.dispatch.insert((name.clone(), element.key.clone()), String::new());
+                    }
+                    listed.push(element)
+                }
             }
         }
         if item.get("map").is_some() {
@@ -220,8 +241,10 @@ mod tests {
           {"counter": {"family": "inet", "name": "acme-x-e1-acc", "table": "berqenas", "handle": 3, "packets": 7, "bytes": 420}},
           {"map": {"family": "inet", "name": "fwd_from", "table": "berqenas", "type": "ifname", "handle": 4, "map": "verdict",
                    "elem": [["bqt1", {"jump": {"target": "acme-out"}}]]}},
-          {"map": {"family": "inet", "name": "expose_nat", "table": "berqenas", "type": ["inet_proto", "inet_service"], "handle": 7,
-                   "map": "verdict", "elem": [[{"concat": ["tcp", 15080]}, {"jump": {"target": "acme-dnat"}}]]}},
+          {"map": {"family": "inet", "name": "expose_filter", "table": "berqenas", "type": ["inet_proto", "inet_service"], "handle": 7,
+                   "map": "verdict", "elem": [[{"concat": ["tcp", 15080]}, {"jump": {"target": "acme-x"}}]]}},
+          {"map": {"family": "inet", "name": "expose_dnat", "table": "berqenas", "type": ["inet_proto", "inet_service"], "handle": 8,
+                   "map": ["ipv4_addr", "inet_service"], "elem": [[{"concat": ["tcp", 15080]}, {"concat": ["198.18.1.10", 80]}]]}},
           {"set": {"family": "inet", "name": "acme-x-e1-allow", "table": "berqenas", "type": "ipv4_addr", "handle": 9,
                    "flags": ["interval"], "elem": [{"prefix": {"addr": "10.0.0.0", "len": 8}}, "203.0.113.7"]}},
           {"set": {"family": "inet", "name": "acme-x-e1-seen", "table": "berqenas", "type": "ipv4_addr", "handle": 10,
@@ -238,7 +261,9 @@ mod tests {
         assert!(o.table);
         assert_eq!(o.counters["acme-x-e1-acc"], (7, 420));
         assert_eq!(o.dispatch[&("fwd_from".to_string(), "bqt1".to_string())], "acme-out");
-        assert_eq!(o.dispatch[&("expose_nat".to_string(), "tcp . 15080".to_string())], "acme-dnat");
+        assert_eq!(o.dispatch[&("expose_filter".to_string(), "tcp . 15080".to_string())], "acme-x");
+        assert_eq!(o.dispatch[&("expose_dnat".to_string(), "tcp . 15080".to_string())], "198.18.1.10 . 80");
+        assert_eq!(o.ports["tcp . 15080"], "acme", "the port is the tenant's its filter chain is");
         let allow: Vec<&str> = o.sets["acme-x-e1-allow"].iter().map(|e| e.key.as_str()).collect();
         assert_eq!(allow, ["10.0.0.0/8", "203.0.113.7"]);
         let seen = &o.sets["acme-x-e1-seen"][0];

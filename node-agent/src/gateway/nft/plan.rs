@@ -4,7 +4,7 @@
 //! host yields an empty plan.
 
 use super::observe::{Element, Observed, ObservedChain};
-use super::render::{maps, owner_of, Part, Ruleset, BLOCK_TIMEOUT_SECS, TABLE};
+use super::render::{maps, owner_of, seen, Part, Ruleset, BLOCK_TIMEOUT_SECS, TABLE};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::net::Ipv4Addr;
@@ -21,12 +21,16 @@ pub enum Step {
     Remove { tenant: String },
     /// The tenant's blocked-domain addresses changed or are near their timeout.
     RefreshBlocked { tenant: String, addresses: Vec<Ipv4Addr> },
+    /// Public ports (`proto . port`) whose counts and sources seen belong to no one now, or to
+    /// another tenant than the one that recorded them: their elements of the table's `seen`,
+    /// `first`, `accepted` and `dropped` sets are deleted (a tenant never sees another's sources).
+    Forget { ports: Vec<String> },
 }
 
 impl Step {
     pub fn tenant(&self) -> Option<&str> {
         match self {
-            Step::CreateTable | Step::RepairBase { .. } => None,
+            Step::CreateTable | Step::RepairBase { .. } | Step::Forget { .. } => None,
             Step::Replace { tenant, .. } | Step::Remove { tenant } | Step::RefreshBlocked { tenant, .. } => {
                 Some(tenant)
             }
@@ -41,6 +45,9 @@ impl Step {
             Step::Remove { .. } => "remove the chains, sets and counters of a tenant no longer served".into(),
             Step::RefreshBlocked { addresses, .. } => {
                 format!("refresh blocked-domain addresses ({} addresses)", addresses.len())
+            }
+            Step::Forget { ports } => {
+                format!("forget the counts and sources seen of public ports {}", ports.join(", "))
             }
         }
     }
@@ -82,8 +89,8 @@ fn plan_scoped(
             .keys()
             .chain(observed.sets.keys())
             .chain(observed.counters.keys())
-            .chain(observed.dispatch.values())
             .filter_map(|n| owner_of(n))
+            .chain(by_owner.keys().copied())
             .collect(),
         Some(scope) => scope
             .iter()
@@ -119,7 +126,52 @@ fn plan_scoped(
             steps.push(Step::RefreshBlocked { tenant: name.clone(), addresses: want });
         }
     }
+    let ports = forgotten(desired, observed, scope);
+    if !ports.is_empty() {
+        steps.push(Step::Forget { ports });
+    }
     steps
+}
+
+/// The public ports whose recorded counts and sources no longer belong to who recorded them:
+/// a port the table knows as one tenant's (`observed.ports`) that no tenant (or another one)
+/// holds now; on a full plan also a port whose elements are in the sets but that no tenant
+/// holds. A scoped plan looks at the ports of the tenants in `scope` only.
+fn forgotten(desired: &Ruleset, observed: &Observed, scope: Option<&BTreeSet<&str>>) -> Vec<String> {
+    let in_scope = |t: &str| scope.is_none_or(|s| s.contains(t));
+    // The first tenant by name holding a port has it (as `render` gives it out).
+    let mut holder: BTreeMap<&str, &str> = BTreeMap::new();
+    for (name, part) in &desired.tenants {
+        for key in &part.ports {
+            holder.entry(key.as_str()).or_insert(name.as_str());
+        }
+    }
+    let mut out: BTreeSet<String> = BTreeSet::new();
+    for (key, had) in &observed.ports {
+        let now = holder.get(key.as_str()).copied();
+        if (in_scope(had) || now.is_some_and(in_scope)) && now != Some(had.as_str()) {
+            out.insert(key.clone());
+        }
+    }
+    if scope.is_none() {
+        for set in seen::ALL {
+            for e in observed.sets.get(set).into_iter().flatten() {
+                let port = port_of(&e.key);
+                if !holder.contains_key(port) && !observed.ports.contains_key(port) {
+                    out.insert(port.to_string());
+                }
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// `tcp . 15080` of a `seen`-set key (`tcp . 15080 . 203.0.113.7`, or itself).
+pub fn port_of(key: &str) -> &str {
+    match key.match_indices(" . ").nth(1) {
+        Some((at, _)) => &key[..at],
+        None => key,
+    }
 }
 
 /// The names in `m` owned by `tenant` (`<tenant>-…`): a range of the sorted keys, so finding one
@@ -132,18 +184,43 @@ fn owned<'a, V>(m: &'a BTreeMap<String, V>, tenant: &'a str) -> impl Iterator<It
         .filter(move |k| owner_of(k) == Some(tenant))
 }
 
-/// Dispatch elements by the owner of the chain they jump to: built once per plan, so each
+/// Dispatch elements by their owner (see `element_owner`): built once per plan, so each
 /// tenant's check looks at its own elements only.
 type ByOwner<'a> = BTreeMap<&'a str, Vec<(&'a (String, String), &'a String)>>;
 
 fn dispatch_by_owner<'a>(o: &'a Observed, scope: Option<&BTreeSet<&str>>) -> ByOwner<'a> {
     let mut by: ByOwner<'_> = BTreeMap::new();
-    for (key, chain) in &o.dispatch {
-        if let Some(owner) = owner_of(chain).filter(|w| scope.is_none_or(|s| s.contains(w))) {
-            by.entry(owner).or_default().push((key, chain));
+    for (key, value) in &o.dispatch {
+        if let Some(owner) = element_owner(o, key, value).filter(|w| scope.is_none_or(|s| s.contains(w))) {
+            by.entry(owner).or_default().push((key, value));
         }
     }
     by
+}
+
+/// The tenant a listed dispatch element belongs to: the owner of the chain it jumps to; for
+/// the DNAT map the tenant its public port is known to be (`Observed::ports`); for the input
+/// sets the tenant whose chain its interface's `fwd_from` element jumps to.
+fn element_owner<'a>(o: &'a Observed, (map, key): &(String, String), value: &'a str) -> Option<&'a str> {
+    if maps::is_verdict(map) {
+        return owner_of(value);
+    }
+    match maps::interface_of(map, key) {
+        Some(iface) => o.dispatch.get(&(maps::FROM_TENANT.to_string(), iface.to_string())).and_then(|c| owner_of(c)),
+        None => o.ports.get(key).map(String::as_str),
+    }
+}
+
+/// The input sets' elements (`input_ok`, `pings`) of interface `iface`, whoever they are known
+/// to belong to: a tenant's replacement deletes them, so a suspended tenant never keeps one.
+fn input_elements<'a>(o: &'a Observed, iface: &str) -> Vec<(&'a str, &'a str)> {
+    let pings = format!("{iface} . ");
+    let ok = o.dispatch.get_key_value(&(maps::INPUT_OK.to_string(), iface.to_string()));
+    let ping = o
+        .dispatch
+        .range((maps::PINGS.to_string(), pings.clone())..)
+        .take_while(|((m, k), _)| m == maps::PINGS && k.starts_with(&pings));
+    ok.into_iter().chain(ping).map(|((m, k), _)| (m.as_str(), k.as_str())).collect()
 }
 
 /// Why `part` is not what the table holds, or None when it is (for a tenant, also: nothing of
@@ -166,22 +243,22 @@ fn differs(part: &Part, o: &Observed, tenant: Option<(&str, &ByOwner<'_>)>) -> O
             return Some(format!("{} {} missing", s.keyword, s.name));
         }
     }
-    if let Some(c) = part.counters.iter().find(|c| !o.counters.contains_key(*c)) {
-        return Some(format!("counter {c} missing"));
-    }
     for d in &part.dispatch {
-        if o.dispatch.get(&(d.map.to_string(), d.key.clone())) != Some(&d.chain) {
+        if o.dispatch.get(&(d.map.to_string(), d.key.clone())) != Some(&d.value) {
             return Some(format!("{} element {} missing", d.map, d.key));
         }
     }
-    let (tenant, by_owner) = tenant?;
+    let Some((tenant, by_owner)) = tenant else {
+        // The base part: a set or map of an earlier version of it (no owner) is stale.
+        return stale_base_sets(part, o).next().map(|s| format!("stale set or map {s}"));
+    };
     if let Some(c) = owned(&o.chains, tenant).find(|c| !part.chains.iter().any(|p| &p.name == *c)) {
         return Some(format!("stale chain {c}"));
     }
     if let Some(s) = owned(&o.sets, tenant).find(|s| !part.sets.iter().any(|p| &p.name == *s)) {
         return Some(format!("stale set {s}"));
     }
-    if let Some(c) = owned(&o.counters, tenant).find(|c| !part.counters.contains(c)) {
+    if let Some(c) = owned(&o.counters, tenant).next() {
         return Some(format!("stale counter {c}"));
     }
     let wanted: BTreeSet<(&str, &str)> = part.dispatch.iter().map(|d| (d.map, d.key.as_str())).collect();
@@ -192,6 +269,11 @@ fn differs(part: &Part, o: &Observed, tenant: Option<(&str, &ByOwner<'_>)>) -> O
         return Some(format!("stale {m} element {k}"));
     }
     None
+}
+
+/// The base part's sets and maps the table has and `base` does not (an earlier version's).
+fn stale_base_sets<'a>(base: &'a Part, o: &'a Observed) -> impl Iterator<Item = &'a String> + 'a {
+    o.sets.keys().filter(|n| owner_of(n).is_none() && !base.sets.iter().any(|s| &s.name == *n))
 }
 
 /// The `nft -f` script of each step, in order. Each script is one transaction on its own; run
@@ -206,14 +288,11 @@ pub fn scripts(steps: &[Step], desired: &Ruleset, observed: &Observed) -> Vec<(S
         Step::CreateTable | Step::RepairBase { .. } => 0,
         Step::Remove { .. } => 1,
         Step::Replace { .. } => 2,
-        Step::RefreshBlocked { .. } => 3,
+        Step::Forget { .. } => 3,
+        Step::RefreshBlocked { .. } => 4,
     };
     let mut sorted: Vec<&Step> = steps.iter().collect();
     sorted.sort_by_key(|s| order(s));
-    let key_text = |map: &str, key: &str| match maps::by_interface(map) {
-        true => format!("\"{key}\""),
-        false => key.to_string(),
-    };
     let scope: BTreeSet<&str> = steps.iter().filter_map(Step::tenant).collect();
     let by_owner = dispatch_by_owner(observed, Some(&scope));
     // The elements jumping to `tenant`'s chains, and those on `keys` (whoever has them), each
@@ -226,7 +305,7 @@ pub fn scripts(steps: &[Step], desired: &Ruleset, observed: &Observed) -> Vec<(S
         all.sort();
         for (map, key) in all {
             if deleted.insert((map.to_string(), key.to_string())) {
-                writeln!(s, "delete element {t} {map} {{ {} }}", key_text(map, key)).ok();
+                writeln!(s, "delete element {t} {map} {{ {} }}", maps::key_text(map, key)).ok();
             }
         }
     };
@@ -245,6 +324,11 @@ pub fn scripts(steps: &[Step], desired: &Ruleset, observed: &Observed) -> Vec<(S
                 for c in desired.base.chains.iter().filter(|c| observed.chains.contains_key(&c.name)) {
                     writeln!(s, "flush chain {t} {}\ndelete chain {t} {}", c.name, c.name).ok();
                 }
+                // Unused once the base chains are gone; their elements go with them.
+                for name in stale_base_sets(&desired.base, observed) {
+                    let keyword = if observed.maps.contains(name) { "map" } else { "set" };
+                    writeln!(s, "delete {keyword} {t} {name}").ok();
+                }
                 s.push_str(&desired.base.script());
             }
             Step::Remove { tenant } => {
@@ -253,13 +337,32 @@ pub fn scripts(steps: &[Step], desired: &Ruleset, observed: &Observed) -> Vec<(S
             }
             Step::Replace { tenant, .. } => {
                 let Some(part) = desired.tenants.get(tenant) else { continue };
-                let wanted: Vec<(&str, &str)> = part.dispatch.iter().map(|d| (d.map, d.key.as_str())).collect();
+                let mut wanted: Vec<(&str, &str)> = part.dispatch.iter().map(|d| (d.map, d.key.as_str())).collect();
+                let iface = part.dispatch.iter().find(|d| d.map == maps::FROM_TENANT).map(|d| d.key.as_str());
+                wanted.extend(iface.map(|i| input_elements(observed, i)).unwrap_or_default());
                 // Its own elements, and any other element on a key it is about to take.
                 delete_elements(&mut s, tenant, &wanted);
                 let chain_kept = |n: &str| part.chains.iter().any(|c| c.name == n);
-                let set_kept = |n: &str| part.sets.iter().any(|c| c.name == n) || part.counters.iter().any(|c| c == n);
+                let set_kept = |n: &str| part.sets.iter().any(|c| c.name == n);
                 clear(&mut s, observed, tenant, chain_kept, set_kept);
                 s.push_str(&part.script());
+            }
+            Step::Forget { ports } => {
+                // Added first, so that deleting one that is not there (never counted, or timed
+                // out since it was listed) is no error.
+                let mut forget = |set: &str, key: &str| {
+                    writeln!(s, "add element {t} {set} {{ {key} }}\ndelete element {t} {set} {{ {key} }}").ok();
+                };
+                for port in ports {
+                    forget(seen::ACCEPTED, port);
+                    forget(seen::DROPPED, port);
+                }
+                let ports: BTreeSet<&str> = ports.iter().map(String::as_str).collect();
+                for set in [seen::SEEN, seen::FIRST] {
+                    for e in observed.sets.get(set).into_iter().flatten().filter(|e| ports.contains(port_of(&e.key))) {
+                        forget(set, &e.key);
+                    }
+                }
             }
             Step::RefreshBlocked { tenant, addresses } => {
                 let Some(set) = desired.tenants.get(tenant).and_then(|p| p.blocked_set.as_deref()) else { continue };
@@ -338,11 +441,13 @@ pub fn add_applied(o: &mut Observed, part: &Part, blocked: &BTreeMap<String, BTr
         }
         o.sets.insert(set.name.clone(), elements);
     }
-    for c in &part.counters {
-        o.counters.insert(c.clone(), (0, 0));
+    if let Some(owner) = &part.owner {
+        for key in &part.ports {
+            o.ports.entry(key.clone()).or_insert_with(|| owner.clone());
+        }
     }
     for d in &part.dispatch {
-        o.dispatch.insert((d.map.to_string(), d.key.clone()), d.chain.clone());
+        o.dispatch.insert((d.map.to_string(), d.key.clone()), d.value.clone());
     }
 }
 
@@ -357,12 +462,14 @@ pub fn remove_applied(o: &mut Observed, part: &Part) {
         o.maps.remove(&set.name);
         o.sets.remove(&set.name);
     }
-    for c in &part.counters {
-        o.counters.remove(c);
+    for key in &part.ports {
+        if o.ports.get(key) == part.owner.as_ref() {
+            o.ports.remove(key);
+        }
     }
     for d in &part.dispatch {
         let key = (d.map.to_string(), d.key.clone());
-        if o.dispatch.get(&key) == Some(&d.chain) {
+        if o.dispatch.get(&key) == Some(&d.value) {
             o.dispatch.remove(&key);
         }
     }

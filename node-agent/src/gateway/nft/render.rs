@@ -1,5 +1,8 @@
 //! Pure: the agent's nftables ruleset for a gateway node as data (`Ruleset`: the base part and
 //! one part per tenant), and the `nft -f` script text that creates each part. No IO.
+//!
+//! tidy: long because the base part and the tenant part are one design (the base maps and sets
+//! a tenant's rules use, and the cost notes that decide what is a set, a chain or a rule).
 
 use crate::assignment::{ExposureSpec, GatewayTenant, Protocol, RuleSpec, SourceMode, Verdict};
 use crate::config::GatewayConfig;
@@ -11,39 +14,87 @@ use std::net::Ipv4Addr;
 /// The agent's one table (`inet` family). Everything the agent owns lives in it: the base part's
 /// objects have names without `-`; a tenant's objects are named `<tenant>-…`.
 pub const TABLE: &str = "berqenas";
-/// How long a source stays in an exposure's "seen" sets after its last (first) packet.
+/// How long a source stays in the "seen" sets after its last (first) packet.
 pub const SEEN_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
-/// Sources remembered per tenant over all its exposures (new ones are not recorded when full).
-pub const SEEN_SIZE: u32 = 16384;
+/// Sources remembered over all exposures of the node (new ones are not recorded when full; the
+/// packet is not affected).
+pub const SEEN_SIZE: u32 = 262_144;
+/// Every key an exposure counter set can hold (two protocols × every port): those sets never
+/// fill, so the `update` that counts a dropped packet never fails and skips the drop.
+pub const COUNTED_SIZE: u32 = 131_072;
+
+/// The base part's sets that the exposures' rules fill from the packet path, one for the whole
+/// table (a named set per tenant costs every load and every change: nft caches all of them).
+/// Keys start with `protocol . public port`, which one exposure owns at a time: an exposure's
+/// elements are those of its port, deleted when the port leaves it (see `plan::Step::Forget`).
+pub mod seen {
+    /// `proto . port . source` → packets and bytes, refreshed at every packet (last seen).
+    pub const SEEN: &str = "seen";
+    /// `proto . port . source`, added once (first seen).
+    pub const FIRST: &str = "first";
+    /// `proto . port` → packets accepted by the exposure's filter.
+    pub const ACCEPTED: &str = "accepted";
+    /// `proto . port` → packets the exposure's filter dropped (allowlist, rate limit).
+    pub const DROPPED: &str = "dropped";
+    pub const ALL: [&str; 4] = [SEEN, FIRST, ACCEPTED, DROPPED];
+}
 /// Destinations no tenant device may reach through the gateway, whatever its rules say.
 pub const LINK_LOCAL: &str = "169.254.0.0/16";
 /// Lifetime of a blocked domain's address in the tenant's set; refreshed at half of it.
 pub const BLOCK_TIMEOUT_SECS: u64 = 24 * 3600;
 
-/// An exposure's allowlist of up to this many networks is matched by one rule per network;
-/// a longer one by an anonymous set (a set is a load's costliest object, a few compares per
-/// packet are not).
+/// An exposure's allowlist of up to this many networks is matched by compares in one rule
+/// (`ip saddr != a ip saddr != b … drop`: dropped when none matches); a longer one by an
+/// anonymous set (a set is a load's costliest object, a few compares per packet are not).
 pub const ALLOW_RULES: usize = 8;
 
-/// Base maps dispatching to tenant chains (key → `jump <tenant>-…`).
+/// Base maps dispatching to tenant chains (key → `jump <tenant>-…`), the DNAT data map, and
+/// the base sets of running tenants' interfaces for the input hook.
 pub mod maps {
     /// Forwarded packets from a tenant interface (`iifname`).
     pub const FROM_TENANT: &str = "fwd_from";
     /// Forwarded packets to a tenant interface (`oifname`).
     pub const TO_TENANT: &str = "fwd_to";
-    /// Packets from a tenant interface to the gateway itself (`iifname`).
-    pub const INPUT: &str = "input_from";
+    /// Interfaces of running tenants: answers to what the gateway opened are accepted from
+    /// them (a set: no chain per tenant on the input hook).
+    pub const INPUT_OK: &str = "input_ok";
+    /// `interface . gateway address` of running tenants: pings of its own gateway address.
+    pub const PINGS: &str = "pings";
     /// Source NAT of exposure flows leaving through a tenant interface (`oifname`).
     pub const POST: &str = "post_to";
     /// Filtering of packets to an exposure (`meta l4proto . th dport` on the public address).
     pub const EXPOSE_FILTER: &str = "expose_filter";
-    /// DNAT of packets to an exposure.
-    pub const EXPOSE_NAT: &str = "expose_nat";
-    pub const ALL: [&str; 6] = [FROM_TENANT, TO_TENANT, INPUT, POST, EXPOSE_FILTER, EXPOSE_NAT];
+    /// DNAT of packets to an exposure: a data map (`proto . port` → device address . port), not
+    /// a verdict map, so an exposure's DNAT is an element, no chain.
+    pub const EXPOSE_DNAT: &str = "expose_dnat";
+    pub const ALL: [&str; 7] = [FROM_TENANT, TO_TENANT, INPUT_OK, PINGS, POST, EXPOSE_FILTER, EXPOSE_DNAT];
 
-    /// The maps keyed by interface name (their keys are written quoted).
-    pub fn by_interface(map: &str) -> bool {
-        matches!(map, FROM_TENANT | TO_TENANT | INPUT | POST)
+    /// The maps whose values are verdicts (`jump <chain>`); the others hold data or are sets.
+    pub fn is_verdict(map: &str) -> bool {
+        matches!(map, FROM_TENANT | TO_TENANT | POST | EXPOSE_FILTER)
+    }
+
+    /// The sets (elements without a value).
+    pub fn is_set(map: &str) -> bool {
+        matches!(map, INPUT_OK | PINGS)
+    }
+
+    /// The interface an element of an interface-keyed map or set is for.
+    pub fn interface_of<'a>(map: &str, key: &'a str) -> Option<&'a str> {
+        match map {
+            FROM_TENANT | TO_TENANT | INPUT_OK | POST => Some(key),
+            PINGS => key.split(" . ").next(),
+            _ => None,
+        }
+    }
+
+    /// An element's key as written in a script (interface names quoted).
+    pub fn key_text(map: &str, key: &str) -> String {
+        match (map, interface_of(map, key)) {
+            (PINGS, Some(i)) => format!("\"{i}\"{}", &key[i.len()..]),
+            (_, Some(i)) => format!("\"{i}\""),
+            (_, None) => key.to_string(),
+        }
     }
 }
 
@@ -64,8 +115,11 @@ pub struct Part {
     pub owner: Option<String>,
     pub chains: Vec<Chain>,
     pub sets: Vec<Set>,
-    /// Named counters: they outlive rule replacement (an exposure's counts survive a change).
-    pub counters: Vec<String>,
+    /// The `proto . public port` keys whose counts and sources seen (in the table's `seen`
+    /// sets) are this part's: every exposure's, live or not (a suspension or a disabled
+    /// exposure keeps them; an exposure removed, or its port given to another tenant, loses
+    /// them, see `plan::Step::Forget`).
+    pub ports: Vec<String>,
     /// Elements this part adds to the base maps.
     pub dispatch: Vec<Dispatch>,
     /// Digest of everything above, carried as the comment of the first chain's first rule, so
@@ -103,21 +157,28 @@ pub struct Dispatch {
     pub map: &'static str,
     /// As `nft` lists it: `bqt1` (interface maps) or `tcp . 15080`.
     pub key: String,
-    pub chain: String,
+    /// As `nft` lists it: the chain jumped to (verdict maps) or the data (`198.18.1.10 . 80`).
+    pub value: String,
 }
 
 impl Dispatch {
     /// The key as written in a script.
     pub fn key_text(&self) -> String {
-        match maps::by_interface(self.map) {
-            true => format!("\"{}\"", self.key),
-            false => self.key.clone(),
+        maps::key_text(self.map, &self.key)
+    }
+
+    /// The element as written in a script: the key, and the value for a map.
+    pub fn element_text(&self) -> String {
+        match (maps::is_set(self.map), maps::is_verdict(self.map)) {
+            (true, _) => self.key_text(),
+            (false, true) => format!("{} : jump {}", self.key_text(), self.value),
+            (false, false) => format!("{} : {}", self.key_text(), self.value),
         }
     }
 }
 
 /// Pure: the ruleset for `tenants` on this node. Deleted tenants have no part; suspended ones
-/// keep their counters and sets but forward and expose nothing.
+/// keep their exposures' counts and sources seen but forward and expose nothing.
 pub fn render(node: &GatewayConfig, tenants: &[GatewayTenant]) -> Ruleset {
     let mut ruleset = Ruleset { base: base_part(node), tenants: BTreeMap::new(), refused: Vec::new() };
     update(node, tenants, &mut ruleset, &mut Inputs::default());
@@ -214,6 +275,7 @@ pub fn base_part(node: &GatewayConfig) -> Part {
         .then(|| format!("iifname \"bqt*\" {}drop", match_networks("daddr", &node.protected_networks)));
     let map =
         |name: &str, key: &str| Set { name: name.to_string(), keyword: "map", spec: format!("type {key} : verdict;") };
+    let set = |name: &str, spec: &str| Set { name: name.to_string(), keyword: "set", spec: spec.to_string() };
     let chain =
         |name: &str, hook: &'static str, rules: Vec<String>| Chain { name: name.into(), hook: Some(hook), rules };
     let mut part = Part {
@@ -235,7 +297,13 @@ pub fn base_part(node: &GatewayConfig) -> Part {
             chain(
                 "input_hook",
                 "type filter hook input priority filter; policy accept;",
-                vec![format!("iifname vmap @{}", maps::INPUT), "iifname \"bqt*\" drop".into()],
+                vec![
+                    "iifname \"bqt*\" meta nfproto ipv6 drop".into(),
+                    format!("iifname @{} ct state established,related accept", maps::INPUT_OK),
+                    format!("icmp type echo-request iifname . ip daddr @{} accept", maps::PINGS),
+                    // No host service is reachable from a tenant (nor from a suspended one).
+                    "iifname \"bqt*\" drop".into(),
+                ],
             ),
             chain(
                 "expose_hook",
@@ -245,7 +313,7 @@ pub fn base_part(node: &GatewayConfig) -> Part {
             chain(
                 "dnat_hook",
                 "type nat hook prerouting priority dstnat; policy accept;",
-                vec![format!("ip daddr {public} meta l4proto . th dport vmap @{}", maps::EXPOSE_NAT)],
+                vec![format!("ip daddr {public} dnat ip to meta l4proto . th dport map @{}", maps::EXPOSE_DNAT)],
             ),
             chain(
                 "snat_hook",
@@ -258,14 +326,31 @@ pub fn base_part(node: &GatewayConfig) -> Part {
             ),
         ],
         sets: vec![
+            set(
+                seen::SEEN,
+                &format!(
+                    "{SOURCE_KEY}; size {SEEN_SIZE}; flags dynamic,timeout; timeout {SEEN_TIMEOUT_SECS}s; counter;"
+                ),
+            ),
+            set(
+                seen::FIRST,
+                &format!("{SOURCE_KEY}; size {SEEN_SIZE}; flags dynamic,timeout; timeout {SEEN_TIMEOUT_SECS}s;"),
+            ),
+            set(seen::ACCEPTED, &format!("{PORT_KEY}; size {COUNTED_SIZE}; flags dynamic; counter;")),
+            set(seen::DROPPED, &format!("{PORT_KEY}; size {COUNTED_SIZE}; flags dynamic; counter;")),
             map(maps::FROM_TENANT, "ifname"),
             map(maps::TO_TENANT, "ifname"),
-            map(maps::INPUT, "ifname"),
+            set(maps::INPUT_OK, "type ifname;"),
+            set(maps::PINGS, "type ifname . ipv4_addr;"),
             map(maps::POST, "ifname"),
             map(maps::EXPOSE_FILTER, "inet_proto . inet_service"),
-            map(maps::EXPOSE_NAT, "inet_proto . inet_service"),
+            Set {
+                name: maps::EXPOSE_DNAT.into(),
+                keyword: "map",
+                spec: "type inet_proto . inet_service : ipv4_addr . inet_service;".into(),
+            },
         ],
-        counters: Vec::new(),
+        ports: Vec::new(),
         dispatch: Vec::new(),
         digest: String::new(),
         blocked_set: None,
@@ -340,6 +425,13 @@ fn rule_text(r: &RuleSpec, inbound: bool) -> String {
     )
 }
 
+/// The key of the source-tracking sets (`seen`, `first`).
+const SOURCE_KEY: &str = "type inet_proto . inet_service . ipv4_addr";
+/// The key of the exposure counter sets (`accepted`, `dropped`).
+const PORT_KEY: &str = "type inet_proto . inet_service";
+/// An exposure's packet as `PORT_KEY`.
+const PORT: &str = "meta l4proto . th dport";
+
 fn tenant_part(t: &GatewayTenant, exposures: &[(&ExposureSpec, bool)]) -> Part {
     let n = &t.name;
     let g = &t.gateway;
@@ -348,7 +440,6 @@ fn tenant_part(t: &GatewayTenant, exposures: &[(&ExposureSpec, bool)]) -> Part {
     let subnet = g.vpn_subnet;
     let mut chains = Vec::new();
     let mut sets = Vec::new();
-    let mut counters = Vec::new();
     let mut dispatch = Vec::new();
     let chain = |name: String, rules: Vec<String>| Chain { name, hook: None, rules };
     let set = |name: String, spec: &str| Set { name, keyword: "set", spec: spec.to_string() };
@@ -401,27 +492,17 @@ fn tenant_part(t: &GatewayTenant, exposures: &[(&ExposureSpec, bool)]) -> Part {
 
     // To the gateway itself: pings of the tenant's own gateway address and answers to what the
     // gateway opened, nothing else — the host's own services (ssh, the agent, a database on the
-    // same host) listen on every address, the tenant's `.1` included.
-    let mut input = vec!["meta nfproto ipv6 drop".to_string()];
+    // same host) listen on every address, the tenant's `.1` included. Elements of the base
+    // sets the input hook looks up (a running tenant's only), no chain of its own.
     if runs {
-        input.push("ct state established,related accept".into());
-        input.push(format!("ip daddr {} icmp type echo-request accept", g.gateway_address));
+        dispatch.push(Dispatch { map: maps::INPUT_OK, key: iface.clone(), value: String::new() });
+        let pings = format!("{iface} . {}", g.gateway_address);
+        dispatch.push(Dispatch { map: maps::PINGS, key: pings, value: String::new() });
     }
-    input.push("drop".into());
-    chains.push(chain(format!("{n}-input"), input));
 
-    // Exposure flows: DNAT on the way in, masquerade (source nat) on the way to the device.
-    // Both are nat chains: only a flow's first packet walks them.
-    let dnat = live.iter().map(|x| {
-        format!(
-            "meta l4proto {} th dport {} dnat ip to {}:{}",
-            proto(x.protocol),
-            x.public_port,
-            x.device_address,
-            x.port
-        )
-    });
-    chains.push(chain(format!("{n}-dnat"), dnat.collect()));
+    // Exposure flows: DNAT on the way in (an element of the base map `expose_dnat`, no chain),
+    // masquerade (source nat) on the way to the device. Nat chains: only a flow's first packet
+    // walks them.
     let masq = live.iter().filter(|x| x.source == SourceMode::Nat);
     let masq = masq.map(|x| format!("ct status dnat {} snat ip to {}", target(x), g.gateway_address));
     chains.push(chain(format!("{n}-snat"), unique(masq)));
@@ -429,65 +510,49 @@ fn tenant_part(t: &GatewayTenant, exposures: &[(&ExposureSpec, bool)]) -> Part {
         sets.push(set(b.clone(), "type ipv4_addr; flags timeout;"));
     }
 
-    // Sources seen: one set each per tenant, keyed by the exposure's public port, so the
-    // number of named sets stays the same however many exposures a tenant has.
-    let seen_key = "type inet_proto . inet_service . ipv4_addr";
-    sets.push(set(
-        format!("{n}-seen"),
-        &format!("{seen_key}; size {SEEN_SIZE}; flags dynamic,timeout; timeout {SEEN_TIMEOUT_SECS}s; counter;"),
-    ));
-    sets.push(set(
-        format!("{n}-first"),
-        &format!("{seen_key}; size {SEEN_SIZE}; flags dynamic,timeout; timeout {SEEN_TIMEOUT_SECS}s;"),
-    ));
+    // Filtering of the exposures: one chain for all of them (a chain per exposure costs nft's
+    // cache and the kernel's validation of every change). Each exposure's checks match its
+    // protocol and public port; sources seen and counts go to the table's sets (see `seen`),
+    // keyed by protocol and public port, so a tenant has no named set or counter of its own
+    // (but a blocked-domain set).
     let source = "meta l4proto . th dport . ip saddr";
-    for (x, on) in exposures {
-        let p = format!("{n}-x-{}", x.id);
-        counters.push(format!("{p}-acc"));
-        counters.push(format!("{p}-drop"));
-        if !*on {
-            continue;
-        }
-        let mut rules = Vec::new();
-        // The chain is reached for this protocol and public port only: the source decides.
-        // A few networks are compares (in a chain of their own that returns on a match); a
-        // longer list an anonymous interval set, which costs a load as much as a named one.
+    let dropped = format!("update @{} {{ {PORT} counter }} drop", seen::DROPPED);
+    let ports = unique(exposures.iter().map(|(x, _)| format!("{} . {}", proto(x.protocol), x.public_port)));
+    let filter = format!("{n}-x");
+    let mut rules = Vec::new();
+    for x in &live {
+        let port = format!("meta l4proto {} th dport {}", proto(x.protocol), x.public_port);
+        // A few networks are compares in one rule (none matching: dropped); a longer list an
+        // anonymous interval set, which costs a load as much as a named one.
         let allow = networks(&x.allow);
-        let allow_chain = format!("{n}-a-{}", x.id);
-        let mut allow_rules: Vec<String> = Vec::new();
         match allow.len() {
             0 => {}
-            1 => rules.push(format!("ip saddr != {} counter name \"{p}-drop\" drop", allow[0])),
-            2..=ALLOW_RULES => {
-                rules.push(format!("jump {allow_chain}"));
-                allow_rules.extend(allow.iter().map(|a| format!("ip saddr {a} return")));
-                allow_rules.push(format!("counter name \"{p}-drop\" drop"));
+            1..=ALLOW_RULES => {
+                let none_of: String = allow.iter().map(|a| format!("ip saddr != {a} ")).collect();
+                rules.push(format!("{port} {none_of}{dropped}"));
             }
-            _ => rules.push(format!("ip saddr != {{ {} }} counter name \"{p}-drop\" drop", allow.join(", "))),
+            _ => rules.push(format!("{port} ip saddr != {{ {} }} {dropped}", allow.join(", "))),
         }
         if x.rate_per_second > 0 {
             let r = x.rate_per_second;
-            rules.push(format!(
-                "ct state new limit rate over {r}/second burst {r} packets counter name \"{p}-drop\" drop"
-            ));
-        }
-        rules.push(format!("update @{n}-seen {{ {source} counter }}"));
-        rules.push(format!("add @{n}-first {{ {source} }}"));
-        rules.push(format!("counter name \"{p}-acc\""));
-        chains.push(chain(p.clone(), rules));
-        if !allow_rules.is_empty() {
-            chains.push(chain(allow_chain, allow_rules));
+            rules.push(format!("{port} ct state new limit rate over {r}/second burst {r} packets {dropped}"));
         }
         let key = format!("{} . {}", proto(x.protocol), x.public_port);
-        dispatch.push(Dispatch { map: maps::EXPOSE_FILTER, key: key.clone(), chain: p });
-        dispatch.push(Dispatch { map: maps::EXPOSE_NAT, key, chain: format!("{n}-dnat") });
+        dispatch.push(Dispatch { map: maps::EXPOSE_FILTER, key: key.clone(), value: filter.clone() });
+        dispatch.push(Dispatch { map: maps::EXPOSE_DNAT, key, value: format!("{} . {}", x.device_address, x.port) });
     }
-    dispatch.push(Dispatch { map: maps::FROM_TENANT, key: iface.clone(), chain: format!("{n}-out") });
-    dispatch.push(Dispatch { map: maps::TO_TENANT, key: iface.clone(), chain: format!("{n}-in") });
-    dispatch.push(Dispatch { map: maps::INPUT, key: iface.clone(), chain: format!("{n}-input") });
-    dispatch.push(Dispatch { map: maps::POST, key: iface.clone(), chain: format!("{n}-snat") });
+    if !live.is_empty() {
+        // What passed its exposure's checks.
+        rules.push(format!("update @{} {{ {source} counter }}", seen::SEEN));
+        rules.push(format!("add @{} {{ {source} }}", seen::FIRST));
+        rules.push(format!("update @{} {{ {PORT} counter }}", seen::ACCEPTED));
+        chains.push(chain(filter, rules));
+    }
+    dispatch.push(Dispatch { map: maps::FROM_TENANT, key: iface.clone(), value: format!("{n}-out") });
+    dispatch.push(Dispatch { map: maps::TO_TENANT, key: iface.clone(), value: format!("{n}-in") });
+    dispatch.push(Dispatch { map: maps::POST, key: iface.clone(), value: format!("{n}-snat") });
     let mut part =
-        Part { owner: Some(n.clone()), chains, sets, counters, dispatch, digest: String::new(), blocked_set: blocked };
+        Part { owner: Some(n.clone()), chains, sets, ports, dispatch, digest: String::new(), blocked_set: blocked };
     seal(&mut part);
     part
 }
@@ -539,16 +604,13 @@ impl Part {
         for set in &self.sets {
             writeln!(s, "add {} {t} {} {{ {} }}", set.keyword, set.name, set.spec).ok();
         }
-        for c in &self.counters {
-            writeln!(s, "add counter {t} {c}").ok();
-        }
         for c in &self.chains {
             for r in &c.rules {
                 writeln!(s, "add rule {t} {} {r}", c.name).ok();
             }
         }
         for d in &self.dispatch {
-            writeln!(s, "add element {t} {} {{ {} : jump {} }}", d.map, d.key_text(), d.chain).ok();
+            writeln!(s, "add element {t} {} {{ {} }}", d.map, d.element_text()).ok();
         }
         s
     }

@@ -1,9 +1,11 @@
 //! What the packet path recorded and what stands in its way: per exposure the accepted and
-//! dropped packets and the sources seen (read back from the agent's named counters and dynamic
-//! sets), and base chains of other tables that would drop the flows our table accepts.
+//! dropped packets and the sources seen (read back from the table's dynamic sets, keyed by the
+//! exposure's protocol and public port), and base chains of other tables that would drop the
+//! flows our table accepts.
 
 use super::observe::{self, Observed};
-use super::render::{SEEN_TIMEOUT_SECS, TABLE};
+use super::plan::port_of;
+use super::render::{seen, SEEN_TIMEOUT_SECS, TABLE};
 use super::NftError;
 use crate::assignment::GatewayTenant;
 use crate::host::exec;
@@ -48,6 +50,16 @@ pub fn exposures_from(
         let elapsed = e.timeout.unwrap_or(SEEN_TIMEOUT_SECS).saturating_sub(e.expires.unwrap_or(0));
         now - i64::try_from(elapsed).unwrap_or(0)
     };
+    // Each set's elements by public port (`proto . port`), once: the sets hold every exposure's.
+    let by_port = |set: &str| {
+        let mut m: ByPort<'_> = BTreeMap::new();
+        for e in observed.sets.get(set).into_iter().flatten() {
+            m.entry(port_of(&e.key)).or_default().push(e);
+        }
+        m
+    };
+    let (seen_by, first_by) = (by_port(seen::SEEN), by_port(seen::FIRST));
+    let (accepted, dropped) = (by_port(seen::ACCEPTED), by_port(seen::DROPPED));
     desired
         .iter()
         .map(|t| {
@@ -56,21 +68,12 @@ pub fn exposures_from(
                 .exposures
                 .iter()
                 .map(|x| {
-                    let p = format!("{}-x-{}", t.name, x.id);
-                    let count = |c: &str| observed.counters.get(&format!("{p}-{c}")).map_or(0, |(packets, _)| *packets);
-                    // Keys are `proto . public port . address`: this exposure's are its port's.
-                    let prefix = format!("{} . {} . ", protocol(x.protocol), x.public_port);
-                    let of = |set: &str| {
-                        observed
-                            .sets
-                            .get(&format!("{}-{set}", t.name))
-                            .into_iter()
-                            .flatten()
-                            .filter_map(|e| Some((e.key.strip_prefix(prefix.as_str())?.to_string(), e)))
-                            .collect::<Vec<_>>()
-                    };
-                    let first: BTreeMap<String, i64> = of("first").into_iter().map(|(a, e)| (a, at(e))).collect();
-                    let mut sources: Vec<SourceSeen> = of("seen")
+                    let port = format!("{} . {}", protocol(x.protocol), x.public_port);
+                    let count =
+                        |m: &ByPort<'_>| m.get(port.as_str()).into_iter().flatten().map(|e| e.packets).sum::<u64>();
+                    let of = |m| sources_of(m, &port);
+                    let first: BTreeMap<String, i64> = of(&first_by).into_iter().map(|(a, e)| (a, at(e))).collect();
+                    let mut sources: Vec<SourceSeen> = of(&seen_by)
                         .into_iter()
                         .map(|(address, e)| {
                             let last_seen = at(e);
@@ -86,14 +89,27 @@ pub fn exposures_from(
                     sources.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then(a.address.cmp(&b.address)));
                     ExposureStatus {
                         id: x.id.clone(),
-                        accepted_packets: count("acc"),
-                        dropped_packets: count("drop"),
+                        accepted_packets: count(&accepted),
+                        dropped_packets: count(&dropped),
                         sources,
                     }
                 })
                 .collect();
             (t.name.clone(), list)
         })
+        .collect()
+}
+
+/// A set's elements by public port (`proto . port`).
+type ByPort<'a> = BTreeMap<&'a str, Vec<&'a observe::Element>>;
+
+/// The elements of `port` (keys `proto . public port . address`) by their address.
+fn sources_of<'a>(m: &ByPort<'a>, port: &str) -> Vec<(String, &'a observe::Element)> {
+    let prefix = format!("{port} . ");
+    m.get(port)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| Some((e.key.strip_prefix(prefix.as_str())?.to_string(), *e)))
         .collect()
 }
 

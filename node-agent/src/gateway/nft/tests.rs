@@ -1,6 +1,8 @@
 //! Unit tests of the pure nft core: the rendered ruleset for a fixed desired state (exact text),
 //! the plan against observations (converged → empty, one tenant changed → only it, gone tenants
 //! removed, hand deletions repaired), and status parsing.
+//!
+//! tidy: long because the exact-text snapshots of the base and a tenant part are long by nature.
 
 use super::observe::{Element, ObservedChain};
 use super::plan::{self, plan, scripts, Step};
@@ -104,19 +106,9 @@ fn tenant_part_renders_exactly() {
     let expected = format!(
         r#"add chain inet berqenas acme-out
 add chain inet berqenas acme-in
-add chain inet berqenas acme-input
-add chain inet berqenas acme-dnat
 add chain inet berqenas acme-snat
-add chain inet berqenas acme-x-e1
-add chain inet berqenas acme-a-e1
-add chain inet berqenas acme-x-e2
+add chain inet berqenas acme-x
 add set inet berqenas acme-blocked {{ type ipv4_addr; flags timeout; }}
-add set inet berqenas acme-seen {{ type inet_proto . inet_service . ipv4_addr; size 16384; flags dynamic,timeout; timeout 604800s; counter; }}
-add set inet berqenas acme-first {{ type inet_proto . inet_service . ipv4_addr; size 16384; flags dynamic,timeout; timeout 604800s; }}
-add counter inet berqenas acme-x-e1-acc
-add counter inet berqenas acme-x-e1-drop
-add counter inet berqenas acme-x-e2-acc
-add counter inet berqenas acme-x-e2-drop
 add rule inet berqenas acme-out meta nfproto ipv6 drop comment "berqenas {digest}"
 add rule inet berqenas acme-out limit rate over 6250000 bytes/second burst 1250000 bytes drop
 add rule inet berqenas acme-out ct state established,related accept
@@ -140,31 +132,20 @@ add rule inet berqenas acme-in ip daddr 198.18.1.20 tcp dport 22-23 drop comment
 add rule inet berqenas acme-in ct status dnat meta l4proto tcp ip daddr 198.18.1.10 th dport 5432 accept
 add rule inet berqenas acme-in ct status dnat meta l4proto tcp ip daddr 198.18.1.10 th dport 80 accept
 add rule inet berqenas acme-in drop
-add rule inet berqenas acme-input meta nfproto ipv6 drop
-add rule inet berqenas acme-input ct state established,related accept
-add rule inet berqenas acme-input ip daddr 198.18.1.1 icmp type echo-request accept
-add rule inet berqenas acme-input drop
-add rule inet berqenas acme-dnat meta l4proto tcp th dport 15432 dnat ip to 198.18.1.10:5432
-add rule inet berqenas acme-dnat meta l4proto tcp th dport 15080 dnat ip to 198.18.1.10:80
 add rule inet berqenas acme-snat ct status dnat meta l4proto tcp ip daddr 198.18.1.10 th dport 80 snat ip to 198.18.1.1
-add rule inet berqenas acme-x-e1 jump acme-a-e1
-add rule inet berqenas acme-x-e1 ct state new limit rate over 100/second burst 100 packets counter name "acme-x-e1-drop" drop
-add rule inet berqenas acme-x-e1 update @acme-seen {{ meta l4proto . th dport . ip saddr counter }}
-add rule inet berqenas acme-x-e1 add @acme-first {{ meta l4proto . th dport . ip saddr }}
-add rule inet berqenas acme-x-e1 counter name "acme-x-e1-acc"
-add rule inet berqenas acme-a-e1 ip saddr 192.0.2.0/25 return
-add rule inet berqenas acme-a-e1 ip saddr 203.0.113.0/24 return
-add rule inet berqenas acme-a-e1 counter name "acme-x-e1-drop" drop
-add rule inet berqenas acme-x-e2 update @acme-seen {{ meta l4proto . th dport . ip saddr counter }}
-add rule inet berqenas acme-x-e2 add @acme-first {{ meta l4proto . th dport . ip saddr }}
-add rule inet berqenas acme-x-e2 counter name "acme-x-e2-acc"
-add element inet berqenas expose_filter {{ tcp . 15432 : jump acme-x-e1 }}
-add element inet berqenas expose_nat {{ tcp . 15432 : jump acme-dnat }}
-add element inet berqenas expose_filter {{ tcp . 15080 : jump acme-x-e2 }}
-add element inet berqenas expose_nat {{ tcp . 15080 : jump acme-dnat }}
+add rule inet berqenas acme-x meta l4proto tcp th dport 15432 ip saddr != 192.0.2.0/25 ip saddr != 203.0.113.0/24 update @dropped {{ meta l4proto . th dport counter }} drop
+add rule inet berqenas acme-x meta l4proto tcp th dport 15432 ct state new limit rate over 100/second burst 100 packets update @dropped {{ meta l4proto . th dport counter }} drop
+add rule inet berqenas acme-x update @seen {{ meta l4proto . th dport . ip saddr counter }}
+add rule inet berqenas acme-x add @first {{ meta l4proto . th dport . ip saddr }}
+add rule inet berqenas acme-x update @accepted {{ meta l4proto . th dport counter }}
+add element inet berqenas input_ok {{ "bqt1" }}
+add element inet berqenas pings {{ "bqt1" . 198.18.1.1 }}
+add element inet berqenas expose_filter {{ tcp . 15432 : jump acme-x }}
+add element inet berqenas expose_dnat {{ tcp . 15432 : 198.18.1.10 . 5432 }}
+add element inet berqenas expose_filter {{ tcp . 15080 : jump acme-x }}
+add element inet berqenas expose_dnat {{ tcp . 15080 : 198.18.1.10 . 80 }}
 add element inet berqenas fwd_from {{ "bqt1" : jump acme-out }}
 add element inet berqenas fwd_to {{ "bqt1" : jump acme-in }}
-add element inet berqenas input_from {{ "bqt1" : jump acme-input }}
 add element inet berqenas post_to {{ "bqt1" : jump acme-snat }}
 "#,
         digest = part.digest
@@ -181,20 +162,27 @@ add chain inet berqenas input_hook {{ type filter hook input priority filter; po
 add chain inet berqenas expose_hook {{ type filter hook prerouting priority mangle; policy accept; }}
 add chain inet berqenas dnat_hook {{ type nat hook prerouting priority dstnat; policy accept; }}
 add chain inet berqenas snat_hook {{ type nat hook postrouting priority srcnat; policy accept; }}
+add set inet berqenas seen {{ type inet_proto . inet_service . ipv4_addr; size 262144; flags dynamic,timeout; timeout 604800s; counter; }}
+add set inet berqenas first {{ type inet_proto . inet_service . ipv4_addr; size 262144; flags dynamic,timeout; timeout 604800s; }}
+add set inet berqenas accepted {{ type inet_proto . inet_service; size 131072; flags dynamic; counter; }}
+add set inet berqenas dropped {{ type inet_proto . inet_service; size 131072; flags dynamic; counter; }}
 add map inet berqenas fwd_from {{ type ifname : verdict; }}
 add map inet berqenas fwd_to {{ type ifname : verdict; }}
-add map inet berqenas input_from {{ type ifname : verdict; }}
+add set inet berqenas input_ok {{ type ifname; }}
+add set inet berqenas pings {{ type ifname . ipv4_addr; }}
 add map inet berqenas post_to {{ type ifname : verdict; }}
 add map inet berqenas expose_filter {{ type inet_proto . inet_service : verdict; }}
-add map inet berqenas expose_nat {{ type inet_proto . inet_service : verdict; }}
+add map inet berqenas expose_dnat {{ type inet_proto . inet_service : ipv4_addr . inet_service; }}
 add rule inet berqenas forward_hook iifname vmap @fwd_from comment "berqenas {digest}"
 add rule inet berqenas forward_hook oifname vmap @fwd_to
 add rule inet berqenas forward_hook iifname "bqt*" drop
 add rule inet berqenas forward_hook oifname "bqt*" drop
-add rule inet berqenas input_hook iifname vmap @input_from
+add rule inet berqenas input_hook iifname "bqt*" meta nfproto ipv6 drop
+add rule inet berqenas input_hook iifname @input_ok ct state established,related accept
+add rule inet berqenas input_hook icmp type echo-request iifname . ip daddr @pings accept
 add rule inet berqenas input_hook iifname "bqt*" drop
 add rule inet berqenas expose_hook ip daddr 198.51.100.10 meta l4proto . th dport vmap @expose_filter
-add rule inet berqenas dnat_hook ip daddr 198.51.100.10 meta l4proto . th dport vmap @expose_nat
+add rule inet berqenas dnat_hook ip daddr 198.51.100.10 dnat ip to meta l4proto . th dport map @expose_dnat
 add rule inet berqenas snat_hook oifname vmap @post_to
 add rule inet berqenas snat_hook iifname "bqt*" oifname != "bqt*" masquerade
 "#,
@@ -209,10 +197,10 @@ fn suspended_tenant_forwards_and_exposes_nothing_but_keeps_its_counters() {
     t.lifecycle = Lifecycle::Suspended;
     let part = &render(&node(), &[t]).tenants["acme"];
     let rules = |name: &str| part.chains.iter().find(|c| c.name == name).map(|c| c.rules.len()).expect("chain");
-    assert_eq!((rules("acme-out"), rules("acme-in"), rules("acme-input")), (2, 2, 2), "ipv6 drop + drop");
+    assert_eq!((rules("acme-out"), rules("acme-in")), (2, 2), "ipv6 drop + drop");
     assert!(part.dispatch.iter().all(|d| !d.map.starts_with("expose")), "no exposure reachable");
-    assert!(part.counters.contains(&"acme-x-e1-acc".to_string()), "counts survive a suspension");
-    assert!(part.sets.iter().any(|s| s.name == "acme-seen"));
+    assert!(part.dispatch.iter().all(|d| !maps::is_set(d.map)), "no ping or answer to the gateway");
+    assert_eq!(part.ports, ["tcp . 15432", "tcp . 15080"], "counts and sources survive a suspension");
 }
 
 #[test]
@@ -285,11 +273,12 @@ fn applied(ruleset: &Ruleset, blocked: &BTreeMap<String, BTreeSet<Ipv4Addr>>) ->
             }
             o.sets.insert(s.name.clone(), elements);
         }
-        for c in &part.counters {
-            o.counters.insert(c.clone(), (0, 0));
-        }
         for d in &part.dispatch {
-            o.dispatch.insert((d.map.to_string(), d.key.clone()), d.chain.clone());
+            o.dispatch.insert((d.map.to_string(), d.key.clone()), d.value.clone());
+            // As a listing tells it: a port is the tenant's whose exposure chain it reaches.
+            if d.map == maps::EXPOSE_FILTER {
+                o.ports.insert(d.key.clone(), part.owner.clone().unwrap_or_default());
+            }
         }
     }
     o
@@ -364,6 +353,8 @@ fn removed_exposure_and_gone_tenant_are_cleaned_up() {
     // A map of an earlier version of the agent is deleted with its tenant.
     observed.sets.insert("beta-dnat".into(), Vec::new());
     observed.maps.insert("beta-dnat".into());
+    let source = |port: u16| Element { key: format!("tcp . {port} . 203.0.113.7"), ..Element::default() };
+    observed.sets.insert("seen".into(), vec![source(15080), source(15432)]);
     let mut a = acme();
     a.gateway.exposures.remove(0);
     let after = render(&node(), &[a]);
@@ -378,11 +369,15 @@ fn removed_exposure_and_gone_tenant_are_cleaned_up() {
     assert!(s[0].1.contains("delete element inet berqenas post_to { \"bqt2\" }\n"));
     let acme_script = &s[1].1;
     assert!(acme_script.contains("delete element inet berqenas expose_filter { tcp . 15432 }\n"), "{acme_script}");
-    assert!(acme_script.contains("delete chain inet berqenas acme-x-e1\n"), "{acme_script}");
-    assert!(acme_script.contains("delete counter inet berqenas acme-x-e1-acc\n"));
-    assert!(acme_script.contains("flush chain inet berqenas acme-dnat\n"), "{acme_script}");
-    assert!(!acme_script.contains("flush set inet berqenas acme-seen"), "sources seen are kept");
-    assert!(!acme_script.contains("delete counter inet berqenas acme-x-e2"), "counts of kept exposures are kept");
+    assert!(acme_script.contains("delete element inet berqenas expose_dnat { tcp . 15432 }\n"), "{acme_script}");
+    assert!(!acme_script.contains("th dport 15432"), "the removed exposure's checks are gone: {acme_script}");
+    assert!(acme_script.contains("flush chain inet berqenas acme-x\n"), "{acme_script}");
+    // The removed exposure's counts and sources are forgotten, the kept one's are not.
+    assert_eq!(steps[2], Step::Forget { ports: vec!["tcp . 15432".into()] });
+    let forget = &s[2].1;
+    assert!(forget.contains("delete element inet berqenas accepted { tcp . 15432 }\n"), "{forget}");
+    assert!(forget.contains("delete element inet berqenas seen { tcp . 15432 . 203.0.113.7 }\n"), "{forget}");
+    assert!(!forget.contains("15080"), "{forget}");
 }
 
 #[test]
@@ -409,7 +404,7 @@ fn named_sets_of_an_earlier_version_are_replaced_by_rules() {
 fn a_tenant_without_blocked_domains_has_no_blocked_set() {
     let part = &render(&node(), &[tenant("beta", 2)]).tenants["beta"];
     let names: Vec<&str> = part.sets.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, ["beta-seen", "beta-first"]);
+    assert!(names.is_empty(), "sources seen go to the table's sets: {names:?}");
     assert_eq!(part.blocked_set, None);
     assert!(!part.script().contains("@beta-blocked"));
 }
@@ -419,11 +414,14 @@ fn an_exposure_allowing_one_network_compares_without_a_set() {
     let mut t = acme();
     t.gateway.exposures = vec![exposure("e1", 5432, 15432, &["192.0.2.0/25"], 0, SourceMode::Keep)];
     let part = &render(&node(), &[t]).tenants["acme"];
-    let e1 = part.chains.iter().find(|c| c.name == "acme-x-e1").expect("chain");
-    assert_eq!(e1.rules[0], "ip saddr != 192.0.2.0/25 counter name \"acme-x-e1-drop\" drop");
+    let x = part.chains.iter().find(|c| c.name == "acme-x").expect("chain");
+    assert_eq!(
+        x.rules[0],
+        "meta l4proto tcp th dport 15432 ip saddr != 192.0.2.0/25 update @dropped { meta l4proto . th dport counter } drop"
+    );
     let snat = part.chains.iter().find(|c| c.name == "acme-snat").expect("chain");
     assert!(snat.rules.is_empty(), "no exposure with source nat: no rule (nothing to source-nat)");
-    assert!(!part.chains.iter().any(|c| c.name == "acme-a-e1"), "no allowlist chain for one network");
+    assert!(!part.chains.iter().any(|c| c.name.starts_with("acme-a-")), "no allowlist chain");
 }
 
 #[test]
@@ -433,8 +431,12 @@ fn a_long_allowlist_is_one_interval_set_in_the_rule() {
     let nets: Vec<&str> = nets.iter().map(String::as_str).collect();
     t.gateway.exposures = vec![exposure("e1", 5432, 15432, &nets, 0, SourceMode::Keep)];
     let part = &render(&node(), &[t]).tenants["acme"];
-    let e1 = part.chains.iter().find(|c| c.name == "acme-x-e1").expect("chain");
-    assert!(e1.rules[0].starts_with("ip saddr != { 192.0.2.0, 192.0.2.2, "), "{}", e1.rules[0]);
+    let x = part.chains.iter().find(|c| c.name == "acme-x").expect("chain");
+    assert!(
+        x.rules[0].starts_with("meta l4proto tcp th dport 15432 ip saddr != { 192.0.2.0, 192.0.2.2, "),
+        "{}",
+        x.rules[0]
+    );
     assert!(!part.chains.iter().any(|c| c.name == "acme-a-e1"));
 }
 
@@ -480,10 +482,11 @@ fn hostile_names_never_reach_a_script_unparsed() {
 fn exposure_status_reads_counters_and_sources() {
     let r = render(&node(), &[acme()]);
     let mut o = applied(&r, &BTreeMap::new());
-    o.counters.insert("acme-x-e1-acc".into(), (12, 900));
-    o.counters.insert("acme-x-e1-drop".into(), (3, 180));
+    let counted = |packets| Element { key: "tcp . 15432".into(), packets, ..Element::default() };
+    o.sets.insert("accepted".into(), vec![counted(12)]);
+    o.sets.insert("dropped".into(), vec![counted(3)]);
     o.sets.insert(
-        "acme-seen".into(),
+        "seen".into(),
         vec![Element {
             key: "tcp . 15432 . 203.0.113.7".into(),
             expires: Some(SEEN_TIMEOUT_SECS - 5),
@@ -493,7 +496,7 @@ fn exposure_status_reads_counters_and_sources() {
         }],
     );
     o.sets.insert(
-        "acme-first".into(),
+        "first".into(),
         vec![Element {
             key: "tcp . 15432 . 203.0.113.7".into(),
             expires: Some(SEEN_TIMEOUT_SECS - 100),
@@ -595,4 +598,97 @@ fn updating_the_changed_parts_gives_what_a_full_render_and_plan_give() {
     }
     assert_eq!(observed, plan::as_applied(&full, &blocked));
     assert!(update(&node(), &after, &mut ruleset, &mut inputs).is_empty(), "nothing new: nothing rendered");
+}
+
+#[test]
+fn a_port_given_to_another_tenant_loses_the_first_ones_counts_and_sources() {
+    let blocked = blocked_acme();
+    let before = render(&node(), &[acme(), tenant("beta", 2)]);
+    let mut observed = plan::as_applied(&before, &blocked);
+    observed
+        .sets
+        .insert("seen".into(), vec![Element { key: "tcp . 15080 . 203.0.113.7".into(), ..Element::default() }]);
+    // Suspended or with the exposure disabled, acme keeps them.
+    let mut suspended = acme();
+    suspended.lifecycle = Lifecycle::Suspended;
+    suspended.gateway.exposures[1].enabled = false;
+    let kept = render(&node(), &[suspended, tenant("beta", 2)]);
+    assert!(!plan(&kept, &observed, &blocked).iter().any(|s| matches!(s, Step::Forget { .. })));
+    // Port 15080 moves from acme to beta: forgotten, whether planned in full or for the two.
+    let mut a = acme();
+    a.gateway.exposures.remove(1);
+    let mut b = tenant("beta", 2);
+    b.gateway.exposures = vec![exposure("b1", 22, 15080, &[], 0, SourceMode::Nat)];
+    let after = render(&node(), &[a, b]);
+    let forget = Step::Forget { ports: vec!["tcp . 15080".into()] };
+    assert!(plan(&after, &observed, &blocked).contains(&forget));
+    let scope = BTreeSet::from(["acme", "beta"]);
+    let steps = plan::plan_only(&after, &observed, &blocked, &scope);
+    assert!(steps.contains(&forget), "{steps:?}");
+    let s: String = scripts(&steps, &after, &observed).into_iter().map(|(_, s)| s).collect();
+    assert!(s.contains("delete element inet berqenas seen { tcp . 15080 . 203.0.113.7 }\n"), "{s}");
+    assert!(s.contains("delete element inet berqenas dropped { tcp . 15080 }\n"), "{s}");
+    // A full plan also forgets elements of a port no tenant holds (an earlier agent's).
+    let mut stray = plan::as_applied(&render(&node(), &[acme()]), &blocked);
+    stray.sets.insert("accepted".into(), vec![Element { key: "udp . 15999".into(), ..Element::default() }]);
+    let steps = plan(&render(&node(), &[acme()]), &stray, &blocked);
+    assert_eq!(steps, [Step::Forget { ports: vec!["udp . 15999".into()] }]);
+}
+
+#[test]
+fn a_table_of_the_previous_layout_is_upgraded_in_place() {
+    // Before: DNAT by a verdict map to a chain per tenant, a chain, two counters per exposure
+    // and two source sets per tenant.
+    let r = render(&node(), &[acme()]);
+    let blocked = blocked_acme();
+    let mut o = applied(&r, &blocked);
+    o.sets.insert("expose_nat".into(), Vec::new());
+    o.maps.insert("expose_nat".into());
+    o.chains.insert("acme-dnat".into(), ObservedChain::default());
+    o.chains.insert("acme-x-e1".into(), ObservedChain::default());
+    o.counters.insert("acme-x-e1-acc".into(), (1, 60));
+    o.sets.insert("acme-seen".into(), Vec::new());
+    let steps = plan(&r, &o, &blocked);
+    assert_eq!(
+        steps,
+        [
+            Step::RepairBase { why: "stale set or map expose_nat".into() },
+            Step::Replace { tenant: "acme".into(), why: "stale chain acme-dnat".into() },
+        ]
+    );
+    let s = scripts(&steps, &r, &o);
+    let base = &s[0].1;
+    let (hook, map) =
+        (base.find("delete chain inet berqenas dnat_hook\n"), base.find("delete map inet berqenas expose_nat\n"));
+    assert!(hook.is_some() && map.is_some() && hook < map, "the map is deleted once no rule uses it: {base}");
+    for gone in [
+        "chain inet berqenas acme-dnat",
+        "chain inet berqenas acme-x-e1",
+        "counter inet berqenas acme-x-e1-acc",
+        "set inet berqenas acme-seen",
+    ] {
+        assert!(s[1].1.contains(&format!("delete {gone}\n")), "{}", s[1].1);
+    }
+}
+
+#[test]
+fn a_suspended_tenant_loses_its_input_elements_even_with_its_dispatch_gone() {
+    let blocked = blocked_acme();
+    let running = render(&node(), &[acme()]);
+    let mut suspended = acme();
+    suspended.lifecycle = Lifecycle::Suspended;
+    let after = render(&node(), &[suspended]);
+    for hand_deleted in [false, true] {
+        let mut o = applied(&running, &blocked);
+        if hand_deleted {
+            // Its `fwd_from` element is what tells whose the input elements are.
+            o.dispatch.remove(&("fwd_from".to_string(), "bqt1".to_string()));
+        }
+        let steps = plan(&after, &o, &blocked);
+        assert!(matches!(&steps[0], Step::Replace { tenant, .. } if tenant == "acme"), "{steps:?}");
+        let s = &scripts(&steps, &after, &o)[0].1;
+        assert!(s.contains("delete element inet berqenas input_ok { \"bqt1\" }\n"), "{s}");
+        assert!(s.contains("delete element inet berqenas pings { \"bqt1\" . 198.18.1.1 }\n"), "{s}");
+        assert!(!s.contains("add element inet berqenas input_ok"), "{s}");
+    }
 }
