@@ -80,7 +80,8 @@ fn write_temp(tmp: &Path, bytes: &[u8], mode: u32, owner: Option<Owner>) -> std:
     f.sync_all()
 }
 
-#[cfg(all(test, unix))]
+#[cfg(test)]
+#[cfg(unix)]
 mod tests {
     use super::*;
     use std::io::Read;

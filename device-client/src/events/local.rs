@@ -143,7 +143,8 @@ pub async fn serve(_: StateDir, outbox: Arc<Outbox>) -> anyhow::Result<()> {
     }
 }
 
-#[cfg(all(test, unix))]
+#[cfg(test)]
+#[cfg(unix)]
 mod tests {
     use super::*;
     use crate::events::spool::Spool;

@@ -144,7 +144,7 @@ mod tests {
             s.append(&b).unwrap();
             s.append(&c).unwrap();
             s.append(&b).unwrap(); // a resend by the caller is one event
-            s.ack(&[b.id.clone()]).unwrap();
+            s.ack(std::slice::from_ref(&b.id)).unwrap();
         }
         let s = Spool::open(&dir).unwrap();
         assert_eq!(s.pending(), [a.clone(), c.clone()]);
@@ -165,8 +165,8 @@ mod tests {
         f.write_all(b"{\"event\":{\"id\":\"half").unwrap();
         drop(f);
         let mut s = Spool::open(&dir).unwrap();
-        assert_eq!(s.pending(), [a.clone()]);
-        s.ack(&[a.id.clone()]).unwrap();
+        assert_eq!(s.pending(), std::slice::from_ref(&a));
+        s.ack(std::slice::from_ref(&a.id)).unwrap();
         assert!(s.pending().is_empty());
         assert_eq!(std::fs::read_to_string(dir.path(FILE)).unwrap(), "");
     }

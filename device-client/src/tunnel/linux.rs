@@ -137,10 +137,7 @@ pub async fn apply(_: &StateDir, d: &Device, key: &WgPrivateKey) -> anyhow::Resu
     let gateway = gateway_key(d)?;
     let endpoint = resolve(&t.endpoint).await?;
     let (allowed, allowed_len) = if t.source_keep { (Ipv4Addr::UNSPECIFIED, 0) } else { t.subnet_parts()? };
-    let existing = tokio::task::spawn_blocking({
-        let interface = interface.clone();
-        move || wireguard_control::Device::get(&interface, backend)
-    })
+    let existing = tokio::task::spawn_blocking(move || wireguard_control::Device::get(&interface, backend))
     .await
     .context("wireguard task")?
     .with_context(|| format!("read {name}"))?;

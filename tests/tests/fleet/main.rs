@@ -10,6 +10,7 @@
 
 mod attacks;
 mod db;
+mod device_cross;
 mod gateway;
 mod gateway_control;
 mod gateway_e2e;
