@@ -11,6 +11,7 @@
 mod attacks;
 mod db;
 mod device_cross;
+mod device_events;
 mod device_tunnel;
 mod gateway;
 mod gateway_control;
