@@ -1,9 +1,10 @@
 //! `berqenas-device run`, the service: every minute (jittered) a heartbeat with the fingerprint
 //! and the tunnel's state over mTLS, which also brings the current tunnel configuration, device
 //! state, realtime endpoint and coordinator list; the certificate renewed when two thirds of its
-//! life are gone; the tunnel re-applied when its configuration changed or it went missing (and
-//! taken down when the device is no longer active); jittered exponential backoff while no
-//! coordinator answers. Beside it, the local event socket and the relay to the ingest.
+//! life are gone, with jittered exponential backoff while no coordinator answers. Apart from it,
+//! every 10 s (and at once after a heartbeat), the tunnel re-applied when its configuration
+//! changed or it went missing, taken down when the device is no longer active. Beside them, the
+//! local event socket and the relay to the ingest.
 
 use crate::connect;
 use crate::enroll::{coordinator_list, state_name, tunnel_from_pb};
@@ -16,6 +17,7 @@ use berqenas_proto::device as pb;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use tokio::sync::Notify;
 
 fn log(msg: impl std::fmt::Display) {
     eprintln!("berqenas-device: {msg}");
@@ -90,7 +92,8 @@ pub async fn renew_if_due(dir: &StateDir, device: &Device) -> anyhow::Result<boo
 /// Brings the tunnel to what `device` says, only when something changed or it is gone.
 async fn keep_tunnel(dir: &StateDir, device: &Device, applied: &mut Option<Device>) -> anyhow::Result<()> {
     if device.state != "active" {
-        if applied.take().is_some() {
+        let up = tunnel::observe(device).await.map(|s| s.up).unwrap_or(false);
+        if applied.take().is_some() || up {
             tunnel::remove(dir, device).await?;
             log(format!("the device is {}: tunnel {} down", device.state, device.interface));
         }
@@ -108,20 +111,69 @@ async fn keep_tunnel(dir: &StateDir, device: &Device, applied: &mut Option<Devic
     Ok(())
 }
 
-async fn cycle(dir: &StateDir, applied: &mut Option<Device>) -> anyhow::Result<()> {
-    match heartbeat_once(dir).await {
-        Ok(device) => {
+/// Tunnel upkeep interval: 10 s, or `BERQENAS_DEVICE_TUNNEL_CHECK_SECS` (tests).
+fn tunnel_interval() -> Duration {
+    let secs = std::env::var("BERQENAS_DEVICE_TUNNEL_CHECK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+    Duration::from_secs(secs).max(Duration::from_secs(1))
+}
+
+/// Heartbeats (and renewals) for ever; wakes the tunnel upkeep after each answer.
+async fn heartbeats(dir: &StateDir, changed: &Notify) {
+    let mut backoff = Backoff::new(Duration::from_secs(300));
+    loop {
+        let result = async {
+            let device = heartbeat_once(dir).await?;
+            changed.notify_one();
             if renew_if_due(dir, &device).await? {
                 log("certificate renewed");
             }
-            keep_tunnel(dir, &device, applied).await
+            anyhow::Ok(())
         }
-        Err(e) => {
-            // No coordinator: the tunnel still follows the stored configuration.
-            if let Err(t) = keep_tunnel(dir, &dir.load()?, applied).await {
-                log(format!("{t:#}"));
+        .await;
+        let wait = match result {
+            Ok(()) => {
+                backoff.reset();
+                // ±10 %: a fleet restarted together does not heartbeat together.
+                let mut r = [0u8; 1];
+                let _ = getrandom::getrandom(&mut r);
+                interval().mul_f64(0.9 + f64::from(r[0]) / 255.0 * 0.2)
             }
-            Err(e)
+            Err(e) => {
+                let wait = backoff.next_delay();
+                log(format!("{e:#}; retrying in {:.1} s", wait.as_secs_f64()));
+                wait
+            }
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Keeps the tunnel as the stored configuration says, checked every few seconds whether or not
+/// a coordinator answers (a deleted link or a dead wireguard-go comes back), and at once when a
+/// heartbeat brought something new.
+async fn tunnel_upkeep(dir: &StateDir, changed: &Notify) {
+    let mut applied = None;
+    let mut last_error = String::new();
+    loop {
+        let result = match dir.load() {
+            Ok(device) => keep_tunnel(dir, &device, &mut applied).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => last_error.clear(),
+            Err(e) => {
+                // Said once per distinct failure, not every few seconds.
+                let text = format!("{e:#}");
+                if text != last_error {
+                    log(&text);
+                    last_error = text;
+                }
+                applied = None;
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(tunnel_interval()) => {}
+            () = changed.notified() => {}
         }
     }
 }
@@ -133,29 +185,10 @@ pub async fn run(dir: StateDir, shutdown: impl Future<Output = ()>) -> anyhow::R
     let outbox = Arc::new(Outbox::new(Spool::open(&dir)?));
     let server = tokio::spawn(local::serve(dir.clone(), outbox.clone()));
     let relay = tokio::spawn(publish::relay(dir.clone(), outbox.clone()));
-    let control = async {
-        let mut backoff = Backoff::new(Duration::from_secs(300));
-        let mut applied = None;
-        loop {
-            let wait = match cycle(&dir, &mut applied).await {
-                Ok(()) => {
-                    backoff.reset();
-                    // ±10 %: a fleet restarted together does not heartbeat together.
-                    let mut r = [0u8; 1];
-                    let _ = getrandom::getrandom(&mut r);
-                    interval().mul_f64(0.9 + f64::from(r[0]) / 255.0 * 0.2)
-                }
-                Err(e) => {
-                    let wait = backoff.next_delay();
-                    log(format!("{e:#}; retrying in {:.1} s", wait.as_secs_f64()));
-                    wait
-                }
-            };
-            tokio::time::sleep(wait).await;
-        }
-    };
+    let changed = Notify::new();
     let result = tokio::select! {
-        () = control => Ok(()),
+        () = heartbeats(&dir, &changed) => Ok(()),
+        () = tunnel_upkeep(&dir, &changed) => Ok(()),
         () = shutdown => Ok(()),
         r = server => match r {
             Ok(Err(e)) => Err(e),

@@ -1,6 +1,7 @@
-//! `berqenas-device status`: the device as stored, the tunnel (up, last handshake), whether a
-//! coordinator accepts the device's certificate right now, when the certificate expires and how
-//! many events wait in the spool. Reads and connects; changes nothing.
+//! `berqenas-device status`: the device as a coordinator describes it now (one heartbeat, whose
+//! answer is stored as `run` stores it; the stored state when none answers), the tunnel (up, last
+//! handshake), whether a coordinator accepted the device's certificate, when the certificate
+//! expires and how many events wait in the spool. Touches no tunnel.
 
 use crate::state::StateDir;
 use serde::Serialize;
@@ -49,9 +50,14 @@ fn until(then: u64, now: u64) -> String {
 }
 
 pub async fn print(dir: &StateDir, json: bool) -> anyhow::Result<()> {
-    let device = dir.load()?;
+    // A heartbeat, not only a TLS handshake: a revoked certificate is refused after the
+    // handshake has completed on the client's side.
+    let reach = crate::run::heartbeat_once(dir).await;
+    let device = match &reach {
+        Ok(d) => d.clone(),
+        Err(_) => dir.load()?,
+    };
     let tunnel = crate::tunnel::observe(&device).await.unwrap_or_default();
-    let reach = crate::connect::coordinator(dir, &device.coordinators).await;
     let cert_not_after = dir.cert_validity().ok().map(|(_, after)| unix(after));
     let events_pending = crate::events::spool::Spool::open(dir).map(|s| s.pending().len()).unwrap_or(0);
     let status = Status {

@@ -166,4 +166,30 @@ fn up_reaches_the_gateway_source_keep_answers_outsiders_and_down_cleans_up() {
     assert!(!rules.contains("lookup 51820"), "{rules}");
     let (out, _) = client(&["status", "--json"]);
     assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap()["tunnel_up"], false);
+
+    // run keeps the tunnel up: it brings it up without a coordinator, and brings it back when
+    // the link is deleted under it.
+    write_device(false);
+    let bin_s = bin.to_str().unwrap();
+    let mut run = lab.spawn(
+        &dev,
+        "device-run",
+        Path::new("/usr/bin/env"),
+        &["BERQENAS_DEVICE_WG=userspace", "BERQENAS_DEVICE_TUNNEL_CHECK_SECS=1", bin_s, "--state-dir", sd, "run"],
+        tmp.path(),
+    );
+    let gateway_ping =
+        || lab.run(&dev, Path::new("ping"), &["-c", "1", "-W", "1", "198.18.1.1"], &[]).status.success().then_some(());
+    wait_for("run to bring the tunnel up", Duration::from_secs(20), gateway_ping);
+    sh(&lab, &dev, "ip", &["link", "del", &dev_if]);
+    wait_for("run to bring the deleted tunnel back", Duration::from_secs(20), gateway_ping);
+    // A device no longer active loses its tunnel.
+    let mut d = device_json(&dev_if, &gw_public, &endpoint, false);
+    d["state"] = "disabled".into();
+    std::fs::write(state.join("device.json"), d.to_string()).unwrap();
+    wait_for("run to take the tunnel of a disabled device down", Duration::from_secs(20), || {
+        (!sh(&lab, &dev, "ip", &["link", "show"]).contains(&dev_if)).then_some(())
+    });
+    run.stop(Duration::from_secs(5));
+    assert!(run.log_text().contains("tunnel"), "{}", run.log_text());
 }
