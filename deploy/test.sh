@@ -83,11 +83,14 @@ cargo build --workspace --bins --locked
 
 # The device client as shipped: static, stripped, for Windows and aarch64 boards (< 10 MB);
 # fleet::device_cross runs them under Wine and qemu.
+# fleet::device_events measures the host build's RSS in `run`.
+log "cargo build --profile device -p berqenas-device (host, Windows, aarch64)"
+cargo build --profile device -p berqenas-device --locked
 for t in x86_64-pc-windows-gnu aarch64-unknown-linux-musl; do
-  log "cargo build --profile device -p berqenas-device --target $t"
   cargo build --profile device -p berqenas-device --locked --target "$t"
 done
-ls -l target/x86_64-pc-windows-gnu/device/berqenas-device.exe target/aarch64-unknown-linux-musl/device/berqenas-device
+ls -l target/device/berqenas-device target/x86_64-pc-windows-gnu/device/berqenas-device.exe \
+  target/aarch64-unknown-linux-musl/device/berqenas-device
 
 log "systemd-analyze verify deploy/berqenas-device.service"
 unit_dir=$(mktemp -d)

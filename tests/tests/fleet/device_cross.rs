@@ -40,21 +40,21 @@ fn tool(path: &str) -> PathBuf {
     })
 }
 
-/// How to start one build of the client, and how it spells paths.
-struct Client {
-    name: &'static str,
+/// How to start one build of the client, and how it spells paths (also used by `device_enroll`).
+pub struct Client {
+    pub name: &'static str,
     program: PathBuf,
     prefix: Vec<String>,
     env: Vec<(String, String)>,
-    windows: bool,
+    pub windows: bool,
 }
 
 impl Client {
-    fn native() -> Self {
+    pub fn native() -> Self {
         Self { name: "native", program: workspace_bin("berqenas-device"), prefix: vec![], env: vec![], windows: false }
     }
 
-    fn aarch64() -> Self {
+    pub fn aarch64() -> Self {
         let exe = cross_bin("aarch64-unknown-linux-musl", "berqenas-device");
         Self {
             name: "aarch64",
@@ -67,7 +67,7 @@ impl Client {
 
     /// The .exe copied into `dir` beside the `ProcessPrng` shim (Wine 8's bcryptprimitives.dll
     /// lacks the function Rust's std imports), built here from deploy/wine/processprng.c.
-    fn windows(dir: &Path) -> Self {
+    pub fn windows(dir: &Path) -> Self {
         let exe = dir.join("berqenas-device.exe");
         std::fs::copy(cross_bin("x86_64-pc-windows-gnu", "berqenas-device.exe"), &exe).expect("copy the exe");
         let src = workspace_root().join("deploy/wine");
@@ -82,7 +82,7 @@ impl Client {
         assert!(out.status.success(), "build the ProcessPrng shim: {}", String::from_utf8_lossy(&out.stderr));
         let prefix = target_dir().join("wine-prefix");
         std::fs::create_dir_all(&prefix).expect("wine prefix");
-        Self {
+        let client = Self {
             name: "windows",
             program: tool("/usr/lib/wine/wine64"),
             prefix: vec![exe.to_string_lossy().into_owned()],
@@ -93,11 +93,24 @@ impl Client {
                 ("WINEDLLOVERRIDES".into(), "mscoree,mshtml=".into()),
             ],
             windows: true,
+        };
+        // The prefix's server (persistent until `end_wine`) and system processes, started
+        // first with no inherited output, so the client's commands do not start them.
+        let mut server = Command::new(tool("/usr/lib/wine/wineserver"));
+        server.arg("-p").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        let mut boot = Command::new(tool("/usr/lib/wine/wine64"));
+        boot.arg("wineboot").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        for (k, v) in &client.env {
+            server.env(k, v);
+            boot.env(k, v);
         }
+        assert!(server.status().expect("start wineserver").success(), "wineserver -p failed");
+        assert!(boot.status().expect("wineboot").success(), "wineboot failed");
+        client
     }
 
     /// `p` as this build reads it (Wine maps the Unix root to drive Z:).
-    fn path(&self, p: &Path) -> String {
+    pub fn path(&self, p: &Path) -> String {
         if self.windows {
             format!("Z:{}", p.to_string_lossy().replace('/', "\\"))
         } else {
@@ -105,7 +118,7 @@ impl Client {
         }
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.program);
         cmd.args(&self.prefix).args(args).stdin(Stdio::null());
         for (k, v) in &self.env {
@@ -116,11 +129,22 @@ impl Client {
         cmd
     }
 
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap_or_else(|e| panic!("run the {} client: {e}", self.name))
+    /// Runs to completion. Output goes through files, not pipes: a Wine command may start the
+    /// prefix's system processes (services.exe, …), which inherit its handles and would keep a
+    /// pipe open long after the command ended.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let dir = tempfile::tempdir().expect("output dir");
+        let (out_path, err_path) = (dir.path().join("out"), dir.path().join("err"));
+        let status = self
+            .command(args)
+            .stdout(std::fs::File::create(&out_path).expect("stdout file"))
+            .stderr(std::fs::File::create(&err_path).expect("stderr file"))
+            .status()
+            .unwrap_or_else(|e| panic!("run the {} client: {e}", self.name));
+        Output { status, stdout: std::fs::read(&out_path).unwrap(), stderr: std::fs::read(&err_path).unwrap() }
     }
 
-    fn ok(&self, args: &[&str]) -> String {
+    pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
         assert!(
             out.status.success(),
@@ -132,7 +156,19 @@ impl Client {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    fn fails(&self, args: &[&str]) -> String {
+    /// Ends every Wine process of this prefix (a killed loader's `run` child among them).
+    pub fn end_wine(&self) {
+        if self.windows {
+            let mut server = Command::new(tool("/usr/lib/wine/wineserver"));
+            server.arg("-k");
+            for (k, v) in &self.env {
+                server.env(k, v);
+            }
+            let _ = server.status();
+        }
+    }
+
+    pub fn fails(&self, args: &[&str]) -> String {
         let out = self.run(args);
         assert!(!out.status.success(), "{} client {args:?} succeeded", self.name);
         String::from_utf8_lossy(&out.stderr).into_owned()
@@ -280,13 +316,7 @@ fn windows_build_runs_under_wine() {
     let dir = tempfile::tempdir().unwrap();
     let client = Client::windows(dir.path());
     exercise(&client, dir.path());
-    // End every Wine process of this prefix (the killed loader's `run` child among them).
-    let mut server = Command::new(tool("/usr/lib/wine/wineserver"));
-    server.arg("-k");
-    for (k, v) in &client.env {
-        server.env(k, v);
-    }
-    let _ = server.status();
+    client.end_wine();
 }
 
 #[test]

@@ -11,7 +11,7 @@
 
 use berqenas_pki::{ClientAuth, ClusterCa, Identity, NoRevocations};
 use berqenas_proto::realtime as pb;
-use berqenas_tests::{wait_for, workspace_bin, Proc};
+use berqenas_tests::{wait_for, Proc};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -159,6 +159,19 @@ fn enrolled_state(dir: &Path, ca: &ClusterCa, ingest: SocketAddr) -> PathBuf {
     state
 }
 
+fn shipped_bin() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| berqenas_tests::workspace_root().join("target"));
+    let path = target.join("device").join("berqenas-device");
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build --profile device -p berqenas-device` (deploy/test.sh does)",
+        path.display()
+    );
+    path
+}
+
 fn send(bin: &Path, state: &Path, n: u32) -> std::process::Output {
     berqenas_tests::run(
         bin,
@@ -183,7 +196,8 @@ fn pending_in_spool(state: &Path) -> usize {
 
 #[test]
 fn events_survive_ingest_crashes_and_client_kills_and_are_stored_once() {
-    let bin = workspace_bin("berqenas-device");
+    // The shipped build (`--profile device`), whose footprint is measured below.
+    let bin = shipped_bin();
     let tmp = tempfile::tempdir().unwrap();
     let ca = ClusterCa::generate("events-test", 2026).unwrap();
     let addr: SocketAddr = format!("127.0.0.1:{}", berqenas_tests::free_port()).parse().unwrap();
@@ -222,11 +236,20 @@ fn events_survive_ingest_crashes_and_client_kills_and_are_stored_once() {
     assert_eq!(pending_in_spool(&state), 5, "unacknowledged events are on disk");
     run.kill();
     let _ingest = Ingest::start(addr, &ca, store.clone());
-    let _run = Proc::spawn("device-run-2", &bin, &["--state-dir", state.to_str().unwrap(), "run"], tmp.path());
+    let run = Proc::spawn("device-run-2", &bin, &["--state-dir", state.to_str().unwrap(), "run"], tmp.path());
     wait_for("the spooled events resent after the restart", Duration::from_secs(60), || {
         (store.lock().unwrap().events.len() == 16).then_some(())
     });
     wait_for("the spool to empty", Duration::from_secs(10), || (pending_in_spool(&state) == 0).then_some(()));
+    // Footprint on small boards (issue 11: `run` under 15 MB), after TLS, HTTP/2 and a stream.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", run.pid())).unwrap();
+    let peak_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    eprintln!("device run peak RSS: {peak_kb} kB");
+    assert!(peak_kb < 15 * 1024, "run's peak RSS is {peak_kb} kB");
     let s = store.lock().unwrap();
     let ns: std::collections::BTreeSet<i64> = s
         .events
