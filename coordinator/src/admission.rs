@@ -17,6 +17,10 @@ pub struct Limits {
     /// and new connections from that address are closed before any TLS work.
     pub anonymous_rate: f64,
     pub anonymous_burst: f64,
+    /// Device enrollment attempts one source address may make per second, and in a burst
+    /// (accepted or not: each costs a Raft write); past it, `RESOURCE_EXHAUSTED`.
+    pub enroll_rate: f64,
+    pub enroll_burst: f64,
     /// Requests per second (and burst) of one customer or auditor key.
     pub key_rate: f64,
     pub key_burst: f64,
@@ -45,6 +49,8 @@ impl Default for Limits {
         Self {
             anonymous_rate: 10.0,
             anonymous_burst: 50.0,
+            enroll_rate: 5.0,
+            enroll_burst: 50.0,
             key_rate: 50.0,
             key_burst: 100.0,
             admin_key_rate: 1000.0,
@@ -81,6 +87,11 @@ pub struct LimitArgs {
     pub anonymous_rate: f64,
     #[arg(long, default_value_t = Limits::default().anonymous_burst)]
     pub anonymous_burst: f64,
+    /// Device enrollment attempts per second one source address may make (0: unlimited).
+    #[arg(long, default_value_t = Limits::default().enroll_rate)]
+    pub enroll_rate: f64,
+    #[arg(long, default_value_t = Limits::default().enroll_burst)]
+    pub enroll_burst: f64,
     /// At most one audit entry per source address this often for its unauthenticated refusals
     /// (the first is written at once, the rest are counted into one summary entry).
     #[arg(long, default_value = "60s")]
@@ -120,6 +131,8 @@ impl LimitArgs {
             admin_key_burst: burst("admin-key-burst", self.admin_key_burst, self.admin_key_rate)?,
             anonymous_rate: rate("anonymous-rate", self.anonymous_rate)?,
             anonymous_burst: burst("anonymous-burst", self.anonymous_burst, self.anonymous_rate)?,
+            enroll_rate: rate("enroll-rate", self.enroll_rate)?,
+            enroll_burst: burst("enroll-burst", self.enroll_burst, self.enroll_rate)?,
             refusal_audit_every: duration("refusal-audit-every", &self.refusal_audit_every)?,
             header_read_timeout: duration("header-read-timeout", &self.header_read_timeout)?,
             ..Limits::default()
@@ -290,6 +303,8 @@ pub struct Admission {
     pub refusals: Refusals,
     /// Unauthenticated refusals per source address.
     pub anonymous: Buckets<IpAddr>,
+    /// Device enrollment attempts per source address.
+    pub enrollments: Buckets<IpAddr>,
     /// Requests per customer/auditor key id, and per admin key id.
     pub keys: Buckets<String>,
     pub admin_keys: Buckets<String>,
@@ -301,6 +316,7 @@ impl Admission {
         Self {
             refusals: Refusals::new(limits.refusal_audit_every, limits.max_tracked_sources),
             anonymous: Buckets::new(limits.anonymous_rate, limits.anonymous_burst, max),
+            enrollments: Buckets::new(limits.enroll_rate, limits.enroll_burst, max),
             keys: Buckets::new(limits.key_rate, limits.key_burst, 100_000),
             admin_keys: Buckets::new(limits.admin_key_rate, limits.admin_key_burst, 10_000),
             limits,
@@ -316,6 +332,14 @@ impl Admission {
     /// its bucket (a well-behaved source never notices).
     pub fn connection_allowed(&self, source: IpAddr) -> Result<(), Duration> {
         self.anonymous.check(&source_key(source), Instant::now())
+    }
+
+    /// Charges one device enrollment attempt to `source`; `Err` when it is over its limit.
+    pub fn charge_enrollment(&self, source: Option<IpAddr>) -> Result<(), Duration> {
+        match source {
+            Some(ip) => self.enrollments.take(&source_key(ip), Instant::now()),
+            None => Ok(()),
+        }
     }
 
     /// Charges one unauthenticated refusal to `source`; `Err` when it is over its limit.

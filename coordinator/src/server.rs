@@ -323,7 +323,10 @@ impl berqenas_pki::Revocation for StateRevocation {
         self.0.read(|d| match identity {
             Identity::Node(id) => d.state.nodes.get(id).is_none_or(|n| n.revoked),
             Identity::Coordinator(id) => d.state.retired_coordinators.contains(id),
-            Identity::Device { .. } => true,
+            // A device of that tenant with that id, not revoked (pending ones may heartbeat).
+            Identity::Device { tenant, id } => {
+                d.state.devices.get(id).is_none_or(|dev| dev.tenant.as_str() != tenant || dev.revoked_at_ms.is_some())
+            }
         })
     }
 }

@@ -3,7 +3,7 @@
 //! The invariants (addresses, names, keys) are the domain's (`state/device.rs`).
 
 use super::auth::{Ctx, Need};
-use super::dto::{AddDeviceBody, ConfigQuery, DeviceConfigView, DeviceView, ErrorBody, PeerStatusView, SwitchAction};
+use super::dto::{AddDeviceBody, ConfigQuery, DeviceAction, DeviceConfigView, DeviceView, ErrorBody, PeerStatusView};
 use super::error::ApiError;
 use super::extract::{clipped, path, Body, PathOf, QueryOf, Scope};
 use super::Result;
@@ -117,26 +117,30 @@ pub(super) async fn remove_device(ctx: Ctx, raw: PathOf<(String, String)>) -> Re
 }
 
 #[utoipa::path(post, path = "/api/v1/tenant/{name}/devices/{device}/{action}",
-    params(("name" = String, Path), ("device" = String, Path), ("action" = SwitchAction, Path)),
+    params(("name" = String, Path), ("device" = String, Path), ("action" = DeviceAction, Path)),
     responses((status = 200, body = DeviceView), (status = 404, description = "no such tenant, device or action", body = ErrorBody),
-        (status = 409, description = "already so, or the tenant is deleted", body = ErrorBody)),
+        (status = 409, description = "already so, not pending (approve), revoked, or the tenant is deleted", body = ErrorBody)),
     security(("api_key" = [])))]
 pub(super) async fn switch_device(ctx: Ctx, raw: PathOf<(String, String, String)>) -> Result<Json<DeviceView>> {
     let (raw, device, action) = path(raw)?;
-    let enabled = match serde_json::from_value::<SwitchAction>(action.clone().into()) {
-        Ok(SwitchAction::Enable) => true,
-        Ok(SwitchAction::Disable) => false,
-        Err(_) => {
-            return Err(ApiError::not_found(format!(
-                "no device action {:?}",
-                action.chars().take(32).collect::<String>()
-            )))
-        }
+    let Ok(action) = serde_json::from_value::<DeviceAction>(action.clone().into()) else {
+        return Err(ApiError::not_found(format!("no device action {:?}", action.chars().take(32).collect::<String>())));
     };
-    let act = if enabled { Action::DeviceEnable } else { Action::DeviceDisable };
+    let act = match action {
+        DeviceAction::Enable => Action::DeviceEnable,
+        DeviceAction::Disable => Action::DeviceDisable,
+        DeviceAction::Approve => Action::DeviceApprove,
+        DeviceAction::Revoke => Action::DeviceRevoke,
+    };
     let (scope, tenant) = tenant_scope(&ctx, act, &raw, target(&raw, &device)).await?;
     let name = device_name(&scope, &device).await?;
-    Ok(Json(device_reply(&ctx, scope.run(Op::EnableDevice { tenant, name, enabled }).await?)?))
+    let op = match action {
+        DeviceAction::Enable => Op::EnableDevice { tenant, name, enabled: true },
+        DeviceAction::Disable => Op::EnableDevice { tenant, name, enabled: false },
+        DeviceAction::Approve => Op::ApproveDevice { tenant, name },
+        DeviceAction::Revoke => Op::RevokeDevice { tenant, name },
+    };
+    Ok(Json(device_reply(&ctx, scope.run(op).await?)?))
 }
 
 #[utoipa::path(get, path = "/api/v1/tenant/{name}/devices/{device}/config",

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod auth;
 pub mod cluster;
 pub mod devices;
+pub mod devicetokens;
 pub mod dto;
 pub mod error;
 pub mod exposures;
@@ -46,6 +47,11 @@ pub fn router(c: Arc<Coordinator>) -> Router {
         .route("/api/v1/tenant/{name}/devices/{device}", get(devices::get_device).delete(devices::remove_device))
         .route("/api/v1/tenant/{name}/devices/{device}/config", get(devices::device_config))
         .route("/api/v1/tenant/{name}/devices/{device}/{action}", post(devices::switch_device))
+        .route(
+            "/api/v1/tenant/{name}/device-tokens",
+            get(devicetokens::list_device_tokens).post(devicetokens::create_device_token),
+        )
+        .route("/api/v1/tenant/{name}/device-tokens/{id}", delete(devicetokens::revoke_device_token))
         .route("/api/v1/tenant/{name}/exposures", get(exposures::list_exposures).post(exposures::add_exposure))
         .route("/api/v1/tenant/{name}/exposures/{id}", get(exposures::get_exposure).delete(exposures::remove_exposure))
         .route("/api/v1/tenant/{name}/exposures/{id}/{action}", post(exposures::switch_exposure))

@@ -4,7 +4,7 @@
 //! cross-field rules as `not` cases, and the refusals every authenticated route can answer.
 
 use super::dto::*;
-use super::{apikeys, audit, cluster, devices, exposures, firewall, nodes, tenants};
+use super::{apikeys, audit, cluster, devices, devicetokens, exposures, firewall, nodes, tenants};
 use crate::refusals::{PendingSource, RefusalStats};
 use axum::Json;
 use serde_json::{json, Value};
@@ -38,7 +38,7 @@ impl utoipa::Modify for SecurityAddon {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Berqenas coordinator API", description = "Tenants, nodes, API keys, audit and cluster membership."),
+    info(title = "Berqenas coordinator API", description = "Tenants, nodes, API keys, devices and device tokens, audit and cluster membership."),
     paths(healthz, tenants::create_tenant, tenants::get_tenant, tenants::list_tenants, tenants::update_tenant,
         tenants::delete_tenant, tenants::tenant_lifecycle, audit::tenant_audit, nodes::list_nodes,
         nodes::create_join_token, nodes::node_action, apikeys::create_api_key, apikeys::list_api_keys,
@@ -46,7 +46,8 @@ impl utoipa::Modify for SecurityAddon {
         cluster::cluster_status, cluster::add_learner, cluster::promote, cluster::remove_member,
         cluster::create_coordinator_token, cluster::list_coordinator_tokens, cluster::revoke_coordinator_token,
         devices::add_device, devices::list_devices, devices::get_device, devices::remove_device, devices::switch_device,
-        devices::device_config, exposures::add_exposure, exposures::list_exposures, exposures::get_exposure,
+        devices::device_config, devicetokens::create_device_token, devicetokens::list_device_tokens,
+        devicetokens::revoke_device_token, exposures::add_exposure, exposures::list_exposures, exposures::get_exposure,
         exposures::remove_exposure, exposures::switch_exposure, firewall::add_rule, firewall::list_rules,
         firewall::remove_rule, firewall::list_domains, firewall::block_domain, firewall::unblock_domain),
     components(schemas(ErrorBody, TenantView, CreatedTenant, CreateTenantBody, UpdateTenantBody, ApiKeyView,
@@ -54,7 +55,8 @@ impl utoipa::Modify for SecurityAddon {
         AddLearnerBody, PromoteBody, NodeView, JoinTokenView, CreateJoinTokenBody, CreatedJoinToken,
         CreateCoordinatorTokenBody, CoordinatorToken, TokenStatus, TenantAction, NodeAction, RefusalStats,
         PendingSource, crate::server::Consistency, crate::state::tenant::TenantStatus, AddDeviceBody, DeviceView,
-        ConnectView, DeviceConfigView, SwitchAction, AddExposureBody, ExposureView, AddRuleBody, RuleView, BlockDomainBody)),
+        ConnectView, DeviceConfigView, SwitchAction, DeviceAction, AddExposureBody, CreateDeviceTokenBody,
+        CreatedDeviceToken, DeviceTokenView, FingerprintView, Approve, crate::state::device::DeviceState, ExposureView, AddRuleBody, RuleView, BlockDomainBody)),
     modifiers(&SecurityAddon)
 )]
 pub struct ApiDoc;
@@ -88,6 +90,10 @@ pub fn contract() -> Value {
         ("AddDeviceBody", "name", crate::state::device::DEVICE_NAME_PATTERN),
         ("AddDeviceBody", "public_key", WG_KEY_PATTERN),
         ("AddDeviceBody", "address", IPV4_PATTERN),
+        ("CreateDeviceTokenBody", "name", crate::state::device::DEVICE_NAME_PATTERN),
+        ("CreateDeviceTokenBody", "ttl", TTL_PATTERN),
+        ("CreateDeviceTokenBody", "uses", USES_PATTERN),
+        ("CreateDeviceTokenBody", "ephemeral", EPHEMERAL_PATTERN),
         ("AddExposureBody", "device", crate::state::device::DEVICE_NAME_PATTERN),
         ("AddRuleBody", "ports", PORTS_PATTERN),
         ("BlockDomainBody", "domain", DOMAIN_PATTERN),

@@ -51,6 +51,21 @@ pub enum DeviceCmd {
         #[arg(long)]
         tenant: String,
     },
+    /// Let a pending device (token with --approve manual) become a peer of its gateway.
+    Approve {
+        name: String,
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Remove the device's peer and refuse its certificate; the record stays, marked revoked.
+    Revoke {
+        name: String,
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Enrollment tokens for `berqenas-device enroll`.
+    #[command(subcommand)]
+    Token(super::devicetoken::DeviceTokenCmd),
     /// Print the device's config (its private key is a placeholder: the key is yours).
     Config {
         name: String,
@@ -193,6 +208,13 @@ pub(super) async fn device(client: &Client, cmd: DeviceCmd, out: Output) -> anyh
         DeviceCmd::Enable { name, tenant } => {
             client.send(Method::POST, &format!("{}/enable", d(&tenant, &name)), NO_BODY).await?
         }
+        DeviceCmd::Approve { name, tenant } => {
+            client.send(Method::POST, &format!("{}/approve", d(&tenant, &name)), NO_BODY).await?
+        }
+        DeviceCmd::Revoke { name, tenant } => {
+            client.send(Method::POST, &format!("{}/revoke", d(&tenant, &name)), NO_BODY).await?
+        }
+        DeviceCmd::Token(cmd) => return super::devicetoken::token(client, cmd, out).await,
         DeviceCmd::Config { name, tenant, format } => {
             let path = format!("{}/config?format={}", d(&tenant, &name), path_segment(&format));
             let config: DeviceConfigView = client.get(&path).await?;

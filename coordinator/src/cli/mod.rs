@@ -3,6 +3,7 @@
 
 pub mod client;
 mod commands;
+mod devicetoken;
 mod gateway;
 pub mod output;
 
@@ -60,7 +61,7 @@ pub enum Command {
     Cluster(ClusterCmd),
     #[command(subcommand)]
     Node(NodeCmd),
-    /// Devices registered by their WireGuard key.
+    /// Devices: registered by their WireGuard key, or enrolled with a device token.
     #[command(subcommand)]
     Device(gateway::DeviceCmd),
     /// Public ports on the tenant gateway that reach a device's port.

@@ -1,8 +1,8 @@
 //! Printing API answers (the `api::dto` views) as aligned tables or JSON.
 
 use crate::api::dto::{
-    ApiKeyView, AuditEntryView, ClusterStatus, CoordinatorToken, DeviceView, ExposureView, NodeView, RuleView,
-    TenantView,
+    ApiKeyView, AuditEntryView, ClusterStatus, CoordinatorToken, DeviceTokenView, DeviceView, ExposureView, NodeView,
+    RuleView, TenantView,
 };
 use clap::ValueEnum;
 use serde::Serialize;
@@ -219,6 +219,7 @@ pub fn nodes(out: Output, v: &[NodeView]) {
                 labels.join(","),
                 capacity,
                 public(n),
+                opt(n.realtime_address.as_deref()),
                 opt(n.gateway.wireguard_backend.as_ref().map(wire_name)),
                 conditions(n),
                 time(Some(n.last_seen_ms).filter(|t| *t > 0)),
@@ -234,6 +235,7 @@ pub fn nodes(out: Output, v: &[NodeView]) {
         "LABELS",
         "CAPACITY",
         "PUBLIC",
+        "REALTIME",
         "WIREGUARD",
         "CONDITIONS",
         "LAST SEEN",
@@ -278,6 +280,7 @@ pub fn node(out: Output, n: &NodeView) {
         ("wireguard", opt(n.gateway.wireguard_backend.as_ref().map(wire_name))),
         ("last seen", time(Some(n.last_seen_ms).filter(|t| *t > 0))),
         ("revision", n.applied_revision.to_string()),
+        ("realtime", opt(n.realtime_address.as_deref())),
     ];
     for (k, v) in rows {
         say(format_args!("{k:<12} {v}"));
@@ -326,8 +329,20 @@ pub fn device(out: Output, d: &DeviceView) {
         ("name", d.name.clone()),
         ("address", d.address.clone()),
         ("public key", d.public_key.clone()),
+        ("state", wire_name(&d.state)),
+        ("labels", labels(&d.labels)),
+        ("token", opt(d.token_id.as_deref())),
         ("enabled", d.enabled.to_string()),
         ("handshake", handshake(d)),
+        ("last seen", time(d.last_seen_ms)),
+        ("ephemeral", opt(d.ephemeral_ms.map(|ms| humantime::format_duration(std::time::Duration::from_millis(ms))))),
+        (
+            "os",
+            d.fingerprint.as_ref().map_or_else(
+                || "-".to_string(),
+                |f| format!("{} {} {} (client {})", f.os_name, f.os_version, f.arch, f.client_version),
+            ),
+        ),
         ("endpoint", opt(d.peer.as_ref().and_then(|p| p.endpoint.as_deref()))),
         (
             "connected",
@@ -348,12 +363,50 @@ pub fn devices(out: Output, v: &[DeviceView]) {
     let rows = v
         .iter()
         .map(|d| {
-            let state = if d.enabled { "enabled" } else { "disabled" };
             let endpoint = opt(d.peer.as_ref().and_then(|p| p.endpoint.as_deref()));
-            vec![d.name.clone(), d.address.clone(), state.into(), d.public_key.clone(), handshake(d), endpoint]
+            vec![
+                d.name.clone(),
+                d.address.clone(),
+                wire_name(&d.state),
+                labels(&d.labels),
+                d.public_key.clone(),
+                handshake(d),
+                endpoint,
+            ]
         })
         .collect();
-    table(&["NAME", "ADDRESS", "STATE", "PUBLIC KEY", "HANDSHAKE", "ENDPOINT"], rows);
+    table(&["NAME", "ADDRESS", "STATE", "LABELS", "PUBLIC KEY", "HANDSHAKE", "ENDPOINT"], rows);
+}
+
+/// `k=v,k2=v2`, or `-`.
+fn labels(l: &std::collections::BTreeMap<String, String>) -> String {
+    if l.is_empty() {
+        return "-".into();
+    }
+    l.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+}
+
+pub fn device_tokens(out: Output, v: &[DeviceTokenView]) {
+    if out == Output::Json {
+        return print_json(v);
+    }
+    let rows = v
+        .iter()
+        .map(|t| {
+            let uses = format!("{}/{}", t.uses, t.max_uses.map_or_else(|| "unlimited".to_string(), |m| m.to_string()));
+            vec![
+                t.prefix.clone(),
+                t.tenant.clone(),
+                opt(t.name.as_deref()),
+                uses,
+                time(Some(t.expires_at_ms)),
+                labels(&t.labels),
+                wire_name(&t.approve),
+                time(t.revoked_at_ms),
+            ]
+        })
+        .collect();
+    table(&["TOKEN", "TENANT", "NAME", "USES", "EXPIRES", "LABELS", "APPROVE", "REVOKED"], rows);
 }
 
 pub fn exposure(out: Output, x: &ExposureView) {

@@ -1,12 +1,16 @@
-//! The node-agent gRPC service: joining needs no client certificate (the one-time token is the
-//! credential); every other call needs a node certificate from the cluster CA (revoked or unknown
-//! identities are refused during the handshake, see `server::StateRevocation`). The listener that
-//! serves it is in `listeners`; `error` maps domain, write and read errors to `Status` once.
+//! The gRPC services of the node listener: `Node` (node agents) and `Device` (enrolled devices).
+//! Joining and enrolling need no client certificate (the token is the credential); every other
+//! call needs a node or device certificate from the cluster CA (revoked or unknown identities are
+//! refused during the handshake, see `server::StateRevocation`). The listener that serves them is
+//! in `listeners`; `error` maps domain, write and read errors to `Status` once.
 
+mod assignment;
+mod device;
 pub mod error;
 mod node;
 mod report;
 
+pub use device::{DeviceService, DEVICE_CERT_LIFETIME};
 pub use node::NodeService;
 
 use std::time::Duration;

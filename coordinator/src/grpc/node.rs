@@ -114,6 +114,7 @@ fn validate_join(req: &pb::JoinRequest) -> Result<(String, String, Node), String
         return Err("CSR is too large".into());
     }
     let settings = gateway_settings(req, &roles)?;
+    let realtime_address = realtime_address(&req.realtime_address, &roles)?;
     let node = Node {
         id: 0,
         roles,
@@ -125,8 +126,28 @@ fn validate_join(req: &pb::JoinRequest) -> Result<(String, String, Node), String
         revoked: false,
         applied_revision: 0,
         gateway: GatewayNode { settings, ..Default::default() },
+        realtime_address,
     };
     Ok((id.to_string(), hash_secret(secret), node))
+}
+
+/// A db node's realtime ingest address from a join: `host:port`, db role only; empty: none.
+fn realtime_address(raw: &str, roles: &std::collections::BTreeSet<NodeRole>) -> Result<Option<String>, String> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    if !roles.contains(&NodeRole::Db) {
+        return Err("a realtime address is for the db role only".into());
+    }
+    let shown = || raw.chars().take(64).collect::<String>();
+    let (host, port) =
+        raw.rsplit_once(':').ok_or_else(|| format!("realtime address {:?} is not host:port", shown()))?;
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let port_ok = port.parse::<u16>().is_ok_and(|p| p > 0) && !port.starts_with('0');
+    if raw.len() > 260 || !port_ok || !crate::transport::valid_name(host) {
+        return Err(format!("realtime address {:?} is not host:port with a port within 1-65535", shown()));
+    }
+    Ok(Some(raw.to_string()))
 }
 
 /// The gateway's public address and port range from a join: both or neither, gateway role only.
@@ -161,131 +182,6 @@ fn coordinators(c: &Coordinator) -> Vec<pb::Coordinator> {
             .map(|(id, n)| pb::Coordinator { id: *id, address: n.node_addr.clone() })
             .collect()
     })
-}
-
-fn to_pb(a: &Assignment) -> pb::TenantAssignment {
-    use crate::state::desired::Lifecycle;
-    use crate::state::node::NodeRole;
-    use crate::state::tenant::{AccessMode, DbType, Isolation};
-    let role = |r: &NodeRole| match r {
-        NodeRole::Gateway => pb::Role::Gateway,
-        NodeRole::Db => pb::Role::Db,
-    };
-    pb::TenantAssignment {
-        name: a.name.clone(),
-        revision: a.revision,
-        roles: a.roles.iter().map(|r| role(r).into()).collect(),
-        lifecycle: match a.lifecycle {
-            Lifecycle::Run => pb::Lifecycle::Run,
-            Lifecycle::Suspended => pb::Lifecycle::Suspended,
-            Lifecycle::Deleted => pb::Lifecycle::Deleted,
-        }
-        .into(),
-        index: a.index,
-        db: a.db.as_ref().map(|d| pb::DbAssignment {
-            db_type: match d.db_type {
-                DbType::Postgres => pb::DbType::Postgres,
-                DbType::Mssql => pb::DbType::Mssql,
-            }
-            .into(),
-            isolation: match d.isolation {
-                Isolation::Schema => pb::Isolation::Schema,
-                Isolation::Database => pb::Isolation::Database,
-            }
-            .into(),
-            quota_bytes: d.quota_bytes,
-            connection_limit: d.connection_limit,
-            events_per_min: d.events_per_min,
-            access_mode: match d.access_mode {
-                AccessMode::Public => pb::AccessMode::Public,
-                AccessMode::VpnOnly => pb::AccessMode::VpnOnly,
-                AccessMode::Hybrid => pb::AccessMode::Hybrid,
-            }
-            .into(),
-            vpn_subnet: d.vpn_subnet.clone(),
-            vpn_enabled: d.vpn_enabled,
-            public_api: d.public_api,
-            password_verifier: d.password_verifier.clone(),
-            ddl_enabled: d.ddl_enabled,
-            devices: Vec::new(),
-            subscriber_keys: Vec::new(),
-        }),
-        gateway: a.gateway.as_ref().map(gateway_to_pb),
-    }
-}
-
-/// The gateway part on the wire: every field of `pb::GatewayAssignment` named.
-fn gateway_to_pb(g: &desired::GatewayAssignment) -> pb::GatewayAssignment {
-    use crate::state::exposure::{Protocol, SourceMode};
-    use crate::state::firewall::{RuleProtocol, Verdict};
-    let proto = |p: Protocol| match p {
-        Protocol::Tcp => pb::Protocol::Tcp,
-        Protocol::Udp => pb::Protocol::Udp,
-    };
-    pb::GatewayAssignment {
-        vpn_subnet: g.vpn_subnet.clone(),
-        gateway_address: g.gateway_address.clone(),
-        interface: g.interface.clone(),
-        listen_port: u32::from(g.listen_port),
-        bandwidth_bps: g.bandwidth_bps,
-        device_to_device: g.device_to_device,
-        peers: g
-            .peers
-            .iter()
-            .map(|d| pb::Peer {
-                id: d.id.clone(),
-                name: d.name.to_string(),
-                public_key: d.public_key.to_string(),
-                address: d.address.to_string(),
-                enabled: d.enabled,
-            })
-            .collect(),
-        exposures: g
-            .exposures
-            .iter()
-            .map(|(x, device_address)| pb::Exposure {
-                id: x.id.clone(),
-                device_id: x.device_id.clone(),
-                device_address: device_address.to_string(),
-                port: u32::from(x.port),
-                public_port: u32::from(x.public_port),
-                protocol: proto(x.protocol).into(),
-                allow: x.allow.iter().map(ToString::to_string).collect(),
-                rate_per_second: x.rate_per_second,
-                source: match x.source {
-                    SourceMode::Nat => pb::SourceMode::Nat,
-                    SourceMode::Keep => pb::SourceMode::Keep,
-                }
-                .into(),
-                enabled: x.enabled,
-            })
-            .collect(),
-        rules: g
-            .rules
-            .iter()
-            .map(|(r, destinations)| pb::FirewallRule {
-                id: r.id.clone(),
-                position: r.position,
-                verdict: match r.verdict {
-                    Verdict::Allow => pb::Verdict::Allow,
-                    Verdict::Deny => pb::Verdict::Deny,
-                }
-                .into(),
-                sources: r.sources.iter().map(ToString::to_string).collect(),
-                destinations: destinations.iter().map(ToString::to_string).collect(),
-                port_first: r.ports.map_or(0, |p| u32::from(p.first)),
-                port_last: r.ports.map_or(0, |p| u32::from(p.last)),
-                protocol: match r.protocol {
-                    RuleProtocol::Tcp => pb::Protocol::Tcp,
-                    RuleProtocol::Udp => pb::Protocol::Udp,
-                    RuleProtocol::Any => pb::Protocol::Any,
-                }
-                .into(),
-                vpn_required: r.vpn_required,
-            })
-            .collect(),
-        blocked_domains: g.blocked_domains.clone(),
-    }
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::DesiredState, Status>> + Send>>;
@@ -478,7 +374,7 @@ impl pb::node_server::Node for NodeService {
                         revision,
                         bookmark: false,
                         node_id: id,
-                        tenants: desired.iter().map(to_pb).collect(),
+                        tenants: desired.iter().map(super::assignment::to_pb).collect(),
                         coordinators: coordinators(&c),
                     };
                     last_sent = Some(desired);

@@ -1,11 +1,11 @@
 //! The one place that binds and runs the coordinator's listeners: Raft RPCs (coordinators only),
 //! the node-agent gRPC service and the REST API (its connections in `http`), all over the
 //! `transport` accept loop, plus the background tasks that live as long as they do (break-glass
-//! recovery, refusal summaries). The `Coordinator` is the `transport::Gate` of every listener.
+//! recovery, refusal summaries, the leader's expiry of ephemeral devices). The `Coordinator` is the `transport::Gate` of every listener.
 
 mod http;
 
-use crate::grpc::NodeService;
+use crate::grpc::{DeviceService, NodeService};
 use crate::raft::service::RaftService;
 use crate::raft::MAX_RPC_BYTES;
 use crate::refusals::Refusal;
@@ -95,6 +95,7 @@ pub async fn serve(
     });
     tokio::spawn(crate::recovery::watch(c.clone(), stop_rx.clone()));
     tokio::spawn(refusal_summaries(c.clone(), stop_rx.clone()));
+    tokio::spawn(expire_devices(c.clone(), stop_rx.clone()));
     let nodes = serve_nodes(c.clone(), stop_rx.clone());
     let (g, a, n) = tokio::join!(grpc, api, nodes);
     g.context("raft transport server")?;
@@ -116,6 +117,35 @@ async fn refusal_summaries(c: Arc<Coordinator>, mut stop: tokio::sync::watch::Re
         for cmd in c.admission.refusals.due(Instant::now(), c.config.id) {
             if let Err(e) = c.write(cmd).await {
                 tracing::warn!(error = %e, "could not write a refusal summary");
+            }
+        }
+    }
+}
+
+/// On the leader, every `EXPIRY_TICK`: proposes the removal of each ephemeral device offline past
+/// its time (`presence::due_for_expiry`), one command each, re-checked at apply with the
+/// command's own time; until `stop` flips.
+async fn expire_devices(c: Arc<Coordinator>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    const EXPIRY_TICK: Duration = Duration::from_secs(30);
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|v| *v) => return,
+            _ = tokio::time::sleep(EXPIRY_TICK) => {}
+        }
+        if c.leader().map(|(id, _)| id) != Some(c.config.id) {
+            continue;
+        }
+        let now = crate::time::now_ms();
+        for (tenant, name) in c.read(|d| crate::state::presence::due_for_expiry(&d.state, now)) {
+            let meta = crate::state::Meta {
+                time_ms: crate::time::now_ms(),
+                actor: format!("coordinator/{}", c.config.id),
+                source: "expiry".into(),
+                key_role: None,
+            };
+            let op = crate::state::Op::ExpireDevice { tenant, name };
+            if let Err(e) = c.write(crate::state::Command { meta, op }).await {
+                tracing::warn!(error = %e, "could not expire an ephemeral device");
             }
         }
     }
@@ -148,7 +178,7 @@ fn node_tls(c: &Arc<Coordinator>, ca: &ClusterCa) -> anyhow::Result<Arc<rustls::
     Ok(Arc::new(config))
 }
 
-/// Serves the node-agent listener (gRPC `Node` over TLS) until `stop` flips. Waits for the cluster CA to be replicated here
+/// Serves the node-agent listener (gRPC `Node` and `Device` over TLS) until `stop` flips. Waits for the cluster CA to be replicated here
 /// (a new coordinator has it once it has caught up).
 async fn serve_nodes(c: Arc<Coordinator>, mut stop: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<()> {
     let ca = loop {
@@ -190,10 +220,13 @@ async fn serve_nodes(c: Arc<Coordinator>, mut stop: tokio::sync::watch::Receiver
 
     let svc = berqenas_proto::node::node_server::NodeServer::new(NodeService::new(c.clone()))
         .max_decoding_message_size(4 << 20);
+    let devices = berqenas_proto::device::device_server::DeviceServer::new(DeviceService::new(c.clone()))
+        .max_decoding_message_size(64 << 10);
     let result = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .add_service(svc)
+        .add_service(devices)
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = stop.wait_for(|v| *v).await;
         })

@@ -6,6 +6,7 @@
 use super::store::{decode, encode, StoreError};
 use crate::state::apikey::ApiKey;
 use crate::state::device::Device;
+use crate::state::devicetoken::DeviceToken;
 use crate::state::exposure::Exposure;
 use crate::state::firewall::FirewallRule;
 use crate::state::names::TenantName;
@@ -166,6 +167,7 @@ macro_rules! string_rows {
 string_rows!(Device, "devices", devices, Device);
 string_rows!(Exposure, "exposures", exposures, Exposure);
 string_rows!(FirewallRule, "firewall_rules", firewall_rules, FirewallRule);
+string_rows!(DeviceToken, "device_tokens", device_tokens, DeviceToken);
 
 /// Every entity table.
 pub const TABLES: &[&dyn Table] = &[
@@ -176,6 +178,7 @@ pub const TABLES: &[&dyn Table] = &[
     &Rows::<Device>(PhantomData),
     &Rows::<Exposure>(PhantomData),
     &Rows::<FirewallRule>(PhantomData),
+    &Rows::<DeviceToken>(PhantomData),
 ];
 
 /// What the store does with a table, whatever its row type.

@@ -79,6 +79,18 @@ actions! {
     DeviceConfig = "device.config",
     /// A device started a VPN session (reported by its gateway: who, from where).
     DeviceConnect = "device.connect",
+    /// A device token was minted for a tenant (its secret shown once, never stored).
+    DeviceTokenCreate = "device.token.create",
+    DeviceTokenList = "device.token.list",
+    DeviceTokenRevoke = "device.token.revoke",
+    /// A device spent a device token (accepted or refused: every attempt is audited).
+    DeviceEnroll = "device.enroll",
+    DeviceApprove = "device.approve",
+    DeviceRevoke = "device.revoke",
+    /// An enrolled device's heartbeat as written (on a fingerprint change, or every few minutes).
+    DeviceHeartbeat = "device.heartbeat",
+    /// An ephemeral device removed after its offline time.
+    DeviceExpire = "device.expire",
     ExposeAdd = "expose.add",
     ExposeList = "expose.list",
     ExposeGet = "expose.get",
@@ -152,6 +164,8 @@ pub enum Target {
     Coordinator(u64),
     /// `tenant/{name}/device/{device}`
     Device(TenantName, String),
+    /// `tenant/{name}/device-token/{id}`
+    DeviceToken(TenantName, String),
     /// `tenant/{name}/exposure/{id}`
     Exposure(TenantName, String),
     /// `tenant/{name}/firewall/rule/{id}`
@@ -171,6 +185,7 @@ impl fmt::Display for Target {
             Target::JoinToken(id) => write!(f, "jointoken/{id}"),
             Target::Coordinator(id) => write!(f, "coordinator/{id}"),
             Target::Device(t, name) => write!(f, "tenant/{t}/device/{name}"),
+            Target::DeviceToken(t, id) => write!(f, "tenant/{t}/device-token/{id}"),
             Target::Exposure(t, id) => write!(f, "tenant/{t}/exposure/{id}"),
             Target::FirewallRule(t, id) => write!(f, "tenant/{t}/firewall/rule/{id}"),
             Target::Edge(text) => f.write_str(text),

@@ -1,13 +1,15 @@
 //! The desired state of one node: a pure function of the replicated state. Any coordinator
 //! computes the same answer for the same applied index, so any of them can serve a watch.
 
+use super::apikey::Role;
 use super::device::Device;
 use super::exposure::Exposure;
 use super::firewall::{Destination, FirewallRule};
 use super::gateway::Ipv4Cidr;
+use super::names::TenantName;
 use super::node::NodeRole;
 use super::tenant::{AccessMode, DbType, Isolation, Tenant, TenantStatus};
-use super::State;
+use super::{Op, State};
 use std::collections::BTreeSet;
 
 /// What a node must do for a tenant.
@@ -65,6 +67,83 @@ pub struct DbAssignment {
     pub public_api: bool,
     pub ddl_enabled: bool,
     pub password_verifier: String,
+    /// Realtime ingest: the devices that may publish (active: approved, enabled, not revoked).
+    pub devices: Vec<IngestDevice>,
+    /// The tenant's customer API keys that may subscribe (not revoked), with their expiry.
+    pub subscriber_keys: Vec<SubscriberKey>,
+}
+
+/// A device that may publish events into its tenant's database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestDevice {
+    pub id: String,
+    pub name: String,
+    /// As it last reported them (empty for a device registered by key).
+    pub mac_hashes: Vec<String>,
+    pub machine_id_hash: String,
+}
+
+/// A customer key as its tenant's db node needs it to check subscribers: never the secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriberKey {
+    pub id: String,
+    pub secret_hash: String,
+    /// `None`: never.
+    pub expires_at_ms: Option<u64>,
+}
+
+/// The tenant's active devices, in name order.
+fn ingest_devices(state: &State, t: &Tenant) -> Vec<IngestDevice> {
+    state
+        .devices_of(&t.name)
+        .into_iter()
+        .filter(|d| d.is_active())
+        .map(|d| IngestDevice {
+            id: d.id.clone(),
+            name: d.name.to_string(),
+            mac_hashes: d.fingerprint.as_ref().map(|f| f.mac_hashes.clone()).unwrap_or_default(),
+            machine_id_hash: d.fingerprint.as_ref().map(|f| f.machine_id_hash.clone()).unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// The tenant's customer keys that are not revoked, in id order.
+fn subscriber_keys(state: &State, t: &Tenant) -> Vec<SubscriberKey> {
+    state
+        .api_keys
+        .values()
+        .filter(|k| k.role == Role::Customer && k.tenant.as_ref() == Some(&t.name) && k.revoked_at_ms.is_none())
+        .map(|k| SubscriberKey { id: k.id.clone(), secret_hash: k.secret_hash.clone(), expires_at_ms: k.expires_at_ms })
+        .collect()
+}
+
+impl State {
+    /// The tenant whose db node's ingest part (active devices, customer keys) `op` may change,
+    /// as this state knows it before `op` runs.
+    pub(super) fn ingest_change(&self, op: &Op) -> Option<TenantName> {
+        let customer_of = |key: &super::apikey::ApiKey| match key.role {
+            Role::Customer => key.tenant.clone(),
+            Role::Admin | Role::Auditor => None,
+        };
+        match op {
+            Op::AddDevice(d) => Some(d.tenant.clone()),
+            Op::EnrollDevice(e) => Some(e.tenant.clone()),
+            Op::RemoveDevice { tenant, .. }
+            | Op::EnableDevice { tenant, .. }
+            | Op::ApproveDevice { tenant, .. }
+            | Op::RevokeDevice { tenant, .. }
+            | Op::ExpireDevice { tenant, .. } => Some(tenant.clone()),
+            // The db node checks public-mode devices against their fingerprint.
+            Op::DeviceHeartbeat(h) => self
+                .devices
+                .get(&h.device_id)
+                .filter(|d| d.is_active() && d.fingerprint.as_ref() != Some(&h.fingerprint))
+                .map(|d| d.tenant.clone()),
+            Op::CreateApiKey(key) => customer_of(key),
+            Op::RevokeApiKey { id } => self.api_keys.get(id).and_then(customer_of),
+            _ => None,
+        }
+    }
 }
 
 /// What the tenant's gateway node realises.
@@ -112,7 +191,12 @@ fn gateway_part(state: &State, t: &Tenant) -> GatewayAssignment {
         listen_port: t.network.listen_port,
         bandwidth_bps: t.bandwidth_bps,
         device_to_device: t.device_to_device,
-        peers: devices.into_iter().cloned().collect(),
+        // Without what devices report about themselves (heartbeats, connects): a heartbeat must
+        // not send the gateway a new desired state.
+        peers: devices
+            .into_iter()
+            .map(|d| Device { last_connect: None, last_seen_ms: None, fingerprint: None, ..d.clone() })
+            .collect(),
         exposures,
         rules,
         blocked_domains: t.blocked_domains.iter().map(ToString::to_string).collect(),
@@ -132,12 +216,18 @@ fn assignment(state: &State, t: &Tenant, roles: BTreeSet<NodeRole>) -> Assignmen
         public_api: t.public_api,
         ddl_enabled: t.ddl_enabled,
         password_verifier: t.db_password_verifier.clone(),
+        devices: ingest_devices(state, t),
+        subscriber_keys: subscriber_keys(state, t),
     });
     let gateway = roles.contains(&NodeRole::Gateway).then(|| gateway_part(state, t));
     Assignment {
         name: t.name.to_string(),
-        // The gateway also needs the tenant's gateway changes; the db node only its spec's.
-        revision: if roles.contains(&NodeRole::Gateway) { t.revision.max(t.gateway_revision) } else { t.revision },
+        // The gateway also needs the tenant's gateway changes, the db node its ingest changes.
+        revision: {
+            let gateway = if roles.contains(&NodeRole::Gateway) { t.gateway_revision } else { 0 };
+            let ingest = if roles.contains(&NodeRole::Db) { t.ingest_revision } else { 0 };
+            t.revision.max(gateway).max(ingest)
+        },
         roles,
         lifecycle: Lifecycle::of(t.status),
         index: t.network.index,

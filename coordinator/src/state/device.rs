@@ -1,7 +1,9 @@
-//! Devices registered by key: a WireGuard peer of a tenant, with an address in the tenant's /24
-//! (`.2`–`.254`; `.0`, `.1` (the gateway) and `.255` never), a public key unique across the
-//! cluster and a name unique within its tenant. Its commands — add, remove, enable, disable — and
-//! the gateway objects that go with a tenant. Pure, like the rest of `state`.
+//! Devices, registered by key or enrolled with a token (`devicetoken`): a WireGuard peer of a
+//! tenant, with an address in the tenant's /24 (`.2`–`.254`; `.0`, `.1` (the gateway) and `.255`
+//! never), a public key unique across the cluster and a name unique within its tenant. Its
+//! commands — add, remove, enable, disable, approve (pending → active), revoke (the row stays,
+//! marked, so its address and key are not reused and its certificate is refused) — and the
+//! gateway objects that go with a tenant. Pure, like the rest of `state`.
 
 use super::action::details;
 use super::gateway::{subnet_of, Ipv4Cidr, WgKey};
@@ -9,7 +11,7 @@ use super::names::TenantName;
 use super::tenant::{Tenant, TenantStatus};
 use super::{At, Cx, DomainError, Handled, Reply, Response, State, Touched};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::Ipv4Addr;
 
@@ -76,6 +78,57 @@ pub struct Device {
     /// The device's last VPN connect (session start) its gateway reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_connect: Option<super::connect::Connect>,
+    /// From the token it enrolled with (firewall rules and exposures may select by them).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// The device token it enrolled with; `None`: registered by key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<String>,
+    /// Enrolled with a token that wants manual approval, and not approved yet: not a peer.
+    #[serde(default)]
+    pub pending: bool,
+    /// Revoked: not a peer, its certificate refused; the row keeps its address and key taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at_ms: Option<u64>,
+    /// Removed after this long without being seen (ephemeral devices).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ephemeral_ms: Option<u64>,
+    /// What it last reported about itself (enrolled devices).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<super::presence::Fingerprint>,
+    /// Its last recorded heartbeat (at most `presence::SEEN_REFRESH_MS` old while it runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen_ms: Option<u64>,
+}
+
+impl Device {
+    /// A peer of its gateway and allowed to publish: enabled, approved and not revoked.
+    pub fn is_active(&self) -> bool {
+        self.enabled && !self.pending && self.revoked_at_ms.is_none()
+    }
+
+    /// `active`, `pending`, `disabled` or `revoked`.
+    pub fn state(&self) -> DeviceState {
+        if self.revoked_at_ms.is_some() {
+            DeviceState::Revoked
+        } else if self.pending {
+            DeviceState::Pending
+        } else if !self.enabled {
+            DeviceState::Disabled
+        } else {
+            DeviceState::Active
+        }
+    }
+}
+
+/// Where a device stands (`Device::state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeviceState {
+    Active,
+    Pending,
+    Disabled,
+    Revoked,
 }
 
 /// A request to register a device; `address` `None` takes the next free one.
@@ -142,7 +195,7 @@ impl State {
         (result, cx.facts.with(d))
     }
 
-    fn register_device(&mut self, at: At, new: &NewDevice, touched: &mut Vec<Touched>) -> Response {
+    pub(super) fn register_device(&mut self, at: At, new: &NewDevice, touched: &mut Vec<Touched>) -> Response {
         let tenant = changeable(self, &new.tenant)?;
         let subnet = subnet_of(&tenant.network.vpn_subnet)
             .ok_or_else(|| DomainError::Invalid(format!("tenant {} has no usable subnet", new.tenant)))?;
@@ -182,6 +235,13 @@ impl State {
             created_at_ms: at.now,
             updated_at_ms: at.now,
             last_connect: None,
+            labels: BTreeMap::new(),
+            token_id: None,
+            pending: false,
+            revoked_at_ms: None,
+            ephemeral_ms: None,
+            fingerprint: None,
+            last_seen_ms: None,
         };
         self.devices.insert(device.id.clone(), device.clone());
         touched.push(Touched::Device(device.id.clone()));
@@ -227,6 +287,9 @@ impl State {
         let result = changeable(self, tenant).and_then(|_| self.device_or_404(tenant, name).map(|d| d.id.clone()));
         let result = result.and_then(|id| {
             let device = self.devices.get_mut(&id).ok_or_else(|| DomainError::NotFound(format!("device {name}")))?;
+            if device.revoked_at_ms.is_some() {
+                return Err(DomainError::Conflict(format!("device {name} is revoked")));
+            }
             if device.enabled == enabled {
                 let state = if enabled { "enabled" } else { "disabled" };
                 return Err(DomainError::Conflict(format!("device {name} is already {state}")));
@@ -237,6 +300,54 @@ impl State {
             Ok(Reply::Device(Box::new(device.clone())))
         });
         (result, cx.facts)
+    }
+
+    /// A pending device becomes active (a peer of its gateway).
+    pub(super) fn approve_device(&mut self, cx: Cx<'_>, tenant: &TenantName, name: &DeviceName) -> Handled {
+        let now = cx.at.now;
+        let result = self.change_device(tenant, name, cx.touched, |device| {
+            if device.revoked_at_ms.is_some() {
+                return Err(DomainError::Conflict(format!("device {name} is revoked")));
+            }
+            if !device.pending {
+                return Err(DomainError::Conflict(format!("device {name} is not pending approval")));
+            }
+            device.pending = false;
+            device.updated_at_ms = now;
+            Ok(())
+        });
+        (result, cx.facts)
+    }
+
+    /// Revokes a device: its peer goes from the gateway, its certificate is refused at the next
+    /// handshake, its heartbeats and renewals are refused. The row stays (marked), so neither its
+    /// address nor its key is handed out again; `device rm` removes it.
+    pub(super) fn revoke_device(&mut self, cx: Cx<'_>, tenant: &TenantName, name: &DeviceName) -> Handled {
+        let now = cx.at.now;
+        let result = self.change_device(tenant, name, cx.touched, |device| {
+            if device.revoked_at_ms.is_some() {
+                return Err(DomainError::Conflict(format!("device {name} is already revoked")));
+            }
+            device.revoked_at_ms = Some(now);
+            device.updated_at_ms = now;
+            Ok(())
+        });
+        (result, cx.facts)
+    }
+
+    fn change_device(
+        &mut self,
+        tenant: &TenantName,
+        name: &DeviceName,
+        touched: &mut Vec<Touched>,
+        change: impl FnOnce(&mut Device) -> Result<(), DomainError>,
+    ) -> Response {
+        changeable(self, tenant)?;
+        let id = self.device_or_404(tenant, name)?.id.clone();
+        let device = self.devices.get_mut(&id).ok_or_else(|| DomainError::NotFound(format!("device {name}")))?;
+        change(device)?;
+        touched.push(Touched::Device(id));
+        Ok(Reply::Device(Box::new(device.clone())))
     }
 
     /// A purged tenant's devices, exposures and firewall rules go with it.

@@ -111,6 +111,10 @@ impl super::Op {
             Self::AddDevice(d) => Some(&d.tenant),
             Self::AddExposure(x) => Some(&x.tenant),
             Self::AddFirewallRule(r) => Some(&r.tenant),
+            Self::EnrollDevice(e) => Some(&e.tenant),
+            Self::ApproveDevice { tenant, .. }
+            | Self::RevokeDevice { tenant, .. }
+            | Self::ExpireDevice { tenant, .. } => Some(tenant),
             Self::RemoveDevice { tenant, .. }
             | Self::EnableDevice { tenant, .. }
             | Self::RemoveExposure { tenant, .. }
@@ -134,6 +138,9 @@ impl super::Op {
             | Self::CordonNode { .. }
             | Self::NodeReport(_)
             | Self::DeviceConnect(_)
+            | Self::CreateDeviceToken(_)
+            | Self::RevokeDeviceToken { .. }
+            | Self::DeviceHeartbeat(_)
             | Self::Membership { .. }
             | Self::Rejected { .. } => None,
         }

@@ -10,12 +10,14 @@ pub mod cluster;
 pub mod connect;
 pub mod desired;
 pub mod device;
+pub mod devicetoken;
 pub mod exposure;
 pub mod firewall;
 pub mod gateway;
 pub mod names;
 pub mod node;
 pub mod placement;
+pub mod presence;
 pub mod quota;
 pub mod tenant;
 pub mod wgquick;
@@ -108,6 +110,28 @@ pub enum Op {
     },
     /// A gateway reported a device's new VPN session (a security event; changes no desired state).
     DeviceConnect(connect::NewConnect),
+    CreateDeviceToken(devicetoken::DeviceToken),
+    RevokeDeviceToken {
+        tenant: TenantName,
+        id: String,
+    },
+    /// A device spends one use of a device token to enroll (its id and address assigned here).
+    EnrollDevice(devicetoken::Enrollment),
+    ApproveDevice {
+        tenant: TenantName,
+        name: device::DeviceName,
+    },
+    RevokeDevice {
+        tenant: TenantName,
+        name: device::DeviceName,
+    },
+    /// An enrolled device's heartbeat (written on a fingerprint change or every few minutes).
+    DeviceHeartbeat(presence::Heartbeat),
+    /// The leader removes an ephemeral device offline past its time (re-checked at apply).
+    ExpireDevice {
+        tenant: TenantName,
+        name: device::DeviceName,
+    },
     AddExposure(exposure::NewExposure),
     RemoveExposure {
         tenant: TenantName,
@@ -182,6 +206,13 @@ impl Op {
             | Op::JoinNode { .. }
             | Op::NodeReport(_)
             | Op::DeviceConnect(_)
+            | Op::CreateDeviceToken(_)
+            | Op::RevokeDeviceToken { .. }
+            | Op::EnrollDevice(_)
+            | Op::ApproveDevice { .. }
+            | Op::RevokeDevice { .. }
+            | Op::DeviceHeartbeat(_)
+            | Op::ExpireDevice { .. }
             | Op::Rejected { .. } => false,
         }
     }
@@ -193,6 +224,10 @@ impl Op {
             Op::AddDevice(d) => Some(&d.tenant),
             Op::AddExposure(x) => Some(&x.tenant),
             Op::AddFirewallRule(r) => Some(&r.tenant),
+            Op::CreateDeviceToken(t) => Some(&t.tenant),
+            Op::RevokeDeviceToken { tenant, .. }
+            | Op::ApproveDevice { tenant, .. }
+            | Op::RevokeDevice { tenant, .. } => Some(tenant),
             Op::RemoveDevice { tenant, .. }
             | Op::EnableDevice { tenant, .. }
             | Op::RemoveExposure { tenant, .. }
@@ -237,6 +272,23 @@ impl Op {
                 (action, Target::Device(tenant.clone(), name.to_string()))
             }
             Op::DeviceConnect(c) => (Action::DeviceConnect, Target::Device(c.tenant.clone(), c.device.to_string())),
+            Op::CreateDeviceToken(t) => {
+                (Action::DeviceTokenCreate, Target::DeviceToken(t.tenant.clone(), t.id.clone()))
+            }
+            Op::RevokeDeviceToken { tenant, id } => {
+                (Action::DeviceTokenRevoke, Target::DeviceToken(tenant.clone(), id.clone()))
+            }
+            Op::EnrollDevice(e) => (Action::DeviceEnroll, Target::DeviceToken(e.tenant.clone(), e.token_id.clone())),
+            Op::ApproveDevice { tenant, name } => {
+                (Action::DeviceApprove, Target::Device(tenant.clone(), name.to_string()))
+            }
+            Op::RevokeDevice { tenant, name } => {
+                (Action::DeviceRevoke, Target::Device(tenant.clone(), name.to_string()))
+            }
+            Op::DeviceHeartbeat(h) => (Action::DeviceHeartbeat, Target::Device(h.tenant.clone(), h.device_id.clone())),
+            Op::ExpireDevice { tenant, name } => {
+                (Action::DeviceExpire, Target::Device(tenant.clone(), name.to_string()))
+            }
             Op::AddExposure(x) => (Action::ExposeAdd, Target::Tenant(x.tenant.clone())),
             Op::RemoveExposure { tenant, id } => (Action::ExposeRemove, Target::Exposure(tenant.clone(), id.clone())),
             Op::EnableExposure { tenant, id, enabled } => {
@@ -269,6 +321,7 @@ pub enum Reply {
     ApiKey(Box<ApiKey>),
     Node(Box<Node>),
     Device(Box<device::Device>),
+    DeviceToken(Box<devicetoken::DeviceToken>),
     Exposure(Box<exposure::Exposure>),
     FirewallRule(Box<firewall::FirewallRule>),
     Done,
@@ -331,6 +384,7 @@ pub enum Touched {
     Device(String),
     Exposure(String),
     FirewallRule(String),
+    DeviceToken(String),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -353,6 +407,9 @@ pub struct State {
     pub exposures: BTreeMap<String, exposure::Exposure>,
     #[serde(default)]
     pub firewall_rules: BTreeMap<String, firewall::FirewallRule>,
+    /// Device enrollment tokens by id, each naming its tenant.
+    #[serde(default)]
+    pub device_tokens: BTreeMap<String, devicetoken::DeviceToken>,
 }
 
 impl State {
@@ -398,13 +455,30 @@ impl State {
     /// Dispatches a command to its entity's handler. A change to what a tenant's gateway serves
     /// makes the tenant's desired state newer, here and nowhere else (`bump_revision`).
     fn run(&mut self, at: At, op: &Op, touched: &mut Vec<Touched>) -> Handled {
+        // Which tenant's ingest (active devices, customer keys) this may change, known before
+        // it runs (a revoked key's tenant is gone from the op once it is applied).
+        let ingest = self.ingest_change(op);
         let handled = self.dispatch(at, op, touched);
         if handled.0.is_ok() {
             if let Some(tenant) = op.gateway_change() {
                 self.bump_revision(at, tenant, touched);
             }
+            if let Some(tenant) = ingest {
+                self.bump_ingest_revision(at, &tenant, touched);
+            }
         }
         handled
+    }
+
+    /// The tenant's db node part changed at `at` (the devices that may publish, the keys that may
+    /// subscribe): its db node gets this revision, and the tenant is ready again once that node
+    /// reports having applied it.
+    fn bump_ingest_revision(&mut self, at: At, name: &TenantName, touched: &mut Vec<Touched>) {
+        if let Some(t) = self.tenants.get_mut(name) {
+            t.ingest_revision = at.index;
+            refresh_readiness(t);
+            touched.push(Touched::Tenant(name.clone()));
+        }
     }
 
     /// The tenant's gateway desired state changed at `at`: its gateway node gets this revision,
@@ -441,6 +515,13 @@ impl State {
             Op::RemoveDevice { tenant, name } => self.remove_device(cx, tenant, name),
             Op::EnableDevice { tenant, name, enabled } => self.enable_device(cx, tenant, name, *enabled),
             Op::DeviceConnect(c) => self.device_connect(cx, c),
+            Op::CreateDeviceToken(t) => self.create_device_token(cx, t),
+            Op::RevokeDeviceToken { tenant, id } => self.revoke_device_token(cx, tenant, id),
+            Op::EnrollDevice(e) => self.enroll_device(cx, e),
+            Op::ApproveDevice { tenant, name } => self.approve_device(cx, tenant, name),
+            Op::RevokeDevice { tenant, name } => self.revoke_device(cx, tenant, name),
+            Op::DeviceHeartbeat(h) => self.device_heartbeat(cx, h),
+            Op::ExpireDevice { tenant, name } => self.expire_device(cx, tenant, name),
             Op::AddExposure(new) => self.add_exposure(cx, new),
             Op::RemoveExposure { tenant, id } => self.remove_exposure(cx, tenant, id),
             Op::EnableExposure { tenant, id, enabled } => self.enable_exposure(cx, tenant, id, *enabled),
@@ -490,87 +571,4 @@ mod tests;
 
 /// Builders shared by the unit tests of several state modules.
 #[cfg(test)]
-pub(crate) mod tests_support {
-    use super::*;
-    use allocation::VpnPool;
-
-    /// An admin key without a secret, expiry or revocation.
-    pub fn admin_key(id: &str) -> ApiKey {
-        ApiKey {
-            id: id.into(),
-            role: Role::Admin,
-            tenant: None,
-            description: String::new(),
-            secret_hash: String::new(),
-            created_at_ms: 0,
-            expires_at_ms: None,
-            revoked_at_ms: None,
-        }
-    }
-
-    pub fn booted() -> State {
-        let mut s = State::default();
-        let settings = ClusterSettings {
-            cluster_id: "test".into(),
-            vpn_pool: VpnPool::parse("198.18.0.0/15").expect("valid pool"),
-            retention_ms: 1000,
-            ca_fingerprint: "sha256:00".into(),
-            ca_cert_pem: String::new(),
-            ca_key_pem: SecretPem::default(),
-        };
-        let admin = admin_key("00000000000000aa");
-        let meta = Meta { time_ms: 0, actor: "t".into(), source: "t".into(), key_role: None };
-        let (r, _) = s.apply(1, &Command { meta, op: Op::Bootstrap { settings, admin_key: admin } });
-        assert!(r.is_ok());
-        s
-    }
-
-    pub fn next_index(s: &State) -> u64 {
-        s.audit.len() + 1
-    }
-
-    pub fn register(s: &mut State, id: u64, roles: &[NodeRole]) {
-        let node = Node {
-            id,
-            roles: roles.iter().copied().collect(),
-            labels: BTreeMap::new(),
-            capacity: node::NodeCapacity { cpus: 2, memory_bytes: 1 << 33, disk_bytes: 1 << 40, max_tenants: 100 },
-            address: "192.0.2.1".into(),
-            last_seen_ms: 0,
-            cordoned: false,
-            revoked: false,
-            applied_revision: 0,
-            gateway: Default::default(),
-        };
-        let i = next_index(s);
-        let meta = Meta { time_ms: i, actor: "t".into(), source: "t".into(), key_role: None };
-        let (r, _) = s.apply(i, &Command { meta, op: Op::RegisterNode(node) });
-        assert!(r.is_ok(), "{r:?}");
-    }
-
-    pub fn create(s: &mut State, name: &str) -> Tenant {
-        let d = tenant::Tier::Free.defaults();
-        let spec = TenantSpec {
-            name: TenantName::parse(name).expect("valid"),
-            tier: tenant::Tier::Free,
-            db_type: tenant::DbType::Postgres,
-            isolation: tenant::Isolation::Schema,
-            db_quota: d.db_quota,
-            connection_limit: d.connection_limit,
-            events_per_min: d.events_per_min,
-            vpn_enabled: true,
-            public_api: false,
-            ddl_enabled: false,
-            access_mode: tenant::AccessMode::VpnOnly,
-            dedicated: false,
-            node_selector: BTreeMap::new(),
-            db_password_verifier: String::new(),
-        };
-        let i = next_index(s);
-        let meta = Meta { time_ms: i, actor: "t".into(), source: "t".into(), key_role: None };
-        match s.apply(i, &Command { meta, op: Op::CreateTenant(spec) }).0 {
-            Ok(Reply::Tenant(t)) => *t,
-            other => panic!("{other:?}"),
-        }
-    }
-}
+pub(crate) mod tests_support;

@@ -46,6 +46,10 @@ pub struct Node {
     /// The gateway role's public settings (from the join) and what the node reports about it.
     #[serde(default)]
     pub gateway: GatewayNode,
+    /// Db role: `host:port` of its realtime ingest (from the join), where the devices of its
+    /// tenants publish; `None`: no ingest on this node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub realtime_address: Option<String>,
 }
 
 impl Node {
@@ -137,6 +141,9 @@ impl State {
             return Err(DomainError::Invalid("a node needs at least one role".into()));
         }
         check_gateway_settings(node)?;
+        if node.realtime_address.is_some() && !node.roles.contains(&NodeRole::Db) {
+            return Err(DomainError::Invalid("a realtime address is for the db role only".into()));
+        }
         let mut node = node.clone();
         node.last_seen_ms = at.now;
         self.nodes.insert(node.id, node.clone());

@@ -171,6 +171,7 @@ mod tests {
             revoked: false,
             applied_revision: 0,
             gateway: Default::default(),
+            realtime_address: None,
         }
     }
 

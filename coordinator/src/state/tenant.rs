@@ -149,6 +149,11 @@ pub struct Tenant {
     /// a device change does not make the db node re-plan the tenant.
     #[serde(default)]
     pub gateway_revision: u64,
+    /// Raft log index of the last change to what its db node's realtime ingest serves (the
+    /// devices that may publish, the customer keys that may subscribe); its db node gets the
+    /// newer of this and `revision`.
+    #[serde(default)]
+    pub ingest_revision: u64,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
     pub deleted_at_ms: Option<u64>,
@@ -202,6 +207,7 @@ impl Tenant {
             placement: Placement::default(),
             revision,
             gateway_revision: revision,
+            ingest_revision: revision,
             created_at_ms: now,
             updated_at_ms: now,
             deleted_at_ms: None,
@@ -215,14 +221,17 @@ impl Tenant {
         }
     }
 
-    /// The revision node `node_id` must report the tenant at for it to be ready: with the
-    /// gateway role the newer of the tenant's and its gateway's.
+    /// The revision node `node_id` must report the tenant at for it to be ready: the newest of
+    /// the tenant's own, its gateway's (gateway role) and its ingest's (db role).
     pub fn revision_for(&self, node_id: u64) -> u64 {
+        let mut revision = self.revision;
         if self.placement.gateway_node == Some(node_id) {
-            self.revision.max(self.gateway_revision)
-        } else {
-            self.revision
+            revision = revision.max(self.gateway_revision);
         }
+        if self.placement.db_node == Some(node_id) {
+            revision = revision.max(self.ingest_revision);
+        }
+        revision
     }
 
     /// A copy for API answers: no password verifier.

@@ -17,16 +17,48 @@ pub struct DeviceConfig {
 
 pub const PRIVATE_KEY_PLACEHOLDER: &str = "<this device's private key: wg genkey on the device>";
 
+/// What a device needs to bring its tunnel up (the enrolled client gets it over gRPC; `wg_quick`
+/// renders the same as a file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tunnel {
+    pub address: std::net::Ipv4Addr,
+    pub subnet: String,
+    pub gateway_address: String,
+    /// The gateway's key for the tenant's interface, once the gateway has reported it.
+    pub gateway_public_key: Option<String>,
+    /// `public-address:listen-port` of the gateway, once known.
+    pub endpoint: Option<String>,
+    pub keepalive_seconds: u32,
+    /// An exposure of the device keeps the client's source: replies must go back through the tunnel.
+    pub source_keep: bool,
+}
+
+/// The tunnel of `device` as the state knows it.
+pub fn tunnel(state: &State, device: &Device) -> Tunnel {
+    let tenant = state.tenants.get(&device.tenant);
+    let listen_port = tenant.map_or(0, |t| t.network.listen_port);
+    let gateway = tenant.and_then(|t| t.placement.gateway_node);
+    Tunnel {
+        address: device.address,
+        subnet: tenant.map_or_else(String::new, |t| t.network.vpn_subnet.clone()),
+        gateway_address: tenant.map_or_else(String::new, |t| t.network.gateway_address.clone()),
+        gateway_public_key: gateway
+            .and_then(|g| tenant?.node_status.get(&g)?.gateway.as_ref()?.public_key.clone())
+            .map(|k| k.to_string()),
+        endpoint: gateway
+            .and_then(|g| state.nodes.get(&g)?.gateway.settings)
+            .map(|s| format!("{}:{listen_port}", s.public_address)),
+        keepalive_seconds: 25,
+        source_keep: state.exposures.values().any(|x| x.device_id == device.id && x.source == SourceMode::Keep),
+    }
+}
+
 pub fn wg_quick(state: &State, device: &Device) -> DeviceConfig {
     let mut missing = Vec::new();
     let tenant = state.tenants.get(&device.tenant);
-    let subnet = tenant.map_or_else(String::new, |t| t.network.vpn_subnet.clone());
     let listen_port = tenant.map_or(0, |t| t.network.listen_port);
     let gateway = tenant.and_then(|t| t.placement.gateway_node);
-    let public_key =
-        gateway.and_then(|g| tenant?.node_status.get(&g)?.gateway.as_ref()?.public_key.clone()).map(|k| k.to_string());
-    let endpoint = gateway.and_then(|g| state.nodes.get(&g)?.gateway.settings).map(|s| s.public_address);
-    let keep = state.exposures.values().any(|x| x.device_id == device.id && x.source == SourceMode::Keep);
+    let Tunnel { subnet, gateway_public_key: public_key, endpoint, source_keep: keep, .. } = tunnel(state, device);
     let mut t = String::new();
     let _ = writeln!(t, "# Berqenas device {} of tenant {} ({})", device.name, device.tenant, device.id);
     let _ = writeln!(t, "[Interface]");
@@ -65,7 +97,7 @@ pub fn wg_quick(state: &State, device: &Device) -> DeviceConfig {
     }
     match endpoint {
         Some(a) => {
-            let _ = writeln!(t, "Endpoint = {a}:{listen_port}");
+            let _ = writeln!(t, "Endpoint = {a}");
         }
         None => {
             let why = match gateway {

@@ -12,6 +12,7 @@ mod admin;
 mod audit;
 mod cli;
 mod cluster;
+mod enroll;
 mod flood;
 mod gateway;
 mod harness;

@@ -69,6 +69,19 @@ pub struct DeviceView {
     /// The device's last VPN connect (session start) its gateway reported; also in the audit
     /// trail as `device.connect`.
     pub last_connect: Option<ConnectView>,
+    pub state: crate::state::device::DeviceState,
+    /// From the token it enrolled with.
+    #[schema(example = json!({"site": "ist"}))]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// The device token it enrolled with; `null`: registered by key.
+    pub token_id: Option<String>,
+    pub revoked_at_ms: Option<u64>,
+    /// Removed after this long offline; `null`: never.
+    pub ephemeral_ms: Option<u64>,
+    /// What it last reported about itself (enrolled devices).
+    pub fingerprint: Option<super::FingerprintView>,
+    /// Its last recorded heartbeat (written at most every few minutes while it runs).
+    pub last_seen_ms: Option<u64>,
 }
 
 /// A device's VPN connect: when its session started and where from.
@@ -85,9 +98,33 @@ pub struct ConnectView {
 
 impl DeviceView {
     pub fn new(d: &Device, peer: Option<PeerStatusView>) -> Self {
-        let Device { id, tenant, name, public_key, address, enabled, created_at_ms, updated_at_ms, last_connect } =
-            d.clone();
+        let state = d.state();
+        let Device {
+            id,
+            tenant,
+            name,
+            public_key,
+            address,
+            enabled,
+            created_at_ms,
+            updated_at_ms,
+            last_connect,
+            labels,
+            token_id,
+            pending: _,
+            revoked_at_ms,
+            ephemeral_ms,
+            fingerprint,
+            last_seen_ms,
+        } = d.clone();
         DeviceView {
+            state,
+            labels,
+            token_id,
+            revoked_at_ms,
+            ephemeral_ms,
+            fingerprint: fingerprint.map(Into::into),
+            last_seen_ms,
             id,
             tenant: tenant.to_string(),
             name: name.to_string(),
@@ -106,7 +143,19 @@ impl DeviceView {
     }
 }
 
-/// What `POST /api/v1/tenant/{name}/devices/{device}/{action}` and the exposure actions do.
+/// What `POST /api/v1/tenant/{name}/devices/{device}/{action}` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeviceAction {
+    Enable,
+    Disable,
+    /// A pending device becomes active (a peer of its gateway).
+    Approve,
+    /// Its peer goes and its certificate is refused; the record stays, marked.
+    Revoke,
+}
+
+/// What the exposure actions do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum SwitchAction {

@@ -31,12 +31,16 @@ pub struct NodeView {
     pub applied_revision: u64,
     /// The gateway role: public address and ports, WireGuard backend, conditions.
     pub gateway: super::GatewayNodeView,
+    /// The db role: `host:port` of its realtime ingest; `null`: none.
+    #[schema(example = "192.0.2.10:7401")]
+    pub realtime_address: Option<String>,
 }
 
 impl From<&Node> for NodeView {
     fn from(n: &Node) -> Self {
         project!(n.clone() => Node => NodeView {
-            id, roles, labels, capacity, address, last_seen_ms, cordoned, revoked, applied_revision, gateway
+            id, roles, labels, capacity, address, last_seen_ms, cordoned, revoked, applied_revision, gateway,
+            realtime_address
         })
     }
 }

@@ -200,6 +200,9 @@ pub struct TenantView {
     /// rules, blocked domains); the gateway node must report at least this for the tenant to be
     /// active.
     pub gateway_revision: u64,
+    /// Raft index of the last change to what its db node's realtime ingest serves (active
+    /// devices, customer keys); the db node must report at least this for the tenant to be active.
+    pub ingest_revision: u64,
 }
 
 impl From<&Tenant> for TenantView {
@@ -207,7 +210,7 @@ impl From<&Tenant> for TenantView {
         project!(t.clone() => Tenant => TenantView {
             name, tier, db_type, isolation, db_quota_bytes, db_quota, connection_limit, events_per_min, vpn_enabled,
             public_api, ddl_enabled, access_mode, dedicated, node_selector, status, status_reason, network, placement,
-            revision, gateway_revision, created_at_ms, updated_at_ms, deleted_at_ms, purge_after_ms, status_before_offboarding,
+            revision, gateway_revision, ingest_revision, created_at_ms, updated_at_ms, deleted_at_ms, purge_after_ms, status_before_offboarding,
             bandwidth_bps, device_to_device
         } with {
             node_status: node_status.into_iter().map(|(id, s)| (id, s.into())).collect(),

@@ -155,6 +155,7 @@ impl State {
                 let removed = self.tenants.remove(name);
                 touched.push(Touched::Tenant(name.clone()));
                 self.drop_gateway_objects(name, touched);
+                self.drop_device_tokens(name, touched);
                 for key in self.api_keys.values_mut() {
                     if key.tenant.as_ref() == Some(name) && key.revoked_at_ms.is_none() {
                         key.revoked_at_ms = Some(now);

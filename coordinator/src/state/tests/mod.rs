@@ -12,6 +12,7 @@ use super::tenant::*;
 use super::*;
 
 mod apikeys;
+mod devicetokens;
 mod gateway;
 mod nodes;
 mod tenants;
@@ -109,6 +110,7 @@ fn node(id: u64, labels: &[(&str, &str)]) -> Node {
         revoked: false,
         applied_revision: 0,
         gateway: Default::default(),
+        realtime_address: None,
     }
 }
 

@@ -1,0 +1,380 @@
+//! The `Device` gRPC service (`berqenas-device`), on the node listener beside `Node`. `Enroll`
+//! runs over TLS without a client certificate (the device token is the credential): rate limited
+//! per source, validated (WireGuard key, CSR, name, fingerprint) before the token is spent, bogus
+//! tokens counted and summarised like bogus joins, every token spent or refused in Raft with its
+//! audit entry; the CSR is signed as `berqenas://device/{tenant}/{id}` for `DEVICE_CERT_LIFETIME`.
+//! `Renew` and `Heartbeat` need the device's certificate (a revoked, removed or unknown device is
+//! refused at the handshake by `StateRevocation`, and again here for open connections).
+//! Heartbeats are written to Raft only when the fingerprint changed, on a device's first
+//! heartbeat this coordinator sees, or `presence::SEEN_REFRESH_MS` after the last write.
+
+use super::error::internal;
+use crate::server::{cluster_ca, Consistency, Coordinator};
+use crate::state::action::Action;
+use crate::state::apikey::hash_secret;
+use crate::state::device::{Device, DeviceName, DeviceState};
+use crate::state::devicetoken::{split_device_token, Enrollment, TOKEN_REFUSED};
+use crate::state::gateway::WgKey;
+use crate::state::names::TenantName;
+use crate::state::presence::{Fingerprint, Heartbeat, SEEN_REFRESH_MS};
+use crate::state::{Command, Meta, Op, Reply, State};
+use berqenas_pki::Identity;
+use berqenas_proto::device as pb;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tonic::{Request, Response, Status};
+
+/// Lifetime of device certificates; the client renews when a third is left.
+pub const DEVICE_CERT_LIFETIME: Duration = Duration::from_secs(86_400);
+/// Largest CSR taken.
+const MAX_CSR_BYTES: usize = 8192;
+/// Most MAC hashes a fingerprint may carry.
+const MAX_MACS: usize = 64;
+
+pub struct DeviceService {
+    c: Arc<Coordinator>,
+    /// Per device id: the fingerprint last written and when (the heartbeat write policy).
+    written: Mutex<HashMap<String, (Fingerprint, Instant)>>,
+}
+
+impl DeviceService {
+    pub fn new(c: Arc<Coordinator>) -> Self {
+        Self { c, written: Mutex::new(HashMap::new()) }
+    }
+}
+
+/// Lowercase hex SHA-256.
+fn is_hash(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Printable text of at most 64 characters.
+fn short_text(field: &str, s: &str) -> Result<String, String> {
+    if s.chars().count() > 64 || s.chars().any(char::is_control) {
+        return Err(format!("fingerprint {field} must be at most 64 printable characters"));
+    }
+    Ok(s.to_string())
+}
+
+/// A fingerprint as the domain takes it: hashes in their shape, texts short, MACs sorted.
+pub fn fingerprint(f: Option<pb::Fingerprint>) -> Result<Fingerprint, String> {
+    let pb::Fingerprint { mut mac_hashes, machine_id_hash, os_name, os_version, arch, client_version } =
+        f.ok_or("a fingerprint is required")?;
+    if mac_hashes.len() > MAX_MACS || !mac_hashes.iter().all(|h| is_hash(h)) {
+        return Err(format!("fingerprint mac_hashes: at most {MAX_MACS} lowercase hex SHA-256 hashes"));
+    }
+    if !machine_id_hash.is_empty() && !is_hash(&machine_id_hash) {
+        return Err("fingerprint machine_id_hash must be a lowercase hex SHA-256 hash or empty".into());
+    }
+    mac_hashes.sort();
+    mac_hashes.dedup();
+    Ok(Fingerprint {
+        mac_hashes,
+        machine_id_hash,
+        os_name: short_text("os_name", &os_name)?,
+        os_version: short_text("os_version", &os_version)?,
+        arch: short_text("arch", &arch)?,
+        client_version: short_text("client_version", &client_version)?,
+    })
+}
+
+/// An enroll request checked into the command's parts (the tenant is found on the token later).
+fn validate_enroll(
+    req: &pb::EnrollRequest,
+) -> Result<(String, String, Option<DeviceName>, WgKey, Fingerprint), String> {
+    let (id, secret) = split_device_token(&req.token).ok_or("malformed device token")?;
+    let key: WgKey = req.wg_public_key.parse().map_err(|e| format!("wg_public_key: {e}"))?;
+    let name = if req.name.is_empty() { None } else { Some(DeviceName::parse(&req.name).map_err(|e| e.to_string())?) };
+    if req.csr_pem.len() > MAX_CSR_BYTES {
+        return Err("CSR is too large".into());
+    }
+    let fp = fingerprint(req.fingerprint.clone())?;
+    Ok((id.to_ascii_lowercase(), hash_secret(secret), name, key, fp))
+}
+
+/// The tenant of the token `id` when `secret_hash` is its secret's (spent or not: the state
+/// machine gives a holder of the real secret the precise, audited refusal).
+fn token_tenant(state: &State, id: &str, secret_hash: &str) -> Option<TenantName> {
+    use subtle::ConstantTimeEq;
+    let t = state.device_tokens.get(id)?;
+    bool::from(t.secret_hash.as_bytes().ct_eq(secret_hash.as_bytes())).then(|| t.tenant.clone())
+}
+
+/// The (tenant, device id) in the verified client certificate.
+fn device_identity<T>(req: &Request<T>) -> Result<(String, String), Status> {
+    let certs = req.peer_certs().ok_or_else(|| Status::unauthenticated("a device certificate is required"))?;
+    let leaf = certs.first().ok_or_else(|| Status::unauthenticated("a device certificate is required"))?;
+    match berqenas_pki::peer_identity(leaf) {
+        Ok(Identity::Device { tenant, id }) => Ok((tenant, id)),
+        Ok(other) => Err(Status::permission_denied(format!("{other} is not a device"))),
+        Err(e) => Err(Status::unauthenticated(e.to_string())),
+    }
+}
+
+/// The device the certificate names, as long as it exists and is not revoked.
+fn live_device(state: &State, tenant: &str, id: &str) -> Result<Device, Status> {
+    state
+        .devices
+        .get(id)
+        .filter(|d| d.tenant.as_str() == tenant && d.revoked_at_ms.is_none())
+        .cloned()
+        .ok_or_else(|| Status::permission_denied(format!("device {tenant}/{id} is revoked or unknown")))
+}
+
+fn state_pb(d: &Device) -> pb::DeviceState {
+    match d.state() {
+        DeviceState::Active => pb::DeviceState::Active,
+        DeviceState::Pending => pb::DeviceState::Pending,
+        // A revoked device never gets this far; the client treats both as "no tunnel".
+        DeviceState::Disabled | DeviceState::Revoked => pb::DeviceState::Disabled,
+    }
+}
+
+/// What the device needs now: its tunnel, the realtime endpoint, the coordinators.
+fn world(c: &Coordinator, d: &Device) -> (pb::TunnelConfig, String, Vec<String>) {
+    c.read(|data| {
+        let s = &data.state;
+        let t = crate::state::wgquick::tunnel(s, d);
+        let tunnel = pb::TunnelConfig {
+            address: t.address.to_string(),
+            subnet: t.subnet,
+            gateway_address: t.gateway_address,
+            gateway_public_key: t.gateway_public_key.unwrap_or_default(),
+            endpoint: t.endpoint.unwrap_or_default(),
+            keepalive_seconds: t.keepalive_seconds,
+            source_keep: t.source_keep,
+        };
+        let realtime = s
+            .tenants
+            .get(&d.tenant)
+            .and_then(|t| t.placement.db_node)
+            .and_then(|n| s.nodes.get(&n)?.realtime_address.clone())
+            .unwrap_or_default();
+        let coordinators = data
+            .membership
+            .membership()
+            .nodes()
+            .filter(|(_, n)| !n.node_addr.is_empty())
+            .map(|(_, n)| n.node_addr.clone())
+            .collect();
+        (tunnel, realtime, coordinators)
+    })
+}
+
+fn source<T>(req: &Request<T>) -> (Option<std::net::IpAddr>, String) {
+    let ip = req.remote_addr().map(|a| a.ip());
+    (ip, ip.map_or_else(|| "unknown".into(), |ip| ip.to_string()))
+}
+
+impl DeviceService {
+    /// An enrollment refused before it reached Raft: counted for its source (one audit entry per
+    /// source per window at most, like bogus joins) and answered with `code`, or
+    /// `ResourceExhausted` once the source is over its limit.
+    async fn refuse(&self, ip: Option<std::net::IpAddr>, code: tonic::Code, reason: String) -> Status {
+        tracing::debug!(source = ?ip, reason, "refused an enrollment");
+        let refusal = crate::refusals::Refusal {
+            source: ip,
+            action: Action::DeviceEnroll,
+            target: "device",
+            reason: &reason,
+            sample: true,
+        };
+        self.c.refuse(refusal).await;
+        match self.c.admission.charge_anonymous(ip) {
+            Ok(()) => Status::new(code, reason),
+            Err(wait) => Status::resource_exhausted(format!(
+                "too many refused attempts from this address; retry in {} s ({reason})",
+                wait.as_secs().max(1)
+            )),
+        }
+    }
+
+    /// The token's tenant as this coordinator knows it; when it does not, after catching up
+    /// with the leader (a token minted a moment ago elsewhere). Never a Raft write.
+    async fn tenant_of_token(&self, id: &str, secret_hash: &str) -> Option<TenantName> {
+        if let Some(t) = self.c.read(|d| token_tenant(&d.state, id, secret_hash)) {
+            return Some(t);
+        }
+        if let Err(e) = self.c.read_barrier(Consistency::Linearizable).await {
+            tracing::debug!(error = %e, "could not catch up with the leader to check a device token");
+            return None;
+        }
+        self.c.read(|d| token_tenant(&d.state, id, secret_hash))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::device_server::Device for DeviceService {
+    async fn enroll(&self, request: Request<pb::EnrollRequest>) -> Result<Response<pb::EnrollResponse>, Status> {
+        let (ip, src) = source(&request);
+        if let Err(wait) = self.c.admission.charge_enrollment(ip) {
+            let reason =
+                format!("too many enrollment attempts from this address; retry in {} s", wait.as_secs().max(1));
+            let refusal = crate::refusals::Refusal {
+                source: ip,
+                action: Action::DeviceEnroll,
+                target: "device",
+                reason: &reason,
+                sample: true,
+            };
+            self.c.refuse(refusal).await;
+            return Err(Status::resource_exhausted(reason));
+        }
+        let req = request.into_inner();
+        let ca = cluster_ca(&self.c)
+            .ok_or_else(|| Status::unavailable("this coordinator has no cluster CA yet"))?
+            .map_err(|e| internal("loading the cluster CA", e))?;
+        let checked = validate_enroll(&req).and_then(|v| {
+            // Refuse a tampered or unusable CSR before the token is spent (its signature is checked).
+            let probe = Identity::Device { tenant: "probe".into(), id: "d1".into() };
+            ca.sign_csr(&req.csr_pem, &probe, &[], SystemTime::now(), Duration::from_secs(60))
+                .map_err(|e| format!("unusable CSR: {e}"))?;
+            Ok(v)
+        });
+        let (token_id, secret_hash, name, public_key, fingerprint) = match checked {
+            Ok(v) => v,
+            Err(reason) => return Err(self.refuse(ip, tonic::Code::InvalidArgument, reason).await),
+        };
+        let Some(tenant) = self.tenant_of_token(&token_id, &secret_hash).await else {
+            return Err(self.refuse(ip, tonic::Code::PermissionDenied, TOKEN_REFUSED.into()).await);
+        };
+        let enrollment = Enrollment { token_id: token_id.clone(), secret_hash, tenant, name, public_key, fingerprint };
+        let meta = Meta {
+            time_ms: crate::time::now_ms(),
+            actor: format!("devicetoken/{token_id}"),
+            source: src.clone(),
+            key_role: None,
+        };
+        let device = match self.c.write(Command { meta, op: Op::EnrollDevice(enrollment) }).await? {
+            Ok(Reply::Device(d)) => d,
+            Ok(other) => return Err(internal("enroll", format!("unexpected reply {other:?}"))),
+            Err(e) => {
+                tracing::warn!(source = %src, reason = %e, "refused an enrollment");
+                return Err(e.into());
+            }
+        };
+        // Answer once this coordinator has applied it, so the device's first mTLS call here
+        // finds it (a follower may otherwise still call it unknown).
+        if let Err(e) = self.c.read_barrier(Consistency::Linearizable).await {
+            tracing::warn!(error = %e, "enrollment applied on the leader but not yet here");
+        }
+        let identity = Identity::Device { tenant: device.tenant.to_string(), id: device.id.clone() };
+        let cert = ca
+            .sign_csr(&req.csr_pem, &identity, &[], SystemTime::now(), DEVICE_CERT_LIFETIME)
+            .map_err(|e| internal("signing a device certificate", e))?;
+        let (tunnel, realtime_endpoint, coordinators) = world(&self.c, &device);
+        tracing::info!(tenant = %device.tenant, device = %device.name, source = %src, "device enrolled");
+        Ok(Response::new(pb::EnrollResponse {
+            tenant: device.tenant.to_string(),
+            device_id: device.id.clone(),
+            device_name: device.name.to_string(),
+            cert_chain_pem: format!("{cert}{}", ca.cert_pem),
+            ca_pem: ca.cert_pem.clone(),
+            tunnel: Some(tunnel),
+            realtime_endpoint,
+            state: state_pb(&device).into(),
+            coordinators,
+            labels: device.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        }))
+    }
+
+    async fn renew(
+        &self,
+        request: Request<pb::DeviceRenewRequest>,
+    ) -> Result<Response<pb::DeviceRenewResponse>, Status> {
+        let (tenant, id) = device_identity(&request)?;
+        self.c.read(|d| live_device(&d.state, &tenant, &id))?;
+        let ca = cluster_ca(&self.c)
+            .ok_or_else(|| Status::unavailable("this coordinator has no cluster CA yet"))?
+            .map_err(|e| internal("loading the cluster CA", e))?;
+        let req = request.into_inner();
+        if req.csr_pem.len() > MAX_CSR_BYTES {
+            return Err(Status::invalid_argument("CSR is too large"));
+        }
+        let identity = Identity::Device { tenant: tenant.clone(), id: id.clone() };
+        let cert = ca
+            .sign_csr(&req.csr_pem, &identity, &[], SystemTime::now(), DEVICE_CERT_LIFETIME)
+            .map_err(|e| Status::invalid_argument(format!("unusable CSR: {e}")))?;
+        tracing::info!(tenant, device = id, "renewed a device certificate");
+        Ok(Response::new(pb::DeviceRenewResponse { cert_chain_pem: format!("{cert}{}", ca.cert_pem) }))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let (tenant, id) = device_identity(&request)?;
+        let (_, src) = source(&request);
+        let device = self.c.read(|d| live_device(&d.state, &tenant, &id))?;
+        let fp = fingerprint(request.into_inner().fingerprint).map_err(Status::invalid_argument)?;
+        let due = {
+            let written = self.written.lock().map_err(|e| internal("heartbeat cache", e))?;
+            match written.get(&id) {
+                Some((last, at)) => *last != fp || at.elapsed() >= Duration::from_millis(SEEN_REFRESH_MS),
+                None => true,
+            }
+        };
+        if due {
+            let meta = Meta {
+                time_ms: crate::time::now_ms(),
+                actor: format!("device/{tenant}/{id}"),
+                source: src,
+                key_role: None,
+            };
+            let op = Op::DeviceHeartbeat(Heartbeat {
+                tenant: device.tenant.clone(),
+                device_id: id.clone(),
+                fingerprint: fp.clone(),
+            });
+            match self.c.write(Command { meta, op }).await? {
+                Ok(_) => {
+                    if let Ok(mut written) = self.written.lock() {
+                        written.insert(id.clone(), (fp, Instant::now()));
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let (tunnel, realtime_endpoint, coordinators) = world(&self.c, &device);
+        Ok(Response::new(pb::HeartbeatResponse {
+            state: state_pb(&device).into(),
+            tunnel: Some(tunnel),
+            realtime_endpoint,
+            coordinators,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fp() -> pb::Fingerprint {
+        pb::Fingerprint {
+            mac_hashes: vec!["b".repeat(64), "a".repeat(64)],
+            machine_id_hash: "c".repeat(64),
+            os_name: "linux".into(),
+            os_version: "6.1".into(),
+            arch: "x86_64".into(),
+            client_version: "0.1.0".into(),
+        }
+    }
+
+    #[test]
+    fn fingerprints_are_checked_and_sorted() {
+        let f = fingerprint(Some(fp())).expect("valid");
+        assert_eq!(f.mac_hashes, vec!["a".repeat(64), "b".repeat(64)]);
+        assert!(fingerprint(None).is_err());
+        for bad in [
+            pb::Fingerprint { mac_hashes: vec!["A".repeat(64)], ..fp() },
+            pb::Fingerprint { mac_hashes: vec!["a".repeat(63)], ..fp() },
+            pb::Fingerprint { mac_hashes: vec!["a".repeat(64); MAX_MACS + 1], ..fp() },
+            pb::Fingerprint { machine_id_hash: "zz".into(), ..fp() },
+            pb::Fingerprint { os_name: "x".repeat(65), ..fp() },
+            pb::Fingerprint { os_version: "6.1\n".into(), ..fp() },
+        ] {
+            assert!(fingerprint(Some(bad.clone())).is_err(), "{bad:?}");
+        }
+    }
+}
