@@ -11,6 +11,8 @@
 mod attacks;
 mod db;
 mod device_cross;
+mod device_e2e;
+mod device_enroll;
 mod device_events;
 mod device_tunnel;
 mod gateway;
