@@ -138,9 +138,9 @@ pub async fn apply(_: &StateDir, d: &Device, key: &WgPrivateKey) -> anyhow::Resu
     let endpoint = resolve(&t.endpoint).await?;
     let (allowed, allowed_len) = if t.source_keep { (Ipv4Addr::UNSPECIFIED, 0) } else { t.subnet_parts()? };
     let existing = tokio::task::spawn_blocking(move || wireguard_control::Device::get(&interface, backend))
-    .await
-    .context("wireguard task")?
-    .with_context(|| format!("read {name}"))?;
+        .await
+        .context("wireguard task")?
+        .with_context(|| format!("read {name}"))?;
     let mut update = DeviceUpdate::new().set_private_key(Key(key.bytes()));
     for p in &existing.peers {
         if p.config.public_key != gateway {
