@@ -81,6 +81,8 @@ enum Command {
         #[arg(long, value_enum)]
         format: ExportFormat,
     },
+    /// Renews the device's certificate now (`run` does it at two thirds of its life).
+    Renew,
     /// Prints what the device reports about itself (hashed MACs and machine id, OS, arch).
     Fingerprint,
     /// Windows: installs or removes the `run` service (restarts on failure).
@@ -135,6 +137,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Up => runtime()?.block_on(tunnel::up_command(&dir)),
         Command::Down => runtime()?.block_on(tunnel::down_command(&dir)),
         Command::Status { json } => runtime()?.block_on(status::print(&dir, json)),
+        Command::Renew => runtime()?.block_on(run::renew_command(&dir)),
         Command::Send { kind, payload } => runtime()?.block_on(events::send_command(&dir, &kind, &payload)),
         #[cfg(windows)]
         Command::Run { service: true } => windows::service::run_as_service(dir),

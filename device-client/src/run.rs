@@ -73,6 +73,21 @@ pub async fn renew_if_due(dir: &StateDir, device: &Device) -> anyhow::Result<boo
     if !berqenas_pki::should_renew(not_before, not_after, SystemTime::now()) {
         return Ok(false);
     }
+    renew(dir, device).await?;
+    Ok(true)
+}
+
+/// `renew`: a new TLS key made here and a certificate for it, whatever the old one's age.
+pub async fn renew_command(dir: &StateDir) -> anyhow::Result<()> {
+    let device = dir.load()?;
+    renew(dir, &device).await?;
+    let (_, not_after) = dir.cert_validity()?;
+    let left = not_after.duration_since(SystemTime::now()).unwrap_or_default();
+    println!("certificate renewed: valid for {} h", left.as_secs() / 3600);
+    Ok(())
+}
+
+async fn renew(dir: &StateDir, device: &Device) -> anyhow::Result<()> {
     let kc = berqenas_pki::new_key_and_csr("berqenas device")?;
     let mut client = connect::coordinator(dir, &device.coordinators).await?;
     let resp = client
@@ -85,8 +100,7 @@ pub async fn renew_if_due(dir: &StateDir, device: &Device) -> anyhow::Result<boo
         berqenas_pki::Identity::Device { tenant, id } if tenant == device.tenant && id == device.device_id => {}
         other => bail!("the coordinator renewed the certificate as {other}"),
     }
-    dir.save_tls_identity(&kc.key_pem, &resp.cert_chain_pem)?;
-    Ok(true)
+    dir.save_tls_identity(&kc.key_pem, &resp.cert_chain_pem)
 }
 
 /// Brings the tunnel to what `device` says, only when something changed or it is gone.

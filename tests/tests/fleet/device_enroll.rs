@@ -64,6 +64,17 @@ fn devices_enroll_from_every_build_heartbeat_and_are_refused_once_revoked() {
     assert_eq!(status["coordinator_reachable"], true, "{status}");
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     assert!(status["cert_not_after"].as_u64().is_some_and(|t| t > now), "{status}");
+    // A renewal: a new key and certificate, the same device, still accepted.
+    let before = std::fs::read_to_string(state.join("tls.pem")).unwrap();
+    let out = native.ok(&["--state-dir", sd, "renew"]);
+    assert!(out.contains("certificate renewed"), "{out}");
+    let after = std::fs::read_to_string(state.join("tls.pem")).unwrap();
+    assert_ne!(before, after);
+    let leaf = |pem: &str| berqenas_pki::peer_identity(&berqenas_pki::first_cert_der(pem).unwrap()).unwrap();
+    assert_eq!(leaf(&before), leaf(&after), "the same identity");
+    let status: serde_json::Value =
+        serde_json::from_str(&native.ok(&["--state-dir", sd, "status", "--json"])).expect("status JSON");
+    assert_eq!(status["coordinator_reachable"], true, "the renewed certificate is accepted: {status}");
     // The token was for one device.
     let err = native.fails(&[
         "--state-dir",
