@@ -4,8 +4,14 @@
 //! (so the umask never widens or narrows it), renames it over the target and fsyncs the
 //! directory, so after a crash the file holds either the old or the new bytes, never a mix, and
 //! the rename itself is durable. On any error the temp file is removed.
+//!
+//! On Windows (the device client) there are no mode bits and no owner ids: `mode` and `owner`
+//! are ignored (the caller restricts the directory with an ACL, which new files inherit), the
+//! rename replaces the target (`MoveFileExW` with `MOVEFILE_REPLACE_EXISTING`), and the directory
+//! cannot be opened to fsync it (NTFS journals the rename itself).
 
 use std::io::Write;
+#[cfg(unix)]
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,7 +40,17 @@ pub fn write_atomic_owned(path: &Path, bytes: &[u8], mode: u32, owner: Option<Ow
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
+    sync_dir(dir)
+}
+
+#[cfg(unix)]
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(not(unix))]
+fn sync_dir(_: &Path) -> std::io::Result<()> {
+    Ok(())
 }
 
 /// A name beside `path` no other writer (thread or process) uses at the same time.
@@ -45,6 +61,14 @@ fn temp_path(dir: &Path, path: &Path) -> PathBuf {
     dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()))
 }
 
+#[cfg(not(unix))]
+fn write_temp(tmp: &Path, bytes: &[u8], _mode: u32, _owner: Option<Owner>) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+#[cfg(unix)]
 fn write_temp(tmp: &Path, bytes: &[u8], mode: u32, owner: Option<Owner>) -> std::io::Result<()> {
     let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(tmp)?;
     // `mode` at creation is masked by the umask; set it exactly.
@@ -57,6 +81,7 @@ fn write_temp(tmp: &Path, bytes: &[u8], mode: u32, owner: Option<Owner>) -> std:
 }
 
 #[cfg(test)]
+#[cfg(unix)]
 mod tests {
     use super::*;
     use std::io::Read;

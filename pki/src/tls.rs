@@ -173,6 +173,15 @@ struct CoordinatorVerifier {
     roots: Option<Arc<RootCertStore>>,
     /// When joining: the CA is taken from the presented chain if its fingerprint matches.
     pin: Option<String>,
+    /// The identity the server must have: a coordinator, or (a device reaching the realtime
+    /// ingest on a db node) a node.
+    server: ServerKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ServerKind {
+    Coordinator,
+    Node,
 }
 
 impl CoordinatorVerifier {
@@ -212,10 +221,13 @@ impl ServerCertVerifier for CoordinatorVerifier {
             | Err(Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. })) => {}
             Err(e) => return Err(e),
         }
-        match peer_identity(end_entity) {
-            Ok(Identity::Coordinator(_)) => Ok(ServerCertVerified::assertion()),
-            Ok(other) => Err(Error::General(format!("{other} is not a coordinator"))),
-            Err(e) => Err(Error::General(e.to_string())),
+        match (peer_identity(end_entity), self.server) {
+            (Ok(Identity::Coordinator(_)), ServerKind::Coordinator) | (Ok(Identity::Node(_)), ServerKind::Node) => {
+                Ok(ServerCertVerified::assertion())
+            }
+            (Ok(other), ServerKind::Node) => Err(Error::General(format!("{other} is not a node"))),
+            (Ok(other), ServerKind::Coordinator) => Err(Error::General(format!("{other} is not a coordinator"))),
+            (Err(e), _) => Err(Error::General(e.to_string())),
         }
     }
 
@@ -257,7 +269,13 @@ fn finish(verifier: CoordinatorVerifier, client_cert: Option<(&str, &str)>) -> R
 
 /// A client that trusts coordinators certified by `ca_pem` and presents `client_cert` if given.
 pub fn client_config(ca_pem: &str, client_cert: Option<(&str, &str)>) -> Result<rustls::ClientConfig, PkiError> {
-    finish(CoordinatorVerifier { roots: Some(roots(ca_pem)?), pin: None }, client_cert)
+    finish(CoordinatorVerifier { roots: Some(roots(ca_pem)?), pin: None, server: ServerKind::Coordinator }, client_cert)
+}
+
+/// A device's client for the realtime ingest: trusts a node (`berqenas://node/{id}`) certified
+/// by `ca_pem` and presents the device's certificate.
+pub fn node_client_config(ca_pem: &str, client_cert: (&str, &str)) -> Result<rustls::ClientConfig, PkiError> {
+    finish(CoordinatorVerifier { roots: Some(roots(ca_pem)?), pin: None, server: ServerKind::Node }, Some(client_cert))
 }
 
 /// A standard client (host names checked) trusting `ca_pem`: for the REST API, whose
@@ -284,5 +302,5 @@ pub fn api_server_config(chain_pem: &str, key_pem: &str) -> Result<rustls::Serve
 /// A client for joining: no certificate of its own; trusts the coordinator only if the CA in
 /// the presented chain has the pinned `sha256:` fingerprint.
 pub fn pinned_client_config(pin: &str) -> Result<rustls::ClientConfig, PkiError> {
-    finish(CoordinatorVerifier { roots: None, pin: Some(pin.to_string()) }, None)
+    finish(CoordinatorVerifier { roots: None, pin: Some(pin.to_string()), server: ServerKind::Coordinator }, None)
 }

@@ -12,9 +12,10 @@ const MAX_LINES: usize = 600;
 /// The ignore attribute's opening, spelled in two parts so this file does not match itself.
 const IGNORE: &str = concat!("#[", "ignore");
 
-/// The only files of the shipped crates that may start processes. The test harness (`tests/`)
+/// The only files of the shipped crates that may start processes (the agent's and the device
+/// client's exec modules). The test harness (`tests/`)
 /// runs the project's binaries and lab tools by design.
-const EXEC_MODULES: &[&str] = &["node-agent/src/host/exec.rs", "node-agent/src/exec.rs"];
+const EXEC_MODULES: &[&str] = &["node-agent/src/host/exec.rs", "node-agent/src/exec.rs", "device-client/src/exec.rs"];
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

@@ -15,7 +15,7 @@
 //! Prerequisites (a missing one fails the test): root, /dev/net/tun, `wireguard-go`, `wg`, `ip`,
 //! `nft`, `nsenter`, `ping`, `python3`.
 
-mod env;
+pub mod env;
 
 use crate::harness::agent_bin;
 use berqenas_tests::{wait_for, workspace_bin};

@@ -10,6 +10,11 @@
 
 mod attacks;
 mod db;
+mod device_cross;
+mod device_e2e;
+mod device_enroll;
+mod device_events;
+mod device_tunnel;
 mod gateway;
 mod gateway_control;
 mod gateway_e2e;
