@@ -136,6 +136,10 @@ impl Realtime {
                 ("lock_timeout", "5s"),
                 ("statement_timeout", "60s"),
                 ("timezone", "UTC"),
+                // Each read of a slot logs two LOG lines ("starting logical decoding…"): several
+                // times a second per tenant would flood the server log. Errors come back to the
+                // agent, which logs them.
+                ("log_min_messages", "fatal"),
             ]);
         let (tenants, _) = watch::channel(Tenants::new());
         Ok(Self {

@@ -19,4 +19,5 @@ mod join;
 mod lab;
 mod mssql;
 mod plan;
+mod realtime;
 mod stream;
