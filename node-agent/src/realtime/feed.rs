@@ -73,6 +73,9 @@ struct Window {
     last: Option<Cursor>,
 }
 
+/// A subscriber's start: the rows it missed, and the receiver of every row after them.
+pub type Attached = (VecDeque<Arc<Committed>>, broadcast::Receiver<Arc<Committed>>);
+
 /// One tenant's feed: the window and the live fan-out.
 #[derive(Debug)]
 pub struct Feed {
@@ -101,10 +104,7 @@ impl Feed {
 
     /// The rows after `after` still in the window and a receiver for every later row, taken
     /// under one lock so that no row falls between them. None: from now on.
-    pub fn attach(
-        &self,
-        after: Option<Cursor>,
-    ) -> Result<(VecDeque<Arc<Committed>>, broadcast::Receiver<Arc<Committed>>), Gone> {
+    pub fn attach(&self, after: Option<Cursor>) -> Result<Attached, Gone> {
         let w = self.window.lock().map_err(|_| Gone)?;
         let backlog = match after {
             None => VecDeque::new(),
@@ -177,7 +177,8 @@ impl Feed {
 #[derive(Debug, Default)]
 pub struct Decoder {
     relations: BTreeMap<u32, Vec<String>>,
-    txn: Option<(u64, Vec<(Cursor, Option<String>, Option<String>, String)>)>,
+    /// The open transaction: its commit LSN and its rows so far (their `end_lsn` set at commit).
+    txn: Option<(u64, Vec<Committed>)>,
 }
 
 fn json_str(s: Option<&str>) -> String {
@@ -216,19 +217,18 @@ impl Decoder {
                     json_str(get("created_at")),
                 );
                 let n = u32::try_from(rows.len()).unwrap_or(u32::MAX);
-                rows.push((
-                    Cursor { lsn: *lsn, n },
-                    get("device_id").map(str::to_string),
-                    get("event_type").map(str::to_string),
+                rows.push(Committed {
+                    cursor: Cursor { lsn: *lsn, n },
+                    end_lsn: 0,
+                    device: get("device_id").map(str::to_string),
+                    kind: get("event_type").map(str::to_string),
                     data,
-                ));
+                    at: now,
+                });
             }
             Message::Commit { end_lsn, .. } => {
                 if let Some((_, rows)) = self.txn.take() {
-                    return rows
-                        .into_iter()
-                        .map(|(cursor, device, kind, data)| Committed { cursor, end_lsn, device, kind, data, at: now })
-                        .collect();
+                    return rows.into_iter().map(|r| Committed { end_lsn, at: now, ..r }).collect();
                 }
             }
             Message::Other(_) => {}

@@ -41,6 +41,12 @@ use tokio::sync::{mpsc, watch};
 /// Queued batches per tenant writer before publishers wait.
 const WRITER_QUEUE: usize = 1_024;
 
+/// A tenant's feed and the task reading it.
+struct Running {
+    feed: Arc<Feed>,
+    task: tokio::task::JoinHandle<()>,
+}
+
 /// What the ingest, the writers, the feeds and the subscribers share.
 pub struct Shared {
     /// The current tenants (devices, keys, quotas): changed by the agent, read on every batch
@@ -50,7 +56,7 @@ pub struct Shared {
     cfg: RealtimeConfig,
     pools: Mutex<HashMap<String, PgPool>>,
     writers: Mutex<HashMap<String, mpsc::Sender<ingest::Job>>>,
-    feeds: Mutex<HashMap<String, (Arc<Feed>, tokio::task::JoinHandle<()>)>>,
+    feeds: Mutex<HashMap<String, Running>>,
     quotas: Mutex<HashMap<String, quota::Bucket>>,
     counters: Mutex<BTreeMap<String, u64>>,
     conditions: Mutex<Vec<Condition>>,
@@ -109,7 +115,7 @@ impl Shared {
     }
 
     pub fn feed(&self, tenant: &str) -> Option<Arc<Feed>> {
-        self.feeds.lock().ok()?.get(tenant).map(|(f, _)| f.clone())
+        self.feeds.lock().ok()?.get(tenant).map(|r| r.feed.clone())
     }
 }
 
@@ -205,9 +211,9 @@ impl Realtime {
                 names
                     .into_iter()
                     .filter_map(|n| {
-                        feeds.remove(&n).map(|(f, task)| {
-                            task.abort();
-                            (n, f)
+                        feeds.remove(&n).map(|r| {
+                            r.task.abort();
+                            (n, r.feed)
                         })
                     })
                     .collect()
@@ -243,18 +249,18 @@ impl Realtime {
         }
         let Ok(mut feeds) = self.shared.feeds.lock() else { return };
         for (name, t) in &tenants {
-            if feeds.get(name).is_some_and(|(_, task)| !task.is_finished()) {
+            if feeds.get(name).is_some_and(|r| !r.task.is_finished()) {
                 continue;
             }
             let db = t.own_database.then(|| format!("tenant_{name}"));
-            let feed = feeds.get(name).map(|(f, _)| f.clone()).unwrap_or_else(|| Arc::new(Feed::new(name)));
+            let feed = feeds.get(name).map(|r| r.feed.clone()).unwrap_or_else(|| Arc::new(Feed::new(name)));
             let src = feed::Source {
                 pool: self.shared.pool(db.as_deref()),
                 retention: self.shared.cfg.retention,
                 max_rows: self.shared.cfg.window_rows,
             };
             let task = tokio::spawn(feed::run(src, feed.clone()));
-            feeds.insert(name.clone(), (feed, task));
+            feeds.insert(name.clone(), Running { feed, task });
         }
     }
 

@@ -305,17 +305,12 @@ fn realtime_ingest_killed_mid_stream_keeps_every_acknowledged_event_once() {
         };
         let mut acked = Vec::new();
         let mut kill = Some(kill_tx);
-        loop {
-            match acks.message().await {
-                Ok(Some(a)) => {
-                    acked.extend(a.ids);
-                    if acked.len() >= 20 * 50 {
-                        if let Some(k) = kill.take() {
-                            let _ = k.send(());
-                        }
-                    }
+        while let Ok(Some(a)) = acks.message().await {
+            acked.extend(a.ids);
+            if acked.len() >= 20 * 50 {
+                if let Some(k) = kill.take() {
+                    let _ = k.send(());
                 }
-                Ok(None) | Err(_) => break,
             }
         }
         sender.abort();
