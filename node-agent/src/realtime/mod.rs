@@ -264,6 +264,18 @@ impl Realtime {
         }
     }
 
+    /// Stops every feed and writer queue (the listener is the caller's task to stop).
+    pub fn shutdown(&self) {
+        if let Ok(mut feeds) = self.shared.feeds.lock() {
+            for (_, r) in feeds.drain() {
+                r.task.abort();
+            }
+        }
+        if let Ok(mut w) = self.shared.writers.lock() {
+            w.clear();
+        }
+    }
+
     fn condition(&self, message: Option<String>) {
         if let Ok(mut c) = self.shared.conditions.lock() {
             c.clear();

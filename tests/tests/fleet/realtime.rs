@@ -225,9 +225,10 @@ fn realtime_subscribers_get_every_committed_row_in_order_and_resume_exactly_afte
         // The agent restarts (its window is gone from memory); rows committed while it is down;
         // the same cursor still resumes exactly, from the keep slot.
         server.abort();
+        rt.shutdown();
         drop(rt);
         tenant_sql(&e.db, "acme", &["down-1"]).await;
-        let (_rt2, port2, _server2) = serve(&e.pki, &e.url, &all).await;
+        let (rt2, port2, _server2) = serve(&e.pki, &e.url, &all).await;
         let mut a = SseReader::new(subscribe(&http, port2, "acme", &key_a, Some(&cursor)).await);
         let (got, _) = kinds(&mut a, 4).await;
         assert_eq!(got, ["gap-1", "gap-2", "gap-3", "down-1"]);
@@ -248,6 +249,30 @@ fn realtime_subscribers_get_every_committed_row_in_order_and_resume_exactly_afte
         tenant_sql(&e.db, "acme", &["other", "only-this"]).await;
         let (got, _) = kinds(&mut f, 1).await;
         assert_eq!(got, ["only-this"]);
+        drop(f);
+
+        // Purged from this node: its slots and publication go (before its data would).
+        rt2.set(&all[1..]);
+        rt2.converge().await;
+        let objects = |t: &'static str| {
+            let db = e.db.clone();
+            async move {
+                let slots: i64 =
+                    sqlx::query_scalar("SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE $1")
+                        .bind(format!("berqenas\\_rt%\\_{t}"))
+                        .fetch_one(&db)
+                        .await
+                        .expect("slots");
+                let publications: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_publication WHERE pubname = $1")
+                    .bind(format!("berqenas_rt_{t}"))
+                    .fetch_one(&db)
+                    .await
+                    .expect("publications");
+                (slots, publications)
+            }
+        };
+        assert_eq!(objects("acme").await, (0, 0), "acme's slots and publication dropped");
+        assert_eq!(objects("globex").await, (2, 1), "globex keeps its own");
     });
 }
 
