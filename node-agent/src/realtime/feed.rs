@@ -264,6 +264,9 @@ pub struct Source {
     pub max_rows: usize,
 }
 
+/// The keep slot is moved at most this often: each move decodes the WAL since its restart point.
+const KEEP_ADVANCE_EVERY: Duration = Duration::from_secs(10);
+
 const OPTS: &str = "'proto_version', '1', 'publication_names'";
 
 async fn ensure_objects(pool: &sqlx::PgPool, tenant: &str) -> Result<(), sqlx::Error> {
@@ -404,7 +407,7 @@ pub async fn run(src: Source, feed: Arc<Feed>) {
             if let Some(end) = feed.evict(Instant::now(), src.retention, src.max_rows) {
                 pending_advance = Some(end);
             }
-            if let Some(end) = pending_advance.filter(|_| last_advance.elapsed() > Duration::from_secs(1)) {
+            if let Some(end) = pending_advance.filter(|_| last_advance.elapsed() > KEEP_ADVANCE_EVERY) {
                 if let Err(e) = advance(&src.pool, &keep, end).await {
                     tracing::warn!(tenant = %feed.tenant, error = %e, "cannot advance the keep slot");
                 } else {

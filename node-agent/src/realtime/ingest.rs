@@ -2,8 +2,9 @@
 //!
 //! A stream's device is the one its TLS certificate names; every batch is checked against the
 //! current assignment (tenant assigned here and running, device listed), validated, charged to
-//! the tenant's events/min quota, and handed to the tenant's writer. The writer gathers batches
-//! from all of the tenant's streams for up to `FLUSH_AFTER` or `FLUSH_ROWS` rows, inserts them
+//! the tenant's events/min quota, and handed to one of the tenant's two writers (always the
+//! same for a device, so its batches commit in order). A writer gathers batches from the
+//! tenant's streams for up to `FLUSH_AFTER` or `FLUSH_ROWS` rows, inserts them
 //! in one transaction as the tenant's owner role (`INSERT … SELECT FROM unnest($1…) ON CONFLICT
 //! (id) DO NOTHING`: parameters only, a resent id is stored once), and acknowledges each batch
 //! only after COMMIT. Acks go back in request order; a few batches of one stream may be in
@@ -16,6 +17,7 @@ use berqenas_pki::Identity;
 use berqenas_proto::realtime as pb;
 use std::collections::BTreeSet;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -79,7 +81,7 @@ impl IngestService {
         }
         let ids = rows.iter().map(|r| r.id.clone()).collect();
         let (done, rx) = oneshot::channel();
-        let Some(writer) = self.shared.writer(tenant) else {
+        let Some(writer) = self.shared.writer(tenant, device) else {
             return Pending::Fail(Status::unavailable("the ingest is shutting down"));
         };
         if writer.send(Job { rows, done }).await.is_err() {
@@ -180,7 +182,9 @@ pub async fn writer(shared: Arc<Shared>, tenant: String, mut rx: mpsc::Receiver<
         match result {
             Ok(inserted) => {
                 shared.count(&tenant, inserted);
-                if let Some(feed) = shared.feed(&tenant) {
+                // Only subscribers wait for the rows: without them the feed keeps its own pace
+                // (each slot read re-decodes WAL since the slot's restart point).
+                if let Some(feed) = shared.feed(&tenant).filter(|f| f.subscribers.load(Ordering::Relaxed) > 0) {
                     feed.wake.notify_one();
                 }
                 for j in jobs {

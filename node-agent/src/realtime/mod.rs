@@ -38,7 +38,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
-/// Queued batches per tenant writer before publishers wait.
+/// Writers (concurrent transactions) per tenant.
+const WRITERS: u64 = 2;
+/// Queued batches per writer before publishers wait.
 const WRITER_QUEUE: usize = 1_024;
 
 /// A tenant's feed and the task reading it.
@@ -55,6 +57,7 @@ pub struct Shared {
     base: PgConnectOptions,
     cfg: RealtimeConfig,
     pools: Mutex<HashMap<String, PgPool>>,
+    /// By `tenant/n`.
     writers: Mutex<HashMap<String, mpsc::Sender<ingest::Job>>>,
     feeds: Mutex<HashMap<String, Running>>,
     quotas: Mutex<HashMap<String, quota::Bucket>>,
@@ -84,15 +87,21 @@ impl Shared {
             .clone()
     }
 
-    /// The tenant's writer queue, started on first use.
-    fn writer(self: &Arc<Self>, tenant: &str) -> Option<mpsc::Sender<ingest::Job>> {
+    /// The queue of the tenant's writer that serves `device`, started on first use. A tenant
+    /// has `WRITERS` writers (one transaction builds while another commits); a device always
+    /// goes to the same one, so its batches commit in the order it sent them.
+    fn writer(self: &Arc<Self>, tenant: &str, device: &str) -> Option<mpsc::Sender<ingest::Job>> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        device.hash(&mut h);
+        let key = format!("{tenant}/{}", h.finish() % WRITERS);
         let mut writers = self.writers.lock().ok()?;
-        if let Some(w) = writers.get(tenant).filter(|w| !w.is_closed()) {
+        if let Some(w) = writers.get(&key).filter(|w| !w.is_closed()) {
             return Some(w.clone());
         }
         let (tx, rx) = mpsc::channel(WRITER_QUEUE);
         tokio::spawn(ingest::writer(self.clone(), tenant.to_string(), rx));
-        writers.insert(tenant.to_string(), tx.clone());
+        writers.insert(key, tx.clone());
         Some(tx)
     }
 
@@ -177,7 +186,7 @@ impl Realtime {
         // Writers of tenants no longer here end once their queue drains.
         let tenants = self.shared.tenants.borrow().clone();
         if let Ok(mut w) = self.shared.writers.lock() {
-            w.retain(|name, _| tenants.contains_key(name));
+            w.retain(|key, _| key.split_once('/').is_some_and(|(name, _)| tenants.contains_key(name)));
         }
     }
 

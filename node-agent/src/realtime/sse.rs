@@ -41,7 +41,15 @@ impl Drop for Subscribed {
     }
 }
 
+/// How often a live stream re-checks its key against the current assignment: a key removed
+/// (or a tenant suspended) ends the streams it opened within this long of their next row.
+const RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
 struct Sub {
+    shared: Arc<Shared>,
+    tenant: String,
+    authorization: String,
+    checked: std::time::Instant,
     backlog: VecDeque<Arc<Committed>>,
     rx: broadcast::Receiver<Arc<Committed>>,
     last: Option<Cursor>,
@@ -69,6 +77,16 @@ async fn next(mut s: Sub) -> Option<(Result<Event, Infallible>, Sub)> {
         };
         if s.last.is_some_and(|l| row.cursor <= l) {
             continue;
+        }
+        if s.checked.elapsed() > RECHECK {
+            let still = {
+                let tenants = s.shared.tenants.borrow();
+                auth::subscriber(&tenants, &s.tenant, Some(&s.authorization)).is_ok()
+            };
+            if !still {
+                return None;
+            }
+            s.checked = std::time::Instant::now();
         }
         s.last = Some(row.cursor);
         if s.device.as_ref().is_some_and(|d| row.device.as_ref() != Some(d))
@@ -129,7 +147,18 @@ async fn events(
         }
     };
     feed.subscribers.fetch_add(1, Ordering::Relaxed);
-    let sub = Sub { backlog, rx, last: after, device: filter.device, kind: filter.r#type, guard: Subscribed(feed) };
+    let sub = Sub {
+        authorization: authorization.unwrap_or_default().to_string(),
+        shared,
+        tenant,
+        checked: std::time::Instant::now(),
+        backlog,
+        rx,
+        last: after,
+        device: filter.device,
+        kind: filter.r#type,
+        guard: Subscribed(feed),
+    };
     let stream = futures::stream::unfold(sub, next);
     Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
 }
