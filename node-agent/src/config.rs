@@ -254,6 +254,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn realtime_settings_round_trip_with_defaults() {
+        let text = "node_id = 1\ndata_dir = \"/d\"\ncoordinators = [\"a:1\"]\n[realtime]\nlisten = \"0.0.0.0:7443\"\n";
+        let cfg: AgentConfig = toml::from_str(text).expect("parse");
+        let rt = cfg.realtime.clone().expect("realtime");
+        assert_eq!(rt, RealtimeConfig::new("0.0.0.0:7443".parse().expect("addr")));
+        assert_eq!(rt.retention, Duration::from_secs(600));
+        let again: AgentConfig = toml::from_str(&toml::to_string_pretty(&cfg).expect("ser")).expect("parse");
+        assert_eq!(again, cfg);
+    }
+
+    #[test]
     fn session_limits_out_of_range_are_refused_with_their_name() {
         assert!(SessionLimits::default().check().is_ok());
         let zero = SessionLimits { statement: Duration::ZERO, ..SessionLimits::default() };

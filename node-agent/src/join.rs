@@ -140,3 +140,17 @@ pub async fn join(args: JoinArgs) -> anyhow::Result<AgentConfig> {
     config.save(&config.data_dir.join("agent.toml"))?;
     Ok(config)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn realtime_address_is_the_node_address_unless_the_listener_names_one() {
+        let any: std::net::SocketAddr = "0.0.0.0:7443".parse().expect("addr");
+        assert_eq!(realtime_address(any, "192.0.2.10"), "192.0.2.10:7443");
+        assert_eq!(realtime_address(any, "db1.example"), "db1.example:7443");
+        let one: std::net::SocketAddr = "198.51.100.4:7443".parse().expect("addr");
+        assert_eq!(realtime_address(one, "192.0.2.10"), "198.51.100.4:7443");
+    }
+}

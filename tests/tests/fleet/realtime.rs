@@ -249,6 +249,16 @@ fn realtime_subscribers_get_every_committed_row_in_order_and_resume_exactly_afte
         tenant_sql(&e.db, "acme", &["other", "only-this"]).await;
         let (got, _) = kinds(&mut f, 1).await;
         assert_eq!(got, ["only-this"]);
+
+        // The key removed from the assignment: the open stream ends at its next row, and a new
+        // subscription is refused.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let mut keyless = all.clone();
+        keyless[0].db.subscriber_keys.clear();
+        rt2.set(&keyless);
+        tenant_sql(&e.db, "acme", &["only-this"]).await;
+        assert!(f.next(Duration::from_secs(5)).await.is_none(), "the stream of a revoked key ends");
+        assert_eq!(subscribe(&http, port2, "acme", &key_a, None).await.status(), 403);
         drop(f);
 
         // Purged from this node: its slots and publication go (before its data would).
