@@ -253,6 +253,18 @@ impl Realtime {
                 }
             }
         }
+        // Pools of databases no longer served go too: an idle connection to a tenant's
+        // database must not outlive it.
+        if let Ok(mut pools) = self.shared.pools.lock() {
+            pools.retain(|db, pool| {
+                let keep = db.is_empty() || db.strip_prefix("tenant_").is_some_and(|t| tenants.contains_key(t));
+                if !keep {
+                    let pool = pool.clone();
+                    tokio::spawn(async move { pool.close().await });
+                }
+                keep
+            });
+        }
         if !logical {
             return;
         }

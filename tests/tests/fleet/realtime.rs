@@ -368,3 +368,34 @@ fn realtime_ingest_killed_mid_stream_keeps_every_acknowledged_event_once() {
         assert_eq!(count(&e.db, "SELECT count(*) FROM tenant_acme.events").await, 10_000, "each event once");
     });
 }
+
+#[test]
+fn realtime_serves_a_tenant_with_its_own_database_and_lets_its_purge_drop_the_database() {
+    runtime().block_on(async {
+        let (key, sub) = customer_key(0x5c);
+        let mut solo = tenant("solo", 3, &["plc-1"], &[sub], 1_000_000);
+        solo.db.isolation = berqenas_node_agent::assignment::Isolation::Database;
+        let e = env(std::slice::from_ref(&solo)).await;
+        let (rt, port, _server) = serve(&e.pki, &e.url, std::slice::from_ref(&solo)).await;
+        let http = e.pki.http_client();
+        let mut reader = SseReader::new(subscribe(&http, port, "solo", &key, None).await);
+        let mut plc = ingest(port, e.pki.client(Some(&device("solo", "plc-1")))).await;
+        publish(&mut plc, vec![vec![event(&uuid(), "in-own-db", "{}")]]).await.expect("published");
+        let (got, _) = kinds(&mut reader, 1).await;
+        assert_eq!(got, ["in-own-db"]);
+        drop(reader);
+
+        // Purged: the realtime role lets go of the database first, so the driver can drop it.
+        rt.set(&[]);
+        rt.converge().await;
+        let mut driver = berqenas_node_agent::db::postgres::PostgresDriver::new(
+            e.url.clone(),
+            None,
+            Duration::from_secs(10),
+            Default::default(),
+        );
+        driver.reconcile(&[]).await;
+        assert_eq!(count(&e.db, "SELECT count(*) FROM pg_database WHERE datname = 'tenant_solo'").await, 0);
+        assert_eq!(count(&e.db, "SELECT count(*) FROM pg_replication_slots").await, 0);
+    });
+}
