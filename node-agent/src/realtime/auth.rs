@@ -19,7 +19,9 @@ pub struct RtTenant {
     pub keys: Vec<SubscriberKey>,
 }
 
-/// The realtime view of every PostgreSQL tenant of the db role, by name.
+/// The realtime view of every PostgreSQL tenant of the db role, by name. Suspended and deleted
+/// tenants stay (their data does, and a restore resumes their feed); a tenant leaves when it is
+/// no longer assigned here (purged or moved).
 pub type Tenants = BTreeMap<String, RtTenant>;
 
 pub fn tenants(db: &[DbTenant]) -> Tenants {

@@ -191,8 +191,8 @@ impl Realtime {
     }
 
     /// Makes the feeds match the tenants: started for each (when `wal_level` is logical),
-    /// stopped with their slots and publication dropped for tenants gone or deleted — before the
-    /// db driver drops a tenant's database, which a slot in it would block.
+    /// stopped with their slots and publication dropped for tenants no longer assigned here
+    /// (before the db driver drops a tenant's database, which a slot in it would block).
     pub async fn converge(&self) {
         let tenants = self.shared.tenants.borrow().clone();
         let main = self.shared.pool(None);

@@ -399,3 +399,56 @@ fn realtime_serves_a_tenant_with_its_own_database_and_lets_its_purge_drop_the_da
         assert_eq!(count(&e.db, "SELECT count(*) FROM pg_replication_slots").await, 0);
     });
 }
+
+#[test]
+fn realtime_runs_in_the_agent_binary_with_its_node_certificate_and_follows_the_tenants_it_is_given() {
+    use crate::harness::Fleet;
+    let mut f = Fleet::new(1);
+    let pg = Postgres::start_loopback(f.tmp.path());
+    let url = format!("postgres://postgres:{}@127.0.0.1:{}/postgres", pg.password, pg.port);
+    let port = berqenas_tests::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    f.add_agent_with_driver(
+        "db1",
+        "db",
+        "",
+        &["--driver", "postgres", "--driver-url", &url, "--realtime-listen", &listen],
+    );
+    let toml = std::fs::read_to_string(f.agents[0].dir.join("agent.toml")).expect("agent.toml");
+    assert!(toml.contains("[realtime]") && toml.contains(&listen), "{toml}");
+    f.ok(0, &["tenant", "create", "--name", "acme", "--vpn", "disabled", "--wait", "--wait-timeout", "30s"]);
+    let ca = std::fs::read_to_string(f.agents[0].dir.join("ca.pem")).expect("ca");
+    let http = berqenas_tests::realtime::node_http_client(&ca);
+    let rt = runtime();
+    rt.block_on(async {
+        let db = sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(&url).await.expect("connect");
+        let slots =
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name IN ('berqenas_rt_acme', 'berqenas_rtk_acme')";
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while count(&db, slots).await < 2 {
+            assert!(tokio::time::Instant::now() < deadline, "the agent made acme's slots");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // The node's own certificate on the realtime port; a key this tenant does not have is
+        // refused (this coordinator sends no subscriber keys yet).
+        let (key, _) = customer_key(0x33);
+        let resp = http
+            .get(format!("https://{listen}/v1/tenants/acme/events"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .expect("the agent serves the realtime port");
+        assert_eq!(resp.status(), 403);
+        drop(resp);
+        // Deleted, the data (and the feed) stay; purged, the agent drops the tenant's slots.
+        f.ok(0, &["tenant", "delete", "acme"]);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(count(&db, slots).await, 2, "a deleted tenant can be restored");
+        f.ok(0, &["tenant", "purge", "acme", "--force"]);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while count(&db, slots).await > 0 {
+            assert!(tokio::time::Instant::now() < deadline, "the agent dropped acme's slots");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+}
