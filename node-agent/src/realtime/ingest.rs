@@ -2,7 +2,7 @@
 //!
 //! A stream's device is the one its TLS certificate names; every batch is checked against the
 //! current assignment (tenant assigned here and running, device listed), validated, charged to
-//! the tenant's events/min quota, and handed to one of the tenant's two writers (always the
+//! the tenant's events/min quota, and handed to one of the tenant's four writers (always the
 //! same for a device, so its batches commit in order). A writer gathers batches from the
 //! tenant's streams for up to `FLUSH_AFTER` or `FLUSH_ROWS` rows, inserts them
 //! in one transaction as the tenant's owner role (`INSERT … SELECT FROM unnest($1…) ON CONFLICT

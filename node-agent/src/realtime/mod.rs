@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 /// Writers (concurrent transactions) per tenant.
-const WRITERS: u64 = 2;
+const WRITERS: u64 = 4;
 /// Queued batches per writer before publishers wait.
 const WRITER_QUEUE: usize = 1_024;
 
