@@ -125,6 +125,21 @@ pub fn tenant(name: &str, index: u32, devices: &[&str], keys: &[SubscriberKey], 
     }
 }
 
+/// The benchmark's tenant: `bench`, devices `dev-0`…`dev-99`, the key `customer_key(7)`, no
+/// practical quota. `bench-realtime serve` serves exactly this.
+pub fn bench_tenant() -> DbTenant {
+    let names: Vec<String> = (0..100).map(|i| format!("dev-{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    tenant("bench", 1, &refs, &[customer_key(7).1], u32::MAX)
+}
+
+/// Writes the node's files (`ca.pem`, `node.pem`, `node.key`) into `dir`, as the agent keeps them.
+pub fn write_node_files(pki: &Pki, dir: &std::path::Path) {
+    std::fs::write(dir.join("ca.pem"), &pki.ca.cert_pem).expect("ca");
+    std::fs::write(dir.join("node.pem"), &pki.node_chain).expect("cert");
+    std::fs::write(dir.join("node.key"), &pki.node_key).expect("key");
+}
+
 /// The realtime role on 127.0.0.1 at a free port, serving until its task is aborted.
 pub async fn serve(pki: &Pki, url: &str, tenants: &[DbTenant]) -> (Realtime, u16, tokio::task::JoinHandle<()>) {
     let port = crate::free_port();

@@ -4,7 +4,9 @@
 //! committed and publish→commit p50/p99 (closed loop, 8 batches in flight per device); at a
 //! paced 5,000 events/s, publish→commit and publish→subscriber (SSE) p50/p99; the ingest's RSS;
 //! side by side in the same run, raw `COPY` of as many rows with psql, and one INSERT per event
-//! with psql. One JSON line. Usage: bench-realtime (it runs itself as `bench-realtime serve …`).
+//! with psql. One JSON line. Usage: bench-realtime (it runs itself as `bench-realtime serve URL
+//! DIR PORT`: the realtime role alone for `realtime::bench_tenant()`, which the kill test
+//! SIGKILLs too).
 
 #![allow(
     clippy::expect_used,
@@ -17,7 +19,9 @@ use berqenas_node_agent::driver::Driver;
 use berqenas_proto::realtime::PublishRequest;
 use berqenas_tests::bench::{percentile, round2};
 use berqenas_tests::postgres::Postgres;
-use berqenas_tests::realtime::{customer_key, device, event, ingest, tenant, uuid, Pki, SseReader};
+use berqenas_tests::realtime::{
+    bench_tenant, customer_key, device, event, ingest, uuid, write_node_files, Pki, SseReader,
+};
 use berqenas_tests::{free_port, Proc};
 use serde_json::json;
 use std::collections::VecDeque;
@@ -30,12 +34,6 @@ const DEVICES: usize = 100;
 const BATCH: usize = 100;
 const IN_FLIGHT: usize = 8;
 const PACED_RATE: usize = 5_000;
-
-fn bench_tenant() -> berqenas_node_agent::assignment::DbTenant {
-    let names: Vec<String> = (0..DEVICES).map(|i| format!("dev-{i}")).collect();
-    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    tenant("bench", 1, &refs, &[customer_key(7).1], u32::MAX)
-}
 
 fn micros_now() -> u64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
@@ -185,9 +183,7 @@ fn main() {
         assert!(st.iter().all(|s| s.ready), "{st:?}");
     });
     let pki = Arc::new(Pki::new());
-    std::fs::write(tmp.path().join("ca.pem"), &pki.ca.cert_pem).expect("ca");
-    std::fs::write(tmp.path().join("node.pem"), &pki.node_chain).expect("cert");
-    std::fs::write(tmp.path().join("node.key"), &pki.node_key).expect("key");
+    write_node_files(&pki, tmp.path());
     let port = free_port();
     let me = std::env::current_exe().expect("exe");
     let dir = tmp.path().to_string_lossy().into_owned();

@@ -15,7 +15,7 @@ struct Env {
     db: sqlx::PgPool,
     pki: Pki,
     _pg: Postgres,
-    _tmp: tempfile::TempDir,
+    tmp: tempfile::TempDir,
 }
 
 /// PostgreSQL on loopback with `tenants` made by the agent's PostgreSQL driver.
@@ -32,7 +32,7 @@ async fn env(tenants: &[berqenas_node_agent::assignment::DbTenant]) -> Env {
     let statuses = driver.reconcile(tenants).await;
     assert!(statuses.iter().all(|s| s.ready), "tenants made: {statuses:?}");
     let db = sqlx::postgres::PgPoolOptions::new().max_connections(4).connect(&url).await.expect("connect");
-    Env { url, db, pki: Pki::new(), _pg: pg, _tmp: tmp }
+    Env { url, db, pki: Pki::new(), _pg: pg, tmp }
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -286,45 +286,34 @@ fn realtime_subscribers_get_every_committed_row_in_order_and_resume_exactly_afte
     });
 }
 
-#[test]
-fn realtime_ingest_killed_mid_stream_keeps_every_acknowledged_event_once() {
-    let rt = runtime();
-    let (acme, e) = rt.block_on(async {
-        let acme = tenant("acme", 1, &["plc-1"], &[], 10_000_000);
-        let e = env(std::slice::from_ref(&acme)).await;
-        (acme, e)
+/// The realtime role in a process of its own (`bench-realtime serve`: the agent's module for
+/// `bench_tenant()`), listening on `port`.
+fn ingest_process(e: &Env, port: u16) -> berqenas_tests::Proc {
+    let dir = e.tmp.path().to_string_lossy().into_owned();
+    let p = berqenas_tests::Proc::spawn(
+        &format!("ingest-{port}"),
+        std::path::Path::new(env!("CARGO_BIN_EXE_bench-realtime")),
+        &["serve", &e.url, &dir, &port.to_string()],
+        e.tmp.path(),
+    );
+    berqenas_tests::wait_for("the ingest to listen", Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
     });
+    p
+}
+
+#[test]
+fn realtime_ingest_sigkilled_mid_stream_keeps_every_acknowledged_event_once() {
+    let rt = runtime();
+    let bench = berqenas_tests::realtime::bench_tenant();
+    let e = rt.block_on(env(std::slice::from_ref(&bench)));
+    berqenas_tests::realtime::write_node_files(&e.pki, e.tmp.path());
     let batches: Vec<Vec<Event>> =
         (0..200).map(|_| (0..50).map(|i| event(&uuid(), "load", &format!("{{\"i\": {i}}}"))).collect()).collect();
-
-    // The ingest in a runtime of its own, dropped mid-stream: every task ends where it stands.
-    let (port_tx, port_rx) = std::sync::mpsc::channel();
-    let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
-    let (url, pki_server) = (e.url.clone(), e.pki.server());
-    let tenants = vec![acme.clone()];
-    let ingest_thread = std::thread::spawn(move || {
-        let server_rt = runtime();
-        server_rt.block_on(async move {
-            let port = berqenas_tests::free_port();
-            let listen: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-            let r = berqenas_node_agent::realtime::Realtime::new(
-                berqenas_node_agent::config::RealtimeConfig::new(listen),
-                &url,
-            )
-            .expect("realtime");
-            r.set(&tenants);
-            let listener = tokio::net::TcpListener::bind(listen).await.expect("bind");
-            let tls: berqenas_node_agent::realtime::listener::TlsSource =
-                std::sync::Arc::new(move || Ok(pki_server.clone()));
-            tokio::spawn(async move { r.serve(listener, tls).await });
-            port_tx.send(port).expect("port");
-            let _ = kill_rx.await;
-        });
-        drop(server_rt);
-    });
-    let port = port_rx.recv().expect("port");
+    let port = berqenas_tests::free_port();
+    let mut first = ingest_process(&e, port);
     let acked: Vec<String> = rt.block_on(async {
-        let mut client = ingest(port, e.pki.client(Some(&device("acme", "plc-1")))).await;
+        let mut client = ingest(port, e.pki.client(Some(&device("bench", "dev-0")))).await;
         let (tx, rx) = tokio::sync::mpsc::channel(8);
         let mut acks =
             client.publish(tokio_stream::wrappers::ReceiverStream::new(rx)).await.expect("open").into_inner();
@@ -339,33 +328,35 @@ fn realtime_ingest_killed_mid_stream_keeps_every_acknowledged_event_once() {
             })
         };
         let mut acked = Vec::new();
-        let mut kill = Some(kill_tx);
         while let Ok(Some(a)) = acks.message().await {
             acked.extend(a.ids);
             if acked.len() >= 20 * 50 {
-                if let Some(k) = kill.take() {
-                    let _ = k.send(());
-                }
+                // SIGKILL, with batches in flight: no flush, no goodbye.
+                first.kill();
             }
         }
         sender.abort();
         acked
     });
-    ingest_thread.join().expect("ingest thread");
+    eprintln!("acknowledged before the kill: {}", acked.len());
     assert!(acked.len() >= 1000 && acked.len() < 10_000, "killed mid-stream after {} acks", acked.len());
     rt.block_on(async {
-        let present: i64 = sqlx::query_scalar("SELECT count(*) FROM tenant_acme.events WHERE id::text = ANY($1)")
+        let present: i64 = sqlx::query_scalar("SELECT count(*) FROM tenant_bench.events WHERE id::text = ANY($1)")
             .bind(&acked)
             .fetch_one(&e.db)
             .await
             .expect("count");
         assert_eq!(present as usize, acked.len(), "every acknowledged event is stored");
-        // The device resends everything it has not seen acknowledged (here: all) to a new ingest.
-        let (_rt2, port2, _server2) = serve(&e.pki, &e.url, std::slice::from_ref(&acme)).await;
-        let mut client = ingest(port2, e.pki.client(Some(&device("acme", "plc-1")))).await;
+    });
+    // The device resends everything it has not seen acknowledged (here: all) to the restarted
+    // ingest; each event is stored once.
+    let port2 = berqenas_tests::free_port();
+    let _second = ingest_process(&e, port2);
+    rt.block_on(async {
+        let mut client = ingest(port2, e.pki.client(Some(&device("bench", "dev-0")))).await;
         let acks = publish(&mut client, batches).await.expect("resent");
         assert_eq!(acks.len(), 200);
-        assert_eq!(count(&e.db, "SELECT count(*) FROM tenant_acme.events").await, 10_000, "each event once");
+        assert_eq!(count(&e.db, "SELECT count(*) FROM tenant_bench.events").await, 10_000, "each event once");
     });
 }
 
