@@ -379,7 +379,12 @@ pub async fn run(src: Source, feed: Arc<Feed>) {
     'rebuild: loop {
         if let Err(e) = rebuild(&src, &feed, &mut decoder).await {
             failures += 1;
-            tracing::warn!(tenant = %feed.tenant, error = %e, "realtime feed cannot start; retrying");
+            // A new tenant's table is made by the db driver's pass, which runs just after.
+            if failures > 10 {
+                tracing::warn!(tenant = %feed.tenant, error = %e, "realtime feed cannot start; retrying");
+            } else {
+                tracing::debug!(tenant = %feed.tenant, error = %e, "realtime feed cannot start yet; retrying");
+            }
             tokio::time::sleep(Duration::from_millis(200 * u64::from(failures.min(25)))).await;
             continue;
         }
