@@ -71,7 +71,16 @@ struct Window {
     floor: Option<Cursor>,
     /// The newest row ever pushed: a rebuild never pushes a row twice.
     last: Option<Cursor>,
+    /// Bytes of the rows' data held.
+    bytes: usize,
 }
+
+/// Largest payload a row keeps in the window (devices may send at most 64 KiB).
+pub const MAX_ROW_PAYLOAD: usize = 256 * 1024;
+/// Most bytes of row data one tenant's window holds, whatever its rows and age limits.
+pub const MAX_WINDOW_BYTES: usize = 64 * 1024 * 1024;
+/// Most changes one read of the live slot returns (whole transactions: it may be more).
+const READ_CHANGES: i32 = 5_000;
 
 /// A subscriber's start: the rows it missed, and the receiver of every row after them.
 pub type Attached = (VecDeque<Arc<Committed>>, broadcast::Receiver<Arc<Committed>>);
@@ -128,6 +137,7 @@ impl Feed {
                 continue;
             }
             w.last = Some(r.cursor);
+            w.bytes += r.data.len();
             let r = Arc::new(r);
             w.rows.push_back(r.clone());
             let _ = self.live.send(r);
@@ -149,10 +159,14 @@ impl Feed {
         let Ok(mut w) = self.window.lock() else { return None };
         let mut advance = None;
         while let Some(front) = w.rows.front().cloned() {
-            if now.saturating_duration_since(front.at) <= retention && w.rows.len() <= max_rows {
+            if now.saturating_duration_since(front.at) <= retention
+                && w.rows.len() <= max_rows
+                && w.bytes <= MAX_WINDOW_BYTES
+            {
                 break;
             }
             w.rows.pop_front();
+            w.bytes = w.bytes.saturating_sub(front.data.len());
             // A client that saw this row still gets every row after it.
             w.floor = Some(front.cursor);
             let txn_done = w.rows.front().is_none_or(|next| next.cursor.lsn != front.cursor.lsn);
@@ -207,7 +221,14 @@ impl Decoder {
                     return Vec::new();
                 };
                 let get = |name: &str| columns.iter().position(|c| c == name).and_then(|i| values.get(i)?.as_deref());
-                let payload = get("payload").unwrap_or("null");
+                // The tenant's own SQL may store far larger documents than devices may send; the
+                // window keeps at most MAX_ROW_PAYLOAD of one (readers take the rest from the
+                // table by id).
+                let payload = match get("payload") {
+                    Some(p) if p.len() <= MAX_ROW_PAYLOAD => p,
+                    Some(_) => "{\"berqenas_payload_too_large\":true}",
+                    None => "null",
+                };
                 let data = format!(
                     "{{\"id\":{},\"device_id\":{},\"type\":{},\"payload\":{},\"created_at\":{}}}",
                     json_str(get("id")),
@@ -305,7 +326,7 @@ async fn changes(
     slot: &str,
     publication: &str,
 ) -> Result<Vec<Vec<u8>>, sqlx::Error> {
-    let limit = if function == "peek" { None } else { Some(20_000i32) };
+    let limit = if function == "peek" { None } else { Some(READ_CHANGES) };
     sqlx::query_scalar(&format!(
         "SELECT data FROM pg_catalog.pg_logical_slot_{function}_binary_changes($1, NULL, $3, {OPTS}, $2)"
     ))
@@ -401,7 +422,7 @@ pub async fn run(src: Source, feed: Arc<Feed>) {
                     continue 'rebuild;
                 }
             };
-            let full = data.len() >= 20_000;
+            let full = data.len() >= READ_CHANGES as usize;
             match decode(&mut decoder, &schema, data) {
                 Ok((rows, _)) => feed.push(rows),
                 Err(e) => {
@@ -552,5 +573,18 @@ mod tests {
         assert_eq!(v["type"], "t\"x");
         assert_eq!(v["payload"]["a"], 1);
         assert_eq!(v["created_at"], serde_json::Value::Null);
+
+        // A huge document inserted by the tenant's SQL is not held in the window.
+        let huge = format!("\"{}\"", "x".repeat(MAX_ROW_PAYLOAD));
+        d.feed("tenant_acme", Message::Begin { final_lsn: 200, xid: 2 }, t);
+        d.feed(
+            "tenant_acme",
+            Message::Insert { relation: 1, values: values(&[Some("u3"), None, None, Some(huge.as_str()), None]) },
+            t,
+        );
+        let rows = d.feed("tenant_acme", Message::Commit { commit_lsn: 200, end_lsn: 240 }, t);
+        assert!(rows[0].data.len() < 1_000, "payload left out");
+        let v: serde_json::Value = serde_json::from_str(&rows[0].data).expect("json");
+        assert_eq!(v["payload"]["berqenas_payload_too_large"], true);
     }
 }
