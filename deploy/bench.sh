@@ -17,6 +17,12 @@
 #                 over the flood); BERQENAS_BENCH_BASELINE=BIN measures a baseline binary beside it
 #   provision     1,000 tenants on one db node (real PostgreSQL): create → active p50/p99, full
 #                 resync, one usage pass, agent RSS; side by side psql running the seed's SQL
+#   realtime      the db node's realtime ingest (the agent's module in its own process, real
+#                 PostgreSQL, loopback): 100 devices with their own certificates on one tenant,
+#                 sustained events/s committed and publish→commit p50/p99; at a paced 5,000
+#                 events/s publish→commit and publish→subscriber (SSE) p50/p99; ingest RSS; side by
+#                 side raw COPY of as many rows with psql and one INSERT per event
+#                 (BERQENAS_BENCH_SECONDS=S for another duration, default 10)
 #   wg-peers      the gateway driver's WireGuard side in its own namespace (wireguard-go): a cold
 #                 pass with 10,000 peers on one interface, a converged pass, one peer added and
 #                 removed by diff, suspend, resume, delete (BERQENAS_BENCH_PEERS=N for another N)
@@ -64,6 +70,10 @@ case "$name" in
   provision)
     cargo build --release --locked -q -p berqenas-coordinator -p berqenas-node-agent -p berqenas-tests --bins
     exec target/release/bench-provision target/release/berqenas-coordinator target/release/berqenas-node-agent
+    ;;
+  realtime)
+    cargo build --release --locked -q -p berqenas-tests --bins
+    exec target/release/bench-realtime
     ;;
   wg-peers)
     cargo build --release --locked -q -p berqenas-tests --bins

@@ -32,6 +32,8 @@ PG_DIR="$STATE/postgres"
 PG_PORT=5433
 PGB_DIR="$STATE/pgbouncer"
 PGB_PORT=6433
+# The db node's realtime port: devices publish (gRPC, device certificates), apps subscribe (SSE).
+REALTIME_PORT=7443
 RAFT_ADDR=127.0.0.1:7101
 API_ADDR=127.0.0.1:7201
 NODE_ADDR=127.0.0.1:7301
@@ -164,6 +166,14 @@ if [ ! -f "$PG_DIR/data/PG_VERSION" ]; then
   printf "listen_addresses = '127.0.0.1'\nport = %s\nunix_socket_directories = '%s'\n" "$PG_PORT" "$PG_DIR" \
     | as_pg tee -a "$PG_DIR/data/postgresql.conf" >/dev/null
 fi
+# Realtime subscribers read each tenant's events table through logical decoding.
+if ! grep -q '^wal_level = logical' "$PG_DIR/data/postgresql.conf"; then
+  printf "wal_level = logical\nmax_replication_slots = 64\n" | as_pg tee -a "$PG_DIR/data/postgresql.conf" >/dev/null
+  if as_pg "$PGBIN/pg_ctl" -D "$PG_DIR/data" status >/dev/null 2>&1; then
+    echo "==> restarting PostgreSQL for wal_level = logical"
+    as_pg "$PGBIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/postgres.log" -w restart >/dev/null
+  fi
+fi
 if ! as_pg "$PGBIN/pg_ctl" -D "$PG_DIR/data" status >/dev/null 2>&1; then
   echo "==> starting PostgreSQL"
   as_pg "$PGBIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/postgres.log" -w start >/dev/null
@@ -234,7 +244,7 @@ if [ ! -f "$AGENT_DIR/agent.toml" ]; then
   "$AGENT_BIN" join --coordinator "https://$NODE_ADDR" --token "$(printf '%s\n' "$tok" | json_field token)" \
     --ca-pin "$(printf '%s\n' "$tok" | json_field ca_fingerprint)" --roles "$LOCAL_ROLES" \
     --data-dir "$AGENT_DIR" --driver postgres --driver-url "$PG_URL" "${GW_RECORD_ARGS[@]}" \
-    "${PGB_ARGS[@]}" >/dev/null
+    "${PGB_ARGS[@]}" --realtime-listen "127.0.0.1:$REALTIME_PORT" >/dev/null
 fi
 if agent_running; then
   echo "==> the local node agent is already running (pid $(cat "$AGENT_PIDFILE"))"

@@ -36,6 +36,22 @@ pub struct DbSpec {
     pub ddl_enabled: bool,
     /// SCRAM-SHA-256 verifier (PostgreSQL) or login hash (SQL Server) of the tenant's password.
     pub password_verifier: String,
+    /// Realtime: the devices that may publish events (ids as in their certificates).
+    #[serde(default)]
+    pub devices: Vec<String>,
+    /// Realtime: the customer keys that may subscribe to the tenant's events.
+    #[serde(default)]
+    pub subscriber_keys: Vec<SubscriberKey>,
+}
+
+/// A customer API key as a db node sees it: its id (16 hex) and the SHA-256 hex of its secret
+/// (64 hex). The secret itself never reaches the node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriberKey {
+    pub id: String,
+    pub secret_hash: String,
+    /// Unix milliseconds after which the key is refused; 0 = never expires.
+    pub expires_at_ms: u64,
 }
 
 /// What the gateway role realises for a tenant. Every value is parsed (addresses, networks,
@@ -254,6 +270,10 @@ pub enum Invalid {
     Rule,
     #[error("blocked domain")]
     Domain,
+    #[error("realtime device")]
+    Device,
+    #[error("subscriber key")]
+    SubscriberKey,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -329,8 +349,8 @@ fn db_spec(d: pb::DbAssignment) -> Result<DbSpec, Invalid> {
         public_api,
         password_verifier,
         ddl_enabled,
-        devices: _,
-        subscriber_keys: _,
+        devices,
+        subscriber_keys,
     } = d;
     let db_type = match pb::DbType::try_from(db_type) {
         Ok(pb::DbType::Postgres) => DbType::Postgres,
@@ -354,6 +374,23 @@ fn db_spec(d: pb::DbAssignment) -> Result<DbSpec, Invalid> {
     if !subnet_ok(&vpn_subnet) {
         return Err(Invalid::Subnet);
     }
+    let devices = devices
+        .into_iter()
+        .map(|d| {
+            let pb::RealtimeDevice { id, .. } = d;
+            device_id_ok(&id).then_some(id).ok_or(Invalid::Device)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let subscriber_keys = subscriber_keys
+        .into_iter()
+        .map(|k| {
+            let pb::SubscriberKey { id, secret_hash, expires_at_ms } = k;
+            (hex(&id, 16) && hex(&secret_hash, 64))
+                .then(|| SubscriberKey { id, secret_hash: secret_hash.to_ascii_lowercase(), expires_at_ms })
+                .ok_or(Invalid::SubscriberKey)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(DbSpec {
         db_type,
         isolation,
@@ -366,7 +403,15 @@ fn db_spec(d: pb::DbAssignment) -> Result<DbSpec, Invalid> {
         public_api,
         ddl_enabled,
         password_verifier,
+        devices,
+        subscriber_keys,
     })
+}
+
+/// A device id as certificates carry it (`berqenas://device/{tenant}/{id}`): 1–64 of
+/// `[A-Za-z0-9_-]`.
+pub fn device_id_ok(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 fn gateway_spec(g: pb::GatewayAssignment) -> Result<GatewaySpec, Invalid> {
@@ -541,6 +586,8 @@ pub(crate) fn fixture(name: &str) -> DbTenant {
             public_api: false,
             ddl_enabled: false,
             password_verifier: String::new(),
+            devices: Vec::new(),
+            subscriber_keys: Vec::new(),
         },
     }
 }

@@ -20,7 +20,12 @@ fn wire() -> pb::TenantAssignment {
             public_api: false,
             password_verifier: String::new(),
             ddl_enabled: false,
-            ..Default::default()
+            devices: vec![pb::RealtimeDevice { id: "plc-1".into(), name: "PLC 1".into(), ..Default::default() }],
+            subscriber_keys: vec![pb::SubscriberKey {
+                id: "0123456789abcdef".into(),
+                secret_hash: "AB".repeat(32),
+                ..Default::default()
+            }],
         }),
         gateway: Some(pb::GatewayAssignment {
             vpn_subnet: "198.18.1.0/24".into(),
@@ -106,4 +111,20 @@ fn unknown_wire_values_are_refused_naming_the_field() {
     assert_eq!(refused(&|w| w.roles.push(42)), Invalid::Roles);
     assert_eq!(refused(&|w| w.name = "Acme".into()), Invalid::Name);
     assert_eq!(refused(&|w| db(w).password_verifier = "x'--".into()), Invalid::PasswordVerifier);
+}
+
+#[test]
+fn realtime_devices_and_subscriber_keys_are_parsed_and_malformed_ones_refused() {
+    let db = Assignment::try_from(wire()).expect("valid").db_tenant().expect("db").db;
+    assert_eq!(db.devices, ["plc-1"]);
+    assert_eq!(db.subscriber_keys[0].secret_hash, "ab".repeat(32), "hashes compared in lowercase");
+    let with = |f: &dyn Fn(&mut pb::DbAssignment)| {
+        let mut w = wire();
+        f(w.db.as_mut().expect("db"));
+        Assignment::try_from(w).map(|_| ()).map_err(|e| e.reason)
+    };
+    assert_eq!(with(&|d| d.devices[0].id = "a/b".into()), Err(Invalid::Device));
+    assert_eq!(with(&|d| d.devices[0].id = String::new()), Err(Invalid::Device));
+    assert_eq!(with(&|d| d.subscriber_keys[0].id = "short".into()), Err(Invalid::SubscriberKey));
+    assert_eq!(with(&|d| d.subscriber_keys[0].secret_hash = "zz".repeat(32)), Err(Invalid::SubscriberKey));
 }

@@ -24,6 +24,39 @@ pub struct AgentConfig {
     /// The gateway role's settings, given at join.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<GatewayConfig>,
+    /// The db role's realtime ingest and subscriber endpoint (`--realtime-listen`); PostgreSQL
+    /// nodes only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub realtime: Option<RealtimeConfig>,
+}
+
+/// `[realtime]`: where devices publish and subscribers read (one TLS port for both), and how
+/// long a subscriber may stay away and still resume exactly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RealtimeConfig {
+    pub listen: std::net::SocketAddr,
+    /// Committed rows are kept this long for subscribers that resume from a cursor (in memory
+    /// and, across an agent restart, in PostgreSQL's WAL through a replication slot).
+    #[serde(default = "default_retention", with = "humantime_serde_compat")]
+    pub retention: Duration,
+    /// At most this many recent rows per tenant are kept for resuming, whatever their age.
+    #[serde(default = "default_window_rows")]
+    pub window_rows: usize,
+}
+
+impl RealtimeConfig {
+    pub fn new(listen: std::net::SocketAddr) -> Self {
+        Self { listen, retention: default_retention(), window_rows: default_window_rows() }
+    }
+}
+
+fn default_retention() -> Duration {
+    Duration::from_secs(600)
+}
+
+fn default_window_rows() -> usize {
+    200_000
 }
 
 /// What a gateway states at join (`--public-address`, `--public-ports`).
@@ -219,6 +252,17 @@ impl AgentConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn realtime_settings_round_trip_with_defaults() {
+        let text = "node_id = 1\ndata_dir = \"/d\"\ncoordinators = [\"a:1\"]\n[realtime]\nlisten = \"0.0.0.0:7443\"\n";
+        let cfg: AgentConfig = toml::from_str(text).expect("parse");
+        let rt = cfg.realtime.clone().expect("realtime");
+        assert_eq!(rt, RealtimeConfig::new("0.0.0.0:7443".parse().expect("addr")));
+        assert_eq!(rt.retention, Duration::from_secs(600));
+        let again: AgentConfig = toml::from_str(&toml::to_string_pretty(&cfg).expect("ser")).expect("parse");
+        assert_eq!(again, cfg);
+    }
 
     #[test]
     fn session_limits_out_of_range_are_refused_with_their_name() {

@@ -2,7 +2,7 @@
 //! token, trusts the coordinator only if its CA matches the pinned fingerprint, and stores the
 //! certificate, the CA and `agent.toml`.
 
-use crate::config::{AgentConfig, DriverConfig, GatewayConfig};
+use crate::config::{AgentConfig, DriverConfig, GatewayConfig, RealtimeConfig};
 use crate::connect::node_client;
 use crate::host::files::write_atomic;
 use anyhow::{bail, Context};
@@ -25,6 +25,20 @@ pub struct JoinArgs {
     pub max_tenants: u32,
     /// Gateway role only: the public address and the public ports exposures may be given.
     pub gateway: Option<GatewayConfig>,
+    /// Db role on PostgreSQL only: the realtime ingest and subscriber endpoint.
+    pub realtime: Option<RealtimeConfig>,
+}
+
+/// What the node advertises as its realtime address: the listen address, or the node's own
+/// address with the listen port when it listens on every address.
+pub fn realtime_address(listen: std::net::SocketAddr, node_address: &str) -> String {
+    if !listen.ip().is_unspecified() {
+        return listen.to_string();
+    }
+    match node_address.parse::<std::net::IpAddr>() {
+        Ok(ip) => std::net::SocketAddr::new(ip, listen.port()).to_string(),
+        Err(_) => format!("{node_address}:{}", listen.port()),
+    }
 }
 
 /// host:port from `https://host:port` or `host:port`.
@@ -69,6 +83,14 @@ pub async fn join(args: JoinArgs) -> anyhow::Result<AgentConfig> {
     if args.gateway.is_some() && !args.roles.iter().any(|r| r == "gateway") {
         bail!("--public-address and --public-ports are for the gateway role only");
     }
+    if args.realtime.is_some() {
+        if !args.roles.iter().any(|r| r == "db") {
+            bail!("--realtime-listen is for the db role only");
+        }
+        if !matches!(args.driver, DriverConfig::Postgres { .. }) {
+            bail!("--realtime-listen needs --driver postgres");
+        }
+    }
     let config_path = args.data_dir.join("agent.toml");
     if config_path.exists() {
         bail!("{} already holds a joined node; use a new --data-dir", args.data_dir.display());
@@ -95,7 +117,7 @@ pub async fn join(args: JoinArgs) -> anyhow::Result<AgentConfig> {
         public_address: args.gateway.as_ref().map(|g| g.public_address.to_string()).unwrap_or_default(),
         public_port_first: args.gateway.as_ref().map_or(0, |g| u32::from(g.public_ports.first)),
         public_port_last: args.gateway.as_ref().map_or(0, |g| u32::from(g.public_ports.last)),
-        realtime_address: String::new(),
+        realtime_address: args.realtime.as_ref().map(|r| realtime_address(r.listen, &args.address)).unwrap_or_default(),
     };
     let resp = client.join(request).await.map_err(|s| anyhow::anyhow!("join refused: {}", s.message()))?.into_inner();
     let mut coordinators: Vec<String> = resp.coordinators.iter().map(|c| c.address.clone()).collect();
@@ -110,10 +132,25 @@ pub async fn join(args: JoinArgs) -> anyhow::Result<AgentConfig> {
         driver,
         max_tenants: args.max_tenants,
         gateway: args.gateway,
+        realtime: args.realtime,
     };
     write_atomic(&config.key_path(), kc.key_pem.as_bytes(), 0o600)?;
     write_atomic(&config.cert_path(), resp.cert_chain_pem.as_bytes(), 0o644)?;
     write_atomic(&config.ca_path(), resp.ca_pem.as_bytes(), 0o644)?;
     config.save(&config.data_dir.join("agent.toml"))?;
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn realtime_address_is_the_node_address_unless_the_listener_names_one() {
+        let any: std::net::SocketAddr = "0.0.0.0:7443".parse().expect("addr");
+        assert_eq!(realtime_address(any, "192.0.2.10"), "192.0.2.10:7443");
+        assert_eq!(realtime_address(any, "db1.example"), "db1.example:7443");
+        let one: std::net::SocketAddr = "198.51.100.4:7443".parse().expect("addr");
+        assert_eq!(realtime_address(one, "192.0.2.10"), "198.51.100.4:7443");
+    }
 }

@@ -7,6 +7,7 @@
 //! - `driver`: the trait every role driver implements, and the role split.
 //! - `db/`: the database role (PostgreSQL with pg_hba and pgBouncer, SQL Server).
 //! - `gateway/`: the gateway role (next: WireGuard and nftables).
+//! - `realtime/`: the db role's realtime ingest (devices publish events) and subscribers (SSE).
 //! - `host/`: the host's plumbing — running programs, writing files.
 
 pub mod assignment;
@@ -17,4 +18,5 @@ pub mod driver;
 pub mod gateway;
 pub mod host;
 pub mod join;
+pub mod realtime;
 pub mod runtime;

@@ -82,6 +82,11 @@ enum Cmd {
         /// 192.0.2.0/24. Repeatable; kept in agent.toml (`protected_networks`).
         #[arg(long = "protected-network", requires = "public_address")]
         protected_networks: Vec<berqenas_common::net::Ipv4Cidr>,
+        /// Db role on PostgreSQL: serve the realtime ingest (devices publish events with their
+        /// certificates) and the subscribers' Server-Sent Events on this address, e.g.
+        /// 0.0.0.0:7443; advertised to the coordinators at join. Kept in agent.toml (`[realtime]`).
+        #[arg(long)]
+        realtime_listen: Option<std::net::SocketAddr>,
     },
     /// Keep this host matching its desired state.
     Run {
@@ -134,6 +139,30 @@ fn driver_for(cfg: &AgentConfig) -> Box<dyn Driver> {
             gateway: gateway_for(cfg, gateway_dir),
         }),
     }
+}
+
+/// Starts the realtime port when agent.toml has `[realtime]` (PostgreSQL driver only): binds
+/// it now, so a taken port fails the start rather than a background task.
+async fn start_realtime(cfg: &AgentConfig) -> anyhow::Result<Option<berqenas_node_agent::realtime::Realtime>> {
+    let Some(rc) = cfg.realtime.clone() else { return Ok(None) };
+    let DriverConfig::Postgres { url, .. } = &cfg.driver else {
+        anyhow::bail!("[realtime] needs the postgres driver");
+    };
+    let rt = berqenas_node_agent::realtime::Realtime::new(rc.clone(), url)?;
+    let listener = tokio::net::TcpListener::bind(rc.listen).await.with_context(|| format!("bind {}", rc.listen))?;
+    let (ca, cert, key) = (cfg.ca_path(), cfg.cert_path(), cfg.key_path());
+    let tls: berqenas_node_agent::realtime::listener::TlsSource = std::sync::Arc::new(move || {
+        let read = |p: &std::path::Path| std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()));
+        berqenas_node_agent::realtime::listener::server_config(&read(&ca)?, &read(&cert)?, &read(&key)?)
+    });
+    tls().context("the realtime TLS configuration")?;
+    let server = rt.clone();
+    tokio::spawn(async move {
+        if let Err(e) = server.serve(listener, tls).await {
+            tracing::error!(error = %format!("{e:#}"), "the realtime listener stopped");
+        }
+    });
+    Ok(Some(rt))
 }
 
 /// `plan`: exit code 0 when converged, 2 when the next pass would change something.
@@ -203,6 +232,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             public_address,
             public_ports,
             protected_networks,
+            realtime_listen,
         } => {
             let mut label_map = HashMap::new();
             for l in labels {
@@ -247,6 +277,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 gateway: public_address.zip(public_ports).map(|(public_address, public_ports)| {
                     berqenas_node_agent::config::GatewayConfig { public_address, public_ports, protected_networks }
                 }),
+                realtime: realtime_listen.map(berqenas_node_agent::config::RealtimeConfig::new),
             })
             .await?;
             println!(
@@ -259,7 +290,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Run { config } => {
             let cfg = AgentConfig::load(&config)?;
             let driver = driver_for(&cfg);
-            berqenas_node_agent::runtime::run(cfg, driver, shutdown_signal()).await?;
+            let realtime = start_realtime(&cfg).await?;
+            berqenas_node_agent::runtime::run(cfg, driver, realtime, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Plan { config } => plan(&config).await,

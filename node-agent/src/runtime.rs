@@ -75,6 +75,12 @@ struct Shared {
     coordinators: Mutex<Vec<String>>,
     desired: watch::Sender<Option<Desired>>,
     report: watch::Sender<Option<pb::StatusReport>>,
+    /// The db role's realtime ingest, when this node serves one: told every new desired state.
+    realtime: Option<crate::realtime::Realtime>,
+}
+
+fn db_tenants(tenants: &[Assignment]) -> Vec<crate::assignment::DbTenant> {
+    tenants.iter().filter_map(Assignment::db_tenant).collect()
 }
 
 fn unix_seconds(t: Option<SystemTime>) -> i64 {
@@ -119,7 +125,13 @@ fn gateway_pb(g: &crate::gateway::GatewayStatus) -> pb::GatewayStatus {
     }
 }
 
-fn to_pb(revision: u64, statuses: &[Status], capacity: pb::Capacity, node: &NodeStatus) -> pb::StatusReport {
+fn to_pb(
+    revision: u64,
+    statuses: &[Status],
+    capacity: pb::Capacity,
+    node: &NodeStatus,
+    events: &std::collections::BTreeMap<String, u64>,
+) -> pb::StatusReport {
     pb::StatusReport {
         applied_revision: revision,
         tenants: statuses
@@ -133,6 +145,7 @@ fn to_pb(revision: u64, statuses: &[Status], capacity: pb::Capacity, node: &Node
                 quota_exceeded: s.usage.is_some_and(|u| u.quota_exceeded),
                 connections: s.usage.map_or(0, |u| u.connections),
                 gateway: s.gateway.as_ref().map(gateway_pb),
+                events_total: events.get(&s.name).copied().unwrap_or(0),
             })
             .collect(),
         capacity: Some(capacity),
@@ -163,6 +176,11 @@ async fn reconcile_loop(shared: Arc<Shared>, mut driver: Box<dyn Driver>, mut ap
         }
         applied.coordinators = shared.coordinators.lock().map(|c| c.clone()).unwrap_or_default();
         let tenants = applied.tenants.clone();
+        if let Some(rt) = &shared.realtime {
+            // Before the driver's pass: a purged tenant's slots go before its database does.
+            rt.set(&db_tenants(&tenants));
+            rt.converge().await;
+        }
         let started = Instant::now();
         // On a task of its own, so a panicking driver is reported rather than taking the loop down
         // unseen.
@@ -186,7 +204,15 @@ async fn reconcile_loop(shared: Arc<Shared>, mut driver: Box<dyn Driver>, mut ap
         tracing::debug!(revision = applied.revision, took = ?started.elapsed(), "reconciled");
         let capacity =
             pb::Capacity { max_tenants: shared.cfg.max_tenants, ..crate::join::host_capacity(&shared.cfg.data_dir) };
-        let _ = shared.report.send(Some(to_pb(applied.revision, &statuses, capacity, &driver.node_status())));
+        let mut node = driver.node_status();
+        let events = match &shared.realtime {
+            Some(rt) => {
+                node.conditions.extend(rt.conditions());
+                rt.events_total()
+            }
+            None => Default::default(),
+        };
+        let _ = shared.report.send(Some(to_pb(applied.revision, &statuses, capacity, &node, &events)));
         let woken = async {
             match &wake {
                 Some(w) => w.notified().await,
@@ -313,6 +339,9 @@ fn accept(shared: &Shared, msg: pb::DesiredState) {
         }
     }
     tracing::info!(revision = msg.revision, tenants = tenants.len(), "new desired state");
+    if let Some(rt) = &shared.realtime {
+        rt.set(&db_tenants(&tenants));
+    }
     let _ = shared.desired.send(Some(Desired { revision: msg.revision, tenants }));
 }
 
@@ -374,6 +403,7 @@ pub async fn fetch_desired(cfg: &AgentConfig) -> anyhow::Result<(u64, Vec<Assign
 pub async fn run(
     cfg: AgentConfig,
     driver: Box<dyn Driver>,
+    realtime: Option<crate::realtime::Realtime>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let applied = Applied::load(&cfg)?;
@@ -392,6 +422,7 @@ pub async fn run(
         desired,
         report,
         cfg,
+        realtime,
     });
     let reconciler = tokio::spawn(reconcile_loop(shared.clone(), driver, applied));
     let connections = {

@@ -15,6 +15,7 @@ pub mod etcd;
 pub mod lab;
 pub mod pgbouncer;
 pub mod postgres;
+pub mod realtime;
 #[cfg(test)]
 mod tidy;
 

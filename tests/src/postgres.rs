@@ -63,7 +63,8 @@ impl Postgres {
         assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
         let conf = format!(
             "listen_addresses = '{listen}'\nport = {port}\nunix_socket_directories = '{}'\nfsync = off\n\
-             log_min_messages = warning\nmax_connections = 200\n",
+             log_min_messages = warning\nmax_connections = 200\n\
+             wal_level = logical\nmax_replication_slots = 64\nmax_wal_senders = 16\n",
             dir.path().display()
         );
         append(&data.join("postgresql.conf"), &conf);

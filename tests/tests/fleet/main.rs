@@ -24,4 +24,5 @@ mod join;
 mod lab;
 mod mssql;
 mod plan;
+mod realtime;
 mod stream;

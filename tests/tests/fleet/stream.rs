@@ -128,6 +128,7 @@ fn malformed_and_oversized_reports_are_refused_and_change_nothing() {
             quota_exceeded: false,
             connections: 0,
             gateway: None,
+            events_total: 0,
         }],
         capacity: None,
         ..Default::default()
