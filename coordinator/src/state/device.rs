@@ -65,7 +65,8 @@ impl fmt::Display for DeviceName {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Device {
-    /// `d{raft index of its creation}`: stable, never reused.
+    /// `d{raft index of its creation}` (`d{index}-{n}` for the n-th of a batch, `At::id`):
+    /// stable, never reused.
     pub id: String,
     pub tenant: TenantName,
     pub name: DeviceName,
@@ -226,7 +227,7 @@ impl State {
             })?,
         };
         let device = Device {
-            id: format!("d{}", at.index),
+            id: at.id('d'),
             tenant: new.tenant.clone(),
             name: new.name.clone(),
             public_key: new.public_key.clone(),

@@ -196,9 +196,7 @@ impl State {
             (Some(n), _) if token.uses == 0 && self.device(&token.tenant, n).is_none() => n.clone(),
             (Some(n), _) => suffixed(n, token.uses + 1),
             (None, Some(n)) => n.clone(),
-            (None, None) => {
-                DeviceName::parse(&format!("d{}", at.index)).map_err(|err| DomainError::Invalid(err.to_string()))?
-            }
+            (None, None) => DeviceName::parse(&at.id('d')).map_err(|err| DomainError::Invalid(err.to_string()))?,
         };
         let new = NewDevice { tenant: token.tenant.clone(), name, public_key: e.public_key.clone(), address: None };
         let reply = self.register_device(at, &new, touched)?;

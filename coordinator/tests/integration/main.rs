@@ -13,6 +13,7 @@ mod audit;
 mod cli;
 mod cluster;
 mod enroll;
+mod enroll_attacks;
 mod flood;
 mod gateway;
 mod harness;

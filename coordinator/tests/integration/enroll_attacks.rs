@@ -1,0 +1,523 @@
+//! Attacks on device enrollment by a tenant that holds a customer key, a token, an enrolled
+//! device (its certificate and WireGuard key) and a network position, against a real
+//! coordinator process: hostile CSRs, certificates used where their kind has no business,
+//! tokens raced, guessed and crossed between tenants, oversized and malformed requests,
+//! address exhaustion, another tenant's key, secrets looked for in every output and the log,
+//! pending devices looked for in what the gateway and the db node are handed, and heartbeats
+//! flapping to flood the log.
+
+use crate::enroll::{audit, db_part, devices, fingerprint, identity, mtls, new_token, next_state, pinned, request, wg};
+use crate::harness::{stderr, Cluster};
+use berqenas_coordinator::state::gateway::WgKey;
+use berqenas_pki::Identity;
+use berqenas_proto::device::device_client::DeviceClient;
+use berqenas_proto::device::{DeviceRenewRequest, DeviceState, EnrollRequest, HeartbeatRequest};
+use berqenas_proto::node::node_client::NodeClient;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tonic::transport::Channel;
+
+const REFUSED: &str = "device token is invalid, expired, revoked or used up";
+
+fn tls(ca_pem: &str, chain_pem: &str, key_pem: &str) -> berqenas_coordinator::transport::ClientTls {
+    let config = berqenas_pki::client_config(ca_pem, Some((chain_pem, key_pem))).expect("tls");
+    Arc::new(RwLock::new(Arc::new(config)))
+}
+
+fn hb(os: &str) -> HeartbeatRequest {
+    HeartbeatRequest { fingerprint: Some(fingerprint(os)), last_handshake: 0, tunnel_up: false }
+}
+
+/// A distinct WireGuard key for each `n`.
+fn key_n(n: u16) -> String {
+    let mut b = [7u8; 32];
+    b[..2].copy_from_slice(&n.to_be_bytes());
+    WgKey::from_bytes(&b).to_string()
+}
+
+/// A CSR that asks for everything it should not get: a coordinator's and another tenant's
+/// device identity (URI SANs, the first one a coordinator), a host name, an address, a common
+/// name, certificate signing and code signing. Returns (csr, key).
+fn hostile_csr() -> (String, String) {
+    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose, SanType};
+    let key = KeyPair::generate().expect("key");
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.distinguished_name.push(DnType::CommonName, "berqenas://coordinator/1");
+    params.subject_alt_names = vec![
+        SanType::URI("berqenas://coordinator/1".try_into().expect("uri")),
+        SanType::URI("berqenas://device/globex/d1".try_into().expect("uri")),
+        SanType::DnsName("localhost".try_into().expect("dns")),
+        SanType::IpAddress("127.0.0.1".parse().expect("ip")),
+    ];
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+        ExtendedKeyUsagePurpose::CodeSigning,
+    ];
+    let csr = params.serialize_request(&key).expect("csr");
+    (csr.pem().expect("pem"), key.serialize_pem())
+}
+
+/// Asserts the leaf of `chain_pem` carries `want` and nothing the CSR asked for: one SAN (the
+/// identity URI), that URI as common name, no CA, digital signature only, server and client
+/// auth only, at most a day (and the minute of clock slack) of life.
+fn assert_only(chain_pem: &str, want: &Identity) {
+    use x509_parser::extensions::GeneralName;
+    let der = berqenas_pki::first_cert_der(chain_pem).expect("der");
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).expect("x509");
+    let sans = cert.subject_alternative_name().expect("san").expect("a san").value.general_names.clone();
+    assert_eq!(sans.len(), 1, "only the identity: {sans:?}");
+    assert!(matches!(sans[0], GeneralName::URI(u) if u == want.uri()), "{sans:?}");
+    let cns: Vec<&str> = cert.subject().iter_common_name().filter_map(|c| c.as_str().ok()).collect();
+    assert_eq!(cns, vec![want.uri().as_str()]);
+    assert!(cert.basic_constraints().expect("bc").is_none_or(|b| !b.value.ca), "never a CA");
+    let ku = cert.key_usage().expect("ku").expect("key usage").value;
+    assert!(ku.digital_signature() && !ku.key_cert_sign() && !ku.crl_sign(), "{ku:?}");
+    let eku = cert.extended_key_usage().expect("eku").expect("eku").value;
+    assert!(eku.server_auth && eku.client_auth && !eku.code_signing && !eku.any, "{eku:?}");
+    let v = cert.validity();
+    assert!(v.not_after.timestamp() - v.not_before.timestamp() <= 86_400 + 60, "{v:?}");
+}
+
+/// Joins a node with `roles` over the node listener; returns (its client TLS, its id).
+async fn join_node(c: &Cluster, roles: &[&str]) -> (berqenas_coordinator::transport::ClientTls, u64) {
+    use berqenas_proto::node::{Capacity, JoinRequest};
+    let created = c.json(0, &["node", "token", "create", "--roles", &roles.join(",")]);
+    let (token, pin) = (created["token"].as_str().expect("token"), created["ca_fingerprint"].as_str().expect("pin"));
+    let _ = pinned(c, pin);
+    let anon = Arc::new(RwLock::new(Arc::new(berqenas_pki::pinned_client_config(pin).expect("tls"))));
+    let addr = c.nodes[0].listen().node;
+    let mut joiner = NodeClient::new(berqenas_coordinator::transport::channel(&addr, anon).expect("channel"));
+    let kc = berqenas_pki::new_key_and_csr("node").expect("key");
+    let joined = joiner
+        .join(JoinRequest {
+            token: token.into(),
+            csr_pem: kc.csr_pem.clone(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            address: "127.0.0.1".into(),
+            realtime_address: if roles.contains(&"db") { "192.0.2.10:7401".into() } else { String::new() },
+            capacity: Some(Capacity { cpus: 2, memory_bytes: 1 << 33, disk_bytes: 1 << 40, max_tenants: 100 }),
+            ..Default::default()
+        })
+        .await
+        .expect("joined")
+        .into_inner();
+    (tls(&joined.ca_pem, &joined.cert_chain_pem, &kc.key_pem), joined.node_id)
+}
+
+fn node_client(c: &Cluster, tls: berqenas_coordinator::transport::ClientTls) -> NodeClient<Channel> {
+    NodeClient::new(berqenas_coordinator::transport::channel(&c.nodes[0].listen().node, tls).expect("channel"))
+}
+
+fn token_uses(c: &Cluster, tenant: &str, id: &str) -> u64 {
+    let list = c.json(0, &["device", "token", "list", "--tenant", tenant]);
+    let t = list.as_array().expect("list").iter().find(|t| t["id"] == id).cloned().expect("the token is listed");
+    t["uses"].as_u64().expect("uses")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hostile_csr_gets_only_the_identity_the_coordinator_chose_on_enroll_and_renew() {
+    let c = Cluster::single();
+    c.json(0, &["tenant", "create", "--name", "acme"]);
+    c.json(0, &["tenant", "create", "--name", "globex"]);
+    let (token, pin, _) = new_token(&c, "acme", &[]);
+    let (csr, key) = hostile_csr();
+    let enrolled = pinned(&c, &pin).enroll(request(&token, 1, &csr)).await.expect("enrolled").into_inner();
+    let me = Identity::Device { tenant: "acme".into(), id: enrolled.device_id.clone() };
+    assert_only(&enrolled.cert_chain_pem, &me);
+
+    // Renewing with the same hostile CSR: still only its own identity.
+    let mut dev = mtls(&c, &enrolled.ca_pem, &enrolled.cert_chain_pem, &key);
+    let renewed = dev.renew(DeviceRenewRequest { csr_pem: csr.clone() }).await.expect("renewed").into_inner();
+    assert_only(&renewed.cert_chain_pem, &me);
+    assert_eq!(identity(&renewed.cert_chain_pem), me);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn certificates_are_honoured_only_by_the_service_of_their_kind() {
+    use berqenas_proto::node::{RenewRequest, StatusReport, WatchRequest};
+    use berqenas_proto::raft::raft_client::RaftClient;
+    use berqenas_proto::raft::RaftRequest;
+    let c = Cluster::single();
+    c.json(0, &["tenant", "create", "--name", "acme"]);
+    let (token, pin, _) = new_token(&c, "acme", &[]);
+    let kc = berqenas_pki::new_key_and_csr("device").expect("key");
+    let enrolled = pinned(&c, &pin).enroll(request(&token, 1, &kc.csr_pem)).await.expect("enrolled").into_inner();
+    let device_tls = tls(&enrolled.ca_pem, &enrolled.cert_chain_pem, &kc.key_pem);
+
+    // A device is not a node: Watch, Report and Renew of the Node service refuse it.
+    let mut as_node = node_client(&c, device_tls.clone());
+    let watch = as_node.watch(WatchRequest { last_applied_revision: 0 }).await;
+    assert_eq!(watch.err().map(|s| s.code()), Some(tonic::Code::PermissionDenied), "Watch");
+    let report = as_node.report(tokio_stream::iter(vec![StatusReport::default()])).await;
+    assert_eq!(report.err().map(|s| s.code()), Some(tonic::Code::PermissionDenied), "Report");
+    let renew = as_node.renew(RenewRequest { csr_pem: kc.csr_pem.clone() }).await;
+    assert_eq!(renew.err().map(|s| s.code()), Some(tonic::Code::PermissionDenied), "a node certificate for a device");
+
+    // Nor a coordinator: no Raft RPC is served to it.
+    let raft_addr = c.nodes[0].listen().raft;
+    let mut raft = RaftClient::new(berqenas_coordinator::transport::channel(&raft_addr, device_tls).expect("channel"));
+    let req = || RaftRequest { from: 2, target: 1, payload: b"{}".to_vec() };
+    assert!(raft.hello(req()).await.is_err(), "Hello");
+    assert!(raft.vote(req()).await.is_err(), "Vote");
+    assert!(raft.append_entries(req()).await.is_err(), "AppendEntries");
+    assert!(raft.forward(req()).await.is_err(), "Forward");
+    assert!(raft.read_index(req()).await.is_err(), "ReadIndex");
+    assert!(raft.install_snapshot(req()).await.is_err(), "InstallSnapshot");
+
+    // A node is not a device: Heartbeat and Renew of the Device service refuse it.
+    let (node_tls, node_id) = join_node(&c, &["gateway"]).await;
+    let mut as_device = DeviceClient::new(
+        berqenas_coordinator::transport::channel(&c.nodes[0].listen().node, node_tls).expect("channel"),
+    );
+    let status = as_device.heartbeat(hb("6.1")).await.expect_err("a node heartbeating as a device");
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status}");
+    assert!(status.message().contains(&format!("node/{node_id}")), "{status}");
+    let status = as_device.renew(DeviceRenewRequest { csr_pem: kc.csr_pem.clone() }).await.expect_err("renew");
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status}");
+
+    // Without any certificate, neither service serves anything but Enroll/Join.
+    let anon = Arc::new(RwLock::new(Arc::new(berqenas_pki::pinned_client_config(&pin).expect("tls"))));
+    let mut anon_device =
+        DeviceClient::new(berqenas_coordinator::transport::channel(&c.nodes[0].listen().node, anon).expect("ch"));
+    let status = anon_device.heartbeat(hb("6.1")).await.expect_err("no certificate");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status}");
+
+    // A removed device's certificate is refused like a revoked one's (its id is never reused).
+    c.json(0, &["device", "rm", &enrolled.device_name, "--tenant", "acme"]);
+    let gone = mtls(&c, &enrolled.ca_pem, &enrolled.cert_chain_pem, &kc.key_pem).heartbeat(hb("6.1")).await;
+    assert!(gone.is_err(), "a removed device's certificate: {gone:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn concurrent_enrollments_spend_exactly_the_uses_a_token_has() {
+    const ATTEMPTS: u16 = 24;
+    let c = Cluster::single_with(&["--enroll-burst", "1000", "--anonymous-burst", "1000"]);
+    c.json(0, &["tenant", "create", "--name", "acme"]);
+    let kc = berqenas_pki::new_key_and_csr("device").expect("key");
+    let mut enrolled = 0;
+    for (round, uses) in [(0u16, 1usize), (1, 3)] {
+        let (token, pin, created) = new_token(&c, "acme", &["--uses", &uses.to_string()]);
+        let barrier = Arc::new(tokio::sync::Barrier::new(usize::from(ATTEMPTS)));
+        let mut tasks = Vec::new();
+        for i in 0..ATTEMPTS {
+            let mut client = pinned(&c, &pin);
+            // The connection is up (and its handshake done) before the race starts.
+            let warm = client.enroll(EnrollRequest::default()).await.expect_err("an empty request");
+            assert_eq!(warm.code(), tonic::Code::InvalidArgument);
+            let req = EnrollRequest { wg_public_key: key_n(round * 100 + i), ..request(&token, 0, &kc.csr_pem) };
+            let barrier = barrier.clone();
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                client
+                    .enroll(req)
+                    .await
+                    .map(|r| r.into_inner().device_id)
+                    .map_err(|s| (s.code(), s.message().to_string()))
+            }));
+        }
+        let mut won = Vec::new();
+        for t in tasks {
+            match t.await.expect("task") {
+                Ok(id) => won.push(id),
+                Err((code, message)) => {
+                    assert_eq!((code, message.as_str()), (tonic::Code::PermissionDenied, REFUSED));
+                }
+            }
+        }
+        assert_eq!(won.len(), uses, "{ATTEMPTS} racing enrollments with a {uses}-use token");
+        enrolled += uses;
+        let id = created["device_token"]["id"].as_str().expect("id");
+        assert_eq!(token_uses(&c, "acme", id), uses as u64);
+        assert_eq!(devices(&c, "acme").len(), enrolled, "exactly the token's uses became devices");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn devices_enrolled_at_the_same_moment_each_get_an_identity_of_their_own() {
+    const ATTEMPTS: u16 = 24;
+    let c = Cluster::single_with(&["--enroll-burst", "1000", "--anonymous-burst", "1000"]);
+    c.json(0, &["tenant", "create", "--name", "acme"]);
+    let (token, pin, _) = new_token(&c, "acme", &["--uses", "unlimited"]);
+    let barrier = Arc::new(tokio::sync::Barrier::new(usize::from(ATTEMPTS)));
+    let mut tasks = Vec::new();
+    for i in 0..ATTEMPTS {
+        let mut client = pinned(&c, &pin);
+        let _ = client.enroll(EnrollRequest::default()).await.expect_err("warm the connection");
+        let kc = berqenas_pki::new_key_and_csr("device").expect("key");
+        let req = EnrollRequest { wg_public_key: key_n(i), name: format!("dev{i}"), ..request(&token, 0, &kc.csr_pem) };
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            (client.enroll(req).await.expect("enrolled").into_inner(), kc.key_pem)
+        }));
+    }
+    let mut got = Vec::new();
+    for t in tasks {
+        got.push(t.await.expect("task"));
+    }
+    let mut ids: Vec<&str> = got.iter().map(|(e, _)| e.device_id.as_str()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), usize::from(ATTEMPTS), "every device its own id");
+    assert_eq!(devices(&c, "acme").len(), usize::from(ATTEMPTS), "no device overwrote another");
+    // Each certificate is its own device: its name, its address.
+    for (e, key) in &got {
+        let beat = mtls(&c, &e.ca_pem, &e.cert_chain_pem, key).heartbeat(hb("6.1")).await.expect("heartbeat");
+        let shown = c.json(0, &["device", "show", &e.device_name, "--tenant", "acme"]);
+        assert_eq!(shown["id"].as_str(), Some(e.device_id.as_str()));
+        let (own, told) = (e.tunnel.clone().expect("tunnel").address, beat.into_inner().tunnel.expect("t").address);
+        assert_eq!(own, told, "{} is told its own address", e.device_name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn guessed_and_crossed_tokens_learn_nothing_and_spend_nothing() {
+    let c = Cluster::single();
+    c.json(0, &["tenant", "create", "--name", "acme"]);
+    c.json(0, &["tenant", "create", "--name", "globex"]);
+    let (a, pin, ca) = new_token(&c, "acme", &[]);
+    let (b, _, cb) = new_token(&c, "globex", &[]);
+    let (a_id, b_id) = (ca["device_token"]["id"].as_str().expect("id"), cb["device_token"]["id"].as_str().expect("id"));
+    let secret = |t: &str| t.rsplit('_').next().expect("secret").to_string();
+    let flipped = {
+        let s = secret(&a);
+        let last = if s.ends_with('0') { '1' } else { '0' };
+        format!("{}{last}", &s[..63])
+    };
+    let mut client = pinned(&c, &pin);
+    let kc = berqenas_pki::new_key_and_csr("device").expect("key");
+    for (what, forged) in [
+        ("acme's id with globex's secret", format!("bqd_{a_id}_{}", secret(&b))),
+        ("globex's id with acme's secret", format!("bqd_{b_id}_{}", secret(&a))),
+        ("an unknown id with acme's secret", format!("bqd_0000000000000000_{}", secret(&a))),
+        ("acme's secret in upper case", format!("bqd_{a_id}_{}", secret(&a).to_ascii_uppercase())),
+        ("acme's secret with one digit changed", format!("bqd_{a_id}_{flipped}")),
+    ] {
+        let status = client.enroll(request(&forged, 1, &kc.csr_pem)).await.expect_err(what);
+        assert_eq!((status.code(), status.message()), (tonic::Code::PermissionDenied, REFUSED), "{what}");
+    }
+    assert_eq!((token_uses(&c, "acme", a_id), token_uses(&c, "globex", b_id)), (0, 0), "nothing spent");
+    assert!(devices(&c, "acme").is_empty() && devices(&c, "globex").is_empty());
+
+    // The real tokens still work, each into its own tenant, and a spent one answers exactly
+    // like a guessed one.
+    let got = client.enroll(request(&a, 1, &kc.csr_pem)).await.expect("acme's token").into_inner();
+    assert_eq!(got.tenant, "acme");
+    let got = client.enroll(request(&b, 2, &kc.csr_pem)).await.expect("globex's token").into_inner();
+    assert_eq!(got.tenant, "globex");
+    let status = client.enroll(request(&a, 3, &kc.csr_pem)).await.expect_err("spent");
+    assert_eq!((status.code(), status.message()), (tonic::Code::PermissionDenied, REFUSED));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_and_malformed_enrollments_are_refused_and_spend_nothing() {
+    let c = Cluster::single();
+    c.json(0, &["tenant", "create", "--name", "acme"]);
+    c.json(0, &["tenant", "create", "--name", "globex"]);
+    c.json(0, &["device", "add", "--tenant", "globex", "--name", "cam", "--public-key", &wg(7)]);
+    c.json(0, &["device", "add", "--tenant", "acme", "--name", "taken", "--public-key", &wg(8)]);
+    let (token, pin, created) = new_token(&c, "acme", &[]);
+    let id = created["device_token"]["id"].as_str().expect("id");
+    let mut client = pinned(&c, &pin);
+    let kc = berqenas_pki::new_key_and_csr("device").expect("key");
+    let ok = || request(&token, 1, &kc.csr_pem);
+    let with_fp = |f: &dyn Fn(&mut berqenas_proto::device::Fingerprint)| {
+        let mut r = ok();
+        if let Some(fp) = r.fingerprint.as_mut() {
+            f(fp);
+        }
+        r
+    };
+    let certificate = rcgen::generate_simple_self_signed(vec!["x".to_string()]).expect("cert").cert.pem();
+    let pem = |body: &str| format!("-----BEGIN CERTIFICATE REQUEST-----\n{body}\n-----END CERTIFICATE REQUEST-----\n");
+    let cases: Vec<(&str, EnrollRequest)> = vec![
+        ("10k MAC hashes", with_fp(&|f| f.mac_hashes = vec!["a".repeat(64); 10_000])),
+        ("65 MAC hashes", with_fp(&|f| f.mac_hashes = (0..65).map(|i| format!("{i:064x}")).collect())),
+        ("an upper-case MAC hash", with_fp(&|f| f.mac_hashes = vec!["A".repeat(64)])),
+        ("a 10k os name", with_fp(&|f| f.os_name = "x".repeat(10_000))),
+        ("a control character", with_fp(&|f| f.os_version = "6.1\u{1b}[2J".into())),
+        ("no fingerprint", EnrollRequest { fingerprint: None, ..ok() }),
+        ("a 1 MB CSR", EnrollRequest { csr_pem: pem(&"A".repeat(1 << 20)), ..ok() }),
+        ("a 9 kB CSR", EnrollRequest { csr_pem: pem(&"A".repeat(9_000)), ..ok() }),
+        ("a CSR of garbage", EnrollRequest { csr_pem: pem("AAAA"), ..ok() }),
+        ("a certificate for a CSR", EnrollRequest { csr_pem: certificate.clone(), ..ok() }),
+        ("no CSR", EnrollRequest { csr_pem: String::new(), ..ok() }),
+        ("a key that is not base64", EnrollRequest { wg_public_key: format!("{}!", "A".repeat(43)), ..ok() }),
+        ("a non-canonical key", EnrollRequest { wg_public_key: format!("{}B=", "A".repeat(42)), ..ok() }),
+        ("a 31-byte key", EnrollRequest { wg_public_key: "A".repeat(40) + "AA==", ..ok() }),
+        ("no key", EnrollRequest { wg_public_key: String::new(), ..ok() }),
+        ("a path for a name", EnrollRequest { name: "../etc".into(), ..ok() }),
+        ("an upper-case name", EnrollRequest { name: "PLC".into(), ..ok() }),
+        ("a 33-character name", EnrollRequest { name: "a".repeat(33), ..ok() }),
+        ("a token with a tail", EnrollRequest { token: format!("{token}x"), ..ok() }),
+        ("globex's device's key", EnrollRequest { wg_public_key: wg(7), ..ok() }),
+        ("acme's own device's key", EnrollRequest { wg_public_key: wg(8), ..ok() }),
+        ("an existing device's name", EnrollRequest { name: "taken".into(), ..ok() }),
+    ];
+    for (what, req) in cases {
+        let status = client.enroll(req).await.expect_err(what);
+        assert_ne!(status.code(), tonic::Code::Ok, "{what}");
+        assert!(!status.message().contains("globex") && !status.message().contains("cam"), "{what}: {status}");
+        assert_eq!(token_uses(&c, "acme", id), 0, "{what} spent the token");
+    }
+    assert_eq!(devices(&c, "acme").len(), 1, "only `taken`");
+    assert_eq!(devices(&c, "globex")[0]["state"], "active", "globex's device untouched");
+    // The token still enrolls a well-formed device.
+    let got = client.enroll(ok()).await.expect("a valid request").into_inner();
+    assert_eq!(got.tenant, "acme");
+    assert_eq!(token_uses(&c, "acme", id), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_subnet_refuses_enrollment_without_spending_the_token() {
+    let c = Cluster::single_with(&["--enroll-rate", "0"]);
+    c.json(0, &["tenant", "create", "--name", "acme"]);
+    let (token, pin, created) = new_token(&c, "acme", &["--uses", "unlimited"]);
+    let id = created["device_token"]["id"].as_str().expect("id");
+    let mut client = pinned(&c, &pin);
+    let kc = berqenas_pki::new_key_and_csr("device").expect("key");
+    let enroll = |n: u16| EnrollRequest { wg_public_key: key_n(n), ..request(&token, 0, &kc.csr_pem) };
+    for n in 0..253 {
+        client.enroll(enroll(n)).await.unwrap_or_else(|s| panic!("enrollment {n}: {s}"));
+    }
+    let status = client.enroll(enroll(253)).await.expect_err("the /24 is full");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status}");
+    assert_eq!(token_uses(&c, "acme", id), 253);
+    let listed = devices(&c, "acme");
+    let mut addresses: Vec<&str> = listed.iter().filter_map(|d| d["address"].as_str()).collect();
+    addresses.sort();
+    addresses.dedup();
+    assert_eq!(addresses.len(), 253, "every address once");
+    assert!(!addresses.iter().any(|a| a.ends_with(".0") || a.ends_with(".1") || a.ends_with(".255")));
+
+    // A revoked device keeps its address; a removed one frees it for the next enrollment.
+    let victim = listed[10]["name"].as_str().expect("name").to_string();
+    let address = listed[10]["address"].as_str().expect("address").to_string();
+    c.json(0, &["device", "revoke", &victim, "--tenant", "acme"]);
+    assert_eq!(client.enroll(enroll(254)).await.map(|_| ()).map_err(|s| s.code()), Err(tonic::Code::ResourceExhausted));
+    c.json(0, &["device", "rm", &victim, "--tenant", "acme"]);
+    let got = client.enroll(enroll(255)).await.expect("an address is free again").into_inner();
+    assert_eq!(got.tunnel.expect("tunnel").address, address);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn another_tenants_customer_key_cannot_touch_enrolled_devices() {
+    let c = Cluster::single();
+    c.json(0, &["tenant", "create", "--name", "acme"]);
+    c.json(0, &["tenant", "create", "--name", "globex"]);
+    let (token, pin, _) = new_token(&c, "acme", &["--approve", "manual"]);
+    let kc = berqenas_pki::new_key_and_csr("device").expect("key");
+    let enrolled = pinned(&c, &pin).enroll(request(&token, 1, &kc.csr_pem)).await.expect("enrolled").into_inner();
+    let name = enrolled.device_name.as_str();
+    let before = devices(&c, "acme");
+    let key = c.json(0, &["apikey", "create", "--role", "customer", "--tenant", "globex"]);
+    let key = key["token"].as_str().expect("key");
+    for args in [
+        vec!["device", "approve", name, "--tenant", "acme"],
+        vec!["device", "revoke", name, "--tenant", "acme"],
+        vec!["device", "rm", name, "--tenant", "acme"],
+        vec!["device", "enable", name, "--tenant", "acme"],
+        vec!["device", "disable", name, "--tenant", "acme"],
+        vec!["device", "show", name, "--tenant", "acme"],
+        vec!["device", "config", name, "--tenant", "acme"],
+        vec!["device", "list", "--tenant", "acme"],
+        // The path names globex, the device is acme's: not found, never acme's.
+        vec!["device", "approve", name, "--tenant", "globex"],
+        vec!["device", "revoke", name, "--tenant", "globex"],
+    ] {
+        let out = c.cli_as(0, key, &args);
+        assert!(!out.status.success(), "`{}` must be refused", args.join(" "));
+        let err = stderr(&out);
+        assert!(err.contains("(403)") || err.contains("(404)"), "`{}`: {err}", args.join(" "));
+    }
+    assert_eq!(devices(&c, "acme"), before, "acme's device is untouched");
+    let hb = mtls(&c, &enrolled.ca_pem, &enrolled.cert_chain_pem, &kc.key_pem).heartbeat(hb("6.1")).await;
+    assert_eq!(hb.expect("still heartbeats").into_inner().state(), DeviceState::Pending);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn token_secrets_and_their_hashes_appear_in_no_answer_audit_entry_or_log() {
+    let c = Cluster::single();
+    c.json(0, &["tenant", "create", "--name", "acme"]);
+    let (token, pin, created) = new_token(&c, "acme", &["--uses", "2"]);
+    let id = created["device_token"]["id"].as_str().expect("id").to_string();
+    let secret = token.rsplit('_').next().expect("secret").to_string();
+    let hash = berqenas_coordinator::state::apikey::hash_secret(&secret);
+    let mut client = pinned(&c, &pin);
+    let kc = berqenas_pki::new_key_and_csr("device").expect("key");
+    let enrolled = client.enroll(request(&token, 1, &kc.csr_pem)).await.expect("enrolled").into_inner();
+    // Refused attempts: a guessed secret, a spent token, an invalid request carrying the token.
+    let guess = format!("bqd_{id}_{}", "e".repeat(64));
+    let _ = client.enroll(request(&guess, 2, &kc.csr_pem)).await.expect_err("guess");
+    let _ = client.enroll(EnrollRequest { name: "BAD".into(), ..request(&token, 2, &kc.csr_pem) }).await;
+    client.enroll(request(&token, 3, &kc.csr_pem)).await.expect("second use");
+    let _ = client.enroll(request(&token, 4, &kc.csr_pem)).await.expect_err("used up");
+
+    let mut seen = vec![
+        enrolled.cert_chain_pem.clone(),
+        c.ok(0, &["device", "token", "list", "--tenant", "acme"]),
+        c.ok(0, &["device", "token", "list", "--tenant", "acme", "--output", "json"]),
+        c.ok(0, &["device", "token", "revoke", &id, "--tenant", "acme", "--output", "json"]),
+        c.ok(0, &["device", "list", "--tenant", "acme", "--output", "json"]),
+        c.ok(0, &["device", "show", &enrolled.device_name, "--tenant", "acme", "--output", "json"]),
+        c.ok(0, &["audit", "list", "--limit", "500", "--output", "json"]),
+        c.ok(0, &["audit", "list", "--limit", "500"]),
+    ];
+    seen.push(c.nodes[0].proc.as_ref().expect("running").log_text());
+    for (i, text) in seen.iter().enumerate() {
+        for (what, s) in [("secret", &secret), ("hash", &hash), ("guessed secret", &"e".repeat(64))] {
+            assert!(!text.contains(s.as_str()), "output {i} shows the token's {what}:\n{text}");
+        }
+    }
+    assert!(seen[1].contains(&format!("bqd_{id}_")), "the list shows the prefix");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pending_device_is_never_a_peer_nor_a_publisher_until_approved_and_may_renew() {
+    use berqenas_proto::node::WatchRequest;
+    let c = Cluster::single();
+    let (node_tls, _) = join_node(&c, &["gateway", "db"]).await;
+    c.json(0, &["tenant", "create", "--name", "acme"]);
+    let mut watch =
+        node_client(&c, node_tls).watch(WatchRequest { last_applied_revision: 0 }).await.expect("watch").into_inner();
+    next_state(&mut watch, Duration::from_secs(10)).await;
+
+    let (manual, pin, _) = new_token(&c, "acme", &["--approve", "manual"]);
+    let (auto, _, _) = new_token(&c, "acme", &[]);
+    let mut client = pinned(&c, &pin);
+    let kc = berqenas_pki::new_key_and_csr("device").expect("key");
+    let pending = client.enroll(request(&manual, 1, &kc.csr_pem)).await.expect("pending").into_inner();
+    assert_eq!(pending.state(), DeviceState::Pending);
+    let active = client.enroll(request(&auto, 2, &kc.csr_pem)).await.expect("active").into_inner();
+
+    // Every desired state until the active device shows up: the pending one is no enabled peer
+    // and not among the devices that may publish.
+    let never_pending = |state: &berqenas_proto::node::DesiredState| {
+        let t = state.tenants.iter().find(|t| t.name == "acme").expect("acme");
+        let peers = &t.gateway.as_ref().expect("gw").peers;
+        assert!(!peers.iter().any(|p| p.id == pending.device_id && p.enabled), "a pending peer: {peers:?}");
+        let db = db_part(state, "acme");
+        assert!(!db.devices.iter().any(|d| d.id == pending.device_id), "a pending publisher: {:?}", db.devices);
+        db.devices.iter().any(|d| d.id == active.device_id)
+    };
+    loop {
+        if never_pending(&next_state(&mut watch, Duration::from_secs(5)).await) {
+            break;
+        }
+    }
+
+    // Pending, it heartbeats (told it is pending) and renews its own identity only.
+    let mut dev = mtls(&c, &pending.ca_pem, &pending.cert_chain_pem, &kc.key_pem);
+    assert_eq!(dev.heartbeat(hb("6.1")).await.expect("heartbeat").into_inner().state(), DeviceState::Pending);
+    let renewed = dev.renew(DeviceRenewRequest { csr_pem: kc.csr_pem.clone() }).await.expect("renew").into_inner();
+    assert_eq!(identity(&renewed.cert_chain_pem), identity(&pending.cert_chain_pem));
+
+    // Approved: a peer and a publisher.
+    c.json(0, &["device", "approve", &pending.device_name, "--tenant", "acme"]);
+    let state = next_state(&mut watch, Duration::from_secs(5)).await;
+    let t = state.tenants.iter().find(|t| t.name == "acme").expect("acme");
+    assert!(t.gateway.as_ref().expect("gw").peers.iter().any(|p| p.id == pending.device_id && p.enabled));
+    assert!(db_part(&state, "acme").devices.iter().any(|d| d.id == pending.device_id));
+}
