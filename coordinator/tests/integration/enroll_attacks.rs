@@ -521,3 +521,26 @@ async fn a_pending_device_is_never_a_peer_nor_a_publisher_until_approved_and_may
     assert!(t.gateway.as_ref().expect("gw").peers.iter().any(|p| p.id == pending.device_id && p.enabled));
     assert!(db_part(&state, "acme").devices.iter().any(|d| d.id == pending.device_id));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_named_token_with_uses_left_skips_names_already_taken() {
+    let c = Cluster::single();
+    c.json(0, &["tenant", "create", "--name", "acme"]);
+    c.json(0, &["device", "add", "--tenant", "acme", "--name", "plc-2", "--public-key", &wg(50)]);
+    let (token, pin, _) = new_token(&c, "acme", &["--name", "plc", "--uses", "3"]);
+    let mut client = pinned(&c, &pin);
+    let kc = berqenas_pki::new_key_and_csr("device").expect("key");
+    let mut names = Vec::new();
+    for key in 1..=3 {
+        let got = client.enroll(request(&token, key, &kc.csr_pem)).await;
+        names.push(got.map(|r| r.into_inner().device_name).map_err(|s| s.to_string()));
+    }
+    assert!(names.iter().all(Result::is_ok), "every use of the token enrolls a device: {names:?}");
+    let names: Vec<String> = names.into_iter().map(Result::unwrap).collect();
+    assert_eq!(names[0], "plc");
+    assert!(!names.contains(&"plc-2".to_string()), "{names:?}");
+    let listed = devices(&c, "acme");
+    let plc2 = listed.iter().find(|d| d["name"] == "plc-2").expect("plc-2");
+    assert_eq!(plc2["public_key"].as_str(), Some(wg(50).as_str()), "the existing plc-2 is untouched");
+    assert_eq!(listed.len(), 4);
+}
