@@ -13,6 +13,7 @@ use berqenas_pki::Identity;
 use berqenas_proto::device::device_client::DeviceClient;
 use berqenas_proto::device::{DeviceRenewRequest, DeviceState, EnrollRequest, HeartbeatRequest};
 use berqenas_proto::node::node_client::NodeClient;
+use serde_json::Value;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tonic::transport::Channel;
@@ -543,4 +544,42 @@ async fn a_named_token_with_uses_left_skips_names_already_taken() {
     let plc2 = listed.iter().find(|d| d["name"] == "plc-2").expect("plc-2");
     assert_eq!(plc2["public_key"].as_str(), Some(wg(50).as_str()), "the existing plc-2 is untouched");
     assert_eq!(listed.len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gateways_own_key_is_never_a_device_key() {
+    use berqenas_proto::node::{GatewayStatus, StatusReport, TenantStatus};
+    let c = Cluster::single();
+    let (node_tls, _) = join_node(&c, &["gateway", "db"]).await;
+    c.json(0, &["tenant", "create", "--name", "acme"]);
+    c.json(0, &["tenant", "create", "--name", "globex"]);
+    // The gateway reports each tenant interface's public key, as its agent does.
+    let gw = |t: &str, b: u8| TenantStatus {
+        name: t.into(),
+        ready: true,
+        gateway: Some(GatewayStatus { public_key: wg(b), ..Default::default() }),
+        ..Default::default()
+    };
+    node_client(&c, node_tls)
+        .report(tokio_stream::iter(vec![StatusReport {
+            tenants: vec![gw("acme", 200), gw("globex", 201)],
+            ..Default::default()
+        }]))
+        .await
+        .expect("report");
+    let (token, pin, created) = new_token(&c, "acme", &["--uses", "3"]);
+    let id = created["device_token"]["id"].as_str().expect("id");
+    let mut client = pinned(&c, &pin);
+    let kc = berqenas_pki::new_key_and_csr("device").expect("key");
+    let first = client.enroll(request(&token, 1, &kc.csr_pem)).await.expect("enrolled").into_inner();
+    assert_eq!(first.tunnel.expect("tunnel").gateway_public_key, wg(200), "the device learns its gateway's key");
+    for (what, key) in [("acme's gateway key", 200), ("globex's gateway key", 201)] {
+        let status = client.enroll(request(&token, key, &kc.csr_pem)).await.expect_err(what);
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{what}: {status}");
+        let out = c.cli(0, &["device", "add", "--tenant", "acme", "--name", "gw", "--public-key", &wg(key)]);
+        assert!(!out.status.success(), "`device add` with {what}");
+    }
+    assert_eq!(token_uses(&c, "acme", id), 1, "refusals spend nothing");
+    let keys: Vec<Value> = devices(&c, "acme").iter().map(|d| d["public_key"].clone()).collect();
+    assert_eq!(keys, vec![Value::from(wg(1))]);
 }
