@@ -583,3 +583,23 @@ async fn a_gateways_own_key_is_never_a_device_key() {
     let keys: Vec<Value> = devices(&c, "acme").iter().map(|d| d["public_key"].clone()).collect();
     assert_eq!(keys, vec![Value::from(wg(1))]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_device_flapping_its_fingerprint_cannot_flood_the_log() {
+    let c = Cluster::single();
+    c.json(0, &["tenant", "create", "--name", "acme"]);
+    let (token, pin, _) = new_token(&c, "acme", &[]);
+    let kc = berqenas_pki::new_key_and_csr("device").expect("key");
+    let enrolled = pinned(&c, &pin).enroll(request(&token, 1, &kc.csr_pem)).await.expect("enrolled").into_inner();
+    let mut dev = mtls(&c, &enrolled.ca_pem, &enrolled.cert_chain_pem, &kc.key_pem);
+    for i in 0..60 {
+        let os = if i % 2 == 0 { "6.2" } else { "6.1" };
+        let beat = dev.heartbeat(hb(os)).await.expect("every heartbeat is answered").into_inner();
+        assert_eq!(beat.state(), DeviceState::Active);
+    }
+    let written = audit(&c)
+        .into_iter()
+        .filter(|e| e["action"] == "device.heartbeat" && e["details"]["id"] == enrolled.device_id.as_str())
+        .count();
+    assert!(written <= 5, "60 flapping heartbeats wrote {written} log entries");
+}
