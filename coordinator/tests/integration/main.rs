@@ -14,6 +14,7 @@ mod cli;
 mod cluster;
 mod enroll;
 mod enroll_attacks;
+mod enroll_identity;
 mod flood;
 mod gateway;
 mod harness;
