@@ -3,8 +3,9 @@
 //! per source, validated (WireGuard key, CSR, name, fingerprint) before the token is spent, bogus
 //! tokens counted and summarised like bogus joins, every token spent or refused in Raft with its
 //! audit entry; the CSR is signed as `berqenas://device/{tenant}/{id}` for `DEVICE_CERT_LIFETIME`.
-//! `Renew` and `Heartbeat` need the device's certificate (a revoked, removed or unknown device is
-//! refused at the handshake by `StateRevocation`, and again here for open connections).
+//! `Renew` and `Heartbeat` need the device's certificate (a revoked, removed or unknown device
+//! is refused at the handshake by `StateRevocation`, and again here for open connections);
+//! `Renew` at most `RENEWALS_PER_WINDOW` times per device per `RENEW_WINDOW`.
 //! Heartbeats are written to Raft only when the fingerprint changed, on a device's first
 //! heartbeat this coordinator sees, or `presence::SEEN_REFRESH_MS` after the last write — and at
 //! most `WRITES_PER_WINDOW` times per `WRITE_WINDOW` per device (a device flapping its
@@ -68,15 +69,45 @@ impl Written {
     }
 }
 
+/// Most certificate renewals of one device per `RENEW_WINDOW` on this coordinator (a client
+/// renews when a third of the day's lifetime is left; each renewal costs a CSR check and a
+/// signature, which a device looping on it must not turn into the coordinator's whole CPU).
+const RENEWALS_PER_WINDOW: u32 = 10;
+const RENEW_WINDOW: Duration = Duration::from_secs(600);
+
 pub struct DeviceService {
     c: Arc<Coordinator>,
     /// Per device id: its heartbeat writes (the heartbeat write policy).
     written: Mutex<HashMap<String, Written>>,
+    /// Per device id: the current renewal window's start and the renewals made in it.
+    renewals: Mutex<HashMap<String, (Instant, u32)>>,
 }
 
 impl DeviceService {
     pub fn new(c: Arc<Coordinator>) -> Self {
-        Self { c, written: Mutex::new(HashMap::new()) }
+        Self { c, written: Mutex::new(HashMap::new()), renewals: Mutex::new(HashMap::new()) }
+    }
+
+    /// Counts a renewal of device `id`; `Err(wait)` past its budget.
+    fn charge_renewal(&self, id: &str) -> Result<(), Status> {
+        let mut renewals = self.renewals.lock().map_err(|e| internal("renewal cache", e))?;
+        let now = Instant::now();
+        if renewals.len() >= WRITTEN_PRUNE_AT {
+            renewals.retain(|_, (start, _)| now.duration_since(*start) < RENEW_WINDOW);
+        }
+        let (start, count) = renewals.entry(id.to_string()).or_insert((now, 0));
+        if now.duration_since(*start) >= RENEW_WINDOW {
+            (*start, *count) = (now, 0);
+        }
+        if *count >= RENEWALS_PER_WINDOW {
+            let wait = RENEW_WINDOW.saturating_sub(now.duration_since(*start));
+            return Err(Status::resource_exhausted(format!(
+                "too many certificate renewals; retry in {} s",
+                wait.as_secs().max(1)
+            )));
+        }
+        *count += 1;
+        Ok(())
     }
 }
 
@@ -321,6 +352,7 @@ impl pb::device_server::Device for DeviceService {
     ) -> Result<Response<pb::DeviceRenewResponse>, Status> {
         let (tenant, id) = device_identity(&request)?;
         self.c.read(|d| live_device(&d.state, &tenant, &id))?;
+        self.charge_renewal(&id)?;
         let ca = cluster_ca(&self.c)
             .ok_or_else(|| Status::unavailable("this coordinator has no cluster CA yet"))?
             .map_err(|e| internal("loading the cluster CA", e))?;

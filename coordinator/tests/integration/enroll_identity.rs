@@ -199,3 +199,23 @@ async fn a_device_flapping_its_fingerprint_cannot_flood_the_log() {
         .count();
     assert!(written <= 5, "60 flapping heartbeats wrote {written} log entries");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_device_looping_on_renewal_is_stopped_after_a_few() {
+    let c = Cluster::single();
+    c.json(0, &["tenant", "create", "--name", "acme"]);
+    let (token, pin, _) = new_token(&c, "acme", &[]);
+    let kc = berqenas_pki::new_key_and_csr("device").expect("key");
+    let enrolled = pinned(&c, &pin).enroll(request(&token, 1, &kc.csr_pem)).await.expect("enrolled").into_inner();
+    let mut dev = mtls(&c, &enrolled.ca_pem, &enrolled.cert_chain_pem, &kc.key_pem);
+    let mut codes = Vec::new();
+    for _ in 0..30 {
+        let renewed = dev.renew(DeviceRenewRequest { csr_pem: kc.csr_pem.clone() }).await;
+        codes.push(renewed.map(|_| ()).map_err(|s| s.code()));
+    }
+    let granted = codes.iter().filter(|c| c.is_ok()).count();
+    assert!((1..=10).contains(&granted), "{granted} of 30 back-to-back renewals granted");
+    assert!(codes[granted..].iter().all(|c| *c == Err(tonic::Code::ResourceExhausted)), "{codes:?}");
+    // The device itself still works.
+    assert_eq!(dev.heartbeat(hb("6.1")).await.expect("heartbeat").into_inner().state(), DeviceState::Active);
+}
