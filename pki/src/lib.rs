@@ -117,9 +117,21 @@ impl ClusterCa {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         params.not_before = unix_to_offset(not_before - Duration::from_secs(60));
         params.not_after = unix_to_offset(not_before + lifetime);
+        params.serial_number = Some(random_serial()?);
         csr.params = params;
         Ok(csr.signed_by(&self.issuer, &self.key)?.pem())
     }
+}
+
+/// 16 random bytes, positive. rcgen's default is a hash of the public key, so every certificate
+/// of one key (a renewal with the same key, two identities asked for with one key) would share
+/// issuer and serial, which RFC 5280 forbids.
+fn random_serial() -> Result<rcgen::SerialNumber, PkiError> {
+    let mut serial = [0u8; 16];
+    getrandom::getrandom(&mut serial).map_err(|e| PkiError::Certificate(format!("no randomness for a serial: {e}")))?;
+    serial[0] &= 0x7f;
+    serial[0] |= 0x01;
+    Ok(rcgen::SerialNumber::from_slice(&serial))
 }
 
 /// A private key made on this host and the CSR that carries its public half.

@@ -232,3 +232,20 @@ fn a_server_must_carry_the_identity_the_client_dialed() {
     assert!(err.to_string().contains("is berqenas://coordinator/2, not berqenas://coordinator/3"), "{err}");
     assert!(expect_identity(None, &Identity::Coordinator(2)).is_err());
 }
+
+#[test]
+fn certificates_of_one_key_never_share_a_serial() {
+    let ca = ca();
+    let kc = new_key_and_csr("host").expect("csr");
+    let serial = |id: &Identity| {
+        let pem = ca.sign_csr(&kc.csr_pem, id, &[], SystemTime::now(), Duration::from_secs(60)).expect("sign");
+        let der = first_cert_der(&pem).expect("der");
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).expect("x509");
+        cert.raw_serial().to_vec()
+    };
+    let device = Identity::Device { tenant: "acme".into(), id: "d5".into() };
+    let serials = [serial(&device), serial(&device), serial(&Identity::Node(1))];
+    assert_ne!(serials[0], serials[1], "a renewal with the same key");
+    assert_ne!(serials[0], serials[2], "another identity with the same key");
+    assert!(serials.iter().all(|s| s.len() <= 20 && s[0] & 0x80 == 0), "positive, at most 20 bytes");
+}

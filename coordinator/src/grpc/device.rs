@@ -3,10 +3,13 @@
 //! per source, validated (WireGuard key, CSR, name, fingerprint) before the token is spent, bogus
 //! tokens counted and summarised like bogus joins, every token spent or refused in Raft with its
 //! audit entry; the CSR is signed as `berqenas://device/{tenant}/{id}` for `DEVICE_CERT_LIFETIME`.
-//! `Renew` and `Heartbeat` need the device's certificate (a revoked, removed or unknown device is
-//! refused at the handshake by `StateRevocation`, and again here for open connections).
+//! `Renew` and `Heartbeat` need the device's certificate (a revoked, removed or unknown device
+//! is refused at the handshake by `StateRevocation`, and again here for open connections);
+//! `Renew` at most `RENEWALS_PER_WINDOW` times per device per `RENEW_WINDOW`.
 //! Heartbeats are written to Raft only when the fingerprint changed, on a device's first
-//! heartbeat this coordinator sees, or `presence::SEEN_REFRESH_MS` after the last write.
+//! heartbeat this coordinator sees, or `presence::SEEN_REFRESH_MS` after the last write — and at
+//! most `WRITES_PER_WINDOW` times per `WRITE_WINDOW` per device (a device flapping its
+//! fingerprint is answered, its further changes recorded once the window has passed).
 
 use super::error::internal;
 use crate::server::{cluster_ca, Consistency, Coordinator};
@@ -31,16 +34,80 @@ pub const DEVICE_CERT_LIFETIME: Duration = Duration::from_secs(86_400);
 const MAX_CSR_BYTES: usize = 8192;
 /// Most MAC hashes a fingerprint may carry.
 const MAX_MACS: usize = 64;
+/// Most heartbeat writes of one device per `WRITE_WINDOW` on this coordinator.
+const WRITES_PER_WINDOW: u32 = 4;
+const WRITE_WINDOW: Duration = Duration::from_secs(60);
+/// Past this many devices in the write cache, the ones no longer in the state are dropped.
+const WRITTEN_PRUNE_AT: usize = 10_000;
+
+/// A device's heartbeat writes as this coordinator made them.
+struct Written {
+    /// The fingerprint last written, and when.
+    fingerprint: Fingerprint,
+    at: Instant,
+    /// The current window's start and the writes made in it.
+    window: Instant,
+    count: u32,
+}
+
+impl Written {
+    /// Whether a heartbeat reporting `fp` at `now` is written: a change or a refresh is due,
+    /// and the device has writes left in its window.
+    fn due(&self, fp: &Fingerprint, now: Instant) -> bool {
+        let wanted = self.fingerprint != *fp || now.duration_since(self.at) >= Duration::from_millis(SEEN_REFRESH_MS);
+        let spent = if now.duration_since(self.window) >= WRITE_WINDOW { 0 } else { self.count };
+        wanted && spent < WRITES_PER_WINDOW
+    }
+
+    /// Counts a write of `fp` at `now`.
+    fn record(&mut self, fp: Fingerprint, now: Instant) {
+        if now.duration_since(self.window) >= WRITE_WINDOW {
+            (self.window, self.count) = (now, 0);
+        }
+        self.count += 1;
+        (self.fingerprint, self.at) = (fp, now);
+    }
+}
+
+/// Most certificate renewals of one device per `RENEW_WINDOW` on this coordinator (a client
+/// renews when a third of the day's lifetime is left; each renewal costs a CSR check and a
+/// signature, which a device looping on it must not turn into the coordinator's whole CPU).
+const RENEWALS_PER_WINDOW: u32 = 10;
+const RENEW_WINDOW: Duration = Duration::from_secs(600);
 
 pub struct DeviceService {
     c: Arc<Coordinator>,
-    /// Per device id: the fingerprint last written and when (the heartbeat write policy).
-    written: Mutex<HashMap<String, (Fingerprint, Instant)>>,
+    /// Per device id: its heartbeat writes (the heartbeat write policy).
+    written: Mutex<HashMap<String, Written>>,
+    /// Per device id: the current renewal window's start and the renewals made in it.
+    renewals: Mutex<HashMap<String, (Instant, u32)>>,
 }
 
 impl DeviceService {
     pub fn new(c: Arc<Coordinator>) -> Self {
-        Self { c, written: Mutex::new(HashMap::new()) }
+        Self { c, written: Mutex::new(HashMap::new()), renewals: Mutex::new(HashMap::new()) }
+    }
+
+    /// Counts a renewal of device `id`; `Err(wait)` past its budget.
+    fn charge_renewal(&self, id: &str) -> Result<(), Status> {
+        let mut renewals = self.renewals.lock().map_err(|e| internal("renewal cache", e))?;
+        let now = Instant::now();
+        if renewals.len() >= WRITTEN_PRUNE_AT {
+            renewals.retain(|_, (start, _)| now.duration_since(*start) < RENEW_WINDOW);
+        }
+        let (start, count) = renewals.entry(id.to_string()).or_insert((now, 0));
+        if now.duration_since(*start) >= RENEW_WINDOW {
+            (*start, *count) = (now, 0);
+        }
+        if *count >= RENEWALS_PER_WINDOW {
+            let wait = RENEW_WINDOW.saturating_sub(now.duration_since(*start));
+            return Err(Status::resource_exhausted(format!(
+                "too many certificate renewals; retry in {} s",
+                wait.as_secs().max(1)
+            )));
+        }
+        *count += 1;
+        Ok(())
     }
 }
 
@@ -285,6 +352,7 @@ impl pb::device_server::Device for DeviceService {
     ) -> Result<Response<pb::DeviceRenewResponse>, Status> {
         let (tenant, id) = device_identity(&request)?;
         self.c.read(|d| live_device(&d.state, &tenant, &id))?;
+        self.charge_renewal(&id)?;
         let ca = cluster_ca(&self.c)
             .ok_or_else(|| Status::unavailable("this coordinator has no cluster CA yet"))?
             .map_err(|e| internal("loading the cluster CA", e))?;
@@ -308,12 +376,22 @@ impl pb::device_server::Device for DeviceService {
         let (_, src) = source(&request);
         let device = self.c.read(|d| live_device(&d.state, &tenant, &id))?;
         let fp = fingerprint(request.into_inner().fingerprint).map_err(Status::invalid_argument)?;
+        // Decided and counted under one lock, so concurrent heartbeats of one device (many
+        // connections) cannot all pass the check before any of them is counted.
         let due = {
-            let written = self.written.lock().map_err(|e| internal("heartbeat cache", e))?;
-            match written.get(&id) {
-                Some((last, at)) => *last != fp || at.elapsed() >= Duration::from_millis(SEEN_REFRESH_MS),
-                None => true,
+            let mut written = self.written.lock().map_err(|e| internal("heartbeat cache", e))?;
+            let now = Instant::now();
+            let due = written.get(&id).is_none_or(|w| w.due(&fp, now));
+            if due {
+                if written.len() >= WRITTEN_PRUNE_AT {
+                    self.c.read(|d| written.retain(|id, _| d.state.devices.contains_key(id)));
+                }
+                written
+                    .entry(id.clone())
+                    .or_insert_with(|| Written { fingerprint: fp.clone(), at: now, window: now, count: 0 })
+                    .record(fp.clone(), now);
             }
+            due
         };
         if due {
             let meta = Meta {
@@ -327,13 +405,18 @@ impl pb::device_server::Device for DeviceService {
                 device_id: id.clone(),
                 fingerprint: fp.clone(),
             });
-            match self.c.write(Command { meta, op }).await? {
-                Ok(_) => {
-                    if let Ok(mut written) = self.written.lock() {
-                        written.insert(id.clone(), (fp, Instant::now()));
+            let outcome = self.c.write(Command { meta, op }).await;
+            if !matches!(outcome, Ok(Ok(_))) {
+                // Not recorded: the next heartbeat tries again (its budget stays spent).
+                if let Ok(mut written) = self.written.lock() {
+                    let stale = Instant::now().checked_sub(Duration::from_millis(SEEN_REFRESH_MS));
+                    if let (Some(w), Some(stale)) = (written.get_mut(&id), stale) {
+                        w.at = stale;
                     }
                 }
-                Err(e) => return Err(e.into()),
+            }
+            if let Err(e) = outcome? {
+                return Err(e.into());
             }
         }
         let (tunnel, realtime_endpoint, coordinators) = world(&self.c, &device);
@@ -359,6 +442,26 @@ mod tests {
             arch: "x86_64".into(),
             client_version: "0.1.0".into(),
         }
+    }
+
+    #[test]
+    fn a_flapping_fingerprint_is_written_a_few_times_per_window() {
+        let f = |os: &str| fingerprint(Some(pb::Fingerprint { os_version: os.into(), ..fp() })).expect("valid");
+        let t0 = Instant::now();
+        let mut w = Written { fingerprint: f("6.1"), at: t0, window: t0, count: 1 };
+        assert!(!w.due(&f("6.1"), t0), "unchanged: not due before the refresh");
+        let mut writes = 1;
+        for i in 0..100u64 {
+            let (now, os) = (t0 + Duration::from_millis(i), if i % 2 == 0 { "6.2" } else { "6.1" });
+            if w.due(&f(os), now) {
+                w.record(f(os), now);
+                writes += 1;
+            }
+        }
+        assert_eq!(writes, WRITES_PER_WINDOW, "then nothing more in the window");
+        let later = t0 + WRITE_WINDOW;
+        let pending = if w.fingerprint == f("6.1") { f("6.2") } else { f("6.1") };
+        assert!(w.due(&pending, later), "the change is written once the window has passed");
     }
 
     #[test]

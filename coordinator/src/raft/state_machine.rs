@@ -404,8 +404,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 }
                 EntryPayload::Normal(proposal) => {
                     let mut answers = Vec::with_capacity(proposal.commands().len());
-                    for cmd in proposal.commands() {
-                        let (reply, t) = data.state.apply(entry.log_id.index, cmd);
+                    for (seq, cmd) in proposal.commands().iter().enumerate() {
+                        let (reply, t) = data.state.apply_in_batch(entry.log_id.index, seq, cmd);
                         touched.extend(t);
                         answers.push(reply);
                     }

@@ -65,7 +65,8 @@ impl fmt::Display for DeviceName {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Device {
-    /// `d{raft index of its creation}`: stable, never reused.
+    /// `d{raft index of its creation}` (`d{index}-{n}` for the n-th of a batch, `At::id`):
+    /// stable, never reused.
     pub id: String,
     pub tenant: TenantName,
     pub name: DeviceName,
@@ -210,6 +211,19 @@ impl State {
                 new.public_key
             )));
         }
+        // A gateway interface's own key (any tenant's: devices learn theirs from their config)
+        // as a peer would never converge: WireGuard ignores a peer with the interface's key.
+        let gateway_key = self
+            .tenants
+            .values()
+            .flat_map(|t| t.node_status.values())
+            .any(|s| s.gateway.as_ref().and_then(|g| g.public_key.as_ref()) == Some(&new.public_key));
+        if gateway_key {
+            return Err(DomainError::Conflict(format!(
+                "public key {} is a gateway's key; a device needs a key of its own",
+                new.public_key
+            )));
+        }
         let used: BTreeSet<Ipv4Addr> =
             self.devices.values().filter(|d| d.tenant == new.tenant).map(|d| d.address).collect();
         let address = match new.address {
@@ -226,7 +240,7 @@ impl State {
             })?,
         };
         let device = Device {
-            id: format!("d{}", at.index),
+            id: at.id('d'),
             tenant: new.tenant.clone(),
             name: new.name.clone(),
             public_key: new.public_key.clone(),

@@ -194,11 +194,15 @@ impl State {
         }
         let name = match (&token.name, &e.name) {
             (Some(n), _) if token.uses == 0 && self.device(&token.tenant, n).is_none() => n.clone(),
-            (Some(n), _) => suffixed(n, token.uses + 1),
+            // The first free `{name}-{k}` from the use's number on: a name taken meanwhile (by
+            // `device add`, say) must not leave the token's remaining uses unusable. A tenant
+            // has at most 253 devices, so a free one is found within that many steps.
+            (Some(n), _) => (token.uses + 1..token.uses.saturating_add(300))
+                .map(|k| suffixed(n, k))
+                .find(|name| self.device(&token.tenant, name).is_none())
+                .unwrap_or_else(|| suffixed(n, token.uses + 1)),
             (None, Some(n)) => n.clone(),
-            (None, None) => {
-                DeviceName::parse(&format!("d{}", at.index)).map_err(|err| DomainError::Invalid(err.to_string()))?
-            }
+            (None, None) => DeviceName::parse(&at.id('d')).map_err(|err| DomainError::Invalid(err.to_string()))?,
         };
         let new = NewDevice { tenant: token.tenant.clone(), name, public_key: e.public_key.clone(), address: None };
         let reply = self.register_device(at, &new, touched)?;

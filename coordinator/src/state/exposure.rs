@@ -34,7 +34,7 @@ pub const MAX_RATE: u32 = 1_000_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Exposure {
-    /// `x{raft index of its creation}`.
+    /// `x{raft index of its creation}` (`At::id`).
     pub id: String,
     pub tenant: TenantName,
     pub device_id: String,
@@ -165,7 +165,7 @@ impl State {
             })?,
         };
         let exposure = Exposure {
-            id: format!("x{}", at.index),
+            id: at.id('x'),
             tenant: new.tenant.clone(),
             device_id: device.id.clone(),
             port: new.port,

@@ -49,7 +49,7 @@ pub const MAX_DOMAINS: usize = 1000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FirewallRule {
-    /// `r{raft index of its creation}`.
+    /// `r{raft index of its creation}` (`At::id`).
     pub id: String,
     pub tenant: TenantName,
     pub position: u32,
@@ -169,7 +169,7 @@ impl State {
             });
         }
         let rule = FirewallRule {
-            id: format!("r{}", at.index),
+            id: at.id('r'),
             tenant: new.tenant.clone(),
             position,
             verdict: new.verdict,

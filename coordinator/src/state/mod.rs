@@ -356,11 +356,25 @@ pub type Response = Result<Reply, DomainError>;
 /// What a command handler gives back: the reply, and the facts its audit entry records.
 pub(crate) type Handled = (Response, Facts);
 
-/// Where a command is applied: its Raft log index and its own time (`Meta::time_ms`).
+/// Where a command is applied: its Raft log index, its place in that entry's batch (the
+/// commands of a batch share the index) and its own time (`Meta::time_ms`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct At {
     pub index: u64,
+    pub seq: usize,
     pub now: u64,
+}
+
+impl At {
+    /// An id no other command ever gets: `{prefix}{index}` for a batch's first command,
+    /// `{prefix}{index}-{seq}` for the others (two devices enrolled in one batch must not share
+    /// an id: the second would overwrite the first, and their certificates name the same device).
+    pub fn id(&self, prefix: char) -> String {
+        match self.seq {
+            0 => format!("{prefix}{}", self.index),
+            seq => format!("{prefix}{}-{seq}", self.index),
+        }
+    }
 }
 
 /// A command being applied, as its handler gets it: where and when, the rows touched so far,
@@ -413,12 +427,17 @@ pub struct State {
 }
 
 impl State {
-    /// Applies one command at Raft log `index`. Returns the reply and the rows it touched; its
-    /// audit entry waits in `audit` for the store to take it.
+    /// Applies one command alone at Raft log `index` (`apply_in_batch` at place 0).
     pub fn apply(&mut self, index: u64, cmd: &Command) -> (Response, Vec<Touched>) {
+        self.apply_in_batch(index, 0, cmd)
+    }
+
+    /// Applies the command at place `seq` of the batch at Raft log `index`. Returns the reply
+    /// and the rows it touched; its audit entry waits in `audit` for the store to take it.
+    pub fn apply_in_batch(&mut self, index: u64, seq: usize, cmd: &Command) -> (Response, Vec<Touched>) {
         let mut touched = Vec::new();
         let (result, facts) = match self.authorise(cmd) {
-            Ok(()) => self.run(At { index, now: cmd.meta.time_ms }, &cmd.op, &mut touched),
+            Ok(()) => self.run(At { index, seq, now: cmd.meta.time_ms }, &cmd.op, &mut touched),
             Err(e) => (Err(e), cmd.op.facts()),
         };
         let Facts { action, target, mut details } = facts;

@@ -14,11 +14,11 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tonic::transport::Channel;
 
-fn wg(b: u8) -> String {
+pub(super) fn wg(b: u8) -> String {
     WgKey::from_bytes(&[b; 32]).to_string()
 }
 
-fn fingerprint(os_version: &str) -> Fingerprint {
+pub(super) fn fingerprint(os_version: &str) -> Fingerprint {
     Fingerprint {
         mac_hashes: vec!["a".repeat(64)],
         machine_id_hash: "b".repeat(64),
@@ -30,7 +30,7 @@ fn fingerprint(os_version: &str) -> Fingerprint {
 }
 
 /// A token for `tenant` from the CLI: (token, CA pin, the whole answer).
-fn new_token(c: &Cluster, tenant: &str, extra: &[&str]) -> (String, String, Value) {
+pub(super) fn new_token(c: &Cluster, tenant: &str, extra: &[&str]) -> (String, String, Value) {
     let mut args = vec!["device", "token", "create", "--tenant", tenant];
     args.extend(extra);
     let created = c.json(0, &args);
@@ -41,7 +41,7 @@ fn new_token(c: &Cluster, tenant: &str, extra: &[&str]) -> (String, String, Valu
 
 /// A client of the node listener that trusts the coordinator by the pinned CA, without a
 /// certificate of its own (enrollment).
-fn pinned(c: &Cluster, pin: &str) -> DeviceClient<Channel> {
+pub(super) fn pinned(c: &Cluster, pin: &str) -> DeviceClient<Channel> {
     let addr = c.nodes[0].listen().node;
     berqenas_tests::wait_for("the node listener", Duration::from_secs(20), || {
         std::net::TcpStream::connect(&addr).ok().map(|_| ())
@@ -52,13 +52,13 @@ fn pinned(c: &Cluster, pin: &str) -> DeviceClient<Channel> {
 
 /// A client presenting a device certificate (mTLS); every call of a fresh client is a fresh
 /// connection, so a fresh handshake.
-fn mtls(c: &Cluster, ca_pem: &str, chain_pem: &str, key_pem: &str) -> DeviceClient<Channel> {
+pub(super) fn mtls(c: &Cluster, ca_pem: &str, chain_pem: &str, key_pem: &str) -> DeviceClient<Channel> {
     let config = berqenas_pki::client_config(ca_pem, Some((chain_pem, key_pem))).expect("tls");
     let tls = Arc::new(RwLock::new(Arc::new(config)));
     DeviceClient::new(berqenas_coordinator::transport::channel(&c.nodes[0].listen().node, tls).expect("channel"))
 }
 
-fn request(token: &str, key: u8, csr_pem: &str) -> EnrollRequest {
+pub(super) fn request(token: &str, key: u8, csr_pem: &str) -> EnrollRequest {
     EnrollRequest {
         token: token.into(),
         wg_public_key: wg(key),
@@ -68,16 +68,16 @@ fn request(token: &str, key: u8, csr_pem: &str) -> EnrollRequest {
     }
 }
 
-fn identity(chain_pem: &str) -> Identity {
+pub(super) fn identity(chain_pem: &str) -> Identity {
     berqenas_pki::peer_identity(&berqenas_pki::first_cert_der(chain_pem).expect("cert")).expect("identity")
 }
 
-fn devices(c: &Cluster, tenant: &str) -> Vec<Value> {
+pub(super) fn devices(c: &Cluster, tenant: &str) -> Vec<Value> {
     c.json(0, &["device", "list", "--tenant", tenant]).as_array().cloned().unwrap_or_default()
 }
 
 /// The newest audit entries (up to 500), newest first.
-fn audit(c: &Cluster) -> Vec<Value> {
+pub(super) fn audit(c: &Cluster) -> Vec<Value> {
     c.json(0, &["audit", "list", "--limit", "500"]).as_array().cloned().unwrap_or_default()
 }
 
@@ -275,7 +275,7 @@ async fn manual_approval_leaves_a_device_pending_and_another_tenants_key_cannot_
 }
 
 /// The next desired state that is not a bookmark, within `within`.
-async fn next_state(
+pub(super) async fn next_state(
     stream: &mut tonic::Streaming<berqenas_proto::node::DesiredState>,
     within: Duration,
 ) -> berqenas_proto::node::DesiredState {
@@ -292,7 +292,7 @@ async fn next_state(
     }
 }
 
-fn db_part(state: &berqenas_proto::node::DesiredState, tenant: &str) -> berqenas_proto::node::DbAssignment {
+pub(super) fn db_part(state: &berqenas_proto::node::DesiredState, tenant: &str) -> berqenas_proto::node::DbAssignment {
     let t = state.tenants.iter().find(|t| t.name == tenant).expect("the tenant is assigned");
     t.db.clone().expect("a db part")
 }

@@ -13,6 +13,8 @@ mod audit;
 mod cli;
 mod cluster;
 mod enroll;
+mod enroll_attacks;
+mod enroll_identity;
 mod flood;
 mod gateway;
 mod harness;

@@ -299,3 +299,20 @@ fn the_db_node_gets_active_devices_and_customer_keys_with_a_newer_revision() {
     let globex = desired::for_node(&s, 1).expect("node").into_iter().find(|a| a.name == "globex").expect("globex");
     assert!(globex.db.expect("db").devices.is_empty(), "another tenant sees none of acme's devices");
 }
+
+#[test]
+fn devices_enrolled_in_one_batch_get_ids_of_their_own() {
+    // The proposer puts concurrent writes into one Raft entry: its commands share the index.
+    let mut s = world();
+    let mut t = token("00000000000000f1", "acme");
+    t.max_uses = None;
+    assert!(at(&mut s, 1, Op::CreateDeviceToken(t)).is_ok());
+    let batch: Vec<Response> = (1..=3)
+        .map(|key| s.apply_in_batch(50, usize::from(key - 1), &cmd(2, enroll("00000000000000f1", "acme", key))).0)
+        .collect();
+    let ids: Vec<String> = batch.into_iter().map(|r| device_of(r).id).collect();
+    assert_eq!(ids, vec!["d50", "d50-1", "d50-2"]);
+    assert_eq!(s.devices.len(), 3, "none overwrote another");
+    let keys: Vec<WgKey> = ids.iter().map(|id| s.devices[id].public_key.clone()).collect();
+    assert_eq!(keys, vec![wg(1), wg(2), wg(3)]);
+}
