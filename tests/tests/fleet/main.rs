@@ -12,6 +12,7 @@ mod attacks;
 mod db;
 mod device_cross;
 mod device_e2e;
+mod device_full;
 mod device_enroll;
 mod device_events;
 mod device_tunnel;

@@ -150,12 +150,50 @@ impl Env {
     /// The whole lab: coordinator, db agent, gateway agent, tenants acme (d1, d2) and beta (d3),
     /// each device configured from its `device config` and pinging its gateway address.
     pub fn new() -> Env {
-        require_prerequisites();
         let n = ENVS.fetch_add(1, Ordering::SeqCst);
+        let (mut env, hosts, ()) = Env::with_db(&["a1", "a2", "b1"], |env| {
+            // A db node for the tenants' database part (dir driver), beside the coordinator.
+            let coord = env.coord.clone();
+            let db_dir = env.join(&coord, "db", "db", &["--driver", "dir", "--driver-path", "DIR/tenants"]);
+            let config = db_dir.join("agent.toml");
+            let db =
+                env.lab.spawn(&coord, "agent-db", &agent_bin(), &["run", "--config", path(&config)], env.tmp.path());
+            env.procs.push(db);
+        });
+        env.json(&["tenant", "create", "--name", "acme", "--vpn", "enabled", "--wait", "--wait-timeout", "60s"]);
+        env.json(&["tenant", "create", "--name", "beta", "--vpn", "enabled", "--wait", "--wait-timeout", "60s"]);
+        for (host, tenant, name) in [(&hosts[0], "acme", "d1"), (&hosts[1], "acme", "d2"), (&hosts[2], "beta", "d3")] {
+            let (private_key, public_key) = wg_keypair();
+            let added = env.json(&["device", "add", "--tenant", tenant, "--name", name, "--public-key", &public_key]);
+            let address = added["address"].as_str().unwrap_or_else(|| panic!("device add: {added}")).to_string();
+            env.devices.push(Device {
+                host: host.clone(),
+                tenant,
+                name,
+                // ≤ 15 characters, unique on the machine: wireguard-go's sockets share a directory.
+                interface: format!("bqe{}x{n}{}", std::process::id() % 100_000, env.devices.len()),
+                private_key,
+                public_key,
+                address,
+            });
+        }
+        for i in 0..env.devices.len() {
+            let d = env.devices[i].clone();
+            env.up(&d);
+            env.reach(&d, &env.gateway_address(d.tenant), CONVERGE, "a device pings its gateway through the tunnel");
+        }
+        env
+    }
+
+    /// The lab without tenants: the coordinator, the db node `db` starts (in the coordinator's
+    /// host, before the gateway joins; what it returns is handed back), the gateway agent, the
+    /// hosts `device_hosts` (198.51.100.21, .22, … on their eth0) and the outside client.
+    pub fn with_db<T>(device_hosts: &[&str], db: impl FnOnce(&mut Env) -> T) -> (Env, Vec<Host>, T) {
+        require_prerequisites();
         let mut lab = Lab::new();
         let coord = lab.host("coord");
         let gw = lab.host("gw");
-        let hosts: Vec<Host> = ["a1", "a2", "b1"].iter().map(|h| lab.host(h)).collect();
+        let hosts: Vec<Host> = device_hosts.iter().map(|h| lab.host(h)).collect();
         let client = lab.host("client");
         let tmp = tempfile::tempdir().expect("tmp");
         let ip = |h: &Host, args: &[&str]| {
@@ -200,11 +238,7 @@ impl Env {
             gw_dir: PathBuf::new(),
         };
 
-        // A db node for the tenants' database part (dir driver), beside the coordinator.
-        let db_dir = env.join(&coord, "db", "db", &["--driver", "dir", "--driver-path", "DIR/tenants"]);
-        let config = db_dir.join("agent.toml");
-        let db = env.lab.spawn(&coord, "agent-db", &agent_bin(), &["run", "--config", path(&config)], env.tmp.path());
-        env.procs.push(db);
+        let made = db(&mut env);
         // The gateway: driver none with a public address is the real gateway driver.
         env.gw_dir = env.join(
             &gw,
@@ -213,30 +247,7 @@ impl Env {
             &["--public-address", PUBLIC, "--public-ports", "15000-15999", "--resync-interval", "2s"],
         );
         env.start_gateway("agent-gw");
-
-        env.json(&["tenant", "create", "--name", "acme", "--vpn", "enabled", "--wait", "--wait-timeout", "60s"]);
-        env.json(&["tenant", "create", "--name", "beta", "--vpn", "enabled", "--wait", "--wait-timeout", "60s"]);
-        for (host, tenant, name) in [(&hosts[0], "acme", "d1"), (&hosts[1], "acme", "d2"), (&hosts[2], "beta", "d3")] {
-            let (private_key, public_key) = wg_keypair();
-            let added = env.json(&["device", "add", "--tenant", tenant, "--name", name, "--public-key", &public_key]);
-            let address = added["address"].as_str().unwrap_or_else(|| panic!("device add: {added}")).to_string();
-            env.devices.push(Device {
-                host: host.clone(),
-                tenant,
-                name,
-                // ≤ 15 characters, unique on the machine: wireguard-go's sockets share a directory.
-                interface: format!("bqe{}x{n}{}", std::process::id() % 100_000, env.devices.len()),
-                private_key,
-                public_key,
-                address,
-            });
-        }
-        for i in 0..env.devices.len() {
-            let d = env.devices[i].clone();
-            env.up(&d);
-            env.reach(&d, &env.gateway_address(d.tenant), CONVERGE, "a device pings its gateway through the tunnel");
-        }
-        env
+        (env, hosts, made)
     }
 
     /// `berqenas-node-agent join` in `host`; returns the agent's data directory. `DIR` in
