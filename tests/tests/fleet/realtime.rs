@@ -10,16 +10,16 @@ use berqenas_tests::realtime::{customer_key, device, event, ingest, serve, tenan
 use std::time::Duration;
 use tonic::Code;
 
-struct Env {
-    url: String,
-    db: sqlx::PgPool,
-    pki: Pki,
+pub(crate) struct Env {
+    pub(crate) url: String,
+    pub(crate) db: sqlx::PgPool,
+    pub(crate) pki: Pki,
     _pg: Postgres,
-    tmp: tempfile::TempDir,
+    pub(crate) tmp: tempfile::TempDir,
 }
 
 /// PostgreSQL on loopback with `tenants` made by the agent's PostgreSQL driver.
-async fn env(tenants: &[berqenas_node_agent::assignment::DbTenant]) -> Env {
+pub(crate) async fn env(tenants: &[berqenas_node_agent::assignment::DbTenant]) -> Env {
     let tmp = tempfile::tempdir().expect("tmp");
     let pg = Postgres::start_loopback(tmp.path());
     let url = format!("postgres://postgres:{}@127.0.0.1:{}/postgres", pg.password, pg.port);
@@ -35,7 +35,7 @@ async fn env(tenants: &[berqenas_node_agent::assignment::DbTenant]) -> Env {
     Env { url, db, pki: Pki::new(), _pg: pg, tmp }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
 }
 
@@ -288,7 +288,7 @@ fn realtime_subscribers_get_every_committed_row_in_order_and_resume_exactly_afte
 
 /// The realtime role in a process of its own (`bench-realtime serve`: the agent's module for
 /// `bench_tenant()`), listening on `port`.
-fn ingest_process(e: &Env, port: u16) -> berqenas_tests::Proc {
+pub(crate) fn ingest_process(e: &Env, port: u16) -> berqenas_tests::Proc {
     let dir = e.tmp.path().to_string_lossy().into_owned();
     let p = berqenas_tests::Proc::spawn(
         &format!("ingest-{port}"),
