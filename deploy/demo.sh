@@ -118,7 +118,7 @@ out=$(in_ns "$CORE" "$COORD" init --data-dir "$WORK/coord" --id 1 --raft-listen 
   --api-listen 192.0.2.1:7201 --node-listen 192.0.2.1:7301 --vpn-pool 198.18.0.0/15 --output json)
 export BERQENAS_API_KEY=$(printf '%s' "$out" | jget admin_api_key)
 export BERQENAS_ENDPOINT=https://192.0.2.1:7201 BERQENAS_CA_CERT="$WORK/coord/ca.pem"
-in_ns "$CORE" "$COORD" serve --data-dir "$WORK/coord" --id 1 --raft-listen 192.0.2.1:7101 \
+ip netns exec "$CORE" "$COORD" serve --data-dir "$WORK/coord" --id 1 --raft-listen 192.0.2.1:7101 \
   --api-listen 192.0.2.1:7201 --node-listen 192.0.2.1:7301 >"$WORK/coordinator.log" 2>&1 &
 PIDS+=($!)
 wait_until 30 "the coordinator" grep -q "node listener serving" "$WORK/coordinator.log"
@@ -130,7 +130,7 @@ in_ns "$CORE" "$AGENT" join --coordinator https://192.0.2.1:7301 --token "$(prin
   --ca-pin "$(printf '%s' "$tok" | jget ca_fingerprint)" --roles db --data-dir "$WORK/db" \
   --driver postgres --driver-url postgres://postgres@192.0.2.1:5432/postgres \
   --realtime-listen 192.0.2.1:7443 --resync-interval 2s >/dev/null
-in_ns "$CORE" "$AGENT" run --config "$WORK/db/agent.toml" >"$WORK/agent-db.log" 2>&1 &
+ip netns exec "$CORE" "$AGENT" run --config "$WORK/db/agent.toml" >"$WORK/agent-db.log" 2>&1 &
 PIDS+=($!)
 
 step "gateway node agent in $GW: public address 198.51.100.10, ports 15000-15999"
@@ -182,7 +182,7 @@ wait_until 20 "a ping of $GATEWAY" in_ns "$DEV" ping -c 1 -W 1 "$GATEWAY"
 in_ns "$DEV" ping -c 3 "$GATEWAY" | indent
 
 step "6. a TCP service on the device (port 8080; it answers with the address it sees)"
-in_ns "$DEV" python3 -c 'import socketserver
+ip netns exec "$DEV" python3 -c 'import socketserver
 class H(socketserver.BaseRequestHandler):
     def handle(self):
         self.request.sendall(("plc1 sees you as %s\n" % self.client_address[0]).encode())
@@ -207,7 +207,7 @@ step "7. the tenant's app subscribes (SSE, customer key) from $OUT"
 cp "$WORK/db/ca.pem" "$WORK/cluster-ca.pem"
 # Verifies the node's chain to the cluster CA; node certificates name no address, so no host
 # name check (the device client and the test check the berqenas://node/… identity instead).
-in_ns "$OUT" python3 -u -c 'import json, ssl, sys, time, urllib.request, urllib.error
+ip netns exec "$OUT" python3 -u -c 'import json, ssl, sys, time, urllib.request, urllib.error
 url, ca, key = sys.argv[1:4]
 ctx = ssl.create_default_context(cafile=ca)
 ctx.check_hostname = False
