@@ -30,7 +30,7 @@ impl Drop for Link {
 
 enum Sub {
     Subscribed,
-    Event(String, String),
+    Event(String),
     Failed(String),
 }
 
@@ -61,8 +61,8 @@ fn subscriber(netns: String, url: String, ca: String, key: String) -> mpsc::Rece
             };
             let _ = tx.send(Sub::Subscribed);
             let mut reader = SseReader::new(resp);
-            while let Some((id, data)) = reader.next(Duration::from_secs(300)).await {
-                if tx.send(Sub::Event(id, data)).is_err() {
+            while let Some((_, data)) = reader.next(Duration::from_secs(300)).await {
+                if tx.send(Sub::Event(data)).is_err() {
                     return;
                 }
             }
@@ -172,7 +172,7 @@ fn device_full_path_enroll_tunnel_expose_keep_send_row_and_subscriber() {
     assert_eq!(row.replace(' ', ""), format!(r#"{device_id}|reading|{{"celsius":21.5}}"#), "the row of event {id}");
     let got = wait_for("the subscriber to receive the event", Duration::from_secs(30), || {
         match events.recv_timeout(Duration::from_millis(200)) {
-            Ok(Sub::Event(_, data)) => {
+            Ok(Sub::Event(data)) => {
                 let v: serde_json::Value = serde_json::from_str(&data).expect("event JSON");
                 (v["id"] == id.as_str()).then_some(v)
             }
