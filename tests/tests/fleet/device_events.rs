@@ -128,6 +128,10 @@ fn events_survive_ingest_kills_and_client_kills_and_are_stored_once() {
         let out = send(&bin, &state, n);
         assert!(String::from_utf8_lossy(&out.stdout).contains("spooled"), "{}", String::from_utf8_lossy(&out.stderr));
         if n == 5 {
+            // Killed once the stream has delivered part of what run relays.
+            wait_for("some of run's events stored", Duration::from_secs(20), || {
+                (stored(&rt, &e.db).len() >= 2).then_some(())
+            });
             ingest.kill();
         }
     }
