@@ -216,7 +216,8 @@ fn main() {
         holder.log_text().contains("mounted").then_some(())
     });
     let hpid = holder.pid().to_string();
-    let gw_args = ["-t", &hpid, "-m", "-n", path(&b.agent), "run", "--config", path(&gw_dir.join("agent.toml"))];
+    let gw_config = gw_dir.join("agent.toml");
+    let gw_args = ["-t", hpid.as_str(), "-m", "-n", path(&b.agent), "run", "--config", path(&gw_config)];
     let mut gw_agent = Proc::spawn("agent-gw", Path::new("nsenter"), &gw_args, b.tmp.path());
 
     for t in ["acme", "byok"] {
@@ -232,7 +233,6 @@ fn main() {
     let (mut token_ms, mut enroll_ms, mut up_ms, mut ping_ms, mut total_ms) = (vec![], vec![], vec![], vec![], vec![]);
     let mut up_retries = 0u32;
     let mut last_state = PathBuf::new();
-    let mut last_if = String::new();
     for i in 0..n {
         let name = format!("e{i}");
         let t0 = Instant::now();
@@ -279,7 +279,6 @@ fn main() {
             assert!(out.status.success(), "down {name}: {}", text(&out));
         }
         last_state = state;
-        last_if = interface;
     }
 
     // Bring your own key: wg genkey, device add, device config, wg-quick up.
@@ -333,7 +332,6 @@ fn main() {
     let (run_rss, run_peak, run_cpu) = proc_stats(run.pid());
     run.stop(Duration::from_secs(5));
     let _ = b.lab.run(&dev, &device_bin, &["--state-dir", path(&last_state), "down"], &denv);
-    let _ = last_if;
 
     let sizes: serde_json::Map<String, Value> = sizes
         .iter()
