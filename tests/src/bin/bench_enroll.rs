@@ -155,9 +155,9 @@ impl Bench {
 fn main() {
     let mut args = std::env::args().skip(1);
     let usage = "usage: bench-enroll COORDINATOR AGENT DEVICE [TARGET=PATH…]";
-    let coordinator_bin = PathBuf::from(args.next().expect(usage));
-    let agent_bin = PathBuf::from(args.next().expect(usage));
-    let device_bin = PathBuf::from(args.next().expect(usage));
+    let coordinator_bin = std::fs::canonicalize(args.next().expect(usage)).expect("coordinator_bin: no such file");
+    let agent_bin = std::fs::canonicalize(args.next().expect(usage)).expect("agent_bin: no such file");
+    let device_bin = std::fs::canonicalize(args.next().expect(usage)).expect("device_bin: no such file");
     let sizes: Vec<(String, PathBuf)> = args
         .map(|a| {
             let (t, p) = a.split_once('=').expect(usage);
