@@ -8,8 +8,8 @@
 //! CSR, fingerprint; the coordinator signs and allocates), `berqenas-device up` (retried until
 //! the coordinator gives it a complete tunnel) and pings until the gateway agent has added the
 //! peer and the handshake is done. Every process start (`ip netns exec`) is inside the time.
-//! Side by side, the bring-your-own-key path for as many devices on another tenant: `wg genkey`
-//! + `wg pubkey`, `device add --public-key`, `device config --format wg-quick` (waited until
+//! Side by side, the bring-your-own-key path for as many devices on another tenant: `wg genkey` and
+//! `wg pubkey`, `device add --public-key`, `device config --format wg-quick` (waited until
 //! complete) and `wg-quick up` of that file (userspace wireguard-go), until the same ping.
 //! Then `berqenas-device run` of one enrolled device: its RSS after 10 s; and the sizes of the
 //! device binaries given on the command line. One JSON line.
