@@ -23,6 +23,14 @@
 #                 events/s publish→commit and publish→subscriber (SSE) p50/p99; ingest RSS; side by
 #                 side raw COPY of as many rows with psql and one INSERT per event
 #                 (BERQENAS_BENCH_SECONDS=S for another duration, default 10)
+#   enroll        token → tunnel up for 100 sequential devices in lab namespaces: real coordinator,
+#                 gateway agent (wireguard-go) and db agent; `berqenas-device enroll` + `up` until the
+#                 tenant's gateway address answers a ping through the tunnel, p50/p99 and phases;
+#                 side by side as many `wg genkey` + `device add --public-key` + `device config` +
+#                 `wg-quick up` (bring your own key) to the same ping; `berqenas-device run` RSS;
+#                 the device client's sizes (`--profile device`: host, x86_64-pc-windows-gnu,
+#                 aarch64-unknown-linux-musl; targets deploy/test.sh installs)
+#                 (needs root, wireguard-go, wireguard-tools, nsenter; BERQENAS_BENCH_DEVICES=N)
 #   wg-peers      the gateway driver's WireGuard side in its own namespace (wireguard-go): a cold
 #                 pass with 10,000 peers on one interface, a converged pass, one peer added and
 #                 removed by diff, suspend, resume, delete (BERQENAS_BENCH_PEERS=N for another N)
@@ -74,6 +82,22 @@ case "$name" in
   realtime)
     cargo build --release --locked -q -p berqenas-tests --bins
     exec target/release/bench-realtime
+    ;;
+  enroll)
+    cargo build --release --locked -q -p berqenas-coordinator -p berqenas-node-agent -p berqenas-tests --bins
+    cargo build --profile device --locked -q -p berqenas-device
+    sizes=("x86_64-unknown-linux-gnu=target/device/berqenas-device")
+    for t in x86_64-pc-windows-gnu aarch64-unknown-linux-musl; do
+      if rustup target list --installed 2>/dev/null | grep -qx "$t"; then
+        cargo build --profile device --locked -q -p berqenas-device --target "$t"
+        exe=berqenas-device; [ "$t" = x86_64-pc-windows-gnu ] && exe=berqenas-device.exe
+        sizes+=("$t=target/$t/device/$exe")
+      else
+        echo "bench.sh enroll: rust target $t is not installed (deploy/test.sh installs it); its size is left out" >&2
+      fi
+    done
+    exec target/release/bench-enroll target/release/berqenas-coordinator target/release/berqenas-node-agent \
+      target/device/berqenas-device "${sizes[@]}"
     ;;
   wg-peers)
     cargo build --release --locked -q -p berqenas-tests --bins
@@ -252,7 +276,7 @@ print(json.dumps(out))
 PY
     ;;
   *)
-    echo "usage: $0 coordinator|fanout|flood|provision|gateway|gateway-nft|gateway-throughput|wg-peers" >&2
+    echo "usage: $0 coordinator|enroll|fanout|flood|provision|realtime|gateway|gateway-nft|gateway-throughput|wg-peers" >&2
     exit 2
     ;;
 esac
