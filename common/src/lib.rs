@@ -1,5 +1,7 @@
 //! Small pieces both the coordinator and the node agent need, written once.
 
 pub mod files;
+#[cfg(feature = "grpc")]
+pub mod grpc;
 pub mod net;
 pub mod tenancy;

@@ -3,13 +3,13 @@
 //! ingest on a db node with the device's certificate.
 
 use crate::state::StateDir;
-use anyhow::{bail, Context};
+use anyhow::bail;
+use berqenas_common::grpc::Liveness;
 use berqenas_proto::device::device_client::DeviceClient;
 use berqenas_proto::realtime::ingest_client::IngestClient;
-use hyper_util::rt::TokioIo;
 use std::sync::Arc;
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 /// host:port from `https://host:port` or `host:port`.
 pub fn coordinator_addr(raw: &str) -> anyhow::Result<String> {
@@ -23,30 +23,12 @@ pub fn coordinator_addr(raw: &str) -> anyhow::Result<String> {
     Ok(addr.to_string())
 }
 
+/// Devices ping rarely (metered links, sleeping boards).
+const LIVENESS: Liveness = Liveness { connect: Duration::from_secs(5), ping: Duration::from_secs(20) };
+
 /// Connects to `addr` (host:port) with `tls`; fails within a few seconds when nothing answers.
 pub async fn channel(addr: &str, tls: Arc<rustls::ClientConfig>) -> anyhow::Result<Channel> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-        .with_context(|| format!("invalid address {addr:?}"))?
-        .connect_timeout(Duration::from_secs(5))
-        .http2_keep_alive_interval(Duration::from_secs(20))
-        .keep_alive_timeout(Duration::from_secs(10))
-        .keep_alive_while_idle(true);
-    let connector = tower::service_fn(move |uri: Uri| {
-        let tls = tls.clone();
-        async move {
-            let host = uri.host().unwrap_or("localhost").trim_start_matches('[').trim_end_matches(']').to_string();
-            let port = uri.port_u16().unwrap_or(443);
-            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
-            tcp.set_nodelay(true)?;
-            let name = rustls::pki_types::ServerName::try_from(host).map_err(std::io::Error::other)?;
-            let stream = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await?;
-            Ok::<_, std::io::Error>(TokioIo::new(stream))
-        }
-    });
-    tokio::time::timeout(Duration::from_secs(10), endpoint.connect_with_connector(connector))
-        .await
-        .with_context(|| format!("connecting to {addr} timed out"))?
-        .with_context(|| format!("cannot connect to {addr}"))
+    berqenas_common::grpc::channel(addr, tls, 443, LIVENESS).await
 }
 
 /// A coordinator trusted only if its CA has the fingerprint `pin` (`sha256:<hex>`).

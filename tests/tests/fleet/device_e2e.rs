@@ -35,21 +35,9 @@ fn an_enrolled_device_brings_its_tunnel_up_pings_its_gateway_and_loses_it_when_r
         env.lab.run(&host, &bin, &all, &[("BERQENAS_DEVICE_WG", "userspace")])
     };
 
-    let created = env.json(&["device", "token", "create", "--tenant", "acme", "--name", "edge1"]);
-    let command = created["command"].as_str().expect("command").to_string();
-    let words: Vec<&str> = command.split_whitespace().collect();
-    let after = |flag: &str| words[words.iter().position(|w| *w == flag).expect(flag) + 1];
-    let out = device(&[
-        "enroll",
-        "--coordinator",
-        after("--coordinator"),
-        "--token",
-        after("--token"),
-        "--ca-pin",
-        after("--ca-pin"),
-        "--interface",
-        &interface,
-    ]);
+    let mut enroll = env.enroll_args("acme", "edge1");
+    enroll.extend(["--interface".to_string(), interface.clone()]);
+    let out = device(&enroll.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(out.status.success(), "enroll: {}", text(&out));
     assert!(text(&out).contains("enrolled device edge1"), "{}", text(&out));
 

@@ -120,21 +120,9 @@ fn device_full_path_enroll_tunnel_expose_keep_send_row_and_subscriber() {
         all.extend_from_slice(args);
         env.lab.run(&host, &bin, &all, &[("BERQENAS_DEVICE_WG", "userspace")])
     };
-    let created = env.json(&["device", "token", "create", "--tenant", "acme", "--name", "plc1"]);
-    let command = created["command"].as_str().expect("command").to_string();
-    let words: Vec<&str> = command.split_whitespace().collect();
-    let after = |flag: &str| words[words.iter().position(|w| *w == flag).expect(flag) + 1];
-    let out = device(&[
-        "enroll",
-        "--coordinator",
-        after("--coordinator"),
-        "--token",
-        after("--token"),
-        "--ca-pin",
-        after("--ca-pin"),
-        "--interface",
-        &interface,
-    ]);
+    let mut enroll = env.enroll_args("acme", "plc1");
+    enroll.extend(["--interface".to_string(), interface.clone()]);
+    let out = device(&enroll.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(out.status.success(), "enroll: {}", text(&out));
     let stored: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(state.join("device.json")).expect("device.json")).expect("json");

@@ -330,6 +330,26 @@ impl Env {
             .unwrap_or_else(|e| panic!("`{}` printed no JSON ({e}): {}", args.join(" "), text(&out)))
     }
 
+    /// `device token create --tenant T --name N`, turned into the `enroll` arguments the
+    /// operator would copy from its printed command (coordinator, token, CA pin).
+    pub fn enroll_args(&self, tenant: &str, name: &str) -> Vec<String> {
+        let created = self.json(&["device", "token", "create", "--tenant", tenant, "--name", name]);
+        let command = created["command"].as_str().unwrap_or_else(|| panic!("command: {created}"));
+        let words: Vec<&str> = command.split_whitespace().collect();
+        let after = |flag: &str| words[words.iter().position(|w| *w == flag).expect(flag) + 1].to_string();
+        [
+            "enroll",
+            "--coordinator",
+            &after("--coordinator"),
+            "--token",
+            &after("--token"),
+            "--ca-pin",
+            &after("--ca-pin"),
+        ]
+        .map(str::to_string)
+        .to_vec()
+    }
+
     pub fn gateway_address(&self, tenant: &str) -> String {
         let t = self.json(&["tenant", "get", tenant]);
         t["network"]["gateway_address"].as_str().unwrap_or_else(|| panic!("gateway address: {t}")).to_string()
