@@ -56,6 +56,12 @@ if ! cargo deny --version >/dev/null 2>&1; then
   log "installing cargo-deny"
   cargo install cargo-deny --locked
 fi
+# The S3-compatible server the backup tests start (tests/src/s3.rs): s3s-fs stores objects on
+# disk. 0.14 is the newest that builds with this toolchain (0.17 wants rustc 1.96).
+if ! command -v s3s-fs >/dev/null 2>&1; then
+  log "installing s3s-fs"
+  cargo install s3s-fs --version 0.14.1 --locked --features binary
+fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   log "installing cargo-nextest"
   cargo install cargo-nextest --locked
