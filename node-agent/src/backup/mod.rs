@@ -6,6 +6,7 @@
 //! - `format.rs`: the object format (header, sealed chunks), pure.
 //! - `pg.rs`: libpq environment, `pg_dump` arguments, the SQL wrapped around a restore, pure.
 //! - `store.rs`: the bucket (client, multipart upload, download).
+//! - `manual.rs`: the agent's `backup run|list|restore` command (by hand, with a key file).
 //! - this file: the two pipelines.
 //!
 //! A backup is complete only when the upload completed after `pg_dump` exited cleanly; before
@@ -15,6 +16,7 @@
 //! final chunk authenticated.
 
 pub mod format;
+pub mod manual;
 pub mod pg;
 pub mod store;
 

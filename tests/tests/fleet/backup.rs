@@ -293,3 +293,78 @@ fn s3_stopped_mid_upload_fails_the_backup_and_leaves_no_object() {
         assert_eq!(store.list("tenants/acme/").await.expect("list"), vec![object]);
     });
 }
+
+/// Runs `berqenas-node-agent backup ARGS…`; (success, stdout, stderr).
+fn agent_backup(args: &[&str]) -> (bool, String, String) {
+    let bin = berqenas_tests::workspace_bin("berqenas-node-agent");
+    let mut all = vec!["backup"];
+    all.extend_from_slice(args);
+    let out = berqenas_tests::run(&bin, &all, &[]);
+    let text = |b: &[u8]| String::from_utf8_lossy(b).trim().to_string();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+#[test]
+fn the_agent_binary_backs_up_and_restores_a_tenant_by_hand() {
+    use std::os::unix::fs::PermissionsExt;
+    runtime().block_on(async {
+        let e = env(&[acme()]).await;
+        let s3 = S3::start(e.tmp.path());
+        fill(&e.db, 1_000).await;
+        let at_backup = checksums(&e.db, "tenant_acme").await;
+        let cfg = berqenas_node_agent::config::AgentConfig {
+            node_id: 1,
+            data_dir: e.tmp.path().to_path_buf(),
+            coordinators: vec!["127.0.0.1:1".into()],
+            resync_interval: std::time::Duration::from_secs(30),
+            driver: berqenas_node_agent::config::DriverConfig::Postgres {
+                url: e.url.clone(),
+                gateway_dir: None,
+                pgbouncer: None,
+                limits: Default::default(),
+            },
+            max_tenants: 10,
+            gateway: None,
+            realtime: None,
+            backup: Some(s3.config()),
+        };
+        let config = e.tmp.path().join("agent.toml");
+        cfg.save(&config).expect("agent.toml");
+        let key_file = e.tmp.path().join("acme.key");
+        let key = serde_json::json!({ "id": "acme-1", "key": hex::encode(rand::random::<[u8; 32]>()) });
+        std::fs::write(&key_file, key.to_string()).expect("key file");
+        let (config, key_path) = (config.to_str().unwrap(), key_file.to_str().unwrap());
+
+        // A key file others may read is refused before anything runs.
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let (ok, _, err) = agent_backup(&["run", "--config", config, "--tenant", "acme", "--key-file", key_path]);
+        assert!(!ok && err.contains("readable by others"), "{err}");
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let (ok, _, err) = agent_backup(&["run", "--config", config, "--tenant", "acme'; --", "--key-file", key_path]);
+        assert!(!ok && err.contains("not a tenant name"), "{err}");
+
+        let (ok, out, err) = agent_backup(&["run", "--config", config, "--tenant", "acme", "--key-file", key_path]);
+        assert!(ok, "{err}");
+        let entry: serde_json::Value = serde_json::from_str(&out).expect("one JSON line");
+        let (object, sha) = (entry["key"].as_str().unwrap().to_string(), entry["sha256"].as_str().unwrap().to_string());
+        let (ok, listed, err) = agent_backup(&["list", "--config", config, "--tenant", "acme"]);
+        assert!(ok, "{err}");
+        assert_eq!(listed, object);
+
+        change(&e.db).await;
+        let restore = |extra: &[&str]| {
+            let mut args = vec!["restore", "--config", config, "--tenant", "acme", "--key-file", key_path];
+            args.extend_from_slice(&["--object", object.as_str(), "--sha256", sha.as_str()]);
+            args.extend_from_slice(extra);
+            agent_backup(&args)
+        };
+        let (ok, _, err) = restore(&[]);
+        assert!(!ok && err.contains("--clone"), "a mode is required: {err}");
+        let (ok, out, err) = restore(&["--clone", "tenant_acme_cli"]);
+        assert!(ok, "{err}");
+        let made: serde_json::Value = serde_json::from_str(&out).expect("one JSON line");
+        assert_eq!((made["schema"].as_str(), made["kept"].is_null()), (Some("tenant_acme_cli"), true));
+        assert_eq!(checksums(&e.db, "tenant_acme_cli").await, at_backup);
+        assert_ne!(checksums(&e.db, "tenant_acme").await, at_backup);
+    });
+}
