@@ -27,6 +27,7 @@ command -v wg >/dev/null 2>&1 || missing+=(wireguard-tools)
 command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || missing+=(iptables) # bench.sh gateway: the seed's way
 command -v ping >/dev/null 2>&1 || missing+=(iputils-ping)
 command -v iperf3 >/dev/null 2>&1 || missing+=(iperf3) # bench.sh gateway-throughput
+command -v zstd >/dev/null 2>&1 || missing+=(zstd) # bench.sh backup: the plain pg_dump | zstd pipeline
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv) # schemathesis's venv
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 # The device client's cross builds and their runs (tests/tests/fleet/device_cross.rs): Windows

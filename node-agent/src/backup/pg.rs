@@ -147,6 +147,15 @@ pub fn wrap(tenant: &str, database: &str, mode: &Mode, parked: &str, grant_creat
         }
         Mode::Overwrite { keep } => {
             after.push_str(&format!("ALTER SCHEMA {} RENAME TO {};\n", q(parked), q(keep)));
+            // The realtime feed's publication names the events table by identity: it moves to
+            // the restored table, or subscribers would follow the kept one.
+            let publication = format!("berqenas_rt_{tenant}");
+            after.push_str(&format!(
+                "DO $bq$ BEGIN IF EXISTS (SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = '{publication}') \
+                 AND pg_catalog.to_regclass('{live}.events') IS NOT NULL THEN \
+                 ALTER PUBLICATION {} SET TABLE {live}.events; END IF; END $bq$;\n",
+                q(&publication)
+            ));
         }
     }
     after.push_str("COMMIT;\n");
@@ -291,7 +300,9 @@ mod tests {
             "tenant_acme_bq_live",
             false,
         );
-        assert!(after.ends_with("ALTER SCHEMA \"tenant_acme_bq_live\" RENAME TO \"tenant_acme_old1\";\nCOMMIT;\n"));
+        assert!(after.contains("ALTER SCHEMA \"tenant_acme_bq_live\" RENAME TO \"tenant_acme_old1\";\nDO $bq$"));
+        assert!(after.contains("ALTER PUBLICATION \"berqenas_rt_acme\" SET TABLE \"tenant_acme\".events;"));
+        assert!(after.ends_with("END $bq$;\nCOMMIT;\n"));
         assert!(!after.contains("REVOKE CREATE ON DATABASE"));
     }
 

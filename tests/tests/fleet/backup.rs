@@ -194,12 +194,23 @@ fn backup_then_clone_and_overwrite_restore_the_tables_as_they_were() {
                 .expect("privilege");
         assert!(!may_create, "the owner's temporary CREATE right ended with the restore");
 
-        // Overwrite: the backup becomes the live schema; the previous content is kept aside.
+        // Overwrite: the backup becomes the live schema; the previous content is kept aside, and
+        // the realtime feed's publication follows the live events table.
+        sqlx::query("CREATE PUBLICATION berqenas_rt_acme FOR TABLE tenant_acme.events")
+            .execute(&e.db)
+            .await
+            .expect("publication");
         let over = Mode::Overwrite { keep: "tenant_acme_old1".into() };
         let made = backup::restore(&store, &source(&e), &key, &done.key, &done.sha256, &over).await.expect("overwrite");
         assert_eq!(made.kept.as_deref(), Some("tenant_acme_old1"));
         assert_eq!(checksums(&e.db, "tenant_acme").await, at_backup);
         assert_eq!(checksums(&e.db, "tenant_acme_old1").await, changed);
+        let published: Vec<String> =
+            sqlx::query_scalar("SELECT schemaname::text FROM pg_publication_tables WHERE pubname = 'berqenas_rt_acme'")
+                .fetch_all(&e.db)
+                .await
+                .expect("publication tables");
+        assert_eq!(published, ["tenant_acme"]);
         // The tenant's sequence goes on from the backup's.
         sqlx::query("INSERT INTO tenant_acme.orders (note) VALUES ('after restore')")
             .execute(&e.db)
