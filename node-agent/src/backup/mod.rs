@@ -1,6 +1,7 @@
 //! Per-tenant backups of the db role: `pg_dump` of the tenant's schema → zstd → AES-256-GCM in
 //! 1 MiB chunks with the tenant's data key → an S3 multipart upload, streamed end to end (at
-//! most one part, 8 MiB, is held; nothing touches the disk). Restore is the way back, into a
+//! most two parts, 8 MiB each — one filling, one uploading — are held; nothing touches the
+//! disk). Restore is the way back, into a
 //! clone schema or over the live one, as the tenant's owner role.
 //!
 //! - `format.rs`: the object format (header, sealed chunks), pure.
@@ -21,6 +22,7 @@ pub mod pg;
 pub mod store;
 
 use crate::host::exec::{self, ExecError, Pipe};
+use aws_sdk_s3::types::CompletedPart;
 use format::{DataKey, FormatError, Opener, Sealer, CHUNK};
 use sha2::{Digest, Sha256};
 use std::io::Write;
@@ -84,13 +86,14 @@ impl Source {
     }
 }
 
-/// How far a backup got; sent after each uploaded part.
+/// How far a backup got; sent each time a part's upload completed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Progress {
     /// Bytes pg_dump wrote so far.
     pub dumped: u64,
-    /// Bytes of the object uploaded so far.
+    /// Bytes of the object sealed so far (uploaded or on their way).
     pub uploaded: u64,
+    /// Parts whose upload completed.
     pub parts: usize,
 }
 
@@ -116,25 +119,38 @@ pub fn object_key(tenant: &str, at: SystemTime, id: &str) -> String {
     format!("tenants/{tenant}/{}-{id}.bqb", humantime::format_rfc3339_seconds(at))
 }
 
-/// Accumulates sealed frames into parts and uploads each as it fills.
+/// Accumulates sealed frames into parts and uploads each as it fills, one part in flight while
+/// the next one fills (so pg_dump is not held up by the upload; at most two parts in memory).
 struct Sink {
     upload: store::Upload,
     part: Vec<u8>,
+    in_flight: Option<tokio::task::JoinHandle<Result<CompletedPart, StoreError>>>,
     hash: Sha256,
     bytes: u64,
 }
 
 impl Sink {
-    async fn push(&mut self, frame_bytes: &[u8]) -> Result<bool, StoreError> {
+    /// Adds sealed bytes; true when a part finished uploading meanwhile.
+    async fn push(&mut self, frame_bytes: &[u8]) -> Result<bool, BackupError> {
         self.hash.update(frame_bytes);
         self.bytes += frame_bytes.len() as u64;
         self.part.extend_from_slice(frame_bytes);
-        if self.part.len() >= PART {
-            let part = std::mem::replace(&mut self.part, Vec::with_capacity(PART + CHUNK));
-            self.upload.part(part).await?;
-            return Ok(true);
+        if self.part.len() < PART {
+            return Ok(false);
         }
-        Ok(false)
+        let part = std::mem::replace(&mut self.part, Vec::with_capacity(PART + CHUNK));
+        let finished = self.settle().await?;
+        self.in_flight = Some(tokio::spawn(self.upload.send_part(part)));
+        Ok(finished)
+    }
+
+    /// Waits for the part in flight, if any; true when there was one.
+    async fn settle(&mut self) -> Result<bool, BackupError> {
+        let Some(task) = self.in_flight.take() else { return Ok(false) };
+        let done =
+            task.await.map_err(|e| BackupError::Io { what: "the part upload", error: std::io::Error::other(e) })??;
+        self.upload.record(done);
+        Ok(true)
     }
 }
 
@@ -158,6 +174,7 @@ pub async fn backup(
     let mut sink = Sink {
         upload: store.upload(key).await?,
         part: Vec::with_capacity(PART + CHUNK),
+        in_flight: None,
         hash: Sha256::new(),
         bytes: 0,
     };
@@ -195,6 +212,7 @@ pub async fn backup(
         }
         sealer.seal(&rest, true, &mut frame);
         sink.push(&frame).await?;
+        sink.settle().await?;
         let last = std::mem::take(&mut sink.part);
         if !last.is_empty() || sink.upload.parts() == 0 {
             sink.upload.part(last).await?;
@@ -203,6 +221,9 @@ pub async fn backup(
         Ok::<u64, BackupError>(dumped)
     }
     .await;
+    if let Some(task) = sink.in_flight.take() {
+        task.abort();
+    }
     let Sink { upload, hash, bytes, .. } = sink;
     match result {
         Ok(dumped) => {

@@ -161,8 +161,19 @@ pub struct Upload {
 impl Upload {
     /// Uploads the next part (every part but the last at least 5 MiB).
     pub async fn part(&mut self, bytes: Vec<u8>) -> Result<(), StoreError> {
+        let done = self.send_part(bytes).await?;
+        self.record(done);
+        Ok(())
+    }
+
+    /// The upload of the next part (numbered after those recorded so far), to run while the
+    /// caller prepares the one after it; [`Upload::record`] it when it is done.
+    pub fn send_part(
+        &self,
+        bytes: Vec<u8>,
+    ) -> impl std::future::Future<Output = Result<CompletedPart, StoreError>> + Send + 'static {
         let number = self.parts.len() as i32 + 1;
-        let out = self
+        let request = self
             .store
             .client
             .upload_part()
@@ -170,13 +181,16 @@ impl Upload {
             .key(&self.key)
             .upload_id(&self.id)
             .part_number(number)
-            .body(ByteStream::from(bytes))
-            .send()
-            .await
-            .map_err(|e| StoreError::new("UploadPart", e))?;
-        let etag = out.e_tag().ok_or_else(|| StoreError::missing("UploadPart", "ETag"))?;
-        self.parts.push(CompletedPart::builder().part_number(number).e_tag(etag).build());
-        Ok(())
+            .body(ByteStream::from(bytes));
+        async move {
+            let out = request.send().await.map_err(|e| StoreError::new("UploadPart", e))?;
+            let etag = out.e_tag().ok_or_else(|| StoreError::missing("UploadPart", "ETag"))?;
+            Ok(CompletedPart::builder().part_number(number).e_tag(etag).build())
+        }
+    }
+
+    pub fn record(&mut self, part: CompletedPart) {
+        self.parts.push(part);
     }
 
     pub fn parts(&self) -> usize {
