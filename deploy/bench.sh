@@ -23,6 +23,10 @@
 #                 events/s publish→commit and publish→subscriber (SSE) p50/p99; ingest RSS; side by
 #                 side raw COPY of as many rows with psql and one INSERT per event
 #                 (BERQENAS_BENCH_SECONDS=S for another duration, default 10)
+#   backup        one tenant schema of about 1 GB in a throwaway PostgreSQL: the agent binary's
+#                 `backup run` (pg_dump → zstd → AES-256-GCM → s3s-fs on loopback) and `backup
+#                 restore --clone`, MB/s of dump bytes and the agent's peak RSS; side by side
+#                 `pg_dump -Fc | zstd -3` to a file and `pg_restore` of it (BERQENAS_BENCH_MB=N)
 #   enroll        token → tunnel up for 100 sequential devices in lab namespaces: real coordinator,
 #                 gateway agent (wireguard-go) and db agent; `berqenas-device enroll` + `up` until the
 #                 tenant's gateway address answers a ping through the tunnel, p50/p99 and phases;
@@ -82,6 +86,12 @@ case "$name" in
   realtime)
     cargo build --release --locked -q -p berqenas-tests --bins
     exec target/release/bench-realtime
+    ;;
+  backup)
+    command -v s3s-fs >/dev/null || { echo "bench.sh backup: s3s-fs is missing (deploy/test.sh installs it)" >&2; exit 1; }
+    command -v zstd >/dev/null || { echo "bench.sh backup: zstd is missing (apt-get install zstd)" >&2; exit 1; }
+    cargo build --release --locked -q -p berqenas-node-agent -p berqenas-tests --bins
+    exec target/release/bench-backup target/release/berqenas-node-agent
     ;;
   enroll)
     cargo build --release --locked -q -p berqenas-coordinator -p berqenas-node-agent -p berqenas-tests --bins

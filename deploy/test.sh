@@ -27,6 +27,7 @@ command -v wg >/dev/null 2>&1 || missing+=(wireguard-tools)
 command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || missing+=(iptables) # bench.sh gateway: the seed's way
 command -v ping >/dev/null 2>&1 || missing+=(iputils-ping)
 command -v iperf3 >/dev/null 2>&1 || missing+=(iperf3) # bench.sh gateway-throughput
+command -v zstd >/dev/null 2>&1 || missing+=(zstd) # bench.sh backup: the plain pg_dump | zstd pipeline
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv) # schemathesis's venv
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 # The device client's cross builds and their runs (tests/tests/fleet/device_cross.rs): Windows
@@ -55,6 +56,12 @@ done
 if ! cargo deny --version >/dev/null 2>&1; then
   log "installing cargo-deny"
   cargo install cargo-deny --locked
+fi
+# The S3-compatible server the backup tests start (tests/src/s3.rs): s3s-fs stores objects on
+# disk. 0.14 is the newest that builds with this toolchain (0.17 wants rustc 1.96).
+if ! command -v s3s-fs >/dev/null 2>&1; then
+  log "installing s3s-fs"
+  cargo install s3s-fs --version 0.14.1 --locked --features binary
 fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   log "installing cargo-nextest"

@@ -284,7 +284,7 @@ pub struct InvalidAssignment {
     pub reason: Invalid,
 }
 
-fn name_ok(n: &str) -> bool {
+pub(crate) fn name_ok(n: &str) -> bool {
     let mut chars = n.chars();
     (2..=31).contains(&n.len())
         && chars.next().is_some_and(|c| c.is_ascii_lowercase())

@@ -28,6 +28,10 @@ pub struct AgentConfig {
     /// nodes only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub realtime: Option<RealtimeConfig>,
+    /// The db role's backup bucket (`[backup]`: endpoint, region, bucket, path style,
+    /// credentials); PostgreSQL nodes only. Read by `backup::store::Store::new`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<crate::backup::store::S3Config>,
 }
 
 /// `[realtime]`: where devices publish and subscribers read (one TLS port for both), and how
@@ -260,6 +264,19 @@ mod tests {
         let rt = cfg.realtime.clone().expect("realtime");
         assert_eq!(rt, RealtimeConfig::new("0.0.0.0:7443".parse().expect("addr")));
         assert_eq!(rt.retention, Duration::from_secs(600));
+        let again: AgentConfig = toml::from_str(&toml::to_string_pretty(&cfg).expect("ser")).expect("parse");
+        assert_eq!(again, cfg);
+    }
+
+    #[test]
+    fn backup_bucket_settings_round_trip_and_hide_the_secret() {
+        let text = "node_id = 1\ndata_dir = \"/d\"\ncoordinators = [\"a:1\"]\n[backup]\n\
+                    endpoint = \"https://s3.example.net\"\nregion = \"eu-central-1\"\nbucket = \"bq\"\n\
+                    path_style = true\naccess_key_id = \"AK\"\nsecret_access_key = \"SECRET-9\"\n";
+        let cfg: AgentConfig = toml::from_str(text).expect("parse");
+        let b = cfg.backup.clone().expect("backup");
+        assert!(b.path_style && b.bucket == "bq" && b.secret_access_key.as_deref() == Some("SECRET-9"));
+        assert!(!format!("{cfg:?}").contains("SECRET-9"), "Debug never shows the secret");
         let again: AgentConfig = toml::from_str(&toml::to_string_pretty(&cfg).expect("ser")).expect("parse");
         assert_eq!(again, cfg);
     }

@@ -7,10 +7,12 @@
 //! - `driver`: the trait every role driver implements, and the role split.
 //! - `db/`: the database role (PostgreSQL with pg_hba and pgBouncer, SQL Server).
 //! - `gateway/`: the gateway role (next: WireGuard and nftables).
+//! - `backup/`: the db role's per-tenant backups (pg_dump → zstd → AES-256-GCM → S3) and restores.
 //! - `realtime/`: the db role's realtime ingest (devices publish events) and subscribers (SSE).
 //! - `host/`: the host's plumbing — running programs, writing files.
 
 pub mod assignment;
+pub mod backup;
 pub mod config;
 pub mod connect;
 pub mod db;

@@ -1,5 +1,6 @@
 //! `berqenas-node-agent`: `join` a fleet with a one-time token, then `run` to keep this host
-//! matching its desired state.
+//! matching its desired state; `plan` shows the next pass; `backup` backs a tenant up or restores
+//! it by hand.
 
 use anyhow::Context;
 use berqenas_node_agent::assignment::GatewayTenant;
@@ -93,6 +94,13 @@ enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Back up, list or restore one tenant of this db node by hand, without a coordinator
+    /// (disaster recovery): the bucket from `[backup]` of agent.toml, the tenant's data key from
+    /// --key-file (`{"id": …, "key": "<64 hex>"}`, mode 0600).
+    Backup {
+        #[command(subcommand)]
+        op: BackupCmd,
+    },
     /// Print what the next pass would change on this host (SQL with secrets left out, files),
     /// changing nothing: asks a coordinator for the desired state now, observes, plans. Exits 0
     /// when the host is converged, 2 when it is not, 1 on error.
@@ -100,6 +108,86 @@ enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum BackupCmd {
+    /// Back the tenant up now; prints its catalog entry as one JSON line.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        key_file: PathBuf,
+        /// The tenant has its own database (database isolation).
+        #[arg(long)]
+        own_database: bool,
+    },
+    /// The tenant's objects in the bucket, one key a line.
+    List {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Restore an object into a new schema beside the live one (--clone NAME) or over the live
+    /// one (--overwrite-keep NAME: the live schema is kept under NAME). NAME is
+    /// tenant_<tenant>_<suffix>. The object is verified whole before anything changes.
+    Restore {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        key_file: PathBuf,
+        /// The object's key, as `run` printed it.
+        #[arg(long)]
+        object: String,
+        /// The object's SHA-256, as `run` printed it.
+        #[arg(long)]
+        sha256: String,
+        #[arg(long, conflicts_with = "overwrite_keep", required_unless_present = "overwrite_keep")]
+        clone: Option<String>,
+        #[arg(long)]
+        overwrite_keep: Option<String>,
+        #[arg(long)]
+        own_database: bool,
+    },
+}
+
+/// `backup run|list|restore`.
+async fn backup(op: BackupCmd) -> anyhow::Result<ExitCode> {
+    use berqenas_node_agent::backup::{manual, pg::Mode};
+    match op {
+        BackupCmd::Run { config, tenant, key_file, own_database } => {
+            let cfg = AgentConfig::load(&config)?;
+            let key = manual::load_key(&key_file)?;
+            let (store, source) = manual::open(&cfg, &tenant, own_database)?;
+            let done = manual::run(&store, &source, &key).await?;
+            println!("{}", manual::entry_json(&done));
+        }
+        BackupCmd::List { config, tenant } => {
+            let cfg = AgentConfig::load(&config)?;
+            let (store, source) = manual::open(&cfg, &tenant, false)?;
+            for key in store.list(&format!("tenants/{}/", source.tenant)).await? {
+                println!("{key}");
+            }
+        }
+        BackupCmd::Restore { config, tenant, key_file, object, sha256, clone, overwrite_keep, own_database } => {
+            let cfg = AgentConfig::load(&config)?;
+            let key = manual::load_key(&key_file)?;
+            let (store, source) = manual::open(&cfg, &tenant, own_database)?;
+            let mode = match (clone, overwrite_keep) {
+                (Some(schema), None) => Mode::Clone { schema },
+                (None, Some(keep)) => Mode::Overwrite { keep },
+                _ => anyhow::bail!("give --clone NAME or --overwrite-keep NAME"),
+            };
+            let restored = manual::restore(&store, &source, &key, &object, &sha256, &mode).await?;
+            println!("{}", serde_json::json!({ "schema": restored.schema, "kept": restored.kept }));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The gateway driver for a node with gateway settings (`--public-address`); a `gateway_dir`
@@ -295,6 +383,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Plan { config } => plan(&config).await,
+        Cmd::Backup { op } => backup(op).await,
     }
 }
 

@@ -16,6 +16,7 @@ pub mod lab;
 pub mod pgbouncer;
 pub mod postgres;
 pub mod realtime;
+pub mod s3;
 #[cfg(test)]
 mod tidy;
 

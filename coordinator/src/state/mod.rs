@@ -6,6 +6,7 @@ pub mod action;
 pub mod allocation;
 pub mod apikey;
 pub mod audit;
+pub mod backup;
 pub mod cluster;
 pub mod connect;
 pub mod desired;

@@ -52,6 +52,86 @@ pub async fn run(program: &str, args: &[&str], stdin: Option<&[u8]>, timeout: Du
     }
 }
 
+/// A program running with its stdin and/or stdout as pipes the caller streams through (for
+/// programs whose input or output is too large to hold: `pg_dump`, `psql` on a restore). The
+/// environment is the agent's plus `env` (secrets go there, never into `args`). Killed when
+/// dropped; [`Streaming::finish`] waits for it and turns a failure into the same [`ExecError`].
+pub struct Streaming {
+    program: String,
+    child: tokio::process::Child,
+    pub stdin: Option<tokio::process::ChildStdin>,
+    pub stdout: Option<tokio::process::ChildStdout>,
+    stderr: Option<tokio::task::JoinHandle<String>>,
+}
+
+/// Which of the program's standard streams the caller gets as pipes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pipe {
+    Stdin,
+    Stdout,
+}
+
+pub fn spawn(program: &str, args: &[&str], env: &[(&str, &str)], pipe: Pipe) -> Result<Streaming, ExecError> {
+    #[allow(clippy::disallowed_methods, reason = "this is the one module that starts processes")]
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .envs(env.iter().copied())
+        .stdin(if pipe == Pipe::Stdin { Stdio::piped() } else { Stdio::null() })
+        .stdout(if pipe == Pipe::Stdout { Stdio::piped() } else { Stdio::null() })
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|error| ExecError::Spawn { program: program.to_string(), error })?;
+    // stderr is drained while it runs (the last 8 KiB kept), so a chatty program never blocks.
+    let stderr = child.stderr.take().map(|mut pipe| {
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let (mut kept, mut buf) = (Vec::new(), [0u8; 4096]);
+            while let Ok(n) = pipe.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                kept.extend_from_slice(&buf[..n]);
+                if kept.len() > 8192 {
+                    kept.drain(..kept.len() - 8192);
+                }
+            }
+            String::from_utf8_lossy(&kept).trim().to_string()
+        })
+    });
+    Ok(Streaming {
+        program: program.to_string(),
+        stdin: child.stdin.take(),
+        stdout: child.stdout.take(),
+        child,
+        stderr,
+    })
+}
+
+impl Streaming {
+    /// Closes stdin (if still open) and waits at most `timeout` for the program to exit.
+    pub async fn finish(mut self, timeout: Duration) -> Result<(), ExecError> {
+        drop(self.stdin.take());
+        let status = match tokio::time::timeout(timeout, self.child.wait()).await {
+            Ok(status) => status.map_err(|error| ExecError::Io { program: self.program.clone(), error })?,
+            Err(_) => return Err(ExecError::Timeout { program: self.program.clone(), after: timeout }),
+        };
+        let stderr = match self.stderr.take() {
+            Some(task) => task.await.unwrap_or_default(),
+            None => String::new(),
+        };
+        if status.success() {
+            Ok(())
+        } else {
+            Err(ExecError::Failed { program: self.program.clone(), status, stderr })
+        }
+    }
+
+    /// Kills the program now (SIGKILL) and reaps it: whatever it was given is abandoned.
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,7 @@
 )]
 
 mod attacks;
+mod backup;
 mod db;
 mod device_cross;
 mod device_e2e;

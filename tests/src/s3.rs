@@ -1,0 +1,121 @@
+//! A throwaway S3-compatible server for tests: `s3s-fs` (objects as files in a temp dir) on
+//! 127.0.0.1 at a free port, with a random access key and secret; stopped on drop. It can be
+//! stopped and started again on the same port and directory (what was stored survives).
+
+use crate::{wait_for, Proc};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub struct S3 {
+    proc: Option<Proc>,
+    pub port: u16,
+    pub access_key: String,
+    pub secret_key: String,
+    pub bucket: String,
+    pub dir: tempfile::TempDir,
+    log_dir: PathBuf,
+}
+
+/// `s3s-fs` on PATH or in cargo's bin dir (deploy/test.sh installs it).
+pub fn binary() -> PathBuf {
+    let cargo_bin = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))
+        .map(|c| c.join("bin/s3s-fs"));
+    let on_path =
+        std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join("s3s-fs")).find(|p| p.exists()));
+    on_path
+        .or(cargo_bin.filter(|p| p.exists()))
+        .expect("s3s-fs is not installed (cargo install s3s-fs --version 0.14.1 --locked --features binary; deploy/test.sh does it)")
+}
+
+fn random(n: usize) -> String {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    (0..n).map(|_| char::from(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"[rng.gen_range(0..36)])).collect()
+}
+
+impl S3 {
+    /// Starts the server with one bucket, `backups`.
+    pub fn start(log_dir: &Path) -> Self {
+        let dir = tempfile::Builder::new().prefix("bq-s3-").tempdir().expect("temp dir");
+        // s3s-fs serves each top-level directory as a bucket.
+        std::fs::create_dir(dir.path().join("backups")).expect("bucket dir");
+        let mut s3 = Self {
+            proc: None,
+            port: crate::free_port(),
+            access_key: random(20),
+            secret_key: random(40),
+            bucket: "backups".into(),
+            dir,
+            log_dir: log_dir.to_path_buf(),
+        };
+        s3.resume();
+        s3
+    }
+
+    /// Starts it again (after [`S3::kill`]) on the same port and directory.
+    pub fn resume(&mut self) {
+        let port = self.port.to_string();
+        let root = self.dir.path().to_string_lossy().into_owned();
+        let args = [
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--access-key",
+            &self.access_key,
+            "--secret-key",
+            &self.secret_key,
+            &root,
+        ];
+        self.proc = Some(Proc::spawn("s3s-fs", &binary(), &args, &self.log_dir));
+        wait_for("s3s-fs to listen", Duration::from_secs(20), || TcpStream::connect(("127.0.0.1", self.port)).ok());
+    }
+
+    /// SIGKILL: uploads in flight see their connection drop.
+    pub fn kill(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill();
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The agent's `[backup]` settings for this server.
+    pub fn config(&self) -> berqenas_node_agent::backup::store::S3Config {
+        berqenas_node_agent::backup::store::S3Config {
+            endpoint: Some(self.endpoint()),
+            region: "us-east-1".into(),
+            bucket: self.bucket.clone(),
+            path_style: true,
+            access_key_id: Some(self.access_key.clone()),
+            secret_access_key: Some(self.secret_key.clone()),
+        }
+    }
+
+    /// Every file under the bucket's directory (objects and upload leftovers), relative paths.
+    pub fn files(&self) -> Vec<PathBuf> {
+        fn walk(dir: &Path, base: &Path, out: &mut Vec<PathBuf>) {
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, base, out);
+                } else if let Ok(rel) = p.strip_prefix(base) {
+                    out.push(rel.to_path_buf());
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(self.dir.path(), self.dir.path(), &mut out);
+        out
+    }
+
+    /// The stored bytes of object `key` (s3s-fs keeps each object as a file at its key).
+    pub fn object_path(&self, key: &str) -> PathBuf {
+        self.dir.path().join(&self.bucket).join(key)
+    }
+}
