@@ -26,4 +26,5 @@ mod lab;
 mod mssql;
 mod plan;
 mod realtime;
+mod realtime_publish;
 mod stream;

@@ -27,6 +27,7 @@ fn token(id: &str, tenant: &str) -> DeviceToken {
         uses: 0,
         ephemeral_ms: None,
         approve_manual: false,
+        public: false,
         revoked_at_ms: None,
         last_used_at_ms: None,
     }

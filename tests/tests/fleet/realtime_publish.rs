@@ -1,0 +1,231 @@
+//! Devices publishing over HTTP (`POST /v1/tenants/{t}/events`) and devices in public mode (no
+//! VPN: certificate + a customer key of the tenant + the fingerprint recorded at enrollment),
+//! against a throwaway PostgreSQL with tenants made by the agent's driver and the realtime
+//! module on loopback (`crate::realtime::env`). The attacks are made for real: the same
+//! certificate and key used with another fingerprint, another tenant's key, another tenant in
+//! the path, no certificate.
+
+use crate::realtime::{env, runtime};
+use berqenas_proto::realtime::{Event, PublishRequest};
+use berqenas_tests::realtime::{customer_key, device, event, http_with, ingest, public_device, serve, tenant, uuid};
+use std::sync::Arc;
+use tonic::Code;
+
+async fn count(db: &sqlx::PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(db).await.expect(sql)
+}
+
+/// POSTs `body` to `tenant`'s events with `headers`; (status, Retry-After, JSON body).
+async fn post(
+    http: &reqwest::Client,
+    port: u16,
+    tenant: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<reqwest::Body>,
+) -> (u16, Option<String>, serde_json::Value) {
+    let mut req = http
+        .post(format!("https://127.0.0.1:{port}/v1/tenants/{tenant}/events"))
+        .header("content-type", "application/json")
+        .body(body);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.expect("post");
+    let status = resp.status().as_u16();
+    let retry = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let body = resp.json().await.unwrap_or(serde_json::Value::Null);
+    (status, retry, body)
+}
+
+fn one(id: &str) -> String {
+    serde_json::json!({"id": id, "type": "temp", "payload": {"c": 21.5}}).to_string()
+}
+
+/// Publishes one batch over gRPC with `metadata`; the acks or the status the stream ended with.
+async fn grpc(
+    port: u16,
+    tls: Arc<rustls::ClientConfig>,
+    metadata: &[(&'static str, &str)],
+    events: Vec<Event>,
+) -> Result<Vec<Vec<String>>, tonic::Status> {
+    let mut client = ingest(port, tls).await;
+    let mut req = tonic::Request::new(tokio_stream::iter(vec![PublishRequest { events }]));
+    for (k, v) in metadata {
+        req.metadata_mut().insert(*k, v.parse().expect("metadata"));
+    }
+    let mut acks = client.publish(req).await?.into_inner();
+    let mut out = Vec::new();
+    while let Some(a) = acks.message().await? {
+        out.push(a.ids);
+    }
+    Ok(out)
+}
+
+#[test]
+fn realtime_http_publish_stores_once_keeps_devices_in_their_tenant_and_answers_quota_with_retry_after() {
+    runtime().block_on(async {
+        let acme = tenant("acme", 1, &["plc-1"], &[], 1_000_000);
+        let globex = tenant("globex", 2, &["plc-1"], &[], 5);
+        let e = env(&[acme.clone(), globex.clone()]).await;
+        let (_rt, port, _server) = serve(&e.pki, &e.url, &[acme, globex]).await;
+        let plc1 = http_with(&e.pki.client(Some(&device("acme", "plc-1"))));
+        let acme_rows = "SELECT count(*) FROM tenant_acme.events WHERE device_id = 'plc-1'";
+
+        // One event: acknowledged with its id after commit, stored once however often resent.
+        let id = uuid();
+        let (status, _, body) = post(&plc1, port, "acme", &[], one(&id)).await;
+        assert_eq!((status, body["ids"].clone()), (200, serde_json::json!([id])));
+        assert_eq!(count(&e.db, acme_rows).await, 1);
+        assert_eq!(post(&plc1, port, "acme", &[], one(&id)).await.0, 200, "a resend is acknowledged");
+        assert_eq!(count(&e.db, acme_rows).await, 1, "and never duplicated");
+        let payload: serde_json::Value =
+            sqlx::query_scalar("SELECT payload FROM tenant_acme.events WHERE id = $1::text::uuid")
+                .bind(&id)
+                .fetch_one(&e.db)
+                .await
+                .expect("row");
+        assert_eq!(payload["c"], 21.5);
+        // A batch.
+        let batch = serde_json::json!({"events": [
+            {"id": uuid(), "type": "a", "payload": 1, "created_at_ms": 1_767_225_600_000_i64},
+            {"id": uuid(), "type": "b", "payload": "x"},
+        ]});
+        let (status, _, body) = post(&plc1, port, "acme", &[], batch.to_string()).await;
+        assert_eq!((status, body["ids"].as_array().map(Vec::len)), (200, Some(2)));
+        assert_eq!(count(&e.db, acme_rows).await, 3);
+
+        // Another tenant in the path: refused, nothing written anywhere.
+        let (status, _, body) = post(&plc1, port, "globex", &[], one(&uuid())).await;
+        assert_eq!(status, 403, "{body}");
+        assert!(body["error"].is_string());
+        // No client certificate: refused.
+        let anonymous = http_with(&e.pki.client(None));
+        let (status, _, body) = post(&anonymous, port, "acme", &[], one(&uuid())).await;
+        assert_eq!(status, 401, "{body}");
+        // A device not in the assignment.
+        let stranger = http_with(&e.pki.client(Some(&device("acme", "plc-9"))));
+        assert_eq!(post(&stranger, port, "acme", &[], one(&uuid())).await.0, 403);
+
+        // Bad input: a clear JSON error, nothing stored.
+        let bad = |b: &str| b.to_string();
+        for (body, want) in [
+            (bad("not json"), 400),
+            (bad("[]"), 400),
+            (serde_json::json!({"id": uuid(), "type": "t", "payload": 1, "device_id": "plc-2"}).to_string(), 400),
+            (serde_json::json!({"id": "not-a-uuid", "type": "t", "payload": 1}).to_string(), 400),
+            (serde_json::json!({"id": uuid(), "type": "", "payload": 1}).to_string(), 400),
+            (serde_json::json!({"id": uuid(), "type": "t", "payload": "a".repeat(70_000)}).to_string(), 413),
+            (serde_json::json!({"events": []}).to_string(), 400),
+            ("x".repeat(5 * 1024 * 1024), 413),
+        ] {
+            let (status, _, answer) = post(&plc1, port, "acme", &[], body.clone()).await;
+            assert_eq!(status, want, "{}: {answer}", &body[..body.len().min(80)]);
+            assert!(answer["error"].is_string(), "a JSON error: {answer}");
+        }
+        assert_eq!(count(&e.db, acme_rows).await, 3, "refused bodies store nothing");
+        assert_eq!(count(&e.db, "SELECT count(*) FROM tenant_globex.events").await, 0);
+
+        // Over globex's quota (5/min): 429 with Retry-After, over HTTP and gRPC alike.
+        let g = e.pki.client(Some(&device("globex", "plc-1")));
+        let g_http = http_with(&g);
+        let five: Vec<serde_json::Value> =
+            (0..5).map(|_| serde_json::json!({"id": uuid(), "type": "t", "payload": 1})).collect();
+        let (status, _, _) = post(&g_http, port, "globex", &[], serde_json::json!({"events": five}).to_string()).await;
+        assert_eq!(status, 200);
+        let (status, retry, body) = post(&g_http, port, "globex", &[], one(&uuid())).await;
+        assert_eq!(status, 429, "{body}");
+        let secs: u64 = retry.expect("Retry-After").parse().expect("seconds");
+        assert!((1..=60).contains(&secs), "Retry-After {secs}: one event frees within 12 s at 5/min");
+        let refused = grpc(port, g.clone(), &[], vec![event(&uuid(), "t", "1")]).await.expect_err("over quota");
+        assert_eq!(refused.code(), Code::ResourceExhausted);
+        let hint: u64 =
+            refused.metadata().get("retry-after").expect("retry hint").to_str().expect("ascii").parse().expect("secs");
+        assert!((1..=60).contains(&hint));
+        assert_eq!(count(&e.db, "SELECT count(*) FROM tenant_globex.events").await, 5);
+    });
+}
+
+/// SHA-256 hex stand-ins for a device's machine id and interface MACs.
+const MACHINE: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+const MAC: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const OTHER: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+#[test]
+fn realtime_public_devices_publish_only_with_their_tenants_key_and_enrolled_fingerprint() {
+    runtime().block_on(async {
+        let (key_a, sub_a) = customer_key(0xa1);
+        let (key_b, sub_b) = customer_key(0xb2);
+        let mut acme = tenant("acme", 1, &["plc-1", "edge-1"], &[sub_a], 1_000_000);
+        acme.db.public_devices = vec![public_device("edge-1", &[MAC], MACHINE)];
+        // globex has no public API: its public-mode device is refused whatever it presents.
+        let mut globex = tenant("globex", 2, &["edge-9"], &[sub_b], 1_000_000);
+        globex.db.public_api = false;
+        globex.db.public_devices = vec![public_device("edge-9", &[MAC], MACHINE)];
+        let e = env(&[acme.clone(), globex.clone()]).await;
+        let (_rt, port, _server) = serve(&e.pki, &e.url, &[acme, globex]).await;
+        let rows = "SELECT count(*) FROM tenant_acme.events WHERE device_id = 'edge-1'";
+
+        // The device's certificate and key; the thief below uses exactly these.
+        let edge_tls = e.pki.client(Some(&device("acme", "edge-1")));
+        let edge = http_with(&edge_tls);
+        let bearer_a = format!("Bearer {key_a}");
+        let bearer_b = format!("Bearer {key_b}");
+        let live = format!("machine-id={MACHINE}; macs={OTHER},{MAC}");
+        let elsewhere = format!("machine-id={OTHER}; macs={OTHER}");
+        let fp = "x-berqenas-fingerprint";
+
+        // The legitimate device: key + live fingerprint (an added interface is fine): stored.
+        let (status, _, body) =
+            post(&edge, port, "acme", &[("authorization", &bearer_a), (fp, &live)], one(&uuid())).await;
+        assert_eq!(status, 200, "{body}");
+        let acks =
+            grpc(port, edge_tls.clone(), &[("authorization", &bearer_a), (fp, &live)], vec![event(&uuid(), "t", "1")])
+                .await
+                .expect("gRPC in public mode");
+        assert_eq!(acks.len(), 1);
+        assert_eq!(count(&e.db, rows).await, 2);
+
+        // Stolen certificate and key, used on another machine: its fingerprint differs.
+        let thief = http_with(&edge_tls);
+        let (status, _, body) =
+            post(&thief, port, "acme", &[("authorization", &bearer_a), (fp, &elsewhere)], one(&uuid())).await;
+        assert_eq!(status, 403, "{body}");
+        let refused = grpc(
+            port,
+            edge_tls.clone(),
+            &[("authorization", &bearer_a), (fp, &elsewhere)],
+            vec![event(&uuid(), "t", "1")],
+        )
+        .await
+        .expect_err("another machine");
+        assert_eq!(refused.code(), Code::PermissionDenied);
+        // …or no fingerprint at all, or no key.
+        assert_eq!(post(&thief, port, "acme", &[("authorization", &bearer_a)], one(&uuid())).await.0, 403);
+        assert_eq!(post(&thief, port, "acme", &[(fp, &live)], one(&uuid())).await.0, 403);
+        let refused =
+            grpc(port, edge_tls.clone(), &[(fp, &live)], vec![event(&uuid(), "t", "1")]).await.expect_err("no key");
+        assert_eq!(refused.code(), Code::PermissionDenied);
+        // The right fingerprint with another tenant's key.
+        let (status, _, body) =
+            post(&edge, port, "acme", &[("authorization", &bearer_b), (fp, &live)], one(&uuid())).await;
+        assert_eq!(status, 403, "{body}");
+        assert_eq!(count(&e.db, rows).await, 2, "no refused publish stored anything");
+
+        // A VPN device of the same tenant still needs only its certificate.
+        let plc = http_with(&e.pki.client(Some(&device("acme", "plc-1"))));
+        assert_eq!(post(&plc, port, "acme", &[], one(&uuid())).await.0, 200);
+
+        // A tenant without public_api refuses public-mode publishing, key and fingerprint right.
+        let edge9_tls = e.pki.client(Some(&device("globex", "edge-9")));
+        let (status, _, body) =
+            post(&http_with(&edge9_tls), port, "globex", &[("authorization", &bearer_b), (fp, &live)], one(&uuid()))
+                .await;
+        assert_eq!(status, 403, "{body}");
+        let refused =
+            grpc(port, edge9_tls, &[("authorization", &bearer_b), (fp, &live)], vec![event(&uuid(), "t", "1")])
+                .await
+                .expect_err("public_api off");
+        assert_eq!(refused.code(), Code::PermissionDenied);
+        assert_eq!(count(&e.db, "SELECT count(*) FROM tenant_globex.events").await, 0);
+    });
+}
