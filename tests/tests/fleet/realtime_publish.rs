@@ -253,3 +253,96 @@ fn realtime_public_devices_publish_only_with_their_tenants_key_and_enrolled_fing
         assert_eq!(count(&e.db, "SELECT count(*) FROM tenant_globex.events").await, 0);
     });
 }
+
+/// A state directory as a public enrollment leaves it: the certificate of `acme/edge-1` from
+/// the test CA, the ingest at `port`, no tunnel (pending, coordinator unreachable).
+fn public_state(dir: &std::path::Path, ca: &berqenas_pki::ClusterCa, port: u16) -> std::path::PathBuf {
+    let state = dir.join("edge-state");
+    std::fs::create_dir_all(&state).expect("state dir");
+    let key = berqenas_pki::new_key_and_csr("berqenas device").expect("csr");
+    let cert = ca
+        .sign_csr(
+            &key.csr_pem,
+            &device("acme", "edge-1"),
+            &[],
+            std::time::SystemTime::now(),
+            std::time::Duration::from_secs(3600),
+        )
+        .expect("sign");
+    std::fs::write(state.join("tls.pem"), format!("{}{}{}", key.key_pem, cert, ca.cert_pem)).expect("tls");
+    std::fs::write(state.join("ca.pem"), &ca.cert_pem).expect("ca");
+    let device = serde_json::json!({
+        "tenant": "acme", "device_id": "edge-1", "device_name": "edge1", "state": "pending",
+        "tunnel": {
+            "address": "198.18.1.10", "subnet": "198.18.1.0/24", "gateway_address": "198.18.1.1",
+            "gateway_public_key": "", "endpoint": "", "keepalive_seconds": 25, "source_keep": false
+        },
+        "realtime_endpoint": format!("127.0.0.1:{port}"),
+        "coordinators": [format!("127.0.0.1:{}", berqenas_tests::free_port())],
+        "labels": {}, "interface": "bqd0"
+    });
+    std::fs::write(state.join("device.json"), device.to_string()).expect("device.json");
+    std::fs::write(state.join("wg.key"), "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=\n").expect("wg.key");
+    state
+}
+
+/// `berqenas-device send` with `env`; (success, stderr).
+async fn device_send(state: &std::path::Path, env: &[(&str, &str)]) -> (bool, String) {
+    let bin = berqenas_tests::workspace_bin("berqenas-device");
+    let state = state.to_str().expect("utf-8").to_string();
+    let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let out = tokio::task::spawn_blocking(move || {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        berqenas_tests::run(
+            &bin,
+            &["--state-dir", &state, "send", "--type", "reading", "--payload", r#"{"n":1}"#],
+            &env,
+        )
+    })
+    .await
+    .expect("send");
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn device_client_in_public_mode_publishes_with_its_key_file_and_live_fingerprint() {
+    runtime().block_on(async {
+        // The fingerprint this machine has is the one "enrolled".
+        let out = berqenas_tests::run(&berqenas_tests::workspace_bin("berqenas-device"), &["fingerprint"], &[]);
+        let fp: serde_json::Value = serde_json::from_slice(&out.stdout).expect("fingerprint JSON");
+        let macs: Vec<&str> = fp["mac_hashes"].as_array().expect("macs").iter().filter_map(|m| m.as_str()).collect();
+        let machine = fp["machine_id_hash"].as_str().expect("machine id hash");
+        assert!(!macs.is_empty() || !machine.is_empty(), "this machine has neither MACs nor a machine id: {fp}");
+        let (key_a, sub_a) = customer_key(0xa1);
+        let (key_b, sub_b) = customer_key(0xb2);
+        let mut acme = tenant("acme", 1, &["edge-1"], &[sub_a], 1_000_000);
+        acme.db.public_devices = vec![public_device("edge-1", &macs, machine)];
+        let globex = tenant("globex", 2, &[], &[sub_b], 1_000_000);
+        let e = env(&[acme.clone(), globex.clone()]).await;
+        let (_rt, port, _server) = serve(&e.pki, &e.url, &[acme, globex]).await;
+        let state = public_state(e.tmp.path(), &e.pki.ca, port);
+        let rows = "SELECT count(*) FROM tenant_acme.events WHERE device_id = 'edge-1'";
+        let no_env: &[(&str, &str)] = &[("BERQENAS_DEVICE_API_KEY", ""), ("BERQENAS_DEVICE_API_KEY_FILE", "")];
+
+        // No key: refused by the ingest; the event stays in the spool.
+        let (ok, stderr) = device_send(&state, no_env).await;
+        assert!(!ok && stderr.contains("PermissionDenied"), "{stderr}");
+        assert_eq!(count(&e.db, rows).await, 0);
+        // Another tenant's key (from the environment): refused.
+        let (ok, stderr) = device_send(&state, &[("BERQENAS_DEVICE_API_KEY", &key_b)]).await;
+        assert!(!ok && stderr.contains("PermissionDenied"), "{stderr}");
+        // A key file others can read is not used.
+        let key_file = state.join("api-key");
+        std::fs::write(&key_file, format!("{key_a}\n")).expect("key file");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let (ok, stderr) = device_send(&state, no_env).await;
+        assert!(!ok && stderr.contains("chmod 600"), "{stderr}");
+        assert_eq!(count(&e.db, rows).await, 0);
+        // The key file 0600 and the live fingerprint: this event and the three kept are stored.
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let (ok, stderr) = device_send(&state, no_env).await;
+        assert!(ok, "{stderr}");
+        assert_eq!(count(&e.db, rows).await, 4);
+    });
+}
