@@ -203,6 +203,9 @@ impl State {
         if token.public && e.fingerprint.mac_hashes.is_empty() && e.fingerprint.machine_id_hash.is_empty() {
             return Err(refused("public token without a fingerprint", d));
         }
+        if token.public && !self.tenants.get(&token.tenant).is_some_and(|t| t.public_api) {
+            return Err(refused("public token, tenant without public API", d));
+        }
         if self.tenants.get(&token.tenant).is_some_and(|t| t.status == super::tenant::TenantStatus::Suspended) {
             d.insert("cause".into(), "tenant suspended".into());
             return Err(DomainError::Conflict(format!("tenant {} is suspended; no device enrolls", token.tenant)));

@@ -324,8 +324,7 @@ fn a_public_token_needs_public_api_and_its_devices_publish_against_the_enrolled_
     let mut closed = spec("initech");
     closed.public_api = false;
     closed.access_mode = AccessMode::VpnOnly;
-    let i = s.audit.len() as u64 + 10;
-    tenant(s.apply(i, &cmd(1, Op::CreateTenant(closed))).0);
+    tenant(at(&mut s, 1, Op::CreateTenant(closed)));
     let mut t = token("00000000000000f1", "initech");
     t.public = true;
     assert!(matches!(at(&mut s, 1, Op::CreateDeviceToken(t)), Err(DomainError::Invalid(_))), "no public_api");
