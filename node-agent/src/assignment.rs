@@ -42,6 +42,20 @@ pub struct DbSpec {
     /// Realtime: the customer keys that may subscribe to the tenant's events.
     #[serde(default)]
     pub subscriber_keys: Vec<SubscriberKey>,
+    /// Realtime: the devices (also in `devices`) enrolled in public mode, with the fingerprint
+    /// recorded at enrollment their publishes must match.
+    #[serde(default)]
+    pub public_devices: Vec<PublicDevice>,
+}
+
+/// A device enrolled in public mode (no VPN): its publishes must carry a customer key of its
+/// tenant and a live fingerprint matching this one (lowercase SHA-256 hex each).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublicDevice {
+    pub id: String,
+    pub mac_hashes: Vec<String>,
+    /// Empty when the device knew no machine id.
+    pub machine_id_hash: String,
 }
 
 /// A customer API key as a db node sees it: its id (16 hex) and the SHA-256 hex of its secret
@@ -374,14 +388,31 @@ fn db_spec(d: pb::DbAssignment) -> Result<DbSpec, Invalid> {
     if !subnet_ok(&vpn_subnet) {
         return Err(Invalid::Subnet);
     }
+    let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let mut public_devices = Vec::new();
     let devices = devices
         .into_iter()
         .map(|d| {
-            let pb::RealtimeDevice { id, .. } = d;
-            device_id_ok(&id).then_some(id).ok_or(Invalid::Device)
+            let pb::RealtimeDevice { id, name: _, mac_hashes, machine_id_hash, public } = d;
+            if !device_id_ok(&id) {
+                return Err(Invalid::Device);
+            }
+            if public {
+                let fingerprint_ok = mac_hashes.iter().all(|h| hex(h, 64))
+                    && (machine_id_hash.is_empty() || hex(&machine_id_hash, 64))
+                    && (!mac_hashes.is_empty() || !machine_id_hash.is_empty());
+                if !fingerprint_ok {
+                    return Err(Invalid::Device);
+                }
+                public_devices.push(PublicDevice {
+                    id: id.clone(),
+                    mac_hashes: mac_hashes.iter().map(|h| h.to_ascii_lowercase()).collect(),
+                    machine_id_hash: machine_id_hash.to_ascii_lowercase(),
+                });
+            }
+            Ok(id)
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
     let subscriber_keys = subscriber_keys
         .into_iter()
         .map(|k| {
@@ -405,6 +436,7 @@ fn db_spec(d: pb::DbAssignment) -> Result<DbSpec, Invalid> {
         password_verifier,
         devices,
         subscriber_keys,
+        public_devices,
     })
 }
 
@@ -588,6 +620,7 @@ pub(crate) fn fixture(name: &str) -> DbTenant {
             password_verifier: String::new(),
             devices: Vec::new(),
             subscriber_keys: Vec::new(),
+            public_devices: Vec::new(),
         },
     }
 }

@@ -128,3 +128,32 @@ fn realtime_devices_and_subscriber_keys_are_parsed_and_malformed_ones_refused() 
     assert_eq!(with(&|d| d.subscriber_keys[0].id = "short".into()), Err(Invalid::SubscriberKey));
     assert_eq!(with(&|d| d.subscriber_keys[0].secret_hash = "zz".repeat(32)), Err(Invalid::SubscriberKey));
 }
+
+#[test]
+fn public_devices_arrive_with_their_enrolled_fingerprint_and_a_malformed_one_is_refused() {
+    let mut w = wire();
+    let db = w.db.as_mut().expect("db");
+    db.devices.push(pb::RealtimeDevice {
+        id: "edge-1".into(),
+        mac_hashes: vec!["AA".repeat(32)],
+        machine_id_hash: "11".repeat(32),
+        public: true,
+        ..Default::default()
+    });
+    let a = Assignment::try_from(w.clone()).expect("valid");
+    let spec = a.db_tenant().expect("db part").db;
+    assert_eq!(spec.devices, ["plc-1", "edge-1"]);
+    assert_eq!(
+        spec.public_devices,
+        [PublicDevice { id: "edge-1".into(), mac_hashes: vec!["aa".repeat(32)], machine_id_hash: "11".repeat(32) }]
+    );
+    for bad in [vec!["zz".repeat(32)], vec![]] {
+        let mut w = w.clone();
+        let d = w.db.as_mut().expect("db").devices.last_mut().expect("edge");
+        d.mac_hashes = bad;
+        if d.mac_hashes.is_empty() {
+            d.machine_id_hash.clear();
+        }
+        assert!(Assignment::try_from(w).is_err(), "a public device without a usable fingerprint is refused");
+    }
+}

@@ -2,7 +2,9 @@
 //! device certificates, a db-role tenant for the PostgreSQL driver, the realtime server on
 //! loopback, a tonic `Ingest` client presenting a device certificate, and an SSE reader.
 
-use berqenas_node_agent::assignment::{AccessMode, DbSpec, DbTenant, DbType, Isolation, Lifecycle, SubscriberKey};
+use berqenas_node_agent::assignment::{
+    AccessMode, DbSpec, DbTenant, DbType, Isolation, Lifecycle, PublicDevice, SubscriberKey,
+};
 use berqenas_node_agent::config::RealtimeConfig;
 use berqenas_node_agent::realtime::Realtime;
 use berqenas_pki::{ClusterCa, Identity};
@@ -76,10 +78,16 @@ impl Pki {
 
     /// A client for subscribers: no certificate, HTTP/1.1.
     pub fn http_client(&self) -> reqwest::Client {
-        let mut config = (*self.client(None)).clone();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        reqwest::Client::builder().use_preconfigured_tls(config).build().expect("http client")
+        http_with(&self.client(None))
     }
+}
+
+/// An HTTP/1.1 client with the TLS configuration `tls` (a device certificate, or none): the
+/// same certificate and key as an `ingest` client made from it.
+pub fn http_with(tls: &Arc<rustls::ClientConfig>) -> reqwest::Client {
+    let mut config = (**tls).clone();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    reqwest::Client::builder().use_preconfigured_tls(config).build().expect("http client")
 }
 
 impl Default for Pki {
@@ -98,6 +106,16 @@ pub fn customer_key(seed: u8) -> (String, SubscriberKey) {
     let secret = format!("{:02x}", seed.wrapping_add(1)).repeat(32);
     let hash = hex::encode(sha2::Sha256::digest(secret.as_bytes()));
     (format!("bqk_{id}_{secret}"), SubscriberKey { id, secret_hash: hash, expires_at_ms: 0 })
+}
+
+/// A device enrolled in public mode with this fingerprint (SHA-256 hex of its MACs and
+/// machine id), as the coordinator sends it.
+pub fn public_device(id: &str, mac_hashes: &[&str], machine_id_hash: &str) -> PublicDevice {
+    PublicDevice {
+        id: id.into(),
+        mac_hashes: mac_hashes.iter().map(|m| m.to_string()).collect(),
+        machine_id_hash: machine_id_hash.into(),
+    }
 }
 
 /// A running PostgreSQL db-role tenant with realtime devices and keys.
@@ -121,6 +139,7 @@ pub fn tenant(name: &str, index: u32, devices: &[&str], keys: &[SubscriberKey], 
             password_verifier: String::new(),
             devices: devices.iter().map(|d| d.to_string()).collect(),
             subscriber_keys: keys.to_vec(),
+            public_devices: Vec::new(),
         },
     }
 }

@@ -27,6 +27,7 @@ pub struct DeviceTokenRequest {
     labels: BTreeMap<String, String>,
     ephemeral: Option<Duration>,
     approve_manual: bool,
+    public: bool,
 }
 
 /// `1`…`999999` or `unlimited` (`None`), as `USES_PATTERN` admits.
@@ -64,7 +65,7 @@ impl Validate for CreateDeviceTokenBody {
     type Valid = DeviceTokenRequest;
 
     fn validate(self) -> std::result::Result<DeviceTokenRequest, ApiError> {
-        let CreateDeviceTokenBody { name, ttl, uses, labels, ephemeral, approve } = self;
+        let CreateDeviceTokenBody { name, ttl, uses, labels, ephemeral, approve, public } = self;
         let name = name.map(|n| DeviceName::parse(&n)).transpose().map_err(|e| ApiError::invalid(e.to_string()))?;
         let ttl = parse_ttl(Some(ttl.as_deref().unwrap_or("24h"))).map_err(ApiError::invalid)?;
         let max_uses = parse_uses(uses.as_deref()).map_err(ApiError::invalid)?;
@@ -79,7 +80,15 @@ impl Validate for CreateDeviceTokenBody {
         }
         let ephemeral = ephemeral.as_deref().map(parse_ephemeral).transpose().map_err(ApiError::invalid)?;
         let approve_manual = approve.unwrap_or_default() == Approve::Manual;
-        Ok(DeviceTokenRequest { name, ttl, max_uses, labels, ephemeral, approve_manual })
+        Ok(DeviceTokenRequest {
+            name,
+            ttl,
+            max_uses,
+            labels,
+            ephemeral,
+            approve_manual,
+            public: public.unwrap_or(false),
+        })
     }
 }
 
@@ -99,7 +108,7 @@ pub fn enroll_command(coordinator: &str, token: &str, ca_fingerprint: &str) -> S
 #[utoipa::path(post, path = "/api/v1/tenant/{name}/device-tokens", params(("name" = String, Path)),
     request_body = CreateDeviceTokenBody,
     responses((status = 201, body = CreatedDeviceToken),
-        (status = 400, description = "a malformed name, ttl, uses, label or ephemeral time", body = ErrorBody),
+        (status = 400, description = "a malformed name, ttl, uses, label or ephemeral time; public for a tenant without public_api", body = ErrorBody),
         (status = 404, description = "no such tenant", body = ErrorBody),
         (status = 409, description = "the tenant is deleted", body = ErrorBody)),
     security(("api_key" = [])))]
@@ -128,6 +137,7 @@ pub(super) async fn create_device_token(
         uses: 0,
         ephemeral_ms: request.ephemeral.map(millis),
         approve_manual: request.approve_manual,
+        public: request.public,
         revoked_at_ms: None,
         last_used_at_ms: None,
     };

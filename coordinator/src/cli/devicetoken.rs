@@ -32,6 +32,10 @@ pub enum DeviceTokenCmd {
         /// manual: enrolled devices stay pending until `device approve`.
         #[arg(long, value_parser = ["auto", "manual"], default_value = "auto")]
         approve: String,
+        /// Enrolled devices publish events from outside the VPN (tenant needs public_api): each
+        /// publish then carries a customer key and the device's enrolled fingerprint.
+        #[arg(long)]
+        public: bool,
     },
     /// The tenant's tokens: prefix, uses, expiry, labels, revoked (never secrets).
     List {
@@ -52,7 +56,7 @@ fn tokens_path(tenant: &str) -> String {
 
 pub(super) async fn token(client: &Client, cmd: DeviceTokenCmd, out: Output) -> anyhow::Result<()> {
     match cmd {
-        DeviceTokenCmd::Create { tenant, name, ttl, uses, labels, ephemeral, approve } => {
+        DeviceTokenCmd::Create { tenant, name, ttl, uses, labels, ephemeral, approve, public } => {
             let body = CreateDeviceTokenBody {
                 name,
                 ttl: Some(ttl),
@@ -60,6 +64,7 @@ pub(super) async fn token(client: &Client, cmd: DeviceTokenCmd, out: Output) -> 
                 labels: Some(parse_selector(&labels)?),
                 ephemeral,
                 approve: wire(Some(approve))?,
+                public: Some(public),
             };
             let created: CreatedDeviceToken = client.send(Method::POST, &tokens_path(&tenant), Some(&body)).await?;
             match out {

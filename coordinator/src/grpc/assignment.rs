@@ -56,6 +56,7 @@ pub(super) fn to_pb(a: &Assignment) -> pb::TenantAssignment {
                     name: dev.name.clone(),
                     mac_hashes: dev.mac_hashes.clone(),
                     machine_id_hash: dev.machine_id_hash.clone(),
+                    public: dev.public,
                 })
                 .collect(),
             subscriber_keys: d

@@ -81,6 +81,9 @@ pub struct IngestDevice {
     /// As it last reported them (empty for a device registered by key).
     pub mac_hashes: Vec<String>,
     pub machine_id_hash: String,
+    /// Enrolled in public mode: the hashes above are then the fingerprint recorded at
+    /// enrollment (its publishes must match them), not the last reported.
+    pub public: bool,
 }
 
 /// A customer key as its tenant's db node needs it to check subscribers: never the secret.
@@ -98,11 +101,17 @@ fn ingest_devices(state: &State, t: &Tenant) -> Vec<IngestDevice> {
         .devices_of(&t.name)
         .into_iter()
         .filter(|d| d.is_active())
-        .map(|d| IngestDevice {
-            id: d.id.clone(),
-            name: d.name.to_string(),
-            mac_hashes: d.fingerprint.as_ref().map(|f| f.mac_hashes.clone()).unwrap_or_default(),
-            machine_id_hash: d.fingerprint.as_ref().map(|f| f.machine_id_hash.clone()).unwrap_or_default(),
+        .map(|d| {
+            // A public device's heartbeats must not move what its publishes are checked against
+            // (a stolen certificate would heartbeat its own fingerprint first).
+            let fingerprint = d.public_fingerprint.as_ref().or(d.fingerprint.as_ref());
+            IngestDevice {
+                id: d.id.clone(),
+                name: d.name.to_string(),
+                mac_hashes: fingerprint.map(|f| f.mac_hashes.clone()).unwrap_or_default(),
+                machine_id_hash: fingerprint.map(|f| f.machine_id_hash.clone()).unwrap_or_default(),
+                public: d.public_fingerprint.is_some(),
+            }
         })
         .collect()
 }

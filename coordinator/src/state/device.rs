@@ -100,6 +100,10 @@ pub struct Device {
     /// Its last recorded heartbeat (at most `presence::SEEN_REFRESH_MS` old while it runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen_ms: Option<u64>,
+    /// Enrolled with a public token (no VPN): the fingerprint recorded at enrollment, which its
+    /// publishes must match (with a customer key of its tenant). Heartbeats never change it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_fingerprint: Option<super::presence::Fingerprint>,
 }
 
 impl Device {
@@ -256,6 +260,7 @@ impl State {
             ephemeral_ms: None,
             fingerprint: None,
             last_seen_ms: None,
+            public_fingerprint: None,
         };
         self.devices.insert(device.id.clone(), device.clone());
         touched.push(Touched::Device(device.id.clone()));

@@ -42,6 +42,11 @@ pub struct DeviceToken {
     /// Devices enrolled with it stay pending until `device approve`.
     #[serde(default)]
     pub approve_manual: bool,
+    /// Devices enrolled with it publish from outside the VPN (public mode): each publish needs a
+    /// customer key of the tenant and a fingerprint matching the enrollment's. Only for tenants
+    /// with `public_api`.
+    #[serde(default)]
+    pub public: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_at_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -93,6 +98,7 @@ impl State {
             ("uses", token.max_uses.map_or_else(|| "unlimited".into(), |m| m.to_string())),
             ("expires_at", crate::time::rfc3339(token.expires_at_ms)),
             ("approve", if token.approve_manual { "manual" } else { "auto" }.into()),
+            ("mode", if token.public { "public" } else { "vpn" }.into()),
         ]));
         let result = (|| {
             super::device::changeable(self, &token.tenant)?;
@@ -112,6 +118,12 @@ impl State {
             }
             if token.max_uses == Some(0) {
                 return Err(DomainError::Invalid("a token allows at least one use".into()));
+            }
+            if token.public && !self.tenants.get(&token.tenant).is_some_and(|t| t.public_api) {
+                return Err(DomainError::Invalid(format!(
+                    "tenant {} has no public API: a public device token needs public_api",
+                    token.tenant
+                )));
             }
             let stored = DeviceToken { uses: 0, revoked_at_ms: None, last_used_at_ms: None, ..token.clone() };
             self.device_tokens.insert(token.id.clone(), stored.clone());
@@ -188,6 +200,12 @@ impl State {
             return Err(refused("used up", d));
         }
         let token = token.clone();
+        if token.public && e.fingerprint.mac_hashes.is_empty() && e.fingerprint.machine_id_hash.is_empty() {
+            return Err(refused("public token without a fingerprint", d));
+        }
+        if token.public && !self.tenants.get(&token.tenant).is_some_and(|t| t.public_api) {
+            return Err(refused("public token, tenant without public API", d));
+        }
         if self.tenants.get(&token.tenant).is_some_and(|t| t.status == super::tenant::TenantStatus::Suspended) {
             d.insert("cause".into(), "tenant suspended".into());
             return Err(DomainError::Conflict(format!("tenant {} is suspended; no device enrolls", token.tenant)));
@@ -212,6 +230,7 @@ impl State {
         device.pending = token.approve_manual;
         device.ephemeral_ms = token.ephemeral_ms;
         device.fingerprint = Some(e.fingerprint.clone());
+        device.public_fingerprint = token.public.then(|| e.fingerprint.clone());
         device.last_seen_ms = Some(at.now);
         self.devices.insert(device.id.clone(), (*device).clone());
         if let Some(t) = self.device_tokens.get_mut(&token.id) {
@@ -221,6 +240,9 @@ impl State {
         touched.push(Touched::DeviceToken(token.id.clone()));
         if device.pending {
             d.insert("state".into(), "pending".into());
+        }
+        if token.public {
+            d.insert("mode".into(), "public".into());
         }
         Ok(Reply::Device(device))
     }

@@ -5,6 +5,7 @@
 //! programs write to, `publish` the stream to the ingest, `spool` the file.
 
 pub mod local;
+pub mod public;
 pub mod publish;
 pub mod spool;
 

@@ -1,7 +1,8 @@
 //! The stream to the realtime ingest (`Ingest.Publish`, mTLS with the device's certificate):
 //! sends every pending spooled event in batches, then new ones as they are spooled, and drops an
 //! event from the spool only when a `PublishAck` names it. When the stream breaks, everything
-//! still pending is sent again on the next one (jittered exponential backoff in between).
+//! still pending is sent again on the next one (jittered exponential backoff in between). A
+//! device in public mode adds its key and live fingerprint to each stream (`public`).
 
 use super::spool::Spool;
 use crate::state::StateDir;
@@ -107,12 +108,17 @@ async fn session(
     client: &mut pb::ingest_client::IngestClient<Channel>,
     outbox: &Outbox,
     until: Option<&str>,
+    public: Option<&super::public::Public>,
 ) -> anyhow::Result<()> {
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     let mut in_flight = HashSet::new();
     send_more(&tx, outbox, &mut in_flight).await?;
+    let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    if let Some(p) = public {
+        p.attach(&mut request)?;
+    }
     let mut acks = client
-        .publish(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .publish(request)
         .await
         .map_err(|s| anyhow::anyhow!("publish refused ({:?}): {}", s.code(), s.message()))?
         .into_inner();
@@ -141,8 +147,9 @@ async fn session(
 /// acknowledged.
 pub async fn deliver(dir: &StateDir, endpoint: &str, outbox: &Outbox, id: &str) -> anyhow::Result<()> {
     let work = async {
+        let public = super::public::load(dir)?;
         let mut client = crate::connect::ingest(dir, endpoint).await?;
-        session(&mut client, outbox, Some(id)).await
+        session(&mut client, outbox, Some(id), public.as_ref()).await
     };
     match tokio::time::timeout(Duration::from_secs(20), work).await {
         Ok(r) => r,
@@ -166,9 +173,12 @@ pub async fn relay(dir: StateDir, outbox: Arc<Outbox>) {
             }
         };
         let result = async {
+            // Read for each stream: a key put in place (or rotated) while `run` runs is used
+            // from the next one on.
+            let public = super::public::load(&dir)?;
             let mut client = crate::connect::ingest(&dir, &endpoint).await?;
             backoff.reset();
-            session(&mut client, &outbox, None).await
+            session(&mut client, &outbox, None, public.as_ref()).await
         }
         .await;
         if let Err(e) = result {

@@ -2,7 +2,7 @@
 //! identity comes from a verified certificate (devices) or a presented key (subscribers); the
 //! tenants from the coordinator's desired state.
 
-use crate::assignment::{DbTenant, DbType, SubscriberKey, Tenant};
+use crate::assignment::{DbTenant, DbType, PublicDevice, SubscriberKey, Tenant};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use subtle::ConstantTimeEq;
@@ -17,6 +17,10 @@ pub struct RtTenant {
     pub events_per_min: u32,
     pub devices: BTreeSet<String>,
     pub keys: Vec<SubscriberKey>,
+    /// The tenant allows publishing from outside the VPN (public mode).
+    pub public_api: bool,
+    /// Devices enrolled in public mode, by id: what their publishes must match.
+    pub public: BTreeMap<String, PublicDevice>,
 }
 
 /// The realtime view of every PostgreSQL tenant of the db role, by name. Suspended and deleted
@@ -35,6 +39,8 @@ pub fn tenants(db: &[DbTenant]) -> Tenants {
                 events_per_min: t.db.events_per_min,
                 devices: t.db.devices.iter().cloned().collect(),
                 keys: t.db.subscriber_keys.clone(),
+                public_api: t.db.public_api,
+                public: t.db.public_devices.iter().map(|d| (d.id.clone(), d.clone())).collect(),
             };
             (t.name.clone(), rt)
         })
@@ -52,6 +58,87 @@ pub enum Refused {
     NoKey,
     #[error("this key may not read this tenant's events")]
     Key,
+    #[error("this tenant does not allow publishing from outside the VPN (public_api is off)")]
+    PublicOff,
+    #[error("a public-mode device must present one of its tenant's customer keys: Authorization: Bearer bqk_…")]
+    PublicKey,
+    #[error("the device's fingerprint is missing or does not match its enrollment")]
+    Fingerprint,
+}
+
+/// What a publisher presents besides its certificate: the `authorization` and
+/// `x-berqenas-fingerprint` header (HTTP) or metadata (gRPC) values, as sent.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Presented<'a> {
+    pub authorization: Option<&'a str>,
+    pub fingerprint: Option<&'a str>,
+}
+
+/// The header (HTTP) and metadata key (gRPC) of a device's live fingerprint.
+pub const FINGERPRINT_HEADER: &str = "x-berqenas-fingerprint";
+/// Most MAC hashes a presented fingerprint may carry.
+const MAX_MACS: usize = 64;
+
+/// A fingerprint as presented: `machine-id=HEX; macs=HEX,HEX` (SHA-256 hex; either part may be
+/// empty). None when malformed.
+pub fn parse_fingerprint(v: &str) -> Option<(String, BTreeSet<String>)> {
+    let hex64 = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let (mut machine, mut macs) = (None, None);
+    for part in v.split(';') {
+        let (k, val) = part.trim().split_once('=')?;
+        match k.trim() {
+            "machine-id" if machine.is_none() => {
+                let m = val.trim();
+                (m.is_empty() || hex64(m)).then_some(())?;
+                machine = Some(m.to_ascii_lowercase());
+            }
+            "macs" if macs.is_none() => {
+                let list: Vec<&str> = val.split(',').map(str::trim).filter(|m| !m.is_empty()).collect();
+                (list.len() <= MAX_MACS && list.iter().all(|m| hex64(m))).then_some(())?;
+                macs = Some(list.iter().map(|m| m.to_ascii_lowercase()).collect());
+            }
+            _ => return None,
+        }
+    }
+    Some((machine?, macs?))
+}
+
+/// A live fingerprint matches the enrolled one when the machine id hash is the same (if one was
+/// enrolled) and at least one enrolled MAC hash is among the live ones (if any were enrolled):
+/// an interface added or removed (a USB adapter, a container bridge) keeps the device, another
+/// machine does not. An enrolled fingerprint with neither matches nothing.
+pub fn fingerprint_matches(enrolled: &PublicDevice, live_machine: &str, live_macs: &BTreeSet<String>) -> bool {
+    if enrolled.machine_id_hash.is_empty() && enrolled.mac_hashes.is_empty() {
+        return false;
+    }
+    let machine_ok = enrolled.machine_id_hash.is_empty()
+        || bool::from(enrolled.machine_id_hash.as_bytes().ct_eq(live_machine.as_bytes()));
+    let macs_ok = enrolled.mac_hashes.is_empty() || enrolled.mac_hashes.iter().any(|m| live_macs.contains(m));
+    machine_ok && macs_ok
+}
+
+/// A device may publish what it presents: `device` holds, and when it was enrolled in public
+/// mode its tenant has `public_api`, it presents one of the tenant's customer keys (valid at
+/// `now_ms`) and a live fingerprint matching its enrollment. A device enrolled for the VPN
+/// needs its certificate only.
+pub fn publisher<'a>(
+    tenants: &'a Tenants,
+    tenant: &str,
+    id: &str,
+    presented: Presented<'_>,
+    now_ms: u64,
+) -> Result<&'a RtTenant, Refused> {
+    let t = device(tenants, tenant, id)?;
+    let Some(enrolled) = t.public.get(id) else { return Ok(t) };
+    if !t.public_api {
+        return Err(Refused::PublicOff);
+    }
+    subscriber(tenants, tenant, presented.authorization, now_ms).map_err(|_| Refused::PublicKey)?;
+    let (machine, macs) = presented.fingerprint.and_then(parse_fingerprint).ok_or(Refused::Fingerprint)?;
+    if !fingerprint_matches(enrolled, &machine, &macs) {
+        return Err(Refused::Fingerprint);
+    }
+    Ok(t)
 }
 
 /// A device (tenant and id from its certificate) may publish when its tenant is assigned here,
@@ -125,6 +212,60 @@ mod tests {
         assert_eq!(device(&w, "acme", "plc-2"), Err(Refused::Device), "not in the assignment");
         assert_eq!(device(&w, "initech", "plc-9"), Err(Refused::Device), "suspended tenant");
         assert_eq!(device(&w, "umbrella", "plc-1"), Err(Refused::Device), "not on this node");
+    }
+
+    const M: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+    const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+    fn public_world(public_api: bool) -> Tenants {
+        let mut a = crate::assignment::fixture("acme");
+        a.db.public_api = public_api;
+        a.db.devices = vec!["plc-1".into(), "edge-1".into()];
+        a.db.public_devices =
+            vec![PublicDevice { id: "edge-1".into(), mac_hashes: vec![A.into()], machine_id_hash: M.into() }];
+        a.db.subscriber_keys = vec![SubscriberKey {
+            id: "aaaaaaaaaaaaaaaa".into(),
+            secret_hash: hex::encode(Sha256::digest(SECRET)),
+            expires_at_ms: 0,
+        }];
+        tenants(&[a])
+    }
+
+    #[test]
+    fn a_public_device_needs_the_tenants_key_and_its_enrolled_fingerprint() {
+        let w = public_world(true);
+        let key = format!("Bearer bqk_aaaaaaaaaaaaaaaa_{SECRET}");
+        let live = format!("machine-id={M}; macs={B},{A}");
+        fn p<'a>(authorization: Option<&'a str>, fingerprint: Option<&'a str>) -> Presented<'a> {
+            Presented { authorization, fingerprint }
+        }
+        let (key, live) = (key.as_str(), live.as_str());
+        assert!(publisher(&w, "acme", "edge-1", p(Some(key), Some(live)), 1).is_ok());
+        assert!(publisher(&w, "acme", "plc-1", p(None, None), 1).is_ok(), "a VPN device needs its certificate only");
+        assert_eq!(publisher(&w, "acme", "edge-1", p(None, Some(live)), 1), Err(Refused::PublicKey));
+        let wrong_key = format!("Bearer bqk_aaaaaaaaaaaaaaaa_{}", SECRET.replace('0', "1"));
+        assert_eq!(publisher(&w, "acme", "edge-1", p(Some(&wrong_key), Some(live)), 1), Err(Refused::PublicKey));
+        assert_eq!(publisher(&w, "acme", "edge-1", p(Some(key), None), 1), Err(Refused::Fingerprint));
+        let other_machine = format!("machine-id={B}; macs={A}");
+        assert_eq!(publisher(&w, "acme", "edge-1", p(Some(key), Some(&other_machine)), 1), Err(Refused::Fingerprint));
+        let other_nic = format!("machine-id={M}; macs={B}");
+        assert_eq!(publisher(&w, "acme", "edge-1", p(Some(key), Some(&other_nic)), 1), Err(Refused::Fingerprint));
+        assert_eq!(publisher(&w, "acme", "edge-1", p(Some(key), Some("garbage")), 1), Err(Refused::Fingerprint));
+        let off = public_world(false);
+        assert_eq!(publisher(&off, "acme", "edge-1", p(Some(key), Some(live)), 1), Err(Refused::PublicOff));
+    }
+
+    #[test]
+    fn fingerprints_parse_strictly() {
+        assert_eq!(parse_fingerprint(&format!("machine-id=; macs={A}")).map(|f| f.1.len()), Some(1));
+        assert!(parse_fingerprint(&format!("machine-id={M}; macs=")).is_some());
+        assert!(parse_fingerprint(&format!("macs={A}")).is_none(), "both parts named");
+        assert!(parse_fingerprint(&format!("machine-id={M}; macs={A}; x=1")).is_none());
+        assert!(parse_fingerprint(&format!("machine-id={M}; macs=zz")).is_none());
+        assert!(parse_fingerprint(&format!("machine-id={M}; machine-id={M}; macs={A}")).is_none());
+        let many = vec![A; MAX_MACS + 1].join(",");
+        assert!(parse_fingerprint(&format!("machine-id={M}; macs={many}")).is_none());
     }
 
     #[test]

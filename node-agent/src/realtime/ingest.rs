@@ -1,7 +1,9 @@
 //! The `Ingest` gRPC service and the per-tenant writers behind it.
 //!
-//! A stream's device is the one its TLS certificate names; every batch is checked against the
-//! current assignment (tenant assigned here and running, device listed), validated, charged to
+//! A stream's device is the one its TLS certificate names; every batch (gRPC here, HTTP in
+//! `publish`, both through `Shared::admit`) is checked against the current assignment (tenant
+//! assigned here and running, device listed; a public-mode device's key and fingerprint, see
+//! `auth::publisher`), validated, charged to
 //! the tenant's events/min quota, and handed to one of the tenant's four writers (always the
 //! same for a device, so its batches commit in order). A writer gathers batches from the
 //! tenant's streams for up to `FLUSH_AFTER` or `FLUSH_ROWS` rows, inserts them
@@ -47,10 +49,121 @@ pub struct IngestService {
     pub(super) shared: Arc<Shared>,
 }
 
+/// Why a batch was not taken, whichever surface it came by (gRPC here, HTTP in `publish`);
+/// each surface maps it once.
+#[derive(Debug)]
+pub enum Refusal {
+    Auth(Refused),
+    Invalid(event::InvalidEvent),
+    /// Over the tenant's events/min quota; `retry_after`: seconds until the batch would fit
+    /// (None: it never would, the quota is below it).
+    Quota {
+        per_min: u32,
+        retry_after: Option<u64>,
+    },
+    Unavailable(&'static str),
+}
+
+impl Refusal {
+    /// The message for the client (never internal error text).
+    pub fn message(&self) -> String {
+        match self {
+            Self::Auth(r) => r.to_string(),
+            Self::Invalid(e) => e.to_string(),
+            Self::Quota { per_min, retry_after } => {
+                let when = retry_after.map_or("raise the tenant's quota".to_string(), |s| format!("retry in {s}s"));
+                format!("over the tenant's quota of {per_min} events/min; {when}")
+            }
+            Self::Unavailable(m) => (*m).to_string(),
+        }
+    }
+}
+
 fn refused(r: Refused) -> Status {
     match r {
         Refused::NoDevice | Refused::NoKey => Status::unauthenticated(r.to_string()),
-        Refused::Device | Refused::Key => Status::permission_denied(r.to_string()),
+        Refused::Device | Refused::Key | Refused::PublicOff | Refused::PublicKey | Refused::Fingerprint => {
+            Status::permission_denied(r.to_string())
+        }
+    }
+}
+
+/// The gRPC status of a refusal; over quota it carries `retry-after` (seconds) in metadata.
+fn status(r: Refusal) -> Status {
+    let msg = r.message();
+    match r {
+        Refusal::Auth(a) => refused(a),
+        Refusal::Invalid(_) => Status::invalid_argument(msg),
+        Refusal::Quota { retry_after, .. } => {
+            let mut s = Status::resource_exhausted(msg);
+            if let Some(secs) = retry_after {
+                s.metadata_mut().insert("retry-after", tonic::metadata::MetadataValue::from(secs.max(1)));
+            }
+            s
+        }
+        Refusal::Unavailable(_) => Status::unavailable(msg),
+    }
+}
+
+/// A batch taken: its ids, acknowledged once `committed` says so.
+pub struct Queued {
+    pub ids: Vec<String>,
+    pub committed: oneshot::Receiver<Result<(), String>>,
+}
+
+/// The publisher's credentials as presented with the request (owned: a gRPC stream re-checks
+/// them on every batch).
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    pub authorization: Option<String>,
+    pub fingerprint: Option<String>,
+}
+
+impl Credentials {
+    fn presented(&self) -> auth::Presented<'_> {
+        auth::Presented { authorization: self.authorization.as_deref(), fingerprint: self.fingerprint.as_deref() }
+    }
+
+    /// Read from HTTP headers (the same names as the gRPC metadata).
+    pub fn from_headers(headers: &axum::http::HeaderMap) -> Self {
+        let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        Self { authorization: get("authorization"), fingerprint: get(auth::FINGERPRINT_HEADER) }
+    }
+
+    fn from_metadata(metadata: &tonic::metadata::MetadataMap) -> Self {
+        let get = |name: &str| metadata.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        Self { authorization: get("authorization"), fingerprint: get(auth::FINGERPRINT_HEADER) }
+    }
+}
+
+impl Shared {
+    /// Whether the device may publish with `creds` now (current assignment).
+    pub(super) fn may_publish(&self, tenant: &str, device: &str, creds: &Credentials) -> Result<u32, Refused> {
+        let tenants = self.tenants.borrow();
+        auth::publisher(&tenants, tenant, device, creds.presented(), super::now_ms()).map(|t| t.events_per_min)
+    }
+
+    /// The one path of a batch, whichever surface brought it: the device (from its
+    /// certificate) and its credentials checked against the current assignment, the events
+    /// validated, the tenant's quota charged, the batch queued on the device's writer.
+    pub(super) async fn admit(
+        self: &Arc<Self>,
+        tenant: &str,
+        device: &str,
+        creds: &Credentials,
+        events: Vec<pb::Event>,
+    ) -> Result<Queued, Refusal> {
+        let per_min = self.may_publish(tenant, device, creds).map_err(Refusal::Auth)?;
+        let rows = event::validate(events, device).map_err(Refusal::Invalid)?;
+        self.take_quota(tenant, rows.len(), per_min).map_err(|retry_after| Refusal::Quota { per_min, retry_after })?;
+        let ids = rows.iter().map(|r| r.id.clone()).collect();
+        let (done, committed) = oneshot::channel();
+        let writer = self.writer(tenant, device).ok_or(Refusal::Unavailable("the ingest is shutting down"))?;
+        writer
+            .send(Job { rows, done })
+            .await
+            .map_err(|_| Refusal::Unavailable("the tenant's writer stopped; resend"))?;
+        Ok(Queued { ids, committed })
     }
 }
 
@@ -61,33 +174,11 @@ enum Pending {
 
 impl IngestService {
     /// Checks one batch and queues it; what the stream answers for it.
-    async fn accept(&self, tenant: &str, device: &str, req: pb::PublishRequest) -> Pending {
-        let per_min = {
-            let tenants = self.shared.tenants.borrow();
-            match auth::device(&tenants, tenant, device) {
-                Ok(t) => t.events_per_min,
-                Err(r) => return Pending::Fail(refused(r)),
-            }
-        };
-        let rows = match event::validate(req.events, device) {
-            Ok(rows) => rows,
-            Err(e) => return Pending::Fail(Status::invalid_argument(e.to_string())),
-        };
-        if let Err(wait) = self.shared.take_quota(tenant, rows.len(), per_min) {
-            let when = wait.map_or("raise the tenant's quota".to_string(), |s| format!("retry in {s}s"));
-            return Pending::Fail(Status::resource_exhausted(format!(
-                "over the tenant's quota of {per_min} events/min; {when}"
-            )));
+    async fn accept(&self, tenant: &str, device: &str, creds: &Credentials, req: pb::PublishRequest) -> Pending {
+        match self.shared.admit(tenant, device, creds, req.events).await {
+            Ok(q) => Pending::Ack(q.ids, q.committed),
+            Err(r) => Pending::Fail(status(r)),
         }
-        let ids = rows.iter().map(|r| r.id.clone()).collect();
-        let (done, rx) = oneshot::channel();
-        let Some(writer) = self.shared.writer(tenant, device) else {
-            return Pending::Fail(Status::unavailable("the ingest is shutting down"));
-        };
-        if writer.send(Job { rows, done }).await.is_err() {
-            return Pending::Fail(Status::unavailable("the tenant's writer stopped; resend"));
-        }
-        Pending::Ack(ids, rx)
     }
 }
 
@@ -102,10 +193,8 @@ impl pb::ingest_server::Ingest for IngestService {
         let Some(Identity::Device { tenant, id: device }) = identity else {
             return Err(refused(Refused::NoDevice));
         };
-        {
-            let tenants = self.shared.tenants.borrow();
-            auth::device(&tenants, &tenant, &device).map_err(refused)?;
-        }
+        let creds = Credentials::from_metadata(request.metadata());
+        self.shared.may_publish(&tenant, &device, &creds).map_err(refused)?;
         let mut inbound = request.into_inner();
         let (out_tx, out_rx) = mpsc::channel::<Result<pb::PublishAck, Status>>(IN_FLIGHT);
         let (pending_tx, mut pending_rx) = mpsc::channel::<Pending>(IN_FLIGHT);
@@ -140,7 +229,7 @@ impl pb::ingest_server::Ingest for IngestService {
                         return;
                     }
                 };
-                let p = svc.accept(&tenant, &device, req).await;
+                let p = svc.accept(&tenant, &device, &creds, req).await;
                 let failed = matches!(p, Pending::Fail(_));
                 if pending_tx.send(p).await.is_err() || failed {
                     return;

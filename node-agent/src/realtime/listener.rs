@@ -1,10 +1,11 @@
 //! The realtime port: TLS with the node's own certificate, client certificates verified
 //! against the cluster CA when presented (devices) and optional (subscribers use keys). Each
 //! request carries the connection's verified identity to the `Ingest` service, which refuses a
-//! stream without a device certificate. HTTP/2 (gRPC, SSE) and HTTP/1.1 (SSE) on one port.
+//! stream without a device certificate. HTTP/2 (gRPC, SSE, HTTP publish) and HTTP/1.1 (SSE,
+//! HTTP publish) on one port.
 
 use super::ingest::{IngestService, PeerIdentity};
-use super::{sse, Realtime};
+use super::{publish, sse, Realtime};
 use berqenas_proto::realtime as pb;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,10 +36,13 @@ pub fn server_config(ca_pem: &str, chain_pem: &str, key_pem: &str) -> anyhow::Re
 pub type TlsSource = Arc<dyn Fn() -> anyhow::Result<Arc<rustls::ServerConfig>> + Send + Sync>;
 
 impl Realtime {
-    /// The router for both: gRPC `Ingest` and the subscribers' SSE.
+    /// The router for all: gRPC `Ingest`, HTTP publishing and the subscribers' SSE.
     pub fn router(&self) -> axum::Router {
         let ingest = pb::ingest_server::IngestServer::new(IngestService { shared: self.shared.clone() });
-        tonic::service::Routes::new(ingest).into_axum_router().merge(sse::router(self.shared.clone()))
+        let events = axum::Router::new()
+            .route("/v1/tenants/{tenant}/events", axum::routing::get(sse::events).post(publish::events))
+            .with_state(self.shared.clone());
+        tonic::service::Routes::new(ingest).into_axum_router().merge(events)
     }
 
     /// Serves the realtime port until the task is dropped. `tls` is called at start and every

@@ -1,6 +1,8 @@
 //! Realtime: a role of the node agent on PostgreSQL db nodes. Devices publish events over gRPC
-//! (`Ingest.Publish`) with their certificates; the tenant's apps subscribe with a customer key
-//! over Server-Sent Events. One TLS port serves both (`--realtime-listen`).
+//! (`Ingest.Publish`) or HTTP (`POST /v1/tenants/{t}/events`) with their certificates (devices
+//! enrolled in public mode add a customer key and their fingerprint); the tenant's apps
+//! subscribe with a customer key over Server-Sent Events. One TLS port serves all
+//! (`--realtime-listen`).
 //!
 //! Why in the agent: the db node already holds the tenant's database and the superuser
 //! connection to it; an ingest elsewhere would need those credentials shipped to it. Here they
@@ -9,7 +11,8 @@
 //!
 //! - `auth`: who may publish and subscribe (pure, from the assignment).
 //! - `event`, `quota`: event validation and the events/min bucket (pure).
-//! - `ingest`: the gRPC service and the per-tenant batching writers.
+//! - `ingest`: the one admission path of a batch (`Shared::admit`), the gRPC service and the
+//!   per-tenant batching writers. `publish`: the same over HTTP (`POST …/events`, JSON).
 //! - `pgoutput`, `feed`: the committed rows of each tenant's `events` table through logical
 //!   decoding, the resumable window, the live fan-out.
 //! - `sse`: the subscribers' endpoint. `listener`: TLS, the client's identity, one port for both.
@@ -22,6 +25,7 @@ pub mod feed;
 pub mod ingest;
 pub mod listener;
 pub mod pgoutput;
+pub mod publish;
 pub mod quota;
 pub mod sse;
 
@@ -315,4 +319,11 @@ impl Realtime {
     pub fn events_total(&self) -> BTreeMap<String, u64> {
         self.shared.counters.lock().map(|c| c.clone()).unwrap_or_default()
     }
+}
+
+/// Unix milliseconds now, for key expiry.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

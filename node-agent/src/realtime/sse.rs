@@ -24,10 +24,6 @@ pub struct Filter {
     cursor: Option<String>,
 }
 
-pub fn router(shared: Arc<Shared>) -> axum::Router {
-    axum::Router::new().route("/v1/tenants/{tenant}/events", axum::routing::get(events)).with_state(shared)
-}
-
 fn plain(status: StatusCode, msg: &str) -> Response {
     (status, format!("{msg}\n")).into_response()
 }
@@ -81,7 +77,7 @@ async fn next(mut s: Sub) -> Option<(Result<Event, Infallible>, Sub)> {
         if s.checked.elapsed() > RECHECK {
             let still = {
                 let tenants = s.shared.tenants.borrow();
-                auth::subscriber(&tenants, &s.tenant, Some(&s.authorization), now_ms()).is_ok()
+                auth::subscriber(&tenants, &s.tenant, Some(&s.authorization), super::now_ms()).is_ok()
             };
             if !still {
                 return None;
@@ -99,7 +95,7 @@ async fn next(mut s: Sub) -> Option<(Result<Event, Infallible>, Sub)> {
     }
 }
 
-async fn events(
+pub async fn events(
     State(shared): State<Arc<Shared>>,
     Path(tenant): Path<String>,
     Query(filter): Query<Filter>,
@@ -108,7 +104,7 @@ async fn events(
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let checked = {
         let tenants = shared.tenants.borrow();
-        auth::subscriber(&tenants, &tenant, authorization, now_ms()).map(|_| ())
+        auth::subscriber(&tenants, &tenant, authorization, super::now_ms()).map(|_| ())
     };
     match checked {
         Ok(()) => {}
@@ -161,11 +157,4 @@ async fn events(
     };
     let stream = futures::stream::unfold(sub, next);
     Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
-}
-
-/// Unix milliseconds now, for key expiry.
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

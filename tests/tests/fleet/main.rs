@@ -27,4 +27,5 @@ mod lab;
 mod mssql;
 mod plan;
 mod realtime;
+mod realtime_publish;
 mod stream;

@@ -82,6 +82,8 @@ pub struct DeviceView {
     pub fingerprint: Option<super::FingerprintView>,
     /// Its last recorded heartbeat (written at most every few minutes while it runs).
     pub last_seen_ms: Option<u64>,
+    /// Enrolled in public mode: publishes need a customer key and its enrolled fingerprint.
+    pub public: bool,
 }
 
 /// A device's VPN connect: when its session started and where from.
@@ -116,6 +118,7 @@ impl DeviceView {
             ephemeral_ms,
             fingerprint,
             last_seen_ms,
+            public_fingerprint,
         } = d.clone();
         DeviceView {
             state,
@@ -125,6 +128,7 @@ impl DeviceView {
             ephemeral_ms,
             fingerprint: fingerprint.map(Into::into),
             last_seen_ms,
+            public: public_fingerprint.is_some(),
             id,
             tenant: tenant.to_string(),
             name: name.to_string(),

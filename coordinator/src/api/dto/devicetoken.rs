@@ -59,6 +59,11 @@ pub struct CreateDeviceTokenBody {
     pub ephemeral: Option<String>,
     #[serde(default)]
     pub approve: Option<Approve>,
+    /// Enrolled devices publish events from outside the VPN (public mode): each publish then
+    /// needs a customer key of the tenant and the device's fingerprint as enrolled. Only for
+    /// tenants with `public_api`; absent: false.
+    #[serde(default)]
+    pub public: Option<bool>,
 }
 
 /// A device token as listed: never its secret or the secret's hash.
@@ -81,6 +86,8 @@ pub struct DeviceTokenView {
     /// Offline time after which enrolled devices are removed; `null`: never.
     pub ephemeral_ms: Option<u64>,
     pub approve: Approve,
+    /// Devices enrolled with it publish in public mode (API key + fingerprint, no VPN).
+    pub public: bool,
     pub revoked_at_ms: Option<u64>,
     pub last_used_at_ms: Option<u64>,
 }
@@ -100,6 +107,7 @@ impl From<&DeviceToken> for DeviceTokenView {
             uses,
             ephemeral_ms,
             approve_manual,
+            public,
             revoked_at_ms,
             last_used_at_ms,
         } = t.clone();
@@ -115,6 +123,7 @@ impl From<&DeviceToken> for DeviceTokenView {
             uses,
             ephemeral_ms,
             approve: if approve_manual { Approve::Manual } else { Approve::Auto },
+            public,
             revoked_at_ms,
             last_used_at_ms,
         }

@@ -27,6 +27,7 @@ fn token(id: &str, tenant: &str) -> DeviceToken {
         uses: 0,
         ephemeral_ms: None,
         approve_manual: false,
+        public: false,
         revoked_at_ms: None,
         last_used_at_ms: None,
     }
@@ -315,4 +316,43 @@ fn devices_enrolled_in_one_batch_get_ids_of_their_own() {
     assert_eq!(s.devices.len(), 3, "none overwrote another");
     let keys: Vec<WgKey> = ids.iter().map(|id| s.devices[id].public_key.clone()).collect();
     assert_eq!(keys, vec![wg(1), wg(2), wg(3)]);
+}
+
+#[test]
+fn a_public_token_needs_public_api_and_its_devices_publish_against_the_enrolled_fingerprint() {
+    let mut s = world();
+    let mut closed = spec("initech");
+    closed.public_api = false;
+    closed.access_mode = AccessMode::VpnOnly;
+    tenant(at(&mut s, 1, Op::CreateTenant(closed)));
+    let mut t = token("00000000000000f1", "initech");
+    t.public = true;
+    assert!(matches!(at(&mut s, 1, Op::CreateDeviceToken(t)), Err(DomainError::Invalid(_))), "no public_api");
+    let mut t = token("00000000000000f2", "acme");
+    t.public = true;
+    t.max_uses = Some(2);
+    assert!(at(&mut s, 2, Op::CreateDeviceToken(t)).is_ok());
+    assert!(at(&mut s, 3, enroll("00000000000000f2", "acme", 1)).is_err(), "nothing to match later");
+    refused_enrollment(&s, "public token without a fingerprint");
+
+    let enrolled = Fingerprint { mac_hashes: vec!["a".repeat(64)], machine_id_hash: "1".repeat(64), ..fp("6.1") };
+    let op = Op::EnrollDevice(Enrollment {
+        token_id: "00000000000000f2".into(),
+        secret_hash: apikey::hash_secret(SECRET),
+        tenant: name("acme"),
+        name: None,
+        public_key: wg(1),
+        fingerprint: enrolled.clone(),
+    });
+    let d = device_of(at(&mut s, 4, op));
+    assert_eq!(d.public_fingerprint.as_ref(), Some(&enrolled));
+    // A heartbeat with another machine's fingerprint (a stolen certificate) is recorded as
+    // reported, but what publishes are checked against stays the enrollment's.
+    let other = Fingerprint { mac_hashes: vec!["b".repeat(64)], machine_id_hash: "2".repeat(64), ..fp("6.1") };
+    let hb = Op::DeviceHeartbeat(Heartbeat { tenant: name("acme"), device_id: d.id.clone(), fingerprint: other });
+    assert!(at(&mut s, 5, hb).is_ok());
+    let a = desired::for_node(&s, 1).expect("node").into_iter().find(|a| a.name == "acme").expect("acme");
+    let ingest = a.db.expect("db").devices.into_iter().find(|x| x.id == d.id).expect("may publish");
+    assert!(ingest.public);
+    assert_eq!((ingest.mac_hashes, ingest.machine_id_hash), (enrolled.mac_hashes, enrolled.machine_id_hash));
 }
