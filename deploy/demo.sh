@@ -102,7 +102,7 @@ chmod 700 "$WORK/pg"
 as_pg() { setpriv --reuid=postgres --regid=postgres --clear-groups "$@"; }
 as_pg "$PGBIN/initdb" -D "$WORK/pg/data" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
   --pwfile="$WORK/pg/pw" >/dev/null
-printf "listen_addresses = '192.0.2.1'\nport = 5432\nunix_socket_directories = '%s'\nwal_level = logical\nmax_replication_slots = 64\nfsync = off\n" \
+printf "listen_addresses = '192.0.2.1'\nport = 5432\nunix_socket_directories = '%s'\nwal_level = logical\nmax_replication_slots = 64\nmax_wal_senders = 32\nfsync = off\n" \
   "$WORK/pg" >> "$WORK/pg/data/postgresql.conf"
 echo "host all all 192.0.2.0/24 scram-sha-256" >> "$WORK/pg/data/pg_hba.conf"
 in_ns "$CORE" setpriv --reuid=postgres --regid=postgres --clear-groups \

@@ -168,7 +168,7 @@ if [ ! -f "$PG_DIR/data/PG_VERSION" ]; then
 fi
 # Realtime subscribers read each tenant's events table through logical decoding.
 if ! grep -q '^wal_level = logical' "$PG_DIR/data/postgresql.conf"; then
-  printf "wal_level = logical\nmax_replication_slots = 64\n" | as_pg tee -a "$PG_DIR/data/postgresql.conf" >/dev/null
+  printf "wal_level = logical\nmax_replication_slots = 64\nmax_wal_senders = 32\n" | as_pg tee -a "$PG_DIR/data/postgresql.conf" >/dev/null
   if as_pg "$PGBIN/pg_ctl" -D "$PG_DIR/data" status >/dev/null 2>&1; then
     echo "==> restarting PostgreSQL for wal_level = logical"
     as_pg "$PGBIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/postgres.log" -w restart >/dev/null

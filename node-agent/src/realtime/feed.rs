@@ -2,8 +2,11 @@
 //! from PostgreSQL logical decoding, kept in a bounded window, fanned out live.
 //!
 //! Two logical slots per tenant, both `pgoutput` over a publication of `<schema>.events` only:
-//! - `berqenas_rt_{t}` (live) is consumed with `pg_logical_slot_get_binary_changes` as rows
-//!   commit — every inserted row, whoever inserted it (the ingest or the tenant's own SQL);
+//! - `berqenas_rt_{t}` (live) is streamed over a replication connection (`replication.rs`) as
+//!   rows commit — every inserted row, whoever inserted it (the ingest or the tenant's own SQL);
+//!   while the server refuses a replication connection it is read through SQL instead
+//!   (`pg_logical_slot_get_binary_changes`, which re-decodes from the slot's restart point on
+//!   every call: slower, and later by up to a poll);
 //! - `berqenas_rtk_{t}` (keep) lags behind at the start of the retention window: it is advanced
 //!   only past transactions that left the in-memory window. After an agent restart (or any read
 //!   error) the window is rebuilt by peeking the keep slot, and the live slot moved past what
@@ -15,7 +18,8 @@
 //! after this cursor".
 
 use super::pgoutput::{self, Message};
-use std::collections::{BTreeMap, VecDeque};
+use super::replication::{self, Target};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -52,10 +56,11 @@ pub struct Committed {
     pub cursor: Cursor,
     /// End of its transaction's commit record: where the keep slot may move once it is gone.
     pub end_lsn: u64,
-    pub device: Option<String>,
-    pub kind: Option<String>,
-    /// `{"id":…,"device_id":…,"type":…,"payload":…,"created_at":…}`
-    pub data: String,
+    /// Shared among the window's rows (few devices and types, many rows).
+    pub device: Option<Arc<str>>,
+    pub kind: Option<Arc<str>>,
+    /// `{"id":…,"device_id":…,"type":…,"payload":…,"created_at":…}`, allocated to its length.
+    pub data: Box<str>,
     pub at: Instant,
 }
 
@@ -93,7 +98,7 @@ pub struct Feed {
     pub tenant: String,
     window: Mutex<Window>,
     live: broadcast::Sender<Arc<Committed>>,
-    /// Rung by the ingest after a commit, so its rows go out without waiting for the poll.
+    /// Rung by the ingest after a commit, so that a feed reading through SQL reads at once.
     pub wake: Notify,
     pub subscribers: AtomicUsize,
     /// The window was built once: a resume can be answered exactly.
@@ -195,6 +200,25 @@ pub struct Decoder {
     relations: BTreeMap<u32, Vec<String>>,
     /// The open transaction: its commit LSN and its rows so far (their `end_lsn` set at commit).
     txn: Option<(u64, Vec<Committed>)>,
+    /// Device ids and event types seen lately, shared by the rows that carry them.
+    names: HashSet<Arc<str>>,
+}
+
+/// Most names `Decoder::names` holds before it starts over.
+const MAX_NAMES: usize = 4_096;
+
+/// The shared copy of `s`.
+fn intern(names: &mut HashSet<Arc<str>>, s: Option<&str>) -> Option<Arc<str>> {
+    let s = s?;
+    if let Some(n) = names.get(s) {
+        return Some(n.clone());
+    }
+    if names.len() >= MAX_NAMES {
+        names.clear();
+    }
+    let n: Arc<str> = Arc::from(s);
+    names.insert(n.clone());
+    Some(n)
 }
 
 fn json_str(s: Option<&str>) -> String {
@@ -243,9 +267,9 @@ impl Decoder {
                 rows.push(Committed {
                     cursor: Cursor { lsn: *lsn, n },
                     end_lsn: 0,
-                    device: get("device_id").map(str::to_string),
-                    kind: get("event_type").map(str::to_string),
-                    data,
+                    device: intern(&mut self.names, get("device_id")),
+                    kind: intern(&mut self.names, get("event_type")),
+                    data: data.into_boxed_str(),
                     at: now,
                 });
             }
@@ -283,6 +307,8 @@ pub fn slot_tenant(slot: &str) -> Option<&str> {
 /// How the feed task reads: where its rows come from and how long it keeps them.
 pub struct Source {
     pub pool: sqlx::PgPool,
+    /// The same database over a replication connection; None: read through SQL only.
+    pub replication: Option<Target>,
     pub retention: Duration,
     pub max_rows: usize,
 }
@@ -393,12 +419,167 @@ async fn rebuild(src: &Source, feed: &Feed, decoder: &mut Decoder) -> Result<(),
     Ok(())
 }
 
-/// Reads the tenant's committed rows until aborted. Errors are logged and the window rebuilt.
-pub async fn run(src: Source, feed: Arc<Feed>) {
-    let (live, keep, publication) = names(&feed.tenant);
+/// When to move the keep slot: rows leave the window, and at most every `KEEP_ADVANCE_EVERY`
+/// the slot follows them. The move runs in a task of its own (it decodes the WAL since the
+/// slot's restart point, which may take a while): the live slot is read meanwhile.
+struct Keep {
+    last_advance: Instant,
+    /// Where the slot may move to.
+    pending: Option<u64>,
+    /// The move under way: its target and whether it succeeded.
+    running: Option<(u64, tokio::task::JoinHandle<bool>)>,
+}
+
+impl Keep {
+    fn new() -> Self {
+        Self { last_advance: Instant::now(), pending: None, running: None }
+    }
+
+    async fn evict(&mut self, src: &Source, feed: &Feed) {
+        if let Some(end) = feed.evict(Instant::now(), src.retention, src.max_rows) {
+            self.pending = Some(end);
+        }
+        if let Some((end, task)) = self.running.take() {
+            if !task.is_finished() {
+                self.running = Some((end, task));
+                return;
+            }
+            if task.await.unwrap_or(false) && self.pending == Some(end) {
+                self.pending = None;
+            }
+        }
+        let Some(end) = self.pending.filter(|_| self.last_advance.elapsed() > KEEP_ADVANCE_EVERY) else { return };
+        self.last_advance = Instant::now();
+        let (_, keep, _) = names(&feed.tenant);
+        let (pool, tenant) = (src.pool.clone(), feed.tenant.clone());
+        let task = tokio::spawn(async move {
+            advance(&pool, &keep, end)
+                .await
+                .map_err(|e| tracing::warn!(%tenant, error = %e, "cannot advance the keep slot"))
+                .is_ok()
+        });
+        self.running = Some((end, task));
+    }
+}
+
+/// How a read of the live slot ended.
+enum Ended {
+    /// Streaming is not available (login refused, no walsender free): read by SQL for a while.
+    Refused(String),
+    /// The read broke: rebuild the window.
+    Broken(String),
+    /// The SQL reads' time is up: try streaming again.
+    Retry,
+}
+
+/// After streaming is refused, the slot is read by SQL this long before streaming is tried again.
+const POLL_AFTER_REFUSAL: Duration = Duration::from_secs(60);
+/// A streaming reader tells the server what it has processed, and evicts, this often.
+const STATUS_EVERY: Duration = Duration::from_secs(1);
+
+/// Follows the live slot over a replication connection: each transaction arrives as it commits.
+/// The slot is confirmed up to the last transaction pushed (or, between transactions, up to
+/// what the server has decoded), so a restart resumes right after it.
+async fn stream(src: &Source, feed: &Feed, decoder: &mut Decoder, keep: &mut Keep, target: &Target) -> Ended {
+    let (live, _, publication) = names(&feed.tenant);
     let schema = format!("tenant_{}", feed.tenant);
+    let mut conn = match replication::Conn::connect(target).await {
+        Ok(c) => c,
+        Err(e @ (replication::Error::Refused(_) | replication::Error::Io(_))) => return Ended::Refused(e.to_string()),
+        Err(e) => return Ended::Broken(e.to_string()),
+    };
+    if let Err(e) = conn.start(&live, &publication).await {
+        return Ended::Broken(e.to_string());
+    }
+    // A transaction cut by a broken stream is sent again whole.
+    decoder.txn = None;
+    let mut flushed = 0u64;
+    let mut tick = tokio::time::interval(STATUS_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let copy = tokio::select! {
+            c = conn.next() => match c {
+                Ok(c) => Some(c),
+                Err(e) => return Ended::Broken(e.to_string()),
+            },
+            _ = tick.tick() => None,
+        };
+        let reply = match copy {
+            Some(replication::Copy::XLogData { data, .. }) => {
+                let msg = match pgoutput::parse(&data) {
+                    Ok(m) => m,
+                    Err(e) => return Ended::Broken(e.to_string()),
+                };
+                let end = match msg {
+                    Message::Commit { end_lsn, .. } => Some(end_lsn),
+                    _ => None,
+                };
+                let rows = decoder.feed(&schema, msg, Instant::now());
+                if !rows.is_empty() {
+                    feed.push(rows);
+                    keep.evict(src, feed).await;
+                }
+                if let Some(end) = end {
+                    flushed = flushed.max(end);
+                }
+                false
+            }
+            Some(replication::Copy::Keepalive { wal_end, reply }) => {
+                // Between transactions everything before the server's position was sent.
+                if decoder.txn.is_none() {
+                    flushed = flushed.max(wal_end);
+                }
+                reply
+            }
+            None => {
+                keep.evict(src, feed).await;
+                true
+            }
+        };
+        if reply && flushed > 0 {
+            if let Err(e) = conn.status(flushed).await {
+                return Ended::Broken(e.to_string());
+            }
+        }
+    }
+}
+
+/// Reads the live slot through SQL until `until` (or a read fails): every 50 ms with
+/// subscribers, 500 ms without, at once when the ingest commits.
+async fn poll(src: &Source, feed: &Feed, decoder: &mut Decoder, keep: &mut Keep, until: Option<Instant>) -> Ended {
+    let (live, _, publication) = names(&feed.tenant);
+    let schema = format!("tenant_{}", feed.tenant);
+    loop {
+        if until.is_some_and(|t| Instant::now() >= t) {
+            return Ended::Retry;
+        }
+        let data = match changes(&src.pool, "get", &live, &publication).await {
+            Ok(d) => d,
+            Err(e) => return Ended::Broken(format!("read: {e}")),
+        };
+        let full = data.len() >= READ_CHANGES as usize;
+        match decode(decoder, &schema, data) {
+            Ok((rows, _)) => feed.push(rows),
+            Err(e) => return Ended::Broken(format!("undecodable change: {e}")),
+        }
+        keep.evict(src, feed).await;
+        if full {
+            continue;
+        }
+        let idle = if feed.subscribers.load(Ordering::Relaxed) > 0 { 50 } else { 500 };
+        tokio::select! {
+            _ = feed.wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(idle)) => {}
+        }
+    }
+}
+
+/// Reads the tenant's committed rows until aborted: streamed over a replication connection,
+/// or through SQL while streaming is refused. Errors are logged and the window rebuilt.
+pub async fn run(src: Source, feed: Arc<Feed>) {
     let mut decoder = Decoder::default();
     let mut failures = 0u32;
+    let mut refused_until: Option<Instant> = None;
     'rebuild: loop {
         if let Err(e) = rebuild(&src, &feed, &mut decoder).await {
             failures += 1;
@@ -413,43 +594,24 @@ pub async fn run(src: Source, feed: Arc<Feed>) {
         }
         failures = 0;
         feed.ready.store(true, Ordering::Release);
-        let mut last_advance = Instant::now();
-        let mut pending_advance: Option<u64> = None;
+        let mut keep = Keep::new();
         loop {
-            let data = match changes(&src.pool, "get", &live, &publication).await {
-                Ok(d) => d,
-                Err(e) => {
+            let streaming = src.replication.as_ref().filter(|_| refused_until.is_none_or(|t| Instant::now() >= t));
+            let ended = match streaming {
+                Some(target) => stream(&src, &feed, &mut decoder, &mut keep, target).await,
+                None => poll(&src, &feed, &mut decoder, &mut keep, refused_until).await,
+            };
+            match ended {
+                Ended::Refused(e) => {
+                    tracing::warn!(tenant = %feed.tenant, error = %e, "cannot stream the realtime slot; reading it by SQL for now");
+                    refused_until = Some(Instant::now() + POLL_AFTER_REFUSAL);
+                }
+                Ended::Retry => refused_until = None,
+                Ended::Broken(e) => {
                     tracing::warn!(tenant = %feed.tenant, error = %e, "realtime feed read failed; rebuilding");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     continue 'rebuild;
                 }
-            };
-            let full = data.len() >= READ_CHANGES as usize;
-            match decode(&mut decoder, &schema, data) {
-                Ok((rows, _)) => feed.push(rows),
-                Err(e) => {
-                    tracing::warn!(tenant = %feed.tenant, error = %e, "undecodable change; rebuilding");
-                    continue 'rebuild;
-                }
-            }
-            if let Some(end) = feed.evict(Instant::now(), src.retention, src.max_rows) {
-                pending_advance = Some(end);
-            }
-            if let Some(end) = pending_advance.filter(|_| last_advance.elapsed() > KEEP_ADVANCE_EVERY) {
-                if let Err(e) = advance(&src.pool, &keep, end).await {
-                    tracing::warn!(tenant = %feed.tenant, error = %e, "cannot advance the keep slot");
-                } else {
-                    pending_advance = None;
-                }
-                last_advance = Instant::now();
-            }
-            if full {
-                continue;
-            }
-            let idle = if feed.subscribers.load(Ordering::Relaxed) > 0 { 50 } else { 500 };
-            tokio::select! {
-                _ = feed.wake.notified() => {}
-                _ = tokio::time::sleep(Duration::from_millis(idle)) => {}
             }
         }
     }
@@ -492,7 +654,7 @@ mod tests {
     use super::*;
 
     fn row(lsn: u64, n: u32, end: u64, at: Instant) -> Committed {
-        Committed { cursor: Cursor { lsn, n }, end_lsn: end, device: None, kind: None, data: String::new(), at }
+        Committed { cursor: Cursor { lsn, n }, end_lsn: end, device: None, kind: None, data: "".into(), at }
     }
 
     #[test]

@@ -271,8 +271,9 @@ pub async fn writer(shared: Arc<Shared>, tenant: String, mut rx: mpsc::Receiver<
         match result {
             Ok(inserted) => {
                 shared.count(&tenant, inserted);
-                // Only subscribers wait for the rows: without them the feed keeps its own pace
-                // (each slot read re-decodes WAL since the slot's restart point).
+                // A feed reading its slot through SQL (streaming refused) reads at once when
+                // subscribers wait; without them it keeps its own pace (each SQL read
+                // re-decodes WAL since the slot's restart point). A streamed feed ignores this.
                 if let Some(feed) = shared.feed(&tenant).filter(|f| f.subscribers.load(Ordering::Relaxed) > 0) {
                     feed.wake.notify_one();
                 }

@@ -27,6 +27,7 @@ pub mod listener;
 pub mod pgoutput;
 pub mod publish;
 pub mod quota;
+pub mod replication;
 pub mod sse;
 
 use crate::assignment::DbTenant;
@@ -59,6 +60,8 @@ pub struct Shared {
     /// and every subscription.
     pub tenants: watch::Sender<Tenants>,
     base: PgConnectOptions,
+    /// The same server for replication connections (the feeds stream their slots).
+    replication: replication::Target,
     cfg: RealtimeConfig,
     pools: Mutex<HashMap<String, PgPool>>,
     /// By `tenant/n`.
@@ -146,25 +149,24 @@ async fn wal_level(pool: &PgPool) -> Result<String, sqlx::Error> {
 impl Realtime {
     /// `url`: the superuser connection of the db driver (it never leaves the node).
     pub fn new(cfg: RealtimeConfig, url: &str) -> anyhow::Result<Self> {
-        let base = PgConnectOptions::from_str(url)
-            .map_err(|e| anyhow::anyhow!("invalid PostgreSQL URL: {e}"))?
-            .disable_statement_logging()
-            .application_name("berqenas-realtime")
-            .options([
-                ("search_path", "pg_catalog"),
-                ("lock_timeout", "5s"),
-                ("statement_timeout", "60s"),
-                ("timezone", "UTC"),
-                // Each read of a slot logs two LOG lines ("starting logical decoding…"): several
-                // times a second per tenant would flood the server log. Errors come back to the
-                // agent, which logs them.
-                ("log_min_messages", "fatal"),
-            ]);
+        let parsed = PgConnectOptions::from_str(url).map_err(|e| anyhow::anyhow!("invalid PostgreSQL URL: {e}"))?;
+        let replication = replication::target(&parsed, url);
+        let base = parsed.disable_statement_logging().application_name("berqenas-realtime").options([
+            ("search_path", "pg_catalog"),
+            ("lock_timeout", "5s"),
+            ("statement_timeout", "60s"),
+            ("timezone", "UTC"),
+            // Each read of a slot logs two LOG lines ("starting logical decoding…"): several
+            // times a second per tenant would flood the server log. Errors come back to the
+            // agent, which logs them.
+            ("log_min_messages", "fatal"),
+        ]);
         let (tenants, _) = watch::channel(Tenants::new());
         Ok(Self {
             shared: Arc::new(Shared {
                 tenants,
                 base,
+                replication,
                 cfg,
                 pools: Mutex::new(HashMap::new()),
                 writers: Mutex::new(HashMap::new()),
@@ -279,8 +281,13 @@ impl Realtime {
             }
             let db = t.own_database.then(|| format!("tenant_{name}"));
             let feed = feeds.get(name).map(|r| r.feed.clone()).unwrap_or_else(|| Arc::new(Feed::new(name)));
+            let mut target = self.shared.replication.clone();
+            if db.is_some() {
+                target.database.clone_from(&db);
+            }
             let src = feed::Source {
                 pool: self.shared.pool(db.as_deref()),
+                replication: Some(target),
                 retention: self.shared.cfg.retention,
                 max_rows: self.shared.cfg.window_rows,
             };

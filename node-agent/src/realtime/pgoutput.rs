@@ -1,6 +1,6 @@
 //! A parser for the messages of PostgreSQL's built-in `pgoutput` logical decoding plugin
-//! (protocol version 1), as `pg_logical_slot_{get,peek}_binary_changes` return them: one
-//! message per row. Only what the realtime feed needs is kept: transaction bounds, relation
+//! (protocol version 1), as `pg_logical_slot_{get,peek}_binary_changes` return them and as
+//! XLogData of a replication stream carries them: one message per row. Only what the realtime feed needs is kept: transaction bounds, relation
 //! column names, inserted rows. Pure; refuses truncated input rather than guessing.
 
 /// One decoded message.

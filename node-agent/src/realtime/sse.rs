@@ -85,12 +85,12 @@ async fn next(mut s: Sub) -> Option<(Result<Event, Infallible>, Sub)> {
             s.checked = std::time::Instant::now();
         }
         s.last = Some(row.cursor);
-        if s.device.as_ref().is_some_and(|d| row.device.as_ref() != Some(d))
-            || s.kind.as_ref().is_some_and(|k| row.kind.as_ref() != Some(k))
+        if s.device.as_deref().is_some_and(|d| row.device.as_deref() != Some(d))
+            || s.kind.as_deref().is_some_and(|k| row.kind.as_deref() != Some(k))
         {
             continue;
         }
-        let event = Event::default().id(row.cursor.to_string()).data(row.data.as_str());
+        let event = Event::default().id(row.cursor.to_string()).data(&*row.data);
         return Some((Ok(event), s));
     }
 }

@@ -211,6 +211,11 @@ fn realtime_subscribers_get_every_committed_row_in_order_and_resume_exactly_afte
         let (got, cursor) = kinds(&mut a, 4).await;
         assert_eq!(got, ["sql-1", "dev-1", "dev-2", "sql-2"]);
         assert!(b.next(Duration::from_millis(500)).await.is_none(), "globex sees nothing of acme");
+        // The live slot is followed over a replication connection (rows are sent as they
+        // commit), not polled through SQL.
+        let streamed = "SELECT count(*) FROM pg_stat_replication r JOIN pg_replication_slots s \
+                        ON s.active_pid = r.pid WHERE s.slot_name = 'berqenas_rt_acme'";
+        assert_eq!(count(&e.db, streamed).await, 1, "acme's live slot is streamed");
 
         // Disconnected; rows committed meanwhile; the resume gets exactly those.
         drop(a);
