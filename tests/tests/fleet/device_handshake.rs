@@ -128,7 +128,6 @@ fn a_device_handshakes_right_after_its_gateway_adds_the_peer_late() {
     let agent_pid = env.agent.as_ref().expect("the gateway agent").pid();
     let paused = Paused::new(agent_pid);
     let enrolled = late.enroll("edge-b");
-    assert!(enrolled.contains("has not confirmed this device yet"), "{enrolled}");
     let public_key = env
         .json(&["device", "list", "--tenant", "acme"])
         .as_array()
@@ -176,6 +175,8 @@ fn a_device_handshakes_right_after_its_gateway_adds_the_peer_late() {
         up.join().expect("up thread")
     });
     assert!(up.status.success(), "up: {}", text(&up));
+    assert!(text(&up).contains("handshake with the gateway after"), "{}", text(&up));
+    assert!(enrolled.contains("has not confirmed this device yet"), "{enrolled}");
     assert!(env.pings(&late.host, &gateway), "the late device pings its gateway");
     let out = late.run(&["down"]);
     assert!(out.status.success(), "down: {}", text(&out));
