@@ -73,7 +73,13 @@ pub fn coordinator_list(first: Option<&str>, named: Vec<String>) -> Vec<String> 
     out
 }
 
-pub async fn enroll(dir: &StateDir, args: EnrollArgs) -> anyhow::Result<Device> {
+/// An enrolled device and whether its gateway had added the peer when the coordinator answered.
+pub struct Enrolled {
+    pub device: Device,
+    pub gateway_has_peer: bool,
+}
+
+pub async fn enroll(dir: &StateDir, args: EnrollArgs) -> anyhow::Result<Enrolled> {
     let addr = connect::coordinator_addr(&args.coordinator)?;
     let Some(pin) = args.ca_pin.as_deref() else {
         bail!("--ca-pin sha256:<hex> is required: `device token create` prints it with the token");
@@ -123,6 +129,7 @@ pub async fn enroll(dir: &StateDir, args: EnrollArgs) -> anyhow::Result<Device> 
         state,
         coordinators,
         labels,
+        gateway_has_peer,
     } = resp;
     let identity = berqenas_pki::peer_identity(&berqenas_pki::first_cert_der(&cert_chain_pem)?)?;
     match &identity {
@@ -146,15 +153,19 @@ pub async fn enroll(dir: &StateDir, args: EnrollArgs) -> anyhow::Result<Device> 
     dir.save_ca(&ca_pem)?;
     dir.save_tls_identity(&tls.key_pem, &cert_chain_pem)?;
     dir.save(&device)?;
-    Ok(device)
+    Ok(Enrolled { device, gateway_has_peer })
 }
 
 /// What `enroll` prints: who the device is now and what to do next.
-pub fn summary(d: &Device) -> String {
+pub fn summary(e: &Enrolled) -> String {
+    let d = &e.device;
     let next = match d.state.as_str() {
         "pending" => "waiting for `device approve`; `berqenas-device run` picks it up",
         _ if !d.tunnel.ready() => {
             "the gateway has not reported its key yet; `berqenas-device run` brings the tunnel up when it has"
+        }
+        _ if !e.gateway_has_peer => {
+            "the gateway has not confirmed this device yet; `berqenas-device up` (or `run`) retries the handshake"
         }
         _ => "bring the tunnel up with `berqenas-device up` (or `berqenas-device run` as a service)",
     };

@@ -130,8 +130,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Enroll { coordinator, token, ca_pin, name, interface } => {
             let args = enroll::EnrollArgs { coordinator, token, ca_pin, name, interface };
-            let device = runtime()?.block_on(enroll::enroll(&dir, args))?;
-            println!("{}", enroll::summary(&device));
+            let enrolled = runtime()?.block_on(enroll::enroll(&dir, args))?;
+            println!("{}", enroll::summary(&enrolled));
             Ok(())
         }
         Command::Up => runtime()?.block_on(tunnel::up_command(&dir)),

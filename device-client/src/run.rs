@@ -3,7 +3,8 @@
 //! state, realtime endpoint and coordinator list; the certificate renewed when two thirds of its
 //! life are gone, with jittered exponential backoff while no coordinator answers. Apart from it,
 //! every 10 s (and at once after a heartbeat), the tunnel re-applied when its configuration
-//! changed or it went missing, taken down when the device is no longer active. Beside them, the
+//! changed or it went missing (then the gateway's handshake awaited), a fresh handshake started
+//! when the session is not live, taken down when the device is no longer active. Beside them, the
 //! local event socket and the relay to the ingest.
 
 use crate::connect;
@@ -121,6 +122,12 @@ async fn keep_tunnel(dir: &StateDir, device: &Device, applied: &mut Option<Devic
         tunnel::apply(dir, device).await.context("bring the tunnel up")?;
         log(format!("tunnel {} up: {} via {}", device.interface, device.tunnel.address, device.tunnel.endpoint));
         *applied = Some(device.clone());
+        let waited = tunnel::await_handshake(device, tunnel::HANDSHAKE_WAIT).await?;
+        log(tunnel::handshake_text(waited));
+    } else {
+        // A gateway that restarted or lost the peer answers the next fresh initiation at once,
+        // not after WireGuard's own retry interval.
+        tunnel::kick_if_silent(device).await?;
     }
     Ok(())
 }

@@ -3,6 +3,9 @@
 //! per source, validated (WireGuard key, CSR, name, fingerprint) before the token is spent, bogus
 //! tokens counted and summarised like bogus joins, every token spent or refused in Raft with its
 //! audit entry; the CSR is signed as `berqenas://device/{tenant}/{id}` for `DEVICE_CERT_LIFETIME`.
+//! It answers once the tenant's gateway has reported the new peer applied (at most
+//! `GATEWAY_WAIT`, then with `gateway_has_peer` false), so the device's first handshake is not
+//! dropped by a gateway that does not know it yet.
 //! `Renew` and `Heartbeat` need the device's certificate (a revoked, removed or unknown device
 //! is refused at the handshake by `StateRevocation`, and again here for open connections);
 //! `Renew` at most `RENEWALS_PER_WINDOW` times per device per `RENEW_WINDOW`.
@@ -68,6 +71,10 @@ impl Written {
         (self.fingerprint, self.at) = (fp, now);
     }
 }
+
+/// Longest `Enroll` waits for the tenant's gateway to report the new peer applied (it answers
+/// then anyway, saying so; the client's own handshake retries cover the rest).
+const GATEWAY_WAIT: Duration = Duration::from_secs(3);
 
 /// Most certificate renewals of one device per `RENEW_WINDOW` on this coordinator (a client
 /// renews when a third of the day's lifetime is left; each renewal costs a CSR check and a
@@ -257,6 +264,32 @@ impl DeviceService {
         }
     }
 
+    /// Waits (at most `GATEWAY_WAIT`) until the tenant's gateway has reported applying the
+    /// desired state that holds the new `device`, so the device's first handshake finds its
+    /// peer there. False when it has not by then, the device is not active (pending devices
+    /// get no peer) or the tenant has no gateway.
+    async fn await_gateway(&self, device: &Device) -> bool {
+        if !device.is_active() {
+            return false;
+        }
+        let Some(revision) = self.c.read(|d| d.state.tenants.get(&device.tenant).map(|t| t.gateway_revision)) else {
+            return false;
+        };
+        let deadline = tokio::time::Instant::now() + GATEWAY_WAIT;
+        let mut applied = self.c.applied.clone();
+        loop {
+            match self.c.read(|d| d.state.gateway_applied(&device.tenant, revision)) {
+                Some(true) => return true,
+                None => return false,
+                Some(false) => {}
+            }
+            match tokio::time::timeout_at(deadline, applied.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return false,
+            }
+        }
+    }
+
     /// The token's tenant as this coordinator knows it; when it does not, after catching up
     /// with the leader (a token minted a moment ago elsewhere). Never a Raft write.
     async fn tenant_of_token(&self, id: &str, secret_hash: &str) -> Option<TenantName> {
@@ -330,8 +363,12 @@ impl pb::device_server::Device for DeviceService {
         let cert = ca
             .sign_csr(&req.csr_pem, &identity, &[], SystemTime::now(), DEVICE_CERT_LIFETIME)
             .map_err(|e| internal("signing a device certificate", e))?;
+        let gateway_has_peer = self.await_gateway(&device).await;
+        if !gateway_has_peer && device.is_active() {
+            tracing::info!(tenant = %device.tenant, device = %device.name, "the gateway has not confirmed the new peer yet");
+        }
         let (tunnel, realtime_endpoint, coordinators) = world(&self.c, &device);
-        tracing::info!(tenant = %device.tenant, device = %device.name, source = %src, "device enrolled");
+        tracing::info!(tenant = %device.tenant, device = %device.name, source = %src, gateway_has_peer, "device enrolled");
         Ok(Response::new(pb::EnrollResponse {
             tenant: device.tenant.to_string(),
             device_id: device.id.clone(),
@@ -343,6 +380,7 @@ impl pb::device_server::Device for DeviceService {
             state: state_pb(&device).into(),
             coordinators,
             labels: device.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            gateway_has_peer,
         }))
     }
 

@@ -185,6 +185,15 @@ impl State {
         out
     }
 
+    /// Whether the gateway of `tenant` has reported applying desired state revision `revision`
+    /// (or later) and its interface ready: the peers that revision holds are on the gateway.
+    /// `None` when the tenant has no gateway placed.
+    pub fn gateway_applied(&self, tenant: &TenantName, revision: u64) -> Option<bool> {
+        let t = self.tenants.get(tenant)?;
+        let node = t.placement.gateway_node?;
+        Some(t.node_status.get(&node).is_some_and(|s| s.ready && s.revision >= revision))
+    }
+
     fn device_or_404(&self, tenant: &TenantName, name: &DeviceName) -> Result<&Device, DomainError> {
         self.device(tenant, name)
             .ok_or_else(|| DomainError::NotFound(format!("device {name} of tenant {tenant} not found")))

@@ -24,6 +24,8 @@ const RULE_PRIORITY: u32 = 10_000;
 const MTU: u32 = 1420;
 const EEXIST: i32 = 17;
 const ENODEV: i32 = 19;
+/// Where `kick`'s datagram goes (RFC 863 discard).
+const DISCARD_PORT: u16 = 9;
 
 fn backend() -> Backend {
     match std::env::var("BERQENAS_DEVICE_WG").as_deref() {
@@ -114,6 +116,49 @@ fn gateway_key(d: &Device) -> anyhow::Result<Key> {
     Key::from_base64(&d.tunnel.gateway_public_key).map_err(|_| anyhow::anyhow!("the stored gateway key is invalid"))
 }
 
+/// The gateway as `d` describes it: endpoint, allowed addresses (everything with source keep),
+/// keepalive.
+fn gateway_peer(d: &Device, gateway: &Key, endpoint: SocketAddr) -> anyhow::Result<PeerConfigBuilder> {
+    let t = &d.tunnel;
+    let (allowed, allowed_len) = if t.source_keep { (Ipv4Addr::UNSPECIFIED, 0) } else { t.subnet_parts()? };
+    let keepalive = u16::try_from(t.keepalive_seconds).unwrap_or(u16::MAX);
+    let peer = PeerConfigBuilder::new(gateway)
+        .set_endpoint(endpoint)
+        .replace_allowed_ips()
+        .add_allowed_ip(IpAddr::V4(allowed), allowed_len);
+    Ok(if keepalive > 0 {
+        peer.set_persistent_keepalive_interval(keepalive)
+    } else {
+        peer.unset_persistent_keepalive()
+    })
+}
+
+/// A fresh handshake with the gateway: the peer removed and added again (a new peer has no
+/// pending handshake, so WireGuard initiates at once instead of after REKEY_TIMEOUT; its
+/// keepalive is sent as soon as it is set), then one UDP datagram to the gateway address
+/// (discard port) through the tunnel for a peer without keepalive.
+pub async fn kick(d: &Device) -> anyhow::Result<()> {
+    let name = d.interface.as_str();
+    let backend = backend();
+    if backend == Backend::Userspace && !socket_answers(name) {
+        bail!("{name} is not running");
+    }
+    let interface = iface(name)?;
+    let gateway = gateway_key(d)?;
+    let add = DeviceUpdate::new().add_peer(gateway_peer(d, &gateway, resolve(&d.tunnel.endpoint).await?)?);
+    let remove = DeviceUpdate::new().remove_peer_by_key(&gateway);
+    tokio::task::spawn_blocking(move || {
+        remove.apply(&interface, backend).and_then(|()| add.apply(&interface, backend))
+    })
+    .await
+    .context("wireguard task")?
+    .with_context(|| format!("re-set the gateway peer on {name}"))?;
+    let socket = tokio::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await.context("bind a UDP socket")?;
+    // Best effort: the packet only has to reach WireGuard's queue (an unreachable reply is fine).
+    let _ = socket.send_to(&[0], (d.tunnel.gateway_address, DISCARD_PORT)).await;
+    Ok(())
+}
+
 /// Makes the tunnel match `d`: creates what is missing, changes what differs, keeps the
 /// gateway's session when its key is unchanged. Idempotent.
 pub async fn apply(_: &StateDir, d: &Device, key: &WgPrivateKey) -> anyhow::Result<()> {
@@ -136,7 +181,6 @@ pub async fn apply(_: &StateDir, d: &Device, key: &WgPrivateKey) -> anyhow::Resu
     let interface = iface(name)?;
     let gateway = gateway_key(d)?;
     let endpoint = resolve(&t.endpoint).await?;
-    let (allowed, allowed_len) = if t.source_keep { (Ipv4Addr::UNSPECIFIED, 0) } else { t.subnet_parts()? };
     let existing = tokio::task::spawn_blocking(move || wireguard_control::Device::get(&interface, backend))
         .await
         .context("wireguard task")?
@@ -147,17 +191,7 @@ pub async fn apply(_: &StateDir, d: &Device, key: &WgPrivateKey) -> anyhow::Resu
             update = update.remove_peer_by_key(&p.config.public_key);
         }
     }
-    let keepalive = u16::try_from(t.keepalive_seconds).unwrap_or(u16::MAX);
-    let mut peer = PeerConfigBuilder::new(&gateway)
-        .set_endpoint(endpoint)
-        .replace_allowed_ips()
-        .add_allowed_ip(IpAddr::V4(allowed), allowed_len);
-    peer = if keepalive > 0 {
-        peer.set_persistent_keepalive_interval(keepalive)
-    } else {
-        peer.unset_persistent_keepalive()
-    };
-    update = update.add_peer(peer);
+    update = update.add_peer(gateway_peer(d, &gateway, endpoint)?);
     tokio::task::spawn_blocking(move || update.apply(&interface, backend))
         .await
         .context("wireguard task")?

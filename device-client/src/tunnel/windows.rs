@@ -2,7 +2,8 @@
 //! the tunnel as a wg-quick file in the state directory (whose ACL admits only SYSTEM and
 //! Administrators) and installs it with `wireguard.exe /installtunnelservice PATH` (a service
 //! `WireGuardTunnel$<name>` that WireGuard keeps up); `remove` uninstalls it; `observe` asks
-//! `wg.exe show <name> latest-handshakes`. Programs start only through `exec`.
+//! `wg.exe show <name> latest-handshakes`; `kick` does nothing (the service retries handshakes
+//! itself). Programs start only through `exec`.
 
 use super::TunnelStatus;
 use crate::keys::WgPrivateKey;
@@ -61,4 +62,10 @@ pub async fn observe(d: &Device) -> anyhow::Result<TunnelStatus> {
     let last_handshake =
         line.and_then(|l| l.split_whitespace().nth(1)).and_then(|s| s.parse::<u64>().ok()).filter(|s| *s > 0);
     Ok(TunnelStatus { up: line.is_some(), last_handshake })
+}
+
+/// Nothing: the WireGuard tunnel service owns the session (and its handshake retries); re-setting
+/// its peer from outside would fight the service. `up` still waits for and reports the handshake.
+pub async fn kick(_: &Device) -> anyhow::Result<()> {
+    Ok(())
 }

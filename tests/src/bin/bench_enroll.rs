@@ -6,7 +6,8 @@
 //! in the operator's hand) and ends when the device's first `ping -c 1 -W 1` of the tenant's
 //! gateway address through its WireGuard tunnel is answered: `berqenas-device enroll` (keys,
 //! CSR, fingerprint; the coordinator signs and allocates), `berqenas-device up` (retried until
-//! the coordinator gives it a complete tunnel) and pings until the gateway agent has added the
+//! the coordinator gives it a complete tunnel; it waits for the gateway's handshake, starting
+//! fresh initiations while none comes) and pings until the gateway agent has added the
 //! peer and the handshake is done. Every process start (`ip netns exec`) is inside the time.
 //! Side by side, the bring-your-own-key path for as many devices on another tenant: `wg genkey` and
 //! `wg pubkey`, `device add --public-key`, `device config --format wg-quick` (waited until
@@ -231,7 +232,7 @@ fn main() {
     // Enrollment with berqenas-device, one device after the other.
     let denv = [("BERQENAS_DEVICE_WG", "userspace")];
     let (mut token_ms, mut enroll_ms, mut up_ms, mut ping_ms, mut total_ms) = (vec![], vec![], vec![], vec![], vec![]);
-    let mut up_retries = 0u32;
+    let (mut up_retries, mut unconfirmed, mut no_handshake) = (0u32, 0u32, 0u32);
     let mut last_state = PathBuf::new();
     for i in 0..n {
         let name = format!("e{i}");
@@ -257,11 +258,13 @@ fn main() {
             device(&["enroll", "--coordinator", &url, "--token", &token, "--ca-pin", &pin, "--interface", &interface]);
         assert!(out.status.success(), "enroll {name}: {}", text(&out));
         enroll_ms.push(ms(start));
+        unconfirmed += u32::from(text(&out).contains("has not confirmed"));
         let t = Instant::now();
         let deadline = t + CONVERGE;
         loop {
             let out = device(&["up"]);
             if out.status.success() {
+                no_handshake += u32::from(!text(&out).contains("handshake with the gateway after"));
                 break;
             }
             up_retries += 1;
@@ -352,6 +355,8 @@ fn main() {
         "token_to_tunnel_up_phases_ms": {
             "enroll": stats(&enroll_ms), "up": stats(&up_ms), "ping": stats(&ping_ms),
             "up_retries": up_retries,
+            "enroll_answered_before_the_gateway_had_the_peer": unconfirmed,
+            "up_without_handshake": no_handshake,
         },
         "token_create_ms": stats(&token_ms),
         "byok_to_tunnel_up_ms": stats(&byok_total_ms),

@@ -16,6 +16,7 @@ mod device_e2e;
 mod device_enroll;
 mod device_events;
 mod device_full;
+mod device_handshake;
 mod device_tunnel;
 mod gateway;
 mod gateway_control;

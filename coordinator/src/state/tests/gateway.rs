@@ -270,6 +270,18 @@ fn device_changes_bump_the_tenant_revision() {
 }
 
 #[test]
+fn a_new_device_is_on_its_gateway_once_the_gateway_reports_the_revision_that_holds_it() {
+    let mut s = gateway_world();
+    acme_ready(&mut s);
+    assert!(run(&mut s, dev("acme", "plc1", 1, None)).is_ok());
+    let revision = s.tenants[&name("acme")].gateway_revision;
+    assert_eq!(s.gateway_applied(&name("acme"), revision), Some(false), "not reported yet");
+    acme_ready(&mut s);
+    assert_eq!(s.gateway_applied(&name("acme"), revision), Some(true));
+    assert_eq!(s.gateway_applied(&name("nope"), revision), None, "no such tenant: no gateway");
+}
+
+#[test]
 fn exposure_changes_bump_the_tenant_revision() {
     let mut s = gateway_world();
     device_of(run(&mut s, dev("acme", "plc1", 1, None)));
