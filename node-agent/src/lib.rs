@@ -9,6 +9,7 @@
 //! - `gateway/`: the gateway role (next: WireGuard and nftables).
 //! - `realtime/`: the db role's realtime ingest (devices publish events) and subscribers (SSE).
 //! - `host/`: the host's plumbing — running programs, writing files.
+//! - `metrics`: the Prometheus metrics and their `/metrics` listener.
 
 pub mod assignment;
 pub mod config;
@@ -18,5 +19,6 @@ pub mod driver;
 pub mod gateway;
 pub mod host;
 pub mod join;
+pub mod metrics;
 pub mod realtime;
 pub mod runtime;

@@ -178,9 +178,11 @@ pub async fn writer(shared: Arc<Shared>, tenant: String, mut rx: mpsc::Receiver<
         }
         let started = Instant::now();
         let result = write(&shared, &tenant, &jobs).await;
-        tracing::trace!(tenant = %tenant, rows, took = ?started.elapsed(), "realtime batch written");
+        let took = started.elapsed();
+        tracing::trace!(tenant = %tenant, rows, ?took, "realtime batch written");
         match result {
             Ok(inserted) => {
+                crate::metrics::METRICS.ingest.committed(rows, inserted, took);
                 shared.count(&tenant, inserted);
                 // Only subscribers wait for the rows: without them the feed keeps its own pace
                 // (each slot read re-decodes WAL since the slot's restart point).
@@ -192,6 +194,7 @@ pub async fn writer(shared: Arc<Shared>, tenant: String, mut rx: mpsc::Receiver<
                 }
             }
             Err(e) => {
+                crate::metrics::METRICS.ingest.failed();
                 let e = e.to_string();
                 for j in jobs {
                     let _ = j.done.send(Err(e.clone()));
