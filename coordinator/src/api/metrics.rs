@@ -80,6 +80,10 @@ pub(super) async fn track(State(http): State<HttpMetrics>, req: Request, next: N
 }
 
 /// `GET /metrics` (admin or auditor key; an allowed scrape is not audited, a refused one is).
+#[utoipa::path(get, path = "/metrics",
+    responses((status = 200, description = "Prometheus metrics of this coordinator (OpenMetrics text)",
+        body = String, content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8")),
+    security(("api_key" = [])))]
 pub(super) async fn metrics(ctx: Ctx, Extension(http): Extension<HttpMetrics>) -> Result<Response> {
     ctx.scope(Need::AuditRead, Action::MetricsRead, "metrics").await?;
     let text = render(&ctx.coordinator, &http).map_err(|e| ApiError::internal("encode metrics", e))?;
