@@ -30,6 +30,9 @@ command -v iperf3 >/dev/null 2>&1 || missing+=(iperf3) # bench.sh gateway-throug
 command -v zstd >/dev/null 2>&1 || missing+=(zstd) # bench.sh backup: the plain pg_dump | zstd pipeline
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv) # schemathesis's venv
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+# promtool (Debian's prometheus package) checks deploy/prometheus/ and parses /metrics in
+# fleet::metrics.
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 # The device client's cross builds and their runs (tests/tests/fleet/device_cross.rs): Windows
 # with mingw-w64 under Wine, static aarch64 Linux under qemu-user.
 command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 || missing+=(gcc-mingw-w64-x86-64)
@@ -84,6 +87,16 @@ cargo clippy -p berqenas-device --all-targets --locked --target x86_64-pc-window
 log "cargo deny check bans licenses sources (no advisory fetch)"
 cargo fetch --locked -q
 cargo deny --offline check --hide-inclusion-graph bans licenses sources
+
+# The shipped Prometheus configuration: alert rules, and the scrape config with stand-ins for the
+# key and CA files an operator puts beside it (promtool insists they exist).
+log "promtool check rules / check config (deploy/prometheus)"
+promtool check rules deploy/prometheus/rules.yml
+prom_dir=$(mktemp -d)
+cp deploy/prometheus/prometheus.yml deploy/prometheus/rules.yml "$prom_dir/"
+touch "$prom_dir/berqenas-metrics.key" "$prom_dir/berqenas-ca.pem"
+promtool check config "$prom_dir/prometheus.yml"
+rm -rf "$prom_dir"
 
 log "cargo build --bins (the end-to-end tests run the real binaries)"
 cargo build --workspace --bins --locked

@@ -72,6 +72,8 @@ impl Row {
 }
 
 struct Table {
+    /// Every refusal since start by what was attempted (a bounded set: `Action`), for `/metrics`.
+    by_action: std::collections::BTreeMap<Action, u64>,
     sources: HashMap<IpAddr, Row>,
     others: Row,
     last_log: Option<Instant>,
@@ -142,7 +144,13 @@ impl Refusals {
         Self {
             every,
             max_sources: max_sources.max(1),
-            table: Mutex::new(Table { sources: HashMap::new(), others: Row::default(), last_log: None, since_log: 0 }),
+            table: Mutex::new(Table {
+                by_action: Default::default(),
+                sources: HashMap::new(),
+                others: Row::default(),
+                last_log: None,
+                since_log: 0,
+            }),
             totals: Totals::default(),
         }
     }
@@ -159,6 +167,7 @@ impl Refusals {
     pub fn record(&self, r: &Refusal<'_>, now: Instant) -> Option<Command> {
         self.totals.refused.fetch_add(1, Ordering::Relaxed);
         let mut t = self.lock();
+        *t.by_action.entry(r.action).or_default() += 1;
         t.since_log += 1;
         if t.last_log.is_none_or(|l| now.saturating_duration_since(l) >= LOG_EVERY) {
             tracing::warn!(
@@ -240,6 +249,11 @@ impl Refusals {
         t.sources.retain(|_, row| row.pending.total > 0 || !row.window_free(now, every));
         self.totals.summaries.fetch_add(out.len() as u64, Ordering::Relaxed);
         out
+    }
+
+    /// Refusals since start by the action attempted (`node.join`, `api.handshake`, …).
+    pub fn by_action(&self) -> Vec<(Action, u64)> {
+        self.lock().by_action.iter().map(|(a, n)| (*a, *n)).collect()
     }
 
     pub fn stats(&self) -> RefusalStats {

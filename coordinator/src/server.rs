@@ -137,6 +137,8 @@ pub struct Coordinator {
     store_sync: store::StoreSync,
     /// The audit trail, read from the store (the state holds only its head).
     pub audit: AuditLog,
+    /// The newest commit index this node's log store saw (for `/metrics`).
+    pub commit_index: store::CommitIndex,
 }
 
 impl Coordinator {
@@ -158,6 +160,7 @@ impl Coordinator {
         let applied = sm_store.applied_watch();
         let store_sync = sm_store.syncer();
         let audit = sm_store.audit_log();
+        let commit_index = log_store.commit_index();
         let identity = crate::transport::Identity { dir: data_dir.to_path_buf() };
         if !identity.exists() {
             bail!(
@@ -192,6 +195,7 @@ impl Coordinator {
             admission,
             store_sync,
             audit,
+            commit_index,
         }))
     }
 

@@ -32,6 +32,15 @@ pub struct AgentConfig {
     /// credentials); PostgreSQL nodes only. Read by `backup::store::Store::new`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<crate::backup::store::S3Config>,
+    /// Where `GET /metrics` (Prometheus, plain HTTP, no authentication) is served: loopback by
+    /// default, so only the host itself can read it; put it on an address Prometheus reaches
+    /// only through a firewall or a tunnel (`run --metrics-listen` overrides it).
+    #[serde(default = "default_metrics_listen")]
+    pub metrics_listen: std::net::SocketAddr,
+}
+
+pub fn default_metrics_listen() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 9464))
 }
 
 /// `[realtime]`: where devices publish and subscribers read (one TLS port for both), and how

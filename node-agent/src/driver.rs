@@ -111,6 +111,11 @@ pub trait Driver<T: Tenant = Assignment>: Send {
     fn wake(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
         None
     }
+    /// True when the driver records its own passes in `metrics` (per part, as `ByRole` does);
+    /// otherwise the runtime records each whole pass under the driver's name.
+    fn times_itself(&self) -> bool {
+        false
+    }
     /// The node's own status after the last pass (WireGuard backend, conditions).
     fn node_status(&self) -> NodeStatus {
         NodeStatus::default()
@@ -149,6 +154,10 @@ pub struct ByRole {
 impl Driver for ByRole {
     fn name(&self) -> &'static str {
         "by-role"
+    }
+
+    fn times_itself(&self) -> bool {
+        true
     }
 
     fn wake(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
@@ -204,11 +213,18 @@ impl Driver for ByRole {
                 entry.reason = s.reason;
             }
         };
-        for s in self.db.reconcile(&db).await {
-            fold(s);
-        }
+        let not_ready = |statuses: &[Status]| statuses.iter().filter(|s| !s.ready).count();
+        let started = std::time::Instant::now();
+        let statuses = self.db.reconcile(&db).await;
+        crate::metrics::METRICS.pass("db", started.elapsed(), not_ready(&statuses));
+        statuses.into_iter().for_each(&mut fold);
         match &mut self.gateway {
-            Some(g) => g.reconcile(&gw).await.into_iter().for_each(&mut fold),
+            Some(g) => {
+                let started = std::time::Instant::now();
+                let statuses = g.reconcile(&gw).await;
+                crate::metrics::METRICS.pass("gateway", started.elapsed(), not_ready(&statuses));
+                statuses.into_iter().for_each(&mut fold)
+            }
             None => gw.iter().for_each(|a| {
                 fold(Status {
                     name: a.name.clone(),

@@ -134,6 +134,7 @@ pub async fn join(args: JoinArgs) -> anyhow::Result<AgentConfig> {
         gateway: args.gateway,
         realtime: args.realtime,
         backup: None,
+        metrics_listen: crate::config::default_metrics_listen(),
     };
     write_atomic(&config.key_path(), kc.key_pem.as_bytes(), 0o600)?;
     write_atomic(&config.cert_path(), resp.cert_chain_pem.as_bytes(), 0o644)?;

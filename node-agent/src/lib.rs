@@ -10,6 +10,7 @@
 //! - `backup/`: the db role's per-tenant backups (pg_dump → zstd → AES-256-GCM → S3) and restores.
 //! - `realtime/`: the db role's realtime ingest (devices publish events) and subscribers (SSE).
 //! - `host/`: the host's plumbing — running programs, writing files.
+//! - `metrics`: the Prometheus metrics and their `/metrics` listener.
 
 pub mod assignment;
 pub mod backup;
@@ -20,5 +21,6 @@ pub mod driver;
 pub mod gateway;
 pub mod host;
 pub mod join;
+pub mod metrics;
 pub mod realtime;
 pub mod runtime;

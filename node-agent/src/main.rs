@@ -93,6 +93,10 @@ enum Cmd {
     Run {
         #[arg(long)]
         config: PathBuf,
+        /// Serve Prometheus metrics (`GET /metrics`, plain HTTP, no authentication) on this
+        /// address instead of agent.toml's `metrics_listen` (default 127.0.0.1:9464).
+        #[arg(long)]
+        metrics_listen: Option<std::net::SocketAddr>,
     },
     /// Back up, list or restore one tenant of this db node by hand, without a coordinator
     /// (disaster recovery): the bucket from `[backup]` of agent.toml, the tenant's data key from
@@ -253,6 +257,26 @@ async fn start_realtime(cfg: &AgentConfig) -> anyhow::Result<Option<berqenas_nod
     Ok(Some(rt))
 }
 
+/// Serves `/metrics` on `metrics_listen`. A port that cannot be bound is logged, not fatal:
+/// reconciling matters more than being watched (Prometheus's `up` shows the gap).
+async fn start_metrics(cfg: &AgentConfig) {
+    let addr = cfg.metrics_listen;
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(%addr, error = %e, "cannot serve metrics; the agent runs without them");
+            return;
+        }
+    };
+    tracing::info!(%addr, "serving metrics on /metrics");
+    let (data_dir, cert) = (cfg.data_dir.clone(), cfg.cert_path());
+    tokio::spawn(async move {
+        if let Err(e) = berqenas_node_agent::metrics::serve(listener, data_dir, cert).await {
+            tracing::error!(error = %e, "the metrics listener stopped");
+        }
+    });
+}
+
 /// `plan`: exit code 0 when converged, 2 when the next pass would change something.
 async fn plan(config: &std::path::Path) -> anyhow::Result<ExitCode> {
     let cfg = AgentConfig::load(config)?;
@@ -375,8 +399,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Run { config } => {
-            let cfg = AgentConfig::load(&config)?;
+        Cmd::Run { config, metrics_listen } => {
+            let mut cfg = AgentConfig::load(&config)?;
+            if let Some(addr) = metrics_listen {
+                cfg.metrics_listen = addr;
+            }
+            start_metrics(&cfg).await;
             let driver = driver_for(&cfg);
             let realtime = start_realtime(&cfg).await?;
             berqenas_node_agent::runtime::run(cfg, driver, realtime, shutdown_signal()).await?;

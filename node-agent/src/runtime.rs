@@ -197,6 +197,10 @@ async fn reconcile_loop(shared: Arc<Shared>, mut driver: Box<dyn Driver>, mut ap
             }
         };
         driver = d;
+        if !driver.times_itself() {
+            let failed = statuses.iter().filter(|s| !s.ready).count();
+            crate::metrics::METRICS.pass(driver.name(), started.elapsed(), failed);
+        }
         if let Err(e) = applied.save(&shared.cfg) {
             tracing::warn!(error = %e, "could not persist the applied state");
         }
@@ -212,6 +216,16 @@ async fn reconcile_loop(shared: Arc<Shared>, mut driver: Box<dyn Driver>, mut ap
             }
             None => Default::default(),
         };
+        let now = SystemTime::now();
+        let served_events = shared.realtime.is_some();
+        let samples = statuses
+            .iter()
+            .map(|s| {
+                let events = served_events.then(|| events.get(&s.name).copied().unwrap_or(0));
+                crate::metrics::TenantSample::of(s, events, now)
+            })
+            .collect();
+        crate::metrics::METRICS.applied(applied.revision, samples);
         let _ = shared.report.send(Some(to_pb(applied.revision, &statuses, capacity, &node, &events)));
         let woken = async {
             match &wake {
@@ -265,6 +279,7 @@ async fn session(shared: &Shared, addr: &str) -> anyhow::Result<()> {
         .map_err(|s| anyhow::anyhow!("watch refused: {}", s.message()))?
         .into_inner();
     tracing::info!(coordinator = addr, revision = last, "watching desired state");
+    crate::metrics::METRICS.connected(true);
     let (report_tx, report_rx) = tokio::sync::mpsc::channel::<pb::StatusReport>(4);
     let mut report_client = client.clone();
     let reporter =
@@ -311,6 +326,7 @@ async fn session(shared: &Shared, addr: &str) -> anyhow::Result<()> {
         }
     };
     reporter.abort();
+    crate::metrics::METRICS.connected(false);
     result
 }
 
@@ -339,6 +355,7 @@ fn accept(shared: &Shared, msg: pb::DesiredState) {
         }
     }
     tracing::info!(revision = msg.revision, tenants = tenants.len(), "new desired state");
+    crate::metrics::METRICS.desired(msg.revision);
     if let Some(rt) = &shared.realtime {
         rt.set(&db_tenants(&tenants));
     }

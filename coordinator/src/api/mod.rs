@@ -15,6 +15,7 @@ pub mod error;
 pub mod exposures;
 pub mod extract;
 pub mod firewall;
+pub mod metrics;
 pub mod nodes;
 pub mod openapi;
 pub mod tenants;
@@ -33,8 +34,10 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 type Result<T> = std::result::Result<T, ApiError>;
 
 pub fn router(c: Arc<Coordinator>) -> Router {
+    let http = metrics::HttpMetrics::default();
     Router::new()
         .route("/healthz", get(openapi::healthz))
+        .route("/metrics", get(metrics::metrics))
         .route("/api/v1/openapi.json", get(openapi::document))
         .route("/api/v1/tenant", post(tenants::create_tenant))
         .route(
@@ -75,6 +78,8 @@ pub fn router(c: Arc<Coordinator>) -> Router {
         .route("/api/v1/cluster/tokens", get(cluster::list_coordinator_tokens).post(cluster::create_coordinator_token))
         .route("/api/v1/cluster/tokens/{id}", delete(cluster::revoke_coordinator_token))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(http.clone(), metrics::track))
+        .layer(axum::Extension(http))
         .with_state(c)
 }
 

@@ -4,7 +4,7 @@
 //! cross-field rules as `not` cases, and the refusals every authenticated route can answer.
 
 use super::dto::*;
-use super::{apikeys, audit, cluster, devices, devicetokens, exposures, firewall, nodes, tenants};
+use super::{apikeys, audit, cluster, devices, devicetokens, exposures, firewall, metrics, nodes, tenants};
 use crate::refusals::{PendingSource, RefusalStats};
 use axum::Json;
 use serde_json::{json, Value};
@@ -39,7 +39,7 @@ impl utoipa::Modify for SecurityAddon {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Berqenas coordinator API", description = "Tenants, nodes, API keys, devices and device tokens, audit and cluster membership."),
-    paths(healthz, tenants::create_tenant, tenants::get_tenant, tenants::list_tenants, tenants::update_tenant,
+    paths(healthz, metrics::metrics, tenants::create_tenant, tenants::get_tenant, tenants::list_tenants, tenants::update_tenant,
         tenants::delete_tenant, tenants::tenant_lifecycle, audit::tenant_audit, nodes::list_nodes,
         nodes::create_join_token, nodes::node_action, apikeys::create_api_key, apikeys::list_api_keys,
         apikeys::revoke_api_key, audit::list_audit, audit::verify_audit, audit::refusal_stats,

@@ -122,6 +122,22 @@ pub(super) struct Committed {
     dirty: bool,
 }
 
+/// A read-only view of the newest commit index openraft saved (for `/metrics`; openraft 0.9's
+/// `RaftMetrics` carries the applied index but not the committed one).
+#[derive(Clone)]
+pub struct CommitIndex(Arc<std::sync::Mutex<Committed>>);
+
+impl CommitIndex {
+    /// The committed log index this node knows, `None` before the first commit it saw.
+    pub fn get(&self) -> Option<u64> {
+        let c = match self.0.lock() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        c.latest.flatten().map(|id| id.index)
+    }
+}
+
 /// The Raft log and vote.
 #[derive(Clone)]
 pub struct LogStore {
@@ -224,6 +240,10 @@ impl StoreSync {
 }
 
 impl LogStore {
+    pub fn commit_index(&self) -> CommitIndex {
+        CommitIndex(self.committed.clone())
+    }
+
     fn meta_get<T: DeserializeOwned>(&self, key: &'static str) -> Result<Option<T>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(RAFT_META)?;

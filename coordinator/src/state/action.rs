@@ -105,6 +105,8 @@ actions! {
     AuditList = "audit.list",
     AuditVerify = "audit.verify",
     RefusalsList = "refusals.list",
+    /// A Prometheus scrape of `GET /metrics` (refused ones are audited; allowed ones are not written).
+    MetricsRead = "metrics.read",
     /// A summary of refused unauthenticated attempts from one source.
     AnonymousRefused = "anonymous.refused",
     ApiConnect = "api.connect",

@@ -267,9 +267,11 @@ pub async fn writer(shared: Arc<Shared>, tenant: String, mut rx: mpsc::Receiver<
         }
         let started = Instant::now();
         let result = write(&shared, &tenant, &jobs).await;
-        tracing::trace!(tenant = %tenant, rows, took = ?started.elapsed(), "realtime batch written");
+        let took = started.elapsed();
+        tracing::trace!(tenant = %tenant, rows, ?took, "realtime batch written");
         match result {
             Ok(inserted) => {
+                crate::metrics::METRICS.ingest.committed(rows, inserted, took);
                 shared.count(&tenant, inserted);
                 // A feed reading its slot through SQL (streaming refused) reads at once when
                 // subscribers wait; without them it keeps its own pace (each SQL read
@@ -282,6 +284,7 @@ pub async fn writer(shared: Arc<Shared>, tenant: String, mut rx: mpsc::Receiver<
                 }
             }
             Err(e) => {
+                crate::metrics::METRICS.ingest.failed();
                 let e = e.to_string();
                 for j in jobs {
                     let _ = j.done.send(Err(e.clone()));

@@ -223,14 +223,16 @@ impl Fleet {
     }
 
     pub fn start_agent(&mut self, i: usize) {
+        self.start_agent_with(i, &[]);
+    }
+
+    /// Starts agent `i` with more `run` arguments (e.g. `--metrics-listen`).
+    pub fn start_agent_with(&mut self, i: usize, extra: &[&str]) {
         let a = &mut self.agents[i];
         let config = a.dir.join("agent.toml");
-        a.proc = Some(Proc::spawn(
-            &format!("agent-{}", a.name),
-            &agent_bin(),
-            &["run", "--config", path_str(&config)],
-            self.tmp.path(),
-        ));
+        let mut args = vec!["run", "--config", path_str(&config)];
+        args.extend_from_slice(extra);
+        a.proc = Some(Proc::spawn(&format!("agent-{}", a.name), &agent_bin(), &args, self.tmp.path()));
     }
 
     /// The coordinator an agent is streaming from, per its log.

@@ -25,6 +25,7 @@ mod gateway_nft;
 mod harness;
 mod join;
 mod lab;
+mod metrics;
 mod mssql;
 mod plan;
 mod realtime;
