@@ -1,7 +1,8 @@
 //! The device client's cross builds run, not only compile: the Windows build
 //! (`x86_64-pc-windows-gnu`) under Wine (`wine64`), the static `aarch64-unknown-linux-musl`
-//! build under `qemu-aarch64-static` and the static `armv7-unknown-linux-gnueabihf` build under
-//! `qemu-arm-static`, each for `--help`, `fingerprint`, `export` (compared byte
+//! build under `qemu-aarch64-static` and the static (glibc `crt-static`)
+//! `armv7-unknown-linux-gnueabihf` build under `qemu-arm-static` (no armhf loader or libraries
+//! where qemu looks, so only a static binary starts), each for `--help`, `fingerprint`, `export` (compared byte
 //! for byte with the native build), `enroll` up to the connection (the state directory is made
 //! and, on Windows, restricted by its ACL), `send` with no ingest (the event stays in the
 //! spool), and `run` with `send` through its local socket (a named pipe under Wine). Missing
