@@ -56,6 +56,7 @@ fn gateway_e2e_a_deny_rule_by_label_blocks_the_labelled_device_enrolled_later_an
     // A camera enrolls with a labelled token and brings its tunnel up.
     let host = env.lab.host("cam");
     env.sh(&host, "ip", &["addr", "add", "198.51.100.31/24", "dev", "eth0"]);
+    env.serve(&host, "serve-cam", &["8080"]);
     let interface = format!("bql{}", std::process::id() % 100_000);
     let _link = Link(host.netns.clone(), interface.clone());
     let bin = workspace_bin("berqenas-device");
@@ -91,7 +92,6 @@ fn gateway_e2e_a_deny_rule_by_label_blocks_the_labelled_device_enrolled_later_an
     wait_for("a ping of the gateway through the camera's tunnel", CONVERGE, || {
         env.pings(&host, &gateway).then_some(())
     });
-    env.serve(&host, "serve-cam", &["8080"]);
 
     // Covered without touching the rule: the camera's service is cut off from d2, d1's is not.
     let cam_service = format!("{cam_address}:8080");
