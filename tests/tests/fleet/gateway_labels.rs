@@ -32,7 +32,7 @@ fn gateway_e2e_a_deny_rule_by_label_blocks_the_labelled_device_enrolled_later_an
     env.connects(&d2.host, &d1_service, None, &d2.address, "d2 reaches d1 before any rule");
 
     // The rule selects no device yet: it matches nothing.
-    let rule = env.json(&[
+    let added = env.json(&[
         "firewall",
         "add",
         "--tenant",
@@ -46,6 +46,8 @@ fn gateway_e2e_a_deny_rule_by_label_blocks_the_labelled_device_enrolled_later_an
         "--proto",
         "tcp",
     ]);
+    // `firewall add` prints the added rule as a one-row list, like `firewall list`.
+    let rule = &added[0];
     assert_eq!(rule["destination_labels"], serde_json::json!({"role": "camera"}), "{rule}");
     let id = rule["id"].as_str().expect("rule id").to_string();
     applied(&env, "acme", "the gateway to apply the rule that selects nothing");
