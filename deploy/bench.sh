@@ -33,7 +33,7 @@
 #                 side by side as many `wg genkey` + `device add --public-key` + `device config` +
 #                 `wg-quick up` (bring your own key) to the same ping; `berqenas-device run` RSS;
 #                 the device client's sizes (`--profile device`: host, x86_64-pc-windows-gnu,
-#                 aarch64-unknown-linux-musl; targets deploy/test.sh installs)
+#                 aarch64-unknown-linux-musl, armv7-unknown-linux-gnueabihf; targets deploy/test.sh installs)
 #                 (needs root, wireguard-go, wireguard-tools, nsenter; BERQENAS_BENCH_DEVICES=N)
 #   wg-peers      the gateway driver's WireGuard side in its own namespace (wireguard-go): a cold
 #                 pass with 10,000 peers on one interface, a converged pass, one peer added and
@@ -97,7 +97,7 @@ case "$name" in
     cargo build --release --locked -q -p berqenas-coordinator -p berqenas-node-agent -p berqenas-tests --bins
     cargo build --profile device --locked -q -p berqenas-device
     sizes=("x86_64-unknown-linux-gnu=target/device/berqenas-device")
-    for t in x86_64-pc-windows-gnu aarch64-unknown-linux-musl; do
+    for t in x86_64-pc-windows-gnu aarch64-unknown-linux-musl armv7-unknown-linux-gnueabihf; do
       if rustup target list --installed 2>/dev/null | grep -qx "$t"; then
         cargo build --profile device --locked -q -p berqenas-device --target "$t"
         exe=berqenas-device; [ "$t" = x86_64-pc-windows-gnu ] && exe=berqenas-device.exe

@@ -34,11 +34,13 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 # fleet::metrics.
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 # The device client's cross builds and their runs (tests/tests/fleet/device_cross.rs): Windows
-# with mingw-w64 under Wine, static aarch64 Linux under qemu-user.
+# with mingw-w64 under Wine, static aarch64 and armv7 Linux under qemu-user.
 command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 || missing+=(gcc-mingw-w64-x86-64)
 [ -x /usr/lib/wine/wine64 ] || missing+=(wine64)
 command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || missing+=(gcc-aarch64-linux-gnu)
+command -v arm-linux-gnueabihf-gcc >/dev/null 2>&1 || missing+=(gcc-arm-linux-gnueabihf)
 command -v qemu-aarch64-static >/dev/null 2>&1 || missing+=(qemu-user-static)
+command -v qemu-arm-static >/dev/null 2>&1 || missing+=(qemu-user-static)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
@@ -50,7 +52,7 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
   log "installing rustfmt and clippy"
   rustup component add rustfmt clippy
 fi
-for t in x86_64-pc-windows-gnu aarch64-unknown-linux-musl; do
+for t in x86_64-pc-windows-gnu aarch64-unknown-linux-musl armv7-unknown-linux-gnueabihf; do
   if ! rustup target list --installed | grep -qx "$t"; then
     log "rustup target add $t"
     rustup target add "$t"
@@ -101,16 +103,16 @@ rm -rf "$prom_dir"
 log "cargo build --bins (the end-to-end tests run the real binaries)"
 cargo build --workspace --bins --locked
 
-# The device client as shipped: static, stripped, for Windows and aarch64 boards (< 10 MB);
-# fleet::device_cross runs them under Wine and qemu.
+# The device client as shipped: static, stripped, for Windows, aarch64 and armv7 boards
+# (< 10 MB); fleet::device_cross runs them under Wine and qemu.
 # fleet::device_events measures the host build's RSS in `run`.
-log "cargo build --profile device -p berqenas-device (host, Windows, aarch64)"
+log "cargo build --profile device -p berqenas-device (host, Windows, aarch64, armv7)"
 cargo build --profile device -p berqenas-device --locked
-for t in x86_64-pc-windows-gnu aarch64-unknown-linux-musl; do
+for t in x86_64-pc-windows-gnu aarch64-unknown-linux-musl armv7-unknown-linux-gnueabihf; do
   cargo build --profile device -p berqenas-device --locked --target "$t"
 done
 ls -l target/device/berqenas-device target/x86_64-pc-windows-gnu/device/berqenas-device.exe \
-  target/aarch64-unknown-linux-musl/device/berqenas-device
+  target/aarch64-unknown-linux-musl/device/berqenas-device target/armv7-unknown-linux-gnueabihf/device/berqenas-device
 
 log "systemd-analyze verify deploy/berqenas-device.service"
 unit_dir=$(mktemp -d)

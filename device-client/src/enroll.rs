@@ -130,6 +130,7 @@ pub async fn enroll(dir: &StateDir, args: EnrollArgs) -> anyhow::Result<Enrolled
         coordinators,
         labels,
         gateway_has_peer,
+        heartbeat_seconds,
     } = resp;
     let identity = berqenas_pki::peer_identity(&berqenas_pki::first_cert_der(&cert_chain_pem)?)?;
     match &identity {
@@ -149,6 +150,7 @@ pub async fn enroll(dir: &StateDir, args: EnrollArgs) -> anyhow::Result<Enrolled
         coordinators: coordinator_list(Some(&addr), coordinators),
         labels: labels.into_iter().collect(),
         interface: args.interface,
+        heartbeat_seconds: (heartbeat_seconds > 0).then_some(heartbeat_seconds),
     };
     dir.save_ca(&ca_pem)?;
     dir.save_tls_identity(&tls.key_pem, &cert_chain_pem)?;

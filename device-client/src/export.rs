@@ -93,6 +93,7 @@ mod tests {
             realtime_endpoint: String::new(),
             coordinators: vec!["127.0.0.1:7301".into()],
             labels: Default::default(),
+            heartbeat_seconds: None,
             interface: "bqd0".into(),
         }
     }

@@ -1,4 +1,5 @@
-//! `berqenas-device run`, the service: every minute (jittered) a heartbeat with the fingerprint
+//! `berqenas-device run`, the service: every minute (jittered; as often as the coordinator asks,
+//! for an ephemeral device) a heartbeat with the fingerprint
 //! and the tunnel's state over mTLS, which also brings the current tunnel configuration, device
 //! state, realtime endpoint and coordinator list; the certificate renewed when two thirds of its
 //! life are gone, with jittered exponential backoff while no coordinator answers. Apart from it,
@@ -24,9 +25,12 @@ fn log(msg: impl std::fmt::Display) {
     eprintln!("berqenas-device: {msg}");
 }
 
-/// Heartbeat interval: 60 s, or `BERQENAS_DEVICE_HEARTBEAT_SECS` (tests).
-fn interval() -> Duration {
-    let secs = std::env::var("BERQENAS_DEVICE_HEARTBEAT_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+/// Heartbeat interval: `BERQENAS_DEVICE_HEARTBEAT_SECS` (tests), else what the coordinator
+/// asked for (an ephemeral device beats several times within its offline time), else 60 s.
+fn interval(device: &Device) -> Duration {
+    let asked = device.heartbeat_seconds.map(u64::from);
+    let secs =
+        std::env::var("BERQENAS_DEVICE_HEARTBEAT_SECS").ok().and_then(|s| s.parse().ok()).or(asked).unwrap_or(60);
     Duration::from_secs(secs).max(Duration::from_secs(1))
 }
 
@@ -46,7 +50,7 @@ pub async fn heartbeat_once(dir: &StateDir) -> anyhow::Result<Device> {
         .await
         .map_err(|s| anyhow::anyhow!("heartbeat refused ({:?}): {}", s.code(), s.message()))?
         .into_inner();
-    let pb::HeartbeatResponse { state, tunnel, realtime_endpoint, coordinators } = resp;
+    let pb::HeartbeatResponse { state, tunnel, realtime_endpoint, coordinators, heartbeat_seconds } = resp;
     let mut next = device.clone();
     let state = state_name(state);
     if state != "unknown" {
@@ -57,6 +61,9 @@ pub async fn heartbeat_once(dir: &StateDir) -> anyhow::Result<Device> {
     }
     if valid_endpoint(&realtime_endpoint) {
         next.realtime_endpoint = realtime_endpoint;
+    }
+    if heartbeat_seconds > 0 {
+        next.heartbeat_seconds = Some(heartbeat_seconds);
     }
     let mut named = coordinators;
     named.extend(device.coordinators.iter().cloned());
@@ -148,16 +155,16 @@ async fn heartbeats(dir: &StateDir, changed: &Notify) {
             if renew_if_due(dir, &device).await? {
                 log("certificate renewed");
             }
-            anyhow::Ok(())
+            anyhow::Ok(device)
         }
         .await;
         let wait = match result {
-            Ok(()) => {
+            Ok(device) => {
                 backoff.reset();
                 // ±10 %: a fleet restarted together does not heartbeat together.
                 let mut r = [0u8; 1];
                 let _ = getrandom::getrandom(&mut r);
-                interval().mul_f64(0.9 + f64::from(r[0]) / 255.0 * 0.2)
+                interval(&device).mul_f64(0.9 + f64::from(r[0]) / 255.0 * 0.2)
             }
             Err(e) => {
                 let wait = backoff.next_delay();

@@ -90,6 +90,9 @@ pub struct Device {
     pub labels: BTreeMap<String, String>,
     /// The WireGuard interface (tunnel) name.
     pub interface: String,
+    /// How often the coordinator asks for a heartbeat, in seconds (`None`: a minute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_seconds: Option<u32>,
 }
 
 /// Interface names: what Linux accepts (at most 15 bytes) and what is safe as a Windows tunnel

@@ -10,7 +10,7 @@ use super::extract::{clipped, path, Body, PathOf};
 use super::Result;
 use crate::state::action::Action;
 use crate::state::device::DeviceName;
-use crate::state::firewall::{NewDestination, NewRule, RuleProtocol, Verdict};
+use crate::state::firewall::{LabelSelector, NewDestination, NewRule, RuleProtocol, Verdict};
 use crate::state::gateway::{Ipv4Cidr, PortRange};
 use crate::state::names::TenantName;
 use crate::state::{Op, Reply};
@@ -30,7 +30,21 @@ fn cidrs(field: &str, raw: Option<Vec<String>>) -> std::result::Result<Vec<Ipv4C
 
 impl AddRuleBody {
     fn into_new(self, tenant: TenantName) -> std::result::Result<NewRule, ApiError> {
-        let AddRuleBody { position, verdict, sources, destinations, devices, ports, protocol, vpn_required } = self;
+        let AddRuleBody {
+            position,
+            verdict,
+            sources,
+            destinations,
+            devices,
+            source_labels,
+            destination_labels,
+            ports,
+            protocol,
+            vpn_required,
+        } = self;
+        let selector = |field: &str, raw: Option<std::collections::BTreeMap<String, String>>| {
+            LabelSelector::new(raw.unwrap_or_default()).map_err(|e| ApiError::invalid(format!("{field}: {e}")))
+        };
         let mut dests: Vec<NewDestination> =
             cidrs("destination", destinations)?.into_iter().map(NewDestination::Cidr).collect();
         for d in devices.unwrap_or_default() {
@@ -44,7 +58,9 @@ impl AddRuleBody {
             position,
             verdict: verdict.unwrap_or(Verdict::Deny),
             sources: cidrs("source", sources)?,
+            source_labels: selector("source_labels", source_labels)?,
             destinations: dests,
+            destination_labels: selector("destination_labels", destination_labels)?,
             ports,
             protocol: protocol.unwrap_or(RuleProtocol::Any),
             vpn_required: vpn_required.unwrap_or(false),
@@ -56,7 +72,7 @@ impl AddRuleBody {
 
 #[utoipa::path(post, path = "/api/v1/tenant/{name}/firewall/rule", params(("name" = String, Path)), request_body = AddRuleBody,
     responses((status = 201, body = RuleView),
-        (status = 400, description = "a malformed network, port range or device name (host bits of a network are cleared; a range's ends may come in either order), ports without protocol tcp or udp, or a vpn-required rule with sources or without destinations and ports", body = ErrorBody),
+        (status = 400, description = "a malformed network, port range, device name or label (host bits of a network are cleared; a range's ends may come in either order), ports without protocol tcp or udp, or a vpn-required rule with sources (or source labels) or without destinations, destination labels and ports", body = ErrorBody),
         (status = 404, description = "no such tenant", body = ErrorBody),
         (status = 409, description = "a named device does not exist, the position is taken, or the tenant is deleted", body = ErrorBody),
         (status = 429, description = "the tenant has 1000 rules, or too many requests", body = ErrorBody)),

@@ -137,7 +137,8 @@ pub fn contract() -> Value {
     }
     // Ports need protocol tcp or udp (`NewRule::check`): refused is a port range with the
     // protocol left out, null or any.
-    // A vpn-required rule takes no sources and names destinations, devices or ports.
+    // A vpn-required rule takes no sources (networks or labels) and names destinations, devices,
+    // destination labels or ports.
     schemas["AddRuleBody"]["allOf"] = json!([
         {"not": {
             "required": ["ports"],
@@ -149,12 +150,18 @@ pub fn contract() -> Value {
             "properties": {"vpn_required": {"const": true}, "sources": {"type": "array", "minItems": 1}}
         }},
         {"not": {
+            "required": ["vpn_required", "source_labels"],
+            "properties": {"vpn_required": {"const": true}, "source_labels": {"type": "object", "minProperties": 1}}
+        }},
+        {"not": {
             "required": ["vpn_required"],
             "properties": {"vpn_required": {"const": true}},
             "not": {"anyOf": [
                 {"required": ["ports"], "properties": {"ports": {"type": "string"}}},
                 {"required": ["destinations"], "properties": {"destinations": {"type": "array", "minItems": 1}}},
-                {"required": ["devices"], "properties": {"devices": {"type": "array", "minItems": 1}}}
+                {"required": ["devices"], "properties": {"devices": {"type": "array", "minItems": 1}}},
+                {"required": ["destination_labels"],
+                    "properties": {"destination_labels": {"type": "object", "minProperties": 1}}}
             ]}
         }}
     ]);

@@ -26,7 +26,7 @@ pub enum DeviceTokenCmd {
         /// Labels the enrolled devices get: --labels site=ist line=2 (or site=ist,line=2)
         #[arg(long, value_name = "KEY=VALUE", num_args = 1.., value_delimiter = ',')]
         labels: Vec<String>,
-        /// Remove enrolled devices after this long offline (at least 10m), e.g. 30m.
+        /// Remove enrolled devices after this long offline (at least 1m), e.g. 30m.
         #[arg(long, value_name = "OFFLINE_TIME")]
         ephemeral: Option<String>,
         /// manual: enrolled devices stay pending until `device approve`.

@@ -147,6 +147,14 @@ pub enum FirewallCmd {
         /// Destination devices by name (repeatable; each as its /32).
         #[arg(long = "device")]
         devices: Vec<String>,
+        /// Source devices by label: the tenant's active devices carrying every KEY=VALUE given
+        /// (repeatable or comma-separated), enrolled later included; matching none, the rule
+        /// matches nothing.
+        #[arg(long = "src-label", value_name = "KEY=VALUE", value_delimiter = ',')]
+        source_labels: Vec<String>,
+        /// Destination devices by label, like --src-label.
+        #[arg(long = "dst-label", value_name = "KEY=VALUE", value_delimiter = ',')]
+        destination_labels: Vec<String>,
         /// A port or range: 443, 8000-8100.
         #[arg(long)]
         ports: Option<String>,
@@ -273,13 +281,28 @@ pub(super) async fn expose(client: &Client, cmd: ExposeCmd, out: Output) -> anyh
 
 pub(super) async fn firewall(client: &Client, cmd: FirewallCmd, out: Output) -> anyhow::Result<()> {
     let domains: Vec<String> = match cmd {
-        FirewallCmd::Add { tenant, verdict, sources, destinations, devices, ports, proto, vpn_required, position } => {
+        FirewallCmd::Add {
+            tenant,
+            verdict,
+            sources,
+            destinations,
+            devices,
+            source_labels,
+            destination_labels,
+            ports,
+            proto,
+            vpn_required,
+            position,
+        } => {
+            let selector = |items: &[String]| super::parse_selector(items).map(|m| Some(m).filter(|m| !m.is_empty()));
             let body = AddRuleBody {
                 position,
                 verdict: wire(Some(verdict))?,
                 sources: Some(sources).filter(|v| !v.is_empty()),
                 destinations: Some(destinations).filter(|v| !v.is_empty()),
                 devices: Some(devices).filter(|v| !v.is_empty()),
+                source_labels: selector(&source_labels)?,
+                destination_labels: selector(&destination_labels)?,
                 ports,
                 protocol: wire(Some(proto))?,
                 vpn_required: vpn_required.then_some(true),

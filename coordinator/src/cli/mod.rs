@@ -162,6 +162,10 @@ pub struct ServeArgs {
     /// Take a Raft snapshot every this many log entries (and keep a fifth of them behind it).
     #[arg(long, default_value_t = crate::raft::DEFAULT_SNAPSHOT_LOGS, value_parser = clap::value_parser!(u64).range(10..))]
     pub snapshot_logs: u64,
+    /// How often the leader looks for ephemeral devices offline past their time (1s to 1h); one
+    /// is removed at most this long after its time is up.
+    #[arg(long, default_value = "30s", value_parser = parse_expiry_interval)]
+    pub expiry_interval: std::time::Duration,
     /// Rate limits, refusal audit window and listener timeouts.
     #[command(flatten)]
     pub limits: crate::admission::LimitArgs,
@@ -436,10 +440,18 @@ pub enum NodeTokenCmd {
     },
 }
 
+fn parse_expiry_interval(raw: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(raw).map_err(|e| format!("{raw:?}: {e}"))?;
+    if d < std::time::Duration::from_secs(1) || d > std::time::Duration::from_secs(3600) {
+        return Err("must be between 1s and 1h".into());
+    }
+    Ok(d)
+}
+
 fn parse_selector(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     for item in items {
-        let (k, v) = item.split_once('=').with_context(|| format!("node selector {item:?} must be KEY=VALUE"))?;
+        let (k, v) = item.split_once('=').with_context(|| format!("label {item:?} must be KEY=VALUE"))?;
         out.insert(k.to_string(), v.to_string());
     }
     Ok(out)
@@ -560,7 +572,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     if api_tls.is_none() && !loopback {
         tracing::warn!(addr = %coordinator.config.api_listen, "the REST API is served over plain HTTP on a non-loopback address");
     }
-    crate::listeners::serve(coordinator, api_tls.map(Arc::new), shutdown_signal()).await
+    crate::listeners::serve(coordinator, api_tls.map(Arc::new), a.expiry_interval, shutdown_signal()).await
 }
 
 async fn shutdown_signal() {

@@ -467,6 +467,16 @@ pub fn exposures(out: Output, v: &[ExposureView]) {
     table(&["ID", "DEVICE", "ENDPOINT", "PUBLIC PORT", "PROTO", "SOURCE", "STATE"], rows);
 }
 
+/// Networks and devices, then a label selector as `labels/k=v,k2=v2`.
+fn with_labels(named: &[String], labels: &std::collections::BTreeMap<String, String>) -> Vec<String> {
+    let mut out = named.to_vec();
+    if !labels.is_empty() {
+        let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        out.push(format!("labels/{}", pairs.join(",")));
+    }
+    out
+}
+
 pub fn rules(out: Output, v: &[RuleView]) {
     if out == Output::Json {
         return print_json(v);
@@ -480,8 +490,8 @@ pub fn rules(out: Output, v: &[RuleView]) {
                 r.id.clone(),
                 r.position.to_string(),
                 verdict,
-                any(&r.sources),
-                any(&r.destinations),
+                any(&with_labels(&r.sources, &r.source_labels)),
+                any(&with_labels(&r.destinations, &r.destination_labels)),
                 r.ports.clone().unwrap_or_else(|| "any".into()),
                 wire_name(&r.protocol),
             ]

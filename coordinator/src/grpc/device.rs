@@ -10,7 +10,8 @@
 //! is refused at the handshake by `StateRevocation`, and again here for open connections);
 //! `Renew` at most `RENEWALS_PER_WINDOW` times per device per `RENEW_WINDOW`.
 //! Heartbeats are written to Raft only when the fingerprint changed, on a device's first
-//! heartbeat this coordinator sees, or `presence::SEEN_REFRESH_MS` after the last write — and at
+//! heartbeat this coordinator sees, or `presence::seen_refresh_ms` after the last write (5 min; a
+//! quarter of an ephemeral device's offline time) — and at
 //! most `WRITES_PER_WINDOW` times per `WRITE_WINDOW` per device (a device flapping its
 //! fingerprint is answered, its further changes recorded once the window has passed).
 
@@ -22,7 +23,7 @@ use crate::state::device::{Device, DeviceName, DeviceState};
 use crate::state::devicetoken::{split_device_token, Enrollment, TOKEN_REFUSED};
 use crate::state::gateway::WgKey;
 use crate::state::names::TenantName;
-use crate::state::presence::{Fingerprint, Heartbeat, SEEN_REFRESH_MS};
+use crate::state::presence::{heartbeat_ms, seen_refresh_ms, Fingerprint, Heartbeat, SEEN_REFRESH_MS};
 use crate::state::{Command, Meta, Op, Reply, State};
 use berqenas_pki::Identity;
 use berqenas_proto::device as pb;
@@ -54,10 +55,10 @@ struct Written {
 }
 
 impl Written {
-    /// Whether a heartbeat reporting `fp` at `now` is written: a change or a refresh is due,
-    /// and the device has writes left in its window.
-    fn due(&self, fp: &Fingerprint, now: Instant) -> bool {
-        let wanted = self.fingerprint != *fp || now.duration_since(self.at) >= Duration::from_millis(SEEN_REFRESH_MS);
+    /// Whether a heartbeat reporting `fp` at `now` is written: a change, or a refresh is due
+    /// (`refresh` after the last write), and the device has writes left in its window.
+    fn due(&self, fp: &Fingerprint, now: Instant, refresh: Duration) -> bool {
+        let wanted = self.fingerprint != *fp || now.duration_since(self.at) >= refresh;
         let spent = if now.duration_since(self.window) >= WRITE_WINDOW { 0 } else { self.count };
         wanted && spent < WRITES_PER_WINDOW
     }
@@ -381,6 +382,7 @@ impl pb::device_server::Device for DeviceService {
             coordinators,
             labels: device.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             gateway_has_peer,
+            heartbeat_seconds: heartbeat_seconds(&device),
         }))
     }
 
@@ -419,7 +421,8 @@ impl pb::device_server::Device for DeviceService {
         let due = {
             let mut written = self.written.lock().map_err(|e| internal("heartbeat cache", e))?;
             let now = Instant::now();
-            let due = written.get(&id).is_none_or(|w| w.due(&fp, now));
+            let refresh = Duration::from_millis(seen_refresh_ms(&device));
+            let due = written.get(&id).is_none_or(|w| w.due(&fp, now, refresh));
             if due {
                 if written.len() >= WRITTEN_PRUNE_AT {
                     self.c.read(|d| written.retain(|id, _| d.state.devices.contains_key(id)));
@@ -463,8 +466,14 @@ impl pb::device_server::Device for DeviceService {
             tunnel: Some(tunnel),
             realtime_endpoint,
             coordinators,
+            heartbeat_seconds: heartbeat_seconds(&device),
         }))
     }
+}
+
+/// `presence::heartbeat_ms` in whole seconds, as the wire carries it.
+fn heartbeat_seconds(device: &Device) -> u32 {
+    u32::try_from(heartbeat_ms(device) / 1000).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]
@@ -487,11 +496,12 @@ mod tests {
         let f = |os: &str| fingerprint(Some(pb::Fingerprint { os_version: os.into(), ..fp() })).expect("valid");
         let t0 = Instant::now();
         let mut w = Written { fingerprint: f("6.1"), at: t0, window: t0, count: 1 };
-        assert!(!w.due(&f("6.1"), t0), "unchanged: not due before the refresh");
+        let refresh = Duration::from_millis(SEEN_REFRESH_MS);
+        assert!(!w.due(&f("6.1"), t0, refresh), "unchanged: not due before the refresh");
         let mut writes = 1;
         for i in 0..100u64 {
             let (now, os) = (t0 + Duration::from_millis(i), if i % 2 == 0 { "6.2" } else { "6.1" });
-            if w.due(&f(os), now) {
+            if w.due(&f(os), now, refresh) {
                 w.record(f(os), now);
                 writes += 1;
             }
@@ -499,7 +509,39 @@ mod tests {
         assert_eq!(writes, WRITES_PER_WINDOW, "then nothing more in the window");
         let later = t0 + WRITE_WINDOW;
         let pending = if w.fingerprint == f("6.1") { f("6.2") } else { f("6.1") };
-        assert!(w.due(&pending, later), "the change is written once the window has passed");
+        assert!(w.due(&pending, later, refresh), "the change is written once the window has passed");
+    }
+
+    #[test]
+    fn an_ephemeral_device_is_asked_to_heartbeat_and_written_often_enough_to_outlive_its_offline_time() {
+        use crate::state::devicetoken::MIN_EPHEMERAL_MS;
+        use crate::state::presence::HEARTBEAT_MS;
+        let device = |ephemeral_ms: Option<u64>| Device {
+            id: "d1".into(),
+            tenant: TenantName::parse("acme").expect("name"),
+            name: DeviceName::parse("cam").expect("name"),
+            public_key: WgKey::from_bytes(&[1; 32]),
+            address: "198.18.1.2".parse().expect("ip"),
+            enabled: true,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            last_connect: None,
+            labels: Default::default(),
+            token_id: None,
+            pending: false,
+            revoked_at_ms: None,
+            ephemeral_ms,
+            fingerprint: None,
+            last_seen_ms: None,
+        };
+        assert_eq!((heartbeat_seconds(&device(None)), seen_refresh_ms(&device(None))), (60, SEEN_REFRESH_MS));
+        for offline in [MIN_EPHEMERAL_MS, 2 * 60_000, 10 * 60_000, 3_600_000, 30 * 86_400_000] {
+            let d = device(Some(offline));
+            // The oldest a running device's last-seen gets: a refresh, plus a heartbeat late by its jitter.
+            let stalest = seen_refresh_ms(&d) + heartbeat_ms(&d) * 11 / 10;
+            assert!(stalest * 100 <= offline * 55, "{offline} ms: last-seen up to {stalest} ms old");
+            assert!(heartbeat_ms(&d) <= HEARTBEAT_MS && heartbeat_seconds(&d) >= 15, "{offline}");
+        }
     }
 
     #[test]

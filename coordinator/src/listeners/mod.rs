@@ -51,6 +51,7 @@ fn raft_tls(c: &Arc<Coordinator>) -> anyhow::Result<ServerTls> {
 pub async fn serve(
     c: Arc<Coordinator>,
     api_tls: Option<Arc<rustls::ServerConfig>>,
+    expiry_every: Duration,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let raft_listener = tokio::net::TcpListener::bind(c.config.raft_listen)
@@ -95,7 +96,7 @@ pub async fn serve(
     });
     tokio::spawn(crate::recovery::watch(c.clone(), stop_rx.clone()));
     tokio::spawn(refusal_summaries(c.clone(), stop_rx.clone()));
-    tokio::spawn(expire_devices(c.clone(), stop_rx.clone()));
+    tokio::spawn(expire_devices(c.clone(), expiry_every, stop_rx.clone()));
     let nodes = serve_nodes(c.clone(), stop_rx.clone());
     let (g, a, n) = tokio::join!(grpc, api, nodes);
     g.context("raft transport server")?;
@@ -122,15 +123,14 @@ async fn refusal_summaries(c: Arc<Coordinator>, mut stop: tokio::sync::watch::Re
     }
 }
 
-/// On the leader, every `EXPIRY_TICK`: proposes the removal of each ephemeral device offline past
-/// its time (`presence::due_for_expiry`), one command each, re-checked at apply with the
-/// command's own time; until `stop` flips.
-async fn expire_devices(c: Arc<Coordinator>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    const EXPIRY_TICK: Duration = Duration::from_secs(30);
+/// On the leader, every `every` (`serve --expiry-interval`, default 30 s): proposes the removal
+/// of each ephemeral device offline past its time (`presence::due_for_expiry`), one command
+/// each, re-checked at apply with the command's own time; until `stop` flips.
+async fn expire_devices(c: Arc<Coordinator>, every: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = stop.wait_for(|v| *v) => return,
-            _ = tokio::time::sleep(EXPIRY_TICK) => {}
+            _ = tokio::time::sleep(every) => {}
         }
         if c.leader().map(|(id, _)| id) != Some(c.config.id) {
             continue;

@@ -4,7 +4,7 @@
 use super::apikey::Role;
 use super::device::Device;
 use super::exposure::Exposure;
-use super::firewall::{Destination, FirewallRule};
+use super::firewall::{Destination, FirewallRule, LabelSelector};
 use super::gateway::Ipv4Cidr;
 use super::names::TenantName;
 use super::node::NodeRole;
@@ -168,9 +168,41 @@ pub struct GatewayAssignment {
     pub peers: Vec<Device>,
     /// Every exposure with its device's address.
     pub exposures: Vec<(Exposure, std::net::Ipv4Addr)>,
-    /// Rules in evaluation order, device destinations resolved to their /32.
+    /// Rules in evaluation order, each with its sources (in the rule) and destinations (beside
+    /// it) resolved: the networks named and the /32 of each device named or selected by label
+    /// now (`resolve`). A rule that can match nothing is left out.
     pub rules: Vec<(FirewallRule, Vec<Ipv4Cidr>)>,
     pub blocked_domains: Vec<String>,
+}
+
+/// A rule's sources and destinations as its gateway matches them: the networks it names, the
+/// addresses of the devices it names, and those of the tenant's active devices its label
+/// selectors pick now. `None` when a side names something but resolves to nothing (a selector
+/// no active device matches): the rule then matches no packet and is left out, as an empty side
+/// would mean "any".
+fn resolve(r: &FirewallRule, devices: &[&Device]) -> Option<(Vec<Ipv4Cidr>, Vec<Ipv4Cidr>)> {
+    fn selected<'a>(devices: &'a [&Device], selector: &'a LabelSelector) -> impl Iterator<Item = Ipv4Cidr> + 'a {
+        devices.iter().filter(move |d| d.is_active() && selector.selects(&d.labels)).map(|d| Ipv4Cidr::host(d.address))
+    }
+    let mut sources = r.sources.clone();
+    sources.extend(selected(devices, &r.source_labels));
+    let mut destinations: Vec<Ipv4Cidr> = r
+        .destinations
+        .iter()
+        .filter_map(|d| match d {
+            Destination::Cidr(c) => Some(*c),
+            Destination::Device { id, .. } => {
+                devices.iter().find(|dev| &dev.id == id).map(|dev| Ipv4Cidr::host(dev.address))
+            }
+        })
+        .collect();
+    destinations.extend(selected(devices, &r.destination_labels));
+    let names_sources = !r.sources.is_empty() || !r.source_labels.is_empty();
+    let names_destinations = !r.destinations.is_empty() || !r.destination_labels.is_empty();
+    if (names_sources && sources.is_empty()) || (names_destinations && destinations.is_empty()) {
+        return None;
+    }
+    Some((sources, destinations))
 }
 
 fn gateway_part(state: &State, t: &Tenant) -> GatewayAssignment {
@@ -181,16 +213,9 @@ fn gateway_part(state: &State, t: &Tenant) -> GatewayAssignment {
     let rules = state
         .rules_of(&t.name)
         .into_iter()
-        .map(|r| {
-            let destinations = r
-                .destinations
-                .iter()
-                .filter_map(|d| match d {
-                    Destination::Cidr(c) => Some(*c),
-                    Destination::Device { id, .. } => address_of(id).map(Ipv4Cidr::host),
-                })
-                .collect();
-            (r.clone(), destinations)
+        .filter_map(|r| {
+            let (sources, destinations) = resolve(r, &devices)?;
+            Some((FirewallRule { sources, ..r.clone() }, destinations))
         })
         .collect();
     GatewayAssignment {

@@ -13,11 +13,26 @@ use super::{Cx, DomainError, Handled, Reply, Response, State, Touched};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// Shortest offline time after which an ephemeral device may be removed: well above the
-/// heartbeat refresh (a live device is seen at least every `presence::SEEN_REFRESH_MS`).
-pub const MIN_EPHEMERAL_MS: u64 = 10 * 60_000;
+/// Shortest offline time after which an ephemeral device may be removed: four heartbeats of the
+/// fastest cadence a device is asked for (`presence::heartbeat_ms`, `presence::seen_refresh_ms`
+/// keep a live one's last-seen within about half of it).
+pub const MIN_EPHEMERAL_MS: u64 = 60_000;
 /// Most labels a token carries to its devices.
 pub const MAX_DEVICE_LABELS: usize = 16;
+
+/// Device labels (a token's, or a firewall rule's selector): at most `MAX_DEVICE_LABELS`
+/// pairs, each key and value a label part.
+pub fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), String> {
+    if labels.len() > MAX_DEVICE_LABELS {
+        return Err(format!("at most {MAX_DEVICE_LABELS} device labels"));
+    }
+    for (k, v) in labels {
+        super::names::validate_label_part(k)
+            .and_then(|()| super::names::validate_label_part(v))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
 
 /// A device token as stored: never its secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,16 +120,9 @@ impl State {
             if self.device_tokens.contains_key(&token.id) {
                 return Err(DomainError::Conflict(format!("device token id {} already exists", token.id)));
             }
-            if token.labels.len() > MAX_DEVICE_LABELS {
-                return Err(DomainError::Invalid(format!("at most {MAX_DEVICE_LABELS} device labels")));
-            }
-            for (k, v) in &token.labels {
-                super::names::validate_label_part(k)
-                    .and_then(|()| super::names::validate_label_part(v))
-                    .map_err(|e| DomainError::Invalid(e.to_string()))?;
-            }
+            check_labels(&token.labels).map_err(DomainError::Invalid)?;
             if token.ephemeral_ms.is_some_and(|e| e < MIN_EPHEMERAL_MS) {
-                return Err(DomainError::Invalid("an ephemeral device's offline time is at least 10m".into()));
+                return Err(DomainError::Invalid("an ephemeral device's offline time is at least 1m".into()));
             }
             if token.max_uses == Some(0) {
                 return Err(DomainError::Invalid("a token allows at least one use".into()));

@@ -1,6 +1,7 @@
-//! A tenant's firewall: ordered allow/deny rules (by source network, destination network or
-//! device, port or range, protocol), `vpn-required` rules, and blocked domains. Rules are
-//! evaluated by ascending position, the first match decides. Pure, like the rest of `state`.
+//! A tenant's firewall: ordered allow/deny rules (by source network or devices selected by
+//! label, destination network, device or devices selected by label, port or range, protocol),
+//! `vpn-required` rules, and blocked domains. Rules are evaluated by ascending position, the
+//! first match decides. Pure, like the rest of `state`.
 
 use super::action::details;
 use super::device::{changeable, DeviceName};
@@ -9,6 +10,8 @@ use super::names::TenantName;
 use super::{At, Cx, DomainError, Handled, Reply, Response, State, Touched};
 use berqenas_common::net::DomainName;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -42,6 +45,56 @@ pub enum NewDestination {
     Device(DeviceName),
 }
 
+/// Devices chosen by their labels: a device is selected when it carries every pair (as a
+/// token's labels: at most `MAX_DEVICE_LABELS` pairs, each key and value a label part). Empty:
+/// selects no device this way. Resolved to the addresses of the tenant's active devices each
+/// time the gateway's desired state is built (`desired::gateway_part`), so a device enrolled
+/// later with the labels is covered, and one removed, disabled or revoked is not.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "BTreeMap<String, String>", into = "BTreeMap<String, String>")]
+pub struct LabelSelector(BTreeMap<String, String>);
+
+impl LabelSelector {
+    pub fn new(pairs: BTreeMap<String, String>) -> Result<Self, String> {
+        super::devicetoken::check_labels(&pairs)?;
+        Ok(LabelSelector(pairs))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn pairs(&self) -> &BTreeMap<String, String> {
+        &self.0
+    }
+
+    /// Whether a device with `labels` is selected (never, by an empty selector).
+    pub fn selects(&self, labels: &BTreeMap<String, String>) -> bool {
+        !self.0.is_empty() && self.0.iter().all(|(k, v)| labels.get(k) == Some(v))
+    }
+}
+
+impl TryFrom<BTreeMap<String, String>> for LabelSelector {
+    type Error = String;
+    fn try_from(pairs: BTreeMap<String, String>) -> Result<Self, Self::Error> {
+        Self::new(pairs)
+    }
+}
+
+impl From<LabelSelector> for BTreeMap<String, String> {
+    fn from(s: LabelSelector) -> Self {
+        s.0
+    }
+}
+
+/// `k=v,k2=v2` (label parts hold no `=` or `,`).
+impl fmt::Display for LabelSelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let pairs: Vec<String> = self.0.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        f.write_str(&pairs.join(","))
+    }
+}
+
 /// Most sources or destinations per rule, rules per tenant, blocked domains per tenant.
 pub const MAX_NETWORKS: usize = 64;
 pub const MAX_RULES: usize = 1000;
@@ -54,10 +107,16 @@ pub struct FirewallRule {
     pub tenant: TenantName,
     pub position: u32,
     pub verdict: Verdict,
-    /// Empty: any source.
+    /// Empty (and no `source_labels`): any source.
     pub sources: Vec<Ipv4Cidr>,
-    /// Empty: any destination.
+    /// The tenant's devices carrying these labels, as sources beside `sources`.
+    #[serde(default, skip_serializing_if = "LabelSelector::is_empty")]
+    pub source_labels: LabelSelector,
+    /// Empty (and no `destination_labels`): any destination.
     pub destinations: Vec<Destination>,
+    /// The tenant's devices carrying these labels, as destinations beside `destinations`.
+    #[serde(default, skip_serializing_if = "LabelSelector::is_empty")]
+    pub destination_labels: LabelSelector,
     /// `None`: any port.
     pub ports: Option<PortRange>,
     pub protocol: RuleProtocol,
@@ -80,7 +139,11 @@ pub struct NewRule {
     pub position: Option<u32>,
     pub verdict: Verdict,
     pub sources: Vec<Ipv4Cidr>,
+    #[serde(default)]
+    pub source_labels: LabelSelector,
     pub destinations: Vec<NewDestination>,
+    #[serde(default)]
+    pub destination_labels: LabelSelector,
     pub ports: Option<PortRange>,
     pub protocol: RuleProtocol,
     pub vpn_required: bool,
@@ -97,10 +160,14 @@ impl NewRule {
         if self.ports.is_some_and(|p| p.first == 0 || p.first > p.last) {
             return Err("ports must be a range first-last within 1-65535".into());
         }
-        if self.vpn_required && !self.sources.is_empty() {
+        if self.vpn_required && !(self.sources.is_empty() && self.source_labels.is_empty()) {
             return Err("a vpn-required rule admits only the tenant subnet: it takes no sources".into());
         }
-        if self.vpn_required && self.destinations.is_empty() && self.ports.is_none() {
+        if self.vpn_required
+            && self.destinations.is_empty()
+            && self.destination_labels.is_empty()
+            && self.ports.is_none()
+        {
             return Err("a vpn-required rule names destinations or ports".into());
         }
         Ok(())
@@ -128,6 +195,12 @@ impl State {
             NewDestination::Device(n) => format!("device/{n}"),
         });
         d.insert("destinations".into(), join(dests.collect()));
+        for (key, selector) in [("source_labels", &new.source_labels), ("destination_labels", &new.destination_labels)]
+        {
+            if !selector.is_empty() {
+                d.insert(key.into(), selector.to_string());
+            }
+        }
         d.insert("ports".into(), new.ports.map_or("any".into(), |p| p.to_string()));
         let result = self.insert_rule(cx.at, new, cx.touched);
         if let Ok(Reply::FirewallRule(r)) = &result {
@@ -174,7 +247,9 @@ impl State {
             position,
             verdict: new.verdict,
             sources: new.sources.clone(),
+            source_labels: new.source_labels.clone(),
             destinations,
+            destination_labels: new.destination_labels.clone(),
             ports: new.ports,
             protocol: new.protocol,
             vpn_required: new.vpn_required,

@@ -2,7 +2,10 @@
 //! architecture, client version), heartbeats as recorded (last seen, fingerprint changes — the
 //! edge proposes one only on a change or every `SEEN_REFRESH_MS`), and ephemeral devices removed
 //! once offline for their token's time (`due_for_expiry` names them; the leader proposes one
-//! `ExpireDevice` each, re-checked here at the command's own time). Pure.
+//! `ExpireDevice` each, re-checked here at the command's own time). A live ephemeral device is
+//! never taken for gone: it is asked to heartbeat at least four times within its offline time
+//! (`heartbeat_ms`), and its heartbeats are written at least every quarter of it
+//! (`seen_refresh_ms`), so its recorded last-seen stays well inside it. Pure.
 
 use super::action::details;
 use super::device::{Device, DeviceName};
@@ -13,6 +16,24 @@ use serde::{Deserialize, Serialize};
 /// A live device's heartbeat is written to the log at least this often (and at once on a change
 /// of its fingerprint), so `last_seen` is at most this old while it runs.
 pub const SEEN_REFRESH_MS: u64 = 5 * 60_000;
+/// How often a device heartbeats unless asked otherwise (the client's default).
+pub const HEARTBEAT_MS: u64 = 60_000;
+/// The most often a device is asked to heartbeat.
+pub const MIN_HEARTBEAT_MS: u64 = 15_000;
+
+/// How often `d` is asked to heartbeat: every `HEARTBEAT_MS`; an ephemeral device every quarter
+/// of its offline time, at most every `MIN_HEARTBEAT_MS`.
+pub fn heartbeat_ms(d: &Device) -> u64 {
+    d.ephemeral_ms.map_or(HEARTBEAT_MS, |e| (e / 4).clamp(MIN_HEARTBEAT_MS, HEARTBEAT_MS))
+}
+
+/// How old `d`'s recorded last-seen may get before a heartbeat is written again: every
+/// `SEEN_REFRESH_MS`; an ephemeral device's every quarter of its offline time. While it runs,
+/// its last-seen is then at most this plus one heartbeat interval (+10 % jitter) old: for the
+/// shortest offline time (`devicetoken::MIN_EPHEMERAL_MS`, 1 min) 15 s + 16.5 s, about half of it.
+pub fn seen_refresh_ms(d: &Device) -> u64 {
+    d.ephemeral_ms.map_or(SEEN_REFRESH_MS, |e| (e / 4).min(SEEN_REFRESH_MS))
+}
 
 /// What a device says about itself. Hashes are lowercase hex SHA-256 (raw MACs and the machine
 /// id never leave the device); the edge validates sizes and shapes.
@@ -64,7 +85,7 @@ pub fn last_alive(d: &Device) -> u64 {
 }
 
 /// Whether an ephemeral device has been offline for its time at `now`. A device a firewall rule
-/// names is kept (removing it would widen the rule to any destination).
+/// names is kept (as `device rm` refuses to remove it); selection by label does not keep it.
 fn expired(state: &State, d: &Device, now: u64) -> bool {
     let Some(after) = d.ephemeral_ms else { return false };
     now >= last_alive(d).saturating_add(after) && !state.firewall_rules.values().any(|r| r.names_device(&d.id))

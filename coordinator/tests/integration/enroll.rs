@@ -403,3 +403,64 @@ async fn enrollment_attempts_are_rate_limited_per_source() {
     );
     assert_eq!(devices(&c, "acme").len(), 3);
 }
+
+/// An ephemeral device (`--ephemeral 1m`, the shortest) that goes silent is removed by the
+/// leader's sweep (`serve --expiry-interval 1s`) once a minute has passed, not before: gone from
+/// the list, its removal audited, its certificate refused, its address handed to the next
+/// device. One enrolled with it that heartbeats as often as it is asked stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_ephemeral_device_is_removed_after_its_offline_time_and_a_live_one_stays() {
+    let c = Cluster::single_with(&["--expiry-interval", "1s"]);
+    c.json(0, &["tenant", "create", "--name", "acme"]);
+    let (token, pin, _) = new_token(&c, "acme", &["--name", "cam", "--uses", "3", "--ephemeral", "1m"]);
+    let silent_key = berqenas_pki::new_key_and_csr("device").expect("key");
+    let enrolled_at = std::time::Instant::now();
+    let silent = pinned(&c, &pin).enroll(request(&token, 1, &silent_key.csr_pem)).await.expect("enrolled").into_inner();
+    assert_eq!(silent.heartbeat_seconds, 15, "a quarter of its offline time");
+    let live_key = berqenas_pki::new_key_and_csr("device").expect("key");
+    let live = pinned(&c, &pin).enroll(request(&token, 2, &live_key.csr_pem)).await.expect("enrolled").into_inner();
+    assert_eq!(
+        (silent.tunnel.clone().expect("tunnel").address.as_str(), live.device_name.as_str()),
+        ("198.18.1.2", "cam-2")
+    );
+    let shown = c.json(0, &["device", "show", "cam", "--tenant", "acme"]);
+    assert_eq!(shown["ephemeral_ms"].as_u64(), Some(60_000), "{shown}");
+
+    // The live one heartbeats as asked until the silent one is gone.
+    let mut client = mtls(&c, &live.ca_pem, &live.cert_chain_pem, &live_key.key_pem);
+    let every = Duration::from_secs(u64::from(live.heartbeat_seconds));
+    let beats = tokio::spawn(async move {
+        loop {
+            let hb = HeartbeatRequest { fingerprint: Some(fingerprint("6.1")), last_handshake: 0, tunnel_up: true };
+            let answer = client.heartbeat(hb).await.expect("a live device's heartbeat").into_inner();
+            assert_eq!(answer.heartbeat_seconds, 15);
+            tokio::time::sleep(every).await;
+        }
+    });
+    let names = |c: &Cluster| -> Vec<String> {
+        devices(c, "acme").iter().filter_map(|d| d["name"].as_str().map(str::to_string)).collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while names(&c).contains(&"cam".to_string()) {
+        assert!(std::time::Instant::now() < deadline, "the silent ephemeral device is still there after 2 min");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let gone_after = enrolled_at.elapsed();
+    assert!(!beats.is_finished(), "the live device's heartbeats failed");
+    beats.abort();
+    assert!(gone_after >= Duration::from_secs(60), "removed after {gone_after:?}, before its offline time");
+    assert_eq!(names(&c), ["cam-2"], "the device that heartbeats stays");
+
+    let expired: Vec<Value> = audit(&c).into_iter().filter(|e| e["action"] == "device.expire").collect();
+    assert_eq!(expired.len(), 1, "{expired:?}");
+    assert_eq!(expired[0]["target"], "tenant/acme/device/cam", "{expired:?}");
+    assert_eq!(expired[0]["outcome"], "ok", "{expired:?}");
+    assert_eq!(expired[0]["details"]["id"].as_str(), Some(silent.device_id.as_str()), "{expired:?}");
+    let hb = HeartbeatRequest { fingerprint: Some(fingerprint("6.1")), last_handshake: 0, tunnel_up: false };
+    let refused = mtls(&c, &silent.ca_pem, &silent.cert_chain_pem, &silent_key.key_pem).heartbeat(hb).await;
+    assert!(refused.is_err(), "the removed device's certificate is refused: {refused:?}");
+    // Its address is free again: the next device gets it.
+    let next_key = berqenas_pki::new_key_and_csr("device").expect("key");
+    let next = pinned(&c, &pin).enroll(request(&token, 3, &next_key.csr_pem)).await.expect("enrolled").into_inner();
+    assert_eq!(next.tunnel.expect("tunnel").address, "198.18.1.2", "the expired device's address is reused");
+}

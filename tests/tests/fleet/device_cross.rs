@@ -1,6 +1,8 @@
 //! The device client's cross builds run, not only compile: the Windows build
-//! (`x86_64-pc-windows-gnu`) under Wine (`wine64`) and the static `aarch64-unknown-linux-musl`
-//! build under `qemu-aarch64-static`, each for `--help`, `fingerprint`, `export` (compared byte
+//! (`x86_64-pc-windows-gnu`) under Wine (`wine64`), the static `aarch64-unknown-linux-musl`
+//! build under `qemu-aarch64-static` and the static (glibc `crt-static`)
+//! `armv7-unknown-linux-gnueabihf` build under `qemu-arm-static` (no armhf loader or libraries
+//! where qemu looks, so only a static binary starts), each for `--help`, `fingerprint`, `export` (compared byte
 //! for byte with the native build), `enroll` up to the connection (the state directory is made
 //! and, on Windows, restricted by its ACL), `send` with no ingest (the event stays in the
 //! spool), and `run` with `send` through its local socket (a named pipe under Wine). Missing
@@ -47,22 +49,41 @@ pub struct Client {
     prefix: Vec<String>,
     env: Vec<(String, String)>,
     pub windows: bool,
+    /// What its `fingerprint` reports as `arch` (Rust's `std::env::consts::ARCH` of the build).
+    pub arch: &'static str,
 }
 
 impl Client {
     pub fn native() -> Self {
-        Self { name: "native", program: workspace_bin("berqenas-device"), prefix: vec![], env: vec![], windows: false }
+        Self {
+            name: "native",
+            program: workspace_bin("berqenas-device"),
+            prefix: vec![],
+            env: vec![],
+            windows: false,
+            arch: std::env::consts::ARCH,
+        }
     }
 
-    pub fn aarch64() -> Self {
-        let exe = cross_bin("aarch64-unknown-linux-musl", "berqenas-device");
+    /// A static Linux build run under qemu-user.
+    fn qemu(name: &'static str, triple: &str, qemu: &str, arch: &'static str) -> Self {
+        let exe = cross_bin(triple, "berqenas-device");
         Self {
-            name: "aarch64",
-            program: tool("qemu-aarch64-static"),
+            name,
+            program: tool(qemu),
             prefix: vec![exe.to_string_lossy().into_owned()],
             env: vec![],
             windows: false,
+            arch,
         }
+    }
+
+    pub fn aarch64() -> Self {
+        Self::qemu("aarch64", "aarch64-unknown-linux-musl", "qemu-aarch64-static", "aarch64")
+    }
+
+    pub fn armv7() -> Self {
+        Self::qemu("armv7", "armv7-unknown-linux-gnueabihf", "qemu-arm-static", "arm")
     }
 
     /// The .exe copied into `dir` beside the `ProcessPrng` shim (Wine 8's bcryptprimitives.dll
@@ -93,6 +114,7 @@ impl Client {
                 ("WINEDLLOVERRIDES".into(), "mscoree,mshtml=".into()),
             ],
             windows: true,
+            arch: "x86_64",
         };
         // The prefix's server (persistent until `end_wine`) and system processes, started
         // first with no inherited output, so the client's commands do not start them.
@@ -221,9 +243,9 @@ fn exercise(client: &Client, dir: &Path) {
     }
 
     let fp: serde_json::Value = serde_json::from_str(&client.ok(&["fingerprint"])).expect("fingerprint is JSON");
-    let (os, arch) = if client.windows { ("windows", "x86_64") } else { ("linux", "aarch64") };
+    let os = if client.windows { "windows" } else { "linux" };
     assert_eq!(fp["os_name"], os, "{fp}");
-    assert_eq!(fp["arch"], arch, "{fp}");
+    assert_eq!(fp["arch"], client.arch, "{fp}");
     let hex64 =
         |v: &serde_json::Value| v.as_str().is_some_and(|s| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()));
     assert!(hex64(&fp["machine_id_hash"]), "machine id (MachineGuid or /etc/machine-id) hashed: {fp}");
@@ -326,4 +348,13 @@ fn aarch64_static_build_runs_under_qemu() {
     assert!(size < 10 * 1024 * 1024, "the static aarch64 binary is {size} bytes, over 10 MB");
     let dir = tempfile::tempdir().unwrap();
     exercise(&Client::aarch64(), dir.path());
+}
+
+#[test]
+fn armv7_static_build_runs_under_qemu() {
+    let exe = cross_bin("armv7-unknown-linux-gnueabihf", "berqenas-device");
+    let size = std::fs::metadata(&exe).unwrap().len();
+    assert!(size < 10 * 1024 * 1024, "the static armv7 binary is {size} bytes, over 10 MB");
+    let dir = tempfile::tempdir().unwrap();
+    exercise(&Client::armv7(), dir.path());
 }

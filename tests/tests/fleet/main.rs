@@ -21,6 +21,7 @@ mod device_tunnel;
 mod gateway;
 mod gateway_control;
 mod gateway_e2e;
+mod gateway_labels;
 mod gateway_nft;
 mod harness;
 mod join;

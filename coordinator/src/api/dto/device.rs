@@ -6,6 +6,7 @@ use crate::state::device::Device;
 use crate::state::exposure::{Exposure, Protocol, SourceMode};
 use crate::state::firewall::{Destination, FirewallRule, RuleProtocol, Verdict};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
 wire_enum!(Protocol, "The protocol an exposure forwards.", [Protocol::Tcp, Protocol::Udp]);
@@ -301,6 +302,16 @@ pub struct AddRuleBody {
     #[serde(default)]
     #[schema(max_items = 64)]
     pub devices: Option<Vec<String>>,
+    /// Source devices by label: the tenant's active devices carrying every pair, as they are
+    /// whenever the gateway is configured (devices enrolled later included), beside `sources`.
+    /// One that matches no device makes the rule match nothing (never any source).
+    #[serde(default)]
+    #[schema(schema_with = super::optional_labels, example = json!({"role": "camera"}))]
+    pub source_labels: Option<BTreeMap<String, String>>,
+    /// Destination devices by label, like `source_labels`, beside `destinations` and `devices`.
+    #[serde(default)]
+    #[schema(schema_with = super::optional_labels, example = json!({"role": "camera"}))]
+    pub destination_labels: Option<BTreeMap<String, String>>,
     /// A port `443` or range `8000-8100`; any when absent (needs protocol tcp or udp).
     #[serde(default)]
     #[schema(example = "443")]
@@ -320,8 +331,14 @@ pub struct RuleView {
     pub position: u32,
     pub verdict: Verdict,
     pub sources: Vec<String>,
+    /// Source devices by label (empty: none chosen by label).
+    #[schema(example = json!({"role": "camera"}))]
+    pub source_labels: BTreeMap<String, String>,
     /// Networks, and devices as `device/{name}`.
     pub destinations: Vec<String>,
+    /// Destination devices by label (empty: none chosen by label).
+    #[schema(example = json!({"role": "camera"}))]
+    pub destination_labels: BTreeMap<String, String>,
     pub ports: Option<String>,
     pub protocol: RuleProtocol,
     pub vpn_required: bool,
@@ -336,7 +353,9 @@ impl From<&FirewallRule> for RuleView {
             position,
             verdict,
             sources,
+            source_labels,
             destinations,
+            destination_labels,
             ports,
             protocol,
             vpn_required,
@@ -347,6 +366,8 @@ impl From<&FirewallRule> for RuleView {
             position,
             verdict,
             sources: sources.iter().map(ToString::to_string).collect(),
+            source_labels: source_labels.into(),
+            destination_labels: destination_labels.into(),
             destinations: destinations
                 .iter()
                 .map(|d| match d {

@@ -18,8 +18,8 @@ wire_enum!(
 
 /// `^…$` of a token's uses: a count from 1 to 999999, or `unlimited`.
 pub const USES_PATTERN: &str = "^([1-9][0-9]{0,5}|unlimited)$";
-/// `^…$` of an ephemeral device's offline time: from 10m, in whole minutes, hours or days.
-pub const EPHEMERAL_PATTERN: &str = "^([1-9][0-9]{1,4}m|[1-9][0-9]{0,3}h|[1-9][0-9]{0,2}d)$";
+/// `^…$` of an ephemeral device's offline time: from 1m, in whole minutes, hours or days.
+pub const EPHEMERAL_PATTERN: &str = "^([1-9][0-9]{0,4}m|[1-9][0-9]{0,3}h|[1-9][0-9]{0,2}d)$";
 
 /// How devices enrolled with a token start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
@@ -53,7 +53,7 @@ pub struct CreateDeviceTokenBody {
     #[serde(default)]
     #[schema(schema_with = super::optional_labels)]
     pub labels: Option<BTreeMap<String, String>>,
-    /// Enrolled devices are removed after this long offline (at least 10m); absent: never.
+    /// Enrolled devices are removed after this long offline (at least 1m); absent: never.
     #[serde(default)]
     #[schema(example = "30m")]
     pub ephemeral: Option<String>,

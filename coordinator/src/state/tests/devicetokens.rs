@@ -356,3 +356,97 @@ fn a_public_token_needs_public_api_and_its_devices_publish_against_the_enrolled_
     assert!(ingest.public);
     assert_eq!((ingest.mac_hashes, ingest.machine_id_hash), (enrolled.mac_hashes, enrolled.machine_id_hash));
 }
+
+/// A firewall rule selecting devices by label: resolved to the active devices carrying the
+/// labels each time the gateway's desired state is built; one matching nothing is left out.
+fn label_rule(source: &[(&str, &str)], destination: &[(&str, &str)], vpn_required: bool) -> Op {
+    use crate::state::firewall::{LabelSelector, NewRule, RuleProtocol, Verdict};
+    let selector = |pairs: &[(&str, &str)]| {
+        LabelSelector::new(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()).expect("labels")
+    };
+    Op::AddFirewallRule(NewRule {
+        tenant: name("acme"),
+        position: None,
+        verdict: Verdict::Deny,
+        sources: vec![],
+        source_labels: selector(source),
+        destinations: vec![],
+        destination_labels: selector(destination),
+        ports: None,
+        protocol: RuleProtocol::Any,
+        vpn_required,
+    })
+}
+
+/// acme's rules as its gateway gets them: (id, sources, destinations), each address as text.
+fn gateway_rules(s: &State) -> Vec<(String, Vec<String>, Vec<String>)> {
+    let a = desired::for_node(s, 1).expect("node").into_iter().find(|a| a.name == "acme").expect("acme");
+    let text = |v: &[crate::state::gateway::Ipv4Cidr]| v.iter().map(ToString::to_string).collect();
+    a.gateway.expect("gateway part").rules.iter().map(|(r, d)| (r.id.clone(), text(&r.sources), text(d))).collect()
+}
+
+#[test]
+fn firewall_rules_select_devices_by_label_as_they_come_and_go_and_a_label_matching_none_matches_nothing() {
+    let mut s = world();
+    let mut cams = token("00000000000000c1", "acme");
+    cams.labels = [("role".to_string(), "camera".to_string()), ("site".to_string(), "ist".to_string())].into();
+    cams.max_uses = Some(3);
+    cams.approve_manual = true;
+    assert!(at(&mut s, 1, Op::CreateDeviceToken(cams)).is_ok());
+    assert!(at(&mut s, 1, Op::CreateDeviceToken(token("00000000000000c2", "acme"))).is_ok());
+    let mut theirs = token("00000000000000c3", "globex");
+    theirs.labels = [("role".to_string(), "camera".to_string())].into();
+    assert!(at(&mut s, 1, Op::CreateDeviceToken(theirs)).is_ok());
+    let other = device_of(at(&mut s, 2, enroll("00000000000000c3", "globex", 9)));
+
+    let rule = match at(&mut s, 3, label_rule(&[], &[("role", "camera")], false)) {
+        Ok(Reply::FirewallRule(r)) => r.id.clone(),
+        other => panic!("expected a rule, got {other:?}"),
+    };
+    let entry = s.audit.last().expect("audited");
+    assert_eq!(entry.details.get("destination_labels").map(String::as_str), Some("role=camera"), "{entry:?}");
+    assert_eq!(gateway_rules(&s), vec![], "matching no device, the rule matches nothing (never any destination)");
+
+    // A camera enrolled later is covered as soon as it is active (approved), an unlabelled
+    // device never, another tenant's camera never.
+    let revision = s.tenants[&name("acme")].revision_for(1);
+    let cam = device_of(at(&mut s, 4, enroll("00000000000000c1", "acme", 1)));
+    let plain = device_of(at(&mut s, 5, enroll("00000000000000c2", "acme", 2)));
+    assert!(s.tenants[&name("acme")].revision_for(1) > revision, "the gateway hears of it");
+    assert_eq!(gateway_rules(&s), vec![], "a pending camera is no peer and not selected");
+    assert!(at(&mut s, 6, Op::ApproveDevice { tenant: name("acme"), name: cam.name.clone() }).is_ok());
+    let cam32 = format!("{}/32", cam.address);
+    assert_eq!(gateway_rules(&s), vec![(rule.clone(), vec![], vec![cam32.clone()])]);
+    assert!(!gateway_rules(&s)[0].2.contains(&format!("{}/32", plain.address)));
+    assert!(!gateway_rules(&s)[0].2.contains(&format!("{}/32", other.address)));
+
+    // A second camera joins the rule; disabled, a camera leaves it.
+    let cam2 = device_of(at(&mut s, 7, enroll("00000000000000c1", "acme", 3)));
+    assert!(at(&mut s, 8, Op::ApproveDevice { tenant: name("acme"), name: cam2.name.clone() }).is_ok());
+    assert_eq!(gateway_rules(&s)[0].2, vec![cam32.clone(), format!("{}/32", cam2.address)]);
+    assert!(at(&mut s, 9, Op::EnableDevice { tenant: name("acme"), name: cam.name.clone(), enabled: false }).is_ok());
+    assert_eq!(gateway_rules(&s)[0].2, vec![format!("{}/32", cam2.address)]);
+    // Removed (labels select, they do not pin the device), the last camera takes the rule with it.
+    assert!(at(&mut s, 10, Op::RemoveDevice { tenant: name("acme"), name: cam2.name.clone() }).is_ok());
+    assert_eq!(gateway_rules(&s), vec![]);
+
+    // Sources by label: all pairs must match.
+    assert!(at(&mut s, 11, Op::EnableDevice { tenant: name("acme"), name: cam.name.clone(), enabled: true }).is_ok());
+    let both = at(&mut s, 12, label_rule(&[("role", "camera"), ("site", "ist")], &[], false));
+    let none = at(&mut s, 13, label_rule(&[("role", "camera"), ("site", "ank")], &[], false));
+    let (both, none) = match (both, none) {
+        (Ok(Reply::FirewallRule(a)), Ok(Reply::FirewallRule(b))) => (a.id.clone(), b.id.clone()),
+        other => panic!("expected rules, got {other:?}"),
+    };
+    let rules = gateway_rules(&s);
+    assert!(rules.contains(&(both, vec![cam32.clone()], vec![])), "{rules:?}");
+    assert!(!rules.iter().any(|r| r.0 == none), "site=ank matches no device: {rules:?}");
+
+    // Bad selectors are refused and change nothing.
+    let before = s.firewall_rules.clone();
+    let r = at(&mut s, 14, label_rule(&[("role", "camera")], &[("role", "camera")], true));
+    assert!(r.as_ref().is_err_and(|e| e.to_string().contains("takes no sources")), "{r:?}");
+    assert_eq!(s.firewall_rules, before, "refusals change nothing");
+    assert!(crate::state::firewall::LabelSelector::new([("role".into(), "a b".into())].into()).is_err());
+    assert!(serde_json::from_str::<crate::state::firewall::LabelSelector>(r#"{"role=x":"a"}"#).is_err());
+}
