@@ -51,6 +51,9 @@ pub struct Client {
     pub windows: bool,
     /// What its `fingerprint` reports as `arch` (Rust's `std::env::consts::ARCH` of the build).
     pub arch: &'static str,
+    /// Windows: the shared Wine prefix, held exclusively (its server is killed by `end_wine`,
+    /// so two tests must not use it at once); released when the client is dropped.
+    _wine: Option<std::fs::File>,
 }
 
 impl Client {
@@ -62,6 +65,7 @@ impl Client {
             env: vec![],
             windows: false,
             arch: std::env::consts::ARCH,
+            _wine: None,
         }
     }
 
@@ -75,6 +79,7 @@ impl Client {
             env: vec![],
             windows: false,
             arch,
+            _wine: None,
         }
     }
 
@@ -103,6 +108,8 @@ impl Client {
         assert!(out.status.success(), "build the ProcessPrng shim: {}", String::from_utf8_lossy(&out.stderr));
         let prefix = target_dir().join("wine-prefix");
         std::fs::create_dir_all(&prefix).expect("wine prefix");
+        let lock = std::fs::File::create(target_dir().join("wine-prefix.lock")).expect("wine prefix lock");
+        lock.lock().expect("lock the wine prefix");
         let client = Self {
             name: "windows",
             program: tool("/usr/lib/wine/wine64"),
@@ -115,6 +122,7 @@ impl Client {
             ],
             windows: true,
             arch: "x86_64",
+            _wine: Some(lock),
         };
         // The prefix's server (persistent until `end_wine`) and system processes, started
         // first with no inherited output, so the client's commands do not start them.
