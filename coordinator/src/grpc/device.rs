@@ -532,6 +532,7 @@ mod tests {
             revoked_at_ms: None,
             ephemeral_ms,
             fingerprint: None,
+            public_fingerprint: None,
             last_seen_ms: None,
         };
         assert_eq!((heartbeat_seconds(&device(None)), seen_refresh_ms(&device(None))), (60, SEEN_REFRESH_MS));

@@ -98,6 +98,7 @@ fn main() {
         gateway: None,
         realtime: None,
         backup: Some(s3.config()),
+        metrics_listen: berqenas_node_agent::config::default_metrics_listen(),
     };
     let config = tmp.path().join("agent.toml");
     cfg.save(&config).expect("agent.toml");

@@ -338,6 +338,7 @@ fn the_agent_binary_backs_up_and_restores_a_tenant_by_hand() {
             gateway: None,
             realtime: None,
             backup: Some(s3.config()),
+            metrics_listen: berqenas_node_agent::config::default_metrics_listen(),
         };
         let config = e.tmp.path().join("agent.toml");
         cfg.save(&config).expect("agent.toml");
