@@ -1,4 +1,6 @@
 //! The agent's view of a tenant it must realise, converted from the wire type at the boundary.
+//! tidy: long because every part of the wire assignment (db, gateway, realtime) is converted and
+//! validated at this one boundary, so nothing past it sees a string where a type belongs.
 
 use berqenas_common::net::{DomainName, Ipv4Cidr, PortRange, WgKey};
 pub use berqenas_common::tenancy::{AccessMode, DbType, Isolation};

@@ -1,5 +1,7 @@
 //! The admin CLI: clap definitions and the subcommands that call the REST API (`client`) and
 //! print tables or JSON. `init` and `serve` run the coordinator itself.
+//! tidy: long because it is the CLI's table of contents: every clap subcommand and its
+//! arguments in one place, each handler a few lines that call `client` and print.
 
 pub mod client;
 mod commands;

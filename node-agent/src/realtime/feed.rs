@@ -16,6 +16,9 @@
 //! A row's cursor is its transaction's commit LSN and its position in the transaction: commit
 //! LSNs increase in commit order, so cursors are totally ordered and a resume is "every row
 //! after this cursor".
+//! tidy: long because the window, the live and keep slots and their recovery are one state machine
+//! whose invariants (cursor order, the keep slot never past the window) read best in one file;
+//! its unit tests are at the end.
 
 use super::pgoutput::{self, Message};
 use super::replication::{self, Target};
