@@ -128,7 +128,8 @@ impl State {
                 return Err(DomainError::Invalid("a token allows at least one use".into()));
             }
             if token.public && !self.tenants.get(&token.tenant).is_some_and(|t| t.public_api) {
-                return Err(DomainError::Invalid(format!(
+                // A valid request the tenant's current settings refuse: a conflict, not bad input.
+                return Err(DomainError::Conflict(format!(
                     "tenant {} has no public API: a public device token needs public_api",
                     token.tenant
                 )));

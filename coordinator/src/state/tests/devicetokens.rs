@@ -327,7 +327,7 @@ fn a_public_token_needs_public_api_and_its_devices_publish_against_the_enrolled_
     tenant(at(&mut s, 1, Op::CreateTenant(closed)));
     let mut t = token("00000000000000f1", "initech");
     t.public = true;
-    assert!(matches!(at(&mut s, 1, Op::CreateDeviceToken(t)), Err(DomainError::Invalid(_))), "no public_api");
+    assert!(matches!(at(&mut s, 1, Op::CreateDeviceToken(t)), Err(DomainError::Conflict(_))), "no public_api");
     let mut t = token("00000000000000f2", "acme");
     t.public = true;
     t.max_uses = Some(2);
