@@ -4,6 +4,7 @@
 
 use anyhow::Context;
 use berqenas_node_agent::assignment::GatewayTenant;
+use berqenas_node_agent::backup;
 use berqenas_node_agent::config::{AgentConfig, DriverConfig};
 use berqenas_node_agent::driver::{DirDriver, Driver, NoneDriver};
 use clap::{Parser, Subcommand};
@@ -118,15 +119,8 @@ enum Cmd {
 enum BackupCmd {
     /// Back the tenant up now; prints its catalog entry as one JSON line.
     Run {
-        #[arg(long)]
-        config: PathBuf,
-        #[arg(long)]
-        tenant: String,
-        #[arg(long)]
-        key_file: PathBuf,
-        /// The tenant has its own database (database isolation).
-        #[arg(long)]
-        own_database: bool,
+        #[command(flatten)]
+        tenant: BackupTenant,
     },
     /// The tenant's objects in the bucket, one key a line.
     List {
@@ -139,12 +133,8 @@ enum BackupCmd {
     /// one (--overwrite-keep NAME: the live schema is kept under NAME). NAME is
     /// tenant_<tenant>_<suffix>. The object is verified whole before anything changes.
     Restore {
-        #[arg(long)]
-        config: PathBuf,
-        #[arg(long)]
-        tenant: String,
-        #[arg(long)]
-        key_file: PathBuf,
+        #[command(flatten)]
+        tenant: BackupTenant,
         /// The object's key, as `run` printed it.
         #[arg(long)]
         object: String,
@@ -155,19 +145,40 @@ enum BackupCmd {
         clone: Option<String>,
         #[arg(long)]
         overwrite_keep: Option<String>,
-        #[arg(long)]
-        own_database: bool,
     },
+}
+
+/// The tenant `backup run` and `backup restore` work on: where, which, and its data key.
+#[derive(Debug, clap::Args)]
+struct BackupTenant {
+    #[arg(long)]
+    config: PathBuf,
+    #[arg(long)]
+    tenant: String,
+    #[arg(long)]
+    key_file: PathBuf,
+    /// The tenant has its own database (database isolation).
+    #[arg(long)]
+    own_database: bool,
+}
+
+impl BackupTenant {
+    /// The bucket, the tenant's database and its data key.
+    fn open(&self) -> anyhow::Result<(backup::store::Store, backup::Source, backup::format::DataKey)> {
+        use backup::manual;
+        let cfg = AgentConfig::load(&self.config)?;
+        let key = manual::load_key(&self.key_file)?;
+        let (store, source) = manual::open(&cfg, &self.tenant, self.own_database)?;
+        Ok((store, source, key))
+    }
 }
 
 /// `backup run|list|restore`.
 async fn backup(op: BackupCmd) -> anyhow::Result<ExitCode> {
     use berqenas_node_agent::backup::{manual, pg::Mode};
     match op {
-        BackupCmd::Run { config, tenant, key_file, own_database } => {
-            let cfg = AgentConfig::load(&config)?;
-            let key = manual::load_key(&key_file)?;
-            let (store, source) = manual::open(&cfg, &tenant, own_database)?;
+        BackupCmd::Run { tenant } => {
+            let (store, source, key) = tenant.open()?;
             let done = manual::run(&store, &source, &key).await?;
             println!("{}", manual::entry_json(&done));
         }
@@ -178,10 +189,8 @@ async fn backup(op: BackupCmd) -> anyhow::Result<ExitCode> {
                 println!("{key}");
             }
         }
-        BackupCmd::Restore { config, tenant, key_file, object, sha256, clone, overwrite_keep, own_database } => {
-            let cfg = AgentConfig::load(&config)?;
-            let key = manual::load_key(&key_file)?;
-            let (store, source) = manual::open(&cfg, &tenant, own_database)?;
+        BackupCmd::Restore { tenant, object, sha256, clone, overwrite_keep } => {
+            let (store, source, key) = tenant.open()?;
             let mode = match (clone, overwrite_keep) {
                 (Some(schema), None) => Mode::Clone { schema },
                 (None, Some(keep)) => Mode::Overwrite { keep },

@@ -116,23 +116,7 @@ pub struct AgentMetrics {
 }
 
 /// The process's metrics.
-pub static METRICS: LazyLock<AgentMetrics> = LazyLock::new(|| AgentMetrics {
-    reconcile_seconds: Family::new_with_constructor(reconcile_histogram),
-    reconcile_failures: Family::default(),
-    desired_revision: Gauge::default(),
-    applied_revision: Gauge::default(),
-    connected: Gauge::default(),
-    ingest: IngestMetrics {
-        events: Counter::default(),
-        failed_batches: Counter::default(),
-        // 1 to 4,096 rows.
-        batch_rows: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
-        // 0.25 ms to ~4 s.
-        commit_seconds: Histogram::new(exponential_buckets(0.00025, 2.0, 15)),
-    },
-    tenants: Mutex::new(Vec::new()),
-    system: Mutex::new(sysinfo::System::new()),
-});
+pub static METRICS: LazyLock<AgentMetrics> = LazyLock::new(AgentMetrics::new);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     match m.lock() {
@@ -146,6 +130,27 @@ fn int(v: u64) -> i64 {
 }
 
 impl AgentMetrics {
+    /// Every instrument at zero.
+    fn new() -> Self {
+        Self {
+            reconcile_seconds: Family::new_with_constructor(reconcile_histogram),
+            reconcile_failures: Family::default(),
+            desired_revision: Gauge::default(),
+            applied_revision: Gauge::default(),
+            connected: Gauge::default(),
+            ingest: IngestMetrics {
+                events: Counter::default(),
+                failed_batches: Counter::default(),
+                // 1 to 4,096 rows.
+                batch_rows: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
+                // 0.25 ms to ~4 s.
+                commit_seconds: Histogram::new(exponential_buckets(0.00025, 2.0, 15)),
+            },
+            tenants: Mutex::new(Vec::new()),
+            system: Mutex::new(sysinfo::System::new()),
+        }
+    }
+
     /// One driver's part of a pass: how long it took and how many tenants it left not ready.
     pub fn pass(&self, driver: &'static str, took: Duration, failed: usize) {
         let label = DriverLabel { driver };
@@ -363,21 +368,7 @@ mod tests {
 
     #[test]
     fn per_tenant_samples_name_the_tenant_and_nothing_else() {
-        let m = AgentMetrics {
-            reconcile_seconds: Family::new_with_constructor(reconcile_histogram),
-            reconcile_failures: Family::default(),
-            desired_revision: Gauge::default(),
-            applied_revision: Gauge::default(),
-            connected: Gauge::default(),
-            ingest: IngestMetrics {
-                events: Counter::default(),
-                failed_batches: Counter::default(),
-                batch_rows: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
-                commit_seconds: Histogram::new(exponential_buckets(0.00025, 2.0, 15)),
-            },
-            tenants: Mutex::new(Vec::new()),
-            system: Mutex::new(sysinfo::System::new()),
-        };
+        let m = AgentMetrics::new();
         m.desired(12);
         m.pass("postgres", Duration::from_millis(30), 1);
         let sample = TenantSample {
