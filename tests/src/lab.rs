@@ -112,6 +112,42 @@ impl Lab {
         Proc::spawn(name, Path::new("ip"), &full, log_dir)
     }
 
+    /// `berqenas-node-agent join` (`agent`) in `host` against the coordinator's node listener
+    /// `coordinator` (`https://…`) with `token` (what `node token create --output json`
+    /// printed), data in `dir`, then `extra` (the role's own flags), where `DIR` stands for
+    /// `dir`. Panics with the agent's output when the join fails.
+    #[allow(clippy::too_many_arguments, reason = "the join command line, spelled out")]
+    pub fn join_agent(
+        &self,
+        host: &Host,
+        agent: &Path,
+        coordinator: &str,
+        token: &serde_json::Value,
+        roles: &str,
+        dir: &Path,
+        extra: &[&str],
+    ) {
+        let dir = dir.to_str().expect("UTF-8 path");
+        let extra: Vec<String> = extra.iter().map(|a| a.replace("DIR", dir)).collect();
+        let mut args = vec![
+            "join",
+            "--coordinator",
+            coordinator,
+            "--token",
+            token["token"].as_str().expect("token"),
+            "--ca-pin",
+            token["ca_fingerprint"].as_str().expect("pin"),
+            "--roles",
+            roles,
+            "--data-dir",
+            dir,
+        ];
+        args.extend(extra.iter().map(String::as_str));
+        let out = self.run(host, agent, &args, &[]);
+        let text = || format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "join in {}: {}", host.name, text());
+    }
+
     /// Runs `program` inside `host` to completion.
     pub fn run(&self, host: &Host, program: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
         let mut cmd = Command::new("ip");
@@ -153,4 +189,21 @@ pub fn wg_keypair() -> (String, String) {
     child.stdin.take().expect("stdin").write_all(private.as_bytes()).expect("write key");
     let public = child.wait_with_output().expect("wg pubkey output");
     (private, String::from_utf8_lossy(&public.stdout).trim().to_string())
+}
+
+/// The `enroll` arguments an operator copies from the command `device token create` printed
+/// (`created`, its JSON): `enroll --coordinator … --token … --ca-pin …`.
+pub fn enroll_args(created: &serde_json::Value) -> Vec<String> {
+    let command = created["command"].as_str().unwrap_or_else(|| panic!("command: {created}"));
+    let words: Vec<&str> = command.split_whitespace().collect();
+    let after = |flag: &str| words[words.iter().position(|w| *w == flag).expect(flag) + 1].to_string();
+    vec![
+        "enroll".to_string(),
+        "--coordinator".to_string(),
+        after("--coordinator"),
+        "--token".to_string(),
+        after("--token"),
+        "--ca-pin".to_string(),
+        after("--ca-pin"),
+    ]
 }

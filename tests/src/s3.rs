@@ -97,6 +97,29 @@ impl S3 {
         }
     }
 
+    /// A db node's `agent.toml` for `backup run|list|restore` by hand into this store: the
+    /// postgres driver at `url`, data in `data_dir`, no reachable coordinator.
+    pub fn agent_config(&self, data_dir: &Path, url: &str) -> berqenas_node_agent::config::AgentConfig {
+        use berqenas_node_agent::config::{default_metrics_listen, AgentConfig, DriverConfig};
+        AgentConfig {
+            node_id: 1,
+            data_dir: data_dir.to_path_buf(),
+            coordinators: vec!["127.0.0.1:1".into()],
+            resync_interval: Duration::from_secs(30),
+            driver: DriverConfig::Postgres {
+                url: url.to_string(),
+                gateway_dir: None,
+                pgbouncer: None,
+                limits: Default::default(),
+            },
+            max_tenants: 10,
+            gateway: None,
+            realtime: None,
+            backup: Some(self.config()),
+            metrics_listen: default_metrics_listen(),
+        }
+    }
+
     /// Every file under the bucket's directory (objects and upload leftovers), relative paths.
     pub fn files(&self) -> Vec<PathBuf> {
         fn walk(dir: &Path, base: &Path, out: &mut Vec<PathBuf>) {

@@ -83,23 +83,7 @@ fn main() {
             .expect("size")
     });
 
-    let cfg = berqenas_node_agent::config::AgentConfig {
-        node_id: 1,
-        data_dir: tmp.path().to_path_buf(),
-        coordinators: vec!["127.0.0.1:1".into()],
-        resync_interval: Duration::from_secs(30),
-        driver: berqenas_node_agent::config::DriverConfig::Postgres {
-            url: url.clone(),
-            gateway_dir: None,
-            pgbouncer: None,
-            limits: Default::default(),
-        },
-        max_tenants: 10,
-        gateway: None,
-        realtime: None,
-        backup: Some(s3.config()),
-        metrics_listen: berqenas_node_agent::config::default_metrics_listen(),
-    };
+    let cfg = s3.agent_config(tmp.path(), &url);
     let config = tmp.path().join("agent.toml");
     cfg.save(&config).expect("agent.toml");
     let key_file = tmp.path().join("bench.key");

@@ -27,7 +27,7 @@
 
 use berqenas_tests::bench::{percentile, proc_stats, round2};
 use berqenas_tests::coordinator;
-use berqenas_tests::lab::{wg_keypair, Host, Lab};
+use berqenas_tests::lab::{enroll_args, wg_keypair, Host, Lab};
 use berqenas_tests::{wait_for, Proc};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -116,23 +116,7 @@ impl Bench {
         let tok = self.cli(&["node", "token", "create", "--roles", roles]);
         let dir = self.tmp.path().join(name);
         let url = format!("https://{}:7301", self.coord.addr);
-        let extra: Vec<String> = extra.iter().map(|a| a.replace("DIR", path(&dir))).collect();
-        let mut args = vec![
-            "join",
-            "--coordinator",
-            &url,
-            "--token",
-            tok["token"].as_str().expect("token"),
-            "--ca-pin",
-            tok["ca_fingerprint"].as_str().expect("pin"),
-            "--roles",
-            roles,
-            "--data-dir",
-            path(&dir),
-        ];
-        args.extend(extra.iter().map(String::as_str));
-        let out = self.lab.run(host, &self.agent, &args, &[]);
-        assert!(out.status.success(), "join in {}: {}", host.name, text(&out));
+        self.lab.join_agent(host, &self.agent, &url, &tok, roles, &dir, extra);
         dir
     }
 
@@ -239,14 +223,13 @@ fn main() {
         let t0 = Instant::now();
         let created = b.cli(&["device", "token", "create", "--tenant", "acme", "--name", &name]);
         token_ms.push(ms(t0));
-        let command = created["command"].as_str().expect("command").to_string();
-        let words: Vec<&str> = command.split_whitespace().collect();
-        let after = |flag: &str| words[words.iter().position(|w| *w == flag).expect(flag) + 1].to_string();
-        let (url, token, pin) = (after("--coordinator"), after("--token"), after("--ca-pin"));
         let state = b.tmp.path().join(format!("dev-{name}"));
         let sd = path(&state).to_string();
         let interface = format!("bqb{tag}e{i}");
         links.names.push(interface.clone());
+        let mut enroll = enroll_args(&created);
+        enroll.extend(["--interface".to_string(), interface.clone()]);
+        let enroll: Vec<&str> = enroll.iter().map(String::as_str).collect();
         let device = |a: &[&str]| {
             let mut all = vec!["--state-dir", sd.as_str()];
             all.extend_from_slice(a);
@@ -254,8 +237,7 @@ fn main() {
         };
 
         let start = Instant::now();
-        let out =
-            device(&["enroll", "--coordinator", &url, "--token", &token, "--ca-pin", &pin, "--interface", &interface]);
+        let out = device(&enroll);
         assert!(out.status.success(), "enroll {name}: {}", text(&out));
         enroll_ms.push(ms(start));
         unconfirmed += u32::from(text(&out).contains("has not confirmed"));

@@ -323,23 +323,7 @@ fn the_agent_binary_backs_up_and_restores_a_tenant_by_hand() {
         let s3 = S3::start(e.tmp.path());
         fill(&e.db, 1_000).await;
         let at_backup = checksums(&e.db, "tenant_acme").await;
-        let cfg = berqenas_node_agent::config::AgentConfig {
-            node_id: 1,
-            data_dir: e.tmp.path().to_path_buf(),
-            coordinators: vec!["127.0.0.1:1".into()],
-            resync_interval: std::time::Duration::from_secs(30),
-            driver: berqenas_node_agent::config::DriverConfig::Postgres {
-                url: e.url.clone(),
-                gateway_dir: None,
-                pgbouncer: None,
-                limits: Default::default(),
-            },
-            max_tenants: 10,
-            gateway: None,
-            realtime: None,
-            backup: Some(s3.config()),
-            metrics_listen: berqenas_node_agent::config::default_metrics_listen(),
-        };
+        let cfg = s3.agent_config(e.tmp.path(), &e.url);
         let config = e.tmp.path().join("agent.toml");
         cfg.save(&config).expect("agent.toml");
         let key_file = e.tmp.path().join("acme.key");

@@ -6,22 +6,12 @@
 //! gateway has reported the peer (at most 3 s), and `berqenas-device up` starts fresh initiations
 //! until the gateway answers.
 
+use crate::gateway_e2e::edge::edge;
 use crate::gateway_e2e::env::{path, text, Env, CONVERGE};
 use crate::harness::agent_bin;
-use berqenas_tests::lab::Host;
-use berqenas_tests::{wait_for, workspace_bin};
+use berqenas_tests::wait_for;
 use std::path::Path;
-use std::process::Output;
 use std::time::{Duration, Instant};
-
-/// Deletes the device's link at the end, passed or failed (wireguard-go exits with it).
-struct Link(String, String);
-
-impl Drop for Link {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip").args(["-n", &self.0, "link", "del", &self.1]).output();
-    }
-}
 
 /// The gateway agent stopped (SIGSTOP) until dropped: it adds no peer meanwhile, while its
 /// wireguard-go keeps answering the peers it has.
@@ -41,61 +31,6 @@ impl Drop for Paused {
     }
 }
 
-/// A device host's `berqenas-device` with its own state directory and interface.
-struct Edge<'a> {
-    env: &'a Env,
-    host: Host,
-    state: String,
-    interface: String,
-}
-
-impl Edge<'_> {
-    fn run(&self, args: &[&str]) -> Output {
-        let mut all = vec!["--state-dir", self.state.as_str()];
-        all.extend_from_slice(args);
-        self.env.lab.run(&self.host, &workspace_bin("berqenas-device"), &all, &[("BERQENAS_DEVICE_WG", "userspace")])
-    }
-
-    /// `device token create` then `enroll` with the command it printed; enroll's output.
-    fn enroll(&self, name: &str) -> String {
-        let created = self.env.json(&["device", "token", "create", "--tenant", "acme", "--name", name]);
-        let command = created["command"].as_str().expect("command").to_string();
-        let words: Vec<&str> = command.split_whitespace().collect();
-        let after = |flag: &str| words[words.iter().position(|w| *w == flag).expect(flag) + 1];
-        let out = self.run(&[
-            "enroll",
-            "--coordinator",
-            after("--coordinator"),
-            "--token",
-            after("--token"),
-            "--ca-pin",
-            after("--ca-pin"),
-            "--interface",
-            &self.interface,
-        ]);
-        assert!(out.status.success(), "enroll {name}: {}", text(&out));
-        text(&out)
-    }
-
-    /// `wg show` of the device's interface (empty when it is not there yet).
-    fn wg(&self, what: &str) -> String {
-        let out = self.env.lab.run(&self.host, Path::new("wg"), &["show", &self.interface, what], &[]);
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-
-    /// The device's peer (its gateway) has a handshake on record.
-    fn handshaken(&self) -> bool {
-        self.wg("latest-handshakes").split_whitespace().nth(1).is_some_and(|t| t != "0")
-    }
-}
-
-fn edge<'a>(env: &'a Env, host: &Host, name: &str) -> (Edge<'a>, Link) {
-    let interface = format!("bqh{}{name}", std::process::id() % 100_000);
-    let link = Link(host.netns.clone(), interface.clone());
-    let state = env.tmp.path().join(format!("{name}-state")).to_str().expect("UTF-8").to_string();
-    (Edge { env, host: host.clone(), state, interface }, link)
-}
-
 #[test]
 fn a_device_handshakes_right_after_its_gateway_adds_the_peer_late() {
     let (env, hosts, ()) = Env::with_db(&["hs1", "hs2"], |env| {
@@ -111,7 +46,7 @@ fn a_device_handshakes_right_after_its_gateway_adds_the_peer_late() {
     // The usual path: the coordinator answers once the gateway has the peer; `up` reports the
     // handshake it waited for.
     let (first, _first_link) = edge(&env, &hosts[0], "a");
-    let enrolled = first.enroll("edge-a");
+    let enrolled = first.enroll("edge-a", &[]);
     assert!(!enrolled.contains("not confirmed"), "the gateway had the peer before the answer: {enrolled}");
     let first_up = wait_for("up with the gateway's key", CONVERGE, || {
         let out = first.run(&["up"]);
@@ -126,7 +61,7 @@ fn a_device_handshakes_right_after_its_gateway_adds_the_peer_late() {
     let (late, _late_link) = edge(&env, &hosts[1], "b");
     let agent_pid = env.agent.as_ref().expect("the gateway agent").pid();
     let paused = Paused::new(agent_pid);
-    let enrolled = late.enroll("edge-b");
+    let enrolled = late.enroll("edge-b", &[]);
     let public_key = env
         .json(&["device", "list", "--tenant", "acme"])
         .as_array()

@@ -10,11 +10,13 @@
 //! The gateway agent gets a private `/run/wireguard` (a tmpfs in a mount namespace that a holder
 //! process keeps, so a restarted agent finds its wireguard-go sockets): those sockets are named
 //! after the interface, and `bqt1` of this lab must not meet the `bqt1` of another lab running at
-//! the same time. The lab itself is in `gateway_e2e/env.rs`.
+//! the same time. The lab itself is in `gateway_e2e/env.rs`, a device running `berqenas-device` in
+//! `gateway_e2e/edge.rs`.
 //!
 //! Prerequisites (a missing one fails the test): root, /dev/net/tun, `wireguard-go`, `wg`, `ip`,
 //! `nft`, `nsenter`, `ping`, `python3`.
 
+pub mod edge;
 pub mod env;
 
 use crate::harness::agent_bin;

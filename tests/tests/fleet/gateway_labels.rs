@@ -6,17 +6,9 @@
 //! unlabelled device's service on the same port still answers; with the rule removed, the
 //! camera answers again.
 
+use crate::gateway_e2e::edge::edge;
 use crate::gateway_e2e::env::{text, Env, CONVERGE};
-use berqenas_tests::{wait_for, workspace_bin};
-
-/// Deletes the camera's link at the end, passed or failed (wireguard-go exits with it).
-struct Link(String, String);
-
-impl Drop for Link {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip").args(["-n", &self.0, "link", "del", &self.1]).output();
-    }
-}
+use berqenas_tests::wait_for;
 
 /// Waits until the tenant's nodes report the current revision (a change just made is applied).
 fn applied(env: &Env, tenant: &str, what: &str) {
@@ -59,37 +51,12 @@ fn gateway_e2e_a_deny_rule_by_label_blocks_the_labelled_device_enrolled_later_an
     let host = env.lab.host("cam");
     env.sh(&host, "ip", &["addr", "add", "198.51.100.31/24", "dev", "eth0"]);
     env.serve(&host, "serve-cam", &["8080"]);
-    let interface = format!("bql{}", std::process::id() % 100_000);
-    let _link = Link(host.netns.clone(), interface.clone());
-    let bin = workspace_bin("berqenas-device");
-    let state = env.tmp.path().join("cam-state");
-    let sd = state.to_str().expect("utf-8").to_string();
-    let device = |args: &[&str]| {
-        let mut all = vec!["--state-dir", sd.as_str()];
-        all.extend_from_slice(args);
-        env.lab.run(&host, &bin, &all, &[("BERQENAS_DEVICE_WG", "userspace")])
-    };
-    let created =
-        env.json(&["device", "token", "create", "--tenant", "acme", "--name", "cam1", "--labels", "role=camera"]);
-    let command = created["command"].as_str().expect("command").to_string();
-    let words: Vec<&str> = command.split_whitespace().collect();
-    let after = |flag: &str| words[words.iter().position(|w| *w == flag).expect(flag) + 1];
-    let out = device(&[
-        "enroll",
-        "--coordinator",
-        after("--coordinator"),
-        "--token",
-        after("--token"),
-        "--ca-pin",
-        after("--ca-pin"),
-        "--interface",
-        &interface,
-    ]);
-    assert!(out.status.success(), "enroll: {}", text(&out));
+    let (cam_edge, _link) = edge(&env, &host, "cam");
+    cam_edge.enroll("cam1", &["--labels", "role=camera"]);
     let cam = env.json(&["device", "show", "cam1", "--tenant", "acme"]);
     assert_eq!(cam["labels"], serde_json::json!({"role": "camera"}), "{cam}");
     let cam_address = cam["address"].as_str().expect("address").to_string();
-    wait_for("up with the gateway's key", CONVERGE, || device(&["up"]).status.success().then_some(()));
+    wait_for("up with the gateway's key", CONVERGE, || cam_edge.run(&["up"]).status.success().then_some(()));
     let gateway = env.gateway_address("acme");
     wait_for("a ping of the gateway through the camera's tunnel", CONVERGE, || {
         env.pings(&host, &gateway).then_some(())
@@ -104,6 +71,6 @@ fn gateway_e2e_a_deny_rule_by_label_blocks_the_labelled_device_enrolled_later_an
     // Without the rule, the camera answers: the rule was what blocked it.
     env.json(&["firewall", "rm", &id, "--tenant", "acme"]);
     env.connects(&d2.host, &cam_service, None, &d2.address, "the camera once the rule is removed");
-    let out = device(&["down"]);
+    let out = cam_edge.run(&["down"]);
     assert!(out.status.success(), "down: {}", text(&out));
 }

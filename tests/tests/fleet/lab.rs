@@ -109,29 +109,8 @@ fn lab_fleet_across_namespaces_joins_converges_and_survives_a_coordinator() {
         let dir = f.tmp.path().join(&host.name);
         let tenants = dir.join("tenants");
         let url = format!("https://{}:7301", f.coords[via].0.addr);
-        let out = f.lab.run(
-            host,
-            &agent_bin(),
-            &[
-                "join",
-                "--coordinator",
-                &url,
-                "--token",
-                tok["token"].as_str().expect("token"),
-                "--ca-pin",
-                tok["ca_fingerprint"].as_str().expect("pin"),
-                "--roles",
-                roles,
-                "--data-dir",
-                dir.to_str().expect("utf-8"),
-                "--driver",
-                "dir",
-                "--driver-path",
-                tenants.to_str().expect("utf-8"),
-            ],
-            &[],
-        );
-        assert!(out.status.success(), "join in {}: {}", host.name, String::from_utf8_lossy(&out.stderr));
+        let driver = ["--driver", "dir", "--driver-path", tenants.to_str().expect("utf-8")];
+        f.lab.join_agent(host, &agent_bin(), &url, &tok, roles, &dir, &driver);
         let config = dir.join("agent.toml");
         let proc = f.lab.spawn(
             host,

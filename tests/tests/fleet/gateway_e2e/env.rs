@@ -3,7 +3,7 @@
 
 use crate::harness::{agent_bin, coordinator_bin};
 use berqenas_tests::coordinator;
-use berqenas_tests::lab::{wg_keypair, Host, Lab};
+use berqenas_tests::lab::{self, wg_keypair, Host, Lab};
 use berqenas_tests::{wait_for, workspace_bin, Proc};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -256,23 +256,7 @@ impl Env {
         let tok = self.json(&["node", "token", "create", "--roles", roles]);
         let dir = self.tmp.path().join(name);
         let url = format!("https://{}:7301", self.coord.addr);
-        let extra: Vec<String> = extra.iter().map(|a| a.replace("DIR", path(&dir))).collect();
-        let mut args = vec![
-            "join",
-            "--coordinator",
-            &url,
-            "--token",
-            tok["token"].as_str().expect("token"),
-            "--ca-pin",
-            tok["ca_fingerprint"].as_str().expect("pin"),
-            "--roles",
-            roles,
-            "--data-dir",
-            path(&dir),
-        ];
-        args.extend(extra.iter().map(String::as_str));
-        let out = self.lab.run(host, &agent_bin(), &args, &[]);
-        assert!(out.status.success(), "join in {}: {}", host.name, text(&out));
+        self.lab.join_agent(host, &agent_bin(), &url, &tok, roles, &dir, extra);
         dir
     }
 
@@ -333,21 +317,7 @@ impl Env {
     /// `device token create --tenant T --name N`, turned into the `enroll` arguments the
     /// operator would copy from its printed command (coordinator, token, CA pin).
     pub fn enroll_args(&self, tenant: &str, name: &str) -> Vec<String> {
-        let created = self.json(&["device", "token", "create", "--tenant", tenant, "--name", name]);
-        let command = created["command"].as_str().unwrap_or_else(|| panic!("command: {created}"));
-        let words: Vec<&str> = command.split_whitespace().collect();
-        let after = |flag: &str| words[words.iter().position(|w| *w == flag).expect(flag) + 1].to_string();
-        [
-            "enroll",
-            "--coordinator",
-            &after("--coordinator"),
-            "--token",
-            &after("--token"),
-            "--ca-pin",
-            &after("--ca-pin"),
-        ]
-        .map(str::to_string)
-        .to_vec()
+        lab::enroll_args(&self.json(&["device", "token", "create", "--tenant", tenant, "--name", name]))
     }
 
     pub fn gateway_address(&self, tenant: &str) -> String {
