@@ -164,7 +164,8 @@ fn event_of_syslog(msg: &str) -> Value {
     assert_eq!(parts.len(), 6, "{header}");
     assert!(parts[0] == "<109>1" || parts[0] == "<108>1", "PRI (log audit) and VERSION: {header}");
     assert!(parts[1].ends_with('Z') && parts[1].contains('T'), "RFC 3339 timestamp: {header}");
-    assert_eq!((parts[3], parts[4], parts[5]), ("berqenas", "coordinator-1", "audit"), "{header}");
+    assert_eq!((parts[3], parts[5]), ("berqenas", "audit"), "{header}");
+    assert!(parts[4].starts_with("coordinator-"), "PROCID names the forwarding coordinator: {header}");
     serde_json::from_str(json).expect("MSG is JSON")
 }
 
@@ -197,7 +198,16 @@ fn assert_in_order_without_gaps(seqs: &[u64]) {
 
 /// The newest audit entry's seq.
 fn head(c: &Cluster) -> u64 {
-    c.json(0, &["audit", "list", "--limit", "1"])[0]["seq"].as_u64().expect("seq")
+    head_at(c, 0)
+}
+
+fn head_at(c: &Cluster, idx: usize) -> u64 {
+    c.json(idx, &["audit", "list", "--limit", "1"])[0]["seq"].as_u64().expect("seq")
+}
+
+/// The PROCID (`coordinator-N`) of each syslog message, in arrival order.
+fn senders(r: &Receiver) -> Vec<String> {
+    r.messages().iter().map(|m| m.split(' ').nth(4).expect("PROCID").to_string()).collect()
 }
 
 async fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
@@ -433,4 +443,38 @@ fn plaintext_syslog_is_refused_at_start_without_the_explicit_flag() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--siem-insecure-plaintext"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_leader_forwards_and_after_a_failover_the_new_one_loses_nothing() {
+    let files = tempfile::tempdir().expect("tmp");
+    let (ca, chain, key) = ca_and_leaf("siem failover ca");
+    let r = Receiver::start(Kind::Syslog, &chain, &key).await;
+    let ca_file = write(files.path(), "siem-ca.pem", &ca);
+    let target = format!("syslog+tls://localhost:{}", r.port);
+    let mut c = Cluster::three_with(&["--siem-target", &target, "--siem-ca", ca_file.to_str().expect("utf-8")]);
+    c.json(0, &["tenant", "create", "--name", "acme"]);
+    let upto = head(&c);
+    wait_delivered(&r, upto).await;
+    let leader = c.leader_seen_by(0).expect("a leader");
+    let mut from: Vec<String> = senders(&r);
+    from.dedup();
+    assert_eq!(from, vec![format!("coordinator-{leader}")], "one coordinator forwards: the leader");
+
+    let before = r.messages().len();
+    let old = c.index_of(leader);
+    c.kill(old);
+    let survivor = (old + 1) % 3;
+    wait_until("a new leader", Duration::from_secs(30), || c.leader_seen_by(survivor).is_some_and(|l| l != leader))
+        .await;
+    let new_leader = c.leader_seen_by(survivor).expect("a leader");
+    c.json(survivor, &["tenant", "create", "--name", "beta"]);
+    let upto = head_at(&c, survivor);
+    wait_delivered(&r, upto).await;
+    assert_in_order_without_gaps(&seqs(&events(&r)));
+    let after: Vec<String> = senders(&r)[before..].to_vec();
+    assert!(
+        after.iter().all(|p| *p == format!("coordinator-{new_leader}")),
+        "after the failover only the new leader forwards: {after:?}"
+    );
 }
