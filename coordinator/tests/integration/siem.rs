@@ -59,7 +59,10 @@ struct Receiver {
 
 impl Receiver {
     async fn start(kind: Kind, chain: &str, key: &str) -> Self {
-        let mut tls = berqenas_pki::api_server_config(chain, key).expect("tls");
+        Self::start_with(kind, berqenas_pki::api_server_config(chain, key).expect("tls")).await
+    }
+
+    async fn start_with(kind: Kind, mut tls: rustls::ServerConfig) -> Self {
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         let mut r = Self { kind, port: 0, tls: Arc::new(tls), seen: Arc::default(), task: None };
         r.listen().await;
@@ -477,4 +480,77 @@ async fn only_the_leader_forwards_and_after_a_failover_the_new_one_loses_nothing
         after.iter().all(|p| *p == format!("coordinator-{new_leader}")),
         "after the failover only the new leader forwards: {after:?}"
     );
+}
+
+/// A server config that requires a client certificate from `client_ca_pem`.
+fn requiring_client_certificates(client_ca_pem: &str, chain: &str, key: &str) -> rustls::ServerConfig {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(client_ca_pem.as_bytes()).expect("ca")).expect("root");
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .expect("verifier");
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(chain.as_bytes()).map(|c| c.expect("cert")).collect();
+    rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key"))
+        .expect("server config")
+}
+
+/// A client certificate (clientAuth) signed by a fresh CA: (CA PEM, chain PEM, key PEM).
+fn client_ca_and_cert() -> (String, String, String) {
+    let ca_key = KeyPair::generate().expect("key");
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, "siem client ca");
+    let ca = params.self_signed(&ca_key).expect("ca");
+    let leaf_key = KeyPair::generate().expect("key");
+    let mut leaf = CertificateParams::new(vec!["coordinator.example".to_string()]).expect("params");
+    leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let leaf = leaf.signed_by(&leaf_key, &ca, &ca_key).expect("leaf");
+    (ca.pem(), format!("{}{}", leaf.pem(), ca.pem()), leaf_key.serialize_pem())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_siem_that_requires_a_client_certificate_gets_entries_only_from_one_that_has_it() {
+    let files = tempfile::tempdir().expect("tmp");
+    let (ca, chain, key) = ca_and_leaf("siem mtls ca");
+    let (client_ca, client_chain, client_key) = client_ca_and_cert();
+    let r = Receiver::start_with(Kind::Syslog, requiring_client_certificates(&client_ca, &chain, &key)).await;
+    let ca_file = write(files.path(), "siem-ca.pem", &ca);
+    let cert_file = write(files.path(), "client.pem", &client_chain);
+    let key_file = write(files.path(), "client.key", &client_key);
+    let target = format!("syslog+tls://localhost:{}", r.port);
+    let ca_arg = ca_file.to_str().expect("utf-8");
+
+    // Without the certificate: refused by the SIEM, counted, never delivered.
+    let c = Cluster::single_with(&["--siem-target", &target, "--siem-ca", ca_arg]);
+    c.json(0, &["tenant", "create", "--name", "acme"]);
+    wait_until("failed deliveries counted", Duration::from_secs(20), || {
+        siem_metrics(&c).1.is_some_and(|errors| errors >= 2.0)
+    })
+    .await;
+    assert!(r.messages().is_empty(), "nothing reached the SIEM without a client certificate");
+    assert_eq!(siem_metrics(&c).0, Some(0.0));
+    drop(c);
+
+    // With it: delivered.
+    let c = Cluster::single_with(&[
+        "--siem-target",
+        &target,
+        "--siem-ca",
+        ca_arg,
+        "--siem-client-cert",
+        cert_file.to_str().expect("utf-8"),
+        "--siem-client-key",
+        key_file.to_str().expect("utf-8"),
+    ]);
+    c.json(0, &["tenant", "create", "--name", "acme"]);
+    let upto = head(&c);
+    wait_delivered(&r, upto).await;
+    assert_in_order_without_gaps(&seqs(&events(&r)));
 }
