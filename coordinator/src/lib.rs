@@ -12,6 +12,7 @@ pub mod recovery;
 pub mod refusals;
 pub mod scram;
 pub mod server;
+pub mod siem;
 pub mod state;
 pub mod time;
 pub mod transport;

@@ -10,8 +10,8 @@ mod tls;
 
 pub use identity::{Identity, InvalidIdentity};
 pub use tls::{
-    api_server_config, client_config, expect_identity, node_client_config, peer_identity, pinned_client_config,
-    server_config, webpki_client_config, ClientAuth, NoRevocations, Revocation,
+    api_server_config, client_config, expect_identity, external_client_config, node_client_config, peer_identity,
+    pinned_client_config, server_config, webpki_client_config, ClientAuth, NoRevocations, Revocation,
 };
 
 use rcgen::{

@@ -289,6 +289,21 @@ pub fn webpki_client_config(ca_pem: &str) -> Result<rustls::ClientConfig, PkiErr
     Ok(config)
 }
 
+/// A standard client (host names checked) trusting only `ca_pem`, presenting `client_cert` if
+/// given, without ALPN: for an operator's own service outside the cluster (a SIEM).
+pub fn external_client_config(
+    ca_pem: &str,
+    client_cert: Option<(&str, &str)>,
+) -> Result<rustls::ClientConfig, PkiError> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots(ca_pem)?);
+    Ok(match client_cert {
+        Some((chain, k)) => builder.with_client_auth_cert(certs(chain)?, key(k)?)?,
+        None => builder.with_no_client_auth(),
+    })
+}
+
 /// A server for the REST API: no client certificates (callers use API keys).
 pub fn api_server_config(chain_pem: &str, key_pem: &str) -> Result<rustls::ServerConfig, PkiError> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider())

@@ -105,6 +105,7 @@ const COORDINATOR_LAYERS: &[(&str, &[&str])] = &[
     ("transport", &["transport", "state", "time", "admission", "refusals", "datadir"]),
     ("raft", &["raft", "state", "time", "transport", "datadir"]),
     ("server", &["server", "raft", "state", "time", "transport", "admission", "refusals", "datadir"]),
+    ("siem", &["siem", "server", "raft", "state", "time", "datadir"]),
 ];
 
 #[test]

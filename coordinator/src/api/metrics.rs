@@ -227,6 +227,18 @@ fn render(c: &Coordinator, http: &HttpMetrics) -> std::result::Result<String, st
         refused,
     );
 
+    if let Some((delivered, errors)) = crate::siem::STATS.get() {
+        gauge(
+            &mut reg,
+            "siem_last_delivered_seq",
+            "Sequence number of the last audit entry this coordinator delivered to the SIEM (present when one is configured)",
+            delivered,
+        );
+        let failed: Counter = Counter::default();
+        failed.inc_by(errors);
+        reg.register("siem_errors", "Failed SIEM deliveries (connect, TLS, write or HTTP status) since start", failed);
+    }
+
     let identity = crate::transport::Identity { dir: c.data_dir.clone() };
     let expiry: Family<CertificateLabel, Gauge> = Family::default();
     for (certificate, path) in [("coordinator", identity.cert_path()), ("ca", identity.ca_path())] {

@@ -49,7 +49,7 @@ pub enum Command {
     /// Bootstrap a new single-voter cluster in a data dir (cluster CA, first admin key).
     Init(InitArgs),
     /// Run a coordinator node.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Break-glass: mint a new admin key from this host's coordinator data directory (needs write
     /// access to it: root or the service user). Works whether or not the coordinator is running.
     RecoverAdmin(RecoverAdminArgs),
@@ -171,6 +171,9 @@ pub struct ServeArgs {
     /// Rate limits, refusal audit window and listener timeouts.
     #[command(flatten)]
     pub limits: crate::admission::LimitArgs,
+    /// Forwarding the audit trail to a SIEM.
+    #[command(flatten)]
+    pub siem: crate::siem::SiemArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -464,7 +467,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let out = cli.output;
     match cli.command {
         Command::Init(a) => init(a, out).await,
-        Command::Serve(a) => serve(a).await,
+        Command::Serve(a) => serve(*a).await,
         Command::RecoverAdmin(a) => recover_admin(a, out).await,
         command => {
             let ca = match &cli.ca_cert {
@@ -556,6 +559,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(id = config.id, "obtained this coordinator's certificate");
     }
     let limits = a.limits.limits().map_err(|e| anyhow::anyhow!(e))?;
+    let siem = a.siem.target()?.map(|t| crate::siem::Forwarder::new(&a.data_dir, t)).transpose()?;
     let coordinator = crate::server::Coordinator::start(config, &a.data_dir, a.snapshot_logs, limits).await?;
     let identity = crate::transport::Identity { dir: a.data_dir.clone() };
     let loopback = coordinator.config.api_listen.ip().is_loopback();
@@ -574,7 +578,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     if api_tls.is_none() && !loopback {
         tracing::warn!(addr = %coordinator.config.api_listen, "the REST API is served over plain HTTP on a non-loopback address");
     }
-    crate::listeners::serve(coordinator, api_tls.map(Arc::new), a.expiry_interval, shutdown_signal()).await
+    crate::listeners::serve(coordinator, api_tls.map(Arc::new), a.expiry_interval, siem, shutdown_signal()).await
 }
 
 async fn shutdown_signal() {

@@ -1,7 +1,8 @@
 //! The one place that binds and runs the coordinator's listeners: Raft RPCs (coordinators only),
 //! the node-agent gRPC service and the REST API (its connections in `http`), all over the
 //! `transport` accept loop, plus the background tasks that live as long as they do (break-glass
-//! recovery, refusal summaries, the leader's expiry of ephemeral devices). The `Coordinator` is the `transport::Gate` of every listener.
+//! recovery, refusal summaries, the leader's expiry of ephemeral devices, the leader's SIEM
+//! forwarding). The `Coordinator` is the `transport::Gate` of every listener.
 
 mod http;
 
@@ -52,6 +53,7 @@ pub async fn serve(
     c: Arc<Coordinator>,
     api_tls: Option<Arc<rustls::ServerConfig>>,
     expiry_every: Duration,
+    siem: Option<crate::siem::Forwarder>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let raft_listener = tokio::net::TcpListener::bind(c.config.raft_listen)
@@ -97,6 +99,9 @@ pub async fn serve(
     tokio::spawn(crate::recovery::watch(c.clone(), stop_rx.clone()));
     tokio::spawn(refusal_summaries(c.clone(), stop_rx.clone()));
     tokio::spawn(expire_devices(c.clone(), expiry_every, stop_rx.clone()));
+    if let Some(forwarder) = siem {
+        tokio::spawn(forwarder.run(c.clone(), stop_rx.clone()));
+    }
     let nodes = serve_nodes(c.clone(), stop_rx.clone());
     let (g, a, n) = tokio::join!(grpc, api, nodes);
     g.context("raft transport server")?;

@@ -21,3 +21,4 @@ mod harness;
 mod invariants;
 mod peers;
 mod secrets;
+mod siem;
