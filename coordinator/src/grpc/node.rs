@@ -448,6 +448,7 @@ impl pb::node_server::Node for NodeService {
                             quota_exceeded: t.quota_exceeded,
                             connections: t.connections,
                             gateway: t.gateway.as_ref().map(gateway_status),
+                            events_total: t.events_total,
                         },
                     )
                 })
