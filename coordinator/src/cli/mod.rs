@@ -8,6 +8,7 @@ mod commands;
 mod devicetoken;
 mod gateway;
 pub mod output;
+mod usage;
 
 use crate::api::dto::UpdateTenantBody;
 use crate::state::allocation::VpnPool;
@@ -49,7 +50,7 @@ pub enum Command {
     /// Bootstrap a new single-voter cluster in a data dir (cluster CA, first admin key).
     Init(InitArgs),
     /// Run a coordinator node.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Break-glass: mint a new admin key from this host's coordinator data directory (needs write
     /// access to it: root or the service user). Works whether or not the coordinator is running.
     RecoverAdmin(RecoverAdminArgs),
@@ -72,6 +73,9 @@ pub enum Command {
     /// A tenant's firewall rules and blocked domains.
     #[command(subcommand)]
     Firewall(gateway::FirewallCmd),
+    /// A tenant's usage ledger: disk, connections, events, VPN traffic, API calls per day.
+    #[command(subcommand)]
+    Usage(usage::UsageCmd),
 }
 
 #[derive(Debug, Args)]
@@ -171,6 +175,9 @@ pub struct ServeArgs {
     /// Rate limits, refusal audit window and listener timeouts.
     #[command(flatten)]
     pub limits: crate::admission::LimitArgs,
+    /// The usage ledger: sampling, API-call batches, retention.
+    #[command(flatten)]
+    pub usage: crate::apicalls::UsageArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -464,7 +471,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let out = cli.output;
     match cli.command {
         Command::Init(a) => init(a, out).await,
-        Command::Serve(a) => serve(a).await,
+        Command::Serve(a) => serve(*a).await,
         Command::RecoverAdmin(a) => recover_admin(a, out).await,
         command => {
             let ca = match &cli.ca_cert {
@@ -491,7 +498,7 @@ async fn init(a: InitArgs, out: Output) -> anyhow::Result<()> {
             "admin_api_key": token,
             "ca_fingerprint": fingerprint,
         })),
-        Output::Table => {
+        Output::Table | Output::Csv => {
             say(format_args!("initialized coordinator {id} in {}", a.data_dir.display()));
             say(format_args!("CA fingerprint: {fingerprint}"));
             say(format_args!("admin API key (shown once, store it now): {token}"));
@@ -506,7 +513,7 @@ async fn init(a: InitArgs, out: Output) -> anyhow::Result<()> {
 async fn recover_admin(a: RecoverAdminArgs, out: Output) -> anyhow::Result<()> {
     let wait = humantime::parse_duration(&a.wait).context("--wait")?;
     let (token, id) = crate::recovery::request(&a.data_dir)?;
-    if out == Output::Table {
+    if out != Output::Json {
         say(format_args!("break-glass admin key {id} (shown once, store it now): {token}"));
     }
     let file = crate::recovery::path(&a.data_dir);
@@ -518,8 +525,10 @@ async fn recover_admin(a: RecoverAdminArgs, out: Output) -> anyhow::Result<()> {
     let added = !file.exists() && !rejected.exists();
     match out {
         Output::Json => output::print_json(&json!({"admin_api_key": token, "key_id": id, "added": added})),
-        Output::Table if added => say(format_args!("the coordinator added it (audited as apikey.recovered)")),
-        Output::Table => say(format_args!(
+        Output::Table | Output::Csv if added => {
+            say(format_args!("the coordinator added it (audited as apikey.recovered)"))
+        }
+        Output::Table | Output::Csv => say(format_args!(
             "no running coordinator took it within {}; it is added when the coordinator on this host starts",
             humantime::format_duration(wait)
         )),
@@ -556,6 +565,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(id = config.id, "obtained this coordinator's certificate");
     }
     let limits = a.limits.limits().map_err(|e| anyhow::anyhow!(e))?;
+    let usage = a.usage.config().map_err(|e| anyhow::anyhow!(e))?;
     let coordinator = crate::server::Coordinator::start(config, &a.data_dir, a.snapshot_logs, limits).await?;
     let identity = crate::transport::Identity { dir: a.data_dir.clone() };
     let loopback = coordinator.config.api_listen.ip().is_loopback();
@@ -574,7 +584,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     if api_tls.is_none() && !loopback {
         tracing::warn!(addr = %coordinator.config.api_listen, "the REST API is served over plain HTTP on a non-loopback address");
     }
-    crate::listeners::serve(coordinator, api_tls.map(Arc::new), a.expiry_interval, shutdown_signal()).await
+    crate::listeners::serve(coordinator, api_tls.map(Arc::new), a.expiry_interval, usage, shutdown_signal()).await
 }
 
 async fn shutdown_signal() {
@@ -600,6 +610,7 @@ async fn api_command(client: &Client, command: Command, out: Output) -> anyhow::
         Command::Device(d) => gateway::device(client, d, out).await,
         Command::Expose(x) => gateway::expose(client, x, out).await,
         Command::Firewall(f) => gateway::firewall(client, f, out).await,
+        Command::Usage(u) => usage::usage(client, u, out).await,
         Command::Init(_) | Command::Serve(_) | Command::RecoverAdmin(_) => bail!("not an API command"),
     }
 }
