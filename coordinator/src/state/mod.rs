@@ -1,6 +1,8 @@
 //! The replicated domain state and the commands that change it. `State::apply` is a pure,
 //! deterministic function of the state and the command: no clock, no randomness, no IO. Every
 //! command, accepted or refused, appends exactly one audit entry in the same step.
+//! tidy: long because it is the table of contents of the commands: every `Op` variant with its
+//! key needs, its audit `describe` line and its `dispatch` line, each one line per command.
 
 pub mod action;
 pub mod allocation;

@@ -113,7 +113,7 @@ fn usage_of_known_activity_shows_within_two_report_intervals_and_customers_read_
     // Only the admin's own requests on globex (`--wait` polls, these reads), none of acme's ten.
     assert!(globex["totals"]["api_calls"].as_u64() < Some(10), "{globex:#}");
     assert!(globex["totals"]["disk_max_bytes"].as_u64() < Some(1_000_000), "{globex:#}");
-    drop(rt.block_on(session.close()));
+    rt.block_on(session.close());
 
     // A customer key reads its own tenant only; a bad period is a clear 400.
     let theirs = usage_json(&f, &customer, &["--tenant", "globex"]);

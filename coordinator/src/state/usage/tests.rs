@@ -225,3 +225,15 @@ fn a_report_for_a_tenant_placed_elsewhere_folds_nothing() {
     assert!(at(&mut s, NOV_1, op).is_ok());
     assert!(s.usage.buckets.is_empty());
 }
+
+#[test]
+fn buckets_round_trip_through_json_with_byte_time_past_u64() {
+    let mut l = Ledger::default();
+    let huge = Usage { disk_byte_ms: u128::from(u64::MAX) * 1000, api_calls: 1, ..Usage::default() };
+    l.add(&acme(), NOV_1, &huge, &mut Vec::new());
+    let s = State { usage: l, ..State::default() };
+    let text = serde_json::to_string(&s).expect("encode");
+    let back: State = serde_json::from_str(&text).expect("decode");
+    assert_eq!(back, s);
+    assert_eq!(back.usage_totals(&acme(), NOV_1, NOV_1 + HOUR_MS).disk_byte_hours, huge.disk_byte_hours());
+}
