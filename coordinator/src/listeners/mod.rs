@@ -155,22 +155,24 @@ async fn expire_devices(c: Arc<Coordinator>, every: Duration, mut stop: tokio::s
 
 /// Every `flush_every` (`serve --usage-flush-interval`, default 60 s): writes the API calls this
 /// coordinator counted per tenant as one `Op::RecordUsage` (its counts are kept for the next
-/// batch if the write fails); the leader writes one at least hourly, which compacts the usage
-/// ledger by this coordinator's retention. Until `stop` flips.
+/// batch if the write fails); every batch compacts the usage ledger by this coordinator's
+/// retention, and the leader writes one at least hourly for that. Until `stop` flips.
 async fn meter_usage(
     c: Arc<Coordinator>,
     usage: crate::apicalls::UsageConfig,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     const COMPACT_EVERY: Duration = Duration::from_secs(3600);
-    let mut compacted: Option<Instant> = None;
+    // The first idle compaction an hour after start: a short-lived coordinator writes nothing
+    // unless it counted calls (each such batch compacts too).
+    let mut compacted = Instant::now();
     loop {
         tokio::select! {
             _ = stop.wait_for(|v| *v) => return,
             _ = tokio::time::sleep(usage.flush_every) => {}
         }
         let leader = c.leader().map(|(id, _)| id) == Some(c.config.id);
-        let compact = leader && compacted.is_none_or(|at| at.elapsed() >= COMPACT_EVERY);
+        let compact = leader && compacted.elapsed() >= COMPACT_EVERY;
         let Some(batch) = c.api_calls.batch(c.config.id, usage.retention, compact) else { continue };
         let meta = crate::state::Meta {
             time_ms: crate::time::now_ms(),
@@ -180,7 +182,7 @@ async fn meter_usage(
         };
         let counts = batch.api_calls.clone();
         match c.write(crate::state::Command { meta, op: crate::state::Op::RecordUsage(batch) }).await {
-            Ok(Ok(_)) => compacted = Some(Instant::now()),
+            Ok(Ok(_)) => compacted = Instant::now(),
             Ok(Err(e)) => tracing::warn!(error = %e, "the usage batch was refused"),
             Err(e) => {
                 tracing::warn!(error = %e, "could not write the usage batch; its counts go with the next");
