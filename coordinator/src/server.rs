@@ -133,6 +133,8 @@ pub struct Coordinator {
     pub applied: tokio::sync::watch::Receiver<u64>,
     /// Rate limits, connection caps and the refusal counts of this coordinator's listeners.
     pub admission: Admission,
+    /// API calls per tenant counted here since the last usage batch (`listeners::meter_usage`).
+    pub api_calls: crate::apicalls::ApiCalls,
     /// Makes the store's pending (non-durable) writes durable at a clean shutdown.
     store_sync: store::StoreSync,
     /// The audit trail, read from the store (the state holds only its head).
@@ -193,6 +195,7 @@ impl Coordinator {
             client_tls,
             applied,
             admission,
+            api_calls: Default::default(),
             store_sync,
             audit,
             commit_index,

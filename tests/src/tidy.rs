@@ -104,7 +104,7 @@ const COORDINATOR_LAYERS: &[(&str, &[&str])] = &[
     ("state", &["state", "time"]),
     ("transport", &["transport", "state", "time", "admission", "refusals", "datadir"]),
     ("raft", &["raft", "state", "time", "transport", "datadir"]),
-    ("server", &["server", "raft", "state", "time", "transport", "admission", "refusals", "datadir"]),
+    ("server", &["server", "raft", "state", "time", "transport", "admission", "refusals", "datadir", "apicalls"]),
     ("siem", &["siem", "server", "raft", "state", "time", "datadir"]),
 ];
 

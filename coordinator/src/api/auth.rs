@@ -42,6 +42,8 @@ pub struct Ctx {
     pub source: String,
     source_ip: Option<std::net::IpAddr>,
     token: Option<String>,
+    /// Whether this request was counted as an API call of a tenant (once per request).
+    metered: std::sync::atomic::AtomicBool,
 }
 
 impl FromRequestParts<Arc<Coordinator>> for Ctx {
@@ -55,7 +57,7 @@ impl FromRequestParts<Arc<Coordinator>> for Ctx {
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim().to_string());
-        Ok(Ctx { coordinator: state.clone(), source, source_ip, token })
+        Ok(Ctx { coordinator: state.clone(), source, source_ip, token, metered: Default::default() })
     }
 }
 
@@ -124,7 +126,18 @@ impl Ctx {
             return Err(ApiError::rate_limited(format!("too many requests with this API key; {reason}"), wait));
         }
         self.authorize(&caller, need, action, target).await?;
+        if let Some(t) = &caller.tenant {
+            self.meter(t);
+        }
         Ok(caller)
+    }
+
+    /// Counts this request as one API call of `tenant` (the usage ledger's `api_calls`), once:
+    /// a customer key's requests count for its tenant, an admin's for the tenant it acts on.
+    fn meter(&self, tenant: &TenantName) {
+        if !self.metered.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            self.coordinator.api_calls.count(tenant);
+        }
     }
 
     /// A request without a usable key: counted for its source (one audit entry per source per
@@ -157,6 +170,9 @@ impl Ctx {
             _ => false,
         };
         if allowed {
+            if let Need::Tenant(t) = need {
+                self.meter(t);
+            }
             return Ok(());
         }
         let role = format!("{:?}", caller.role).to_lowercase();

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod nodes;
 pub mod openapi;
 pub mod tenants;
+pub mod usage;
 
 use crate::server::{Consistency, Coordinator};
 use auth::Ctx;
@@ -46,6 +47,7 @@ pub fn router(c: Arc<Coordinator>) -> Router {
         )
         .route("/api/v1/tenant/{name}/{action}", post(tenants::tenant_lifecycle))
         .route("/api/v1/tenant/{name}/audit", get(audit::tenant_audit))
+        .route("/api/v1/tenant/{name}/usage", get(usage::tenant_usage))
         .route("/api/v1/tenant/{name}/devices", get(devices::list_devices).post(devices::add_device))
         .route("/api/v1/tenant/{name}/devices/{device}", get(devices::get_device).delete(devices::remove_device))
         .route("/api/v1/tenant/{name}/devices/{device}/config", get(devices::device_config))

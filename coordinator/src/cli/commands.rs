@@ -78,7 +78,7 @@ async fn create_tenant(client: &Client, c: CreateTenant, out: Output) -> anyhow:
     }
     match out {
         Output::Json => output::print_json(&created),
-        Output::Table => {
+        Output::Table | Output::Csv => {
             output::tenant(out, &created.tenant);
             say(format_args!("db user           {}", created.db_user));
             say(format_args!("db password       {}   (shown once; store it now)", created.db_password));
@@ -117,7 +117,7 @@ pub(super) async fn apikey(client: &Client, cmd: ApiKeyCmd, out: Output) -> anyh
             let created: CreatedApiKey = client.send(Method::POST, "/api/v1/apikeys", Some(&body)).await?;
             match out {
                 Output::Json => output::print_json(&created),
-                Output::Table => {
+                Output::Table | Output::Csv => {
                     say(format_args!("created API key {} ({})", created.key.id, output::wire_name(&created.key.role)));
                     say(format_args!("token (shown once, store it now): {}", created.token));
                 }
@@ -129,7 +129,7 @@ pub(super) async fn apikey(client: &Client, cmd: ApiKeyCmd, out: Output) -> anyh
                 client.send(Method::DELETE, &format!("/api/v1/apikeys/{}", path_segment(&id)), NO_BODY).await?;
             match out {
                 Output::Json => output::print_json(&key),
-                Output::Table => say(format_args!("revoked API key {}", key.id)),
+                Output::Table | Output::Csv => say(format_args!("revoked API key {}", key.id)),
             }
         }
     }
@@ -164,8 +164,10 @@ pub(super) async fn audit(client: &Client, cmd: AuditCmd, out: Output) -> anyhow
             let v: AuditVerification = client.get("/api/v1/audit/verify").await?;
             match out {
                 Output::Json => output::print_json(&v),
-                Output::Table if v.ok => say(format_args!("audit chain intact: {} entries verified", v.verified)),
-                Output::Table => {}
+                Output::Table | Output::Csv if v.ok => {
+                    say(format_args!("audit chain intact: {} entries verified", v.verified))
+                }
+                Output::Table | Output::Csv => {}
             }
             if let Some(broken) = v.broken.filter(|_| !v.ok) {
                 bail!("audit chain broken at entry {}: {}", broken.seq, broken.reason);
@@ -217,7 +219,7 @@ pub(super) async fn node(client: &Client, cmd: NodeCmd, out: Output) -> anyhow::
             let created: CreatedJoinToken = client.send(Method::POST, "/api/v1/nodes/tokens", Some(&body)).await?;
             match out {
                 Output::Json => output::print_json(&created),
-                Output::Table => {
+                Output::Table | Output::Csv => {
                     say(format_args!("join token (one use, shown once): {}", created.token));
                     say(format_args!("CA fingerprint to pin: {}", created.ca_fingerprint));
                     say(format_args!("expires: {}", crate::time::rfc3339(created.join_token.expires_at_ms)));
@@ -233,7 +235,7 @@ pub(super) async fn node(client: &Client, cmd: NodeCmd, out: Output) -> anyhow::
     let node: NodeView = client.send(Method::POST, &format!("/api/v1/nodes/{id}/{action}"), NO_BODY).await?;
     match out {
         Output::Json => output::print_json(&node),
-        Output::Table => say(format_args!("{verb} node {}", node.id)),
+        Output::Table | Output::Csv => say(format_args!("{verb} node {}", node.id)),
     }
     Ok(())
 }
@@ -246,7 +248,7 @@ pub(super) async fn cluster(client: &Client, cmd: ClusterCmd, out: Output) -> an
             let created: CreatedJoinToken = client.send(Method::POST, "/api/v1/cluster/tokens", Some(&body)).await?;
             match out {
                 Output::Json => output::print_json(&created),
-                Output::Table => {
+                Output::Table | Output::Csv => {
                     let pin = &created.ca_fingerprint;
                     say(format_args!("coordinator token for id {id} (one use, shown once): {}", created.token));
                     say(format_args!("CA fingerprint to pin: {pin}"));
@@ -266,7 +268,7 @@ pub(super) async fn cluster(client: &Client, cmd: ClusterCmd, out: Output) -> an
                 client.send(Method::DELETE, &format!("/api/v1/cluster/tokens/{}", path_segment(&id)), NO_BODY).await?;
             match out {
                 Output::Json => output::print_json(&token),
-                Output::Table => output::coordinator_tokens(out, &[token]),
+                Output::Table | Output::Csv => output::coordinator_tokens(out, &[token]),
             }
             return Ok(());
         }

@@ -69,7 +69,7 @@ pub(super) async fn token(client: &Client, cmd: DeviceTokenCmd, out: Output) -> 
             let created: CreatedDeviceToken = client.send(Method::POST, &tokens_path(&tenant), Some(&body)).await?;
             match out {
                 Output::Json => output::print_json(&created),
-                Output::Table => {
+                Output::Table | Output::Csv => {
                     let t = &created.device_token;
                     let uses = t.max_uses.map_or_else(|| "unlimited uses".to_string(), |m| format!("{m} use(s)"));
                     say(format_args!("device token for tenant {} ({uses}, shown once): {}", t.tenant, created.token));

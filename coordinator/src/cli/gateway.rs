@@ -228,7 +228,7 @@ pub(super) async fn device(client: &Client, cmd: DeviceCmd, out: Output) -> anyh
             let config: DeviceConfigView = client.get(&path).await?;
             match out {
                 Output::Json => output::print_json(&config),
-                Output::Table => {
+                Output::Table | Output::Csv => {
                     say(format_args!("{}", config.config.trim_end()));
                     for m in &config.missing {
                         eprintln!("incomplete: {m}");
@@ -333,7 +333,7 @@ pub(super) async fn firewall(client: &Client, cmd: FirewallCmd, out: Output) -> 
     };
     match out {
         Output::Json => output::print_json(&domains),
-        Output::Table => domains.iter().for_each(|d| say(format_args!("{d}"))),
+        Output::Table | Output::Csv => domains.iter().for_each(|d| say(format_args!("{d}"))),
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ mod commands;
 mod devicetoken;
 mod gateway;
 pub mod output;
+mod usage;
 
 use crate::api::dto::UpdateTenantBody;
 use crate::state::allocation::VpnPool;
@@ -72,6 +73,9 @@ pub enum Command {
     /// A tenant's firewall rules and blocked domains.
     #[command(subcommand)]
     Firewall(gateway::FirewallCmd),
+    /// A tenant's usage ledger: disk, connections, events, VPN traffic, API calls per day.
+    #[command(subcommand)]
+    Usage(usage::UsageCmd),
 }
 
 #[derive(Debug, Args)]
@@ -174,6 +178,9 @@ pub struct ServeArgs {
     /// Forwarding the audit trail to a SIEM.
     #[command(flatten)]
     pub siem: crate::siem::SiemArgs,
+    /// The usage ledger: sampling, API-call batches, retention.
+    #[command(flatten)]
+    pub usage: crate::apicalls::UsageArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -494,7 +501,7 @@ async fn init(a: InitArgs, out: Output) -> anyhow::Result<()> {
             "admin_api_key": token,
             "ca_fingerprint": fingerprint,
         })),
-        Output::Table => {
+        Output::Table | Output::Csv => {
             say(format_args!("initialized coordinator {id} in {}", a.data_dir.display()));
             say(format_args!("CA fingerprint: {fingerprint}"));
             say(format_args!("admin API key (shown once, store it now): {token}"));
@@ -509,7 +516,7 @@ async fn init(a: InitArgs, out: Output) -> anyhow::Result<()> {
 async fn recover_admin(a: RecoverAdminArgs, out: Output) -> anyhow::Result<()> {
     let wait = humantime::parse_duration(&a.wait).context("--wait")?;
     let (token, id) = crate::recovery::request(&a.data_dir)?;
-    if out == Output::Table {
+    if out != Output::Json {
         say(format_args!("break-glass admin key {id} (shown once, store it now): {token}"));
     }
     let file = crate::recovery::path(&a.data_dir);
@@ -521,8 +528,10 @@ async fn recover_admin(a: RecoverAdminArgs, out: Output) -> anyhow::Result<()> {
     let added = !file.exists() && !rejected.exists();
     match out {
         Output::Json => output::print_json(&json!({"admin_api_key": token, "key_id": id, "added": added})),
-        Output::Table if added => say(format_args!("the coordinator added it (audited as apikey.recovered)")),
-        Output::Table => say(format_args!(
+        Output::Table | Output::Csv if added => {
+            say(format_args!("the coordinator added it (audited as apikey.recovered)"))
+        }
+        Output::Table | Output::Csv => say(format_args!(
             "no running coordinator took it within {}; it is added when the coordinator on this host starts",
             humantime::format_duration(wait)
         )),
@@ -560,6 +569,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     }
     let limits = a.limits.limits().map_err(|e| anyhow::anyhow!(e))?;
     let siem = a.siem.target()?.map(|t| crate::siem::Forwarder::new(&a.data_dir, t)).transpose()?;
+    let usage = a.usage.config().map_err(|e| anyhow::anyhow!(e))?;
     let coordinator = crate::server::Coordinator::start(config, &a.data_dir, a.snapshot_logs, limits).await?;
     let identity = crate::transport::Identity { dir: a.data_dir.clone() };
     let loopback = coordinator.config.api_listen.ip().is_loopback();
@@ -578,7 +588,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     if api_tls.is_none() && !loopback {
         tracing::warn!(addr = %coordinator.config.api_listen, "the REST API is served over plain HTTP on a non-loopback address");
     }
-    crate::listeners::serve(coordinator, api_tls.map(Arc::new), a.expiry_interval, siem, shutdown_signal()).await
+    crate::listeners::serve(coordinator, api_tls.map(Arc::new), a.expiry_interval, siem, usage, shutdown_signal()).await
 }
 
 async fn shutdown_signal() {
@@ -604,6 +614,7 @@ async fn api_command(client: &Client, command: Command, out: Output) -> anyhow::
         Command::Device(d) => gateway::device(client, d, out).await,
         Command::Expose(x) => gateway::expose(client, x, out).await,
         Command::Firewall(f) => gateway::firewall(client, f, out).await,
+        Command::Usage(u) => usage::usage(client, u, out).await,
         Command::Init(_) | Command::Serve(_) | Command::RecoverAdmin(_) => bail!("not an API command"),
     }
 }

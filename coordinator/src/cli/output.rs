@@ -12,6 +12,8 @@ use std::fmt::Display;
 pub enum Output {
     Table,
     Json,
+    /// Comma-separated rows with a header line (`usage show`); other commands print a table.
+    Csv,
 }
 
 pub fn print_json<T: Serialize + ?Sized>(v: &T) {
@@ -39,7 +41,7 @@ fn time(ms: Option<u64>) -> String {
     ms.map_or_else(|| "-".into(), crate::time::rfc3339)
 }
 
-fn table(headers: &[&str], rows: Vec<Vec<String>>) {
+pub(super) fn table(headers: &[&str], rows: Vec<Vec<String>>) {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in &rows {
         for (i, cell) in row.iter().enumerate() {

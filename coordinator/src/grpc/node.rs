@@ -28,11 +28,11 @@ const DEBOUNCE: Duration = Duration::from_millis(20);
 const MAX_DEBOUNCE: Duration = Duration::from_millis(200);
 /// An idle watch gets a bookmark this often.
 pub const KEEPALIVE: Duration = Duration::from_secs(5);
-/// A report that changes nothing is still written this often (it refreshes last-seen).
-const REPORT_REFRESH: Duration = Duration::from_secs(60);
-
 pub struct NodeService {
     c: Arc<Coordinator>,
+    /// A report that changes nothing but its usage samples is written this often (it refreshes
+    /// last-seen and feeds the usage ledger): `serve --report-refresh`.
+    report_refresh: Duration,
     last_reports: Mutex<HashMap<u64, (Report, Instant)>>,
 }
 
@@ -51,8 +51,8 @@ impl NodeService {
         self.c.read(|d| known_token(&d.state, token_id, secret_hash))
     }
 
-    pub fn new(c: Arc<Coordinator>) -> Self {
-        Self { c, last_reports: Mutex::new(HashMap::new()) }
+    pub fn new(c: Arc<Coordinator>, report_refresh: Duration) -> Self {
+        Self { c, report_refresh, last_reports: Mutex::new(HashMap::new()) }
     }
 }
 
@@ -448,6 +448,7 @@ impl pb::node_server::Node for NodeService {
                             quota_exceeded: t.quota_exceeded,
                             connections: t.connections,
                             gateway: t.gateway.as_ref().map(gateway_status),
+                            events_total: t.events_total,
                         },
                     )
                 })
@@ -464,7 +465,9 @@ impl pb::node_server::Node for NodeService {
             let due = {
                 let last = self.last_reports.lock().map_err(|e| internal("report cache", e))?;
                 match last.get(&id) {
-                    Some((prev, at)) => significant(prev) != significant(&report) || at.elapsed() >= REPORT_REFRESH,
+                    Some((prev, at)) => {
+                        significant(prev) != significant(&report) || at.elapsed() >= self.report_refresh
+                    }
                     None => true,
                 }
             };

@@ -18,6 +18,7 @@ pub(super) fn significant(r: &Report) -> Report {
     for s in r.tenants.values_mut() {
         s.db_bytes = 0;
         s.connections = 0;
+        s.events_total = 0;
         s.gateway = s.gateway.as_ref().map(GatewayTenantStatus::durable);
     }
     r
@@ -176,6 +177,7 @@ mod tests {
             quota_exceeded: false,
             connections: 0,
             gateway: Some(g),
+            events_total: 0,
         };
         let report = |g: GatewayTenantStatus| Report {
             node_id: 1,

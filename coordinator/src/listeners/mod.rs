@@ -54,6 +54,7 @@ pub async fn serve(
     api_tls: Option<Arc<rustls::ServerConfig>>,
     expiry_every: Duration,
     siem: Option<crate::siem::Forwarder>,
+    usage: crate::apicalls::UsageConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let raft_listener = tokio::net::TcpListener::bind(c.config.raft_listen)
@@ -102,7 +103,8 @@ pub async fn serve(
     if let Some(forwarder) = siem {
         tokio::spawn(forwarder.run(c.clone(), stop_rx.clone()));
     }
-    let nodes = serve_nodes(c.clone(), stop_rx.clone());
+    tokio::spawn(meter_usage(c.clone(), usage, stop_rx.clone()));
+    let nodes = serve_nodes(c.clone(), usage.report_refresh, stop_rx.clone());
     let (g, a, n) = tokio::join!(grpc, api, nodes);
     g.context("raft transport server")?;
     a.context("api server")?;
@@ -156,6 +158,45 @@ async fn expire_devices(c: Arc<Coordinator>, every: Duration, mut stop: tokio::s
     }
 }
 
+/// Every `flush_every` (`serve --usage-flush-interval`, default 60 s): writes the API calls this
+/// coordinator counted per tenant as one `Op::RecordUsage` (its counts are kept for the next
+/// batch if the write fails); every batch compacts the usage ledger by this coordinator's
+/// retention, and the leader writes one at least hourly for that. Until `stop` flips.
+async fn meter_usage(
+    c: Arc<Coordinator>,
+    usage: crate::apicalls::UsageConfig,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    const COMPACT_EVERY: Duration = Duration::from_secs(3600);
+    // The first idle compaction an hour after start: a short-lived coordinator writes nothing
+    // unless it counted calls (each such batch compacts too).
+    let mut compacted = Instant::now();
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|v| *v) => return,
+            _ = tokio::time::sleep(usage.flush_every) => {}
+        }
+        let leader = c.leader().map(|(id, _)| id) == Some(c.config.id);
+        let compact = leader && compacted.elapsed() >= COMPACT_EVERY;
+        let Some(batch) = c.api_calls.batch(c.config.id, usage.retention, compact) else { continue };
+        let meta = crate::state::Meta {
+            time_ms: crate::time::now_ms(),
+            actor: format!("coordinator/{}", c.config.id),
+            source: "usage".into(),
+            key_role: None,
+        };
+        let counts = batch.api_calls.clone();
+        match c.write(crate::state::Command { meta, op: crate::state::Op::RecordUsage(batch) }).await {
+            Ok(Ok(_)) => compacted = Instant::now(),
+            Ok(Err(e)) => tracing::warn!(error = %e, "the usage batch was refused"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not write the usage batch; its counts go with the next");
+                c.api_calls.restore(counts);
+            }
+        }
+    }
+}
+
 fn host_of(addr: &str) -> Option<String> {
     let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr);
     let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -185,7 +226,11 @@ fn node_tls(c: &Arc<Coordinator>, ca: &ClusterCa) -> anyhow::Result<Arc<rustls::
 
 /// Serves the node-agent listener (gRPC `Node` and `Device` over TLS) until `stop` flips. Waits for the cluster CA to be replicated here
 /// (a new coordinator has it once it has caught up).
-async fn serve_nodes(c: Arc<Coordinator>, mut stop: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<()> {
+async fn serve_nodes(
+    c: Arc<Coordinator>,
+    report_refresh: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let ca = loop {
         if let Some(ca) = cluster_ca(&c) {
             break ca?;
@@ -223,7 +268,7 @@ async fn serve_nodes(c: Arc<Coordinator>, mut stop: tokio::sync::watch::Receiver
 
     let (incoming, accept) = transport::incoming(listener, tls.clone(), c.clone(), Listener::Node);
 
-    let svc = berqenas_proto::node::node_server::NodeServer::new(NodeService::new(c.clone()))
+    let svc = berqenas_proto::node::node_server::NodeServer::new(NodeService::new(c.clone(), report_refresh))
         .max_decoding_message_size(4 << 20);
     let devices = berqenas_proto::device::device_server::DeviceServer::new(DeviceService::new(c.clone()))
         .max_decoding_message_size(64 << 10);

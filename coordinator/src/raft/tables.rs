@@ -12,6 +12,7 @@ use crate::state::firewall::FirewallRule;
 use crate::state::names::TenantName;
 use crate::state::node::{JoinToken, Node};
 use crate::state::tenant::Tenant;
+use crate::state::usage::{Bucket, Cursor};
 use crate::state::{State, Touched};
 use redb::{ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{de::DeserializeOwned, Serialize};
@@ -169,6 +170,40 @@ string_rows!(Exposure, "exposures", exposures, Exposure);
 string_rows!(FirewallRule, "firewall_rules", firewall_rules, FirewallRule);
 string_rows!(DeviceToken, "device_tokens", device_tokens, DeviceToken);
 
+/// A table of rows keyed by a string id their value computes (`$ty::id()`), whose map in
+/// `State` is `state.usage.$field`.
+macro_rules! usage_rows {
+    ($ty:ty, $table:literal, $field:ident, $touched:ident) => {
+        impl Row for $ty {
+            const TABLE: &'static str = $table;
+            type Id = String;
+            type Key = &'static str;
+            fn rows(state: &State) -> &BTreeMap<String, Self> {
+                &state.usage.$field
+            }
+            fn rows_mut(state: &mut State) -> &mut BTreeMap<String, Self> {
+                &mut state.usage.$field
+            }
+            fn id(&self) -> String {
+                <$ty>::id(self)
+            }
+            fn key(id: &String) -> &str {
+                id.as_str()
+            }
+            fn touched(touched: &Touched) -> Option<&String> {
+                if let Touched::$touched(id) = touched {
+                    Some(id)
+                } else {
+                    None
+                }
+            }
+        }
+    };
+}
+
+usage_rows!(Bucket, "usage_buckets", buckets, UsageBucket);
+usage_rows!(Cursor, "usage_cursors", cursors, UsageCursor);
+
 /// Every entity table.
 pub const TABLES: &[&dyn Table] = &[
     &Rows::<Tenant>(PhantomData),
@@ -179,6 +214,8 @@ pub const TABLES: &[&dyn Table] = &[
     &Rows::<Exposure>(PhantomData),
     &Rows::<FirewallRule>(PhantomData),
     &Rows::<DeviceToken>(PhantomData),
+    &Rows::<Bucket>(PhantomData),
+    &Rows::<Cursor>(PhantomData),
 ];
 
 /// What the store does with a table, whatever its row type.

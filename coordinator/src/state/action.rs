@@ -102,6 +102,9 @@ actions! {
     FirewallRemove = "firewall.rm",
     FirewallBlockDomain = "firewall.block-domain",
     FirewallUnblockDomain = "firewall.unblock-domain",
+    /// A coordinator's batch of API calls per tenant, folded into the usage ledger.
+    UsageRecord = "usage.record",
+    UsageShow = "usage.show",
     AuditList = "audit.list",
     AuditVerify = "audit.verify",
     RefusalsList = "refusals.list",

@@ -1,6 +1,8 @@
 //! The replicated domain state and the commands that change it. `State::apply` is a pure,
 //! deterministic function of the state and the command: no clock, no randomness, no IO. Every
 //! command, accepted or refused, appends exactly one audit entry in the same step.
+//! tidy: long because it is the table of contents of the commands: every `Op` variant with its
+//! key needs, its audit `describe` line and its `dispatch` line, each one line per command.
 
 pub mod action;
 pub mod allocation;
@@ -21,6 +23,7 @@ pub mod placement;
 pub mod presence;
 pub mod quota;
 pub mod tenant;
+pub mod usage;
 pub mod wgquick;
 pub use cluster::{ClusterSettings, SecretPem};
 pub use tenant::{refresh_readiness, Lifecycle};
@@ -153,6 +156,8 @@ pub enum Op {
         domain: berqenas_common::net::DomainName,
         blocked: bool,
     },
+    /// A coordinator's API calls per tenant since its last batch; compacts the usage ledger.
+    RecordUsage(usage::UsageBatch),
     /// A Raft membership change that openraft carried out; recorded for the audit trail, and
     /// removed coordinator ids are retired forever.
     /// `action` is `cluster.add-learner`, `cluster.promote` or `cluster.remove`.
@@ -214,6 +219,7 @@ impl Op {
             | Op::RevokeDevice { .. }
             | Op::DeviceHeartbeat(_)
             | Op::ExpireDevice { .. }
+            | Op::RecordUsage(_)
             | Op::Rejected { .. } => false,
         }
     }
@@ -304,6 +310,7 @@ impl Op {
                 let action = if *blocked { Action::FirewallBlockDomain } else { Action::FirewallUnblockDomain };
                 (action, Target::Tenant(tenant.clone()))
             }
+            Op::RecordUsage(b) => (Action::UsageRecord, Target::Coordinator(b.coordinator)),
             Op::Membership { action, node_id, .. } => (*action, Target::Coordinator(*node_id)),
             Op::Rejected { action, target, .. } => (*action, Target::Edge(target.clone())),
         }
@@ -400,6 +407,10 @@ pub enum Touched {
     Exposure(String),
     FirewallRule(String),
     DeviceToken(String),
+    /// A usage ledger bucket (`usage::Bucket::id`).
+    UsageBucket(String),
+    /// A usage ledger cursor (`usage::Cursor::id`).
+    UsageCursor(String),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -425,6 +436,9 @@ pub struct State {
     /// Device enrollment tokens by id, each naming its tenant.
     #[serde(default)]
     pub device_tokens: BTreeMap<String, devicetoken::DeviceToken>,
+    /// Every tenant's usage ledger (bounded: see `usage::Retention`).
+    #[serde(default)]
+    pub usage: usage::Ledger,
 }
 
 impl State {
@@ -548,6 +562,7 @@ impl State {
             Op::AddFirewallRule(new) => self.add_firewall_rule(cx, new),
             Op::RemoveFirewallRule { tenant, id } => self.remove_firewall_rule(cx, tenant, id),
             Op::BlockDomain { tenant, domain, blocked } => self.block_domain(cx, tenant, domain, *blocked),
+            Op::RecordUsage(batch) => self.record_usage(cx, batch),
             Op::Membership { action, node_id, details } => self.membership(cx, *action, *node_id, details),
             Op::Rejected { reason, .. } => (Err(DomainError::Rejected(reason.clone())), cx.facts),
         }

@@ -105,6 +105,10 @@ pub struct NodeTenantStatus {
     /// The tenant's gateway interface there (gateway role).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<GatewayTenantStatus>,
+    /// Realtime events the node stored for the tenant since its agent started (a counter that
+    /// restarts at 0; the usage ledger folds its increases).
+    #[serde(default)]
+    pub events_total: u64,
 }
 
 /// A node's report as proposed to the state machine.
@@ -332,6 +336,7 @@ impl State {
                 continue;
             }
             t.node_status.insert(report.node_id, status.clone());
+            self.usage.fold_report(&name, report.node_id, at.now, status, touched);
             let before = t.status;
             refresh_readiness(t);
             if t.status != before {

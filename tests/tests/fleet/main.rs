@@ -32,3 +32,4 @@ mod plan;
 mod realtime;
 mod realtime_publish;
 mod stream;
+mod usage;

@@ -11,6 +11,7 @@ pub mod devicetoken;
 pub mod gateway;
 pub mod node;
 pub mod tenant;
+pub mod usage;
 
 pub use apikey::*;
 pub use audit::*;
@@ -20,6 +21,7 @@ pub use devicetoken::*;
 pub use gateway::*;
 pub use node::*;
 pub use tenant::*;
+pub use usage::*;
 
 use crate::server::Consistency;
 use serde::{Deserialize, Serialize};

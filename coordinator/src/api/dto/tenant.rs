@@ -266,12 +266,15 @@ pub struct NodeTenantStatusView {
     pub connections: u32,
     /// The tenant's gateway interface there (gateway role).
     pub gateway: Option<super::GatewayStatusView>,
+    /// Realtime events the node stored for the tenant since its agent started (a counter that
+    /// restarts at 0 with the agent).
+    pub events_total: u64,
 }
 
 impl From<NodeTenantStatus> for NodeTenantStatusView {
     fn from(s: NodeTenantStatus) -> Self {
         project!(s => NodeTenantStatus => NodeTenantStatusView {
-            ready, reason, revision, db_bytes, quota_exceeded, connections
+            ready, reason, revision, db_bytes, quota_exceeded, connections, events_total
         } with { gateway: gateway.map(Into::into) })
     }
 }

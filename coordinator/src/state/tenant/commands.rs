@@ -156,6 +156,9 @@ impl State {
                 touched.push(Touched::Tenant(name.clone()));
                 self.drop_gateway_objects(name, touched);
                 self.drop_device_tokens(name, touched);
+                // Invoice before purging: the usage ledger goes with the tenant (a new tenant of
+                // the same name starts empty).
+                self.usage.drop_tenant(name, touched);
                 for key in self.api_keys.values_mut() {
                     if key.tenant.as_ref() == Some(name) && key.revoked_at_ms.is_none() {
                         key.revoked_at_ms = Some(now);

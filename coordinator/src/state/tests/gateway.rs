@@ -219,6 +219,7 @@ fn acme_ready(s: &mut State) {
         quota_exceeded: false,
         connections: 0,
         gateway: None,
+        events_total: 0,
     };
     let report = crate::state::node::Report {
         node_id: 1,
@@ -362,6 +363,7 @@ fn session_report(node: u64, start_ms: u64) -> crate::state::node::Report {
             peers: vec![peer],
             exposures: vec![],
         }),
+        events_total: 0,
     };
     crate::state::node::Report {
         node_id: node,

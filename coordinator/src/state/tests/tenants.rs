@@ -171,6 +171,7 @@ fn reports_make_a_tenant_active_and_revision_changes_wait_again() {
                     quota_exceeded: false,
                     connections: 0,
                     gateway: None,
+                    events_total: 0,
                 },
             )]
             .into(),
@@ -217,6 +218,7 @@ fn quota_reports_turn_a_tenant_quota_exceeded_and_back() {
                     quota_exceeded: exceeded,
                     connections: 1,
                     gateway: None,
+                    events_total: 0,
                 },
             )]
             .into(),
