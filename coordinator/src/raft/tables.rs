@@ -5,6 +5,7 @@
 
 use super::store::{decode, encode, StoreError};
 use crate::state::apikey::ApiKey;
+use crate::state::billing::Invoice;
 use crate::state::device::Device;
 use crate::state::devicetoken::DeviceToken;
 use crate::state::exposure::Exposure;
@@ -168,6 +169,7 @@ string_rows!(Device, "devices", devices, Device);
 string_rows!(Exposure, "exposures", exposures, Exposure);
 string_rows!(FirewallRule, "firewall_rules", firewall_rules, FirewallRule);
 string_rows!(DeviceToken, "device_tokens", device_tokens, DeviceToken);
+string_rows!(Invoice, "invoices", invoices, Invoice);
 
 /// Every entity table.
 pub const TABLES: &[&dyn Table] = &[
@@ -179,6 +181,7 @@ pub const TABLES: &[&dyn Table] = &[
     &Rows::<Exposure>(PhantomData),
     &Rows::<FirewallRule>(PhantomData),
     &Rows::<DeviceToken>(PhantomData),
+    &Rows::<Invoice>(PhantomData),
 ];
 
 /// What the store does with a table, whatever its row type.

@@ -102,6 +102,12 @@ actions! {
     FirewallRemove = "firewall.rm",
     FirewallBlockDomain = "firewall.block-domain",
     FirewallUnblockDomain = "firewall.unblock-domain",
+    /// A tenant's invoice for a month was computed (or the existing one returned).
+    InvoiceCreate = "invoice.create",
+    InvoiceList = "invoice.list",
+    InvoiceGet = "invoice.get",
+    InvoiceIssue = "invoice.issue",
+    InvoicePaid = "invoice.mark-paid",
     AuditList = "audit.list",
     AuditVerify = "audit.verify",
     RefusalsList = "refusals.list",
@@ -172,6 +178,8 @@ pub enum Target {
     Exposure(TenantName, String),
     /// `tenant/{name}/firewall/rule/{id}`
     FirewallRule(TenantName, String),
+    /// `tenant/{name}/invoice/{number}`
+    Invoice(TenantName, String),
     /// As the edge wrote it (bounded and escaped there), for refusals of unparsed input.
     Edge(String),
 }
@@ -190,6 +198,7 @@ impl fmt::Display for Target {
             Target::DeviceToken(t, id) => write!(f, "tenant/{t}/device-token/{id}"),
             Target::Exposure(t, id) => write!(f, "tenant/{t}/exposure/{id}"),
             Target::FirewallRule(t, id) => write!(f, "tenant/{t}/firewall/rule/{id}"),
+            Target::Invoice(t, id) => write!(f, "tenant/{t}/invoice/{id}"),
             Target::Edge(text) => f.write_str(text),
         }
     }

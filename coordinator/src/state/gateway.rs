@@ -142,6 +142,9 @@ impl super::Op {
             | Self::RevokeDeviceToken { .. }
             | Self::DeviceHeartbeat(_)
             | Self::Membership { .. }
+            | Self::CreateInvoice { .. }
+            | Self::IssueInvoice { .. }
+            | Self::MarkInvoicePaid { .. }
             | Self::Rejected { .. } => None,
         }
     }

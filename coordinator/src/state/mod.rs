@@ -7,6 +7,7 @@ pub mod allocation;
 pub mod apikey;
 pub mod audit;
 pub mod backup;
+pub mod billing;
 pub mod cluster;
 pub mod connect;
 pub mod desired;
@@ -21,6 +22,7 @@ pub mod placement;
 pub mod presence;
 pub mod quota;
 pub mod tenant;
+pub mod usage;
 pub mod wgquick;
 pub use cluster::{ClusterSettings, SecretPem};
 pub use tenant::{refresh_readiness, Lifecycle};
@@ -153,6 +155,21 @@ pub enum Op {
         domain: berqenas_common::net::DomainName,
         blocked: bool,
     },
+    /// Invoice a tenant for a month under its tier's plan (from the coordinator's configuration,
+    /// carried here so every replica prices alike); returns the month's invoice if it has one.
+    CreateInvoice {
+        tenant: TenantName,
+        period: billing::period::Period,
+        plan: Box<billing::plan::PricePlan>,
+    },
+    IssueInvoice {
+        tenant: TenantName,
+        id: String,
+    },
+    MarkInvoicePaid {
+        tenant: TenantName,
+        id: String,
+    },
     /// A Raft membership change that openraft carried out; recorded for the audit trail, and
     /// removed coordinator ids are retired forever.
     /// `action` is `cluster.add-learner`, `cluster.promote` or `cluster.remove`.
@@ -191,6 +208,9 @@ impl Op {
             | Op::RevokeJoinToken { .. }
             | Op::RevokeNode { .. }
             | Op::CordonNode { .. }
+            | Op::CreateInvoice { .. }
+            | Op::IssueInvoice { .. }
+            | Op::MarkInvoicePaid { .. }
             | Op::Membership { .. } => true,
             Op::AddDevice(_)
             | Op::RemoveDevice { .. }
@@ -304,6 +324,11 @@ impl Op {
                 let action = if *blocked { Action::FirewallBlockDomain } else { Action::FirewallUnblockDomain };
                 (action, Target::Tenant(tenant.clone()))
             }
+            Op::CreateInvoice { tenant, period, .. } => {
+                (Action::InvoiceCreate, Target::Invoice(tenant.clone(), billing::invoice_id(tenant, *period)))
+            }
+            Op::IssueInvoice { tenant, id } => (Action::InvoiceIssue, Target::Invoice(tenant.clone(), id.clone())),
+            Op::MarkInvoicePaid { tenant, id } => (Action::InvoicePaid, Target::Invoice(tenant.clone(), id.clone())),
             Op::Membership { action, node_id, .. } => (*action, Target::Coordinator(*node_id)),
             Op::Rejected { action, target, .. } => (*action, Target::Edge(target.clone())),
         }
@@ -325,6 +350,7 @@ pub enum Reply {
     DeviceToken(Box<devicetoken::DeviceToken>),
     Exposure(Box<exposure::Exposure>),
     FirewallRule(Box<firewall::FirewallRule>),
+    Invoice(Box<billing::Invoice>),
     Done,
 }
 
@@ -400,6 +426,7 @@ pub enum Touched {
     Exposure(String),
     FirewallRule(String),
     DeviceToken(String),
+    Invoice(String),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -425,6 +452,9 @@ pub struct State {
     /// Device enrollment tokens by id, each naming its tenant.
     #[serde(default)]
     pub device_tokens: BTreeMap<String, devicetoken::DeviceToken>,
+    /// Invoices by number (`{tenant}-{YYYY}-{MM}`), at most `billing::MAX_INVOICES_PER_TENANT` a tenant.
+    #[serde(default)]
+    pub invoices: BTreeMap<String, billing::Invoice>,
 }
 
 impl State {
@@ -548,6 +578,9 @@ impl State {
             Op::AddFirewallRule(new) => self.add_firewall_rule(cx, new),
             Op::RemoveFirewallRule { tenant, id } => self.remove_firewall_rule(cx, tenant, id),
             Op::BlockDomain { tenant, domain, blocked } => self.block_domain(cx, tenant, domain, *blocked),
+            Op::CreateInvoice { tenant, period, plan } => self.create_invoice(cx, tenant, *period, plan),
+            Op::IssueInvoice { tenant, id } => self.issue_invoice(cx, tenant, id),
+            Op::MarkInvoicePaid { tenant, id } => self.mark_invoice_paid(cx, tenant, id),
             Op::Membership { action, node_id, details } => self.membership(cx, *action, *node_id, details),
             Op::Rejected { reason, .. } => (Err(DomainError::Rejected(reason.clone())), cx.facts),
         }

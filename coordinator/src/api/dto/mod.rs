@@ -5,6 +5,7 @@
 
 pub mod apikey;
 pub mod audit;
+pub mod billing;
 pub mod cluster;
 pub mod device;
 pub mod devicetoken;
@@ -14,6 +15,7 @@ pub mod tenant;
 
 pub use apikey::*;
 pub use audit::*;
+pub use billing::*;
 pub use cluster::*;
 pub use device::*;
 pub use devicetoken::*;

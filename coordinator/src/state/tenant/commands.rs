@@ -156,6 +156,7 @@ impl State {
                 touched.push(Touched::Tenant(name.clone()));
                 self.drop_gateway_objects(name, touched);
                 self.drop_device_tokens(name, touched);
+                self.drop_invoices(name, touched);
                 for key in self.api_keys.values_mut() {
                     if key.tenant.as_ref() == Some(name) && key.revoked_at_ms.is_none() {
                         key.revoked_at_ms = Some(now);
