@@ -86,7 +86,7 @@ pub(super) async fn get_invoice(ctx: Ctx, raw: PathOf<(String, String)>) -> Resu
         (status = 200, description = "the month's invoice as it already was (never a second one)", body = InvoiceView),
         (status = 400, description = "a malformed period", body = ErrorBody),
         (status = 404, description = "no such tenant", body = ErrorBody),
-        (status = 409, description = "the month has not ended, the tenant did not exist then, or no price plans are configured", body = ErrorBody),
+        (status = 409, description = "the month has not ended, or no price plans are configured", body = ErrorBody),
         (status = 429, description = "the tenant has the most unpaid invoices kept, or too many requests", body = ErrorBody)),
     security(("api_key" = [])))]
 pub(super) async fn create_invoice(

@@ -3,6 +3,7 @@
 //! tidy: long because it is the CLI's table of contents: every clap subcommand and its
 //! arguments in one place, each handler a few lines that call `client` and print.
 
+mod billing;
 pub mod client;
 mod commands;
 mod devicetoken;
@@ -72,6 +73,9 @@ pub enum Command {
     /// A tenant's firewall rules and blocked domains.
     #[command(subcommand)]
     Firewall(gateway::FirewallCmd),
+    /// Invoices: per tenant and month, priced by the tier plans of `serve --billing-plans`.
+    #[command(subcommand)]
+    Billing(billing::BillingCmd),
 }
 
 #[derive(Debug, Args)]
@@ -171,6 +175,9 @@ pub struct ServeArgs {
     /// Rate limits, refusal audit window and listener timeouts.
     #[command(flatten)]
     pub limits: crate::admission::LimitArgs,
+    /// Price plans per tier (TOML; README "Billing"); checked at start. Without it, invoicing is refused.
+    #[arg(long, value_name = "FILE")]
+    pub billing_plans: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -531,6 +538,7 @@ async fn recover_admin(a: RecoverAdminArgs, out: Output) -> anyhow::Result<()> {
 }
 
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    let plans = billing::load_plans(a.billing_plans.as_deref())?;
     let config = match crate::server::NodeConfig::load(&a.data_dir)? {
         Some(saved) => {
             if let Some(id) = a.addrs.id {
@@ -557,6 +565,9 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     }
     let limits = a.limits.limits().map_err(|e| anyhow::anyhow!(e))?;
     let coordinator = crate::server::Coordinator::start(config, &a.data_dir, a.snapshot_logs, limits).await?;
+    if let Some(plans) = plans {
+        let _ = coordinator.price_plans.set(plans);
+    }
     let identity = crate::transport::Identity { dir: a.data_dir.clone() };
     let loopback = coordinator.config.api_listen.ip().is_loopback();
     let api_tls = match (a.api_tls, &a.api_cert, &a.api_key_file) {
@@ -600,6 +611,7 @@ async fn api_command(client: &Client, command: Command, out: Output) -> anyhow::
         Command::Device(d) => gateway::device(client, d, out).await,
         Command::Expose(x) => gateway::expose(client, x, out).await,
         Command::Firewall(f) => gateway::firewall(client, f, out).await,
+        Command::Billing(b) => billing::billing(client, b, out).await,
         Command::Init(_) | Command::Serve(_) | Command::RecoverAdmin(_) => bail!("not an API command"),
     }
 }

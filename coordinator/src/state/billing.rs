@@ -163,9 +163,6 @@ impl State {
                 "period {period} has not ended yet; invoice it from its next month"
             )));
         }
-        if period.to_ms() <= t.created_at_ms {
-            return Err(DomainError::Conflict(format!("tenant {tenant} did not exist yet in {period}")));
-        }
         let usage = self.usage_totals(tenant, period.from_ms(), period.to_ms());
         let computed = compute::compute(plan, &usage, period).map_err(|e| DomainError::Invalid(e.to_string()))?;
         if self.invoices_of(tenant).len() >= MAX_INVOICES_PER_TENANT {
