@@ -12,7 +12,7 @@ use super::extract::{clipped, path, Body, PathOf, Validate};
 use super::Result;
 use crate::state::action::Action;
 use crate::state::billing::period::Period;
-use crate::state::billing::{parse_invoice_id, Invoice};
+use crate::state::billing::{parse_invoice_id, Invoice, InvoiceOp};
 use crate::state::names::TenantName;
 use crate::state::{Op, Reply};
 use axum::http::StatusCode;
@@ -110,7 +110,7 @@ pub(super) async fn create_invoice(
     });
     let plan = scope.check(plan).await?;
     let started = crate::time::now_ms();
-    let reply = scope.run(Op::CreateInvoice { tenant, period, plan: Box::new(plan) }).await?;
+    let reply = scope.run(Op::Invoice(InvoiceOp::Create { tenant, period, plan: Box::new(plan) })).await?;
     let view = view(reply)?;
     let status = if view.created_at_ms >= started { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(view)))
@@ -139,10 +139,10 @@ pub(super) async fn invoice_action(ctx: Ctx, raw: PathOf<(String, String, String
     let tenant = scope.tenant(&raw).await?;
     let id = scope.check(invoice_id(&tenant, &id)).await?;
     let op = match action {
-        InvoiceAction::Issue => Op::IssueInvoice { tenant, id },
-        InvoiceAction::MarkPaid => Op::MarkInvoicePaid { tenant, id },
+        InvoiceAction::Issue => InvoiceOp::Issue { tenant, id },
+        InvoiceAction::MarkPaid => InvoiceOp::MarkPaid { tenant, id },
     };
-    Ok(Json(view(scope.run(op).await?)?))
+    Ok(Json(view(scope.run(Op::Invoice(op)).await?)?))
 }
 
 #[cfg(test)]

@@ -50,7 +50,7 @@ pub enum Command {
     /// Bootstrap a new single-voter cluster in a data dir (cluster CA, first admin key).
     Init(InitArgs),
     /// Run a coordinator node.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Break-glass: mint a new admin key from this host's coordinator data directory (needs write
     /// access to it: root or the service user). Works whether or not the coordinator is running.
     RecoverAdmin(RecoverAdminArgs),
@@ -471,7 +471,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let out = cli.output;
     match cli.command {
         Command::Init(a) => init(a, out).await,
-        Command::Serve(a) => serve(a).await,
+        Command::Serve(a) => serve(*a).await,
         Command::RecoverAdmin(a) => recover_admin(a, out).await,
         command => {
             let ca = match &cli.ca_cert {

@@ -12,7 +12,7 @@ pub mod period;
 pub mod plan;
 pub mod provider;
 
-use super::action::details;
+use super::action::{details, Action, Target};
 use super::names::TenantName;
 use super::tenant::Tier;
 use super::usage::UsageTotals;
@@ -22,6 +22,31 @@ use period::Period;
 use plan::{Currency, PricePlan};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+
+/// The invoice commands (`Op::Invoice`); all admin-only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InvoiceOp {
+    /// Invoice a tenant for a month under its tier's plan (from the coordinator's configuration,
+    /// carried in the command so every replica prices alike); the month's invoice if it has one.
+    Create { tenant: TenantName, period: Period, plan: Box<PricePlan> },
+    /// Draft → issued.
+    Issue { tenant: TenantName, id: String },
+    /// Issued (or overdue) → paid.
+    MarkPaid { tenant: TenantName, id: String },
+}
+
+impl InvoiceOp {
+    /// The audit action and target (`Op::describe`'s part for invoices).
+    pub fn describe(&self) -> (Action, Target) {
+        match self {
+            InvoiceOp::Create { tenant, period, .. } => {
+                (Action::InvoiceCreate, Target::Invoice(tenant.clone(), invoice_id(tenant, *period)))
+            }
+            InvoiceOp::Issue { tenant, id } => (Action::InvoiceIssue, Target::Invoice(tenant.clone(), id.clone())),
+            InvoiceOp::MarkPaid { tenant, id } => (Action::InvoicePaid, Target::Invoice(tenant.clone(), id.clone())),
+        }
+    }
+}
 
 /// Invoices kept per tenant (three years of months).
 pub const MAX_INVOICES_PER_TENANT: usize = 36;
@@ -121,15 +146,18 @@ impl State {
         v
     }
 
+    /// Runs an invoice command (`State::dispatch`'s part for invoices).
+    pub(super) fn invoice_command(&mut self, cx: Cx<'_>, op: &InvoiceOp) -> Handled {
+        match op {
+            InvoiceOp::Create { tenant, period, plan } => self.create_invoice(cx, tenant, *period, plan),
+            InvoiceOp::Issue { tenant, id } => self.issue_invoice(cx, tenant, id),
+            InvoiceOp::MarkPaid { tenant, id } => self.mark_invoice_paid(cx, tenant, id),
+        }
+    }
+
     /// Invoices `tenant` for `period` under `plan` (the plan of the tenant's tier, from the
     /// coordinator's configuration), or returns the invoice it already has for that month.
-    pub(super) fn create_invoice(
-        &mut self,
-        cx: Cx<'_>,
-        tenant: &TenantName,
-        period: Period,
-        plan: &PricePlan,
-    ) -> Handled {
+    fn create_invoice(&mut self, cx: Cx<'_>, tenant: &TenantName, period: Period, plan: &PricePlan) -> Handled {
         let id = invoice_id(tenant, period);
         let mut facts = cx.facts.with(details(&[("period", period.to_string())]));
         if let Some(existing) = self.invoices.get(&id) {
@@ -200,7 +228,7 @@ impl State {
     }
 
     /// Draft → issued: due `payment_terms_days` from now.
-    pub(super) fn issue_invoice(&mut self, cx: Cx<'_>, tenant: &TenantName, id: &str) -> Handled {
+    fn issue_invoice(&mut self, cx: Cx<'_>, tenant: &TenantName, id: &str) -> Handled {
         let now = cx.at.now;
         let result = match self.invoices.get_mut(id).filter(|i| &i.tenant == tenant) {
             None => Err(not_found(tenant, id)),
@@ -219,7 +247,7 @@ impl State {
     }
 
     /// Issued (or overdue) → paid. A draft is issued first; paid stays paid.
-    pub(super) fn mark_invoice_paid(&mut self, cx: Cx<'_>, tenant: &TenantName, id: &str) -> Handled {
+    fn mark_invoice_paid(&mut self, cx: Cx<'_>, tenant: &TenantName, id: &str) -> Handled {
         let now = cx.at.now;
         let result = match self.invoices.get_mut(id).filter(|i| &i.tenant == tenant) {
             None => Err(not_found(tenant, id)),

@@ -142,9 +142,7 @@ impl super::Op {
             | Self::RevokeDeviceToken { .. }
             | Self::DeviceHeartbeat(_)
             | Self::Membership { .. }
-            | Self::CreateInvoice { .. }
-            | Self::IssueInvoice { .. }
-            | Self::MarkInvoicePaid { .. }
+            | Self::Invoice(_)
             | Self::Rejected { .. } => None,
         }
     }

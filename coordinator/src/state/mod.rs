@@ -1,6 +1,8 @@
 //! The replicated domain state and the commands that change it. `State::apply` is a pure,
 //! deterministic function of the state and the command: no clock, no randomness, no IO. Every
 //! command, accepted or refused, appends exactly one audit entry in the same step.
+//! tidy: long because it is the state machine's table of contents: every command (`Op`), what
+//! the audit trail calls it, who may give it and where it is dispatched, in one place.
 
 pub mod action;
 pub mod allocation;
@@ -155,21 +157,8 @@ pub enum Op {
         domain: berqenas_common::net::DomainName,
         blocked: bool,
     },
-    /// Invoice a tenant for a month under its tier's plan (from the coordinator's configuration,
-    /// carried here so every replica prices alike); returns the month's invoice if it has one.
-    CreateInvoice {
-        tenant: TenantName,
-        period: billing::period::Period,
-        plan: Box<billing::plan::PricePlan>,
-    },
-    IssueInvoice {
-        tenant: TenantName,
-        id: String,
-    },
-    MarkInvoicePaid {
-        tenant: TenantName,
-        id: String,
-    },
+    /// Invoices: create (idempotent per tenant and month), issue, mark paid (`state/billing.rs`).
+    Invoice(billing::InvoiceOp),
     /// A Raft membership change that openraft carried out; recorded for the audit trail, and
     /// removed coordinator ids are retired forever.
     /// `action` is `cluster.add-learner`, `cluster.promote` or `cluster.remove`.
@@ -208,9 +197,7 @@ impl Op {
             | Op::RevokeJoinToken { .. }
             | Op::RevokeNode { .. }
             | Op::CordonNode { .. }
-            | Op::CreateInvoice { .. }
-            | Op::IssueInvoice { .. }
-            | Op::MarkInvoicePaid { .. }
+            | Op::Invoice(_)
             | Op::Membership { .. } => true,
             Op::AddDevice(_)
             | Op::RemoveDevice { .. }
@@ -324,11 +311,7 @@ impl Op {
                 let action = if *blocked { Action::FirewallBlockDomain } else { Action::FirewallUnblockDomain };
                 (action, Target::Tenant(tenant.clone()))
             }
-            Op::CreateInvoice { tenant, period, .. } => {
-                (Action::InvoiceCreate, Target::Invoice(tenant.clone(), billing::invoice_id(tenant, *period)))
-            }
-            Op::IssueInvoice { tenant, id } => (Action::InvoiceIssue, Target::Invoice(tenant.clone(), id.clone())),
-            Op::MarkInvoicePaid { tenant, id } => (Action::InvoicePaid, Target::Invoice(tenant.clone(), id.clone())),
+            Op::Invoice(op) => op.describe(),
             Op::Membership { action, node_id, .. } => (*action, Target::Coordinator(*node_id)),
             Op::Rejected { action, target, .. } => (*action, Target::Edge(target.clone())),
         }
@@ -452,7 +435,6 @@ pub struct State {
     /// Device enrollment tokens by id, each naming its tenant.
     #[serde(default)]
     pub device_tokens: BTreeMap<String, devicetoken::DeviceToken>,
-    /// Invoices by number (`{tenant}-{YYYY}-{MM}`), at most `billing::MAX_INVOICES_PER_TENANT` a tenant.
     #[serde(default)]
     pub invoices: BTreeMap<String, billing::Invoice>,
 }
@@ -578,9 +560,7 @@ impl State {
             Op::AddFirewallRule(new) => self.add_firewall_rule(cx, new),
             Op::RemoveFirewallRule { tenant, id } => self.remove_firewall_rule(cx, tenant, id),
             Op::BlockDomain { tenant, domain, blocked } => self.block_domain(cx, tenant, domain, *blocked),
-            Op::CreateInvoice { tenant, period, plan } => self.create_invoice(cx, tenant, *period, plan),
-            Op::IssueInvoice { tenant, id } => self.issue_invoice(cx, tenant, id),
-            Op::MarkInvoicePaid { tenant, id } => self.mark_invoice_paid(cx, tenant, id),
+            Op::Invoice(op) => self.invoice_command(cx, op),
             Op::Membership { action, node_id, details } => self.membership(cx, *action, *node_id, details),
             Op::Rejected { reason, .. } => (Err(DomainError::Rejected(reason.clone())), cx.facts),
         }

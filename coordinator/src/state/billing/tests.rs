@@ -55,7 +55,7 @@ fn invoice(r: Response) -> Invoice {
 }
 
 fn invoice_op(period: Period) -> Op {
-    Op::CreateInvoice { tenant: acme(), period, plan: Box::new(free_plan()) }
+    Op::Invoice(InvoiceOp::Create { tenant: acme(), period, plan: Box::new(free_plan()) })
 }
 
 fn with_acme() -> State {
@@ -73,7 +73,7 @@ fn invoicing_a_month_twice_returns_the_same_invoice() {
     assert_eq!(first.created_at_ms, DEC_2);
     let mut dearer = free_plan();
     dearer.base_fee = d("99.00");
-    let op = Op::CreateInvoice { tenant: acme(), period: nov(), plan: Box::new(dearer) };
+    let op = Op::Invoice(InvoiceOp::Create { tenant: acme(), period: nov(), plan: Box::new(dearer) });
     let again = invoice(run(&mut s, DEC_2 + 1000, op));
     assert_eq!(again, first, "same number, same lines, not recomputed");
     assert_eq!(s.invoices.len(), 1);
@@ -89,19 +89,19 @@ fn a_month_not_yet_ended_or_an_unknown_tenant_is_refused() {
     let dec = Period::parse("2026-12").expect("valid");
     let r = run(&mut s, DEC_2, invoice_op(dec));
     assert!(matches!(&r, Err(DomainError::Conflict(m)) if m.contains("has not ended")), "{r:?}");
-    let op = Op::CreateInvoice {
+    let op = Op::Invoice(InvoiceOp::Create {
         tenant: TenantName::parse("ghost").expect("valid"),
         period: nov(),
         plan: Box::new(free_plan()),
-    };
+    });
     assert!(matches!(run(&mut s, DEC_2, op), Err(DomainError::NotFound(_))));
     let mut premium = free_plan();
     premium.tier = Tier::Premium;
-    let op = Op::CreateInvoice { tenant: acme(), period: nov(), plan: Box::new(premium) };
+    let op = Op::Invoice(InvoiceOp::Create { tenant: acme(), period: nov(), plan: Box::new(premium) });
     assert!(matches!(run(&mut s, DEC_2, op), Err(DomainError::Conflict(_))), "a plan of another tier");
     let mut negative = free_plan();
     negative.vpn_gb = d("-1");
-    let op = Op::CreateInvoice { tenant: acme(), period: nov(), plan: Box::new(negative) };
+    let op = Op::Invoice(InvoiceOp::Create { tenant: acme(), period: nov(), plan: Box::new(negative) });
     assert!(matches!(run(&mut s, DEC_2, op), Err(DomainError::Invalid(_))), "plans are re-checked at apply");
     assert!(s.invoices.is_empty());
 }
@@ -110,8 +110,8 @@ fn a_month_not_yet_ended_or_an_unknown_tenant_is_refused() {
 fn status_moves_draft_issued_paid_and_never_back() {
     let mut s = with_acme();
     let id = invoice(run(&mut s, DEC_2, invoice_op(nov()))).id;
-    let issue = || Op::IssueInvoice { tenant: acme(), id: "acme-2026-11".into() };
-    let paid = || Op::MarkInvoicePaid { tenant: acme(), id: "acme-2026-11".into() };
+    let issue = || Op::Invoice(InvoiceOp::Issue { tenant: acme(), id: "acme-2026-11".into() });
+    let paid = || Op::Invoice(InvoiceOp::MarkPaid { tenant: acme(), id: "acme-2026-11".into() });
     let r = run(&mut s, DEC_2, paid());
     assert!(matches!(&r, Err(DomainError::Conflict(m)) if m.contains("draft")), "{r:?}");
     let issued = invoice(run(&mut s, DEC_2 + 10, issue()));
@@ -141,8 +141,8 @@ fn another_tenants_invoice_is_not_found() {
     run(&mut s, DEC_2, invoice_op(nov())).expect("created");
     let globex = TenantName::parse("globex").expect("valid");
     for op in [
-        Op::IssueInvoice { tenant: globex.clone(), id: "acme-2026-11".into() },
-        Op::MarkInvoicePaid { tenant: globex.clone(), id: "acme-2026-11".into() },
+        Op::Invoice(InvoiceOp::Issue { tenant: globex.clone(), id: "acme-2026-11".into() }),
+        Op::Invoice(InvoiceOp::MarkPaid { tenant: globex.clone(), id: "acme-2026-11".into() }),
     ] {
         assert!(matches!(run(&mut s, DEC_2, op), Err(DomainError::NotFound(_))));
     }
@@ -161,8 +161,8 @@ fn invoices_per_tenant_are_bounded_by_dropping_the_oldest_paid() {
     let r = run(&mut s, DEC_2, invoice_op(period));
     assert!(matches!(&r, Err(DomainError::Exhausted(_))), "none paid: refused, {r:?}");
     for id in ["acme-2020-03", "acme-2020-02"] {
-        run(&mut s, DEC_2, Op::IssueInvoice { tenant: acme(), id: id.into() }).expect("issued");
-        run(&mut s, DEC_2, Op::MarkInvoicePaid { tenant: acme(), id: id.into() }).expect("paid");
+        run(&mut s, DEC_2, Op::Invoice(InvoiceOp::Issue { tenant: acme(), id: id.into() })).expect("issued");
+        run(&mut s, DEC_2, Op::Invoice(InvoiceOp::MarkPaid { tenant: acme(), id: id.into() })).expect("paid");
     }
     let i = next_index(&s);
     let meta = Meta { time_ms: DEC_2, actor: "t".into(), source: "t".into(), key_role: None };
@@ -179,7 +179,7 @@ fn purging_a_tenant_drops_its_invoices() {
     create(&mut s, "globex");
     run(&mut s, DEC_2, invoice_op(nov())).expect("created");
     let globex = TenantName::parse("globex").expect("valid");
-    let op = Op::CreateInvoice { tenant: globex.clone(), period: nov(), plan: Box::new(free_plan()) };
+    let op = Op::Invoice(InvoiceOp::Create { tenant: globex.clone(), period: nov(), plan: Box::new(free_plan()) });
     run(&mut s, DEC_2, op).expect("created");
     run(&mut s, DEC_2, Op::Lifecycle { name: acme(), step: Lifecycle::Delete }).expect("deleted");
     run(&mut s, DEC_2, Op::Lifecycle { name: acme(), step: Lifecycle::Purge { force: true } }).expect("purged");
