@@ -205,3 +205,32 @@ fn invoices_survive_a_json_round_trip_exactly() {
     let back: Invoice = serde_json::from_str(&json).expect("decodes");
     assert_eq!(back, i);
 }
+
+#[test]
+fn every_invoice_command_is_audited_as_described() {
+    let mut s = with_acme();
+    s.audit.take_fresh();
+    let ops = [
+        invoice_op(nov()),
+        Op::Invoice(InvoiceOp::MarkPaid { tenant: acme(), id: "acme-2026-11".into() }),
+        Op::Invoice(InvoiceOp::Issue { tenant: acme(), id: "acme-2026-11".into() }),
+        Op::Invoice(InvoiceOp::MarkPaid { tenant: acme(), id: "acme-2026-11".into() }),
+    ];
+    let want = [
+        ("invoice.create", "ok"),
+        ("invoice.mark-paid", "rejected"),
+        ("invoice.issue", "ok"),
+        ("invoice.mark-paid", "ok"),
+    ];
+    for (op, (action, outcome)) in ops.into_iter().zip(want) {
+        let (described, target) = op.describe();
+        let result = run(&mut s, DEC_2, op);
+        assert_eq!(result.is_ok(), outcome == "ok", "{result:?}");
+        let entries = s.audit.take_fresh();
+        let [entry] = &entries[..] else { panic!("one entry per command: {entries:?}") };
+        assert_eq!((entry.action.as_str(), described.as_str()), (action, action));
+        assert_eq!(entry.target, target.to_string());
+        assert_eq!(entry.target, "tenant/acme/invoice/acme-2026-11");
+        assert_eq!(serde_json::to_value(entry.outcome).expect("outcome"), serde_json::json!(outcome));
+    }
+}
