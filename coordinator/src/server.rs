@@ -141,6 +141,8 @@ pub struct Coordinator {
     pub audit: AuditLog,
     /// The newest commit index this node's log store saw (for `/metrics`).
     pub commit_index: store::CommitIndex,
+    /// Price plans per tier (`serve --billing-plans`), set once at start; none: invoicing refused.
+    pub price_plans: std::sync::OnceLock<crate::state::billing::plan::PricePlans>,
 }
 
 impl Coordinator {
@@ -199,6 +201,7 @@ impl Coordinator {
             store_sync,
             audit,
             commit_index,
+            price_plans: std::sync::OnceLock::new(),
         }))
     }
 

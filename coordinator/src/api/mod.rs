@@ -1,5 +1,5 @@
 //! The REST API (axum). Only this module knows about HTTP. The router below is the table of
-//! contents; each resource has its room (`tenants`, `nodes`, `apikeys`, `audit`, `cluster`), over
+//! contents; each resource has its room (`tenants`, `nodes`, `apikeys`, `audit`, `cluster`, `invoices`, …), over
 //! `extract` (parse → validate → reject, written once), `auth` (keys, rate limits, roles), `error`
 //! (the one mapping to statuses) and `dto` (the wire types, shared with the CLI). `openapi` is the
 //! contract: every status, constraint and error body the handlers really answer.
@@ -15,6 +15,7 @@ pub mod error;
 pub mod exposures;
 pub mod extract;
 pub mod firewall;
+pub mod invoices;
 pub mod metrics;
 pub mod nodes;
 pub mod openapi;
@@ -64,6 +65,9 @@ pub fn router(c: Arc<Coordinator>) -> Router {
         .route("/api/v1/tenant/{name}/firewall/rule/{id}", delete(firewall::remove_rule))
         .route("/api/v1/tenant/{name}/firewall/domains", get(firewall::list_domains).post(firewall::block_domain))
         .route("/api/v1/tenant/{name}/firewall/domains/{domain}", delete(firewall::unblock_domain))
+        .route("/api/v1/tenant/{name}/invoices", get(invoices::list_invoices).post(invoices::create_invoice))
+        .route("/api/v1/tenant/{name}/invoices/{invoice}", get(invoices::get_invoice))
+        .route("/api/v1/tenant/{name}/invoices/{invoice}/{action}", post(invoices::invoice_action))
         .route("/api/v1/tenants", get(tenants::list_tenants))
         .route("/api/v1/nodes", get(nodes::list_nodes))
         .route("/api/v1/nodes/tokens", post(nodes::create_join_token))

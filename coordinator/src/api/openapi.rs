@@ -4,7 +4,7 @@
 //! cross-field rules as `not` cases, and the refusals every authenticated route can answer.
 
 use super::dto::*;
-use super::{apikeys, audit, cluster, devices, devicetokens, exposures, firewall, metrics, nodes, tenants, usage};
+use super::{apikeys, audit, cluster, devices, devicetokens, exposures, firewall, invoices, metrics, nodes, tenants, usage};
 use crate::refusals::{PendingSource, RefusalStats};
 use axum::Json;
 use serde_json::{json, Value};
@@ -38,7 +38,7 @@ impl utoipa::Modify for SecurityAddon {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Berqenas coordinator API", description = "Tenants, nodes, API keys, devices and device tokens, audit and cluster membership."),
+    info(title = "Berqenas coordinator API", description = "Tenants, nodes, API keys, devices and device tokens, invoices, audit and cluster membership."),
     paths(healthz, metrics::metrics, tenants::create_tenant, tenants::get_tenant, tenants::list_tenants, tenants::update_tenant,
         tenants::delete_tenant, tenants::tenant_lifecycle, audit::tenant_audit, nodes::list_nodes,
         nodes::create_join_token, nodes::node_action, apikeys::create_api_key, apikeys::list_api_keys,
@@ -50,7 +50,9 @@ impl utoipa::Modify for SecurityAddon {
         devicetokens::revoke_device_token, exposures::add_exposure, exposures::list_exposures, exposures::get_exposure,
         exposures::remove_exposure, exposures::switch_exposure, firewall::add_rule, firewall::list_rules,
         firewall::remove_rule, firewall::list_domains, firewall::block_domain, firewall::unblock_domain,
-        usage::tenant_usage),
+        usage::tenant_usage,
+
+        invoices::list_invoices, invoices::get_invoice, invoices::create_invoice, invoices::invoice_action),
     components(schemas(ErrorBody, TenantView, CreatedTenant, CreateTenantBody, UpdateTenantBody, ApiKeyView,
         CreatedApiKey, CreateApiKeyBody, AuditEntryView, AuditVerification, BreakView, ClusterStatus, Member,
         AddLearnerBody, PromoteBody, NodeView, JoinTokenView, CreateJoinTokenBody, CreatedJoinToken,
@@ -58,7 +60,10 @@ impl utoipa::Modify for SecurityAddon {
         PendingSource, crate::server::Consistency, crate::state::tenant::TenantStatus, AddDeviceBody, DeviceView,
         ConnectView, DeviceConfigView, SwitchAction, DeviceAction, AddExposureBody, CreateDeviceTokenBody,
         CreatedDeviceToken, DeviceTokenView, FingerprintView, Approve, crate::state::device::DeviceState, ExposureView, AddRuleBody, RuleView, BlockDomainBody,
-        UsageView, UsageDay, UsageAmounts)),
+        UsageView, UsageDay, UsageAmounts,
+
+        CreateInvoiceBody, InvoiceAction, InvoiceView, InvoiceLineView, InvoiceUsageView, crate::state::billing::ShownStatus,
+        crate::state::billing::compute::LineKind)),
     modifiers(&SecurityAddon)
 )]
 pub struct ApiDoc;
@@ -99,6 +104,7 @@ pub fn contract() -> Value {
         ("AddExposureBody", "device", crate::state::device::DEVICE_NAME_PATTERN),
         ("AddRuleBody", "ports", PORTS_PATTERN),
         ("BlockDomainBody", "domain", DOMAIN_PATTERN),
+        ("CreateInvoiceBody", "period", PERIOD_PATTERN),
     ] {
         schemas[schema]["properties"][field]["pattern"] = json!(pattern);
     }
@@ -225,6 +231,9 @@ fn describe_operation(op: &mut Value) {
             }
             (Some("path"), "id") if param["schema"]["type"] == "string" => {
                 param["schema"]["pattern"] = json!(HEX_ID_PATTERN);
+            }
+            (Some("path"), "invoice") => {
+                param["schema"]["pattern"] = json!(INVOICE_ID_PATTERN);
             }
             (Some("path"), "device") => {
                 param["schema"]["pattern"] = json!(crate::state::device::DEVICE_NAME_PATTERN);

@@ -3,6 +3,7 @@
 //! tidy: long because it is the CLI's table of contents: every clap subcommand and its
 //! arguments in one place, each handler a few lines that call `client` and print.
 
+mod billing;
 pub mod client;
 mod commands;
 mod devicetoken;
@@ -76,6 +77,9 @@ pub enum Command {
     /// A tenant's usage ledger: disk, connections, events, VPN traffic, API calls per day.
     #[command(subcommand)]
     Usage(usage::UsageCmd),
+    /// Invoices: per tenant and month, priced by the tier plans of `serve --billing-plans`.
+    #[command(subcommand)]
+    Billing(billing::BillingCmd),
 }
 
 #[derive(Debug, Args)]
@@ -181,6 +185,9 @@ pub struct ServeArgs {
     /// The usage ledger: sampling, API-call batches, retention.
     #[command(flatten)]
     pub usage: crate::apicalls::UsageArgs,
+    /// Price plans per tier (TOML; README "Billing"); checked at start. Without it, invoicing is refused.
+    #[arg(long, value_name = "FILE")]
+    pub billing_plans: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -543,6 +550,7 @@ async fn recover_admin(a: RecoverAdminArgs, out: Output) -> anyhow::Result<()> {
 }
 
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    let plans = billing::load_plans(a.billing_plans.as_deref())?;
     let config = match crate::server::NodeConfig::load(&a.data_dir)? {
         Some(saved) => {
             if let Some(id) = a.addrs.id {
@@ -571,6 +579,9 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let siem = a.siem.target()?.map(|t| crate::siem::Forwarder::new(&a.data_dir, t)).transpose()?;
     let usage = a.usage.config().map_err(|e| anyhow::anyhow!(e))?;
     let coordinator = crate::server::Coordinator::start(config, &a.data_dir, a.snapshot_logs, limits).await?;
+    if let Some(plans) = plans {
+        let _ = coordinator.price_plans.set(plans);
+    }
     let identity = crate::transport::Identity { dir: a.data_dir.clone() };
     let loopback = coordinator.config.api_listen.ip().is_loopback();
     let api_tls = match (a.api_tls, &a.api_cert, &a.api_key_file) {
@@ -615,6 +626,7 @@ async fn api_command(client: &Client, command: Command, out: Output) -> anyhow::
         Command::Expose(x) => gateway::expose(client, x, out).await,
         Command::Firewall(f) => gateway::firewall(client, f, out).await,
         Command::Usage(u) => usage::usage(client, u, out).await,
+        Command::Billing(b) => billing::billing(client, b, out).await,
         Command::Init(_) | Command::Serve(_) | Command::RecoverAdmin(_) => bail!("not an API command"),
     }
 }

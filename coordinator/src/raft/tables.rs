@@ -5,6 +5,7 @@
 
 use super::store::{decode, encode, StoreError};
 use crate::state::apikey::ApiKey;
+use crate::state::billing::Invoice;
 use crate::state::device::Device;
 use crate::state::devicetoken::DeviceToken;
 use crate::state::exposure::Exposure;
@@ -169,6 +170,7 @@ string_rows!(Device, "devices", devices, Device);
 string_rows!(Exposure, "exposures", exposures, Exposure);
 string_rows!(FirewallRule, "firewall_rules", firewall_rules, FirewallRule);
 string_rows!(DeviceToken, "device_tokens", device_tokens, DeviceToken);
+string_rows!(Invoice, "invoices", invoices, Invoice);
 
 /// A table of rows keyed by a string id their value computes (`$ty::id()`), whose map in
 /// `State` is `state.usage.$field`.
@@ -216,6 +218,7 @@ pub const TABLES: &[&dyn Table] = &[
     &Rows::<DeviceToken>(PhantomData),
     &Rows::<Bucket>(PhantomData),
     &Rows::<Cursor>(PhantomData),
+    &Rows::<Invoice>(PhantomData),
 ];
 
 /// What the store does with a table, whatever its row type.

@@ -105,6 +105,12 @@ actions! {
     /// A coordinator's batch of API calls per tenant, folded into the usage ledger.
     UsageRecord = "usage.record",
     UsageShow = "usage.show",
+    /// A tenant's invoice for a month was computed (or the existing one returned).
+    InvoiceCreate = "invoice.create",
+    InvoiceList = "invoice.list",
+    InvoiceGet = "invoice.get",
+    InvoiceIssue = "invoice.issue",
+    InvoicePaid = "invoice.mark-paid",
     AuditList = "audit.list",
     AuditVerify = "audit.verify",
     RefusalsList = "refusals.list",
@@ -175,6 +181,8 @@ pub enum Target {
     Exposure(TenantName, String),
     /// `tenant/{name}/firewall/rule/{id}`
     FirewallRule(TenantName, String),
+    /// `tenant/{name}/invoice/{number}`
+    Invoice(TenantName, String),
     /// As the edge wrote it (bounded and escaped there), for refusals of unparsed input.
     Edge(String),
 }
@@ -193,6 +201,7 @@ impl fmt::Display for Target {
             Target::DeviceToken(t, id) => write!(f, "tenant/{t}/device-token/{id}"),
             Target::Exposure(t, id) => write!(f, "tenant/{t}/exposure/{id}"),
             Target::FirewallRule(t, id) => write!(f, "tenant/{t}/firewall/rule/{id}"),
+            Target::Invoice(t, id) => write!(f, "tenant/{t}/invoice/{id}"),
             Target::Edge(text) => f.write_str(text),
         }
     }

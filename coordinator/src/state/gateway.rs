@@ -143,6 +143,7 @@ impl super::Op {
             | Self::DeviceHeartbeat(_)
             | Self::Membership { .. }
             | Self::RecordUsage(_)
+            | Self::Invoice(_)
             | Self::Rejected { .. } => None,
         }
     }

@@ -9,6 +9,7 @@ pub mod allocation;
 pub mod apikey;
 pub mod audit;
 pub mod backup;
+pub mod billing;
 pub mod cluster;
 pub mod connect;
 pub mod desired;
@@ -158,6 +159,8 @@ pub enum Op {
     },
     /// A coordinator's API calls per tenant since its last batch; compacts the usage ledger.
     RecordUsage(usage::UsageBatch),
+    /// Invoices: create (idempotent per tenant and month), issue, mark paid (`state/billing.rs`).
+    Invoice(billing::InvoiceOp),
     /// A Raft membership change that openraft carried out; recorded for the audit trail, and
     /// removed coordinator ids are retired forever.
     /// `action` is `cluster.add-learner`, `cluster.promote` or `cluster.remove`.
@@ -196,6 +199,7 @@ impl Op {
             | Op::RevokeJoinToken { .. }
             | Op::RevokeNode { .. }
             | Op::CordonNode { .. }
+            | Op::Invoice(_)
             | Op::Membership { .. } => true,
             Op::AddDevice(_)
             | Op::RemoveDevice { .. }
@@ -311,6 +315,7 @@ impl Op {
                 (action, Target::Tenant(tenant.clone()))
             }
             Op::RecordUsage(b) => (Action::UsageRecord, Target::Coordinator(b.coordinator)),
+            Op::Invoice(op) => op.describe(),
             Op::Membership { action, node_id, .. } => (*action, Target::Coordinator(*node_id)),
             Op::Rejected { action, target, .. } => (*action, Target::Edge(target.clone())),
         }
@@ -332,6 +337,7 @@ pub enum Reply {
     DeviceToken(Box<devicetoken::DeviceToken>),
     Exposure(Box<exposure::Exposure>),
     FirewallRule(Box<firewall::FirewallRule>),
+    Invoice(Box<billing::Invoice>),
     Done,
 }
 
@@ -411,6 +417,7 @@ pub enum Touched {
     UsageBucket(String),
     /// A usage ledger cursor (`usage::Cursor::id`).
     UsageCursor(String),
+    Invoice(String),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -439,6 +446,8 @@ pub struct State {
     /// Every tenant's usage ledger (bounded: see `usage::Retention`).
     #[serde(default)]
     pub usage: usage::Ledger,
+    #[serde(default)]
+    pub invoices: BTreeMap<String, billing::Invoice>,
 }
 
 impl State {
@@ -563,6 +572,7 @@ impl State {
             Op::RemoveFirewallRule { tenant, id } => self.remove_firewall_rule(cx, tenant, id),
             Op::BlockDomain { tenant, domain, blocked } => self.block_domain(cx, tenant, domain, *blocked),
             Op::RecordUsage(batch) => self.record_usage(cx, batch),
+            Op::Invoice(op) => self.invoice_command(cx, op),
             Op::Membership { action, node_id, details } => self.membership(cx, *action, *node_id, details),
             Op::Rejected { reason, .. } => (Err(DomainError::Rejected(reason.clone())), cx.facts),
         }

@@ -10,6 +10,7 @@
 
 mod admin;
 mod audit;
+mod billing;
 mod cli;
 mod cluster;
 mod enroll;

@@ -5,6 +5,7 @@
 
 pub mod apikey;
 pub mod audit;
+pub mod billing;
 pub mod cluster;
 pub mod device;
 pub mod devicetoken;
@@ -15,6 +16,7 @@ pub mod usage;
 
 pub use apikey::*;
 pub use audit::*;
+pub use billing::*;
 pub use cluster::*;
 pub use device::*;
 pub use devicetoken::*;

@@ -159,6 +159,7 @@ impl State {
                 // Invoice before purging: the usage ledger goes with the tenant (a new tenant of
                 // the same name starts empty).
                 self.usage.drop_tenant(name, touched);
+                self.drop_invoices(name, touched);
                 for key in self.api_keys.values_mut() {
                     if key.tenant.as_ref() == Some(name) && key.revoked_at_ms.is_none() {
                         key.revoked_at_ms = Some(now);
