@@ -4,7 +4,9 @@
 //! cross-field rules as `not` cases, and the refusals every authenticated route can answer.
 
 use super::dto::*;
-use super::{apikeys, audit, cluster, devices, devicetokens, exposures, firewall, invoices, metrics, nodes, tenants, usage};
+use super::{
+    apikeys, audit, cluster, devices, devicetokens, exposures, firewall, invoices, metrics, nodes, tenants, usage,
+};
 use crate::refusals::{PendingSource, RefusalStats};
 use axum::Json;
 use serde_json::{json, Value};

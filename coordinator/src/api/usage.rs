@@ -3,11 +3,12 @@
 //! customer keys only their own.
 
 use super::auth::{Ctx, Need};
-use super::dto::{date, ErrorBody, Period, UsageAmounts, UsageDay, UsageQuery, UsageView};
+use super::dto::{ErrorBody, UsageAmounts, UsageDay, UsageQuery, UsageView};
 use super::error::ApiError;
 use super::extract::{clipped, path, PathOf, QueryOf};
 use super::{barrier, Result};
 use crate::state::action::Action;
+use crate::state::period::{date, Period};
 use axum::Json;
 
 #[utoipa::path(get, path = "/api/v1/tenant/{name}/usage", params(("name" = String, Path), UsageQuery),
@@ -22,11 +23,11 @@ pub(super) async fn tenant_usage(ctx: Ctx, raw: PathOf<String>, query: QueryOf<U
     scope.authorize(Need::Tenant(&name)).await?;
     let query = scope.query(query).await?;
     let period = match &query.period {
-        Some(p) => scope.check(Period::parse(p).map_err(ApiError::invalid)).await?,
+        Some(p) => scope.check(Period::parse(p).map_err(|e| ApiError::invalid(e.to_string()))).await?,
         None => Period::of(crate::time::now_ms()),
     };
     barrier(&ctx, query.consistency).await?;
-    let (from, to) = period.range_ms();
+    let (from, to) = (period.from_ms(), period.to_ms());
     let found = ctx.coordinator.read(|d| {
         let state = &d.state;
         state

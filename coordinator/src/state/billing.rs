@@ -8,17 +8,17 @@
 
 pub mod compute;
 pub mod export;
-pub mod period;
+
 pub mod plan;
 pub mod provider;
 
 use super::action::{details, Action, Target};
 use super::names::TenantName;
+use super::period::Period;
 use super::tenant::Tier;
 use super::usage::UsageTotals;
 use super::{Cx, DomainError, Handled, Reply, State, Touched};
 use compute::Line;
-use period::Period;
 use plan::{Currency, PricePlan};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};

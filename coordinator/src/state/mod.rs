@@ -20,6 +20,7 @@ pub mod firewall;
 pub mod gateway;
 pub mod names;
 pub mod node;
+pub mod period;
 pub mod placement;
 pub mod presence;
 pub mod quota;

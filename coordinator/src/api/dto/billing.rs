@@ -6,17 +6,17 @@
 
 use super::wire_enum;
 use crate::state::billing::compute::{Line, LineKind};
-use crate::state::billing::period::Period;
 use crate::state::billing::plan::Currency;
 use crate::state::billing::{Invoice, InvoiceStatus, ShownStatus};
 use crate::state::names::TenantName;
+use crate::state::period::Period;
 use crate::state::tenant::Tier;
 use crate::state::usage::UsageTotals;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-pub use crate::state::billing::period::PERIOD_PATTERN;
+pub use crate::state::period::PERIOD_PATTERN;
 /// `^…$` of an invoice number: `{tenant}-{YYYY}-{MM}`.
 pub const INVOICE_ID_PATTERN: &str = "^[a-z][a-z0-9_]{1,30}-[2-9][0-9]{3}-(0[1-9]|1[0-2])$";
 /// `^…$` of a decimal string as invoices show money and quantities.

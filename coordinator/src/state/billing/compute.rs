@@ -8,8 +8,8 @@
 //! total = subtotal (no taxes). A usage line whose usage is zero is left out; the base fee is
 //! always the first line.
 
-use super::period::Period;
 use super::plan::{tier_name, PricePlan};
+use crate::state::period::Period;
 use crate::state::usage::UsageTotals;
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Serialize};

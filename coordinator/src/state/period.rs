@@ -1,5 +1,6 @@
-//! A billing period: one calendar month in UTC (`2026-11`), half-open `[first day 00:00, next
-//! month's first day 00:00)`, hour-aligned as the usage ledger is.
+//! A period of usage and billing: one calendar month in UTC (`2026-11`), half-open `[first day
+//! 00:00, next month's first day 00:00)`, hour-aligned as the usage ledger is; and the UTC date
+//! of an instant (`2026-11-03`).
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -73,6 +74,17 @@ impl Period {
         days_from_civil(y, m) * MS_PER_DAY
     }
 
+    /// The month holding `ms` (instants before 2000 give 2000-01, after 9999 give 9999-12).
+    pub fn of(ms: u64) -> Self {
+        match civil_from_days(ms / MS_PER_DAY) {
+            (year, ..) if year < 2000 => Period { year: 2000, month: 1 },
+            (year, month, _) => match u16::try_from(year) {
+                Ok(year) if year <= 9999 => Period { year, month: month as u8 },
+                _ => Period { year: 9999, month: 12 },
+            },
+        }
+    }
+
     /// Hours in the month (672, 696, 720 or 744).
     pub fn hours(self) -> u64 {
         (self.to_ms() - self.from_ms()) / 3_600_000
@@ -89,6 +101,25 @@ fn days_from_civil(y: u64, m: u64) -> u64 {
     let doy = (153 * mp + 2) / 5;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     era * 146_097 + doe - 719_468
+}
+
+/// The date `days` after 1970-01-01 as (year, month, day) (`civil_from_days`).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + u64::from(month <= 2), month, day)
+}
+
+/// `2026-11-03` for the UTC day holding `ms`.
+pub fn date(ms: u64) -> String {
+    let (y, m, d) = civil_from_days(ms / MS_PER_DAY);
+    format!("{y:04}-{m:02}-{d:02}")
 }
 
 impl fmt::Display for Period {
@@ -126,6 +157,12 @@ mod tests {
         assert_eq!(Period::parse("2000-03").map(Period::hours), Ok(744));
         assert_eq!(nov.next().map(|p| p.to_string()), Some("2026-12".into()));
         assert_eq!(Period::parse("2026-12").ok().and_then(Period::next).map(|p| p.to_string()), Some("2027-01".into()));
+        assert_eq!(Period::of(nov.from_ms() + 29 * MS_PER_DAY), nov);
+        assert_eq!(Period::of(nov.to_ms()).to_string(), "2026-12");
+        assert_eq!(Period::of(0).to_string(), "2000-01");
+        assert_eq!(date(nov.from_ms() + 2 * MS_PER_DAY + 5), "2026-11-03");
+        assert_eq!(date(nov.to_ms() + MS_PER_DAY - 1), "2026-12-01");
+        assert_eq!(date(Period::parse("2028-03").expect("valid").from_ms() - 1), "2028-02-29");
     }
 
     #[test]
