@@ -143,6 +143,7 @@ pub async fn backup(
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let sealer = Sealer::new(data_key, rand::random())?;
     let dump = exec::spawn("pg_dump", &args, &env, Pipe::Stdout)?;
+    // pg_dump connects and reads the catalogs meanwhile; it is killed if this fails.
     let mut upload = store.upload(key).await?;
 
     let (dumped_tx, dumped_rx) = mpsc::channel(QUEUE);
@@ -225,7 +226,9 @@ pub async fn restore(
         pg::Mode::Overwrite { keep } => keep,
     };
     pg::check_target(tenant, new_name)?;
+    let started = Instant::now();
     verify(store, data_key, key, sha256).await?;
+    tracing::info!(tenant, key, took = ?started.elapsed(), "backup verified; replaying it");
 
     let database = source.database()?;
     let parked = format!("{}_bq_restoring", pg::schema(tenant));

@@ -23,9 +23,10 @@ use tokio::sync::mpsc;
 /// Part uploads in flight at once.
 pub(super) const UPLOADS: usize = 3;
 /// Bytes of pg_dump's output (or of the object) handed on at a time.
-const READ: usize = 512 << 10;
-/// Buffers waiting between two stages.
-pub(super) const QUEUE: usize = 4;
+const READ: usize = 256 << 10;
+/// Buffers waiting between two stages: enough that zstd finds input while pg_dump waits for
+/// the CPU, and the sealer room while a part uploads.
+pub(super) const QUEUE: usize = 8;
 
 /// What the compressing stage is given: the dump's bytes, then `End` once pg_dump exited
 /// cleanly. A stream that closes without `End` was a failed dump, and no final chunk is sealed.
@@ -259,23 +260,29 @@ fn open_object(
 struct Inflate {
     zstd: zstd::stream::raw::Decoder<'static>,
     plain: Vec<u8>,
-    /// zstd's hint after the last step: 0 once its frame ended.
-    hint: usize,
+    /// The input so far ends exactly at the end of a zstd frame.
+    ended: bool,
 }
 
 impl Inflate {
     fn new() -> Result<Self, BackupError> {
         let zstd = zstd::stream::raw::Decoder::new().map_err(io("zstd"))?;
-        Ok(Self { zstd, plain: Vec::with_capacity(CHUNK), hint: 0 })
+        Ok(Self { zstd, plain: Vec::with_capacity(CHUNK), ended: false })
     }
 
     fn feed(&mut self, compressed: &[u8], out: &mut impl Plain) -> Result<(), BackupError> {
         use zstd::stream::raw::{InBuffer, Operation, OutBuffer};
         let mut input = InBuffer::around(compressed);
         loop {
-            let at = self.plain.len();
-            self.hint =
+            let (at, read) = (self.plain.len(), input.pos());
+            let hint =
                 self.zstd.run(&mut input, &mut OutBuffer::around_pos(&mut self.plain, at)).map_err(io("zstd"))?;
+            // 0 as the frame ends; a later call with no input asks for the next frame's header.
+            if hint == 0 {
+                self.ended = true;
+            } else if input.pos() > read {
+                self.ended = false;
+            }
             if self.plain.len() == self.plain.capacity() {
                 out.piece(std::mem::replace(&mut self.plain, Vec::with_capacity(CHUNK)))?;
             } else if input.pos() == compressed.len() {
@@ -285,12 +292,54 @@ impl Inflate {
     }
 
     fn finish(mut self, out: &mut impl Plain) -> Result<(), BackupError> {
-        if self.hint != 0 {
+        if !self.ended {
             return Err(io("zstd")(std::io::Error::other("the compressed dump ends inside its frame")));
         }
         if !self.plain.is_empty() {
             out.piece(std::mem::take(&mut self.plain))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Collects what an opened object yields.
+    #[derive(Default)]
+    struct Pieces(Vec<Vec<u8>>);
+
+    impl Plain for Pieces {
+        fn piece(&mut self, bytes: Vec<u8>) -> Result<(), BackupError> {
+            self.0.push(bytes);
+            Ok(())
+        }
+
+        fn end(self) -> Result<(), BackupError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_dump_that_compresses_well_leaves_in_bounded_pieces() {
+        let dump = vec![b'x'; 40 * CHUNK];
+        let compressed = zstd::encode_all(&dump[..], LEVEL).unwrap();
+        assert!(compressed.len() < CHUNK / 100, "{} bytes", compressed.len());
+        let (mut inflate, mut out) = (Inflate::new().unwrap(), Pieces::default());
+        for piece in compressed.chunks(4096) {
+            inflate.feed(piece, &mut out).unwrap();
+        }
+        inflate.finish(&mut out).unwrap();
+        assert!(out.0.iter().all(|p| p.len() <= CHUNK), "no piece is larger than a chunk");
+        assert_eq!(out.0.concat(), dump);
+    }
+
+    #[test]
+    fn a_compressed_dump_cut_inside_its_frame_is_refused() {
+        let compressed = zstd::encode_all(&b"COPY t FROM stdin;\n1\n\\.\n".repeat(1000)[..], LEVEL).unwrap();
+        let (mut inflate, mut out) = (Inflate::new().unwrap(), Pieces::default());
+        inflate.feed(&compressed[..compressed.len() - 3], &mut out).unwrap();
+        assert!(inflate.finish(&mut out).is_err());
     }
 }
