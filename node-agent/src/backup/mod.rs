@@ -1,12 +1,13 @@
 //! Per-tenant backups of the db role: `pg_dump` of the tenant's schema → zstd → AES-256-GCM in
-//! 1 MiB chunks with the tenant's data key → an S3 multipart upload, streamed end to end (at
-//! most two parts, 8 MiB each — one filling, one uploading — are held; nothing touches the
-//! disk). Restore is the way back, into a
+//! 1 MiB chunks with the tenant's data key → an S3 multipart upload, streamed end to end in
+//! stages that run at once (`stages.rs`), joined by bounded queues: a few tens of MiB are held
+//! whatever the dump's size, and nothing touches the disk. Restore is the way back, into a
 //! clone schema or over the live one, as the tenant's owner role.
 //!
 //! - `format.rs`: the object format (header, sealed chunks), pure.
 //! - `pg.rs`: libpq environment, `pg_dump` arguments, the SQL wrapped around a restore, pure.
 //! - `store.rs`: the bucket (client, multipart upload, download).
+//! - `stages.rs`: the pipelines' stages (reading, zstd, sealing, uploading; downloading, opening).
 //! - `manual.rs`: the agent's `backup run|list|restore` command (by hand, with a key file).
 //! - this file: the two pipelines.
 //!
@@ -14,7 +15,7 @@
 //! that the multipart upload is aborted and nothing exists under the key. Its [`Catalogued`]
 //! entry is made only then. A restore reads the object twice: once to authenticate every chunk
 //! (and check its SHA-256), touching nothing, and once into psql, which commits only after the
-//! final chunk authenticated.
+//! final chunk authenticated and the SHA-256 matched again.
 
 pub mod format;
 pub mod manual;
@@ -125,8 +126,8 @@ pub fn object_key(tenant: &str, at: SystemTime, id: &str) -> String {
 ///
 /// Four stages run at once, joined by bounded queues so memory stays bounded whatever the
 /// dump's size: reading pg_dump's output (this task), zstd (a blocking thread), sealing and
-/// hashing (another), and the part uploads (this task, [`UPLOADS`] in flight). At most about
-/// `QUEUE × (READ + CHUNK) + (UPLOADS + 2) × PART` bytes are held.
+/// hashing (another), and the part uploads (this task, `stages::UPLOADS` in flight). At most
+/// about `QUEUE × (READ + CHUNK) + (UPLOADS + 2) × PART` bytes are held (50 MiB).
 pub async fn backup(
     store: &Store,
     source: &Source,
