@@ -115,12 +115,12 @@ impl Sealer {
         let word = (plain.len() + TAG) as u32 | if last { FINAL } else { 0 };
         out.extend_from_slice(&word.to_be_bytes());
         out.extend_from_slice(plain);
-        let mut body = out.split_off(start + 4);
         #[allow(clippy::expect_used, reason = "sealing fails only past 2^36 bytes per chunk; chunks are 1 MiB")]
-        self.key
-            .seal_in_place_append_tag(nonce(self.counter, last), Aad::from(&self.header), &mut body)
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(nonce(self.counter, last), Aad::from(&self.header), &mut out[start + 4..])
             .expect("chunk within AES-GCM limits");
-        out.extend_from_slice(&body);
+        out.extend_from_slice(tag.as_ref());
         self.counter += 1;
     }
 }

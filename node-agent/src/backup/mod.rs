@@ -1,12 +1,13 @@
 //! Per-tenant backups of the db role: `pg_dump` of the tenant's schema → zstd → AES-256-GCM in
-//! 1 MiB chunks with the tenant's data key → an S3 multipart upload, streamed end to end (at
-//! most two parts, 8 MiB each — one filling, one uploading — are held; nothing touches the
-//! disk). Restore is the way back, into a
+//! 1 MiB chunks with the tenant's data key → an S3 multipart upload, streamed end to end in
+//! stages that run at once (`stages.rs`), joined by bounded queues: a few tens of MiB are held
+//! whatever the dump's size, and nothing touches the disk. Restore is the way back, into a
 //! clone schema or over the live one, as the tenant's owner role.
 //!
 //! - `format.rs`: the object format (header, sealed chunks), pure.
 //! - `pg.rs`: libpq environment, `pg_dump` arguments, the SQL wrapped around a restore, pure.
 //! - `store.rs`: the bucket (client, multipart upload, download).
+//! - `stages.rs`: the pipelines' stages (reading, zstd, sealing, uploading; downloading, opening).
 //! - `manual.rs`: the agent's `backup run|list|restore` command (by hand, with a key file).
 //! - this file: the two pipelines.
 //!
@@ -14,21 +15,22 @@
 //! that the multipart upload is aborted and nothing exists under the key. Its [`Catalogued`]
 //! entry is made only then. A restore reads the object twice: once to authenticate every chunk
 //! (and check its SHA-256), touching nothing, and once into psql, which commits only after the
-//! final chunk authenticated.
+//! final chunk authenticated and the SHA-256 matched again.
 
 pub mod format;
 pub mod manual;
 pub mod pg;
+mod stages;
 pub mod store;
 
 use crate::host::exec::{self, ExecError, Pipe};
-use aws_sdk_s3::types::CompletedPart;
-use format::{DataKey, FormatError, Opener, Sealer, CHUNK};
-use sha2::{Digest, Sha256};
-use std::io::Write;
+use format::{DataKey, FormatError, Sealer};
+use stages::QUEUE;
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant, SystemTime};
 use store::{Store, StoreError};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
 
 /// Bytes per uploaded part (S3's minimum for all but the last is 5 MiB).
 pub const PART: usize = 8 << 20;
@@ -119,43 +121,13 @@ pub fn object_key(tenant: &str, at: SystemTime, id: &str) -> String {
     format!("tenants/{tenant}/{}-{id}.bqb", humantime::format_rfc3339_seconds(at))
 }
 
-/// Accumulates sealed frames into parts and uploads each as it fills, one part in flight while
-/// the next one fills (so pg_dump is not held up by the upload; at most two parts in memory).
-struct Sink {
-    upload: store::Upload,
-    part: Vec<u8>,
-    in_flight: Option<tokio::task::JoinHandle<Result<CompletedPart, StoreError>>>,
-    hash: Sha256,
-    bytes: u64,
-}
-
-impl Sink {
-    /// Adds sealed bytes; true when a part finished uploading meanwhile.
-    async fn push(&mut self, frame_bytes: &[u8]) -> Result<bool, BackupError> {
-        self.hash.update(frame_bytes);
-        self.bytes += frame_bytes.len() as u64;
-        self.part.extend_from_slice(frame_bytes);
-        if self.part.len() < PART {
-            return Ok(false);
-        }
-        let part = std::mem::replace(&mut self.part, Vec::with_capacity(PART + CHUNK));
-        let finished = self.settle().await?;
-        self.in_flight = Some(tokio::spawn(self.upload.send_part(part)));
-        Ok(finished)
-    }
-
-    /// Waits for the part in flight, if any; true when there was one.
-    async fn settle(&mut self) -> Result<bool, BackupError> {
-        let Some(task) = self.in_flight.take() else { return Ok(false) };
-        let done =
-            task.await.map_err(|e| BackupError::Io { what: "the part upload", error: std::io::Error::other(e) })??;
-        self.upload.record(done);
-        Ok(true)
-    }
-}
-
 /// Dumps `source`'s schema into the bucket under `key`, sealed with `data_key`. `progress` is
 /// called after each uploaded part.
+///
+/// Four stages run at once, joined by bounded queues so memory stays bounded whatever the
+/// dump's size: reading pg_dump's output (this task), zstd (a blocking thread), sealing and
+/// hashing (another), and the part uploads (this task, `stages::UPLOADS` in flight). At most
+/// about `QUEUE × (READ + CHUNK) + (UPLOADS + 2) × PART` bytes are held (50 MiB).
 pub async fn backup(
     store: &Store,
     source: &Source,
@@ -170,69 +142,38 @@ pub async fn backup(
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let args = pg::dump_args(&source.tenant);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut dump = exec::spawn("pg_dump", &args, &env, Pipe::Stdout)?;
-    let mut sink = Sink {
-        upload: store.upload(key).await?,
-        part: Vec::with_capacity(PART + CHUNK),
-        in_flight: None,
-        hash: Sha256::new(),
-        bytes: 0,
+    let sealer = Sealer::new(data_key, rand::random())?;
+    let dump = exec::spawn("pg_dump", &args, &env, Pipe::Stdout)?;
+    // pg_dump connects and reads the catalogs meanwhile; it is killed if this fails.
+    let mut upload = store.upload(key).await?;
+
+    let (dumped_tx, dumped_rx) = mpsc::channel(QUEUE);
+    let (compressed_tx, compressed_rx) = mpsc::channel(QUEUE);
+    let (parts_tx, parts_rx) = mpsc::channel(1);
+    let compressing = tokio::task::spawn_blocking(move || stages::compress(dumped_rx, compressed_tx));
+    let sealing = tokio::task::spawn_blocking(move || stages::seal(sealer, compressed_rx, parts_tx));
+    let dumped = AtomicU64::new(0);
+    let flowed = tokio::try_join!(
+        stages::read_dump(dump, dumped_tx, &dumped),
+        stages::send_parts(&mut upload, parts_rx, &dumped, &mut progress)
+    );
+    // The stages end once the queues around them close; the earliest failed stage is the cause
+    // (later ones only saw their input end early).
+    let compressed = stages::joined(compressing.await);
+    let sealed = stages::joined(sealing.await);
+    let result = match (compressed, sealed, flowed) {
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Err(e),
+        (Ok(()), Ok(Some(sealed)), Ok(_)) => Ok(sealed),
+        (Ok(()), Ok(None), Ok(_)) => Err(io("the backup pipeline")(std::io::Error::other("no final chunk was sealed"))),
     };
-    let salt: [u8; 32] = rand::random();
-    let result = async {
-        let mut sealer = Sealer::new(data_key, salt)?;
-        let mut frame = sealer.header().to_vec();
-        let mut zstd = zstd::stream::write::Encoder::new(Vec::with_capacity(2 * CHUNK), LEVEL).map_err(io("zstd"))?;
-        let mut stdout = dump.stdout.take().ok_or_else(|| io("pg_dump")(std::io::ErrorKind::BrokenPipe.into()))?;
-        let (mut buf, mut dumped) = (vec![0u8; 256 << 10], 0u64);
-        loop {
-            let n = stdout.read(&mut buf).await.map_err(io("reading pg_dump's output"))?;
-            if n == 0 {
-                break;
-            }
-            dumped += n as u64;
-            zstd.write_all(&buf[..n]).map_err(io("zstd"))?;
-            while zstd.get_ref().len() >= CHUNK {
-                let rest = zstd.get_mut().split_off(CHUNK);
-                let chunk = std::mem::replace(zstd.get_mut(), rest);
-                sealer.seal(&chunk, false, &mut frame);
-                if sink.push(&frame).await? {
-                    progress(Progress { dumped, uploaded: sink.bytes, parts: sink.upload.parts() });
-                }
-                frame.clear();
-            }
-        }
-        // The dump is whole only if pg_dump says so: a failed dump never completes the upload.
-        dump.finish(DEADLINE).await?;
-        let mut rest = zstd.finish().map_err(io("zstd"))?;
-        while rest.len() > CHUNK {
-            let tail = rest.split_off(CHUNK);
-            sealer.seal(&rest, false, &mut frame);
-            rest = tail;
-        }
-        sealer.seal(&rest, true, &mut frame);
-        sink.push(&frame).await?;
-        sink.settle().await?;
-        let last = std::mem::take(&mut sink.part);
-        if !last.is_empty() || sink.upload.parts() == 0 {
-            sink.upload.part(last).await?;
-        }
-        progress(Progress { dumped, uploaded: sink.bytes, parts: sink.upload.parts() });
-        Ok::<u64, BackupError>(dumped)
-    }
-    .await;
-    if let Some(task) = sink.in_flight.take() {
-        task.abort();
-    }
-    let Sink { upload, hash, bytes, .. } = sink;
     match result {
-        Ok(dumped) => {
+        Ok(stages::Sealed { bytes, sha256 }) => {
             upload.complete().await?;
             Ok(Catalogued {
                 key: key.into(),
                 bytes,
-                sha256: hex::encode(hash.finalize()),
-                dumped,
+                sha256,
+                dumped: dumped.into_inner(),
                 duration: started.elapsed(),
                 format_version: format::VERSION,
                 server_version,
@@ -249,26 +190,7 @@ pub async fn backup(
 /// Authenticates every chunk of `key`, checks its SHA-256 and that the dump never changes its
 /// session's identity ([`pg::DumpScan`]), touching nothing.
 pub async fn verify(store: &Store, data_key: &DataKey, key: &str, sha256: &str) -> Result<(), BackupError> {
-    let mut body = store.download(key).await?;
-    let (mut opener, mut hash) = (Opener::new(data_key.clone()), Sha256::new());
-    let mut zstd = zstd::stream::write::Decoder::new(Vec::with_capacity(4 * CHUNK)).map_err(io("zstd"))?;
-    let mut scan = pg::DumpScan::default();
-    while let Some(bytes) = body.next().await {
-        let bytes =
-            bytes.map_err(|e| BackupError::Io { what: "reading the object", error: std::io::Error::other(e) })?;
-        hash.update(&bytes);
-        opener.feed(&bytes, |chunk| {
-            zstd.write_all(chunk).map_err(io("zstd"))?;
-            scan.feed(zstd.get_ref())?;
-            zstd.get_mut().clear();
-            Ok::<_, BackupError>(())
-        })?;
-    }
-    opener.finish()?;
-    zstd.flush().map_err(io("zstd"))?;
-    scan.feed(zstd.get_ref())?;
-    scan.finish()?;
-    let found = hex::encode(hash.finalize());
+    let found = stages::unseal(store, data_key, key, pg::DumpScan::default(), async { Ok(()) }).await?;
     if found != sha256 {
         return Err(BackupError::Digest { expected: sha256.into(), found });
     }
@@ -305,7 +227,9 @@ pub async fn restore(
         pg::Mode::Overwrite { keep } => keep,
     };
     pg::check_target(tenant, new_name)?;
+    let started = Instant::now();
     verify(store, data_key, key, sha256).await?;
+    tracing::info!(tenant, key, took = ?started.elapsed(), "backup verified; replaying it");
 
     let database = source.database()?;
     let parked = format!("{}_bq_restoring", pg::schema(tenant));
@@ -332,23 +256,18 @@ pub async fn restore(
     let fed = async {
         let mut stdin = psql.stdin.take().ok_or_else(|| io("psql")(std::io::ErrorKind::BrokenPipe.into()))?;
         stdin.write_all(before.as_bytes()).await.map_err(io("writing to psql"))?;
-        let mut body = store.download(key).await?;
-        let mut opener = Opener::new(data_key.clone());
-        let mut zstd = zstd::stream::write::Decoder::new(Vec::with_capacity(4 * CHUNK)).map_err(io("zstd"))?;
-        while let Some(bytes) = body.next().await {
-            let bytes =
-                bytes.map_err(|e| BackupError::Io { what: "reading the object", error: std::io::Error::other(e) })?;
-            let mut plain = Vec::new();
-            opener.feed(&bytes, |chunk| {
-                zstd.write_all(chunk).map_err(io("zstd"))?;
-                plain.append(zstd.get_mut());
-                Ok::<_, BackupError>(())
-            })?;
-            stdin.write_all(&plain).await.map_err(io("writing to psql"))?;
+        let (plain, mut pieces) = mpsc::channel::<Vec<u8>>(QUEUE);
+        let writing = async {
+            while let Some(piece) = pieces.recv().await {
+                stdin.write_all(&piece).await.map_err(io("writing to psql"))?;
+            }
+            Ok(())
+        };
+        let found = stages::unseal(store, data_key, key, plain, writing).await?;
+        // Read again, the object must still be the one verified.
+        if found != sha256 {
+            return Err(BackupError::Digest { expected: sha256.into(), found });
         }
-        opener.finish()?;
-        zstd.flush().map_err(io("zstd"))?;
-        stdin.write_all(zstd.get_ref()).await.map_err(io("writing to psql"))?;
         // COMMIT goes last, only after the final chunk authenticated.
         stdin.write_all(after.as_bytes()).await.map_err(io("writing to psql"))?;
         Ok::<_, BackupError>(stdin)

@@ -109,7 +109,7 @@ impl Store {
             .await
             .map_err(|e| StoreError::new("CreateMultipartUpload", e))?;
         let id = out.upload_id().ok_or_else(|| StoreError::missing("CreateMultipartUpload", "upload id"))?;
-        Ok(Upload { store: self.clone(), key: key.into(), id: id.into(), parts: Vec::new() })
+        Ok(Upload { store: self.clone(), key: key.into(), id: id.into(), sent: 0, parts: Vec::new() })
     }
 
     /// The object's bytes as they arrive.
@@ -151,10 +151,13 @@ impl Store {
 }
 
 /// A multipart upload in progress. Nothing is visible under its key until [`Upload::complete`].
+/// Parts may upload concurrently: each is numbered when it is sent, in the order they were sent.
 pub struct Upload {
     store: Store,
     key: String,
     id: String,
+    /// Parts sent so far (the last one's number).
+    sent: i32,
     parts: Vec<CompletedPart>,
 }
 
@@ -166,13 +169,18 @@ impl Upload {
         Ok(())
     }
 
-    /// The upload of the next part (numbered after those recorded so far), to run while the
-    /// caller prepares the one after it; [`Upload::record`] it when it is done.
+    /// The upload of the next part (numbered after those sent so far), to run while the caller
+    /// prepares the ones after it; [`Upload::record`] it when it is done, in any order.
+    ///
+    /// The payload is not hashed into the request's signature (`UNSIGNED-PAYLOAD`, as over
+    /// HTTPS AWS advises): the SDK's CRC32 checksum still guards the part on its way, and the
+    /// object's own SHA-256 and AES-GCM tags are what a restore trusts.
     pub fn send_part(
-        &self,
+        &mut self,
         bytes: Vec<u8>,
     ) -> impl std::future::Future<Output = Result<CompletedPart, StoreError>> + Send + 'static {
-        let number = self.parts.len() as i32 + 1;
+        self.sent += 1;
+        let number = self.sent;
         let request = self
             .store
             .client
@@ -181,7 +189,9 @@ impl Upload {
             .key(&self.key)
             .upload_id(&self.id)
             .part_number(number)
-            .body(ByteStream::from(bytes));
+            .body(ByteStream::from(bytes))
+            .customize()
+            .disable_payload_signing();
         async move {
             let out = request.send().await.map_err(|e| StoreError::new("UploadPart", e))?;
             let etag = out.e_tag().ok_or_else(|| StoreError::missing("UploadPart", "ETag"))?;
@@ -197,9 +207,14 @@ impl Upload {
         self.parts.len()
     }
 
-    /// Makes the object visible, whole.
-    pub async fn complete(self) -> Result<(), StoreError> {
-        let parts = CompletedMultipartUpload::builder().set_parts(Some(self.parts.clone())).build();
+    /// Makes the object visible, whole: every part sent must have been recorded.
+    pub async fn complete(mut self) -> Result<(), StoreError> {
+        if self.parts.len() != self.sent as usize {
+            let message = format!("{} parts sent, {} recorded", self.sent, self.parts.len());
+            return Err(StoreError { op: "CompleteMultipartUpload", message });
+        }
+        self.parts.sort_by_key(|p| p.part_number());
+        let parts = CompletedMultipartUpload::builder().set_parts(Some(std::mem::take(&mut self.parts))).build();
         self.store
             .client
             .complete_multipart_upload()
