@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod backupkey;
 pub mod cli;
 pub mod datadir;
 pub mod grpc;

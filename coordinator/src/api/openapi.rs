@@ -4,7 +4,7 @@
 //! cross-field rules as `not` cases, and the refusals every authenticated route can answer.
 
 use super::dto::*;
-use super::{apikeys, audit, cluster, devices, devicetokens, exposures, firewall, metrics, nodes, tenants};
+use super::{apikeys, audit, backups, cluster, devices, devicetokens, exposures, firewall, metrics, nodes, tenants};
 use crate::refusals::{PendingSource, RefusalStats};
 use axum::Json;
 use serde_json::{json, Value};
@@ -49,14 +49,17 @@ impl utoipa::Modify for SecurityAddon {
         devices::device_config, devicetokens::create_device_token, devicetokens::list_device_tokens,
         devicetokens::revoke_device_token, exposures::add_exposure, exposures::list_exposures, exposures::get_exposure,
         exposures::remove_exposure, exposures::switch_exposure, firewall::add_rule, firewall::list_rules,
-        firewall::remove_rule, firewall::list_domains, firewall::block_domain, firewall::unblock_domain),
+        firewall::remove_rule, firewall::list_domains, firewall::block_domain, firewall::unblock_domain,
+        backups::list_backups, backups::run_backup, backups::restore_backup),
     components(schemas(ErrorBody, TenantView, CreatedTenant, CreateTenantBody, UpdateTenantBody, ApiKeyView,
         CreatedApiKey, CreateApiKeyBody, AuditEntryView, AuditVerification, BreakView, ClusterStatus, Member,
         AddLearnerBody, PromoteBody, NodeView, JoinTokenView, CreateJoinTokenBody, CreatedJoinToken,
         CreateCoordinatorTokenBody, CoordinatorToken, TokenStatus, TenantAction, NodeAction, RefusalStats,
         PendingSource, crate::server::Consistency, crate::state::tenant::TenantStatus, AddDeviceBody, DeviceView,
         ConnectView, DeviceConfigView, SwitchAction, DeviceAction, AddExposureBody, CreateDeviceTokenBody,
-        CreatedDeviceToken, DeviceTokenView, FingerprintView, Approve, crate::state::device::DeviceState, ExposureView, AddRuleBody, RuleView, BlockDomainBody)),
+        CreatedDeviceToken, DeviceTokenView, FingerprintView, Approve, crate::state::device::DeviceState, ExposureView, AddRuleBody, RuleView, BlockDomainBody,
+        BackupsView, BackupView, BackupPolicyView, BackupFailureView, BackupRequestView, BackupOutcomeView,
+        RestoreBackupBody, RestoreMode)),
     modifiers(&SecurityAddon)
 )]
 pub struct ApiDoc;

@@ -3,6 +3,7 @@
 //! tidy: long because it is the CLI's table of contents: every clap subcommand and its
 //! arguments in one place, each handler a few lines that call `client` and print.
 
+mod backup;
 pub mod client;
 mod commands;
 mod devicetoken;
@@ -72,6 +73,9 @@ pub enum Command {
     /// A tenant's firewall rules and blocked domains.
     #[command(subcommand)]
     Firewall(gateway::FirewallCmd),
+    /// A tenant's backups: run one now, list them, restore one by time.
+    #[command(subcommand)]
+    Backup(backup::BackupCmd),
 }
 
 #[derive(Debug, Args)]
@@ -258,6 +262,8 @@ pub struct UpdateTenant {
     pub name: String,
     #[command(flatten)]
     pub settings: TenantSettings,
+    #[command(flatten)]
+    pub backup: backup::PolicySettings,
 }
 
 /// What `tenant create` and `tenant update` both set.
@@ -303,6 +309,9 @@ impl TenantSettings {
             access_mode: wire(self.access)?,
             bandwidth: self.bandwidth,
             device_to_device: self.device_to_device.map(|v| v == "allow"),
+            backup_interval_s: None,
+            backup_keep: None,
+            backup_days: None,
         })
     }
 }
@@ -600,6 +609,7 @@ async fn api_command(client: &Client, command: Command, out: Output) -> anyhow::
         Command::Device(d) => gateway::device(client, d, out).await,
         Command::Expose(x) => gateway::expose(client, x, out).await,
         Command::Firewall(f) => gateway::firewall(client, f, out).await,
+        Command::Backup(b) => backup::run(client, b, out).await,
         Command::Init(_) | Command::Serve(_) | Command::RecoverAdmin(_) => bail!("not an API command"),
     }
 }

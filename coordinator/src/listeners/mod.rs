@@ -97,6 +97,7 @@ pub async fn serve(
     tokio::spawn(crate::recovery::watch(c.clone(), stop_rx.clone()));
     tokio::spawn(refusal_summaries(c.clone(), stop_rx.clone()));
     tokio::spawn(expire_devices(c.clone(), expiry_every, stop_rx.clone()));
+    tokio::spawn(backup_keys(c.clone(), stop_rx.clone()));
     let nodes = serve_nodes(c.clone(), stop_rx.clone());
     let (g, a, n) = tokio::join!(grpc, api, nodes);
     g.context("raft transport server")?;
@@ -147,6 +148,20 @@ async fn expire_devices(c: Arc<Coordinator>, every: Duration, mut stop: tokio::s
             if let Err(e) = c.write(crate::state::Command { meta, op }).await {
                 tracing::warn!(error = %e, "could not expire an ephemeral device");
             }
+        }
+    }
+}
+
+/// On the leader, every second: a backup data key for each tenant that needs one
+/// (`grpc::backups::make_data_keys`); until `stop` flips.
+async fn backup_keys(c: Arc<Coordinator>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|v| *v) => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        if c.leader().map(|(id, _)| id) == Some(c.config.id) {
+            crate::grpc::backups::make_data_keys(&c).await;
         }
     }
 }

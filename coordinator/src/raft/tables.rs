@@ -169,6 +169,31 @@ string_rows!(Exposure, "exposures", exposures, Exposure);
 string_rows!(FirewallRule, "firewall_rules", firewall_rules, FirewallRule);
 string_rows!(DeviceToken, "device_tokens", device_tokens, DeviceToken);
 
+impl Row for crate::state::backup::TenantBackups {
+    const TABLE: &'static str = "backups";
+    type Id = TenantName;
+    type Key = &'static str;
+    fn rows(state: &State) -> &BTreeMap<TenantName, Self> {
+        &state.backups
+    }
+    fn rows_mut(state: &mut State) -> &mut BTreeMap<TenantName, Self> {
+        &mut state.backups
+    }
+    fn id(&self) -> TenantName {
+        self.tenant.clone()
+    }
+    fn key(id: &TenantName) -> &str {
+        id.as_str()
+    }
+    fn touched(touched: &Touched) -> Option<&TenantName> {
+        if let Touched::Backups(id) = touched {
+            Some(id)
+        } else {
+            None
+        }
+    }
+}
+
 /// Every entity table.
 pub const TABLES: &[&dyn Table] = &[
     &Rows::<Tenant>(PhantomData),
@@ -179,6 +204,7 @@ pub const TABLES: &[&dyn Table] = &[
     &Rows::<Exposure>(PhantomData),
     &Rows::<FirewallRule>(PhantomData),
     &Rows::<DeviceToken>(PhantomData),
+    &Rows::<crate::state::backup::TenantBackups>(PhantomData),
 ];
 
 /// What the store does with a table, whatever its row type.

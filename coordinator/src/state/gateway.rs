@@ -142,6 +142,7 @@ impl super::Op {
             | Self::RevokeDeviceToken { .. }
             | Self::DeviceHeartbeat(_)
             | Self::Membership { .. }
+            | Self::Backup(_)
             | Self::Rejected { .. } => None,
         }
     }

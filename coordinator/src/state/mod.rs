@@ -153,6 +153,8 @@ pub enum Op {
         domain: berqenas_common::net::DomainName,
         blocked: bool,
     },
+    /// Backups: data keys, runs and restores asked for, and what the db node reports.
+    Backup(backup::BackupOp),
     /// A Raft membership change that openraft carried out; recorded for the audit trail, and
     /// removed coordinator ids are retired forever.
     /// `action` is `cluster.add-learner`, `cluster.promote` or `cluster.remove`.
@@ -214,6 +216,7 @@ impl Op {
             | Op::RevokeDevice { .. }
             | Op::DeviceHeartbeat(_)
             | Op::ExpireDevice { .. }
+            | Op::Backup(_)
             | Op::Rejected { .. } => false,
         }
     }
@@ -235,6 +238,7 @@ impl Op {
             | Op::EnableExposure { tenant, .. }
             | Op::RemoveFirewallRule { tenant, .. }
             | Op::BlockDomain { tenant, .. } => Some(tenant),
+            Op::Backup(b) => b.customer_tenant(),
             _ => None,
         }
     }
@@ -304,6 +308,7 @@ impl Op {
                 let action = if *blocked { Action::FirewallBlockDomain } else { Action::FirewallUnblockDomain };
                 (action, Target::Tenant(tenant.clone()))
             }
+            Op::Backup(b) => b.describe(),
             Op::Membership { action, node_id, .. } => (*action, Target::Coordinator(*node_id)),
             Op::Rejected { action, target, .. } => (*action, Target::Edge(target.clone())),
         }
@@ -325,6 +330,7 @@ pub enum Reply {
     DeviceToken(Box<devicetoken::DeviceToken>),
     Exposure(Box<exposure::Exposure>),
     FirewallRule(Box<firewall::FirewallRule>),
+    Backups(Box<backup::TenantBackups>),
     Done,
 }
 
@@ -400,6 +406,7 @@ pub enum Touched {
     Exposure(String),
     FirewallRule(String),
     DeviceToken(String),
+    Backups(TenantName),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -425,6 +432,9 @@ pub struct State {
     /// Device enrollment tokens by id, each naming its tenant.
     #[serde(default)]
     pub device_tokens: BTreeMap<String, devicetoken::DeviceToken>,
+    /// Each tenant's backups: wrapped data keys, catalog, requests (table `backups`).
+    #[serde(default)]
+    pub backups: BTreeMap<TenantName, backup::TenantBackups>,
 }
 
 impl State {
@@ -548,6 +558,7 @@ impl State {
             Op::AddFirewallRule(new) => self.add_firewall_rule(cx, new),
             Op::RemoveFirewallRule { tenant, id } => self.remove_firewall_rule(cx, tenant, id),
             Op::BlockDomain { tenant, domain, blocked } => self.block_domain(cx, tenant, domain, *blocked),
+            Op::Backup(b) => self.backup(cx, b),
             Op::Membership { action, node_id, details } => self.membership(cx, *action, *node_id, details),
             Op::Rejected { reason, .. } => (Err(DomainError::Rejected(reason.clone())), cx.facts),
         }

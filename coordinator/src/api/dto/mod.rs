@@ -5,6 +5,7 @@
 
 pub mod apikey;
 pub mod audit;
+pub mod backup;
 pub mod cluster;
 pub mod device;
 pub mod devicetoken;
@@ -14,6 +15,7 @@ pub mod tenant;
 
 pub use apikey::*;
 pub use audit::*;
+pub use backup::*;
 pub use cluster::*;
 pub use device::*;
 pub use devicetoken::*;
