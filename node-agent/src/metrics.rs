@@ -113,6 +113,8 @@ pub struct AgentMetrics {
     pub ingest: IngestMetrics,
     tenants: Mutex<Vec<TenantSample>>,
     system: Mutex<sysinfo::System>,
+    /// Unix seconds of each tenant's newest completed backup (db role with backups).
+    backups: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 /// The process's metrics.
@@ -132,6 +134,7 @@ pub static METRICS: LazyLock<AgentMetrics> = LazyLock::new(|| AgentMetrics {
     },
     tenants: Mutex::new(Vec::new()),
     system: Mutex::new(sysinfo::System::new()),
+    backups: Mutex::new(std::collections::BTreeMap::new()),
 });
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -164,6 +167,19 @@ impl AgentMetrics {
         self.applied_revision.set(revision);
         self.desired(revision);
         *lock(&self.tenants) = tenants;
+    }
+
+    /// The tenants with backups on this node and the newest completed backup of each (Unix
+    /// seconds; `None` = none yet, not exported); tenants not named are dropped.
+    pub fn backups(&self, last: std::collections::BTreeMap<String, Option<u64>>) {
+        let mut m = lock(&self.backups);
+        m.retain(|t, _| last.contains_key(t));
+        for (tenant, secs) in last {
+            if let Some(secs) = secs {
+                let v = m.entry(tenant).or_insert(0);
+                *v = (*v).max(secs);
+            }
+        }
     }
 
     pub fn connected(&self, up: bool) {
@@ -261,6 +277,15 @@ impl AgentMetrics {
         reg.register("tenant_events", "Realtime events stored for the tenant since the agent started", events);
         reg.register("tenant_vpn_rx_bytes", "Bytes the gateway received from the tenant's devices", rx);
         reg.register("tenant_vpn_tx_bytes", "Bytes the gateway sent to the tenant's devices", tx);
+        let backups: Family<TenantLabel, Gauge> = Family::default();
+        for (tenant, secs) in lock(&self.backups).iter() {
+            backups.get_or_create(&TenantLabel { tenant: tenant.clone() }).set(int(*secs));
+        }
+        reg.register(
+            "backup_last_success_timestamp_seconds",
+            "Unix time of the tenant's newest completed backup (its upload finished)",
+            backups,
+        );
         reg.register(
             "tenant_vpn_sessions",
             "The tenant's devices with a WireGuard handshake in the last 3 minutes",

@@ -8,6 +8,7 @@
 //! - `pg.rs`: libpq environment, `pg_dump` arguments, the SQL wrapped around a restore, pure.
 //! - `store.rs`: the bucket (client, multipart upload, download).
 //! - `manual.rs`: the agent's `backup run|list|restore` command (by hand, with a key file).
+//! - `schedule.rs`: the scheduler the coordinators drive (policy, keys, requests, retention).
 //! - this file: the two pipelines.
 //!
 //! A backup is complete only when the upload completed after `pg_dump` exited cleanly; before
@@ -19,6 +20,7 @@
 pub mod format;
 pub mod manual;
 pub mod pg;
+pub mod schedule;
 pub mod store;
 
 use crate::host::exec::{self, ExecError, Pipe};
