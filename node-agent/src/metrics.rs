@@ -402,7 +402,9 @@ mod tests {
             },
             tenants: Mutex::new(Vec::new()),
             system: Mutex::new(sysinfo::System::new()),
+            backups: Mutex::new(Default::default()),
         };
+        m.backups([("acme".to_string(), Some(1_795_000_000)), ("globex".to_string(), None)].into());
         m.desired(12);
         m.pass("postgres", Duration::from_millis(30), 1);
         let sample = TenantSample {
@@ -419,6 +421,8 @@ mod tests {
         assert!(text.contains("berqenas_tenant_db_bytes{tenant=\"acme\"} 4096"), "{text}");
         assert!(text.contains("berqenas_tenant_db_sessions{tenant=\"acme\"} 3"), "{text}");
         assert!(text.contains("berqenas_agent_revision_lag 2"), "{text}");
+        assert!(text.contains("berqenas_backup_last_success_timestamp_seconds{tenant=\"acme\"} 1795000000"), "{text}");
+        assert!(!text.contains("timestamp_seconds{tenant=\"globex\"}"), "no backup yet, no sample: {text}");
         assert!(text.contains("berqenas_agent_reconcile_failures_total{driver=\"postgres\"} 1"), "{text}");
         assert!(!text.contains("tenant_vpn_rx_bytes_total{"), "no gateway part measured, no VPN sample: {text}");
         assert!(text.trim_end().ends_with("# EOF"), "{text}");
