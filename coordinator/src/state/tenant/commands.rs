@@ -153,13 +153,14 @@ impl State {
                     )));
                 }
                 let due = tenant.purge_after_ms.unwrap_or(0);
+                // A tenant without a backup is refused first: that is what force overrides for good.
+                self.purge_gate(name, force)?;
                 if now < due && !force {
                     return Err(DomainError::Conflict(format!(
                         "tenant {name} can be restored until {}; purge then, or pass force",
                         crate::time::rfc3339(due)
                     )));
                 }
-                self.purge_gate(name, force)?;
                 let removed = self.tenants.remove(name);
                 touched.push(Touched::Tenant(name.clone()));
                 // The catalog and the wrapped data keys go: the objects left in the bucket can
