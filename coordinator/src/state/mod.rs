@@ -1,6 +1,8 @@
 //! The replicated domain state and the commands that change it. `State::apply` is a pure,
 //! deterministic function of the state and the command: no clock, no randomness, no IO. Every
 //! command, accepted or refused, appends exactly one audit entry in the same step.
+//! tidy: long because it is the table of every command (`Op`): who may give it, how the audit
+//! trail names it and which handler runs it; the handlers live in each entity's file.
 
 pub mod action;
 pub mod allocation;
