@@ -97,20 +97,17 @@ impl ClusterKey {
     pub fn wrap(&self, tenant: &TenantName, key_id: &str, data_key: &[u8; 32]) -> anyhow::Result<WrappedKey> {
         let mut nonce = [0u8; 12];
         getrandom::getrandom(&mut nonce).map_err(|e| anyhow::anyhow!("system randomness unavailable: {e}"))?;
-        Ok(self.wrap_with_nonce(tenant, key_id, data_key, nonce))
-    }
-
-    fn wrap_with_nonce(&self, tenant: &TenantName, key_id: &str, data_key: &[u8; 32], nonce: [u8; 12]) -> WrappedKey {
         let mut sealed = data_key.to_vec();
         self.aead()
+            .ok_or_else(|| anyhow::anyhow!("the cluster backup key is not an AES-256 key"))?
             .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad(tenant, key_id)), &mut sealed)
-            .expect("sealing 32 bytes cannot exceed AES-GCM's length limit");
-        WrappedKey {
+            .map_err(|_| anyhow::anyhow!("sealing a data key failed"))?;
+        Ok(WrappedKey {
             id: key_id.to_string(),
             cluster_key_id: self.id.clone(),
             nonce: hex::encode(nonce),
             sealed: hex::encode(sealed),
-        }
+        })
     }
 
     /// Opens a wrapped data key of `tenant`; refuses one of another tenant, id or cluster key.
@@ -127,13 +124,15 @@ impl ClusterKey {
         let mut sealed = hex::decode(&w.sealed).map_err(|_| refused())?;
         let plain = self
             .aead()
+            .ok_or_else(refused)?
             .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad(tenant, &w.id)), &mut sealed)
             .map_err(|_| refused())?;
         plain.try_into().map_err(|_| refused())
     }
 
-    fn aead(&self) -> LessSafeKey {
-        LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &self.key).expect("a 32-byte key is an AES-256 key"))
+    /// The AEAD key; `None` never happens for 32 bytes.
+    fn aead(&self) -> Option<LessSafeKey> {
+        UnboundKey::new(&AES_256_GCM, &self.key).ok().map(LessSafeKey::new)
     }
 }
 

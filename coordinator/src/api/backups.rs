@@ -10,7 +10,7 @@ use super::error::ApiError;
 use super::extract::{clipped, path, Body, PathOf, Validate};
 use super::Result;
 use crate::state::action::Action;
-use crate::state::backup::{BackupOp, BackupPolicy, TenantBackups};
+use crate::state::backup::{BackupOp, TenantBackups};
 use crate::state::names::TenantName;
 use crate::state::{Op, Reply};
 use axum::http::StatusCode;
@@ -21,7 +21,7 @@ fn target(tenant: &str) -> String {
 }
 
 fn view(ctx: &Ctx, tenant: &TenantName, b: Option<&TenantBackups>) -> BackupsView {
-    let policy = ctx.coordinator.read(|d| d.state.backup_policy(tenant)).unwrap_or(BackupPolicy::default());
+    let policy = ctx.coordinator.read(|d| d.state.backup_policy(tenant)).unwrap_or_default();
     BackupsView::new(tenant.as_str(), policy, b)
 }
 

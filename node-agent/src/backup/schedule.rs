@@ -338,7 +338,7 @@ mod tests {
     #[test]
     fn a_reported_backup_is_not_taken_again_before_it_is_acknowledged() {
         let done = ev(Event::Done(pb::BackupDone { taken_ms: 10, ..Default::default() }));
-        assert_eq!(decide(20, "acme", &plan(0, 0, 0), &[done.clone()]), []);
+        assert_eq!(decide(20, "acme", &plan(0, 0, 0), std::slice::from_ref(&done)), []);
         let mut outbox = vec![done];
         let plans = BTreeMap::from([("acme".to_string(), plan(10, 0, 0))]);
         prune(&mut outbox, &plans);
@@ -353,7 +353,11 @@ mod tests {
         assert_eq!(decide(10_000, "acme", &plan(0, 1_000, 1), &[]), [], "15 s after the failure, not before");
         assert_eq!(decide(16_000, "acme", &plan(0, 1_000, 1), &[]), [Step::Backup(None)]);
         let failed = ev(Event::Failed(pb::BackupFailed { at_ms: 20_000, ..Default::default() }));
-        assert_eq!(decide(40_000, "acme", &plan(0, 1_000, 1), &[failed.clone()]), [], "the second waits 30 s");
+        assert_eq!(
+            decide(40_000, "acme", &plan(0, 1_000, 1), std::slice::from_ref(&failed)),
+            [],
+            "the second waits 30 s"
+        );
         assert_eq!(decide(50_001, "acme", &plan(0, 1_000, 1), &[failed]), [Step::Backup(None)]);
     }
 

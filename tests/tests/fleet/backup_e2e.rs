@@ -108,7 +108,7 @@ fn scheduled_backups_restore_expire_survive_a_stopped_bucket_and_gate_purge() {
     });
     assert!(list(&env, "acme")["last_failure"].is_null(), "a completed backup clears the failure");
     let object = first["object"].as_str().expect("object").to_string();
-    assert_eq!(objects(&s3, "acme"), [object.clone()]);
+    assert_eq!(objects(&s3, "acme"), std::slice::from_ref(&object));
     let stored = std::fs::read(s3.object_path(&object)).expect("object on disk");
     assert_eq!(stored.len() as u64, first["bytes"].as_u64().expect("bytes"));
     assert!(!stored.windows(MARKER.len()).any(|w| w == MARKER.as_bytes()), "no plaintext in the object");

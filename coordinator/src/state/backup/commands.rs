@@ -252,8 +252,7 @@ impl State {
                 b.entries.push(entry.clone());
                 b.entries.sort_by_key(|e| (e.taken_ms, e.id.clone()));
                 b.failure = None;
-                if b.run.as_ref().is_some_and(|r| request.as_deref() == Some(r.id.as_str())) {
-                    let r = b.run.take().expect("checked just above");
+                if let Some(r) = b.run.take_if(|r| request.as_deref() == Some(r.id.as_str())) {
                     b.last_run = Some(Outcome {
                         id: r.id,
                         at_ms: at.now,
@@ -277,8 +276,7 @@ impl State {
                 let b = self.backups_mut(&tenant, touched);
                 let failures = b.failure.as_ref().map_or(0, |f| f.failures) + 1;
                 b.failure = Some(Failure { at_ms: *at_ms, reason: clip(reason), failures });
-                if b.run.as_ref().is_some_and(|r| request.as_deref() == Some(r.id.as_str())) {
-                    let r = b.run.take().expect("checked just above");
+                if let Some(r) = b.run.take_if(|r| request.as_deref() == Some(r.id.as_str())) {
                     b.last_run = Some(Outcome {
                         id: r.id,
                         at_ms: at.now,
