@@ -6,6 +6,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={f}");
     }
     let fds = protox::compile(files, ["proto"])?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    // Messages that carry key material print without it (`Debug` by hand in lib.rs).
+    tonic_prost_build::configure()
+        .skip_debug([".berqenas.node.v1.DataKey", ".berqenas.node.v1.ClusterBackupKey"])
+        .compile_fds(fds)?;
     Ok(())
 }

@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod api;
 pub mod apicalls;
+pub mod backupkey;
 pub mod cli;
 pub mod datadir;
 pub mod grpc;

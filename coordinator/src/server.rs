@@ -143,6 +143,10 @@ pub struct Coordinator {
     pub commit_index: store::CommitIndex,
     /// Price plans per tier (`serve --billing-plans`), set once at start; none: invoicing refused.
     pub price_plans: std::sync::OnceLock<crate::state::billing::plan::PricePlans>,
+    /// The cluster backup key (`backup.key`): wraps and unwraps tenants' data keys. `None` on a
+    /// coordinator whose data directory lacks it (made before backups existed): it then makes
+    /// and sends no data keys.
+    pub backup_key: Option<Arc<crate::backupkey::ClusterKey>>,
 }
 
 impl Coordinator {
@@ -187,6 +191,13 @@ impl Coordinator {
         .context("start raft")?;
         let admission = Admission::new(limits);
         let proposer = Proposer::spawn(raft.clone());
+        let backup_key = crate::backupkey::ClusterKey::load(data_dir)?.map(Arc::new);
+        if backup_key.is_none() {
+            tracing::warn!(
+                dir = %data_dir.display(),
+                "no cluster backup key (backup.key) in the data directory: this coordinator makes and sends no backup data keys"
+            );
+        }
         Ok(Arc::new(Self {
             config,
             data_dir: data_dir.to_path_buf(),
@@ -202,6 +213,7 @@ impl Coordinator {
             audit,
             commit_index,
             price_plans: std::sync::OnceLock::new(),
+            backup_key,
         }))
     }
 
@@ -363,6 +375,7 @@ pub async fn init(
         bail!("node id must be 1 or greater");
     }
     config.save(data_dir)?;
+    crate::backupkey::ClusterKey::generate()?.save(data_dir)?;
     let cluster_id = random_hex(8)?;
     let year = 1970 + i32::try_from(crate::time::now_ms() / 31_556_952_000).unwrap_or(2026);
     let ca = berqenas_pki::ClusterCa::generate(&cluster_id, year).context("create cluster CA")?;
@@ -429,6 +442,18 @@ pub async fn join_as_coordinator(
         .context("joining timed out")?
         .map_err(|s| anyhow::anyhow!("join refused: {}", s.message()))?
         .into_inner();
+    match &resp.backup_key {
+        Some(k) => {
+            let key: [u8; 32] =
+                k.key.as_slice().try_into().map_err(|_| anyhow::anyhow!("the cluster backup key is not 32 bytes"))?;
+            let key = crate::backupkey::ClusterKey::from_bytes(key);
+            if key.id != k.id {
+                bail!("the cluster backup key does not match its id {}", k.id);
+            }
+            key.save(data_dir)?;
+        }
+        None => tracing::warn!("the cluster sent no backup key: this coordinator will not serve backup data keys"),
+    }
     crate::transport::Identity { dir: data_dir.to_path_buf() }.save(&kc.key_pem, &resp.cert_chain_pem, &resp.ca_pem)
 }
 

@@ -367,6 +367,9 @@ fn db_spec(d: pb::DbAssignment) -> Result<DbSpec, Invalid> {
         ddl_enabled,
         devices,
         subscriber_keys,
+        // Backups are the scheduler's (`backup/schedule.rs`), taken out in `runtime::accept`:
+        // they carry data keys, which never reach applied.json.
+        backup: _,
     } = d;
     let db_type = match pb::DbType::try_from(db_type) {
         Ok(pb::DbType::Postgres) => DbType::Postgres,

@@ -26,6 +26,7 @@ fn wire() -> pb::TenantAssignment {
                 secret_hash: "AB".repeat(32),
                 ..Default::default()
             }],
+            backup: None,
         }),
         gateway: Some(pb::GatewayAssignment {
             vpn_subnet: "198.18.1.0/24".into(),

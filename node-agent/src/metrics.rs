@@ -113,6 +113,8 @@ pub struct AgentMetrics {
     pub ingest: IngestMetrics,
     tenants: Mutex<Vec<TenantSample>>,
     system: Mutex<sysinfo::System>,
+    /// Unix seconds of each tenant's newest completed backup (db role with backups).
+    backups: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 /// The process's metrics.
@@ -148,6 +150,7 @@ impl AgentMetrics {
             },
             tenants: Mutex::new(Vec::new()),
             system: Mutex::new(sysinfo::System::new()),
+            backups: Mutex::new(std::collections::BTreeMap::new()),
         }
     }
 
@@ -169,6 +172,19 @@ impl AgentMetrics {
         self.applied_revision.set(revision);
         self.desired(revision);
         *lock(&self.tenants) = tenants;
+    }
+
+    /// The tenants with backups on this node and the newest completed backup of each (Unix
+    /// seconds; `None` = none yet, not exported); tenants not named are dropped.
+    pub fn backups(&self, last: std::collections::BTreeMap<String, Option<u64>>) {
+        let mut m = lock(&self.backups);
+        m.retain(|t, _| last.contains_key(t));
+        for (tenant, secs) in last {
+            if let Some(secs) = secs {
+                let v = m.entry(tenant).or_insert(0);
+                *v = (*v).max(secs);
+            }
+        }
     }
 
     pub fn connected(&self, up: bool) {
@@ -266,6 +282,15 @@ impl AgentMetrics {
         reg.register("tenant_events", "Realtime events stored for the tenant since the agent started", events);
         reg.register("tenant_vpn_rx_bytes", "Bytes the gateway received from the tenant's devices", rx);
         reg.register("tenant_vpn_tx_bytes", "Bytes the gateway sent to the tenant's devices", tx);
+        let backups: Family<TenantLabel, Gauge> = Family::default();
+        for (tenant, secs) in lock(&self.backups).iter() {
+            backups.get_or_create(&TenantLabel { tenant: tenant.clone() }).set(int(*secs));
+        }
+        reg.register(
+            "backup_last_success_timestamp_seconds",
+            "Unix time of the tenant's newest completed backup (its upload finished)",
+            backups,
+        );
         reg.register(
             "tenant_vpn_sessions",
             "The tenant's devices with a WireGuard handshake in the last 3 minutes",
@@ -369,6 +394,7 @@ mod tests {
     #[test]
     fn per_tenant_samples_name_the_tenant_and_nothing_else() {
         let m = AgentMetrics::new();
+        m.backups([("acme".to_string(), Some(1_795_000_000)), ("globex".to_string(), None)].into());
         m.desired(12);
         m.pass("postgres", Duration::from_millis(30), 1);
         let sample = TenantSample {
@@ -385,6 +411,8 @@ mod tests {
         assert!(text.contains("berqenas_tenant_db_bytes{tenant=\"acme\"} 4096"), "{text}");
         assert!(text.contains("berqenas_tenant_db_sessions{tenant=\"acme\"} 3"), "{text}");
         assert!(text.contains("berqenas_agent_revision_lag 2"), "{text}");
+        assert!(text.contains("berqenas_backup_last_success_timestamp_seconds{tenant=\"acme\"} 1795000000"), "{text}");
+        assert!(!text.contains("timestamp_seconds{tenant=\"globex\"}"), "no backup yet, no sample: {text}");
         assert!(text.contains("berqenas_agent_reconcile_failures_total{driver=\"postgres\"} 1"), "{text}");
         assert!(!text.contains("tenant_vpn_rx_bytes_total{"), "no gateway part measured, no VPN sample: {text}");
         assert!(text.trim_end().ends_with("# EOF"), "{text}");

@@ -77,6 +77,33 @@ struct Shared {
     report: watch::Sender<Option<pb::StatusReport>>,
     /// The db role's realtime ingest, when this node serves one: told every new desired state.
     realtime: Option<crate::realtime::Realtime>,
+    /// The db role's backup scheduler, when `[backup]` names a bucket (PostgreSQL driver).
+    backups: Option<crate::backup::schedule::Backups>,
+}
+
+/// The report with the backup events not yet acknowledged.
+fn with_backups(shared: &Shared, mut r: pb::StatusReport) -> pb::StatusReport {
+    if let Some(b) = &shared.backups {
+        r.backups = b.events().borrow().clone();
+    }
+    r
+}
+
+/// The backup part of each db assignment, taken out of the message (its data keys stay in
+/// memory, never in applied.json).
+fn backup_plans(
+    tenants: &mut [pb::TenantAssignment],
+) -> std::collections::BTreeMap<String, crate::backup::schedule::Plan> {
+    let mut plans = std::collections::BTreeMap::new();
+    for t in tenants {
+        let deleted = t.lifecycle == pb::Lifecycle::Deleted as i32;
+        let Some(db) = t.db.as_mut() else { continue };
+        let own_database = db.isolation == pb::Isolation::Database as i32;
+        if let Some(part) = db.backup.take() {
+            plans.insert(t.name.clone(), crate::backup::schedule::Plan { own_database, deleted, part });
+        }
+    }
+    plans
 }
 
 fn db_tenants(tenants: &[Assignment]) -> Vec<crate::assignment::DbTenant> {
@@ -155,6 +182,7 @@ fn to_pb(
             .iter()
             .map(|c| pb::NodeCondition { kind: c.kind.clone(), message: c.message.clone() })
             .collect(),
+        backups: Vec::new(),
     }
 }
 
@@ -286,8 +314,12 @@ async fn session(shared: &Shared, addr: &str) -> anyhow::Result<()> {
         tokio::spawn(async move { report_client.report(tokio_stream::wrappers::ReceiverStream::new(report_rx)).await });
     let mut reports = shared.report.subscribe();
     if let Some(r) = reports.borrow_and_update().clone() {
-        report_tx.send(r).await.ok();
+        report_tx.send(with_backups(shared, r)).await.ok();
     }
+    let mut backup_events = match &shared.backups {
+        Some(b) => b.events(),
+        None => tokio::sync::watch::channel(Vec::new()).1,
+    };
     let mut ticker = tokio::time::interval(REPORT_EVERY);
     ticker.tick().await;
     let result = loop {
@@ -305,13 +337,21 @@ async fn session(shared: &Shared, addr: &str) -> anyhow::Result<()> {
                 if changed.is_err() { break Ok(()); }
                 let latest = reports.borrow_and_update().clone();
                 if let Some(r) = latest {
-                    if report_tx.send(r).await.is_err() { break Err(anyhow::anyhow!("report stream closed")); }
+                    if report_tx.send(with_backups(shared, r)).await.is_err() { break Err(anyhow::anyhow!("report stream closed")); }
+                }
+            }
+            changed = backup_events.changed(), if shared.backups.is_some() => {
+                if changed.is_err() { break Ok(()); }
+                backup_events.borrow_and_update();
+                let latest = reports.borrow().clone();
+                if let Some(r) = latest {
+                    if report_tx.send(with_backups(shared, r)).await.is_err() { break Err(anyhow::anyhow!("report stream closed")); }
                 }
             }
             _ = ticker.tick() => {
                 let latest = reports.borrow().clone();
                 if let Some(r) = latest {
-                    if report_tx.send(r).await.is_err() { break Err(anyhow::anyhow!("report stream closed")); }
+                    if report_tx.send(with_backups(shared, r)).await.is_err() { break Err(anyhow::anyhow!("report stream closed")); }
                 }
                 // A long session renews the certificate in place, then reconnects with it.
                 match renew_if_due(&shared.cfg, &mut client).await {
@@ -332,7 +372,7 @@ async fn session(shared: &Shared, addr: &str) -> anyhow::Result<()> {
 
 /// Takes a message from the watch: bookmarks only prove liveness; a full state is handed to the
 /// reconcile loop unless it is older than what was already applied.
-fn accept(shared: &Shared, msg: pb::DesiredState) {
+fn accept(shared: &Shared, mut msg: pb::DesiredState) {
     if msg.bookmark {
         return;
     }
@@ -341,6 +381,10 @@ fn accept(shared: &Shared, msg: pb::DesiredState) {
     if msg.revision < applied.max(pending) {
         tracing::warn!(offered = msg.revision, applied, "ignoring a desired state older than the one applied");
         return;
+    }
+    let plans = backup_plans(&mut msg.tenants);
+    if let Some(b) = &shared.backups {
+        b.set(plans);
     }
     let mut tenants = Vec::new();
     for t in msg.tenants {
@@ -433,6 +477,18 @@ pub async fn run(
     tracing::info!(node = cfg.node_id, revision = applied.revision, driver = driver.name(), "agent starting");
     let (desired, _) = watch::channel(None);
     let (report, _) = watch::channel(None);
+    let backups = match (&cfg.backup, &cfg.driver) {
+        (Some(bucket), crate::config::DriverConfig::Postgres { url, .. }) => {
+            let store = crate::backup::store::Store::new(bucket).context("the [backup] bucket")?;
+            tracing::info!(bucket = %bucket.bucket, "backups scheduled by the coordinators");
+            Some(crate::backup::schedule::Backups::start(store, url.clone()))
+        }
+        (Some(_), _) => {
+            tracing::warn!("[backup] is set but backups need the postgres driver; no backups run");
+            None
+        }
+        (None, _) => None,
+    };
     let shared = Arc::new(Shared {
         applied_revision: AtomicU64::new(applied.revision),
         coordinators: Mutex::new(coordinators),
@@ -440,6 +496,7 @@ pub async fn run(
         report,
         cfg,
         realtime,
+        backups,
     });
     let reconciler = tokio::spawn(reconcile_loop(shared.clone(), driver, applied));
     let connections = {

@@ -11,6 +11,18 @@ pub mod raft {
 pub mod node {
     #![allow(clippy::all, clippy::pedantic, missing_docs)]
     tonic::include_proto!("berqenas.node.v1");
+
+    impl std::fmt::Debug for DataKey {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("DataKey").field("id", &self.id).finish_non_exhaustive()
+        }
+    }
+
+    impl std::fmt::Debug for ClusterBackupKey {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("ClusterBackupKey").field("id", &self.id).finish_non_exhaustive()
+        }
+    }
 }
 
 /// Coordinator-to-device service: enrollment, certificate renewal, heartbeats.

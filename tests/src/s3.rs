@@ -15,6 +15,9 @@ pub struct S3 {
     pub bucket: String,
     pub dir: tempfile::TempDir,
     log_dir: PathBuf,
+    /// The lab namespace it runs in (`None`: this host), and the address it listens on.
+    netns: Option<String>,
+    pub host: String,
 }
 
 /// `s3s-fs` on PATH or in cargo's bin dir (deploy/test.sh installs it).
@@ -39,6 +42,15 @@ fn random(n: usize) -> String {
 impl S3 {
     /// Starts the server with one bucket, `backups`.
     pub fn start(log_dir: &Path) -> Self {
+        Self::start_at(None, "127.0.0.1", log_dir)
+    }
+
+    /// Starts it inside lab namespace `netns`, listening on `host` there (a lab host's address).
+    pub fn start_in(netns: &str, host: &str, log_dir: &Path) -> Self {
+        Self::start_at(Some(netns.to_string()), host, log_dir)
+    }
+
+    fn start_at(netns: Option<String>, host: &str, log_dir: &Path) -> Self {
         let dir = tempfile::Builder::new().prefix("bq-s3-").tempdir().expect("temp dir");
         // s3s-fs serves each top-level directory as a bucket.
         std::fs::create_dir(dir.path().join("backups")).expect("bucket dir");
@@ -50,6 +62,8 @@ impl S3 {
             bucket: "backups".into(),
             dir,
             log_dir: log_dir.to_path_buf(),
+            netns,
+            host: host.to_string(),
         };
         s3.resume();
         s3
@@ -61,7 +75,7 @@ impl S3 {
         let root = self.dir.path().to_string_lossy().into_owned();
         let args = [
             "--host",
-            "127.0.0.1",
+            &self.host,
             "--port",
             &port,
             "--access-key",
@@ -70,8 +84,23 @@ impl S3 {
             &self.secret_key,
             &root,
         ];
-        self.proc = Some(Proc::spawn("s3s-fs", &binary(), &args, &self.log_dir));
-        wait_for("s3s-fs to listen", Duration::from_secs(20), || TcpStream::connect(("127.0.0.1", self.port)).ok());
+        let Some(ns) = self.netns.clone() else {
+            self.proc = Some(Proc::spawn("s3s-fs", &binary(), &args, &self.log_dir));
+            wait_for("s3s-fs to listen", Duration::from_secs(20), || TcpStream::connect(("127.0.0.1", self.port)).ok());
+            return;
+        };
+        let bin = binary();
+        let mut full = vec!["netns", "exec", ns.as_str(), bin.to_str().expect("UTF-8 path")];
+        full.extend_from_slice(&args);
+        self.proc = Some(Proc::spawn("s3s-fs", Path::new("ip"), &full, &self.log_dir));
+        let probe = format!("exec 3<>/dev/tcp/{}/{}", self.host, self.port);
+        wait_for("s3s-fs to listen in its namespace", Duration::from_secs(20), || {
+            std::process::Command::new("ip")
+                .args(["netns", "exec", &ns, "bash", "-c", &probe])
+                .status()
+                .ok()
+                .filter(|s| s.success())
+        });
     }
 
     /// SIGKILL: uploads in flight see their connection drop.
@@ -82,7 +111,7 @@ impl S3 {
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}:{}", self.host, self.port)
     }
 
     /// The agent's `[backup]` settings for this server.

@@ -102,9 +102,13 @@ fn only_the_exec_module_starts_processes() {
 /// run listeners). A `use crate::X` edge upwards is an import cycle in the making.
 const COORDINATOR_LAYERS: &[(&str, &[&str])] = &[
     ("state", &["state", "time"]),
+    ("backupkey", &["backupkey", "state", "datadir"]),
     ("transport", &["transport", "state", "time", "admission", "refusals", "datadir"]),
     ("raft", &["raft", "state", "time", "transport", "datadir"]),
-    ("server", &["server", "raft", "state", "time", "transport", "admission", "refusals", "datadir", "apicalls"]),
+    (
+        "server",
+        &["server", "raft", "state", "time", "transport", "admission", "refusals", "datadir", "apicalls", "backupkey"],
+    ),
     ("siem", &["siem", "server", "raft", "state", "time", "datadir"]),
 ];
 

@@ -7,6 +7,7 @@
 pub mod apikeys;
 pub mod audit;
 pub mod auth;
+pub mod backups;
 pub mod cluster;
 pub mod devices;
 pub mod devicetokens;
@@ -49,6 +50,8 @@ pub fn router(c: Arc<Coordinator>) -> Router {
         .route("/api/v1/tenant/{name}/{action}", post(tenants::tenant_lifecycle))
         .route("/api/v1/tenant/{name}/audit", get(audit::tenant_audit))
         .route("/api/v1/tenant/{name}/usage", get(usage::tenant_usage))
+        .route("/api/v1/tenant/{name}/backups", get(backups::list_backups).post(backups::run_backup))
+        .route("/api/v1/tenant/{name}/backups/restore", post(backups::restore_backup))
         .route("/api/v1/tenant/{name}/devices", get(devices::list_devices).post(devices::add_device))
         .route("/api/v1/tenant/{name}/devices/{device}", get(devices::get_device).delete(devices::remove_device))
         .route("/api/v1/tenant/{name}/devices/{device}/config", get(devices::device_config))

@@ -5,7 +5,8 @@
 
 use super::dto::*;
 use super::{
-    apikeys, audit, cluster, devices, devicetokens, exposures, firewall, invoices, metrics, nodes, tenants, usage,
+    apikeys, audit, backups, cluster, devices, devicetokens, exposures, firewall, invoices, metrics, nodes, tenants,
+    usage,
 };
 use crate::refusals::{PendingSource, RefusalStats};
 use axum::Json;
@@ -54,7 +55,8 @@ impl utoipa::Modify for SecurityAddon {
         firewall::remove_rule, firewall::list_domains, firewall::block_domain, firewall::unblock_domain,
         usage::tenant_usage,
 
-        invoices::list_invoices, invoices::get_invoice, invoices::create_invoice, invoices::invoice_action),
+        invoices::list_invoices, invoices::get_invoice, invoices::create_invoice, invoices::invoice_action,
+        backups::list_backups, backups::run_backup, backups::restore_backup),
     components(schemas(ErrorBody, TenantView, CreatedTenant, CreateTenantBody, UpdateTenantBody, ApiKeyView,
         CreatedApiKey, CreateApiKeyBody, AuditEntryView, AuditVerification, BreakView, ClusterStatus, Member,
         AddLearnerBody, PromoteBody, NodeView, JoinTokenView, CreateJoinTokenBody, CreatedJoinToken,
@@ -65,7 +67,9 @@ impl utoipa::Modify for SecurityAddon {
         UsageView, UsageDay, UsageAmounts,
 
         CreateInvoiceBody, InvoiceAction, InvoiceView, InvoiceLineView, InvoiceUsageView, crate::state::billing::ShownStatus,
-        crate::state::billing::compute::LineKind)),
+        crate::state::billing::compute::LineKind,
+        BackupsView, BackupView, BackupPolicyView, BackupFailureView, BackupRequestView, BackupOutcomeView,
+        RestoreBackupBody, RestoreMode)),
     modifiers(&SecurityAddon)
 )]
 pub struct ApiDoc;

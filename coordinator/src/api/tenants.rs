@@ -54,6 +54,9 @@ impl Validate for UpdateTenantBody {
             access_mode,
             bandwidth,
             device_to_device,
+            backup_interval_s,
+            backup_keep,
+            backup_days,
         } = self;
         Ok(TenantPatch {
             tier,
@@ -66,6 +69,9 @@ impl Validate for UpdateTenantBody {
             access_mode,
             bandwidth_bps: bandwidth.as_deref().map(parse_bandwidth).transpose().map_err(ApiError::invalid)?,
             device_to_device,
+            backup_interval_s,
+            backup_keep,
+            backup_days,
         })
     }
 }
@@ -212,7 +218,8 @@ fn update_refusal(e: DomainError) -> ApiError {
             InvalidTenant::ConnectionLimit(_)
             | InvalidTenant::EventsPerMin(_)
             | InvalidTenant::TooManyLabels(_)
-            | InvalidTenant::Label(_) => ApiError::invalid(invalid.to_string()),
+            | InvalidTenant::Label(_)
+            | InvalidTenant::Backup(_) => ApiError::invalid(invalid.to_string()),
         },
         other => other.into(),
     }

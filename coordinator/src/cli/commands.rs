@@ -25,7 +25,8 @@ pub(super) async fn tenant(client: &Client, cmd: TenantCmd, out: Output) -> anyh
             return Ok(());
         }
         TenantCmd::Update(u) => {
-            let body = u.settings.body()?;
+            let mut body = u.settings.body()?;
+            u.backup.apply(&mut body)?;
             if body == Default::default() {
                 bail!("tenant update needs at least one field to change");
             }

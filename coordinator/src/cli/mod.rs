@@ -3,6 +3,7 @@
 //! tidy: long because it is the CLI's table of contents: every clap subcommand and its
 //! arguments in one place, each handler a few lines that call `client` and print.
 
+mod backup;
 mod billing;
 pub mod client;
 mod commands;
@@ -80,6 +81,9 @@ pub enum Command {
     /// Invoices: per tenant and month, priced by the tier plans of `serve --billing-plans`.
     #[command(subcommand)]
     Billing(billing::BillingCmd),
+    /// A tenant's backups: run one now, list them, restore one by time.
+    #[command(subcommand)]
+    Backup(backup::BackupCmd),
 }
 
 #[derive(Debug, Args)]
@@ -275,6 +279,8 @@ pub struct UpdateTenant {
     pub name: String,
     #[command(flatten)]
     pub settings: TenantSettings,
+    #[command(flatten)]
+    pub backup: backup::PolicySettings,
 }
 
 /// What `tenant create` and `tenant update` both set.
@@ -320,6 +326,9 @@ impl TenantSettings {
             access_mode: wire(self.access)?,
             bandwidth: self.bandwidth,
             device_to_device: self.device_to_device.map(|v| v == "allow"),
+            backup_interval_s: None,
+            backup_keep: None,
+            backup_days: None,
         })
     }
 }
@@ -627,6 +636,7 @@ async fn api_command(client: &Client, command: Command, out: Output) -> anyhow::
         Command::Firewall(f) => gateway::firewall(client, f, out).await,
         Command::Usage(u) => usage::usage(client, u, out).await,
         Command::Billing(b) => billing::billing(client, b, out).await,
+        Command::Backup(b) => backup::run(client, b, out).await,
         Command::Init(_) | Command::Serve(_) | Command::RecoverAdmin(_) => bail!("not an API command"),
     }
 }

@@ -83,6 +83,15 @@ pub fn tenant(out: Output, t: &TenantView) {
         ("interface", format!("{} port {}", t.network.interface, t.network.listen_port)),
         ("placement", placement(t)),
         ("revision", t.revision.to_string()),
+        (
+            "backups",
+            format!(
+                "every {}, keep {} for {} days",
+                humantime::format_duration(std::time::Duration::from_secs(u64::from(t.backup_policy.interval_s))),
+                t.backup_policy.keep_count,
+                t.backup_policy.keep_days
+            ),
+        ),
     ];
     for (k, v) in rows {
         say(format_args!("{k:<17} {v}"));

@@ -4,7 +4,7 @@
 use crate::state::desired::{self, Assignment};
 use berqenas_proto::node as pb;
 
-pub(super) fn to_pb(a: &Assignment) -> pb::TenantAssignment {
+pub(super) fn to_pb(a: &Assignment, backup_key: Option<&crate::backupkey::ClusterKey>) -> pb::TenantAssignment {
     use crate::state::desired::Lifecycle;
     use crate::state::node::NodeRole;
     use crate::state::tenant::{AccessMode, DbType, Isolation};
@@ -68,6 +68,7 @@ pub(super) fn to_pb(a: &Assignment) -> pb::TenantAssignment {
                     expires_at_ms: k.expires_at_ms.unwrap_or(0),
                 })
                 .collect(),
+            backup: d.backup.as_ref().and_then(|b| super::backups::part_to_pb(&a.name, b, backup_key)),
         }),
         gateway: a.gateway.as_ref().map(gateway_to_pb),
     }

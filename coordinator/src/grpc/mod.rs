@@ -5,6 +5,7 @@
 //! in `listeners`; `error` maps domain, write and read errors to `Status` once.
 
 mod assignment;
+pub mod backups;
 mod device;
 pub mod error;
 mod node;

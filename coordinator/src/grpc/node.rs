@@ -323,6 +323,11 @@ impl pb::node_server::Node for NodeService {
         Ok(Response::new(pb::JoinCoordinatorResponse {
             cert_chain_pem: format!("{cert}{}", ca.cert_pem),
             ca_pem: ca.cert_pem.clone(),
+            backup_key: self
+                .c
+                .backup_key
+                .as_ref()
+                .map(|k| pb::ClusterBackupKey { id: k.id.clone(), key: k.bytes().to_vec() }),
         }))
     }
 
@@ -374,7 +379,7 @@ impl pb::node_server::Node for NodeService {
                         revision,
                         bookmark: false,
                         node_id: id,
-                        tenants: desired.iter().map(super::assignment::to_pb).collect(),
+                        tenants: desired.iter().map(|a| super::assignment::to_pb(a, c.backup_key.as_deref())).collect(),
                         coordinators: coordinators(&c),
                     };
                     last_sent = Some(desired);
@@ -462,6 +467,7 @@ impl pb::node_server::Node for NodeService {
                 conditions: conditions(&msg.conditions),
             };
             super::report::record_connects(&self.c, id, &src, &report).await?;
+            super::backups::record(&self.c, id, &src, &msg.backups).await?;
             let due = {
                 let last = self.last_reports.lock().map_err(|e| internal("report cache", e))?;
                 match last.get(&id) {

@@ -104,6 +104,7 @@ pub async fn serve(
         tokio::spawn(forwarder.run(c.clone(), stop_rx.clone()));
     }
     tokio::spawn(meter_usage(c.clone(), usage, stop_rx.clone()));
+    tokio::spawn(backup_keys(c.clone(), stop_rx.clone()));
     let nodes = serve_nodes(c.clone(), usage.report_refresh, stop_rx.clone());
     let (g, a, n) = tokio::join!(grpc, api, nodes);
     g.context("raft transport server")?;
@@ -193,6 +194,20 @@ async fn meter_usage(
                 tracing::warn!(error = %e, "could not write the usage batch; its counts go with the next");
                 c.api_calls.restore(counts);
             }
+        }
+    }
+}
+
+/// On the leader, every second: a backup data key for each tenant that needs one
+/// (`grpc::backups::make_data_keys`); until `stop` flips.
+async fn backup_keys(c: Arc<Coordinator>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|v| *v) => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        if c.leader().map(|(id, _)| id) == Some(c.config.id) {
+            crate::grpc::backups::make_data_keys(&c).await;
         }
     }
 }

@@ -206,6 +206,31 @@ macro_rules! usage_rows {
 usage_rows!(Bucket, "usage_buckets", buckets, UsageBucket);
 usage_rows!(Cursor, "usage_cursors", cursors, UsageCursor);
 
+impl Row for crate::state::backup::TenantBackups {
+    const TABLE: &'static str = "backups";
+    type Id = TenantName;
+    type Key = &'static str;
+    fn rows(state: &State) -> &BTreeMap<TenantName, Self> {
+        &state.backups
+    }
+    fn rows_mut(state: &mut State) -> &mut BTreeMap<TenantName, Self> {
+        &mut state.backups
+    }
+    fn id(&self) -> TenantName {
+        self.tenant.clone()
+    }
+    fn key(id: &TenantName) -> &str {
+        id.as_str()
+    }
+    fn touched(touched: &Touched) -> Option<&TenantName> {
+        if let Touched::Backups(id) = touched {
+            Some(id)
+        } else {
+            None
+        }
+    }
+}
+
 /// Every entity table.
 pub const TABLES: &[&dyn Table] = &[
     &Rows::<Tenant>(PhantomData),
@@ -219,6 +244,7 @@ pub const TABLES: &[&dyn Table] = &[
     &Rows::<Bucket>(PhantomData),
     &Rows::<Cursor>(PhantomData),
     &Rows::<Invoice>(PhantomData),
+    &Rows::<crate::state::backup::TenantBackups>(PhantomData),
 ];
 
 /// What the store does with a table, whatever its row type.

@@ -111,6 +111,18 @@ actions! {
     InvoiceGet = "invoice.get",
     InvoiceIssue = "invoice.issue",
     InvoicePaid = "invoice.mark-paid",
+    /// A coordinator made a tenant's backup data key (stored wrapped).
+    BackupKeyCreate = "backup.key.create",
+    BackupList = "backup.list",
+    /// A backup asked for on demand.
+    BackupRun = "backup.run",
+    BackupRestore = "backup.restore",
+    /// The tenant's db node reported a completed upload: the catalog entry.
+    BackupDone = "backup.done",
+    BackupFailed = "backup.failed",
+    /// Retention: the db node deleted expired objects; their entries went with them.
+    BackupExpire = "backup.expire",
+    BackupRestored = "backup.restored",
     AuditList = "audit.list",
     AuditVerify = "audit.verify",
     RefusalsList = "refusals.list",

@@ -1,10 +1,18 @@
 //! Per-tenant backups as the coordinator will keep them (issue 12), pure: a tenant's backup
 //! policy (how often, how many and how long to keep), a catalog entry as the db agent reports
 //! it once its upload completed, which backup a restore "at a time" takes, when the next backup
-//! is due, and what retention removes. Not yet wired into `Op` (see ARCHITECTURE.md, "Backups").
+//! is due, and what retention removes; and what the state keeps per tenant (`TenantBackups`:
+//! wrapped data keys, catalog, requests and outcomes). Its commands are in `backup/commands.rs`,
+//! the db node's part of the desired state in `backup/desired.rs`.
+
+mod commands;
+pub mod desired;
+pub use commands::BackupOp;
 
 use super::names::TenantName;
+use super::tenant::Tier;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 
 /// At most this many catalog entries per tenant, whatever its policy says: the catalog lives in
 /// the Raft state and must stay bounded.
@@ -39,6 +47,16 @@ pub enum InvalidPolicy {
 }
 
 impl BackupPolicy {
+    /// The policy of a tenant of `tier` that set none: hourly for every tier; kept longer the
+    /// higher the tier.
+    pub const fn for_tier(tier: Tier) -> Self {
+        match tier {
+            Tier::Free => Self { interval_s: 3600, keep_count: 24, keep_days: 7 },
+            Tier::Premium => Self { interval_s: 3600, keep_count: 48, keep_days: 30 },
+            Tier::Enterprise => Self { interval_s: 3600, keep_count: 168, keep_days: 90 },
+        }
+    }
+
     pub fn check(&self) -> Result<(), InvalidPolicy> {
         if !(300..=604_800).contains(&self.interval_s) {
             return Err(InvalidPolicy::Interval(self.interval_s));
@@ -102,6 +120,115 @@ impl BackupEntry {
             return Err(InvalidEntry::Digest);
         }
         Ok(())
+    }
+}
+
+/// A tenant's data key as the Raft state holds it: sealed under the cluster backup key
+/// (`backupkey.rs`), AAD = tenant and key id. Hex fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WrappedKey {
+    /// `{tenant}-{n}`: what an object's header names.
+    pub id: String,
+    /// The cluster key it is wrapped under.
+    pub cluster_key_id: String,
+    pub nonce: String,
+    pub sealed: String,
+}
+
+/// The failed attempts since the last completed backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub at_ms: u64,
+    pub reason: String,
+    pub failures: u32,
+}
+
+/// An on-demand backup asked for (`backup run`, or the final one at delete).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRequest {
+    pub id: String,
+    pub requested_ms: u64,
+    /// Asked for by `tenant delete`: purge waits for it.
+    #[serde(default)]
+    pub final_backup: bool,
+}
+
+/// How a request (run or restore) ended, as the db node reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub id: String,
+    pub at_ms: u64,
+    pub ok: bool,
+    /// Why it failed (the agent's error, at most 300 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Run: the catalog entry made. Restore: the schema holding the backup's content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub made: Option<String>,
+    /// Overwrite restore: the schema the live content was moved to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept: Option<String>,
+}
+
+/// A restore asked for: catalog entry `entry` into `schema` (clone) or over the live schema,
+/// keeping it as `schema` (overwrite).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreRequest {
+    pub id: String,
+    pub entry: String,
+    pub overwrite: bool,
+    pub schema: String,
+    pub requested_ms: u64,
+}
+
+/// Everything the state keeps about one tenant's backups (its own table, `backups`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantBackups {
+    pub tenant: TenantName,
+    /// Data keys, wrapped; the last is current. A key stays while an entry names it.
+    pub keys: Vec<WrappedKey>,
+    /// The number the next data key gets (`{tenant}-{n}`); never reused.
+    pub next_key: u32,
+    /// Completed backups, oldest first.
+    pub entries: Vec<BackupEntry>,
+    /// Entries retention removes: their objects are being deleted by the db node; they are no
+    /// longer restored, and go from `entries` when the node reports the objects gone.
+    pub expiring: BTreeSet<String>,
+    pub failure: Option<Failure>,
+    pub run: Option<RunRequest>,
+    pub last_run: Option<Outcome>,
+    pub restore: Option<RestoreRequest>,
+    pub last_restore: Option<Outcome>,
+}
+
+impl TenantBackups {
+    pub fn new(tenant: TenantName) -> Self {
+        Self {
+            tenant,
+            keys: Vec::new(),
+            next_key: 1,
+            entries: Vec::new(),
+            expiring: BTreeSet::new(),
+            failure: None,
+            run: None,
+            last_run: None,
+            restore: None,
+            last_restore: None,
+        }
+    }
+
+    pub fn current_key(&self) -> Option<&WrappedKey> {
+        self.keys.last()
+    }
+
+    /// The entries a restore may take (not being removed by retention).
+    pub fn restorable(&self) -> impl Iterator<Item = &BackupEntry> {
+        self.entries.iter().filter(|e| !self.expiring.contains(&e.id))
+    }
+
+    /// The newest restorable backup's time.
+    pub fn last_taken_ms(&self) -> Option<u64> {
+        self.entries.iter().map(|e| e.taken_ms).max()
     }
 }
 

@@ -71,6 +71,8 @@ pub struct DbAssignment {
     pub devices: Vec<IngestDevice>,
     /// The tenant's customer API keys that may subscribe (not revoked), with their expiry.
     pub subscriber_keys: Vec<SubscriberKey>,
+    /// Backups (PostgreSQL, once the tenant has a data key).
+    pub backup: Option<super::backup::desired::BackupPart>,
 }
 
 /// A device that may publish events into its tenant's database.
@@ -252,6 +254,7 @@ fn assignment(state: &State, t: &Tenant, roles: BTreeSet<NodeRole>) -> Assignmen
         password_verifier: t.db_password_verifier.clone(),
         devices: ingest_devices(state, t),
         subscriber_keys: subscriber_keys(state, t),
+        backup: super::backup::desired::part(state, t),
     });
     let gateway = roles.contains(&NodeRole::Gateway).then(|| gateway_part(state, t));
     Assignment {

@@ -144,6 +144,7 @@ impl super::Op {
             | Self::Membership { .. }
             | Self::RecordUsage(_)
             | Self::Invoice(_)
+            | Self::Backup(_)
             | Self::Rejected { .. } => None,
         }
     }

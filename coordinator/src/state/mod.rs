@@ -162,6 +162,8 @@ pub enum Op {
     RecordUsage(usage::UsageBatch),
     /// Invoices: create (idempotent per tenant and month), issue, mark paid (`state/billing.rs`).
     Invoice(billing::InvoiceOp),
+    /// Backups: data keys, runs and restores asked for, and what the db node reports.
+    Backup(backup::BackupOp),
     /// A Raft membership change that openraft carried out; recorded for the audit trail, and
     /// removed coordinator ids are retired forever.
     /// `action` is `cluster.add-learner`, `cluster.promote` or `cluster.remove`.
@@ -225,6 +227,7 @@ impl Op {
             | Op::DeviceHeartbeat(_)
             | Op::ExpireDevice { .. }
             | Op::RecordUsage(_)
+            | Op::Backup(_)
             | Op::Rejected { .. } => false,
         }
     }
@@ -246,6 +249,7 @@ impl Op {
             | Op::EnableExposure { tenant, .. }
             | Op::RemoveFirewallRule { tenant, .. }
             | Op::BlockDomain { tenant, .. } => Some(tenant),
+            Op::Backup(b) => b.customer_tenant(),
             _ => None,
         }
     }
@@ -317,6 +321,7 @@ impl Op {
             }
             Op::RecordUsage(b) => (Action::UsageRecord, Target::Coordinator(b.coordinator)),
             Op::Invoice(op) => op.describe(),
+            Op::Backup(b) => b.describe(),
             Op::Membership { action, node_id, .. } => (*action, Target::Coordinator(*node_id)),
             Op::Rejected { action, target, .. } => (*action, Target::Edge(target.clone())),
         }
@@ -339,6 +344,7 @@ pub enum Reply {
     Exposure(Box<exposure::Exposure>),
     FirewallRule(Box<firewall::FirewallRule>),
     Invoice(Box<billing::Invoice>),
+    Backups(Box<backup::TenantBackups>),
     Done,
 }
 
@@ -419,6 +425,7 @@ pub enum Touched {
     /// A usage ledger cursor (`usage::Cursor::id`).
     UsageCursor(String),
     Invoice(String),
+    Backups(TenantName),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -449,6 +456,9 @@ pub struct State {
     pub usage: usage::Ledger,
     #[serde(default)]
     pub invoices: BTreeMap<String, billing::Invoice>,
+    /// Each tenant's backups: wrapped data keys, catalog, requests (table `backups`).
+    #[serde(default)]
+    pub backups: BTreeMap<TenantName, backup::TenantBackups>,
 }
 
 impl State {
@@ -574,6 +584,7 @@ impl State {
             Op::BlockDomain { tenant, domain, blocked } => self.block_domain(cx, tenant, domain, *blocked),
             Op::RecordUsage(batch) => self.record_usage(cx, batch),
             Op::Invoice(op) => self.invoice_command(cx, op),
+            Op::Backup(b) => self.backup(cx, b),
             Op::Membership { action, node_id, details } => self.membership(cx, *action, *node_id, details),
             Op::Rejected { reason, .. } => (Err(DomainError::Rejected(reason.clone())), cx.facts),
         }

@@ -176,6 +176,9 @@ pub struct Tenant {
     /// Domains whose addresses the tenant's devices may not reach.
     #[serde(default)]
     pub blocked_domains: std::collections::BTreeSet<berqenas_common::net::DomainName>,
+    /// Its own backup policy; `None`: its tier's (`BackupPolicy::for_tier`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_policy: Option<super::backup::BackupPolicy>,
 }
 
 fn allowed() -> bool {
@@ -218,6 +221,7 @@ impl Tenant {
             bandwidth_bps: 0,
             device_to_device: true,
             blocked_domains: Default::default(),
+            backup_policy: None,
         }
     }
 
@@ -265,6 +269,8 @@ pub enum InvalidTenant {
     TooManyLabels(usize),
     #[error("node selector: {0}")]
     Label(#[from] super::names::InvalidLabel),
+    #[error("backup policy: {0}")]
+    Backup(#[from] super::backup::InvalidPolicy),
 }
 
 /// A validated request to create a tenant: built only by `TenantSpec::new`, re-checked by the
@@ -396,6 +402,13 @@ pub struct TenantPatch {
     pub bandwidth_bps: Option<u64>,
     #[serde(default)]
     pub device_to_device: Option<bool>,
+    /// Backup policy: seconds between backups, how many and how many days to keep.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_interval_s: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_keep: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_days: Option<u32>,
 }
 
 impl TenantPatch {
@@ -467,6 +480,16 @@ impl Tenant {
         }
         if let Some(v) = patch.device_to_device {
             t.device_to_device = v;
+        }
+        if patch.backup_interval_s.is_some() || patch.backup_keep.is_some() || patch.backup_days.is_some() {
+            let was = self.backup_policy.unwrap_or(super::backup::BackupPolicy::for_tier(self.tier));
+            let policy = super::backup::BackupPolicy {
+                interval_s: patch.backup_interval_s.unwrap_or(was.interval_s),
+                keep_count: patch.backup_keep.unwrap_or(was.keep_count),
+                keep_days: patch.backup_days.unwrap_or(was.keep_days),
+            };
+            policy.check()?;
+            t.backup_policy = Some(policy);
         }
         t.spec().check()?;
         Ok(t)

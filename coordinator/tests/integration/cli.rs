@@ -127,7 +127,7 @@ fn lifecycle_delete_restore_purge() {
     c.ok(0, &["tenant", "delete", "acme"]);
     let early = c.cli(0, &["tenant", "purge", "acme"]);
     assert_eq!(early.status.code(), Some(1));
-    assert!(stderr(&early).contains("can be restored until") && stderr(&early).contains("(409)"), "{}", stderr(&early));
+    assert!(stderr(&early).contains("has no backup") && stderr(&early).contains("(409)"), "{}", stderr(&early));
     c.ok(0, &["tenant", "purge", "acme", "--force"]);
     let gone = c.cli(0, &["tenant", "get", "acme"]);
     assert!(stderr(&gone).contains("tenant acme not found (404)"), "{}", stderr(&gone));

@@ -10,6 +10,10 @@ fn three_node_cluster_survives_leader_sigkill_and_the_node_catches_up() {
     let status = c.json(1, &["cluster", "status"]);
     assert_eq!(status["members"].as_array().map(Vec::len), Some(3), "{status}");
     assert!(status["members"].as_array().into_iter().flatten().all(|m| m["voter"] == true), "{status}");
+    // Every coordinator holds the cluster backup key (the joiners got it with their certificate).
+    let keys: Vec<String> =
+        c.nodes.iter().map(|n| std::fs::read_to_string(n.dir.join("backup.key")).expect("backup.key")).collect();
+    assert!(keys[0].trim().len() == 64 && keys.iter().all(|k| *k == keys[0]), "one cluster backup key everywhere");
 
     let leader = wait_for("a leader", Duration::from_secs(10), || c.leader_seen_by(0));
     let follower = c.nodes.iter().position(|n| n.id != leader).expect("a follower exists");

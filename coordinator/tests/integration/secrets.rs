@@ -56,7 +56,8 @@ fn data_dir_is_private_whatever_the_umask() {
 
     // A data dir left wide by an older version (or by hand) is made private again at `serve`.
     std::fs::set_permissions(&coord.dir, std::fs::Permissions::from_mode(0o755)).expect("chmod dir");
-    for f in ["raft.redb", "node.json", "coordinator.key"] {
+    assert!(coord.dir.join("backup.key").exists(), "init makes the cluster backup key");
+    for f in ["raft.redb", "node.json", "coordinator.key", "backup.key"] {
         std::fs::set_permissions(coord.dir.join(f), std::fs::Permissions::from_mode(0o644)).expect("chmod file");
     }
     let serve = umask_022(&serve_args(&coord.dir, 1, &coord.listen()));

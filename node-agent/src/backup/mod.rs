@@ -9,6 +9,7 @@
 //! - `store.rs`: the bucket (client, multipart upload, download).
 //! - `stages.rs`: the pipelines' stages (reading, zstd, sealing, uploading; downloading, opening).
 //! - `manual.rs`: the agent's `backup run|list|restore` command (by hand, with a key file).
+//! - `schedule.rs`: the scheduler the coordinators drive (policy, keys, requests, retention).
 //! - this file: the two pipelines.
 //!
 //! A backup is complete only when the upload completed after `pg_dump` exited cleanly; before
@@ -20,6 +21,7 @@
 pub mod format;
 pub mod manual;
 pub mod pg;
+pub mod schedule;
 mod stages;
 pub mod store;
 

@@ -37,6 +37,18 @@ impl Env {
         self.lab.run(&self.c1, &coordinator_bin(), args, &env)
     }
 
+    /// The CLI with another API key (a customer's).
+    pub(crate) fn cli_as(&self, key: &str, args: &[&str]) -> std::process::Output {
+        let endpoint = format!("https://{}:7201", self.c1.addr);
+        let ca = self.tmp.path().join("c1").join("ca.pem");
+        let env = [
+            ("BERQENAS_ENDPOINT", endpoint.as_str()),
+            ("BERQENAS_API_KEY", key),
+            ("BERQENAS_CA_CERT", ca.to_str().expect("utf-8")),
+        ];
+        self.lab.run(&self.c1, &coordinator_bin(), args, &env)
+    }
+
     pub(crate) fn json(&self, args: &[&str]) -> Value {
         let mut all = args.to_vec();
         all.extend(["--output", "json"]);
@@ -120,6 +132,19 @@ pub(crate) fn setup() -> Env {
 
 /// A lab fleet whose agent runs with `limits` for its tenants' sessions.
 pub(crate) fn setup_with(limits: impl FnOnce(&mut berqenas_node_agent::config::SessionLimits)) -> Env {
+    setup_configured(|_, _, _, cfg| {
+        if let berqenas_node_agent::config::DriverConfig::Postgres { limits: l, .. } = &mut cfg.driver {
+            limits(l);
+        }
+    })
+    .0
+}
+
+/// A lab fleet whose agent.toml `edit` changes before the agent starts (given the lab, the db
+/// host and the temp dir); returns what `edit` returns.
+pub(crate) fn setup_configured<T>(
+    edit: impl FnOnce(&Lab, &Host, &std::path::Path, &mut berqenas_node_agent::config::AgentConfig) -> T,
+) -> (Env, T) {
     let mut lab = Lab::new();
     let c1 = lab.host("c1");
     let pg_host = lab.host("pg");
@@ -180,9 +205,7 @@ pub(crate) fn setup_with(limits: impl FnOnce(&mut berqenas_node_agent::config::S
     let config = agent_dir.join("agent.toml");
     let mut cfg = berqenas_node_agent::config::AgentConfig::load(&config).expect("agent.toml");
     let joined = cfg.clone();
-    if let berqenas_node_agent::config::DriverConfig::Postgres { limits: l, .. } = &mut cfg.driver {
-        limits(l);
-    }
+    let made = edit(&env.lab, &db, env.tmp.path(), &mut cfg);
     if cfg != joined {
         cfg.save(&config).expect("agent.toml");
     }
@@ -194,7 +217,7 @@ pub(crate) fn setup_with(limits: impl FnOnce(&mut berqenas_node_agent::config::S
         env.tmp.path(),
     );
     env.procs.push(agent);
-    env
+    (env, made)
 }
 
 #[test]

@@ -10,6 +10,7 @@
 
 mod attacks;
 mod backup;
+mod backup_e2e;
 mod db;
 mod device_cross;
 mod device_e2e;

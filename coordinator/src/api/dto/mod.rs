@@ -5,6 +5,7 @@
 
 pub mod apikey;
 pub mod audit;
+pub mod backup;
 pub mod billing;
 pub mod cluster;
 pub mod device;
@@ -16,6 +17,7 @@ pub mod usage;
 
 pub use apikey::*;
 pub use audit::*;
+pub use backup::*;
 pub use billing::*;
 pub use cluster::*;
 pub use device::*;

@@ -106,6 +106,18 @@ pub struct UpdateTenantBody {
     /// Whether the tenant's devices may reach each other through the gateway.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
     pub device_to_device: Option<bool>,
+    /// Seconds between scheduled backups (5 minutes to a week).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[schema(example = 3600, minimum = 300, maximum = 604_800)]
+    pub backup_interval_s: Option<u32>,
+    /// The newest this many backups are kept.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[schema(minimum = 1, maximum = 500)]
+    pub backup_keep: Option<u32>,
+    /// Backups older than this many days are removed (the newest is always kept).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[schema(minimum = 1, maximum = 3650)]
+    pub backup_days: Option<u32>,
 }
 
 /// A field that may be absent but not null (`Option::None` only when absent).
@@ -203,6 +215,8 @@ pub struct TenantView {
     /// Raft index of the last change to what its db node's realtime ingest serves (active
     /// devices, customer keys); the db node must report at least this for the tenant to be active.
     pub ingest_revision: u64,
+    /// The backup policy in force: the tenant's own or its tier's.
+    pub backup_policy: super::BackupPolicyView,
 }
 
 impl From<&Tenant> for TenantView {
@@ -215,6 +229,7 @@ impl From<&Tenant> for TenantView {
         } with {
             node_status: node_status.into_iter().map(|(id, s)| (id, s.into())).collect(),
             blocked_domains: blocked_domains.into_iter().map(|d| d.to_string()).collect(),
+            backup_policy: backup_policy.unwrap_or(crate::state::backup::BackupPolicy::for_tier(t.tier)).into(),
         }
           hidden { db_password_verifier })
     }

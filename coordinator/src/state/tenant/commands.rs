@@ -127,6 +127,13 @@ impl State {
                     tenant.status = DeletedPendingPurge;
                     tenant.deleted_at_ms = Some(now);
                     tenant.purge_after_ms = Some(now.saturating_add(retention));
+                    tenant.revision = index;
+                    tenant.updated_at_ms = now;
+                    touched.push(Touched::Tenant(name.clone()));
+                    let reply = tenant.clone();
+                    // Before anything is dropped: a final backup (purge waits for it).
+                    self.request_final_backup(at, name, touched);
+                    return Ok(Reply::Tenant(Box::new(reply)));
                 }
                 _ => return conflict("delete"),
             },
@@ -146,6 +153,8 @@ impl State {
                     )));
                 }
                 let due = tenant.purge_after_ms.unwrap_or(0);
+                // A tenant without a backup is refused first: that is what force overrides for good.
+                self.purge_gate(name, force)?;
                 if now < due && !force {
                     return Err(DomainError::Conflict(format!(
                         "tenant {name} can be restored until {}; purge then, or pass force",
@@ -154,6 +163,11 @@ impl State {
                 }
                 let removed = self.tenants.remove(name);
                 touched.push(Touched::Tenant(name.clone()));
+                // The catalog and the wrapped data keys go: the objects left in the bucket can
+                // no longer be opened by anyone.
+                if self.backups.remove(name).is_some() {
+                    touched.push(Touched::Backups(name.clone()));
+                }
                 self.drop_gateway_objects(name, touched);
                 self.drop_device_tokens(name, touched);
                 // Invoice before purging: the usage ledger goes with the tenant (a new tenant of

@@ -12,6 +12,7 @@ use super::tenant::*;
 use super::*;
 
 mod apikeys;
+mod backups;
 mod devicetokens;
 mod gateway;
 mod nodes;

@@ -71,10 +71,12 @@ fn lifecycle_round_trip_and_retention() {
 
     tenant(step(&mut s, 8, 3000, Lifecycle::Delete));
     let early = step(&mut s, 9, 4000, Lifecycle::Purge { force: false });
-    assert!(matches!(&early, Err(DomainError::Conflict(m)) if m.contains("can be restored until")), "{early:?}");
+    assert!(matches!(&early, Err(DomainError::Conflict(m)) if m.contains("has no backup")), "{early:?}");
     assert!(s.tenants.contains_key(&name("acme")));
     let late = step(&mut s, 10, 3000 + 30 * DAY_MS, Lifecycle::Purge { force: false });
-    assert!(late.is_ok(), "{late:?}");
+    assert!(matches!(&late, Err(DomainError::Conflict(m)) if m.contains("has no backup")), "{late:?}");
+    let forced = step(&mut s, 10, 3000 + 30 * DAY_MS, Lifecycle::Purge { force: true });
+    assert!(forced.is_ok(), "{forced:?}");
     assert!(!s.tenants.contains_key(&name("acme")));
     assert!(matches!(step(&mut s, 11, 11, Lifecycle::Restore), Err(DomainError::NotFound(_))));
 }
