@@ -131,7 +131,7 @@ if running; then
   echo "==> the local coordinator is already running (pid $(cat "$PIDFILE"))"
 else
   echo "==> starting the coordinator (log: $LOG)"
-  nohup "$BIN" serve --data-dir "$DATA" >>"$LOG" 2>&1 &
+  nohup "$BIN" serve --data-dir "$DATA" --billing-plans "$ROOT/deploy/billing-plans.toml" >>"$LOG" 2>&1 &
   echo $! > "$PIDFILE"
   for _ in $(seq 1 100); do
     (exec 3<>"/dev/tcp/${API_ADDR%:*}/${API_ADDR#*:}") 2>/dev/null && break

@@ -45,36 +45,9 @@ umask 077
 "$bin" init --data-dir "$work/c1" --id 1 "${addrs[@]}" --vpn-pool 198.18.0.0/15 --output json >"$work/init.json"
 python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["admin_api_key"])' "$work/init.json" >"$work/admin.key"
 rm "$work/init.json"
-# Price plans for every tier, so invoices are created, issued and paid (README "Billing").
-cat >"$work/plans.toml" <<'EOF'
-issuer = "Berqenas"
-[plans.free]
-currency = "USD"
-base_fee = "0"
-disk_gb_month = "0.25"
-events_million = "2"
-vpn_gb = "0.05"
-extra_connection = "1"
-[plans.premium]
-currency = "USD"
-base_fee = "49.00"
-disk_gb_month = "0.125"
-events_million = "1.50"
-vpn_gb = "0.02"
-extra_connection = "0.75"
-included_disk_gb_months = "10"
-included_connections = 20
-[plans.enterprise]
-currency = "EUR"
-base_fee = "499"
-disk_gb_month = "0.1"
-events_million = "1"
-vpn_gb = "0.01"
-extra_connection = "0.5"
-EOF
 # No rate limits: schemathesis sends hundreds of requests a second with one key, and some without.
 "$bin" serve --data-dir "$work/c1" --id 1 "${addrs[@]}" --admin-key-rate 0 --anonymous-rate 0 \
-  --billing-plans "$work/plans.toml" >"$work/coordinator.log" 2>&1 &
+  --billing-plans "$PWD/deploy/billing-plans.toml" >"$work/coordinator.log" 2>&1 &
 pid=$!
 
 base="http://127.0.0.1:$api"

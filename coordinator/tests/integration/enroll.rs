@@ -292,6 +292,23 @@ pub(super) async fn next_state(
     }
 }
 
+/// The first non-bookmark desired state within `within` for which `wanted` holds: other
+/// changes (a backup data key made by the leader, usage) may come between an action and the
+/// state that shows it.
+pub(super) async fn state_where(
+    stream: &mut tonic::Streaming<berqenas_proto::node::DesiredState>,
+    within: Duration,
+    wanted: impl Fn(&berqenas_proto::node::DesiredState) -> bool,
+) -> berqenas_proto::node::DesiredState {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let state = next_state(stream, deadline.saturating_duration_since(tokio::time::Instant::now())).await;
+        if wanted(&state) {
+            return state;
+        }
+    }
+}
+
 pub(super) fn db_part(state: &berqenas_proto::node::DesiredState, tenant: &str) -> berqenas_proto::node::DbAssignment {
     let t = state.tenants.iter().find(|t| t.name == tenant).expect("the tenant is assigned");
     t.db.clone().expect("a db part")
@@ -351,7 +368,10 @@ async fn a_db_node_advertises_its_realtime_address_and_hears_of_devices_and_keys
     let dk = berqenas_pki::new_key_and_csr("device").expect("key");
     let enrolled = pinned(&c, &pin).enroll(request(&token, 1, &dk.csr_pem)).await.expect("enrolled").into_inner();
     assert_eq!(enrolled.realtime_endpoint, "192.0.2.10:7401");
-    let state = next_state(&mut watch, Duration::from_secs(5)).await;
+    let state = state_where(&mut watch, Duration::from_secs(5), |s| {
+        db_part(s, "acme").devices.iter().any(|d| d.id == enrolled.device_id)
+    })
+    .await;
     let t = state.tenants.iter().find(|t| t.name == "acme").expect("acme");
     assert!(t.revision > revision, "a newer revision for the db node");
     let part = db_part(&state, "acme");
@@ -369,7 +389,9 @@ async fn a_db_node_advertises_its_realtime_address_and_hears_of_devices_and_keys
     // A customer key may subscribe: its id and hash (never the secret) reach the db node.
     let key = c.json(0, &["apikey", "create", "--role", "customer", "--tenant", "acme"]);
     let secret = key["token"].as_str().expect("token");
-    let part = db_part(&next_state(&mut watch, Duration::from_secs(5)).await, "acme");
+    let state =
+        state_where(&mut watch, Duration::from_secs(5), |s| !db_part(s, "acme").subscriber_keys.is_empty()).await;
+    let part = db_part(&state, "acme");
     assert_eq!(part.subscriber_keys.len(), 1);
     let (id, hashed) = berqenas_coordinator::state::apikey::split_token(secret).expect("key shape");
     assert_eq!(part.subscriber_keys[0].id, id);
@@ -378,8 +400,8 @@ async fn a_db_node_advertises_its_realtime_address_and_hears_of_devices_and_keys
     // Revoked: gone from the db node's list and from the gateway's peers within seconds.
     let started = std::time::Instant::now();
     c.json(0, &["device", "revoke", &enrolled.device_name, "--tenant", "acme"]);
-    let state = next_state(&mut watch, Duration::from_secs(5)).await;
-    assert!(db_part(&state, "acme").devices.is_empty(), "a revoked device may not publish");
+    // Within 5 s or `state_where` fails: a revoked device may not publish.
+    let state = state_where(&mut watch, Duration::from_secs(5), |s| db_part(s, "acme").devices.is_empty()).await;
     let t = state.tenants.iter().find(|t| t.name == "acme").expect("acme");
     assert!(t.gateway.as_ref().expect("gw").peers.iter().all(|p| !p.enabled), "no peer for a revoked device");
     assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());

@@ -4,7 +4,7 @@
 //! what the gateway and the db node are handed, and a device flapping its fingerprint to flood
 //! the log. The token and input attacks are in `enroll_attacks`.
 
-use crate::enroll::{audit, db_part, identity, mtls, new_token, next_state, pinned, request};
+use crate::enroll::{audit, db_part, identity, mtls, new_token, next_state, pinned, request, state_where};
 use crate::enroll_attacks::{hb, join_node, node_client, tls};
 use crate::harness::Cluster;
 use berqenas_pki::Identity;
@@ -174,10 +174,13 @@ async fn a_pending_device_is_never_a_peer_nor_a_publisher_until_approved_and_may
 
     // Approved: a peer and a publisher.
     c.json(0, &["device", "approve", &pending.device_name, "--tenant", "acme"]);
-    let state = next_state(&mut watch, Duration::from_secs(5)).await;
+    // Within 5 s or `state_where` fails: a publisher once approved.
+    let state = state_where(&mut watch, Duration::from_secs(5), |s| {
+        db_part(s, "acme").devices.iter().any(|d| d.id == pending.device_id)
+    })
+    .await;
     let t = state.tenants.iter().find(|t| t.name == "acme").expect("acme");
     assert!(t.gateway.as_ref().expect("gw").peers.iter().any(|p| p.id == pending.device_id && p.enabled));
-    assert!(db_part(&state, "acme").devices.iter().any(|d| d.id == pending.device_id));
 }
 
 #[tokio::test(flavor = "multi_thread")]
