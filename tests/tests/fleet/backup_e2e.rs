@@ -7,7 +7,7 @@ use crate::db::{setup_configured, Env};
 use berqenas_tests::s3::S3;
 use berqenas_tests::wait_for;
 use serde_json::Value;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const MARKER: &str = "MARKER-ROW-5ca1ab1e";
 
@@ -113,6 +113,15 @@ fn scheduled_backups_restore_expire_survive_a_stopped_bucket_and_gate_purge() {
     assert_eq!(stored.len() as u64, first["bytes"].as_u64().expect("bytes"));
     assert!(!stored.windows(MARKER.len()).any(|w| w == MARKER.as_bytes()), "no plaintext in the object");
 
+    // `--at` takes whole seconds: restore at the first backup's time rounded up to the next
+    // second, and change nothing before that second has passed, so the next backup is newer
+    // than it (a backup on demand started within it would be the one picked).
+    let first_ms = first["taken_ms"].as_u64().expect("taken");
+    let at_ms = (first_ms / 1000 + 1) * 1000;
+    while SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_millis() <= u128::from(at_ms) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
     // Rows change; a backup on demand; then overwrite restore at the first backup's time
     // brings back exactly what was there.
     env.as_tenant(
@@ -129,7 +138,7 @@ fn scheduled_backups_restore_expire_survive_a_stopped_bucket_and_gate_purge() {
     assert_ne!(changed, at_backup);
     let second = env.json(&["backup", "run", "--tenant", "acme"]);
     assert!(second["taken_ms"].as_u64() > first["taken_ms"].as_u64(), "{second}");
-    let at = rfc3339(first["taken_ms"].as_u64().expect("taken") + 1000);
+    let at = rfc3339(at_ms);
     let restored = env.json(&["backup", "restore", "--tenant", "acme", "--at", &at, "--mode", "overwrite"]);
     assert_eq!(restored["made"], "tenant_acme", "{restored}");
     assert_eq!(checksums(&env, "tenant_acme"), at_backup, "every table as it was at the backup");
