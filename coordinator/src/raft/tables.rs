@@ -36,31 +36,6 @@ pub trait Row: Serialize + DeserializeOwned + 'static {
     fn touched(touched: &Touched) -> Option<&Self::Id>;
 }
 
-impl Row for Tenant {
-    const TABLE: &'static str = "tenants";
-    type Id = TenantName;
-    type Key = &'static str;
-    fn rows(state: &State) -> &BTreeMap<TenantName, Self> {
-        &state.tenants
-    }
-    fn rows_mut(state: &mut State) -> &mut BTreeMap<TenantName, Self> {
-        &mut state.tenants
-    }
-    fn id(&self) -> TenantName {
-        self.name.clone()
-    }
-    fn key(id: &TenantName) -> &str {
-        id.as_str()
-    }
-    fn touched(touched: &Touched) -> Option<&TenantName> {
-        if let Touched::Tenant(id) = touched {
-            Some(id)
-        } else {
-            None
-        }
-    }
-}
-
 impl Row for Node {
     const TABLE: &'static str = "nodes";
     type Id = u64;
@@ -86,55 +61,39 @@ impl Row for Node {
     }
 }
 
-impl Row for ApiKey {
-    const TABLE: &'static str = "api_keys";
-    type Id = String;
-    type Key = &'static str;
-    fn rows(state: &State) -> &BTreeMap<String, Self> {
-        &state.api_keys
-    }
-    fn rows_mut(state: &mut State) -> &mut BTreeMap<String, Self> {
-        &mut state.api_keys
-    }
-    fn id(&self) -> String {
-        self.id.clone()
-    }
-    fn key(id: &String) -> &str {
-        id.as_str()
-    }
-    fn touched(touched: &Touched) -> Option<&String> {
-        if let Touched::ApiKey(id) = touched {
-            Some(id)
-        } else {
-            None
+/// A table of one row per tenant whose map in `State` is `$field`, the tenant's name in the
+/// row's `$name`.
+macro_rules! tenant_rows {
+    ($ty:ty, $table:literal, $field:ident, $touched:ident, $name:ident) => {
+        impl Row for $ty {
+            const TABLE: &'static str = $table;
+            type Id = TenantName;
+            type Key = &'static str;
+            fn rows(state: &State) -> &BTreeMap<TenantName, Self> {
+                &state.$field
+            }
+            fn rows_mut(state: &mut State) -> &mut BTreeMap<TenantName, Self> {
+                &mut state.$field
+            }
+            fn id(&self) -> TenantName {
+                self.$name.clone()
+            }
+            fn key(id: &TenantName) -> &str {
+                id.as_str()
+            }
+            fn touched(touched: &Touched) -> Option<&TenantName> {
+                if let Touched::$touched(id) = touched {
+                    Some(id)
+                } else {
+                    None
+                }
+            }
         }
-    }
+    };
 }
 
-impl Row for JoinToken {
-    const TABLE: &'static str = "join_tokens";
-    type Id = String;
-    type Key = &'static str;
-    fn rows(state: &State) -> &BTreeMap<String, Self> {
-        &state.join_tokens
-    }
-    fn rows_mut(state: &mut State) -> &mut BTreeMap<String, Self> {
-        &mut state.join_tokens
-    }
-    fn id(&self) -> String {
-        self.id.clone()
-    }
-    fn key(id: &String) -> &str {
-        id.as_str()
-    }
-    fn touched(touched: &Touched) -> Option<&String> {
-        if let Touched::JoinToken(id) = touched {
-            Some(id)
-        } else {
-            None
-        }
-    }
-}
+tenant_rows!(Tenant, "tenants", tenants, Tenant, name);
+tenant_rows!(crate::state::backup::TenantBackups, "backups", backups, Backups, tenant);
 
 /// A table of rows keyed by a string id whose map in `State` is `$field`.
 macro_rules! string_rows {
@@ -166,6 +125,8 @@ macro_rules! string_rows {
     };
 }
 
+string_rows!(ApiKey, "api_keys", api_keys, ApiKey);
+string_rows!(JoinToken, "join_tokens", join_tokens, JoinToken);
 string_rows!(Device, "devices", devices, Device);
 string_rows!(Exposure, "exposures", exposures, Exposure);
 string_rows!(FirewallRule, "firewall_rules", firewall_rules, FirewallRule);
@@ -205,31 +166,6 @@ macro_rules! usage_rows {
 
 usage_rows!(Bucket, "usage_buckets", buckets, UsageBucket);
 usage_rows!(Cursor, "usage_cursors", cursors, UsageCursor);
-
-impl Row for crate::state::backup::TenantBackups {
-    const TABLE: &'static str = "backups";
-    type Id = TenantName;
-    type Key = &'static str;
-    fn rows(state: &State) -> &BTreeMap<TenantName, Self> {
-        &state.backups
-    }
-    fn rows_mut(state: &mut State) -> &mut BTreeMap<TenantName, Self> {
-        &mut state.backups
-    }
-    fn id(&self) -> TenantName {
-        self.tenant.clone()
-    }
-    fn key(id: &TenantName) -> &str {
-        id.as_str()
-    }
-    fn touched(touched: &Touched) -> Option<&TenantName> {
-        if let Touched::Backups(id) = touched {
-            Some(id)
-        } else {
-            None
-        }
-    }
-}
 
 /// Every entity table.
 pub const TABLES: &[&dyn Table] = &[
