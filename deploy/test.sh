@@ -41,6 +41,12 @@ command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || missing+=(gcc-aarch64-linux-
 command -v arm-linux-gnueabihf-gcc >/dev/null 2>&1 || missing+=(gcc-arm-linux-gnueabihf)
 command -v qemu-aarch64-static >/dev/null 2>&1 || missing+=(qemu-user-static)
 command -v qemu-arm-static >/dev/null 2>&1 || missing+=(qemu-user-static)
+# Container images (deploy/images/build.sh, tests/tests/containers): static musl binaries (musl-gcc
+# compiles ring's C), buildah to build FROM scratch, podman and runc to run them.
+command -v musl-gcc >/dev/null 2>&1 || missing+=(musl-tools)
+command -v buildah >/dev/null 2>&1 || missing+=(buildah)
+command -v podman >/dev/null 2>&1 || missing+=(podman)
+command -v runc >/dev/null 2>&1 || missing+=(runc)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
@@ -52,7 +58,7 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
   log "installing rustfmt and clippy"
   rustup component add rustfmt clippy
 fi
-for t in x86_64-pc-windows-gnu aarch64-unknown-linux-musl armv7-unknown-linux-gnueabihf; do
+for t in x86_64-pc-windows-gnu aarch64-unknown-linux-musl armv7-unknown-linux-gnueabihf x86_64-unknown-linux-musl; do
   if ! rustup target list --installed | grep -qx "$t"; then
     log "rustup target add $t"
     rustup target add "$t"
@@ -67,6 +73,13 @@ fi
 if ! command -v s3s-fs >/dev/null 2>&1; then
   log "installing s3s-fs"
   cargo install s3s-fs --version 0.14.1 --locked --features binary
+fi
+# The Kubernetes manifests' schema validator (tests/tests/containers/manifests.rs), in its own
+# venv like schemathesis's; the schemas ship in the package, so the test needs no network.
+if [ ! -x target/k8s-validate-venv/bin/kubernetes-validate ]; then
+  log "installing kubernetes-validate (target/k8s-validate-venv)"
+  python3 -m venv target/k8s-validate-venv
+  target/k8s-validate-venv/bin/pip install --quiet 'kubernetes-validate>=1.32,<2'
 fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   log "installing cargo-nextest"
@@ -113,6 +126,11 @@ for t in x86_64-pc-windows-gnu aarch64-unknown-linux-musl armv7-unknown-linux-gn
 done
 ls -l target/device/berqenas-device target/x86_64-pc-windows-gnu/device/berqenas-device.exe \
   target/aarch64-unknown-linux-musl/device/berqenas-device target/armv7-unknown-linux-gnueabihf/device/berqenas-device
+
+# Static musl binaries for the container images, in the cheap image-test profile (a cold build
+# for a new target); tests/tests/containers builds the images from them with buildah and runs them.
+log "deploy/images/build.sh --profile image-test --no-images (static musl binaries)"
+deploy/images/build.sh --profile image-test --no-images
 
 log "systemd-analyze verify deploy/berqenas-device.service"
 unit_dir=$(mktemp -d)

@@ -11,6 +11,7 @@
 # buildah; for the node agent's image also the host tools it copies in (nftables, wireguard-go,
 # postgresql-client: see ARCHITECTURE.md, "Container images"). Images need root (or buildah unshare).
 set -euo pipefail
+umask 022
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 TRIPLE=x86_64-unknown-linux-musl
 PROFILE=release
@@ -56,8 +57,8 @@ fi
 for b in "${BINS[@]}"; do
   f="$BIN_DIR/$b"
   [ -x "$f" ] || { echo "$f is missing: run $0 --profile $PROFILE without --no-cargo" >&2; exit 1; }
-  # A static binary has no program interpreter (PT_INTERP) and no dynamic section.
-  if readelf -l "$f" | grep -q 'INTERP\|DYNAMIC'; then
+  # Static (Rust's musl target links static-pie): no program interpreter, no shared library needed.
+  if readelf -l "$f" | grep -q INTERP || readelf -d "$f" | grep -q NEEDED; then
     echo "$f is not static" >&2
     exit 1
   fi
@@ -80,7 +81,8 @@ copy_with_libs() {
   local rootfs=$1 program=$2 dest=$3 lib
   install -D -m 0755 "$program" "$rootfs$dest"
   for lib in $(ldd "$program" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}'); do
-    [ -e "$rootfs$lib" ] || install -D -m 0644 "$(readlink -f "$lib")" "$rootfs$lib"
+    # With the source's mode: the loader must stay executable.
+    [ -e "$rootfs$lib" ] || install -D -m "$(stat -L -c %a "$lib")" "$(readlink -f "$lib")" "$rootfs$lib"
   done
 }
 
@@ -115,7 +117,6 @@ build_image() {
     --workingdir /var/lib/berqenas \
     --volume /var/lib/berqenas \
     --env PATH=/usr/local/bin:/usr/bin:/usr/sbin \
-    --env RUST_LOG=info \
     "$c"
   buildah commit --quiet --rm "$c" "localhost/$name:$TAG" >/dev/null
 }
