@@ -92,7 +92,8 @@ build_image() {
   log "buildah: localhost/$name:$TAG (FROM scratch)"
   c=$(buildah from --quiet scratch)
   mnt=$(buildah mount "$c")
-  install -D -m 0755 "$BIN_DIR/$name" "$mnt/usr/local/bin/$name"
+  # Stripped in the image (the release profile keeps line tables in target/ for backtraces).
+  install -D -m 0755 -s "$BIN_DIR/$name" "$mnt/usr/local/bin/$name"
   install -D -m 0644 "$WORK/passwd" "$mnt/etc/passwd"
   install -D -m 0644 "$WORK/group" "$mnt/etc/group"
   install -d -m 0700 -o "$UID_GID" -g "$UID_GID" "$mnt/var/lib/berqenas"
