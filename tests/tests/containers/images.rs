@@ -31,7 +31,9 @@ fn target_dir() -> PathBuf {
 fn tool(name: &str) -> PathBuf {
     std::env::var_os("PATH")
         .and_then(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|c| c.exists()))
-        .unwrap_or_else(|| panic!("{name} is missing: deploy/test.sh installs it (apt-get install buildah podman runc)"))
+        .unwrap_or_else(|| {
+            panic!("{name} is missing: deploy/test.sh installs it (apt-get install buildah podman runc)")
+        })
 }
 
 fn output(program: &Path, args: &[&str]) -> Output {
@@ -97,7 +99,9 @@ fn run_flags() -> Vec<String> {
     let (soft, hard) = (nofile.current.unwrap_or(1 << 20), nofile.maximum.unwrap_or(1 << 20));
     let nproc = getrlimit(Resource::Nproc).current.unwrap_or(4096).min(4096);
     let mut flags = vec![];
-    if let Some(runc) = std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).find(|d| d.join("runc").exists())) {
+    if let Some(runc) =
+        std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).find(|d| d.join("runc").exists()))
+    {
         flags.extend(["--runtime".to_string(), runc.join("runc").to_string_lossy().into_owned()]);
     }
     flags.extend([
@@ -158,7 +162,10 @@ fn is_static(path: &Path) -> bool {
 
 #[test]
 fn images_are_from_scratch_non_root_without_a_shell_and_the_coordinator_serves_in_podman() {
-    assert!(rustix::process::geteuid().is_root(), "building images with buildah needs root (deploy/test.sh runs as root)");
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "building images with buildah needs root (deploy/test.sh runs as root)"
+    );
     let buildah = tool("buildah");
     let podman = tool("podman");
     let bin_dir = target_dir().join(TRIPLE).join(PROFILE);
@@ -198,7 +205,11 @@ fn images_are_from_scratch_non_root_without_a_shell_and_the_coordinator_serves_i
             labels["org.opencontainers.image.source"].as_str().is_some_and(|s| !s.is_empty()),
             "{image}: source label: {labels}"
         );
-        assert_eq!(inspect[0]["Annotations"]["org.opencontainers.image.version"], version.as_str(), "{image}: annotation");
+        assert_eq!(
+            inspect[0]["Annotations"]["org.opencontainers.image.version"],
+            version.as_str(),
+            "{image}: annotation"
+        );
         // FROM scratch: one layer, no history of a base image.
         assert_eq!(inspect[0]["RootFS"]["Layers"].as_array().map(Vec::len), Some(1), "{image}: one layer");
 
@@ -246,7 +257,8 @@ fn images_are_from_scratch_non_root_without_a_shell_and_the_coordinator_serves_i
     assert!(String::from_utf8_lossy(&probe.stdout).contains(&version), "--version in the container");
 
     // No shell to exec into, as any user.
-    let shell = podman_run(&podman, &["--rm", "--network", "host", "--entrypoint", "/bin/sh", &coordinator, "-c", "true"]);
+    let shell =
+        podman_run(&podman, &["--rm", "--network", "host", "--entrypoint", "/bin/sh", &coordinator, "-c", "true"]);
     assert!(!shell.status.success(), "the coordinator image ran /bin/sh");
 
     // The node agent's copied host tools run in its image (their libraries came along).
@@ -256,9 +268,12 @@ fn images_are_from_scratch_non_root_without_a_shell_and_the_coordinator_serves_i
         ("/usr/bin/wireguard-go", "wireguard-go"),
         ("/usr/bin/pg_dump", "pg_dump (PostgreSQL)"),
         ("/usr/bin/psql", "psql (PostgreSQL)"),
-        ("/usr/local/bin/berqenas-node-agent", &version),
+        ("/usr/local/bin/berqenas-node-agent", version.as_str()),
     ] {
-        let out = succeed(program, podman_run(&podman, &["--rm", "--network", "none", "--entrypoint", program, &agent, "--version"]));
+        let out = succeed(
+            program,
+            podman_run(&podman, &["--rm", "--network", "none", "--entrypoint", program, &agent, "--version"]),
+        );
         assert!(out.contains(says), "{program} --version in the agent image: {out}");
     }
     let device = format!("localhost/berqenas-device:{TAG}");
@@ -362,6 +377,7 @@ fn images_are_from_scratch_non_root_without_a_shell_and_the_coordinator_serves_i
 
     // SIGTERM ends it cleanly.
     succeed("podman stop", output(&podman, &["stop", "--time", "20", &name]));
-    let code = succeed("podman inspect exit code", output(&podman, &["inspect", "--format", "{{.State.ExitCode}}", &name]));
+    let code =
+        succeed("podman inspect exit code", output(&podman, &["inspect", "--format", "{{.State.ExitCode}}", &name]));
     assert_eq!(code.trim(), "0", "the coordinator's exit code after SIGTERM");
 }
