@@ -4,9 +4,10 @@
 //! and what it needs, no shell anywhere), and then, with podman, the coordinator image initialized
 //! and serving: `/healthz` over TLS verified against the cluster CA from the volume, and
 //! `berqenas-coordinator cluster status` run inside the container. The agent image's copied host
-//! tools (nft, wireguard-go, pg_dump, psql) start in it. Where podman cannot start a container
-//! on the machine (an OCI runtime refusal), the run part prints NOT RUN with the reason; the
-//! build and inspection are checked regardless.
+//! tools (nft, wireguard-go, pg_dump, psql) start in it, and the agent image joins the
+//! coordinator's container (token from the environment, CA pinned) and reports in. Where podman
+//! cannot start a container on the machine (an OCI runtime refusal), the run part prints NOT RUN
+//! with the reason; the build and inspection are checked regardless.
 
 use berqenas_tests::{free_port, wait_for, workspace_root};
 use serde_json::Value;
@@ -360,18 +361,90 @@ fn images_are_from_scratch_non_root_without_a_shell_and_the_coordinator_serves_i
 
     // The CLI inside the container against it; the key travels in the environment (podman's
     // `-e NAME` takes the value from its own environment), never on a command line.
-    let status = Command::new(&podman)
-        .args(["exec", "--env", "BERQENAS_API_KEY", &name, "/usr/local/bin/berqenas-coordinator"])
-        .args(["--endpoint", &format!("https://127.0.0.1:{api}"), "--ca-cert", "/var/lib/berqenas/ca.pem"])
-        .args(["--output", "json", "cluster", "status"])
-        .env("BERQENAS_API_KEY", &key)
-        .stdin(Stdio::null())
-        .output()
-        .expect("podman exec");
-    let status: Value = serde_json::from_str(&succeed("cluster status in the container", status)).expect("status json");
+    let endpoint = format!("https://127.0.0.1:{api}");
+    let cli = |args: &[&str]| -> Value {
+        let out = Command::new(&podman)
+            .args(["exec", "--env", "BERQENAS_API_KEY", &name, "/usr/local/bin/berqenas-coordinator"])
+            .args(["--endpoint", &endpoint, "--ca-cert", "/var/lib/berqenas/ca.pem", "--output", "json"])
+            .args(args)
+            .env("BERQENAS_API_KEY", &key)
+            .stdin(Stdio::null())
+            .output()
+            .expect("podman exec");
+        serde_json::from_str(&succeed(&format!("{args:?} in the container"), out)).expect("json")
+    };
+    let status = cli(&["cluster", "status"]);
     assert_eq!(status["node_id"], 1, "{status}");
     assert_eq!(status["leader_id"], 1, "{status}");
     assert_eq!(status["state"], "Leader", "{status}");
+
+    // The agent's image joins it (token from the environment, the CA pinned) and reports in.
+    let token = cli(&["node", "token", "create", "--roles", "db", "--ttl", "10m"]);
+    let agent_data = tempfile::tempdir().expect("tempdir");
+    std::os::unix::fs::chown(agent_data.path(), Some(UID), Some(UID)).expect("chown");
+    let agent_volume = format!("{}:/var/lib/berqenas", agent_data.path().display());
+    let flags = run_flags();
+    let (global, run) = flags.split_at(if flags.first().map(String::as_str) == Some("--runtime") { 2 } else { 0 });
+    let join = Command::new(&podman)
+        .args(global)
+        .arg("run")
+        .args(run)
+        .args(["--rm", "--network", "host", "--env", "BERQENAS_JOIN_TOKEN", "--volume", &agent_volume, &agent, "join"])
+        .args([
+            "--coordinator",
+            &format!("https://127.0.0.1:{node}"),
+            "--ca-pin",
+            token["ca_fingerprint"].as_str().unwrap(),
+        ])
+        .args([
+            "--roles",
+            "db",
+            "--data-dir",
+            "/var/lib/berqenas",
+            "--driver",
+            "dir",
+            "--driver-path",
+            "/var/lib/berqenas/db",
+        ])
+        .env("BERQENAS_JOIN_TOKEN", token["token"].as_str().expect("token"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("podman run join");
+    succeed("the agent image's join", join);
+    let agent_name = format!("berqenas-image-test-agent-{}", std::process::id());
+    cleanup.containers.push(agent_name.clone());
+    let metrics = format!("127.0.0.1:{}", free_port());
+    succeed(
+        "podman run -d the agent",
+        podman_run(
+            &podman,
+            &[
+                "--detach",
+                "--name",
+                &agent_name,
+                "--network",
+                "host",
+                "--volume",
+                &agent_volume,
+                &agent,
+                "run",
+                "--config",
+                "/var/lib/berqenas/agent.toml",
+                "--metrics-listen",
+                &metrics,
+            ],
+        ),
+    );
+    wait_for("the agent container's first report", Duration::from_secs(60), || {
+        let nodes = cli(&["node", "list"]);
+        nodes
+            .as_array()
+            .and_then(|n| n.first())
+            .is_some_and(|n| n["last_seen_ms"].as_u64().unwrap_or(0) > 0)
+            .then_some(())
+    });
+    succeed("podman stop the agent", output(&podman, &["stop", "--time", "20", &agent_name]));
+
     let exec_shell = output(&podman, &["exec", &name, "/bin/sh", "-c", "true"]);
     assert!(!exec_shell.status.success(), "a shell ran inside the coordinator's container");
 
