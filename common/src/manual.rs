@@ -38,8 +38,10 @@ pub fn man(cmd: clap::Command, args: &ManArgs, out: &mut dyn Write) -> std::io::
         }
         Some(dir) => {
             std::fs::create_dir_all(dir)?;
+            // Every page's footer names the program and its version (subcommands have none).
+            let source = format!("{} {}", cmd.get_name(), cmd.get_version().unwrap_or_default());
             let mut written = Vec::new();
-            render_tree(cmd, dir, &mut written)?;
+            render_tree(cmd, &source, dir, &mut written)?;
             Ok(written)
         }
     }
@@ -47,8 +49,7 @@ pub fn man(cmd: clap::Command, args: &ManArgs, out: &mut dyn Write) -> std::io::
 
 /// One page for `cmd` (named by its path of subcommands, `a-b-c.1`) and one for each visible
 /// subcommand below it. `help` is left out: clap adds it to every level.
-fn render_tree(cmd: clap::Command, dir: &Path, written: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    let mut cmd = cmd;
+fn render_tree(mut cmd: clap::Command, source: &str, dir: &Path, written: &mut Vec<PathBuf>) -> std::io::Result<()> {
     cmd.build();
     if cmd.get_about().is_none() {
         // A page's NAME line is `name - about` (whatis, apropos); a subcommand without a doc
@@ -56,7 +57,7 @@ fn render_tree(cmd: clap::Command, dir: &Path, written: &mut Vec<PathBuf>) -> st
         let line = cmd.get_bin_name().unwrap_or_else(|| cmd.get_name()).to_string();
         cmd = cmd.about(line);
     }
-    let page = clap_mangen::Man::new(cmd.clone());
+    let page = clap_mangen::Man::new(cmd.clone()).source(source.trim_end());
     let path = dir.join(page.get_filename());
     let mut bytes = Vec::new();
     page.render(&mut bytes)?;
@@ -65,7 +66,7 @@ fn render_tree(cmd: clap::Command, dir: &Path, written: &mut Vec<PathBuf>) -> st
     // `build` named every subcommand below: display name `a-b-c` (the file), bin name `a b c`
     // (the synopsis).
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set() && s.get_name() != "help") {
-        render_tree(sub.clone(), dir, written)?;
+        render_tree(sub.clone(), source, dir, written)?;
     }
     Ok(())
 }
@@ -98,6 +99,7 @@ mod tests {
             #[arg(long)]
             name: String,
         },
+        List,
     }
 
     #[test]
@@ -107,10 +109,15 @@ mod tests {
         let written = man(Demo::command(), &args, &mut std::io::sink()).unwrap();
         let mut names: Vec<_> = written.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
         names.sort();
-        assert_eq!(names, ["demo-tenant-create.1", "demo-tenant.1", "demo.1"]);
+        assert_eq!(names, ["demo-tenant-create.1", "demo-tenant-list.1", "demo-tenant.1", "demo.1"]);
         let create = std::fs::read_to_string(dir.path().join("demo-tenant-create.1")).unwrap();
         assert!(create.contains("\\-\\-name"), "{create}");
         assert!(create.contains("demo\\-tenant\\-create"), "{create}");
+        // The NAME line of a subcommand without a doc comment is its command line; every
+        // footer names the program.
+        let list = std::fs::read_to_string(dir.path().join("demo-tenant-list.1")).unwrap();
+        assert!(list.contains("demo\\-tenant\\-list \\- demo tenant list"), "{list}");
+        assert!(create.contains(&format!("\"demo {}\"", env!("CARGO_PKG_VERSION"))), "{create}");
     }
 
     #[test]
