@@ -3,5 +3,7 @@
 pub mod files;
 #[cfg(feature = "grpc")]
 pub mod grpc;
+#[cfg(feature = "manual")]
+pub mod manual;
 pub mod net;
 pub mod tenancy;

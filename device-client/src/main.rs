@@ -91,6 +91,10 @@ enum Command {
         #[arg(value_enum)]
         action: windows::service::Action,
     },
+    /// Prints the shell completion script (bash, zsh, fish, powershell, elvish).
+    Completions(berqenas_common::manual::CompletionsArgs),
+    /// Prints the man page, or writes every page (one per subcommand) with --dir.
+    Man(berqenas_common::manual::ManArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -113,6 +117,18 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Completions(a) => {
+            berqenas_common::manual::completions(<Cli as clap::CommandFactory>::command(), a, &mut std::io::stdout());
+            return Ok(());
+        }
+        Command::Man(a) => {
+            berqenas_common::manual::man(<Cli as clap::CommandFactory>::command(), a, &mut std::io::stdout())
+                .context("write the man pages")?;
+            return Ok(());
+        }
+        _ => {}
+    }
     let dir = state::StateDir::new(cli.state_dir.unwrap_or_else(state::default_dir));
     match cli.command {
         Command::Fingerprint => {
@@ -144,5 +160,6 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Run { .. } => runtime()?.block_on(run::run(dir, run::shutdown_signal())),
         #[cfg(windows)]
         Command::Service { action } => windows::service::manage(&dir, action),
+        Command::Completions(_) | Command::Man(_) => Ok(()),
     }
 }

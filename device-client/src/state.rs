@@ -11,13 +11,13 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-/// `/var/lib/berqenas-device` on Unix, `%ProgramData%\Berqenas\device` on Windows.
+/// `/var/lib/berqenas/device` on Unix, `%ProgramData%\Berqenas\device` on Windows.
 pub fn default_dir() -> PathBuf {
     if cfg!(windows) {
         let base = std::env::var_os("ProgramData").map_or_else(|| PathBuf::from(r"C:\ProgramData"), PathBuf::from);
         base.join("Berqenas").join("device")
     } else {
-        PathBuf::from("/var/lib/berqenas-device")
+        PathBuf::from("/var/lib/berqenas/device")
     }
 }
 

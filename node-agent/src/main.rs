@@ -113,6 +113,10 @@ enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Print the shell completion script (bash, zsh, fish, powershell, elvish).
+    Completions(berqenas_common::manual::CompletionsArgs),
+    /// Print the man page, or write every page (one per subcommand) with --dir.
+    Man(berqenas_common::manual::ManArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -421,6 +425,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Plan { config } => plan(&config).await,
         Cmd::Backup { op } => backup(op).await,
+        Cmd::Completions(a) => {
+            berqenas_common::manual::completions(<Cli as clap::CommandFactory>::command(), &a, &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Man(a) => {
+            berqenas_common::manual::man(<Cli as clap::CommandFactory>::command(), &a, &mut std::io::stdout())
+                .context("write the man pages")?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -84,6 +84,10 @@ pub enum Command {
     /// A tenant's backups: run one now, list them, restore one by time.
     #[command(subcommand)]
     Backup(backup::BackupCmd),
+    /// Print the shell completion script (bash, zsh, fish, powershell, elvish).
+    Completions(berqenas_common::manual::CompletionsArgs),
+    /// Print the man page, or write every page (one per subcommand) with --dir.
+    Man(berqenas_common::manual::ManArgs),
 }
 
 #[derive(Debug, Args)]
@@ -492,6 +496,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Init(a) => init(a, out).await,
         Command::Serve(a) => serve(*a).await,
         Command::RecoverAdmin(a) => recover_admin(a, out).await,
+        Command::Completions(a) => {
+            berqenas_common::manual::completions(<Cli as clap::CommandFactory>::command(), &a, &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man(a) => {
+            berqenas_common::manual::man(<Cli as clap::CommandFactory>::command(), &a, &mut std::io::stdout())
+                .context("write the man pages")?;
+            Ok(())
+        }
         command => {
             let ca = match &cli.ca_cert {
                 Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?),
@@ -637,6 +650,8 @@ async fn api_command(client: &Client, command: Command, out: Output) -> anyhow::
         Command::Usage(u) => usage::usage(client, u, out).await,
         Command::Billing(b) => billing::billing(client, b, out).await,
         Command::Backup(b) => backup::run(client, b, out).await,
-        Command::Init(_) | Command::Serve(_) | Command::RecoverAdmin(_) => bail!("not an API command"),
+        Command::Init(_) | Command::Serve(_) | Command::RecoverAdmin(_) | Command::Completions(_) | Command::Man(_) => {
+            bail!("not an API command")
+        }
     }
 }
