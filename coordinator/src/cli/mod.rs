@@ -492,6 +492,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Init(a) => init(a, out).await,
         Command::Serve(a) => serve(*a).await,
         Command::RecoverAdmin(a) => recover_admin(a, out).await,
+        Command::Backup(backup::BackupCmd::InitKey { data_dir, from }) => {
+            backup::init_key(&data_dir, from.as_deref(), out)
+        }
         command => {
             let ca = match &cli.ca_cert {
                 Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?),
