@@ -399,6 +399,37 @@ mod tests {
     }
 
     #[test]
+    fn compressed_chunks_are_full_but_the_last_and_inflate_to_the_dump() {
+        // Incompressible, so the dump makes several chunks.
+        let dump: Vec<u8> = (0..(3 * CHUNK + CHUNK / 2)).map(|_| rand::random::<u8>()).collect();
+        let (input, input_rx) = mpsc::channel(QUEUE);
+        let (chunks_tx, mut chunks) = mpsc::channel(QUEUE);
+        let (reads, read_back) = Spare::new(READ);
+        let (spare_chunks, _chunk_back) = Spare::new(CHUNK);
+        let zstd = std::thread::spawn(move || compress(input_rx, read_back, spare_chunks, chunks_tx));
+        let fed = dump.clone();
+        let feeder = std::thread::spawn(move || {
+            for piece in fed.chunks(300 << 10) {
+                input.blocking_send(Dumped::Bytes(piece.to_vec())).unwrap();
+            }
+            input.blocking_send(Dumped::End).unwrap();
+        });
+        let mut got = Vec::new();
+        while let Some(chunk) = chunks.blocking_recv() {
+            got.push(chunk);
+        }
+        feeder.join().unwrap();
+        zstd.join().unwrap().unwrap();
+        let (last, full) = got.split_last().unwrap();
+        assert!(full.len() >= 3 && full.iter().all(|(c, end)| c.len() == CHUNK && !end), "full chunks first");
+        assert!(last.1 && last.0.len() <= CHUNK, "the last one says so");
+        let object: Vec<u8> = got.iter().flat_map(|(c, _)| c.iter().copied()).collect();
+        assert_eq!(zstd::decode_all(&object[..]).unwrap(), dump);
+        let pieces = dump.len().div_ceil(300 << 10);
+        assert_eq!(reads.ready.try_iter().count(), pieces, "every read buffer came back to the reader");
+    }
+
+    #[test]
     fn a_compressed_dump_cut_inside_its_frame_is_refused() {
         let compressed = zstd::encode_all(&b"COPY t FROM stdin;\n1\n\\.\n".repeat(1000)[..], LEVEL).unwrap();
         let (mut inflate, mut out) = (Inflate::new().unwrap(), Pieces::default());
