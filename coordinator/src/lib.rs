@@ -5,6 +5,7 @@ pub mod admission;
 pub mod api;
 pub mod apicalls;
 pub mod backupkey;
+pub mod backupprogress;
 pub mod cli;
 pub mod datadir;
 pub mod grpc;

@@ -147,6 +147,8 @@ pub struct Coordinator {
     /// coordinator whose data directory lacks it (made before backups existed): it then makes
     /// and sends no data keys.
     pub backup_key: Option<Arc<crate::backupkey::ClusterKey>>,
+    /// How far the backups under way got, as db nodes report them here (memory only).
+    pub backup_progress: crate::backupprogress::ProgressBoard,
 }
 
 impl Coordinator {
@@ -214,6 +216,7 @@ impl Coordinator {
             commit_index,
             price_plans: std::sync::OnceLock::new(),
             backup_key,
+            backup_progress: Default::default(),
         }))
     }
 

@@ -81,10 +81,11 @@ struct Shared {
     backups: Option<crate::backup::schedule::Backups>,
 }
 
-/// The report with the backup events not yet acknowledged.
+/// The report with the backup events not yet acknowledged and the backups under way.
 fn with_backups(shared: &Shared, mut r: pb::StatusReport) -> pb::StatusReport {
     if let Some(b) = &shared.backups {
         r.backups = b.events().borrow().clone();
+        r.backup_progress = b.progress().borrow().values().cloned().collect();
     }
     r
 }
@@ -183,6 +184,7 @@ fn to_pb(
             .map(|c| pb::NodeCondition { kind: c.kind.clone(), message: c.message.clone() })
             .collect(),
         backups: Vec::new(),
+        backup_progress: Vec::new(),
     }
 }
 
@@ -320,6 +322,10 @@ async fn session(shared: &Shared, addr: &str) -> anyhow::Result<()> {
         Some(b) => b.events(),
         None => tokio::sync::watch::channel(Vec::new()).1,
     };
+    let mut backup_progress = match &shared.backups {
+        Some(b) => b.progress(),
+        None => tokio::sync::watch::channel(Default::default()).1,
+    };
     let mut ticker = tokio::time::interval(REPORT_EVERY);
     ticker.tick().await;
     let result = loop {
@@ -343,6 +349,14 @@ async fn session(shared: &Shared, addr: &str) -> anyhow::Result<()> {
             changed = backup_events.changed(), if shared.backups.is_some() => {
                 if changed.is_err() { break Ok(()); }
                 backup_events.borrow_and_update();
+                let latest = reports.borrow().clone();
+                if let Some(r) = latest {
+                    if report_tx.send(with_backups(shared, r)).await.is_err() { break Err(anyhow::anyhow!("report stream closed")); }
+                }
+            }
+            changed = backup_progress.changed(), if shared.backups.is_some() => {
+                if changed.is_err() { break Ok(()); }
+                backup_progress.borrow_and_update();
                 let latest = reports.borrow().clone();
                 if let Some(r) = latest {
                     if report_tx.send(with_backups(shared, r)).await.is_err() { break Err(anyhow::anyhow!("report stream closed")); }

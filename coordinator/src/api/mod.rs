@@ -52,6 +52,7 @@ pub fn router(c: Arc<Coordinator>) -> Router {
         .route("/api/v1/tenant/{name}/usage", get(usage::tenant_usage))
         .route("/api/v1/tenant/{name}/backups", get(backups::list_backups).post(backups::run_backup))
         .route("/api/v1/tenant/{name}/backups/restore", post(backups::restore_backup))
+        .route("/api/v1/tenant/{name}/backups/rotate-key", post(backups::rotate_key))
         .route("/api/v1/tenant/{name}/devices", get(devices::list_devices).post(devices::add_device))
         .route("/api/v1/tenant/{name}/devices/{device}", get(devices::get_device).delete(devices::remove_device))
         .route("/api/v1/tenant/{name}/devices/{device}/config", get(devices::device_config))

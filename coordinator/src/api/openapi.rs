@@ -56,7 +56,7 @@ impl utoipa::Modify for SecurityAddon {
         usage::tenant_usage,
 
         invoices::list_invoices, invoices::get_invoice, invoices::create_invoice, invoices::invoice_action,
-        backups::list_backups, backups::run_backup, backups::restore_backup),
+        backups::list_backups, backups::run_backup, backups::restore_backup, backups::rotate_key),
     components(schemas(ErrorBody, TenantView, CreatedTenant, CreateTenantBody, UpdateTenantBody, ApiKeyView,
         CreatedApiKey, CreateApiKeyBody, AuditEntryView, AuditVerification, BreakView, ClusterStatus, Member,
         AddLearnerBody, PromoteBody, NodeView, JoinTokenView, CreateJoinTokenBody, CreatedJoinToken,
@@ -68,7 +68,7 @@ impl utoipa::Modify for SecurityAddon {
 
         CreateInvoiceBody, InvoiceAction, InvoiceView, InvoiceLineView, InvoiceUsageView, crate::state::billing::ShownStatus,
         crate::state::billing::compute::LineKind,
-        BackupsView, BackupView, BackupPolicyView, BackupFailureView, BackupRequestView, BackupOutcomeView,
+        BackupsView, BackupView, BackupPolicyView, BackupFailureView, BackupRequestView, BackupOutcomeView, BackupProgressView,
         RestoreBackupBody, RestoreMode)),
     modifiers(&SecurityAddon)
 )]

@@ -1,10 +1,13 @@
 //! `backup run|list|restore --tenant T` and `tenant update --backup-*`: a tenant's backups over
 //! the REST API (`/api/v1/tenant/{name}/backups`). `run` and `restore` wait for the tenant's db
-//! node to report the end, showing how long they have waited, and fail with its reason.
+//! node to report the end, showing how far the backup got (bytes dumped and uploaded, as the db
+//! node reports them) or how long they have waited, and fail with its reason.
 
 use super::client::{path_segment, Client, NO_BODY};
 use super::output::{print_json, say, Output};
-use crate::api::dto::{BackupOutcomeView, BackupsView, RestoreBackupBody, RestoreMode, UpdateTenantBody};
+use crate::api::dto::{
+    BackupOutcomeView, BackupProgressView, BackupsView, RestoreBackupBody, RestoreMode, UpdateTenantBody,
+};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use reqwest::Method;
@@ -67,6 +70,57 @@ pub enum BackupCmd {
         #[arg(long, default_value = "30m")]
         wait_timeout: String,
     },
+    /// Give the tenant a new data key (admin): backups from now on are sealed with it; older
+    /// backups keep restoring with the key they were sealed with.
+    RotateKey {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// On a coordinator host, offline: make this coordinator's cluster backup key
+    /// (DATA_DIR/backup.key, 0600) for a cluster initialised before backups existed, or install
+    /// the one another coordinator of the cluster holds (`--from`). Restart the coordinator
+    /// after. Refused when the data directory already has one.
+    InitKey {
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+        /// Another coordinator's backup.key (64 hex digits) to install instead of a new key:
+        /// every coordinator of a cluster must hold the same one.
+        #[arg(long)]
+        from: Option<std::path::PathBuf>,
+    },
+}
+
+/// `backup init-key`: the cluster backup key made (or installed from `from`) in `data_dir`,
+/// never over an existing one. Returns the key's id (never the key).
+pub fn init_key(data_dir: &std::path::Path, from: Option<&std::path::Path>, out: Output) -> anyhow::Result<()> {
+    use crate::backupkey::ClusterKey;
+    anyhow::ensure!(data_dir.is_dir(), "{} is not a directory", data_dir.display());
+    if let Some(held) = ClusterKey::load(data_dir)? {
+        bail!("{} already holds cluster backup key {}: nothing changed", ClusterKey::path(data_dir).display(), held.id);
+    }
+    let key = match from {
+        Some(file) => {
+            let dir = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+            anyhow::ensure!(
+                file.file_name() == Some(std::ffi::OsStr::new(crate::backupkey::FILE)),
+                "--from must name a {} file",
+                crate::backupkey::FILE
+            );
+            ClusterKey::load(dir)?.with_context(|| format!("{} does not exist", file.display()))?
+        }
+        None => ClusterKey::generate()?,
+    };
+    key.save(data_dir)?;
+    if out == Output::Json {
+        print_json(&serde_json::json!({ "cluster_key_id": key.id, "file": ClusterKey::path(data_dir) }));
+    } else {
+        say(format_args!(
+            "cluster backup key {} written to {} (0600); every coordinator of the cluster must hold this same file              (`backup init-key --from`), then restart each",
+            key.id,
+            ClusterKey::path(data_dir).display()
+        ));
+    }
+    Ok(())
 }
 
 /// A time as `--at` takes it: RFC 3339 in UTC, seconds optional; `now`.
@@ -114,6 +168,16 @@ pub async fn run(client: &Client, cmd: BackupCmd, out: Output) -> anyhow::Result
                 None => say(format_args!("backup {made} of {tenant} done")),
             }
         }
+        BackupCmd::RotateKey { tenant } => {
+            let v: BackupsView = client.send(Method::POST, &format!("{}/rotate-key", path(&tenant)), NO_BODY).await?;
+            if out == Output::Json {
+                print_json(&v);
+            } else {
+                let key = v.current_key.unwrap_or_default();
+                say(format_args!("tenant {tenant}'s backups are sealed with data key {key} from now on"));
+            }
+        }
+        BackupCmd::InitKey { .. } => bail!("`backup init-key` runs on a coordinator host, not through the API"),
         BackupCmd::Restore { tenant, at, mode, no_wait, wait_timeout } => {
             let mode = if mode == "overwrite" { RestoreMode::Overwrite } else { RestoreMode::Clone };
             let body = RestoreBackupBody { at_ms: parse_at(&at, crate::time::now_ms())?, mode };
@@ -147,7 +211,8 @@ fn show(out: Output, v: &BackupsView) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Polls until the outcome of request `id` shows, printing how long it has waited.
+/// Polls until the outcome of request `id` shows, printing every 5 s how far it got (a backup's
+/// bytes, when the coordinator has the node's word) or how long it has waited.
 async fn wait(
     client: &Client,
     tenant: &str,
@@ -168,10 +233,19 @@ async fn wait(
         }
         if waited >= said + Duration::from_secs(5) {
             said = waited;
-            eprintln!("{id}: waiting for the db node ({}s)", waited.as_secs());
+            match v.progress.as_ref().filter(|p| p.request.as_deref() == Some(id)) {
+                Some(p) => eprintln!("{id}: {} ({}s)", progress_line(p), waited.as_secs()),
+                None => eprintln!("{id}: waiting for the db node ({}s)", waited.as_secs()),
+            }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// `dumped 412.3 MB, uploaded 150.1 MB in 18 parts`.
+fn progress_line(p: &BackupProgressView) -> String {
+    let mb = |b: u64| b as f64 / 1e6;
+    format!("dumped {:.1} MB, uploaded {:.1} MB in {} parts", mb(p.dumped), mb(p.uploaded), p.parts)
 }
 
 fn list(out: Output, v: &BackupsView) {
@@ -200,6 +274,9 @@ fn list(out: Output, v: &BackupsView) {
     }
     if let Some(r) = &v.run {
         say(format_args!("running: {}{}", r.id, if r.final_backup { " (final backup before purge)" } else { "" }));
+    }
+    if let Some(p) = &v.progress {
+        say(format_args!("under way: {} {}", p.request.as_deref().unwrap_or("scheduled"), progress_line(p)));
     }
     if let Some(r) = &v.restore {
         say(format_args!("restoring: {} from {}", r.id, r.backup.clone().unwrap_or_default()));

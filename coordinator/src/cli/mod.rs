@@ -505,6 +505,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .context("write the man pages")?;
             Ok(())
         }
+        Command::Backup(backup::BackupCmd::InitKey { data_dir, from }) => {
+            backup::init_key(&data_dir, from.as_deref(), out)
+        }
         command => {
             let ca = match &cli.ca_cert {
                 Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?),

@@ -149,6 +149,21 @@ pub(super) async fn record(
     Ok(())
 }
 
+/// Node `id`'s backups under way, kept in memory for `backup list`/`run` to show.
+pub(super) fn progress(c: &Coordinator, id: u64, under_way: &[pb::BackupProgress]) {
+    let shown = under_way.iter().filter(|p| TenantName::parse(&p.tenant).is_ok()).map(|p| {
+        let shown = crate::backupprogress::Shown {
+            request: request(&p.request),
+            started_ms: p.started_ms,
+            dumped: p.dumped,
+            uploaded: p.uploaded,
+            parts: p.parts,
+        };
+        (p.tenant.clone(), shown)
+    });
+    c.backup_progress.reported(id, std::time::Instant::now(), shown);
+}
+
 /// On the leader: a data key for each PostgreSQL tenant placed on a db node that has none,
 /// made here (32 random bytes), wrapped under the cluster key, proposed with only the wrapped
 /// bytes. Run by `listeners` every second.

@@ -468,6 +468,7 @@ impl pb::node_server::Node for NodeService {
             };
             super::report::record_connects(&self.c, id, &src, &report).await?;
             super::backups::record(&self.c, id, &src, &msg.backups).await?;
+            super::backups::progress(&self.c, id, &msg.backup_progress);
             let due = {
                 let last = self.last_reports.lock().map_err(|e| internal("report cache", e))?;
                 match last.get(&id) {

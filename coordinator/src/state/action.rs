@@ -113,6 +113,8 @@ actions! {
     InvoicePaid = "invoice.mark-paid",
     /// A coordinator made a tenant's backup data key (stored wrapped).
     BackupKeyCreate = "backup.key.create",
+    /// An admin rotated a tenant's backup data key (new backups use the new one).
+    BackupKeyRotate = "backup.key.rotate",
     BackupList = "backup.list",
     /// A backup asked for on demand.
     BackupRun = "backup.run",

@@ -192,6 +192,7 @@ impl Op {
     /// join tokens, break-glass recovery and edge refusals act without a key).
     pub fn needs_admin_key(&self) -> bool {
         match self {
+            Op::Backup(b) => b.needs_admin_key(),
             Op::CreateTenant(_)
             | Op::UpdateTenant { .. }
             | Op::Lifecycle { .. }
@@ -227,7 +228,6 @@ impl Op {
             | Op::DeviceHeartbeat(_)
             | Op::ExpireDevice { .. }
             | Op::RecordUsage(_)
-            | Op::Backup(_)
             | Op::Rejected { .. } => false,
         }
     }

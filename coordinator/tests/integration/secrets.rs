@@ -170,3 +170,75 @@ async fn anonymous_refusals_never_appear_in_a_tenant_audit() {
         assert_ne!(e["actor"], globex_id, "another tenant's key in acme's audit: {e}");
     }
 }
+
+/// `backup rotate-key` of acme through `coord`, started for it and stopped after: its refusal.
+fn rotate_refusal(tmp: &Path, coord: &mut Coord, key: &str) -> String {
+    let serve = serve_args(&coord.dir, 1, &coord.listen());
+    let serve: Vec<&str> = serve.iter().map(String::as_str).collect();
+    coord.proc = Some(Proc::spawn("coordinator-1", Path::new(BIN), &serve, tmp));
+    let port = coord.api;
+    wait_for("coordinator API to listen", Duration::from_secs(20), || {
+        TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
+    });
+    let endpoint = coord.endpoint();
+    let env = [("BERQENAS_ENDPOINT", endpoint.as_str()), ("BERQENAS_API_KEY", key)];
+    wait_for("acme to exist", Duration::from_secs(20), || {
+        let out = run(Path::new(BIN), &["tenant", "create", "--name", "acme"], &env);
+        (out.status.success() || stderr(&out).contains("already exists")).then_some(())
+    });
+    let out = run(Path::new(BIN), &["backup", "rotate-key", "--tenant", "acme"], &env);
+    assert!(!out.status.success(), "no data key to rotate here");
+    coord.proc.take().expect("running").stop(Duration::from_secs(10));
+    stderr(&out)
+}
+
+#[test]
+fn a_cluster_initialised_before_backups_gets_its_backup_key_from_init_key() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let mut coord = Coord::new(1, tmp.path().join("c1"));
+    let init = init_args(&coord.dir, &coord.listen(), "198.18.0.0/15");
+    let init: Vec<&str> = init.iter().map(String::as_str).collect();
+    let key = admin_key(&run(Path::new(BIN), &init, &[]));
+    // As a data directory made before backups existed: no backup.key.
+    let file = coord.dir.join("backup.key");
+    std::fs::remove_file(&file).expect("remove backup.key");
+    let err = rotate_refusal(tmp.path(), &mut coord, &key);
+    assert!(err.contains("no cluster backup key"), "{err}");
+
+    let dir = coord.dir.to_str().expect("utf-8").to_string();
+    let made = umask_022(&["backup".into(), "init-key".into(), "--data-dir".into(), dir.clone()]);
+    let made: Vec<&str> = made.iter().map(String::as_str).collect();
+    let out = run(Path::new("/bin/sh"), &made, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(mode(&file), 0o600, "private whatever the umask");
+    let hex = std::fs::read_to_string(&file).expect("backup.key");
+    assert_eq!(hex.trim().len(), 64);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("cluster backup key") && !said.contains(hex.trim()), "names the key, never shows it: {said}");
+
+    // Never over an existing key; another coordinator installs the same one with --from.
+    let again = run(Path::new(BIN), &["backup", "init-key", "--data-dir", &dir], &[]);
+    assert!(!again.status.success() && stderr(&again).contains("already holds"), "{}", stderr(&again));
+    assert_eq!(std::fs::read_to_string(&file).expect("backup.key"), hex, "unchanged");
+    let other = tmp.path().join("c2");
+    std::fs::create_dir(&other).expect("c2");
+    let other_dir = other.to_str().expect("utf-8");
+    let garbage = tmp.path().join("g").join("backup.key");
+    std::fs::create_dir(garbage.parent().expect("parent")).expect("g");
+    std::fs::write(&garbage, "not a key").expect("garbage");
+    for from in [garbage.to_str().expect("utf-8"), tmp.path().join("c1").join("raft.redb").to_str().expect("utf-8")] {
+        let out = run(Path::new(BIN), &["backup", "init-key", "--data-dir", other_dir, "--from", from], &[]);
+        assert!(!out.status.success(), "--from {from} was taken");
+        assert!(!other.join("backup.key").exists(), "a refused --from writes nothing");
+    }
+    let file_arg = file.to_str().expect("utf-8");
+    let out = run(Path::new(BIN), &["backup", "init-key", "--data-dir", other_dir, "--from", file_arg], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(other.join("backup.key")).expect("copied"), hex);
+    assert_eq!(mode(&other.join("backup.key")), 0o600);
+
+    // Restarted, the coordinator holds it: a rotation now fails only for want of a data key
+    // (the tenant is on no db node here), no longer for want of the cluster key.
+    let err = rotate_refusal(tmp.path(), &mut coord, &key);
+    assert!(err.contains("has no data key yet"), "{err}");
+}

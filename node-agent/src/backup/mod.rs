@@ -129,7 +129,7 @@ pub fn object_key(tenant: &str, at: SystemTime, id: &str) -> String {
 /// Four stages run at once, joined by bounded queues so memory stays bounded whatever the
 /// dump's size: reading pg_dump's output (this task), zstd (a blocking thread), sealing and
 /// hashing (another), and the part uploads (this task, `stages::UPLOADS` in flight). At most
-/// about `QUEUE × (READ + CHUNK) + (UPLOADS + 2) × PART` bytes are held (50 MiB).
+/// about `(QUEUE / 2) × READ + QUEUE × CHUNK + (UPLOADS + 2) × PART` bytes are held (52 MiB).
 pub async fn backup(
     store: &Store,
     source: &Source,
@@ -149,14 +149,18 @@ pub async fn backup(
     // pg_dump connects and reads the catalogs meanwhile; it is killed if this fails.
     let mut upload = store.upload(key).await?;
 
-    let (dumped_tx, dumped_rx) = mpsc::channel(QUEUE);
+    // Read buffers are 1 MiB (and the pipe holds another): half a queue of them is enough.
+    let (dumped_tx, dumped_rx) = mpsc::channel(QUEUE / 2);
     let (compressed_tx, compressed_rx) = mpsc::channel(QUEUE);
     let (parts_tx, parts_rx) = mpsc::channel(1);
-    let compressing = tokio::task::spawn_blocking(move || stages::compress(dumped_rx, compressed_tx));
-    let sealing = tokio::task::spawn_blocking(move || stages::seal(sealer, compressed_rx, parts_tx));
+    let (read_buffers, read_back) = stages::Spare::new(stages::READ);
+    let (chunks, chunk_back) = stages::Spare::new(format::CHUNK);
+    let compressing =
+        tokio::task::spawn_blocking(move || stages::compress(dumped_rx, read_back, chunks, compressed_tx));
+    let sealing = tokio::task::spawn_blocking(move || stages::seal(sealer, compressed_rx, chunk_back, parts_tx));
     let dumped = AtomicU64::new(0);
     let flowed = tokio::try_join!(
-        stages::read_dump(dump, dumped_tx, &dumped),
+        stages::read_dump(dump, dumped_tx, read_buffers, &dumped),
         stages::send_parts(&mut upload, parts_rx, &dumped, &mut progress)
     );
     // The stages end once the queues around them close; the earliest failed stage is the cause

@@ -121,20 +121,25 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-/// The scheduler as the runtime holds it: plans in, events out.
+/// The scheduler as the runtime holds it: plans in, events and progress out.
 pub struct Backups {
     plans: watch::Sender<BTreeMap<String, Plan>>,
     events: watch::Sender<Vec<pb::BackupEvent>>,
+    progress: watch::Sender<BTreeMap<String, pb::BackupProgress>>,
 }
+
+/// How often a backup under way tells the reports how far it got.
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
 impl Backups {
     /// Starts the scheduler for the PostgreSQL at `url` and the bucket `store`.
     pub fn start(store: Store, url: String) -> Self {
         let (plans, plans_rx) = watch::channel(BTreeMap::new());
         let (events, _) = watch::channel(Vec::new());
-        let task = Task { store, url, plans: plans_rx, events: events.clone() };
+        let (progress, _) = watch::channel(BTreeMap::new());
+        let task = Task { store, url, plans: plans_rx, events: events.clone(), progress: progress.clone() };
         tokio::spawn(task.run());
-        Self { plans, events }
+        Self { plans, events, progress }
     }
 
     /// The tenants' plans from a new desired state.
@@ -147,6 +152,12 @@ impl Backups {
     pub fn events(&self) -> watch::Receiver<Vec<pb::BackupEvent>> {
         self.events.subscribe()
     }
+
+    /// The backups under way (per tenant), and a receiver that changes when they do (at most
+    /// every [`PROGRESS_EVERY`] for each).
+    pub fn progress(&self) -> watch::Receiver<BTreeMap<String, pb::BackupProgress>> {
+        self.progress.subscribe()
+    }
 }
 
 struct Task {
@@ -154,6 +165,7 @@ struct Task {
     url: String,
     plans: watch::Receiver<BTreeMap<String, Plan>>,
     events: watch::Sender<Vec<pb::BackupEvent>>,
+    progress: watch::Sender<BTreeMap<String, pb::BackupProgress>>,
 }
 
 fn clip(e: impl std::fmt::Display) -> String {
@@ -266,6 +278,16 @@ impl Task {
                 let id = hex::encode(rand::random::<[u8; 6]>());
                 let object = super::object_key(tenant, started, &id);
                 tracing::info!(tenant, object, "backup starting");
+                let shown = pb::BackupProgress {
+                    tenant: tenant.to_string(),
+                    request: request_id.clone(),
+                    started_ms: taken_ms,
+                    ..Default::default()
+                };
+                self.progress.send_modify(|p| {
+                    p.insert(tenant.to_string(), shown.clone());
+                });
+                let mut told = std::time::Instant::now();
                 let result = super::backup(&self.store, &source, &key, &object, |p| {
                     tracing::debug!(
                         tenant,
@@ -274,8 +296,23 @@ impl Task {
                         parts = p.parts,
                         "backup progress"
                     );
+                    if told.elapsed() >= PROGRESS_EVERY {
+                        told = std::time::Instant::now();
+                        let now = pb::BackupProgress {
+                            dumped: p.dumped,
+                            uploaded: p.uploaded,
+                            parts: u32::try_from(p.parts).unwrap_or(u32::MAX),
+                            ..shown.clone()
+                        };
+                        self.progress.send_modify(|all| {
+                            all.insert(tenant.to_string(), now);
+                        });
+                    }
                 })
                 .await;
+                self.progress.send_modify(|p| {
+                    p.remove(tenant);
+                });
                 Some(match result {
                     Ok(done) => {
                         tracing::info!(tenant, object, bytes = done.bytes, "backup completed");

@@ -2,9 +2,11 @@
 //! queues, so that pg_dump, zstd, AES-GCM and the bucket work at once while memory stays bounded
 //! whatever the dump's size.
 //!
-//! - Backup: [`read_dump`] (async) → [`compress`] (blocking thread, zstd with one thread, like the
-//!   `zstd` CLI's default) → [`seal`] (blocking thread: AES-256-GCM and the object's SHA-256) →
-//!   [`send_parts`] (async, [`UPLOADS`] parts in flight).
+//! - Backup: [`read_dump`] (async, from a 1 MiB pipe) → [`compress`] (blocking thread feeding
+//!   zstd's one worker, like the `zstd` CLI's default `-T1`, straight into 1 MiB chunks) → [`seal`] (blocking
+//!   thread: AES-256-GCM and the object's SHA-256) → [`send_parts`] (async, [`UPLOADS`] parts in
+//!   flight). The read buffers and the chunks go back to the stage that fills them ([`Spare`]),
+//!   so the steady state allocates only the parts.
 //! - Restore: [`download`] (async) → [`open_object`] (blocking thread: SHA-256, authentication,
 //!   zstd with bounded output) → a [`Plain`] sink: the identity scan, or a queue to psql.
 //!
@@ -15,15 +17,17 @@ use super::store::{self, Store};
 use super::{io, pg, BackupError, Progress, DEADLINE, LEVEL, PART};
 use crate::host::exec;
 use sha2::{Digest, Sha256};
-use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
 /// Part uploads in flight at once.
 pub(super) const UPLOADS: usize = 3;
-/// Bytes of pg_dump's output (or of the object) handed on at a time.
-const READ: usize = 256 << 10;
+/// Bytes of pg_dump's output (or of the object) handed on at a time at most.
+pub(super) const READ: usize = 1 << 20;
+/// pg_dump's stdout pipe: 1 MiB (Linux's default limit for a pipe) rather than 64 KiB, so pg_dump
+/// writes on while the reader waits for the CPU, and the reader takes more per wake-up.
+const PIPE: usize = 1 << 20;
 /// Buffers waiting between two stages: enough that zstd finds input while pg_dump waits for
 /// the CPU, and the sealer room while a part uploads.
 pub(super) const QUEUE: usize = 8;
@@ -38,6 +42,37 @@ pub(super) enum Dumped {
 /// A compressed chunk (at most [`CHUNK`] bytes) and whether it is the dump's last.
 type Compressed = (Vec<u8>, bool);
 
+/// Buffers a later stage is done with, on their way back to the stage that fills them (at most
+/// about a queue's worth are ever in use, so this stays bounded without a bound).
+pub(super) struct Spare {
+    ready: std::sync::mpsc::Receiver<Vec<u8>>,
+    size: usize,
+}
+
+impl Spare {
+    /// The filling end (buffers of `size` bytes) and the way back to it.
+    pub(super) fn new(size: usize) -> (Self, std::sync::mpsc::Sender<Vec<u8>>) {
+        let (back, ready) = std::sync::mpsc::channel();
+        (Self { ready, size }, back)
+    }
+
+    /// A spare buffer, emptied, or a new one.
+    fn take(&self) -> Vec<u8> {
+        match self.ready.try_recv() {
+            Ok(mut buf) => {
+                buf.clear();
+                buf
+            }
+            Err(_) => Vec::with_capacity(self.size),
+        }
+    }
+}
+
+/// Hands a used buffer back (dropped if the filling stage is gone).
+fn give_back(back: &std::sync::mpsc::Sender<Vec<u8>>, buf: Vec<u8>) {
+    let _ = back.send(buf);
+}
+
 /// A part of the object ready to upload, and whether it is the object's last.
 type Part = (Vec<u8>, bool);
 
@@ -47,18 +82,24 @@ pub(super) struct Sealed {
     pub sha256: String,
 }
 
-/// Reads pg_dump's output in [`READ`]-byte buffers and hands them on; `End` only after pg_dump
+/// Reads pg_dump's output in buffers of half to one [`READ`] and hands them on; `End` only after pg_dump
 /// exited cleanly. Stops quietly when the next stage is gone (that stage reports why); pg_dump
 /// is killed when `dump` drops.
 pub(super) async fn read_dump(
     mut dump: exec::Streaming,
     out: mpsc::Sender<Dumped>,
+    spare: Spare,
     dumped: &AtomicU64,
 ) -> Result<(), BackupError> {
     let mut stdout = dump.stdout.take().ok_or_else(|| io("pg_dump")(std::io::ErrorKind::BrokenPipe.into()))?;
+    // Best effort: a smaller pipe only costs wake-ups.
+    if let Err(e) = rustix::pipe::fcntl_setpipe_size(&stdout, PIPE) {
+        tracing::debug!(error = %e, "pg_dump's pipe keeps its size");
+    }
     loop {
-        let mut buf = Vec::with_capacity(READ);
-        while buf.len() < READ {
+        let mut buf = spare.take();
+        // At least half a buffer (or the end): fewer, larger hand-offs to zstd.
+        while buf.len() < READ / 2 {
             if stdout.read_buf(&mut buf).await.map_err(io("reading pg_dump's output"))? == 0 {
                 break;
             }
@@ -77,29 +118,49 @@ pub(super) async fn read_dump(
     Ok(())
 }
 
-/// zstd on a thread of its own (one thread, like the `zstd` CLI's default): the dump's bytes
-/// in, chunks of [`CHUNK`] compressed bytes out.
-pub(super) fn compress(mut input: mpsc::Receiver<Dumped>, out: mpsc::Sender<Compressed>) -> Result<(), BackupError> {
-    let mut zstd = zstd::stream::write::Encoder::new(Vec::with_capacity(2 * CHUNK), LEVEL).map_err(io("zstd"))?;
+/// zstd (one worker thread, like the `zstd` CLI's default) fed from a thread of its own: the
+/// dump's bytes in, compressed straight into chunks of [`CHUNK`] bytes (the last one shorter) out. Read
+/// buffers go back to the reader (`back`), chunks come from the sealer's spares.
+pub(super) fn compress(
+    mut input: mpsc::Receiver<Dumped>,
+    back: std::sync::mpsc::Sender<Vec<u8>>,
+    spare: Spare,
+    out: mpsc::Sender<Compressed>,
+) -> Result<(), BackupError> {
+    use zstd::stream::raw::{InBuffer, Operation, OutBuffer};
+    let mut zstd = zstd::stream::raw::Encoder::new(LEVEL).map_err(io("zstd"))?;
+    // One worker, as the `zstd` CLI runs by default (`-T1`): it compresses while this thread
+    // hands it input, and over a contiguous window. Without a worker, zstd's own ring buffer
+    // sends almost every block down its slower external-dictionary path.
+    zstd.set_parameter(zstd::stream::raw::CParameter::NbWorkers(1)).map_err(io("zstd"))?;
+    let mut chunk = spare.take();
     while let Some(dumped) = input.blocking_recv() {
         let Dumped::Bytes(bytes) = dumped else {
-            let mut rest = zstd.finish().map_err(io("zstd"))?;
-            while rest.len() > CHUNK {
-                let tail = rest.split_off(CHUNK);
-                if out.blocking_send((std::mem::replace(&mut rest, tail), false)).is_err() {
+            loop {
+                let at = chunk.len();
+                let left = zstd.finish(&mut OutBuffer::around_pos(&mut chunk, at), true).map_err(io("zstd"))?;
+                if left == 0 {
+                    let _ = out.blocking_send((chunk, true));
+                    return Ok(());
+                }
+                if chunk.len() == chunk.capacity()
+                    && out.blocking_send((std::mem::replace(&mut chunk, spare.take()), false)).is_err()
+                {
                     return Ok(());
                 }
             }
-            let _ = out.blocking_send((rest, true));
-            return Ok(());
         };
-        zstd.write_all(&bytes).map_err(io("zstd"))?;
-        while zstd.get_ref().len() >= CHUNK {
-            let rest = zstd.get_mut().split_off(CHUNK);
-            if out.blocking_send((std::mem::replace(zstd.get_mut(), rest), false)).is_err() {
+        let mut src = InBuffer::around(&bytes);
+        while src.pos() < bytes.len() {
+            let at = chunk.len();
+            zstd.run(&mut src, &mut OutBuffer::around_pos(&mut chunk, at)).map_err(io("zstd"))?;
+            if chunk.len() == chunk.capacity()
+                && out.blocking_send((std::mem::replace(&mut chunk, spare.take()), false)).is_err()
+            {
                 return Ok(());
             }
         }
+        give_back(&back, bytes);
     }
     Ok(())
 }
@@ -109,6 +170,7 @@ pub(super) fn compress(mut input: mpsc::Receiver<Dumped>, out: mpsc::Sender<Comp
 pub(super) fn seal(
     mut sealer: Sealer,
     mut input: mpsc::Receiver<Compressed>,
+    back: std::sync::mpsc::Sender<Vec<u8>>,
     out: mpsc::Sender<Part>,
 ) -> Result<Option<Sealed>, BackupError> {
     let (mut hash, mut bytes) = (Sha256::new(), 0u64);
@@ -116,6 +178,7 @@ pub(super) fn seal(
     part.extend_from_slice(sealer.header());
     while let Some((chunk, last)) = input.blocking_recv() {
         sealer.seal(&chunk, last, &mut part);
+        give_back(&back, chunk);
         if part.len() >= PART || last {
             hash.update(&part);
             bytes += part.len() as u64;
@@ -333,6 +396,37 @@ mod tests {
         inflate.finish(&mut out).unwrap();
         assert!(out.0.iter().all(|p| p.len() <= CHUNK), "no piece is larger than a chunk");
         assert_eq!(out.0.concat(), dump);
+    }
+
+    #[test]
+    fn compressed_chunks_are_full_but_the_last_and_inflate_to_the_dump() {
+        // Incompressible, so the dump makes several chunks.
+        let dump: Vec<u8> = (0..(3 * CHUNK + CHUNK / 2)).map(|_| rand::random::<u8>()).collect();
+        let (input, input_rx) = mpsc::channel(QUEUE);
+        let (chunks_tx, mut chunks) = mpsc::channel(QUEUE);
+        let (reads, read_back) = Spare::new(READ);
+        let (spare_chunks, _chunk_back) = Spare::new(CHUNK);
+        let zstd = std::thread::spawn(move || compress(input_rx, read_back, spare_chunks, chunks_tx));
+        let fed = dump.clone();
+        let feeder = std::thread::spawn(move || {
+            for piece in fed.chunks(300 << 10) {
+                input.blocking_send(Dumped::Bytes(piece.to_vec())).unwrap();
+            }
+            input.blocking_send(Dumped::End).unwrap();
+        });
+        let mut got = Vec::new();
+        while let Some(chunk) = chunks.blocking_recv() {
+            got.push(chunk);
+        }
+        feeder.join().unwrap();
+        zstd.join().unwrap().unwrap();
+        let (last, full) = got.split_last().unwrap();
+        assert!(full.len() >= 3 && full.iter().all(|(c, end)| c.len() == CHUNK && !end), "full chunks first");
+        assert!(last.1 && last.0.len() <= CHUNK, "the last one says so");
+        let object: Vec<u8> = got.iter().flat_map(|(c, _)| c.iter().copied()).collect();
+        assert_eq!(zstd::decode_all(&object[..]).unwrap(), dump);
+        let pieces = dump.len().div_ceil(300 << 10);
+        assert_eq!(reads.ready.try_iter().count(), pieces, "every read buffer came back to the reader");
     }
 
     #[test]

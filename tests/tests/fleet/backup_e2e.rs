@@ -136,8 +136,21 @@ fn scheduled_backups_restore_expire_survive_a_stopped_bucket_and_gate_purge() {
     .expect("changes");
     let changed = checksums(&env, "tenant_acme");
     assert_ne!(changed, at_backup);
+
+    // The data key is rotated (admin only): the next backup is sealed with the new key, and the
+    // first one still restores below with the key it was sealed with.
+    assert_eq!(first["key_id"], "acme-1", "{first}");
+    let rotated = env.json(&["backup", "rotate-key", "--tenant", "acme"]);
+    assert_eq!(rotated["current_key"], "acme-2", "{rotated}");
+    let audit = env.json(&["audit", "list", "--tenant", "acme", "--limit", "100000"]);
+    let entries = audit.as_array().or_else(|| audit["entries"].as_array()).cloned().unwrap_or_default();
+    assert!(
+        entries.iter().any(|e| e["action"] == "backup.key.rotate" && e["details"]["key"] == "acme-2"),
+        "the rotation is audited: {audit}"
+    );
     let second = env.json(&["backup", "run", "--tenant", "acme"]);
     assert!(second["taken_ms"].as_u64() > first["taken_ms"].as_u64(), "{second}");
+    assert_eq!(second["key_id"], "acme-2", "sealed with the new key: {second}");
     let at = rfc3339(at_ms);
     let restored = env.json(&["backup", "restore", "--tenant", "acme", "--at", &at, "--mode", "overwrite"]);
     assert_eq!(restored["made"], "tenant_acme", "{restored}");
@@ -172,6 +185,8 @@ fn scheduled_backups_restore_expire_survive_a_stopped_bucket_and_gate_purge() {
         assert!(err.contains("(403)"), "{args:?}: {err}");
     }
     assert!(env.cli_as(key, &["backup", "list", "--tenant", "globex"]).status.success(), "its own tenant");
+    let err = refused(env.cli_as(key, &["backup", "rotate-key", "--tenant", "globex"]), "a customer rotating a key");
+    assert!(err.contains("(403)"), "admin only, even for its own tenant: {err}");
     assert!(list(&env, "acme")["run"].is_null() && list(&env, "acme")["restore"].is_null());
 
     // Retention: keep 2. The objects and the entries go together, and nothing else is left.
@@ -182,7 +197,34 @@ fn scheduled_backups_restore_expire_survive_a_stopped_bucket_and_gate_purge() {
     assert_eq!(shown["backup_policy"]["interval_s"], 7200);
     let bad = refused(env.cli(&["tenant", "update", "acme", "--backup-interval", "1m"]), "a 1-minute interval");
     assert!(bad.contains("interval_s must be between 300"), "{bad}");
-    env.json(&["backup", "run", "--tenant", "acme"]);
+    // A backup under way shows how far it got: pg_dump waits for a lock a session holds on
+    // acme's table, meanwhile `backup list` shows the run's progress from the db node's reports
+    // and `backup run` prints it while it waits.
+    let run = std::thread::scope(|s| {
+        let lock = s.spawn(|| {
+            env.superuser("BEGIN; LOCK TABLE tenant_acme.orders IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(8); COMMIT")
+        });
+        wait_for("the lock on acme's table", Duration::from_secs(10), || {
+            let held = env.superuser(
+                "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+                 WHERE c.relname = 'orders' AND l.mode = 'AccessExclusiveLock' AND l.granted",
+            );
+            (held == "1").then_some(())
+        });
+        let run = s.spawn(|| env.cli(&["backup", "run", "--tenant", "acme"]));
+        let shown = wait_for("the backup's progress", Duration::from_secs(10), || {
+            let v = list(&env, "acme");
+            v["progress"].is_object().then_some(v)
+        });
+        assert_eq!(shown["progress"]["request"], shown["run"]["id"], "{shown}");
+        assert!(shown["progress"]["dumped"].is_u64() && shown["progress"]["uploaded"].is_u64(), "{shown}");
+        lock.join().expect("lock holder");
+        run.join().expect("backup run")
+    });
+    let said = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{said}");
+    assert!(said.contains(": dumped ") && said.contains(" MB, uploaded "), "progress in bytes while waiting: {said}");
+    assert!(list(&env, "acme")["progress"].is_null(), "nothing under way once it ended");
     let kept = wait_for("retention to remove the oldest backups", Duration::from_secs(60), || {
         let v = list(&env, "acme");
         let b = backups(&v);

@@ -128,6 +128,9 @@ pub struct BackupsView {
     pub policy: BackupPolicyView,
     /// Whether the tenant has a data key yet (made once it is placed on a db node).
     pub keyed: bool,
+    /// The data key new backups are sealed with (its id; `backup rotate-key` makes a new one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_key: Option<String>,
     /// Oldest first.
     pub backups: Vec<BackupView>,
     pub last_failure: Option<BackupFailureView>,
@@ -135,6 +138,30 @@ pub struct BackupsView {
     pub last_run: Option<BackupOutcomeView>,
     pub restore: Option<BackupRequestView>,
     pub last_restore: Option<BackupOutcomeView>,
+    /// The backup under way on the tenant's db node and how far it got, as the node last
+    /// reported it to the coordinator answering (absent when it reports to another one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<BackupProgressView>,
+}
+
+/// A backup under way: bytes pg_dump wrote and bytes of the object sealed for upload so far.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BackupProgressView {
+    /// The on-demand request it answers; absent for a scheduled backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+    pub started_ms: u64,
+    pub dumped: u64,
+    pub uploaded: u64,
+    /// Parts whose upload completed.
+    pub parts: u32,
+}
+
+impl From<crate::backupprogress::Shown> for BackupProgressView {
+    fn from(s: crate::backupprogress::Shown) -> Self {
+        let crate::backupprogress::Shown { request, started_ms, dumped, uploaded, parts } = s;
+        Self { request, started_ms, dumped, uploaded, parts }
+    }
 }
 
 impl BackupsView {
@@ -144,18 +171,21 @@ impl BackupsView {
                 tenant: tenant.into(),
                 policy: policy.into(),
                 keyed: false,
+                current_key: None,
                 backups: vec![],
                 last_failure: None,
                 run: None,
                 last_run: None,
                 restore: None,
                 last_restore: None,
+                progress: None,
             };
         };
         Self {
             tenant: tenant.into(),
             policy: policy.into(),
             keyed: b.current_key().is_some(),
+            current_key: b.current_key().map(|k| k.id.clone()),
             backups: b.entries.iter().map(|e| BackupView::new(e, b.expiring.contains(&e.id))).collect(),
             last_failure: b.failure.as_ref().map(Into::into),
             run: b.run.as_ref().map(|r| BackupRequestView {
@@ -176,6 +206,7 @@ impl BackupsView {
                 final_backup: false,
             }),
             last_restore: b.last_restore.as_ref().map(Into::into),
+            progress: None,
         }
     }
 }

@@ -17,6 +17,10 @@ pub enum BackupOp {
     /// A coordinator made data key `key` for the tenant (its first, or a rotation: it becomes
     /// current, older keys stay while an entry names them).
     AddKey { tenant: TenantName, key: WrappedKey },
+    /// An admin rotated the tenant's data key (`backup rotate-key`): `key` (made and wrapped by
+    /// the coordinator that took the request) seals the backups from now on; older keys stay
+    /// while an entry names them, so older backups restore with the key they were sealed with.
+    RotateKey { tenant: TenantName, key: WrappedKey },
     /// A backup now (`backup run`).
     Run { tenant: TenantName },
     /// The newest backup at or before `at_ms` restored: over the live schema (kept as `schema`)
@@ -36,6 +40,7 @@ impl BackupOp {
     pub fn tenant(&self) -> &TenantName {
         match self {
             BackupOp::AddKey { tenant, .. }
+            | BackupOp::RotateKey { tenant, .. }
             | BackupOp::Run { tenant }
             | BackupOp::Restore { tenant, .. }
             | BackupOp::Failed { tenant, .. }
@@ -43,6 +48,11 @@ impl BackupOp {
             | BackupOp::Restored { tenant, .. } => tenant,
             BackupOp::Done { entry, .. } => &entry.tenant,
         }
+    }
+
+    /// Only an admin key may rotate a data key.
+    pub fn needs_admin_key(&self) -> bool {
+        matches!(self, BackupOp::RotateKey { .. })
     }
 
     /// The tenant whose customer key may ask for this (runs and restores).
@@ -56,6 +66,7 @@ impl BackupOp {
     pub fn describe(&self) -> (Action, Target) {
         let action = match self {
             BackupOp::AddKey { .. } => Action::BackupKeyCreate,
+            BackupOp::RotateKey { .. } => Action::BackupKeyRotate,
             BackupOp::Run { .. } => Action::BackupRun,
             BackupOp::Restore { .. } => Action::BackupRestore,
             BackupOp::Done { .. } => Action::BackupDone,
@@ -161,7 +172,13 @@ impl State {
             }
         };
         match op {
-            BackupOp::AddKey { key, .. } => {
+            BackupOp::AddKey { key, .. } | BackupOp::RotateKey { key, .. } => {
+                let rotating = matches!(op, BackupOp::RotateKey { .. });
+                if rotating && self.backups.get(&tenant).is_none_or(|b| b.keys.is_empty()) {
+                    return Err(DomainError::Conflict(format!(
+                        "tenant {tenant} has no data key yet (one is made once it is placed on a db node)"
+                    )));
+                }
                 let b = self.backups_mut(&tenant, touched);
                 let expected = format!("{tenant}-{}", b.next_key);
                 if key.id != expected {
@@ -173,6 +190,10 @@ impl State {
                 b.next_key += 1;
                 b.keys.push(key.clone());
                 d.extend(details(&[("key", key.id.clone()), ("cluster_key", key.cluster_key_id.clone())]));
+                if rotating {
+                    let previous = b.keys.iter().rev().nth(1).map(|k| k.id.clone()).unwrap_or_default();
+                    d.insert("previous".into(), previous);
+                }
             }
             BackupOp::Run { .. } => {
                 if db_type != DbType::Postgres {

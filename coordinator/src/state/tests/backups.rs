@@ -199,3 +199,41 @@ fn a_customer_key_runs_and_restores_only_its_own_tenants_backups() {
     let (r, _) = s.apply(9, &as_globex(BackupOp::Run { tenant: name("globex") }));
     assert!(r.is_ok(), "its own tenant: {r:?}");
 }
+
+#[test]
+fn a_rotated_key_seals_new_backups_while_older_entries_keep_theirs() {
+    let mut s = world();
+    assert!(run(&mut s, 5, 5, done("b1", 5, None)).is_ok());
+    let rotate = |id: &str| BackupOp::RotateKey { tenant: name("acme"), key: wrapped(id) };
+    assert!(matches!(run(&mut s, 6, 6, rotate("acme-5")), Err(DomainError::Conflict(_))), "the next id only");
+    assert!(run(&mut s, 7, 7, rotate("acme-2")).is_ok());
+    let last = s.audit.last().expect("audited");
+    assert_eq!(last.action.as_str(), "backup.key.rotate");
+    assert_eq!(last.details.get("previous").map(String::as_str), Some("acme-1"));
+    let t = s.tenants[&name("acme")].clone();
+    let p = part(&s, &t).expect("part");
+    let keys: Vec<&str> = p.keys.iter().map(|k| k.id.as_str()).collect();
+    assert_eq!(keys, ["acme-1", "acme-2"], "the old key stays for b1; the new one is current (last)");
+
+    // A customer key may not rotate, not even its own tenant's key; a tenant without a key yet
+    // has nothing to rotate.
+    let customer =
+        ApiKey { id: "00000000000000c1".into(), role: Role::Customer, tenant: Some(name("acme")), ..admin_key() };
+    assert!(s.apply(8, &cmd(8, Op::CreateApiKey(customer))).0.is_ok());
+    let (r, _) = s.apply(9, &as_key(9, "00000000000000c1", Role::Customer, Op::Backup(rotate("acme-3"))));
+    assert!(matches!(r, Err(DomainError::Forbidden(_))), "{r:?}");
+    tenant(create(&mut s, 10, "globex"));
+    let r = run(&mut s, 11, 11, BackupOp::RotateKey { tenant: name("globex"), key: wrapped("globex-1") });
+    assert!(matches!(r, Err(DomainError::Conflict(_))), "{r:?}");
+    assert!(s.backups.get(&name("globex")).is_none_or(|b| b.keys.is_empty()));
+
+    // Once no entry names the old key, retention's deletion takes it with the entry.
+    let mut newer = entry("b2", 12);
+    newer.key_id = "acme-2".into();
+    assert!(run(&mut s, 12, 12, BackupOp::Done { node_id: 2, entry: newer, request: None }).is_ok());
+    s.backups.get_mut(&name("acme")).expect("acme").expiring.insert("b1".into());
+    let deleted = BackupOp::Deleted { node_id: 2, tenant: name("acme"), ids: vec!["b1".into()] };
+    assert!(run(&mut s, 13, 13, deleted).is_ok());
+    let keys: Vec<String> = s.backups[&name("acme")].keys.iter().map(|k| k.id.clone()).collect();
+    assert_eq!(keys, ["acme-2"]);
+}
