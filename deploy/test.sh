@@ -120,6 +120,11 @@ sed "s|/usr/local/bin/berqenas-device|$PWD/target/debug/berqenas-device|" deploy
 systemd-analyze verify "$unit_dir/berqenas-device.service"
 rm -rf "$unit_dir"
 
+# The previous release's coordinator and agent for the rolling-upgrade test (fleet::upgrade):
+# the commit in deploy/previous-release, built with its own target dir seeded from target/debug.
+log "deploy/previous-release.sh (build $(cat deploy/previous-release))"
+deploy/previous-release.sh
+
 log "cargo nextest run"
 cargo nextest run --workspace --locked --no-fail-fast
 

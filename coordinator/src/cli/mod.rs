@@ -10,6 +10,7 @@ mod commands;
 mod devicetoken;
 mod gateway;
 pub mod output;
+mod snapshot;
 mod usage;
 
 use crate::api::dto::UpdateTenantBody;
@@ -84,6 +85,10 @@ pub enum Command {
     /// A tenant's backups: run one now, list them, restore one by time.
     #[command(subcommand)]
     Backup(backup::BackupCmd),
+    /// Backups of the coordinators' own data: save a sealed snapshot from a running cluster,
+    /// restore one offline into a new data directory.
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCmd),
 }
 
 #[derive(Debug, Args)]
@@ -492,6 +497,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Init(a) => init(a, out).await,
         Command::Serve(a) => serve(*a).await,
         Command::RecoverAdmin(a) => recover_admin(a, out).await,
+        Command::Snapshot(snapshot::SnapshotCmd::Restore(a)) => snapshot::restore(a, out),
         command => {
             let ca = match &cli.ca_cert {
                 Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?),
@@ -637,6 +643,11 @@ async fn api_command(client: &Client, command: Command, out: Output) -> anyhow::
         Command::Usage(u) => usage::usage(client, u, out).await,
         Command::Billing(b) => billing::billing(client, b, out).await,
         Command::Backup(b) => backup::run(client, b, out).await,
-        Command::Init(_) | Command::Serve(_) | Command::RecoverAdmin(_) => bail!("not an API command"),
+        Command::Snapshot(snapshot::SnapshotCmd::Save { out: file, passphrase_file }) => {
+            snapshot::save(client, &file, &passphrase_file, out).await
+        }
+        Command::Init(_) | Command::Serve(_) | Command::RecoverAdmin(_) | Command::Snapshot(_) => {
+            bail!("not an API command")
+        }
     }
 }
