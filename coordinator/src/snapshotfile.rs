@@ -215,9 +215,9 @@ pub fn open_all(
             bail!("the snapshot file is corrupt: chunk {counter} has an impossible length");
         }
         let mut chunk = vec![0u8; len];
-        input.read_exact(&mut chunk).map_err(|_| {
-            anyhow::anyhow!("the snapshot file is truncated: chunk {counter} is cut short")
-        })?;
+        input
+            .read_exact(&mut chunk)
+            .map_err(|_| anyhow::anyhow!("the snapshot file is truncated: chunk {counter} is cut short"))?;
         let plain = key.open_in_place(nonce(counter, last), Aad::from(aad), &mut chunk).map_err(|_| {
             anyhow::anyhow!(
                 "chunk {counter} of the snapshot file does not authenticate: wrong passphrase, or the file was changed"

@@ -497,7 +497,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Init(a) => init(a, out).await,
         Command::Serve(a) => serve(*a).await,
         Command::RecoverAdmin(a) => recover_admin(a, out).await,
-        Command::Snapshot(snapshot::SnapshotCmd::Restore(a)) => snapshot::restore(a, out),
+        Command::Snapshot(snapshot::SnapshotCmd::Restore(a)) => snapshot::restore(*a, out),
         command => {
             let ca = match &cli.ca_cert {
                 Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?),

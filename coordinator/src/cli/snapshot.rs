@@ -26,7 +26,7 @@ pub enum SnapshotCmd {
     },
     /// Offline: restore a saved FILE into a new, empty data directory as a single-coordinator
     /// cluster (same cluster id, CA and backup key; a new membership of this one coordinator).
-    Restore(RestoreArgs),
+    Restore(Box<RestoreArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -169,8 +169,9 @@ pub fn restore(a: RestoreArgs, output: Output) -> anyhow::Result<()> {
         }
         None => tracing::warn!("the file holds no cluster backup key: backups of the saved cluster cannot be restored"),
     }
-    let data = crate::raft::store::restore(&staging.join("raft.redb"), &taken.raft, id, config.node(), Box::new(opened))
-        .context("restore the state")?;
+    let data =
+        crate::raft::store::restore(&staging.join("raft.redb"), &taken.raft, id, config.node(), Box::new(opened))
+            .context("restore the state")?;
     if data.state.retired_coordinators.contains(&id) {
         bail!("coordinator id {id} was removed from the saved cluster and is never reused; pick another --id");
     }

@@ -58,8 +58,10 @@ fn restore(file: &Path, dir: &Path, pass: &Path, coord: &Coord) -> std::process:
 
 /// The names in `dir`, sorted.
 fn entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> =
-        std::fs::read_dir(dir).expect("read dir").map(|e| e.expect("entry").file_name().to_string_lossy().into()).collect();
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into())
+        .collect();
     names.sort();
     names
 }
@@ -108,7 +110,10 @@ fn a_saved_snapshot_restores_into_a_fresh_data_dir_and_serves_the_same_state() {
     assert_eq!(head["hash"], about["audit_head"]);
     let before = (head_seq + 1).to_string();
     let page = c.json(0, &["audit", "list", "--before", &before, "--limit", "20"]);
-    let save = page.as_array().expect("page").iter().find(|e| e["action"] == "cluster.snapshot-save").cloned();
+    let saves: Vec<&Value> =
+        page.as_array().expect("page").iter().filter(|e| e["action"] == "cluster.snapshot-save").collect();
+    assert!(saves.iter().any(|e| e["outcome"] == "rejected"), "the customer's attempt is audited too: {saves:?}");
+    let save = saves.iter().find(|e| e["outcome"] == "ok").map(|e| (*e).clone());
     let save = save.expect("the save is audited, and the snapshot holds its entry");
     assert_eq!((save["target"].as_str(), save["outcome"].as_str()), (Some("coordinator/2"), Some("ok")), "{save}");
 

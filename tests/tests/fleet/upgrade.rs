@@ -31,7 +31,7 @@ fn writes_and_reads_agree(f: &Fleet, round: &str, all: &mut BTreeSet<String>) {
             (&names(&f.json(i, &["tenant", "list", "--stale"])) == all).then_some(())
         });
     }
-    // Each tenant is on one of the two db agents; together they hold every one.
+    // Each tenant is on one or both of the two agents (gateway and db); together they hold every one.
     wait_for(&format!("{round}: the agents to converge"), Duration::from_secs(20), || {
         let held: BTreeSet<String> = f.agents.iter().flat_map(|a| a.tenant_files()).collect();
         (&held == all).then_some(())
@@ -62,15 +62,18 @@ fn restart_on(f: &mut Fleet, i: usize, bin: std::path::PathBuf, all: &BTreeSet<S
 
 fn snapshot_save(f: &Fleet, i: usize, pass: &std::path::Path) -> std::process::Output {
     let out = pass.with_file_name(format!("save-{i}.bqs"));
-    f.cli(i, &["snapshot", "save", "--out", out.to_str().expect("path"), "--passphrase-file", pass.to_str().expect("path")])
+    f.cli(
+        i,
+        &["snapshot", "save", "--out", out.to_str().expect("path"), "--passphrase-file", pass.to_str().expect("path")],
+    )
 }
 
 #[test]
 fn a_cluster_upgraded_one_coordinator_at_a_time_keeps_serving() {
     let (old, old_agent) = (previous_release_bin("berqenas-coordinator"), previous_release_bin("berqenas-node-agent"));
     let mut f = Fleet::with_bins(vec![old.clone(); 3]);
-    f.add_agent_as(&old_agent, "old-agent", "db", "", &[]);
-    f.add_agent_as(&agent_bin(), "new-agent", "db", "", &[]);
+    f.add_agent_as(&old_agent, "old-agent", "gateway,db", "", &[]);
+    f.add_agent_as(&agent_bin(), "new-agent", "gateway,db", "", &[]);
     let pass = f.tmp.path().join("passphrase");
     std::fs::write(&pass, "a long test passphrase").expect("passphrase");
     std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o600)).expect("chmod");
