@@ -31,7 +31,7 @@ const PIECE: usize = 256 * 1024;
     responses(
         (status = 200, description = "a `Taken` JSON line (holding the cluster backup key), then this coordinator's \
             Raft snapshot as shipped between coordinators; seal it at once (`snapshot save` does)",
-            body = Vec<u8>, content_type = "application/octet-stream"),
+            body = String, content_type = "application/octet-stream"),
         (status = 409, description = "a coordinator runs an older release that cannot record the save", body = ErrorBody),
         (status = 503, description = "no leader, or the snapshot could not be built in time", body = ErrorBody)),
     security(("api_key" = [])))]
