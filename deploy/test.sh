@@ -147,6 +147,11 @@ ls -l target/device/berqenas-device target/x86_64-pc-windows-gnu/device/berqenas
 log "deploy/images/build.sh --profile image-test --no-images (static musl binaries)"
 deploy/images/build.sh --profile image-test --no-images
 
+# The previous release's coordinator and agent for the rolling-upgrade test (fleet::upgrade):
+# the commit in deploy/previous-release, built with its own target dir seeded from target/debug.
+log "deploy/previous-release.sh (build $(cat deploy/previous-release))"
+deploy/previous-release.sh
+
 log "cargo nextest run"
 cargo nextest run --workspace --locked --no-fail-fast
 

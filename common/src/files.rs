@@ -43,6 +43,66 @@ pub fn write_atomic_owned(path: &Path, bytes: &[u8], mode: u32, owner: Option<Ow
     sync_dir(dir)
 }
 
+/// A file that replaces `path` atomically once written, for content streamed in pieces: the bytes
+/// go to a temp file beside it (mode `mode`, exactly); `commit` fsyncs it, renames it over `path`
+/// and fsyncs the directory. Dropped without `commit`, the temp file is removed and `path` is
+/// untouched.
+pub struct AtomicFile {
+    path: PathBuf,
+    tmp: PathBuf,
+    file: Option<std::fs::File>,
+}
+
+impl AtomicFile {
+    pub fn create(path: &Path, mode: u32) -> std::io::Result<Self> {
+        let tmp = temp_path(parent(path), path);
+        let file = create_temp(&tmp, mode)?;
+        Ok(Self { path: path.to_path_buf(), tmp, file: Some(file) })
+    }
+
+    /// The temp file, to write the content to.
+    pub fn file(&mut self) -> std::io::Result<&mut std::fs::File> {
+        self.file.as_mut().ok_or_else(|| std::io::Error::other("the file was already committed"))
+    }
+
+    /// Makes the written content durable and puts it at `path`.
+    pub fn commit(mut self) -> std::io::Result<()> {
+        let file = self.file.take().ok_or_else(|| std::io::Error::other("the file was already committed"))?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&self.tmp, &self.path)?;
+        sync_dir(parent(&self.path))
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+fn parent(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
+#[cfg(not(unix))]
+fn create_temp(tmp: &Path, _mode: u32) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new().write(true).create_new(true).open(tmp)
+}
+
+#[cfg(unix)]
+fn create_temp(tmp: &Path, mode: u32) -> std::io::Result<std::fs::File> {
+    let f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(tmp)?;
+    // `mode` at creation is masked by the umask; set it exactly.
+    f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    Ok(f)
+}
+
 #[cfg(unix)]
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
@@ -117,6 +177,23 @@ mod tests {
         // A missing directory: nothing is created anywhere.
         assert!(write_atomic(&dir.path().join("missing/file"), b"x", 0o600).is_err());
         assert_eq!(entries(dir.path()), ["taken"]);
+    }
+
+    #[test]
+    fn an_atomic_file_appears_only_when_committed() {
+        rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("snap");
+        let mut f = AtomicFile::create(&path, 0o600).expect("create");
+        f.file().expect("file").write_all(b"part").expect("write");
+        drop(f);
+        assert!(entries(dir.path()).is_empty(), "an uncommitted file leaves nothing");
+        let mut f = AtomicFile::create(&path, 0o600).expect("create");
+        f.file().expect("file").write_all(b"whole").expect("write");
+        f.commit().expect("commit");
+        assert_eq!(entries(dir.path()), ["snap"]);
+        assert_eq!(std::fs::read(&path).expect("read"), b"whole");
+        assert_eq!(std::fs::metadata(&path).expect("stat").mode() & 0o7777, 0o600);
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod refusals;
 pub mod scram;
 pub mod server;
 pub mod siem;
+pub mod snapshotfile;
 pub mod state;
 pub mod time;
 pub mod transport;

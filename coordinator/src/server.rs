@@ -95,6 +95,10 @@ pub enum WriteError {
     NoLeader,
     #[error("raft: {0}")]
     Raft(String),
+    /// A coordinator of the cluster runs a release that cannot decode this command (see
+    /// `state::OPS_LEVEL`); it is refused until that coordinator is upgraded.
+    #[error("coordinator {id} runs an older release (Raft ops level {level}, this needs {needs}); upgrade it first")]
+    OlderRelease { id: u64, level: u32, needs: u32 },
 }
 
 /// Why a read barrier failed.
@@ -149,6 +153,8 @@ pub struct Coordinator {
     pub backup_key: Option<Arc<crate::backupkey::ClusterKey>>,
     /// How far the backups under way got, as db nodes report them here (memory only).
     pub backup_progress: crate::backupprogress::ProgressBoard,
+    /// The state machine's store, for `snapshot save` to read the current snapshot from.
+    pub state_machine: crate::raft::state_machine::StateMachineStore,
 }
 
 impl Coordinator {
@@ -170,6 +176,7 @@ impl Coordinator {
         let applied = sm_store.applied_watch();
         let store_sync = sm_store.syncer();
         let audit = sm_store.audit_log();
+        let state_machine = sm_store.clone();
         let commit_index = log_store.commit_index();
         let identity = crate::transport::Identity { dir: data_dir.to_path_buf() };
         if !identity.exists() {
@@ -217,6 +224,7 @@ impl Coordinator {
             price_plans: std::sync::OnceLock::new(),
             backup_key,
             backup_progress: Default::default(),
+            state_machine,
         }))
     }
 
@@ -240,6 +248,7 @@ impl Coordinator {
     /// a leader during an election. A create retried after a lost reply is recognised by its
     /// unique timestamp and actor, so the caller never sees its own write as a conflict.
     pub async fn write(&self, cmd: Command) -> Result<Response, WriteError> {
+        self.check_ops_level(&cmd.op).await?;
         let started = Instant::now();
         let mut retried = false;
         loop {
@@ -269,6 +278,31 @@ impl Coordinator {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Refuses an op newer than level 1 while a coordinator that answers runs a release that does
+    /// not know it: it could not decode the entry and would stop replicating. A member that does
+    /// not answer is not waited for (logged); if it comes back on an older release it stays
+    /// behind, refusing the entry, until it is upgraded.
+    async fn check_ops_level(&self, op: &Op) -> Result<(), WriteError> {
+        let needs = op.min_level();
+        if needs <= 1 {
+            return Ok(());
+        }
+        let members: Vec<(u64, CoordinatorNode)> = {
+            let metrics = self.raft.metrics().borrow().clone();
+            metrics.membership_config.membership().nodes().map(|(id, n)| (*id, n.clone())).collect()
+        };
+        for (id, node) in members.into_iter().filter(|(id, _)| *id != self.config.id) {
+            match self.peers.hello(&node.raft_addr, RPC_TIMEOUT).await {
+                Ok((answered, level)) if answered == id && level < needs => {
+                    return Err(WriteError::OlderRelease { id, level, needs })
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(id, error = %e, "could not ask a coordinator for its release's ops level"),
+            }
+        }
+        Ok(())
     }
 
     fn settle(&self, cmd: &Command, resp: Response, retried: bool) -> Response {

@@ -145,6 +145,22 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     path
 }
 
+/// A binary of the previous release (the commit in `deploy/previous-release`), built by
+/// `deploy/previous-release.sh` into `target/previous-release/` (deploy/test.sh runs it). Fails
+/// loudly, naming the command, when it is missing or was built from another commit.
+pub fn previous_release_bin(name: &str) -> PathBuf {
+    let root = workspace_root();
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    let dir = target.join("previous-release");
+    let path = dir.join(name);
+    let build = "run deploy/previous-release.sh (it builds the commit in deploy/previous-release)";
+    assert!(path.exists(), "{} is missing: {build}", path.display());
+    let want = std::fs::read_to_string(root.join("deploy/previous-release")).expect("read deploy/previous-release");
+    let built = std::fs::read_to_string(dir.join("commit")).unwrap_or_default();
+    assert_eq!(built.trim(), want.trim(), "{} was built from another commit: {build}", path.display());
+    path
+}
+
 /// The workspace's root directory (for files under `deploy/`).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

@@ -110,6 +110,7 @@ const COORDINATOR_LAYERS: &[(&str, &[&str])] = &[
         &["server", "raft", "state", "time", "transport", "admission", "refusals", "datadir", "apicalls", "backupkey"],
     ),
     ("siem", &["siem", "server", "raft", "state", "time", "datadir"]),
+    ("snapshotfile", &["snapshotfile", "raft", "state", "backupkey"]),
 ];
 
 #[test]

@@ -137,8 +137,8 @@ pub(super) async fn add_learner(ctx: Ctx, body: Body) -> Result<Json<ClusterStat
         return Err(ApiError::not_leader(c.leader().map(|(_, n)| n.api_addr)));
     }
     let hello = match c.peers.hello(&body.raft_addr, Duration::from_secs(3)).await {
-        Ok(id) if id == body.id => Ok(()),
-        Ok(other) => Err(conflict(format!("{} answers as node {other}, not {}", body.raft_addr, body.id))),
+        Ok((id, _)) if id == body.id => Ok(()),
+        Ok((other, _)) => Err(conflict(format!("{} answers as node {other}, not {}", body.raft_addr, body.id))),
         Err(e) => {
             Err(ApiError::new(StatusCode::BAD_GATEWAY, "unreachable", format!("cannot reach {}: {e}", body.raft_addr)))
         }

@@ -20,6 +20,7 @@ pub mod invoices;
 pub mod metrics;
 pub mod nodes;
 pub mod openapi;
+pub mod snapshot;
 pub mod tenants;
 pub mod usage;
 
@@ -85,6 +86,7 @@ pub fn router(c: Arc<Coordinator>) -> Router {
         .route("/api/v1/cluster/learners", post(cluster::add_learner))
         .route("/api/v1/cluster/voters", post(cluster::promote))
         .route("/api/v1/cluster/members/{id}", delete(cluster::remove_member))
+        .route("/api/v1/cluster/snapshot", get(snapshot::save_snapshot))
         .route("/api/v1/cluster/tokens", get(cluster::list_coordinator_tokens).post(cluster::create_coordinator_token))
         .route("/api/v1/cluster/tokens/{id}", delete(cluster::revoke_coordinator_token))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

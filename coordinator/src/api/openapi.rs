@@ -5,8 +5,8 @@
 
 use super::dto::*;
 use super::{
-    apikeys, audit, backups, cluster, devices, devicetokens, exposures, firewall, invoices, metrics, nodes, tenants,
-    usage,
+    apikeys, audit, backups, cluster, devices, devicetokens, exposures, firewall, invoices, metrics, nodes, snapshot,
+    tenants, usage,
 };
 use crate::refusals::{PendingSource, RefusalStats};
 use axum::Json;
@@ -48,6 +48,7 @@ impl utoipa::Modify for SecurityAddon {
         apikeys::revoke_api_key, audit::list_audit, audit::verify_audit, audit::refusal_stats,
         cluster::cluster_status, cluster::add_learner, cluster::promote, cluster::remove_member,
         cluster::create_coordinator_token, cluster::list_coordinator_tokens, cluster::revoke_coordinator_token,
+        snapshot::save_snapshot,
         devices::add_device, devices::list_devices, devices::get_device, devices::remove_device, devices::switch_device,
         devices::device_config, devicetokens::create_device_token, devicetokens::list_device_tokens,
         devicetokens::revoke_device_token, exposures::add_exposure, exposures::list_exposures, exposures::get_exposure,

@@ -74,6 +74,23 @@ impl Client {
         Ok(self.exchange(method, path, NO_QUERY, false, body).await?.0)
     }
 
+    /// A GET whose answer is streamed (read it with `chunk`): no overall timeout, errors as `exchange`'s.
+    pub async fn download(&self, path: &str) -> anyhow::Result<reqwest::Response> {
+        let base = &self.endpoint;
+        let mut req = self.http.get(format!("{base}{path}")).timeout(Duration::from_secs(24 * 3600));
+        if let Some(key) = &self.api_key {
+            req = req.bearer_auth(key);
+        }
+        let resp = req.send().await.with_context(|| format!("cannot reach coordinator at {base}"))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let text = resp.text().await.context("read response")?;
+        let message = serde_json::from_str::<ErrorBody>(&text).map(|e| e.message).unwrap_or_else(|_| clip(&text));
+        bail!("{message} ({})", status.as_u16())
+    }
+
     async fn exchange<Q: Serialize + ?Sized, B: Serialize, T: DeserializeOwned>(
         &self,
         method: Method,

@@ -10,6 +10,7 @@ mod commands;
 mod devicetoken;
 mod gateway;
 pub mod output;
+mod snapshot;
 mod usage;
 
 use crate::api::dto::UpdateTenantBody;
@@ -88,6 +89,10 @@ pub enum Command {
     Completions(berqenas_common::manual::CompletionsArgs),
     /// Print the man page, or write every page (one per subcommand) with --dir.
     Man(berqenas_common::manual::ManArgs),
+    /// Backups of the coordinators' own data: save a sealed snapshot from a running cluster,
+    /// restore one offline into a new data directory.
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCmd),
 }
 
 #[derive(Debug, Args)]
@@ -508,6 +513,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Backup(backup::BackupCmd::InitKey { data_dir, from }) => {
             backup::init_key(&data_dir, from.as_deref(), out)
         }
+        Command::Snapshot(snapshot::SnapshotCmd::Restore(a)) => snapshot::restore(*a, out),
         command => {
             let ca = match &cli.ca_cert {
                 Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?),
@@ -653,7 +659,10 @@ async fn api_command(client: &Client, command: Command, out: Output) -> anyhow::
         Command::Usage(u) => usage::usage(client, u, out).await,
         Command::Billing(b) => billing::billing(client, b, out).await,
         Command::Backup(b) => backup::run(client, b, out).await,
-        Command::Init(_) | Command::Serve(_) | Command::RecoverAdmin(_) | Command::Completions(_) | Command::Man(_) => {
+        Command::Snapshot(snapshot::SnapshotCmd::Save { out: file, passphrase_file }) => {
+            snapshot::save(client, &file, &passphrase_file, out).await
+        }
+        Command::Init(_) | Command::Serve(_) | Command::RecoverAdmin(_) | Command::Snapshot(_) | Command::Completions(_) | Command::Man(_) => {
             bail!("not an API command")
         }
     }

@@ -30,6 +30,7 @@ impl From<WriteError> for Status {
     fn from(e: WriteError) -> Self {
         match e {
             WriteError::NoLeader => Status::unavailable(e.to_string()),
+            WriteError::OlderRelease { .. } => Status::failed_precondition(e.to_string()),
             WriteError::Raft(inner) => internal("raft write", inner),
         }
     }

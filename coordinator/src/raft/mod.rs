@@ -12,6 +12,8 @@ pub mod state_machine;
 pub mod store;
 mod tables;
 
+pub use snapshot::{read_header as read_snapshot_header, ReadSeek};
+
 use crate::state::{Command, Response};
 use serde::{Deserialize, Serialize};
 use std::fmt;

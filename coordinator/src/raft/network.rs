@@ -109,14 +109,16 @@ impl Peers {
         Ok(serde_json::from_slice(&reply.into_inner().payload)?)
     }
 
-    /// Which node id answers at `addr` (used before adding a member).
-    pub async fn hello(&self, addr: &str, timeout: Duration) -> Result<u64, TransportError> {
+    /// Which node id answers at `addr` (used before adding a member), and the Raft ops level of
+    /// its release (1 for a release that reports none).
+    pub async fn hello(&self, addr: &str, timeout: Duration) -> Result<(u64, u32), TransportError> {
         // Id 0 is never a node id; this connection is only for the probe.
         let mut client = self.client_unchecked(0, addr)?;
         let req = self.request(0, &());
         let reply =
             tokio::time::timeout(timeout, client.hello(req)).await.map_err(|_| TransportError::Timeout(timeout))??;
-        Ok(serde_json::from_slice(&reply.into_inner().payload)?)
+        let reply = reply.into_inner();
+        Ok((serde_json::from_slice(&reply.payload)?, reply.ops_level.max(1)))
     }
 }
 

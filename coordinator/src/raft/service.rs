@@ -93,7 +93,7 @@ fn decode<T: DeserializeOwned>(req: &RaftRequest) -> Result<T, Status> {
 
 fn reply<T: Serialize>(value: &T) -> Result<Response<RaftReply>, Status> {
     let payload = serde_json::to_vec(value).map_err(|e| Status::internal(format!("encode reply: {e}")))?;
-    Ok(Response::new(RaftReply { payload }))
+    Ok(Response::new(RaftReply { payload, ops_level: 0 }))
 }
 
 /// The coordinator id in the verified client certificate.
@@ -222,10 +222,12 @@ impl raft_server::Raft for RaftService {
 
     /// Answers which id this node is, to any coordinator of the cluster CA: `add-learner` asks it
     /// before the address is a member. It runs nothing and tells what the server certificate
-    /// already says.
+    /// already says, and which Raft ops this release knows (`state::OPS_LEVEL`).
     async fn hello(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         peer_coordinator(&request)?;
-        reply(&self.id)
+        let mut answer = reply(&self.id)?;
+        answer.get_mut().ops_level = crate::state::OPS_LEVEL;
+        Ok(answer)
     }
 }
 

@@ -193,7 +193,7 @@ impl StateMachineStore {
     /// audit entries this replica lacks copied in from the stream (its own trail is a prefix of
     /// any snapshot it is sent; if not, the whole trail is replaced), and a snapshot file of its
     /// own written for the same id.
-    fn install(
+    pub(super) fn install(
         &self,
         meta: &SnapshotMeta<u64, CoordinatorNode>,
         input: Box<dyn ReadSeek>,

@@ -114,6 +114,36 @@ pub fn open(path: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
     Ok((LogStore { db, flusher, committed }, sm))
 }
 
+/// Restores a Raft snapshot as shipped (`input`, positioned at its header line) into a new store
+/// at `path` as the whole state of a single-voter cluster of `id` at `node` (`snapshot restore`):
+/// the state machine at `meta`'s position with the membership replaced by `id` alone, an empty
+/// log (openraft purges up to the applied position at start), and a vote at the snapshot's term,
+/// so the node's first election comes after every entry the snapshot holds. Durable on return;
+/// answers the restored state machine.
+pub fn restore(
+    path: &Path,
+    meta: &openraft::SnapshotMeta<u64, super::CoordinatorNode>,
+    id: u64,
+    node: super::CoordinatorNode,
+    input: Box<dyn super::snapshot::ReadSeek>,
+) -> Result<super::state_machine::SmData, StoreError> {
+    if path.exists() {
+        return Err(StoreError::Snapshot("a store already exists where the snapshot is to be restored"));
+    }
+    let (log, sm) = open(path)?;
+    let members = openraft::Membership::new(vec![[id].into()], std::collections::BTreeMap::from([(id, node)]));
+    let meta = openraft::SnapshotMeta {
+        last_log_id: meta.last_log_id,
+        last_membership: openraft::StoredMembership::new(meta.last_log_id, members),
+        snapshot_id: meta.snapshot_id.clone(),
+    };
+    let data = sm.install(&meta, input)?;
+    let term = meta.last_log_id.map_or(0, |l| l.leader_id.term);
+    log.meta_put("vote", &Vote::new(term, id), Durability::Immediate)?;
+    log.meta_put("committed", &meta.last_log_id, Durability::Immediate)?;
+    Ok(data)
+}
+
 /// The newest committed log id openraft reported (`save_committed`), written by the flusher's
 /// next durable commit instead of a write transaction of its own on the commit path.
 #[derive(Default)]

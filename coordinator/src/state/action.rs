@@ -41,6 +41,8 @@ actions! {
     ClusterAddLearner = "cluster.add-learner",
     ClusterPromote = "cluster.promote",
     ClusterRemove = "cluster.remove",
+    /// An admin downloaded a coordinator's snapshot (`snapshot save`).
+    ClusterSnapshotSave = "cluster.snapshot-save",
     ClusterStatus = "cluster.status",
     ClusterTokenCreate = "cluster.token.create",
     ClusterTokenList = "cluster.token.list",

@@ -142,6 +142,7 @@ impl super::Op {
             | Self::RevokeDeviceToken { .. }
             | Self::DeviceHeartbeat(_)
             | Self::Membership { .. }
+            | Self::SnapshotSaved { .. }
             | Self::RecordUsage(_)
             | Self::Invoice(_)
             | Self::Backup(_)

@@ -172,6 +172,12 @@ pub enum Op {
         node_id: u64,
         details: Details,
     },
+    /// An admin took coordinator `node_id`'s snapshot at applied index `index` (`snapshot save`):
+    /// only the audit entry. Needs `OpsLevel::SnapshotSave` on every coordinator (`min_level`).
+    SnapshotSaved {
+        node_id: u64,
+        index: u64,
+    },
     /// A request refused at the edge (bad input, no or wrong key): only the audit entry. The
     /// target is as the edge wrote it (bounded and escaped there).
     Rejected {
@@ -179,6 +185,22 @@ pub enum Op {
         target: String,
         reason: String,
     },
+}
+
+/// The Raft ops this release knows. An entry holding an `Op` a coordinator does not know cannot be
+/// decoded there, so that coordinator stops replicating until it is upgraded: an op newer than
+/// level 1 is proposed only when every coordinator that answers says it knows it
+/// (`Coordinator::write`; ARCHITECTURE.md, "Upgrades"). Level 1: releases that report no level.
+pub const OPS_LEVEL: u32 = 2;
+
+impl Op {
+    /// The ops level every coordinator must have before this op may enter the log.
+    pub fn min_level(&self) -> u32 {
+        match self {
+            Op::SnapshotSaved { .. } => 2,
+            _ => 1,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -204,6 +226,7 @@ impl Op {
             | Op::RevokeNode { .. }
             | Op::CordonNode { .. }
             | Op::Invoice(_)
+            | Op::SnapshotSaved { .. }
             | Op::Membership { .. } => true,
             Op::AddDevice(_)
             | Op::RemoveDevice { .. }
@@ -323,6 +346,7 @@ impl Op {
             Op::Invoice(op) => op.describe(),
             Op::Backup(b) => b.describe(),
             Op::Membership { action, node_id, .. } => (*action, Target::Coordinator(*node_id)),
+            Op::SnapshotSaved { node_id, .. } => (Action::ClusterSnapshotSave, Target::Coordinator(*node_id)),
             Op::Rejected { action, target, .. } => (*action, Target::Edge(target.clone())),
         }
     }
@@ -586,6 +610,9 @@ impl State {
             Op::Invoice(op) => self.invoice_command(cx, op),
             Op::Backup(b) => self.backup(cx, b),
             Op::Membership { action, node_id, details } => self.membership(cx, *action, *node_id, details),
+            Op::SnapshotSaved { index, .. } => {
+                (Ok(Reply::Done), cx.facts.with(action::details(&[("index", index.to_string())])))
+            }
             Op::Rejected { reason, .. } => (Err(DomainError::Rejected(reason.clone())), cx.facts),
         }
     }

@@ -18,6 +18,8 @@ pub fn agent_bin() -> PathBuf {
 pub use berqenas_tests::coordinator::Coord;
 
 pub struct Agent {
+    /// The agent binary it runs.
+    pub bin: PathBuf,
     pub name: String,
     pub dir: PathBuf,
     pub node_id: u64,
@@ -56,6 +58,8 @@ impl Agent {
 pub struct Fleet {
     pub agents: Vec<Agent>,
     pub coords: Vec<Coord>,
+    /// The coordinator binary each of `coords` runs.
+    pub coord_bins: Vec<PathBuf>,
     pub key: String,
     pub tmp: tempfile::TempDir,
 }
@@ -71,14 +75,19 @@ fn path_str(p: &Path) -> &str {
 impl Fleet {
     /// `n` coordinators formed with the CLI.
     pub fn new(n: u64) -> Self {
+        Self::with_bins(vec![coordinator_bin(); usize::try_from(n).expect("a few coordinators")])
+    }
+
+    /// One coordinator per binary in `bins` (the first runs `init`), formed with the CLI.
+    pub fn with_bins(bins: Vec<PathBuf>) -> Self {
         let tmp = tempfile::tempdir().expect("temp dir");
-        let mut fleet = Self { tmp, key: String::new(), coords: Vec::new(), agents: Vec::new() };
-        for id in 1..=n {
+        let mut fleet = Self { tmp, key: String::new(), coords: Vec::new(), coord_bins: bins, agents: Vec::new() };
+        for id in 1..=fleet.coord_bins.len() as u64 {
             let dir = fleet.tmp.path().join(format!("c{id}"));
             fleet.coords.push(Coord::new(id, dir));
         }
         let c = &fleet.coords[0];
-        fleet.key = coordinator::init(&coordinator_bin(), &c.dir, &c.listen(), "198.18.0.0/15");
+        fleet.key = coordinator::init(&fleet.coord_bins[0], &c.dir, &c.listen(), "198.18.0.0/15");
         fleet.start_coord(0);
         for i in 1..fleet.coords.len() {
             let id = fleet.coords[i].id;
@@ -99,7 +108,8 @@ impl Fleet {
         args.extend(["--refusal-audit-every".to_string(), "1s".to_string()]);
         args.extend(c.join_args.iter().cloned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        c.proc = Some(Proc::spawn(&format!("coordinator-{}", c.id), &coordinator_bin(), &args, self.tmp.path()));
+        let bin = &self.coord_bins[i];
+        c.proc = Some(Proc::spawn(&format!("coordinator-{}", c.id), bin, &args, self.tmp.path()));
         let (port, node_port, member) = (c.api, c.node, c.join_args.is_empty());
         wait_for("coordinator API", Duration::from_secs(20), || {
             TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
@@ -171,6 +181,22 @@ impl Fleet {
         labels: &str,
         driver: &[&str],
     ) -> Output {
+        self.join_as(&agent_bin(), name, coord, token, pin, roles, labels, driver)
+    }
+
+    /// `join_with_driver` with the agent binary `bin`.
+    #[allow(clippy::too_many_arguments, reason = "the join command line, spelled out")]
+    pub fn join_as(
+        &self,
+        bin: &Path,
+        name: &str,
+        coord: usize,
+        token: &str,
+        pin: &str,
+        roles: &str,
+        labels: &str,
+        driver: &[&str],
+    ) -> Output {
         let dir = self.tmp.path().join(name);
         let url = format!("https://{}", addr(self.coords[coord].node));
         let tenants = dir.join("tenants");
@@ -195,7 +221,7 @@ impl Fleet {
         if !labels.is_empty() {
             args.extend(["--labels", labels]);
         }
-        run(&agent_bin(), &args, &[])
+        run(bin, &args, &[])
     }
 
     /// Joins and starts an agent with the dir driver.
@@ -205,9 +231,14 @@ impl Fleet {
 
     /// Joins and starts an agent with the given driver arguments (dir driver when empty).
     pub fn add_agent_with_driver(&mut self, name: &str, roles: &str, labels: &str, driver: &[&str]) -> usize {
+        self.add_agent_as(&agent_bin(), name, roles, labels, driver)
+    }
+
+    /// Joins and starts an agent running the agent binary `bin`.
+    pub fn add_agent_as(&mut self, bin: &Path, name: &str, roles: &str, labels: &str, driver: &[&str]) -> usize {
         let (token, pin) = self.token(roles, &[]);
         let coord = self.live();
-        let out = self.join_with_driver(name, coord, &token, &pin, roles, labels, driver);
+        let out = self.join_as(bin, name, coord, &token, &pin, roles, labels, driver);
         assert!(out.status.success(), "join {name}: {}", String::from_utf8_lossy(&out.stderr));
         let stdout = String::from_utf8_lossy(&out.stdout);
         let node_id: u64 = stdout
@@ -216,7 +247,7 @@ impl Fleet {
             .and_then(|s| s.trim_end_matches(';').parse().ok())
             .unwrap_or_else(|| panic!("join prints the node id: {stdout}"));
         let dir = self.tmp.path().join(name);
-        self.agents.push(Agent { name: name.into(), dir, node_id, proc: None });
+        self.agents.push(Agent { bin: bin.to_path_buf(), name: name.into(), dir, node_id, proc: None });
         let i = self.agents.len() - 1;
         self.start_agent(i);
         i
@@ -232,7 +263,7 @@ impl Fleet {
         let config = a.dir.join("agent.toml");
         let mut args = vec!["run", "--config", path_str(&config)];
         args.extend_from_slice(extra);
-        a.proc = Some(Proc::spawn(&format!("agent-{}", a.name), &agent_bin(), &args, self.tmp.path()));
+        a.proc = Some(Proc::spawn(&format!("agent-{}", a.name), &a.bin, &args, self.tmp.path()));
     }
 
     /// The coordinator an agent is streaming from, per its log.

@@ -34,4 +34,5 @@ mod plan;
 mod realtime;
 mod realtime_publish;
 mod stream;
+mod upgrade;
 mod usage;

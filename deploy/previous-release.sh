@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Builds the previous release's `berqenas-coordinator` and `berqenas-node-agent` (the commit named
+# in deploy/previous-release) into target/previous-release/, for the rolling-upgrade test
+# (coordinator/tests/integration/upgrade.rs). The commit's tree is exported with `git archive`
+# into target/previous-release/src and built with its own target directory, seeded once from
+# target/debug so the dependencies compiled from the same Cargo.lock are reused.
+# Usage: deploy/previous-release.sh   (deploy/test.sh runs it before nextest)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+commit="$(tr -d '[:space:]' <deploy/previous-release)"
+out=target/previous-release
+if [ -x "$out/berqenas-coordinator" ] && [ -x "$out/berqenas-node-agent" ] && [ "$(cat "$out/commit" 2>/dev/null)" = "$commit" ]; then
+  echo "previous release $commit: already built in $out"
+  exit 0
+fi
+if ! git cat-file -e "$commit^{commit}" 2>/dev/null; then
+  echo "the previous release $commit (deploy/previous-release) is not in this clone; fetch the full history (git fetch --unshallow)" >&2
+  exit 1
+fi
+
+started=$SECONDS
+src="$out/src"
+target="$PWD/$out/target"
+rm -rf "$src" "$out/berqenas-coordinator" "$out/berqenas-node-agent" "$out/commit"
+mkdir -p "$src" "$target/debug"
+git archive "$commit" | tar -x -C "$src"
+if [ -d target/debug/deps ] && [ ! -d "$target/debug/deps" ]; then
+  cp -a target/debug/deps target/debug/build target/debug/.fingerprint "$target/debug/"
+fi
+copied=$((SECONDS - started))
+CARGO_TARGET_DIR="$target" cargo build --manifest-path "$src/Cargo.toml" --locked \
+  -p berqenas-coordinator -p berqenas-node-agent --bins
+cp "$target/debug/berqenas-coordinator" "$target/debug/berqenas-node-agent" "$out/"
+echo "$commit" >"$out/commit"
+rm -rf "$src" "$target" # 5 GB; the binaries are all the test needs
+echo "previous release $commit built in $((SECONDS - started)) s (seeding the target directory: $copied s)"
