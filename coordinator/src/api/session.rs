@@ -255,14 +255,16 @@ pub(super) async fn current_session(ctx: Ctx) -> Result<Json<SessionView>> {
         (status = 204, description = "signed out: every session of this user ends, the cookie is cleared"),
         (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
-        (status = 403, description = "missing or wrong `X-CSRF-Token`", body = ErrorBody),
+        (status = 403, description = "missing or wrong `X-CSRF-Token`, or an API key (no session to end)", body = ErrorBody),
         (status = 429, body = ErrorBody),
         (status = 503, body = ErrorBody)),
     security(("session" = [])))]
 pub(super) async fn sign_out(ctx: Ctx) -> Result<Response> {
     let scope = ctx.scope(Need::AnyKey, Action::UserSignOut, "session").await?;
     let Some(user) = &scope.caller.user else {
-        return Err(scope.refuse(ApiError::invalid("sign-out is for session cookies, not API keys")).await);
+        return Err(scope
+            .refuse(ApiError::forbidden("sign-out is for session cookies; an API key has no session"))
+            .await);
     };
     write(&ctx, &user.name, UserOp::SignOut { name: user.name.clone() }).await??;
     Ok(with_cookie(StatusCode::NO_CONTENT, (), cookie("", 0)?))
