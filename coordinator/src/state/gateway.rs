@@ -146,6 +146,7 @@ impl super::Op {
             | Self::RecordUsage(_)
             | Self::Invoice(_)
             | Self::Backup(_)
+            | Self::User(_)
             | Self::Rejected { .. } => None,
         }
     }

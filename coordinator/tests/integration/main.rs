@@ -24,3 +24,4 @@ mod peers;
 mod secrets;
 mod siem;
 mod snapshot;
+mod users;
