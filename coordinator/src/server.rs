@@ -143,6 +143,8 @@ pub struct Coordinator {
     pub commit_index: store::CommitIndex,
     /// Price plans per tier (`serve --billing-plans`), set once at start; none: invoicing refused.
     pub price_plans: std::sync::OnceLock<crate::state::billing::plan::PricePlans>,
+    /// The panel's look (`serve --branding`), set once at start; none: the default.
+    pub branding: std::sync::OnceLock<crate::branding::Branding>,
     /// The cluster backup key (`backup.key`): wraps and unwraps tenants' data keys. `None` on a
     /// coordinator whose data directory lacks it (made before backups existed): it then makes
     /// and sends no data keys.
@@ -213,6 +215,7 @@ impl Coordinator {
             audit,
             commit_index,
             price_plans: std::sync::OnceLock::new(),
+            branding: std::sync::OnceLock::new(),
             backup_key,
         }))
     }

@@ -107,7 +107,19 @@ const COORDINATOR_LAYERS: &[(&str, &[&str])] = &[
     ("raft", &["raft", "state", "time", "transport", "datadir"]),
     (
         "server",
-        &["server", "raft", "state", "time", "transport", "admission", "refusals", "datadir", "apicalls", "backupkey"],
+        &[
+            "server",
+            "raft",
+            "state",
+            "time",
+            "transport",
+            "admission",
+            "refusals",
+            "datadir",
+            "apicalls",
+            "backupkey",
+            "branding",
+        ],
     ),
     ("siem", &["siem", "server", "raft", "state", "time", "datadir"]),
 ];

@@ -29,6 +29,7 @@ mod join;
 mod lab;
 mod metrics;
 mod mssql;
+mod panel;
 mod plan;
 mod realtime;
 mod realtime_publish;
