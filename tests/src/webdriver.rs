@@ -12,11 +12,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// The W3C key of an element reference.
-const ELEMENT: &str = "element-6066-11e4-a837-4bb7f36f3e3e";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 fn find_program(names: &[&str]) -> PathBuf {
     for name in names {
-        for dir in ["/usr/bin", "/usr/lib/chromium", "/usr/local/bin"] {
+        // Debian's /usr/bin/chromium is a shell wrapper; the browser itself is under /usr/lib.
+        for dir in ["/usr/lib/chromium", "/usr/bin", "/usr/local/bin"] {
             let p = Path::new(dir).join(name);
             if p.exists() {
                 return p;
@@ -84,12 +85,35 @@ impl Browser {
             body.len()
         );
         s.write_all(head.as_bytes()).and_then(|_| s.write_all(body.as_bytes())).map_err(|e| e.to_string())?;
+        // chromedriver may keep the connection open: read the head, then Content-Length bytes.
         let mut raw = Vec::new();
-        s.read_to_end(&mut raw).map_err(|e| format!("read chromedriver's answer: {e}"))?;
-        let text = String::from_utf8_lossy(&raw);
-        let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| format!("no HTTP answer: {text}"))?;
-        let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
-        let body = if chunked { dechunk(body) } else { body.to_string() };
+        let mut buf = [0u8; 65536];
+        let body = loop {
+            let n = s.read(&mut buf).map_err(|e| format!("read chromedriver's answer: {e}"))?;
+            raw.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&raw).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let lower = head.to_ascii_lowercase();
+                let length = lower
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok());
+                let have = raw.len() - head.len() - 4;
+                match length {
+                    Some(len) if have >= len => {
+                        break String::from_utf8_lossy(&raw[head.len() + 4..head.len() + 4 + len]).into_owned()
+                    }
+                    None if lower.contains("transfer-encoding: chunked") && body.ends_with("0\r\n\r\n") => {
+                        break dechunk(body)
+                    }
+                    _ => {}
+                }
+            }
+            if n == 0 {
+                let text = String::from_utf8_lossy(&raw).into_owned();
+                break text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+            }
+        };
         let v: Value = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
         let value = v.get("value").cloned().unwrap_or(Value::Null);
         if let Some(err) = value.get("error").and_then(Value::as_str) {
@@ -116,18 +140,29 @@ impl Browser {
         v.as_array().into_iter().flatten().filter_map(|e| e[ELEMENT].as_str()).map(|id| Element(id.into())).collect()
     }
 
+    /// The first shown element matching `css` whose text contains `needle` (any text when empty).
+    fn shown(&self, css: &str, needle: &str) -> Option<Element> {
+        let v = self
+            .call(
+                "POST",
+                &format!("/session/{}/execute/sync", self.session),
+                Some(json!({"script": "const [css, needle] = arguments;
+                    return [...document.querySelectorAll(css)].find((e) => e.getClientRects().length > 0
+                        && (!needle || (e.innerText || e.textContent || '').includes(needle))) || null;",
+                    "args": [css, needle]})),
+            )
+            .ok()?;
+        v.get(ELEMENT).and_then(Value::as_str).map(|id| Element(id.to_string()))
+    }
+
     /// The first element matching `css` that the page shows, within `timeout`.
     pub fn wait(&self, css: &str, timeout: Duration) -> Element {
-        self.wait_until(&format!("{css} to show"), timeout, || {
-            self.find_all(css).into_iter().find(|e| self.displayed(e))
-        })
+        self.wait_until(&format!("{css} to show"), timeout, || self.shown(css, ""))
     }
 
     /// The first shown element matching `css` whose text contains `needle`.
     pub fn wait_text(&self, css: &str, needle: &str, timeout: Duration) -> Element {
-        self.wait_until(&format!("{css} showing {needle:?}"), timeout, || {
-            self.find_all(css).into_iter().find(|e| self.displayed(e) && self.text(e).contains(needle))
-        })
+        self.wait_until(&format!("{css} showing {needle:?}"), timeout, || self.shown(css, needle))
     }
 
     /// Polls `f` until it gives a value; on timeout the page's text is in the panic.
@@ -145,8 +180,10 @@ impl Browser {
     }
 
     pub fn displayed(&self, e: &Element) -> bool {
-        let path = format!("/session/{}/element/{}/displayed", self.session, e.0);
-        self.call("GET", &path, None).ok().and_then(|v| v.as_bool()).unwrap_or(false)
+        let path = format!("/session/{}/execute/sync", self.session);
+        let script = "return arguments[0].getClientRects().length > 0";
+        let v = self.call("POST", &path, Some(json!({"script": script, "args": [{ELEMENT: e.0}]})));
+        v.ok().and_then(|v| v.as_bool()).unwrap_or(false)
     }
 
     pub fn click(&self, e: &Element) {
@@ -160,8 +197,10 @@ impl Browser {
     }
 
     pub fn text(&self, e: &Element) -> String {
-        let path = format!("/session/{}/element/{}/text", self.session, e.0);
-        self.call("GET", &path, None).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+        let path = format!("/session/{}/execute/sync", self.session);
+        let script = "return arguments[0].innerText";
+        let v = self.call("POST", &path, Some(json!({"script": script, "args": [{ELEMENT: e.0}]})));
+        v.ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
     }
 
     pub fn attr(&self, e: &Element, name: &str) -> Option<String> {
