@@ -130,6 +130,25 @@ impl ClusterKey {
         plain.try_into().map_err(|_| refused())
     }
 
+    /// A key for another purpose, derived with HKDF-SHA256 under its own `label` (sessions, TOTP
+    /// secrets): one secret to keep on every coordinator, and no derived key opens another's data.
+    pub fn derive(&self, label: &[u8]) -> [u8; 32] {
+        struct Len32;
+        impl ring::hkdf::KeyType for Len32 {
+            fn len(&self) -> usize {
+                32
+            }
+        }
+        let prk =
+            ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"berqenas cluster key derivation v1").extract(&self.key);
+        let mut out = [0u8; 32];
+        #[allow(clippy::expect_used, reason = "one 32-byte block is far below HKDF-SHA256's 255 × 32 byte limit")]
+        prk.expand(&[label], Len32)
+            .and_then(|okm| okm.fill(&mut out))
+            .expect("one 32-byte block is far below HKDF-SHA256's 255 × 32 byte limit");
+        out
+    }
+
     /// The AEAD key; `None` never happens for 32 bytes.
     fn aead(&self) -> Option<LessSafeKey> {
         UnboundKey::new(&AES_256_GCM, &self.key).ok().map(LessSafeKey::new)
@@ -172,6 +191,15 @@ mod tests {
         assert_eq!(ClusterKey::from_bytes([7; 32]).id, cluster.id);
         assert_ne!(ClusterKey::from_bytes([9; 32]).id, cluster.id);
         assert!(!format!("{cluster:?}").contains(&hex::encode([7u8; 32])));
+    }
+
+    #[test]
+    fn derived_keys_differ_by_label_and_never_equal_the_key() {
+        let cluster = ClusterKey::from_bytes([7; 32]);
+        let a = cluster.derive(b"berqenas session tokens v1");
+        assert_eq!(a, ClusterKey::from_bytes([7; 32]).derive(b"berqenas session tokens v1"));
+        assert_ne!(a, cluster.derive(b"berqenas totp secrets v1"));
+        assert_ne!(a, *cluster.bytes());
     }
 
     #[test]

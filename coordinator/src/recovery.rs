@@ -174,6 +174,7 @@ async fn pick_up(c: &Coordinator) -> anyhow::Result<()> {
         actor: "break-glass".into(),
         source: format!("host/{}", req.host),
         key_role: None,
+        user_generation: None,
     };
     let cmd = Command { meta, op: Op::RecoverAdmin { key, host: req.host.clone() } };
     match c.write(cmd).await.context("propose the recovered key")? {

@@ -196,7 +196,13 @@ impl Refusals {
             self.totals.sampled.fetch_add(1, Ordering::Relaxed);
             let source = r.source.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into());
             return Some(Command {
-                meta: Meta { time_ms: crate::time::now_ms(), actor: "anonymous".into(), source, key_role: None },
+                meta: Meta {
+                    time_ms: crate::time::now_ms(),
+                    actor: "anonymous".into(),
+                    source,
+                    key_role: None,
+                    user_generation: None,
+                },
                 op: Op::Rejected { action: r.action, target: r.target.into(), reason: clip(r.reason) },
             });
         }
@@ -233,6 +239,7 @@ impl Refusals {
                     actor: "anonymous".into(),
                     source: label.clone(),
                     key_role: None,
+                    user_generation: None,
                 },
                 op: Op::Rejected { action: Action::AnonymousRefused, target: format!("source/{label}"), reason },
             });

@@ -145,6 +145,8 @@ pub struct Coordinator {
     pub price_plans: std::sync::OnceLock<crate::state::billing::plan::PricePlans>,
     /// The panel's look (`serve --branding`), set once at start; none: the default.
     pub branding: std::sync::OnceLock<crate::branding::Branding>,
+    /// How long a panel session lasts (`serve --session-ttl`), set once at start; 12 h if unset.
+    pub session_ttl: std::sync::OnceLock<std::time::Duration>,
     /// The cluster backup key (`backup.key`): wraps and unwraps tenants' data keys. `None` on a
     /// coordinator whose data directory lacks it (made before backups existed): it then makes
     /// and sends no data keys.
@@ -216,6 +218,7 @@ impl Coordinator {
             commit_index,
             price_plans: std::sync::OnceLock::new(),
             branding: std::sync::OnceLock::new(),
+            session_ttl: std::sync::OnceLock::new(),
             backup_key,
         }))
     }
@@ -405,7 +408,13 @@ pub async fn init(
         ca_key_pem: crate::state::SecretPem(ca.key_pem.clone()),
     };
     let cmd = Command {
-        meta: Meta { time_ms: now, actor: "system".into(), source: "init".into(), key_role: None },
+        meta: Meta {
+            time_ms: now,
+            actor: "system".into(),
+            source: "init".into(),
+            key_role: None,
+            user_generation: None,
+        },
         op: Op::Bootstrap { settings, admin_key: key },
     };
     let resp = coordinator.write(cmd).await?;

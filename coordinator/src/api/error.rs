@@ -67,7 +67,7 @@ impl From<DomainError> for ApiError {
         match e {
             DomainError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, "not_found", message),
             DomainError::Conflict(_) => Self::new(StatusCode::CONFLICT, "conflict", message),
-            DomainError::Forbidden(_) => Self::forbidden(message),
+            DomainError::Forbidden(_) | DomainError::UserForbidden(_) => Self::forbidden(message),
             DomainError::Invalid(_) | DomainError::InvalidTenant(_) | DomainError::Rejected(_) => {
                 Self::invalid(message)
             }

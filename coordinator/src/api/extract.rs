@@ -107,6 +107,11 @@ impl Scope<'_> {
         // The role the caller's key was authenticated with (roles never change); the state machine
         // re-checks the key when the command is applied, on the leader's log position.
         meta.key_role = self.ctx.coordinator.read(|d| d.state.api_keys.get(&self.caller.key_id).map(|k| k.role));
+        // A signed-in user: the state machine re-checks the user and its session's generation.
+        if let Some(user) = &self.caller.user {
+            meta.key_role = None;
+            meta.user_generation = Some(user.generation);
+        }
         Ok(self.ctx.coordinator.write(Command { meta, op }).await?)
     }
 }
@@ -117,7 +122,7 @@ pub fn path<T>(path: PathOf<T>) -> Result<T> {
     path.map(|Path(p)| p).map_err(|e| ApiError::invalid(format!("invalid path: {}", e.body_text())))
 }
 
-fn parse_body<T: DeserializeOwned>(body: Body) -> std::result::Result<T, ApiError> {
+pub(super) fn parse_body<T: DeserializeOwned>(body: Body) -> std::result::Result<T, ApiError> {
     let bytes = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(

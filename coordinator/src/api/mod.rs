@@ -21,8 +21,10 @@ pub mod metrics;
 pub mod nodes;
 pub mod openapi;
 pub mod panel;
+pub mod session;
 pub mod tenants;
 pub mod usage;
+pub mod users;
 
 use crate::server::{Consistency, Coordinator};
 use auth::Ctx;
@@ -76,6 +78,11 @@ pub fn router(c: Arc<Coordinator>) -> Router {
         .route("/api/v1/tenant/{name}/invoices", get(invoices::list_invoices).post(invoices::create_invoice))
         .route("/api/v1/tenant/{name}/invoices/{invoice}", get(invoices::get_invoice))
         .route("/api/v1/tenant/{name}/invoices/{invoice}/{action}", post(invoices::invoice_action))
+        .route("/api/v1/tenant/{name}/users", get(users::list_tenant_users).post(users::create_tenant_user))
+        .route("/api/v1/session", get(session::current_session).post(session::sign_in).delete(session::sign_out))
+        .route("/api/v1/session/totp", post(session::enrol_totp))
+        .route("/api/v1/users", get(users::list_users).post(users::create_user))
+        .route("/api/v1/users/{user}/{action}", post(users::user_action))
         .route("/api/v1/tenants", get(tenants::list_tenants))
         .route("/api/v1/nodes", get(nodes::list_nodes))
         .route("/api/v1/nodes/tokens", post(nodes::create_join_token))

@@ -6,7 +6,7 @@
 use super::dto::*;
 use super::{
     apikeys, audit, backups, cluster, devices, devicetokens, exposures, firewall, invoices, metrics, nodes, panel,
-    tenants, usage,
+    session, tenants, usage, users,
 };
 use crate::refusals::{PendingSource, RefusalStats};
 use axum::Json;
@@ -36,6 +36,14 @@ impl utoipa::Modify for SecurityAddon {
                 HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("bqk_{id}_{secret}").build(),
             ),
         );
+        // Every route that takes an API key also takes the panel's session cookie (with
+        // `X-CSRF-Token` on changes).
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Cookie(
+                utoipa::openapi::security::ApiKeyValue::new(crate::session::COOKIE),
+            )),
+        );
     }
 }
 
@@ -56,7 +64,9 @@ impl utoipa::Modify for SecurityAddon {
         usage::tenant_usage,
 
         invoices::list_invoices, invoices::get_invoice, invoices::create_invoice, invoices::invoice_action,
-        backups::list_backups, backups::run_backup, backups::restore_backup),
+        backups::list_backups, backups::run_backup, backups::restore_backup,
+        session::sign_in, session::enrol_totp, session::current_session, session::sign_out,
+        users::list_users, users::create_user, users::user_action, users::list_tenant_users, users::create_tenant_user),
     components(schemas(ErrorBody, BrandingView, TenantView, CreatedTenant, CreateTenantBody, UpdateTenantBody, ApiKeyView,
         CreatedApiKey, CreateApiKeyBody, AuditEntryView, AuditVerification, BreakView, ClusterStatus, Member,
         AddLearnerBody, PromoteBody, NodeView, JoinTokenView, CreateJoinTokenBody, CreatedJoinToken,
@@ -69,10 +79,16 @@ impl utoipa::Modify for SecurityAddon {
         CreateInvoiceBody, InvoiceAction, InvoiceView, InvoiceLineView, InvoiceUsageView, crate::state::billing::ShownStatus,
         crate::state::billing::compute::LineKind,
         BackupsView, BackupView, BackupPolicyView, BackupFailureView, BackupRequestView, BackupOutcomeView,
-        RestoreBackupBody, RestoreMode)),
+        RestoreBackupBody, RestoreMode,
+        SignInBody, TotpBody, SessionUserView, SignedInStage, EnrolStage, SessionView, EnrolView, SignInAnswer,
+        UserView, CreateUserBody, CreateTenantUserBody, UserWithPassword, UserAction, UserActionAnswer,
+        crate::state::user::UserRole, crate::state::user::UserStatus)),
     modifiers(&SecurityAddon)
 )]
 pub struct ApiDoc;
+
+/// `^…$` of a user name (`UserName::parse`).
+const USER_NAME_PATTERN: &str = "^[a-z][a-z0-9_.-]{1,62}$";
 
 /// `^…$` of a 16-hex-digit id (API keys, join tokens).
 const HEX_ID_PATTERN: &str = "^[0-9a-fA-F]{16}$";
@@ -111,11 +127,26 @@ pub fn contract() -> Value {
         ("AddRuleBody", "ports", PORTS_PATTERN),
         ("BlockDomainBody", "domain", DOMAIN_PATTERN),
         ("CreateInvoiceBody", "period", PERIOD_PATTERN),
+        ("CreateUserBody", "name", USER_NAME_PATTERN),
+        ("CreateTenantUserBody", "name", USER_NAME_PATTERN),
     ] {
         schemas[schema]["properties"][field]["pattern"] = json!(pattern);
     }
     schemas["CreateTenantBody"]["properties"]["name"] = tenant_name_schema(false);
     schemas["CreateApiKeyBody"]["properties"]["tenant"] = tenant_name_schema(true);
+    schemas["CreateUserBody"]["properties"]["tenant"] = tenant_name_schema(true);
+    // A platform admin belongs to no tenant; the other roles name one (`CreateUserBody::validate`);
+    // a tenant's owner makes only tenant roles.
+    schemas["CreateUserBody"]["allOf"] = json!([
+        {"not": {"required": ["role"], "properties": {"role": {"enum": ["owner", "admin", "member"]},
+            "tenant": {"type": "null"}}}},
+        {"not": {"required": ["role"], "properties": {"role": {"enum": ["owner", "admin", "member"]}},
+            "not": {"required": ["tenant"]}}},
+        {"not": {"required": ["role", "tenant"],
+            "properties": {"role": {"const": "platform_admin"}, "tenant": {"type": "string"}}}},
+    ]);
+    schemas["CreateTenantUserBody"]["properties"]["role"] =
+        json!({"type": "string", "enum": ["owner", "admin", "member"]});
     // Settings that contradict each other, refused with 400 (`TenantSpec::check`).
     schemas["CreateTenantBody"]["allOf"] = json!([
         {"not": {"required": ["db_type", "isolation"],
@@ -237,6 +268,9 @@ fn describe_operation(op: &mut Value) {
             }
             (Some("path"), "id") if param["schema"]["type"] == "string" => {
                 param["schema"]["pattern"] = json!(HEX_ID_PATTERN);
+            }
+            (Some("path"), "user") => {
+                param["schema"]["pattern"] = json!(USER_NAME_PATTERN);
             }
             (Some("path"), "invoice") => {
                 param["schema"]["pattern"] = json!(INVOICE_ID_PATTERN);

@@ -11,6 +11,7 @@ mod devicetoken;
 mod gateway;
 pub mod output;
 mod usage;
+mod user;
 
 use crate::api::dto::UpdateTenantBody;
 use crate::state::allocation::VpnPool;
@@ -78,6 +79,10 @@ pub enum Command {
     /// A tenant's usage ledger: disk, connections, events, VPN traffic, API calls per day.
     #[command(subcommand)]
     Usage(usage::UsageCmd),
+    /// Panel users (platform admins and tenant users); passwords are made by the coordinator and
+    /// printed once.
+    #[command(subcommand)]
+    User(user::UserCmd),
     /// Invoices: per tenant and month, priced by the tier plans of `serve --billing-plans`.
     #[command(subcommand)]
     Billing(billing::BillingCmd),
@@ -196,6 +201,9 @@ pub struct ServeArgs {
     /// support_url; README "Panel"); checked at start.
     #[arg(long, value_name = "FILE")]
     pub branding: Option<PathBuf>,
+    /// How long a panel session lasts before its user signs in again (absolute, from sign-in).
+    #[arg(long, default_value = "12h", value_parser = humantime::parse_duration)]
+    pub session_ttl: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -597,6 +605,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let siem = a.siem.target()?.map(|t| crate::siem::Forwarder::new(&a.data_dir, t)).transpose()?;
     let usage = a.usage.config().map_err(|e| anyhow::anyhow!(e))?;
     let coordinator = crate::server::Coordinator::start(config, &a.data_dir, a.snapshot_logs, limits).await?;
+    let _ = coordinator.session_ttl.set(a.session_ttl);
     if let Some(plans) = plans {
         let _ = coordinator.price_plans.set(plans);
     }
@@ -648,6 +657,7 @@ async fn api_command(client: &Client, command: Command, out: Output) -> anyhow::
         Command::Firewall(f) => gateway::firewall(client, f, out).await,
         Command::Usage(u) => usage::usage(client, u, out).await,
         Command::Billing(b) => billing::billing(client, b, out).await,
+        Command::User(u) => user::run(client, u, out).await,
         Command::Backup(b) => backup::run(client, b, out).await,
         Command::Init(_) | Command::Serve(_) | Command::RecoverAdmin(_) => bail!("not an API command"),
     }

@@ -139,6 +139,7 @@ pub(super) async fn record(
             actor: format!("node/{id}"),
             source: src.to_string(),
             key_role: None,
+            user_generation: None,
         };
         match c.write(Command { meta, op: Op::Backup(op) }).await {
             Ok(Ok(_)) => {}
@@ -167,6 +168,7 @@ pub async fn make_data_keys(c: &Coordinator) {
             actor: format!("coordinator/{}", c.config.id),
             source: "backup-keys".into(),
             key_role: None,
+            user_generation: None,
         };
         let op = Op::Backup(BackupOp::AddKey { tenant, key: wrapped });
         if let Err(e) = c.write(Command { meta, op }).await {

@@ -346,6 +346,7 @@ impl pb::device_server::Device for DeviceService {
             actor: format!("devicetoken/{token_id}"),
             source: src.clone(),
             key_role: None,
+            user_generation: None,
         };
         let device = match self.c.write(Command { meta, op: Op::EnrollDevice(enrollment) }).await? {
             Ok(Reply::Device(d)) => d,
@@ -440,6 +441,7 @@ impl pb::device_server::Device for DeviceService {
                 actor: format!("device/{tenant}/{id}"),
                 source: src,
                 key_role: None,
+                user_generation: None,
             };
             let op = Op::DeviceHeartbeat(Heartbeat {
                 tenant: device.tenant.clone(),

@@ -19,7 +19,9 @@ impl From<DomainError> for Status {
             DomainError::NotFound(_) => Status::not_found(message),
             DomainError::Conflict(_) => Status::failed_precondition(message),
             DomainError::Invalid(_) | DomainError::InvalidTenant(_) => Status::invalid_argument(message),
-            DomainError::Forbidden(_) | DomainError::Rejected(_) => Status::permission_denied(message),
+            DomainError::Forbidden(_) | DomainError::UserForbidden(_) | DomainError::Rejected(_) => {
+                Status::permission_denied(message)
+            }
             DomainError::Exhausted(_) => Status::resource_exhausted(message),
             DomainError::Uninitialized => Status::unavailable(message),
         }

@@ -216,7 +216,13 @@ impl pb::node_server::Node for NodeService {
         let src = source(&request);
         let request_ip = request.remote_addr().map(|a| a.ip());
         let req = request.into_inner();
-        let meta = |actor: String| Meta { time_ms: crate::time::now_ms(), actor, source: src.clone(), key_role: None };
+        let meta = |actor: String| Meta {
+            time_ms: crate::time::now_ms(),
+            actor,
+            source: src.clone(),
+            key_role: None,
+            user_generation: None,
+        };
         let ca = cluster_ca(&self.c)
             .ok_or_else(|| Status::unavailable("this coordinator has no cluster CA yet"))?
             .map_err(|e| internal("loading the cluster CA", e))?;
@@ -274,7 +280,13 @@ impl pb::node_server::Node for NodeService {
         let ca = cluster_ca(&self.c)
             .ok_or_else(|| Status::unavailable("this coordinator has no cluster CA yet"))?
             .map_err(|e| internal("loading the cluster CA", e))?;
-        let meta = |actor: String| Meta { time_ms: crate::time::now_ms(), actor, source: src.clone(), key_role: None };
+        let meta = |actor: String| Meta {
+            time_ms: crate::time::now_ms(),
+            actor,
+            source: src.clone(),
+            key_role: None,
+            user_generation: None,
+        };
         let checked = (|| -> Result<(String, String), String> {
             let (id, secret) = crate::state::node::split_join_token(&req.token).ok_or("malformed coordinator token")?;
             if req.id == 0 {
@@ -486,6 +498,7 @@ impl pb::node_server::Node for NodeService {
                     actor: format!("node/{id}"),
                     source: src.clone(),
                     key_role: None,
+                    user_generation: None,
                 },
                 op: Op::NodeReport(report.clone()),
             };

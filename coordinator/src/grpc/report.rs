@@ -34,6 +34,7 @@ pub(super) async fn record_connects(c: &Coordinator, id: u64, src: &str, report:
             actor: format!("node/{id}"),
             source: src.to_string(),
             key_role: None,
+            user_generation: None,
         };
         match c.write(Command { meta, op: Op::DeviceConnect(connect) }).await {
             Ok(Ok(_)) => {}

@@ -150,6 +150,7 @@ async fn expire_devices(c: Arc<Coordinator>, every: Duration, mut stop: tokio::s
                 actor: format!("coordinator/{}", c.config.id),
                 source: "expiry".into(),
                 key_role: None,
+                user_generation: None,
             };
             let op = crate::state::Op::ExpireDevice { tenant, name };
             if let Err(e) = c.write(crate::state::Command { meta, op }).await {
@@ -185,6 +186,7 @@ async fn meter_usage(
             actor: format!("coordinator/{}", c.config.id),
             source: "usage".into(),
             key_role: None,
+            user_generation: None,
         };
         let counts = batch.api_calls.clone();
         match c.write(crate::state::Command { meta, op: crate::state::Op::RecordUsage(batch) }).await {

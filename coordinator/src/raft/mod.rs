@@ -123,7 +123,8 @@ mod tests {
     use crate::state::{Command, Meta, Op};
 
     fn command(target: &str) -> Command {
-        let meta = Meta { time_ms: 1, actor: "k1".into(), source: "192.0.2.1".into(), key_role: None };
+        let meta =
+            Meta { time_ms: 1, actor: "k1".into(), source: "192.0.2.1".into(), key_role: None, user_generation: None };
         Command { meta, op: Op::Rejected { action: Action::TenantCreate, target: target.into(), reason: "r".into() } }
     }
 

@@ -177,7 +177,7 @@ pub fn forwardable(cmd: &Command) -> Result<(), Status> {
     if let Op::Bootstrap { .. } = cmd.op {
         return Err(Status::permission_denied("a bootstrap is never forwarded"));
     }
-    if cmd.op.needs_key() && cmd.meta.key_role.is_none() {
+    if cmd.op.needs_key() && cmd.meta.key_role.is_none() && cmd.meta.user_generation.is_none() {
         return Err(Status::permission_denied(format!(
             "a forwarded {} must name the API key it acts with",
             cmd.op.describe().0
@@ -258,7 +258,16 @@ mod tests {
     }
 
     fn command(op: Op, key_role: Option<Role>) -> Command {
-        Command { meta: Meta { time_ms: 1, actor: "00000000000000aa".into(), source: "t".into(), key_role }, op }
+        Command {
+            meta: Meta {
+                time_ms: 1,
+                actor: "00000000000000aa".into(),
+                source: "t".into(),
+                key_role,
+                user_generation: None,
+            },
+            op,
+        }
     }
 
     #[test]

@@ -133,6 +133,31 @@ string_rows!(FirewallRule, "firewall_rules", firewall_rules, FirewallRule);
 string_rows!(DeviceToken, "device_tokens", device_tokens, DeviceToken);
 string_rows!(Invoice, "invoices", invoices, Invoice);
 
+impl Row for crate::state::user::User {
+    const TABLE: &'static str = "users";
+    type Id = String;
+    type Key = &'static str;
+    fn rows(state: &State) -> &BTreeMap<String, Self> {
+        &state.users
+    }
+    fn rows_mut(state: &mut State) -> &mut BTreeMap<String, Self> {
+        &mut state.users
+    }
+    fn id(&self) -> String {
+        self.name.to_string()
+    }
+    fn key(id: &String) -> &str {
+        id.as_str()
+    }
+    fn touched(touched: &Touched) -> Option<&String> {
+        if let Touched::User(id) = touched {
+            Some(id)
+        } else {
+            None
+        }
+    }
+}
+
 /// A table of rows keyed by a string id their value computes (`$ty::id()`), whose map in
 /// `State` is `state.usage.$field`.
 macro_rules! usage_rows {
@@ -181,6 +206,7 @@ pub const TABLES: &[&dyn Table] = &[
     &Rows::<Cursor>(PhantomData),
     &Rows::<Invoice>(PhantomData),
     &Rows::<crate::state::backup::TenantBackups>(PhantomData),
+    &Rows::<crate::state::user::User>(PhantomData),
 ];
 
 /// What the store does with a table, whatever its row type.

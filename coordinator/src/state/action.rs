@@ -123,6 +123,20 @@ actions! {
     /// Retention: the db node deleted expired objects; their entries went with them.
     BackupExpire = "backup.expire",
     BackupRestored = "backup.restored",
+    UserCreate = "user.create",
+    UserList = "user.list",
+    UserEnable = "user.enable",
+    UserDisable = "user.disable",
+    UserResetMfa = "user.reset-mfa",
+    UserResetPassword = "user.reset-password",
+    /// A user's first sign-in with TOTP: the secret confirmed by a code, and the sign-in.
+    UserTotpEnrol = "user.totp-enrol",
+    UserSignIn = "user.sign-in",
+    /// A wrong password or code for an existing user (counts towards its lockout).
+    UserSignInFailed = "user.sign-in-failed",
+    UserSignOut = "user.sign-out",
+    /// A cookie request that changes something without the session's CSRF token.
+    SessionCsrfRefused = "session.csrf-refused",
     AuditList = "audit.list",
     AuditVerify = "audit.verify",
     RefusalsList = "refusals.list",
@@ -195,6 +209,8 @@ pub enum Target {
     FirewallRule(TenantName, String),
     /// `tenant/{name}/invoice/{number}`
     Invoice(TenantName, String),
+    /// `user/{name}`
+    User(String),
     /// As the edge wrote it (bounded and escaped there), for refusals of unparsed input.
     Edge(String),
 }
@@ -214,6 +230,7 @@ impl fmt::Display for Target {
             Target::Exposure(t, id) => write!(f, "tenant/{t}/exposure/{id}"),
             Target::FirewallRule(t, id) => write!(f, "tenant/{t}/firewall/rule/{id}"),
             Target::Invoice(t, id) => write!(f, "tenant/{t}/invoice/{id}"),
+            Target::User(name) => write!(f, "user/{name}"),
             Target::Edge(text) => f.write_str(text),
         }
     }

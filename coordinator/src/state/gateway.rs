@@ -145,6 +145,7 @@ impl super::Op {
             | Self::RecordUsage(_)
             | Self::Invoice(_)
             | Self::Backup(_)
+            | Self::User(_)
             | Self::Rejected { .. } => None,
         }
     }

@@ -26,6 +26,7 @@ pub mod presence;
 pub mod quota;
 pub mod tenant;
 pub mod usage;
+pub mod user;
 pub mod wgquick;
 pub use cluster::{ClusterSettings, SecretPem};
 pub use tenant::{refresh_readiness, Lifecycle};
@@ -50,6 +51,11 @@ pub struct Meta {
     /// cannot act through a lagging follower. Absent on older log entries and non-key actors.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_role: Option<Role>,
+    /// Set when `actor` is a signed-in user (`user/{name}`): the user's generation its session was
+    /// made at. The state machine re-checks the user at apply (`user::recheck`): active, same
+    /// generation, a role that allows the command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_generation: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,6 +170,8 @@ pub enum Op {
     Invoice(billing::InvoiceOp),
     /// Backups: data keys, runs and restores asked for, and what the db node reports.
     Backup(backup::BackupOp),
+    /// Panel users: management, sign-ins and their failures (`state/user.rs`).
+    User(user::UserOp),
     /// A Raft membership change that openraft carried out; recorded for the audit trail, and
     /// removed coordinator ids are retired forever.
     /// `action` is `cluster.add-learner`, `cluster.promote` or `cluster.remove`.
@@ -204,6 +212,7 @@ impl Op {
             | Op::CordonNode { .. }
             | Op::Invoice(_)
             | Op::Membership { .. } => true,
+            Op::User(u) => u.is_management(),
             Op::AddDevice(_)
             | Op::RemoveDevice { .. }
             | Op::EnableDevice { .. }
@@ -322,6 +331,7 @@ impl Op {
             Op::RecordUsage(b) => (Action::UsageRecord, Target::Coordinator(b.coordinator)),
             Op::Invoice(op) => op.describe(),
             Op::Backup(b) => b.describe(),
+            Op::User(u) => u.describe(),
             Op::Membership { action, node_id, .. } => (*action, Target::Coordinator(*node_id)),
             Op::Rejected { action, target, .. } => (*action, Target::Edge(target.clone())),
         }
@@ -345,6 +355,7 @@ pub enum Reply {
     FirewallRule(Box<firewall::FirewallRule>),
     Invoice(Box<billing::Invoice>),
     Backups(Box<backup::TenantBackups>),
+    User(Box<user::User>),
     Done,
 }
 
@@ -360,6 +371,10 @@ pub enum DomainError {
     /// may not do this), although the edge had accepted it.
     #[error(transparent)]
     Forbidden(#[from] apikey::KeyRefused),
+    /// The signed-in user a command acts as was refused at apply (gone, disabled, reset since
+    /// the session began, or its role may not do this).
+    #[error(transparent)]
+    UserForbidden(#[from] user::UserRefused),
     /// A tenant spec or update that breaks a tenant invariant.
     #[error(transparent)]
     InvalidTenant(#[from] tenant::InvalidTenant),
@@ -426,6 +441,7 @@ pub enum Touched {
     UsageCursor(String),
     Invoice(String),
     Backups(TenantName),
+    User(String),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -459,6 +475,9 @@ pub struct State {
     /// Each tenant's backups: wrapped data keys, catalog, requests (table `backups`).
     #[serde(default)]
     pub backups: BTreeMap<TenantName, backup::TenantBackups>,
+    /// Panel users by name (table `users`).
+    #[serde(default)]
+    pub users: BTreeMap<String, user::User>,
 }
 
 impl State {
@@ -498,10 +517,14 @@ impl State {
     /// the answer it got the first time. Entries without a claim (older logs, nodes, join
     /// tokens, the system) are not key-authorised; edge refusals (`Rejected`) are only audited.
     fn authorise(&self, cmd: &Command) -> Result<(), DomainError> {
-        let Some(claimed) = cmd.meta.key_role else { return Ok(()) };
         if let Op::Rejected { .. } = cmd.op {
             return Ok(());
         }
+        if let Some(generation) = cmd.meta.user_generation {
+            let user = cmd.meta.actor.strip_prefix("user/").and_then(|name| self.users.get(name));
+            return Ok(user::recheck(user, &cmd.meta.actor, generation, &cmd.op)?);
+        }
+        let Some(claimed) = cmd.meta.key_role else { return Ok(()) };
         let key = self.api_keys.get(&cmd.meta.actor);
         Ok(apikey::recheck(key, &cmd.meta.actor, claimed, cmd.meta.time_ms, cmd.op.customer_tenant())?)
     }
@@ -585,6 +608,7 @@ impl State {
             Op::RecordUsage(batch) => self.record_usage(cx, batch),
             Op::Invoice(op) => self.invoice_command(cx, op),
             Op::Backup(b) => self.backup(cx, b),
+            Op::User(u) => self.user_command(cx, u),
             Op::Membership { action, node_id, details } => self.membership(cx, *action, *node_id, details),
             Op::Rejected { reason, .. } => (Err(DomainError::Rejected(reason.clone())), cx.facts),
         }

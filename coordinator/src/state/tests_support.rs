@@ -28,7 +28,7 @@ pub fn booted() -> State {
         ca_key_pem: SecretPem::default(),
     };
     let admin = admin_key("00000000000000aa");
-    let meta = Meta { time_ms: 0, actor: "t".into(), source: "t".into(), key_role: None };
+    let meta = Meta { time_ms: 0, actor: "t".into(), source: "t".into(), key_role: None, user_generation: None };
     let (r, _) = s.apply(1, &Command { meta, op: Op::Bootstrap { settings, admin_key: admin } });
     assert!(r.is_ok());
     s
@@ -53,7 +53,7 @@ pub fn register(s: &mut State, id: u64, roles: &[NodeRole]) {
         realtime_address: None,
     };
     let i = next_index(s);
-    let meta = Meta { time_ms: i, actor: "t".into(), source: "t".into(), key_role: None };
+    let meta = Meta { time_ms: i, actor: "t".into(), source: "t".into(), key_role: None, user_generation: None };
     let (r, _) = s.apply(i, &Command { meta, op: Op::RegisterNode(node) });
     assert!(r.is_ok(), "{r:?}");
 }
@@ -77,7 +77,7 @@ pub fn create(s: &mut State, name: &str) -> Tenant {
         db_password_verifier: String::new(),
     };
     let i = next_index(s);
-    let meta = Meta { time_ms: i, actor: "t".into(), source: "t".into(), key_role: None };
+    let meta = Meta { time_ms: i, actor: "t".into(), source: "t".into(), key_role: None, user_generation: None };
     match s.apply(i, &Command { meta, op: Op::CreateTenant(spec) }).0 {
         Ok(Reply::Tenant(t)) => *t,
         other => panic!("{other:?}"),

@@ -128,7 +128,7 @@ mod tests {
 
     fn apply(s: &mut State, op: Op) {
         let i = next_index(s);
-        let meta = Meta { time_ms: i, actor: "t".into(), source: "t".into(), key_role: None };
+        let meta = Meta { time_ms: i, actor: "t".into(), source: "t".into(), key_role: None, user_generation: None };
         let (r, _) = s.apply(i, &Command { meta, op });
         assert!(r.is_ok(), "{r:?}");
     }

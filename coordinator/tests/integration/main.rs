@@ -23,3 +23,4 @@ mod invariants;
 mod peers;
 mod secrets;
 mod siem;
+mod users;

@@ -43,6 +43,7 @@ fn forge_admin_key(actor: &str, what: &str) -> (String, ApiKey, Command) {
         actor: actor.to_string(),
         source: "127.0.0.1".into(),
         key_role: Some(Role::Admin),
+        user_generation: None,
     };
     (token, key.clone(), Command { meta, op: Op::CreateApiKey(key) })
 }

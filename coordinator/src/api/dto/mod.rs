@@ -15,6 +15,7 @@ pub mod gateway;
 pub mod node;
 pub mod tenant;
 pub mod usage;
+pub mod user;
 
 pub use apikey::*;
 pub use audit::*;
@@ -28,6 +29,7 @@ pub use gateway::*;
 pub use node::*;
 pub use tenant::*;
 pub use usage::*;
+pub use user::*;
 
 use crate::server::Consistency;
 use serde::{Deserialize, Serialize};

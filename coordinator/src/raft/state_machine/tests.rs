@@ -18,7 +18,13 @@ async fn fill(sm: &mut StateMachineStore, from: u64, n: u64, flavour: &str) {
         .map(|i| Entry {
             log_id: openraft::testing::log_id(1, 1, i),
             payload: EntryPayload::Normal(crate::raft::Proposal::One(Box::new(Command {
-                meta: Meta { time_ms: i, actor: "k_admin".into(), source: "127.0.0.1".into(), key_role: None },
+                meta: Meta {
+                    time_ms: i,
+                    actor: "k_admin".into(),
+                    source: "127.0.0.1".into(),
+                    key_role: None,
+                    user_generation: None,
+                },
                 op: Op::Rejected {
                     action: Action::TenantGet,
                     target: format!("tenant/t{i}"),

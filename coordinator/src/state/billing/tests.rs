@@ -43,7 +43,13 @@ fn nov() -> Period {
 
 fn run(s: &mut State, now: u64, op: Op) -> Response {
     let i = next_index(s);
-    let meta = Meta { time_ms: now, actor: "00000000000000aa".into(), source: "t".into(), key_role: None };
+    let meta = Meta {
+        time_ms: now,
+        actor: "00000000000000aa".into(),
+        source: "t".into(),
+        key_role: None,
+        user_generation: None,
+    };
     s.apply(i, &Command { meta, op }).0
 }
 
@@ -165,7 +171,7 @@ fn invoices_per_tenant_are_bounded_by_dropping_the_oldest_paid() {
         run(&mut s, DEC_2, Op::Invoice(InvoiceOp::MarkPaid { tenant: acme(), id: id.into() })).expect("paid");
     }
     let i = next_index(&s);
-    let meta = Meta { time_ms: DEC_2, actor: "t".into(), source: "t".into(), key_role: None };
+    let meta = Meta { time_ms: DEC_2, actor: "t".into(), source: "t".into(), key_role: None, user_generation: None };
     let (r, touched) = s.apply(i, &Command { meta, op: invoice_op(period) });
     assert_eq!(invoice(r).id, "acme-2023-01");
     assert_eq!(touched, [Touched::Invoice("acme-2020-02".into()), Touched::Invoice("acme-2023-01".into())]);

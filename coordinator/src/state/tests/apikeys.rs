@@ -58,7 +58,13 @@ fn recovered_admin_key_is_added_and_audited_as_break_glass() {
     let r = s.apply(
         2,
         &Command {
-            meta: Meta { time_ms: 2, actor: "break-glass".into(), source: "host/coord-1".into(), key_role: None },
+            meta: Meta {
+                time_ms: 2,
+                actor: "break-glass".into(),
+                source: "host/coord-1".into(),
+                key_role: None,
+                user_generation: None,
+            },
             op,
         },
     );

@@ -187,7 +187,13 @@ fn a_customer_key_runs_and_restores_only_its_own_tenants_backups() {
         ApiKey { id: "00000000000000c1".into(), role: Role::Customer, tenant: Some(name("globex")), ..admin_key() };
     assert!(s.apply(6, &cmd(6, Op::CreateApiKey(key))).0.is_ok());
     let as_globex = |op: BackupOp| Command {
-        meta: Meta { time_ms: 7, actor: "00000000000000c1".into(), source: "t".into(), key_role: Some(Role::Customer) },
+        meta: Meta {
+            time_ms: 7,
+            actor: "00000000000000c1".into(),
+            source: "t".into(),
+            key_role: Some(Role::Customer),
+            user_generation: None,
+        },
         op: Op::Backup(op),
     };
     let (r, _) = s.apply(7, &as_globex(BackupOp::Run { tenant: name("acme") }));

@@ -160,7 +160,13 @@ fn a_customer_key_manages_only_its_own_tenants_tokens() {
         ApiKey { id: "00000000000000c1".into(), role: Role::Customer, tenant: Some(name("globex")), ..admin_key() };
     assert!(at(&mut s, 1, Op::CreateApiKey(key)).is_ok());
     let as_customer = |op: Op| Command {
-        meta: Meta { time_ms: 2, actor: "00000000000000c1".into(), source: "t".into(), key_role: Some(Role::Customer) },
+        meta: Meta {
+            time_ms: 2,
+            actor: "00000000000000c1".into(),
+            source: "t".into(),
+            key_role: Some(Role::Customer),
+            user_generation: None,
+        },
         op,
     };
     let i = s.audit.len() + 10;

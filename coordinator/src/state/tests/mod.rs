@@ -21,7 +21,7 @@ mod tenants;
 const DAY_MS: u64 = 86_400_000;
 
 fn meta(t: u64) -> Meta {
-    Meta { time_ms: t, actor: "k_admin".into(), source: "127.0.0.1".into(), key_role: None }
+    Meta { time_ms: t, actor: "k_admin".into(), source: "127.0.0.1".into(), key_role: None, user_generation: None }
 }
 
 fn cmd(t: u64, op: Op) -> Command {
@@ -153,7 +153,16 @@ fn key(id: &str, role: Role, expires_at_ms: Option<u64>) -> ApiKey {
 
 /// A command acting with API key `id`, as the REST API makes it (the key's role claimed).
 fn as_key(t: u64, id: &str, role: Role, op: Op) -> Command {
-    Command { meta: Meta { time_ms: t, actor: id.into(), source: "127.0.0.1".into(), key_role: Some(role) }, op }
+    Command {
+        meta: Meta {
+            time_ms: t,
+            actor: id.into(),
+            source: "127.0.0.1".into(),
+            key_role: Some(role),
+            user_generation: None,
+        },
+        op,
+    }
 }
 
 #[test]

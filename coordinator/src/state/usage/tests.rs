@@ -141,7 +141,7 @@ fn compaction_keeps_the_totals_of_whole_days_and_drops_only_past_the_keep_window
 
 fn at(s: &mut State, time_ms: u64, op: Op) -> crate::state::Response {
     let i = next_index(s);
-    let meta = Meta { time_ms, actor: "node/1".into(), source: "t".into(), key_role: None };
+    let meta = Meta { time_ms, actor: "node/1".into(), source: "t".into(), key_role: None, user_generation: None };
     s.apply(i, &Command { meta, op }).0
 }
 
