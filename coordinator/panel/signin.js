@@ -50,7 +50,7 @@ export function signin() {
       try {
         answer = await api('POST', '/api/v1/session', body, { quiet401: true });
       } catch (e) {
-        if (e instanceof ApiError && e.status === 401 && e.body.code === 'totp_required' && totp.hidden) {
+        if (e instanceof ApiError && e.status === 401 && (e.body.code || e.body.error) === 'totp_required' && totp.hidden) {
           totp.hidden = false;
           totp.querySelector('input').focus();
           return;
