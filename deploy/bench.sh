@@ -45,6 +45,10 @@
 #                 seed's way: one iptables command per rule (iptables-nft; part timed, the whole
 #                 extrapolated and labelled so) and wg set per peer (needs root, nft, iptables,
 #                 wg, wireguard-go; BERQENAS_BENCH_TENANTS=N, BERQENAS_BENCH_PEERS=N for others)
+#   panel         one release coordinator (API over TLS on loopback) with 1,000 tenants: the panel's
+#                 tenant list in headless Chromium, time to first byte, time until all rows are
+#                 shown, bytes of the page and its assets and of the list's JSON; cold and warm
+#                 (needs chromium and chromium-driver)
 #   gateway-nft   the agent's nftables sync in a throwaway network namespace at 100 and 1,000
 #                 tenants × 3 exposures: cold sync, converged sync, one tenant changed, and nft -f
 #                 loading the same ruleset as one file (needs root and nftables); one line each
@@ -122,6 +126,13 @@ case "$name" in
     done
     cargo build --release --locked -q -p berqenas-tests --bin bench-gateway --bin bench-wg-peers
     exec target/release/bench-gateway "${BERQENAS_BENCH_TENANTS:-1000}" "${BERQENAS_BENCH_PEERS:-10000}"
+    ;;
+  panel)
+    for tool in chromium chromedriver; do
+      command -v "$tool" >/dev/null || { echo "bench.sh panel: $tool is missing (deploy/test.sh installs chromium and chromium-driver)" >&2; exit 1; }
+    done
+    cargo build --release --locked -q -p berqenas-coordinator -p berqenas-tests --bin berqenas-coordinator --bin bench-panel
+    exec target/release/bench-panel target/release/berqenas-coordinator
     ;;
   gateway-nft)
     cargo build --release --locked -q -p berqenas-tests --bin nft-lab

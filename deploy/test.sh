@@ -56,6 +56,10 @@ command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v systemd-sysusers >/dev/null 2>&1 || missing+=(systemd)
 command -v man >/dev/null 2>&1 || missing+=(man-db)
 command -v groff >/dev/null 2>&1 || missing+=(groff-base)
+# The panel's browser tests (tests/tests/fleet/panel.rs) and `deploy/bench.sh panel`: headless
+# Chromium driven through chromedriver.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi

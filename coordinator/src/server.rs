@@ -147,6 +147,8 @@ pub struct Coordinator {
     pub commit_index: store::CommitIndex,
     /// Price plans per tier (`serve --billing-plans`), set once at start; none: invoicing refused.
     pub price_plans: std::sync::OnceLock<crate::state::billing::plan::PricePlans>,
+    /// The panel's look (`serve --branding`), set once at start; none: the default.
+    pub branding: std::sync::OnceLock<crate::branding::Branding>,
     /// How long a panel session lasts (`serve --session-ttl`), set once at start; 12 h if unset.
     pub session_ttl: std::sync::OnceLock<std::time::Duration>,
     /// The cluster backup key (`backup.key`): wraps and unwraps tenants' data keys. `None` on a
@@ -224,6 +226,7 @@ impl Coordinator {
             audit,
             commit_index,
             price_plans: std::sync::OnceLock::new(),
+            branding: std::sync::OnceLock::new(),
             session_ttl: std::sync::OnceLock::new(),
             backup_key,
             backup_progress: Default::default(),

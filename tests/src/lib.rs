@@ -13,12 +13,14 @@ pub mod bench;
 pub mod coordinator;
 pub mod etcd;
 pub mod lab;
+pub mod panel;
 pub mod pgbouncer;
 pub mod postgres;
 pub mod realtime;
 pub mod s3;
 #[cfg(test)]
 mod tidy;
+pub mod webdriver;
 
 use std::fs::File;
 use std::net::TcpListener;

@@ -11,7 +11,8 @@ use crate::state::action::Action;
 use crate::state::device::{Device, DeviceName, NewDevice};
 use crate::state::names::TenantName;
 use crate::state::{Op, Reply, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 /// Authenticates for `action` on `target` under tenant `raw`, which the caller must own.
@@ -145,23 +146,34 @@ pub(super) async fn switch_device(ctx: Ctx, raw: PathOf<(String, String, String)
 
 #[utoipa::path(get, path = "/api/v1/tenant/{name}/devices/{device}/config",
     params(("name" = String, Path), ("device" = String, Path), ConfigQuery),
-    responses((status = 200, body = DeviceConfigView), (status = 404, body = ErrorBody)), security(("api_key" = [])))]
+    responses((status = 200, description = "the wg-quick file as JSON, or with `format=qr` as an SVG QR code of it",
+            content((DeviceConfigView = "application/json"), (String = "image/svg+xml"))),
+        (status = 404, body = ErrorBody)), security(("api_key" = [])))]
 pub(super) async fn device_config(
     ctx: Ctx,
     raw: PathOf<(String, String)>,
     query: QueryOf<ConfigQuery>,
-) -> Result<Json<DeviceConfigView>> {
+) -> Result<Response> {
     let (raw, device) = path(raw)?;
     let (scope, tenant) = tenant_scope(&ctx, Action::DeviceConfig, &raw, target(&raw, &device)).await?;
     let name = device_name(&scope, &device).await?;
     let query = scope.query(query).await?;
-    if query.format.as_deref().is_some_and(|f| f != "wg-quick") {
-        return Err(scope.refuse(ApiError::invalid("format must be wg-quick")).await);
-    }
+    let qr = match query.format.as_deref() {
+        None | Some("wg-quick") => false,
+        Some("qr") => true,
+        Some(_) => return Err(scope.refuse(ApiError::invalid("format must be wg-quick or qr")).await),
+    };
     super::barrier(&ctx, None).await?;
     let config = ctx
         .coordinator
         .read(|d| d.state.device(&tenant, &name).map(|dev| crate::state::wgquick::wg_quick(&d.state, dev)));
     let config = config.ok_or_else(|| ApiError::not_found(format!("device {name} of tenant {tenant} not found")))?;
-    Ok(Json(DeviceConfigView { format: "wg-quick".into(), config: config.text, missing: config.missing }))
+    if qr {
+        let svg = crate::qr::svg(&config.text).map_err(|e| ApiError::internal("device config qr", e.to_string()))?;
+        return Ok(
+            ([(header::CONTENT_TYPE, "image/svg+xml"), (header::CACHE_CONTROL, "no-store")], svg).into_response()
+        );
+    }
+    Ok(Json(DeviceConfigView { format: "wg-quick".into(), config: config.text, missing: config.missing })
+        .into_response())
 }

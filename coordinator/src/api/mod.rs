@@ -1,5 +1,5 @@
 //! The REST API (axum). Only this module knows about HTTP. The router below is the table of
-//! contents; each resource has its room (`tenants`, `nodes`, `apikeys`, `audit`, `cluster`, `invoices`, …), over
+//! contents; each resource has its room (`tenants`, `nodes`, `apikeys`, `audit`, `cluster`, `invoices`, …; `panel`: the web UI's files), over
 //! `extract` (parse → validate → reject, written once), `auth` (keys, rate limits, roles), `error`
 //! (the one mapping to statuses) and `dto` (the wire types, shared with the CLI). `openapi` is the
 //! contract: every status, constraint and error body the handlers really answer.
@@ -20,6 +20,7 @@ pub mod invoices;
 pub mod metrics;
 pub mod nodes;
 pub mod openapi;
+pub mod panel;
 pub mod session;
 pub mod snapshot;
 pub mod tenants;
@@ -41,7 +42,11 @@ type Result<T> = std::result::Result<T, ApiError>;
 
 pub fn router(c: Arc<Coordinator>) -> Router {
     let http = metrics::HttpMetrics::default();
+    let panel = panel::panel(&c);
     Router::new()
+        .route("/", get(panel::index))
+        .route("/assets/{version}/{file}", get(panel::asset))
+        .route("/api/v1/branding", get(panel::branding))
         .route("/healthz", get(openapi::healthz))
         .route("/metrics", get(metrics::metrics))
         .route("/api/v1/openapi.json", get(openapi::document))
@@ -96,6 +101,8 @@ pub fn router(c: Arc<Coordinator>) -> Router {
         .route("/api/v1/cluster/snapshot", get(snapshot::save_snapshot))
         .route("/api/v1/cluster/tokens", get(cluster::list_coordinator_tokens).post(cluster::create_coordinator_token))
         .route("/api/v1/cluster/tokens/{id}", delete(cluster::revoke_coordinator_token))
+        .layer(axum::Extension(panel))
+        .layer(axum::middleware::from_fn(panel::headers))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(http.clone(), metrics::track))
         .layer(axum::Extension(http))

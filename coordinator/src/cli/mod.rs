@@ -206,6 +206,10 @@ pub struct ServeArgs {
     /// Price plans per tier (TOML; README "Billing"); checked at start. Without it, invoicing is refused.
     #[arg(long, value_name = "FILE")]
     pub billing_plans: Option<PathBuf>,
+    /// The panel's white label (TOML: product_name, logo, primary_color, accent_color,
+    /// support_url; README "Panel"); checked at start.
+    #[arg(long, value_name = "FILE")]
+    pub branding: Option<PathBuf>,
     /// How long a panel session lasts before its user signs in again (absolute, from sign-in).
     #[arg(long, default_value = "12h", value_parser = humantime::parse_duration)]
     pub session_ttl: std::time::Duration,
@@ -590,6 +594,11 @@ async fn recover_admin(a: RecoverAdminArgs, out: Output) -> anyhow::Result<()> {
 
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let plans = billing::load_plans(a.billing_plans.as_deref())?;
+    let branding = a
+        .branding
+        .as_deref()
+        .map(|p| crate::branding::Branding::load(p).with_context(|| format!("branding {}", p.display())))
+        .transpose()?;
     let config = match crate::server::NodeConfig::load(&a.data_dir)? {
         Some(saved) => {
             if let Some(id) = a.addrs.id {
@@ -621,6 +630,9 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let _ = coordinator.session_ttl.set(a.session_ttl);
     if let Some(plans) = plans {
         let _ = coordinator.price_plans.set(plans);
+    }
+    if let Some(branding) = branding {
+        let _ = coordinator.branding.set(branding);
     }
     let identity = crate::transport::Identity { dir: a.data_dir.clone() };
     let loopback = coordinator.config.api_listen.ip().is_loopback();

@@ -61,6 +61,8 @@ pub struct Fleet {
     /// The coordinator binary each of `coords` runs.
     pub coord_bins: Vec<PathBuf>,
     pub key: String,
+    /// More `serve` arguments for every coordinator (`new_with`).
+    pub serve_extra: Vec<String>,
     pub tmp: tempfile::TempDir,
 }
 
@@ -75,13 +77,25 @@ fn path_str(p: &Path) -> &str {
 impl Fleet {
     /// `n` coordinators formed with the CLI.
     pub fn new(n: u64) -> Self {
-        Self::with_bins(vec![coordinator_bin(); usize::try_from(n).expect("a few coordinators")])
+        Self::new_with(n, &[])
+    }
+
+    /// `n` coordinators served with `serve_extra` more arguments (`--api-tls on`: the API over
+    /// TLS on loopback too, the CLI then trusts the cluster CA).
+    pub fn new_with(n: u64, serve_extra: &[&str]) -> Self {
+        let bins = vec![coordinator_bin(); usize::try_from(n).expect("a few coordinators")];
+        Self::formed(bins, serve_extra.iter().map(|s| s.to_string()).collect())
     }
 
     /// One coordinator per binary in `bins` (the first runs `init`), formed with the CLI.
     pub fn with_bins(bins: Vec<PathBuf>) -> Self {
+        Self::formed(bins, Vec::new())
+    }
+
+    fn formed(bins: Vec<PathBuf>, serve_extra: Vec<String>) -> Self {
         let tmp = tempfile::tempdir().expect("temp dir");
-        let mut fleet = Self { tmp, key: String::new(), coords: Vec::new(), coord_bins: bins, agents: Vec::new() };
+        let mut fleet =
+            Self { tmp, key: String::new(), coords: Vec::new(), coord_bins: bins, agents: Vec::new(), serve_extra };
         for id in 1..=fleet.coord_bins.len() as u64 {
             let dir = fleet.tmp.path().join(format!("c{id}"));
             fleet.coords.push(Coord::new(id, dir));
@@ -106,6 +120,7 @@ impl Fleet {
         let mut args = coordinator::serve_args(&c.dir, c.id, &c.listen());
         // Refusals past a source's first are summarised each second, not each minute.
         args.extend(["--refusal-audit-every".to_string(), "1s".to_string()]);
+        args.extend(self.serve_extra.iter().cloned());
         args.extend(c.join_args.iter().cloned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let bin = &self.coord_bins[i];
@@ -139,9 +154,34 @@ impl Fleet {
         self.coords.iter().position(|c| c.proc.is_some()).expect("a coordinator runs")
     }
 
+    /// Whether the coordinators serve their API over TLS (`--api-tls on`).
+    pub fn api_tls(&self) -> bool {
+        self.serve_extra.windows(2).any(|w| w[0] == "--api-tls" && w[1] == "on")
+    }
+
+    /// The REST API of coordinator `i`, by the scheme it serves.
+    pub fn endpoint(&self, i: usize) -> String {
+        let c = &self.coords[i];
+        if self.api_tls() {
+            format!("https://127.0.0.1:{}", c.api)
+        } else {
+            c.endpoint()
+        }
+    }
+
     pub fn cli(&self, i: usize, args: &[&str]) -> Output {
-        let endpoint = self.coords[i].endpoint();
-        run(&coordinator_bin(), args, &[("BERQENAS_ENDPOINT", &endpoint), ("BERQENAS_API_KEY", &self.key)])
+        self.cli_as(i, &self.key, args)
+    }
+
+    /// The CLI against coordinator `i` with API key `key`.
+    pub fn cli_as(&self, i: usize, key: &str, args: &[&str]) -> Output {
+        let endpoint = self.endpoint(i);
+        let ca = self.coords[0].dir.join("ca.pem");
+        let mut env = vec![("BERQENAS_ENDPOINT", endpoint.as_str()), ("BERQENAS_API_KEY", key)];
+        if self.api_tls() {
+            env.push(("BERQENAS_CA_CERT", ca.to_str().expect("temp paths are UTF-8")));
+        }
+        run(&coordinator_bin(), args, &env)
     }
 
     pub fn ok(&self, i: usize, args: &[&str]) -> String {

@@ -30,6 +30,7 @@ mod lab;
 mod metrics;
 mod mssql;
 mod packages;
+mod panel;
 mod plan;
 mod realtime;
 mod realtime_publish;

@@ -172,9 +172,9 @@ pub enum SwitchAction {
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ConfigQuery {
-    /// `wg-quick` (the only format so far).
+    /// `wg-quick` (JSON with the file; the default) or `qr` (the file as an SVG QR code).
     #[serde(default)]
-    #[param(value_type = Option<String>, pattern = "^wg-quick$")]
+    #[param(value_type = Option<String>, pattern = "^(wg-quick|qr)$")]
     pub format: Option<String>,
 }
 

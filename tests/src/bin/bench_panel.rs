@@ -1,0 +1,121 @@
+//! `deploy/bench.sh panel`: one release coordinator (API over TLS on loopback) with 1,000 tenants,
+//! and the panel's tenant list in headless Chromium: time to first byte of the page, time until
+//! all 1,000 rows are shown (from the navigation's start), and the bytes transferred — the page
+//! and its assets apart, the tenant list's JSON apart. The first load (cold cache) and the median
+//! of five more (assets cached, as they are meant to be). One JSON line.
+//! Usage: bench-panel PATH/TO/berqenas-coordinator
+
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "benchmark driver: a failed setup step is a failed run"
+)]
+
+use berqenas_tests::bench::{percentile, round2};
+use berqenas_tests::coordinator::{self, Listen};
+use berqenas_tests::panel::sign_in;
+use berqenas_tests::webdriver::Browser;
+use berqenas_tests::{run, wait_for, Proc};
+use serde_json::{json, Value};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::time::Duration;
+
+const TENANTS: usize = 1000;
+
+fn main() {
+    let bin = PathBuf::from(std::env::args().nth(1).expect("usage: bench-panel PATH/TO/berqenas-coordinator"));
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("c1");
+    let listen = Listen::loopback();
+    let key = coordinator::init(&bin, &dir, &listen, "198.18.0.0/15");
+    let mut args = coordinator::serve_args(&dir, 1, &listen);
+    args.extend(["--api-tls", "on", "--admin-key-rate", "0"].map(str::to_string));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let _c = Proc::spawn("coordinator", &bin, &args, tmp.path());
+    let port = Listen::port(&listen.api);
+    wait_for("the API", Duration::from_secs(20), || TcpStream::connect(("127.0.0.1", port)).ok());
+    let base = format!("https://127.0.0.1:{port}");
+    let ca = dir.join("ca.pem");
+    let env = [
+        ("BERQENAS_ENDPOINT", base.as_str()),
+        ("BERQENAS_API_KEY", key.as_str()),
+        ("BERQENAS_CA_CERT", ca.to_str().expect("utf-8")),
+    ];
+
+    // 1,000 tenants through the REST API, 16 at a time (no VPN: the pool holds 512 subnets).
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let pem = std::fs::read(&ca).expect("ca.pem");
+        let client = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("CA"))
+            .build()
+            .expect("client");
+        let names: Vec<String> = (0..TENANTS).map(|i| format!("t{i:04}")).collect();
+        for chunk in names.chunks(16) {
+            let calls: Vec<_> = chunk
+                .iter()
+                .map(|n| {
+                    let call = client
+                        .post(format!("{base}/api/v1/tenant"))
+                        .bearer_auth(&key)
+                        .json(&json!({"name": n, "vpn_enabled": false}));
+                    tokio::spawn(call.send())
+                })
+                .collect();
+            for call in calls {
+                let r = call.await.expect("task").expect("create");
+                assert!(r.status().is_success(), "create: {}", r.status());
+            }
+        }
+    });
+    let out = run(&bin, &["user", "create", "--name", "bench", "--role", "platform_admin", "--output", "json"], &env);
+    assert!(out.status.success(), "user create: {}", String::from_utf8_lossy(&out.stderr));
+    let user: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let password = user["initial_password"].as_str().expect("initial password");
+
+    let b = Browser::start(tmp.path(), 1280, 900);
+    sign_in(&b, &base, "bench", password, None, None);
+    let measure = || -> Value {
+        b.goto("about:blank");
+        b.goto(&format!("{base}/#/tenants"));
+        b.exec(
+            "const n = arguments[0];
+             return new Promise((done) => {
+               const check = () => {
+                 if (document.querySelectorAll('main tbody tr').length >= n) {
+                   const shown = performance.now();
+                   const nav = performance.getEntriesByType('navigation')[0];
+                   const res = performance.getEntriesByType('resource');
+                   const api = res.filter((r) => new URL(r.name).pathname.startsWith('/api/'));
+                   const page = res.filter((r) => !new URL(r.name).pathname.startsWith('/api/'));
+                   const sum = (l) => l.reduce((s, r) => s + r.transferSize, 0);
+                   done({ttfb_ms: nav.responseStart - nav.startTime, shown_ms: shown,
+                         page_bytes: nav.transferSize + sum(page), api_bytes: sum(api)});
+                 } else requestAnimationFrame(check);
+               };
+               check();
+             });",
+            vec![json!(TENANTS)],
+        )
+    };
+    let cold = measure();
+    let warm: Vec<Value> = (0..5).map(|_| measure()).collect();
+    let median = |k: &str| {
+        let mut v: Vec<f64> = warm.iter().map(|m| m[k].as_f64().unwrap_or(f64::NAN)).collect();
+        v.sort_by(f64::total_cmp);
+        round2(percentile(&v, 50.0))
+    };
+    let line = json!({
+        "bench": "panel",
+        "tenants": TENANTS,
+        "cold": {"ttfb_ms": round2(cold["ttfb_ms"].as_f64().unwrap_or(f64::NAN)),
+                 "tenant_list_shown_ms": round2(cold["shown_ms"].as_f64().unwrap_or(f64::NAN)),
+                 "page_bytes": cold["page_bytes"], "tenant_list_json_bytes": cold["api_bytes"]},
+        "warm_median": {"ttfb_ms": median("ttfb_ms"), "tenant_list_shown_ms": median("shown_ms"),
+                        "page_bytes": median("page_bytes"), "tenant_list_json_bytes": median("api_bytes")},
+        "targets": {"ttfb_and_list_ms": 200, "page_bytes": 100 * 1024},
+    });
+    println!("{line}");
+}
