@@ -72,12 +72,12 @@ export async function tenants() {
   await refresh();
   const onCreated = (c) => {
     mount(created, h('div', { class: 'card notice', role: 'status' },
-      h('h2', {}, `Tenant ${c.tenant.name} created`),
+      h('h2', {}, `Tenant ${c.name} created`),
       h('p', {}, 'Its database login is shown only now; store it safely.'),
       h('dl', { class: 'facts' },
         h('dt', {}, 'Database user'), h('dd', {}, h('code', {}, c.db_user)),
         h('dt', {}, 'Password'), h('dd', {}, h('code', { class: 'secret' }, c.db_password))),
-      h('p', {}, h('a', { href: `#/t/${encodeURIComponent(c.tenant.name)}` }, `Open ${c.tenant.name}`))));
+      h('p', {}, h('a', { href: `#/t/${encodeURIComponent(c.name)}` }, `Open ${c.name}`))));
     refresh();
   };
   return [

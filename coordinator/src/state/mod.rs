@@ -205,7 +205,9 @@ impl Op {
     /// The ops level every coordinator must have before this op may enter the log.
     pub fn min_level(&self) -> u32 {
         match self {
-            Op::SnapshotSaved { .. } => 2,
+            // New since the previous release (`deploy/previous-release`): snapshots, panel users,
+            // tenant data key rotation.
+            Op::SnapshotSaved { .. } | Op::User(_) | Op::Backup(backup::BackupOp::RotateKey { .. }) => 2,
             _ => 1,
         }
     }
