@@ -92,8 +92,8 @@ export async function usage(x, period) {
         h('dt', {}, 'Realtime events'), h('dd', {}, tot.events),
         h('dt', {}, 'VPN traffic'), h('dd', {}, `↓ ${bytes(tot.vpn_rx_bytes)} ↑ ${bytes(tot.vpn_tx_bytes)}`),
         h('dt', {}, 'API calls'), h('dd', {}, tot.api_calls)),
-      h('h3', {}, 'API calls per day'), bars(u.days, (d) => d.usage.api_calls, `API calls per day in ${u.period}`),
-      h('h3', {}, 'Peak disk per day'), bars(u.days, (d) => d.usage.disk_max_bytes, `Peak disk bytes per day in ${u.period}`)),
+      h('h3', {}, 'API calls per day'), bars(u.days, (d) => d.api_calls, `API calls per day in ${u.period}`),
+      h('h3', {}, 'Peak disk per day'), bars(u.days, (d) => d.disk_max_bytes, `Peak disk bytes per day in ${u.period}`)),
     invoices && h('section', { class: 'card', 'aria-labelledby': 'inv-h' },
       h('h2', { id: 'inv-h' }, 'Invoices'),
       table('Invoices', [

@@ -110,7 +110,6 @@ fn a_branded_panel_shows_only_its_brand_under_a_strict_policy() {
 }
 
 #[test]
-#[ignore = "needs finishing: passes sign-in with TOTP enrolment, the second sign-in and the fleet page; the tenant-create step in the browser does not yet show its result (deadline)"]
 fn an_admin_and_a_customer_drive_the_panel_in_a_browser() {
     let mut f = Fleet::new_with(1, &["--api-tls", "on"]);
     // A gateway (dir driver) with public ports, so exposures get a public endpoint.
