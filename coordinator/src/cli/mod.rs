@@ -684,7 +684,12 @@ async fn api_command(client: &Client, command: Command, out: Output) -> anyhow::
         Command::Snapshot(snapshot::SnapshotCmd::Save { out: file, passphrase_file }) => {
             snapshot::save(client, &file, &passphrase_file, out).await
         }
-        Command::Init(_) | Command::Serve(_) | Command::RecoverAdmin(_) | Command::Snapshot(_) | Command::Completions(_) | Command::Man(_) => {
+        Command::Init(_)
+        | Command::Serve(_)
+        | Command::RecoverAdmin(_)
+        | Command::Snapshot(_)
+        | Command::Completions(_)
+        | Command::Man(_) => {
             bail!("not an API command")
         }
     }
