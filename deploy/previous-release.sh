@@ -25,6 +25,10 @@ target="$PWD/$out/target"
 rm -rf "$src" "$out/berqenas-coordinator" "$out/berqenas-node-agent" "$out/commit"
 mkdir -p "$src" "$target/debug"
 git archive "$commit" | tar -x -C "$src"
+# git archive stamps every file with the commit's time, older than the seeded fingerprints: without
+# this, cargo would take the seeded build-script output of this tree's own crates (the current
+# proto's generated code) as fresh and compile the old sources against it.
+find "$src" -type f -exec touch {} +
 if [ -d target/debug/deps ] && [ ! -d "$target/debug/deps" ]; then
   cp -a target/debug/deps target/debug/build target/debug/.fingerprint "$target/debug/"
 fi

@@ -339,9 +339,22 @@ if [ "$REAL_GATEWAY" = 1 ]; then
   fi
 fi
 
+# The panel's first platform admin, made once; its password is shown only now (it is stored only
+# as an Argon2id hash) and TOTP enrolment follows at the first sign-in.
+PANEL_SIGNIN="user admin (its password was shown when it was made; reset: berqenas-coordinator user reset-password admin)"
+if [ ! -f "$STATE/panel-admin" ]; then
+  admin=$(. "$ENVFILE" && "$BIN" user create --name admin --role platform_admin --output json)
+  pw=$(printf '%s\n' "$admin" | json_field initial_password)
+  [ -n "$pw" ] || { echo "user create did not print an initial password" >&2; exit 1; }
+  : > "$STATE/panel-admin"
+  PANEL_SIGNIN="user admin, password $pw (shown only now; scan the TOTP code at the first sign-in)"
+fi
+
 cat <<TXT
 
 Berqenas is running at http://$API_ADDR (data in $DATA).
+
+The panel: http://$API_ADDR/ — sign in as $PANEL_SIGNIN.
 Load the CLI settings and create your first tenant:
 
   . .berqenas/env
