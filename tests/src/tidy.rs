@@ -103,6 +103,7 @@ fn only_the_exec_module_starts_processes() {
 const COORDINATOR_LAYERS: &[(&str, &[&str])] = &[
     ("state", &["state", "time"]),
     ("backupkey", &["backupkey", "state", "datadir"]),
+    ("backupprogress", &["backupprogress"]),
     ("transport", &["transport", "state", "time", "admission", "refusals", "datadir"]),
     ("raft", &["raft", "state", "time", "transport", "datadir"]),
     (
@@ -119,6 +120,7 @@ const COORDINATOR_LAYERS: &[(&str, &[&str])] = &[
             "apicalls",
             "backupkey",
             "branding",
+            "backupprogress",
         ],
     ),
     ("siem", &["siem", "server", "raft", "state", "time", "datadir"]),
