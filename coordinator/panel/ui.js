@@ -30,14 +30,37 @@ export function mount(el, ...children) {
 let uid = 0;
 export const nextId = (p = 'f') => `${p}${++uid}`;
 
+// Rows a table draws at a time: drawing thousands (the tenant list at 1,000 tenants) costs the
+// browser hundreds of milliseconds of layout, so longer tables get a pager; filters above a table
+// still search every row.
+const PAGE = 100;
+
 // A table with a caption (for screen readers) and one row per item; `empty` when there are none.
 export function table(caption, cols, rows, empty = 'None yet.') {
   if (!rows.length) return h('p', { class: 'muted' }, empty);
-  return h('div', { class: 'scroll' },
+  const row = (r) => h('tr', {}, cols.map(([label, cell]) => h('td', { 'data-label': label }, cell(r))));
+  const body = h('tbody', {});
+  const scroll = h('div', { class: 'scroll' },
     h('table', {},
       h('caption', { class: 'sr' }, caption),
       h('thead', {}, h('tr', {}, cols.map(([label]) => h('th', { scope: 'col' }, label)))),
-      h('tbody', {}, rows.map((r) => h('tr', {}, cols.map(([label, cell]) => h('td', { 'data-label': label }, cell(r))))))));
+      body));
+  if (rows.length <= PAGE) {
+    mount(body, rows.map(row));
+    return scroll;
+  }
+  let at = 0;
+  const status = h('span', { 'aria-live': 'polite' });
+  const prev = h('button', { type: 'button', class: 'small secondary', onclick: () => { at -= PAGE; show(); } }, 'Previous');
+  const next = h('button', { type: 'button', class: 'small secondary', onclick: () => { at += PAGE; show(); } }, 'Next');
+  const show = () => {
+    mount(body, rows.slice(at, at + PAGE).map(row));
+    status.textContent = `Rows ${at + 1}–${Math.min(at + PAGE, rows.length)} of ${rows.length}`;
+    prev.disabled = at === 0;
+    next.disabled = at + PAGE >= rows.length;
+  };
+  show();
+  return h('div', {}, scroll, h('nav', { class: 'row pager', 'aria-label': `${caption}: pages` }, prev, status, next));
 }
 
 // One labelled input; `type` 'select' takes options [[value, text]].

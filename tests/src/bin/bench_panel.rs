@@ -1,6 +1,7 @@
 //! `deploy/bench.sh panel`: one release coordinator (API over TLS on loopback) with 1,000 tenants,
 //! and the panel's tenant list in headless Chromium: time to first byte of the page, time until
-//! all 1,000 rows are shown (from the navigation's start), and the bytes transferred — the page
+//! the list is shown (from the navigation's start: its first page of 100 rows, with the pager
+//! counting all 1,000, so every tenant was loaded), and the bytes transferred — the page
 //! and its assets apart, the tenant list's JSON apart. The first load (cold cache) and the median
 //! of five more (assets cached, as they are meant to be). One JSON line.
 //! Usage: bench-panel PATH/TO/berqenas-coordinator
@@ -29,7 +30,9 @@ fn main() {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path().join("c1");
     let listen = Listen::loopback();
-    let key = coordinator::init(&bin, &dir, &listen, "198.18.0.0/15");
+    // 1,000 tenants need more than the 512 tenant subnets of the tests' 198.18.0.0/15; no packet is
+    // sent to the pool here (as in bench-coordinator).
+    let key = coordinator::init(&bin, &dir, &listen, "100.64.0.0/10");
     let mut args = coordinator::serve_args(&dir, 1, &listen);
     args.extend(["--api-tls", "on", "--admin-key-rate", "0"].map(str::to_string));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -66,7 +69,8 @@ fn main() {
                 .collect();
             for call in calls {
                 let r = call.await.expect("task").expect("create");
-                assert!(r.status().is_success(), "create: {}", r.status());
+                let status = r.status();
+                assert!(status.is_success(), "create: {status}: {}", r.text().await.unwrap_or_default());
             }
         }
     });
@@ -84,7 +88,9 @@ fn main() {
             "const n = arguments[0];
              return new Promise((done) => {
                const check = () => {
-                 if (document.querySelectorAll('main tbody tr').length >= n) {
+                 const pager = document.querySelector('main .pager span');
+                 if (document.querySelectorAll('main tbody tr').length >= Math.min(n, 100)
+                     && (n <= 100 || (pager && pager.textContent.endsWith(`of ${n}`)))) {
                    const shown = performance.now();
                    const nav = performance.getEntriesByType('navigation')[0];
                    const res = performance.getEntriesByType('resource');
@@ -92,7 +98,8 @@ fn main() {
                    const page = res.filter((r) => !new URL(r.name).pathname.startsWith('/api/'));
                    const sum = (l) => l.reduce((s, r) => s + r.transferSize, 0);
                    done({ttfb_ms: nav.responseStart - nav.startTime, shown_ms: shown,
-                         page_bytes: nav.transferSize + sum(page), api_bytes: sum(api)});
+                         page_bytes: nav.transferSize + sum(page), api_bytes: sum(api),
+                         list_fetched_ms: Math.max(...api.filter((r) => new URL(r.name).pathname === '/api/v1/tenants').map((r) => r.responseEnd))});
                  } else requestAnimationFrame(check);
                };
                check();
@@ -112,8 +119,10 @@ fn main() {
         "tenants": TENANTS,
         "cold": {"ttfb_ms": round2(cold["ttfb_ms"].as_f64().unwrap_or(f64::NAN)),
                  "tenant_list_shown_ms": round2(cold["shown_ms"].as_f64().unwrap_or(f64::NAN)),
+                 "tenant_list_fetched_ms": round2(cold["list_fetched_ms"].as_f64().unwrap_or(f64::NAN)),
                  "page_bytes": cold["page_bytes"], "tenant_list_json_bytes": cold["api_bytes"]},
         "warm_median": {"ttfb_ms": median("ttfb_ms"), "tenant_list_shown_ms": median("shown_ms"),
+                        "tenant_list_fetched_ms": median("list_fetched_ms"),
                         "page_bytes": median("page_bytes"), "tenant_list_json_bytes": median("api_bytes")},
         "targets": {"ttfb_and_list_ms": 200, "page_bytes": 100 * 1024},
     });
