@@ -12,6 +12,7 @@ const routes = [
   [/^\/fleet$/, './fleet.js', 'fleet'],
   [/^\/tenants$/, './tenants.js', 'tenants'],
   [/^\/t\/([^/]+)(?:\/([a-z-]+))?$/, './tenant.js', 'tenant'],
+  [/^\/account$/, './account.js', 'account'],
 ];
 
 function home() {
@@ -31,7 +32,7 @@ function nav() {
   const who = document.getElementById('who');
   if (!u) { mount(who); return; }
   mount(who,
-    h('span', { class: 'muted' }, `${u.name} · ${u.role.replace('_', ' ')}`),
+    h('a', { href: '#/account', class: 'muted', 'aria-current': here === '#/account' ? 'page' : undefined, title: 'Your account' }, `${u.name} · ${u.role.replace('_', ' ')}`),
     h('button', { type: 'button', class: 'link', onclick: signOut }, 'Sign out'));
 }
 

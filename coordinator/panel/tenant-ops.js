@@ -1,5 +1,5 @@
-// A tenant's operations: backups with restore at a time (clone or overwrite), usage by day with
-// invoices, and the audit log with filters and the chain check.
+// A tenant's operations: backups with restore at a time (clone or overwrite; the page follows a run
+// or restore under way), usage by day with invoices, and the audit log with filters and the chain check.
 
 import { get, post, t, can, session } from './api.js';
 import { h, table, field, form, mount, act, confirm, toast, badge, bytes, time } from './ui.js';
@@ -12,6 +12,11 @@ export async function backups(x) {
   const owner = can('owner', name);
   const outcome = (o) => (o ? h('span', {}, badge(o.ok ? 'ok' : 'failed', o.ok ? 'ok' : 'bad'), ` ${time(o.at_ms)}${o.reason ? ` — ${o.reason}` : ''}${o.made ? ` — made ${o.made}` : ''}`) : '—');
   const local = new Date(Date.now() - new Date().getTimezoneOffset() * 60000).toISOString().slice(0, 19);
+  // While a backup or restore is under way the page looks again every few seconds (while shown).
+  if (b.run || b.restore) {
+    const here = location.hash;
+    setTimeout(() => { if (location.hash === here && document.getElementById('bk-h')) redraw(); }, 3000);
+  }
   return h('section', { class: 'card', 'aria-labelledby': 'bk-h' },
     h('h2', { id: 'bk-h' }, 'Backups'),
     h('dl', { class: 'facts' },

@@ -83,6 +83,7 @@ pub fn router(c: Arc<Coordinator>) -> Router {
         .route("/api/v1/tenant/{name}/users", get(users::list_tenant_users).post(users::create_tenant_user))
         .route("/api/v1/session", get(session::current_session).post(session::sign_in).delete(session::sign_out))
         .route("/api/v1/session/totp", post(session::enrol_totp))
+        .route("/api/v1/session/password", post(session::change_password))
         .route("/api/v1/users", get(users::list_users).post(users::create_user))
         .route("/api/v1/users/{user}/{action}", post(users::user_action))
         .route("/api/v1/tenants", get(tenants::list_tenants))

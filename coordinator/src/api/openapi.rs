@@ -67,6 +67,7 @@ impl utoipa::Modify for SecurityAddon {
         invoices::list_invoices, invoices::get_invoice, invoices::create_invoice, invoices::invoice_action,
         backups::list_backups, backups::run_backup, backups::restore_backup, backups::rotate_key,
         session::sign_in, session::enrol_totp, session::current_session, session::sign_out,
+        session::change_password,
         users::list_users, users::create_user, users::user_action, users::list_tenant_users, users::create_tenant_user),
     components(schemas(ErrorBody, BrandingView, TenantView, CreatedTenant, CreateTenantBody, UpdateTenantBody, ApiKeyView,
         CreatedApiKey, CreateApiKeyBody, AuditEntryView, AuditVerification, BreakView, ClusterStatus, Member,
@@ -81,7 +82,7 @@ impl utoipa::Modify for SecurityAddon {
         crate::state::billing::compute::LineKind,
         BackupsView, BackupView, BackupPolicyView, BackupFailureView, BackupRequestView, BackupOutcomeView, BackupProgressView,
         RestoreBackupBody, RestoreMode,
-        SignInBody, TotpBody, SessionUserView, SignedInStage, EnrolStage, SessionView, EnrolView, SignInAnswer,
+        SignInBody, TotpBody, ChangePasswordBody, SessionUserView, SignedInStage, EnrolStage, SessionView, EnrolView, SignInAnswer,
         UserView, CreateUserBody, CreateTenantUserBody, UserWithPassword, UserAction, UserActionAnswer,
         crate::state::user::UserRole, crate::state::user::UserStatus)),
     modifiers(&SecurityAddon)

@@ -48,6 +48,7 @@ const ASSETS: &[Asset] = &[
     asset!("tenant.js", JS),
     asset!("tenant-net.js", JS),
     asset!("tenant-ops.js", JS),
+    asset!("account.js", JS),
     asset!("favicon.svg", "image/svg+xml"),
 ];
 

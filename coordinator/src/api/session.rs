@@ -1,13 +1,15 @@
 //! Panel sign-in over HTTP: `POST /api/v1/session` (password, then TOTP; a platform admin's first
-//! sign-in enrols TOTP through `POST /api/v1/session/totp`), `GET` (who is signed in) and `DELETE`
-//! (sign out). The password is checked here (Argon2id, off the async threads), the code here too;
+//! sign-in enrols TOTP through `POST /api/v1/session/totp`, shown a QR code under the branded
+//! product's name), `GET` (who is signed in), `DELETE` (sign out) and `POST
+//! /api/v1/session/password` (the user's own new password; its other sessions end). The password is checked here (Argon2id, off the async threads), the code here too;
 //! the lockout and a code's freshness are decided at apply so every coordinator agrees. Every
 //! sign-in and every failure of an existing user is audited (never the password or code);
 //! unknown users and locked ones are counted per source like other anonymous refusals.
 
 use super::auth::{usable, Ctx, Need};
 use super::dto::{
-    EnrolStage, EnrolView, ErrorBody, SessionUserView, SessionView, SignInAnswer, SignInBody, SignedInStage, TotpBody,
+    ChangePasswordBody, EnrolStage, EnrolView, ErrorBody, SessionUserView, SessionView, SignInAnswer, SignInBody,
+    SignedInStage, TotpBody,
 };
 use super::error::ApiError;
 use super::extract::{clipped, Body};
@@ -168,7 +170,7 @@ pub(super) async fn sign_in(ctx: Ctx, body: Body) -> Result<Response> {
                 Some(step) => Some(step),
             }
         }
-        (None, _) if user.role == UserRole::PlatformAdmin => return enrol(&keys, &user),
+        (None, _) if user.role == UserRole::PlatformAdmin => return enrol(&ctx, &keys, &user),
         (None, _) => None,
     };
     let op = UserOp::SignIn { name: user.name.clone(), generation: user.generation, totp_step: step };
@@ -180,9 +182,18 @@ pub(super) async fn sign_in(ctx: Ctx, body: Body) -> Result<Response> {
     }
 }
 
-/// A platform admin without TOTP: a new secret, sealed into an enrolment-only session.
-fn enrol(keys: &SessionKeys, user: &User) -> Result<Response> {
+/// A platform admin without TOTP: a new secret, sealed into an enrolment-only session. The
+/// authenticator lists it under the panel's product name (white label: the brand, not ours).
+fn enrol(ctx: &Ctx, keys: &SessionKeys, user: &User) -> Result<Response> {
     let (secret, sealed) = keys.new_totp_secret(&user.name).map_err(|e| ApiError::internal("totp secret", e))?;
+    let issuer = ctx
+        .coordinator
+        .branding
+        .get()
+        .map_or(crate::branding::DEFAULT_PRODUCT, |b| b.product_name.as_str())
+        .to_string();
+    let otpauth_uri = crate::totp::otpauth_uri(&issuer, user.name.as_str(), &secret);
+    let otpauth_qr_svg = crate::qr::svg(&otpauth_uri).map_err(|e| ApiError::internal("totp qr code", e))?;
     let now = crate::time::now_ms();
     let claims = SessionKeys::claims(&user.name, user.generation, now, ENROL_MS, Stage::EnrolTotp, Some(sealed))
         .map_err(|e| ApiError::internal("session", e))?;
@@ -190,7 +201,8 @@ fn enrol(keys: &SessionKeys, user: &User) -> Result<Response> {
     let view = SignInAnswer::EnrolTotp(EnrolView {
         stage: EnrolStage::EnrolTotp,
         totp_secret: crate::totp::base32(&secret),
-        otpauth_uri: crate::totp::otpauth_uri("Berqenas", user.name.as_str(), &secret),
+        otpauth_uri,
+        otpauth_qr_svg,
     });
     Ok(with_cookie(StatusCode::OK, Json(view), cookie(&token, ENROL_MS / 1000)?))
 }
@@ -268,4 +280,54 @@ pub(super) async fn sign_out(ctx: Ctx) -> Result<Response> {
     };
     write(&ctx, &user.name, UserOp::SignOut { name: user.name.clone() }).await??;
     Ok(with_cookie(StatusCode::NO_CONTENT, (), cookie("", 0)?))
+}
+
+/// The answer to a wrong current password: nothing changed (403, not 401: the session is fine).
+const WRONG_CURRENT: &str = "the current password is wrong; nothing changed";
+
+#[utoipa::path(post, path = "/api/v1/session/password", request_body = ChangePasswordBody,
+    responses(
+        (status = 200, description = "password changed: every other session of this user ends; this one goes on \
+            under a new cookie and CSRF token (answered here)", body = SessionView),
+        (status = 400, description = "the body is malformed, or the new password does not meet the policy or is \
+            the current one (nothing changes)", body = ErrorBody),
+        (status = 401, description = "not signed in, or the session ended", body = ErrorBody),
+        (status = 403, description = "missing or wrong `X-CSRF-Token`, an API key (no user to change), or a \
+            wrong current password (`wrong_password`; nothing changes)", body = ErrorBody),
+        (status = 413, body = ErrorBody),
+        (status = 429, body = ErrorBody),
+        (status = 503, body = ErrorBody)),
+    security(("session" = [])))]
+pub(super) async fn change_password(ctx: Ctx, body: Body) -> Result<Response> {
+    let scope = ctx.scope(Need::AnyKey, Action::UserChangePassword, "session/password").await?;
+    let b = scope.raw_body::<ChangePasswordBody>(body).await?;
+    let Some(caller) = &scope.caller.user else {
+        return Err(scope
+            .refuse(ApiError::forbidden("a password change is for signed-in users; an API key has no password"))
+            .await);
+    };
+    let user = ctx.coordinator.read(|d| d.state.users.get(caller.name.as_str()).cloned());
+    let Some(user) = user.filter(|u| usable(u, caller.generation)) else {
+        return Err(ApiError::unauthorized("session ended (user disabled or reset); sign in again"));
+    };
+    if !password_matches(user.password_hash.clone(), b.current_password.clone()).await? {
+        let err = ApiError::new(StatusCode::FORBIDDEN, "wrong_password", WRONG_CURRENT);
+        return Err(scope.refuse(err).await);
+    }
+    let weak = crate::password::policy(&b.new_password, user.name.as_str());
+    scope.check(weak.map_err(|e| ApiError::invalid(format!("{e}; nothing changed")))).await?;
+    if b.new_password == b.current_password {
+        return Err(scope.refuse(ApiError::invalid("the new password is the current one; nothing changed")).await);
+    }
+    let password = b.new_password;
+    let password_hash = tokio::task::spawn_blocking(move || crate::password::hash(&password))
+        .await
+        .map_err(|e| ApiError::internal("password", e))?
+        .map_err(|e| ApiError::internal("password", e))?;
+    let keys = ctx.session_keys()?;
+    let op = UserOp::ChangePassword { name: user.name.clone(), password_hash };
+    match scope.run(Op::User(op)).await? {
+        crate::state::Reply::User(u) => signed_in(&ctx, &keys, &u),
+        other => Err(ApiError::internal("user command", format!("unexpected reply {other:?}"))),
+    }
 }

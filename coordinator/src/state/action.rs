@@ -139,6 +139,8 @@ actions! {
     /// A wrong password or code for an existing user (counts towards its lockout).
     UserSignInFailed = "user.sign-in-failed",
     UserSignOut = "user.sign-out",
+    /// A signed-in user changed its own password (the current one checked); its other sessions end.
+    UserChangePassword = "user.change-password",
     /// A cookie request that changes something without the session's CSRF token.
     SessionCsrfRefused = "session.csrf-refused",
     AuditList = "audit.list",

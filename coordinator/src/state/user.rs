@@ -217,6 +217,13 @@ pub enum UserOp {
     SignOut {
         name: UserName,
     },
+    /// A signed-in user's own new password (the current one checked at the edge, the new one
+    /// hashed there): only the user itself may give it (`recheck`), or an admin key; every
+    /// session made before it ends (the caller gets a new one).
+    ChangePassword {
+        name: UserName,
+        password_hash: String,
+    },
 }
 
 impl UserOp {
@@ -229,7 +236,8 @@ impl UserOp {
             | UserOp::EnrolTotp { name, .. }
             | UserOp::SignIn { name, .. }
             | UserOp::SignInFailed { name, .. }
-            | UserOp::SignOut { name } => name,
+            | UserOp::SignOut { name }
+            | UserOp::ChangePassword { name, .. } => name,
         }
     }
 
@@ -244,15 +252,21 @@ impl UserOp {
             UserOp::SignIn { .. } => Action::UserSignIn,
             UserOp::SignInFailed { .. } => Action::UserSignInFailed,
             UserOp::SignOut { .. } => Action::UserSignOut,
+            UserOp::ChangePassword { .. } => Action::UserChangePassword,
         };
         (action, Target::User(self.name().to_string()))
     }
 
-    /// Whether an admin (key or platform admin) or a tenant owner must ask for this.
+    /// Whether an admin (key or platform admin) or a tenant owner must ask for this (a password
+    /// change also by the user itself: `recheck`).
     pub fn is_management(&self) -> bool {
         matches!(
             self,
-            UserOp::Create(_) | UserOp::SetActive { .. } | UserOp::ResetMfa { .. } | UserOp::ResetPassword { .. }
+            UserOp::Create(_)
+                | UserOp::SetActive { .. }
+                | UserOp::ResetMfa { .. }
+                | UserOp::ResetPassword { .. }
+                | UserOp::ChangePassword { .. }
         )
     }
 }
@@ -268,6 +282,8 @@ pub enum UserRefused {
     Role(UserRole),
     #[error("a user of tenant {0} may not act on another tenant or the cluster")]
     OtherTenant(String),
+    #[error("a user changes only its own password")]
+    OtherUser,
 }
 
 /// What a tenant user needs to give `op`: its tenant and the least role. `None`: platform only.
@@ -285,6 +301,10 @@ pub fn recheck(user: Option<&User>, actor: &str, generation: u64, op: &Op) -> Re
     let user = user.ok_or_else(|| UserRefused::Missing(actor.to_string()))?;
     if user.status != UserStatus::Active || user.generation != generation {
         return Err(UserRefused::Stale(actor.to_string()));
+    }
+    // Self-service, whatever the role: a user's own password, never another's.
+    if let Op::User(UserOp::ChangePassword { name, .. }) = op {
+        return if *name == user.name { Ok(()) } else { Err(UserRefused::OtherUser) };
     }
     if user.role == UserRole::PlatformAdmin {
         return Ok(());
@@ -335,6 +355,14 @@ impl State {
                 }),
                 cx.facts,
             ),
+            // The generation bump ends every session made before; the lockout state is the
+            // user's own and stays as it is.
+            UserOp::ChangePassword { name, password_hash } => {
+                if password_hash.is_empty() {
+                    return (Err(DomainError::Invalid("a password change needs a password hash".into())), cx.facts);
+                }
+                (self.change_user(name, cx.touched, |u| u.password_hash = password_hash.clone()), cx.facts)
+            }
             UserOp::EnrolTotp { name, generation, secret, step } => {
                 let r = self.sign_in(now, name, *generation, Some(*step), Some(secret), cx.touched);
                 (r, cx.facts)
@@ -531,6 +559,22 @@ mod tests {
         assert!(apply(&mut s, 3, "user/olga", Some(0), tenant_user).is_ok());
         let platform = Op::User(UserOp::Create(Box::new(user("root", UserRole::PlatformAdmin, None))));
         assert!(refused(apply(&mut s, 4, "user/olga", Some(0), platform)), "an owner makes no platform admin");
+    }
+
+    #[test]
+    fn a_user_changes_only_its_own_password_and_its_sessions_end() {
+        let mut s = booted();
+        create(&mut s, "acme");
+        for n in ["max", "nina"] {
+            let u = user(n, UserRole::Member, Some("acme"));
+            apply(&mut s, 1, "t", None, Op::User(UserOp::Create(Box::new(u)))).expect("created");
+        }
+        let change = |n: &str| Op::User(UserOp::ChangePassword { name: name(n), password_hash: "$argon2id$new".into() });
+        let refused = |r: Response| matches!(r, Err(DomainError::UserForbidden(UserRefused::OtherUser)));
+        assert!(refused(apply(&mut s, 2, "user/max", Some(0), change("nina"))), "not another's, even in its tenant");
+        assert!(apply(&mut s, 2, "user/max", Some(0), change("max")).is_ok(), "a member changes its own");
+        assert_eq!((s.users["max"].password_hash.as_str(), s.users["max"].generation), ("$argon2id$new", 1));
+        assert!(apply(&mut s, 3, "user/max", Some(0), change("max")).is_err(), "the old session ended");
     }
 
     #[test]

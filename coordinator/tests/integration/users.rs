@@ -258,3 +258,76 @@ async fn lockout_disable_roles_and_tenant_isolation() {
         assert!(!audit.contains(pw.as_str()) && !log.contains(pw.as_str()), "no password in the audit or log");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_changes_its_own_password_and_its_other_sessions_end() {
+    let c = Cluster::single();
+    c.json(0, &["tenant", "create", "--name", "acme"]);
+    let old = create_user(&c, "olga", "owner", Some("acme"));
+    let mut here = Browser::new(&c);
+    let mut there = Browser::new(&c);
+    assert_eq!(here.sign_in("olga", &old, None).await.0, StatusCode::OK);
+    assert_eq!(there.sign_in("olga", &old, None).await.0, StatusCode::OK);
+    let path = "/api/v1/session/password";
+    let fresh = "a new passphrase for the panel";
+    let change = |current: &str, new: &str| Some(json!({"current_password": current, "new_password": new}));
+
+    // Refused, and nothing changes: no CSRF token, a wrong current password, a weak new one, the
+    // same one again, an API key (no user behind it).
+    let (status, _, _) = here.call(Method::POST, path, change(&old, fresh), false).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a change needs the CSRF token");
+    let (status, body, _) = here.call(Method::POST, path, change("not-the-password", fresh), true).await;
+    assert_eq!((status, &body["error"]), (StatusCode::FORBIDDEN, &json!("wrong_password")), "{body}");
+    assert!(body["message"].as_str().is_some_and(|m| m.contains("current password is wrong")), "{body}");
+    for (weak, why) in [
+        ("short", "12 to 256 characters"),
+        ("aaaaaaaaaaaaaaaa", "different characters"),
+        ("olga-is-my-password", "user name"),
+        (old.as_str(), "the current one"),
+    ] {
+        let (status, body, _) = here.call(Method::POST, path, change(&old, weak), true).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{weak}: {body}");
+        assert!(body["message"].as_str().is_some_and(|m| m.contains(why)), "{weak}: {body}");
+    }
+    let keyed = reqwest::Client::new()
+        .post(format!("{}{path}", here.base))
+        .bearer_auth(&c.key)
+        .json(&json!({"current_password": old, "new_password": fresh}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(keyed.status(), StatusCode::FORBIDDEN, "an API key has no password to change");
+    let (status, _, _) = there.call(Method::GET, "/api/v1/session", None, false).await;
+    assert_eq!(status, StatusCode::OK, "the refusals ended no session");
+    assert_eq!(Browser::new(&c).sign_in("olga", &old, None).await.0, StatusCode::OK, "the old password still works");
+
+    // The change: this session goes on under a new cookie and token; every other one ends.
+    let old_cookie = here.cookie.clone();
+    let (status, answer, headers) = here.call(Method::POST, path, change(&old, fresh), true).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["user"]["name"], "olga");
+    let (cookie, header) = set_cookie(&headers).expect("a new session cookie");
+    assert_cookie_flags(&header);
+    assert_ne!(Some(&cookie), old_cookie.as_ref());
+    here.cookie = Some(cookie);
+    here.csrf = answer["csrf_token"].as_str().map(str::to_string);
+    let (status, _, _) = here.call(Method::GET, "/api/v1/tenant/acme/users", None, false).await;
+    assert_eq!(status, StatusCode::OK, "this session goes on");
+    let (status, _, _) = there.call(Method::GET, "/api/v1/session", None, false).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the other session ended");
+    let mut before = Browser::new(&c);
+    before.cookie = old_cookie;
+    let (status, _, _) = before.call(Method::GET, "/api/v1/session", None, false).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "this session's old cookie ended too");
+
+    // The old password is dead, the new one signs in; the change is audited without either.
+    let (status, _) = Browser::new(&c).sign_in("olga", &old, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(Browser::new(&c).sign_in("olga", fresh, None).await.0, StatusCode::OK);
+    let audit = audit_text(&c);
+    assert_eq!(audit.matches("\"user.change-password\"").count(), 7, "the change and each refusal: {audit}");
+    let log = c.nodes[0].proc.as_ref().expect("running").log_text();
+    for pw in [old.as_str(), fresh] {
+        assert!(!audit.contains(pw) && !log.contains(pw), "no password in the audit or log");
+    }
+}

@@ -45,6 +45,24 @@ pub struct TotpBody {
     pub code: String,
 }
 
+/// A signed-in user's own new password; the current one proves it is the user at the keyboard.
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePasswordBody {
+    #[schema(max_length = 256)]
+    pub current_password: String,
+    /// 12 to 256 characters, at least 5 different ones, no control characters, no leading or
+    /// trailing space, not containing the user name.
+    #[schema(min_length = 12, max_length = 256)]
+    pub new_password: String,
+}
+
+impl std::fmt::Debug for ChangePasswordBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChangePasswordBody").finish_non_exhaustive()
+    }
+}
+
 /// Who is signed in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SessionUserView {
@@ -82,6 +100,8 @@ pub struct EnrolView {
     /// Base32, for typing into an authenticator.
     pub totp_secret: String,
     pub otpauth_uri: String,
+    /// `otpauth_uri` as an SVG QR code, for an authenticator app to scan.
+    pub otpauth_qr_svg: String,
 }
 
 /// The answer to a sign-in: signed in, or TOTP enrolment first.
