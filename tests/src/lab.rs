@@ -159,6 +159,73 @@ impl Lab {
     }
 }
 
+/// The side of a [`Lab::forward`] connection inside the namespace: stdin to the socket, the
+/// socket to stdout (python3, which the lab's attack clients use too).
+const PIPE: &str = "import socket, sys, threading
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+def up():
+    while True:
+        d = sys.stdin.buffer.read1(65536)
+        if not d:
+            s.shutdown(socket.SHUT_WR)
+            return
+        s.sendall(d)
+threading.Thread(target=up, daemon=True).start()
+while True:
+    d = s.recv(65536)
+    if not d:
+        break
+    sys.stdout.buffer.write(d)
+    sys.stdout.buffer.flush()
+";
+
+impl Lab {
+    /// Makes `host`'s `addr:port` reachable from this (the root) namespace: a port on 127.0.0.1
+    /// whose every connection is piped through a process inside `host` (for a browser, which
+    /// runs outside the lab). The listener lives as long as the test process.
+    pub fn forward(&self, host: &Host, addr: &str, port: u16) -> u16 {
+        use std::io::{Read, Write};
+        use std::process::Stdio;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a forwarding port");
+        let local = listener.local_addr().expect("local address").port();
+        let (netns, addr, port) = (host.netns.clone(), addr.to_string(), port.to_string());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut down) = conn else { continue };
+                let child = Command::new("ip")
+                    .args(["netns", "exec", &netns, "python3", "-c", PIPE, &addr, &port])
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null())
+                    .spawn();
+                let Ok(mut child) = child else { continue };
+                let (Some(mut stdin), Some(mut stdout)) = (child.stdin.take(), child.stdout.take()) else { continue };
+                let Ok(mut up) = down.try_clone() else { continue };
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 65536];
+                    while let Ok(n @ 1..) = up.read(&mut buf) {
+                        if stdin.write_all(&buf[..n]).and_then(|()| stdin.flush()).is_err() {
+                            break;
+                        }
+                    }
+                });
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 65536];
+                    while let Ok(n @ 1..) = stdout.read(&mut buf) {
+                        if down.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = down.shutdown(std::net::Shutdown::Both);
+                    let _ = child.kill();
+                    let _ = child.wait();
+                });
+            }
+        });
+        local
+    }
+}
+
 impl Default for Lab {
     fn default() -> Self {
         Self::new()

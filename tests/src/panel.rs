@@ -1,6 +1,7 @@
 //! The panel's sign-in as a user does it in the browser (shared by the browser tests and
 //! `deploy/bench.sh panel`): username and password, the TOTP code computed from the secret the
-//! enrolment page shows (or the one given), then the signed-in shell.
+//! enrolment page shows (or the one given; the page shows it as a QR code too), then the
+//! signed-in shell.
 
 use crate::webdriver::Browser;
 use std::path::Path;
@@ -47,6 +48,7 @@ pub fn sign_in(
     match state {
         "enrol" => {
             let shown = b.text(&b.wait("#totp-secret", WAIT)).replace(' ', "");
+            assert_enrol_qr(b, &shown);
             if let Some(path) = enrol_shot {
                 b.screenshot(path);
             }
@@ -64,6 +66,20 @@ pub fn sign_in(
         }
         _ => None,
     }
+}
+
+/// The enrolment page shows the secret as a QR code: an inline SVG image that loads, beside a
+/// link with the `otpauth://` URI of the same secret.
+pub fn assert_enrol_qr(b: &Browser, secret: &str) {
+    let qr = b.wait("main img.qr", WAIT);
+    let src = b.attr(&qr, "src").unwrap_or_default();
+    assert!(src.starts_with("data:image/svg+xml;base64,"), "the QR code is inline: {}", &src[..src.len().min(60)]);
+    b.wait_until("the TOTP QR code to load", WAIT, || {
+        (b.exec("return document.querySelector('main img.qr').naturalWidth", vec![]).as_u64()? > 0).then_some(())
+    });
+    let link = b.wait("main a[href^='otpauth://totp/']", WAIT);
+    let uri = b.attr(&link, "href").unwrap_or_default();
+    assert!(uri.contains(&format!("secret={secret}")), "{uri}");
 }
 
 pub fn sign_out(b: &Browser) {

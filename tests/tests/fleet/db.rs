@@ -15,7 +15,7 @@ pub(crate) struct Env {
     pub(crate) procs: Vec<Proc>,
     pub(crate) pgb: PgBouncer,
     pub(crate) pg: Postgres,
-    c1: Host,
+    pub(crate) c1: Host,
     pub(crate) app: Host,
     pub(crate) outsider: Host,
     pub(crate) db: Host,

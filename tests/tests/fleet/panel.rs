@@ -1,14 +1,18 @@
 //! The web panel in a real browser (headless Chromium through chromedriver) against the real
 //! coordinator binary serving its API over TLS: the white label leaves no other product name on
-//! the page, the security headers are there, and the pages work as a user drives them.
-//! Screenshots of the main pages go to `docs/screenshots/` (README "Panel").
+//! the page, the security headers are there, and the pages work as a user drives them (a tenant
+//! owner's backup and restore against a real PostgreSQL and S3 server in the lab, reached through a
+//! forwarded port). Screenshots of the main pages go to `docs/screenshots/` (README "Panel").
 
+use crate::db::setup_configured;
 use crate::harness::Fleet;
+use berqenas_tests::s3::S3;
 use berqenas_tests::panel::{field, press, sign_in, sign_out, WAIT};
 use berqenas_tests::webdriver::Browser;
 use berqenas_tests::workspace_root;
 use serde_json::{json, Value};
 use std::path::PathBuf;
+use std::time::Duration;
 
 fn shot(name: &str) -> PathBuf {
     workspace_root().join("docs").join("screenshots").join(format!("{name}.png"))
@@ -107,6 +111,19 @@ fn a_branded_panel_shows_only_its_brand_under_a_strict_policy() {
     );
     assert!(weight.as_u64().expect("bytes") < 100 * 1024, "first page {weight} bytes");
     screenshot(&b, "signin-branded");
+
+    // A platform admin's TOTP enrolment: the QR code and the authenticator's entry carry the brand.
+    let root = f.json(0, &["user", "create", "--name", "root", "--role", "platform_admin"]);
+    field(&b, "username", "root");
+    field(&b, "password", root["initial_password"].as_str().expect("initial password"));
+    press(&b, "Sign in");
+    let secret = b.text(&b.wait("#totp-secret", WAIT)).replace(' ', "");
+    berqenas_tests::panel::assert_enrol_qr(&b, &secret);
+    let uri = b.exec("return document.querySelector(\"main a[href^='otpauth://']\").getAttribute('href')", vec![]);
+    let uri = uri.as_str().unwrap_or_default();
+    assert!(uri.starts_with("otpauth://totp/Acme%20Cloud:root?") && uri.contains("issuer=Acme%20Cloud"), "{uri}");
+    let html = b.exec("return document.documentElement.outerHTML", vec![]);
+    assert!(!html.as_str().unwrap_or_default().contains("Berqenas"), "the enrolment page names no other product");
 }
 
 #[test]
@@ -245,4 +262,120 @@ fn wait_gateway_exposures(f: &Fleet, gw: usize) {
         let x = g["exposures"].as_array()?;
         (g["peers"].as_array()?.len() == 1 && x.len() == 1 && x[0]["enabled"] == false).then_some(())
     });
+}
+
+/// What the tenant sees of its `orders`: the row count and a digest of every row, in order.
+const ROWS: &str = "SELECT count(*) || ' ' || coalesce(md5(string_agg(id || ':' || note, ',' ORDER BY id)), '') FROM orders";
+
+#[test]
+fn an_owner_backs_up_and_restores_its_database_in_the_browser() {
+    let (env, _s3) = setup_configured(|_, db, tmp, cfg| {
+        let s3 = S3::start_in(&db.netns, &db.addr.to_string(), tmp);
+        cfg.backup = Some(s3.config());
+        s3
+    });
+    let acme = env.create("acme", &["--vpn", "disabled", "--ddl", "enabled"]);
+    let (user, pw) = (acme["db_user"].as_str().expect("user"), acme["db_password"].as_str().expect("password"));
+    env.as_tenant(
+        user,
+        pw,
+        &[
+            "CREATE TABLE orders (id int PRIMARY KEY, note text)",
+            "INSERT INTO orders SELECT g, 'as backed up ' || g FROM generate_series(1, 500) g",
+        ],
+    )
+    .expect("acme fills its schema");
+    let at_backup = env.as_tenant(user, pw, &[ROWS]).expect("rows");
+    berqenas_tests::wait_for("acme's data key", Duration::from_secs(30), || {
+        env.json(&["backup", "list", "--tenant", "acme"])["keyed"].as_bool().filter(|k| *k)
+    });
+    let owner = env.json(&["user", "create", "--name", "olga", "--role", "owner", "--tenant", "acme"]);
+    let owner_pw = owner["initial_password"].as_str().expect("initial password").to_string();
+
+    // The coordinator serves the panel inside the lab; the browser reaches it through a port here.
+    let port = env.lab.forward(&env.c1, &env.c1.addr.to_string(), 7201);
+    let base = format!("https://127.0.0.1:{port}");
+    let b = Browser::start(env.tmp.path(), 1280, 900);
+    sign_in(&b, &base, "olga", &owner_pw, None, None);
+    b.wait_text("h1", "acme", WAIT);
+    b.goto(&format!("{base}/#/t/acme/backups"));
+    b.wait_text("h2", "Backups", WAIT);
+
+    // Back up now: the page follows the run until the backup is listed.
+    let before: Vec<u64> = taken(&env);
+    press(&b, "Back up now");
+    let made = berqenas_tests::wait_for("the backup asked for", Duration::from_secs(120), || {
+        taken(&env).into_iter().find(|t| !before.contains(t))
+    });
+    let listed = env.json(&["backup", "list", "--tenant", "acme"]);
+    let entry = listed["backups"].as_array().into_iter().flatten().find(|e| e["taken_ms"] == made).expect("entry");
+    b.wait_text("td", entry["taken_at"].as_str().expect("taken_at"), Duration::from_secs(30));
+    b.wait_text("#last-run", "ok", Duration::from_secs(30));
+
+    // The tenant changes its rows after the backup.
+    env.as_tenant(
+        user,
+        pw,
+        &[
+            "UPDATE orders SET note = 'changed' WHERE id <= 100",
+            "DELETE FROM orders WHERE id > 400",
+            "INSERT INTO orders VALUES (1000, 'new after the backup')",
+        ],
+    )
+    .expect("changes");
+    assert_ne!(env.as_tenant(user, pw, &[ROWS]).expect("rows"), at_backup);
+
+    // Restore over the live data at the backup's time (the form takes whole seconds: the next one).
+    let at_ms = (made / 1000 + 1) * 1000;
+    b.exec(
+        "const [ms] = arguments;
+         const set = (el, value) => {
+           el.value = value;
+           el.dispatchEvent(new Event('input', {bubbles: true}));
+           el.dispatchEvent(new Event('change', {bubbles: true}));
+         };
+         set(document.querySelector('main input[name=at]'),
+             new Date(ms - new Date(ms).getTimezoneOffset() * 60000).toISOString().slice(0, 19));
+         set(document.querySelector('main select[name=mode]'), 'overwrite');",
+        vec![json!(at_ms)],
+    );
+    press(&b, "Restore");
+    let asked = b.wait_text("#confirm-text", "Overwrite acme", WAIT);
+    assert!(b.text(&asked).contains("live data"), "the confirmation says what is overwritten");
+    b.click(&b.wait("#confirm-ok", WAIT));
+    b.wait_text("#last-restore", "made tenant_acme", Duration::from_secs(180));
+    let restored = env.json(&["backup", "list", "--tenant", "acme"]);
+    assert_eq!(restored["last_restore"]["ok"], true, "{restored}");
+    screenshot(&b, "backups");
+
+    // What the tenant reads is again what it had at the backup.
+    let rows = berqenas_tests::wait_for("the tenant to read its restored rows", Duration::from_secs(30), || {
+        env.as_tenant(user, pw, &[ROWS]).ok().filter(|r| *r == at_backup)
+    });
+    assert_eq!(rows, at_backup);
+
+    // The owner changes its password on its Account page (behind its name); the new one signs in.
+    b.click(&b.wait("#who a[href='#/account']", WAIT));
+    b.wait_text("h2", "Change your password", WAIT);
+    let fresh = "restored and renewed 2 times";
+    field(&b, "current_password", "not the password");
+    field(&b, "new_password", fresh);
+    field(&b, "confirm_password", fresh);
+    press(&b, "Change password");
+    b.wait_text("main p.error", "current password is wrong", WAIT);
+    b.goto(&format!("{base}/#/account"));
+    field(&b, "current_password", &owner_pw);
+    field(&b, "new_password", fresh);
+    field(&b, "confirm_password", fresh);
+    press(&b, "Change password");
+    b.wait_text("main p.ok-text", "Password changed", WAIT);
+    sign_out(&b);
+    sign_in(&b, &base, "olga", fresh, None, None);
+    b.wait_text("h1", "acme", WAIT);
+}
+
+/// When acme's listed backups were taken.
+fn taken(env: &crate::db::Env) -> Vec<u64> {
+    let v = env.json(&["backup", "list", "--tenant", "acme"]);
+    v["backups"].as_array().into_iter().flatten().filter_map(|e| e["taken_ms"].as_u64()).collect()
 }
