@@ -6,8 +6,8 @@
 
 use crate::db::setup_configured;
 use crate::harness::Fleet;
-use berqenas_tests::s3::S3;
 use berqenas_tests::panel::{field, press, sign_in, sign_out, WAIT};
+use berqenas_tests::s3::S3;
 use berqenas_tests::webdriver::Browser;
 use berqenas_tests::workspace_root;
 use serde_json::{json, Value};
@@ -265,7 +265,8 @@ fn wait_gateway_exposures(f: &Fleet, gw: usize) {
 }
 
 /// What the tenant sees of its `orders`: the row count and a digest of every row, in order.
-const ROWS: &str = "SELECT count(*) || ' ' || coalesce(md5(string_agg(id || ':' || note, ',' ORDER BY id)), '') FROM orders";
+const ROWS: &str =
+    "SELECT count(*) || ' ' || coalesce(md5(string_agg(id || ':' || note, ',' ORDER BY id)), '') FROM orders";
 
 #[test]
 fn an_owner_backs_up_and_restores_its_database_in_the_browser() {
