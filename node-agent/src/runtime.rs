@@ -79,15 +79,41 @@ struct Shared {
     realtime: Option<crate::realtime::Realtime>,
     /// The db role's backup scheduler, when `[backup]` names a bucket (PostgreSQL driver).
     backups: Option<crate::backup::schedule::Backups>,
+    /// The db role's login watcher (PostgreSQL driver): told every new desired state and what
+    /// the coordinators recorded.
+    logins: Option<crate::db::postgres::logins::Logins>,
 }
 
-/// The report with the backup events not yet acknowledged and the backups under way.
+/// The report with the backup events not yet acknowledged, the backups under way and the
+/// logins not yet recorded.
 fn with_backups(shared: &Shared, mut r: pb::StatusReport) -> pb::StatusReport {
     if let Some(b) = &shared.backups {
         r.backups = b.events().borrow().clone();
         r.backup_progress = b.progress().borrow().values().cloned().collect();
     }
+    if let Some(l) = &shared.logins {
+        r.db_logins = l.outbox().borrow().iter().map(login_pb).collect();
+    }
     r
+}
+
+fn login_pb(l: &crate::db::postgres::logins::Login) -> pb::DbLogin {
+    pb::DbLogin {
+        seq: l.seq,
+        tenant: l.tenant.clone(),
+        role: l.role.clone(),
+        success: l.failure.is_none(),
+        client: l.client.clone().unwrap_or_default(),
+        at_ms: l.at_ms,
+        reason: l.failure.map(|f| f.as_str().to_string()).unwrap_or_default(),
+        count: l.count,
+    }
+}
+
+/// The PostgreSQL tenants of these assignments (whose roles' logins are reported).
+fn postgres_tenant_names(tenants: &[Assignment]) -> std::collections::BTreeSet<String> {
+    let db = db_tenants(tenants);
+    crate::db::postgres_tenants(&db).map(|a| a.name.clone()).collect()
 }
 
 /// The backup part of each db assignment, taken out of the message (its data keys stay in
@@ -185,6 +211,7 @@ fn to_pb(
             .collect(),
         backups: Vec::new(),
         backup_progress: Vec::new(),
+        db_logins: Vec::new(),
     }
 }
 
@@ -246,6 +273,9 @@ async fn reconcile_loop(shared: Arc<Shared>, mut driver: Box<dyn Driver>, mut ap
             }
             None => Default::default(),
         };
+        if let Some(l) = &shared.logins {
+            node.conditions.extend(l.conditions());
+        }
         let now = SystemTime::now();
         let served_events = shared.realtime.is_some();
         let samples = statuses
@@ -326,6 +356,10 @@ async fn session(shared: &Shared, addr: &str) -> anyhow::Result<()> {
         Some(b) => b.progress(),
         None => tokio::sync::watch::channel(Default::default()).1,
     };
+    let mut db_logins = match &shared.logins {
+        Some(l) => l.outbox(),
+        None => tokio::sync::watch::channel(Vec::new()).1,
+    };
     let mut ticker = tokio::time::interval(REPORT_EVERY);
     ticker.tick().await;
     let result = loop {
@@ -349,6 +383,14 @@ async fn session(shared: &Shared, addr: &str) -> anyhow::Result<()> {
             changed = backup_events.changed(), if shared.backups.is_some() => {
                 if changed.is_err() { break Ok(()); }
                 backup_events.borrow_and_update();
+                let latest = reports.borrow().clone();
+                if let Some(r) = latest {
+                    if report_tx.send(with_backups(shared, r)).await.is_err() { break Err(anyhow::anyhow!("report stream closed")); }
+                }
+            }
+            changed = db_logins.changed(), if shared.logins.is_some() => {
+                if changed.is_err() { break Ok(()); }
+                db_logins.borrow_and_update();
                 let latest = reports.borrow().clone();
                 if let Some(r) = latest {
                     if report_tx.send(with_backups(shared, r)).await.is_err() { break Err(anyhow::anyhow!("report stream closed")); }
@@ -387,6 +429,9 @@ async fn session(shared: &Shared, addr: &str) -> anyhow::Result<()> {
 /// Takes a message from the watch: bookmarks only prove liveness; a full state is handed to the
 /// reconcile loop unless it is older than what was already applied.
 fn accept(shared: &Shared, mut msg: pb::DesiredState) {
+    if let Some(l) = &shared.logins {
+        l.recorded(msg.db_logins_recorded);
+    }
     if msg.bookmark {
         return;
     }
@@ -416,6 +461,9 @@ fn accept(shared: &Shared, mut msg: pb::DesiredState) {
     crate::metrics::METRICS.desired(msg.revision);
     if let Some(rt) = &shared.realtime {
         rt.set(&db_tenants(&tenants));
+    }
+    if let Some(l) = &shared.logins {
+        l.set_tenants(postgres_tenant_names(&tenants));
     }
     let _ = shared.desired.send(Some(Desired { revision: msg.revision, tenants }));
 }
@@ -503,6 +551,14 @@ pub async fn run(
         }
         (None, _) => None,
     };
+    let logins = match &cfg.driver {
+        crate::config::DriverConfig::Postgres { url, .. } => Some(crate::db::postgres::logins::Logins::start(
+            url.clone(),
+            &cfg.data_dir,
+            postgres_tenant_names(&applied.tenants),
+        )),
+        _ => None,
+    };
     let shared = Arc::new(Shared {
         applied_revision: AtomicU64::new(applied.revision),
         coordinators: Mutex::new(coordinators),
@@ -511,6 +567,7 @@ pub async fn run(
         cfg,
         realtime,
         backups,
+        logins,
     });
     let reconciler = tokio::spawn(reconcile_loop(shared.clone(), driver, applied));
     let connections = {
