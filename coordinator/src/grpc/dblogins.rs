@@ -123,7 +123,10 @@ mod tests {
         assert_eq!(bad(|r| r.role = "tenant_globex_user".into()), Err(InvalidDbLogin::Role(7)));
         assert_eq!(bad(|r| r.role = "tenant_acme_user\",\"x\":\"".into()), Err(InvalidDbLogin::Role(7)));
         assert_eq!(bad(|r| r.client = "10.0.0.1\nforged".into()), Err(InvalidDbLogin::Client(7)));
-        assert_eq!(bad(|r| r.reason = "password authentication failed: hunter2".into()), Err(InvalidDbLogin::Failure(7)));
+        assert_eq!(
+            bad(|r| r.reason = "password authentication failed: hunter2".into()),
+            Err(InvalidDbLogin::Failure(7))
+        );
         let ok = bad(|r| {
             r.success = true;
             r.client = "local".into();

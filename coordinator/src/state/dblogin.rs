@@ -161,7 +161,8 @@ mod tests {
 
     fn run(s: &mut State, new: NewDbLogin) -> Response {
         let i = next_index(s);
-        let meta = Meta { time_ms: i, actor: "node/1".into(), source: "t".into(), key_role: None, user_generation: None };
+        let meta =
+            Meta { time_ms: i, actor: "node/1".into(), source: "t".into(), key_role: None, user_generation: None };
         s.apply(i, &Command { meta, op: Op::DbLogin(new) }).0
     }
 
@@ -171,7 +172,8 @@ mod tests {
         register(&mut s, 1, &[NodeRole::Gateway, NodeRole::Db]);
         create(&mut s, "acme");
         create(&mut s, "globex");
-        let reported = vec![login(2, "acme", Some(Failure::WrongPassword)), login(1, "acme", None), login(3, "nobody", None)];
+        let reported =
+            vec![login(2, "acme", Some(Failure::WrongPassword)), login(1, "acme", None), login(3, "nobody", None)];
 
         let new = to_record(&s, 1, &reported);
         assert_eq!(new.iter().map(|n| n.login.seq).collect::<Vec<_>>(), vec![1, 2], "in order, placed tenants only");
@@ -182,7 +184,10 @@ mod tests {
         let entry = s.audit.last().expect("audited").clone();
         assert_eq!((entry.action.as_str(), entry.target.as_str()), ("db.login-failed", "tenant/acme"));
         let d = |k: &str| entry.details.get(k).map(String::as_str);
-        assert_eq!((d("role"), d("client"), d("failure")), (Some("tenant_acme_user"), Some("192.0.2.9:50432"), Some("wrong password")));
+        assert_eq!(
+            (d("role"), d("client"), d("failure")),
+            (Some("tenant_acme_user"), Some("192.0.2.9:50432"), Some("wrong password"))
+        );
         assert_eq!((d("node"), d("seq"), d("count")), (Some("1"), Some("2"), None));
         assert_eq!(s.nodes[&1].db_logins_recorded, 2);
 

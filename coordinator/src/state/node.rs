@@ -234,17 +234,16 @@ impl State {
             labels.entry(k.clone()).or_insert_with(|| v.clone());
         }
         let gateway = super::gateway::GatewayNode { settings: request.gateway.settings, ..Default::default() };
-        let node =
-            Node {
-                id,
-                labels,
-                revoked: false,
-                applied_revision: 0,
-                cordoned: false,
-                gateway,
-                db_logins_recorded: 0,
-                ..request.clone()
-            };
+        let node = Node {
+            id,
+            labels,
+            revoked: false,
+            applied_revision: 0,
+            cordoned: false,
+            gateway,
+            db_logins_recorded: 0,
+            ..request.clone()
+        };
         if let Some(t) = self.join_tokens.get_mut(token_id) {
             t.used_at_ms = Some(at.now);
             t.used_by_node = Some(id);

@@ -86,7 +86,8 @@ impl Progress {
         let mut new: Vec<Login> = Vec::new();
         for s in seen {
             let ip = s.client.as_ref().map(|c| c.ip());
-            let key: Key = (s.tenant.clone(), s.role.clone(), s.failure, ip.flatten(), matches!(s.client, Some(Client::Local)));
+            let key: Key =
+                (s.tenant.clone(), s.role.clone(), s.failure, ip.flatten(), matches!(s.client, Some(Client::Local)));
             if let Some(&i) = index.get(&key) {
                 new[i].count = new[i].count.saturating_add(1);
                 continue;
@@ -340,6 +341,9 @@ async fn tick(conn: &mut PgConnection, inner: &Inner) -> Result<Option<Condition
     let tenants = inner.tenants.lock().map(|t| t.clone()).unwrap_or_default();
     let seen: Vec<Seen> = lines.iter().filter_map(|l| parse::line(l, &tenants)).collect();
     progress.offset += used as u64;
+    if !seen.is_empty() {
+        tracing::info!(logins = seen.len(), "logins of tenant roles read from PostgreSQL's log");
+    }
     progress.add(seen, now_ms());
     if !full && file != current {
         // The old file is read to its end (or gone): the new one from its start.
@@ -367,9 +371,7 @@ async fn tick(conn: &mut PgConnection, inner: &Inner) -> Result<Option<Condition
         }
     }
     Ok(if connections != "on" {
-        unobserved(
-            "log_connections is off: failed logins are seen, successful ones are not; set log_connections = on",
-        )
+        unobserved("log_connections is off: failed logins are seen, successful ones are not; set log_connections = on")
     } else {
         None
     })

@@ -75,7 +75,8 @@ pub fn line(text: &str, tenants: &BTreeSet<String>) -> Option<Seen> {
     if l.backend_type.as_deref() != Some("client backend") {
         return None;
     }
-    let failure = match (l.error_severity.as_deref()?, l.state_code.as_deref()?) {
+    // jsonlog leaves `state_code` out for 00000 (successful completion).
+    let failure = match (l.error_severity.as_deref()?, l.state_code.as_deref().unwrap_or("00000")) {
         ("LOG", "00000") if l.message.as_deref()?.starts_with("connection authorized:") => None,
         ("FATAL", code) => Some(LoginFailure::from_sqlstate(code)?),
         _ => return None,
@@ -115,8 +116,9 @@ mod tests {
         ["acme", "a_user"].into_iter().map(String::from).collect()
     }
 
-    const AUTHORIZED: &str = r#"{"timestamp":"2026-12-02 16:29:20.123 UTC","user":"tenant_acme_user","dbname":"postgres","pid":4711,"remote_host":"192.0.2.5","remote_port":50432,"session_id":"6750e0a0.1267","line_num":2,"ps":"authentication","session_start":"2026-12-02 16:29:20 UTC","vxid":"3/1","txid":0,"error_severity":"LOG","state_code":"00000","message":"connection authorized: user=tenant_acme_user database=postgres application_name=psql","backend_type":"client backend","query_id":0}"#;
-    const WRONG_PASSWORD: &str = r#"{"timestamp":"2026-12-02 16:29:21.500 UTC","user":"tenant_acme_user","dbname":"postgres","pid":4712,"remote_host":"192.0.2.5","remote_port":50434,"error_severity":"FATAL","state_code":"28P01","message":"password authentication failed for user \"tenant_acme_user\"","detail":"Connection matched pg_hba.conf line 99: \"host all all 192.0.2.0/24 scram-sha-256\"","backend_type":"client backend","query_id":0}"#;
+    /// As PostgreSQL 15 writes it (no `state_code` for 00000).
+    const AUTHORIZED: &str = r#"{"timestamp":"2026-12-02 16:29:20.123 UTC","user":"tenant_acme_user","dbname":"postgres","pid":28335,"remote_host":"192.0.2.5","remote_port":50432,"session_id":"6b110042.6eaf","line_num":3,"ps":"authentication","session_start":"2026-12-02 16:29:20 UTC","vxid":"3/5","txid":0,"error_severity":"LOG","message":"connection authorized: user=tenant_acme_user database=postgres application_name=psql","backend_type":"client backend","query_id":0}"#;
+    const WRONG_PASSWORD: &str = r#"{"timestamp":"2026-12-02 16:29:21.500 UTC","user":"tenant_acme_user","dbname":"postgres","pid":28352,"remote_host":"192.0.2.5","remote_port":50434,"session_id":"6b110042.6ec0","line_num":2,"ps":"authentication","session_start":"2026-12-02 16:29:21 UTC","vxid":"3/7","txid":0,"error_severity":"FATAL","state_code":"28P01","message":"password authentication failed for user \"tenant_acme_user\"","detail":"Connection matched pg_hba.conf line 91: \"host all all 192.0.2.0/24 scram-sha-256\"","backend_type":"client backend","query_id":0}"#;
 
     #[test]
     fn a_login_and_a_wrong_password_are_read_as_such() {
@@ -147,6 +149,10 @@ mod tests {
 
     #[test]
     fn other_lines_are_not_logins() {
+        let authenticated = AUTHORIZED.replace("connection authorized:", "connection authenticated:");
+        assert_eq!(line(&authenticated, &tenants()), None, "one login, not two");
+        let coded = AUTHORIZED.replace("\"error_severity\"", "\"state_code\":\"00000\",\"error_severity\"");
+        assert!(line(&coded, &tenants()).is_some(), "an explicit 00000 too");
         let statement = AUTHORIZED.replace("connection authorized:", "statement: select 'connection authorized:'");
         assert_eq!(line(&statement, &tenants()), None);
         let raised = WRONG_PASSWORD.replace("\"FATAL\"", "\"ERROR\"");
