@@ -11,7 +11,7 @@
 use crate::assignment::Assignment;
 use crate::config::AgentConfig;
 use crate::connect::node_client;
-use crate::driver::{Driver, NodeStatus, Status};
+use crate::driver::Driver;
 use crate::host::files::write_atomic;
 use anyhow::Context;
 use berqenas_proto::node as pb;
@@ -92,22 +92,9 @@ fn with_backups(shared: &Shared, mut r: pb::StatusReport) -> pb::StatusReport {
         r.backup_progress = b.progress().borrow().values().cloned().collect();
     }
     if let Some(l) = &shared.logins {
-        r.db_logins = l.outbox().borrow().iter().map(login_pb).collect();
+        r.db_logins = l.outbox().borrow().iter().map(crate::report::login_pb).collect();
     }
     r
-}
-
-fn login_pb(l: &crate::db::postgres::logins::Login) -> pb::DbLogin {
-    pb::DbLogin {
-        seq: l.seq,
-        tenant: l.tenant.clone(),
-        role: l.role.clone(),
-        success: l.failure.is_none(),
-        client: l.client.clone().unwrap_or_default(),
-        at_ms: l.at_ms,
-        reason: l.failure.map(|f| f.as_str().to_string()).unwrap_or_default(),
-        count: l.count,
-    }
 }
 
 /// The PostgreSQL tenants of these assignments (whose roles' logins are reported).
@@ -135,84 +122,6 @@ fn backup_plans(
 
 fn db_tenants(tenants: &[Assignment]) -> Vec<crate::assignment::DbTenant> {
     tenants.iter().filter_map(Assignment::db_tenant).collect()
-}
-
-fn unix_seconds(t: Option<SystemTime>) -> i64 {
-    t.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok()).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
-}
-
-fn gateway_pb(g: &crate::gateway::GatewayStatus) -> pb::GatewayStatus {
-    pb::GatewayStatus {
-        public_key: g.public_key.as_ref().map(|k| k.as_str().to_string()).unwrap_or_default(),
-        peers: g
-            .peers
-            .iter()
-            .map(|p| pb::PeerStatus {
-                public_key: p.public_key.as_str().to_string(),
-                last_handshake: unix_seconds(p.last_handshake),
-                rx_bytes: p.rx_bytes,
-                tx_bytes: p.tx_bytes,
-                endpoint: p.endpoint.map(|e| e.to_string()).unwrap_or_default(),
-                session_start: unix_seconds(p.session_start),
-            })
-            .collect(),
-        exposures: g
-            .exposures
-            .iter()
-            .map(|x| pb::ExposureStatus {
-                id: x.id.clone(),
-                accepted_packets: x.accepted_packets,
-                dropped_packets: x.dropped_packets,
-                sources: x
-                    .sources
-                    .iter()
-                    .map(|s| pb::SourceSeen {
-                        address: s.address.clone(),
-                        first_seen: s.first_seen,
-                        last_seen: s.last_seen,
-                        packets: s.packets,
-                        bytes: s.bytes,
-                    })
-                    .collect(),
-            })
-            .collect(),
-    }
-}
-
-fn to_pb(
-    revision: u64,
-    statuses: &[Status],
-    capacity: pb::Capacity,
-    node: &NodeStatus,
-    events: &std::collections::BTreeMap<String, u64>,
-) -> pb::StatusReport {
-    pb::StatusReport {
-        applied_revision: revision,
-        tenants: statuses
-            .iter()
-            .map(|s| pb::TenantStatus {
-                name: s.name.clone(),
-                ready: s.ready,
-                reason: s.reason.clone().unwrap_or_default(),
-                revision,
-                db_bytes: s.usage.map_or(0, |u| u.db_bytes),
-                quota_exceeded: s.usage.is_some_and(|u| u.quota_exceeded),
-                connections: s.usage.map_or(0, |u| u.connections),
-                gateway: s.gateway.as_ref().map(gateway_pb),
-                events_total: events.get(&s.name).copied().unwrap_or(0),
-            })
-            .collect(),
-        capacity: Some(capacity),
-        wireguard_backend: node.wireguard_backend.unwrap_or_default().to_string(),
-        conditions: node
-            .conditions
-            .iter()
-            .map(|c| pb::NodeCondition { kind: c.kind.clone(), message: c.message.clone() })
-            .collect(),
-        backups: Vec::new(),
-        backup_progress: Vec::new(),
-        db_logins: Vec::new(),
-    }
 }
 
 async fn reconcile_loop(shared: Arc<Shared>, mut driver: Box<dyn Driver>, mut applied: Applied) {
@@ -286,7 +195,7 @@ async fn reconcile_loop(shared: Arc<Shared>, mut driver: Box<dyn Driver>, mut ap
             })
             .collect();
         crate::metrics::METRICS.applied(applied.revision, samples);
-        let _ = shared.report.send(Some(to_pb(applied.revision, &statuses, capacity, &node, &events)));
+        let _ = shared.report.send(Some(crate::report::to_pb(applied.revision, &statuses, capacity, &node, &events)));
         let woken = async {
             match &wake {
                 Some(w) => w.notified().await,

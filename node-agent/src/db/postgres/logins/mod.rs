@@ -249,7 +249,7 @@ async fn run(url: String, inner: Arc<Inner>) {
             continue;
         }
         ticks += 1;
-        if ticks % RECONNECT_EVERY == 0 {
+        if ticks.is_multiple_of(RECONNECT_EVERY) {
             // A new session sees settings changed since (log_connections takes effect per session).
             if let Some(c) = conn.take() {
                 let _ = c.close().await;
