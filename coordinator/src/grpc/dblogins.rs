@@ -3,6 +3,8 @@
 //! address that parses, a failure the state knows), and those not yet recorded written, one
 //! `Op::DbLogin` (one audit entry) each, in the node's order. What a report carries beyond
 //! `MAX_REPORTED` is not even looked at; the state takes at most `dblogin::MAX_PER_REPORT`.
+//! While a coordinator of an older release answers (the op is new), nothing is written and the
+//! report is taken all the same: the logins wait in the agent's outbox.
 
 use crate::server::Coordinator;
 use crate::state::dblogin::{is_role_of, Client, DbLogin, Failure};
@@ -84,6 +86,12 @@ pub(super) async fn record(c: &Coordinator, id: u64, src: &str, logins: &[DbLogi
         match c.write(Command { meta, op: Op::DbLogin(new) }).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::debug!(node = id, error = %e, "a reported login was not recorded"),
+            // Mid-upgrade: the logins wait in the agent's outbox until every coordinator knows
+            // the op; the rest of the report goes on.
+            Err(e @ crate::server::WriteError::OlderRelease { .. }) => {
+                tracing::debug!(node = id, error = %e, "logins are recorded once every coordinator is upgraded");
+                return Ok(());
+            }
             Err(e) => return Err(e.into()),
         }
     }
