@@ -174,6 +174,16 @@ if ! grep -q '^wal_level = logical' "$PG_DIR/data/postgresql.conf"; then
     as_pg "$PGBIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/postgres.log" -w restart >/dev/null
   fi
 fi
+# Logins of tenant roles reach the audit trail from PostgreSQL's JSON log (README, "Security
+# events to a SIEM"); the server's own messages then go to $PG_DIR/data/log/.
+if ! grep -q '^log_connections = on' "$PG_DIR/data/postgresql.conf"; then
+  printf "logging_collector = on\nlog_destination = 'stderr,jsonlog'\nlog_connections = on\nlog_timezone = 'UTC'\n" \
+    | as_pg tee -a "$PG_DIR/data/postgresql.conf" >/dev/null
+  if as_pg "$PGBIN/pg_ctl" -D "$PG_DIR/data" status >/dev/null 2>&1; then
+    echo "==> restarting PostgreSQL for its JSON log (tenant logins)"
+    as_pg "$PGBIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/postgres.log" -w restart >/dev/null
+  fi
+fi
 if ! as_pg "$PGBIN/pg_ctl" -D "$PG_DIR/data" status >/dev/null 2>&1; then
   echo "==> starting PostgreSQL"
   as_pg "$PGBIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/postgres.log" -w start >/dev/null

@@ -69,3 +69,59 @@ mod tests {
         assert_eq!(serde_json::to_string(&Isolation::Database).ok().as_deref(), Some("\"database\""));
     }
 }
+
+/// Why a login as a tenant's role failed: the SQLSTATEs of a refused connection, named. The
+/// db node reports these names (never PostgreSQL's message text, which may quote what the
+/// client sent) and the coordinator's audit entry records them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LoginFailure {
+    /// 28P01: the password (or SCRAM proof) was wrong, or the role does not exist.
+    WrongPassword,
+    /// 28000: refused by `pg_hba.conf`, or the role may not log in (a suspended tenant).
+    NotAuthorized,
+    /// 42501: no CONNECT on the database.
+    NoConnectPrivilege,
+    /// 53300: the role's (or the server's) connection limit.
+    TooManyConnections,
+    /// 3D000: the database named does not exist.
+    NoSuchDatabase,
+}
+
+impl LoginFailure {
+    pub const ALL: [LoginFailure; 5] = [
+        LoginFailure::WrongPassword,
+        LoginFailure::NotAuthorized,
+        LoginFailure::NoConnectPrivilege,
+        LoginFailure::TooManyConnections,
+        LoginFailure::NoSuchDatabase,
+    ];
+
+    /// The name on the wire and in the audit entry.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            LoginFailure::WrongPassword => "wrong password",
+            LoginFailure::NotAuthorized => "not authorized",
+            LoginFailure::NoConnectPrivilege => "no connect privilege",
+            LoginFailure::TooManyConnections => "too many connections",
+            LoginFailure::NoSuchDatabase => "no such database",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.as_str() == s)
+    }
+
+    /// The failure a FATAL error with this SQLSTATE means for a connecting client; `None`: not
+    /// a refused login.
+    pub fn from_sqlstate(code: &str) -> Option<Self> {
+        Some(match code {
+            "28P01" => LoginFailure::WrongPassword,
+            "28000" => LoginFailure::NotAuthorized,
+            "42501" => LoginFailure::NoConnectPrivilege,
+            "53300" => LoginFailure::TooManyConnections,
+            "3D000" => LoginFailure::NoSuchDatabase,
+            _ => return None,
+        })
+    }
+}

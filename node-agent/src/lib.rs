@@ -23,4 +23,5 @@ pub mod host;
 pub mod join;
 pub mod metrics;
 pub mod realtime;
+pub mod report;
 pub mod runtime;

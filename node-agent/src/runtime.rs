@@ -11,7 +11,7 @@
 use crate::assignment::Assignment;
 use crate::config::AgentConfig;
 use crate::connect::node_client;
-use crate::driver::{Driver, NodeStatus, Status};
+use crate::driver::Driver;
 use crate::host::files::write_atomic;
 use anyhow::Context;
 use berqenas_proto::node as pb;
@@ -79,15 +79,28 @@ struct Shared {
     realtime: Option<crate::realtime::Realtime>,
     /// The db role's backup scheduler, when `[backup]` names a bucket (PostgreSQL driver).
     backups: Option<crate::backup::schedule::Backups>,
+    /// The db role's login watcher (PostgreSQL driver): told every new desired state and what
+    /// the coordinators recorded.
+    logins: Option<crate::db::postgres::logins::Logins>,
 }
 
-/// The report with the backup events not yet acknowledged and the backups under way.
+/// The report with the backup events not yet acknowledged, the backups under way and the
+/// logins not yet recorded.
 fn with_backups(shared: &Shared, mut r: pb::StatusReport) -> pb::StatusReport {
     if let Some(b) = &shared.backups {
         r.backups = b.events().borrow().clone();
         r.backup_progress = b.progress().borrow().values().cloned().collect();
     }
+    if let Some(l) = &shared.logins {
+        r.db_logins = l.outbox().borrow().iter().map(crate::report::login_pb).collect();
+    }
     r
+}
+
+/// The PostgreSQL tenants of these assignments (whose roles' logins are reported).
+fn postgres_tenant_names(tenants: &[Assignment]) -> std::collections::BTreeSet<String> {
+    let db = db_tenants(tenants);
+    crate::db::postgres_tenants(&db).map(|a| a.name.clone()).collect()
 }
 
 /// The backup part of each db assignment, taken out of the message (its data keys stay in
@@ -109,83 +122,6 @@ fn backup_plans(
 
 fn db_tenants(tenants: &[Assignment]) -> Vec<crate::assignment::DbTenant> {
     tenants.iter().filter_map(Assignment::db_tenant).collect()
-}
-
-fn unix_seconds(t: Option<SystemTime>) -> i64 {
-    t.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok()).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
-}
-
-fn gateway_pb(g: &crate::gateway::GatewayStatus) -> pb::GatewayStatus {
-    pb::GatewayStatus {
-        public_key: g.public_key.as_ref().map(|k| k.as_str().to_string()).unwrap_or_default(),
-        peers: g
-            .peers
-            .iter()
-            .map(|p| pb::PeerStatus {
-                public_key: p.public_key.as_str().to_string(),
-                last_handshake: unix_seconds(p.last_handshake),
-                rx_bytes: p.rx_bytes,
-                tx_bytes: p.tx_bytes,
-                endpoint: p.endpoint.map(|e| e.to_string()).unwrap_or_default(),
-                session_start: unix_seconds(p.session_start),
-            })
-            .collect(),
-        exposures: g
-            .exposures
-            .iter()
-            .map(|x| pb::ExposureStatus {
-                id: x.id.clone(),
-                accepted_packets: x.accepted_packets,
-                dropped_packets: x.dropped_packets,
-                sources: x
-                    .sources
-                    .iter()
-                    .map(|s| pb::SourceSeen {
-                        address: s.address.clone(),
-                        first_seen: s.first_seen,
-                        last_seen: s.last_seen,
-                        packets: s.packets,
-                        bytes: s.bytes,
-                    })
-                    .collect(),
-            })
-            .collect(),
-    }
-}
-
-fn to_pb(
-    revision: u64,
-    statuses: &[Status],
-    capacity: pb::Capacity,
-    node: &NodeStatus,
-    events: &std::collections::BTreeMap<String, u64>,
-) -> pb::StatusReport {
-    pb::StatusReport {
-        applied_revision: revision,
-        tenants: statuses
-            .iter()
-            .map(|s| pb::TenantStatus {
-                name: s.name.clone(),
-                ready: s.ready,
-                reason: s.reason.clone().unwrap_or_default(),
-                revision,
-                db_bytes: s.usage.map_or(0, |u| u.db_bytes),
-                quota_exceeded: s.usage.is_some_and(|u| u.quota_exceeded),
-                connections: s.usage.map_or(0, |u| u.connections),
-                gateway: s.gateway.as_ref().map(gateway_pb),
-                events_total: events.get(&s.name).copied().unwrap_or(0),
-            })
-            .collect(),
-        capacity: Some(capacity),
-        wireguard_backend: node.wireguard_backend.unwrap_or_default().to_string(),
-        conditions: node
-            .conditions
-            .iter()
-            .map(|c| pb::NodeCondition { kind: c.kind.clone(), message: c.message.clone() })
-            .collect(),
-        backups: Vec::new(),
-        backup_progress: Vec::new(),
-    }
 }
 
 async fn reconcile_loop(shared: Arc<Shared>, mut driver: Box<dyn Driver>, mut applied: Applied) {
@@ -246,6 +182,9 @@ async fn reconcile_loop(shared: Arc<Shared>, mut driver: Box<dyn Driver>, mut ap
             }
             None => Default::default(),
         };
+        if let Some(l) = &shared.logins {
+            node.conditions.extend(l.conditions());
+        }
         let now = SystemTime::now();
         let served_events = shared.realtime.is_some();
         let samples = statuses
@@ -256,7 +195,7 @@ async fn reconcile_loop(shared: Arc<Shared>, mut driver: Box<dyn Driver>, mut ap
             })
             .collect();
         crate::metrics::METRICS.applied(applied.revision, samples);
-        let _ = shared.report.send(Some(to_pb(applied.revision, &statuses, capacity, &node, &events)));
+        let _ = shared.report.send(Some(crate::report::to_pb(applied.revision, &statuses, capacity, &node, &events)));
         let woken = async {
             match &wake {
                 Some(w) => w.notified().await,
@@ -326,6 +265,10 @@ async fn session(shared: &Shared, addr: &str) -> anyhow::Result<()> {
         Some(b) => b.progress(),
         None => tokio::sync::watch::channel(Default::default()).1,
     };
+    let mut db_logins = match &shared.logins {
+        Some(l) => l.outbox(),
+        None => tokio::sync::watch::channel(Vec::new()).1,
+    };
     let mut ticker = tokio::time::interval(REPORT_EVERY);
     ticker.tick().await;
     let result = loop {
@@ -349,6 +292,14 @@ async fn session(shared: &Shared, addr: &str) -> anyhow::Result<()> {
             changed = backup_events.changed(), if shared.backups.is_some() => {
                 if changed.is_err() { break Ok(()); }
                 backup_events.borrow_and_update();
+                let latest = reports.borrow().clone();
+                if let Some(r) = latest {
+                    if report_tx.send(with_backups(shared, r)).await.is_err() { break Err(anyhow::anyhow!("report stream closed")); }
+                }
+            }
+            changed = db_logins.changed(), if shared.logins.is_some() => {
+                if changed.is_err() { break Ok(()); }
+                db_logins.borrow_and_update();
                 let latest = reports.borrow().clone();
                 if let Some(r) = latest {
                     if report_tx.send(with_backups(shared, r)).await.is_err() { break Err(anyhow::anyhow!("report stream closed")); }
@@ -387,6 +338,9 @@ async fn session(shared: &Shared, addr: &str) -> anyhow::Result<()> {
 /// Takes a message from the watch: bookmarks only prove liveness; a full state is handed to the
 /// reconcile loop unless it is older than what was already applied.
 fn accept(shared: &Shared, mut msg: pb::DesiredState) {
+    if let Some(l) = &shared.logins {
+        l.recorded(msg.db_logins_recorded);
+    }
     if msg.bookmark {
         return;
     }
@@ -416,6 +370,9 @@ fn accept(shared: &Shared, mut msg: pb::DesiredState) {
     crate::metrics::METRICS.desired(msg.revision);
     if let Some(rt) = &shared.realtime {
         rt.set(&db_tenants(&tenants));
+    }
+    if let Some(l) = &shared.logins {
+        l.set_tenants(postgres_tenant_names(&tenants));
     }
     let _ = shared.desired.send(Some(Desired { revision: msg.revision, tenants }));
 }
@@ -503,6 +460,14 @@ pub async fn run(
         }
         (None, _) => None,
     };
+    let logins = match &cfg.driver {
+        crate::config::DriverConfig::Postgres { url, .. } => Some(crate::db::postgres::logins::Logins::start(
+            url.clone(),
+            &cfg.data_dir,
+            postgres_tenant_names(&applied.tenants),
+        )),
+        _ => None,
+    };
     let shared = Arc::new(Shared {
         applied_revision: AtomicU64::new(applied.revision),
         coordinators: Mutex::new(coordinators),
@@ -511,6 +476,7 @@ pub async fn run(
         cfg,
         realtime,
         backups,
+        logins,
     });
     let reconciler = tokio::spawn(reconcile_loop(shared.clone(), driver, applied));
     let connections = {

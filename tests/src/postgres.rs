@@ -9,6 +9,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+/// `postgresql.conf` lines that let the db node's agent see logins (`Postgres::start_with`): the
+/// jsonlog it reads, connections logged, times in UTC. Not the default: with the logging
+/// collector on, the server's own stderr (which some tests read) stays empty.
+pub const LOGIN_LOG: &str = "logging_collector = on\nlog_destination = 'jsonlog'\nlog_connections = on\n\
+                             log_timezone = 'UTC'\n";
+
 pub struct Postgres {
     /// Declared first: the server stops before its directory goes.
     proc: Proc,
@@ -40,7 +46,7 @@ fn as_postgres(program: &Path) -> Command {
 
 impl Postgres {
     /// initdb into a temp dir, configured to listen on `listen`:`port`.
-    fn init(listen: &str, port: u16) -> (PathBuf, tempfile::TempDir, PathBuf, String) {
+    fn init(listen: &str, port: u16, extra_conf: &str) -> (PathBuf, tempfile::TempDir, PathBuf, String) {
         let bin = bin_dir();
         let dir = tempfile::Builder::new().prefix("bq-pg-").tempdir().expect("temp dir");
         let data = dir.path().join("data");
@@ -67,7 +73,7 @@ impl Postgres {
              wal_level = logical\nmax_replication_slots = 64\nmax_wal_senders = 16\n",
             dir.path().display()
         );
-        append(&data.join("postgresql.conf"), &conf);
+        append(&data.join("postgresql.conf"), &format!("{conf}{extra_conf}"));
         append(
             &data.join("pg_hba.conf"),
             "host all all 127.0.0.1/32 scram-sha-256\nhost all all 192.0.2.0/24 scram-sha-256\n\
@@ -89,7 +95,12 @@ impl Postgres {
 
     /// initdb + start inside `host`; returns once it accepts connections.
     pub fn start(lab: &Lab, host: &Host, log_dir: &Path) -> Self {
-        let (bin, dir, data, password) = Self::init("*", 5432);
+        Self::start_with(lab, host, log_dir, "")
+    }
+
+    /// `start` with `extra_conf` appended to `postgresql.conf` (e.g. `LOGIN_LOG`).
+    pub fn start_with(lab: &Lab, host: &Host, log_dir: &Path, extra_conf: &str) -> Self {
+        let (bin, dir, data, password) = Self::init("*", 5432, extra_conf);
         let args = Self::server_args(&bin, &data);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let proc = lab.spawn(host, &format!("postgres-{}", host.name), Path::new("/usr/bin/setpriv"), &args, log_dir);
@@ -104,7 +115,7 @@ impl Postgres {
     /// initdb + start on 127.0.0.1 at a free port (no lab), for benchmarks.
     pub fn start_loopback(log_dir: &Path) -> Self {
         let port = crate::free_port();
-        let (bin, dir, data, password) = Self::init("127.0.0.1", port);
+        let (bin, dir, data, password) = Self::init("127.0.0.1", port, "");
         let args = Self::server_args(&bin, &data);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let proc = Proc::spawn("postgres", Path::new("/usr/bin/setpriv"), &args, log_dir);

@@ -6,6 +6,7 @@
 
 mod assignment;
 pub mod backups;
+mod dblogins;
 mod device;
 pub mod error;
 mod node;

@@ -127,6 +127,7 @@ fn validate_join(req: &pb::JoinRequest) -> Result<(String, String, Node), String
         applied_revision: 0,
         gateway: GatewayNode { settings, ..Default::default() },
         realtime_address,
+        db_logins_recorded: 0,
     };
     Ok((id.to_string(), hash_secret(secret), node))
 }
@@ -379,9 +380,12 @@ impl pb::node_server::Node for NodeService {
             }
             let mut last_sent: Option<Vec<Assignment>> = None;
             let mut last_send_at = Instant::now();
+            let mut logins_sent = 0;
             loop {
-                let (revision, desired) =
-                    c.read(|d| (d.last_applied.map_or(0, |l| l.index), desired::for_node(&d.state, id)));
+                let (revision, desired, logins) = c.read(|d| {
+                    let logins = d.state.nodes.get(&id).map_or(0, |n| n.db_logins_recorded);
+                    (d.last_applied.map_or(0, |l| l.index), desired::for_node(&d.state, id), logins)
+                });
                 let Some(desired) = desired else {
                     let _ = tx.send(Err(Status::permission_denied(format!("node {id} is revoked or unknown")))).await;
                     return;
@@ -393,16 +397,19 @@ impl pb::node_server::Node for NodeService {
                         node_id: id,
                         tenants: desired.iter().map(|a| super::assignment::to_pb(a, c.backup_key.as_deref())).collect(),
                         coordinators: coordinators(&c),
+                        db_logins_recorded: logins,
                     };
                     last_sent = Some(desired);
                     Some(msg)
-                } else if last_send_at.elapsed() >= KEEPALIVE {
+                } else if last_send_at.elapsed() >= KEEPALIVE || logins != logins_sent {
+                    // A bookmark also tells the agent which of its logins are recorded.
                     Some(pb::DesiredState {
                         revision,
                         bookmark: true,
                         node_id: id,
                         tenants: vec![],
                         coordinators: vec![],
+                        db_logins_recorded: logins,
                     })
                 } else {
                     None
@@ -412,6 +419,7 @@ impl pb::node_server::Node for NodeService {
                         return;
                     }
                     last_send_at = Instant::now();
+                    logins_sent = logins;
                 }
                 // Wait for a change (or the keepalive), then gather a burst.
                 let wait = KEEPALIVE.saturating_sub(last_send_at.elapsed());
@@ -480,6 +488,7 @@ impl pb::node_server::Node for NodeService {
             };
             super::report::record_connects(&self.c, id, &src, &report).await?;
             super::backups::record(&self.c, id, &src, &msg.backups).await?;
+            super::dblogins::record(&self.c, id, &src, &super::dblogins::parse(id, &msg.db_logins)).await?;
             super::backups::progress(&self.c, id, &msg.backup_progress);
             let due = {
                 let last = self.last_reports.lock().map_err(|e| internal("report cache", e))?;

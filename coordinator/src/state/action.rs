@@ -81,6 +81,10 @@ actions! {
     DeviceConfig = "device.config",
     /// A device started a VPN session (reported by its gateway: who, from where).
     DeviceConnect = "device.connect",
+    /// A tenant's role logged in to PostgreSQL (reported by its db node: role, from where).
+    DbLogin = "db.login",
+    /// A login as a tenant's role was refused (wrong password, not allowed, …; never the password).
+    DbLoginFailed = "db.login-failed",
     /// A device token was minted for a tenant (its secret shown once, never stored).
     DeviceTokenCreate = "device.token.create",
     DeviceTokenList = "device.token.list",

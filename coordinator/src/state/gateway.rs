@@ -138,6 +138,7 @@ impl super::Op {
             | Self::CordonNode { .. }
             | Self::NodeReport(_)
             | Self::DeviceConnect(_)
+            | Self::DbLogin(_)
             | Self::CreateDeviceToken(_)
             | Self::RevokeDeviceToken { .. }
             | Self::DeviceHeartbeat(_)

@@ -12,6 +12,7 @@ pub mod backup;
 pub mod billing;
 pub mod cluster;
 pub mod connect;
+pub mod dblogin;
 pub mod desired;
 pub mod device;
 pub mod devicetoken;
@@ -122,6 +123,8 @@ pub enum Op {
     },
     /// A gateway reported a device's new VPN session (a security event; changes no desired state).
     DeviceConnect(connect::NewConnect),
+    /// A db node reported a login or failed login of a tenant's role (a security event).
+    DbLogin(dblogin::NewDbLogin),
     CreateDeviceToken(devicetoken::DeviceToken),
     RevokeDeviceToken {
         tenant: TenantName,
@@ -207,7 +210,11 @@ impl Op {
         match self {
             // New since the previous release (`deploy/previous-release`): snapshots, panel users,
             // tenant data key rotation.
-            Op::SnapshotSaved { .. } | Op::User(_) | Op::Backup(backup::BackupOp::RotateKey { .. }) => 2,
+            // PostgreSQL logins (issue 12).
+            Op::SnapshotSaved { .. }
+            | Op::User(_)
+            | Op::Backup(backup::BackupOp::RotateKey { .. })
+            | Op::DbLogin(_) => 2,
             _ => 1,
         }
     }
@@ -254,6 +261,7 @@ impl Op {
             | Op::JoinNode { .. }
             | Op::NodeReport(_)
             | Op::DeviceConnect(_)
+            | Op::DbLogin(_)
             | Op::CreateDeviceToken(_)
             | Op::RevokeDeviceToken { .. }
             | Op::EnrollDevice(_)
@@ -322,6 +330,10 @@ impl Op {
                 (action, Target::Device(tenant.clone(), name.to_string()))
             }
             Op::DeviceConnect(c) => (Action::DeviceConnect, Target::Device(c.tenant.clone(), c.device.to_string())),
+            Op::DbLogin(l) => {
+                let action = if l.login.failure.is_none() { Action::DbLogin } else { Action::DbLoginFailed };
+                (action, Target::Tenant(l.login.tenant.clone()))
+            }
             Op::CreateDeviceToken(t) => {
                 (Action::DeviceTokenCreate, Target::DeviceToken(t.tenant.clone(), t.id.clone()))
             }
@@ -618,6 +630,7 @@ impl State {
             Op::RemoveDevice { tenant, name } => self.remove_device(cx, tenant, name),
             Op::EnableDevice { tenant, name, enabled } => self.enable_device(cx, tenant, name, *enabled),
             Op::DeviceConnect(c) => self.device_connect(cx, c),
+            Op::DbLogin(l) => self.db_login(cx, l),
             Op::CreateDeviceToken(t) => self.create_device_token(cx, t),
             Op::RevokeDeviceToken { tenant, id } => self.revoke_device_token(cx, tenant, id),
             Op::EnrollDevice(e) => self.enroll_device(cx, e),

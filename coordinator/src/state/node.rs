@@ -50,6 +50,13 @@ pub struct Node {
     /// tenants publish; `None`: no ingest on this node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub realtime_address: Option<String>,
+    /// Db role: the newest of its PostgreSQL logins recorded (`dblogin`); 0: none yet.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub db_logins_recorded: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Node {
@@ -227,8 +234,16 @@ impl State {
             labels.entry(k.clone()).or_insert_with(|| v.clone());
         }
         let gateway = super::gateway::GatewayNode { settings: request.gateway.settings, ..Default::default() };
-        let node =
-            Node { id, labels, revoked: false, applied_revision: 0, cordoned: false, gateway, ..request.clone() };
+        let node = Node {
+            id,
+            labels,
+            revoked: false,
+            applied_revision: 0,
+            cordoned: false,
+            gateway,
+            db_logins_recorded: 0,
+            ..request.clone()
+        };
         if let Some(t) = self.join_tokens.get_mut(token_id) {
             t.used_at_ms = Some(at.now);
             t.used_by_node = Some(id);

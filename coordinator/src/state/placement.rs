@@ -172,6 +172,7 @@ mod tests {
             applied_revision: 0,
             gateway: Default::default(),
             realtime_address: None,
+            db_logins_recorded: 0,
         }
     }
 

@@ -51,6 +51,7 @@ pub fn register(s: &mut State, id: u64, roles: &[NodeRole]) {
         applied_revision: 0,
         gateway: Default::default(),
         realtime_address: None,
+        db_logins_recorded: 0,
     };
     let i = next_index(s);
     let meta = Meta { time_ms: i, actor: "t".into(), source: "t".into(), key_role: None, user_generation: None };

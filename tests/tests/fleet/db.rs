@@ -121,6 +121,23 @@ impl Env {
         t
     }
 
+    /// `GET path` of the REST API with `key`, from the coordinator's host: (status, JSON body).
+    pub(crate) fn get_as(&self, key: &str, path: &str) -> (u16, Value) {
+        let ca = self.tmp.path().join("c1").join("ca.pem");
+        let url = format!("https://{}:7201{path}", self.c1.addr);
+        let auth = format!("Authorization: Bearer {key}");
+        let out = self.lab.run(
+            &self.c1,
+            std::path::Path::new("curl"),
+            &["-sS", "--cacert", ca.to_str().expect("utf-8"), "-H", &auth, "-w", "\n%{http_code}", &url],
+            &[],
+        );
+        assert!(out.status.success(), "curl {url}: {}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, status) = text.rsplit_once('\n').expect("curl's status line");
+        (status.trim().parse().expect("status"), serde_json::from_str(body).unwrap_or(Value::Null))
+    }
+
     pub(crate) fn superuser(&self, sql: &str) -> String {
         self.pg.psql(&self.lab, &self.app, sql).expect("superuser query")
     }
@@ -145,6 +162,24 @@ pub(crate) fn setup_with(limits: impl FnOnce(&mut berqenas_node_agent::config::S
 pub(crate) fn setup_configured<T>(
     edit: impl FnOnce(&Lab, &Host, &std::path::Path, &mut berqenas_node_agent::config::AgentConfig) -> T,
 ) -> (Env, T) {
+    setup_full(Options::default(), edit)
+}
+
+/// How `setup_full` differs from the standard lab fleet.
+#[derive(Default)]
+pub(crate) struct Options {
+    /// Appended to the server's `postgresql.conf` (e.g. `postgres::LOGIN_LOG`).
+    pub(crate) pg_conf: &'static str,
+    /// More `serve` arguments for the coordinator, made once its host exists (before it starts).
+    #[allow(clippy::type_complexity, reason = "a one-off hook")]
+    pub(crate) serve_args: Option<Box<dyn FnOnce(&Host) -> Vec<String>>>,
+}
+
+/// `setup_configured` with `options`.
+pub(crate) fn setup_full<T>(
+    options: Options,
+    edit: impl FnOnce(&Lab, &Host, &std::path::Path, &mut berqenas_node_agent::config::AgentConfig) -> T,
+) -> (Env, T) {
     let mut lab = Lab::new();
     let c1 = lab.host("c1");
     let pg_host = lab.host("pg");
@@ -152,7 +187,7 @@ pub(crate) fn setup_configured<T>(
     let app = lab.host("app");
     let outsider = lab.host("outsider");
     let tmp = tempfile::tempdir().expect("tmp");
-    let pg = Postgres::start(&lab, &pg_host, tmp.path());
+    let pg = Postgres::start_with(&lab, &pg_host, tmp.path(), options.pg_conf);
     let pgb = PgBouncer::start(&lab, &db, tmp.path());
     let listen = coordinator::Listen::standard(&c1.addr.to_string());
     let data = tmp.path().join("c1");
@@ -160,7 +195,10 @@ pub(crate) fn setup_configured<T>(
     let init_args: Vec<&str> = init_args.iter().map(String::as_str).collect();
     let key = coordinator::admin_key(&lab.run(&c1, &coordinator_bin(), &init_args, &[]));
     let (data, node) = (data.to_str().expect("utf-8"), listen.node.clone());
-    let coordinator = lab.spawn(&c1, "coordinator-c1", &coordinator_bin(), &["serve", "--data-dir", data], tmp.path());
+    let more = options.serve_args.map(|f| f(&c1)).unwrap_or_default();
+    let mut serve = vec!["serve", "--data-dir", data];
+    serve.extend(more.iter().map(String::as_str));
+    let coordinator = lab.spawn(&c1, "coordinator-c1", &coordinator_bin(), &serve, tmp.path());
     wait_for("the coordinator", Duration::from_secs(20), || {
         coordinator.log_text().contains("node listener serving").then_some(())
     });
@@ -259,6 +297,10 @@ fn lab_tenants_get_isolated_postgres_schemas_and_roles() {
         assert!(err.contains(expected), "{sql}: {err}");
     }
     assert!(env.as_tenant(a_user, "wrong-password", &["SELECT 1"]).is_err());
+    // This lab's server writes no jsonlog: the node says its logins are not seen, not nothing.
+    wait_for("the db node to report db-logins-unobserved", Duration::from_secs(20), || {
+        env.json(&["node", "list"]).to_string().contains("db-logins-unobserved").then_some(())
+    });
 
     // pgBouncer: each tenant has its own pool, authenticated with the same SCRAM verifier (no
     // plaintext anywhere); nobody uses another tenant's pool.

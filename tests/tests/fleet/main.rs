@@ -12,6 +12,7 @@ mod attacks;
 mod backup;
 mod backup_e2e;
 mod db;
+mod db_logins;
 mod device_cross;
 mod device_e2e;
 mod device_enroll;

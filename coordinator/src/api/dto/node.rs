@@ -41,7 +41,7 @@ impl From<&Node> for NodeView {
         project!(n.clone() => Node => NodeView {
             id, roles, labels, capacity, address, last_seen_ms, cordoned, revoked, applied_revision, gateway,
             realtime_address
-        })
+        } hidden { db_logins_recorded })
     }
 }
 

@@ -112,6 +112,7 @@ fn node(id: u64, labels: &[(&str, &str)]) -> Node {
         applied_revision: 0,
         gateway: Default::default(),
         realtime_address: None,
+        db_logins_recorded: 0,
     }
 }
 

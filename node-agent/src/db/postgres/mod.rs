@@ -18,10 +18,13 @@
 //! - `step.rs`: a plan step — its statement, tenant, kind and whether it carries a secret.
 //! - `preview.rs`: what the next full pass would change, applying nothing (`plan` command).
 //! - `apply.rs`: running a plan (per-tenant transactions, parallel connections), `pg_hba.conf`.
+//! - `logins/`: logins and failed logins of tenant roles read from the server's jsonlog (its own
+//!   task, started by the runtime), reported as security events.
 //! - this file: the driver — full and incremental passes, sizes, the guard, pgBouncer.
 
 mod apply;
 pub mod guard;
+pub mod logins;
 mod observe;
 mod plan;
 mod preview;
