@@ -105,6 +105,12 @@ pub async fn join(args: JoinArgs) -> anyhow::Result<AgentConfig> {
         other => other,
     };
     let kc = berqenas_pki::new_key_and_csr("berqenas node")?;
+    // The key goes to disk before the token is spent: a data directory this process cannot write
+    // (a volume owned by another user, a read-only mount) fails here with the token still good.
+    // A later join overwrites it (no agent.toml yet: nothing joined).
+    let key_path = data_dir.join("node.key");
+    write_atomic(&key_path, kc.key_pem.as_bytes(), 0o600)
+        .with_context(|| format!("write the node key in {}", data_dir.display()))?;
     let tls = Arc::new(berqenas_pki::pinned_client_config(&args.ca_pin)?);
     let mut client = node_client(&addr, tls).await?;
     let request = pb::JoinRequest {
@@ -136,7 +142,6 @@ pub async fn join(args: JoinArgs) -> anyhow::Result<AgentConfig> {
         backup: None,
         metrics_listen: crate::config::default_metrics_listen(),
     };
-    write_atomic(&config.key_path(), kc.key_pem.as_bytes(), 0o600)?;
     write_atomic(&config.cert_path(), resp.cert_chain_pem.as_bytes(), 0o644)?;
     write_atomic(&config.ca_path(), resp.ca_pem.as_bytes(), 0o644)?;
     config.save(&config.data_dir.join("agent.toml"))?;
