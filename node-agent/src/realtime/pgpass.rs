@@ -24,10 +24,8 @@ pub fn lookup(text: &str, q: Query<'_>) -> Option<String> {
         let fields = split(line)?;
         let [host, p, db, user, password] = fields;
         let host_ok = host == "*" || Some(host.as_str()) == q.host || (q.host.is_none() && host == "localhost");
-        let ok = host_ok
-            && (p == "*" || p == port)
-            && (db == "*" || db == q.database)
-            && (user == "*" || user == q.user);
+        let ok =
+            host_ok && (p == "*" || p == port) && (db == "*" || db == q.database) && (user == "*" || user == q.user);
         ok.then_some(password)
     })
 }

@@ -32,7 +32,9 @@ const POSTGRES_UID: u32 = 999;
 fn tool(name: &str) -> PathBuf {
     std::env::var_os("PATH")
         .and_then(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|c| c.exists()))
-        .unwrap_or_else(|| panic!("{name} is missing: deploy/test.sh installs it (apt-get install buildah podman runc)"))
+        .unwrap_or_else(|| {
+            panic!("{name} is missing: deploy/test.sh installs it (apt-get install buildah podman runc)")
+        })
 }
 
 fn target_dir() -> PathBuf {
@@ -111,6 +113,12 @@ impl Project {
         self.compose(&all)
     }
 
+    /// `cli`'s JSON, or `None` while it fails (for `wait_for`).
+    fn cli_try(&self, n: u8, args: &[&str]) -> Option<Value> {
+        let out = self.cli(n, args);
+        out.status.success().then(|| serde_json::from_slice(&out.stdout).ok()).flatten()
+    }
+
     fn cli_json(&self, n: u8, args: &[&str]) -> Value {
         let out = succeed(&format!("berqenas-coordinator {}", args.join(" ")), self.cli(n, args));
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {out}"))
@@ -137,10 +145,16 @@ impl Project {
     }
 
     fn write_secret(&self, file: &str, text: &str) {
-        use std::os::unix::fs::OpenOptionsExt;
         use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
         let path = self.dir.path().join("secrets").join(file);
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path).expect("secret");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .expect("secret");
         f.write_all(text.as_bytes()).expect("write secret");
     }
 
@@ -187,16 +201,18 @@ fn remove_leftovers(podman: &Path) {
             continue;
         }
         let prefix = format!("bqcompose{pid}_");
-        let names = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{ns}"))
-            .args([podman.to_string_lossy().as_ref(), "ps", "--all", "--format", "{{.Names}}"])
-            .output()
-            .expect("podman ps");
-        for c in String::from_utf8_lossy(&names.stdout).lines().filter(|c| c.starts_with(&prefix)) {
-            let _ = Command::new("nsenter")
-                .arg(format!("--net=/run/netns/{ns}"))
-                .args([podman.to_string_lossy().as_ref(), "rm", "--force", "--volumes", c])
-                .output();
+        let run = |args: &[&str]| {
+            Command::new("nsenter").arg(format!("--net=/run/netns/{ns}")).arg(podman).args(args).output()
+        };
+        for (list, remove) in [
+            (["ps", "--all", "--format", "{{.Names}}"], vec!["rm", "--force", "--volumes"]),
+            (["volume", "ls", "--format", "{{.Name}}"], vec!["volume", "rm", "--force"]),
+            (["network", "ls", "--format", "{{.Name}}"], vec!["network", "rm", "--force"]),
+        ] {
+            let Ok(names) = run(&list) else { continue };
+            for name in String::from_utf8_lossy(&names.stdout).lines().filter(|n| n.starts_with(&prefix)) {
+                let _ = run(&[remove.as_slice(), &[name]].concat());
+            }
         }
         let _ = Command::new("ip").args(["netns", "delete", ns]).status();
     }
@@ -280,7 +296,8 @@ fn compose_first_start_runs_three_coordinators_both_agents_and_postgres_then_dow
     eprintln!("==> images built after {:?}", started.elapsed());
 
     // Can this machine start a container at all? (The images test says the same.)
-    let probe = p.podman(&["run", "--rm", "--network", "none", &format!("localhost/berqenas-coordinator:{TAG}"), "--version"]);
+    let probe =
+        p.podman(&["run", "--rm", "--network", "none", &format!("localhost/berqenas-coordinator:{TAG}"), "--version"]);
     if !probe.status.success() {
         let stderr = String::from_utf8_lossy(&probe.stderr);
         if stderr.contains("OCI") || stderr.contains("runc") || stderr.contains("crun") {
@@ -315,7 +332,7 @@ fn compose_first_start_runs_three_coordinators_both_agents_and_postgres_then_dow
     p.append(".env", "BERQENAS_VPN_POOL=198.18.0.0/16");
 
     p.up = true;
-    let init = p.compose_ok(&["--profile", "init", "run", "--rm", "coordinator-1-init"]);
+    let init = p.compose_ok(&["--profile", "init", "run", "-T", "--rm", "coordinator-1-init"]);
     p.api_key = after(&init, "admin API key (shown once, store it now):");
     let pin = after(&init, "CA fingerprint:");
     p.compose_ok(&["up", "-d", "coordinator-1"]);
@@ -352,7 +369,7 @@ fn compose_first_start_runs_three_coordinators_both_agents_and_postgres_then_dow
     // Every coordinator, asked in its own container, knows the same leader and three voters.
     for n in [1u8, 2, 3] {
         wait_for(&format!("coordinator-{n} to see a leader and three voters"), Duration::from_secs(20), || {
-            let s = p.cli_json(n, &["cluster", "status"]);
+            let s = p.cli_try(n, &["cluster", "status"])?;
             let voters = s["members"].as_array().map_or(0, |m| m.iter().filter(|m| m["voter"] == true).count());
             (s["leader_id"].as_u64().is_some() && voters == 3).then_some(())
         });
@@ -365,11 +382,11 @@ fn compose_first_start_runs_three_coordinators_both_agents_and_postgres_then_dow
     }
     p.append(".env", &format!("BERQENAS_PUBLIC_ADDRESS={PUBLIC_ADDRESS}"));
     p.compose_ok(&["up", "-d", "postgres"]);
-    p.compose_ok(&["--profile", "join", "run", "--rm", "agent-gateway-join"]);
-    p.compose_ok(&["--profile", "join", "run", "--rm", "agent-db-join"]);
+    p.compose_ok(&["--profile", "join", "run", "-T", "--rm", "agent-gateway-join"]);
+    p.compose_ok(&["--profile", "join", "run", "-T", "--rm", "agent-db-join"]);
     p.compose_ok(&["up", "-d", "agent-gateway", "agent-db"]);
     wait_for("both agents to report", Duration::from_secs(30), || {
-        let nodes = p.cli_json(1, &["node", "list"]);
+        let nodes = p.cli_try(1, &["node", "list"])?;
         let nodes = nodes.as_array()?;
         let reported = |role: &str| {
             nodes.iter().any(|n| {
