@@ -160,4 +160,31 @@ mod tests {
         let one: std::net::SocketAddr = "198.51.100.4:7443".parse().expect("addr");
         assert_eq!(realtime_address(one, "192.0.2.10"), "198.51.100.4:7443");
     }
+
+    /// A data directory the agent cannot write (in a container: a volume owned by another user)
+    /// fails the join before the coordinator is asked, so the one-time token stays good.
+    #[tokio::test]
+    async fn a_key_that_cannot_be_written_fails_the_join_before_the_token_is_sent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("node.key")).expect("a directory where the key goes");
+        let err = join(JoinArgs {
+            // Nothing listens here: reaching it would fail with a connection error instead.
+            coordinator: "https://127.0.0.1:1".to_string(),
+            token: "bqn_unused".to_string(),
+            ca_pin: format!("sha256:{}", "0".repeat(64)),
+            roles: vec!["db".to_string()],
+            labels: HashMap::new(),
+            address: "192.0.2.10".to_string(),
+            data_dir: dir.path().to_path_buf(),
+            driver: DriverConfig::Dir { path: dir.path().join("db") },
+            resync_interval: std::time::Duration::from_secs(30),
+            max_tenants: 0,
+            gateway: None,
+            realtime: None,
+        })
+        .await
+        .expect_err("the key cannot be written");
+        assert!(format!("{err:#}").contains("write the node key"), "{err:#}");
+        assert!(!dir.path().join("agent.toml").exists());
+    }
 }
