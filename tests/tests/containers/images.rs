@@ -82,7 +82,8 @@ impl Drop for Cleanup {
                     String::from_utf8_lossy(&logs.stderr)
                 );
             }
-            let _ = output(&self.podman, &["rm", "--force", "--time", "5", c]);
+            // With the anonymous volumes of the image's VOLUMEs the test did not mount.
+            let _ = output(&self.podman, &["rm", "--force", "--volumes", "--time", "5", c]);
         }
         for i in &self.images {
             let _ = output(&self.podman, &["rmi", "--force", i]);
