@@ -47,6 +47,8 @@ command -v musl-gcc >/dev/null 2>&1 || missing+=(musl-tools)
 command -v buildah >/dev/null 2>&1 || missing+=(buildah)
 command -v podman >/dev/null 2>&1 || missing+=(podman)
 command -v runc >/dev/null 2>&1 || missing+=(runc)
+# The PostgreSQL image for deploy/compose.yaml (build.sh --postgres): its entrypoint is a dash script.
+command -v dash >/dev/null 2>&1 || missing+=(dash)
 # The Debian packages (tests/tests/fleet/packages.rs): dpkg-deb and dpkg --root, lintian on the
 # .debs, systemd-analyze verify and systemd-sysusers (postinst) for the units and users, man and
 # groff to render the man pages, bash to load the completions.
@@ -93,6 +95,13 @@ if [ ! -x target/k8s-validate-venv/bin/kubernetes-validate ]; then
   log "installing kubernetes-validate (target/k8s-validate-venv)"
   python3 -m venv target/k8s-validate-venv
   target/k8s-validate-venv/bin/pip install --quiet 'kubernetes-validate>=1.32,<2'
+fi
+# deploy/compose.yaml is run by tests/tests/containers/compose.rs with podman-compose, in its
+# own venv like the others (1.x: `run -T`, `--profile`, file secrets as bind mounts).
+if [ ! -x target/compose-venv/bin/podman-compose ]; then
+  log "installing podman-compose (target/compose-venv)"
+  python3 -m venv target/compose-venv
+  target/compose-venv/bin/pip install --quiet 'podman-compose>=1.5,<2'
 fi
 # deploy/package.sh builds the Debian packages with cargo-deb. Pinned: it packages the debug
 # build in the tests (`--profile dev`), which newer releases say they may refuse.

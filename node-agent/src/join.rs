@@ -105,6 +105,12 @@ pub async fn join(args: JoinArgs) -> anyhow::Result<AgentConfig> {
         other => other,
     };
     let kc = berqenas_pki::new_key_and_csr("berqenas node")?;
+    // The key goes to disk before the token is spent: a data directory this process cannot write
+    // (a volume owned by another user, a read-only mount) fails here with the token still good.
+    // A later join overwrites it (no agent.toml yet: nothing joined).
+    let key_path = data_dir.join("node.key");
+    write_atomic(&key_path, kc.key_pem.as_bytes(), 0o600)
+        .with_context(|| format!("write the node key in {}", data_dir.display()))?;
     let tls = Arc::new(berqenas_pki::pinned_client_config(&args.ca_pin)?);
     let mut client = node_client(&addr, tls).await?;
     let request = pb::JoinRequest {
@@ -136,7 +142,6 @@ pub async fn join(args: JoinArgs) -> anyhow::Result<AgentConfig> {
         backup: None,
         metrics_listen: crate::config::default_metrics_listen(),
     };
-    write_atomic(&config.key_path(), kc.key_pem.as_bytes(), 0o600)?;
     write_atomic(&config.cert_path(), resp.cert_chain_pem.as_bytes(), 0o644)?;
     write_atomic(&config.ca_path(), resp.ca_pem.as_bytes(), 0o644)?;
     config.save(&config.data_dir.join("agent.toml"))?;
@@ -154,5 +159,32 @@ mod tests {
         assert_eq!(realtime_address(any, "db1.example"), "db1.example:7443");
         let one: std::net::SocketAddr = "198.51.100.4:7443".parse().expect("addr");
         assert_eq!(realtime_address(one, "192.0.2.10"), "198.51.100.4:7443");
+    }
+
+    /// A data directory the agent cannot write (in a container: a volume owned by another user)
+    /// fails the join before the coordinator is asked, so the one-time token stays good.
+    #[tokio::test]
+    async fn a_key_that_cannot_be_written_fails_the_join_before_the_token_is_sent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("node.key")).expect("a directory where the key goes");
+        let err = join(JoinArgs {
+            // Nothing listens here: reaching it would fail with a connection error instead.
+            coordinator: "https://127.0.0.1:1".to_string(),
+            token: "bqn_unused".to_string(),
+            ca_pin: format!("sha256:{}", "0".repeat(64)),
+            roles: vec!["db".to_string()],
+            labels: HashMap::new(),
+            address: "192.0.2.10".to_string(),
+            data_dir: dir.path().to_path_buf(),
+            driver: DriverConfig::Dir { path: dir.path().join("db") },
+            resync_interval: std::time::Duration::from_secs(30),
+            max_tenants: 0,
+            gateway: None,
+            realtime: None,
+        })
+        .await
+        .expect_err("the key cannot be written");
+        assert!(format!("{err:#}").contains("write the node key"), "{err:#}");
+        assert!(!dir.path().join("agent.toml").exists());
     }
 }

@@ -15,6 +15,7 @@
 //!   per-tenant batching writers. `publish`: the same over HTTP (`POST …/events`, JSON).
 //! - `pgoutput`, `feed`: the committed rows of each tenant's `events` table through logical
 //!   decoding, the resumable window, the live fan-out.
+//! - `replication`: the logical replication client; `pgpass`: its password from libpq's file.
 //! - `sse`: the subscribers' endpoint. `listener`: TLS, the client's identity, one port for both.
 //!
 //! Never LISTEN/NOTIFY: channels are not tenant-private.
@@ -25,6 +26,7 @@ pub mod feed;
 pub mod ingest;
 pub mod listener;
 pub mod pgoutput;
+pub mod pgpass;
 pub mod publish;
 pub mod quota;
 pub mod replication;

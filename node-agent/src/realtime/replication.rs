@@ -444,12 +444,18 @@ pub fn target(options: &sqlx::postgres::PgConnectOptions, url: &str) -> Target {
         }
         None => Endpoint::Tcp(options.get_host().to_string(), port),
     };
-    Target {
-        endpoint,
-        user: options.get_username().to_string(),
-        password: url_password(url).or_else(|| std::env::var("PGPASSWORD").ok()),
-        database: options.get_database().map(str::to_string),
-    }
+    let user = options.get_username().to_string();
+    let database = options.get_database().map(str::to_string);
+    // libpq's order: the URL, PGPASSWORD, then the password file.
+    let password = url_password(url).or_else(|| std::env::var("PGPASSWORD").ok()).or_else(|| {
+        let host = match &endpoint {
+            Endpoint::Tcp(host, _) => Some(host.as_str()),
+            Endpoint::Unix(_) => None,
+        };
+        let query = super::pgpass::Query { host, port, database: database.as_deref().unwrap_or(&user), user: &user };
+        super::pgpass::path().and_then(|p| super::pgpass::read(&p, query))
+    });
+    Target { endpoint, user, password, database }
 }
 
 #[cfg(test)]
