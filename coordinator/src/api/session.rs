@@ -293,9 +293,11 @@ const WRONG_CURRENT: &str = "the current password is wrong; nothing changed";
             the current one (nothing changes)", body = ErrorBody),
         (status = 401, description = "not signed in, or the session ended", body = ErrorBody),
         (status = 403, description = "missing or wrong `X-CSRF-Token`, an API key (no user to change), or a \
-            wrong current password (`wrong_password`; nothing changes)", body = ErrorBody),
+            wrong current password (`wrong_password`; nothing changes; it counts as a failed sign-in \
+            towards the lockout)", body = ErrorBody),
         (status = 413, body = ErrorBody),
-        (status = 429, body = ErrorBody),
+        (status = 429, description = "the user is locked after failed sign-ins (also wrong current passwords), \
+            or the source is over its limit", body = ErrorBody),
         (status = 503, body = ErrorBody)),
     security(("session" = [])))]
 pub(super) async fn change_password(ctx: Ctx, body: Body) -> Result<Response> {
@@ -310,9 +312,19 @@ pub(super) async fn change_password(ctx: Ctx, body: Body) -> Result<Response> {
     let Some(user) = user.filter(|u| usable(u, caller.generation)) else {
         return Err(ApiError::unauthorized("session ended (user disabled or reset); sign in again"));
     };
+    // A stolen cookie must not be a way around the lockout: a locked user changes nothing, and a
+    // wrong current password counts as a failed sign-in (audited as one, towards the lockout).
+    let now = crate::time::now_ms();
+    if let Some(until) = user.locked_until_ms.filter(|_| user.is_locked(now)) {
+        let err = ApiError::rate_limited(
+            format!("user {} is locked after failed sign-ins; try again later", user.name),
+            std::time::Duration::from_millis(until.saturating_sub(now)),
+        );
+        return Err(scope.refuse(err).await);
+    }
     if !password_matches(user.password_hash.clone(), b.current_password.clone()).await? {
         let err = ApiError::new(StatusCode::FORBIDDEN, "wrong_password", WRONG_CURRENT);
-        return Err(scope.refuse(err).await);
+        return Err(failed(&ctx, &user.name, SignInFailure::WrongPassword, err).await);
     }
     let weak = crate::password::policy(&b.new_password, user.name.as_str());
     scope.check(weak.map_err(|e| ApiError::invalid(format!("{e}; nothing changed")))).await?;
