@@ -40,22 +40,7 @@ export async function api(method, path, body, opts = {}) {
   return opts.withHeaders ? { data, headers: res.headers } : data;
 }
 
-// GETs started before a page asked for them (the first page's list while the session loads):
-// each is handed out once, to the page's first get of that path; dropped when not signed in.
-const early = new Map();
-export function prefetch(path) {
-  if (!early.has(path)) early.set(path, api('GET', path, undefined, { quiet401: true }).then((d) => [d], (e) => [undefined, e]));
-}
-export function dropPrefetched() { early.clear(); }
-
-export async function get(path, opts) {
-  const started = early.get(path);
-  if (!started) return api('GET', path, undefined, opts);
-  early.delete(path);
-  const [data, err] = await started;
-  if (err) throw err;
-  return data;
-}
+export const get = (path, opts) => api('GET', path, undefined, opts);
 export const post = (path, body) => api('POST', path, body === undefined ? {} : body);
 export const del = (path) => api('DELETE', path);
 

@@ -1,16 +1,16 @@
 // The panel's shell: the session, the navigation by role, and a hash router over the pages
 // (each page a module loaded when first opened, so the first page stays small).
 
-import { session, loadSession, api, ApiError, prefetch, dropPrefetched } from './api.js';
+import { session, loadSession, api, ApiError } from './api.js';
 import { h, mount, errorText } from './ui.js';
 
 const main = document.getElementById('main');
 
-// #/path → [module, export, the list it reads first (fetched beside the session)]; first match wins.
+// #/path → [module, export, params]; first match wins.
 const routes = [
   [/^\/signin$/, './signin.js', 'signin'],
   [/^\/fleet$/, './fleet.js', 'fleet'],
-  [/^\/tenants$/, './tenants.js', 'tenants', '/api/v1/tenants'],
+  [/^\/tenants$/, './tenants.js', 'tenants'],
   [/^\/t\/([^/]+)(?:\/([a-z-]+))?$/, './tenant.js', 'tenant'],
   [/^\/account$/, './account.js', 'account'],
 ];
@@ -95,13 +95,6 @@ window.addEventListener('signed-out', () => { location.hash = '#/signin'; render
 window.addEventListener('session', render);
 
 (async () => {
-  // The first page's module and list load while the session is asked for (a round trip less).
-  const first = routes.find(([re]) => re.test((location.hash || '#/').slice(1)));
-  if (first) {
-    import(first[1]).catch(() => {});
-    if (first[3]) prefetch(first[3]);
-  }
-  try { await loadSession(); } catch (e) { dropPrefetched(); mount(main, h('p', { role: 'alert', class: 'error' }, errorText(e))); return; }
-  if (!session.current) dropPrefetched();
+  try { await loadSession(); } catch (e) { mount(main, h('p', { role: 'alert', class: 'error' }, errorText(e))); return; }
   render();
 })();
