@@ -134,13 +134,7 @@ pub(super) async fn record(
         if c.read(|d| recorded(d.state.backups.get(op.tenant()), &op)) {
             continue;
         }
-        let meta = Meta {
-            time_ms: crate::time::now_ms(),
-            actor: format!("node/{id}"),
-            source: src.to_string(),
-            key_role: None,
-            user_generation: None,
-        };
+        let meta = Meta::node(id, src);
         match c.write(Command { meta, op: Op::Backup(op) }).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::warn!(node = id, error = %e, "a reported backup event was refused"),

@@ -76,13 +76,7 @@ pub(super) async fn record(c: &Coordinator, id: u64, src: &str, logins: &[DbLogi
         return Ok(());
     }
     for new in c.read(|d| crate::state::dblogin::to_record(&d.state, id, logins)) {
-        let meta = Meta {
-            time_ms: crate::time::now_ms(),
-            actor: format!("node/{id}"),
-            source: src.to_string(),
-            key_role: None,
-            user_generation: None,
-        };
+        let meta = Meta::node(id, src);
         match c.write(Command { meta, op: Op::DbLogin(new) }).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::debug!(node = id, error = %e, "a reported login was not recorded"),

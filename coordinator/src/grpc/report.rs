@@ -29,13 +29,7 @@ pub(super) fn significant(r: &Report) -> Report {
 /// start in every report; the state records it once).
 pub(super) async fn record_connects(c: &Coordinator, id: u64, src: &str, report: &Report) -> Result<(), tonic::Status> {
     for connect in c.read(|d| crate::state::connect::in_report(&d.state, report)) {
-        let meta = Meta {
-            time_ms: crate::time::now_ms(),
-            actor: format!("node/{id}"),
-            source: src.to_string(),
-            key_role: None,
-            user_generation: None,
-        };
+        let meta = Meta::node(id, src);
         match c.write(Command { meta, op: Op::DeviceConnect(connect) }).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::debug!(node = id, error = %e, "a reported connect was not recorded"),
