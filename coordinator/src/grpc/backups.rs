@@ -134,7 +134,7 @@ pub(super) async fn record(
         if c.read(|d| recorded(d.state.backups.get(op.tenant()), &op)) {
             continue;
         }
-        let meta = Meta::node(id, src);
+        let meta = super::node_meta(id, src);
         match c.write(Command { meta, op: Op::Backup(op) }).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::warn!(node = id, error = %e, "a reported backup event was refused"),

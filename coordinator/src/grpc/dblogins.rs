@@ -9,7 +9,7 @@
 use crate::server::Coordinator;
 use crate::state::dblogin::{is_role_of, Client, DbLogin, Failure};
 use crate::state::names::TenantName;
-use crate::state::{Command, Meta, Op};
+use crate::state::{Command, Op};
 use berqenas_proto::node as pb;
 
 /// Most logins read from one report.
@@ -76,7 +76,7 @@ pub(super) async fn record(c: &Coordinator, id: u64, src: &str, logins: &[DbLogi
         return Ok(());
     }
     for new in c.read(|d| crate::state::dblogin::to_record(&d.state, id, logins)) {
-        let meta = Meta::node(id, src);
+        let meta = super::node_meta(id, src);
         match c.write(Command { meta, op: Op::DbLogin(new) }).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::debug!(node = id, error = %e, "a reported login was not recorded"),

@@ -19,3 +19,14 @@ use std::time::Duration;
 
 /// Lifetime of node certificates; agents renew when a third is left.
 pub const NODE_CERT_LIFETIME: Duration = Duration::from_secs(86_400);
+
+/// The `Meta` of a command node `id` gave in its report stream from `source`, now.
+fn node_meta(id: u64, source: &str) -> crate::state::Meta {
+    crate::state::Meta {
+        time_ms: crate::time::now_ms(),
+        actor: format!("node/{id}"),
+        source: source.to_string(),
+        key_role: None,
+        user_generation: None,
+    }
+}

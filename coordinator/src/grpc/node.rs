@@ -502,7 +502,7 @@ impl pb::node_server::Node for NodeService {
             if !due {
                 continue;
             }
-            let cmd = Command { meta: Meta::node(id, &src), op: Op::NodeReport(report.clone()) };
+            let cmd = Command { meta: super::node_meta(id, &src), op: Op::NodeReport(report.clone()) };
             match self.c.write(cmd).await {
                 Ok(Ok(_)) => {
                     if let Ok(mut last) = self.last_reports.lock() {

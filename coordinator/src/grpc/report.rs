@@ -7,7 +7,7 @@ use crate::state::gateway::{
     MAX_REPORTED_EXPOSURES, MAX_REPORTED_PEERS, MAX_REPORTED_SOURCES,
 };
 use crate::state::node::Report;
-use crate::state::{Command, Meta, Op};
+use crate::state::{Command, Op};
 use berqenas_proto::node as pb;
 
 /// A report without its usage samples: sizes, session counts and the gateway's peer and exposure
@@ -29,7 +29,7 @@ pub(super) fn significant(r: &Report) -> Report {
 /// start in every report; the state records it once).
 pub(super) async fn record_connects(c: &Coordinator, id: u64, src: &str, report: &Report) -> Result<(), tonic::Status> {
     for connect in c.read(|d| crate::state::connect::in_report(&d.state, report)) {
-        let meta = Meta::node(id, src);
+        let meta = super::node_meta(id, src);
         match c.write(Command { meta, op: Op::DeviceConnect(connect) }).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::debug!(node = id, error = %e, "a reported connect was not recorded"),

@@ -59,19 +59,6 @@ pub struct Meta {
     pub user_generation: Option<u64>,
 }
 
-impl Meta {
-    /// A command node `id` gave in its report stream from `source`, now.
-    pub fn node(id: u64, source: &str) -> Meta {
-        Meta {
-            time_ms: crate::time::now_ms(),
-            actor: format!("node/{id}"),
-            source: source.to_string(),
-            key_role: None,
-            user_generation: None,
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
     Bootstrap {
