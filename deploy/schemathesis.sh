@@ -8,6 +8,9 @@
 # `deleted-pending-purge`, restorable until purged), so a GET after it answers 200 by contract;
 # the stateful phase found that on some runs only, which made the step flaky.
 # Usage: deploy/schemathesis.sh [BIN]   (BIN defaults to target/debug/berqenas-coordinator)
+# One worker: Debian's Python 3.11 raises a spurious SystemError ("AST constructor recursion depth
+# mismatch", CPython gh-106905) when hypothesis parses lambda sources in two threads at once, which
+# failed a CI run with no finding against the API.
 # SCHEMATHESIS_MAX_TIME bounds the run in seconds (default 180).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -73,7 +76,7 @@ BERQENAS_API_KEY="$(cat "$work/admin.key")" "$root/$venv/bin/schemathesis" --con
   --exclude-path-regex '^/api/v1/cluster/(learners|voters|members|snapshot)' \
   --max-time "$max_time" \
   --seed 1 \
-  --workers 2 \
+  --workers 1 \
   --report junit --report-dir "$work/report" || status=$?
 
 if [ "$status" -ne 0 ]; then
