@@ -95,6 +95,9 @@ window.addEventListener('signed-out', () => { location.hash = '#/signin'; render
 window.addEventListener('session', render);
 
 (async () => {
+  // The first page's module is fetched while the session is asked for (render imports the same one).
+  const first = routes.find(([re]) => re.test((location.hash || '#/').slice(1)));
+  if (first) import(first[1]).catch(() => {});
   try { await loadSession(); } catch (e) { mount(main, h('p', { role: 'alert', class: 'error' }, errorText(e))); return; }
   render();
 })();

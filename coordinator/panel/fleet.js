@@ -8,14 +8,12 @@ const STALE_MS = 30000;
 
 export async function fleet() {
   const [cluster, nodes, tenants] = await Promise.all([
-    get('/api/v1/cluster'), get('/api/v1/nodes'), get('/api/v1/tenants'),
+    get('/api/v1/cluster'), get('/api/v1/nodes'), get('/api/v1/tenants/summary'),
   ]);
   // Revision lag: tenants placed on a node whose last report is older than the tenant's revision.
   const behind = new Map();
   for (const t of tenants) {
-    for (const [node, st] of Object.entries(t.node_status || {})) {
-      if (st.revision < t.revision) behind.set(Number(node), (behind.get(Number(node)) || 0) + 1);
-    }
+    for (const node of t.lagging_nodes) behind.set(node, (behind.get(node) || 0) + 1);
   }
   const placed = new Map();
   for (const t of tenants) {

@@ -87,6 +87,7 @@ pub fn router(c: Arc<Coordinator>) -> Router {
         .route("/api/v1/users", get(users::list_users).post(users::create_user))
         .route("/api/v1/users/{user}/{action}", post(users::user_action))
         .route("/api/v1/tenants", get(tenants::list_tenants))
+        .route("/api/v1/tenants/summary", get(tenants::list_tenant_summaries))
         .route("/api/v1/nodes", get(nodes::list_nodes))
         .route("/api/v1/nodes/tokens", post(nodes::create_join_token))
         .route("/api/v1/nodes/{id}/{action}", post(nodes::node_action))

@@ -50,7 +50,7 @@ impl utoipa::Modify for SecurityAddon {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Berqenas coordinator API", description = "Tenants, nodes, API keys, devices and device tokens, invoices, audit and cluster membership."),
-    paths(healthz, metrics::metrics, panel::branding, tenants::create_tenant, tenants::get_tenant, tenants::list_tenants, tenants::update_tenant,
+    paths(healthz, metrics::metrics, panel::branding, tenants::create_tenant, tenants::get_tenant, tenants::list_tenants, tenants::list_tenant_summaries, tenants::update_tenant,
         tenants::delete_tenant, tenants::tenant_lifecycle, audit::tenant_audit, nodes::list_nodes,
         nodes::create_join_token, nodes::node_action, apikeys::create_api_key, apikeys::list_api_keys,
         apikeys::revoke_api_key, audit::list_audit, audit::verify_audit, audit::refusal_stats,
@@ -69,7 +69,7 @@ impl utoipa::Modify for SecurityAddon {
         session::sign_in, session::enrol_totp, session::current_session, session::sign_out,
         session::change_password,
         users::list_users, users::create_user, users::user_action, users::list_tenant_users, users::create_tenant_user),
-    components(schemas(ErrorBody, BrandingView, TenantView, CreatedTenant, CreateTenantBody, UpdateTenantBody, ApiKeyView,
+    components(schemas(ErrorBody, BrandingView, TenantView, TenantSummary, CreatedTenant, CreateTenantBody, UpdateTenantBody, ApiKeyView,
         CreatedApiKey, CreateApiKeyBody, AuditEntryView, AuditVerification, BreakView, ClusterStatus, Member,
         AddLearnerBody, PromoteBody, NodeView, JoinTokenView, CreateJoinTokenBody, CreatedJoinToken,
         CreateCoordinatorTokenBody, CoordinatorToken, TokenStatus, TenantAction, NodeAction, RefusalStats,

@@ -5,7 +5,7 @@
 use super::auth::{Ctx, Need};
 use super::dto::{
     parse_bandwidth, parse_quota, project, CreateTenantBody, CreatedTenant, ErrorBody, PurgeQuery, ReadQuery,
-    TenantAction, TenantListQuery, TenantView, UpdateTenantBody,
+    TenantAction, TenantListQuery, TenantSummary, TenantView, UpdateTenantBody,
 };
 use super::error::ApiError;
 use super::extract::{clipped, path, Body, PathOf, QueryOf, Scope, Validate};
@@ -14,7 +14,7 @@ use crate::state::action::Action;
 use crate::state::apikey::Role;
 use crate::state::names::TenantName;
 use crate::state::quota::ByteSize;
-use crate::state::tenant::{InvalidTenant, NewTenant, TenantPatch, TenantSpec};
+use crate::state::tenant::{InvalidTenant, NewTenant, Tenant, TenantPatch, TenantSpec};
 use crate::state::{DomainError, Lifecycle, Op, Reply};
 use axum::http::StatusCode;
 use axum::Json;
@@ -132,6 +132,19 @@ pub(super) async fn get_tenant(ctx: Ctx, raw: PathOf<String>, query: QueryOf<Rea
 #[utoipa::path(get, path = "/api/v1/tenants", params(TenantListQuery),
     responses((status = 200, body = Vec<TenantView>), (status = 400, body = ErrorBody)), security(("api_key" = [])))]
 pub(super) async fn list_tenants(ctx: Ctx, query: QueryOf<TenantListQuery>) -> Result<Json<Vec<TenantView>>> {
+    listed(ctx, query).await.map(Json)
+}
+
+#[utoipa::path(get, path = "/api/v1/tenants/summary", params(TenantListQuery),
+    responses((status = 200, description = "the same tenants as `GET /api/v1/tenants`, one summary row each", body = Vec<TenantSummary>),
+        (status = 400, body = ErrorBody)), security(("api_key" = [])))]
+pub(super) async fn list_tenant_summaries(ctx: Ctx, query: QueryOf<TenantListQuery>) -> Result<Json<Vec<TenantSummary>>> {
+    listed(ctx, query).await.map(Json)
+}
+
+/// The tenants the caller may list (all for an admin, its own for a customer key or user; an
+/// auditor needs admin), in the status asked for, each as `T`.
+async fn listed<T: for<'a> From<&'a Tenant>>(ctx: Ctx, query: QueryOf<TenantListQuery>) -> Result<Vec<T>> {
     let scope = ctx.scope(Need::AnyKey, Action::TenantList, "tenants").await?;
     let caller = &scope.caller;
     if caller.role == Role::Auditor {
@@ -139,15 +152,15 @@ pub(super) async fn list_tenants(ctx: Ctx, query: QueryOf<TenantListQuery>) -> R
     }
     let query = scope.query(query).await?;
     barrier(&ctx, query.consistency).await?;
-    Ok(Json(ctx.coordinator.read(|d| {
+    Ok(ctx.coordinator.read(|d| {
         d.state
             .tenants
             .values()
             .filter(|t| caller.role == Role::Admin || caller.tenant.as_ref() == Some(&t.name))
             .filter(|t| query.status.is_none_or(|s| t.status == s))
-            .map(TenantView::from)
+            .map(T::from)
             .collect()
-    })))
+    }))
 }
 
 #[utoipa::path(patch, path = "/api/v1/tenant/{name}", params(("name" = String, Path)), request_body = UpdateTenantBody,

@@ -344,13 +344,36 @@ async fn rest_api_refuses_bad_requests_with_json_errors() {
         .await
         .expect("json");
     assert_eq!(list.as_array().map(Vec::len), Some(1));
+    // The summary rows (the panel's lists) follow the same rule: the customer's one tenant, and
+    // for an admin a row for every tenant of the full list.
+    let summary = |key: String| {
+        let http = http.clone();
+        let url = format!("{base}/api/v1/tenants/summary");
+        async move {
+            let resp = http.get(url).bearer_auth(key).send().await.expect("summary");
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, rows) = summary(customer.clone()).await;
+    assert_eq!(status, 200, "{rows}");
+    let rows = rows.as_array().expect("rows").clone();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!((rows[0]["name"].as_str(), rows[0]["status"].is_string()), (Some("acme"), true), "{rows:?}");
+    assert!(rows[0]["db_password_verifier"].is_null() && rows[0]["network"].is_null(), "a summary, not the tenant");
+    let (status, rows) = summary(c.key.clone()).await;
+    assert_eq!(status, 200, "{rows}");
+    let names = |v: &Value| -> Vec<String> {
+        v.as_array().into_iter().flatten().filter_map(|t| t["name"].as_str().map(str::to_owned)).collect()
+    };
+    assert_eq!(names(&rows), names(&c.json(0, &["tenant", "list"])));
+    assert_eq!(summary(auditor.clone()).await.0, 403, "an auditor lists no tenants");
     let audit = http.get(format!("{base}/api/v1/audit")).bearer_auth(&auditor).send().await.expect("audit");
     assert_eq!(audit.status().as_u16(), 200);
 
     // The OpenAPI document is generated from the code and names the seed's endpoints.
     let doc: Value =
         http.get(format!("{base}/api/v1/openapi.json")).send().await.expect("openapi").json().await.expect("json");
-    for path in ["/api/v1/tenant", "/api/v1/tenant/{name}", "/api/v1/tenants", "/api/v1/cluster", "/api/v1/audit"] {
+    for path in ["/api/v1/tenant", "/api/v1/tenant/{name}", "/api/v1/tenants", "/api/v1/tenants/summary", "/api/v1/cluster", "/api/v1/audit"] {
         assert!(doc["paths"][path].is_object(), "openapi lacks {path}");
     }
     assert!(doc["paths"]["/api/v1/tenant/{name}"]["patch"].is_object());

@@ -99,7 +99,8 @@ fn main() {
                    const sum = (l) => l.reduce((s, r) => s + r.transferSize, 0);
                    done({ttfb_ms: nav.responseStart - nav.startTime, shown_ms: shown,
                          page_bytes: nav.transferSize + sum(page), api_bytes: sum(api),
-                         list_fetched_ms: Math.max(...api.filter((r) => new URL(r.name).pathname === '/api/v1/tenants').map((r) => r.responseEnd))});
+                         list_fetched_ms: Math.max(...api.filter((r) => new URL(r.name).pathname.startsWith('/api/v1/tenants')).map((r) => r.responseEnd)),
+                         waterfall: res.map((r) => [new URL(r.name).pathname.split('/').pop(), Math.round(r.startTime), Math.round(r.responseStart), Math.round(r.responseEnd)])});
                  } else requestAnimationFrame(check);
                };
                check();
@@ -108,6 +109,8 @@ fn main() {
         )
     };
     let cold = measure();
+    // The cold load's requests (path, start, first byte, end; ms from the navigation), on stderr.
+    eprintln!("cold waterfall: {}", cold["waterfall"]);
     let warm: Vec<Value> = (0..5).map(|_| measure()).collect();
     let median = |k: &str| {
         let mut v: Vec<f64> = warm.iter().map(|m| m[k].as_f64().unwrap_or(f64::NAN)).collect();

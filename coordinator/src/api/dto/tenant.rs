@@ -235,6 +235,39 @@ impl From<&Tenant> for TenantView {
     }
 }
 
+/// One row of the tenant list (`GET /api/v1/tenants/summary`): what a list of many tenants
+/// shows (the panel's tenants and fleet pages), about a tenth of a `TenantView`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TenantSummary {
+    #[schema(value_type = String, example = "acme")]
+    pub name: crate::state::names::TenantName,
+    pub status: TenantStatus,
+    pub tier: Tier,
+    pub db_type: DbType,
+    /// Disk quota in bytes.
+    #[schema(example = 100_000_000)]
+    pub db_quota_bytes: u64,
+    pub access_mode: AccessMode,
+    pub placement: PlacementView,
+    /// The nodes whose last report about the tenant is older than its revision.
+    pub lagging_nodes: Vec<u64>,
+}
+
+impl From<&Tenant> for TenantSummary {
+    fn from(t: &Tenant) -> Self {
+        Self {
+            name: t.name.clone(),
+            status: t.status,
+            tier: t.tier,
+            db_type: t.db_type,
+            db_quota_bytes: t.db_quota_bytes,
+            access_mode: t.access_mode,
+            placement: t.placement.clone().into(),
+            lagging_nodes: t.node_status.iter().filter(|(_, s)| s.revision < t.revision).map(|(id, _)| *id).collect(),
+        }
+    }
+}
+
 /// The network resources allocated to a tenant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct NetworkView {
