@@ -58,6 +58,10 @@ command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v systemd-sysusers >/dev/null 2>&1 || missing+=(systemd)
 command -v man >/dev/null 2>&1 || missing+=(man-db)
 command -v groff >/dev/null 2>&1 || missing+=(groff-base)
+# The units under a real systemd (tests/tests/fleet/units.rs): systemd-nspawn boots this host's
+# systemd in a container on a throwaway overlay; Debian's stock users from base-passwd.
+command -v systemd-nspawn >/dev/null 2>&1 || missing+=(systemd-container)
+[ -f /usr/share/base-passwd/passwd.master ] || missing+=(base-passwd)
 # The panel's browser tests (tests/tests/fleet/panel.rs) and `deploy/bench.sh panel`: headless
 # Chromium driven through chromedriver.
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)

@@ -47,6 +47,10 @@ fn raft_tls(c: &Arc<Coordinator>) -> anyhow::Result<ServerTls> {
     Ok(server)
 }
 
+/// How long a stopping coordinator waits for open connections (requests in flight, the agents'
+/// streams) before it closes them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
 /// Binds and serves the Raft, node and API listeners, and runs the background tasks (break-glass
 /// recovery, refusal summaries), until `shutdown` resolves; then stops Raft and syncs the store.
 pub async fn serve(
@@ -106,10 +110,22 @@ pub async fn serve(
     tokio::spawn(meter_usage(c.clone(), usage, stop_rx.clone()));
     tokio::spawn(backup_keys(c.clone(), stop_rx.clone()));
     let nodes = serve_nodes(c.clone(), usage.report_refresh, stop_rx.clone());
-    let (g, a, n) = tokio::join!(grpc, api, nodes);
-    g.context("raft transport server")?;
-    a.context("api server")?;
-    n.context("node listener")?;
+    // Once stopping, open connections get SHUTDOWN_GRACE to finish; the node agents' desired-state
+    // streams never end by themselves (a stop used to wait for them until systemd's SIGKILL), so
+    // after it they are dropped and the agents reconnect to another coordinator.
+    let mut grace = stop_rx.clone();
+    let servers = async { tokio::join!(grpc, api, nodes) };
+    tokio::select! {
+        (g, a, n) = servers => {
+            g.context("raft transport server")?;
+            a.context("api server")?;
+            n.context("node listener")?;
+        }
+        _ = async {
+            let _ = grace.wait_for(|v| *v).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => tracing::info!(grace = ?SHUTDOWN_GRACE, "closing the connections still open"),
+    }
     raft_accept.abort();
     c.shutdown().await;
     Ok(())

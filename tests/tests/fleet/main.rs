@@ -36,5 +36,6 @@ mod plan;
 mod realtime;
 mod realtime_publish;
 mod stream;
+mod units;
 mod upgrade;
 mod usage;

@@ -36,7 +36,7 @@ fn ok(program: &str, args: &[&str]) -> String {
 
 /// `deploy/package.sh` on the debug build, into `dir`; the .deb of each binary. One at a time
 /// (`flock`): the script remakes the man pages and completions in target/debug/manual/.
-fn build_packages(dir: &Path) -> BTreeMap<&'static str, PathBuf> {
+pub(crate) fn build_packages(dir: &Path) -> BTreeMap<&'static str, PathBuf> {
     let target =
         std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"));
     let lock = target.join("debug/manual.lock");
