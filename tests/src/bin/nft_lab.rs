@@ -4,7 +4,8 @@
 //! prints that answer, `burst` counts answered connections, `sink`/`stream` measure throughput).
 //! Usage: nft-lab sync|status FILE | conditions | serve PORT… | connect ADDR:PORT [FROM] |
 //! burst ADDR:PORT N | sink PORT | stream ADDR:PORT SECONDS [FROM] | bench TENANTS (in an empty
-//! namespace: sync times for TENANTS tenants × 3 exposures, one JSON line)
+//! namespace: sync times for TENANTS tenants × 3 exposures, one JSON line) | session (the agent's
+//! nft session's outcomes against this namespace's nft, one JSON line)
 
 #![allow(
     clippy::expect_used,
@@ -191,6 +192,7 @@ async fn main() {
             );
         }
         "bench" => bench(arg(1).parse().expect("tenant count")).await,
+        "session" => session().await,
         other => panic!("unknown command {other}"),
     }
 }
@@ -224,6 +226,25 @@ fn bench_state(tenants: u32) -> Vec<GatewayTenant> {
             .expect("tenant")
         })
         .collect()
+}
+
+/// The agent's `nft -i` session against the real nft of this namespace: a change applied, a
+/// change refused whole (its first command not applied either), and a change after another nft
+/// process changed the table (the session sees it); prints the outcomes and the table.
+async fn session() {
+    use berqenas_node_agent::gateway::nft::session::{self, Outcome};
+    let t = Duration::from_secs(10);
+    let show = |o: Outcome| format!("{o:?}");
+    let applied =
+        show(session::run("add table inet bqs\nadd chain inet bqs c\nadd rule inet bqs c counter\n", t).await);
+    let refused = show(session::run("add rule inet bqs c accept\nadd rule inet bqs missing accept\n", t).await);
+    let nft = |args: &'static [&'static str]| {
+        berqenas_node_agent::host::exec::run("nft", args, None, Duration::from_secs(10))
+    };
+    nft(&["add", "chain", "inet", "bqs", "d"]).await.expect("another nft adds a chain");
+    let after_other = show(session::run("add rule inet bqs d accept\n", t).await);
+    let table = nft(&["list", "table", "inet", "bqs"]).await.expect("list");
+    println!("{}", json!({"applied": applied, "refused": refused, "after_other": after_other, "table": table}));
 }
 
 /// One-tenant changes timed after the first (their median is reported).
