@@ -50,8 +50,10 @@
 #                 shown, bytes of the page and its assets and of the list's JSON; cold and warm
 #                 (needs chromium and chromium-driver)
 #   gateway-nft   the agent's nftables sync in a throwaway network namespace at 100 and 1,000
-#                 tenants × 3 exposures: cold sync, converged sync, one tenant changed, and nft -f
-#                 loading the same ruleset as one file (needs root and nftables); one line each
+#                 tenants × 3 exposures: cold sync, converged sync, one tenant changed by a full
+#                 sync, one tenant changed between resyncs (through the agent's nft session: the
+#                 first change, then the median of 9 and its share in nft), and nft -f loading the
+#                 same ruleset as one file (needs root and nftables); one line each
 #   gateway-throughput  TCP throughput (iperf3, 3 × 5 s runs, median Mbit/s) from an outside client
 #                 (203.0.113.7) to a device's iperf3 server, in throwaway network namespaces:
 #                 (a) through one exposure: public port DNAT by the agent's nftables sync (nft-lab)

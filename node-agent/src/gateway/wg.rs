@@ -146,11 +146,12 @@ pub async fn start_userspace(name: &str) -> Result<(), WgError> {
     crate::host::exec::run("wireguard-go", &[name], None, Duration::from_secs(10)).await?;
     let after = Duration::from_secs(5);
     let deadline = tokio::time::Instant::now() + after;
+    // Polled often: a new interface's pass waits for it (wireguard-go opens it within ms).
     while !socket_answers(name) {
         if tokio::time::Instant::now() > deadline {
             return Err(WgError::NoSocket { interface: name.to_string(), after });
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
     Ok(())
 }

@@ -132,6 +132,43 @@ impl Streaming {
     }
 }
 
+/// A long-lived program spoken to line by line (`nft -i`): its stdin, stdout and stderr are
+/// pipes the caller owns. Killed when dropped.
+pub struct Interactive {
+    child: tokio::process::Child,
+    pub stdin: tokio::process::ChildStdin,
+    pub stdout: Option<tokio::process::ChildStdout>,
+    pub stderr: tokio::process::ChildStderr,
+}
+
+/// Starts `program args…` with its three standard streams as pipes (see [`Interactive`]); the
+/// environment is the agent's plus `env`.
+pub fn interactive(program: &str, args: &[&str], env: &[(&str, &str)]) -> Result<Interactive, ExecError> {
+    let spawn = |error| ExecError::Spawn { program: program.to_string(), error };
+    #[allow(clippy::disallowed_methods, reason = "this is the one module that starts processes")]
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(spawn)?;
+    let missing = || spawn(std::io::Error::other("a standard stream is not a pipe"));
+    let stdin = child.stdin.take().ok_or_else(missing)?;
+    let stdout = Some(child.stdout.take().ok_or_else(missing)?);
+    let stderr = child.stderr.take().ok_or_else(missing)?;
+    Ok(Interactive { child, stdin, stdout, stderr })
+}
+
+impl Interactive {
+    /// True while the program has not exited.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

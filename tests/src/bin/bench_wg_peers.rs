@@ -12,6 +12,10 @@
 //! neither the private key nor GOGC changes it). The driver's own part (observe, plan, interface,
 //! nftables, status) is ~50 ms. The converged and add-one passes are bounded by the UAPI `get` of
 //! 10,000 peers (`wg show dump`: 83-98 ms).
+//!
+//! `bare_uapi_set_ms` is the yardstick: the same peers in one UAPI `set` written straight to a
+//! fresh wireguard-go's socket, no driver involved (2026-12-03, 6 runs: driver cold pass
+//! 0.77-1.19 s, median 0.97; bare set 0.78-1.10 s, median 0.89: the driver's share is ~8%).
 
 #![allow(
     clippy::expect_used,
@@ -76,6 +80,38 @@ fn peak_rss_kb() -> u64 {
         .unwrap_or(0)
 }
 
+/// Milliseconds of one UAPI `set` of `n` peers (with a private key and port, as the driver's
+/// cold pass sends) written to a fresh wireguard-go for `interface`, until its answer.
+fn bare_set(n: u32, interface: &str) -> f64 {
+    use std::io::{BufRead, Write};
+    let ok = Command::new("wireguard-go").arg(interface).output().expect("wireguard-go");
+    assert!(ok.status.success(), "wireguard-go {interface}");
+    let path = format!("/var/run/wireguard/{interface}.sock");
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    let sock = loop {
+        match std::os::unix::net::UnixStream::connect(&path) {
+            Ok(s) => break s,
+            Err(e) => assert!(Instant::now() < deadline, "{path}: {e}"),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let hex = |k: &berqenas_common::net::WgKey| k.bytes().iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let mut request = format!("set=1\nprivate_key={}\nlisten_port=51822\n", hex(&key(u32::MAX)));
+    for i in 0..n {
+        let address = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 10)) + i);
+        request.push_str(&format!("public_key={}\nallowed_ip={address}/32\n", hex(&key(i))));
+    }
+    request.push('\n');
+    let started = Instant::now();
+    (&sock).write_all(request.as_bytes()).expect("write the set");
+    let mut answer = String::new();
+    std::io::BufReader::new(&sock).read_line(&mut answer).expect("read the answer");
+    let ms = (started.elapsed().as_secs_f64() * 1000.0 * 10.0).round() / 10.0;
+    assert_eq!(answer.trim(), "errno=0", "wireguard-go refused the set");
+    let _ = Command::new("ip").args(["link", "del", interface]).output();
+    ms
+}
+
 fn main() {
     let n: u32 = std::env::args().nth(1).map_or(10_000, |a| a.parse().expect("N"));
     let netns = format!("bqb-{}", std::process::id());
@@ -113,6 +149,7 @@ fn main() {
             rt.block_on(d.reconcile(&[]));
             (started.elapsed().as_secs_f64() * 1000.0 * 10.0).round() / 10.0
         };
+        let bare = bare_set(n, &format!("bqt{}", 1000 + (std::process::id() + 1) % 9000));
         json!({
             "bench": "wg-peers",
             "backend": "userspace",
@@ -124,6 +161,7 @@ fn main() {
             "suspend_pass_ms": suspend,
             "resume_pass_ms": resume,
             "delete_pass_ms": gone,
+            "bare_uapi_set_ms": bare,
             "peak_rss_kb": peak_rss_kb(),
         })
     });

@@ -4,7 +4,8 @@
 //! prints that answer, `burst` counts answered connections, `sink`/`stream` measure throughput).
 //! Usage: nft-lab sync|status FILE | conditions | serve PORT… | connect ADDR:PORT [FROM] |
 //! burst ADDR:PORT N | sink PORT | stream ADDR:PORT SECONDS [FROM] | bench TENANTS (in an empty
-//! namespace: sync times for TENANTS tenants × 3 exposures, one JSON line)
+//! namespace: sync times for TENANTS tenants × 3 exposures, one JSON line) | session (the agent's
+//! nft session's outcomes against this namespace's nft, one JSON line)
 
 #![allow(
     clippy::expect_used,
@@ -191,6 +192,7 @@ async fn main() {
             );
         }
         "bench" => bench(arg(1).parse().expect("tenant count")).await,
+        "session" => session().await,
         other => panic!("unknown command {other}"),
     }
 }
@@ -226,6 +228,28 @@ fn bench_state(tenants: u32) -> Vec<GatewayTenant> {
         .collect()
 }
 
+/// The agent's `nft -i` session against the real nft of this namespace: a change applied, a
+/// change refused whole (its first command not applied either), and a change after another nft
+/// process changed the table (the session sees it); prints the outcomes and the table.
+async fn session() {
+    use berqenas_node_agent::gateway::nft::session::{self, Outcome};
+    let t = Duration::from_secs(10);
+    let show = |o: Outcome| format!("{o:?}");
+    let applied =
+        show(session::run("add table inet bqs\nadd chain inet bqs c\nadd rule inet bqs c counter\n", t).await);
+    let refused = show(session::run("add rule inet bqs c accept\nadd rule inet bqs missing accept\n", t).await);
+    let nft = |args: &'static [&'static str]| {
+        berqenas_node_agent::host::exec::run("nft", args, None, Duration::from_secs(10))
+    };
+    nft(&["add", "chain", "inet", "bqs", "d"]).await.expect("another nft adds a chain");
+    let after_other = show(session::run("add rule inet bqs d accept\n", t).await);
+    let table = nft(&["list", "table", "inet", "bqs"]).await.expect("list");
+    println!("{}", json!({"applied": applied, "refused": refused, "after_other": after_other, "table": table}));
+}
+
+/// One-tenant changes timed after the first (their median is reported).
+const CHANGES: usize = 9;
+
 async fn bench(tenants: u32) {
     let node = GatewayConfig {
         public_address: "198.51.100.10".parse().expect("ip"),
@@ -245,11 +269,28 @@ async fn bench(tenants: u32) {
     let one = nft::sync(&node, &desired, &resolved).await.expect("sync");
     assert_eq!(one.applied.len(), 1);
     let one = timed(&one);
-    // The same change planned against the last applied state instead of a listing.
-    desired[tenants as usize / 3].gateway.device_to_device = true;
+    // The same change planned against the last applied state instead of a listing. The first
+    // one starts the agent's nft session (and fills its cache); the next ones are the steady
+    // state between resyncs: their median.
+    let change = |desired: &mut [GatewayTenant], i: usize| {
+        let t = &mut desired[i].gateway;
+        t.device_to_device = !t.device_to_device;
+    };
+    change(&mut desired, tenants as usize / 3);
     let quick = nft::sync_changes(&node, &desired, &resolved).await.expect("sync");
     assert_eq!(quick.applied.len(), 1);
-    let quick = timed(&quick);
+    let first = timed(&quick);
+    let (mut changes, mut in_nft) = (Vec::new(), Vec::new());
+    for k in 0..CHANGES {
+        change(&mut desired, k * 7 % tenants as usize);
+        let r = nft::sync_changes(&node, &desired, &resolved).await.expect("sync");
+        assert_eq!(r.applied.len(), 1);
+        changes.push(timed(&r));
+        in_nft.push(ms(r.nft));
+    }
+    changes.sort_by(f64::total_cmp);
+    in_nft.sort_by(f64::total_cmp);
+    let (quick, quick_nft) = (changes[changes.len() / 2], in_nft[in_nft.len() / 2]);
     // The same ruleset loaded as one file by nft itself, into an empty table.
     let script = nft::render(&node, &desired).script();
     berqenas_node_agent::host::exec::run(
@@ -275,6 +316,7 @@ async fn bench(tenants: u32) {
         "{}",
         json!({"tenants": tenants, "exposures_per_tenant": 3, "script_lines": script.lines().count(),
                "cold_sync_ms": cold, "converged_sync_ms": noop, "one_tenant_change_ms": one, "one_tenant_change_from_last_applied_ms": quick,
+               "first_change_from_last_applied_ms": first, "change_in_nft_ms": quick_nft, "changes_timed": CHANGES,
                "nft_f_whole_file_ms": file, "helper_peak_rss_kb": rss_kb})
     );
 }

@@ -308,6 +308,23 @@ fn gateway_nft_exposes_isolates_blocks_and_repairs_with_real_packets() {
 }
 
 #[test]
+fn nft_session_applies_refuses_a_change_whole_and_sees_another_writer() {
+    let mut lab = Lab::new();
+    let gw = lab.bare_host("gw");
+    let out = lab.run(&gw, &nft_lab(), &["session"], &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_str(stdout.trim()).expect("json");
+    assert_eq!(v["applied"], "Applied", "{v}");
+    assert!(v["refused"].as_str().is_some_and(|r| r.starts_with("Refused(")), "{v}");
+    assert_eq!(v["after_other"], "Applied", "{v}");
+    let table = v["table"].as_str().expect("table");
+    let c = table.split("chain d").next().unwrap_or_default();
+    assert!(c.contains("counter") && !c.contains("accept"), "the refused line left nothing: {table}");
+    assert!(table.split("chain d").nth(1).is_some_and(|d| d.contains("accept")), "{table}");
+}
+
+#[test]
 fn foreign_forward_drop_table_is_reported_as_a_condition() {
     let env = Env::new();
     let want = desired(acme_exposures(true), 0);

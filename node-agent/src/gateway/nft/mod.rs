@@ -1,12 +1,14 @@
 //! The gateway's nftables part: one table the agent owns (`inet berqenas`), whose base chains
 //! dispatch by interface and public port (verdict maps: one lookup per packet however many
-//! tenants) to per-tenant chains and sets named `<tenant>-…`. Each tenant's part is replaced in
-//! one `nft -f` transaction when it differs; nothing outside the table is ever touched.
+//! tenants) to per-tenant chains and sets named `<tenant>-…`. Each tenant's part is replaced (or
+//! only its chains refilled) in one transaction when it differs; nothing outside the table is
+//! ever touched.
 //!
 //! - `render`: pure, the desired ruleset as data and script text (snapshot tested).
 //! - `observe`: pure, the table as `nft -j` lists it.
 //! - `plan`: pure, the steps from observed to desired and their scripts.
 //! - `status`: exposure counters and sources seen, foreign chains that would drop our flows.
+//! - `session`: a long-lived `nft -i` per network namespace that carries changes between resyncs.
 //!
 //! Every value that reaches a script is a parsed type (addresses, networks, ports) or a name
 //! validated at the wire boundary (tenant names, ids, interfaces); no text a user typed is
@@ -15,6 +17,7 @@
 pub mod observe;
 pub mod plan;
 pub mod render;
+pub mod session;
 pub mod status;
 
 #[cfg(test)]
@@ -144,14 +147,14 @@ pub async fn sync(
     let blocked = blocked_of(desired, resolved);
     let steps = plan::plan(&ruleset, &observed, &blocked);
     let mut report = SyncReport { refused: ruleset.refused.clone(), listing, ..SyncReport::default() };
-    let ok = run_steps(&mut report, steps, &ruleset, &observed).await;
+    let ok = run_steps(&mut report, steps, &ruleset, &observed, Via::Once).await;
     drop(observed);
     match ok {
-        true => {
+        Some(true) => {
             let observed = plan::as_applied(&ruleset, &blocked);
             remember(Some(Synced { ruleset, inputs, blocked, observed }));
         }
-        false => remember(None),
+        Some(false) | None => remember(None),
     }
     report.elapsed = started.elapsed();
     Ok(report)
@@ -200,7 +203,10 @@ pub async fn sync_changes(
             return Err(e);
         }
     }
-    let ok = run_steps(&mut report, steps, &ruleset, &observed).await;
+    let Some(ok) = run_steps(&mut report, steps, &ruleset, &observed, Via::Session).await else {
+        // What the table holds now is unknown: list it and plan again.
+        return sync(node, desired, resolved).await;
+    };
     if forgets {
         // Not kept: the next listing of them is made when they are needed again.
         for set in [render::seen::SEEN, render::seen::FIRST] {
@@ -228,20 +234,53 @@ pub async fn sync_changes(
     Ok(report)
 }
 
+/// How `run_steps` sends the batch of steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    /// A one-shot `nft -f` (a resync: the listing costs far more than the run).
+    Once,
+    /// The namespace's `nft -i` session, `nft -f` when it cannot take the batch (see `session`).
+    Session,
+}
+
 /// Runs `steps` (planned against `observed`) in one `nft` transaction, or each on its own when
-/// that one is refused, recording them in `report`. True when the table is now as planned.
-async fn run_steps(report: &mut SyncReport, steps: Vec<Step>, ruleset: &Ruleset, observed: &Observed) -> bool {
+/// that one is refused, recording them in `report`. True when the table is now as planned,
+/// false when some step failed, None when the session lost the batch's answer (it may or may
+/// not have been applied: only a listing of the table tells).
+async fn run_steps(
+    report: &mut SyncReport,
+    steps: Vec<Step>,
+    ruleset: &Ruleset,
+    observed: &Observed,
+    via: Via,
+) -> Option<bool> {
     if steps.is_empty() {
-        return true;
+        return Some(true);
     }
     let scripts = plan::scripts(&steps, ruleset, observed);
     let batch: String = scripts.iter().map(|(_, s)| s.as_str()).collect();
     report.transactions = 1;
     let nft_started = Instant::now();
-    let batch_result = exec::run("nft", &["-f", "-"], Some(batch.as_bytes()), NFT_TIMEOUT).await;
+    let once = || exec::run("nft", &["-f", "-"], Some(batch.as_bytes()), NFT_TIMEOUT);
+    let batch_result: Result<(), String> = match via {
+        Via::Once => once().await.map(|_| ()).map_err(|e| e.to_string()),
+        Via::Session => match session::run(&batch, NFT_TIMEOUT).await {
+            session::Outcome::Applied => Ok(()),
+            session::Outcome::Refused(e) => Err(e),
+            session::Outcome::NotSent(why) => {
+                tracing::debug!(%why, "nft session not used; running nft -f");
+                once().await.map(|_| ()).map_err(|e| e.to_string())
+            }
+            session::Outcome::Unknown(why) => {
+                report.nft = nft_started.elapsed();
+                tracing::warn!(%why, "nft session lost the answer to a change");
+                return None;
+            }
+        },
+    };
     report.nft = nft_started.elapsed();
     let ok = match batch_result {
-        Ok(_) => {
+        Ok(()) => {
             report.applied = scripts.into_iter().map(|(step, _)| step).collect();
             true
         }
@@ -265,7 +304,7 @@ async fn run_steps(report: &mut SyncReport, steps: Vec<Step>, ruleset: &Ruleset,
     for step in &report.applied {
         tracing::info!(tenant = step.tenant().unwrap_or("node"), "nft: {}", step.describe());
     }
-    ok
+    Some(ok)
 }
 
 /// What `sync` would change now, as `berqenas-node-agent plan` prints it.

@@ -1,6 +1,6 @@
 //! Pure: what to change so that the observed table becomes the rendered ruleset — the base part
-//! created or repaired, each tenant whose part differs replaced whole, parts of gone tenants
-//! removed, blocked-domain sets refreshed — and the `nft -f` script of each step. A converged
+//! created or repaired, each tenant whose part differs replaced whole (or only its chains
+//! refilled when nothing but their rules differ), parts of gone tenants removed, blocked-domain sets refreshed — and the `nft -f` script of each step. A converged
 //! host yields an empty plan.
 
 use super::observe::{Element, Observed, ObservedChain};
@@ -17,6 +17,10 @@ pub enum Step {
     RepairBase { why: String },
     /// The tenant's part differs: replace it whole, in one transaction.
     Replace { tenant: String, why: String },
+    /// Only the rules of the tenant's chains differ (its chains, sets and dispatch elements are
+    /// as wanted): each chain flushed and its rules added, in one transaction. No element of a
+    /// verdict map changes, so the kernel does not validate the whole table again.
+    Refill { tenant: String, why: String },
     /// Objects of a tenant this node no longer serves.
     Remove { tenant: String },
     /// The tenant's blocked-domain addresses changed or are near their timeout.
@@ -31,9 +35,10 @@ impl Step {
     pub fn tenant(&self) -> Option<&str> {
         match self {
             Step::CreateTable | Step::RepairBase { .. } | Step::Forget { .. } => None,
-            Step::Replace { tenant, .. } | Step::Remove { tenant } | Step::RefreshBlocked { tenant, .. } => {
-                Some(tenant)
-            }
+            Step::Replace { tenant, .. }
+            | Step::Refill { tenant, .. }
+            | Step::Remove { tenant }
+            | Step::RefreshBlocked { tenant, .. } => Some(tenant),
         }
     }
 
@@ -42,6 +47,7 @@ impl Step {
             Step::CreateTable => format!("create table inet {TABLE} with its base chains and maps"),
             Step::RepairBase { why } => format!("repair the base chains ({why})"),
             Step::Replace { why, .. } => format!("replace the tenant's chains, sets and dispatch ({why})"),
+            Step::Refill { why, .. } => format!("refill the tenant's chains with its rules ({why})"),
             Step::Remove { .. } => "remove the chains, sets and counters of a tenant no longer served".into(),
             Step::RefreshBlocked { addresses, .. } => {
                 format!("refresh blocked-domain addresses ({} addresses)", addresses.len())
@@ -79,7 +85,7 @@ fn plan_scoped(
     let mut steps = Vec::new();
     if !observed.table {
         steps.push(Step::CreateTable);
-    } else if let Some(why) = differs(&desired.base, observed, None) {
+    } else if let Some(why) = differs(&desired.base, observed, None, Compare::All) {
         steps.push(Step::RepairBase { why });
     }
     let by_owner = dispatch_by_owner(observed, scope);
@@ -111,8 +117,12 @@ fn plan_scoped(
         Some(scope) => Box::new(scope.iter().filter_map(|t| desired.tenants.get_key_value(*t))),
     };
     for (name, part) in tenants {
-        if let Some(why) = differs(part, observed, Some((name, &by_owner))) {
-            steps.push(Step::Replace { tenant: name.clone(), why });
+        if let Some(why) = differs(part, observed, Some((name, &by_owner)), Compare::All) {
+            let tenant = name.clone();
+            match differs(part, observed, Some((name, &by_owner)), Compare::AllButRules) {
+                None => steps.push(Step::Refill { tenant, why }),
+                Some(_) => steps.push(Step::Replace { tenant, why }),
+            }
         }
         let want: Vec<Ipv4Addr> = blocked.get(name).map(|b| b.iter().copied().collect()).unwrap_or_default();
         let set = part.blocked_set.as_deref().and_then(|s| observed.sets.get(s));
@@ -223,15 +233,26 @@ fn input_elements<'a>(o: &'a Observed, iface: &str) -> Vec<(&'a str, &'a str)> {
     ok.into_iter().chain(ping).map(|((m, k), _)| (m.as_str(), k.as_str())).collect()
 }
 
+/// What `differs` looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Compare {
+    All,
+    /// Everything but the chains' rules (their number and the digest the first one carries).
+    AllButRules,
+}
+
 /// Why `part` is not what the table holds, or None when it is (for a tenant, also: nothing of
 /// it is there that the part does not have).
-fn differs(part: &Part, o: &Observed, tenant: Option<(&str, &ByOwner<'_>)>) -> Option<String> {
+fn differs(part: &Part, o: &Observed, tenant: Option<(&str, &ByOwner<'_>)>, compare: Compare) -> Option<String> {
     for (i, c) in part.chains.iter().enumerate() {
         let Some(oc) = o.chains.get(&c.name) else { return Some(format!("chain {} missing", c.name)) };
-        if oc.rules != c.rules.len() {
+        if compare == Compare::All && oc.rules != c.rules.len() {
             return Some(format!("chain {} has {} rules, not {}", c.name, oc.rules, c.rules.len()));
         }
-        if i == 0 && oc.comment.as_deref() != Some(format!("berqenas {}", part.digest).as_str()) {
+        if compare == Compare::All
+            && i == 0
+            && oc.comment.as_deref() != Some(format!("berqenas {}", part.digest).as_str())
+        {
             return Some("changed".into());
         }
         if c.hook.is_some() && !oc.hook.as_deref().is_some_and(|h| h.ends_with(" accept")) {
@@ -287,7 +308,7 @@ pub fn scripts(steps: &[Step], desired: &Ruleset, observed: &Observed) -> Vec<(S
     let order = |s: &Step| match s {
         Step::CreateTable | Step::RepairBase { .. } => 0,
         Step::Remove { .. } => 1,
-        Step::Replace { .. } => 2,
+        Step::Replace { .. } | Step::Refill { .. } => 2,
         Step::Forget { .. } => 3,
         Step::RefreshBlocked { .. } => 4,
     };
@@ -346,6 +367,15 @@ pub fn scripts(steps: &[Step], desired: &Ruleset, observed: &Observed) -> Vec<(S
                 let set_kept = |n: &str| part.sets.iter().any(|c| c.name == n);
                 clear(&mut s, observed, tenant, chain_kept, set_kept);
                 s.push_str(&part.script());
+            }
+            Step::Refill { tenant, .. } => {
+                let Some(part) = desired.tenants.get(tenant) else { continue };
+                for c in &part.chains {
+                    writeln!(s, "flush chain {t} {}", c.name).ok();
+                    for r in &c.rules {
+                        writeln!(s, "add rule {t} {} {r}", c.name).ok();
+                    }
+                }
             }
             Step::Forget { ports } => {
                 // Added first, so that deleting one that is not there (never counted, or timed

@@ -299,7 +299,7 @@ fn the_table_as_applied_plans_nothing() {
     let after = render(&node(), &[acme(), beta]);
     assert_eq!(
         plan(&after, &plan::as_applied(&r, &blocked), &blocked),
-        [Step::Replace { tenant: "beta".into(), why: "changed".into() }]
+        [Step::Refill { tenant: "beta".into(), why: "changed".into() }]
     );
 }
 
@@ -334,15 +334,43 @@ fn one_tenant_changed_replaces_only_it() {
     let observed = applied(&before, &blocked);
     let mut beta = tenant("beta", 2);
     beta.gateway.device_to_device = true;
+    beta.gateway.interface = "bqt9".into();
     let after = render(&node(), &[acme(), beta]);
     let steps = plan(&after, &observed, &blocked);
     assert_eq!(steps, [Step::Replace { tenant: "beta".into(), why: "changed".into() }]);
     let s = &scripts(&steps, &after, &observed)[0].1;
     assert!(!s.contains("acme"), "acme untouched: {s}");
     assert!(s.contains("delete element inet berqenas fwd_from { \"bqt2\" }\n"), "{s}");
+    assert!(s.contains("add element inet berqenas fwd_from { \"bqt9\" : jump beta-out }\n"), "{s}");
+    assert!(s.contains("flush chain inet berqenas beta-out\n"), "{s}");
+    assert!(s.contains("add rule inet berqenas beta-out oifname \"bqt9\" accept\n"), "{s}");
+    assert!(!s.contains("delete chain"), "kept chains are flushed, not deleted: {s}");
+}
+
+#[test]
+fn a_change_of_rules_only_refills_the_tenants_chains() {
+    let before = render(&node(), &[acme(), tenant("beta", 2)]);
+    let blocked = blocked_acme();
+    let observed = applied(&before, &blocked);
+    let mut beta = tenant("beta", 2);
+    beta.gateway.device_to_device = true;
+    let after = render(&node(), &[acme(), beta]);
+    let steps = plan(&after, &observed, &blocked);
+    assert_eq!(steps, [Step::Refill { tenant: "beta".into(), why: "changed".into() }]);
+    let s = &scripts(&steps, &after, &observed)[0].1;
+    assert!(!s.contains("acme"), "acme untouched: {s}");
     assert!(s.contains("flush chain inet berqenas beta-out\n"), "{s}");
     assert!(s.contains("add rule inet berqenas beta-out oifname \"bqt2\" accept\n"), "{s}");
-    assert!(!s.contains("delete chain"), "kept chains are flushed, not deleted: {s}");
+    assert!(!s.contains("element") && !s.contains("delete") && !s.contains("add chain"), "only rules: {s}");
+    let part = &after.tenants["beta"];
+    assert_eq!(s.lines().filter(|l| l.starts_with("flush chain")).count(), part.chains.len());
+    let rules: usize = part.chains.iter().map(|c| c.rules.len()).sum();
+    assert_eq!(s.lines().filter(|l| l.starts_with("add rule")).count(), rules);
+    // Once refilled, the table is as wanted.
+    let mut now = observed.clone();
+    plan::remove_applied(&mut now, &before.tenants["beta"]);
+    plan::add_applied(&mut now, part, &blocked);
+    assert_eq!(plan(&after, &now, &blocked), []);
 }
 
 #[test]
