@@ -2,7 +2,9 @@
 //! PostgreSQL, backed up and restored with the agent binary (`berqenas-node-agent backup run`,
 //! `backup restore --clone`) into `s3s-fs` on loopback: MB/s of dump bytes and the agent's peak
 //! RSS for each; side by side, the plain pipeline on the same schema: `pg_dump -Fc | zstd -3` to a
-//! file, and `pg_restore` of that dump into another database. One JSON line.
+//! file, and `pg_restore` of that dump into another database. The backups run agent, plain,
+//! plain, agent on a vacuumed, checkpointed table with autovacuum off, so both sides see the
+//! same caches and neither pays for the other's leftovers. One JSON line.
 //! Usage: bench-backup PATH/TO/berqenas-node-agent
 
 #![allow(
@@ -61,6 +63,11 @@ fn main() {
         let statuses = driver.reconcile(std::slice::from_ref(&t)).await;
         assert!(statuses.iter().all(|s| s.ready), "tenant made: {statuses:?}");
         let db = sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(&url).await.expect("connect");
+        // No autovacuum: it would wake during whichever run comes first after the fill (or the
+        // restore's clone) and take CPU from it; the fill is vacuumed by hand below instead.
+        for sql in ["ALTER SYSTEM SET autovacuum = off", "SELECT pg_reload_conf()"] {
+            sqlx::query(sql).execute(&db).await.expect(sql);
+        }
         let mut tx = db.begin().await.expect("begin");
         for sql in [
             "SET LOCAL ROLE tenant_bench_owner",
@@ -77,6 +84,11 @@ fn main() {
         .await
         .expect("fill");
         tx.commit().await.expect("commit");
+        // Settled before anything is timed: hint bits set, pages frozen and written out, so the
+        // first dump does not pay for what the later ones get for free.
+        for sql in ["VACUUM (FREEZE, ANALYZE) tenant_bench.rows", "CHECKPOINT"] {
+            sqlx::query(sql).execute(&db).await.expect(sql);
+        }
         sqlx::query_scalar::<_, i64>("SELECT pg_total_relation_size('tenant_bench.rows')")
             .fetch_one(&db)
             .await
@@ -91,14 +103,62 @@ fn main() {
     berqenas_common::files::write_atomic(&key_file, key.to_string().as_bytes(), 0o600).expect("key file");
     let (config, key_path) = (config.to_str().unwrap().to_string(), key_file.to_str().unwrap().to_string());
 
-    // The agent: backup, then restore into a clone.
-    let (backup_s, backup_rss, out) = timed(
-        "agent backup",
-        Command::new(&agent).args(["backup", "run", "--config", &config, "--tenant", "bench", "--key-file", &key_path]),
-    );
-    let entry: serde_json::Value = serde_json::from_str(&out).expect("catalog entry");
+    let env = [
+        ("PGHOST", "127.0.0.1".to_string()),
+        ("PGPORT", pg.port.to_string()),
+        ("PGUSER", "postgres".to_string()),
+        ("PGPASSWORD", pg.password.clone()),
+        ("PGDATABASE", "postgres".to_string()),
+    ];
+    let dump_file = tmp.path().join("plain.dump.zst");
+    let bin = |name: &str| pg.bin.join(name).to_string_lossy().into_owned();
+    let shell = |script: &str| {
+        let mut c = Command::new("bash");
+        c.args(["-o", "pipefail", "-c", script]).envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+        c
+    };
+    let agent_backup = || {
+        let (secs, rss, out) = timed(
+            "agent backup",
+            Command::new(&agent).args([
+                "backup",
+                "run",
+                "--config",
+                &config,
+                "--tenant",
+                "bench",
+                "--key-file",
+                &key_path,
+            ]),
+        );
+        (secs, rss, serde_json::from_str::<serde_json::Value>(&out).expect("catalog entry"))
+    };
+    // The plain pipeline, same schema, same machine: pg_dump -Fc | zstd -3 to a file.
+    let plain_backup = || {
+        timed(
+            "pg_dump | zstd",
+            &mut shell(&format!(
+                "{} -Fc -Z0 -n tenant_bench | zstd -3 -q -c > {}",
+                bin("pg_dump"),
+                dump_file.display()
+            )),
+        )
+        .0
+    };
+
+    // Backups in the order agent, plain, plain, agent, so neither side always runs first (cold)
+    // or last (after the other warmed the caches); each side's figure is its two runs' mean.
+    let (agent_1_s, agent_1_rss, entry) = agent_backup();
+    let plain_1_s = plain_backup();
+    let plain_2_s = plain_backup();
+    let (agent_2_s, agent_2_rss, _) = agent_backup();
+    let (backup_s, plain_dump_s) = ((agent_1_s + agent_2_s) / 2.0, (plain_1_s + plain_2_s) / 2.0);
+    let backup_rss = agent_1_rss.max(agent_2_rss);
     let dumped = entry["dumped"].as_u64().unwrap() as f64 / 1e6;
     let (object, sha) = (entry["key"].as_str().unwrap(), entry["sha256"].as_str().unwrap());
+
+    // The agent's restore into a clone, then pg_restore of the plain dump (decompressed on the
+    // way) into a fresh database.
     let (restore_s, restore_rss, _) = timed(
         "agent restore",
         Command::new(&agent).args([
@@ -118,28 +178,8 @@ fn main() {
             "tenant_bench_restored",
         ]),
     );
-
-    // The plain pipeline, same schema, same machine: pg_dump -Fc | zstd -3 to a file, then
-    // pg_restore of that dump (decompressed on the way) into a fresh database.
-    let env = [
-        ("PGHOST", "127.0.0.1".to_string()),
-        ("PGPORT", pg.port.to_string()),
-        ("PGUSER", "postgres".to_string()),
-        ("PGPASSWORD", pg.password.clone()),
-        ("PGDATABASE", "postgres".to_string()),
-    ];
-    let dump_file = tmp.path().join("plain.dump.zst");
-    let bin = |name: &str| pg.bin.join(name).to_string_lossy().into_owned();
-    let shell = |script: &str| {
-        let mut c = Command::new("bash");
-        c.args(["-o", "pipefail", "-c", script]).envs(env.iter().map(|(k, v)| (*k, v.as_str())));
-        c
-    };
-    let (plain_dump_s, _, _) = timed(
-        "pg_dump | zstd",
-        &mut shell(&format!("{} -Fc -Z0 -n tenant_bench | zstd -3 -q -c > {}", bin("pg_dump"), dump_file.display())),
-    );
     timed("createdb", &mut shell(&format!("{} plain_restore", bin("createdb"))));
+    timed("checkpoint", &mut shell(&format!("{} -qc CHECKPOINT", bin("psql"))));
     let (plain_restore_s, _, _) = timed(
         "zstd -d | pg_restore",
         &mut shell(&format!("zstd -d -q -c {} | {} -d plain_restore", dump_file.display(), bin("pg_restore"))),
@@ -156,17 +196,19 @@ fn main() {
             "schema_mb": round2(dumped_size as f64 / 1e6),
             "dump_mb": round2(dumped),
             "agent": {
+                "backup_runs_s": [round2(agent_1_s), round2(agent_2_s)],
                 "backup_s": round2(backup_s), "backup_mb_s": round2(backup_mbs), "backup_peak_rss_mb": round2(backup_rss),
                 "object_mb": round2(object_size),
                 "restore_s": round2(restore_s), "restore_mb_s": round2(restore_mbs), "restore_peak_rss_mb": round2(restore_rss),
             },
             "plain": {
+                "pg_dump_zstd_runs_s": [round2(plain_1_s), round2(plain_2_s)],
                 "pg_dump_zstd_s": round2(plain_dump_s), "pg_dump_zstd_mb_s": round2(plain_dump_mbs), "file_mb": round2(plain_size),
                 "pg_restore_s": round2(plain_restore_s), "pg_restore_mb_s": round2(plain_restore_mbs),
             },
             "backup_vs_plain": round2(backup_mbs / plain_dump_mbs),
             "restore_vs_plain": round2(restore_mbs / plain_restore_mbs),
-            "note": "agent figures include encryption and the upload to s3s-fs on loopback (same disk); the agent's restore reads the object twice (verify, then replay)",
+            "note": "backups run agent, plain, plain, agent after a VACUUM FREEZE and CHECKPOINT, autovacuum off; *_s is each side's mean; agent figures include encryption and the upload to s3s-fs on loopback (same disk); the agent's restore reads the object twice (verify, then replay)",
         })
     );
 }
