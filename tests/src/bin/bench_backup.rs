@@ -26,6 +26,12 @@ use std::time::{Duration, Instant};
 /// Runs `cmd` to success; returns its wall time, the peak RSS (MiB) seen while it ran, and its
 /// stdout.
 fn timed(what: &str, cmd: &mut Command) -> (f64, f64, String) {
+    let (secs, peak, out, _) = timed_with_log(what, cmd);
+    (secs, peak, out)
+}
+
+/// `timed`, and its stderr too.
+fn timed_with_log(what: &str, cmd: &mut Command) -> (f64, f64, String, String) {
     let started = Instant::now();
     let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect(what);
     let mut peak: f64 = 0.0;
@@ -36,7 +42,17 @@ fn timed(what: &str, cmd: &mut Command) -> (f64, f64, String) {
     let secs = started.elapsed().as_secs_f64();
     let out = child.wait_with_output().expect(what);
     assert!(out.status.success(), "{what} failed: {}", String::from_utf8_lossy(&out.stderr));
-    (secs, peak, String::from_utf8_lossy(&out.stdout).into_owned())
+    (secs, peak, String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// The seconds the agent logged for the store's CompleteMultipartUpload (s3s-fs copies and
+/// MD5s every part again there), 0 when it logged none.
+fn completion_s(log: &str) -> f64 {
+    log.lines()
+        .filter(|l| l.contains("the store completed the upload"))
+        .filter_map(|l| l.split("seconds=").nth(1)?.split_whitespace().next()?.parse().ok())
+        .next()
+        .unwrap_or(0.0)
 }
 
 fn main() {
@@ -118,20 +134,13 @@ fn main() {
         c
     };
     let agent_backup = || {
-        let (secs, rss, out) = timed(
+        let (secs, rss, out, log) = timed_with_log(
             "agent backup",
-            Command::new(&agent).args([
-                "backup",
-                "run",
-                "--config",
-                &config,
-                "--tenant",
-                "bench",
-                "--key-file",
-                &key_path,
-            ]),
+            Command::new(&agent)
+                .args(["backup", "run", "--config", &config, "--tenant", "bench", "--key-file", &key_path])
+                .env("NO_COLOR", "1"),
         );
-        (secs, rss, serde_json::from_str::<serde_json::Value>(&out).expect("catalog entry"))
+        (secs, rss, serde_json::from_str::<serde_json::Value>(&out).expect("catalog entry"), completion_s(&log))
     };
     // The plain pipeline, same schema, same machine: pg_dump -Fc | zstd -3 to a file.
     let plain_backup = || {
@@ -148,10 +157,10 @@ fn main() {
 
     // Backups in the order agent, plain, plain, agent, so neither side always runs first (cold)
     // or last (after the other warmed the caches); each side's figure is its two runs' mean.
-    let (agent_1_s, agent_1_rss, entry) = agent_backup();
+    let (agent_1_s, agent_1_rss, entry, complete_1_s) = agent_backup();
     let plain_1_s = plain_backup();
     let plain_2_s = plain_backup();
-    let (agent_2_s, agent_2_rss, _) = agent_backup();
+    let (agent_2_s, agent_2_rss, _, complete_2_s) = agent_backup();
     let (backup_s, plain_dump_s) = ((agent_1_s + agent_2_s) / 2.0, (plain_1_s + plain_2_s) / 2.0);
     let backup_rss = agent_1_rss.max(agent_2_rss);
     let dumped = entry["dumped"].as_u64().unwrap() as f64 / 1e6;
@@ -197,6 +206,7 @@ fn main() {
             "dump_mb": round2(dumped),
             "agent": {
                 "backup_runs_s": [round2(agent_1_s), round2(agent_2_s)],
+                "backup_complete_upload_s": [round2(complete_1_s), round2(complete_2_s)],
                 "backup_s": round2(backup_s), "backup_mb_s": round2(backup_mbs), "backup_peak_rss_mb": round2(backup_rss),
                 "object_mb": round2(object_size),
                 "restore_s": round2(restore_s), "restore_mb_s": round2(restore_mbs), "restore_peak_rss_mb": round2(restore_rss),
