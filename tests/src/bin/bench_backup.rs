@@ -26,12 +26,24 @@ use std::time::{Duration, Instant};
 /// Runs `cmd` to success; returns its wall time, the peak RSS (MiB) seen while it ran, and its
 /// stdout.
 fn timed(what: &str, cmd: &mut Command) -> (f64, f64, String) {
-    let (secs, peak, out, _) = timed_with_log(what, cmd);
+    let (secs, peak, out, _, _) = timed_with_log(what, cmd);
     (secs, peak, out)
 }
 
-/// `timed`, and its stderr too.
-fn timed_with_log(what: &str, cmd: &mut Command) -> (f64, f64, String, String) {
+/// CPU seconds (user + system) of this process's children that ended and were waited for.
+fn children_cpu_s() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // cutime and cstime are fields 16 and 17 of stat; index 13 and 14 after the ')'.
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(13) + ticks(14)) / 100.0
+}
+
+/// `timed`, and its stderr and the CPU seconds of the whole command (every thread, and the
+/// processes of a pipeline) too.
+fn timed_with_log(what: &str, cmd: &mut Command) -> (f64, f64, String, String, f64) {
+    let cpu_before = children_cpu_s();
     let started = Instant::now();
     let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect(what);
     let mut peak: f64 = 0.0;
@@ -42,7 +54,14 @@ fn timed_with_log(what: &str, cmd: &mut Command) -> (f64, f64, String, String) {
     let secs = started.elapsed().as_secs_f64();
     let out = child.wait_with_output().expect(what);
     assert!(out.status.success(), "{what} failed: {}", String::from_utf8_lossy(&out.stderr));
-    (secs, peak, String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let cpu = children_cpu_s() - cpu_before;
+    (
+        secs,
+        peak,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        cpu,
+    )
 }
 
 /// The seconds the agent logged for the store's CompleteMultipartUpload (s3s-fs copies and
@@ -133,34 +152,42 @@ fn main() {
         c.args(["-o", "pipefail", "-c", script]).envs(env.iter().map(|(k, v)| (*k, v.as_str())));
         c
     };
+    // Each run's wall time, peak RSS, catalog entry, the store's completion time, and CPU
+    // seconds: the agent's own, and s3s-fs's meanwhile (PostgreSQL's backend is left out on
+    // both sides).
+    let s3_pid = s3.pid();
     let agent_backup = || {
-        let (secs, rss, out, log) = timed_with_log(
+        let store_before = proc_stats(s3_pid).2;
+        let (secs, rss, out, log, cpu) = timed_with_log(
             "agent backup",
             Command::new(&agent)
                 .args(["backup", "run", "--config", &config, "--tenant", "bench", "--key-file", &key_path])
                 .env("NO_COLOR", "1"),
         );
-        (secs, rss, serde_json::from_str::<serde_json::Value>(&out).expect("catalog entry"), completion_s(&log))
+        let store_cpu = proc_stats(s3_pid).2 - store_before;
+        let entry = serde_json::from_str::<serde_json::Value>(&out).expect("catalog entry");
+        (secs, rss, entry, completion_s(&log), cpu, store_cpu)
     };
-    // The plain pipeline, same schema, same machine: pg_dump -Fc | zstd -3 to a file.
+    // The plain pipeline, same schema, same machine: pg_dump -Fc | zstd -3 to a file; wall time
+    // and the CPU seconds of pg_dump and zstd.
     let plain_backup = || {
-        timed(
+        let (secs, _, _, _, cpu) = timed_with_log(
             "pg_dump | zstd",
             &mut shell(&format!(
                 "{} -Fc -Z0 -n tenant_bench | zstd -3 -q -c > {}",
                 bin("pg_dump"),
                 dump_file.display()
             )),
-        )
-        .0
+        );
+        (secs, cpu)
     };
 
     // Backups in the order agent, plain, plain, agent, so neither side always runs first (cold)
     // or last (after the other warmed the caches); each side's figure is its two runs' mean.
-    let (agent_1_s, agent_1_rss, entry, complete_1_s) = agent_backup();
-    let plain_1_s = plain_backup();
-    let plain_2_s = plain_backup();
-    let (agent_2_s, agent_2_rss, _, complete_2_s) = agent_backup();
+    let (agent_1_s, agent_1_rss, entry, complete_1_s, agent_1_cpu, store_1_cpu) = agent_backup();
+    let (plain_1_s, plain_1_cpu) = plain_backup();
+    let (plain_2_s, plain_2_cpu) = plain_backup();
+    let (agent_2_s, agent_2_rss, _, complete_2_s, agent_2_cpu, store_2_cpu) = agent_backup();
     let (backup_s, plain_dump_s) = ((agent_1_s + agent_2_s) / 2.0, (plain_1_s + plain_2_s) / 2.0);
     let backup_rss = agent_1_rss.max(agent_2_rss);
     let dumped = entry["dumped"].as_u64().unwrap() as f64 / 1e6;
@@ -207,12 +234,15 @@ fn main() {
             "agent": {
                 "backup_runs_s": [round2(agent_1_s), round2(agent_2_s)],
                 "backup_complete_upload_s": [round2(complete_1_s), round2(complete_2_s)],
+                "backup_cpu_s": [round2(agent_1_cpu), round2(agent_2_cpu)],
+                "s3s_fs_cpu_s": [round2(store_1_cpu), round2(store_2_cpu)],
                 "backup_s": round2(backup_s), "backup_mb_s": round2(backup_mbs), "backup_peak_rss_mb": round2(backup_rss),
                 "object_mb": round2(object_size),
                 "restore_s": round2(restore_s), "restore_mb_s": round2(restore_mbs), "restore_peak_rss_mb": round2(restore_rss),
             },
             "plain": {
                 "pg_dump_zstd_runs_s": [round2(plain_1_s), round2(plain_2_s)],
+                "pg_dump_zstd_cpu_s": [round2(plain_1_cpu), round2(plain_2_cpu)],
                 "pg_dump_zstd_s": round2(plain_dump_s), "pg_dump_zstd_mb_s": round2(plain_dump_mbs), "file_mb": round2(plain_size),
                 "pg_restore_s": round2(plain_restore_s), "pg_restore_mb_s": round2(plain_restore_mbs),
             },
