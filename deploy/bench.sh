@@ -26,7 +26,8 @@
 #   backup        one tenant schema of about 1 GB in a throwaway PostgreSQL: the agent binary's
 #                 `backup run` (pg_dump → zstd → AES-256-GCM → s3s-fs on loopback) and `backup
 #                 restore --clone`, MB/s of dump bytes and the agent's peak RSS; side by side
-#                 `pg_dump -Fc | zstd -3` to a file and `pg_restore` of it (BERQENAS_BENCH_MB=N)
+#                 `pg_dump -Fc | zstd -3` to a file and `pg_restore` of it; the backups alternate
+#                 (agent, plain, plain, agent; means) on a vacuumed table (BERQENAS_BENCH_MB=N)
 #   enroll        token → tunnel up for 100 sequential devices in lab namespaces: real coordinator,
 #                 gateway agent (wireguard-go) and db agent; `berqenas-device enroll` + `up` until the
 #                 tenant's gateway address answers a ping through the tunnel, p50/p99 and phases;

@@ -69,6 +69,11 @@ impl S3 {
         s3
     }
 
+    /// The server's process id (0 while it is stopped).
+    pub fn pid(&self) -> u32 {
+        self.proc.as_ref().map(Proc::pid).unwrap_or(0)
+    }
+
     /// Starts it again (after [`S3::kill`]) on the same port and directory.
     pub fn resume(&mut self) {
         let port = self.port.to_string();

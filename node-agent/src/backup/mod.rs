@@ -139,15 +139,24 @@ pub async fn backup(
 ) -> Result<Catalogued, BackupError> {
     let started = Instant::now();
     let database = source.database()?;
-    let server_version = server_version(&source.url, &database).await?;
     let env = pg::libpq_env(&source.url, &database)?;
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let args = pg::dump_args(&source.tenant);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let sealer = Sealer::new(data_key, rand::random())?;
     let dump = exec::spawn("pg_dump", &args, &env, Pipe::Stdout)?;
-    // pg_dump connects and reads the catalogs meanwhile; it is killed if this fails.
-    let mut upload = store.upload(key).await?;
+    // pg_dump connects and reads the catalogs meanwhile; it is killed (dropped) if either fails,
+    // and an upload begun beside a failed version query is aborted.
+    let (server_version, upload) = tokio::join!(server_version(&source.url, &database), store.upload(key));
+    let (server_version, mut upload) = match (server_version, upload) {
+        (Ok(version), Ok(upload)) => (version, upload),
+        (Err(e), Ok(upload)) => {
+            upload.abort().await;
+            return Err(e);
+        }
+        (Err(e), Err(_)) => return Err(e),
+        (Ok(_), Err(e)) => return Err(e.into()),
+    };
 
     // Read buffers are 1 MiB (and the pipe holds another): half a queue of them is enough.
     let (dumped_tx, dumped_rx) = mpsc::channel(QUEUE / 2);
@@ -174,7 +183,10 @@ pub async fn backup(
     };
     match result {
         Ok(stages::Sealed { bytes, sha256 }) => {
+            let completing = Instant::now();
             upload.complete().await?;
+            // Its own figure: some stores (s3s-fs) copy and hash the whole object again here.
+            tracing::info!(seconds = completing.elapsed().as_secs_f64(), "the store completed the upload");
             Ok(Catalogued {
                 key: key.into(),
                 bytes,
