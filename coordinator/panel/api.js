@@ -40,7 +40,22 @@ export async function api(method, path, body, opts = {}) {
   return opts.withHeaders ? { data, headers: res.headers } : data;
 }
 
-export const get = (path, opts) => api('GET', path, undefined, opts);
+// GETs of the first page's data, sent at start beside the session request; `get` takes each one
+// once, within a few seconds, or else asks again. Dropped when there is no session.
+const early = new Map();
+export function prefetch(path) {
+  const answer = api('GET', path);
+  answer.catch(() => {}); // its taker sees the error
+  early.set(path, { answer, at: Date.now() });
+}
+export const dropPrefetched = () => early.clear();
+
+export const get = (path, opts) => {
+  const got = !opts && early.get(path);
+  early.delete(path);
+  if (got && Date.now() - got.at < 5000) return got.answer;
+  return api('GET', path, undefined, opts);
+};
 export const post = (path, body) => api('POST', path, body === undefined ? {} : body);
 export const del = (path) => api('DELETE', path);
 

@@ -1,16 +1,16 @@
 // The panel's shell: the session, the navigation by role, and a hash router over the pages
 // (each page a module loaded when first opened, so the first page stays small).
 
-import { session, loadSession, api, ApiError } from './api.js';
+import { session, loadSession, api, ApiError, prefetch, dropPrefetched } from './api.js';
 import { h, mount, errorText } from './ui.js';
 
 const main = document.getElementById('main');
 
-// #/path → [module, export, params]; first match wins.
+// #/path → [module, export, data fetched at start when it is the first page]; first match wins.
 const routes = [
   [/^\/signin$/, './signin.js', 'signin'],
-  [/^\/fleet$/, './fleet.js', 'fleet'],
-  [/^\/tenants$/, './tenants.js', 'tenants'],
+  [/^\/fleet$/, './fleet.js', 'fleet', ['/api/v1/cluster', '/api/v1/nodes', '/api/v1/tenants/summary']],
+  [/^\/tenants$/, './tenants.js', 'tenants', ['/api/v1/tenants/summary']],
   [/^\/t\/([^/]+)(?:\/([a-z-]+))?$/, './tenant.js', 'tenant'],
   [/^\/account$/, './account.js', 'account'],
 ];
@@ -73,6 +73,7 @@ export async function render() {
     const content = await mod[name](...params);
     if (mine !== generation) return;
     mount(main, content);
+    performance.mark('page:shown'); // read by deploy/bench.sh panel
   } catch (e) {
     if (mine !== generation) return;
     if (e instanceof ApiError && (e.status === 403 || e.status === 404)) {
@@ -95,9 +96,14 @@ window.addEventListener('signed-out', () => { location.hash = '#/signin'; render
 window.addEventListener('session', render);
 
 (async () => {
-  // The first page's module is fetched while the session is asked for (render imports the same one).
+  // The first page's module and data are fetched while the session is asked for (render imports
+  // the same module; the page's `get`s take the answers).
   const first = routes.find(([re]) => re.test((location.hash || '#/').slice(1)));
-  if (first) import(first[1]).catch(() => {});
+  if (first) {
+    import(first[1]).catch(() => {});
+    for (const path of first[3] || []) prefetch(path);
+  }
   try { await loadSession(); } catch (e) { mount(main, h('p', { role: 'alert', class: 'error' }, errorText(e))); return; }
+  if (!session.current) dropPrefetched();
   render();
 })();

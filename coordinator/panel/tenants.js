@@ -67,7 +67,7 @@ export async function tenants() {
         act(a, () => lifecycle(x.name, a, refresh), { class: a === 'purge' || a === 'delete' ? 'small danger' : 'small secondary', 'aria-label': `${a} ${x.name}` })) : [])],
     ], rows, 'No tenants.'));
   };
-  const refresh = async () => { all = await get('/api/v1/tenants/summary'); draw(); };
+  const refresh = async () => { all = await get('/api/v1/tenants/summary'); performance.mark('tenants:received'); draw(); };
   filter.addEventListener('input', draw);
   await refresh();
   const onCreated = (c) => {

@@ -100,7 +100,7 @@ fn main() {
                    done({ttfb_ms: nav.responseStart - nav.startTime, shown_ms: shown,
                          page_bytes: nav.transferSize + sum(page), api_bytes: sum(api),
                          list_fetched_ms: Math.max(...api.filter((r) => new URL(r.name).pathname.startsWith('/api/v1/tenants')).map((r) => r.responseEnd)),
-                         waterfall: res.map((r) => [new URL(r.name).pathname.split('/').pop(), Math.round(r.startTime), Math.round(r.responseStart), Math.round(r.responseEnd)])});
+                         waterfall: res.map((r) => [new URL(r.name).pathname.split('/').pop(), Math.round(r.startTime), Math.round(r.responseStart), Math.round(r.responseEnd)]).concat(performance.getEntriesByType('mark').map((m) => [m.name, Math.round(m.startTime)]))});
                  } else requestAnimationFrame(check);
                };
                check();
