@@ -138,7 +138,10 @@ pub(super) async fn list_tenants(ctx: Ctx, query: QueryOf<TenantListQuery>) -> R
 #[utoipa::path(get, path = "/api/v1/tenants/summary", params(TenantListQuery),
     responses((status = 200, description = "the same tenants as `GET /api/v1/tenants`, one summary row each", body = Vec<TenantSummary>),
         (status = 400, body = ErrorBody)), security(("api_key" = [])))]
-pub(super) async fn list_tenant_summaries(ctx: Ctx, query: QueryOf<TenantListQuery>) -> Result<Json<Vec<TenantSummary>>> {
+pub(super) async fn list_tenant_summaries(
+    ctx: Ctx,
+    query: QueryOf<TenantListQuery>,
+) -> Result<Json<Vec<TenantSummary>>> {
     listed(ctx, query).await.map(Json)
 }
 

@@ -373,7 +373,14 @@ async fn rest_api_refuses_bad_requests_with_json_errors() {
     // The OpenAPI document is generated from the code and names the seed's endpoints.
     let doc: Value =
         http.get(format!("{base}/api/v1/openapi.json")).send().await.expect("openapi").json().await.expect("json");
-    for path in ["/api/v1/tenant", "/api/v1/tenant/{name}", "/api/v1/tenants", "/api/v1/tenants/summary", "/api/v1/cluster", "/api/v1/audit"] {
+    for path in [
+        "/api/v1/tenant",
+        "/api/v1/tenant/{name}",
+        "/api/v1/tenants",
+        "/api/v1/tenants/summary",
+        "/api/v1/cluster",
+        "/api/v1/audit",
+    ] {
         assert!(doc["paths"][path].is_object(), "openapi lacks {path}");
     }
     assert!(doc["paths"]["/api/v1/tenant/{name}"]["patch"].is_object());

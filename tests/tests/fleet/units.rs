@@ -192,7 +192,8 @@ fn the_packages_units_run_a_coordinator_and_a_gateway_under_systemd() {
     );
 
     // A gateway + db agent joins (the token only in its environment) and systemd runs it.
-    let token = json(&c.ok("berqenas-coordinator node token create --roles gateway,db --ttl 10m --output json", &admin));
+    let token =
+        json(&c.ok("berqenas-coordinator node token create --roles gateway,db --ttl 10m --output json", &admin));
     let join_token = token["token"].as_str().expect("token");
     let pin = token["ca_fingerprint"].as_str().expect("pin");
     c.ok(
