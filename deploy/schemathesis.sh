@@ -4,6 +4,9 @@
 # change Raft membership are left out (they would remove or add voters of the only coordinator), and
 # so is the coordinator snapshot download (each call builds a snapshot and streams the whole trail;
 # coordinator/tests/integration/snapshot.rs tests it).
+# So is `DELETE /api/v1/apikeys/{id}`: key ids are small numbers, so the run revoked its own (only)
+# key, after which 21 operations answered nothing but 401 (passing, untested); the integration tests
+# cover revocation.
 # `use_after_free` is left out: DELETE on a tenant is the seed's soft delete (the tenant stays,
 # `deleted-pending-purge`, restorable until purged), so a GET after it answers 200 by contract;
 # the stateful phase found that on some runs only, which made the step flaky.
@@ -74,6 +77,7 @@ BERQENAS_API_KEY="$(cat "$work/admin.key")" "$root/$venv/bin/schemathesis" --con
   --exclude-checks use_after_free \
   --phases examples,coverage,fuzzing,stateful \
   --exclude-path-regex '^/api/v1/cluster/(learners|voters|members|snapshot)' \
+  --exclude-path '/api/v1/apikeys/{id}' \
   --max-time "$max_time" \
   --seed 1 \
   --workers 1 \
