@@ -327,16 +327,27 @@ fn empty_host_gets_the_table_and_every_tenant() {
     assert!(!s.iter().any(|(_, s)| s.contains("delete ")), "nothing to delete on an empty host");
 }
 
-#[test]
-fn one_tenant_changed_replaces_only_it() {
+/// Blocked addresses by tenant.
+type Blocked = BTreeMap<String, BTreeSet<Ipv4Addr>>;
+
+/// acme and beta as applied, then beta changed by `change`: (before, after, observed, blocked, steps).
+fn beta_changed(change: impl FnOnce(&mut GatewayTenant)) -> (Ruleset, Ruleset, Observed, Blocked, Vec<Step>) {
     let before = render(&node(), &[acme(), tenant("beta", 2)]);
     let blocked = blocked_acme();
     let observed = applied(&before, &blocked);
     let mut beta = tenant("beta", 2);
-    beta.gateway.device_to_device = true;
-    beta.gateway.interface = "bqt9".into();
+    change(&mut beta);
     let after = render(&node(), &[acme(), beta]);
     let steps = plan(&after, &observed, &blocked);
+    (before, after, observed, blocked, steps)
+}
+
+#[test]
+fn one_tenant_changed_replaces_only_it() {
+    let (_, after, observed, _, steps) = beta_changed(|beta| {
+        beta.gateway.device_to_device = true;
+        beta.gateway.interface = "bqt9".into();
+    });
     assert_eq!(steps, [Step::Replace { tenant: "beta".into(), why: "changed".into() }]);
     let s = &scripts(&steps, &after, &observed)[0].1;
     assert!(!s.contains("acme"), "acme untouched: {s}");
@@ -349,13 +360,7 @@ fn one_tenant_changed_replaces_only_it() {
 
 #[test]
 fn a_change_of_rules_only_refills_the_tenants_chains() {
-    let before = render(&node(), &[acme(), tenant("beta", 2)]);
-    let blocked = blocked_acme();
-    let observed = applied(&before, &blocked);
-    let mut beta = tenant("beta", 2);
-    beta.gateway.device_to_device = true;
-    let after = render(&node(), &[acme(), beta]);
-    let steps = plan(&after, &observed, &blocked);
+    let (before, after, observed, blocked, steps) = beta_changed(|beta| beta.gateway.device_to_device = true);
     assert_eq!(steps, [Step::Refill { tenant: "beta".into(), why: "changed".into() }]);
     let s = &scripts(&steps, &after, &observed)[0].1;
     assert!(!s.contains("acme"), "acme untouched: {s}");
