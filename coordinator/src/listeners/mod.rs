@@ -67,6 +67,11 @@ pub async fn serve(
     let api_listener = tokio::net::TcpListener::bind(c.config.api_listen)
         .await
         .with_context(|| format!("bind api address {}", c.config.api_listen))?;
+    // Bound now, not once the cluster CA has arrived: a port still free minutes after start could
+    // be taken by another process, and the error would show only at shutdown.
+    let node_listener = tokio::net::TcpListener::bind(c.config.node_listen)
+        .await
+        .with_context(|| format!("bind node address {}", c.config.node_listen))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server_tls = raft_tls(&c)?;
     let (raft_incoming, raft_accept) = transport::incoming(raft_listener, server_tls, c.clone(), Listener::Raft);
@@ -109,17 +114,23 @@ pub async fn serve(
     }
     tokio::spawn(meter_usage(c.clone(), usage, stop_rx.clone()));
     tokio::spawn(backup_keys(c.clone(), stop_rx.clone()));
-    let nodes = serve_nodes(c.clone(), usage.report_refresh, stop_rx.clone());
+    let nodes = serve_nodes(c.clone(), node_listener, usage.report_refresh, stop_rx.clone());
     // Once stopping, open connections get SHUTDOWN_GRACE to finish; the node agents' desired-state
     // streams never end by themselves (a stop used to wait for them until systemd's SIGKILL), so
     // after it they are dropped and the agents reconnect to another coordinator.
     let mut grace = stop_rx.clone();
-    let servers = async { tokio::join!(grpc, api, nodes) };
+    // The first server to fail ends the coordinator: one that stopped serving must not hide
+    // behind the others until shutdown.
+    let servers = async {
+        tokio::try_join!(
+            async { grpc.await.context("raft transport server") },
+            async { api.await.context("api server") },
+            async { nodes.await.context("node listener") },
+        )
+    };
     tokio::select! {
-        (g, a, n) = servers => {
-            g.context("raft transport server")?;
-            a.context("api server")?;
-            n.context("node listener")?;
+        result = servers => {
+            result?;
         }
         _ = async {
             let _ = grace.wait_for(|v| *v).await;
@@ -258,9 +269,10 @@ fn node_tls(c: &Arc<Coordinator>, ca: &ClusterCa) -> anyhow::Result<Arc<rustls::
 }
 
 /// Serves the node-agent listener (gRPC `Node` and `Device` over TLS) until `stop` flips. Waits for the cluster CA to be replicated here
-/// (a new coordinator has it once it has caught up).
+/// (a new coordinator has it once it has caught up); until then connections wait in the backlog.
 async fn serve_nodes(
     c: Arc<Coordinator>,
+    listener: TcpListener,
     report_refresh: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
@@ -274,7 +286,6 @@ async fn serve_nodes(
         }
     };
     let tls = Arc::new(RwLock::new(node_tls(&c, &ca)?));
-    let listener = TcpListener::bind(c.config.node_listen).await?;
     tracing::info!(addr = %c.config.node_listen, "node listener serving (mTLS)");
 
     // Renew our own certificate when a third of its life is left.
