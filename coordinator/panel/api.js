@@ -26,6 +26,11 @@ export async function api(method, path, body, opts = {}) {
     cache: 'no-store',
     body: body === undefined ? undefined : JSON.stringify(body),
   });
+  return answer(res, opts);
+}
+
+// The data of a response, or an ApiError; a 401 while signed in signs the panel out.
+async function answer(res, opts = {}) {
   if (res.status === 204) return null;
   const text = await res.text();
   let data = null;
@@ -40,20 +45,17 @@ export async function api(method, path, body, opts = {}) {
   return opts.withHeaders ? { data, headers: res.headers } : data;
 }
 
-// GETs of the first page's data, sent at start beside the session request; `get` takes each one
-// once, within a few seconds, or else asks again. Dropped when there is no session.
-const early = new Map();
-export function prefetch(path) {
-  const answer = api('GET', path);
-  answer.catch(() => {}); // its taker sees the error
-  early.set(path, { answer, at: Date.now() });
-}
+// The GETs the page's inline boot script (boot.js) sent before any module loaded: the session and
+// the first page's data. `get` takes each one once, within a few seconds, or else asks again; all
+// are dropped when there is no session.
+const boot = window.panelEarly;
+const early = new Map(boot ? [...boot.early].map(([path, res]) => [path, { res, at: boot.at }]) : []);
 export const dropPrefetched = () => early.clear();
 
-export const get = (path, opts) => {
-  const got = !opts && early.get(path);
+export const get = async (path, opts) => {
+  const got = early.get(path);
   early.delete(path);
-  if (got && Date.now() - got.at < 5000) return got.answer;
+  if (got && Date.now() - got.at < 5000) return answer(await got.res, opts);
   return api('GET', path, undefined, opts);
 };
 export const post = (path, body) => api('POST', path, body === undefined ? {} : body);
@@ -61,7 +63,7 @@ export const del = (path) => api('DELETE', path);
 
 export async function loadSession() {
   try {
-    session.current = await api('GET', '/api/v1/session', undefined, { quiet401: true });
+    session.current = await get('/api/v1/session', { quiet401: true });
   } catch (e) {
     session.current = null;
     if (!(e instanceof ApiError) || (e.status !== 401 && e.status !== 404)) throw e;

@@ -1,16 +1,17 @@
 // The panel's shell: the session, the navigation by role, and a hash router over the pages
 // (each page a module loaded when first opened, so the first page stays small).
 
-import { session, loadSession, api, ApiError, prefetch, dropPrefetched } from './api.js';
+import { session, loadSession, api, ApiError, dropPrefetched } from './api.js';
 import { h, mount, errorText } from './ui.js';
 
 const main = document.getElementById('main');
 
-// #/path → [module, export, data fetched at start when it is the first page]; first match wins.
+// #/path → [module, export]; first match wins. (boot.js, inline in the page, starts the first
+// page's data and module for #/fleet and #/tenants before this module has loaded.)
 const routes = [
   [/^\/signin$/, './signin.js', 'signin'],
-  [/^\/fleet$/, './fleet.js', 'fleet', ['/api/v1/cluster', '/api/v1/nodes', '/api/v1/tenants/summary']],
-  [/^\/tenants$/, './tenants.js', 'tenants', ['/api/v1/tenants/summary']],
+  [/^\/fleet$/, './fleet.js', 'fleet'],
+  [/^\/tenants$/, './tenants.js', 'tenants'],
   [/^\/t\/([^/]+)(?:\/([a-z-]+))?$/, './tenant.js', 'tenant'],
   [/^\/account$/, './account.js', 'account'],
 ];
@@ -69,6 +70,7 @@ export async function render() {
   const params = path.match(re).slice(1).map((p) => p && decodeURIComponent(p));
   try {
     const mod = await import(file);
+    performance.mark('page:module');
     if (mine !== generation) return;
     const content = await mod[name](...params);
     if (mine !== generation) return;
@@ -96,14 +98,8 @@ window.addEventListener('signed-out', () => { location.hash = '#/signin'; render
 window.addEventListener('session', render);
 
 (async () => {
-  // The first page's module and data are fetched while the session is asked for (render imports
-  // the same module; the page's `get`s take the answers).
-  const first = routes.find(([re]) => re.test((location.hash || '#/').slice(1)));
-  if (first) {
-    import(first[1]).catch(() => {});
-    for (const path of first[3] || []) prefetch(path);
-  }
-  try { await loadSession(); } catch (e) { mount(main, h('p', { role: 'alert', class: 'error' }, errorText(e))); return; }
+  performance.mark('app:started');
+  try { await loadSession(); performance.mark('session:known'); } catch (e) { mount(main, h('p', { role: 'alert', class: 'error' }, errorText(e))); return; }
   if (!session.current) dropPrefetched();
   render();
 })();

@@ -57,7 +57,7 @@ export async function tenants() {
   const draw = () => {
     const q = filter.value.trim().toLowerCase();
     const rows = q ? all.filter((x) => `${x.name} ${x.status} ${x.tier}`.includes(q)) : all;
-    mount(list, h('p', { class: 'muted small' }, `${rows.length} of ${all.length} tenants`), table('Tenants', [
+    mount(list, h('p', { class: 'muted small', elementtiming: 'tenant-list' }, `${rows.length} of ${all.length} tenants`), table('Tenants', [
       ['Name', (x) => h('a', { href: `#/t/${encodeURIComponent(x.name)}` }, x.name)],
       ['Status', (x) => badge(x.status, statusKind(x.status))],
       ['Tier', (x) => x.tier],

@@ -42,6 +42,11 @@ pub struct Browser {
 impl Browser {
     /// Starts chromedriver and a headless Chromium at `width`×`height`; logs go to `log_dir`.
     pub fn start(log_dir: &Path, width: u32, height: u32) -> Self {
+        Self::start_with(log_dir, width, height, &[])
+    }
+
+    /// `start` with extra Chromium flags.
+    pub fn start_with(log_dir: &Path, width: u32, height: u32, extra: &[String]) -> Self {
         let driver_bin = find_program(&["chromedriver"]);
         let chromium = find_program(&["chromium"]);
         let port = crate::free_port();
@@ -49,7 +54,7 @@ impl Browser {
         crate::wait_for("chromedriver", Duration::from_secs(20), || TcpStream::connect(("127.0.0.1", port)).ok());
         let profile = tempfile::tempdir().expect("browser profile dir");
         let mut b = Self { port, session: String::new(), _driver: driver, _profile: profile };
-        let args = vec![
+        let args: Vec<String> = [
             "--headless=new".to_string(),
             "--no-sandbox".into(), // tests run as root
             "--disable-gpu".into(),
@@ -62,7 +67,10 @@ impl Browser {
             "--hide-scrollbars".into(),
             format!("--window-size={width},{height}"),
             format!("--user-data-dir={}", b._profile.path().display()),
-        ];
+        ]
+        .into_iter()
+        .chain(extra.iter().cloned())
+        .collect::<Vec<_>>();
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "acceptInsecureCerts": true,
@@ -125,6 +133,11 @@ impl Browser {
     fn cmd(&self, method: &str, path: &str, body: Option<Value>) -> Value {
         let full = format!("/session/{}{path}", self.session);
         self.call(method, &full, body).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// Empties the browser's HTTP cache (a Chrome DevTools command through chromedriver).
+    pub fn clear_cache(&self) {
+        self.cmd("POST", "/goog/cdp/execute", Some(json!({"cmd": "Network.clearBrowserCache", "params": {}})));
     }
 
     pub fn goto(&self, url: &str) {

@@ -54,13 +54,24 @@ const ASSETS: &[Asset] = &[
 
 const INDEX: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/panel/index.html"));
 
-/// What every answer of the API listener carries: no sniffing, no framing, only this origin's
-/// scripts and styles (no inline script or style), no referrer leaving the panel.
-const SECURITY_HEADERS: [(&str, &str); 5] = [
-    (
-        "content-security-policy",
-        "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
-    ),
+/// The page's one inline script (`{{boot}}` in `INDEX`): it starts the session and the first
+/// page's data before any module has loaded. The policy allows it by its hash, nothing else inline.
+const BOOT: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/panel/boot.js"));
+
+/// The Content-Security-Policy of every answer: only this origin's scripts and styles, and the one
+/// inline script whose hash it names; no inline style, no plugins, no framing, forms only here.
+static CSP: std::sync::LazyLock<HeaderValue> = std::sync::LazyLock::new(|| {
+    use base64::Engine as _;
+    let boot = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(BOOT.as_bytes()));
+    let policy = format!(
+        "default-src 'self'; script-src 'self' 'sha256-{boot}'; img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    );
+    HeaderValue::from_str(&policy).unwrap_or_else(|_| HeaderValue::from_static("default-src 'self'"))
+});
+
+/// What every answer of the API listener carries besides `CSP`: no sniffing, no framing, no
+/// referrer leaving the panel.
+const SECURITY_HEADERS: [(&str, &str); 4] = [
     ("x-content-type-options", "nosniff"),
     ("x-frame-options", "DENY"),
     ("referrer-policy", "no-referrer"),
@@ -99,6 +110,7 @@ impl Panel {
             hash.update(a.bytes);
         }
         hash.update(INDEX.as_bytes());
+        hash.update(BOOT.as_bytes());
         hash.update(brand_css.as_bytes());
         hash.update(branding.product_name.as_bytes());
         if let Some(logo) = &branding.logo {
@@ -118,6 +130,7 @@ impl Panel {
             None => String::new(),
         };
         let index = INDEX
+            .replace("{{boot}}", BOOT)
             .replace("{{assets}}", &assets)
             .replace("{{product}}", &escape_html(&branding.product_name))
             .replace("{{logo}}", &logo)
@@ -142,10 +155,11 @@ pub fn panel(c: &Coordinator) -> Arc<Panel> {
     Arc::new(Panel::new(c.branding.get().cloned().unwrap_or_default()))
 }
 
-/// Adds `SECURITY_HEADERS` to every answer.
+/// Adds `CSP` and `SECURITY_HEADERS` to every answer.
 pub(super) async fn headers(req: Request, next: Next) -> Response {
     let mut res = next.run(req).await;
     let h = res.headers_mut();
+    h.insert(header::CONTENT_SECURITY_POLICY, CSP.clone());
     for (name, value) in SECURITY_HEADERS {
         h.insert(HeaderName::from_static(name), HeaderValue::from_static(value));
     }
@@ -204,9 +218,21 @@ mod tests {
     }
 
     #[test]
-    fn the_page_has_no_inline_script_or_style() {
+    fn the_only_inline_script_is_the_boot_script_the_policy_names_by_hash() {
+        use base64::Engine as _;
         let p = Panel::new(Branding::default());
-        assert!(!p.index.contains("<script>"), "scripts only by src");
+        let inline: Vec<&str> = p
+            .index
+            .split("<script")
+            .skip(1)
+            .filter(|s| !s.starts_with(" type=\"module\" src="))
+            .filter_map(|s| s.split_once('>').and_then(|(_, rest)| rest.split("</script>").next()))
+            .collect();
+        assert_eq!(inline, [BOOT], "one inline script, the boot script, byte for byte");
+        let hash = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(BOOT.as_bytes()));
+        let csp = CSP.to_str().expect("ascii");
+        assert!(csp.contains(&format!("script-src 'self' 'sha256-{hash}'")), "{csp}");
+        assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{csp}");
         assert!(!p.index.contains("style="), "no inline style");
         assert!(!p.index.contains("<style"), "no style element");
     }
@@ -221,6 +247,7 @@ mod tests {
     #[test]
     fn the_first_page_is_small() {
         let total: usize = INDEX.len()
+            + BOOT.len()
             + ASSETS
                 .iter()
                 .filter(|a| ["app.css", "app.js", "api.js", "ui.js", "signin.js"].contains(&a.name))

@@ -91,6 +91,9 @@ fn a_branded_panel_shows_only_its_brand_under_a_strict_policy() {
     let csp = h["content-security-policy"].as_str().unwrap_or_default();
     assert!(csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"), "{page}");
     assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{csp}");
+    // The page's one inline script (the early session and data requests) ran under that policy.
+    let boot = b.exec("return window.panelEarly ? [...window.panelEarly.early.keys()] : null", vec![]);
+    assert!(boot.as_array().is_some_and(|paths| paths.contains(&json!("/api/v1/session"))), "boot script ran: {boot}");
     assert_eq!(h["x-content-type-options"], "nosniff");
     assert_eq!(h["x-frame-options"], "DENY");
     assert_eq!(h["cache-control"], "no-cache");
