@@ -22,6 +22,13 @@ struct Given {
     refused: Vec<String>,
 }
 
+/// One tenant's decision while deciding for all.
+struct Decided<'a> {
+    tenant: &'a GatewayTenant,
+    live: Option<Vec<bool>>,
+    refused: Vec<String>,
+}
+
 /// What `decide` decided before, and the claims it decided from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Inputs {
@@ -169,18 +176,19 @@ impl Inputs {
         *self = Inputs::default();
         let mut sorted: Vec<&GatewayTenant> = tenants.iter().filter(|t| t.lifecycle != Lifecycle::Deleted).collect();
         sorted.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut decided: BTreeMap<&str, (&GatewayTenant, Option<Vec<bool>>, Vec<String>)> = BTreeMap::new();
+        let mut decided: BTreeMap<&str, Decided<'_>> = BTreeMap::new();
         let mut ports: BTreeMap<PortKey, &str> = BTreeMap::new();
         let mut interfaces: BTreeMap<&str, &str> = BTreeMap::new();
         for t in sorted {
             // A name given twice: its refusals add up, the last one served is served.
-            let entry = decided.entry(t.name.as_str()).or_insert_with(|| (t, None, Vec::new()));
+            let entry =
+                decided.entry(t.name.as_str()).or_insert(Decided { tenant: t, live: None, refused: Vec::new() });
             if let Some(other) = interfaces.get(t.gateway.interface.as_str()) {
-                entry.2.push(format!("interface {} belongs to tenant {other}", t.gateway.interface));
+                entry.refused.push(format!("interface {} belongs to tenant {other}", t.gateway.interface));
                 continue;
             }
             interfaces.insert(&t.gateway.interface, &t.name);
-            entry.0 = t;
+            entry.tenant = t;
             let mut live = Vec::with_capacity(t.gateway.exposures.len());
             for x in &t.gateway.exposures {
                 if !x.enabled || t.lifecycle != Lifecycle::Run {
@@ -188,15 +196,14 @@ impl Inputs {
                     continue;
                 }
                 if !range.contains(x.public_port) {
-                    entry.2.push(format!("exposure {}: public port {} outside {range}", x.id, x.public_port));
+                    entry.refused.push(format!("exposure {}: public port {} outside {range}", x.id, x.public_port));
                     live.push(false);
                     continue;
                 }
                 match ports.get(&(proto(x.protocol), x.public_port)) {
                     Some(owner) => {
-                        entry
-                            .2
-                            .push(format!("exposure {}: public port {} taken by tenant {owner}", x.id, x.public_port));
+                        let why = format!("exposure {}: public port {} taken by tenant {owner}", x.id, x.public_port);
+                        entry.refused.push(why);
                         live.push(false);
                     }
                     None => {
@@ -205,10 +212,10 @@ impl Inputs {
                     }
                 }
             }
-            entry.1 = Some(live);
+            entry.live = Some(live);
         }
         let mut out = BTreeMap::new();
-        for (name, (t, live, refused)) in decided {
+        for (name, Decided { tenant: t, live, refused }) in decided {
             if !twice {
                 self.claim(t, range);
             }
