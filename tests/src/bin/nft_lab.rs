@@ -4,7 +4,8 @@
 //! prints that answer, `burst` counts answered connections, `sink`/`stream` measure throughput).
 //! Usage: nft-lab sync|status FILE | conditions | serve PORT… | connect ADDR:PORT [FROM] |
 //! burst ADDR:PORT N | sink PORT | stream ADDR:PORT SECONDS [FROM] | bench TENANTS (in an empty
-//! namespace: sync times for TENANTS tenants × 3 exposures, one JSON line) | session (the agent's
+//! namespace: sync times for TENANTS tenants × 3 exposures, one JSON line; NFT_LAB_SPANS=1 prints
+//! each timed change's render, plan and nft spans on stderr) | session (the agent's
 //! nft session's outcomes against this namespace's nft, one JSON line)
 
 #![allow(
