@@ -53,8 +53,10 @@
 #   gateway-nft   the agent's nftables sync in a throwaway network namespace at 100 and 1,000
 #                 tenants × 3 exposures: cold sync, converged sync, one tenant changed by a full
 #                 sync, one tenant changed between resyncs (through the agent's nft session: the
-#                 first change, then the median of 9 and its share in nft), and nft -f loading the
-#                 same ruleset as one file (needs root and nftables); one line each
+#                 first change, then the median of 9 and its parts: render, plan, nft), side by
+#                 side the same change as a one-shot nft -f and a one-rule session change with
+#                 and without a verdict (the kernel's whole-table validation), and nft -f loading
+#                 the same ruleset as one file (needs root and nftables); one line each
 #   gateway-throughput  TCP throughput (iperf3, 3 × 5 s runs, median Mbit/s) from an outside client
 #                 (203.0.113.7) to a device's iperf3 server, in throwaway network namespaces:
 #                 (a) through one exposure: public port DNAT by the agent's nftables sync (nft-lab)

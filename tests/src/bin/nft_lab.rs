@@ -4,7 +4,8 @@
 //! prints that answer, `burst` counts answered connections, `sink`/`stream` measure throughput).
 //! Usage: nft-lab sync|status FILE | conditions | serve PORT… | connect ADDR:PORT [FROM] |
 //! burst ADDR:PORT N | sink PORT | stream ADDR:PORT SECONDS [FROM] | bench TENANTS (in an empty
-//! namespace: sync times for TENANTS tenants × 3 exposures, one JSON line) | session (the agent's
+//! namespace: sync times for TENANTS tenants × 3 exposures, one JSON line; NFT_LAB_SPANS=1 prints
+//! each timed change's render, plan and nft spans on stderr) | session (the agent's
 //! nft session's outcomes against this namespace's nft, one JSON line)
 
 #![allow(
@@ -17,6 +18,7 @@
 use berqenas_node_agent::assignment::GatewayTenant;
 use berqenas_node_agent::config::GatewayConfig;
 use berqenas_node_agent::gateway::nft;
+use berqenas_node_agent::host::exec;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -250,6 +252,12 @@ async fn session() {
 /// One-tenant changes timed after the first (their median is reported).
 const CHANGES: usize = 9;
 
+/// The middle value (sorts `v`).
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 async fn bench(tenants: u32) {
     let node = GatewayConfig {
         public_address: "198.51.100.10".parse().expect("ip"),
@@ -281,30 +289,60 @@ async fn bench(tenants: u32) {
     assert_eq!(quick.applied.len(), 1);
     let first = timed(&quick);
     let (mut changes, mut in_nft) = (Vec::new(), Vec::new());
+    let (mut in_render, mut in_plan) = (Vec::new(), Vec::new());
     for k in 0..CHANGES {
         change(&mut desired, k * 7 % tenants as usize);
         let r = nft::sync_changes(&node, &desired, &resolved).await.expect("sync");
         assert_eq!(r.applied.len(), 1);
         changes.push(timed(&r));
         in_nft.push(ms(r.nft));
+        in_render.push((r.render.as_secs_f64() * 1e5).round() / 100.0);
+        in_plan.push((r.plan.as_secs_f64() * 1e5).round() / 100.0);
+        if std::env::var_os("NFT_LAB_SPANS").is_some() {
+            eprintln!("change {k}: total {:?} render {:?} plan {:?} nft {:?}", r.elapsed, r.render, r.plan, r.nft);
+        }
     }
-    changes.sort_by(f64::total_cmp);
-    in_nft.sort_by(f64::total_cmp);
-    let (quick, quick_nft) = (changes[changes.len() / 2], in_nft[in_nft.len() / 2]);
+    let (quick, quick_nft) = (median(&mut changes), median(&mut in_nft));
+    let (quick_render, quick_plan) = (median(&mut in_render), median(&mut in_plan));
+    // nft's own part of such a change, side by side: the same one-tenant change as a one-shot
+    // `nft -f` (a process, a cache fill, the commit and its exit), and through the agent's
+    // session a one-rule change of a scratch chain, with a verdict (the kernel validates the
+    // whole table again, as for any rule with a verdict) and without (a counter: it does not).
+    let at = tenants as usize / 2;
+    let refill = |desired: &[GatewayTenant]| {
+        let step = nft::Step::Refill { tenant: desired[at].name.clone(), why: String::new() };
+        let ruleset = nft::render(&node, desired);
+        nft::plan::scripts(&[step], &ruleset, &nft::Observed::default()).remove(0).1
+    };
+    let before = refill(&desired);
+    change(&mut desired, at);
+    let after = refill(&desired);
+    let mut by_hand = Vec::new();
+    for k in 0..CHANGES {
+        let script = if k % 2 == 0 { &after } else { &before };
+        let started = Instant::now();
+        exec::run("nft", &["-f", "-"], Some(script.as_bytes()), Duration::from_secs(60)).await.expect("nft -f");
+        by_hand.push(ms(started.elapsed()));
+    }
+    let probe = |rule: &'static str| async move {
+        use nft::session::{run, Outcome};
+        let t = Duration::from_secs(10);
+        assert_eq!(run(&format!("add chain inet {} probe\n", nft::TABLE), t).await, Outcome::Applied);
+        let line = format!("flush chain inet {0} probe\nadd rule inet {0} probe {rule}\n", nft::TABLE);
+        let mut took = Vec::new();
+        for _ in 0..CHANGES {
+            let started = Instant::now();
+            assert_eq!(run(&line, t).await, Outcome::Applied);
+            took.push(ms(started.elapsed()));
+        }
+        median(&mut took)
+    };
+    let (with_verdict, without_verdict) = (probe("drop").await, probe("counter").await);
     // The same ruleset loaded as one file by nft itself, into an empty table.
     let script = nft::render(&node, &desired).script();
-    berqenas_node_agent::host::exec::run(
-        "nft",
-        &["delete", "table", "inet", nft::TABLE],
-        None,
-        Duration::from_secs(60),
-    )
-    .await
-    .expect("delete");
+    exec::run("nft", &["delete", "table", "inet", nft::TABLE], None, Duration::from_secs(60)).await.expect("delete");
     let started = Instant::now();
-    berqenas_node_agent::host::exec::run("nft", &["-f", "-"], Some(script.as_bytes()), Duration::from_secs(120))
-        .await
-        .expect("nft -f");
+    exec::run("nft", &["-f", "-"], Some(script.as_bytes()), Duration::from_secs(120)).await.expect("nft -f");
     let file = ms(started.elapsed());
     let rss_kb = std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -317,6 +355,9 @@ async fn bench(tenants: u32) {
         json!({"tenants": tenants, "exposures_per_tenant": 3, "script_lines": script.lines().count(),
                "cold_sync_ms": cold, "converged_sync_ms": noop, "one_tenant_change_ms": one, "one_tenant_change_from_last_applied_ms": quick,
                "first_change_from_last_applied_ms": first, "change_in_nft_ms": quick_nft, "changes_timed": CHANGES,
+               "change_render_ms": quick_render, "change_plan_ms": quick_plan,
+               "nft_f_one_tenant_change_ms": median(&mut by_hand),
+               "nft_session_rule_with_verdict_ms": with_verdict, "nft_session_rule_without_verdict_ms": without_verdict,
                "nft_f_whole_file_ms": file, "helper_peak_rss_kb": rss_kb})
     );
 }

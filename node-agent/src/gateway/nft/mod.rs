@@ -5,7 +5,10 @@
 //! ever touched.
 //!
 //! - `render`: pure, the desired ruleset as data and script text (snapshot tested).
+//! - `claims`: pure, which tenant gets an interface or public port several want, decided again
+//!   only around a changed tenant.
 //! - `observe`: pure, the table as `nft -j` lists it.
+//! - `index`: pure, the table's and the ruleset's maps indexed by tenant.
 //! - `plan`: pure, the steps from observed to desired and their scripts.
 //! - `status`: exposure counters and sources seen, foreign chains that would drop our flows.
 //! - `session`: a long-lived `nft -i` per network namespace that carries changes between resyncs.
@@ -14,6 +17,8 @@
 //! validated at the wire boundary (tenant names, ids, interfaces); no text a user typed is
 //! written into a script unparsed.
 
+pub mod claims;
+pub mod index;
 pub mod observe;
 pub mod plan;
 pub mod render;
@@ -61,6 +66,10 @@ pub struct SyncReport {
     pub listing: Duration,
     /// Of `elapsed`, the time spent in the `nft -f` runs.
     pub nft: Duration,
+    /// Of `elapsed`, the time spent rendering the changed parts (`render::update`, blocked sets).
+    pub render: Duration,
+    /// Of `elapsed`, the time spent planning and writing the steps' scripts.
+    pub plan: Duration,
 }
 
 /// What the last successful `sync` left: the ruleset, what its parts were rendered from, the
@@ -104,12 +113,18 @@ async fn observe_sources(observed: &mut Observed) -> Result<(), NftError> {
     Ok(())
 }
 
-/// Each running tenant's blocked addresses.
+/// The blocked addresses of each tenant that has some (a tenant left out has none): only the
+/// tenants listing domains cost anything, however many tenants there are.
 fn blocked_of(
     desired: &[GatewayTenant],
     resolved: &BTreeMap<String, Vec<Ipv4Addr>>,
 ) -> BTreeMap<String, BTreeSet<Ipv4Addr>> {
-    desired.iter().map(|t| (t.name.clone(), render::blocked(t, resolved))).collect()
+    desired
+        .iter()
+        .filter(|t| !t.gateway.blocked_domains.is_empty())
+        .map(|t| (t.name.clone(), render::blocked(t, resolved)))
+        .filter(|(_, b)| !b.is_empty())
+        .collect()
 }
 
 /// Observes the table and plans, changing nothing.
@@ -141,7 +156,7 @@ pub async fn sync(
     remember(None);
     let observed = observe().await?;
     let listing = started.elapsed();
-    let mut ruleset = Ruleset { base: render::base_part(node), tenants: BTreeMap::new(), refused: Vec::new() };
+    let mut ruleset = Ruleset::new(render::base_part(node));
     let mut inputs = render::Inputs::new();
     render::update(node, desired, &mut ruleset, &mut inputs);
     let blocked = blocked_of(desired, resolved);
@@ -177,6 +192,7 @@ pub async fn sync_changes(
         return sync(node, desired, resolved).await;
     };
     let base = ruleset.base.clone();
+    let t_render = Instant::now();
     let replaced = render::update(node, desired, &mut ruleset, &mut inputs);
     let blocked = blocked_of(desired, resolved);
     let mut scope: BTreeSet<String> = replaced.keys().cloned().collect();
@@ -186,6 +202,8 @@ pub async fn sync_changes(
         }
     }
     let base_changed = base != ruleset.base;
+    let render_took = t_render.elapsed();
+    let t_plan = Instant::now();
     let steps = {
         let scope: BTreeSet<&str> = scope.iter().map(String::as_str).collect();
         match base_changed {
@@ -193,7 +211,12 @@ pub async fn sync_changes(
             false => plan::plan_only(&ruleset, &observed, &blocked, &scope),
         }
     };
-    let mut report = SyncReport { refused: ruleset.refused.clone(), ..SyncReport::default() };
+    let mut report = SyncReport {
+        refused: ruleset.refused.clone(),
+        render: render_took,
+        plan: t_plan.elapsed(),
+        ..SyncReport::default()
+    };
     // A port given up: its sources seen are deleted one by one, so they are listed first (the
     // only listing a change needs, and only then).
     let forgets = steps.iter().any(|s| matches!(s, Step::Forget { .. }));
@@ -257,8 +280,10 @@ async fn run_steps(
     if steps.is_empty() {
         return Some(true);
     }
+    let t_scripts = Instant::now();
     let scripts = plan::scripts(&steps, ruleset, observed);
     let batch: String = scripts.iter().map(|(_, s)| s.as_str()).collect();
+    report.plan += t_scripts.elapsed();
     report.transactions = 1;
     let nft_started = Instant::now();
     let once = || exec::run("nft", &["-f", "-"], Some(batch.as_bytes()), NFT_TIMEOUT);

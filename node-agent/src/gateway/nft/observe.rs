@@ -2,6 +2,7 @@
 //! (rule count, the digest comment of the first rule), sets and maps (their elements), named
 //! counters, and the base maps' dispatch elements with the chain each jumps to.
 
+use super::index::{Elements, Ports};
 use super::render::maps;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -17,11 +18,12 @@ pub struct Observed {
     /// Name → (packets, bytes).
     pub counters: BTreeMap<String, (u64, u64)>,
     /// (base map or set, key) → chain jumped to (verdict maps), the data (`expose_dnat`), or
-    /// nothing (the base sets `input_ok`, `pings`).
-    pub dispatch: BTreeMap<(String, String), String>,
+    /// nothing (the base sets `input_ok`, `pings`); indexed by the tenant a jump goes to.
+    pub dispatch: Elements,
     /// Public port (`proto . port`) → the tenant whose counts and sources the table's `seen`
-    /// sets hold for it: as listed, the tenant whose exposure chain the port dispatches to.
-    pub ports: BTreeMap<String, String>,
+    /// sets hold for it: as listed, the tenant whose exposure chain the port dispatches to;
+    /// indexed by tenant.
+    pub ports: Ports,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

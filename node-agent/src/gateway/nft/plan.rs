@@ -96,7 +96,7 @@ fn plan_scoped(
             .chain(observed.sets.keys())
             .chain(observed.counters.keys())
             .filter_map(|n| owner_of(n))
-            .chain(by_owner.keys().copied())
+            .chain(by_owner.keys().map(String::as_str))
             .collect(),
         Some(scope) => scope
             .iter()
@@ -105,7 +105,7 @@ fn plan_scoped(
                 owned(&observed.chains, t).next().is_some()
                     || owned(&observed.sets, t).next().is_some()
                     || owned(&observed.counters, t).next().is_some()
-                    || by_owner.contains_key(t)
+                    || by_owner.contains_key(*t)
             })
             .collect(),
     };
@@ -146,28 +146,37 @@ fn plan_scoped(
 /// The public ports whose recorded counts and sources no longer belong to who recorded them:
 /// a port the table knows as one tenant's (`observed.ports`) that no tenant (or another one)
 /// holds now; on a full plan also a port whose elements are in the sets but that no tenant
-/// holds. A scoped plan looks at the ports of the tenants in `scope` only.
+/// holds. A scoped plan looks at the ports of the tenants in `scope` only (found by index).
 fn forgotten(desired: &Ruleset, observed: &Observed, scope: Option<&BTreeSet<&str>>) -> Vec<String> {
     let in_scope = |t: &str| scope.is_none_or(|s| s.contains(t));
     // The first tenant by name holding a port has it (as `render` gives it out).
-    let mut holder: BTreeMap<&str, &str> = BTreeMap::new();
-    for (name, part) in &desired.tenants {
-        for key in &part.ports {
-            holder.entry(key.as_str()).or_insert(name.as_str());
-        }
-    }
     let mut out: BTreeSet<String> = BTreeSet::new();
-    for (key, had) in &observed.ports {
-        let now = holder.get(key.as_str()).copied();
-        if (in_scope(had) || now.is_some_and(in_scope)) && now != Some(had.as_str()) {
-            out.insert(key.clone());
+    let mut check = |key: &str, had: &str| {
+        let now = desired.tenants.holder(key);
+        if (in_scope(had) || now.is_some_and(in_scope)) && now != Some(had) {
+            out.insert(key.to_string());
+        }
+    };
+    match scope {
+        None => observed.ports.iter().for_each(|(key, had)| check(key, had)),
+        Some(scope) => {
+            // A port recorded as a tenant in scope, or held by one: the only ones that can
+            // qualify (a port whose recorder and holder are both out of scope does not).
+            let recorded = scope.iter().flat_map(|t| observed.ports.of(t));
+            let held = scope.iter().filter_map(|t| desired.tenants.get(*t)).flat_map(|p| p.ports.iter());
+            let keys: BTreeSet<&String> = recorded.chain(held).collect();
+            for key in keys {
+                if let Some(had) = observed.ports.get(key) {
+                    check(key, had);
+                }
+            }
         }
     }
     if scope.is_none() {
         for set in seen::ALL {
             for e in observed.sets.get(set).into_iter().flatten() {
                 let port = port_of(&e.key);
-                if !holder.contains_key(port) && !observed.ports.contains_key(port) {
+                if desired.tenants.holder(port).is_none() && !observed.ports.contains_key(port) {
                     out.insert(port.to_string());
                 }
             }
@@ -194,31 +203,56 @@ fn owned<'a, V>(m: &'a BTreeMap<String, V>, tenant: &'a str) -> impl Iterator<It
         .filter(move |k| owner_of(k) == Some(tenant))
 }
 
-/// Dispatch elements by their owner (see `element_owner`): built once per plan, so each
-/// tenant's check looks at its own elements only.
-type ByOwner<'a> = BTreeMap<&'a str, Vec<(&'a (String, String), &'a String)>>;
+/// Dispatch elements by their owner (see `owned_elements`), in key order: each tenant's check
+/// looks at its own elements only. For a scope, found by index (the cost of a one-tenant plan
+/// does not grow with the tenants in the table).
+type ByOwner<'a> = BTreeMap<String, Vec<(&'a (String, String), &'a String)>>;
 
 fn dispatch_by_owner<'a>(o: &'a Observed, scope: Option<&BTreeSet<&str>>) -> ByOwner<'a> {
+    let owners: BTreeSet<&str> = match scope {
+        Some(scope) => scope.clone(),
+        None => o.dispatch.owners().chain(o.ports.owners()).collect(),
+    };
     let mut by: ByOwner<'_> = BTreeMap::new();
-    for (key, value) in &o.dispatch {
-        if let Some(owner) = element_owner(o, key, value).filter(|w| scope.is_none_or(|s| s.contains(w))) {
-            by.entry(owner).or_default().push((key, value));
+    for owner in owners {
+        let elements = owned_elements(o, owner);
+        if !elements.is_empty() {
+            by.insert(owner.to_string(), elements);
         }
     }
     by
 }
 
-/// The tenant a listed dispatch element belongs to: the owner of the chain it jumps to; for
-/// the DNAT map the tenant its public port is known to be (`Observed::ports`); for the input
-/// sets the tenant whose chain its interface's `fwd_from` element jumps to.
-fn element_owner<'a>(o: &'a Observed, (map, key): &(String, String), value: &'a str) -> Option<&'a str> {
-    if maps::is_verdict(map) {
-        return owner_of(value);
+/// The listed dispatch elements `tenant` owns, in key order: those of the verdict maps jumping
+/// to its chains; the input sets' elements of the interfaces whose `fwd_from` element jumps to
+/// its chain; the DNAT map's elements of the public ports known to be its (`Observed::ports`).
+fn owned_elements<'a>(o: &'a Observed, tenant: &str) -> Vec<(&'a (String, String), &'a String)> {
+    let mut out = Vec::new();
+    for key in o.dispatch.jumping_to(tenant) {
+        out.extend(o.dispatch.get_key_value(key));
+        if key.0 == maps::FROM_TENANT {
+            out.extend(input_entries(o, &key.1));
+        }
     }
-    match maps::interface_of(map, key) {
-        Some(iface) => o.dispatch.get(&(maps::FROM_TENANT.to_string(), iface.to_string())).and_then(|c| owner_of(c)),
-        None => o.ports.get(key).map(String::as_str),
+    for port in o.ports.of(tenant) {
+        out.extend(o.dispatch.get_key_value(&(maps::EXPOSE_DNAT.to_string(), port.clone())));
     }
+    out.sort_by(|a, b| a.0.cmp(b.0));
+    out
+}
+
+/// The input sets' elements (`input_ok`, `pings`) whose interface (`maps::interface_of`) is
+/// `iface`.
+fn input_entries<'a>(o: &'a Observed, iface: &str) -> Vec<(&'a (String, String), &'a String)> {
+    let ok = o.dispatch.get_key_value(&(maps::INPUT_OK.to_string(), iface.to_string()));
+    let mut out: Vec<_> = ok.into_iter().collect();
+    let pings = o
+        .dispatch
+        .range((maps::PINGS.to_string(), iface.to_string())..)
+        .take_while(|((m, k), _)| m == maps::PINGS && k.starts_with(iface))
+        .filter(|((m, k), _)| maps::interface_of(m, k) == Some(iface));
+    out.extend(pings);
+    out
 }
 
 /// The input sets' elements (`input_ok`, `pings`) of interface `iface`, whoever they are known
@@ -473,7 +507,9 @@ pub fn add_applied(o: &mut Observed, part: &Part, blocked: &BTreeMap<String, BTr
     }
     if let Some(owner) = &part.owner {
         for key in &part.ports {
-            o.ports.entry(key.clone()).or_insert_with(|| owner.clone());
+            if !o.ports.contains_key(key) {
+                o.ports.insert(key.clone(), owner.clone());
+            }
         }
     }
     for d in &part.dispatch {

@@ -4,6 +4,8 @@
 //! tidy: long because the base part and the tenant part are one design (the base maps and sets
 //! a tenant's rules use, and the cost notes that decide what is a set, a chain or a rule).
 
+use super::claims::{proto, Outcome};
+use super::index::Parts;
 use crate::assignment::{ExposureSpec, GatewayTenant, Protocol, RuleSpec, SourceMode, Verdict};
 use crate::config::GatewayConfig;
 use berqenas_common::net::Ipv4Cidr;
@@ -102,8 +104,8 @@ pub mod maps {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ruleset {
     pub base: Part,
-    /// By tenant name.
-    pub tenants: BTreeMap<String, Part>,
+    /// By tenant name, with the tenants holding each public port.
+    pub tenants: Parts,
     /// Parts of a tenant left out, and why (a public port outside the node's range or taken by
     /// another tenant, an interface another tenant has): reported, never served differently.
     pub refused: Vec<(String, String)>,
@@ -180,14 +182,13 @@ impl Dispatch {
 /// Pure: the ruleset for `tenants` on this node. Deleted tenants have no part; suspended ones
 /// keep their exposures' counts and sources seen but forward and expose nothing.
 pub fn render(node: &GatewayConfig, tenants: &[GatewayTenant]) -> Ruleset {
-    let mut ruleset = Ruleset { base: base_part(node), tenants: BTreeMap::new(), refused: Vec::new() };
+    let mut ruleset = Ruleset::new(base_part(node));
     update(node, tenants, &mut ruleset, &mut Inputs::default());
     ruleset
 }
 
-/// What each tenant's part was rendered from (the tenant and which of its exposures are live):
-/// a part whose inputs are unchanged is the same part, so `update` keeps it without rendering.
-pub type Inputs = BTreeMap<String, (GatewayTenant, Vec<bool>)>;
+/// What the parts were rendered from and the conflicts decided (see `claims`).
+pub use super::claims::Inputs;
 
 /// What `update` changed: the tenants whose part is new, different or gone, each with its
 /// previous part (None for a new tenant).
@@ -195,73 +196,36 @@ pub type Replaced = BTreeMap<String, Option<Part>>;
 
 /// Pure: brings `ruleset` (rendered from `inputs`) to what `render` gives for `tenants`,
 /// rendering only the parts of tenants whose inputs changed: one tenant's change costs its own
-/// part, not a thousand. The conflicts (ports, interfaces) are decided over all tenants each
-/// time, as `render` does, so a freed port goes to the next tenant wanting it.
+/// part, not a thousand. The conflicts (ports, interfaces) are decided as `render` decides them,
+/// again only for the tenants sharing an interface or a port with a changed one (see `claims`),
+/// so a freed port goes to the next tenant wanting it.
 pub fn update(node: &GatewayConfig, tenants: &[GatewayTenant], ruleset: &mut Ruleset, inputs: &mut Inputs) -> Replaced {
-    let mut refused = Vec::new();
-    let mut wanted: BTreeMap<&str, (&GatewayTenant, Vec<bool>)> = BTreeMap::new();
-    let mut ports: BTreeMap<(&str, u16), &str> = BTreeMap::new();
-    let mut interfaces: BTreeMap<&str, &str> = BTreeMap::new();
-    let mut sorted: Vec<&GatewayTenant> =
-        tenants.iter().filter(|t| t.lifecycle != crate::assignment::Lifecycle::Deleted).collect();
-    sorted.sort_by(|a, b| a.name.cmp(&b.name));
-    for t in sorted {
-        if let Some(other) = interfaces.get(t.gateway.interface.as_str()) {
-            refused.push((t.name.clone(), format!("interface {} belongs to tenant {other}", t.gateway.interface)));
-            continue;
-        }
-        interfaces.insert(&t.gateway.interface, &t.name);
-        let mut live = Vec::with_capacity(t.gateway.exposures.len());
-        for x in &t.gateway.exposures {
-            if !x.enabled || t.lifecycle != crate::assignment::Lifecycle::Run {
-                live.push(false);
-                continue;
-            }
-            if !node.public_ports.contains(x.public_port) {
-                refused.push((
-                    t.name.clone(),
-                    format!("exposure {}: public port {} outside {}", x.id, x.public_port, node.public_ports),
-                ));
-                live.push(false);
-                continue;
-            }
-            match ports.get(&(proto(x.protocol), x.public_port)) {
-                Some(owner) => {
-                    refused.push((
-                        t.name.clone(),
-                        format!("exposure {}: public port {} taken by tenant {owner}", x.id, x.public_port),
-                    ));
-                    live.push(false);
-                }
-                None => {
-                    ports.insert((proto(x.protocol), x.public_port), &t.name);
-                    live.push(true);
-                }
-            }
-        }
-        wanted.insert(&t.name, (t, live));
-    }
     let mut replaced = Replaced::new();
-    let gone: Vec<String> = inputs.keys().filter(|n| !wanted.contains_key(n.as_str())).cloned().collect();
-    for name in gone {
-        inputs.remove(&name);
-        replaced.insert(name.clone(), ruleset.tenants.remove(&name));
-    }
-    for (name, (t, live)) in wanted {
-        if inputs.get(name).is_some_and(|(had, was)| had == t && *was == live) && ruleset.tenants.contains_key(name) {
-            continue;
+    for (name, outcome) in inputs.decide(node.public_ports, tenants) {
+        match outcome {
+            Outcome::Unserved => {
+                if let Some(previous) = ruleset.tenants.remove(&name) {
+                    replaced.insert(name, Some(previous));
+                }
+            }
+            Outcome::Served { rerender } => {
+                if !rerender && ruleset.tenants.contains_key(&name) {
+                    continue;
+                }
+                let Some((t, live)) = inputs.served(&name) else { continue };
+                let exposures: Vec<(&ExposureSpec, bool)> =
+                    t.gateway.exposures.iter().zip(live.iter().copied()).collect();
+                let part = tenant_part(t, &exposures);
+                let previous = ruleset.tenants.insert(name.clone(), part);
+                replaced.insert(name, previous);
+            }
         }
-        let exposures: Vec<(&ExposureSpec, bool)> = t.gateway.exposures.iter().zip(live.iter().copied()).collect();
-        let part = tenant_part(t, &exposures);
-        inputs.insert(name.to_string(), (t.clone(), live));
-        let previous = ruleset.tenants.insert(name.to_string(), part);
-        replaced.insert(name.to_string(), previous);
     }
     let base = base_part(node);
     if base != ruleset.base {
         ruleset.base = base;
     }
-    ruleset.refused = refused;
+    ruleset.refused = inputs.refused();
     replaced
 }
 
@@ -357,14 +321,6 @@ pub fn base_part(node: &GatewayConfig) -> Part {
     };
     seal(&mut part);
     part
-}
-
-fn proto(p: Protocol) -> &'static str {
-    match p {
-        Protocol::Tcp => "tcp",
-        Protocol::Udp => "udp",
-        Protocol::Any => "any",
-    }
 }
 
 /// The networks in canonical nft text, with networks inside another one left out (an interval
@@ -617,6 +573,11 @@ impl Part {
 }
 
 impl Ruleset {
+    /// The base part and no tenant.
+    pub fn new(base: Part) -> Self {
+        Ruleset { base, tenants: Parts::default(), refused: Vec::new() }
+    }
+
     /// The whole ruleset as one script for an empty host (what a cold start loads).
     pub fn script(&self) -> String {
         let mut s = format!("add table inet {TABLE}\n");

@@ -301,5 +301,6 @@ fn applied(ruleset: &Ruleset, blocked: &BTreeMap<String, BTreeSet<Ipv4Addr>>) ->
     o
 }
 
+mod changes;
 mod plans;
 mod reading;
