@@ -9,7 +9,7 @@
 use super::audit_log::AuditLog;
 use super::snapshot::{self, AuditRange, ReadSeek, SnapshotData, SnapshotDir, StoredReader};
 use super::store::{
-    decode, encode, io_read, Flush, Flusher, StorageResult, StoreError, StoreSync, AUDIT, AUDIT_MARKS, SM_META,
+    decode, encode, io_read, Flusher, StorageResult, StoreError, StoreSync, AUDIT, AUDIT_MARKS, SM_META,
 };
 use super::tables::TABLES;
 use super::{CoordinatorNode, LogId, StoredMembership, TypeConfig};
@@ -419,9 +419,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let fresh = data.state.audit.take_fresh();
         data.audit_bytes =
             self.persist(&data, &touched, &fresh).map_err(|e| StorageIOError::write_state_machine(&e))?;
-        // Durable soon, off the reply's path; if the flusher is gone the rows still become
-        // durable with the next durable commit.
-        let _ = self.flusher.send(Flush::Rows);
+        // Durable soon, off the reply's path.
+        self.flusher.rows();
         self.applied.send_replace(data.last_applied.map_or(0, |l| l.index));
         Ok(replies)
     }
