@@ -118,8 +118,10 @@ pub fn open(path: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
     let wal = Arc::new(open_log(&db, &dir.join("raft-log"))?);
     let committed = Arc::new(std::sync::Mutex::new(Committed::default()));
     let syncer = spawn_syncer(wal.clone())?;
-    let flusher = spawn_flusher(db.clone(), committed.clone(), wal.clone())?;
+    let (tx, rx) = std::sync::mpsc::channel::<Flush>();
+    let flusher = Flusher { tx, rows: Arc::new(AtomicBool::new(false)) };
     let sm = StateMachineStore::open(db.clone(), flusher.clone(), &dir.join("snapshots"))?;
+    spawn_flusher(rx, &flusher, db.clone(), committed.clone(), wal.clone(), sm.behind())?;
     Ok((LogStore { db, wal, syncer, committed }, sm))
 }
 
@@ -254,7 +256,7 @@ fn spawn_syncer(wal: Arc<Wal>) -> Result<std::sync::mpsc::Sender<LogFlushed<Type
 }
 
 /// What the flusher thread is asked to make durable.
-enum Flush {
+pub(super) enum Flush {
     /// Applied rows: made durable soon; nobody waits.
     Rows,
     /// Everything written so far: answered once durable.
@@ -270,8 +272,7 @@ pub(super) struct Flusher {
 }
 
 impl Flusher {
-    /// Applied rows were written (non-durably): they become durable within `ROWS_LINGER`. If
-    /// the flusher is gone the rows still become durable with the next durable commit.
+    /// A batch was applied: its changes are written and made durable within `ROWS_LINGER`.
     pub(super) fn rows(&self) {
         if !self.rows.swap(true, Ordering::AcqRel) {
             let _ = self.tx.send(Flush::Rows);
@@ -279,25 +280,26 @@ impl Flusher {
     }
 }
 
-/// How long applied rows may stay non-durable. They are rebuilt from the log after a crash, so
-/// this bounds only the work of a restart (and the pages redb cannot reuse before a durable
-/// commit).
-const ROWS_LINGER: std::time::Duration = std::time::Duration::from_millis(100);
+/// How long applied batches may stay unwritten. They are rebuilt from the log after a crash, so
+/// this bounds only the work of a restart, the memory they hold meanwhile, and the size of one
+/// write (the state's read lock is held while it runs).
+const ROWS_LINGER: std::time::Duration = std::time::Duration::from_millis(20);
 
-/// Makes the state machine's rows durable: `apply` writes them in non-durable redb commits
-/// (visible at once; a reply never waits for their fsync) and this thread, at most
-/// `ROWS_LINGER` later, makes everything written so far durable with one empty durable commit.
-/// Applied rows lost to a crash before it are rebuilt: a restart re-applies the log from the
-/// durable `last_applied`. The committed log id openraft last saved rides along in that
-/// commit, no further than the journal is durable.
+/// Writes the state machine's applied changes behind it and makes them durable: at most
+/// `ROWS_LINGER` after a batch is applied, this thread writes everything applied since its last
+/// round (`WriteBehind::write`, one redb commit for all those batches) and makes it durable with
+/// a durable commit. Nothing of this is on an apply's or a reply's path. Applied changes lost to
+/// a crash before it are rebuilt: a restart re-applies the log from the durable `last_applied`.
+/// The committed log id openraft last saved rides along, no further than the journal is durable.
 fn spawn_flusher(
+    rx: std::sync::mpsc::Receiver<Flush>,
+    flusher: &Flusher,
     db: Arc<Database>,
     committed: Arc<std::sync::Mutex<Committed>>,
     wal: Arc<Wal>,
-) -> Result<Flusher, StoreError> {
-    let (tx, rx) = std::sync::mpsc::channel::<Flush>();
-    let rows = Arc::new(AtomicBool::new(false));
-    let flusher = Flusher { tx, rows: rows.clone() };
+    behind: Arc<super::state_machine::WriteBehind>,
+) -> Result<(), StoreError> {
+    let rows = flusher.rows.clone();
     let spawned = std::thread::Builder::new().name("raft-store-flush".into()).spawn(move || {
         while let Ok(first) = rx.recv() {
             let mut waiting = vec![first];
@@ -311,6 +313,7 @@ fn spawn_flusher(
             let sync = waiting.iter().any(|f| matches!(f, Flush::Sync(_)));
             rows.store(false, Ordering::Release);
             let flushed = (|| -> Result<(), StoreError> {
+                behind.write()?;
                 if sync {
                     wal.sync()?;
                 }
@@ -348,17 +351,19 @@ fn spawn_flusher(
         }
     });
     spawned.map_err(StoreError::Thread)?;
-    Ok(flusher)
+    Ok(())
 }
 
 /// Waits until everything written to the store so far is durable (at a clean shutdown).
 #[derive(Clone)]
 pub struct StoreSync {
     pub(super) flusher: Flusher,
+    pub(super) sm: StateMachineStore,
 }
 
 impl StoreSync {
     pub fn sync(&self) -> Result<(), StoreError> {
+        self.sm.write_applied()?;
         let (tx, rx) = std::sync::mpsc::channel();
         self.flusher.tx.send(Flush::Sync(tx)).map_err(|_| StoreError::Flush)?;
         match rx.recv() {
