@@ -211,8 +211,10 @@ impl Wal {
             if is_last {
                 if scanned.torn {
                     tracing::warn!(segment = %segment.path.display(), at = scanned.end, "cut the log's torn tail");
-                    zero_from(segment, scanned.end)?;
                 }
+                // Zeroed even after a clean end: a crash can leave a later record of an unsynced
+                // write behind a zero header, which a new record of the same size would join.
+                zero_from(segment, scanned.end)?;
                 active = Some((segment.clone(), scanned.end));
             }
         }
@@ -396,13 +398,16 @@ impl Wal {
         let (gone, kept): (Vec<_>, Vec<_>) =
             inner.segments.drain(..).partition(|s| s.first > cut.segment.first && !Arc::ptr_eq(s, &cut.segment));
         inner.segments = kept;
-        zero_from(&cut.segment, cut.offset)?;
+        // Later segments go first: a crash in between leaves a prefix of the log as it was
+        // (entries past the cut are a conflicting leader's, never committed), never a segment
+        // that ends early followed by one that starts late, which `open` would refuse.
         for s in &gone {
             std::fs::remove_file(&s.path).map_err(io("remove a log segment"))?;
         }
         if !gone.is_empty() {
             sync_dir(&self.dir)?;
         }
+        zero_from(&cut.segment, cut.offset)?;
         inner.dirty.retain(|s| !gone.iter().any(|g| Arc::ptr_eq(s, g)));
         inner.active = Some((cut.segment.clone(), cut.offset));
         inner.locs.truncate(keep);
@@ -523,6 +528,27 @@ mod tests {
         drop(wal);
         let wal = Wal::open(dir.path(), None).expect("reopen");
         assert_eq!(indexes(&wal, 0, 10), [(1, 0), (1, 1), (3, 2)]);
+    }
+
+    #[test]
+    fn an_unsynced_record_behind_a_clean_end_never_joins_the_log() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let wal = Wal::open(dir.path(), None).expect("open");
+        wal.append((0..4).map(|i| entry(1, i)).collect()).expect("append");
+        let (segment, at) = {
+            let inner = wal.lock().expect("lock");
+            (inner.active.clone().expect("active").0, inner.locs[2].offset)
+        };
+        drop(wal);
+        // A crash wrote record 3 but not record 2: its place reads as the log's clean end.
+        segment.file.write_all_at(&[0; HEADER], at).expect("lose record 2");
+        let wal = Wal::open(dir.path(), None).expect("reopen");
+        assert_eq!(wal.last().expect("last"), Some(id(1, 1)));
+        // The new entry 2 has the old one's size: the stale record 3 would follow it exactly.
+        wal.append(vec![entry(1, 2)]).expect("append");
+        drop(wal);
+        let wal = Wal::open(dir.path(), None).expect("reopen");
+        assert_eq!(indexes(&wal, 0, 10), [(1, 0), (1, 1), (1, 2)]);
     }
 
     #[test]
