@@ -2,7 +2,8 @@
 # Benchmarks, each printing one JSON line of figures. Usage: deploy/bench.sh NAME
 #   coordinator   3-node loopback cluster beside a 3-member etcd cluster (Debian's etcd-server,
 #                 installed when missing): one replicated write per request on each at 1, 16 and 64
-#                 clients (throughput, p50/p99, ratio), creates/s and latency with 16 clients,
+#                 clients (throughput, p50/p99, ratio; the two take turns in 1 s slices, so both
+#                 see the same load from whatever else the host runs), creates/s and latency with 16 clients,
 #                 single-client commit latency next to the disk's fsync latency, failover time,
 #                 RSS at 10k tenants, then at 10k tenants and 1M audit entries (one follower
 #                 stopped during the fill), the last snapshot's build time and size, a restarted

@@ -186,6 +186,35 @@ impl LoadFigures {
     }
 }
 
+/// What closed-loop runs saw: every request's latency (ms) and the runs' wall time (s).
+#[derive(Debug, Clone, Default)]
+pub struct Samples {
+    pub clients: usize,
+    pub latencies_ms: Vec<f64>,
+    pub wall_s: f64,
+}
+
+impl Samples {
+    /// Adds another run's samples (of as many clients) to these.
+    pub fn merge(&mut self, other: Samples) {
+        self.clients = other.clients;
+        self.latencies_ms.extend(other.latencies_ms);
+        self.wall_s += other.wall_s;
+    }
+
+    pub fn figures(mut self) -> LoadFigures {
+        self.latencies_ms.sort_by(|a, b| a.total_cmp(b));
+        let per_s = if self.wall_s > 0.0 { self.latencies_ms.len() as f64 / self.wall_s } else { 0.0 };
+        LoadFigures {
+            clients: self.clients,
+            requests: self.latencies_ms.len(),
+            per_s,
+            p50_ms: percentile(&self.latencies_ms, 0.5),
+            p99_ms: percentile(&self.latencies_ms, 0.99),
+        }
+    }
+}
+
 /// `clients` tasks, each with its own HTTP/1.1 keep-alive connection, send requests back to back
 /// for `duration`; `request(client, n)` builds the `n`th request (`n` unique across tasks). Every
 /// answer must be a success, else the run panics naming it.
@@ -193,10 +222,17 @@ pub async fn closed_loop<F>(clients: usize, duration: Duration, request: F) -> L
 where
     F: Fn(&reqwest::Client, u64) -> reqwest::RequestBuilder + Send + Sync + 'static,
 {
+    closed_loop_samples(clients, duration, std::sync::Arc::new(request)).await.figures()
+}
+
+/// As `closed_loop`, answering the samples (to merge several runs).
+pub async fn closed_loop_samples<F>(clients: usize, duration: Duration, request: std::sync::Arc<F>) -> Samples
+where
+    F: Fn(&reqwest::Client, u64) -> reqwest::RequestBuilder + Send + Sync + 'static,
+{
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
     use std::time::Instant;
-    let request = Arc::new(request);
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let deadline = started + duration;
@@ -222,13 +258,5 @@ where
     for t in tasks {
         all.extend(t.await.expect("load task"));
     }
-    let wall = started.elapsed().as_secs_f64();
-    all.sort_by(|a, b| a.total_cmp(b));
-    LoadFigures {
-        clients,
-        requests: all.len(),
-        per_s: all.len() as f64 / wall,
-        p50_ms: percentile(&all, 0.5),
-        p99_ms: percentile(&all, 0.99),
-    }
+    Samples { clients, latencies_ms: all, wall_s: started.elapsed().as_secs_f64() }
 }

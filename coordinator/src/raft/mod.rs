@@ -1,4 +1,4 @@
-//! Raft plumbing: the openraft type configuration, the redb-backed log (`store`), state machine
+//! Raft plumbing: the openraft type configuration, the log (`store`, its journal in `wal`), state machine
 //! (`state_machine`, its tables in `tables`, the stored audit trail in `audit_log`, snapshots in
 //! `snapshot`: the state plus a range of the stored trail, streamed from the store when sent), and
 //! the tonic RPCs between coordinators (`network` client over `transport`, `service` server).
@@ -11,6 +11,7 @@ mod snapshot;
 pub mod state_machine;
 pub mod store;
 mod tables;
+mod wal;
 
 pub use snapshot::{read_header as read_snapshot_header, ReadSeek};
 

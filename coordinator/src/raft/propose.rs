@@ -8,17 +8,11 @@
 use super::{CoordinatorNode, Proposal, Raft};
 use crate::state::{Command, Response};
 use openraft::error::{ClientWriteError, Fatal, RaftError};
-use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 
 /// What proposing a command can fail with: openraft's own error (not leader, stopped, …).
 pub type ProposeError = RaftError<u64, ClientWriteError<u64, CoordinatorNode>>;
 
-/// Batches proposed at once. More than one only shrinks the batches: openraft keeps one
-/// AppendEntries in flight per follower and sends what was appended meanwhile together, so an
-/// extra entry adds per-entry work (and fsyncs) on every member, on 2 shared cores; measured, two
-/// in flight were no faster at 16 or 64 clients (ARCHITECTURE.md).
-const IN_FLIGHT: usize = 1;
 /// The most commands in one entry (a bounded entry keeps an append and an AppendEntries small).
 const MAX_BATCH: usize = 256;
 
@@ -52,11 +46,14 @@ impl Proposer {
     }
 }
 
+/// One batch in flight: the loop waits for it, and whatever arrives meanwhile forms the next.
+/// More in flight only shrinks the batches: openraft keeps one AppendEntries in flight per
+/// follower and sends what was appended meanwhile together, so an extra entry adds per-entry
+/// work (and fsyncs) on every member, on 2 shared cores; measured, two in flight were no faster
+/// at 16 or 64 clients (ARCHITECTURE.md). Proposing from this task (not one spawned per batch)
+/// spares a lone write a task hand-off.
 async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Pending>) {
-    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     while let Some(first) = rx.recv().await {
-        // Waiting for a slot is what lets a batch form: whatever arrives meanwhile joins it.
-        let Ok(slot) = slots.clone().acquire_owned().await else { return };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -64,25 +61,20 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Pending>) {
                 Err(_) => break,
             }
         }
-        let raft = raft.clone();
-        tokio::spawn(async move {
-            let (cmds, replies): (Vec<Command>, Vec<_>) = batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
-            let outcome = raft.client_write(Proposal::Batch(cmds)).await;
-            drop(slot);
-            match outcome {
-                Ok(written) => {
-                    let mut results = written.data.into_iter();
-                    for reply in replies {
-                        // The state machine answers every command of a batch, in order.
-                        let _ = reply.send(results.next().ok_or(RaftError::Fatal(Fatal::Stopped)));
-                    }
-                }
-                Err(e) => {
-                    for reply in replies {
-                        let _ = reply.send(Err(e.clone()));
-                    }
+        let (cmds, replies): (Vec<Command>, Vec<_>) = batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
+        match raft.client_write(Proposal::Batch(cmds)).await {
+            Ok(written) => {
+                let mut results = written.data.into_iter();
+                for reply in replies {
+                    // The state machine answers every command of a batch, in order.
+                    let _ = reply.send(results.next().ok_or(RaftError::Fatal(Fatal::Stopped)));
                 }
             }
-        });
+            Err(e) => {
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
     }
 }

@@ -1,7 +1,9 @@
 //! The state machine: the domain `State` in memory (without the audit trail's history), written
-//! through to redb. An applied batch writes exactly the rows `State::apply` reported as touched,
-//! the audit entries it chained, and the applied position, in one non-durable commit (see
-//! `store::spawn_flusher`); a restart reloads the rows and re-applies the log from there.
+//! behind to redb (`WriteBehind`): what applied batches changed (the rows `State::apply` reported
+//! as touched, the audit entries they chained, the applied position) is written in one commit
+//! for many batches, by the store's flusher thread (`store::spawn_flusher`) or first by any
+//! reader of the stored rows (audit pages, snapshots), never on an apply's path; a restart
+//! reloads the rows and re-applies the log from there.
 //! Snapshots are the state plus a range of the stored trail (`snapshot`): building one writes
 //! only the state, sending one streams the trail from the store, installing one writes only the
 //! entries this replica lacks.
@@ -9,7 +11,7 @@
 use super::audit_log::AuditLog;
 use super::snapshot::{self, AuditRange, ReadSeek, SnapshotData, SnapshotDir, StoredReader};
 use super::store::{
-    decode, encode, io_read, Flush, Flusher, StorageResult, StoreError, StoreSync, AUDIT, AUDIT_MARKS, SM_META,
+    decode, encode, io_read, Flusher, StorageResult, StoreError, StoreSync, AUDIT, AUDIT_MARKS, SM_META,
 };
 use super::tables::TABLES;
 use super::{CoordinatorNode, LogId, StoredMembership, TypeConfig};
@@ -20,7 +22,7 @@ use openraft::{Entry, EntryPayload, OptionalSend, RaftSnapshotBuilder, SnapshotM
 use redb::{Database, Durability, ReadTransaction, ReadableTable, WriteTransaction};
 use std::io::Seek;
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// The state machine as the API reads it.
 #[derive(Debug, Default)]
@@ -32,11 +34,93 @@ pub struct SmData {
     pub audit_bytes: u64,
 }
 
-/// The state machine: the domain `State` in memory, written through to redb.
+/// What applied batches changed that is not in redb yet.
+#[derive(Default)]
+struct Unwritten {
+    /// A batch was applied since the last write (the applied position moved).
+    applied: bool,
+    touched: Vec<Touched>,
+    fresh: Vec<AuditEntry>,
+}
+
+/// The applied state not yet in redb, and what writes it there. Shared by the state machine
+/// (which adds to it) and the flusher thread (which writes it); it holds no handle on that
+/// thread, so dropping the store ends the thread.
+pub(super) struct WriteBehind {
+    db: Arc<Database>,
+    data: Arc<RwLock<SmData>>,
+    /// Taken after `data` whenever both are held.
+    unwritten: Mutex<Unwritten>,
+    /// One writer at a time.
+    writing: Mutex<()>,
+}
+
+fn lock_error() -> StoreError {
+    StoreError::Log("the state machine's lock is poisoned".into())
+}
+
+impl WriteBehind {
+    /// Writes what the batches applied so far changed, in one non-durable commit (made durable
+    /// by the flusher's next durable one): the current value of every row they touched, their
+    /// audit entries and the applied position. Holds the state's read lock meanwhile, so what is
+    /// written is the state after one batch, never half of one.
+    pub(super) fn write(&self) -> Result<(), StoreError> {
+        let _writer = self.writing.lock().map_err(|_| lock_error())?;
+        let bytes = {
+            let data = self.data.read().map_err(|_| lock_error())?;
+            let (mut touched, fresh) = {
+                let mut unwritten = self.unwritten.lock().map_err(|_| lock_error())?;
+                if !unwritten.applied {
+                    return Ok(());
+                }
+                unwritten.applied = false;
+                (std::mem::take(&mut unwritten.touched), std::mem::take(&mut unwritten.fresh))
+            };
+            // A row touched by several batches is written once.
+            touched.sort_unstable();
+            touched.dedup();
+            self.persist(&data, &touched, &fresh)?
+        };
+        // Applies leave `audit_bytes` alone, and writers take turns: it moves only here.
+        self.data.write().map_err(|_| lock_error())?.audit_bytes = bytes;
+        Ok(())
+    }
+
+    /// Writes applied batches' changes: the touched rows, the audit entries (and their offsets)
+    /// and the applied position. Answers the trail's new length in bytes.
+    fn persist(&self, data: &SmData, touched: &[Touched], fresh: &[AuditEntry]) -> Result<u64, StoreError> {
+        let mut txn = self.db.begin_write()?;
+        // Rebuilt from the log after a crash: no fsync here (see `store::spawn_flusher`).
+        txn.set_durability(Durability::None);
+        write_position(&txn, data)?;
+        write_values(&txn, &data.state, touched, false)?;
+        for table in TABLES {
+            table.write_touched(&txn, &data.state, touched)?;
+        }
+        let mut bytes = data.audit_bytes;
+        if !fresh.is_empty() {
+            {
+                let mut audit = txn.open_table(AUDIT)?;
+                let mut marks = txn.open_table(AUDIT_MARKS)?;
+                for entry in fresh {
+                    let row = encode(entry);
+                    snapshot::index_entry(&mut marks, entry.seq, row.len(), &mut bytes)?;
+                    audit.insert(entry.seq, row.as_slice())?;
+                }
+            }
+            txn.open_table(SM_META)?.insert("audit_bytes", encode(&bytes).as_slice())?;
+        }
+        txn.commit()?;
+        Ok(bytes)
+    }
+}
+
+/// The state machine: the domain `State` in memory, written behind to redb.
 #[derive(Clone)]
 pub struct StateMachineStore {
     db: Arc<Database>,
     data: Arc<RwLock<SmData>>,
+    behind: Arc<WriteBehind>,
     /// The applied index, published after every applied batch or installed snapshot.
     applied: Arc<tokio::sync::watch::Sender<u64>>,
     flusher: Flusher,
@@ -137,7 +221,14 @@ impl StateMachineStore {
         }
         let (applied, _) = tokio::sync::watch::channel(data.last_applied.map_or(0, |l| l.index));
         let snapshots = SnapshotDir::open(snapshots)?;
-        Ok(Self { db, data: Arc::new(RwLock::new(data)), applied: Arc::new(applied), flusher, snapshots })
+        let data = Arc::new(RwLock::new(data));
+        let behind = Arc::new(WriteBehind {
+            db: db.clone(),
+            data: data.clone(),
+            unwritten: Mutex::default(),
+            writing: Mutex::default(),
+        });
+        Ok(Self { db, data, behind, applied: Arc::new(applied), flusher, snapshots })
     }
 
     /// Shared handle the API reads from.
@@ -147,7 +238,11 @@ impl StateMachineStore {
 
     /// The stored audit trail.
     pub fn audit_log(&self) -> AuditLog {
-        AuditLog::new(self.db.clone())
+        AuditLog::new(self.clone())
+    }
+
+    pub(super) fn db(&self) -> &Database {
+        &self.db
     }
 
     /// Changes exactly when the state machine's content changes (unlike Raft metrics, which
@@ -158,35 +253,18 @@ impl StateMachineStore {
 
     /// A handle that waits for the store's pending writes to be durable.
     pub fn syncer(&self) -> StoreSync {
-        StoreSync { flusher: self.flusher.clone() }
+        StoreSync { flusher: self.flusher.clone(), sm: self.clone() }
     }
 
-    /// Writes an applied batch: its touched rows, its audit entries (and their offsets) and the
-    /// applied position. Answers the trail's new length in bytes.
-    fn persist(&self, data: &SmData, touched: &[Touched], fresh: &[AuditEntry]) -> Result<u64, StoreError> {
-        let mut txn = self.db.begin_write()?;
-        // Rebuilt from the log after a crash: no fsync here (see `store::spawn_flusher`).
-        txn.set_durability(Durability::None);
-        write_position(&txn, data)?;
-        write_values(&txn, &data.state, touched, false)?;
-        for table in TABLES {
-            table.write_touched(&txn, &data.state, touched)?;
-        }
-        let mut bytes = data.audit_bytes;
-        if !fresh.is_empty() {
-            {
-                let mut audit = txn.open_table(AUDIT)?;
-                let mut marks = txn.open_table(AUDIT_MARKS)?;
-                for entry in fresh {
-                    let row = encode(entry);
-                    snapshot::index_entry(&mut marks, entry.seq, row.len(), &mut bytes)?;
-                    audit.insert(entry.seq, row.as_slice())?;
-                }
-            }
-            txn.open_table(SM_META)?.insert("audit_bytes", encode(&bytes).as_slice())?;
-        }
-        txn.commit()?;
-        Ok(bytes)
+    /// Writes what the batches applied so far changed, if nobody has yet: every reader of the
+    /// stored rows (audit pages, snapshots) calls it first, so it sees every batch applied before.
+    pub(super) fn write_applied(&self) -> Result<(), StoreError> {
+        self.behind.write()
+    }
+
+    /// The write-behind state, for the flusher thread.
+    pub(super) fn behind(&self) -> Arc<WriteBehind> {
+        self.behind.clone()
     }
 
     /// Replaces the whole state machine with a snapshot's, durably: every table rewritten, the
@@ -334,6 +412,7 @@ impl StateMachineStore {
     /// range of the stored trail it covers, nothing of the trail itself.
     fn write_snapshot(&self) -> StorageResult<(SnapshotMeta<u64, CoordinatorNode>, AuditRange)> {
         let started = std::time::Instant::now();
+        self.write_applied().map_err(|e| StorageIOError::write_state_machine(&e))?;
         // Taken under the state's lock: the state, the applied position and the stored trail's
         // length all describe the same applied batch.
         let (state, meta, audit) = {
@@ -413,16 +492,19 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 }
             }
         }
-        // A row touched by several commands of a batch is written once.
-        touched.sort_unstable();
-        touched.dedup();
         let fresh = data.state.audit.take_fresh();
-        data.audit_bytes =
-            self.persist(&data, &touched, &fresh).map_err(|e| StorageIOError::write_state_machine(&e))?;
-        // Durable soon, off the reply's path; if the flusher is gone the rows still become
-        // durable with the next durable commit.
-        let _ = self.flusher.send(Flush::Rows);
-        self.applied.send_replace(data.last_applied.map_or(0, |l| l.index));
+        {
+            // Added under the state's lock, so a writer sees either all of this batch or none.
+            let mut unwritten = self.behind.unwritten.lock().map_err(|_| poisoned())?;
+            unwritten.applied = true;
+            unwritten.touched.extend(touched);
+            unwritten.fresh.extend(fresh);
+        }
+        let applied = data.last_applied.map_or(0, |l| l.index);
+        drop(data);
+        // Written behind by the flusher thread (or a reader before it).
+        self.flusher.rows();
+        self.applied.send_replace(applied);
         Ok(replies)
     }
 
@@ -441,6 +523,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: Box<SnapshotData>,
     ) -> StorageResult<()> {
         let fail = |e: StoreError| StorageIOError::write_snapshot(Some(meta.signature()), &e);
+        self.write_applied().map_err(fail)?;
         let input = snapshot
             .into_reader()
             .await

@@ -1,7 +1,10 @@
-//! The Raft log and vote in one redb file, shared with the state machine's tables
-//! (`state_machine`, `tables`): its errors, its opening, and group commit (`spawn_flusher`).
+//! The Raft log (the journal in `wal`) and the vote, committed and purged positions (in the redb
+//! file it shares with the state machine's tables: `state_machine`, `tables`): the store's
+//! errors, its opening, and the two threads that make writes durable (`spawn_syncer` for the
+//! log, group commit; `spawn_flusher` for the state machine's rows, lazily).
 
 use super::state_machine::StateMachineStore;
+use super::wal::Wal;
 use super::{LogId, TypeConfig};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote};
@@ -10,9 +13,11 @@ use serde::{de::DeserializeOwned, Serialize};
 use std::fmt::Debug;
 use std::ops::RangeBounds;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
+/// The log of stores written before the journal (`wal`): moved there when such a store opens.
+const LEGACY_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
 const RAFT_META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
 pub(super) const SM_META: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_meta");
 /// Audit entries by sequence number. Public so the tamper test can edit one.
@@ -49,6 +54,8 @@ pub enum StoreError {
     },
     #[error("snapshot: {0}")]
     Snapshot(&'static str),
+    #[error("raft log: {0}")]
+    Log(String),
     #[error("decode {what}: {source}")]
     Decode {
         what: &'static str,
@@ -90,13 +97,13 @@ pub(super) fn io_write(e: impl Into<StoreError>) -> StorageError<u64> {
     StorageIOError::write(&e).into()
 }
 
-/// Opens (or creates) the store at `path` (snapshot files beside it in `snapshots/`) and loads
-/// the state machine.
+/// Opens (or creates) the store at `path` (the log's journal beside it in `raft-log/`, snapshot
+/// files in `snapshots/`) and loads the state machine.
 pub fn open(path: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
     let db = redb::Builder::new().set_cache_size(PAGE_CACHE_BYTES).create(path)?;
     {
         let txn = db.begin_write()?;
-        txn.open_table(LOG)?;
+        txn.open_table(LEGACY_LOG)?;
         txn.open_table(RAFT_META)?;
         txn.open_table(SM_META)?;
         txn.open_table(AUDIT)?;
@@ -107,11 +114,55 @@ pub fn open(path: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
         txn.commit()?;
     }
     let db = Arc::new(db);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let wal = Arc::new(open_log(&db, &dir.join("raft-log"))?);
     let committed = Arc::new(std::sync::Mutex::new(Committed::default()));
-    let flusher = spawn_flusher(db.clone(), committed.clone())?;
-    let snapshots = path.parent().unwrap_or(Path::new(".")).join("snapshots");
-    let sm = StateMachineStore::open(db.clone(), flusher.clone(), &snapshots)?;
-    Ok((LogStore { db, flusher, committed }, sm))
+    let syncer = spawn_syncer(wal.clone())?;
+    let (tx, rx) = std::sync::mpsc::channel::<Flush>();
+    let flusher = Flusher { tx, rows: Arc::new(AtomicBool::new(false)) };
+    let sm = StateMachineStore::open(db.clone(), flusher.clone(), &dir.join("snapshots"))?;
+    spawn_flusher(rx, &flusher, db.clone(), committed.clone(), wal.clone(), sm.behind())?;
+    Ok((LogStore { db, wal, syncer, committed }, sm))
+}
+
+/// The journal in `dir`, holding the entries after the purged position. A store written before
+/// the journal has its log in redb: it is copied into a new journal, made durable, and only then
+/// removed from redb (a crash in between copies it again).
+fn open_log(db: &Database, dir: &Path) -> Result<Wal, StoreError> {
+    let purged: Option<LogId> = meta_get(db, "last_purged")?;
+    let legacy = {
+        let txn = db.begin_read()?;
+        let table = txn.open_table(LEGACY_LOG)?;
+        let mut entries = Vec::new();
+        for row in table.iter()? {
+            let (_, v) = row?;
+            entries.push(decode::<Entry<TypeConfig>>("log entry", v.value())?);
+        }
+        entries
+    };
+    if legacy.is_empty() {
+        return Wal::open(dir, purged);
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(|source| StoreError::Io { what: "clear the log directory", source })?;
+    }
+    let wal = Wal::open(dir, purged)?;
+    let moved = legacy.len();
+    wal.append(legacy)?;
+    wal.sync()?;
+    let txn = db.begin_write()?;
+    txn.delete_table(LEGACY_LOG)?;
+    txn.open_table(LEGACY_LOG)?;
+    txn.commit()?;
+    tracing::info!(entries = moved, "moved the raft log from the store into its journal");
+    Ok(wal)
+}
+
+fn meta_get<T: DeserializeOwned>(db: &Database, key: &'static str) -> Result<Option<T>, StoreError> {
+    let txn = db.begin_read()?;
+    let table = txn.open_table(RAFT_META)?;
+    let value = table.get(key)?;
+    value.map(|v| decode(key, v.value())).transpose()
 }
 
 /// Restores a Raft snapshot as shipped (`input`, positioned at its header line) into a new store
@@ -145,7 +196,8 @@ pub fn restore(
 }
 
 /// The newest committed log id openraft reported (`save_committed`), written by the flusher's
-/// next durable commit instead of a write transaction of its own on the commit path.
+/// next durable commit instead of a write transaction of its own on the commit path (no further
+/// than the journal is durable: a restart re-applies up to it from the log).
 #[derive(Default)]
 pub(super) struct Committed {
     latest: Option<Option<LogId>>,
@@ -172,56 +224,113 @@ impl CommitIndex {
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
-    /// Appended batches waiting for their fsync (see `spawn_flusher`).
-    flusher: Flusher,
+    wal: Arc<Wal>,
+    /// Appended batches waiting for their fsync (see `spawn_syncer`).
+    syncer: std::sync::mpsc::Sender<LogFlushed<TypeConfig>>,
     committed: Arc<std::sync::Mutex<Committed>>,
+}
+
+/// Group commit of the log: `append` writes its entries to the journal (readable at once, so the
+/// leader replicates them while its own disk syncs) and hands openraft's callback to this thread,
+/// which makes everything written so far durable with one `fdatasync` and then reports every
+/// batch that was waiting as flushed. Openraft counts an entry toward its quorum only once its
+/// callback says so.
+fn spawn_syncer(wal: Arc<Wal>) -> Result<std::sync::mpsc::Sender<LogFlushed<TypeConfig>>, StoreError> {
+    let (tx, rx) = std::sync::mpsc::channel::<LogFlushed<TypeConfig>>();
+    let spawned = std::thread::Builder::new().name("raft-log-sync".into()).spawn(move || {
+        while let Ok(first) = rx.recv() {
+            let mut waiting = vec![first];
+            waiting.extend(rx.try_iter());
+            let synced = wal.sync();
+            if let Err(e) = &synced {
+                tracing::error!(error = %e, "raft log fsync failed");
+            }
+            for callback in waiting {
+                let result = synced.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.to_string()));
+                callback.log_io_completed(result);
+            }
+        }
+    });
+    spawned.map_err(StoreError::Thread)?;
+    Ok(tx)
 }
 
 /// What the flusher thread is asked to make durable.
 pub(super) enum Flush {
-    /// An appended batch: reported flushed after the fsync that covers it.
-    Log(LogFlushed<TypeConfig>),
     /// Applied rows: made durable soon; nobody waits.
     Rows,
     /// Everything written so far: answered once durable.
     Sync(std::sync::mpsc::Sender<bool>),
 }
 
-pub(super) type Flusher = std::sync::mpsc::Sender<Flush>;
+/// The state machine's side of the flusher thread (`spawn_flusher`).
+#[derive(Clone)]
+pub(super) struct Flusher {
+    tx: std::sync::mpsc::Sender<Flush>,
+    /// Rows were written since the flusher last took them (one wake-up per round, not per apply).
+    rows: Arc<AtomicBool>,
+}
 
-/// How long applied rows may stay non-durable when no append comes to carry them.
+impl Flusher {
+    /// A batch was applied: its changes are written and made durable within `ROWS_LINGER`.
+    pub(super) fn rows(&self) {
+        if !self.rows.swap(true, Ordering::AcqRel) {
+            let _ = self.tx.send(Flush::Rows);
+        }
+    }
+}
+
+/// How long applied batches may stay unwritten. They are rebuilt from the log after a crash, so
+/// this bounds only the work of a restart, the memory they hold meanwhile, and the size of one
+/// write (the state's read lock is held while it runs).
 const ROWS_LINGER: std::time::Duration = std::time::Duration::from_millis(20);
 
-/// Group commit: `append` writes its entries and `apply` its rows in non-durable redb commits
-/// (visible at once, so the leader replicates entries while its own disk syncs, and a reply never
-/// waits for the state machine's fsync) and tell this thread, which makes everything written so
-/// far durable with one empty durable commit (one fsync) and then reports every batch that was
-/// waiting as flushed. Openraft counts an entry toward its quorum only once its callback says so.
-/// Applied rows lost to a crash before their fsync are rebuilt: a restart re-applies the log
-/// from the durable `last_applied`.
-/// The committed log id openraft last saved rides along in that commit.
-fn spawn_flusher(db: Arc<Database>, committed: Arc<std::sync::Mutex<Committed>>) -> Result<Flusher, StoreError> {
-    let (tx, rx) = std::sync::mpsc::channel::<Flush>();
+/// Writes the state machine's applied changes behind it and makes them durable: at most
+/// `ROWS_LINGER` after a batch is applied, this thread writes everything applied since its last
+/// round (`WriteBehind::write`, one redb commit for all those batches) and makes it durable with
+/// a durable commit. Nothing of this is on an apply's or a reply's path. Applied changes lost to
+/// a crash before it are rebuilt: a restart re-applies the log from the durable `last_applied`.
+/// The committed log id openraft last saved rides along, no further than the journal is durable.
+fn spawn_flusher(
+    rx: std::sync::mpsc::Receiver<Flush>,
+    flusher: &Flusher,
+    db: Arc<Database>,
+    committed: Arc<std::sync::Mutex<Committed>>,
+    wal: Arc<Wal>,
+    behind: Arc<super::state_machine::WriteBehind>,
+) -> Result<(), StoreError> {
+    let rows = flusher.rows.clone();
     let spawned = std::thread::Builder::new().name("raft-store-flush".into()).spawn(move || {
         while let Ok(first) = rx.recv() {
             let mut waiting = vec![first];
-            waiting.extend(rx.try_iter());
-            // Applied rows alone wait a little: the next append's fsync usually covers them.
-            let deadline = std::time::Instant::now() + ROWS_LINGER;
-            while waiting.iter().all(|f| matches!(f, Flush::Rows)) {
-                match rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
-                    Ok(more) => waiting.push(more),
-                    Err(_) => break,
+            if matches!(waiting[0], Flush::Rows) {
+                // Rows wait a little, so that one commit carries many applies.
+                if let Ok(more) = rx.recv_timeout(ROWS_LINGER) {
+                    waiting.push(more);
                 }
             }
             waiting.extend(rx.try_iter());
+            let sync = waiting.iter().any(|f| matches!(f, Flush::Sync(_)));
+            rows.store(false, Ordering::Release);
             let flushed = (|| -> Result<(), StoreError> {
+                behind.write()?;
+                if sync {
+                    wal.sync()?;
+                }
+                let durable_log = wal.synced()?;
                 let mut txn = db.begin_write()?;
                 txn.set_durability(Durability::Immediate);
                 let pending = match committed.lock() {
                     Ok(mut c) if c.dirty => {
-                        c.dirty = false;
-                        c.latest
+                        let latest = c.latest.flatten();
+                        if latest.map(|l| l.index) <= durable_log.map(|l| l.index) {
+                            c.dirty = false;
+                            Some(latest)
+                        } else {
+                            // The journal is not durable that far yet: a restart could not
+                            // re-apply up to it. The durable part will do; the rest next time.
+                            durable_log.map(Some)
+                        }
                     }
                     _ => None,
                 };
@@ -235,33 +344,28 @@ fn spawn_flusher(db: Arc<Database>, committed: Arc<std::sync::Mutex<Committed>>)
                 tracing::error!(error = %e, "store fsync failed");
             }
             for flush in waiting {
-                match flush {
-                    Flush::Log(callback) => {
-                        let result = flushed.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.to_string()));
-                        callback.log_io_completed(result);
-                    }
-                    Flush::Rows => {}
-                    Flush::Sync(reply) => {
-                        let _ = reply.send(flushed.is_ok());
-                    }
+                if let Flush::Sync(reply) = flush {
+                    let _ = reply.send(flushed.is_ok());
                 }
             }
         }
     });
     spawned.map_err(StoreError::Thread)?;
-    Ok(tx)
+    Ok(())
 }
 
 /// Waits until everything written to the store so far is durable (at a clean shutdown).
 #[derive(Clone)]
 pub struct StoreSync {
     pub(super) flusher: Flusher,
+    pub(super) sm: StateMachineStore,
 }
 
 impl StoreSync {
     pub fn sync(&self) -> Result<(), StoreError> {
+        self.sm.write_applied()?;
         let (tx, rx) = std::sync::mpsc::channel();
-        self.flusher.send(Flush::Sync(tx)).map_err(|_| StoreError::Flush)?;
+        self.flusher.tx.send(Flush::Sync(tx)).map_err(|_| StoreError::Flush)?;
         match rx.recv() {
             Ok(true) => Ok(()),
             _ => Err(StoreError::Flush),
@@ -275,10 +379,7 @@ impl LogStore {
     }
 
     fn meta_get<T: DeserializeOwned>(&self, key: &'static str) -> Result<Option<T>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(RAFT_META)?;
-        let value = table.get(key)?;
-        value.map(|v| decode(key, v.value())).transpose()
+        meta_get(&self.db, key)
     }
 
     fn meta_put<T: Serialize>(&self, key: &'static str, value: &T, durability: Durability) -> Result<(), StoreError> {
@@ -295,17 +396,18 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> StorageResult<Vec<Entry<TypeConfig>>> {
-        let read = || -> Result<Vec<Entry<TypeConfig>>, StoreError> {
-            let txn = self.db.begin_read()?;
-            let table = txn.open_table(LOG)?;
-            let mut out = Vec::new();
-            for row in table.range(range)? {
-                let (_, v) = row?;
-                out.push(decode("log entry", v.value())?);
-            }
-            Ok(out)
+        use std::ops::Bound;
+        let start = match range.start_bound() {
+            Bound::Included(i) => *i,
+            Bound::Excluded(i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
         };
-        read().map_err(io_read)
+        let end = match range.end_bound() {
+            Bound::Included(i) => i.saturating_add(1),
+            Bound::Excluded(i) => *i,
+            Bound::Unbounded => u64::MAX,
+        };
+        self.wal.entries(start, end).map_err(io_read)
     }
 }
 
@@ -315,12 +417,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> StorageResult<LogState<TypeConfig>> {
         let read = || -> Result<LogState<TypeConfig>, StoreError> {
             let last_purged: Option<LogId> = self.meta_get("last_purged")?;
-            let txn = self.db.begin_read()?;
-            let table = txn.open_table(LOG)?;
-            let last = match table.last()? {
-                Some((_, v)) => Some(decode::<Entry<TypeConfig>>("log entry", v.value())?.log_id),
-                None => last_purged,
-            };
+            let last = self.wal.last()?.or(last_purged);
             Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
         };
         read().map_err(io_read)
@@ -361,22 +458,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let write = || -> Result<(), StoreError> {
-            let mut txn = self.db.begin_write()?;
-            txn.set_durability(Durability::None);
-            {
-                let mut table = txn.open_table(LOG)?;
-                for entry in entries {
-                    table.insert(entry.log_id.index, encode(&entry).as_slice())?;
-                }
-            }
-            txn.commit()?;
-            Ok(())
-        };
-        match write() {
+        match self.wal.append(entries.into_iter().collect()) {
             Ok(()) => {
-                if let Err(std::sync::mpsc::SendError(Flush::Log(callback))) = self.flusher.send(Flush::Log(callback)) {
-                    let gone = std::io::Error::other("the store flusher has stopped");
+                if let Err(std::sync::mpsc::SendError(callback)) = self.syncer.send(callback) {
+                    let gone = std::io::Error::other("the raft log syncer has stopped");
                     callback.log_io_completed(Err(gone));
                 }
                 Ok(())
@@ -388,39 +473,29 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
     }
 
+    async fn append_and_wait<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StorageResult<()>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        // A follower's core waits for this flush anyway: done here, it costs no wake-up of the
+        // syncer thread (which, on a busy host, waits for a CPU) and no hand-off back.
+        let written = self.wal.append(entries.into_iter().collect()).and_then(|()| self.wal.sync());
+        let result = written.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.to_string()));
+        callback.log_io_completed(result);
+        written.map_err(io_write)
+    }
+
     async fn truncate(&mut self, log_id: LogId) -> StorageResult<()> {
-        let write = || -> Result<(), StoreError> {
-            let txn = self.db.begin_write()?;
-            {
-                let mut table = txn.open_table(LOG)?;
-                let keys: Vec<u64> =
-                    table.range(log_id.index..)?.map(|r| r.map(|(k, _)| k.value())).collect::<Result<_, _>>()?;
-                for k in keys {
-                    table.remove(k)?;
-                }
-            }
-            txn.commit()?;
-            Ok(())
-        };
-        write().map_err(io_write)
+        self.wal.truncate(log_id.index).map_err(io_write)
     }
 
     async fn purge(&mut self, log_id: LogId) -> StorageResult<()> {
-        let write = || -> Result<(), StoreError> {
-            let txn = self.db.begin_write()?;
-            {
-                txn.open_table(RAFT_META)?.insert("last_purged", encode(&Some(log_id)).as_slice())?;
-                let mut table = txn.open_table(LOG)?;
-                let keys: Vec<u64> =
-                    table.range(..=log_id.index)?.map(|r| r.map(|(k, _)| k.value())).collect::<Result<_, _>>()?;
-                for k in keys {
-                    table.remove(k)?;
-                }
-            }
-            txn.commit()?;
-            Ok(())
-        };
-        write().map_err(io_write)
+        // The purged position is durable before any entry goes (the commit also makes the applied
+        // rows durable, and openraft purges only what a snapshot covers, so the durable state is
+        // never behind the log's first entry).
+        self.meta_put("last_purged", &Some(log_id), Durability::Immediate).map_err(io_write)?;
+        self.wal.purge(log_id).map_err(io_write)
     }
 }
 
@@ -442,5 +517,48 @@ mod tests {
     #[test]
     fn openraft_storage_suite() -> StorageResult<()> {
         Suite::test_all(RedbBuilder)
+    }
+
+    #[tokio::test]
+    async fn a_log_kept_in_redb_by_an_older_release_moves_into_the_journal() {
+        use openraft::{CommittedLeaderId, EntryPayload};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("raft.redb");
+        let entry = |i| Entry::<TypeConfig> {
+            log_id: LogId::new(CommittedLeaderId::new(2, 1), i),
+            payload: EntryPayload::Blank,
+        };
+        {
+            let db = Database::create(&path).expect("create");
+            let txn = db.begin_write().expect("write");
+            {
+                let mut meta = txn.open_table(RAFT_META).expect("meta");
+                meta.insert("last_purged", encode(&Some(entry(4).log_id)).as_slice()).expect("purged");
+                let mut log = txn.open_table(LEGACY_LOG).expect("log");
+                for i in 5..9 {
+                    log.insert(i, encode(&entry(i)).as_slice()).expect("insert");
+                }
+            }
+            txn.commit().expect("commit");
+        }
+        for _ in 0..2 {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            // The threads of a dropped store let go of the file a moment later.
+            let (mut log, _sm) = loop {
+                match open(&path) {
+                    Ok(opened) => break opened,
+                    Err(_) if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(std::time::Duration::from_millis(20))
+                    }
+                    Err(e) => panic!("open the store: {e}"),
+                }
+            };
+            let state = log.get_log_state().await.expect("state");
+            assert_eq!(state.last_log_id, Some(entry(8).log_id));
+            let got = log.try_get_log_entries(0..100).await.expect("entries");
+            assert_eq!(got.iter().map(|e| e.log_id.index).collect::<Vec<_>>(), [5, 6, 7, 8]);
+            let txn = log.db.begin_read().expect("read");
+            assert!(redb::ReadableTableMetadata::is_empty(&txn.open_table(LEGACY_LOG).expect("log")).expect("empty"));
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! `deploy/bench.sh coordinator`: a 3-node loopback cluster of release coordinators next to a
 //! 3-member etcd cluster on the same host. Measures one replicated write per request on both with
 //! the same client code (etcd `PUT` of a 600-byte value vs `PATCH /api/v1/tenant/acme`) at 1, 16
-//! and 64 clients, the disk's fsync latency (the floor) next to single-client commit latency,
+//! and 64 clients (the two taking turns in 1 s slices, 5 s each per level), the disk's fsync latency (the floor) next to single-client commit latency,
 //! 1,000 creates with 16 concurrent clients, leader failover time, and each coordinator's RSS with
 //! 10,000 tenants, then with 10,000 tenants and 1,000,000 audit entries (one follower stopped
 //! during the fill); then the last snapshot the leader built (time, file size, bytes it ships),
@@ -16,7 +16,9 @@
     reason = "test code: it starts the project's binaries and lab tools, and a failed setup step is a failed test"
 )]
 
-use berqenas_tests::bench::{addr, closed_loop, percentile, proc_stats, round2, BenchCluster, LoadFigures};
+use berqenas_tests::bench::{
+    addr, closed_loop, closed_loop_samples, percentile, proc_stats, round2, BenchCluster, LoadFigures, Samples,
+};
 use berqenas_tests::etcd::EtcdCluster;
 use berqenas_tests::{wait_for, Proc};
 use serde_json::{json, Value};
@@ -36,34 +38,45 @@ const AUDIT_ENTRIES: u64 = 1_000_000;
 const AUDIT_FILL_LIMIT: Duration = Duration::from_secs(20 * 60);
 /// Concurrent clients writing the audit fill.
 const FILL_CLIENTS: usize = 128;
-/// Concurrent clients of the side-by-side write comparison, and how long each level runs.
+/// Concurrent clients of the side-by-side write comparison, and how long each system runs at each
+/// level: `SLICES` slices of `SLICE`, the two systems taking turns (etcd first in even slices,
+/// Berqenas first in odd ones), so both see the same load from whatever else the host runs.
 const LEVELS: [usize; 3] = [1, 16, 64];
-const LEVEL_RUN: Duration = Duration::from_secs(5);
+const SLICES: u32 = 5;
+const SLICE: Duration = Duration::from_secs(1);
 /// 600 bytes ("AAA" × 200), base64-encoded as the etcd v3 JSON gateway wants it.
 const ETCD_VALUE_B64: &str = "QUFB";
 const ETCD_KEY_B64: &str = "YmVuY2g="; // "bench"
 
 /// One replicated write per request on each system, level by level: etcd `PUT` of a 600-byte
-/// value against `PATCH /api/v1/tenant/acme` changing `events_per_min` each time.
+/// value against `PATCH /api/v1/tenant/acme` changing `events_per_min` each time, in alternating
+/// slices (see `SLICES`).
 async fn compare_with_etcd(etcd: &EtcdCluster, berqenas: &str, key: &str) -> Vec<Value> {
     let probe = reqwest::Client::new();
     let etcd_leader = etcd.wait_leader(&probe).await;
     create(&probe, berqenas, key, "acme").await.expect("create acme");
-    let value = ETCD_VALUE_B64.repeat(200);
+    let (url, value) = (format!("{etcd_leader}/v3/kv/put"), ETCD_VALUE_B64.repeat(200));
+    let put = Arc::new(move |http: &reqwest::Client, _: u64| {
+        http.post(&url).json(&json!({"key": ETCD_KEY_B64, "value": value}))
+    });
+    let (url, key) = (format!("{berqenas}/api/v1/tenant/acme"), key.to_string());
+    let patch = Arc::new(move |http: &reqwest::Client, n: u64| {
+        let events = 2_000 + (n % 1_000_000);
+        http.patch(&url).bearer_auth(&key).json(&json!({"events_per_min": events}))
+    });
     let mut out = Vec::new();
     for clients in LEVELS {
-        let (url, value) = (format!("{etcd_leader}/v3/kv/put"), value.clone());
-        let e = closed_loop(clients, LEVEL_RUN, move |http, _| {
-            http.post(&url).json(&json!({"key": ETCD_KEY_B64, "value": value}))
-        })
-        .await;
-        let (url, key) = (format!("{berqenas}/api/v1/tenant/acme"), key.to_string());
-        let b = closed_loop(clients, LEVEL_RUN, move |http, n| {
-            let events = 2_000 + (n % 1_000_000);
-            http.patch(&url).bearer_auth(&key).json(&json!({"events_per_min": events}))
-        })
-        .await;
-        out.push(ratio_line(&b, &e));
+        let (mut e, mut b) = (Samples::default(), Samples::default());
+        for slice in 0..SLICES {
+            if slice % 2 == 0 {
+                e.merge(closed_loop_samples(clients, SLICE, put.clone()).await);
+                b.merge(closed_loop_samples(clients, SLICE, patch.clone()).await);
+            } else {
+                b.merge(closed_loop_samples(clients, SLICE, patch.clone()).await);
+                e.merge(closed_loop_samples(clients, SLICE, put.clone()).await);
+            }
+        }
+        out.push(ratio_line(&b.figures(), &e.figures()));
     }
     out
 }

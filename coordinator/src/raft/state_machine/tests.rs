@@ -76,6 +76,7 @@ type Stored = (Vec<(u64, Vec<u8>)>, Vec<(u64, u64)>);
 
 /// Every stored audit row and offset mark.
 fn stored(sm: &StateMachineStore) -> Stored {
+    sm.write_applied().expect("write what was applied");
     let txn = sm.db.begin_read().expect("read");
     let audit = txn.open_table(AUDIT).expect("audit");
     let rows = audit

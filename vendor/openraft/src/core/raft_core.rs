@@ -723,7 +723,8 @@ where
 
         let callback = LogFlushed::new(log_io_id, tx);
 
-        self.log_store.append(entries, callback).await?;
+        // berqenas patch: this core waits for the flush, so the store may do it inline.
+        self.log_store.append_and_wait(entries, callback).await?;
         rx.await
             .map_err(|e| StorageIOError::write_logs(AnyError::error(e)))?
             .map_err(|e| StorageIOError::write_logs(AnyError::error(e)))?;
@@ -1172,6 +1173,16 @@ where
     #[tracing::instrument(level = "debug", skip_all)]
     pub(super) fn handle_append_entries_request(&mut self, req: AppendEntriesRequest<C>, tx: AppendEntriesTx<C>) {
         tracing::debug!(req = display(req.summary()), func = func_name!());
+
+        // berqenas patch: a follower commits (and starts applying) what this same leader already
+        // committed before it appends the new entries, so the apply runs while its disk syncs
+        // them instead of after, ahead of the reply. Only for the leader whose entries it already
+        // accepted: `accepted` is kept per leader, and another leader's commit index says
+        // nothing about this log's entries beyond what it sent. The call after the append commits
+        // what the new entries add (nothing when the request carries none past the commit).
+        if &req.vote == self.engine.state.vote_ref() {
+            self.engine.handle_commit_entries(req.leader_commit.clone());
+        }
 
         let is_ok = self.engine.handle_append_entries(&req.vote, req.prev_log_id, req.entries, Some(tx));
 

@@ -152,8 +152,11 @@ where
 
 /// berqenas patch: how long a new committed index waits for an AppendEntries with entries to
 /// carry it before a heartbeat is sent for it alone. Upstream sends that heartbeat at once, and
-/// with one RPC in flight per follower the next entries then wait for its round trip.
-const COMMIT_HEARTBEAT_DELAY: Duration = Duration::from_millis(1);
+/// with one RPC in flight per follower the next entries then wait for its round trip. Longer
+/// than a client takes to send its next write after a reply (1 ms was not: a third of a single
+/// client's writes waited behind such a heartbeat); an idle follower learns the commit this
+/// much later (a linearizable read on it asks the leader, whose check carries the commit).
+const COMMIT_HEARTBEAT_DELAY: Duration = Duration::from_millis(3);
 
 impl<C, N, LS> ReplicationCore<C, N, LS>
 where

@@ -128,6 +128,18 @@ where C: RaftTypeConfig
         I: IntoIterator<Item = C::Entry> + OptionalSend,
         I::IntoIter: OptionalSend;
 
+    /// berqenas patch: append log entries for a caller that waits for the `callback` before it
+    /// does anything else (a follower's `RaftCore`): a store may persist them before it returns
+    /// and call the callback itself, sparing a hand-off to a flush thread and back. The default
+    /// is [`Self::append`].
+    async fn append_and_wait<I>(&mut self, entries: I, callback: LogFlushed<C>) -> Result<(), StorageError<C::NodeId>>
+    where
+        I: IntoIterator<Item = C::Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        self.append(entries, callback).await
+    }
+
     /// Truncate logs since `log_id`, inclusive
     ///
     /// ### To ensure correctness:
