@@ -77,6 +77,10 @@ struct Inner {
 pub(super) struct Wal {
     dir: PathBuf,
     inner: Mutex<Inner>,
+    /// Held through a whole `sync`: one that finds nothing written since the last one must not
+    /// report the log durable while that one's fsync is still running (the log syncer, a
+    /// follower's inline append and a shutdown all sync).
+    syncing: Mutex<()>,
 }
 
 fn record(index: u64, payload: &[u8], out: &mut Vec<u8>) {
@@ -181,7 +185,9 @@ impl Wal {
         let mut segments = Vec::new();
         for (first, path) in names {
             let file = File::options().read(true).write(true).open(&path).map_err(io("open a log segment"))?;
-            let cap = file.metadata().map_err(io("stat a log segment"))?.len();
+            // What `zero_from` leaves the last one at: a segment a crash left before `rotate`
+            // sized it is written into, not replaced by a second segment of the same name.
+            let cap = file.metadata().map_err(io("stat a log segment"))?.len().max(SEGMENT_BYTES);
             segments.push(Arc::new(Segment { first, path, file, cap }));
         }
         let floor = purged.map_or(0, |p| p.index + 1);
@@ -239,7 +245,7 @@ impl Wal {
             written: last,
             synced: last,
         };
-        Ok(Self { dir: dir.to_path_buf(), inner: Mutex::new(inner) })
+        Ok(Self { dir: dir.to_path_buf(), inner: Mutex::new(inner), syncing: Mutex::new(()) })
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Inner>, StoreError> {
@@ -331,6 +337,9 @@ impl Wal {
         file.sync_all().map_err(io("sync a log segment"))?;
         sync_dir(&self.dir)?;
         let segment = Arc::new(Segment { first, path, file, cap });
+        // A segment of that name holds no entry (they would be from `first` on): it is the file
+        // just truncated, and must not be removed as a second segment by a later purge.
+        inner.segments.retain(|s| s.path != segment.path);
         inner.segments.push(segment.clone());
         inner.active = Some((segment, 0));
         Ok(())
@@ -338,6 +347,8 @@ impl Wal {
 
     /// Makes everything written so far durable: one `fdatasync` per segment written since.
     pub(super) fn sync(&self) -> Result<(), StoreError> {
+        let _one_at_a_time =
+            self.syncing.lock().map_err(|_| StoreError::Log("the log's sync lock is poisoned".into()))?;
         let (dirty, written) = {
             let mut inner = self.lock()?;
             (std::mem::take(&mut inner.dirty), inner.written)
@@ -477,139 +488,4 @@ impl Wal {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use openraft::{CommittedLeaderId, EntryPayload};
-
-    fn id(term: u64, index: u64) -> LogId {
-        LogId::new(CommittedLeaderId::new(term, 1), index)
-    }
-
-    fn entry(term: u64, index: u64) -> LogEntry {
-        Entry { log_id: id(term, index), payload: EntryPayload::Blank }
-    }
-
-    fn indexes(wal: &Wal, start: u64, end: u64) -> Vec<(u64, u64)> {
-        let got = wal.entries(start, end).expect("entries");
-        got.iter().map(|e| (e.log_id.leader_id.term, e.log_id.index)).collect()
-    }
-
-    #[test]
-    fn entries_survive_a_reopen_in_order() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let wal = Wal::open(dir.path(), None).expect("open");
-        wal.append((0..5).map(|i| entry(1, i)).collect()).expect("append");
-        wal.append(vec![entry(2, 5)]).expect("append");
-        wal.sync().expect("sync");
-        drop(wal);
-        let wal = Wal::open(dir.path(), None).expect("reopen");
-        assert_eq!(wal.last().expect("last"), Some(id(2, 5)));
-        assert_eq!(indexes(&wal, 3, 10), [(1, 3), (1, 4), (2, 5)]);
-    }
-
-    #[test]
-    fn torn_tail_is_cut_and_never_followed_by_a_stale_record() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let wal = Wal::open(dir.path(), None).expect("open");
-        wal.append((0..4).map(|i| entry(1, i)).collect()).expect("append");
-        let (segment, _) = wal.lock().expect("lock").active.clone().expect("active");
-        drop(wal);
-        // Damage entry 2's record: entries 2 and 3 are the torn tail.
-        let loc_of_2 = {
-            let wal = Wal::open(dir.path(), None).expect("reopen");
-            let inner = wal.lock().expect("lock");
-            inner.locs[2].offset
-        };
-        segment.file.write_all_at(&[0xff], loc_of_2 + HEADER as u64).expect("damage");
-        let wal = Wal::open(dir.path(), None).expect("reopen");
-        assert_eq!(wal.last().expect("last"), Some(id(1, 1)));
-        // A new entry 2 of another term, shorter or not, is the end of the log after a reopen.
-        wal.append(vec![entry(3, 2)]).expect("append");
-        drop(wal);
-        let wal = Wal::open(dir.path(), None).expect("reopen");
-        assert_eq!(indexes(&wal, 0, 10), [(1, 0), (1, 1), (3, 2)]);
-    }
-
-    #[test]
-    fn an_unsynced_record_behind_a_clean_end_never_joins_the_log() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let wal = Wal::open(dir.path(), None).expect("open");
-        wal.append((0..4).map(|i| entry(1, i)).collect()).expect("append");
-        let (segment, at) = {
-            let inner = wal.lock().expect("lock");
-            (inner.active.clone().expect("active").0, inner.locs[2].offset)
-        };
-        drop(wal);
-        // A crash wrote record 3 but not record 2: its place reads as the log's clean end.
-        segment.file.write_all_at(&[0; HEADER], at).expect("lose record 2");
-        let wal = Wal::open(dir.path(), None).expect("reopen");
-        assert_eq!(wal.last().expect("last"), Some(id(1, 1)));
-        // The new entry 2 has the old one's size: the stale record 3 would follow it exactly.
-        wal.append(vec![entry(1, 2)]).expect("append");
-        drop(wal);
-        let wal = Wal::open(dir.path(), None).expect("reopen");
-        assert_eq!(indexes(&wal, 0, 10), [(1, 0), (1, 1), (1, 2)]);
-    }
-
-    #[test]
-    fn truncated_entries_do_not_come_back() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let wal = Wal::open(dir.path(), None).expect("open");
-        wal.append((0..6).map(|i| entry(1, i)).collect()).expect("append");
-        wal.truncate(3).expect("truncate");
-        assert_eq!(wal.last().expect("last"), Some(id(1, 2)));
-        wal.append(vec![entry(2, 3)]).expect("append");
-        drop(wal);
-        let wal = Wal::open(dir.path(), None).expect("reopen");
-        assert_eq!(indexes(&wal, 0, 10), [(1, 0), (1, 1), (1, 2), (2, 3)]);
-    }
-
-    #[test]
-    fn purge_past_the_end_starts_the_next_append_afresh() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let wal = Wal::open(dir.path(), None).expect("open");
-        wal.append((0..3).map(|i| entry(1, i)).collect()).expect("append");
-        wal.purge(id(4, 100)).expect("purge");
-        assert_eq!(wal.last().expect("last"), None);
-        wal.append(vec![entry(4, 101)]).expect("append");
-        drop(wal);
-        let wal = Wal::open(dir.path(), Some(id(4, 100))).expect("reopen");
-        assert_eq!(indexes(&wal, 0, 200), [(4, 101)]);
-    }
-
-    #[test]
-    fn entries_read_from_disk_match_those_kept_in_memory() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let wal = Wal::open(dir.path(), None).expect("open");
-        wal.append((0..50).map(|i| entry(1, i)).collect()).expect("append");
-        let cached = indexes(&wal, 10, 20);
-        {
-            let mut inner = wal.lock().expect("lock");
-            inner.tail.clear();
-            inner.tail_bytes = 0;
-            inner.tail_first = 50;
-        }
-        assert_eq!(indexes(&wal, 10, 20), cached);
-    }
-
-    #[test]
-    fn a_batch_larger_than_a_segment_rotates_into_its_own() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let wal = Wal::open(dir.path(), None).expect("open");
-        wal.append(vec![entry(1, 0)]).expect("append");
-        {
-            // Pretend the active segment is full.
-            let mut inner = wal.lock().expect("lock");
-            if let Some((_, end)) = inner.active.as_mut() {
-                *end = SEGMENT_BYTES - 8;
-            }
-        }
-        wal.append(vec![entry(1, 1), entry(1, 2)]).expect("append");
-        assert_eq!(wal.lock().expect("lock").segments.len(), 2);
-        wal.purge(id(1, 0)).expect("purge");
-        assert_eq!(wal.lock().expect("lock").segments.len(), 1);
-        drop(wal);
-        let wal = Wal::open(dir.path(), Some(id(1, 0))).expect("reopen");
-        assert_eq!(indexes(&wal, 0, 10), [(1, 1), (1, 2)]);
-    }
-}
+mod tests;
