@@ -13,6 +13,7 @@ mod audit;
 mod billing;
 mod cli;
 mod cluster;
+mod crash;
 mod enroll;
 mod enroll_attacks;
 mod enroll_identity;
