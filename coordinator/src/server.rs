@@ -193,6 +193,7 @@ impl Coordinator {
         }
         let (_, client_tls) = identity.configs(Arc::new(berqenas_pki::NoRevocations))?;
         let peers = Peers::new(config.id, client_tls.clone());
+        log_store.start_as_follower(config.id).context("step down from a leadership held before the restart")?;
         let raft = Raft::new(
             config.id,
             Arc::new(raft_config(snapshot_logs).context("raft config")?),

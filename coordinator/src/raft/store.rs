@@ -377,6 +377,23 @@ impl StoreSync {
 }
 
 impl LogStore {
+    /// Makes node `id` start as a follower even when it led when it stopped: a vote of its own
+    /// that a quorum granted is stored as not granted (same term, same candidate), so openraft's
+    /// start does not restore it as leader of that term. A leader sends entries before its own
+    /// fsync ends (vendor patch 1), so its journal may lack entries of its term that others hold;
+    /// leading that term again, it would append other entries under the same log ids, and a
+    /// follower holding the first ones would take the new ones' successors as matching (the log
+    /// matching property broken: divergent states, an acknowledged write missing from the
+    /// majority). It leads again only after winning an election for a new term. Durable on return.
+    pub fn start_as_follower(&self, id: u64) -> Result<(), StoreError> {
+        let Some(vote) = self.meta_get::<Vote<u64>>("vote")? else { return Ok(()) };
+        if vote.is_committed() && vote.leader_id().voted_for() == Some(id) {
+            self.meta_put("vote", &Vote::new(vote.leader_id().term, id), Durability::Immediate)?;
+            tracing::info!(term = vote.leader_id().term, "led when stopped: starts as a follower");
+        }
+        Ok(())
+    }
+
     pub fn commit_index(&self) -> CommitIndex {
         CommitIndex(self.committed.clone())
     }
@@ -520,6 +537,19 @@ mod tests {
     #[test]
     fn openraft_storage_suite() -> StorageResult<()> {
         Suite::test_all(RedbBuilder)
+    }
+
+    #[tokio::test]
+    async fn a_node_that_led_when_stopped_starts_as_a_follower() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mut log, _sm) = open(&dir.path().join("raft.redb")).expect("open");
+        log.save_vote(&Vote::new_committed(7, 1)).await.expect("vote");
+        log.start_as_follower(2).expect("another node's leadership");
+        assert_eq!(log.read_vote().await.expect("read"), Some(Vote::new_committed(7, 1)));
+        log.start_as_follower(1).expect("its own leadership");
+        // The same term and candidate, not granted: it will not vote for another in term 7 with
+        // a lower id, and leads again only after an election for a new term.
+        assert_eq!(log.read_vote().await.expect("read"), Some(Vote::new(7, 1)));
     }
 
     #[tokio::test]
