@@ -6,7 +6,7 @@
 use crate::admission::{Admission, Limits};
 use crate::raft::audit_log::AuditLog;
 use crate::raft::network::{NetworkFactory, Peers};
-use crate::raft::propose::Proposer;
+use crate::raft::propose::{ProposeFailure, Proposer};
 use crate::raft::state_machine::SmData;
 use crate::raft::store;
 use crate::raft::{raft_config, CoordinatorNode, Raft};
@@ -95,6 +95,12 @@ pub enum WriteError {
     NoLeader,
     #[error("raft: {0}")]
     Raft(String),
+    /// The coordinator that proposed the write stopped leading before it was answered (see
+    /// `raft::propose::ProposeFailure::Unsettled`).
+    #[error(
+        "the leader stepped down with this write in flight: whether it was applied is unknown; read before retrying"
+    )]
+    Unsettled,
     /// A coordinator of the cluster runs a release that cannot decode this command (see
     /// `state::OPS_LEVEL`); it is refused until that coordinator is upgraded.
     #[error("coordinator {id} runs an older release (Raft ops level {level}, this needs {needs}); upgrade it first")]
@@ -259,9 +265,13 @@ impl Coordinator {
         let started = Instant::now();
         let mut retried = false;
         loop {
-            let outcome = match self.proposer.write(cmd.clone()).await {
+            let proposed = match self.proposer.write(cmd.clone()).await {
                 Ok(r) => return Ok(self.settle(&cmd, r, retried)),
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => match (f.leader_id, f.leader_node) {
+                Err(ProposeFailure::Unsettled) => return Err(WriteError::Unsettled),
+                Err(ProposeFailure::Raft(e)) => *e,
+            };
+            let outcome = match proposed {
+                RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => match (f.leader_id, f.leader_node) {
                     (Some(id), Some(node)) if id != self.config.id => {
                         match self.peers.forward(id, &node.raft_addr, &cmd, RPC_TIMEOUT).await {
                             Ok(Ok(r)) => return Ok(self.settle(&cmd, r, retried)),
@@ -276,8 +286,8 @@ impl Coordinator {
                     }
                     _ => "no leader",
                 },
-                Err(RaftError::APIError(e)) => return Err(WriteError::Raft(e.to_string())),
-                Err(RaftError::Fatal(e)) => return Err(WriteError::Raft(e.to_string())),
+                RaftError::APIError(e) => return Err(WriteError::Raft(e.to_string())),
+                RaftError::Fatal(e) => return Err(WriteError::Raft(e.to_string())),
             };
             if started.elapsed() > WRITE_DEADLINE {
                 tracing::warn!(reason = outcome, "write gave up waiting for a leader");

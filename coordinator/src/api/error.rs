@@ -81,6 +81,7 @@ impl From<WriteError> for ApiError {
     fn from(e: WriteError) -> Self {
         match e {
             WriteError::NoLeader => Self::new(StatusCode::SERVICE_UNAVAILABLE, "no_leader", e.to_string()),
+            WriteError::Unsettled => Self::new(StatusCode::SERVICE_UNAVAILABLE, "unsettled", e.to_string()),
             WriteError::OlderRelease { .. } => Self::new(StatusCode::CONFLICT, "older_release", e.to_string()),
             WriteError::Raft(inner) => Self::internal("raft write", inner),
         }

@@ -31,7 +31,7 @@ impl From<DomainError> for Status {
 impl From<WriteError> for Status {
     fn from(e: WriteError) -> Self {
         match e {
-            WriteError::NoLeader => Status::unavailable(e.to_string()),
+            WriteError::NoLeader | WriteError::Unsettled => Status::unavailable(e.to_string()),
             WriteError::OlderRelease { .. } => Status::failed_precondition(e.to_string()),
             WriteError::Raft(inner) => internal("raft write", inner),
         }

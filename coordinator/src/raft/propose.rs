@@ -3,22 +3,42 @@
 //! (a `Proposal`). Every entry costs an append, a replication round and an apply on every member,
 //! and the commands of a batch share them. Nothing waits for a batch to fill: an idle proposer
 //! proposes a lone command at once, and a batch is only as large as what queued while the
-//! batch before it was being committed.
+//! batch before it was being committed. A batch this node proposed as leader and still waits for
+//! after it stopped leading is given up after `UNSETTLED_AFTER` (`Unsettled`): openraft answers it
+//! when the entry is applied here or cut as conflicting, never when a snapshot replaces it, and
+//! one unanswered batch would hold every later write of this node.
 
 use super::{CoordinatorNode, Proposal, Raft};
 use crate::state::{Command, Response};
 use openraft::error::{ClientWriteError, Fatal, RaftError};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
-/// What proposing a command can fail with: openraft's own error (not leader, stopped, …).
+/// openraft's own error of a proposal (not leader, stopped, …), as a forwarded write's reply
+/// carries it.
 pub type ProposeError = RaftError<u64, ClientWriteError<u64, CoordinatorNode>>;
+
+/// Why a proposed command has no result.
+#[derive(Debug, Clone)]
+pub enum ProposeFailure {
+    Raft(Box<ProposeError>),
+    /// This node stopped leading with the command's entry unanswered: it may or may not be
+    /// committed (a snapshot that replaced it says nothing of it). Never retried: a second
+    /// proposal could apply it twice.
+    Unsettled,
+}
+
+/// How long a batch may stay unanswered once this node no longer leads. openraft answers an
+/// entry cut as conflicting at once and an applied one when this node applies it, which the new
+/// leader's first AppendEntries or snapshot brings: seconds on a loaded host.
+const UNSETTLED_AFTER: Duration = Duration::from_secs(5);
 
 /// The most commands in one entry (a bounded entry keeps an append and an AppendEntries small).
 const MAX_BATCH: usize = 256;
 
 struct Pending {
     cmd: Command,
-    reply: oneshot::Sender<Result<Response, ProposeError>>,
+    reply: oneshot::Sender<Result<Response, ProposeFailure>>,
 }
 
 /// The queue in front of `Raft::client_write` (see the module doc).
@@ -36,13 +56,15 @@ impl Proposer {
     }
 
     /// Proposes `cmd` and waits until it is applied here; its own result, or why the entry that
-    /// carried it was not committed (a follower gets `ForwardToLeader`, as from `client_write`).
-    pub async fn write(&self, cmd: Command) -> Result<Response, ProposeError> {
+    /// carried it was not committed (a follower gets `ForwardToLeader`, as from `client_write`),
+    /// or `Unsettled`.
+    pub async fn write(&self, cmd: Command) -> Result<Response, ProposeFailure> {
+        let stopped = || ProposeFailure::Raft(Box::new(RaftError::Fatal(Fatal::Stopped)));
         let (reply, answer) = oneshot::channel();
         if self.queue.send(Pending { cmd, reply }).is_err() {
-            return Err(RaftError::Fatal(Fatal::Stopped));
+            return Err(stopped());
         }
-        answer.await.unwrap_or(Err(RaftError::Fatal(Fatal::Stopped)))
+        answer.await.unwrap_or_else(|_| Err(stopped()))
     }
 }
 
@@ -62,19 +84,50 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Pending>) {
             }
         }
         let (cmds, replies): (Vec<Command>, Vec<_>) = batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
-        match raft.client_write(Proposal::Batch(cmds)).await {
-            Ok(written) => {
+        let written = raft.client_write(Proposal::Batch(cmds));
+        let outcome = tokio::select! {
+            biased;
+            outcome = written => Some(outcome),
+            () = deposed(&raft) => None,
+        };
+        match outcome {
+            Some(Ok(written)) => {
                 let mut results = written.data.into_iter();
                 for reply in replies {
                     // The state machine answers every command of a batch, in order.
-                    let _ = reply.send(results.next().ok_or(RaftError::Fatal(Fatal::Stopped)));
+                    let stopped = ProposeFailure::Raft(Box::new(RaftError::Fatal(Fatal::Stopped)));
+                    let _ = reply.send(results.next().ok_or(stopped));
                 }
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 for reply in replies {
-                    let _ = reply.send(Err(e.clone()));
+                    let _ = reply.send(Err(ProposeFailure::Raft(Box::new(e.clone()))));
                 }
             }
+            None => {
+                tracing::warn!(
+                    commands = replies.len(),
+                    "gave up a batch left unanswered after this node stopped leading"
+                );
+                for reply in replies {
+                    let _ = reply.send(Err(ProposeFailure::Unsettled));
+                }
+            }
+        }
+    }
+}
+
+/// Resolves once this node has not led for `UNSETTLED_AFTER` in a row (never while it leads).
+async fn deposed(raft: &Raft) {
+    let mut metrics = raft.metrics();
+    let id = metrics.borrow().id;
+    let leads = |m: &openraft::RaftMetrics<u64, CoordinatorNode>| m.current_leader == Some(id);
+    loop {
+        if metrics.wait_for(|m| !leads(m)).await.is_err() {
+            return std::future::pending().await;
+        }
+        if tokio::time::timeout(UNSETTLED_AFTER, metrics.wait_for(leads)).await.is_err() {
+            return;
         }
     }
 }

@@ -5,7 +5,7 @@
 //! the state machine re-checks that key when it applies them. While snapshot chunks arrive,
 //! this node does not start elections (`SnapshotQuiet`).
 
-use super::propose::Proposer;
+use super::propose::{ProposeError, ProposeFailure, Proposer};
 use super::{CoordinatorNode, Raft};
 use crate::state::{Command, Op};
 use berqenas_proto::raft::{raft_server, RaftReply, RaftRequest};
@@ -208,7 +208,14 @@ impl raft_server::Raft for RaftService {
         let req = self.checked(request, "forward")?;
         let cmd: Command = decode(&req)?;
         forwardable(&cmd)?;
-        reply(&self.proposer.write(cmd).await)
+        match self.proposer.write(cmd).await {
+            Ok(r) => reply(&Ok::<_, ProposeError>(r)),
+            Err(ProposeFailure::Raft(e)) => reply(&Err::<crate::state::Response, _>(*e)),
+            // The forwarding coordinator takes this as a lost reply (its own unknown outcome).
+            Err(ProposeFailure::Unsettled) => Err(Status::unavailable(
+                "the leader stepped down with this write in flight: whether it was applied is unknown",
+            )),
+        }
     }
 
     async fn read_index(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
