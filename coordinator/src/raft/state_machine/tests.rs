@@ -8,6 +8,7 @@ use crate::raft::store;
 use crate::state::action::Action;
 use crate::state::{Command, Meta, Op};
 use openraft::storage::RaftStateMachine;
+use openraft::RaftSnapshotBuilder;
 use redb::ReadableTableMetadata;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
