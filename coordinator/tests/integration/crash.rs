@@ -2,7 +2,7 @@
 //! every acknowledged write is on every node, the nodes converge on one state and one audit
 //! chain, and the chain verifies. Also journals left as a power cut leaves them (which a SIGKILL
 //! cannot: the page cache keeps what was written): a torn record at the end, and an applied state
-//! ahead of the journal's end.
+//! ahead of the journal's end; and a leader frozen with writes in flight.
 
 use crate::harness::Cluster;
 use berqenas_tests::wait_for;
@@ -29,6 +29,8 @@ struct Record {
     /// last one tried (a client tries increasing values, one request at a time).
     updates: BTreeMap<usize, (Option<u64>, u64)>,
     acks: usize,
+    /// Failed requests by what they got (a status and its body, or the transport error).
+    failures: BTreeMap<String, usize>,
 }
 
 /// `WRITERS` clients writing through the REST API of every node in turn: creates of new tenants
@@ -75,7 +77,7 @@ impl Load {
                         let name = format!("r{round}w{w}n{op}");
                         let sent =
                             http.post(format!("{base}/api/v1/tenant")).bearer_auth(&key).json(&json!({"name": name}));
-                        let ok = sent.send().await.is_ok_and(|r| r.status().is_success());
+                        let ok = outcome(sent, &record).await;
                         if ok {
                             record.lock().expect("record").created.push(name);
                         }
@@ -91,7 +93,7 @@ impl Load {
                             .patch(format!("{base}/api/v1/tenant/own{w}"))
                             .bearer_auth(&key)
                             .json(&json!({"events_per_min": value}));
-                        let ok = sent.send().await.is_ok_and(|r| r.status().is_success());
+                        let ok = outcome(sent, &record).await;
                         if ok {
                             record.lock().expect("record").updates.get_mut(&w).expect("client").0 = Some(value);
                         }
@@ -115,7 +117,14 @@ impl Load {
     /// Waits until `more` writes beyond the present ones are acknowledged.
     fn wait_for_acks(&self, more: usize) {
         let target = self.acks() + more;
-        wait_for("acknowledged writes", Duration::from_secs(30), || (self.acks() >= target).then_some(()));
+        let started = Instant::now();
+        while self.acks() < target {
+            if started.elapsed() > Duration::from_secs(30) {
+                let record = self.record.lock().expect("record");
+                panic!("{} of {target} writes acknowledged after 30 s; failures: {:#?}", record.acks, record.failures);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Stops the clients: a request still in flight is not acknowledged.
@@ -175,12 +184,13 @@ impl Load {
         let nodes: Vec<usize> = (0..c.nodes.len()).collect();
         wait_for("a leader after the restart", Duration::from_secs(20), || c.leader_seen_by(0));
         for &i in &nodes {
-            poll(&format!("{what}: node {} holds every acknowledged write", c.nodes[i].id), || {
+            let held = poll(&format!("{what}: node {} holds every acknowledged write", c.nodes[i].id), || {
                 let view = self.view(c, i)?;
                 self.missing(&view).map_or(Ok(()), Err)
             });
+            self.fail_with_diagnosis(c, held);
         }
-        poll(&format!("{what}: the nodes converge on one state and one audit chain"), || {
+        let converged = poll(&format!("{what}: the nodes converge on one state and one audit chain"), || {
             let views = nodes.iter().map(|&i| self.view(c, i)).collect::<Result<Vec<_>, _>>()?;
             for (i, v) in views.iter().enumerate() {
                 if v.verified["ok"] != true {
@@ -206,6 +216,31 @@ impl Load {
             }
             Ok(())
         });
+        self.fail_with_diagnosis(c, converged);
+    }
+
+    /// Panics with `outcome`'s complaint and what every node says of itself and of the
+    /// acknowledged writes.
+    fn fail_with_diagnosis(&self, c: &Cluster, outcome: Result<(), String>) {
+        let Err(complaint) = outcome else { return };
+        let mut diagnosis = complaint;
+        for (i, node) in c.nodes.iter().enumerate() {
+            let status = self.get(&node.endpoint(), "/api/v1/cluster").map(|s| {
+                let keys =
+                    ["state", "leader_id", "term", "last_log_index", "last_applied", "snapshot_index", "purged_index"];
+                keys.iter().map(|k| format!("{k} {}", s[*k])).collect::<Vec<_>>().join(", ")
+            });
+            let missing = self.view(c, i).map(|v| self.missing(&v).unwrap_or_else(|| "holds every write".into()));
+            diagnosis += &format!("\nnode {}: {status:?}; {missing:?}", node.id);
+        }
+        if let Some(keep) = std::env::var_os("BERQENAS_KEEP_CRASH_DIR") {
+            let _ = berqenas_tests::run(
+                Path::new("cp"),
+                &["-a", c.tmp.path().to_str().unwrap_or("."), keep.to_str().unwrap_or("/tmp")],
+                &[],
+            );
+        }
+        panic!("{diagnosis}");
     }
 }
 
@@ -215,13 +250,32 @@ struct NodeView {
     verified: Value,
 }
 
+/// Sends a write: whether it was acknowledged (a failure is counted by what it got).
+async fn outcome(sent: reqwest::RequestBuilder, record: &Mutex<Record>) -> bool {
+    let failure = match sent.send().await {
+        Ok(resp) if resp.status().is_success() => return true,
+        Ok(resp) => {
+            let status = resp.status();
+            let body = resp.text().await.unwrap_or_default();
+            format!("{status} {}", body.chars().take(160).collect::<String>())
+        }
+        Err(e) if e.is_timeout() => "timed out".into(),
+        Err(e) if e.is_connect() => "no connection".into(),
+        Err(e) => format!("{e}"),
+    };
+    *record.lock().expect("record").failures.entry(failure).or_default() += 1;
+    false
+}
+
 /// Polls `f` until it answers `Ok` (30 s at most), then panics with its last complaint.
-fn poll<T>(what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
+fn poll<T>(what: &str, mut f: impl FnMut() -> Result<T, String>) -> Result<T, String> {
     let started = Instant::now();
     loop {
         match f() {
-            Ok(v) => return v,
-            Err(e) if started.elapsed() > Duration::from_secs(30) => panic!("{what}: still not so after 30 s: {e}"),
+            Ok(v) => return Ok(v),
+            Err(e) if started.elapsed() > Duration::from_secs(30) => {
+                return Err(format!("{what}: still not so after 30 s: {e}"))
+            }
             Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }
     }
@@ -489,4 +543,39 @@ fn state_ahead_of_the_journal_starts_serves_and_brings_a_new_member_up() {
         let v = c.json(i, &["audit", "verify", "--stale"]);
         assert_eq!(v["ok"], true, "node {}: {v}", c.nodes[i].id);
     }
+}
+
+/// Sends `signal` to the coordinator at `idx`.
+fn signal(c: &Cluster, idx: usize, signal: &str) {
+    let pid = c.nodes[idx].proc.as_ref().expect("running").pid().to_string();
+    let out = berqenas_tests::run(Path::new("kill"), &[signal, &pid], &[]);
+    assert!(out.status.success(), "kill {signal} {pid}: {}", crate::harness::stderr(&out));
+}
+
+/// The leader frozen (SIGSTOP: a paused VM, a host starved of CPU) with writes in flight, thawed
+/// after the others elected a leader and moved past several snapshots: it steps down, catches up
+/// through a snapshot, and takes writes again; nothing acknowledged is lost.
+#[test]
+fn leader_frozen_mid_write_takes_writes_again_after_thawing() {
+    let c = Cluster::three_with(&SERVE);
+    let mut load = Load::new(&c);
+    let all = [0, 1, 2];
+    load.start(&c, &all, 0);
+    load.wait_for_acks(some_acks());
+    let leader = c.index_of(c.leader_seen_by(0).or_else(|| c.leader_seen_by(1)).expect("a leader"));
+    signal(&c, leader, "-STOP");
+    load.stop();
+    let others: Vec<usize> = all.into_iter().filter(|i| *i != leader).collect();
+    load.start(&c, &others, 1);
+    // Enough entries for snapshots (every 20) to purge what the frozen node lacks.
+    load.wait_for_acks(120);
+    signal(&c, leader, "-CONT");
+    load.wait_for_acks(some_acks());
+    load.stop();
+    let out = c.cli(leader, &["tenant", "create", "--name", "after_the_thaw"]);
+    assert!(out.status.success(), "a write through the thawed node: {}", crate::harness::stderr(&out));
+    load.record.lock().expect("record").created.push("after_the_thaw".into());
+    let log = c.nodes[leader].proc.as_ref().expect("running").log_text();
+    eprintln!("thawed: batches given up unanswered: {}", log.matches("gave up a batch").count());
+    load.check(&c, "after the thaw");
 }
