@@ -64,25 +64,33 @@ impl WriteBehind {
     /// audit entries and the applied position. Holds the state's read lock meanwhile, so what is
     /// written is the state after one batch, never half of one.
     pub(super) fn write(&self) -> Result<(), StoreError> {
+        self.write_then(|_, _| ())
+    }
+
+    /// `write`, then `then` on the state exactly as written and the trail's length in bytes,
+    /// before any further apply (a snapshot built from what `write` left behind could describe a
+    /// batch applied meanwhile, whose rows and audit entries are not in the store).
+    pub(super) fn write_then<T>(&self, then: impl FnOnce(&SmData, u64) -> T) -> Result<T, StoreError> {
         let _writer = self.writing.lock().map_err(|_| lock_error())?;
-        let bytes = {
+        let (bytes, answer) = {
             let data = self.data.read().map_err(|_| lock_error())?;
-            let (mut touched, fresh) = {
+            let taken = {
                 let mut unwritten = self.unwritten.lock().map_err(|_| lock_error())?;
-                if !unwritten.applied {
-                    return Ok(());
-                }
-                unwritten.applied = false;
-                (std::mem::take(&mut unwritten.touched), std::mem::take(&mut unwritten.fresh))
+                let applied = std::mem::take(&mut unwritten.applied);
+                applied.then(|| (std::mem::take(&mut unwritten.touched), std::mem::take(&mut unwritten.fresh)))
+            };
+            let Some((mut touched, fresh)) = taken else {
+                return Ok(then(&data, data.audit_bytes));
             };
             // A row touched by several batches is written once.
             touched.sort_unstable();
             touched.dedup();
-            self.persist(&data, &touched, &fresh)?
+            let bytes = self.persist(&data, &touched, &fresh)?;
+            (bytes, then(&data, bytes))
         };
         // Applies leave `audit_bytes` alone, and writers take turns: it moves only here.
         self.data.write().map_err(|_| lock_error())?.audit_bytes = bytes;
-        Ok(())
+        Ok(answer)
     }
 
     /// Writes applied batches' changes: the touched rows, the audit entries (and their offsets)

@@ -198,11 +198,10 @@ impl StateMachineStore {
     fn write_snapshot(&self) -> StorageResult<(Meta, Option<AuditRange>, std::fs::File)> {
         let started = std::time::Instant::now();
         let _snapshots = self.snapshot_lock.lock().map_err(|_| poisoned())?;
-        self.write_applied().map_err(|e| StorageIOError::write_state_machine(&e))?;
-        // Taken under the state's lock: the state, the applied position and the stored trail's
-        // length all describe the same applied batch.
-        let (state, meta, audit) = {
-            let data = self.data.read().map_err(|_| poisoned())?;
+        // Taken as written, under the state's lock: the state, the applied position and the
+        // stored trail's length all describe the same applied batch, the last one in the store
+        // (openraft builds in a task of its own: applies go on meanwhile).
+        let captured = self.behind.write_then(|data, bytes| {
             let id = match data.last_applied {
                 Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, crate::time::now_ms()),
                 None => format!("0-0-{}", crate::time::now_ms()),
@@ -212,9 +211,10 @@ impl StateMachineStore {
                 last_membership: data.membership.clone(),
                 snapshot_id: id,
             };
-            let audit = AuditRange { upto: data.state.audit.head().seq, bytes: data.audit_bytes };
+            let audit = AuditRange { upto: data.state.audit.head().seq, bytes };
             (data.state.clone(), meta, audit)
-        };
+        });
+        let (state, meta, audit) = captured.map_err(|e| StorageIOError::write_state_machine(&e))?;
         match self.current_snapshot() {
             Ok(Some((current, audit, file))) if current.last_log_id >= meta.last_log_id => {
                 return Ok((current, audit, file))
