@@ -1480,6 +1480,8 @@ where
                             meta.summary(),
                             func_name!()
                         );
+                        // berqenas patch: a purge waits for the installs sent before it.
+                        self.command_state.finished_install_seq = seq;
 
                         if let Some(meta) = meta {
                             let st = self.engine.state.io_state_mut();
@@ -1729,6 +1731,14 @@ where
                 });
             }
             Command::PurgeLog { upto } => {
+                // berqenas patch: after a received snapshot the engine purges the log it replaces
+                // at once, while the sm worker may still be installing it: a crash in between
+                // left the log purged past a state that was not, and the node could not start
+                // again (purge_upto > snapshot_last_log_id). The purge, and the commands queued
+                // after it, wait until every install sent before it is in the store.
+                if self.command_state.finished_install_seq < self.command_state.sent_install_seq {
+                    return Ok(Some(Command::PurgeLog { upto }));
+                }
                 self.log_store.purge(upto.clone()).await?;
                 self.engine.state.io_state_mut().update_purged(Some(upto));
             }
@@ -1798,6 +1808,10 @@ where
                 }
             }
             Command::StateMachine { command } => {
+                // berqenas patch: a purge waits for the installs sent before it (see `PurgeLog`).
+                if matches!(command.payload, sm::CommandPayload::InstallFullSnapshot { .. }) {
+                    self.command_state.sent_install_seq = command.seq();
+                }
                 // Just forward a state machine command to the worker.
                 self.sm_handle.send(command).map_err(|_e| {
                     StorageIOError::write_state_machine(AnyError::error("can not send to sm::Worker".to_string()))
