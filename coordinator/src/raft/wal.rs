@@ -354,6 +354,12 @@ impl Wal {
 
     /// The entries with indexes in `[start, end)` that the log holds, in order.
     pub(super) fn entries(&self, start: u64, end: u64) -> Result<Vec<LogEntry>, StoreError> {
+        self.entries_within(start, end, usize::MAX)
+    }
+
+    /// As `entries`, stopping before the entry that would take the records' total past `budget`
+    /// bytes (the first entry always comes: the caller needs progress).
+    pub(super) fn entries_within(&self, start: u64, end: u64, budget: usize) -> Result<Vec<LogEntry>, StoreError> {
         enum Slot {
             Kept(LogEntry),
             Stored(Loc),
@@ -363,16 +369,20 @@ impl Wal {
             let inner = self.lock()?;
             let last = inner.last.map_or(inner.first, |l| l.index + 1);
             let (start, end) = (start.max(inner.first), end.min(last));
+            let mut bytes = 0usize;
             for index in start..end {
+                let Some(loc) = inner.locs.get((index - inner.first) as usize) else { continue };
+                bytes = bytes.saturating_add(loc.len as usize);
+                if bytes > budget && !slots.is_empty() {
+                    break;
+                }
                 if index >= inner.tail_first {
                     if let Some((entry, _)) = inner.tail.get((index - inner.tail_first) as usize) {
                         slots.push(Slot::Kept(entry.clone()));
                         continue;
                     }
                 }
-                if let Some(loc) = inner.locs.get((index - inner.first) as usize) {
-                    slots.push(Slot::Stored(loc.clone()));
-                }
+                slots.push(Slot::Stored(loc.clone()));
             }
         }
         // Entries older than the tail are read without holding the lock.
@@ -590,6 +600,17 @@ mod tests {
             inner.tail_first = 50;
         }
         assert_eq!(indexes(&wal, 10, 20), cached);
+    }
+
+    #[test]
+    fn a_bounded_read_stops_at_its_byte_budget_but_always_returns_one_entry() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let wal = Wal::open(dir.path(), None).expect("open");
+        wal.append((0..10).map(|i| entry(1, i)).collect()).expect("append");
+        let one = wal.lock().expect("lock").locs[0].len as usize;
+        assert_eq!(wal.entries_within(2, 10, 3 * one).expect("read").len(), 3);
+        assert_eq!(wal.entries_within(2, 10, 1).expect("read").len(), 1);
+        assert_eq!(wal.entries_within(2, 10, usize::MAX).expect("read").len(), 8);
     }
 
     #[test]
