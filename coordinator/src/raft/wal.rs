@@ -27,8 +27,9 @@ type LogEntry = Entry<TypeConfig>;
 
 /// Size a segment is created with; a larger batch gets a segment of its own size.
 const SEGMENT_BYTES: u64 = 64 << 20;
-/// Bytes of decoded entries kept in memory (by their encoded size), newest first.
-const TAIL_BYTES: usize = 16 << 20;
+/// Bytes of decoded entries kept in memory (by their records' size: decoded, about twice that),
+/// newest first: what replication and apply read, a second or more of writes at full load.
+const TAIL_BYTES: usize = 4 << 20;
 const HEADER: usize = 16;
 const SUFFIX: &str = ".log";
 
