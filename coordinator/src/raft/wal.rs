@@ -78,6 +78,10 @@ struct Inner {
 pub(super) struct Wal {
     dir: PathBuf,
     inner: Mutex<Inner>,
+    /// Held through a whole `sync`: one that finds nothing written since the last one must not
+    /// report the log durable while that one's fsync is still running (the log syncer, a
+    /// follower's inline append and a shutdown all sync).
+    syncing: Mutex<()>,
 }
 
 fn record(index: u64, payload: &[u8], out: &mut Vec<u8>) {
@@ -182,7 +186,9 @@ impl Wal {
         let mut segments = Vec::new();
         for (first, path) in names {
             let file = File::options().read(true).write(true).open(&path).map_err(io("open a log segment"))?;
-            let cap = file.metadata().map_err(io("stat a log segment"))?.len();
+            // What `zero_from` leaves the last one at: a segment a crash left before `rotate`
+            // sized it is written into, not replaced by a second segment of the same name.
+            let cap = file.metadata().map_err(io("stat a log segment"))?.len().max(SEGMENT_BYTES);
             segments.push(Arc::new(Segment { first, path, file, cap }));
         }
         let floor = purged.map_or(0, |p| p.index + 1);
@@ -240,7 +246,7 @@ impl Wal {
             written: last,
             synced: last,
         };
-        Ok(Self { dir: dir.to_path_buf(), inner: Mutex::new(inner) })
+        Ok(Self { dir: dir.to_path_buf(), inner: Mutex::new(inner), syncing: Mutex::new(()) })
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Inner>, StoreError> {
@@ -332,6 +338,9 @@ impl Wal {
         file.sync_all().map_err(io("sync a log segment"))?;
         sync_dir(&self.dir)?;
         let segment = Arc::new(Segment { first, path, file, cap });
+        // A segment of that name holds no entry (they would be from `first` on): it is the file
+        // just truncated, and must not be removed as a second segment by a later purge.
+        inner.segments.retain(|s| s.path != segment.path);
         inner.segments.push(segment.clone());
         inner.active = Some((segment, 0));
         Ok(())
@@ -339,6 +348,8 @@ impl Wal {
 
     /// Makes everything written so far durable: one `fdatasync` per segment written since.
     pub(super) fn sync(&self) -> Result<(), StoreError> {
+        let _one_at_a_time =
+            self.syncing.lock().map_err(|_| StoreError::Log("the log's sync lock is poisoned".into()))?;
         let (dirty, written) = {
             let mut inner = self.lock()?;
             (std::mem::take(&mut inner.dirty), inner.written)

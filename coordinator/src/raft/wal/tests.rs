@@ -91,6 +91,25 @@ fn purge_past_the_end_starts_the_next_append_afresh() {
 }
 
 #[test]
+fn a_segment_left_empty_by_a_crash_in_rotate_takes_the_next_entries() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let wal = Wal::open(dir.path(), None).expect("open");
+    wal.append((0..3).map(|i| entry(1, i)).collect()).expect("append");
+    wal.sync().expect("sync");
+    drop(wal);
+    // `rotate` created the next segment and the crash came before it was sized.
+    File::create(dir.path().join(segment_name(3))).expect("create");
+    let wal = Wal::open(dir.path(), None).expect("reopen");
+    wal.append(vec![entry(1, 3), entry(1, 4)]).expect("append");
+    wal.sync().expect("sync");
+    // The purge removes the first segment, never the one the entries went to.
+    wal.purge(id(1, 2)).expect("purge");
+    drop(wal);
+    let wal = Wal::open(dir.path(), Some(id(1, 2))).expect("reopen");
+    assert_eq!(indexes(&wal, 0, 10), [(1, 3), (1, 4)]);
+}
+
+#[test]
 fn entries_read_from_disk_match_those_kept_in_memory() {
     let dir = tempfile::tempdir().expect("temp dir");
     let wal = Wal::open(dir.path(), None).expect("open");
