@@ -408,6 +408,33 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
 }
 
 impl StateMachineStore {
+    /// Makes sure a snapshot covers the applied position when the log (ending at `log_end`, its
+    /// last entry or purged position) stops short of it: a leader applies entries its two
+    /// followers made durable before its own fsync does, so a power cut can leave its durable
+    /// state ahead of its journal. openraft's start then purges the log up to the applied
+    /// position, and a purge past the current snapshot stops it (it holds that every purged
+    /// entry is in the snapshot, the only way to send it to a node that lacks it).
+    pub(super) fn cover_applied(&self, log_end: Option<LogId>) -> Result<(), StoreError> {
+        let applied = self.data.read().map_err(|_| lock_error())?.last_applied;
+        if applied.map(|a| a.index) <= log_end.map(|l| l.index) {
+            return Ok(());
+        }
+        let txn = self.db.begin_read()?;
+        let snapshot = match txn.open_table(SM_META)?.get("snapshot_meta")? {
+            Some(meta) => decode::<SnapshotMeta<u64, CoordinatorNode>>("snapshot meta", meta.value())?.last_log_id,
+            None => None,
+        };
+        if snapshot.map(|s| s.index) >= applied.map(|a| a.index) {
+            return Ok(());
+        }
+        tracing::warn!(
+            applied = applied.map_or(0, |a| a.index),
+            log_end = log_end.map_or(0, |l| l.index),
+            "the applied state is ahead of the raft log: snapshotting it"
+        );
+        self.write_snapshot().map(|_| ()).map_err(|e| StoreError::WriteSnapshot(Box::new(e)))
+    }
+
     /// Writes a snapshot of the applied state and makes it the current one: the state and the
     /// range of the stored trail it covers, nothing of the trail itself.
     fn write_snapshot(&self) -> StorageResult<(SnapshotMeta<u64, CoordinatorNode>, AuditRange)> {

@@ -54,6 +54,8 @@ pub enum StoreError {
     },
     #[error("snapshot: {0}")]
     Snapshot(&'static str),
+    #[error("write a snapshot: {0}")]
+    WriteSnapshot(#[source] Box<StorageError<u64>>),
     #[error("raft log: {0}")]
     Log(String),
     #[error("decode {what}: {source}")]
@@ -122,6 +124,7 @@ pub fn open(path: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
     let flusher = Flusher { tx, rows: Arc::new(AtomicBool::new(false)) };
     let sm = StateMachineStore::open(db.clone(), flusher.clone(), &dir.join("snapshots"))?;
     spawn_flusher(rx, &flusher, db.clone(), committed.clone(), wal.clone(), sm.behind())?;
+    sm.cover_applied(wal.last()?.or(meta_get(&db, "last_purged")?))?;
     Ok((LogStore { db, wal, syncer, committed }, sm))
 }
 

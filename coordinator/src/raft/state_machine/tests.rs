@@ -210,3 +210,33 @@ async fn store_written_before_the_offset_index_is_indexed_when_opened() {
     let sm = open(dir.path());
     assert!((stored(&sm), sm.data.read().expect("lock").audit_bytes) == before);
 }
+
+/// A leader's applied state can be durable ahead of its own journal (entries its followers made
+/// durable, applied before its fsync): opened, the store snapshots that state, so openraft's
+/// start, which purges the log up to the applied position, finds a snapshot covering the purge.
+#[tokio::test(flavor = "multi_thread")]
+async fn state_ahead_of_the_log_is_snapshotted_when_opened() {
+    let dir = tempfile::tempdir().expect("tmp");
+    {
+        let mut sm = open(dir.path());
+        fill(&mut sm, 1, 30, "a").await;
+        sm.get_snapshot_builder().await.build_snapshot().await.expect("build");
+        // Applied past the snapshot, none of it in the (empty) log.
+        fill(&mut sm, 31, 10, "a").await;
+        sm.syncer().sync().expect("durable");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (mut log, mut sm) = loop {
+        match store::open(&dir.path().join("raft.redb")) {
+            Ok(opened) => break opened,
+            Err(_) if std::time::Instant::now() < deadline => std::thread::sleep(std::time::Duration::from_millis(20)),
+            Err(e) => panic!("open the store: {e}"),
+        }
+    };
+    let state = openraft::storage::StorageHelper::new(&mut log, &mut sm).get_initial_state().await.expect("start");
+    let at_40 = Some(openraft::testing::log_id(1, 1, 40));
+    assert_eq!(state.committed, at_40);
+    assert_eq!(state.snapshot_meta.last_log_id, at_40, "the snapshot covers the log purged up to the state");
+    let stored = sm.get_current_snapshot().await.expect("read").expect("a snapshot");
+    assert_eq!(stored.meta.last_log_id, at_40);
+}
