@@ -43,7 +43,12 @@ impl BenchCluster {
 
     /// As `start`, with `serve_extra` added to every coordinator's `serve` arguments.
     pub fn start_with(bin: &Path, n: u64, pool: &str, serve_extra: &[&str]) -> Self {
-        let tmp = tempfile::tempdir().expect("temp dir");
+        // BERQENAS_BENCH_KEEP=1 keeps the coordinators' data and logs for a look afterwards.
+        let keep = std::env::var_os("BERQENAS_BENCH_KEEP").is_some();
+        let tmp = tempfile::Builder::new().prefix("bench-cluster").disable_cleanup(keep).tempdir().expect("temp dir");
+        if keep {
+            eprintln!("coordinator data and logs kept in {}", tmp.path().display());
+        }
         let nodes: Vec<BenchNode> = (1..=n)
             .map(|id| BenchNode {
                 id,

@@ -116,6 +116,10 @@ pub fn raft_config(snapshot_logs: u64) -> Result<openraft::Config, openraft::Con
     .validate()
 }
 
+/// How long replication waits before it calls a peer that refused the connection again
+/// (`network::PeerNetwork::backoff`): under `election_timeout_min`.
+pub const UNREACHABLE_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Largest gRPC message between coordinators (a snapshot chunk is JSON-encoded bytes).
 pub const MAX_RPC_BYTES: usize = 32 << 20;
 

@@ -7,7 +7,7 @@ use super::{CoordinatorNode, TypeConfig, MAX_RPC_BYTES};
 use crate::state::{Command, Response};
 use berqenas_proto::raft::{raft_client::RaftClient, RaftRequest};
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
     VoteResponse,
@@ -172,7 +172,11 @@ impl PeerNetwork {
             }
         };
         let reply = match tokio::time::timeout(ttl, fut).await {
-            Err(_) => return Err(RPCError::Unreachable(Unreachable::new(&TransportError::Timeout(ttl)))),
+            // A slow peer is not an unreachable one: openraft backs off 500 ms after
+            // `Unreachable`, longer than a follower waits before it calls an election, so a
+            // follower busy taking in a long catch-up would be silenced into disrupting the
+            // leader. A timeout is retried at once.
+            Err(_) => return Err(RPCError::Network(NetworkError::new(&TransportError::Timeout(ttl)))),
             Ok(Err(status)) => return Err(unreachable(TransportError::Status(status))),
             Ok(Ok(r)) => r.into_inner(),
         };
@@ -183,6 +187,13 @@ impl PeerNetwork {
 }
 
 impl RaftNetwork<TypeConfig> for PeerNetwork {
+    /// How long replication to a peer that refused the connection waits before it tries again:
+    /// below the election timeout (250 ms), so a restarted follower hears from the leader before
+    /// it would call an election (openraft's default is 500 ms).
+    fn backoff(&self) -> Backoff {
+        Backoff::new(std::iter::repeat(super::UNREACHABLE_BACKOFF))
+    }
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,

@@ -429,7 +429,17 @@ impl RaftLogReader<TypeConfig> for LogStore {
         };
         self.wal.entries(start, end).map_err(io_read)
     }
+
+    /// What replication sends in one AppendEntries: at most `REPLICATION_BYTES` of records. An
+    /// entry is a batch of up to 256 commands, so openraft's count limit alone lets a catching-up
+    /// follower's request reach megabytes, which it cannot take in within the RPC's timeout.
+    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> StorageResult<Vec<Entry<TypeConfig>>> {
+        self.wal.entries_within(start, end, REPLICATION_BYTES).map_err(io_read)
+    }
 }
+
+/// Bytes of log records one AppendEntries carries at most (beyond its first entry).
+const REPLICATION_BYTES: usize = 256 << 10;
 
 impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;

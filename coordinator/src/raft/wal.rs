@@ -27,8 +27,9 @@ type LogEntry = Entry<TypeConfig>;
 
 /// Size a segment is created with; a larger batch gets a segment of its own size.
 const SEGMENT_BYTES: u64 = 64 << 20;
-/// Bytes of decoded entries kept in memory (by their encoded size), newest first.
-const TAIL_BYTES: usize = 16 << 20;
+/// Bytes of decoded entries kept in memory (by their records' size: decoded, about twice that),
+/// newest first: what replication and apply read, a second or more of writes at full load.
+const TAIL_BYTES: usize = 4 << 20;
 const HEADER: usize = 16;
 const SUFFIX: &str = ".log";
 
@@ -365,6 +366,12 @@ impl Wal {
 
     /// The entries with indexes in `[start, end)` that the log holds, in order.
     pub(super) fn entries(&self, start: u64, end: u64) -> Result<Vec<LogEntry>, StoreError> {
+        self.entries_within(start, end, usize::MAX)
+    }
+
+    /// As `entries`, stopping before the entry that would take the records' total past `budget`
+    /// bytes (the first entry always comes: the caller needs progress).
+    pub(super) fn entries_within(&self, start: u64, end: u64, budget: usize) -> Result<Vec<LogEntry>, StoreError> {
         enum Slot {
             Kept(LogEntry),
             Stored(Loc),
@@ -374,16 +381,20 @@ impl Wal {
             let inner = self.lock()?;
             let last = inner.last.map_or(inner.first, |l| l.index + 1);
             let (start, end) = (start.max(inner.first), end.min(last));
+            let mut bytes = 0usize;
             for index in start..end {
+                let Some(loc) = inner.locs.get((index - inner.first) as usize) else { continue };
+                bytes = bytes.saturating_add(loc.len as usize);
+                if bytes > budget && !slots.is_empty() {
+                    break;
+                }
                 if index >= inner.tail_first {
                     if let Some((entry, _)) = inner.tail.get((index - inner.tail_first) as usize) {
                         slots.push(Slot::Kept(entry.clone()));
                         continue;
                     }
                 }
-                if let Some(loc) = inner.locs.get((index - inner.first) as usize) {
-                    slots.push(Slot::Stored(loc.clone()));
-                }
+                slots.push(Slot::Stored(loc.clone()));
             }
         }
         // Entries older than the tail are read without holding the lock.

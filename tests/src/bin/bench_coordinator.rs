@@ -309,10 +309,13 @@ async fn main() {
         .await
         .unwrap_or_default();
 
-    // Failover: SIGKILL the leader, time until a write through a survivor succeeds.
-    let survivor = format!("http://{}", addr(cluster.nodes[(leader_idx + 1) % 3].api));
+    // Failover: SIGKILL the leader of the moment (leadership may have moved while followers
+    // were stopped and restarted), time until a write through a survivor succeeds.
+    let leader_now =
+        (wait_for("leader before the failover", Duration::from_secs(10), || cluster.leader()) - 1) as usize;
+    let survivor = format!("http://{}", addr(cluster.nodes[(leader_now + 1) % 3].api));
     let killed_at = Instant::now();
-    if let Some(mut p) = cluster.nodes[leader_idx].proc.take() {
+    if let Some(mut p) = cluster.nodes[leader_now].proc.take() {
         p.kill();
     }
     let mut attempt = 0;
@@ -341,6 +344,7 @@ async fn main() {
         "disk_fsync_p99_ms": fsync_p99,
         "commit_over_fsync_p50": if fsync_p50 > 0.0 { round2(single_p50 / fsync_p50) } else { 0.0 },
         "failover_ms": failover_ms,
+        "failover_killed_leader_id": leader_now + 1,
         "tenants_for_rss": TOTAL_TENANTS,
         "fill_creates_per_s": round2((TOTAL_TENANTS - CREATES - SINGLE) as f64 / fill_wall.as_secs_f64()),
         "rss": rss,

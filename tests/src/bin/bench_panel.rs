@@ -1,7 +1,7 @@
 //! `deploy/bench.sh panel`: one release coordinator (API over TLS on loopback) with 1,000 tenants,
 //! and the panel's tenant list in headless Chromium: time to first byte of the page, time until
 //! the list is painted (from the navigation's start, by the Element Timing API: its first page of
-//! 100 rows, with the pager counting all 1,000, so every tenant was loaded), and the bytes — the
+//! 50 rows, with the pager counting all 1,000, so every tenant was loaded), and the bytes — the
 //! page and its assets apart (their size on the wire, from the network or the cache), the tenant
 //! list's JSON apart. The first load (cache emptied) and the median of five more (assets cached,
 //! as they are meant to be: the browser trusts the cluster CA). One JSON line.
@@ -110,8 +110,8 @@ fn main() {
              return new Promise((done) => {
                const check = () => {
                  const pager = document.querySelector('main .pager span');
-                 if (document.querySelectorAll('main tbody tr').length >= Math.min(n, 100)
-                     && (n <= 100 || (pager && pager.textContent.endsWith(`of ${n}`)))) {
+                 if (document.querySelectorAll('main tbody tr').length >= Math.min(n, 50)
+                     && (n <= 50 || (pager && pager.textContent.endsWith(`of ${n}`)))) {
                    // When the list was painted: the Element Timing entry of its count line,
                    // drawn in the same frame as the rows (tenants.js marks it).
                    new PerformanceObserver((entries, observer) => {

@@ -1,5 +1,5 @@
-//! The journal against its files: reopening, torn and stale records, truncation, purges and
-//! segments (rotation, one a crash left empty).
+//! The journal's tests: reopen, torn and unsynced tails, truncation, purge, rotation, bounded
+//! reads, and reads from disk against the decoded tail.
 
 use super::*;
 use openraft::{CommittedLeaderId, EntryPayload};
@@ -30,31 +30,9 @@ fn entries_survive_a_reopen_in_order() {
     assert_eq!(indexes(&wal, 3, 10), [(1, 3), (1, 4), (2, 5)]);
 }
 
-#[test]
-fn torn_tail_is_cut_and_never_followed_by_a_stale_record() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let wal = Wal::open(dir.path(), None).expect("open");
-    wal.append((0..4).map(|i| entry(1, i)).collect()).expect("append");
-    let (segment, _) = wal.lock().expect("lock").active.clone().expect("active");
-    drop(wal);
-    // Damage entry 2's record: entries 2 and 3 are the torn tail.
-    let loc_of_2 = {
-        let wal = Wal::open(dir.path(), None).expect("reopen");
-        let inner = wal.lock().expect("lock");
-        inner.locs[2].offset
-    };
-    segment.file.write_all_at(&[0xff], loc_of_2 + HEADER as u64).expect("damage");
-    let wal = Wal::open(dir.path(), None).expect("reopen");
-    assert_eq!(wal.last().expect("last"), Some(id(1, 1)));
-    // A new entry 2 of another term, shorter or not, is the end of the log after a reopen.
-    wal.append(vec![entry(3, 2)]).expect("append");
-    drop(wal);
-    let wal = Wal::open(dir.path(), None).expect("reopen");
-    assert_eq!(indexes(&wal, 0, 10), [(1, 0), (1, 1), (3, 2)]);
-}
-
-#[test]
-fn an_unsynced_record_behind_a_clean_end_never_joins_the_log() {
+/// Writes entries 0..4 of term 1, overwrites entry 2's record at `skip` bytes into it with
+/// `bytes` (what a crash left), reopens, appends `next` and reopens again: the log's indexes.
+fn crash_at_record_2_then_append(bytes: &[u8], skip: u64, next: LogEntry) -> Vec<(u64, u64)> {
     let dir = tempfile::tempdir().expect("temp dir");
     let wal = Wal::open(dir.path(), None).expect("open");
     wal.append((0..4).map(|i| entry(1, i)).collect()).expect("append");
@@ -63,15 +41,27 @@ fn an_unsynced_record_behind_a_clean_end_never_joins_the_log() {
         (inner.active.clone().expect("active").0, inner.locs[2].offset)
     };
     drop(wal);
-    // A crash wrote record 3 but not record 2: its place reads as the log's clean end.
-    segment.file.write_all_at(&[0; HEADER], at).expect("lose record 2");
+    segment.file.write_all_at(bytes, at + skip).expect("damage");
     let wal = Wal::open(dir.path(), None).expect("reopen");
     assert_eq!(wal.last().expect("last"), Some(id(1, 1)));
-    // The new entry 2 has the old one's size: the stale record 3 would follow it exactly.
-    wal.append(vec![entry(1, 2)]).expect("append");
+    wal.append(vec![next]).expect("append");
     drop(wal);
     let wal = Wal::open(dir.path(), None).expect("reopen");
-    assert_eq!(indexes(&wal, 0, 10), [(1, 0), (1, 1), (1, 2)]);
+    indexes(&wal, 0, 10)
+}
+
+#[test]
+fn torn_tail_is_cut_and_never_followed_by_a_stale_record() {
+    // Entry 2's payload is damaged: entries 2 and 3 are the torn tail. A new entry 2 of
+    // another term is the end of the log after a reopen.
+    assert_eq!(crash_at_record_2_then_append(&[0xff], HEADER as u64, entry(3, 2)), [(1, 0), (1, 1), (3, 2)]);
+}
+
+#[test]
+fn an_unsynced_record_behind_a_clean_end_never_joins_the_log() {
+    // A crash wrote record 3 but not record 2: its place reads as the log's clean end. The new
+    // entry 2 has the old one's size, so the stale record 3 would follow it exactly.
+    assert_eq!(crash_at_record_2_then_append(&[0; HEADER], 0, entry(1, 2)), [(1, 0), (1, 1), (1, 2)]);
 }
 
 #[test]
@@ -132,6 +122,17 @@ fn entries_read_from_disk_match_those_kept_in_memory() {
         inner.tail_first = 50;
     }
     assert_eq!(indexes(&wal, 10, 20), cached);
+}
+
+#[test]
+fn a_bounded_read_stops_at_its_byte_budget_but_always_returns_one_entry() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let wal = Wal::open(dir.path(), None).expect("open");
+    wal.append((0..10).map(|i| entry(1, i)).collect()).expect("append");
+    let one = wal.lock().expect("lock").locs[0].len as usize;
+    assert_eq!(wal.entries_within(2, 10, 3 * one).expect("read").len(), 3);
+    assert_eq!(wal.entries_within(2, 10, 1).expect("read").len(), 1);
+    assert_eq!(wal.entries_within(2, 10, usize::MAX).expect("read").len(), 8);
 }
 
 #[test]

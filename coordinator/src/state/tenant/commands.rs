@@ -5,7 +5,7 @@ use super::{Lifecycle, Placement, Tenant, TenantPatch, TenantSpec, TenantStatus}
 use crate::state::action::{details, Details};
 use crate::state::allocation;
 use crate::state::names::TenantName;
-use crate::state::node::{Node, NodeTenantStatus};
+use crate::state::node::{Node, NodeRole, NodeTenantStatus};
 use crate::state::placement;
 use crate::state::{At, Cx, DomainError, Handled, Reply, Response, State, Touched};
 use std::collections::BTreeSet;
@@ -21,7 +21,12 @@ impl State {
             dedicated: tenant.dedicated,
             node_selector: &tenant.node_selector,
         };
-        match placement::place(&nodes, &self.loads(), &req) {
+        // The loads walk every tenant: skipped when no node could take the database anyway
+        // (placement then fails on the role alone), which an update of an unplaced tenant, retried
+        // here every time, would otherwise pay on every write.
+        let loads =
+            if nodes.iter().any(|n| n.roles.contains(&NodeRole::Db)) { self.loads() } else { Default::default() };
+        match placement::place(&nodes, &loads, &req) {
             Ok(d) => {
                 tenant.placement = Placement { db_node: Some(d.db_node), gateway_node: d.gateway_node };
                 tenant.status_reason = Some("placed; waiting for node agents to report ready".into());

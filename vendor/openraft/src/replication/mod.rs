@@ -465,6 +465,16 @@ where
 
         let leader_time = C::now();
 
+        // berqenas patch: a request carrying entries gets until the election timeout to be
+        // answered (the follower decodes, appends, syncs them); upstream gives every request the
+        // heartbeat interval, which a catching-up follower's requests overrun again and again, each
+        // timeout resending the same range. A heartbeat keeps the short timeout.
+        let the_timeout = if logs.is_empty() {
+            Duration::from_millis(self.config.heartbeat_interval)
+        } else {
+            Duration::from_millis(self.config.heartbeat_interval.max(self.config.election_timeout_min))
+        };
+
         // Build the heartbeat frame to be sent to the follower.
         // berqenas patch: this request carries the committed index.
         self.commit_unsent = false;
@@ -480,10 +490,9 @@ where
             payload=%payload.summary(),
             now = debug(leader_time),
             "start sending append_entries, timeout: {:?}",
-            self.config.heartbeat_interval
+            the_timeout
         );
 
-        let the_timeout = Duration::from_millis(self.config.heartbeat_interval);
         let option = RPCOption::new(the_timeout);
         let res = C::timeout(the_timeout, self.network.append_entries(payload, option)).await;
 
