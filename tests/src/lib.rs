@@ -15,6 +15,7 @@ pub mod etcd;
 pub mod lab;
 pub mod panel;
 pub mod pgbouncer;
+pub mod ports;
 pub mod postgres;
 pub mod realtime;
 pub mod s3;
@@ -22,26 +23,12 @@ pub mod s3;
 mod tidy;
 pub mod webdriver;
 
+pub use ports::free_port;
+
 use std::fs::File;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-/// A free TCP port on 127.0.0.1, drawn at random below Linux's ephemeral range (32768–60999):
-/// a port the OS hands out for `bind(0)` is also what it picks for outgoing connections, so a
-/// test making many connections could take it before the process meant to listen on it does.
-pub fn free_port() -> u16 {
-    use rand::Rng;
-    let mut rng = rand::thread_rng();
-    for _ in 0..1000 {
-        let port = rng.gen_range(20_000..32_000);
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free loopback port in 20000–31999")
-}
 
 /// Polls `f` until it returns `Some` or `timeout` passes; panics naming `what` on timeout.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
