@@ -96,9 +96,10 @@ pub enum WriteError {
     #[error("raft: {0}")]
     Raft(String),
     /// The coordinator that proposed the write stopped leading before it was answered (see
-    /// `raft::propose::ProposeFailure::Unsettled`).
+    /// `raft::propose::ProposeFailure::Unsettled`), or the leader it was forwarded to did not
+    /// answer: it may or may not have been applied.
     #[error(
-        "the leader stepped down with this write in flight: whether it was applied is unknown; read before retrying"
+        "the leader stepped down or stopped answering with this write in flight: whether it was applied is unknown; read before retrying"
     )]
     Unsettled,
     /// A coordinator of the cluster runs a release that cannot decode this command (see
@@ -258,15 +259,17 @@ impl Coordinator {
     }
 
     /// Proposes `cmd` through Raft: locally when leader, else forwarded to the leader. Waits for
-    /// a leader during an election. A create retried after a lost reply is recognised by its
-    /// unique timestamp and actor, so the caller never sees its own write as a conflict.
+    /// a leader during an election, and proposes again only what certainly was not applied: a
+    /// node answered that it does not lead, or this node could not connect to the leader. A
+    /// forward that failed after it was sent (a timeout, a dropped connection, a leader that
+    /// stepped down with it in flight) may have been applied: it is `Unsettled`, never sent
+    /// again, so no write is applied twice.
     pub async fn write(&self, cmd: Command) -> Result<Response, WriteError> {
         self.check_ops_level(&cmd.op).await?;
         let started = Instant::now();
-        let mut retried = false;
         loop {
             let proposed = match self.proposer.write(cmd.clone()).await {
-                Ok(r) => return Ok(self.settle(&cmd, r, retried)),
+                Ok(r) => return Ok(r),
                 Err(ProposeFailure::Unsettled) => return Err(WriteError::Unsettled),
                 Err(ProposeFailure::Raft(e)) => *e,
             };
@@ -274,13 +277,16 @@ impl Coordinator {
                 RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => match (f.leader_id, f.leader_node) {
                     (Some(id), Some(node)) if id != self.config.id => {
                         match self.peers.forward(id, &node.raft_addr, &cmd, RPC_TIMEOUT).await {
-                            Ok(Ok(r)) => return Ok(self.settle(&cmd, r, retried)),
+                            Ok(Ok(r)) => return Ok(r),
                             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => "leader moved",
                             Ok(Err(e)) => return Err(WriteError::Raft(e.to_string())),
-                            Err(e) => {
-                                tracing::debug!(error = %e, leader = id, "forward to leader failed");
-                                retried = true;
+                            Err(e) if e.never_sent() => {
+                                tracing::debug!(error = %e, leader = id, "could not reach the leader");
                                 "leader unreachable"
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, leader = id, "a forwarded write failed after it was sent");
+                                return Err(WriteError::Unsettled);
                             }
                         }
                     }
@@ -320,18 +326,6 @@ impl Coordinator {
             }
         }
         Ok(())
-    }
-
-    fn settle(&self, cmd: &Command, resp: Response, retried: bool) -> Response {
-        use crate::state::{DomainError, Reply};
-        if let (true, Op::CreateTenant(spec), Err(DomainError::Conflict(_))) = (retried, &cmd.op, &resp) {
-            if let Some(t) = self.read(|d| d.state.tenants.get(&spec.name).cloned()) {
-                if t.created_at_ms == cmd.meta.time_ms {
-                    return Ok(Reply::Tenant(Box::new(t)));
-                }
-            }
-        }
-        resp
     }
 
     /// Stops Raft and makes what the store holds durable, so a clean restart starts from it.

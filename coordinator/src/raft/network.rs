@@ -32,6 +32,17 @@ pub enum TransportError {
     Decode(#[from] serde_json::Error),
 }
 
+impl TransportError {
+    /// Whether the call certainly never reached the peer, so the peer cannot have acted on it.
+    pub fn never_sent(&self) -> bool {
+        match self {
+            TransportError::SelfConnection(_) | TransportError::Address(_) => true,
+            TransportError::Status(s) => crate::transport::never_sent(s),
+            TransportError::Timeout(_) | TransportError::Decode(_) => false,
+        }
+    }
+}
+
 /// Cached channels to peers, keyed by node id and address.
 #[derive(Clone)]
 pub struct Peers {

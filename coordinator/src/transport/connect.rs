@@ -9,6 +9,20 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
+/// How long TCP + TLS to a peer may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How every connect failure's message starts: tonic turns it into an `Unavailable` status with
+/// that message, and no other failure does (`never_sent`).
+const NOT_CONNECTED: &str = "not connected: ";
+
+/// Whether a failed call certainly never reached the peer: it failed to connect (TCP, TLS or
+/// the peer's identity), before any request was sent. Any other failure (a timeout, a reset
+/// connection) may come after the peer acted on the request.
+pub fn never_sent(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Unavailable && status.message().starts_with(NOT_CONNECTED)
+}
+
 /// A lazily connecting channel to `addr` over rustls with the current client config, to
 /// whichever coordinator of the cluster answers there (joining, `Hello`).
 pub fn channel(addr: &str, tls: ClientTls) -> anyhow::Result<Channel> {
@@ -21,7 +35,6 @@ pub fn channel(addr: &str, tls: ClientTls) -> anyhow::Result<Channel> {
 pub fn peer_channel(addr: &str, tls: ClientTls, expected: Option<u64>) -> anyhow::Result<Channel> {
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .with_context(|| format!("invalid peer address {addr:?}"))?
-        .connect_timeout(Duration::from_secs(1))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_while_idle(true);
@@ -31,7 +44,10 @@ pub fn peer_channel(addr: &str, tls: ClientTls, expected: Option<u64>) -> anyhow
             let config = tls.read().map(|c| c.clone()).map_err(|_| std::io::Error::other("tls config poisoned"))?;
             let host = uri.host().unwrap_or("localhost").trim_start_matches('[').trim_end_matches(']').to_string();
             let port = uri.port_u16().unwrap_or(443);
-            let stream = connect(&host, port, config, expected).await?;
+            let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect(&host, port, config, expected))
+                .await
+                .unwrap_or_else(|_| Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")))
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{NOT_CONNECTED}{e}")))?;
             Ok::<_, std::io::Error>(TokioIo::new(stream))
         }
     });

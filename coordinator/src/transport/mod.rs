@@ -7,7 +7,7 @@
 mod connect;
 mod identity;
 
-pub use connect::{channel, peer_channel};
+pub use connect::{channel, never_sent, peer_channel};
 pub use identity::{valid_name, Identity, COORDINATOR_CERT_LIFETIME};
 
 use crate::admission::Admission;

@@ -217,6 +217,21 @@ impl Load {
             Ok(())
         });
         self.fail_with_diagnosis(c, converged);
+        self.fail_with_diagnosis(c, self.applied_once(c));
+    }
+
+    /// Whether no update was applied twice: a client tries each value once, so two audit
+    /// entries of one tenant with one value mean a write proposed again after it was applied.
+    fn applied_once(&self, c: &Cluster) -> Result<(), String> {
+        let trail = self.get(&c.nodes[0].endpoint(), "/api/v1/audit?limit=100000&consistency=stale")?;
+        let mut seen = BTreeMap::new();
+        for e in trail.as_array().into_iter().flatten().filter(|e| e["action"] == "tenant.update") {
+            let key = (e["target"].to_string(), e["details"]["events_per_min"].to_string());
+            if let Some(first) = seen.insert(key, e["seq"].clone()) {
+                return Err(format!("an update was applied twice: audit {first} and {} are {e}", e["seq"]));
+            }
+        }
+        Ok(())
     }
 
     /// Panics with `outcome`'s complaint and what every node says of itself and of the
