@@ -49,8 +49,9 @@
 #                 wg, wireguard-go; BERQENAS_BENCH_TENANTS=N, BERQENAS_BENCH_PEERS=N for others)
 #   panel         one release coordinator (API over TLS on loopback) with 1,000 tenants: the panel's
 #                 tenant list in headless Chromium, time to first byte, time until all rows are
-#                 shown, bytes of the page and its assets and of the list's JSON; cold and warm
-#                 (needs chromium and chromium-driver)
+#                 shown, bytes of the page and its assets and of the list's JSON; cold, warm
+#                 (opened from another site) and reloaded in its tab (needs chromium and
+#                 chromium-driver)
 #   gateway-nft   the agent's nftables sync in a throwaway network namespace at 100 and 1,000
 #                 tenants × 3 exposures: cold sync, converged sync, one tenant changed by a full
 #                 sync, one tenant changed between resyncs (through the agent's nft session: the

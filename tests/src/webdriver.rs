@@ -144,6 +144,11 @@ impl Browser {
         self.cmd("POST", "/url", Some(json!({"url": url})));
     }
 
+    /// Reloads the current page (WebDriver's Refresh: waits for the new document to load).
+    pub fn refresh(&self) {
+        self.cmd("POST", "/refresh", Some(json!({})));
+    }
+
     pub fn url(&self) -> String {
         self.cmd("GET", "/url", None).as_str().unwrap_or_default().to_string()
     }

@@ -4,7 +4,12 @@
 //! 50 rows, with the pager counting all 1,000, so every tenant was loaded), and the bytes — the
 //! page and its assets apart (their size on the wire, from the network or the cache), the tenant
 //! list's JSON apart. The first load (cache emptied) and the median of five more (assets cached,
-//! as they are meant to be: the browser trusts the cluster CA). One JSON line.
+//! as they are meant to be: the browser trusts the cluster CA), each opened from another site
+//! (about:blank: Chromium starts a new renderer process for it); then the median of five reloads
+//! of the panel in its tab. One JSON line; each kind's waterfall (requests, the panel's marks,
+//! first paints, frames over 50 ms) on stderr. `BERQENAS_BENCH_CHROMIUM_ARGS` adds browser flags
+//! (space-separated), e.g. `--trace-startup=blink,cc,viz --trace-startup-format=json
+//! --trace-startup-file=/tmp/trace.json` for a trace of where the time goes.
 //! Usage: bench-panel PATH/TO/berqenas-coordinator
 
 #![allow(
@@ -95,16 +100,20 @@ fn main() {
     // The browser trusts the cluster CA, as an operator's does once it is imported (or with a
     // certificate from a public CA): with a certificate error Chromium caches nothing, and the
     // warm loads would fetch every asset again.
-    let b = Browser::start_with(
-        tmp.path(),
-        1280,
-        900,
-        &[format!("--ignore-certificate-errors-spki-list={}", spki_sha256(&ca))],
-    );
+    let mut extra = vec![format!("--ignore-certificate-errors-spki-list={}", spki_sha256(&ca))];
+    let flags = std::env::var("BERQENAS_BENCH_CHROMIUM_ARGS").unwrap_or_default();
+    extra.extend(flags.split_whitespace().map(str::to_string));
+    let b = Browser::start_with(tmp.path(), 1280, 900, &extra);
     sign_in(&b, &base, "bench", password, None, None);
-    let measure = || -> Value {
-        b.goto("about:blank");
-        b.goto(&format!("{base}/#/tenants"));
+    // `reload`: the panel reloaded in its tab (same site, same renderer process); otherwise
+    // opened from another site (about:blank), which Chromium gives a new renderer process.
+    let measure = |reload: bool| -> Value {
+        if reload {
+            b.refresh();
+        } else {
+            b.goto("about:blank");
+            b.goto(&format!("{base}/#/tenants"));
+        }
         b.exec(
             "const n = arguments[0];
              return new Promise((done) => {
@@ -122,7 +131,12 @@ fn main() {
                    }).observe({ type: 'element', buffered: true });
                  } else requestAnimationFrame(check);
                };
-               const report = (shown) => {
+               // Frames over 50 ms (long animation frames: start, render start, style and
+               // layout start, end) and the first paints, for the waterfall.
+               const frames = [];
+               new PerformanceObserver((l) => frames.push(...l.getEntries().map((f) => ['frame', Math.round(f.startTime), Math.round(f.renderStart), Math.round(f.styleAndLayoutStart), Math.round(f.startTime + f.duration), f.scripts.map((x) => [x.invoker, x.invokerType, Math.round(x.startTime), Math.round(x.duration), Math.round(x.pauseDuration), Math.round(x.forcedStyleAndLayoutDuration)])])))
+                 .observe({ type: 'long-animation-frame', buffered: true });
+               const report = (shown) => setTimeout(() => {
                    const nav = performance.getEntriesByType('navigation')[0];
                    const res = performance.getEntriesByType('resource');
                    const api = res.filter((r) => new URL(r.name).pathname.startsWith('/api/'));
@@ -131,23 +145,30 @@ fn main() {
                    done({ttfb_ms: nav.responseStart - nav.startTime, shown_ms: shown,
                          page_bytes: nav.encodedBodySize + sum(page), api_bytes: sum(api),
                          list_fetched_ms: Math.max(...api.filter((r) => new URL(r.name).pathname.startsWith('/api/v1/tenants')).map((r) => r.responseEnd)),
-                         waterfall: [['page', nav.nextHopProtocol, Math.round(nav.connectStart), Math.round(nav.requestStart), Math.round(nav.responseStart), Math.round(nav.responseEnd), Math.round(nav.domInteractive), Math.round(nav.domContentLoadedEventEnd)]].concat(res.map((r) => [new URL(r.name).pathname.split('/').pop(), r.nextHopProtocol, Math.round(r.startTime), Math.round(r.connectStart), Math.round(r.connectEnd), Math.round(r.requestStart), Math.round(r.responseStart), Math.round(r.responseEnd)])).concat(performance.getEntriesByType('mark').map((m) => [m.name, Math.round(m.startTime)]))});
-               };
+                         waterfall: [['page', nav.nextHopProtocol, Math.round(nav.connectStart), Math.round(nav.requestStart), Math.round(nav.responseStart), Math.round(nav.responseEnd), Math.round(nav.domInteractive), Math.round(nav.domContentLoadedEventEnd)]].concat(res.map((r) => [new URL(r.name).pathname.split('/').pop(), r.nextHopProtocol, Math.round(r.startTime), Math.round(r.connectStart), Math.round(r.connectEnd), Math.round(r.requestStart), Math.round(r.responseStart), Math.round(r.responseEnd)])).concat(performance.getEntriesByType('mark').map((m) => [m.name, Math.round(m.startTime)])).concat(performance.getEntriesByType('paint').map((m) => [m.name, Math.round(m.startTime)])).concat(frames)});
+               }, 100);
                check();
              });",
             vec![json!(TENANTS)],
         )
     };
     b.clear_cache();
-    let cold = measure();
+    let cold = measure(false);
     // The cold load's requests (path, start, first byte, end; ms from the navigation), on stderr.
     eprintln!("cold waterfall: {}", cold["waterfall"]);
-    let warm: Vec<Value> = (0..5).map(|_| measure()).collect();
+    let warm: Vec<Value> = (0..5).map(|_| measure(false)).collect();
     eprintln!("warm waterfall: {}", warm[2]["waterfall"]);
-    let median = |k: &str| {
-        let mut v: Vec<f64> = warm.iter().map(|m| m[k].as_f64().unwrap_or(f64::NAN)).collect();
+    let reloads: Vec<Value> = (0..5).map(|_| measure(true)).collect();
+    eprintln!("reload waterfall: {}", reloads[2]["waterfall"]);
+    let median = |runs: &[Value], k: &str| {
+        let mut v: Vec<f64> = runs.iter().map(|m| m[k].as_f64().unwrap_or(f64::NAN)).collect();
         v.sort_by(f64::total_cmp);
         round2(percentile(&v, 50.0))
+    };
+    let summary = |runs: &[Value]| {
+        json!({"ttfb_ms": median(runs, "ttfb_ms"), "tenant_list_shown_ms": median(runs, "shown_ms"),
+               "tenant_list_fetched_ms": median(runs, "list_fetched_ms"),
+               "page_bytes": median(runs, "page_bytes"), "tenant_list_json_bytes": median(runs, "api_bytes")})
     };
     let line = json!({
         "bench": "panel",
@@ -156,9 +177,8 @@ fn main() {
                  "tenant_list_shown_ms": round2(cold["shown_ms"].as_f64().unwrap_or(f64::NAN)),
                  "tenant_list_fetched_ms": round2(cold["list_fetched_ms"].as_f64().unwrap_or(f64::NAN)),
                  "page_bytes": cold["page_bytes"], "tenant_list_json_bytes": cold["api_bytes"]},
-        "warm_median": {"ttfb_ms": median("ttfb_ms"), "tenant_list_shown_ms": median("shown_ms"),
-                        "tenant_list_fetched_ms": median("list_fetched_ms"),
-                        "page_bytes": median("page_bytes"), "tenant_list_json_bytes": median("api_bytes")},
+        "warm_median": summary(&warm),
+        "reload_median": summary(&reloads),
         "targets": {"ttfb_and_list_ms": 200, "page_bytes": 100 * 1024},
     });
     println!("{line}");
