@@ -53,7 +53,9 @@ impl<NID: NodeId> EngineConfig<NID> {
             timer_config: time_state::Config {
                 election_timeout,
                 smaller_log_timeout: Duration::from_millis(config.election_timeout_max * 2),
-                leader_lease: Duration::from_millis(config.election_timeout_max),
+                // berqenas patch 7: the lease is the shortest election timeout (was the longest),
+                // so a follower calls an election 500-750 ms after the last heartbeat, not 750-1000.
+                leader_lease: Duration::from_millis(config.election_timeout_min),
             },
         }
     }
