@@ -130,4 +130,25 @@ mod tests {
         assert!(connect("127.0.0.1", port, client.clone(), Some(2)).await.is_ok(), "the right peer is reached");
         assert!(connect("127.0.0.1", port, client, None).await.is_ok(), "the Hello probe takes whoever answers");
     }
+
+    /// A call that failed to connect (nothing listening, or another coordinator than the one
+    /// meant) never reached a peer; one a peer took and never answered may have been acted on.
+    #[tokio::test]
+    async fn only_a_call_that_never_connected_counts_as_never_sent() {
+        let ca = ClusterCa::generate("t", 2026).expect("ca");
+        let (chain, key) = leaf(&ca, &Peer::Coordinator(1));
+        let client = Arc::new(berqenas_pki::client_config(&ca.cert_pem, Some((&chain, &key))).expect("client"));
+        let peers = crate::raft::network::Peers::new(1, Arc::new(std::sync::RwLock::new(client)));
+        let closed = TcpListener::bind("127.0.0.1:0").await.expect("bind").local_addr().expect("addr").port();
+        let wait = Duration::from_secs(3);
+
+        let err = peers.read_index(2, &format!("127.0.0.1:{closed}"), wait).await.expect_err("nothing listens");
+        assert!(err.never_sent(), "refused: {err}");
+        let port = coordinator_two(&ca).await;
+        let err = peers.read_index(3, &format!("127.0.0.1:{port}"), wait).await.expect_err("coordinator 3 was meant");
+        assert!(err.never_sent(), "wrong peer: {err}");
+        // Coordinator 2 takes the connection and the request's first bytes, and never answers.
+        let err = peers.read_index(2, &format!("127.0.0.1:{port}"), wait).await.expect_err("no answer");
+        assert!(!err.never_sent(), "taken, never answered: {err}");
+    }
 }
