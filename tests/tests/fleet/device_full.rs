@@ -82,7 +82,9 @@ fn device_full_path_enroll_tunnel_expose_keep_send_row_and_subscriber() {
             ["--driver", "postgres", "--driver-url", &url, "--realtime-listen", &listen, "--resync-interval", "2s"];
         let dir = env.join(&coord, "db", "db", &args);
         let config = dir.join("agent.toml");
-        let db = env.lab.spawn(&coord, "agent-db", &agent_bin(), &["run", "--config", path(&config)], env.tmp.path());
+        let metrics = format!("{}:9464", coord.addr);
+        let run = ["run", "--config", path(&config), "--metrics-listen", &metrics];
+        let db = env.lab.spawn(&coord, "agent-db", &agent_bin(), &run, env.tmp.path());
         env.procs.push(db);
         pg
     });
@@ -169,4 +171,15 @@ fn device_full_path_enroll_tunnel_expose_keep_send_row_and_subscriber() {
     });
     assert_eq!((got["device_id"].as_str(), got["type"].as_str()), (Some(device_id.as_str()), Some("reading")), "{got}");
     assert_eq!(got["payload"]["celsius"], 21.5, "{got}");
+
+    // The db agent's metrics count what its ingest stored: as many events as the table holds,
+    // in at least one committed transaction, none failed.
+    let rows = pg.psql(&env.lab, &env.coord, "SELECT count(*) FROM tenant_acme.events").expect("psql");
+    let metrics = env.sh(&env.coord, "curl", &["-sf", &format!("http://{}:9464/metrics", env.coord.addr)]);
+    let sample =
+        |name: &str| metrics.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok());
+    assert_eq!(sample("berqenas_ingest_events_total"), rows.trim().parse::<f64>().ok(), "{metrics}");
+    assert_eq!(sample("berqenas_ingest_failed_batches_total"), Some(0.0), "{metrics}");
+    assert!(sample("berqenas_ingest_batch_size_count") >= Some(1.0), "{metrics}");
+    assert!(sample("berqenas_ingest_commit_duration_seconds_count") >= Some(1.0), "{metrics}");
 }
